@@ -1,0 +1,39 @@
+import CAlpm
+
+/// A failed libalpm call: what was attempted, on which package or path, and libalpm's own words.
+public struct AlpmError: Error, CustomStringConvertible, Sendable {
+    /// libalpm's error number, when the failure came from libalpm (`alpm_errno`).
+    public let code: Int32?
+    /// What was being done, in a few words ("install", "register database").
+    public let operation: String
+    /// The package, database or file concerned, if there is one.
+    public let subject: String?
+    /// libalpm's text for `code` (`alpm_strerror`), or our own explanation.
+    public let reason: String
+    /// Further lines: missing dependencies, conflicting files, failing scriptlets.
+    public let details: [String]
+
+    public init(code: Int32? = nil, operation: String, subject: String? = nil, reason: String, details: [String] = []) {
+        self.code = code
+        self.operation = operation
+        self.subject = subject
+        self.reason = reason
+        self.details = details
+    }
+
+    /// Builds the error from the handle's current `alpm_errno`; call it right after the failing call.
+    init(handle: OpaquePointer, operation: String, subject: String? = nil, details: [String] = []) {
+        let errno = alpm_errno(handle)
+        self.init(
+            code: Int32(errno.rawValue), operation: operation, subject: subject,
+            reason: String(cString: alpm_strerror(errno)), details: details)
+    }
+
+    public var description: String {
+        var text = operation
+        if let subject { text += " \(subject)" }
+        text += ": \(reason)"
+        for line in details { text += "\n  \(line)" }
+        return text
+    }
+}

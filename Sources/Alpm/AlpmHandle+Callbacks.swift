@@ -1,0 +1,114 @@
+import CAlpm
+import CLayerSupport
+
+/// libalpm's callbacks carry a context pointer; ours is the handle itself, unretained, because the
+/// callbacks are cleared with the handle in `alpm_release`.
+extension AlpmHandle {
+    func installCallbacks() throws {
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        try check(alpm_option_set_eventcb(raw, { context, event in
+            guard let context, let event else { return }
+            AlpmHandle.from(context).handle(event: event)
+        }, context), "set event callback")
+        try check(alpm_option_set_questioncb(raw, { _, question in
+            guard let question else { return }
+            AlpmHandle.answer(question)
+        }, context), "set question callback")
+        try check(alpm_option_set_progresscb(raw, { context, progress, package, percent, howMany, current in
+            guard let context else { return }
+            AlpmHandle.from(context).observer?(.progress(
+                step: .init(progress), package: string(package) ?? "", percent: Int(percent),
+                current: Int(current), total: Int(howMany)))
+        }, context), "set progress callback")
+        try check(alpm_option_set_dlcb(raw, { context, file, kind, data in
+            guard let context, let file else { return }
+            AlpmHandle.from(context).handleDownload(file: String(cString: file), kind: kind, data: data)
+        }, context), "set download callback")
+        try check(lc_alpm_set_log_sink(raw, { context, level, message in
+            guard let context, let message else { return }
+            AlpmHandle.from(context).handleLog(level: level, message: String(cString: message))
+        }, context), "set log callback")
+    }
+
+    private static func from(_ context: UnsafeMutableRawPointer) -> AlpmHandle {
+        Unmanaged<AlpmHandle>.fromOpaque(context).takeUnretainedValue()
+    }
+
+    private func handle(event: UnsafeMutablePointer<alpm_event_t>) {
+        switch event.pointee.type {
+        case ALPM_EVENT_PACKAGE_OPERATION_START, ALPM_EVENT_PACKAGE_OPERATION_DONE:
+            let op = event.pointee.package_operation
+            let package = op.newpkg ?? op.oldpkg
+            let name = package.flatMap { string(alpm_pkg_get_name($0)) } ?? ""
+            let version = package.flatMap { string(alpm_pkg_get_version($0)) } ?? ""
+            if event.pointee.type == ALPM_EVENT_PACKAGE_OPERATION_START {
+                currentPackage = name
+                observer?(.packageStarted(.init(op.operation), name: name, version: version))
+            } else {
+                currentPackage = nil
+                observer?(.packageFinished(.init(op.operation), name: name, version: version))
+            }
+        case ALPM_EVENT_SCRIPTLET_INFO:
+            let line = string(event.pointee.scriptlet_info.line) ?? ""
+            for part in line.split(separator: "\n", omittingEmptySubsequences: false) where !part.isEmpty {
+                observer?(.scriptletOutput(String(part)))
+            }
+        default:
+            break
+        }
+    }
+
+    private func handleDownload(file: String, kind: alpm_download_event_type_t, data: UnsafeMutableRawPointer?) {
+        switch kind {
+        case ALPM_DOWNLOAD_INIT:
+            observer?(.downloadStarted(file: file))
+        case ALPM_DOWNLOAD_PROGRESS:
+            guard let progress = data?.assumingMemoryBound(to: alpm_download_event_progress_t.self).pointee else {
+                return
+            }
+            observer?(.downloadProgress(file: file, downloaded: Int64(progress.downloaded), total: Int64(progress.total)))
+        case ALPM_DOWNLOAD_COMPLETED:
+            guard let done = data?.assumingMemoryBound(to: alpm_download_event_completed_t.self).pointee else { return }
+            observer?(.downloadCompleted(file: file, succeeded: done.result >= 0, upToDate: done.result == 1))
+        default:
+            break
+        }
+    }
+
+    private func handleLog(level: Int32, message: String) {
+        let text = message.hasSuffix("\n") ? String(message.dropLast()) : message
+        switch UInt32(level) {
+        case ALPM_LOG_ERROR.rawValue:
+            // libalpm reports a failing scriptlet only through this line, during the package's operation.
+            if let currentPackage { operationErrors.append((currentPackage, text)) }
+            recentErrors.append(text)
+            observer?(.log(level: .error, message: text))
+        case ALPM_LOG_WARNING.rawValue:
+            observer?(.log(level: .warning, message: text))
+        default:
+            break
+        }
+    }
+
+    /// Answers libalpm's questions as `pacman --noconfirm` does: take the default of each prompt.
+    private static func answer(_ question: UnsafeMutablePointer<alpm_question_t>) {
+        switch question.pointee.type {
+        case ALPM_QUESTION_INSTALL_IGNOREPKG:
+            question.pointee.install_ignorepkg.install = 1  // "[Y/n]"
+        case ALPM_QUESTION_REPLACE_PKG:
+            question.pointee.replace.replace = 1  // "Replace X with Y? [Y/n]"
+        case ALPM_QUESTION_CONFLICT_PKG:
+            question.pointee.conflict.remove = 0  // "Remove X? [y/N]": the conflict stops the transaction
+        case ALPM_QUESTION_CORRUPTED_PKG:
+            question.pointee.corrupted.remove = 1  // "delete it? [Y/n]"
+        case ALPM_QUESTION_REMOVE_PKGS:
+            question.pointee.remove_pkgs.skip = 0  // "skip the above packages? [y/N]"
+        case ALPM_QUESTION_SELECT_PROVIDER:
+            question.pointee.select_provider.use_index = 0  // the first provider, pacman's default
+        case ALPM_QUESTION_IMPORT_KEY:
+            question.pointee.import_key.import = 1  // "Import PGP key? [Y/n]"
+        default:
+            question.pointee.any.answer = 0
+        }
+    }
+}

@@ -1,0 +1,88 @@
+import CAlpm
+import Foundation
+
+/// A sync repository as pacman.conf declares it.
+public struct Repository: Hashable, Sendable {
+    public var name: String
+    /// Server URLs, `file://` or `https://`, which may contain `$repo` and `$arch`.
+    public var servers: [String]
+    /// nil means pacman's default, `Required DatabaseOptional`.
+    public var signatureLevel: SignatureLevel?
+
+    public init(name: String, servers: [String], signatureLevel: SignatureLevel? = nil) {
+        self.name = name
+        self.servers = servers
+        self.signatureLevel = signatureLevel
+    }
+
+    /// The servers with `$repo` and `$arch` expanded, as pacman does.
+    public func expandedServers(arch: String) -> [String] {
+        servers.map {
+            $0.replacingOccurrences(of: "$repo", with: name).replacingOccurrences(of: "$arch", with: arch)
+        }
+    }
+}
+
+/// An installed package, read from the local database.
+public struct InstalledPackage: Hashable, Sendable, Codable {
+    public var name: String
+    public var version: String
+    /// True when it was asked for, false when it came in as a dependency.
+    public var explicit: Bool
+    public var installedSize: Int64
+}
+
+extension AlpmHandle {
+    /// Registers a sync database and its servers (`alpm_register_syncdb`, `alpm_db_add_server`).
+    public func register(_ repository: Repository, arch: String) throws {
+        let level = (repository.signatureLevel ?? .pacmanDefault).rawValue
+        guard let db = alpm_register_syncdb(raw, repository.name, level) else {
+            throw AlpmError(handle: raw, operation: "register repository", subject: repository.name)
+        }
+        for server in repository.expandedServers(arch: arch) {
+            if server.hasPrefix("file://") && !server.hasPrefix("file:///") {
+                throw AlpmError(
+                    operation: "register repository", subject: repository.name,
+                    reason: "server \(server) is not an absolute file:// URL")
+            }
+            try check(alpm_db_add_server(db, server), "add server to \(repository.name)", server)
+        }
+    }
+
+    /// Downloads the sync databases that changed on their servers (`alpm_db_update`).
+    public func refresh(force: Bool = false) throws {
+        recentErrors.removeAll()
+        if alpm_db_update(raw, alpm_get_syncdbs(raw), force ? 1 : 0) < 0 {
+            throw AlpmError(handle: raw, operation: "refresh repositories", details: recentErrors)
+        }
+        try checkDatabasesValid()
+    }
+
+    /// Fails when a registered database is missing or its signature is not valid (`alpm_db_get_valid`).
+    public func checkDatabasesValid() throws {
+        for db in AlpmListSequence(alpm_get_syncdbs(raw)) {
+            let db = OpaquePointer(db)
+            if alpm_db_get_valid(db) != 0 {
+                throw AlpmError(handle: raw, operation: "read repository", subject: string(alpm_db_get_name(db)))
+            }
+        }
+    }
+
+    /// The packages in the local database, sorted by name.
+    public func installedPackages() -> [InstalledPackage] {
+        AlpmListSequence(alpm_db_get_pkgcache(alpm_get_localdb(raw))).map { pointer in
+            let pkg = OpaquePointer(pointer)
+            return InstalledPackage(
+                name: string(alpm_pkg_get_name(pkg)) ?? "", version: string(alpm_pkg_get_version(pkg)) ?? "",
+                explicit: alpm_pkg_get_reason(pkg) == ALPM_PKG_REASON_EXPLICIT,
+                installedSize: Int64(alpm_pkg_get_isize(pkg)))
+        }.sorted { $0.name < $1.name }
+    }
+
+    /// Compares two versions as pacman does, epochs included (`alpm_pkg_vercmp`): <0, 0 or >0.
+    public static func compareVersions(_ a: String, _ b: String) -> Int {
+        Int(alpm_pkg_vercmp(a, b))
+    }
+
+    var syncDatabases: [OpaquePointer] { AlpmListSequence(alpm_get_syncdbs(raw)).map { OpaquePointer($0) } }
+}

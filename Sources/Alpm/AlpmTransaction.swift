@@ -1,0 +1,194 @@
+import CAlpm
+import Glibc
+
+/// What a transaction should do, in pacman's terms.
+public struct TransactionRequest: Sendable {
+    /// Targets to install with their dependencies, like `pacman -S`: a name, `repo/name`, a group
+    /// or anything a package provides.
+    public var install: [String] = []
+    /// Installed packages to remove, like `pacman -R`.
+    public var remove: [String] = []
+    /// Upgrade every installed package that has a newer version, like `pacman -Su`.
+    public var sysupgrade = false
+    /// Skip targets that are installed and up to date, like `--needed`.
+    public var needed = true
+
+    public init(install: [String] = [], remove: [String] = [], sysupgrade: Bool = false, needed: Bool = true) {
+        self.install = install
+        self.remove = remove
+        self.sysupgrade = sysupgrade
+        self.needed = needed
+    }
+
+    var isEmpty: Bool { install.isEmpty && remove.isEmpty && !sysupgrade }
+}
+
+/// One package file a transaction installs, exactly as the sync database describes it.
+public struct PackageFile: Hashable, Sendable, Codable {
+    public var name: String
+    public var version: String
+    public var repository: String
+    public var filename: String
+    public var sha256: String
+    public var downloadSize: Int64
+    public var installedSize: Int64
+}
+
+/// What a prepared transaction would do.
+public struct Resolution: Hashable, Sendable, Codable {
+    /// Packages to install or upgrade, sorted by name.
+    public var install: [PackageFile] = []
+    /// Installed packages to remove, sorted by name.
+    public var remove: [InstalledPackage] = []
+}
+
+extension AlpmHandle {
+    /// Resolves `request` against the sync and local databases without changing anything
+    /// (`alpm_trans_init` with NOLOCK, `alpm_trans_prepare`, `alpm_trans_get_add`, `alpm_trans_release`).
+    public func resolve(_ request: TransactionRequest) throws -> Resolution {
+        if request.isEmpty { return Resolution() }
+        return try withTransaction(request, flags: Int32(ALPM_TRANS_FLAG_NOLOCK.rawValue)) { self.currentResolution() }
+    }
+
+    /// Runs `request` to the end (`alpm_trans_commit`) and returns what it did. A scriptlet that
+    /// fails makes this throw, although libalpm itself only logs it.
+    @discardableResult
+    public func commit(_ request: TransactionRequest) throws -> Resolution {
+        if request.isEmpty { return Resolution() }
+        return try withTransaction(request, flags: 0) {
+            let resolution = self.currentResolution()
+            if resolution.install.isEmpty && resolution.remove.isEmpty { return resolution }
+            self.operationErrors.removeAll()
+            var data: UnsafeMutablePointer<alpm_list_t>?
+            if alpm_trans_commit(self.raw, &data) != 0 {
+                let error = AlpmError(
+                    handle: self.raw, operation: "commit transaction",
+                    details: Self.describe(data, alpm_errno(self.raw)) + self.recentErrors)
+                throw error
+            }
+            if let failed = self.operationErrors.first {
+                let messages = self.operationErrors.filter { $0.package == failed.package }.map(\.message)
+                throw AlpmError(
+                    operation: "install", subject: failed.package, reason: "its install scriptlet failed",
+                    details: messages)
+            }
+            return resolution
+        }
+    }
+
+    private func withTransaction<T>(_ request: TransactionRequest, flags: Int32, _ body: () throws -> T) throws -> T {
+        recentErrors.removeAll()
+        var flags = flags
+        if request.needed { flags |= Int32(ALPM_TRANS_FLAG_NEEDED.rawValue) }
+        try check(alpm_trans_init(raw, flags), "start transaction")
+        defer { alpm_trans_release(raw) }
+        for name in request.remove {
+            guard let pkg = alpm_db_get_pkg(alpm_get_localdb(raw), name) else {
+                throw AlpmError(operation: "remove", subject: name, reason: "the package is not installed")
+            }
+            try check(alpm_remove_pkg(raw, pkg), "remove", name)
+        }
+        if request.sysupgrade {
+            try check(alpm_sync_sysupgrade(raw, 0), "upgrade system")
+        }
+        for target in request.install {
+            for pkg in try findTargets(target) {
+                try check(alpm_add_pkg(raw, pkg), "install", target)
+            }
+        }
+        var data: UnsafeMutablePointer<alpm_list_t>?
+        if alpm_trans_prepare(raw, &data) != 0 {
+            let subject = (request.install + request.remove).joined(separator: ", ")
+            throw AlpmError(
+                handle: raw, operation: "resolve", subject: subject,
+                details: Self.describe(data, alpm_errno(raw)) + recentErrors)
+        }
+        return try body()
+    }
+
+    /// Finds a target as pacman -S does: `repo/name`, a package name in repository order, a group,
+    /// then the first package that provides it.
+    private func findTargets(_ target: String) throws -> [OpaquePointer] {
+        let parts = target.split(separator: "/", maxSplits: 1).map(String.init)
+        var dbs = syncDatabases
+        var name = target
+        if parts.count == 2 {
+            dbs = dbs.filter { string(alpm_db_get_name($0)) == parts[0] }
+            name = parts[1]
+            if dbs.isEmpty {
+                throw AlpmError(operation: "install", subject: target, reason: "repository \(parts[0]) is not declared")
+            }
+        }
+        for db in dbs {
+            if let pkg = alpm_db_get_pkg(db, name) { return [pkg] }
+        }
+        var groupMembers: [OpaquePointer] = []
+        for db in dbs {
+            if let group = alpm_db_get_group(db, name) {
+                groupMembers += AlpmListSequence(group.pointee.packages).map { OpaquePointer($0) }
+            }
+        }
+        if !groupMembers.isEmpty {
+            var seen = Set<String>()
+            return groupMembers.filter { seen.insert(string(alpm_pkg_get_name($0)) ?? "").inserted }
+        }
+        var list: UnsafeMutablePointer<alpm_list_t>?
+        for db in dbs { list = alpm_list_add(list, UnsafeMutableRawPointer(db)) }
+        defer { alpm_list_free(list) }
+        if let pkg = alpm_find_dbs_satisfier(raw, list, name) { return [pkg] }
+        throw AlpmError(operation: "install", subject: target, reason: "target not found in any repository")
+    }
+
+    private func currentResolution() -> Resolution {
+        let install = AlpmListSequence(alpm_trans_get_add(raw)).map { pointer -> PackageFile in
+            let pkg = OpaquePointer(pointer)
+            return PackageFile(
+                name: string(alpm_pkg_get_name(pkg)) ?? "", version: string(alpm_pkg_get_version(pkg)) ?? "",
+                repository: alpm_pkg_get_db(pkg).flatMap { string(alpm_db_get_name($0)) } ?? "",
+                filename: string(alpm_pkg_get_filename(pkg)) ?? "", sha256: string(alpm_pkg_get_sha256sum(pkg)) ?? "",
+                downloadSize: Int64(alpm_pkg_get_size(pkg)), installedSize: Int64(alpm_pkg_get_isize(pkg)))
+        }
+        let remove = AlpmListSequence(alpm_trans_get_remove(raw)).map { pointer -> InstalledPackage in
+            let pkg = OpaquePointer(pointer)
+            return InstalledPackage(
+                name: string(alpm_pkg_get_name(pkg)) ?? "", version: string(alpm_pkg_get_version(pkg)) ?? "",
+                explicit: alpm_pkg_get_reason(pkg) == ALPM_PKG_REASON_EXPLICIT,
+                installedSize: Int64(alpm_pkg_get_isize(pkg)))
+        }
+        return Resolution(install: install.sorted { $0.name < $1.name }, remove: remove.sorted { $0.name < $1.name })
+    }
+
+    /// Turns the list libalpm hands back with a failed prepare or commit into lines, and frees it.
+    private static func describe(_ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t) -> [String] {
+        guard let data else { return [] }
+        defer { alpm_list_free(data) }
+        var lines: [String] = []
+        for item in AlpmListSequence(data) {
+            switch errno {
+            case ALPM_ERR_UNSATISFIED_DEPS:
+                let miss = item.assumingMemoryBound(to: alpm_depmissing_t.self)
+                let dep = miss.pointee.depend.flatMap { alpm_dep_compute_string($0) }
+                lines.append("\(string(miss.pointee.target) ?? "?"): requires \(dep.map { String(cString: $0) } ?? "?")")
+                free(dep)
+                alpm_depmissing_free(miss)
+            case ALPM_ERR_CONFLICTING_DEPS:
+                let conflict = item.assumingMemoryBound(to: alpm_conflict_t.self)
+                lines.append("\(string(conflict.pointee.package1) ?? "?") and \(string(conflict.pointee.package2) ?? "?") are in conflict")
+                alpm_conflict_free(conflict)
+            case ALPM_ERR_FILE_CONFLICTS:
+                let conflict = item.assumingMemoryBound(to: alpm_fileconflict_t.self)
+                let owner = conflict.pointee.type == ALPM_FILECONFLICT_TARGET
+                    ? "is also in \(string(conflict.pointee.ctarget) ?? "?")" : "exists in filesystem"
+                lines.append("\(string(conflict.pointee.target) ?? "?"): /\(string(conflict.pointee.file) ?? "?") \(owner)")
+                alpm_fileconflict_free(conflict)
+            case ALPM_ERR_PKG_INVALID_ARCH, ALPM_ERR_PKG_INVALID, ALPM_ERR_PKG_INVALID_CHECKSUM,
+                ALPM_ERR_PKG_INVALID_SIG:
+                lines.append(String(cString: item.assumingMemoryBound(to: CChar.self)))
+                free(item)
+            default:
+                break
+            }
+        }
+        return lines
+    }
+}

@@ -1,0 +1,60 @@
+import CAlpm
+
+/// A pacman `SigLevel`: which signatures must be present and valid, for packages and databases.
+public struct SignatureLevel: Equatable, Hashable, Sendable, CustomStringConvertible {
+    /// The `alpm_siglevel_t` bit set.
+    public let rawValue: Int32
+
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    /// pacman.conf's default, `Required DatabaseOptional`, which users expect of remote repositories.
+    public static let pacmanDefault = SignatureLevel(
+        rawValue: Int32(ALPM_SIG_PACKAGE.rawValue | ALPM_SIG_DATABASE.rawValue | ALPM_SIG_DATABASE_OPTIONAL.rawValue))
+
+    /// Parses pacman.conf's words (`Never`, `Optional`, `Required`, `TrustedOnly`, `TrustAll`, each
+    /// optionally prefixed `Package` or `Database`), starting from pacman's default as pacman does.
+    /// A word pacman does not know is a failure that names it.
+    public static func parse(_ text: String) -> Result<SignatureLevel, SignatureLevelError> {
+        let package = (ALPM_SIG_PACKAGE.rawValue, ALPM_SIG_PACKAGE_OPTIONAL.rawValue,
+                       ALPM_SIG_PACKAGE_MARGINAL_OK.rawValue, ALPM_SIG_PACKAGE_UNKNOWN_OK.rawValue)
+        let database = (ALPM_SIG_DATABASE.rawValue, ALPM_SIG_DATABASE_OPTIONAL.rawValue,
+                        ALPM_SIG_DATABASE_MARGINAL_OK.rawValue, ALPM_SIG_DATABASE_UNKNOWN_OK.rawValue)
+        var level = UInt32(pacmanDefault.rawValue)
+        for word in text.split(whereSeparator: { $0 == " " || $0 == "," }) {
+            var name = Substring(word)
+            var targets = [package, database]
+            if name.hasPrefix("Package") {
+                name = name.dropFirst("Package".count)
+                targets = [package]
+            } else if name.hasPrefix("Database") {
+                name = name.dropFirst("Database".count)
+                targets = [database]
+            }
+            for (check, optional, marginal, unknown) in targets {
+                switch name {
+                case "Never": level &= ~(check | optional)
+                case "Optional": level |= check | optional
+                case "Required": level = (level | check) & ~optional
+                case "TrustedOnly": level &= ~(marginal | unknown)
+                case "TrustAll": level |= marginal | unknown
+                default: return .failure(SignatureLevelError(word: String(word)))
+                }
+            }
+        }
+        return .success(SignatureLevel(rawValue: Int32(bitPattern: level)))
+    }
+
+    public var description: String {
+        let bits = UInt32(bitPattern: rawValue)
+        func words(_ check: UInt32, _ optional: UInt32) -> String {
+            bits & check == 0 ? "Never" : (bits & optional != 0 ? "Optional" : "Required")
+        }
+        return "Package\(words(ALPM_SIG_PACKAGE.rawValue, ALPM_SIG_PACKAGE_OPTIONAL.rawValue)) "
+            + "Database\(words(ALPM_SIG_DATABASE.rawValue, ALPM_SIG_DATABASE_OPTIONAL.rawValue))"
+    }
+}
+
+/// A word in a `siglevel` that pacman does not know.
+public struct SignatureLevelError: Error, Sendable {
+    public let word: String
+}

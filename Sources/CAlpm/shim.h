@@ -1,0 +1,2 @@
+#include <alpm.h>
+#include <alpm_list.h>

@@ -1,0 +1,98 @@
+#define _GNU_SOURCE
+#include "CLayerSupport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct lc_log_target {
+    lc_log_sink sink;
+    void *ctx;
+};
+
+static void lc_log_trampoline(void *ctx, alpm_loglevel_t level, const char *fmt, va_list args) {
+    struct lc_log_target *target = ctx;
+    char *message = NULL;
+    if (vasprintf(&message, fmt, args) < 0) {
+        return;
+    }
+    target->sink(target->ctx, (int)level, message);
+    free(message);
+}
+
+int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
+    /* The target lives as long as the handle; one small allocation per handle is not worth
+     * tracking, and alpm offers no hook to free it with the handle. */
+    struct lc_log_target *target = malloc(sizeof *target);
+    if (target == NULL) {
+        return -1;
+    }
+    target->sink = sink;
+    target->ctx = ctx;
+    return alpm_option_set_logcb(handle, lc_log_trampoline, target);
+}
+
+int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
+                      int in_fd, int out_fd, pid_t *pid) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        return errno;
+    }
+    pid_t child = fork();
+    if (child < 0) {
+        int err = errno;
+        close(report[0]);
+        close(report[1]);
+        return err;
+    }
+    if (child == 0) {
+        /* Only async-signal-safe calls from here to execve. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0 || chroot(root) != 0 ||
+            chdir("/") != 0) {
+            int err = errno;
+            (void)!write(report[1], &err, sizeof err);
+            _exit(127);
+        }
+        execve(path, argv, envp);
+        int err = errno;
+        (void)!write(report[1], &err, sizeof err);
+        _exit(127);
+    }
+    close(report[1]);
+    int err = 0;
+    ssize_t n;
+    do {
+        n = read(report[0], &err, sizeof err);
+    } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == sizeof err) {
+        /* The child failed before exec; reap it so it does not linger as a zombie. */
+        int status;
+        while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+        }
+        return err;
+    }
+    *pid = child;
+    return 0;
+}
+
+int lc_die_with_parent(pid_t expected_parent) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+        return errno;
+    }
+    /* The parent may have died before prctl took effect. */
+    if (getppid() != expected_parent) {
+        return ESRCH;
+    }
+    return 0;
+}

@@ -1,0 +1,54 @@
+import Yams
+
+/// Typed access to YAML nodes, each failure naming what was expected and where.
+extension LayerFileParser {
+    func at(_ node: Node) -> SourceLocation {
+        SourceLocation(file: path, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+    }
+
+    func scalar(_ node: Node, what: String) throws -> String {
+        switch node {
+        case .scalar(let scalar): return scalar.string
+        case .mapping: throw LayerFileError("\(what) must be a single value, not a mapping", at: at(node))
+        case .sequence: throw LayerFileError("\(what) must be a single value, not a list", at: at(node))
+        case .alias: throw LayerFileError("\(what) may not be an alias", at: at(node))
+        }
+    }
+
+    func list(_ node: Node, what: String) throws -> [Node] {
+        switch node {
+        case .sequence(let sequence): return Array(sequence)
+        case .scalar(let scalar) where scalar.string.isEmpty && scalar.style == .plain: return []
+        case .scalar: throw LayerFileError("\(what) must be a list, not a single value", at: at(node))
+        case .mapping: throw LayerFileError("\(what) must be a list, not a mapping", at: at(node))
+        case .alias: throw LayerFileError("\(what) may not be an alias", at: at(node))
+        }
+    }
+
+    func unknownKey(_ key: String, at node: Node, known: [String]) -> LayerFileError {
+        var message = "unknown key `\(key)`"
+        if let suggestion = KeySuggestion.nearest(to: key, in: known) {
+            message += "; did you mean `\(suggestion)`?"
+        } else {
+            message += "; known keys are " + known.map { "`\($0)`" }.joined(separator: ", ")
+        }
+        return LayerFileError(message, at: at(node))
+    }
+
+    func translate(_ error: YamlError) -> LayerFileError {
+        let top = SourceLocation(file: path, line: 1, column: 1)
+        switch error {
+        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
+            .composer(_, let problem, let mark, _):
+            return LayerFileError("not valid YAML: \(problem)", at: SourceLocation(file: path, line: mark.line, column: mark.column))
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            return LayerFileError(
+                "key `\(duplicates.joined(separator: "`, `"))` is written twice",
+                at: SourceLocation(file: path, line: context.mark.line, column: context.mark.column))
+        case .reader(let problem, _, _, _):
+            return LayerFileError("not valid YAML: \(problem)", at: top)
+        default:
+            return LayerFileError("not valid YAML: \(error)", at: top)
+        }
+    }
+}

@@ -1,0 +1,243 @@
+import Alpm
+import Foundation
+import Yams
+
+/// Reads one layer file: YAML into `LayerFile`, with every mistake reported at its line and column.
+struct LayerFileParser {
+    let path: String
+    let text: String
+    private var folder: String { (path as NSString).deletingLastPathComponent }
+
+    static let topLevelKeys = ["from", "description", "arch", "repos", "packages", "remove", "files", "run", "env"]
+    static let repoKeys = ["name", "servers", "siglevel", "snapshot"]
+    static let fileKeys = ["path", "content", "source", "mode", "owner"]
+
+    static func parse(path: String) throws -> LayerFile {
+        let top = SourceLocation(file: path, line: 1, column: 1)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw LayerFileError("cannot read the layer file", at: top)
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw LayerFileError("the layer file is not UTF-8 text", at: top)
+        }
+        return try LayerFileParser(path: path, text: text).parse()
+    }
+
+    func parse() throws -> LayerFile {
+        let top = SourceLocation(file: path, line: 1, column: 1)
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw translate(error)
+        }
+        guard let root else { throw LayerFileError("the layer file is empty", at: top) }
+        guard case .mapping(let mapping) = root else {
+            throw LayerFileError("a layer file is a mapping of keys such as `from:` and `packages:`", at: at(root))
+        }
+        if mapping.count == 0 { throw LayerFileError("the layer file is empty", at: at(root)) }
+
+        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        var layer = LayerFile(
+            name: name, path: path, parent: .scratch, description: nil, arch: nil, repos: [], packages: [],
+            remove: [], files: [], run: [], env: [], fromLocation: top)
+        var sawFrom = false
+        for (keyNode, value) in mapping {
+            let key = try scalar(keyNode, what: "a key")
+            switch key {
+            case "from":
+                sawFrom = true
+                layer.fromLocation = at(value)
+                layer.parent = try parent(value)
+            case "description": layer.description = try scalar(value, what: "`description`")
+            case "arch": layer.arch = Located(try scalar(value, what: "`arch`"), at: at(value))
+            case "repos": layer.repos = try list(value, what: "`repos`").map(repo)
+            case "packages": layer.packages = try names(value, key: "packages")
+            case "remove": layer.remove = try names(value, key: "remove")
+            case "files": layer.files = try list(value, what: "`files`").map(file)
+            case "run":
+                layer.run = try list(value, what: "`run`").map { Located(try scalar($0, what: "a `run` command"), at: at($0)) }
+            case "env": layer.env = try env(value)
+            default: throw unknownKey(key, at: keyNode, known: Self.topLevelKeys)
+            }
+        }
+        if !sawFrom {
+            throw LayerFileError("the layer file has no `from:`; write `from: scratch` for a root layer", at: top)
+        }
+        try checkConsistency(layer)
+        return layer
+    }
+
+    // MARK: Fields
+
+    private func parent(_ node: Node) throws -> LayerFile.Parent {
+        let value = try scalar(node, what: "`from`")
+        if value == "scratch" { return .scratch }
+        if value.isEmpty || value.contains("\0") {
+            throw LayerFileError("`from` names a layer file, such as `base`, or `scratch`", at: at(node))
+        }
+        let file = value.hasSuffix(".yaml") || value.hasSuffix(".yml") ? value : value + ".yaml"
+        let resolved = ((folder as NSString).appendingPathComponent(file) as NSString).standardizingPath
+        return .file(resolved)
+    }
+
+    private func repo(_ node: Node) throws -> RepoSpec {
+        guard case .mapping(let mapping) = node else {
+            throw LayerFileError("each repository is a mapping with `name` and `servers`", at: at(node))
+        }
+        var spec = RepoSpec(name: "", servers: [], siglevel: nil, snapshot: nil, location: at(node))
+        for (keyNode, value) in mapping {
+            switch try scalar(keyNode, what: "a key") {
+            case "name": spec.name = try scalar(value, what: "a repository `name`")
+            case "servers":
+                spec.servers = try list(value, what: "`servers`").map { try server(try scalar($0, what: "a server"), at: $0) }
+            case "siglevel":
+                let words = try scalar(value, what: "`siglevel`")
+                if case .failure(let error) = SignatureLevel.parse(words) {
+                    throw LayerFileError("`siglevel` has an unknown word `\(error.word)`; pacman knows Never, Optional, Required, TrustedOnly and TrustAll, each optionally prefixed Package or Database", at: at(value))
+                }
+                spec.siglevel = words
+            case "snapshot":
+                let date = try scalar(value, what: "`snapshot`")
+                guard date.wholeMatch(of: /\d{4}[-\/]\d{2}[-\/]\d{2}/) != nil else {
+                    throw LayerFileError("`snapshot` is an Arch Linux Archive date such as 2024-06-01", at: at(value))
+                }
+                spec.snapshot = date.replacingOccurrences(of: "-", with: "/")
+            case let key: throw unknownKey(key, at: keyNode, known: Self.repoKeys)
+            }
+        }
+        if spec.name.isEmpty { throw LayerFileError("the repository has no `name`", at: at(node)) }
+        if spec.name.contains("/") || spec.name.contains(" ") {
+            throw LayerFileError("repository name `\(spec.name)` may not contain `/` or spaces", at: at(node))
+        }
+        if spec.servers.isEmpty && spec.snapshot == nil {
+            throw LayerFileError("repository `\(spec.name)` has no `servers` and no `snapshot`", at: at(node))
+        }
+        return spec
+    }
+
+    /// A server is a URL, or a path relative to this file's folder that becomes a `file://` URL.
+    private func server(_ value: String, at node: Node) throws -> String {
+        if value.contains("://") { return value }
+        if value.isEmpty { throw LayerFileError("a server is a URL or a path", at: at(node)) }
+        let absolute = value.hasPrefix("/") ? value : (folder as NSString).appendingPathComponent(value)
+        return "file://" + (absolute as NSString).standardizingPath
+    }
+
+    private func file(_ node: Node) throws -> FileSpec {
+        guard case .mapping(let mapping) = node else {
+            throw LayerFileError("each entry of `files` is a mapping with `path` and `content` or `source`", at: at(node))
+        }
+        var path: String?
+        var content: FileSpec.Content?
+        var mode: UInt32 = 0o644
+        var owner = "root:root"
+        for (keyNode, value) in mapping {
+            switch try scalar(keyNode, what: "a key") {
+            case "path":
+                let text = try scalar(value, what: "`path`")
+                guard text.hasPrefix("/") else { throw LayerFileError("`path` must be absolute, such as /etc/hostname", at: at(value)) }
+                guard !text.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
+                    throw LayerFileError("`path` may not contain `..` or `.`", at: at(value))
+                }
+                guard text != "/", !text.contains("\0") else { throw LayerFileError("`path` must name a file", at: at(value)) }
+                path = text
+            case "content":
+                if content != nil { throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode)) }
+                content = .inline(try scalar(value, what: "`content`"))
+            case "source":
+                if content != nil { throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode)) }
+                content = .source(try source(try scalar(value, what: "`source`"), at: value))
+            case "mode":
+                let text = try scalar(value, what: "`mode`")
+                guard text.wholeMatch(of: /0?[0-7]{3,4}/) != nil, let bits = UInt32(text, radix: 8), bits <= 0o7777 else {
+                    throw LayerFileError("`mode` is octal permission bits such as \"0644\"", at: at(value))
+                }
+                mode = bits
+            case "owner":
+                let text = try scalar(value, what: "`owner`")
+                guard text.wholeMatch(of: /[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?/) != nil else {
+                    throw LayerFileError("`owner` is `user:group`, as names or numbers", at: at(value))
+                }
+                owner = text.contains(":") ? text : "\(text):\(text)"
+            case let key: throw unknownKey(key, at: keyNode, known: Self.fileKeys)
+            }
+        }
+        guard let path else { throw LayerFileError("the file has no `path`", at: at(node)) }
+        guard let content else { throw LayerFileError("the file \(path) has neither `content` nor `source`", at: at(node)) }
+        return FileSpec(path: path, content: content, mode: mode, owner: owner, location: at(node))
+    }
+
+    /// A `source:` is relative to the layer file and may not leave its folder tree, even through a symlink.
+    private func source(_ value: String, at node: Node) throws -> String {
+        if value.hasPrefix("/") { throw LayerFileError("`source` is a path relative to the layer file", at: at(node)) }
+        let base = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
+        let joined = URL(fileURLWithPath: (folder as NSString).appendingPathComponent(value)).standardizedFileURL
+        let real = joined.resolvingSymlinksInPath().path
+        guard real == base || real.hasPrefix(base + "/") else {
+            throw LayerFileError("`source` \(value) leaves the layer file's folder \(base)", at: at(node))
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: real, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            throw LayerFileError("`source` \(value) is not a file", at: at(node))
+        }
+        return real
+    }
+
+    private func env(_ node: Node) throws -> [EnvVariable] {
+        guard case .mapping(let mapping) = node else {
+            throw LayerFileError("`env` is a mapping of variable names to values", at: at(node))
+        }
+        var variables: [EnvVariable] = []
+        for (keyNode, value) in mapping {
+            let name = try scalar(keyNode, what: "a variable name")
+            guard name.wholeMatch(of: /[A-Za-z_][A-Za-z0-9_]*/) != nil else {
+                throw LayerFileError("`\(name)` is not a valid environment variable name", at: at(keyNode))
+            }
+            variables.append(EnvVariable(name: name, value: try scalar(value, what: "the value of \(name)")))
+        }
+        return variables.sorted { $0.name < $1.name }
+    }
+
+    private func names(_ node: Node, key: String) throws -> [Located<String>] {
+        try list(node, what: "`\(key)`").map { item in
+            let name = try scalar(item, what: "a package name")
+            guard name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*/) != nil else {
+                throw LayerFileError("`\(name)` is not a package name", at: at(item))
+            }
+            return Located(name, at: at(item))
+        }
+    }
+
+    /// Rules that span fields: a package named twice, a path written twice, `arch` outside the root.
+    private func checkConsistency(_ layer: LayerFile) throws {
+        var seen: [String: SourceLocation] = [:]
+        for package in layer.packages + layer.remove {
+            let bare = String(package.value.split(separator: "/").last ?? "")
+            if let first = seen[bare] {
+                throw LayerFileError("package `\(bare)` is named twice; first at \(first)", at: package.location)
+            }
+            seen[bare] = package.location
+        }
+        var paths: [String: SourceLocation] = [:]
+        for file in layer.files {
+            if let first = paths[file.path] {
+                throw LayerFileError("\(file.path) is written twice; first at \(first)", at: file.location)
+            }
+            paths[file.path] = file.location
+        }
+        var repos: [String: SourceLocation] = [:]
+        for repo in layer.repos {
+            if let first = repos[repo.name] {
+                throw LayerFileError("repository `\(repo.name)` is declared twice; first at \(first)", at: repo.location)
+            }
+            repos[repo.name] = repo.location
+        }
+        if let arch = layer.arch, !layer.isRoot {
+            throw LayerFileError("`arch` belongs in the root layer (`from: scratch`); children inherit it", at: arch.location)
+        }
+        if layer.isRoot && layer.arch == nil {
+            throw LayerFileError("a root layer (`from: scratch`) must name its `arch`, such as x86_64", at: layer.fromLocation)
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Foundation
+
+/// A layer file and its ancestors, root first: what `layerctl build FILE` builds.
+public struct Recipe: Sendable {
+    /// The chain from the root layer (`from: scratch`) to the requested layer.
+    public let layers: [LayerFile]
+
+    /// The requested layer.
+    public var target: LayerFile { layers[layers.count - 1] }
+
+    /// The architecture the root layer names.
+    public var arch: String { layers[0].arch?.value ?? "x86_64" }
+
+    /// Reads `path` and follows `from:` to the root, checking every file on the way.
+    public static func load(_ path: String) throws -> Recipe {
+        let start = URL(fileURLWithPath: path).standardizedFileURL.path
+        guard FileManager.default.fileExists(atPath: start) else {
+            throw LayerFileError("no such layer file", at: SourceLocation(file: path, line: 1, column: 1))
+        }
+        var chain: [LayerFile] = []
+        var current = try LayerFileParser.parse(path: start)
+        while true {
+            chain.append(current)
+            guard case .file(let parentPath) = current.parent else { break }
+            if let loop = chain.firstIndex(where: { $0.path == parentPath }) {
+                let names = (chain[loop...].map(\.name) + [chain[loop].name]).joined(separator: " → ")
+                throw LayerFileError("`from:` makes a cycle: \(names)", at: current.fromLocation)
+            }
+            guard FileManager.default.fileExists(atPath: parentPath) else {
+                throw LayerFileError("the parent layer file \(parentPath) does not exist", at: current.fromLocation)
+            }
+            current = try LayerFileParser.parse(path: parentPath)
+        }
+        let recipe = Recipe(layers: chain.reversed())
+        try recipe.checkRepositories()
+        return recipe
+    }
+
+    /// The repositories layer `index` sees: its ancestors' and its own; a later declaration of the
+    /// same name replaces the earlier one in place, so repository order stays the root's.
+    public func repositories(for index: Int) -> [RepoSpec] {
+        var repos: [RepoSpec] = []
+        for layer in layers[...index] {
+            for repo in layer.repos {
+                if let existing = repos.firstIndex(where: { $0.name == repo.name }) {
+                    repos[existing] = repo
+                } else {
+                    repos.append(repo)
+                }
+            }
+        }
+        return repos
+    }
+
+    private func checkRepositories() throws {
+        for (index, layer) in layers.enumerated() where repositories(for: index).isEmpty {
+            if let first = layer.packages.first {
+                throw LayerFileError("`\(first.value)` cannot be installed: no layer up to here declares `repos`", at: first.location)
+            }
+        }
+    }
+}

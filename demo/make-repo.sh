@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Builds the offline demo pacman repository that the demo layers and the tests install from.
+#
+#   demo/make-repo.sh [OUT]        (default OUT: demo/out beside this script)
+#
+# OUT/repo/demo/        repository "demo": real packages repackaged from Debian (filesystem,
+#                       busybox, glibc, libxcrypt, zlib, perl) and small packages of our own
+# OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1)
+# OUT/signed/demo/      a signed variant: every package signed by the demo key, plus `rogue`,
+#                       signed by a key nobody trusts
+# OUT/keyring/          a pacman gpg dir (like /etc/pacman.d/gnupg) that trusts the demo key
+#
+# Every package and database is made from sorted file lists with fixed owners and mtimes, so the
+# unsigned repositories are byte-identical on each run. The signing keys are made once and kept in
+# OUT/signer; with the same keys, the signed repository is identical too.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=$(realpath -m "${1:-$here/out}")
+epoch=1700000000            # fixed build date and mtime of everything we pack
+packager="layerctl demo <demo@layerctl.invalid>"
+export LC_ALL=C TZ=UTC SOURCE_DATE_EPOCH=$epoch
+
+need() { command -v "$1" >/dev/null || { echo "make-repo: $1 is missing (apt-get install $2)" >&2; exit 2; }; }
+need bsdtar libarchive-tools
+need repo-add pacman-package-manager
+need zstd zstd
+need gpg gnupg
+need dpkg-deb dpkg
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/layerctl-demo.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out/debs"
+
+# --- Debian packages -------------------------------------------------------------------------
+debs=(busybox-static libc6 libcrypt1 zlib1g perl-base perl-modules-5.36 libperl5.36 perl)
+missing=()
+for d in "${debs[@]}"; do
+    compgen -G "$out/debs/${d}_*.deb" >/dev/null || missing+=("$d")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "make-repo: downloading ${missing[*]} from Debian"
+    (cd "$out/debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+fi
+deb() { local f; f=$(compgen -G "$out/debs/${1}_*.deb" | sort | tail -n 1); [ -n "$f" ] || { echo "make-repo: no .deb for $1" >&2; exit 2; }; echo "$f"; }
+
+# Unpacks Debian packages into DIR and moves their paths to Arch's usr-merged layout:
+# /bin, /sbin, /usr/sbin -> /usr/bin and /lib, /lib64 -> /usr/lib. Debian's docs are dropped.
+unpack_debs() {
+    local dir=$1; shift
+    local raw="$work/raw.$$"
+    for name in "$@"; do
+        rm -rf "$raw"; mkdir -p "$raw"
+        dpkg-deb -x "$(deb "$name")" "$raw"
+        for pair in bin:usr/bin sbin:usr/bin usr/sbin:usr/bin lib:usr/lib lib64:usr/lib; do
+            local from=${pair%%:*} to=${pair#*:}
+            if [ -d "$raw/$from" ] && [ ! -L "$raw/$from" ]; then
+                mkdir -p "$raw/$to"
+                cp -a "$raw/$from/." "$raw/$to/"
+                rm -rf "${raw:?}/$from"
+            fi
+        done
+        rm -rf "$raw/usr/share/doc" "$raw/usr/share/lintian" "$raw/usr/share/man" "$raw/usr/share/initramfs-tools"
+        mkdir -p "$dir"
+        cp -a "$raw/." "$dir/"
+    done
+    rm -rf "$raw"
+}
+
+# --- packing -----------------------------------------------------------------------------------
+# pack DESTDIR PKGDIR: PKGDIR holds the files and a .PKGINFO without size/builddate/packager.
+pack() {
+    local dest=$1 pkg=$2
+    local name ver arch size
+    name=$(sed -n 's/^pkgname = //p' "$pkg/.PKGINFO")
+    ver=$(sed -n 's/^pkgver = //p' "$pkg/.PKGINFO")
+    arch=$(sed -n 's/^arch = //p' "$pkg/.PKGINFO")
+    size=$(find "$pkg" -mindepth 1 -not -name '.*' \( -type f -o -type l \) -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+    {
+        echo "builddate = $epoch"
+        echo "packager = $packager"
+        echo "size = $size"
+    } >>"$pkg/.PKGINFO"
+    chown -R 0:0 "$pkg"
+    find "$pkg" -exec touch -h -d "@$epoch" {} +
+    (
+        cd "$pkg"
+        # makepkg's order: dot files first, then the tree, each sorted bytewise.
+        list() { find . -maxdepth 1 -name '.*' ! -name . ! -name .MTREE -printf '%P\0' | sort -z
+                 find . -mindepth 1 ! -path './.*' -printf '%P\0' | sort -z; }
+        list | bsdtar -cnf - --format=mtree \
+            --options='!all,use-set,type,uid,gid,mode,time,size,md5,sha256,link' \
+            --null --files-from - | gzip -c -n -9 >.MTREE
+        touch -d "@$epoch" .MTREE
+        { printf '.MTREE\0'; list; } | bsdtar --uid 0 --gid 0 --uname root --gname root \
+            -cnf - --null --files-from - | zstd -q -T1 -12 -c >"$dest/$name-$ver-$arch.pkg.tar.zst"
+    )
+    rm -rf "$pkg"
+}
+
+# pkginfo DIR name ver arch desc [key=value ...]: starts a package directory.
+pkginfo() {
+    local dir=$1 name=$2 ver=$3 arch=$4 desc=$5; shift 5
+    mkdir -p "$dir"
+    {
+        echo "pkgname = $name"
+        echo "pkgbase = $name"
+        echo "pkgver = $ver"
+        echo "pkgdesc = $desc"
+        echo "url = https://example.invalid/$name"
+        echo "arch = $arch"
+        echo "license = custom"
+        for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
+    } >"$dir/.PKGINFO"
+}
+
+# Repacks a database that repo-add made, with fixed mtimes and owners and a sorted member list.
+normalise_db() {
+    local db=$1 x="$work/db.$$"
+    rm -rf "$x"; mkdir -p "$x"
+    bsdtar -xf "$db" -C "$x"
+    find "$x" -exec touch -h -d "@$epoch" {} +
+    (cd "$x" && find . -mindepth 1 -printf '%P\0' | sort -z |
+        bsdtar --uid 0 --gid 0 --uname root --gname root -cnf - --null --files-from - | gzip -c -n -9) >"$db.new"
+    mv "$db.new" "$db"
+    rm -rf "$x"
+}
+
+index() {
+    local dir=$1; shift
+    rm -f "$dir"/demo.db* "$dir"/demo.files*
+    (cd "$dir" && repo-add -q demo.db.tar.gz ./*.pkg.tar.zst >/dev/null 2>&1)
+    normalise_db "$dir/demo.db.tar.gz"
+    normalise_db "$dir/demo.files.tar.gz"
+    rm -f "$dir"/*.old
+}
+
+# --- the packages ----------------------------------------------------------------------------
+build_packages() {
+    local dest=$1 game_version=$2 p
+    mkdir -p "$dest"
+
+    p="$work/filesystem"; pkginfo "$p" filesystem 2024.11.21-1 any "Base directory layout of the demo system"
+    for d in boot dev etc home mnt opt run srv usr/bin usr/lib usr/include usr/local usr/share/man var/cache \
+             var/lib/pacman var/local var/log var/opt var/spool var/empty; do mkdir -p "$p/$d"; done
+    mkdir -m 0555 "$p/proc" "$p/sys"; mkdir -m 1777 "$p/tmp" "$p/var/tmp"; mkdir -m 0750 "$p/root"
+    ln -s usr/bin "$p/bin"; ln -s usr/bin "$p/sbin"; ln -s usr/lib "$p/lib"; ln -s usr/lib "$p/lib64"
+    ln -s bin "$p/usr/sbin"; ln -s lib "$p/usr/lib64"; ln -s ../run "$p/var/run"
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:Nobody:/:/usr/bin/nologin\n' >"$p/etc/passwd"
+    printf 'root:x:0:root\nnobody:x:65534:\n' >"$p/etc/group"
+    printf 'NAME="layerctl demo"\nID=layerctl-demo\nID_LIKE=arch\nPRETTY_NAME="layerctl demo"\n' >"$p/usr/lib/os-release"
+    ln -s ../usr/lib/os-release "$p/etc/os-release"
+    printf '/usr/lib\n/usr/lib/x86_64-linux-gnu\n' >"$p/etc/ld.so.conf"
+    chmod 0755 "$p"; pack "$dest" "$p"
+
+    p="$work/busybox"; pkginfo "$p" busybox 1.35.0-1 x86_64 "Static busybox from Debian, with its applets linked" \
+        provides=sh
+    unpack_debs "$p" busybox-static
+    for applet in $("$p/usr/bin/busybox" --list | sort); do
+        [ "$applet" = busybox ] || [ -e "$p/usr/bin/$applet" ] || ln -s busybox "$p/usr/bin/$applet"
+    done
+    pack "$dest" "$p"
+
+    p="$work/glibc"; pkginfo "$p" glibc 2.36-1 x86_64 "GNU C library from Debian" depend=filesystem
+    unpack_debs "$p" libc6
+    ln -sf x86_64-linux-gnu/ld-linux-x86-64.so.2 "$p/usr/lib/ld-linux-x86-64.so.2"
+    pack "$dest" "$p"
+
+    p="$work/libxcrypt"; pkginfo "$p" libxcrypt 4.4.33-1 x86_64 "Password hashing library from Debian" depend=glibc
+    unpack_debs "$p" libcrypt1; pack "$dest" "$p"
+
+    p="$work/zlib"; pkginfo "$p" zlib 1:1.2.13-1 x86_64 "Compression library from Debian" depend=glibc
+    unpack_debs "$p" zlib1g; pack "$dest" "$p"
+
+    p="$work/perl"; pkginfo "$p" perl 5.36.0-1 x86_64 "Perl from Debian: interpreter and thousands of modules" \
+        depend=glibc depend=libxcrypt depend=zlib
+    unpack_debs "$p" perl-base perl-modules-5.36 libperl5.36 perl
+    pack "$dest" "$p"
+
+    # Small packages of our own.
+    p="$work/demo-data"; pkginfo "$p" demo-data 1.0-1 any "End of the demo dependency chain"
+    mkdir -p "$p/usr/share/demo"; echo "demo data 1.0" >"$p/usr/share/demo/data.txt"; pack "$dest" "$p"
+
+    p="$work/demo-lib"; pkginfo "$p" demo-lib 1.0-1 any "Middle of the demo dependency chain" depend=demo-data
+    mkdir -p "$p/usr/lib/demo"; echo "demo lib 1.0" >"$p/usr/lib/demo/lib.txt"; pack "$dest" "$p"
+
+    p="$work/demo-app"; pkginfo "$p" demo-app 1.0-1 any "Top of the demo dependency chain" depend=demo-lib depend=sh
+    mkdir -p "$p/usr/bin"; printf '#!/bin/sh\ncat /usr/share/demo/data.txt /usr/lib/demo/lib.txt\n' >"$p/usr/bin/demo-app"
+    chmod 0755 "$p/usr/bin/demo-app"; pack "$dest" "$p"
+
+    p="$work/greeter"; pkginfo "$p" greeter 1.0-1 any "Writes /etc/greeter.installed from its post_install" depend=sh
+    mkdir -p "$p/usr/share/greeter"; echo hello >"$p/usr/share/greeter/greeting"
+    printf 'post_install() {\n\techo "greeter $1 installed" >/etc/greeter.installed\n}\n' >"$p/.INSTALL"
+    pack "$dest" "$p"
+
+    p="$work/broken-scriptlet"; pkginfo "$p" broken-scriptlet 1.0-1 any "Its post_install fails on purpose" depend=sh
+    mkdir -p "$p/usr/share/broken"; echo broken >"$p/usr/share/broken/README"
+    printf 'post_install() {\n\techo "broken-scriptlet: failing on purpose" >&2\n\treturn 3\n}\n' >"$p/.INSTALL"
+    pack "$dest" "$p"
+
+    p="$work/conflict-a"; pkginfo "$p" conflict-a 1.0-1 any "Conflicts with conflict-b" conflict=conflict-b
+    mkdir -p "$p/usr/share/conflict"; echo a >"$p/usr/share/conflict/a"; pack "$dest" "$p"
+    p="$work/conflict-b"; pkginfo "$p" conflict-b 1.0-1 any "Conflicts with conflict-a" conflict=conflict-a
+    mkdir -p "$p/usr/share/conflict"; echo b >"$p/usr/share/conflict/b"; pack "$dest" "$p"
+
+    p="$work/oldtool"; pkginfo "$p" oldtool 1.0-1 any "The tool newtool replaces"
+    mkdir -p "$p/usr/share/oldtool"; echo old >"$p/usr/share/oldtool/VERSION"; pack "$dest" "$p"
+    p="$work/newtool"; pkginfo "$p" newtool 2.0-1 any "Replaces oldtool" replaces=oldtool conflict=oldtool provides=oldtool
+    mkdir -p "$p/usr/share/newtool"; echo new >"$p/usr/share/newtool/VERSION"; pack "$dest" "$p"
+
+    p="$work/nano"; pkginfo "$p" nano 7.2-1 any "A stand-in editor that the gaming layer removes" depend=sh
+    mkdir -p "$p/usr/bin" "$p/usr/share/nano"; printf '#!/bin/sh\necho "nano (demo) 7.2"\n' >"$p/usr/bin/nano"
+    chmod 0755 "$p/usr/bin/nano"; echo 'set autoindent' >"$p/usr/share/nano/nanorc"; pack "$dest" "$p"
+
+    p="$work/nvidia-utils"; pkginfo "$p" nvidia-utils 550.0-1 x86_64 "A stand-in for the NVIDIA driver's user space"
+    mkdir -p "$p/usr/lib/nvidia" "$p/usr/lib/modprobe.d"; echo "stand-in" >"$p/usr/lib/nvidia/README"
+    echo "blacklist nouveau" >"$p/usr/lib/modprobe.d/nvidia-utils.conf"; pack "$dest" "$p"
+
+    p="$work/game"; pkginfo "$p" game "$game_version" any "A stand-in game that the repository upgrades" depend=sh
+    mkdir -p "$p/usr/bin" "$p/usr/share/game"
+    printf '#!/bin/sh\necho "game %s"\n' "$game_version" >"$p/usr/bin/game"; chmod 0755 "$p/usr/bin/game"
+    head -c 65536 /dev/zero | tr '\0' 'g' >"$p/usr/share/game/level1.dat"; pack "$dest" "$p"
+}
+
+echo "make-repo: packing into $out"
+rm -rf "$out/repo" "$out/repo-next" "$out/signed" "$out/keyring"
+build_packages "$out/repo/demo" 1.0-1
+index "$out/repo/demo"
+
+mkdir -p "$out/repo-next/demo"
+cp -a "$out/repo/demo/." "$out/repo-next/demo/"
+rm -f "$out/repo-next/demo/game-"*
+mkdir -p "$work/next"; (build_packages "$work/next" 1.1-1)
+cp "$work/next/game-"* "$out/repo-next/demo/"
+index "$out/repo-next/demo"
+
+# --- signing -----------------------------------------------------------------------------------
+signer="$out/signer"
+gpgq() { gpg --homedir "$1" --batch --quiet --no-tty --pinentry-mode loopback --passphrase '' "${@:2}"; }
+make_key() { # homedir uid
+    [ -s "$1/fpr" ] && return 0
+    mkdir -p -m 0700 "$1"
+    gpgq "$1" --faked-system-time "$epoch!" --quick-gen-key "$2" ed25519 sign never 2>/dev/null
+    gpgq "$1" --list-keys --with-colons | awk -F: '/^fpr/ {print $10; exit}' >"$1/fpr"
+}
+make_key "$signer/trusted" "layerctl demo packager <demo@layerctl.invalid>"
+make_key "$signer/rogue" "nobody trusts this key <rogue@layerctl.invalid>"
+
+sign() { gpgq "$1" --faked-system-time "$epoch!" --detach-sign --no-armor -o "$2.sig" "$2" 2>/dev/null; }
+mkdir -p "$out/signed/demo"
+cp "$out/repo/demo/"*.pkg.tar.zst "$out/signed/demo/"
+p="$work/rogue"; pkginfo "$p" rogue 1.0-1 any "Signed by a key that is not in the keyring"
+mkdir -p "$p/usr/share/rogue"; echo rogue >"$p/usr/share/rogue/README"; pack "$out/signed/demo" "$p"
+for f in "$out/signed/demo/"*.pkg.tar.zst; do
+    case $(basename "$f") in rogue-*) sign "$signer/rogue" "$f" ;; *) sign "$signer/trusted" "$f" ;; esac
+done
+index "$out/signed/demo"
+
+# The keyring pacman reads: the demo key, trusted fully, and nothing else.
+mkdir -p -m 0700 "$out/keyring"
+gpgq "$signer/trusted" --export >"$work/trusted.gpg"
+gpgq "$out/keyring" --import "$work/trusted.gpg" 2>/dev/null
+echo "$(cat "$signer/trusted/fpr"):6:" | gpgq "$out/keyring" --import-ownertrust 2>/dev/null
+gpgconf --homedir "$out/keyring" --kill all 2>/dev/null || true
+for h in "$signer/trusted" "$signer/rogue"; do gpgconf --homedir "$h" --kill all 2>/dev/null || true; done
+
+echo "make-repo: done: $(find "$out/repo/demo" -name '*.pkg.tar.zst' | wc -l) packages in $out/repo/demo"
