@@ -3,12 +3,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,6 +66,12 @@ int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], ch
             (void)!write(report[1], &err, sizeof err);
             _exit(127);
         }
+        /* The command gets stdin, stdout and stderr, and none of the builder's other files. */
+        for (int fd = 3; fd < 1024; fd++) {
+            if (fd != report[1]) {
+                close(fd);
+            }
+        }
         execve(path, argv, envp);
         int err = errno;
         (void)!write(report[1], &err, sizeof err);
@@ -95,4 +104,21 @@ int lc_die_with_parent(pid_t expected_parent) {
         return ESRCH;
     }
     return 0;
+}
+
+int lc_unshare_build_namespaces(int isolate_network) {
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+    if (isolate_network) {
+        flags |= CLONE_NEWNET;
+    }
+    return unshare(flags) == 0 ? 0 : errno;
+}
+
+int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (unsigned long long)(flags | O_CLOEXEC);
+    how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
 }

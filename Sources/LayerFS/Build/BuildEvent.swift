@@ -1,0 +1,62 @@
+import Alpm
+
+/// One thing that happened during a build, as the builder child reports it to the parent (one JSON
+/// object per line on a pipe) and as `layerctl build --json` prints it.
+public struct BuildEvent: Codable, Sendable {
+    public enum Kind: String, Codable, Sendable {
+        /// The planner: resolving, a cache hit, a build starting, a layer stored.
+        case resolved, cached, building, built
+        /// A step of the builder child: "mount", "transaction", "files", "run", "normalise".
+        case step
+        case downloadStarted, downloadProgress, downloadDone
+        case progress
+        case package
+        /// A line from a scriptlet or a `run:` command.
+        case output
+        case warning
+        /// An error line libalpm logged; the build may still fail or go on.
+        case error
+        /// The builder child gave up; the message says why.
+        case failed
+        /// The child's last word: what it built.
+        case finished
+    }
+
+    public var kind: Kind
+    public var layer: String
+    public var message: String?
+    public var file: String?
+    public var current: Int64?
+    public var total: Int64?
+    public var percent: Int?
+    public var key: String?
+    public var seconds: Double?
+    public var result: ChildResult?
+
+    public init(
+        _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,
+        total: Int64? = nil, percent: Int? = nil, key: String? = nil, seconds: Double? = nil,
+        result: ChildResult? = nil
+    ) {
+        self.kind = kind
+        self.layer = layer
+        self.message = message
+        self.file = file
+        self.current = current
+        self.total = total
+        self.percent = percent
+        self.key = key
+        self.seconds = seconds
+        self.result = result
+    }
+}
+
+/// What the builder child measured of the tree it made.
+public struct ChildResult: Codable, Sendable {
+    public var installed: [InstalledPackage]
+    public var added: [PackageFile]
+    public var removed: [InstalledPackage]
+    public var treeBytes: Int64
+    public var fileCount: Int
+    public var treeDigest: String
+}

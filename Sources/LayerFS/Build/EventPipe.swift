@@ -1,0 +1,28 @@
+import Foundation
+import Glibc
+
+/// The builder child's side of the event pipe: one JSON object per line on a file descriptor.
+struct EventPipe: Sendable {
+    let fd: Int32
+    let layer: String
+
+    func send(_ event: BuildEvent) {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        guard var data = try? encoder.encode(event) else { return }
+        data.append(0x0A)
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }  // the parent is gone; it will not read anything more
+                offset += n
+            }
+        }
+    }
+
+    func send(_ kind: BuildEvent.Kind, _ message: String? = nil) {
+        send(BuildEvent(kind, layer: layer, message: message))
+    }
+}

@@ -1,0 +1,113 @@
+import Alpm
+import Foundation
+import Glibc
+
+/// Builds a recipe's layers root first: resolve each layer's packages against its parents, compute
+/// its key, reuse the stored layer or build it in a builder child, and commit it atomically.
+public final class LayerBuilder {
+    let options: BuildOptions
+    let observer: (BuildEvent) -> Void
+    private var store: Store { options.store }
+
+    public init(options: BuildOptions, observer: @escaping (BuildEvent) -> Void) {
+        self.options = options
+        self.observer = observer
+    }
+
+    public func build(_ recipe: Recipe) throws -> [BuiltLayer] {
+        try store.sweepTemporary()
+        let storeLock = try store.lock(.shared)
+        defer { storeLock.unlock() }
+        let session = try store.makeTemporary("session")
+        defer { try? FileSystem.removeTree(session) }
+
+        var built: [BuiltLayer] = []
+        var parentKey: String?
+        var parentTrees: [String] = []
+        var snapshots: [String: String] = [:]
+        var environment: [String: String] = [:]
+        for (index, layer) in recipe.layers.enumerated() {
+            let started = Date()
+            let repositories = try recipe.repositories(for: index).map(repository)
+            let sync = SyncCache(store: store, arch: recipe.arch, repositories: repositories, gpgDirectory: options.keyring)
+            let snapshot: String
+            if let existing = snapshots[sync.directory] {
+                snapshot = existing
+            } else {
+                snapshot = session + "/sync-\(snapshots.count)"
+                try sync.snapshot(into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)")
+                snapshots[sync.directory] = snapshot
+            }
+            for variable in layer.env { environment[variable.name] = variable.value }
+            let spec = try makeSpec(layer, arch: recipe.arch, environment: environment)
+            let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
+            let resolution: Resolution
+            do {
+                resolution = try PackageResolver(
+                    parents: StackView(trees: parentTrees), arch: recipe.arch, repositories: repositories,
+                    syncSnapshot: snapshot
+                ).resolve(request, scratch: session + "/resolve-\(index)")
+            } catch let error as AlpmError {
+                throw BuildFailure(locate(error, in: layer))
+            }
+            let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
+            observer(BuildEvent(.resolved, layer: layer.name, message: "\(resolution.install.count) packages to install", key: key))
+
+            var cached = !options.noCache && store.contains(key)
+            if !cached {
+                let lock = try store.buildLock(key)
+                defer { lock.unlock() }
+                cached = !options.noCache && store.contains(key)  // another build may have made it meanwhile
+                if !cached {
+                    observer(BuildEvent(.building, layer: layer.name, key: key))
+                    try buildLayer(
+                        layer, key: key, parent: parentKey, spec: spec, resolution: resolution, request: request,
+                        parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
+                        environment: environment, started: started)
+                }
+            }
+            try store.setRef(layer.name, to: key)
+            let seconds = Date().timeIntervalSince(started)
+            observer(BuildEvent(cached ? .cached : .built, layer: layer.name, key: key, seconds: seconds))
+            built.append(BuiltLayer(name: layer.name, key: key, cached: cached, seconds: seconds))
+            parentKey = key
+            parentTrees.append(store.tree(key))
+        }
+        return built
+    }
+
+    private func repository(_ spec: RepoSpec) throws -> Repository {
+        var level: SignatureLevel?
+        if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
+        let servers = spec.snapshot.map { ["https://archive.archlinux.org/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
+        return Repository(name: spec.name, servers: servers, signatureLevel: level)
+    }
+
+    private func makeSpec(_ layer: LayerFile, arch: String, environment: [String: String]) throws -> LayerSpec {
+        let files = try layer.files.map { file -> LayerSpec.FileEntry in
+            let digest: String
+            switch file.content {
+            case .inline(let text): digest = Digest.sha256(Data(text.utf8))
+            case .source(let path):
+                do { digest = try Digest.sha256(file: path) } catch {
+                    throw LayerFileError("cannot read source \(path): \(error)", at: file.location)
+                }
+            }
+            return LayerSpec.FileEntry(path: file.path, mode: file.mode, owner: file.owner, sha256: digest)
+        }
+        return LayerSpec(
+            arch: arch, packages: layer.packages.map(\.value).sorted(), remove: layer.remove.map(\.value).sorted(),
+            files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
+            env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
+            sourceDateEpoch: options.sourceDateEpoch)
+    }
+
+    /// Puts the layer file's line in front of a libalpm error about one of its packages.
+    private func locate(_ error: AlpmError, in layer: LayerFile) -> String {
+        let named = (layer.packages + layer.remove).first { package in
+            error.subject == package.value || (error.subject?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.contains(package.value) ?? false)
+                || error.details.contains { $0.contains(package.value) }
+        }
+        return "\(named?.location.description ?? layer.path): \(error)"
+    }
+}

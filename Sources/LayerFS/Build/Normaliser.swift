@@ -1,0 +1,64 @@
+import Foundation
+import Glibc
+
+/// Makes a freshly built upper directory reproducible and clean: install dates and mtimes set to
+/// the layer epoch, overlayfs's bookkeeping xattrs dropped, and nothing left that belongs to the
+/// package manager's working state (lock, log, package cache, sync databases).
+struct Normaliser {
+    let tree: String
+    let epoch: Int64
+
+    /// overlayfs writes these on copy-up; they name inode numbers of the build host. Opaque
+    /// markers (`trusted.overlay.opaque`) are content and stay.
+    static let droppedAttributes = ["trusted.overlay.origin", "trusted.overlay.impure", "trusted.overlay.nlink",
+                                    "trusted.overlay.upper"]
+
+    /// Working state that must never be part of a layer.
+    static let strayPaths = ["var/lib/pacman/db.lck", "var/log/pacman.log"]
+
+    func run() throws {
+        for relative in Self.strayPaths { unlink(tree + "/" + relative) }
+        try removeContents(of: "var/cache/pacman/pkg")
+        try fixInstallDates()
+        try clamp(tree)
+    }
+
+    private func removeContents(of relative: String) throws {
+        let path = tree + "/" + relative
+        guard FileSystem.isDirectory(path) else { return }
+        for name in try FileSystem.listDirectory(path) { try FileSystem.removeTree(path + "/" + name) }
+    }
+
+    /// `%INSTALLDATE%` is the only varying field libalpm writes into the local database.
+    private func fixInstallDates() throws {
+        let local = tree + "/var/lib/pacman/local"
+        guard FileSystem.isDirectory(local) else { return }
+        for entry in try FileSystem.listDirectory(local) {
+            let desc = local + "/" + entry + "/desc"
+            guard FileSystem.exists(desc), let data = FileManager.default.contents(atPath: desc) else { continue }
+            var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
+            guard let index = lines.firstIndex(of: "%INSTALLDATE%"), index + 1 < lines.count else { continue }
+            lines[index + 1] = String(epoch)
+            var st = stat()
+            lstat(desc, &st)
+            try FileSystem.writeAtomically(Data(lines.joined(separator: "\n").utf8), to: desc, mode: st.st_mode & 0o7777)
+        }
+    }
+
+    /// Depth first, so a directory's time is set after its entries stopped changing it.
+    private func clamp(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in try FileSystem.listDirectory(path) { try clamp(path + "/" + name) }
+        }
+        for name in ExtendedAttributes.names(path) where Self.droppedAttributes.contains(name) {
+            try ExtendedAttributes.remove(path, name)
+        }
+        let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
+        if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 || st.st_atim.tv_sec != mtime {
+            var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
+            try sys("set time of", path) { utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) }
+        }
+    }
+}

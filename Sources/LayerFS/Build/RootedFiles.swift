@@ -1,0 +1,84 @@
+import Foundation
+import CLayerSupport
+import Glibc
+
+/// Reads and writes files in a layer's merged root with every path resolved inside that root
+/// (openat2, RESOLVE_IN_ROOT), so a layer's absolute symlinks cannot lead a write onto the host.
+struct RootedFiles {
+    let root: String
+
+    /// Writes `data` at `path` (absolute inside the root) with `mode` and owner, creating missing
+    /// parent directories (0755, root). An existing symlink at `path` is replaced, not followed.
+    func write(_ data: Data, to path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
+        let rootFD = try openRoot()
+        defer { close(rootFD) }
+        let parent = (path as NSString).deletingLastPathComponent
+        try makeParents(parent, rootFD: rootFD)
+        var fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode_t(mode))
+        if fd < 0 && errno == ELOOP {
+            let dirFD = try openDirectory(parent, rootFD: rootFD)
+            defer { close(dirFD) }
+            try sys("replace symlink", path) { unlinkat(dirFD, (path as NSString).lastPathComponent, 0) }
+            fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode_t(mode))
+        }
+        guard fd >= 0 else { throw SystemError("write", path) }
+        defer { close(fd) }
+        try data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { throw SystemError("write", path) }
+                offset += n
+            }
+        }
+        try sys("change owner of", path) { fchown(fd, uid, gid) }
+        try sys("change mode of", path) { fchmod(fd, mode_t(mode)) }
+    }
+
+    /// Reads a file inside the root, or nil when it is not there.
+    func read(_ path: String) -> Data? {
+        guard let rootFD = try? openRoot() else { return nil }
+        defer { close(rootFD) }
+        let fd = lc_open_in_root(rootFD, path, O_RDONLY, 0)
+        guard fd >= 0 else { return nil }
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
+    }
+
+    /// Turns `user:group` (names or numbers) into ids, reading the root's /etc/passwd and /etc/group.
+    func owner(_ spec: String) throws -> (uid_t, gid_t) {
+        let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
+        func lookup(_ name: String, in file: String) throws -> UInt32 {
+            if let number = UInt32(name) { return number }
+            let text = read(file).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+                if fields.count > 2, fields[0] == name, let id = UInt32(fields[2]) { return id }
+            }
+            throw BuildFailure("owner \(spec): \(name) is not in the layer's \(file)")
+        }
+        return (try lookup(parts[0], in: "/etc/passwd"), try lookup(parts[1], in: "/etc/group"))
+    }
+
+    private func openRoot() throws -> Int32 {
+        try sys("open", root) { open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+    }
+
+    private func openDirectory(_ path: String, rootFD: Int32) throws -> Int32 {
+        let fd = lc_open_in_root(rootFD, path.isEmpty ? "/" : path, O_RDONLY | O_DIRECTORY, 0)
+        if fd < 0 { throw SystemError("open directory", path) }
+        return fd
+    }
+
+    private func makeParents(_ path: String, rootFD: Int32) throws {
+        var current = ""
+        for component in path.split(separator: "/") {
+            let parentFD = try openDirectory(current.isEmpty ? "/" : current, rootFD: rootFD)
+            defer { close(parentFD) }
+            if mkdirat(parentFD, String(component), 0o755) != 0 && errno != EEXIST {
+                throw SystemError("create directory", current + "/" + component)
+            }
+            current += "/" + component
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Alpm
+import Foundation
+
+/// What the store keeps about a built layer, in `layers/<key>/layer.json`.
+public struct LayerRecord: Codable, Sendable, Equatable {
+    public var formatVersion: Int
+    public var key: String
+    /// The parent layer's key; nil for a root layer.
+    public var parent: String?
+    /// The layer file name it was first built for.
+    public var name: String
+    /// sha256 of the canonical spec the key was made from.
+    public var specDigest: String
+    /// Package files this layer installed, exactly as resolved.
+    public var added: [PackageFile]
+    /// Packages this layer removed from its parent.
+    public var removed: [InstalledPackage]
+    /// Every package installed once this layer is on top of its parents.
+    public var installed: [InstalledPackage]
+    /// Bytes of file data in this layer's tree.
+    public var treeBytes: Int64
+    /// Entries in this layer's tree, whiteouts included.
+    public var fileCount: Int
+    /// sha256 over the tree's names, metadata and contents; equal trees have equal digests.
+    public var treeDigest: String
+    /// The timestamp every mtime was clamped to.
+    public var sourceDateEpoch: Int64
+    /// Wall-clock seconds the build took.
+    public var buildSeconds: Double
+    /// When it was built (informative only; not part of the key).
+    public var builtAt: Date
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
+    public func encoded() throws -> Data { try Self.encoder.encode(self) }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import Glibc
+
+/// The content-addressed layer store (default `/var/lib/layerctl`).
+///
+/// ```
+/// layers/<key>/tree/        a layer's overlay upper directory
+/// layers/<key>/layer.json   its LayerRecord
+/// refs/<name>               the key last built for layer file <name>
+/// tmp/                      work in progress; swept when no build holds the store lock
+/// locks/<key>               held while a layer with that key is being built
+/// cache/                    packages, sync databases and the pacman log: never inside a tree
+/// lock                      shared by builds, exclusive for gc
+/// ```
+/// A layer appears only by one rename(2) of a finished directory, so a crash at any moment leaves
+/// the store as it was.
+public struct Store: Sendable {
+    public let root: String
+
+    public static let defaultRoot = "/var/lib/layerctl"
+
+    public var layersDirectory: String { root + "/layers" }
+    public var refsDirectory: String { root + "/refs" }
+    public var tmpDirectory: String { root + "/tmp" }
+    public var locksDirectory: String { root + "/locks" }
+    public var cacheDirectory: String { root + "/cache" }
+    public var packageCache: String { cacheDirectory + "/pkg" }
+    public var pacmanLog: String { cacheDirectory + "/pacman.log" }
+
+    /// Opens the store at `root`, creating its folders.
+    public init(root: String) throws {
+        self.root = URL(fileURLWithPath: root).standardizedFileURL.path
+        for directory in [layersDirectory, refsDirectory, tmpDirectory, locksDirectory, packageCache] {
+            try FileSystem.makeDirectories(directory)
+        }
+    }
+
+    /// The store a command uses: `--store`, else `LAYERCTL_STORE`, else `/var/lib/layerctl`.
+    public static func locate(_ option: String?) -> String {
+        option ?? ProcessInfo.processInfo.environment["LAYERCTL_STORE"] ?? defaultRoot
+    }
+
+    public func layerDirectory(_ key: String) -> String { layersDirectory + "/" + key }
+    public func tree(_ key: String) -> String { layerDirectory(key) + "/tree" }
+
+    public func contains(_ key: String) -> Bool {
+        FileSystem.exists(layerDirectory(key) + "/layer.json")
+    }
+
+    public func record(_ key: String) throws -> LayerRecord {
+        let path = layerDirectory(key) + "/layer.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StoreError.unknownLayer(key)
+        }
+        return try LayerRecord.decoder.decode(LayerRecord.self, from: data)
+    }
+
+    /// All stored layers' keys, sorted.
+    public func keys() throws -> [String] {
+        try FileSystem.listDirectory(layersDirectory).filter { contains($0) }
+    }
+
+    // MARK: Refs
+
+    public func ref(_ name: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: refsDirectory + "/" + name) else { return nil }
+        let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return key.isEmpty ? nil : key
+    }
+
+    public func setRef(_ name: String, to key: String) throws {
+        try FileSystem.writeAtomically(Data((key + "\n").utf8), to: refsDirectory + "/" + name)
+    }
+
+    public func removeRef(_ name: String) throws {
+        try sys("remove ref", name) { unlink(refsDirectory + "/" + name) }
+    }
+
+    /// Every ref, sorted by name.
+    public func refs() throws -> [(name: String, key: String)] {
+        try FileSystem.listDirectory(refsDirectory).filter { !$0.contains(".tmp-") }.compactMap { name in
+            ref(name).map { (name, $0) }
+        }
+    }
+
+    /// Finds a layer by ref name, full key or unique key prefix.
+    public func resolve(_ nameOrKey: String) throws -> String {
+        if let key = ref(nameOrKey) { return key }
+        if contains(nameOrKey) { return nameOrKey }
+        let matches = try keys().filter { $0.hasPrefix(nameOrKey) }
+        if matches.count == 1, nameOrKey.count >= 4 { return matches[0] }
+        if matches.count > 1 { throw StoreError.ambiguous(nameOrKey, matches) }
+        throw StoreError.unknownLayer(nameOrKey)
+    }
+
+    /// The keys from the root layer to `key`, following each record's parent.
+    public func chain(_ key: String) throws -> [String] {
+        var keys: [String] = []
+        var current: String? = key
+        while let next = current {
+            keys.append(next)
+            current = try record(next).parent
+        }
+        return keys.reversed()
+    }
+
+    // MARK: Locks and temporary work
+
+    /// Builds share this lock; `gc` takes it alone, so it never removes a layer a build stands on.
+    public func lock(_ mode: FileLock.Mode) throws -> FileLock {
+        try FileLock(path: root + "/lock", mode: mode)
+    }
+
+    /// Held while the layer `key` is built, so two builds of one layer make it once.
+    public func buildLock(_ key: String) throws -> FileLock {
+        try FileLock(path: locksDirectory + "/" + key, mode: .exclusive)
+    }
+
+    /// A fresh directory in `tmp/`; the caller holds the store lock while it uses it.
+    public func makeTemporary(_ purpose: String) throws -> String {
+        let path = tmpDirectory + "/\(purpose)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileSystem.makeDirectories(path, mode: 0o700)
+        return path
+    }
+
+    /// Removes what killed builds left in `tmp/`. It runs only when no other process holds the
+    /// store lock — then everything in `tmp/` is stale — and otherwise waits for a later run.
+    @discardableResult
+    public func sweepTemporary() throws -> [String] {
+        guard let exclusive = FileLock.tryExclusive(path: root + "/lock") else { return [] }
+        defer { exclusive.unlock() }
+        let names = try FileSystem.listDirectory(tmpDirectory)
+        for name in names { try FileSystem.removeTree(tmpDirectory + "/" + name) }
+        return names
+    }
+
+    /// Moves a finished layer directory into place with one rename(2). Returns false when the
+    /// layer is already there (another build made it first); the caller then discards its copy.
+    public func commit(_ directory: String, as key: String) throws -> Bool {
+        if rename(directory, layerDirectory(key)) == 0 { return true }
+        if errno == EEXIST || errno == ENOTEMPTY { return false }
+        throw SystemError("store layer", layerDirectory(key))
+    }
+}
+
+public enum StoreError: Error, CustomStringConvertible, Sendable {
+    case unknownLayer(String)
+    case ambiguous(String, [String])
+
+    public var description: String {
+        switch self {
+        case .unknownLayer(let name): "no layer named or keyed \(name) in the store"
+        case .ambiguous(let prefix, let keys):
+            "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
+        }
+    }
+}

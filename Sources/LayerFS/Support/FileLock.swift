@@ -1,0 +1,46 @@
+import Glibc
+
+/// An flock(2) on a file, held until `unlock()` or until the process dies — so a killed holder
+/// never leaves a lock behind.
+public final class FileLock {
+    private var fd: Int32
+    public let path: String
+
+    public enum Mode { case shared, exclusive }
+
+    /// Opens (creating) `path` and waits for the lock.
+    public init(path: String, mode: Mode) throws {
+        self.path = path
+        fd = try sys("open lock", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        let operation = mode == .shared ? LOCK_SH : LOCK_EX
+        while flock(fd, operation) != 0 {
+            if errno == EINTR { continue }
+            let error = SystemError("lock", path)
+            close(fd)
+            throw error
+        }
+    }
+
+    /// Takes the lock only if nobody holds it; nil when it is held.
+    public static func tryExclusive(path: String) -> FileLock? {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return nil }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            return nil
+        }
+        return FileLock(fd: fd, path: path)
+    }
+
+    private init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    public func unlock() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+
+    deinit { unlock() }
+}

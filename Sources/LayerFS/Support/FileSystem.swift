@@ -1,0 +1,90 @@
+import Foundation
+import Glibc
+
+/// Small file operations the store and the builder share, on paths, without following symlinks.
+enum FileSystem {
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Creates `path` and missing parents with `mode` (0755 unless told).
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        if isDirectory(path) { return }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && parent != path { try makeDirectories(parent, mode: mode) }
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError("create directory", path) }
+        _ = chmod(path, mode)
+    }
+
+    /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
+    static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) }
+        var failure: SystemError?
+        data.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    failure = SystemError("write", temporary)
+                    return
+                }
+                offset += n
+            }
+        }
+        if failure == nil && fsync(fd) != 0 { failure = SystemError("sync", temporary) }
+        close(fd)
+        if let failure {
+            unlink(temporary)
+            throw failure
+        }
+        try sys("rename", path) { rename(temporary, path) }
+    }
+
+    /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories).
+    static func removeTree(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            _ = chmod(path, 0o700)
+            for name in try listDirectory(path) { try removeTree(path + "/" + name) }
+            try sys("remove directory", path) { rmdir(path) }
+        } else {
+            try sys("remove", path) { unlink(path) }
+        }
+    }
+
+    /// The names in a directory, without "." and "..", in byte order.
+    static func listDirectory(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw SystemError("read directory", path) }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
+    }
+
+    /// The size in bytes of everything under `path` (file sizes, not blocks).
+    static func treeSize(_ path: String) -> Int64 {
+        var total: Int64 = 0
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return 0 }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in (try? listDirectory(path)) ?? [] { total += treeSize(path + "/" + name) }
+        } else {
+            total += Int64(st.st_size)
+        }
+        return total
+    }
+}

@@ -1,0 +1,37 @@
+import Glibc
+
+/// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
+/// stdout and stderr inherited, and `eventFD` (if any) handed over as fd 3.
+func spawn(_ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    if let eventFD { posix_spawn_file_actions_adddup2(&actions, eventFD, 3) }
+    var pid: pid_t = 0
+    let result = withCStrings([executable] + arguments) { argv in
+        withCStrings(environment) { envp in
+            posix_spawn(&pid, executable, &actions, nil, UnsafeMutablePointer(mutating: argv),
+                        UnsafeMutablePointer(mutating: envp))
+        }
+    }
+    if result != 0 { throw SystemError("start", executable, errno: result) }
+    return pid
+}
+
+/// Waits for `pid` and turns its status into an exit code (128 + signal when killed).
+func waitForExit(_ pid: pid_t) -> Int32 {
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 {
+        if errno != EINTR { return 127 }
+    }
+    if status & 0x7f == 0 { return (status >> 8) & 0xff }
+    return 128 + (status & 0x7f)
+}
+
+/// The path of the running executable, for re-executing it as the builder child.
+func currentExecutable() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+}

@@ -1,0 +1,33 @@
+import Glibc
+
+/// A failed system call: what was attempted, on which path, and `strerror(errno)`.
+public struct SystemError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let path: String
+    public let errno: Int32
+
+    public init(_ operation: String, _ path: String, errno: Int32 = Glibc.errno) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
+    public var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
+}
+
+/// Runs a call that returns -1 and sets errno on failure; throws with errno read straight away.
+@discardableResult
+func sys(_ operation: String, _ path: String, _ call: () -> Int32) throws -> Int32 {
+    let result = call()
+    if result < 0 { throw SystemError(operation, path) }
+    return result
+}
+
+/// A pipe whose both ends close on exec; children get only the end they are handed explicitly.
+func makePipe(_ purpose: String) throws -> (read: Int32, write: Int32) {
+    var fds: [Int32] = [0, 0]
+    try sys("create pipe for", purpose) { pipe(&fds) }
+    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+    return (fds[0], fds[1])
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import LayerFS
+
+extension LayerCtl {
+    struct Build: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Builds a layer file and every layer it comes from.",
+            discussion: """
+                The layers are built root first. Each one is resolved with libalpm against its parent's packages, \
+                and its key is the hash of its parent's key, its parsed content and the exact package files it \
+                installs. A layer whose key is already in the store is reused; any other layer is built in a \
+                private mount namespace and stored under its key. The ref of each layer file name is set to \
+                the key just built, so `layerctl inspect NAME` finds it.
+                """)
+
+        @Argument(help: "The layer file to build, for example layers/gaming.yaml.")
+        var file: String
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        @Flag(name: .long, help: "Build every layer again, even the ones the store already holds.")
+        var noCache = false
+
+        @Flag(name: .long, help: "Fetch nothing: use the repository databases already in the store's cache.")
+        var offline = false
+
+        @Flag(name: .long, help: "Print one JSON object per event, and a summary at the end, instead of text.")
+        var json = false
+
+        @Option(name: .long, help: "The GnuPG home with the keys that sign packages. It defaults to /etc/pacman.d/gnupg, as for pacman.")
+        var keyring: String?
+
+        @Flag(name: .long, help: "Build with no network at all; downloads from remote servers then fail.")
+        var noNetwork = false
+
+        func run() throws {
+            let recipe = try Recipe.load(file)
+            var options = BuildOptions(store: try storeOptions.open())
+            options.noCache = noCache
+            options.offline = offline
+            options.isolateNetwork = noNetwork
+            if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
+            let reporter = BuildReporter(json: json)
+            let built = try LayerBuilder(options: options, observer: reporter.report).build(recipe)
+            reporter.finish(built)
+        }
+    }
+}

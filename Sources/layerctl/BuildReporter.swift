@@ -1,0 +1,104 @@
+import Foundation
+import Glibc
+import LayerFS
+
+/// Prints build events: a redrawn status line on a terminal, plain lines otherwise, or JSON lines.
+final class BuildReporter {
+    let json: Bool
+    let terminal: Bool
+    private var statusShown = false
+    private let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    init(json: Bool) {
+        self.json = json
+        terminal = !json && isatty(STDERR_FILENO) == 1
+    }
+
+    func report(_ event: BuildEvent) {
+        if json {
+            if let data = try? encoder.encode(event) { print(String(decoding: data, as: UTF8.self)) }
+            return
+        }
+        switch event.kind {
+        case .downloadProgress, .progress:
+            if terminal { status(event) }
+        case .downloadStarted, .downloadDone:
+            if terminal { status(event) }
+        case .resolved:
+            line("\(event.layer): \(event.message ?? "")")
+        case .cached:
+            line("\(event.layer): cached \(short(event.key))")
+        case .building:
+            line("\(event.layer): building \(short(event.key))")
+        case .built:
+            line("\(event.layer): built \(short(event.key)) in \(String(format: "%.2f", event.seconds ?? 0)) s")
+        case .step:
+            line("\(event.layer): \(event.message ?? "")")
+        case .package:
+            line("\(event.layer): \(event.message ?? "")")
+        case .output:
+            line("\(event.layer) | \(event.message ?? "")")
+        case .warning:
+            line("\(event.layer): warning: \(event.message ?? "")")
+        case .error, .failed:
+            line("\(event.layer): error: \(event.message ?? "")")
+        case .finished:
+            break
+        }
+    }
+
+    func finish(_ built: [BuiltLayer]) {
+        clearStatus()
+        if json {
+            struct Summary: Encodable { var layers: [BuiltLayer] }
+            if let data = try? encoder.encode(Summary(layers: built)) { print(String(decoding: data, as: UTF8.self)) }
+        } else if let top = built.last {
+            let fresh = built.filter { !$0.cached }.count
+            print("\(top.name) \(top.key) (\(fresh) built, \(built.count - fresh) cached)")
+        }
+    }
+
+    private func short(_ key: String?) -> String { String((key ?? "").prefix(12)) }
+
+    private func line(_ text: String) {
+        clearStatus()
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    /// One line, redrawn in place: `layer: install perl [#####-----] 50%` or a download's bytes.
+    private func status(_ event: BuildEvent) {
+        var text = "\(event.layer): "
+        switch event.kind {
+        case .downloadProgress:
+            let done = event.current ?? 0, total = max(event.total ?? 0, 1)
+            text += "downloading \(event.file ?? "") " + bar(Double(done) / Double(total)) + " \(done / 1024) KiB"
+        case .progress:
+            text += "\(event.message ?? "") \(event.file ?? "") " + bar(Double(event.percent ?? 0) / 100)
+                + " (\(event.current ?? 0)/\(event.total ?? 0))"
+        case .downloadStarted:
+            text += "downloading \(event.file ?? "")"
+        default:
+            text += "downloaded \(event.file ?? "")"
+        }
+        let width = 100
+        let clipped = text.count > width ? String(text.prefix(width)) : text.padding(toLength: width, withPad: " ", startingAt: 0)
+        FileHandle.standardError.write(Data(("\r" + clipped).utf8))
+        statusShown = true
+    }
+
+    private func bar(_ fraction: Double) -> String {
+        let filled = Int((min(max(fraction, 0), 1) * 20).rounded())
+        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 20 - filled) + "]"
+    }
+
+    private func clearStatus() {
+        if statusShown {
+            FileHandle.standardError.write(Data(("\r" + String(repeating: " ", count: 100) + "\r").utf8))
+            statusShown = false
+        }
+    }
+}

@@ -1,0 +1,8 @@
+import ArgumentParser
+import LayerFS
+
+extension LayerCtl {
+    struct GC: ParsableCommand {
+        func run() throws {}
+    }
+}

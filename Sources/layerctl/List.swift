@@ -1,0 +1,8 @@
+import ArgumentParser
+import LayerFS
+
+extension LayerCtl {
+    struct List: ParsableCommand {
+        func run() throws {}
+    }
+}

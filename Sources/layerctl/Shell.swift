@@ -1,0 +1,8 @@
+import ArgumentParser
+import LayerFS
+
+extension LayerCtl {
+    struct Shell: ParsableCommand {
+        func run() throws {}
+    }
+}
