@@ -43,7 +43,7 @@ int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
 }
 
 int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
-                      int in_fd, int out_fd, pid_t *pid) {
+                      int in_fd, int out_fd, int err_fd, pid_t *pid) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) {
         return errno;
@@ -60,7 +60,7 @@ int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], ch
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0 || chroot(root) != 0 ||
+        if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 || chroot(root) != 0 ||
             chdir("/") != 0) {
             int err = errno;
             (void)!write(report[1], &err, sizeof err);

@@ -1,8 +1,63 @@
 import ArgumentParser
+import Foundation
 import LayerFS
 
 extension LayerCtl {
     struct List: ParsableCommand {
-        func run() throws {}
+        static let configuration = CommandConfiguration(
+            commandName: "ls",
+            abstract: "Lists the layers the store knows by name.",
+            discussion: "Each line shows a layer file name, the key last built for it, its parent's key, how many packages it installed and the size of its tree.")
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        @Flag(name: .long, help: "Print the list as a JSON array.")
+        var json = false
+
+        struct Row: Encodable {
+            var name: String
+            var key: String
+            var parent: String?
+            var packages: Int
+            var treeBytes: Int64
+            var fileCount: Int
+        }
+
+        func run() throws {
+            let store = try storeOptions.open()
+            let rows = try store.refs().compactMap { ref -> Row? in
+                guard let record = try? store.record(ref.key) else { return nil }
+                return Row(name: ref.name, key: ref.key, parent: record.parent, packages: record.added.count,
+                           treeBytes: record.treeBytes, fileCount: record.fileCount)
+            }
+            if json {
+                print(try jsonText(rows))
+                return
+            }
+            print("NAME".padding(toLength: 20, withPad: " ", startingAt: 0) + "KEY           PARENT        PACKAGES  SIZE")
+            for row in rows {
+                print(row.name.padding(toLength: 20, withPad: " ", startingAt: 0)
+                    + row.key.prefix(12) + "  " + (row.parent?.prefix(12) ?? "scratch     ") + "  "
+                    + String(row.packages).padding(toLength: 10, withPad: " ", startingAt: 0) + formatBytes(row.treeBytes))
+            }
+        }
     }
+}
+
+func jsonText<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.dateEncodingStrategy = .iso8601
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+func formatBytes(_ bytes: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }

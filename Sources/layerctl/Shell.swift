@@ -1,8 +1,40 @@
 import ArgumentParser
+import Foundation
 import LayerFS
 
 extension LayerCtl {
     struct Shell: ParsableCommand {
-        func run() throws {}
+        static let configuration = CommandConfiguration(
+            abstract: "Opens a shell in a layer without changing it.",
+            discussion: "The layer's stack is mounted under a tmpfs upper directory in private namespaces, so a user can try things in it. Everything written there is thrown away when the shell exits. With a command after --, it runs that command instead of an interactive /bin/sh and exits with its status.")
+
+        @Argument(help: "A layer file name, a full key, or a unique prefix of a key.")
+        var layer: String
+
+        @Argument(parsing: .postTerminator, help: "The command to run instead of an interactive shell.")
+        var command: [String] = []
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() throws {
+            let store = try storeOptions.open()
+            let status = try LayerShell.run(store: store, key: try store.resolve(layer), command: command)
+            throw ExitCode(status)
+        }
+    }
+
+    /// The shell's namespaced child; `layerctl shell` starts it.
+    struct ShellChild: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: LayerShell.subcommand, abstract: "Runs inside the shell's namespaces; layerctl shell runs this itself.",
+            shouldDisplay: false)
+
+        @Flag(name: .customLong("inner"), help: "Run as the second stage, inside the new namespaces.")
+        var inner = false
+
+        @Argument(help: "The job file that describes the shell.")
+        var job: String
+
+        func run() throws { throw ExitCode(LayerShell.enter(jobPath: job, inner: inner)) }
     }
 }

@@ -13,10 +13,10 @@ typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
 int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx);
 
 /// Starts `path` with `argv`/`envp` in a child that first chroots into `root` and changes to "/".
-/// stdin is `in_fd`, stdout and stderr are `out_fd`. Returns 0 and the pid, or an errno value.
+/// stdin is `in_fd`, stdout `out_fd`, stderr `err_fd`. Returns 0 and the pid, or an errno value.
 /// Exists because posix_spawn cannot chroot, and Swift must not run code between fork and exec.
 int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
-                      int in_fd, int out_fd, pid_t *pid);
+                      int in_fd, int out_fd, int err_fd, pid_t *pid);
 
 /// Makes the calling process receive SIGKILL when its parent dies, and reports whether the parent
 /// is already gone. Exists so a builder never outlives the layerctl that started it.

@@ -43,6 +43,7 @@ struct BuildRoot {
         try mount("tmpfs", "tmp", "tmpfs", "mode=1777,nosuid,nodev")
 
         // The sync databases come from outside, so the tree never holds them.
+        if job.syncDirectory.isEmpty { return }
         let sync = merged + "/var/lib/pacman/sync"
         if !FileSystem.exists(sync) {
             try FileSystem.makeDirectories(sync)

@@ -10,25 +10,17 @@ public enum BuilderChild {
     /// The hidden subcommand the CLI routes here.
     public static let subcommand = "__build-layer"
     static let innerFlag = "--inner"
-    static let parentVariable = "LAYERCTL_BUILDER_PARENT"
 
     /// Stage one: unshare, make `/` private, name the host after the layer, start stage two.
     public static func enterNamespaces(jobPath: String) -> Int32 {
-        let events = EventPipe(fd: 3, layer: "?")
         do {
-            try dieWithParent()
+            try Namespaces.dieWithParent()
             let job = try readJob(jobPath)
-            let err = lc_unshare_build_namespaces(job.isolateNetwork ? 1 : 0)
-            if err != 0 { throw SystemError("create namespaces for", job.layerName, errno: err) }
-            try Mounter.makePrivate("/")
-            _ = sethostname(job.layerName, job.layerName.utf8.count)
-            let environment = ProcessInfo.processInfo.environment.filter { $0.key != parentVariable }
-                .map { "\($0.key)=\($0.value)" } + ["\(parentVariable)=0"]  // pid 1 of a new pid namespace has no parent pid
-            let pid = try spawn(
-                currentExecutable(), [subcommand, innerFlag, jobPath], environment: environment, eventFD: 3)
-            return waitForExit(pid)
+            return try Namespaces.enter(
+                hostname: job.layerName, isolateNetwork: job.isolateNetwork,
+                arguments: [subcommand, innerFlag, jobPath], eventFD: 3)
         } catch {
-            events.send(.failed, "\(error)")
+            EventPipe(fd: 3, layer: "?").send(.failed, "\(error)")
             return 1
         }
     }
@@ -38,7 +30,7 @@ public enum BuilderChild {
     public static func build(jobPath: String) -> Int32 {
         var events = EventPipe(fd: 3, layer: "?")
         do {
-            try dieWithParent()
+            try Namespaces.dieWithParent()
             let job = try readJob(jobPath)
             events = EventPipe(fd: 3, layer: job.layerName)
             var root = BuildRoot(job: job)
@@ -74,13 +66,5 @@ public enum BuilderChild {
     private static func readJob(_ path: String) throws -> BuildJob {
         guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path, errno: ENOENT) }
         return try JSONDecoder().decode(BuildJob.self, from: data)
-    }
-
-    private static func dieWithParent() throws {
-        guard let text = ProcessInfo.processInfo.environment[parentVariable], let parent = pid_t(text) else {
-            throw BuildFailure("\(subcommand) is started by `layerctl build`, not by hand")
-        }
-        let err = lc_die_with_parent(parent)
-        if err != 0 { throw BuildFailure("the build was abandoned: its parent process is gone") }
     }
 }

@@ -16,7 +16,7 @@ struct CommandRunner {
         var pid: pid_t = 0
         let err = withCStrings(["/bin/sh", "-c", command]) { argv in
             withCStrings(environment) { envp in
-                lc_spawn_chrooted(root, "/bin/sh", argv, envp, devNull, writeEnd, &pid)
+                lc_spawn_chrooted(root, "/bin/sh", argv, envp, devNull, writeEnd, writeEnd, &pid)
             }
         }
         close(writeEnd)

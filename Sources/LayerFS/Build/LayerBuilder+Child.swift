@@ -65,8 +65,7 @@ extension LayerBuilder {
     /// Starts `layerctl __build-layer JOB`, forwards its events, and returns what it built.
     private func runChild(jobPath: String, layer: String) throws -> ChildResult {
         let (readEnd, writeEnd) = try makePipe("builder events")
-        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-            + ["\(BuilderChild.parentVariable)=\(getpid())"]
+        let environment = Namespaces.environment(parent: getpid())
         let pid: pid_t
         do {
             pid = try spawn(currentExecutable(), [BuilderChild.subcommand, jobPath], environment: environment, eventFD: writeEnd)

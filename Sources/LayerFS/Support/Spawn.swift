@@ -2,11 +2,13 @@ import Glibc
 
 /// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
 /// stdout and stderr inherited, and `eventFD` (if any) handed over as fd 3.
-func spawn(_ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?) throws -> pid_t {
+func spawn(
+    _ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?, keepStdin: Bool = false
+) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    if !keepStdin { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
     if let eventFD { posix_spawn_file_actions_adddup2(&actions, eventFD, 3) }
     var pid: pid_t = 0
     let result = withCStrings([executable] + arguments) { argv in
@@ -34,4 +36,9 @@ func currentExecutable() -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+}
+
+/// Re-executes layerctl with the terminal's stdin, stdout and stderr, for interactive children.
+func spawnInteractive(_ arguments: [String], environment: [String]) throws -> pid_t {
+    try spawn(currentExecutable(), arguments, environment: environment, eventFD: nil, keepStdin: true)
 }
