@@ -8,10 +8,11 @@ struct Normaliser {
     let tree: String
     let epoch: Int64
 
-    /// overlayfs writes these on copy-up; they name inode numbers of the build host. Opaque
-    /// markers (`trusted.overlay.opaque`) are content and stay.
-    static let droppedAttributes = ["trusted.overlay.origin", "trusted.overlay.impure", "trusted.overlay.nlink",
-                                    "trusted.overlay.upper"]
+    /// overlayfs's own bookkeeping (`origin`, `impure`, `nlink`, the upper root's `uuid`) names inode
+    /// numbers and ids of the build host. Opaque markers are content and stay.
+    static func isBookkeeping(_ attribute: String) -> Bool {
+        attribute.hasPrefix("trusted.overlay.") && attribute != "trusted.overlay.opaque"
+    }
 
     /// Working state that must never be part of a layer.
     static let strayPaths = ["var/lib/pacman/db.lck", "var/log/pacman.log"]
@@ -52,7 +53,7 @@ struct Normaliser {
         if (st.st_mode & S_IFMT) == S_IFDIR {
             for name in try FileSystem.listDirectory(path) { try clamp(path + "/" + name) }
         }
-        for name in ExtendedAttributes.names(path) where Self.droppedAttributes.contains(name) {
+        for name in ExtendedAttributes.names(path) where Self.isBookkeeping(name) {
             try ExtendedAttributes.remove(path, name)
         }
         let mtime = min(Int64(st.st_mtim.tv_sec), epoch)

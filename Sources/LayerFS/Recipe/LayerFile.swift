@@ -18,7 +18,7 @@ public struct LayerFile: Sendable, Hashable {
     /// Environment for `run:` commands, sorted by name.
     public var env: [EnvVariable]
     /// Where `from:` was written, or the top of the file when it was not.
-    public var fromLocation: SourceLocation
+    public var fromLocation: FileLocation
 
     public enum Parent: Sendable, Hashable {
         case scratch
@@ -36,7 +36,7 @@ public struct RepoSpec: Sendable, Hashable {
     public var siglevel: String?
     /// An Arch Linux Archive date (`YYYY-MM-DD`) that replaces the servers.
     public var snapshot: String?
-    public var location: SourceLocation
+    public var location: FileLocation
 }
 
 /// A file a layer writes after its packages are installed.
@@ -47,7 +47,7 @@ public struct FileSpec: Sendable, Hashable {
     public var mode: UInt32
     /// `user:group` as names or numbers; `root:root` when the file does not say.
     public var owner: String
-    public var location: SourceLocation
+    public var location: FileLocation
 
     public enum Content: Sendable, Hashable {
         case inline(String)

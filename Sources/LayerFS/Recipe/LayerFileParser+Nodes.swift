@@ -2,8 +2,8 @@ import Yams
 
 /// Typed access to YAML nodes, each failure naming what was expected and where.
 extension LayerFileParser {
-    func at(_ node: Node) -> SourceLocation {
-        SourceLocation(file: path, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+    func at(_ node: Node) -> FileLocation {
+        FileLocation(file: path, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
     }
 
     func scalar(_ node: Node, what: String) throws -> String {
@@ -36,15 +36,15 @@ extension LayerFileParser {
     }
 
     func translate(_ error: YamlError) -> LayerFileError {
-        let top = SourceLocation(file: path, line: 1, column: 1)
+        let top = FileLocation(file: path, line: 1, column: 1)
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
             .composer(_, let problem, let mark, _):
-            return LayerFileError("not valid YAML: \(problem)", at: SourceLocation(file: path, line: mark.line, column: mark.column))
+            return LayerFileError("not valid YAML: \(problem)", at: FileLocation(file: path, line: mark.line, column: mark.column))
         case .duplicatedKeysInMapping(let duplicates, let context):
             return LayerFileError(
                 "key `\(duplicates.joined(separator: "`, `"))` is written twice",
-                at: SourceLocation(file: path, line: context.mark.line, column: context.mark.column))
+                at: FileLocation(file: path, line: context.mark.line, column: context.mark.column))
         case .reader(let problem, _, _, _):
             return LayerFileError("not valid YAML: \(problem)", at: top)
         default:

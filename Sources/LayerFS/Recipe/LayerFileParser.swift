@@ -13,7 +13,7 @@ struct LayerFileParser {
     static let fileKeys = ["path", "content", "source", "mode", "owner"]
 
     static func parse(path: String) throws -> LayerFile {
-        let top = SourceLocation(file: path, line: 1, column: 1)
+        let top = FileLocation(file: path, line: 1, column: 1)
         guard let data = FileManager.default.contents(atPath: path) else {
             throw LayerFileError("cannot read the layer file", at: top)
         }
@@ -24,7 +24,7 @@ struct LayerFileParser {
     }
 
     func parse() throws -> LayerFile {
-        let top = SourceLocation(file: path, line: 1, column: 1)
+        let top = FileLocation(file: path, line: 1, column: 1)
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -211,7 +211,7 @@ struct LayerFileParser {
 
     /// Rules that span fields: a package named twice, a path written twice, `arch` outside the root.
     private func checkConsistency(_ layer: LayerFile) throws {
-        var seen: [String: SourceLocation] = [:]
+        var seen: [String: FileLocation] = [:]
         for package in layer.packages + layer.remove {
             let bare = String(package.value.split(separator: "/").last ?? "")
             if let first = seen[bare] {
@@ -219,14 +219,14 @@ struct LayerFileParser {
             }
             seen[bare] = package.location
         }
-        var paths: [String: SourceLocation] = [:]
+        var paths: [String: FileLocation] = [:]
         for file in layer.files {
             if let first = paths[file.path] {
                 throw LayerFileError("\(file.path) is written twice; first at \(first)", at: file.location)
             }
             paths[file.path] = file.location
         }
-        var repos: [String: SourceLocation] = [:]
+        var repos: [String: FileLocation] = [:]
         for repo in layer.repos {
             if let first = repos[repo.name] {
                 throw LayerFileError("repository `\(repo.name)` is declared twice; first at \(first)", at: repo.location)

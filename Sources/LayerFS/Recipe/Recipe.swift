@@ -15,7 +15,7 @@ public struct Recipe: Sendable {
     public static func load(_ path: String) throws -> Recipe {
         let start = URL(fileURLWithPath: path).standardizedFileURL.path
         guard FileManager.default.fileExists(atPath: start) else {
-            throw LayerFileError("no such layer file", at: SourceLocation(file: path, line: 1, column: 1))
+            throw LayerFileError("no such layer file", at: FileLocation(file: path, line: 1, column: 1))
         }
         var chain: [LayerFile] = []
         var current = try LayerFileParser.parse(path: start)

@@ -1,5 +1,5 @@
 /// A place in a layer file, for errors: `file:line:column`, both counted from 1.
-public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
+public struct FileLocation: Hashable, Sendable, CustomStringConvertible {
     public var file: String
     public var line: Int
     public var column: Int
@@ -16,9 +16,9 @@ public struct SourceLocation: Hashable, Sendable, CustomStringConvertible {
 /// A value read from a layer file, with where it was written.
 public struct Located<Value: Sendable & Hashable>: Hashable, Sendable {
     public var value: Value
-    public var location: SourceLocation
+    public var location: FileLocation
 
-    public init(_ value: Value, at location: SourceLocation) {
+    public init(_ value: Value, at location: FileLocation) {
         self.value = value
         self.location = location
     }
@@ -26,10 +26,10 @@ public struct Located<Value: Sendable & Hashable>: Hashable, Sendable {
 
 /// A layer file that cannot be used, with the place that makes it so.
 public struct LayerFileError: Error, CustomStringConvertible, Sendable, Equatable {
-    public var location: SourceLocation
+    public var location: FileLocation
     public var message: String
 
-    public init(_ message: String, at location: SourceLocation) {
+    public init(_ message: String, at location: FileLocation) {
         self.location = location
         self.message = message
     }

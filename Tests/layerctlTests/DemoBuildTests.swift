@@ -1,0 +1,157 @@
+import CLayerSupport
+import Foundation
+import Glibc
+import LayerFS
+import Testing
+
+@Suite("Building the demo stack", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct DemoBuildTests {
+    @Test("gaming builds base, nvidia and gaming, and each tree holds what its layer file says")
+    func buildsTheStack() throws {
+        let layers = try Harness.demoLayers()
+        let storeRoot = try Harness.temporaryDirectory("store")
+        let result = try Harness.run(["build", layers + "/gaming.yaml", "--store", storeRoot, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.built == ["base", "nvidia", "gaming"])
+        let store = try Store(root: storeRoot)
+        let base = store.tree(try #require(store.ref("base")))
+        let nvidia = store.tree(try #require(store.ref("nvidia")))
+        let gaming = store.tree(try #require(store.ref("gaming")))
+
+        // Packages and their files, with the dependency chain resolved.
+        #expect(FileManager.default.fileExists(atPath: base + "/usr/bin/busybox"))
+        #expect(FileManager.default.fileExists(atPath: base + "/usr/bin/perl"))
+        #expect(FileManager.default.fileExists(atPath: base + "/var/lib/pacman/local/zlib-1:1.2.13-1/desc"))
+        #expect(FileManager.default.fileExists(atPath: nvidia + "/usr/lib/nvidia/README"))
+        // The scriptlet, files: and run: had their effects.
+        #expect(try String(contentsOfFile: base + "/etc/greeter.installed", encoding: .utf8) == "greeter 1.0-1 installed\n")
+        #expect(try String(contentsOfFile: base + "/etc/layer-base", encoding: .utf8) == "base built on base\n")
+        #expect(try String(contentsOfFile: nvidia + "/etc/modprobe.d/nvidia.conf", encoding: .utf8).contains("modeset=1"))
+        #expect(try String(contentsOfFile: gaming + "/etc/hostname", encoding: .utf8) == "gaming\n")
+        #expect(try String(contentsOfFile: gaming + "/etc/game.version", encoding: .utf8) == "game 1.0-1\n")
+        #expect(try String(contentsOfFile: gaming + "/etc/greeting", encoding: .utf8) == "hello from gaming\n")
+        // Removing nano left whiteouts over its file and its database entry.
+        for path in ["/usr/bin/nano", "/var/lib/pacman/local/nano-7.2-1"] {
+            var st = stat()
+            #expect(lstat(gaming + path, &st) == 0)
+            #expect(StackView.isWhiteout(st), "\(path) is not a whiteout")
+        }
+        // Nothing of the package manager's working state is in any tree, and install dates are the epoch.
+        for tree in [base, nvidia, gaming] {
+            for stray in ["var/lib/pacman/sync", "var/lib/pacman/db.lck", "var/log/pacman.log", "var/cache/pacman/pkg",
+                          "dev/null", "tmp/alpm"] {
+                #expect(!FileManager.default.fileExists(atPath: tree + "/" + stray), "\(tree)/\(stray) exists")
+            }
+            let packages = (try? FileManager.default.contentsOfDirectory(atPath: tree + "/var/lib/pacman/local")) ?? []
+            for package in packages where !package.hasPrefix("ALPM") && !package.hasPrefix("nano") {
+                let desc = try String(contentsOfFile: tree + "/var/lib/pacman/local/\(package)/desc", encoding: .utf8)
+                #expect(desc.contains("%INSTALLDATE%\n0\n"), "\(package) keeps its install date")
+            }
+            let pkgFiles = try FileManager.default.subpathsOfDirectory(atPath: tree).filter { $0.hasSuffix(".pkg.tar.zst") }
+            #expect(pkgFiles.isEmpty)
+        }
+        #expect(try ExtendedAttributesProbe.overlayBookkeeping(in: gaming).isEmpty)
+        try Harness.expectValidStore(storeRoot)
+    }
+
+    @Test("two builds into two empty stores make identical trees and keys")
+    func reproducible() throws {
+        let layers = try Harness.demoLayers()
+        var digests: [[String]] = []
+        for _ in 0..<2 {
+            let storeRoot = try Harness.temporaryDirectory("store")
+            let result = try Harness.run(["build", layers + "/gaming.yaml", "--store", storeRoot])
+            #expect(result.status == 0, "\(result.stderr)")
+            let store = try Store(root: storeRoot)
+            digests.append(try ["base", "nvidia", "gaming"].map { name in
+                let key = try #require(store.ref(name))
+                return key + " " + (try store.record(key).treeDigest)
+            })
+        }
+        #expect(digests[0] == digests[1])
+    }
+
+    @Test("ls, inspect, shell and gc work on a built stack")
+    func everydayCommands() throws {
+        let layers = try Harness.demoLayers()
+        let storeRoot = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/development.yaml", "--store", storeRoot]).status == 0)
+        let list = try Harness.run(["ls", "--store", storeRoot])
+        #expect(list.status == 0)
+        for name in ["base", "nvidia", "development"] { #expect(list.stdout.contains(name)) }
+        let inspect = try Harness.run(["inspect", "development", "--store", storeRoot])
+        #expect(inspect.stdout.contains("+ demo-app 1.0-1"))
+        #expect(inspect.stdout.contains("+ demo-data 1.0-1"))
+        let json = try Harness.run(["inspect", "base", "--store", storeRoot, "--json"])
+        let record = try LayerRecordProbe.decode(json.stdout)
+        #expect(record.parent == nil && record.added.count == 8 && record.fileCount > 2000 && record.buildSeconds > 0)
+
+        // shell: sees the layer, and what it writes is gone afterwards.
+        let shell = try Harness.run(["shell", "development", "--store", storeRoot, "--", "/bin/sh", "-c",
+                                     "cat /etc/demo-app.out; echo scribble > /etc/hostname; mount | grep -c overlay"])
+        #expect(shell.status == 0, "\(shell.stderr)")
+        #expect(shell.stdout.contains("demo data 1.0"))
+        let store = try Store(root: storeRoot)
+        #expect(try String(contentsOfFile: store.tree(store.ref("base")!) + "/etc/hostname", encoding: .utf8) == "demo\n")
+        let failing = try Harness.run(["shell", "base", "--store", storeRoot, "--", "/bin/sh", "-c", "exit 7"])
+        #expect(failing.status == 7)
+
+        // gc keeps what refs reach and frees the rest.
+        let before = try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count
+        try store.removeRef("development")
+        let gc = try Harness.run(["gc", "--store", storeRoot])
+        #expect(gc.status == 0)
+        #expect(gc.stdout.contains("freed"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count == before - 1)
+        try Harness.expectValidStore(storeRoot)
+    }
+
+    @Test("two builds of the same stack at once both succeed and store each layer once")
+    func concurrentBuilds() throws {
+        let layers = try Harness.demoLayers()
+        let storeRoot = try Harness.temporaryDirectory("store")
+        let results = try [0, 1].map { _ -> Process in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Harness.executable)
+            process.arguments = ["build", layers + "/gaming.yaml", "--store", storeRoot]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return process
+        }
+        for process in results {
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+        }
+        let store = try Store(root: storeRoot)
+        #expect(try store.keys().count == 3)
+        try Harness.expectValidStore(storeRoot)
+    }
+}
+
+enum LayerRecordProbe {
+    static func decode(_ json: String) throws -> LayerRecord {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(LayerRecord.self, from: Data(json.utf8))
+    }
+}
+
+enum ExtendedAttributesProbe {
+    /// Paths under `root` that still carry overlayfs's copy-up bookkeeping.
+    static func overlayBookkeeping(in root: String) throws -> [String] {
+        var found: [String] = []
+        for relative in try FileManager.default.subpathsOfDirectory(atPath: root) + [""] {
+            let path = root + "/" + relative
+            let size = llistxattr(path, nil, 0)
+            guard size > 0 else { continue }
+            var buffer = [CChar](repeating: 0, count: size)
+            _ = llistxattr(path, &buffer, size)
+            let names = buffer.split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+            if names.contains(where: { $0.hasPrefix("trusted.overlay.") && $0 != "trusted.overlay.opaque" }) {
+                found.append(relative)
+            }
+        }
+        return found
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Glibc
+import LayerFS
+import Testing
+
+/// Runs the real layerctl binary against the demo repository, as a user would.
+enum Harness {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    static var isRoot: Bool { getuid() == 0 }
+
+    /// Where demo/make-repo.sh wrote the repositories (`LAYERCTL_DEMO_OUT` moves it).
+    static var demoOut: String { ProcessInfo.processInfo.environment["LAYERCTL_DEMO_OUT"] ?? packageRoot + "/demo/out" }
+
+    static var hasDemoRepository: Bool { FileManager.default.fileExists(atPath: demoOut + "/repo/demo/demo.db") }
+
+    /// Root and the demo repository: what a real build needs.
+    static var canBuild: Bool { isRoot && hasDemoRepository }
+    static let cannotBuildReason: Comment = "needs root and the demo repository (run demo/make-repo.sh as root first)"
+
+    static var executable: String {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = readlink("/proc/self/exe", &buffer, 4096)
+        let dir = (String(decoding: buffer[0..<max(n, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self) as NSString)
+            .deletingLastPathComponent
+        return dir + "/layerctl"
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+
+        /// The layers a `build --json` built and reused, by name.
+        var built: [String] { events("built") }
+        var cached: [String] { events("cached") }
+
+        func events(_ kind: String) -> [String] {
+            stdout.split(separator: "\n").compactMap { line in
+                guard let data = line.data(using: .utf8),
+                    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                    object["kind"] as? String == kind
+                else { return nil }
+                return object["layer"] as? String
+            }
+        }
+    }
+
+    @discardableResult
+    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "LAYERCTL_STORE")
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                      stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    static func temporaryDirectory(_ name: String) throws -> String {
+        var template = Array("/var/tmp/layerctl-test-\(name)-XXXXXX".utf8CString)
+        guard let path = mkdtemp(&template) else { throw SystemError("create temporary directory", name) }
+        return String(cString: path)
+    }
+
+    /// A copy of layers/demo whose repository points at `repo` (default: the demo repository).
+    static func demoLayers(repo: String = "repo") throws -> String {
+        let folder = try temporaryDirectory("layers")
+        let source = packageRoot + "/layers/demo"
+        for name in try FileManager.default.contentsOfDirectory(atPath: source) {
+            try FileManager.default.copyItem(atPath: source + "/" + name, toPath: folder + "/" + name)
+        }
+        try setRepository(in: folder, to: repo)
+        return folder
+    }
+
+    static func setRepository(in folder: String, to repo: String) throws {
+        let path = folder + "/base.yaml"
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        text = text.replacingOccurrences(
+            of: #"servers: \[[^\]]*\]"#, with: "servers: [\(demoOut)/\(repo)/$repo]", options: .regularExpression)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    static func edit(_ path: String, _ change: (String) -> String) throws {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        try change(text).write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Every overlay mount of this (the host's) mount namespace whose target is under `path`.
+    static func leakedMounts(under path: String) throws -> [String] {
+        try MountTable().entries.filter { $0.target.hasPrefix(path) || $0.source.contains(path) }.map(\.target)
+    }
+
+    /// Checks what a store must always be: every layer complete, every ref pointing at one, and
+    /// (with no build running) nothing left in tmp.
+    static func expectValidStore(_ root: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+        let store = try Store(root: root)
+        for name in try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory) {
+            #expect(store.contains(name), "layers/\(name) has no layer.json", sourceLocation: sourceLocation)
+            #expect(FileManager.default.fileExists(atPath: store.tree(name)), sourceLocation: sourceLocation)
+        }
+        for ref in try store.refs() {
+            #expect(store.contains(ref.key), "ref \(ref.name) points at a missing layer", sourceLocation: sourceLocation)
+        }
+        #expect(try leakedMounts(under: root).isEmpty, sourceLocation: sourceLocation)
+    }
+}
