@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The offline demo, start to end: install what is needed, build the demo pacman repository,
+# build layerctl, and build layers/demo/gaming.yaml (base -> nvidia -> gaming) into the store.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/install-deps.sh
+bash demo/make-repo.sh
+swift build -c release --product layerctl
+.build/release/layerctl build layers/demo/gaming.yaml "$@"
+.build/release/layerctl ls "$@"

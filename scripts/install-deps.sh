@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs, from Debian 12, everything layerctl needs to build, test and run its demo.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+    libarchive-dev libsquashfs-dev libmount-dev libalpm-dev libcurl4-openssl-dev libgpgme-dev  # C libraries
+    pacman-package-manager libarchive-tools zstd gnupg dpkg                                 # demo repository
+    squashfs-tools squashfs-tools-ng attr util-linux shellcheck                              # tests and benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || export PATH=/opt/swift/usr/bin:$PATH
+command -v swift >/dev/null || { echo "install-deps: Swift 6 is not installed (expected in /opt/swift)" >&2; exit 2; }
