@@ -60,10 +60,16 @@ public final class LayerBuilder {
                 cached = !options.noCache && store.contains(key)  // another build may have made it meanwhile
                 if !cached {
                     observer(BuildEvent(.building, layer: layer.name, key: key))
-                    try buildLayer(
-                        layer, key: key, parent: parentKey, spec: spec, resolution: resolution, request: request,
-                        parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
-                        environment: environment, started: started)
+                    do {
+                        try buildLayer(
+                            layer, key: key, parent: parentKey, spec: spec, resolution: resolution, request: request,
+                            parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
+                            environment: environment, started: started)
+                    } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
+                        // Name the line of the package concerned, or at least the layer file.
+                        let named = (layer.packages + layer.remove).first { failure.message.contains($0.value) }
+                        throw BuildFailure("\(named?.location.description ?? layer.path): \(failure.message)")
+                    }
                 }
             }
             try store.setRef(layer.name, to: key)
