@@ -258,6 +258,7 @@ index "$out/signed/demo"
 
 # The keyring pacman reads: the demo key, trusted fully, and nothing else.
 mkdir -p -m 0700 "$out/keyring"
+touch "$out/keyring/pubring.gpg"   # the keyring format pacman-key makes, and libalpm looks for
 gpgq "$signer/trusted" --export >"$work/trusted.gpg"
 gpgq "$out/keyring" --import "$work/trusted.gpg" 2>/dev/null
 echo "$(cat "$signer/trusted/fpr"):6:" | gpgq "$out/keyring" --import-ownertrust 2>/dev/null

@@ -1,0 +1,46 @@
+import CAlpm
+import Foundation
+
+extension AlpmHandle {
+    /// The packages of the current transaction whose signing key the keyring lacks, as
+    /// "name (key KEYID)". libalpm reports a missing key without saying whose package needs it.
+    func packagesWithUnknownKeys() -> [String] {
+        guard let gpgDir = string(alpm_option_get_gpgdir(raw)) else { return [] }
+        var names: [String] = []
+        for pointer in AlpmListSequence(alpm_trans_get_add(raw)) {
+            let pkg = OpaquePointer(pointer)
+            guard let base64 = alpm_pkg_get_base64_sig(pkg), let name = string(alpm_pkg_get_name(pkg)) else { continue }
+            var data: UnsafeMutablePointer<UInt8>?
+            var length = 0
+            guard alpm_decode_signature(base64, &data, &length) == 0, let data else { continue }
+            defer { free(data) }
+            var keys: UnsafeMutablePointer<alpm_list_t>?
+            guard alpm_extract_keyid(raw, name, data, length, &keys) == 0 else { continue }
+            defer { FreeList.strings(keys) }
+            for key in AlpmListSequence(keys).strings where !Self.keyring(gpgDir, hasKey: key) {
+                names.append("\(name) (key \(key))")
+            }
+        }
+        return names
+    }
+
+    /// Asks gpg whether the keyring holds `key`; libalpm offers no call for it.
+    private static func keyring(_ gpgDir: String, hasKey key: String) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/gpg")
+        process.arguments = ["--homedir", gpgDir, "--batch", "--list-keys", key]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return true }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
+
+enum FreeList {
+    /// Frees a list of malloc'd strings and the list itself (`alpm_list_free_inner` + `alpm_list_free`).
+    static func strings(_ list: UnsafeMutablePointer<alpm_list_t>?) {
+        alpm_list_free_inner(list, free)
+        alpm_list_free(list)
+    }
+}

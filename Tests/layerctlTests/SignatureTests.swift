@@ -1,0 +1,59 @@
+import Foundation
+import LayerFS
+import Testing
+
+/// Package signatures are checked as pacman checks them, against the keyring given with --keyring.
+@Suite("Signatures", .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct SignatureTests {
+    /// A root layer on `repo` (a folder holding the `demo` repository) with `packages`.
+    func build(_ packages: [String], repo: String, siglevel: String? = nil) throws -> Harness.Result {
+        let folder = try Harness.temporaryDirectory("signed")
+        var text = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(repo)/$repo]\n"
+        if let siglevel { text += "    siglevel: \(siglevel)\n" }
+        text += "packages: [\(packages.joined(separator: ", "))]\n"
+        try text.write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let result = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", Harness.demoOut + "/keyring"])
+        try Harness.expectValidStore(store)
+        return result
+    }
+
+    @Test("a signed repository whose key is in the keyring builds")
+    func trusted() throws {
+        let result = try build(["filesystem", "busybox", "game"], repo: Harness.demoOut + "/signed")
+        #expect(result.status == 0, "\(result.stderr)")
+    }
+
+    @Test("a package signed by an unknown key fails the build and names the package")
+    func unknownKey() throws {
+        let result = try build(["rogue"], repo: Harness.demoOut + "/signed")
+        #expect(result.status == 3)
+        #expect(result.stderr.contains("rogue (key "), "\(result.stderr)")
+    }
+
+    @Test("a tampered package fails the build and names the package")
+    func tampered() throws {
+        let copy = try Harness.temporaryDirectory("tampered")
+        try FileManager.default.copyItem(atPath: Harness.demoOut + "/signed/demo", toPath: copy + "/demo")
+        let package = try #require(try FileManager.default.contentsOfDirectory(atPath: copy + "/demo")
+            .first { $0.hasPrefix("game-") && $0.hasSuffix(".pkg.tar.zst") })
+        let handle = try #require(FileHandle(forWritingAtPath: copy + "/demo/" + package))
+        try handle.seek(toOffset: 100)
+        try handle.write(contentsOf: Data([0xFF, 0x00, 0xFF]))
+        try handle.close()
+        let result = try build(["game"], repo: copy)
+        #expect(result.status == 3)
+        #expect(result.stderr.contains("game: signature"), "\(result.stderr)")
+    }
+
+    @Test("repositories without siglevel get pacman's default, Required DatabaseOptional")
+    func defaultLevel() throws {
+        #expect(SignatureLevelProbe.defaultDescription == "PackageRequired DatabaseOptional")
+        // The unsigned demo repository therefore fails: its packages have no signatures.
+        let result = try build(["filesystem"], repo: Harness.demoOut + "/repo")
+        #expect(result.status == 3)
+        #expect(result.stderr.contains("filesystem-2024.11.21-1-any.pkg.tar.zst.sig"), "\(result.stderr)")
+        // …and builds once the layer file says signatures are optional.
+        #expect(try build(["filesystem"], repo: Harness.demoOut + "/repo", siglevel: "Optional").status == 0)
+    }
+}
