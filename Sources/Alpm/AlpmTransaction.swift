@@ -32,6 +32,19 @@ public struct PackageFile: Hashable, Sendable, Codable {
     public var sha256: String
     public var downloadSize: Int64
     public var installedSize: Int64
+
+    public init(
+        name: String, version: String, repository: String, filename: String, sha256: String, downloadSize: Int64,
+        installedSize: Int64
+    ) {
+        self.name = name
+        self.version = version
+        self.repository = repository
+        self.filename = filename
+        self.sha256 = sha256
+        self.downloadSize = downloadSize
+        self.installedSize = installedSize
+    }
 }
 
 /// What a prepared transaction would do.

@@ -18,6 +18,19 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     public var env: [EnvVariable]
     public var sourceDateEpoch: Int64
 
+    public init(
+        arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
+        sourceDateEpoch: Int64
+    ) {
+        self.arch = arch
+        self.packages = packages
+        self.remove = remove
+        self.files = files
+        self.run = run
+        self.env = env
+        self.sourceDateEpoch = sourceDateEpoch
+    }
+
     public struct FileEntry: Codable, Sendable, Hashable {
         public var path: String
         public var mode: UInt32

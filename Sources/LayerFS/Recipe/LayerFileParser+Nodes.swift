@@ -44,11 +44,26 @@ extension LayerFileParser {
         case .duplicatedKeysInMapping(let duplicates, let context):
             return LayerFileError(
                 "key `\(duplicates.joined(separator: "`, `"))` is written twice",
-                at: FileLocation(file: path, line: context.mark.line, column: context.mark.column))
+                at: secondOccurrence(of: duplicates.first ?? "", after: context.mark))
         case .reader(let problem, _, _, _):
             return LayerFileError("not valid YAML: \(problem)", at: top)
         default:
             return LayerFileError("not valid YAML: \(error)", at: top)
         }
+    }
+
+    /// Yams points at the mapping; the mistake is the second time the key is written in it.
+    private func secondOccurrence(of key: String, after mark: Mark) -> FileLocation {
+        let lines = text.components(separatedBy: "\n")
+        var seen = 0
+        for index in (mark.line - 1)..<lines.count {
+            let line = lines[index]
+            let indent = line.prefix { $0 == " " || $0 == "-" }.count
+            if line.dropFirst(indent).hasPrefix(key + ":") {
+                seen += 1
+                if seen == 2 { return FileLocation(file: path, line: index + 1, column: indent + 1) }
+            }
+        }
+        return FileLocation(file: path, line: mark.line, column: mark.column)
     }
 }

@@ -1,0 +1,99 @@
+import Alpm
+import Foundation
+import Glibc
+import Testing
+
+/// The Alpm module against the real demo repository, without any layer machinery.
+@Suite("Alpm")
+struct AlpmTests {
+    static let demoOut = ProcessInfo.processInfo.environment["LAYERCTL_DEMO_OUT"]
+        ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path + "/demo/out"
+    static var hasDemo: Bool { FileManager.default.fileExists(atPath: demoOut + "/repo/demo/demo.db") }
+
+    /// A fresh root and database path with the demo repository registered and refreshed.
+    func handle(repo: String = "repo", in existing: String? = nil) throws -> AlpmHandle {
+        var template = Array("/tmp/layerctl-alpm-XXXXXX".utf8CString)
+        let dir = existing ?? String(cString: mkdtemp(&template)!)
+        try FileManager.default.createDirectory(atPath: dir + "/root", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/db", withIntermediateDirectories: true)
+        let handle = try AlpmHandle(root: dir + "/root", dbPath: dir + "/db/")
+        try handle.setArchitectures(["x86_64"])
+        try handle.addCacheDir(dir + "/cache")
+        try handle.register(Repository(name: "demo", servers: ["file://\(Self.demoOut)/\(repo)/$repo"],
+                                       signatureLevel: try SignatureLevel.parse("Optional").get()), arch: "x86_64")
+        try handle.refresh(force: true)
+        return handle
+    }
+
+    @Test("signature levels parse as pacman.conf's words")
+    func signatureLevels() throws {
+        #expect(SignatureLevel.pacmanDefault.description == "PackageRequired DatabaseOptional")
+        #expect(try SignatureLevel.parse("Never").get().description == "PackageNever DatabaseNever")
+        #expect(try SignatureLevel.parse("PackageOptional").get().description == "PackageOptional DatabaseOptional")
+        if case .failure(let error) = SignatureLevel.parse("Sometimes") { #expect(error.word == "Sometimes") } else {
+            Issue.record("Sometimes parsed")
+        }
+    }
+
+    @Test("versions compare as pacman's, epochs included")
+    func versions() {
+        #expect(AlpmHandle.compareVersions("1.0-1", "1.1-1") < 0)
+        #expect(AlpmHandle.compareVersions("1:1.0-1", "2.0-1") > 0)
+        #expect(AlpmHandle.compareVersions("1.0-2", "1.0-2") == 0)
+    }
+
+    @Test("resolving follows dependencies and returns the exact package files", .enabled(if: hasDemo, "needs demo/make-repo.sh"))
+    func resolve() throws {
+        let alpm = try handle()
+        let resolution = try alpm.resolve(TransactionRequest(install: ["demo-app"]))
+        #expect(resolution.install.map(\.name) == ["busybox", "demo-app", "demo-data", "demo-lib"])
+        let app = try #require(resolution.install.first { $0.name == "demo-app" })
+        #expect(app.filename == "demo-app-1.0-1-any.pkg.tar.zst" && app.repository == "demo")
+        let data = try Data(contentsOf: URL(fileURLWithPath: Self.demoOut + "/repo/demo/" + app.filename))
+        #expect(app.sha256.count == 64 && app.downloadSize == Int64(data.count))
+        #expect(alpm.installedPackages().isEmpty, "resolving installed something")
+    }
+
+    @Test("errors carry libalpm's words and the package", .enabled(if: hasDemo, "needs demo/make-repo.sh"))
+    func errors() throws {
+        let alpm = try handle()
+        #expect { try alpm.resolve(TransactionRequest(install: ["nope"])) } throws: { error in
+            "\(error)" == "install nope: target not found in any repository"
+        }
+        #expect { try alpm.resolve(TransactionRequest(install: ["conflict-a", "conflict-b"])) } throws: { error in
+            (error as? AlpmError)?.details.contains("conflict-a and conflict-b are in conflict") ?? false
+        }
+    }
+
+    @Test("install, replace and sysupgrade commit for real", .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
+    func commit() throws {
+        let alpm = try handle()
+        var events: [AlpmEvent] = []
+        alpm.observer = { events.append($0) }
+        try alpm.commit(TransactionRequest(install: ["game", "oldtool"]))
+        #expect(alpm.installedPackages().map(\.name) == ["busybox", "game", "oldtool"])
+        #expect(events.contains { if case .packageStarted(.install, "game", "1.0-1") = $0 { true } else { false } })
+        // newtool replaces oldtool on a sysupgrade, as `pacman -Su --noconfirm` answers yes to replacing.
+        try alpm.commit(TransactionRequest(sysupgrade: true))
+        #expect(alpm.installedPackages().map(\.name) == ["busybox", "game", "newtool"])
+        // A scriptlet that fails throws, although libalpm only logs it.
+        #expect { try alpm.commit(TransactionRequest(install: ["broken-scriptlet"])) } throws: { error in
+            (error as? AlpmError)?.subject == "broken-scriptlet"
+        }
+    }
+
+    @Test("sysupgrade takes the newer repository state", .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
+    func sysupgrade() throws {
+        var template = Array("/tmp/layerctl-alpm-XXXXXX".utf8CString)
+        let dir = String(cString: mkdtemp(&template)!)
+        let alpm = try handle(in: dir)
+        try alpm.commit(TransactionRequest(install: ["game"]))
+        #expect(try alpm.resolve(TransactionRequest(sysupgrade: true)).install.isEmpty, "nothing is newer yet")
+        // The same root, its repository now at the next state.
+        let next = try handle(repo: "repo-next", in: dir)
+        let upgraded = try next.commit(TransactionRequest(sysupgrade: true))
+        #expect(upgraded.install.map(\.version) == ["1.1-1"])
+        #expect(next.installedPackages().first { $0.name == "game" }?.version == "1.1-1")
+    }
+}

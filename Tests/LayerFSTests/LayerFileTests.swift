@@ -1,0 +1,106 @@
+import Foundation
+import LayerFS
+import Testing
+
+/// Every validation error names the file, line and column of the mistake.
+@Suite("Layer file validation")
+struct LayerFileTests {
+    let folder: String
+
+    init() throws {
+        var template = Array("/tmp/layerctl-recipe-XXXXXX".utf8CString)
+        folder = String(cString: mkdtemp(&template)!)
+        try write("base", "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    servers: [/srv/repo/$repo]\npackages: [busybox]\n")
+    }
+
+    func write(_ name: String, _ text: String) throws {
+        try text.write(toFile: folder + "/\(name).yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// Loads `name.yaml` (after writing `text`) and returns the error it must raise.
+    func error(_ text: String, name: String = "child") throws -> LayerFileError {
+        try write(name, text)
+        do {
+            _ = try Recipe.load(folder + "/\(name).yaml")
+        } catch let error as LayerFileError {
+            return error
+        }
+        Issue.record("no error for:\n\(text)")
+        return LayerFileError("none", at: FileLocation(file: "", line: 0, column: 0))
+    }
+
+    func expect(_ text: String, at line: Int, _ column: Int, _ message: String, name: String = "child") throws {
+        let found = try error(text, name: name)
+        #expect(found.location.file.hasSuffix("/\(name).yaml"))
+        #expect(found.location.line == line && found.location.column == column, "\(found)")
+        #expect(found.message.contains(message), "\(found)")
+        #expect(found.description.hasPrefix(folder + "/\(name).yaml:\(line):\(column): error: "))
+    }
+
+    @Test("a valid chain loads root first, with repos inherited")
+    func valid() throws {
+        try write("child", "from: base\npackages: [game]\nremove: [nano]\nenv: {A: b}\nfiles:\n  - path: /etc/x\n    content: hi\n    mode: \"0600\"\n    owner: root\nrun: [\"true\"]\n")
+        let recipe = try Recipe.load(folder + "/child.yaml")
+        #expect(recipe.layers.map(\.name) == ["base", "child"])
+        #expect(recipe.repositories(for: 1).map(\.name) == ["core"])
+        #expect(recipe.repositories(for: 1)[0].servers == ["file:///srv/repo/$repo"])
+        #expect(recipe.target.files[0].mode == 0o600 && recipe.target.files[0].owner == "root:root")
+    }
+
+    @Test("an unknown key suggests the nearest known key")
+    func unknownKey() throws {
+        try expect("from: base\npackges: [game]\n", at: 2, 1, "unknown key `packges`; did you mean `packages`?")
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    contnet: hi\n", at: 4, 5, "did you mean `content`?")
+    }
+
+    @Test("a wrong type names what was expected")
+    func wrongType() throws {
+        try expect("from: base\npackages: game\n", at: 2, 11, "`packages` must be a list")
+        try expect("from: base\ndescription: [a, b]\n", at: 2, 14, "must be a single value, not a list")
+        try expect("from: base\nenv: [A]\n", at: 2, 6, "`env` is a mapping")
+    }
+
+    @Test("a missing parent and a cycle in from:")
+    func parents() throws {
+        try expect("from: nowhere\n", at: 1, 7, "nowhere.yaml does not exist")
+        try write("a", "from: b\n")
+        try write("b", "from: a\n")
+        let cycle = try error("from: a\n", name: "b")
+        #expect(cycle.message.contains("cycle"), "\(cycle)")
+        #expect(cycle.location.line == 1 && cycle.location.column == 7)
+    }
+
+    @Test("a source: that leaves the layer file's folder tree")
+    func sourceEscapes() throws {
+        try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: ../../etc/passwd\n", at: 4, 13, "leaves the layer file's folder")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/sneaky", withDestinationPath: "/etc/passwd")
+        try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: sneaky\n", at: 4, 13, "leaves the layer file's folder")
+    }
+
+    @Test("a path: that is not absolute or contains ..")
+    func badPath() throws {
+        try expect("from: base\nfiles:\n  - path: etc/x\n    content: a\n", at: 3, 11, "must be absolute")
+        try expect("from: base\nfiles:\n  - path: /etc/../x\n    content: a\n", at: 3, 11, "may not contain `..`")
+    }
+
+    @Test("a package named twice")
+    func packageTwice() throws {
+        try expect("from: base\npackages: [game, nano]\nremove: [game]\n", at: 3, 10, "package `game` is named twice")
+        try expect("from: base\npackages:\n  - game\n  - game\n", at: 4, 5, "named twice")
+    }
+
+    @Test("an empty file")
+    func empty() throws {
+        try expect("", at: 1, 1, "the layer file is empty")
+        try expect("# only a comment\n", at: 1, 1, "the layer file is empty")
+    }
+
+    @Test("other mistakes: no from:, arch outside the root, bad YAML, duplicate keys, bad mode")
+    func others() throws {
+        try expect("packages: [a]\n", at: 1, 1, "has no `from:`")
+        try expect("from: base\narch: aarch64\n", at: 2, 7, "`arch` belongs in the root layer")
+        try expect("from: base\npackages: [a\n", at: 3, 1, "not valid YAML")
+        try expect("from: base\nrun: [a]\nrun: [b]\n", at: 3, 1, "`run` is written twice")
+        try expect("from: base\nfiles:\n  - path: /x\n    content: a\n    mode: \"999\"\n", at: 5, 11, "`mode` is octal")
+    }
+}
