@@ -5,7 +5,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
     libarchive-dev libsquashfs-dev libmount-dev libalpm-dev libcurl4-openssl-dev libgpgme-dev  # C libraries
     pacman-package-manager libarchive-tools zstd gnupg dpkg                                 # demo repository
-    squashfs-tools squashfs-tools-ng attr util-linux shellcheck                              # tests and benchmarks
+    squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc                              # tests and benchmarks
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+
+@Suite("Command line")
+struct HelpTests {
+    @Test("every command explains itself in full sentences", arguments: ["build", "ls", "inspect", "shell", "gc"])
+    func help(command: String) throws {
+        let result = try Harness.run([command, "--help"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("USAGE: layerctl \(command)"))
+        // The abstract is a sentence: a capital letter first and a full stop at the end.
+        let overview = try #require(result.stdout.split(separator: "\n").first { $0.hasPrefix("OVERVIEW: ") })
+        #expect(overview.dropFirst("OVERVIEW: ".count).first?.isUppercase == true)
+        #expect(overview.hasSuffix("."))
+        for line in result.stdout.split(separator: "\n") where line.contains("--store <store>") {
+            #expect(!line.isEmpty)
+        }
+        #expect(result.stdout.contains("The store that holds built layers."))
+    }
+
+    @Test("a usage mistake exits with 2, an unknown layer with 3")
+    func exitStatuses() throws {
+        #expect(try Harness.run(["build"]).status == 2)
+        #expect(try Harness.run(["frobnicate"]).status == 2)
+        let store = try Harness.temporaryDirectory("store")
+        let unknown = try Harness.run(["inspect", "nothing-here", "--store", store])
+        #expect(unknown.status == 3)
+        #expect(unknown.stderr.contains("no layer named or keyed nothing-here"))
+        let missing = try Harness.run(["build", "/nonexistent/x.yaml", "--store", store])
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("/nonexistent/x.yaml:1:1: error: no such layer file"))
+    }
+}
