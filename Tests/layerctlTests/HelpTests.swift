@@ -12,9 +12,6 @@ struct HelpTests {
         let overview = try #require(result.stdout.split(separator: "\n").first { $0.hasPrefix("OVERVIEW: ") })
         #expect(overview.dropFirst("OVERVIEW: ".count).first?.isUppercase == true)
         #expect(overview.hasSuffix("."))
-        for line in result.stdout.split(separator: "\n") where line.contains("--store <store>") {
-            #expect(!line.isEmpty)
-        }
         #expect(result.stdout.contains("The store that holds built layers."))
     }
 

@@ -25,10 +25,15 @@ struct BuildRoot {
         for directory in [job.upperDirectory, job.workDirectory, job.mergedDirectory, job.emptyDirectory] {
             try FileSystem.makeDirectories(directory)
         }
-        let lowers = job.lowerTrees.isEmpty ? [job.emptyDirectory] : job.lowerTrees.reversed()
-        let options = "lowerdir=\(lowers.joined(separator: ":")),upperdir=\(job.upperDirectory),"
-            + "workdir=\(job.workDirectory),redirect_dir=off,index=off,metacopy=off"
-        try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
+        if job.lowerTrees.isEmpty {
+            // A root layer has nothing below it: writing straight into the upper directory gives
+            // the same tree as an overlay would, without overlayfs's cost on every file created.
+            try Mounter.bind(job.upperDirectory, at: merged)
+        } else {
+            let options = "lowerdir=\(job.lowerTrees.reversed().joined(separator: ":")),upperdir=\(job.upperDirectory),"
+                + "workdir=\(job.workDirectory),redirect_dir=off,index=off,metacopy=off"
+            try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
+        }
         mounted.append(merged)
 
         for (name, mode) in Self.mountPointModes where !FileSystem.exists(merged + "/" + name) {
