@@ -41,10 +41,10 @@ Server = file://$repo/\$repo
 CONF
 : >"$work/ours"; : >"$work/pacman"
 for i in $(seq "$runs"); do
-    rm -rf "$work/store" "$work/root" "$work/cache"
+    rm -rf "$work/store" "$work/root" "$work/cache"; sync
     t0=$(now); "$layerctl" build "$work/base.yaml" --store "$work/store" >/dev/null 2>&1; t1=$(now)
     echo "$t1 - $t0" | bc -l >>"$work/ours"
-    mkdir -p "$work/root/var/lib/pacman" "$work/cache"
+    mkdir -p "$work/root/var/lib/pacman" "$work/cache"; sync
     t0=$(now)
     pacman --root "$work/root" --dbpath "$work/root/var/lib/pacman" --cachedir "$work/cache" \
         --config "$work/pacman.conf" --logfile "$work/pacman.log" --noconfirm --noprogressbar -Sy $packages >/dev/null 2>&1
