@@ -16,25 +16,26 @@ struct LayerCtl: ParsableCommand {
 
     /// Exit statuses: 0 success, 1 "differences" (diff), 2 usage, 3 and above errors.
     static func main() {
+        var command: ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)  // --help and --version print and exit 0
+        }
+        do {
             try command.run()
-        } catch let error as ExitCode {
-            Foundation.exit(error.rawValue)
-        } catch let error as CleanExit {
-            exit(withError: error)
-        } catch let error where isUsageError(error) {
-            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
-            Foundation.exit(2)
+        } catch let status as ExitCode {
+            Foundation.exit(status.rawValue)
+        } catch where exitCode(for: error) == .success {
+            exit(withError: error)  // help is a command that "fails" with its text
         } catch {
             FileHandle.standardError.write(Data("layerctl: error: \(error)\n".utf8))
             Foundation.exit(3)
         }
-    }
-
-    private static func isUsageError(_ error: Error) -> Bool {
-        exitCode(for: error) == .validationFailure && !(error is LayerFileError) && !(error is BuildFailure)
-            && !(error is StoreError)
     }
 }
 
