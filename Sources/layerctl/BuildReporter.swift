@@ -7,6 +7,7 @@ final class BuildReporter {
     let json: Bool
     let terminal: Bool
     private var statusShown = false
+    private var lastStatus = ""
     private let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -25,7 +26,7 @@ final class BuildReporter {
         }
         switch event.kind {
         case .downloadProgress, .progress:
-            if terminal { status(event) }
+            if terminal && event.file != nil { status(event) }
         case .downloadStarted, .downloadDone:
             if terminal { status(event) }
         case .resolved:
@@ -86,6 +87,8 @@ final class BuildReporter {
         }
         let width = 100
         let clipped = text.count > width ? String(text.prefix(width)) : text.padding(toLength: width, withPad: " ", startingAt: 0)
+        if clipped == lastStatus && statusShown { return }  // libalpm reports far more often than the bar moves
+        lastStatus = clipped
         FileHandle.standardError.write(Data(("\r" + clipped).utf8))
         statusShown = true
     }

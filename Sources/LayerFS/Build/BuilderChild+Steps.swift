@@ -92,8 +92,8 @@ extension BuildEvent {
                       total: Int64(total), percent: percent)
         case .packageStarted(let operation, let name, let version):
             self.init(.package, layer: layer, message: "\(operation.rawValue) \(name) \(version)")
-        case .packageFinished:
-            self.init(.progress, layer: layer, message: "done")
+        case .packageFinished(let operation, let name, _):
+            self.init(.progress, layer: layer, message: operation.rawValue, file: name, percent: 100)
         case .scriptletOutput(let line):
             self.init(.output, layer: layer, message: line)
         case .log(let level, let message):
