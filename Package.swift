@@ -38,7 +38,7 @@ let package = Package(
             dependencies: ["LayerFS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
-        .testTarget(name: "layerctlTests", dependencies: ["LayerFS", "CLayerSupport"]),
+        .testTarget(name: "layerctlTests", dependencies: ["LayerFS", "Alpm", "CLayerSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -82,7 +82,3 @@ struct KillTests {
             extra: "  - echo sleeping; sleep 1\n")
     }
 }
-
-enum SignatureLevelProbe {
-    static var defaultDescription: String { AlpmDefaults.pacmanSignatureLevel }
-}

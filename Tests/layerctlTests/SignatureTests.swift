@@ -1,3 +1,4 @@
+import Alpm
 import Foundation
 import LayerFS
 import Testing
@@ -48,7 +49,7 @@ struct SignatureTests {
 
     @Test("repositories without siglevel get pacman's default, Required DatabaseOptional")
     func defaultLevel() throws {
-        #expect(SignatureLevelProbe.defaultDescription == "PackageRequired DatabaseOptional")
+        #expect(SignatureLevel.pacmanDefault.description == "PackageRequired DatabaseOptional")
         // The unsigned demo repository therefore fails: its packages have no signatures.
         let result = try build(["filesystem"], repo: Harness.demoOut + "/repo")
         #expect(result.status == 3)

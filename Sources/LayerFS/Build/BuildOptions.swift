@@ -1,4 +1,3 @@
-import Alpm
 import Foundation
 
 /// How `layerctl build` builds: where the store is, what it may reuse and fetch.
@@ -28,10 +27,4 @@ public struct BuiltLayer: Codable, Sendable {
     /// True when the store already had it.
     public var cached: Bool
     public var seconds: Double
-}
-
-/// pacman's defaults as layerctl applies them, for tools and tests that report them.
-public enum AlpmDefaults {
-    /// The signature level of a repository declared without `siglevel`.
-    public static var pacmanSignatureLevel: String { "\(SignatureLevel.pacmanDefault)" }
 }

@@ -57,7 +57,7 @@ public struct StackView: Sendable {
                 }
             }
         }
-        return seen.values.compactMap { $0 }.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
+        return seen.values.compactMap { $0 }.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
     }
 
     /// True for overlayfs's whiteout: a character device with device number 0:0.
