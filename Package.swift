@@ -24,7 +24,7 @@ let package = Package(
         .systemLibrary(
             name: "CAlpm", pkgConfig: "libalpm",
             providers: [.apt(["libalpm-dev", "libcurl4-openssl-dev", "libgpgme-dev"])]),
-        .target(name: "CLayerSupport", dependencies: ["CAlpm"]),
+        .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"]),
         .target(name: "Alpm", dependencies: ["CAlpm", "CLayerSupport"]),
         .target(
             name: "LayerFS",

@@ -11,7 +11,8 @@ extension LayerCtl {
                 and its key is the hash of its parent's key, its parsed content and the exact package files it \
                 installs. A layer whose key is already in the store is reused; any other layer is built in a \
                 private mount namespace and stored under its key. The ref of each layer file name is set to \
-                the key just built, so `layerctl inspect NAME` finds it.
+                the key just built, so `layerctl inspect NAME` finds it. With -o, the merged stack is then written \
+                as an image, exactly as `layerctl export` writes it.
                 """)
 
         @Argument(help: "The layer file to build, for example layers/gaming.yaml.")
@@ -27,6 +28,8 @@ extension LayerCtl {
 
         @Flag(name: .long, help: "Print one JSON object per event, and a summary at the end, instead of text.")
         var json = false
+
+        @OptionGroup(title: "Image") var image: ImageArguments
 
         @Option(name: .long, help: "The GnuPG home with the keys that sign packages. It defaults to /etc/pacman.d/gnupg, as for pacman.")
         var keyring: String?
@@ -44,6 +47,9 @@ extension LayerCtl {
             let reporter = BuildReporter(json: json)
             let built = try LayerBuilder(options: options, observer: reporter.report).build(recipe)
             reporter.finish(built)
+            if let output = image.output, let top = built.last {
+                try image.export(store: options.store, key: top.key, output: output)
+            }
         }
     }
 }

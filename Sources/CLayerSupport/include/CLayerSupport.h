@@ -4,6 +4,9 @@
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <alpm.h>
+#include <sqfs/predef.h>
+#include <sqfs/compressor.h>
+#include <sqfs/inode.h>
 
 /// Receives one formatted libalpm log line.
 typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
@@ -31,5 +34,35 @@ int lc_unshare_build_namespaces(int isolate_network);
 /// (openat2 with RESOLVE_IN_ROOT). Returns the fd, or -1 with errno set. Exists because a layer's
 /// own absolute symlinks must never lead a write onto the host, and glibc has no openat2 wrapper.
 int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode);
+
+/// What a caching compressor asks of the block cache. Both functions are called from
+/// libsquashfs's worker threads at once, so they must be thread-safe.
+typedef struct lc_block_cache_hooks {
+    void *context;
+    /// Looks up the uncompressed block `in`. On a hit, copies the cached result to `out` and returns
+    /// its size (0 meaning "stored uncompressed"); on a miss returns -1. Either way writes the
+    /// block's 32-byte cache key to `key`.
+    long (*lookup)(void *context, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out, sqfs_u32 outsize,
+                   sqfs_u8 *key);
+    /// Records what the real compressor returned for the block with cache key `key`.
+    void (*store)(void *context, const sqfs_u8 *key, const sqfs_u8 *out, sqfs_s32 result);
+} lc_block_cache_hooks;
+
+/// Wraps a copy of `inner` in a compressor that asks `hooks` before compressing a block and tells
+/// it every result. Exists because libsquashfs's block processor takes an `sqfs_compressor_t`, a C
+/// struct of function pointers that it copies once per worker thread; wrapping the compressor keeps
+/// that worker pipeline as it is while no block is compressed twice. Returns NULL on failure.
+sqfs_compressor_t *lc_caching_compressor_create(const sqfs_compressor_t *inner, const lc_block_cache_hooks *hooks);
+
+/// Allocates an inode of `type` (socket, fifo, device or symlink) with its link count, device
+/// number and symlink target set. Exists because the symlink target lives in the inode's flexible
+/// array member, which Swift cannot address. Free it with free().
+sqfs_inode_generic_t *lc_sqfs_special_inode(int type, sqfs_u32 nlink, sqfs_u32 devno, const char *target,
+                                            sqfs_u32 target_size);
+
+/// Sets the link count of a file or directory inode, making a file inode extended when it has more
+/// than one link (basic file inodes have no link count). Exists because the count lives in a union
+/// member that depends on the inode type.
+int lc_sqfs_set_link_count(sqfs_inode_generic_t *inode, sqfs_u32 nlink);
 
 #endif

@@ -3,7 +3,7 @@ import Glibc
 
 /// The extended attributes of a path, read and changed without following symlinks.
 enum ExtendedAttributes {
-    static func names(_ path: String) -> [String] {
+    static func names(_ path: UnsafePointer<CChar>) -> [String] {
         let size = llistxattr(path, nil, 0)
         guard size > 0 else { return [] }
         var buffer = [CChar](repeating: 0, count: size)
@@ -12,7 +12,7 @@ enum ExtendedAttributes {
         return buffer[0..<read].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
     }
 
-    static func value(_ path: String, _ name: String) -> [UInt8]? {
+    static func value(_ path: UnsafePointer<CChar>, _ name: String) -> [UInt8]? {
         let size = lgetxattr(path, name, nil, 0)
         guard size >= 0 else { return nil }
         var buffer = [UInt8](repeating: 0, count: size)

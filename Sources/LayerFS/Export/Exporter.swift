@@ -1,0 +1,112 @@
+import Glibc
+
+/// Writes the merged stack up to a layer as a squashfs image, a tarball or a directory.
+public struct Exporter: Sendable {
+    public enum Format: String, Sendable, CaseIterable {
+        case squashfs, tar, dir
+    }
+
+    public struct Request: Sendable {
+        public var format: Format
+        public var output: String
+        public var options: ImageOptions
+        /// Reuse and remember compressed blocks in the store's block cache.
+        public var useBlockCache: Bool
+
+        public init(format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true) {
+            self.format = format
+            self.output = output
+            self.options = options
+            self.useBlockCache = useBlockCache
+        }
+    }
+
+    public struct Progress: Sendable {
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+        /// All the file data the export will read.
+        public var totalIn: UInt64
+    }
+
+    public struct Result: Sendable, Codable {
+        public var format: String
+        public var output: String
+        public var layer: String
+        public var entries: Int
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+        public var seconds: Double
+        public var cacheHits: Int
+        public var cacheMisses: Int
+    }
+
+    public let store: Store
+
+    public init(store: Store) { self.store = store }
+
+    /// The store's cache of compressed blocks; `gc --blocks` removes it.
+    public var blockCacheDirectory: String { store.cacheDirectory + "/blocks" }
+
+    /// Exports the stack whose top layer is `key`. `warning` receives lines worth a user's notice,
+    /// such as attributes the format cannot hold.
+    public func export(_ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
+                       warning: (String) -> Void = { _ in }) throws -> Result {
+        let started = Clock.now()
+        let lock = try store.lock(.shared)
+        defer { lock.unlock() }
+        let keys = try store.chain(key)
+        let top = try store.record(key)
+        let epoch = Self.epoch(default: top.sourceDateEpoch)
+        let tree = try StackMerge(trees: keys.map(store.tree), epoch: epoch).merge()
+        let total = tree.dataBytes
+        var result = Result(
+            format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
+            bytesIn: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0)
+        switch request.format {
+        case .squashfs:
+            let output = try ImageOutput(path: request.output)
+            var skipped: [String: (count: Int, first: String)] = [:]
+            do {
+                let writer = try SquashfsWriter(
+                    output: output.writePath, options: request.options,
+                    cacheRoot: request.useBlockCache ? blockCacheDirectory : nil)
+                try writer.write(tree, progress: { progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total)) },
+                                 skippedAttribute: { name, source in
+                                     let prefix = String(name.prefix { $0 != "." })
+                                     skipped[prefix, default: (0, RawPath.string(source))].count += 1
+                                 })
+                result.bytesOut = writer.size
+                (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
+            }
+            try output.commit()
+            for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {
+                warning("squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)")
+            }
+        case .tar:
+            let output = try ImageOutput(path: request.output)
+            result.bytesOut = try TarWriter(fd: output.fd, path: request.output).write(tree) {
+                progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total))
+            }
+            try output.commit()
+        case .dir:
+            try DirectoryWriter(path: request.output).write(tree) { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total)) }
+            result.bytesOut = total
+        }
+        result.seconds = Clock.now() - started
+        return result
+    }
+
+    /// SOURCE_DATE_EPOCH when set to a number, else the top layer's own epoch.
+    static func epoch(default fallback: Int64) -> Int64 {
+        if let text = getenv("SOURCE_DATE_EPOCH"), let value = Int64(String(cString: text)) { return value }
+        return fallback
+    }
+}
+
+enum Clock {
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

@@ -1,0 +1,73 @@
+import CLayerSupport
+import Glibc
+
+/// A file that appears at `path` only once it is complete.
+///
+/// The data goes to an unnamed file (O_TMPFILE) in the destination's directory, so a crash or
+/// `kill -9` leaves nothing behind at all. `commit` fsyncs it, gives it a temporary name and
+/// renames that over `path` in one step, so `path` holds either the previous file or the new one.
+/// Where the file system has no O_TMPFILE, a hidden `.NAME.layerctl-PID` file stands in and is
+/// removed on failure.
+final class ImageOutput {
+    let path: String
+    let fd: Int32
+    /// The name the writer opens: the unnamed file through /proc, or the stand-in.
+    let writePath: String
+    private var fallbackPath: String?
+    private var committed = false
+
+    init(path: String) throws {
+        self.path = path
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard !name.isEmpty else { throw SystemError("write image to", path, errno: EISDIR) }
+        if FileSystem.isDirectory(path) { throw SystemError("write image to", path, errno: EISDIR) }
+        var fd = open(directory, Self.temporaryFileFlag | O_RDWR | O_CLOEXEC, 0o644)
+        if fd >= 0 {
+            writePath = "/proc/self/fd/\(fd)"
+        } else if errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL {
+            let fallback = directory + "/." + name + ".layerctl-\(getpid())"
+            fd = open(fallback, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o644)
+            if fd < 0 { throw SystemError("create", fallback) }
+            fallbackPath = fallback
+            writePath = fallback
+        } else {
+            throw SystemError("create an image in", directory)
+        }
+        self.fd = fd
+        // The umask must not decide the image's mode.
+        fchmod(fd, 0o644)
+    }
+
+    /// O_TMPFILE, which Glibc's Swift module hides behind _GNU_SOURCE.
+    private static let temporaryFileFlag: Int32 = 0o20_000_000 | O_DIRECTORY
+
+    deinit {
+        if !committed, let fallbackPath { unlink(fallbackPath) }
+        close(fd)
+    }
+
+    /// Makes the finished file durable and puts it at `path`, replacing what was there.
+    func commit() throws {
+        try sys("write", path) { fsync(fd) }
+        var temporary = fallbackPath
+        if temporary == nil {
+            let slash = path.lastIndex(of: "/")
+            let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+            let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+            let linked = directory + "/." + name + ".layerctl-\(getpid())"
+            unlink(linked)
+            try sys("name the image", linked) { linkat(AT_FDCWD, writePath, AT_FDCWD, linked, AT_SYMLINK_FOLLOW) }
+            temporary = linked
+        }
+        guard let temporary else { return }
+        if rename(temporary, path) != 0 {
+            let error = SystemError("move the image to", path)
+            unlink(temporary)
+            throw error
+        }
+        committed = true
+        fallbackPath = nil
+    }
+}

@@ -1,0 +1,95 @@
+import CArchive
+import Glibc
+
+/// Writes a `MergedTree` as a pax tarball through libarchive, for users who want a tarball of the
+/// same merge the image holds. Owners are numbers only (no host user names) and names are
+/// stored as raw bytes, so the archive depends on the tree alone.
+final class TarWriter {
+    private let archive: OpaquePointer
+    private let path: String
+    private let fd: Int32
+
+    init(fd: Int32, path: String) throws {
+        guard let archive = archive_write_new() else { throw ArchiveError("create a tar writer for", path, nil) }
+        self.archive = archive
+        self.path = path
+        self.fd = fd
+        try check("choose the pax format for") { archive_write_set_format_pax_restricted(archive) }
+        try check("choose binary names for") { archive_write_set_option(archive, "pax", "hdrcharset", "BINARY") }
+        try check("open") { archive_write_open_fd(archive, fd) }
+    }
+
+    deinit { archive_write_free(archive) }
+
+    /// Writes every entry but the root, parents first; returns the archive's size in bytes.
+    func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws -> UInt64 {
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        defer { buffer.deallocate() }
+        var bytesIn: UInt64 = 0
+        for index in tree.depthFirst().dropFirst() {
+            let entry = tree.entries[index]
+            guard let header = archive_entry_new() else { throw ArchiveError("describe an entry of", path, nil) }
+            defer { archive_entry_free(header) }
+            let name = Array(tree.path(of: index).dropFirst())
+            RawPath.with(name) { archive_entry_copy_pathname(header, $0) }
+            archive_entry_set_filetype(header, entry.kind.typeBits)
+            archive_entry_set_perm(header, mode_t(entry.permissions))
+            archive_entry_set_uid(header, la_int64_t(entry.uid))
+            archive_entry_set_gid(header, la_int64_t(entry.gid))
+            archive_entry_set_mtime(header, time_t(entry.mtime), 0)
+            for attribute in entry.xattrs {
+                attribute.value.withUnsafeBytes { archive_entry_xattr_add_entry(header, attribute.name, $0.baseAddress, $0.count) }
+            }
+            switch entry.kind {
+            case .regular:
+                if let target = entry.hardLinkTarget {
+                    RawPath.with(Array(tree.path(of: target).dropFirst())) { archive_entry_copy_hardlink(header, $0) }
+                    archive_entry_set_size(header, 0)
+                } else {
+                    archive_entry_set_size(header, la_int64_t(entry.size))
+                }
+            case .symlink:
+                RawPath.with(entry.linkTarget) { archive_entry_copy_symlink(header, $0) }
+            case .characterDevice, .blockDevice:
+                archive_entry_set_rdev(header, dev_t(entry.rdev))
+            case .directory, .fifo, .socket:
+                break
+            }
+            let pathText = RawPath.string(tree.path(of: index))
+            let status = archive_write_header(archive, header)
+            if status < ARCHIVE_WARN { throw ArchiveError("write the header of \(pathText) to", path, archive) }
+            guard entry.kind == .regular, entry.hardLinkTarget == nil else { continue }
+            let fd = RawPath.with(entry.source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+            if fd < 0 { throw SystemError("read", RawPath.string(entry.source)) }
+            defer { close(fd) }
+            var remaining = Int(entry.size)
+            while remaining > 0 {
+                let count = read(fd, buffer, min(1 << 20, remaining))
+                if count < 0 && errno == EINTR { continue }
+                if count <= 0 { throw SystemError("read", RawPath.string(entry.source), errno: count == 0 ? EIO : errno) }
+                if archive_write_data(archive, buffer, count) < 0 {
+                    throw ArchiveError("write \(pathText) to", path, archive)
+                }
+                remaining -= count
+                bytesIn += UInt64(count)
+            }
+            progress(bytesIn)
+        }
+        try check("finish") { archive_write_close(archive) }
+        return UInt64(max(0, lseek(fd, 0, SEEK_END)))
+    }
+
+    private func check(_ operation: String, _ call: () -> Int32) throws {
+        if call() < ARCHIVE_WARN { throw ArchiveError(operation, path, archive) }
+    }
+}
+
+/// A libarchive call that failed, with archive_error_string.
+public struct ArchiveError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    init(_ operation: String, _ path: String, _ archive: OpaquePointer?) {
+        let detail = archive.flatMap { archive_error_string($0) }.map { String(cString: $0) } ?? "libarchive failed"
+        description = "\(operation) \(path): \(detail)"
+    }
+}

@@ -1,0 +1,36 @@
+import CSquashfs
+
+/// A libsquashfs call that failed: what was attempted, where, and libsquashfs's error code in words.
+public struct SquashfsError: Error, CustomStringConvertible, Sendable {
+    public let operation: String
+    public let code: Int32
+
+    public init(_ operation: String, _ code: Int32) {
+        self.operation = operation
+        self.code = code
+    }
+
+    public var description: String { "\(operation): \(Self.text(code))" }
+
+    static func text(_ code: Int32) -> String {
+        switch code {
+        case SQFS_ERROR_ALLOC.rawValue: "out of memory"
+        case SQFS_ERROR_IO.rawValue: "input/output error"
+        case SQFS_ERROR_COMPRESSOR.rawValue: "the compressor failed"
+        case SQFS_ERROR_INTERNAL.rawValue: "internal error in libsquashfs"
+        case SQFS_ERROR_CORRUPTED.rawValue: "data is corrupted"
+        case SQFS_ERROR_UNSUPPORTED.rawValue: "not supported by squashfs"
+        case SQFS_ERROR_OVERFLOW.rawValue: "a size or count overflows the format"
+        case SQFS_ERROR_OUT_OF_BOUNDS.rawValue: "an offset is out of bounds"
+        case SQFS_ERROR_ARG_INVALID.rawValue: "invalid argument"
+        case SQFS_ERROR_SEQUENCE.rawValue: "calls out of sequence"
+        default: "libsquashfs error \(code)"
+        }
+    }
+}
+
+/// Runs a libsquashfs call that returns 0 or a negative `SQFS_ERROR`.
+func sqfs(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws {
+    let status = call()
+    if status != 0 { throw SquashfsError(operation(), status) }
+}

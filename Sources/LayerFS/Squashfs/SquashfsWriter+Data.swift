@@ -1,0 +1,85 @@
+import CSquashfs
+import Glibc
+
+/// Frees a libsquashfs object (sqfs_destroy on an opaque handle).
+func sqfsDestroy(_ object: OpaquePointer?) {
+    if let object { sqfs_destroy(UnsafeMutableRawPointer(object)) }
+}
+
+extension SquashfsWriter {
+    /// Feeds every distinct regular file, in the tree's depth-first order, to a block processor and
+    /// waits for the last block. Each file's inode lands in `inodes[index]`. Returns the fragment
+    /// table, which the caller writes out and frees.
+    func writeData(_ tree: MergedTree, into inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+                   progress: (Progress) -> Void) throws -> OpaquePointer {
+        guard let blockWriter = sqfs_block_writer_create(file, Int(SQFS_DEVBLK_SIZE), 0) else {
+            throw SquashfsError("create the block writer", SQFS_ERROR_ALLOC.rawValue)
+        }
+        defer { sqfs_destroy(blockWriter) }
+        guard let fragments = sqfs_frag_table_create(0) else {
+            throw SquashfsError("create the fragment table", SQFS_ERROR_ALLOC.rawValue)
+        }
+        var description = sqfs_block_processor_desc_t()
+        description.size = UInt32(MemoryLayout<sqfs_block_processor_desc_t>.size)
+        description.max_block_size = options.blockSize
+        description.num_workers = UInt32(options.jobs)
+        description.max_backlog = UInt32(max(3, options.jobs * 16))
+        description.cmp = dataCompressor
+        description.wr = blockWriter
+        description.tbl = fragments
+        description.file = file
+        description.uncmp = decompressor
+        var created: OpaquePointer?
+        let status = sqfs_block_processor_create_ex(&description, &created)
+        guard status == 0, let processor = created else {
+            sqfsDestroy(fragments)
+            throw SquashfsError("start \(options.jobs) compression workers", status)
+        }
+        do {
+            defer { sqfsDestroy(processor) }
+            try feed(tree, to: processor, inodes: inodes, progress: progress)
+            try sqfs("finish the data blocks of the image") { sqfs_block_processor_finish(processor) }
+        } catch {
+            sqfsDestroy(fragments)
+            throw error
+        }
+        return fragments
+    }
+
+    private func feed(_ tree: MergedTree, to processor: OpaquePointer,
+                      inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+                      progress: (Progress) -> Void) throws {
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var bytesIn: UInt64 = 0
+        var reported: UInt64 = 0
+        for index in tree.depthFirst() {
+            let entry = tree.entries[index]
+            guard entry.kind == .regular, entry.hardLinkTarget == nil else { continue }
+            let fd = RawPath.with(entry.source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+            if fd < 0 { throw SystemError("read", RawPath.string(entry.source)) }
+            defer { close(fd) }
+            try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") {
+                sqfs_block_processor_begin_file(processor, &inodes[index], nil, 0)
+            }
+            while true {
+                let count = read(fd, buffer, chunk)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    throw SystemError("read", RawPath.string(entry.source))
+                }
+                if count == 0 { break }
+                try sqfs("compress \(RawPath.string(tree.path(of: index)))") {
+                    sqfs_block_processor_append(processor, buffer, count)
+                }
+                bytesIn += UInt64(count)
+            }
+            try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") { sqfs_block_processor_end_file(processor) }
+            if bytesIn - reported >= 4 << 20 {
+                reported = bytesIn
+                progress(Progress(bytesIn: bytesIn, bytesOut: size))
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import CLayerSupport
+import CSquashfs
+import Glibc
+
+extension SquashfsWriter {
+    /// Numbers the inodes so that every inode is written before any directory that lists it: each
+    /// directory's subdirectories are numbered first (recursively), then its entries, and the root
+    /// last. A hard-link group takes its number where the walk first meets one of its names.
+    /// Returns the entries to write, in inode-number order, and each entry's number.
+    static func numberInodes(_ tree: MergedTree) -> (order: [Int], numbers: [UInt32]) {
+        var numbers = [UInt32](repeating: 0, count: tree.entries.count)
+        var order: [Int] = []
+        order.reserveCapacity(tree.entries.count)
+        // An explicit stack instead of recursion: (directory, subdirectories already visited).
+        var stack: [(directory: Int, visited: Bool)] = [(0, false)]
+        while let (directory, visited) = stack.popLast() {
+            let children = tree.entries[directory].children
+            if !visited {
+                stack.append((directory, true))
+                for child in children.reversed() where tree.entries[child].kind == .directory {
+                    stack.append((child, false))
+                }
+                continue
+            }
+            for child in children {
+                let target = tree.entries[child].hardLinkTarget ?? child
+                if numbers[target] == 0 {
+                    order.append(target)
+                    numbers[target] = UInt32(order.count)
+                }
+            }
+        }
+        order.append(0)
+        numbers[0] = UInt32(order.count)
+        return (order, numbers)
+    }
+
+    /// Writes the inode and directory tables, then the fragment, export, id and xattr tables, the
+    /// final superblock and the padding to a multiple of 4 KiB.
+    func writeMetadata(_ tree: MergedTree, inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+                       fragments: OpaquePointer, skippedAttribute: (String, [UInt8]) -> Void) throws {
+        guard let ids = sqfs_id_table_create(0) else { throw SquashfsError("create the id table", SQFS_ERROR_ALLOC.rawValue) }
+        defer { sqfsDestroy(ids) }
+        guard let xattrs = sqfs_xattr_writer_create(0) else {
+            throw SquashfsError("create the xattr writer", SQFS_ERROR_ALLOC.rawValue)
+        }
+        defer { sqfsDestroy(xattrs) }
+        guard let inodeTable = sqfs_meta_writer_create(file, compressor, 0) else {
+            throw SquashfsError("create the inode table writer", SQFS_ERROR_ALLOC.rawValue)
+        }
+        defer { sqfsDestroy(inodeTable) }
+        guard let directoryTable = sqfs_meta_writer_create(file, compressor, UInt32(SQFS_META_WRITER_KEEP_IN_MEMORY.rawValue))
+        else { throw SquashfsError("create the directory table writer", SQFS_ERROR_ALLOC.rawValue) }
+        defer { sqfsDestroy(directoryTable) }
+        guard let directories = sqfs_dir_writer_create(directoryTable, UInt32(SQFS_DIR_WRITER_CREATE_EXPORT_TABLE.rawValue)) else {
+            throw SquashfsError("create the directory writer", SQFS_ERROR_ALLOC.rawValue)
+        }
+        defer { sqfsDestroy(directories) }
+
+        let (order, numbers) = Self.numberInodes(tree)
+        var references = [UInt64](repeating: 0, count: tree.entries.count)
+        superblock.inode_table_start = size
+        for index in order {
+            let entry = tree.entries[index]
+            let path = { RawPath.string(tree.path(of: index)) }
+            var inode: UnsafeMutablePointer<sqfs_inode_generic_t>
+            switch entry.kind {
+            case .directory:
+                try sqfs("list directory \(path())") { sqfs_dir_writer_begin(directories, 0) }
+                var subdirectories = 0
+                for child in entry.children {
+                    let target = tree.entries[child].hardLinkTarget ?? child
+                    let kind = tree.entries[target].kind
+                    if kind == .directory { subdirectories += 1 }
+                    let mode = UInt16(truncatingIfNeeded: kind.typeBits) | tree.entries[target].permissions
+                    try RawPath.with(tree.entries[child].name) { name in
+                        try sqfs("list \(path())") {
+                            sqfs_dir_writer_add_entry(directories, name, numbers[target], references[target], mode)
+                        }
+                    }
+                }
+                try sqfs("list directory \(path())") { sqfs_dir_writer_end(directories) }
+                let parent = index == 0 ? 0 : numbers[entry.parent]
+                guard let created = sqfs_dir_writer_create_inode(directories, 2 + subdirectories, 0xFFFF_FFFF, parent) else {
+                    throw SquashfsError("create the inode of \(path())", SQFS_ERROR_ALLOC.rawValue)
+                }
+                inode = created
+                _ = lc_sqfs_set_link_count(inode, UInt32(2 + subdirectories))
+            case .regular:
+                guard let written = inodes[index] else {
+                    throw SquashfsError("find the data of \(path())", SQFS_ERROR_INTERNAL.rawValue)
+                }
+                inodes[index] = nil
+                inode = written
+            default:
+                guard let created = specialInode(entry) else {
+                    throw SquashfsError("create the inode of \(path())", SQFS_ERROR_ALLOC.rawValue)
+                }
+                inode = created
+            }
+            defer { free(inode) }
+            inode.pointee.base.mode = UInt16(truncatingIfNeeded: entry.kind.typeBits) | entry.permissions
+            inode.pointee.base.mod_time = UInt32(clamping: max(entry.mtime, 0))
+            inode.pointee.base.inode_number = numbers[index]
+            try sqfs("record the owner of \(path())") { sqfs_id_table_id_to_index(ids, entry.uid, &inode.pointee.base.uid_idx) }
+            try sqfs("record the group of \(path())") { sqfs_id_table_id_to_index(ids, entry.gid, &inode.pointee.base.gid_idx) }
+            let attributes = try recordAttributes(entry, path: path, into: xattrs, skipped: skippedAttribute)
+            try sqfs("record the attributes of \(path())") { sqfs_inode_set_xattr_index(inode, attributes) }
+            if entry.kind == .regular || entry.kind == .directory {
+                let links = entry.kind == .directory ? UInt32(2 + entry.children.count(where: { tree.entries[$0].kind == .directory })) : UInt32(entry.linkCount)
+                if lc_sqfs_set_link_count(inode, links) != 0 {
+                    throw SquashfsError("set the link count of \(path())", SQFS_ERROR_INTERNAL.rawValue)
+                }
+            }
+            var block: UInt64 = 0
+            var offset: UInt32 = 0
+            sqfs_meta_writer_get_position(inodeTable, &block, &offset)
+            references[index] = block << 16 | UInt64(offset)
+            try sqfs("write the inode of \(path())") { sqfs_meta_writer_write_inode(inodeTable, inode) }
+        }
+        try sqfs("write the inode table") { sqfs_meta_writer_flush(inodeTable) }
+        try sqfs("write the directory table") { sqfs_meta_writer_flush(directoryTable) }
+        superblock.inode_count = UInt32(order.count)
+        superblock.root_inode_ref = references[0]
+        superblock.directory_table_start = size
+        try sqfs("write the directory table") { sqfs_meta_write_write_to_file(directoryTable) }
+
+        try sqfs("write the fragment table") { sqfs_frag_table_write(fragments, file, &superblock, compressor) }
+        try sqfs("write the export table") {
+            sqfs_dir_writer_write_export_table(directories, file, compressor, numbers[0], references[0], &superblock)
+        }
+        try sqfs("write the id table") { sqfs_id_table_write(ids, file, &superblock, compressor) }
+        try sqfs("write the xattr table") { sqfs_xattr_writer_flush(xattrs, file, &superblock, compressor) }
+        superblock.bytes_used = size
+        try sqfs("write the superblock") { sqfs_super_write(&superblock, file) }
+        let padding = Int(superblock.bytes_used % UInt64(SQFS_DEVBLK_SIZE))
+        if padding > 0 {
+            let zeros = [UInt8](repeating: 0, count: Int(SQFS_DEVBLK_SIZE) - padding)
+            try sqfs("pad the image") { file.pointee.write_at(file, superblock.bytes_used, zeros, zeros.count) }
+        }
+    }
+
+    private func specialInode(_ entry: MergedTree.Entry) -> UnsafeMutablePointer<sqfs_inode_generic_t>? {
+        let links = UInt32(entry.linkCount)
+        switch entry.kind {
+        case .symlink:
+            return entry.linkTarget.withUnsafeBufferPointer { target in
+                target.withMemoryRebound(to: CChar.self) {
+                    lc_sqfs_special_inode(Int32(SQFS_INODE_SLINK.rawValue), links, 0, $0.baseAddress, UInt32($0.count))
+                }
+            }
+        case .characterDevice, .blockDevice:
+            let type = entry.kind == .characterDevice ? SQFS_INODE_CDEV : SQFS_INODE_BDEV
+            return lc_sqfs_special_inode(Int32(type.rawValue), links, Self.encodeDevice(entry.rdev), nil, 0)
+        case .fifo:
+            return lc_sqfs_special_inode(Int32(SQFS_INODE_FIFO.rawValue), links, 0, nil, 0)
+        case .socket:
+            return lc_sqfs_special_inode(Int32(SQFS_INODE_SOCKET.rawValue), links, 0, nil, 0)
+        case .directory, .regular:
+            return nil
+        }
+    }
+
+    /// The kernel's 32-bit device encoding (new_encode_dev), which squashfs stores.
+    static func encodeDevice(_ rdev: UInt64) -> UInt32 {
+        let major = UInt32(truncatingIfNeeded: ((rdev >> 8) & 0xfff) | ((rdev >> 32) & ~0xfff))
+        let minor = UInt32(truncatingIfNeeded: (rdev & 0xff) | ((rdev >> 12) & ~0xff))
+        return (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
+    }
+
+    /// Records the attribute set of `entry` and returns its xattr index (0xFFFFFFFF for none).
+    private func recordAttributes(_ entry: MergedTree.Entry, path: () -> String, into xattrs: OpaquePointer,
+                                  skipped: (String, [UInt8]) -> Void) throws -> UInt32 {
+        let storable = entry.xattrs.filter { attribute in
+            if sqfs_get_xattr_prefix_id(attribute.name) >= 0 { return true }
+            skipped(attribute.name, entry.source)
+            return false
+        }
+        guard !storable.isEmpty else { return 0xFFFF_FFFF }
+        try sqfs("record the attributes of \(path())") { sqfs_xattr_writer_begin(xattrs, 0) }
+        for attribute in storable {
+            try sqfs("record attribute \(attribute.name) of \(path())") {
+                attribute.value.withUnsafeBytes { sqfs_xattr_writer_add(xattrs, attribute.name, $0.baseAddress, $0.count) }
+            }
+        }
+        var index: UInt32 = 0xFFFF_FFFF
+        try sqfs("record the attributes of \(path())") { sqfs_xattr_writer_end(xattrs, &index) }
+        return index
+    }
+}

@@ -1,0 +1,130 @@
+import Glibc
+
+/// The merged view of a layer stack: every visible entry with the metadata the image records.
+///
+/// Entries are stored flat. The root is entry 0; a directory's children are contiguous and in
+/// byte order of their names, so a walk over `children` visits the image in the order the writer
+/// emits it. Names and paths are raw bytes, because file names on Linux need not be UTF-8.
+public struct MergedTree: Sendable {
+    public enum Kind: UInt8, Sendable {
+        case directory, regular, symlink, characterDevice, blockDevice, fifo, socket
+    }
+
+    public struct ExtendedAttribute: Hashable, Sendable {
+        public var name: String
+        public var value: [UInt8]
+    }
+
+    public struct Entry: Sendable {
+        public var name: [UInt8]
+        public var parent: Int
+        public var kind: Kind
+        /// Permission bits, setuid/setgid/sticky included; the type is in `kind`.
+        public var permissions: UInt16
+        public var uid: UInt32
+        public var gid: UInt32
+        public var mtime: Int64
+        /// Bytes of file data for regular files, 0 otherwise.
+        public var size: UInt64
+        public var rdev: UInt64
+        public var linkTarget: [UInt8]
+        public var xattrs: [ExtendedAttribute]
+        /// The path the entry's content is read from, in the layer tree that provides it.
+        public var source: [UInt8]
+        /// The stack position (0 = bottom) of the tree that provides the entry.
+        public var layer: Int
+        /// Children of a directory, as indices into `entries`.
+        public var children: Range<Int>
+        /// For a name that is a further hard link to an earlier entry: that entry's index.
+        public var hardLinkTarget: Int?
+        /// How many visible names share this entry's inode (1 unless hard-linked).
+        public var linkCount: Int
+    }
+
+    public internal(set) var entries: [Entry]
+    /// The layer trees, bottom first.
+    public let trees: [String]
+    /// Timestamps newer than this were clamped to it.
+    public let epoch: Int64
+
+    /// The sum of the sizes of all distinct regular files: what an export reads.
+    public var dataBytes: UInt64 {
+        entries.reduce(0) { $1.kind == .regular && $1.hardLinkTarget == nil ? $0 + $1.size : $0 }
+    }
+
+    /// The path of entry `index` inside the image, "/" for the root.
+    public func path(of index: Int) -> [UInt8] {
+        var components: [[UInt8]] = []
+        var current = index
+        while current != 0 {
+            components.append(entries[current].name)
+            current = entries[current].parent
+        }
+        if components.isEmpty { return Array("/".utf8) }
+        var path: [UInt8] = []
+        for component in components.reversed() {
+            path.append(UInt8(ascii: "/"))
+            path.append(contentsOf: component)
+        }
+        return path
+    }
+
+    /// Entry indices in depth-first order, each directory before its children.
+    public func depthFirst() -> [Int] {
+        var order: [Int] = []
+        order.reserveCapacity(entries.count)
+        var stack = [0]
+        while let index = stack.popLast() {
+            order.append(index)
+            let children = entries[index].children
+            stack.append(contentsOf: children.reversed())
+        }
+        return order
+    }
+}
+
+extension MergedTree.Kind {
+    init?(mode: mode_t) {
+        switch mode & S_IFMT {
+        case S_IFDIR: self = .directory
+        case S_IFREG: self = .regular
+        case S_IFLNK: self = .symlink
+        case S_IFCHR: self = .characterDevice
+        case S_IFBLK: self = .blockDevice
+        case S_IFIFO: self = .fifo
+        case S_IFSOCK: self = .socket
+        default: return nil
+        }
+    }
+
+    /// The `S_IFMT` bits of this kind.
+    public var typeBits: UInt32 {
+        switch self {
+        case .directory: UInt32(S_IFDIR)
+        case .regular: UInt32(S_IFREG)
+        case .symlink: UInt32(S_IFLNK)
+        case .characterDevice: UInt32(S_IFCHR)
+        case .blockDevice: UInt32(S_IFBLK)
+        case .fifo: UInt32(S_IFIFO)
+        case .socket: UInt32(S_IFSOCK)
+        }
+    }
+}
+
+/// Raw byte paths for system calls.
+enum RawPath {
+    static func with<T>(_ path: [UInt8], _ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
+        try (path + [0]).withUnsafeBufferPointer { buffer in
+            try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
+        }
+    }
+
+    static func string(_ path: [UInt8]) -> String { String(decoding: path, as: UTF8.self) }
+
+    static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
+        var path = directory
+        path.append(UInt8(ascii: "/"))
+        path.append(contentsOf: name)
+        return path
+    }
+}

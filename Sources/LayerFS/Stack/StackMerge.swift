@@ -1,0 +1,206 @@
+import CLayerSupport
+import Glibc
+
+/// Merges a stack of overlay upper trees `[bottom … top]` into one `MergedTree` in user space,
+/// following overlayfs's lookup rules, without mounting anything:
+/// - the topmost entry of a name wins, and its metadata is the merged entry's metadata;
+/// - a whiteout (a 0:0 character device) hides the name below it and is not itself visible;
+/// - an opaque directory (`trusted.overlay.opaque=y`) hides everything below it;
+/// - a non-directory above a directory replaces it, and a directory above a non-directory does too.
+///
+/// Hard links inside one tree stay hard links; `trusted.overlay.*` attributes are dropped.
+public struct StackMerge: Sendable {
+    public let trees: [String]
+    public let epoch: Int64
+
+    public init(trees: [String], epoch: Int64) {
+        self.trees = trees
+        self.epoch = epoch
+    }
+
+    /// One layer's copy of a directory that shows through in the merge.
+    private struct Contribution {
+        var layer: Int
+        var path: [UInt8]
+    }
+
+    /// One layer's entry for a name, before the merge decides what is visible.
+    private struct Candidate {
+        var layer: Int
+        var path: [UInt8]
+        var st: stat
+    }
+
+    public func merge() throws -> MergedTree {
+        guard let top = trees.indices.last else { throw MergeError.emptyStack }
+        var entries: [MergedTree.Entry] = []
+        var hardLinks: [HardLinkKey: Int] = [:]
+
+        let roots = try rootContributions()
+        var rootStat = stat()
+        let topRoot = Array(trees[roots[0].layer].utf8)
+        _ = try RawPath.with(topRoot) { path in try sys("read", trees[top]) { lstat(path, &rootStat) } }
+        entries.append(try makeEntry(name: [], parent: 0, candidate: Candidate(layer: roots[0].layer, path: topRoot, st: rootStat)))
+
+        var queue: [(index: Int, contributions: [Contribution])] = [(0, roots)]
+        var head = 0
+        while head < queue.count {
+            let (directory, contributions) = queue[head]
+            queue[head].contributions = []
+            head += 1
+
+            let candidates = try gather(contributions)
+            let names = candidates.keys.sorted { $0.lexicographicallyPrecedes($1) }
+            let first = entries.count
+            for name in names {
+                let stack = candidates[name]!
+                let winner = stack[0]
+                if StackView.isWhiteout(winner.st) { continue }
+                var entry = try makeEntry(name: name, parent: directory, candidate: winner)
+                let index = entries.count
+                if entry.kind == .directory {
+                    queue.append((index, visibleDirectories(stack)))
+                } else if winner.st.st_nlink > 1 {
+                    let key = HardLinkKey(layer: winner.layer, device: UInt64(winner.st.st_dev), inode: UInt64(winner.st.st_ino))
+                    if let target = hardLinks[key] {
+                        entry.hardLinkTarget = target
+                        entries[target].linkCount += 1
+                    } else {
+                        hardLinks[key] = index
+                    }
+                }
+                entries.append(entry)
+            }
+            entries[directory].children = first..<entries.count
+        }
+        return MergedTree(entries: entries, trees: trees, epoch: epoch)
+    }
+
+    private struct HardLinkKey: Hashable {
+        var layer: Int
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    /// The trees whose root shows through: all of them, down to the first opaque root.
+    private func rootContributions() throws -> [Contribution] {
+        var result: [Contribution] = []
+        for layer in trees.indices.reversed() {
+            var st = stat()
+            try sys("read layer tree", trees[layer]) { lstat(trees[layer], &st) }
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw MergeError.notADirectory(trees[layer]) }
+            result.append(Contribution(layer: layer, path: Array(trees[layer].utf8)))
+            if StackView.isOpaque(trees[layer]) { break }
+        }
+        return result
+    }
+
+    /// Every name in the contributing copies of a directory, with each layer's entry, top first.
+    private func gather(_ contributions: [Contribution]) throws -> [[UInt8]: [Candidate]] {
+        var candidates: [[UInt8]: [Candidate]] = [:]
+        for contribution in contributions {
+            try forEachEntry(in: contribution.path) { name, st in
+                let candidate = Candidate(layer: contribution.layer, path: RawPath.join(contribution.path, name), st: st)
+                candidates[name, default: []].append(candidate)
+            }
+        }
+        return candidates
+    }
+
+    /// The copies of a directory that show through: from the winner down, until an opaque copy,
+    /// a whiteout or a non-directory stops the lookup.
+    private func visibleDirectories(_ stack: [Candidate]) -> [Contribution] {
+        var result: [Contribution] = []
+        for candidate in stack {
+            guard (candidate.st.st_mode & S_IFMT) == S_IFDIR else { break }
+            result.append(Contribution(layer: candidate.layer, path: candidate.path))
+            if RawPath.with(candidate.path, { ExtendedAttributes.value($0, "trusted.overlay.opaque") }) == Array("y".utf8) {
+                break
+            }
+        }
+        return result
+    }
+
+    private func makeEntry(name: [UInt8], parent: Int, candidate: Candidate) throws -> MergedTree.Entry {
+        let st = candidate.st
+        guard let kind = MergedTree.Kind(mode: st.st_mode) else {
+            throw MergeError.unsupportedType(RawPath.string(candidate.path))
+        }
+        var target: [UInt8] = []
+        if kind == .symlink { target = try readLink(candidate.path) }
+        return MergedTree.Entry(
+            name: name, parent: parent, kind: kind,
+            permissions: UInt16(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
+            mtime: min(Int64(st.st_mtim.tv_sec), epoch),
+            size: kind == .regular ? UInt64(st.st_size) : 0,
+            rdev: kind == .characterDevice || kind == .blockDevice ? UInt64(st.st_rdev) : 0,
+            linkTarget: target, xattrs: try readAttributes(candidate.path),
+            source: candidate.path, layer: candidate.layer, children: 0..<0,
+            hardLinkTarget: nil, linkCount: 1)
+    }
+
+    /// Calls `body` with each name in `directory` (raw bytes) and its lstat.
+    private func forEachEntry(in directory: [UInt8], _ body: ([UInt8], stat) throws -> Void) throws {
+        guard let dir = RawPath.with(directory, { opendir($0) }) else {
+            throw SystemError("read directory", RawPath.string(directory))
+        }
+        defer { closedir(dir) }
+        let fd = dirfd(dir)
+        while let dirent = readdir(dir) {
+            let name: [UInt8] = withUnsafeBytes(of: dirent.pointee.d_name) { raw in
+                Array(raw.prefix { $0 != 0 })
+            }
+            if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+            var st = stat()
+            let status = RawPath.with(name) { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }
+            if status != 0 { throw SystemError("read", RawPath.string(RawPath.join(directory, name))) }
+            try body(name, st)
+        }
+    }
+
+    private func readLink(_ path: [UInt8]) throws -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = RawPath.with(path) { p in buffer.withUnsafeMutableBufferPointer { readlink(p, $0.baseAddress!, $0.count) } }
+        if count < 0 { throw SystemError("read symlink", RawPath.string(path)) }
+        return Array(buffer[0..<count])
+    }
+
+    /// The entry's extended attributes by name in byte order, without overlayfs's own.
+    private func readAttributes(_ path: [UInt8]) throws -> [MergedTree.ExtendedAttribute] {
+        try RawPath.with(path) { p in
+            let size = llistxattr(p, nil, 0)
+            if size < 0 {
+                if errno == ENOTSUP { return [] }
+                throw SystemError("list attributes of", RawPath.string(path))
+            }
+            guard size > 0 else { return [] }
+            var buffer = [CChar](repeating: 0, count: size)
+            let read = llistxattr(p, &buffer, size)
+            if read < 0 { throw SystemError("list attributes of", RawPath.string(path)) }
+            var result: [MergedTree.ExtendedAttribute] = []
+            for raw in buffer[0..<read].split(separator: 0) {
+                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if name.hasPrefix("trusted.overlay.") { continue }
+                guard let value = ExtendedAttributes.value(p, name) else {
+                    throw SystemError("read attribute \(name) of", RawPath.string(path))
+                }
+                result.append(MergedTree.ExtendedAttribute(name: name, value: value))
+            }
+            return result.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        }
+    }
+}
+
+public enum MergeError: Error, CustomStringConvertible, Sendable {
+    case emptyStack
+    case notADirectory(String)
+    case unsupportedType(String)
+
+    public var description: String {
+        switch self {
+        case .emptyStack: "the stack has no layers"
+        case .notADirectory(let path): "layer tree \(path) is not a directory"
+        case .unsupportedType(let path): "\(path): file type cannot be stored in an image"
+        }
+    }
+}

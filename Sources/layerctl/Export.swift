@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import LayerFS
+
+extension LayerCtl {
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Writes a built layer, merged with the layers below it, as a squashfs image, a tarball or a directory.",
+            discussion: """
+                The layers are merged with overlayfs's rules in user space: the topmost entry of a name wins, \
+                whiteouts and opaque directories hide what is below them. The image is written under a temporary \
+                name and moved to OUTPUT only when it is complete, so OUTPUT holds either the previous image or the \
+                new one. The same layers and options always give the same bytes.
+                """)
+
+        @Argument(help: "A layer file name, a full key, or a unique prefix of a key.")
+        var layer: String
+
+        @OptionGroup var image: ImageArguments
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() throws {
+            guard let output = image.output else { throw ValidationError("export needs -o OUTPUT") }
+            let store = try storeOptions.open()
+            let key = try store.resolve(layer)
+            try image.export(store: store, key: key, output: output)
+        }
+    }
+}
+
+/// The options of `export`, which `build -o` shares.
+struct ImageArguments: ParsableArguments {
+    @Option(name: [.short, .customLong("output")], help: "The file (or, with --format dir, the directory) to write.")
+    var output: String?
+
+    @Option(help: "squashfs (the default), tar (pax, through libarchive) or dir.")
+    var format: String = "squashfs"
+
+    @Option(help: "zstd[:LEVEL], xz[:LEVEL], gzip[:LEVEL] or lz4[:hc]. The default, zstd:15, suits boot images.")
+    var compression: String = ImageOptions.defaultCompression
+
+    @Option(help: "The squashfs block size: a power of two from 4K to 1M, such as 128K (the default) or 1M.")
+    var blockSize: String?
+
+    @Option(help: "Compression workers. The default is one per core; the image is the same for any number.")
+    var jobs: Int?
+
+    @Flag(help: "Neither use nor fill the store's cache of compressed blocks.")
+    var noBlockCache = false
+
+    @Flag(name: .customLong("json-result"), help: "Print the export's result as one JSON object.")
+    var jsonResult = false
+
+    func validate() throws {
+        guard Exporter.Format(rawValue: format) != nil else {
+            throw ValidationError("unknown format '\(format)'; use squashfs, tar or dir")
+        }
+        do { _ = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs) } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
+    func export(store: Store, key: String, output: String) throws {
+        let options = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs)
+        let request = Exporter.Request(
+            format: Exporter.Format(rawValue: format) ?? .squashfs, output: output, options: options,
+            useBlockCache: !noBlockCache)
+        let reporter = ExportReporter()
+        let result = try Exporter(store: store).export(key, request, progress: reporter.progress, warning: reporter.warning)
+        reporter.finish()
+        if jsonResult {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+            return
+        }
+        var line = "wrote \(output): \(formatBytes(Int64(result.bytesOut)))"
+        if request.format == .squashfs {
+            line += " from \(formatBytes(Int64(result.bytesIn))) of file data in \(result.entries) entries"
+            line += ", \(options.compressionName), \(String(format: "%.2f", result.seconds)) s"
+            if request.useBlockCache { line += ", \(result.cacheMisses) blocks compressed, \(result.cacheHits) from cache" }
+        }
+        print(line)
+    }
+}
+
+/// Draws the export's progress on a terminal: bytes in, bytes out, ratio and time left.
+final class ExportReporter: @unchecked Sendable {
+    // @unchecked: the exporter calls `progress` from the thread that runs the export only.
+    private let terminal = isatty(STDERR_FILENO) == 1
+    private let started = Date()
+    private var shown = false
+
+    func progress(_ progress: Exporter.Progress) {
+        guard terminal else { return }
+        let fraction = progress.totalIn > 0 ? Double(progress.bytesIn) / Double(progress.totalIn) : 1
+        let elapsed = Date().timeIntervalSince(started)
+        let eta = fraction > 0.01 ? elapsed * (1 - fraction) / fraction : 0
+        let filled = Int((min(max(fraction, 0), 1) * 20).rounded())
+        var text = "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 20 - filled) + "] "
+        text += "\(formatBytes(Int64(progress.bytesIn))) / \(formatBytes(Int64(progress.totalIn))) in"
+        if progress.bytesOut > 0 {
+            text += ", \(formatBytes(Int64(progress.bytesOut))) out"
+            if progress.bytesIn > 0 { text += String(format: ", ratio %.2f", Double(progress.bytesOut) / Double(progress.bytesIn)) }
+        }
+        text += String(format: ", %.0f s left", eta)
+        FileHandle.standardError.write(Data(("\r" + text.padding(toLength: 100, withPad: " ", startingAt: 0)).utf8))
+        shown = true
+    }
+
+    func warning(_ text: String) {
+        finish()
+        FileHandle.standardError.write(Data("layerctl: warning: \(text)\n".utf8))
+    }
+
+    func finish() {
+        if shown {
+            FileHandle.standardError.write(Data(("\r" + String(repeating: " ", count: 100) + "\r").utf8))
+            shown = false
+        }
+    }
+}
