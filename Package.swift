@@ -38,7 +38,9 @@ let package = Package(
             dependencies: ["LayerFS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
-        .testTarget(name: "layerctlTests", dependencies: ["LayerFS", "Alpm", "CLayerSupport"]),
+        .testTarget(
+            name: "layerctlTests",
+            dependencies: ["LayerFS", "Alpm", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -59,7 +59,7 @@ enum Harness {
         // stderr goes to a file, so a chatty build can never fill a pipe nobody is reading.
         let out = Pipe()
         let errPath = try temporaryDirectory("stderr") + "/stderr"
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         process.standardOutput = out
         process.standardError = err
