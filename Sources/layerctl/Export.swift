@@ -20,8 +20,12 @@ extension LayerCtl {
 
         @OptionGroup var storeOptions: StoreOptions
 
+        func validate() throws {
+            if image.output == nil { throw ValidationError("export needs -o OUTPUT, the file to write") }
+        }
+
         func run() throws {
-            guard let output = image.output else { throw ValidationError("export needs -o OUTPUT") }
+            guard let output = image.output else { throw ValidationError("export needs -o OUTPUT, the file to write") }
             let store = try storeOptions.open()
             let key = try store.resolve(layer)
             try image.export(store: store, key: key, output: output)

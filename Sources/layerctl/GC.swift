@@ -7,21 +7,25 @@ extension LayerCtl {
         static let configuration = CommandConfiguration(
             commandName: "gc",
             abstract: "Removes the layers that no name refers to.",
-            discussion: "A layer is kept when a ref names it or a kept layer stands on it. Everything else is removed, along with work left by interrupted builds, and the space freed is printed. gc waits until no build is running.")
+            discussion: "A layer is kept when a ref names it or a kept layer stands on it. Everything else is removed, along with work left by interrupted builds, and the space freed is printed. gc waits until no build or export is running.")
 
         @OptionGroup var storeOptions: StoreOptions
+
+        @Flag(name: .long, help: "Also drop the cache of compressed blocks that makes repeated exports fast.")
+        var blocks = false
 
         @Flag(name: .long, help: "Print what was removed as JSON.")
         var json = false
 
         func run() throws {
-            let collected = try storeOptions.open().collectGarbage()
+            let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks)
             if json {
                 print(try jsonText(collected))
                 return
             }
             for key in collected.layers { print("removed \(key)") }
             print("freed \(formatBytes(collected.bytes)) in \(collected.layers.count) layers")
+            if blocks { print("dropped \(formatBytes(collected.blockCacheBytes)) of cached blocks") }
         }
     }
 }

@@ -44,9 +44,6 @@ public struct Exporter: Sendable {
 
     public init(store: Store) { self.store = store }
 
-    /// The store's cache of compressed blocks; `gc --blocks` removes it.
-    public var blockCacheDirectory: String { store.cacheDirectory + "/blocks" }
-
     /// Exports the stack whose top layer is `key`. `warning` receives lines worth a user's notice,
     /// such as attributes the format cannot hold.
     public func export(_ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
@@ -69,7 +66,7 @@ public struct Exporter: Sendable {
             do {
                 let writer = try SquashfsWriter(
                     output: output.writePath, options: request.options,
-                    cacheRoot: request.useBlockCache ? blockCacheDirectory : nil)
+                    cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil)
                 try writer.write(tree, progress: { progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total)) },
                                  skippedAttribute: { name, source in
                                      let prefix = String(name.prefix { $0 != "." })
@@ -84,10 +81,12 @@ public struct Exporter: Sendable {
             }
         case .tar:
             let output = try ImageOutput(path: request.output)
-            result.bytesOut = try TarWriter(fd: output.fd, path: request.output).write(tree) {
-                progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total))
-            }
+            let writer = try TarWriter(fd: output.fd, path: request.output)
+            result.bytesOut = try writer.write(tree) { progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total)) }
             try output.commit()
+            if let first = writer.skippedSockets.first {
+                warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
+            }
         case .dir:
             try DirectoryWriter(path: request.output).write(tree) { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total)) }
             result.bytesOut = total

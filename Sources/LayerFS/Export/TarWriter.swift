@@ -21,6 +21,9 @@ final class TarWriter {
 
     deinit { archive_write_free(archive) }
 
+    /// Sockets left out: tar has no type for them.
+    private(set) var skippedSockets: [String] = []
+
     /// Writes every entry but the root, parents first; returns the archive's size in bytes.
     func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws -> UInt64 {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
@@ -28,6 +31,10 @@ final class TarWriter {
         var bytesIn: UInt64 = 0
         for index in tree.depthFirst().dropFirst() {
             let entry = tree.entries[index]
+            if entry.kind == .socket {
+                skippedSockets.append(RawPath.string(tree.path(of: index)))
+                continue
+            }
             guard let header = archive_entry_new() else { throw ArchiveError("describe an entry of", path, nil) }
             defer { archive_entry_free(header) }
             let name = Array(tree.path(of: index).dropFirst())

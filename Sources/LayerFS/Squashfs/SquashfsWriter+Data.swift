@@ -46,6 +46,21 @@ extension SquashfsWriter {
         return fragments
     }
 
+    /// Fragment blocks pack the tails of many files, so one file added or removed would shift every
+    /// later fragment block and defeat the block cache. The writer therefore closes the current
+    /// fragment block after files whose path hash marks a boundary, once at least this many tail
+    /// bytes were packed since the last one: a change then touches only the fragment blocks between
+    /// two boundaries, about 2 MiB of tails. Closing waits for the blocks in flight, which is why
+    /// boundaries are not more frequent.
+    static let minimumFragmentRun: UInt64 = 1 << 20
+
+    /// True for about one path in eight, decided by the path alone (FNV-1a).
+    static func isFragmentBoundary(_ path: [UInt8]) -> Bool {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in path { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash % 8 == 0
+    }
+
     private func feed(_ tree: MergedTree, to processor: OpaquePointer,
                       inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
                       progress: (Progress) -> Void) throws {
@@ -54,6 +69,7 @@ extension SquashfsWriter {
         defer { buffer.deallocate() }
         var bytesIn: UInt64 = 0
         var reported: UInt64 = 0
+        var packed: UInt64 = 0
         for index in tree.depthFirst() {
             let entry = tree.entries[index]
             guard entry.kind == .regular, entry.hardLinkTarget == nil else { continue }
@@ -76,6 +92,11 @@ extension SquashfsWriter {
                 bytesIn += UInt64(count)
             }
             try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") { sqfs_block_processor_end_file(processor) }
+            packed += entry.size % UInt64(options.blockSize)
+            if packed >= Self.minimumFragmentRun && Self.isFragmentBoundary(tree.path(of: index)) {
+                try sqfs("close a fragment block") { sqfs_block_processor_finish(processor) }
+                packed = 0
+            }
             if bytesIn - reported >= 4 << 20 {
                 reported = bytesIn
                 progress(Progress(bytesIn: bytesIn, bytesOut: size))

@@ -7,19 +7,25 @@ extension Store {
         public var layers: [String]
         public var bytes: Int64
         public var temporary: [String]
+        /// Bytes of compressed blocks dropped from the block cache (with `dropBlockCache`).
+        public var blockCacheBytes: Int64
     }
+
+    /// Where exports keep compressed blocks to reuse; see `BlockCache`.
+    public var blockCacheDirectory: String { cacheDirectory + "/blocks" }
 
     /// Removes every layer no ref reaches (through its parents), waiting until no build runs.
     /// Each layer leaves the store by one rename(2) into `tmp/` before it is deleted, so a
     /// reader never meets half a layer.
-    public func collectGarbage() throws -> Collected {
+    /// With `dropBlockCache`, the cache of compressed blocks goes too (exports refill it).
+    public func collectGarbage(dropBlockCache: Bool = false) throws -> Collected {
         let lock = try self.lock(.exclusive)
         defer { lock.unlock() }
         var reachable = Set<String>()
         for (_, key) in try refs() where contains(key) {
             reachable.formUnion(try chain(key))
         }
-        var collected = Collected(layers: [], bytes: 0, temporary: [])
+        var collected = Collected(layers: [], bytes: 0, temporary: [], blockCacheBytes: 0)
         collected.temporary = try FileSystem.listDirectory(tmpDirectory)
         for name in collected.temporary { try FileSystem.removeTree(tmpDirectory + "/" + name) }
         for key in try FileSystem.listDirectory(layersDirectory) where !reachable.contains(key) {
@@ -31,6 +37,12 @@ extension Store {
         }
         for name in try FileSystem.listDirectory(locksDirectory) where !reachable.contains(name) {
             unlink(locksDirectory + "/" + name)
+        }
+        if dropBlockCache && FileSystem.exists(blockCacheDirectory) {
+            let doomed = tmpDirectory + "/gc-blocks"
+            try sys("move out", blockCacheDirectory) { rename(blockCacheDirectory, doomed) }
+            collected.blockCacheBytes = FileSystem.treeSize(doomed)
+            try FileSystem.removeTree(doomed)
         }
         return collected
     }

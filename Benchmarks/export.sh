@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Export benchmarks: `layerctl export` against mksquashfs and gensquashfs on the same trees, in one run.
+#
+#   sudo Benchmarks/export.sh [RUNS] [LEVELS]     (defaults: 3 runs, levels "3 15"; medians are reported)
+#
+# Inputs, each a stack of layers in a store of its own:
+#   (a) the demo gaming stack, built with layerctl;
+#   (b) a large-file tree in three layers: part of the Swift toolchain's usr/lib (~480 MB, ~870 files);
+#   (c) a small-file tree in three layers: /usr/include and most of /usr/share (~400 MB, ~50,000 files).
+# The peers read the kernel's overlay mount of the same layers. Every tool gets zstd at the same level,
+# 128 KiB blocks and one job per core; all trees are in the page cache before timing.
+# For each input and level it prints wall time, CPU time, output size and peak RSS, our ratios to
+# mksquashfs, and the compressor bound: the time the same zstd level needs for the tree's file data
+# in independent 128 KiB blocks (zstd -b, one thread) divided by the number of cores.
+# Then the incremental case: the top layer changes (about 4% of the data: files changed, deleted and
+# added) and we export again with the block cache from the previous export, against a full
+# mksquashfs run of the changed stack. The re-export must equal a cold export byte for byte.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-3}
+levels=${2:-"3 15"}
+jobs=$(nproc)
+[ "$(id -u)" = 0 ] || { echo "export.sh: run as root (it mounts overlayfs for the peers)" >&2; exit 2; }
+for tool in mksquashfs gensquashfs zstd; do
+    command -v "$tool" >/dev/null || { echo "export.sh: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 2; }
+done
+[ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
+swift build -c release --product layerctl >/dev/null
+layerctl=$PWD/.build/release/layerctl
+work=$(mktemp -d /var/tmp/layerctl-bench-export.XXXXXX)
+mnt=$work/mnt
+mkdir -p "$mnt"
+# LAYERCTL_BENCH_KEEP=1 keeps the stores for a closer look; INPUTS="b c" runs only some inputs.
+cleanup() { umount "$mnt" 2>/dev/null || true; [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# layer STORE NAME PARENT_KEY SOURCE:DEST... — a hand-made layer whose tree holds copies of the sources.
+layer() {
+    local store=$1 name=$2 parent=$3
+    shift 3
+    local key
+    key=$(printf '%s|%s|%s' "$name" "$parent" "$*" | sha256sum | cut -c1-64)
+    mkdir -p "$store/layers/$key/tree" "$store/refs" "$store/tmp" "$store/locks" "$store/cache"
+    for pair in "$@"; do
+        local src=${pair%%:*} dest=${pair#*:}
+        mkdir -p "$store/layers/$key/tree/$(dirname "$dest")"
+        cp -a "$src" "$store/layers/$key/tree/$dest"
+    done
+    local parent_json=null
+    [ -n "$parent" ] && parent_json="\"$parent\""
+    cat >"$store/layers/$key/layer.json" <<JSON
+{"formatVersion": 1, "key": "$key", "parent": $parent_json, "name": "$name", "specDigest": "$key",
+ "added": [], "removed": [], "installed": [], "treeBytes": 0, "fileCount": 0, "treeDigest": "$key",
+ "sourceDateEpoch": 0, "buildSeconds": 0, "builtAt": "2026-01-01T00:00:00Z"}
+JSON
+    echo "$key" >"$store/refs/$name"
+    echo "$key"
+}
+
+# lowerdir STORE NAME: the overlay lowerdir of the stack up to NAME, top first.
+lowerdir() {
+    local store=$1 key dirs=""
+    key=$(cat "$store/refs/$2")
+    while [ -n "$key" ]; do
+        dirs="${dirs:+$dirs:}$store/layers/$key/tree"
+        key=$(sed -n 's/.*"parent" *: *"\([0-9a-f]*\)".*/\1/p' "$store/layers/$key/layer.json")
+    done
+    echo "$dirs"
+}
+
+# measure LABEL CMD...: appends "wall cpu rss_kb" to $work/res/LABEL
+measure() {
+    local label=$1
+    shift
+    /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/stdout" 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
+    read -r wall user sys rss <"$work/time"
+    echo "$wall $(echo "$user + $sys" | bc -l) $rss" >>"$work/res/$label"
+}
+column_median() { awk -v c="$2" '{print $c}' "$work/res/$1" | median; }
+
+echo "== preparing inputs in $work"
+demo_layers=$work/demo-layers
+cp -r layers/demo "$demo_layers"
+sed -i "s|servers: \[.*\]|servers: [$PWD/demo/out/repo/\$repo]|" "$demo_layers/base.yaml"
+"$layerctl" build "$demo_layers/gaming.yaml" --store "$work/a" >/dev/null 2>&1
+
+lib=/opt/swift/usr/lib
+b1=$(layer "$work/b" l1 "" "$lib/clang:usr/lib/clang" "$lib/libLTO.so.21.0:usr/lib/libLTO.so" "$lib/libclang.so.21.0.0:usr/lib/libclang.so")
+b2=$(layer "$work/b" l2 "$b1" "$lib/swift_static:usr/lib/swift_static")
+layer "$work/b" top "$b2" "$lib/libswiftDemangle.so:usr/lib/libswiftDemangle.so" "$lib/libIndexStore.so.21.0:usr/lib/libIndexStore.so" \
+    "$lib/libSwiftSourceKitPlugin.so:usr/lib/libSwiftSourceKitPlugin.so" "$lib/libSwiftSourceKitClientPlugin.so:usr/lib/libSwiftSourceKitClientPlugin.so" >/dev/null
+
+share_a=() share_b=()
+for d in /usr/share/*; do
+    case ${d##*/} in locale | package-lists) continue ;; [a-l]*) share_a+=("$d:usr/share/${d##*/}") ;; *) share_b+=("$d:usr/share/${d##*/}") ;; esac
+done
+c1=$(layer "$work/c" l1 "" "/usr/include:usr/include")
+c2=$(layer "$work/c" l2 "$c1" "${share_a[@]}")
+layer "$work/c" top "$c2" "${share_b[@]}" >/dev/null
+
+# change STORE TOP: a layer "top2" beside TOP that changes, deletes and adds files worth about 4% of the
+# stack's data, picked every Nth file in path order: one byte changed (2%), hidden by a whiteout (1%), or
+# copied under a new name with one byte changed (1%).
+change() {
+    local store=$1 top key2
+    top=$(cat "$store/refs/$2")
+    key2=$(printf 'top2|%s' "$top" | sha256sum | cut -c1-64)
+    rm -rf "$store/layers/$key2"
+    mkdir -p "$store/layers/$key2"
+    cp -al "$store/layers/$top/tree" "$store/layers/$key2/tree"
+    sed "s/$top/$key2/g; s/\"name\": \"[a-z0-9]*\"/\"name\": \"top2\"/" "$store/layers/$top/layer.json" >"$store/layers/$key2/layer.json"
+    echo "$key2" >"$store/refs/top2"
+    local tree=$store/layers/$key2/tree total budget=0 i=0 n=0 step
+    find "$mnt" -type f -printf '%s %P\n' | LC_ALL=C sort -k2 >"$work/files"
+    total=$(awk '{s+=$1} END {print s}' "$work/files")
+    step=$(($(wc -l <"$work/files") / 2000 + 1))
+    flip() { printf 'X' | dd of="$1" bs=1 seek=$(($(stat -c %s "$1") / 2)) conv=notrunc status=none; }
+    while read -r size path; do
+        i=$((i + 1))
+        [ $((i % step)) = 0 ] || continue
+        [ "$budget" -lt $((total / 25)) ] || break
+        mkdir -p "$tree/$(dirname "$path")"
+        n=$((n + 1))
+        case $((n % 4)) in
+            0) rm -rf "${tree:?}/$path"; mknod "$tree/$path" c 0 0 ;;
+            1) cp "$mnt/$path" "$tree/$path.added"; flip "$tree/$path.added" ;;
+            *) rm -f "$tree/$path"; cp "$mnt/$path" "$tree/$path"; flip "$tree/$path" ;;
+        esac
+        budget=$((budget + size))
+    done <"$work/files"
+    printf '   top2 changes %d files, %.1f MB (%.1f%% of the data)\n' "$n" "$(echo "$budget / 1000000" | bc -l)" \
+        "$(echo "100 * $budget / $total" | bc -l)"
+}
+
+inputs=${INPUTS:-a b c}
+declare -A label=([a]="(a) demo gaming stack" [b]="(b) large files" [c]="(c) small files")
+for input in $inputs; do
+    store=$work/$input
+    top=$([ "$input" = a ] && echo gaming || echo top)
+    mount -t overlay overlay -o "ro,lowerdir=$(lowerdir "$store" "$top")" "$mnt"
+    files=$(find "$mnt" -type f | wc -l)
+    bytes=$(find "$mnt" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+    find "$mnt" -type f -print0 | LC_ALL=C sort -z | xargs -0 cat >"$work/data.bin"
+    tar cf /dev/null -C "$mnt" . 2>/dev/null || true
+    echo
+    printf '== %s: %d files, %.0f MB of file data, %d jobs\n' "${label[$input]}" "$files" "$(echo "$bytes / 1000000" | bc -l)" "$jobs"
+    change "$store" "$top"
+    for level in $levels; do
+        rm -rf "$work/res"; mkdir -p "$work/res"
+        for _ in $(seq "$runs"); do
+            rm -f "$work/out-"*
+            measure ours "$layerctl" export "$top" --store "$store" -o "$work/out-ours" --compression "zstd:$level" --jobs "$jobs" --no-block-cache
+            measure mksquashfs mksquashfs "$mnt" "$work/out-mksquashfs" -comp zstd -Xcompression-level "$level" -b 131072 \
+                -processors "$jobs" -no-progress -quiet -noappend
+            measure gensquashfs gensquashfs -D "$mnt" -c zstd -X "level=$level" -b 131072 -j "$jobs" -q -f "$work/out-gensquashfs"
+        done
+        speed=$(zstd -b"$level" -e"$level" -B131072 -T1 -i2 "$work/data.bin" 2>&1 | tr '\r' '\n' | grep -Eo '[0-9.]+ MB/s' | tail -2 | head -1 | cut -d' ' -f1)
+        bound=$(echo "$bytes / ($speed * 1000000 * $jobs)" | bc -l)
+        m_wall=$(column_median mksquashfs 1); m_rss=$(column_median mksquashfs 3)
+        m_size=$(stat -c %s "$work/out-mksquashfs")
+        printf '  zstd:%-2s  %-12s %8s %8s %12s %9s   %s\n' "$level" tool "wall s" "cpu s" "size B" "rss MB" "vs mksquashfs (wall, size, rss)"
+        for tool in ours mksquashfs gensquashfs; do
+            wall=$(column_median $tool 1); cpu=$(column_median $tool 2); rss=$(column_median $tool 3)
+            size=$(stat -c %s "$work/out-$tool")
+            printf '           %-12s %8.2f %8.2f %12d %9.1f   %.2f, %.4f, %.2f\n' "$tool" "$wall" "$cpu" "$size" \
+                "$(echo "$rss / 1024" | bc -l)" "$(echo "$wall / $m_wall" | bc -l)" "$(echo "$size / $m_size" | bc -l)" \
+                "$(echo "$rss / $m_rss" | bc -l)"
+        done
+        printf '           %-12s %8.2f   (zstd -b: %s MB/s on one core, x %d cores)\n' "bound" "$bound" "$speed" "$jobs"
+
+        # Incremental: export the stack once with an empty block cache, then time the re-export of top2.
+        for _ in $(seq "$runs"); do
+            rm -rf "$store/cache/blocks" "$work/out-"*
+            "$layerctl" export "$top" --store "$store" -o "$work/out-warm" --compression "zstd:$level" --jobs "$jobs" >/dev/null
+            measure incremental "$layerctl" export top2 --store "$store" -o "$work/out-incremental" --compression "zstd:$level" \
+                --jobs "$jobs" --json-result
+            blocks=$(grep -o '"cacheHits":[0-9]*,"cacheMisses":[0-9]*' "$work/stdout" | tr -dc '0-9,')
+            umount "$mnt"
+            mount -t overlay overlay -o "ro,lowerdir=$(lowerdir "$store" top2)" "$mnt"
+            measure mksquashfs-top2 mksquashfs "$mnt" "$work/out-mk2" -comp zstd -Xcompression-level "$level" -b 131072 \
+                -processors "$jobs" -no-progress -quiet -noappend
+            umount "$mnt"
+            mount -t overlay overlay -o "ro,lowerdir=$(lowerdir "$store" "$top")" "$mnt"
+        done
+        "$layerctl" export top2 --store "$store" -o "$work/out-cold2" --compression "zstd:$level" --jobs "$jobs" --no-block-cache >/dev/null
+        same="DIFFERS from a cold export"
+        cmp -s "$work/out-incremental" "$work/out-cold2" && same="byte-identical to a cold export"
+        i_wall=$(column_median incremental 1); m2_wall=$(column_median mksquashfs-top2 1)
+        printf '           %-12s %8.2f %8.2f   vs full mksquashfs of top2 %.2f s: ratio %.3f, %s\n' "re-export" "$i_wall" \
+            "$(column_median incremental 2)" "$m2_wall" "$(echo "$i_wall / $m2_wall" | bc -l)" "$same"
+        printf '           %-12s blocks: %s from the cache, %s compressed\n' "" "${blocks%,*}" "${blocks#*,}"
+    done
+    umount "$mnt"
+done

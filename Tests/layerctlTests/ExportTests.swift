@@ -1,0 +1,227 @@
+import Foundation
+import Glibc
+import LayerFS
+import Testing
+
+/// `layerctl export` and `build -o`: the same bytes every time, an image that appears whole or not
+/// at all, the block cache, the tar and dir formats, and clear errors.
+@Suite("Exporting images", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct ExportTests {
+    /// Builds the demo gaming stack into a new store and returns the store.
+    func demoStore(_ name: String = "store", layers: String? = nil) throws -> String {
+        let folder = try layers ?? Harness.demoLayers()
+        let store = try Harness.temporaryDirectory(name)
+        let build = try Harness.run(["build", folder + "/gaming.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        return store
+    }
+
+    func export(_ layer: String, store: String, to output: String, _ extra: [String] = [],
+                sourceLocation: SourceLocation = #_sourceLocation) throws -> Harness.Result {
+        let result = try Harness.run(["export", layer, "--store", store, "-o", output] + extra)
+        #expect(result.status == 0, "\(result.stderr)", sourceLocation: sourceLocation)
+        return result
+    }
+
+    func bytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
+
+    @Test("The same stack gives the same bytes at 1 and 2 workers, on every run, in any store, under any umask")
+    func reproducible() throws {
+        let first = try demoStore("store-one")
+        let second = try demoStore("store-two")
+        let out = try Harness.temporaryDirectory("images")
+        _ = try export("gaming", store: first, to: out + "/one-job", ["--jobs", "1", "--no-block-cache"])
+        _ = try export("gaming", store: first, to: out + "/two-jobs", ["--jobs", "2", "--no-block-cache"])
+        _ = try export("gaming", store: first, to: out + "/cached", ["--jobs", "2"])
+        _ = try export("gaming", store: first, to: out + "/from-cache", ["--jobs", "2"])
+        let masked = try KernelMount.run("/bin/sh", [
+            "-c", "umask 077 && exec '\(Harness.executable)' export gaming --store '\(second)' -o '\(out)/other-store'",
+        ])
+        #expect(masked.status == 0, "\(masked.output)")
+        let reference = bytes(out + "/one-job")
+        #expect(reference.count > 1_000_000)
+        for name in ["two-jobs", "cached", "from-cache", "other-store"] {
+            #expect(bytes(out + "/" + name) == reference, "\(name) differs from the export with one worker")
+        }
+        var st = stat()
+        #expect(stat(out + "/other-store", &st) == 0 && st.st_mode & 0o777 == 0o644, "the umask changed the image's mode")
+        _ = try export("gaming", store: first, to: out + "/one.tar", ["--format", "tar"])
+        _ = try export("gaming", store: second, to: out + "/two.tar", ["--format", "tar"])
+        #expect(bytes(out + "/one.tar") == bytes(out + "/two.tar"))
+    }
+
+    @Test("build -o writes the image of the stack it built, the same as export")
+    func buildWritesTheImage() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let out = try Harness.temporaryDirectory("images")
+        let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", store, "-o", out + "/built.squashfs"])
+        #expect(build.status == 0, "\(build.stderr)")
+        _ = try export("gaming", store: store, to: out + "/exported.squashfs", ["--no-block-cache"])
+        #expect(bytes(out + "/built.squashfs") == bytes(out + "/exported.squashfs"))
+        let mounted = try KernelMount.squashfs(out + "/built.squashfs")
+        defer { KernelMount.unmount(mounted) }
+        #expect(try String(contentsOfFile: mounted + "/etc/greeting", encoding: .utf8) == "hello from gaming\n")
+        #expect(!FileManager.default.fileExists(atPath: mounted + "/usr/bin/nano"))
+    }
+
+    @Test("A re-export after a change to the top layer reuses the cache and equals a cold export")
+    func incremental() throws {
+        let layers = try Harness.demoLayers()
+        let store = try demoStore(layers: layers)
+        let out = try Harness.temporaryDirectory("images")
+        let warm = try export("gaming", store: store, to: out + "/before", ["--json-result"])
+        let before = try JSONSerialization.jsonObject(with: Data(warm.stdout.utf8)) as? [String: Any]
+        #expect((before?["cacheMisses"] as? Int ?? 0) > 100)
+
+        // The top layer deletes (perl, about 2,500 files), adds and changes files.
+        try Harness.edit(layers + "/gaming.yaml") {
+            $0.replacingOccurrences(of: "remove: [nano]", with: "remove: [nano, perl]")
+                .replacingOccurrences(of: #"content: "gaming\n""#, with: #"content: "gaming, edited\n""#)
+                + "  - echo added > /etc/added\n"
+        }
+        let rebuild = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
+        #expect(rebuild.status == 0, "\(rebuild.stderr)")
+        let again = try export("gaming", store: store, to: out + "/after", ["--json-result"])
+        let after = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any]
+        let hits = after?["cacheHits"] as? Int ?? 0, misses = after?["cacheMisses"] as? Int ?? -1
+        // Deleting perl empties many fragment blocks; still at most a quarter of the blocks are new.
+        #expect(misses >= 1 && 4 * misses <= hits + misses, "the re-export compressed \(misses) blocks and reused \(hits)")
+        _ = try export("gaming", store: store, to: out + "/cold", ["--no-block-cache"])
+        #expect(bytes(out + "/after") == bytes(out + "/cold"), "the incremental export differs from a cold one")
+        #expect(bytes(out + "/after") != bytes(out + "/before"))
+
+        let mounted = try KernelMount.squashfs(out + "/after")
+        defer { KernelMount.unmount(mounted) }
+        #expect(try String(contentsOfFile: mounted + "/etc/added", encoding: .utf8) == "added\n")
+        #expect(try String(contentsOfFile: mounted + "/etc/hostname", encoding: .utf8) == "gaming, edited\n")
+        #expect(!FileManager.default.fileExists(atPath: mounted + "/usr/bin/perl"))
+
+        // gc --blocks drops the cache; the next export compresses everything again, to the same bytes.
+        let gc = try Harness.run(["gc", "--store", store, "--blocks"])
+        #expect(gc.status == 0, "\(gc.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: store + "/cache/blocks"))
+        let refilled = try export("gaming", store: store, to: out + "/refilled", ["--json-result"])
+        let counts = try JSONSerialization.jsonObject(with: Data(refilled.stdout.utf8)) as? [String: Any]
+        #expect(counts?["cacheHits"] as? Int == 0)
+        #expect(bytes(out + "/refilled") == bytes(out + "/cold"))
+    }
+
+    @Test("kill -9 during an export leaves no file at the output path, and an older image there stays")
+    func killedExport() throws {
+        let store = try demoStore()
+        let out = try Harness.temporaryDirectory("images")
+        for existing in [false, true] {
+            let target = out + (existing ? "/existing.squashfs" : "/new.squashfs")
+            if existing { _ = try export("gaming", store: store, to: target, ["--compression", "lz4"]) }
+            let before = bytes(target)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Harness.executable)
+            process.arguments = ["export", "gaming", "--store", store, "-o", target, "--compression", "xz:9",
+                                 "--jobs", "1", "--no-block-cache"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            usleep(1_500_000)
+            #expect(process.isRunning, "the export finished before it could be killed")
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            #expect(bytes(target) == before, existing ? "the older image changed" : "a file appeared at the output path")
+            let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+            #expect(names == (existing ? ["existing.squashfs"] : []), "left behind: \(names)")
+        }
+    }
+
+    @Test("The dir and tar formats hold the same tree as the kernel's overlay of the stack")
+    func directoryAndTar() throws {
+        let stack = try CraftedStack("formats")
+        try stack.layer("bottom") { t in
+            try t.directory("data")
+            try t.file("data/linked", "two names\n", mode: 0o640, owner: (12, 34))
+            try t.hardLink("data/linked-2", to: "data/linked")
+            try t.file("data/hidden", "whited out\n")
+            try t.xattr("data/linked", "user.tag", Array("kept".utf8))
+        }
+        try stack.layer("top") { t in
+            try t.directory("data", mode: 0o750)
+            try t.whiteout("data/hidden")
+            try t.directory("dev")
+            try t.device("dev/null", character: true, major: 1, minor: 3, mode: 0o666)
+            try t.fifo("dev/fifo")
+            try t.socket("dev/socket")
+            try t.symlink("data/link", to: "linked")
+            try t.sparse("data/sparse", size: 3 << 20, data: "middle", at: 1 << 20)
+            try t.file(Array("data/odd-".utf8) + [0xFF], Array("not UTF-8\n".utf8))
+        }
+        let out = try Harness.temporaryDirectory("formats")
+        _ = try export("top", store: stack.store, to: out + "/tree", ["--format", "dir"])
+        let tar = try export("top", store: stack.store, to: out + "/tree.tar", ["--format", "tar"])
+        #expect(tar.stderr.contains("tar cannot store sockets: left out 1, first /dev/socket"), "\(tar.stderr)")
+        try FileManager.default.createDirectory(atPath: out + "/extracted", withIntermediateDirectories: false)
+        let extract = try KernelMount.run(
+            "/bin/tar", ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", out + "/tree.tar", "-C", out + "/extracted"])
+        #expect(extract.status == 0, "\(extract.output)")
+
+        let overlay = try KernelMount.overlay(lowerdir: stack.lowerdir())
+        defer { KernelMount.unmount(overlay) }
+        let expected = try TreeSnapshot(overlay)
+        let directory = try TreeSnapshot(out + "/tree")
+        #expect(expected.differences(from: directory).isEmpty, "\(expected.differences(from: directory).joined(separator: "\n"))")
+        var withoutSocket = expected
+        withoutSocket.entries["/dev/socket"] = nil
+        var extracted = try TreeSnapshot(out + "/extracted")
+        extracted.entries["/"] = withoutSocket.entries["/"]  // tar holds no entry for the root itself
+        #expect(withoutSocket.differences(from: extracted).isEmpty, "\(withoutSocket.differences(from: extracted).joined(separator: "\n"))")
+
+        let again = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/tree", "--format", "dir"])
+        #expect(again.status == 3 && again.stderr.contains("File exists"), "\(again.stderr)")
+    }
+
+    @Test("Timestamps are clamped to SOURCE_DATE_EPOCH, which is also the superblock's time")
+    func clampedTimes() throws {
+        let stack = try CraftedStack("epoch")
+        try stack.layer("only") { t in
+            try t.directory("etc", mtime: 1_650_000_000)
+            try t.file("etc/old", "old\n", mtime: 1_500_000_000)
+            try t.file("etc/new", "new\n", mtime: 1_700_000_000)
+        }
+        let out = try Harness.temporaryDirectory("images")
+        let epoch = 1_600_000_000
+        let result = try Harness.run(["export", "only", "--store", stack.store, "-o", out + "/image"],
+                                     environment: ["SOURCE_DATE_EPOCH": "\(epoch)"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let image = bytes(out + "/image")
+        let superblockTime = image.count > 12 ? image[8..<12].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) } : 0
+        #expect(superblockTime == epoch)
+        let mounted = try KernelMount.squashfs(out + "/image")
+        defer { KernelMount.unmount(mounted) }
+        let snapshot = try TreeSnapshot(mounted)
+        #expect(snapshot.entries["/etc/old"]?.contains("mtime=1500000000") == true)
+        #expect(snapshot.entries["/etc/new"]?.contains("mtime=\(epoch)") == true)
+        #expect(snapshot.entries["/etc"]?.contains("mtime=\(epoch)") == true)
+    }
+
+    @Test("Bad arguments and outputs each give one clear error")
+    func badInput() throws {
+        let stack = try CraftedStack("errors")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        let out = try Harness.temporaryDirectory("images")
+        let cases: [([String], Int32, String)] = [
+            (["export", "nosuch", "-o", out + "/x"], 3, "nosuch"),
+            (["export", "only", "-o", out + "/missing/dir/image"], 3, out + "/missing/dir"),
+            (["export", "only"], 2, "-o"),
+            (["export", "only", "-o", out + "/x", "--compression", "brotli"], 2, "unknown compressor 'brotli'"),
+            (["export", "only", "-o", out + "/x", "--compression", "zstd:99"], 2, "out of range"),
+            (["export", "only", "-o", out + "/x", "--block-size", "3K"], 2, "power of two"),
+            (["export", "only", "-o", out + "/x", "--format", "zip"], 2, "unknown format 'zip'"),
+            (["export", "only", "-o", out], 3, "Is a directory"),
+        ]
+        for (arguments, status, message) in cases {
+            let result = try Harness.run(arguments + ["--store", stack.store])
+            #expect(result.status == status, "\(arguments): \(result.stderr)")
+            #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
+            #expect(result.stderr.split(separator: "\n").count <= 3, "\(arguments): \(result.stderr)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).isEmpty)
+    }
+}
