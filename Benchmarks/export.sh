@@ -13,8 +13,8 @@
 # mksquashfs, and the compressor bound: the time the same zstd level needs for the tree's file data
 # in independent 128 KiB blocks (zstd -b, one thread) divided by the number of cores.
 # Then the incremental case: the top layer changes (about 4% of the data: files changed, deleted and
-# added) and we export again with the block cache from the previous export, against a full
-# mksquashfs run of the changed stack. The re-export must equal a cold export byte for byte.
+# added; see change() below) and we export again with the block cache from the previous export, against
+# a full mksquashfs run of the changed stack. The re-export must equal a cold export byte for byte.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -101,8 +101,10 @@ c2=$(layer "$work/c" l2 "$c1" "${share_a[@]}")
 layer "$work/c" top "$c2" "${share_b[@]}" >/dev/null
 
 # change STORE TOP: a layer "top2" beside TOP that changes, deletes and adds files worth about 4% of the
-# stack's data, picked every Nth file in path order: one byte changed (2%), hidden by a whiteout (1%), or
-# copied under a new name with one byte changed (1%).
+# stack's data: files are changed in one byte, hidden by a whiteout, or copied under a new name with
+# one byte changed, in the ratio 2:1:1. By default the files come in 8 runs of neighbours in path order,
+# as when a layer adds or upgrades a few packages; CHANGE=scattered takes every Nth file of the whole tree
+# instead, the worst case for fragment blocks.
 change() {
     local store=$1 top key2
     top=$(cat "$store/refs/$2")
@@ -110,17 +112,23 @@ change() {
     rm -rf "$store/layers/$key2"
     mkdir -p "$store/layers/$key2"
     cp -al "$store/layers/$top/tree" "$store/layers/$key2/tree"
-    sed "s/$top/$key2/g; s/\"name\": \"[a-z0-9]*\"/\"name\": \"top2\"/" "$store/layers/$top/layer.json" >"$store/layers/$key2/layer.json"
+    sed "s/$top/$key2/g; s/\"name\" *: *\"[a-z0-9]*\"/\"name\": \"top2\"/" "$store/layers/$top/layer.json" >"$store/layers/$key2/layer.json"
     echo "$key2" >"$store/refs/top2"
-    local tree=$store/layers/$key2/tree total budget=0 i=0 n=0 step
+    local tree=$store/layers/$key2/tree total count budget=0 i=0 n=0 step run
     find "$mnt" -type f -printf '%s %P\n' | LC_ALL=C sort -k2 >"$work/files"
     total=$(awk '{s+=$1} END {print s}' "$work/files")
-    step=$(($(wc -l <"$work/files") / 2000 + 1))
+    count=$(wc -l <"$work/files")
+    if [ "${CHANGE:-clustered}" = scattered ]; then step=$((count / 2000 + 1)); run=1; else step=$((count / 8)); run=$step; fi
     flip() { printf 'X' | dd of="$1" bs=1 seek=$(($(stat -c %s "$1") / 2)) conv=notrunc status=none; }
     while read -r size path; do
         i=$((i + 1))
-        [ $((i % step)) = 0 ] || continue
-        [ "$budget" -lt $((total / 25)) ] || break
+        # In run mode, take files from the start of each of the 8 stretches until its share is spent.
+        if [ "$run" = 1 ]; then
+            [ $((i % step)) = 0 ] || continue
+            [ "$budget" -lt $((total / 25)) ] || break
+        else
+            [ "$budget" -lt $(((i / step + 1) * total / 200)) ] || continue
+        fi
         mkdir -p "$tree/$(dirname "$path")"
         n=$((n + 1))
         case $((n % 4)) in
@@ -130,8 +138,8 @@ change() {
         esac
         budget=$((budget + size))
     done <"$work/files"
-    printf '   top2 changes %d files, %.1f MB (%.1f%% of the data)\n' "$n" "$(echo "$budget / 1000000" | bc -l)" \
-        "$(echo "100 * $budget / $total" | bc -l)"
+    printf '   top2 changes %d files, %.1f MB (%.1f%% of the data, %s)\n' "$n" "$(echo "$budget / 1000000" | bc -l)" \
+        "$(echo "100 * $budget / $total" | bc -l)" "${CHANGE:-clustered}"
 }
 
 inputs=${INPUTS:-a b c}

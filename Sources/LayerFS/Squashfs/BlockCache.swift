@@ -63,12 +63,17 @@ final class BlockCache: @unchecked Sendable {
         let fd = open(path(key), O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return miss() }
         defer { close(fd) }
-        var header = [UInt8](repeating: 0, count: 8)
-        var st = stat()
-        guard fstat(fd, &st) == 0, read(fd, &header, 8) == 8, header[0..<4].elementsEqual("LCB1".utf8) else { return miss() }
-        let length = Int(header[4]) | Int(header[5]) << 8 | Int(header[6]) << 16 | Int(header[7]) << 24
-        guard length <= capacity, st.st_size == 8 + length else { return miss() }
-        if length > 0 && read(fd, output, length) != length { return miss() }
+        // One readv: the header into `header`, the payload straight into libsquashfs's buffer.
+        var header: UInt64 = 0
+        let count = withUnsafeMutableBytes(of: &header) { raw -> Int in
+            var vectors = [iovec(iov_base: raw.baseAddress, iov_len: 8), iovec(iov_base: output, iov_len: capacity)]
+            return readv(fd, &vectors, 2)
+        }
+        guard count >= 8 else { return miss() }
+        let fields = withUnsafeBytes(of: header) { Array($0) }
+        guard fields[0..<4].elementsEqual("LCB1".utf8) else { return miss() }
+        let length = Int(fields[4]) | Int(fields[5]) << 8 | Int(fields[6]) << 16 | Int(fields[7]) << 24
+        guard length <= capacity, count == 8 + length else { return miss() }
         counters.withLock { $0.hits += 1 }
         return length
     }
@@ -89,8 +94,14 @@ final class BlockCache: @unchecked Sendable {
         guard fd >= 0 else { return }
         let length = UInt32(result.count)
         var header: [UInt8] = Array("LCB1".utf8) + [0, 8, 16, 24].map { UInt8(truncatingIfNeeded: length >> $0) }
-        var ok = write(fd, &header, 8) == 8
-        if ok && result.count > 0 { ok = write(fd, result.baseAddress, result.count) == result.count }
+        let written = header.withUnsafeMutableBytes { raw -> Int in
+            var vectors = [
+                iovec(iov_base: raw.baseAddress, iov_len: 8),
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: result.baseAddress), iov_len: result.count),
+            ]
+            return writev(fd, &vectors, 2)
+        }
+        let ok = written == 8 + result.count
         close(fd)
         if !ok || rename(temporary, final) != 0 { unlink(temporary) }
     }
