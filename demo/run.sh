@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The offline demo, start to end: install what is needed, build the demo pacman repository,
-# build layerctl, and build layers/demo/gaming.yaml (base -> nvidia -> gaming) into the store.
+# build layerctl, build layers/demo/gaming.yaml (base -> nvidia -> gaming) into the store, and write
+# the merged stack as the squashfs image demo/out/gaming.squashfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 bash demo/make-repo.sh
 swift build -c release --product layerctl
-.build/release/layerctl build layers/demo/gaming.yaml "$@"
+.build/release/layerctl build layers/demo/gaming.yaml -o demo/out/gaming.squashfs "$@"
 .build/release/layerctl ls "$@"

@@ -21,20 +21,22 @@ final class CraftedStack {
     /// The tree of the layer `index` (0 = bottom).
     func tree(_ index: Int) -> String { store + "/layers/" + keys[index] + "/tree" }
 
-    /// Adds a layer on top, fills it with `fill`, and records it under `name`.
+    /// Adds a layer on top, fills it with `fill`, and records it under `name`. With
+    /// `recordOpaque`, the record lists the tree's opaque directories, as a build records them.
     @discardableResult
-    func layer(_ name: String, _ fill: (Tree) throws -> Void) throws -> String {
+    func layer(_ name: String, recordOpaque: Bool = false, _ fill: (Tree) throws -> Void) throws -> String {
         let key = (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
         let directory = store + "/layers/" + key
         try FileManager.default.createDirectory(atPath: directory + "/tree", withIntermediateDirectories: true)
         let tree = Tree(root: directory + "/tree")
         try fill(tree)
         try tree.finish()
-        let record: [String: Any] = [
+        var record: [String: Any] = [
             "formatVersion": 1, "key": key, "parent": keys.last ?? NSNull(), "name": name, "specDigest": key,
             "added": [], "removed": [], "installed": [], "treeBytes": 0, "fileCount": 0, "treeDigest": key,
             "sourceDateEpoch": epoch, "buildSeconds": 0, "builtAt": "2026-01-01T00:00:00Z",
         ]
+        if recordOpaque { record["opaqueDirectories"] = tree.opaqueDirectories }
         try JSONSerialization.data(withJSONObject: record).write(to: URL(fileURLWithPath: directory + "/layer.json"))
         try (key + "\n").write(toFile: store + "/refs/" + name, atomically: true, encoding: .utf8)
         keys.append(key)
@@ -51,6 +53,7 @@ final class CraftedStack {
     final class Tree {
         let root: String
         private var directories: [([UInt8], Int64)] = []
+        private(set) var opaqueDirectories: [String] = []
 
         init(root: String) { self.root = root }
 
@@ -110,6 +113,7 @@ final class CraftedStack {
 
         func opaque(_ path: String) throws {
             guard lsetxattr(root + "/" + path, "trusted.overlay.opaque", "y", 1, 0) == 0 else { throw SystemError("opaque", path) }
+            opaqueDirectories.append("/" + path)
         }
 
         func device(_ path: String, character: Bool, major: UInt32, minor: UInt32, mode: mode_t = 0o660) throws {

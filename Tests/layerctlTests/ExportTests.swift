@@ -58,6 +58,11 @@ struct ExportTests {
         let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", store, "-o", out + "/built.squashfs"])
         #expect(build.status == 0, "\(build.stderr)")
         _ = try export("gaming", store: store, to: out + "/exported.squashfs", ["--no-block-cache"])
+        // Builds record their opaque directories, so the merge needs no privilege to find them.
+        let records = try Store(root: store)
+        for name in ["base", "nvidia", "gaming"] {
+            #expect(try records.record(try #require(records.ref(name))).opaqueDirectories != nil, "\(name)")
+        }
         #expect(bytes(out + "/built.squashfs") == bytes(out + "/exported.squashfs"))
         let mounted = try KernelMount.squashfs(out + "/built.squashfs")
         defer { KernelMount.unmount(mounted) }

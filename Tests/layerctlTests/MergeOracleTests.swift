@@ -198,6 +198,43 @@ struct MergeOracleTests {
         #expect(try TreeSnapshot(overlay).systemAttributes["/usr/acl"] == ["system.posix_acl_access"])
     }
 
+    @Test("Without root, the merge reads the opaque directories the store recorded, and refuses without them")
+    func rootless() throws {
+        for recorded in [true, false] {
+            let stack = try CraftedStack(recorded ? "rootless" : "rootless-unrecorded")
+            try stack.layer("bottom", recordOpaque: recorded) { t in
+                try t.directory("opt")
+                try t.directory("opt/app")
+                try t.file("opt/app/old", "hidden by the opaque directory\n")
+                try t.file("opt/gone", "whited out\n")
+            }
+            try stack.layer("top", recordOpaque: recorded) { t in
+                try t.directory("opt")
+                try t.directory("opt/app")
+                try t.opaque("opt/app")
+                try t.file("opt/app/new", "new\n")
+                try t.whiteout("opt/gone")
+            }
+            let out = try Harness.temporaryDirectory("rootless")
+            chmod(stack.store, 0o755)
+            chmod(out, 0o777)
+            let asRoot = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/root.squashfs", "--no-block-cache"])
+            #expect(asRoot.status == 0, "\(asRoot.stderr)")
+            let asNobody = try KernelMount.run("/usr/bin/setpriv", [
+                "--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, "export", "top",
+                "--store", stack.store, "-o", out + "/nobody.squashfs", "--no-block-cache",
+            ])
+            if recorded {
+                #expect(asNobody.status == 0, "\(asNobody.output)")
+                let image = FileManager.default.contents(atPath: out + "/nobody.squashfs")
+                #expect(image != nil && image == FileManager.default.contents(atPath: out + "/root.squashfs"))
+            } else {
+                #expect(asNobody.status == 3, "\(asNobody.output)")
+                #expect(asNobody.output.contains("has no record of its opaque directories"), "\(asNobody.output)")
+            }
+        }
+    }
+
     @Test("A directory of 100,000 entries comes through")
     func hugeDirectory() throws {
         let stack = try CraftedStack("huge")

@@ -59,4 +59,6 @@ public struct ChildResult: Codable, Sendable {
     public var treeBytes: Int64
     public var fileCount: Int
     public var treeDigest: String
+    /// Directories of the tree marked opaque (`trusted.overlay.opaque=y`), relative to it.
+    public var opaqueDirectories: [String] = []
 }

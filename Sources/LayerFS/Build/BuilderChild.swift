@@ -55,6 +55,7 @@ public enum BuilderChild {
             result.treeBytes = scan.bytes
             result.fileCount = scan.fileCount
             result.treeDigest = scan.digest
+            result.opaqueDirectories = scan.opaqueDirectories
             events.send(BuildEvent(.finished, layer: job.layerName, result: result))
             return 0
         } catch {

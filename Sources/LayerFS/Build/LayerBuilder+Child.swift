@@ -46,6 +46,7 @@ extension LayerBuilder {
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,
             specDigest: spec.digest, added: result.added, removed: result.removed, installed: result.installed,
             treeBytes: result.treeBytes, fileCount: result.fileCount, treeDigest: result.treeDigest,
+            opaqueDirectories: result.opaqueDirectories,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         try FileSystem.writeAtomically(try record.encoded(), to: buildDirectory + "/layer/layer.json")
         if try !store.commit(buildDirectory + "/layer", as: key) {

@@ -8,6 +8,8 @@ import Glibc
 struct TreeScan {
     private(set) var fileCount = 0
     private(set) var bytes: Int64 = 0
+    /// Directories marked opaque, relative to the tree ("/etc/foo"), in byte order.
+    private(set) var opaqueDirectories: [String] = []
     private var hasher = SHA256()
 
     static func scan(_ root: String) throws -> TreeScan {
@@ -37,7 +39,9 @@ struct TreeScan {
             break
         }
         for name in ExtendedAttributes.names(path).sorted() {
-            line += "\0\(name)=" + Digest.hex(ExtendedAttributes.value(path, name) ?? [])
+            let value = ExtendedAttributes.value(path, name) ?? []
+            line += "\0\(name)=" + Digest.hex(value)
+            if name == "trusted.overlay.opaque" && value == Array("y".utf8) { opaqueDirectories.append(relative) }
         }
         hasher.update(data: Data((line + "\n").utf8))
         if !relative.isEmpty { fileCount += 1 }

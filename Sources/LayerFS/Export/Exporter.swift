@@ -52,9 +52,10 @@ public struct Exporter: Sendable {
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
         let keys = try store.chain(key)
-        let top = try store.record(key)
-        let epoch = Self.epoch(default: top.sourceDateEpoch)
-        let tree = try StackMerge(trees: keys.map(store.tree), epoch: epoch).merge()
+        let records = try keys.map(store.record)
+        let epoch = Self.epoch(default: records.last?.sourceDateEpoch ?? 0)
+        let tree = try StackMerge(trees: keys.map(store.tree), epoch: epoch, opaqueDirectories: records.map(\.opaqueDirectories))
+            .merge()
         let total = tree.dataBytes
         var result = Result(
             format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,

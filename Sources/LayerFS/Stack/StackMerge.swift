@@ -9,13 +9,21 @@ import Glibc
 /// - a non-directory above a directory replaces it, and a directory above a non-directory does too.
 ///
 /// Hard links inside one tree stay hard links; `trusted.overlay.*` attributes are dropped.
+///
+/// Reading `trusted.*` attributes needs CAP_SYS_ADMIN, so a tree's opaque directories may be given
+/// as a list instead (the store records them when it builds a layer); with a list for every tree,
+/// the merge needs no privilege beyond reading the trees.
 public struct StackMerge: Sendable {
     public let trees: [String]
     public let epoch: Int64
+    /// For each tree, its opaque directories relative to it ("" for the root, "/etc/x" below it),
+    /// or nil to read `trusted.overlay.opaque` from the tree itself.
+    private let opaque: [Set<[UInt8]>?]
 
-    public init(trees: [String], epoch: Int64) {
+    public init(trees: [String], epoch: Int64, opaqueDirectories: [[String]?]? = nil) {
         self.trees = trees
         self.epoch = epoch
+        opaque = (opaqueDirectories ?? trees.map { _ in nil }).map { list in list.map { Set($0.map { Array($0.utf8) }) } }
     }
 
     /// One layer's copy of a directory that shows through in the merge.
@@ -33,6 +41,9 @@ public struct StackMerge: Sendable {
 
     public func merge() throws -> MergedTree {
         guard let top = trees.indices.last else { throw MergeError.emptyStack }
+        if geteuid() != 0, let unknown = trees.indices.first(where: { opaque[$0] == nil }) {
+            throw MergeError.needsPrivilege(trees[unknown])
+        }
         var entries: [MergedTree.Entry] = []
         var hardLinks: [HardLinkKey: Int] = [:]
 
@@ -90,7 +101,7 @@ public struct StackMerge: Sendable {
             try sys("read layer tree", trees[layer]) { lstat(trees[layer], &st) }
             guard (st.st_mode & S_IFMT) == S_IFDIR else { throw MergeError.notADirectory(trees[layer]) }
             result.append(Contribution(layer: layer, path: Array(trees[layer].utf8)))
-            if StackView.isOpaque(trees[layer]) { break }
+            if isOpaque(layer: layer, path: Array(trees[layer].utf8)) { break }
         }
         return result
     }
@@ -114,11 +125,15 @@ public struct StackMerge: Sendable {
         for candidate in stack {
             guard (candidate.st.st_mode & S_IFMT) == S_IFDIR else { break }
             result.append(Contribution(layer: candidate.layer, path: candidate.path))
-            if RawPath.with(candidate.path, { ExtendedAttributes.value($0, "trusted.overlay.opaque") }) == Array("y".utf8) {
-                break
-            }
+            if isOpaque(layer: candidate.layer, path: candidate.path) { break }
         }
         return result
+    }
+
+    /// Whether the directory at `path` in tree `layer` hides the trees below it.
+    private func isOpaque(layer: Int, path: [UInt8]) -> Bool {
+        if let list = opaque[layer] { return list.contains(Array(path.dropFirst(trees[layer].utf8.count))) }
+        return RawPath.with(path) { ExtendedAttributes.value($0, "trusted.overlay.opaque") } == Array("y".utf8)
     }
 
     private func makeEntry(name: [UInt8], parent: Int, candidate: Candidate) throws -> MergedTree.Entry {
@@ -195,12 +210,15 @@ public enum MergeError: Error, CustomStringConvertible, Sendable {
     case emptyStack
     case notADirectory(String)
     case unsupportedType(String)
+    case needsPrivilege(String)
 
     public var description: String {
         switch self {
         case .emptyStack: "the stack has no layers"
         case .notADirectory(let path): "layer tree \(path) is not a directory"
         case .unsupportedType(let path): "\(path): file type cannot be stored in an image"
+        case .needsPrivilege(let tree):
+            "layer tree \(tree) has no record of its opaque directories, and reading them from trusted.overlay.opaque needs root"
         }
     }
 }

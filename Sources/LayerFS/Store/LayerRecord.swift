@@ -23,6 +23,10 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     public var fileCount: Int
     /// sha256 over the tree's names, metadata and contents; equal trees have equal digests.
     public var treeDigest: String
+    /// Directories of the tree that hide everything below them (`trusted.overlay.opaque=y`),
+    /// relative to it. Recorded so the stack can be merged without the privilege of reading
+    /// trusted.* attributes; nil in records written before it was kept.
+    public var opaqueDirectories: [String]?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.

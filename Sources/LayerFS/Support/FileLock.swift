@@ -11,7 +11,12 @@ public final class FileLock {
     /// Opens (creating) `path` and waits for the lock.
     public init(path: String, mode: Mode) throws {
         self.path = path
-        fd = try sys("open lock", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+        var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        // A reader without write access to the store (an unprivileged export) still takes a shared
+        // lock: flock(2) works on a descriptor opened read-only.
+        if fd < 0 && mode == .shared && (errno == EACCES || errno == EROFS) { fd = open(path, O_RDONLY | O_CLOEXEC) }
+        if fd < 0 { throw SystemError("open lock", path) }
+        self.fd = fd
         let operation = mode == .shared ? LOCK_SH : LOCK_EX
         while flock(fd, operation) != 0 {
             if errno == EINTR { continue }
