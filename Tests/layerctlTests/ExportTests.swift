@@ -137,6 +137,39 @@ struct ExportTests {
         }
     }
 
+    @Test("A killed export leaves no block the cache would use, and the next export sweeps its pack away")
+    func killedExportAndCache() throws {
+        let store = try demoStore()
+        let out = try Harness.temporaryDirectory("images")
+        let arguments = ["export", "gaming", "--store", store, "--compression", "gzip:9", "--jobs", "1"]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.executable)
+        process.arguments = arguments + ["-o", out + "/killed"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        usleep(1_000_000)
+        #expect(process.isRunning, "the export finished before it could be killed")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        let blocks = store + "/cache/blocks"
+        let tag = try #require(try FileManager.default.contentsOfDirectory(atPath: blocks).first)
+        let left = try FileManager.default.contentsOfDirectory(atPath: blocks + "/" + tag)
+        #expect(left.count == 1 && left[0].hasSuffix(".pack"), "\(left)")
+
+        let finished = try Harness.run(arguments + ["-o", out + "/finished", "--json-result"])
+        #expect(finished.status == 0, "\(finished.stderr)")
+        // It reuses nothing of the killed export: its counts are those of an export into an empty cache.
+        let counts = { (text: String) in text.split(separator: ",").filter { $0.contains("cacheHits") || $0.contains("cacheMisses") } }
+        let now = try FileManager.default.contentsOfDirectory(atPath: blocks + "/" + tag)
+        #expect(!now.contains(left[0]), "the killed export's pack is still there")
+        #expect(now.filter { $0.hasSuffix(".index") }.count == 1, "\(now)")
+        #expect(try Harness.run(["gc", "--blocks", "--store", store]).status == 0)
+        let fresh = try Harness.run(arguments + ["-o", out + "/fresh", "--json-result"])
+        #expect(fresh.status == 0 && counts(fresh.stdout) == counts(finished.stdout), "\(fresh.stdout) vs \(finished.stdout)")
+        #expect(bytes(out + "/finished") == bytes(out + "/fresh"))
+    }
+
     @Test("The dir and tar formats hold the same tree as the kernel's overlay of the stack")
     func directoryAndTar() throws {
         let stack = try CraftedStack("formats")

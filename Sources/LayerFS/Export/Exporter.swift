@@ -73,6 +73,7 @@ public struct Exporter: Sendable {
                                      let prefix = String(name.prefix { $0 != "." })
                                      skipped[prefix, default: (0, RawPath.string(source))].count += 1
                                  })
+                try writer.publishCache()
                 result.bytesOut = writer.size
                 (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
             }

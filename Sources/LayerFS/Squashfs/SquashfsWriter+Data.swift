@@ -50,9 +50,9 @@ extension SquashfsWriter {
     /// later fragment block and defeat the block cache. The writer therefore closes the current
     /// fragment block after files whose path hash marks a boundary, once at least this many tail
     /// bytes were packed since the last one: a change then touches only the fragment blocks between
-    /// two boundaries, a little over 1 MiB of tails. Closing waits for the blocks in flight, which is
+    /// two boundaries, a little over 4 MiB of tails. Closing waits for the blocks in flight, which is
     /// why boundaries are not more frequent.
-    static let minimumFragmentRun: UInt64 = 1 << 20
+    static let minimumFragmentRun: UInt64 = 4 << 20
 
     /// True for about one path in eight, decided by the path alone (FNV-1a).
     static func isFragmentBoundary(_ path: [UInt8]) -> Bool {

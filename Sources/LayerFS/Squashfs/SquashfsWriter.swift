@@ -87,6 +87,9 @@ final class SquashfsWriter {
 
     var size: UInt64 { file.pointee.get_size(file) }
 
+    /// Lets later exports reuse the blocks this one compressed; call after `write` succeeded.
+    func publishCache() throws { try cache?.publish() }
+
     /// Writes the whole image. Attributes squashfs cannot hold (`system.*`, such as POSIX ACLs) are
     /// left out and reported to `skippedAttribute` with the path that carried them.
     func write(_ tree: MergedTree, progress: (Progress) -> Void, skippedAttribute: (String, [UInt8]) -> Void) throws {

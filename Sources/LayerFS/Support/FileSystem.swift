@@ -22,6 +22,11 @@ enum FileSystem {
         _ = chmod(path, mode)
     }
 
+    /// The bytes of the file at `path`, or nil when it cannot be read.
+    static func contents(_ path: String) -> [UInt8]? {
+        FileManager.default.contents(atPath: path).map { Array($0) }
+    }
+
     /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
     static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let temporary = path + ".tmp-\(getpid())"
