@@ -60,11 +60,8 @@ public struct StackMerge: Sendable {
             queue[head].contributions = []
             head += 1
 
-            let candidates = try gather(contributions)
-            let names = candidates.keys.sorted { $0.lexicographicallyPrecedes($1) }
             let first = entries.count
-            for name in names {
-                let stack = candidates[name]!
+            for (name, stack) in try gather(contributions) {
                 let winner = stack[0]
                 if StackView.isWhiteout(winner.st) { continue }
                 var entry = try makeEntry(name: name, parent: directory, candidate: winner)
@@ -106,8 +103,17 @@ public struct StackMerge: Sendable {
         return result
     }
 
-    /// Every name in the contributing copies of a directory, with each layer's entry, top first.
-    private func gather(_ contributions: [Contribution]) throws -> [[UInt8]: [Candidate]] {
+    /// Every name in the contributing copies of a directory, in byte order, with each layer's
+    /// entry for it, top first.
+    private func gather(_ contributions: [Contribution]) throws -> [([UInt8], [Candidate])] {
+        if contributions.count == 1, let only = contributions.first {
+            // Most directories exist in one layer only: no names to match up.
+            var list: [([UInt8], [Candidate])] = []
+            try forEachEntry(in: only.path) { name, st in
+                list.append((name, [Candidate(layer: only.layer, path: RawPath.join(only.path, name), st: st)]))
+            }
+            return list.sorted { $0.0.lexicographicallyPrecedes($1.0) }
+        }
         var candidates: [[UInt8]: [Candidate]] = [:]
         for contribution in contributions {
             try forEachEntry(in: contribution.path) { name, st in
@@ -115,7 +121,7 @@ public struct StackMerge: Sendable {
                 candidates[name, default: []].append(candidate)
             }
         }
-        return candidates
+        return candidates.sorted { $0.key.lexicographicallyPrecedes($1.key) }.map { ($0.key, $0.value) }
     }
 
     /// The copies of a directory that show through: from the winner down, until an opaque copy,
