@@ -5,11 +5,12 @@ import LayerFS
 extension LayerCtl {
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Writes a built layer, merged with the layers below it, as a squashfs image, a tarball or a directory.",
+            abstract: "Writes a built layer and those below it as one squashfs image.",
             discussion: """
+                With --format tar or dir, the same merge is written as a pax tarball or a directory instead. \
                 The layers are merged with overlayfs's rules in user space: the topmost entry of a name wins, \
-                whiteouts and opaque directories hide what is below them. The image is written under a temporary \
-                name and moved to OUTPUT only when it is complete, so OUTPUT holds either the previous image or the \
+                whiteouts and opaque directories hide what is below them. The image is written to a temporary \
+                file and moved to OUTPUT only when it is complete, so OUTPUT holds either the previous image or the \
                 new one. The same layers and options always give the same bytes.
                 """)
 
