@@ -48,7 +48,7 @@ public struct Exporter: Sendable {
     /// such as attributes the format cannot hold.
     public func export(_ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
                        warning: (String) -> Void = { _ in }) throws -> Result {
-        let started = Clock.now()
+        let started = MonotonicClock.seconds()
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
         let keys = try store.chain(key)
@@ -64,10 +64,11 @@ public struct Exporter: Sendable {
         case .squashfs:
             let output = try ImageOutput(path: request.output)
             var skipped: [String: (count: Int, first: String)] = [:]
-            do {
+            do {  // the writer closes its own handle on the file before the image is committed
                 let writer = try SquashfsWriter(
                     output: output.writePath, options: request.options,
                     cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil)
+                if let reason = writer.cacheUnavailable { warning("exporting without the block cache: \(reason)") }
                 try writer.write(tree, progress: { progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total)) },
                                  skippedAttribute: { name, source in
                                      let prefix = String(name.prefix { $0 != "." })
@@ -93,7 +94,7 @@ public struct Exporter: Sendable {
             try DirectoryWriter(path: request.output).write(tree) { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total)) }
             result.bytesOut = total
         }
-        result.seconds = Clock.now() - started
+        result.seconds = MonotonicClock.seconds() - started
         return result
     }
 
@@ -104,8 +105,9 @@ public struct Exporter: Sendable {
     }
 }
 
-enum Clock {
-    static func now() -> Double {
+/// Seconds on CLOCK_MONOTONIC, for durations.
+enum MonotonicClock {
+    static func seconds() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9

@@ -18,6 +18,9 @@ final class SquashfsWriter {
     /// What the block processor compresses with: the compressor itself, or one that asks `cache`.
     let dataCompressor: UnsafeMutablePointer<sqfs_compressor_t>
     private let cache: BlockCache?
+    /// Why the block cache could not be used, when it could not (for instance, a store the user
+    /// may read but not write). The image is the same without it, only slower to make.
+    private(set) var cacheUnavailable: String?
     var superblock = sqfs_super_t()
 
     /// Opens `output` (truncating it) and prepares a compressor for `options`. With `cacheRoot`,
@@ -38,6 +41,7 @@ final class SquashfsWriter {
         }
         var cache: BlockCache?
         var dataCompressor = compressor
+        var cacheUnavailable: String?
         if let cacheRoot {
             do {
                 let blockCache = try BlockCache(root: cacheRoot, options: options, compressor: compressor)
@@ -46,6 +50,8 @@ final class SquashfsWriter {
                     cache = blockCache
                     dataCompressor = caching
                 }
+            } catch let error as SystemError where error.errno == EACCES || error.errno == EROFS || error.errno == EPERM {
+                cacheUnavailable = "\(error)"
             } catch {
                 sqfs_destroy(decompressor)
                 sqfs_destroy(compressor)
@@ -64,6 +70,7 @@ final class SquashfsWriter {
         self.decompressor = decompressor
         self.dataCompressor = dataCompressor
         self.cache = cache
+        self.cacheUnavailable = cacheUnavailable
     }
 
     deinit {
