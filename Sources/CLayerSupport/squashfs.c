@@ -3,53 +3,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct lc_caching_compressor {
+struct lc_hooked_compressor {
     sqfs_compressor_t base;
     sqfs_compressor_t *inner;
-    lc_block_cache_hooks hooks;
+    lc_compressor_hooks hooks;
 };
 
-static void caching_destroy(sqfs_object_t *object) {
-    struct lc_caching_compressor *self = (struct lc_caching_compressor *)object;
+static void hooked_destroy(sqfs_object_t *object) {
+    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)object;
     sqfs_destroy(self->inner);
     free(self);
 }
 
-static sqfs_object_t *caching_copy(const sqfs_object_t *object) {
-    const struct lc_caching_compressor *self = (const struct lc_caching_compressor *)object;
-    return (sqfs_object_t *)lc_caching_compressor_create(self->inner, &self->hooks);
+static sqfs_object_t *hooked_copy(const sqfs_object_t *object) {
+    const struct lc_hooked_compressor *self = (const struct lc_hooked_compressor *)object;
+    return (sqfs_object_t *)lc_hooked_compressor_create(self->inner, &self->hooks);
 }
 
-static void caching_get_configuration(const sqfs_compressor_t *cmp, sqfs_compressor_config_t *cfg) {
-    const struct lc_caching_compressor *self = (const struct lc_caching_compressor *)cmp;
+static void hooked_get_configuration(const sqfs_compressor_t *cmp, sqfs_compressor_config_t *cfg) {
+    const struct lc_hooked_compressor *self = (const struct lc_hooked_compressor *)cmp;
     self->inner->get_configuration(self->inner, cfg);
 }
 
-static int caching_write_options(sqfs_compressor_t *cmp, sqfs_file_t *file) {
-    struct lc_caching_compressor *self = (struct lc_caching_compressor *)cmp;
+static int hooked_write_options(sqfs_compressor_t *cmp, sqfs_file_t *file) {
+    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)cmp;
     return self->inner->write_options(self->inner, file);
 }
 
-static int caching_read_options(sqfs_compressor_t *cmp, sqfs_file_t *file) {
-    struct lc_caching_compressor *self = (struct lc_caching_compressor *)cmp;
+static int hooked_read_options(sqfs_compressor_t *cmp, sqfs_file_t *file) {
+    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)cmp;
     return self->inner->read_options(self->inner, file);
 }
 
-static sqfs_s32 caching_do_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out,
+static sqfs_s32 hooked_do_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out,
                                  sqfs_u32 outsize) {
-    struct lc_caching_compressor *self = (struct lc_caching_compressor *)cmp;
+    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)cmp;
     sqfs_u8 key[32];
-    long cached = self->hooks.lookup(self->hooks.context, in, size, out, outsize, key);
-    if (cached >= 0)
-        return (sqfs_s32)cached;
-    sqfs_s32 result = self->inner->do_block(self->inner, in, size, out, outsize);
-    if (result >= 0)
-        self->hooks.store(self->hooks.context, key, out, result);
+    sqfs_s32 result = -1;
+    if (self->hooks.lookup != NULL)
+        result = (sqfs_s32)self->hooks.lookup(self->hooks.context, in, size, out, outsize, key);
+    if (result < 0) {
+        result = self->inner->do_block(self->inner, in, size, out, outsize);
+        if (result >= 0 && self->hooks.store != NULL)
+            self->hooks.store(self->hooks.context, key, out, result);
+    }
+    if (result >= 0 && self->hooks.account != NULL)
+        self->hooks.account(self->hooks.context, size, result);
     return result;
 }
 
-sqfs_compressor_t *lc_caching_compressor_create(const sqfs_compressor_t *inner, const lc_block_cache_hooks *hooks) {
-    struct lc_caching_compressor *self = calloc(1, sizeof(*self));
+sqfs_compressor_t *lc_hooked_compressor_create(const sqfs_compressor_t *inner, const lc_compressor_hooks *hooks) {
+    struct lc_hooked_compressor *self = calloc(1, sizeof(*self));
     if (self == NULL)
         return NULL;
     self->inner = sqfs_copy(inner);
@@ -58,12 +62,12 @@ sqfs_compressor_t *lc_caching_compressor_create(const sqfs_compressor_t *inner, 
         return NULL;
     }
     self->hooks = *hooks;
-    self->base.base.destroy = caching_destroy;
-    self->base.base.copy = caching_copy;
-    self->base.get_configuration = caching_get_configuration;
-    self->base.write_options = caching_write_options;
-    self->base.read_options = caching_read_options;
-    self->base.do_block = caching_do_block;
+    self->base.base.destroy = hooked_destroy;
+    self->base.base.copy = hooked_copy;
+    self->base.get_configuration = hooked_get_configuration;
+    self->base.write_options = hooked_write_options;
+    self->base.read_options = hooked_read_options;
+    self->base.do_block = hooked_do_block;
     return &self->base;
 }
 

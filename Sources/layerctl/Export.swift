@@ -107,7 +107,7 @@ final class ExportReporter: @unchecked Sendable {
         text += "\(formatBytes(Int64(progress.bytesIn))) / \(formatBytes(Int64(progress.totalIn))) in"
         if progress.bytesOut > 0 {
             text += ", \(formatBytes(Int64(progress.bytesOut))) out"
-            if progress.bytesIn > 0 { text += String(format: ", ratio %.2f", Double(progress.bytesOut) / Double(progress.bytesIn)) }
+            if let ratio = progress.ratio { text += String(format: ", ratio %.2f", ratio) }
         }
         text += String(format: ", %.0f s left", eta)
         FileHandle.standardError.write(Data(("\r" + text.padding(toLength: 100, withPad: " ", startingAt: 0)).utf8))

@@ -13,8 +13,11 @@ final class CraftedStack {
 
     init(_ name: String) throws {
         store = try Harness.temporaryDirectory("crafted-\(name)")
+        // Explicit modes: libarchive reads the umask by setting it to 0 for a moment, and other suites
+        // extract packages with it in this process, so the umask cannot be trusted here.
         for folder in ["layers", "refs", "tmp", "locks", "cache"] {
-            try FileManager.default.createDirectory(atPath: store + "/" + folder, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: store + "/" + folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         }
     }
 
@@ -27,7 +30,8 @@ final class CraftedStack {
     func layer(_ name: String, recordOpaque: Bool = false, _ fill: (Tree) throws -> Void) throws -> String {
         let key = (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
         let directory = store + "/layers/" + key
-        try FileManager.default.createDirectory(atPath: directory + "/tree", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory + "/tree", withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o755])
         let tree = Tree(root: directory + "/tree")
         try fill(tree)
         try tree.finish()

@@ -35,24 +35,27 @@ int lc_unshare_build_namespaces(int isolate_network);
 /// own absolute symlinks must never lead a write onto the host, and glibc has no openat2 wrapper.
 int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode);
 
-/// What a caching compressor asks of the block cache. Both functions are called from
-/// libsquashfs's worker threads at once, so they must be thread-safe.
-typedef struct lc_block_cache_hooks {
+/// What a hooked compressor asks before and tells after each block. The functions are called from
+/// libsquashfs's worker threads at once, so they must be thread-safe; any of them may be NULL.
+typedef struct lc_compressor_hooks {
     void *context;
-    /// Looks up the uncompressed block `in`. On a hit, copies the cached result to `out` and returns
-    /// its size (0 meaning "stored uncompressed"); on a miss returns -1. Either way writes the
-    /// block's 32-byte cache key to `key`.
+    /// Looks up the uncompressed block `in` in a cache. On a hit, copies the cached result to `out`
+    /// and returns its size (0 meaning "stored uncompressed"); on a miss returns -1. Either way
+    /// writes the block's 32-byte cache key to `key`.
     long (*lookup)(void *context, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out, sqfs_u32 outsize,
                    sqfs_u8 *key);
     /// Records what the real compressor returned for the block with cache key `key`.
     void (*store)(void *context, const sqfs_u8 *key, const sqfs_u8 *out, sqfs_s32 result);
-} lc_block_cache_hooks;
+    /// Counts a finished block: `size` bytes in, `result` bytes out (0: stored as it is).
+    void (*account)(void *context, sqfs_u32 size, sqfs_s32 result);
+} lc_compressor_hooks;
 
 /// Wraps a copy of `inner` in a compressor that asks `hooks` before compressing a block and tells
 /// it every result. Exists because libsquashfs's block processor takes an `sqfs_compressor_t`, a C
 /// struct of function pointers that it copies once per worker thread; wrapping the compressor keeps
-/// that worker pipeline as it is while no block is compressed twice. Returns NULL on failure.
-sqfs_compressor_t *lc_caching_compressor_create(const sqfs_compressor_t *inner, const lc_block_cache_hooks *hooks);
+/// that worker pipeline as it is while no block is compressed twice, and counts what the workers
+/// have done. Returns NULL on failure.
+sqfs_compressor_t *lc_hooked_compressor_create(const sqfs_compressor_t *inner, const lc_compressor_hooks *hooks);
 
 /// Allocates an inode of `type` (socket, fifo, device or symlink) with its link count, device
 /// number and symlink target set. Exists because the symlink target lives in the inode's flexible

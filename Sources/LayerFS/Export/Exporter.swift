@@ -26,6 +26,8 @@ public struct Exporter: Sendable {
         public var bytesOut: UInt64
         /// All the file data the export will read.
         public var totalIn: UInt64
+        /// Compressed bytes per byte of file data, over the blocks finished so far.
+        public var ratio: Double?
     }
 
     public struct Result: Sendable, Codable {
@@ -69,7 +71,9 @@ public struct Exporter: Sendable {
                     output: output.writePath, options: request.options,
                     cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil)
                 if let reason = writer.cacheUnavailable { warning("exporting without the block cache: \(reason)") }
-                try writer.write(tree, progress: { progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total)) },
+                try writer.write(tree, progress: {
+                    progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
+                },
                                  skippedAttribute: { name, source in
                                      let prefix = String(name.prefix { $0 != "." })
                                      skipped[prefix, default: (0, RawPath.string(source))].count += 1
@@ -85,13 +89,13 @@ public struct Exporter: Sendable {
         case .tar:
             let output = try ImageOutput(path: request.output)
             let writer = try TarWriter(fd: output.fd, path: request.output)
-            result.bytesOut = try writer.write(tree) { progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total)) }
+            result.bytesOut = try writer.write(tree) { progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil)) }
             try output.commit()
             if let first = writer.skippedSockets.first {
                 warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
             }
         case .dir:
-            try DirectoryWriter(path: request.output).write(tree) { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total)) }
+            try DirectoryWriter(path: request.output).write(tree) { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil)) }
             result.bytesOut = total
         }
         result.seconds = MonotonicClock.seconds() - started

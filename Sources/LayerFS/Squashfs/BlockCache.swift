@@ -138,21 +138,8 @@ final class BlockCache: @unchecked Sendable {
         published = true
     }
 
-    /// The hooks a caching compressor calls; valid while this cache lives.
-    var hooks: lc_block_cache_hooks {
-        lc_block_cache_hooks(
-            context: Unmanaged.passUnretained(self).toOpaque(),
-            lookup: { context, input, size, output, outputSize, key in
-                let cache = Unmanaged<BlockCache>.fromOpaque(context!).takeUnretainedValue()
-                return cache.lookup(UnsafeRawBufferPointer(start: input, count: Int(size)), output!, Int(outputSize), key!)
-            },
-            store: { context, key, output, result in
-                let cache = Unmanaged<BlockCache>.fromOpaque(context!).takeUnretainedValue()
-                cache.store(key!, UnsafeRawBufferPointer(start: output, count: Int(max(result, 0))))
-            })
-    }
-
-    private func lookup(_ block: UnsafeRawBufferPointer, _ output: UnsafeMutablePointer<UInt8>, _ capacity: Int,
+    /// Looks up a block; on a hit copies its compressed bytes to `output` and returns their count.
+    func lookup(_ block: UnsafeRawBufferPointer, _ output: UnsafeMutablePointer<UInt8>, _ capacity: Int,
                         _ keyBytes: UnsafeMutablePointer<UInt8>) -> Int {
         var hasher = SHA256()
         hasher.update(data: tag)
@@ -173,7 +160,8 @@ final class BlockCache: @unchecked Sendable {
         return length
     }
 
-    private func store(_ keyBytes: UnsafePointer<UInt8>, _ result: UnsafeRawBufferPointer) {
+    /// Remembers what the compressor made of the block whose key is `keyBytes`.
+    func store(_ keyBytes: UnsafePointer<UInt8>, _ result: UnsafeRawBufferPointer) {
         let key = Key(keyBytes)
         let offset = end.add(result.count, ordering: .relaxed).newValue - result.count
         if result.count > 0 && pwrite(pack, result.baseAddress, result.count, off_t(offset)) != result.count { return }

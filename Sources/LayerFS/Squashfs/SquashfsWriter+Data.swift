@@ -105,7 +105,7 @@ extension SquashfsWriter {
             }
             if bytesIn - reported >= 4 << 20 {
                 reported = bytesIn
-                progress(Progress(bytesIn: bytesIn, bytesOut: size))
+                progress(Progress(bytesIn: bytesIn, bytesOut: size, ratio: compressionRatio))
             }
         }
     }

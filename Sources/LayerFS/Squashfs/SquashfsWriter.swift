@@ -15,9 +15,10 @@ final class SquashfsWriter {
     let file: UnsafeMutablePointer<sqfs_file_t>
     let compressor: UnsafeMutablePointer<sqfs_compressor_t>
     let decompressor: UnsafeMutablePointer<sqfs_compressor_t>
-    /// What the block processor compresses with: the compressor itself, or one that asks `cache`.
+    /// What the block processor compresses with: the compressor wrapped with `hooks`.
     let dataCompressor: UnsafeMutablePointer<sqfs_compressor_t>
-    private let cache: BlockCache?
+    private let hooks: CompressionHooks
+    private var cache: BlockCache? { hooks.cache }
     /// Why the block cache could not be used, when it could not (for instance, a store the user
     /// may read but not write). The image is the same without it, only slower to make.
     private(set) var cacheUnavailable: String?
@@ -40,16 +41,10 @@ final class SquashfsWriter {
             throw SquashfsError("create the \(options.compressor.rawValue) decompressor", status)
         }
         var cache: BlockCache?
-        var dataCompressor = compressor
         var cacheUnavailable: String?
         if let cacheRoot {
             do {
-                let blockCache = try BlockCache(root: cacheRoot, options: options, compressor: compressor)
-                var hooks = blockCache.hooks
-                if let caching = lc_caching_compressor_create(compressor, &hooks) {
-                    cache = blockCache
-                    dataCompressor = caching
-                }
+                cache = try BlockCache(root: cacheRoot, options: options, compressor: compressor)
             } catch let error as SystemError where error.errno == EACCES || error.errno == EROFS || error.errno == EPERM {
                 cacheUnavailable = "\(error)"
             } catch {
@@ -58,9 +53,16 @@ final class SquashfsWriter {
                 throw error
             }
         }
+        let hooks = CompressionHooks(cache: cache)
+        var table = hooks.hooks
+        guard let dataCompressor = lc_hooked_compressor_create(compressor, &table) else {
+            sqfs_destroy(decompressor)
+            sqfs_destroy(compressor)
+            throw SquashfsError("create the compression workers' compressor", SQFS_ERROR_ALLOC.rawValue)
+        }
         guard let file = sqfs_open_file(output, UInt32(SQFS_FILE_OPEN_OVERWRITE.rawValue)) else {
             let error = SystemError("create image", output)
-            if dataCompressor != compressor { sqfs_destroy(dataCompressor) }
+            sqfs_destroy(dataCompressor)
             sqfs_destroy(decompressor)
             sqfs_destroy(compressor)
             throw error
@@ -69,13 +71,13 @@ final class SquashfsWriter {
         self.compressor = compressor
         self.decompressor = decompressor
         self.dataCompressor = dataCompressor
-        self.cache = cache
+        self.hooks = hooks
         self.cacheUnavailable = cacheUnavailable
     }
 
     deinit {
         sqfs_destroy(file)
-        if dataCompressor != compressor { sqfs_destroy(dataCompressor) }
+        sqfs_destroy(dataCompressor)
         sqfs_destroy(decompressor)
         sqfs_destroy(compressor)
     }
@@ -84,6 +86,8 @@ final class SquashfsWriter {
     public struct Progress: Sendable {
         public var bytesIn: UInt64
         public var bytesOut: UInt64
+        /// Compressed bytes per uncompressed byte of the blocks the workers finished so far.
+        public var ratio: Double?
     }
 
     /// Block-cache hits and misses of this image (both zero without a cache).
@@ -93,6 +97,9 @@ final class SquashfsWriter {
     }
 
     var size: UInt64 { file.pointee.get_size(file) }
+
+    /// The compression ratio of the data blocks finished so far.
+    var compressionRatio: Double? { hooks.ratio }
 
     /// Lets later exports reuse the blocks this one compressed; call after `write` succeeded.
     func publishCache() throws { try cache?.publish() }
@@ -118,6 +125,6 @@ final class SquashfsWriter {
         let fragments = try writeData(tree, into: inodes, progress: progress)
         defer { sqfsDestroy(fragments) }
         try writeMetadata(tree, inodes: inodes, fragments: fragments, skippedAttribute: skippedAttribute)
-        progress(Progress(bytesIn: tree.dataBytes, bytesOut: size))
+        progress(Progress(bytesIn: tree.dataBytes, bytesOut: size, ratio: hooks.ratio))
     }
 }
