@@ -68,6 +68,14 @@ struct ExportTests {
         defer { KernelMount.unmount(mounted) }
         #expect(try String(contentsOfFile: mounted + "/etc/greeting", encoding: .utf8) == "hello from gaming\n")
         #expect(!FileManager.default.fileExists(atPath: mounted + "/usr/bin/nano"))
+
+        // A build that fails leaves the last good image in place.
+        let good = bytes(out + "/built.squashfs")
+        try Harness.edit(layers + "/gaming.yaml") { $0 + "  - exit 7\n" }
+        let failed = try Harness.run(["build", layers + "/gaming.yaml", "--store", store, "-o", out + "/built.squashfs"])
+        #expect(failed.status == 3, "\(failed.stderr)")
+        #expect(bytes(out + "/built.squashfs") == good)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["built.squashfs", "exported.squashfs"])
     }
 
     @Test("A re-export after a change to the top layer reuses the cache and equals a cold export")
