@@ -25,6 +25,20 @@ struct ExportTests {
 
     func bytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
 
+    /// Runs layerctl with `arguments` and sends it SIGKILL after `microseconds`, while it still runs.
+    func killed(_ arguments: [String], after microseconds: UInt32, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.executable)
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        usleep(microseconds)
+        #expect(process.isRunning, "the export finished before it could be killed", sourceLocation: sourceLocation)
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
     @Test("The same stack gives the same bytes at 1 and 2 workers, on every run, in any store, under any umask")
     func reproducible() throws {
         let first = try demoStore("store-one")
@@ -128,17 +142,8 @@ struct ExportTests {
             let target = out + (existing ? "/existing.squashfs" : "/new.squashfs")
             if existing { _ = try export("gaming", store: store, to: target, ["--compression", "lz4"]) }
             let before = bytes(target)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Harness.executable)
-            process.arguments = ["export", "gaming", "--store", store, "-o", target, "--compression", "xz:9",
-                                 "--jobs", "1", "--no-block-cache"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            usleep(1_500_000)
-            #expect(process.isRunning, "the export finished before it could be killed")
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            try killed(["export", "gaming", "--store", store, "-o", target, "--compression", "xz:9", "--jobs", "1",
+                        "--no-block-cache"], after: 1_500_000)
             #expect(bytes(target) == before, existing ? "the older image changed" : "a file appeared at the output path")
             let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
             #expect(names == (existing ? ["existing.squashfs"] : []), "left behind: \(names)")
@@ -150,16 +155,7 @@ struct ExportTests {
         let store = try demoStore()
         let out = try Harness.temporaryDirectory("images")
         let arguments = ["export", "gaming", "--store", store, "--compression", "gzip:9", "--jobs", "1"]
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.executable)
-        process.arguments = arguments + ["-o", out + "/killed"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        usleep(1_000_000)
-        #expect(process.isRunning, "the export finished before it could be killed")
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        try killed(arguments + ["-o", out + "/killed"], after: 1_000_000)
         let blocks = store + "/cache/blocks"
         let tag = try #require(try FileManager.default.contentsOfDirectory(atPath: blocks).first)
         let left = try FileManager.default.contentsOfDirectory(atPath: blocks + "/" + tag)
