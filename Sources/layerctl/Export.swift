@@ -72,7 +72,8 @@ struct ImageArguments: ParsableArguments {
             format: Exporter.Format(rawValue: format) ?? .squashfs, output: output, options: options,
             useBlockCache: !noBlockCache)
         let reporter = ExportReporter()
-        let result = try Exporter(store: store).export(key, request, progress: reporter.progress, warning: reporter.warning)
+        let result = try Exporter(store: store).export(
+            key, request, progress: reporter.progress, warning: reporter.warning)
         reporter.finish()
         if jsonResult {
             let encoder = JSONEncoder()
@@ -84,7 +85,9 @@ struct ImageArguments: ParsableArguments {
         if request.format == .squashfs {
             line += " from \(formatBytes(Int64(result.bytesIn))) of file data in \(result.entries) entries"
             line += ", \(options.compressionName), \(String(format: "%.2f", result.seconds)) s"
-            if request.useBlockCache { line += ", \(result.cacheMisses) blocks compressed, \(result.cacheHits) from cache" }
+            if request.useBlockCache {
+                line += ", \(result.cacheMisses) blocks compressed, \(result.cacheHits) from cache"
+            }
         }
         print(line)
     }

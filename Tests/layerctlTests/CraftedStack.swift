@@ -30,8 +30,9 @@ final class CraftedStack {
     func layer(_ name: String, recordOpaque: Bool = false, _ fill: (Tree) throws -> Void) throws -> String {
         let key = (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
         let directory = store + "/layers/" + key
-        try FileManager.default.createDirectory(atPath: directory + "/tree", withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(
+            atPath: directory + "/tree", withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o755])
         let tree = Tree(root: directory + "/tree")
         try fill(tree)
         try tree.finish()
@@ -63,13 +64,17 @@ final class CraftedStack {
 
         func full(_ path: [UInt8]) -> [UInt8] { Array(root.utf8) + [UInt8(ascii: "/")] + path }
 
-        func file(_ path: String, _ content: String = "", mode: mode_t = 0o644, owner: (uid_t, gid_t) = (0, 0),
-                  mtime: Int64 = 1_600_000_000) throws {
+        func file(
+            _ path: String, _ content: String = "", mode: mode_t = 0o644, owner: (uid_t, gid_t) = (0, 0),
+            mtime: Int64 = 1_600_000_000
+        ) throws {
             try file(Array(path.utf8), Array(content.utf8), mode: mode, owner: owner, mtime: mtime)
         }
 
-        func file(_ path: [UInt8], _ content: [UInt8], mode: mode_t = 0o644, owner: (uid_t, gid_t) = (0, 0),
-                  mtime: Int64 = 1_600_000_000) throws {
+        func file(
+            _ path: [UInt8], _ content: [UInt8], mode: mode_t = 0o644, owner: (uid_t, gid_t) = (0, 0),
+            mtime: Int64 = 1_600_000_000
+        ) throws {
             let target = full(path)
             let fd = withC(target) { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o600) }
             guard fd >= 0 else { throw SystemError("create", String(decoding: target, as: UTF8.self)) }
@@ -89,13 +94,19 @@ final class CraftedStack {
             try finishEntry(target, mode: 0o644, owner: (0, 0), mtime: 1_600_000_000)
         }
 
-        func directory(_ path: String, mode: mode_t = 0o755, owner: (uid_t, gid_t) = (0, 0), mtime: Int64 = 1_600_000_000) throws {
+        func directory(
+            _ path: String, mode: mode_t = 0o755, owner: (uid_t, gid_t) = (0, 0), mtime: Int64 = 1_600_000_000
+        ) throws {
             try directory(Array(path.utf8), mode: mode, owner: owner, mtime: mtime)
         }
 
-        func directory(_ path: [UInt8], mode: mode_t = 0o755, owner: (uid_t, gid_t) = (0, 0), mtime: Int64 = 1_600_000_000) throws {
+        func directory(
+            _ path: [UInt8], mode: mode_t = 0o755, owner: (uid_t, gid_t) = (0, 0), mtime: Int64 = 1_600_000_000
+        ) throws {
             let target = full(path)
-            guard withC(target, { mkdir($0, 0o700) }) == 0 else { throw SystemError("mkdir", String(decoding: target, as: UTF8.self)) }
+            guard withC(target, { mkdir($0, 0o700) }) == 0 else {
+                throw SystemError("mkdir", String(decoding: target, as: UTF8.self))
+            }
             try finishEntry(target, mode: mode, owner: owner, mtime: nil)
             directories.append((target, mtime))
         }
@@ -116,13 +127,17 @@ final class CraftedStack {
         }
 
         func opaque(_ path: String) throws {
-            guard lsetxattr(root + "/" + path, "trusted.overlay.opaque", "y", 1, 0) == 0 else { throw SystemError("opaque", path) }
+            guard lsetxattr(root + "/" + path, "trusted.overlay.opaque", "y", 1, 0) == 0 else {
+                throw SystemError("opaque", path)
+            }
             opaqueDirectories.append("/" + path)
         }
 
         func device(_ path: String, character: Bool, major: UInt32, minor: UInt32, mode: mode_t = 0o660) throws {
             let rdev = Device.make(major, minor)
-            guard mknod(root + "/" + path, (character ? S_IFCHR : S_IFBLK) | 0o600, rdev) == 0 else { throw SystemError("mknod", path) }
+            guard mknod(root + "/" + path, (character ? S_IFCHR : S_IFBLK) | 0o600, rdev) == 0 else {
+                throw SystemError("mknod", path)
+            }
             try finishEntry(full(Array(path.utf8)), mode: mode, owner: (0, 6), mtime: 1_600_000_000)
         }
 
@@ -138,7 +153,9 @@ final class CraftedStack {
         }
 
         func xattr(_ path: String, _ name: String, _ value: [UInt8]) throws {
-            guard lsetxattr(root + "/" + path, name, value, value.count, 0) == 0 else { throw SystemError("set \(name) on", path) }
+            guard lsetxattr(root + "/" + path, name, value, value.count, 0) == 0 else {
+                throw SystemError("set \(name) on", path)
+            }
         }
 
         private func finishEntry(_ path: [UInt8], mode: mode_t?, owner: (uid_t, gid_t), mtime: Int64?) throws {
@@ -147,7 +164,9 @@ final class CraftedStack {
                 if let mode, chmod(p, mode) != 0 { throw SystemError("chmod", String(cString: p)) }
                 if let mtime {
                     var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
-                    guard utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) == 0 else { throw SystemError("utimensat", String(cString: p)) }
+                    guard utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) == 0 else {
+                        throw SystemError("utimensat", String(cString: p))
+                    }
                 }
             }
         }
@@ -157,7 +176,9 @@ final class CraftedStack {
             for (path, mtime) in directories.reversed() {
                 try withC(path) { p in
                     var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
-                    guard utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) == 0 else { throw SystemError("utimensat", String(cString: p)) }
+                    guard utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) == 0 else {
+                        throw SystemError("utimensat", String(cString: p))
+                    }
                 }
             }
             var times = [timespec(tv_sec: 1_600_000_000, tv_nsec: 0), timespec(tv_sec: 1_600_000_000, tv_nsec: 0)]
@@ -173,7 +194,8 @@ func withC<T>(_ path: [UInt8], _ body: (UnsafePointer<CChar>) throws -> T) rethr
 /// glibc's device number encoding (makedev, major, minor are macros Swift cannot see).
 enum Device {
     static func make(_ major: UInt32, _ minor: UInt32) -> dev_t {
-        let major = UInt64(major), minor = UInt64(minor)
+        let major = UInt64(major)
+        let minor = UInt64(minor)
         return dev_t(((major & 0xfff) << 8) | (minor & 0xff) | ((major & ~0xfff) << 32) | ((minor & ~0xff) << 12))
     }
 

@@ -16,8 +16,10 @@ struct ExportTests {
         return store
     }
 
-    func export(_ layer: String, store: String, to output: String, _ extra: [String] = [],
-                sourceLocation: SourceLocation = #_sourceLocation) throws -> Harness.Result {
+    func export(
+        _ layer: String, store: String, to output: String, _ extra: [String] = [],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Harness.Result {
         let result = try Harness.run(["export", layer, "--store", store, "-o", output] + extra)
         #expect(result.status == 0, "\(result.stderr)", sourceLocation: sourceLocation)
         return result
@@ -26,7 +28,9 @@ struct ExportTests {
     func bytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
 
     /// Runs layerctl with `arguments` and sends it SIGKILL after `microseconds`, while it still runs.
-    func killed(_ arguments: [String], after microseconds: UInt32, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func killed(_ arguments: [String], after microseconds: UInt32, sourceLocation: SourceLocation = #_sourceLocation)
+        throws
+    {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.executable)
         process.arguments = arguments
@@ -48,9 +52,12 @@ struct ExportTests {
         _ = try export("gaming", store: first, to: out + "/two-jobs", ["--jobs", "2", "--no-block-cache"])
         _ = try export("gaming", store: first, to: out + "/cached", ["--jobs", "2"])
         _ = try export("gaming", store: first, to: out + "/from-cache", ["--jobs", "2"])
-        let masked = try KernelMount.run("/bin/sh", [
-            "-c", "umask 077 && exec '\(Harness.executable)' export gaming --store '\(second)' -o '\(out)/other-store'",
-        ])
+        let masked = try KernelMount.run(
+            "/bin/sh",
+            [
+                "-c",
+                "umask 077 && exec '\(Harness.executable)' export gaming --store '\(second)' -o '\(out)/other-store'",
+            ])
         #expect(masked.status == 0, "\(masked.output)")
         let reference = bytes(out + "/one-job")
         #expect(reference.count > 1_000_000)
@@ -58,7 +65,8 @@ struct ExportTests {
             #expect(bytes(out + "/" + name) == reference, "\(name) differs from the export with one worker")
         }
         var st = stat()
-        #expect(stat(out + "/other-store", &st) == 0 && st.st_mode & 0o777 == 0o644, "the umask changed the image's mode")
+        #expect(
+            stat(out + "/other-store", &st) == 0 && st.st_mode & 0o777 == 0o644, "the umask changed the image's mode")
         _ = try export("gaming", store: first, to: out + "/one.tar", ["--format", "tar"])
         _ = try export("gaming", store: second, to: out + "/two.tar", ["--format", "tar"])
         #expect(bytes(out + "/one.tar") == bytes(out + "/two.tar"))
@@ -86,10 +94,15 @@ struct ExportTests {
         // A build that fails leaves the last good image in place.
         let good = bytes(out + "/built.squashfs")
         try Harness.edit(layers + "/gaming.yaml") { $0 + "  - exit 7\n" }
-        let failed = try Harness.run(["build", layers + "/gaming.yaml", "--store", store, "-o", out + "/built.squashfs"])
+        let failed = try Harness.run([
+            "build", layers + "/gaming.yaml", "--store", store, "-o", out + "/built.squashfs",
+        ])
         #expect(failed.status == 3, "\(failed.stderr)")
         #expect(bytes(out + "/built.squashfs") == good)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted() == ["built.squashfs", "exported.squashfs"])
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: out).sorted() == [
+                "built.squashfs", "exported.squashfs",
+            ])
     }
 
     @Test("A re-export after a change to the top layer reuses the cache and equals a cold export")
@@ -111,9 +124,11 @@ struct ExportTests {
         #expect(rebuild.status == 0, "\(rebuild.stderr)")
         let again = try export("gaming", store: store, to: out + "/after", ["--json-result"])
         let after = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any]
-        let hits = after?["cacheHits"] as? Int ?? 0, misses = after?["cacheMisses"] as? Int ?? -1
+        let hits = after?["cacheHits"] as? Int ?? 0
+        let misses = after?["cacheMisses"] as? Int ?? -1
         // Deleting perl empties many fragment blocks; still at most a quarter of the blocks are new.
-        #expect(misses >= 1 && 4 * misses <= hits + misses, "the re-export compressed \(misses) blocks and reused \(hits)")
+        #expect(
+            misses >= 1 && 4 * misses <= hits + misses, "the re-export compressed \(misses) blocks and reused \(hits)")
         _ = try export("gaming", store: store, to: out + "/cold", ["--no-block-cache"])
         #expect(bytes(out + "/after") == bytes(out + "/cold"), "the incremental export differs from a cold one")
         #expect(bytes(out + "/after") != bytes(out + "/before"))
@@ -142,9 +157,13 @@ struct ExportTests {
             let target = out + (existing ? "/existing.squashfs" : "/new.squashfs")
             if existing { _ = try export("gaming", store: store, to: target, ["--compression", "lz4"]) }
             let before = bytes(target)
-            try killed(["export", "gaming", "--store", store, "-o", target, "--compression", "xz:9", "--jobs", "1",
-                        "--no-block-cache"], after: 1_500_000)
-            #expect(bytes(target) == before, existing ? "the older image changed" : "a file appeared at the output path")
+            try killed(
+                [
+                    "export", "gaming", "--store", store, "-o", target, "--compression", "xz:9", "--jobs", "1",
+                    "--no-block-cache",
+                ], after: 1_500_000)
+            #expect(
+                bytes(target) == before, existing ? "the older image changed" : "a file appeared at the output path")
             let names = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
             #expect(names == (existing ? ["existing.squashfs"] : []), "left behind: \(names)")
         }
@@ -164,13 +183,17 @@ struct ExportTests {
         let finished = try Harness.run(arguments + ["-o", out + "/finished", "--json-result"])
         #expect(finished.status == 0, "\(finished.stderr)")
         // It reuses nothing of the killed export: its counts are those of an export into an empty cache.
-        let counts = { (text: String) in text.split(separator: ",").filter { $0.contains("cacheHits") || $0.contains("cacheMisses") } }
+        let counts = { (text: String) in
+            text.split(separator: ",").filter { $0.contains("cacheHits") || $0.contains("cacheMisses") }
+        }
         let now = try FileManager.default.contentsOfDirectory(atPath: blocks + "/" + tag)
         #expect(!now.contains(left[0]), "the killed export's pack is still there")
         #expect(now.filter { $0.hasSuffix(".index") }.count == 1, "\(now)")
         #expect(try Harness.run(["gc", "--blocks", "--store", store]).status == 0)
         let fresh = try Harness.run(arguments + ["-o", out + "/fresh", "--json-result"])
-        #expect(fresh.status == 0 && counts(fresh.stdout) == counts(finished.stdout), "\(fresh.stdout) vs \(finished.stdout)")
+        #expect(
+            fresh.status == 0 && counts(fresh.stdout) == counts(finished.stdout),
+            "\(fresh.stdout) vs \(finished.stdout)")
         #expect(bytes(out + "/finished") == bytes(out + "/fresh"))
     }
 
@@ -201,19 +224,24 @@ struct ExportTests {
         #expect(tar.stderr.contains("tar cannot store sockets: left out 1, first /dev/socket"), "\(tar.stderr)")
         try FileManager.default.createDirectory(atPath: out + "/extracted", withIntermediateDirectories: false)
         let extract = try KernelMount.run(
-            "/bin/tar", ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", out + "/tree.tar", "-C", out + "/extracted"])
+            "/bin/tar",
+            ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", out + "/tree.tar", "-C", out + "/extracted"])
         #expect(extract.status == 0, "\(extract.output)")
 
         let overlay = try KernelMount.overlay(lowerdir: stack.lowerdir())
         defer { KernelMount.unmount(overlay) }
         let expected = try TreeSnapshot(overlay)
         let directory = try TreeSnapshot(out + "/tree")
-        #expect(expected.differences(from: directory).isEmpty, "\(expected.differences(from: directory).joined(separator: "\n"))")
+        #expect(
+            expected.differences(from: directory).isEmpty,
+            "\(expected.differences(from: directory).joined(separator: "\n"))")
         var withoutSocket = expected
         withoutSocket.entries["/dev/socket"] = nil
         var extracted = try TreeSnapshot(out + "/extracted")
         extracted.entries["/"] = withoutSocket.entries["/"]  // tar holds no entry for the root itself
-        #expect(withoutSocket.differences(from: extracted).isEmpty, "\(withoutSocket.differences(from: extracted).joined(separator: "\n"))")
+        #expect(
+            withoutSocket.differences(from: extracted).isEmpty,
+            "\(withoutSocket.differences(from: extracted).joined(separator: "\n"))")
 
         let again = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/tree", "--format", "dir"])
         #expect(again.status == 3 && again.stderr.contains("File exists"), "\(again.stderr)")
@@ -229,11 +257,13 @@ struct ExportTests {
         }
         let out = try Harness.temporaryDirectory("images")
         let epoch = 1_600_000_000
-        let result = try Harness.run(["export", "only", "--store", stack.store, "-o", out + "/image"],
-                                     environment: ["SOURCE_DATE_EPOCH": "\(epoch)"])
+        let result = try Harness.run(
+            ["export", "only", "--store", stack.store, "-o", out + "/image"],
+            environment: ["SOURCE_DATE_EPOCH": "\(epoch)"])
         #expect(result.status == 0, "\(result.stderr)")
         let image = bytes(out + "/image")
-        let superblockTime = image.count > 12 ? image[8..<12].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) } : 0
+        let superblockTime =
+            image.count > 12 ? image[8..<12].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) } : 0
         #expect(superblockTime == epoch)
         let mounted = try KernelMount.squashfs(out + "/image")
         defer { KernelMount.unmount(mounted) }

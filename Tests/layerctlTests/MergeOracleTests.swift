@@ -10,7 +10,9 @@ import Testing
 struct MergeOracleTests {
     /// Exports `stack`, compares it with the overlay mount, and returns export's stderr.
     @discardableResult
-    func expectSameAsOverlay(_ stack: CraftedStack, top: String, layers: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
+    func expectSameAsOverlay(
+        _ stack: CraftedStack, top: String, layers: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> String {
         let image = try Harness.temporaryDirectory("image") + "/image.squashfs"
         let export = try Harness.run(["export", top, "--store", stack.store, "-o", image, "--jobs", "2"])
         #expect(export.status == 0, "\(export.stderr)", sourceLocation: sourceLocation)
@@ -23,8 +25,9 @@ struct MergeOracleTests {
         let expected = try TreeSnapshot(overlay)
         let actual = try TreeSnapshot(squashfs)
         let differences = expected.differences(from: actual)
-        #expect(differences.isEmpty, "overlay (-) and image (+) differ:\n\(differences.joined(separator: "\n"))",
-                sourceLocation: sourceLocation)
+        #expect(
+            differences.isEmpty, "overlay (-) and image (+) differ:\n\(differences.joined(separator: "\n"))",
+            sourceLocation: sourceLocation)
         #expect(actual.systemAttributes.isEmpty, sourceLocation: sourceLocation)
 
         let listing = try KernelMount.run("/usr/bin/unsquashfs", ["-lls", image])
@@ -42,8 +45,9 @@ struct MergeOracleTests {
         let contentLines = diff.output.split(separator: "\n").filter {
             !$0.hasSuffix(" has a basic type") && !$0.hasSuffix(" has an extended type")
         }
-        #expect(diff.status != 2 && contentLines.isEmpty, "sqfsdiff: \(contentLines.prefix(20).joined(separator: "\n"))",
-                sourceLocation: sourceLocation)
+        #expect(
+            diff.status != 2 && contentLines.isEmpty, "sqfsdiff: \(contentLines.prefix(20).joined(separator: "\n"))",
+            sourceLocation: sourceLocation)
         return export.stderr
     }
 
@@ -169,7 +173,9 @@ struct MergeOracleTests {
         let capability: [UInt8] = [0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         // user::rw- user:1000:r-- group::r-- mask::r-- other::r--
         var acl: [UInt8] = [2, 0, 0, 0]
-        for (tag, perm, id) in [(0x01, 6, UInt32.max), (0x02, 4, 1000), (0x04, 4, UInt32.max), (0x10, 4, UInt32.max), (0x20, 4, UInt32.max)] {
+        for (tag, perm, id) in [
+            (0x01, 6, UInt32.max), (0x02, 4, 1000), (0x04, 4, UInt32.max), (0x10, 4, UInt32.max), (0x20, 4, UInt32.max),
+        ] {
             acl += [UInt8(tag), 0, UInt8(perm), 0] + [0, 8, 16, 24].map { UInt8(truncatingIfNeeded: id >> $0) }
         }
         try stack.layer("bottom") { t in
@@ -218,12 +224,16 @@ struct MergeOracleTests {
             let out = try Harness.temporaryDirectory("rootless")
             chmod(stack.store, 0o755)
             chmod(out, 0o777)
-            let asRoot = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/root.squashfs", "--no-block-cache"])
-            #expect(asRoot.status == 0, "\(asRoot.stderr)")
-            let asNobody = try KernelMount.run("/usr/bin/setpriv", [
-                "--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, "export", "top",
-                "--store", stack.store, "-o", out + "/nobody.squashfs",
+            let asRoot = try Harness.run([
+                "export", "top", "--store", stack.store, "-o", out + "/root.squashfs", "--no-block-cache",
             ])
+            #expect(asRoot.status == 0, "\(asRoot.stderr)")
+            let asNobody = try KernelMount.run(
+                "/usr/bin/setpriv",
+                [
+                    "--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, "export", "top",
+                    "--store", stack.store, "-o", out + "/nobody.squashfs",
+                ])
             if recorded {
                 #expect(asNobody.status == 0, "\(asNobody.output)")
                 // The store's block cache is root's: nobody exports without it, and says so.

@@ -32,7 +32,8 @@ struct TreeSnapshot: Equatable {
     }
 
     static func display(_ bytes: [UInt8]) -> String {
-        bytes.map { $0 >= 0x20 && $0 < 0x7F && $0 != 0x5C ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }.joined()
+        bytes.map { $0 >= 0x20 && $0 < 0x7F && $0 != 0x5C ? String(UnicodeScalar($0)) : String(format: "\\x%02x", $0) }
+            .joined()
     }
 
     private mutating func walk(_ path: [UInt8], relative: [UInt8], inodes: inout [UInt64: [String]]) throws {
@@ -50,7 +51,8 @@ struct TreeSnapshot: Equatable {
         case S_IFSOCK: line = "socket"
         default: line = "unknown"
         }
-        line += String(format: " mode=%o uid=%d gid=%d mtime=%d", st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtim.tv_sec)
+        line += String(
+            format: " mode=%o uid=%d gid=%d mtime=%d", st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtim.tv_sec)
         var system: [String] = []
         for attribute in Self.attributes(path) {
             if attribute.name.hasPrefix("system.") {
@@ -139,7 +141,9 @@ enum KernelMount {
 
     private static func mount(_ arguments: [String]) throws {
         let result = try run("/bin/mount", arguments)
-        if result.status != 0 { throw SystemError("mount \(arguments.joined(separator: " ")): \(result.output)", "", errno: EIO) }
+        if result.status != 0 {
+            throw SystemError("mount \(arguments.joined(separator: " ")): \(result.output)", "", errno: EIO)
+        }
     }
 
     /// Runs a tool and returns its status and combined output.

@@ -48,16 +48,20 @@ public struct Exporter: Sendable {
 
     /// Exports the stack whose top layer is `key`. `warning` receives lines worth a user's notice,
     /// such as attributes the format cannot hold.
-    public func export(_ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
-                       warning: (String) -> Void = { _ in }) throws -> Result {
+    public func export(
+        _ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
+        warning: (String) -> Void = { _ in }
+    ) throws -> Result {
         let started = MonotonicClock.seconds()
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
         let keys = try store.chain(key)
         let records = try keys.map(store.record)
         let epoch = Self.epoch(default: records.last?.sourceDateEpoch ?? 0)
-        let tree = try StackMerge(trees: keys.map(store.tree), epoch: epoch, opaqueDirectories: records.map(\.opaqueDirectories))
-            .merge()
+        let tree = try StackMerge(
+            trees: keys.map(store.tree), epoch: epoch, opaqueDirectories: records.map(\.opaqueDirectories)
+        )
+        .merge()
         let total = tree.dataBytes
         var result = Result(
             format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
@@ -71,31 +75,39 @@ public struct Exporter: Sendable {
                     output: output.writePath, options: request.options,
                     cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil)
                 if let reason = writer.cacheUnavailable { warning("exporting without the block cache: \(reason)") }
-                try writer.write(tree, progress: {
-                    progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
-                },
-                                 skippedAttribute: { name, source in
-                                     let prefix = String(name.prefix { $0 != "." })
-                                     skipped[prefix, default: (0, RawPath.string(source))].count += 1
-                                 })
+                try writer.write(
+                    tree,
+                    progress: {
+                        progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
+                    },
+                    skippedAttribute: { name, source in
+                        let prefix = String(name.prefix { $0 != "." })
+                        skipped[prefix, default: (0, RawPath.string(source))].count += 1
+                    })
                 try writer.publishCache()
                 result.bytesOut = writer.size
                 (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
             }
             try output.commit()
             for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {
-                warning("squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)")
+                warning(
+                    "squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)"
+                )
             }
         case .tar:
             let output = try ImageOutput(path: request.output)
             let writer = try TarWriter(fd: output.fd, path: request.output)
-            result.bytesOut = try writer.write(tree) { progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil)) }
+            result.bytesOut = try writer.write(tree) {
+                progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil))
+            }
             try output.commit()
             if let first = writer.skippedSockets.first {
                 warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
             }
         case .dir:
-            try DirectoryWriter(path: request.output).write(tree) { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil)) }
+            try DirectoryWriter(path: request.output).write(tree) {
+                progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil))
+            }
             result.bytesOut = total
         }
         result.seconds = MonotonicClock.seconds() - started

@@ -45,7 +45,9 @@ final class TarWriter {
             archive_entry_set_gid(header, la_int64_t(entry.gid))
             archive_entry_set_mtime(header, time_t(entry.mtime), 0)
             for attribute in entry.xattrs {
-                attribute.value.withUnsafeBytes { archive_entry_xattr_add_entry(header, attribute.name, $0.baseAddress, $0.count) }
+                attribute.value.withUnsafeBytes {
+                    archive_entry_xattr_add_entry(header, attribute.name, $0.baseAddress, $0.count)
+                }
             }
             switch entry.kind {
             case .regular:
@@ -73,7 +75,9 @@ final class TarWriter {
             while remaining > 0 {
                 let count = read(fd, buffer, min(1 << 20, remaining))
                 if count < 0 && errno == EINTR { continue }
-                if count <= 0 { throw SystemError("read", RawPath.string(entry.source), errno: count == 0 ? EIO : errno) }
+                if count <= 0 {
+                    throw SystemError("read", RawPath.string(entry.source), errno: count == 0 ? EIO : errno)
+                }
                 if archive_write_data(archive, buffer, count) < 0 {
                     throw ArchiveError("write \(pathText) to", path, archive)
                 }

@@ -42,8 +42,11 @@ final class BlockCache: @unchecked Sendable {
         var words: (UInt64, UInt64, UInt64, UInt64)
 
         init(_ bytes: UnsafeRawPointer) {
-            words = (bytes.loadUnaligned(as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                     bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            words = (
+                bytes.loadUnaligned(as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
+                bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
+            )
         }
 
         static func == (a: Key, b: Key) -> Bool { a.words == b.words }
@@ -80,7 +83,8 @@ final class BlockCache: @unchecked Sendable {
                 continue
             }
             guard file.hasSuffix(".index"), let index = FileSystem.contents(directory + "/" + file),
-                index.count >= 8, index.prefix(8).elementsEqual(Self.indexMagic), (index.count - 8) % Self.recordSize == 0
+                index.count >= 8, index.prefix(8).elementsEqual(Self.indexMagic),
+                (index.count - 8) % Self.recordSize == 0
             else { continue }
             let packFd = open(directory + "/" + file.dropLast(6) + ".pack", O_RDONLY | O_CLOEXEC)
             guard packFd >= 0 else { continue }
@@ -139,12 +143,16 @@ final class BlockCache: @unchecked Sendable {
     }
 
     /// Looks up a block; on a hit copies its compressed bytes to `output` and returns their count.
-    func lookup(_ block: UnsafeRawBufferPointer, _ output: UnsafeMutablePointer<UInt8>, _ capacity: Int,
-                        _ keyBytes: UnsafeMutablePointer<UInt8>) -> Int {
+    func lookup(
+        _ block: UnsafeRawBufferPointer, _ output: UnsafeMutablePointer<UInt8>, _ capacity: Int,
+        _ keyBytes: UnsafeMutablePointer<UInt8>
+    ) -> Int {
         var hasher = SHA256()
         hasher.update(data: tag)
         hasher.update(bufferPointer: block)
-        hasher.finalize().withUnsafeBytes { keyBytes.update(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 32) }
+        hasher.finalize().withUnsafeBytes {
+            keyBytes.update(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 32)
+        }
         let key = Key(keyBytes)
         guard let location = known[key] ?? fresh.withLock({ $0[key] }), Int(location.length) <= capacity else {
             counters.withLock { $0.misses += 1 }

@@ -31,7 +31,8 @@ final class CompressionHooks: @unchecked Sendable {
         if cache != nil {
             hooks.lookup = { context, input, size, output, outputSize, key in
                 let this = Unmanaged<CompressionHooks>.fromOpaque(context!).takeUnretainedValue()
-                return this.cache!.lookup(UnsafeRawBufferPointer(start: input, count: Int(size)), output!, Int(outputSize), key!)
+                return this.cache!.lookup(
+                    UnsafeRawBufferPointer(start: input, count: Int(size)), output!, Int(outputSize), key!)
             }
             hooks.store = { context, key, output, result in
                 let this = Unmanaged<CompressionHooks>.fromOpaque(context!).takeUnretainedValue()

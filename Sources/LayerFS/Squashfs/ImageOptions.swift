@@ -45,7 +45,9 @@ public struct ImageOptions: Sendable, Equatable {
     public static let defaultCompression = "zstd:15"
     public static let defaultBlockSize: UInt32 = 128 * 1024
 
-    public init(compressor: Compressor = .zstd, level: UInt32? = nil, blockSize: UInt32 = defaultBlockSize, jobs: Int = 0) {
+    public init(
+        compressor: Compressor = .zstd, level: UInt32? = nil, blockSize: UInt32 = defaultBlockSize, jobs: Int = 0
+    ) {
         self.compressor = compressor
         self.level = level ?? compressor.defaultLevel
         self.blockSize = blockSize
@@ -67,7 +69,8 @@ public struct ImageOptions: Sendable, Equatable {
             } else {
                 guard let value = UInt32(parts[1]), compressor.levels.contains(value) else {
                     throw ImageOptionsError(
-                        "\(name) level '\(parts[1])' is out of range \(compressor.levels.lowerBound)–\(compressor.levels.upperBound)")
+                        "\(name) level '\(parts[1])' is out of range \(compressor.levels.lowerBound)–\(compressor.levels.upperBound)"
+                    )
                 }
                 level = value
             }
@@ -92,7 +95,9 @@ public struct ImageOptions: Sendable, Equatable {
             unit = 1024 * 1024
         }
         digits = digits.prefix { $0.isNumber }
-        guard let value = UInt64(digits), value > 0 else { throw ImageOptionsError("block size '\(text)' is not a number") }
+        guard let value = UInt64(digits), value > 0 else {
+            throw ImageOptionsError("block size '\(text)' is not a number")
+        }
         let size = value * unit
         guard size >= 4096, size <= 1 << 20, size & (size - 1) == 0 else {
             throw ImageOptionsError("block size '\(text)' must be a power of two from 4K to 1M")

@@ -10,8 +10,10 @@ extension SquashfsWriter {
     /// Feeds every distinct regular file, in the tree's depth-first order, to a block processor and
     /// waits for the last block. Each file's inode lands in `inodes[index]`. Returns the fragment
     /// table, which the caller writes out and frees.
-    func writeData(_ tree: MergedTree, into inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
-                   progress: (Progress) -> Void) throws -> OpaquePointer {
+    func writeData(
+        _ tree: MergedTree, into inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+        progress: (Progress) -> Void
+    ) throws -> OpaquePointer {
         guard let blockWriter = sqfs_block_writer_create(file, Int(SQFS_DEVBLK_SIZE), 0) else {
             throw SquashfsError("create the block writer", SQFS_ERROR_ALLOC.rawValue)
         }
@@ -63,9 +65,11 @@ extension SquashfsWriter {
         return hash % 8 == 0
     }
 
-    private func feed(_ tree: MergedTree, to processor: OpaquePointer,
-                      inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
-                      progress: (Progress) -> Void) throws {
+    private func feed(
+        _ tree: MergedTree, to processor: OpaquePointer,
+        inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+        progress: (Progress) -> Void
+    ) throws {
         let chunk = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buffer.deallocate() }
@@ -90,14 +94,18 @@ extension SquashfsWriter {
                     if errno == EINTR { continue }
                     throw SystemError("read", RawPath.string(entry.source))
                 }
-                if count == 0 { throw SystemError("read", RawPath.string(entry.source) + " (it shrank while read)", errno: EIO) }
+                if count == 0 {
+                    throw SystemError("read", RawPath.string(entry.source) + " (it shrank while read)", errno: EIO)
+                }
                 remaining -= count
                 try sqfs("compress \(RawPath.string(tree.path(of: index)))") {
                     sqfs_block_processor_append(processor, buffer, count)
                 }
                 bytesIn += UInt64(count)
             }
-            try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") { sqfs_block_processor_end_file(processor) }
+            try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") {
+                sqfs_block_processor_end_file(processor)
+            }
             packed += entry.size % UInt64(options.blockSize)
             if packed >= Self.minimumFragmentRun && Self.isFragmentBoundary(tree.path(of: index)) {
                 try sqfs("close a fragment block") { sqfs_block_processor_finish(processor) }

@@ -37,9 +37,13 @@ extension SquashfsWriter {
 
     /// Writes the inode and directory tables, then the fragment, export, id and xattr tables, the
     /// final superblock and the padding to a multiple of 4 KiB.
-    func writeMetadata(_ tree: MergedTree, inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
-                       fragments: OpaquePointer, skippedAttribute: (String, [UInt8]) -> Void) throws {
-        guard let ids = sqfs_id_table_create(0) else { throw SquashfsError("create the id table", SQFS_ERROR_ALLOC.rawValue) }
+    func writeMetadata(
+        _ tree: MergedTree, inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+        fragments: OpaquePointer, skippedAttribute: (String, [UInt8]) -> Void
+    ) throws {
+        guard let ids = sqfs_id_table_create(0) else {
+            throw SquashfsError("create the id table", SQFS_ERROR_ALLOC.rawValue)
+        }
         defer { sqfsDestroy(ids) }
         guard let xattrs = sqfs_xattr_writer_create(0) else {
             throw SquashfsError("create the xattr writer", SQFS_ERROR_ALLOC.rawValue)
@@ -49,10 +53,15 @@ extension SquashfsWriter {
             throw SquashfsError("create the inode table writer", SQFS_ERROR_ALLOC.rawValue)
         }
         defer { sqfsDestroy(inodeTable) }
-        guard let directoryTable = sqfs_meta_writer_create(file, compressor, UInt32(SQFS_META_WRITER_KEEP_IN_MEMORY.rawValue))
+        guard
+            let directoryTable = sqfs_meta_writer_create(
+                file, compressor, UInt32(SQFS_META_WRITER_KEEP_IN_MEMORY.rawValue))
         else { throw SquashfsError("create the directory table writer", SQFS_ERROR_ALLOC.rawValue) }
         defer { sqfsDestroy(directoryTable) }
-        guard let directories = sqfs_dir_writer_create(directoryTable, UInt32(SQFS_DIR_WRITER_CREATE_EXPORT_TABLE.rawValue)) else {
+        guard
+            let directories = sqfs_dir_writer_create(
+                directoryTable, UInt32(SQFS_DIR_WRITER_CREATE_EXPORT_TABLE.rawValue))
+        else {
             throw SquashfsError("create the directory writer", SQFS_ERROR_ALLOC.rawValue)
         }
         defer { sqfsDestroy(directories) }
@@ -81,7 +90,8 @@ extension SquashfsWriter {
                 }
                 try sqfs("list directory \(path())") { sqfs_dir_writer_end(directories) }
                 let parent = index == 0 ? 0 : numbers[entry.parent]
-                guard let created = sqfs_dir_writer_create_inode(directories, 2 + subdirectories, 0xFFFF_FFFF, parent) else {
+                guard let created = sqfs_dir_writer_create_inode(directories, 2 + subdirectories, 0xFFFF_FFFF, parent)
+                else {
                     throw SquashfsError("create the inode of \(path())", SQFS_ERROR_ALLOC.rawValue)
                 }
                 inode = created
@@ -102,12 +112,19 @@ extension SquashfsWriter {
             inode.pointee.base.mode = UInt16(truncatingIfNeeded: entry.kind.typeBits) | entry.permissions
             inode.pointee.base.mod_time = UInt32(clamping: max(entry.mtime, 0))
             inode.pointee.base.inode_number = numbers[index]
-            try sqfs("record the owner of \(path())") { sqfs_id_table_id_to_index(ids, entry.uid, &inode.pointee.base.uid_idx) }
-            try sqfs("record the group of \(path())") { sqfs_id_table_id_to_index(ids, entry.gid, &inode.pointee.base.gid_idx) }
+            try sqfs("record the owner of \(path())") {
+                sqfs_id_table_id_to_index(ids, entry.uid, &inode.pointee.base.uid_idx)
+            }
+            try sqfs("record the group of \(path())") {
+                sqfs_id_table_id_to_index(ids, entry.gid, &inode.pointee.base.gid_idx)
+            }
             let attributes = try recordAttributes(entry, path: path, into: xattrs, skipped: skippedAttribute)
             try sqfs("record the attributes of \(path())") { sqfs_inode_set_xattr_index(inode, attributes) }
             if entry.kind == .regular || entry.kind == .directory {
-                let links = entry.kind == .directory ? UInt32(2 + entry.children.count(where: { tree.entries[$0].kind == .directory })) : UInt32(entry.linkCount)
+                let links =
+                    entry.kind == .directory
+                    ? UInt32(2 + entry.children.count(where: { tree.entries[$0].kind == .directory }))
+                    : UInt32(entry.linkCount)
                 if lc_sqfs_set_link_count(inode, links) != 0 {
                     throw SquashfsError("set the link count of \(path())", SQFS_ERROR_INTERNAL.rawValue)
                 }
@@ -169,8 +186,10 @@ extension SquashfsWriter {
     }
 
     /// Records the attribute set of `entry` and returns its xattr index (0xFFFFFFFF for none).
-    private func recordAttributes(_ entry: MergedTree.Entry, path: () -> String, into xattrs: OpaquePointer,
-                                  skipped: (String, [UInt8]) -> Void) throws -> UInt32 {
+    private func recordAttributes(
+        _ entry: MergedTree.Entry, path: () -> String, into xattrs: OpaquePointer,
+        skipped: (String, [UInt8]) -> Void
+    ) throws -> UInt32 {
         let storable = entry.xattrs.filter { attribute in
             if sqfs_get_xattr_prefix_id(attribute.name) >= 0 { return true }
             skipped(attribute.name, entry.source)
@@ -180,7 +199,9 @@ extension SquashfsWriter {
         try sqfs("record the attributes of \(path())") { sqfs_xattr_writer_begin(xattrs, 0) }
         for attribute in storable {
             try sqfs("record attribute \(attribute.name) of \(path())") {
-                attribute.value.withUnsafeBytes { sqfs_xattr_writer_add(xattrs, attribute.name, $0.baseAddress, $0.count) }
+                attribute.value.withUnsafeBytes {
+                    sqfs_xattr_writer_add(xattrs, attribute.name, $0.baseAddress, $0.count)
+                }
             }
         }
         var index: UInt32 = 0xFFFF_FFFF

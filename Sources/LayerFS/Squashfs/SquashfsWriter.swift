@@ -45,7 +45,8 @@ final class SquashfsWriter {
         if let cacheRoot {
             do {
                 cache = try BlockCache(root: cacheRoot, options: options, compressor: compressor)
-            } catch let error as SystemError where error.errno == EACCES || error.errno == EROFS || error.errno == EPERM {
+            } catch let error as SystemError where error.errno == EACCES || error.errno == EROFS || error.errno == EPERM
+            {
                 cacheUnavailable = "\(error)"
             } catch {
                 sqfs_destroy(decompressor)
@@ -116,7 +117,8 @@ final class SquashfsWriter {
         if optionBytes < 0 { throw SquashfsError("write compressor options to \(output)", optionBytes) }
         if optionBytes > 0 { superblock.flags |= UInt16(SQFS_FLAG_COMPRESSOR_OPTIONS.rawValue) }
 
-        let inodes = UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>.allocate(capacity: tree.entries.count)
+        let inodes = UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>.allocate(
+            capacity: tree.entries.count)
         inodes.initialize(repeating: nil, count: tree.entries.count)
         defer {
             for index in 0..<tree.entries.count { free(inodes[index]) }

@@ -23,7 +23,8 @@ public struct StackMerge: Sendable {
     public init(trees: [String], epoch: Int64, opaqueDirectories: [[String]?]? = nil) {
         self.trees = trees
         self.epoch = epoch
-        opaque = (opaqueDirectories ?? trees.map { _ in nil }).map { list in list.map { Set($0.map { Array($0.utf8) }) } }
+        opaque = (opaqueDirectories ?? trees.map { _ in nil }).map { list in list.map { Set($0.map { Array($0.utf8) }) }
+        }
     }
 
     /// One layer's copy of a directory that shows through in the merge.
@@ -51,7 +52,9 @@ public struct StackMerge: Sendable {
         var rootStat = stat()
         let topRoot = Array(trees[roots[0].layer].utf8)
         _ = try RawPath.with(topRoot) { path in try sys("read", trees[top]) { lstat(path, &rootStat) } }
-        entries.append(try makeEntry(name: [], parent: 0, candidate: Candidate(layer: roots[0].layer, path: topRoot, st: rootStat)))
+        entries.append(
+            try makeEntry(name: [], parent: 0, candidate: Candidate(layer: roots[0].layer, path: topRoot, st: rootStat))
+        )
 
         var queue: [(index: Int, contributions: [Contribution])] = [(0, roots)]
         var head = 0
@@ -69,7 +72,8 @@ public struct StackMerge: Sendable {
                 if entry.kind == .directory {
                     queue.append((index, visibleDirectories(stack)))
                 } else if winner.st.st_nlink > 1 {
-                    let key = HardLinkKey(layer: winner.layer, device: UInt64(winner.st.st_dev), inode: UInt64(winner.st.st_ino))
+                    let key = HardLinkKey(
+                        layer: winner.layer, device: UInt64(winner.st.st_dev), inode: UInt64(winner.st.st_ino))
                     if let target = hardLinks[key] {
                         entry.hardLinkTarget = target
                         entries[target].linkCount += 1
@@ -117,7 +121,8 @@ public struct StackMerge: Sendable {
         var candidates: [[UInt8]: [Candidate]] = [:]
         for contribution in contributions {
             try forEachEntry(in: contribution.path) { name, st in
-                let candidate = Candidate(layer: contribution.layer, path: RawPath.join(contribution.path, name), st: st)
+                let candidate = Candidate(
+                    layer: contribution.layer, path: RawPath.join(contribution.path, name), st: st)
                 candidates[name, default: []].append(candidate)
             }
         }
@@ -181,7 +186,9 @@ public struct StackMerge: Sendable {
 
     private func readLink(_ path: [UInt8]) throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = RawPath.with(path) { p in buffer.withUnsafeMutableBufferPointer { readlink(p, $0.baseAddress!, $0.count) } }
+        let count = RawPath.with(path) { p in
+            buffer.withUnsafeMutableBufferPointer { readlink(p, $0.baseAddress!, $0.count) }
+        }
         if count < 0 { throw SystemError("read symlink", RawPath.string(path)) }
         return Array(buffer[0..<count])
     }
