@@ -105,6 +105,29 @@ struct ExportTests {
             ])
     }
 
+    @Test("A file name that is not UTF-8 survives the build, the image, and gc")
+    func nonUTF8Names() throws {
+        let layers = try Harness.demoLayers()
+        let original = try String(contentsOfFile: layers + "/gaming.yaml", encoding: .utf8)
+        try Harness.edit(layers + "/gaming.yaml") { $0 + "  - touch \"/etc/latin1-$(printf '\\351')\"\n" }
+        let store = try Harness.temporaryDirectory("store")
+        let out = try Harness.temporaryDirectory("images")
+        let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", store, "-o", out + "/image"])
+        #expect(build.status == 0, "\(build.stderr)")
+        let oddKey = try #require(try Store(root: store).ref("gaming"))
+        let mounted = try KernelMount.squashfs(out + "/image")
+        let names = try TreeSnapshot(mounted).entries.keys
+        KernelMount.unmount(mounted)
+        #expect(names.contains("/etc/latin1-\\xe9"), "\(names.filter { $0.hasPrefix("/etc/latin") })")
+
+        // Built again without it, the old gaming layer is garbage, and gc removes its odd name too.
+        try original.write(toFile: layers + "/gaming.yaml", atomically: true, encoding: .utf8)
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", store]).status == 0)
+        let gc = try Harness.run(["gc", "--store", store])
+        #expect(gc.status == 0, "\(gc.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: store + "/layers/" + oddKey))
+    }
+
     @Test("A re-export after a change to the top layer reuses the cache and equals a cold export")
     func incremental() throws {
         let layers = try Harness.demoLayers()

@@ -1,3 +1,4 @@
+import CLayerSupport
 import Foundation
 import Glibc
 
@@ -21,7 +22,7 @@ struct Normaliser {
         for relative in Self.strayPaths { unlink(tree + "/" + relative) }
         try removeContents(of: "var/cache/pacman/pkg")
         try fixInstallDates()
-        try clamp(tree)
+        try clamp(Array(tree.utf8))
     }
 
     private func removeContents(of relative: String) throws {
@@ -46,20 +47,25 @@ struct Normaliser {
         }
     }
 
-    /// Depth first, so a directory's time is set after its entries stopped changing it.
-    private func clamp(_ path: String) throws {
+    /// Depth first, so a directory's time is set after its entries stopped changing it. Paths are
+    /// raw bytes: a package may ship names that are not UTF-8.
+    private func clamp(_ path: [UInt8]) throws {
         var st = stat()
-        guard lstat(path, &st) == 0 else { return }
+        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return }
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            for name in try FileSystem.listDirectory(path) { try clamp(path + "/" + name) }
+            for name in try FileSystem.listDirectory(path) { try clamp(RawPath.join(path, name)) }
         }
-        for name in ExtendedAttributes.names(path) where Self.isBookkeeping(name) {
-            try ExtendedAttributes.remove(path, name)
-        }
-        let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
-        if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 || st.st_atim.tv_sec != mtime {
-            var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
-            try sys("set time of", path) { utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW) }
+        try RawPath.with(path) { p in
+            for name in ExtendedAttributes.names(p) where Self.isBookkeeping(name) {
+                if lremovexattr(p, name) != 0 && errno != ENODATA {
+                    throw SystemError("remove attribute \(name) from", RawPath.string(path))
+                }
+            }
+            let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
+            if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 || st.st_atim.tv_sec != mtime {
+                var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
+                try sys("set time of", RawPath.string(path)) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) }
+            }
         }
     }
 }

@@ -14,40 +14,47 @@ struct TreeScan {
 
     static func scan(_ root: String) throws -> TreeScan {
         var scan = TreeScan()
-        try scan.visit(root, relative: "")
+        try scan.visit(Array(root.utf8), relative: [])
         return scan
     }
 
     var digest: String { Digest.hex(hasher.finalize()) }
 
-    private mutating func visit(_ path: String, relative: String) throws {
+    /// Names are raw bytes, so names that are not UTF-8 are hashed as they are; for UTF-8 names the
+    /// line is the same text as before.
+    private mutating func visit(_ path: [UInt8], relative: [UInt8]) throws {
         var st = stat()
-        try sys("inspect", path) { lstat(path, &st) }
-        var line = "\(relative.isEmpty ? "/" : relative)\0\(st.st_mode)\0\(st.st_uid):\(st.st_gid)\0"
-            + "\(st.st_mtim.tv_sec)\0"
+        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { throw SystemError("inspect", RawPath.string(path)) }
+        var line: [UInt8] = relative.isEmpty ? Array("/".utf8) : relative
+        line += Array("\0\(st.st_mode)\0\(st.st_uid):\(st.st_gid)\0\(st.st_mtim.tv_sec)\0".utf8)
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            line += "\(st.st_size)\0" + (try Digest.sha256(file: path))
+            line += Array("\(st.st_size)\0".utf8) + Array(try Digest.sha256(file: path).utf8)
             bytes += Int64(st.st_size)
         case S_IFLNK:
             var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = readlink(path, &buffer, buffer.count - 1)
-            line += String(decoding: buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let n = RawPath.with(path) { readlink($0, &buffer, buffer.count - 1) }
+            line += buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }
         case S_IFCHR, S_IFBLK:
-            line += "\(st.st_rdev)"
+            line += Array("\(st.st_rdev)".utf8)
         default:
             break
         }
-        for name in ExtendedAttributes.names(path).sorted() {
-            let value = ExtendedAttributes.value(path, name) ?? []
-            line += "\0\(name)=" + Digest.hex(value)
-            if name == "trusted.overlay.opaque" && value == Array("y".utf8) { opaqueDirectories.append(relative) }
+        try RawPath.with(path) { p in
+            for name in ExtendedAttributes.names(p).sorted() {
+                let value = ExtendedAttributes.value(p, name) ?? []
+                line += Array("\0\(name)=".utf8) + Array(Digest.hex(value).utf8)
+                if name == "trusted.overlay.opaque" && value == Array("y".utf8) {
+                    opaqueDirectories.append(String(decoding: relative, as: UTF8.self))
+                }
+            }
         }
-        hasher.update(data: Data((line + "\n").utf8))
+        line.append(0x0A)
+        hasher.update(data: line)
         if !relative.isEmpty { fileCount += 1 }
         if (st.st_mode & S_IFMT) == S_IFDIR {
             for name in try FileSystem.listDirectory(path) {
-                try visit(path + "/" + name, relative: relative + "/" + name)
+                try visit(RawPath.join(path, name), relative: relative + [0x2F] + name)
             }
         }
     }

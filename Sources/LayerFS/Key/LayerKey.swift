@@ -95,11 +95,23 @@ enum Digest {
     }
 
     /// Streams a file through sha256.
-    static func sha256(file path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw SystemError("read", path) }
-        defer { try? handle.close() }
+    static func sha256(file path: String) throws -> String { try sha256(file: Array(path.utf8)) }
+
+    /// sha256 of a file's contents, named by raw bytes.
+    static func sha256(file path: [UInt8]) throws -> String {
+        let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
+        if fd < 0 { throw SystemError("read", RawPath.string(path)) }
+        defer { close(fd) }
         var hasher = SHA256()
-        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 { throw SystemError("read", RawPath.string(path)) }
+            if count == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+        }
         return hex(hasher.finalize())
     }
 }

@@ -53,17 +53,34 @@ enum FileSystem {
         try sys("rename", path) { rename(temporary, path) }
     }
 
-    /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories).
-    static func removeTree(_ path: String) throws {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            _ = chmod(path, 0o700)
-            for name in try listDirectory(path) { try removeTree(path + "/" + name) }
-            try sys("remove directory", path) { rmdir(path) }
-        } else {
-            try sys("remove", path) { unlink(path) }
+    /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories, names
+    /// that are not UTF-8).
+    static func removeTree(_ path: String) throws { try removeTree(Array(path.utf8)) }
+
+    static func removeTree(_ path: [UInt8]) throws {
+        try RawPath.with(path) { p in
+            var st = stat()
+            guard lstat(p, &st) == 0 else { return }
+            if (st.st_mode & S_IFMT) == S_IFDIR {
+                _ = chmod(p, 0o700)
+                for name in try listDirectory(path) { try removeTree(RawPath.join(path, name)) }
+                try sys("remove directory", RawPath.string(path)) { rmdir(p) }
+            } else {
+                try sys("remove", RawPath.string(path)) { unlink(p) }
+            }
         }
+    }
+
+    /// The names in a directory as raw bytes, without "." and "..", in byte order.
+    static func listDirectory(_ path: [UInt8]) throws -> [[UInt8]] {
+        guard let dir = RawPath.with(path, { opendir($0) }) else { throw SystemError("read directory", RawPath.string(path)) }
+        defer { closedir(dir) }
+        var names: [[UInt8]] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+        }
+        return names.sorted { $0.lexicographicallyPrecedes($1) }
     }
 
     /// The names in a directory, without "." and "..", in byte order.
@@ -81,15 +98,12 @@ enum FileSystem {
     }
 
     /// The size in bytes of everything under `path` (file sizes, not blocks).
-    static func treeSize(_ path: String) -> Int64 {
-        var total: Int64 = 0
+    static func treeSize(_ path: String) -> Int64 { treeSize(Array(path.utf8)) }
+
+    static func treeSize(_ path: [UInt8]) -> Int64 {
         var st = stat()
-        guard lstat(path, &st) == 0 else { return 0 }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            for name in (try? listDirectory(path)) ?? [] { total += treeSize(path + "/" + name) }
-        } else {
-            total += Int64(st.st_size)
-        }
-        return total
+        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return 0 }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { return Int64(st.st_size) }
+        return ((try? listDirectory(path)) ?? []).reduce(0) { $0 + treeSize(RawPath.join(path, $1)) }
     }
 }
