@@ -59,6 +59,7 @@ public struct ChildResult: Codable, Sendable {
     public var treeBytes: Int64
     public var fileCount: Int
     public var treeDigest: String
-    /// Directories of the tree marked opaque (`trusted.overlay.opaque=y`), relative to it.
-    public var opaqueDirectories: [String] = []
+    /// Directories of the tree marked opaque (`trusted.overlay.opaque=y`), relative to it; nil
+    /// when a name among them is not UTF-8.
+    public var opaqueDirectories: [String]? = []
 }

@@ -8,8 +8,9 @@ import Glibc
 struct TreeScan {
     private(set) var fileCount = 0
     private(set) var bytes: Int64 = 0
-    /// Directories marked opaque, relative to the tree ("/etc/foo"), in byte order.
-    private(set) var opaqueDirectories: [String] = []
+    /// Directories marked opaque, relative to the tree ("/etc/foo"), in byte order; nil when one of
+    /// their names is not UTF-8 and so cannot be written down as text.
+    private(set) var opaqueDirectories: [String]? = []
     private var hasher = SHA256()
 
     static func scan(_ root: String) throws -> TreeScan {
@@ -45,7 +46,11 @@ struct TreeScan {
                 let value = ExtendedAttributes.value(p, name) ?? []
                 line += Array("\0\(name)=".utf8) + Array(Digest.hex(value).utf8)
                 if name == "trusted.overlay.opaque" && value == Array("y".utf8) {
-                    opaqueDirectories.append(String(decoding: relative, as: UTF8.self))
+                    if let text = String(validating: relative, as: UTF8.self) {
+                        opaqueDirectories?.append(text)
+                    } else {
+                        opaqueDirectories = nil
+                    }
                 }
             }
         }

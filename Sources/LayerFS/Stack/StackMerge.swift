@@ -42,7 +42,7 @@ public struct StackMerge: Sendable {
 
     public func merge() throws -> MergedTree {
         guard let top = trees.indices.last else { throw MergeError.emptyStack }
-        if geteuid() != 0, let unknown = trees.indices.first(where: { opaque[$0] == nil }) {
+        if !privileged, let unknown = trees.indices.first(where: { opaque[$0] == nil }) {
             throw MergeError.needsPrivilege(trees[unknown])
         }
         var entries: [MergedTree.Entry] = []
@@ -141,11 +141,14 @@ public struct StackMerge: Sendable {
         return result
     }
 
-    /// Whether the directory at `path` in tree `layer` hides the trees below it.
+    /// Whether the directory at `path` in tree `layer` hides the trees below it. The attribute
+    /// itself decides whenever it can be read (as root); the recorded list stands in otherwise.
     private func isOpaque(layer: Int, path: [UInt8]) -> Bool {
-        if let list = opaque[layer] { return list.contains(Array(path.dropFirst(trees[layer].utf8.count))) }
+        if !privileged, let list = opaque[layer] { return list.contains(Array(path.dropFirst(trees[layer].utf8.count))) }
         return RawPath.with(path) { ExtendedAttributes.value($0, "trusted.overlay.opaque") } == Array("y".utf8)
     }
+
+    private var privileged: Bool { geteuid() == 0 }
 
     private func makeEntry(name: [UInt8], parent: Int, candidate: Candidate) throws -> MergedTree.Entry {
         let st = candidate.st
