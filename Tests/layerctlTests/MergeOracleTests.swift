@@ -236,8 +236,10 @@ struct MergeOracleTests {
                 ])
             if recorded {
                 #expect(asNobody.status == 0, "\(asNobody.output)")
-                // The store's block cache is root's: nobody exports without it, and says so.
+                // The store's block cache is root's: nobody exports without it, and says so; it says
+                // too that trusted.* attributes are out of its reach.
                 #expect(asNobody.output.contains("exporting without the block cache"), "\(asNobody.output)")
+                #expect(asNobody.output.contains("trusted.* attributes cannot be read"), "\(asNobody.output)")
                 let image = FileManager.default.contents(atPath: out + "/nobody.squashfs")
                 #expect(image != nil && image == FileManager.default.contents(atPath: out + "/root.squashfs"))
             } else {

@@ -62,6 +62,9 @@ public struct Exporter: Sendable {
             trees: keys.map(store.tree), epoch: epoch, opaqueDirectories: records.map(\.opaqueDirectories)
         )
         .merge()
+        if geteuid() != 0 {
+            warning("without root, trusted.* attributes cannot be read; any in the layers are left out")
+        }
         let total = tree.dataBytes
         var result = Result(
             format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
