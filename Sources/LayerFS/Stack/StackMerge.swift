@@ -144,7 +144,9 @@ public struct StackMerge: Sendable {
     /// Whether the directory at `path` in tree `layer` hides the trees below it. The attribute
     /// itself decides whenever it can be read (as root); the recorded list stands in otherwise.
     private func isOpaque(layer: Int, path: [UInt8]) -> Bool {
-        if !privileged, let list = opaque[layer] { return list.contains(Array(path.dropFirst(trees[layer].utf8.count))) }
+        if !privileged, let list = opaque[layer] {
+            return list.contains(Array(path.dropFirst(trees[layer].utf8.count)))
+        }
         return RawPath.with(path) { ExtendedAttributes.value($0, "trusted.overlay.opaque") } == Array("y".utf8)
     }
 
