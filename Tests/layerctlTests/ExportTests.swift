@@ -91,6 +91,14 @@ struct ExportTests {
         #expect(try String(contentsOfFile: mounted + "/etc/greeting", encoding: .utf8) == "hello from gaming\n")
         #expect(!FileManager.default.fileExists(atPath: mounted + "/usr/bin/nano"))
 
+        // The oracle on real built layers: the image is the kernel's overlay of the three trees.
+        let lowerdir = try ["gaming", "nvidia", "base"].map { records.tree(try #require(records.ref($0))) }
+            .joined(separator: ":")
+        let overlay = try KernelMount.overlay(lowerdir: lowerdir)
+        defer { KernelMount.unmount(overlay) }
+        let differences = try TreeSnapshot(overlay).differences(from: try TreeSnapshot(mounted))
+        #expect(differences.isEmpty, "overlay (-) and image (+) differ:\n\(differences.joined(separator: "\n"))")
+
         // A build that fails leaves the last good image in place.
         let good = bytes(out + "/built.squashfs")
         try Harness.edit(layers + "/gaming.yaml") { $0 + "  - exit 7\n" }
