@@ -6,8 +6,7 @@ import LayerFS
 final class BuildReporter {
     let json: Bool
     let terminal: Bool
-    private var statusShown = false
-    private var lastStatus = ""
+    private let statusLine = StatusLine()
     private let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
@@ -53,7 +52,7 @@ final class BuildReporter {
     }
 
     func finish(_ built: [BuiltLayer]) {
-        clearStatus()
+        statusLine.clear()
         if json {
             struct Summary: Encodable { var layers: [BuiltLayer] }
             if let data = try? encoder.encode(Summary(layers: built)) { print(String(decoding: data, as: UTF8.self)) }
@@ -66,7 +65,7 @@ final class BuildReporter {
     private func short(_ key: String?) -> String { String((key ?? "").prefix(12)) }
 
     private func line(_ text: String) {
-        clearStatus()
+        statusLine.clear()
         FileHandle.standardError.write(Data((text + "\n").utf8))
     }
 
@@ -76,32 +75,15 @@ final class BuildReporter {
         switch event.kind {
         case .downloadProgress:
             let done = event.current ?? 0, total = max(event.total ?? 0, 1)
-            text += "downloading \(event.file ?? "") " + bar(Double(done) / Double(total)) + " \(done / 1024) KiB"
+            text += "downloading \(event.file ?? "") " + StatusLine.bar(Double(done) / Double(total)) + " \(done / 1024) KiB"
         case .progress:
-            text += "\(event.message ?? "") \(event.file ?? "") " + bar(Double(event.percent ?? 0) / 100)
+            text += "\(event.message ?? "") \(event.file ?? "") " + StatusLine.bar(Double(event.percent ?? 0) / 100)
                 + " (\(event.current ?? 0)/\(event.total ?? 0))"
         case .downloadStarted:
             text += "downloading \(event.file ?? "")"
         default:
             text += "downloaded \(event.file ?? "")"
         }
-        let width = 100
-        let clipped = text.count > width ? String(text.prefix(width)) : text.padding(toLength: width, withPad: " ", startingAt: 0)
-        if clipped == lastStatus && statusShown { return }  // libalpm reports far more often than the bar moves
-        lastStatus = clipped
-        FileHandle.standardError.write(Data(("\r" + clipped).utf8))
-        statusShown = true
-    }
-
-    private func bar(_ fraction: Double) -> String {
-        let filled = Int((min(max(fraction, 0), 1) * 20).rounded())
-        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 20 - filled) + "]"
-    }
-
-    private func clearStatus() {
-        if statusShown {
-            FileHandle.standardError.write(Data(("\r" + String(repeating: " ", count: 100) + "\r").utf8))
-            statusShown = false
-        }
+        statusLine.show(text)
     }
 }

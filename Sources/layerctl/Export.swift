@@ -98,23 +98,21 @@ final class ExportReporter: @unchecked Sendable {
     // @unchecked: the exporter calls `progress` from the thread that runs the export only.
     private let terminal = isatty(STDERR_FILENO) == 1
     private let started = Date()
-    private var shown = false
+    private let statusLine = StatusLine()
 
     func progress(_ progress: Exporter.Progress) {
         guard terminal else { return }
         let fraction = progress.totalIn > 0 ? Double(progress.bytesIn) / Double(progress.totalIn) : 1
         let elapsed = Date().timeIntervalSince(started)
         let eta = fraction > 0.01 ? elapsed * (1 - fraction) / fraction : 0
-        let filled = Int((min(max(fraction, 0), 1) * 20).rounded())
-        var text = "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 20 - filled) + "] "
+        var text = StatusLine.bar(fraction) + " "
         text += "\(formatBytes(Int64(progress.bytesIn))) / \(formatBytes(Int64(progress.totalIn))) in"
         if progress.bytesOut > 0 {
             text += ", \(formatBytes(Int64(progress.bytesOut))) out"
             if let ratio = progress.ratio { text += String(format: ", ratio %.2f", ratio) }
         }
         text += String(format: ", %.0f s left", eta)
-        FileHandle.standardError.write(Data(("\r" + text.padding(toLength: 100, withPad: " ", startingAt: 0)).utf8))
-        shown = true
+        statusLine.show(text)
     }
 
     func warning(_ text: String) {
@@ -122,10 +120,5 @@ final class ExportReporter: @unchecked Sendable {
         FileHandle.standardError.write(Data("layerctl: warning: \(text)\n".utf8))
     }
 
-    func finish() {
-        if shown {
-            FileHandle.standardError.write(Data(("\r" + String(repeating: " ", count: 100) + "\r").utf8))
-            shown = false
-        }
-    }
+    func finish() { statusLine.clear() }
 }

@@ -16,7 +16,12 @@ public struct BuildOptions: Sendable {
 
     public init(store: Store) {
         self.store = store
-        sourceDateEpoch = ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap(Int64.init) ?? 0
+        sourceDateEpoch = Self.environmentSourceDateEpoch ?? 0
+    }
+
+    /// `SOURCE_DATE_EPOCH` from the environment, when it is set to a number.
+    public static var environmentSourceDateEpoch: Int64? {
+        ProcessInfo.processInfo.environment["SOURCE_DATE_EPOCH"].flatMap(Int64.init)
     }
 }
 

@@ -11,10 +11,7 @@ struct DirectoryWriter {
         if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
             throw SystemError("export to", path, errno: EEXIST)
         }
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-        let staging = directory + "/." + name + ".layerctl-\(getpid())"
+        let staging = FileSystem.stagingPath(beside: path)
         try? FileSystem.removeTree(staging)
         do {
             try populate(tree, Array(staging.utf8), progress: progress)

@@ -57,7 +57,7 @@ public struct Exporter: Sendable {
         defer { lock.unlock() }
         let keys = try store.chain(key)
         let records = try keys.map(store.record)
-        let epoch = Self.epoch(default: records.last?.sourceDateEpoch ?? 0)
+        let epoch = BuildOptions.environmentSourceDateEpoch ?? records.last?.sourceDateEpoch ?? 0
         let tree = try StackMerge(
             trees: keys.map(store.tree), epoch: epoch, opaqueDirectories: records.map(\.opaqueDirectories)
         )
@@ -115,12 +115,6 @@ public struct Exporter: Sendable {
         }
         result.seconds = MonotonicClock.seconds() - started
         return result
-    }
-
-    /// SOURCE_DATE_EPOCH when set to a number, else the top layer's own epoch.
-    static func epoch(default fallback: Int64) -> Int64 {
-        if let text = getenv("SOURCE_DATE_EPOCH"), let value = Int64(String(cString: text)) { return value }
-        return fallback
     }
 }
 

@@ -18,16 +18,14 @@ final class ImageOutput {
 
     init(path: String) throws {
         self.path = path
-        let slash = path.lastIndex(of: "/")
-        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        let (directory, name) = FileSystem.split(path)
         guard !name.isEmpty else { throw SystemError("write image to", path, errno: EISDIR) }
         if FileSystem.isDirectory(path) { throw SystemError("write image to", path, errno: EISDIR) }
         var fd = open(directory, Self.temporaryFileFlag | O_RDWR | O_CLOEXEC, 0o644)
         if fd >= 0 {
             writePath = "/proc/self/fd/\(fd)"
         } else if errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL {
-            let fallback = directory + "/." + name + ".layerctl-\(getpid())"
+            let fallback = FileSystem.stagingPath(beside: path)
             fd = open(fallback, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0o644)
             if fd < 0 { throw SystemError("create", fallback) }
             fallbackPath = fallback
@@ -53,10 +51,7 @@ final class ImageOutput {
         try sys("write", path) { fsync(fd) }
         var temporary = fallbackPath
         if temporary == nil {
-            let slash = path.lastIndex(of: "/")
-            let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-            let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-            let linked = directory + "/." + name + ".layerctl-\(getpid())"
+            let linked = FileSystem.stagingPath(beside: path)
             unlink(linked)
             try sys("name the image", linked) { linkat(AT_FDCWD, writePath, AT_FDCWD, linked, AT_SYMLINK_FOLLOW) }
             temporary = linked

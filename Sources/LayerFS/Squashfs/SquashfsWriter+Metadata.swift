@@ -73,6 +73,7 @@ extension SquashfsWriter {
             let entry = tree.entries[index]
             let path = { RawPath.string(tree.path(of: index)) }
             var inode: UnsafeMutablePointer<sqfs_inode_generic_t>
+            var links = UInt32(entry.linkCount)
             switch entry.kind {
             case .directory:
                 try sqfs("list directory \(path())") { sqfs_dir_writer_begin(directories, 0) }
@@ -95,7 +96,7 @@ extension SquashfsWriter {
                     throw SquashfsError("create the inode of \(path())", SQFS_ERROR_ALLOC.rawValue)
                 }
                 inode = created
-                _ = lc_sqfs_set_link_count(inode, UInt32(2 + subdirectories))
+                links = UInt32(2 + subdirectories)
             case .regular:
                 guard let written = inodes[index] else {
                     throw SquashfsError("find the data of \(path())", SQFS_ERROR_INTERNAL.rawValue)
@@ -120,11 +121,8 @@ extension SquashfsWriter {
             }
             let attributes = try recordAttributes(entry, path: path, into: xattrs, skipped: skippedAttribute)
             try sqfs("record the attributes of \(path())") { sqfs_inode_set_xattr_index(inode, attributes) }
+            // After the xattr index, which may turn a basic inode into an extended one.
             if entry.kind == .regular || entry.kind == .directory {
-                let links =
-                    entry.kind == .directory
-                    ? UInt32(2 + entry.children.count(where: { tree.entries[$0].kind == .directory }))
-                    : UInt32(entry.linkCount)
                 if lc_sqfs_set_link_count(inode, links) != 0 {
                     throw SquashfsError("set the link count of \(path())", SQFS_ERROR_INTERNAL.rawValue)
                 }

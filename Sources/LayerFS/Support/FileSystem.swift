@@ -22,6 +22,20 @@ enum FileSystem {
         _ = chmod(path, mode)
     }
 
+    /// The directory part and the last name of `path` ("." when it has no slash).
+    static func split(_ path: String) -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        return (directory, String(path[path.index(after: slash)...]))
+    }
+
+    /// A hidden name beside `path` for work in progress, `DIR/.NAME.layerctl-PID`, so it is on the
+    /// same file system and a rename(2) can move it into place.
+    static func stagingPath(beside path: String) -> String {
+        let (directory, name) = split(path)
+        return directory + "/." + name + ".layerctl-\(getpid())"
+    }
+
     /// The bytes of the file at `path`, or nil when it cannot be read.
     static func contents(_ path: String) -> [UInt8]? {
         FileManager.default.contents(atPath: path).map { Array($0) }
