@@ -40,7 +40,8 @@ let package = Package(
         .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
         .testTarget(
             name: "layerctlTests",
-            dependencies: ["LayerFS", "Alpm", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["LayerFS", "Alpm", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")],
+            exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

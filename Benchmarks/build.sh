@@ -21,6 +21,7 @@ trap 'rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 packages="filesystem busybox glibc perl nano greeter"
+read -r -a package_list <<<"$packages"
 
 # (i) cold base layer against pacman
 cat >"$work/base.yaml" <<YAML
@@ -47,7 +48,7 @@ for i in $(seq "$runs"); do
     mkdir -p "$work/root/var/lib/pacman" "$work/cache"; sync
     t0=$(now)
     pacman --root "$work/root" --dbpath "$work/root/var/lib/pacman" --cachedir "$work/cache" \
-        --config "$work/pacman.conf" --logfile "$work/pacman.log" --noconfirm --noprogressbar -Sy $packages >/dev/null 2>&1
+        --config "$work/pacman.conf" --logfile "$work/pacman.log" --noconfirm --noprogressbar -Sy "${package_list[@]}" >/dev/null 2>&1
     t1=$(now)
     echo "$t1 - $t0" | bc -l >>"$work/pacman"
 done

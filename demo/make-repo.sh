@@ -40,7 +40,8 @@ for d in "${debs[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
     echo "make-repo: downloading ${missing[*]} from Debian"
-    (cd "$out/debs" && apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    # apt warns that root downloads unsandboxed; that is expected here and not worth a line.
+    (cd "$out/debs" && { apt-get download -q "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true; })
 fi
 deb() { local f; f=$(compgen -G "$out/debs/${1}_*.deb" | sort | tail -n 1); [ -n "$f" ] || { echo "make-repo: no .deb for $1" >&2; exit 2; }; echo "$f"; }
 
@@ -190,6 +191,8 @@ build_packages() {
 
     p="$work/greeter"; pkginfo "$p" greeter 1.0-1 any "Writes /etc/greeter.installed from its post_install" depend=sh
     mkdir -p "$p/usr/share/greeter"; echo hello >"$p/usr/share/greeter/greeting"
+    # The scriptlet's $1 is for pacman's shell to expand, not this one.
+    # shellcheck disable=SC2016
     printf 'post_install() {\n\techo "greeter $1 installed" >/etc/greeter.installed\n}\n' >"$p/.INSTALL"
     pack "$dest" "$p"
 
@@ -239,7 +242,7 @@ signer="$out/signer"
 gpgq() { gpg --homedir "$1" --batch --quiet --no-tty --pinentry-mode loopback --passphrase '' "${@:2}"; }
 make_key() { # homedir uid
     [ -s "$1/fpr" ] && return 0
-    mkdir -p -m 0700 "$1"
+    mkdir -p "$1" && chmod 0700 "$1"
     gpgq "$1" --faked-system-time "$epoch!" --quick-gen-key "$2" ed25519 sign never 2>/dev/null
     gpgq "$1" --list-keys --with-colons | awk -F: '/^fpr/ {print $10; exit}' >"$1/fpr"
 }
@@ -257,7 +260,7 @@ done
 index "$out/signed/demo"
 
 # The keyring pacman reads: the demo key, trusted fully, and nothing else.
-mkdir -p -m 0700 "$out/keyring"
+mkdir -p "$out/keyring" && chmod 0700 "$out/keyring"
 touch "$out/keyring/pubring.gpg"   # the keyring format pacman-key makes, and libalpm looks for
 gpgq "$signer/trusted" --export >"$work/trusted.gpg"
 gpgq "$out/keyring" --import "$work/trusted.gpg" 2>/dev/null

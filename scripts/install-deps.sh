@@ -6,6 +6,7 @@ packages=(
     libarchive-dev libsquashfs-dev libmount-dev libalpm-dev libcurl4-openssl-dev libgpgme-dev  # C libraries
     pacman-package-manager libarchive-tools zstd gnupg dpkg                                 # demo repository
     squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc                              # tests and benchmarks
+    qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -1,0 +1,161 @@
+import Foundation
+import Glibc
+import Testing
+
+/// What the boot tests boot: a demo image whose init is a probe, Debian's kernel, initramfs images
+/// made with boot/'s dracut module and mkinitcpio hook, an ext4 disk holding the image, and QEMU.
+final class BootMachine: Sendable {
+    static let kernelDirectory = Harness.demoOut + "/kernel"
+    static let diskUUID = "7a3c2a64-1c4e-4d5e-9a43-5b7d7b3c0f01"
+    static let imagePath = "/images/probe.squashfs"
+
+    /// Why the boot tests cannot run here, or nil when they can.
+    static var missing: String? {
+        if !Harness.canBuild { return "\(Harness.cannotBuildReason)" }
+        if !FileManager.default.fileExists(atPath: kernelDirectory + "/vmlinuz") {
+            return "needs Debian's kernel in \(kernelDirectory) (run scripts/fetch-kernel.sh)"
+        }
+        for tool in ["/usr/bin/qemu-system-x86_64", "/usr/bin/dracut", "/usr/bin/cpio", "/bin/busybox"]
+        where !FileManager.default.isExecutableFile(atPath: tool) {
+            return "needs \(tool) (scripts/install-deps.sh installs it)"
+        }
+        return nil
+    }
+
+    /// Built once for all boot tests.
+    static let shared = Result { try BootMachine() }
+
+    let folder: String
+    let image: String
+    let dracutInitrd: String
+    let mkinitcpioInitrd: String
+    /// The ext4 disk with the image at `imagePath`, and one with the image replaced by junk.
+    let disk: String
+    let junkDisk: String
+    let imageDigest: String
+
+    private init() throws {
+        folder = try Harness.temporaryDirectory("boot")
+        let layers = try Harness.demoLayers()
+        try Self.probeLayer.write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        image = folder + "/probe.squashfs"
+        let build = try Harness.run(["build", layers + "/probe.yaml", "--store", folder + "/store", "-o", image])
+        guard build.status == 0 else { throw BootError("build the probe image: \(build.stderr)") }
+        imageDigest = try Self.shell("sha256sum '\(image)' | cut -c1-64").trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        let version = try String(contentsOfFile: Self.kernelDirectory + "/version", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let modules = Self.kernelDirectory + "/root/lib/modules/" + version
+
+        // dracut reads its modules from a copy of its own folder with ours added, so the host's
+        // dracut is left as it is.
+        let boot = Harness.packageRoot + "/boot"
+        dracutInitrd = folder + "/initrd-dracut.img"
+        try Self.shell(
+            """
+            cp -r /usr/lib/dracut '\(folder)/dracut'
+            cp -rL '\(boot)/dracut/90layerctl' '\(folder)/dracut/modules.d/'
+            cp '\(boot)/layerctl.sh' '\(folder)/dracut/modules.d/90layerctl/'
+            mkdir '\(folder)/dracut.conf.d'
+            dracutbasedir='\(folder)/dracut' dracut --quiet --force --no-hostonly --conf /dev/null \
+                --confdir '\(folder)/dracut.conf.d' -m layerctl \
+                --add-drivers 'virtio_blk virtio_pci ext4 crc32c_generic' --kver '\(version)' --kmoddir '\(modules)' \
+                --no-compress --no-early-microcode '\(dracutInitrd)'
+            """)
+
+        // The mkinitcpio flavour: a busybox initramfs whose /init keeps mkinitcpio's hook contract.
+        mkinitcpioInitrd = folder + "/initrd-mkinitcpio.img"
+        let root = folder + "/mkinitcpio-root"
+        let wanted = "virtio_pci virtio_blk crc32c_generic ext4 loop squashfs overlay"
+        try Self.shell(
+            """
+            mkdir -p '\(root)/bin' '\(root)/hooks' '\(root)/usr/lib/layerctl' '\(root)/proc' '\(root)/sys' \
+                '\(root)/dev' '\(root)/run'
+            cp /bin/busybox '\(root)/bin/busybox'
+            ln -s busybox '\(root)/bin/sh'
+            cp '\(Harness.packageRoot)/Tests/layerctlTests/Fixtures/mkinitcpio-init' '\(root)/init'
+            cp '\(boot)/mkinitcpio/hooks/layerctl' '\(root)/hooks/layerctl'
+            cp '\(boot)/layerctl.sh' '\(root)/usr/lib/layerctl/layerctl.sh'
+            chmod 0755 '\(root)/init'
+            for module in \(wanted); do
+                echo "$module" >>'\(root)/modules-to-load'
+                modprobe -d '\(Self.kernelDirectory)/root' -S '\(version)' --show-depends "$module" | while read -r _ ko _; do
+                    relative=${ko#'\(Self.kernelDirectory)/root'}
+                    mkdir -p "$(dirname '\(root)'"$relative")"
+                    cp "$ko" '\(root)'"$relative"
+                done
+            done
+            depmod -b '\(root)' '\(version)'
+            cd '\(root)' && find . | LC_ALL=C sort | cpio -o -H newc --quiet >'\(mkinitcpioInitrd)'
+            """)
+
+        // mkfs.ext4 -d fills the disk from a folder, with no mount.
+        disk = folder + "/disk.ext4"
+        junkDisk = folder + "/junk.ext4"
+        try Self.shell(
+            """
+            mkdir -p '\(folder)/disk/images' '\(folder)/junk/images'
+            cp '\(image)' '\(folder)/disk\(Self.imagePath)'
+            head -c 1048576 /dev/urandom >'\(folder)/junk\(Self.imagePath)'
+            mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/disk' '\(disk)' 64M
+            mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/junk' '\(junkDisk)' 16M
+            """)
+    }
+
+    /// The probe: the image's init in the tests. It reports what it sees, writes a file, reboots.
+    static let probeLayer = """
+        from: gaming
+        description: The demo system with a probe as init, for the boot tests
+        files:
+          - path: /usr/bin/layerctl-probe
+            mode: "0755"
+            content: |
+              #!/bin/sh
+              export PATH=/usr/bin
+              mount -t proc proc /proc 2>/dev/null
+              while read -r source target type _; do
+                  case $target in /|/run/layerctl/*) echo "PROBE mount $target $type $source" ;; esac
+              done </proc/mounts
+              if [ -e /probe-was-here ]; then echo "PROBE found an earlier write"; else echo "PROBE clean"; fi
+              echo written >/probe-was-here && echo "PROBE wrote /probe-was-here"
+              sed 's/^/PROBE env /' /run/layerctl/boot.env
+              echo "PROBE done"
+              reboot -f
+
+        """
+
+    enum Flavour { case dracut, mkinitcpio }
+
+    /// Boots with `disks` (virtio, in order: vda, vdb, …) and `append` on the kernel command line and
+    /// returns the serial console's output. A failed boot panics (rd.shell=0, panic=-1) and QEMU
+    /// exits at the reboot; a timeout stops a boot that hangs.
+    func boot(_ flavour: Flavour, disks: [(path: String, readOnly: Bool)], append: String) throws -> String {
+        let accelerator =
+            FileManager.default.fileExists(atPath: "/sys/module/kvm_intel")
+                || FileManager.default.fileExists(atPath: "/sys/module/kvm_amd") ? "kvm" : "tcg"
+        var arguments = [
+            "300", "qemu-system-x86_64", "-accel", accelerator, "-m", "768", "-nographic", "-nic", "none", "-no-reboot",
+            "-kernel", Self.kernelDirectory + "/vmlinuz",
+            "-initrd", flavour == .dracut ? dracutInitrd : mkinitcpioInitrd,
+            "-append", "console=ttyS0 panic=-1 rd.shell=0 " + append,
+        ]
+        for disk in disks {
+            arguments += ["-drive", "file=\(disk.path),format=raw,if=virtio\(disk.readOnly ? ",readonly=on" : "")"]
+        }
+        let (status, output) = try KernelMount.run("/usr/bin/timeout", arguments)
+        if status == 124 { throw BootError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
+        return output
+    }
+
+    @discardableResult
+    static func shell(_ script: String) throws -> String {
+        let (status, output) = try KernelMount.run("/bin/bash", ["-euo", "pipefail", "-c", script])
+        guard status == 0 else { throw BootError("\(script)\nfailed with \(status): \(output)") }
+        return output
+    }
+}
+
+struct BootError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,144 @@
+import Foundation
+import Testing
+
+/// Boots a demo image in QEMU through boot/'s dracut module and mkinitcpio hook: the image as a file
+/// on an ext4 disk found by UUID, as a whole disk and in RAM, a tmpfs that forgets, and each failure
+/// with its one line.
+@Suite(
+    "Booting images", .serialized,
+    .enabled(if: BootMachine.missing == nil, Comment(rawValue: BootMachine.missing ?? "")))
+struct BootTests {
+    let machine: BootMachine
+    let device = "layerctl.device=UUID=\(BootMachine.diskUUID)"
+    let probe = "init=/usr/bin/layerctl-probe"
+
+    init() throws { machine = try BootMachine.shared.get() }
+
+    func lines(_ output: String, _ prefix: String) -> [String] {
+        output.split(whereSeparator: \.isNewline).map { String($0).trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix(prefix) }
+    }
+
+    /// Checks a boot that reached the probe with `/` an overlay of the image and the tmpfs.
+    func expectBooted(_ output: String, image: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let probe = lines(output, "PROBE")
+        #expect(
+            probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))", sourceLocation: sourceLocation)
+        #expect(
+            probe.contains("PROBE mount /run/layerctl/image squashfs \(image)"), "\(probe)",
+            sourceLocation: sourceLocation)
+        #expect(
+            probe.contains("PROBE mount /run/layerctl/rw tmpfs layerctl-rw"), "\(probe)", sourceLocation: sourceLocation
+        )
+        #expect(probe.contains("PROBE wrote /probe-was-here"), "\(probe)", sourceLocation: sourceLocation)
+        #expect(probe.last == "PROBE done", "\(probe)", sourceLocation: sourceLocation)
+    }
+
+    /// Checks a boot that stopped with layerctl's one line, before any init of the image ran.
+    func expectStopped(_ output: String, _ line: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(
+            lines(output, "layerctl: ").first == "layerctl: " + line, "\(output.suffix(4000))",
+            sourceLocation: sourceLocation)
+        #expect(lines(output, "PROBE").isEmpty, sourceLocation: sourceLocation)
+        #expect(
+            output.contains("Kernel panic") || output.contains("INIT emergency shell"), sourceLocation: sourceLocation)
+    }
+
+    @Test("dracut: the image file on an ext4 disk found by UUID boots, and a second boot forgets what the first wrote")
+    func imageFileByUUID() throws {
+        for boot in 1...2 {
+            let output = try machine.boot(
+                .dracut, disks: [(machine.disk, false)],
+                append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
+            expectBooted(output, image: "/dev/loop0")
+            #expect(lines(output, "PROBE").contains("PROBE clean"), "boot \(boot) saw a file an earlier boot wrote")
+            #expect(lines(output, "PROBE").contains("PROBE mount /run/layerctl/device ext4 /dev/vda"))
+            #expect(lines(output, "PROBE").contains("PROBE env LAYERCTL_DEVICE_NODE=/dev/vda"))
+        }
+    }
+
+    @Test("dracut: root= names the device when layerctl.device= is absent, and toram=1 with verify= boots from RAM")
+    func toRAM() throws {
+        let output = try machine.boot(
+            .dracut, disks: [(machine.disk, true)],
+            append:
+                "layerctl.image=\(BootMachine.imagePath) root=UUID=\(BootMachine.diskUUID) layerctl.toram=1 layerctl.verify=sha256:\(machine.imageDigest) \(probe)"
+        )
+        expectBooted(output, image: "/dev/loop0")
+        let probe = lines(output, "PROBE")
+        #expect(probe.contains("PROBE mount /run/layerctl/ram tmpfs layerctl-ram"), "\(probe)")
+        #expect(
+            !probe.contains { $0.hasPrefix("PROBE mount /run/layerctl/device") },
+            "the device is still mounted: \(probe)")
+    }
+
+    @Test("dracut: an image that is a whole block device boots")
+    func wholeDevice() throws {
+        let output = try machine.boot(
+            .dracut, disks: [(machine.image, true)], append: "layerctl.image=/dev/vda \(probe)")
+        expectBooted(output, image: "/dev/vda")
+    }
+
+    @Test("dracut: a wrong layerctl.verify= stops the boot with its line")
+    func wrongChecksum() throws {
+        let wrong = String(repeating: "0", count: 64)
+        let output = try machine.boot(
+            .dracut, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) layerctl.verify=sha256:\(wrong) \(probe)")
+        expectStopped(
+            output,
+            "verify of image \(BootMachine.imagePath) failed: its sha256 is \(machine.imageDigest), not \(wrong)")
+    }
+
+    @Test("dracut: a missing image, a device that never appears, junk and no init each stop the boot with their line")
+    func failures() throws {
+        let missing = try machine.boot(
+            .dracut, disks: [(machine.disk, true)], append: "layerctl.image=/images/missing.squashfs \(device) \(probe)"
+        )
+        expectStopped(
+            missing,
+            "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
+
+        let absent = "UUID=00000000-0000-4000-8000-000000000000"
+        let noDevice = try machine.boot(
+            .dracut, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) layerctl.device=\(absent) layerctl.timeout=2 \(probe)")
+        expectStopped(noDevice, "device \(absent) failed: it did not appear within 2 s")
+
+        let junk = try machine.boot(
+            .dracut, disks: [(machine.junkDisk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
+        #expect(
+            lines(junk, "layerctl: ").first?.hasPrefix("layerctl: mount of image \(BootMachine.imagePath) failed: ")
+                == true,
+            "\(junk.suffix(3000))")
+        #expect(lines(junk, "PROBE").isEmpty)
+
+        let noInit = try machine.boot(
+            .dracut, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) init=/sbin/nothing")
+        expectStopped(noInit, "image \(BootMachine.imagePath) failed: it has no /sbin/nothing to start")
+    }
+
+    @Test("mkinitcpio: the runtime hook mounts the image under an init that keeps mkinitcpio's hook contract")
+    func mkinitcpioHook() throws {
+        let output = try machine.boot(
+            .mkinitcpio, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
+        #expect(
+            lines(output, "INIT").prefix(2) == [
+                "INIT run_hook of layerctl", "INIT layerctl_mount_handler mounted /new_root",
+            ],
+            "\(output.suffix(4000))")
+        expectBooted(output, image: "/dev/loop0")
+        #expect(lines(output, "PROBE").contains("PROBE mount /run/layerctl/device ext4 /dev/vda"))
+
+        let failed = try machine.boot(
+            .mkinitcpio, disks: [(machine.disk, true)],
+            append: "layerctl.image=/images/missing.squashfs \(device) \(probe)")
+        expectStopped(
+            failed,
+            "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
+        #expect(failed.contains("INIT emergency shell"))
+    }
+}

@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// Every shell file of the project parses (sh -n, and busybox ash -n for what runs in an initramfs)
+/// and passes shellcheck.
+@Suite("Shell scripts")
+struct ShellScriptTests {
+    /// Files under the project's script folders that are shell: `*.sh`, or a `#!` line naming a shell.
+    static func shellFiles() throws -> [String] {
+        let root = Harness.packageRoot
+        var files: [String] = [".ci/run"]
+        for folder in ["boot", "demo", "scripts", "Benchmarks", "Tests/layerctlTests/Fixtures"] {
+            guard let walker = FileManager.default.enumerator(atPath: root + "/" + folder) else { continue }
+            for case let relative as String in walker where !relative.hasPrefix("out/") {
+                let path = folder + "/" + relative
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: root + "/" + path, isDirectory: &isDirectory),
+                    !isDirectory.boolValue
+                else { continue }
+                let head = (try? String(contentsOfFile: root + "/" + path, encoding: .utf8))?.prefix(64) ?? ""
+                if path.hasSuffix(".sh") || (head.hasPrefix("#!") && head.prefix { $0 != "\n" }.hasSuffix("sh")) {
+                    files.append(path)
+                }
+            }
+        }
+        return files.sorted()
+    }
+
+    @Test(
+        "Every shell file passes shellcheck and sh -n",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/shellcheck"), "needs shellcheck"))
+    func shellcheck() throws {
+        let files = try Self.shellFiles()
+        #expect(files.contains("boot/layerctl.sh") && files.contains("boot/mkinitcpio/hooks/layerctl"), "\(files)")
+        for file in files {
+            let path = Harness.packageRoot + "/" + file
+            let checked = try KernelMount.run(
+                "/bin/sh", ["-c", "cd '\(Harness.packageRoot)' && exec shellcheck -x '\(file)'"])
+            #expect(checked.status == 0, "\(file):\n\(checked.output)")
+            let firstLine = (try String(contentsOfFile: path, encoding: .utf8)).prefix { $0 != "\n" }
+            let parser = firstLine.contains("bash") ? "/bin/bash" : "/bin/sh"
+            let parsed = try KernelMount.run(parser, ["-n", path])
+            #expect(parsed.status == 0, "\(parser) -n \(file):\n\(parsed.output)")
+            if file.hasPrefix("boot/") && parser == "/bin/sh"
+                && FileManager.default.isExecutableFile(atPath: "/bin/busybox")
+            {
+                let ash = try KernelMount.run("/bin/busybox", ["ash", "-n", path])
+                #expect(ash.status == 0, "busybox ash -n \(file):\n\(ash.output)")
+            }
+        }
+    }
+}
