@@ -27,6 +27,8 @@ final class BootMachine: Sendable {
 
     let folder: String
     let image: String
+    /// The store that holds the probe stack (layer `probe`).
+    let store: String
     let dracutInitrd: String
     let mkinitcpioInitrd: String
     /// The ext4 disk with the image at `imagePath`, and one with the image replaced by junk.
@@ -36,32 +38,31 @@ final class BootMachine: Sendable {
 
     private init() throws {
         folder = try Harness.temporaryDirectory("boot")
-        let layers = try Harness.demoLayers()
-        try Self.probeLayer.write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
-        image = folder + "/probe.squashfs"
-        let build = try Harness.run(["build", layers + "/probe.yaml", "--store", folder + "/store", "-o", image])
-        guard build.status == 0 else { throw BootError("build the probe image: \(build.stderr)") }
-        imageDigest = try Self.shell("sha256sum '\(image)' | cut -c1-64").trimmingCharacters(
-            in: .whitespacesAndNewlines)
         let version = try String(contentsOfFile: Self.kernelDirectory + "/version", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let modules = Self.kernelDirectory + "/root/lib/modules/" + version
 
-        // dracut reads its modules from a copy of its own folder with ours added, so the host's
-        // dracut is left as it is.
+        // The dracut flavour, made as demo/vm.sh makes it.
         let boot = Harness.packageRoot + "/boot"
         dracutInitrd = folder + "/initrd-dracut.img"
         try Self.shell(
+            "bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(dracutInitrd)' '\(Self.kernelDirectory)'")
+
+        // The image carries Debian's kernel and the dracut initramfs in /boot, as Arch's does its own.
+        let layers = try Harness.demoLayers()
+        try Self.probeLayer.write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        try Self.shell(
             """
-            cp -r /usr/lib/dracut '\(folder)/dracut'
-            cp -rL '\(boot)/dracut/90layerctl' '\(folder)/dracut/modules.d/'
-            cp '\(boot)/layerctl.sh' '\(folder)/dracut/modules.d/90layerctl/'
-            mkdir '\(folder)/dracut.conf.d'
-            dracutbasedir='\(folder)/dracut' dracut --quiet --force --no-hostonly --conf /dev/null \
-                --confdir '\(folder)/dracut.conf.d' -m layerctl \
-                --add-drivers 'virtio_blk virtio_pci ext4 crc32c_generic' --kver '\(version)' --kmoddir '\(modules)' \
-                --no-compress --no-early-microcode '\(dracutInitrd)'
+            cp '\(Self.kernelDirectory)/vmlinuz' '\(layers)/vmlinuz-linux'
+            cp '\(dracutInitrd)' '\(layers)/initramfs-linux.img'
             """)
+        image = folder + "/probe.squashfs"
+        store = folder + "/store"
+        let build = try Harness.run([
+            "build", layers + "/probe.yaml", "--store", store, "-o", image, "--compression", "zstd:3",
+        ])
+        guard build.status == 0 else { throw BootError("build the probe image: \(build.stderr)") }
+        imageDigest = try Self.shell("sha256sum '\(image)' | cut -c1-64").trimmingCharacters(
+            in: .whitespacesAndNewlines)
 
         // The mkinitcpio flavour: a busybox initramfs whose /init keeps mkinitcpio's hook contract.
         mkinitcpioInitrd = folder + "/initrd-mkinitcpio.img"
@@ -97,7 +98,7 @@ final class BootMachine: Sendable {
             mkdir -p '\(folder)/disk/images' '\(folder)/junk/images'
             cp '\(image)' '\(folder)/disk\(Self.imagePath)'
             head -c 1048576 /dev/urandom >'\(folder)/junk\(Self.imagePath)'
-            mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/disk' '\(disk)' 64M
+            mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/disk' '\(disk)' 160M
             mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/junk' '\(junkDisk)' 16M
             """)
     }
@@ -107,6 +108,10 @@ final class BootMachine: Sendable {
         from: gaming
         description: The demo system with a probe as init, for the boot tests
         files:
+          - path: /boot/vmlinuz-linux
+            source: vmlinuz-linux
+          - path: /boot/initramfs-linux.img
+            source: initramfs-linux.img
           - path: /usr/bin/layerctl-probe
             mode: "0755"
             content: |

@@ -142,3 +142,53 @@ struct BootTests {
         #expect(failed.contains("INIT emergency shell"))
     }
 }
+
+/// `layerctl vm`: the image on a virtio disk, booted with its own kernel and initramfs.
+@Suite(
+    "layerctl vm", .serialized, .enabled(if: BootMachine.missing == nil, Comment(rawValue: BootMachine.missing ?? "")))
+struct VMTests {
+    let machine: BootMachine
+
+    init() throws { machine = try BootMachine.shared.get() }
+
+    @Test("vm boots a built layer with the kernel and initramfs from the image's /boot")
+    func bootsLayer() throws {
+        let result = try Harness.run([
+            "vm", "probe", "--store", machine.store, "--memory", "768M", "--no-network",
+            "--append", "panic=-1 rd.shell=0", "--append", "init=/usr/bin/layerctl-probe",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(
+            result.stderr.contains("with the image's /boot/vmlinuz-linux and the image's /boot/initramfs-linux.img"))
+        let probe = result.stdout.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("PROBE") }
+        #expect(probe.contains("PROBE mount / overlay layerctl"), "\(result.stdout.suffix(4000))")
+        #expect(probe.contains("PROBE mount /run/layerctl/image squashfs /dev/vda"), "\(probe)")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+
+    @Test("vm --print-command shows the QEMU command: the image read-only as vda, found by layerctl.image=/dev/vda")
+    func printsCommand() throws {
+        let result = try Harness.run([
+            "vm", machine.image, "--print-command", "--kernel", "/k", "--initrd", "/i", "--append", "quiet",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(
+            result.stdout.contains("-drive file=\(machine.image),format=raw,if=virtio,readonly=on"), "\(result.stdout)")
+        #expect(result.stdout.contains("-append 'console=ttyS0 layerctl.image=/dev/vda quiet'"), "\(result.stdout)")
+        #expect(result.stdout.contains("-kernel /k -initrd /i"), "\(result.stdout)")
+    }
+
+    @Test("vm of an image without a kernel in /boot, and of an unknown layer, each fail with one line")
+    func errors() throws {
+        let noKernel = try Harness.run(["vm", "gaming", "--store", machine.store, "--print-command"])
+        #expect(noKernel.status == 3)
+        #expect(noKernel.stderr.contains("has no kernel and initramfs in /boot"), "\(noKernel.stderr)")
+        let unknown = try Harness.run(["vm", "no-such-layer", "--store", machine.store])
+        #expect(unknown.status == 3)
+        #expect(unknown.stderr.contains("no-such-layer"), "\(unknown.stderr)")
+        let corrupt = try Harness.run(["vm", machine.junkDisk, "--print-command"])
+        #expect(corrupt.status == 3)
+        #expect(corrupt.stderr.contains("read \(machine.junkDisk) as a squashfs image"), "\(corrupt.stderr)")
+    }
+}

@@ -3,7 +3,7 @@ import Testing
 
 @Suite("Command line")
 struct HelpTests {
-    @Test("every command explains itself in full sentences", arguments: ["build", "export", "ls", "inspect", "shell", "gc"])
+    @Test("every command explains itself in full sentences", arguments: ["build", "export", "vm", "ls", "inspect", "shell", "gc"])
     func help(command: String) throws {
         let result = try Harness.run([command, "--help"])
         #expect(result.status == 0)

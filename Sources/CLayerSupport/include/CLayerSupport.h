@@ -7,6 +7,7 @@
 #include <sqfs/predef.h>
 #include <sqfs/compressor.h>
 #include <sqfs/inode.h>
+#include <sqfs/dir.h>
 
 /// Receives one formatted libalpm log line.
 typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
@@ -67,5 +68,12 @@ sqfs_inode_generic_t *lc_sqfs_special_inode(int type, sqfs_u32 nlink, sqfs_u32 d
 /// than one link (basic file inodes have no link count). Exists because the count lives in a union
 /// member that depends on the inode type.
 int lc_sqfs_set_link_count(sqfs_inode_generic_t *inode, sqfs_u32 nlink);
+
+/// The type-specific payload of an inode (a symlink's target, a file's block sizes). Exists
+/// because it is a flexible array member, which Swift cannot address.
+const void *lc_sqfs_inode_payload(const sqfs_inode_generic_t *inode);
+
+/// The name of a directory entry (`size + 1` bytes, not NUL-terminated), for the same reason.
+const sqfs_u8 *lc_sqfs_dir_entry_name(const sqfs_dir_entry_t *entry);
 
 #endif

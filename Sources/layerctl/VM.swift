@@ -1,0 +1,106 @@
+import ArgumentParser
+import Foundation
+import LayerFS
+
+extension LayerCtl {
+    struct VM: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "vm",
+            abstract: "Boots an image, or a built layer, in QEMU the way a machine boots it.",
+            discussion: """
+                The image becomes the VM's first virtio disk, read-only, and the kernel command line says \
+                layerctl.image=/dev/vda, so the image's initramfs hook mounts it with a tmpfs overlay exactly as on a \
+                real machine: nothing written in the VM survives. The kernel and initramfs are the image's own, from \
+                its /boot, unless --kernel and --initrd name others. A layer name is exported to a temporary image \
+                first (through the block cache). The serial console is this terminal: Ctrl-A X quits QEMU, and so \
+                do reboot and poweroff in the guest. QEMU uses KVM when the host can run it, TCG otherwise.
+                """)
+
+        @Argument(help: "An image file, or a layer file name, full key or unique key prefix.")
+        var target: String
+
+        @Option(help: "A kernel on the host to boot instead of the image's.")
+        var kernel: String?
+
+        @Option(help: "An initramfs on the host to boot instead of the image's. It needs layerctl's hook.")
+        var initrd: String?
+
+        @Option(help: "The VM's memory, as QEMU's -m takes it: 2G (the default), 768M.")
+        var memory: String = "2G"
+
+        @Option(help: "The VM's processors (default: the host's, up to 4).")
+        var cpus: Int?
+
+        @Option(
+            help: ArgumentHelp(
+                "Words to add to the kernel command line, such as \"init=/bin/sh\"; may be repeated.",
+                valueName: "ARGS"))
+        var append: [String] = []
+
+        @Flag(help: "Give the VM no network (by default it has QEMU's user-mode network).")
+        var noNetwork = false
+
+        @Flag(help: "Print the QEMU command instead of running it.")
+        var printCommand = false
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() throws {
+            var template = Array("/var/tmp/layerctl-vm-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else { throw SystemError("create a folder in", "/var/tmp") }
+            let scratch = String(cString: made)
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            var isDirectory: ObjCBool = false
+            var image = target
+            if !(FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue) {
+                let store = try storeOptions.open()
+                let key = try store.resolve(target)
+                image = scratch + "/image.squashfs"
+                let reporter = ExportReporter()
+                _ = try Exporter(store: store).export(
+                    key,
+                    Exporter.Request(
+                        output: image, options: try ImageOptions(compression: ImageOptions.defaultCompression)),
+                    progress: reporter.progress,
+                    warning: reporter.warning)
+                reporter.finish()
+            }
+            var machine = VirtualMachine(image: image)
+            machine.kernel = kernel
+            machine.initrd = initrd
+            machine.memory = memory
+            if let cpus { machine.cpus = cpus }
+            machine.append = append.flatMap { $0.split(whereSeparator: \.isWhitespace).map(String.init) }
+            machine.network = !noNetwork
+            let boot = try machine.prepare(scratch: scratch)
+            let arguments = machine.arguments(kernel: boot.kernel, initrd: boot.initrd)
+            if printCommand {
+                print((["qemu-system-x86_64"] + arguments).map(Self.quoted).joined(separator: " "))
+                return
+            }
+            guard let qemu = Self.which("qemu-system-x86_64") else {
+                throw VirtualMachineError(
+                    "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)"
+                )
+            }
+            FileHandle.standardError.write(
+                Data(
+                    "layerctl: booting \(target) with \(boot.source) under \(VirtualMachine.accelerator.uppercased()); Ctrl-A X quits\n"
+                        .utf8))
+            let status = try machine.run(qemu: qemu, kernel: boot.kernel, initrd: boot.initrd)
+            if status != 0 { throw ExitCode(status) }
+        }
+
+        static func which(_ tool: String) -> String? {
+            let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+            return path.split(separator: ":").map { "\($0)/\(tool)" }.first {
+                FileManager.default.isExecutableFile(atPath: $0)
+            }
+        }
+
+        static func quoted(_ word: String) -> String {
+            word.allSatisfy { $0.isLetter || $0.isNumber || "-_=/.,:+@%".contains($0) }
+                ? word : "'" + word.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
+        }
+    }
+}

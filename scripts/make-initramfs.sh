@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Makes an initramfs with dracut and layerctl's module (boot/dracut) for the kernel that
+# scripts/fetch-kernel.sh fetched:
+#
+#   bash scripts/make-initramfs.sh OUT [KERNEL_DIR]        (default KERNEL_DIR: demo/out/kernel)
+#
+# dracut runs from a copy of its own folder with our module added, so the host's dracut is left as
+# it is. The initramfs holds what booting an image from a virtio disk needs (dracut's base, udev
+# and layerctl modules; the virtio and ext4 drivers) and is not compressed: it boots faster that
+# way under QEMU without KVM.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:?usage: make-initramfs.sh OUT [KERNEL_DIR]}
+kernel=${2:-$root/demo/out/kernel}
+command -v dracut >/dev/null || { echo "make-initramfs: dracut is missing (scripts/install-deps.sh installs dracut-core)" >&2; exit 2; }
+[ -f "$kernel/version" ] || { echo "make-initramfs: no kernel in $kernel (run scripts/fetch-kernel.sh)" >&2; exit 2; }
+version=$(cat "$kernel/version")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cp -r /usr/lib/dracut "$work/dracut"
+cp -rL "$root/boot/dracut/90layerctl" "$work/dracut/modules.d/"
+cp "$root/boot/layerctl.sh" "$work/dracut/modules.d/90layerctl/"
+mkdir "$work/conf.d"
+dracutbasedir="$work/dracut" dracut --quiet --force --no-hostonly --conf /dev/null --confdir "$work/conf.d" \
+    -m layerctl --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic" \
+    --kver "$version" --kmoddir "$kernel/root/lib/modules/$version" --no-compress --no-early-microcode "$out"
