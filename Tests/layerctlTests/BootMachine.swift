@@ -135,13 +135,19 @@ final class BootMachine: Sendable {
     /// returns the serial console's output. A failed boot panics (rd.shell=0, panic=-1) and QEMU
     /// exits at the reboot; a timeout stops a boot that hangs.
     func boot(_ flavour: Flavour, disks: [(path: String, readOnly: Bool)], append: String) throws -> String {
+        try boot(
+            kernel: Self.kernelDirectory + "/vmlinuz", initrd: flavour == .dracut ? dracutInitrd : mkinitcpioInitrd,
+            disks: disks, append: append)
+    }
+
+    func boot(kernel: String, initrd: String, disks: [(path: String, readOnly: Bool)], append: String) throws -> String
+    {
         let accelerator =
             FileManager.default.fileExists(atPath: "/sys/module/kvm_intel")
                 || FileManager.default.fileExists(atPath: "/sys/module/kvm_amd") ? "kvm" : "tcg"
         var arguments = [
             "300", "qemu-system-x86_64", "-accel", accelerator, "-m", "768", "-nographic", "-nic", "none", "-no-reboot",
-            "-kernel", Self.kernelDirectory + "/vmlinuz",
-            "-initrd", flavour == .dracut ? dracutInitrd : mkinitcpioInitrd,
+            "-kernel", kernel, "-initrd", initrd,
             "-append", "console=ttyS0 panic=-1 rd.shell=0 " + append,
         ]
         for disk in disks {

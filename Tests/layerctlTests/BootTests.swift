@@ -126,8 +126,9 @@ struct BootTests {
             .mkinitcpio, disks: [(machine.disk, true)],
             append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
         #expect(
-            lines(output, "INIT").prefix(2) == [
-                "INIT run_hook of layerctl", "INIT layerctl_mount_handler mounted /new_root",
+            lines(output, "INIT").prefix(3) == [
+                "INIT run_hook of layerctl", "INIT root=UUID=\(BootMachine.diskUUID)",
+                "INIT layerctl_mount_handler mounted /new_root",
             ],
             "\(output.suffix(4000))")
         expectBooted(output, image: "/dev/loop0")

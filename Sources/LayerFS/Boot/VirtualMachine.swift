@@ -24,22 +24,6 @@ public struct VirtualMachine: Sendable {
             || FileManager.default.fileExists(atPath: "/sys/module/kvm_amd") ? "kvm" : "tcg"
     }
 
-    /// The kernel and initramfs in an image's /boot: the first kernel (`vmlinuz-*`, in byte order)
-    /// with an initramfs of the same name as Arch (initramfs-NAME.img), dracut
-    /// (initramfs-NAME.img) or Debian (initrd.img-NAME) names it; fallback images come last.
-    public static func bootFiles(in reader: SquashfsReader) throws -> (kernel: String, initrd: String)? {
-        guard try reader.exists("/boot") else { return nil }
-        let names = Set(try reader.list("/boot").filter { $0.kind != .directory }.map { RawPath.string($0.name) })
-        for kernel in names.sorted() where kernel.hasPrefix("vmlinuz-") {
-            let name = String(kernel.dropFirst("vmlinuz-".count))
-            for initrd in ["initramfs-\(name).img", "initrd.img-\(name)", "initramfs-\(name)-fallback.img"]
-            where names.contains(initrd) {
-                return ("/boot/" + kernel, "/boot/" + initrd)
-            }
-        }
-        return nil
-    }
-
     /// The kernel command line: the serial console, the image as the whole first virtio disk, then
     /// the caller's words.
     public var commandLine: String { (["console=ttyS0", "layerctl.image=/dev/vda"] + append).joined(separator: " ") }
@@ -74,7 +58,7 @@ public struct VirtualMachine: Sendable {
     public func prepare(scratch: String) throws -> (kernel: String, initrd: String, source: String) {
         if let kernel, let initrd { return (kernel, initrd, "\(kernel) and \(initrd)") }
         let reader = try SquashfsReader(image: image)
-        guard let found = try Self.bootFiles(in: reader) else {
+        guard let found = try reader.bootFiles() else {
             throw VirtualMachineError(
                 "\(image) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); give --kernel and --initrd"
             )

@@ -1,4 +1,5 @@
 import CMount
+import Glibc
 
 /// The mounts a process sees, read from its mountinfo through libmount (`mnt_new_table_from_file`).
 public struct MountTable: Sendable {
@@ -6,6 +7,10 @@ public struct MountTable: Sendable {
         public var target: String
         public var fstype: String
         public var source: String
+        /// The filesystem's device number (st_dev of what is on it) and the directory of that
+        /// filesystem mounted here ("/" unless it is a bind mount of a subdirectory).
+        public var device: UInt64 = 0
+        public var root: String = "/"
     }
 
     public let entries: [Entry]
@@ -27,9 +32,26 @@ public struct MountTable: Sendable {
             entries.append(Entry(
                 target: mnt_fs_get_target(fs).map { String(cString: $0) } ?? "",
                 fstype: mnt_fs_get_fstype(fs).map { String(cString: $0) } ?? "",
-                source: mnt_fs_get_source(fs).map { String(cString: $0) } ?? ""))
+                source: mnt_fs_get_source(fs).map { String(cString: $0) } ?? "",
+                device: UInt64(mnt_fs_get_devno(fs)),
+                root: mnt_fs_get_root(fs).map { String(cString: $0) } ?? "/"))
         }
         self.entries = entries
+    }
+
+    /// The mount that holds `path` (an existing file): the last one mounted for its device whose
+    /// target is a prefix of it.
+    public func mount(holding path: String) throws -> Entry {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw SystemError("inspect", path) }
+        let candidates = entries.filter {
+            $0.device == UInt64(st.st_dev)
+                && ($0.target == "/" || path == $0.target || path.hasPrefix($0.target + "/"))
+        }
+        guard let entry = candidates.max(by: { $0.target.count < $1.target.count }) else {
+            throw SystemError("find the mount that holds", path, errno: ENOENT)
+        }
+        return entry
     }
 
     /// The mounts at or below `path`.

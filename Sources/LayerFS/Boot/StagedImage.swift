@@ -1,0 +1,107 @@
+import Foundation
+import Glibc
+
+/// One staged version of an image: the image file the hook mounts, the kernel and initramfs the
+/// boot loader loads, and the command line that ties them together.
+public struct StagedImage: Codable, Sendable, Equatable {
+    public var name: String
+    /// The first 12 hex digits of the image's sha256: names its files and tells versions apart.
+    public var id: String
+    public var sha256: String
+    public var size: UInt64
+    /// The image file, and its path on the filesystem that holds it (what `layerctl.image=` says).
+    public var image: String
+    public var imageOnDevice: String
+    public var deviceUUID: String
+    /// The kernel and initramfs in the boot directory, and their paths on the boot partition.
+    public var kernel: String
+    public var initrd: String
+    public var kernelOnBoot: String
+    public var initrdOnBoot: String
+    public var bootUUID: String
+    public var commandLine: String
+    /// The layer key the image was exported from, or the image file it was copied from.
+    public var source: String
+    public var stagedAt: String
+}
+
+/// The versions of one name: the current one, and the one before it, kept as the way back.
+public struct StagedSet: Codable, Sendable, Equatable {
+    public var current: StagedImage
+    public var previous: StagedImage?
+
+    public var versions: [StagedImage] { [current] + (previous.map { [$0] } ?? []) }
+
+    static let fileName = "staged.json"
+
+    static func load(_ directory: String) throws -> StagedSet? {
+        let path = directory + "/" + fileName
+        guard FileSystem.exists(path) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path) }
+        do { return try JSONDecoder().decode(StagedSet.self, from: data) } catch {
+            throw StagingError("\(path) is damaged (\(error)); remove the folder to forget what it staged")
+        }
+    }
+
+    func save(_ directory: String) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try FileSystem.writeAtomically(try encoder.encode(self), to: directory + "/" + Self.fileName)
+    }
+}
+
+public struct StagingError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Where a file is as a boot loader or an initramfs sees it: on which filesystem (by UUID) and at
+/// which path inside that filesystem.
+struct DeviceLocation {
+    var uuid: String
+    var path: String
+    var mountPoint: String
+
+    /// Looks `path` (an existing file) up in the mount table, then the filesystem's UUID in
+    /// /dev/disk/by-uuid, or with blkid where udev made no links.
+    init(of path: String) throws {
+        guard let real = realpath(path, nil) else { throw SystemError("find", path) }
+        let absolute = String(cString: real)
+        free(real)
+        let mount = try MountTable().mount(holding: absolute)
+        let inside = mount.target == "/" ? absolute : String(absolute.dropFirst(mount.target.count))
+        self.path = mount.root == "/" ? inside : mount.root + inside
+        self.mountPoint = mount.target
+        if let uuid = Self.uuidFromLinks(device: mount.device) ?? Self.uuidFromBlkid(mount.source) {
+            self.uuid = uuid
+        } else {
+            throw StagingError(
+                "cannot find the UUID of \(mount.source) (mounted on \(mount.target)), which holds \(path); the boot loader and the hook find the image by it"
+            )
+        }
+    }
+
+    private static func uuidFromLinks(device: UInt64) -> String? {
+        guard let links = try? FileSystem.listDirectory("/dev/disk/by-uuid") else { return nil }
+        for link in links {
+            var st = stat()
+            if stat("/dev/disk/by-uuid/" + link, &st) == 0 && UInt64(st.st_rdev) == device { return link }
+        }
+        return nil
+    }
+
+    private static func uuidFromBlkid(_ source: String) -> String? {
+        guard source.hasPrefix("/dev/") else { return nil }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/sbin/blkid")
+        process.arguments = ["-o", "value", "-s", "UUID", source]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let uuid = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return process.terminationStatus == 0 && !uuid.isEmpty ? uuid : nil
+    }
+}

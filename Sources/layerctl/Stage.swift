@@ -1,0 +1,208 @@
+import ArgumentParser
+import Foundation
+import LayerFS
+
+/// Where staging keeps and writes things; `stage`, `unstage`, `staged` and `boot` share these.
+struct BootOptions: ParsableArguments {
+    @Option(help: "The directory the boot loader reads kernels and entries from (the ESP or /boot).")
+    var bootDir: String = "/boot"
+
+    @Option(help: "GRUB's script folder, where layerctl writes 42_layerctl for grub-mkconfig.")
+    var grubDir: String = "/etc/grub.d"
+
+    @Flag(help: "Leave GRUB's script folder alone.")
+    var noGrub = false
+
+    @Option(help: "Where staged images are kept (default: the store's boot/ folder, /var/lib/layerctl/boot).")
+    var stateDir: String?
+
+    @Option(help: ArgumentHelp("Where the boot hook describes the running image.", visibility: .hidden))
+    var runDir: String = "/run/layerctl"
+
+    @OptionGroup var storeOptions: StoreOptions
+
+    /// Staged images live beside the layers, in the store's boot/ folder.
+    func staging() throws -> (BootStaging, Store) {
+        let store = try storeOptions.open()
+        var staging = BootStaging(
+            stateDirectory: stateDir ?? store.root + "/boot", bootDirectory: bootDir, grubDirectory: noGrub ? nil : grubDir)
+        staging.runDirectory = runDir
+        return (staging, store)
+    }
+}
+
+extension LayerCtl {
+    struct Stage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Puts an image where the boot loader and the initramfs hook find it.",
+            discussion: """
+                The image (a built layer, exported first, or an image file) is kept in the store's boot/NAME/ \
+                folder; its kernel and initramfs, read out of the image's /boot, go to BOOT-DIR/layerctl/NAME/; a \
+                Boot Loader Specification entry (BOOT-DIR/loader/entries/layerctl-NAME.conf, for systemd-boot and \
+                GRUB's blscfg) and GRUB-DIR/42_layerctl (for plain GRUB, after grub-mkconfig) boot it with \
+                layerctl.image=, the filesystem's UUID and the image's sha256. The version staged before stays as \
+                layerctl-NAME-previous, so there is always a way back. `layerctl boot NAME` makes it the default.
+                """)
+
+        @Argument(help: "A layer file name, full key or unique key prefix, or an image file.")
+        var target: String
+
+        @Option(help: "The name to stage under (default: the layer's name, or the image file's name).")
+        var name: String?
+
+        @Option(help: ArgumentHelp("Words to add to the kernel command line; may be repeated.", valueName: "ARGS"))
+        var append: [String] = []
+
+        @OptionGroup var boot: BootOptions
+
+        func run() throws {
+            let (staging, store) = try boot.staging()
+            var isDirectory: ObjCBool = false
+            let isImage =
+                FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue
+            let words = append.flatMap { $0.split(whereSeparator: \.isWhitespace).map(String.init) }
+            let staged: StagedImage
+            if isImage {
+                let stem = ((target as NSString).lastPathComponent as NSString).deletingPathExtension
+                staged = try staging.stage(name: name ?? stem, source: target, append: words) {
+                    try BootStaging.copyImage(from: target, to: $0)
+                }
+            } else {
+                let key = try store.resolve(target)
+                let layerName = try store.record(key).name
+                try BootStaging.validate(name: name ?? layerName)
+                staged = try staging.stage(name: name ?? layerName, source: key, append: words) { output in
+                    let reporter = ExportReporter()
+                    _ = try Exporter(store: store).export(
+                        key,
+                        Exporter.Request(
+                            output: output, options: try ImageOptions(compression: ImageOptions.defaultCompression)),
+                        progress: reporter.progress, warning: reporter.warning)
+                    reporter.finish()
+                }
+            }
+            print("staged \(staged.name) \(staged.id): \(staged.image) (\(Self.size(staged.size)))")
+            print("  kernel and initramfs: \(staged.kernel), \(staged.initrd)")
+            print("  entry: \(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf")
+            print("  command line: \(staged.commandLine)")
+            if let set = try staging.staged().first(where: { $0.current.name == staged.name }),
+                let previous = set.previous
+            {
+                print("  previous: \(previous.id), kept as layerctl-\(staged.name)-previous")
+            }
+            if !boot.noGrub {
+                print("  GRUB: run grub-mkconfig -o \(boot.bootDir)/grub/grub.cfg to add it to GRUB's menu")
+            }
+        }
+
+        static func size(_ bytes: UInt64) -> String {
+            String(format: "%.1f MiB", Double(bytes) / 1_048_576)
+        }
+    }
+
+    struct Unstage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Removes a staged image, its kernel, initramfs and boot entries.",
+            discussion: """
+                Without --all it removes the current version, and the previous one becomes current again. The \
+                image the machine runs now is only removed with --force.
+                """)
+
+        @Argument(help: "The staged name.")
+        var name: String
+
+        @Flag(help: "Remove the previous version too.")
+        var all = false
+
+        @Flag(help: "Remove even the image running now.")
+        var force = false
+
+        @OptionGroup var boot: BootOptions
+
+        func run() throws {
+            let (staging, _) = try boot.staging()
+            for image in try staging.unstage(name: name, all: all, force: force) {
+                print("unstaged \(image.name) \(image.id)")
+            }
+        }
+    }
+
+    struct Staged: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Lists the staged images, marking the one running now.",
+            discussion: "Each name shows its current version and the previous one kept as the way back.")
+
+        @Flag(help: "Print one JSON object: the staged sets, each version with a running flag.")
+        var json = false
+
+        @OptionGroup var boot: BootOptions
+
+        func run() throws {
+            let (staging, _) = try boot.staging()
+            let sets = try staging.staged()
+            if json {
+                struct Version: Encodable {
+                    var image: StagedImage
+                    var previous: Bool
+                    var running: Bool
+                }
+                let versions = sets.flatMap { set in
+                    set.versions.enumerated().map {
+                        Version(image: $0.element, previous: $0.offset == 1, running: staging.isRunning($0.element))
+                    }
+                }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try encoder.encode(["staged": versions]), as: UTF8.self))
+                return
+            }
+            if sets.isEmpty {
+                print("nothing is staged")
+                return
+            }
+            for set in sets {
+                for (offset, image) in set.versions.enumerated() {
+                    let marks = [offset == 1 ? "previous" : nil, staging.isRunning(image) ? "running" : nil]
+                        .compactMap { $0 }
+                    print(
+                        "\(offset == 0 ? image.name : "  ")\t\(image.id)\t\(Stage.size(image.size))\t\(image.stagedAt)"
+                            + (marks.isEmpty ? "" : "\t(\(marks.joined(separator: ", ")))"))
+                }
+            }
+        }
+    }
+
+    struct Boot: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Makes a staged image the default boot, or with --once the next boot only.",
+            discussion: """
+                systemd-boot: the default is the `default` line of BOOT-DIR/loader/loader.conf; --once asks bootctl \
+                set-oneshot. GRUB: saved_entry (or next_entry with --once) in BOOT-DIR/grub/grubenv, which GRUB \
+                follows when /etc/default/grub says GRUB_DEFAULT=saved. The loaders are those whose configuration \
+                BOOT-DIR holds, unless --loader names one.
+                """)
+
+        @Argument(help: "The staged name.")
+        var name: String
+
+        @Flag(help: "Boot it the next time only.")
+        var once = false
+
+        @Option(help: "systemd-boot or grub (default: each one BOOT-DIR has a configuration for).")
+        var loader: String?
+
+        @OptionGroup var boot: BootOptions
+
+        func validate() throws {
+            if let loader, BootStaging.Loader(rawValue: loader) == nil {
+                throw ValidationError("unknown loader '\(loader)'; use systemd-boot or grub")
+            }
+        }
+
+        func run() throws {
+            let (staging, _) = try boot.staging()
+            let loaders = loader.flatMap(BootStaging.Loader.init).map { [$0] } ?? staging.detectedLoaders()
+            for line in try staging.makeDefault(name: name, once: once, loaders: loaders) { print(line) }
+        }
+    }
+}

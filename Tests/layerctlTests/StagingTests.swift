@@ -1,0 +1,224 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `stage`, `staged`, `boot` and `unstage` against a boot directory and a state folder on a
+/// loop-mounted ext4 filesystem, so UUIDs and paths are real; then the staged entry boots in QEMU.
+@Suite(
+    "Staging images", .serialized,
+    .enabled(if: BootMachine.missing == nil, Comment(rawValue: BootMachine.missing ?? "")))
+struct StagingTests {
+    let machine: BootMachine
+    let uuid = "5d1e3c80-9f4a-4a7e-b1a2-0c3d4e5f6a7b"
+
+    init() throws { machine = try BootMachine.shared.get() }
+
+    struct Disk {
+        var file: String
+        var mount: String
+        var grub: String
+        var run: String
+        var options: [String] {
+            ["--state-dir", mount + "/state", "--boot-dir", mount + "/boot", "--grub-dir", grub, "--run-dir", run]
+        }
+    }
+
+    func makeDisk() throws -> Disk {
+        let folder = try Harness.temporaryDirectory("staging")
+        let disk = Disk(
+            file: folder + "/fs.ext4", mount: folder + "/mnt", grub: folder + "/grub.d", run: folder + "/run")
+        try BootMachine.shell(
+            """
+            mkfs.ext4 -q -U \(uuid) -L layerctl-boot '\(disk.file)' 256M
+            mkdir -p '\(disk.mount)' '\(disk.run)'
+            mount -o loop '\(disk.file)' '\(disk.mount)'
+            """)
+        return disk
+    }
+
+    func unmount(_ disk: Disk) { _ = try? BootMachine.shell("umount '\(disk.mount)' 2>/dev/null || true") }
+
+    func layerctl(_ arguments: [String], sourceLocation: SourceLocation = #_sourceLocation) throws -> Harness.Result {
+        let result = try Harness.run(arguments)
+        #expect(
+            result.status == 0, "layerctl \(arguments.joined(separator: " ")): \(result.stderr)",
+            sourceLocation: sourceLocation)
+        return result
+    }
+
+    func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+    func staged(_ disk: Disk) throws -> [[String: Any]] {
+        let result = try layerctl(["staged", "--json"] + disk.options)
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        return object?["staged"] as? [[String: Any]] ?? []
+    }
+
+    @Test(
+        "stage writes the image, its kernel and initramfs, a BLS entry and a grub.d script; restaging keeps the previous"
+    )
+    func stageAndRestage() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
+        let first = try staged(disk)
+        #expect(first.count == 1)
+        let image = try #require(first.first?["image"] as? [String: Any])
+        let id = try #require(image["id"] as? String)
+        #expect(id == String(machine.imageDigest.prefix(12)))
+        #expect(
+            FileManager.default.contentsEqual(
+                atPath: disk.mount + "/state/probe/\(id).squashfs", andPath: machine.image))
+        // The kernel and initramfs are those in the image's /boot.
+        #expect(
+            FileManager.default.contentsEqual(
+                atPath: disk.mount + "/boot/layerctl/probe/\(id)/vmlinuz",
+                andPath: BootMachine.kernelDirectory + "/vmlinuz"))
+        #expect(
+            FileManager.default.contentsEqual(
+                atPath: disk.mount + "/boot/layerctl/probe/\(id)/initramfs.img", andPath: machine.dracutInitrd))
+        let options =
+            "layerctl.image=/state/probe/\(id).squashfs layerctl.device=UUID=\(uuid) layerctl.verify=sha256:\(machine.imageDigest)"
+        #expect(
+            text(disk.mount + "/boot/loader/entries/layerctl-probe.conf") == """
+                # Written by `layerctl stage probe`; `layerctl unstage` removes it.
+                title      layerctl: probe (\(id))
+                version    \(id)
+                sort-key   layerctl
+                linux      /boot/layerctl/probe/\(id)/vmlinuz
+                initrd     /boot/layerctl/probe/\(id)/initramfs.img
+                options    \(options)
+
+                """)
+        // grub-mkconfig runs the script; its output is the menu entry.
+        let menu = try BootMachine.shell("sh '\(disk.grub)/42_layerctl'")
+        #expect(menu.contains("menuentry 'layerctl: probe (\(id))' --id 'layerctl-probe' {"), "\(menu)")
+        #expect(menu.contains("search --no-floppy --fs-uuid --set=root \(uuid)"), "\(menu)")
+        #expect(menu.contains("linux /boot/layerctl/probe/\(id)/vmlinuz \(options)"), "\(menu)")
+        #expect(menu.contains("initrd /boot/layerctl/probe/\(id)/initramfs.img"), "\(menu)")
+
+        // The layer, exported at the default zstd:15, is another image: it becomes current and the
+        // first stays as the previous version.
+        _ = try layerctl(["stage", "probe", "--store", machine.store] + disk.options)
+        let second = try staged(disk)
+        #expect(second.count == 2)
+        let current = try #require((second.first?["image"] as? [String: Any])?["id"] as? String)
+        #expect(current != id)
+        #expect(second.last?["previous"] as? Bool == true)
+        #expect((second.last?["image"] as? [String: Any])?["id"] as? String == id)
+        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe.conf").contains("version    \(current)"))
+        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe-previous.conf").contains("version    \(id)"))
+        let menus = try BootMachine.shell("sh '\(disk.grub)/42_layerctl'")
+        #expect(menus.contains("--id 'layerctl-probe'") && menus.contains("--id 'layerctl-probe-previous'"), "\(menus)")
+        for version in [id, current] {
+            #expect(FileManager.default.fileExists(atPath: disk.mount + "/state/probe/\(version).squashfs"))
+        }
+    }
+
+    @Test("boot sets loader.conf's default and GRUB's saved_entry, or next_entry with --once")
+    func bootDefault() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        try BootMachine.shell(
+            """
+            mkdir -p '\(disk.mount)/boot/loader' '\(disk.mount)/boot/grub'
+            printf 'timeout 3\\ndefault arch.conf\\neditor no\\n' >'\(disk.mount)/boot/loader/loader.conf'
+            : >'\(disk.mount)/boot/grub/grub.cfg'
+            """)
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
+        let result = try layerctl(["boot", "probe"] + disk.options)
+        #expect(result.stdout.contains("systemd-boot boots layerctl-probe.conf by default"), "\(result.stdout)")
+        #expect(text(disk.mount + "/boot/loader/loader.conf") == "timeout 3\ndefault layerctl-probe.conf\neditor no\n")
+        let environment = try #require(FileManager.default.contents(atPath: disk.mount + "/boot/grub/grubenv"))
+        #expect(environment.count == 1024)
+        #expect(
+            String(decoding: environment, as: UTF8.self).hasPrefix(
+                "# GRUB Environment Block\nsaved_entry=layerctl-probe\n#"))
+        _ = try layerctl(["boot", "probe", "--once", "--loader", "grub"] + disk.options)
+        let once = String(
+            decoding: FileManager.default.contents(atPath: disk.mount + "/boot/grub/grubenv") ?? Data(), as: UTF8.self)
+        #expect(
+            once.hasPrefix("# GRUB Environment Block\nsaved_entry=layerctl-probe\nnext_entry=layerctl-probe\n#"),
+            "\(once)")
+
+        let unknown = try Harness.run(["boot", "nothing"] + disk.options)
+        #expect(unknown.status == 3)
+        #expect(unknown.stderr.contains("nothing is staged as 'nothing'"), "\(unknown.stderr)")
+    }
+
+    @Test("unstage refuses the running image without --force, brings the previous back, and --all removes everything")
+    func unstage() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
+        _ = try layerctl(["stage", "probe", "--store", machine.store] + disk.options)
+        let versions = try staged(disk).compactMap { ($0["image"] as? [String: Any])?["sha256"] as? String }
+        #expect(versions.count == 2)
+        // The hook's record of the running image says the current version runs.
+        try "LAYERCTL_VERIFY=sha256:\(versions[0])\n".write(
+            toFile: disk.run + "/boot.env", atomically: true, encoding: .utf8)
+        #expect(try staged(disk).first?["running"] as? Bool == true)
+        let refused = try Harness.run(["unstage", "probe"] + disk.options)
+        #expect(refused.status == 3)
+        #expect(refused.stderr.contains("is the image running now"), "\(refused.stderr)")
+        #expect(try staged(disk).count == 2)
+
+        _ = try layerctl(["unstage", "probe", "--force"] + disk.options)
+        let left = try staged(disk)
+        #expect(left.count == 1)
+        #expect((left.first?["image"] as? [String: Any])?["sha256"] as? String == versions[1])
+        #expect(
+            !FileManager.default.fileExists(atPath: disk.mount + "/boot/loader/entries/layerctl-probe-previous.conf"))
+        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe.conf").contains(versions[1]))
+        #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/probe/\(versions[0].prefix(12)).squashfs"))
+
+        _ = try layerctl(["unstage", "probe", "--all"] + disk.options)
+        #expect(try staged(disk).isEmpty)
+        let leftovers = try BootMachine.shell("cd '\(disk.mount)' && find state boot -type f")
+        #expect(leftovers.isEmpty, "\(leftovers)")
+        #expect(!FileManager.default.fileExists(atPath: disk.grub + "/42_layerctl"))
+    }
+
+    @Test("staging an image without a kernel fails with one line and leaves what was staged as it was")
+    func stageFailure() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
+        let before = try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*")
+        let failed = try Harness.run(["stage", "gaming", "--store", machine.store, "--name", "probe"] + disk.options)
+        #expect(failed.status == 3)
+        #expect(failed.stderr.contains("has no kernel and initramfs in /boot"), "\(failed.stderr)")
+        #expect(
+            try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
+        )
+        let badName = try Harness.run(["stage", machine.image, "--name", "../x"] + disk.options)
+        #expect(badName.status == 3)
+        #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
+    }
+
+    @Test("the staged entry boots: its kernel, initramfs and command line find the image by UUID on the disk")
+    func stagedEntryBoots() throws {
+        let disk = try makeDisk()
+        _ = try layerctl(
+            ["stage", machine.image, "--name", "probe", "--append", "init=/usr/bin/layerctl-probe"] + disk.options)
+        let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
+        func field(_ key: String) -> String {
+            entry.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map {
+                $0.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
+            } ?? ""
+        }
+        let kernel = disk.mount + "/../vmlinuz"
+        let initrd = disk.mount + "/../initramfs.img"
+        try BootMachine.shell(
+            "cp '\(disk.mount)\(field("linux"))' '\(kernel)' && cp '\(disk.mount)\(field("initrd"))' '\(initrd)'")
+        unmount(disk)
+        let output = try machine.boot(
+            kernel: kernel, initrd: initrd, disks: [(disk.file, true)], append: field("options"))
+        let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("PROBE") }
+        #expect(probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))")
+        #expect(probe.contains("PROBE mount /run/layerctl/device ext4 /dev/vda"), "\(probe)")
+        #expect(probe.contains("PROBE env LAYERCTL_VERIFY=sha256:\(machine.imageDigest)"), "\(probe)")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+}
