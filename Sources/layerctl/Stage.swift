@@ -174,7 +174,7 @@ extension LayerCtl {
 
     struct Boot: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Makes a staged image the default boot, or with --once the next boot only.",
+            abstract: "Makes a staged image the default boot, or with --once the next one.",
             discussion: """
                 systemd-boot: the default is the `default` line of BOOT-DIR/loader/loader.conf; --once asks bootctl \
                 set-oneshot. GRUB: saved_entry (or next_entry with --once) in BOOT-DIR/grub/grubenv, which GRUB \

@@ -79,7 +79,7 @@ extension LayerCtl {
                 return
             }
             guard let qemu = Self.which("qemu-system-x86_64") else {
-                throw VirtualMachineError(
+                throw BootError(
                     "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)"
                 )
             }

@@ -60,7 +60,7 @@ final class BootMachine: Sendable {
         let build = try Harness.run([
             "build", layers + "/probe.yaml", "--store", store, "-o", image, "--compression", "zstd:3",
         ])
-        guard build.status == 0 else { throw BootError("build the probe image: \(build.stderr)") }
+        guard build.status == 0 else { throw MachineError("build the probe image: \(build.stderr)") }
         imageDigest = try Self.shell("sha256sum '\(image)' | cut -c1-64").trimmingCharacters(
             in: .whitespacesAndNewlines)
 
@@ -154,19 +154,19 @@ final class BootMachine: Sendable {
             arguments += ["-drive", "file=\(disk.path),format=raw,if=virtio\(disk.readOnly ? ",readonly=on" : "")"]
         }
         let (status, output) = try KernelMount.run("/usr/bin/timeout", arguments)
-        if status == 124 { throw BootError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
+        if status == 124 { throw MachineError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
         return output
     }
 
     @discardableResult
     static func shell(_ script: String) throws -> String {
         let (status, output) = try KernelMount.run("/bin/bash", ["-euo", "pipefail", "-c", script])
-        guard status == 0 else { throw BootError("\(script)\nfailed with \(status): \(output)") }
+        guard status == 0 else { throw MachineError("\(script)\nfailed with \(status): \(output)") }
         return output
     }
 }
 
-struct BootError: Error, CustomStringConvertible {
+struct MachineError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }

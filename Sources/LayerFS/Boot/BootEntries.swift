@@ -83,7 +83,7 @@ enum BootEntries {
         for (name, value) in pairs { text += "\(name)=\(value)\n" }
         var bytes = Array(text.utf8)
         guard bytes.count <= environmentBlockSize else {
-            throw StagingError("GRUB's environment block would exceed \(environmentBlockSize) bytes")
+            throw BootError("GRUB's environment block would exceed \(environmentBlockSize) bytes")
         }
         bytes += [UInt8](repeating: UInt8(ascii: "#"), count: environmentBlockSize - bytes.count)
         return bytes

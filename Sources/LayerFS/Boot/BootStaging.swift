@@ -28,7 +28,7 @@ public struct BootStaging: Sendable {
     public static func validate(name: String) throws {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         guard !name.isEmpty, !name.hasPrefix("."), name.allSatisfy(allowed.contains) else {
-            throw StagingError(
+            throw BootError(
                 "'\(name)' cannot name a staged image: use letters, digits, '.', '_' and '-' (give --name)")
         }
     }
@@ -76,7 +76,7 @@ public struct BootStaging: Sendable {
 
         let reader = try SquashfsReader(image: imagePath)
         guard let files = try reader.bootFiles() else {
-            throw StagingError(
+            throw BootError(
                 "\(source) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it"
             )
         }
@@ -128,10 +128,10 @@ public struct BootStaging: Sendable {
     /// The image running now is only removed with `force`.
     public func unstage(name: String, all: Bool, force: Bool) throws -> [StagedImage] {
         let folder = directory(name)
-        guard let set = try StagedSet.load(folder) else { throw StagingError("nothing is staged as '\(name)'") }
+        guard let set = try StagedSet.load(folder) else { throw BootError("nothing is staged as '\(name)'") }
         let going = all ? set.versions : [set.current]
         if !force, let running = going.first(where: isRunning) {
-            throw StagingError(
+            throw BootError(
                 "\(name) \(running.id) is the image running now; unstage it with --force, or stage another first")
         }
         for image in going { try remove(image) }
@@ -190,9 +190,9 @@ public struct BootStaging: Sendable {
     /// Makes `name` the default boot (or, with `once`, the next boot only) of each loader, and says
     /// what it changed, one line each.
     public func makeDefault(name: String, once: Bool, loaders: [Loader]) throws -> [String] {
-        guard try StagedSet.load(directory(name)) != nil else { throw StagingError("nothing is staged as '\(name)'") }
+        guard try StagedSet.load(directory(name)) != nil else { throw BootError("nothing is staged as '\(name)'") }
         guard !loaders.isEmpty else {
-            throw StagingError(
+            throw BootError(
                 "found no boot loader configuration in \(bootDirectory) (loader/loader.conf or grub/grub.cfg); give --loader"
             )
         }
@@ -203,7 +203,7 @@ public struct BootStaging: Sendable {
             case .systemdBoot where once:
                 // The one-shot entry is an EFI variable, which only bootctl sets.
                 let status = try runTool("bootctl", ["set-oneshot", entry + ".conf"])
-                if status != 0 { throw StagingError("bootctl set-oneshot \(entry).conf failed with status \(status)") }
+                if status != 0 { throw BootError("bootctl set-oneshot \(entry).conf failed with status \(status)") }
                 done.append("systemd-boot boots \(entry).conf next time (bootctl set-oneshot)")
             case .systemdBoot:
                 let path = bootDirectory + "/loader/loader.conf"
@@ -226,7 +226,7 @@ public struct BootStaging: Sendable {
         let path = ["/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/"].map { $0 + tool }.first {
             FileManager.default.isExecutableFile(atPath: $0)
         }
-        guard let path else { throw StagingError("\(tool) is not installed") }
+        guard let path else { throw BootError("\(tool) is not installed") }
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         return waitForExit(try spawn(path, arguments, environment: environment, eventFD: nil))
     }

@@ -39,7 +39,7 @@ public struct StagedSet: Codable, Sendable, Equatable {
         guard FileSystem.exists(path) else { return nil }
         guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path) }
         do { return try JSONDecoder().decode(StagedSet.self, from: data) } catch {
-            throw StagingError("\(path) is damaged (\(error)); remove the folder to forget what it staged")
+            throw BootError("\(path) is damaged (\(error)); remove the folder to forget what it staged")
         }
     }
 
@@ -48,11 +48,6 @@ public struct StagedSet: Codable, Sendable, Equatable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileSystem.writeAtomically(try encoder.encode(self), to: directory + "/" + Self.fileName)
     }
-}
-
-public struct StagingError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }
 
 /// Where a file is as a boot loader or an initramfs sees it: on which filesystem (by UUID) and at
@@ -75,7 +70,7 @@ struct DeviceLocation {
         if let uuid = Self.uuidFromLinks(device: mount.device) ?? Self.uuidFromBlkid(mount.source) {
             self.uuid = uuid
         } else {
-            throw StagingError(
+            throw BootError(
                 "cannot find the UUID of \(mount.source) (mounted on \(mount.target)), which holds \(path); the boot loader and the hook find the image by it"
             )
         }

@@ -59,7 +59,7 @@ public struct VirtualMachine: Sendable {
         if let kernel, let initrd { return (kernel, initrd, "\(kernel) and \(initrd)") }
         let reader = try SquashfsReader(image: image)
         guard let found = try reader.bootFiles() else {
-            throw VirtualMachineError(
+            throw BootError(
                 "\(image) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); give --kernel and --initrd"
             )
         }
@@ -69,9 +69,4 @@ public struct VirtualMachine: Sendable {
         let source = "\(kernel ?? "the image's " + found.kernel) and \(initrd ?? "the image's " + found.initrd)"
         return (chosen.kernel, chosen.initrd, source)
     }
-}
-
-public struct VirtualMachineError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }

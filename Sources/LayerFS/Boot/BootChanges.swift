@@ -1,0 +1,232 @@
+import Alpm
+import Foundation
+import Glibc
+
+/// What a boot changed: the overlay's upper directory (the tmpfs) read against the image below it.
+/// It is what the next boot forgets, and where turning changes back into layer files starts.
+public struct BootChanges: Codable, Sendable, Equatable {
+    public enum Change: String, Codable, Sendable { case added, modified, deleted }
+
+    public struct File: Codable, Sendable, Equatable {
+        public var path: String
+        public var change: Change
+        public var kind: String
+        /// Bytes of file data now (added, modified) or before (deleted).
+        public var size: UInt64
+        /// For a modified entry, what differs: type, content, size, mode, owner, target, device, xattrs.
+        public var differences: [String]
+    }
+
+    public enum PackageChange: String, Codable, Sendable { case installed, removed, upgraded, downgraded, reason }
+
+    public struct Package: Codable, Sendable, Equatable {
+        public var name: String
+        public var change: PackageChange
+        public var before: String?
+        public var after: String?
+    }
+
+    public var files: [File]
+    public var packages: [Package]
+    /// Bytes of file data the upper directory holds.
+    public var upperBytes: UInt64
+
+    /// Compares `upper` (an overlayfs upper directory) with `lower` (what it lies on).
+    public static func compute(upper: String, lower: String) throws -> BootChanges {
+        var walk = Walk(upper: Array(upper.utf8), lower: Array(lower.utf8))
+        try walk.visit([])
+        let packages = try packageChanges(
+            before: Self.packages(layers: [lower]), after: Self.packages(layers: [upper, lower]))
+        return BootChanges(
+            files: walk.files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) },
+            packages: packages, upperBytes: walk.upperBytes)
+    }
+
+    /// The packages of pacman's local database in the overlay of `layers` (top first): name, version
+    /// and whether they were installed as a dependency.
+    static func packages(layers: [String]) throws -> [String: (version: String, dependency: Bool)] {
+        var found: [String: (version: String, dependency: Bool)] = [:]
+        var hidden = Set<String>()
+        for layer in layers {
+            let local = layer + "/var/lib/pacman/local"
+            guard FileSystem.isDirectory(local) else { continue }
+            for entry in try FileSystem.listDirectory(local) where !hidden.contains(entry) {
+                hidden.insert(entry)
+                let desc = local + "/" + entry + "/desc"
+                guard let text = try? String(contentsOfFile: desc, encoding: .utf8) else { continue }  // whiteouts too
+                let fields = descFields(text)
+                guard let name = fields["NAME"], let version = fields["VERSION"], found[name] == nil else { continue }
+                found[name] = (version, fields["REASON"] == "1")
+            }
+            // An opaque local database hides every entry below it.
+            if ExtendedAttributes.value(local, "trusted.overlay.opaque") == Array("y".utf8) { break }
+        }
+        return found
+    }
+
+    static func descFields(_ text: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        var key: String?
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("%") && line.hasSuffix("%") && line.count > 2 {
+                key = String(line.dropFirst().dropLast())
+            } else if let current = key, !line.isEmpty, fields[current] == nil {
+                fields[current] = String(line)
+            } else if line.isEmpty {
+                key = nil
+            }
+        }
+        return fields
+    }
+
+    static func packageChanges(
+        before: [String: (version: String, dependency: Bool)], after: [String: (version: String, dependency: Bool)]
+    ) throws -> [Package] {
+        var changes: [Package] = []
+        for name in Set(before.keys).union(after.keys).sorted() {
+            switch (before[name], after[name]) {
+            case (nil, let now?):
+                changes.append(Package(name: name, change: .installed, before: nil, after: now.version))
+            case (let was?, nil): changes.append(Package(name: name, change: .removed, before: was.version, after: nil))
+            case (let was?, let now?):
+                let order = AlpmHandle.compareVersions(was.version, now.version)
+                if order != 0 {
+                    changes.append(
+                        Package(
+                            name: name, change: order < 0 ? .upgraded : .downgraded, before: was.version,
+                            after: now.version))
+                } else if was.dependency != now.dependency {
+                    changes.append(
+                        Package(
+                            name: name, change: .reason, before: was.dependency ? "dependency" : "explicit",
+                            after: now.dependency ? "dependency" : "explicit"))
+                }
+            case (nil, nil): break
+            }
+        }
+        return changes
+    }
+}
+
+/// The walk over the upper directory, with raw byte paths.
+private struct Walk {
+    let upper: [UInt8]
+    let lower: [UInt8]
+    var files: [BootChanges.File] = []
+    var upperBytes: UInt64 = 0
+
+    static let opaque = "trusted.overlay.opaque"
+
+    mutating func visit(_ relative: [UInt8]) throws {
+        let upperPath = upper + relative
+        for name in try FileSystem.listDirectory(upperPath.isEmpty ? Array("/".utf8) : upperPath) {
+            let path = relative + [0x2F] + name
+            var now = stat()
+            guard RawPath.with(upper + path, { lstat($0, &now) }) == 0 else {
+                throw SystemError("inspect", RawPath.string(upper + path))
+            }
+            var before = stat()
+            let existed = RawPath.with(lower + path, { lstat($0, &before) }) == 0
+            let text = RawPath.string(path)
+            if now.st_mode & S_IFMT == S_IFCHR && now.st_rdev == 0 {
+                // A whiteout: the name is gone, if it was there at all.
+                if existed { files.append(file(text, .deleted, before, lowerPath: lower + path)) }
+                continue
+            }
+            if now.st_mode & S_IFMT == S_IFREG { upperBytes += UInt64(now.st_size) }
+            if !existed {
+                files.append(file(text, .added, now, lowerPath: nil))
+            } else {
+                let differences = compare(now, before, path)
+                if !differences.isEmpty {
+                    var entry = file(text, .modified, now, lowerPath: nil)
+                    entry.differences = differences
+                    files.append(entry)
+                }
+            }
+            guard now.st_mode & S_IFMT == S_IFDIR else { continue }
+            if existed && before.st_mode & S_IFMT == S_IFDIR && isOpaque(upper + path) {
+                // An opaque directory hides everything the image had in it.
+                let kept = Set(try FileSystem.listDirectory(upper + path))
+                for name in try FileSystem.listDirectory(lower + path) where !kept.contains(name) {
+                    var old = stat()
+                    let hidden = path + [0x2F] + name
+                    if RawPath.with(lower + hidden, { lstat($0, &old) }) == 0 {
+                        files.append(file(RawPath.string(hidden), .deleted, old, lowerPath: lower + hidden))
+                    }
+                }
+            }
+            try visit(path)
+        }
+    }
+
+    func isOpaque(_ path: [UInt8]) -> Bool {
+        RawPath.with(path) { ExtendedAttributes.value($0, Self.opaque) } == Array("y".utf8)
+    }
+
+    func file(_ path: String, _ change: BootChanges.Change, _ st: stat, lowerPath: [UInt8]?) -> BootChanges.File {
+        let kind = MergedTree.Kind(mode: st.st_mode).map { "\($0)" } ?? "unknown"
+        var size = st.st_mode & S_IFMT == S_IFREG ? UInt64(st.st_size) : 0
+        if let lowerPath, st.st_mode & S_IFMT == S_IFDIR { size = UInt64(FileSystem.treeSize(lowerPath)) }
+        return BootChanges.File(path: path, change: change, kind: kind, size: size, differences: [])
+    }
+
+    /// What differs between an entry of the upper directory and the one it covers. Times do not
+    /// count: copying up alone changes a directory's.
+    func compare(_ now: stat, _ before: stat, _ path: [UInt8]) -> [String] {
+        if now.st_mode & S_IFMT != before.st_mode & S_IFMT { return ["type"] }
+        var differences: [String] = []
+        switch now.st_mode & S_IFMT {
+        case S_IFREG:
+            if now.st_size != before.st_size {
+                differences += ["content", "size"]
+            } else if !sameContent(upper + path, lower + path) {
+                differences.append("content")
+            }
+        case S_IFLNK:
+            if readLink(upper + path) != readLink(lower + path) { differences.append("target") }
+        case S_IFCHR, S_IFBLK:
+            if now.st_rdev != before.st_rdev { differences.append("device") }
+        default: break
+        }
+        if now.st_mode & 0o7777 != before.st_mode & 0o7777 { differences.append("mode") }
+        if now.st_uid != before.st_uid || now.st_gid != before.st_gid { differences.append("owner") }
+        if attributes(upper + path) != attributes(lower + path) { differences.append("xattrs") }
+        return differences
+    }
+
+    func attributes(_ path: [UInt8]) -> [String: [UInt8]] {
+        RawPath.with(path) { raw in
+            var values: [String: [UInt8]] = [:]
+            for name in ExtendedAttributes.names(raw) where !name.hasPrefix("trusted.overlay.") {
+                values[name] = ExtendedAttributes.value(raw, name) ?? []
+            }
+            return values
+        }
+    }
+
+    func readLink(_ path: [UInt8]) -> [UInt8] {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = RawPath.with(path) { readlink($0, &buffer, buffer.count - 1) }
+        return buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }
+    }
+
+    func sameContent(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        let first = RawPath.with(a) { open($0, O_RDONLY | O_CLOEXEC) }
+        let second = RawPath.with(b) { open($0, O_RDONLY | O_CLOEXEC) }
+        defer {
+            if first >= 0 { close(first) }
+            if second >= 0 { close(second) }
+        }
+        guard first >= 0, second >= 0 else { return false }
+        var left = [UInt8](repeating: 0, count: 1 << 16)
+        var right = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = read(first, &left, left.count)
+            let m = read(second, &right, right.count)
+            if n != m || n < 0 { return false }
+            if n == 0 { return true }
+            if left[0..<n] != right[0..<m] { return false }
+        }
+    }
+}

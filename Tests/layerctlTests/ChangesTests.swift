@@ -1,0 +1,93 @@
+import Foundation
+import Testing
+
+/// `layerctl changes` on a real overlay: known changes are made through a kernel overlay mount,
+/// then its upper directory is read against the lower one.
+@Suite("What changed this boot", .serialized, .enabled(if: Harness.isRoot, "needs root to mount overlayfs"))
+struct ChangesTests {
+    static func desc(_ name: String, _ version: String, dependency: Bool = false) -> String {
+        "%NAME%\n\(name)\n\n%VERSION%\n\(version)\n\n" + (dependency ? "%REASON%\n1\n\n" : "")
+    }
+
+    @Test(
+        "files added, modified (with what differs) and deleted, whiteouts and opaque directories, and package changes")
+    func knownChanges() throws {
+        let folder = try Harness.temporaryDirectory("changes")
+        let (lower, upper, work, mnt) = (folder + "/lower", folder + "/upper", folder + "/work", folder + "/mnt")
+        let local = "var/lib/pacman/local"
+        let installed = [
+            ("nano-8.0-1", Self.desc("nano", "8.0-1")), ("game-1.0-1", Self.desc("game", "1.0-1")),
+            ("lib-2.0-1", Self.desc("lib", "2.0-1", dependency: true)), ("old-3.0-1", Self.desc("old", "3.0-1")),
+            ("same-1.0-1", Self.desc("same", "1.0-1")),
+        ]
+        var script = """
+            mkdir -p '\(lower)/etc' '\(lower)/usr/bin' '\(lower)/usr/share/doc' '\(lower)/\(local)' '\(upper)' '\(work)' '\(mnt)'
+            cd '\(lower)'
+            echo demo >etc/hostname; echo keep >etc/keep; echo m >etc/chmodme; chmod 644 etc/chmodme
+            echo o >etc/owner; echo a >etc/attr; setfattr -n user.x -v 1 etc/attr; echo t >etc/typechange
+            echo tool >usr/bin/tool; echo a >usr/share/doc/a; echo b >usr/share/doc/b; ln -s target link
+            echo 9 >\(local)/ALPM_DB_VERSION
+
+            """
+        for (directory, text) in installed {
+            script += "mkdir \(local)/\(directory) && printf '%s' '\(text)' >\(local)/\(directory)/desc\n"
+        }
+        script += """
+            mount -t overlay overlay -o 'lowerdir=\(lower),upperdir=\(upper),workdir=\(work)' '\(mnt)'
+            trap "cd / && umount '\(mnt)'" EXIT
+            cd '\(mnt)'
+            echo gaming >etc/hostname; echo new >etc/added; chmod 600 etc/chmodme; chown 1:1 etc/owner
+            setfattr -n user.x -v 2 etc/attr; touch etc/keep; cat etc/keep >/dev/null
+            rm etc/typechange && mkdir etc/typechange
+            rm usr/bin/tool; rm -r usr/share/doc && mkdir usr/share/doc && echo c >usr/share/doc/c
+            rm link && ln -s other link
+            rm -r \(local)/nano-8.0-1
+            mkdir \(local)/htop-3.3-1 && printf '%s' '\(Self.desc("htop", "3.3-1"))' >\(local)/htop-3.3-1/desc
+            rm -r \(local)/game-1.0-1 && mkdir \(local)/game-1:0.9-1 && printf '%s' '\(Self.desc("game", "1:0.9-1"))' >\(local)/game-1:0.9-1/desc
+            rm -r \(local)/old-3.0-1 && mkdir \(local)/old-2.9-1 && printf '%s' '\(Self.desc("old", "2.9-1"))' >\(local)/old-2.9-1/desc
+            printf '%s' '\(Self.desc("lib", "2.0-1"))' >\(local)/lib-2.0-1/desc
+            """
+        try BootMachine.shell(script)
+
+        let result = try Harness.run(["changes", "--upper", upper, "--lower", lower, "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let files = (object["files"] as? [[String: Any]] ?? []).map { file in
+            let differences = file["differences"] as? [String] ?? []
+            return "\(file["change"] ?? "") \(file["path"] ?? "")"
+                + (differences.isEmpty ? "" : " " + differences.joined(separator: ","))
+        }
+        #expect(
+            files == [
+                "added /etc/added", "modified /etc/attr xattrs", "modified /etc/chmodme mode",
+                "modified /etc/hostname content,size", "modified /etc/owner owner", "modified /etc/typechange type",
+                "modified /link target", "deleted /usr/bin/tool", "deleted /usr/share/doc/a",
+                "deleted /usr/share/doc/b",
+                "added /usr/share/doc/c", "deleted /\(local)/game-1.0-1", "added /\(local)/game-1:0.9-1",
+                "added /\(local)/game-1:0.9-1/desc", "added /\(local)/htop-3.3-1", "added /\(local)/htop-3.3-1/desc",
+                "modified /\(local)/lib-2.0-1/desc content,size", "deleted /\(local)/nano-8.0-1",
+                "added /\(local)/old-2.9-1", "added /\(local)/old-2.9-1/desc", "deleted /\(local)/old-3.0-1",
+            ], "\(files)")
+        let packages = (object["packages"] as? [[String: Any]] ?? []).map {
+            "\($0["change"] ?? "") \($0["name"] ?? "") \($0["before"] ?? "-") \($0["after"] ?? "-")"
+        }
+        // An epoch outranks any version: 1:0.9-1 is newer than 1.0-1, as pacman has it.
+        #expect(
+            packages == [
+                "upgraded game 1.0-1 1:0.9-1", "installed htop - 3.3-1", "reason lib dependency explicit",
+                "removed nano 8.0-1 -", "downgraded old 3.0-1 2.9-1",
+            ], "\(packages)")
+
+        let text = try Harness.run(["changes", "--upper", upper, "--lower", lower])
+        #expect(text.status == 0)
+        #expect(
+            text.stdout.hasPrefix("packages: 1 installed, 1 removed, 1 upgraded, 1 downgraded, 1 changed reason\n"),
+            "\(text.stdout)")
+        #expect(text.stdout.contains("  M /etc/hostname (content, size)\n"), "\(text.stdout)")
+        #expect(text.stdout.contains("files: 8 added"), "\(text.stdout)")
+
+        let notBooted = try Harness.run(["changes", "--upper", folder + "/nothing"])
+        #expect(notBooted.status == 3)
+        #expect(notBooted.stderr.contains("is not a directory"), "\(notBooted.stderr)")
+    }
+}
