@@ -19,7 +19,8 @@ work=$(mktemp -d /var/tmp/layerctl-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+# shellcheck source=Benchmarks/lib.sh
+source Benchmarks/lib.sh
 packages="filesystem busybox glibc perl nano greeter"
 read -r -a package_list <<<"$packages"
 

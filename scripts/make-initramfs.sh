@@ -6,8 +6,9 @@
 #
 # dracut runs from a copy of its own folder with our module added, so the host's dracut is left as
 # it is. The initramfs holds what booting an image from a virtio disk needs (dracut's base, udev
-# and layerctl modules; the virtio and ext4 drivers) and is not compressed: it boots faster that
-# way under QEMU without KVM.
+# and layerctl modules; the virtio and ext4 drivers), and rootfs-block, so that without
+# layerctl.image= it boots a plain root= as any initramfs does (Benchmarks/boot.sh compares the
+# two). It is not compressed: it boots faster that way under QEMU without KVM.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:?usage: make-initramfs.sh OUT [KERNEL_DIR]}
@@ -22,5 +23,5 @@ cp -rL "$root/boot/dracut/90layerctl" "$work/dracut/modules.d/"
 cp "$root/boot/layerctl.sh" "$work/dracut/modules.d/90layerctl/"
 mkdir "$work/conf.d"
 dracutbasedir="$work/dracut" dracut --quiet --force --no-hostonly --conf /dev/null --confdir "$work/conf.d" \
-    -m layerctl --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic" \
+    -m "layerctl rootfs-block" --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic" \
     --kver "$version" --kmoddir "$kernel/root/lib/modules/$version" --no-compress --no-early-microcode "$out"

@@ -1,0 +1,29 @@
+# Shared by the benchmark scripts: sourced, never run.
+# shellcheck shell=bash
+
+# median: the median of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# layer STORE NAME PARENT_KEY SOURCE:DEST... — a hand-made layer whose tree holds copies of the sources.
+layer() {
+    local store=$1 name=$2 parent=$3
+    shift 3
+    local key
+    key=$(printf '%s|%s|%s' "$name" "$parent" "$*" | sha256sum | cut -c1-64)
+    mkdir -p "$store/layers/$key/tree" "$store/refs" "$store/tmp" "$store/locks" "$store/cache"
+    for pair in "$@"; do
+        local src=${pair%%:*} dest=${pair#*:}
+        mkdir -p "$store/layers/$key/tree/$(dirname "$dest")"
+        cp -a "$src" "$store/layers/$key/tree/$dest"
+    done
+    local parent_json=null
+    [ -n "$parent" ] && parent_json="\"$parent\""
+    cat >"$store/layers/$key/layer.json" <<JSON
+{"formatVersion": 1, "key": "$key", "parent": $parent_json, "name": "$name", "specDigest": "$key",
+ "added": [], "removed": [], "installed": [], "treeBytes": 0, "fileCount": 0, "treeDigest": "$key",
+ "sourceDateEpoch": 0, "buildSeconds": 0, "builtAt": "2026-01-01T00:00:00Z"}
+JSON
+    echo "$key" >"$store/refs/$name"
+    echo "$key"
+}
+
