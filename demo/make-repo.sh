@@ -5,7 +5,7 @@
 #
 # OUT/repo/demo/        repository "demo": real packages repackaged from Debian (filesystem,
 #                       busybox, glibc, libxcrypt, zlib, perl) and small packages of our own
-# OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1)
+# OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1)
 # OUT/signed/demo/      a signed variant: every package signed by the demo key, plus `rogue`,
 #                       signed by a key nobody trusts
 # OUT/keyring/          a pacman gpg dir (like /etc/pacman.d/gnupg) that trusts the demo key
@@ -138,7 +138,7 @@ index() {
 
 # --- the packages ----------------------------------------------------------------------------
 build_packages() {
-    local dest=$1 game_version=$2 p
+    local dest=$1 game_version=$2 kernel_version=$3 p
     mkdir -p "$dest"
 
     p="$work/filesystem"; pkginfo "$p" filesystem 2024.11.21-1 any "Base directory layout of the demo system"
@@ -223,18 +223,46 @@ build_packages() {
     mkdir -p "$p/usr/bin" "$p/usr/share/game"
     printf '#!/bin/sh\necho "game %s"\n' "$game_version" >"$p/usr/bin/game"; chmod 0755 "$p/usr/bin/game"
     head -c 65536 /dev/zero | tr '\0' 'g' >"$p/usr/share/game/level1.dat"; pack "$dest" "$p"
+
+    # Stand-ins for `boot:` tests: a kernel package laid out as Arch's (no real kernel in it), and an
+    # initramfs generator that records every run: the kernel, the HOOKS line, and whether layerctl's
+    # hook files are in place.
+    local kver=${kernel_version%-*}-demo
+    p="$work/linux"; rm -rf "$p"; pkginfo "$p" linux "$kernel_version" x86_64 "A stand-in kernel package: modules folder, vmlinuz, pkgbase"
+    mkdir -p "$p/usr/lib/modules/$kver"; echo "stand-in kernel $kver" >"$p/usr/lib/modules/$kver/vmlinuz"
+    echo linux >"$p/usr/lib/modules/$kver/pkgbase"; pack "$dest" "$p"
+
+    p="$work/mkinitcpio"; pkginfo "$p" mkinitcpio 39-1 any "A stand-in initramfs generator that records how it ran" depend=sh
+    mkdir -p "$p/usr/bin" "$p/etc"
+    printf 'MODULES=()\nBINARIES=()\nFILES=()\nHOOKS=(base udev modconf block filesystems fsck)\n' >"$p/etc/mkinitcpio.conf"
+    cat >"$p/usr/bin/mkinitcpio" <<'STANDIN'
+#!/bin/sh
+# Stand-in mkinitcpio: records the run in /var/log/mkinitcpio-runs.log and writes it as the image.
+out='' kver=''
+while [ $# -gt 0 ]; do
+    case $1 in -g) out=$2; shift ;; -k) kver=$2; shift ;; esac
+    shift
+done
+hook=no
+[ -f /usr/lib/initcpio/hooks/layerctl ] && [ -f /usr/lib/initcpio/install/layerctl ] && [ -f /usr/lib/layerctl/layerctl.sh ] && hook=yes
+line="kernel=$kver $(grep '^HOOKS=' /etc/mkinitcpio.conf) layerctl-hook=$hook"
+mkdir -p /var/log
+echo "$line" >>/var/log/mkinitcpio-runs.log
+[ -z "$out" ] || echo "$line" >"$out"
+STANDIN
+    chmod 0755 "$p/usr/bin/mkinitcpio"; pack "$dest" "$p"
 }
 
 echo "make-repo: packing into $out"
 rm -rf "$out/repo" "$out/repo-next" "$out/signed" "$out/keyring"
-build_packages "$out/repo/demo" 1.0-1
+build_packages "$out/repo/demo" 1.0-1 6.1.0-1
 index "$out/repo/demo"
 
 mkdir -p "$out/repo-next/demo"
 cp -a "$out/repo/demo/." "$out/repo-next/demo/"
-rm -f "$out/repo-next/demo/game-"*
-mkdir -p "$work/next"; (build_packages "$work/next" 1.1-1)
-cp "$work/next/game-"* "$out/repo-next/demo/"
+rm -f "$out/repo-next/demo/game-"* "$out/repo-next/demo/linux-"*
+mkdir -p "$work/next"; (build_packages "$work/next" 1.1-1 6.2.0-1)
+cp "$work/next/game-"* "$work/next/linux-"* "$out/repo-next/demo/"
 index "$out/repo-next/demo"
 
 # --- signing -----------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ public struct BuildJob: Codable, Sendable {
     var env: [EnvVariable]
     var sourceDateEpoch: Int64
     var isolateNetwork: Bool
+    /// `boot:` as the layer inherits it, and where it was written.
+    var boot: BootFlavour?
+    var bootLocation: String?
 
     var upperDirectory: String { buildDirectory + "/layer/tree" }
     var workDirectory: String { buildDirectory + "/work" }

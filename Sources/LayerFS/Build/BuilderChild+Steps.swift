@@ -16,7 +16,9 @@ extension BuilderChild {
         try handle.addHookDir(merged + "/etc/pacman.d/hooks")
         for repo in job.repos {
             try handle.register(
-                Repository(name: repo.name, servers: repo.servers, signatureLevel: SignatureLevel(rawValue: repo.signatureLevel)),
+                Repository(
+                    name: repo.name, servers: repo.servers,
+                    signatureLevel: SignatureLevel(rawValue: repo.signatureLevel)),
                 arch: job.arch)
         }
         handle.observer = { event in events.send(BuildEvent(alpm: event, layer: job.layerName)) }
@@ -59,21 +61,36 @@ extension BuilderChild {
     }
 
     static func runCommands(_ job: BuildJob, in merged: String, events: EventPipe) throws {
-        var environment = [
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME": "/root", "LANG": "C.UTF-8",
-            "TERM": "dumb", "SOURCE_DATE_EPOCH": String(job.sourceDateEpoch), "LAYERCTL_LAYER": job.layerName,
-        ]
-        for variable in job.env { environment[variable.name] = variable.value }
-        let runner = CommandRunner(
-            root: merged, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
-            output: { events.send(BuildEvent(.output, layer: job.layerName, message: $0)) })
+        let runner = commandRunner(job, in: merged, events: events)
         for (index, command) in job.run.enumerated() {
-            events.send(BuildEvent(.step, layer: job.layerName, message: "run \(index + 1)/\(job.run.count): \(command.command)"))
+            events.send(
+                BuildEvent(
+                    .step, layer: job.layerName, message: "run \(index + 1)/\(job.run.count): \(command.command)"))
             let status = try runner.run(command.command)
             if status != 0 {
                 throw BuildFailure("\(command.location): run command `\(command.command)` exited with status \(status)")
             }
         }
+    }
+
+    /// Installs and enables the initramfs hook of `boot:`, and makes the initramfs again when this
+    /// layer changed what it is made from.
+    static func addBootSupport(_ flavour: BootFlavour, _ job: BuildJob, in merged: String, events: EventPipe) throws {
+        let support = BootSupport(
+            flavour: flavour, job: job, merged: merged, runner: commandRunner(job, in: merged, events: events))
+        try support.apply { events.send(BuildEvent(.output, layer: job.layerName, message: "boot: \($0)")) }
+    }
+
+    /// Runs commands chrooted into the layer, with the environment `run:` commands get.
+    static func commandRunner(_ job: BuildJob, in merged: String, events: EventPipe) -> CommandRunner {
+        var environment = [
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME": "/root", "LANG": "C.UTF-8",
+            "TERM": "dumb", "SOURCE_DATE_EPOCH": String(job.sourceDateEpoch), "LAYERCTL_LAYER": job.layerName,
+        ]
+        for variable in job.env { environment[variable.name] = variable.value }
+        return CommandRunner(
+            root: merged, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            output: { events.send(BuildEvent(.output, layer: job.layerName, message: $0)) })
     }
 }
 
@@ -88,8 +105,9 @@ extension BuildEvent {
         case .downloadCompleted(let file, let succeeded, _):
             self.init(.downloadDone, layer: layer, message: succeeded ? nil : "failed", file: file)
         case .progress(let step, let package, let percent, let current, let total):
-            self.init(.progress, layer: layer, message: step.rawValue, file: package, current: Int64(current),
-                      total: Int64(total), percent: percent)
+            self.init(
+                .progress, layer: layer, message: step.rawValue, file: package, current: Int64(current),
+                total: Int64(total), percent: percent)
         case .packageStarted(let operation, let name, let version):
             self.init(.package, layer: layer, message: "\(operation.rawValue) \(name) \(version)")
         case .packageFinished(let operation, let name, _):

@@ -46,6 +46,10 @@ public enum BuilderChild {
                     try root.bindResolvConf()
                     try runCommands(job, in: root.merged, events: events)
                 }
+                if let boot = job.boot {
+                    events.send(.step, "boot")
+                    try addBootSupport(boot, job, in: root.merged, events: events)
+                }
                 result = transaction
                 try root.tearDown()
             }
@@ -65,7 +69,9 @@ public enum BuilderChild {
     }
 
     private static func readJob(_ path: String) throws -> BuildJob {
-        guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path, errno: ENOENT) }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SystemError("read", path, errno: ENOENT)
+        }
         return try JSONDecoder().decode(BuildJob.self, from: data)
     }
 }

@@ -5,7 +5,8 @@ import Glibc
 extension LayerBuilder {
     /// Builds one layer in a builder child and commits it into the store.
     func buildLayer(
-        _ layer: LayerFile, key: String, parent: String?, spec: LayerSpec, resolution: Resolution,
+        _ layer: LayerFile, key: String, parent: String?, spec: LayerSpec, boot: Located<BootFlavour>?,
+        resolution: Resolution,
         request: TransactionRequest, parentTrees: [String], repositories: [Repository], snapshot: String,
         arch: String, environment: [String: String], started: Date
     ) throws {
@@ -36,7 +37,8 @@ extension LayerBuilder {
             },
             run: layer.run.map { BuildJob.Command(command: $0.value, location: $0.location.description) },
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
-            sourceDateEpoch: options.sourceDateEpoch, isolateNetwork: options.isolateNetwork)
+            sourceDateEpoch: options.sourceDateEpoch, isolateNetwork: options.isolateNetwork,
+            boot: boot?.value, bootLocation: boot?.location.description)
         try FileSystem.makeDirectories(job.upperDirectory)
         let jobPath = buildDirectory + "/job.json"
         try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)

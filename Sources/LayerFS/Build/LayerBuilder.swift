@@ -39,7 +39,8 @@ public final class LayerBuilder {
                 snapshots[sync.directory] = snapshot
             }
             for variable in layer.env { environment[variable.name] = variable.value }
-            let spec = try makeSpec(layer, arch: recipe.arch, environment: environment)
+            let spec = try makeSpec(
+                layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value)
             let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
             let resolution: Resolution
             do {
@@ -62,7 +63,8 @@ public final class LayerBuilder {
                     observer(BuildEvent(.building, layer: layer.name, key: key))
                     do {
                         try buildLayer(
-                            layer, key: key, parent: parentKey, spec: spec, resolution: resolution, request: request,
+                            layer, key: key, parent: parentKey, spec: spec, boot: recipe.boot(for: index),
+                            resolution: resolution, request: request,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started)
                     } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
@@ -89,7 +91,9 @@ public final class LayerBuilder {
         return Repository(name: spec.name, servers: servers, signatureLevel: level)
     }
 
-    private func makeSpec(_ layer: LayerFile, arch: String, environment: [String: String]) throws -> LayerSpec {
+    private func makeSpec(
+        _ layer: LayerFile, arch: String, environment: [String: String], boot: BootFlavour?
+    ) throws -> LayerSpec {
         let files = try layer.files.map { file -> LayerSpec.FileEntry in
             let digest: String
             switch file.content {
@@ -105,7 +109,7 @@ public final class LayerBuilder {
             arch: arch, packages: layer.packages.map(\.value).sorted(), remove: layer.remove.map(\.value).sorted(),
             files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
-            sourceDateEpoch: options.sourceDateEpoch)
+            sourceDateEpoch: options.sourceDateEpoch, boot: boot)
     }
 
     /// Puts the layer file's line in front of a libalpm error about one of its packages.

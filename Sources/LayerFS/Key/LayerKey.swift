@@ -17,11 +17,17 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     public var run: [String]
     public var env: [EnvVariable]
     public var sourceDateEpoch: Int64
+    /// `boot:` and the digest of the hook files it installs; absent (and so not in the key at all)
+    /// for layers without boot support.
+    public var boot: String?
+    public var bootFiles: String?
 
     public init(
         arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
-        sourceDateEpoch: Int64
+        sourceDateEpoch: Int64, boot: BootFlavour? = nil
     ) {
+        self.boot = boot?.rawValue
+        self.bootFiles = boot?.filesDigest
         self.arch = arch
         self.packages = packages
         self.remove = remove

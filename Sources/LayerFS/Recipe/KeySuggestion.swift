@@ -9,7 +9,8 @@ enum KeySuggestion {
 
     /// Levenshtein distance over Unicode scalars.
     static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
+        let a = Array(a.unicodeScalars)
+        let b = Array(b.unicodeScalars)
         if a.isEmpty { return b.count }
         var previous = Array(0...b.count)
         var current = previous

@@ -17,6 +17,8 @@ public struct LayerFile: Sendable, Hashable {
     public var run: [Located<String>]
     /// Environment for `run:` commands, sorted by name.
     public var env: [EnvVariable]
+    /// The initramfs generator whose layerctl hook the image gets (`boot:`); children inherit it.
+    public var boot: Located<BootFlavour>?
     /// Where `from:` was written, or the top of the file when it was not.
     public var fromLocation: FileLocation
 

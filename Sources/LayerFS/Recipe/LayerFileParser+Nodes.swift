@@ -40,7 +40,8 @@ extension LayerFileParser {
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
             .composer(_, let problem, let mark, _):
-            return LayerFileError("not valid YAML: \(problem)", at: FileLocation(file: path, line: mark.line, column: mark.column))
+            return LayerFileError(
+                "not valid YAML: \(problem)", at: FileLocation(file: path, line: mark.line, column: mark.column))
         case .duplicatedKeysInMapping(let duplicates, let context):
             return LayerFileError(
                 "key `\(duplicates.joined(separator: "`, `"))` is written twice",

@@ -8,7 +8,9 @@ struct LayerFileParser {
     let text: String
     private var folder: String { (path as NSString).deletingLastPathComponent }
 
-    static let topLevelKeys = ["from", "description", "arch", "repos", "packages", "remove", "files", "run", "env"]
+    static let topLevelKeys = [
+        "from", "description", "arch", "repos", "packages", "remove", "files", "run", "env", "boot",
+    ]
     static let repoKeys = ["name", "servers", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "mode", "owner"]
 
@@ -40,7 +42,7 @@ struct LayerFileParser {
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         var layer = LayerFile(
             name: name, path: path, parent: .scratch, description: nil, arch: nil, repos: [], packages: [],
-            remove: [], files: [], run: [], env: [], fromLocation: top)
+            remove: [], files: [], run: [], env: [], boot: nil, fromLocation: top)
         var sawFrom = false
         for (keyNode, value) in mapping {
             let key = try scalar(keyNode, what: "a key")
@@ -56,8 +58,18 @@ struct LayerFileParser {
             case "remove": layer.remove = try names(value, key: "remove")
             case "files": layer.files = try list(value, what: "`files`").map(file)
             case "run":
-                layer.run = try list(value, what: "`run`").map { Located(try scalar($0, what: "a `run` command"), at: at($0)) }
+                layer.run = try list(value, what: "`run`").map {
+                    Located(try scalar($0, what: "a `run` command"), at: at($0))
+                }
             case "env": layer.env = try env(value)
+            case "boot":
+                let word = try scalar(value, what: "`boot`")
+                guard let flavour = BootFlavour(rawValue: word) else {
+                    throw LayerFileError(
+                        "`boot` names the image's initramfs generator: mkinitcpio or dracut, not `\(word)`",
+                        at: at(value))
+                }
+                layer.boot = Located(flavour, at: at(value))
             default: throw unknownKey(key, at: keyNode, known: Self.topLevelKeys)
             }
         }
@@ -90,11 +102,15 @@ struct LayerFileParser {
             switch try scalar(keyNode, what: "a key") {
             case "name": spec.name = try scalar(value, what: "a repository `name`")
             case "servers":
-                spec.servers = try list(value, what: "`servers`").map { try server(try scalar($0, what: "a server"), at: $0) }
+                spec.servers = try list(value, what: "`servers`").map {
+                    try server(try scalar($0, what: "a server"), at: $0)
+                }
             case "siglevel":
                 let words = try scalar(value, what: "`siglevel`")
                 if case .failure(let error) = SignatureLevel.parse(words) {
-                    throw LayerFileError("`siglevel` has an unknown word `\(error.word)`; pacman knows Never, Optional, Required, TrustedOnly and TrustAll, each optionally prefixed Package or Database", at: at(value))
+                    throw LayerFileError(
+                        "`siglevel` has an unknown word `\(error.word)`; pacman knows Never, Optional, Required, TrustedOnly and TrustAll, each optionally prefixed Package or Database",
+                        at: at(value))
                 }
                 spec.siglevel = words
             case "snapshot":
@@ -126,7 +142,8 @@ struct LayerFileParser {
 
     private func file(_ node: Node) throws -> FileSpec {
         guard case .mapping(let mapping) = node else {
-            throw LayerFileError("each entry of `files` is a mapping with `path` and `content` or `source`", at: at(node))
+            throw LayerFileError(
+                "each entry of `files` is a mapping with `path` and `content` or `source`", at: at(node))
         }
         var path: String?
         var content: FileSpec.Content?
@@ -136,21 +153,30 @@ struct LayerFileParser {
             switch try scalar(keyNode, what: "a key") {
             case "path":
                 let text = try scalar(value, what: "`path`")
-                guard text.hasPrefix("/") else { throw LayerFileError("`path` must be absolute, such as /etc/hostname", at: at(value)) }
+                guard text.hasPrefix("/") else {
+                    throw LayerFileError("`path` must be absolute, such as /etc/hostname", at: at(value))
+                }
                 guard !text.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
                     throw LayerFileError("`path` may not contain `..` or `.`", at: at(value))
                 }
-                guard text != "/", !text.contains("\0") else { throw LayerFileError("`path` must name a file", at: at(value)) }
+                guard text != "/", !text.contains("\0") else {
+                    throw LayerFileError("`path` must name a file", at: at(value))
+                }
                 path = text
             case "content":
-                if content != nil { throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode)) }
+                if content != nil {
+                    throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode))
+                }
                 content = .inline(try scalar(value, what: "`content`"))
             case "source":
-                if content != nil { throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode)) }
+                if content != nil {
+                    throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode))
+                }
                 content = .source(try source(try scalar(value, what: "`source`"), at: value))
             case "mode":
                 let text = try scalar(value, what: "`mode`")
-                guard text.wholeMatch(of: /0?[0-7]{3,4}/) != nil, let bits = UInt32(text, radix: 8), bits <= 0o7777 else {
+                guard text.wholeMatch(of: /0?[0-7]{3,4}/) != nil, let bits = UInt32(text, radix: 8), bits <= 0o7777
+                else {
                     throw LayerFileError("`mode` is octal permission bits such as \"0644\"", at: at(value))
                 }
                 mode = bits
@@ -164,7 +190,9 @@ struct LayerFileParser {
             }
         }
         guard let path else { throw LayerFileError("the file has no `path`", at: at(node)) }
-        guard let content else { throw LayerFileError("the file \(path) has neither `content` nor `source`", at: at(node)) }
+        guard let content else {
+            throw LayerFileError("the file \(path) has neither `content` nor `source`", at: at(node))
+        }
         return FileSpec(path: path, content: content, mode: mode, owner: owner, location: at(node))
     }
 
@@ -229,15 +257,18 @@ struct LayerFileParser {
         var repos: [String: FileLocation] = [:]
         for repo in layer.repos {
             if let first = repos[repo.name] {
-                throw LayerFileError("repository `\(repo.name)` is declared twice; first at \(first)", at: repo.location)
+                throw LayerFileError(
+                    "repository `\(repo.name)` is declared twice; first at \(first)", at: repo.location)
             }
             repos[repo.name] = repo.location
         }
         if let arch = layer.arch, !layer.isRoot {
-            throw LayerFileError("`arch` belongs in the root layer (`from: scratch`); children inherit it", at: arch.location)
+            throw LayerFileError(
+                "`arch` belongs in the root layer (`from: scratch`); children inherit it", at: arch.location)
         }
         if layer.isRoot && layer.arch == nil {
-            throw LayerFileError("a root layer (`from: scratch`) must name its `arch`, such as x86_64", at: layer.fromLocation)
+            throw LayerFileError(
+                "a root layer (`from: scratch`) must name its `arch`, such as x86_64", at: layer.fromLocation)
         }
     }
 }

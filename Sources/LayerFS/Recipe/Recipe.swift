@@ -36,6 +36,11 @@ public struct Recipe: Sendable {
         return recipe
     }
 
+    /// The `boot:` layer `index` has: its own, or the nearest ancestor's.
+    public func boot(for index: Int) -> Located<BootFlavour>? {
+        layers[...index].last { $0.boot != nil }?.boot
+    }
+
     /// The repositories layer `index` sees: its ancestors' and its own; a later declaration of the
     /// same name replaces the earlier one in place, so repository order stays the root's.
     public func repositories(for index: Int) -> [RepoSpec] {
@@ -55,7 +60,8 @@ public struct Recipe: Sendable {
     private func checkRepositories() throws {
         for (index, layer) in layers.enumerated() where repositories(for: index).isEmpty {
             if let first = layer.packages.first {
-                throw LayerFileError("`\(first.value)` cannot be installed: no layer up to here declares `repos`", at: first.location)
+                throw LayerFileError(
+                    "`\(first.value)` cannot be installed: no layer up to here declares `repos`", at: first.location)
             }
         }
     }

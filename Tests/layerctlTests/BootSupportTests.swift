@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+
+/// `boot:` in layer files: layerctl installs and enables the initramfs hook, and makes the initramfs
+/// again only when a layer changed the kernel, the hook or the generator's configuration. The demo
+/// repository's stand-in `mkinitcpio` records each run, and its stand-in `linux` is upgraded in
+/// repo-next.
+@Suite("Boot support in layers", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct BootSupportTests {
+    func write(_ folder: String, _ files: [String: String]) throws {
+        for (name, text) in files { try text.write(toFile: folder + "/" + name, atomically: true, encoding: .utf8) }
+    }
+
+    func tree(_ store: String, _ name: String) throws -> String {
+        let key = try String(contentsOfFile: store + "/refs/" + name, encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        return store + "/layers/" + key + "/tree"
+    }
+
+    func text(_ path: String) -> String? { try? String(contentsOfFile: path, encoding: .utf8) }
+
+    func mode(_ path: String) -> Int? {
+        (try? FileManager.default.attributesOfItem(atPath: path))?[.posixPermissions] as? Int
+    }
+
+    static let layers = [
+        "base.yaml": """
+        from: scratch
+        arch: x86_64
+        repos:
+          - name: demo
+            servers: [REPO]
+            siglevel: Optional TrustAll
+        packages: [filesystem, busybox, mkinitcpio]
+        boot: mkinitcpio
+
+        """,
+        "kernel.yaml": "from: base\npackages: [linux]\n",
+        "plain.yaml": "from: kernel\npackages: [greeter]\n",
+        "conf.yaml": """
+        from: plain
+        files:
+          - path: /etc/mkinitcpio.conf
+            content: "MODULES=(virtio_blk)\\nHOOKS=(base udev block filesystems)\\n"
+
+        """,
+    ]
+
+    @Test(
+        "the hook is installed and enabled once, and the initramfs is made when the kernel or the configuration changes, only then"
+    )
+    func mkinitcpio() throws {
+        let folder = try Harness.temporaryDirectory("boot-layers")
+        try write(folder, Self.layers)
+        try Harness.setRepository(in: folder, to: "repo")
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/conf.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+
+        // base: the hook files as in boot/, enabled after udev; no kernel yet, so no initramfs.
+        let base = try tree(store, "base")
+        for (installed, source) in [
+            ("usr/lib/initcpio/hooks/layerctl", "boot/mkinitcpio/hooks/layerctl"),
+            ("usr/lib/initcpio/install/layerctl", "boot/mkinitcpio/install/layerctl"),
+            ("usr/lib/layerctl/layerctl.sh", "boot/layerctl.sh"),
+        ] {
+            #expect(text(base + "/" + installed) == text(Harness.packageRoot + "/" + source), "\(installed)")
+            #expect(mode(base + "/" + installed) == 0o644, "\(installed)")
+        }
+        #expect(
+            text(base + "/etc/mkinitcpio.conf")?.contains("HOOKS=(base udev layerctl modconf block filesystems fsck)")
+                == true)
+        #expect(text(base + "/var/log/mkinitcpio-runs.log") == nil)
+
+        // kernel: the kernel changed, so the initramfs is made, with the hook in place.
+        let kernel = try tree(store, "kernel")
+        let first = "kernel=6.1.0-demo HOOKS=(base udev layerctl modconf block filesystems fsck) layerctl-hook=yes\n"
+        #expect(text(kernel + "/var/log/mkinitcpio-runs.log") == first)
+        #expect(text(kernel + "/boot/initramfs-linux.img") == first)
+        #expect(text(kernel + "/boot/vmlinuz-linux") == "stand-in kernel 6.1.0-demo\n")
+        #expect(!FileManager.default.fileExists(atPath: kernel + "/usr/lib/initcpio"), "the hook was copied up again")
+
+        // plain: nothing the initramfs is made from changed.
+        let plain = try tree(store, "plain")
+        #expect(!FileManager.default.fileExists(atPath: plain + "/var/log"))
+        #expect(!FileManager.default.fileExists(atPath: plain + "/boot"))
+
+        // conf: a new mkinitcpio.conf gets layerctl added and a new initramfs.
+        let conf = try tree(store, "conf")
+        let second = "kernel=6.1.0-demo HOOKS=(base udev layerctl block filesystems) layerctl-hook=yes\n"
+        #expect(
+            text(conf + "/etc/mkinitcpio.conf")
+                == "MODULES=(virtio_blk)\nHOOKS=(base udev layerctl block filesystems)\n")
+        #expect(text(conf + "/var/log/mkinitcpio-runs.log") == first + second)
+        #expect(text(conf + "/boot/initramfs-linux.img") == second)
+
+        // The repository upgrades the kernel: base is reused, the kernel layer made again with 6.2.
+        try Harness.setRepository(in: folder, to: "repo-next")
+        let upgrade = try Harness.run(["build", folder + "/conf.yaml", "--store", store, "--json"])
+        #expect(upgrade.status == 0, "\(upgrade.stderr)")
+        #expect(upgrade.cached == ["base"])
+        let upgraded = try tree(store, "kernel")
+        #expect(text(upgraded + "/boot/initramfs-linux.img")?.hasPrefix("kernel=6.2.0-demo ") == true)
+        #expect(!FileManager.default.fileExists(atPath: try tree(store, "plain") + "/boot"))
+    }
+
+    @Test("boot: dracut installs the module and its configuration")
+    func dracut() throws {
+        let folder = try Harness.temporaryDirectory("boot-layers")
+        try write(
+            folder,
+            ["base.yaml": Self.layers["base.yaml"]!.replacingOccurrences(of: "boot: mkinitcpio", with: "boot: dracut")])
+        try Harness.setRepository(in: folder, to: "repo")
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/base.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        let base = try tree(store, "base")
+        let module = base + "/usr/lib/dracut/modules.d/90layerctl/"
+        for (name, source, permissions) in [
+            ("module-setup.sh", "boot/dracut/90layerctl/module-setup.sh", 0o755),
+            ("layerctl-cmdline.sh", "boot/dracut/90layerctl/layerctl-cmdline.sh", 0o755),
+            ("layerctl-mount.sh", "boot/dracut/90layerctl/layerctl-mount.sh", 0o755),
+            ("layerctl.sh", "boot/layerctl.sh", 0o644),
+        ] {
+            #expect(text(module + name) == text(Harness.packageRoot + "/" + source), "\(name)")
+            #expect(mode(module + name) == permissions, "\(name)")
+        }
+        #expect(
+            text(base + "/etc/dracut.conf.d/90-layerctl.conf")?.contains("add_dracutmodules+=\" layerctl \"") == true)
+    }
+
+    @Test("a wrong boot: value and HOOKS that use systemd each fail with the layer file's line")
+    func errors() throws {
+        let folder = try Harness.temporaryDirectory("boot-layers")
+        try write(
+            folder,
+            ["base.yaml": Self.layers["base.yaml"]!.replacingOccurrences(of: "boot: mkinitcpio", with: "boot: grub")])
+        try Harness.setRepository(in: folder, to: "repo")
+        let store = try Harness.temporaryDirectory("store")
+        let wrong = try Harness.run(["build", folder + "/base.yaml", "--store", store])
+        #expect(wrong.status == 3)
+        #expect(
+            wrong.stderr.contains(
+                "base.yaml:8:7: error: `boot` names the image's initramfs generator: mkinitcpio or dracut, not `grub`"),
+            "\(wrong.stderr)")
+
+        try write(
+            folder,
+            [
+                "base.yaml": Self.layers["base.yaml"]!,
+                "systemd.yaml": """
+                from: base
+                files:
+                  - path: /etc/mkinitcpio.conf
+                    content: "HOOKS=(base systemd autodetect block filesystems)\\n"
+
+                """,
+            ])
+        try Harness.setRepository(in: folder, to: "repo")
+        let systemd = try Harness.run(["build", folder + "/systemd.yaml", "--store", store])
+        #expect(systemd.status == 3)
+        #expect(systemd.stderr.contains("base.yaml:8:7: mkinitcpio.conf's HOOKS use `systemd`"), "\(systemd.stderr)")
+    }
+}
