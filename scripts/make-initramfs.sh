@@ -9,6 +9,9 @@
 # and layerctl modules; the virtio and ext4 drivers), and rootfs-block, so that without
 # layerctl.image= it boots a plain root= as any initramfs does (Benchmarks/boot.sh compares the
 # two). It is not compressed: it boots faster that way under QEMU without KVM.
+#
+# LAYERCTL_DRACUT_SYSTEMD=1 makes the other kind of dracut initramfs, with systemd as its init
+# (and systemd's poweroff, for rd.emergency=poweroff).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:?usage: make-initramfs.sh OUT [KERNEL_DIR]}
@@ -22,6 +25,12 @@ cp -r /usr/lib/dracut "$work/dracut"
 cp -rL "$root/boot/dracut/90layerctl" "$work/dracut/modules.d/"
 cp "$root/boot/layerctl.sh" "$work/dracut/modules.d/90layerctl/"
 mkdir "$work/conf.d"
+modules="layerctl rootfs-block"
+extra=()
+if [ -n "${LAYERCTL_DRACUT_SYSTEMD:-}" ]; then
+    modules="$modules systemd systemd-initrd dracut-systemd"
+    extra=(--install /usr/sbin/poweroff)
+fi
 dracutbasedir="$work/dracut" dracut --quiet --force --no-hostonly --conf /dev/null --confdir "$work/conf.d" \
-    -m "layerctl rootfs-block" --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic" \
+    -m "$modules" "${extra[@]}" --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic" \
     --kver "$version" --kmoddir "$kernel/root/lib/modules/$version" --no-compress --no-early-microcode "$out"

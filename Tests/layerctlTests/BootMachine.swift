@@ -30,6 +30,8 @@ final class BootMachine: Sendable {
     /// The store that holds the probe stack (layer `probe`).
     let store: String
     let dracutInitrd: String
+    /// dracut with systemd as the initramfs's init.
+    let dracutSystemdInitrd: String
     let mkinitcpioInitrd: String
     /// The ext4 disk with the image at `imagePath`, and one with the image replaced by junk.
     let disk: String
@@ -46,6 +48,10 @@ final class BootMachine: Sendable {
         dracutInitrd = folder + "/initrd-dracut.img"
         try Self.shell(
             "bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(dracutInitrd)' '\(Self.kernelDirectory)'")
+        dracutSystemdInitrd = folder + "/initrd-dracut-systemd.img"
+        try Self.shell(
+            "LAYERCTL_DRACUT_SYSTEMD=1 bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(dracutSystemdInitrd)' '\(Self.kernelDirectory)'"
+        )
 
         // The image carries Debian's kernel and the dracut initramfs in /boot, as Arch's does its own.
         let layers = try Harness.demoLayers()
@@ -129,14 +135,16 @@ final class BootMachine: Sendable {
 
         """
 
-    enum Flavour { case dracut, mkinitcpio }
+    enum Flavour { case dracut, dracutSystemd, mkinitcpio }
 
     /// Boots with `disks` (virtio, in order: vda, vdb, …) and `append` on the kernel command line and
     /// returns the serial console's output. A failed boot panics (rd.shell=0, panic=-1) and QEMU
     /// exits at the reboot; a timeout stops a boot that hangs.
     func boot(_ flavour: Flavour, disks: [(path: String, readOnly: Bool)], append: String) throws -> String {
         try boot(
-            kernel: Self.kernelDirectory + "/vmlinuz", initrd: flavour == .dracut ? dracutInitrd : mkinitcpioInitrd,
+            kernel: Self.kernelDirectory + "/vmlinuz",
+            initrd: flavour == .dracut
+                ? dracutInitrd : flavour == .dracutSystemd ? dracutSystemdInitrd : mkinitcpioInitrd,
             disks: disks, append: append)
     }
 

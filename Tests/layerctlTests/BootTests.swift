@@ -14,9 +14,15 @@ struct BootTests {
 
     init() throws { machine = try BootMachine.shared.get() }
 
+    /// The console lines that start with `prefix`, or hold it after a logger's tag (systemd's
+    /// journal shows a hook's output as `[time] dracut-mount[170]: layerctl: …`).
     func lines(_ output: String, _ prefix: String) -> [String] {
-        output.split(whereSeparator: \.isNewline).map { String($0).trimmingCharacters(in: .whitespaces) }
-            .filter { $0.hasPrefix(prefix) }
+        output.split(whereSeparator: \.isNewline).compactMap { line in
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.hasPrefix(prefix) { return text }
+            guard let tag = text.range(of: "]: " + prefix) else { return nil }
+            return String(text[text.index(tag.lowerBound, offsetBy: 3)...])
+        }
     }
 
     /// Checks a boot that reached the probe with `/` an overlay of the image and the tmpfs.
@@ -41,7 +47,8 @@ struct BootTests {
             sourceLocation: sourceLocation)
         #expect(lines(output, "PROBE").isEmpty, sourceLocation: sourceLocation)
         #expect(
-            output.contains("Kernel panic") || output.contains("INIT emergency shell"), sourceLocation: sourceLocation)
+            output.contains("Kernel panic") || output.contains("INIT emergency shell")
+                || output.contains("reboot: Power down"), sourceLocation: sourceLocation)
     }
 
     @Test("dracut: the image file on an ext4 disk found by UUID boots, and a second boot forgets what the first wrote")
@@ -90,7 +97,9 @@ struct BootTests {
             "verify of image \(BootMachine.imagePath) failed: its sha256 is \(machine.imageDigest), not \(wrong)")
     }
 
-    @Test("dracut: a missing image, a device that never appears, junk and no init each stop the boot with their line")
+    @Test(
+        "dracut: a missing image, a device that never appears, junk, an unknown overlay and no init each stop the boot with their line"
+    )
     func failures() throws {
         let missing = try machine.boot(
             .dracut, disks: [(machine.disk, true)], append: "layerctl.image=/images/missing.squashfs \(device) \(probe)"
@@ -114,10 +123,31 @@ struct BootTests {
             "\(junk.suffix(3000))")
         #expect(lines(junk, "PROBE").isEmpty)
 
+        let overlay = try machine.boot(
+            .dracut, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) layerctl.overlay=disk \(probe)")
+        expectStopped(
+            overlay, "layerctl.overlay=disk failed: the writes can only go to a tmpfs (layerctl.overlay=tmpfs)")
+
         let noInit = try machine.boot(
             .dracut, disks: [(machine.disk, true)],
             append: "layerctl.image=\(BootMachine.imagePath) \(device) init=/sbin/nothing")
         expectStopped(noInit, "image \(BootMachine.imagePath) failed: it has no /sbin/nothing to start")
+    }
+
+    @Test(
+        "dracut with systemd as the initramfs's init: the image boots, and a missing image stops the boot with its line"
+    )
+    func dracutWithSystemd() throws {
+        let output = try machine.boot(
+            .dracutSystemd, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
+        expectBooted(output, image: "/dev/loop0")
+        let failed = try machine.boot(
+            .dracutSystemd, disks: [(machine.disk, true)],
+            append: "rd.emergency=poweroff layerctl.image=/images/missing.squashfs \(device) \(probe)")
+        expectStopped(
+            failed, "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
     }
 
     @Test("mkinitcpio: the runtime hook mounts the image under an init that keeps mkinitcpio's hook contract")

@@ -14,6 +14,7 @@ enum BootHookFiles {
         #                                (/dev/…, UUID=, LABEL=, PARTUUID=) that is itself a squashfs
         #   layerctl.device=DEVICE       the device holding the image file (/dev/…, UUID=, LABEL=, PARTUUID=);
         #                                root= when absent
+        #   layerctl.overlay=tmpfs       what takes the writes: a tmpfs (the only kind there is for now)
         #   layerctl.size=SIZE           size of the tmpfs that takes the writes (tmpfs's size=; default 50%)
         #   layerctl.verify=sha256:HEX   check the image before it is mounted
         #   layerctl.toram=1             copy the image to RAM first, so the device can go away
@@ -34,7 +35,7 @@ enum BootHookFiles {
         # Reads layerctl's words (and root=, init=) from /proc/cmdline into LAYERCTL_* variables.
         layerctl_cmdline() {
             LAYERCTL_IMAGE='' LAYERCTL_DEVICE='' LAYERCTL_SIZE=50% LAYERCTL_VERIFY='' LAYERCTL_TORAM=0
-            LAYERCTL_TIMEOUT=30 LAYERCTL_ROOT='' LAYERCTL_INIT=/sbin/init
+            LAYERCTL_TIMEOUT=30 LAYERCTL_ROOT='' LAYERCTL_INIT=/sbin/init LAYERCTL_OVERLAY=tmpfs
             read -r _layerctl_line </proc/cmdline || true
             set -f
             # Word splitting of the command line is the point here.
@@ -46,6 +47,7 @@ enum BootHookFiles {
                 layerctl.image=*) LAYERCTL_IMAGE=${_layerctl_word#*=} ;;
                 layerctl.device=*) LAYERCTL_DEVICE=${_layerctl_word#*=} ;;
                 layerctl.size=*) LAYERCTL_SIZE=${_layerctl_word#*=} ;;
+                layerctl.overlay=*) LAYERCTL_OVERLAY=${_layerctl_word#*=} ;;
                 layerctl.verify=*) LAYERCTL_VERIFY=${_layerctl_word#*=} ;;
                 layerctl.toram=*) LAYERCTL_TORAM=${_layerctl_word#*=} ;;
                 layerctl.toram) LAYERCTL_TORAM=1 ;;
@@ -175,6 +177,9 @@ enum BootHookFiles {
             [ -n "$LAYERCTL_IMAGE" ] || return 0
             layerctl_is_mounted "$_layerctl_newroot" && return 0
             layerctl_unmount
+            [ "$LAYERCTL_OVERLAY" = tmpfs ] ||
+                layerctl_fail "layerctl.overlay=$LAYERCTL_OVERLAY failed: the writes can only go to a tmpfs (layerctl.overlay=tmpfs)" ||
+                return 1
             for _layerctl_module in loop squashfs overlay; do modprobe -q "$_layerctl_module" 2>/dev/null; done
             mkdir -p "$LAYERCTL_RUN/device" "$LAYERCTL_RUN/image" "$LAYERCTL_RUN/rw" "$LAYERCTL_RUN/ram"
 
