@@ -40,7 +40,10 @@ extension LayerCtl {
         @Flag(help: "Give the VM no network (by default it has QEMU's user-mode network).")
         var noNetwork = false
 
-        @Flag(help: "Print the QEMU command instead of running it.")
+        @Flag(
+            help:
+                "Print the QEMU command instead of running it (for a layer, the files it names are removed when layerctl exits)."
+        )
         var printCommand = false
 
         @OptionGroup var storeOptions: StoreOptions

@@ -310,15 +310,7 @@ extension BootStaging {
                 throw SystemError("read", source)
             }
             if count == 0 { break }
-            var written = 0
-            while written < count {
-                let n = write(output, buffer + written, count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("write", destination)
-                }
-                written += n
-            }
+            try FileSystem.writeAll(output, UnsafeRawBufferPointer(start: buffer, count: count), to: destination)
         }
         try sys("write", destination) { fsync(output) }
     }

@@ -8,12 +8,12 @@ import Glibc
 /// absolute target starts again at the image's root), never out to the host.
 public final class SquashfsReader {
     public let image: String
-    private let file: UnsafeMutablePointer<sqfs_file_t>
+    let file: UnsafeMutablePointer<sqfs_file_t>
     /// On the heap: the directory reader keeps a pointer to it.
-    private let superblock: UnsafeMutablePointer<sqfs_super_t>
-    private let compressor: UnsafeMutablePointer<sqfs_compressor_t>
-    private let directories: OpaquePointer
-    private let data: OpaquePointer
+    let superblock: UnsafeMutablePointer<sqfs_super_t>
+    let compressor: UnsafeMutablePointer<sqfs_compressor_t>
+    let directories: OpaquePointer
+    let data: OpaquePointer
 
     public struct Entry: Sendable, Equatable {
         public var name: [UInt8]
@@ -147,15 +147,7 @@ public final class SquashfsReader {
             let count = sqfs_data_reader_read(data, inode, offset, buffer, UInt32(min(UInt64(chunk), size - offset)))
             if count < 0 { throw SquashfsError("read \(path) in \(image)", count) }
             if count == 0 { break }
-            var written = 0
-            while written < Int(count) {
-                let n = write(fd, buffer + written, Int(count) - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("write", destination)
-                }
-                written += n
-            }
+            try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: Int(count)), to: destination)
             offset += UInt64(count)
         }
         if offset != size {

@@ -41,22 +41,26 @@ enum FileSystem {
         FileManager.default.contents(atPath: path).map { Array($0) }
     }
 
+    /// Writes all of `buffer` to `fd` (the file `path`), however many write(2) calls that takes.
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, to path: String) throws {
+        var offset = 0
+        while offset < buffer.count, let base = buffer.baseAddress {
+            let n = write(fd, base + offset, buffer.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write", path)
+            }
+            offset += n
+        }
+    }
+
     /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
     static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let temporary = path + ".tmp-\(getpid())"
         let fd = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) }
-        var failure: SystemError?
+        var failure: Error?
         data.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = SystemError("write", temporary)
-                    return
-                }
-                offset += n
-            }
+            do { try writeAll(fd, buffer, to: temporary) } catch { failure = error }
         }
         if failure == nil && fsync(fd) != 0 { failure = SystemError("sync", temporary) }
         close(fd)
