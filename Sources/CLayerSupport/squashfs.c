@@ -128,3 +128,7 @@ int lc_sqfs_set_link_count(sqfs_inode_generic_t *inode, sqfs_u32 nlink) {
 const void *lc_sqfs_inode_payload(const sqfs_inode_generic_t *inode) { return inode->extra; }
 
 const sqfs_u8 *lc_sqfs_dir_entry_name(const sqfs_dir_entry_t *entry) { return entry->name; }
+
+const sqfs_u8 *lc_sqfs_xattr_key(const sqfs_xattr_entry_t *entry) { return entry->key; }
+
+const sqfs_u8 *lc_sqfs_xattr_value(const sqfs_xattr_value_t *value) { return value->value; }

@@ -43,22 +43,22 @@ extension LayerCtl {
 
         static func render(_ changes: BootChanges) -> String {
             var lines: [String] = []
-            func count(_ change: BootChanges.PackageChange) -> Int {
+            func count(_ change: PackageChange.Kind) -> Int {
                 changes.packages.filter { $0.change == change }.count
             }
             if changes.packages.isEmpty {
                 lines.append("packages: no change")
             } else {
-                let kinds: [BootChanges.PackageChange] = [.installed, .removed, .upgraded, .downgraded, .reason]
+                let kinds = PackageChange.Kind.allCases
                 lines.append(
                     "packages: "
                         + kinds.filter { count($0) > 0 }.map {
-                            "\(count($0)) \($0 == .reason ? "changed reason" : $0.rawValue)"
+                            "\(count($0)) \(Self.words[$0] ?? $0.rawValue)"
                         }
                         .joined(separator: ", "))
                 for package in changes.packages {
                     switch package.change {
-                    case .installed: lines.append("  + \(package.name) \(package.after ?? "")")
+                    case .added: lines.append("  + \(package.name) \(package.after ?? "")")
                     case .removed: lines.append("  - \(package.name) \(package.before ?? "")")
                     default:
                         lines.append(
@@ -82,6 +82,9 @@ extension LayerCtl {
             lines.append("this boot holds \(size(changes.upperBytes)) of file data in memory; the next boot forgets it")
             return lines.joined(separator: "\n")
         }
+
+        /// Since boot, packages are installed rather than added.
+        static let words: [PackageChange.Kind: String] = [.added: "installed", .reason: "changed reason"]
 
         static func size(_ bytes: UInt64) -> String {
             bytes < 1024

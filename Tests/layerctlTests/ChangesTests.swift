@@ -74,7 +74,7 @@ struct ChangesTests {
         // An epoch outranks any version: 1:0.9-1 is newer than 1.0-1, as pacman has it.
         #expect(
             packages == [
-                "upgraded game 1.0-1 1:0.9-1", "installed htop - 3.3-1", "reason lib dependency explicit",
+                "upgraded game 1.0-1 1:0.9-1", "added htop - 3.3-1", "reason lib dependency explicit",
                 "removed nano 8.0-1 -", "downgraded old 3.0-1 2.9-1",
             ], "\(packages)")
 

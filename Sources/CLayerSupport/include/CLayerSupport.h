@@ -8,6 +8,7 @@
 #include <sqfs/compressor.h>
 #include <sqfs/inode.h>
 #include <sqfs/dir.h>
+#include <sqfs/xattr.h>
 
 /// Receives one formatted libalpm log line.
 typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
@@ -75,5 +76,9 @@ const void *lc_sqfs_inode_payload(const sqfs_inode_generic_t *inode);
 
 /// The name of a directory entry (`size + 1` bytes, not NUL-terminated), for the same reason.
 const sqfs_u8 *lc_sqfs_dir_entry_name(const sqfs_dir_entry_t *entry);
+
+/// The key bytes of an xattr entry and the bytes of an xattr value, flexible array members too.
+const sqfs_u8 *lc_sqfs_xattr_key(const sqfs_xattr_entry_t *entry);
+const sqfs_u8 *lc_sqfs_xattr_value(const sqfs_xattr_value_t *value);
 
 #endif

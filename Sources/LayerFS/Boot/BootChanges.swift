@@ -17,17 +17,8 @@ public struct BootChanges: Codable, Sendable, Equatable {
         public var differences: [String]
     }
 
-    public enum PackageChange: String, Codable, Sendable { case installed, removed, upgraded, downgraded, reason }
-
-    public struct Package: Codable, Sendable, Equatable {
-        public var name: String
-        public var change: PackageChange
-        public var before: String?
-        public var after: String?
-    }
-
     public var files: [File]
-    public var packages: [Package]
+    public var packages: [PackageChange]
     /// Bytes of file data the upper directory holds.
     public var upperBytes: UInt64
 
@@ -35,76 +26,47 @@ public struct BootChanges: Codable, Sendable, Equatable {
     public static func compute(upper: String, lower: String) throws -> BootChanges {
         var walk = Walk(upper: Array(upper.utf8), lower: Array(lower.utf8))
         try walk.visit([])
-        let packages = try packageChanges(
-            before: Self.packages(layers: [lower]), after: Self.packages(layers: [upper, lower]))
+        let packages = PackageChange.between(
+            try PackageDatabase(list: { overlayList([lower], $0) }, read: { overlayRead([lower], $0) }, files: false),
+            try PackageDatabase(
+                list: { overlayList([upper, lower], $0) }, read: { overlayRead([upper, lower], $0) }, files: false))
         return BootChanges(
             files: walk.files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) },
             packages: packages, upperBytes: walk.upperBytes)
     }
 
-    /// The packages of pacman's local database in the overlay of `layers` (top first): name, version
-    /// and whether they were installed as a dependency.
-    static func packages(layers: [String]) throws -> [String: (version: String, dependency: Bool)] {
-        var found: [String: (version: String, dependency: Bool)] = [:]
+    /// The names in `path` in the overlay of `layers` (top first): whiteouts hide lower names, and
+    /// an opaque directory hides all of them.
+    static func overlayList(_ layers: [String], _ path: String) -> [String]? {
+        var names = Set<String>()
         var hidden = Set<String>()
+        var found = false
         for layer in layers {
-            let local = layer + "/var/lib/pacman/local"
-            guard FileSystem.isDirectory(local) else { continue }
-            for entry in try FileSystem.listDirectory(local) where !hidden.contains(entry) {
-                hidden.insert(entry)
-                let desc = local + "/" + entry + "/desc"
-                guard let text = try? String(contentsOfFile: desc, encoding: .utf8) else { continue }  // whiteouts too
-                let fields = descFields(text)
-                guard let name = fields["NAME"], let version = fields["VERSION"], found[name] == nil else { continue }
-                found[name] = (version, fields["REASON"] == "1")
-            }
-            // An opaque local database hides every entry below it.
-            if ExtendedAttributes.value(local, "trusted.overlay.opaque") == Array("y".utf8) { break }
-        }
-        return found
-    }
-
-    static func descFields(_ text: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        var key: String?
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("%") && line.hasSuffix("%") && line.count > 2 {
-                key = String(line.dropFirst().dropLast())
-            } else if let current = key, !line.isEmpty, fields[current] == nil {
-                fields[current] = String(line)
-            } else if line.isEmpty {
-                key = nil
-            }
-        }
-        return fields
-    }
-
-    static func packageChanges(
-        before: [String: (version: String, dependency: Bool)], after: [String: (version: String, dependency: Bool)]
-    ) throws -> [Package] {
-        var changes: [Package] = []
-        for name in Set(before.keys).union(after.keys).sorted() {
-            switch (before[name], after[name]) {
-            case (nil, let now?):
-                changes.append(Package(name: name, change: .installed, before: nil, after: now.version))
-            case (let was?, nil): changes.append(Package(name: name, change: .removed, before: was.version, after: nil))
-            case (let was?, let now?):
-                let order = AlpmHandle.compareVersions(was.version, now.version)
-                if order != 0 {
-                    changes.append(
-                        Package(
-                            name: name, change: order < 0 ? .upgraded : .downgraded, before: was.version,
-                            after: now.version))
-                } else if was.dependency != now.dependency {
-                    changes.append(
-                        Package(
-                            name: name, change: .reason, before: was.dependency ? "dependency" : "explicit",
-                            after: now.dependency ? "dependency" : "explicit"))
+            let directory = layer + path
+            guard let list = try? FileSystem.listDirectory(directory) else { continue }
+            found = true
+            for name in list where !hidden.contains(name) {
+                hidden.insert(name)
+                var st = stat()
+                if lstat(directory + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 {
+                    continue
                 }
-            case (nil, nil): break
+                names.insert(name)
             }
+            if ExtendedAttributes.value(directory, "trusted.overlay.opaque") == Array("y".utf8) { break }
         }
-        return changes
+        return found ? names.sorted() : nil
+    }
+
+    /// The bytes of the file at `path` in the overlay of `layers`, or nil.
+    static func overlayRead(_ layers: [String], _ path: String) -> [UInt8]? {
+        for layer in layers {
+            var st = stat()
+            guard lstat(layer + path, &st) == 0 else { continue }
+            guard st.st_mode & S_IFMT == S_IFREG else { return nil }
+            return FileSystem.contents(layer + path)
+        }
+        return nil
     }
 }
 

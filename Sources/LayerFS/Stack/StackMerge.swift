@@ -19,10 +19,14 @@ public struct StackMerge: Sendable {
     /// For each tree, its opaque directories relative to it ("" for the root, "/etc/x" below it),
     /// or nil to read `trusted.overlay.opaque` from the tree itself.
     private let opaque: [Set<[UInt8]>?]
+    /// Leave out what is on other filesystems than the tree's root (mounts such as /proc), as
+    /// `find -xdev` does.
+    private let oneFilesystem: Bool
 
-    public init(trees: [String], epoch: Int64, opaqueDirectories: [[String]?]? = nil) {
+    public init(trees: [String], epoch: Int64, opaqueDirectories: [[String]?]? = nil, oneFilesystem: Bool = false) {
         self.trees = trees
         self.epoch = epoch
+        self.oneFilesystem = oneFilesystem
         opaque = (opaqueDirectories ?? trees.map { _ in nil }).map { list in list.map { Set($0.map { Array($0.utf8) }) }
         }
     }
@@ -177,6 +181,8 @@ public struct StackMerge: Sendable {
         }
         defer { closedir(dir) }
         let fd = dirfd(dir)
+        var here = stat()
+        if oneFilesystem { fstat(fd, &here) }
         while let dirent = readdir(dir) {
             let name: [UInt8] = withUnsafeBytes(of: dirent.pointee.d_name) { raw in
                 Array(raw.prefix { $0 != 0 })
@@ -185,6 +191,7 @@ public struct StackMerge: Sendable {
             var st = stat()
             let status = RawPath.with(name) { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }
             if status != 0 { throw SystemError("read", RawPath.string(RawPath.join(directory, name))) }
+            if oneFilesystem && st.st_dev != here.st_dev { continue }
             try body(name, st)
         }
     }

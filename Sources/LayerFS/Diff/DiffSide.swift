@@ -1,0 +1,117 @@
+import Crypto
+import Foundation
+import Glibc
+
+/// One side of `layerctl diff`: a layer (the merged stack up to it), a squashfs image, a folder, or
+/// the running system (`/`), all read into the same `MergedTree` model.
+public final class DiffSide {
+    public enum Origin: Sendable, Equatable {
+        case layer(key: String)
+        case image
+        case directory
+    }
+
+    /// The operand as the user wrote it.
+    public let operand: String
+    public let origin: Origin
+    public let tree: MergedTree
+    /// Regular files' data, for images; layers and folders are read from their files' `source`.
+    let image: ImageTree?
+    /// Each entry's path, for lookups.
+    private(set) lazy var paths: [[UInt8]: Int] = {
+        var paths: [[UInt8]: Int] = [:]
+        paths.reserveCapacity(tree.entries.count)
+        for index in tree.depthFirst() { paths[tree.path(of: index)] = index }
+        return paths
+    }()
+
+    init(operand: String, origin: Origin, tree: MergedTree, image: ImageTree?) {
+        self.operand = operand
+        self.origin = origin
+        self.tree = tree
+        self.image = image
+    }
+
+    /// Reads `operand`: `/` or an existing folder, an existing file (a squashfs image), or else a
+    /// layer name, key or unique key prefix in `store`.
+    public static func open(_ operand: String, store: () throws -> Store) throws -> DiffSide {
+        var st = stat()
+        if operand == "/" || (stat(operand, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR) {
+            // One folder is a stack of one tree with nothing opaque; `/` stays on its own filesystem.
+            let merge = StackMerge(trees: [operand], epoch: Int64.max, opaqueDirectories: [[]], oneFilesystem: true)
+            return DiffSide(operand: operand, origin: .directory, tree: try merge.merge(), image: nil)
+        }
+        if stat(operand, &st) == 0 {
+            let image: ImageTree
+            do { image = try ImageTree(image: operand) } catch {
+                throw DiffError("\(operand) is neither a folder nor a squashfs image this reader can read (\(error))")
+            }
+            return DiffSide(operand: operand, origin: .image, tree: image.tree, image: image)
+        }
+        if operand.contains("/") {
+            throw DiffError("\(operand): no such file or folder")
+        }
+        let store = try store()
+        let key = try store.resolve(operand)
+        let keys = try store.chain(key)
+        let records = try keys.map(store.record)
+        let merge = StackMerge(
+            trees: keys.map(store.tree), epoch: Int64.max, opaqueDirectories: records.map(\.opaqueDirectories))
+        return DiffSide(operand: operand, origin: .layer(key: key), tree: try merge.merge(), image: nil)
+    }
+
+    /// The entry at `path` ("/etc/x"), if there is one.
+    func lookup(_ path: String) -> Int? { paths[Array(path.utf8)] }
+
+    /// The names in the folder at `path`, or nil.
+    func list(_ path: String) -> [String]? {
+        guard let index = lookup(path), tree.entries[index].kind == .directory else { return nil }
+        return tree.entries[index].children.map { RawPath.string(tree.entries[$0].name) }
+    }
+
+    /// The bytes of the regular file at `path`, or nil.
+    func read(_ path: String) throws -> [UInt8]? {
+        guard let index = lookup(path) else { return nil }
+        let target = tree.entries[index].hardLinkTarget ?? index
+        guard tree.entries[target].kind == .regular else { return nil }
+        if let image { return try image.contents(target) }
+        guard let bytes = FileSystem.contents(RawPath.string(tree.entries[target].source)) else {
+            throw SystemError("read", RawPath.string(tree.entries[target].source))
+        }
+        return bytes
+    }
+
+    /// sha256 of regular file `index`.
+    func digest(_ index: Int) throws -> SHA256.Digest {
+        let target = tree.entries[index].hardLinkTarget ?? index
+        if let image { return try image.digest(target) }
+        let source = tree.entries[target].source
+        let fd = RawPath.with(source) { Glibc.open($0, O_RDONLY | O_CLOEXEC) }
+        if fd < 0 { throw SystemError("read", RawPath.string(source)) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = Glibc.read(fd, buffer, chunk)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", RawPath.string(source))
+            }
+            if count == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+        }
+        return hasher.finalize()
+    }
+
+    /// The package database this side holds, with each package's file list.
+    func packages() throws -> PackageDatabase {
+        try PackageDatabase(list: { self.list($0) }, read: { try self.read($0) }, files: true)
+    }
+}
+
+public struct DiffError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
