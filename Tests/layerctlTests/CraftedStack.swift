@@ -27,8 +27,10 @@ final class CraftedStack {
     /// Adds a layer on top, fills it with `fill`, and records it under `name`. With
     /// `recordOpaque`, the record lists the tree's opaque directories, as a build records them.
     @discardableResult
-    func layer(_ name: String, recordOpaque: Bool = false, _ fill: (Tree) throws -> Void) throws -> String {
-        let key = (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
+    func layer(_ name: String, recordOpaque: Bool = false, key chosen: String? = nil, _ fill: (Tree) throws -> Void)
+        throws -> String
+    {
+        let key = chosen ?? (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
         let directory = store + "/layers/" + key
         try FileManager.default.createDirectory(
             atPath: directory + "/tree", withIntermediateDirectories: true,

@@ -30,6 +30,20 @@ struct MergeOracleTests {
             sourceLocation: sourceLocation)
         #expect(actual.systemAttributes.isEmpty, sourceLocation: sourceLocation)
 
+        // layerctl's own image reader (diff) sees the image as the kernel's overlay shows the stack,
+        // but for system.* attributes (ACLs), which squashfs cannot hold.
+        let ours = try Harness.run(["diff", overlay, image, "--files"])
+        if expected.systemAttributes.isEmpty {
+            #expect(
+                ours.status == 0, "layerctl diff overlay image:\n\(ours.stdout.prefix(2000))\(ours.stderr)",
+                sourceLocation: sourceLocation)
+        } else {
+            #expect(ours.status == 1, "\(ours.stderr)", sourceLocation: sourceLocation)
+            #expect(
+                ours.stdout.split(separator: "\n").allSatisfy { $0.contains("(xattrs)") }, "\(ours.stdout)",
+                sourceLocation: sourceLocation)
+        }
+
         let listing = try KernelMount.run("/usr/bin/unsquashfs", ["-lls", image])
         #expect(listing.status == 0, "unsquashfs -lls: \(listing.output.suffix(500))", sourceLocation: sourceLocation)
         let tar = try KernelMount.run("/bin/sh", ["-c", "sqfs2tar '\(image)' > /dev/null"])

@@ -300,14 +300,11 @@ private struct ImageWalk {
             try sqfs("read an xattr value in \(reader.image)") { sqfs_xattr_reader_read_value(xattrs, key, &value) }
             guard let value else { break }
             defer { sqfs_free(value) }
-            let prefix =
-                sqfs_get_xattr_prefix(SQFS_XATTR_TYPE(UInt32(key.pointee.type) & 0xFF)).map { String(cString: $0) }
-                ?? ""
-            let suffix = String(
-                decoding: UnsafeBufferPointer(start: lc_sqfs_xattr_key(key), count: Int(key.pointee.size)),
-                as: UTF8.self)
+            // libsquashfs hands the key back whole ("user.note"), NUL-terminated; `size` counts the
+            // part after the prefix only.
+            let name = String(cString: UnsafeRawPointer(lc_sqfs_xattr_key(key)).assumingMemoryBound(to: CChar.self))
             let bytes = Array(UnsafeBufferPointer(start: lc_sqfs_xattr_value(value), count: Int(value.pointee.size)))
-            result.append(MergedTree.ExtendedAttribute(name: prefix + suffix, value: bytes))
+            result.append(MergedTree.ExtendedAttribute(name: name, value: bytes))
         }
         return result.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
     }

@@ -1,0 +1,234 @@
+import Foundation
+import Glibc
+import Testing
+
+/// `layerctl diff`: every change kind on crafted stacks, a package upgrade between repository
+/// states, images against layers, and an oracle: sqfsdiff on our images and diff -r on the kernel's
+/// mounts of them report the same paths.
+@Suite("Diff", .serialized, .enabled(if: Harness.isRoot, "needs root to craft trusted.* xattrs and mount images"))
+struct DiffTests {
+    static func desc(_ name: String, _ version: String) -> String { "%NAME%\n\(name)\n\n%VERSION%\n\(version)\n\n" }
+
+    /// `old`: a package `tool` and unowned files; `new` on top changes each of them one way.
+    func craft() throws -> CraftedStack {
+        let stack = try CraftedStack("diff")
+        try stack.layer("old") { tree in
+            for folder in [
+                "etc", "opq", "usr", "usr/bin", "usr/share", "usr/share/tool", "var", "var/lib", "var/lib/pacman",
+                "var/lib/pacman/local", "var/lib/pacman/local/tool-1.0-1",
+            ] {
+                try tree.directory(folder)
+            }
+            try tree.file("var/lib/pacman/local/tool-1.0-1/desc", Self.desc("tool", "1.0-1"))
+            try tree.file(
+                "var/lib/pacman/local/tool-1.0-1/files",
+                "%FILES%\nusr/\nusr/bin/\nusr/bin/tool\nusr/share/tool/\nusr/share/tool/data\n\n")
+            try tree.file("usr/bin/tool", "tool 1", mode: 0o755)
+            try tree.file("usr/share/tool/data", "data")
+            try tree.file("etc/conf", "aaaa")
+            try tree.file("etc/mode", "m")
+            try tree.file("etc/owner", "o")
+            try tree.file("etc/attr", "x")
+            try tree.xattr("etc/attr", "user.note", Array("1".utf8))
+            try tree.file("etc/typechange", "t")
+            try tree.symlink("etc/link", to: "a")
+            try tree.file("etc/same", "same")
+            try tree.file("opq/a", "a")
+            try tree.file("opq/b", "b")
+            try tree.device("node", character: true, major: 1, minor: 3)
+        }
+        try stack.layer("new") { tree in
+            for folder in [
+                "etc", "usr", "usr/bin", "var", "var/lib", "var/lib/pacman", "var/lib/pacman/local",
+                "var/lib/pacman/local/tool-2.0-1",
+            ] {
+                try tree.directory(folder)
+            }
+            try tree.whiteout("usr/bin/tool")
+            try tree.whiteout("var/lib/pacman/local/tool-1.0-1")
+            try tree.file("var/lib/pacman/local/tool-2.0-1/desc", Self.desc("tool", "2.0-1"))
+            try tree.file(
+                "var/lib/pacman/local/tool-2.0-1/files", "%FILES%\nusr/\nusr/share/tool/\nusr/share/tool/data\n\n")
+            try tree.file("etc/conf", "bbbb")
+            try tree.file("etc/mode", "m", mode: 0o600)
+            try tree.file("etc/owner", "o", owner: (1, 1))
+            try tree.file("etc/attr", "x")
+            try tree.xattr("etc/attr", "user.note", Array("2".utf8))
+            try tree.directory("etc/typechange")
+            try tree.symlink("etc/link", to: "b")
+            try tree.file("etc/added", "new")
+            try tree.directory("opq")
+            try tree.opaque("opq")
+            try tree.file("opq/c", "c")
+            try tree.device("node", character: true, major: 1, minor: 5)
+        }
+        return stack
+    }
+
+    static let expected = [
+        "added /etc/added unowned", "modified /etc/attr xattrs unowned", "modified /etc/conf content unowned",
+        "modified /etc/link target unowned", "modified /etc/mode mode unowned", "modified /etc/owner owner unowned",
+        "modified /etc/typechange type unowned", "modified /node device unowned", "removed /opq/a unowned",
+        "removed /opq/b unowned", "added /opq/c unowned", "removed /usr/bin/tool tool",
+        "removed /var/lib/pacman/local/tool-1.0-1 tool", "removed /var/lib/pacman/local/tool-1.0-1/desc tool",
+        "removed /var/lib/pacman/local/tool-1.0-1/files tool", "added /var/lib/pacman/local/tool-2.0-1 tool",
+        "added /var/lib/pacman/local/tool-2.0-1/desc tool", "added /var/lib/pacman/local/tool-2.0-1/files tool",
+    ]
+
+    func entries(_ json: String) throws -> (files: [String], packages: [String]) {
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        let files = (object["entries"] as? [[String: Any]] ?? []).map { entry in
+            let differences = (entry["differences"] as? [String] ?? []).joined(separator: ",")
+            return "\(entry["change"] ?? "") \(entry["path"] ?? "")" + (differences.isEmpty ? "" : " " + differences)
+                + " \(entry["owner"] as? String ?? "unowned")"
+        }
+        let packages = (object["packages"] as? [[String: Any]] ?? []).map {
+            "\($0["change"] ?? "") \($0["name"] ?? "") \($0["before"] ?? "-") \($0["after"] ?? "-")"
+        }
+        return (files, packages)
+    }
+
+    @Test(
+        "every change kind between two layers, with its package; the same between their images; exit 1, and 0 when equal"
+    )
+    func changeKinds() throws {
+        let stack = try craft()
+        let result = try Harness.run(["diff", "old", "new", "--store", stack.store, "--json"])
+        #expect(result.status == 1, "\(result.stderr)")
+        let (files, packages) = try entries(result.stdout)
+        #expect(files == Self.expected, "\(files)")
+        #expect(packages == ["upgraded tool 1.0-1 2.0-1"])
+
+        let images = try Harness.temporaryDirectory("diff-images")
+        for name in ["old", "new"] {
+            let export = try Harness.run(["export", name, "--store", stack.store, "-o", "\(images)/\(name).squashfs"])
+            #expect(export.status == 0, "\(export.stderr)")
+        }
+        let fromImages = try Harness.run(["diff", images + "/old.squashfs", images + "/new.squashfs", "--json"])
+        #expect(fromImages.status == 1, "\(fromImages.stderr)")
+        #expect(try entries(fromImages.stdout).files == Self.expected)
+        // A layer and its own image are the same system.
+        let same = try Harness.run(["diff", "new", images + "/new.squashfs", "--store", stack.store])
+        #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+        #expect(same.stdout == "packages: the same\nfiles: the same\n")
+
+        let summary = try Harness.run(["diff", "old", "new", "--store", stack.store])
+        #expect(
+            summary.stdout.hasPrefix(
+                "packages: 1 upgraded\n  ~ tool 1.0-1 -> 2.0-1 (upgraded)\nfiles: 5 added, 7 modified, 6 removed\n"),
+            "\(summary.stdout)")
+        #expect(summary.stdout.contains("\nunowned:\n  A /etc/added\n  M /etc/attr (xattrs)\n"), "\(summary.stdout)")
+        let names = try Harness.run(["diff", "old", "new", "--store", stack.store, "--name-only"])
+        #expect(names.stdout.split(separator: "\n").count == Self.expected.count)
+    }
+
+    @Test("the oracle: sqfsdiff on the two images, and diff -r on their kernel mounts, report the same paths")
+    func oracle() throws {
+        let stack = try craft()
+        let images = try Harness.temporaryDirectory("diff-images")
+        for name in ["old", "new"] {
+            #expect(
+                try Harness.run(["export", name, "--store", stack.store, "-o", "\(images)/\(name).squashfs"]).status
+                    == 0)
+        }
+        let ours = Set(
+            try Harness.run(["diff", images + "/old.squashfs", images + "/new.squashfs", "--name-only"]).stdout
+                .split(separator: "\n").map(String.init))
+        #expect(ours.count == Self.expected.count)
+
+        // sqfsdiff: "< path" and "> path" for one side only, a line naming "/path" for the rest.
+        let sqfsdiff = try KernelMount.run(
+            "/usr/bin/sqfsdiff", ["-a", images + "/old.squashfs", "-b", images + "/new.squashfs"])
+        #expect(sqfsdiff.status == 1, "\(sqfsdiff.output)")
+        var theirs = Set<String>()
+        for line in sqfsdiff.output.split(separator: "\n") {
+            if line.hasPrefix("< ") || line.hasPrefix("> ") {
+                theirs.insert("/" + line.dropFirst(2))
+            } else if let word = line.split(separator: " ").first(where: { $0.hasPrefix("/") }) {
+                theirs.insert(String(word))
+            }
+        }
+        // sqfsdiff does not compare xattrs: ours reports the one xattr-only change more.
+        #expect(theirs == ours.subtracting(["/etc/attr"]), "sqfsdiff: \(theirs.sorted())\nours: \(ours.sorted())")
+
+        // diff -r compares what is there and what the contents are, not metadata.
+        let old = try KernelMount.squashfs(images + "/old.squashfs")
+        defer { KernelMount.unmount(old) }
+        let new = try KernelMount.squashfs(images + "/new.squashfs")
+        defer { KernelMount.unmount(new) }
+        let diffR = try KernelMount.run("/usr/bin/diff", ["-r", "--no-dereference", old, new])
+        var reported = Set<String>()
+        for line in diffR.output.split(separator: "\n") {
+            if line.hasPrefix("Only in ") {
+                let rest = line.dropFirst("Only in ".count)
+                guard let colon = rest.range(of: ": ") else { continue }
+                let folder = String(rest[..<colon.lowerBound])
+                let root = folder.hasPrefix(old) ? old : new
+                let path = String(folder.dropFirst(root.count)) + "/" + rest[colon.upperBound...]
+                reported.insert(path)
+                // diff -r names a folder that is on one side only once; ours lists what is in it too.
+                let inside = try KernelMount.run("/usr/bin/find", [root + path, "-mindepth", "1"]).output
+                for found in inside.split(separator: "\n") { reported.insert(String(found.dropFirst(root.count))) }
+            } else if let word = line.split(separator: " ").first(where: { $0.hasPrefix(old) }) {
+                reported.insert(String(word.dropFirst(old.count)))
+            }
+        }
+        let contentChanges = Set(
+            Self.expected.filter {
+                $0.hasPrefix("added") || $0.hasPrefix("removed") || $0.contains(" content") || $0.contains(" type")
+                    || $0.contains(" target") || $0.contains(" device")
+            }
+            .map { String($0.split(separator: " ")[1]) })
+        #expect(reported == contentChanges, "diff -r: \(reported.sorted())\nours: \(contentChanges.sorted())")
+    }
+
+    @Test("a package upgrade between two states of the demo repository, and two demo images that differ by one layer")
+    func demoUpgrade() throws {
+        guard Harness.hasDemoRepository else { return }
+        let folder = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", folder + "/gaming.yaml", "--store", store]).status == 0)
+        let images = try Harness.temporaryDirectory("diff-images")
+        #expect(
+            try Harness.run(["export", "gaming", "--store", store, "-o", images + "/gaming-1.squashfs"]).status == 0)
+        #expect(try Harness.run(["export", "nvidia", "--store", store, "-o", images + "/nvidia.squashfs"]).status == 0)
+        let old = try String(contentsOfFile: store + "/refs/gaming", encoding: .utf8).trimmingCharacters(
+            in: .whitespacesAndNewlines)
+        try Harness.setRepository(in: folder, to: "repo-next")
+        #expect(try Harness.run(["build", folder + "/gaming.yaml", "--store", store]).status == 0)
+
+        let upgrade = try Harness.run(["diff", old, "gaming", "--store", store, "--json"])
+        #expect(upgrade.status == 1, "\(upgrade.stderr)")
+        let (files, packages) = try entries(upgrade.stdout)
+        #expect(packages == ["upgraded game 1.0-1 1.1-1"], "\(packages)")
+        #expect(files.contains("modified /usr/bin/game content game"), "\(files)")
+
+        // Two images one layer apart: what gaming adds to nvidia.
+        let images2 = try Harness.run([
+            "diff", images + "/nvidia.squashfs", images + "/gaming-1.squashfs", "--packages",
+        ])
+        #expect(images2.status == 1)
+        #expect(images2.stdout == "packages: 1 added, 1 removed\n  + game 1.0-1\n  - nano 7.2-1\n", "\(images2.stdout)")
+    }
+
+    @Test("bad operands: an unknown name, a corrupt image, an ambiguous key prefix; two modes at once is a usage error")
+    func badOperands() throws {
+        let stack = try craft()
+        let unknown = try Harness.run(["diff", "old", "nothing", "--store", stack.store])
+        #expect(unknown.status == 3)
+        #expect(unknown.stderr.contains("no layer named or keyed nothing"), "\(unknown.stderr)")
+        let junk = try Harness.temporaryDirectory("junk") + "/junk.squashfs"
+        try Data(repeating: 7, count: 8192).write(to: URL(fileURLWithPath: junk))
+        let corrupt = try Harness.run(["diff", "old", junk, "--store", stack.store])
+        #expect(corrupt.status == 3)
+        #expect(corrupt.stderr.contains("is neither a folder nor a squashfs image"), "\(corrupt.stderr)")
+        // Two more layers whose keys share the prefix abcd.
+        try stack.layer("one", key: "abcd1" + String(repeating: "0", count: 59)) { try $0.file("one", "1") }
+        try stack.layer("two", key: "abcd2" + String(repeating: "0", count: 59)) { try $0.file("two", "2") }
+        let ambiguous = try Harness.run(["diff", "abcd", "old", "--store", stack.store])
+        #expect(ambiguous.status == 3)
+        #expect(ambiguous.stderr.contains("abcd"), "\(ambiguous.stderr)")
+        let usage = try Harness.run(["diff", "old", "new", "--files", "--json", "--store", stack.store])
+        #expect(usage.status == 2)
+    }
+}
