@@ -17,14 +17,6 @@ public final class DiffSide {
     public let tree: MergedTree
     /// Regular files' data, for images; layers and folders are read from their files' `source`.
     let image: ImageTree?
-    /// Each entry's path, for lookups.
-    private(set) lazy var paths: [[UInt8]: Int] = {
-        var paths: [[UInt8]: Int] = [:]
-        paths.reserveCapacity(tree.entries.count)
-        for index in tree.depthFirst() { paths[tree.path(of: index)] = index }
-        return paths
-    }()
-
     init(operand: String, origin: Origin, tree: MergedTree, image: ImageTree?) {
         self.operand = operand
         self.origin = origin
@@ -60,8 +52,27 @@ public final class DiffSide {
         return DiffSide(operand: operand, origin: .layer(key: key), tree: try merge.merge(), image: nil)
     }
 
-    /// The entry at `path` ("/etc/x"), if there is one.
-    func lookup(_ path: String) -> Int? { paths[Array(path.utf8)] }
+    /// The entry at `path` ("/etc/x"), if there is one: a walk from the root, each folder's names
+    /// being in byte order.
+    func lookup(_ path: String) -> Int? {
+        var current = 0
+        for component in Array(path.utf8).split(separator: 0x2F) {
+            let children = tree.entries[current].children
+            var low = children.lowerBound
+            var high = children.upperBound
+            while low < high {
+                let middle = (low + high) / 2
+                if tree.entries[middle].name.lexicographicallyPrecedes(component) {
+                    low = middle + 1
+                } else {
+                    high = middle
+                }
+            }
+            guard low < children.upperBound, tree.entries[low].name.elementsEqual(component) else { return nil }
+            current = low
+        }
+        return current
+    }
 
     /// The names in the folder at `path`, or nil.
     func list(_ path: String) -> [String]? {

@@ -33,66 +33,97 @@ public struct TreeDiff: Codable, Sendable, Equatable {
         let oldOwners = oldPackages.owners()
         let newOwners = newPackages.owners()
         var entries: [Entry] = []
-        var comparer = ContentComparer(a: a, b: b)
+        let comparer = ContentComparer(a: a, b: b)
 
-        // Both trees are in byte order by path: walk them together, depth first.
-        let left = a.tree.depthFirst().map { (a.tree.path(of: $0), $0) }
-        let right = b.tree.depthFirst().map { (b.tree.path(of: $0), $0) }
-        var i = 0
-        var j = 0
-        while i < left.count || j < right.count {
+        // Both trees keep each folder's names in byte order: walk them together, depth first.
+        var walk = Walk(a: a, b: b, oldOwners: oldOwners, newOwners: newOwners, comparer: comparer)
+        try walk.folder(0, 0, path: [])
+        entries = walk.entries
+        return TreeDiff(
+            old: a.operand, new: b.operand, packages: PackageChange.between(oldPackages, newPackages), entries: entries)
+    }
+
+    fileprivate static func entry(
+        _ path: String, _ change: Change, _ entry: MergedTree.Entry, _ differences: [String], owner: String?
+    ) -> Entry {
+        Entry(
+            path: path, change: change, kind: "\(entry.kind)", size: entry.size, differences: differences, owner: owner)
+    }
+}
+
+/// The walk over two trees at once, folder by folder.
+private struct Walk {
+    let a: DiffSide
+    let b: DiffSide
+    let oldOwners: [String: String]
+    let newOwners: [String: String]
+    let comparer: ContentComparer
+    var entries: [TreeDiff.Entry] = []
+
+    /// Compares the contents of folder `x` of A with folder `y` of B, both at `path`.
+    mutating func folder(_ x: Int, _ y: Int, path: [UInt8]) throws {
+        let left = a.tree.entries[x].children
+        let right = b.tree.entries[y].children
+        var i = left.lowerBound
+        var j = right.lowerBound
+        while i < left.upperBound || j < right.upperBound {
             let order: Int
-            if i == left.count {
+            if i == left.upperBound {
                 order = 1
-            } else if j == right.count {
+            } else if j == right.upperBound {
                 order = -1
             } else {
-                order = Self.pathOrder(left[i].0, right[j].0)
+                let p = a.tree.entries[i].name
+                let q = b.tree.entries[j].name
+                order = p == q ? 0 : p.lexicographicallyPrecedes(q) ? -1 : 1
             }
             if order < 0 {
-                let (path, index) = left[i]
-                let text = RawPath.string(path)
-                entries.append(Self.entry(text, .removed, a.tree.entries[index], [], owner: oldOwners[text]))
+                only(a, i, path: path + [0x2F] + a.tree.entries[i].name, .removed, owners: oldOwners)
                 i += 1
             } else if order > 0 {
-                let (path, index) = right[j]
-                let text = RawPath.string(path)
-                entries.append(Self.entry(text, .added, b.tree.entries[index], [], owner: newOwners[text]))
+                only(b, j, path: path + [0x2F] + b.tree.entries[j].name, .added, owners: newOwners)
                 j += 1
             } else {
-                let (path, index) = left[i]
-                let other = right[j].1
-                let differences = try comparer.differences(index, other)
+                let child = path + [0x2F] + a.tree.entries[i].name
+                let differences = try comparer.differences(i, j)
+                let text = RawPath.string(child)
                 if !differences.isEmpty {
-                    let text = RawPath.string(path)
                     entries.append(
-                        Self.entry(
-                            text, .modified, b.tree.entries[other], differences,
-                            owner: newOwners[text] ?? oldOwners[text]))
+                        TreeDiff.entry(
+                            text, .modified, b.tree.entries[j], differences, owner: newOwners[text] ?? oldOwners[text]))
+                }
+                if a.tree.entries[i].kind == .directory && b.tree.entries[j].kind == .directory {
+                    try folder(i, j, path: child)
+                } else if differences.contains("type") {
+                    // One side's folder became something else: what was in it is gone, or new.
+                    if a.tree.entries[i].kind == .directory {
+                        descendants(a, i, path: child, .removed, owners: oldOwners)
+                    }
+                    if b.tree.entries[j].kind == .directory {
+                        descendants(b, j, path: child, .added, owners: newOwners)
+                    }
                 }
                 i += 1
                 j += 1
             }
         }
-        return TreeDiff(
-            old: a.operand, new: b.operand, packages: PackageChange.between(oldPackages, newPackages), entries: entries)
     }
 
-    /// Depth-first order of paths: component by component, in byte order, a folder before what is in it.
-    static func pathOrder(_ x: [UInt8], _ y: [UInt8]) -> Int {
-        let a = x.split(separator: 0x2F, omittingEmptySubsequences: true)
-        let b = y.split(separator: 0x2F, omittingEmptySubsequences: true)
-        for (p, q) in zip(a, b) where p != q {
-            return p.lexicographicallyPrecedes(q) ? -1 : 1
+    /// An entry on one side only, and everything in it.
+    mutating func only(
+        _ side: DiffSide, _ index: Int, path: [UInt8], _ change: TreeDiff.Change, owners: [String: String]
+    ) {
+        let text = RawPath.string(path)
+        entries.append(TreeDiff.entry(text, change, side.tree.entries[index], [], owner: owners[text]))
+        descendants(side, index, path: path, change, owners: owners)
+    }
+
+    mutating func descendants(
+        _ side: DiffSide, _ index: Int, path: [UInt8], _ change: TreeDiff.Change, owners: [String: String]
+    ) {
+        for child in side.tree.entries[index].children {
+            only(side, child, path: path + [0x2F] + side.tree.entries[child].name, change, owners: owners)
         }
-        return a.count == b.count ? 0 : a.count < b.count ? -1 : 1
-    }
-
-    private static func entry(
-        _ path: String, _ change: Change, _ entry: MergedTree.Entry, _ differences: [String], owner: String?
-    ) -> Entry {
-        Entry(
-            path: path, change: change, kind: "\(entry.kind)", size: entry.size, differences: differences, owner: owner)
     }
 }
 
@@ -102,7 +133,7 @@ private struct ContentComparer {
     let a: DiffSide
     let b: DiffSide
 
-    mutating func differences(_ x: Int, _ y: Int) throws -> [String] {
+    func differences(_ x: Int, _ y: Int) throws -> [String] {
         let left = a.tree.entries[x]
         let right = b.tree.entries[y]
         if left.kind != right.kind { return ["type"] }

@@ -11,6 +11,10 @@ public final class ImageTree {
     public let tree: MergedTree
     /// The inode of each regular file, by entry index.
     private var inodes: [Int: UnsafeMutablePointer<sqfs_inode_generic_t>]
+    /// Where each fragment block is stored, read once on the first comparison that needs it.
+    private var fragments: [sqfs_fragment_t]?
+    /// The image file mapped read-only, for comparing stored bytes without copying them.
+    private var mapping: UnsafeRawBufferPointer?
 
     public init(image: String) throws {
         let reader = try SquashfsReader(image: image)
@@ -25,6 +29,26 @@ public final class ImageTree {
 
     deinit {
         for inode in inodes.values { sqfs_free(inode) }
+        if let mapping, let base = mapping.baseAddress {
+            munmap(UnsafeMutableRawPointer(mutating: base), mapping.count)
+        }
+    }
+
+    /// The image's bytes, mapped on first use.
+    private func mapped() throws -> UnsafeRawBufferPointer {
+        if let mapping { return mapping }
+        let fd = open(reader.image, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("read", reader.image) }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        let size = Int(st.st_size)
+        guard size > 0, let base = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), base != MAP_FAILED else {
+            throw SystemError("map", reader.image)
+        }
+        let buffer = UnsafeRawBufferPointer(start: base, count: size)
+        mapping = buffer
+        return buffer
     }
 
     /// The data of regular file `index`.
@@ -87,15 +111,25 @@ public final class ImageTree {
         sqfs_inode_get_file_block_start(theirs, &startB)
         let stored = myBlocks.reduce(0) { $0 + Int($1 & 0x00FF_FFFF) }
         if stored > 0 {
-            guard
-                try Self.equalBytes(
-                    reader.file, at: startA, image.reader.file, at: startB, count: stored, image: reader.image)
-            else { return false }
+            guard try equalStored(at: startA, image, at: startB, count: stored) else { return false }
         }
-        // The tail, if any, is in a fragment block shared with other files: compare it uncompressed.
+        // The tail, if any, is in a fragment block shared with other files. The same tail at the same
+        // offset of two fragment blocks stored alike is the same; otherwise compare it uncompressed.
         let full = UInt64(myBlocks.count) * UInt64(a.block_size)
         guard full < sizeA else { return true }
         let tail = Int(sizeA - full)
+        var fragmentA: (index: UInt32, offset: UInt32) = (0, 0)
+        var fragmentB: (index: UInt32, offset: UInt32) = (0, 0)
+        sqfs_inode_get_frag_location(mine, &fragmentA.index, &fragmentA.offset)
+        sqfs_inode_get_frag_location(theirs, &fragmentB.index, &fragmentB.offset)
+        if fragmentA.offset == fragmentB.offset, let blockA = try fragment(fragmentA.index),
+            let blockB = try image.fragment(fragmentB.index), blockA.size == blockB.size
+        {
+            let stored = Int(blockA.size & 0x00FF_FFFF)
+            if try equalStored(at: blockA.start_offset, image, at: blockB.start_offset, count: stored) {
+                return true
+            }
+        }
         var left = [UInt8](repeating: 0, count: tail)
         var right = [UInt8](repeating: 0, count: tail)
         let readA = sqfs_data_reader_read(reader.data, mine, full, &left, UInt32(tail))
@@ -103,7 +137,33 @@ public final class ImageTree {
         guard readA == Int32(tail), readB == Int32(tail) else {
             throw SquashfsError("read a fragment of \(reader.image) or \(image.reader.image)", min(readA, readB))
         }
-        return left == right
+        return memcmp(left, right, tail) == 0
+    }
+
+    /// Where fragment block `index` is stored, or nil for the "no fragment" index.
+    private func fragment(_ index: UInt32) throws -> sqfs_fragment_t? {
+        guard index != 0xFFFF_FFFF else { return nil }
+        if fragments == nil {
+            guard let table = sqfs_frag_table_create(0) else {
+                throw SquashfsError("read the fragment table", SQFS_ERROR_ALLOC.rawValue)
+            }
+            defer { sqfsDestroy(table) }
+            try sqfs("read the fragment table of \(reader.image)") {
+                sqfs_frag_table_read(table, reader.file, reader.superblock, reader.compressor)
+            }
+            var all: [sqfs_fragment_t] = []
+            all.reserveCapacity(Int(reader.superblock.pointee.fragment_entry_count))
+            for number in 0..<reader.superblock.pointee.fragment_entry_count {
+                var entry = sqfs_fragment_t()
+                try sqfs("read the fragment table of \(reader.image)") { sqfs_frag_table_lookup(table, number, &entry) }
+                all.append(entry)
+            }
+            fragments = all
+        }
+        guard let fragments, Int(index) < fragments.count else {
+            throw SquashfsError("read fragment \(index) of \(reader.image)", SQFS_ERROR_OUT_OF_BOUNDS.rawValue)
+        }
+        return fragments[Int(index)]
     }
 
     /// The sizes of a file's full data blocks as stored (bit 24 set: stored uncompressed; 0: sparse).
@@ -113,29 +173,16 @@ public final class ImageTree {
         return Array(UnsafeBufferPointer(start: words, count: count))
     }
 
-    private static func equalBytes(
-        _ a: UnsafeMutablePointer<sqfs_file_t>, at offsetA: UInt64, _ b: UnsafeMutablePointer<sqfs_file_t>,
-        at offsetB: UInt64, count: Int, image: String
-    ) throws -> Bool {
-        let chunk = 1 << 20
-        var left = [UInt8](repeating: 0, count: chunk)
-        var right = [UInt8](repeating: 0, count: chunk)
-        var done = 0
-        while done < count {
-            let n = min(chunk, count - done)
-            let statusA = left.withUnsafeMutableBytes {
-                a.pointee.read_at(a, offsetA + UInt64(done), $0.baseAddress, n)
-            }
-            let statusB = right.withUnsafeMutableBytes {
-                b.pointee.read_at(b, offsetB + UInt64(done), $0.baseAddress, n)
-            }
-            if statusA != 0 || statusB != 0 {
-                throw SquashfsError("read the data blocks of \(image)", statusA != 0 ? statusA : statusB)
-            }
-            if left[0..<n] != right[0..<n] { return false }
-            done += n
+    /// Whether `count` stored bytes at `offset` here equal those at `other` in `image`.
+    private func equalStored(at offset: UInt64, _ image: ImageTree, at other: UInt64, count: Int) throws -> Bool {
+        let mine = try mapped()
+        let theirs = try image.mapped()
+        guard offset + UInt64(count) <= UInt64(mine.count), other + UInt64(count) <= UInt64(theirs.count),
+            let a = mine.baseAddress, let b = theirs.baseAddress
+        else {
+            throw SquashfsError("compare the data of \(reader.image)", SQFS_ERROR_OUT_OF_BOUNDS.rawValue)
         }
-        return true
+        return memcmp(a + Int(offset), b + Int(other), count) == 0
     }
 }
 
