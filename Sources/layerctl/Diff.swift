@@ -6,7 +6,7 @@ import LayerFS
 extension LayerCtl {
     struct Diff: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Shows what one layer, image or system adds to another, by package and by file.",
+            abstract: "Shows what one layer, image or system adds to another.",
             discussion: """
                 Each side is a layer (the merged stack up to it: a name, key or unique key prefix), a squashfs \
                 image, a folder, or / for the running system (its own filesystem only). Packages come from each \

@@ -6,7 +6,7 @@ struct HelpTests {
     @Test(
         "every command explains itself in full sentences",
         arguments: [
-            "build", "export", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "shell", "gc",
+            "build", "export", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "shell", "gc",
         ])
     func help(command: String) throws {
         let result = try Harness.run([command, "--help"])
