@@ -156,6 +156,7 @@ struct DiffRenderer {
     }
 
     func statistics() -> String {
+        if diff.entries.isEmpty { return "files: the same" }
         var lines: [String] = []
         for group in groups() {
             let bytes = group.entries.filter { $0.change != .removed }.reduce(UInt64(0)) { $0 + $1.size }
