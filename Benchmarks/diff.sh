@@ -23,13 +23,7 @@ trap cleanup EXIT
 
 echo "== preparing in $work"
 store=$work/store
-share_a=() share_b=()
-for d in /usr/share/*; do
-    case ${d##*/} in locale | package-lists) continue ;; [a-l]*) share_a+=("$d:usr/share/${d##*/}") ;; *) share_b+=("$d:usr/share/${d##*/}") ;; esac
-done
-c1=$(layer "$store" l1 "" "/usr/include:usr/include")
-c2=$(layer "$store" l2 "$c1" "${share_a[@]}")
-top=$(layer "$store" top "$c2" "${share_b[@]}")
+top=$(small_file_stack "$store")
 
 # changed: a layer over top with 500 files changed, 250 deleted (whiteouts) and 250 added.
 key=$(printf 'changed|%s' "$top" | sha256sum | cut -c1-64)

@@ -70,13 +70,7 @@ b2=$(layer "$work/b" l2 "$b1" "$lib/swift_static:usr/lib/swift_static")
 layer "$work/b" top "$b2" "$lib/libswiftDemangle.so:usr/lib/libswiftDemangle.so" "$lib/libIndexStore.so.21.0:usr/lib/libIndexStore.so" \
     "$lib/libSwiftSourceKitPlugin.so:usr/lib/libSwiftSourceKitPlugin.so" "$lib/libSwiftSourceKitClientPlugin.so:usr/lib/libSwiftSourceKitClientPlugin.so" >/dev/null
 
-share_a=() share_b=()
-for d in /usr/share/*; do
-    case ${d##*/} in locale | package-lists) continue ;; [a-l]*) share_a+=("$d:usr/share/${d##*/}") ;; *) share_b+=("$d:usr/share/${d##*/}") ;; esac
-done
-c1=$(layer "$work/c" l1 "" "/usr/include:usr/include")
-c2=$(layer "$work/c" l2 "$c1" "${share_a[@]}")
-layer "$work/c" top "$c2" "${share_b[@]}" >/dev/null
+small_file_stack "$work/c" >/dev/null
 
 # change STORE TOP: a layer "top2" beside TOP that changes, deletes and adds files worth about 4% of the
 # stack's data: files are changed in one byte, hidden by a whiteout, or copied under a new name with

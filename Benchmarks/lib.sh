@@ -27,3 +27,16 @@ JSON
     echo "$key"
 }
 
+
+# small_file_stack STORE: input (c) of the benchmarks, about 50,000 small files in three layers:
+# l1 /usr/include, l2 /usr/share/[a-l]*, top the rest of /usr/share. Prints top's key.
+small_file_stack() {
+    local store=$1 d c1 c2
+    local share_a=() share_b=()
+    for d in /usr/share/*; do
+        case ${d##*/} in locale | package-lists) continue ;; [a-l]*) share_a+=("$d:usr/share/${d##*/}") ;; *) share_b+=("$d:usr/share/${d##*/}") ;; esac
+    done
+    c1=$(layer "$store" l1 "" "/usr/include:usr/include")
+    c2=$(layer "$store" l2 "$c1" "${share_a[@]}")
+    layer "$store" top "$c2" "${share_b[@]}"
+}
