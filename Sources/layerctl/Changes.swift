@@ -23,6 +23,11 @@ extension LayerCtl {
         @Flag(help: "Print one JSON object: files, packages and upperBytes.")
         var json = false
 
+        @Option(
+            help: ArgumentHelp(
+                "Print a draft layer file, from PARENT, that would make these changes again.", valueName: "PARENT"))
+        var layerFile: String?
+
         func run() throws {
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: upper, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -32,6 +37,10 @@ extension LayerCtl {
                         : "\(upper) is not a directory")
             }
             let changes = try BootChanges.compute(upper: upper, lower: lower)
+            if let layerFile {
+                print(LayerDraft.draft(changes, parent: layerFile, upper: upper), terminator: "")
+                return
+            }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]

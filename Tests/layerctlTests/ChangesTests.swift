@@ -1,4 +1,5 @@
 import Foundation
+import LayerFS
 import Testing
 
 /// `layerctl changes` on a real overlay: known changes are made through a kernel overlay mount,
@@ -85,6 +86,34 @@ struct ChangesTests {
             "\(text.stdout)")
         #expect(text.stdout.contains("  M /etc/hostname (content, size)\n"), "\(text.stdout)")
         #expect(text.stdout.contains("files: 8 added"), "\(text.stdout)")
+
+        // The draft: packages and the small unowned text files; the rest named in a comment.
+        let draft = try Harness.run(["changes", "--upper", upper, "--lower", lower, "--layer-file", "gaming"])
+        #expect(draft.status == 0, "\(draft.stderr)")
+        let drafted = draft.stdout
+        for line in [
+            "from: gaming\npackages: [htop]\nremove: [nano]\nfiles:\n",
+            "  - path: /etc/added\n    content: \"new\\n\"\n",
+            "  - path: /etc/chmodme\n    content: \"m\\n\"\n    mode: \"0600\"\n",
+            "  - path: /etc/hostname\n    content: \"gaming\\n\"\n",
+            "  - path: /etc/owner\n    content: \"o\\n\"\n    owner: \"1:1\"\n",
+            "  - path: /usr/share/doc/c\n    content: \"c\\n\"\n",
+            "#   package game upgraded to 1:0.9-1: a build takes the repository's version\n",
+            "#   /etc/typechange (a file that became a folder)\n", "#   /link (modified symlink)\n",
+            "#   /usr/bin/tool (deleted; a run: command can remove it)\n",
+        ] {
+            #expect(drafted.contains(line), "\(line) is not in:\n\(drafted)")
+        }
+        #expect(!drafted.contains("/var/lib/pacman"), "\(drafted)")
+        // It is a layer file layerctl reads.
+        let layers = try Harness.temporaryDirectory("draft")
+        try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [repo/$repo]\n".write(
+            toFile: layers + "/gaming.yaml", atomically: true, encoding: .utf8)
+        try drafted.write(toFile: layers + "/draft.yaml", atomically: true, encoding: .utf8)
+        let recipe = try Recipe.load(layers + "/draft.yaml")
+        #expect(recipe.target.packages.map(\.value) == ["htop"])
+        #expect(recipe.target.files.count == 6)
+        #expect(recipe.target.files.first { $0.path == "/etc/hostname" }?.content == .inline("gaming\n"))
 
         let notBooted = try Harness.run(["changes", "--upper", folder + "/nothing"])
         #expect(notBooted.status == 3)

@@ -15,6 +15,8 @@ public struct BootChanges: Codable, Sendable, Equatable {
         public var size: UInt64
         /// For a modified entry, what differs: type, content, size, mode, owner, target, device, xattrs.
         public var differences: [String]
+        /// The package whose file list holds the path (now, or before for a deleted entry), or nil.
+        public var owner: String?
     }
 
     public var files: [File]
@@ -26,13 +28,17 @@ public struct BootChanges: Codable, Sendable, Equatable {
     public static func compute(upper: String, lower: String) throws -> BootChanges {
         var walk = Walk(upper: Array(upper.utf8), lower: Array(lower.utf8))
         try walk.visit([])
-        let packages = PackageChange.between(
-            try PackageDatabase(list: { overlayList([lower], $0) }, read: { overlayRead([lower], $0) }, files: false),
-            try PackageDatabase(
-                list: { overlayList([upper, lower], $0) }, read: { overlayRead([upper, lower], $0) }, files: false))
-        return BootChanges(
-            files: walk.files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) },
-            packages: packages, upperBytes: walk.upperBytes)
+        let before = try PackageDatabase(
+            list: { overlayList([lower], $0) }, read: { overlayRead([lower], $0) }, files: true)
+        let now = try PackageDatabase(
+            list: { overlayList([upper, lower], $0) }, read: { overlayRead([upper, lower], $0) }, files: true)
+        let (ownersBefore, ownersNow) = (before.owners(), now.owners())
+        var files = walk.files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
+        for index in files.indices {
+            files[index].owner =
+                files[index].change == .deleted ? ownersBefore[files[index].path] : ownersNow[files[index].path]
+        }
+        return BootChanges(files: files, packages: PackageChange.between(before, now), upperBytes: walk.upperBytes)
     }
 
     /// The names in `path` in the overlay of `layers` (top first): whiteouts hide lower names, and
@@ -130,7 +136,7 @@ private struct Walk {
         let kind = MergedTree.Kind(mode: st.st_mode).map { "\($0)" } ?? "unknown"
         var size = st.st_mode & S_IFMT == S_IFREG ? UInt64(st.st_size) : 0
         if let lowerPath, st.st_mode & S_IFMT == S_IFDIR { size = UInt64(FileSystem.treeSize(lowerPath)) }
-        return BootChanges.File(path: path, change: change, kind: kind, size: size, differences: [])
+        return BootChanges.File(path: path, change: change, kind: kind, size: size, differences: [], owner: nil)
     }
 
     /// What differs between an entry of the upper directory and the one it covers. Times do not

@@ -1,0 +1,109 @@
+import Foundation
+import Glibc
+
+/// A first draft of a layer file from what changed since boot: the packages installed and removed,
+/// and the small text files nobody's package owns as `files:` entries. Everything it cannot write
+/// down is listed in a comment, so nothing is dropped in silence. It is a draft to read and edit,
+/// not a replay.
+public enum LayerDraft {
+    /// Paths that change on any running system and describe no intent: logs, caches, pacman's and
+    /// systemd's bookkeeping, shell history.
+    static let noise = [
+        "/var/lib/pacman/", "/var/log/", "/var/cache/", "/var/tmp/", "/tmp/", "/var/lib/systemd/",
+        "/etc/pacman.d/gnupg/", "/root/.bash_history", "/etc/ld.so.cache",
+    ]
+
+    /// The largest file drafted as inline content.
+    static let largestInline = 64 << 10
+
+    /// The draft for `changes`, as a child of layer `parent`; file contents come from `upper`.
+    public static func draft(_ changes: BootChanges, parent: String, upper: String) -> String {
+        var lines = [
+            "# Drafted by `layerctl changes --layer-file` from what changed since boot. Read it before",
+            "# building: it records what was done, not why.",
+            "from: \(parent)",
+        ]
+        let added = changes.packages.filter { $0.change == .added }.map(\.name)
+        let removed = changes.packages.filter { $0.change == .removed }.map(\.name)
+        if !added.isEmpty { lines.append("packages: [\(added.joined(separator: ", "))]") }
+        if !removed.isEmpty { lines.append("remove: [\(removed.joined(separator: ", "))]") }
+
+        var entries: [String] = []
+        var skipped: [String] = []
+        for package in changes.packages where package.change == .upgraded || package.change == .downgraded {
+            skipped.append(
+                "package \(package.name) \(package.change.rawValue) to \(package.after ?? ""): a build takes the repository's version"
+            )
+        }
+        for file in changes.files {
+            if noise.contains(where: { file.path.hasPrefix($0) || file.path + "/" == $0 }) { continue }
+            if let owner = file.owner, file.change != .added || file.kind != "directory" {
+                if file.kind != "directory" {
+                    skipped.append("\(file.path) (\(file.change.rawValue), of package \(owner))")
+                }
+                continue
+            }
+            switch (file.change, file.kind) {
+            case (.deleted, _):
+                skipped.append("\(file.path) (deleted; a run: command can remove it)")
+            case (_, "directory"):
+                // A folder is made by the files in it; one that replaced a file is worth a word.
+                if file.differences.contains("type") { skipped.append("\(file.path) (a file that became a folder)") }
+            case (_, "regular"):
+                if let entry = fileEntry(file, upper: upper) {
+                    entries += entry
+                } else {
+                    skipped.append(
+                        "\(file.path) (\(file.change.rawValue); not text, or over \(largestInline >> 10) KiB)")
+                }
+            default:
+                skipped.append("\(file.path) (\(file.change.rawValue) \(file.kind))")
+            }
+        }
+        if !entries.isEmpty { lines += ["files:"] + entries }
+        if !skipped.isEmpty { lines += ["# Not drafted:"] + skipped.map { "#   \($0)" } }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A `files:` entry for a small UTF-8 file, or nil.
+    static func fileEntry(_ file: BootChanges.File, upper: String) -> [String]? {
+        let path = upper + file.path
+        guard file.size <= largestInline, let bytes = FileSystem.contents(path),
+            let text = String(validating: bytes, as: UTF8.self), !text.contains("\0")
+        else { return nil }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        var entry = ["  - path: \(file.path)", "    content: \(quoted(text))"]
+        let mode = st.st_mode & 0o7777
+        if mode != 0o644 { entry.append("    mode: \"\(String(mode, radix: 8).leftPadded(to: 4))\"") }
+        if st.st_uid != 0 || st.st_gid != 0 { entry.append("    owner: \"\(st.st_uid):\(st.st_gid)\"") }
+        return entry
+    }
+
+    /// A YAML double-quoted scalar.
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": result += "\\\\"
+            case "\"": result += "\\\""
+            case "\n": result += "\\n"
+            case "\t": result += "\\t"
+            case "\r": result += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    result += String(format: "\\x%02X", scalar.value)
+                } else {
+                    result.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return result + "\""
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
