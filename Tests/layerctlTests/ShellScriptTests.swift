@@ -37,8 +37,12 @@ struct ShellScriptTests {
             let checked = try KernelMount.run(
                 "/bin/sh", ["-c", "cd '\(Harness.packageRoot)' && exec shellcheck -x '\(file)'"])
             #expect(checked.status == 0, "\(file):\n\(checked.output)")
-            let firstLine = (try String(contentsOfFile: path, encoding: .utf8)).prefix { $0 != "\n" }
-            let parser = firstLine.contains("bash") ? "/bin/bash" : "/bin/sh"
+            // The shell is the #! line's, or a sourced file's `# shellcheck shell=` directive.
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            let firstLine = text.prefix { $0 != "\n" }
+            let isBash =
+                firstLine.hasPrefix("#!") ? firstLine.contains("bash") : text.contains("# shellcheck shell=bash")
+            let parser = isBash ? "/bin/bash" : "/bin/sh"
             let parsed = try KernelMount.run(parser, ["-n", path])
             #expect(parsed.status == 0, "\(parser) -n \(file):\n\(parsed.output)")
             if file.hasPrefix("boot/") && parser == "/bin/sh"
