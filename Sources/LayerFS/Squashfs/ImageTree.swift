@@ -71,22 +71,7 @@ public final class ImageTree {
             throw SquashfsError(
                 "read entry \(index) of \(reader.image): not a regular file", SQFS_ERROR_NOT_FILE.rawValue)
         }
-        var size: UInt64 = 0
-        sqfs_inode_get_file_size(inode, &size)
-        let chunk = Int(reader.superblock.pointee.block_size)
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
-        defer { buffer.deallocate() }
-        var offset: UInt64 = 0
-        while offset < size {
-            let count = sqfs_data_reader_read(
-                reader.data, inode, offset, buffer, UInt32(min(UInt64(chunk), size - offset)))
-            if count < 0 {
-                throw SquashfsError("read \(RawPath.string(tree.path(of: index))) in \(reader.image)", count)
-            }
-            if count == 0 { break }
-            try body(UnsafeRawBufferPointer(start: buffer, count: Int(count)))
-            offset += UInt64(count)
-        }
+        try reader.readData(inode, path: RawPath.string(tree.path(of: index)), body)
     }
 
     /// Whether regular file `index` here and `other` in `image` are stored the same: the same

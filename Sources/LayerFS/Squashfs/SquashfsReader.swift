@@ -134,24 +134,34 @@ public final class SquashfsReader {
         let inode = try resolve(path)
         defer { sqfs_free(inode) }
         guard Self.kind(of: inode) == .regular else { throw notA("regular file", path) }
-        var size: UInt64 = 0
-        sqfs_inode_get_file_size(inode, &size)
         let fd = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw SystemError("create", destination) }
         defer { close(fd) }
-        let chunk = 1 << 20
+        return try readData(inode, path: path) { try FileSystem.writeAll(fd, $0, to: destination) }
+    }
+
+    /// Calls `body` with the data of the regular file `inode` (at `path`, for messages), a block at a
+    /// time, through sqfs_data_reader_read; returns its size.
+    @discardableResult
+    func readData(
+        _ inode: UnsafePointer<sqfs_inode_generic_t>, path: @autoclosure () -> String,
+        _ body: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> UInt64 {
+        var size: UInt64 = 0
+        sqfs_inode_get_file_size(inode, &size)
+        let chunk = Int(superblock.pointee.block_size)
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
         defer { buffer.deallocate() }
         var offset: UInt64 = 0
         while offset < size {
             let count = sqfs_data_reader_read(data, inode, offset, buffer, UInt32(min(UInt64(chunk), size - offset)))
-            if count < 0 { throw SquashfsError("read \(path) in \(image)", count) }
+            if count < 0 { throw SquashfsError("read \(path()) in \(image)", count) }
             if count == 0 { break }
-            try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: Int(count)), to: destination)
+            try body(UnsafeRawBufferPointer(start: buffer, count: Int(count)))
             offset += UInt64(count)
         }
         if offset != size {
-            throw SquashfsError("read \(path) in \(image) (it ends early)", SQFS_ERROR_CORRUPTED.rawValue)
+            throw SquashfsError("read \(path()) in \(image) (it ends early)", SQFS_ERROR_CORRUPTED.rawValue)
         }
         return size
     }
