@@ -81,7 +81,7 @@ extension LayerCtl {
                 print((["qemu-system-x86_64"] + arguments).map(Self.quoted).joined(separator: " "))
                 return
             }
-            guard let qemu = Self.which("qemu-system-x86_64") else {
+            guard let qemu = VirtualMachine.qemu else {
                 throw BootError(
                     "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)"
                 )
@@ -92,13 +92,6 @@ extension LayerCtl {
                         .utf8))
             let status = try machine.run(qemu: qemu, kernel: boot.kernel, initrd: boot.initrd)
             if status != 0 { throw ExitCode(status) }
-        }
-
-        static func which(_ tool: String) -> String? {
-            let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-            return path.split(separator: ":").map { "\($0)/\(tool)" }.first {
-                FileManager.default.isExecutableFile(atPath: $0)
-            }
         }
 
         static func quoted(_ word: String) -> String {

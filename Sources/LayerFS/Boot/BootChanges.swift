@@ -105,7 +105,7 @@ private struct Walk {
             if !existed {
                 files.append(file(text, .added, now, lowerPath: nil))
             } else {
-                let differences = compare(now, before, path)
+                let differences = try compare(now, before, path)
                 if !differences.isEmpty {
                     var entry = file(text, .modified, now, lowerPath: nil)
                     entry.differences = differences
@@ -139,62 +139,12 @@ private struct Walk {
         return BootChanges.File(path: path, change: change, kind: kind, size: size, differences: [], owner: nil)
     }
 
-    /// What differs between an entry of the upper directory and the one it covers. Times do not
-    /// count: copying up alone changes a directory's.
-    func compare(_ now: stat, _ before: stat, _ path: [UInt8]) -> [String] {
-        if now.st_mode & S_IFMT != before.st_mode & S_IFMT { return ["type"] }
-        var differences: [String] = []
-        switch now.st_mode & S_IFMT {
-        case S_IFREG:
-            if now.st_size != before.st_size {
-                differences += ["content", "size"]
-            } else if !sameContent(upper + path, lower + path) {
-                differences.append("content")
-            }
-        case S_IFLNK:
-            if readLink(upper + path) != readLink(lower + path) { differences.append("target") }
-        case S_IFCHR, S_IFBLK:
-            if now.st_rdev != before.st_rdev { differences.append("device") }
-        default: break
-        }
-        if now.st_mode & 0o7777 != before.st_mode & 0o7777 { differences.append("mode") }
-        if now.st_uid != before.st_uid || now.st_gid != before.st_gid { differences.append("owner") }
-        if attributes(upper + path) != attributes(lower + path) { differences.append("xattrs") }
-        return differences
-    }
-
-    func attributes(_ path: [UInt8]) -> [String: [UInt8]] {
-        RawPath.with(path) { raw in
-            var values: [String: [UInt8]] = [:]
-            for name in ExtendedAttributes.names(raw) where !name.hasPrefix("trusted.overlay.") {
-                values[name] = ExtendedAttributes.value(raw, name) ?? []
-            }
-            return values
-        }
-    }
-
-    func readLink(_ path: [UInt8]) -> [UInt8] {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = RawPath.with(path) { readlink($0, &buffer, buffer.count - 1) }
-        return buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }
-    }
-
-    func sameContent(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        let first = RawPath.with(a) { open($0, O_RDONLY | O_CLOEXEC) }
-        let second = RawPath.with(b) { open($0, O_RDONLY | O_CLOEXEC) }
-        defer {
-            if first >= 0 { close(first) }
-            if second >= 0 { close(second) }
-        }
-        guard first >= 0, second >= 0 else { return false }
-        var left = [UInt8](repeating: 0, count: 1 << 16)
-        var right = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = read(first, &left, left.count)
-            let m = read(second, &right, right.count)
-            if n != m || n < 0 { return false }
-            if n == 0 { return true }
-            if left[0..<n] != right[0..<m] { return false }
+    /// What differs between an entry of the upper directory and the one it covers, as `diff` says it.
+    func compare(_ now: stat, _ before: stat, _ path: [UInt8]) throws -> [String] {
+        let upperEntry = try MergedTree.Entry.read(upper + path, now, epoch: Int64.max)
+        let lowerEntry = try MergedTree.Entry.read(lower + path, before, epoch: Int64.max)
+        return try TreeDiff.differences(lowerEntry, upperEntry) {
+            try Digest.sha256(file: upper + path) == Digest.sha256(file: lower + path)
         }
     }
 }

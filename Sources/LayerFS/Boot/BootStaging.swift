@@ -223,10 +223,7 @@ public struct BootStaging: Sendable {
     }
 
     private func runTool(_ tool: String, _ arguments: [String]) throws -> Int32 {
-        let path = ["/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/"].map { $0 + tool }.first {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }
-        guard let path else { throw BootError("\(tool) is not installed") }
+        guard let path = FileSystem.executable(tool) else { throw BootError("\(tool) is not installed") }
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         return waitForExit(try spawn(path, arguments, environment: environment, eventFD: nil))
     }

@@ -17,6 +17,9 @@ public struct VirtualMachine: Sendable {
 
     public init(image: String) { self.image = image }
 
+    /// qemu-system-x86_64, if it is installed.
+    public static var qemu: String? { FileSystem.executable("qemu-system-x86_64") }
+
     /// KVM when the host can really run a guest with it, TCG otherwise. `/dev/kvm` alone is not
     /// proof: nested modules such as kvm_pvm provide it without running a stock kernel.
     public static var accelerator: String {

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Glibc
 
@@ -92,28 +91,11 @@ public final class DiffSide {
         return bytes
     }
 
-    /// sha256 of regular file `index`.
-    func digest(_ index: Int) throws -> SHA256.Digest {
+    /// sha256 of regular file `index`, in hex.
+    func digest(_ index: Int) throws -> String {
         let target = tree.entries[index].hardLinkTarget ?? index
-        if let image { return try image.digest(target) }
-        let source = tree.entries[target].source
-        let fd = RawPath.with(source) { Glibc.open($0, O_RDONLY | O_CLOEXEC) }
-        if fd < 0 { throw SystemError("read", RawPath.string(source)) }
-        defer { close(fd) }
-        var hasher = SHA256()
-        let chunk = 1 << 20
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let count = Glibc.read(fd, buffer, chunk)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", RawPath.string(source))
-            }
-            if count == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-        }
-        return hasher.finalize()
+        if let image { return Digest.hex(try image.digest(target)) }
+        return try Digest.sha256(file: tree.entries[target].source)
     }
 
     /// The package database this side holds, with each package's file list.

@@ -43,6 +43,32 @@ public struct TreeDiff: Codable, Sendable, Equatable {
             old: a.operand, new: b.operand, packages: PackageChange.between(oldPackages, newPackages), entries: entries)
     }
 
+    /// What differs between two entries at one path: type, content, size, mode, owner, target,
+    /// device, xattrs. Times do not count. `sameContent` is asked only for regular files of equal size.
+    static func differences(
+        _ left: MergedTree.Entry, _ right: MergedTree.Entry, sameContent: () throws -> Bool
+    ) rethrows -> [String] {
+        if left.kind != right.kind { return ["type"] }
+        var differences: [String] = []
+        switch left.kind {
+        case .regular:
+            if left.size != right.size {
+                differences += ["content", "size"]
+            } else if try !sameContent() {
+                differences.append("content")
+            }
+        case .symlink:
+            if left.linkTarget != right.linkTarget { differences.append("target") }
+        case .characterDevice, .blockDevice:
+            if left.rdev != right.rdev { differences.append("device") }
+        default: break
+        }
+        if left.permissions != right.permissions { differences.append("mode") }
+        if left.uid != right.uid || left.gid != right.gid { differences.append("owner") }
+        if left.xattrs != right.xattrs { differences.append("xattrs") }
+        return differences
+    }
+
     fileprivate static func entry(
         _ path: String, _ change: Change, _ entry: MergedTree.Entry, _ differences: [String], owner: String?
     ) -> Entry {
@@ -134,27 +160,7 @@ private struct ContentComparer {
     let b: DiffSide
 
     func differences(_ x: Int, _ y: Int) throws -> [String] {
-        let left = a.tree.entries[x]
-        let right = b.tree.entries[y]
-        if left.kind != right.kind { return ["type"] }
-        var differences: [String] = []
-        switch left.kind {
-        case .regular:
-            if left.size != right.size {
-                differences += ["content", "size"]
-            } else if try !sameContent(x, y) {
-                differences.append("content")
-            }
-        case .symlink:
-            if left.linkTarget != right.linkTarget { differences.append("target") }
-        case .characterDevice, .blockDevice:
-            if left.rdev != right.rdev { differences.append("device") }
-        default: break
-        }
-        if left.permissions != right.permissions { differences.append("mode") }
-        if left.uid != right.uid || left.gid != right.gid { differences.append("owner") }
-        if left.xattrs != right.xattrs { differences.append("xattrs") }
-        return differences
+        try TreeDiff.differences(a.tree.entries[x], b.tree.entries[y]) { try sameContent(x, y) }
     }
 
     /// Equal-sized files: the same file (of a layer, or a folder) is the same content; two images that

@@ -83,6 +83,26 @@ public struct MergedTree: Sendable {
     }
 }
 
+extension MergedTree.Entry {
+    /// The entry for the file at `path`, whose lstat is `st`: its metadata, symlink target and
+    /// extended attributes (without overlayfs's own), with the mtime clamped to `epoch`. Name,
+    /// parent and layer are left for the caller.
+    static func read(_ path: [UInt8], _ st: stat, epoch: Int64) throws -> MergedTree.Entry {
+        guard let kind = MergedTree.Kind(mode: st.st_mode) else {
+            throw MergeError.unsupportedType(RawPath.string(path))
+        }
+        return MergedTree.Entry(
+            name: [], parent: 0, kind: kind,
+            permissions: UInt16(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
+            mtime: min(Int64(st.st_mtim.tv_sec), epoch),
+            size: kind == .regular ? UInt64(st.st_size) : 0,
+            rdev: kind == .characterDevice || kind == .blockDevice ? UInt64(st.st_rdev) : 0,
+            linkTarget: kind == .symlink ? try FileSystem.readLink(path) : [],
+            xattrs: try ExtendedAttributes.all(path), source: path, layer: 0, children: 0..<0,
+            hardLinkTarget: nil, linkCount: 1)
+    }
+}
+
 extension MergedTree.Kind {
     init?(mode: mode_t) {
         switch mode & S_IFMT {

@@ -157,21 +157,11 @@ public struct StackMerge: Sendable {
     private var privileged: Bool { geteuid() == 0 }
 
     private func makeEntry(name: [UInt8], parent: Int, candidate: Candidate) throws -> MergedTree.Entry {
-        let st = candidate.st
-        guard let kind = MergedTree.Kind(mode: st.st_mode) else {
-            throw MergeError.unsupportedType(RawPath.string(candidate.path))
-        }
-        var target: [UInt8] = []
-        if kind == .symlink { target = try readLink(candidate.path) }
-        return MergedTree.Entry(
-            name: name, parent: parent, kind: kind,
-            permissions: UInt16(st.st_mode & 0o7777), uid: st.st_uid, gid: st.st_gid,
-            mtime: min(Int64(st.st_mtim.tv_sec), epoch),
-            size: kind == .regular ? UInt64(st.st_size) : 0,
-            rdev: kind == .characterDevice || kind == .blockDevice ? UInt64(st.st_rdev) : 0,
-            linkTarget: target, xattrs: try readAttributes(candidate.path),
-            source: candidate.path, layer: candidate.layer, children: 0..<0,
-            hardLinkTarget: nil, linkCount: 1)
+        var entry = try MergedTree.Entry.read(candidate.path, candidate.st, epoch: epoch)
+        entry.name = name
+        entry.parent = parent
+        entry.layer = candidate.layer
+        return entry
     }
 
     /// Calls `body` with each name in `directory` (raw bytes) and its lstat.
@@ -193,40 +183,6 @@ public struct StackMerge: Sendable {
             if status != 0 { throw SystemError("read", RawPath.string(RawPath.join(directory, name))) }
             if oneFilesystem && st.st_dev != here.st_dev { continue }
             try body(name, st)
-        }
-    }
-
-    private func readLink(_ path: [UInt8]) throws -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = RawPath.with(path) { p in
-            buffer.withUnsafeMutableBufferPointer { readlink(p, $0.baseAddress!, $0.count) }
-        }
-        if count < 0 { throw SystemError("read symlink", RawPath.string(path)) }
-        return Array(buffer[0..<count])
-    }
-
-    /// The entry's extended attributes by name in byte order, without overlayfs's own.
-    private func readAttributes(_ path: [UInt8]) throws -> [MergedTree.ExtendedAttribute] {
-        try RawPath.with(path) { p in
-            let size = llistxattr(p, nil, 0)
-            if size < 0 {
-                if errno == ENOTSUP { return [] }
-                throw SystemError("list attributes of", RawPath.string(path))
-            }
-            guard size > 0 else { return [] }
-            var buffer = [CChar](repeating: 0, count: size)
-            let read = llistxattr(p, &buffer, size)
-            if read < 0 { throw SystemError("list attributes of", RawPath.string(path)) }
-            var result: [MergedTree.ExtendedAttribute] = []
-            for raw in buffer[0..<read].split(separator: 0) {
-                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                if name.hasPrefix("trusted.overlay.") { continue }
-                guard let value = ExtendedAttributes.value(p, name) else {
-                    throw SystemError("read attribute \(name) of", RawPath.string(path))
-                }
-                result.append(MergedTree.ExtendedAttribute(name: name, value: value))
-            }
-            return result.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         }
     }
 }

@@ -9,7 +9,9 @@ enum ExtendedAttributes {
         var buffer = [CChar](repeating: 0, count: size)
         let read = llistxattr(path, &buffer, size)
         guard read > 0 else { return [] }
-        return buffer[0..<read].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return buffer[0..<read].split(separator: 0).map {
+            String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
     }
 
     static func value(_ path: UnsafePointer<CChar>, _ name: String) -> [UInt8]? {
@@ -20,11 +22,38 @@ enum ExtendedAttributes {
         return read >= 0 ? Array(buffer[0..<read]) : nil
     }
 
+    /// Every attribute of `path` by name in byte order, without overlayfs's own (`trusted.overlay.*`).
+    static func all(_ path: [UInt8]) throws -> [MergedTree.ExtendedAttribute] {
+        try RawPath.with(path) { p in
+            let size = llistxattr(p, nil, 0)
+            if size < 0 {
+                if errno == ENOTSUP { return [] }
+                throw SystemError("list attributes of", RawPath.string(path))
+            }
+            guard size > 0 else { return [] }
+            var buffer = [CChar](repeating: 0, count: size)
+            let read = llistxattr(p, &buffer, size)
+            if read < 0 { throw SystemError("list attributes of", RawPath.string(path)) }
+            var result: [MergedTree.ExtendedAttribute] = []
+            for raw in buffer[0..<read].split(separator: 0) {
+                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if name.hasPrefix("trusted.overlay.") { continue }
+                guard let value = value(p, name) else {
+                    throw SystemError("read attribute \(name) of", RawPath.string(path))
+                }
+                result.append(MergedTree.ExtendedAttribute(name: name, value: value))
+            }
+            return result.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        }
+    }
+
     static func set(_ path: String, _ name: String, _ value: [UInt8]) throws {
         try sys("set attribute \(name) on", path) { lsetxattr(path, name, value, value.count, 0) }
     }
 
     static func remove(_ path: String, _ name: String) throws {
-        if lremovexattr(path, name) != 0 && errno != ENODATA { throw SystemError("remove attribute \(name) from", path) }
+        if lremovexattr(path, name) != 0 && errno != ENODATA {
+            throw SystemError("remove attribute \(name) from", path)
+        }
     }
 }

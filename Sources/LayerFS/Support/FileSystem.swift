@@ -41,6 +41,22 @@ enum FileSystem {
         FileManager.default.contents(atPath: path).map { Array($0) }
     }
 
+    /// The program `tool` in $PATH, or in the system folders when $PATH lacks them (sudo, cron).
+    static func executable(_ tool: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let folders =
+            path.split(separator: ":").map(String.init) + ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+        return folders.map { $0 + "/" + tool }.first { access($0, X_OK) == 0 }
+    }
+
+    /// The target of the symlink at `path`, as raw bytes.
+    static func readLink(_ path: [UInt8]) throws -> [UInt8] {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = RawPath.with(path) { readlink($0, &buffer, buffer.count) }
+        if count < 0 { throw SystemError("read symlink", RawPath.string(path)) }
+        return buffer[0..<count].map { UInt8(bitPattern: $0) }
+    }
+
     /// Writes all of `buffer` to `fd` (the file `path`), however many write(2) calls that takes.
     static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, to path: String) throws {
         var offset = 0
@@ -91,7 +107,9 @@ enum FileSystem {
 
     /// The names in a directory as raw bytes, without "." and "..", in byte order.
     static func listDirectory(_ path: [UInt8]) throws -> [[UInt8]] {
-        guard let dir = RawPath.with(path, { opendir($0) }) else { throw SystemError("read directory", RawPath.string(path)) }
+        guard let dir = RawPath.with(path, { opendir($0) }) else {
+            throw SystemError("read directory", RawPath.string(path))
+        }
         defer { closedir(dir) }
         var names: [[UInt8]] = []
         while let entry = readdir(dir) {
