@@ -218,7 +218,7 @@ struct MergeOracleTests {
         #expect(try TreeSnapshot(overlay).systemAttributes["/usr/acl"] == ["system.posix_acl_access"])
     }
 
-    @Test("Without root, the merge reads the opaque directories the store recorded, and refuses without them")
+    @Test("Without root, the merge reads the layers' manifests, or else the opaque directories the store recorded")
     func rootless() throws {
         for recorded in [true, false] {
             let stack = try CraftedStack(recorded ? "rootless" : "rootless-unrecorded")
@@ -238,28 +238,45 @@ struct MergeOracleTests {
             let out = try Harness.temporaryDirectory("rootless")
             chmod(stack.store, 0o755)
             chmod(out, 0o777)
+            let exportAsNobody = { (name: String) in
+                try KernelMount.run(
+                    "/usr/bin/setpriv",
+                    [
+                        "--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, "export", "top",
+                        "--store", stack.store, "-o", out + "/" + name,
+                    ])
+            }
             let asRoot = try Harness.run([
                 "export", "top", "--store", stack.store, "-o", out + "/root.squashfs", "--no-block-cache",
             ])
             #expect(asRoot.status == 0, "\(asRoot.stderr)")
-            let asNobody = try KernelMount.run(
-                "/usr/bin/setpriv",
-                [
-                    "--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, "export", "top",
-                    "--store", stack.store, "-o", out + "/nobody.squashfs",
-                ])
+            // Layers stored before manifests were kept have none that nobody could read.
+            let layers = stack.store + "/layers"
+            for key in try FileManager.default.contentsOfDirectory(atPath: layers) {
+                try FileManager.default.removeItem(atPath: layers + "/" + key + "/manifest")
+            }
+            let before = try exportAsNobody("before.squashfs")
+            #expect(try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/manifests.squashfs"]).status == 0)
+            let rootImage = FileManager.default.contents(atPath: out + "/root.squashfs")
             if recorded {
-                #expect(asNobody.status == 0, "\(asNobody.output)")
+                #expect(before.status == 0, "\(before.output)")
                 // The store's block cache is root's: nobody exports without it, and says so; it says
                 // too that trusted.* attributes are out of its reach.
-                #expect(asNobody.output.contains("exporting without the block cache"), "\(asNobody.output)")
-                #expect(asNobody.output.contains("trusted.* attributes cannot be read"), "\(asNobody.output)")
-                let image = FileManager.default.contents(atPath: out + "/nobody.squashfs")
-                #expect(image != nil && image == FileManager.default.contents(atPath: out + "/root.squashfs"))
+                #expect(before.output.contains("exporting without the block cache"), "\(before.output)")
+                #expect(before.output.contains("trusted.* attributes cannot be read"), "\(before.output)")
+                let image = FileManager.default.contents(atPath: out + "/before.squashfs")
+                #expect(image != nil && image == rootImage)
             } else {
-                #expect(asNobody.status == 3, "\(asNobody.output)")
-                #expect(asNobody.output.contains("has no record of its opaque directories"), "\(asNobody.output)")
+                #expect(before.status == 3, "\(before.output)")
+                #expect(before.output.contains("has no record of its opaque directories"), "\(before.output)")
             }
+            // Root's export left the manifests, which record opaque directories and trusted.*
+            // attributes: now nobody needs neither the record nor the privilege.
+            let after = try exportAsNobody("after.squashfs")
+            #expect(after.status == 0, "\(after.output)")
+            #expect(!after.output.contains("trusted.* attributes cannot be read"), "\(after.output)")
+            let image = FileManager.default.contents(atPath: out + "/after.squashfs")
+            #expect(image != nil && image == rootImage)
         }
     }
 

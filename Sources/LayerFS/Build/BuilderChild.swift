@@ -60,6 +60,7 @@ public enum BuilderChild {
             result.fileCount = scan.fileCount
             result.treeDigest = scan.digest
             result.opaqueDirectories = scan.opaqueDirectories
+            try scan.manifest.write(to: job.buildDirectory + "/layer/" + LayerManifest.fileName)
             events.send(BuildEvent(.finished, layer: job.layerName, result: result))
             return 0
         } catch {

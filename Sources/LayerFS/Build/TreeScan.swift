@@ -4,63 +4,101 @@ import Glibc
 
 /// Walks a layer tree in byte order and sums it up: entry count, bytes of file data, and a digest
 /// over every name, type, mode, owner, mtime, device number, link target, xattr and content — so
-/// two trees with equal digests are the same tree.
+/// two trees with equal digests are the same tree. The same walk records the tree's manifest, so
+/// every file is read once.
 struct TreeScan {
     private(set) var fileCount = 0
     private(set) var bytes: Int64 = 0
     /// Directories marked opaque, relative to the tree ("/etc/foo"), in byte order; nil when one of
     /// their names is not UTF-8 and so cannot be written down as text.
     private(set) var opaqueDirectories: [String]? = []
+    private(set) var manifest = LayerManifest(entries: [], opaque: [])
     private var hasher = SHA256()
+    private var hardLinks: [HardLink: Int] = [:]
+    /// When given, the opaque directories, standing in for trusted.overlay.opaque (which only root
+    /// may read).
+    private var knownOpaque: Set<[UInt8]>?
 
-    static func scan(_ root: String) throws -> TreeScan {
+    private struct HardLink: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    static func scan(_ root: String, opaqueDirectories: [String]? = nil) throws -> TreeScan {
         var scan = TreeScan()
-        try scan.visit(Array(root.utf8), relative: [])
+        scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
+        scan.manifest.entries.append(LayerManifest.placeholder)
+        try scan.visit(Array(root.utf8), relative: [], slot: 0)
         return scan
     }
 
     var digest: String { Digest.hex(hasher.finalize()) }
 
     /// Names are raw bytes, so names that are not UTF-8 are hashed as they are; for UTF-8 names the
-    /// line is the same text as before.
-    private mutating func visit(_ path: [UInt8], relative: [UInt8]) throws {
+    /// line is the same text as before. Fills manifest entry `slot`; a directory's children take
+    /// the next free slots, one after another, before any of them is visited.
+    private mutating func visit(_ path: [UInt8], relative: [UInt8], slot: Int) throws {
         var st = stat()
         guard RawPath.with(path, { lstat($0, &st) }) == 0 else { throw SystemError("inspect", RawPath.string(path)) }
+        var entry = try MergedTree.Entry.read(path, st, epoch: Int64.max)
+        entry.name = manifest.entries[slot].name
+        entry.parent = manifest.entries[slot].parent
+        entry.source = []
         var line: [UInt8] = relative.isEmpty ? Array("/".utf8) : relative
         line += Array("\0\(st.st_mode)\0\(st.st_uid):\(st.st_gid)\0\(st.st_mtim.tv_sec)\0".utf8)
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            line += Array("\(st.st_size)\0".utf8) + Array(try Digest.sha256(file: path).utf8)
+            let content = try Digest.contentHash(file: path)
+            entry.content = content
+            line += Array("\(st.st_size)\0".utf8) + Array(content.hex.utf8)
             bytes += Int64(st.st_size)
         case S_IFLNK:
-            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let n = RawPath.with(path) { readlink($0, &buffer, buffer.count - 1) }
-            line += buffer[0..<max(0, n)].map { UInt8(bitPattern: $0) }
+            line += entry.linkTarget
         case S_IFCHR, S_IFBLK:
             line += Array("\(st.st_rdev)".utf8)
         default:
             break
         }
+        var opaque = false
         try RawPath.with(path) { p in
             for name in ExtendedAttributes.names(p).sorted() {
                 let value = ExtendedAttributes.value(p, name) ?? []
                 line += Array("\0\(name)=".utf8) + Array(Digest.hex(value).utf8)
-                if name == "trusted.overlay.opaque" && value == Array("y".utf8) {
-                    if let text = String(validating: relative, as: UTF8.self) {
-                        opaqueDirectories?.append(text)
-                    } else {
-                        opaqueDirectories = nil
-                    }
-                }
+                if name == "trusted.overlay.opaque" && value == Array("y".utf8) { opaque = true }
             }
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR, let knownOpaque { opaque = knownOpaque.contains(relative) }
+        if opaque {
+            if let text = String(validating: relative, as: UTF8.self) {
+                opaqueDirectories?.append(text)
+            } else {
+                opaqueDirectories = nil
+            }
+            manifest.opaque.insert(slot)
         }
         line.append(0x0A)
         hasher.update(data: line)
         if !relative.isEmpty { fileCount += 1 }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            for name in try FileSystem.listDirectory(path) {
-                try visit(RawPath.join(path, name), relative: relative + [0x2F] + name)
-            }
+        if (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 {
+            let key = HardLink(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+            if let first = hardLinks[key] { entry.hardLinkTarget = first } else { hardLinks[key] = slot }
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            manifest.entries[slot] = entry
+            return
+        }
+        let names = try FileSystem.listDirectory(path)
+        let first = manifest.entries.count
+        entry.children = first..<(first + names.count)
+        manifest.entries[slot] = entry
+        for name in names {
+            var child = LayerManifest.placeholder
+            child.name = name
+            child.parent = slot
+            manifest.entries.append(child)
+        }
+        for (offset, name) in names.enumerated() {
+            try visit(RawPath.join(path, name), relative: relative + [0x2F] + name, slot: first + offset)
         }
     }
 }

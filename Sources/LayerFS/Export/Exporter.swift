@@ -58,11 +58,10 @@ public struct Exporter: Sendable {
         let keys = try store.chain(key)
         let records = try keys.map(store.record)
         let epoch = BuildOptions.environmentSourceDateEpoch ?? records.last?.sourceDateEpoch ?? 0
-        let tree = try StackMerge(
-            trees: keys.map(store.tree), epoch: epoch, opaqueDirectories: records.map(\.opaqueDirectories)
-        )
-        .merge()
-        if geteuid() != 0 {
+        let unscanned = keys.contains { !FileSystem.exists(store.manifestPath($0)) }
+        let manifests = try zip(keys, records).map { try store.manifest($0, record: $1) }
+        let tree = try ManifestMerge(trees: keys.map(store.tree), manifests: manifests, epoch: epoch).merge()
+        if geteuid() != 0 && unscanned {
             warning("without root, trusted.* attributes cannot be read; any in the layers are left out")
         }
         let total = tree.dataBytes

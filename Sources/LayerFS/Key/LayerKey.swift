@@ -104,7 +104,10 @@ enum Digest {
     static func sha256(file path: String) throws -> String { try sha256(file: Array(path.utf8)) }
 
     /// sha256 of a file's contents, named by raw bytes.
-    static func sha256(file path: [UInt8]) throws -> String {
+    static func sha256(file path: [UInt8]) throws -> String { try contentHash(file: path).hex }
+
+    /// sha256 of a file's contents, as a value.
+    static func contentHash(file path: [UInt8]) throws -> Hash256 {
         let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw SystemError("read", RawPath.string(path)) }
         defer { close(fd) }
@@ -118,6 +121,6 @@ enum Digest {
             if count == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         }
-        return hex(hasher.finalize())
+        return Hash256(hasher.finalize())
     }
 }

@@ -39,6 +39,8 @@ public struct MergedTree: Sendable {
         public var hardLinkTarget: Int?
         /// How many visible names share this entry's inode (1 unless hard-linked).
         public var linkCount: Int
+        /// For regular files, the sha256 of their data when the layer's manifest recorded it.
+        public var content: Hash256? = nil
     }
 
     public internal(set) var entries: [Entry]

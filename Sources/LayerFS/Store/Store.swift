@@ -6,6 +6,7 @@ import Glibc
 /// ```
 /// layers/<key>/tree/        a layer's overlay upper directory
 /// layers/<key>/layer.json   its LayerRecord
+/// layers/<key>/manifest     every entry of the tree with its metadata and content digest
 /// refs/<name>               the key last built for layer file <name>
 /// tmp/                      work in progress; swept when no build holds the store lock
 /// locks/<key>               held while a layer with that key is being built
