@@ -15,6 +15,8 @@
 # Then the incremental case: the top layer changes (about 4% of the data: files changed, deleted and
 # added; see change() below) and we export again with the block cache from the previous export, against
 # a full mksquashfs run of the changed stack. The re-export must equal a cold export byte for byte.
+# Layers that layerctl builds carry a manifest (every entry with its metadata and content digest);
+# the hand-made layers here get theirs in an untimed first export, before anything is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -127,8 +129,7 @@ for input in $inputs; do
     echo
     printf '== %s: %d files, %.0f MB of file data, %d jobs\n' "${label[$input]}" "$files" "$(echo "$bytes / 1000000" | bc -l)" "$jobs"
     change "$store" "$top"
-    # Layers that layerctl builds carry a manifest (names, metadata and content digests), written as
-    # the build digests the tree. These hand-made layers get theirs on a first, untimed export.
+    # The hand-made layers' manifests (see the top of this file).
     for name in "$top" top2; do
         "$layerctl" export "$name" --store "$store" -o "$work/out-manifests" --jobs "$jobs" --no-block-cache >/dev/null
     done

@@ -1,74 +1,136 @@
+#define _GNU_SOURCE
 #include "CLayerSupport.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
-struct lc_hooked_compressor {
-    sqfs_compressor_t base;
-    sqfs_compressor_t *inner;
-    lc_compressor_hooks hooks;
+#include <sqfs/error.h>
+#include <sqfs/io.h>
+
+struct lc_fd_file {
+    sqfs_file_t base;
+    int fd;
+    sqfs_u64 size;
 };
 
-static void hooked_destroy(sqfs_object_t *object) {
-    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)object;
-    sqfs_destroy(self->inner);
-    free(self);
-}
+static void fd_file_destroy(sqfs_object_t *object) { free(object); }
 
-static sqfs_object_t *hooked_copy(const sqfs_object_t *object) {
-    const struct lc_hooked_compressor *self = (const struct lc_hooked_compressor *)object;
-    return (sqfs_object_t *)lc_hooked_compressor_create(self->inner, &self->hooks);
-}
-
-static void hooked_get_configuration(const sqfs_compressor_t *cmp, sqfs_compressor_config_t *cfg) {
-    const struct lc_hooked_compressor *self = (const struct lc_hooked_compressor *)cmp;
-    self->inner->get_configuration(self->inner, cfg);
-}
-
-static int hooked_write_options(sqfs_compressor_t *cmp, sqfs_file_t *file) {
-    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)cmp;
-    return self->inner->write_options(self->inner, file);
-}
-
-static int hooked_read_options(sqfs_compressor_t *cmp, sqfs_file_t *file) {
-    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)cmp;
-    return self->inner->read_options(self->inner, file);
-}
-
-static sqfs_s32 hooked_do_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out,
-                                 sqfs_u32 outsize) {
-    struct lc_hooked_compressor *self = (struct lc_hooked_compressor *)cmp;
-    sqfs_u8 key[32];
-    sqfs_s32 result = -1;
-    if (self->hooks.lookup != NULL)
-        result = (sqfs_s32)self->hooks.lookup(self->hooks.context, in, size, out, outsize, key);
-    if (result < 0) {
-        result = self->inner->do_block(self->inner, in, size, out, outsize);
-        if (result >= 0 && self->hooks.store != NULL)
-            self->hooks.store(self->hooks.context, key, out, result);
+static int fd_file_read_at(sqfs_file_t *base, sqfs_u64 offset, void *buffer, size_t size) {
+    struct lc_fd_file *file = (struct lc_fd_file *)base;
+    if (offset + size > file->size)
+        return SQFS_ERROR_OUT_OF_BOUNDS;
+    while (size > 0) {
+        ssize_t n = pread(file->fd, buffer, size, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return SQFS_ERROR_IO;
+        buffer = (char *)buffer + n;
+        offset += (sqfs_u64)n;
+        size -= (size_t)n;
     }
-    if (result >= 0 && self->hooks.account != NULL)
-        self->hooks.account(self->hooks.context, size, result);
-    return result;
+    return 0;
 }
 
-sqfs_compressor_t *lc_hooked_compressor_create(const sqfs_compressor_t *inner, const lc_compressor_hooks *hooks) {
-    struct lc_hooked_compressor *self = calloc(1, sizeof(*self));
-    if (self == NULL)
-        return NULL;
-    self->inner = sqfs_copy(inner);
-    if (self->inner == NULL) {
-        free(self);
-        return NULL;
+static int fd_file_write_at(sqfs_file_t *base, sqfs_u64 offset, const void *buffer, size_t size) {
+    struct lc_fd_file *file = (struct lc_fd_file *)base;
+    sqfs_u64 end = offset + size;
+    while (size > 0) {
+        ssize_t n = pwrite(file->fd, buffer, size, (off_t)offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return SQFS_ERROR_IO;
+        buffer = (const char *)buffer + n;
+        offset += (sqfs_u64)n;
+        size -= (size_t)n;
     }
-    self->hooks = *hooks;
-    self->base.base.destroy = hooked_destroy;
-    self->base.base.copy = hooked_copy;
-    self->base.get_configuration = hooked_get_configuration;
-    self->base.write_options = hooked_write_options;
-    self->base.read_options = hooked_read_options;
-    self->base.do_block = hooked_do_block;
-    return &self->base;
+    if (end > file->size)
+        file->size = end;
+    return 0;
+}
+
+static sqfs_u64 fd_file_get_size(const sqfs_file_t *base) { return ((const struct lc_fd_file *)base)->size; }
+
+static int fd_file_truncate(sqfs_file_t *base, sqfs_u64 size) {
+    struct lc_fd_file *file = (struct lc_fd_file *)base;
+    if (ftruncate(file->fd, (off_t)size) != 0)
+        return SQFS_ERROR_IO;
+    file->size = size;
+    return 0;
+}
+
+sqfs_file_t *lc_sqfs_fd_file(int fd) {
+    struct lc_fd_file *file = calloc(1, sizeof(*file));
+    if (file == NULL)
+        return NULL;
+    file->fd = fd;
+    file->base.base.destroy = fd_file_destroy;
+    file->base.read_at = fd_file_read_at;
+    file->base.write_at = fd_file_write_at;
+    file->base.get_size = fd_file_get_size;
+    file->base.truncate = fd_file_truncate;
+    return &file->base;
+}
+
+void lc_sqfs_fd_file_grow(sqfs_file_t *base, sqfs_u64 size) {
+    struct lc_fd_file *file = (struct lc_fd_file *)base;
+    if (size > file->size)
+        file->size = size;
+}
+
+int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset, size_t length) {
+    loff_t from = (loff_t)in_offset, to = (loff_t)out_offset;
+    while (length > 0) {
+        ssize_t n = copy_file_range(in_fd, &from, out_fd, &to, length, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        length -= (size_t)n;
+    }
+    return 0;
+}
+
+void lc_start_writeback(int fd, sqfs_u64 offset, sqfs_u64 length) {
+    sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
+}
+
+sqfs_inode_generic_t *lc_sqfs_file_inode(sqfs_u64 blocks_start, sqfs_u64 file_size, sqfs_u64 sparse,
+                                         sqfs_u32 fragment_index, sqfs_u32 fragment_offset, const sqfs_u32 *sizes,
+                                         size_t count) {
+    size_t extra = count * sizeof(sqfs_u32);
+    sqfs_inode_generic_t *inode = calloc(1, sizeof(*inode) + extra);
+    if (inode == NULL)
+        return NULL;
+    inode->payload_bytes_available = (sqfs_u32)extra;
+    inode->payload_bytes_used = (sqfs_u32)extra;
+    if (count > 0)
+        memcpy(inode->extra, sizes, extra);
+    if (blocks_start > 0xFFFFFFFFu || file_size > 0xFFFFFFFFu || sparse > 0) {
+        inode->base.type = SQFS_INODE_EXT_FILE;
+        inode->data.file_ext.blocks_start = blocks_start;
+        inode->data.file_ext.file_size = file_size;
+        inode->data.file_ext.sparse = sparse;
+        inode->data.file_ext.nlink = 1;
+        inode->data.file_ext.fragment_idx = fragment_index;
+        inode->data.file_ext.fragment_offset = fragment_offset;
+        inode->data.file_ext.xattr_idx = 0xFFFFFFFFu;
+    } else {
+        inode->base.type = SQFS_INODE_FILE;
+        inode->data.file.blocks_start = (sqfs_u32)blocks_start;
+        inode->data.file.file_size = (sqfs_u32)file_size;
+        inode->data.file.fragment_index = fragment_index;
+        inode->data.file.fragment_offset = fragment_offset;
+    }
+    return inode;
 }
 
 sqfs_inode_generic_t *lc_sqfs_special_inode(int type, sqfs_u32 nlink, sqfs_u32 devno, const char *target,

@@ -164,6 +164,12 @@ struct ExportTests {
         #expect(bytes(out + "/after") == bytes(out + "/cold"), "the incremental export differs from a cold one")
         #expect(bytes(out + "/after") != bytes(out + "/before"))
 
+        // The same stack again: every block is found by what it is made of, none compressed.
+        let repeated = try export("gaming", store: store, to: out + "/repeated", ["--json-result"])
+        let third = try JSONSerialization.jsonObject(with: Data(repeated.stdout.utf8)) as? [String: Any]
+        #expect(third?["cacheMisses"] as? Int == 0, "\(repeated.stdout)")
+        #expect(bytes(out + "/repeated") == bytes(out + "/cold"))
+
         let mounted = try KernelMount.squashfs(out + "/after")
         defer { KernelMount.unmount(mounted) }
         #expect(try String(contentsOfFile: mounted + "/etc/added", encoding: .utf8) == "added\n")
@@ -178,6 +184,31 @@ struct ExportTests {
         let counts = try JSONSerialization.jsonObject(with: Data(refilled.stdout.utf8)) as? [String: Any]
         #expect(counts?["cacheHits"] as? Int == 0)
         #expect(bytes(out + "/refilled") == bytes(out + "/cold"))
+    }
+
+    @Test("Each built layer has a manifest; a damaged one is an error naming it, a missing one is made again")
+    func manifests() throws {
+        let store = try demoStore()
+        let out = try Harness.temporaryDirectory("images")
+        let keys = try Store(root: store).chain(try #require(try Store(root: store).ref("gaming")))
+        for key in keys {
+            #expect(FileManager.default.fileExists(atPath: store + "/layers/" + key + "/manifest"), "\(key)")
+        }
+        _ = try export("gaming", store: store, to: out + "/first", ["--no-block-cache"])
+
+        let manifest = store + "/layers/" + keys[1] + "/manifest"
+        let original = bytes(manifest)
+        try original.prefix(original.count / 2).write(to: URL(fileURLWithPath: manifest))
+        let damaged = try Harness.run(["export", "gaming", "--store", store, "-o", out + "/damaged"])
+        #expect(damaged.status == 3)
+        #expect(damaged.stderr.contains(manifest) && damaged.stderr.contains("damaged"), "\(damaged.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out + "/damaged"))
+
+        // A layer stored before manifests were kept: its first export walks the tree and keeps one.
+        try FileManager.default.removeItem(atPath: manifest)
+        _ = try export("gaming", store: store, to: out + "/again", ["--no-block-cache"])
+        #expect(bytes(manifest) == original)
+        #expect(bytes(out + "/again") == bytes(out + "/first"))
     }
 
     @Test("kill -9 during an export leaves no file at the output path, and an older image there stays")

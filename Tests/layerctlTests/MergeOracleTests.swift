@@ -44,6 +44,14 @@ struct MergeOracleTests {
                 sourceLocation: sourceLocation)
         }
 
+        // The image comes from the layers' manifests; `diff` merges the layer trees themselves
+        // (StackMerge). The two merges must agree.
+        let layerSide = try Harness.run(["diff", top, image, "--store", stack.store, "--files"])
+        #expect(
+            layerSide.status == ours.status,
+            "layerctl diff \(top) image:\n\(layerSide.stdout.prefix(2000))\(layerSide.stderr)",
+            sourceLocation: sourceLocation)
+
         let listing = try KernelMount.run("/usr/bin/unsquashfs", ["-lls", image])
         #expect(listing.status == 0, "unsquashfs -lls: \(listing.output.suffix(500))", sourceLocation: sourceLocation)
         let tar = try KernelMount.run("/bin/sh", ["-c", "sqfs2tar '\(image)' > /dev/null"])
@@ -256,7 +264,9 @@ struct MergeOracleTests {
                 try FileManager.default.removeItem(atPath: layers + "/" + key + "/manifest")
             }
             let before = try exportAsNobody("before.squashfs")
-            #expect(try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/manifests.squashfs"]).status == 0)
+            #expect(
+                try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/manifests.squashfs"]).status
+                    == 0)
             let rootImage = FileManager.default.contents(atPath: out + "/root.squashfs")
             if recorded {
                 #expect(before.status == 0, "\(before.output)")

@@ -37,27 +37,30 @@ int lc_unshare_build_namespaces(int isolate_network);
 /// own absolute symlinks must never lead a write onto the host, and glibc has no openat2 wrapper.
 int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode);
 
-/// What a hooked compressor asks before and tells after each block. The functions are called from
-/// libsquashfs's worker threads at once, so they must be thread-safe; any of them may be NULL.
-typedef struct lc_compressor_hooks {
-    void *context;
-    /// Looks up the uncompressed block `in` in a cache. On a hit, copies the cached result to `out`
-    /// and returns its size (0 meaning "stored uncompressed"); on a miss returns -1. Either way
-    /// writes the block's 32-byte cache key to `key`.
-    long (*lookup)(void *context, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out, sqfs_u32 outsize,
-                   sqfs_u8 *key);
-    /// Records what the real compressor returned for the block with cache key `key`.
-    void (*store)(void *context, const sqfs_u8 *key, const sqfs_u8 *out, sqfs_s32 result);
-    /// Counts a finished block: `size` bytes in, `result` bytes out (0: stored as it is).
-    void (*account)(void *context, sqfs_u32 size, sqfs_s32 result);
-} lc_compressor_hooks;
+/// A libsquashfs file over an open, empty file descriptor, which stays the caller's to close.
+/// Exists because libsquashfs opens files only by path, and the image writer also writes to the
+/// descriptor itself (copy_file_range from the block cache, early writeback).
+sqfs_file_t *lc_sqfs_fd_file(int fd);
 
-/// Wraps a copy of `inner` in a compressor that asks `hooks` before compressing a block and tells
-/// it every result. Exists because libsquashfs's block processor takes an `sqfs_compressor_t`, a C
-/// struct of function pointers that it copies once per worker thread; wrapping the compressor keeps
-/// that worker pipeline as it is while no block is compressed twice, and counts what the workers
-/// have done. Returns NULL on failure.
-sqfs_compressor_t *lc_hooked_compressor_create(const sqfs_compressor_t *inner, const lc_compressor_hooks *hooks);
+/// Tells a file from lc_sqfs_fd_file that the caller wrote up to `size` through the descriptor.
+void lc_sqfs_fd_file_grow(sqfs_file_t *file, sqfs_u64 size);
+
+/// Copies `length` bytes between two files inside the kernel (copy_file_range), the whole length
+/// or fail: 0, or -1 with errno set. Exists because glibc declares copy_file_range only under
+/// _GNU_SOURCE, which Swift's Glibc module does not set.
+int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset, size_t length);
+
+/// Starts writing a range of a file to disk without waiting (sync_file_range with
+/// SYNC_FILE_RANGE_WRITE), so that a later fsync finds most of it written. Same reason.
+void lc_start_writeback(int fd, sqfs_u64 offset, sqfs_u64 length);
+
+/// A regular file's inode: data blocks from `blocks_start` with on-disk `sizes` (`count` of
+/// them), and its tail at `fragment_offset` in fragment block `fragment_index` (0xFFFFFFFF for
+/// none). Extended when a field needs it. Free with free(3). Exists because libsquashfs makes file
+/// inodes only inside its block processor, and layerctl lays out file data itself.
+sqfs_inode_generic_t *lc_sqfs_file_inode(sqfs_u64 blocks_start, sqfs_u64 file_size, sqfs_u64 sparse,
+                                         sqfs_u32 fragment_index, sqfs_u32 fragment_offset, const sqfs_u32 *sizes,
+                                         size_t count);
 
 /// Allocates an inode of `type` (socket, fifo, device or symlink) with its link count, device
 /// number and symlink target set. Exists because the symlink target lives in the inode's flexible

@@ -74,7 +74,7 @@ public struct Exporter: Sendable {
             var skipped: [String: (count: Int, first: String)] = [:]
             do {  // the writer closes its own handle on the file before the image is committed
                 let writer = try SquashfsWriter(
-                    output: output.writePath, options: request.options,
+                    fd: output.fd, output: request.output, options: request.options,
                     cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil)
                 if let reason = writer.cacheUnavailable { warning("exporting without the block cache: \(reason)") }
                 try writer.write(

@@ -11,7 +11,7 @@ import Glibc
 final class ImageOutput {
     let path: String
     let fd: Int32
-    /// The name the writer opens: the unnamed file through /proc, or the stand-in.
+    /// A name of the file while it is written: the unnamed file through /proc, or the stand-in.
     let writePath: String
     private var fallbackPath: String?
     private var committed = false

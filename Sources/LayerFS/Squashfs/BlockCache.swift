@@ -7,75 +7,56 @@ import Synchronization
 
 /// Compressed blocks remembered across exports, so no block is compressed twice.
 ///
-/// A block's cache key is sha256 over a tag naming the compressor, level, block size and a probe of
-/// the compressor library's output, followed by the uncompressed bytes. The probe is the digest of
-/// one fixed block compressed by the real compressor: a compressor library that compresses
-/// differently gets a different tag, so a cached block is only ever what a cold run would write.
+/// Every block is stored under two kinds of key, both sha256 over a tag naming the compressor,
+/// level, block size and a probe of the compressor library's output (so a library that compresses
+/// differently never meets another's blocks), followed by:
+/// - its uncompressed bytes: the key of any block, found after reading it;
+/// - what it is made of: "data block N of the file whose content digest is D", or "these tails of
+///   these files, in this order" for a fragment block. Content digests come from the layers'
+///   manifests, so these keys are known before anything is read, and a block found by one is
+///   copied into the image without reading its files at all.
 ///
 /// The cache is a folder per tag, `cache/blocks/<tag>/`, of pack files. Each export appends the
 /// blocks it compresses to a pack of its own, `NAME.pack`, and when the export succeeds it fsyncs
-/// the pack and publishes `NAME.index` (key, offset, length per block) by rename(2). Only indexed
-/// blocks are ever read, so a killed export leaves at most a pack nobody reads, which the next
-/// export removes once no process holds its lock.
+/// the pack and publishes `NAME.index` (key, offset, squashfs size word per block) by rename(2).
+/// Only indexed blocks are ever read, so a killed export leaves at most a pack nobody reads, which
+/// the next export removes once no process holds its lock.
 final class BlockCache: @unchecked Sendable {
-    // @unchecked: the hooks run on libsquashfs's worker threads at once. `known` and `packs` are
-    // immutable after init; `fresh` and `counters` are behind Mutexes, the end of the new pack is
-    // an Atomic, and pread/pwrite at distinct offsets need no lock.
+    // @unchecked: used by the writer's workers at once. `known` and `packs` are immutable after
+    // init; `fresh` and `counters` are behind Mutexes, the end of the new pack is an Atomic, and
+    // pread/pwrite at distinct offsets need no lock.
     let directory: String
-    private let tag: [UInt8]
-    private let known: [Key: Location]
+    let tag: [UInt8]
+    private let known: [Hash256: Location]
     private let packs: [Int32]
     private let pack: Int32
     private let packName: String
     private let end = Atomic<Int>(0)
-    private let fresh = Mutex<[Key: Location]>([:])
-    private let counters = Mutex(Counters())
+    private let fresh = Mutex<[Hash256: Location]>([:])
     private var published = false
 
-    struct Counters: Sendable {
-        var hits = 0
-        var misses = 0
-    }
-
-    /// A sha256 cache key.
-    struct Key: Hashable, Sendable {
-        var words: (UInt64, UInt64, UInt64, UInt64)
-
-        init(_ bytes: UnsafeRawPointer) {
-            words = (
-                bytes.loadUnaligned(as: UInt64.self), bytes.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                bytes.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
-                bytes.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
-            )
-        }
-
-        static func == (a: Key, b: Key) -> Bool { a.words == b.words }
-
-        func hash(into hasher: inout Hasher) { hasher.combine(words.0) }
-    }
-
-    /// Where a block's compressed bytes are: pack `pack` (an index into `packs`; -1 for the pack
-    /// this export writes), `length` bytes at `offset`. A length of 0 means the block does not
-    /// compress and is stored as it is.
+    /// Where a block's on-disk bytes are: pack `pack` (an index into `packs`; -1 for the pack this
+    /// export writes), at `offset`. `word` is the block's squashfs size word: its length on disk,
+    /// with bit 24 set when it is stored uncompressed.
     struct Location: Sendable {
         var pack: Int32
-        var length: UInt32
+        var word: UInt32
         var offset: UInt64
+
+        var length: Int { Int(word & 0x00FF_FFFF) }
     }
 
-    static let indexMagic = Array("LCBI0001".utf8)
+    static let indexMagic = Array("LCBI0002".utf8)
     static let recordSize = 32 + 8 + 4
-
-    var statistics: Counters { counters.withLock { $0 } }
 
     init(root: String, options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>) throws {
         let probe = try Self.probe(compressor, blockSize: Int(options.blockSize))
-        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)"
+        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)-2"
         directory = root + "/" + name
-        tag = Array("layerctl block cache 1 \(name)\n".utf8)
+        tag = Array("layerctl block cache 2 \(name)\n".utf8)
         try FileSystem.makeDirectories(directory)
 
-        var known: [Key: Location] = [:]
+        var known: [Hash256: Location] = [:]
         var packs: [Int32] = []
         for file in try FileSystem.listDirectory(directory) {
             if file.hasSuffix(".pack") {
@@ -93,10 +74,10 @@ final class BlockCache: @unchecked Sendable {
             index.withUnsafeBytes { raw in
                 var at = 8
                 while at < raw.count {
-                    let key = Key(raw.baseAddress! + at)
-                    let offset = raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self)
-                    let length = raw.loadUnaligned(fromByteOffset: at + 40, as: UInt32.self)
-                    known[key] = Location(pack: number, length: length, offset: offset)
+                    let key = Hash256(raw.baseAddress! + at)
+                    let offset = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self))
+                    let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 40, as: UInt32.self))
+                    known[key] = Location(pack: number, word: word, offset: offset)
                     at += Self.recordSize
                 }
             }
@@ -128,52 +109,64 @@ final class BlockCache: @unchecked Sendable {
     /// Makes the blocks this export compressed available to later ones: fsyncs the pack, then
     /// publishes its index. Call once, after the image is complete.
     func publish() throws {
-        let entries = fresh.withLock { $0 }.filter { $0.value.pack == -1 }.sorted { $0.value.offset < $1.value.offset }
+        let entries = fresh.withLock { $0 }.sorted { $0.value.offset < $1.value.offset }
         guard !entries.isEmpty else { return }
         try sys("write the block cache", packName + ".pack") { fsync(pack) }
-        var index = Self.indexMagic
-        index.reserveCapacity(8 + entries.count * Self.recordSize)
+        var index = ByteWriter()
+        index.bytes = Self.indexMagic
+        index.bytes.reserveCapacity(8 + entries.count * Self.recordSize)
         for (key, location) in entries {
-            withUnsafeBytes(of: key.words) { index.append(contentsOf: $0) }
-            withUnsafeBytes(of: location.offset.littleEndian) { index.append(contentsOf: $0) }
-            withUnsafeBytes(of: location.length.littleEndian) { index.append(contentsOf: $0) }
+            index.bytes += key.bytes
+            index.put(location.offset)
+            index.put(location.word)
         }
-        try FileSystem.writeAtomically(Data(index), to: packName + ".index")
+        try FileSystem.writeAtomically(Data(index.bytes), to: packName + ".index")
         published = true
     }
 
-    /// Looks up a block; on a hit copies its compressed bytes to `output` and returns their count.
-    func lookup(
-        _ block: UnsafeRawBufferPointer, _ output: UnsafeMutablePointer<UInt8>, _ capacity: Int,
-        _ keyBytes: UnsafeMutablePointer<UInt8>
-    ) -> Int {
+    /// The key of a block by its uncompressed bytes.
+    func key(of block: UnsafeRawBufferPointer) -> Hash256 {
         var hasher = SHA256()
         hasher.update(data: tag)
         hasher.update(bufferPointer: block)
-        hasher.finalize().withUnsafeBytes {
-            keyBytes.update(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: 32)
-        }
-        let key = Key(keyBytes)
-        guard let location = known[key] ?? fresh.withLock({ $0[key] }), Int(location.length) <= capacity else {
-            counters.withLock { $0.misses += 1 }
-            return -1
-        }
-        let fd = location.pack < 0 ? pack : packs[Int(location.pack)]
-        let length = Int(location.length)
-        if length > 0 && pread(fd, output, length, off_t(location.offset)) != length {
-            counters.withLock { $0.misses += 1 }
-            return -1
-        }
-        counters.withLock { $0.hits += 1 }
-        return length
+        return Hash256(hasher.finalize())
     }
 
-    /// Remembers what the compressor made of the block whose key is `keyBytes`.
-    func store(_ keyBytes: UnsafePointer<UInt8>, _ result: UnsafeRawBufferPointer) {
-        let key = Key(keyBytes)
-        let offset = end.add(result.count, ordering: .relaxed).newValue - result.count
-        if result.count > 0 && pwrite(pack, result.baseAddress, result.count, off_t(offset)) != result.count { return }
-        fresh.withLock { $0[key] = Location(pack: -1, length: UInt32(result.count), offset: UInt64(offset)) }
+    /// The key of a block by what it is made of, which `recipe` feeds to the hasher (see the
+    /// type's documentation).
+    func key(recipe: (inout SHA256) -> Void) -> Hash256 {
+        var hasher = SHA256()
+        hasher.update(data: tag)
+        recipe(&hasher)
+        return Hash256(hasher.finalize())
+    }
+
+    func location(_ key: Hash256) -> Location? { known[key] ?? fresh.withLock { $0[key] } }
+
+    /// The open pack file that holds the block at `location`.
+    func packFile(_ location: Location) -> Int32 { location.pack < 0 ? pack : packs[Int(location.pack)] }
+
+    /// Remembers a block's on-disk bytes under every key in `keys`.
+    func store(_ keys: [Hash256], word: UInt32, bytes: UnsafeRawBufferPointer) {
+        let offset = end.add(bytes.count, ordering: .relaxed).newValue - bytes.count
+        if bytes.count > 0 && pwrite(pack, bytes.baseAddress, bytes.count, off_t(offset)) != bytes.count { return }
+        let location = Location(pack: -1, word: word, offset: UInt64(offset))
+        fresh.withLock { table in for key in keys { table[key] = location } }
+    }
+
+    /// Makes `key` name the block at `location` too. Blocks of earlier packs are copied into this
+    /// export's pack, whose index can only point into it.
+    func alias(_ key: Hash256, to location: Location) {
+        if location.pack < 0 {
+            fresh.withLock { $0[key] = location }
+            return
+        }
+        let length = location.length
+        let offset = end.add(length, ordering: .relaxed).newValue - length
+        if length > 0 && lc_copy_range(packs[Int(location.pack)], location.offset, pack, UInt64(offset), length) != 0 {
+            return
+        }
+        fresh.withLock { $0[key] = Location(pack: -1, word: location.word, offset: UInt64(offset)) }
     }
 
     /// Removes a pack no process writes and no index names: what a killed export left.

@@ -1,5 +1,8 @@
+import CLayerSupport
 import CSquashfs
+import Crypto
 import Glibc
+import Synchronization
 
 /// Frees a libsquashfs object (sqfs_destroy on an opaque handle).
 func sqfsDestroy(_ object: OpaquePointer?) {
@@ -7,42 +10,20 @@ func sqfsDestroy(_ object: OpaquePointer?) {
 }
 
 extension SquashfsWriter {
-    /// Feeds every distinct regular file, in the tree's depth-first order, to a block processor and
-    /// waits for the last block. Each file's inode lands in `inodes[index]`. Returns the fragment
-    /// table, which the caller writes out and frees.
+    /// Writes the file data in the order `DataLayout` fixes: worker threads read and compress the
+    /// units (or copy them from the block cache) while this thread writes the finished ones in
+    /// order. Each distinct file's inode lands in `inodes[index]`. Returns the fragment table,
+    /// which the caller writes out and frees.
     func writeData(
         _ tree: MergedTree, into inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
         progress: (Progress) -> Void
     ) throws -> OpaquePointer {
-        guard let blockWriter = sqfs_block_writer_create(file, Int(SQFS_DEVBLK_SIZE), 0) else {
-            throw SquashfsError("create the block writer", SQFS_ERROR_ALLOC.rawValue)
-        }
-        defer { sqfs_destroy(blockWriter) }
+        let layout = DataLayout(tree, blockSize: Int(options.blockSize))
         guard let fragments = sqfs_frag_table_create(0) else {
             throw SquashfsError("create the fragment table", SQFS_ERROR_ALLOC.rawValue)
         }
-        var description = sqfs_block_processor_desc_t()
-        description.size = UInt32(MemoryLayout<sqfs_block_processor_desc_t>.size)
-        description.max_block_size = options.blockSize
-        description.num_workers = UInt32(options.jobs)
-        // Small files reach the workers one fragment at a time; a deep backlog keeps them busy instead
-        // of waking them per file (64 per worker measured 10% faster than 16 on 50,000 small files).
-        description.max_backlog = UInt32(max(3, options.jobs * 64))
-        description.cmp = dataCompressor
-        description.wr = blockWriter
-        description.tbl = fragments
-        description.file = file
-        description.uncmp = decompressor
-        var created: OpaquePointer?
-        let status = sqfs_block_processor_create_ex(&description, &created)
-        guard status == 0, let processor = created else {
-            sqfsDestroy(fragments)
-            throw SquashfsError("start \(options.jobs) compression workers", status)
-        }
         do {
-            defer { sqfsDestroy(processor) }
-            try feed(tree, to: processor, inodes: inodes, progress: progress)
-            try sqfs("finish the data blocks of the image") { sqfs_block_processor_finish(processor) }
+            try writeUnits(layout, tree, fragments: fragments, inodes: inodes, progress: progress)
         } catch {
             sqfsDestroy(fragments)
             throw error
@@ -50,99 +31,383 @@ extension SquashfsWriter {
         return fragments
     }
 
-    /// Fragment blocks pack the tails of many files, so one file added or removed would shift every
-    /// later fragment block and defeat the block cache. The writer therefore closes the current
-    /// fragment block after files whose path hash marks a boundary, once at least this many tail
-    /// bytes were packed since the last one: a change then touches only the fragment blocks between
-    /// two boundaries, a little over 4 MiB of tails. Closing waits for the blocks in flight, which is
-    /// why boundaries are not more frequent.
-    static let minimumFragmentRun: UInt64 = 4 << 20
-
-    /// True for about one path in eight, decided by the path alone (FNV-1a).
-    static func isFragmentBoundary(_ path: [UInt8]) -> Bool {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in path { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return hash % 8 == 0
-    }
-
-    private func feed(
-        _ tree: MergedTree, to processor: OpaquePointer,
-        inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
-        progress: (Progress) -> Void
+    private func writeUnits(
+        _ layout: DataLayout, _ tree: MergedTree, fragments: OpaquePointer,
+        inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>, progress: (Progress) -> Void
     ) throws {
-        let chunk = 1 << 20
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
-        defer { buffer.deallocate() }
-        var bytesIn: UInt64 = 0
+        var starts = [UInt64](repeating: 0, count: layout.files.count)
+        var words = [[UInt32]](repeating: [], count: layout.files.count)
+        let context = UnitContext(tree: tree, layout: layout, cache: cache, compressor: compressor, tally: tally)
         var reported: UInt64 = 0
-        var packed: UInt64 = 0
-        var directories = DirectoryHandles()
-        defer { directories.closeAll() }
-        for index in tree.depthFirst() {
-            let entry = tree.entries[index]
-            guard entry.kind == .regular, entry.hardLinkTarget == nil else { continue }
-            let fd = try directories.open(entry.source)
-            defer { close(fd) }
-            try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") {
-                sqfs_block_processor_begin_file(processor, &inodes[index], nil, 0)
-            }
-            // Layer trees never change, so the size the merge saw is the size to read.
-            var remaining = Int(entry.size)
-            while remaining > 0 {
-                let count = read(fd, buffer, min(chunk, remaining))
-                if count < 0 {
-                    if errno == EINTR { continue }
-                    throw SystemError("read", RawPath.string(entry.source))
+        var end = size
+        var writtenBack = end
+        var copy = PendingCopy(fd: fd, path: output)
+        // Deep enough that a slow unit does not idle the other workers; each waiting unit holds at
+        // most `blocksPerUnit` blocks.
+        let work = OrderedWork<UnitOutput>(count: layout.units.count, window: 4 * options.jobs + 4)
+        try work.run(workers: options.jobs, makeJob: { try UnitWorker(context).run }) { number, output in
+            let at = end
+            for piece in output.pieces {
+                switch piece {
+                case .made(let offset, let length):
+                    try copy.flush()
+                    try FileSystem.writeAll(
+                        fd, UnsafeRawBufferPointer(start: output.buffer! + offset, count: length), at: end,
+                        to: self.output)
+                case .cached(let pack, let offset, let length):
+                    try copy.add(pack: pack, offset: offset, length: length, at: end)
                 }
-                if count == 0 {
-                    throw SystemError("read", RawPath.string(entry.source) + " (it shrank while read)", errno: EIO)
+                end += UInt64(piece.length)
+            }
+            if let cache {
+                for note in output.notes {
+                    switch note {
+                    case .made(let keys, let word, let offset):
+                        let bytes = UnsafeRawBufferPointer(
+                            start: output.buffer.map { $0 + offset }, count: Int(word & 0x00FF_FFFF))
+                        cache.store(keys, word: word, bytes: bytes)
+                    case .alias(let key, let location):
+                        cache.alias(key, to: location)
+                    }
                 }
-                remaining -= count
-                try sqfs("compress \(RawPath.string(tree.path(of: index)))") {
-                    sqfs_block_processor_append(processor, buffer, count)
-                }
-                bytesIn += UInt64(count)
             }
-            try sqfs("add \(RawPath.string(tree.path(of: index))) to the image") {
-                sqfs_block_processor_end_file(processor)
+            // Start writing to disk now, so that the fsync at the end finds little left to do.
+            if end - writtenBack >= 8 << 20 {
+                try copy.flush()
+                lc_start_writeback(fd, writtenBack, end - writtenBack)
+                writtenBack = end
             }
-            packed += entry.size % UInt64(options.blockSize)
-            if packed >= Self.minimumFragmentRun && Self.isFragmentBoundary(tree.path(of: index)) {
-                try sqfs("close a fragment block") { sqfs_block_processor_finish(processor) }
-                packed = 0
+            switch layout.units[number] {
+            case .blocks(let index, let first, _):
+                if first == 0 { starts[index] = at }
+                words[index] += output.words
+            case .fragment(let block):
+                var index: UInt32 = 0
+                try sqfs("record a fragment block") { sqfs_frag_table_append(fragments, at, output.words[0], &index) }
+                precondition(Int(index) == block, "fragment blocks are written in layout order")
             }
+            let bytesIn = tally.bytesIn
             if bytesIn - reported >= 4 << 20 {
                 reported = bytesIn
-                progress(Progress(bytesIn: bytesIn, bytesOut: size, ratio: compressionRatio))
+                progress(Progress(bytesIn: bytesIn, bytesOut: end, ratio: tally.ratio))
             }
+        }
+        try copy.flush()
+        lc_sqfs_fd_file_grow(file, end)
+        for (index, number) in layout.fileOfEntry.enumerated()
+        where number >= 0 && tree.entries[index].hardLinkTarget == nil {
+            let data = layout.files[number]
+            let sparse = UInt64(words[number].count { $0 == 0 }) * UInt64(options.blockSize)
+            let inode = words[number].withUnsafeBufferPointer { sizes in
+                lc_sqfs_file_inode(
+                    data.blocks > 0 ? starts[number] : 0, data.size, sparse,
+                    data.fragment.map { UInt32($0.block) } ?? 0xFFFF_FFFF,
+                    data.fragment.map { UInt32($0.offset) } ?? 0xFFFF_FFFF, sizes.baseAddress, sizes.count)
+            }
+            guard let inode else { throw SquashfsError("create a file inode", SQFS_ERROR_ALLOC.rawValue) }
+            inodes[index] = inode
         }
     }
 }
 
-/// Opens files relative to their directory, keeping the last few directories open: files of one
-/// directory come one after another, and openat(2) then resolves one name instead of a whole path.
-private struct DirectoryHandles {
-    private var handles: [[UInt8]: Int32] = [:]
+/// Cached blocks waiting to be copied into the image: neighbours in a pack that are neighbours in
+/// the image too are copied with one call.
+private struct PendingCopy {
+    let fd: Int32
+    let path: String
+    private var pending: (pack: Int32, offset: UInt64, length: Int, at: UInt64)?
 
-    mutating func open(_ path: [UInt8]) throws -> Int32 {
-        let slash = path.lastIndex(of: UInt8(ascii: "/")) ?? 0
-        let directory = Array(path[..<slash])
-        let name = Array(path[(slash + 1)...])
-        var dirfd = handles[directory]
-        if dirfd == nil {
-            if handles.count >= 32 { closeAll() }
-            let opened = RawPath.with(directory) { Glibc.open($0, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-            if opened < 0 { throw SystemError("open", RawPath.string(directory)) }
-            handles[directory] = opened
-            dirfd = opened
-        }
-        let fd = RawPath.with(name) { openat(dirfd!, $0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
-        if fd < 0 { throw SystemError("read", RawPath.string(path)) }
-        return fd
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
     }
 
-    mutating func closeAll() {
-        for fd in handles.values { close(fd) }
-        handles = [:]
+    mutating func add(pack: Int32, offset: UInt64, length: Int, at: UInt64) throws {
+        if let run = pending, run.pack == pack, run.offset + UInt64(run.length) == offset,
+            run.at + UInt64(run.length) == at
+        {
+            pending!.length += length
+            return
+        }
+        try flush()
+        pending = (pack, offset, length, at)
+    }
+
+    mutating func flush() throws {
+        guard let run = pending else { return }
+        pending = nil
+        if lc_copy_range(run.pack, run.offset, fd, run.at, run.length) != 0 {
+            throw SystemError("copy cached blocks into", path)
+        }
+    }
+}
+
+/// Bytes read and written and blocks compressed or reused, counted by the workers at once.
+final class DataTally: Sendable {
+    private let read = Atomic<UInt64>(0)
+    private let written = Atomic<UInt64>(0)
+    private let hitCount = Atomic<Int>(0)
+    private let missCount = Atomic<Int>(0)
+
+    var bytesIn: UInt64 { read.load(ordering: .relaxed) }
+    var hits: Int { hitCount.load(ordering: .relaxed) }
+    var misses: Int { missCount.load(ordering: .relaxed) }
+
+    /// Bytes on disk per byte of file data, over the blocks finished so far; nil before the first.
+    var ratio: Double? {
+        let input = read.load(ordering: .relaxed)
+        return input > 0 ? Double(written.load(ordering: .relaxed)) / Double(input) : nil
+    }
+
+    func count(in bytesIn: Int, out bytesOut: Int, fromCache: Bool) {
+        read.add(UInt64(bytesIn), ordering: .relaxed)
+        written.add(UInt64(bytesOut), ordering: .relaxed)
+        if fromCache { hitCount.add(1, ordering: .relaxed) } else { missCount.add(1, ordering: .relaxed) }
+    }
+}
+
+/// What every worker shares: the tree, its layout, the cache and the compressor to copy.
+private final class UnitContext: @unchecked Sendable {
+    // @unchecked: all immutable, except through the thread-safe cache and tally; the compressor is
+    // only copied, never used.
+    let tree: MergedTree
+    let layout: DataLayout
+    let cache: BlockCache?
+    let compressor: UnsafeMutablePointer<sqfs_compressor_t>
+    let tally: DataTally
+
+    init(
+        tree: MergedTree, layout: DataLayout, cache: BlockCache?, compressor: UnsafeMutablePointer<sqfs_compressor_t>,
+        tally: DataTally
+    ) {
+        self.tree = tree
+        self.layout = layout
+        self.cache = cache
+        self.compressor = compressor
+        self.tally = tally
+    }
+}
+
+/// A unit's blocks as they go on disk, in order: bytes a worker made, or ranges of block-cache
+/// packs, which the writing thread copies inside the kernel without reading them.
+final class UnitOutput: @unchecked Sendable {
+    // @unchecked: made by one worker, then handed whole to the writing thread.
+    enum Piece {
+        case made(offset: Int, length: Int)
+        case cached(pack: Int32, offset: UInt64, length: Int)
+
+        var length: Int {
+            switch self {
+            case .made(_, let length), .cached(_, _, let length): length
+            }
+        }
+    }
+
+    /// What the block cache should learn once the unit is written; the writing thread tells it,
+    /// so that packs hold blocks in image order and later copies join up.
+    enum Note {
+        /// A block this unit made, at `offset` in `buffer`, under its keys.
+        case made(keys: [Hash256], word: UInt32, offset: Int)
+        /// A further key for a block the cache holds.
+        case alias(Hash256, BlockCache.Location)
+    }
+
+    private let capacity: Int
+    private(set) var buffer: UnsafeMutableRawPointer?
+    private(set) var used = 0
+    private(set) var pieces: [Piece] = []
+    private(set) var words: [UInt32] = []
+    private(set) var notes: [Note] = []
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    deinit { buffer?.deallocate() }
+
+    /// Where the next made block goes; `append(made:)` then takes it.
+    var next: UnsafeMutableRawPointer {
+        if buffer == nil { buffer = UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1), alignment: 16) }
+        return buffer! + used
+    }
+
+    func remember(_ note: Note) { notes.append(note) }
+
+    func append(made word: UInt32) {
+        let length = Int(word & 0x00FF_FFFF)
+        if length > 0 {
+            if case .made(let offset, let previous) = pieces.last {
+                pieces[pieces.count - 1] = .made(offset: offset, length: previous + length)
+            } else {
+                pieces.append(.made(offset: used, length: length))
+            }
+        }
+        used += length
+        words.append(word)
+    }
+
+    /// Appends a block from a pack, joined to the previous piece when it follows it there.
+    func append(cached word: UInt32, pack: Int32, offset: UInt64) {
+        let length = Int(word & 0x00FF_FFFF)
+        if length > 0 {
+            if case .cached(pack, let start, let previous) = pieces.last, start + UInt64(previous) == offset {
+                pieces[pieces.count - 1] = .cached(pack: pack, offset: start, length: previous + length)
+            } else {
+                pieces.append(.cached(pack: pack, offset: offset, length: length))
+            }
+        }
+        words.append(word)
+    }
+}
+
+/// One worker's compressor and buffers, and the work on one unit.
+private final class UnitWorker {
+    private let context: UnitContext
+    private let compressor: UnsafeMutablePointer<sqfs_compressor_t>
+    private let input: UnsafeMutableRawPointer
+    private let blockSize: Int
+
+    /// What a data block's recipe starts with; its file's content digest and its number follow.
+    static let dataRecipe = Array("data block".utf8)
+    /// What a fragment block's recipe starts with; each tail's content digest, offset and length
+    /// follow.
+    static let fragmentRecipe = Array("fragment block".utf8)
+
+    init(_ context: UnitContext) throws {
+        self.context = context
+        blockSize = context.layout.blockSize
+        guard let copy = sqfs_copy(UnsafeRawPointer(context.compressor)) else {
+            throw SquashfsError("start a compression worker", SQFS_ERROR_ALLOC.rawValue)
+        }
+        compressor = copy.assumingMemoryBound(to: sqfs_compressor_t.self)
+        input = UnsafeMutableRawPointer.allocate(byteCount: blockSize * DataLayout.blocksPerUnit, alignment: 4096)
+    }
+
+    deinit {
+        sqfs_destroy(UnsafeMutableRawPointer(compressor))
+        input.deallocate()
+    }
+
+    func run(_ number: Int) throws -> UnitOutput {
+        switch context.layout.units[number] {
+        case .blocks(let file, let first, let count): try blocks(file, first: first, count: count)
+        case .fragment(let block): try fragment(block)
+        }
+    }
+
+    private func blocks(_ number: Int, first: Int, count: Int) throws -> UnitOutput {
+        let file = context.layout.files[number]
+        let entry = context.tree.entries[file.entry]
+        let output = UnitOutput(capacity: count * blockSize)
+        var loaded = false
+        for block in first..<(first + count) {
+            var recipe: Hash256?
+            if let cache = context.cache, let content = entry.content {
+                recipe = cache.key { hasher in
+                    hasher.update(data: UnitWorker.dataRecipe)
+                    content.feed(&hasher)
+                    withUnsafeBytes(of: UInt64(block).littleEndian) { hasher.update(bufferPointer: $0) }
+                }
+                if copyCached(recipe!, bytesIn: blockSize, into: output) { continue }
+            }
+            if !loaded {
+                try readFully(
+                    entry.source, at: UInt64(first) * UInt64(blockSize), count: count * blockSize, into: input)
+                loaded = true
+            }
+            let data = UnsafeRawBufferPointer(start: input + (block - first) * blockSize, count: blockSize)
+            if data.allSatisfy({ $0 == 0 }) {
+                if let recipe { output.remember(.made(keys: [recipe], word: 0, offset: 0)) }
+                output.append(made: 0)
+                context.tally.count(in: blockSize, out: 0, fromCache: false)
+                continue
+            }
+            try compress(data, recipe: recipe, into: output)
+        }
+        return output
+    }
+
+    private func fragment(_ block: Int) throws -> UnitOutput {
+        let pieces = context.layout.fragments[block]
+        let output = UnitOutput(capacity: blockSize)
+        var recipe: Hash256?
+        if let cache = context.cache,
+            pieces.allSatisfy({ context.tree.entries[context.layout.files[$0.file].entry].content != nil })
+        {
+            recipe = cache.key { hasher in
+                hasher.update(data: UnitWorker.fragmentRecipe)
+                for piece in pieces {
+                    context.tree.entries[context.layout.files[piece.file].entry].content!.feed(&hasher)
+                    withUnsafeBytes(of: (piece.offset.littleEndian, UInt64(piece.length).littleEndian)) {
+                        hasher.update(bufferPointer: $0)
+                    }
+                }
+            }
+            if copyCached(recipe!, bytesIn: pieces.reduce(0) { $0 + $1.length }, into: output) { return output }
+        }
+        var filled = 0
+        for piece in pieces {
+            let source = context.tree.entries[context.layout.files[piece.file].entry].source
+            try readFully(source, at: piece.offset, count: piece.length, into: input + filled)
+            filled += piece.length
+        }
+        try compress(UnsafeRawBufferPointer(start: input, count: filled), recipe: recipe, into: output)
+        return output
+    }
+
+    /// Appends the cached block `key` names; false when there is none.
+    private func copyCached(_ key: Hash256, bytesIn: Int, into output: UnitOutput) -> Bool {
+        guard let cache = context.cache, let location = cache.location(key) else { return false }
+        output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
+        context.tally.count(in: bytesIn, out: location.length, fromCache: true)
+        return true
+    }
+
+    /// Appends `data` as it goes on disk: from the cache when a block of the same bytes is there,
+    /// else compressed (or as it is, when compressing would not make it smaller) and remembered.
+    private func compress(_ data: UnsafeRawBufferPointer, recipe: Hash256?, into output: UnitOutput) throws {
+        let cache = context.cache
+        let key = cache?.key(of: data)
+        if let cache, let key, let location = cache.location(key) {
+            output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
+            // Known by its bytes but not by its recipe: remember the recipe too, for the next export.
+            if let recipe { output.remember(.alias(recipe, location)) }
+            context.tally.count(in: data.count, out: location.length, fromCache: true)
+            return
+        }
+        let target = output.next
+        let result = compressor.pointee.do_block(
+            compressor, data.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(data.count),
+            target.assumingMemoryBound(to: UInt8.self), UInt32(data.count))
+        if result < 0 { throw SquashfsError("compress a block", result) }
+        let word: UInt32
+        if result == 0 {
+            target.copyMemory(from: data.baseAddress!, byteCount: data.count)
+            word = UInt32(data.count) | (1 << 24)
+        } else {
+            word = UInt32(result)
+        }
+        if let key {
+            output.remember(.made(keys: [key] + (recipe.map { [$0] } ?? []), word: word, offset: output.used))
+        }
+        output.append(made: word)
+        context.tally.count(in: data.count, out: Int(word & 0x00FF_FFFF), fromCache: false)
+    }
+
+    /// Reads `count` bytes at `offset` of the file at `path`; a file shorter than its layer's
+    /// record says is an error, since layer trees never change.
+    private func readFully(_ path: [UInt8], at offset: UInt64, count: Int, into buffer: UnsafeMutableRawPointer) throws
+    {
+        let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+        if fd < 0 { throw SystemError("read", RawPath.string(path)) }
+        defer { close(fd) }
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", RawPath.string(path))
+            }
+            if n == 0 { throw SystemError("read", RawPath.string(path) + " (it shrank while read)", errno: EIO) }
+            done += n
+        }
     }
 }

@@ -190,7 +190,7 @@ extension SquashfsWriter {
     ) throws -> UInt32 {
         let storable = entry.xattrs.filter { attribute in
             if sqfs_get_xattr_prefix_id(attribute.name) >= 0 { return true }
-            skipped(attribute.name, entry.source)
+            skipped(attribute.name, Array(path().utf8))
             return false
         }
         guard !storable.isEmpty else { return 0xFFFF_FFFF }

@@ -2,46 +2,37 @@ import CLayerSupport
 import CSquashfs
 import Glibc
 
-/// Writes a `MergedTree` as a squashfs image with libsquashfs.
+/// Writes a `MergedTree` as a squashfs image.
 ///
-/// File data goes through libsquashfs's block processor, which compresses on `jobs` worker threads
-/// while this thread reads the next files, packs tails into fragment blocks and drops duplicate
-/// blocks and fragments. Inodes, directories and the id, fragment, export and xattr tables follow.
+/// File data is laid out by `DataLayout` and written by `jobs` worker threads that read, compress
+/// or copy from the block cache, while this thread writes their output in order. Inodes,
+/// directories and the id, fragment, export and xattr tables follow, through libsquashfs.
 /// Everything is written in an order fixed by the tree alone, so the bytes do not depend on the
-/// number of workers, inode numbers, readdir order or timing.
+/// number of workers, inode numbers, readdir order, timing or what the cache holds.
 final class SquashfsWriter {
     let options: ImageOptions
-    private let output: String
+    let output: String
+    let fd: Int32
     let file: UnsafeMutablePointer<sqfs_file_t>
     let compressor: UnsafeMutablePointer<sqfs_compressor_t>
-    let decompressor: UnsafeMutablePointer<sqfs_compressor_t>
-    /// What the block processor compresses with: the compressor wrapped with `hooks`.
-    let dataCompressor: UnsafeMutablePointer<sqfs_compressor_t>
-    private let hooks: CompressionHooks
-    private var cache: BlockCache? { hooks.cache }
+    let cache: BlockCache?
+    let tally = DataTally()
     /// Why the block cache could not be used, when it could not (for instance, a store the user
     /// may read but not write). The image is the same without it, only slower to make.
     private(set) var cacheUnavailable: String?
     var superblock = sqfs_super_t()
 
-    /// Opens `output` (truncating it) and prepares a compressor for `options`. With `cacheRoot`,
-    /// data and fragment blocks go through a `BlockCache` there.
-    init(output: String, options: ImageOptions, cacheRoot: String?) throws {
+    /// Writes to `fd`, an empty file, which stays the caller's to close; `output` names it in
+    /// messages. With `cacheRoot`, data and fragment blocks go through a `BlockCache` there.
+    init(fd: Int32, output: String, options: ImageOptions, cacheRoot: String?) throws {
         self.options = options
         self.output = output
+        self.fd = fd
         var config = try options.configuration()
         var created: UnsafeMutablePointer<sqfs_compressor_t>?
         try sqfs("create the \(options.compressionName) compressor") { sqfs_compressor_create(&config, &created) }
         guard let compressor = created else { throw SquashfsError("create the compressor", SQFS_ERROR_ALLOC.rawValue) }
-        config.flags |= UInt16(SQFS_COMP_FLAG_UNCOMPRESS.rawValue)
-        var createdDecompressor: UnsafeMutablePointer<sqfs_compressor_t>?
-        let status = sqfs_compressor_create(&config, &createdDecompressor)
-        guard status == 0, let decompressor = createdDecompressor else {
-            sqfs_destroy(compressor)
-            throw SquashfsError("create the \(options.compressor.rawValue) decompressor", status)
-        }
         var cache: BlockCache?
-        var cacheUnavailable: String?
         if let cacheRoot {
             do {
                 cache = try BlockCache(root: cacheRoot, options: options, compressor: compressor)
@@ -49,37 +40,21 @@ final class SquashfsWriter {
             {
                 cacheUnavailable = "\(error)"
             } catch {
-                sqfs_destroy(decompressor)
                 sqfs_destroy(compressor)
                 throw error
             }
         }
-        let hooks = CompressionHooks(cache: cache)
-        var table = hooks.hooks
-        guard let dataCompressor = lc_hooked_compressor_create(compressor, &table) else {
-            sqfs_destroy(decompressor)
+        guard let file = lc_sqfs_fd_file(fd) else {
             sqfs_destroy(compressor)
-            throw SquashfsError("create the compression workers' compressor", SQFS_ERROR_ALLOC.rawValue)
-        }
-        guard let file = sqfs_open_file(output, UInt32(SQFS_FILE_OPEN_OVERWRITE.rawValue)) else {
-            let error = SystemError("create image", output)
-            sqfs_destroy(dataCompressor)
-            sqfs_destroy(decompressor)
-            sqfs_destroy(compressor)
-            throw error
+            throw SquashfsError("start the image", SQFS_ERROR_ALLOC.rawValue)
         }
         self.file = file
         self.compressor = compressor
-        self.decompressor = decompressor
-        self.dataCompressor = dataCompressor
-        self.hooks = hooks
-        self.cacheUnavailable = cacheUnavailable
+        self.cache = cache
     }
 
     deinit {
         sqfs_destroy(file)
-        sqfs_destroy(dataCompressor)
-        sqfs_destroy(decompressor)
         sqfs_destroy(compressor)
     }
 
@@ -92,15 +67,12 @@ final class SquashfsWriter {
     }
 
     /// Block-cache hits and misses of this image (both zero without a cache).
-    var cacheStatistics: (hits: Int, misses: Int) {
-        let counters = cache?.statistics ?? BlockCache.Counters()
-        return (counters.hits, counters.misses)
-    }
+    var cacheStatistics: (hits: Int, misses: Int) { cache == nil ? (0, 0) : (tally.hits, tally.misses) }
 
     var size: UInt64 { file.pointee.get_size(file) }
 
     /// The compression ratio of the data blocks finished so far.
-    var compressionRatio: Double? { hooks.ratio }
+    var compressionRatio: Double? { tally.ratio }
 
     /// Lets later exports reuse the blocks this one compressed; call after `write` succeeded.
     func publishCache() throws { try cache?.publish() }
@@ -127,6 +99,6 @@ final class SquashfsWriter {
         let fragments = try writeData(tree, into: inodes, progress: progress)
         defer { sqfsDestroy(fragments) }
         try writeMetadata(tree, inodes: inodes, fragments: fragments, skippedAttribute: skippedAttribute)
-        progress(Progress(bytesIn: tree.dataBytes, bytesOut: size, ratio: hooks.ratio))
+        progress(Progress(bytesIn: tree.dataBytes, bytesOut: size, ratio: tally.ratio))
     }
 }

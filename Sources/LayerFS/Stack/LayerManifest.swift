@@ -57,7 +57,8 @@ public struct LayerManifest: Sendable {
         out.put(UInt32(entries.count))
         for (index, entry) in entries.enumerated() {
             let flags: UInt8 =
-                (opaque.contains(index) ? 1 : 0) | (entry.content != nil ? 2 : 0) | (entry.hardLinkTarget != nil ? 4 : 0)
+                (opaque.contains(index) ? 1 : 0) | (entry.content != nil ? 2 : 0)
+                | (entry.hardLinkTarget != nil ? 4 : 0)
             out.put(entry.kind.rawValue)
             out.put(flags)
             out.put(entry.permissions)

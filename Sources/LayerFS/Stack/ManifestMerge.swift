@@ -31,7 +31,10 @@ struct ManifestMerge {
         }
         var entries: [MergedTree.Entry] = []
         entries.reserveCapacity(manifests.reduce(0) { $0 + $1.entries.count })
-        entries.append(entry(roots[0], name: [], parent: 0, source: treePaths[roots[0].layer]))
+        var root = entry(roots[0], parent: 0)
+        root.name = []
+        root.source = treePaths[roots[0].layer]
+        entries.append(root)
         var hardLinks: [HardLinkKey: Int] = [:]
 
         var queue: [(index: Int, relative: [UInt8], copies: [Copy])] = [(0, [], roots)]
@@ -44,12 +47,22 @@ struct ManifestMerge {
             for stack in gather(copies) {
                 let winner = stack[0]
                 if manifests[winner.layer].isWhiteout(winner.index) { continue }
-                let name = manifests[winner.layer].entries[winner.index].name
-                let path = RawPath.join(relative, name)
                 let index = entries.count
-                var merged = entry(winner, name: name, parent: directory, source: treePaths[winner.layer] + path)
+                var merged = entry(winner, parent: directory)
+                // Only files are read, and only directories are descended into: other entries
+                // need no path, which saves two allocations per entry.
+                if merged.kind == .regular || merged.kind == .directory {
+                    var path = treePaths[winner.layer]
+                    path.reserveCapacity(path.count + relative.count + merged.name.count + 1)
+                    path += relative
+                    path.append(UInt8(ascii: "/"))
+                    path += merged.name
+                    if merged.kind == .directory {
+                        queue.append((index, Array(path[treePaths[winner.layer].count...]), visibleDirectories(stack)))
+                    }
+                    merged.source = path
+                }
                 if merged.kind == .directory {
-                    queue.append((index, path, visibleDirectories(stack)))
                 } else if let group = manifests[winner.layer].entries[winner.index].hardLinkTarget
                     ?? (groupHeads[winner.layer].contains(winner.index) ? winner.index : nil)
                 {
@@ -68,12 +81,10 @@ struct ManifestMerge {
         return MergedTree(entries: entries, trees: trees, epoch: epoch)
     }
 
-    private func entry(_ copy: Copy, name: [UInt8], parent: Int, source: [UInt8]) -> MergedTree.Entry {
+    private func entry(_ copy: Copy, parent: Int) -> MergedTree.Entry {
         var entry = manifests[copy.layer].entries[copy.index]
-        entry.name = name
         entry.parent = parent
         entry.layer = copy.layer
-        entry.source = source
         entry.mtime = min(entry.mtime, epoch)
         entry.children = 0..<0
         entry.hardLinkTarget = nil

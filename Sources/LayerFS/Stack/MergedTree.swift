@@ -29,7 +29,9 @@ public struct MergedTree: Sendable {
         public var rdev: UInt64
         public var linkTarget: [UInt8]
         public var xattrs: [ExtendedAttribute]
-        /// The path the entry's content is read from, in the layer tree that provides it.
+        /// The path the entry's content is read from, in the layer tree that provides it. A merge
+        /// from manifests sets it for regular files and directories only; other entries carry
+        /// everything in their fields.
         public var source: [UInt8]
         /// The stack position (0 = bottom) of the tree that provides the entry.
         public var layer: Int
@@ -51,7 +53,12 @@ public struct MergedTree: Sendable {
 
     /// The sum of the sizes of all distinct regular files: what an export reads.
     public var dataBytes: UInt64 {
-        entries.reduce(0) { $1.kind == .regular && $1.hardLinkTarget == nil ? $0 + $1.size : $0 }
+        // By index and field: a closure over whole entries would copy each one.
+        var total: UInt64 = 0
+        for index in entries.indices where entries[index].kind == .regular && entries[index].hardLinkTarget == nil {
+            total += entries[index].size
+        }
+        return total
     }
 
     /// The path of entry `index` inside the image, "/" for the root.

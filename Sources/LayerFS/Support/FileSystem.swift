@@ -70,6 +70,19 @@ enum FileSystem {
         }
     }
 
+    /// Writes all of `buffer` at `offset` of `fd` (pwrite), which is the file at `path`.
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: UInt64, to path: String) throws {
+        var done = 0
+        while done < buffer.count, let base = buffer.baseAddress {
+            let n = pwrite(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write", path)
+            }
+            done += n
+        }
+    }
+
     /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
     static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let temporary = path + ".tmp-\(getpid())"

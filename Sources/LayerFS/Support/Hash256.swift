@@ -32,6 +32,9 @@ public struct Hash256: Hashable, Sendable {
     /// One word is enough: the value is already uniformly distributed.
     public func hash(into hasher: inout Hasher) { hasher.combine(words.0) }
 
+    /// Feeds the 32 bytes to `hasher`.
+    public func feed(_ hasher: inout SHA256) { withUnsafeBytes(of: words) { hasher.update(bufferPointer: $0) } }
+
     /// The 32 bytes, in digest order.
     public var bytes: [UInt8] { withUnsafeBytes(of: words) { Array($0) } }
 
