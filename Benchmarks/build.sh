@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (the builder needs namespaces)" >&2; exit 2; }
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
-swift build -c release --product layerctl >/dev/null
+swift build -c release --static-swift-stdlib --product layerctl >/dev/null
 layerctl=$PWD/.build/release/layerctl
 repo=$PWD/demo/out/repo
 work=$(mktemp -d /var/tmp/layerctl-bench.XXXXXX)

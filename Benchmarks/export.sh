@@ -27,7 +27,7 @@ for tool in mksquashfs gensquashfs zstd; do
     command -v "$tool" >/dev/null || { echo "export.sh: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 2; }
 done
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
-swift build -c release --product layerctl >/dev/null
+swift build -c release --static-swift-stdlib --product layerctl >/dev/null
 layerctl=$PWD/.build/release/layerctl
 work=$(mktemp -d /var/tmp/layerctl-bench-export.XXXXXX)
 mnt=$work/mnt
@@ -50,13 +50,16 @@ lowerdir() {
     echo "$dirs"
 }
 
-# measure LABEL CMD...: appends "wall cpu rss_kb" to $work/res/LABEL
+# measure LABEL CMD...: appends "wall cpu rss_kb" to $work/res/LABEL. Wall time comes from the
+# shell's microsecond clock: time(1)'s is in hundredths, too coarse for the small re-exports.
 measure() {
-    local label=$1
+    local label=$1 start end
     shift
+    start=$EPOCHREALTIME
     /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >"$work/stdout" 2>"$work/stderr" || { cat "$work/stderr" >&2; exit 1; }
-    read -r wall user sys rss <"$work/time"
-    echo "$wall $(echo "$user + $sys" | bc -l) $rss" >>"$work/res/$label"
+    end=$EPOCHREALTIME
+    read -r _ user sys rss <"$work/time"
+    echo "$(echo "$end - $start" | bc -l) $(echo "$user + $sys" | bc -l) $rss" >>"$work/res/$label"
 }
 column_median() { awk -v c="$2" '{print $c}' "$work/res/$1" | median; }
 
@@ -174,7 +177,7 @@ for input in $inputs; do
         same="DIFFERS from a cold export"
         cmp -s "$work/out-incremental" "$work/out-cold2" && same="byte-identical to a cold export"
         i_wall=$(column_median incremental 1); m2_wall=$(column_median mksquashfs-top2 1)
-        printf '           %-12s %8.2f %8.2f   vs full mksquashfs of top2 %.2f s: ratio %.3f, %s\n' "re-export" "$i_wall" \
+        printf '           %-12s %8.3f %8.2f   vs full mksquashfs of top2 %.3f s: ratio %.3f, %s\n' "re-export" "$i_wall" \
             "$(column_median incremental 2)" "$m2_wall" "$(echo "$i_wall / $m2_wall" | bc -l)" "$same"
         printf '           %-12s blocks: %s from the cache, %s compressed\n' "" "${blocks%,*}" "${blocks#*,}"
     done

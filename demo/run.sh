@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
 bash demo/make-repo.sh
-swift build -c release --product layerctl
+swift build -c release --static-swift-stdlib --product layerctl
 .build/release/layerctl build layers/demo/gaming.yaml -o demo/out/gaming.squashfs "$@"
 .build/release/layerctl ls "$@"

@@ -13,5 +13,5 @@ initrd=demo/out/kernel/initramfs-layerctl.img
 if [ ! -f "$initrd" ] || [ -n "$(find boot scripts/make-initramfs.sh demo/out/kernel/version -newer "$initrd" -print -quit)" ]; then
     bash scripts/make-initramfs.sh "$initrd"
 fi
-swift build -c release --product layerctl
+swift build -c release --static-swift-stdlib --product layerctl
 exec .build/release/layerctl vm demo/out/gaming.squashfs --kernel demo/out/kernel/vmlinuz --initrd "$initrd" "$@"

@@ -69,18 +69,28 @@ final class BlockCache: @unchecked Sendable {
             else { continue }
             let packFd = open(directory + "/" + file.dropLast(6) + ".pack", O_RDONLY | O_CLOEXEC)
             guard packFd >= 0 else { continue }
+            var st = stat()
+            fstat(packFd, &st)
             let number = Int32(packs.count)
-            packs.append(packFd)
+            var records: [(Hash256, Location)] = []
+            records.reserveCapacity((index.count - 8) / Self.recordSize)
             index.withUnsafeBytes { raw in
                 var at = 8
                 while at < raw.count {
                     let key = Hash256(raw.baseAddress! + at)
                     let offset = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self))
                     let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 40, as: UInt32.self))
-                    known[key] = Location(pack: number, word: word, offset: offset)
+                    records.append((key, Location(pack: number, word: word, offset: offset)))
                     at += Self.recordSize
                 }
             }
+            // A pack shorter than its index says (a damaged disk, a copy cut short) is not used at all.
+            guard records.allSatisfy({ $0.1.offset + UInt64($0.1.length) <= UInt64(st.st_size) }) else {
+                close(packFd)
+                continue
+            }
+            packs.append(packFd)
+            for (key, location) in records { known[key] = location }
         }
         self.known = known
         self.packs = packs

@@ -43,8 +43,9 @@ final class OrderedWork<Result>: @unchecked Sendable {
         workers: Int, makeJob: @escaping @Sendable () throws -> (Int) throws -> Result,
         consume: (Int, Result) throws -> Void
     ) throws {
-        running = workers
-        for _ in 0..<workers {
+        guard count > 0 else { return }
+        running = min(workers, count)
+        for _ in 0..<running {
             let thread = Thread { [self] in work(makeJob) }
             thread.stackSize = 1 << 20
             thread.start()
@@ -62,7 +63,11 @@ final class OrderedWork<Result>: @unchecked Sendable {
             let result = slots[number % window]!
             slots[number % window] = nil
             consumed = number + 1
-            pthread_cond_broadcast(space)
+            // Waiting workers are woken once half the window is free, not after every result:
+            // when results come quickly (blocks found in the cache), a wake-up per result would
+            // cost more than the work. They are waiting only for results already claimed, which
+            // this loop consumes, so the wake-up always comes.
+            if next - consumed <= window / 2 { pthread_cond_broadcast(space) }
             unlock()
             try consume(number, try result.get())
         }

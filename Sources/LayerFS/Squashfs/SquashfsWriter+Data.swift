@@ -42,10 +42,12 @@ extension SquashfsWriter {
         var end = size
         var writtenBack = end
         var copy = PendingCopy(fd: fd, path: output)
-        // Deep enough that a slow unit does not idle the other workers; each waiting unit holds at
-        // most `blocksPerUnit` blocks.
-        let work = OrderedWork<UnitOutput>(count: layout.units.count, window: 4 * options.jobs + 4)
-        try work.run(workers: options.jobs, makeJob: { try UnitWorker(context).run }) { number, output in
+        // Units whose every block the cache holds by recipe are copied by this thread; only the
+        // others go to the workers, so a re-export hands little to them.
+        let cached = layout.units.indices.map { context.cachedOutput($0) }
+        let jobs = layout.units.indices.filter { cached[$0] == nil }
+        var nextUnit = 0
+        func write(_ number: Int, _ output: UnitOutput) throws {
             let at = end
             for piece in output.pieces {
                 switch piece {
@@ -91,7 +93,22 @@ extension SquashfsWriter {
                 reported = bytesIn
                 progress(Progress(bytesIn: bytesIn, bytesOut: end, ratio: tally.ratio))
             }
+            nextUnit = number + 1
         }
+        // Deep enough that a slow unit does not idle the other workers; each waiting unit holds at
+        // most `blocksPerUnit` blocks.
+        let work = OrderedWork<UnitOutput>(count: jobs.count, window: 4 * options.jobs + 4)
+        try work.run(
+            workers: options.jobs,
+            makeJob: {
+                let worker = try UnitWorker(context)
+                return { job in try worker.run(jobs[job]) }
+            }
+        ) { job, output in
+            while nextUnit < jobs[job] { try write(nextUnit, cached[nextUnit]!) }
+            try write(jobs[job], output)
+        }
+        while nextUnit < layout.units.count { try write(nextUnit, cached[nextUnit]!) }
         try copy.flush()
         lc_sqfs_fd_file_grow(file, end)
         for (index, number) in layout.fileOfEntry.enumerated()
@@ -186,6 +203,64 @@ private final class UnitContext: @unchecked Sendable {
         self.compressor = compressor
         self.tally = tally
     }
+
+    /// What a data block's recipe starts with; its file's content digest and its number follow.
+    static let dataRecipe = Array("data block".utf8)
+    /// What a fragment block's recipe starts with; each tail's content digest, offset and length
+    /// follow.
+    static let fragmentRecipe = Array("fragment block".utf8)
+
+    /// The cache key of block `block` of file `file` by its recipe; nil without a cache or a content
+    /// digest.
+    func recipe(file: Int, block: Int) -> Hash256? {
+        guard let cache, let content = tree.entries[layout.files[file].entry].content else { return nil }
+        return cache.key { hasher in
+            hasher.update(data: Self.dataRecipe)
+            content.feed(&hasher)
+            withUnsafeBytes(of: UInt64(block).littleEndian) { hasher.update(bufferPointer: $0) }
+        }
+    }
+
+    /// The cache key of fragment block `block` by its recipe; nil without a cache or without the
+    /// content digest of one of its tails.
+    func recipe(fragment block: Int) -> Hash256? {
+        let pieces = layout.fragments[block]
+        guard let cache, pieces.allSatisfy({ tree.entries[layout.files[$0.file].entry].content != nil }) else {
+            return nil
+        }
+        return cache.key { hasher in
+            hasher.update(data: Self.fragmentRecipe)
+            for piece in pieces {
+                tree.entries[layout.files[piece.file].entry].content!.feed(&hasher)
+                withUnsafeBytes(of: (piece.offset.littleEndian, UInt64(piece.length).littleEndian)) {
+                    hasher.update(bufferPointer: $0)
+                }
+            }
+        }
+    }
+
+    /// Unit `number` as copies of cached blocks, when the cache holds every one of them by recipe.
+    func cachedOutput(_ number: Int) -> UnitOutput? {
+        guard let cache else { return nil }
+        let output = UnitOutput(capacity: 0)
+        var bytesIn = 0
+        switch layout.units[number] {
+        case .blocks(let file, let first, let count):
+            for block in first..<(first + count) {
+                guard let key = recipe(file: file, block: block), let location = cache.location(key) else { return nil }
+                output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
+            }
+            bytesIn = count * layout.blockSize
+        case .fragment(let block):
+            guard let key = recipe(fragment: block), let location = cache.location(key) else { return nil }
+            output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
+            bytesIn = layout.fragments[block].reduce(0) { $0 + $1.length }
+        }
+        for word in output.words {
+            tally.count(in: bytesIn / output.words.count, out: Int(word & 0x00FF_FFFF), fromCache: true)
+        }
+        return output
+    }
 }
 
 /// A unit's blocks as they go on disk, in order: bytes a worker made, or ranges of block-cache
@@ -265,12 +340,6 @@ private final class UnitWorker {
     private let input: UnsafeMutableRawPointer
     private let blockSize: Int
 
-    /// What a data block's recipe starts with; its file's content digest and its number follow.
-    static let dataRecipe = Array("data block".utf8)
-    /// What a fragment block's recipe starts with; each tail's content digest, offset and length
-    /// follow.
-    static let fragmentRecipe = Array("fragment block".utf8)
-
     init(_ context: UnitContext) throws {
         self.context = context
         blockSize = context.layout.blockSize
@@ -299,15 +368,8 @@ private final class UnitWorker {
         let output = UnitOutput(capacity: count * blockSize)
         var loaded = false
         for block in first..<(first + count) {
-            var recipe: Hash256?
-            if let cache = context.cache, let content = entry.content {
-                recipe = cache.key { hasher in
-                    hasher.update(data: UnitWorker.dataRecipe)
-                    content.feed(&hasher)
-                    withUnsafeBytes(of: UInt64(block).littleEndian) { hasher.update(bufferPointer: $0) }
-                }
-                if copyCached(recipe!, bytesIn: blockSize, into: output) { continue }
-            }
+            let recipe = context.recipe(file: number, block: block)
+            if let recipe, copyCached(recipe, bytesIn: blockSize, into: output) { continue }
             if !loaded {
                 try readFully(
                     entry.source, at: UInt64(first) * UInt64(blockSize), count: count * blockSize, into: input)
@@ -328,20 +390,9 @@ private final class UnitWorker {
     private func fragment(_ block: Int) throws -> UnitOutput {
         let pieces = context.layout.fragments[block]
         let output = UnitOutput(capacity: blockSize)
-        var recipe: Hash256?
-        if let cache = context.cache,
-            pieces.allSatisfy({ context.tree.entries[context.layout.files[$0.file].entry].content != nil })
-        {
-            recipe = cache.key { hasher in
-                hasher.update(data: UnitWorker.fragmentRecipe)
-                for piece in pieces {
-                    context.tree.entries[context.layout.files[piece.file].entry].content!.feed(&hasher)
-                    withUnsafeBytes(of: (piece.offset.littleEndian, UInt64(piece.length).littleEndian)) {
-                        hasher.update(bufferPointer: $0)
-                    }
-                }
-            }
-            if copyCached(recipe!, bytesIn: pieces.reduce(0) { $0 + $1.length }, into: output) { return output }
+        let recipe = context.recipe(fragment: block)
+        if let recipe, copyCached(recipe, bytesIn: pieces.reduce(0) { $0 + $1.length }, into: output) {
+            return output
         }
         var filled = 0
         for piece in pieces {
