@@ -82,12 +82,42 @@ void lc_sqfs_fd_file_grow(sqfs_file_t *base, sqfs_u64 size) {
         file->size = size;
 }
 
+/* The copy through user space, where copy_file_range cannot (another file system). */
+static int copy_by_reading(int in_fd, loff_t from, int out_fd, loff_t to, size_t length) {
+    char buffer[1 << 16];
+    while (length > 0) {
+        size_t chunk = length < sizeof(buffer) ? length : sizeof(buffer);
+        ssize_t n = pread(in_fd, buffer, chunk, from);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = pwrite(out_fd, buffer + done, (size_t)(n - done), to + done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return -1;
+            done += w;
+        }
+        from += n;
+        to += n;
+        length -= (size_t)n;
+    }
+    return 0;
+}
+
 int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset, size_t length) {
     loff_t from = (loff_t)in_offset, to = (loff_t)out_offset;
     while (length > 0) {
         ssize_t n = copy_file_range(in_fd, &from, out_fd, &to, length, 0);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
+            return copy_by_reading(in_fd, from, out_fd, to, length);
         if (n < 0)
             return -1;
         if (n == 0) {

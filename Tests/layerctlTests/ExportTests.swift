@@ -211,6 +211,22 @@ struct ExportTests {
         #expect(bytes(out + "/again") == bytes(out + "/first"))
     }
 
+    @Test("An image on another file system than the store is copied from the cache all the same")
+    func otherFileSystem() throws {
+        let store = try demoStore()
+        let out = try Harness.temporaryDirectory("images")
+        _ = try export("gaming", store: store, to: out + "/cold", ["--no-block-cache"])
+        _ = try export("gaming", store: store, to: out + "/warm")
+        // /dev/shm is a tmpfs: the kernel does not copy between it and the store's file system.
+        let elsewhere = "/dev/shm/layerctl-test-\(getpid())"
+        try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: elsewhere) }
+        let result = try export("gaming", store: store, to: elsewhere + "/image", ["--json-result"])
+        let counts = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        #expect(counts?["cacheMisses"] as? Int == 0, "\(result.stdout)")
+        #expect(bytes(elsewhere + "/image") == bytes(out + "/cold"))
+    }
+
     @Test("A block pack shorter than its index says is not used, and the export is still right")
     func damagedPack() throws {
         let store = try demoStore()

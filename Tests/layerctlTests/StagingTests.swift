@@ -153,7 +153,8 @@ struct StagingTests {
         _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
         _ = try layerctl(["stage", "probe", "--store", machine.store] + disk.options)
         let versions = try staged(disk).compactMap { ($0["image"] as? [String: Any])?["sha256"] as? String }
-        #expect(versions.count == 2)
+        // `require`, not `expect`: the rest indexes both versions, and a crash would leave the disk mounted.
+        try #require(versions.count == 2)
         // The hook's record of the running image says the current version runs.
         try "LAYERCTL_VERIFY=sha256:\(versions[0])\n".write(
             toFile: disk.run + "/boot.env", atomically: true, encoding: .utf8)

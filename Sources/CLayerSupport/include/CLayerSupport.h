@@ -45,9 +45,10 @@ sqfs_file_t *lc_sqfs_fd_file(int fd);
 /// Tells a file from lc_sqfs_fd_file that the caller wrote up to `size` through the descriptor.
 void lc_sqfs_fd_file_grow(sqfs_file_t *file, sqfs_u64 size);
 
-/// Copies `length` bytes between two files inside the kernel (copy_file_range), the whole length
-/// or fail: 0, or -1 with errno set. Exists because glibc declares copy_file_range only under
-/// _GNU_SOURCE, which Swift's Glibc module does not set.
+/// Copies `length` bytes between two files inside the kernel (copy_file_range), or through a
+/// buffer where the kernel cannot (files on two file systems); the whole length or fail: 0, or -1
+/// with errno set. Exists because glibc declares copy_file_range only under _GNU_SOURCE, which
+/// Swift's Glibc module does not set.
 int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset, size_t length);
 
 /// Starts writing a range of a file to disk without waiting (sync_file_range with

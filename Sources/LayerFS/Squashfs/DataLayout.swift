@@ -42,7 +42,7 @@ struct DataLayout {
     /// later fragment block and defeat the block cache. The layout therefore closes the current
     /// fragment block after files whose path hash marks a boundary, once at least this many tail
     /// bytes were packed since the last one: a change then touches only the fragment blocks between
-    /// two boundaries, a little over 4 MiB of tails.
+    /// two boundaries, a little over 1 MiB of tails.
     static let minimumFragmentRun = 1 << 20
 
     /// True for about one path in eight, decided by the path alone (FNV-1a).
