@@ -211,6 +211,35 @@ struct ExportTests {
         #expect(bytes(out + "/again") == bytes(out + "/first"))
     }
 
+    @Test("Peak memory does not grow with the size of the file data")
+    func boundedMemory() throws {
+        // The peak RSS of exporting a stack of one file of `megabytes` of random data, in KiB.
+        func peak(_ megabytes: Int) throws -> Int {
+            let stack = try CraftedStack("memory-\(megabytes)")
+            try stack.layer("data") { t in
+                try t.file("random")
+                let made = try KernelMount.run(
+                    "/bin/sh", ["-c", "head -c \(megabytes)M /dev/urandom > '\(t.root)/random'"])
+                #expect(made.status == 0, "\(made.output)")
+            }
+            let out = try Harness.temporaryDirectory("memory")
+            let run = try KernelMount.run(
+                "/usr/bin/time",
+                [
+                    "-f", "%M", "-o", out + "/rss", Harness.executable, "export", "data", "--store", stack.store, "-o",
+                    out + "/image", "--compression", "lz4", "--jobs", "2",
+                ])
+            #expect(run.status == 0, "\(run.output)")
+            let text = try String(contentsOfFile: out + "/rss", encoding: .utf8)
+            return try #require(Int(text.trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
+        // From a few hundred MiB on, the peak is the same (60 MB here, about 14 MB of it the window of
+        // units in flight); below that, the heaps are still growing to it.
+        let small = try peak(256)
+        let large = try peak(1024)
+        #expect(large < small + 16 * 1024, "peak RSS: \(small) KiB for 256 MiB of data, \(large) KiB for 1 GiB")
+    }
+
     @Test("An image on another file system than the store is copied from the cache all the same")
     func otherFileSystem() throws {
         let store = try demoStore()
