@@ -390,10 +390,9 @@ private final class UnitWorker {
     private func fragment(_ block: Int) throws -> UnitOutput {
         let pieces = context.layout.fragments[block]
         let output = UnitOutput(capacity: blockSize)
+        // The writing thread looked the recipe up before handing the unit out, and no other block
+        // of this export has the same tails, so it is only needed to remember the block by.
         let recipe = context.recipe(fragment: block)
-        if let recipe, copyCached(recipe, bytesIn: pieces.reduce(0) { $0 + $1.length }, into: output) {
-            return output
-        }
         var filled = 0
         for piece in pieces {
             let source = context.tree.entries[context.layout.files[piece.file].entry].source
