@@ -122,3 +122,7 @@ int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode) {
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
 }
+
+off_t lc_seek_extent(int fd, off_t offset, int hole) {
+    return lseek(fd, offset, hole ? SEEK_HOLE : SEEK_DATA);
+}

@@ -114,8 +114,14 @@ final class CraftedStack {
         }
 
         func symlink(_ path: String, to target: String) throws {
-            let link = full(Array(path.utf8))
-            guard withC(link, { l in Glibc.symlink(target, l) }) == 0 else { throw SystemError("symlink", path) }
+            try symlink(Array(path.utf8), to: Array(target.utf8))
+        }
+
+        func symlink(_ path: [UInt8], to target: [UInt8]) throws {
+            let link = full(path)
+            guard withC(link, { l in withC(target) { Glibc.symlink($0, l) } }) == 0 else {
+                throw SystemError("symlink", String(decoding: path, as: UTF8.self))
+            }
             try finishEntry(link, mode: nil, owner: (0, 0), mtime: 1_600_000_000)
         }
 
@@ -155,8 +161,13 @@ final class CraftedStack {
         }
 
         func xattr(_ path: String, _ name: String, _ value: [UInt8]) throws {
-            guard lsetxattr(root + "/" + path, name, value, value.count, 0) == 0 else {
-                throw SystemError("set \(name) on", path)
+            try xattr(path, Array(name.utf8), value)
+        }
+
+        /// An attribute whose name is raw bytes, which need not be UTF-8.
+        func xattr(_ path: String, _ name: [UInt8], _ value: [UInt8]) throws {
+            guard withC(name, { lsetxattr(root + "/" + path, $0, value, value.count, 0) }) == 0 else {
+                throw SystemError("set \(String(decoding: name, as: UTF8.self)) on", path)
             }
         }
 

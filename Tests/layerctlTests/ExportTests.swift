@@ -113,6 +113,48 @@ struct ExportTests {
             ])
     }
 
+    @Test("A built layer with hard links in any order and removed packages exports in every format")
+    func builtHardLinks() throws {
+        let layers = try Harness.demoLayers()
+        // The link's first name depth-first (/x/a/f) is not its first breadth-first (/x/z); removing
+        // perl leaves many whiteouts, which overlayfs makes hard links of one another.
+        try """
+        from: base
+        remove: [perl, nano]
+        run:
+          - mkdir -p /x/a && echo hi > /x/a/f && ln /x/a/f /x/z
+        """.write(toFile: layers + "/links.yaml", atomically: true, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let out = try Harness.temporaryDirectory("images")
+        let build = try Harness.run(["build", layers + "/links.yaml", "--store", store, "-o", out + "/links.squashfs"])
+        #expect(build.status == 0, "\(build.stderr)")
+        _ = try export("links", store: store, to: out + "/links.tar", ["--format", "tar"])
+        _ = try export("links", store: store, to: out + "/tree", ["--format", "dir"])
+        let records = try Store(root: store)
+        let lowerdir = try ["links", "base"].map { records.tree(try #require(records.ref($0))) }
+        var whiteoutLinks = 0
+        for path in ["/usr/bin/perl", "/usr/bin/nano"] {
+            var st = stat()
+            #expect(lstat(lowerdir[0] + path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR, "\(path)")
+            whiteoutLinks = max(whiteoutLinks, Int(st.st_nlink))
+        }
+        #expect(whiteoutLinks >= 3, "the whiteouts of removed files share an inode")
+        let overlay = try KernelMount.overlay(lowerdir: lowerdir.joined(separator: ":"))
+        defer { KernelMount.unmount(overlay) }
+        let mounted = try KernelMount.squashfs(out + "/links.squashfs")
+        defer { KernelMount.unmount(mounted) }
+        let expected = try TreeSnapshot(overlay)
+        #expect(expected.entries["/x/z"]?.contains("links=/x/a/f") == true, "\(expected.entries["/x/z"] ?? "")")
+        for (what, tree) in [("image", mounted), ("dir", out + "/tree")] {
+            let actual = try TreeSnapshot(tree)
+            let differences = expected.differences(from: actual)
+            #expect(differences.isEmpty, "overlay (-) and \(what) (+):\n\(differences.joined(separator: "\n"))")
+            #expect(actual.linkCountMismatches.isEmpty, "\(what): \(actual.linkCountMismatches)")
+        }
+        let listing = try KernelMount.run("/bin/tar", ["-tvf", out + "/links.tar", "x/z", "x/a/f"])
+        #expect(listing.output.contains("x/z link to x/a/f"), "\(listing.output)")
+    }
+
     @Test("A file name that is not UTF-8 survives the build, the image, and gc")
     func nonUTF8Names() throws {
         let layers = try Harness.demoLayers()

@@ -8,10 +8,12 @@ import Testing
 /// sqfs2tar, and sqfsdiff must find no difference in content from mksquashfs of the overlay mount.
 @Suite("Merge oracle", .serialized, .enabled(if: Harness.isRoot, "needs root to mount overlayfs and squashfs"))
 struct MergeOracleTests {
-    /// Exports `stack`, compares it with the overlay mount, and returns export's stderr.
+    /// Exports `stack`, compares it with the overlay mount, and returns export's stderr. With
+    /// `formats`, the tar and dir exports are compared with the overlay mount too.
     @discardableResult
     func expectSameAsOverlay(
-        _ stack: CraftedStack, top: String, layers: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation
+        _ stack: CraftedStack, top: String, layers: Int? = nil, formats: Bool = true,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) throws -> String {
         let image = try Harness.temporaryDirectory("image") + "/image.squashfs"
         let export = try Harness.run(["export", top, "--store", stack.store, "-o", image, "--jobs", "2"])
@@ -29,6 +31,12 @@ struct MergeOracleTests {
             differences.isEmpty, "overlay (-) and image (+) differ:\n\(differences.joined(separator: "\n"))",
             sourceLocation: sourceLocation)
         #expect(actual.systemAttributes.isEmpty, sourceLocation: sourceLocation)
+        // Inside the image, a link count is the number of names the image gives the inode.
+        #expect(
+            actual.linkCountMismatches.isEmpty, "\(actual.linkCountMismatches.prefix(10))", sourceLocation: sourceLocation)
+        if formats {
+            try expectFormatsSameAsOverlay(stack, top: top, expected: expected, sourceLocation: sourceLocation)
+        }
 
         // layerctl's own image reader (diff) sees the image as the kernel's overlay shows the stack,
         // but for system.* attributes (ACLs), which squashfs cannot hold.
@@ -71,6 +79,45 @@ struct MergeOracleTests {
             diff.status != 2 && contentLines.isEmpty, "sqfsdiff: \(contentLines.prefix(20).joined(separator: "\n"))",
             sourceLocation: sourceLocation)
         return export.stderr
+    }
+
+    /// The dir and tar exports of `top` hold what the overlay mount shows (tar: but sockets).
+    func expectFormatsSameAsOverlay(
+        _ stack: CraftedStack, top: String, expected: TreeSnapshot, sourceLocation: SourceLocation
+    ) throws {
+        let out = try Harness.temporaryDirectory("formats")
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let dir = try Harness.run(["export", top, "--store", stack.store, "-o", out + "/tree", "--format", "dir"])
+        #expect(dir.status == 0, "export --format dir: \(dir.stderr)", sourceLocation: sourceLocation)
+        let tar = try Harness.run(["export", top, "--store", stack.store, "-o", out + "/tree.tar", "--format", "tar"])
+        #expect(tar.status == 0, "export --format tar: \(tar.stderr)", sourceLocation: sourceLocation)
+        guard dir.status == 0, tar.status == 0 else { return }
+        let directory = try TreeSnapshot(out + "/tree")
+        #expect(
+            expected.differences(from: directory).isEmpty,
+            "overlay (-) and dir export (+):\n\(expected.differences(from: directory).joined(separator: "\n"))",
+            sourceLocation: sourceLocation)
+        #expect(directory.linkCountMismatches.isEmpty, "\(directory.linkCountMismatches)", sourceLocation: sourceLocation)
+        try FileManager.default.createDirectory(atPath: out + "/extracted", withIntermediateDirectories: false)
+        let extract = try KernelMount.run(
+            "/bin/tar",
+            ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", out + "/tree.tar", "-C", out + "/extracted"])
+        #expect(extract.status == 0, "tar -x: \(extract.output)", sourceLocation: sourceLocation)
+        // tar has no sockets, and leaves out attribute names outside printable ASCII (and says so).
+        var withoutSockets = expected
+        withoutSockets.entries = withoutSockets.entries.filter { !$0.value.hasPrefix("socket") }.mapValues {
+            $0.replacingOccurrences(of: #" xattr:[^ =]*(\\x|%)[^ =]*=[0-9a-f]*"#, with: "", options: .regularExpression)
+        }
+        if withoutSockets.entries != expected.entries.filter({ !$0.value.hasPrefix("socket") }) {
+            #expect(
+                tar.stderr.contains("tar cannot carry attribute names outside printable ASCII"), "\(tar.stderr)",
+                sourceLocation: sourceLocation)
+        }
+        let extracted = try TreeSnapshot(out + "/extracted")
+        #expect(
+            withoutSockets.differences(from: extracted).isEmpty,
+            "overlay (-) and tar export (+):\n\(withoutSockets.differences(from: extracted).joined(separator: "\n"))",
+            sourceLocation: sourceLocation)
     }
 
     @Test("The topmost entry wins, with its content, mode, owner and time")
@@ -179,6 +226,7 @@ struct MergeOracleTests {
             try t.symlink("data/relative", to: "linked")
             try t.symlink("data/absolute", to: "/etc/hostname")
             try t.symlink("data/dangling", to: "../nowhere/at/all")
+            try t.symlink(Array("data/odd-target".utf8), to: Array("latin1-".utf8) + [0xE9, 0xFF, 0x01])
             try t.file("data/empty", "")
             try t.sparse("data/sparse", size: 8 << 20, data: "in the middle", at: 4 << 20)
             try t.file("data/" + String(repeating: "n", count: 255), "a name of 255 bytes\n")
@@ -186,6 +234,69 @@ struct MergeOracleTests {
             try t.directory(Array("data/dir-".utf8) + [0xFE])
         }
         try expectSameAsOverlay(stack, top: "top")
+    }
+
+    @Test(
+        "Hard links in any order: across folders both ways, 100 names of one file, kernel whiteouts of removed files, a link to a copy-up, one name of a pair removed"
+    )
+    func hardLinks() throws {
+        let stack = try CraftedStack("hardlinks")
+        try stack.layer("bottom") { t in
+            // The name a depth-first walk meets first (/x/a/f) is not the first breadth-first (/x/z).
+            for folder in ["x", "x/a", "y", "y/sub", "farm", "pkg", "pkg/lib", "pkg/lib/deep", "pair", "pair/in"] {
+                try t.directory(folder)
+            }
+            try t.file("x/a/f", "deep name first\n")
+            try t.hardLink("x/z", to: "x/a/f")
+            // And the other way round: the shallow name sorts and walks first.
+            try t.file("y/0-shallow", "shallow name first\n")
+            try t.hardLink("y/sub/deep", to: "y/0-shallow")
+            // A farm, as git and perl ship them: 100 names of one file in 10 folders.
+            try t.file("farm/origin", "one file, a hundred names\n", mode: 0o755)
+            for d in 0..<10 { try t.directory("farm/d\(d)") }
+            for i in 0..<99 { try t.hardLink("farm/d\(i % 10)/n\(i)", to: "farm/origin") }
+            // A package's files, removed above, and a file it leaves.
+            try t.file("pkg/lib/deep/one", "1\n")
+            try t.file("pkg/lib/deep/kept", "kept\n")
+            try t.file("pkg/lib/two", "2\n")
+            try t.file("pkg/three", "3\n")
+            // A linked pair whose first name goes above; a file that gets a new name above.
+            try t.file("pair/in/a", "a pair\n")
+            try t.hardLink("pair/b", to: "pair/in/a")
+            try t.file("pair/lower", "one name below\n")
+        }
+        try stack.layer("top") { t in
+            try KernelMount.overlayWrite(
+                lowerdir: stack.tree(0), upper: t.root,
+                script: """
+                    rm pkg/lib/deep/one pkg/lib/two pkg/three
+                    rm pair/in/a
+                    ln pair/lower pair/in/linked-above
+                    mkdir -p new/a && echo new > new/a/f && ln new/a/f new/z
+                    """)
+        }
+        // overlayfs gave the three whiteouts one inode: they are hard links of one another.
+        var whiteouts = Set<UInt64>()
+        for path in ["pkg/lib/deep/one", "pkg/lib/two", "pkg/three"] {
+            var st = stat()
+            #expect(lstat(stack.tree(1) + "/" + path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR)
+            whiteouts.insert(UInt64(st.st_ino))
+        }
+        #expect(whiteouts.count == 1, "the kernel made \(whiteouts.count) whiteout inodes")
+        try expectSameAsOverlay(stack, top: "top")
+
+        // `changes` reads the kernel's upper folder over the lower one.
+        let changes = try Harness.run(["changes", "--upper", stack.tree(1), "--lower", stack.tree(0)])
+        #expect(changes.status == 0, "\(changes.stderr)")
+        let lines = changes.stdout.split(separator: "\n").filter { $0.hasPrefix("  ") }.map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        // A copy-up that only gained a name is no change of the file.
+        #expect(
+            lines == [
+                "A /new", "A /new/a", "A /new/a/f", "A /new/z", "D /pair/in/a", "A /pair/in/linked-above",
+                "D /pkg/lib/deep/one", "D /pkg/lib/two", "D /pkg/three",
+            ], "\(changes.stdout)")
     }
 
     @Test("xattrs are kept (user, trusted, security.capability); overlayfs's own are dropped; ACLs are reported")
@@ -214,6 +325,8 @@ struct MergeOracleTests {
             try t.file("usr/retagged", "retagged\n")
             try t.xattr("usr/retagged", "user.binary", [0, 1, 2, 255])
             try t.xattr("usr/retagged", "trusted.kept", Array("yes".utf8))
+            try t.xattr("usr/retagged", Array("user.".utf8) + [0xFF, 0xFE], Array("a name that is not UTF-8".utf8))
+            try t.xattr("usr", Array("trusted.".utf8) + [0xC3, 0x28], [1])
             try t.xattr("usr/retagged", "trusted.overlay.origin", [0, 1])
             try t.file("usr/acl", "with an ACL\n")
             try t.xattr("usr/acl", "system.posix_acl_access", acl)
@@ -302,6 +415,6 @@ struct MergeOracleTests {
             for i in 0..<50_000 { try t.file("many/t\(i)", i % 1000 == 0 ? "content \(i)\n" : "") }
             for i in stride(from: 0, to: 50_000, by: 10) { try t.whiteout("many/b\(i)") }
         }
-        try expectSameAsOverlay(stack, top: "top")
+        try expectSameAsOverlay(stack, top: "top", formats: false)
     }
 }

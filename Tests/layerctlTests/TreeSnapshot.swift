@@ -11,6 +11,11 @@ struct TreeSnapshot: Equatable {
     var entries: [String: String] = [:]
     /// `system.*` attributes (POSIX ACLs), which squashfs cannot hold: path → names.
     var systemAttributes: [String: [String]] = [:]
+    /// Non-directories whose link count is not the number of names this tree shows for their
+    /// inode. In an image that is a fault; an overlay mount shows a lower file's own count, names
+    /// hidden by a whiteout included.
+    var linkCountMismatches: [String] = []
+    private var linkCounts: [String: Int] = [:]
 
     init(_ root: String) throws {
         var inodes: [UInt64: [String]] = [:]
@@ -19,6 +24,12 @@ struct TreeSnapshot: Equatable {
             let group = paths.sorted().first!
             for path in paths { entries[path]! += " links=\(group)" }
         }
+        var names: [String: Int] = [:]
+        for paths in inodes.values { for path in paths { names[path] = paths.count } }
+        for (path, count) in linkCounts where count != (names[path] ?? 1) {
+            linkCountMismatches.append("\(path): nlink \(count), names \(names[path] ?? 1)")
+        }
+        linkCountMismatches.sort()
     }
 
     /// The lines that differ, at most `limit`, for a readable failure.
@@ -63,8 +74,9 @@ struct TreeSnapshot: Equatable {
         }
         if !system.isEmpty { systemAttributes[name] = system }
         entries[name] = line
-        if (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 {
-            inodes[UInt64(st.st_ino), default: []].append(name)
+        if (st.st_mode & S_IFMT) != S_IFDIR {
+            linkCounts[name] = Int(st.st_nlink)
+            if st.st_nlink > 1 { inodes[UInt64(st.st_ino), default: []].append(name) }
         }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { return }
         guard let dir = withC(path, { opendir($0) }) else { throw SystemError("opendir", Self.display(path)) }
@@ -109,12 +121,13 @@ struct TreeSnapshot: Equatable {
             var names = [CChar](repeating: 0, count: size)
             let read = llistxattr(p, &names, size)
             guard read > 0 else { return [] }
+            // Names are raw bytes (any but NUL after the prefix), shown with \xNN escapes.
             return names[0..<read].split(separator: 0).map { raw -> (String, [UInt8]) in
-                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                let length = lgetxattr(p, name, nil, 0)
+                let bytes = raw.map { UInt8(bitPattern: $0) }
+                let length = withC(bytes) { lgetxattr(p, $0, nil, 0) }
                 var value = [UInt8](repeating: 0, count: max(length, 0))
-                if length > 0 { _ = lgetxattr(p, name, &value, length) }
-                return (name, value)
+                if length > 0 { _ = withC(bytes) { lgetxattr(p, $0, &value, length) } }
+                return (display(bytes), value)
             }.sorted { $0.0 < $1.0 }
         }
     }
@@ -132,6 +145,25 @@ enum KernelMount {
         let target = try Harness.temporaryDirectory("squashfs")
         try mount(["-t", "squashfs", "-o", "loop,ro", image, target])
         return target
+    }
+
+    /// Mounts `upper` read-write over `lowerdir` and runs `script` (sh, in the mount), so the kernel
+    /// itself writes into `upper` what a change through an overlay leaves: copy-ups, whiteouts (one
+    /// shared inode for many), links. Then every time in `upper` is set to 1600000000, as the
+    /// builder clamps them.
+    static func overlayWrite(lowerdir: String, upper: String, script: String) throws {
+        let work = try Harness.temporaryDirectory("work")
+        let target = try Harness.temporaryDirectory("overlay-rw")
+        defer {
+            rmdir(target)
+            try? FileManager.default.removeItem(atPath: work)
+        }
+        try mount(["-t", "overlay", "overlay", "-o", "lowerdir=\(lowerdir),upperdir=\(upper),workdir=\(work)", target])
+        let result = try run("/bin/sh", ["-euc", "cd '\(target)'\n" + script])
+        unmount(target)
+        guard result.status == 0 else { throw SystemError("in the overlay: \(script): \(result.output)", "", errno: EIO) }
+        let times = try run("/bin/sh", ["-c", "find '\(upper)' -exec touch -h -d @1600000000 {} +"])
+        guard times.status == 0 else { throw SystemError("touch: \(times.output)", upper, errno: EIO) }
     }
 
     static func unmount(_ target: String) {

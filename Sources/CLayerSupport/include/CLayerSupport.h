@@ -51,6 +51,11 @@ void lc_sqfs_fd_file_grow(sqfs_file_t *file, sqfs_u64 size);
 /// Swift's Glibc module does not set.
 int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset, size_t length);
 
+/// The next offset at or after `offset` where data starts (`hole` 0: SEEK_DATA) or a hole starts
+/// (`hole` 1: SEEK_HOLE); -1 with errno set (ENXIO: no more data). Exists because SEEK_DATA and
+/// SEEK_HOLE are defined only under _GNU_SOURCE, which Swift's Glibc module does not set.
+off_t lc_seek_extent(int fd, off_t offset, int hole);
+
 /// Starts writing a range of a file to disk without waiting (sync_file_range with
 /// SYNC_FILE_RANGE_WRITE), so that a later fsync finds most of it written. Same reason.
 void lc_start_writeback(int fd, sqfs_u64 offset, sqfs_u64 length);

@@ -11,8 +11,8 @@ struct Normaliser {
 
     /// overlayfs's own bookkeeping (`origin`, `impure`, `nlink`, the upper root's `uuid`) names inode
     /// numbers and ids of the build host. Opaque markers are content and stay.
-    static func isBookkeeping(_ attribute: String) -> Bool {
-        attribute.hasPrefix("trusted.overlay.") && attribute != "trusted.overlay.opaque"
+    static func isBookkeeping(_ attribute: [UInt8]) -> Bool {
+        attribute.starts(with: ExtendedAttributes.overlayPrefix) && attribute != Array("trusted.overlay.opaque".utf8)
     }
 
     /// Working state that must never be part of a layer.
@@ -57,8 +57,8 @@ struct Normaliser {
         }
         try RawPath.with(path) { p in
             for name in ExtendedAttributes.names(p) where Self.isBookkeeping(name) {
-                if lremovexattr(p, name) != 0 && errno != ENODATA {
-                    throw SystemError("remove attribute \(name) from", RawPath.string(path))
+                if RawPath.with(name, { lremovexattr(p, $0) }) != 0 && errno != ENODATA {
+                    throw SystemError("remove attribute \(RawPath.string(name)) from", RawPath.string(path))
                 }
             }
             let mtime = min(Int64(st.st_mtim.tv_sec), epoch)

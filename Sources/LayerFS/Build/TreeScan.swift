@@ -61,10 +61,11 @@ struct TreeScan {
         }
         var opaque = false
         try RawPath.with(path) { p in
-            for name in ExtendedAttributes.names(p).sorted() {
+            // In byte order of the names, which for UTF-8 names is String's order too.
+            for name in ExtendedAttributes.names(p).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 let value = ExtendedAttributes.value(p, name) ?? []
-                line += Array("\0\(name)=".utf8) + Array(Digest.hex(value).utf8)
-                if name == "trusted.overlay.opaque" && value == Array("y".utf8) { opaque = true }
+                line += [0] + name + Array("=".utf8) + Array(Digest.hex(value).utf8)
+                if name == Array("trusted.overlay.opaque".utf8) && value == Array("y".utf8) { opaque = true }
             }
         }
         if (st.st_mode & S_IFMT) == S_IFDIR, let knownOpaque { opaque = knownOpaque.contains(relative) }

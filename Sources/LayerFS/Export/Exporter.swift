@@ -106,6 +106,11 @@ public struct Exporter: Sendable {
             if let first = writer.skippedSockets.first {
                 warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
             }
+            if let first = writer.skippedAttributes.first {
+                warning(
+                    "tar cannot carry attribute names outside printable ASCII, or with % or =: left out \(writer.skippedAttributes.count), first \(first); --format squashfs and dir keep them"
+                )
+            }
         case .dir:
             try DirectoryWriter(path: request.output).write(tree) {
                 progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil))

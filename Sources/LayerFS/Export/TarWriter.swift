@@ -23,13 +23,23 @@ final class TarWriter {
 
     /// Sockets left out: tar has no type for them.
     private(set) var skippedSockets: [String] = []
+    /// Attributes left out, as "NAME on PATH": libarchive writes a name outside printable ASCII, or
+    /// with `%` or `=`, percent-encoded (`SCHILY.xattr.user.%C3%A9`), which GNU tar then restores
+    /// under that encoded name. Leaving one out beats restoring it under the wrong name.
+    private(set) var skippedAttributes: [String] = []
 
-    /// Writes every entry but the root, parents first; returns the archive's size in bytes.
+    /// Whether every reader restores attribute `name` as it is: printable ASCII without `%`, `=`.
+    static func carriesAttributeName(_ name: [UInt8]) -> Bool {
+        name.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "%") && $0 != UInt8(ascii: "=") }
+    }
+
+    /// Writes every entry, the root first as `./` (so its mode, owner and xattrs travel too), parents
+    /// before children; returns the archive's size in bytes.
     func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws -> UInt64 {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
         var bytesIn: UInt64 = 0
-        for index in tree.depthFirst().dropFirst() {
+        for (index, linkTo) in tree.depthFirstWithLinks() {
             let entry = tree.entries[index]
             if entry.kind == .socket {
                 skippedSockets.append(RawPath.string(tree.path(of: index)))
@@ -37,7 +47,7 @@ final class TarWriter {
             }
             guard let header = archive_entry_new() else { throw ArchiveError("describe an entry of", path, nil) }
             defer { archive_entry_free(header) }
-            let name = Array(tree.path(of: index).dropFirst())
+            let name = index == 0 ? Array("./".utf8) : Array(tree.path(of: index).dropFirst())
             RawPath.with(name) { archive_entry_copy_pathname(header, $0) }
             archive_entry_set_filetype(header, entry.kind.typeBits)
             archive_entry_set_perm(header, mode_t(entry.permissions))
@@ -45,29 +55,37 @@ final class TarWriter {
             archive_entry_set_gid(header, la_int64_t(entry.gid))
             archive_entry_set_mtime(header, time_t(entry.mtime), 0)
             for attribute in entry.xattrs {
-                attribute.value.withUnsafeBytes {
-                    archive_entry_xattr_add_entry(header, attribute.name, $0.baseAddress, $0.count)
+                guard Self.carriesAttributeName(attribute.name) else {
+                    skippedAttributes.append(
+                        "\(attribute.displayName) on \(RawPath.display(tree.path(of: index)))")
+                    continue
+                }
+                attribute.value.withUnsafeBytes { value in
+                    RawPath.with(attribute.name) {
+                        archive_entry_xattr_add_entry(header, $0, value.baseAddress, value.count)
+                    }
                 }
             }
-            switch entry.kind {
-            case .regular:
-                if let target = entry.hardLinkTarget {
-                    RawPath.with(Array(tree.path(of: target).dropFirst())) { archive_entry_copy_hardlink(header, $0) }
-                    archive_entry_set_size(header, 0)
-                } else {
+            if let target = linkTo {
+                // A further name of any kind (files, symlinks, device nodes can all be hard links).
+                RawPath.with(Array(tree.path(of: target).dropFirst())) { archive_entry_copy_hardlink(header, $0) }
+                archive_entry_set_size(header, 0)
+            } else {
+                switch entry.kind {
+                case .regular:
                     archive_entry_set_size(header, la_int64_t(entry.size))
+                case .symlink:
+                    RawPath.with(entry.linkTarget) { archive_entry_copy_symlink(header, $0) }
+                case .characterDevice, .blockDevice:
+                    archive_entry_set_rdev(header, dev_t(entry.rdev))
+                case .directory, .fifo, .socket:
+                    break
                 }
-            case .symlink:
-                RawPath.with(entry.linkTarget) { archive_entry_copy_symlink(header, $0) }
-            case .characterDevice, .blockDevice:
-                archive_entry_set_rdev(header, dev_t(entry.rdev))
-            case .directory, .fifo, .socket:
-                break
             }
             let pathText = RawPath.string(tree.path(of: index))
             let status = archive_write_header(archive, header)
             if status < ARCHIVE_WARN { throw ArchiveError("write the header of \(pathText) to", path, archive) }
-            guard entry.kind == .regular, entry.hardLinkTarget == nil else { continue }
+            guard entry.kind == .regular, linkTo == nil else { continue }
             let fd = RawPath.with(entry.source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
             if fd < 0 { throw SystemError("read", RawPath.string(entry.source)) }
             defer { close(fd) }

@@ -230,11 +230,15 @@ public final class SquashfsReader {
         }
     }
 
-    static func linkTarget(_ inode: UnsafePointer<sqfs_inode_generic_t>) -> String {
+    /// A symlink's target as stored: raw bytes, which need not be UTF-8.
+    static func linkTargetBytes(_ inode: UnsafePointer<sqfs_inode_generic_t>) -> [UInt8] {
         let size =
             UInt32(inode.pointee.base.type) == SQFS_INODE_EXT_SLINK.rawValue
             ? inode.pointee.data.slink_ext.target_size : inode.pointee.data.slink.target_size
-        let bytes = UnsafeRawBufferPointer(start: lc_sqfs_inode_payload(inode), count: Int(size))
-        return String(decoding: bytes, as: UTF8.self)
+        return Array(UnsafeRawBufferPointer(start: lc_sqfs_inode_payload(inode), count: Int(size)))
+    }
+
+    static func linkTarget(_ inode: UnsafePointer<sqfs_inode_generic_t>) -> String {
+        String(decoding: linkTargetBytes(inode), as: UTF8.self)
     }
 }

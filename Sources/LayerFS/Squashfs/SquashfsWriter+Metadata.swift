@@ -189,16 +189,16 @@ extension SquashfsWriter {
         skipped: (String, [UInt8]) -> Void
     ) throws -> UInt32 {
         let storable = entry.xattrs.filter { attribute in
-            if sqfs_get_xattr_prefix_id(attribute.name) >= 0 { return true }
-            skipped(attribute.name, Array(path().utf8))
+            if RawPath.with(attribute.name, { sqfs_get_xattr_prefix_id($0) }) >= 0 { return true }
+            skipped(attribute.displayName, Array(path().utf8))
             return false
         }
         guard !storable.isEmpty else { return 0xFFFF_FFFF }
         try sqfs("record the attributes of \(path())") { sqfs_xattr_writer_begin(xattrs, 0) }
         for attribute in storable {
-            try sqfs("record attribute \(attribute.name) of \(path())") {
-                attribute.value.withUnsafeBytes {
-                    sqfs_xattr_writer_add(xattrs, attribute.name, $0.baseAddress, $0.count)
+            try sqfs("record attribute \(attribute.displayName) of \(path())") {
+                attribute.value.withUnsafeBytes { value in
+                    RawPath.with(attribute.name) { sqfs_xattr_writer_add(xattrs, $0, value.baseAddress, value.count) }
                 }
             }
         }

@@ -75,7 +75,7 @@ public struct LayerManifest: Sendable {
             out.putBytes(entry.linkTarget)
             out.put(UInt32(entry.xattrs.count))
             for attribute in entry.xattrs {
-                out.putBytes(Array(attribute.name.utf8))
+                out.putBytes(attribute.name)
                 out.putBytes(attribute.value)
             }
             if let content = entry.content { out.bytes += content.bytes }
@@ -97,7 +97,8 @@ public struct LayerManifest: Sendable {
             else { return nil }
             var hardLinkTarget: Int?
             if flags & 4 != 0 {
-                guard let target = input.u32(), Int(target) < index else { return nil }
+                // Any order: the name the build met first need not come first in the manifest.
+                guard let target = input.u32(), Int(target) < Int(count), Int(target) != index else { return nil }
                 hardLinkTarget = Int(target)
             }
             guard let name = input.bytes(), let linkTarget = input.bytes(), let xattrCount = input.u32() else {
@@ -106,7 +107,7 @@ public struct LayerManifest: Sendable {
             var xattrs: [MergedTree.ExtendedAttribute] = []
             for _ in 0..<xattrCount {
                 guard let attributeName = input.bytes(), let value = input.bytes() else { return nil }
-                xattrs.append(.init(name: String(decoding: attributeName, as: UTF8.self), value: value))
+                xattrs.append(.init(name: attributeName, value: value))
             }
             var content: Hash256?
             if flags & 2 != 0 {
@@ -125,6 +126,12 @@ public struct LayerManifest: Sendable {
                     content: content))
         }
         guard input.isAtEnd, !entries.isEmpty, entries[0].kind == .directory else { return nil }
+        // A link names the first name of its group, which is no link itself, of the same kind.
+        for entry in entries {
+            guard let target = entry.hardLinkTarget else { continue }
+            let head = entries[target]
+            guard head.hardLinkTarget == nil, head.kind == entry.kind, head.kind != .directory else { return nil }
+        }
         return LayerManifest(entries: entries, opaque: opaque)
     }
 }

@@ -11,8 +11,17 @@ public struct MergedTree: Sendable {
     }
 
     public struct ExtendedAttribute: Hashable, Sendable {
-        public var name: String
+        /// The name as the kernel lists it: raw bytes, which need not be UTF-8.
+        public var name: [UInt8]
         public var value: [UInt8]
+
+        public init(name: [UInt8], value: [UInt8]) {
+            self.name = name
+            self.value = value
+        }
+
+        /// The name for messages, bytes that are not UTF-8 as `\xNN`.
+        public var displayName: String { RawPath.display(name) }
     }
 
     public struct Entry: Sendable {
@@ -90,6 +99,24 @@ public struct MergedTree: Sendable {
         }
         return order
     }
+
+    /// Entry indices in depth-first order, each with the entry it is a hard link to, if any: the
+    /// name of its group met first in this order. A group's first name in `entries` may come
+    /// later depth-first (`/x/z` is entered before `/x/a/f`), so writers that walk depth-first,
+    /// and must write the data before any link to it, ask here.
+    public func depthFirstWithLinks() -> [(index: Int, linkTo: Int?)] {
+        var firstMet: [Int: Int] = [:]
+        return depthFirst().map { index in
+            let entry = entries[index]
+            guard entry.kind != .directory, entry.hardLinkTarget != nil || entry.linkCount > 1 else {
+                return (index, nil)
+            }
+            let group = entry.hardLinkTarget ?? index
+            if let first = firstMet[group] { return (index, first) }
+            firstMet[group] = index
+            return (index, nil)
+        }
+    }
 }
 
 extension MergedTree.Entry {
@@ -150,10 +177,39 @@ enum RawPath {
 
     static func string(_ path: [UInt8]) -> String { String(decoding: path, as: UTF8.self) }
 
+    /// The bytes as text for a message: UTF-8 as it is, any other byte and control characters as
+    /// `\xNN`, so two names that differ only in such bytes read differently.
+    static func display(_ bytes: [UInt8]) -> String {
+        if let text = String(validating: bytes, as: UTF8.self), !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+            return text
+        }
+        var result = ""
+        var rest = bytes[...]
+        while let byte = rest.first {
+            // The longest valid UTF-8 sequence at the front, up to 4 bytes.
+            if byte >= 0x80, let length = (2...4).first(where: { rest.count >= $0 && String(validating: rest.prefix($0), as: UTF8.self) != nil }) {
+                result += String(decoding: rest.prefix(length), as: UTF8.self)
+                rest = rest.dropFirst(length)
+            } else if byte < 0x20 || byte >= 0x7F || byte == UInt8(ascii: "\\") {
+                result += "\\x" + String(byte, radix: 16, uppercase: false).leftPadded(2)
+                rest = rest.dropFirst()
+            } else {
+                result.unicodeScalars.append(UnicodeScalar(byte))
+                rest = rest.dropFirst()
+            }
+        }
+        return result
+    }
+
     static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
         var path = directory
         path.append(UInt8(ascii: "/"))
         path.append(contentsOf: name)
         return path
     }
+}
+
+extension String {
+    /// The string with zeros in front up to `width` characters.
+    fileprivate func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

@@ -1,26 +1,32 @@
 import CLayerSupport
 import Glibc
 
-/// The extended attributes of a path, read and changed without following symlinks.
+/// The extended attributes of a path, read and changed without following symlinks. Names are raw
+/// bytes: the kernel takes any bytes but NUL after the namespace prefix, so `user.` followed by
+/// 0xff 0xfe is a name a tree can hold and an image must keep.
 enum ExtendedAttributes {
-    static func names(_ path: UnsafePointer<CChar>) -> [String] {
+    static func names(_ path: UnsafePointer<CChar>) -> [[UInt8]] {
         let size = llistxattr(path, nil, 0)
         guard size > 0 else { return [] }
         var buffer = [CChar](repeating: 0, count: size)
         let read = llistxattr(path, &buffer, size)
         guard read > 0 else { return [] }
-        return buffer[0..<read].split(separator: 0).map {
-            String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return buffer[0..<read].split(separator: 0).map { $0.map { UInt8(bitPattern: $0) } }
+    }
+
+    static func value(_ path: UnsafePointer<CChar>, _ name: [UInt8]) -> [UInt8]? {
+        RawPath.with(name) { name in
+            let size = lgetxattr(path, name, nil, 0)
+            guard size >= 0 else { return nil }
+            var buffer = [UInt8](repeating: 0, count: size)
+            let read = size == 0 ? 0 : lgetxattr(path, name, &buffer, size)
+            return read >= 0 ? Array(buffer[0..<read]) : nil
         }
     }
 
-    static func value(_ path: UnsafePointer<CChar>, _ name: String) -> [UInt8]? {
-        let size = lgetxattr(path, name, nil, 0)
-        guard size >= 0 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: size)
-        let read = size == 0 ? 0 : lgetxattr(path, name, &buffer, size)
-        return read >= 0 ? Array(buffer[0..<read]) : nil
-    }
+    static func value(_ path: UnsafePointer<CChar>, _ name: String) -> [UInt8]? { value(path, Array(name.utf8)) }
+
+    static let overlayPrefix = Array("trusted.overlay.".utf8)
 
     /// Every attribute of `path` by name in byte order, without overlayfs's own (`trusted.overlay.*`).
     static func all(_ path: [UInt8]) throws -> [MergedTree.ExtendedAttribute] {
@@ -36,14 +42,14 @@ enum ExtendedAttributes {
             if read < 0 { throw SystemError("list attributes of", RawPath.string(path)) }
             var result: [MergedTree.ExtendedAttribute] = []
             for raw in buffer[0..<read].split(separator: 0) {
-                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                if name.hasPrefix("trusted.overlay.") { continue }
+                let name = raw.map { UInt8(bitPattern: $0) }
+                if name.starts(with: overlayPrefix) { continue }
                 guard let value = value(p, name) else {
-                    throw SystemError("read attribute \(name) of", RawPath.string(path))
+                    throw SystemError("read attribute \(RawPath.string(name)) of", RawPath.string(path))
                 }
                 result.append(MergedTree.ExtendedAttribute(name: name, value: value))
             }
-            return result.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+            return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
         }
     }
 

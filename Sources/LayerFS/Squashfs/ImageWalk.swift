@@ -1,0 +1,260 @@
+import CLayerSupport
+import CSquashfs
+import Glibc
+
+/// The walk over an image's directories, breadth first like the stack merge, so children are
+/// contiguous and in the image's (byte) order.
+///
+/// An image is untrusted input, so the walk reads directories as the kernel does (the entry's
+/// inode number and type, not only the inode it points at) and refuses what the kernel would show
+/// differently from what the inodes say, or what no writer makes: a directory entered twice (a
+/// loop, which would never end), an entry whose type or inode number disagrees with its inode,
+/// two inodes under one inode number, names out of order, repeated, empty or holding a `/`.
+struct ImageWalk {
+    let reader: SquashfsReader
+    var entries: [MergedTree.Entry] = []
+    var inodes: [Int: UnsafeMutablePointer<sqfs_inode_generic_t>] = [:]
+    private var ids: OpaquePointer?
+    private var xattrs: OpaquePointer?
+    private var directoryTable: OpaquePointer?
+    private var inodeTable: OpaquePointer?
+
+    init(reader: SquashfsReader) { self.reader = reader }
+
+    mutating func close() {
+        sqfsDestroy(ids)
+        sqfsDestroy(xattrs)
+        sqfsDestroy(directoryTable)
+        sqfsDestroy(inodeTable)
+        for inode in inodes.values { sqfs_free(inode) }
+        inodes = [:]
+    }
+
+    /// A damaged image: one line that names it and what is wrong.
+    private func damaged(_ what: String) -> SquashfsError {
+        SquashfsError("read \(reader.image): a damaged image: \(what)", SQFS_ERROR_CORRUPTED.rawValue)
+    }
+
+    mutating func run() throws {
+        let image = reader.image
+        let superblock = reader.superblock.pointee
+        guard let table = sqfs_id_table_create(0) else { throw SquashfsError("read ids", SQFS_ERROR_ALLOC.rawValue) }
+        ids = table
+        try sqfs("read the id table of \(image)") {
+            sqfs_id_table_read(table, reader.file, reader.superblock, reader.compressor)
+        }
+        if superblock.flags & UInt16(SQFS_FLAG_NO_XATTRS.rawValue) == 0, superblock.xattr_id_table_start != UInt64.max {
+            guard let xr = sqfs_xattr_reader_create(0) else {
+                throw SquashfsError("read xattrs", SQFS_ERROR_ALLOC.rawValue)
+            }
+            xattrs = xr
+            try sqfs("read the xattr table of \(image)") {
+                sqfs_xattr_reader_load(xr, reader.superblock, reader.file, reader.compressor)
+            }
+        }
+        // The tables lie one after another: inodes, directories, then the fragment, export, id and
+        // xattr tables; each reader may not read past the start of the next.
+        let directoryStart = superblock.directory_table_start
+        let directoryLimit = [
+            superblock.fragment_table_start, superblock.export_table_start, superblock.id_table_start,
+            superblock.xattr_id_table_start, superblock.bytes_used,
+        ].filter { $0 > directoryStart && $0 != UInt64.max }.min() ?? superblock.bytes_used
+        guard superblock.inode_table_start < directoryStart,
+            let inodeTable = sqfs_meta_reader_create(
+                reader.file, reader.compressor, superblock.inode_table_start, directoryStart),
+            let directoryTable = sqfs_meta_reader_create(reader.file, reader.compressor, directoryStart, directoryLimit)
+        else { throw damaged("its inode and directory tables are out of order") }
+        self.inodeTable = inodeTable
+        self.directoryTable = directoryTable
+
+        let rootReference = superblock.root_inode_ref
+        let root = try inode(at: rootReference, path: "/")
+        guard SquashfsReader.kind(of: root) == .directory else {
+            sqfs_free(root)
+            throw damaged("the root is not a directory")
+        }
+        entries.append(try entry(name: [], parent: 0, inode: root))
+        var visited: Set<UInt64> = [rootReference]
+        var queue: [(index: Int, inode: UnsafeMutablePointer<sqfs_inode_generic_t>)] = [(0, root)]
+        var hardLinks: [UInt32: (index: Int, reference: UInt64)] = [:]
+        var head = 0
+        defer { for pending in queue[head...] { sqfs_free(pending.inode) } }
+        while head < queue.count {
+            let (directory, inode) = queue[head]
+            head += 1
+            defer { sqfs_free(inode) }
+            let directoryPath = directory == 0 ? [] : tree.path(of: directory)
+            let path = directory == 0 ? "/" : RawPath.display(directoryPath)
+            var state = sqfs_readdir_state_t()
+            try sqfs("list \(path) in \(image)") { sqfs_readdir_state_init(&state, reader.superblock, inode) }
+            let first = entries.count
+            var previous: [UInt8]?
+            while true {
+                var dirent: UnsafeMutablePointer<sqfs_dir_entry_t>?
+                var number: UInt32 = 0
+                var reference: UInt64 = 0
+                let status = sqfs_meta_reader_readdir(directoryTable, &state, &dirent, &number, &reference)
+                if status > 0 { break }
+                guard status == 0, let dirent else { throw SquashfsError("list \(path) in \(image)", status) }
+                defer { sqfs_free(dirent) }
+                let name = Array(
+                    UnsafeBufferPointer(start: lc_sqfs_dir_entry_name(dirent), count: Int(dirent.pointee.size) + 1))
+                let childPath = { RawPath.display(RawPath.join(directoryPath, name)) }
+                try check(name: name, after: previous, in: path)
+                previous = name
+                let child = try self.inode(at: reference, path: childPath())
+                var made: MergedTree.Entry
+                do {
+                    // What the kernel's readdir reports comes from the entry: its type and number.
+                    let type = UInt16(child.pointee.base.type)
+                    let basic = type > 7 ? type - 7 : type
+                    guard dirent.pointee.type == basic else {
+                        throw damaged("\(childPath()) is listed as type \(dirent.pointee.type), its inode is type \(type)")
+                    }
+                    guard number == child.pointee.base.inode_number else {
+                        throw damaged(
+                            "\(childPath()) is listed as inode \(number), its inode says \(child.pointee.base.inode_number)")
+                    }
+                    made = try entry(name: name, parent: directory, inode: child)
+                } catch {
+                    sqfs_free(child)
+                    throw error
+                }
+                let index = entries.count
+                if made.kind == .directory {
+                    guard visited.insert(reference).inserted else {
+                        sqfs_free(child)
+                        throw damaged("a directory loop: \(childPath()) is a directory met before")
+                    }
+                    queue.append((index, child))
+                } else {
+                    if let link = hardLinks[number] {
+                        // The kernel takes one inode per number: a second inode under it would read
+                        // as the first.
+                        guard link.reference == reference, made.linkCount > 1 else {
+                            sqfs_free(child)
+                            throw damaged(
+                                "\(childPath()) shares inode number \(number) with \(RawPath.display(tree.path(of: link.index))), but not its inode or a link count above 1"
+                            )
+                        }
+                        made.hardLinkTarget = link.index
+                    } else {
+                        hardLinks[number] = (index, reference)
+                    }
+                    if made.kind == .regular && made.hardLinkTarget == nil {
+                        inodes[index] = child
+                    } else {
+                        sqfs_free(child)
+                    }
+                }
+                entries.append(made)
+            }
+            entries[directory].children = first..<entries.count
+        }
+    }
+
+    /// Names as the kernel needs them: not empty, no `/`, not `.` or `..`, and in strictly
+    /// increasing byte order, which lookups rely on and which rules out repeats.
+    private func check(name: [UInt8], after previous: [UInt8]?, in directory: String) throws {
+        if name.contains(UInt8(ascii: "/")) || name == [0x2E] || name == [0x2E, 0x2E] || name.contains(0) {
+            throw damaged("\(directory) holds an entry named \(RawPath.display(name).debugDescription)")
+        }
+        if let previous, !previous.lexicographicallyPrecedes(name) {
+            throw damaged("\(directory) lists \(RawPath.display(name)) after \(RawPath.display(previous))")
+        }
+    }
+
+    /// The inode at `reference` (block << 16 | offset in the inode table). The caller frees it.
+    private func inode(at reference: UInt64, path: String) throws -> UnsafeMutablePointer<sqfs_inode_generic_t> {
+        var inode: UnsafeMutablePointer<sqfs_inode_generic_t>?
+        try sqfs("read \(path) in \(reader.image)") {
+            sqfs_meta_reader_read_inode(inodeTable, reader.superblock, reference >> 16, Int(reference & 0xFFFF), &inode)
+        }
+        guard let inode else { throw SquashfsError("read \(path) in \(reader.image)", SQFS_ERROR_INTERNAL.rawValue) }
+        return inode
+    }
+
+    private var tree: MergedTree { MergedTree(entries: entries, trees: [], epoch: 0) }
+
+    private func entry(name: [UInt8], parent: Int, inode: UnsafeMutablePointer<sqfs_inode_generic_t>) throws
+        -> MergedTree.Entry
+    {
+        guard let kind = SquashfsReader.kind(of: inode) else {
+            throw SquashfsError("read \(reader.image): an inode of unknown type", SQFS_ERROR_CORRUPTED.rawValue)
+        }
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        try sqfs("read the owner in \(reader.image)") {
+            sqfs_id_table_index_to_id(ids, inode.pointee.base.uid_idx, &uid)
+        }
+        try sqfs("read the group in \(reader.image)") {
+            sqfs_id_table_index_to_id(ids, inode.pointee.base.gid_idx, &gid)
+        }
+        var size: UInt64 = 0
+        if kind == .regular { sqfs_inode_get_file_size(inode, &size) }
+        let data = inode.pointee.data
+        let type = UInt32(inode.pointee.base.type)
+        var rdev: UInt64 = 0
+        if kind == .characterDevice || kind == .blockDevice {
+            let encoded =
+                type == SQFS_INODE_EXT_BDEV.rawValue || type == SQFS_INODE_EXT_CDEV.rawValue
+                ? data.dev_ext.devno : data.dev.devno
+            rdev = Self.decodeDevice(encoded)
+        }
+        let links: UInt32
+        switch type {
+        case SQFS_INODE_EXT_FILE.rawValue: links = data.file_ext.nlink
+        case SQFS_INODE_FILE.rawValue: links = 1
+        case SQFS_INODE_DIR.rawValue: links = data.dir.nlink
+        case SQFS_INODE_EXT_DIR.rawValue: links = data.dir_ext.nlink
+        case SQFS_INODE_SLINK.rawValue: links = data.slink.nlink
+        case SQFS_INODE_EXT_SLINK.rawValue: links = data.slink_ext.nlink
+        case SQFS_INODE_BDEV.rawValue, SQFS_INODE_CDEV.rawValue: links = data.dev.nlink
+        case SQFS_INODE_EXT_BDEV.rawValue, SQFS_INODE_EXT_CDEV.rawValue: links = data.dev_ext.nlink
+        case SQFS_INODE_FIFO.rawValue, SQFS_INODE_SOCKET.rawValue: links = data.ipc.nlink
+        default: links = data.ipc_ext.nlink
+        }
+        return MergedTree.Entry(
+            name: name, parent: parent, kind: kind, permissions: inode.pointee.base.mode & 0o7777, uid: uid, gid: gid,
+            mtime: Int64(inode.pointee.base.mod_time), size: size, rdev: rdev,
+            linkTarget: kind == .symlink ? SquashfsReader.linkTargetBytes(inode) : [],
+            xattrs: try attributes(inode), source: [], layer: 0, children: 0..<0, hardLinkTarget: nil,
+            linkCount: kind == .directory ? 1 : Int(links))
+    }
+
+    /// The kernel's new_decode_dev, then glibc's makedev: what lstat's st_rdev says for the node.
+    static func decodeDevice(_ encoded: UInt32) -> UInt64 {
+        let major = UInt64((encoded & 0xfff00) >> 8)
+        let minor = UInt64((encoded & 0xff) | ((encoded >> 12) & 0xfff00))
+        return ((major & 0xffff_f000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffff_ff00) << 12) | (minor & 0xff)
+    }
+
+    private func attributes(_ inode: UnsafeMutablePointer<sqfs_inode_generic_t>) throws -> [MergedTree
+        .ExtendedAttribute]
+    {
+        var index: UInt32 = 0xFFFF_FFFF
+        sqfs_inode_get_xattr_index(inode, &index)
+        guard index != 0xFFFF_FFFF, let xattrs else { return [] }
+        var description = sqfs_xattr_id_t()
+        try sqfs("read xattrs in \(reader.image)") { sqfs_xattr_reader_get_desc(xattrs, index, &description) }
+        try sqfs("read xattrs in \(reader.image)") { sqfs_xattr_reader_seek_kv(xattrs, &description) }
+        var result: [MergedTree.ExtendedAttribute] = []
+        for _ in 0..<description.count {
+            var key: UnsafeMutablePointer<sqfs_xattr_entry_t>?
+            try sqfs("read an xattr key in \(reader.image)") { sqfs_xattr_reader_read_key(xattrs, &key) }
+            guard let key else { break }
+            defer { sqfs_free(key) }
+            var value: UnsafeMutablePointer<sqfs_xattr_value_t>?
+            try sqfs("read an xattr value in \(reader.image)") { sqfs_xattr_reader_read_value(xattrs, key, &value) }
+            guard let value else { break }
+            defer { sqfs_free(value) }
+            // libsquashfs hands the key back whole ("user.note"), NUL-terminated; `size` counts the
+            // part after the prefix only.
+            let start = UnsafeRawPointer(lc_sqfs_xattr_key(key)).assumingMemoryBound(to: UInt8.self)
+            let name = Array(UnsafeBufferPointer(start: start, count: strlen(UnsafeRawPointer(start).assumingMemoryBound(to: CChar.self))))
+            let bytes = Array(UnsafeBufferPointer(start: lc_sqfs_xattr_value(value), count: Int(value.pointee.size)))
+            result.append(MergedTree.ExtendedAttribute(name: name, value: bytes))
+        }
+        return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Damaged and hostile images read by `diff`: each is refused in one line that names the image,
+/// never read forever and never reported as "the same". The images are mksquashfs's, with
+/// metadata left uncompressed so that a test can change one field the way damage or an attacker
+/// would; unsquashfs and the kernel are the oracles for what the field means.
+@Suite("Damaged images", .serialized, .enabled(if: Harness.isRoot, "needs root to mount images for the oracle"))
+struct DamagedImageTests {
+    /// An image's bytes, with the squashfs fields a case changes. Offsets are absolute.
+    struct Image {
+        var bytes: [UInt8]
+
+        func u16(_ at: Int) -> Int { Int(bytes[at]) | Int(bytes[at + 1]) << 8 }
+        func u32(_ at: Int) -> Int { u16(at) | u16(at + 2) << 16 }
+        func u64(_ at: Int) -> Int { u32(at) | u32(at + 4) << 32 }
+        mutating func set16(_ at: Int, _ value: Int) {
+            bytes[at] = UInt8(truncatingIfNeeded: value)
+            bytes[at + 1] = UInt8(truncatingIfNeeded: value >> 8)
+        }
+
+        var inodeTable: Int { u64(64) }
+        var directoryTable: Int { u64(72) }
+        var rootReference: Int { u64(32) }
+        /// Where the inode at `offset` of the (single, uncompressed) first inode block starts.
+        func inode(atOffset offset: Int) -> Int { inodeTable + 2 + offset }
+        var root: Int { inode(atOffset: rootReference & 0xFFFF) }
+        func inodeNumber(_ inode: Int) -> Int { u32(inode + 12) }
+
+        /// The directory entry named `name`: offset u16, inode number difference s16, type u16,
+        /// name size - 1 u16, then the name.
+        func entry(_ name: String) throws -> Int {
+            let needle = [UInt8](name.utf8)
+            let region = directoryTable..<bytes.count - needle.count
+            let at = try #require(
+                region.first { start in
+                    Array(bytes[start..<start + needle.count]) == needle && u16(start - 2) == needle.count - 1
+                }, "no entry \(name)")
+            return at - 8
+        }
+
+        /// Points entry `name` at the inode at `inode` (in the first inode block), with the
+        /// inode number that inode has, so only the target changes.
+        mutating func point(_ name: String, at inode: Int) throws {
+            let entry = try entry(name)
+            let current = self.inode(atOffset: u16(entry))
+            let base = inodeNumber(current) - Int(Int16(truncatingIfNeeded: u16(entry + 2)))
+            set16(entry, inode - inodeTable - 2)
+            set16(entry + 2, inodeNumber(inode) - base)
+        }
+    }
+
+    /// A small tree and its image: /a/loopdir, /c/file1, /c/file2.
+    func make() throws -> (folder: String, image: Image, path: String) {
+        let folder = try Harness.temporaryDirectory("damaged")
+        let source = folder + "/src"
+        for directory in ["a", "a/loopdir", "c"] {
+            try FileManager.default.createDirectory(atPath: source + "/" + directory, withIntermediateDirectories: true)
+        }
+        try "one\n".write(toFile: source + "/c/file1", atomically: false, encoding: .utf8)
+        try "two\n".write(toFile: source + "/c/file2", atomically: false, encoding: .utf8)
+        let path = folder + "/image.squashfs"
+        let made = try KernelMount.run(
+            "/usr/bin/mksquashfs",
+            [source, path, "-noI", "-noD", "-noF", "-noX", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0"])
+        #expect(made.status == 0, "\(made.output)")
+        let bytes = try #require(FileManager.default.contents(atPath: path))
+        return (source, Image(bytes: [UInt8](bytes)), path)
+    }
+
+    /// `layerctl diff` of the damaged `image` against `folder`, within a minute: exit 3, and one
+    /// line that names the image and says `expected`.
+    func expectRefused(
+        _ image: Image, against folder: String, saying expected: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        let path = try Harness.temporaryDirectory("damaged-image") + "/damaged.squashfs"
+        try Data(image.bytes).write(to: URL(fileURLWithPath: path))
+        let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "diff", path, folder])
+        #expect(result.status == 3, "exit \(result.status) (124: still reading after a minute): \(result.output)",
+            sourceLocation: sourceLocation)
+        let lines = result.output.split(separator: "\n")
+        #expect(lines.count == 1, "\(result.output)", sourceLocation: sourceLocation)
+        #expect(
+            result.output.contains(path) && (expected.isEmpty || result.output.contains(expected)), "\(result.output)",
+            sourceLocation: sourceLocation)
+    }
+
+    @Test("The image as written reads as the same as its folder; unsquashfs reads it")
+    func undamaged() throws {
+        let (folder, _, path) = try make()
+        let result = try Harness.run(["diff", path, folder])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+    }
+
+    @Test("A directory that points back at the root or at itself is a loop, refused at once, as unsquashfs does")
+    func loops() throws {
+        let (folder, image, _) = try make()
+        var toRoot = image
+        try toRoot.point("loopdir", at: image.root)
+        try expectRefused(toRoot, against: folder, saying: "directory loop")
+        let unsquashfs = try Self.unsquashfs(toRoot)
+        #expect(unsquashfs.contains("loop"), "\(unsquashfs)")
+
+        var toParent = image
+        let a = image.inode(atOffset: image.u16(try image.entry("a")))
+        try toParent.point("loopdir", at: a)
+        try expectRefused(toParent, against: folder, saying: "directory loop")
+    }
+
+    @Test("An entry whose type or inode number disagrees with its inode, two inodes under one number, names out of order")
+    func entriesThatDisagree() throws {
+        let (folder, image, _) = try make()
+        var type = image
+        type.set16(try image.entry("file1") + 4, 3)  // a symlink, says the entry; readdir reports DT_LNK
+        try expectRefused(type, against: folder, saying: "is listed as type 3")
+
+        var number = image
+        let entry = try image.entry("file2")
+        number.set16(entry + 2, image.u16(entry + 2) + 1)
+        try expectRefused(number, against: folder, saying: "is listed as inode")
+
+        var order = image
+        let name = try image.entry("file2") + 8
+        order.bytes[name + 4] = UInt8(ascii: "0")  // file2 → file0, now after file1
+        try expectRefused(order, against: folder, saying: "lists file0 after file1")
+    }
+
+    @Test("Truncated images and an owner index past the id table are refused in one line")
+    func truncatedAndBadIndexes() throws {
+        let (folder, image, _) = try make()
+        // bytes_used: mksquashfs pads the file to 4 KiB beyond it.
+        let used = image.u64(40)
+        for length in [96, used / 2, used - 1] {
+            var cut = image
+            cut.bytes = Array(image.bytes.prefix(length))
+            try expectRefused(cut, against: folder, saying: "")
+        }
+        var owner = image
+        owner.set16(image.root + 4, 200)
+        try expectRefused(owner, against: folder, saying: "")
+    }
+
+    /// What unsquashfs says of `image` when it lists it.
+    static func unsquashfs(_ image: Image) throws -> String {
+        let path = try Harness.temporaryDirectory("unsquashfs") + "/image.squashfs"
+        try Data(image.bytes).write(to: URL(fileURLWithPath: path))
+        return try KernelMount.run("/usr/bin/timeout", ["60", "/usr/bin/unsquashfs", "-l", path]).output
+    }
+}
