@@ -15,6 +15,9 @@
 # Then the incremental case: the top layer changes (about 4% of the data: files changed, deleted and
 # added; see change() below) and we export again with the block cache from the previous export, against
 # a full mksquashfs run of the changed stack. The re-export must equal a cold export byte for byte.
+# Then the bounded block cache: a re-export of the stack after HISTORY (default 100) exports of other
+# changed stacks, against the same re-export after a single export; with peak RSS and the packs the
+# re-export opened (one descriptor each). HISTORY=0 skips it.
 # Layers that layerctl builds carry a manifest (every entry with its metadata and content digest);
 # the hand-made layers here get theirs in an untimed first export, before anything is measured.
 set -euo pipefail
@@ -119,6 +122,60 @@ change() {
         "$(echo "100 * $budget / $total" | bc -l)" "${CHANGE:-clustered}"
 }
 
+# history STORE TOP LEVEL: the bounded block cache (see the top of this file).
+history() {
+    local store=$1 top=$2 level=$3 n=${HISTORY:-100} topkey i key
+    [ "$n" -gt 0 ] || return 0
+    topkey=$(cat "$store/refs/$top")
+    # HISTORY siblings of TOP: its tree with one new file of 256 KiB and one file changed in a byte.
+    local victim
+    victim=$(cd "$store/layers/$topkey/tree" && find . -type f -size +8k | LC_ALL=C sort | head -1)
+    for i in $(seq "$n"); do
+        key=$(printf 'history|%s|%d' "$topkey" "$i" | sha256sum | cut -c1-64)
+        [ -d "$store/layers/$key" ] && continue
+        mkdir -p "$store/layers/$key"
+        cp -al "$store/layers/$topkey/tree" "$store/layers/$key/tree"
+        head -c 262144 /dev/urandom >"$store/layers/$key/tree/history-$i"
+        if [ -n "$victim" ]; then
+            rm "$store/layers/$key/tree/$victim"
+            cp "$store/layers/$topkey/tree/$victim" "$store/layers/$key/tree/$victim"
+            printf '%08d' "$i" | dd of="$store/layers/$key/tree/$victim" bs=1 seek=4096 conv=notrunc status=none
+        fi
+        sed "s/$topkey/$key/g; s/\"name\" *: *\"[a-z0-9]*\"/\"name\": \"h$i\"/" "$store/layers/$topkey/layer.json" >"$store/layers/$key/layer.json"
+        echo "$key" >"$store/refs/h$i"
+        "$layerctl" export "h$i" --store "$store" -o "$work/out-h" --jobs "$jobs" --compression lz4 --no-block-cache >/dev/null  # its manifest
+    done
+    rm -rf "$work/res"; mkdir -p "$work/res"
+    for _ in $(seq "$runs"); do
+        for case in single history; do
+            rm -rf "$store/cache/blocks" "$work/out-"*
+            "$layerctl" export "$top" --store "$store" -o "$work/out-first" --compression "zstd:$level" --jobs "$jobs" >/dev/null
+            if [ "$case" = history ]; then
+                for i in $(seq "$n"); do
+                    "$layerctl" export "h$i" --store "$store" -o "$work/out-h" --compression "zstd:$level" --jobs "$jobs" >/dev/null
+                done
+            fi
+            measure "$case" "$layerctl" export "$top" --store "$store" -o "$work/out-$case" --compression "zstd:$level" \
+                --jobs "$jobs" --json-result
+            grep -o '"cachePacks":[0-9]*' "$work/stdout" | tr -dc '0-9' >"$work/res/$case.packs"
+            du -sb "$store/cache/blocks" | cut -f1 >"$work/res/$case.bytes"
+            cmp -s "$work/out-$case" "$work/out-first" || { echo "history: the re-export differs from the first export" >&2; exit 1; }
+        done
+    done
+    local s_wall h_wall s_cpu h_cpu
+    s_wall=$(column_median single 1); h_wall=$(column_median history 1)
+    s_cpu=$(column_median single 2); h_cpu=$(column_median history 2)
+    printf '           %-12s after 1 export: %.3f s wall, %.3f s cpu, rss %.1f MB, %s packs open, cache %.1f MB\n' "history" \
+        "$s_wall" "$s_cpu" "$(echo "$(column_median single 3) / 1024" | bc -l)" "$(cat "$work/res/single.packs")" \
+        "$(echo "$(cat "$work/res/single.bytes") / 1000000" | bc -l)"
+    printf '           %-12s after %d exports: %.3f s wall, %.3f s cpu, rss %.1f MB, %s packs open, cache %.1f MB\n' "" "$n" \
+        "$h_wall" "$h_cpu" "$(echo "$(column_median history 3) / 1024" | bc -l)" "$(cat "$work/res/history.packs")" \
+        "$(echo "$(cat "$work/res/history.bytes") / 1000000" | bc -l)"
+    printf '           %-12s ratio %.3f wall, %.3f cpu; wall times after 1: %s; after %d: %s\n' "" \
+        "$(echo "$h_wall / $s_wall" | bc -l)" "$(echo "$h_cpu / $s_cpu" | bc -l)" \
+        "$(awk '{printf "%.3f ", $1}' "$work/res/single")" "$n" "$(awk '{printf "%.3f ", $1}' "$work/res/history")"
+}
+
 inputs=${INPUTS:-a b c}
 declare -A label=([a]="(a) demo gaming stack" [b]="(b) large files" [c]="(c) small files")
 for input in $inputs; do
@@ -180,6 +237,7 @@ for input in $inputs; do
         printf '           %-12s %8.3f %8.2f   vs full mksquashfs of top2 %.3f s: ratio %.3f, %s\n' "re-export" "$i_wall" \
             "$(column_median incremental 2)" "$m2_wall" "$(echo "$i_wall / $m2_wall" | bc -l)" "$same"
         printf '           %-12s blocks: %s from the cache, %s compressed\n' "" "${blocks%,*}" "${blocks#*,}"
+        [ "$input" != a ] || history "$store" "$top" "$level"
     done
     umount "$mnt"
 done

@@ -54,6 +54,12 @@ struct ImageArguments: ParsableArguments {
     @Flag(help: "Neither use nor fill the store's cache of compressed blocks.")
     var noBlockCache = false
 
+    @Option(
+        help:
+            "How large the store's cache of compressed blocks may grow, such as 4G (the default) or 512M; the least recently used blocks go first. LAYERCTL_BLOCK_CACHE_SIZE sets it too."
+    )
+    var blockCacheSize: String?
+
     @Flag(name: .customLong("json-result"), help: "Print the export's result as one JSON object.")
     var jsonResult = false
 
@@ -64,13 +70,22 @@ struct ImageArguments: ParsableArguments {
         do { _ = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs) } catch {
             throw ValidationError("\(error)")
         }
+        do { _ = try blockCacheLimit() } catch { throw ValidationError("\(error)") }
+    }
+
+    /// `--block-cache-size`, else `LAYERCTL_BLOCK_CACHE_SIZE`, else the default.
+    func blockCacheLimit() throws -> BlockCacheLimit {
+        guard let text = blockCacheSize ?? ProcessInfo.processInfo.environment["LAYERCTL_BLOCK_CACHE_SIZE"] else {
+            return .default
+        }
+        return BlockCacheLimit(bytes: try ImageOptions.parseSize(text, what: "block cache size"))
     }
 
     func export(store: Store, key: String, output: String) throws {
         let options = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs)
         let request = Exporter.Request(
             format: Exporter.Format(rawValue: format) ?? .squashfs, output: output, options: options,
-            useBlockCache: !noBlockCache)
+            useBlockCache: !noBlockCache, blockCacheLimit: try blockCacheLimit())
         let reporter = ExportReporter()
         let result = try Exporter(store: store).export(
             key, request, progress: reporter.progress, warning: reporter.warning)

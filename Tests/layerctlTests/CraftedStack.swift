@@ -24,12 +24,14 @@ final class CraftedStack {
     /// The tree of the layer `index` (0 = bottom).
     func tree(_ index: Int) -> String { store + "/layers/" + keys[index] + "/tree" }
 
-    /// Adds a layer on top, fills it with `fill`, and records it under `name`. With
-    /// `recordOpaque`, the record lists the tree's opaque directories, as a build records them.
+    /// Adds a layer on top (or on layer `parent`), fills it with `fill`, and records it under
+    /// `name`. With `recordOpaque`, the record lists the tree's opaque directories, as a build
+    /// records them.
     @discardableResult
-    func layer(_ name: String, recordOpaque: Bool = false, key chosen: String? = nil, _ fill: (Tree) throws -> Void)
-        throws -> String
-    {
+    func layer(
+        _ name: String, on parent: Int? = nil, recordOpaque: Bool = false, key chosen: String? = nil,
+        _ fill: (Tree) throws -> Void
+    ) throws -> String {
         let key = chosen ?? (UUID().uuidString + UUID().uuidString).replacingOccurrences(of: "-", with: "").lowercased()
         let directory = store + "/layers/" + key
         try FileManager.default.createDirectory(
@@ -39,7 +41,7 @@ final class CraftedStack {
         try fill(tree)
         try tree.finish()
         var record: [String: Any] = [
-            "formatVersion": 1, "key": key, "parent": keys.last ?? NSNull(), "name": name, "specDigest": key,
+            "formatVersion": 1, "key": key, "parent": (parent.map { keys[$0] } ?? keys.last) ?? NSNull(), "name": name, "specDigest": key,
             "added": [], "removed": [], "installed": [], "treeBytes": 0, "fileCount": 0, "treeDigest": key,
             "sourceDateEpoch": epoch, "buildSeconds": 0, "builtAt": "2026-01-01T00:00:00Z",
         ]

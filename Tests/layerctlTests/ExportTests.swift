@@ -83,7 +83,7 @@ struct ExportTests {
         // Builds record their opaque directories, so the merge needs no privilege to find them.
         let records = try Store(root: store)
         for name in ["base", "nvidia", "gaming"] {
-            #expect(try records.record(try #require(records.ref(name))).opaqueDirectories != nil, "\(name)")
+            #expect(try records.record(try #require(try records.ref(name))).opaqueDirectories != nil, "\(name)")
         }
         #expect(bytes(out + "/built.squashfs") == bytes(out + "/exported.squashfs"))
         let mounted = try KernelMount.squashfs(out + "/built.squashfs")
@@ -92,7 +92,7 @@ struct ExportTests {
         #expect(!FileManager.default.fileExists(atPath: mounted + "/usr/bin/nano"))
 
         // The oracle on real built layers: the image is the kernel's overlay of the three trees.
-        let lowerdir = try ["gaming", "nvidia", "base"].map { records.tree(try #require(records.ref($0))) }
+        let lowerdir = try ["gaming", "nvidia", "base"].map { records.tree(try #require(try records.ref($0))) }
             .joined(separator: ":")
         let overlay = try KernelMount.overlay(lowerdir: lowerdir)
         defer { KernelMount.unmount(overlay) }
@@ -131,7 +131,7 @@ struct ExportTests {
         _ = try export("links", store: store, to: out + "/links.tar", ["--format", "tar"])
         _ = try export("links", store: store, to: out + "/tree", ["--format", "dir"])
         let records = try Store(root: store)
-        let lowerdir = try ["links", "base"].map { records.tree(try #require(records.ref($0))) }
+        let lowerdir = try ["links", "base"].map { records.tree(try #require(try records.ref($0))) }
         var whiteoutLinks = 0
         for path in ["/usr/bin/perl", "/usr/bin/nano"] {
             var st = stat()
@@ -298,25 +298,116 @@ struct ExportTests {
         #expect(bytes(elsewhere + "/image") == bytes(out + "/cold"))
     }
 
-    @Test("A block pack shorter than its index says is not used, and the export is still right")
-    func damagedPack() throws {
+    @Test("A damaged block cache (a pack cut short, an index cut short or edited) is reported, removed, and the image is right")
+    func damagedCache() throws {
         let store = try demoStore()
         let out = try Harness.temporaryDirectory("images")
-        _ = try export("gaming", store: store, to: out + "/cold", ["--no-block-cache"])
-        let first = try export("gaming", store: store, to: out + "/first", ["--json-result"])
+        let fast = ["--compression", "zstd:1"]
+        _ = try export("gaming", store: store, to: out + "/cold", fast + ["--no-block-cache"])
+        let first = try export("gaming", store: store, to: out + "/first", fast + ["--json-result"])
         let blocks = store + "/cache/blocks"
         let tag = try #require(try FileManager.default.contentsOfDirectory(atPath: blocks).first)
-        let pack = try #require(
-            try FileManager.default.contentsOfDirectory(atPath: blocks + "/" + tag).first { $0.hasSuffix(".pack") })
-        let path = blocks + "/" + tag + "/" + pack
-        #expect(truncate(path, off_t(bytes(path).count / 2)) == 0)
-        let again = try export("gaming", store: store, to: out + "/again", ["--json-result"])
-        // Its counts are those of an export into an empty cache (which finds repeated blocks only).
+        let folder = blocks + "/" + tag
+        let index = try #require(
+            try FileManager.default.contentsOfDirectory(atPath: folder).first { $0.hasSuffix(".index") })
+        let indexPath = folder + "/" + index
+        let packPath = folder + "/" + index.dropLast(6) + ".pack"
+        let pristine = (index: bytes(indexPath), pack: bytes(packPath))
+        let damages: [(String, () throws -> Void)] = [
+            ("its pack is shorter than the index says", { _ = truncate(packPath, off_t(pristine.pack.count / 2)) }),
+            ("cut short", { _ = truncate(indexPath, off_t(pristine.index.count - 7)) }),
+            // One record's offset, moved by one byte: the blocks would be read from the wrong place.
+            ("its checksum does not match", {
+                var edited = pristine.index
+                edited[8 + 32] ^= 1
+                try edited.write(to: URL(fileURLWithPath: indexPath))
+            }),
+        ]
         let hits = { (result: Harness.Result) in
             (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])?["cacheHits"] as? Int
         }
-        #expect(hits(again) != nil && hits(again) == hits(first), "\(again.stdout) vs \(first.stdout)")
-        #expect(bytes(out + "/again") == bytes(out + "/cold"))
+        for (why, damage) in damages {
+            for file in try FileManager.default.contentsOfDirectory(atPath: folder) {
+                try FileManager.default.removeItem(atPath: folder + "/" + file)
+            }
+            try pristine.index.write(to: URL(fileURLWithPath: indexPath))
+            try pristine.pack.write(to: URL(fileURLWithPath: packPath))
+            try damage()
+            let again = try export("gaming", store: store, to: out + "/again", fast + ["--json-result"])
+            #expect(again.stderr.contains("block cache: \(indexPath): \(why); removed it"), "\(again.stderr)")
+            #expect(again.stderr.split(separator: "\n").count == 1, "\(again.stderr)")
+            // Its counts are those of an export into an empty cache (which finds repeated blocks only).
+            #expect(hits(again) != nil && hits(again) == hits(first), "\(again.stdout) vs \(first.stdout)")
+            #expect(bytes(out + "/again") == bytes(out + "/cold"))
+            #expect(!FileManager.default.fileExists(atPath: indexPath) && !FileManager.default.fileExists(atPath: packPath))
+            try FileManager.default.removeItem(atPath: out + "/again")
+        }
+    }
+
+    /// The files of a store's block cache: how many packs, and their bytes with their indexes.
+    func cacheFiles(_ store: String) throws -> (packs: Int, bytes: Int) {
+        let blocks = store + "/cache/blocks"
+        var packs = 0
+        var total = 0
+        for tag in try FileManager.default.contentsOfDirectory(atPath: blocks) {
+            for file in try FileManager.default.contentsOfDirectory(atPath: blocks + "/" + tag) {
+                if file.hasSuffix(".pack") { packs += 1 }
+                total += bytes(blocks + "/" + tag + "/" + file).count
+            }
+        }
+        return (packs, total)
+    }
+
+    @Test("The block cache stays within its size and pack count, the least recently used go first, and re-exports equal cold ones")
+    func boundedCache() throws {
+        // Random, so incompressible. Each stack is the base and one top layer of its own: the first
+        // export packs 448 KiB, every later one 192 KiB of its own top.
+        var state: UInt64 = 0x2545_F491_4F6C_DD1D
+        func random(_ count: Int) -> [UInt8] {
+            (0..<count).map { _ in
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                return UInt8(truncatingIfNeeded: state >> 33)
+            }
+        }
+        let stack = try CraftedStack("bounded")
+        try stack.layer("base") { t in
+            try t.directory("data")
+            try t.file(Array("data/base".utf8), random(256 << 10))
+        }
+        for i in 0..<40 {
+            try stack.layer("top\(i)", on: 0) { t in
+                try t.directory("data")
+                try t.file(Array("data/top\(i)".utf8), random(192 << 10))
+            }
+        }
+        let out = try Harness.temporaryDirectory("images")
+        let fast = ["--compression", "zstd:1"]
+        // The pack count: at most 32 packs, whatever their size.
+        for i in 0..<40 {
+            _ = try export("top\(i)", store: stack.store, to: out + "/top\(i)", fast)
+        }
+        #expect(try cacheFiles(stack.store).packs == 32)
+
+        // The size: 1 MiB holds the base's pack and a few more; every export reads the base's
+        // blocks, so its pack is always among the most recently used and stays.
+        #expect(try Harness.run(["gc", "--blocks", "--store", stack.store]).status == 0)
+        let limit = ["--block-cache-size", "1M"]
+        for i in 0..<12 {
+            _ = try export("top\(i)", store: stack.store, to: out + "/small\(i)", fast + limit)
+            #expect(try cacheFiles(stack.store).bytes <= 1 << 20, "after top\(i)")
+        }
+        let again = try export("top11", store: stack.store, to: out + "/again11", fast + limit + ["--json-result"])
+        #expect(again.stdout.contains("\"cacheMisses\":0,"), "the last stack is all cached: \(again.stdout)")
+        let evicted = try export("top1", store: stack.store, to: out + "/again1", fast + limit + ["--json-result"])
+        #expect(!evicted.stdout.contains("\"cacheMisses\":0,"), "top1's own blocks were evicted: \(evicted.stdout)")
+        for name in ["top11", "top1"] {
+            _ = try export(name, store: stack.store, to: out + "/cold-" + name, fast + ["--no-block-cache"])
+        }
+        #expect(bytes(out + "/again11") == bytes(out + "/cold-top11"))
+        #expect(bytes(out + "/again1") == bytes(out + "/cold-top1"))
+
+        let bad = try Harness.run(["export", "top1", "--store", stack.store, "-o", out + "/x", "--block-cache-size", "4Q"])
+        #expect(bad.status == 2 && bad.stderr.contains("block cache size '4Q' is not a size"), "\(bad.stderr)")
     }
 
     @Test("kill -9 during an export leaves no file at the output path, and an older image there stays")
@@ -407,11 +498,16 @@ struct ExportTests {
             "\(expected.differences(from: directory).joined(separator: "\n"))")
         var withoutSocket = expected
         withoutSocket.entries["/dev/socket"] = nil
-        var extracted = try TreeSnapshot(out + "/extracted")
-        extracted.entries["/"] = withoutSocket.entries["/"]  // tar holds no entry for the root itself
+        // The tar's `./` entry carries the root's mode, owner and time.
+        let extracted = try TreeSnapshot(out + "/extracted")
         #expect(
             withoutSocket.differences(from: extracted).isEmpty,
             "\(withoutSocket.differences(from: extracted).joined(separator: "\n"))")
+
+        // A sparse file stays sparse: 3 MiB long, one block of data.
+        var sparse = stat()
+        #expect(lstat(out + "/tree/data/sparse", &sparse) == 0 && sparse.st_size == 3 << 20)
+        #expect(sparse.st_blocks * 512 <= 64 << 10, "\(sparse.st_blocks) blocks allocated")
 
         let again = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/tree", "--format", "dir"])
         #expect(again.status == 3 && again.stderr.contains("File exists"), "\(again.stderr)")

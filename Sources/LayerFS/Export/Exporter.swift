@@ -12,12 +12,18 @@ public struct Exporter: Sendable {
         public var options: ImageOptions
         /// Reuse and remember compressed blocks in the store's block cache.
         public var useBlockCache: Bool
+        /// How large the block cache may grow; the least recently used blocks go first.
+        public var blockCacheLimit: BlockCacheLimit
 
-        public init(format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true) {
+        public init(
+            format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true,
+            blockCacheLimit: BlockCacheLimit = .default
+        ) {
             self.format = format
             self.output = output
             self.options = options
             self.useBlockCache = useBlockCache
+            self.blockCacheLimit = blockCacheLimit
         }
     }
 
@@ -40,6 +46,8 @@ public struct Exporter: Sendable {
         public var seconds: Double
         public var cacheHits: Int
         public var cacheMisses: Int
+        /// Earlier packs of the block cache this export opened (one descriptor each).
+        public var cachePacks: Int
     }
 
     public let store: Store
@@ -67,7 +75,7 @@ public struct Exporter: Sendable {
         let total = tree.dataBytes
         var result = Result(
             format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
-            bytesIn: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0)
+            bytesIn: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0, cachePacks: 0)
         switch request.format {
         case .squashfs:
             let output = try ImageOutput(path: request.output)
@@ -75,8 +83,12 @@ public struct Exporter: Sendable {
             do {  // the writer closes its own handle on the file before the image is committed
                 let writer = try SquashfsWriter(
                     fd: output.fd, output: request.output, options: request.options,
-                    cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil)
+                    cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil,
+                    cacheLimit: request.blockCacheLimit)
                 if let reason = writer.cacheUnavailable { warning("exporting without the block cache: \(reason)") }
+                for damaged in writer.cacheDamaged {
+                    warning("block cache: \(damaged); removed it and its pack, so its blocks are compressed again")
+                }
                 try writer.write(
                     tree,
                     progress: {
@@ -89,6 +101,7 @@ public struct Exporter: Sendable {
                 try writer.publishCache()
                 result.bytesOut = writer.size
                 (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
+                result.cachePacks = writer.cachePacks
             }
             try output.commit()
             for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {

@@ -18,9 +18,14 @@ import Synchronization
 ///
 /// The cache is a folder per tag, `cache/blocks/<tag>/`, of pack files. Each export appends the
 /// blocks it compresses to a pack of its own, `NAME.pack`, and when the export succeeds it fsyncs
-/// the pack and publishes `NAME.index` (key, offset, squashfs size word per block) by rename(2).
-/// Only indexed blocks are ever read, so a killed export leaves at most a pack nobody reads, which
-/// the next export removes once no process holds its lock.
+/// the pack and publishes `NAME.index` (key, offset, squashfs size word per block, then a sha256
+/// of all that) by rename(2). Only indexed blocks are ever read, so a killed export leaves at most
+/// a pack nobody reads, which the next export removes once no process holds its lock. An index
+/// that is cut short, edited, or names bytes past the end of its pack is removed with its pack
+/// and reported: a damaged cache costs compression time, never a wrong image.
+///
+/// The cache is bounded (`Limit`): an index's mtime is the last time an export used its pack, and
+/// after each export the least recently used packs go until the rest fit, over every tag.
 final class BlockCache: @unchecked Sendable {
     // @unchecked: used by the writer's workers at once. `known` and `packs` are immutable after
     // init; `fresh` and `counters` are behind Mutexes, the end of the new pack is an Atomic, and
@@ -33,7 +38,16 @@ final class BlockCache: @unchecked Sendable {
     private let packName: String
     private let end = Atomic<Int>(0)
     private let fresh = Mutex<[Hash256: Location]>([:])
+    /// The packs (by number) this export found blocks in, to mark as used when it publishes.
+    private let used = Mutex<Set<Int32>>([])
+    /// The index file of each pack in `packs`.
+    private let indexPaths: [String]
+    private let limit: BlockCacheLimit
     private var published = false
+    /// Index files found damaged and removed with their packs, as "PATH: WHY".
+    private(set) var damaged: [String] = []
+    /// How many earlier packs this export opened: the cache's share of open descriptors.
+    var openPacks: Int { packs.count }
 
     /// Where a block's on-disk bytes are: pack `pack` (an index into `packs`; -1 for the pack this
     /// export writes), at `offset`. `word` is the block's squashfs size word: its length on disk,
@@ -46,54 +60,46 @@ final class BlockCache: @unchecked Sendable {
         var length: Int { Int(word & 0x00FF_FFFF) }
     }
 
-    static let indexMagic = Array("LCBI0002".utf8)
+    static let indexMagic = Array("LCBI0003".utf8)
     static let recordSize = 32 + 8 + 4
 
-    init(root: String, options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>) throws {
+    init(
+        root: String, options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>,
+        limit: BlockCacheLimit = .default
+    ) throws {
         let probe = try Self.probe(compressor, blockSize: Int(options.blockSize))
-        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)-2"
+        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)-3"
         directory = root + "/" + name
         tag = Array("layerctl block cache 2 \(name)\n".utf8)
+        self.limit = limit
         try FileSystem.makeDirectories(directory)
 
         var known: [Hash256: Location] = [:]
         var packs: [Int32] = []
-        for file in try FileSystem.listDirectory(directory) {
-            if file.hasSuffix(".pack") {
-                Self.removeIfAbandoned(directory + "/" + file)
+        var indexPaths: [String] = []
+        var damaged: [String] = []
+        // Most recently used first, and no more than the limit allows beside the new pack.
+        for (file, _) in Self.packsByUse(in: directory).prefix(max(0, limit.packs - 1)) {
+            let indexPath = directory + "/" + file
+            switch Self.loadIndex(indexPath, number: Int32(packs.count)) {
+            case .loaded(let packFd, let records):
+                packs.append(packFd)
+                indexPaths.append(indexPath)
+                for (key, location) in records { known[key] = location }
+            case .damaged(let why):
+                damaged.append("\(indexPath): \(why)")
+                Self.removePack(indexPath)
+            case .gone:
                 continue
             }
-            guard file.hasSuffix(".index"), let index = FileSystem.contents(directory + "/" + file),
-                index.count >= 8, index.prefix(8).elementsEqual(Self.indexMagic),
-                (index.count - 8) % Self.recordSize == 0
-            else { continue }
-            let packFd = open(directory + "/" + file.dropLast(6) + ".pack", O_RDONLY | O_CLOEXEC)
-            guard packFd >= 0 else { continue }
-            var st = stat()
-            fstat(packFd, &st)
-            let number = Int32(packs.count)
-            var records: [(Hash256, Location)] = []
-            records.reserveCapacity((index.count - 8) / Self.recordSize)
-            index.withUnsafeBytes { raw in
-                var at = 8
-                while at < raw.count {
-                    let key = Hash256(raw.baseAddress! + at)
-                    let offset = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self))
-                    let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 40, as: UInt32.self))
-                    records.append((key, Location(pack: number, word: word, offset: offset)))
-                    at += Self.recordSize
-                }
-            }
-            // A pack shorter than its index says (a damaged disk, a copy cut short) is not used at all.
-            guard records.allSatisfy({ $0.1.offset + UInt64($0.1.length) <= UInt64(st.st_size) }) else {
-                close(packFd)
-                continue
-            }
-            packs.append(packFd)
-            for (key, location) in records { known[key] = location }
+        }
+        for file in try FileSystem.listDirectory(directory) where file.hasSuffix(".pack") {
+            Self.removeIfAbandoned(directory + "/" + file)
         }
         self.known = known
         self.packs = packs
+        self.indexPaths = indexPaths
+        self.damaged = damaged
 
         // The new pack is locked before it gets its name, so no other export mistakes it for abandoned.
         let base = "\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
@@ -104,9 +110,14 @@ final class BlockCache: @unchecked Sendable {
             for packFd in packs { close(packFd) }
             throw error
         }
-        flock(fd, LOCK_EX)
         packName = directory + "/" + base
-        rename(temporary, packName + ".pack")
+        if flock(fd, LOCK_EX) != 0 || rename(temporary, packName + ".pack") != 0 {
+            let error = SystemError("start a block pack in", directory)
+            unlink(temporary)
+            close(fd)
+            for packFd in packs { close(packFd) }
+            throw error
+        }
         pack = fd
     }
 
@@ -118,20 +129,26 @@ final class BlockCache: @unchecked Sendable {
 
     /// Makes the blocks this export compressed available to later ones: fsyncs the pack, then
     /// publishes its index. Call once, after the image is complete.
+    /// Then marks the packs this export read from as used, and evicts what the limit does not allow.
     func publish() throws {
         let entries = fresh.withLock { $0 }.sorted { $0.value.offset < $1.value.offset }
-        guard !entries.isEmpty else { return }
-        try sys("write the block cache", packName + ".pack") { fsync(pack) }
-        var index = ByteWriter()
-        index.bytes = Self.indexMagic
-        index.bytes.reserveCapacity(8 + entries.count * Self.recordSize)
-        for (key, location) in entries {
-            index.bytes += key.bytes
-            index.put(location.offset)
-            index.put(location.word)
+        if !entries.isEmpty {
+            try sys("write the block cache", packName + ".pack") { fsync(pack) }
+            var index = ByteWriter()
+            index.bytes = Self.indexMagic
+            index.bytes.reserveCapacity(8 + entries.count * Self.recordSize + 32)
+            for (key, location) in entries {
+                index.bytes += key.bytes
+                index.put(location.offset)
+                index.put(location.word)
+            }
+            index.bytes += Array(SHA256.hash(data: index.bytes))
+            try FileSystem.writeAtomically(Data(index.bytes), to: packName + ".index")
+            published = true
         }
-        try FileSystem.writeAtomically(Data(index.bytes), to: packName + ".index")
-        published = true
+        for number in used.withLock({ $0 }) { Self.markUsed(indexPaths[Int(number)]) }
+        Self.evict(in: (directory as NSString).deletingLastPathComponent, limit: limit,
+            keeping: published ? packName + ".index" : nil)
     }
 
     /// The key of a block by its uncompressed bytes.
@@ -151,7 +168,13 @@ final class BlockCache: @unchecked Sendable {
         return Hash256(hasher.finalize())
     }
 
-    func location(_ key: Hash256) -> Location? { known[key] ?? fresh.withLock { $0[key] } }
+    func location(_ key: Hash256) -> Location? {
+        if let location = known[key] {
+            _ = used.withLock { $0.insert(location.pack) }
+            return location
+        }
+        return fresh.withLock { $0[key] }
+    }
 
     /// The open pack file that holds the block at `location`.
     func packFile(_ location: Location) -> Int32 { location.pack < 0 ? pack : packs[Int(location.pack)] }
@@ -177,15 +200,6 @@ final class BlockCache: @unchecked Sendable {
             return
         }
         fresh.withLock { $0[key] = Location(pack: -1, word: location.word, offset: UInt64(offset)) }
-    }
-
-    /// Removes a pack no process writes and no index names: what a killed export left.
-    private static func removeIfAbandoned(_ path: String) {
-        if FileSystem.exists(String(path.dropLast(5)) + ".index") { return }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        defer { close(fd) }
-        if flock(fd, LOCK_EX | LOCK_NB) == 0 { unlink(path) }
     }
 
     /// Eight hex digits of the digest of a fixed, compressible block as `compressor` compresses it.

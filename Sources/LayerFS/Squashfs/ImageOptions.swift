@@ -86,6 +86,23 @@ public struct ImageOptions: Sendable, Equatable {
         compressor == .lz4 ? (level == 1 ? "lz4:hc" : "lz4") : "\(compressor.rawValue):\(level)"
     }
 
+    /// A size in bytes written as a number with an optional unit: K, M, G or T (powers of 1024,
+    /// also as KiB … TiB). Anything else after the digits is an error naming `what`.
+    public static func parseSize(_ text: String, what: String) throws -> UInt64 {
+        let upper = text.uppercased()
+        let digits = upper.prefix { $0.isNumber }
+        let units: [String: UInt64] = [
+            "": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30,
+            "T": 1 << 40, "TIB": 1 << 40,
+        ]
+        guard let value = UInt64(digits), let unit = units[String(upper.dropFirst(digits.count))] else {
+            throw ImageOptionsError("\(what) '\(text)' is not a size such as 512M or 4G")
+        }
+        let (size, overflow) = value.multipliedReportingOverflow(by: unit)
+        guard !overflow else { throw ImageOptionsError("\(what) '\(text)' is too large") }
+        return size
+    }
+
     static func parseBlockSize(_ text: String) throws -> UInt32 {
         var digits = Substring(text.uppercased())
         var unit: UInt64 = 1

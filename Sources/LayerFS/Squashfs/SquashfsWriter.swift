@@ -24,7 +24,9 @@ final class SquashfsWriter {
 
     /// Writes to `fd`, an empty file, which stays the caller's to close; `output` names it in
     /// messages. With `cacheRoot`, data and fragment blocks go through a `BlockCache` there.
-    init(fd: Int32, output: String, options: ImageOptions, cacheRoot: String?) throws {
+    init(
+        fd: Int32, output: String, options: ImageOptions, cacheRoot: String?, cacheLimit: BlockCacheLimit = .default
+    ) throws {
         self.options = options
         self.output = output
         self.fd = fd
@@ -35,7 +37,7 @@ final class SquashfsWriter {
         var cache: BlockCache?
         if let cacheRoot {
             do {
-                cache = try BlockCache(root: cacheRoot, options: options, compressor: compressor)
+                cache = try BlockCache(root: cacheRoot, options: options, compressor: compressor, limit: cacheLimit)
             } catch let error as SystemError where error.errno == EACCES || error.errno == EROFS || error.errno == EPERM
             {
                 cacheUnavailable = "\(error)"
@@ -65,6 +67,12 @@ final class SquashfsWriter {
         /// Compressed bytes per uncompressed byte of the blocks the workers finished so far.
         public var ratio: Double?
     }
+
+    /// Index files of the block cache found damaged (and removed), as "PATH: WHY".
+    var cacheDamaged: [String] { cache?.damaged ?? [] }
+
+    /// Earlier packs of the block cache this export opened.
+    var cachePacks: Int { cache?.openPacks ?? 0 }
 
     /// Block-cache hits and misses of this image (both zero without a cache).
     var cacheStatistics: (hits: Int, misses: Int) { cache == nil ? (0, 0) : (tally.hits, tally.misses) }

@@ -1,0 +1,141 @@
+import Crypto
+import Foundation
+import Glibc
+
+/// How large the cache may grow, over every tag: `bytes` of packs and indexes, and `packs`
+/// packs (each an open descriptor while an export runs). The least recently used go first; the
+/// pack an export has just published always stays, and the packs it read from are the most
+/// recently used, so the next export of the same stack finds its blocks.
+public struct BlockCacheLimit: Sendable, Equatable {
+    public var bytes: UInt64
+    public var packs: Int
+
+    public init(bytes: UInt64, packs: Int = 32) {
+        self.bytes = bytes
+        self.packs = max(1, packs)
+    }
+
+    public static let `default` = BlockCacheLimit(bytes: 4 << 30)
+}
+
+/// The cache's files: reading and checking an index, marking a pack used, and evicting.
+extension BlockCache {
+    enum LoadedIndex {
+        case loaded(Int32, [(Hash256, Location)])
+        case damaged(String)
+        /// Gone before it could be read: another export evicted it.
+        case gone
+    }
+
+    /// Reads and checks the index at `path` and opens its pack; its blocks become pack `number`.
+    static func loadIndex(_ path: String, number: Int32) -> LoadedIndex {
+        guard let index = FileSystem.contents(path) else { return .gone }
+        let body = index.count - 32
+        guard index.count >= 8, index.prefix(8).elementsEqual(indexMagic) else {
+            return .damaged("not a block index of this layerctl")
+        }
+        guard body >= 8, (body - 8) % recordSize == 0 else { return .damaged("cut short") }
+        guard SHA256.hash(data: index.prefix(body)).elementsEqual(index.suffix(32)) else {
+            return .damaged("its checksum does not match")
+        }
+        let packFd = open(String(path.dropLast(6)) + ".pack", O_RDONLY | O_CLOEXEC)
+        guard packFd >= 0 else { return errno == ENOENT ? .damaged("its pack is missing") : .gone }
+        var st = stat()
+        fstat(packFd, &st)
+        var records: [(Hash256, Location)] = []
+        records.reserveCapacity((body - 8) / recordSize)
+        index.withUnsafeBytes { raw in
+            var at = 8
+            while at < body {
+                let key = Hash256(raw.baseAddress! + at)
+                let offset = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self))
+                let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 40, as: UInt32.self))
+                records.append((key, Location(pack: number, word: word, offset: offset)))
+                at += recordSize
+            }
+        }
+        // A pack shorter than its index says (a damaged disk, a copy cut short) is not used at all.
+        guard records.allSatisfy({ $0.1.offset + UInt64($0.1.length) <= UInt64(st.st_size) }) else {
+            close(packFd)
+            return .damaged("its pack is shorter than the index says")
+        }
+        return .loaded(packFd, records)
+    }
+
+    /// The index files in `directory`, most recently used first (then by name).
+    static func packsByUse(in directory: String) -> [(file: String, used: timespec)] {
+        let files = (try? FileSystem.listDirectory(directory)) ?? []
+        return files.filter { $0.hasSuffix(".index") }.compactMap { file -> (String, timespec)? in
+            var st = stat()
+            guard stat(directory + "/" + file, &st) == 0 else { return nil }
+            return (file, st.st_mtim)
+        }.sorted { a, b in
+            if a.1.tv_sec != b.1.tv_sec { return a.1.tv_sec > b.1.tv_sec }
+            if a.1.tv_nsec != b.1.tv_nsec { return a.1.tv_nsec > b.1.tv_nsec }
+            return a.0 < b.0
+        }
+    }
+
+    static func hasCurrentMagic(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var magic = [UInt8](repeating: 0, count: indexMagic.count)
+        return read(fd, &magic, magic.count) == magic.count && magic == indexMagic
+    }
+
+    /// Sets the index's mtime to now: its pack was just used.
+    static func markUsed(_ indexPath: String) {
+        _ = utimensat(AT_FDCWD, indexPath, nil, 0)
+    }
+
+    /// Removes an index and then its pack, so no export finds an index without its pack.
+    static func removePack(_ indexPath: String) {
+        unlink(indexPath)
+        unlink(String(indexPath.dropLast(6)) + ".pack")
+    }
+
+    /// Removes a pack no process writes and no index names: what a killed export left.
+    static func removeIfAbandoned(_ path: String) {
+        if FileSystem.exists(String(path.dropLast(5)) + ".index") { return }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        if flock(fd, LOCK_EX | LOCK_NB) == 0 { unlink(path) }
+    }
+
+    /// Removes the least recently used packs in every tag folder of `root` until the rest fit in
+    /// `limit`; `keeping` (an index path) stays whatever its size. Folders left empty go too.
+    static func evict(in root: String, limit: BlockCacheLimit, keeping: String?) {
+        var all: [(path: String, used: timespec, bytes: UInt64)] = []
+        for folder in (try? FileSystem.listDirectory(root)) ?? [] {
+            let directory = root + "/" + folder
+            for (file, used) in packsByUse(in: directory) {
+                let path = directory + "/" + file
+                // Indexes of another format (an older layerctl's) are never read again.
+                guard hasCurrentMagic(path) else {
+                    removePack(path)
+                    continue
+                }
+                var index = stat()
+                var pack = stat()
+                guard stat(path, &index) == 0 else { continue }
+                if stat(String(path.dropLast(6)) + ".pack", &pack) != 0 { pack.st_size = 0 }
+                all.append((path, used, UInt64(index.st_size) + UInt64(pack.st_size)))
+            }
+        }
+        all.sort { a, b in
+            if (a.path == keeping) != (b.path == keeping) { return a.path == keeping }
+            if a.used.tv_sec != b.used.tv_sec { return a.used.tv_sec > b.used.tv_sec }
+            if a.used.tv_nsec != b.used.tv_nsec { return a.used.tv_nsec > b.used.tv_nsec }
+            return a.path < b.path
+        }
+        var bytes: UInt64 = 0
+        for (position, pack) in all.enumerated() {
+            bytes += pack.bytes
+            let fits = bytes <= limit.bytes && position < limit.packs
+            if fits || pack.path == keeping { continue }
+            removePack(pack.path)
+        }
+    }
+}
