@@ -7,7 +7,7 @@ extension LayerCtl {
         static let configuration = CommandConfiguration(
             commandName: "gc",
             abstract: "Removes the layers that no name refers to.",
-            discussion: "A layer is kept when a ref names it or a kept layer stands on it. Everything else is removed, along with work left by interrupted builds, and the space freed is printed. gc waits until no build or export is running.")
+            discussion: "A layer is kept when a ref names it or a kept layer stands on it. Everything else is removed, along with work left by interrupted builds, and the space freed is printed. Damaged store files go too: a ref that holds no key or names a missing layer, a layer whose layer.json (or an ancestor's) does not read, a manifest that does not read; a build or export makes them again. gc waits until no build or export is running.")
 
         @OptionGroup var storeOptions: StoreOptions
 
@@ -23,6 +23,7 @@ extension LayerCtl {
                 print(try jsonText(collected))
                 return
             }
+            for damaged in collected.damaged { print("repaired: \(damaged)") }
             for key in collected.layers { print("removed \(key)") }
             print("freed \(formatBytes(collected.bytes)) in \(collected.layers.count) layers")
             if blocks { print("dropped \(formatBytes(collected.blockCacheBytes)) of cached blocks") }

@@ -25,10 +25,22 @@ extension LayerCtl {
 
         func run() throws {
             let store = try storeOptions.open()
-            let rows = try store.refs().compactMap { ref -> Row? in
-                guard let record = try? store.record(ref.key) else { return nil }
-                return Row(name: ref.name, key: ref.key, parent: record.parent, packages: record.added.count,
-                           treeBytes: record.treeBytes, fileCount: record.fileCount)
+            // A damaged ref or record is left out of the list and reported after it.
+            var damaged: [String] = []
+            let rows = try store.refNames().compactMap { name -> Row? in
+                do {
+                    guard let key = try store.ref(name) else { return nil }
+                    let record = try store.record(try store.resolve(name))
+                    return Row(name: name, key: key, parent: record.parent, packages: record.added.count,
+                               treeBytes: record.treeBytes, fileCount: record.fileCount)
+                } catch {
+                    damaged.append("\(error)")
+                    return nil
+                }
+            }
+            defer {
+                for line in damaged { FileHandle.standardError.write(Data("layerctl: error: \(line)\n".utf8)) }
+                if !damaged.isEmpty { Foundation.exit(3) }
             }
             if json {
                 print(try jsonText(rows))

@@ -14,9 +14,9 @@ struct DemoBuildTests {
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.built == ["base", "nvidia", "gaming"])
         let store = try Store(root: storeRoot)
-        let base = store.tree(try #require(store.ref("base")))
-        let nvidia = store.tree(try #require(store.ref("nvidia")))
-        let gaming = store.tree(try #require(store.ref("gaming")))
+        let base = store.tree(try #require(try store.ref("base")))
+        let nvidia = store.tree(try #require(try store.ref("nvidia")))
+        let gaming = store.tree(try #require(try store.ref("gaming")))
 
         // Packages and their files, with the dependency chain resolved.
         #expect(FileManager.default.fileExists(atPath: base + "/usr/bin/busybox"))
@@ -64,7 +64,7 @@ struct DemoBuildTests {
             #expect(result.status == 0, "\(result.stderr)")
             let store = try Store(root: storeRoot)
             digests.append(try ["base", "nvidia", "gaming"].map { name in
-                let key = try #require(store.ref(name))
+                let key = try #require(try store.ref(name))
                 return key + " " + (try store.record(key).treeDigest)
             })
         }
@@ -92,7 +92,7 @@ struct DemoBuildTests {
         #expect(shell.status == 0, "\(shell.stderr)")
         #expect(shell.stdout.contains("demo data 1.0"))
         let store = try Store(root: storeRoot)
-        #expect(try String(contentsOfFile: store.tree(store.ref("base")!) + "/etc/hostname", encoding: .utf8) == "demo\n")
+        #expect(try String(contentsOfFile: store.tree(try store.ref("base")!) + "/etc/hostname", encoding: .utf8) == "demo\n")
         let failing = try Harness.run(["shell", "base", "--store", storeRoot, "--", "/bin/sh", "-c", "exit 7"])
         #expect(failing.status == 7)
 

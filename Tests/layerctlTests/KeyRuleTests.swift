@@ -59,7 +59,7 @@ struct KeyRuleTests {
         #expect(result.built == ["gaming"], "\(result.stderr)")
         #expect(result.cached == ["base", "nvidia"])
         let storeHandle = try Store(root: store)
-        let record = try storeHandle.record(try #require(storeHandle.ref("gaming")))
+        let record = try storeHandle.record(try #require(try storeHandle.ref("gaming")))
         #expect(record.added.map(\.version) == ["1.1-1"])
     }
 

@@ -30,8 +30,9 @@ public struct LayerManifest: Sendable {
 
     // MARK: The file
 
-    /// The manifest file, or nil when there is none; a damaged one is an error naming it.
-    static func read(_ path: String) throws -> LayerManifest? {
+    /// The manifest file: nil when there is none, `.some(nil)` when it is damaged (cut short,
+    /// edited, or not a manifest at all).
+    static func read(_ path: String) throws -> LayerManifest?? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return nil }
@@ -43,10 +44,14 @@ public struct LayerManifest: Sendable {
         var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
         let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
         if count != bytes.count { throw SystemError("read", path, errno: count < 0 ? errno : EIO) }
-        guard let manifest = bytes.withUnsafeBytes({ decode($0) }) else {
-            throw SystemError("read", path + " (not a layer manifest, or damaged)", errno: EINVAL)
-        }
-        return manifest
+        return .some(bytes.withUnsafeBytes { decode($0) })
+    }
+
+    /// Whether the manifest at `path` exists and does not read.
+    static func isDamaged(_ path: String) -> Bool {
+        // try? flattens: nil (no file, or unreadable), .some(nil) (damaged), .some(manifest).
+        guard case .some(.none) = try? read(path) else { return false }
+        return true
     }
 
     func write(to path: String) throws { try FileSystem.writeAtomically(Data(encoded()), to: path) }

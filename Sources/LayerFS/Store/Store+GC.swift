@@ -9,6 +9,9 @@ extension Store {
         public var temporary: [String]
         /// Bytes of compressed blocks dropped from the block cache (with `dropBlockCache`).
         public var blockCacheBytes: Int64
+        /// Damaged store files removed, each with what was wrong: refs that hold no key or name a
+        /// missing layer, layers whose record (or an ancestor's) does not read, damaged manifests.
+        public var damaged: [String]
     }
 
     /// Where exports keep compressed blocks to reuse; see `BlockCache`.
@@ -18,14 +21,28 @@ extension Store {
     /// Each layer leaves the store by one rename(2) into `tmp/` before it is deleted, so a
     /// reader never meets half a layer.
     /// With `dropBlockCache`, the cache of compressed blocks goes too (exports refill it).
+    /// Damaged refs and manifests go, and so do layers whose record, or an ancestor's, is damaged:
+    /// a build makes them again.
     public func collectGarbage(dropBlockCache: Bool = false) throws -> Collected {
         let lock = try self.lock(.exclusive)
         defer { lock.unlock() }
+        var collected = Collected(layers: [], bytes: 0, temporary: [], blockCacheBytes: 0, damaged: [])
         var reachable = Set<String>()
-        for (_, key) in try refs() where contains(key) {
-            reachable.formUnion(try chain(key))
+        for name in try refNames() {
+            do {
+                guard let key = try ref(name) else { continue }
+                _ = try resolve(name)
+                reachable.formUnion(try chain(key))
+            } catch let error as StoreError {
+                guard case .damaged = error else { throw error }
+                collected.damaged.append("\(error)")
+                try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
+            }
         }
-        var collected = Collected(layers: [], bytes: 0, temporary: [], blockCacheBytes: 0)
+        for key in reachable where LayerManifest.isDamaged(manifestPath(key)) {
+            collected.damaged.append("\(manifestPath(key)) is damaged: removed; the next export makes it again")
+            try sys("remove", manifestPath(key)) { unlink(manifestPath(key)) }
+        }
         collected.temporary = try FileSystem.listDirectory(tmpDirectory)
         for name in collected.temporary { try FileSystem.removeTree(tmpDirectory + "/" + name) }
         for key in try FileSystem.listDirectory(layersDirectory) where !reachable.contains(key) {

@@ -6,7 +6,18 @@ extension Store {
     /// The manifest of layer `key`. Layers built before manifests were kept get one now, from a walk
     /// of their tree, saved for next time when the store may be written.
     func manifest(_ key: String, record: LayerRecord) throws -> LayerManifest {
-        if let manifest = try LayerManifest.read(manifestPath(key)) { return manifest }
+        let path = manifestPath(key)
+        guard let manifest = try LayerManifest.read(path) else { return try scan(key, record: record) }
+        guard let manifest else {
+            throw StoreError.damaged(
+                path, "not a layer manifest (cut short or edited)",
+                remedy: "run `layerctl gc`, which removes it; the next export makes it again from the layer's tree")
+        }
+        return manifest
+    }
+
+    /// Makes the manifest of layer `key` from its tree.
+    private func scan(_ key: String, record: LayerRecord) throws -> LayerManifest {
         if geteuid() != 0 && record.opaqueDirectories == nil { throw MergeError.needsPrivilege(tree(key)) }
         let manifest = try TreeScan.scan(tree(key), opaqueDirectories: geteuid() == 0 ? nil : record.opaqueDirectories)
             .manifest

@@ -48,12 +48,30 @@ public struct Store: Sendable {
         FileSystem.exists(layerDirectory(key) + "/layer.json")
     }
 
+    /// The record of layer `key`; a record that does not decode, or names another key, is a
+    /// damaged layer, which `gc` removes.
     public func record(_ key: String) throws -> LayerRecord {
         let path = layerDirectory(key) + "/layer.json"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw StoreError.unknownLayer(key)
         }
-        return try LayerRecord.decoder.decode(LayerRecord.self, from: data)
+        let record: LayerRecord
+        do {
+            record = try LayerRecord.decoder.decode(LayerRecord.self, from: data)
+        } catch {
+            throw StoreError.damaged(path, "not a layer record (cut short or edited)", remedy: Self.damagedLayerRemedy)
+        }
+        guard record.key == key else {
+            throw StoreError.damaged(path, "it records layer \(record.key)", remedy: Self.damagedLayerRemedy)
+        }
+        return record
+    }
+
+    static let damagedLayerRemedy = "run `layerctl gc` to remove the damaged layer, then build again"
+
+    /// Whether `text` has the shape of a layer key: 64 lowercase hex digits.
+    public static func isKey(_ text: String) -> Bool {
+        text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
     }
 
     /// All stored layers' keys, sorted.
@@ -63,10 +81,17 @@ public struct Store: Sendable {
 
     // MARK: Refs
 
-    public func ref(_ name: String) -> String? {
-        guard let data = FileManager.default.contents(atPath: refsDirectory + "/" + name) else { return nil }
+    /// The key `refs/NAME` holds, or nil when there is no such ref; a ref that holds no key (cut
+    /// short, edited) is damaged.
+    public func ref(_ name: String) throws -> String? {
+        let path = refsDirectory + "/" + name
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let key = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return key.isEmpty ? nil : key
+        guard Self.isKey(key) else {
+            throw StoreError.damaged(
+                path, "it holds no layer key", remedy: "build \(name) again, or run `layerctl gc` to remove the ref")
+        }
+        return key
     }
 
     public func setRef(_ name: String, to key: String) throws {
@@ -77,16 +102,26 @@ public struct Store: Sendable {
         try sys("remove ref", name) { unlink(refsDirectory + "/" + name) }
     }
 
-    /// Every ref, sorted by name.
+    /// Every ref, sorted by name; a damaged one is an error.
     public func refs() throws -> [(name: String, key: String)] {
-        try FileSystem.listDirectory(refsDirectory).filter { !$0.contains(".tmp-") }.compactMap { name in
-            ref(name).map { (name, $0) }
-        }
+        try refNames().compactMap { name in try ref(name).map { (name, $0) } }
+    }
+
+    /// The names in `refs/`, sorted, without files a write in progress left.
+    public func refNames() throws -> [String] {
+        try FileSystem.listDirectory(refsDirectory).filter { !$0.contains(".tmp-") }
     }
 
     /// Finds a layer by ref name, full key or unique key prefix.
     public func resolve(_ nameOrKey: String) throws -> String {
-        if let key = ref(nameOrKey) { return key }
+        if let key = try ref(nameOrKey) {
+            guard contains(key) else {
+                throw StoreError.damaged(
+                    refsDirectory + "/" + nameOrKey, "it names layer \(key), which the store does not hold",
+                    remedy: "build \(nameOrKey) again, or run `layerctl gc` to remove the ref")
+            }
+            return key
+        }
         if contains(nameOrKey) { return nameOrKey }
         let matches = try keys().filter { $0.hasPrefix(nameOrKey) }
         if matches.count == 1, nameOrKey.count >= 4 { return matches[0] }
@@ -147,9 +182,12 @@ public struct Store: Sendable {
 public enum StoreError: Error, CustomStringConvertible, Sendable {
     case unknownLayer(String)
     case ambiguous(String, [String])
+    /// A store file that cannot be what it should be: its path, what is wrong, what to do.
+    case damaged(String, String, remedy: String)
 
     public var description: String {
         switch self {
+        case .damaged(let path, let problem, let remedy): "\(path) is damaged: \(problem); \(remedy)"
         case .unknownLayer(let name): "no layer named or keyed \(name) in the store"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")

@@ -1,0 +1,90 @@
+import Foundation
+import Glibc
+import LayerFS
+import Testing
+
+/// Store files cut short or edited by hand, a full disk or a bad copy: each command that meets one
+/// says so in one line that names the file and what to do, exits 3, and never writes a wrong
+/// image; `gc` removes what is damaged, and a build or export makes it again.
+@Suite("Damaged store files", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct DamagedStoreTests {
+    func expectOneLine(
+        _ result: Harness.Result, naming path: String, saying words: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        #expect(result.status == 3, "exit \(result.status): \(result.stderr)", sourceLocation: sourceLocation)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(result.stderr)", sourceLocation: sourceLocation)
+        #expect(
+            result.stderr.contains(path) && result.stderr.contains(words), "\(result.stderr)",
+            sourceLocation: sourceLocation)
+    }
+
+    @Test("A layer.json cut short or edited, a ref that holds no key or a missing one, a damaged manifest")
+    func damagedFiles() throws {
+        let layers = try Harness.demoLayers()
+        let root = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", root]).status == 0)
+        let store = try Store(root: root)
+        let out = try Harness.temporaryDirectory("images")
+        let good = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/good", "--compression", "zstd:1"])
+        #expect(good.status == 0, "\(good.stderr)")
+        let nvidia = try #require(try store.ref("nvidia"))
+        let record = store.layerDirectory(nvidia) + "/layer.json"
+        let pristine = try Data(contentsOf: URL(fileURLWithPath: record))
+
+        // A record cut short, then one that names another layer: export, ls and inspect say so.
+        let edited = String(decoding: pristine, as: UTF8.self).replacingOccurrences(
+            of: nvidia, with: String(repeating: "0", count: 64))
+        for (damage, words) in [
+            (pristine.prefix(pristine.count / 2), "not a layer record (cut short or edited)"),
+            (Data(edited.utf8), "it records layer 0000"),
+        ] {
+            try damage.write(to: URL(fileURLWithPath: record))
+            let export = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/bad"])
+            expectOneLine(export, naming: record, saying: words)
+            #expect(export.stderr.contains("run `layerctl gc`"), "\(export.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: out + "/bad"))
+            let list = try Harness.run(["ls", "--store", root])
+            expectOneLine(list, naming: record, saying: words)
+            #expect(list.stdout.contains("base"), "the undamaged layers are still listed: \(list.stdout)")
+        }
+        // gc removes the damaged layer and the refs that stood on it; a build makes them again.
+        let gc = try Harness.run(["gc", "--store", root])
+        #expect(gc.status == 0 && gc.stdout.contains("repaired: \(record) is damaged"), "\(gc.stdout)\(gc.stderr)")
+        try Harness.expectValidStore(root)
+        #expect(try store.ref("base") != nil)
+        let rebuilt = try Harness.run(["build", layers + "/gaming.yaml", "--store", root, "--json"])
+        #expect(rebuilt.status == 0 && rebuilt.built == ["nvidia", "gaming"], "\(rebuilt.stderr)")
+
+        // A ref cut short, and a ref to a layer the store does not hold; a build writes it again.
+        let ref = root + "/refs/gaming"
+        let key = try #require(try store.ref("gaming"))
+        for (content, words) in [
+            (String(key.prefix(30)), "it holds no layer key"),
+            (String(repeating: "a", count: 64), "it names layer \(String(repeating: "a", count: 64)), which the store does not hold"),
+        ] {
+            try (content + "\n").write(toFile: ref, atomically: false, encoding: .utf8)
+            let export = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/bad"])
+            expectOneLine(export, naming: ref, saying: words)
+            #expect(export.stderr.contains("build gaming again"), "\(export.stderr)")
+            let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", root])
+            #expect(build.status == 0, "\(build.stderr)")
+            #expect(try store.ref("gaming") == key)
+        }
+
+        // A manifest cut short: export refuses it; gc removes it; export makes it again.
+        let manifest = store.manifestPath(key)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: manifest))
+        try bytes.prefix(bytes.count - 5).write(to: URL(fileURLWithPath: manifest))
+        let export = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/bad"])
+        expectOneLine(export, naming: manifest, saying: "not a layer manifest (cut short or edited); run `layerctl gc`")
+        #expect(!FileManager.default.fileExists(atPath: out + "/bad"))
+        let repair = try Harness.run(["gc", "--store", root])
+        #expect(repair.stdout.contains("repaired: \(manifest) is damaged"), "\(repair.stdout)\(repair.stderr)")
+        let again = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/again", "--compression", "zstd:1"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: manifest)) == bytes)
+        #expect(FileManager.default.contents(atPath: out + "/again") == FileManager.default.contents(atPath: out + "/good"))
+        try Harness.expectValidStore(root)
+    }
+}
