@@ -233,6 +233,37 @@ struct DiffTests {
         #expect(images2.stdout == "packages: 1 added, 1 removed\n  + game 1.0-1\n  - nano 7.2-1\n", "\(images2.stdout)")
     }
 
+    @Test("symlink targets and attribute names that are not UTF-8 are compared as bytes, in layers and images alike")
+    func rawBytes() throws {
+        let stack = try CraftedStack("diff-bytes")
+        try stack.layer("one") { t in
+            try t.symlink(Array("link".utf8), to: Array("target-".utf8) + [0xFF])
+            try t.file("tagged", "tagged\n")
+            try t.xattr("tagged", Array("user.".utf8) + [0xFF], [1])
+        }
+        // The same names with 0xfe for 0xff: both decode to U+FFFD, but they are other bytes.
+        try stack.layer("two") { t in
+            try t.symlink(Array("link".utf8), to: Array("target-".utf8) + [0xFE])
+            try t.file("tagged", "tagged\n")
+            try t.xattr("tagged", Array("user.".utf8) + [0xFE], [1])
+        }
+        let out = try Harness.temporaryDirectory("diff-bytes")
+        for name in ["one", "two"] {
+            let export = try Harness.run(["export", name, "--store", stack.store, "-o", out + "/\(name).squashfs"])
+            #expect(export.status == 0, "\(export.stderr)")
+        }
+        for (a, b) in [("one", "two"), (out + "/one.squashfs", out + "/two.squashfs"), ("one", out + "/two.squashfs")] {
+            let result = try Harness.run(["diff", a, b, "--files", "--store", stack.store])
+            #expect(result.status == 1, "\(a) \(b): \(result.stdout)\(result.stderr)")
+            #expect(result.stdout.contains("/link") && result.stdout.contains("target"), "\(result.stdout)")
+            #expect(result.stdout.contains("/tagged") && result.stdout.contains("xattrs"), "\(result.stdout)")
+        }
+        for (a, b) in [("one", out + "/one.squashfs"), ("two", out + "/two.squashfs")] {
+            let result = try Harness.run(["diff", a, b, "--store", stack.store])
+            #expect(result.status == 0, "\(a) \(b): \(result.stdout)\(result.stderr)")
+        }
+    }
+
     @Test("bad operands: an unknown name, a corrupt image, an ambiguous key prefix; two modes at once is a usage error")
     func badOperands() throws {
         let stack = try craft()
