@@ -17,6 +17,9 @@
 # under TCG every step is slower than on hardware, the hook's included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error boot
 runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "boot.sh: run as root (it builds layers and uses mkfs.ext4 -d)" >&2; exit 2; }
 # shellcheck source=Benchmarks/lib.sh

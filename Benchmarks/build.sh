@@ -9,6 +9,9 @@
 # (iii) rebuild after a change to the top layer only, against that layer's own build time
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error build
 runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (the builder needs namespaces)" >&2; exit 2; }
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null

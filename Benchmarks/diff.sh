@@ -10,6 +10,9 @@
 # warms it), which is what a warm cache means here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error diff
 runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "diff.sh: run as root (layer trees keep owners and devices)" >&2; exit 2; }
 command -v sqfsdiff >/dev/null || { echo "diff.sh: sqfsdiff is missing (scripts/install-deps.sh installs it)" >&2; exit 2; }

@@ -22,6 +22,9 @@
 # the hand-made layers here get theirs in an untimed first export, before anything is measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error export
 runs=${1:-3}
 levels=${2:-"3 15"}
 jobs=$(nproc)

@@ -16,6 +16,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+source "$here/../scripts/lib.sh"
+stop_on_error make-repo
 out=$(realpath -m "${1:-$here/out}")
 epoch=1700000000            # fixed build date and mtime of everything we pack
 packager="layerctl demo <demo@layerctl.invalid>"
@@ -130,7 +133,7 @@ normalise_db() {
 index() {
     local dir=$1; shift
     rm -f "$dir"/demo.db* "$dir"/demo.files*
-    (cd "$dir" && repo-add -q demo.db.tar.gz ./*.pkg.tar.zst >/dev/null 2>&1)
+    (cd "$dir" && quiet repo-add -q demo.db.tar.gz ./*.pkg.tar.zst)
     normalise_db "$dir/demo.db.tar.gz"
     normalise_db "$dir/demo.files.tar.gz"
     rm -f "$dir"/*.old

@@ -4,6 +4,9 @@
 # the merged stack as the squashfs image demo/out/gaming.squashfs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error run
 source scripts/install-deps.sh
 bash demo/make-repo.sh
 swift build -c release --static-swift-stdlib --product layerctl

@@ -6,6 +6,9 @@
 # or Ctrl-A X ends the VM. Extra arguments go to `layerctl vm` (for example --append init=/bin/sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error vm
 source scripts/install-deps.sh
 [ -f demo/out/gaming.squashfs ] || bash demo/run.sh >/dev/null
 bash scripts/fetch-kernel.sh

@@ -4,6 +4,9 @@
 # changing anything in boot/; a test fails while the two differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error embed-boot-files
 out=Sources/LayerFS/Boot/BootHookFiles.swift
 files=(boot/layerctl.sh boot/mkinitcpio/install/layerctl boot/mkinitcpio/hooks/layerctl
     boot/dracut/90layerctl/module-setup.sh boot/dracut/90layerctl/layerctl-cmdline.sh boot/dracut/90layerctl/layerctl-mount.sh)

@@ -10,6 +10,9 @@
 # what it fetched while linux-image-amd64 still names the same kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error fetch-kernel
 out=${1:-demo/out/kernel}
 for tool in apt-cache apt-get dpkg-deb depmod; do
     command -v "$tool" >/dev/null || { echo "fetch-kernel: $tool is missing" >&2; exit 2; }

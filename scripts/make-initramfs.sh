@@ -14,6 +14,9 @@
 # (and systemd's poweroff, for rd.emergency=poweroff).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
+stop_on_error make-initramfs
 out=${1:?usage: make-initramfs.sh OUT [KERNEL_DIR]}
 kernel=${2:-$root/demo/out/kernel}
 command -v dracut >/dev/null || { echo "make-initramfs: dracut is missing (scripts/install-deps.sh installs dracut-core)" >&2; exit 2; }

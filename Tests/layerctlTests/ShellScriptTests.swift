@@ -53,4 +53,36 @@ struct ShellScriptTests {
             }
         }
     }
+
+    @Test(
+        "check-deps finds a package install-deps.sh leaves out, and a script that fails says which command",
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/dpkg"), "needs dpkg"))
+    func dependencies() throws {
+        let root = Harness.packageRoot
+        let passes = try KernelMount.run("/bin/bash", [root + "/scripts/check-deps.sh"])
+        #expect(passes.status == 0, "\(passes.output)")
+        // The same list without squashfs-tools, whose mksquashfs the tests and benchmarks run.
+        let list = try String(contentsOfFile: root + "/scripts/install-deps.sh", encoding: .utf8)
+        let trimmed = try Harness.temporaryDirectory("deps") + "/install-deps.sh"
+        try list.replacingOccurrences(of: " squashfs-tools ", with: " ").write(
+            toFile: trimmed, atomically: true, encoding: .utf8)
+        let fails = try KernelMount.run(
+            "/usr/bin/env", ["LAYERCTL_INSTALL_DEPS=\(trimmed)", "bash", root + "/scripts/check-deps.sh"])
+        #expect(fails.status == 1, "\(fails.output)")
+        #expect(fails.output.contains("squashfs-tools (for mksquashfs"), "\(fails.output)")
+
+        // A command that fails in a script stops it with a line naming the script, line and command.
+        let script = """
+            source '\(root)/scripts/lib.sh'
+            stop_on_error demo-script
+            quiet sh -c 'echo what the tool said; exit 4'
+            echo not reached
+            """
+        let failed = try KernelMount.run("/bin/bash", ["-c", script])
+        #expect(failed.status == 4, "\(failed.output)")
+        #expect(failed.output.contains("failed (4): sh -c"), "\(failed.output)")
+        #expect(failed.output.contains("what the tool said"), "\(failed.output)")
+        #expect(failed.output.contains("demo-script: line"), "\(failed.output)")
+        #expect(!failed.output.contains("not reached"), "\(failed.output)")
+    }
 }
