@@ -78,7 +78,8 @@ struct DamagedImageTests {
         let path = try Harness.temporaryDirectory("damaged-image") + "/damaged.squashfs"
         try Data(image.bytes).write(to: URL(fileURLWithPath: path))
         let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "diff", path, folder])
-        #expect(result.status == 3, "exit \(result.status) (124: still reading after a minute): \(result.output)",
+        #expect(
+            result.status == 3, "exit \(result.status) (124: still reading after a minute): \(result.output)",
             sourceLocation: sourceLocation)
         let lines = result.output.split(separator: "\n")
         #expect(lines.count == 1, "\(result.output)", sourceLocation: sourceLocation)
@@ -109,7 +110,8 @@ struct DamagedImageTests {
         try expectRefused(toParent, against: folder, saying: "directory loop")
     }
 
-    @Test("An entry whose type or inode number disagrees with its inode, two inodes under one number, names out of order")
+    @Test(
+        "An entry whose type or inode number disagrees with its inode, two inodes under one number, names out of order")
     func entriesThatDisagree() throws {
         let (folder, image, _) = try make()
         var type = image
@@ -125,6 +127,27 @@ struct DamagedImageTests {
         let name = try image.entry("file2") + 8
         order.bytes[name + 4] = UInt8(ascii: "0")  // file2 → file0, now after file1
         try expectRefused(order, against: folder, saying: "lists file0 after file1")
+
+        // Entry and inode agree on a number past the image's inode count.
+        var range = image
+        let file1 = try image.entry("file1")
+        let inode = image.inode(atOffset: image.u16(file1))
+        let past = image.u32(4) + 10
+        range.set16(inode + 12, past)
+        range.set16(inode + 14, 0)
+        range.set16(file1 + 2, image.u16(file1 + 2) + past - image.inodeNumber(inode))
+        try expectRefused(range, against: folder, saying: "has inode number \(past), outside 1 to \(image.u32(4))")
+
+        // Two directories under one number: the kernel would show the first's entries for both.
+        var shared = image
+        let loopdir = try image.entry("loopdir")
+        let loopInode = image.inode(atOffset: image.u16(loopdir))
+        let c = image.inode(atOffset: image.u16(try image.entry("c")))
+        let taken = image.inodeNumber(c)
+        shared.set16(loopInode + 12, taken)
+        shared.set16(loopInode + 14, 0)
+        shared.set16(loopdir + 2, image.u16(loopdir + 2) + taken - image.inodeNumber(loopInode))
+        try expectRefused(shared, against: folder, saying: "which is taken")
     }
 
     @Test("Truncated images and an owner index past the id table are refused in one line")

@@ -9,7 +9,8 @@ import Testing
 @Suite("Damaged store files", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct DamagedStoreTests {
     func expectOneLine(
-        _ result: Harness.Result, naming path: String, saying words: String, sourceLocation: SourceLocation = #_sourceLocation
+        _ result: Harness.Result, naming path: String, saying words: String,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) {
         #expect(result.status == 3, "exit \(result.status): \(result.stderr)", sourceLocation: sourceLocation)
         let lines = result.stderr.split(separator: "\n")
@@ -26,7 +27,9 @@ struct DamagedStoreTests {
         #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", root]).status == 0)
         let store = try Store(root: root)
         let out = try Harness.temporaryDirectory("images")
-        let good = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/good", "--compression", "zstd:1"])
+        let good = try Harness.run([
+            "export", "gaming", "--store", root, "-o", out + "/good", "--compression", "zstd:1",
+        ])
         #expect(good.status == 0, "\(good.stderr)")
         let nvidia = try #require(try store.ref("nvidia"))
         let record = store.layerDirectory(nvidia) + "/layer.json"
@@ -61,7 +64,10 @@ struct DamagedStoreTests {
         let key = try #require(try store.ref("gaming"))
         for (content, words) in [
             (String(key.prefix(30)), "it holds no layer key"),
-            (String(repeating: "a", count: 64), "it names layer \(String(repeating: "a", count: 64)), which the store does not hold"),
+            (
+                String(repeating: "a", count: 64),
+                "it names layer \(String(repeating: "a", count: 64)), which the store does not hold"
+            ),
         ] {
             try (content + "\n").write(toFile: ref, atomically: false, encoding: .utf8)
             let export = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/bad"])
@@ -81,10 +87,13 @@ struct DamagedStoreTests {
         #expect(!FileManager.default.fileExists(atPath: out + "/bad"))
         let repair = try Harness.run(["gc", "--store", root])
         #expect(repair.stdout.contains("repaired: \(manifest) is damaged"), "\(repair.stdout)\(repair.stderr)")
-        let again = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/again", "--compression", "zstd:1"])
+        let again = try Harness.run([
+            "export", "gaming", "--store", root, "-o", out + "/again", "--compression", "zstd:1",
+        ])
         #expect(again.status == 0, "\(again.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: manifest)) == bytes)
-        #expect(FileManager.default.contents(atPath: out + "/again") == FileManager.default.contents(atPath: out + "/good"))
+        #expect(
+            FileManager.default.contents(atPath: out + "/again") == FileManager.default.contents(atPath: out + "/good"))
         try Harness.expectValidStore(root)
     }
 }

@@ -24,11 +24,11 @@ import Synchronization
 /// that is cut short, edited, or names bytes past the end of its pack is removed with its pack
 /// and reported: a damaged cache costs compression time, never a wrong image.
 ///
-/// The cache is bounded (`Limit`): an index's mtime is the last time an export used its pack, and
+/// The cache is bounded (`BlockCacheLimit`): an index's mtime is the last time an export used its pack, and
 /// after each export the least recently used packs go until the rest fit, over every tag.
 final class BlockCache: @unchecked Sendable {
-    // @unchecked: used by the writer's workers at once. `known` and `packs` are immutable after
-    // init; `fresh` and `counters` are behind Mutexes, the end of the new pack is an Atomic, and
+    // @unchecked: used by the writer's workers at once. `known`, `packs` and `indexPaths` are
+    // immutable after init; `fresh`, `used` and `counters` are behind Mutexes, the end of the new pack is an Atomic, and
     // pread/pwrite at distinct offsets need no lock.
     let directory: String
     let tag: [UInt8]
@@ -128,8 +128,8 @@ final class BlockCache: @unchecked Sendable {
     }
 
     /// Makes the blocks this export compressed available to later ones: fsyncs the pack, then
-    /// publishes its index. Call once, after the image is complete.
-    /// Then marks the packs this export read from as used, and evicts what the limit does not allow.
+    /// publishes its index. Then marks the packs this export read from as used, and evicts what
+    /// the limit does not allow. Call once, after the image is complete.
     func publish() throws {
         let entries = fresh.withLock { $0 }.sorted { $0.value.offset < $1.value.offset }
         if !entries.isEmpty {
@@ -147,7 +147,8 @@ final class BlockCache: @unchecked Sendable {
             published = true
         }
         for number in used.withLock({ $0 }) { Self.markUsed(indexPaths[Int(number)]) }
-        Self.evict(in: (directory as NSString).deletingLastPathComponent, limit: limit,
+        Self.evict(
+            in: (directory as NSString).deletingLastPathComponent, limit: limit,
             keeping: published ? packName + ".index" : nil)
     }
 

@@ -55,10 +55,11 @@ struct ImageWalk {
         // The tables lie one after another: inodes, directories, then the fragment, export, id and
         // xattr tables; each reader may not read past the start of the next.
         let directoryStart = superblock.directory_table_start
-        let directoryLimit = [
-            superblock.fragment_table_start, superblock.export_table_start, superblock.id_table_start,
-            superblock.xattr_id_table_start, superblock.bytes_used,
-        ].filter { $0 > directoryStart && $0 != UInt64.max }.min() ?? superblock.bytes_used
+        let directoryLimit =
+            [
+                superblock.fragment_table_start, superblock.export_table_start, superblock.id_table_start,
+                superblock.xattr_id_table_start, superblock.bytes_used,
+            ].filter { $0 > directoryStart && $0 != UInt64.max }.min() ?? superblock.bytes_used
         guard superblock.inode_table_start < directoryStart,
             let inodeTable = sqfs_meta_reader_create(
                 reader.file, reader.compressor, superblock.inode_table_start, directoryStart),
@@ -76,7 +77,13 @@ struct ImageWalk {
         entries.append(try entry(name: [], parent: 0, inode: root))
         var visited: Set<UInt64> = [rootReference]
         var queue: [(index: Int, inode: UnsafeMutablePointer<sqfs_inode_generic_t>)] = [(0, root)]
-        var hardLinks: [UInt32: (index: Int, reference: UInt64)] = [:]
+        // By inode number (1 ... inode_count): the first entry listed under it, and the reference
+        // of its inode. The kernel keeps one inode per number, so a second inode under a number
+        // would read as the first: for a directory, another directory's entries.
+        let inodeCount = Int(superblock.inode_count)
+        var byNumber = [(index: Int32, reference: UInt64)](repeating: (-1, 0), count: inodeCount + 1)
+        let rootNumber = Int(root.pointee.base.inode_number)
+        if (1...max(1, inodeCount)).contains(rootNumber) { byNumber[rootNumber] = (0, rootReference) }
         var head = 0
         defer { for pending in queue[head...] { sqfs_free(pending.inode) } }
         while head < queue.count {
@@ -109,11 +116,13 @@ struct ImageWalk {
                     let type = UInt16(child.pointee.base.type)
                     let basic = type > 7 ? type - 7 : type
                     guard dirent.pointee.type == basic else {
-                        throw damaged("\(childPath()) is listed as type \(dirent.pointee.type), its inode is type \(type)")
+                        throw damaged(
+                            "\(childPath()) is listed as type \(dirent.pointee.type), its inode is type \(type)")
                     }
                     guard number == child.pointee.base.inode_number else {
                         throw damaged(
-                            "\(childPath()) is listed as inode \(number), its inode says \(child.pointee.base.inode_number)")
+                            "\(childPath()) is listed as inode \(number), its inode says \(child.pointee.base.inode_number)"
+                        )
                     }
                     made = try entry(name: name, parent: directory, inode: child)
                 } catch {
@@ -121,25 +130,33 @@ struct ImageWalk {
                     throw error
                 }
                 let index = entries.count
+                guard number >= 1, Int(number) <= inodeCount else {
+                    sqfs_free(child)
+                    throw damaged("\(childPath()) has inode number \(number), outside 1 to \(inodeCount)")
+                }
+                let earlier = byNumber[Int(number)]
                 if made.kind == .directory {
                     guard visited.insert(reference).inserted else {
                         sqfs_free(child)
                         throw damaged("a directory loop: \(childPath()) is a directory met before")
                     }
+                    guard earlier.index < 0 else {
+                        sqfs_free(child)
+                        throw damaged("\(childPath()) is a directory under inode number \(number), which is taken")
+                    }
+                    byNumber[Int(number)] = (Int32(index), reference)
                     queue.append((index, child))
                 } else {
-                    if let link = hardLinks[number] {
-                        // The kernel takes one inode per number: a second inode under it would read
-                        // as the first.
-                        guard link.reference == reference, made.linkCount > 1 else {
+                    if earlier.index >= 0 {
+                        guard earlier.reference == reference, made.linkCount > 1 else {
                             sqfs_free(child)
                             throw damaged(
-                                "\(childPath()) shares inode number \(number) with \(RawPath.display(tree.path(of: link.index))), but not its inode or a link count above 1"
+                                "\(childPath()) shares inode number \(number) with \(RawPath.display(tree.path(of: Int(earlier.index)))), but not its inode or a link count above 1"
                             )
                         }
-                        made.hardLinkTarget = link.index
+                        made.hardLinkTarget = Int(earlier.index)
                     } else {
-                        hardLinks[number] = (index, reference)
+                        byNumber[Int(number)] = (Int32(index), reference)
                     }
                     if made.kind == .regular && made.hardLinkTarget == nil {
                         inodes[index] = child
@@ -251,7 +268,9 @@ struct ImageWalk {
             // libsquashfs hands the key back whole ("user.note"), NUL-terminated; `size` counts the
             // part after the prefix only.
             let start = UnsafeRawPointer(lc_sqfs_xattr_key(key)).assumingMemoryBound(to: UInt8.self)
-            let name = Array(UnsafeBufferPointer(start: start, count: strlen(UnsafeRawPointer(start).assumingMemoryBound(to: CChar.self))))
+            let name = Array(
+                UnsafeBufferPointer(
+                    start: start, count: strlen(UnsafeRawPointer(start).assumingMemoryBound(to: CChar.self))))
             let bytes = Array(UnsafeBufferPointer(start: lc_sqfs_xattr_value(value), count: Int(value.pointee.size)))
             result.append(MergedTree.ExtendedAttribute(name: name, value: bytes))
         }

@@ -187,7 +187,11 @@ enum RawPath {
         var rest = bytes[...]
         while let byte = rest.first {
             // The longest valid UTF-8 sequence at the front, up to 4 bytes.
-            if byte >= 0x80, let length = (2...4).first(where: { rest.count >= $0 && String(validating: rest.prefix($0), as: UTF8.self) != nil }) {
+            if byte >= 0x80,
+                let length = (2...4).first(where: {
+                    rest.count >= $0 && String(validating: rest.prefix($0), as: UTF8.self) != nil
+                })
+            {
                 result += String(decoding: rest.prefix(length), as: UTF8.self)
                 rest = rest.dropFirst(length)
             } else if byte < 0x20 || byte >= 0x7F || byte == UInt8(ascii: "\\") {
