@@ -98,10 +98,10 @@ struct ImageArguments: ParsableArguments {
         }
         var line = "wrote \(output): \(formatBytes(Int64(result.bytesOut)))"
         if request.format == .squashfs {
-            line += " from \(formatBytes(Int64(result.bytesIn))) of file data in \(result.entries) entries"
+            line += " from \(formatBytes(Int64(result.bytesIn))) of file data in \(counted(result.entries, "entry", plural: "entries"))"
             line += ", \(options.compressionName), \(String(format: "%.2f", result.seconds)) s"
             if request.useBlockCache {
-                line += ", \(result.cacheMisses) blocks compressed, \(result.cacheHits) from cache"
+                line += ", \(counted(result.cacheMisses, "block")) compressed, \(result.cacheHits) from cache"
             }
         }
         print(line)

@@ -25,7 +25,7 @@ extension LayerCtl {
             }
             for damaged in collected.damaged { print("repaired: \(damaged)") }
             for key in collected.layers { print("removed \(key)") }
-            print("freed \(formatBytes(collected.bytes)) in \(collected.layers.count) layers")
+            print("freed \(formatBytes(collected.bytes)) in \(counted(collected.layers.count, "layer"))")
             if blocks { print("dropped \(formatBytes(collected.blockCacheBytes)) of cached blocks") }
         }
     }

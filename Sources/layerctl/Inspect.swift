@@ -18,22 +18,28 @@ extension LayerCtl {
 
         func run() throws {
             let store = try storeOptions.open()
-            let record = try store.record(try store.resolve(layer))
+            let key = try store.resolve(layer)
+            let record = try store.record(key)
             if json {
                 print(try jsonText(record))
                 return
             }
-            print("name:       \(record.name)")
+            // Layer files with the same content share a key: the names are the refs that point at
+            // it, the one asked for first; the record's name is the first one it was built for.
+            var names = try store.refs().filter { $0.key == key }.map(\.name)
+            if let asked = names.firstIndex(of: layer) { names.insert(names.remove(at: asked), at: 0) }
+            if names.isEmpty { names = [record.name] }
+            print("name:       \(names[0])" + (names.count > 1 ? " (also " + names.dropFirst().joined(separator: ", ") + ")" : ""))
             print("key:        \(record.key)")
             print("parent:     \(record.parent ?? "scratch")")
-            print("tree:       \(formatBytes(record.treeBytes)) in \(record.fileCount) entries, digest \(record.treeDigest.prefix(16))")
+            print("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
             print("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
-            print("installed:  \(record.added.count) packages (\(record.installed.count) in the whole stack)")
+            print("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")
             for package in record.added {
                 print("  + \(package.name) \(package.version)  (\(package.repository), sha256 \(package.sha256.prefix(12)))")
             }
             if !record.removed.isEmpty {
-                print("removed:    \(record.removed.count) packages")
+                print("removed:    \(counted(record.removed.count, "package"))")
                 for package in record.removed { print("  - \(package.name) \(package.version)") }
             }
         }

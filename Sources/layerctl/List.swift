@@ -46,11 +46,15 @@ extension LayerCtl {
                 print(try jsonText(rows))
                 return
             }
-            print("NAME".padding(toLength: 20, withPad: " ", startingAt: 0) + "KEY           PARENT        PACKAGES  SIZE")
+            // The name column is as wide as the longest name, and two spaces more.
+            let width = max(20, (rows.map(\.name.count).max() ?? 0) + 2)
+            print("NAME".padding(toLength: width, withPad: " ", startingAt: 0) + "KEY           PARENT        PACKAGES  SIZE")
             for row in rows {
-                print(row.name.padding(toLength: 20, withPad: " ", startingAt: 0)
-                    + row.key.prefix(12) + "  " + (row.parent?.prefix(12) ?? "scratch     ") + "  "
-                    + String(row.packages).padding(toLength: 10, withPad: " ", startingAt: 0) + formatBytes(row.treeBytes))
+                print(
+                    row.name.padding(toLength: width, withPad: " ", startingAt: 0)
+                        + row.key.prefix(12) + "  " + (row.parent?.prefix(12) ?? "scratch     ") + "  "
+                        + String(row.packages).padding(toLength: 10, withPad: " ", startingAt: 0)
+                        + formatBytes(row.treeBytes))
             }
         }
     }
@@ -61,6 +65,11 @@ func jsonText<T: Encodable>(_ value: T) throws -> String {
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .iso8601
     return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// "1 package", "2 packages": `count` and the noun, in the plural unless the count is one.
+func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
+    "\(count) " + (count == 1 ? noun : plural ?? noun + "s")
 }
 
 func formatBytes(_ bytes: Int64) -> String {

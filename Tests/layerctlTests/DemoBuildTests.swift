@@ -82,6 +82,26 @@ struct DemoBuildTests {
         let inspect = try Harness.run(["inspect", "development", "--store", storeRoot])
         #expect(inspect.stdout.contains("+ demo-app 1.0-1"))
         #expect(inspect.stdout.contains("+ demo-data 1.0-1"))
+        // A long name keeps its columns; a key two names share is shown by the name asked for.
+        let long = "a-development-layer-with-a-long-name"
+        try FileManager.default.copyItem(atPath: layers + "/development.yaml", toPath: layers + "/\(long).yaml")
+        #expect(try Harness.run(["build", layers + "/\(long).yaml", "--store", storeRoot]).status == 0)
+        let wide = try Harness.run(["ls", "--store", storeRoot]).stdout.split(separator: "\n")
+        let key = try #require(try Store(root: storeRoot).ref("development"))
+        #expect(wide.contains { $0.hasPrefix(long + "  ") && $0.contains(key.prefix(12)) }, "\(wide)")
+        // Every row has its key under the KEY heading.
+        let keyColumn = try #require(wide[0].range(of: "KEY")).lowerBound.utf16Offset(in: wide[0])
+        for row in wide.dropFirst() {
+            let cell = Array(row.utf8).dropFirst(keyColumn).prefix(13)
+            #expect(cell.count == 13 && cell.prefix(12).allSatisfy { (48...57).contains($0) || (97...102).contains($0) } && cell.last == 32, "\(row)")
+        }
+        for (asked, shown) in [(long, "name:       \(long) (also development)"), ("development", "name:       development (also \(long))")] {
+            let shared = try Harness.run(["inspect", asked, "--store", storeRoot])
+            #expect(shared.stdout.contains(shown), "\(shared.stdout)")
+        }
+        let one = try Harness.run(["inspect", "nvidia", "--store", storeRoot])
+        #expect(one.stdout.contains("installed:  1 package ("), "\(one.stdout)")
+
         let json = try Harness.run(["inspect", "base", "--store", storeRoot, "--json"])
         let record = try LayerRecordProbe.decode(json.stdout)
         #expect(record.parent == nil && record.added.count == 8 && record.fileCount > 2000 && record.buildSeconds > 0)
@@ -99,6 +119,7 @@ struct DemoBuildTests {
         // gc keeps what refs reach and frees the rest.
         let before = try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count
         try store.removeRef("development")
+        try store.removeRef(long)
         let gc = try Harness.run(["gc", "--store", storeRoot])
         #expect(gc.status == 0)
         #expect(gc.stdout.contains("freed"))

@@ -52,7 +52,7 @@ public final class LayerBuilder {
                 throw BuildFailure(locate(error, in: layer))
             }
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
-            observer(BuildEvent(.resolved, layer: layer.name, message: "\(resolution.install.count) packages to install", key: key))
+            observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))
 
             var cached = !options.noCache && store.contains(key)
             if !cached {
