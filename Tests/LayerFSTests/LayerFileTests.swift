@@ -103,4 +103,47 @@ struct LayerFileTests {
         try expect("from: base\nrun: [a]\nrun: [b]\n", at: 3, 1, "`run` is written twice")
         try expect("from: base\nfiles:\n  - path: /x\n    content: a\n    mode: \"999\"\n", at: 5, 11, "`mode` is octal")
     }
+
+    @Test("bytes that are not UTF-8, and NUL, are reported where they are")
+    func badBytes() throws {
+        var data = Data("from: base\npackages: [a]\ndescription: \"caf".utf8)
+        data += [0xE9, 0x22, 0x0A]
+        try data.write(to: URL(fileURLWithPath: folder + "/child.yaml"))
+        let latin1 = try #require(try? { () throws -> LayerFileError? in
+            do { _ = try Recipe.load(folder + "/child.yaml") } catch let error as LayerFileError { return error }
+            return nil
+        }())
+        #expect(latin1.location.line == 3 && latin1.location.column == 18, "\(latin1)")
+        #expect(latin1.message.contains("not UTF-8"), "\(latin1)")
+        try expect("from: base\npackages: [a\u{0}]\n", at: 2, 13, "control characters are not allowed (U+0000)")
+    }
+
+    @Test("a long value is quoted short, a root layer needs repos, a layer name has a character set, a key is a single value")
+    func hostileValues() throws {
+        let long = String(repeating: "x", count: 1_000_000)
+        let found = try error("from: base\npackages: [\(long)Y]\n")
+        #expect(found.description.count < 200, "\(found.description.prefix(300))")
+        #expect(found.message.contains("`" + String(repeating: "x", count: 40) + "…`"), "\(found.message.prefix(200))")
+        try expect("from: scratch\narch: x86_64\npackages: [a]\n", at: 1, 7, "must declare its `repos`", name: "root")
+        // The file's name is escaped in the location too: one mistake, one line.
+        let newline = try error("from: base\n", name: "new\nline")
+        #expect(newline.message.contains("the layer name `new\\x0Aline`"), "\(newline)")
+        #expect(newline.description.hasSuffix("/new\\x0aline.yaml:1:1: error: \(newline.message)"), "\(newline)")
+        try expect("from: base\n", at: 1, 1, "may hold letters, digits", name: ".hidden")
+        try expect("from: base\n? [a, b]\n: 1\n? [a, b]\n: 2\n", at: 2, 3, "a key must be a single value")
+        try expect("from: base\nenv: {\"A\\tB\": x}\n", at: 2, 7, "`A\\x09B` is not a valid environment variable name")
+    }
+
+    @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
+    func aliases() throws {
+        // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.
+        let levels = Array("abcdefghij")
+        var bomb = "from: base\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        for (previous, level) in zip(levels, levels.dropFirst()) {
+            bomb += "\(level): &\(level) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ", ") + "]\n"
+        }
+        try expect(bomb + "? *j\n: used as a key\n", at: 3, 8, "YAML aliases (`*name`) are not allowed")
+        try expect(bomb + "description: *j\n", at: 3, 8, "YAML aliases (`*name`) are not allowed")
+        try expect("from: base\nenv: {A: &v one}\ndescription: *v\n", at: 3, 14, "YAML aliases")
+    }
 }

@@ -10,7 +10,11 @@ public struct FileLocation: Hashable, Sendable, CustomStringConvertible {
         self.column = column
     }
 
-    public var description: String { "\(file):\(line):\(column)" }
+    /// Control characters in the file's name are escaped, so an error stays one line.
+    public var description: String {
+        let name = file.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F } ? RawPath.display(Array(file.utf8)) : file
+        return "\(name):\(line):\(column)"
+    }
 }
 
 /// A value read from a layer file, with where it was written.

@@ -1,9 +1,14 @@
+import Foundation
 import Yams
 
 /// Typed access to YAML nodes, each failure naming what was expected and where.
 extension LayerFileParser {
     func at(_ node: Node) -> FileLocation {
         FileLocation(file: path, line: node.mark?.line ?? 1, column: node.mark?.column ?? 1)
+    }
+
+    func at(_ context: YamlError.Context) -> FileLocation {
+        FileLocation(file: path, line: context.mark.line, column: context.mark.column)
     }
 
     func scalar(_ node: Node, what: String) throws -> String {
@@ -26,7 +31,7 @@ extension LayerFileParser {
     }
 
     func unknownKey(_ key: String, at node: Node, known: [String]) -> LayerFileError {
-        var message = "unknown key `\(key)`"
+        var message = "unknown key \(quote(key))"
         if let suggestion = KeySuggestion.nearest(to: key, in: known) {
             message += "; did you mean `\(suggestion)`?"
         } else {
@@ -43,11 +48,18 @@ extension LayerFileParser {
             return LayerFileError(
                 "not valid YAML: \(problem)", at: FileLocation(file: path, line: mark.line, column: mark.column))
         case .duplicatedKeysInMapping(let duplicates, let context):
+            // Yams names a key that is a list or a mapping "<uncovertable>".
+            guard duplicates.allSatisfy({ $0 != "<uncovertable>" }) else {
+                return LayerFileError("a key is written twice, and a key must be a single value", at: at(context))
+            }
             return LayerFileError(
-                "key `\(duplicates.joined(separator: "`, `"))` is written twice",
+                "key \(duplicates.map(quote).joined(separator: ", ")) is written twice",
                 at: secondOccurrence(of: duplicates.first ?? "", after: context.mark))
-        case .reader(let problem, _, _, _):
-            return LayerFileError("not valid YAML: \(problem)", at: top)
+        case .reader(let problem, let offset, let value, _):
+            // libyaml's reader stops at a byte YAML does not allow, such as NUL: say which, and where.
+            let location = offset.map { LayerFileParser.location(ofByte: $0, in: Data(text.utf8), file: path) } ?? top
+            let character = value >= 0 ? String(format: " (U+%04X)", value) : ""
+            return LayerFileError("not valid YAML: \(problem)\(character)", at: location)
         default:
             return LayerFileError("not valid YAML: \(error)", at: top)
         }
@@ -67,4 +79,24 @@ extension LayerFileParser {
         }
         return FileLocation(file: path, line: mark.line, column: mark.column)
     }
+}
+
+/// A value from a layer file as a message quotes it: in backquotes, at most 40 characters (a 10 MB
+/// value is not echoed back whole), control characters escaped, so one mistake is one line.
+func quote(_ text: String) -> String {
+    var shown = ""
+    for (count, character) in text.enumerated() {
+        if count == 40 {
+            shown += "…"
+            break
+        }
+        if let scalar = character.unicodeScalars.first, character.unicodeScalars.count == 1,
+            scalar.value < 0x20 || scalar.value == 0x7F
+        {
+            shown += String(format: "\\x%02X", scalar.value)
+        } else {
+            shown.append(character)
+        }
+    }
+    return "`" + shown + "`"
 }

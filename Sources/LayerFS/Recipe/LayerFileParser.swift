@@ -19,14 +19,49 @@ struct LayerFileParser {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw LayerFileError("cannot read the layer file", at: top)
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            throw LayerFileError("the layer file is not UTF-8 text", at: top)
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw LayerFileError(
+                "the layer file is not UTF-8 text", at: Self.location(ofByte: Self.firstInvalidUTF8(data), in: data, file: path))
+        }
+        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        guard name.wholeMatch(of: /[A-Za-z0-9][A-Za-z0-9._+-]*/) != nil, name.utf8.count <= 100 else {
+            throw LayerFileError(
+                "the layer name \(quote(name)) (the file name without .yaml) may hold letters, digits and . _ + -, must start with a letter or digit, and be at most 100 bytes",
+                at: top)
         }
         return try LayerFileParser(path: path, text: text).parse()
     }
 
+    /// The byte offset of the first byte of `data` that is not part of valid UTF-8.
+    static func firstInvalidUTF8(_ data: Data) -> Int {
+        var decoder = UTF8()
+        var iterator = data.makeIterator()
+        var offset = 0
+        while true {
+            switch decoder.decode(&iterator) {
+            case .scalarValue(let scalar): offset += UTF8.width(scalar)
+            case .emptyInput: return offset
+            case .error: return offset
+            }
+        }
+    }
+
+    /// Line and column (in characters, as YAML counts them) of byte `offset` of `data`.
+    static func location(ofByte offset: Int, in data: Data, file: String) -> FileLocation {
+        let before = data.prefix(offset)
+        let line = before.reduce(1) { $0 + ($1 == 0x0A ? 1 : 0) }
+        let lineStart = before.lastIndex(of: 0x0A).map { $0 + 1 } ?? before.startIndex
+        // Characters: every byte that does not continue a UTF-8 sequence starts one.
+        let column = before[lineStart...].reduce(1) { $0 + ($1 & 0xC0 == 0x80 ? 0 : 1) }
+        return FileLocation(file: file, line: line, column: column)
+    }
+
     func parse() throws -> LayerFile {
         let top = FileLocation(file: path, line: 1, column: 1)
+        if let alias = firstAlias() {
+            throw LayerFileError(
+                "YAML aliases (`*name`) are not allowed in a layer file; write the value out", at: alias)
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -66,7 +101,7 @@ struct LayerFileParser {
                 let word = try scalar(value, what: "`boot`")
                 guard let flavour = BootFlavour(rawValue: word) else {
                     throw LayerFileError(
-                        "`boot` names the image's initramfs generator: mkinitcpio or dracut, not `\(word)`",
+                        "`boot` names the image's initramfs generator: mkinitcpio or dracut, not \(quote(word))",
                         at: at(value))
                 }
                 layer.boot = Located(flavour, at: at(value))
@@ -75,6 +110,11 @@ struct LayerFileParser {
         }
         if !sawFrom {
             throw LayerFileError("the layer file has no `from:`; write `from: scratch` for a root layer", at: top)
+        }
+        if layer.isRoot && layer.repos.isEmpty {
+            throw LayerFileError(
+                "a root layer (`from: scratch`) must declare its `repos`, which its children inherit",
+                at: layer.fromLocation)
         }
         try checkConsistency(layer)
         return layer
@@ -109,7 +149,7 @@ struct LayerFileParser {
                 let words = try scalar(value, what: "`siglevel`")
                 if case .failure(let error) = SignatureLevel.parse(words) {
                     throw LayerFileError(
-                        "`siglevel` has an unknown word `\(error.word)`; pacman knows Never, Optional, Required, TrustedOnly and TrustAll, each optionally prefixed Package or Database",
+                        "`siglevel` has an unknown word \(quote(error.word)); pacman knows Never, Optional, Required, TrustedOnly and TrustAll, each optionally prefixed Package or Database",
                         at: at(value))
                 }
                 spec.siglevel = words
@@ -124,10 +164,10 @@ struct LayerFileParser {
         }
         if spec.name.isEmpty { throw LayerFileError("the repository has no `name`", at: at(node)) }
         if spec.name.contains("/") || spec.name.contains(" ") {
-            throw LayerFileError("repository name `\(spec.name)` may not contain `/` or spaces", at: at(node))
+            throw LayerFileError("repository name \(quote(spec.name)) may not contain `/` or spaces", at: at(node))
         }
         if spec.servers.isEmpty && spec.snapshot == nil {
-            throw LayerFileError("repository `\(spec.name)` has no `servers` and no `snapshot`", at: at(node))
+            throw LayerFileError("repository \(quote(spec.name)) has no `servers` and no `snapshot`", at: at(node))
         }
         return spec
     }
@@ -191,7 +231,7 @@ struct LayerFileParser {
         }
         guard let path else { throw LayerFileError("the file has no `path`", at: at(node)) }
         guard let content else {
-            throw LayerFileError("the file \(path) has neither `content` nor `source`", at: at(node))
+            throw LayerFileError("the file \(quote(path)) has neither `content` nor `source`", at: at(node))
         }
         return FileSpec(path: path, content: content, mode: mode, owner: owner, location: at(node))
     }
@@ -203,11 +243,11 @@ struct LayerFileParser {
         let joined = URL(fileURLWithPath: (folder as NSString).appendingPathComponent(value)).standardizedFileURL
         let real = joined.resolvingSymlinksInPath().path
         guard real == base || real.hasPrefix(base + "/") else {
-            throw LayerFileError("`source` \(value) leaves the layer file's folder \(base)", at: at(node))
+            throw LayerFileError("`source` \(quote(value)) leaves the layer file's folder \(base)", at: at(node))
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: real, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw LayerFileError("`source` \(value) is not a file", at: at(node))
+            throw LayerFileError("`source` \(quote(value)) is not a file", at: at(node))
         }
         return real
     }
@@ -220,7 +260,7 @@ struct LayerFileParser {
         for (keyNode, value) in mapping {
             let name = try scalar(keyNode, what: "a variable name")
             guard name.wholeMatch(of: /[A-Za-z_][A-Za-z0-9_]*/) != nil else {
-                throw LayerFileError("`\(name)` is not a valid environment variable name", at: at(keyNode))
+                throw LayerFileError("\(quote(name)) is not a valid environment variable name", at: at(keyNode))
             }
             variables.append(EnvVariable(name: name, value: try scalar(value, what: "the value of \(name)")))
         }
@@ -231,7 +271,7 @@ struct LayerFileParser {
         try list(node, what: "`\(key)`").map { item in
             let name = try scalar(item, what: "a package name")
             guard name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*/) != nil else {
-                throw LayerFileError("`\(name)` is not a package name", at: at(item))
+                throw LayerFileError("\(quote(name)) is not a package name", at: at(item))
             }
             return Located(name, at: at(item))
         }
@@ -243,14 +283,14 @@ struct LayerFileParser {
         for package in layer.packages + layer.remove {
             let bare = String(package.value.split(separator: "/").last ?? "")
             if let first = seen[bare] {
-                throw LayerFileError("package `\(bare)` is named twice; first at \(first)", at: package.location)
+                throw LayerFileError("package \(quote(bare)) is named twice; first at \(first)", at: package.location)
             }
             seen[bare] = package.location
         }
         var paths: [String: FileLocation] = [:]
         for file in layer.files {
             if let first = paths[file.path] {
-                throw LayerFileError("\(file.path) is written twice; first at \(first)", at: file.location)
+                throw LayerFileError("\(quote(file.path)) is written twice; first at \(first)", at: file.location)
             }
             paths[file.path] = file.location
         }
@@ -258,7 +298,7 @@ struct LayerFileParser {
         for repo in layer.repos {
             if let first = repos[repo.name] {
                 throw LayerFileError(
-                    "repository `\(repo.name)` is declared twice; first at \(first)", at: repo.location)
+                    "repository \(quote(repo.name)) is declared twice; first at \(first)", at: repo.location)
             }
             repos[repo.name] = repo.location
         }
