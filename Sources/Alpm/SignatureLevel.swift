@@ -44,6 +44,31 @@ public struct SignatureLevel: Equatable, Hashable, Sendable, CustomStringConvert
         return .success(SignatureLevel(rawValue: Int32(bitPattern: level)))
     }
 
+    /// Whether what was checked under this level also holds under `required`: for packages and for
+    /// databases alike, a check `required` makes was made (Required where it says Required), and
+    /// trust it does not extend (TrustAll's marginal and unknown keys) was not extended.
+    public func satisfies(_ required: SignatureLevel) -> Bool {
+        let mine = UInt32(bitPattern: rawValue)
+        let theirs = UInt32(bitPattern: required.rawValue)
+        let domains = [
+            (ALPM_SIG_PACKAGE.rawValue, ALPM_SIG_PACKAGE_OPTIONAL.rawValue, ALPM_SIG_PACKAGE_MARGINAL_OK.rawValue,
+             ALPM_SIG_PACKAGE_UNKNOWN_OK.rawValue),
+            (ALPM_SIG_DATABASE.rawValue, ALPM_SIG_DATABASE_OPTIONAL.rawValue, ALPM_SIG_DATABASE_MARGINAL_OK.rawValue,
+             ALPM_SIG_DATABASE_UNKNOWN_OK.rawValue),
+        ]
+        for (check, optional, marginal, unknown) in domains where theirs & check != 0 {
+            guard mine & check != 0 else { return false }
+            if theirs & optional == 0 && mine & optional != 0 { return false }
+            for trust in [marginal, unknown] where mine & trust != 0 && theirs & trust == 0 { return false }
+        }
+        return true
+    }
+
+    /// Whether this level checks any signature at all, of packages or of databases.
+    public var checksSignatures: Bool {
+        UInt32(bitPattern: rawValue) & (ALPM_SIG_PACKAGE.rawValue | ALPM_SIG_DATABASE.rawValue) != 0
+    }
+
     public var description: String {
         let bits = UInt32(bitPattern: rawValue)
         func words(_ check: UInt32, _ optional: UInt32) -> String {

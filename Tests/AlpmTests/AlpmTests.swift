@@ -36,6 +36,25 @@ struct AlpmTests {
         }
     }
 
+    @Test("a signature level satisfies another when it checked at least as strictly and trusted no more")
+    func levelsSatisfy() throws {
+        func level(_ words: String) throws -> SignatureLevel { try SignatureLevel.parse(words).get() }
+        let never = try level("Never")
+        let optional = try level("Optional")
+        let required = try level("Required")
+        let trustAll = try level("Optional TrustAll")
+        let databaseRequired = try level("PackageRequired DatabaseRequired")
+        // Stricter serves weaker, never the other way.
+        #expect(required.satisfies(optional) && required.satisfies(never) && optional.satisfies(never))
+        #expect(!never.satisfies(optional) && !optional.satisfies(required) && !never.satisfies(required))
+        // Trusting marginal and unknown keys is weaker than trusting only trusted ones.
+        #expect(optional.satisfies(trustAll) && !trustAll.satisfies(optional))
+        // Databases count too.
+        let databaseOptional = try level("PackageRequired DatabaseOptional")
+        #expect(databaseRequired.satisfies(databaseOptional) && !databaseOptional.satisfies(databaseRequired))
+        for each in [never, optional, required, trustAll, databaseRequired] { #expect(each.satisfies(each)) }
+    }
+
     @Test("versions compare as pacman's, epochs included")
     func versions() {
         #expect(AlpmHandle.compareVersions("1.0-1", "1.1-1") < 0)

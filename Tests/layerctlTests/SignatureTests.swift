@@ -57,4 +57,35 @@ struct SignatureTests {
         // …and builds once the layer file says signatures are optional.
         #expect(try build(["filesystem"], repo: Harness.demoOut + "/repo", siglevel: "Optional").status == 0)
     }
+
+    @Test("a layer checked under a weaker signature policy is built again under a stricter one; a stricter one serves a weaker one")
+    func policyOnCacheHits() throws {
+        let folder = try Harness.temporaryDirectory("signed")
+        let store = try Harness.temporaryDirectory("store")
+        let emptyKeyring = try Harness.temporaryDirectory("keyring")
+        func build(_ siglevel: String?, keyring: String = Harness.demoOut + "/keyring") throws -> Harness.Result {
+            var text = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/signed/$repo]\n"
+            if let siglevel { text += "    siglevel: \(siglevel)\n" }
+            text += "packages: [filesystem, game]\n"
+            try text.write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
+            return try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", keyring, "--json"])
+        }
+        // Built without checking signatures, then asked for under pacman's default: built again.
+        let never = try build("Never")
+        #expect(never.status == 0 && never.built == ["signed"], "\(never.stderr)")
+        let strict = try build(nil)
+        #expect(strict.status == 0 && strict.built == ["signed"], "\(strict.stdout)\(strict.stderr)")
+        #expect(strict.stdout.contains("built under a weaker signature policy (repository demo was checked under PackageNever"), "\(strict.stdout)")
+        // Now it proves the default, which also covers a weaker policy.
+        let again = try build(nil)
+        #expect(again.status == 0 && again.cached == ["signed"], "\(again.stdout)")
+        let weaker = try build("Optional TrustAll")
+        #expect(weaker.status == 0 && weaker.cached == ["signed"], "\(weaker.stdout)")
+        // A keyring that no longer trusts the demo key: the stored layer does not serve, and the
+        // build, which checks the packages again, fails.
+        let untrusted = try build(nil, keyring: emptyKeyring)
+        #expect(untrusted.status == 3 && untrusted.cached.isEmpty, "\(untrusted.stdout)\(untrusted.stderr)")
+        #expect(untrusted.stdout.contains("was trusted then and is not now"), "\(untrusted.stdout)")
+        try Harness.expectValidStore(store)
+    }
 }

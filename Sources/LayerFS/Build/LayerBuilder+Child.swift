@@ -8,7 +8,7 @@ extension LayerBuilder {
         _ layer: LayerFile, key: String, parent: String?, spec: LayerSpec, boot: Located<BootFlavour>?,
         resolution: Resolution,
         request: TransactionRequest, parentTrees: [String], repositories: [Repository], snapshot: String,
-        arch: String, environment: [String: String], started: Date
+        arch: String, environment: [String: String], started: Date, signatures: SignatureProof
     ) throws {
         let store = options.store
         let buildDirectory = try store.makeTemporary("build")
@@ -48,13 +48,19 @@ extension LayerBuilder {
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,
             specDigest: spec.digest, added: result.added, removed: result.removed, installed: result.installed,
             treeBytes: result.treeBytes, fileCount: result.fileCount, treeDigest: result.treeDigest,
-            opaqueDirectories: result.opaqueDirectories,
+            opaqueDirectories: result.opaqueDirectories, signatures: signatures,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         try FileSystem.writeAtomically(try record.encoded(), to: buildDirectory + "/layer/layer.json")
         if try !store.commit(buildDirectory + "/layer", as: key) {
-            // --no-cache rebuilt a stored layer: keep the stored one if equal, else replace it.
+            // --no-cache, or a stricter signature policy, rebuilt a stored layer: keep the stored
+            // tree if equal (with the record of this build, which proves this policy), else
+            // replace it.
             let stored = try store.record(key)
-            if stored.treeDigest != record.treeDigest {
+            if stored.treeDigest == record.treeDigest {
+                var kept = stored
+                kept.signatures = signatures
+                try FileSystem.writeAtomically(try kept.encoded(), to: store.layerDirectory(key) + "/layer.json")
+            } else {
                 observer(BuildEvent(
                     .warning, layer: layer.name,
                     message: "the rebuilt tree differs from the stored one (\(stored.treeDigest.prefix(12)) → \(record.treeDigest.prefix(12))); replacing it"))

@@ -26,6 +26,7 @@ public final class LayerBuilder {
         var parentTrees: [String] = []
         var snapshots: [String: String] = [:]
         var environment: [String: String] = [:]
+        var trustedKeys: [String]?  // the keyring is listed once per build, if at all
         for (index, layer) in recipe.layers.enumerated() {
             let started = Date()
             let repositories = try recipe.repositories(for: index).map(repository)
@@ -54,11 +55,18 @@ public final class LayerBuilder {
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
             observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))
 
-            var cached = !options.noCache && store.contains(key)
+            let signatures = try SignatureProof.current(repositories: repositories) {
+                if let trustedKeys { return trustedKeys }
+                let listed = try Keyring.trustedKeys(home: options.keyring)
+                trustedKeys = listed
+                return listed
+            }
+            var cached = !options.noCache && reusable(key, layer: layer.name, under: signatures)
             if !cached {
                 let lock = try store.buildLock(key)
                 defer { lock.unlock() }
-                cached = !options.noCache && store.contains(key)  // another build may have made it meanwhile
+                // Another build may have made it meanwhile.
+                cached = !options.noCache && reusable(key, layer: layer.name, under: signatures, quiet: true)
                 if !cached {
                     observer(BuildEvent(.building, layer: layer.name, key: key))
                     do {
@@ -66,7 +74,7 @@ public final class LayerBuilder {
                             layer, key: key, parent: parentKey, spec: spec, boot: recipe.boot(for: index),
                             resolution: resolution, request: request,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
-                            environment: environment, started: started)
+                            environment: environment, started: started, signatures: signatures)
                     } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
                         // Name the line of the package concerned, or at least the layer file.
                         let named = (layer.packages + layer.remove).first { failure.message.contains($0.value) }
@@ -82,6 +90,24 @@ public final class LayerBuilder {
             parentTrees.append(store.tree(key))
         }
         return built
+    }
+
+    /// Whether the stored layer `key` may serve this build: it exists, and the signature policy it
+    /// was checked under covers the one in force. When it does not, the layer is built again.
+    private func reusable(_ key: String, layer: String, under policy: SignatureProof, quiet: Bool = false) -> Bool {
+        guard store.contains(key), let record = try? store.record(key) else { return false }
+        let shortfall =
+            record.signatures.map { $0.shortfall(against: policy) }
+            ?? (policy.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
+                ? "its record does not say which signature policy it was checked under" : nil)
+        guard let shortfall else { return true }
+        if !quiet {
+            observer(
+                BuildEvent(
+                    .warning, layer: layer,
+                    message: "the stored layer was built under a weaker signature policy (\(shortfall)); building it again"))
+        }
+        return false
     }
 
     private func repository(_ spec: RepoSpec) throws -> Repository {

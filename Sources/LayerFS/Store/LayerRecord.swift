@@ -27,6 +27,9 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// relative to it. Recorded so the stack can be merged without the privilege of reading
     /// trusted.* attributes; nil in records written before it was kept.
     public var opaqueDirectories: [String]?
+    /// The signature policy the layer's packages were checked under; nil in records written
+    /// before it was kept, which prove nothing.
+    public var signatures: SignatureProof?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.

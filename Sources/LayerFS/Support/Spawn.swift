@@ -1,15 +1,17 @@
 import Glibc
 
 /// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
-/// stdout and stderr inherited, and `eventFD` (if any) handed over as fd 3.
+/// stdout (or `stdoutFD`) and stderr inherited, and `eventFD` (if any) handed over as fd 3.
 func spawn(
-    _ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?, keepStdin: Bool = false
+    _ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?, keepStdin: Bool = false,
+    stdoutFD: Int32? = nil
 ) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     if !keepStdin { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
     if let eventFD { posix_spawn_file_actions_adddup2(&actions, eventFD, 3) }
+    if let stdoutFD { posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1) }
     var pid: pid_t = 0
     let result = withCStrings([executable] + arguments) { argv in
         withCStrings(environment) { envp in

@@ -1,0 +1,100 @@
+import Alpm
+import Foundation
+import Glibc
+
+/// What a layer's packages were checked against when it was built: each repository's signature
+/// level, and the keys the keyring trusted (when any level checks signatures). The layer key
+/// leaves the policy out, so that a layer checked under a stricter policy serves a weaker one;
+/// a stored layer is reused only when its proof covers the policy in force (`proves`), and is
+/// built again otherwise.
+public struct SignatureProof: Codable, Sendable, Equatable {
+    /// Repository name → `alpm_siglevel_t` bits.
+    public var levels: [String: Int32]
+    /// `FINGERPRINT:VALIDITY` of each key the keyring held with marginal, full or ultimate
+    /// validity, sorted; empty when no level checks signatures.
+    public var trustedKeys: [String]
+
+    public init(levels: [String: Int32], trustedKeys: [String]) {
+        self.levels = levels
+        self.trustedKeys = trustedKeys
+    }
+
+    /// The policy of `repositories`, with the keyring's trusted keys from `trustedKeys` (called
+    /// only when a level checks signatures).
+    static func current(repositories: [Repository], trustedKeys: () throws -> [String]) throws -> SignatureProof {
+        var levels: [String: Int32] = [:]
+        for repository in repositories {
+            levels[repository.name] = (repository.signatureLevel ?? .pacmanDefault).rawValue
+        }
+        let checks = levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
+        return SignatureProof(levels: levels, trustedKeys: checks ? try trustedKeys() : [])
+    }
+
+    /// Why this proof does not cover `required`, or nil when it does: every repository `required`
+    /// names was checked at least as strictly, and every key trusted then is trusted now.
+    func shortfall(against required: SignatureProof) -> String? {
+        for (name, level) in required.levels.sorted(by: { $0.key < $1.key }) {
+            let wanted = SignatureLevel(rawValue: level)
+            guard let had = levels[name].map(SignatureLevel.init(rawValue:)) else {
+                return wanted.checksSignatures ? "repository \(name) was not checked" : nil
+            }
+            if !had.satisfies(wanted) { return "repository \(name) was checked under \(had), not \(wanted)" }
+        }
+        let checks = required.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
+        if checks, let key = trustedKeys.first(where: { !required.trustedKeys.contains($0) }) {
+            return "key \(key.prefix { $0 != ":" }) was trusted then and is not now"
+        }
+        return nil
+    }
+}
+
+/// The keys of a GnuPG keyring, as `gpg --list-keys` shows them.
+enum Keyring {
+    /// `FINGERPRINT:VALIDITY` of every key with marginal (m), full (f) or ultimate (u) validity,
+    /// sorted. A keyring without a public key ring (or no keyring at all) trusts nothing, and is
+    /// not touched: gpg would create its files. Otherwise read-only: no trust database check, no
+    /// agent.
+    static func trustedKeys(home: String) throws -> [String] {
+        guard FileSystem.exists(home + "/pubring.gpg") || FileSystem.exists(home + "/pubring.kbx") else { return [] }
+        let candidates: [String] = ["/usr/bin/gpg", "/bin/gpg"]
+        let gpg = candidates.first { access($0, X_OK) == 0 }
+        guard let gpg else { throw BuildFailure("cannot list the keys of \(home): gpg is not installed") }
+        let output = try capture(
+            gpg, ["--homedir", home, "--batch", "--no-auto-check-trustdb", "--with-colons", "--list-keys"],
+            what: "list the keys of \(home)")
+        var keys: [String] = []
+        var validity: Substring?
+        for line in output.split(separator: "\n") {
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+            if fields.first == "pub", fields.count > 1 {
+                validity = ["m", "f", "u"].contains(fields[1]) ? fields[1] : nil
+            } else if fields.first == "fpr", fields.count > 9, let current = validity {
+                keys.append("\(fields[9]):\(current)")
+                validity = nil
+            } else if fields.first == "sub" {
+                validity = nil
+            }
+        }
+        return keys.sorted()
+    }
+
+    /// Runs `executable` with `arguments` and returns its standard output; a non-zero exit is an
+    /// error naming `what`.
+    private static func capture(_ executable: String, _ arguments: [String], what: String) throws -> String {
+        let (readEnd, writeEnd) = try makePipe(what)
+        let pid: pid_t
+        do {
+            pid = try spawn(
+                executable, arguments, environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"], eventFD: nil, stdoutFD: writeEnd)
+        } catch {
+            close(readEnd)
+            close(writeEnd)
+            throw error
+        }
+        close(writeEnd)
+        let output = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true).readDataToEndOfFile()
+        let status = waitForExit(pid)
+        guard status == 0 else { throw BuildFailure("cannot \(what): gpg exited with status \(status)") }
+        return String(decoding: output, as: UTF8.self)
+    }
+}
