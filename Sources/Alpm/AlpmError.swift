@@ -12,6 +12,21 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
     public let reason: String
     /// Further lines: missing dependencies, conflicting files, failing scriptlets.
     public let details: [String]
+    /// Packages whose signing key the keyring does not hold, when that is what failed.
+    public private(set) var missingKeys: [MissingKey] = []
+
+    /// A signature check that failed for want of keys: one line naming the first package, its
+    /// repository and the key.
+    init(missingKeys: [MissingKey], code: Int32?) {
+        let first = missingKeys[0]
+        let more = missingKeys.count > 1 ? " (and \(missingKeys.count - 1) more)" : ""
+        self.init(
+            code: code, operation: "check the signature of", subject: first.package,
+            reason:
+                "from repository \(first.repository), it is signed by key \(first.key), which the keyring does not hold\(more)"
+        )
+        self.missingKeys = missingKeys
+    }
 
     public init(code: Int32? = nil, operation: String, subject: String? = nil, reason: String, details: [String] = []) {
         self.code = code

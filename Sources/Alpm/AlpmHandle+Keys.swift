@@ -2,11 +2,11 @@ import CAlpm
 import Foundation
 
 extension AlpmHandle {
-    /// The packages of the current transaction whose signing key the keyring lacks, as
-    /// "name (key KEYID)". libalpm reports a missing key without saying whose package needs it.
-    func packagesWithUnknownKeys() -> [String] {
+    /// The packages of the current transaction whose signing key the keyring lacks. libalpm
+    /// reports a missing key without saying whose package needs it.
+    func packagesWithUnknownKeys() -> [MissingKey] {
         guard let gpgDir = string(alpm_option_get_gpgdir(raw)) else { return [] }
-        var names: [String] = []
+        var names: [MissingKey] = []
         for pointer in AlpmListSequence(alpm_trans_get_add(raw)) {
             let pkg = OpaquePointer(pointer)
             guard let base64 = alpm_pkg_get_base64_sig(pkg), let name = string(alpm_pkg_get_name(pkg)) else { continue }
@@ -17,8 +17,9 @@ extension AlpmHandle {
             var keys: UnsafeMutablePointer<alpm_list_t>?
             guard alpm_extract_keyid(raw, name, data, length, &keys) == 0 else { continue }
             defer { FreeList.strings(keys) }
+            let repository = alpm_pkg_get_db(pkg).flatMap { string(alpm_db_get_name($0)) } ?? ""
             for key in AlpmListSequence(keys).strings where !Self.keyring(gpgDir, hasKey: key) {
-                names.append("\(name) (key \(key))")
+                names.append(MissingKey(package: name, repository: repository, key: key))
             }
         }
         return names
@@ -43,4 +44,11 @@ enum FreeList {
         alpm_list_free_inner(list, free)
         alpm_list_free(list)
     }
+}
+
+/// A package signed by a key the keyring does not hold.
+public struct MissingKey: Sendable, Equatable {
+    public var package: String
+    public var repository: String
+    public var key: String
 }

@@ -74,13 +74,14 @@ extension AlpmHandle {
             self.operationErrors.removeAll()
             var data: UnsafeMutablePointer<alpm_list_t>?
             if alpm_trans_commit(self.raw, &data) != 0 {
+                // alpm_errno first: the calls below may change it.
                 let errno = alpm_errno(self.raw)
-                var details = Self.describe(data, errno) + self.recentErrors
+                let details = Self.describe(data, errno) + self.recentErrors
                 let unknown = self.recentErrors.contains { $0.contains("key") } ? self.packagesWithUnknownKeys() : []
-                if !unknown.isEmpty {
-                    details.insert("signed by a key the keyring does not hold: " + unknown.joined(separator: ", "), at: 0)
-                }
-                throw AlpmError(handle: self.raw, operation: "commit transaction", details: details)
+                if !unknown.isEmpty { throw AlpmError(missingKeys: unknown, code: Int32(errno.rawValue)) }
+                throw AlpmError(
+                    code: Int32(errno.rawValue), operation: "commit transaction",
+                    reason: String(cString: alpm_strerror(errno)), details: details)
             }
             if let failed = self.operationErrors.first {
                 let messages = self.operationErrors.filter { $0.package == failed.package }.map(\.message)

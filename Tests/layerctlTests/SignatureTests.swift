@@ -25,11 +25,31 @@ struct SignatureTests {
         #expect(result.status == 0, "\(result.stderr)")
     }
 
-    @Test("a package signed by an unknown key fails the build and names the package")
+    @Test("a package signed by an unknown key fails in one line at the repository, with the key and what to do; no gpg process stays")
     func unknownKey() throws {
-        let result = try build(["rogue"], repo: Harness.demoOut + "/signed")
-        #expect(result.status == 3)
-        #expect(result.stderr.contains("rogue (key "), "\(result.stderr)")
+        let before = Self.gnupgProcesses()
+        for siglevel in [nil, "PackageRequired DatabaseNever"] {
+            let result = try build(["rogue"], repo: Harness.demoOut + "/signed", siglevel: siglevel)
+            #expect(result.status == 3)
+            let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: error:") }
+            #expect(error.count == 1, "\(result.stderr)")
+            let line = String(error.first ?? "")
+            #expect(line.contains("/signed.yaml:4:5: check the signature of rogue: from repository demo, it is signed by key "), "\(line)")
+            #expect(line.contains("pacman-key --recv-keys") && line.contains("--keyring"), "\(line)")
+        }
+        // A signature check leaves no gpg-agent or dirmngr behind.
+        #expect(Self.gnupgProcesses().subtracting(before).isEmpty, "\(Self.gnupgProcesses().subtracting(before))")
+    }
+
+    /// The pids of gpg-agent and dirmngr processes on this machine.
+    static func gnupgProcesses() -> Set<String> {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return Set(entries.filter { pid in
+            guard pid.allSatisfy(\.isNumber),
+                let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)
+            else { return false }
+            return ["gpg-agent", "dirmngr", "keyboxd"].contains(command.trimmingCharacters(in: .whitespacesAndNewlines))
+        })
     }
 
     @Test("a tampered package fails the build and names the package")

@@ -60,7 +60,11 @@ enum Keyring {
         let gpg = candidates.first { access($0, X_OK) == 0 }
         guard let gpg else { throw BuildFailure("cannot list the keys of \(home): gpg is not installed") }
         let output = try capture(
-            gpg, ["--homedir", home, "--batch", "--no-auto-check-trustdb", "--with-colons", "--list-keys"],
+            gpg,
+            [
+                "--homedir", home, "--batch", "--quiet", "--no-permission-warning", "--no-auto-check-trustdb",
+                "--with-colons", "--list-keys",
+            ],
             what: "list the keys of \(home)")
         var keys: [String] = []
         var validity: Substring?
