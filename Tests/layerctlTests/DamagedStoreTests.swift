@@ -78,6 +78,15 @@ struct DamagedStoreTests {
             #expect(try store.ref("gaming") == key)
         }
 
+        // A layer removed by hand under its children: gc drops the refs that stood on it.
+        let nvidiaKey = try #require(try store.ref("nvidia"))
+        try FileManager.default.removeItem(atPath: store.layerDirectory(nvidiaKey))
+        let orphaned = try Harness.run(["gc", "--store", root])
+        #expect(orphaned.status == 0, "\(orphaned.stderr)")
+        #expect(orphaned.stdout.contains("refs/gaming is damaged: its layer stands on layer \(nvidiaKey)"), "\(orphaned.stdout)")
+        try Harness.expectValidStore(root)
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", root]).status == 0)
+
         // A manifest cut short: export refuses it; gc removes it; export makes it again.
         let manifest = store.manifestPath(key)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: manifest))

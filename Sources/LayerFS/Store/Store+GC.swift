@@ -34,8 +34,14 @@ extension Store {
                 _ = try resolve(name)
                 reachable.formUnion(try chain(key))
             } catch let error as StoreError {
-                guard case .damaged = error else { throw error }
-                collected.damaged.append("\(error)")
+                switch error {
+                case .damaged: collected.damaged.append("\(error)")
+                case .unknownLayer(let missing):
+                    // A layer of the chain is gone (removed by hand): the rest cannot be used.
+                    collected.damaged.append(
+                        "\(refsDirectory)/\(name) is damaged: its layer stands on layer \(missing), which the store does not hold; removed")
+                case .ambiguous: throw error
+                }
                 try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
             }
         }
