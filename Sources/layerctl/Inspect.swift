@@ -26,7 +26,8 @@ extension LayerCtl {
             }
             // Layer files with the same content share a key: the names are the refs that point at
             // it, the one asked for first; the record's name is the first one it was built for.
-            var names = try store.refs().filter { $0.key == key }.map(\.name)
+            // Another ref that is damaged is no reason to fail here: `ls` and `gc` report it.
+            var names = try store.refNames().filter { (try? store.ref($0)) == key }
             if let asked = names.firstIndex(of: layer) { names.insert(names.remove(at: asked), at: 0) }
             if names.isEmpty { names = [record.name] }
             print("name:       \(names[0])" + (names.count > 1 ? " (also " + names.dropFirst().joined(separator: ", ") + ")" : ""))

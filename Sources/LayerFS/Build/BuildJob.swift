@@ -7,6 +7,8 @@ public struct BuildJob: Codable, Sendable {
         /// Expanded, absolute URLs.
         var servers: [String]
         var signatureLevel: Int32
+        /// Where the layer files declare it (`file:line:column`), for messages about it.
+        var location: String
     }
 
     public struct File: Codable, Sendable {

@@ -8,7 +8,8 @@ extension LayerBuilder {
         _ layer: LayerFile, key: String, parent: String?, spec: LayerSpec, boot: Located<BootFlavour>?,
         resolution: Resolution,
         request: TransactionRequest, parentTrees: [String], repositories: [Repository], snapshot: String,
-        arch: String, environment: [String: String], started: Date, signatures: SignatureProof
+        arch: String, environment: [String: String], started: Date, signatures: SignatureProof,
+        repositoryLocations: [String: FileLocation]
     ) throws {
         let store = options.store
         let buildDirectory = try store.makeTemporary("build")
@@ -19,7 +20,8 @@ extension LayerBuilder {
                 BuildJob.Repo(
                     name: $0.name,
                     servers: $0.expandedServers(arch: arch),
-                    signatureLevel: ($0.signatureLevel ?? .pacmanDefault).rawValue)
+                    signatureLevel: ($0.signatureLevel ?? .pacmanDefault).rawValue,
+                    location: repositoryLocations[$0.name]?.description ?? layer.path)
             },
             syncDirectory: snapshot, packageCache: store.packageCache, pacmanLog: store.pacmanLog,
             gpgDirectory: options.keyring, install: request.install, remove: request.remove,

@@ -74,11 +74,11 @@ public final class LayerBuilder {
                             layer, key: key, parent: parentKey, spec: spec, boot: recipe.boot(for: index),
                             resolution: resolution, request: request,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
-                            environment: environment, started: started, signatures: signatures)
+                            environment: environment, started: started, signatures: signatures,
+                            repositoryLocations: Dictionary(
+                                recipe.repositories(for: index).map { ($0.name, $0.location) },
+                                uniquingKeysWith: { $1 }))
                     } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
-                        if let missing = keyFailure(failure.message, repositories: recipe.repositories(for: index)) {
-                            throw BuildFailure(missing)
-                        }
                         // Name the line of the package concerned, or at least the layer file.
                         let named = (layer.packages + layer.remove).first { failure.message.contains($0.value) }
                         throw BuildFailure("\(named?.location.description ?? layer.path): \(failure.message)")
@@ -111,18 +111,6 @@ public final class LayerBuilder {
                     message: "the stored layer was built under a weaker signature policy (\(shortfall)); building it again"))
         }
         return false
-    }
-
-    /// A package signed by a key the keyring does not hold (`AlpmError(missingKeys:)`), as one line
-    /// at the repository's place in the layer file, saying what to do.
-    private func keyFailure(_ message: String, repositories: [RepoSpec]) -> String? {
-        guard message.contains("which the keyring does not hold"),
-            let match = message.firstMatch(of: /from repository (\S+), it is signed by key ([0-9A-Fa-f]+)/)
-        else { return nil }
-        let (repository, key) = (String(match.1), String(match.2))
-        let location = repositories.first { $0.name == repository }?.location.description ?? ""
-        return "\(location): \(message) (\(options.keyring)); add it with "
-            + "`pacman-key --recv-keys \(key) && pacman-key --lsign-key \(key)`, or name a keyring that trusts it with --keyring"
     }
 
     private func repository(_ spec: RepoSpec) throws -> Repository {

@@ -62,26 +62,28 @@ extension BlockCache {
         return .loaded(packFd, records)
     }
 
-    /// The index files in `directory`, most recently used first (then by name).
-    static func packsByUse(in directory: String) -> [(file: String, used: timespec)] {
-        let files = (try? FileSystem.listDirectory(directory)) ?? []
-        return files.filter { $0.hasSuffix(".index") }.compactMap { file -> (String, timespec)? in
-            var st = stat()
-            guard stat(directory + "/" + file, &st) == 0 else { return nil }
-            return (file, st.st_mtim)
-        }.sorted { a, b in
-            if a.1.tv_sec != b.1.tv_sec { return a.1.tv_sec > b.1.tv_sec }
-            if a.1.tv_nsec != b.1.tv_nsec { return a.1.tv_nsec > b.1.tv_nsec }
-            return a.0 < b.0
+    /// An index file: its name, when its pack was last used, and its size.
+    struct IndexFile {
+        var name: String
+        var used: timespec
+        var bytes: UInt64
+
+        /// Most recently used first, then by name.
+        static func moreRecent(_ a: IndexFile, _ b: IndexFile) -> Bool {
+            if a.used.tv_sec != b.used.tv_sec { return a.used.tv_sec > b.used.tv_sec }
+            if a.used.tv_nsec != b.used.tv_nsec { return a.used.tv_nsec > b.used.tv_nsec }
+            return a.name < b.name
         }
     }
 
-    static func hasCurrentMagic(_ path: String) -> Bool {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var magic = [UInt8](repeating: 0, count: indexMagic.count)
-        return read(fd, &magic, magic.count) == magic.count && magic == indexMagic
+    /// The index files in `directory`, most recently used first.
+    static func packsByUse(in directory: String) -> [IndexFile] {
+        let files = (try? FileSystem.listDirectory(directory)) ?? []
+        return files.filter { $0.hasSuffix(".index") }.compactMap { file -> IndexFile? in
+            var st = stat()
+            guard stat(directory + "/" + file, &st) == 0 else { return nil }
+            return IndexFile(name: file, used: st.st_mtim, bytes: UInt64(st.st_size))
+        }.sorted(by: IndexFile.moreRecent)
     }
 
     /// Sets the index's mtime to now: its pack was just used.
@@ -107,35 +109,31 @@ extension BlockCache {
     /// Removes the least recently used packs in every tag folder of `root` until the rest fit in
     /// `limit`; `keeping` (an index path) stays whatever its size. Folders left empty go too.
     static func evict(in root: String, limit: BlockCacheLimit, keeping: String?) {
-        var all: [(path: String, used: timespec, bytes: UInt64)] = []
+        var all: [IndexFile] = []  // named by path here
         for folder in (try? FileSystem.listDirectory(root)) ?? [] {
             let directory = root + "/" + folder
-            for (file, used) in packsByUse(in: directory) {
-                let path = directory + "/" + file
-                // Indexes of another format (an older layerctl's) are never read again.
-                guard hasCurrentMagic(path) else {
-                    removePack(path)
-                    continue
-                }
-                var index = stat()
+            // A folder of another format (an older layerctl's) is never read again.
+            guard folder.hasSuffix(formatSuffix) else {
+                try? FileSystem.removeTree(directory)
+                continue
+            }
+            for var index in packsByUse(in: directory) {
+                index.name = directory + "/" + index.name
                 var pack = stat()
-                guard stat(path, &index) == 0 else { continue }
-                if stat(String(path.dropLast(6)) + ".pack", &pack) != 0 { pack.st_size = 0 }
-                all.append((path, used, UInt64(index.st_size) + UInt64(pack.st_size)))
+                if stat(String(index.name.dropLast(6)) + ".pack", &pack) == 0 { index.bytes += UInt64(pack.st_size) }
+                all.append(index)
             }
         }
         all.sort { a, b in
-            if (a.path == keeping) != (b.path == keeping) { return a.path == keeping }
-            if a.used.tv_sec != b.used.tv_sec { return a.used.tv_sec > b.used.tv_sec }
-            if a.used.tv_nsec != b.used.tv_nsec { return a.used.tv_nsec > b.used.tv_nsec }
-            return a.path < b.path
+            if (a.name == keeping) != (b.name == keeping) { return a.name == keeping }
+            return IndexFile.moreRecent(a, b)
         }
         var bytes: UInt64 = 0
-        for (position, pack) in all.enumerated() {
-            bytes += pack.bytes
+        for (position, index) in all.enumerated() {
+            bytes += index.bytes
             let fits = bytes <= limit.bytes && position < limit.packs
-            if fits || pack.path == keeping { continue }
-            removePack(pack.path)
+            if fits || index.name == keeping { continue }
+            removePack(index.name)
         }
     }
 }

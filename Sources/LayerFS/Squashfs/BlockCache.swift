@@ -61,6 +61,8 @@ final class BlockCache: @unchecked Sendable {
     }
 
     static let indexMagic = Array("LCBI0003".utf8)
+    /// Ends the name of every tag folder of this format; folders of other formats are removed.
+    static let formatSuffix = "-3"
     static let recordSize = 32 + 8 + 4
 
     init(
@@ -68,7 +70,7 @@ final class BlockCache: @unchecked Sendable {
         limit: BlockCacheLimit = .default
     ) throws {
         let probe = try Self.probe(compressor, blockSize: Int(options.blockSize))
-        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)-3"
+        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)\(Self.formatSuffix)"
         directory = root + "/" + name
         tag = Array("layerctl block cache 2 \(name)\n".utf8)
         self.limit = limit
@@ -79,8 +81,8 @@ final class BlockCache: @unchecked Sendable {
         var indexPaths: [String] = []
         var damaged: [String] = []
         // Most recently used first, and no more than the limit allows beside the new pack.
-        for (file, _) in Self.packsByUse(in: directory).prefix(max(0, limit.packs - 1)) {
-            let indexPath = directory + "/" + file
+        for index in Self.packsByUse(in: directory).prefix(max(0, limit.packs - 1)) {
+            let indexPath = directory + "/" + index.name
             switch Self.loadIndex(indexPath, number: Int32(packs.count)) {
             case .loaded(let packFd, let records):
                 packs.append(packFd)

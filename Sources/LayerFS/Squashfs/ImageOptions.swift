@@ -104,18 +104,7 @@ public struct ImageOptions: Sendable, Equatable {
     }
 
     static func parseBlockSize(_ text: String) throws -> UInt32 {
-        var digits = Substring(text.uppercased())
-        var unit: UInt64 = 1
-        if digits.hasSuffix("K") || digits.hasSuffix("KIB") {
-            unit = 1024
-        } else if digits.hasSuffix("M") || digits.hasSuffix("MIB") {
-            unit = 1024 * 1024
-        }
-        digits = digits.prefix { $0.isNumber }
-        guard let value = UInt64(digits), value > 0 else {
-            throw ImageOptionsError("block size '\(text)' is not a number")
-        }
-        let size = value * unit
+        let size = try parseSize(text, what: "block size")
         guard size >= 4096, size <= 1 << 20, size & (size - 1) == 0 else {
             throw ImageOptionsError("block size '\(text)' must be a power of two from 4K to 1M")
         }

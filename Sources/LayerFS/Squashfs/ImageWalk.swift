@@ -75,7 +75,6 @@ struct ImageWalk {
             throw damaged("the root is not a directory")
         }
         entries.append(try entry(name: [], parent: 0, inode: root))
-        var visited: Set<UInt64> = [rootReference]
         var queue: [(index: Int, inode: UnsafeMutablePointer<sqfs_inode_generic_t>)] = [(0, root)]
         // By inode number (1 ... inode_count): the first entry listed under it, and the reference
         // of its inode. The kernel keeps one inode per number, so a second inode under a number
@@ -136,13 +135,14 @@ struct ImageWalk {
                 }
                 let earlier = byNumber[Int(number)]
                 if made.kind == .directory {
-                    guard visited.insert(reference).inserted else {
-                        sqfs_free(child)
-                        throw damaged("a directory loop: \(childPath()) is a directory met before")
-                    }
+                    // The entry's number is its inode's (checked above), so a directory met
+                    // before holds that number with the same inode: a loop.
                     guard earlier.index < 0 else {
                         sqfs_free(child)
-                        throw damaged("\(childPath()) is a directory under inode number \(number), which is taken")
+                        throw damaged(
+                            earlier.reference == reference
+                                ? "a directory loop: \(childPath()) is a directory met before"
+                                : "\(childPath()) is a directory under inode number \(number), which is taken")
                     }
                     byNumber[Int(number)] = (Int32(index), reference)
                     queue.append((index, child))
@@ -182,12 +182,15 @@ struct ImageWalk {
     }
 
     /// The inode at `reference` (block << 16 | offset in the inode table). The caller frees it.
-    private func inode(at reference: UInt64, path: String) throws -> UnsafeMutablePointer<sqfs_inode_generic_t> {
+    /// `path` names it in messages only, so it is made only for one.
+    private func inode(at reference: UInt64, path: @autoclosure () -> String) throws
+        -> UnsafeMutablePointer<sqfs_inode_generic_t>
+    {
         var inode: UnsafeMutablePointer<sqfs_inode_generic_t>?
-        try sqfs("read \(path) in \(reader.image)") {
+        try sqfs("read \(path()) in \(reader.image)") {
             sqfs_meta_reader_read_inode(inodeTable, reader.superblock, reference >> 16, Int(reference & 0xFFFF), &inode)
         }
-        guard let inode else { throw SquashfsError("read \(path) in \(reader.image)", SQFS_ERROR_INTERNAL.rawValue) }
+        guard let inode else { throw SquashfsError("read \(path()) in \(reader.image)", SQFS_ERROR_INTERNAL.rawValue) }
         return inode
     }
 
