@@ -22,7 +22,8 @@
 # and /run/layerctl/boot.env records what was booted, for `layerctl changes` and `layerctl staged`.
 #
 # Every failure prints one line, "layerctl: WHAT failed: WHY", undoes its mounts and returns 1;
-# the initramfs flavour then drops to its emergency shell.
+# the initramfs flavour then drops to its emergency shell. (mkinitcpio's hook prints the line
+# itself, after the emergency hooks: LAYERCTL_DEFER_FAILURE=1 and LAYERCTL_FAILURE.)
 
 LAYERCTL_RUN=/run/layerctl
 
@@ -30,6 +31,7 @@ LAYERCTL_RUN=/run/layerctl
 layerctl_cmdline() {
     LAYERCTL_IMAGE='' LAYERCTL_DEVICE='' LAYERCTL_SIZE=50% LAYERCTL_VERIFY='' LAYERCTL_TORAM=0
     LAYERCTL_TIMEOUT=30 LAYERCTL_ROOT='' LAYERCTL_INIT=/sbin/init LAYERCTL_OVERLAY=tmpfs
+    LAYERCTL_DEVICE_NODE=''
     read -r _layerctl_line </proc/cmdline || true
     set -f
     # Word splitting of the command line is the point here.
@@ -54,9 +56,10 @@ layerctl_cmdline() {
     [ -n "$LAYERCTL_DEVICE" ] || LAYERCTL_DEVICE=$LAYERCTL_ROOT
 }
 
-# Prints the failure, undoes this boot's mounts and returns 1.
+# Prints the failure (unless the flavour prints it itself: LAYERCTL_DEFER_FAILURE=1), undoes this
+# boot's mounts and returns 1.
 layerctl_fail() {
-    echo "layerctl: $*" >&2
+    [ "${LAYERCTL_DEFER_FAILURE:-0}" = 1 ] || echo "layerctl: $*" >&2
     # Read by the flavour's hook, for its emergency shell.
     # shellcheck disable=SC2034
     LAYERCTL_FAILURE=$*
@@ -142,6 +145,33 @@ layerctl_wait_device() {
     return 1
 }
 
+# Waits for the device that holds the image (for a whole-device image, the image itself) and sets
+# LAYERCTL_DEVICE_NODE to its node. The mkinitcpio hook calls it before its init waits for root=;
+# layerctl_mount calls it again, and then the device is there at once.
+layerctl_find_boot_device() {
+    case $LAYERCTL_IMAGE in
+    /dev/* | UUID=* | LABEL=* | PARTUUID=*)
+        LAYERCTL_DEVICE_NODE=$(layerctl_wait_device "$LAYERCTL_IMAGE") ||
+            layerctl_fail "image device $LAYERCTL_IMAGE failed: it did not appear within $LAYERCTL_TIMEOUT s" ||
+            return 1
+        ;;
+    /*)
+        [ -n "$LAYERCTL_DEVICE" ] ||
+            layerctl_fail "image $LAYERCTL_IMAGE failed: neither layerctl.device= nor root= names the device that holds it" ||
+            return 1
+        LAYERCTL_DEVICE_NODE=$(layerctl_wait_device "$LAYERCTL_DEVICE")
+        case $? in
+        0) ;;
+        2) layerctl_fail "device $LAYERCTL_DEVICE failed: not /dev/…, UUID=, LABEL= or PARTUUID=" || return 1 ;;
+        *) layerctl_fail "device $LAYERCTL_DEVICE failed: it did not appear within $LAYERCTL_TIMEOUT s" || return 1 ;;
+        esac
+        ;;
+    *)
+        layerctl_fail "image $LAYERCTL_IMAGE failed: give an absolute path on the device, or a device" || return 1
+        ;;
+    esac
+}
+
 # Follows symlinks inside the image (absolute ones relative to its root) and succeeds when PATH
 # ends at an executable file.
 layerctl_has_init() {
@@ -177,36 +207,19 @@ layerctl_mount() {
     for _layerctl_module in loop squashfs overlay; do modprobe -q "$_layerctl_module" 2>/dev/null; done
     mkdir -p "$LAYERCTL_RUN/device" "$LAYERCTL_RUN/image" "$LAYERCTL_RUN/rw" "$LAYERCTL_RUN/ram"
 
-    _layerctl_source=''
-    _layerctl_node=''
+    layerctl_find_boot_device || return 1
+    _layerctl_source=$LAYERCTL_DEVICE_NODE
     case $LAYERCTL_IMAGE in
-    /dev/* | UUID=* | LABEL=* | PARTUUID=*)
-        _layerctl_node=$(layerctl_wait_device "$LAYERCTL_IMAGE") ||
-            layerctl_fail "image device $LAYERCTL_IMAGE failed: it did not appear within $LAYERCTL_TIMEOUT s" ||
-            return 1
-        _layerctl_source=$_layerctl_node
-        ;;
-    /*)
-        [ -n "$LAYERCTL_DEVICE" ] ||
-            layerctl_fail "image $LAYERCTL_IMAGE failed: neither layerctl.device= nor root= names the device that holds it" ||
-            return 1
-        _layerctl_node=$(layerctl_wait_device "$LAYERCTL_DEVICE")
-        case $? in
-        0) ;;
-        2) layerctl_fail "device $LAYERCTL_DEVICE failed: not /dev/…, UUID=, LABEL= or PARTUUID=" || return 1 ;;
-        *) layerctl_fail "device $LAYERCTL_DEVICE failed: it did not appear within $LAYERCTL_TIMEOUT s" || return 1 ;;
-        esac
+    /dev/* | UUID=* | LABEL=* | PARTUUID=*) ;;
+    *)
         # Busybox's mount only tries filesystems the kernel already knows: load the device's first.
-        _layerctl_type=$(layerctl_fstype "$_layerctl_node")
+        _layerctl_type=$(layerctl_fstype "$LAYERCTL_DEVICE_NODE")
         [ -z "$_layerctl_type" ] || modprobe -q "$_layerctl_type" 2>/dev/null
-        _layerctl_out=$(mount -o ro ${_layerctl_type:+-t "$_layerctl_type"} "$_layerctl_node" "$LAYERCTL_RUN/device" 2>&1) ||
-            layerctl_fail "mount of device $LAYERCTL_DEVICE ($_layerctl_node) failed: $_layerctl_out" || return 1
+        _layerctl_out=$(mount -o ro ${_layerctl_type:+-t "$_layerctl_type"} "$LAYERCTL_DEVICE_NODE" "$LAYERCTL_RUN/device" 2>&1) ||
+            layerctl_fail "mount of device $LAYERCTL_DEVICE ($LAYERCTL_DEVICE_NODE) failed: $_layerctl_out" || return 1
         _layerctl_source=$LAYERCTL_RUN/device$LAYERCTL_IMAGE
         [ -f "$_layerctl_source" ] ||
-            layerctl_fail "image $LAYERCTL_IMAGE failed: no such file on $LAYERCTL_DEVICE ($_layerctl_node)" || return 1
-        ;;
-    *)
-        layerctl_fail "image $LAYERCTL_IMAGE failed: give an absolute path on the device, or a device" || return 1
+            layerctl_fail "image $LAYERCTL_IMAGE failed: no such file on $LAYERCTL_DEVICE ($LAYERCTL_DEVICE_NODE)" || return 1
         ;;
     esac
 
@@ -252,7 +265,7 @@ layerctl_mount() {
     {
         echo "LAYERCTL_IMAGE=$LAYERCTL_IMAGE"
         echo "LAYERCTL_DEVICE=$LAYERCTL_DEVICE"
-        echo "LAYERCTL_DEVICE_NODE=$_layerctl_node"
+        echo "LAYERCTL_DEVICE_NODE=$LAYERCTL_DEVICE_NODE"
         echo "LAYERCTL_VERIFY=$LAYERCTL_VERIFY"
         echo "LAYERCTL_TORAM=$LAYERCTL_TORAM"
     } >"$LAYERCTL_RUN/boot.env"

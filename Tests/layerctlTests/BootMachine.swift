@@ -77,11 +77,18 @@ final class BootMachine: Sendable {
         try Self.shell(
             """
             mkdir -p '\(root)/bin' '\(root)/hooks' '\(root)/usr/lib/layerctl' '\(root)/proc' '\(root)/sys' \
-                '\(root)/dev' '\(root)/run'
+                '\(root)/dev' '\(root)/run' '\(root)/tmp'
             cp /bin/busybox '\(root)/bin/busybox'
             ln -s busybox '\(root)/bin/sh'
             cp '\(Harness.packageRoot)/Tests/layerctlTests/Fixtures/mkinitcpio-init' '\(root)/init'
             cp '\(boot)/mkinitcpio/hooks/layerctl' '\(root)/hooks/layerctl'
+            # What mkinitcpio.conf gives init: the runtime hooks, and a splash screen's emergency hook.
+            printf '%s\\n' 'HOOKS="layerctl splash"' 'EMERGENCYHOOKS="splash"' >'\(root)/config'
+            printf '%s\\n' 'run_emergencyhook() { echo "INIT splash screen stopped"; }' >'\(root)/hooks/splash'
+            # fsck's stand-in reports what it was asked to check, and passes it.
+            mkdir -p '\(root)/sbin'
+            printf '%s\\n' '#!/bin/sh' 'echo "INIT fsck $*"' >'\(root)/sbin/fsck'
+            chmod 0755 '\(root)/sbin/fsck'
             cp '\(boot)/layerctl.sh' '\(root)/usr/lib/layerctl/layerctl.sh'
             chmod 0755 '\(root)/init'
             for module in \(wanted); do

@@ -150,27 +150,70 @@ struct BootTests {
             failed, "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
     }
 
-    @Test("mkinitcpio: the runtime hook mounts the image under an init that keeps mkinitcpio's hook contract")
+    /// The lines of init, the hooks, layerctl's and the errors, in the order they came.
+    func initLines(_ output: String) -> [String] {
+        output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("INIT ") || $0.hasPrefix("layerctl: ") || $0.hasPrefix("ERROR") }
+    }
+
+    @Test(
+        "mkinitcpio: the runtime hook hands init the image's device, found within layerctl.timeout=, for its wait and its fsck"
+    )
     func mkinitcpioHook() throws {
+        // The words `layerctl stage` writes: the image file, and the device that holds it by UUID.
         let output = try machine.boot(
             .mkinitcpio, disks: [(machine.disk, true)],
             append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
         #expect(
-            lines(output, "INIT").prefix(3) == [
-                "INIT run_hook of layerctl", "INIT root=UUID=\(BootMachine.diskUUID)",
+            initLines(output) == [
+                "INIT run_hook of layerctl", "INIT root=/dev/vda", "INIT fsck -Ta /dev/vda",
                 "INIT layerctl_mount_handler mounted /new_root",
             ],
             "\(output.suffix(4000))")
         expectBooted(output, image: "/dev/loop0")
         #expect(lines(output, "PROBE").contains("PROBE mount /run/layerctl/device ext4 /dev/vda"))
 
-        let failed = try machine.boot(
+        // A whole-device image: fsck is asked about the image itself (a squashfs: no checker, it passes).
+        let whole = try machine.boot(
+            .mkinitcpio, disks: [(machine.image, true)], append: "layerctl.image=/dev/vda root=/dev/sdz \(probe)")
+        #expect(
+            initLines(whole) == [
+                "INIT run_hook of layerctl", "INIT root=/dev/vda", "INIT fsck -Ta /dev/vda",
+                "INIT layerctl_mount_handler mounted /new_root",
+            ],
+            "\(whole.suffix(4000))")
+        expectBooted(whole, image: "/dev/vda")
+    }
+
+    @Test(
+        "mkinitcpio: a device that never appears costs layerctl.timeout= alone, and each failure shows after the emergency hooks"
+    )
+    func mkinitcpioFailures() throws {
+        let absent = "UUID=00000000-0000-4000-8000-000000000000"
+        let noDevice = try machine.boot(
+            .mkinitcpio, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) layerctl.device=\(absent) layerctl.timeout=2 \(probe)")
+        // init's own wait (rootdelay=, 10 s) would show as "INIT waiting up to 10 s for …".
+        #expect(
+            initLines(noDevice) == [
+                "INIT run_hook of layerctl", "INIT run_emergencyhook of splash", "INIT splash screen stopped",
+                "layerctl: device \(absent) failed: it did not appear within 2 s", "INIT emergency shell",
+            ],
+            "\(noDevice.suffix(4000))")
+        expectStopped(noDevice, "device \(absent) failed: it did not appear within 2 s")
+
+        let missing = try machine.boot(
             .mkinitcpio, disks: [(machine.disk, true)],
             append: "layerctl.image=/images/missing.squashfs \(device) \(probe)")
-        expectStopped(
-            failed,
-            "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
-        #expect(failed.contains("INIT emergency shell"))
+        let line = "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)"
+        #expect(
+            initLines(missing) == [
+                "INIT run_hook of layerctl", "INIT root=/dev/vda", "INIT fsck -Ta /dev/vda",
+                "INIT run_emergencyhook of splash", "INIT splash screen stopped", "layerctl: " + line,
+                "INIT emergency shell",
+            ],
+            "\(missing.suffix(4000))")
+        expectStopped(missing, line)
     }
 }
 

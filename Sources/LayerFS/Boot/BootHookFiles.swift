@@ -28,7 +28,8 @@ enum BootHookFiles {
         # and /run/layerctl/boot.env records what was booted, for `layerctl changes` and `layerctl staged`.
         #
         # Every failure prints one line, "layerctl: WHAT failed: WHY", undoes its mounts and returns 1;
-        # the initramfs flavour then drops to its emergency shell.
+        # the initramfs flavour then drops to its emergency shell. (mkinitcpio's hook prints the line
+        # itself, after the emergency hooks: LAYERCTL_DEFER_FAILURE=1 and LAYERCTL_FAILURE.)
 
         LAYERCTL_RUN=/run/layerctl
 
@@ -36,6 +37,7 @@ enum BootHookFiles {
         layerctl_cmdline() {
             LAYERCTL_IMAGE='' LAYERCTL_DEVICE='' LAYERCTL_SIZE=50% LAYERCTL_VERIFY='' LAYERCTL_TORAM=0
             LAYERCTL_TIMEOUT=30 LAYERCTL_ROOT='' LAYERCTL_INIT=/sbin/init LAYERCTL_OVERLAY=tmpfs
+            LAYERCTL_DEVICE_NODE=''
             read -r _layerctl_line </proc/cmdline || true
             set -f
             # Word splitting of the command line is the point here.
@@ -60,9 +62,10 @@ enum BootHookFiles {
             [ -n "$LAYERCTL_DEVICE" ] || LAYERCTL_DEVICE=$LAYERCTL_ROOT
         }
 
-        # Prints the failure, undoes this boot's mounts and returns 1.
+        # Prints the failure (unless the flavour prints it itself: LAYERCTL_DEFER_FAILURE=1), undoes this
+        # boot's mounts and returns 1.
         layerctl_fail() {
-            echo "layerctl: $*" >&2
+            [ "${LAYERCTL_DEFER_FAILURE:-0}" = 1 ] || echo "layerctl: $*" >&2
             # Read by the flavour's hook, for its emergency shell.
             # shellcheck disable=SC2034
             LAYERCTL_FAILURE=$*
@@ -148,6 +151,33 @@ enum BootHookFiles {
             return 1
         }
 
+        # Waits for the device that holds the image (for a whole-device image, the image itself) and sets
+        # LAYERCTL_DEVICE_NODE to its node. The mkinitcpio hook calls it before its init waits for root=;
+        # layerctl_mount calls it again, and then the device is there at once.
+        layerctl_find_boot_device() {
+            case $LAYERCTL_IMAGE in
+            /dev/* | UUID=* | LABEL=* | PARTUUID=*)
+                LAYERCTL_DEVICE_NODE=$(layerctl_wait_device "$LAYERCTL_IMAGE") ||
+                    layerctl_fail "image device $LAYERCTL_IMAGE failed: it did not appear within $LAYERCTL_TIMEOUT s" ||
+                    return 1
+                ;;
+            /*)
+                [ -n "$LAYERCTL_DEVICE" ] ||
+                    layerctl_fail "image $LAYERCTL_IMAGE failed: neither layerctl.device= nor root= names the device that holds it" ||
+                    return 1
+                LAYERCTL_DEVICE_NODE=$(layerctl_wait_device "$LAYERCTL_DEVICE")
+                case $? in
+                0) ;;
+                2) layerctl_fail "device $LAYERCTL_DEVICE failed: not /dev/…, UUID=, LABEL= or PARTUUID=" || return 1 ;;
+                *) layerctl_fail "device $LAYERCTL_DEVICE failed: it did not appear within $LAYERCTL_TIMEOUT s" || return 1 ;;
+                esac
+                ;;
+            *)
+                layerctl_fail "image $LAYERCTL_IMAGE failed: give an absolute path on the device, or a device" || return 1
+                ;;
+            esac
+        }
+
         # Follows symlinks inside the image (absolute ones relative to its root) and succeeds when PATH
         # ends at an executable file.
         layerctl_has_init() {
@@ -183,36 +213,19 @@ enum BootHookFiles {
             for _layerctl_module in loop squashfs overlay; do modprobe -q "$_layerctl_module" 2>/dev/null; done
             mkdir -p "$LAYERCTL_RUN/device" "$LAYERCTL_RUN/image" "$LAYERCTL_RUN/rw" "$LAYERCTL_RUN/ram"
 
-            _layerctl_source=''
-            _layerctl_node=''
+            layerctl_find_boot_device || return 1
+            _layerctl_source=$LAYERCTL_DEVICE_NODE
             case $LAYERCTL_IMAGE in
-            /dev/* | UUID=* | LABEL=* | PARTUUID=*)
-                _layerctl_node=$(layerctl_wait_device "$LAYERCTL_IMAGE") ||
-                    layerctl_fail "image device $LAYERCTL_IMAGE failed: it did not appear within $LAYERCTL_TIMEOUT s" ||
-                    return 1
-                _layerctl_source=$_layerctl_node
-                ;;
-            /*)
-                [ -n "$LAYERCTL_DEVICE" ] ||
-                    layerctl_fail "image $LAYERCTL_IMAGE failed: neither layerctl.device= nor root= names the device that holds it" ||
-                    return 1
-                _layerctl_node=$(layerctl_wait_device "$LAYERCTL_DEVICE")
-                case $? in
-                0) ;;
-                2) layerctl_fail "device $LAYERCTL_DEVICE failed: not /dev/…, UUID=, LABEL= or PARTUUID=" || return 1 ;;
-                *) layerctl_fail "device $LAYERCTL_DEVICE failed: it did not appear within $LAYERCTL_TIMEOUT s" || return 1 ;;
-                esac
+            /dev/* | UUID=* | LABEL=* | PARTUUID=*) ;;
+            *)
                 # Busybox's mount only tries filesystems the kernel already knows: load the device's first.
-                _layerctl_type=$(layerctl_fstype "$_layerctl_node")
+                _layerctl_type=$(layerctl_fstype "$LAYERCTL_DEVICE_NODE")
                 [ -z "$_layerctl_type" ] || modprobe -q "$_layerctl_type" 2>/dev/null
-                _layerctl_out=$(mount -o ro ${_layerctl_type:+-t "$_layerctl_type"} "$_layerctl_node" "$LAYERCTL_RUN/device" 2>&1) ||
-                    layerctl_fail "mount of device $LAYERCTL_DEVICE ($_layerctl_node) failed: $_layerctl_out" || return 1
+                _layerctl_out=$(mount -o ro ${_layerctl_type:+-t "$_layerctl_type"} "$LAYERCTL_DEVICE_NODE" "$LAYERCTL_RUN/device" 2>&1) ||
+                    layerctl_fail "mount of device $LAYERCTL_DEVICE ($LAYERCTL_DEVICE_NODE) failed: $_layerctl_out" || return 1
                 _layerctl_source=$LAYERCTL_RUN/device$LAYERCTL_IMAGE
                 [ -f "$_layerctl_source" ] ||
-                    layerctl_fail "image $LAYERCTL_IMAGE failed: no such file on $LAYERCTL_DEVICE ($_layerctl_node)" || return 1
-                ;;
-            *)
-                layerctl_fail "image $LAYERCTL_IMAGE failed: give an absolute path on the device, or a device" || return 1
+                    layerctl_fail "image $LAYERCTL_IMAGE failed: no such file on $LAYERCTL_DEVICE ($LAYERCTL_DEVICE_NODE)" || return 1
                 ;;
             esac
 
@@ -258,7 +271,7 @@ enum BootHookFiles {
             {
                 echo "LAYERCTL_IMAGE=$LAYERCTL_IMAGE"
                 echo "LAYERCTL_DEVICE=$LAYERCTL_DEVICE"
-                echo "LAYERCTL_DEVICE_NODE=$_layerctl_node"
+                echo "LAYERCTL_DEVICE_NODE=$LAYERCTL_DEVICE_NODE"
                 echo "LAYERCTL_VERIFY=$LAYERCTL_VERIFY"
                 echo "LAYERCTL_TORAM=$LAYERCTL_TORAM"
             } >"$LAYERCTL_RUN/boot.env"
@@ -303,24 +316,44 @@ enum BootHookFiles {
             # shellcheck source=boot/layerctl.sh
             . /usr/lib/layerctl/layerctl.sh
             layerctl_cmdline
-            if [ -n "$LAYERCTL_IMAGE" ]; then
-                # Read by mkinitcpio's init, which calls it with the new root's mount point.
+            [ -n "$LAYERCTL_IMAGE" ] || return 0
+            # Read by mkinitcpio's init, which calls it with the new root's mount point.
+            # shellcheck disable=SC2034
+            mount_handler=layerctl_mount_handler
+            # The failure line comes after the emergency hooks, which may be hiding the console.
+            LAYERCTL_DEFER_FAILURE=1
+            # mkinitcpio's init waits for root= (up to rootdelay=, 10 s) and fscks it before it calls the
+            # handler. Waiting here instead, for layerctl.timeout= alone, hands init the device that holds
+            # the image, already there: init does not wait again, and its fsck checks that device. (A
+            # whole-device image is squashfs, for which fsck has no checker and which it passes.)
+            if layerctl_find_boot_device; then
+                # Read by mkinitcpio's init.
                 # shellcheck disable=SC2034
-                mount_handler=layerctl_mount_handler
-                # mkinitcpio's init waits for root= (and may fsck it) before it calls the handler: an image
-                # file's device is the one to wait for. A whole-device image is no filesystem fsck knows.
-                case $LAYERCTL_IMAGE in
-                /dev/*) ;;
-                /*) [ -n "$root" ] || root=$LAYERCTL_DEVICE ;;
-                esac
+                root=$LAYERCTL_DEVICE_NODE
+                # mkinitcpio 39 and later read root= for fsck through getarg, from the command line that
+                # init saved in /tmp/cmdline, where the last word counts; earlier ones read $root.
+                [ ! -f /tmp/cmdline ] || echo "root=$LAYERCTL_DEVICE_NODE" >>/tmp/cmdline
+            else
+                layerctl_emergency_shell
             fi
         }
 
         layerctl_mount_handler() {
-            if ! layerctl_mount "$1"; then
-                echo "You are now being dropped into an emergency shell."
-                launch_interactive_shell
+            layerctl_mount "$1" || layerctl_emergency_shell
+        }
+
+        # As mkinitcpio's own mount handler does it: the emergency hooks first (a splash screen steps
+        # aside), then the message, then the shell. When the shell exits, the boot goes on and the mount
+        # handler tries again.
+        layerctl_emergency_shell() {
+            if type run_hookfunctions >/dev/null 2>&1; then
+                # Set by mkinitcpio's init from /config; split into hook names on purpose.
+                # shellcheck disable=SC2086,SC2154
+                run_hookfunctions 'run_emergencyhook' 'emergency hook' $EMERGENCYHOOKS
             fi
+            echo "layerctl: $LAYERCTL_FAILURE" >&2
+            echo "You are now being dropped into an emergency shell."
+            launch_interactive_shell
         }
 
         # vim: set ft=sh ts=4 sw=4 et:
