@@ -5,11 +5,13 @@ import CAlpm
 public enum AlpmEvent: Sendable {
     /// A download began (`ALPM_DOWNLOAD_INIT`).
     case downloadStarted(file: String)
-    /// Bytes of a download so far (`ALPM_DOWNLOAD_PROGRESS`); `total` is 0 when unknown.
+    /// Bytes of a download so far (`ALPM_DOWNLOAD_PROGRESS`); `total` is 0 when unknown. Reported
+    /// when the whole percent changes (every MiB when the total is unknown), not for each chunk.
     case downloadProgress(file: String, downloaded: Int64, total: Int64)
     /// A download ended; `succeeded` is false when it failed, `upToDate` when nothing was fetched.
     case downloadCompleted(file: String, succeeded: Bool, upToDate: Bool)
-    /// Progress of a step over many packages (`alpm_cb_progress`).
+    /// Progress of a step over many packages (`alpm_cb_progress`), reported when it changes: libalpm
+    /// repeats the same figures for every file it extracts.
     case progress(step: ProgressStep, package: String, percent: Int, current: Int, total: Int)
     /// libalpm starts installing, upgrading or removing one package.
     case packageStarted(PackageOperation, name: String, version: String)

@@ -16,9 +16,8 @@ extension AlpmHandle {
         }, context), "set question callback")
         try check(alpm_option_set_progresscb(raw, { context, progress, package, percent, howMany, current in
             guard let context else { return }
-            AlpmHandle.from(context).observer?(.progress(
-                step: .init(progress), package: string(package) ?? "", percent: Int(percent),
-                current: Int(current), total: Int(howMany)))
+            AlpmHandle.from(context).handleProgress(
+                progress, package: string(package) ?? "", percent: percent, current: Int(current), total: Int(howMany))
         }, context), "set progress callback")
         try check(alpm_option_set_dlcb(raw, { context, file, kind, data in
             guard let context, let file else { return }
@@ -58,6 +57,18 @@ extension AlpmHandle {
         }
     }
 
+    private func handleProgress(
+        _ step: alpm_progress_t, package: String, percent: Int32, current: Int, total: Int
+    ) {
+        if let last = lastProgress, last.step == step, last.package == package, last.percent == percent,
+            last.current == current
+        {
+            return
+        }
+        lastProgress = (step, package, percent, current)
+        observer?(.progress(step: .init(step), package: package, percent: Int(percent), current: current, total: total))
+    }
+
     private func handleDownload(file: String, kind: alpm_download_event_type_t, data: UnsafeMutableRawPointer?) {
         switch kind {
         case ALPM_DOWNLOAD_INIT:
@@ -66,8 +77,13 @@ extension AlpmHandle {
             guard let progress = data?.assumingMemoryBound(to: alpm_download_event_progress_t.self).pointee else {
                 return
             }
-            observer?(.downloadProgress(file: file, downloaded: Int64(progress.downloaded), total: Int64(progress.total)))
+            let downloaded = Int64(progress.downloaded), total = Int64(progress.total)
+            let step = total > 0 ? downloaded * 100 / total : downloaded >> 20
+            if downloadSteps[file] == step { return }
+            downloadSteps[file] = step
+            observer?(.downloadProgress(file: file, downloaded: downloaded, total: total))
         case ALPM_DOWNLOAD_COMPLETED:
+            downloadSteps[file] = nil
             guard let done = data?.assumingMemoryBound(to: alpm_download_event_completed_t.self).pointee else { return }
             observer?(.downloadCompleted(file: file, succeeded: done.result >= 0, upToDate: done.result == 1))
         default:

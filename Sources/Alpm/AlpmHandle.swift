@@ -13,6 +13,10 @@ public final class AlpmHandle {
     var currentPackage: String?
     /// Error lines libalpm logged since the current operation began, for the error it may end in.
     var recentErrors: [String] = []
+    /// The last progress reported, and each download's last whole percent (or MiB): libalpm calls
+    /// back for every file and every chunk, and the observer hears only changes.
+    var lastProgress: (step: alpm_progress_t, package: String, percent: Int32, current: Int)?
+    var downloadSteps: [String: Int64] = [:]
 
     /// Opens a handle on `root` with its package databases in `dbPath` (`alpm_initialize`).
     public init(root: String, dbPath: String) throws {

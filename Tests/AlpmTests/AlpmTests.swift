@@ -102,6 +102,33 @@ struct AlpmTests {
         }
     }
 
+    @Test(
+        "progress is reported when it changes, not for every file and chunk libalpm calls back with",
+        .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
+    func progressChanges() throws {
+        let alpm = try handle()
+        var events: [AlpmEvent] = []
+        alpm.observer = { events.append($0) }
+        // perl: thousands of files in one package, and a download of 10 MB in 16 KiB chunks.
+        try alpm.commit(TransactionRequest(install: ["perl"]))
+        var progress: [String] = []
+        var downloads: [String: [Int64]] = [:]
+        for event in events {
+            switch event {
+            case .progress(let step, let package, let percent, let current, let total):
+                progress.append("\(step) \(package) \(percent) \(current)/\(total)")
+            case .downloadProgress(let file, let downloaded, let total) where total > 0:
+                downloads[file, default: []].append(downloaded * 100 / total)
+            default: break
+            }
+        }
+        #expect(progress.contains { $0.hasPrefix("install perl 100") }, "\(progress.suffix(5))")
+        #expect(zip(progress, progress.dropFirst()).allSatisfy { $0 != $1 }, "a progress report repeated")
+        #expect(progress.count <= 6 * 101, "\(progress.count) progress reports")
+        let perl = try #require(downloads.first { $0.key.hasPrefix("perl-") }?.value)
+        #expect(perl.count > 1 && perl.count <= 101 && Set(perl).count == perl.count, "\(perl)")
+    }
+
     @Test("sysupgrade takes the newer repository state", .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
     func sysupgrade() throws {
         var template = Array("/tmp/layerctl-alpm-XXXXXX".utf8CString)
