@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Build benchmarks on the demo stack, with pacman as the peer in the same run.
 #
-#   sudo Benchmarks/build.sh [RUNS]      (default 5 runs; medians are reported)
+#   sudo Benchmarks/build.sh [RUNS]      (default 11 runs; at least 10 for (i))
 #
 # (i)   cold build of a base layer vs `pacman --root DIR -Sy` of the same packages from the
-#       same repository (both with empty caches), as a ratio
+#       same repository (both with empty caches), interleaved, each run in fresh directories:
+#       minimum and median wall time, median CPU time (user + system, children included), and
+#       the ratios. Nothing is deleted until the end: this machine's ext4 has no journal, and for
+#       a minute after a deletion it skips the freed inodes on every file it creates, which taxed
+#       whichever tool ran next. WORK=DIR puts the runs elsewhere (a tmpfs takes the disk out).
 # (ii)  rebuild of the four demo layers when all are cached
 # (iii) rebuild after a change to the top layer only, against that layer's own build time
 set -euo pipefail
@@ -12,7 +16,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 stop_on_error build
-runs=${1:-5}
+runs=${1:-11}
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (the builder needs namespaces)" >&2; exit 2; }
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
 swift build -c release --static-swift-stdlib --product layerctl >/dev/null
@@ -45,20 +49,41 @@ SigLevel = Optional TrustAll
 Server = file://$repo/\$repo
 CONF
 : >"$work/ours"; : >"$work/pacman"
-for i in $(seq "$runs"); do
-    rm -rf "$work/store" "$work/root" "$work/cache"; sync
-    t0=$(now); "$layerctl" build "$work/base.yaml" --store "$work/store" >/dev/null 2>&1; t1=$(now)
-    echo "$t1 - $t0" | bc -l >>"$work/ours"
-    mkdir -p "$work/root/var/lib/pacman" "$work/cache"; sync
-    t0=$(now)
-    pacman --root "$work/root" --dbpath "$work/root/var/lib/pacman" --cachedir "$work/cache" \
-        --config "$work/pacman.conf" --logfile "$work/pacman.log" --noconfirm --noprogressbar -Sy "${package_list[@]}" >/dev/null 2>&1
-    t1=$(now)
-    echo "$t1 - $t0" | bc -l >>"$work/pacman"
+cold_runs=$((runs < 10 ? 10 : runs))
+runs_dir=$(mktemp -d "${WORK:-/var/tmp}/layerctl-bench-cold.XXXXXX")
+trap 'rm -rf "$work" "$runs_dir"' EXIT
+TIMEFORMAT='%R %U %S'
+ours() {
+    { time "$layerctl" build "$work/base.yaml" --store "$runs_dir/store-$1" >/dev/null 2>&1; } 2>>"$work/ours"
+}
+theirs() {
+    local root=$runs_dir/root-$1
+    mkdir -p "$root/var/lib/pacman" "$runs_dir/cache-$1"
+    { time pacman --root "$root" --dbpath "$root/var/lib/pacman" --cachedir "$runs_dir/cache-$1" \
+        --config "$work/pacman.conf" --logfile "$runs_dir/pacman-$1.log" --noconfirm --noprogressbar \
+        -Sy "${package_list[@]}" >/dev/null 2>&1; } 2>>"$work/pacman"
+}
+sync
+for i in $(seq "$cold_runs"); do
+    # Each goes first in every other run.
+    if [ $((i % 2)) = 1 ]; then ours "$i"; theirs "$i"; else theirs "$i"; ours "$i"; fi
 done
-ours=$(median <"$work/ours"); theirs=$(median <"$work/pacman")
-printf '(i)   cold base layer: layerctl %.3f s, pacman --root -Sy %.3f s, ratio %.2f (target <= 1.10)\n' \
-    "$ours" "$theirs" "$(echo "$ours / $theirs" | bc -l)"
+# cold FILE: "min median wall, median cpu, spread" of the runs in FILE (lines "real user sys").
+cold() {
+    awk '{print $1}' "$1" | sort -g >"$1.wall"
+    awk '{print $2 + $3}' "$1" >"$1.cpu"
+    echo "$(head -1 "$1.wall") $(median <"$1.wall") $(median <"$1.cpu") $(tail -1 "$1.wall")"
+}
+read -r our_min our_median our_cpu our_max < <(cold "$work/ours")
+read -r their_min their_median their_cpu their_max < <(cold "$work/pacman")
+printf '(i)   cold base layer, %d interleaved runs each (target: ratios <= 1.10)\n' "$cold_runs"
+printf '        layerctl        wall min %.3f s, median %.3f s (max %.3f s); CPU median %.3f s\n' \
+    "$our_min" "$our_median" "$our_max" "$our_cpu"
+printf '        pacman --root   wall min %.3f s, median %.3f s (max %.3f s); CPU median %.3f s\n' \
+    "$their_min" "$their_median" "$their_max" "$their_cpu"
+printf '        ratio           wall min %.2f, median %.2f; CPU median %.2f\n' \
+    "$(echo "$our_min / $their_min" | bc -l)" "$(echo "$our_median / $their_median" | bc -l)" \
+    "$(echo "$our_cpu / $their_cpu" | bc -l)"
 
 # (ii) the four demo layers, all cached
 layers="$work/layers"; cp -r layers/demo "$layers"

@@ -15,6 +15,22 @@ struct TreeScan {
     private(set) var manifest = LayerManifest(entries: [], opaque: [])
     private var hasher = SHA256()
     private var hardLinks: [HardLink: Int] = [:]
+    /// Each entry's line of the digest, in walk order; a regular file's lacks its content digest
+    /// (after its size, before its xattrs) until the files are read, on all cores, after the walk.
+    private var lines: [[UInt8]] = []
+    private var files: [PendingFile] = []
+    /// The first file read for each inode with more than one name: its other names share the digest.
+    private var readInodes: [HardLink: Int] = [:]
+
+    private struct PendingFile {
+        var line: Int
+        /// Where in its line the content digest goes.
+        var offset: Int
+        var slot: Int
+        var path: [UInt8]
+        /// The earlier file with the same inode, whose digest this one takes without reading.
+        var sameAs: Int?
+    }
     /// When given, the opaque directories, standing in for trusted.overlay.opaque (which only root
     /// may read).
     private var knownOpaque: Set<[UInt8]>?
@@ -29,7 +45,32 @@ struct TreeScan {
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
         try scan.visit(Array(root.utf8), relative: [], slot: 0)
+        try scan.readFiles()
+        for line in scan.lines { scan.hasher.update(data: line) }
+        scan.lines = []
         return scan
+    }
+
+    /// Reads every regular file once per inode, on up to four threads, and completes its line and
+    /// manifest entry in walk order.
+    private mutating func readFiles() throws {
+        let jobs = files.indices.filter { files[$0].sameAs == nil }
+        let paths = jobs.map { files[$0].path }
+        var digests = [Hash256?](repeating: nil, count: files.count)
+        let work = OrderedWork<Hash256>(count: jobs.count, window: 256)
+        try work.run(
+            workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)),
+            makeJob: {
+                let buffer = Digest.ReadBuffer()
+                return { number in try Digest.contentHash(file: paths[number], buffer: buffer) }
+            },
+            consume: { number, digest in digests[jobs[number]] = digest })
+        for (index, file) in files.enumerated() {
+            let content = digests[file.sameAs ?? index]!
+            manifest.entries[file.slot].content = content
+            lines[file.line].insert(contentsOf: Array(content.hex.utf8), at: file.offset)
+        }
+        files = []
     }
 
     var digest: String { Digest.hex(hasher.finalize()) }
@@ -48,10 +89,15 @@ struct TreeScan {
         line += Array("\0\(st.st_mode)\0\(st.st_uid):\(st.st_gid)\0\(st.st_mtim.tv_sec)\0".utf8)
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            let content = try Digest.contentHash(file: path)
-            entry.content = content
-            line += Array("\(st.st_size)\0".utf8) + Array(content.hex.utf8)
+            // The content digest goes in after the walk (`readFiles`).
+            line += Array("\(st.st_size)\0".utf8)
             bytes += Int64(st.st_size)
+            var sameAs: Int?
+            if st.st_nlink > 1 {
+                let key = HardLink(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+                if let first = readInodes[key] { sameAs = first } else { readInodes[key] = files.count }
+            }
+            files.append(PendingFile(line: lines.count, offset: line.count, slot: slot, path: path, sameAs: sameAs))
         case S_IFLNK:
             line += entry.linkTarget
         case S_IFCHR, S_IFBLK:
@@ -78,7 +124,7 @@ struct TreeScan {
             manifest.opaque.insert(slot)
         }
         line.append(0x0A)
-        hasher.update(data: line)
+        lines.append(line)
         if !relative.isEmpty { fileCount += 1 }
         if (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 {
             let key = HardLink(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))

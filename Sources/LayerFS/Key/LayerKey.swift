@@ -106,14 +106,19 @@ enum Digest {
     /// sha256 of a file's contents, named by raw bytes.
     static func sha256(file path: [UInt8]) throws -> String { try contentHash(file: path).hex }
 
+    /// A buffer for reading files to digest, reused from one file to the next by one thread.
+    final class ReadBuffer {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        deinit { bytes.deallocate() }
+    }
+
     /// sha256 of a file's contents, as a value.
-    static func contentHash(file path: [UInt8]) throws -> Hash256 {
+    static func contentHash(file path: [UInt8], buffer: ReadBuffer = ReadBuffer()) throws -> Hash256 {
         let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw SystemError("read", RawPath.string(path)) }
         defer { close(fd) }
         var hasher = SHA256()
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
+        let buffer = buffer.bytes
         while true {
             let count = read(fd, buffer.baseAddress, buffer.count)
             if count < 0 && errno == EINTR { continue }
