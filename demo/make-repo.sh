@@ -8,6 +8,7 @@
 # OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1)
 # OUT/signed/demo/      a signed variant: every package signed by the demo key, plus `rogue`,
 #                       signed by a key nobody trusts
+# OUT/rogue-db/demo/    the signed variant with its database signed by the untrusted key
 # OUT/keyring/          a pacman gpg dir (like /etc/pacman.d/gnupg) that trusts the demo key
 #
 # Every package and database is made from sorted file lists with fixed owners and mtimes, so the
@@ -257,7 +258,7 @@ STANDIN
 }
 
 echo "make-repo: packing into $out"
-rm -rf "$out/repo" "$out/repo-next" "$out/signed" "$out/keyring"
+rm -rf "$out/repo" "$out/repo-next" "$out/signed" "$out/rogue-db" "$out/keyring"
 build_packages "$out/repo/demo" 1.0-1 6.1.0-1
 index "$out/repo/demo"
 
@@ -289,6 +290,10 @@ for f in "$out/signed/demo/"*.pkg.tar.zst; do
     case $(basename "$f") in rogue-*) sign "$signer/rogue" "$f" ;; *) sign "$signer/trusted" "$f" ;; esac
 done
 index "$out/signed/demo"
+mkdir -p "$out/rogue-db"
+cp -a "$out/signed/demo" "$out/rogue-db/demo"
+sign "$signer/rogue" "$out/rogue-db/demo/demo.db.tar.gz"
+ln -s demo.db.tar.gz.sig "$out/rogue-db/demo/demo.db.sig"
 
 # The keyring pacman reads: the demo key, trusted fully, and nothing else.
 mkdir -p "$out/keyring" && chmod 0700 "$out/keyring"

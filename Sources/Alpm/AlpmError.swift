@@ -15,16 +15,21 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
     /// Packages whose signing key the keyring does not hold, when that is what failed.
     public private(set) var missingKeys: [MissingKey] = []
 
-    /// A signature check that failed for want of keys: one line naming the first package, its
-    /// repository and the key.
+    /// A signature check that failed for want of keys: one line naming the first package (or
+    /// database), its repository and the key.
     init(missingKeys: [MissingKey], code: Int32?) {
         let first = missingKeys[0]
         let more = missingKeys.count > 1 ? " (and \(missingKeys.count - 1) more)" : ""
-        self.init(
-            code: code, operation: "check the signature of", subject: first.package,
-            reason:
-                "from repository \(first.repository), it is signed by key \(first.key), which the keyring does not hold\(more)"
-        )
+        let signed = "signed by key \(first.key), which the keyring does not hold\(more)"
+        if let package = first.package {
+            self.init(
+                code: code, operation: "check the signature of", subject: package,
+                reason: "from repository \(first.repository), it is \(signed)")
+        } else {
+            self.init(
+                code: code, operation: "check the signature of the database of repository",
+                subject: first.repository, reason: "it is \(signed)")
+        }
         self.missingKeys = missingKeys
     }
 

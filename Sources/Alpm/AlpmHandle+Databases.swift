@@ -53,7 +53,14 @@ extension AlpmHandle {
     public func refresh(force: Bool = false) throws {
         recentErrors.removeAll()
         if alpm_db_update(raw, alpm_get_syncdbs(raw), force ? 1 : 0) < 0 {
-            throw AlpmError(handle: raw, operation: "refresh repositories", details: recentErrors)
+            let code = alpm_errno(raw)
+            if code == ALPM_ERR_DB_INVALID_SIG || code == ALPM_ERR_SIG_INVALID {
+                let unknown = databasesWithUnknownKeys()
+                if !unknown.isEmpty { throw AlpmError(missingKeys: unknown, code: Int32(code.rawValue)) }
+            }
+            throw AlpmError(
+                code: Int32(code.rawValue), operation: "refresh repositories", reason: String(cString: alpm_strerror(code)),
+                details: recentErrors)
         }
         try checkDatabasesValid()
     }

@@ -25,6 +25,29 @@ extension AlpmHandle {
         return names
     }
 
+    /// The sync databases whose signature names a key the keyring lacks, read from the signatures
+    /// a refresh left beside them. libalpm reports only that a database signature is invalid.
+    func databasesWithUnknownKeys() -> [MissingKey] {
+        guard let gpgDir = string(alpm_option_get_gpgdir(raw)), let dbPath = string(alpm_option_get_dbpath(raw))
+        else { return [] }
+        var missing: [MissingKey] = []
+        for db in syncDatabases {
+            guard let name = string(alpm_db_get_name(db)),
+                var signature = FileManager.default.contents(atPath: dbPath + "/sync/" + name + ".db.sig")
+            else { continue }
+            var keys: UnsafeMutablePointer<alpm_list_t>?
+            let found = signature.withUnsafeMutableBytes { bytes in
+                alpm_extract_keyid(raw, name, bytes.bindMemory(to: UInt8.self).baseAddress, bytes.count, &keys) == 0
+            }
+            defer { FreeList.strings(keys) }
+            guard found else { continue }
+            for key in AlpmListSequence(keys).strings where !Self.keyring(gpgDir, hasKey: key) {
+                missing.append(MissingKey(package: nil, repository: name, key: key))
+            }
+        }
+        return missing
+    }
+
     /// Asks gpg whether the keyring holds `key`; libalpm offers no call for it.
     private static func keyring(_ gpgDir: String, hasKey key: String) -> Bool {
         let process = Process()
@@ -46,9 +69,10 @@ enum FreeList {
     }
 }
 
-/// A package signed by a key the keyring does not hold.
+/// A package, or a repository's database, signed by a key the keyring does not hold.
 public struct MissingKey: Sendable, Equatable {
-    public var package: String
+    /// nil for the repository's database.
+    public var package: String?
     public var repository: String
     public var key: String
 }

@@ -41,6 +41,26 @@ struct SignatureTests {
         #expect(Self.gnupgProcesses().subtracting(before).isEmpty, "\(Self.gnupgProcesses().subtracting(before))")
     }
 
+    @Test("a database signed by an unknown key fails in one line at the repository, with the key and what to do")
+    func unknownDatabaseKey() throws {
+        let fingerprint = try String(contentsOfFile: Harness.demoOut + "/signer/rogue/fpr", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // pacman's default (DatabaseOptional checks a signature that is there) and DatabaseRequired.
+        for siglevel in [nil, "DatabaseRequired PackageRequired"] {
+            let result = try build(["filesystem"], repo: Harness.demoOut + "/rogue-db", siglevel: siglevel)
+            #expect(result.status == 3)
+            let lines = result.stderr.split(separator: "\n")
+            #expect(lines.count == 1, "\(result.stderr)")
+            let line = String(lines.first ?? "")
+            #expect(
+                line.hasPrefix("layerctl: error: ")
+                    && line.contains(
+                        "/signed.yaml:4:5: check the signature of the database of repository demo: it is signed by key \(fingerprint.suffix(16)), which the keyring does not hold (\(Harness.demoOut)/keyring)"
+                    ), "\(line)")
+            #expect(line.contains("pacman-key --recv-keys \(fingerprint.suffix(16))") && line.contains("--keyring"), "\(line)")
+        }
+    }
+
     /// The pids of gpg-agent and dirmngr processes on this machine.
     static func gnupgProcesses() -> Set<String> {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []

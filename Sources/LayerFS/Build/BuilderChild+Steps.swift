@@ -30,13 +30,9 @@ extension BuilderChild {
             do {
                 resolution = try handle.commit(TransactionRequest(install: job.install, remove: job.remove))
             } catch let error as AlpmError where !error.missingKeys.isEmpty {
-                // At the repository's place in the layer file, with the keyring and what to do.
-                let key = error.missingKeys[0].key
-                let location = job.repos.first { $0.name == error.missingKeys[0].repository }?.location
-                throw BuildFailure(
-                    "\(location ?? job.layerName): \(error) (\(job.gpgDirectory)); add it with "
-                        + "`pacman-key --recv-keys \(key) && pacman-key --lsign-key \(key)`, "
-                        + "or name a keyring that trusts it with --keyring")
+                throw BuildFailure(missingKeys: error, keyring: job.gpgDirectory) { name in
+                    job.repos.first { $0.name == name }?.location ?? job.layerName
+                }
             }
             let expected = job.expected.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             let actual = resolution.install.map(ResolvedPackage.init).sorted { $0.name < $1.name }

@@ -36,7 +36,13 @@ public final class LayerBuilder {
                 snapshot = existing
             } else {
                 snapshot = session + "/sync-\(snapshots.count)"
-                try sync.snapshot(into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)")
+                do {
+                    try sync.snapshot(into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)")
+                } catch let error as AlpmError where !error.missingKeys.isEmpty {
+                    throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
+                        recipe.repositories(for: index).first { $0.name == name }?.location.description ?? layer.path
+                    }
+                }
                 snapshots[sync.directory] = snapshot
             }
             for variable in layer.env { environment[variable.name] = variable.value }

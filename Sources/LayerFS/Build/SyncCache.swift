@@ -32,7 +32,7 @@ struct SyncCache {
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
             do {
                 try handle.refresh(force: local)
-            } catch let error as AlpmError {
+            } catch let error as AlpmError where error.missingKeys.isEmpty {
                 throw BuildFailure("\(error)")
             }
         }
