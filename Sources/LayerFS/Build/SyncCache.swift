@@ -31,7 +31,7 @@ struct SyncCache {
             // file:// servers are cheap to copy and their mtimes say little; always fetch them.
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
             do {
-                try handle.refresh(force: local)
+                try Keyring.withoutLeftoverDaemons(home: gpgDirectory) { try handle.refresh(force: local) }
             } catch let error as AlpmError where error.missingKeys.isEmpty {
                 throw BuildFailure("\(error)")
             }
