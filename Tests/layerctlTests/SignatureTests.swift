@@ -111,7 +111,20 @@ struct SignatureTests {
         let folder = try Harness.temporaryDirectory("signed")
         let store = try Harness.temporaryDirectory("store")
         let emptyKeyring = try Harness.temporaryDirectory("keyring")
-        func build(_ siglevel: String?, keyring: String = Harness.demoOut + "/keyring") throws -> Harness.Result {
+        // The demo keyring as make-repo.sh or pacman-key leaves it, before anything checked its
+        // trust database: gpg shows the demo key's validity as unknown until that check.
+        let fresh = try Harness.temporaryDirectory("keyring") + "/gnupg"
+        let (made, output) = try KernelMount.run(
+            "/bin/bash", ["-euo", "pipefail", "-c",
+            """
+            cp -a '\(Harness.demoOut)/keyring' '\(fresh)'
+            rm -f '\(fresh)'/trustdb.gpg '\(fresh)'/S.*
+            gpg --homedir '\(Harness.demoOut)/keyring' --batch --quiet --export-ownertrust \
+                | gpg --homedir '\(fresh)' --batch --quiet --import-ownertrust 2>/dev/null
+            gpgconf --homedir '\(fresh)' --kill all 2>/dev/null || true
+            """])
+        try #require(made == 0, "\(output)")
+        func build(_ siglevel: String?, keyring: String = fresh) throws -> Harness.Result {
             var text = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/signed/$repo]\n"
             if let siglevel { text += "    siglevel: \(siglevel)\n" }
             text += "packages: [filesystem, game]\n"

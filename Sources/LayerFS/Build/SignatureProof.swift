@@ -52,8 +52,9 @@ public struct SignatureProof: Codable, Sendable, Equatable {
 enum Keyring {
     /// `FINGERPRINT:VALIDITY` of every key with marginal (m), full (f) or ultimate (u) validity,
     /// sorted. A keyring without a public key ring (or no keyring at all) trusts nothing, and is
-    /// not touched: gpg would create its files. Otherwise read-only: no trust database check, no
-    /// agent.
+    /// not touched: gpg would create its files. Validity is what the signature check itself sees:
+    /// gpg brings the trust database up to date first, as it does when libalpm verifies (a keyring
+    /// whose trust database was never checked shows every key's validity as unknown).
     static func trustedKeys(home: String) throws -> [String] {
         guard FileSystem.exists(home + "/pubring.gpg") || FileSystem.exists(home + "/pubring.kbx") else { return [] }
         let candidates: [String] = ["/usr/bin/gpg", "/bin/gpg"]
@@ -62,7 +63,7 @@ enum Keyring {
         let output = try capture(
             gpg,
             [
-                "--homedir", home, "--batch", "--quiet", "--no-permission-warning", "--no-auto-check-trustdb",
+                "--homedir", home, "--batch", "--quiet", "--no-permission-warning",
                 "--with-colons", "--list-keys",
             ],
             what: "list the keys of \(home)")
