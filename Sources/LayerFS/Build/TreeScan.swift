@@ -14,13 +14,13 @@ struct TreeScan {
     private(set) var opaqueDirectories: [String]? = []
     private(set) var manifest = LayerManifest(entries: [], opaque: [])
     private var hasher = SHA256()
-    private var hardLinks: [HardLink: Int] = [:]
+    /// The first name met of each inode with more than one: its manifest slot, and for a regular
+    /// file its index in `files`, whose digest the other names take without reading.
+    private var hardLinks: [HardLink: (slot: Int, file: Int?)] = [:]
     /// Each entry's line of the digest, in walk order; a regular file's lacks its content digest
     /// (after its size, before its xattrs) until the files are read, on all cores, after the walk.
     private var lines: [[UInt8]] = []
     private var files: [PendingFile] = []
-    /// The first file read for each inode with more than one name: its other names share the digest.
-    private var readInodes: [HardLink: Int] = [:]
 
     private struct PendingFile {
         var line: Int
@@ -85,6 +85,16 @@ struct TreeScan {
         entry.name = manifest.entries[slot].name
         entry.parent = manifest.entries[slot].parent
         entry.source = []
+        var firstName: (slot: Int, file: Int?)?
+        if (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 {
+            let key = HardLink(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+            firstName = hardLinks[key]
+            if let firstName {
+                entry.hardLinkTarget = firstName.slot
+            } else {
+                hardLinks[key] = (slot, (st.st_mode & S_IFMT) == S_IFREG ? files.count : nil)
+            }
+        }
         var line: [UInt8] = relative.isEmpty ? Array("/".utf8) : relative
         line += Array("\0\(st.st_mode)\0\(st.st_uid):\(st.st_gid)\0\(st.st_mtim.tv_sec)\0".utf8)
         switch st.st_mode & S_IFMT {
@@ -92,12 +102,8 @@ struct TreeScan {
             // The content digest goes in after the walk (`readFiles`).
             line += Array("\(st.st_size)\0".utf8)
             bytes += Int64(st.st_size)
-            var sameAs: Int?
-            if st.st_nlink > 1 {
-                let key = HardLink(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
-                if let first = readInodes[key] { sameAs = first } else { readInodes[key] = files.count }
-            }
-            files.append(PendingFile(line: lines.count, offset: line.count, slot: slot, path: path, sameAs: sameAs))
+            files.append(
+                PendingFile(line: lines.count, offset: line.count, slot: slot, path: path, sameAs: firstName?.file))
         case S_IFLNK:
             line += entry.linkTarget
         case S_IFCHR, S_IFBLK:
@@ -126,10 +132,6 @@ struct TreeScan {
         line.append(0x0A)
         lines.append(line)
         if !relative.isEmpty { fileCount += 1 }
-        if (st.st_mode & S_IFMT) != S_IFDIR && st.st_nlink > 1 {
-            let key = HardLink(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
-            if let first = hardLinks[key] { entry.hardLinkTarget = first } else { hardLinks[key] = slot }
-        }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
             manifest.entries[slot] = entry
             return
