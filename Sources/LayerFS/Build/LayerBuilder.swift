@@ -29,7 +29,10 @@ public final class LayerBuilder {
         var trustedKeys: [String]?  // the keyring is listed once per build, if at all
         for (index, layer) in recipe.layers.enumerated() {
             let started = Date()
-            let repositories = try recipe.repositories(for: index).map(repository)
+            let declared = recipe.repositories(for: index)
+            let repositories = try declared.map(repository)
+            // Where the layer files declare each repository, for messages about it.
+            let locations = Dictionary(declared.map { ($0.name, $0.location) }, uniquingKeysWith: { $1 })
             let sync = SyncCache(store: store, arch: recipe.arch, repositories: repositories, gpgDirectory: options.keyring)
             let snapshot: String
             if let existing = snapshots[sync.directory] {
@@ -40,7 +43,7 @@ public final class LayerBuilder {
                     try sync.snapshot(into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)")
                 } catch let error as AlpmError where !error.missingKeys.isEmpty {
                     throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
-                        recipe.repositories(for: index).first { $0.name == name }?.location.description ?? layer.path
+                        locations[name]?.description ?? layer.path
                     }
                 }
                 snapshots[sync.directory] = snapshot
@@ -81,9 +84,7 @@ public final class LayerBuilder {
                             resolution: resolution, request: request,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started, signatures: signatures,
-                            repositoryLocations: Dictionary(
-                                recipe.repositories(for: index).map { ($0.name, $0.location) },
-                                uniquingKeysWith: { $1 }))
+                            repositoryLocations: locations)
                     } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
                         // Name the line of the package concerned, or at least the layer file.
                         let named = (layer.packages + layer.remove).first { failure.message.contains($0.value) }

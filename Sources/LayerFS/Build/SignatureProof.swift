@@ -86,7 +86,10 @@ enum Keyring {
     /// The gpg daemons (agent, dirmngr, keyboxd) running on keyring `home`. libalpm's gpgme starts
     /// them on a signature check, dirmngr to look an unknown key up, and leaves them running.
     static func daemons(home: String) -> Set<pid_t> {
-        let wanted = Array(home.utf8.reversed().drop { $0 == 0x2F }.reversed())
+        func withoutTrailingSlashes<Path: BidirectionalCollection<UInt8>>(_ path: Path) -> [UInt8] {
+            Array(path.reversed().drop { $0 == 0x2F }.reversed())
+        }
+        let wanted = withoutTrailingSlashes(home.utf8)
         var found: Set<pid_t> = []
         for entry in (try? FileSystem.listDirectory("/proc")) ?? [] {
             guard let pid = pid_t(entry),
@@ -96,7 +99,7 @@ enum Keyring {
             guard let command = arguments.first?.split(separator: 0x2F).last,
                 ["gpg-agent", "dirmngr", "keyboxd"].contains(String(decoding: command, as: UTF8.self)),
                 let flag = arguments.firstIndex(of: Array("--homedir".utf8)), flag + 1 < arguments.count,
-                Array(arguments[flag + 1].reversed().drop { $0 == 0x2F }.reversed()) == wanted
+                withoutTrailingSlashes(arguments[flag + 1]) == wanted
             else { continue }
             found.insert(pid)
         }
