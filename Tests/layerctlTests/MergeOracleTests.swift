@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerFS
 import Testing
 
 /// The merge oracle: for each overlayfs rule, a crafted stack is mounted with the kernel's overlayfs
@@ -60,6 +61,19 @@ struct MergeOracleTests {
             "layerctl diff \(top) image:\n\(layerSide.stdout.prefix(2000))\(layerSide.stderr)",
             sourceLocation: sourceLocation)
 
+        // Every other consumer of the merge agrees with the kernel too: the lookups package
+        // resolution makes in the layer trees, `diff` of the layer (from its manifests) against
+        // the mount, and `changes` of the top tree over a mount of the layers below it.
+        let count = layers ?? stack.keys.count
+        try expectPathsSameAsOverlay(stack, layers: count, overlay: overlay, sourceLocation: sourceLocation)
+        let againstMount = try Harness.run(["diff", overlay, top, "--store", stack.store, "--files"])
+        #expect(
+            againstMount.status == 0, "layerctl diff overlay \(top):\n\(againstMount.stdout.prefix(2000))\(againstMount.stderr)",
+            sourceLocation: sourceLocation)
+        if count > 1 {
+            try expectChangesSameAsDiff(stack, layers: count, overlay: overlay, sourceLocation: sourceLocation)
+        }
+
         let listing = try KernelMount.run("/usr/bin/unsquashfs", ["-lls", image])
         #expect(listing.status == 0, "unsquashfs -lls: \(listing.output.suffix(500))", sourceLocation: sourceLocation)
         let tar = try KernelMount.run("/bin/sh", ["-c", "sqfs2tar '\(image)' > /dev/null"])
@@ -79,6 +93,75 @@ struct MergeOracleTests {
             diff.status != 2 && contentLines.isEmpty, "sqfsdiff: \(contentLines.prefix(20).joined(separator: "\n"))",
             sourceLocation: sourceLocation)
         return export.stderr
+    }
+
+    /// Package resolution's view of the layer trees (`OverlayPaths` over folder sources): each
+    /// folder of the kernel's mount lists the same names with the same types, and each file reads
+    /// the same bytes.
+    func expectPathsSameAsOverlay(
+        _ stack: CraftedStack, layers: Int, overlay: String, sourceLocation: SourceLocation
+    ) throws {
+        let paths = OverlayPaths(OverlayMerge(try (0..<layers).map { try FolderSource(stack.tree($0)) }))
+        var mismatches: [String] = []
+        var folders: [[UInt8]] = [[]]
+        while let folder = folders.popLast() {
+            let mounted = try KernelMount.listRaw(Array(overlay.utf8) + folder)
+            let merged = try paths.names(at: folder)?.map { $0[0].entry.entry } ?? []
+            let names = merged.map(\.name)
+            if names != mounted.map(\.name) {
+                mismatches.append("\(TreeSnapshot.display(folder))/: \(names.count) names, the mount \(mounted.count)")
+                continue
+            }
+            for (entry, mount) in zip(merged, mounted) {
+                let path = folder + [0x2F] + entry.name
+                if entry.kind.typeBits != mount.type {
+                    mismatches.append("\(TreeSnapshot.display(path)): type differs")
+                } else if entry.kind == .directory {
+                    folders.append(path)
+                } else if entry.kind == .regular, let text = String(validating: path, as: UTF8.self),
+                    try paths.read(text).map { Data($0) } != FileManager.default.contents(atPath: overlay + text)
+                {
+                    mismatches.append("\(TreeSnapshot.display(path)): content differs")
+                }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(20))", sourceLocation: sourceLocation)
+    }
+
+    /// `changes` of the top tree over the kernel's mount of the layers below it says what `diff` of
+    /// that mount and the whole stack's mount says: each path and how it changed. (A deleted folder
+    /// is one line in `changes`; `diff` lists what was in it too.)
+    func expectChangesSameAsDiff(
+        _ stack: CraftedStack, layers: Int, overlay: String, sourceLocation: SourceLocation
+    ) throws {
+        let lower = layers == 2 ? stack.tree(0) : try KernelMount.overlay(lowerdir: stack.lowerdir(upTo: layers - 2))
+        defer { if layers > 2 { KernelMount.unmount(lower) } }
+        let changes = try Harness.run(["changes", "--upper", stack.tree(layers - 1), "--lower", lower, "--json"])
+        let diff = try Harness.run(["diff", lower, overlay, "--json"])
+        #expect(changes.status == 0, "\(changes.stderr)", sourceLocation: sourceLocation)
+        #expect(diff.status <= 1, "\(diff.stderr)", sourceLocation: sourceLocation)
+        func lines(_ json: String, _ key: String) throws -> [String] {
+            let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+            let list = object?[key] as? [[String: Any]] ?? []
+            var removed = Set<String>()
+            return list.compactMap { item in
+                let path = item["path"] as? String ?? ""
+                var change = item["change"] as? String ?? ""
+                if change == "deleted" { change = "removed" }
+                if change == "removed" {
+                    defer { removed.insert(path) }
+                    if removed.contains(where: { path.hasPrefix($0 + "/") }) { return nil }
+                }
+                let differences = (item["differences"] as? [String] ?? []).joined(separator: ",")
+                return "\(change) \(path) \(differences)"
+            }.sorted()
+        }
+        let fromChanges = try lines(changes.stdout, "files")
+        let fromDiff = try lines(diff.stdout, "entries")
+        #expect(
+            fromChanges == fromDiff,
+            "changes (-) and diff (+):\n\(fromChanges.filter { !fromDiff.contains($0) }.map { "- " + $0 }.joined(separator: "\n"))\n\(fromDiff.filter { !fromChanges.contains($0) }.map { "+ " + $0 }.joined(separator: "\n"))",
+            sourceLocation: sourceLocation)
     }
 
     /// The dir and tar exports of `top` hold what the overlay mount shows (tar: but sockets).

@@ -166,6 +166,23 @@ enum KernelMount {
         guard times.status == 0 else { throw SystemError("touch: \(times.output)", upper, errno: EIO) }
     }
 
+    /// The names in the folder at `path` with their `S_IFMT` bits, in byte order of the names.
+    static func listRaw(_ path: [UInt8]) throws -> [(name: [UInt8], type: UInt32)] {
+        guard let dir = withC(path, { opendir($0) }) else { throw SystemError("opendir", TreeSnapshot.display(path)) }
+        defer { closedir(dir) }
+        var result: [(name: [UInt8], type: UInt32)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            if name == [0x2E] || name == [0x2E, 0x2E] { continue }
+            var st = stat()
+            guard withC(path + [0x2F] + name, { lstat($0, &st) }) == 0 else {
+                throw SystemError("lstat", TreeSnapshot.display(path + [0x2F] + name))
+            }
+            result.append((name, UInt32(st.st_mode & S_IFMT)))
+        }
+        return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+    }
+
     static func unmount(_ target: String) {
         _ = try? run("/bin/umount", [target])
         rmdir(target)

@@ -24,127 +24,97 @@ public struct BootChanges: Codable, Sendable, Equatable {
     /// Bytes of file data the upper directory holds.
     public var upperBytes: UInt64
 
-    /// Compares `upper` (an overlayfs upper directory) with `lower` (what it lies on).
+    /// Compares `upper` (an overlayfs upper directory) with `lower` (what it lies on): the merge of
+    /// the two against `lower` alone, folder by folder, only where `upper` has something.
     public static func compute(upper: String, lower: String) throws -> BootChanges {
-        var walk = Walk(upper: Array(upper.utf8), lower: Array(lower.utf8))
-        try walk.visit([])
-        let before = try PackageDatabase(
-            list: { overlayList([lower], $0) }, read: { overlayRead([lower], $0) }, files: true)
-        let now = try PackageDatabase(
-            list: { overlayList([upper, lower], $0) }, read: { overlayRead([upper, lower], $0) }, files: true)
-        let (ownersBefore, ownersNow) = (before.owners(), now.owners())
+        let lowerSource = try FolderSource(lower, opaqueDirectories: [])
+        let merge = OverlayMerge([lowerSource, try FolderSource(upper)])
+        var walk = Walk(merge: merge, lower: lowerSource)
+        let roots = try merge.rootCopies()
+        try walk.folder(roots, below: roots.last { $0.layer == 0 }?.entry, path: [])
+        let before = OverlayPaths(OverlayMerge([lowerSource]))
+        let now = OverlayPaths(merge)
+        let databaseBefore = try PackageDatabase(list: before.list, read: before.read, files: true)
+        let databaseNow = try PackageDatabase(list: now.list, read: now.read, files: true)
+        let (ownersBefore, ownersNow) = (databaseBefore.owners(), databaseNow.owners())
         var files = walk.files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
         for index in files.indices {
             files[index].owner =
                 files[index].change == .deleted ? ownersBefore[files[index].path] : ownersNow[files[index].path]
         }
-        return BootChanges(files: files, packages: PackageChange.between(before, now), upperBytes: walk.upperBytes)
-    }
-
-    /// The names in `path` in the overlay of `layers` (top first): whiteouts hide lower names, and
-    /// an opaque directory hides all of them.
-    static func overlayList(_ layers: [String], _ path: String) -> [String]? {
-        var names = Set<String>()
-        var hidden = Set<String>()
-        var found = false
-        for layer in layers {
-            let directory = layer + path
-            guard let list = try? FileSystem.listDirectory(directory) else { continue }
-            found = true
-            for name in list where !hidden.contains(name) {
-                hidden.insert(name)
-                var st = stat()
-                if lstat(directory + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 {
-                    continue
-                }
-                names.insert(name)
-            }
-            if ExtendedAttributes.value(directory, "trusted.overlay.opaque") == Array("y".utf8) { break }
-        }
-        return found ? names.sorted() : nil
-    }
-
-    /// The bytes of the file at `path` in the overlay of `layers`, or nil.
-    static func overlayRead(_ layers: [String], _ path: String) -> [UInt8]? {
-        for layer in layers {
-            var st = stat()
-            guard lstat(layer + path, &st) == 0 else { continue }
-            guard st.st_mode & S_IFMT == S_IFREG else { return nil }
-            return FileSystem.contents(layer + path)
-        }
-        return nil
+        return BootChanges(
+            files: files, packages: PackageChange.between(databaseBefore, databaseNow), upperBytes: walk.upperBytes)
     }
 }
 
-/// The walk over the upper directory, with raw byte paths.
+/// The walk over the merge of upper on lower, into the folders the upper directory holds.
 private struct Walk {
-    let upper: [UInt8]
-    let lower: [UInt8]
+    let merge: OverlayMerge
+    let lower: FolderSource
     var files: [BootChanges.File] = []
     var upperBytes: UInt64 = 0
 
-    static let opaque = "trusted.overlay.opaque"
-
-    mutating func visit(_ relative: [UInt8]) throws {
-        let upperPath = upper + relative
-        for name in try FileSystem.listDirectory(upperPath.isEmpty ? Array("/".utf8) : upperPath) {
-            let path = relative + [0x2F] + name
-            var now = stat()
-            guard RawPath.with(upper + path, { lstat($0, &now) }) == 0 else {
-                throw SystemError("inspect", RawPath.string(upper + path))
+    /// Compares the merged folder whose visible copies are `copies` with `below`, lower's folder at
+    /// the same path (nil when lower has none there), in byte order of the names.
+    mutating func folder(_ copies: [OverlayMerge.Copy], below: SourceEntry?, path: [UInt8]) throws {
+        let visible = try merge.names(in: copies)
+        let before = try below.map { try lower.children(of: $0).filter { !$0.isWhiteout } } ?? []
+        var i = 0
+        var j = 0
+        while i < visible.count || j < before.count {
+            let name: [UInt8]
+            if i == visible.count {
+                name = before[j].entry.name
+            } else if j == before.count {
+                name = visible[i][0].entry.entry.name
+            } else {
+                let p = visible[i][0].entry.entry.name
+                let q = before[j].entry.name
+                name = p.lexicographicallyPrecedes(q) ? p : q
             }
-            var before = stat()
-            let existed = RawPath.with(lower + path, { lstat($0, &before) }) == 0
-            let text = RawPath.string(path)
-            if now.st_mode & S_IFMT == S_IFCHR && now.st_rdev == 0 {
-                // A whiteout: the name is gone, if it was there at all.
-                if existed { files.append(file(text, .deleted, before, lowerPath: lower + path)) }
+            let child = path + [0x2F] + name
+            let now = i < visible.count && visible[i][0].entry.entry.name == name ? visible[i] : nil
+            let old = j < before.count && before[j].entry.name == name ? before[j] : nil
+            if now != nil { i += 1 }
+            if old != nil { j += 1 }
+            guard let now else {
+                // Hidden by a whiteout or an opaque folder: gone.
+                if let old { files.append(file(child, .deleted, old.entry)) }
                 continue
             }
-            if now.st_mode & S_IFMT == S_IFREG { upperBytes += UInt64(now.st_size) }
-            if !existed {
-                files.append(file(text, .added, now, lowerPath: nil))
-            } else {
-                let differences = try compare(now, before, path)
+            // A name lower shows, unchanged, holds nothing of upper's.
+            guard now[0].layer == 1 else { continue }
+            let winner = now[0].entry.entry
+            if winner.kind == .regular { upperBytes += winner.size }
+            if let old {
+                let differences = try TreeDiff.differences(old.entry, winner) {
+                    try Digest.sha256(file: winner.source) == Digest.sha256(file: old.entry.source)
+                }
                 if !differences.isEmpty {
-                    var entry = file(text, .modified, now, lowerPath: nil)
+                    var entry = file(child, .modified, winner)
                     entry.differences = differences
                     files.append(entry)
                 }
+            } else {
+                files.append(file(child, .added, winner))
             }
-            guard now.st_mode & S_IFMT == S_IFDIR else { continue }
-            if existed && before.st_mode & S_IFMT == S_IFDIR && isOpaque(upper + path) {
-                // An opaque directory hides everything the image had in it.
-                let kept = Set(try FileSystem.listDirectory(upper + path))
-                for name in try FileSystem.listDirectory(lower + path) where !kept.contains(name) {
-                    var old = stat()
-                    let hidden = path + [0x2F] + name
-                    if RawPath.with(lower + hidden, { lstat($0, &old) }) == 0 {
-                        files.append(file(RawPath.string(hidden), .deleted, old, lowerPath: lower + hidden))
-                    }
+            if winner.kind == .directory {
+                try folder(
+                    OverlayMerge.visibleFolders(now), below: old?.entry.kind == .directory ? old : nil, path: child)
+            } else if let old, old.entry.kind == .directory {
+                // A folder became something else: what was in it is gone, as `diff` says it.
+                for gone in try lower.children(of: old) where !gone.isWhiteout {
+                    files.append(file(child + [0x2F] + gone.entry.name, .deleted, gone.entry))
                 }
             }
-            try visit(path)
         }
     }
 
-    func isOpaque(_ path: [UInt8]) -> Bool {
-        RawPath.with(path) { ExtendedAttributes.value($0, Self.opaque) } == Array("y".utf8)
-    }
-
-    func file(_ path: String, _ change: BootChanges.Change, _ st: stat, lowerPath: [UInt8]?) -> BootChanges.File {
-        let kind = MergedTree.Kind(mode: st.st_mode).map { "\($0)" } ?? "unknown"
-        var size = st.st_mode & S_IFMT == S_IFREG ? UInt64(st.st_size) : 0
-        if let lowerPath, st.st_mode & S_IFMT == S_IFDIR { size = UInt64(FileSystem.treeSize(lowerPath)) }
-        return BootChanges.File(path: path, change: change, kind: kind, size: size, differences: [], owner: nil)
-    }
-
-    /// What differs between an entry of the upper directory and the one it covers, as `diff` says it.
-    func compare(_ now: stat, _ before: stat, _ path: [UInt8]) throws -> [String] {
-        let upperEntry = try MergedTree.Entry.read(upper + path, now, epoch: Int64.max)
-        let lowerEntry = try MergedTree.Entry.read(lower + path, before, epoch: Int64.max)
-        return try TreeDiff.differences(lowerEntry, upperEntry) {
-            try Digest.sha256(file: upper + path) == Digest.sha256(file: lower + path)
-        }
+    /// The line for `entry`; a deleted folder counts the bytes of everything that was in it.
+    func file(_ path: [UInt8], _ change: BootChanges.Change, _ entry: MergedTree.Entry) -> BootChanges.File {
+        var size = entry.size
+        if change == .deleted && entry.kind == .directory { size = UInt64(FileSystem.treeSize(entry.source)) }
+        return BootChanges.File(
+            path: RawPath.string(path), change: change, kind: "\(entry.kind)", size: size, differences: [], owner: nil)
     }
 }

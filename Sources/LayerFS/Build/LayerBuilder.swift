@@ -55,7 +55,7 @@ public final class LayerBuilder {
             let resolution: Resolution
             do {
                 resolution = try PackageResolver(
-                    parents: StackView(trees: parentTrees), arch: recipe.arch, repositories: repositories,
+                    parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
                     syncSnapshot: snapshot
                 ).resolve(request, scratch: session + "/resolve-\(index)")
             } catch let error as AlpmError {

@@ -6,7 +6,8 @@ import Glibc
 /// anything: the merged local database of the parent stack is assembled from hard links in a
 /// scratch folder, and libalpm prepares the transaction there.
 struct PackageResolver {
-    let parents: StackView
+    /// The parent stack, bottom first; empty for a layer from scratch.
+    let parents: [any EntrySource]
     let arch: String
     let repositories: [Repository]
     /// A folder holding `sync/` (see SyncCache.snapshot).
@@ -28,16 +29,27 @@ struct PackageResolver {
 
     /// The parents' `var/lib/pacman/local`, merged with overlay rules, as hard links.
     private func assembleLocalDatabase(into local: String) throws {
-        let relative = "var/lib/pacman/local"
-        for entry in try parents.list(relative) {
-            if !entry.isDirectory {
-                try sys("link", entry.path) { link(entry.path, local + "/" + entry.name) }
+        guard !parents.isEmpty else { return }
+        let paths = OverlayPaths(OverlayMerge(parents))
+        let folder = "/var/lib/pacman/local"
+        for package in try paths.names(at: Array(folder.utf8)) ?? [] {
+            let entry = package[0].entry.entry
+            let name = RawPath.string(entry.name)
+            guard entry.kind == .directory else {
+                try link(entry, to: local + "/" + name)
                 continue
             }
-            try FileSystem.makeDirectories(local + "/" + entry.name)
-            for file in try parents.list(relative + "/" + entry.name) where !file.isDirectory {
-                try sys("link", file.path) { link(file.path, local + "/" + entry.name + "/" + file.name) }
+            try FileSystem.makeDirectories(local + "/" + name)
+            for file in try paths.names(at: Array((folder + "/" + name).utf8)) ?? []
+            where file[0].entry.entry.kind != .directory {
+                try link(file[0].entry.entry, to: local + "/" + name + "/" + RawPath.string(file[0].entry.entry.name))
             }
+        }
+    }
+
+    private func link(_ entry: MergedTree.Entry, to destination: String) throws {
+        _ = try RawPath.with(entry.source) { source in
+            try sys("link", RawPath.string(entry.source)) { Glibc.link(source, destination) }
         }
     }
 }

@@ -112,7 +112,7 @@ struct TreeScan {
             break
         }
         var opaque = false
-        try RawPath.with(path) { p in
+        RawPath.with(path) { p in
             // In byte order of the names, which for UTF-8 names is String's order too.
             for name in ExtendedAttributes.names(p).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
                 let value = ExtendedAttributes.value(p, name) ?? []

@@ -29,7 +29,7 @@ public final class DiffSide {
         var st = stat()
         if operand == "/" || (stat(operand, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR) {
             // One folder is a stack of one tree with nothing opaque; `/` stays on its own filesystem.
-            let merge = StackMerge(trees: [operand], epoch: Int64.max, opaqueDirectories: [[]], oneFilesystem: true)
+            let merge = OverlayMerge([try FolderSource(operand, opaqueDirectories: [], oneFilesystem: true)])
             return DiffSide(operand: operand, origin: .directory, tree: try merge.merge(), image: nil)
         }
         if stat(operand, &st) == 0 {
@@ -42,13 +42,18 @@ public final class DiffSide {
         if operand.contains("/") {
             throw DiffError("\(operand): no such file or folder")
         }
+        // A layer is its stack's manifests, which hold every file's digest: nothing is read or
+        // hashed to compare two layers but the files whose digests differ.
         let store = try store()
+        let lock = try store.lock(.shared)
+        defer { lock.unlock() }
         let key = try store.resolve(operand)
         let keys = try store.chain(key)
-        let records = try keys.map(store.record)
-        let merge = StackMerge(
-            trees: keys.map(store.tree), epoch: Int64.max, opaqueDirectories: records.map(\.opaqueDirectories))
-        return DiffSide(operand: operand, origin: .layer(key: key), tree: try merge.merge(), image: nil)
+        let sources = try keys.map { key in
+            ManifestSource(try store.manifest(key, record: try store.record(key)), tree: store.tree(key))
+        }
+        return DiffSide(
+            operand: operand, origin: .layer(key: key), tree: try OverlayMerge(sources).merge(), image: nil)
     }
 
     /// The entry at `path` ("/etc/x"), if there is one: a walk from the root, each folder's names
@@ -94,6 +99,7 @@ public final class DiffSide {
     /// sha256 of regular file `index`, in hex.
     func digest(_ index: Int) throws -> String {
         let target = tree.entries[index].hardLinkTarget ?? index
+        if let content = tree.entries[target].content { return content.hex }
         if let image { return Digest.hex(try image.digest(target)) }
         return try Digest.sha256(file: tree.entries[target].source)
     }

@@ -68,7 +68,9 @@ public struct Exporter: Sendable {
         let epoch = BuildOptions.environmentSourceDateEpoch ?? records.last?.sourceDateEpoch ?? 0
         let unscanned = keys.contains { !FileSystem.exists(store.manifestPath($0)) }
         let manifests = try zip(keys, records).map { try store.manifest($0, record: $1) }
-        let tree = try ManifestMerge(trees: keys.map(store.tree), manifests: manifests, epoch: epoch).merge()
+        let tree = try OverlayMerge(
+            zip(manifests, keys).map { ManifestSource($0, tree: store.tree($1)) }, epoch: epoch
+        ).merge()
         if geteuid() != 0 && unscanned {
             warning("without root, trusted.* attributes cannot be read; any in the layers are left out")
         }

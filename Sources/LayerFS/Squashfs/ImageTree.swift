@@ -22,7 +22,7 @@ public final class ImageTree {
         var walk = ImageWalk(reader: reader)
         defer { walk.close() }
         try walk.run()
-        tree = MergedTree(entries: walk.entries, trees: [image], epoch: Int64.max)
+        tree = MergedTree(entries: walk.entries, epoch: Int64.max)
         inodes = walk.inodes
         walk.inodes = [:]
     }

@@ -194,7 +194,7 @@ struct ImageWalk {
         return inode
     }
 
-    private var tree: MergedTree { MergedTree(entries: entries, trees: [], epoch: 0) }
+    private var tree: MergedTree { MergedTree(entries: entries, epoch: 0) }
 
     private func entry(name: [UInt8], parent: Int, inode: UnsafeMutablePointer<sqfs_inode_generic_t>) throws
         -> MergedTree.Entry

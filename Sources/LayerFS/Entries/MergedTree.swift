@@ -55,10 +55,13 @@ public struct MergedTree: Sendable {
     }
 
     public internal(set) var entries: [Entry]
-    /// The layer trees, bottom first.
-    public let trees: [String]
     /// Timestamps newer than this were clamped to it.
     public let epoch: Int64
+
+    init(entries: [Entry], epoch: Int64) {
+        self.entries = entries
+        self.epoch = epoch
+    }
 
     /// The sum of the sizes of all distinct regular files: what an export reads.
     public var dataBytes: UInt64 {
