@@ -26,21 +26,33 @@ let package = Package(
             providers: [.apt(["libalpm-dev", "libcurl4-openssl-dev", "libgpgme-dev"])]),
         .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"]),
         .target(name: "Alpm", dependencies: ["CAlpm", "CLayerSupport"]),
+        // System calls on raw paths, errors, digests, processes: what every target below stands on.
+        .target(
+            name: "LayerSupport",
+            dependencies: ["CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        // The entry model, the manifest codec, sources of entries and the one overlay merge.
+        .target(name: "LayerEntries", dependencies: ["LayerSupport"]),
         .target(
             name: "LayerFS",
             dependencies: [
+                "LayerSupport", "LayerEntries",
                 "Alpm", "CMount", "CArchive", "CSquashfs", "CLayerSupport",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .executableTarget(
             name: "layerctl",
-            dependencies: ["LayerFS", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: [
+                "LayerFS", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
         .testTarget(
             name: "layerctlTests",
-            dependencies: ["LayerFS", "Alpm", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "LayerFS", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]

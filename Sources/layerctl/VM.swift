@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LayerFS
+import LayerSupport
 
 extension LayerCtl {
     struct VM: ParsableCommand {

@@ -2,6 +2,7 @@ import CLayerSupport
 import Foundation
 import Glibc
 import LayerFS
+import LayerSupport
 
 /// A store whose layers are written by hand, entry by entry, to exercise the merge with exactly the
 /// trees a case needs: whiteouts, opaque directories, devices, odd names. Each layer gets a record

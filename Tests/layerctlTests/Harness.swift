@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LayerFS
+import LayerSupport
 import Testing
 
 /// Runs the real layerctl binary against the demo repository, as a user would.

@@ -1,6 +1,8 @@
 import Foundation
 import Glibc
+import LayerEntries
 import LayerFS
+import LayerSupport
 import Testing
 
 /// The merge oracle: for each overlayfs rule, a crafted stack is mounted with the kernel's overlayfs
@@ -119,7 +121,7 @@ struct MergeOracleTests {
                 } else if entry.kind == .directory {
                     folders.append(path)
                 } else if entry.kind == .regular, let text = String(validating: path, as: UTF8.self),
-                    try paths.read(text).map { Data($0) } != FileManager.default.contents(atPath: overlay + text)
+                    try paths.read(text).map({ Data($0) }) != FileManager.default.contents(atPath: overlay + text)
                 {
                     mismatches.append("\(TreeSnapshot.display(path)): content differs")
                 }

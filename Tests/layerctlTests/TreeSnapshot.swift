@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Glibc
 import LayerFS
+import LayerSupport
 
 /// Everything a mounted tree shows of each entry, as text, so two trees compare with `==` and a
 /// difference reads as a line: type, permissions, owner, size, content hash, link target, device

@@ -1,6 +1,8 @@
 import Alpm
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// What a boot changed: the overlay's upper directory (the tmpfs) read against the image below it.
 /// It is what the next boot forgets, and where turning changes back into layer files starts.

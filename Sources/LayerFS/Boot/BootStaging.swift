@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// Puts images where the boot loader and the initramfs hook find them, and takes them away again.
 ///

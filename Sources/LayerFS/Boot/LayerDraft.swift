@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// A first draft of a layer file from what changed since boot: the packages installed and removed,
 /// and the small text files nobody's package owns as `files:` entries. Everything it cannot write

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// One staged version of an image: the image file the hook mounts, the kernel and initramfs the
 /// boot loader loads, and the command line that ties them together.

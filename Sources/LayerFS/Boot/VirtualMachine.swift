@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// Boots an image in QEMU the way a machine boots it: the image is a virtio disk, and the initramfs
 /// hook finds it through the same kernel command line a staged image gets (`layerctl.image=`).

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Glibc
+import LayerSupport
 
 extension BootFlavour {
     /// What the image gets: path in the image, the boot/ file it comes from, mode.

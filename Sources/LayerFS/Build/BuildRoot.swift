@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// The merged root a layer is built in: an overlay of the parents' trees under a new upper
 /// directory, with `/proc`, `/sys`, `/dev`, `/run` and `/tmp` inside it. It lives in the builder's

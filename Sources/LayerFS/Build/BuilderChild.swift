@@ -2,6 +2,8 @@ import Alpm
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// The builder child: layerctl re-executed as `layerctl __build-layer JOB`, with the event pipe on
 /// fd 3. Stage one moves into new namespaces and starts stage two, which is pid 1 there and does

@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerSupport
 
 /// Runs a `run:` command as `/bin/sh -c`, chrooted into the merged root, and streams its output
 /// line by line. Returns the exit status (128 + signal when killed).
@@ -71,11 +72,4 @@ struct CommandRunner {
         if status & 0x7f == 0 { return (status >> 8) & 0xff }
         return 128 + (status & 0x7f)
     }
-}
-
-/// Hands C a NULL-terminated array of C strings that lives for the call.
-func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
-    let pointers = strings.map { strdup($0) } + [nil]
-    defer { pointers.forEach { free($0) } }
-    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

@@ -1,6 +1,7 @@
 import Alpm
 import Foundation
 import Glibc
+import LayerSupport
 
 extension LayerBuilder {
     /// Builds one layer in a builder child and commits it into the store.

@@ -1,6 +1,8 @@
 import Alpm
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Builds a recipe's layers root first: resolve each layer's packages against its parents, compute
 /// its key, reuse the stored layer or build it in a builder child, and commit it atomically.

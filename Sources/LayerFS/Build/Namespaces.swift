@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerSupport
 
 /// The first stage of every namespaced child (builder and shell): new mount, pid, uts and ipc
 /// namespaces, `/` made private, then the second stage started as pid 1 of the new pid namespace.

@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerSupport
 
 /// Makes a freshly built upper directory reproducible and clean: install dates and mtimes set to
 /// the layer epoch, overlayfs's bookkeeping xattrs dropped, and nothing left that belongs to the

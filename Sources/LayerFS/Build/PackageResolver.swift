@@ -1,6 +1,8 @@
 import Alpm
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Resolves a layer's transaction against its parents' package database without building
 /// anything: the merged local database of the parent stack is assembled from hard links in a

@@ -1,6 +1,7 @@
-import Foundation
 import CLayerSupport
+import Foundation
 import Glibc
+import LayerSupport
 
 /// Reads and writes files in a layer's merged root with every path resolved inside that root
 /// (openat2, RESOLVE_IN_ROOT), so a layer's absolute symlinks cannot lead a write onto the host.

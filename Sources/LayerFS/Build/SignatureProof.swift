@@ -1,6 +1,7 @@
 import Alpm
 import Foundation
 import Glibc
+import LayerSupport
 
 /// What a layer's packages were checked against when it was built: each repository's signature
 /// level, and the keys the keyring trusted (when any level checks signatures). The layer key

@@ -1,6 +1,7 @@
 import Alpm
 import Foundation
 import Glibc
+import LayerSupport
 
 /// The sync databases of one set of repositories, kept in the store's cache (never in a tree),
 /// refreshed once per build, and handed to each build as a private snapshot of hard links.

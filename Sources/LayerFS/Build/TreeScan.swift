@@ -1,6 +1,8 @@
 import Crypto
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Walks a layer tree in byte order and sums it up: entry count, bytes of file data, and a digest
 /// over every name, type, mode, owner, mtime, device number, link target, xattr and content — so

@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// One side of `layerctl diff`: a layer (the merged stack up to it), a squashfs image, a folder, or
 /// the running system (`/`), all read into the same `MergedTree` model.

@@ -1,4 +1,6 @@
 import Foundation
+import LayerEntries
+import LayerSupport
 
 /// What B adds to A: package changes from their pacman databases, and every entry added, removed
 /// or modified, each with the package that owns it. The JSON form is the `--json` schema the

@@ -1,5 +1,7 @@
 import CLayerSupport
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Writes a `MergedTree` into a new directory: data, owners, modes, times, xattrs, device nodes
 /// and hard links. It fills a hidden sibling first and renames it into place, so the directory

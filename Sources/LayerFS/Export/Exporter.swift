@@ -1,4 +1,6 @@
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Writes the merged stack up to a layer as a squashfs image, a tarball or a directory.
 public struct Exporter: Sendable {
@@ -134,14 +136,5 @@ public struct Exporter: Sendable {
         }
         result.seconds = MonotonicClock.seconds() - started
         return result
-    }
-}
-
-/// Seconds on CLOCK_MONOTONIC, for durations.
-enum MonotonicClock {
-    static func seconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

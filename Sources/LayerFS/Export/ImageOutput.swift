@@ -1,5 +1,6 @@
 import CLayerSupport
 import Glibc
+import LayerSupport
 
 /// A file that appears at `path` only once it is complete.
 ///

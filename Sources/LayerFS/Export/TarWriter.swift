@@ -1,5 +1,7 @@
 import CArchive
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Writes a `MergedTree` as a pax tarball through libarchive, for users who want a tarball of the
 /// same merge the image holds. Owners are numbers only (no host user names) and names are

@@ -1,6 +1,7 @@
 import Alpm
 import Crypto
 import Foundation
+import LayerSupport
 
 /// The parsed content of a layer that decides its tree, in a canonical form: comments, key order,
 /// whitespace, the order of `packages:` and of `files:` do not count; the order of `run:` does.
@@ -83,49 +84,5 @@ public enum LayerKey {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Every field is a string, number or array of them: encoding cannot fail.
         return (try? encoder.encode(value)) ?? Data()
-    }
-}
-
-/// sha256 in lower-case hex.
-enum Digest {
-    static func sha256(_ data: Data) -> String { hex(SHA256.hash(data: data)) }
-
-    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        let digits = Array("0123456789abcdef".utf8)
-        var text: [UInt8] = []
-        for byte in digest {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 15)])
-        }
-        return String(decoding: text, as: UTF8.self)
-    }
-
-    /// Streams a file through sha256.
-    static func sha256(file path: String) throws -> String { try sha256(file: Array(path.utf8)) }
-
-    /// sha256 of a file's contents, named by raw bytes.
-    static func sha256(file path: [UInt8]) throws -> String { try contentHash(file: path).hex }
-
-    /// A buffer for reading files to digest, reused from one file to the next by one thread.
-    final class ReadBuffer {
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        deinit { bytes.deallocate() }
-    }
-
-    /// sha256 of a file's contents, as a value.
-    static func contentHash(file path: [UInt8], buffer: ReadBuffer = ReadBuffer()) throws -> Hash256 {
-        let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
-        if fd < 0 { throw SystemError("read", RawPath.string(path)) }
-        defer { close(fd) }
-        var hasher = SHA256()
-        let buffer = buffer.bytes
-        while true {
-            let count = read(fd, buffer.baseAddress, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 { throw SystemError("read", RawPath.string(path)) }
-            if count == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-        }
-        return Hash256(hasher.finalize())
     }
 }

@@ -1,3 +1,5 @@
+import LayerSupport
+
 /// A place in a layer file, for errors: `file:line:column`, both counted from 1.
 public struct FileLocation: Hashable, Sendable, CustomStringConvertible {
     public var file: String

@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerSupport
 
 /// `layerctl shell`: a throwaway root made of a layer's stack under a tmpfs upper, in private
 /// namespaces. Whatever the command changes is gone when it exits; the store is never written.

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Glibc
+import LayerSupport
 
 /// How large the cache may grow, over every tag: `bytes` of packs and indexes, and `packs`
 /// packs (each an open descriptor while an export runs). The least recently used go first; the

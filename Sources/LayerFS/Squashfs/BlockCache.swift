@@ -3,6 +3,7 @@ import CSquashfs
 import Crypto
 import Foundation
 import Glibc
+import LayerSupport
 import Synchronization
 
 /// Compressed blocks remembered across exports, so no block is compressed twice.

@@ -1,3 +1,6 @@
+import LayerEntries
+import LayerSupport
+
 /// Where an image's file data goes, decided from the merged tree alone before anything is read:
 /// which files are distinct, how each splits into full blocks and a tail, which fragment block
 /// each tail lands in, and the order in which blocks are written. The same tree and block size

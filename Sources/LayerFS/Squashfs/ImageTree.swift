@@ -2,6 +2,8 @@ import CLayerSupport
 import CSquashfs
 import Crypto
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// A squashfs image read whole, with libsquashfs and without a mount, into the `MergedTree` model
 /// a layer stack merges into, so that images and stacks compare alike. Regular files keep their

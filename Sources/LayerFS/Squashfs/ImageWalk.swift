@@ -1,6 +1,8 @@
 import CLayerSupport
 import CSquashfs
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// The walk over an image's directories, breadth first like the stack merge, so children are
 /// contiguous and in the image's (byte) order.

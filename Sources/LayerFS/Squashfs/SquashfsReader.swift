@@ -1,6 +1,8 @@
 import CLayerSupport
 import CSquashfs
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Reads directories and files out of a squashfs image with libsquashfs: no mount and no root.
 ///

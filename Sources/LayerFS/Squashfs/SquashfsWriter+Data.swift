@@ -2,6 +2,8 @@ import CLayerSupport
 import CSquashfs
 import Crypto
 import Glibc
+import LayerEntries
+import LayerSupport
 import Synchronization
 
 /// Frees a libsquashfs object (sqfs_destroy on an opaque handle).

@@ -1,6 +1,8 @@
 import CLayerSupport
 import CSquashfs
 import Glibc
+import LayerEntries
+import LayerSupport
 
 extension SquashfsWriter {
     /// Numbers the inodes so that every inode is written before any directory that lists it: each

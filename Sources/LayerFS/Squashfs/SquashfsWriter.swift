@@ -1,6 +1,8 @@
 import CLayerSupport
 import CSquashfs
 import Glibc
+import LayerEntries
+import LayerSupport
 
 /// Writes a `MergedTree` as a squashfs image.
 ///

@@ -1,5 +1,7 @@
 import Foundation
 import Glibc
+import LayerEntries
+import LayerSupport
 
 extension Store {
     /// What `gc` removed.

@@ -1,4 +1,6 @@
 import Glibc
+import LayerEntries
+import LayerSupport
 
 extension Store {
     public func manifestPath(_ key: String) -> String { layerDirectory(key) + "/" + LayerManifest.fileName }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// The content-addressed layer store (default `/var/lib/layerctl`).
 ///

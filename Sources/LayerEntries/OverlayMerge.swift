@@ -1,3 +1,5 @@
+import LayerSupport
+
 /// overlayfs's rules, applied in user space to a stack of sources `[bottom … top]`. This is the one
 /// place they are written down; export, diff, package resolution and `changes` all merge through it.
 /// - the topmost copy of a name wins, and its metadata is the merged entry's metadata;

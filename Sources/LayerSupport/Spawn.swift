@@ -2,7 +2,7 @@ import Glibc
 
 /// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
 /// stdout (or `stdoutFD`) and stderr inherited, and `eventFD` (if any) handed over as fd 3.
-func spawn(
+package func spawn(
     _ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?, keepStdin: Bool = false,
     stdoutFD: Int32? = nil
 ) throws -> pid_t {
@@ -24,7 +24,7 @@ func spawn(
 }
 
 /// Waits for `pid` and turns its status into an exit code (128 + signal when killed).
-func waitForExit(_ pid: pid_t) -> Int32 {
+package func waitForExit(_ pid: pid_t) -> Int32 {
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 {
         if errno != EINTR { return 127 }
@@ -34,13 +34,20 @@ func waitForExit(_ pid: pid_t) -> Int32 {
 }
 
 /// The path of the running executable, for re-executing it as the builder child.
-func currentExecutable() -> String {
+package func currentExecutable() -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
 }
 
 /// Re-executes layerctl with the terminal's stdin, stdout and stderr, for interactive children.
-func spawnInteractive(_ arguments: [String], environment: [String]) throws -> pid_t {
+package func spawnInteractive(_ arguments: [String], environment: [String]) throws -> pid_t {
     try spawn(currentExecutable(), arguments, environment: environment, eventFD: nil, keepStdin: true)
+}
+
+/// Hands C a NULL-terminated array of C strings that lives for the call.
+package func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }

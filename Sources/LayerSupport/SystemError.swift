@@ -17,14 +17,14 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
 
 /// Runs a call that returns -1 and sets errno on failure; throws with errno read straight away.
 @discardableResult
-func sys(_ operation: String, _ path: String, _ call: () -> Int32) throws -> Int32 {
+package func sys(_ operation: String, _ path: String, _ call: () -> Int32) throws -> Int32 {
     let result = call()
     if result < 0 { throw SystemError(operation, path) }
     return result
 }
 
 /// A pipe whose both ends close on exec; children get only the end they are handed explicitly.
-func makePipe(_ purpose: String) throws -> (read: Int32, write: Int32) {
+package func makePipe(_ purpose: String) throws -> (read: Int32, write: Int32) {
     var fds: [Int32] = [0, 0]
     try sys("create pipe for", purpose) { pipe(&fds) }
     _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)

@@ -1,3 +1,5 @@
+import LayerSupport
+
 /// A layer's entries from its manifest, with no system call per entry. Data is read from the
 /// layer's tree, whose path prefixes every `source`.
 public struct ManifestSource: EntrySource {
@@ -33,7 +35,8 @@ public struct ManifestSource: EntrySource {
             }
             let group = entry.hardLinkTarget ?? (groupHeads.contains(index) ? index : nil)
             return SourceEntry(
-                entry: entry, handle: index, isOpaque: manifest.opaque.contains(index), linkGroup: group.map(UInt64.init))
+                entry: entry, handle: index, isOpaque: manifest.opaque.contains(index),
+                linkGroup: group.map(UInt64.init))
         }
     }
 }

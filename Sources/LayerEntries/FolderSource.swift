@@ -1,4 +1,5 @@
 import Glibc
+import LayerSupport
 
 /// A folder's entries, read from the filesystem: a layer tree, an overlay's upper folder, or the
 /// running system. Whiteouts and `trusted.overlay.opaque` mean what they mean to overlayfs.

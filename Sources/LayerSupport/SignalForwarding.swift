@@ -3,7 +3,7 @@ import Synchronization
 
 /// Passes SIGINT, SIGTERM and SIGHUP on to a child while the parent waits for it, so a child such as
 /// QEMU never outlives the command that started it (`timeout`, a closed terminal, Ctrl-C).
-enum SignalForwarding {
+package enum SignalForwarding {
     static let signals = [SIGINT, SIGTERM, SIGHUP]
     /// The child; 0 before it exists. Atomics, because the handler may run on any thread.
     private static let target = Atomic<Int32>(0)
@@ -11,7 +11,7 @@ enum SignalForwarding {
     private static let pending = Atomic<Int32>(0)
 
     /// Installs the handlers; call before starting the child, then `forward(to:)`.
-    static func install() {
+    package static func install() {
         target.store(0, ordering: .sequentiallyConsistent)
         pending.store(0, ordering: .sequentiallyConsistent)
         for signal in signals {
@@ -31,14 +31,14 @@ enum SignalForwarding {
     }
 
     /// Sends later signals to `pid`, and any that came already.
-    static func forward(to pid: pid_t) {
+    package static func forward(to pid: pid_t) {
         target.store(pid, ordering: .sequentiallyConsistent)
         let early = pending.exchange(0, ordering: .sequentiallyConsistent)
         if early != 0 { kill(pid, early) }
     }
 
     /// Restores the default actions.
-    static func remove() {
+    package static func remove() {
         for signal in signals { Glibc.signal(signal, SIG_DFL) }
         target.store(0, ordering: .sequentiallyConsistent)
     }

@@ -1,4 +1,5 @@
 import Glibc
+import LayerSupport
 
 /// The merged view of a layer stack: every visible entry with the metadata the image records.
 ///
@@ -10,19 +11,7 @@ public struct MergedTree: Sendable {
         case directory, regular, symlink, characterDevice, blockDevice, fifo, socket
     }
 
-    public struct ExtendedAttribute: Hashable, Sendable {
-        /// The name as the kernel lists it: raw bytes, which need not be UTF-8.
-        public var name: [UInt8]
-        public var value: [UInt8]
-
-        public init(name: [UInt8], value: [UInt8]) {
-            self.name = name
-            self.value = value
-        }
-
-        /// The name for messages, bytes that are not UTF-8 as `\xNN`.
-        public var displayName: String { RawPath.display(name) }
-    }
+    public typealias ExtendedAttribute = LayerSupport.ExtendedAttribute
 
     public struct Entry: Sendable {
         public var name: [UInt8]
@@ -52,13 +41,37 @@ public struct MergedTree: Sendable {
         public var linkCount: Int
         /// For regular files, the sha256 of their data when the layer's manifest recorded it.
         public var content: Hash256? = nil
+
+        public init(
+            name: [UInt8], parent: Int, kind: Kind, permissions: UInt16, uid: UInt32, gid: UInt32, mtime: Int64,
+            size: UInt64, rdev: UInt64, linkTarget: [UInt8], xattrs: [ExtendedAttribute], source: [UInt8],
+            layer: Int, children: Range<Int>, hardLinkTarget: Int?, linkCount: Int, content: Hash256? = nil
+        ) {
+            self.name = name
+            self.parent = parent
+            self.kind = kind
+            self.permissions = permissions
+            self.uid = uid
+            self.gid = gid
+            self.mtime = mtime
+            self.size = size
+            self.rdev = rdev
+            self.linkTarget = linkTarget
+            self.xattrs = xattrs
+            self.source = source
+            self.layer = layer
+            self.children = children
+            self.hardLinkTarget = hardLinkTarget
+            self.linkCount = linkCount
+            self.content = content
+        }
     }
 
-    public internal(set) var entries: [Entry]
+    public package(set) var entries: [Entry]
     /// Timestamps newer than this were clamped to it.
     public let epoch: Int64
 
-    init(entries: [Entry], epoch: Int64) {
+    package init(entries: [Entry], epoch: Int64) {
         self.entries = entries
         self.epoch = epoch
     }
@@ -126,7 +139,7 @@ extension MergedTree.Entry {
     /// The entry for the file at `path`, whose lstat is `st`: its metadata, symlink target and
     /// extended attributes (without overlayfs's own), with the mtime clamped to `epoch`. Name,
     /// parent and layer are left for the caller.
-    static func read(_ path: [UInt8], _ st: stat, epoch: Int64) throws -> MergedTree.Entry {
+    package static func read(_ path: [UInt8], _ st: stat, epoch: Int64) throws -> MergedTree.Entry {
         guard let kind = MergedTree.Kind(mode: st.st_mode) else {
             throw MergeError.unsupportedType(RawPath.string(path))
         }
@@ -168,55 +181,4 @@ extension MergedTree.Kind {
         case .socket: UInt32(S_IFSOCK)
         }
     }
-}
-
-/// Raw byte paths for system calls.
-enum RawPath {
-    static func with<T>(_ path: [UInt8], _ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
-        try (path + [0]).withUnsafeBufferPointer { buffer in
-            try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress!) }
-        }
-    }
-
-    static func string(_ path: [UInt8]) -> String { String(decoding: path, as: UTF8.self) }
-
-    /// The bytes as text for a message: UTF-8 as it is, any other byte and control characters as
-    /// `\xNN`, so two names that differ only in such bytes read differently.
-    static func display(_ bytes: [UInt8]) -> String {
-        if let text = String(validating: bytes, as: UTF8.self), !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
-            return text
-        }
-        var result = ""
-        var rest = bytes[...]
-        while let byte = rest.first {
-            // The longest valid UTF-8 sequence at the front, up to 4 bytes.
-            if byte >= 0x80,
-                let length = (2...4).first(where: {
-                    rest.count >= $0 && String(validating: rest.prefix($0), as: UTF8.self) != nil
-                })
-            {
-                result += String(decoding: rest.prefix(length), as: UTF8.self)
-                rest = rest.dropFirst(length)
-            } else if byte < 0x20 || byte >= 0x7F || byte == UInt8(ascii: "\\") {
-                result += "\\x" + String(byte, radix: 16, uppercase: false).leftPadded(2)
-                rest = rest.dropFirst()
-            } else {
-                result.unicodeScalars.append(UnicodeScalar(byte))
-                rest = rest.dropFirst()
-            }
-        }
-        return result
-    }
-
-    static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
-        var path = directory
-        path.append(UInt8(ascii: "/"))
-        path.append(contentsOf: name)
-        return path
-    }
-}
-
-extension String {
-    /// The string with zeros in front up to `width` characters.
-    fileprivate func leftPadded(_ width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
 }

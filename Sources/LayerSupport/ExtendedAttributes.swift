@@ -4,8 +4,8 @@ import Glibc
 /// The extended attributes of a path, read and changed without following symlinks. Names are raw
 /// bytes: the kernel takes any bytes but NUL after the namespace prefix, so `user.` followed by
 /// 0xff 0xfe is a name a tree can hold and an image must keep.
-enum ExtendedAttributes {
-    static func names(_ path: UnsafePointer<CChar>) -> [[UInt8]] {
+package enum ExtendedAttributes {
+    package static func names(_ path: UnsafePointer<CChar>) -> [[UInt8]] {
         let size = llistxattr(path, nil, 0)
         guard size > 0 else { return [] }
         var buffer = [CChar](repeating: 0, count: size)
@@ -14,7 +14,7 @@ enum ExtendedAttributes {
         return buffer[0..<read].split(separator: 0).map { $0.map { UInt8(bitPattern: $0) } }
     }
 
-    static func value(_ path: UnsafePointer<CChar>, _ name: [UInt8]) -> [UInt8]? {
+    package static func value(_ path: UnsafePointer<CChar>, _ name: [UInt8]) -> [UInt8]? {
         RawPath.with(name) { name in
             let size = lgetxattr(path, name, nil, 0)
             guard size >= 0 else { return nil }
@@ -24,12 +24,12 @@ enum ExtendedAttributes {
         }
     }
 
-    static func value(_ path: UnsafePointer<CChar>, _ name: String) -> [UInt8]? { value(path, Array(name.utf8)) }
+    package static func value(_ path: UnsafePointer<CChar>, _ name: String) -> [UInt8]? { value(path, Array(name.utf8)) }
 
-    static let overlayPrefix = Array("trusted.overlay.".utf8)
+    package static let overlayPrefix = Array("trusted.overlay.".utf8)
 
     /// Every attribute of `path` by name in byte order, without overlayfs's own (`trusted.overlay.*`).
-    static func all(_ path: [UInt8]) throws -> [MergedTree.ExtendedAttribute] {
+    package static func all(_ path: [UInt8]) throws -> [ExtendedAttribute] {
         try RawPath.with(path) { p in
             let size = llistxattr(p, nil, 0)
             if size < 0 {
@@ -40,26 +40,41 @@ enum ExtendedAttributes {
             var buffer = [CChar](repeating: 0, count: size)
             let read = llistxattr(p, &buffer, size)
             if read < 0 { throw SystemError("list attributes of", RawPath.string(path)) }
-            var result: [MergedTree.ExtendedAttribute] = []
+            var result: [ExtendedAttribute] = []
             for raw in buffer[0..<read].split(separator: 0) {
                 let name = raw.map { UInt8(bitPattern: $0) }
                 if name.starts(with: overlayPrefix) { continue }
                 guard let value = value(p, name) else {
                     throw SystemError("read attribute \(RawPath.string(name)) of", RawPath.string(path))
                 }
-                result.append(MergedTree.ExtendedAttribute(name: name, value: value))
+                result.append(ExtendedAttribute(name: name, value: value))
             }
             return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
         }
     }
 
-    static func set(_ path: String, _ name: String, _ value: [UInt8]) throws {
+    package static func set(_ path: String, _ name: String, _ value: [UInt8]) throws {
         try sys("set attribute \(name) on", path) { lsetxattr(path, name, value, value.count, 0) }
     }
 
-    static func remove(_ path: String, _ name: String) throws {
+    package static func remove(_ path: String, _ name: String) throws {
         if lremovexattr(path, name) != 0 && errno != ENODATA {
             throw SystemError("remove attribute \(name) from", path)
         }
     }
+}
+
+/// One extended attribute of an entry.
+public struct ExtendedAttribute: Hashable, Sendable {
+    /// The name as the kernel lists it: raw bytes, which need not be UTF-8.
+    public var name: [UInt8]
+    public var value: [UInt8]
+
+    public init(name: [UInt8], value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+
+    /// The name for messages, bytes that are not UTF-8 as `\xNN`.
+    public var displayName: String { RawPath.display(name) }
 }

@@ -2,19 +2,19 @@ import Foundation
 import Glibc
 
 /// Small file operations the store and the builder share, on paths, without following symlinks.
-enum FileSystem {
-    static func exists(_ path: String) -> Bool {
+package enum FileSystem {
+    package static func exists(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    package static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// Creates `path` and missing parents with `mode` (0755 unless told).
-    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+    package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         if isDirectory(path) { return }
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty && parent != path { try makeDirectories(parent, mode: mode) }
@@ -23,7 +23,7 @@ enum FileSystem {
     }
 
     /// The directory part and the last name of `path` ("." when it has no slash).
-    static func split(_ path: String) -> (directory: String, name: String) {
+    package static func split(_ path: String) -> (directory: String, name: String) {
         guard let slash = path.lastIndex(of: "/") else { return (".", path) }
         let directory = slash == path.startIndex ? "/" : String(path[..<slash])
         return (directory, String(path[path.index(after: slash)...]))
@@ -31,18 +31,18 @@ enum FileSystem {
 
     /// A hidden name beside `path` for work in progress, `DIR/.NAME.layerctl-PID`, so it is on the
     /// same file system and a rename(2) can move it into place.
-    static func stagingPath(beside path: String) -> String {
+    package static func stagingPath(beside path: String) -> String {
         let (directory, name) = split(path)
         return directory + "/." + name + ".layerctl-\(getpid())"
     }
 
     /// The bytes of the file at `path`, or nil when it cannot be read.
-    static func contents(_ path: String) -> [UInt8]? {
+    package static func contents(_ path: String) -> [UInt8]? {
         FileManager.default.contents(atPath: path).map { Array($0) }
     }
 
     /// The program `tool` in $PATH, or in the system folders when $PATH lacks them (sudo, cron).
-    static func executable(_ tool: String) -> String? {
+    package static func executable(_ tool: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
         let folders =
             path.split(separator: ":").map(String.init) + ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]
@@ -50,7 +50,7 @@ enum FileSystem {
     }
 
     /// The target of the symlink at `path`, as raw bytes.
-    static func readLink(_ path: [UInt8]) throws -> [UInt8] {
+    package static func readLink(_ path: [UInt8]) throws -> [UInt8] {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = RawPath.with(path) { readlink($0, &buffer, buffer.count) }
         if count < 0 { throw SystemError("read symlink", RawPath.string(path)) }
@@ -58,7 +58,7 @@ enum FileSystem {
     }
 
     /// Writes all of `buffer` to `fd` (the file `path`), however many write(2) calls that takes.
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, to path: String) throws {
+    package static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, to path: String) throws {
         var offset = 0
         while offset < buffer.count, let base = buffer.baseAddress {
             let n = write(fd, base + offset, buffer.count - offset)
@@ -71,7 +71,7 @@ enum FileSystem {
     }
 
     /// Writes all of `buffer` at `offset` of `fd` (pwrite), which is the file at `path`.
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: UInt64, to path: String) throws {
+    package static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: UInt64, to path: String) throws {
         var done = 0
         while done < buffer.count, let base = buffer.baseAddress {
             let n = pwrite(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
@@ -84,7 +84,7 @@ enum FileSystem {
     }
 
     /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
-    static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
+    package static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let temporary = path + ".tmp-\(getpid())"
         let fd = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) }
         var failure: Error?
@@ -102,7 +102,7 @@ enum FileSystem {
 
     /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories, names
     /// that are not UTF-8).
-    static func removeTree(_ path: String) throws { try removeTree(Array(path.utf8)) }
+    package static func removeTree(_ path: String) throws { try removeTree(Array(path.utf8)) }
 
     static func removeTree(_ path: [UInt8]) throws {
         try RawPath.with(path) { p in
@@ -119,7 +119,7 @@ enum FileSystem {
     }
 
     /// The names in a directory as raw bytes, without "." and "..", in byte order.
-    static func listDirectory(_ path: [UInt8]) throws -> [[UInt8]] {
+    package static func listDirectory(_ path: [UInt8]) throws -> [[UInt8]] {
         guard let dir = RawPath.with(path, { opendir($0) }) else {
             throw SystemError("read directory", RawPath.string(path))
         }
@@ -133,7 +133,7 @@ enum FileSystem {
     }
 
     /// The names in a directory, without "." and "..", in byte order.
-    static func listDirectory(_ path: String) throws -> [String] {
+    package static func listDirectory(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else { throw SystemError("read directory", path) }
         defer { closedir(dir) }
         var names: [String] = []
@@ -147,9 +147,9 @@ enum FileSystem {
     }
 
     /// The size in bytes of everything under `path` (file sizes, not blocks).
-    static func treeSize(_ path: String) -> Int64 { treeSize(Array(path.utf8)) }
+    package static func treeSize(_ path: String) -> Int64 { treeSize(Array(path.utf8)) }
 
-    static func treeSize(_ path: [UInt8]) -> Int64 {
+    package static func treeSize(_ path: [UInt8]) -> Int64 {
         var st = stat()
         guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return 0 }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { return Int64(st.st_size) }

@@ -1,3 +1,5 @@
+import LayerSupport
+
 /// Paths looked up in a merge without merging the whole tree: each folder on the way is merged once
 /// and kept, so reading a package database (a folder of a thousand packages, two files each) costs
 /// one merge of each folder.
@@ -34,7 +36,9 @@ public final class OverlayPaths {
     public func entry(at path: [UInt8]) throws -> OverlayMerge.Copy? {
         let components = path.split(separator: 0x2F)
         guard let last = components.last else { return nil }
-        return try names(at: Array(components.dropLast().joined(separator: [0x2F]))).flatMap { Self.find(last, in: $0) }?[0]
+        return try names(at: Array(components.dropLast().joined(separator: [0x2F]))).flatMap {
+            Self.find(last, in: $0)
+        }?[0]
     }
 
     /// The copies of `name` among a folder's names, which are in byte order: a binary search.

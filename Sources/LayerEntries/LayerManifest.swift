@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 
 /// Everything a layer tree holds, as one file beside it: each entry's name, type, metadata, link
 /// target, xattrs and, for regular files, the sha256 of the data. Whiteouts stay in as the 0:0
@@ -16,10 +17,15 @@ public struct LayerManifest: Sendable {
     /// Indices of the directories marked `trusted.overlay.opaque=y`.
     public var opaque: Set<Int>
 
-    static let fileName = "manifest"
+    package init(entries: [MergedTree.Entry], opaque: Set<Int>) {
+        self.entries = entries
+        self.opaque = opaque
+    }
+
+    package static let fileName = "manifest"
     private static let magic = Array("LCMF0001".utf8)
 
-    static let placeholder = MergedTree.Entry(
+    package static let placeholder = MergedTree.Entry(
         name: [], parent: 0, kind: .directory, permissions: 0, uid: 0, gid: 0, mtime: 0, size: 0, rdev: 0,
         linkTarget: [], xattrs: [], source: [], layer: 0, children: 0..<0, hardLinkTarget: nil, linkCount: 1)
 
@@ -32,7 +38,7 @@ public struct LayerManifest: Sendable {
 
     /// The manifest file: nil when there is none, `.some(nil)` when it is damaged (cut short,
     /// edited, or not a manifest at all).
-    static func read(_ path: String) throws -> LayerManifest?? {
+    package static func read(_ path: String) throws -> LayerManifest?? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return nil }
@@ -48,13 +54,13 @@ public struct LayerManifest: Sendable {
     }
 
     /// Whether the manifest at `path` exists and does not read.
-    static func isDamaged(_ path: String) -> Bool {
+    package static func isDamaged(_ path: String) -> Bool {
         // try? flattens: nil (no file, or unreadable), .some(nil) (damaged), .some(manifest).
         guard case .some(.none) = try? read(path) else { return false }
         return true
     }
 
-    func write(to path: String) throws { try FileSystem.writeAtomically(Data(encoded()), to: path) }
+    package func write(to path: String) throws { try FileSystem.writeAtomically(Data(encoded()), to: path) }
 
     func encoded() -> [UInt8] {
         var out = ByteWriter()
@@ -138,47 +144,5 @@ public struct LayerManifest: Sendable {
             guard head.hardLinkTarget == nil, head.kind == entry.kind, head.kind != .directory else { return nil }
         }
         return LayerManifest(entries: entries, opaque: opaque)
-    }
-}
-
-/// Little-endian fields and length-prefixed byte strings, appended.
-struct ByteWriter {
-    var bytes: [UInt8] = []
-
-    mutating func put<T: FixedWidthInteger>(_ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    mutating func putBytes(_ value: [UInt8]) {
-        put(UInt32(value.count))
-        bytes += value
-    }
-}
-
-/// Reads what `ByteWriter` wrote; every read is nil past the end.
-struct ByteReader {
-    let raw: UnsafeRawBufferPointer
-    var at = 0
-
-    var isAtEnd: Bool { at == raw.count }
-
-    mutating func take(_ count: Int) -> UnsafeRawBufferPointer? {
-        guard count >= 0, raw.count - at >= count else { return nil }
-        defer { at += count }
-        return UnsafeRawBufferPointer(rebasing: raw[at..<(at + count)])
-    }
-
-    private mutating func integer<T: FixedWidthInteger>(_: T.Type) -> T? {
-        take(MemoryLayout<T>.size).map { T(littleEndian: $0.loadUnaligned(as: T.self)) }
-    }
-
-    mutating func u8() -> UInt8? { integer(UInt8.self) }
-    mutating func u16() -> UInt16? { integer(UInt16.self) }
-    mutating func u32() -> UInt32? { integer(UInt32.self) }
-    mutating func u64() -> UInt64? { integer(UInt64.self) }
-
-    mutating func bytes() -> [UInt8]? {
-        guard let count = u32(), let slice = take(Int(count)) else { return nil }
-        return Array(slice)
     }
 }
