@@ -46,6 +46,7 @@ let package = Package(
                 "LayerFS", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
+        .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),
         .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
         .testTarget(
             name: "layerctlTests",

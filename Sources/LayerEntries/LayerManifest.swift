@@ -62,7 +62,7 @@ public struct LayerManifest: Sendable {
 
     package func write(to path: String) throws { try FileSystem.writeAtomically(Data(encoded()), to: path) }
 
-    func encoded() -> [UInt8] {
+    package func encoded() -> [UInt8] {
         var out = ByteWriter()
         out.bytes = Self.magic
         out.put(UInt32(entries.count))
@@ -94,7 +94,7 @@ public struct LayerManifest: Sendable {
         return out.bytes
     }
 
-    static func decode(_ raw: UnsafeRawBufferPointer) -> LayerManifest? {
+    package static func decode(_ raw: UnsafeRawBufferPointer) -> LayerManifest? {
         var input = ByteReader(raw: raw)
         guard input.take(magic.count).map({ Array($0) }) == magic, let count = input.u32() else { return nil }
         var entries: [MergedTree.Entry] = []

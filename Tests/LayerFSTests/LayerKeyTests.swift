@@ -25,4 +25,13 @@ struct LayerKeyTests {
         #expect(key != LayerKey.compute(parent: nil, spec: spec(), resolved: [files[0], package("b", "1-1", "cc")]))
         #expect(key != LayerKey.compute(parent: nil, spec: spec(), resolved: [files[0], package("b", "2-1", "bb")]))
     }
+
+    /// A dependency update or a refactoring that changes the canonical encoding would silently
+    /// change every key, and every store would build everything again: this value must not move.
+    @Test("a known input gives a known key")
+    func pinned() {
+        let files = [package("a", "1-1", "aa"), package("b", "1-1", "bb")]
+        let key = LayerKey.compute(parent: nil, spec: spec(), resolved: files)
+        #expect(key == "5ca2d54d4e1be870a66b04795f644e938223fac6116725ffd047fbc308f32705")
+    }
 }
