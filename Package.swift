@@ -30,8 +30,11 @@ let package = Package(
         .target(
             name: "LayerSupport",
             dependencies: ["CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
-        // The entry model, the manifest codec, sources of entries and the one overlay merge.
-        .target(name: "LayerEntries", dependencies: ["LayerSupport"]),
+        // The entry model, the manifest codec and the scan that writes it, sources of entries, and the
+        // one overlay merge.
+        .target(
+            name: "LayerEntries",
+            dependencies: ["LayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "LayerFS",
             dependencies: [

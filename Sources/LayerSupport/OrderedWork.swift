@@ -4,7 +4,7 @@ import Glibc
 /// Runs `count` numbered jobs on worker threads and hands their results to the calling thread in
 /// number order. At most `window` results wait to be consumed, so memory stays bounded however
 /// far the workers could run ahead; they stop when the consumer or a job fails.
-final class OrderedWork<Result>: @unchecked Sendable {
+package final class OrderedWork<Result>: @unchecked Sendable {
     // @unchecked: every field below is read and written with `mutex` held.
     // Allocated, because pthread objects must not move and `&property` need not be stable.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -18,7 +18,7 @@ final class OrderedWork<Result>: @unchecked Sendable {
     private let count: Int
     private let window: Int
 
-    init(count: Int, window: Int) {
+    package init(count: Int, window: Int) {
         self.count = count
         self.window = max(1, window)
         slots = Array(repeating: nil, count: self.window)
@@ -39,7 +39,7 @@ final class OrderedWork<Result>: @unchecked Sendable {
     /// Starts `workers` threads; each calls `makeJob` once for its own state (a compressor, buffers)
     /// and runs the jobs it takes with the function returned. Then consumes every result in order
     /// and waits for the threads. The first error, a job's or the consumer's, is rethrown.
-    func run(
+    package func run(
         workers: Int, makeJob: @escaping @Sendable () throws -> (Int) throws -> Result,
         consume: (Int, Result) throws -> Void
     ) throws {

@@ -1,20 +1,19 @@
 import Crypto
 import Foundation
 import Glibc
-import LayerEntries
 import LayerSupport
 
 /// Walks a layer tree in byte order and sums it up: entry count, bytes of file data, and a digest
 /// over every name, type, mode, owner, mtime, device number, link target, xattr and content — so
 /// two trees with equal digests are the same tree. The same walk records the tree's manifest, so
 /// every file is read once.
-struct TreeScan {
-    private(set) var fileCount = 0
-    private(set) var bytes: Int64 = 0
+package struct TreeScan {
+    package private(set) var fileCount = 0
+    package private(set) var bytes: Int64 = 0
     /// Directories marked opaque, relative to the tree ("/etc/foo"), in byte order; nil when one of
     /// their names is not UTF-8 and so cannot be written down as text.
-    private(set) var opaqueDirectories: [String]? = []
-    private(set) var manifest = LayerManifest(entries: [], opaque: [])
+    package private(set) var opaqueDirectories: [String]? = []
+    package private(set) var manifest = LayerManifest(entries: [], opaque: [])
     private var hasher = SHA256()
     /// The first name met of each inode with more than one: its manifest slot, and for a regular
     /// file its index in `files`, whose digest the other names take without reading.
@@ -42,7 +41,7 @@ struct TreeScan {
         var inode: UInt64
     }
 
-    static func scan(_ root: String, opaqueDirectories: [String]? = nil) throws -> TreeScan {
+    package static func scan(_ root: String, opaqueDirectories: [String]? = nil) throws -> TreeScan {
         var scan = TreeScan()
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
@@ -75,7 +74,7 @@ struct TreeScan {
         files = []
     }
 
-    var digest: String { Digest.hex(hasher.finalize()) }
+    package var digest: String { Digest.hex(hasher.finalize()) }
 
     /// Names are raw bytes, so names that are not UTF-8 are hashed as they are; for UTF-8 names the
     /// line is the same text as before. Fills manifest entry `slot`; a directory's children take
