@@ -38,13 +38,22 @@ public struct OverlayMerge: Sendable {
         return copies
     }
 
-    /// The visible names of the folder whose copies (top first) are `directory`, in byte order:
-    /// each with its copies top first, the winner first. Names whose winner is a whiteout are left out.
-    public func names(in directory: [Copy]) throws -> [[Copy]] {
+    /// A visible name of a merged folder: the copy that wins, and the copies below it, top first.
+    public struct Name: Sendable {
+        public var winner: Copy
+        public var below: [Copy] = []
+
+        /// The winning entry as its source holds it.
+        public var entry: MergedTree.Entry { winner.entry.entry }
+    }
+
+    /// The visible names of the folder whose copies (top first) are `directory`, in byte order.
+    /// Names whose winner is a whiteout are left out.
+    public func names(in directory: [Copy]) throws -> [Name] {
         if directory.count == 1, let only = directory.first {
-            // Most folders exist in one source only: no names to match up.
+            // Most folders exist in one source only: no names to match up, and no copies below.
             return try sources[only.layer].children(of: only.entry).compactMap {
-                $0.isWhiteout ? nil : [Copy(layer: only.layer, entry: $0)]
+                $0.isWhiteout ? nil : Name(winner: Copy(layer: only.layer, entry: $0))
             }
         }
         var byName: [[UInt8]: [Copy]] = [:]
@@ -54,16 +63,18 @@ public struct OverlayMerge: Sendable {
             }
         }
         return byName.sorted { $0.key.lexicographicallyPrecedes($1.key) }.compactMap {
-            $0.value[0].entry.isWhiteout ? nil : $0.value
+            $0.value[0].entry.isWhiteout ? nil : Name(winner: $0.value[0], below: Array($0.value.dropFirst()))
         }
     }
 
     /// The copies of a name's folder that show through, top first: from the winner down, until an
     /// opaque copy or a non-folder (a whiteout among them) stops the lookup. Empty when the winner
     /// is no folder.
-    public static func visibleFolders(_ copies: [Copy]) -> [Copy] {
-        var result: [Copy] = []
-        for copy in copies {
+    public static func visibleFolders(_ name: Name) -> [Copy] {
+        guard name.entry.kind == .directory else { return [] }
+        if name.winner.entry.isOpaque || name.below.isEmpty { return [name.winner] }
+        var result = [name.winner]
+        for copy in name.below {
             guard copy.entry.entry.kind == .directory else { break }
             result.append(copy)
             if copy.entry.isOpaque { break }
@@ -86,12 +97,12 @@ public struct OverlayMerge: Sendable {
             queue[head].copies = []
             head += 1
             let first = entries.count
-            for stack in try names(in: copies) {
-                let winner = stack[0]
+            for name in try names(in: copies) {
+                let winner = name.winner
                 let index = entries.count
                 var merged = entry(winner, parent: directory)
                 if merged.kind == .directory {
-                    queue.append((index, Self.visibleFolders(stack)))
+                    queue.append((index, Self.visibleFolders(name)))
                 } else if let group = winner.entry.linkGroup {
                     let key = HardLinkKey(layer: winner.layer, group: group)
                     if let target = hardLinks[key] {

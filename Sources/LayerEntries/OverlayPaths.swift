@@ -6,16 +6,16 @@ import LayerSupport
 public final class OverlayPaths {
     public let merge: OverlayMerge
     /// The visible names of each folder looked at, by path; nil for a path that is no visible folder.
-    private var folders: [[UInt8]: [[OverlayMerge.Copy]]?] = [:]
+    private var folders: [[UInt8]: [OverlayMerge.Name]?] = [:]
 
     public init(_ merge: OverlayMerge) { self.merge = merge }
 
     /// The visible names of the folder at `path` ("/var/lib/x"), each with its copies top first, or nil.
-    public func names(at path: [UInt8]) throws -> [[OverlayMerge.Copy]]? {
+    public func names(at path: [UInt8]) throws -> [OverlayMerge.Name]? {
         let components = path.split(separator: 0x2F)
         let key = components.joined(separator: [0x2F]).map { $0 }
         if let known = folders[key] { return known }
-        let result: [[OverlayMerge.Copy]]?
+        let result: [OverlayMerge.Name]?
         if let last = components.last {
             let parent = Array(components.dropLast().joined(separator: [0x2F]))
             if let name = try names(at: parent).flatMap({ Self.find(last, in: $0) }),
@@ -38,27 +38,27 @@ public final class OverlayPaths {
         guard let last = components.last else { return nil }
         return try names(at: Array(components.dropLast().joined(separator: [0x2F]))).flatMap {
             Self.find(last, in: $0)
-        }?[0]
+        }?.winner
     }
 
     /// The copies of `name` among a folder's names, which are in byte order: a binary search.
-    private static func find(_ name: ArraySlice<UInt8>, in names: [[OverlayMerge.Copy]]) -> [OverlayMerge.Copy]? {
+    private static func find(_ name: ArraySlice<UInt8>, in names: [OverlayMerge.Name]) -> OverlayMerge.Name? {
         var low = 0
         var high = names.count
         while low < high {
             let middle = (low + high) / 2
-            if names[middle][0].entry.entry.name.lexicographicallyPrecedes(name) {
+            if names[middle].entry.name.lexicographicallyPrecedes(name) {
                 low = middle + 1
             } else {
                 high = middle
             }
         }
-        return low < names.count && names[low][0].entry.entry.name.elementsEqual(name) ? names[low] : nil
+        return low < names.count && names[low].entry.name.elementsEqual(name) ? names[low] : nil
     }
 
     /// The names in the folder at `path`, or nil: what `PackageDatabase` lists.
     public func list(_ path: String) throws -> [String]? {
-        try names(at: Array(path.utf8))?.map { RawPath.string($0[0].entry.entry.name) }
+        try names(at: Array(path.utf8))?.map { RawPath.string($0.entry.name) }
     }
 
     /// The bytes of the regular file at `path`, or nil: what `PackageDatabase` reads.

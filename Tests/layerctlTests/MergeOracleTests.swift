@@ -108,7 +108,7 @@ struct MergeOracleTests {
         var folders: [[UInt8]] = [[]]
         while let folder = folders.popLast() {
             let mounted = try KernelMount.listRaw(Array(overlay.utf8) + folder)
-            let merged = try paths.names(at: folder)?.map { $0[0].entry.entry } ?? []
+            let merged = try paths.names(at: folder)?.map(\.entry) ?? []
             let names = merged.map(\.name)
             if names != mounted.map(\.name) {
                 mismatches.append("\(TreeSnapshot.display(folder))/: \(names.count) names, the mount \(mounted.count)")

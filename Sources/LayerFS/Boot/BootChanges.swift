@@ -68,14 +68,14 @@ private struct Walk {
             if i == visible.count {
                 name = before[j].entry.name
             } else if j == before.count {
-                name = visible[i][0].entry.entry.name
+                name = visible[i].entry.name
             } else {
-                let p = visible[i][0].entry.entry.name
+                let p = visible[i].entry.name
                 let q = before[j].entry.name
                 name = p.lexicographicallyPrecedes(q) ? p : q
             }
             let child = path + [0x2F] + name
-            let now = i < visible.count && visible[i][0].entry.entry.name == name ? visible[i] : nil
+            let now = i < visible.count && visible[i].entry.name == name ? visible[i] : nil
             let old = j < before.count && before[j].entry.name == name ? before[j] : nil
             if now != nil { i += 1 }
             if old != nil { j += 1 }
@@ -85,8 +85,8 @@ private struct Walk {
                 continue
             }
             // A name lower shows, unchanged, holds nothing of upper's.
-            guard now[0].layer == 1 else { continue }
-            let winner = now[0].entry.entry
+            guard now.winner.layer == 1 else { continue }
+            let winner = now.entry
             if winner.kind == .regular { upperBytes += winner.size }
             if let old {
                 let differences = try TreeDiff.differences(old.entry, winner) {

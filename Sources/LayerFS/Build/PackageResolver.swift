@@ -35,7 +35,7 @@ struct PackageResolver {
         let paths = OverlayPaths(OverlayMerge(parents))
         let folder = "/var/lib/pacman/local"
         for package in try paths.names(at: Array(folder.utf8)) ?? [] {
-            let entry = package[0].entry.entry
+            let entry = package.entry
             let name = RawPath.string(entry.name)
             guard entry.kind == .directory else {
                 try link(entry, to: local + "/" + name)
@@ -43,8 +43,8 @@ struct PackageResolver {
             }
             try FileSystem.makeDirectories(local + "/" + name)
             for file in try paths.names(at: Array((folder + "/" + name).utf8)) ?? []
-            where file[0].entry.entry.kind != .directory {
-                try link(file[0].entry.entry, to: local + "/" + name + "/" + RawPath.string(file[0].entry.entry.name))
+            where file.entry.kind != .directory {
+                try link(file.entry, to: local + "/" + name + "/" + RawPath.string(file.entry.name))
             }
         }
     }
