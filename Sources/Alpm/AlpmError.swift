@@ -12,6 +12,10 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
     public let reason: String
     /// Further lines: missing dependencies, conflicting files, failing scriptlets.
     public let details: [String]
+    /// The packages libalpm names as the cause, in its order: the package a missing dependency is
+    /// missing for, both of a conflicting pair, the package whose files conflict, the package whose
+    /// scriptlet failed. Empty when libalpm names none; then `subject` is what was asked for.
+    public let packages: [String]
     /// Packages whose signing key the keyring does not hold, when that is what failed.
     public private(set) var missingKeys: [MissingKey] = []
 
@@ -33,20 +37,27 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
         self.missingKeys = missingKeys
     }
 
-    public init(code: Int32? = nil, operation: String, subject: String? = nil, reason: String, details: [String] = []) {
+    public init(
+        code: Int32? = nil, operation: String, subject: String? = nil, reason: String, details: [String] = [],
+        packages: [String] = []
+    ) {
         self.code = code
         self.operation = operation
         self.subject = subject
         self.reason = reason
         self.details = details
+        self.packages = packages
     }
 
     /// Builds the error from the handle's current `alpm_errno`; call it right after the failing call.
-    init(handle: OpaquePointer, operation: String, subject: String? = nil, details: [String] = []) {
+    init(
+        handle: OpaquePointer, operation: String, subject: String? = nil, details: [String] = [],
+        packages: [String] = []
+    ) {
         let errno = alpm_errno(handle)
         self.init(
             code: Int32(errno.rawValue), operation: operation, subject: subject,
-            reason: String(cString: alpm_strerror(errno)), details: details)
+            reason: String(cString: alpm_strerror(errno)), details: details, packages: packages)
     }
 
     public var description: String {

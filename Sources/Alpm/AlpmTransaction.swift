@@ -76,18 +76,19 @@ extension AlpmHandle {
             if alpm_trans_commit(self.raw, &data) != 0 {
                 // alpm_errno first: the calls below may change it.
                 let errno = alpm_errno(self.raw)
-                let details = Self.describe(data, errno) + self.recentErrors
+                let described = Self.describe(data, errno)
                 let unknown = self.recentErrors.contains { $0.contains("key") } ? self.packagesWithUnknownKeys() : []
                 if !unknown.isEmpty { throw AlpmError(missingKeys: unknown, code: Int32(errno.rawValue)) }
                 throw AlpmError(
                     code: Int32(errno.rawValue), operation: "commit transaction",
-                    reason: String(cString: alpm_strerror(errno)), details: details)
+                    reason: String(cString: alpm_strerror(errno)), details: described.lines + self.recentErrors,
+                    packages: described.packages)
             }
             if let failed = self.operationErrors.first {
                 let messages = self.operationErrors.filter { $0.package == failed.package }.map(\.message)
                 throw AlpmError(
                     operation: "install", subject: failed.package, reason: "its install scriptlet failed",
-                    details: messages)
+                    details: messages, packages: [failed.package])
             }
             return resolution
         }
@@ -116,9 +117,13 @@ extension AlpmHandle {
         var data: UnsafeMutablePointer<alpm_list_t>?
         if alpm_trans_prepare(raw, &data) != 0 {
             let subject = (request.install + request.remove).joined(separator: ", ")
+            // alpm_errno first: describe frees the list, and nothing may run between.
+            let errno = alpm_errno(raw)
+            let described = Self.describe(data, errno)
             throw AlpmError(
-                handle: raw, operation: "resolve", subject: subject,
-                details: Self.describe(data, alpm_errno(raw)) + recentErrors)
+                code: Int32(errno.rawValue), operation: "resolve", subject: subject,
+                reason: String(cString: alpm_strerror(errno)), details: described.lines + recentErrors,
+                packages: described.packages)
         }
         return try body()
     }
@@ -176,27 +181,38 @@ extension AlpmHandle {
     }
 
     /// Turns the list libalpm hands back with a failed prepare or commit into lines, and frees it.
-    private static func describe(_ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t) -> [String] {
-        guard let data else { return [] }
+    /// The lines of libalpm's list of reasons for `errno`, and the packages they name as the cause.
+    private static func describe(
+        _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t
+    ) -> (lines: [String], packages: [String]) {
+        guard let data else { return ([], []) }
         defer { alpm_list_free(data) }
         var lines: [String] = []
+        var packages: [String] = []
+        func cause(_ name: UnsafePointer<CChar>?) {
+            if let name = string(name), !packages.contains(name) { packages.append(name) }
+        }
         for item in AlpmListSequence(data) {
             switch errno {
             case ALPM_ERR_UNSATISFIED_DEPS:
                 let miss = item.assumingMemoryBound(to: alpm_depmissing_t.self)
                 let dep = miss.pointee.depend.flatMap { alpm_dep_compute_string($0) }
                 lines.append("\(string(miss.pointee.target) ?? "?"): requires \(dep.map { String(cString: $0) } ?? "?")")
+                cause(miss.pointee.target)
                 free(dep)
                 alpm_depmissing_free(miss)
             case ALPM_ERR_CONFLICTING_DEPS:
                 let conflict = item.assumingMemoryBound(to: alpm_conflict_t.self)
                 lines.append("\(string(conflict.pointee.package1) ?? "?") and \(string(conflict.pointee.package2) ?? "?") are in conflict")
+                cause(conflict.pointee.package1)
+                cause(conflict.pointee.package2)
                 alpm_conflict_free(conflict)
             case ALPM_ERR_FILE_CONFLICTS:
                 let conflict = item.assumingMemoryBound(to: alpm_fileconflict_t.self)
                 let owner = conflict.pointee.type == ALPM_FILECONFLICT_TARGET
                     ? "is also in \(string(conflict.pointee.ctarget) ?? "?")" : "exists in filesystem"
                 lines.append("\(string(conflict.pointee.target) ?? "?"): /\(string(conflict.pointee.file) ?? "?") \(owner)")
+                cause(conflict.pointee.target)
                 alpm_fileconflict_free(conflict)
             case ALPM_ERR_PKG_INVALID_ARCH, ALPM_ERR_PKG_INVALID, ALPM_ERR_PKG_INVALID_CHECKSUM,
                 ALPM_ERR_PKG_INVALID_SIG:
@@ -206,6 +222,6 @@ extension AlpmHandle {
                 break
             }
         }
-        return lines
+        return (lines, packages)
     }
 }

@@ -147,3 +147,30 @@ struct LayerFileTests {
         try expect("from: base\nenv: {A: &v one}\ndescription: *v\n", at: 3, 14, "YAML aliases")
     }
 }
+
+/// A libalpm failure is put at the line of the package libalpm names, and no other.
+@Suite("Failure locations")
+struct FailureLocationTests {
+    @Test("the package libalpm names, not one whose name is part of it; a repository prefix is no part of the name")
+    func packageLine() throws {
+        var template = Array("/tmp/layerctl-recipe-XXXXXX".utf8CString)
+        let folder = String(cString: mkdtemp(&template)!)
+        let text = """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: core
+                servers: [/srv/repo/$repo]
+            packages: [perl, perl-xml, core/zlib]
+            remove: [nano]
+
+            """
+        try text.write(toFile: folder + "/l.yaml", atomically: true, encoding: .utf8)
+        let layer = try Recipe.load(folder + "/l.yaml").layers[0]
+        #expect(LayerBuilder.line(naming: ["perl-xml"], in: layer)?.column == 18)
+        #expect(LayerBuilder.line(naming: ["perl"], in: layer)?.column == 12)
+        #expect(LayerBuilder.line(naming: ["zlib"], in: layer)?.column == 28)
+        #expect(LayerBuilder.line(naming: ["nano"], in: layer)?.line == 7)
+        #expect(LayerBuilder.line(naming: ["xml", "perl-xm"], in: layer) == nil)
+    }
+}

@@ -32,11 +32,13 @@ public struct BuildEvent: Codable, Sendable {
     public var key: String?
     public var seconds: Double?
     public var result: ChildResult?
+    /// For `failed`: the packages libalpm named as the cause.
+    public var packages: [String]?
 
     public init(
         _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,
         total: Int64? = nil, percent: Int? = nil, key: String? = nil, seconds: Double? = nil,
-        result: ChildResult? = nil
+        result: ChildResult? = nil, packages: [String]? = nil
     ) {
         self.kind = kind
         self.layer = layer
@@ -48,6 +50,7 @@ public struct BuildEvent: Codable, Sendable {
         self.key = key
         self.seconds = seconds
         self.result = result
+        self.packages = packages
     }
 }
 

@@ -3,7 +3,14 @@ import Alpm
 /// A build that cannot go on, in one sentence that names the layer file line, package or path.
 public struct BuildFailure: Error, CustomStringConvertible, Sendable {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The packages libalpm named as the cause, for the planner to find their line in the layer file.
+    public let packages: [String]
+
+    public init(_ message: String, packages: [String] = []) {
+        self.message = message
+        self.packages = packages
+    }
+
     public var description: String { message }
 }
 

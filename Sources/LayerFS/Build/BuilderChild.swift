@@ -66,7 +66,8 @@ public enum BuilderChild {
             events.send(BuildEvent(.finished, layer: job.layerName, result: result))
             return 0
         } catch {
-            events.send(.failed, "\(error)")
+            let packages = (error as? AlpmError)?.packages
+            events.send(BuildEvent(.failed, layer: events.layer, message: "\(error)", packages: packages))
             return 1
         }
     }

@@ -88,7 +88,7 @@ extension LayerBuilder {
         }
         close(writeEnd)
         var result: ChildResult?
-        var failure: String?
+        var failure: BuildFailure?
         let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
         var pending = Data()
         while true {
@@ -101,13 +101,13 @@ extension LayerBuilder {
                 guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
                 switch event.kind {
                 case .finished: result = event.result
-                case .failed: failure = event.message
+                case .failed: failure = BuildFailure(event.message ?? "", packages: event.packages ?? [])
                 default: observer(event)
                 }
             }
         }
         let status = waitForExit(pid)
-        if let failure { throw BuildFailure(failure) }
+        if let failure { throw failure }
         guard status == 0, let result else {
             throw BuildFailure("the builder of layer \(layer) stopped with status \(status)")
         }

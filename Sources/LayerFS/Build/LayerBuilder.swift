@@ -89,8 +89,8 @@ public final class LayerBuilder {
                             repositoryLocations: locations)
                     } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
                         // Name the line of the package concerned, or at least the layer file.
-                        let named = (layer.packages + layer.remove).first { failure.message.contains($0.value) }
-                        throw BuildFailure("\(named?.location.description ?? layer.path): \(failure.message)")
+                        let line = Self.line(naming: failure.packages, in: layer)
+                        throw BuildFailure("\(line?.description ?? layer.path): \(failure.message)")
                     }
                 }
             }
@@ -152,10 +152,18 @@ public final class LayerBuilder {
 
     /// Puts the layer file's line in front of a libalpm error about one of its packages.
     private func locate(_ error: AlpmError, in layer: LayerFile) -> String {
-        let named = (layer.packages + layer.remove).first { package in
-            error.subject == package.value || (error.subject?.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.contains(package.value) ?? false)
-                || error.details.contains { $0.contains(package.value) }
-        }
-        return "\(named?.location.description ?? layer.path): \(error)"
+        let named =
+            error.packages.isEmpty
+            ? (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            : error.packages
+        return "\(Self.line(naming: named, in: layer)?.description ?? layer.path): \(error)"
+    }
+
+    /// The place of the first `packages:` or `remove:` item that is one of `names`, the package
+    /// libalpm names: `perl` is not blamed for `perl-xml`, and `core/perl` is `perl`.
+    package static func line(naming names: [String], in layer: LayerFile) -> FileLocation? {
+        (layer.packages + layer.remove).first { item in
+            names.contains(item.value) || names.contains(String(item.value.split(separator: "/").last ?? ""))
+        }?.location
     }
 }
