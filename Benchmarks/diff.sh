@@ -3,6 +3,9 @@
 #
 #   sudo Benchmarks/diff.sh [RUNS]        (default 5 runs; medians are reported)
 #
+# Then the same two stacks as layers (`layerctl diff top changed`, which reads the layers'
+# manifests) against `diff -r` of the kernel's overlay mounts of the two stacks.
+#
 # The images are the small-file tree of Benchmarks/export.sh ((c): /usr/include and most of
 # /usr/share in three layers, about 50,000 files) and the same stack with a fourth layer that makes
 # about 1,000 changes: 500 files changed by a byte, 250 deleted, 250 added. Both images are written
@@ -79,3 +82,21 @@ done
 ours=$(median <"$work/ours"); theirs=$(median <"$work/sqfsdiff")
 printf '  layerctl diff --files %.3f s   sqfsdiff %.3f s   ratio %.3f   (medians of %d)\n' "$ours" "$theirs" \
     "$(echo "$ours / $theirs" | bc -l)" "$runs"
+
+# Two layers: what their manifests say against diff -r of the kernel's overlay mounts of the stacks.
+c2=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["parent"])' "$store/layers/$top/layer.json")
+c1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["parent"])' "$store/layers/$c2/layer.json")
+lower="$store/layers/$top/tree:$store/layers/$c2/tree:$store/layers/$c1/tree"
+mkdir -p "$work/mount-old" "$work/mount-new"
+mount -t overlay overlay -o "ro,lowerdir=$lower" "$work/mount-old"
+mount -t overlay overlay -o "ro,lowerdir=$store/layers/$key/tree:$lower" "$work/mount-new"
+trap 'umount "$work/mount-old" "$work/mount-new" 2>/dev/null; cleanup' EXIT
+"$layerctl" diff top changed --store "$store" --files >/dev/null || true
+diff -r --no-dereference "$work/mount-old" "$work/mount-new" >/dev/null || true
+for _ in $(seq "$runs"); do
+    timed layers "$layerctl" diff top changed --store "$store" --files
+    timed diff-r diff -r --no-dereference "$work/mount-old" "$work/mount-new"
+done
+ours=$(median <"$work/layers"); theirs=$(median <"$work/diff-r")
+printf '  layers: layerctl diff top changed --files %.3f s   diff -r of the overlay mounts %.3f s   ratio %.3f   (medians of %d)\n' \
+    "$ours" "$theirs" "$(echo "$ours / $theirs" | bc -l)" "$runs"
