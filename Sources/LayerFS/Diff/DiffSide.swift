@@ -44,8 +44,8 @@ public final class DiffSide {
         if operand.contains("/") {
             throw DiffError("\(operand): no such file or folder")
         }
-        // A layer is its stack's manifests, which hold every file's digest: nothing is read or
-        // hashed to compare two layers but the files whose digests differ.
+        // A layer is its stack's manifests, which hold every file's digest: two layers compare
+        // without a file of either being read, but for their package databases.
         let store = try store()
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
