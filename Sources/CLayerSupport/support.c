@@ -42,6 +42,8 @@ int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
     return alpm_option_set_logcb(handle, lc_log_trampoline, target);
 }
 
+int lc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
 int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
                       int in_fd, int out_fd, int err_fd, pid_t *pid) {
     int report[2];
@@ -66,10 +68,15 @@ int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], ch
             (void)!write(report[1], &err, sizeof err);
             _exit(127);
         }
-        /* The command gets stdin, stdout and stderr, and none of the builder's other files. */
-        for (int fd = 3; fd < 1024; fd++) {
-            if (fd != report[1]) {
-                close(fd);
+        /* The command gets stdin, stdout and stderr, and none of the builder's other files,
+           however high their numbers: all of them close at exec (the report pipe too, which must
+           stay open until then). Kernels before 5.11 lack the flag: close them one by one. */
+        if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
+            long last = sysconf(_SC_OPEN_MAX);
+            for (int fd = 3; fd < (last > 0 ? last : 1024); fd++) {
+                if (fd != report[1]) {
+                    close(fd);
+                }
             }
         }
         execve(path, argv, envp);

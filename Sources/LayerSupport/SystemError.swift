@@ -1,3 +1,4 @@
+import CLayerSupport
 import Glibc
 
 /// A failed system call: what was attempted, on which path, and `strerror(errno)`.
@@ -26,8 +27,6 @@ package func sys(_ operation: String, _ path: String, _ call: () -> Int32) throw
 /// A pipe whose both ends close on exec; children get only the end they are handed explicitly.
 package func makePipe(_ purpose: String) throws -> (read: Int32, write: Int32) {
     var fds: [Int32] = [0, 0]
-    try sys("create pipe for", purpose) { pipe(&fds) }
-    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+    _ = try sys("create pipe for", purpose) { lc_pipe_cloexec(&fds) }
     return (fds[0], fds[1])
 }

@@ -127,6 +127,24 @@ struct DemoBuildTests {
         try Harness.expectValidStore(storeRoot)
     }
 
+    @Test("a run: command gets stdin, stdout and stderr and no other descriptor, however high its number")
+    func descriptors() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        try "from: base\nrun:\n  - ls /proc/self/fd > /etc/fds\n".write(
+            toFile: layers + "/fds.yaml", atomically: true, encoding: .utf8)
+        // layerctl inherits 9 and 1500 without close-on-exec, as from a careless caller (bash: dash
+        // takes no descriptor above 9).
+        let build = try KernelMount.run(
+            "/bin/bash",
+            ["-c", "exec 9</dev/null 1500</dev/null; exec '\(Harness.executable)' build '\(layers)/fds.yaml' --store '\(store)'"])
+        #expect(build.status == 0, "\(build.output)")
+        let key = try String(contentsOfFile: store + "/refs/fds", encoding: .utf8).trimmingCharacters(in: .newlines)
+        let listed = try String(contentsOfFile: store + "/layers/\(key)/tree/etc/fds", encoding: .utf8)
+        // 3 is the directory ls itself reads.
+        #expect(listed.split(separator: "\n") == ["0", "1", "2", "3"], "\(listed)")
+    }
+
     @Test("two builds of the same stack at once both succeed and store each layer once")
     func concurrentBuilds() throws {
         let layers = try Harness.demoLayers()

@@ -32,6 +32,11 @@ int lc_die_with_parent(pid_t expected_parent);
 /// Exists because the CLONE_NEW* flags need _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_unshare_build_namespaces(int isolate_network);
 
+/// A pipe whose both ends close on exec, made at once (pipe2 with O_CLOEXEC): a process another
+/// thread starts in between can inherit neither. Returns 0, or -1 with errno set. Exists because
+/// pipe2 needs _GNU_SOURCE, which Swift's Glibc module does not set.
+int lc_pipe_cloexec(int fds[2]);
+
 /// Opens `path` as if `root_fd` were "/": absolute symlinks and ".." cannot climb out of it
 /// (openat2 with RESOLVE_IN_ROOT). Returns the fd, or -1 with errno set. Exists because a layer's
 /// own absolute symlinks must never lead a write onto the host, and glibc has no openat2 wrapper.
