@@ -50,6 +50,7 @@ let package = Package(
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),
+        .testTarget(name: "LayerSupportTests", dependencies: ["LayerSupport", "CLayerSupport"]),
         .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
         .testTarget(
             name: "layerctlTests",

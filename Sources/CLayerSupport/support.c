@@ -12,6 +12,7 @@
 #include <linux/openat2.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,6 +44,10 @@ int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
 }
 
 int lc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+unsigned long long lc_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+unsigned int lc_major(unsigned long long device) { return major(device); }
+unsigned int lc_minor(unsigned long long device) { return minor(device); }
 
 int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
                       int in_fd, int out_fd, int err_fd, pid_t *pid) {

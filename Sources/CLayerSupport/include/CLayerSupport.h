@@ -32,6 +32,12 @@ int lc_die_with_parent(pid_t expected_parent);
 /// Exists because the CLONE_NEW* flags need _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_unshare_build_namespaces(int isolate_network);
 
+/// glibc's makedev, major and minor, which are macros Swift cannot see. Tests hold the squashfs
+/// device encoding against them.
+unsigned long long lc_makedev(unsigned int major, unsigned int minor);
+unsigned int lc_major(unsigned long long device);
+unsigned int lc_minor(unsigned long long device);
+
 /// A pipe whose both ends close on exec, made at once (pipe2 with O_CLOEXEC): a process another
 /// thread starts in between can inherit neither. Returns 0, or -1 with errno set. Exists because
 /// pipe2 needs _GNU_SOURCE, which Swift's Glibc module does not set.

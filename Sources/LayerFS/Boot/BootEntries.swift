@@ -2,7 +2,7 @@ import Foundation
 
 /// What boot loaders read: Boot Loader Specification entries (systemd-boot, GRUB's blscfg), a
 /// /etc/grub.d script for plain GRUB, systemd-boot's loader.conf and GRUB's environment block.
-enum BootEntries {
+package enum BootEntries {
     /// The entry id: `layerctl-NAME` for the current version, `layerctl-NAME-previous` for the other.
     static func id(_ image: StagedImage, previous: Bool) -> String {
         "layerctl-\(image.name)" + (previous ? "-previous" : "")
@@ -65,11 +65,11 @@ enum BootEntries {
     }
 
     /// The size GRUB's environment block always has.
-    static let environmentBlockSize = 1024
+    package static let environmentBlockSize = 1024
 
     /// GRUB's environment block (grubenv) with `key` set to `value`, padded with # to 1024 bytes,
     /// as grub-editenv writes it.
-    static func grubEnvironment(_ existing: [UInt8]?, setting key: String, to value: String) throws -> [UInt8] {
+    package static func grubEnvironment(_ existing: [UInt8]?, setting key: String, to value: String) throws -> [UInt8] {
         var pairs: [(String, String)] = []
         if let existing {
             for line in String(decoding: existing, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {

@@ -221,7 +221,7 @@ struct ImageWalk {
             let encoded =
                 type == SQFS_INODE_EXT_BDEV.rawValue || type == SQFS_INODE_EXT_CDEV.rawValue
                 ? data.dev_ext.devno : data.dev.devno
-            rdev = Self.decodeDevice(encoded)
+            rdev = DeviceNumber.decode(encoded)
         }
         let links: UInt32
         switch type {
@@ -242,13 +242,6 @@ struct ImageWalk {
             linkTarget: kind == .symlink ? SquashfsReader.linkTargetBytes(inode) : [],
             xattrs: try attributes(inode), source: [], layer: 0, children: 0..<0, hardLinkTarget: nil,
             linkCount: kind == .directory ? 1 : Int(links))
-    }
-
-    /// The kernel's new_decode_dev, then glibc's makedev: what lstat's st_rdev says for the node.
-    static func decodeDevice(_ encoded: UInt32) -> UInt64 {
-        let major = UInt64((encoded & 0xfff00) >> 8)
-        let minor = UInt64((encoded & 0xff) | ((encoded >> 12) & 0xfff00))
-        return ((major & 0xffff_f000) << 32) | ((major & 0xfff) << 8) | ((minor & 0xffff_ff00) << 12) | (minor & 0xff)
     }
 
     private func attributes(_ inode: UnsafeMutablePointer<sqfs_inode_generic_t>) throws -> [MergedTree

@@ -168,7 +168,7 @@ extension SquashfsWriter {
             }
         case .characterDevice, .blockDevice:
             let type = entry.kind == .characterDevice ? SQFS_INODE_CDEV : SQFS_INODE_BDEV
-            return lc_sqfs_special_inode(Int32(type.rawValue), links, Self.encodeDevice(entry.rdev), nil, 0)
+            return lc_sqfs_special_inode(Int32(type.rawValue), links, DeviceNumber.encode(entry.rdev), nil, 0)
         case .fifo:
             return lc_sqfs_special_inode(Int32(SQFS_INODE_FIFO.rawValue), links, 0, nil, 0)
         case .socket:
@@ -176,13 +176,6 @@ extension SquashfsWriter {
         case .directory, .regular:
             return nil
         }
-    }
-
-    /// The kernel's 32-bit device encoding (new_encode_dev), which squashfs stores.
-    static func encodeDevice(_ rdev: UInt64) -> UInt32 {
-        let major = UInt32(truncatingIfNeeded: ((rdev >> 8) & 0xfff) | ((rdev >> 32) & ~0xfff))
-        let minor = UInt32(truncatingIfNeeded: (rdev & 0xff) | ((rdev >> 12) & ~0xff))
-        return (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
     }
 
     /// Records the attribute set of `entry` and returns its xattr index (0xFFFFFFFF for none).
