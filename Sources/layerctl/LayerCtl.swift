@@ -33,7 +33,7 @@ struct LayerCtl: ParsableCommand {
         } catch where exitCode(for: error) == .success {
             exit(withError: error)  // help is a command that "fails" with its text
         } catch {
-            FileHandle.standardError.write(Data("layerctl: error: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
             Foundation.exit(3)
         }
     }

@@ -39,7 +39,7 @@ extension LayerCtl {
                 }
             }
             defer {
-                for line in damaged { FileHandle.standardError.write(Data("layerctl: error: \(line)\n".utf8)) }
+                for line in damaged { FileHandle.standardError.write(Data("layerctl: \(line)\n".utf8)) }
                 if !damaged.isEmpty { Foundation.exit(3) }
             }
             if json {

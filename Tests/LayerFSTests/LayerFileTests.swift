@@ -34,7 +34,7 @@ struct LayerFileTests {
         #expect(found.location.file.hasSuffix("/\(name).yaml"))
         #expect(found.location.line == line && found.location.column == column, "\(found)")
         #expect(found.message.contains(message), "\(found)")
-        #expect(found.description.hasPrefix(folder + "/\(name).yaml:\(line):\(column): error: "))
+        #expect(found.description.hasPrefix(folder + "/\(name).yaml:\(line):\(column): "))
     }
 
     @Test("a valid chain loads root first, with repos inherited")
@@ -128,7 +128,7 @@ struct LayerFileTests {
         // The file's name is escaped in the location too: one mistake, one line.
         let newline = try error("from: base\n", name: "new\nline")
         #expect(newline.message.contains("the layer name `new\\x0Aline`"), "\(newline)")
-        #expect(newline.description.hasSuffix("/new\\x0aline.yaml:1:1: error: \(newline.message)"), "\(newline)")
+        #expect(newline.description.hasSuffix("/new\\x0aline.yaml:1:1: \(newline.message)"), "\(newline)")
         try expect("from: base\n", at: 1, 1, "may hold letters, digits", name: ".hidden")
         try expect("from: base\n? [a, b]\n: 1\n? [a, b]\n: 2\n", at: 2, 3, "a key must be a single value")
         try expect("from: base\nenv: {\"A\\tB\": x}\n", at: 2, 7, "`A\\x09B` is not a valid environment variable name")

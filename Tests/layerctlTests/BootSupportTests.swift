@@ -141,7 +141,7 @@ struct BootSupportTests {
         #expect(wrong.status == 3)
         #expect(
             wrong.stderr.contains(
-                "base.yaml:8:7: error: `boot` names the image's initramfs generator: mkinitcpio or dracut, not `grub`"),
+                "base.yaml:8:7: `boot` names the image's initramfs generator: mkinitcpio or dracut, not `grub`"),
             "\(wrong.stderr)")
 
         try write(

@@ -30,6 +30,6 @@ struct HelpTests {
         #expect(unknown.stderr.contains("no layer named or keyed nothing-here"))
         let missing = try Harness.run(["build", "/nonexistent/x.yaml", "--store", store])
         #expect(missing.status == 3)
-        #expect(missing.stderr.contains("/nonexistent/x.yaml:1:1: error: no such layer file"))
+        #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
     }
 }

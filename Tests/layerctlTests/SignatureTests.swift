@@ -31,7 +31,7 @@ struct SignatureTests {
         for siglevel in [nil, "PackageRequired DatabaseNever"] {
             let result = try build(["rogue"], repo: Harness.demoOut + "/signed", siglevel: siglevel)
             #expect(result.status == 3)
-            let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: error:") }
+            let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
             #expect(error.count == 1, "\(result.stderr)")
             let line = String(error.first ?? "")
             #expect(line.contains("/signed.yaml:4:5: check the signature of rogue: from repository demo, it is signed by key "), "\(line)")
@@ -56,7 +56,7 @@ struct SignatureTests {
             #expect(lines.count == 1, "\(result.stderr)")
             let line = String(lines.first ?? "")
             #expect(
-                line.hasPrefix("layerctl: error: ")
+                line.hasPrefix("layerctl: ")
                     && line.contains(
                         "/signed.yaml:4:5: check the signature of the database of repository demo: it is signed by key \(fingerprint.suffix(16)), which the keyring does not hold (\(Harness.demoOut)/keyring)"
                     ), "\(line)")

@@ -40,5 +40,5 @@ public struct LayerFileError: Error, CustomStringConvertible, Sendable, Equatabl
         self.message = message
     }
 
-    public var description: String { "\(location): error: \(message)" }
+    public var description: String { "\(location): \(message)" }
 }

@@ -60,7 +60,7 @@ public enum LayerShell {
             if err != 0 { throw SystemError("start \(path) in", job.name, errno: err) }
             return waitForExit(pid)
         } catch {
-            FileHandle.standardError.write(Data("layerctl: error: \(error)\n".utf8))
+            FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
             return 3
         }
     }
