@@ -49,15 +49,19 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
         self.packages = packages
     }
 
-    /// Builds the error from the handle's current `alpm_errno`; call it right after the failing call.
+    /// The error for libalpm's error number `errno`, in libalpm's words.
     init(
-        handle: OpaquePointer, operation: String, subject: String? = nil, details: [String] = [],
+        errno: alpm_errno_t, operation: String, subject: String? = nil, details: [String] = [],
         packages: [String] = []
     ) {
-        let errno = alpm_errno(handle)
         self.init(
             code: Int32(errno.rawValue), operation: operation, subject: subject,
             reason: String(cString: alpm_strerror(errno)), details: details, packages: packages)
+    }
+
+    /// Builds the error from the handle's current `alpm_errno`; call it right after the failing call.
+    init(handle: OpaquePointer, operation: String, subject: String? = nil) {
+        self.init(errno: alpm_errno(handle), operation: operation, subject: subject)
     }
 
     public var description: String {

@@ -58,9 +58,7 @@ extension AlpmHandle {
                 let unknown = databasesWithUnknownKeys()
                 if !unknown.isEmpty { throw AlpmError(missingKeys: unknown, code: Int32(code.rawValue)) }
             }
-            throw AlpmError(
-                code: Int32(code.rawValue), operation: "refresh repositories", reason: String(cString: alpm_strerror(code)),
-                details: recentErrors)
+            throw AlpmError(errno: code, operation: "refresh repositories", details: recentErrors)
         }
         try checkDatabasesValid()
     }

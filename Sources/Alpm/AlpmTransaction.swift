@@ -80,8 +80,7 @@ extension AlpmHandle {
                 let unknown = self.recentErrors.contains { $0.contains("key") } ? self.packagesWithUnknownKeys() : []
                 if !unknown.isEmpty { throw AlpmError(missingKeys: unknown, code: Int32(errno.rawValue)) }
                 throw AlpmError(
-                    code: Int32(errno.rawValue), operation: "commit transaction",
-                    reason: String(cString: alpm_strerror(errno)), details: described.lines + self.recentErrors,
+                    errno: errno, operation: "commit transaction", details: described.lines + self.recentErrors,
                     packages: described.packages)
             }
             if let failed = self.operationErrors.first {
@@ -121,8 +120,7 @@ extension AlpmHandle {
             let errno = alpm_errno(raw)
             let described = Self.describe(data, errno)
             throw AlpmError(
-                code: Int32(errno.rawValue), operation: "resolve", subject: subject,
-                reason: String(cString: alpm_strerror(errno)), details: described.lines + recentErrors,
+                errno: errno, operation: "resolve", subject: subject, details: described.lines + recentErrors,
                 packages: described.packages)
         }
         return try body()
@@ -180,8 +178,8 @@ extension AlpmHandle {
         return Resolution(install: install.sorted { $0.name < $1.name }, remove: remove.sorted { $0.name < $1.name })
     }
 
-    /// Turns the list libalpm hands back with a failed prepare or commit into lines, and frees it.
-    /// The lines of libalpm's list of reasons for `errno`, and the packages they name as the cause.
+    /// Turns the list libalpm hands back with a failed prepare or commit into lines and the packages
+    /// they name as the cause, and frees it.
     private static func describe(
         _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t
     ) -> (lines: [String], packages: [String]) {

@@ -29,11 +29,6 @@ public struct LayerManifest: Sendable {
         name: [], parent: 0, kind: .directory, permissions: 0, uid: 0, gid: 0, mtime: 0, size: 0, rdev: 0,
         linkTarget: [], xattrs: [], source: [], layer: 0, children: 0..<0, hardLinkTarget: nil, linkCount: 1)
 
-    /// Whether entry `index` is a whiteout, which hides the name below it.
-    func isWhiteout(_ index: Int) -> Bool {
-        entries[index].kind == .characterDevice && entries[index].rdev == 0
-    }
-
     // MARK: The file
 
     /// The manifest file: nil when there is none, `.some(nil)` when it is damaged (cut short,
