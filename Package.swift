@@ -6,7 +6,12 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "layerctl", targets: ["layerctl"]),
-        .library(name: "LayerFS", targets: ["LayerFS"]),
+        .library(
+            name: "LayerFS",
+            targets: [
+                "LayerSupport", "LayerEntries", "LayerRecipe", "LayerStore", "SquashfsImage", "LayerBuilder", "LayerDiff",
+                "LayerExport", "LayerBoot",
+            ]),
         .library(name: "Alpm", targets: ["Alpm"]),
     ],
     dependencies: [
@@ -29,33 +34,63 @@ let package = Package(
         // System calls on raw paths, errors, digests, processes: what every target below stands on.
         .target(
             name: "LayerSupport",
-            dependencies: ["CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["CLayerSupport", "CMount", .product(name: "Crypto", package: "swift-crypto")]),
         // The entry model, the manifest codec and the scan that writes it, sources of entries, and the
         // one overlay merge.
         .target(
             name: "LayerEntries",
             dependencies: ["LayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        // The layer file and the layer key: what a build is asked for, and the name it is stored under.
         .target(
-            name: "LayerFS",
+            name: "LayerRecipe",
             dependencies: [
-                "LayerSupport", "LayerEntries",
-                "Alpm", "CMount", "CArchive", "CSquashfs", "CLayerSupport",
-                .product(name: "Yams", package: "Yams"),
+                "LayerSupport", "Alpm", .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        // The content-addressed store: layer trees, their records and manifests, refs, locks, gc.
+        .target(name: "LayerStore", dependencies: ["LayerEntries", "LayerSupport", "Alpm"]),
+        // The squashfs writer (with its block cache) and reader; knows entries, not layers.
+        .target(
+            name: "SquashfsImage",
+            dependencies: [
+                "LayerEntries", "LayerSupport", "CSquashfs", "CLayerSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        // Building a stack: the planner, the namespaced child that runs libalpm, `run:` and `files:`,
+        // and the throwaway root of `layerctl shell`.
+        .target(
+            name: "LayerBuilder",
+            dependencies: [
+                "LayerRecipe", "LayerStore", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport", "CArchive",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        // `layerctl diff`: two sides (layers, images, folders) and what differs, packages first.
+        .target(
+            name: "LayerDiff", dependencies: ["LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm"]),
+        // Writing a stack out: squashfs, tar or a folder, replaced atomically.
+        .target(
+            name: "LayerExport",
+            dependencies: ["LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "CArchive", "CLayerSupport"]),
+        // The machine side: staging images and boot entries, `changes`, and QEMU.
+        .target(
+            name: "LayerBoot",
+            dependencies: ["LayerDiff", "LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm"]),
         .executableTarget(
             name: "layerctl",
             dependencies: [
-                "LayerFS", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "SquashfsImage", "LayerEntries",
+                "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),
         .testTarget(name: "LayerSupportTests", dependencies: ["LayerSupport", "CLayerSupport"]),
-        .testTarget(name: "LayerFSTests", dependencies: ["LayerFS", "Alpm"]),
+        .testTarget(name: "LayerRecipeTests", dependencies: ["LayerRecipe", "Alpm"]),
+        .testTarget(name: "LayerBootTests", dependencies: ["LayerBoot"]),
         .testTarget(
             name: "layerctlTests",
             dependencies: [
-                "LayerFS", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport",
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "SquashfsImage",
+                "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes Sources/LayerFS/Boot/BootHookFiles.swift: the files of boot/ as string constants, so the
+# Writes Sources/LayerBuilder/BootHookFiles.swift: the files of boot/ as string constants, so the
 # layerctl binary carries the hooks it installs into images (`boot:` in a layer file). Run it after
 # changing anything in boot/; a test fails while the two differ.
 set -euo pipefail
@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 stop_on_error embed-boot-files
-out=Sources/LayerFS/Boot/BootHookFiles.swift
+out=Sources/LayerBuilder/BootHookFiles.swift
 files=(boot/layerctl.sh boot/mkinitcpio/install/layerctl boot/mkinitcpio/hooks/layerctl
     boot/dracut/90layerctl/module-setup.sh boot/dracut/90layerctl/layerctl-cmdline.sh boot/dracut/90layerctl/layerctl-mount.sh)
 {

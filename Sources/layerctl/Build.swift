@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerBuilder
+import LayerRecipe
 
 extension LayerCtl {
     struct Build: ParsableCommand {
@@ -45,7 +46,7 @@ extension LayerCtl {
             options.isolateNetwork = noNetwork
             if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
             let reporter = BuildReporter(json: json)
-            let built = try LayerBuilder(options: options, observer: reporter.report).build(recipe)
+            let built = try StackBuilder(options: options, observer: reporter.report).build(recipe)
             reporter.finish(built)
             if let output = image.output, let top = built.last {
                 try image.export(store: options.store, key: top.key, output: output)

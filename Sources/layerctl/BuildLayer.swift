@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerBuilder
 
 extension LayerCtl {
     /// The builder child; `layerctl build` starts it, a person never does.

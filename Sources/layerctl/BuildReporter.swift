@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import LayerFS
+import LayerBuilder
 
 /// Prints build events: a redrawn status line on a terminal, plain lines otherwise, or JSON lines.
 final class BuildReporter {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerBoot
+import LayerDiff
 
 extension LayerCtl {
     struct Changes: ParsableCommand {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
 import Glibc
-import LayerFS
+import LayerDiff
+import LayerStore
 
 extension LayerCtl {
     struct Diff: ParsableCommand {

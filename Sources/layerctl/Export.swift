@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerExport
+import LayerStore
+import SquashfsImage
 
 extension LayerCtl {
     struct Export: ParsableCommand {

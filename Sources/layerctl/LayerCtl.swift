@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerStore
 
 @main
 struct LayerCtl: ParsableCommand {

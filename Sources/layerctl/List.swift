@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import LayerFS
 
 extension LayerCtl {
     struct List: ParsableCommand {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerBuilder
 
 extension LayerCtl {
     struct Shell: ParsableCommand {

@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerBoot
+import LayerExport
+import LayerStore
+import SquashfsImage
 
 /// Where staging keeps and writes things; `stage`, `unstage`, `staged` and `boot` share these.
 struct BootOptions: ParsableArguments {

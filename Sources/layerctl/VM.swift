@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
-import LayerFS
+import LayerBoot
+import LayerExport
 import LayerSupport
+import SquashfsImage
 
 extension LayerCtl {
     struct VM: ParsableCommand {

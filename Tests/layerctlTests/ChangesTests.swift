@@ -1,5 +1,5 @@
 import Foundation
-import LayerFS
+import LayerRecipe
 import Testing
 
 /// `layerctl changes` on a real overlay: known changes are made through a kernel overlay mount,

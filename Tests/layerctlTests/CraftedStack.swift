@@ -1,7 +1,6 @@
 import CLayerSupport
 import Foundation
 import Glibc
-import LayerFS
 import LayerSupport
 
 /// A store whose layers are written by hand, entry by entry, to exercise the merge with exactly the

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import LayerFS
+import LayerStore
 import Testing
 
 /// Store files cut short or edited by hand, a full disk or a bad copy: each command that meets one

@@ -1,7 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
-import LayerFS
+import LayerStore
 import Testing
 
 @Suite("Building the demo stack", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import LayerFS
+import LayerStore
 import Testing
 
 /// `layerctl export` and `build -o`: the same bytes every time, an image that appears whole or not

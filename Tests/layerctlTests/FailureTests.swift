@@ -1,5 +1,5 @@
 import Foundation
-import LayerFS
+import LayerStore
 import Testing
 
 /// A build that cannot succeed says why in one line and leaves the store as it was.

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import LayerFS
+import LayerStore
 import LayerSupport
 import Testing
 

@@ -1,5 +1,5 @@
 import Foundation
-import LayerFS
+import LayerStore
 import Testing
 
 /// The rules of DESIGN.md's layer key: a layer is rebuilt exactly when something that can change

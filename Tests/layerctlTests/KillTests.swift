@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import LayerFS
+import LayerStore
 import Testing
 
 /// `kill -9` of a build at any point leaves a valid store, no mounts on the host, and a next build

@@ -1,7 +1,6 @@
 import Foundation
 import Glibc
 import LayerEntries
-import LayerFS
 import LayerSupport
 import Testing
 

@@ -1,6 +1,5 @@
 import Alpm
 import Foundation
-import LayerFS
 import Testing
 
 /// Package signatures are checked as pacman checks them, against the keyring given with --keyring.

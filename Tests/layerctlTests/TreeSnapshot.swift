@@ -2,7 +2,6 @@ import CLayerSupport
 import Crypto
 import Foundation
 import Glibc
-import LayerFS
 import LayerSupport
 
 /// Everything a mounted tree shows of each entry, as text, so two trees compare with `==` and a

@@ -1,0 +1,123 @@
+import Alpm
+import Foundation
+import Glibc
+import LayerDiff
+import LayerEntries
+import LayerSupport
+
+/// What a boot changed: the overlay's upper directory (the tmpfs) read against the image below it.
+/// It is what the next boot forgets, and where turning changes back into layer files starts.
+public struct BootChanges: Codable, Sendable, Equatable {
+    public enum Change: String, Codable, Sendable { case added, modified, deleted }
+
+    public struct File: Codable, Sendable, Equatable {
+        public var path: String
+        public var change: Change
+        public var kind: String
+        /// Bytes of file data now (added, modified) or before (deleted).
+        public var size: UInt64
+        /// For a modified entry, what differs: type, content, size, mode, owner, target, device, xattrs.
+        public var differences: [String]
+        /// The package whose file list holds the path (now, or before for a deleted entry), or nil.
+        public var owner: String?
+    }
+
+    public var files: [File]
+    public var packages: [PackageChange]
+    /// Bytes of file data the upper directory holds.
+    public var upperBytes: UInt64
+
+    /// Compares `upper` (an overlayfs upper directory) with `lower` (what it lies on): the merge of
+    /// the two against `lower` alone, folder by folder, only where `upper` has something.
+    public static func compute(upper: String, lower: String) throws -> BootChanges {
+        let lowerSource = try FolderSource(lower, opaqueDirectories: [])
+        let merge = OverlayMerge([lowerSource, try FolderSource(upper)])
+        var walk = Walk(merge: merge, lower: lowerSource)
+        let roots = try merge.rootCopies()
+        try walk.folder(roots, below: roots.last { $0.layer == 0 }?.entry, path: [])
+        let before = OverlayPaths(OverlayMerge([lowerSource]))
+        let now = OverlayPaths(merge)
+        let databaseBefore = try PackageDatabase(list: before.list, read: before.read, files: true)
+        let databaseNow = try PackageDatabase(list: now.list, read: now.read, files: true)
+        let (ownersBefore, ownersNow) = (databaseBefore.owners(), databaseNow.owners())
+        var files = walk.files.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
+        for index in files.indices {
+            files[index].owner =
+                files[index].change == .deleted ? ownersBefore[files[index].path] : ownersNow[files[index].path]
+        }
+        return BootChanges(
+            files: files, packages: PackageChange.between(databaseBefore, databaseNow), upperBytes: walk.upperBytes)
+    }
+}
+
+/// The walk over the merge of upper on lower, into the folders the upper directory holds.
+private struct Walk {
+    let merge: OverlayMerge
+    let lower: FolderSource
+    var files: [BootChanges.File] = []
+    var upperBytes: UInt64 = 0
+
+    /// Compares the merged folder whose visible copies are `copies` with `below`, lower's folder at
+    /// the same path (nil when lower has none there), in byte order of the names.
+    mutating func folder(_ copies: [OverlayMerge.Copy], below: SourceEntry?, path: [UInt8]) throws {
+        let visible = try merge.names(in: copies)
+        let before = try below.map { try lower.children(of: $0).filter { !$0.isWhiteout } } ?? []
+        var i = 0
+        var j = 0
+        while i < visible.count || j < before.count {
+            let name: [UInt8]
+            if i == visible.count {
+                name = before[j].entry.name
+            } else if j == before.count {
+                name = visible[i].entry.name
+            } else {
+                let p = visible[i].entry.name
+                let q = before[j].entry.name
+                name = p.lexicographicallyPrecedes(q) ? p : q
+            }
+            let child = path + [0x2F] + name
+            let now = i < visible.count && visible[i].entry.name == name ? visible[i] : nil
+            let old = j < before.count && before[j].entry.name == name ? before[j] : nil
+            if now != nil { i += 1 }
+            if old != nil { j += 1 }
+            guard let now else {
+                // Hidden by a whiteout or an opaque folder: gone.
+                if let old { files.append(file(child, .deleted, old.entry)) }
+                continue
+            }
+            // A name lower shows, unchanged, holds nothing of upper's.
+            guard now.winner.layer == 1 else { continue }
+            let winner = now.entry
+            if winner.kind == .regular { upperBytes += winner.size }
+            if let old {
+                let differences = try TreeDiff.differences(old.entry, winner) {
+                    try Digest.sha256(file: winner.source) == Digest.sha256(file: old.entry.source)
+                }
+                if !differences.isEmpty {
+                    var entry = file(child, .modified, winner)
+                    entry.differences = differences
+                    files.append(entry)
+                }
+            } else {
+                files.append(file(child, .added, winner))
+            }
+            if winner.kind == .directory {
+                try folder(
+                    OverlayMerge.visibleFolders(now), below: old?.entry.kind == .directory ? old : nil, path: child)
+            } else if let old, old.entry.kind == .directory {
+                // A folder became something else: what was in it is gone, as `diff` says it.
+                for gone in try lower.children(of: old) where !gone.isWhiteout {
+                    files.append(file(child + [0x2F] + gone.entry.name, .deleted, gone.entry))
+                }
+            }
+        }
+    }
+
+    /// The line for `entry`; a deleted folder counts the bytes of everything that was in it.
+    func file(_ path: [UInt8], _ change: BootChanges.Change, _ entry: MergedTree.Entry) -> BootChanges.File {
+        var size = entry.size
+        if change == .deleted && entry.kind == .directory { size = UInt64(FileSystem.treeSize(entry.source)) }
+        return BootChanges.File(
+            path: RawPath.string(path), change: change, kind: "\(entry.kind)", size: size, differences: [], owner: nil)
+    }
+}

@@ -1,0 +1,316 @@
+import Foundation
+import Glibc
+import LayerSupport
+import SquashfsImage
+
+/// Puts images where the boot loader and the initramfs hook find them, and takes them away again.
+///
+/// `stage` keeps each image in `<store>/boot/<name>/<id>.squashfs`, extracts its kernel and
+/// initramfs to `<boot>/layerctl/<name>/<id>/`, and writes a Boot Loader Specification entry and a
+/// /etc/grub.d script, both with the command line that finds the image by its filesystem's UUID
+/// and checks its sha256. The version staged before stays, as `layerctl-NAME-previous`, until the
+/// new one is unstaged or a third is staged, so the boot menu always holds a way back.
+public struct BootStaging: Sendable {
+    public var stateDirectory: String
+    public var bootDirectory: String
+    /// The folder of GRUB's configuration scripts; nil leaves GRUB alone.
+    public var grubDirectory: String?
+    /// Where the hook left /run/layerctl/boot.env on a running image.
+    public var runDirectory: String = "/run/layerctl"
+
+    public init(stateDirectory: String, bootDirectory: String, grubDirectory: String?) {
+        self.stateDirectory = stateDirectory
+        self.bootDirectory = bootDirectory
+        self.grubDirectory = grubDirectory
+    }
+
+    public static let grubScriptName = "42_layerctl"
+
+    /// Names are file names, entry ids and GRUB titles at once, so they keep to a safe alphabet.
+    public static func validate(name: String) throws {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        guard !name.isEmpty, !name.hasPrefix("."), name.allSatisfy(allowed.contains) else {
+            throw BootError(
+                "'\(name)' cannot name a staged image: use letters, digits, '.', '_' and '-' (give --name)")
+        }
+    }
+
+    func directory(_ name: String) -> String { stateDirectory + "/" + name }
+
+    /// Stages the image that `produce` writes to the path it is given, under `name`. Staging the
+    /// same image again changes nothing but the entries.
+    public func stage(
+        name: String, source: String, append: [String], produce: (String) throws -> Void
+    ) throws -> StagedImage {
+        try Self.validate(name: name)
+        let folder = directory(name)
+        try FileSystem.makeDirectories(folder)
+        let incoming = folder + "/incoming.squashfs"
+        unlink(incoming)
+        try produce(incoming)
+        let sha256 = try Digest.sha256(file: incoming)
+        let id = String(sha256.prefix(12))
+        let imagePath = folder + "/\(id).squashfs"
+        try sys("move the image to", imagePath) { rename(incoming, imagePath) }
+        let before = try StagedSet.load(folder)
+        do {
+            return try finishStaging(
+                name: name, id: id, sha256: sha256, imagePath: imagePath, source: source, append: append, set: before)
+        } catch {
+            // What this attempt added goes; what was staged before stays as it was.
+            if before?.versions.contains(where: { $0.id == id }) != true {
+                unlink(imagePath)
+                let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
+                for file in ["vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new"] {
+                    unlink(bootFolder + "/" + file)
+                }
+                rmdir(bootFolder)
+            }
+            throw error
+        }
+    }
+
+    private func finishStaging(
+        name: String, id: String, sha256: String, imagePath: String, source: String, append: [String],
+        set before: StagedSet?
+    ) throws -> StagedImage {
+        let folder = directory(name)
+
+        let reader = try SquashfsReader(image: imagePath)
+        guard let files = try reader.bootFiles() else {
+            throw BootError(
+                "\(source) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it"
+            )
+        }
+        let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
+        try FileSystem.makeDirectories(bootFolder)
+        let kernel = bootFolder + "/vmlinuz"
+        let initrd = bootFolder + "/initramfs.img"
+        try reader.copy(files.kernel, to: kernel + ".new")
+        try reader.copy(files.initrd, to: initrd + ".new")
+        try sys("write", kernel) { rename(kernel + ".new", kernel) }
+        try sys("write", initrd) { rename(initrd + ".new", initrd) }
+
+        let device = try DeviceLocation(of: imagePath)
+        let boot = try DeviceLocation(of: kernel)
+        var st = stat()
+        stat(imagePath, &st)
+        let words =
+            [
+                "layerctl.image=\(device.path)", "layerctl.device=UUID=\(device.uuid)",
+                "layerctl.verify=sha256:\(sha256)",
+            ] + append
+        let image = StagedImage(
+            name: name, id: id, sha256: sha256, size: UInt64(st.st_size), image: imagePath,
+            imageOnDevice: device.path, deviceUUID: device.uuid, kernel: kernel, initrd: initrd,
+            kernelOnBoot: boot.path, initrdOnBoot: try DeviceLocation(of: initrd).path, bootUUID: boot.uuid,
+            commandLine: words.joined(separator: " "), source: source,
+            stagedAt: ISO8601DateFormatter().string(from: Date()))
+
+        // The way back is the version running now if it is one of the two, else the one current so far.
+        let set: StagedSet
+        var dropped: StagedImage?
+        if let before, before.current.id == id {
+            set = StagedSet(current: image, previous: before.previous)
+        } else if let before {
+            let keepPrevious = before.previous.map(isRunning) == true && before.previous?.id != id
+            set = StagedSet(current: image, previous: keepPrevious ? before.previous : before.current)
+            dropped = keepPrevious ? before.current : before.previous
+            if dropped?.id == id { dropped = nil }
+        } else {
+            set = StagedSet(current: image, previous: nil)
+        }
+        try set.save(folder)
+        try writeEntries(set)
+        if let dropped { try remove(dropped) }
+        return image
+    }
+
+    /// Removes the current version of `name` (the previous one becomes current), or all of them.
+    /// The image running now is only removed with `force`.
+    public func unstage(name: String, all: Bool, force: Bool) throws -> [StagedImage] {
+        let folder = directory(name)
+        guard let set = try StagedSet.load(folder) else { throw BootError("nothing is staged as '\(name)'") }
+        let going = all ? set.versions : [set.current]
+        if !force, let running = going.first(where: isRunning) {
+            throw BootError(
+                "\(name) \(running.id) is the image running now; unstage it with --force, or stage another first")
+        }
+        for image in going { try remove(image) }
+        if all || set.previous == nil {
+            removeEntry(name, previous: false)
+            removeEntry(name, previous: true)
+            unlink(folder + "/" + StagedSet.fileName)
+            rmdir(folder)
+            rmdir(bootDirectory + "/layerctl/\(name)")
+        } else if let previous = set.previous {
+            let remaining = StagedSet(current: previous, previous: nil)
+            try remaining.save(folder)
+            try writeEntries(remaining)
+        }
+        try writeGrubScript()
+        return going
+    }
+
+    /// Every staged name, in byte order.
+    public func staged() throws -> [StagedSet] {
+        guard FileSystem.isDirectory(stateDirectory) else { return [] }
+        return try FileSystem.listDirectory(stateDirectory).sorted().compactMap { try StagedSet.load(directory($0)) }
+    }
+
+    /// Whether `image` is the one the machine runs now, by the sha256 the hook verified or the
+    /// image path it mounted.
+    public func isRunning(_ image: StagedImage) -> Bool {
+        guard let text = try? String(contentsOfFile: runDirectory + "/boot.env", encoding: .utf8) else { return false }
+        for line in text.split(separator: "\n") {
+            if line == "LAYERCTL_VERIFY=sha256:\(image.sha256)" || line == "LAYERCTL_IMAGE=\(image.imageOnDevice)" {
+                return true
+            }
+        }
+        return false
+    }
+
+    public enum Loader: String, CaseIterable, Sendable {
+        case systemdBoot = "systemd-boot"
+        case grub
+    }
+
+    /// The boot loaders whose configuration the boot directory holds.
+    public func detectedLoaders() -> [Loader] {
+        var loaders: [Loader] = []
+        if FileSystem.exists(bootDirectory + "/loader/loader.conf")
+            || FileSystem.isDirectory(bootDirectory + "/loader/entries")
+        {
+            loaders.append(.systemdBoot)
+        }
+        if FileSystem.exists(bootDirectory + "/grub/grub.cfg") || FileSystem.exists(bootDirectory + "/grub/grubenv") {
+            loaders.append(.grub)
+        }
+        return loaders
+    }
+
+    /// Makes `name` the default boot (or, with `once`, the next boot only) of each loader, and says
+    /// what it changed, one line each.
+    public func makeDefault(name: String, once: Bool, loaders: [Loader]) throws -> [String] {
+        guard try StagedSet.load(directory(name)) != nil else { throw BootError("nothing is staged as '\(name)'") }
+        guard !loaders.isEmpty else {
+            throw BootError(
+                "found no boot loader configuration in \(bootDirectory) (loader/loader.conf or grub/grub.cfg); give --loader"
+            )
+        }
+        let entry = "layerctl-\(name)"
+        var done: [String] = []
+        for loader in loaders {
+            switch loader {
+            case .systemdBoot where once:
+                // The one-shot entry is an EFI variable, which only bootctl sets.
+                let status = try runTool("bootctl", ["set-oneshot", entry + ".conf"])
+                if status != 0 { throw BootError("bootctl set-oneshot \(entry).conf failed with status \(status)") }
+                done.append("systemd-boot boots \(entry).conf next time (bootctl set-oneshot)")
+            case .systemdBoot:
+                let path = bootDirectory + "/loader/loader.conf"
+                let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+                try FileSystem.writeAtomically(
+                    Data(BootEntries.loaderConfiguration(text, defaultEntry: entry).utf8), to: path)
+                done.append("systemd-boot boots \(entry).conf by default (\(path))")
+            case .grub:
+                let path = bootDirectory + "/grub/grubenv"
+                let key = once ? "next_entry" : "saved_entry"
+                let block = try BootEntries.grubEnvironment(FileSystem.contents(path), setting: key, to: entry)
+                try FileSystem.writeAtomically(Data(block), to: path)
+                done.append("GRUB boots \(entry) \(once ? "next time" : "by default") (\(key) in \(path))")
+            }
+        }
+        return done
+    }
+
+    private func runTool(_ tool: String, _ arguments: [String]) throws -> Int32 {
+        guard let path = FileSystem.executable(tool) else { throw BootError("\(tool) is not installed") }
+        let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
+        return waitForExit(try spawn(path, arguments, environment: environment, eventFD: nil))
+    }
+
+    private func remove(_ image: StagedImage) throws {
+        for path in [image.image, image.kernel, image.initrd] where unlink(path) != 0 && errno != ENOENT {
+            throw SystemError("remove", path)
+        }
+        rmdir(FileSystem.split(image.kernel).directory)
+    }
+
+    private func entryPath(_ name: String, previous: Bool) -> String {
+        bootDirectory + "/loader/entries/layerctl-\(name)\(previous ? "-previous" : "").conf"
+    }
+
+    private func removeEntry(_ name: String, previous: Bool) { unlink(entryPath(name, previous: previous)) }
+
+    private func writeEntries(_ set: StagedSet) throws {
+        try FileSystem.makeDirectories(bootDirectory + "/loader/entries")
+        try FileSystem.writeAtomically(
+            Data(BootEntries.specificationEntry(set.current, previous: false).utf8),
+            to: entryPath(set.current.name, previous: false))
+        if let previous = set.previous {
+            try FileSystem.writeAtomically(
+                Data(BootEntries.specificationEntry(previous, previous: true).utf8),
+                to: entryPath(previous.name, previous: true))
+        } else {
+            removeEntry(set.current.name, previous: true)
+        }
+        try writeGrubScript()
+    }
+
+    private func writeGrubScript() throws {
+        guard let grubDirectory else { return }
+        let path = grubDirectory + "/" + Self.grubScriptName
+        let sets = try staged()
+        if sets.isEmpty {
+            unlink(path)
+            return
+        }
+        try FileSystem.makeDirectories(grubDirectory)
+        try FileSystem.writeAtomically(Data(BootEntries.grubScript(sets).utf8), to: path, mode: 0o755)
+    }
+}
+
+extension SquashfsReader {
+    /// The kernel and initramfs in the image's /boot: the first kernel (`vmlinuz-*`, in byte order)
+    /// with an initramfs named as Arch and dracut name it (initramfs-NAME.img) or Debian does
+    /// (initrd.img-NAME); a fallback image only when there is no other.
+    public func bootFiles() throws -> (kernel: String, initrd: String)? {
+        guard try exists("/boot") else { return nil }
+        let names = Set(try list("/boot").filter { $0.kind != .directory }.map { RawPath.string($0.name) })
+        for kernel in names.sorted() where kernel.hasPrefix("vmlinuz-") {
+            let name = String(kernel.dropFirst("vmlinuz-".count))
+            for initrd in ["initramfs-\(name).img", "initrd.img-\(name)", "initramfs-\(name)-fallback.img"]
+            where names.contains(initrd) {
+                return ("/boot/" + kernel, "/boot/" + initrd)
+            }
+        }
+        return nil
+    }
+}
+
+extension BootStaging {
+    /// Copies an image file for `stage`, checking first that it is a squashfs image at all.
+    public static func copyImage(from source: String, to destination: String) throws {
+        _ = try SquashfsReader(image: source)
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        if input < 0 { throw SystemError("read", source) }
+        defer { close(input) }
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        if output < 0 { throw SystemError("create", destination) }
+        defer { close(output) }
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(input, buffer, chunk)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", source)
+            }
+            if count == 0 { break }
+            try FileSystem.writeAll(output, UnsafeRawBufferPointer(start: buffer, count: count), to: destination)
+        }
+        try sys("write", destination) { fsync(output) }
+    }
+}

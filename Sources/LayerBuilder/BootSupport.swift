@@ -1,0 +1,193 @@
+import Crypto
+import Foundation
+import Glibc
+import LayerRecipe
+import LayerSupport
+
+extension BootFlavour {
+    /// What the image gets: path in the image, the boot/ file it comes from, mode.
+    var installedFiles: [(path: String, source: String, mode: mode_t)] {
+        let shared = ("/usr/lib/layerctl/layerctl.sh", "boot/layerctl.sh", mode_t(0o644))
+        switch self {
+        case .mkinitcpio:
+            return [
+                shared,
+                ("/usr/lib/initcpio/install/layerctl", "boot/mkinitcpio/install/layerctl", 0o644),
+                ("/usr/lib/initcpio/hooks/layerctl", "boot/mkinitcpio/hooks/layerctl", 0o644),
+            ]
+        case .dracut:
+            let module = "/usr/lib/dracut/modules.d/90layerctl/"
+            return [
+                shared,
+                (module + "layerctl.sh", "boot/layerctl.sh", 0o644),
+                (module + "module-setup.sh", "boot/dracut/90layerctl/module-setup.sh", 0o755),
+                (module + "layerctl-cmdline.sh", "boot/dracut/90layerctl/layerctl-cmdline.sh", 0o755),
+                (module + "layerctl-mount.sh", "boot/dracut/90layerctl/layerctl-mount.sh", 0o755),
+            ]
+        }
+    }
+
+    /// sha256 over the installed files, for the layer key: a new hook means new layers, and so a new
+    /// initramfs.
+    var filesDigest: String {
+        var hasher = SHA256()
+        for file in installedFiles {
+            hasher.update(data: Data("\(file.path)\0\(file.mode)\0".utf8))
+            hasher.update(data: Data((BootHookFiles.contents[file.source] ?? "").utf8))
+        }
+        return Digest.hex(hasher.finalize())
+    }
+
+    /// What this layer must have changed (relative to the tree) for the initramfs to be made again:
+    /// the kernel and its modules, the hook, or the generator and its configuration.
+    var triggers: [String] {
+        let common = ["usr/lib/modules", "usr/lib/layerctl", "usr/lib/firmware"]
+        switch self {
+        case .mkinitcpio:
+            return common + [
+                "usr/lib/initcpio", "etc/mkinitcpio.conf", "etc/mkinitcpio.conf.d", "etc/mkinitcpio.d",
+                "usr/bin/mkinitcpio",
+            ]
+        case .dracut:
+            return common + ["usr/lib/dracut", "etc/dracut.conf", "etc/dracut.conf.d", "usr/bin/dracut"]
+        }
+    }
+}
+
+/// The builder's `boot` step, in the layer's merged root: install and enable the hook, then make the
+/// initramfs again if this layer changed anything it is made from.
+struct BootSupport {
+    let flavour: BootFlavour
+    let job: BuildJob
+    let merged: String
+    let runner: CommandRunner
+
+    func apply(log: (String) -> Void) throws {
+        for file in flavour.installedFiles {
+            try install(BootHookFiles.contents[file.source] ?? "", at: file.path, mode: file.mode)
+        }
+        switch flavour {
+        case .mkinitcpio: try enableMkinitcpioHook()
+        case .dracut:
+            try install(
+                "# Written by layerctl for `boot: dracut`: every initramfs gets layerctl's hook.\nadd_dracutmodules+=\" layerctl \"\n",
+                at: "/etc/dracut.conf.d/90-layerctl.conf", mode: 0o644)
+        }
+        let kernels = try self.kernels()
+        guard changedInputs() else {
+            log("the kernel, the hook and the initramfs configuration are as below this layer: initramfs kept")
+            return
+        }
+        guard !kernels.isEmpty else {
+            log("no kernel in /usr/lib/modules yet: no initramfs to make")
+            return
+        }
+        let generator = flavour == .mkinitcpio ? "/usr/bin/mkinitcpio" : "/usr/bin/dracut"
+        guard FileSystem.exists(merged + generator) else {
+            throw BuildFailure(
+                "\(job.bootLocation ?? job.layerName): `boot: \(flavour.rawValue)` needs \(generator) in the image; install the \(flavour.rawValue) package"
+            )
+        }
+        for kernel in kernels {
+            // The boot loader and `layerctl stage` look for the kernel in /boot, as Arch puts it.
+            let modules = "/usr/lib/modules/\(kernel.version)/vmlinuz"
+            if let image = FileManager.default.contents(atPath: merged + modules),
+                FileManager.default.contents(atPath: merged + "/boot/vmlinuz-\(kernel.base)") != image
+            {
+                try FileSystem.makeDirectories(merged + "/boot")
+                try FileSystem.writeAtomically(image, to: merged + "/boot/vmlinuz-\(kernel.base)")
+            }
+            // Arch's kernel packages leave a preset (default and fallback images); without one, the
+            // kernel gets the one image /boot/initramfs-BASE.img.
+            let preset = FileSystem.exists(merged + "/etc/mkinitcpio.d/\(kernel.base).preset")
+            let command =
+                flavour == .dracut
+                ? "dracut --force --kver \(kernel.version) /boot/initramfs-\(kernel.base).img"
+                : preset
+                    ? "mkinitcpio -p \(kernel.base)"
+                    : "mkinitcpio -k \(kernel.version) -g /boot/initramfs-\(kernel.base).img"
+            log(command)
+            let status = try runner.run(command)
+            if status != 0 {
+                throw BuildFailure(
+                    "\(job.bootLocation ?? job.layerName): `\(command)` exited with status \(status)")
+            }
+        }
+    }
+
+    /// Writes `content` at `path` in the merged root unless it is already there, so a layer whose
+    /// parents have the hook does not copy it up again.
+    private func install(_ content: String, at path: String, mode: mode_t) throws {
+        let target = merged + path
+        var st = stat()
+        if FileManager.default.contents(atPath: target) == Data(content.utf8), stat(target, &st) == 0,
+            st.st_mode & 0o7777 == mode
+        {
+            return
+        }
+        try FileSystem.makeDirectories(FileSystem.split(target).directory)
+        try FileSystem.writeAtomically(Data(content.utf8), to: target, mode: mode)
+        chmod(target, mode)
+    }
+
+    /// Puts `layerctl` into mkinitcpio.conf's HOOKS, after `udev` (or `base`).
+    private func enableMkinitcpioHook() throws {
+        let path = merged + "/etc/mkinitcpio.conf"
+        let location = job.bootLocation ?? job.layerName
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw BuildFailure(
+                "\(location): `boot: mkinitcpio` needs /etc/mkinitcpio.conf in the image; install mkinitcpio or write one in `files:`"
+            )
+        }
+        var lines = text.components(separatedBy: "\n")
+        guard
+            let index = lines.lastIndex(where: {
+                $0.trimmingCharacters(in: .whitespaces).hasPrefix("HOOKS=(") && $0.contains(")")
+            })
+        else {
+            throw BuildFailure("\(location): /etc/mkinitcpio.conf has no HOOKS=(…) line to add layerctl to")
+        }
+        let line = lines[index]
+        guard let open = line.firstIndex(of: "("), let close = line.lastIndex(of: ")"), open < close else {
+            throw BuildFailure("\(location): /etc/mkinitcpio.conf's HOOKS line is not HOOKS=(…)")
+        }
+        var hooks = line[line.index(after: open)..<close].split(whereSeparator: \.isWhitespace).map(String.init)
+        if hooks.contains("layerctl") { return }
+        if hooks.contains("systemd") {
+            throw BuildFailure(
+                "\(location): mkinitcpio.conf's HOOKS use `systemd`, whose init runs no runtime hooks; layerctl's hook needs `base udev` instead (write /etc/mkinitcpio.conf in `files:`)"
+            )
+        }
+        let after = hooks.firstIndex(of: "udev") ?? hooks.firstIndex(of: "base")
+        guard let after else {
+            throw BuildFailure(
+                "\(location): mkinitcpio.conf's HOOKS have neither `base` nor `udev` to put layerctl after")
+        }
+        hooks.insert("layerctl", at: after + 1)
+        lines[index] = "HOOKS=(\(hooks.joined(separator: " ")))"
+        try FileSystem.writeAtomically(Data(lines.joined(separator: "\n").utf8), to: path)
+    }
+
+    /// The kernels in /usr/lib/modules, each with its package base (Arch's `pkgbase` file), which
+    /// names its files in /boot.
+    private func kernels() throws -> [(version: String, base: String)] {
+        let directory = merged + "/usr/lib/modules"
+        guard FileSystem.isDirectory(directory) else { return [] }
+        return try FileSystem.listDirectory(directory).sorted().compactMap { version in
+            guard FileSystem.exists(directory + "/\(version)/vmlinuz") else { return nil }
+            let base =
+                (try? String(contentsOfFile: directory + "/\(version)/pkgbase", encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            return (version, base.isEmpty ? "linux" : base)
+        }
+    }
+
+    /// Whether this layer's tree (the overlay's upper directory) touched anything the initramfs is
+    /// made from. A directory in the upper directory means something below it changed.
+    private func changedInputs() -> Bool {
+        flavour.triggers.contains { FileSystem.exists(job.upperDirectory + "/" + $0) }
+            || ((try? FileSystem.listDirectory(job.upperDirectory + "/boot")) ?? []).contains {
+                $0.hasPrefix("vmlinuz")
+            }
+    }
+}

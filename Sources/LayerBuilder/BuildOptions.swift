@@ -1,0 +1,32 @@
+import Foundation
+import LayerStore
+import LayerSupport
+
+/// How `layerctl build` builds: where the store is, what it may reuse and fetch.
+public struct BuildOptions: Sendable {
+    public var store: Store
+    /// Build every layer again even when its key is stored.
+    public var noCache = false
+    /// Use the sync databases already in the cache; fetch nothing.
+    public var offline = false
+    /// The GnuPG home with the keys packages must be signed by, as pacman's `GPGDir`.
+    public var keyring = "/etc/pacman.d/gnupg"
+    /// The time every mtime is clamped to: `SOURCE_DATE_EPOCH`, or 0 when it is unset.
+    public var sourceDateEpoch: Int64
+    /// Build with no network at all (a new, empty network namespace).
+    public var isolateNetwork = false
+
+    public init(store: Store) {
+        self.store = store
+        sourceDateEpoch = SourceDateEpoch.fromEnvironment ?? 0
+    }
+}
+
+/// One layer of a finished build.
+public struct BuiltLayer: Codable, Sendable {
+    public var name: String
+    public var key: String
+    /// True when the store already had it.
+    public var cached: Bool
+    public var seconds: Double
+}

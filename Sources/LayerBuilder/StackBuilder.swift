@@ -1,0 +1,163 @@
+import Alpm
+import Foundation
+import Glibc
+import LayerEntries
+import LayerRecipe
+import LayerStore
+import LayerSupport
+
+/// Builds a recipe's layers root first: resolve each layer's packages against its parents, compute
+/// its key, reuse the stored layer or build it in a builder child, and commit it atomically.
+public final class StackBuilder {
+    let options: BuildOptions
+    let observer: (BuildEvent) -> Void
+    private var store: Store { options.store }
+
+    public init(options: BuildOptions, observer: @escaping (BuildEvent) -> Void) {
+        self.options = options
+        self.observer = observer
+    }
+
+    public func build(_ recipe: Recipe) throws -> [BuiltLayer] {
+        try store.sweepTemporary()
+        let storeLock = try store.lock(.shared)
+        defer { storeLock.unlock() }
+        let session = try store.makeTemporary("session")
+        defer { try? FileSystem.removeTree(session) }
+
+        var built: [BuiltLayer] = []
+        var parentKey: String?
+        var parentTrees: [String] = []
+        var snapshots: [String: String] = [:]
+        var environment: [String: String] = [:]
+        var trustedKeys: [String]?  // the keyring is listed once per build, if at all
+        for (index, layer) in recipe.layers.enumerated() {
+            let started = Date()
+            let declared = recipe.repositories(for: index)
+            let repositories = try declared.map(repository)
+            // Where the layer files declare each repository, for messages about it.
+            let locations = Dictionary(declared.map { ($0.name, $0.location) }, uniquingKeysWith: { $1 })
+            let sync = SyncCache(store: store, arch: recipe.arch, repositories: repositories, gpgDirectory: options.keyring)
+            let snapshot: String
+            if let existing = snapshots[sync.directory] {
+                snapshot = existing
+            } else {
+                snapshot = session + "/sync-\(snapshots.count)"
+                do {
+                    try sync.snapshot(into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)")
+                } catch let error as AlpmError where !error.missingKeys.isEmpty {
+                    throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
+                        locations[name]?.description ?? layer.path
+                    }
+                }
+                snapshots[sync.directory] = snapshot
+            }
+            for variable in layer.env { environment[variable.name] = variable.value }
+            let spec = try makeSpec(
+                layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value)
+            let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
+            let resolution: Resolution
+            do {
+                resolution = try PackageResolver(
+                    parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
+                    syncSnapshot: snapshot
+                ).resolve(request, scratch: session + "/resolve-\(index)")
+            } catch let error as AlpmError {
+                throw BuildFailure(locate(error, in: layer))
+            }
+            let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
+            observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))
+
+            let signatures = try SignatureProof.current(repositories: repositories) {
+                if let trustedKeys { return trustedKeys }
+                let listed = try Keyring.trustedKeys(home: options.keyring)
+                trustedKeys = listed
+                return listed
+            }
+            var cached = !options.noCache && reusable(key, layer: layer.name, under: signatures)
+            if !cached {
+                let lock = try store.buildLock(key)
+                defer { lock.unlock() }
+                // Another build may have made it meanwhile.
+                cached = !options.noCache && reusable(key, layer: layer.name, under: signatures, quiet: true)
+                if !cached {
+                    observer(BuildEvent(.building, layer: layer.name, key: key))
+                    do {
+                        try buildLayer(
+                            layer, key: key, parent: parentKey, spec: spec, boot: recipe.boot(for: index),
+                            resolution: resolution, request: request,
+                            parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
+                            environment: environment, started: started, signatures: signatures,
+                            repositoryLocations: locations)
+                    } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
+                        // Name the line of the package concerned, or at least the layer file.
+                        let line = layer.location(ofPackage: failure.packages)
+                        throw BuildFailure("\(line?.description ?? layer.path): \(failure.message)")
+                    }
+                }
+            }
+            try store.setRef(layer.name, to: key)
+            let seconds = Date().timeIntervalSince(started)
+            observer(BuildEvent(cached ? .cached : .built, layer: layer.name, key: key, seconds: seconds))
+            built.append(BuiltLayer(name: layer.name, key: key, cached: cached, seconds: seconds))
+            parentKey = key
+            parentTrees.append(store.tree(key))
+        }
+        return built
+    }
+
+    /// Whether the stored layer `key` may serve this build: it exists, and the signature policy it
+    /// was checked under covers the one in force. When it does not, the layer is built again.
+    private func reusable(_ key: String, layer: String, under policy: SignatureProof, quiet: Bool = false) -> Bool {
+        guard store.contains(key), let record = try? store.record(key) else { return false }
+        let shortfall =
+            record.signatures.map { $0.shortfall(against: policy) }
+            ?? (policy.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
+                ? "its record does not say which signature policy it was checked under" : nil)
+        guard let shortfall else { return true }
+        if !quiet {
+            observer(
+                BuildEvent(
+                    .warning, layer: layer,
+                    message: "the stored layer was built under a weaker signature policy (\(shortfall)); building it again"))
+        }
+        return false
+    }
+
+    private func repository(_ spec: RepoSpec) throws -> Repository {
+        var level: SignatureLevel?
+        if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
+        let servers = spec.snapshot.map { ["https://archive.archlinux.org/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
+        return Repository(name: spec.name, servers: servers, signatureLevel: level)
+    }
+
+    private func makeSpec(
+        _ layer: LayerFile, arch: String, environment: [String: String], boot: BootFlavour?
+    ) throws -> LayerSpec {
+        let files = try layer.files.map { file -> LayerSpec.FileEntry in
+            let digest: String
+            switch file.content {
+            case .inline(let text): digest = Digest.sha256(Data(text.utf8))
+            case .source(let path):
+                do { digest = try Digest.sha256(file: path) } catch {
+                    throw LayerFileError("cannot read source \(path): \(error)", at: file.location)
+                }
+            }
+            return LayerSpec.FileEntry(path: file.path, mode: file.mode, owner: file.owner, sha256: digest)
+        }
+        return LayerSpec(
+            arch: arch, packages: layer.packages.map(\.value).sorted(), remove: layer.remove.map(\.value).sorted(),
+            files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
+            env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
+            sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) })
+    }
+
+    /// Puts the layer file's line in front of a libalpm error about one of its packages.
+    private func locate(_ error: AlpmError, in layer: LayerFile) -> String {
+        let named =
+            error.packages.isEmpty
+            ? (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            : error.packages
+        return "\(layer.location(ofPackage: named)?.description ?? layer.path): \(error)"
+    }
+}

@@ -1,0 +1,55 @@
+import Alpm
+import Foundation
+import Glibc
+import LayerStore
+import LayerSupport
+
+/// The sync databases of one set of repositories, kept in the store's cache (never in a tree),
+/// refreshed once per build, and handed to each build as a private snapshot of hard links.
+struct SyncCache {
+    let store: Store
+    let arch: String
+    let repositories: [Repository]
+    let gpgDirectory: String
+
+    /// One cache folder per distinct repository declaration.
+    var directory: String {
+        let identity = ([arch] + repositories.map { "\($0.name) \($0.servers) \($0.signatureLevel?.rawValue ?? -1)" })
+            .joined(separator: "\n")
+        return store.cacheDirectory + "/sync/" + String(Digest.sha256(Data(identity.utf8)).prefix(16))
+    }
+
+    /// Refreshes (unless `offline`) and copies the databases into `snapshot/sync`.
+    func snapshot(into snapshot: String, offline: Bool, scratch: String) throws {
+        try FileSystem.makeDirectories(directory + "/sync")
+        let lock = try FileLock(path: directory + ".lock", mode: .exclusive)
+        defer { lock.unlock() }
+        if !offline {
+            try FileSystem.makeDirectories(scratch)
+            unlink(directory + "/db.lck")  // left by a killed refresh; we hold the lock
+            let handle = try AlpmHandle(root: scratch, dbPath: directory)
+            try handle.setGPGDir(gpgDirectory)
+            for repository in repositories { try handle.register(repository, arch: arch) }
+            // file:// servers are cheap to copy and their mtimes say little; always fetch them.
+            let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
+            do {
+                try Keyring.withoutLeftoverDaemons(home: gpgDirectory) { try handle.refresh(force: local) }
+            } catch let error as AlpmError where error.missingKeys.isEmpty {
+                throw BuildFailure("\(error)")
+            }
+        }
+        try FileSystem.makeDirectories(snapshot + "/sync")
+        for repository in repositories {
+            let database = directory + "/sync/\(repository.name).db"
+            guard FileSystem.exists(database) else {
+                throw BuildFailure(
+                    "there is no copy of repository \(repository.name) yet; build once without --offline")
+            }
+            for suffix in ["", ".sig"] where FileSystem.exists(database + suffix) {
+                try sys("link", database + suffix) {
+                    link(database + suffix, snapshot + "/sync/\(repository.name).db" + suffix)
+                }
+            }
+        }
+    }
+}

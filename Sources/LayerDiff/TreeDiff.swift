@@ -1,0 +1,186 @@
+import Foundation
+import LayerEntries
+import LayerSupport
+
+/// What B adds to A: package changes from their pacman databases, and every entry added, removed
+/// or modified, each with the package that owns it. The JSON form is the `--json` schema the
+/// README documents.
+public struct TreeDiff: Codable, Sendable, Equatable {
+    public enum Change: String, Codable, Sendable { case added, removed, modified }
+
+    public struct Entry: Codable, Sendable, Equatable {
+        public var path: String
+        public var change: Change
+        /// The type on the side that has it (B's, for a modified entry): regular, directory, symlink…
+        public var kind: String
+        /// Bytes of file data on the side that has it (B's, for a modified entry).
+        public var size: UInt64
+        /// For a modified entry: type, content, size, mode, owner, target, device, xattrs.
+        public var differences: [String]
+        /// The package whose file list holds the path (B's database, A's for a removed entry), or nil.
+        public var owner: String?
+    }
+
+    public var old: String
+    public var new: String
+    public var packages: [PackageChange]
+    public var entries: [Entry]
+
+    public var isEmpty: Bool { packages.isEmpty && entries.isEmpty }
+
+    /// Compares `a` (old) with `b` (new).
+    public static func compare(_ a: DiffSide, _ b: DiffSide) throws -> TreeDiff {
+        let oldPackages = try a.packages()
+        let newPackages = try b.packages()
+        let oldOwners = oldPackages.owners()
+        let newOwners = newPackages.owners()
+        var entries: [Entry] = []
+        let comparer = ContentComparer(a: a, b: b)
+
+        // Both trees keep each folder's names in byte order: walk them together, depth first.
+        var walk = Walk(a: a, b: b, oldOwners: oldOwners, newOwners: newOwners, comparer: comparer)
+        try walk.folder(0, 0, path: [])
+        entries = walk.entries
+        return TreeDiff(
+            old: a.operand, new: b.operand, packages: PackageChange.between(oldPackages, newPackages), entries: entries)
+    }
+
+    /// What differs between two entries at one path: type, content, size, mode, owner, target,
+    /// device, xattrs. Times do not count. `sameContent` is asked only for regular files of equal size.
+    package static func differences(
+        _ left: MergedTree.Entry, _ right: MergedTree.Entry, sameContent: () throws -> Bool
+    ) rethrows -> [String] {
+        if left.kind != right.kind { return ["type"] }
+        var differences: [String] = []
+        switch left.kind {
+        case .regular:
+            if left.size != right.size {
+                differences += ["content", "size"]
+            } else if try !sameContent() {
+                differences.append("content")
+            }
+        case .symlink:
+            if left.linkTarget != right.linkTarget { differences.append("target") }
+        case .characterDevice, .blockDevice:
+            if left.rdev != right.rdev { differences.append("device") }
+        default: break
+        }
+        if left.permissions != right.permissions { differences.append("mode") }
+        if left.uid != right.uid || left.gid != right.gid { differences.append("owner") }
+        if left.xattrs != right.xattrs { differences.append("xattrs") }
+        return differences
+    }
+
+    fileprivate static func entry(
+        _ path: String, _ change: Change, _ entry: MergedTree.Entry, _ differences: [String], owner: String?
+    ) -> Entry {
+        Entry(
+            path: path, change: change, kind: "\(entry.kind)", size: entry.size, differences: differences, owner: owner)
+    }
+}
+
+/// The walk over two trees at once, folder by folder.
+private struct Walk {
+    let a: DiffSide
+    let b: DiffSide
+    let oldOwners: [String: String]
+    let newOwners: [String: String]
+    let comparer: ContentComparer
+    var entries: [TreeDiff.Entry] = []
+
+    /// Compares the contents of folder `x` of A with folder `y` of B, both at `path`.
+    mutating func folder(_ x: Int, _ y: Int, path: [UInt8]) throws {
+        let left = a.tree.entries[x].children
+        let right = b.tree.entries[y].children
+        var i = left.lowerBound
+        var j = right.lowerBound
+        while i < left.upperBound || j < right.upperBound {
+            let order: Int
+            if i == left.upperBound {
+                order = 1
+            } else if j == right.upperBound {
+                order = -1
+            } else {
+                let p = a.tree.entries[i].name
+                let q = b.tree.entries[j].name
+                order = p == q ? 0 : p.lexicographicallyPrecedes(q) ? -1 : 1
+            }
+            if order < 0 {
+                only(a, i, path: path + [0x2F] + a.tree.entries[i].name, .removed, owners: oldOwners)
+                i += 1
+            } else if order > 0 {
+                only(b, j, path: path + [0x2F] + b.tree.entries[j].name, .added, owners: newOwners)
+                j += 1
+            } else {
+                let child = path + [0x2F] + a.tree.entries[i].name
+                let differences = try comparer.differences(i, j)
+                let text = RawPath.string(child)
+                if !differences.isEmpty {
+                    entries.append(
+                        TreeDiff.entry(
+                            text, .modified, b.tree.entries[j], differences, owner: newOwners[text] ?? oldOwners[text]))
+                }
+                if a.tree.entries[i].kind == .directory && b.tree.entries[j].kind == .directory {
+                    try folder(i, j, path: child)
+                } else if differences.contains("type") {
+                    // One side's folder became something else: what was in it is gone, or new.
+                    if a.tree.entries[i].kind == .directory {
+                        descendants(a, i, path: child, .removed, owners: oldOwners)
+                    }
+                    if b.tree.entries[j].kind == .directory {
+                        descendants(b, j, path: child, .added, owners: newOwners)
+                    }
+                }
+                i += 1
+                j += 1
+            }
+        }
+    }
+
+    /// An entry on one side only, and everything in it.
+    mutating func only(
+        _ side: DiffSide, _ index: Int, path: [UInt8], _ change: TreeDiff.Change, owners: [String: String]
+    ) {
+        let text = RawPath.string(path)
+        entries.append(TreeDiff.entry(text, change, side.tree.entries[index], [], owner: owners[text]))
+        descendants(side, index, path: path, change, owners: owners)
+    }
+
+    mutating func descendants(
+        _ side: DiffSide, _ index: Int, path: [UInt8], _ change: TreeDiff.Change, owners: [String: String]
+    ) {
+        for child in side.tree.entries[index].children {
+            only(side, child, path: path + [0x2F] + side.tree.entries[child].name, change, owners: owners)
+        }
+    }
+}
+
+/// Decides what differs between two entries at one path, reading file data only when the metadata
+/// leaves the question open, and then as cheaply as the sides allow.
+private struct ContentComparer {
+    let a: DiffSide
+    let b: DiffSide
+
+    func differences(_ x: Int, _ y: Int) throws -> [String] {
+        try TreeDiff.differences(a.tree.entries[x], b.tree.entries[y]) { try sameContent(x, y) }
+    }
+
+    /// Equal-sized files: the same file (of a layer, or a folder) is the same content; two images that
+    /// store a file alike hold the same content; otherwise the sha256 of both decides.
+    private func sameContent(_ x: Int, _ y: Int) throws -> Bool {
+        let ix = a.tree.entries[x].hardLinkTarget ?? x
+        let iy = b.tree.entries[y].hardLinkTarget ?? y
+        let left = a.tree.entries[ix]
+        let right = b.tree.entries[iy]
+        if left.size == 0 { return true }
+        // Layer trees never change, and a folder compared with itself is one file: the same source
+        // is the same content.
+        if a.image == nil, b.image == nil, !left.source.isEmpty, left.source == right.source {
+            return true
+        }
+        if let imageA = a.image, let imageB = b.image, try imageA.sameStoredData(ix, as: iy, in: imageB) {
+            return true
+        }
+        return try a.digest(ix) == b.digest(iy)
+    }
+}

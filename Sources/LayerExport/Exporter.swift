@@ -1,0 +1,142 @@
+import Glibc
+import LayerEntries
+import LayerStore
+import LayerSupport
+import SquashfsImage
+
+/// Writes the merged stack up to a layer as a squashfs image, a tarball or a directory.
+public struct Exporter: Sendable {
+    public enum Format: String, Sendable, CaseIterable {
+        case squashfs, tar, dir
+    }
+
+    public struct Request: Sendable {
+        public var format: Format
+        public var output: String
+        public var options: ImageOptions
+        /// Reuse and remember compressed blocks in the store's block cache.
+        public var useBlockCache: Bool
+        /// How large the block cache may grow; the least recently used blocks go first.
+        public var blockCacheLimit: BlockCacheLimit
+
+        public init(
+            format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true,
+            blockCacheLimit: BlockCacheLimit = .default
+        ) {
+            self.format = format
+            self.output = output
+            self.options = options
+            self.useBlockCache = useBlockCache
+            self.blockCacheLimit = blockCacheLimit
+        }
+    }
+
+    public struct Progress: Sendable {
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+        /// All the file data the export will read.
+        public var totalIn: UInt64
+        /// Compressed bytes per byte of file data, over the blocks finished so far.
+        public var ratio: Double?
+    }
+
+    public struct Result: Sendable, Codable {
+        public var format: String
+        public var output: String
+        public var layer: String
+        public var entries: Int
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+        public var seconds: Double
+        public var cacheHits: Int
+        public var cacheMisses: Int
+        /// Earlier packs of the block cache this export opened (one descriptor each).
+        public var cachePacks: Int
+    }
+
+    public let store: Store
+
+    public init(store: Store) { self.store = store }
+
+    /// Exports the stack whose top layer is `key`. `warning` receives lines worth a user's notice,
+    /// such as attributes the format cannot hold.
+    public func export(
+        _ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
+        warning: (String) -> Void = { _ in }
+    ) throws -> Result {
+        let started = MonotonicClock.seconds()
+        let lock = try store.lock(.shared)
+        defer { lock.unlock() }
+        let keys = try store.chain(key)
+        let records = try keys.map(store.record)
+        let epoch = SourceDateEpoch.fromEnvironment ?? records.last?.sourceDateEpoch ?? 0
+        let unscanned = keys.contains { !FileSystem.exists(store.manifestPath($0)) }
+        let manifests = try zip(keys, records).map { try store.manifest($0, record: $1) }
+        let tree = try OverlayMerge(
+            zip(manifests, keys).map { ManifestSource($0, tree: store.tree($1)) }, epoch: epoch
+        ).merge()
+        if geteuid() != 0 && unscanned {
+            warning("without root, trusted.* attributes cannot be read; any in the layers are left out")
+        }
+        let total = tree.dataBytes
+        var result = Result(
+            format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
+            bytesIn: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0, cachePacks: 0)
+        switch request.format {
+        case .squashfs:
+            let output = try ImageOutput(path: request.output)
+            var skipped: [String: (count: Int, first: String)] = [:]
+            do {  // the writer closes its own handle on the file before the image is committed
+                let writer = try SquashfsWriter(
+                    fd: output.fd, output: request.output, options: request.options,
+                    cacheRoot: request.useBlockCache ? store.blockCacheDirectory : nil,
+                    cacheLimit: request.blockCacheLimit)
+                if let reason = writer.cacheUnavailable { warning("exporting without the block cache: \(reason)") }
+                for damaged in writer.cacheDamaged {
+                    warning("block cache: \(damaged); removed it and its pack, so its blocks are compressed again")
+                }
+                try writer.write(
+                    tree,
+                    progress: {
+                        progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
+                    },
+                    skippedAttribute: { name, source in
+                        let prefix = String(name.prefix { $0 != "." })
+                        skipped[prefix, default: (0, RawPath.string(source))].count += 1
+                    })
+                try writer.publishCache()
+                result.bytesOut = writer.size
+                (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
+                result.cachePacks = writer.cachePacks
+            }
+            try output.commit()
+            for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {
+                warning(
+                    "squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)"
+                )
+            }
+        case .tar:
+            let output = try ImageOutput(path: request.output)
+            let writer = try TarWriter(fd: output.fd, path: request.output)
+            result.bytesOut = try writer.write(tree) {
+                progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil))
+            }
+            try output.commit()
+            if let first = writer.skippedSockets.first {
+                warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
+            }
+            if let first = writer.skippedAttributes.first {
+                warning(
+                    "tar cannot carry attribute names outside printable ASCII, or with % or =: left out \(writer.skippedAttributes.count), first \(first); --format squashfs and dir keep them"
+                )
+            }
+        case .dir:
+            try DirectoryWriter(path: request.output).write(tree) {
+                progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil))
+            }
+            result.bytesOut = total
+        }
+        result.seconds = MonotonicClock.seconds() - started
+        return result
+    }
+}

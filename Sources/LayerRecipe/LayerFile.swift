@@ -1,0 +1,77 @@
+/// One layer file, parsed and checked on its own (its parent is checked by `Recipe`).
+public struct LayerFile: Sendable, Hashable {
+    /// The file name without `.yaml`: the layer's name, and the name of its ref in the store.
+    public var name: String
+    /// The absolute path of the file.
+    public var path: String
+    /// `scratch`, or the parent layer file's path.
+    public var parent: Parent
+    public var description: String?
+    /// The package architecture; only the root layer names it.
+    public var arch: Located<String>?
+    /// Repositories this layer declares; children add theirs to those they inherit.
+    public var repos: [RepoSpec]
+    public var packages: [Located<String>]
+    public var remove: [Located<String>]
+    public var files: [FileSpec]
+    public var run: [Located<String>]
+    /// Environment for `run:` commands, sorted by name.
+    public var env: [EnvVariable]
+    /// The initramfs generator whose layerctl hook the image gets (`boot:`); children inherit it.
+    public var boot: Located<BootFlavour>?
+    /// Where `from:` was written, or the top of the file when it was not.
+    public var fromLocation: FileLocation
+
+    public enum Parent: Sendable, Hashable {
+        case scratch
+        case file(String)
+    }
+
+    public var isRoot: Bool { parent == .scratch }
+
+    /// The place of the first `packages:` or `remove:` item that is one of `names`, the packages
+    /// libalpm names: `perl` is not blamed for `perl-xml`, and `core/perl` is `perl`.
+    public func location(ofPackage names: [String]) -> FileLocation? {
+        (packages + remove).first { item in
+            names.contains(item.value) || names.contains(String(item.value.split(separator: "/").last ?? ""))
+        }?.location
+    }
+}
+
+/// A repository as a layer file declares it: pacman's name, servers and `siglevel`.
+public struct RepoSpec: Sendable, Hashable {
+    public var name: String
+    /// Absolute URLs: relative paths in the file are made `file://` URLs against its folder.
+    public var servers: [String]
+    public var siglevel: String?
+    /// An Arch Linux Archive date (`YYYY-MM-DD`) that replaces the servers.
+    public var snapshot: String?
+    public var location: FileLocation
+}
+
+/// A file a layer writes after its packages are installed.
+public struct FileSpec: Sendable, Hashable {
+    public var path: String
+    public var content: Content
+    /// Permission bits; 0644 when the file does not say.
+    public var mode: UInt32
+    /// `user:group` as names or numbers; `root:root` when the file does not say.
+    public var owner: String
+    public var location: FileLocation
+
+    public enum Content: Sendable, Hashable {
+        case inline(String)
+        /// The absolute path of the source file, inside the layer file's folder tree.
+        case source(String)
+    }
+}
+
+public struct EnvVariable: Sendable, Hashable, Codable {
+    public var name: String
+    public var value: String
+
+    package init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}

@@ -1,0 +1,95 @@
+import Alpm
+import Crypto
+import Foundation
+import LayerSupport
+
+/// The parsed content of a layer that decides its tree, in a canonical form: comments, key order,
+/// whitespace, the order of `packages:` and of `files:` do not count; the order of `run:` does.
+/// Descriptions and repository servers are left out: they change no byte of the tree.
+public struct LayerSpec: Codable, Sendable, Hashable {
+    /// Bumped whenever the builder would make a different tree from the same inputs.
+    public static let formatVersion = 1
+
+    public var format = LayerSpec.formatVersion
+    public var arch: String
+    public var packages: [String]
+    public var remove: [String]
+    public var files: [FileEntry]
+    public var run: [String]
+    public var env: [EnvVariable]
+    public var sourceDateEpoch: Int64
+    /// `boot:` and the digest of the hook files it installs; absent (and so not in the key at all)
+    /// for layers without boot support.
+    public var boot: String?
+    public var bootFiles: String?
+
+    public init(
+        arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
+        sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil
+    ) {
+        self.boot = boot?.flavour.rawValue
+        self.bootFiles = boot?.filesDigest
+        self.arch = arch
+        self.packages = packages
+        self.remove = remove
+        self.files = files
+        self.run = run
+        self.env = env
+        self.sourceDateEpoch = sourceDateEpoch
+    }
+
+    public struct FileEntry: Codable, Sendable, Hashable {
+        public var path: String
+        public var mode: UInt32
+        public var owner: String
+        /// sha256 of the bytes written: the inline content or the source file.
+        public var sha256: String
+
+        package init(path: String, mode: UInt32, owner: String, sha256: String) {
+            self.path = path
+            self.mode = mode
+            self.owner = owner
+            self.sha256 = sha256
+        }
+    }
+
+    /// The digest of this spec alone.
+    public var digest: String { Digest.sha256(LayerKey.canonical(self)) }
+}
+
+/// A package file as the key sees it: what the transaction resolved to.
+public struct ResolvedPackage: Codable, Sendable, Hashable {
+    public var name: String
+    public var version: String
+    public var sha256: String
+
+    public init(_ file: PackageFile) {
+        name = file.name
+        version = file.version
+        sha256 = file.sha256
+    }
+}
+
+/// `key = sha256(canonical encoding of: format version, parent key or "scratch", the spec, and
+/// the exact package files its transaction resolves to)`.
+public enum LayerKey {
+    struct Input: Encodable {
+        var parent: String
+        var spec: LayerSpec
+        var packageFiles: [ResolvedPackage]
+    }
+
+    public static func compute(parent: String?, spec: LayerSpec, resolved: [PackageFile]) -> String {
+        let input = Input(
+            parent: parent ?? "scratch", spec: spec,
+            packageFiles: resolved.map(ResolvedPackage.init).sorted { $0.name < $1.name })
+        return Digest.sha256(canonical(input))
+    }
+
+    static func canonical<T: Encodable>(_ value: T) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Every field is a string, number or array of them: encoding cannot fail.
+        return (try? encoder.encode(value)) ?? Data()
+    }
+}

@@ -1,0 +1,73 @@
+import Alpm
+import Foundation
+
+/// What the store keeps about a built layer, in `layers/<key>/layer.json`.
+public struct LayerRecord: Codable, Sendable, Equatable {
+    public var formatVersion: Int
+    public var key: String
+    /// The parent layer's key; nil for a root layer.
+    public var parent: String?
+    /// The layer file name it was first built for.
+    public var name: String
+    /// sha256 of the canonical spec the key was made from.
+    public var specDigest: String
+    /// Package files this layer installed, exactly as resolved.
+    public var added: [PackageFile]
+    /// Packages this layer removed from its parent.
+    public var removed: [InstalledPackage]
+    /// Every package installed once this layer is on top of its parents.
+    public var installed: [InstalledPackage]
+    /// Bytes of file data in this layer's tree.
+    public var treeBytes: Int64
+    /// Entries in this layer's tree, whiteouts included.
+    public var fileCount: Int
+    /// sha256 over the tree's names, metadata and contents; equal trees have equal digests.
+    public var treeDigest: String
+    /// Directories of the tree that hide everything below them (`trusted.overlay.opaque=y`),
+    /// relative to it. Recorded so the stack can be merged without the privilege of reading
+    /// trusted.* attributes; nil in records written before it was kept.
+    public var opaqueDirectories: [String]?
+    /// The signature policy the layer's packages were checked under; nil in records written
+    /// before it was kept, which prove nothing.
+    public var signatures: SignatureProof?
+    /// The timestamp every mtime was clamped to.
+    public var sourceDateEpoch: Int64
+    /// Wall-clock seconds the build took.
+    public var buildSeconds: Double
+    /// When it was built (informative only; not part of the key).
+    public var builtAt: Date
+
+    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
+        self.formatVersion = formatVersion
+        self.key = key
+        self.parent = parent
+        self.name = name
+        self.specDigest = specDigest
+        self.added = added
+        self.removed = removed
+        self.installed = installed
+        self.treeBytes = treeBytes
+        self.fileCount = fileCount
+        self.treeDigest = treeDigest
+        self.opaqueDirectories = opaqueDirectories
+        self.signatures = signatures
+        self.sourceDateEpoch = sourceDateEpoch
+        self.buildSeconds = buildSeconds
+        self.builtAt = builtAt
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
+    public func encoded() throws -> Data { try Self.encoder.encode(self) }
+}

@@ -1,0 +1,114 @@
+import CLayerSupport
+import CSquashfs
+import Glibc
+import LayerEntries
+import LayerSupport
+
+/// Writes a `MergedTree` as a squashfs image.
+///
+/// File data is laid out by `DataLayout` and written by `jobs` worker threads that read, compress
+/// or copy from the block cache, while this thread writes their output in order. Inodes,
+/// directories and the id, fragment, export and xattr tables follow, through libsquashfs.
+/// Everything is written in an order fixed by the tree alone, so the bytes do not depend on the
+/// number of workers, inode numbers, readdir order, timing or what the cache holds.
+package final class SquashfsWriter {
+    let options: ImageOptions
+    let output: String
+    let fd: Int32
+    let file: UnsafeMutablePointer<sqfs_file_t>
+    let compressor: UnsafeMutablePointer<sqfs_compressor_t>
+    let cache: BlockCache?
+    let tally = DataTally()
+    /// Why the block cache could not be used, when it could not (for instance, a store the user
+    /// may read but not write). The image is the same without it, only slower to make.
+    package private(set) var cacheUnavailable: String?
+    var superblock = sqfs_super_t()
+
+    /// Writes to `fd`, an empty file, which stays the caller's to close; `output` names it in
+    /// messages. With `cacheRoot`, data and fragment blocks go through a `BlockCache` there.
+    package init(
+        fd: Int32, output: String, options: ImageOptions, cacheRoot: String?, cacheLimit: BlockCacheLimit = .default
+    ) throws {
+        self.options = options
+        self.output = output
+        self.fd = fd
+        var config = try options.configuration()
+        var created: UnsafeMutablePointer<sqfs_compressor_t>?
+        try sqfs("create the \(options.compressionName) compressor") { sqfs_compressor_create(&config, &created) }
+        guard let compressor = created else { throw SquashfsError("create the compressor", SQFS_ERROR_ALLOC.rawValue) }
+        var cache: BlockCache?
+        if let cacheRoot {
+            do {
+                cache = try BlockCache(root: cacheRoot, options: options, compressor: compressor, limit: cacheLimit)
+            } catch let error as SystemError where error.errno == EACCES || error.errno == EROFS || error.errno == EPERM
+            {
+                cacheUnavailable = "\(error)"
+            } catch {
+                sqfs_destroy(compressor)
+                throw error
+            }
+        }
+        guard let file = lc_sqfs_fd_file(fd) else {
+            sqfs_destroy(compressor)
+            throw SquashfsError("start the image", SQFS_ERROR_ALLOC.rawValue)
+        }
+        self.file = file
+        self.compressor = compressor
+        self.cache = cache
+    }
+
+    deinit {
+        sqfs_destroy(file)
+        sqfs_destroy(compressor)
+    }
+
+    /// What the writer has done so far; `bytesIn` counts file data read, `bytesOut` the image size.
+    public struct Progress: Sendable {
+        public var bytesIn: UInt64
+        public var bytesOut: UInt64
+        /// Compressed bytes per uncompressed byte of the blocks the workers finished so far.
+        public var ratio: Double?
+    }
+
+    /// Index files of the block cache found damaged (and removed), as "PATH: WHY".
+    package var cacheDamaged: [String] { cache?.damaged ?? [] }
+
+    /// Earlier packs of the block cache this export opened.
+    package var cachePacks: Int { cache?.openPacks ?? 0 }
+
+    /// Block-cache hits and misses of this image (both zero without a cache).
+    package var cacheStatistics: (hits: Int, misses: Int) { cache == nil ? (0, 0) : (tally.hits, tally.misses) }
+
+    package var size: UInt64 { file.pointee.get_size(file) }
+
+    /// The compression ratio of the data blocks finished so far.
+    var compressionRatio: Double? { tally.ratio }
+
+    /// Lets later exports reuse the blocks this one compressed; call after `write` succeeded.
+    package func publishCache() throws { try cache?.publish() }
+
+    /// Writes the whole image. Attributes squashfs cannot hold (`system.*`, such as POSIX ACLs) are
+    /// left out and reported to `skippedAttribute` with the path that carried them.
+    package func write(_ tree: MergedTree, progress: (Progress) -> Void, skippedAttribute: (String, [UInt8]) -> Void) throws {
+        let mtime = UInt32(clamping: max(tree.epoch, 0))
+        try sqfs("start the superblock of \(output)") {
+            sqfs_super_init(&superblock, Int(options.blockSize), mtime, options.compressor.id)
+        }
+        try sqfs("write the superblock of \(output)") { sqfs_super_write(&superblock, file) }
+        let optionBytes = compressor.pointee.write_options(compressor, file)
+        if optionBytes < 0 { throw SquashfsError("write compressor options to \(output)", optionBytes) }
+        if optionBytes > 0 { superblock.flags |= UInt16(SQFS_FLAG_COMPRESSOR_OPTIONS.rawValue) }
+
+        let inodes = UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>.allocate(
+            capacity: tree.entries.count)
+        inodes.initialize(repeating: nil, count: tree.entries.count)
+        defer {
+            for index in 0..<tree.entries.count { free(inodes[index]) }
+            inodes.deallocate()
+        }
+        let fragments = try writeData(tree, into: inodes, progress: progress)
+        defer { sqfsDestroy(fragments) }
+        try writeMetadata(tree, inodes: inodes, fragments: fragments, skippedAttribute: skippedAttribute)
+        progress(Progress(bytesIn: tree.dataBytes, bytesOut: size, ratio: tally.ratio))
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import LayerRecipe
+import Testing
+
+/// Every validation error names the file, line and column of the mistake.
+@Suite("Layer file validation")
+struct LayerFileTests {
+    let folder: String
+
+    init() throws {
+        var template = Array("/tmp/layerctl-recipe-XXXXXX".utf8CString)
+        folder = String(cString: mkdtemp(&template)!)
+        try write("base", "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    servers: [/srv/repo/$repo]\npackages: [busybox]\n")
+    }
+
+    func write(_ name: String, _ text: String) throws {
+        try text.write(toFile: folder + "/\(name).yaml", atomically: true, encoding: .utf8)
+    }
+
+    /// Loads `name.yaml` (after writing `text`) and returns the error it must raise.
+    func error(_ text: String, name: String = "child") throws -> LayerFileError {
+        try write(name, text)
+        do {
+            _ = try Recipe.load(folder + "/\(name).yaml")
+        } catch let error as LayerFileError {
+            return error
+        }
+        Issue.record("no error for:\n\(text)")
+        return LayerFileError("none", at: FileLocation(file: "", line: 0, column: 0))
+    }
+
+    func expect(_ text: String, at line: Int, _ column: Int, _ message: String, name: String = "child") throws {
+        let found = try error(text, name: name)
+        #expect(found.location.file.hasSuffix("/\(name).yaml"))
+        #expect(found.location.line == line && found.location.column == column, "\(found)")
+        #expect(found.message.contains(message), "\(found)")
+        #expect(found.description.hasPrefix(folder + "/\(name).yaml:\(line):\(column): "))
+    }
+
+    @Test("a valid chain loads root first, with repos inherited")
+    func valid() throws {
+        try write("child", "from: base\npackages: [game]\nremove: [nano]\nenv: {A: b}\nfiles:\n  - path: /etc/x\n    content: hi\n    mode: \"0600\"\n    owner: root\nrun: [\"true\"]\n")
+        let recipe = try Recipe.load(folder + "/child.yaml")
+        #expect(recipe.layers.map(\.name) == ["base", "child"])
+        #expect(recipe.repositories(for: 1).map(\.name) == ["core"])
+        #expect(recipe.repositories(for: 1)[0].servers == ["file:///srv/repo/$repo"])
+        #expect(recipe.target.files[0].mode == 0o600 && recipe.target.files[0].owner == "root:root")
+    }
+
+    @Test("an unknown key suggests the nearest known key")
+    func unknownKey() throws {
+        try expect("from: base\npackges: [game]\n", at: 2, 1, "unknown key `packges`; did you mean `packages`?")
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    contnet: hi\n", at: 4, 5, "did you mean `content`?")
+    }
+
+    @Test("a wrong type names what was expected")
+    func wrongType() throws {
+        try expect("from: base\npackages: game\n", at: 2, 11, "`packages` must be a list")
+        try expect("from: base\ndescription: [a, b]\n", at: 2, 14, "must be a single value, not a list")
+        try expect("from: base\nenv: [A]\n", at: 2, 6, "`env` is a mapping")
+    }
+
+    @Test("a missing parent and a cycle in from:")
+    func parents() throws {
+        try expect("from: nowhere\n", at: 1, 7, "nowhere.yaml does not exist")
+        try write("a", "from: b\n")
+        try write("b", "from: a\n")
+        let cycle = try error("from: a\n", name: "b")
+        #expect(cycle.message.contains("cycle"), "\(cycle)")
+        #expect(cycle.location.line == 1 && cycle.location.column == 7)
+    }
+
+    @Test("a source: that leaves the layer file's folder tree")
+    func sourceEscapes() throws {
+        try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: ../../etc/passwd\n", at: 4, 13, "leaves the layer file's folder")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/sneaky", withDestinationPath: "/etc/passwd")
+        try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: sneaky\n", at: 4, 13, "leaves the layer file's folder")
+    }
+
+    @Test("a path: that is not absolute or contains ..")
+    func badPath() throws {
+        try expect("from: base\nfiles:\n  - path: etc/x\n    content: a\n", at: 3, 11, "must be absolute")
+        try expect("from: base\nfiles:\n  - path: /etc/../x\n    content: a\n", at: 3, 11, "may not contain `..`")
+    }
+
+    @Test("a package named twice")
+    func packageTwice() throws {
+        try expect("from: base\npackages: [game, nano]\nremove: [game]\n", at: 3, 10, "package `game` is named twice")
+        try expect("from: base\npackages:\n  - game\n  - game\n", at: 4, 5, "named twice")
+    }
+
+    @Test("an empty file")
+    func empty() throws {
+        try expect("", at: 1, 1, "the layer file is empty")
+        try expect("# only a comment\n", at: 1, 1, "the layer file is empty")
+    }
+
+    @Test("other mistakes: no from:, arch outside the root, bad YAML, duplicate keys, bad mode")
+    func others() throws {
+        try expect("packages: [a]\n", at: 1, 1, "has no `from:`")
+        try expect("from: base\narch: aarch64\n", at: 2, 7, "`arch` belongs in the root layer")
+        try expect("from: base\npackages: [a\n", at: 3, 1, "not valid YAML")
+        try expect("from: base\nrun: [a]\nrun: [b]\n", at: 3, 1, "`run` is written twice")
+        try expect("from: base\nfiles:\n  - path: /x\n    content: a\n    mode: \"999\"\n", at: 5, 11, "`mode` is octal")
+    }
+
+    @Test("bytes that are not UTF-8, and NUL, are reported where they are")
+    func badBytes() throws {
+        var data = Data("from: base\npackages: [a]\ndescription: \"caf".utf8)
+        data += [0xE9, 0x22, 0x0A]
+        try data.write(to: URL(fileURLWithPath: folder + "/child.yaml"))
+        let latin1 = try #require(try? { () throws -> LayerFileError? in
+            do { _ = try Recipe.load(folder + "/child.yaml") } catch let error as LayerFileError { return error }
+            return nil
+        }())
+        #expect(latin1.location.line == 3 && latin1.location.column == 18, "\(latin1)")
+        #expect(latin1.message.contains("not UTF-8"), "\(latin1)")
+        try expect("from: base\npackages: [a\u{0}]\n", at: 2, 13, "control characters are not allowed (U+0000)")
+    }
+
+    @Test("a long value is quoted short, a root layer needs repos, a layer name has a character set, a key is a single value")
+    func hostileValues() throws {
+        let long = String(repeating: "x", count: 1_000_000)
+        let found = try error("from: base\npackages: [\(long)Y]\n")
+        #expect(found.description.count < 200, "\(found.description.prefix(300))")
+        #expect(found.message.contains("`" + String(repeating: "x", count: 40) + "…`"), "\(found.message.prefix(200))")
+        try expect("from: scratch\narch: x86_64\npackages: [a]\n", at: 1, 7, "must declare its `repos`", name: "root")
+        // The file's name is escaped in the location too: one mistake, one line.
+        let newline = try error("from: base\n", name: "new\nline")
+        #expect(newline.message.contains("the layer name `new\\x0Aline`"), "\(newline)")
+        #expect(newline.description.hasSuffix("/new\\x0aline.yaml:1:1: \(newline.message)"), "\(newline)")
+        try expect("from: base\n", at: 1, 1, "may hold letters, digits", name: ".hidden")
+        try expect("from: base\n? [a, b]\n: 1\n? [a, b]\n: 2\n", at: 2, 3, "a key must be a single value")
+        try expect("from: base\nenv: {\"A\\tB\": x}\n", at: 2, 7, "`A\\x09B` is not a valid environment variable name")
+    }
+
+    @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
+    func aliases() throws {
+        // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.
+        let levels = Array("abcdefghij")
+        var bomb = "from: base\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        for (previous, level) in zip(levels, levels.dropFirst()) {
+            bomb += "\(level): &\(level) [" + Array(repeating: "*\(previous)", count: 10).joined(separator: ", ") + "]\n"
+        }
+        try expect(bomb + "? *j\n: used as a key\n", at: 3, 8, "YAML aliases (`*name`) are not allowed")
+        try expect(bomb + "description: *j\n", at: 3, 8, "YAML aliases (`*name`) are not allowed")
+        try expect("from: base\nenv: {A: &v one}\ndescription: *v\n", at: 3, 14, "YAML aliases")
+    }
+}
+
+/// A libalpm failure is put at the line of the package libalpm names, and no other.
+@Suite("Failure locations")
+struct FailureLocationTests {
+    @Test("the package libalpm names, not one whose name is part of it; a repository prefix is no part of the name")
+    func packageLine() throws {
+        var template = Array("/tmp/layerctl-recipe-XXXXXX".utf8CString)
+        let folder = String(cString: mkdtemp(&template)!)
+        let text = """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: core
+                servers: [/srv/repo/$repo]
+            packages: [perl, perl-xml, core/zlib]
+            remove: [nano]
+
+            """
+        try text.write(toFile: folder + "/l.yaml", atomically: true, encoding: .utf8)
+        let layer = try Recipe.load(folder + "/l.yaml").layers[0]
+        #expect(layer.location(ofPackage: ["perl-xml"])?.column == 18)
+        #expect(layer.location(ofPackage: ["perl"])?.column == 12)
+        #expect(layer.location(ofPackage: ["zlib"])?.column == 28)
+        #expect(layer.location(ofPackage: ["nano"])?.line == 7)
+        #expect(layer.location(ofPackage: ["xml", "perl-xm"]) == nil)
+    }
+}
