@@ -87,6 +87,11 @@ let package = Package(
         .testTarget(name: "LayerRecipeTests", dependencies: ["LayerRecipe", "Alpm"]),
         .testTarget(name: "LayerBootTests", dependencies: ["LayerBoot"]),
         .testTarget(
+            name: "SquashfsImageTests",
+            dependencies: [
+                "SquashfsImage", "LayerEntries", "LayerSupport", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        .testTarget(
             name: "layerctlTests",
             dependencies: [
                 "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "SquashfsImage",

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Glibc
 import LayerSupport
@@ -31,36 +30,17 @@ extension BlockCache {
     /// Reads and checks the index at `path` and opens its pack; its blocks become pack `number`.
     static func loadIndex(_ path: String, number: Int32) -> LoadedIndex {
         guard let index = FileSystem.contents(path) else { return .gone }
-        let body = index.count - 32
-        guard index.count >= 8, index.prefix(8).elementsEqual(indexMagic) else {
-            return .damaged("not a block index of this layerctl")
-        }
-        guard body >= 8, (body - 8) % recordSize == 0 else { return .damaged("cut short") }
-        guard SHA256.hash(data: index.prefix(body)).elementsEqual(index.suffix(32)) else {
-            return .damaged("its checksum does not match")
-        }
+        let records: [BlockIndex.Record]
+        do { records = try BlockIndex.decode(Array(index)) } catch { return .damaged(error.description) }
         let packFd = open(String(path.dropLast(6)) + ".pack", O_RDONLY | O_CLOEXEC)
         guard packFd >= 0 else { return errno == ENOENT ? .damaged("its pack is missing") : .gone }
         var st = stat()
         fstat(packFd, &st)
-        var records: [(Hash256, Location)] = []
-        records.reserveCapacity((body - 8) / recordSize)
-        index.withUnsafeBytes { raw in
-            var at = 8
-            while at < body {
-                let key = Hash256(raw.baseAddress! + at)
-                let offset = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: at + 32, as: UInt64.self))
-                let word = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: at + 40, as: UInt32.self))
-                records.append((key, Location(pack: number, word: word, offset: offset)))
-                at += recordSize
-            }
-        }
-        // A pack shorter than its index says (a damaged disk, a copy cut short) is not used at all.
-        guard records.allSatisfy({ $0.1.offset + UInt64($0.1.length) <= UInt64(st.st_size) }) else {
+        do { try BlockIndex.check(records, packSize: UInt64(st.st_size)) } catch {
             close(packFd)
-            return .damaged("its pack is shorter than the index says")
+            return .damaged(error.description)
         }
-        return .loaded(packFd, records)
+        return .loaded(packFd, records.map { ($0.key, Location(pack: number, word: $0.word, offset: $0.offset)) })
     }
 
     /// An index file: its name, when its pack was last used, and its size.

@@ -61,10 +61,8 @@ final class BlockCache: @unchecked Sendable {
         var length: Int { Int(word & 0x00FF_FFFF) }
     }
 
-    static let indexMagic = Array("LCBI0003".utf8)
     /// Ends the name of every tag folder of this format; folders of other formats are removed.
     static let formatSuffix = "-3"
-    static let recordSize = 32 + 8 + 4
 
     init(
         root: String, options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>,
@@ -137,16 +135,9 @@ final class BlockCache: @unchecked Sendable {
         let entries = fresh.withLock { $0 }.sorted { $0.value.offset < $1.value.offset }
         if !entries.isEmpty {
             try sys("write the block cache", packName + ".pack") { fsync(pack) }
-            var index = ByteWriter()
-            index.bytes = Self.indexMagic
-            index.bytes.reserveCapacity(8 + entries.count * Self.recordSize + 32)
-            for (key, location) in entries {
-                index.bytes += key.bytes
-                index.put(location.offset)
-                index.put(location.word)
-            }
-            index.bytes += Array(SHA256.hash(data: index.bytes))
-            try FileSystem.writeAtomically(Data(index.bytes), to: packName + ".index")
+            let index = BlockIndex.encode(
+                entries.map { BlockIndex.Record(key: $0.key, offset: $0.value.offset, word: $0.value.word) })
+            try FileSystem.writeAtomically(Data(index), to: packName + ".index")
             published = true
         }
         for number in used.withLock({ $0 }) { Self.markUsed(indexPaths[Int(number)]) }
