@@ -227,7 +227,7 @@ public struct BootStaging: Sendable {
     private func runTool(_ tool: String, _ arguments: [String]) throws -> Int32 {
         guard let path = FileSystem.executable(tool) else { throw BootError("\(tool) is not installed") }
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
-        return waitForExit(try spawn(path, arguments, environment: environment, eventFD: nil))
+        return waitForExit(try spawn(path, arguments, environment: environment))
     }
 
     private func remove(_ image: StagedImage) throws {

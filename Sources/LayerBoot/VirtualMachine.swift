@@ -54,7 +54,7 @@ public struct VirtualMachine: Sendable {
         SignalForwarding.install()
         defer { SignalForwarding.remove() }
         let pid = try spawn(
-            qemu, arguments(kernel: kernel, initrd: initrd), environment: environment, eventFD: nil, keepStdin: true)
+            qemu, arguments(kernel: kernel, initrd: initrd), environment: environment, keepStdin: true)
         SignalForwarding.forward(to: pid)
         return waitForExit(pid)
     }

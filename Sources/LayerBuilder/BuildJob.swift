@@ -51,8 +51,8 @@ public struct BuildJob: Codable, Sendable {
     var boot: BootFlavour?
     var bootLocation: String?
 
-    var upperDirectory: String { buildDirectory + "/layer/tree" }
-    var workDirectory: String { buildDirectory + "/work" }
-    var mergedDirectory: String { buildDirectory + "/merged" }
-    var emptyDirectory: String { buildDirectory + "/empty" }
+    /// The root the layer is built in.
+    var root: BuildRoot { BuildRoot(directory: buildDirectory, lowerTrees: lowerTrees, syncDirectory: syncDirectory) }
+    /// The new layer's tree: the root's upper folder.
+    var upperDirectory: String { root.upper }
 }

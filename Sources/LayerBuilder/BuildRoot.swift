@@ -6,15 +6,27 @@ import LayerSupport
 /// directory, with `/proc`, `/sys`, `/dev`, `/run` and `/tmp` inside it. It lives in the builder's
 /// private mount namespace, so every mount here dies with the builder.
 struct BuildRoot {
-    let job: BuildJob
+    /// Holds `layer/tree` (the overlay's upper folder), `work`, `merged` and `empty`.
+    let directory: String
+    /// The trees below, bottom first.
+    let lowerTrees: [String]
+    /// A private copy of the sync databases to bind read-only in the root, when there is one.
+    let syncDirectory: String?
     private(set) var mounted: [String] = []
     /// Directories this build created only to mount on, which the tree should not keep.
     private(set) var createdMountPoints: [String] = []
     private var createdResolvConf = false
 
-    var merged: String { job.mergedDirectory }
+    var upper: String { directory + "/layer/tree" }
+    var work: String { directory + "/work" }
+    var merged: String { directory + "/merged" }
+    var empty: String { directory + "/empty" }
 
-    init(job: BuildJob) { self.job = job }
+    init(directory: String, lowerTrees: [String], syncDirectory: String? = nil) {
+        self.directory = directory
+        self.lowerTrees = lowerTrees
+        self.syncDirectory = syncDirectory
+    }
 
     /// The modes Arch's `filesystem` package gives these directories; creating them any other way
     /// makes libalpm warn that permissions differ when `filesystem` is installed.
@@ -23,16 +35,16 @@ struct BuildRoot {
     ]
 
     mutating func setUp() throws {
-        for directory in [job.upperDirectory, job.workDirectory, job.mergedDirectory, job.emptyDirectory] {
+        for directory in [upper, work, merged, empty] {
             try FileSystem.makeDirectories(directory)
         }
-        if job.lowerTrees.isEmpty {
+        if lowerTrees.isEmpty {
             // A root layer has nothing below it: writing straight into the upper directory gives
             // the same tree as an overlay would, without overlayfs's cost on every file created.
-            try Mounter.bind(job.upperDirectory, at: merged)
+            try Mounter.bind(upper, at: merged)
         } else {
-            let options = "lowerdir=\(job.lowerTrees.reversed().joined(separator: ":")),upperdir=\(job.upperDirectory),"
-                + "workdir=\(job.workDirectory),redirect_dir=off,index=off,metacopy=off"
+            let options = "lowerdir=\(lowerTrees.reversed().joined(separator: ":")),upperdir=\(upper),"
+                + "workdir=\(work),redirect_dir=off,index=off,metacopy=off"
             try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
         }
         mounted.append(merged)
@@ -49,13 +61,13 @@ struct BuildRoot {
         try mount("tmpfs", "tmp", "tmpfs", "mode=1777,nosuid,nodev")
 
         // The sync databases come from outside, so the tree never holds them.
-        if job.syncDirectory.isEmpty { return }
+        guard let syncDirectory else { return }
         let sync = merged + "/var/lib/pacman/sync"
         if !FileSystem.exists(sync) {
             try FileSystem.makeDirectories(sync)
             createdMountPoints.append("var/lib/pacman/sync")
         }
-        try Mounter.bind(job.syncDirectory + "/sync", at: sync, readOnly: true)
+        try Mounter.bind(syncDirectory + "/sync", at: sync, readOnly: true)
         mounted.append(sync)
     }
 
@@ -106,7 +118,6 @@ struct BuildRoot {
             try Mounter.unmount(target, lazy: true)
         }
         mounted.removeAll()
-        let upper = job.upperDirectory
         if createdResolvConf { unlink(upper + "/etc/resolv.conf") }
         for relative in createdMountPoints {
             rmdir(upper + "/" + relative)  // only if still empty

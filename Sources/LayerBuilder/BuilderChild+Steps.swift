@@ -6,7 +6,7 @@ import LayerRecipe
 extension BuilderChild {
     /// The libalpm transaction, on the merged root, checked against what the key was made from.
     static func install(_ job: BuildJob, events: EventPipe) throws -> ChildResult {
-        let merged = job.mergedDirectory
+        let merged = job.root.merged
         let handle = try AlpmHandle(root: merged, dbPath: merged + "/var/lib/pacman")
         try handle.addCacheDir(job.packageCache)
         try handle.setLogFile(job.pacmanLog)

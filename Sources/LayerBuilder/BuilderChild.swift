@@ -5,37 +5,32 @@ import Glibc
 import LayerEntries
 import LayerSupport
 
-/// The builder child: layerctl re-executed as `layerctl __build-layer JOB`, with the event pipe on
-/// fd 3. Stage one moves into new namespaces and starts stage two, which is pid 1 there and does
-/// the work; when either dies, the kernel kills the rest and tears every mount down.
-public enum BuilderChild {
-    /// The hidden subcommand the CLI routes here.
-    public static let subcommand = "__build-layer"
-    static let innerFlag = "--inner"
-
+/// The builder child, the `build` role of `NamespacedWork`: it reports on the event pipe. Stage
+/// one moves into new namespaces and starts stage two, which is pid 1 there and does the work.
+enum BuilderChild {
     /// Stage one: unshare, make `/` private, name the host after the layer, start stage two.
-    public static func enterNamespaces(jobPath: String) -> Int32 {
+    static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
         do {
-            try Namespaces.dieWithParent()
-            let job = try readJob(jobPath)
-            return try Namespaces.enter(
-                hostname: job.layerName, isolateNetwork: job.isolateNetwork,
-                arguments: [subcommand, innerFlag, jobPath], eventFD: 3)
+            try NamespacedWork.dieWithParent(request)
+            let job = try readJob(request.jobPath)
+            return try NamespacedWork.enter(
+                request, hostname: job.layerName, isolateNetwork: job.isolateNetwork,
+                events: NamespacedWork.eventDescriptor)
         } catch {
-            EventPipe(fd: 3, layer: "?").send(.failed, "\(error)")
+            EventPipe(layer: "?").send(.failed, "\(error)")
             return 1
         }
     }
 
     /// Stage two, pid 1 of the new pid namespace: mount, install, write files, run commands,
     /// unmount, normalise, and report what was built.
-    public static func build(jobPath: String) -> Int32 {
-        var events = EventPipe(fd: 3, layer: "?")
+    static func build(_ request: NamespacedWork.Request) -> Int32 {
+        var events = EventPipe(layer: "?")
         do {
-            try Namespaces.dieWithParent()
-            let job = try readJob(jobPath)
-            events = EventPipe(fd: 3, layer: job.layerName)
-            var root = BuildRoot(job: job)
+            try NamespacedWork.dieWithParent(request)
+            let job = try readJob(request.jobPath)
+            events = EventPipe(layer: job.layerName)
+            var root = job.root
             var result: ChildResult
             do {
                 events.send(.step, "mount")

@@ -1,10 +1,11 @@
 import Foundation
 import Glibc
 
-/// The builder child's side of the event pipe: one JSON object per line on a file descriptor.
+/// The builder child's side of the event pipe: one JSON object per line on
+/// `NamespacedWork.eventDescriptor`.
 struct EventPipe: Sendable {
-    let fd: Int32
     let layer: String
+    private var fd: Int32 { NamespacedWork.eventDescriptor }
 
     func send(_ event: BuildEvent) {
         let encoder = JSONEncoder()

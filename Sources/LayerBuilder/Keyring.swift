@@ -88,7 +88,7 @@ enum Keyring {
         let pid: pid_t
         do {
             pid = try spawn(
-                executable, arguments, environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"], eventFD: nil, stdoutFD: writeEnd)
+                executable, arguments, environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"], stdoutFD: writeEnd)
         } catch {
             close(readEnd)
             close(writeEnd)

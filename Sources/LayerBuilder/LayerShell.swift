@@ -7,8 +7,6 @@ import LayerSupport
 /// `layerctl shell`: a throwaway root made of a layer's stack under a tmpfs upper, in private
 /// namespaces. Whatever the command changes is gone when it exits; the store is never written.
 public enum LayerShell {
-    public static let subcommand = "__shell"
-
     struct Job: Codable {
         var name: String
         var trees: [String]
@@ -28,26 +26,29 @@ public enum LayerShell {
         let job = Job(name: name, trees: trees, directory: directory, command: command.isEmpty ? ["/bin/sh"] : command)
         let jobPath = directory + "/job.json"
         try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)
-        // The shell takes over the terminal: stdin must stay ours, so it is not spawned like builders.
-        let pid = try spawnInteractive([subcommand, jobPath], environment: Namespaces.environment(parent: getpid()))
+        // The shell takes over the terminal: it gets our stdin, unlike builders.
+        let pid = try NamespacedWork.start(.shell, jobPath: jobPath, events: nil, interactive: true)
         return waitForExit(pid)
     }
 
-    /// Stage one, then two: namespaces, then the tmpfs-backed overlay and the command, as pid 1.
-    public static func enter(jobPath: String, inner: Bool) -> Int32 {
-        do {
-            try Namespaces.dieWithParent()
-            guard let data = FileManager.default.contents(atPath: jobPath) else { throw SystemError("read", jobPath, errno: ENOENT) }
-            let job = try JSONDecoder().decode(Job.self, from: data)
-            if !inner {
-                return try Namespaces.enter(
-                    hostname: job.name, isolateNetwork: false, arguments: [subcommand, "--inner", jobPath], eventFD: nil,
-                    interactive: true)
-            }
+    /// Stage one: namespaces named after the layer, then stage two.
+    static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
+        failing {
+            try NamespacedWork.dieWithParent(request)
+            let job = try readJob(request.jobPath)
+            return try NamespacedWork.enter(request, hostname: job.name, isolateNetwork: false, events: nil, interactive: true)
+        }
+    }
+
+    /// Stage two, pid 1: the tmpfs-backed overlay, then the command.
+    static func work(_ request: NamespacedWork.Request) -> Int32 {
+        failing {
+            try NamespacedWork.dieWithParent(request)
+            let job = try readJob(request.jobPath)
             let scratch = job.directory + "/scratch"
             try FileSystem.makeDirectories(scratch)
             try Mounter.mount("tmpfs", at: scratch, type: "tmpfs", options: "mode=0755")
-            var root = BuildRoot(job: BuildJob.throwaway(name: job.name, directory: scratch, trees: job.trees))
+            var root = BuildRoot(directory: scratch, lowerTrees: job.trees)
             try root.setUp()
             try root.bindResolvConf()
             var pid: pid_t = 0
@@ -60,19 +61,20 @@ public enum LayerShell {
             }
             if err != 0 { throw SystemError("start \(path) in", job.name, errno: err) }
             return waitForExit(pid)
-        } catch {
+        }
+    }
+
+    private static func readJob(_ path: String) throws -> Job {
+        guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path, errno: ENOENT) }
+        return try JSONDecoder().decode(Job.self, from: data)
+    }
+
+    /// The exit status of `body`, or the status of an error after its line on stderr: the shell's
+    /// stages have no event pipe, so they report the way the command line does.
+    private static func failing(_ body: () throws -> Int32) -> Int32 {
+        do { return try body() } catch {
             FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
             return 3
         }
-    }
-}
-
-extension BuildJob {
-    /// A job that only describes a root to mount: no packages, no sync databases.
-    static func throwaway(name: String, directory: String, trees: [String]) -> BuildJob {
-        BuildJob(
-            layerName: name, buildDirectory: directory, lowerTrees: trees, arch: "", repos: [], syncDirectory: "",
-            packageCache: "", pacmanLog: "", gpgDirectory: "", install: [], remove: [], expected: [], files: [], run: [],
-            env: [], sourceDateEpoch: 0, isolateNetwork: false)
     }
 }

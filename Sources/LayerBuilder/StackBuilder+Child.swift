@@ -76,13 +76,12 @@ extension StackBuilder {
         }
     }
 
-    /// Starts `layerctl __build-layer JOB`, forwards its events, and returns what it built.
+    /// Starts the namespaced builder of the job at `jobPath`, forwards its events, and returns what it built.
     private func runChild(jobPath: String, layer: String) throws -> ChildResult {
         let (readEnd, writeEnd) = try makePipe("builder events")
-        let environment = Namespaces.environment(parent: getpid())
         let pid: pid_t
         do {
-            pid = try spawn(currentExecutable(), [BuilderChild.subcommand, jobPath], environment: environment, eventFD: writeEnd)
+            pid = try NamespacedWork.start(.build, jobPath: jobPath, events: writeEnd)
         } catch {
             close(readEnd)
             close(writeEnd)

@@ -28,7 +28,7 @@ public struct FolderSource: EntrySource {
 
     public func root() throws -> SourceEntry {
         var st = stat()
-        try RawPath.with(path) { p in try sys("read layer tree", RawPath.string(path)) { lstat(p, &st) } }
+        _ = try RawPath.with(path) { p in try sys("read layer tree", RawPath.string(path)) { lstat(p, &st) } }
         guard st.st_mode & S_IFMT == S_IFDIR else { throw MergeError.notADirectory(RawPath.string(path)) }
         return try sourceEntry(path, name: [], st)
     }

@@ -1,6 +1,5 @@
 import CMount
 import Glibc
-import LayerSupport
 
 /// The mounts a process sees, read from its mountinfo through libmount (`mnt_new_table_from_file`).
 public struct MountTable: Sendable {

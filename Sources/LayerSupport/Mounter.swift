@@ -69,7 +69,7 @@ public enum Mounter {
         if rc != 0 {
             var buffer = [CChar](repeating: 0, count: 1024)
             _ = mnt_context_get_excode(context, rc, &buffer, buffer.count)
-            var message = String(cString: buffer)
+            var message = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let err = mnt_context_get_syscall_errno(context)
             if message.isEmpty { message = err != 0 ? String(cString: strerror(err)) : "libmount error \(rc)" }
             throw MountError(operation: operation, target: target, message: message)

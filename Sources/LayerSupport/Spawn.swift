@@ -1,16 +1,17 @@
 import Glibc
 
 /// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
-/// stdout (or `stdoutFD`) and stderr inherited, and `eventFD` (if any) handed over as fd 3.
+/// stdout (or `stdoutFD`) and stderr inherited, and `handOver.fd` (if any) handed over as descriptor
+/// `handOver.as`. stdin is the caller's only with `keepStdin`.
 package func spawn(
-    _ executable: String, _ arguments: [String], environment: [String], eventFD: Int32?, keepStdin: Bool = false,
-    stdoutFD: Int32? = nil
+    _ executable: String, _ arguments: [String], environment: [String], handOver: (fd: Int32, as: Int32)? = nil,
+    keepStdin: Bool = false, stdoutFD: Int32? = nil
 ) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     if !keepStdin { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
-    if let eventFD { posix_spawn_file_actions_adddup2(&actions, eventFD, 3) }
+    if let handOver { posix_spawn_file_actions_adddup2(&actions, handOver.fd, handOver.as) }
     if let stdoutFD { posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1) }
     var pid: pid_t = 0
     let result = withCStrings([executable] + arguments) { argv in
@@ -33,16 +34,11 @@ package func waitForExit(_ pid: pid_t) -> Int32 {
     return 128 + (status & 0x7f)
 }
 
-/// The path of the running executable, for re-executing it as the builder child.
+/// The path of the running executable, for re-executing it for namespaced work.
 package func currentExecutable() -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
     return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
-}
-
-/// Re-executes layerctl with the terminal's stdin, stdout and stderr, for interactive children.
-package func spawnInteractive(_ arguments: [String], environment: [String]) throws -> pid_t {
-    try spawn(currentExecutable(), arguments, environment: environment, eventFD: nil, keepStdin: true)
 }
 
 /// Hands C a NULL-terminated array of C strings that lives for the call.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LayerBuilder
 import LayerStore
 
 @main
@@ -12,10 +13,12 @@ struct LayerCtl: ParsableCommand {
             with `from: nvidia`. `layerctl build gaming.yaml` builds each layer with libalpm in its own mount \
             namespace and keeps it in the store, so the next build reuses every layer that did not change.
             """,
-        subcommands: [Build.self, Export.self, Diff.self, VM.self, Stage.self, Boot.self, Staged.self, Unstage.self, Changes.self, List.self, Inspect.self, Shell.self, GC.self, BuildLayer.self, ShellChild.self])
+        subcommands: [Build.self, Export.self, Diff.self, VM.self, Stage.self, Boot.self, Staged.self, Unstage.self, Changes.self, List.self, Inspect.self, Shell.self, GC.self])
 
     /// Exit statuses: 0 success, 1 "differences" (diff), 2 usage, 3 and above errors.
     static func main() {
+        // A builder or a shell's root, when layerctl was started again to do namespaced work.
+        NamespacedWork.runIfRequested()
         var command: ParsableCommand
         do {
             command = try parseAsRoot()

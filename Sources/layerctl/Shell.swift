@@ -22,19 +22,4 @@ extension LayerCtl {
             throw ExitCode(status)
         }
     }
-
-    /// The shell's namespaced child; `layerctl shell` starts it.
-    struct ShellChild: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: LayerShell.subcommand, abstract: "Runs inside the shell's namespaces; layerctl shell runs this itself.",
-            shouldDisplay: false)
-
-        @Flag(name: .customLong("inner"), help: "Run as the second stage, inside the new namespaces.")
-        var inner = false
-
-        @Argument(help: "The job file that describes the shell.")
-        var job: String
-
-        func run() throws { throw ExitCode(LayerShell.enter(jobPath: job, inner: inner)) }
-    }
 }

@@ -32,4 +32,22 @@ struct HelpTests {
         #expect(missing.status == 3)
         #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
     }
+
+    /// Namespaced work is asked for through the environment, never through a hidden subcommand.
+    @Test("no hidden subcommands; a malformed work request and an orphaned one each fail with one line")
+    func namespacedWork() throws {
+        for hidden in ["__build-layer", "__shell"] {
+            #expect(try Harness.run([hidden, "/tmp/job.json"]).status == 2)
+        }
+        let variable = "LAYERCTL_NAMESPACED_WORK"
+        let malformed = try Harness.run(["ls"], environment: [variable: "build"])
+        #expect(malformed.status == 2)
+        #expect(malformed.stderr == "layerctl: \(variable): not a request: build\n")
+        // A parent that is not ours (pid 1 never started this test's process) is refused: the work
+        // would outlive whoever asked for it.
+        let orphan = try Harness.run(["ls"], environment: [variable: "shell namespaces 1 /nonexistent/job.json"])
+        #expect(orphan.status == 3)
+        #expect(orphan.stderr == "layerctl: abandoned: the parent process is gone\n")
+        #expect(orphan.stdout.isEmpty)
+    }
 }

@@ -1,0 +1,110 @@
+import CLayerSupport
+import Foundation
+import Glibc
+import LayerSupport
+
+/// The entry point of namespaced work: building one layer, and the throwaway root of a shell.
+///
+/// Such work runs in a child process, in two stages. The program that asks for it (`start`) runs
+/// its own executable again (`/proc/self/exe`) with a request in the environment variable
+/// `LAYERCTL_NAMESPACED_WORK`. Stage one leaves the program's namespaces: new mount, pid, uts and
+/// ipc namespaces (and network, when asked), `/` made private, the host named after the layer. It
+/// starts stage two the same way, as pid 1 of the new pid namespace, which does the work. When
+/// either stage dies the kernel kills the rest and tears every mount down; each stage dies with
+/// the process that started it.
+///
+/// Any program that links `LayerBuilder` can do this work: it calls `runIfRequested()` first thing
+/// in `main`, before it reads its command line, which plays no part. A builder reports on
+/// `eventDescriptor`, one JSON `BuildEvent` per line; a shell has the terminal.
+public enum NamespacedWork {
+    /// Carries the request: `ROLE STAGE PARENT-PID JOB-PATH`.
+    static let requestVariable = "LAYERCTL_NAMESPACED_WORK"
+    /// The descriptor a builder writes its events to, in both stages.
+    static let eventDescriptor: Int32 = 3
+
+    enum Role: String { case build, shell }
+    enum Stage: String { case namespaces, work }
+
+    struct Request: Equatable {
+        var role: Role
+        var stage: Stage
+        /// The process whose death ends this one; 0 (as pid 1 sees its parent) in stage two.
+        var parent: pid_t
+        var jobPath: String
+
+        init(role: Role, stage: Stage, parent: pid_t, jobPath: String) {
+            self.role = role
+            self.stage = stage
+            self.parent = parent
+            self.jobPath = jobPath
+        }
+
+        init?(_ text: String) {
+            let fields = text.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)
+            guard fields.count == 4, let role = Role(rawValue: String(fields[0])),
+                let stage = Stage(rawValue: String(fields[1])), let parent = pid_t(fields[2])
+            else { return nil }
+            self.init(role: role, stage: stage, parent: parent, jobPath: String(fields[3]))
+        }
+
+        var text: String { "\(role.rawValue) \(stage.rawValue) \(parent) \(jobPath)" }
+    }
+
+    /// Does the requested work and exits with its status, when this process was started to do
+    /// namespaced work; returns at once otherwise. The request is taken out of the environment, so
+    /// nothing the work starts (package scriptlets, `run:` commands) inherits it.
+    public static func runIfRequested() {
+        guard let text = getenv(requestVariable).map({ String(cString: $0) }) else { return }
+        unsetenv(requestVariable)
+        guard let request = Request(text) else {
+            FileHandle.standardError.write(Data("layerctl: \(requestVariable): not a request: \(text)\n".utf8))
+            exit(2)
+        }
+        exit(run(request))
+    }
+
+    static func run(_ request: Request) -> Int32 {
+        switch (request.role, request.stage) {
+        case (.build, .namespaces): BuilderChild.enterNamespaces(request)
+        case (.build, .work): BuilderChild.build(request)
+        case (.shell, .namespaces): LayerShell.enterNamespaces(request)
+        case (.shell, .work): LayerShell.work(request)
+        }
+    }
+
+    /// Starts stage one of `role` for the job at `jobPath`: with `events` as `eventDescriptor`, or
+    /// with the terminal's stdin when `interactive`.
+    static func start(_ role: Role, jobPath: String, events: Int32?, interactive: Bool = false) throws -> pid_t {
+        let request = Request(role: role, stage: .namespaces, parent: getpid(), jobPath: jobPath)
+        return try startExecutable(request, events: events, interactive: interactive)
+    }
+
+    /// Stage one: checks that the parent lives, unshares, makes `/` private, names the host, and
+    /// runs stage two as pid 1 of the new pid namespace; returns its exit status.
+    static func enter(
+        _ request: Request, hostname: String, isolateNetwork: Bool, events: Int32?, interactive: Bool = false
+    ) throws -> Int32 {
+        let err = lc_unshare_build_namespaces(isolateNetwork ? 1 : 0)
+        if err != 0 { throw SystemError("create namespaces for", hostname, errno: err) }
+        try Mounter.makePrivate("/")
+        _ = sethostname(hostname, hostname.utf8.count)
+        var inside = request
+        inside.stage = .work
+        inside.parent = 0  // pid 1 of a new pid namespace sees its parent as pid 0
+        return waitForExit(try startExecutable(inside, events: events, interactive: interactive))
+    }
+
+    /// Makes this process die with the one that started it, and fails if that one is gone already.
+    static func dieWithParent(_ request: Request) throws {
+        if lc_die_with_parent(request.parent) != 0 { throw BuildFailure("abandoned: the parent process is gone") }
+    }
+
+    private static func startExecutable(_ request: Request, events: Int32?, interactive: Bool) throws -> pid_t {
+        let environment =
+            ProcessInfo.processInfo.environment.filter { $0.key != requestVariable }.map { "\($0.key)=\($0.value)" }
+            + ["\(requestVariable)=\(request.text)"]
+        return try spawn(
+            currentExecutable(), [], environment: environment,
+            handOver: events.map { (fd: $0, as: eventDescriptor) }, keepStdin: interactive)
+    }
+}
