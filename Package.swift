@@ -30,7 +30,7 @@ let package = Package(
             name: "CAlpm", pkgConfig: "libalpm",
             providers: [.apt(["libalpm-dev", "libcurl4-openssl-dev", "libgpgme-dev"])]),
         .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"]),
-        .target(name: "Alpm", dependencies: ["CAlpm", "CLayerSupport"]),
+        .target(name: "Alpm", dependencies: ["CAlpm", "CLayerSupport", "LayerSupport"]),
         // System calls on raw paths, errors, digests, processes: what every target below stands on.
         .target(
             name: "LayerSupport",

@@ -1,9 +1,10 @@
 import CAlpm
+import LayerSupport
 
 /// A failed libalpm call: what was attempted, on which package or path, and libalpm's own words.
-public struct AlpmError: Error, CustomStringConvertible, Sendable {
+public struct AlpmError: LayerError {
     /// libalpm's error number, when the failure came from libalpm (`alpm_errno`).
-    public let code: Int32?
+    public let alpmErrno: Int32?
     /// What was being done, in a few words ("install", "register database").
     public let operation: String
     /// The package, database or file concerned, if there is one.
@@ -41,7 +42,7 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
         code: Int32? = nil, operation: String, subject: String? = nil, reason: String, details: [String] = [],
         packages: [String] = []
     ) {
-        self.code = code
+        self.alpmErrno = code
         self.operation = operation
         self.subject = subject
         self.reason = reason
@@ -64,11 +65,9 @@ public struct AlpmError: Error, CustomStringConvertible, Sendable {
         self.init(errno: alpm_errno(handle), operation: operation, subject: subject)
     }
 
-    public var description: String {
-        var text = operation
-        if let subject { text += " \(subject)" }
-        text += ": \(reason)"
-        for line in details { text += "\n  \(line)" }
-        return text
-    }
+    public var code: ErrorCode { .packages }
+    /// What failed: the operation and its subject.
+    public var message: String { subject.map { "\(operation) \($0) failed" } ?? "\(operation) failed" }
+    /// libalpm's words, then the further lines.
+    public var cause: (any Error)? { Reason(([reason] + details).joined(separator: "\n  ")) }
 }

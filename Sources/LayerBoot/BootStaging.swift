@@ -205,7 +205,7 @@ public struct BootStaging: Sendable {
             case .systemdBoot where once:
                 // The one-shot entry is an EFI variable, which only bootctl sets.
                 let status = try runTool("bootctl", ["set-oneshot", entry + ".conf"])
-                if status != 0 { throw BootError("bootctl set-oneshot \(entry).conf failed with status \(status)") }
+                if status != 0 { throw BootError("bootctl set-oneshot \(entry).conf failed with status \(status)", code: .system) }
                 done.append("systemd-boot boots \(entry).conf next time (bootctl set-oneshot)")
             case .systemdBoot:
                 let path = bootDirectory + "/loader/loader.conf"
@@ -225,7 +225,7 @@ public struct BootStaging: Sendable {
     }
 
     private func runTool(_ tool: String, _ arguments: [String]) throws -> Int32 {
-        guard let path = FileSystem.executable(tool) else { throw BootError("\(tool) is not installed") }
+        guard let path = FileSystem.executable(tool) else { throw BootError("\(tool) is not installed", code: .system) }
         let environment = ProcessInfo.processInfo.environment.map { "\($0.key)=\($0.value)" }
         return waitForExit(try spawn(path, arguments, environment: environment))
     }

@@ -40,7 +40,7 @@ public struct StagedSet: Codable, Sendable, Equatable {
         guard FileSystem.exists(path) else { return nil }
         guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path) }
         do { return try JSONDecoder().decode(StagedSet.self, from: data) } catch {
-            throw BootError("\(path) is damaged (\(error)); remove the folder to forget what it staged")
+            throw BootError("\(path) is damaged (\(error)); remove the folder to forget what it staged", code: .damaged)
         }
     }
 
@@ -72,8 +72,8 @@ struct DeviceLocation {
             self.uuid = uuid
         } else {
             throw BootError(
-                "cannot find the UUID of \(mount.source) (mounted on \(mount.target)), which holds \(path); the boot loader and the hook find the image by it"
-            )
+                "cannot find the UUID of \(mount.source) (mounted on \(mount.target)), which holds \(path); the boot loader and the hook find the image by it",
+                code: .system)
         }
     }
 

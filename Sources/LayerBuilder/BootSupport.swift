@@ -85,8 +85,8 @@ struct BootSupport {
         let generator = flavour == .mkinitcpio ? "/usr/bin/mkinitcpio" : "/usr/bin/dracut"
         guard FileSystem.exists(merged + generator) else {
             throw BuildFailure(
-                "\(job.bootLocation ?? job.layerName): `boot: \(flavour.rawValue)` needs \(generator) in the image; install the \(flavour.rawValue) package"
-            )
+                "`boot: \(flavour.rawValue)` needs \(generator) in the image; install the \(flavour.rawValue) package",
+                at: job.bootLocation ?? job.layerName, code: .input)
         }
         for kernel in kernels {
             // The boot loader and `layerctl stage` look for the kernel in /boot, as Arch puts it.
@@ -110,7 +110,7 @@ struct BootSupport {
             let status = try runner.run(command)
             if status != 0 {
                 throw BuildFailure(
-                    "\(job.bootLocation ?? job.layerName): `\(command)` exited with status \(status)")
+                    "`\(command)` exited with status \(status)", at: job.bootLocation ?? job.layerName)
             }
         }
     }
@@ -136,8 +136,8 @@ struct BootSupport {
         let location = job.bootLocation ?? job.layerName
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw BuildFailure(
-                "\(location): `boot: mkinitcpio` needs /etc/mkinitcpio.conf in the image; install mkinitcpio or write one in `files:`"
-            )
+                "`boot: mkinitcpio` needs /etc/mkinitcpio.conf in the image; install mkinitcpio or write one in `files:`",
+                at: location, code: .input)
         }
         var lines = text.components(separatedBy: "\n")
         guard
@@ -145,23 +145,28 @@ struct BootSupport {
                 $0.trimmingCharacters(in: .whitespaces).hasPrefix("HOOKS=(") && $0.contains(")")
             })
         else {
-            throw BuildFailure("\(location): /etc/mkinitcpio.conf has no HOOKS=(…) line to add layerctl to")
+            throw BuildFailure(
+                "/etc/mkinitcpio.conf has no HOOKS=(…) line to add layerctl to",
+                at: location, code: .input)
         }
         let line = lines[index]
         guard let open = line.firstIndex(of: "("), let close = line.lastIndex(of: ")"), open < close else {
-            throw BuildFailure("\(location): /etc/mkinitcpio.conf's HOOKS line is not HOOKS=(…)")
+            throw BuildFailure(
+                "/etc/mkinitcpio.conf's HOOKS line is not HOOKS=(…)",
+                at: location, code: .input)
         }
         var hooks = line[line.index(after: open)..<close].split(whereSeparator: \.isWhitespace).map(String.init)
         if hooks.contains("layerctl") { return }
         if hooks.contains("systemd") {
             throw BuildFailure(
-                "\(location): mkinitcpio.conf's HOOKS use `systemd`, whose init runs no runtime hooks; layerctl's hook needs `base udev` instead (write /etc/mkinitcpio.conf in `files:`)"
-            )
+                "mkinitcpio.conf's HOOKS use `systemd`, whose init runs no runtime hooks; layerctl's hook needs `base udev` instead (write /etc/mkinitcpio.conf in `files:`)",
+                at: location, code: .input)
         }
         let after = hooks.firstIndex(of: "udev") ?? hooks.firstIndex(of: "base")
         guard let after else {
             throw BuildFailure(
-                "\(location): mkinitcpio.conf's HOOKS have neither `base` nor `udev` to put layerctl after")
+                "mkinitcpio.conf's HOOKS have neither `base` nor `udev` to put layerctl after",
+                at: location, code: .input)
         }
         hooks.insert("layerctl", at: after + 1)
         lines[index] = "HOOKS=(\(hooks.joined(separator: " ")))"

@@ -1,4 +1,5 @@
 import Alpm
+import LayerSupport
 
 /// One thing that happened during a build, as the builder child reports it to the parent (one JSON
 /// object per line on a pipe) and as `layerctl build --json` prints it.
@@ -34,11 +35,14 @@ public struct BuildEvent: Codable, Sendable {
     public var result: ChildResult?
     /// For `failed`: the packages libalpm named as the cause.
     public var packages: [String]?
+    /// For `failed`: what kind of failure, and where in the layer files when that is known.
+    public var code: ErrorCode?
+    public var location: String?
 
     public init(
         _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,
         total: Int64? = nil, percent: Int? = nil, key: String? = nil, seconds: Double? = nil,
-        result: ChildResult? = nil, packages: [String]? = nil
+        result: ChildResult? = nil, packages: [String]? = nil, code: ErrorCode? = nil, location: String? = nil
     ) {
         self.kind = kind
         self.layer = layer
@@ -51,6 +55,17 @@ public struct BuildEvent: Codable, Sendable {
         self.seconds = seconds
         self.result = result
         self.packages = packages
+        self.code = code
+        self.location = location
+    }
+
+    /// The event that reports `error`: the child's last word when it gives up.
+    init(failure error: any Error, layer: String) {
+        let failure = BuildFailure(error, at: nil)
+        let text = failure.cause.map { "\(failure.message): \($0)" } ?? failure.message
+        self.init(
+            .failed, layer: layer, message: text, packages: failure.packages.isEmpty ? nil : failure.packages,
+            code: failure.code, location: failure.location)
     }
 }
 

@@ -1,17 +1,46 @@
 import Alpm
+import LayerSupport
 
-/// A build that cannot go on, in one sentence that names the layer file line, package or path.
-public struct BuildFailure: Error, CustomStringConvertible, Sendable {
+/// A build that cannot go on: where in the layer files (when known), what failed, and why.
+public struct BuildFailure: LayerError {
+    public let code: ErrorCode
+    /// `file:line:column` in a layer file, or a layer file's path; nil when not yet known.
+    public let location: String?
     public let message: String
+    public let cause: (any Error)?
     /// The packages libalpm named as the cause, for the planner to find their line in the layer file.
     public let packages: [String]
 
-    public init(_ message: String, packages: [String] = []) {
+    public init(
+        _ message: String, at location: String? = nil, code: ErrorCode = .build, cause: (any Error)? = nil,
+        packages: [String] = []
+    ) {
+        self.code = code
+        self.location = location
         self.message = message
+        self.cause = cause
         self.packages = packages
     }
 
-    public var description: String { message }
+    /// `error` put at `location`, keeping its code and its packages.
+    public init(_ error: any Error, at location: String?) {
+        if let failure = error as? BuildFailure {
+            self.init(
+                failure.message, at: location ?? failure.location, code: failure.code, cause: failure.cause,
+                packages: failure.packages)
+        } else if let layerError = error as? any LayerError {
+            self.init(
+                layerError.message, at: location, code: layerError.code, cause: layerError.cause,
+                packages: (error as? AlpmError)?.packages ?? [])
+        } else {
+            self.init("\(error)", at: location, code: errorCode(of: error))
+        }
+    }
+
+    public var description: String {
+        let text = cause.map { "\(message): \($0)" } ?? message
+        return location.map { "\($0): \(text)" } ?? text
+    }
 }
 
 extension BuildFailure {
@@ -20,8 +49,8 @@ extension BuildFailure {
     init(missingKeys error: AlpmError, keyring: String, location: (String) -> String) {
         let key = error.missingKeys[0].key
         self.init(
-            "\(location(error.missingKeys[0].repository)): \(error) (\(keyring)); add it with "
-                + "`pacman-key --recv-keys \(key) && pacman-key --lsign-key \(key)`, "
-                + "or name a keyring that trusts it with --keyring")
+            "\(error) (\(keyring)); add it with `pacman-key --recv-keys \(key) && pacman-key --lsign-key \(key)`, "
+                + "or name a keyring that trusts it with --keyring",
+            at: location(error.missingKeys[0].repository), code: .packages)
     }
 }

@@ -38,7 +38,7 @@ extension BuilderChild {
             let expected = job.expected.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             let actual = resolution.install.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             guard expected == actual else {
-                throw BuildFailure("the repositories changed while the layer was built; build again")
+                throw BuildFailure("the repositories changed while the layer was built; build again", code: .packages)
             }
             added = resolution.install
             removed = resolution.remove
@@ -57,13 +57,13 @@ extension BuilderChild {
             } else if let source = file.source, let contents = FileManager.default.contents(atPath: source) {
                 data = contents
             } else {
-                throw BuildFailure("\(file.location): cannot read source \(file.source ?? "")")
+                throw BuildFailure("reading source \(file.source ?? "") failed", at: file.location, code: .input)
             }
             do {
                 let (uid, gid) = try files.owner(file.owner)
                 try files.write(data, to: file.path, mode: file.mode, uid: uid, gid: gid)
             } catch {
-                throw BuildFailure("\(file.location): cannot write \(file.path): \(error)")
+                throw BuildFailure("writing \(file.path) failed", at: file.location, cause: error)
             }
         }
     }
@@ -76,7 +76,7 @@ extension BuilderChild {
                     .step, layer: job.layerName, message: "run \(index + 1)/\(job.run.count): \(command.command)"))
             let status = try runner.run(command.command)
             if status != 0 {
-                throw BuildFailure("\(command.location): run command `\(command.command)` exited with status \(status)")
+                throw BuildFailure("run command `\(command.command)` exited with status \(status)", at: command.location)
             }
         }
     }

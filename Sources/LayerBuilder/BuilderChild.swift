@@ -13,11 +13,9 @@ enum BuilderChild {
         do {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
-            return try NamespacedWork.enter(
-                request, hostname: job.layerName, isolateNetwork: job.isolateNetwork,
-                events: NamespacedWork.eventDescriptor)
+            return try NamespacedWork.enter(request, hostname: job.layerName, isolateNetwork: job.isolateNetwork)
         } catch {
-            EventPipe(layer: "?").send(.failed, "\(error)")
+            EventPipe(layer: "?").send(BuildEvent(failure: error, layer: "?"))
             return 1
         }
     }
@@ -61,8 +59,7 @@ enum BuilderChild {
             events.send(BuildEvent(.finished, layer: job.layerName, result: result))
             return 0
         } catch {
-            let packages = (error as? AlpmError)?.packages
-            events.send(BuildEvent(.failed, layer: events.layer, message: "\(error)", packages: packages))
+            events.send(BuildEvent(failure: error, layer: events.layer))
             return 1
         }
     }

@@ -23,7 +23,7 @@ struct CommandRunner {
         close(writeEnd)
         defer { close(readEnd) }
         if err != 0 {
-            if err == ENOENT { throw BuildFailure("the layer has no /bin/sh to run commands with; install a shell first") }
+            if err == ENOENT { throw BuildFailure("the layer has no /bin/sh to run commands with; install a shell first", code: .input) }
             throw SystemError("start /bin/sh in", root, errno: err)
         }
         return try stream(from: readEnd, until: pid)

@@ -17,6 +17,10 @@ struct EventPipe: Sendable {
             while offset < buffer.count {
                 let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
                 if n < 0 && errno == EINTR { continue }
+                // Started by hand, with no pipe: say it where a person reads.
+                if n < 0 && errno == EBADF, event.kind == .failed {
+                    FileHandle.standardError.write(Data("layerctl: \(event.location.map { $0 + ": " } ?? "")\(event.message ?? "")\n".utf8))
+                }
                 if n <= 0 { return }  // the parent is gone; it will not read anything more
                 offset += n
             }

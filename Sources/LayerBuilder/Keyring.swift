@@ -13,7 +13,7 @@ enum Keyring {
         guard FileSystem.exists(home + "/pubring.gpg") || FileSystem.exists(home + "/pubring.kbx") else { return [] }
         let candidates: [String] = ["/usr/bin/gpg", "/bin/gpg"]
         let gpg = candidates.first { access($0, X_OK) == 0 }
-        guard let gpg else { throw BuildFailure("cannot list the keys of \(home): gpg is not installed") }
+        guard let gpg else { throw BuildFailure("listing the keys of \(home) failed: gpg is not installed", code: .system) }
         let output = try capture(
             gpg,
             [
@@ -97,7 +97,7 @@ enum Keyring {
         close(writeEnd)
         let output = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true).readDataToEndOfFile()
         let status = waitForExit(pid)
-        guard status == 0 else { throw BuildFailure("cannot \(what): gpg exited with status \(status)") }
+        guard status == 0 else { throw BuildFailure("\(what) failed: gpg exited with status \(status)", code: .system) }
         return String(decoding: output, as: UTF8.self)
     }
 }

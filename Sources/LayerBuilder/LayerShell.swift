@@ -27,8 +27,7 @@ public enum LayerShell {
         let jobPath = directory + "/job.json"
         try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)
         // The shell takes over the terminal: it gets our stdin, unlike builders.
-        let pid = try NamespacedWork.start(.shell, jobPath: jobPath, events: nil, interactive: true)
-        return waitForExit(pid)
+        return try NamespacedWork.run(.shell, jobPath: jobPath, interactive: true) { _ in }
     }
 
     /// Stage one: namespaces named after the layer, then stage two.
@@ -36,7 +35,7 @@ public enum LayerShell {
         failing {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
-            return try NamespacedWork.enter(request, hostname: job.name, isolateNetwork: false, events: nil, interactive: true)
+            return try NamespacedWork.enter(request, hostname: job.name, isolateNetwork: false, interactive: true)
         }
     }
 
@@ -69,12 +68,11 @@ public enum LayerShell {
         return try JSONDecoder().decode(Job.self, from: data)
     }
 
-    /// The exit status of `body`, or the status of an error after its line on stderr: the shell's
-    /// stages have no event pipe, so they report the way the command line does.
+    /// The exit status of `body`; an error is reported on the event pipe, for `run` to throw.
     private static func failing(_ body: () throws -> Int32) -> Int32 {
         do { return try body() } catch {
-            FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
-            return 3
+            EventPipe(layer: "shell").send(BuildEvent(failure: error, layer: "shell"))
+            return 1
         }
     }
 }

@@ -15,7 +15,8 @@ import LayerSupport
 ///
 /// Any program that links `LayerBuilder` can do this work: it calls `runIfRequested()` first thing
 /// in `main`, before it reads its command line, which plays no part. A builder reports on
-/// `eventDescriptor`, one JSON `BuildEvent` per line; a shell has the terminal.
+/// `eventDescriptor`, one JSON `BuildEvent` per line, and so does a shell's root when it fails; a
+/// shell's command has the terminal.
 public enum NamespacedWork {
     /// Carries the request: `ROLE STAGE PARENT-PID JOB-PATH`.
     static let requestVariable = "LAYERCTL_NAMESPACED_WORK"
@@ -72,18 +73,51 @@ public enum NamespacedWork {
         }
     }
 
-    /// Starts stage one of `role` for the job at `jobPath`: with `events` as `eventDescriptor`, or
-    /// with the terminal's stdin when `interactive`.
-    static func start(_ role: Role, jobPath: String, events: Int32?, interactive: Bool = false) throws -> pid_t {
-        let request = Request(role: role, stage: .namespaces, parent: getpid(), jobPath: jobPath)
-        return try startExecutable(request, events: events, interactive: interactive)
+    /// Runs `role` for the job at `jobPath` (with the terminal's stdin when `interactive`), hands
+    /// each event to `observe`, and returns the exit status once the work is done. A `failed` event
+    /// is thrown as the `BuildFailure` it reports.
+    static func run(
+        _ role: Role, jobPath: String, interactive: Bool = false, observe: (BuildEvent) -> Void
+    ) throws -> Int32 {
+        let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
+        let pid: pid_t
+        do {
+            let request = Request(role: role, stage: .namespaces, parent: getpid(), jobPath: jobPath)
+            pid = try startExecutable(request, events: writeEnd, interactive: interactive)
+        } catch {
+            close(readEnd)
+            close(writeEnd)
+            throw error
+        }
+        close(writeEnd)
+        var failure: BuildFailure?
+        let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
+        var pending = Data()
+        // Until every stage has ended: the work's own commands do not inherit the descriptor.
+        while true {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = pending[pending.startIndex..<newline]
+                pending.removeSubrange(pending.startIndex...newline)
+                guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
+                if event.kind == .failed {
+                    failure = BuildFailure(
+                        event.message ?? "", at: event.location, code: event.code ?? .build, packages: event.packages ?? [])
+                } else {
+                    observe(event)
+                }
+            }
+        }
+        let status = waitForExit(pid)
+        if let failure { throw failure }
+        return status
     }
 
     /// Stage one: checks that the parent lives, unshares, makes `/` private, names the host, and
     /// runs stage two as pid 1 of the new pid namespace; returns its exit status.
-    static func enter(
-        _ request: Request, hostname: String, isolateNetwork: Bool, events: Int32?, interactive: Bool = false
-    ) throws -> Int32 {
+    static func enter(_ request: Request, hostname: String, isolateNetwork: Bool, interactive: Bool = false) throws -> Int32 {
         let err = lc_unshare_build_namespaces(isolateNetwork ? 1 : 0)
         if err != 0 { throw SystemError("create namespaces for", hostname, errno: err) }
         try Mounter.makePrivate("/")
@@ -91,20 +125,20 @@ public enum NamespacedWork {
         var inside = request
         inside.stage = .work
         inside.parent = 0  // pid 1 of a new pid namespace sees its parent as pid 0
-        return waitForExit(try startExecutable(inside, events: events, interactive: interactive))
+        return waitForExit(try startExecutable(inside, events: eventDescriptor, interactive: interactive))
     }
 
     /// Makes this process die with the one that started it, and fails if that one is gone already.
     static func dieWithParent(_ request: Request) throws {
-        if lc_die_with_parent(request.parent) != 0 { throw BuildFailure("abandoned: the parent process is gone") }
+        if lc_die_with_parent(request.parent) != 0 { throw BuildFailure("abandoned: the parent process is gone", code: .system) }
     }
 
-    private static func startExecutable(_ request: Request, events: Int32?, interactive: Bool) throws -> pid_t {
+    private static func startExecutable(_ request: Request, events: Int32, interactive: Bool) throws -> pid_t {
         let environment =
             ProcessInfo.processInfo.environment.filter { $0.key != requestVariable }.map { "\($0.key)=\($0.value)" }
             + ["\(requestVariable)=\(request.text)"]
         return try spawn(
             currentExecutable(), [], environment: environment,
-            handOver: events.map { (fd: $0, as: eventDescriptor) }, keepStdin: interactive)
+            handOver: (fd: events, as: eventDescriptor), keepStdin: interactive)
     }
 }

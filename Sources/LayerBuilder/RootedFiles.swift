@@ -56,7 +56,7 @@ struct RootedFiles {
                 let fields = line.split(separator: ":", omittingEmptySubsequences: false)
                 if fields.count > 2, fields[0] == name, let id = UInt32(fields[2]) { return id }
             }
-            throw BuildFailure("owner \(spec): \(name) is not in the layer's \(file)")
+            throw BuildFailure("owner \(spec): \(name) is not in the layer's \(file)", code: .input)
         }
         return (try lookup(parts[0], in: "/etc/passwd"), try lookup(parts[1], in: "/etc/group"))
     }

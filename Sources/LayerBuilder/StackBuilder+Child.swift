@@ -76,39 +76,12 @@ extension StackBuilder {
         }
     }
 
-    /// Starts the namespaced builder of the job at `jobPath`, forwards its events, and returns what it built.
+    /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it built.
     private func runChild(jobPath: String, layer: String) throws -> ChildResult {
-        let (readEnd, writeEnd) = try makePipe("builder events")
-        let pid: pid_t
-        do {
-            pid = try NamespacedWork.start(.build, jobPath: jobPath, events: writeEnd)
-        } catch {
-            close(readEnd)
-            close(writeEnd)
-            throw error
-        }
-        close(writeEnd)
         var result: ChildResult?
-        var failure: BuildFailure?
-        let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
-        var pending = Data()
-        while true {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
-                switch event.kind {
-                case .finished: result = event.result
-                case .failed: failure = BuildFailure(event.message ?? "", packages: event.packages ?? [])
-                default: observer(event)
-                }
-            }
+        let status = try NamespacedWork.run(.build, jobPath: jobPath) { event in
+            if event.kind == .finished { result = event.result } else { observer(event) }
         }
-        let status = waitForExit(pid)
-        if let failure { throw failure }
         guard status == 0, let result else {
             throw BuildFailure("the builder of layer \(layer) stopped with status \(status)")
         }

@@ -63,7 +63,7 @@ public final class StackBuilder {
                     syncSnapshot: snapshot
                 ).resolve(request, scratch: session + "/resolve-\(index)")
             } catch let error as AlpmError {
-                throw BuildFailure(locate(error, in: layer))
+                throw locate(error, in: layer)
             }
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
             observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))
@@ -89,10 +89,10 @@ public final class StackBuilder {
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started, signatures: signatures,
                             repositoryLocations: locations)
-                    } catch let failure as BuildFailure where !failure.message.hasPrefix("/") {
+                    } catch let failure as BuildFailure where failure.location == nil {
                         // Name the line of the package concerned, or at least the layer file.
                         let line = layer.location(ofPackage: failure.packages)
-                        throw BuildFailure("\(line?.description ?? layer.path): \(failure.message)")
+                        throw BuildFailure(failure, at: line?.description ?? layer.path)
                     }
                 }
             }
@@ -140,7 +140,7 @@ public final class StackBuilder {
             case .inline(let text): digest = Digest.sha256(Data(text.utf8))
             case .source(let path):
                 do { digest = try Digest.sha256(file: path) } catch {
-                    throw LayerFileError("cannot read source \(path): \(error)", at: file.location)
+                    throw LayerFileError("reading source \(path) failed: \(error)", at: file.location)
                 }
             }
             return LayerSpec.FileEntry(path: file.path, mode: file.mode, owner: file.owner, sha256: digest)
@@ -152,12 +152,12 @@ public final class StackBuilder {
             sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) })
     }
 
-    /// Puts the layer file's line in front of a libalpm error about one of its packages.
-    private func locate(_ error: AlpmError, in layer: LayerFile) -> String {
+    /// A libalpm error about one of the layer's packages, at that package's line.
+    private func locate(_ error: AlpmError, in layer: LayerFile) -> BuildFailure {
         let named =
             error.packages.isEmpty
             ? (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             : error.packages
-        return "\(layer.location(ofPackage: named)?.description ?? layer.path): \(error)"
+        return BuildFailure(error, at: layer.location(ofPackage: named)?.description ?? layer.path)
     }
 }

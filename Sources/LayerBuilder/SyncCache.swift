@@ -35,7 +35,7 @@ struct SyncCache {
             do {
                 try Keyring.withoutLeftoverDaemons(home: gpgDirectory) { try handle.refresh(force: local) }
             } catch let error as AlpmError where error.missingKeys.isEmpty {
-                throw BuildFailure("\(error)")
+                throw BuildFailure(error, at: nil)
             }
         }
         try FileSystem.makeDirectories(snapshot + "/sync")
@@ -43,7 +43,7 @@ struct SyncCache {
             let database = directory + "/sync/\(repository.name).db"
             guard FileSystem.exists(database) else {
                 throw BuildFailure(
-                    "there is no copy of repository \(repository.name) yet; build once without --offline")
+                    "there is no copy of repository \(repository.name) yet; build once without --offline", code: .input)
             }
             for suffix in ["", ".sig"] where FileSystem.exists(database + suffix) {
                 try sys("link", database + suffix) {

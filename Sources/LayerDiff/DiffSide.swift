@@ -39,7 +39,9 @@ public final class DiffSide {
         if stat(operand, &st) == 0 {
             let image: ImageTree
             do { image = try ImageTree(image: operand) } catch {
-                throw DiffError("\(operand) is neither a folder nor a squashfs image this reader can read (\(error))")
+                throw DiffError(
+                    "\(operand) is neither a folder nor a squashfs image this reader can read (\(error))",
+                    code: errorCode(of: error))
             }
             return DiffSide(operand: operand, origin: .image, tree: image.tree, image: image)
         }
@@ -114,7 +116,12 @@ public final class DiffSide {
     }
 }
 
-public struct DiffError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+/// An operand of `diff` that is not a layer, a folder or an image, or an image that cannot be read.
+public struct DiffError: LayerError {
+    public let message: String
+    public let code: ErrorCode
+    public init(_ message: String, code: ErrorCode = .input) {
+        self.message = message
+        self.code = code
+    }
 }

@@ -136,13 +136,20 @@ public struct OverlayMerge: Sendable {
     }
 }
 
-public enum MergeError: Error, CustomStringConvertible, Sendable {
+public enum MergeError: LayerError {
     case emptyStack
     case notADirectory(String)
     case unsupportedType(String)
     case needsPrivilege(String)
 
-    public var description: String {
+    public var code: ErrorCode {
+        switch self {
+        case .emptyStack, .notADirectory, .unsupportedType: .input
+        case .needsPrivilege: .privilege
+        }
+    }
+
+    public var message: String {
         switch self {
         case .emptyStack: "the stack has no layers"
         case .notADirectory(let path): "layer tree \(path) is not a directory"

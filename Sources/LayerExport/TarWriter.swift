@@ -116,11 +116,14 @@ final class TarWriter {
 }
 
 /// A libarchive call that failed, with archive_error_string.
-public struct ArchiveError: Error, CustomStringConvertible, Sendable {
-    public let description: String
+public struct ArchiveError: LayerError {
+    public let message: String
+    public let cause: (any Error)?
 
     init(_ operation: String, _ path: String, _ archive: OpaquePointer?) {
-        let detail = archive.flatMap { archive_error_string($0) }.map { String(cString: $0) } ?? "libarchive failed"
-        description = "\(operation) \(path): \(detail)"
+        message = "\(operation) \(path) failed"
+        cause = Reason(archive.flatMap { archive_error_string($0) }.map { String(cString: $0) } ?? "libarchive failed")
     }
+
+    public var code: ErrorCode { .system }
 }

@@ -31,7 +31,7 @@ public struct Located<Value: Sendable & Hashable>: Hashable, Sendable {
 }
 
 /// A layer file that cannot be used, with the place that makes it so.
-public struct LayerFileError: Error, CustomStringConvertible, Sendable, Equatable {
+public struct LayerFileError: LayerError, Equatable {
     public var location: FileLocation
     public var message: String
 
@@ -40,5 +40,6 @@ public struct LayerFileError: Error, CustomStringConvertible, Sendable, Equatabl
         self.message = message
     }
 
+    public var code: ErrorCode { .input }
     public var description: String { "\(location): \(message)" }
 }

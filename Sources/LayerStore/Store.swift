@@ -180,13 +180,20 @@ public struct Store: Sendable {
     }
 }
 
-public enum StoreError: Error, CustomStringConvertible, Sendable {
+public enum StoreError: LayerError {
     case unknownLayer(String)
     case ambiguous(String, [String])
     /// A store file that cannot be what it should be: its path, what is wrong, what to do.
     case damaged(String, String, remedy: String)
 
-    public var description: String {
+    public var code: ErrorCode {
+        switch self {
+        case .unknownLayer, .ambiguous: .input
+        case .damaged: .damaged
+        }
+    }
+
+    public var message: String {
         switch self {
         case .damaged(let path, let problem, let remedy): "\(path) is damaged: \(problem); \(remedy)"
         case .unknownLayer(let name): "no layer named or keyed \(name) in the store"

@@ -19,11 +19,11 @@ public struct MountTable: Sendable {
     public init(pid: Int32? = nil) throws {
         let path = pid.map { "/proc/\($0)/mountinfo" } ?? "/proc/self/mountinfo"
         guard let table = mnt_new_table_from_file(path) else {
-            throw Mounter.MountError(operation: "read mount table", target: path, message: "libmount could not parse it")
+            throw Mounter.MountError(operation: "read mount table", target: path, reason: "libmount could not parse it")
         }
         defer { mnt_unref_table(table) }
         guard let iterator = mnt_new_iter(Int32(MNT_ITER_FORWARD)) else {
-            throw Mounter.MountError(operation: "read mount table", target: path, message: "out of memory")
+            throw Mounter.MountError(operation: "read mount table", target: path, reason: "out of memory")
         }
         defer { mnt_free_iter(iterator) }
         var fs: OpaquePointer?

@@ -5,11 +5,14 @@ import Glibc
 /// with helpers and fstab lookups turned off: every mount says exactly what it is.
 public enum Mounter {
     /// A mount that failed, with libmount's explanation.
-    public struct MountError: Error, CustomStringConvertible, Sendable {
+    public struct MountError: LayerError {
         public let operation: String
         public let target: String
-        public let message: String
-        public var description: String { "\(operation) \(target): \(message)" }
+        /// libmount's explanation.
+        public let reason: String
+        public var code: ErrorCode { .system }
+        public var message: String { "\(operation) \(target) failed" }
+        public var cause: (any Error)? { Reason(reason) }
     }
 
     /// Mounts `source` of `type` at `target` with `options` (`mnt_context_mount`).
@@ -57,7 +60,7 @@ public enum Mounter {
         operation: String, target: String, _ body: (OpaquePointer) -> Int32
     ) throws {
         guard let context = mnt_new_context() else {
-            throw MountError(operation: operation, target: target, message: "cannot create a libmount context")
+            throw MountError(operation: operation, target: target, reason: "cannot create a libmount context")
         }
         defer { mnt_free_context(context) }
         mnt_context_disable_helpers(context, 1)
@@ -71,8 +74,8 @@ public enum Mounter {
             _ = mnt_context_get_excode(context, rc, &buffer, buffer.count)
             var message = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             let err = mnt_context_get_syscall_errno(context)
-            if message.isEmpty { message = err != 0 ? String(cString: strerror(err)) : "libmount error \(rc)" }
-            throw MountError(operation: operation, target: target, message: message)
+            if message.isEmpty { message = err != 0 ? Reason(errno: err).description : "libmount error \(rc)" }
+            throw MountError(operation: operation, target: target, reason: message)
         }
     }
 }

@@ -2,7 +2,7 @@ import CLayerSupport
 import Glibc
 
 /// A failed system call: what was attempted, on which path, and `strerror(errno)`.
-public struct SystemError: Error, CustomStringConvertible, Sendable {
+public struct SystemError: LayerError {
     public let operation: String
     public let path: String
     public let errno: Int32
@@ -13,7 +13,17 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
         self.errno = errno
     }
 
-    public var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
+    /// Permission refused is a missing privilege; a path that is missing, there already, or of the
+    /// wrong type is what the user named; everything else is the system's failure.
+    public var code: ErrorCode {
+        switch errno {
+        case EPERM, EACCES: .privilege
+        case ENOENT, EEXIST, EISDIR, ENOTDIR, ENAMETOOLONG, ELOOP: .input
+        default: .system
+        }
+    }
+    public var message: String { "\(operation) \(path) failed" }
+    public var cause: (any Error)? { Reason(errno: errno) }
 }
 
 /// Runs a call that returns -1 and sets errno on failure; throws with errno read straight away.

@@ -1,5 +1,6 @@
 import CSquashfs
 import Glibc
+import LayerSupport
 
 /// How a squashfs image is compressed: the compressor, its level, the block size and the number of
 /// compression workers. Everything but `jobs` is part of the image; `jobs` never changes a byte.
@@ -129,7 +130,9 @@ public struct ImageOptions: Sendable, Equatable {
     }
 }
 
-public struct ImageOptionsError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    init(_ description: String) { self.description = description }
+/// An image option's value that cannot be used.
+public struct ImageOptionsError: LayerError {
+    public let message: String
+    init(_ message: String) { self.message = message }
+    public var code: ErrorCode { .input }
 }

@@ -1,16 +1,31 @@
 import CSquashfs
+import LayerSupport
 
 /// A libsquashfs call that failed: what was attempted, where, and libsquashfs's error code in words.
-public struct SquashfsError: Error, CustomStringConvertible, Sendable {
+public struct SquashfsError: LayerError {
     public let operation: String
-    public let code: Int32
+    /// libsquashfs's error code (`SQFS_ERROR_…`).
+    public let sqfsCode: Int32
 
     public init(_ operation: String, _ code: Int32) {
         self.operation = operation
-        self.code = code
+        self.sqfsCode = code
     }
 
-    public var description: String { "\(operation): \(Self.text(code))" }
+    /// A file that is no squashfs image at all is the wrong operand; an image that breaks the format
+    /// is damaged; memory, input and output are the system's.
+    public var code: ErrorCode {
+        switch sqfsCode {
+        case SFQS_ERROR_SUPER_MAGIC.rawValue: .input
+        case SQFS_ERROR_ALLOC.rawValue, SQFS_ERROR_IO.rawValue, SQFS_ERROR_INTERNAL.rawValue,
+            SQFS_ERROR_COMPRESSOR.rawValue, SQFS_ERROR_SEQUENCE.rawValue, SQFS_ERROR_ARG_INVALID.rawValue:
+            .system
+        default: .damaged
+        }
+    }
+
+    public var message: String { "\(operation) failed" }
+    public var cause: (any Error)? { Reason(Self.text(sqfsCode)) }
 
     static func text(_ code: Int32) -> String {
         switch code {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LayerBuilder
 import LayerStore
+import LayerSupport
 
 @main
 struct LayerCtl: ParsableCommand {
@@ -15,7 +16,19 @@ struct LayerCtl: ParsableCommand {
             """,
         subcommands: [Build.self, Export.self, Diff.self, VM.self, Stage.self, Boot.self, Staged.self, Unstage.self, Changes.self, List.self, Inspect.self, Shell.self, GC.self])
 
-    /// Exit statuses: 0 success, 1 "differences" (diff), 2 usage, 3 and above errors.
+    /// Exit statuses: 0 success, 1 "differences" (diff), 2 a usage mistake, and from 3 each kind of
+    /// error (the README lists them).
+    static func exitStatus(_ code: ErrorCode) -> Int32 {
+        switch code {
+        case .input: 3
+        case .privilege: 4
+        case .packages: 5
+        case .build: 6
+        case .damaged: 7
+        case .system: 8
+        }
+    }
+
     static func main() {
         // A builder or a shell's root, when layerctl was started again to do namespaced work.
         NamespacedWork.runIfRequested()
@@ -37,7 +50,7 @@ struct LayerCtl: ParsableCommand {
             exit(withError: error)  // help is a command that "fails" with its text
         } catch {
             FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
-            Foundation.exit(3)
+            Foundation.exit(exitStatus(errorCode(of: error)))
         }
     }
 }

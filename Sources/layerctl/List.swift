@@ -39,7 +39,7 @@ extension LayerCtl {
             }
             defer {
                 for line in damaged { FileHandle.standardError.write(Data("layerctl: \(line)\n".utf8)) }
-                if !damaged.isEmpty { Foundation.exit(3) }
+                if !damaged.isEmpty { Foundation.exit(LayerCtl.exitStatus(.damaged)) }
             }
             if json {
                 print(try jsonText(rows))

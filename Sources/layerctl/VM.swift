@@ -86,8 +86,8 @@ extension LayerCtl {
             }
             guard let qemu = VirtualMachine.qemu else {
                 throw BootError(
-                    "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)"
-                )
+                    "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)",
+                    code: .system)
             }
             FileHandle.standardError.write(
                 Data(

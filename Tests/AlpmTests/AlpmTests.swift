@@ -78,7 +78,7 @@ struct AlpmTests {
     func errors() throws {
         let alpm = try handle()
         #expect { try alpm.resolve(TransactionRequest(install: ["nope"])) } throws: { error in
-            "\(error)" == "install nope: target not found in any repository"
+            "\(error)" == "install nope failed: target not found in any repository"
         }
         #expect { try alpm.resolve(TransactionRequest(install: ["conflict-a", "conflict-b"])) } throws: { error in
             (error as? AlpmError)?.details.contains("conflict-a and conflict-b are in conflict") ?? false

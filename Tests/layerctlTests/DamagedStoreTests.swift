@@ -4,7 +4,7 @@ import LayerStore
 import Testing
 
 /// Store files cut short or edited by hand, a full disk or a bad copy: each command that meets one
-/// says so in one line that names the file and what to do, exits 3, and never writes a wrong
+/// says so in one line that names the file and what to do, exits 7 (damaged), and never writes a wrong
 /// image; `gc` removes what is damaged, and a build or export makes it again.
 @Suite("Damaged store files", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct DamagedStoreTests {
@@ -12,7 +12,7 @@ struct DamagedStoreTests {
         _ result: Harness.Result, naming path: String, saying words: String,
         sourceLocation: SourceLocation = #_sourceLocation
     ) {
-        #expect(result.status == 3, "exit \(result.status): \(result.stderr)", sourceLocation: sourceLocation)
+        #expect(result.status == 7, "exit \(result.status): \(result.stderr)", sourceLocation: sourceLocation)
         let lines = result.stderr.split(separator: "\n")
         #expect(lines.count == 1, "\(result.stderr)", sourceLocation: sourceLocation)
         #expect(

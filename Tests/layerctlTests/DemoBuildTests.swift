@@ -115,6 +115,10 @@ struct DemoBuildTests {
         #expect(try String(contentsOfFile: store.tree(try store.ref("base")!) + "/etc/hostname", encoding: .utf8) == "demo\n")
         let failing = try Harness.run(["shell", "base", "--store", storeRoot, "--", "/bin/sh", "-c", "exit 7"])
         #expect(failing.status == 7)
+        // A shell whose root cannot start the command says so in one line, by its code (3: input).
+        let missing = try Harness.run(["shell", "base", "--store", storeRoot, "--", "/no/such/command"])
+        #expect(missing.status == 3, "\(missing.stderr)")
+        #expect(missing.stderr == "layerctl: start /no/such/command in base failed: No such file or directory\n")
 
         // gc keeps what refs reach and frees the rest.
         let before = try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count

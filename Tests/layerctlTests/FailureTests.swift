@@ -5,8 +5,9 @@ import Testing
 /// A build that cannot succeed says why in one line and leaves the store as it was.
 @Suite("Failed builds", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct FailureTests {
-    /// Builds base, then a child layer with `body`, and checks the failure and the store.
-    func expectFailure(_ body: String, mentions expected: [String]) throws {
+    /// Builds base, then a child layer with `body`, and checks the failure, its exit status (3 the
+    /// layer file, 5 libalpm, 6 a build step), its one labelled line, and the store.
+    func expectFailure(_ body: String, status: Int32, mentions expected: [String]) throws {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
         #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
@@ -14,7 +15,10 @@ struct FailureTests {
         let refsBefore = try Store(root: store).refs().map(\.key)
         try ("from: base\n" + body).write(toFile: layers + "/broken.yaml", atomically: true, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/broken.yaml", "--store", store])
-        #expect(result.status == 3)
+        #expect(result.status == status, "\(result.stderr)")
+        let labelled = result.stderr.split(separator: "\n").filter { $0.contains("layerctl: ") }
+        #expect(labelled.count == 1 && labelled[0].hasPrefix("layerctl: "), "\(result.stderr)")
+        #expect(labelled.allSatisfy { !$0.contains("error: ") }, "a doubled label: \(result.stderr)")
         for text in expected { #expect(result.stderr.contains(text), "missing \(text) in: \(result.stderr)") }
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted() == before)
         #expect(try Store(root: store).refs().map(\.key) == refsBefore)
@@ -24,31 +28,31 @@ struct FailureTests {
 
     @Test("a failing scriptlet fails the build and names the package")
     func scriptlet() throws {
-        try expectFailure("packages: [broken-scriptlet]\n", mentions: ["broken-scriptlet", "scriptlet failed"])
+        try expectFailure("packages: [broken-scriptlet]\n", status: 5, mentions: ["broken-scriptlet", "scriptlet failed"])
     }
 
     @Test("a failing run: command names the command, its status and its line")
     func runCommand() throws {
-        try expectFailure("run:\n  - echo fine\n  - exit 9\n", mentions: ["broken.yaml:4:5", "`exit 9`", "status 9"])
+        try expectFailure("run:\n  - echo fine\n  - exit 9\n", status: 6, mentions: ["broken.yaml:4:5", "`exit 9`", "status 9"])
     }
 
     @Test("an unknown package names the package and its line")
     func unknownPackage() throws {
-        try expectFailure("packages: [no-such-package]\n", mentions: ["broken.yaml:2:12", "no-such-package", "not found"])
+        try expectFailure("packages: [no-such-package]\n", status: 5, mentions: ["broken.yaml:2:12", "no-such-package", "not found"])
     }
 
     @Test("conflicting packages fail the build and name both")
     func conflict() throws {
-        try expectFailure("packages: [conflict-a, conflict-b]\n", mentions: ["conflict-a", "conflict-b", "conflict"])
+        try expectFailure("packages: [conflict-a, conflict-b]\n", status: 5, mentions: ["conflict-a", "conflict-b", "conflict"])
     }
 
     @Test("removing a package that is not installed names it")
     func removeMissing() throws {
-        try expectFailure("remove: [demo-app]\n", mentions: ["demo-app", "not installed"])
+        try expectFailure("remove: [demo-app]\n", status: 5, mentions: ["demo-app", "not installed"])
     }
 
     @Test("a layer file error stops the build before anything runs")
     func badLayerFile() throws {
-        try expectFailure("pakages: [game]\n", mentions: ["broken.yaml:2:1", "did you mean `packages`"])
+        try expectFailure("pakages: [game]\n", status: 3, mentions: ["broken.yaml:2:1", "did you mean `packages`"])
     }
 }

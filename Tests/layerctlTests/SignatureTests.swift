@@ -29,11 +29,11 @@ struct SignatureTests {
         let before = Self.gnupgProcesses()
         for siglevel in [nil, "PackageRequired DatabaseNever"] {
             let result = try build(["rogue"], repo: Harness.demoOut + "/signed", siglevel: siglevel)
-            #expect(result.status == 3)
+            #expect(result.status == 5)
             let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
             #expect(error.count == 1, "\(result.stderr)")
             let line = String(error.first ?? "")
-            #expect(line.contains("/signed.yaml:4:5: check the signature of rogue: from repository demo, it is signed by key "), "\(line)")
+            #expect(line.contains("/signed.yaml:4:5: check the signature of rogue failed: from repository demo, it is signed by key "), "\(line)")
             #expect(line.contains("pacman-key --recv-keys") && line.contains("--keyring"), "\(line)")
         }
         // A signature check leaves no gpg-agent or dirmngr behind.
@@ -50,14 +50,14 @@ struct SignatureTests {
         // pacman's default (DatabaseOptional checks a signature that is there) and DatabaseRequired.
         for siglevel in [nil, "DatabaseRequired PackageRequired"] {
             let result = try build(["filesystem"], repo: Harness.demoOut + "/rogue-db", siglevel: siglevel)
-            #expect(result.status == 3)
+            #expect(result.status == 5)
             let lines = result.stderr.split(separator: "\n")
             #expect(lines.count == 1, "\(result.stderr)")
             let line = String(lines.first ?? "")
             #expect(
                 line.hasPrefix("layerctl: ")
                     && line.contains(
-                        "/signed.yaml:4:5: check the signature of the database of repository demo: it is signed by key \(fingerprint.suffix(16)), which the keyring does not hold (\(Harness.demoOut)/keyring)"
+                        "/signed.yaml:4:5: check the signature of the database of repository demo failed: it is signed by key \(fingerprint.suffix(16)), which the keyring does not hold (\(Harness.demoOut)/keyring)"
                     ), "\(line)")
             #expect(line.contains("pacman-key --recv-keys \(fingerprint.suffix(16))") && line.contains("--keyring"), "\(line)")
         }
@@ -90,7 +90,7 @@ struct SignatureTests {
         try handle.write(contentsOf: Data([0xFF, 0x00, 0xFF]))
         try handle.close()
         let result = try build(["game"], repo: copy)
-        #expect(result.status == 3)
+        #expect(result.status == 5)
         #expect(result.stderr.contains("game: signature"), "\(result.stderr)")
     }
 
@@ -99,7 +99,7 @@ struct SignatureTests {
         #expect(SignatureLevel.pacmanDefault.description == "PackageRequired DatabaseOptional")
         // The unsigned demo repository therefore fails: its packages have no signatures.
         let result = try build(["filesystem"], repo: Harness.demoOut + "/repo")
-        #expect(result.status == 3)
+        #expect(result.status == 5)
         #expect(result.stderr.contains("filesystem-2024.11.21-1-any.pkg.tar.zst.sig"), "\(result.stderr)")
         // …and builds once the layer file says signatures are optional.
         #expect(try build(["filesystem"], repo: Harness.demoOut + "/repo", siglevel: "Optional").status == 0)
@@ -144,7 +144,7 @@ struct SignatureTests {
         // A keyring that no longer trusts the demo key: the stored layer does not serve, and the
         // build, which checks the packages again, fails.
         let untrusted = try build(nil, keyring: emptyKeyring)
-        #expect(untrusted.status == 3 && untrusted.cached.isEmpty, "\(untrusted.stdout)\(untrusted.stderr)")
+        #expect(untrusted.status == 5 && untrusted.cached.isEmpty, "\(untrusted.stdout)\(untrusted.stderr)")
         #expect(untrusted.stdout.contains("was trusted then and is not now"), "\(untrusted.stdout)")
         try Harness.expectValidStore(store)
     }

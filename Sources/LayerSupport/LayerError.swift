@@ -1,0 +1,47 @@
+import Glibc
+
+/// What kind of failure an error is. The command line maps each code to an exit status; `--json`
+/// output and other programs that link the library read the code, never the wording.
+public enum ErrorCode: String, Sendable, Codable, CaseIterable {
+    /// What the user gave is wrong: a layer file (with its place), a layer name, key or image
+    /// operand, an option's value.
+    case input
+    /// The command needs a privilege this process lacks (root, to read trusted.* attributes).
+    case privilege
+    /// libalpm failed: a package cannot be resolved, fetched, verified, or installed.
+    case packages
+    /// A build step failed: a `run:` command, the builder child, an initramfs generator, a tool.
+    case build
+    /// Something layerctl wrote is damaged: a store file, an image, a staged set.
+    case damaged
+    /// The system failed: a system call, a mount, a library's input or output.
+    case system
+}
+
+/// The one error model of every target: a code, a message, and the error beneath it. Printed, it is
+/// one line: the message, then `: ` and the cause when there is one. A message that has a cause
+/// says what failed ("read /etc/x failed"); the cause says why.
+public protocol LayerError: Error, CustomStringConvertible, Sendable {
+    var code: ErrorCode { get }
+    var message: String { get }
+    var cause: (any Error)? { get }
+}
+
+extension LayerError {
+    public var cause: (any Error)? { nil }
+    public var description: String { cause.map { "\(message): \($0)" } ?? message }
+}
+
+/// A library's own words for why something failed: `strerror`, `alpm_strerror`, libmount's or
+/// libarchive's message. The end of a chain of causes.
+public struct Reason: Error, CustomStringConvertible, Sendable, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public init(errno: Int32) { description = String(cString: strerror(errno)) }
+}
+
+/// The code of any error: its own, or `system` for errors from outside the project (Foundation's,
+/// for one), which are reported as they are.
+public func errorCode(of error: any Error) -> ErrorCode {
+    (error as? any LayerError)?.code ?? .system
+}
