@@ -1,5 +1,6 @@
 import CAlpm
 import Foundation
+import LayerSupport
 
 extension AlpmHandle {
     /// The packages of the current transaction whose signing key the keyring lacks. libalpm
@@ -50,14 +51,8 @@ extension AlpmHandle {
 
     /// Asks gpg whether the keyring holds `key`; libalpm offers no call for it.
     private static func keyring(_ gpgDir: String, hasKey key: String) -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/gpg")
-        process.arguments = ["--homedir", gpgDir, "--batch", "--list-keys", key]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return true }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
+        let listed = try? capture("/usr/bin/gpg", ["--homedir", gpgDir, "--batch", "--list-keys", key], quiet: true)
+        return listed.map { $0.status == 0 } ?? true
     }
 }
 

@@ -88,16 +88,8 @@ struct DeviceLocation {
 
     private static func uuidFromBlkid(_ source: String) -> String? {
         guard source.hasPrefix("/dev/") else { return nil }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/sbin/blkid")
-        process.arguments = ["-o", "value", "-s", "UUID", source]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let uuid = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return process.terminationStatus == 0 && !uuid.isEmpty ? uuid : nil
+        guard let blkid = try? capture("/sbin/blkid", ["-o", "value", "-s", "UUID", source], quiet: true) else { return nil }
+        let uuid = String(decoding: blkid.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return blkid.status == 0 && !uuid.isEmpty ? uuid : nil
     }
 }

@@ -1,4 +1,3 @@
-import CLayerSupport
 import Foundation
 import Glibc
 import LayerSupport
@@ -14,17 +13,15 @@ struct CommandRunner {
         let (readEnd, writeEnd) = try makePipe(command)
         let devNull = try sys("open", "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) }
         defer { close(devNull) }
-        var pid: pid_t = 0
-        let err = withCStrings(["/bin/sh", "-c", command]) { argv in
-            withCStrings(environment) { envp in
-                lc_spawn_chrooted(root, "/bin/sh", argv, envp, devNull, writeEnd, writeEnd, &pid)
-            }
-        }
-        close(writeEnd)
         defer { close(readEnd) }
-        if err != 0 {
-            if err == ENOENT { throw BuildFailure("the layer has no /bin/sh to run commands with; install a shell first", code: .input) }
-            throw SystemError("start /bin/sh in", root, errno: err)
+        let pid: pid_t
+        do {
+            defer { close(writeEnd) }
+            pid = try spawnChrooted(
+                root: root, "/bin/sh", ["/bin/sh", "-c", command], environment: environment,
+                descriptors: (devNull, writeEnd, writeEnd))
+        } catch let error as SystemError where error.errno == ENOENT {
+            throw BuildFailure("the layer has no /bin/sh to run commands with; install a shell first", code: .input)
         }
         return try stream(from: readEnd, until: pid)
     }

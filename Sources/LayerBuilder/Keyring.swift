@@ -14,13 +14,14 @@ enum Keyring {
         let candidates: [String] = ["/usr/bin/gpg", "/bin/gpg"]
         let gpg = candidates.first { access($0, X_OK) == 0 }
         guard let gpg else { throw BuildFailure("listing the keys of \(home) failed: gpg is not installed", code: .system) }
-        let output = try capture(
+        let listed = try capture(
             gpg,
-            [
-                "--homedir", home, "--batch", "--quiet", "--no-permission-warning",
-                "--with-colons", "--list-keys",
-            ],
-            what: "list the keys of \(home)")
+            ["--homedir", home, "--batch", "--quiet", "--no-permission-warning", "--with-colons", "--list-keys"],
+            environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"])
+        guard listed.status == 0 else {
+            throw BuildFailure("listing the keys of \(home) failed: gpg exited with status \(listed.status)", code: .system)
+        }
+        let output = String(decoding: listed.output, as: UTF8.self)
         var keys: [String] = []
         var validity: Substring?
         for line in output.split(separator: "\n") {
@@ -81,23 +82,4 @@ enum Keyring {
         return stat[close + 2] != UInt8(ascii: "Z")
     }
 
-    /// Runs `executable` with `arguments` and returns its standard output; a non-zero exit is an
-    /// error naming `what`.
-    private static func capture(_ executable: String, _ arguments: [String], what: String) throws -> String {
-        let (readEnd, writeEnd) = try makePipe(what)
-        let pid: pid_t
-        do {
-            pid = try spawn(
-                executable, arguments, environment: ["PATH=/usr/bin:/bin", "LC_ALL=C"], stdoutFD: writeEnd)
-        } catch {
-            close(readEnd)
-            close(writeEnd)
-            throw error
-        }
-        close(writeEnd)
-        let output = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true).readDataToEndOfFile()
-        let status = waitForExit(pid)
-        guard status == 0 else { throw BuildFailure("\(what) failed: gpg exited with status \(status)", code: .system) }
-        return String(decoding: output, as: UTF8.self)
-    }
 }

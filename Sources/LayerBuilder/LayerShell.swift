@@ -1,4 +1,3 @@
-import CLayerSupport
 import Foundation
 import Glibc
 import LayerStore
@@ -50,16 +49,15 @@ public enum LayerShell {
             var root = BuildRoot(directory: scratch, lowerTrees: job.trees)
             try root.setUp()
             try root.bindResolvConf()
-            var pid: pid_t = 0
             let environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/root",
                                "TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "dumb")", "LAYERCTL_LAYER=\(job.name)"]
             let path = job.command[0].hasPrefix("/") ? job.command[0] : "/bin/sh"
             let arguments = job.command[0].hasPrefix("/") ? job.command : ["/bin/sh", "-c", job.command.joined(separator: " ")]
-            let err = withCStrings(arguments) { argv in
-                withCStrings(environment) { envp in lc_spawn_chrooted(root.merged, path, argv, envp, 0, 1, 2, &pid) }
+            do {
+                return waitForExit(try spawnChrooted(root: root.merged, path, arguments, environment: environment))
+            } catch let error as SystemError {
+                throw SystemError("start \(path) in", job.name, errno: error.errno)
             }
-            if err != 0 { throw SystemError("start \(path) in", job.name, errno: err) }
-            return waitForExit(pid)
         }
     }
 

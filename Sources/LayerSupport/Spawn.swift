@@ -1,11 +1,17 @@
+import CLayerSupport
+import Foundation
 import Glibc
 
+// Every process layerctl starts goes through `spawn` (posix_spawn), or through `spawnChrooted` where
+// it must be chrooted first, which posix_spawn cannot do (a fork in C, `lc_spawn_chrooted`).
+
 /// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
-/// stdout (or `stdoutFD`) and stderr inherited, and `handOver.fd` (if any) handed over as descriptor
-/// `handOver.as`. stdin is the caller's only with `keepStdin`.
+/// stdout (or `stdoutFD`) and stderr (or `stderrFD`) inherited, and `handOver.fd` (if any) handed
+/// over as descriptor `handOver.as`. stdin is the caller's only with `keepStdin`. No other
+/// descriptor is inherited: every descriptor layerctl opens is close-on-exec.
 package func spawn(
     _ executable: String, _ arguments: [String], environment: [String], handOver: (fd: Int32, as: Int32)? = nil,
-    keepStdin: Bool = false, stdoutFD: Int32? = nil
+    keepStdin: Bool = false, stdoutFD: Int32? = nil, stderrFD: Int32? = nil
 ) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
@@ -13,6 +19,7 @@ package func spawn(
     if !keepStdin { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
     if let handOver { posix_spawn_file_actions_adddup2(&actions, handOver.fd, handOver.as) }
     if let stdoutFD { posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1) }
+    if let stderrFD { posix_spawn_file_actions_adddup2(&actions, stderrFD, 2) }
     var pid: pid_t = 0
     let result = withCStrings([executable] + arguments) { argv in
         withCStrings(environment) { envp in
@@ -21,6 +28,46 @@ package func spawn(
         }
     }
     if result != 0 { throw SystemError("start", executable, errno: result) }
+    return pid
+}
+
+/// Runs `executable` to its end and returns its exit status and standard output; its stderr goes
+/// to ours, or nowhere when `quiet`.
+package func capture(
+    _ executable: String, _ arguments: [String], environment: [String] = ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL=C"],
+    quiet: Bool = false
+) throws -> (status: Int32, output: Data) {
+    let (readEnd, writeEnd) = try makePipe(executable)
+    let devNull = quiet ? open("/dev/null", O_WRONLY | O_CLOEXEC) : -1
+    defer { if devNull >= 0 { close(devNull) } }
+    let pid: pid_t
+    do {
+        pid = try spawn(
+            executable, arguments, environment: environment, stdoutFD: writeEnd, stderrFD: devNull >= 0 ? devNull : nil)
+    } catch {
+        close(readEnd)
+        close(writeEnd)
+        throw error
+    }
+    close(writeEnd)
+    let output = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true).readDataToEndOfFile()
+    return (waitForExit(pid), output)
+}
+
+/// Starts `executable` (a path inside `root`) chrooted into `root`, with `descriptors` as its
+/// stdin, stdout and stderr; descriptors above 2 are all closed at exec, however high.
+package func spawnChrooted(
+    root: String, _ executable: String, _ arguments: [String], environment: [String],
+    descriptors: (stdin: Int32, stdout: Int32, stderr: Int32) = (0, 1, 2)
+) throws -> pid_t {
+    var pid: pid_t = 0
+    let err = withCStrings(arguments) { argv in
+        withCStrings(environment) { envp in
+            lc_spawn_chrooted(
+                root, executable, argv, envp, descriptors.stdin, descriptors.stdout, descriptors.stderr, &pid)
+        }
+    }
+    if err != 0 { throw SystemError("start \(executable) in", root, errno: err) }
     return pid
 }
 
