@@ -76,10 +76,17 @@ sqfs_file_t *lc_sqfs_fd_file(int fd) {
     return &file->base;
 }
 
-void lc_sqfs_fd_file_grow(sqfs_file_t *base, sqfs_u64 size) {
+int lc_sqfs_fd_file_copy_in(sqfs_file_t *base, int in_fd, sqfs_u64 in_offset, sqfs_u64 at, size_t length) {
     struct lc_fd_file *file = (struct lc_fd_file *)base;
-    if (size > file->size)
-        file->size = size;
+    if (lc_copy_range(in_fd, in_offset, file->fd, at, length) != 0)
+        return -1;
+    if (at + length > file->size)
+        file->size = at + length;
+    return 0;
+}
+
+void lc_sqfs_fd_file_start_writeback(sqfs_file_t *base, sqfs_u64 offset, sqfs_u64 length) {
+    lc_start_writeback(((struct lc_fd_file *)base)->fd, offset, length);
 }
 
 /* The copy through user space, where copy_file_range cannot (another file system). */

@@ -28,9 +28,10 @@ import Synchronization
 /// The cache is bounded (`BlockCacheLimit`): an index's mtime is the last time an export used its pack, and
 /// after each export the least recently used packs go until the rest fit, over every tag.
 final class BlockCache: @unchecked Sendable {
-    // @unchecked: used by the writer's workers at once. `known`, `packs` and `indexPaths` are
-    // immutable after init; `fresh`, `used` and `counters` are behind Mutexes, the end of the new pack is an Atomic, and
-    // pread/pwrite at distinct offsets need no lock.
+    // @unchecked: used by the writer's workers at once. `known`, `packs`, `indexPaths` and `damaged`
+    // are set in init and only read after; `fresh` and `used` are behind Mutexes, the end of the new
+    // pack is an Atomic, and pread/pwrite at distinct offsets need no lock. `published` is written by
+    // `publish`, which runs once, after the workers have stopped.
     let directory: String
     let tag: [UInt8]
     private let known: [Hash256: Location]
@@ -46,7 +47,7 @@ final class BlockCache: @unchecked Sendable {
     private let limit: BlockCacheLimit
     private var published = false
     /// Index files found damaged and removed with their packs, as "PATH: WHY".
-    private(set) var damaged: [String] = []
+    let damaged: [String]
     /// How many earlier packs this export opened: the cache's share of open descriptors.
     var openPacks: Int { packs.count }
 

@@ -48,13 +48,18 @@ int lc_pipe_cloexec(int fds[2]);
 /// own absolute symlinks must never lead a write onto the host, and glibc has no openat2 wrapper.
 int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode);
 
-/// A libsquashfs file over an open, empty file descriptor, which stays the caller's to close.
-/// Exists because libsquashfs opens files only by path, and the image writer also writes to the
-/// descriptor itself (copy_file_range from the block cache, early writeback).
+/// A libsquashfs file over an open, empty file descriptor, which stays the caller's to close: the
+/// one writer of an image, for libsquashfs's tables and the writer's data blocks alike. Exists
+/// because libsquashfs opens files only by path, and because the writer also copies block-cache
+/// ranges in (`lc_sqfs_fd_file_copy_in`) and starts early writeback through it.
 sqfs_file_t *lc_sqfs_fd_file(int fd);
 
-/// Tells a file from lc_sqfs_fd_file that the caller wrote up to `size` through the descriptor.
-void lc_sqfs_fd_file_grow(sqfs_file_t *file, sqfs_u64 size);
+/// Copies `length` bytes at `in_offset` of `in_fd` into the file at `at` (as lc_copy_range) and
+/// grows the file to match: 0, or -1 with errno set.
+int lc_sqfs_fd_file_copy_in(sqfs_file_t *file, int in_fd, sqfs_u64 in_offset, sqfs_u64 at, size_t length);
+
+/// Starts writing `length` bytes from `offset` of the file to disk (lc_start_writeback).
+void lc_sqfs_fd_file_start_writeback(sqfs_file_t *file, sqfs_u64 offset, sqfs_u64 length);
 
 /// Copies `length` bytes between two files inside the kernel (copy_file_range), or through a
 /// buffer where the kernel cannot (files on two file systems); the whole length or fail: 0, or -1
