@@ -1,0 +1,89 @@
+import Foundation
+import Glibc
+import LayerStore
+import Testing
+
+/// The tar and dir formats against the kernel's overlay, and the time every format stamps. Part of
+/// the serialized "Exporting images" suite.
+extension ExportTests {
+    @Test("The dir and tar formats hold the same tree as the kernel's overlay of the stack")
+    func directoryAndTar() throws {
+        let stack = try CraftedStack("formats")
+        try stack.layer("bottom") { t in
+            try t.directory("data")
+            try t.file("data/linked", "two names\n", mode: 0o640, owner: (12, 34))
+            try t.hardLink("data/linked-2", to: "data/linked")
+            try t.file("data/hidden", "whited out\n")
+            try t.xattr("data/linked", "user.tag", Array("kept".utf8))
+        }
+        try stack.layer("top") { t in
+            try t.directory("data", mode: 0o750)
+            try t.whiteout("data/hidden")
+            try t.directory("dev")
+            try t.device("dev/null", character: true, major: 1, minor: 3, mode: 0o666)
+            try t.fifo("dev/fifo")
+            try t.socket("dev/socket")
+            try t.symlink("data/link", to: "linked")
+            try t.sparse("data/sparse", size: 3 << 20, data: "middle", at: 1 << 20)
+            try t.file(Array("data/odd-".utf8) + [0xFF], Array("not UTF-8\n".utf8))
+        }
+        let out = try Harness.temporaryDirectory("formats")
+        _ = try export("top", store: stack.store, to: out + "/tree", ["--format", "dir"])
+        let tar = try export("top", store: stack.store, to: out + "/tree.tar", ["--format", "tar"])
+        #expect(tar.stderr.contains("tar cannot store sockets: left out 1, first /dev/socket"), "\(tar.stderr)")
+        try FileManager.default.createDirectory(atPath: out + "/extracted", withIntermediateDirectories: false)
+        let extract = try KernelMount.run(
+            "/bin/tar",
+            ["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf", out + "/tree.tar", "-C", out + "/extracted"])
+        #expect(extract.status == 0, "\(extract.output)")
+
+        let overlay = try KernelMount.overlay(lowerdir: stack.lowerdir())
+        defer { KernelMount.unmount(overlay) }
+        let expected = try TreeSnapshot(overlay)
+        let directory = try TreeSnapshot(out + "/tree")
+        #expect(
+            expected.differences(from: directory).isEmpty,
+            "\(expected.differences(from: directory).joined(separator: "\n"))")
+        var withoutSocket = expected
+        withoutSocket.entries["/dev/socket"] = nil
+        // The tar's `./` entry carries the root's mode, owner and time.
+        let extracted = try TreeSnapshot(out + "/extracted")
+        #expect(
+            withoutSocket.differences(from: extracted).isEmpty,
+            "\(withoutSocket.differences(from: extracted).joined(separator: "\n"))")
+
+        // A sparse file stays sparse: 3 MiB long, one block of data.
+        var sparse = stat()
+        #expect(lstat(out + "/tree/data/sparse", &sparse) == 0 && sparse.st_size == 3 << 20)
+        #expect(sparse.st_blocks * 512 <= 64 << 10, "\(sparse.st_blocks) blocks allocated")
+
+        let again = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/tree", "--format", "dir"])
+        #expect(again.status == 3 && again.stderr.contains("File exists"), "\(again.stderr)")
+    }
+
+    @Test("Timestamps are clamped to SOURCE_DATE_EPOCH, which is also the superblock's time")
+    func clampedTimes() throws {
+        let stack = try CraftedStack("epoch")
+        try stack.layer("only") { t in
+            try t.directory("etc", mtime: 1_650_000_000)
+            try t.file("etc/old", "old\n", mtime: 1_500_000_000)
+            try t.file("etc/new", "new\n", mtime: 1_700_000_000)
+        }
+        let out = try Harness.temporaryDirectory("images")
+        let epoch = 1_600_000_000
+        let result = try Harness.run(
+            ["export", "only", "--store", stack.store, "-o", out + "/image"],
+            environment: ["SOURCE_DATE_EPOCH": "\(epoch)"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let image = bytes(out + "/image")
+        let superblockTime =
+            image.count > 12 ? image[8..<12].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) } : 0
+        #expect(superblockTime == epoch)
+        let mounted = try KernelMount.squashfs(out + "/image")
+        defer { KernelMount.unmount(mounted) }
+        let snapshot = try TreeSnapshot(mounted)
+        #expect(snapshot.entries["/etc/old"]?.contains("mtime=1500000000") == true)
+        #expect(snapshot.entries["/etc/new"]?.contains("mtime=\(epoch)") == true)
+        #expect(snapshot.entries["/etc"]?.contains("mtime=\(epoch)") == true)
+    }
+}
