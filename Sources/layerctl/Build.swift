@@ -4,7 +4,7 @@ import LayerBuilder
 import LayerRecipe
 
 extension LayerCtl {
-    struct Build: ParsableCommand {
+    struct Build: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Builds a layer file and every layer it comes from.",
             discussion: """
@@ -49,7 +49,7 @@ extension LayerCtl {
             let built = try StackBuilder(options: options, observer: reporter.report).build(recipe)
             reporter.finish(built)
             if let output = image.output, let top = built.last {
-                try image.export(store: options.store, key: top.key, output: output)
+                try image.export(store: options.store, key: top.key, output: output, json: json, inside: true)
             }
         }
     }

@@ -7,11 +7,6 @@ final class BuildReporter {
     let json: Bool
     let terminal: Bool
     private let statusLine = StatusLine()
-    private let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
 
     init(json: Bool) {
         self.json = json
@@ -20,7 +15,7 @@ final class BuildReporter {
 
     func report(_ event: BuildEvent) {
         if json {
-            if let data = try? encoder.encode(event) { print(String(decoding: data, as: UTF8.self)) }
+            if let line = try? JSONOutput.line(event) { print(line) }
             return
         }
         switch event.kind {
@@ -55,7 +50,7 @@ final class BuildReporter {
         statusLine.clear()
         if json {
             struct Summary: Encodable { var layers: [BuiltLayer] }
-            if let data = try? encoder.encode(Summary(layers: built)) { print(String(decoding: data, as: UTF8.self)) }
+            if let line = try? JSONOutput.line(Summary(layers: built)) { print(line) }
         } else if let top = built.last {
             let fresh = built.filter { !$0.cached }.count
             print("\(top.name) \(top.key) (\(fresh) built, \(built.count - fresh) cached)")

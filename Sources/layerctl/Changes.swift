@@ -4,7 +4,7 @@ import LayerBoot
 import LayerDiff
 
 extension LayerCtl {
-    struct Changes: ParsableCommand {
+    struct Changes: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Shows what changed since boot: what the next boot forgets.",
             discussion: """
@@ -43,9 +43,7 @@ extension LayerCtl {
                 return
             }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(changes), as: UTF8.self))
+                try JSONOutput.print(changes)
                 return
             }
             print(Self.render(changes))

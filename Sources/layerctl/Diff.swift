@@ -5,7 +5,7 @@ import LayerDiff
 import LayerStore
 
 extension LayerCtl {
-    struct Diff: ParsableCommand {
+    struct Diff: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Shows what one layer, image or system adds to another.",
             discussion: """
@@ -58,9 +58,7 @@ extension LayerCtl {
             }
             let diff = try TreeDiff.compare(DiffSide.open(old, store: open), DiffSide.open(new, store: open))
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(diff), as: UTF8.self))
+                try JSONOutput.print(diff)
             } else {
                 let text = DiffRenderer(diff: diff, colour: isatty(1) == 1 && getenv("NO_COLOR") == nil)
                 let output =

@@ -5,7 +5,7 @@ import LayerStore
 import SquashfsImage
 
 extension LayerCtl {
-    struct Export: ParsableCommand {
+    struct Export: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Writes a built layer and those below it as one squashfs image.",
             discussion: """
@@ -21,6 +21,9 @@ extension LayerCtl {
 
         @OptionGroup var image: ImageArguments
 
+        @Flag(name: [.long, .customLong("json-result")], help: "Print the export's result as one JSON object.")
+        var json = false
+
         @OptionGroup var storeOptions: StoreOptions
 
         func validate() throws {
@@ -31,7 +34,7 @@ extension LayerCtl {
             guard let output = image.output else { throw ValidationError("export needs -o OUTPUT, the file to write") }
             let store = try storeOptions.open()
             let key = try store.resolve(layer)
-            try image.export(store: store, key: key, output: output)
+            try image.export(store: store, key: key, output: output, json: json)
         }
     }
 }
@@ -62,9 +65,6 @@ struct ImageArguments: ParsableArguments {
     )
     var blockCacheSize: String?
 
-    @Flag(name: .customLong("json-result"), help: "Print the export's result as one JSON object.")
-    var jsonResult = false
-
     func validate() throws {
         guard Exporter.Format(rawValue: format) != nil else {
             throw ValidationError("unknown format '\(format)'; use squashfs, tar or dir")
@@ -83,7 +83,9 @@ struct ImageArguments: ParsableArguments {
         return BlockCacheLimit(bytes: try ImageOptions.parseSize(text, what: "block cache size"))
     }
 
-    func export(store: Store, key: String, output: String) throws {
+    /// Exports `key` to `output` and prints the result: a line of text, or with `json` the result
+    /// as one JSON object (inside `{"image": …}` with `inside`).
+    func export(store: Store, key: String, output: String, json: Bool, inside: Bool = false) throws {
         let options = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs)
         let request = Exporter.Request(
             format: Exporter.Format(rawValue: format) ?? .squashfs, output: output, options: options,
@@ -92,10 +94,8 @@ struct ImageArguments: ParsableArguments {
         let result = try Exporter(store: store).export(
             key, request, progress: reporter.progress, warning: reporter.warning)
         reporter.finish()
-        if jsonResult {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        if json {
+            try inside ? JSONOutput.print(["image": result]) : JSONOutput.print(result)
             return
         }
         var line = "wrote \(output): \(formatBytes(Int64(result.bytesOut)))"

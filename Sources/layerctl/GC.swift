@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 extension LayerCtl {
-    struct GC: ParsableCommand {
+    struct GC: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             commandName: "gc",
             abstract: "Removes the layers that no name refers to.",
@@ -19,7 +19,7 @@ extension LayerCtl {
         func run() throws {
             let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks)
             if json {
-                print(try jsonText(collected))
+                try JSONOutput.print(collected)
                 return
             }
             for damaged in collected.damaged { print("repaired: \(damaged)") }

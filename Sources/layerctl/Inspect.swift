@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 extension LayerCtl {
-    struct Inspect: ParsableCommand {
+    struct Inspect: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Shows what the store knows about one layer.",
             discussion: "It prints the layer's key and parent, the packages it installed and removed with their versions, the size and file count of its tree, and how long its build took.")
@@ -20,7 +20,7 @@ extension LayerCtl {
             let key = try store.resolve(layer)
             let record = try store.record(key)
             if json {
-                print(try jsonText(record))
+                try JSONOutput.print(record)
                 return
             }
             // Layer files with the same content share a key: the names are the refs that point at

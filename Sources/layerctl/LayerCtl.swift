@@ -50,7 +50,13 @@ struct LayerCtl: ParsableCommand {
             exit(withError: error)  // help is a command that "fails" with its text
         } catch {
             FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
-            Foundation.exit(exitStatus(errorCode(of: error)))
+            let code = errorCode(of: error)
+            if (command as? JSONCommand)?.json == true {
+                let failure = JSONOutput.Failure(
+                    error: .init(code: code, exitStatus: exitStatus(code), message: "\(error)"))
+                try? JSONOutput.print(failure)
+            }
+            Foundation.exit(exitStatus(code))
         }
     }
 }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 extension LayerCtl {
-    struct List: ParsableCommand {
+    struct List: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             commandName: "ls",
             abstract: "Lists the layers the store knows by name.",
@@ -42,7 +42,7 @@ extension LayerCtl {
                 if !damaged.isEmpty { Foundation.exit(LayerCtl.exitStatus(.damaged)) }
             }
             if json {
-                print(try jsonText(rows))
+                try JSONOutput.print(rows)
                 return
             }
             // The name column is as wide as the longest name, and two spaces more.
@@ -57,13 +57,6 @@ extension LayerCtl {
             }
         }
     }
-}
-
-func jsonText<T: Encodable>(_ value: T) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    encoder.dateEncodingStrategy = .iso8601
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
 /// "1 package", "2 packages": `count` and the noun, in the plural unless the count is one.

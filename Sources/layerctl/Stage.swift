@@ -35,7 +35,7 @@ struct BootOptions: ParsableArguments {
 }
 
 extension LayerCtl {
-    struct Stage: ParsableCommand {
+    struct Stage: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Puts an image where the boot loader and the initramfs hook find it.",
             discussion: """
@@ -55,6 +55,9 @@ extension LayerCtl {
 
         @Option(help: ArgumentHelp("Words to add to the kernel command line; may be repeated.", valueName: "ARGS"))
         var append: [String] = []
+
+        @Flag(help: "Print one JSON object: the staged image, its entry, and the previous version.")
+        var json = false
 
         @OptionGroup var boot: BootOptions
 
@@ -84,13 +87,22 @@ extension LayerCtl {
                     reporter.finish()
                 }
             }
+            let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
+            let previous = try staging.staged().first { $0.current.name == staged.name }?.previous
+            if json {
+                struct Staged: Encodable {
+                    var staged: StagedImage
+                    var entry: String
+                    var previous: StagedImage?
+                }
+                try JSONOutput.print(Staged(staged: staged, entry: entry, previous: previous))
+                return
+            }
             print("staged \(staged.name) \(staged.id): \(staged.image) (\(Self.size(staged.size)))")
             print("  kernel and initramfs: \(staged.kernel), \(staged.initrd)")
-            print("  entry: \(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf")
+            print("  entry: \(entry)")
             print("  command line: \(staged.commandLine)")
-            if let set = try staging.staged().first(where: { $0.current.name == staged.name }),
-                let previous = set.previous
-            {
+            if let previous {
                 print("  previous: \(previous.id), kept as layerctl-\(staged.name)-previous")
             }
             if !boot.noGrub {
@@ -103,7 +115,7 @@ extension LayerCtl {
         }
     }
 
-    struct Unstage: ParsableCommand {
+    struct Unstage: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Removes a staged image, its kernel, initramfs and boot entries.",
             discussion: """
@@ -120,17 +132,20 @@ extension LayerCtl {
         @Flag(help: "Remove even the image running now.")
         var force = false
 
+        @Flag(help: "Print one JSON object: the versions removed.")
+        var json = false
+
         @OptionGroup var boot: BootOptions
 
         func run() throws {
             let (staging, _) = try boot.staging()
-            for image in try staging.unstage(name: name, all: all, force: force) {
-                print("unstaged \(image.name) \(image.id)")
-            }
+            let removed = try staging.unstage(name: name, all: all, force: force)
+            if json { return try JSONOutput.print(["unstaged": removed]) }
+            for image in removed { print("unstaged \(image.name) \(image.id)") }
         }
     }
 
-    struct Staged: ParsableCommand {
+    struct Staged: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Lists the staged images, marking the one running now.",
             discussion: "Each name shows its current version and the previous one kept as the way back.")
@@ -154,9 +169,7 @@ extension LayerCtl {
                         Version(image: $0.element, previous: $0.offset == 1, running: staging.isRunning($0.element))
                     }
                 }
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(["staged": versions]), as: UTF8.self))
+                try JSONOutput.print(["staged": versions])
                 return
             }
             if sets.isEmpty {
@@ -175,7 +188,7 @@ extension LayerCtl {
         }
     }
 
-    struct Boot: ParsableCommand {
+    struct Boot: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Makes a staged image the default boot, or with --once the next one.",
             discussion: """
@@ -194,6 +207,9 @@ extension LayerCtl {
         @Option(help: "systemd-boot or grub (default: each one BOOT-DIR has a configuration for).")
         var loader: String?
 
+        @Flag(help: "Print one JSON object: the name, --once, the loaders, and what each was told.")
+        var json = false
+
         @OptionGroup var boot: BootOptions
 
         func validate() throws {
@@ -205,7 +221,17 @@ extension LayerCtl {
         func run() throws {
             let (staging, _) = try boot.staging()
             let loaders = loader.flatMap(BootStaging.Loader.init).map { [$0] } ?? staging.detectedLoaders()
-            for line in try staging.makeDefault(name: name, once: once, loaders: loaders) { print(line) }
+            let done = try staging.makeDefault(name: name, once: once, loaders: loaders)
+            if json {
+                struct Made: Encodable {
+                    var name: String
+                    var once: Bool
+                    var loaders: [String]
+                    var done: [String]
+                }
+                return try JSONOutput.print(Made(name: name, once: once, loaders: loaders.map(\.rawValue), done: done))
+            }
+            for line in done { print(line) }
         }
     }
 }

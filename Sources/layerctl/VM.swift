@@ -6,7 +6,7 @@ import LayerSupport
 import SquashfsImage
 
 extension LayerCtl {
-    struct VM: ParsableCommand {
+    struct VM: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             commandName: "vm",
             abstract: "Boots an image, or a built layer, in QEMU the way a machine boots it.",
@@ -49,7 +49,14 @@ extension LayerCtl {
         )
         var printCommand = false
 
+        @Flag(help: "With --print-command: print the command as one JSON object, {\"command\": [words]}.")
+        var json = false
+
         @OptionGroup var storeOptions: StoreOptions
+
+        func validate() throws {
+            if json && !printCommand { throw ValidationError("--json goes with --print-command; a running VM has the terminal") }
+        }
 
         func run() throws {
             var template = Array("/var/tmp/layerctl-vm-XXXXXX".utf8CString)
@@ -81,7 +88,8 @@ extension LayerCtl {
             let boot = try machine.prepare(scratch: scratch)
             let arguments = machine.arguments(kernel: boot.kernel, initrd: boot.initrd)
             if printCommand {
-                print((["qemu-system-x86_64"] + arguments).map(Self.quoted).joined(separator: " "))
+                let command = ["qemu-system-x86_64"] + arguments
+                if json { try JSONOutput.print(["command": command]) } else { print(command.map(Self.quoted).joined(separator: " ")) }
                 return
             }
             guard let qemu = VirtualMachine.qemu else {

@@ -50,4 +50,24 @@ struct HelpTests {
         #expect(orphan.stderr == "layerctl: abandoned: the parent process is gone\n")
         #expect(orphan.stdout.isEmpty)
     }
+
+    /// Every command but `shell` (whose output is its command's) has `--json`, in one style: one
+    /// line per document; a failure is a document too.
+    @Test("--json everywhere but shell; one line per document; a failure is {\"error\": …} on stdout")
+    func json() throws {
+        for command in ["build", "export", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "gc"] {
+            #expect(try Harness.run([command, "--help"]).stdout.contains("--json"), "\(command) has no --json")
+        }
+        let store = try Harness.temporaryDirectory("store")
+        let list = try Harness.run(["ls", "--store", store, "--json"])
+        #expect(list.status == 0 && list.stdout == "[]\n", "\(list.stdout)")
+        let unknown = try Harness.run(["inspect", "nothing-here", "--store", store, "--json"])
+        #expect(unknown.status == 3)
+        #expect(unknown.stderr == "layerctl: no layer named or keyed nothing-here in the store\n")
+        #expect(
+            unknown.stdout
+                == #"{"error":{"code":"input","exitStatus":3,"message":"no layer named or keyed nothing-here in the store"}}"#
+                + "\n")
+        #expect(try Harness.run(["vm", "x", "--json"]).status == 2)
+    }
 }
