@@ -1,7 +1,8 @@
 import LayerSupport
 
-/// Where the merge reads one layer's entries from: a layer's manifest, a folder (a layer tree, an
-/// overlay's upper folder, the running system), or, with sharing, a layer pulled from a registry.
+/// Where the merge reads one layer's entries from: a layer's manifest (`ManifestSource`), a folder
+/// (`FolderSource`: a layer tree, an overlay's upper folder, the running system), or a tree in
+/// memory (`TreeSource`: a squashfs image read whole); with sharing, a layer pulled from a registry.
 /// A source knows nothing of overlayfs's rules; `OverlayMerge` applies them to a list of sources.
 public protocol EntrySource: Sendable {
     /// The root folder.

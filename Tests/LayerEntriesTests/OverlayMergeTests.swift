@@ -160,6 +160,49 @@ struct OverlayMergeTests {
         #expect(tree.entries[a].source == Array("/b/x/a".utf8))
     }
 
+    @Test("a merged tree (an image read whole) is a source like any other: layers over it merge as over its layers")
+    func treeSource() throws {
+        var bottom = ManifestDraft()
+        bottom.add("/etc", .folder)
+        bottom.add("/etc/a", .file("a"))
+        bottom.add("/etc/link", .hardLink(to: "/etc/a"))
+        bottom.add("/opt", .folder)
+        bottom.add("/opt/old", .file("old"))
+        bottom.add("/usr", .folder)
+        bottom.add("/usr/x", .file("x"))
+        bottom.add("/usr/y", .hardLink(to: "/usr/x"))
+        var middle = ManifestDraft()
+        middle.add("/etc", .folder)
+        middle.add("/etc/b", .file("b"))
+        middle.add("/var", .whiteout)
+        var top = ManifestDraft()
+        top.add("/etc", .folder)
+        top.add("/etc/a", .whiteout)
+        top.add("/opt", .opaqueFolder)
+        top.add("/opt/new", .file("new"))
+        // The two lower layers merged once, as an image holds them, then the top over that tree.
+        let lower = try OverlayMerge([ManifestSource(bottom.manifest, tree: "/0"), ManifestSource(middle.manifest, tree: "/1")])
+            .merge()
+        let overImage = try OverlayMerge([TreeSource(lower), ManifestSource(top.manifest, tree: "/2")]).merge()
+        let overLayers = try OverlayMerge(
+            [bottom, middle, top].enumerated().map { ManifestSource($1.manifest, tree: "/\($0)") }
+        ).merge()
+        func listing(_ tree: MergedTree) -> [String] {
+            tree.depthFirst().dropFirst().map { index in
+                let entry = tree.entries[index]
+                let link = entry.hardLinkTarget.map { " -> " + String(decoding: tree.path(of: $0), as: UTF8.self) } ?? ""
+                return String(decoding: tree.path(of: index), as: UTF8.self) + " \(entry.kind)" + link
+            }
+        }
+        #expect(listing(overImage) == listing(overLayers))
+        // /etc/link's other name is hidden, so it is a plain file again; /usr/y stays a link.
+        #expect(
+            listing(overImage) == [
+                "/etc directory", "/etc/b regular", "/etc/link regular", "/opt directory", "/opt/new regular",
+                "/usr directory", "/usr/x regular", "/usr/y regular -> /usr/x",
+            ])
+    }
+
     @Test("paths look up folder by folder as the whole merge sees them")
     func paths() throws {
         var bottom = ManifestDraft()

@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import LayerEntries
 import LayerSupport
+import SquashfsImage
 import Testing
 
 /// The merge oracle: for each overlayfs rule, a crafted stack is mounted with the kernel's overlayfs
@@ -66,7 +67,16 @@ struct MergeOracleTests {
         // resolution makes in the layer trees, `diff` of the layer (from its manifests) against
         // the mount, and `changes` of the top tree over a mount of the layers below it.
         let count = layers ?? stack.keys.count
-        try expectPathsSameAsOverlay(stack, layers: count, overlay: overlay, sourceLocation: sourceLocation)
+        let folders = try (0..<count).map { try FolderSource(stack.tree($0)) as any EntrySource }
+        try expectPathsSameAsOverlay(folders, overlay: overlay, readContent: true, sourceLocation: sourceLocation)
+        if count > 1 {
+            // An image of the layers below the top is a source like them: the top over it is the mount.
+            let below = (image as NSString).deletingLastPathComponent + "/below.squashfs"
+            let exported = try Harness.run(["export", stack.keys[count - 2], "--store", stack.store, "-o", below])
+            #expect(exported.status == 0, "export below: \(exported.stderr)", sourceLocation: sourceLocation)
+            let sources: [any EntrySource] = [TreeSource(try ImageTree(image: below).tree), folders[count - 1]]
+            try expectPathsSameAsOverlay(sources, overlay: overlay, readContent: false, sourceLocation: sourceLocation)
+        }
         let againstMount = try Harness.run(["diff", overlay, top, "--store", stack.store, "--files"])
         #expect(
             againstMount.status == 0, "layerctl diff overlay \(top):\n\(againstMount.stdout.prefix(2000))\(againstMount.stderr)",
@@ -96,13 +106,13 @@ struct MergeOracleTests {
         return export.stderr
     }
 
-    /// Package resolution's view of the layer trees (`OverlayPaths` over folder sources): each
-    /// folder of the kernel's mount lists the same names with the same types, and each file reads
-    /// the same bytes.
+    /// Package resolution's view of `sources` (`OverlayPaths`): each folder of the kernel's mount
+    /// lists the same names with the same types, and with `readContent` each file reads the same
+    /// bytes (an image's files are read through the image, not by path).
     func expectPathsSameAsOverlay(
-        _ stack: CraftedStack, layers: Int, overlay: String, sourceLocation: SourceLocation
+        _ sources: [any EntrySource], overlay: String, readContent: Bool, sourceLocation: SourceLocation
     ) throws {
-        let paths = OverlayPaths(OverlayMerge(try (0..<layers).map { try FolderSource(stack.tree($0)) }))
+        let paths = OverlayPaths(OverlayMerge(sources))
         var mismatches: [String] = []
         var folders: [[UInt8]] = [[]]
         while let folder = folders.popLast() {
@@ -119,7 +129,7 @@ struct MergeOracleTests {
                     mismatches.append("\(TreeSnapshot.display(path)): type differs")
                 } else if entry.kind == .directory {
                     folders.append(path)
-                } else if entry.kind == .regular, let text = String(validating: path, as: UTF8.self),
+                } else if readContent, entry.kind == .regular, let text = String(validating: path, as: UTF8.self),
                     try paths.read(text).map({ Data($0) }) != FileManager.default.contents(atPath: overlay + text)
                 {
                     mismatches.append("\(TreeSnapshot.display(path)): content differs")
