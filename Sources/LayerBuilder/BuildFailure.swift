@@ -1,4 +1,5 @@
 import Alpm
+import LayerRecipe
 import LayerSupport
 
 /// A build that cannot go on: where in the layer files (when known), what failed, and why.
@@ -28,6 +29,8 @@ public struct BuildFailure: LayerError {
             self.init(
                 failure.message, at: location ?? failure.location, code: failure.code, cause: failure.cause,
                 packages: failure.packages)
+        } else if let fileError = error as? LayerFileError {
+            self.init(fileError.message, at: location ?? fileError.location.description, code: fileError.code)
         } else if let layerError = error as? any LayerError {
             self.init(
                 layerError.message, at: location, code: layerError.code, cause: layerError.cause,
