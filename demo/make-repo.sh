@@ -200,6 +200,13 @@ build_packages() {
     printf 'post_install() {\n\techo "greeter $1 installed" >/etc/greeter.installed\n}\n' >"$p/.INSTALL"
     pack "$dest" "$p"
 
+    # Records what its scriptlet inherits: the environment and the open descriptors (tests check
+    # that nothing of the caller of layerctl gets in).
+    p="$work/env-probe"; pkginfo "$p" env-probe 1.0-1 any "Records its scriptlet's environment and descriptors" depend=sh
+    mkdir -p "$p/usr/share/env-probe"; echo probe >"$p/usr/share/env-probe/README"
+    printf 'post_install() {\n\texport -p >/etc/env-probe.environment\n\tls /proc/self/fd >/etc/env-probe.fds\n}\n' >"$p/.INSTALL"
+    pack "$dest" "$p"
+
     p="$work/broken-scriptlet"; pkginfo "$p" broken-scriptlet 1.0-1 any "Its post_install fails on purpose" depend=sh
     mkdir -p "$p/usr/share/broken"; echo broken >"$p/usr/share/broken/README"
     printf 'post_install() {\n\techo "broken-scriptlet: failing on purpose" >&2\n\treturn 3\n}\n' >"$p/.INSTALL"

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,4 +138,8 @@ int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode) {
 
 off_t lc_seek_extent(int fd, off_t offset, int hole) {
     return lseek(fd, offset, hole ? SEEK_HOLE : SEEK_DATA);
+}
+
+int lc_spawn_actions_close_from(posix_spawn_file_actions_t *actions, int lowest) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, lowest);
 }

@@ -51,6 +51,18 @@ public struct BuildJob: Codable, Sendable {
     var boot: BootFlavour?
     var bootLocation: String?
 
+    /// What `run:` commands and package scriptlets see: a fixed PATH, HOME, LANG and TERM, the
+    /// epoch, the layer's name and the layer file's `env:`; never the environment of whoever runs
+    /// layerctl.
+    var commandEnvironment: [String: String] {
+        var environment = [
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME": "/root", "LANG": "C.UTF-8",
+            "TERM": "dumb", "SOURCE_DATE_EPOCH": String(sourceDateEpoch), "LAYERCTL_LAYER": layerName,
+        ]
+        for variable in env { environment[variable.name] = variable.value }
+        return environment
+    }
+
     /// The root the layer is built in.
     var root: BuildRoot { BuildRoot(directory: buildDirectory, lowerTrees: lowerTrees, syncDirectory: syncDirectory) }
     /// The new layer's tree: the root's upper folder.

@@ -91,13 +91,8 @@ extension BuilderChild {
 
     /// Runs commands chrooted into the layer, with the environment `run:` commands get.
     static func commandRunner(_ job: BuildJob, in merged: String, events: EventPipe) -> CommandRunner {
-        var environment = [
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME": "/root", "LANG": "C.UTF-8",
-            "TERM": "dumb", "SOURCE_DATE_EPOCH": String(job.sourceDateEpoch), "LAYERCTL_LAYER": job.layerName,
-        ]
-        for variable in job.env { environment[variable.name] = variable.value }
-        return CommandRunner(
-            root: merged, environment: environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+        CommandRunner(
+            root: merged, environment: job.commandEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
             output: { events.send(BuildEvent(.output, layer: job.layerName, message: $0)) })
     }
 }

@@ -28,6 +28,13 @@ enum BuilderChild {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
             events = EventPipe(layer: job.layerName)
+            // libalpm runs scriptlets with this process's environment: make it theirs, not the
+            // caller's. The proxy settings stay, for the downloads libalpm makes first.
+            let proxies = ProcessInfo.processInfo.environment.filter { Self.proxyVariables.contains($0.key.lowercased()) }
+            clearenv()
+            for (name, value) in job.commandEnvironment.merging(proxies, uniquingKeysWith: { kept, _ in kept }) {
+                setenv(name, value, 1)
+            }
             var root = job.root
             var result: ChildResult
             do {
@@ -63,6 +70,9 @@ enum BuilderChild {
             return 1
         }
     }
+
+    /// The variables libcurl reads for a proxy, in either case.
+    static let proxyVariables: Set<String> = ["http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy"]
 
     private static func readJob(_ path: String) throws -> BuildJob {
         guard let data = FileManager.default.contents(atPath: path) else {

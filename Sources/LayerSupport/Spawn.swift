@@ -20,6 +20,10 @@ package func spawn(
     if let handOver { posix_spawn_file_actions_adddup2(&actions, handOver.fd, handOver.as) }
     if let stdoutFD { posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1) }
     if let stderrFD { posix_spawn_file_actions_adddup2(&actions, stderrFD, 2) }
+    // Then every other descriptor closes, those the caller left without close-on-exec too.
+    let closeFrom = handOver.map { max(3, $0.as + 1) } ?? 3
+    let closing = lc_spawn_actions_close_from(&actions, closeFrom)
+    if closing != 0 { throw SystemError("start", executable, errno: closing) }
     var pid: pid_t = 0
     let result = withCStrings([executable] + arguments) { argv in
         withCStrings(environment) { envp in

@@ -131,22 +131,40 @@ struct DemoBuildTests {
         try Harness.expectValidStore(storeRoot)
     }
 
-    @Test("a run: command gets stdin, stdout and stderr and no other descriptor, however high its number")
+    @Test("run: commands and scriptlets get stdin, stdout and stderr and no other descriptor, however high, and none of the caller's environment")
     func descriptors() throws {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
-        try "from: base\nrun:\n  - ls /proc/self/fd > /etc/fds\n".write(
+        try "from: base\npackages: [env-probe]\nenv:\n  GREETING: hi\nrun:\n  - ls /proc/self/fd > /etc/fds\n".write(
             toFile: layers + "/fds.yaml", atomically: true, encoding: .utf8)
         // layerctl inherits 9 and 1500 without close-on-exec, as from a careless caller (bash: dash
-        // takes no descriptor above 9).
+        // takes no descriptor above 9), and a variable of the caller's.
         let build = try KernelMount.run(
             "/bin/bash",
-            ["-c", "exec 9</dev/null 1500</dev/null; exec '\(Harness.executable)' build '\(layers)/fds.yaml' --store '\(store)'"])
+            [
+                "-c",
+                "exec 9</dev/null 1500</dev/null; export CALLER_SECRET=leaked; exec '\(Harness.executable)' build '\(layers)/fds.yaml' --store '\(store)'",
+            ])
         #expect(build.status == 0, "\(build.output)")
         let key = try String(contentsOfFile: store + "/refs/fds", encoding: .utf8).trimmingCharacters(in: .newlines)
         let listed = try String(contentsOfFile: store + "/layers/\(key)/tree/etc/fds", encoding: .utf8)
         // 3 is the directory ls itself reads.
         #expect(listed.split(separator: "\n") == ["0", "1", "2", "3"], "\(listed)")
+        // A package scriptlet, which libalpm starts from the builder, inherits neither the caller's
+        // descriptors nor its environment: only the fixed one and the layer file's env:.
+        let tree = store + "/layers/\(key)/tree/etc/"
+        let scriptletFds = try String(contentsOfFile: tree + "env-probe.fds", encoding: .utf8).split(separator: "\n")
+        #expect(!scriptletFds.contains("9") && !scriptletFds.contains("1500"), "\(scriptletFds)")
+        let environment = try String(contentsOfFile: tree + "env-probe.environment", encoding: .utf8)
+        for expected in [
+            "HOME='/root'", "LANG='C.UTF-8'", "GREETING='hi'", "LAYERCTL_LAYER='fds'",
+            "PATH='/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin'",
+        ] {
+            #expect(environment.contains(expected), "\(expected) missing in:\n\(environment)")
+        }
+        for leaked in ["CALLER_SECRET", "LAYERCTL_NAMESPACED_WORK", "LAYERCTL_PARENT_PID", "SUDO_", "TERM='xterm"] {
+            #expect(!environment.contains(leaked), "\(leaked) leaked into:\n\(environment)")
+        }
     }
 
     @Test("two builds of the same stack at once both succeed and store each layer once")

@@ -1,6 +1,7 @@
 #ifndef CLAYERSUPPORT_H
 #define CLAYERSUPPORT_H
 
+#include <spawn.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <alpm.h>
@@ -42,6 +43,11 @@ unsigned int lc_minor(unsigned long long device);
 /// thread starts in between can inherit neither. Returns 0, or -1 with errno set. Exists because
 /// pipe2 needs _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_pipe_cloexec(int fds[2]);
+
+/// Adds "close every descriptor from `lowest` up" to posix_spawn's file actions
+/// (posix_spawn_file_actions_addclosefrom_np, glibc 2.34), so a child inherits no descriptor the
+/// caller of layerctl left open without close-on-exec. Needs _GNU_SOURCE, hence here.
+int lc_spawn_actions_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
 /// Opens `path` as if `root_fd` were "/": absolute symlinks and ".." cannot climb out of it
 /// (openat2 with RESOLVE_IN_ROOT). Returns the fd, or -1 with errno set. Exists because a layer's
