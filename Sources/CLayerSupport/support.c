@@ -132,7 +132,8 @@ int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode) {
     memset(&how, 0, sizeof how);
     how.flags = (unsigned long long)(flags | O_CLOEXEC);
     how.mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0;
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    /* NO_XDEV: a symlink in the layer cannot lead into /proc, /sys, /dev or any other mount. */
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
     return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
 }
 

@@ -13,6 +13,8 @@ struct LayerFileParser {
     ]
     static let repoKeys = ["name", "servers", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "mode", "owner"]
+    /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
+    static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]
 
     static func parse(path: String) throws -> LayerFile {
         let top = FileLocation(file: path, line: 1, column: 1)
@@ -125,8 +127,9 @@ struct LayerFileParser {
     private func parent(_ node: Node) throws -> LayerFile.Parent {
         let value = try scalar(node, what: "`from`")
         if value == "scratch" { return .scratch }
-        if value.isEmpty || value.contains("\0") {
-            throw LayerFileError("`from` names a layer file, such as `base`, or `scratch`", at: at(node))
+        if value.isEmpty || value.contains("\0") || value.contains("/") {
+            throw LayerFileError(
+                "`from` names a layer file in the same folder, such as `base`, or `scratch`", at: at(node))
         }
         let file = value.hasSuffix(".yaml") || value.hasSuffix(".yml") ? value : value + ".yaml"
         let resolved = ((folder as NSString).appendingPathComponent(file) as NSString).standardizingPath
@@ -202,6 +205,12 @@ struct LayerFileParser {
                 guard text != "/", !text.contains("\0") else {
                     throw LayerFileError("`path` must name a file", at: at(value))
                 }
+                // What the kernel and the running system make there is no layer's content.
+                if let top = Self.apiFolders.first(where: { text == $0 || text.hasPrefix($0 + "/") }) {
+                    throw LayerFileError(
+                        "`path` \(quote(text)) is under \(top), which the running system fills; a layer's files go elsewhere",
+                        at: at(value))
+                }
                 path = text
             case "content":
                 if content != nil {
@@ -245,9 +254,10 @@ struct LayerFileParser {
         guard real == base || real.hasPrefix(base + "/") else {
             throw LayerFileError("`source` \(quote(value)) leaves the layer file's folder \(base)", at: at(node))
         }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: real, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw LayerFileError("`source` \(quote(value)) is not a file", at: at(node))
+        // A FIFO or a device would be read forever, or read what is not the layer author's.
+        var st = stat()
+        guard stat(real, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            throw LayerFileError("`source` \(quote(value)) is not a regular file", at: at(node))
         }
         return real
     }

@@ -29,6 +29,15 @@ public struct Recipe: Sendable {
             guard FileManager.default.fileExists(atPath: parentPath) else {
                 throw LayerFileError("the parent layer file \(parentPath) does not exist", at: current.fromLocation)
             }
+            // A parent that is a symlink out of the folder is not read at all, so nothing of what
+            // it points to is printed in an error.
+            let folder = URL(fileURLWithPath: (current.path as NSString).deletingLastPathComponent)
+                .resolvingSymlinksInPath().path
+            let real = URL(fileURLWithPath: parentPath).resolvingSymlinksInPath().path
+            guard (real as NSString).deletingLastPathComponent == folder else {
+                throw LayerFileError(
+                    "the parent layer file \(parentPath) is a link out of its folder \(folder)", at: current.fromLocation)
+            }
             current = try LayerFileParser.parse(path: parentPath)
         }
         let recipe = Recipe(layers: chain.reversed())

@@ -83,6 +83,37 @@ struct LayerFileTests {
         try expect("from: base\nfiles:\n  - path: /etc/../x\n    content: a\n", at: 3, 11, "may not contain `..`")
     }
 
+    /// `files:` are the layer's own content: not what the kernel or the booted system makes, and
+    /// read only from regular files.
+    @Test("a path: under /proc, /sys, /dev, /run or /tmp; a source: that is a FIFO or a device")
+    func apiFolders() throws {
+        for folder in ["/proc", "/sys", "/dev", "/run", "/tmp"] {
+            try expect("from: base\nfiles:\n  - path: \(folder)/x\n    content: a\n", at: 3, 11, "is under \(folder)")
+            try expect("from: base\nfiles:\n  - path: \(folder)\n    content: a\n", at: 3, 11, "is under \(folder)")
+        }
+        // A name that only begins like one of them is fine.
+        try write("ok", "from: base\nfiles:\n  - path: /devices/x\n    content: a\n  - path: /tmpfiles\n    content: b\n")
+        #expect(try Recipe.load(folder + "/ok.yaml").target.files.count == 2)
+        #expect(mkfifo(folder + "/pipe", 0o644) == 0)
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: pipe\n", at: 4, 13, "is not a regular file")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/null", withDestinationPath: "/dev/null")
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: null\n", at: 4, 13, "leaves the layer file's folder")
+    }
+
+    @Test("from: names a file of the same folder: no path, and no link out of the folder, whose target is never read")
+    func parentOutside() throws {
+        try expect("from: ../base\n", at: 1, 7, "in the same folder")
+        try expect("from: sub/base\n", at: 1, 7, "in the same folder")
+        let outside = folder + "-outside.yaml"
+        try "secret: do-not-print\n".write(toFile: outside, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        try FileManager.default.createSymbolicLink(atPath: folder + "/elsewhere.yaml", withDestinationPath: outside)
+        let linked = try error("from: elsewhere\n")
+        #expect(linked.message.contains("is a link out of its folder"), "\(linked)")
+        #expect(linked.location.line == 1 && linked.location.column == 7)
+        #expect(!linked.description.contains("do-not-print") && !linked.description.contains("secret"))
+    }
+
     @Test("a package named twice")
     func packageTwice() throws {
         try expect("from: base\npackages: [game, nano]\nremove: [game]\n", at: 3, 10, "package `game` is named twice")

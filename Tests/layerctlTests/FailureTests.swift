@@ -55,4 +55,23 @@ struct FailureTests {
     func badLayerFile() throws {
         try expectFailure("pakages: [game]\n", status: 3, mentions: ["broken.yaml:2:1", "did you mean `packages`"])
     }
+
+    /// A layer's own symlink cannot lead `files:` into the kernel's filesystems of the build root.
+    @Test("files: through a symlink of the layer into /proc fails at its line, and the host's setting stays")
+    func symlinkIntoProc() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let setting = "/proc/sys/fs/lease-break-time"
+        let before = try String(contentsOfFile: setting, encoding: .utf8)
+        // The link is a folder on the way: a link at the path itself is replaced, never followed.
+        try "from: base\nrun:\n  - ln -s /proc/sys/fs /etc/fs\n".write(
+            toFile: layers + "/linked.yaml", atomically: true, encoding: .utf8)
+        try "from: linked\nfiles:\n  - path: /etc/fs/lease-break-time\n    content: \"48\\n\"\n".write(
+            toFile: layers + "/through.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/through.yaml", "--store", store])
+        #expect(result.status == 6, "\(result.stderr)")
+        #expect(result.stderr.contains("through.yaml:3:5: writing /etc/fs/lease-break-time failed"), "\(result.stderr)")
+        #expect(try String(contentsOfFile: setting, encoding: .utf8) == before)
+        try Harness.expectValidStore(store)
+    }
 }

@@ -52,6 +52,8 @@ int lc_spawn_actions_close_from(posix_spawn_file_actions_t *actions, int lowest)
 /// Opens `path` as if `root_fd` were "/": absolute symlinks and ".." cannot climb out of it
 /// (openat2 with RESOLVE_IN_ROOT). Returns the fd, or -1 with errno set. Exists because a layer's
 /// own absolute symlinks must never lead a write onto the host, and glibc has no openat2 wrapper.
+/// Nor can a path cross into another mount (RESOLVE_NO_XDEV): /proc, /sys and /dev in the build
+/// root are the kernel's.
 int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode);
 
 /// A libsquashfs file over an open, empty file descriptor, which stays the caller's to close: the
