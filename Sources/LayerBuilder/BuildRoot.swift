@@ -1,3 +1,4 @@
+import CLayerSupport
 import Foundation
 import Glibc
 import LayerSupport
@@ -76,15 +77,20 @@ struct BuildRoot {
         mounted.append(merged + "/" + relative)
     }
 
-    /// A minimal /dev: the host's harmless character devices bound in, a private devpts and shm.
+    /// The character devices of the build's /dev, by their fixed numbers (the kernel's
+    /// Documentation/admin-guide/devices.txt).
+    static let devices: [(name: String, major: UInt32, minor: UInt32)] = [
+        ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
+    ]
+
+    /// A minimal /dev of its own: new nodes for the harmless character devices (never the host's
+    /// nodes bound in, whose mode and owner a command could change), a private devpts and shm.
     private mutating func populateDev() throws {
         let dev = merged + "/dev"
-        for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let node = dev + "/" + name
-            let fd = try sys("create", node) { open(node, O_WRONLY | O_CREAT | O_CLOEXEC, 0o666) }
-            close(fd)
-            try Mounter.bind("/dev/" + name, at: node)
-            mounted.append(node)
+        for device in Self.devices {
+            let node = dev + "/" + device.name
+            try sys("create", node) { mknod(node, S_IFCHR | 0o666, dev_t(lc_makedev(device.major, device.minor))) }
+            try sys("change mode of", node) { chmod(node, 0o666) }
         }
         try FileSystem.makeDirectories(dev + "/pts")
         try mount("devpts", "dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620")
