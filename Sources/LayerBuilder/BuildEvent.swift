@@ -62,9 +62,8 @@ public struct BuildEvent: Codable, Sendable {
     /// The event that reports `error`: the child's last word when it gives up.
     init(failure error: any Error, layer: String) {
         let failure = BuildFailure(error, at: nil)
-        let text = failure.cause.map { "\(failure.message): \($0)" } ?? failure.message
         self.init(
-            .failed, layer: layer, message: text, packages: failure.packages.isEmpty ? nil : failure.packages,
+            .failed, layer: layer, message: failure.explanation, packages: failure.packages.isEmpty ? nil : failure.packages,
             code: failure.code, location: failure.location)
     }
 }

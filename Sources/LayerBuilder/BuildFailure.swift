@@ -41,8 +41,7 @@ public struct BuildFailure: LayerError {
     }
 
     public var description: String {
-        let text = cause.map { "\(message): \($0)" } ?? message
-        return location.map { "\($0): \(text)" } ?? text
+        location.map { "\($0): \(explanation)" } ?? explanation
     }
 }
 

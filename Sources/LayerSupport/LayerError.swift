@@ -29,7 +29,9 @@ public protocol LayerError: Error, CustomStringConvertible, Sendable {
 
 extension LayerError {
     public var cause: (any Error)? { nil }
-    public var description: String { cause.map { "\(message): \($0)" } ?? message }
+    /// The message, then `: ` and the cause when there is one.
+    public var explanation: String { cause.map { "\(message): \($0)" } ?? message }
+    public var description: String { explanation }
 }
 
 /// A library's own words for why something failed: `strerror`, `alpm_strerror`, libmount's or
