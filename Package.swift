@@ -29,7 +29,9 @@ let package = Package(
         .systemLibrary(
             name: "CAlpm", pkgConfig: "libalpm",
             providers: [.apt(["libalpm-dev", "libcurl4-openssl-dev", "libgpgme-dev"])]),
-        .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"]),
+        // The C side of LayerSupport and the builder: what Swift cannot call (macros, va_list,
+        // fork-to-exec code) and the build's seccomp filter, made with libseccomp (libseccomp-dev).
+        .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"], linkerSettings: [.linkedLibrary("seccomp")]),
         .target(name: "Alpm", dependencies: ["CAlpm", "CLayerSupport", "LayerSupport"]),
         // System calls on raw paths, errors, digests, processes: what every target below stands on.
         .target(

@@ -64,11 +64,13 @@ extension AlpmHandle {
     }
 
     /// Runs `request` to the end (`alpm_trans_commit`) and returns what it did. A scriptlet that
-    /// fails makes this throw, although libalpm itself only logs it.
+    /// fails makes this throw, although libalpm itself only logs it. With `downloadOnly` it stops
+    /// once every package to install is in the cache and checked (signature and checksum, as the
+    /// repository's level asks), cached before or downloaded now, and changes nothing else.
     @discardableResult
-    public func commit(_ request: TransactionRequest) throws -> Resolution {
+    public func commit(_ request: TransactionRequest, downloadOnly: Bool = false) throws -> Resolution {
         if request.isEmpty { return Resolution() }
-        return try withTransaction(request, flags: 0) {
+        return try withTransaction(request, flags: downloadOnly ? Int32(ALPM_TRANS_FLAG_DOWNLOADONLY.rawValue) : 0) {
             let resolution = self.currentResolution()
             if resolution.install.isEmpty && resolution.remove.isEmpty { return resolution }
             self.operationErrors.removeAll()

@@ -11,6 +11,11 @@ public struct SignatureLevel: Equatable, Hashable, Sendable, CustomStringConvert
     public static let pacmanDefault = SignatureLevel(
         rawValue: Int32(ALPM_SIG_PACKAGE.rawValue | ALPM_SIG_DATABASE.rawValue | ALPM_SIG_DATABASE_OPTIONAL.rawValue))
 
+    /// No signature is checked, neither a package's nor a database's; libalpm still checks every
+    /// package file against the sha256 its database gives. For packages whose signatures were
+    /// checked when they entered the cache, by a handle that has the keyring.
+    public static let never = SignatureLevel(rawValue: 0)
+
     /// Parses pacman.conf's words (`Never`, `Optional`, `Required`, `TrustedOnly`, `TrustAll`, each
     /// optionally prefixed `Package` or `Database`), starting from pacman's default as pacman does.
     /// A word pacman does not know is a failure that names it.

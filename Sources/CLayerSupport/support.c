@@ -10,8 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <linux/openat2.h>
+#include <net/if.h>
+#include <seccomp.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -50,64 +56,6 @@ unsigned long long lc_makedev(unsigned int major, unsigned int minor) { return m
 unsigned int lc_major(unsigned long long device) { return major(device); }
 unsigned int lc_minor(unsigned long long device) { return minor(device); }
 
-int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
-                      int in_fd, int out_fd, int err_fd, pid_t *pid) {
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) {
-        return errno;
-    }
-    pid_t child = fork();
-    if (child < 0) {
-        int err = errno;
-        close(report[0]);
-        close(report[1]);
-        return err;
-    }
-    if (child == 0) {
-        /* Only async-signal-safe calls from here to execve. */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0 || chroot(root) != 0 ||
-            chdir("/") != 0) {
-            int err = errno;
-            (void)!write(report[1], &err, sizeof err);
-            _exit(127);
-        }
-        /* The command gets stdin, stdout and stderr, and none of the builder's other files,
-           however high their numbers: all of them close at exec (the report pipe too, which must
-           stay open until then). Kernels before 5.11 lack the flag: close them one by one. */
-        if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) != 0) {
-            long last = sysconf(_SC_OPEN_MAX);
-            for (int fd = 3; fd < (last > 0 ? last : 1024); fd++) {
-                if (fd != report[1]) {
-                    close(fd);
-                }
-            }
-        }
-        execve(path, argv, envp);
-        int err = errno;
-        (void)!write(report[1], &err, sizeof err);
-        _exit(127);
-    }
-    close(report[1]);
-    int err = 0;
-    ssize_t n;
-    do {
-        n = read(report[0], &err, sizeof err);
-    } while (n < 0 && errno == EINTR);
-    close(report[0]);
-    if (n == sizeof err) {
-        /* The child failed before exec; reap it so it does not linger as a zombie. */
-        int status;
-        while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
-        }
-        return err;
-    }
-    *pid = child;
-    return 0;
-}
-
 int lc_die_with_parent(pid_t expected_parent) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
         return errno;
@@ -125,6 +73,132 @@ int lc_unshare_build_namespaces(int isolate_network) {
         flags |= CLONE_NEWNET;
     }
     return unshare(flags) == 0 ? 0 : errno;
+}
+
+int lc_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS) == 0 ? 0 : errno; }
+
+int lc_bring_up_loopback(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return errno;
+    }
+    struct ifreq request;
+    memset(&request, 0, sizeof request);
+    strncpy(request.ifr_name, "lo", IFNAMSIZ - 1);
+    int err = 0;
+    if (ioctl(fd, SIOCGIFFLAGS, &request) != 0) {
+        err = errno;
+    } else {
+        request.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (ioctl(fd, SIOCSIFFLAGS, &request) != 0) {
+            err = errno;
+        }
+    }
+    close(fd);
+    return err;
+}
+
+int lc_pivot_root(const char *new_root) {
+    /* The old root is stacked on the new one by pivot_root(".", "."), then detached from it: no
+       directory has to be made in the layer for it. */
+    if (chdir(new_root) != 0 || syscall(SYS_pivot_root, ".", ".") != 0 || umount2(".", MNT_DETACH) != 0 ||
+        chdir("/") != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+int lc_limit_privileges(const int *keep, int count) {
+    unsigned long long kept = 0;
+    for (int i = 0; i < count; i++) {
+        if (keep[i] >= 0 && keep[i] < 64) {
+            kept |= 1ULL << keep[i];
+        }
+    }
+    /* Up to the kernel's last capability: it refuses a number it does not know with EINVAL. */
+    for (int cap = 0; cap < 64; cap++) {
+        if (kept & (1ULL << cap)) {
+            continue;
+        }
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+            if (errno == EINVAL) {
+                break;
+            }
+            return errno;
+        }
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL) {
+        return errno;
+    }
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) {
+        return errno;
+    }
+    for (int word = 0; word < 2; word++) {
+        unsigned int mask = (unsigned int)(kept >> (32 * word));
+        data[word].effective &= mask;
+        data[word].permitted &= mask;
+        data[word].inheritable = 0;
+    }
+    if (syscall(SYS_capset, &header, data) != 0) {
+        return errno;
+    }
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        return errno;
+    }
+    return 0;
+}
+
+int lc_refuse_system_calls(const char *const *names, int count, int refusal, const char **failed_name) {
+    scmp_filter_ctx filter = seccomp_init(SCMP_ACT_ALLOW);
+    if (filter == NULL) {
+        return ENOMEM;
+    }
+    int rc = 0;
+#if defined(__x86_64__)
+    if ((rc = seccomp_arch_add(filter, SCMP_ARCH_X86)) != 0 || (rc = seccomp_arch_add(filter, SCMP_ARCH_X32)) != 0) {
+        goto done;
+    }
+#elif defined(__aarch64__)
+    if ((rc = seccomp_arch_add(filter, SCMP_ARCH_ARM)) != 0) {
+        goto done;
+    }
+#endif
+    for (int i = 0; i < count; i++) {
+        int number = seccomp_syscall_resolve_name(names[i]);
+        if (number == __NR_SCMP_ERROR) {
+            continue;
+        }
+        if ((rc = seccomp_rule_add(filter, SCMP_ACT_ERRNO(refusal), number, 0)) != 0) {
+            if (failed_name != NULL) {
+                *failed_name = names[i];
+            }
+            goto done;
+        }
+    }
+    static const unsigned long namespaces[] = {CLONE_NEWNS,  CLONE_NEWUTS, CLONE_NEWIPC,   CLONE_NEWUSER,
+                                               CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP};
+    for (size_t i = 0; i < sizeof namespaces / sizeof namespaces[0]; i++) {
+        rc = seccomp_rule_add(filter, SCMP_ACT_ERRNO(refusal), SCMP_SYS(clone), 1,
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, namespaces[i], namespaces[i]));
+        if (rc != 0) {
+            if (failed_name != NULL) {
+                *failed_name = "clone";
+            }
+            goto done;
+        }
+    }
+    if ((rc = seccomp_rule_add(filter, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0)) != 0) {
+        if (failed_name != NULL) {
+            *failed_name = "clone3";
+        }
+        goto done;
+    }
+    rc = seccomp_load(filter);
+done:
+    seccomp_release(filter);
+    return rc < 0 ? -rc : rc;
 }
 
 int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode) {

@@ -54,12 +54,11 @@ extension BootFlavour {
     }
 }
 
-/// The builder's `boot` step, in the layer's merged root: install and enable the hook, then make the
-/// initramfs again if this layer changed anything it is made from.
+/// The builder's `boot` step, in the layer's confined root ("/" is the layer): install and enable the
+/// hook, then make the initramfs again if this layer changed anything it is made from.
 struct BootSupport {
     let flavour: BootFlavour
     let job: BuildJob
-    let merged: String
     let runner: CommandRunner
 
     func apply(log: (String) -> Void) throws {
@@ -83,7 +82,7 @@ struct BootSupport {
             return
         }
         let generator = flavour == .mkinitcpio ? "/usr/bin/mkinitcpio" : "/usr/bin/dracut"
-        guard FileSystem.exists(merged + generator) else {
+        guard FileSystem.exists(generator) else {
             throw BuildFailure(
                 "`boot: \(flavour.rawValue)` needs \(generator) in the image; install the \(flavour.rawValue) package",
                 at: job.bootLocation ?? job.layerName, code: .input)
@@ -91,15 +90,15 @@ struct BootSupport {
         for kernel in kernels {
             // The boot loader and `layerctl stage` look for the kernel in /boot, as Arch puts it.
             let modules = "/usr/lib/modules/\(kernel.version)/vmlinuz"
-            if let image = FileManager.default.contents(atPath: merged + modules),
-                FileManager.default.contents(atPath: merged + "/boot/vmlinuz-\(kernel.base)") != image
+            if let image = FileManager.default.contents(atPath: modules),
+                FileManager.default.contents(atPath: "/boot/vmlinuz-\(kernel.base)") != image
             {
-                try FileSystem.makeDirectories(merged + "/boot")
-                try FileSystem.writeAtomically(image, to: merged + "/boot/vmlinuz-\(kernel.base)")
+                try FileSystem.makeDirectories("/boot")
+                try FileSystem.writeAtomically(image, to: "/boot/vmlinuz-\(kernel.base)")
             }
             // Arch's kernel packages leave a preset (default and fallback images); without one, the
             // kernel gets the one image /boot/initramfs-BASE.img.
-            let preset = FileSystem.exists(merged + "/etc/mkinitcpio.d/\(kernel.base).preset")
+            let preset = FileSystem.exists("/etc/mkinitcpio.d/\(kernel.base).preset")
             let command =
                 flavour == .dracut
                 ? "dracut --force --kver \(kernel.version) /boot/initramfs-\(kernel.base).img"
@@ -115,10 +114,10 @@ struct BootSupport {
         }
     }
 
-    /// Writes `content` at `path` in the merged root unless it is already there, so a layer whose
+    /// Writes `content` at `path` in the root unless it is already there, so a layer whose
     /// parents have the hook does not copy it up again.
     private func install(_ content: String, at path: String, mode: mode_t) throws {
-        let target = merged + path
+        let target = path
         var st = stat()
         if FileManager.default.contents(atPath: target) == Data(content.utf8), stat(target, &st) == 0,
             st.st_mode & 0o7777 == mode
@@ -132,7 +131,7 @@ struct BootSupport {
 
     /// Puts `layerctl` into mkinitcpio.conf's HOOKS, after `udev` (or `base`).
     private func enableMkinitcpioHook() throws {
-        let path = merged + "/etc/mkinitcpio.conf"
+        let path = "/etc/mkinitcpio.conf"
         let location = job.bootLocation ?? job.layerName
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw BuildFailure(
@@ -176,7 +175,7 @@ struct BootSupport {
     /// The kernels in /usr/lib/modules, each with its package base (Arch's `pkgbase` file), which
     /// names its files in /boot.
     private func kernels() throws -> [(version: String, base: String)] {
-        let directory = merged + "/usr/lib/modules"
+        let directory = "/usr/lib/modules"
         guard FileSystem.isDirectory(directory) else { return [] }
         return try FileSystem.listDirectory(directory).sorted().compactMap { version in
             guard FileSystem.exists(directory + "/\(version)/vmlinuz") else { return nil }
@@ -187,11 +186,13 @@ struct BootSupport {
         }
     }
 
-    /// Whether this layer's tree (the overlay's upper directory) touched anything the initramfs is
-    /// made from. A directory in the upper directory means something below it changed.
+    /// Whether this layer's tree (the overlay's upper directory, which the build shows read-only at
+    /// `BuilderChild.upperDirectory`) touched anything the initramfs is made from. A directory in
+    /// the upper directory means something below it changed.
     private func changedInputs() -> Bool {
-        flavour.triggers.contains { FileSystem.exists(job.upperDirectory + "/" + $0) }
-            || ((try? FileSystem.listDirectory(job.upperDirectory + "/boot")) ?? []).contains {
+        let upper = BuilderChild.upperDirectory
+        return flavour.triggers.contains { FileSystem.exists(upper + "/" + $0) }
+            || ((try? FileSystem.listDirectory(upper + "/boot")) ?? []).contains {
                 $0.hasPrefix("vmlinuz")
             }
     }

@@ -19,7 +19,7 @@ public struct BuildEvent: Codable, Sendable {
         case error
         /// The builder child gave up; the message says why.
         case failed
-        /// The child's last word: what it built.
+        /// The child's last word: the packages of the layer it built.
         case finished
     }
 
@@ -68,15 +68,9 @@ public struct BuildEvent: Codable, Sendable {
     }
 }
 
-/// What the builder child measured of the tree it made.
+/// What the builder child reports of the layer it built: its packages, as the transaction left them.
 public struct ChildResult: Codable, Sendable {
     public var installed: [InstalledPackage]
     public var added: [PackageFile]
     public var removed: [InstalledPackage]
-    public var treeBytes: Int64
-    public var fileCount: Int
-    public var treeDigest: String
-    /// Directories of the tree marked opaque (`trusted.overlay.opaque=y`), relative to it; nil
-    /// when a name among them is not UTF-8.
-    public var opaqueDirectories: [String]? = []
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Alpm
 import LayerRecipe
 
@@ -7,17 +8,14 @@ public struct BuildJob: Codable, Sendable {
         var name: String
         /// Expanded, absolute URLs.
         var servers: [String]
-        var signatureLevel: Int32
-        /// Where the layer files declare it (`file:line:column`), for messages about it.
-        var location: String
     }
 
     public struct File: Codable, Sendable {
         var path: String
         var mode: UInt32
         var owner: String
-        var inline: String?
-        var source: String?
+        /// The bytes to write: inline content, or the source file as the key was made from it.
+        var contents: Data
         var location: String
     }
 
@@ -27,7 +25,7 @@ public struct BuildJob: Codable, Sendable {
     }
 
     var layerName: String
-    /// `tmp/build-…`: holds `layer/tree` (the overlay upper), `work`, `merged` and `empty`.
+    /// `tmp/build-…`: holds `layer/tree` (the overlay upper), `work`, `merged` and `pacman.log`.
     var buildDirectory: String
     /// The parents' trees, bottom first.
     var lowerTrees: [String]
@@ -35,9 +33,9 @@ public struct BuildJob: Codable, Sendable {
     var repos: [Repo]
     /// A private copy of the sync databases, so a refresh elsewhere cannot change this build.
     var syncDirectory: String
+    /// The store's package cache, which holds every package of the transaction, checked, before the
+    /// build starts; the build sees it read-only.
     var packageCache: String
-    var pacmanLog: String
-    var gpgDirectory: String
     var install: [String]
     var remove: [String]
     /// What the key was computed from: the transaction must install exactly these.
@@ -46,7 +44,9 @@ public struct BuildJob: Codable, Sendable {
     var run: [Command]
     var env: [EnvVariable]
     var sourceDateEpoch: Int64
-    var isolateNetwork: Bool
+    /// `network: true`: `run:` has the host's network. Otherwise the build has a network
+    /// namespace of its own, with loopback only.
+    var network: Bool
     /// `boot:` as the layer inherits it, and where it was written.
     var boot: BootFlavour?
     var bootLocation: String?
@@ -64,7 +64,9 @@ public struct BuildJob: Codable, Sendable {
     }
 
     /// The root the layer is built in.
-    var root: BuildRoot { BuildRoot(directory: buildDirectory, lowerTrees: lowerTrees, syncDirectory: syncDirectory) }
+    var root: BuildRoot { BuildRoot(directory: buildDirectory, lowerTrees: lowerTrees) }
     /// The new layer's tree: the root's upper folder.
     var upperDirectory: String { root.upper }
+    /// libalpm's log of this build, outside the tree; appended to the store's log afterwards.
+    var pacmanLog: String { buildDirectory + "/pacman.log" }
 }

@@ -13,8 +13,6 @@ public struct BuildOptions: Sendable {
     public var keyring = "/etc/pacman.d/gnupg"
     /// The time every mtime is clamped to: `SOURCE_DATE_EPOCH`, or 0 when it is unset.
     public var sourceDateEpoch: Int64
-    /// Build with no network at all (a new, empty network namespace).
-    public var isolateNetwork = false
 
     public init(store: Store) {
         self.store = store

@@ -2,39 +2,32 @@ import Alpm
 import Foundation
 import Glibc
 import LayerRecipe
+import LayerSupport
 
 extension BuilderChild {
-    /// The libalpm transaction, on the merged root, checked against what the key was made from.
+    /// The libalpm transaction, on the root ("/" in the confinement), checked against what the key
+    /// was made from. Every package is in the read-only cache already, checked by the parent with the
+    /// keyring; here libalpm checks each file against its database's sha256, with no keyring.
     static func install(_ job: BuildJob, events: EventPipe) throws -> ChildResult {
-        let merged = job.root.merged
-        let handle = try AlpmHandle(root: merged, dbPath: merged + "/var/lib/pacman")
-        try handle.addCacheDir(job.packageCache)
-        try handle.setLogFile(job.pacmanLog)
-        try handle.setGPGDir(job.gpgDirectory)
+        let handle = try AlpmHandle(root: "/", dbPath: "/var/lib/pacman")
+        try handle.addCacheDir(packageCache)
+        // A writable cache after it, which stays empty, keeps libalpm from warning that it has none.
+        let spare = "/run/layerctl/downloads"
+        try FileSystem.makeDirectories(spare)
+        try handle.addCacheDir(spare)
+        try handle.setLogFile(pacmanLog)
         try handle.setArchitectures([job.arch])
-        try handle.setParallelDownloads(5)
-        try handle.addHookDir(merged + "/usr/share/libalpm/hooks")
-        try handle.addHookDir(merged + "/etc/pacman.d/hooks")
+        try handle.addHookDir("/usr/share/libalpm/hooks")
+        try handle.addHookDir("/etc/pacman.d/hooks")
         for repo in job.repos {
-            try handle.register(
-                Repository(
-                    name: repo.name, servers: repo.servers,
-                    signatureLevel: SignatureLevel(rawValue: repo.signatureLevel)),
-                arch: job.arch)
+            try handle.register(Repository(name: repo.name, servers: repo.servers, signatureLevel: .never), arch: job.arch)
         }
         handle.observer = { event in events.send(BuildEvent(alpm: event, layer: job.layerName)) }
         var added: [PackageFile] = []
         var removed: [InstalledPackage] = []
         if !job.install.isEmpty || !job.remove.isEmpty {
             events.send(.step, "transaction")
-            let resolution: Resolution
-            do {
-                resolution = try handle.commit(TransactionRequest(install: job.install, remove: job.remove))
-            } catch let error as AlpmError where !error.missingKeys.isEmpty {
-                throw BuildFailure(missingKeys: error, keyring: job.gpgDirectory) { name in
-                    job.repos.first { $0.name == name }?.location ?? job.layerName
-                }
-            }
+            let resolution = try handle.commit(TransactionRequest(install: job.install, remove: job.remove))
             let expected = job.expected.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             let actual = resolution.install.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             guard expected == actual else {
@@ -43,33 +36,23 @@ extension BuilderChild {
             added = resolution.install
             removed = resolution.remove
         }
-        return ChildResult(
-            installed: handle.installedPackages(), added: added, removed: removed, treeBytes: 0, fileCount: 0,
-            treeDigest: "")
+        return ChildResult(installed: handle.installedPackages(), added: added, removed: removed)
     }
 
-    static func writeFiles(_ job: BuildJob, into merged: String) throws {
-        let files = RootedFiles(root: merged)
+    static func writeFiles(_ job: BuildJob) throws {
+        let files = RootedFiles(root: "/")
         for file in job.files {
-            let data: Data
-            if let inline = file.inline {
-                data = Data(inline.utf8)
-            } else if let source = file.source, let contents = FileManager.default.contents(atPath: source) {
-                data = contents
-            } else {
-                throw BuildFailure("reading source \(file.source ?? "") failed", at: file.location, code: .input)
-            }
             do {
                 let (uid, gid) = try files.owner(file.owner)
-                try files.write(data, to: file.path, mode: file.mode, uid: uid, gid: gid)
+                try files.write(file.contents, to: file.path, mode: file.mode, uid: uid, gid: gid)
             } catch {
                 throw BuildFailure("writing \(file.path) failed", at: file.location, cause: error)
             }
         }
     }
 
-    static func runCommands(_ job: BuildJob, in merged: String, events: EventPipe) throws {
-        let runner = commandRunner(job, in: merged, events: events)
+    static func runCommands(_ job: BuildJob, events: EventPipe) throws {
+        let runner = commandRunner(job, events: events)
         for (index, command) in job.run.enumerated() {
             events.send(
                 BuildEvent(
@@ -83,16 +66,15 @@ extension BuilderChild {
 
     /// Installs and enables the initramfs hook of `boot:`, and makes the initramfs again when this
     /// layer changed what it is made from.
-    static func addBootSupport(_ flavour: BootFlavour, _ job: BuildJob, in merged: String, events: EventPipe) throws {
-        let support = BootSupport(
-            flavour: flavour, job: job, merged: merged, runner: commandRunner(job, in: merged, events: events))
+    static func addBootSupport(_ flavour: BootFlavour, _ job: BuildJob, events: EventPipe) throws {
+        let support = BootSupport(flavour: flavour, job: job, runner: commandRunner(job, events: events))
         try support.apply { events.send(BuildEvent(.output, layer: job.layerName, message: "boot: \($0)")) }
     }
 
-    /// Runs commands chrooted into the layer, with the environment `run:` commands get.
-    static func commandRunner(_ job: BuildJob, in merged: String, events: EventPipe) -> CommandRunner {
+    /// Runs commands in the layer, with the environment `run:` commands get.
+    static func commandRunner(_ job: BuildJob, events: EventPipe) -> CommandRunner {
         CommandRunner(
-            root: merged, environment: job.commandEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
+            environment: job.commandEnvironment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" },
             output: { events.send(BuildEvent(.output, layer: job.layerName, message: $0)) })
     }
 }

@@ -2,77 +2,88 @@ import Alpm
 import CLayerSupport
 import Foundation
 import Glibc
-import LayerEntries
 import LayerSupport
 
-/// The builder child, the `build` role of `NamespacedWork`: it reports on the event pipe. Stage
-/// one moves into new namespaces and starts stage two, which is pid 1 there and does the work.
+/// The builder child, the `build` role of `NamespacedWork`: both stages report on the event pipe.
+///
+/// Stage one moves into new namespaces, mounts the merged root, starts stage two, which is pid 1 of
+/// the new pid namespace, and takes the root down once stage two is done. (Stage one cannot start a
+/// thread once it has unshared its pid namespace, so the new tree is normalised and scanned by the
+/// parent.) Stage two enters the build's `Confinement` and does everything that runs the layer's
+/// code: the libalpm transaction with its scriptlets, `files:`, `run:` and `boot:`.
 enum BuilderChild {
-    /// Stage one: unshare, make `/` private, name the host after the layer, start stage two.
-    static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
-        do {
-            try NamespacedWork.dieWithParent(request)
-            let job = try readJob(request.jobPath)
-            return try NamespacedWork.enter(request, hostname: job.layerName, isolateNetwork: job.isolateNetwork)
-        } catch {
-            EventPipe(layer: "?").send(BuildEvent(failure: error, layer: "?"))
-            return 1
-        }
-    }
+    /// Where the root shows the sync databases, read-only.
+    static let syncMountPoint = "var/lib/pacman/sync"
+    /// Where the root shows the store's package cache, read-only, and libalpm's log of this build.
+    static let packageCache = "/run/layerctl/packages"
+    static let pacmanLog = "/run/layerctl/pacman.log"
+    /// Where the root shows its own overlay's upper folder, read-only: what this layer changed.
+    static let upperDirectory = "/run/layerctl/layer"
 
-    /// Stage two, pid 1 of the new pid namespace: mount, install, write files, run commands,
-    /// unmount, normalise, and report what was built.
-    static func build(_ request: NamespacedWork.Request) -> Int32 {
+    /// Stage one: unshare, name the host after the layer, mount the root, run stage two, unmount.
+    static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
         var events = EventPipe(layer: "?")
         do {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
             events = EventPipe(layer: job.layerName)
-            // libalpm runs scriptlets with this process's environment: make it theirs, not the
-            // caller's. The proxy settings stay, for the downloads libalpm makes first.
-            let proxies = ProcessInfo.processInfo.environment.filter { Self.proxyVariables.contains($0.key.lowercased()) }
-            clearenv()
-            for (name, value) in job.commandEnvironment.merging(proxies, uniquingKeysWith: { kept, _ in kept }) {
-                setenv(name, value, 1)
-            }
+            try NamespacedWork.enterNamespaces(hostname: job.layerName, network: job.network)
+            events.send(.step, "mount")
             var root = job.root
-            var result: ChildResult
-            do {
-                events.send(.step, "mount")
-                try root.setUp()
-                let transaction = try install(job, events: events)
-                events.send(.step, "files")
-                try writeFiles(job, into: root.merged)
-                if !job.run.isEmpty {
-                    events.send(.step, "run")
-                    try root.bindResolvConf()
-                    try runCommands(job, in: root.merged, events: events)
-                }
-                if let boot = job.boot {
-                    events.send(.step, "boot")
-                    try addBootSupport(boot, job, in: root.merged, events: events)
-                }
-                result = transaction
-                try root.tearDown()
-            }
-            events.send(.step, "normalise")
-            try Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch).run()
-            let scan = try TreeScan.scan(job.upperDirectory)
-            result.treeBytes = scan.bytes
-            result.fileCount = scan.fileCount
-            result.treeDigest = scan.digest
-            result.opaqueDirectories = scan.opaqueDirectories
-            try scan.manifest.write(to: job.buildDirectory + "/layer/" + LayerManifest.fileName)
-            events.send(BuildEvent(.finished, layer: job.layerName, result: result))
-            return 0
+            try root.setUp(extraMountPoints: [syncMountPoint], resolvConf: job.network && !job.run.isEmpty)
+            let status = try NamespacedWork.startWork(request)
+            try root.tearDown()
+            return status
         } catch {
             events.send(BuildEvent(failure: error, layer: events.layer))
             return 1
         }
     }
 
-    /// The variables libcurl reads for a proxy, in either case.
-    static let proxyVariables: Set<String> = ["http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy"]
+    /// Stage two, pid 1 of the new pid namespace: confine, install, write files, run commands, add
+    /// boot support, and report the packages.
+    static func build(_ request: NamespacedWork.Request) -> Int32 {
+        var events = EventPipe(layer: "?")
+        do {
+            try NamespacedWork.dieWithParent(request)
+            let job = try readJob(request.jobPath)
+            events = EventPipe(layer: job.layerName)
+            // libalpm runs scriptlets with this process's environment: make it theirs, not the caller's.
+            clearenv()
+            for (name, value) in job.commandEnvironment { setenv(name, value, 1) }
+            var confinement = Confinement(root: job.root.merged)
+            confinement.binds = [
+                .init(source: job.syncDirectory + "/sync", target: "/" + syncMountPoint, readOnly: true),
+                .init(source: job.packageCache, target: packageCache, readOnly: true),
+                .init(source: job.pacmanLog, target: pacmanLog, readOnly: false),
+                .init(source: job.upperDirectory, target: upperDirectory, readOnly: true),
+            ]
+            if job.network && !job.run.isEmpty && job.root.canBindResolvConf {
+                confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+            }
+            try confinement.enter()
+            // The event pipe is this process's alone: nothing it starts inherits it.
+            _ = fcntl(NamespacedWork.eventDescriptor, F_SETFD, FD_CLOEXEC)
+            try Confinement.dropPrivileges()
+
+            let packages = try install(job, events: events)
+            events.send(.step, "files")
+            try writeFiles(job)
+            if !job.run.isEmpty {
+                events.send(.step, "run")
+                try runCommands(job, events: events)
+            }
+            if let boot = job.boot {
+                events.send(.step, "boot")
+                try addBootSupport(boot, job, events: events)
+            }
+            events.send(BuildEvent(.finished, layer: job.layerName, result: packages))
+            return 0
+        } catch {
+            events.send(BuildEvent(failure: error, layer: events.layer))
+            return 1
+        }
+    }
 
     private static func readJob(_ path: String) throws -> BuildJob {
         guard let data = FileManager.default.contents(atPath: path) else {

@@ -2,24 +2,19 @@ import Foundation
 import Glibc
 import LayerSupport
 
-/// Runs a `run:` command as `/bin/sh -c`, chrooted into the merged root, and streams its output
-/// line by line. Returns the exit status (128 + signal when killed).
+/// Runs a `run:` command as `/bin/sh -c` in the build's confined root, and streams its output line
+/// by line. Returns the exit status (128 + signal when killed).
 struct CommandRunner {
-    let root: String
     let environment: [String]
     let output: (String) -> Void
 
     func run(_ command: String) throws -> Int32 {
         let (readEnd, writeEnd) = try makePipe(command)
-        let devNull = try sys("open", "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) }
-        defer { close(devNull) }
         defer { close(readEnd) }
         let pid: pid_t
         do {
             defer { close(writeEnd) }
-            pid = try spawnChrooted(
-                root: root, "/bin/sh", ["/bin/sh", "-c", command], environment: environment,
-                descriptors: (devNull, writeEnd, writeEnd))
+            pid = try spawn("/bin/sh", ["-c", command], environment: environment, stdoutFD: writeEnd, stderrFD: writeEnd)
         } catch let error as SystemError where error.errno == ENOENT {
             throw BuildFailure("the layer has no /bin/sh to run commands with; install a shell first", code: .input)
         }

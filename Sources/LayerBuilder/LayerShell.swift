@@ -29,36 +29,52 @@ public enum LayerShell {
         return try NamespacedWork.run(.shell, jobPath: jobPath, interactive: true) { _ in }
     }
 
-    /// Stage one: namespaces named after the layer, then stage two.
+    /// Stage one: namespaces named after the layer (with the host's network), the tmpfs-backed
+    /// overlay, then stage two.
     static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
         failing {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
-            return try NamespacedWork.enter(request, hostname: job.name, isolateNetwork: false, interactive: true)
+            try NamespacedWork.enterNamespaces(hostname: job.name, network: true)
+            var root = try mountRoot(job)
+            try root.setUp(resolvConf: true)
+            return try NamespacedWork.startWork(request, interactive: true)
         }
     }
 
-    /// Stage two, pid 1: the tmpfs-backed overlay, then the command.
+    /// Stage two, pid 1: the command, confined as a build's commands are.
     static func work(_ request: NamespacedWork.Request) -> Int32 {
         failing {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
-            let scratch = job.directory + "/scratch"
-            try FileSystem.makeDirectories(scratch)
-            try Mounter.mount("tmpfs", at: scratch, type: "tmpfs", options: "mode=0755")
-            var root = BuildRoot(directory: scratch, lowerTrees: job.trees)
-            try root.setUp()
-            try root.bindResolvConf()
+            let root = try mountRoot(job, mounted: true)
+            var confinement = Confinement(root: root.merged)
+            if root.canBindResolvConf {
+                confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+            }
+            try confinement.enter()
+            try Confinement.dropPrivileges()
             let environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/root",
                                "TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "dumb")", "LAYERCTL_LAYER=\(job.name)"]
             let path = job.command[0].hasPrefix("/") ? job.command[0] : "/bin/sh"
-            let arguments = job.command[0].hasPrefix("/") ? job.command : ["/bin/sh", "-c", job.command.joined(separator: " ")]
+            let arguments = job.command[0].hasPrefix("/") ? Array(job.command.dropFirst()) : ["-c", job.command.joined(separator: " ")]
             do {
-                return waitForExit(try spawnChrooted(root: root.merged, path, arguments, environment: environment))
+                return waitForExit(try spawn(path, arguments, environment: environment, keepStdin: true))
             } catch let error as SystemError {
                 throw SystemError("start \(path) in", job.name, errno: error.errno)
             }
         }
+    }
+
+    /// The throwaway root: a tmpfs in the job's folder holds the overlay's upper folder. Stage one
+    /// mounts the tmpfs; both stages name the root.
+    private static func mountRoot(_ job: Job, mounted: Bool = false) throws -> BuildRoot {
+        let scratch = job.directory + "/scratch"
+        if !mounted {
+            try FileSystem.makeDirectories(scratch)
+            try Mounter.mount("tmpfs", at: scratch, type: "tmpfs", options: "mode=0755")
+        }
+        return BuildRoot(directory: scratch, lowerTrees: job.trees)
     }
 
     private static func readJob(_ path: String) throws -> Job {

@@ -7,11 +7,12 @@ import LayerSupport
 ///
 /// Such work runs in a child process, in two stages. The program that asks for it (`start`) runs
 /// its own executable again (`/proc/self/exe`) with a request in the environment variable
-/// `LAYERCTL_NAMESPACED_WORK`. Stage one leaves the program's namespaces: new mount, pid, uts and
-/// ipc namespaces (and network, when asked), `/` made private, the host named after the layer. It
-/// starts stage two the same way, as pid 1 of the new pid namespace, which does the work. When
-/// either stage dies the kernel kills the rest and tears every mount down; each stage dies with
-/// the process that started it.
+/// `LAYERCTL_NAMESPACED_WORK`. Stage one leaves the program's namespaces: new mount, pid, uts, ipc
+/// and network namespaces (the host's network only when a layer asks), `/` made private, the host
+/// named after the layer; it mounts the layer's root. It starts stage two the same way, as pid 1
+/// of the new pid namespace, which enters the `Confinement` and does the work. When either stage
+/// dies the kernel kills the rest and tears every mount down; each stage dies with the process
+/// that started it.
 ///
 /// Any program that links `LayerBuilder` can do this work: it calls `runIfRequested()` first thing
 /// in `main`, before it reads its command line, which plays no part. A builder reports on
@@ -115,13 +116,21 @@ public enum NamespacedWork {
         return status
     }
 
-    /// Stage one: checks that the parent lives, unshares, makes `/` private, names the host, and
-    /// runs stage two as pid 1 of the new pid namespace; returns its exit status.
-    static func enter(_ request: Request, hostname: String, isolateNetwork: Bool, interactive: Bool = false) throws -> Int32 {
-        let err = lc_unshare_build_namespaces(isolateNetwork ? 1 : 0)
+    /// Stage one: moves into new mount, pid, uts and ipc namespaces, and a network namespace with
+    /// loopback only unless `network`; makes `/` private and names the host.
+    static func enterNamespaces(hostname: String, network: Bool) throws {
+        let err = lc_unshare_build_namespaces(network ? 0 : 1)
         if err != 0 { throw SystemError("create namespaces for", hostname, errno: err) }
         try Mounter.makePrivate("/")
         _ = sethostname(hostname, hostname.utf8.count)
+        if !network {
+            let up = lc_bring_up_loopback()
+            if up != 0 { throw SystemError("bring up the loopback interface of", hostname, errno: up) }
+        }
+    }
+
+    /// Stage one: runs stage two as pid 1 of the new pid namespace and returns its exit status.
+    static func startWork(_ request: Request, interactive: Bool = false) throws -> Int32 {
         var inside = request
         inside.stage = .work
         inside.parent = 0  // pid 1 of a new pid namespace sees its parent as pid 0

@@ -5,8 +5,8 @@ import LayerEntries
 import LayerSupport
 
 /// Resolves a layer's transaction against its parents' package database without building
-/// anything: the merged local database of the parent stack is assembled from hard links in a
-/// scratch folder, and libalpm prepares the transaction there.
+/// anything, and fetches its packages: the merged local database of the parent stack is assembled
+/// from hard links in a scratch folder, and libalpm prepares the transaction there.
 struct PackageResolver {
     /// The parent stack, bottom first; empty for a layer from scratch.
     let parents: [any EntrySource]
@@ -16,6 +16,26 @@ struct PackageResolver {
     let syncSnapshot: String
 
     func resolve(_ request: TransactionRequest, scratch: String) throws -> Resolution {
+        try handle(scratch: scratch).resolve(request)
+    }
+
+    /// Downloads every package `request` installs that `cache` lacks, and checks each one, cached
+    /// or not, as its repository's signature level asks, with the keys of `keyring`. The build runs
+    /// later with no network and no keyring: it installs from the cache what was checked here.
+    func fetch(
+        _ request: TransactionRequest, scratch: String, cache: String, keyring: String,
+        observe: @escaping (AlpmEvent) -> Void
+    ) throws {
+        let handle = try handle(scratch: scratch)
+        try handle.addCacheDir(cache)
+        try handle.setGPGDir(keyring)
+        try handle.setParallelDownloads(5)
+        handle.observer = observe
+        // gpgme starts gpg-agent for the check; none may outlive the build.
+        try Keyring.withoutLeftoverDaemons(home: keyring) { try handle.commit(request, downloadOnly: true) }
+    }
+
+    private func handle(scratch: String) throws -> AlpmHandle {
         let dbPath = scratch + "/db"
         let root = scratch + "/root"
         try FileSystem.makeDirectories(dbPath + "/local")
@@ -26,7 +46,7 @@ struct PackageResolver {
         try handle.setArchitectures([arch])
         for repository in repositories { try handle.register(repository, arch: arch) }
         try handle.checkDatabasesValid()
-        return try handle.resolve(request)
+        return handle
     }
 
     /// The parents' `var/lib/pacman/local`, merged with overlay rules, as hard links.

@@ -2,6 +2,7 @@ import Alpm
 import Foundation
 import Glibc
 import LayerRecipe
+import LayerEntries
 import LayerStore
 import LayerSupport
 
@@ -10,50 +11,59 @@ extension StackBuilder {
     func buildLayer(
         _ layer: LayerFile, key: String, parent: String?, spec: LayerSpec, boot: Located<BootFlavour>?,
         resolution: Resolution,
-        request: TransactionRequest, parentTrees: [String], repositories: [Repository], snapshot: String,
+        request: TransactionRequest, resolver: PackageResolver, parentTrees: [String], repositories: [Repository], snapshot: String,
         arch: String, environment: [String: String], started: Date, signatures: SignatureProof,
         repositoryLocations: [String: FileLocation]
     ) throws {
         let store = options.store
         let buildDirectory = try store.makeTemporary("build")
         defer { try? FileSystem.removeTree(buildDirectory) }
+        // The build has no network, and no keyring: its packages enter the cache, checked, now.
+        do {
+            try resolver.fetch(
+                request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring
+            ) { event in self.observer(BuildEvent(alpm: event, layer: layer.name)) }
+        } catch let error as AlpmError where !error.missingKeys.isEmpty {
+            throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
+                repositoryLocations[name]?.description ?? layer.path
+            }
+        } catch let error as AlpmError {
+            throw BuildFailure(error, at: layer.location(ofPackage: error.packages)?.description ?? layer.path)
+        }
         let job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,
-            repos: repositories.map {
-                BuildJob.Repo(
-                    name: $0.name,
-                    servers: $0.expandedServers(arch: arch),
-                    signatureLevel: ($0.signatureLevel ?? .pacmanDefault).rawValue,
-                    location: repositoryLocations[$0.name]?.description ?? layer.path)
-            },
-            syncDirectory: snapshot, packageCache: store.packageCache, pacmanLog: store.pacmanLog,
-            gpgDirectory: options.keyring, install: request.install, remove: request.remove,
+            repos: repositories.map { BuildJob.Repo(name: $0.name, servers: $0.expandedServers(arch: arch)) },
+            syncDirectory: snapshot, packageCache: store.packageCache, install: request.install, remove: request.remove,
             expected: resolution.install,
-            files: layer.files.map { file in
-                var inline: String?
-                var source: String?
-                switch file.content {
-                case .inline(let text): inline = text
-                case .source(let path): source = path
-                }
-                return BuildJob.File(
-                    path: file.path, mode: file.mode, owner: file.owner, inline: inline, source: source,
+            files: try layer.files.map { file in
+                BuildJob.File(
+                    path: file.path, mode: file.mode, owner: file.owner,
+                    contents: try contents(of: file, digest: spec.files.first { $0.path == file.path }?.sha256 ?? ""),
                     location: file.location.description)
             },
             run: layer.run.map { BuildJob.Command(command: $0.value, location: $0.location.description) },
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
-            sourceDateEpoch: options.sourceDateEpoch, isolateNetwork: options.isolateNetwork,
+            sourceDateEpoch: options.sourceDateEpoch, network: layer.network?.value ?? false,
             boot: boot?.value, bootLocation: boot?.location.description)
         try FileSystem.makeDirectories(job.upperDirectory)
+        try FileSystem.writeAtomically(Data(), to: job.pacmanLog)
         let jobPath = buildDirectory + "/job.json"
         try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)
 
-        let result = try runChild(jobPath: jobPath, layer: layer.name)
+        let packages: ChildResult
+        do {
+            defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
+            packages = try runChild(jobPath: jobPath, layer: layer.name)
+        }
+        observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
+        try Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch).run()
+        let scan = try TreeScan.scan(job.upperDirectory)
+        try scan.manifest.write(to: buildDirectory + "/layer/" + LayerManifest.fileName)
         let record = LayerRecord(
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,
-            specDigest: spec.digest, added: result.added, removed: result.removed, installed: result.installed,
-            treeBytes: result.treeBytes, fileCount: result.fileCount, treeDigest: result.treeDigest,
-            opaqueDirectories: result.opaqueDirectories, signatures: signatures,
+            specDigest: spec.digest, added: packages.added, removed: packages.removed, installed: packages.installed,
+            treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
+            opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         try FileSystem.writeAtomically(try record.encoded(), to: buildDirectory + "/layer/layer.json")
         if try !store.commit(buildDirectory + "/layer", as: key) {
@@ -86,5 +96,32 @@ extension StackBuilder {
             throw BuildFailure("the builder of layer \(layer) stopped with status \(status)")
         }
         return result
+    }
+
+    /// The bytes `file:` writes: its inline text, or its source file, which must still be what the
+    /// key was made from.
+    private func contents(of file: FileSpec, digest: String) throws -> Data {
+        switch file.content {
+        case .inline(let text): return Data(text.utf8)
+        case .source(let path):
+            let data: Data
+            do { data = try FileSystem.readRegularFile(path) } catch {
+                throw BuildFailure("reading source \(path) failed", at: file.location.description, code: .input, cause: error)
+            }
+            guard Digest.sha256(data) == digest else {
+                throw BuildFailure(
+                    "source \(path) changed while the layer was built; build again", at: file.location.description, code: .input)
+            }
+            return data
+        }
+    }
+
+    /// Appends the log of one build to the store's pacman.log, as pacman keeps one log for a system.
+    private func appendLog(_ path: String, to log: String) {
+        guard let data = FileManager.default.contents(atPath: path), !data.isEmpty else { return }
+        let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        data.withUnsafeBytes { _ = write(fd, $0.baseAddress, $0.count) }
     }
 }

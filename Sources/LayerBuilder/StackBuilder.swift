@@ -56,12 +56,12 @@ public final class StackBuilder {
             let spec = try makeSpec(
                 layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value)
             let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
+            let resolver = PackageResolver(
+                parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
+                syncSnapshot: snapshot)
             let resolution: Resolution
             do {
-                resolution = try PackageResolver(
-                    parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
-                    syncSnapshot: snapshot
-                ).resolve(request, scratch: session + "/resolve-\(index)")
+                resolution = try resolver.resolve(request, scratch: session + "/resolve-\(index)")
             } catch let error as AlpmError {
                 throw locate(error, in: layer)
             }
@@ -85,7 +85,7 @@ public final class StackBuilder {
                     do {
                         try buildLayer(
                             layer, key: key, parent: parentKey, spec: spec, boot: recipe.boot(for: index),
-                            resolution: resolution, request: request,
+                            resolution: resolution, request: request, resolver: resolver,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started, signatures: signatures,
                             repositoryLocations: locations)
@@ -149,7 +149,8 @@ public final class StackBuilder {
             arch: arch, packages: layer.packages.map(\.value).sorted(), remove: layer.remove.map(\.value).sorted(),
             files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
-            sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) })
+            sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) },
+            network: layer.network?.value ?? false)
     }
 
     /// A libalpm error about one of the layer's packages, at that package's line.

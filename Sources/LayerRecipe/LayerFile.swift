@@ -19,6 +19,9 @@ public struct LayerFile: Sendable, Hashable {
     public var env: [EnvVariable]
     /// The initramfs generator whose layerctl hook the image gets (`boot:`); children inherit it.
     public var boot: Located<BootFlavour>?
+    /// `network: true`: this layer's `run:` commands have the host's network. Without it a build
+    /// has a network namespace of its own with loopback only. Children do not inherit it.
+    public var network: Located<Bool>? = nil
     /// Where `from:` was written, or the top of the file when it was not.
     public var fromLocation: FileLocation
 

@@ -9,7 +9,7 @@ struct LayerFileParser {
     private var folder: String { (path as NSString).deletingLastPathComponent }
 
     static let topLevelKeys = [
-        "from", "description", "arch", "repos", "packages", "remove", "files", "run", "env", "boot",
+        "from", "description", "arch", "repos", "packages", "remove", "files", "run", "env", "boot", "network",
     ]
     static let repoKeys = ["name", "servers", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "mode", "owner"]
@@ -107,6 +107,12 @@ struct LayerFileParser {
                         at: at(value))
                 }
                 layer.boot = Located(flavour, at: at(value))
+            case "network":
+                let word = try scalar(value, what: "`network`")
+                guard word == "true" || word == "false" else {
+                    throw LayerFileError("`network` is true or false, not \(quote(word))", at: at(value))
+                }
+                layer.network = Located(word == "true", at: at(value))
             default: throw unknownKey(key, at: keyNode, known: Self.topLevelKeys)
             }
         }
@@ -303,6 +309,11 @@ struct LayerFileParser {
                 throw LayerFileError("\(quote(file.path)) is written twice; first at \(first)", at: file.location)
             }
             paths[file.path] = file.location
+        }
+        if let network = layer.network, network.value, layer.run.isEmpty {
+            throw LayerFileError(
+                "`network: true` gives this layer's `run:` commands the network, and it has none; packages are downloaded without it",
+                at: network.location)
         }
         var repos: [String: FileLocation] = [:]
         for repo in layer.repos {

@@ -22,11 +22,15 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     /// for layers without boot support.
     public var boot: String?
     public var bootFiles: String?
+    /// True when `run:` had the host's network (`network: true`); absent otherwise, so the keys of
+    /// layers without it are what they were before it existed.
+    public var network: Bool?
 
     public init(
         arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
-        sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil
+        sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil, network: Bool = false
     ) {
+        self.network = network ? true : nil
         self.boot = boot?.flavour.rawValue
         self.bootFiles = boot?.filesDigest
         self.arch = arch

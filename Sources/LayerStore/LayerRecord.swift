@@ -30,6 +30,9 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// The signature policy the layer's packages were checked under; nil in records written
     /// before it was kept, which prove nothing.
     public var signatures: SignatureProof?
+    /// True when the layer's `run:` commands had the host's network (`network: true`); nil when
+    /// the build had loopback only.
+    public var network: Bool?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.
@@ -37,7 +40,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// When it was built (informative only; not part of the key).
     public var builtAt: Date
 
-    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
+    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
         self.formatVersion = formatVersion
         self.key = key
         self.parent = parent
@@ -51,6 +54,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
         self.treeDigest = treeDigest
         self.opaqueDirectories = opaqueDirectories
         self.signatures = signatures
+        self.network = network
         self.sourceDateEpoch = sourceDateEpoch
         self.buildSeconds = buildSeconds
         self.builtAt = builtAt

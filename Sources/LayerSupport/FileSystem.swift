@@ -41,6 +41,17 @@ package enum FileSystem {
         FileManager.default.contents(atPath: path).map { Array($0) }
     }
 
+    /// The bytes of the regular file at `path`. Anything else (a FIFO, a device, a folder) is
+    /// refused as soon as it is opened, without blocking on it or reading from it.
+    package static func readRegularFile(_ path: String) throws -> Data {
+        let fd = try sys("open", path) { open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) }
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var st = stat()
+        try sys("read", path) { fstat(fd, &st) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw SystemError("read", path, errno: EINVAL) }
+        return try handle.readToEnd() ?? Data()
+    }
+
     /// The program `tool` in $PATH, or in the system folders when $PATH lacks them (sudo, cron).
     package static func executable(_ tool: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? ""

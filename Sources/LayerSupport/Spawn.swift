@@ -2,8 +2,8 @@ import CLayerSupport
 import Foundation
 import Glibc
 
-// Every process layerctl starts goes through `spawn` (posix_spawn), or through `spawnChrooted` where
-// it must be chrooted first, which posix_spawn cannot do (a fork in C, `lc_spawn_chrooted`).
+// Every process layerctl starts goes through `spawn` (posix_spawn). A build's commands are started
+// the same way, from inside the build's confinement, whose root is the layer.
 
 /// Starts a program with posix_spawn, safe from a multi-threaded process: stdin from /dev/null,
 /// stdout (or `stdoutFD`) and stderr (or `stderrFD`) inherited, and `handOver.fd` (if any) handed
@@ -56,23 +56,6 @@ package func capture(
     close(writeEnd)
     let output = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true).readDataToEndOfFile()
     return (waitForExit(pid), output)
-}
-
-/// Starts `executable` (a path inside `root`) chrooted into `root`, with `descriptors` as its
-/// stdin, stdout and stderr; descriptors above 2 are all closed at exec, however high.
-package func spawnChrooted(
-    root: String, _ executable: String, _ arguments: [String], environment: [String],
-    descriptors: (stdin: Int32, stdout: Int32, stderr: Int32) = (0, 1, 2)
-) throws -> pid_t {
-    var pid: pid_t = 0
-    let err = withCStrings(arguments) { argv in
-        withCStrings(environment) { envp in
-            lc_spawn_chrooted(
-                root, executable, argv, envp, descriptors.stdin, descriptors.stdout, descriptors.stderr, &pid)
-        }
-    }
-    if err != 0 { throw SystemError("start \(executable) in", root, errno: err) }
-    return pid
 }
 
 /// Waits for `pid` and turns its status into an exit code (128 + signal when killed).

@@ -35,15 +35,11 @@ extension LayerCtl {
         @Option(name: .long, help: "The GnuPG home with the keys that sign packages. It defaults to /etc/pacman.d/gnupg, as for pacman.")
         var keyring: String?
 
-        @Flag(name: .long, help: "Build with no network at all; downloads from remote servers then fail.")
-        var noNetwork = false
-
         func run() throws {
             let recipe = try Recipe.load(file)
             var options = BuildOptions(store: try storeOptions.open())
             options.noCache = noCache
             options.offline = offline
-            options.isolateNetwork = noNetwork
             if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
             let reporter = BuildReporter(json: json)
             let built = try StackBuilder(options: options, observer: reporter.report).build(recipe)

@@ -5,7 +5,7 @@ extension LayerCtl {
     struct Inspect: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             abstract: "Shows what the store knows about one layer.",
-            discussion: "It prints the layer's key and parent, the packages it installed and removed with their versions, the size and file count of its tree, and how long its build took.")
+            discussion: "It prints the layer's key and parent, the packages it installed and removed with their versions, the size and file count of its tree, how long its build took, and whether its run: commands had the network.")
 
         @Argument(help: "A layer file name, a full key, or a unique prefix of a key.")
         var layer: String
@@ -34,6 +34,7 @@ extension LayerCtl {
             print("parent:     \(record.parent ?? "scratch")")
             print("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
             print("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
+            print("network:    " + (record.network == true ? "the host's, for run: (network: true)" : "none: loopback only"))
             print("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")
             for package in record.added {
                 print("  + \(package.name) \(package.version)  (\(package.repository), sha256 \(package.sha256.prefix(12)))")

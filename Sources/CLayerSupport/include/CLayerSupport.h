@@ -2,6 +2,7 @@
 #define CLAYERSUPPORT_H
 
 #include <spawn.h>
+#include <linux/capability.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <alpm.h>
@@ -18,12 +19,6 @@ typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
 /// text to `sink`. Exists because alpm_cb_log takes a `va_list`, which Swift cannot forward.
 int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx);
 
-/// Starts `path` with `argv`/`envp` in a child that first chroots into `root` and changes to "/".
-/// stdin is `in_fd`, stdout `out_fd`, stderr `err_fd`. Returns 0 and the pid, or an errno value.
-/// Exists because posix_spawn cannot chroot, and Swift must not run code between fork and exec.
-int lc_spawn_chrooted(const char *root, const char *path, char *const argv[], char *const envp[],
-                      int in_fd, int out_fd, int err_fd, pid_t *pid);
-
 /// Makes the calling process receive SIGKILL when its parent dies, and reports whether the parent
 /// is already gone. Exists so a builder never outlives the layerctl that started it.
 int lc_die_with_parent(pid_t expected_parent);
@@ -32,6 +27,35 @@ int lc_die_with_parent(pid_t expected_parent);
 /// namespace when `isolate_network`). Children it starts afterwards are in the new pid namespace.
 /// Exists because the CLONE_NEW* flags need _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_unshare_build_namespaces(int isolate_network);
+
+/// Moves the calling process into a mount namespace of its own, a copy of the one it was in, so
+/// that what it mounts, and the root it pivots to, are seen by it and its children alone.
+int lc_unshare_mount_namespace(void);
+
+/// Brings up the loopback interface of the calling process's network namespace (a new one starts
+/// with it down). Returns 0 or an errno value.
+int lc_bring_up_loopback(void);
+
+/// Makes `new_root`, a mount point, the root of the calling process's mount namespace, and
+/// detaches the old root entirely (pivot_root, then a lazy unmount of what was "/"): no path
+/// leads back to it. The working directory becomes "/". Returns 0 or an errno value. Exists
+/// because glibc has no pivot_root wrapper.
+int lc_pivot_root(const char *new_root);
+
+/// Keeps only the capabilities in `keep` (`count` of them, by number): every other one leaves the
+/// bounding set, so no program run later can gain it, and the permitted, effective and
+/// inheritable sets, and the ambient set is cleared. Then sets no_new_privs, and makes the process
+/// not dumpable, so its /proc entries (root, environ, fd) are closed to its children. Returns 0 or
+/// an errno value.
+int lc_limit_privileges(const int *keep, int count);
+
+/// Installs a seccomp filter (libseccomp) on the calling thread, inherited by everything it
+/// starts: each system call in `names` fails with `refusal` (an errno value), for every ABI the
+/// architecture runs (on x86-64 also i386 and x32, whose numbers differ), as does clone with a
+/// CLONE_NEW* flag; clone3, whose flags a filter cannot read, fails with ENOSYS, so that the C
+/// library falls back to clone. Names this architecture does not know are skipped. Returns 0 or an
+/// errno value; on failure `*failed_name`, when not NULL, names the call that could not be added.
+int lc_refuse_system_calls(const char *const *names, int count, int refusal, const char **failed_name);
 
 /// glibc's makedev, major and minor, which are macros Swift cannot see. Tests hold the squashfs
 /// device encoding against them.
