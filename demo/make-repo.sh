@@ -202,9 +202,15 @@ build_packages() {
 
     # Records what its scriptlet inherits: the environment and the open descriptors (tests check
     # that nothing of the caller of layerctl gets in).
-    p="$work/env-probe"; pkginfo "$p" env-probe 1.0-1 any "Records its scriptlet's environment and descriptors" depend=sh
+    p="$work/env-probe"; pkginfo "$p" env-probe 1.0-1 any "Records its scriptlet's environment, descriptors and confinement" depend=sh
     mkdir -p "$p/usr/share/env-probe"; echo probe >"$p/usr/share/env-probe/README"
-    printf 'post_install() {\n\texport -p >/etc/env-probe.environment\n\tls /proc/self/fd >/etc/env-probe.fds\n}\n' >"$p/.INSTALL"
+    printf '%s\n' 'post_install() {' \
+        '	export -p >/etc/env-probe.environment' \
+        '	ls /proc/self/fd >/etc/env-probe.fds' \
+        '	grep -E "^(CapBnd|NoNewPrivs|Seccomp):" /proc/self/status >/etc/env-probe.status' \
+        '	(echo 48 >/proc/sys/fs/lease-break-time) 2>/etc/env-probe.escape' \
+        '	true' \
+        '}' >"$p/.INSTALL"
     pack "$dest" "$p"
 
     p="$work/broken-scriptlet"; pkginfo "$p" broken-scriptlet 1.0-1 any "Its post_install fails on purpose" depend=sh

@@ -38,13 +38,15 @@ struct BuildRoot {
         for directory in [upper, work, merged] {
             try FileSystem.makeDirectories(directory)
         }
+        // nodev: a device node of the layer's, made by a command or a package or found below, can
+        // be made but not opened; it would reach the host's disks and consoles.
         if lowerTrees.isEmpty {
             // A root layer has nothing below it: writing straight into the upper directory gives
             // the same tree as an overlay would, without overlayfs's cost on every file created.
-            try Mounter.bind(upper, at: merged)
+            try Mounter.mount(upper, at: merged, type: nil, flags: UInt(MS_BIND) | UInt(MS_NODEV))
         } else {
             let options = "lowerdir=\(lowerTrees.reversed().joined(separator: ":")),upperdir=\(upper),"
-                + "workdir=\(work),redirect_dir=off,index=off,metacopy=off"
+                + "workdir=\(work),redirect_dir=off,index=off,metacopy=off,nodev"
             try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
         }
         mounted = true

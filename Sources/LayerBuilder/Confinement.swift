@@ -68,6 +68,8 @@ struct Confinement {
 
     /// A minimal /dev of its own: new nodes for the harmless character devices (never the host's
     /// nodes bound in, whose mode and owner a command could change), a private devpts and shm.
+    /// It is the one place in the build where a device node can be opened, so it is read-only
+    /// once made: no command adds a node to it, or changes one.
     private func mountDev() throws {
         try mount("tmpfs", "/dev", "tmpfs", "mode=0755,nosuid")
         let dev = root + "/dev"
@@ -84,6 +86,7 @@ struct Confinement {
                                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
             _ = symlink(target, dev + "/" + link)
         }
+        try Mounter.mount("tmpfs", at: dev, type: nil, flags: UInt(MS_REMOUNT) | UInt(MS_RDONLY) | UInt(MS_NOSUID))
     }
 
     /// Parts of /proc that reach past the build's namespaces into the kernel: read-only.

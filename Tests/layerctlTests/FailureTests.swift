@@ -74,21 +74,4 @@ struct FailureTests {
         #expect(try String(contentsOfFile: setting, encoding: .utf8) == before)
         try Harness.expectValidStore(store)
     }
-
-    /// The build's /dev holds nodes of its own: changing one changes nothing on the host.
-    @Test("run: may change /dev/full's mode and owner in the build; the host's /dev/full stays as it was")
-    func ownDevices() throws {
-        let layers = try Harness.demoLayers()
-        let store = try Harness.temporaryDirectory("store")
-        var before = stat()
-        #expect(stat("/dev/full", &before) == 0)
-        try "from: base\nrun:\n  - chmod 600 /dev/full && chown 1:1 /dev/full && echo x > /dev/null\n".write(
-            toFile: layers + "/devices.yaml", atomically: true, encoding: .utf8)
-        let result = try Harness.run(["build", layers + "/devices.yaml", "--store", store])
-        #expect(result.status == 0, "\(result.stderr)")
-        var after = stat()
-        #expect(stat("/dev/full", &after) == 0)
-        #expect(after.st_mode == before.st_mode && after.st_uid == before.st_uid && after.st_gid == before.st_gid)
-        try Harness.expectValidStore(store)
-    }
 }

@@ -1,0 +1,186 @@
+import CLayerSupport
+import Foundation
+import LayerStore
+import Testing
+
+/// A layer file is untrusted input: whatever its `run:` commands (and the scriptlets of its
+/// packages) try against the host fails inside the build with the command's own error, so the
+/// build fails at the `run:` line; and the host is as it was.
+@Suite("Confinement", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct ConfinementTests {
+    /// What the escapes aim at, on the host: read before and after each.
+    struct HostState: Equatable, CustomStringConvertible {
+        var settings: [String: String] = [:]
+        var devices: [String: [Int]] = [:]
+        var owned: Bool
+        var hostname: String
+        var mounts: Int
+
+        static let settingPaths = [
+            "/proc/sys/fs/lease-break-time", "/proc/sys/kernel/core_pattern", "/sys/kernel/mm/transparent_hugepage/enabled",
+        ]
+
+        static func read(owned: String) -> HostState {
+            var state = HostState(
+                owned: FileManager.default.fileExists(atPath: owned),
+                hostname: ProcessInfo.processInfo.hostName,
+                mounts: ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").split(separator: "\n").count)
+            for path in settingPaths { state.settings[path] = try? String(contentsOfFile: path, encoding: .utf8) }
+            for path in ["/dev/full", "/dev/null", "/dev/zero"] {
+                var st = stat()
+                if stat(path, &st) == 0 { state.devices[path] = [Int(st.st_mode), Int(st.st_uid), Int(st.st_gid), Int(st.st_rdev)] }
+            }
+            return state
+        }
+
+        var description: String { "\(settings) \(devices) owned=\(owned) hostname=\(hostname) mounts=\(mounts)" }
+    }
+
+    /// Builds `from: base` with `run: [command]` in `layers` (base is stored already) and returns
+    /// the result.
+    func build(_ command: String, in layers: String, store: String, network: Bool = false) throws -> Harness.Result {
+        let quoted = command.replacingOccurrences(of: "'", with: "''")
+        try "from: base\n\(network ? "network: true\n" : "")run:\n  - '\(quoted)'\n".write(
+            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        return try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+    }
+
+    /// Each escape: the command, and what its own error says.
+    static func escapes(owned: String, disk: (major: UInt32, minor: UInt32)) -> [(command: String, error: String)] {
+        [
+            // pid 1 of the build is the builder: its root, environment and descriptors stay closed.
+            ("echo x > /proc/1/root\(owned)", "Permission denied"),
+            ("cat /proc/1/environ", "Permission denied"),
+            ("echo '{\"kind\":\"finished\"}' > /proc/1/fd/3", "Permission denied"),
+            // The kernel's settings and sysfs are read-only, and cannot be made writable again.
+            ("echo 48 > /proc/sys/fs/lease-break-time", "Read-only file system"),
+            ("echo '|/bin/sh' > /proc/sys/kernel/core_pattern", "Read-only file system"),
+            ("echo never > /sys/kernel/mm/transparent_hugepage/enabled", "Read-only file system"),
+            ("mount -o remount,rw /sys", "permission denied"),
+            ("mount -o remount,rw /proc/sys", "permission denied"),
+            // No new mounts, namespaces or hostname.
+            ("mount -t tmpfs none /mnt", "permission denied"),
+            ("umount /proc", "Operation not permitted"),
+            ("unshare -U true", "Operation not permitted"),
+            ("unshare -m true", "Operation not permitted"),
+            ("hostname owned", "Operation not permitted"),
+            // Devices: a node the layer makes cannot be opened, and /dev takes no new ones.
+            ("mknod /root/disk b \(disk.major) \(disk.minor) && head -c 1 /root/disk", "Permission denied"),
+            ("mknod /dev/disk b \(disk.major) \(disk.minor)", "Read-only file system"),
+            ("chmod 600 /dev/full", "Read-only file system"),
+            // Masked: the host's memory and keys are empty here.
+            ("test -s /proc/keys || test -s /proc/kcore || ls /sys/firmware | grep -q . || exit 7", "status 7"),
+            // No host process is visible, so none can be signalled.
+            ("kill -0 \(getpid())", "No such process"),
+        ]
+    }
+
+    @Test("each escape fails inside the layer at its run: line, with the command's own error, and the host stays as it was")
+    func escapes() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let owned = "/tmp/layerctl-owned-\(getpid())"
+        var root = stat()
+        #expect(stat("/", &root) == 0)
+        let disk = (lc_major(UInt64(root.st_dev)), lc_minor(UInt64(root.st_dev)))
+        let before = HostState.read(owned: owned)
+        let keys = try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted()
+        for escape in Self.escapes(owned: owned, disk: disk) {
+            let result = try build(escape.command, in: layers, store: store)
+            #expect(result.status == 6, "\(escape.command): \(result.stderr)")
+            #expect(result.stderr.contains("probe.yaml:3:5: run command"), "\(escape.command): \(result.stderr)")
+            #expect(result.stderr.contains(escape.error), "\(escape.command): \(result.stderr)")
+            #expect(HostState.read(owned: owned) == before, "\(escape.command)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted() == keys)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        }
+        unlink(owned)
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
+        try Harness.expectValidStore(store)
+    }
+
+    @Test("run: and scriptlets see the layer's root, the build's processes, its own devices and loopback, with few privileges")
+    func whatTheBuildSees() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let facts = [
+            "ls /proc | grep -E '^[0-9]+$' | sort -n > /etc/pids",
+            "ls /sys/class/net > /etc/nets",
+            "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status > /etc/status",
+            "ls /dev > /etc/devices",
+            "mknod /etc/null c 1 3 && echo made > /etc/null-made",
+        ]
+        try ("from: base\nrun:\n" + facts.map { "  - \($0)\n" }.joined()).write(
+            toFile: layers + "/facts.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/facts.yaml", "--store", store])
+        #expect(result.status == 0, "\(result.stderr)")
+        let key = try String(contentsOfFile: store + "/refs/facts", encoding: .utf8).trimmingCharacters(in: .newlines)
+        let tree = store + "/layers/\(key)/tree/etc/"
+        func lines(_ name: String) -> [String] {
+            ((try? String(contentsOfFile: tree + name, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        // pid 1 (the builder), the shell of this command and its pipeline: nothing of the host.
+        #expect(lines("pids").allSatisfy { (Int($0) ?? 99) < 10 } && lines("pids").first == "1", "\(lines("pids"))")
+        #expect(lines("nets") == ["lo"])
+        // The capability set of container runtimes (0xa80405fb), no_new_privs, a seccomp filter.
+        #expect(
+            lines("status") == [
+                "CapEff:\t00000000a80405fb", "CapBnd:\t00000000a80405fb", "NoNewPrivs:\t1", "Seccomp:\t2",
+            ], "\(lines("status"))")
+        #expect(
+            Set(lines("devices")) == ["fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+                                       "tty", "urandom", "zero"], "\(lines("devices"))")
+        // A package may hold a device node: making one works, in the layer.
+        #expect(lines("null-made") == ["made"])
+    }
+
+    @Test("a package's scriptlet runs as confined as run: does, and its escape fails")
+    func scriptlets() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let setting = "/proc/sys/fs/lease-break-time"
+        let before = try String(contentsOfFile: setting, encoding: .utf8)
+        try "from: base\npackages: [env-probe]\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        #expect(result.status == 0, "\(result.stderr)")
+        let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .newlines)
+        let tree = store + "/layers/\(key)/tree/etc/"
+        #expect(
+            try String(contentsOfFile: tree + "env-probe.status", encoding: .utf8)
+                == "CapBnd:\t00000000a80405fb\nNoNewPrivs:\t1\nSeccomp:\t2\n")
+        #expect(try String(contentsOfFile: tree + "env-probe.escape", encoding: .utf8).contains("Read-only file system"))
+        #expect(try String(contentsOfFile: setting, encoding: .utf8) == before)
+    }
+
+    @Test("network: true gives run: the host's network, for that layer only; it is part of the key and inspect shows it")
+    func network() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let host = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/net").sorted()
+        let command = "ls /sys/class/net > /etc/nets"
+
+        let without = try build(command, in: layers, store: store)
+        #expect(without.status == 0, "\(without.stderr)")
+        let closedKey = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .newlines)
+        #expect(try String(contentsOfFile: store + "/layers/\(closedKey)/tree/etc/nets", encoding: .utf8) == "lo\n")
+        #expect(try Harness.run(["inspect", "probe", "--store", store]).stdout.contains("network:    none: loopback only"))
+
+        let with = try build(command, in: layers, store: store, network: true)
+        #expect(with.status == 0, "\(with.stderr)")
+        let openKey = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .newlines)
+        #expect(openKey != closedKey)
+        let seen = try String(contentsOfFile: store + "/layers/\(openKey)/tree/etc/nets", encoding: .utf8)
+        #expect(seen.split(separator: "\n").map(String.init) == host)
+        #expect(try Harness.run(["inspect", "probe", "--store", store]).stdout.contains("network:    the host's"))
+
+        // A child of a layer with the network has none of its own.
+        try "from: probe\nrun:\n  - ls /sys/class/net > /etc/child-nets\n".write(
+            toFile: layers + "/child.yaml", atomically: true, encoding: .utf8)
+        #expect(try Harness.run(["build", layers + "/child.yaml", "--store", store]).status == 0)
+        let childKey = try String(contentsOfFile: store + "/refs/child", encoding: .utf8).trimmingCharacters(in: .newlines)
+        #expect(try String(contentsOfFile: store + "/layers/\(childKey)/tree/etc/child-nets", encoding: .utf8) == "lo\n")
+        try Harness.expectValidStore(store)
+    }
+}
