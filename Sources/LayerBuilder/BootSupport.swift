@@ -117,16 +117,15 @@ struct BootSupport {
     /// Writes `content` at `path` in the root unless it is already there, so a layer whose
     /// parents have the hook does not copy it up again.
     private func install(_ content: String, at path: String, mode: mode_t) throws {
-        let target = path
         var st = stat()
-        if FileManager.default.contents(atPath: target) == Data(content.utf8), stat(target, &st) == 0,
+        if FileManager.default.contents(atPath: path) == Data(content.utf8), stat(path, &st) == 0,
             st.st_mode & 0o7777 == mode
         {
             return
         }
-        try FileSystem.makeDirectories(FileSystem.split(target).directory)
-        try FileSystem.writeAtomically(Data(content.utf8), to: target, mode: mode)
-        chmod(target, mode)
+        try FileSystem.makeDirectories(FileSystem.split(path).directory)
+        try FileSystem.writeAtomically(Data(content.utf8), to: path, mode: mode)
+        chmod(path, mode)
     }
 
     /// Puts `layerctl` into mkinitcpio.conf's HOOKS, after `udev` (or `base`).
