@@ -10,7 +10,7 @@ let package = Package(
             name: "LayerFS",
             targets: [
                 "LayerSupport", "LayerEntries", "LayerRecipe", "LayerStore", "SquashfsImage", "LayerBuilder", "LayerDiff",
-                "LayerExport", "LayerBoot",
+                "LayerExport", "LayerShare", "LayerBoot",
             ]),
         .library(name: "Alpm", targets: ["Alpm"]),
     ],
@@ -73,6 +73,12 @@ let package = Package(
         .target(
             name: "LayerExport",
             dependencies: ["LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "CArchive", "CLayerSupport"]),
+        // Sharing through OCI registries: layers as OCI layer blobs, written and unpacked.
+        .target(
+            name: "LayerShare",
+            dependencies: [
+                "LayerExport", "LayerEntries", "LayerSupport", "CArchive", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         // The machine side: staging images and boot entries, `changes`, and QEMU.
         .target(
             name: "LayerBoot",
@@ -96,8 +102,8 @@ let package = Package(
         .testTarget(
             name: "layerctlTests",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "SquashfsImage",
-                "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport",
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "LayerShare",
+                "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"]),

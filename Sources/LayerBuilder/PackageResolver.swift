@@ -32,7 +32,7 @@ struct PackageResolver {
         try handle.setParallelDownloads(5)
         handle.observer = observe
         // gpgme starts gpg-agent for the check; none may outlive the build.
-        try Keyring.withoutLeftoverDaemons(home: keyring) { try handle.commit(request, downloadOnly: true) }
+        _ = try Keyring.withoutLeftoverDaemons(home: keyring) { try handle.commit(request, downloadOnly: true) }
     }
 
     private func handle(scratch: String) throws -> AlpmHandle {

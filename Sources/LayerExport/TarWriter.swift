@@ -6,7 +6,7 @@ import LayerSupport
 /// Writes a `MergedTree` as a pax tarball through libarchive, for users who want a tarball of the
 /// same merge the image holds. Owners are numbers only (no host user names) and names are
 /// stored as raw bytes, so the archive depends on the tree alone.
-final class TarWriter {
+package final class TarWriter {
     private let archive: OpaquePointer
     private let path: String
     private let fd: Int32
@@ -31,7 +31,7 @@ final class TarWriter {
     private(set) var skippedAttributes: [String] = []
 
     /// Whether every reader restores attribute `name` as it is: printable ASCII without `%`, `=`.
-    static func carriesAttributeName(_ name: [UInt8]) -> Bool {
+    package static func carriesAttributeName(_ name: [UInt8]) -> Bool {
         name.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "%") && $0 != UInt8(ascii: "=") }
     }
 
@@ -120,7 +120,7 @@ public struct ArchiveError: LayerError {
     public let message: String
     public let cause: (any Error)?
 
-    init(_ operation: String, _ path: String, _ archive: OpaquePointer?) {
+    package init(_ operation: String, _ path: String, _ archive: OpaquePointer?) {
         message = "\(operation) \(path) failed"
         cause = Reason(archive.flatMap { archive_error_string($0) }.map { String(cString: $0) } ?? "libarchive failed")
     }

@@ -1,0 +1,277 @@
+import CArchive
+import Crypto
+import Foundation
+import Glibc
+import LayerEntries
+import LayerExport
+import LayerSupport
+
+/// A layer blob that cannot be taken: its digest is not what the manifest says, or an entry would
+/// reach out of the layer. Names the entry, and why.
+public struct LayerBlobError: LayerError {
+    public let message: String
+    public var code: ErrorCode { .input }
+    public var cause: (any Error)? { nil }
+}
+
+/// Unpacks an OCI layer blob, untrusted input, into a new layer tree: `.wh.NAME` becomes an
+/// overlayfs whiteout (a 0:0 character device) and `.wh..wh..opq` marks its folder opaque.
+/// Refused, naming the entry: an absolute name, a `..`, a name through a symlink or below a file,
+/// a hard link to anything but an earlier non-folder entry of the same layer, a whiteout of `.` or
+/// `..`, an entry twice, a special tar type, and data shorter or longer than its header says.
+/// `trusted.overlay.*` attributes, overlayfs's own bookkeeping, are dropped.
+public struct OCILayerReader {
+    let blob: String
+
+    public init(blob: String) { self.blob = blob }
+
+    /// `sha256:…` of the blob as stored.
+    public func digest() throws -> String { "sha256:" + (try Digest.contentHash(file: Array(blob.utf8))).hex }
+
+    /// `sha256:…` of the uncompressed tar, whatever the compression.
+    public func diffID() throws -> String {
+        let archive = try open(raw: true)
+        defer { archive_read_free(archive) }
+        var header: OpaquePointer?
+        guard archive_read_next_header(archive, &header) == ARCHIVE_OK else { throw failure("read", archive) }
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = archive_read_data(archive, buffer, 1 << 20)
+            if count < 0 { throw failure("decompress", archive) }
+            if count == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+        }
+        return "sha256:" + Hash256(hasher.finalize()).hex
+    }
+
+    /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left.
+    public func unpack(into tree: String) throws {
+        try sys("create", tree) { mkdir(tree, 0o755) }
+        do {
+            var unpacking = Unpacking(tree: tree, blob: blob)
+            let archive = try open(raw: false)
+            defer { archive_read_free(archive) }
+            var header: OpaquePointer?
+            while true {
+                let status = archive_read_next_header(archive, &header)
+                if status == ARCHIVE_EOF { break }
+                guard status >= ARCHIVE_WARN, let header else { throw failure("read the next entry of", archive) }
+                try unpacking.take(header, from: archive)
+            }
+            try unpacking.finish()
+        } catch {
+            try? FileSystem.removeTree(tree)
+            throw error
+        }
+    }
+
+    private func open(raw: Bool) throws -> OpaquePointer {
+        guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
+        archive_read_support_filter_all(archive)
+        if raw { archive_read_support_format_raw(archive) } else { archive_read_support_format_tar(archive) }
+        if archive_read_open_filename(archive, blob, 1 << 20) != ARCHIVE_OK {
+            defer { archive_read_free(archive) }
+            throw failure("open", archive)
+        }
+        return archive
+    }
+
+    private func failure(_ operation: String, _ archive: OpaquePointer) -> LayerBlobError {
+        let why = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive failed"
+        return LayerBlobError(message: "\(operation) the layer blob \(blob) failed: \(why)")
+    }
+}
+
+/// The state of one unpack: what each name of the layer is, so far.
+private struct Unpacking {
+    enum Kind { case directory, symlink, whiteout, other }
+
+    let tree: String
+    let blob: String
+    var kinds: [[UInt8]: Kind] = [[]: .directory]
+    var opaque: [[UInt8]] = []
+    /// Folders and their times, set last: entries below change a folder's mtime.
+    var folderTimes: [([UInt8], Int64)] = []
+
+    init(tree: String, blob: String) {
+        self.tree = tree
+        self.blob = blob
+    }
+
+    func refuse(_ name: [UInt8], _ why: String) -> LayerBlobError {
+        LayerBlobError(message: "the layer blob \(blob) holds a hostile entry \(RawPath.display(name)): \(why)")
+    }
+
+    /// The name's components: a leading `./` dropped, empty components too; the root is [].
+    func components(_ raw: [UInt8]) throws -> [[UInt8]] {
+        if raw.first == 0x2F { throw refuse(raw, "an absolute name") }
+        let parts = raw.split(separator: 0x2F, omittingEmptySubsequences: true).map(Array.init)
+        var result = parts
+        while result.first == [0x2E] { result.removeFirst() }
+        if result.contains([0x2E]) || result.contains([0x2E, 0x2E]) { throw refuse(raw, "a name with . or ..") }
+        return result
+    }
+
+    /// A C string's bytes as they are: names need not be UTF-8.
+    static func bytes(_ string: UnsafePointer<CChar>) -> [UInt8] {
+        UnsafeBufferPointer(start: string, count: strlen(string)).map { UInt8(bitPattern: $0) }
+    }
+
+    func path(_ parts: [[UInt8]]) -> [UInt8] { Array(parts.joined(separator: [0x2F])) }
+    func full(_ name: [UInt8]) -> String { tree + "/" + RawPath.string(name) }
+
+    /// Makes sure every folder above `parts` is a folder of this layer, making missing ones.
+    mutating func checkParents(_ parts: [[UInt8]], raw: [UInt8]) throws {
+        for depth in 0..<max(0, parts.count - 1) {
+            let prefix = path(Array(parts[0...depth]))
+            switch kinds[prefix] {
+            case .directory: continue
+            case .symlink: throw refuse(raw, "a name through a symlink, /\(RawPath.display(prefix))")
+            case .whiteout, .other: throw refuse(raw, "a name below a file, /\(RawPath.display(prefix))")
+            case nil:
+                let folder = full(prefix)
+                try sys("create", folder) { mkdir(folder, 0o755) }
+                kinds[prefix] = .directory
+                folderTimes.append((prefix, 0))  // a folder the tar left out: the epoch, not now
+            }
+        }
+    }
+
+    mutating func take(_ header: OpaquePointer, from archive: OpaquePointer) throws {
+        guard let pathname = archive_entry_pathname(header) else { throw LayerBlobError(message: "an entry of \(blob) has no name") }
+        let raw = Self.bytes(pathname)
+        let parts = try components(raw)
+        if parts.isEmpty {
+            // `./`: the layer's root folder, whose metadata the layer carries too.
+            guard archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) else { throw refuse(raw, "a root that is no folder") }
+            try applyMetadata(header, to: [], raw: raw)
+            return
+        }
+        try checkParents(parts, raw: raw)
+        let last = parts[parts.count - 1]
+        let parent = Array(parts.dropLast())
+        if last == Whiteout.opaque {
+            opaque.append(path(parent))
+            return
+        }
+        if let hidden = Whiteout.hidden(by: last) {
+            if hidden == [0x2E] || hidden == [0x2E, 0x2E] || hidden.isEmpty { throw refuse(raw, "a whiteout of . or ..") }
+            let name = path(parent + [hidden])
+            if kinds[name] != nil { throw refuse(raw, "a whiteout of a name the layer also holds") }
+            let node = full(name)
+            try sys("create", node) { mknod(node, Glibc.S_IFCHR | 0o000, 0) }
+            try setTime(node, Int64(archive_entry_mtime(header)))
+            kinds[name] = .whiteout
+            return
+        }
+        let name = path(parts)
+        let target = full(name)
+        if let known = kinds[name] {
+            // A folder may come twice (its metadata again); anything else once.
+            guard known == .directory, archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) else {
+                throw refuse(raw, "a name the layer holds twice")
+            }
+            try applyMetadata(header, to: name, raw: raw)
+            return
+        }
+        if let link = archive_entry_hardlink(header) {
+            let linkRaw = Self.bytes(link)
+            let linkName = path(try components(linkRaw))
+            guard let kind = kinds[linkName], kind == .other || kind == .symlink else {
+                throw refuse(raw, "a hard link to /\(RawPath.display(linkRaw)), which is no earlier file of the layer")
+            }
+            try sys("link", target) { linkat(AT_FDCWD, full(linkName), AT_FDCWD, target, 0) }
+            kinds[name] = kind
+            return
+        }
+        let mode = archive_entry_filetype(header)
+        switch mode {
+        case UInt32(Glibc.S_IFDIR):
+            try sys("create", target) { mkdir(target, 0o700) }
+            kinds[name] = .directory
+        case UInt32(Glibc.S_IFREG):
+            try writeFile(target, header: header, archive: archive, raw: raw)
+            kinds[name] = .other
+        case UInt32(Glibc.S_IFLNK):
+            guard let destination = archive_entry_symlink(header) else { throw refuse(raw, "a symlink with no target") }
+            try sys("create", target) { symlink(destination, target) }
+            kinds[name] = .symlink
+        case UInt32(Glibc.S_IFCHR), UInt32(Glibc.S_IFBLK), UInt32(Glibc.S_IFIFO):
+            let device = mode == UInt32(Glibc.S_IFIFO) ? 0 : archive_entry_rdev(header)
+            try sys("create", target) { mknod(target, mode_t(mode) | 0o600, device) }
+            kinds[name] = .other
+        default:
+            throw refuse(raw, "an entry of a type a layer cannot hold")
+        }
+        try applyMetadata(header, to: name, raw: raw)
+    }
+
+    func writeFile(_ target: String, header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
+        let fd = try sys("create", target) { open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        defer { close(fd) }
+        let expected = archive_entry_size_is_set(header) != 0 ? Int64(archive_entry_size(header)) : -1
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        var written: Int64 = 0
+        while true {
+            let count = archive_read_data(archive, buffer, 1 << 20)
+            if count < 0 {
+                let why = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive failed"
+                throw refuse(raw, "its data cannot be read (\(why))")
+            }
+            if count == 0 { break }
+            try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: target)
+            written += Int64(count)
+        }
+        if expected >= 0 && written != expected {
+            throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
+        }
+    }
+
+    /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.
+    mutating func applyMetadata(_ header: OpaquePointer, to name: [UInt8], raw: [UInt8]) throws {
+        let target = name.isEmpty ? tree : full(name)
+        let isLink = archive_entry_filetype(header) == UInt32(Glibc.S_IFLNK)
+        try sys("change the owner of", target) {
+            fchownat(AT_FDCWD, target, uid_t(archive_entry_uid(header)), gid_t(archive_entry_gid(header)), AT_SYMLINK_NOFOLLOW)
+        }
+        if !isLink {
+            try sys("change the mode of", target) { chmod(target, archive_entry_perm(header) & 0o7777) }
+        }
+        archive_entry_xattr_reset(header)
+        var xattrName: UnsafePointer<CChar>?
+        var value: UnsafeRawPointer?
+        var size = 0
+        while archive_entry_xattr_next(header, &xattrName, &value, &size) == ARCHIVE_OK {
+            guard let xattrName else { continue }
+            let attribute = String(cString: xattrName)
+            if attribute.hasPrefix("trusted.overlay.") { continue }
+            let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+            try ExtendedAttributes.set(target, attribute, bytes)
+        }
+        let mtime = Int64(archive_entry_mtime(header))
+        if archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) {
+            folderTimes.append((name, mtime))
+        } else {
+            try setTime(target, mtime)
+        }
+    }
+
+    func setTime(_ target: String, _ seconds: Int64) throws {
+        var times = [timespec(tv_sec: Int(seconds), tv_nsec: 0), timespec(tv_sec: Int(seconds), tv_nsec: 0)]
+        try sys("set the time of", target) { utimensat(AT_FDCWD, target, &times, AT_SYMLINK_NOFOLLOW) }
+    }
+
+    /// Opaque folders marked, then folder times, deepest first.
+    func finish() throws {
+        for folder in opaque {
+            guard kinds[folder] == .directory else { continue }
+            try ExtendedAttributes.set(folder.isEmpty ? tree : full(folder), "trusted.overlay.opaque", Array("y".utf8))
+        }
+        for (name, mtime) in folderTimes.sorted(by: { $0.0.count > $1.0.count }) {
+            try setTime(name.isEmpty ? tree : full(name), mtime)
+        }
+    }
+}

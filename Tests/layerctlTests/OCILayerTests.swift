@@ -1,0 +1,119 @@
+import CArchive
+import Foundation
+import Glibc
+import LayerEntries
+import LayerShare
+import LayerStore
+import Testing
+
+/// Layers as OCI layer blobs: written the same from the same layer, unpacked to the same tree, and
+/// a hostile blob refused before anything of it is stored.
+@Suite("OCI layer blobs", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct OCILayerTests {
+    @Test("each demo layer as a zstd or gzip blob: the same bytes twice, and it unpacks to the same tree")
+    func roundTrip() throws {
+        let layers = try Harness.demoLayers()
+        let storeRoot = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", storeRoot]).status == 0)
+        let store = try Store(root: storeRoot)
+        let work = try Harness.temporaryDirectory("blobs")
+        for name in ["base", "nvidia", "gaming"] {
+            let key = try #require(try store.ref(name))
+            let record = try store.record(key)
+            let source = ManifestSource(try store.manifest(key, record: record), tree: store.tree(key))
+            for compression in OCICompression.allCases {
+                var writer = OCILayerWriter()
+                let first = try writer.write(source, to: "\(work)/\(name).1.\(compression)", compression: compression)
+                let second = try writer.write(source, to: "\(work)/\(name).2.\(compression)", compression: compression)
+                #expect(first == second, "\(name) \(compression)")
+                #expect(first.mediaType == "application/vnd.oci.image.layer.v1.tar+\(compression)")
+                #expect(writer.skippedAttributes.isEmpty)
+                if compression == .gzip {
+                    // No time in the gzip header (bytes 4 to 7), or the bytes would change every second.
+                    let head = try #require(FileManager.default.contents(atPath: "\(work)/\(name).1.gzip")).prefix(8)
+                    #expect(Array(head.suffix(4)) == [0, 0, 0, 0])
+                }
+                let reader = OCILayerReader(blob: "\(work)/\(name).1.\(compression)")
+                #expect(try reader.digest() == first.digest)
+                #expect(try reader.diffID() == first.diffID)
+                let unpacked = "\(work)/\(name)-\(compression)"
+                try reader.unpack(into: unpacked)
+                #expect(try TreeScan.scan(unpacked).digest == record.treeDigest, "\(name) \(compression)")
+            }
+        }
+        // gaming removes nano: the blob says so the OCI way, as bsdtar lists it.
+        let listing = try KernelMount.run("/usr/bin/bsdtar", ["-tf", "\(work)/gaming.1.zstd"])
+        #expect(listing.output.split(separator: "\n").contains { $0.hasSuffix("/.wh.nano") }, "\(listing.output)")
+    }
+
+    /// One entry of a crafted tar.
+    struct Crafted {
+        var name: String
+        var type: mode_t = Glibc.S_IFREG
+        var data = "x"
+        var symlink: String?
+        var hardlink: String?
+    }
+
+    func craft(_ entries: [Crafted], at path: String) throws {
+        let archive = archive_write_new()!
+        defer { archive_write_free(archive) }
+        archive_write_set_format_pax_restricted(archive)
+        #expect(archive_write_open_filename(archive, path) == ARCHIVE_OK)
+        for crafted in entries {
+            let header = archive_entry_new()!
+            defer { archive_entry_free(header) }
+            archive_entry_set_pathname(header, crafted.name)
+            archive_entry_set_filetype(header, UInt32(crafted.type))
+            archive_entry_set_perm(header, 0o644)
+            if let target = crafted.symlink { archive_entry_set_symlink(header, target) }
+            if let target = crafted.hardlink { archive_entry_set_hardlink(header, target) }
+            let size = crafted.type == Glibc.S_IFREG && crafted.hardlink == nil ? crafted.data.utf8.count : 0
+            archive_entry_set_size(header, la_int64_t(size))
+            #expect(archive_write_header(archive, header) == ARCHIVE_OK)
+            if size > 0 { _ = crafted.data.withCString { archive_write_data(archive, $0, size) } }
+        }
+        archive_write_close(archive)
+    }
+
+    @Test("a hostile blob is refused, naming the entry and why, and nothing of it is left")
+    func hostile() throws {
+        let work = try Harness.temporaryDirectory("hostile")
+        let outside = "/tmp/layerctl-oci-owned-\(getpid())"
+        let big = String(repeating: "y", count: 4000)
+        let cases: [(entries: [Crafted], names: String, why: String)] = [
+            ([Crafted(name: outside)], outside, "an absolute name"),
+            ([Crafted(name: "../../../../../../..\(outside)")], "..", "a name with . or .."),
+            ([Crafted(name: "link", type: Glibc.S_IFLNK, symlink: "/tmp"), Crafted(name: "link/owned")], "link/owned",
+             "a name through a symlink, /link"),
+            ([Crafted(name: "file"), Crafted(name: "file/below")], "file/below", "a name below a file"),
+            ([Crafted(name: "h", hardlink: "../../../../../../../etc/passwd")], "..", "a name with . or .."),
+            ([Crafted(name: "h", hardlink: "etc/passwd")], "h", "which is no earlier file of the layer"),
+            ([Crafted(name: "dir", type: Glibc.S_IFDIR), Crafted(name: "h", hardlink: "dir")], "h",
+             "which is no earlier file of the layer"),
+            ([Crafted(name: ".wh.."), Crafted(name: "x")], ".wh..", "a whiteout of . or .."),
+            ([Crafted(name: "etc/.wh...")], "etc/.wh...", "a whiteout of . or .."),
+            ([Crafted(name: "x"), Crafted(name: ".wh.x")], ".wh.x", "a whiteout of a name the layer also holds"),
+            ([Crafted(name: "x"), Crafted(name: "x")], "x", "a name the layer holds twice"),
+            ([Crafted(name: "big", data: big)], "big", "its data cannot be read"),
+        ]
+        for (index, hostile) in cases.enumerated() {
+            let blob = "\(work)/\(index).tar"
+            try craft(hostile.entries, at: blob)
+            if hostile.why == "its data cannot be read" {
+                // The header promises 4000 bytes; the blob ends after 100 of them.
+                #expect(truncate(blob, 512 + 512 + 100) == 0)
+            }
+            let tree = "\(work)/tree-\(index)"
+            #expect {
+                try OCILayerReader(blob: blob).unpack(into: tree)
+            } throws: { error in
+                let text = "\(error)"
+                return text.contains("hostile entry") && text.contains(hostile.names) && text.contains(hostile.why)
+            }
+            #expect(!FileManager.default.fileExists(atPath: tree), "case \(index)")
+            #expect(!FileManager.default.fileExists(atPath: outside), "case \(index)")
+            #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"), "case \(index)")
+        }
+    }
+}
