@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LayerExport
+import LayerShare
 import LayerStore
 import SquashfsImage
 
@@ -10,6 +11,8 @@ extension LayerCtl {
             abstract: "Writes a built layer and those below it as one squashfs image.",
             discussion: """
                 With --format tar or dir, the same merge is written as a pax tarball or a directory instead. \
+                With --format oci, the stack is written as an OCI image layout (a directory), one OCI layer per \
+                layer, tagged with the layer's name, as skopeo copies to a registry and umoci unpacks. \
                 The layers are merged with overlayfs's rules in user space: the topmost entry of a name wins, \
                 whiteouts and opaque directories hide what is below them. The image is written to a temporary \
                 file and moved to OUTPUT only when it is complete, so OUTPUT holds either the previous image or the \
@@ -41,10 +44,10 @@ extension LayerCtl {
 
 /// The options of `export`, which `build -o` shares.
 struct ImageArguments: ParsableArguments {
-    @Option(name: [.short, .customLong("output")], help: "The file (or, with --format dir, the directory) to write.")
+    @Option(name: [.short, .customLong("output")], help: "The file (or, with --format dir or oci, the directory) to write.")
     var output: String?
 
-    @Option(help: "squashfs (the default), tar (pax, through libarchive) or dir.")
+    @Option(help: "squashfs (the default), tar (pax, through libarchive), dir, or oci (an OCI image layout).")
     var format: String = "squashfs"
 
     @Option(help: "zstd[:LEVEL], xz[:LEVEL], gzip[:LEVEL] or lz4[:hc]. The default, zstd:15, suits boot images.")
@@ -66,8 +69,11 @@ struct ImageArguments: ParsableArguments {
     var blockCacheSize: String?
 
     func validate() throws {
-        guard Exporter.Format(rawValue: format) != nil else {
-            throw ValidationError("unknown format '\(format)'; use squashfs, tar or dir")
+        guard Exporter.Format(rawValue: format) != nil || format == "oci" else {
+            throw ValidationError("unknown format '\(format)'; use squashfs, tar, dir or oci")
+        }
+        if format == "oci" && ociCompression == nil {
+            throw ValidationError("--format oci compresses its layers with zstd (the default) or gzip, not '\(compression)'")
         }
         do { _ = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs) } catch {
             throw ValidationError("\(error)")
@@ -86,6 +92,10 @@ struct ImageArguments: ParsableArguments {
     /// Exports `key` to `output` and prints the result: a line of text, or with `json` the result
     /// as one JSON object (inside `{"image": …}` with `inside`).
     func export(store: Store, key: String, output: String, json: Bool, inside: Bool = false) throws {
+        if format == "oci" {
+            try exportLayout(store: store, key: key, output: output, json: json, inside: inside)
+            return
+        }
         let options = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs)
         let request = Exporter.Request(
             format: Exporter.Format(rawValue: format) ?? .squashfs, output: output, options: options,
@@ -138,4 +148,31 @@ final class ExportReporter: @unchecked Sendable {
     }
 
     func finish() { statusLine.clear() }
+}
+
+extension ImageArguments {
+    /// The layers' compression for `--format oci`: the algorithm of `--compression`, zstd or gzip.
+    var ociCompression: OCICompression? {
+        if compression == ImageOptions.defaultCompression { return .zstd }
+        return OCICompression(rawValue: String(compression.prefix { $0 != ":" }))
+    }
+
+    func exportLayout(store: Store, key: String, output: String, json: Bool, inside: Bool) throws {
+        var uts = utsname()
+        uname(&uts)
+        let machine = withUnsafeBytes(of: &uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        var layout = OCIImageLayout(store: store, architecture: OCIImageLayout.architecture(machine: machine))
+        layout.compression = ociCompression ?? .zstd
+        let lock = try store.lock(.shared)
+        defer { lock.unlock() }
+        let result = try layout.write(key, to: output, tag: try store.record(key).name)
+        for skipped in result.skippedAttributes.prefix(1) {
+            FileHandle.standardError.write(Data("layerctl: warning: tar cannot carry some attribute names; left out \(result.skippedAttributes.count), first \(skipped)\n".utf8))
+        }
+        if json {
+            try inside ? JSONOutput.print(["image": result]) : JSONOutput.print(result)
+            return
+        }
+        print("wrote \(output): an OCI image layout of \(result.layers.count) layers, manifest \(result.manifestDigest)")
+    }
 }

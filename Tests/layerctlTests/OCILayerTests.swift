@@ -46,6 +46,35 @@ struct OCILayerTests {
         #expect(listing.output.split(separator: "\n").contains { $0.hasSuffix("/.wh.nano") }, "\(listing.output)")
     }
 
+    @Test("export --format oci writes the same layout twice, and umoci unpacks it to the tree export --format dir writes")
+    func layout() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", store]).status == 0)
+        let work = try Harness.temporaryDirectory("layout")
+        // umoci 0.4 reads gzip layers only; zstd is the default.
+        for (index, compression) in ["gzip", "gzip", "zstd:15"].enumerated() {
+            let result = try Harness.run([
+                "export", "gaming", "--store", store, "-o", "\(work)/oci-\(index)", "--format", "oci", "--compression", compression,
+            ])
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+        let first = try String(contentsOfFile: "\(work)/oci-0/index.json", encoding: .utf8)
+        #expect(try String(contentsOfFile: "\(work)/oci-1/index.json", encoding: .utf8) == first)
+        #expect(first.contains("\"org.opencontainers.image.ref.name\":\"gaming\""))
+        #expect(try String(contentsOfFile: "\(work)/oci-2/index.json", encoding: .utf8) != first)
+        let blobs = try FileManager.default.contentsOfDirectory(atPath: "\(work)/oci-0/blobs/sha256")
+        #expect(blobs.count == 5, "three layers, a config and a manifest: \(blobs)")
+        // An existing layout is never overwritten.
+        let again = try Harness.run(["export", "gaming", "--store", store, "-o", "\(work)/oci-0", "--format", "oci"])
+        #expect(again.status == 3, "\(again.stderr)")
+
+        #expect(try Harness.run(["export", "gaming", "--store", store, "-o", "\(work)/dir", "--format", "dir"]).status == 0)
+        let unpack = try KernelMount.run("/usr/bin/umoci", ["unpack", "--image", "\(work)/oci-0:gaming", "\(work)/bundle"])
+        #expect(unpack.status == 0, "\(unpack.output)")
+        #expect(try TreeScan.scan("\(work)/bundle/rootfs").digest == TreeScan.scan("\(work)/dir").digest)
+    }
+
     /// One entry of a crafted tar.
     struct Crafted {
         var name: String
