@@ -77,7 +77,8 @@ let package = Package(
         .target(
             name: "LayerShare",
             dependencies: [
-                "LayerExport", "LayerEntries", "LayerSupport", "CArchive", .product(name: "Crypto", package: "swift-crypto"),
+                "LayerExport", "LayerStore", "LayerEntries", "LayerSupport", "CArchive",
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // The machine side: staging images and boot entries, `changes`, and QEMU.
         .target(
@@ -86,8 +87,8 @@ let package = Package(
         .executableTarget(
             name: "layerctl",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "SquashfsImage", "LayerEntries",
-                "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerShare", "LayerBoot", "SquashfsImage",
+                "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),
