@@ -50,39 +50,9 @@ package final class TarWriter {
             guard let header = archive_entry_new() else { throw ArchiveError("describe an entry of", path, nil) }
             defer { archive_entry_free(header) }
             let name = index == 0 ? Array("./".utf8) : Array(tree.path(of: index).dropFirst())
-            RawPath.with(name) { archive_entry_copy_pathname(header, $0) }
-            archive_entry_set_filetype(header, entry.kind.typeBits)
-            archive_entry_set_perm(header, mode_t(entry.permissions))
-            archive_entry_set_uid(header, la_int64_t(entry.uid))
-            archive_entry_set_gid(header, la_int64_t(entry.gid))
-            archive_entry_set_mtime(header, time_t(entry.mtime), 0)
-            for attribute in entry.xattrs {
-                guard Self.carriesAttributeName(attribute.name) else {
-                    skippedAttributes.append(
-                        "\(attribute.displayName) on \(RawPath.display(tree.path(of: index)))")
-                    continue
-                }
-                attribute.value.withUnsafeBytes { value in
-                    RawPath.with(attribute.name) {
-                        archive_entry_xattr_add_entry(header, $0, value.baseAddress, value.count)
-                    }
-                }
-            }
-            if let target = linkTo {
-                // A further name of any kind (files, symlinks, device nodes can all be hard links).
-                RawPath.with(Array(tree.path(of: target).dropFirst())) { archive_entry_copy_hardlink(header, $0) }
-                archive_entry_set_size(header, 0)
-            } else {
-                switch entry.kind {
-                case .regular:
-                    archive_entry_set_size(header, la_int64_t(entry.size))
-                case .symlink:
-                    RawPath.with(entry.linkTarget) { archive_entry_copy_symlink(header, $0) }
-                case .characterDevice, .blockDevice:
-                    archive_entry_set_rdev(header, dev_t(entry.rdev))
-                case .directory, .fifo, .socket:
-                    break
-                }
+            let link = linkTo.map { Array(tree.path(of: $0).dropFirst()) }
+            Self.describe(entry, named: name, hardLinkTo: link, in: header) { attribute in
+                skippedAttributes.append("\(attribute.displayName) on \(RawPath.display(tree.path(of: index)))")
             }
             let pathText = RawPath.string(tree.path(of: index))
             let status = archive_write_header(archive, header)
@@ -108,6 +78,42 @@ package final class TarWriter {
         }
         try check("finish") { archive_write_close(archive) }
         return UInt64(max(0, lseek(fd, 0, SEEK_END)))
+    }
+
+    /// Fills `header` for `entry` under `name`: type, permissions, numeric owner, time, the xattrs
+    /// every reader restores as they are (the others go to `skip`), and the hard-link target, link
+    /// target, size or device. Shared by every tar layerctl writes.
+    package static func describe(
+        _ entry: MergedTree.Entry, named name: [UInt8], hardLinkTo linkTo: [UInt8]?, in header: OpaquePointer,
+        skip: (ExtendedAttribute) -> Void
+    ) {
+        RawPath.with(name) { archive_entry_copy_pathname(header, $0) }
+        archive_entry_set_filetype(header, entry.kind.typeBits)
+        archive_entry_set_perm(header, mode_t(entry.permissions))
+        archive_entry_set_uid(header, la_int64_t(entry.uid))
+        archive_entry_set_gid(header, la_int64_t(entry.gid))
+        archive_entry_set_mtime(header, time_t(entry.mtime), 0)
+        for attribute in entry.xattrs {
+            guard carriesAttributeName(attribute.name) else {
+                skip(attribute)
+                continue
+            }
+            attribute.value.withUnsafeBytes { value in
+                RawPath.with(attribute.name) { archive_entry_xattr_add_entry(header, $0, value.baseAddress, value.count) }
+            }
+        }
+        if let linkTo {
+            // A further name of any kind (files, symlinks, device nodes can all be hard links).
+            RawPath.with(linkTo) { archive_entry_copy_hardlink(header, $0) }
+            archive_entry_set_size(header, 0)
+            return
+        }
+        switch entry.kind {
+        case .regular: archive_entry_set_size(header, la_int64_t(entry.size))
+        case .symlink: RawPath.with(entry.linkTarget) { archive_entry_copy_symlink(header, $0) }
+        case .characterDevice, .blockDevice: archive_entry_set_rdev(header, dev_t(entry.rdev))
+        case .directory, .fifo, .socket: break
+        }
     }
 
     private func check(_ operation: String, _ call: () -> Int32) throws {

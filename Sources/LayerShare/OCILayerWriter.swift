@@ -92,31 +92,8 @@ public struct OCILayerWriter {
     ) throws {
         guard let header = archive_entry_new() else { throw ArchiveError("describe an entry of", path, nil) }
         defer { archive_entry_free(header) }
-        RawPath.with(name) { archive_entry_copy_pathname(header, $0) }
-        archive_entry_set_filetype(header, entry.kind.typeBits)
-        archive_entry_set_perm(header, mode_t(entry.permissions))
-        archive_entry_set_uid(header, la_int64_t(entry.uid))
-        archive_entry_set_gid(header, la_int64_t(entry.gid))
-        archive_entry_set_mtime(header, time_t(entry.mtime), 0)
-        for attribute in entry.xattrs {
-            guard TarWriter.carriesAttributeName(attribute.name) else {
-                skippedAttributes.append("\(attribute.displayName) on /\(RawPath.display(name))")
-                continue
-            }
-            attribute.value.withUnsafeBytes { value in
-                RawPath.with(attribute.name) { archive_entry_xattr_add_entry(header, $0, value.baseAddress, value.count) }
-            }
-        }
-        if let linkTo {
-            RawPath.with(linkTo) { archive_entry_copy_hardlink(header, $0) }
-            archive_entry_set_size(header, 0)
-        } else {
-            switch entry.kind {
-            case .regular: archive_entry_set_size(header, la_int64_t(entry.size))
-            case .symlink: RawPath.with(entry.linkTarget) { archive_entry_copy_symlink(header, $0) }
-            case .characterDevice, .blockDevice: archive_entry_set_rdev(header, dev_t(entry.rdev))
-            case .directory, .fifo, .socket: break
-            }
+        TarWriter.describe(entry, named: name, hardLinkTo: linkTo, in: header) { attribute in
+            skippedAttributes.append("\(attribute.displayName) on /\(RawPath.display(name))")
         }
         if archive_write_header(archive, header) < ARCHIVE_WARN {
             throw ArchiveError("write the header of /\(RawPath.display(name)) to", path, archive)
