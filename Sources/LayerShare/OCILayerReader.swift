@@ -92,8 +92,9 @@ private struct Unpacking {
     let blob: String
     var kinds: [[UInt8]: Kind] = [[]: .directory]
     var opaque: [[UInt8]] = []
-    /// Folders and their times, set last: entries below change a folder's mtime.
-    var folderTimes: [([UInt8], Int64)] = []
+    /// Folders and their times, set last: entries below change a folder's mtime. A folder the tar
+    /// leaves out (the root among them) gets the epoch, not the time of the unpack.
+    var folderTimes: [[UInt8]: Int64] = [[]: 0]
 
     init(tree: String, blob: String) {
         self.tree = tree
@@ -134,7 +135,7 @@ private struct Unpacking {
                 let folder = full(prefix)
                 try sys("create", folder) { mkdir(folder, 0o755) }
                 kinds[prefix] = .directory
-                folderTimes.append((prefix, 0))  // a folder the tar left out: the epoch, not now
+                folderTimes[prefix] = 0
             }
         }
     }
@@ -253,7 +254,7 @@ private struct Unpacking {
         }
         let mtime = Int64(archive_entry_mtime(header))
         if archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) {
-            folderTimes.append((name, mtime))
+            folderTimes[name] = mtime
         } else {
             try setTime(target, mtime)
         }
@@ -270,7 +271,7 @@ private struct Unpacking {
             guard kinds[folder] == .directory else { continue }
             try ExtendedAttributes.set(folder.isEmpty ? tree : full(folder), "trusted.overlay.opaque", Array("y".utf8))
         }
-        for (name, mtime) in folderTimes.sorted(by: { $0.0.count > $1.0.count }) {
+        for (name, mtime) in folderTimes.sorted(by: { $0.key.count > $1.key.count }) {
             try setTime(name.isEmpty ? tree : full(name), mtime)
         }
     }
