@@ -77,7 +77,7 @@ let package = Package(
         .target(
             name: "LayerShare",
             dependencies: [
-                "LayerExport", "LayerStore", "LayerEntries", "LayerSupport", "CArchive",
+                "LayerExport", "LayerStore", "LayerEntries", "LayerSupport", "CArchive", "CLayerSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // The machine side: staging images and boot entries, `changes`, and QEMU.

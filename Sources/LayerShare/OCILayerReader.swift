@@ -1,4 +1,5 @@
 import CArchive
+import CLayerSupport
 import Crypto
 import Foundation
 import Glibc
@@ -121,7 +122,15 @@ private struct Unpacking {
     }
 
     func path(_ parts: [[UInt8]]) -> [UInt8] { Array(parts.joined(separator: [0x2F])) }
-    func full(_ name: [UInt8]) -> String { tree + "/" + RawPath.string(name) }
+    /// Runs `call` with the path of `name` in the tree (the tree itself for []), as raw bytes: a
+    /// name need not be UTF-8, and a String would change it.
+    @discardableResult
+    func at<T>(_ name: [UInt8], _ call: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
+        try RawPath.with(Array(tree.utf8) + (name.isEmpty ? [] : [0x2F] + name), call)
+    }
+
+    /// `name` for messages.
+    func shown(_ name: [UInt8]) -> String { "/" + RawPath.display(name) }
 
     /// Makes sure every folder above `parts` is a folder of this layer, making missing ones.
     mutating func checkParents(_ parts: [[UInt8]], raw: [UInt8]) throws {
@@ -132,8 +141,7 @@ private struct Unpacking {
             case .symlink: throw refuse(raw, "a name through a symlink, /\(RawPath.display(prefix))")
             case .whiteout, .other: throw refuse(raw, "a name below a file, /\(RawPath.display(prefix))")
             case nil:
-                let folder = full(prefix)
-                try sys("create", folder) { mkdir(folder, 0o755) }
+                try at(prefix) { p in try sys("create", shown(prefix)) { mkdir(p, 0o755) } }
                 kinds[prefix] = .directory
                 folderTimes[prefix] = 0
             }
@@ -161,14 +169,12 @@ private struct Unpacking {
             if hidden == [0x2E] || hidden == [0x2E, 0x2E] || hidden.isEmpty { throw refuse(raw, "a whiteout of . or ..") }
             let name = path(parent + [hidden])
             if kinds[name] != nil { throw refuse(raw, "a whiteout of a name the layer also holds") }
-            let node = full(name)
-            try sys("create", node) { mknod(node, Glibc.S_IFCHR | 0o000, 0) }
-            try setTime(node, Int64(archive_entry_mtime(header)))
+            try at(name) { p in try sys("create", shown(name)) { mknod(p, Glibc.S_IFCHR | 0o000, 0) } }
+            try setTime(name, Int64(archive_entry_mtime(header)))
             kinds[name] = .whiteout
             return
         }
         let name = path(parts)
-        let target = full(name)
         if let known = kinds[name] {
             // A folder may come twice (its metadata again); anything else once.
             guard known == .directory, archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) else {
@@ -183,25 +189,27 @@ private struct Unpacking {
             guard let kind = kinds[linkName], kind == .other || kind == .symlink else {
                 throw refuse(raw, "a hard link to /\(RawPath.display(linkRaw)), which is no earlier file of the layer")
             }
-            try sys("link", target) { linkat(AT_FDCWD, full(linkName), AT_FDCWD, target, 0) }
+            try at(linkName) { existing in
+                try at(name) { p in try sys("link", shown(name)) { linkat(AT_FDCWD, existing, AT_FDCWD, p, 0) } }
+            }
             kinds[name] = kind
             return
         }
         let mode = archive_entry_filetype(header)
         switch mode {
         case UInt32(Glibc.S_IFDIR):
-            try sys("create", target) { mkdir(target, 0o700) }
+            try at(name) { p in try sys("create", shown(name)) { mkdir(p, 0o700) } }
             kinds[name] = .directory
         case UInt32(Glibc.S_IFREG):
-            try writeFile(target, header: header, archive: archive, raw: raw)
+            try writeFile(name, header: header, archive: archive, raw: raw)
             kinds[name] = .other
         case UInt32(Glibc.S_IFLNK):
             guard let destination = archive_entry_symlink(header) else { throw refuse(raw, "a symlink with no target") }
-            try sys("create", target) { symlink(destination, target) }
+            try at(name) { p in try sys("create", shown(name)) { symlink(destination, p) } }
             kinds[name] = .symlink
         case UInt32(Glibc.S_IFCHR), UInt32(Glibc.S_IFBLK), UInt32(Glibc.S_IFIFO):
             let device = mode == UInt32(Glibc.S_IFIFO) ? 0 : archive_entry_rdev(header)
-            try sys("create", target) { mknod(target, mode_t(mode) | 0o600, device) }
+            try at(name) { p in try sys("create", shown(name)) { mknod(p, mode_t(mode) | 0o600, device) } }
             kinds[name] = .other
         default:
             throw refuse(raw, "an entry of a type a layer cannot hold")
@@ -209,8 +217,10 @@ private struct Unpacking {
         try applyMetadata(header, to: name, raw: raw)
     }
 
-    func writeFile(_ target: String, header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
-        let fd = try sys("create", target) { open(target, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+    func writeFile(_ name: [UInt8], header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
+        let fd = try at(name) { p in
+            try sys("create", shown(name)) { open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        }
         defer { close(fd) }
         let expected = archive_entry_size_is_set(header) != 0 ? Int64(archive_entry_size(header)) : -1
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
@@ -223,7 +233,7 @@ private struct Unpacking {
                 throw refuse(raw, "its data cannot be read (\(why))")
             }
             if count == 0 { break }
-            try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: target)
+            try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: shown(name))
             written += Int64(count)
         }
         if expected >= 0 && written != expected {
@@ -233,46 +243,47 @@ private struct Unpacking {
 
     /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.
     mutating func applyMetadata(_ header: OpaquePointer, to name: [UInt8], raw: [UInt8]) throws {
-        let target = name.isEmpty ? tree : full(name)
         let isLink = archive_entry_filetype(header) == UInt32(Glibc.S_IFLNK)
-        try sys("change the owner of", target) {
-            fchownat(AT_FDCWD, target, uid_t(archive_entry_uid(header)), gid_t(archive_entry_gid(header)), AT_SYMLINK_NOFOLLOW)
-        }
-        if !isLink {
-            try sys("change the mode of", target) { chmod(target, archive_entry_perm(header) & 0o7777) }
-        }
-        archive_entry_xattr_reset(header)
-        var xattrName: UnsafePointer<CChar>?
-        var value: UnsafeRawPointer?
-        var size = 0
-        while archive_entry_xattr_next(header, &xattrName, &value, &size) == ARCHIVE_OK {
-            guard let xattrName else { continue }
-            let attribute = String(cString: xattrName)
-            if attribute.hasPrefix("trusted.overlay.") { continue }
-            let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
-            try ExtendedAttributes.set(target, attribute, bytes)
+        try at(name) { p in
+            try sys("change the owner of", shown(name)) {
+                fchownat(AT_FDCWD, p, uid_t(archive_entry_uid(header)), gid_t(archive_entry_gid(header)), AT_SYMLINK_NOFOLLOW)
+            }
+            if !isLink {
+                try sys("change the mode of", shown(name)) { chmod(p, archive_entry_perm(header) & 0o7777) }
+            }
+            archive_entry_xattr_reset(header)
+            var xattrName: UnsafePointer<CChar>?
+            var value: UnsafeRawPointer?
+            var size = 0
+            while archive_entry_xattr_next(header, &xattrName, &value, &size) == ARCHIVE_OK {
+                guard let xattrName else { continue }
+                if Self.bytes(xattrName).starts(with: Array("trusted.overlay.".utf8)) { continue }
+                try sys("set attribute \(RawPath.display(Self.bytes(xattrName))) on", shown(name)) {
+                    lsetxattr(p, xattrName, value, size, 0)
+                }
+            }
         }
         let mtime = Int64(archive_entry_mtime(header))
         if archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) {
             folderTimes[name] = mtime
         } else {
-            try setTime(target, mtime)
+            try setTime(name, mtime)
         }
     }
 
-    func setTime(_ target: String, _ seconds: Int64) throws {
+    func setTime(_ name: [UInt8], _ seconds: Int64) throws {
         var times = [timespec(tv_sec: Int(seconds), tv_nsec: 0), timespec(tv_sec: Int(seconds), tv_nsec: 0)]
-        try sys("set the time of", target) { utimensat(AT_FDCWD, target, &times, AT_SYMLINK_NOFOLLOW) }
+        try at(name) { p in try sys("set the time of", shown(name)) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) } }
     }
 
     /// Opaque folders marked, then folder times, deepest first.
     func finish() throws {
         for folder in opaque {
             guard kinds[folder] == .directory else { continue }
-            try ExtendedAttributes.set(folder.isEmpty ? tree : full(folder), "trusted.overlay.opaque", Array("y".utf8))
+            try at(folder) { p in try sys("mark opaque", shown(folder)) { lsetxattr(p, "trusted.overlay.opaque", "y", 1, 0) } }
         }
         for (name, mtime) in folderTimes.sorted(by: { $0.key.count > $1.key.count }) {
-            try setTime(name.isEmpty ? tree : full(name), mtime)
+            try setTime(name, mtime)
         }
     }
 }

@@ -99,7 +99,7 @@ public struct OCILayerWriter {
             throw ArchiveError("write the header of /\(RawPath.display(name)) to", path, archive)
         }
         guard entry.kind == .regular, linkTo == nil, entry.size > 0 else { return }
-        try copyData(from: RawPath.string(entry.source), size: entry.size, into: archive, path: path)
+        try copyData(from: entry.source, size: entry.size, into: archive, path: path)
     }
 
     /// Compresses the tar at `tarPath` into `path`: libarchive's raw format writes the data alone,
@@ -128,12 +128,14 @@ public struct OCILayerWriter {
         archive_entry_set_filetype(header, UInt32(Glibc.S_IFREG))
         archive_entry_set_size(header, la_int64_t(st.st_size))
         if archive_write_header(archive, header) < ARCHIVE_WARN { throw ArchiveError("start", path, archive) }
-        try copyData(from: tarPath, size: UInt64(st.st_size), into: archive, path: path)
+        try copyData(from: Array(tarPath.utf8), size: UInt64(st.st_size), into: archive, path: path)
         try check(archive, "finish", path) { archive_write_close(archive) }
     }
 
-    private func copyData(from source: String, size: UInt64, into archive: OpaquePointer, path: String) throws {
-        let fd = try sys("read", source) { open(source, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+    /// Streams `size` bytes of the file at `source` (raw bytes: a name need not be UTF-8).
+    private func copyData(from source: [UInt8], size: UInt64, into archive: OpaquePointer, path: String) throws {
+        let fd = RawPath.with(source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+        if fd < 0 { throw SystemError("read", RawPath.display(source)) }
         defer { close(fd) }
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
@@ -141,8 +143,10 @@ public struct OCILayerWriter {
         while remaining > 0 {
             let count = read(fd, buffer, min(1 << 20, remaining))
             if count < 0 && errno == EINTR { continue }
-            if count <= 0 { throw SystemError("read", source, errno: count == 0 ? EIO : errno) }
-            if archive_write_data(archive, buffer, count) < 0 { throw ArchiveError("write \(source) to", path, archive) }
+            if count <= 0 { throw SystemError("read", RawPath.display(source), errno: count == 0 ? EIO : errno) }
+            if archive_write_data(archive, buffer, count) < 0 {
+                throw ArchiveError("write \(RawPath.display(source)) to", path, archive)
+            }
             remaining -= count
         }
     }

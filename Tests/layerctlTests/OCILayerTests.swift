@@ -75,6 +75,40 @@ struct OCILayerTests {
         #expect(try TreeScan.scan("\(work)/bundle/rootfs").digest == TreeScan.scan("\(work)/dir").digest)
     }
 
+    @Test("a crafted layer of every kind and shape goes through a blob unchanged")
+    func craftedRoundTrip() throws {
+        let stack = try CraftedStack("oci")
+        try stack.layer("odd") { tree in
+            try tree.directory("etc")
+            try tree.file("etc/b", "bee", mode: 0o4755, owner: (5, 6))
+            try tree.hardLink("etc/a", to: "etc/b")  // the second name sorts first
+            try tree.file("etc/c", "sea")
+            try tree.hardLink("etc/d", to: "etc/c")  // the second name sorts last
+            try tree.symlink("etc/abs", to: "/etc/passwd")
+            try tree.symlink("etc/rel", to: "../usr/lib")
+            try tree.fifo("etc/pipe")
+            try tree.device("etc/tty9", character: true, major: 4, minor: 9)
+            try tree.device("etc/sda", character: false, major: 8, minor: 0)
+            try tree.xattr("etc/c", "user.note", Array("yes".utf8))
+            try tree.directory("hidden")
+            try tree.file("hidden/kept", "k")
+            try tree.opaque("hidden")
+            for index in 0..<40 { try tree.whiteout("gone-\(index)") }
+            try tree.file([0x6E, 0xFF, 0x6F], Array("not UTF-8".utf8))
+            try tree.file("spaces, = and \u{e9}", "x")
+            try tree.directory("empty", mode: 0o700, owner: (7, 8))
+        }
+        let work = try Harness.temporaryDirectory("crafted-blob")
+        var writer = OCILayerWriter()
+        let blob = try writer.write(try FolderSource(stack.tree(0)), to: work + "/blob", compression: .zstd)
+        let reader = OCILayerReader(blob: work + "/blob")
+        #expect(try reader.diffID() == blob.diffID)
+        try reader.unpack(into: work + "/tree")
+        #expect(try TreeScan.scan(work + "/tree").digest == TreeScan.scan(stack.tree(0)).digest)
+        let listing = try KernelMount.run("/usr/bin/bsdtar", ["-tf", work + "/blob"])
+        #expect(listing.output.contains("hidden/.wh..wh..opq") && listing.output.contains(".wh.gone-39"), "\(listing.output)")
+    }
+
     /// One entry of a crafted tar.
     struct Crafted {
         var name: String
