@@ -1,4 +1,5 @@
 import CArchive
+import Crypto
 import Foundation
 import Glibc
 import LayerEntries
@@ -24,8 +25,7 @@ public struct OCILayerWriter {
         let tarPath = path + ".tar"
         defer { unlink(tarPath) }
         try writeTar(source, to: tarPath)
-        let diffID = try Digest.contentHash(file: Array(tarPath.utf8))
-        try compress(tarPath, to: path, with: compression)
+        let diffID = try compress(tarPath, to: path, with: compression)
         let digest = try Digest.contentHash(file: Array(path.utf8))
         var st = stat()
         try sys("read", path) { stat(path, &st) }
@@ -102,9 +102,9 @@ public struct OCILayerWriter {
         try copyData(from: entry.source, size: entry.size, into: archive, path: path)
     }
 
-    /// Compresses the tar at `tarPath` into `path`: libarchive's raw format writes the data alone,
-    /// through the filter.
-    private func compress(_ tarPath: String, to path: String, with compression: OCICompression) throws {
+    /// Compresses the tar at `tarPath` into `path` (libarchive's raw format writes the data alone,
+    /// through the filter) and returns the tar's sha256, taken on the way.
+    private func compress(_ tarPath: String, to path: String, with compression: OCICompression) throws -> Hash256 {
         let fd = try sys("create", path) { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
         defer { close(fd) }
         guard let archive = archive_write_new() else { throw ArchiveError("create a compressor for", path, nil) }
@@ -128,12 +128,19 @@ public struct OCILayerWriter {
         archive_entry_set_filetype(header, UInt32(Glibc.S_IFREG))
         archive_entry_set_size(header, la_int64_t(st.st_size))
         if archive_write_header(archive, header) < ARCHIVE_WARN { throw ArchiveError("start", path, archive) }
-        try copyData(from: Array(tarPath.utf8), size: UInt64(st.st_size), into: archive, path: path)
+        var hasher = SHA256()
+        try copyData(from: Array(tarPath.utf8), size: UInt64(st.st_size), into: archive, path: path) {
+            hasher.update(bufferPointer: $0)
+        }
         try check(archive, "finish", path) { archive_write_close(archive) }
+        return Hash256(hasher.finalize())
     }
 
     /// Streams `size` bytes of the file at `source` (raw bytes: a name need not be UTF-8).
-    private func copyData(from source: [UInt8], size: UInt64, into archive: OpaquePointer, path: String) throws {
+    private func copyData(
+        from source: [UInt8], size: UInt64, into archive: OpaquePointer, path: String,
+        seen: (UnsafeRawBufferPointer) -> Void = { _ in }
+    ) throws {
         let fd = RawPath.with(source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
         if fd < 0 { throw SystemError("read", RawPath.display(source)) }
         defer { close(fd) }
@@ -147,6 +154,7 @@ public struct OCILayerWriter {
             if archive_write_data(archive, buffer, count) < 0 {
                 throw ArchiveError("write \(RawPath.display(source)) to", path, archive)
             }
+            seen(UnsafeRawBufferPointer(start: buffer, count: count))
             remaining -= count
         }
     }
