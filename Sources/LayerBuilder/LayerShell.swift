@@ -36,7 +36,9 @@ public enum LayerShell {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
             try NamespacedWork.enterNamespaces(hostname: job.name, network: true)
-            var root = try mountRoot(job)
+            try FileSystem.makeDirectories(scratch(job))
+            try Mounter.mount("tmpfs", at: scratch(job), type: "tmpfs", options: "mode=0755")
+            var root = BuildRoot(directory: scratch(job), lowerTrees: job.trees)
             try root.setUp(resolvConf: true)
             return try NamespacedWork.startWork(request, interactive: true)
         }
@@ -47,7 +49,7 @@ public enum LayerShell {
         failing {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
-            let root = try mountRoot(job, mounted: true)
+            let root = BuildRoot(directory: scratch(job), lowerTrees: job.trees)
             var confinement = Confinement(root: root.merged)
             if root.canBindResolvConf {
                 confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
@@ -66,16 +68,8 @@ public enum LayerShell {
         }
     }
 
-    /// The throwaway root: a tmpfs in the job's folder holds the overlay's upper folder. Stage one
-    /// mounts the tmpfs; both stages name the root.
-    private static func mountRoot(_ job: Job, mounted: Bool = false) throws -> BuildRoot {
-        let scratch = job.directory + "/scratch"
-        if !mounted {
-            try FileSystem.makeDirectories(scratch)
-            try Mounter.mount("tmpfs", at: scratch, type: "tmpfs", options: "mode=0755")
-        }
-        return BuildRoot(directory: scratch, lowerTrees: job.trees)
-    }
+    /// The tmpfs, mounted by stage one, that holds the throwaway root's upper folder.
+    private static func scratch(_ job: Job) -> String { job.directory + "/scratch" }
 
     private static func readJob(_ path: String) throws -> Job {
         guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path, errno: ENOENT) }

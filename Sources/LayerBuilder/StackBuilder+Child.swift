@@ -28,7 +28,7 @@ extension StackBuilder {
                 repositoryLocations[name]?.description ?? layer.path
             }
         } catch let error as AlpmError {
-            throw BuildFailure(error, at: layer.location(ofPackage: error.packages)?.description ?? layer.path)
+            throw locate(error, in: layer)
         }
         let job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,
@@ -122,6 +122,6 @@ extension StackBuilder {
         let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return }
         defer { close(fd) }
-        data.withUnsafeBytes { _ = write(fd, $0.baseAddress, $0.count) }
+        try? data.withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: log) }
     }
 }

@@ -154,7 +154,7 @@ public final class StackBuilder {
     }
 
     /// A libalpm error about one of the layer's packages, at that package's line.
-    private func locate(_ error: AlpmError, in layer: LayerFile) -> BuildFailure {
+    func locate(_ error: AlpmError, in layer: LayerFile) -> BuildFailure {
         let named =
             error.packages.isEmpty
             ? (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
