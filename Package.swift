@@ -10,7 +10,7 @@ let package = Package(
             name: "LayerFS",
             targets: [
                 "LayerSupport", "LayerEntries", "LayerRecipe", "LayerStore", "SquashfsImage", "LayerBuilder", "LayerDiff",
-                "LayerExport", "LayerShare", "LayerBoot",
+                "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
             ]),
         .library(name: "Alpm", targets: ["Alpm"]),
     ],
@@ -29,6 +29,7 @@ let package = Package(
         .systemLibrary(
             name: "CAlpm", pkgConfig: "libalpm",
             providers: [.apt(["libalpm-dev", "libcurl4-openssl-dev", "libgpgme-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // The C side of LayerSupport and the builder: what Swift cannot call (macros, va_list,
         // fork-to-exec code) and the build's seccomp filter, made with libseccomp (libseccomp-dev).
         .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"], linkerSettings: [.linkedLibrary("seccomp")]),
@@ -73,11 +74,16 @@ let package = Package(
         .target(
             name: "LayerExport",
             dependencies: ["LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "CArchive", "CLayerSupport"]),
-        // Sharing through OCI registries: layers as OCI layer blobs, written and unpacked.
+        // The OCI distribution protocol over libcurl: image references, credentials, tokens, manifests
+        // and blobs. Speaks to registries and reads the Docker credentials file; touches nothing else.
+        .target(
+            name: "RegistryClient",
+            dependencies: ["CCurl", "LayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
+        // Sharing through OCI registries: layers as OCI layer blobs, written and unpacked; push and pull.
         .target(
             name: "LayerShare",
             dependencies: [
-                "LayerExport", "LayerStore", "LayerEntries", "LayerSupport", "CArchive", "CLayerSupport",
+                "RegistryClient", "LayerExport", "LayerStore", "LayerEntries", "LayerSupport", "CArchive", "CLayerSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // The machine side: staging images and boot entries, `changes`, and QEMU.
@@ -87,8 +93,8 @@ let package = Package(
         .executableTarget(
             name: "layerctl",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerShare", "LayerBoot", "SquashfsImage",
-                "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
+                "SquashfsImage", "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),
@@ -104,7 +110,7 @@ let package = Package(
             name: "layerctlTests",
             dependencies: [
                 "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerBoot", "LayerShare",
-                "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport", "CArchive",
+                "RegistryClient", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             exclude: ["Fixtures"]),

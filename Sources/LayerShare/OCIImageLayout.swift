@@ -60,126 +60,24 @@ public struct OCIImageLayout {
     private func populate(_ key: String, _ root: String, tag: String) throws -> Result {
         let blobs = root + "/blobs/sha256"
         try FileSystem.makeDirectories(blobs)
-        let chain = try store.chain(key)
-        var layers: [OCILayerBlob] = []
-        var descriptors: [Descriptor] = []
-        var history: [History] = []
         var skipped: [String] = []
-        let top = try store.record(key)
-        let created = Self.timestamp(top.sourceDateEpoch)
-        for layerKey in chain {
-            let record = try store.record(layerKey)
-            let source = ManifestSource(try store.manifest(layerKey, record: record), tree: store.tree(layerKey))
+        let image = try OCIImage(store: store, key: key, architecture: architecture) { layerKey, record in
             var writer = OCILayerWriter()
-            let scratch = blobs + "/layer-\(layers.count)"
-            let blob = try writer.write(source, to: scratch, compression: compression)
+            let scratch = blobs + "/layer-\(layerKey)"
+            let blob = try writer.write(store.layerSource(layerKey, record: record), to: scratch, compression: compression)
             skipped += writer.skippedAttributes
-            try sys("store the blob of", record.name) { rename(scratch, blobs + "/" + Self.hex(blob.digest)) }
-            layers.append(blob)
-            var annotations = [
-                "org.layerctl.layer.name": record.name, "org.layerctl.layer.key": record.key,
-                "org.layerctl.layer.tree-digest": record.treeDigest,
-            ]
-            if !record.added.isEmpty {
-                annotations["org.layerctl.layer.added"] = record.added.map { "\($0.name)=\($0.version)" }.joined(separator: ",")
-            }
-            if !record.removed.isEmpty {
-                annotations["org.layerctl.layer.removed"] = record.removed.map(\.name).joined(separator: ",")
-            }
-            descriptors.append(
-                Descriptor(mediaType: blob.mediaType, digest: blob.digest, size: blob.size, annotations: annotations))
-            history.append(
-                History(created: created, createdBy: "layerctl build \(record.name).yaml", comment: "layer \(record.key)"))
+            try sys("store the blob of", record.name) { rename(scratch, blobs + "/" + OCIImage.hex(blob.digest)) }
+            store.note(blob, of: layerKey)
+            return blob
         }
-        let config = Config(
-            created: created, architecture: architecture, os: "linux",
-            rootfs: RootFS(type: "layers", diffIDs: layers.map(\.diffID)), history: history)
-        let configDescriptor = try writeBlob(try Self.encode(config), into: blobs, mediaType: MediaType.config)
-        let manifest = Manifest(
-            schemaVersion: 2, mediaType: MediaType.manifest, config: configDescriptor, layers: descriptors,
-            annotations: ["org.layerctl.key": key, "org.opencontainers.image.created": created])
-        var manifestDescriptor = try writeBlob(try Self.encode(manifest), into: blobs, mediaType: MediaType.manifest)
+        try FileSystem.writeAtomically(image.config, to: blobs + "/" + OCIImage.hex(image.configDescriptor.digest))
+        try FileSystem.writeAtomically(image.manifest, to: blobs + "/" + OCIImage.hex(image.manifestDigest))
+        var manifestDescriptor = OCIImage.Descriptor(
+            mediaType: OCIImage.MediaType.manifest, digest: image.manifestDigest, size: Int64(image.manifest.count))
         manifestDescriptor.annotations = ["org.opencontainers.image.ref.name": tag]
-        let index = Index(schemaVersion: 2, mediaType: MediaType.index, manifests: [manifestDescriptor])
-        try FileSystem.writeAtomically(try Self.encode(index), to: root + "/index.json")
+        let index = OCIImage.Index(schemaVersion: 2, mediaType: OCIImage.MediaType.index, manifests: [manifestDescriptor])
+        try FileSystem.writeAtomically(try OCIImage.encode(index), to: root + "/index.json")
         try FileSystem.writeAtomically(Data(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: root + "/oci-layout")
-        return Result(manifestDigest: manifestDescriptor.digest, layers: layers, skippedAttributes: skipped)
-    }
-
-    private func writeBlob(_ data: Data, into blobs: String, mediaType: String) throws -> Descriptor {
-        let digest = "sha256:" + Digest.sha256(data)
-        try FileSystem.writeAtomically(data, to: blobs + "/" + Self.hex(digest))
-        return Descriptor(mediaType: mediaType, digest: digest, size: Int64(data.count), annotations: nil)
-    }
-
-    static func hex(_ digest: String) -> String { String(digest.dropFirst("sha256:".count)) }
-
-    /// RFC 3339, as the OCI spec writes times.
-    static func timestamp(_ epoch: Int64) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(epoch)))
-    }
-
-    /// Canonical JSON: keys sorted, no escaped slashes, so the same content has the same digest.
-    static func encode<T: Encodable>(_ value: T) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(value)
-    }
-
-    enum MediaType {
-        static let index = "application/vnd.oci.image.index.v1+json"
-        static let manifest = "application/vnd.oci.image.manifest.v1+json"
-        static let config = "application/vnd.oci.image.config.v1+json"
-    }
-
-    struct Descriptor: Codable {
-        var mediaType: String
-        var digest: String
-        var size: Int64
-        var annotations: [String: String]?
-    }
-
-    struct Index: Codable {
-        var schemaVersion: Int
-        var mediaType: String
-        var manifests: [Descriptor]
-    }
-
-    struct Manifest: Codable {
-        var schemaVersion: Int
-        var mediaType: String
-        var config: Descriptor
-        var layers: [Descriptor]
-        var annotations: [String: String]
-    }
-
-    struct RootFS: Codable {
-        var type: String
-        var diffIDs: [String]
-        enum CodingKeys: String, CodingKey {
-            case type
-            case diffIDs = "diff_ids"
-        }
-    }
-
-    struct History: Codable {
-        var created: String
-        var createdBy: String
-        var comment: String
-        enum CodingKeys: String, CodingKey {
-            case created, comment
-            case createdBy = "created_by"
-        }
-    }
-
-    struct Config: Codable {
-        var created: String
-        var architecture: String
-        var os: String
-        var rootfs: RootFS
-        var history: [History]
+        return Result(manifestDigest: image.manifestDigest, layers: image.layers, skippedAttributes: skipped)
     }
 }

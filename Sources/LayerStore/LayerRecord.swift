@@ -33,6 +33,8 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// True when the layer's `run:` commands had the host's network (`network: true`); nil when
     /// the build had loopback only.
     public var network: Bool?
+    /// Where a pulled layer came from; nil for a layer built here.
+    public var origin: LayerOrigin?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.
@@ -40,7 +42,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// When it was built (informative only; not part of the key).
     public var builtAt: Date
 
-    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
+    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, origin: LayerOrigin? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
         self.formatVersion = formatVersion
         self.key = key
         self.parent = parent
@@ -55,6 +57,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
         self.opaqueDirectories = opaqueDirectories
         self.signatures = signatures
         self.network = network
+        self.origin = origin
         self.sourceDateEpoch = sourceDateEpoch
         self.buildSeconds = buildSeconds
         self.builtAt = builtAt
@@ -74,4 +77,25 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     }()
 
     public func encoded() throws -> Data { try Self.encoder.encode(self) }
+}
+
+/// Where a pulled layer came from: the image, and the blob that was unpacked into it.
+public struct LayerOrigin: Codable, Sendable, Equatable {
+    /// The reference as pulled, with the digest its tag resolved to.
+    public var reference: String
+    /// `sha256:…` of the image manifest.
+    public var manifestDigest: String
+    /// `sha256:…` of the layer blob, and of its uncompressed tar (the config's diff_id).
+    public var blobDigest: String
+    public var diffID: String
+    /// The layerctl key the image's annotations claim for the layer: unchecked, shown only.
+    public var claimedKey: String?
+
+    public init(reference: String, manifestDigest: String, blobDigest: String, diffID: String, claimedKey: String?) {
+        self.reference = reference
+        self.manifestDigest = manifestDigest
+        self.blobDigest = blobDigest
+        self.diffID = diffID
+        self.claimedKey = claimedKey
+    }
 }

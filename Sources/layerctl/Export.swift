@@ -158,10 +158,7 @@ extension ImageArguments {
     }
 
     func exportLayout(store: Store, key: String, output: String, json: Bool, inside: Bool) throws {
-        var uts = utsname()
-        uname(&uts)
-        let machine = withUnsafeBytes(of: &uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        var layout = OCIImageLayout(store: store, architecture: OCIImageLayout.architecture(machine: machine))
+        var layout = OCIImageLayout(store: store, architecture: machineArchitecture())
         layout.compression = ociCompression ?? .zstd
         let lock = try store.lock(.shared)
         defer { lock.unlock() }

@@ -1,0 +1,218 @@
+import Crypto
+import Foundation
+import Glibc
+import LayerEntries
+import LayerStore
+import LayerSupport
+import RegistryClient
+
+/// Pulls an image into the store, a layer at a time: the manifest (this machine's platform from an
+/// index), the config, then each layer the store lacks, its digest checked while it streams and its
+/// diff_id after. A layer is unpacked (hostile entries refused), scanned and committed with one
+/// rename, as a build commits, so a pull cut short leaves whole layers or nothing. A pulled layer's
+/// key is made from its parent's key and its diff_id; a layer whose claimed layerctl key the store
+/// holds with the same diff_id is that layer, and is not fetched.
+public struct ImagePull {
+    public struct Result: Codable, Sendable {
+        /// The reference with the digest its tag resolved to.
+        public var reference: String
+        public var manifestDigest: String
+        public var name: String
+        public var key: String
+        public var layers: [Layer]
+
+        public struct Layer: Codable, Sendable {
+            public var key: String
+            public var digest: String
+            public var size: Int64
+            /// stored (fetched now) or present (the store had it).
+            public var pull: String
+        }
+    }
+
+    public let store: Store
+    public let client: RegistryClient
+    public var architecture: String
+
+    public init(store: Store, client: RegistryClient, architecture: String) {
+        self.store = store
+        self.client = client
+        self.architecture = architecture
+    }
+
+    /// The largest manifest or config taken, and the most layers.
+    static let documentLimit: Int64 = 4 << 20
+    static let layerLimit = 256
+
+    /// Pulls `reference` and points the ref `name` at its top layer.
+    public func pull(_ reference: ImageReference, name: String, observer: @escaping (ShareEvent) -> Void) throws -> Result {
+        try Self.checkRefName(name)
+        let lock = try store.lock(.shared)
+        defer { lock.unlock() }
+        let scratch = try store.makeTemporary("pull")
+        defer { try? FileSystem.removeTree(scratch) }
+        let (manifest, manifestDigest) = try fetchManifest(reference)
+        var resolved = reference
+        resolved.digest = manifestDigest
+        let configPath = scratch + "/config"
+        try client.downloadBlob(reference.repository, manifest.config.digest, size: manifest.config.size, to: configPath)
+        let config: OCIImage.Config
+        do {
+            config = try JSONDecoder().decode(OCIImage.Config.self, from: try FileSystem.readRegularFile(configPath))
+        } catch {
+            throw RegistryError(.input, "\(resolved): the image config is not an OCI image config", cause: error)
+        }
+        guard config.os == "linux" else { throw RegistryError(.input, "\(resolved) is an image for \(config.os), not linux") }
+        guard config.rootfs.diffIDs.count == manifest.layers.count else {
+            throw RegistryError(
+                .input,
+                "\(resolved): the config lists \(config.rootfs.diffIDs.count) diff_ids for the manifest's \(manifest.layers.count) layers")
+        }
+        if let owner = try store.ref(name), store.contains(owner), try store.record(owner).origin == nil {
+            throw RegistryError(
+                .input, "the ref \(name) holds a layer built here; pass --name to keep the pulled image under another name")
+        }
+
+        var parent: String?
+        var layers: [Result.Layer] = []
+        let shortName = String(reference.repository.split(separator: "/").last ?? "image")
+        for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
+            guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
+            let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
+            let layerName = index == manifest.layers.count - 1 ? name : Self.layerName(descriptor, fallback: "\(shortName)-\(index)")
+            if let claimed, sameLayer(claimed, parent: parent, diffID: diffID) {
+                layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: "present"))
+                observer(ShareEvent(kind: .layer, layer: layerName, detail: "present"))
+                parent = claimed
+                continue
+            }
+            let key = Self.pulledKey(parent: parent, diffID: diffID)
+            if !store.contains(key) {
+                let origin = LayerOrigin(
+                    reference: resolved.description, manifestDigest: manifestDigest, blobDigest: descriptor.digest,
+                    diffID: diffID, claimedKey: claimed)
+                try fetchLayer(
+                    descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName, scratch: scratch, observer: observer)
+                layers.append(.init(key: key, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
+                observer(ShareEvent(kind: .layer, layer: layerName, detail: "stored"))
+            } else {
+                layers.append(.init(key: key, digest: descriptor.digest, size: descriptor.size, pull: "present"))
+                observer(ShareEvent(kind: .layer, layer: layerName, detail: "present"))
+            }
+            parent = key
+        }
+        guard let top = parent else { throw RegistryError(.input, "\(resolved) has no layers") }
+        try store.setRef(name, to: top)
+        return Result(reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers)
+    }
+
+    /// The key of a pulled layer: its parent's key and its diff_id, which fix its tree.
+    static func pulledKey(parent: String?, diffID: String) -> String {
+        Digest.sha256(Data("layerctl pulled layer\n\(parent ?? "")\n\(diffID)\n".utf8))
+    }
+
+    /// Whether the store holds `key` on `parent` with a blob whose tar is `diffID`: then it is the
+    /// same layer, whatever an image claims.
+    private func sameLayer(_ key: String, parent: String?, diffID: String) -> Bool {
+        guard store.contains(key), let record = try? store.record(key), record.parent == parent else { return false }
+        if record.origin?.diffID == diffID { return true }
+        return OCICompression.allCases.contains { store.notedBlob(of: key, compression: $0)?.diffID == diffID }
+    }
+
+    /// A ref name: what `refs/` can hold as one file.
+    static func checkRefName(_ name: String) throws {
+        guard !name.isEmpty, !name.hasPrefix("."), !name.contains("/"), name.utf8.count <= 200, !name.contains(".tmp-") else {
+            throw ReferenceError(message: "\(name) cannot name a layer: use letters, digits, '-', '_' and '.', without '/'")
+        }
+    }
+
+    /// The name an image's annotation gives a layer, when it is a usable ref name.
+    private static func layerName(_ descriptor: OCIImage.Descriptor, fallback: String) -> String {
+        guard let name = descriptor.annotations?["org.layerctl.layer.name"], (try? checkRefName(name)) != nil,
+            name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f })
+        else { return fallback }
+        return name
+    }
+
+    /// The image manifest `reference` names; from an index, this machine's platform's.
+    private func fetchManifest(_ reference: ImageReference) throws -> (OCIImage.Manifest, String) {
+        guard var fetched = try client.manifest(reference.repository, reference.manifestReference) else {
+            throw RegistryError(.input, "\(reference): no such image on \(reference.registry)")
+        }
+        if [OCIImage.MediaType.index, OCIImage.MediaType.dockerList].contains(fetched.mediaType) {
+            let index: OCIImage.Index
+            do { index = try JSONDecoder().decode(OCIImage.Index.self, from: fetched.data) } catch {
+                throw RegistryError(.input, "\(reference): the image index does not decode", cause: error)
+            }
+            let platforms = index.manifests.map { "\($0.platform?.os ?? "?")/\($0.platform?.architecture ?? "?")" }
+            guard let chosen = index.manifests.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == architecture })
+            else {
+                throw RegistryError(
+                    .input, "\(reference) has no image for linux/\(architecture), only \(platforms.joined(separator: ", "))")
+            }
+            guard let image = try client.manifest(reference.repository, chosen.digest) else {
+                throw RegistryError(.input, "\(reference): the index names manifest \(chosen.digest), which the registry lacks")
+            }
+            fetched = image
+        }
+        let manifest: OCIImage.Manifest
+        do { manifest = try JSONDecoder().decode(OCIImage.Manifest.self, from: fetched.data) } catch {
+            throw RegistryError(.input, "\(reference): the manifest is not an OCI or Docker image manifest", cause: error)
+        }
+        guard manifest.schemaVersion == 2 else {
+            throw RegistryError(.input, "\(reference): manifest schema \(manifest.schemaVersion); only schema 2 is read")
+        }
+        guard manifest.config.size <= Self.documentLimit, ImageReference.isDigest(manifest.config.digest) else {
+            throw RegistryError(.input, "\(reference): the config descriptor is not a sha256 blob of at most 4 MiB")
+        }
+        guard manifest.layers.count <= Self.layerLimit else {
+            throw RegistryError(.input, "\(reference) has \(manifest.layers.count) layers; at most \(Self.layerLimit) are taken")
+        }
+        for layer in manifest.layers {
+            guard OCIImage.MediaType.layers.contains(layer.mediaType) else {
+                throw RegistryError(.input, "\(reference): layer \(layer.digest) is a \(layer.mediaType), not a tar layer")
+            }
+            guard ImageReference.isDigest(layer.digest), layer.size >= 0 else {
+                throw RegistryError(.input, "\(reference): a layer descriptor has no sha256 digest or a negative size")
+            }
+        }
+        return (manifest, fetched.digest)
+    }
+
+    /// Downloads, checks, unpacks, scans and commits one layer.
+    private func fetchLayer(
+        _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?, name: String,
+        scratch: String, observer: @escaping (ShareEvent) -> Void
+    ) throws {
+        let started = Date()
+        let lock = try store.buildLock(key)
+        defer { lock.unlock() }
+        if store.contains(key) { return }
+        let work = scratch + "/" + key
+        try FileSystem.makeDirectories(work + "/layer")
+        defer { try? FileSystem.removeTree(work) }
+        let blob = work + "/blob"
+        try client.downloadBlob(repository, descriptor.digest, size: descriptor.size, to: blob) { received in
+            observer(ShareEvent(kind: .bytes, layer: name, detail: "download", bytes: received, total: descriptor.size))
+        }
+        observer(ShareEvent(kind: .step, layer: name, detail: "unpack"))
+        let reader = OCILayerReader(blob: blob)
+        let diffID = try reader.diffID()
+        guard diffID == origin.diffID else {
+            throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
+        }
+        let tree = work + "/layer/tree"
+        try reader.unpack(into: tree)
+        let scan = try TreeScan.scan(tree)
+        try scan.manifest.write(to: work + "/layer/" + LayerManifest.fileName)
+        let record = LayerRecord(
+            formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],
+            installed: [], treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
+            opaqueDirectories: scan.opaqueDirectories, signatures: nil, origin: origin, sourceDateEpoch: 0,
+            buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
+        try FileSystem.writeAtomically(try record.encoded(), to: work + "/layer/layer.json")
+        let noted = OCILayerBlob(digest: descriptor.digest, diffID: diffID, size: descriptor.size, mediaType: descriptor.mediaType)
+        try FileSystem.writeAtomically(try OCIImage.encode([noted.mediaType: noted]), to: work + "/layer/" + Store.blobNotesFile)
+        _ = try store.commit(work + "/layer", as: key)
+    }
+}

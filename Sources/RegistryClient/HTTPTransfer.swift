@@ -1,0 +1,204 @@
+import CCurl
+import Foundation
+import Glibc
+import LayerSupport
+
+/// One HTTP request, made with libcurl: the library pacman itself fetches with, already linked
+/// through libalpm, with the system's CA certificates, proxies (`https_proxy`) and HTTP/2.
+struct HTTPRequest {
+    enum Body {
+        case none
+        case data(Data)
+        /// `length` bytes of the open file `descriptor` from `offset`.
+        case file(descriptor: Int32, offset: Int64, length: Int64)
+    }
+
+    var method: String
+    var url: String
+    /// `Name: value` lines. An `Authorization` header is never sent on to another host when a
+    /// redirect leads there (libcurl's rule).
+    var headers: [String] = []
+    var body: Body = .none
+}
+
+struct HTTPResponse {
+    var status: Int
+    /// The last response's headers (after redirects), names lowercased.
+    var headers: [(name: String, value: String)]
+    /// The body, unless a sink took it.
+    var body: Data
+
+    func header(_ name: String) -> String? { headers.last { $0.name == name }?.value }
+    func headers(_ name: String) -> [String] { headers.filter { $0.name == name }.map(\.value) }
+}
+
+/// A request that did not get a response: no connection, a dropped one, a timeout, a TLS failure.
+struct TransportError: Error, CustomStringConvertible {
+    let code: CURLcode
+    let detail: String
+    var description: String { detail }
+
+    /// Worth another try: the server or the path to it may be back in a moment.
+    var isTransient: Bool {
+        [
+            CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_OPERATION_TIMEDOUT, CURLE_RECV_ERROR,
+            CURLE_SEND_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE, CURLE_HTTP2, CURLE_HTTP2_STREAM,
+        ].contains(code)
+    }
+}
+
+/// Makes requests. `allowPlainHTTP` lets `http://` URLs (and redirects to them) through; without
+/// it only `https://` is spoken. A transfer that moves no byte for a minute is dropped, so a stalled
+/// server cannot hang the tool.
+struct HTTPTransfer {
+    var allowPlainHTTP: Bool
+    var connectTimeout = 30
+    var stallSeconds = 60
+
+    /// Sends `request`. A successful (2xx) response's body goes to `sink` (a non-nil return is the
+    /// error to stop with) when there is one; any other body goes into the response; `sent` hears of each uploaded chunk's size.
+    func perform(
+        _ request: HTTPRequest, sink: ((UnsafeRawBufferPointer) -> (any Error)?)? = nil,
+        sent: ((Int) -> Void)? = nil
+    ) throws -> HTTPResponse {
+        guard let curl = curl_easy_init() else { throw TransportError(code: CURLE_FAILED_INIT, detail: "libcurl did not start") }
+        defer { curl_easy_cleanup(curl) }
+        let context = TransferContext(sink: sink, sent: sent, body: request.body)
+        let unmanaged = Unmanaged.passRetained(context)
+        defer { unmanaged.release() }
+        // libcurl writes its error message here during the transfer: memory that outlives each call.
+        let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        defer { errorBuffer.deallocate() }
+        var headerList: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(headerList) }
+        for line in request.headers + ["Expect:"] { headerList = curl_slist_append(headerList, line) }
+
+        let protocols = allowPlainHTTP ? "http,https" : "https"
+        var status = CURLE_OK
+        func set(_ code: CURLcode) { if status == CURLE_OK { status = code } }
+        set(lc_curl_set_string(curl, CURLOPT_URL, request.url))
+        set(lc_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, protocols))
+        set(lc_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, protocols))
+        set(lc_curl_set_long(curl, CURLOPT_NOSIGNAL, 1))
+        set(lc_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, connectTimeout))
+        set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_LIMIT, 1))
+        set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_TIME, stallSeconds))
+        set(lc_curl_set_string(curl, CURLOPT_USERAGENT, "layerctl"))
+        set(lc_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headerList)))
+        set(lc_curl_set_pointer(curl, CURLOPT_ERRORBUFFER, errorBuffer))
+        set(lc_curl_set_pointer(curl, CURLOPT_WRITEDATA, unmanaged.toOpaque()))
+        set(lc_curl_set_function(curl, CURLOPT_WRITEFUNCTION, receiveBody))
+        set(lc_curl_set_pointer(curl, CURLOPT_HEADERDATA, unmanaged.toOpaque()))
+        set(lc_curl_set_function(curl, CURLOPT_HEADERFUNCTION, receiveHeader))
+        set(lc_curl_set_pointer(curl, CURLOPT_READDATA, unmanaged.toOpaque()))
+        set(lc_curl_set_function(curl, CURLOPT_READFUNCTION, sendBody))
+        switch request.method {
+        case "GET":
+            set(lc_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1))
+            set(lc_curl_set_long(curl, CURLOPT_MAXREDIRS, 5))
+        case "HEAD":
+            set(lc_curl_set_long(curl, CURLOPT_NOBODY, 1))
+            set(lc_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1))
+            set(lc_curl_set_long(curl, CURLOPT_MAXREDIRS, 5))
+        default:
+            // POST, PUT, PATCH, DELETE: an upload of the body's length, under the method's name.
+            set(lc_curl_set_long(curl, CURLOPT_UPLOAD, 1))
+            set(lc_curl_set_offset(curl, CURLOPT_INFILESIZE_LARGE, curl_off_t(context.remaining)))
+            set(lc_curl_set_string(curl, CURLOPT_CUSTOMREQUEST, request.method))
+        }
+        guard status == CURLE_OK else { throw TransportError(code: status, detail: String(cString: curl_easy_strerror(status))) }
+
+        let result = curl_easy_perform(curl)
+        if let error = context.sinkError { throw error }
+        guard result == CURLE_OK else {
+            let detail = String(decoding: UnsafeBufferPointer(start: errorBuffer, count: strlen(errorBuffer)).map(UInt8.init(bitPattern:)), as: UTF8.self)
+            throw TransportError(code: result, detail: detail.isEmpty ? String(cString: curl_easy_strerror(result)) : detail)
+        }
+        var code = 0
+        _ = lc_curl_get_long(curl, CURLINFO_RESPONSE_CODE, &code)
+        return HTTPResponse(status: code, headers: context.headers, body: context.body)
+    }
+}
+
+/// What libcurl's callbacks reach: the body source, the sink, the headers so far.
+private final class TransferContext {
+    let sink: ((UnsafeRawBufferPointer) -> (any Error)?)?
+    let sent: ((Int) -> Void)?
+    var sinkError: (any Error)?
+    var headers: [(name: String, value: String)] = []
+    var body = Data()
+    /// The status of the response being received.
+    var status = 0
+    let source: HTTPRequest.Body
+    var position: Int64 = 0
+    var remaining: Int64
+
+    init(sink: ((UnsafeRawBufferPointer) -> (any Error)?)?, sent: ((Int) -> Void)?, body: HTTPRequest.Body) {
+        self.sink = sink
+        self.sent = sent
+        self.source = body
+        switch body {
+        case .none: remaining = 0
+        case .data(let data): remaining = Int64(data.count)
+        case .file(_, _, let length): remaining = length
+        }
+    }
+}
+
+private func receiveBody(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let buffer, let context else { return 0 }
+    let transfer = Unmanaged<TransferContext>.fromOpaque(context).takeUnretainedValue()
+    let bytes = UnsafeRawBufferPointer(start: buffer, count: size * count)
+    if let sink = transfer.sink, (200..<300).contains(transfer.status) {
+        if let error = sink(bytes) {
+            transfer.sinkError = error
+            return 0
+        }
+    } else {
+        transfer.body.append(contentsOf: bytes)
+    }
+    return size * count
+}
+
+private func receiveHeader(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let buffer, let context else { return 0 }
+    let transfer = Unmanaged<TransferContext>.fromOpaque(context).takeUnretainedValue()
+    let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: size * count), as: UTF8.self)
+    if line.hasPrefix("HTTP/") {
+        // A new response (after a redirect or a 100 Continue): only the last one's headers count.
+        transfer.headers = []
+        transfer.body = Data()
+        transfer.status = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    } else if let colon = line.firstIndex(of: ":") {
+        let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
+        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        transfer.headers.append((name, value))
+    }
+    return size * count
+}
+
+private func sendBody(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
+    guard let buffer, let context else { return Int(CURL_READFUNC_ABORT) }
+    let transfer = Unmanaged<TransferContext>.fromOpaque(context).takeUnretainedValue()
+    let wanted = Int(min(Int64(size * count), transfer.remaining))
+    guard wanted > 0 else { return 0 }
+    var copied = 0
+    switch transfer.source {
+    case .none: return 0
+    case .data(let data):
+        let start = Int(transfer.position)
+        data.withUnsafeBytes { bytes in
+            UnsafeMutableRawPointer(buffer).copyMemory(from: bytes.baseAddress! + start, byteCount: wanted)
+        }
+        copied = wanted
+    case .file(let descriptor, let offset, _):
+        let count = pread(descriptor, buffer, wanted, off_t(offset + transfer.position))
+        guard count > 0 else { return Int(CURL_READFUNC_ABORT) }
+        copied = count
+    }
+    transfer.position += Int64(copied)
+    transfer.remaining -= Int64(copied)
+    transfer.sent?(copied)
+    return copied
+}

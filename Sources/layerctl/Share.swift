@@ -1,0 +1,179 @@
+import ArgumentParser
+import Foundation
+import LayerShare
+import LayerStore
+import RegistryClient
+
+/// How a command reaches registries: the default registry for short names, and plain HTTP.
+struct RegistryArguments: ParsableArguments {
+    @Option(
+        help:
+            "The registry of a reference without one (steve/gaming). It defaults to $LAYERCTL_REGISTRY, else Docker Hub."
+    )
+    var registry: String?
+
+    @Flag(help: "Speak plain HTTP to a registry that is not on this machine (localhost and 127.0.0.0/8 always get it).")
+    var insecure = false
+
+    func reference(_ text: String) throws -> ImageReference {
+        let fallback = registry ?? ProcessInfo.processInfo.environment["LAYERCTL_REGISTRY"] ?? ImageReference.dockerHub
+        return try ImageReference(parsing: text, defaultRegistry: fallback)
+    }
+
+    func client(for reference: ImageReference, reporter: ShareReporter) throws -> RegistryClient {
+        var options = RegistryOptions()
+        options.insecure = insecure
+        let client = try RegistryClient(reference, options: options)
+        client.onRetry = reporter.retry
+        return client
+    }
+}
+
+/// The OCI name of this machine's architecture.
+func machineArchitecture() -> String {
+    var uts = utsname()
+    uname(&uts)
+    let machine = withUnsafeBytes(of: &uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    return OCIImageLayout.architecture(machine: machine)
+}
+
+extension LayerCtl {
+    struct Push: ParsableCommand, JSONCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pushes a built layer and those below it to a registry as one OCI image.",
+            discussion: """
+                One OCI layer per layer, a pax tar compressed with zstd (or gzip), root first; the image config \
+                carries each layer's name, key and packages. The same stack gives the same digests from any \
+                machine. Blobs the repository has are not sent again, and a layer pushed before is not even \
+                compressed again. Credentials come from $REGISTRY_AUTH_FILE, else ~/.docker/config.json.
+                """)
+
+        @Argument(help: "A layer file name, a full key, or a unique prefix of a key.")
+        var layer: String
+
+        @Argument(help: "Where to push: [REGISTRY/]REPOSITORY[:TAG], such as localhost:5000/steve/gaming:latest.")
+        var reference: String
+
+        @Option(help: "zstd (the default) or gzip, for clients older than zstd layers.")
+        var compression: String = "zstd"
+
+        @Option(help: "Another repository of the same registry to mount blobs from instead of uploading them.")
+        var mountFrom: String?
+
+        @OptionGroup var registryArguments: RegistryArguments
+
+        @Flag(help: "Print the result as one JSON object.")
+        var json = false
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        func validate() throws {
+            if OCICompression(rawValue: compression) == nil {
+                throw ValidationError("--compression is zstd or gzip for a push, not '\(compression)'")
+            }
+        }
+
+        func run() throws {
+            let store = try storeOptions.open()
+            let reference = try registryArguments.reference(reference)
+            let reporter = ShareReporter(json: json)
+            let lock = try store.lock(.shared)
+            defer { lock.unlock() }
+            let key = try store.resolve(layer)
+            var push = ImagePush(
+                store: store, client: try registryArguments.client(for: reference, reporter: reporter),
+                architecture: machineArchitecture())
+            push.compression = OCICompression(rawValue: compression) ?? .zstd
+            push.mountFrom = mountFrom
+            let result = try push.push(key, to: reference, observer: reporter.event)
+            reporter.finish()
+            if json { return try JSONOutput.print(result) }
+            let sent = result.layers.filter { $0.upload == "uploaded" }
+            print(
+                "pushed \(result.reference)@\(result.manifestDigest): \(counted(result.layers.count, "layer")), "
+                    + "\(sent.count) uploaded (\(formatBytes(sent.reduce(0) { $0 + $1.size }))), "
+                    + "\(result.layers.count - sent.count) already there")
+        }
+    }
+
+    struct Pull: ParsableCommand, JSONCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pulls an image from a registry into the store, as layers that can be exported, staged or built upon.",
+            discussion: """
+                Only the layers the store lacks are downloaded; each is checked against its digest as it streams, \
+                unpacked (a tar entry that would reach out of the layer is refused, and nothing is stored), and \
+                stored whole or not at all. The image's top layer gets the ref NAME: --name, else the repository's \
+                last component. `layerctl inspect NAME` shows where each layer came from.
+                """)
+
+        @Argument(help: "What to pull: [REGISTRY/]REPOSITORY[:TAG|@DIGEST], such as localhost:5000/steve/gaming.")
+        var reference: String
+
+        @Option(help: "The ref name of the image's top layer; the repository's last component by default.")
+        var name: String?
+
+        @OptionGroup var registryArguments: RegistryArguments
+
+        @Flag(help: "Print the result as one JSON object.")
+        var json = false
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        func run() throws {
+            let store = try storeOptions.open()
+            let reference = try registryArguments.reference(reference)
+            let reporter = ShareReporter(json: json)
+            let pull = ImagePull(
+                store: store, client: try registryArguments.client(for: reference, reporter: reporter),
+                architecture: machineArchitecture())
+            let name = name ?? String(reference.repository.split(separator: "/").last ?? "image")
+            let result = try pull.pull(reference, name: name, observer: reporter.event)
+            reporter.finish()
+            if json { return try JSONOutput.print(result) }
+            let fetched = result.layers.filter { $0.pull == "stored" }
+            print(
+                "pulled \(result.reference) as \(result.name) (\(result.key.prefix(12))): \(counted(result.layers.count, "layer")), "
+                    + "\(fetched.count) downloaded (\(formatBytes(fetched.reduce(0) { $0 + $1.size }))), "
+                    + "\(result.layers.count - fetched.count) already stored")
+        }
+    }
+}
+
+/// Tells of a push or a pull: a byte bar on a terminal, a line per layer otherwise; with --json,
+/// nothing but the result (and retries on stderr).
+final class ShareReporter {
+    private let terminal = isatty(STDERR_FILENO) == 1
+    private let json: Bool
+    private let statusLine = StatusLine()
+    private var bytes: [String: Int64] = [:]
+
+    init(json: Bool) { self.json = json }
+
+    func event(_ event: ShareEvent) {
+        switch event.kind {
+        case .bytes:
+            bytes[event.layer, default: 0] += event.bytes
+            guard terminal, !json else { return }
+            let done = bytes[event.layer] ?? 0
+            let fraction = event.total > 0 ? Double(done) / Double(event.total) : 1
+            statusLine.show(
+                "\(StatusLine.bar(fraction)) \(event.layer): \(event.detail) \(formatBytes(done)) / \(formatBytes(event.total))")
+        case .step:
+            guard terminal, !json else { return }
+            statusLine.show("\(event.layer): \(event.detail)")
+        case .layer:
+            guard !json else { return }
+            statusLine.clear()
+            FileHandle.standardError.write(Data("\(event.layer): \(event.detail)\n".utf8))
+        case .retry:
+            retry(event.detail)
+        }
+    }
+
+    func retry(_ text: String) {
+        statusLine.clear()
+        FileHandle.standardError.write(Data("layerctl: \(text)\n".utf8))
+    }
+
+    func finish() { statusLine.clear() }
+}
