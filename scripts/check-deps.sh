@@ -53,8 +53,9 @@ command_words() {
         }'
 }
 
-# Commands that run somewhere else than this machine: in a VM the tests boot.
-elsewhere=(poweroff reboot)
+# Commands that run somewhere else than this machine (in a VM the tests boot), or only where their
+# package is there by definition: install-deps.sh runs systemctl only when systemd is the init system.
+elsewhere=(poweroff reboot systemctl)
 
 found=$(mktemp)
 trap 'rm -f "$found"' EXIT

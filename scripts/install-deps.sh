@@ -8,12 +8,18 @@ packages=(
     pacman-package-manager makepkg libarchive-tools zstd gnupg dpkg                             # demo repository
     squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc time xz-utils umoci          # tests and benchmarks
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
+    docker-registry apache2-utils skopeo                                                        # registry tests
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The tests start registries of their own on 127.0.0.1; the packaged service listens on every
+# interface, so it is not left running where systemd started it.
+if [ -d /run/systemd/system ] && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 command -v swift >/dev/null || export PATH=/opt/swift/usr/bin:$PATH
 command -v swift >/dev/null || { echo "install-deps: Swift 6 is not installed (expected in /opt/swift)" >&2; exit 2; }

@@ -33,6 +33,13 @@ extension LayerCtl {
             print("key:        \(record.key)")
             print("parent:     \(record.parent ?? "scratch")")
             print("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
+            if let origin = record.origin {
+                // A pulled layer: where it came from, not how it was built.
+                print("pulled from: \(origin.reference)")
+                print("blob:       \(origin.blobDigest) (diff_id \(origin.diffID))")
+                if let claimed = origin.claimedKey { print("claims key: \(claimed) (unchecked)") }
+                return
+            }
             print("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
             print("network:    " + (record.network == true ? "the host's, for run: (network: true)" : "none: loopback only"))
             print("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")

@@ -6,7 +6,7 @@ extension LayerCtl {
         static let configuration = CommandConfiguration(
             commandName: "ls",
             abstract: "Lists the layers the store knows by name.",
-            discussion: "Each line shows a layer file name, the key last built for it, its parent's key, how many packages it installed and the size of its tree.")
+            discussion: "Each line shows a layer file name, the key last built (or pulled) for it, its parent's key, how many packages it installed and the size of its tree; a pulled layer also the image it came from.")
 
         @OptionGroup var storeOptions: StoreOptions
 
@@ -20,6 +20,8 @@ extension LayerCtl {
             var packages: Int
             var treeBytes: Int64
             var fileCount: Int
+            /// The image a pulled layer came from; nil for a layer built here.
+            var pulledFrom: String?
         }
 
         func run() throws {
@@ -31,7 +33,7 @@ extension LayerCtl {
                     guard let key = try store.ref(name) else { return nil }
                     let record = try store.record(try store.resolve(name))
                     return Row(name: name, key: key, parent: record.parent, packages: record.added.count,
-                               treeBytes: record.treeBytes, fileCount: record.fileCount)
+                               treeBytes: record.treeBytes, fileCount: record.fileCount, pulledFrom: record.origin?.reference)
                 } catch {
                     damaged.append("\(error)")
                     return nil
@@ -53,7 +55,7 @@ extension LayerCtl {
                     row.name.padding(toLength: width, withPad: " ", startingAt: 0)
                         + row.key.prefix(12) + "  " + (row.parent?.prefix(12) ?? "scratch     ") + "  "
                         + String(row.packages).padding(toLength: 10, withPad: " ", startingAt: 0)
-                        + formatBytes(row.treeBytes))
+                        + formatBytes(row.treeBytes) + (row.pulledFrom.map { "  pulled from \($0)" } ?? ""))
             }
         }
     }

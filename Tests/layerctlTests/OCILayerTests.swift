@@ -118,7 +118,7 @@ struct OCILayerTests {
         var hardlink: String?
     }
 
-    func craft(_ entries: [Crafted], at path: String) throws {
+    static func craft(_ entries: [Crafted], at path: String) throws {
         let archive = archive_write_new()!
         defer { archive_write_free(archive) }
         archive_write_set_format_pax_restricted(archive)
@@ -162,7 +162,7 @@ struct OCILayerTests {
         ]
         for (index, hostile) in cases.enumerated() {
             let blob = "\(work)/\(index).tar"
-            try craft(hostile.entries, at: blob)
+            try Self.craft(hostile.entries, at: blob)
             if hostile.why == "its data cannot be read" {
                 // The header promises 4000 bytes; the blob ends after 100 of them.
                 #expect(truncate(blob, 512 + 512 + 100) == 0)

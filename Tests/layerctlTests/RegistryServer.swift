@@ -1,0 +1,111 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Debian's `docker-registry` (the `distribution` server) on a free port of 127.0.0.1, with a
+/// configuration of our own (the packaged one listens on every interface), its storage in a
+/// temporary folder, and optionally htpasswd (basic) auth. Stopped by `stop()`.
+final class RegistryServer {
+    static let binary = "/usr/bin/docker-registry"
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: binary) }
+    static let unavailableReason: Comment = "needs root, the demo repository and docker-registry (scripts/install-deps.sh)"
+
+    let folder: String
+    let port: Int
+    var host: String { "127.0.0.1:\(port)" }
+    /// Where the registry keeps blobs: `blobPath(digest)/data` is a blob's bytes.
+    var storage: String { folder + "/data/docker/registry/v2" }
+    private let process = Process()
+
+    /// `users`: name → password, for htpasswd auth; none means no auth.
+    init(users: [String: String] = [:]) throws {
+        folder = try Harness.temporaryDirectory("registry")
+        port = try Self.freePort()
+        var auth = ""
+        if !users.isEmpty {
+            var lines = ""
+            for (user, password) in users.sorted(by: { $0.key < $1.key }) {
+                let hashed = try KernelMount.run("/usr/bin/htpasswd", ["-Bbn", user, password])
+                guard hashed.status == 0 else { throw RegistryServerError("htpasswd failed: \(hashed.output)") }
+                lines += hashed.output.trimmingCharacters(in: .whitespacesAndNewlines) + "\n"
+            }
+            try lines.write(toFile: folder + "/htpasswd", atomically: true, encoding: .utf8)
+            auth = "auth:\n  htpasswd:\n    realm: layerctl-tests\n    path: \(folder)/htpasswd\n"
+        }
+        let config = """
+            version: 0.1
+            log:
+              level: error
+            storage:
+              filesystem:
+                rootdirectory: \(folder)/data
+              delete:
+                enabled: true
+            http:
+              addr: 127.0.0.1:\(port)
+            \(auth)
+            """
+        try config.write(toFile: folder + "/config.yml", atomically: true, encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["serve", folder + "/config.yml"]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: folder + "/log")
+        try process.run()
+        try waitUntilServing()
+    }
+
+    deinit { stop() }
+
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    func blobPath(_ digest: String) -> String {
+        let hex = String(digest.dropFirst("sha256:".count))
+        return "\(storage)/blobs/sha256/\(hex.prefix(2))/\(hex)"
+    }
+
+    private func waitUntilServing() throws {
+        for _ in 0..<100 {
+            let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(socket) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if connected == 0 { return }
+            guard process.isRunning else { break }
+            usleep(50_000)
+        }
+        let log = (try? String(contentsOfFile: folder + "/log", encoding: .utf8)) ?? ""
+        throw RegistryServerError("docker-registry did not start on \(host): \(log)")
+    }
+
+    /// A port no one listens on now: the kernel's pick for a socket bound to port 0.
+    static func freePort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
+            }
+        }
+        guard bound else { throw RegistryServerError("no free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+struct RegistryServerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

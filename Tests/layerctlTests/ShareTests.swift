@@ -1,0 +1,179 @@
+import Crypto
+import Foundation
+import Glibc
+import LayerStore
+import LayerSupport
+import RegistryClient
+import Testing
+
+/// Push and pull through a real registry (Debian's docker-registry on loopback): nothing sent or
+/// fetched twice, the same image bytes from either store, auth failures in one line, and a
+/// registry's bad bytes refused with nothing stored.
+@Suite(
+    "Sharing through a registry", .serialized,
+    .enabled(if: Harness.canBuild && RegistryServer.available, RegistryServer.unavailableReason))
+struct ShareTests {
+    /// The demo stack, built once for the suite.
+    nonisolated(unsafe) static var demoStore: String?
+
+    static func builtDemo() throws -> String {
+        if let demoStore { return demoStore }
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("share-store")
+        let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
+        guard build.status == 0 else { throw RegistryServerError("the demo build failed: \(build.stderr)") }
+        demoStore = store
+        return store
+    }
+
+    @Test("push, push again, pull into a new store, pull again: nothing twice, and both stores write the same image")
+    func pushPull() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/gaming:v1"
+
+        let first = try Harness.run(["push", "gaming", reference, "--store", store, "--json"])
+        #expect(first.status == 0, "\(first.stderr)")
+        let pushed = try JSONSerialization.jsonObject(with: Data(first.stdout.utf8)) as? [String: Any]
+        let layers = try #require(pushed?["layers"] as? [[String: Any]])
+        #expect(layers.map { $0["upload"] as? String } == ["uploaded", "uploaded", "uploaded"])
+        #expect(layers.map { $0["name"] as? String } == ["base", "nvidia", "gaming"])
+        let again = try Harness.run(["push", "gaming", reference, "--store", store, "--json"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.components(separatedBy: "\"present\"").count == 4, "\(again.stdout)")
+        #expect(again.stdout.contains(pushed?["manifestDigest"] as? String ?? "?"), "the same stack, the same manifest")
+
+        let other = try Harness.temporaryDirectory("share-pulled")
+        let pull = try Harness.run(["pull", reference, "--store", other])
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(pull.stdout.contains("as gaming") && pull.stdout.contains("3 downloaded"), "\(pull.stdout)")
+        let pullAgain = try Harness.run(["pull", reference, "--store", other])
+        #expect(pullAgain.stdout.contains("0 downloaded"), "\(pullAgain.stdout)")
+        try Harness.expectValidStore(other)
+
+        // The stack pulled writes the image the stack built writes, byte for byte.
+        let work = try Harness.temporaryDirectory("share-images")
+        #expect(try Harness.run(["export", "gaming", "--store", store, "-o", work + "/built.sqfs"]).status == 0)
+        #expect(try Harness.run(["export", "gaming", "--store", other, "-o", work + "/pulled.sqfs"]).status == 0)
+        #expect(
+            FileManager.default.contentsEqual(atPath: work + "/built.sqfs", andPath: work + "/pulled.sqfs"),
+            "the pulled stack exports other bytes")
+
+        // A pulled layer says where it came from.
+        let inspect = try Harness.run(["inspect", "gaming", "--store", other])
+        #expect(inspect.stdout.contains("pulled from: \(registry.host)/steve/gaming:v1@sha256:"), "\(inspect.stdout)")
+
+        // Pulled into the store that built it: every layer is recognised, nothing downloaded,
+        // and the ref of a layer built here is not taken over.
+        let home = try Harness.run(["pull", reference, "--store", store])
+        #expect(home.status == 3 && home.stderr.contains("the ref gaming holds a layer built here"), "\(home.stderr)")
+        let named = try Harness.run(["pull", reference, "--store", store, "--name", "steve-gaming"])
+        #expect(named.stdout.contains("0 downloaded"), "\(named.stdout) \(named.stderr)")
+        let store1 = try Store(root: store)
+        #expect(try store1.ref("steve-gaming") == store1.ref("gaming"))
+        try store1.removeRef("steve-gaming")
+    }
+
+    @Test("basic auth: no credentials or a wrong password is one line and exit 3, the password never shown; the right one works")
+    func basicAuth() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer(users: ["steve": "right horse battery"])
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/base:v1"
+        let work = try Harness.temporaryDirectory("share-auth")
+        func authFile(_ password: String) throws -> String {
+            let path = work + "/auth-\(password.count).json"
+            let auth = Data("steve:\(password)".utf8).base64EncodedString()
+            try #"{"auths":{"\#(registry.host)":{"auth":"\#(auth)"}}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let none = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": work + "/none.json"])
+        #expect(none.status == 3, "\(none.stderr)")
+        #expect(none.stderr.contains("asks for a user name and password"), "\(none.stderr)")
+
+        let wrong = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": try authFile("wrong")])
+        #expect(wrong.status == 3, "\(wrong.stderr)")
+        #expect(wrong.stderr.contains("refused user steve from"), "\(wrong.stderr)")
+        #expect(wrong.stderr.split(separator: "\n").count == 1, "\(wrong.stderr)")
+        #expect(!wrong.stderr.contains("wrong") && !wrong.stderr.contains(Data("steve:wrong".utf8).base64EncodedString()))
+
+        let right = try authFile("right horse battery")
+        let push = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": right])
+        #expect(push.status == 0, "\(push.stderr)")
+        let other = try Harness.temporaryDirectory("share-auth-pulled")
+        let pull = try Harness.run(["pull", reference, "--store", other], environment: ["REGISTRY_AUTH_FILE": right])
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(!push.stdout.contains("battery") && !push.stderr.contains("battery"))
+    }
+
+    @Test("bytes that do not match their digest, a manifest naming a missing blob, a hostile layer: refused, nothing stored")
+    func faults() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/nvidia:v1"
+        let push = try Harness.run(["push", "nvidia", reference, "--store", store, "--json"])
+        #expect(push.status == 0, "\(push.stderr)")
+        let pushed = try JSONSerialization.jsonObject(with: Data(push.stdout.utf8)) as? [String: Any]
+        let digests = try #require((pushed?["layers"] as? [[String: Any]])?.compactMap { $0["digest"] as? String })
+
+        // The registry's copy of the top blob is altered: one byte flipped, same size.
+        let data = registry.blobPath(digests[1]) + "/data"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: data))
+        bytes[bytes.count / 2] ^= 0xFF
+        try bytes.write(to: URL(fileURLWithPath: data))
+        let other = try Harness.temporaryDirectory("share-faults")
+        let bad = try Harness.run(["pull", reference, "--store", other])
+        #expect(bad.status == 3, "\(bad.stderr)")
+        #expect(bad.stderr.contains("blob \(digests[1]): the bytes sent have digest sha256:"), "\(bad.stderr)")
+        // The root layer came whole; of the bad one nothing is stored, and no ref.
+        #expect(try Store(root: other).keys().count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/refs").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/tmp").isEmpty)
+
+        // The blob is gone: the manifest names what the registry lacks.
+        try FileManager.default.removeItem(atPath: registry.blobPath(digests[1]))
+        let missing = try Harness.run(["pull", reference, "--store", other])
+        #expect(missing.status == 3, "\(missing.stderr)")
+        #expect(missing.stderr.contains("the registry does not have it"), "\(missing.stderr)")
+        #expect(try Store(root: other).keys().count == 1)
+
+        // A hostile layer, pushed by hand: refused with the entry's name, nothing of it stored.
+        let work = try Harness.temporaryDirectory("share-hostile")
+        try OCILayerTests.craft(
+            [OCILayerTests.Crafted(name: "link", type: Glibc.S_IFLNK, symlink: "/tmp"), OCILayerTests.Crafted(name: "link/owned")],
+            at: work + "/layer.tar")
+        let hostile = try ImageReference(parsing: "\(registry.host)/steve/hostile:v1")
+        try Self.pushImage(layers: [work + "/layer.tar"], to: hostile)
+        let refused = try Harness.run(["pull", hostile.description, "--store", other])
+        #expect(refused.status == 3, "\(refused.stderr)")
+        #expect(refused.stderr.contains("hostile entry") && refused.stderr.contains("link/owned"), "\(refused.stderr)")
+        #expect(try Store(root: other).keys().count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/tmp").isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"))
+    }
+
+    /// Pushes an image of uncompressed tar layers, as another tool would, through the client.
+    static func pushImage(layers: [String], to reference: ImageReference) throws {
+        let client = try RegistryClient(reference, options: RegistryOptions())
+        var descriptors: [String] = []
+        var diffIDs: [String] = []
+        for layer in layers {
+            let data = try Data(contentsOf: URL(fileURLWithPath: layer))
+            let digest = "sha256:" + Hash256(SHA256.hash(data: data)).hex
+            try client.uploadBlob(reference.repository, file: layer, digest: digest, size: Int64(data.count))
+            descriptors.append(#"{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(digest)","size":\#(data.count)}"#)
+            diffIDs.append(#""\#(digest)""#)
+        }
+        let config = Data(
+            #"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8)
+        let configPath = try Harness.temporaryDirectory("share-config") + "/config.json"
+        try config.write(to: URL(fileURLWithPath: configPath))
+        let configDigest = "sha256:" + Hash256(SHA256.hash(data: config)).hex
+        try client.uploadBlob(reference.repository, file: configPath, digest: configDigest, size: Int64(config.count))
+        let manifest = Data(
+            #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(configDigest)","size":\#(config.count)},"layers":[\#(descriptors.joined(separator: ","))]}"#.utf8)
+        try client.putManifest(reference.repository, reference.tag ?? "latest", data: manifest, mediaType: "application/vnd.oci.image.manifest.v1+json")
+    }
+}
