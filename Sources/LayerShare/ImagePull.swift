@@ -73,6 +73,9 @@ public struct ImagePull {
                 .input, "the ref \(name) holds a layer built here; pass --name to keep the pulled image under another name")
         }
 
+        // The image's creation time is what an export clamps the pulled files' times to, as a
+        // build's SOURCE_DATE_EPOCH: layerctl's own images say the epoch they were built with.
+        let epoch = config.created.flatMap(OCIImage.epoch) ?? 0
         var parent: String?
         var layers: [Result.Layer] = []
         let shortName = String(reference.repository.split(separator: "/").last ?? "image")
@@ -92,7 +95,8 @@ public struct ImagePull {
                     reference: resolved.description, manifestDigest: manifestDigest, blobDigest: descriptor.digest,
                     diffID: diffID, claimedKey: claimed)
                 try fetchLayer(
-                    descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName, scratch: scratch, observer: observer)
+                    descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName,
+                    epoch: epoch, scratch: scratch, observer: observer)
                 layers.append(.init(key: key, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: "stored"))
             } else {
@@ -182,6 +186,7 @@ public struct ImagePull {
     /// Downloads, checks, unpacks, scans and commits one layer.
     private func fetchLayer(
         _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?, name: String,
+        epoch: Int64,
         scratch: String, observer: @escaping (ShareEvent) -> Void
     ) throws {
         let started = Date()
@@ -208,7 +213,7 @@ public struct ImagePull {
         let record = LayerRecord(
             formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],
             installed: [], treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
-            opaqueDirectories: scan.opaqueDirectories, signatures: nil, origin: origin, sourceDateEpoch: 0,
+            opaqueDirectories: scan.opaqueDirectories, signatures: nil, origin: origin, sourceDateEpoch: epoch,
             buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         try FileSystem.writeAtomically(try record.encoded(), to: work + "/layer/layer.json")
         let noted = OCILayerBlob(digest: descriptor.digest, diffID: diffID, size: descriptor.size, mediaType: descriptor.mediaType)

@@ -64,6 +64,21 @@ struct OCIImage {
         return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(epoch)))
     }
 
+    /// The seconds since 1970 of an RFC 3339 time, a fraction rounded up: no file made before
+    /// that time is later.
+    static func epoch(_ timestamp: String) -> Int64? {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        if let date = formatter.date(from: timestamp) { return Int64(date.timeIntervalSince1970) }
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let date = formatter.date(from: timestamp) { return Int64(date.timeIntervalSince1970.rounded(.up)) }
+        // Foundation reads three digits of a fraction at most; Go writes nine.
+        guard let dot = timestamp.firstIndex(of: "."), let zone = timestamp[dot...].firstIndex(where: { $0 == "Z" || $0 == "+" || $0 == "-" }),
+            let date = formatter.date(from: String(timestamp[..<dot]) + ".999" + timestamp[zone...])
+        else { return nil }
+        return Int64(date.timeIntervalSince1970.rounded(.up))
+    }
+
     /// Canonical JSON: keys sorted, no escaped slashes, so the same content has the same digest.
     static func encode<T: Encodable>(_ value: T) throws -> Data {
         let encoder = JSONEncoder()

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Glibc
+import LayerEntries
 import LayerStore
 import LayerSupport
 import RegistryClient
@@ -175,5 +176,55 @@ struct ShareTests {
         let manifest = Data(
             #"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"\#(configDigest)","size":\#(config.count)},"layers":[\#(descriptors.joined(separator: ","))]}"#.utf8)
         try client.putManifest(reference.repository, reference.tag ?? "latest", data: manifest, mediaType: "application/vnd.oci.image.manifest.v1+json")
+    }
+}
+
+extension ShareTests {
+    @Test("skopeo and umoci read what push wrote; an image umoci made and skopeo pushed pulls to the tree umoci unpacks")
+    func interop() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("share-interop")
+        // layerctl → registry → skopeo → umoci (0.4 reads gzip layers only).
+        let push = try Harness.run(["push", "gaming", "\(registry.host)/steve/gaming:gz", "--compression", "gzip", "--store", store])
+        #expect(push.status == 0, "\(push.stderr)")
+        let copy = try KernelMount.run(
+            "/usr/bin/skopeo", ["copy", "--src-tls-verify=false", "docker://\(registry.host)/steve/gaming:gz", "oci:\(work)/copy:gaming"])
+        #expect(copy.status == 0, "\(copy.output)")
+        let unpack = try KernelMount.run("/usr/bin/umoci", ["unpack", "--image", "\(work)/copy:gaming", "\(work)/bundle"])
+        #expect(unpack.status == 0, "\(unpack.output)")
+        #expect(try Harness.run(["export", "gaming", "--store", store, "-o", work + "/dir", "--format", "dir"]).status == 0)
+        #expect(try TreeScan.scan(work + "/bundle/rootfs").digest == TreeScan.scan(work + "/dir").digest)
+
+        // umoci → skopeo → registry → layerctl: a small root of files, a link, a folder a second
+        // layer removes.
+        let image = "\(work)/foreign:t"
+        for arguments in [["init", "--layout", "\(work)/foreign"], ["new", "--image", image], ["unpack", "--image", image, "\(work)/made"]] {
+            let step = try KernelMount.run("/usr/bin/umoci", arguments)
+            #expect(step.status == 0, "\(step.output)")
+        }
+        let rootfs = work + "/made/rootfs"
+        try FileManager.default.createDirectory(atPath: rootfs + "/bin", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: rootfs + "/var/old", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: rootfs + "/bin/busybox")
+        try FileManager.default.createSymbolicLink(atPath: rootfs + "/bin/sh", withDestinationPath: "busybox")
+        try "hello\n".write(toFile: rootfs + "/var/old/note", atomically: true, encoding: .utf8)
+        #expect(try KernelMount.run("/usr/bin/umoci", ["repack", "--image", image, "\(work)/made"]).status == 0)
+        #expect(try KernelMount.run("/usr/bin/umoci", ["unpack", "--image", image, "\(work)/second"]).status == 0)
+        try FileManager.default.removeItem(atPath: work + "/second/rootfs/var/old")
+        try "hi\n".write(toFile: work + "/second/rootfs/motd", atomically: true, encoding: .utf8)
+        #expect(try KernelMount.run("/usr/bin/umoci", ["repack", "--image", image, "\(work)/second"]).status == 0)
+        let upload = try KernelMount.run(
+            "/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:\(image)", "docker://\(registry.host)/other/tiny:1"])
+        #expect(upload.status == 0, "\(upload.output)")
+        let other = try Harness.temporaryDirectory("share-foreign")
+        let pull = try Harness.run(["pull", "\(registry.host)/other/tiny:1", "--store", other])
+        #expect(pull.status == 0 && pull.stdout.contains("2 layers"), "\(pull.stdout) \(pull.stderr)")
+        #expect(try Harness.run(["export", "tiny", "--store", other, "-o", work + "/tiny", "--format", "dir"]).status == 0)
+        let fresh = try KernelMount.run("/usr/bin/umoci", ["unpack", "--image", image, "\(work)/fresh"])
+        #expect(fresh.status == 0, "\(fresh.output)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/tiny/var/old"), "the second layer's whiteout hides it")
+        #expect(try TreeScan.scan(work + "/fresh/rootfs").digest == TreeScan.scan(work + "/tiny").digest)
     }
 }
