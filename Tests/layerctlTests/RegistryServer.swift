@@ -109,3 +109,57 @@ struct RegistryServerError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// scripts/registry-proxy.py in front of a registry: counts body bytes both ways, and makes faults
+/// (500s, slow bodies). Stopped by `stop()`, as a registry that dies is.
+final class RegistryProxy {
+    static let script = Harness.packageRoot + "/scripts/registry-proxy.py"
+
+    let folder: String
+    let port: Int
+    var host: String { "127.0.0.1:\(port)" }
+    private let process = Process()
+
+    struct Stats: Decodable {
+        var requests: Int
+        var bytesUp: Int64
+        var bytesDown: Int64
+        var failed: Int
+    }
+
+    init(upstream: String, fail: Int = 0, rate: Int = 0, match: String = "/blobs/", port: Int = 0) throws {
+        folder = try Harness.temporaryDirectory("proxy")
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [
+            Self.script, "--upstream", upstream, "--port-file", folder + "/port", "--stats", folder + "/stats.json",
+            "--fail", String(fail), "--rate", String(rate), "--match", match, "--port", String(port),
+        ]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: folder + "/log")
+        try process.run()
+        for _ in 0..<100 {
+            if let text = try? String(contentsOfFile: folder + "/port", encoding: .utf8), let port = Int(text) {
+                self.port = port
+                return
+            }
+            guard process.isRunning else { break }
+            usleep(50_000)
+        }
+        let log = (try? String(contentsOfFile: folder + "/log", encoding: .utf8)) ?? ""
+        throw RegistryServerError("registry-proxy.py did not start: \(log)")
+    }
+
+    deinit { stop() }
+
+    func stats() throws -> Stats {
+        try JSONDecoder().decode(Stats.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/stats.json")))
+    }
+
+    /// Kills it at once, in the middle of whatever it moves.
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}

@@ -228,3 +228,86 @@ extension ShareTests {
         #expect(try TreeScan.scan(work + "/fresh/rootfs").digest == TreeScan.scan(work + "/tiny").digest)
     }
 }
+
+extension ShareTests {
+    @Test("a 500 then success: a push and a pull say they try again, and complete")
+    func retries() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let proxy = try RegistryProxy(upstream: registry.host, fail: 2)
+        defer { proxy.stop() }
+        let reference = "\(proxy.host)/steve/base:v1"
+        let push = try Harness.run(["push", "base", reference, "--store", store])
+        #expect(push.status == 0, "\(push.stderr)")
+        #expect(push.stderr.contains("the registry answered 500; trying again"), "\(push.stderr)")
+        #expect(try proxy.stats().failed == 2)
+        let pullProxy = try RegistryProxy(upstream: registry.host, fail: 2)
+        defer { pullProxy.stop() }
+        let other = try Harness.temporaryDirectory("share-retries")
+        let pull = try Harness.run(["pull", "\(pullProxy.host)/steve/base:v1", "--store", other])
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(pull.stderr.contains("trying again") && pull.stdout.contains("1 downloaded"), "\(pull.stdout) \(pull.stderr)")
+        #expect(try pullProxy.stats().failed == 2)
+    }
+
+    @Test("the registry dies during a push and during a pull: one error, nothing half-stored, and the next call completes")
+    func killed() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("share-killed")
+
+        /// Runs layerctl with `arguments`, kills the proxy once `moved` says enough bytes went
+        /// through it, and returns the exit status and stderr.
+        func interrupted(_ arguments: [String], proxy: RegistryProxy, moved: (RegistryProxy.Stats) -> Int64) throws -> (Int32, String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Harness.executable)
+            process.arguments = arguments
+            let errors = work + "/stderr-\(arguments[0])"
+            _ = FileManager.default.createFile(atPath: errors, contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: errors)
+            process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            try process.run()
+            var waited = 0
+            while process.isRunning, (try? moved(proxy.stats())) ?? 0 < 1 << 20, waited < 600 {
+                usleep(50_000)
+                waited += 1
+            }
+            #expect(process.isRunning, "the transfer ended before the registry could be killed")
+            proxy.stop()
+            process.waitUntilExit()
+            return (process.terminationStatus, try String(contentsOfFile: errors, encoding: .utf8))
+        }
+
+        // A push cut in its first upload: it fails; the next push completes.
+        let port = try RegistryServer.freePort()
+        let slowPush = try RegistryProxy(upstream: registry.host, rate: 2 << 20, port: port)
+        let reference = "127.0.0.1:\(port)/steve/gaming:v1"
+        let (pushStatus, pushErrors) = try interrupted(["push", "gaming", reference, "--store", store], proxy: slowPush) { $0.bytesUp }
+        #expect(pushStatus == 8, "\(pushErrors)")
+        #expect(pushErrors.contains("failed after 5 attempts"), "\(pushErrors)")
+        let proxy = try RegistryProxy(upstream: registry.host, port: port)
+        defer { proxy.stop() }
+        let push = try Harness.run(["push", "gaming", reference, "--store", store])
+        #expect(push.status == 0, "\(push.stderr)")
+
+        // A pull cut in its first download: no layer, ref or scratch is left; the next pull completes.
+        let other = try Harness.temporaryDirectory("share-killed-store")
+        proxy.stop()
+        let slowPull = try RegistryProxy(upstream: registry.host, rate: 2 << 20, port: port)
+        let (pullStatus, pullErrors) = try interrupted(["pull", reference, "--store", other], proxy: slowPull) { $0.bytesDown }
+        #expect(pullStatus == 8, "\(pullErrors)")
+        #expect(try Store(root: other).keys().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/refs").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/tmp").isEmpty)
+        let again = try RegistryProxy(upstream: registry.host, port: port)
+        defer { again.stop() }
+        let pull = try Harness.run(["pull", reference, "--store", other])
+        #expect(pull.status == 0, "\(pull.stderr)")
+        try Harness.expectValidStore(other)
+        #expect(try Harness.run(["export", "gaming", "--store", store, "-o", work + "/built.sqfs"]).status == 0)
+        #expect(try Harness.run(["export", "gaming", "--store", other, "-o", work + "/pulled.sqfs"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: work + "/built.sqfs", andPath: work + "/pulled.sqfs"))
+    }
+}
