@@ -13,10 +13,24 @@ public struct BuildOptions: Sendable {
     public var keyring = "/etc/pacman.d/gnupg"
     /// The time every mtime is clamped to: `SOURCE_DATE_EPOCH`, or 0 when it is unset.
     public var sourceDateEpoch: Int64
+    /// The stored image the first layer file is built upon (`from: REF`), pulled before the build.
+    public var baseImage: BaseImage?
 
     public init(store: Store) {
         self.store = store
         sourceDateEpoch = SourceDateEpoch.fromEnvironment ?? 0
+    }
+}
+
+/// An image a recipe is built upon: the reference with the digest its tag resolved to, and the
+/// key of its top layer in the store.
+public struct BaseImage: Sendable {
+    public var reference: String
+    public var key: String
+
+    public init(reference: String, key: String) {
+        self.reference = reference
+        self.key = key
     }
 }
 

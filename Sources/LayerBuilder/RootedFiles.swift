@@ -46,7 +46,8 @@ struct RootedFiles {
         return FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
     }
 
-    /// Turns `user:group` (names or numbers) into ids, reading the root's /etc/passwd and /etc/group.
+    /// Turns `user:group` (names or numbers) into ids, reading the root's /etc/passwd and /etc/group;
+    /// `root` is 0 when they do not list it.
     func owner(_ spec: String) throws -> (uid_t, gid_t) {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
         func lookup(_ name: String, in file: String) throws -> UInt32 {
@@ -56,6 +57,8 @@ struct RootedFiles {
                 let fields = line.split(separator: ":", omittingEmptySubsequences: false)
                 if fields.count > 2, fields[0] == name, let id = UInt32(fields[2]) { return id }
             }
+            // root is 0 on every system, listed or not (a root of a few files may have no /etc/passwd).
+            if name == "root" { return 0 }
             throw BuildFailure("owner \(spec): \(name) is not in the layer's \(file)", code: .input)
         }
         return (try lookup(parts[0], in: "/etc/passwd"), try lookup(parts[1], in: "/etc/group"))

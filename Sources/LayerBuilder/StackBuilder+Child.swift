@@ -64,6 +64,7 @@ extension StackBuilder {
             specDigest: spec.digest, added: packages.added, removed: packages.removed, installed: packages.installed,
             treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
             opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
+            image: spec.image,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         try FileSystem.writeAtomically(try record.encoded(), to: buildDirectory + "/layer/layer.json")
         if try !store.commit(buildDirectory + "/layer", as: key) {

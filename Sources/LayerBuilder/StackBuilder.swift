@@ -26,8 +26,8 @@ public final class StackBuilder {
         defer { try? FileSystem.removeTree(session) }
 
         var built: [BuiltLayer] = []
-        var parentKey: String?
-        var parentTrees: [String] = []
+        var parentKey = options.baseImage?.key
+        var parentTrees = try parentKey.map { try store.chain($0).map(store.tree) } ?? []
         var snapshots: [String: String] = [:]
         var environment: [String: String] = [:]
         var trustedKeys: [String]?  // the keyring is listed once per build, if at all
@@ -53,8 +53,9 @@ public final class StackBuilder {
                 snapshots[sync.directory] = snapshot
             }
             for variable in layer.env { environment[variable.name] = variable.value }
-            let spec = try makeSpec(
+            var spec = try makeSpec(
                 layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value)
+            if index == 0 { spec.image = options.baseImage?.reference }
             let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
             let resolver = PackageResolver(
                 parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,

@@ -24,7 +24,8 @@ struct SyncCache {
         try FileSystem.makeDirectories(directory + "/sync")
         let lock = try FileLock(path: directory + ".lock", mode: .exclusive)
         defer { lock.unlock() }
-        if !offline {
+        // A layer on an image that declares no repository installs nothing: nothing to refresh.
+        if !offline && !repositories.isEmpty {
             try FileSystem.makeDirectories(scratch)
             unlink(directory + "/db.lck")  // left by a killed refresh; we hold the lock
             let handle = try AlpmHandle(root: scratch, dbPath: directory)

@@ -4,7 +4,7 @@ public struct LayerFile: Sendable, Hashable {
     public var name: String
     /// The absolute path of the file.
     public var path: String
-    /// `scratch`, or the parent layer file's path.
+    /// `scratch`, the parent layer file's path, or an image in a registry.
     public var parent: Parent
     public var description: String?
     /// The package architecture; only the root layer names it.
@@ -28,9 +28,17 @@ public struct LayerFile: Sendable, Hashable {
     public enum Parent: Sendable, Hashable {
         case scratch
         case file(String)
+        /// `from: REGISTRY/REPOSITORY[:TAG|@DIGEST]`: an image pulled and built upon.
+        case image(String)
     }
 
     public var isRoot: Bool { parent == .scratch }
+
+    /// The first layer file of its chain: on scratch, or on an image.
+    public var isBase: Bool {
+        if case .file = parent { return false }
+        return true
+    }
 
     /// The place of the first `packages:` or `remove:` item that is one of `names`, the packages
     /// libalpm names: `perl` is not blamed for `perl-xml`, and `core/perl` is `perl`.

@@ -1,5 +1,6 @@
 import Alpm
 import Foundation
+import RegistryClient
 import Yams
 
 /// Reads one layer file: YAML into `LayerFile`, with every mistake reported at its line and column.
@@ -133,9 +134,16 @@ struct LayerFileParser {
     private func parent(_ node: Node) throws -> LayerFile.Parent {
         let value = try scalar(node, what: "`from`")
         if value == "scratch" { return .scratch }
+        if ImageReference.looksLikeReference(value) {
+            do { _ = try ImageReference(parsing: value) } catch let error as ReferenceError {
+                throw LayerFileError(error.message, at: at(node))
+            }
+            return .image(value)
+        }
         if value.isEmpty || value.contains("\0") || value.contains("/") {
             throw LayerFileError(
-                "`from` names a layer file in the same folder, such as `base`, or `scratch`", at: at(node))
+                "`from` names a layer file in the same folder, such as `base`, an image such as `ghcr.io/steve/base:v1`, or `scratch`",
+                at: at(node))
         }
         let file = value.hasSuffix(".yaml") || value.hasSuffix(".yml") ? value : value + ".yaml"
         let resolved = ((folder as NSString).appendingPathComponent(file) as NSString).standardizingPath
@@ -323,9 +331,9 @@ struct LayerFileParser {
             }
             repos[repo.name] = repo.location
         }
-        if let arch = layer.arch, !layer.isRoot {
+        if let arch = layer.arch, !layer.isBase {
             throw LayerFileError(
-                "`arch` belongs in the root layer (`from: scratch`); children inherit it", at: arch.location)
+                "`arch` belongs in the root layer (`from: scratch` or an image); children inherit it", at: arch.location)
         }
         if layer.isRoot && layer.arch == nil {
             throw LayerFileError(

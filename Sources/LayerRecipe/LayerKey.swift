@@ -25,6 +25,9 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     /// True when `run:` had the host's network (`network: true`); absent otherwise, so the keys of
     /// layers without it are what they were before it existed.
     public var network: Bool?
+    /// The image a first layer is built upon (`from: REF`), with the digest its tag resolved to;
+    /// absent for every other layer, whose parent key says all.
+    public var image: String?
 
     public init(
         arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],

@@ -11,6 +11,12 @@ public struct Recipe: Sendable {
     /// The architecture the root layer names.
     public var arch: String { layers[0].arch?.value ?? "x86_64" }
 
+    /// The image the first layer file is built upon (`from: REF`), as written, and where.
+    public var baseImage: Located<String>? {
+        guard case .image(let reference) = layers[0].parent else { return nil }
+        return Located(reference, at: layers[0].fromLocation)
+    }
+
     /// Reads `path` and follows `from:` to the root, checking every file on the way.
     public static func load(_ path: String) throws -> Recipe {
         let start = URL(fileURLWithPath: path).standardizedFileURL.path

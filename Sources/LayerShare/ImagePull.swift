@@ -17,7 +17,8 @@ public struct ImagePull {
         /// The reference with the digest its tag resolved to.
         public var reference: String
         public var manifestDigest: String
-        public var name: String
+        /// The ref set to the top layer, if any.
+        public var name: String?
         public var key: String
         public var layers: [Layer]
 
@@ -44,9 +45,9 @@ public struct ImagePull {
     static let documentLimit: Int64 = 4 << 20
     static let layerLimit = 256
 
-    /// Pulls `reference` and points the ref `name` at its top layer.
-    public func pull(_ reference: ImageReference, name: String, observer: @escaping (ShareEvent) -> Void) throws -> Result {
-        try Self.checkRefName(name)
+    /// Pulls `reference` and points the ref `name`, when there is one, at its top layer.
+    public func pull(_ reference: ImageReference, name: String?, observer: @escaping (ShareEvent) -> Void) throws -> Result {
+        if let name { try Self.checkRefName(name) }
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
         let scratch = try store.makeTemporary("pull")
@@ -68,7 +69,7 @@ public struct ImagePull {
                 .input,
                 "\(resolved): the config lists \(config.rootfs.diffIDs.count) diff_ids for the manifest's \(manifest.layers.count) layers")
         }
-        if let owner = try store.ref(name), store.contains(owner), try store.record(owner).origin == nil {
+        if let name, let owner = try store.ref(name), store.contains(owner), try store.record(owner).origin == nil {
             throw RegistryError(
                 .input, "the ref \(name) holds a layer built here; pass --name to keep the pulled image under another name")
         }
@@ -82,7 +83,9 @@ public struct ImagePull {
         for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
             guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
-            let layerName = index == manifest.layers.count - 1 ? name : Self.layerName(descriptor, fallback: "\(shortName)-\(index)")
+            let layerName =
+                index == manifest.layers.count - 1 && name != nil
+                ? name! : Self.layerName(descriptor, fallback: "\(shortName)-\(index)")
             if let claimed, sameLayer(claimed, parent: parent, diffID: diffID) {
                 layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: "present"))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: "present"))
@@ -106,7 +109,7 @@ public struct ImagePull {
             parent = key
         }
         guard let top = parent else { throw RegistryError(.input, "\(resolved) has no layers") }
-        try store.setRef(name, to: top)
+        if let name { try store.setRef(name, to: top) }
         return Result(reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers)
     }
 
@@ -207,7 +210,7 @@ public struct ImagePull {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }
         let tree = work + "/layer/tree"
-        try reader.unpack(into: tree)
+        try reader.unpack(into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
         let scan = try TreeScan.scan(tree)
         try scan.manifest.write(to: work + "/layer/" + LayerManifest.fileName)
         let record = LayerRecord(

@@ -47,11 +47,15 @@ public struct OCILayerReader {
         return "sha256:" + Hash256(hasher.finalize()).hex
     }
 
-    /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left.
-    public func unpack(into tree: String) throws {
+    /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left. A folder the
+    /// tar only implies (the root, or a folder above an entry) keeps what the layers below say of
+    /// it, as the OCI spec has it: its mode, owner and time from the topmost of `lower` (the trees
+    /// below, topmost first) that has it; without one, 0755 root:root at the epoch.
+    public func unpack(into tree: String, lower: [String] = []) throws {
         try sys("create", tree) { mkdir(tree, 0o755) }
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
+            unpacking.lower = lower
             let archive = try open(raw: false)
             defer { archive_read_free(archive) }
             var header: OpaquePointer?
@@ -96,6 +100,9 @@ private struct Unpacking {
     /// Folders and their times, set last: entries below change a folder's mtime. A folder the tar
     /// leaves out (the root among them) gets the epoch, not the time of the unpack.
     var folderTimes: [[UInt8]: Int64] = [[]: 0]
+    /// Folders made because entries are below them, and not (yet) named themselves.
+    var implied: Set<[UInt8]> = [[]]
+    var lower: [String] = []
 
     init(tree: String, blob: String) {
         self.tree = tree
@@ -144,6 +151,7 @@ private struct Unpacking {
                 try at(prefix) { p in try sys("create", shown(prefix)) { mkdir(p, 0o755) } }
                 kinds[prefix] = .directory
                 folderTimes[prefix] = 0
+                implied.insert(prefix)
             }
         }
     }
@@ -243,6 +251,7 @@ private struct Unpacking {
 
     /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.
     mutating func applyMetadata(_ header: OpaquePointer, to name: [UInt8], raw: [UInt8]) throws {
+        implied.remove(name)
         let isLink = archive_entry_filetype(header) == UInt32(Glibc.S_IFLNK)
         try at(name) { p in
             try sys("change the owner of", shown(name)) {
@@ -276,8 +285,29 @@ private struct Unpacking {
         try at(name) { p in try sys("set the time of", shown(name)) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) } }
     }
 
-    /// Opaque folders marked, then folder times, deepest first.
-    func finish() throws {
+    /// The folder `name` in the topmost lower tree that has it, unless a lower tree hides it (a
+    /// whiteout, or something else than a folder) first.
+    func lowerFolder(_ name: [UInt8]) -> stat? {
+        for tree in lower {
+            var st = stat()
+            let found = RawPath.with(Array(tree.utf8) + (name.isEmpty ? [] : [0x2F] + name)) { lstat($0, &st) } == 0
+            guard found else { continue }
+            return st.st_mode & S_IFMT == S_IFDIR ? st : nil
+        }
+        return nil
+    }
+
+    /// Opaque folders marked, implied folders given what the layers below say of them, then folder
+    /// times, deepest first.
+    mutating func finish() throws {
+        for name in implied {
+            guard let below = lowerFolder(name) else { continue }
+            try at(name) { p in
+                try sys("change the owner of", shown(name)) { lchown(p, below.st_uid, below.st_gid) }
+                try sys("change the mode of", shown(name)) { chmod(p, below.st_mode & 0o7777) }
+            }
+            folderTimes[name] = Int64(below.st_mtim.tv_sec)
+        }
         for folder in opaque {
             guard kinds[folder] == .directory else { continue }
             try at(folder) { p in try sys("mark opaque", shown(folder)) { lsetxattr(p, "trusted.overlay.opaque", "y", 1, 0) } }

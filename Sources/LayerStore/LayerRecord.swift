@@ -35,6 +35,9 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     public var network: Bool?
     /// Where a pulled layer came from; nil for a layer built here.
     public var origin: LayerOrigin?
+    /// The image a built layer's layer file names in `from:`, with the digest its tag resolved to
+    /// when it was built; nil for layers on scratch or on another layer file.
+    public var image: String?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.
@@ -42,7 +45,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// When it was built (informative only; not part of the key).
     public var builtAt: Date
 
-    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, origin: LayerOrigin? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
+    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, image: String? = nil, origin: LayerOrigin? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
         self.formatVersion = formatVersion
         self.key = key
         self.parent = parent
@@ -58,6 +61,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
         self.signatures = signatures
         self.network = network
         self.origin = origin
+        self.image = image
         self.sourceDateEpoch = sourceDateEpoch
         self.buildSeconds = buildSeconds
         self.builtAt = builtAt

@@ -81,9 +81,13 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
         self.init(registry: registry, repository: components.joined(separator: "/"), tag: digest == nil ? (tag ?? "latest") : tag, digest: digest)
     }
 
-    /// Whether `text` is a registry reference rather than a layer name or file: it has a `/`.
+    /// Whether `text` is meant as a registry reference rather than a layer name or a file: it has a
+    /// `/`, is no absolute or relative path, and its last component has no file extension
+    /// (`out/gaming.squashfs` is a file; `ghcr.io/steve/gaming:v1` a reference).
     public static func looksLikeReference(_ text: String) -> Bool {
-        text.contains("/") && !text.hasPrefix("/") && !text.hasPrefix(".") && !text.hasSuffix(".yaml")
+        guard text.contains("/"), !text.hasPrefix("/"), !text.hasPrefix("."), !text.hasPrefix("~") else { return false }
+        let last = text.split(separator: "/").last ?? ""
+        return !last.prefix { $0 != ":" && $0 != "@" }.contains(".")
     }
 
     public static func isDigest(_ text: String) -> Bool {

@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import LayerBuilder
 import LayerRecipe
+import LayerShare
+import LayerStore
+import RegistryClient
 
 extension LayerCtl {
     struct Build: ParsableCommand, JSONCommand {
@@ -14,10 +17,16 @@ extension LayerCtl {
                 private mount namespace and stored under its key. The ref of each layer file name is set to \
                 the key just built, so `layerctl inspect NAME` finds it. With -o, the merged stack is then written \
                 as an image, exactly as `layerctl export` writes it.
+
+                A layer file whose `from:` names an image (REGISTRY/REPOSITORY[:TAG|@DIGEST]) is built upon it: the \
+                image is pulled first, its tag resolved to a digest once, and that digest is part of the layer's key. \
+                Given a reference instead of a layer file, build pulls that image, as `layerctl pull` does.
                 """)
 
-        @Argument(help: "The layer file to build, for example layers/gaming.yaml.")
+        @Argument(help: "The layer file to build, for example layers/gaming.yaml, or an image reference to pull.")
         var file: String
+
+        @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
 
         @OptionGroup var storeOptions: StoreOptions
 
@@ -36,11 +45,37 @@ extension LayerCtl {
         var keyring: String?
 
         func run() throws {
+            let store = try storeOptions.open()
+            if ImageReference.looksLikeReference(file) && !FileManager.default.fileExists(atPath: file) {
+                // Nothing to build: the image is pulled, and exported with -o.
+                let result = try registryArguments.pull(file, store: store, name: nil, json: json)
+                if let output = image.output {
+                    try image.export(store: store, key: result.key, output: output, json: json, inside: true)
+                }
+                return
+            }
             let recipe = try Recipe.load(file)
-            var options = BuildOptions(store: try storeOptions.open())
+            var options = BuildOptions(store: store)
             options.noCache = noCache
             options.offline = offline
             if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
+            // The builds below take the store's lock too; this one keeps a pulled base from a `gc`
+            // until the layers on it hold it.
+            let lock = try store.lock(.shared)
+            defer { lock.unlock() }
+            if let base = recipe.baseImage {
+                if offline {
+                    throw BuildFailure(
+                        "`from: \(base.value)` needs the registry; --offline fetches nothing", at: base.location.description,
+                        code: .input)
+                }
+                do {
+                    let pulled = try registryArguments.pull(base.value, store: store, name: nil, json: json, quiet: true)
+                    options.baseImage = BaseImage(reference: pulled.reference, key: pulled.key)
+                } catch {
+                    throw BuildFailure(error, at: base.location.description)
+                }
+            }
             let reporter = BuildReporter(json: json)
             let built = try StackBuilder(options: options, observer: reporter.report).build(recipe)
             reporter.finish(built)

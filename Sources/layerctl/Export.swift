@@ -19,10 +19,12 @@ extension LayerCtl {
                 new one. The same layers and options always give the same bytes.
                 """)
 
-        @Argument(help: "A layer file name, a full key, or a unique prefix of a key.")
+        @Argument(help: "A layer file name, a full key, a unique prefix of a key, or an image reference to pull.")
         var layer: String
 
         @OptionGroup var image: ImageArguments
+
+        @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
 
         @Flag(name: [.long, .customLong("json-result")], help: "Print the export's result as one JSON object.")
         var json = false
@@ -36,7 +38,7 @@ extension LayerCtl {
         func run() throws {
             guard let output = image.output else { throw ValidationError("export needs -o OUTPUT, the file to write") }
             let store = try storeOptions.open()
-            let key = try store.resolve(layer)
+            let key = try registryArguments.key(of: layer, in: store, json: json)
             try image.export(store: store, key: key, output: output, json: json)
         }
     }

@@ -32,6 +32,7 @@ extension LayerCtl {
             print("name:       \(names[0])" + (names.count > 1 ? " (also " + names.dropFirst().joined(separator: ", ") + ")" : ""))
             print("key:        \(record.key)")
             print("parent:     \(record.parent ?? "scratch")")
+            if let image = record.image { print("from image: \(image)") }
             print("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
             if let origin = record.origin {
                 // A pulled layer: where it came from, not how it was built.

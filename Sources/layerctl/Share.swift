@@ -20,6 +20,30 @@ struct RegistryArguments: ParsableArguments {
         return try ImageReference(parsing: text, defaultRegistry: fallback)
     }
 
+    /// Pulls `text` into `store` (the ref `name`, or none) and says so unless `quiet` or `json`.
+    @discardableResult
+    func pull(_ text: String, store: Store, name: String?, json: Bool, quiet: Bool = false) throws -> ImagePull.Result {
+        let reference = try reference(text)
+        let reporter = ShareReporter(json: json || quiet)
+        let pull = ImagePull(store: store, client: try client(for: reference, reporter: reporter), architecture: machineArchitecture())
+        let result = try pull.pull(reference, name: name, observer: reporter.event)
+        reporter.finish()
+        if !json && !quiet {
+            let fetched = result.layers.filter { $0.pull == "stored" }
+            print(
+                "pulled \(result.reference)\(result.name.map { " as \($0)" } ?? "") (\(result.key.prefix(12))): "
+                    + "\(counted(result.layers.count, "layer")), \(fetched.count) downloaded "
+                    + "(\(formatBytes(fetched.reduce(0) { $0 + $1.size }))), \(result.layers.count - fetched.count) already stored")
+        }
+        return result
+    }
+
+    /// The key `operand` names: a layer of the store, or an image reference, pulled first.
+    func key(of operand: String, in store: Store, json: Bool) throws -> String {
+        guard ImageReference.looksLikeReference(operand) else { return try store.resolve(operand) }
+        return try pull(operand, store: store, name: nil, json: json, quiet: json).key
+    }
+
     func client(for reference: ImageReference, reporter: ShareReporter) throws -> RegistryClient {
         var options = RegistryOptions()
         options.insecure = insecure
@@ -121,20 +145,10 @@ extension LayerCtl {
 
         func run() throws {
             let store = try storeOptions.open()
-            let reference = try registryArguments.reference(reference)
-            let reporter = ShareReporter(json: json)
-            let pull = ImagePull(
-                store: store, client: try registryArguments.client(for: reference, reporter: reporter),
-                architecture: machineArchitecture())
-            let name = name ?? String(reference.repository.split(separator: "/").last ?? "image")
-            let result = try pull.pull(reference, name: name, observer: reporter.event)
-            reporter.finish()
-            if json { return try JSONOutput.print(result) }
-            let fetched = result.layers.filter { $0.pull == "stored" }
-            print(
-                "pulled \(result.reference) as \(result.name) (\(result.key.prefix(12))): \(counted(result.layers.count, "layer")), "
-                    + "\(fetched.count) downloaded (\(formatBytes(fetched.reduce(0) { $0 + $1.size }))), "
-                    + "\(result.layers.count - fetched.count) already stored")
+            let parsed = try registryArguments.reference(reference)
+            let name = name ?? String(parsed.repository.split(separator: "/").last ?? "image")
+            let result = try registryArguments.pull(reference, store: store, name: name, json: json)
+            if json { try JSONOutput.print(result) }
         }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import LayerBoot
 import LayerExport
 import LayerStore
+import RegistryClient
 import SquashfsImage
 
 /// Where staging keeps and writes things; `stage`, `unstage`, `staged` and `boot` share these.
@@ -47,8 +48,10 @@ extension LayerCtl {
                 layerctl-NAME-previous, so there is always a way back. `layerctl boot NAME` makes it the default.
                 """)
 
-        @Argument(help: "A layer file name, full key or unique key prefix, or an image file.")
+        @Argument(help: "A layer file name, full key or unique key prefix, an image file, or an image reference to pull.")
         var target: String
+
+        @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
 
         @Option(help: "The name to stage under (default: the layer's name, or the image file's name).")
         var name: String?
@@ -74,18 +77,8 @@ extension LayerCtl {
                     try BootStaging.copyImage(from: target, to: $0)
                 }
             } else {
-                let key = try store.resolve(target)
-                let layerName = try store.record(key).name
-                try BootStaging.validate(name: name ?? layerName)
-                staged = try staging.stage(name: name ?? layerName, source: key, append: words) { output in
-                    let reporter = ExportReporter()
-                    _ = try Exporter(store: store).export(
-                        key,
-                        Exporter.Request(
-                            output: output, options: try ImageOptions(compression: ImageOptions.defaultCompression)),
-                        progress: reporter.progress, warning: reporter.warning)
-                    reporter.finish()
-                }
+                let key = try registryArguments.key(of: target, in: store, json: json)
+                staged = try Self.stage(key, name: name, append: words, staging: staging, store: store)
             }
             let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
             let previous = try staging.staged().first { $0.current.name == staged.name }?.previous
@@ -107,6 +100,20 @@ extension LayerCtl {
             }
             if !boot.noGrub {
                 print("  GRUB: run grub-mkconfig -o \(boot.bootDir)/grub/grub.cfg to add it to GRUB's menu")
+            }
+        }
+
+        /// Exports layer `key` through the block cache and stages it under `name`, else its layer's name.
+        static func stage(_ key: String, name: String?, append: [String], staging: BootStaging, store: Store) throws -> StagedImage {
+            let layerName = try store.record(key).name
+            try BootStaging.validate(name: name ?? layerName)
+            return try staging.stage(name: name ?? layerName, source: key, append: append) { output in
+                let reporter = ExportReporter()
+                _ = try Exporter(store: store).export(
+                    key,
+                    Exporter.Request(output: output, options: try ImageOptions(compression: ImageOptions.defaultCompression)),
+                    progress: reporter.progress, warning: reporter.warning)
+                reporter.finish()
             }
         }
 
@@ -196,10 +203,19 @@ extension LayerCtl {
                 set-oneshot. GRUB: saved_entry (or next_entry with --once) in BOOT-DIR/grub/grubenv, which GRUB \
                 follows when /etc/default/grub says GRUB_DEFAULT=saved. The loaders are those whose configuration \
                 BOOT-DIR holds, unless --loader names one.
+
+                Given an image reference (REGISTRY/REPOSITORY[:TAG|@DIGEST]) instead, boot pulls it, exports and stages \
+                it (as `layerctl stage` does, under the repository's last component unless --name says otherwise), \
+                then makes it the default.
                 """)
 
-        @Argument(help: "The staged name.")
+        @Argument(help: "The staged name, or an image reference to pull, stage and boot.")
         var name: String
+
+        @Option(name: .customLong("name"), help: "With an image reference: the name to stage it under.")
+        var stageName: String?
+
+        @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
 
         @Flag(help: "Boot it the next time only.")
         var once = false
@@ -219,7 +235,17 @@ extension LayerCtl {
         }
 
         func run() throws {
-            let (staging, _) = try boot.staging()
+            let (staging, store) = try boot.staging()
+            var name = name
+            if ImageReference.looksLikeReference(name) {
+                let reference = try registryArguments.reference(name)
+                let key = try registryArguments.key(of: name, in: store, json: json)
+                let staged = try Stage.stage(
+                    key, name: stageName ?? String(reference.repository.split(separator: "/").last ?? "image"), append: [],
+                    staging: staging, store: store)
+                if !json { print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))") }
+                name = staged.name
+            }
             let loaders = loader.flatMap(BootStaging.Loader.init).map { [$0] } ?? staging.detectedLoaders()
             let done = try staging.makeDefault(name: name, once: once, loaders: loaders)
             if json {

@@ -19,8 +19,10 @@ extension LayerCtl {
                 do reboot and poweroff in the guest. QEMU uses KVM when the host can run it, TCG otherwise.
                 """)
 
-        @Argument(help: "An image file, or a layer file name, full key or unique key prefix.")
+        @Argument(help: "An image file, or a layer file name, full key or unique key prefix, or an image reference to pull.")
         var target: String
+
+        @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
 
         @Option(help: "A kernel on the host to boot instead of the image's.")
         var kernel: String?
@@ -67,7 +69,7 @@ extension LayerCtl {
             var image = target
             if !(FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue) {
                 let store = try storeOptions.open()
-                let key = try store.resolve(target)
+                let key = try registryArguments.key(of: target, in: store, json: json)
                 image = scratch + "/image.squashfs"
                 let reporter = ExportReporter()
                 _ = try Exporter(store: store).export(

@@ -103,7 +103,7 @@ struct LayerFileTests {
     @Test("from: names a file of the same folder: no path, and no link out of the folder, whose target is never read")
     func parentOutside() throws {
         try expect("from: ../base\n", at: 1, 7, "in the same folder")
-        try expect("from: sub/base\n", at: 1, 7, "in the same folder")
+        try expect("from: /srv/layers/base\n", at: 1, 7, "in the same folder")
         let outside = folder + "-outside.yaml"
         try "secret: do-not-print\n".write(toFile: outside, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: outside) }
@@ -112,6 +112,23 @@ struct LayerFileTests {
         #expect(linked.message.contains("is a link out of its folder"), "\(linked)")
         #expect(linked.location.line == 1 && linked.location.column == 7)
         #expect(!linked.description.contains("do-not-print") && !linked.description.contains("secret"))
+    }
+
+    @Test("from: with a / is an image in a registry, and one that is none is an error at its place")
+    func parentImage() throws {
+        try write("child", "from: localhost:5000/steve/gaming:v1\nrun: [\"true\"]\n")
+        let recipe = try Recipe.load(folder + "/child.yaml")
+        #expect(recipe.layers.count == 1)
+        #expect(recipe.baseImage?.value == "localhost:5000/steve/gaming:v1")
+        #expect(recipe.baseImage?.location.line == 1 && recipe.baseImage?.location.column == 7)
+        #expect(recipe.layers[0].parent == .image("localhost:5000/steve/gaming:v1"))
+        try write("short", "from: steve/base\narch: x86_64\n")
+        #expect(try Recipe.load(folder + "/short.yaml").layers[0].parent == .image("steve/base"))
+        try expect("from: steve/Base\n", at: 1, 7, "repository components are lowercase")
+        try expect("from: ghcr.io/steve/base:-x\n", at: 1, 7, "a tag is 1 to 128")
+        try expect("from: ghcr.io/steve/base@sha256:12\n", at: 1, 7, "the digest must be sha256:")
+        // Packages on an image need repositories this chain declares.
+        try expect("from: steve/base\npackages: [game]\n", at: 2, 12, "no layer up to here declares `repos`")
     }
 
     @Test("a package named twice")

@@ -226,6 +226,20 @@ extension ShareTests {
         #expect(fresh.status == 0, "\(fresh.output)")
         #expect(!FileManager.default.fileExists(atPath: work + "/tiny/var/old"), "the second layer's whiteout hides it")
         #expect(try TreeScan.scan(work + "/fresh/rootfs").digest == TreeScan.scan(work + "/tiny").digest)
+
+        // And built upon: a layer with no packages, a file and a command run by the image's shell.
+        try """
+            from: \(registry.host)/other/tiny:1
+            files:
+              - path: /etc/motd
+                content: "built on a foreign image\\n"
+            run:
+              - busybox wc -c /etc/motd > /etc/motd.size
+            """.write(toFile: work + "/on-tiny.yaml", atomically: true, encoding: .utf8)
+        let build = try Harness.run(["build", work + "/on-tiny.yaml", "--store", other])
+        #expect(build.status == 0, "\(build.stderr)")
+        let top = try Store(root: other).tree(try #require(try Store(root: other).ref("on-tiny")))
+        #expect(try String(contentsOfFile: top + "/etc/motd.size", encoding: .utf8) == "25 /etc/motd\n")
     }
 }
 
@@ -309,5 +323,70 @@ extension ShareTests {
         #expect(try Harness.run(["export", "gaming", "--store", store, "-o", work + "/built.sqfs"]).status == 0)
         #expect(try Harness.run(["export", "gaming", "--store", other, "-o", work + "/pulled.sqfs"]).status == 0)
         #expect(FileManager.default.contentsEqual(atPath: work + "/built.sqfs", andPath: work + "/pulled.sqfs"))
+    }
+}
+
+extension ShareTests {
+    @Test("from: an image: pulled and built upon, its digest in the key; a moved tag builds anew; export and build take a reference")
+    func fromImage() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/gaming:v1"
+        #expect(try Harness.run(["push", "gaming", reference, "--store", store]).status == 0)
+        let folder = try Harness.temporaryDirectory("share-from")
+        let layerFile = folder + "/extra.yaml"
+        try """
+            from: \(reference)
+            repos:
+              - name: demo
+                servers: [\(Harness.demoOut)/repo/$repo]
+                siglevel: Optional TrustAll
+            packages: [demo-app]
+            run:
+              - echo "on $(cat /etc/hostname)" > /etc/extra
+            """.write(toFile: layerFile, atomically: true, encoding: .utf8)
+        let other = try Harness.temporaryDirectory("share-from-store")
+        let build = try Harness.run(["build", layerFile, "--store", other, "-o", folder + "/extra.sqfs"])
+        #expect(build.status == 0, "\(build.stderr)")
+        let inspect = try Harness.run(["inspect", "extra", "--store", other])
+        #expect(inspect.stdout.contains("from image: \(reference)@sha256:"), "\(inspect.stdout)")
+        #expect(inspect.stdout.contains("+ demo-app 1.0-1"), "\(inspect.stdout)")
+        let first = try #require(try Store(root: other).ref("extra"))
+        let tree = try Store(root: other).tree(first)
+        #expect(try String(contentsOfFile: tree + "/etc/extra", encoding: .utf8) == "on gaming\n")
+        let again = try Harness.run(["build", layerFile, "--store", other])
+        #expect(again.stdout.contains("(0 built, 1 cached)"), "\(again.stdout)")
+
+        // The tag moves to another image: the layer on it is built anew, under another key; the
+        // layer built on the old image stays as it was.
+        #expect(try Harness.run(["push", "nvidia", reference, "--store", store]).status == 0)
+        let moved = try Harness.run(["build", layerFile, "--store", other])
+        #expect(moved.status == 0 && moved.stdout.contains("(1 built, 0 cached)"), "\(moved.stdout) \(moved.stderr)")
+        let second = try #require(try Store(root: other).ref("extra"))
+        #expect(second != first)
+        #expect(try String(contentsOfFile: Store(root: other).tree(second) + "/etc/extra", encoding: .utf8) == "on demo\n")
+        #expect(try String(contentsOfFile: tree + "/etc/extra", encoding: .utf8) == "on gaming\n")
+
+        // A reference where a layer name goes: pulled, then exported; build REF pulls.
+        let fresh = try Harness.temporaryDirectory("share-from-fresh")
+        let export = try Harness.run(["export", reference, "--store", fresh, "-o", folder + "/nvidia.sqfs"])
+        #expect(export.status == 0, "\(export.stderr)")
+        #expect(try Harness.run(["export", "nvidia", "--store", store, "-o", folder + "/built.sqfs"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: folder + "/nvidia.sqfs", andPath: folder + "/built.sqfs"))
+        let pulled = try Harness.run(["build", reference, "--store", fresh])
+        #expect(pulled.status == 0 && pulled.stdout.contains("0 downloaded"), "\(pulled.stdout) \(pulled.stderr)")
+
+        // A reference that is none: one line at its place in the layer file.
+        try "from: \(registry.host)/Steve/Gaming\n".write(toFile: folder + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try Harness.run(["build", folder + "/bad.yaml", "--store", other])
+        #expect(bad.status == 3, "\(bad.stderr)")
+        #expect(bad.stderr.hasPrefix("layerctl: \(folder)/bad.yaml:1:7: "), "\(bad.stderr)")
+        #expect(bad.stderr.contains("repository components are lowercase"), "\(bad.stderr)")
+        // A registry that is not there: one line at the `from:`, after the retries.
+        try "from: 127.0.0.1:\(try RegistryServer.freePort())/steve/none:v1\n".write(toFile: folder + "/gone.yaml", atomically: true, encoding: .utf8)
+        let gone = try Harness.run(["build", folder + "/gone.yaml", "--store", other])
+        #expect(gone.status == 8, "\(gone.stderr)")
+        #expect(gone.stderr.split(separator: "\n").last?.hasPrefix("layerctl: \(folder)/gone.yaml:1:7: ") == true, "\(gone.stderr)")
     }
 }
