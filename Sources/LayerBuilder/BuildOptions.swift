@@ -22,6 +22,16 @@ public struct BuildOptions: Sendable {
     }
 }
 
+/// A cache of layers by key that stores share (a registry): the builder asks it before it builds a
+/// layer, and gives it each layer it built. Its failures are warnings: a build never needs it.
+public protocol SharedLayerCache {
+    /// Puts layer `key` into the store when the cache has it; false when it has not. Called with the
+    /// build lock of `key` held.
+    func fetch(_ key: String) throws -> Bool
+    /// Saves layer `key`, just built, and what it stands on.
+    func save(_ key: String) throws
+}
+
 /// An image a recipe is built upon: the reference with the digest its tag resolved to, and the
 /// key of its top layer in the store.
 public struct BaseImage: Sendable {

@@ -12,6 +12,9 @@ public final class StackBuilder {
     let options: BuildOptions
     let observer: (BuildEvent) -> Void
     private var store: Store { options.store }
+    /// Where layers are looked up by key before they are built, and saved after (`--cache-from`,
+    /// `--cache-to`).
+    public var sharedCache: (any SharedLayerCache)?
 
     public init(options: BuildOptions, observer: @escaping (BuildEvent) -> Void) {
         self.options = options
@@ -76,11 +79,21 @@ public final class StackBuilder {
                 return listed
             }
             var cached = !options.noCache && reusable(key, layer: layer.name, under: signatures)
+            var shared = false
             if !cached {
                 let lock = try store.buildLock(key)
                 defer { lock.unlock() }
                 // Another build may have made it meanwhile.
                 cached = !options.noCache && reusable(key, layer: layer.name, under: signatures, quiet: true)
+                if !cached && !options.noCache, let sharedCache {
+                    do {
+                        shared = try sharedCache.fetch(key) && reusable(key, layer: layer.name, under: signatures)
+                        cached = shared
+                        if shared { observer(BuildEvent(.step, layer: layer.name, message: "taken from the shared cache")) }
+                    } catch {
+                        observer(BuildEvent(.warning, layer: layer.name, message: "the shared cache failed (\(error)); building it"))
+                    }
+                }
                 if !cached {
                     observer(BuildEvent(.building, layer: layer.name, key: key))
                     do {
@@ -95,6 +108,13 @@ public final class StackBuilder {
                         let line = layer.location(ofPackage: failure.packages)
                         throw BuildFailure(failure, at: line?.description ?? layer.path)
                     }
+                }
+            }
+            // Built, or found in this store: the shared cache gets it (a push of what it has costs a
+            // question per blob).
+            if !shared, let sharedCache {
+                do { try sharedCache.save(key) } catch {
+                    observer(BuildEvent(.warning, layer: layer.name, message: "saving it to the shared cache failed: \(error)"))
                 }
             }
             try store.setRef(layer.name, to: key)

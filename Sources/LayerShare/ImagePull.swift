@@ -34,6 +34,13 @@ public struct ImagePull {
     public let store: Store
     public let client: RegistryClient
     public var architecture: String
+    /// The registry is this store's build cache, trusted as the store is: each layer is stored under
+    /// the key and with the record its annotations give (its tree checked against the record's
+    /// digest), so a build finds it by key.
+    public var trustClaims = false
+    /// Keys whose build lock the caller holds already (a build that asks its cache for the layer it
+    /// is about to build): taking it again would wait for ever.
+    public var lockedKeys: Set<String> = []
 
     public init(store: Store, client: RegistryClient, architecture: String) {
         self.store = store
@@ -84,8 +91,27 @@ public struct ImagePull {
             guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
             let layerName =
-                index == manifest.layers.count - 1 && name != nil
-                ? name! : Self.layerName(descriptor, fallback: "\(shortName)-\(index)")
+                (index == manifest.layers.count - 1 ? name : nil)
+                ?? Self.layerName(descriptor, fallback: "\(shortName)-\(index)")
+            if trustClaims {
+                guard let claimed, let text = descriptor.annotations?[OCIImage.recordAnnotation],
+                    let record = try? LayerRecord.decoded(Data(text.utf8)), record.key == claimed, record.parent == parent
+                else {
+                    throw RegistryError(.input, "\(resolved): layer \(index) carries no layerctl key and record on this stack; it is no build cache image")
+                }
+                if !store.contains(claimed) {
+                    let origin = LayerOrigin(
+                        reference: resolved.description, manifestDigest: manifestDigest, blobDigest: descriptor.digest,
+                        diffID: diffID, claimedKey: claimed)
+                    try fetchLayer(
+                        descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent, name: layerName,
+                        epoch: record.sourceDateEpoch, shared: record, scratch: scratch, observer: observer)
+                }
+                layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
+                observer(ShareEvent(kind: .layer, layer: layerName, detail: "stored"))
+                parent = claimed
+                continue
+            }
             if let claimed, sameLayer(claimed, parent: parent, diffID: diffID) {
                 layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: "present"))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: "present"))
@@ -189,12 +215,11 @@ public struct ImagePull {
     /// Downloads, checks, unpacks, scans and commits one layer.
     private func fetchLayer(
         _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?, name: String,
-        epoch: Int64,
-        scratch: String, observer: @escaping (ShareEvent) -> Void
+        epoch: Int64, shared: LayerRecord? = nil, scratch: String, observer: @escaping (ShareEvent) -> Void
     ) throws {
         let started = Date()
-        let lock = try store.buildLock(key)
-        defer { lock.unlock() }
+        let lock = lockedKeys.contains(key) ? nil : try store.buildLock(key)
+        defer { lock?.unlock() }
         if store.contains(key) { return }
         let work = scratch + "/" + key
         try FileSystem.makeDirectories(work + "/layer")
@@ -213,11 +238,22 @@ public struct ImagePull {
         try reader.unpack(into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
         let scan = try TreeScan.scan(tree)
         try scan.manifest.write(to: work + "/layer/" + LayerManifest.fileName)
-        let record = LayerRecord(
+        var record = LayerRecord(
             formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],
             installed: [], treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
             opaqueDirectories: scan.opaqueDirectories, signatures: nil, origin: origin, sourceDateEpoch: epoch,
             buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
+        if let shared {
+            // A cache's layer: the tree must be the one its record describes, which is then kept.
+            guard shared.treeDigest == scan.digest else {
+                throw LayerBlobError(
+                    message: "\(origin.reference): layer \(key) unpacks to tree digest \(scan.digest.prefix(16)), not the \(shared.treeDigest.prefix(16)) its record says")
+            }
+            record = shared
+            record.origin = origin
+            record.buildSeconds = Date().timeIntervalSince(started)
+            record.builtAt = Date()
+        }
         try FileSystem.writeAtomically(try record.encoded(), to: work + "/layer/layer.json")
         let noted = OCILayerBlob(digest: descriptor.digest, diffID: diffID, size: descriptor.size, mediaType: descriptor.mediaType)
         try FileSystem.writeAtomically(try OCIImage.encode([noted.mediaType: noted]), to: work + "/layer/" + Store.blobNotesFile)

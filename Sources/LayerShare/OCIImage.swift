@@ -36,6 +36,7 @@ struct OCIImage {
             if !record.removed.isEmpty {
                 annotations["org.layerctl.layer.removed"] = record.removed.map(\.name).joined(separator: ",")
             }
+            annotations[Self.recordAnnotation] = String(decoding: try Self.sharedRecord(record), as: UTF8.self)
             descriptors.append(
                 Descriptor(mediaType: layer.mediaType, digest: layer.digest, size: layer.size, annotations: annotations))
             history.append(
@@ -52,6 +53,22 @@ struct OCIImage {
             annotations: ["org.layerctl.key": key, "org.opencontainers.image.created": created])
         manifest = try Self.encode(manifestValue)
         manifestDigest = "sha256:" + Digest.sha256(manifest)
+    }
+
+    /// The annotation that carries a layer's record, for stores that share a registry as a cache.
+    static let recordAnnotation = "org.layerctl.layer.record"
+
+    /// A layer's record as a cache shares it: canonical, without what differs between machines
+    /// that build the same layer (when and how long, where a pulled layer came from).
+    static func sharedRecord(_ record: LayerRecord) throws -> Data {
+        var shared = record
+        shared.builtAt = Date(timeIntervalSince1970: 0)
+        shared.buildSeconds = 0
+        shared.origin = nil
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return try encoder.encode(shared)
     }
 
     static func hex(_ digest: String) -> String { String(digest.dropFirst("sha256:".count)) }

@@ -81,6 +81,9 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     }()
 
     public func encoded() throws -> Data { try Self.encoder.encode(self) }
+
+    /// A record from its JSON, as `encoded()` or a shared copy writes it.
+    public static func decoded(_ data: Data) throws -> LayerRecord { try decoder.decode(LayerRecord.self, from: data) }
 }
 
 /// Where a pulled layer came from: the image, and the blob that was unpacked into it.

@@ -28,6 +28,12 @@ extension LayerCtl {
 
         @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
 
+        @Option(help: "A registry repository to take layers from by key (tag layer-KEY) instead of building them.")
+        var cacheFrom: String?
+
+        @Option(help: "A registry repository to push each layer built to, tagged layer-KEY, for --cache-from.")
+        var cacheTo: String?
+
         @OptionGroup var storeOptions: StoreOptions
 
         @Flag(name: .long, help: "Build every layer again, even the ones the store already holds.")
@@ -77,11 +83,34 @@ extension LayerCtl {
                 }
             }
             let reporter = BuildReporter(json: json)
-            let built = try StackBuilder(options: options, observer: reporter.report).build(recipe)
+            let builder = StackBuilder(options: options, observer: reporter.report)
+            if cacheFrom != nil || cacheTo != nil {
+                let quiet = ShareReporter(json: true)
+                func endpoint(_ text: String?) throws -> (RegistryClient, ImageReference)? {
+                    guard let text else { return nil }
+                    let reference = try registryArguments.reference(text)
+                    return (try registryArguments.client(for: reference, reporter: quiet), reference)
+                }
+                builder.sharedCache = RegistryCache(
+                    RegistryLayerCache(
+                        store: store, from: try endpoint(cacheFrom), to: try endpoint(cacheTo),
+                        architecture: machineArchitecture(), observer: quiet.event))
+            }
+            let built = try builder.build(recipe)
             reporter.finish(built)
             if let output = image.output, let top = built.last {
                 try image.export(store: options.store, key: top.key, output: output, json: json, inside: true)
             }
         }
     }
+}
+
+/// The builder's shared cache, as a registry repository.
+struct RegistryCache: SharedLayerCache {
+    let cache: RegistryLayerCache
+
+    init(_ cache: RegistryLayerCache) { self.cache = cache }
+
+    func fetch(_ key: String) throws -> Bool { try cache.fetch(key) }
+    func save(_ key: String) throws { try cache.save(key) }
 }

@@ -35,13 +35,17 @@ extension LayerCtl {
             if let image = record.image { print("from image: \(image)") }
             print("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
             if let origin = record.origin {
-                // A pulled layer: where it came from, not how it was built.
                 print("pulled from: \(origin.reference)")
                 print("blob:       \(origin.blobDigest) (diff_id \(origin.diffID))")
-                if let claimed = origin.claimedKey { print("claims key: \(claimed) (unchecked)") }
-                return
+                // An image's layer says no more; a build cache's layer is stored under its key, with
+                // the record of the build that made it.
+                guard origin.claimedKey == key else {
+                    if let claimed = origin.claimedKey { print("claims key: \(claimed) (unchecked)") }
+                    return
+                }
+            } else {
+                print("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
             }
-            print("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
             print("network:    " + (record.network == true ? "the host's, for run: (network: true)" : "none: loopback only"))
             print("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")
             for package in record.added {

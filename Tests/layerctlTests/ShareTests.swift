@@ -390,3 +390,44 @@ extension ShareTests {
         #expect(gone.stderr.split(separator: "\n").last?.hasPrefix("layerctl: \(folder)/gone.yaml:1:7: ") == true, "\(gone.stderr)")
     }
 }
+
+extension ShareTests {
+    @Test("a registry as the build cache: the second store builds nothing, and both write the same image bytes")
+    func sharedCache() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let cache = "\(registry.host)/builds/cache"
+        let layers = try Harness.demoLayers()
+        let first = try Harness.temporaryDirectory("share-cache-a")
+        let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", first, "--cache-to", cache])
+        #expect(build.status == 0 && build.stdout.contains("(3 built, 0 cached)"), "\(build.stdout) \(build.stderr)")
+        #expect(!build.stdout.contains("warning") && !build.stderr.contains("warning"), "\(build.stderr)")
+        let firstStore = try Store(root: first)
+        for name in ["base", "nvidia", "gaming"] {
+            let key = try #require(try firstStore.ref(name))
+            #expect(FileManager.default.fileExists(atPath: "\(registry.storage)/repositories/builds/cache/_manifests/tags/layer-\(key)"), "\(name)")
+        }
+
+        let second = try Harness.temporaryDirectory("share-cache-b")
+        let reuse = try Harness.run(["build", layers + "/gaming.yaml", "--store", second, "--cache-from", cache, "-o", second + "/gaming.sqfs"])
+        #expect(reuse.status == 0 && reuse.stdout.contains("(0 built, 3 cached)"), "\(reuse.stdout) \(reuse.stderr)")
+        #expect(reuse.stderr.contains("taken from the shared cache"), "\(reuse.stderr)")
+        #expect(try Harness.run(["export", "gaming", "--store", first, "-o", first + "/gaming.sqfs"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: first + "/gaming.sqfs", andPath: second + "/gaming.sqfs"))
+        try Harness.expectValidStore(second)
+        // The layers came with their records: inspect tells their packages, as for a build.
+        let inspect = try Harness.run(["inspect", "nvidia", "--store", second])
+        #expect(inspect.stdout.contains("+ nvidia-utils 550.0-1") && inspect.stdout.contains("pulled from: \(cache):layer-"), "\(inspect.stdout)")
+
+        // A cache that is not a layerctl cache (a tag pushed by hand) is a warning, and the layer is built.
+        let third = try Harness.temporaryDirectory("share-cache-c")
+        let baseKey = try #require(try firstStore.ref("base"))
+        let work = try Harness.temporaryDirectory("share-cache-forged")
+        try OCILayerTests.craft([OCILayerTests.Crafted(name: "forged")], at: work + "/layer.tar")
+        try Self.pushImage(layers: [work + "/layer.tar"], to: try ImageReference(parsing: "\(registry.host)/builds/forged:layer-\(baseKey)"))
+        let forged = try Harness.run(["build", layers + "/gaming.yaml", "--store", third, "--cache-from", "\(registry.host)/builds/forged"])
+        #expect(forged.status == 0 && forged.stdout.contains("(3 built, 0 cached)"), "\(forged.stdout) \(forged.stderr)")
+        #expect((forged.stdout + forged.stderr).contains("no build cache image"), "\(forged.stdout) \(forged.stderr)")
+        #expect(try Store(root: third).keys().count == 3)
+    }
+}

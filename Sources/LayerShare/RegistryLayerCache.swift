@@ -1,0 +1,57 @@
+import Foundation
+import LayerStore
+import LayerSupport
+import RegistryClient
+
+/// A registry repository as a build cache that stores share: the stack up to each layer is the
+/// image tagged `layer-KEY`. A store that lacks a layer pulls it from `from` by its key instead of
+/// building it; a store that built one pushes it to `to`. The cache is trusted as the store is:
+/// its layers are stored under the keys and with the records it gives, each tree checked against
+/// its record's digest.
+public final class RegistryLayerCache {
+    let store: Store
+    let from: (client: RegistryClient, repository: ImageReference)?
+    let to: (client: RegistryClient, repository: ImageReference)?
+    let architecture: String
+    let observer: (ShareEvent) -> Void
+
+    public init(
+        store: Store, from: (RegistryClient, ImageReference)?, to: (RegistryClient, ImageReference)?, architecture: String,
+        observer: @escaping (ShareEvent) -> Void
+    ) {
+        self.store = store
+        self.from = from.map { (client: $0.0, repository: $0.1) }
+        self.to = to.map { (client: $0.0, repository: $0.1) }
+        self.architecture = architecture
+        self.observer = observer
+    }
+
+    static func tag(_ key: String) -> String { "layer-" + key }
+
+    /// Pulls layer `key` (and what it stands on) when the cache has it; false when it has not. The
+    /// caller holds the build lock of `key`.
+    public func fetch(_ key: String) throws -> Bool {
+        guard let from else { return false }
+        var reference = from.repository
+        reference.tag = Self.tag(key)
+        reference.digest = nil
+        guard try from.client.manifest(reference.repository, Self.tag(key)) != nil else { return false }
+        var pull = ImagePull(store: store, client: from.client, architecture: architecture)
+        pull.trustClaims = true
+        pull.lockedKeys = [key]
+        let result = try pull.pull(reference, name: nil, observer: observer)
+        guard result.key == key else {
+            throw RegistryError(.input, "\(reference) holds layer \(result.key), not \(key)")
+        }
+        return true
+    }
+
+    /// Pushes the stack up to layer `key` as `layer-KEY`.
+    public func save(_ key: String) throws {
+        guard let to else { return }
+        var reference = to.repository
+        reference.tag = Self.tag(key)
+        reference.digest = nil
+        _ = try ImagePush(store: store, client: to.client, architecture: architecture).push(key, to: reference, observer: observer)
+    }
+}
