@@ -223,3 +223,49 @@ struct StagingTests {
         #expect(probe.last == "PROBE done", "\(probe)")
     }
 }
+
+extension StagingTests {
+    @Test("boot REF pulls the image into a new store, stages it and makes it the default; its entry boots")
+    func bootReference() throws {
+        guard RegistryServer.available else {
+            print("StagingTests.bootReference skipped: docker-registry is not installed (scripts/install-deps.sh)")
+            return
+        }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/fleet/probe:v1"
+        _ = try layerctl(["push", "probe", reference, "--store", machine.store])
+        let disk = try makeDisk()
+        try BootMachine.shell("mkdir -p '\(disk.mount)/boot/loader' && printf 'default arch.conf\\n' >'\(disk.mount)/boot/loader/loader.conf'")
+        let store = try Harness.temporaryDirectory("boot-reference-store")
+        let result = try layerctl(["boot", reference, "--store", store, "--loader", "systemd-boot"] + disk.options)
+        #expect(result.stdout.contains("staged probe"), "\(result.stdout)")
+        #expect(result.stdout.contains("systemd-boot boots layerctl-probe.conf by default"), "\(result.stdout)")
+        #expect(text(disk.mount + "/boot/loader/loader.conf") == "default layerctl-probe.conf\n")
+        let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
+        func field(_ key: String) -> String {
+            entry.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map {
+                $0.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
+            } ?? ""
+        }
+        // The image on the disk is the one the store that built it writes.
+        let staged = try #require(try staged(disk).first?["image"] as? [String: Any])
+        let image = try #require(staged["image"] as? String)
+        let built = try Harness.temporaryDirectory("boot-reference") + "/built.squashfs"
+        _ = try layerctl(["export", "probe", "--store", machine.store, "-o", built])
+        #expect(FileManager.default.contentsEqual(atPath: image, andPath: built), "\(image)")
+
+        let kernel = disk.mount + "/../vmlinuz"
+        let initrd = disk.mount + "/../initramfs.img"
+        try BootMachine.shell(
+            "cp '\(disk.mount)\(field("linux"))' '\(kernel)' && cp '\(disk.mount)\(field("initrd"))' '\(initrd)'")
+        unmount(disk)
+        let output = try machine.boot(
+            kernel: kernel, initrd: initrd, disks: [(disk.file, true)],
+            append: field("options") + " init=/usr/bin/layerctl-probe")
+        let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("PROBE") }
+        #expect(probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+}
