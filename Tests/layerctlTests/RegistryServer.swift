@@ -17,8 +17,9 @@ final class RegistryServer {
     var storage: String { folder + "/data/docker/registry/v2" }
     private let process = Process()
 
-    /// `users`: name → password, for htpasswd auth; none means no auth.
-    init(users: [String: String] = [:]) throws {
+    /// `users`: name → password, for htpasswd auth; `tokens`: a token endpoint to send clients to
+    /// (bearer auth, as Docker Hub's); neither means no auth.
+    init(users: [String: String] = [:], tokens: TokenServer? = nil) throws {
         folder = try Harness.temporaryDirectory("registry")
         port = try Self.freePort()
         var auth = ""
@@ -31,6 +32,17 @@ final class RegistryServer {
             }
             try lines.write(toFile: folder + "/htpasswd", atomically: true, encoding: .utf8)
             auth = "auth:\n  htpasswd:\n    realm: layerctl-tests\n    path: \(folder)/htpasswd\n"
+        }
+        if let tokens {
+            auth = """
+                auth:
+                  token:
+                    realm: http://\(tokens.host)/token
+                    service: layerctl-tests
+                    issuer: layerctl-test-issuer
+                    rootcertbundle: \(tokens.folder)/cert.pem
+
+                """
         }
         let config = """
             version: 0.1
@@ -157,6 +169,49 @@ final class RegistryProxy {
     }
 
     /// Kills it at once, in the middle of whatever it moves.
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+/// scripts/registry-token.py: the token endpoint of bearer auth. Anonymous clients get pull
+/// tokens, `users` pull and push, a wrong password a 401.
+final class TokenServer {
+    static let script = Harness.packageRoot + "/scripts/registry-token.py"
+
+    let folder: String
+    let port: Int
+    var host: String { "127.0.0.1:\(port)" }
+    /// How many tokens it gave.
+    var issued: Int { Int((try? String(contentsOfFile: folder + "/issued", encoding: .utf8)) ?? "") ?? 0 }
+    private let process = Process()
+
+    init(users: [String: String]) throws {
+        folder = try Harness.temporaryDirectory("tokens")
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = [Self.script, "--folder", folder] + users.map { ["--user", "\($0.key):\($0.value)"] }.joined()
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: folder + "/log")
+        try process.run()
+        for _ in 0..<200 {
+            if let text = try? String(contentsOfFile: folder + "/port", encoding: .utf8), let port = Int(text) {
+                self.port = port
+                return
+            }
+            guard process.isRunning else { break }
+            usleep(50_000)
+        }
+        let log = (try? String(contentsOfFile: folder + "/log", encoding: .utf8)) ?? ""
+        throw RegistryServerError("registry-token.py did not start: \(log)")
+    }
+
+    deinit { stop() }
+
+    /// SIGKILL: the test process blocks SIGTERM, its children inherit the mask, and Python (unlike
+    /// Go) does not unblock it.
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)

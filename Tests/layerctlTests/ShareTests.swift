@@ -431,3 +431,40 @@ extension ShareTests {
         #expect(try Store(root: third).keys().count == 3)
     }
 }
+
+extension ShareTests {
+    @Test("bearer tokens, as Docker Hub's: anonymous pulls, a user's push, a wrong password in one line and exit 3")
+    func bearerTokens() throws {
+        let store = try Self.builtDemo()
+        let tokens = try TokenServer(users: ["steve": "token horse"])
+        defer { tokens.stop() }
+        let registry = try RegistryServer(tokens: tokens)
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/base:v1"
+        let work = try Harness.temporaryDirectory("share-tokens")
+        func authFile(_ password: String) throws -> String {
+            let path = work + "/auth-\(password.count).json"
+            try #"{"auths":{"\#(registry.host)":{"username":"steve","password":"\#(password)"}}}"#
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        // Anonymous: a token for pull only, so the push is refused.
+        let anonymous = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": work + "/none.json"])
+        #expect(anonymous.status == 3, "\(anonymous.stderr)")
+        #expect(anonymous.stderr.contains("refused anonymous access"), "\(anonymous.stderr)")
+        let wrong = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": try authFile("wrong")])
+        #expect(wrong.status == 3, "\(wrong.stderr)")
+        #expect(wrong.stderr.contains("token service refused user steve"), "\(wrong.stderr)")
+        #expect(wrong.stderr.split(separator: "\n").count == 1 && !wrong.stderr.contains("wrong"), "\(wrong.stderr)")
+
+        let before = tokens.issued
+        let push = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": try authFile("token horse")])
+        #expect(push.status == 0, "\(push.stderr)")
+        #expect(tokens.issued > before)
+        #expect(!push.stderr.contains("horse"))
+        // A pull needs no credentials: the anonymous token reads.
+        let other = try Harness.temporaryDirectory("share-tokens-pulled")
+        let pull = try Harness.run(["pull", reference, "--store", other], environment: ["REGISTRY_AUTH_FILE": work + "/none.json"])
+        #expect(pull.status == 0 && pull.stdout.contains("1 downloaded"), "\(pull.stdout) \(pull.stderr)")
+    }
+}
