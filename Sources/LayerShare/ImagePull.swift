@@ -230,12 +230,11 @@ public struct ImagePull {
         }
         observer(ShareEvent(kind: .step, layer: name, detail: "unpack"))
         let reader = OCILayerReader(blob: blob)
-        let diffID = try reader.diffID()
+        let tree = work + "/layer/tree"
+        let diffID = try reader.unpack(into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }
-        let tree = work + "/layer/tree"
-        try reader.unpack(into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
         let scan = try TreeScan.scan(tree)
         try scan.manifest.write(to: work + "/layer/" + LayerManifest.fileName)
         var record = LayerRecord(

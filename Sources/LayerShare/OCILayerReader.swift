@@ -50,25 +50,79 @@ public struct OCILayerReader {
     /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left. A folder the
     /// tar only implies (the root, or a folder above an entry) keeps what the layers below say of
     /// it, as the OCI spec has it: its mode, owner and time from the topmost of `lower` (the trees
-    /// below, topmost first) that has it; without one, 0755 root:root at the epoch.
-    public func unpack(into tree: String, lower: [String] = []) throws {
+    /// below, topmost first) that has it; without one, 0755 root:root at the epoch. Returns the
+    /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass: the blob is
+    /// decompressed once.
+    @discardableResult
+    public func unpack(into tree: String, lower: [String] = []) throws -> String {
         try sys("create", tree) { mkdir(tree, 0o755) }
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
             unpacking.lower = lower
-            let archive = try open(raw: false)
-            defer { archive_read_free(archive) }
+            // The tar reader reads the raw reader's output, which is hashed on the way.
+            let stream = HashedStream(raw: try open(raw: true))
+            defer { archive_read_free(stream.raw) }
             var header: OpaquePointer?
+            guard archive_read_next_header(stream.raw, &header) == ARCHIVE_OK else { throw failure("read", stream.raw) }
+            guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
+            defer { archive_read_free(archive) }
+            archive_read_support_format_tar(archive)
+            let context = Unmanaged.passUnretained(stream).toOpaque()
+            guard archive_read_open(archive, context, nil, HashedStream.read, nil) == ARCHIVE_OK else {
+                throw stream.failure ?? failure("open", archive)
+            }
             while true {
                 let status = archive_read_next_header(archive, &header)
                 if status == ARCHIVE_EOF { break }
-                guard status >= ARCHIVE_WARN, let header else { throw failure("read the next entry of", archive) }
-                try unpacking.take(header, from: archive)
+                guard status >= ARCHIVE_WARN, let header else {
+                    throw stream.failure ?? failure("read the next entry of", archive)
+                }
+                do { try unpacking.take(header, from: archive) } catch { throw stream.failure ?? error }
             }
             try unpacking.finish()
+            // What follows the tar's end (its padding) counts in the diff_id too.
+            while try stream.next() > 0 {}
+            return "sha256:" + Hash256(stream.hasher.finalize()).hex
         } catch {
             try? FileSystem.removeTree(tree)
             throw error
+        }
+    }
+
+    /// The uncompressed bytes of a blob, from a raw libarchive reader, hashed as they are read.
+    private final class HashedStream {
+        let raw: OpaquePointer
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        var failure: (any Error)?
+
+        init(raw: OpaquePointer) { self.raw = raw }
+        deinit { buffer.deallocate() }
+
+        /// The next chunk into `buffer`; 0 at the end.
+        func next() throws -> Int {
+            let count = archive_read_data(raw, buffer, 1 << 20)
+            if count < 0 {
+                let message = archive_error_string(raw).map { String(cString: $0) } ?? "unknown error"
+                throw LayerBlobError(message: "decompressing the layer blob failed: \(message)")
+            }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+            return count
+        }
+
+        /// libarchive's read callback for the tar reader.
+        static let read: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafeMutablePointer<UnsafeRawPointer?>?) -> la_ssize_t = {
+            _, context, output in
+            guard let context, let output else { return -1 }
+            let stream = Unmanaged<HashedStream>.fromOpaque(context).takeUnretainedValue()
+            do {
+                let count = try stream.next()
+                output.pointee = UnsafeRawPointer(stream.buffer)
+                return la_ssize_t(count)
+            } catch {
+                stream.failure = error
+                return -1
+            }
         }
     }
 

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# A fleet update through a registry: a machine that holds v1 of a stack pulls v2, which changed
+# its top layer only. Debian's docker-registry runs on loopback behind scripts/registry-proxy.py,
+# which counts the bytes each way, in one run:
+#   bytes  what the pull of v2 downloaded (manifests, config and blobs, as the registry sent them)
+#          against the compressed blob of the changed layer: at most 1.1x is the goal;
+#   time   from `pull` to a staged image (pull, then `stage`, which exports through the block
+#          cache) against the peer path: downloading just the changed blob (curl, through the same
+#          proxy) plus a re-export
+#          of v2 from a store that already has it (`export`, the same block cache); at most 1.0x
+#          plus noise is the goal.
+# Every run starts from a copy of the v1 machine, on a loop-mounted ext4 disk (staging finds the
+# image by its filesystem's UUID); the two paths alternate which goes first.
+#
+#   sudo Benchmarks/share.sh [RUNS]       (default 5 runs; medians and the spread are reported)
+#
+# The stack: the demo gaming stack, a layer with a stand-in kernel and initramfs in /boot (staging
+# needs them, nothing boots here), and a top layer with 8 MiB of an executable, which v2 changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error share
+runs=${1:-5}
+[ "$(id -u)" = 0 ] || { echo "share.sh: run as root (the builder needs namespaces)" >&2; exit 2; }
+# shellcheck source=Benchmarks/lib.sh
+source Benchmarks/lib.sh
+source scripts/install-deps.sh
+[ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
+swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+layerctl=$PWD/.build/release/layerctl
+work=$(mktemp -d /var/tmp/layerctl-bench-share.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    umount "$work/disk" 2>/dev/null || true
+    [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+
+# The registry, on a free port of 127.0.0.1, and the counting proxy in front of it.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YAML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+pids+=($!)
+python3 scripts/registry-proxy.py --upstream "127.0.0.1:$port" --port-file "$work/proxy.port" \
+    --stats "$work/stats.json" --match '^$' &
+pids+=($!)
+for _ in $(seq 100); do
+    [ -s "$work/proxy.port" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+done
+registry=127.0.0.1:$port
+proxy=127.0.0.1:$(cat "$work/proxy.port")
+bytes_down() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["bytesDown"])' "$work/stats.json"; }
+
+echo "== building v1 and v2 in $work"
+cp -r layers/demo "$work/layers"
+sed -i "s|\.\./\.\./demo/out|$PWD/demo/out|" "$work/layers/base.yaml"
+cat >"$work/layers/kernel.yaml" <<'YAML'
+from: gaming
+files:
+  - path: /boot/vmlinuz-demo
+    content: "a stand-in kernel\n"
+  - path: /boot/initramfs-demo.img
+    content: "a stand-in initramfs\n"
+YAML
+cat >"$work/layers/app.yaml" <<'YAML'
+from: kernel
+files:
+  - path: /opt/app/app.bin
+    mode: "0755"
+    source: files/app.bin
+YAML
+head -c 8M /usr/bin/qemu-system-x86_64 >"$work/layers/files/app.bin"
+"$layerctl" build "$work/layers/app.yaml" --store "$work/a" >/dev/null 2>&1
+"$layerctl" push app "$registry/fleet/app:v1" --store "$work/a" >/dev/null 2>&1
+# The v1 machine, on its own disk: pulled and staged.
+truncate -s 3G "$work/disk.ext4"
+mkfs.ext4 -q "$work/disk.ext4"
+mkdir -p "$work/disk"
+mount -o loop "$work/disk.ext4" "$work/disk"
+machine=$work/disk
+mkdir -p "$machine/v1/boot" "$machine/v1/run"
+"$layerctl" pull "$registry/fleet/app:v1" --name app --store "$machine/v1/store" >/dev/null 2>&1
+"$layerctl" stage app --store "$machine/v1/store" --state-dir "$machine/v1/state" --boot-dir "$machine/v1/boot" --no-grub \
+    --run-dir "$machine/v1/run" >/dev/null
+# v2: the top layer's file changes.
+printf 'v2' >>"$work/layers/files/app.bin"
+"$layerctl" build "$work/layers/app.yaml" --store "$work/a" >/dev/null 2>&1
+"$layerctl" push app "$registry/fleet/app:v2" --store "$work/a" --json >"$work/push.json" 2>/dev/null
+read -r changed_blob changed_size < <(python3 -c '
+import json, sys
+top = json.load(open(sys.argv[1]))["layers"][-1]
+print(top["digest"], top["size"])' "$work/push.json")
+echo "changed layer: $changed_blob, $changed_size bytes"
+
+: >"$work/ours"; : >"$work/peer"; : >"$work/bytes"; : >"$work/pull"; : >"$work/stage"; : >"$work/download"; : >"$work/export"
+ours() {  # pull v2 through the proxy, then stage it
+    local run=$machine/run-$1-ours before t0 t1 tp
+    cp -a "$machine/v1" "$run"
+    before=$(bytes_down)
+    t0=$(now)
+    "$layerctl" pull "$proxy/fleet/app:v2" --name app --store "$run/store" >/dev/null 2>&1
+    tp=$(now)
+    "$layerctl" stage app --store "$run/store" --state-dir "$run/state" --boot-dir "$run/boot" --no-grub \
+        --run-dir "$run/run" >/dev/null
+    t1=$(now)
+    echo "$(($(bytes_down) - before))" >>"$work/bytes"
+    echo "$t1 - $t0" | bc >>"$work/ours"
+    echo "$tp - $t0" | bc >>"$work/pull"
+    echo "$t1 - $tp" | bc >>"$work/stage"
+    rm -rf "$run"
+}
+peer() {  # download the changed blob alone, then re-export v2 from a store that has it
+    local run=$machine/run-$1-peer t0 t1 t2 t3
+    cp -a "$machine/v1" "$run"
+    "$layerctl" pull "$registry/fleet/app:v2" --name app --store "$run/store" >/dev/null 2>&1
+    t0=$(now)
+    curl -sf -o "$run/blob" "http://$proxy/v2/fleet/app/blobs/$changed_blob"
+    t1=$(now)
+    t2=$(now)
+    "$layerctl" export app --store "$run/store" -o "$run/app.squashfs" >/dev/null
+    t3=$(now)
+    echo "($t1 - $t0) + ($t3 - $t2)" | bc >>"$work/peer"
+    echo "$t1 - $t0" | bc >>"$work/download"
+    echo "$t3 - $t2" | bc >>"$work/export"
+    rm -rf "$run"
+}
+for run in $(seq "$runs"); do
+    if [ $((run % 2)) = 1 ]; then ours "$run"; peer "$run"; else peer "$run"; ours "$run"; fi
+done
+
+ours_median=$(median <"$work/ours")
+peer_median=$(median <"$work/peer")
+bytes=$(median <"$work/bytes")
+spread() { sort -g "$1" | awk 'NR == 1 {min = $1} {max = $1} END {printf "%.3f-%.3f", min, max}'; }
+echo
+echo "bytes downloaded by the pull of v2: $bytes (median of $runs), changed blob $changed_size:" \
+    "$(echo "scale=3; $bytes / $changed_size" | bc)x"
+echo "pull + stage:             median $(printf %.3f "$ours_median") s (spread $(spread "$work/ours") s):" \
+    "pull $(median <"$work/pull" | xargs printf %.3f) s, stage $(median <"$work/stage" | xargs printf %.3f) s"
+echo "blob download + export:   median $(printf %.3f "$peer_median") s (spread $(spread "$work/peer") s):" \
+    "curl $(median <"$work/download" | xargs printf %.3f) s, export $(median <"$work/export" | xargs printf %.3f) s"
+echo "ratio: $(echo "scale=3; $ours_median / $peer_median" | bc)x"
