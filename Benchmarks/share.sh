@@ -15,7 +15,8 @@
 #   sudo Benchmarks/share.sh [RUNS]       (default 5 runs; medians and the spread are reported)
 #
 # The stack: the demo gaming stack, a layer with a stand-in kernel and initramfs in /boot (staging
-# needs them, nothing boots here), and a top layer with 8 MiB of an executable, which v2 changes.
+# needs them, nothing boots here), and a top layer with SIZE MiB (default 64) of this machine's
+# executables, one file, which v2 changes (SIZE=8 shows the fixed costs of two processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -82,7 +83,7 @@ files:
     mode: "0755"
     source: files/app.bin
 YAML
-head -c 8M /usr/bin/qemu-system-x86_64 >"$work/layers/files/app.bin"
+find /usr/bin -maxdepth 1 -type f -size +1M | LC_ALL=C sort | xargs cat | head -c "${SIZE:-64}M" >"$work/layers/files/app.bin"
 "$layerctl" build "$work/layers/app.yaml" --store "$work/a" >/dev/null 2>&1
 "$layerctl" push app "$registry/fleet/app:v1" --store "$work/a" >/dev/null 2>&1
 # The v1 machine, on its own disk: pulled and staged.

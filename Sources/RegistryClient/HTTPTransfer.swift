@@ -47,13 +47,23 @@ struct TransportError: Error, CustomStringConvertible {
     }
 }
 
-/// Makes requests. `allowPlainHTTP` lets `http://` URLs (and redirects to them) through; without
-/// it only `https://` is spoken. A transfer that moves no byte for a minute is dropped, so a stalled
-/// server cannot hang the tool.
-struct HTTPTransfer {
-    var allowPlainHTTP: Bool
+/// Makes requests, one at a time, on one libcurl handle: its connections (and TLS sessions) are
+/// kept for the next request to the same host. `allowPlainHTTP` lets `http://` URLs (and
+/// redirects to them) through; without it only `https://` is spoken. A transfer that moves no byte
+/// for a minute is dropped, so a stalled server cannot hang the tool.
+final class HTTPTransfer {
+    let allowPlainHTTP: Bool
     var connectTimeout = 30
     var stallSeconds = 60
+    private let curl: UnsafeMutableRawPointer
+
+    init(allowPlainHTTP: Bool) throws {
+        self.allowPlainHTTP = allowPlainHTTP
+        guard let curl = curl_easy_init() else { throw TransportError(code: CURLE_FAILED_INIT, detail: "libcurl did not start") }
+        self.curl = curl
+    }
+
+    deinit { curl_easy_cleanup(curl) }
 
     /// Sends `request`. A successful (2xx) response's body goes to `sink` (a non-nil return is the
     /// error to stop with) when there is one; any other body goes into the response; `sent` hears of each uploaded chunk's size.
@@ -61,8 +71,8 @@ struct HTTPTransfer {
         _ request: HTTPRequest, sink: ((UnsafeRawBufferPointer) -> (any Error)?)? = nil,
         sent: ((Int) -> Void)? = nil
     ) throws -> HTTPResponse {
-        guard let curl = curl_easy_init() else { throw TransportError(code: CURLE_FAILED_INIT, detail: "libcurl did not start") }
-        defer { curl_easy_cleanup(curl) }
+        // The options of the last request go; its connections stay.
+        curl_easy_reset(curl)
         let context = TransferContext(sink: sink, sent: sent, body: request.body)
         let unmanaged = Unmanaged.passRetained(context)
         defer { unmanaged.release() }

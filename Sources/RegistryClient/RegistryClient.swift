@@ -39,7 +39,7 @@ public final class RegistryClient {
         registry = reference.registry
         self.options = options
         let plain = options.insecure || reference.isLoopback
-        transfer = HTTPTransfer(allowPlainHTTP: plain)
+        transfer = try HTTPTransfer(allowPlainHTTP: plain)
         base = (plain ? "http://" : "https://") + reference.apiHost
         credentials = try RegistryCredentials.lookUp(
             reference.credentialKeys, in: options.credentialsFile ?? RegistryCredentials.configFile())

@@ -468,3 +468,50 @@ extension ShareTests {
         #expect(pull.status == 0 && pull.stdout.contains("1 downloaded"), "\(pull.stdout) \(pull.stderr)")
     }
 }
+
+extension ShareTests {
+    @Test("references as Docker reads them; a blob larger than the chunk size goes up in chunks and comes back whole")
+    func client() throws {
+        let hub = try ImageReference(parsing: "alpine")
+        #expect(hub.registry == "docker.io" && hub.repository == "library/alpine" && hub.tag == "latest")
+        #expect(hub.apiHost == "registry-1.docker.io" && !hub.isLoopback)
+        let short = try ImageReference(parsing: "steve/gaming", defaultRegistry: "ghcr.io")
+        #expect(short.description == "ghcr.io/steve/gaming:latest")
+        let local = try ImageReference(parsing: "localhost:5000/steve/gaming@sha256:" + String(repeating: "a", count: 64))
+        #expect(local.registry == "localhost:5000" && local.tag == nil && local.isLoopback)
+        #expect(try ImageReference(parsing: "127.0.0.9:1/a/b:v1").isLoopback)
+        #expect(try !ImageReference(parsing: "128.0.0.1:1/a/b:v1").isLoopback)
+        #expect(try ImageReference(parsing: "[::1]:5000/a:v1").isLoopback)
+        for bad in ["Steve/gaming", "steve//gaming", "steve/gaming:", "steve/gaming:-x", "steve/gaming@sha256:00", "steve/-x"] {
+            #expect(throws: ReferenceError.self, "\(bad)") { try ImageReference(parsing: bad) }
+        }
+        #expect(ImageReference.looksLikeReference("ghcr.io/steve/gaming:v1.2"))
+        #expect(!ImageReference.looksLikeReference("out/gaming.squashfs") && !ImageReference.looksLikeReference("./x/y"))
+
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/chunks:v1")
+        var options = RegistryOptions()
+        options.chunkSize = 64 << 10
+        let client = try RegistryClient(reference, options: options)
+        let work = try Harness.temporaryDirectory("share-chunks")
+        var bytes = Data(count: 300_000)
+        for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 7) }
+        try bytes.write(to: URL(fileURLWithPath: work + "/blob"))
+        let digest = "sha256:" + Hash256(SHA256.hash(data: bytes)).hex
+        var sent: Int64 = 0
+        #expect(try client.uploadBlob(reference.repository, file: work + "/blob", digest: digest, size: 300_000) { sent += $0 } == .uploaded)
+        #expect(sent == 300_000)
+        #expect(try client.uploadBlob(reference.repository, file: work + "/blob", digest: digest, size: 300_000) == .present)
+        try client.downloadBlob(reference.repository, digest, size: 300_000, to: work + "/back")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: work + "/back")) == bytes)
+        // Mounted into another repository of the registry, not sent again.
+        let other = try ImageReference(parsing: "\(registry.host)/steve/other:v1")
+        #expect(try client.uploadBlob(other.repository, file: work + "/blob", digest: digest, size: 300_000, mountFrom: reference.repository) == .mounted)
+        // A size that is not the blob's: refused, and nothing left.
+        #expect(throws: RegistryError.self) {
+            try client.downloadBlob(reference.repository, digest, size: 299_999, to: work + "/short")
+        }
+        #expect(!FileManager.default.fileExists(atPath: work + "/short"))
+    }
+}
