@@ -35,14 +35,20 @@ package struct TreeScan {
     /// When given, the opaque directories, standing in for trusted.overlay.opaque (which only root
     /// may read).
     private var knownOpaque: Set<[UInt8]>?
+    private var knownContent: [[UInt8]: Hash256] = [:]
 
     private struct HardLink: Hashable {
         var device: UInt64
         var inode: UInt64
     }
 
-    package static func scan(_ root: String, opaqueDirectories: [String]? = nil) throws -> TreeScan {
+    /// `knownContent`: the sha256 of files whose bytes the caller has just hashed as it wrote them
+    /// (by path, as the walk spells it), which are not read again.
+    package static func scan(
+        _ root: String, opaqueDirectories: [String]? = nil, knownContent: [[UInt8]: Hash256] = [:]
+    ) throws -> TreeScan {
         var scan = TreeScan()
+        scan.knownContent = knownContent
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
         try scan.visit(Array(root.utf8), relative: [], slot: 0)
@@ -55,9 +61,12 @@ package struct TreeScan {
     /// Reads every regular file once per inode, on up to four threads, and completes its line and
     /// manifest entry in walk order.
     private mutating func readFiles() throws {
-        let jobs = files.indices.filter { files[$0].sameAs == nil }
-        let paths = jobs.map { files[$0].path }
         var digests = [Hash256?](repeating: nil, count: files.count)
+        for index in files.indices where files[index].sameAs == nil {
+            digests[index] = knownContent[files[index].path]
+        }
+        let jobs = files.indices.filter { files[$0].sameAs == nil && digests[$0] == nil }
+        let paths = jobs.map { files[$0].path }
         let work = OrderedWork<Hash256>(count: jobs.count, window: 256)
         try work.run(
             workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)),

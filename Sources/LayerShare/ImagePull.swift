@@ -99,7 +99,8 @@ public struct ImagePull {
                 else {
                     throw RegistryError(.input, "\(resolved): layer \(index) carries no layerctl key and record on this stack; it is no build cache image")
                 }
-                if !store.contains(claimed) {
+                let how = store.contains(claimed) ? "present" : "stored"
+                if how == "stored" {
                     let origin = LayerOrigin(
                         reference: resolved.description, manifestDigest: manifestDigest, blobDigest: descriptor.digest,
                         diffID: diffID, claimedKey: claimed)
@@ -107,8 +108,8 @@ public struct ImagePull {
                         descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent, name: layerName,
                         epoch: record.sourceDateEpoch, shared: record, scratch: scratch, observer: observer)
                 }
-                layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
-                observer(ShareEvent(kind: .layer, layer: layerName, detail: "stored"))
+                layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: how))
+                observer(ShareEvent(kind: .layer, layer: layerName, detail: how))
                 parent = claimed
                 continue
             }
@@ -231,11 +232,12 @@ public struct ImagePull {
         observer(ShareEvent(kind: .step, layer: name, detail: "unpack"))
         let reader = OCILayerReader(blob: blob)
         let tree = work + "/layer/tree"
-        let diffID = try reader.unpack(into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
+        let (diffID, content) = try reader.unpackHashing(
+            into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }
-        let scan = try TreeScan.scan(tree)
+        let scan = try TreeScan.scan(tree, knownContent: content)
         try scan.manifest.write(to: work + "/layer/" + LayerManifest.fileName)
         var record = LayerRecord(
             formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],

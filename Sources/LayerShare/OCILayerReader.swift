@@ -51,10 +51,15 @@ public struct OCILayerReader {
     /// tar only implies (the root, or a folder above an entry) keeps what the layers below say of
     /// it, as the OCI spec has it: its mode, owner and time from the topmost of `lower` (the trees
     /// below, topmost first) that has it; without one, 0755 root:root at the epoch. Returns the
-    /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass: the blob is
-    /// decompressed once.
+    /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass (the blob is
+    /// decompressed once), and the sha256 of each regular file written, by its path in `tree`, so
+    /// that a scan of the tree need not read them again.
     @discardableResult
     public func unpack(into tree: String, lower: [String] = []) throws -> String {
+        try unpackHashing(into: tree, lower: lower).diffID
+    }
+
+    package func unpackHashing(into tree: String, lower: [String] = []) throws -> (diffID: String, content: [[UInt8]: Hash256]) {
         try sys("create", tree) { mkdir(tree, 0o755) }
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
@@ -82,7 +87,7 @@ public struct OCILayerReader {
             try unpacking.finish()
             // What follows the tar's end (its padding) counts in the diff_id too.
             while try stream.next() > 0 {}
-            return "sha256:" + Hash256(stream.hasher.finalize()).hex
+            return ("sha256:" + Hash256(stream.hasher.finalize()).hex, unpacking.content)
         } catch {
             try? FileSystem.removeTree(tree)
             throw error
@@ -154,6 +159,8 @@ private struct Unpacking {
     /// Folders and their times, set last: entries below change a folder's mtime. A folder the tar
     /// leaves out (the root among them) gets the epoch, not the time of the unpack.
     var folderTimes: [[UInt8]: Int64] = [[]: 0]
+    /// The sha256 of each regular file written, by its path.
+    var content: [[UInt8]: Hash256] = [:]
     /// Folders made because entries are below them, and not (yet) named themselves.
     var implied: Set<[UInt8]> = [[]]
     var lower: [String] = []
@@ -279,7 +286,7 @@ private struct Unpacking {
         try applyMetadata(header, to: name, raw: raw)
     }
 
-    func writeFile(_ name: [UInt8], header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
+    mutating func writeFile(_ name: [UInt8], header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
         let fd = try at(name) { p in
             try sys("create", shown(name)) { open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         }
@@ -288,6 +295,7 @@ private struct Unpacking {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         var written: Int64 = 0
+        var hasher = SHA256()
         while true {
             let count = archive_read_data(archive, buffer, 1 << 20)
             if count < 0 {
@@ -296,11 +304,13 @@ private struct Unpacking {
             }
             if count == 0 { break }
             try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: shown(name))
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
             written += Int64(count)
         }
         if expected >= 0 && written != expected {
             throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
         }
+        content[Array(tree.utf8) + [0x2F] + name] = Hash256(hasher.finalize())
     }
 
     /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.

@@ -147,11 +147,12 @@ public final class RegistryClient {
         }
     }
 
-    /// Uploads the file `path` as the blob `digest` unless the repository has it. With `mountFrom`
-    /// (another repository of this registry that has it) the registry is asked to mount it first.
-    /// Returns how it got there.
+    /// How a blob got into a repository.
     public enum Upload: String, Sendable { case present, mounted, uploaded }
 
+    /// Uploads the file `path` as the blob `digest` unless the repository has it: in one PUT, or in
+    /// PATCH chunks of `options.chunkSize` when larger. With `mountFrom` (another repository of this
+    /// registry that has it) the registry is asked to mount it first. Returns how it got there.
     @discardableResult
     public func uploadBlob(
         _ repository: String, file path: String, digest: String, size: Int64, mountFrom: String? = nil,

@@ -122,76 +122,19 @@ struct RegistryServerError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// scripts/registry-proxy.py in front of a registry: counts body bytes both ways, and makes faults
-/// (500s, slow bodies). Stopped by `stop()`, as a registry that dies is.
-final class RegistryProxy {
-    static let script = Harness.packageRoot + "/scripts/registry-proxy.py"
-
+/// One of scripts/'s Python helpers, started with its `--port-file` (or `--folder`) in a folder of
+/// its own: it runs until `stop()`, a SIGKILL (the test process blocks SIGTERM, its children
+/// inherit the mask, and Python, unlike Go, does not unblock it).
+final class PythonHelper {
     let folder: String
     let port: Int
-    var host: String { "127.0.0.1:\(port)" }
     private let process = Process()
 
-    struct Stats: Decodable {
-        var requests: Int
-        var bytesUp: Int64
-        var bytesDown: Int64
-        var failed: Int
-    }
-
-    init(upstream: String, fail: Int = 0, rate: Int = 0, match: String = "/blobs/", port: Int = 0) throws {
-        folder = try Harness.temporaryDirectory("proxy")
+    /// Runs `scripts/SCRIPT ARGUMENTS` (`arguments` given the folder) and waits for `FOLDER/port`.
+    init(_ script: String, folderName: String, arguments: (String) -> [String]) throws {
+        folder = try Harness.temporaryDirectory(folderName)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [
-            Self.script, "--upstream", upstream, "--port-file", folder + "/port", "--stats", folder + "/stats.json",
-            "--fail", String(fail), "--rate", String(rate), "--match", match, "--port", String(port),
-        ]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: folder + "/log")
-        try process.run()
-        for _ in 0..<100 {
-            if let text = try? String(contentsOfFile: folder + "/port", encoding: .utf8), let port = Int(text) {
-                self.port = port
-                return
-            }
-            guard process.isRunning else { break }
-            usleep(50_000)
-        }
-        let log = (try? String(contentsOfFile: folder + "/log", encoding: .utf8)) ?? ""
-        throw RegistryServerError("registry-proxy.py did not start: \(log)")
-    }
-
-    deinit { stop() }
-
-    func stats() throws -> Stats {
-        try JSONDecoder().decode(Stats.self, from: Data(contentsOf: URL(fileURLWithPath: folder + "/stats.json")))
-    }
-
-    /// Kills it at once, in the middle of whatever it moves.
-    func stop() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-}
-
-/// scripts/registry-token.py: the token endpoint of bearer auth. Anonymous clients get pull
-/// tokens, `users` pull and push, a wrong password a 401.
-final class TokenServer {
-    static let script = Harness.packageRoot + "/scripts/registry-token.py"
-
-    let folder: String
-    let port: Int
-    var host: String { "127.0.0.1:\(port)" }
-    /// How many tokens it gave.
-    var issued: Int { Int((try? String(contentsOfFile: folder + "/issued", encoding: .utf8)) ?? "") ?? 0 }
-    private let process = Process()
-
-    init(users: [String: String]) throws {
-        folder = try Harness.temporaryDirectory("tokens")
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = [Self.script, "--folder", folder] + users.map { ["--user", "\($0.key):\($0.value)"] }.joined()
+        process.arguments = [Harness.packageRoot + "/scripts/" + script] + arguments(folder)
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)
         process.standardError = FileHandle(forWritingAtPath: folder + "/log")
@@ -205,16 +148,63 @@ final class TokenServer {
             usleep(50_000)
         }
         let log = (try? String(contentsOfFile: folder + "/log", encoding: .utf8)) ?? ""
-        throw RegistryServerError("registry-token.py did not start: \(log)")
+        throw RegistryServerError("\(script) did not start: \(log)")
     }
 
     deinit { stop() }
 
-    /// SIGKILL: the test process blocks SIGTERM, its children inherit the mask, and Python (unlike
-    /// Go) does not unblock it.
     func stop() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
     }
+}
+
+/// scripts/registry-proxy.py in front of a registry: counts body bytes both ways, and makes faults
+/// (500s, slow bodies). Stopped by `stop()`, at once, as a registry that dies is.
+final class RegistryProxy {
+    private let helper: PythonHelper
+    var port: Int { helper.port }
+    var host: String { "127.0.0.1:\(port)" }
+
+    struct Stats: Decodable {
+        var requests: Int
+        var bytesUp: Int64
+        var bytesDown: Int64
+        var failed: Int
+    }
+
+    init(upstream: String, fail: Int = 0, rate: Int = 0, match: String = "/blobs/", port: Int = 0) throws {
+        helper = try PythonHelper("registry-proxy.py", folderName: "proxy") { folder in
+            [
+                "--upstream", upstream, "--port-file", folder + "/port", "--stats", folder + "/stats.json",
+                "--fail", String(fail), "--rate", String(rate), "--match", match, "--port", String(port),
+            ]
+        }
+    }
+
+    func stats() throws -> Stats {
+        try JSONDecoder().decode(Stats.self, from: Data(contentsOf: URL(fileURLWithPath: helper.folder + "/stats.json")))
+    }
+
+    func stop() { helper.stop() }
+}
+
+/// scripts/registry-token.py: the token endpoint of bearer auth. Anonymous clients get pull
+/// tokens, `users` pull and push, a wrong password a 401.
+final class TokenServer {
+    private let helper: PythonHelper
+    /// Where it keeps its certificate (`cert.pem`), for the registry's rootcertbundle.
+    var folder: String { helper.folder }
+    var host: String { "127.0.0.1:\(helper.port)" }
+    /// How many tokens it gave.
+    var issued: Int { Int((try? String(contentsOfFile: folder + "/issued", encoding: .utf8)) ?? "") ?? 0 }
+
+    init(users: [String: String]) throws {
+        helper = try PythonHelper("registry-token.py", folderName: "tokens") { folder in
+            ["--folder", folder] + users.map { ["--user", "\($0.key):\($0.value)"] }.joined()
+        }
+    }
+
+    func stop() { helper.stop() }
 }

@@ -49,6 +49,13 @@ struct ShareTests {
         let pull = try Harness.run(["pull", reference, "--store", other])
         #expect(pull.status == 0, "\(pull.stderr)")
         #expect(pull.stdout.contains("as gaming") && pull.stdout.contains("3 downloaded"), "\(pull.stdout)")
+        // Each pulled tree is the built one (the scan of a pulled layer takes the digests the
+        // unpack made of its files as it wrote them).
+        let built = try Store(root: store)
+        let pulled = try Store(root: other)
+        let builtTrees = try built.chain(try #require(try built.ref("gaming"))).map { try built.record($0).treeDigest }
+        let pulledTrees = try pulled.chain(try #require(try pulled.ref("gaming"))).map { try pulled.record($0).treeDigest }
+        #expect(builtTrees == pulledTrees)
         let pullAgain = try Harness.run(["pull", reference, "--store", other])
         #expect(pullAgain.stdout.contains("0 downloaded"), "\(pullAgain.stdout)")
         try Harness.expectValidStore(other)

@@ -48,6 +48,13 @@ struct StagingTests {
 
     func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 
+    /// The value of `key` in a BLS entry.
+    static func field(_ key: String, of entry: String) -> String {
+        entry.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map {
+            $0.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
+        } ?? ""
+    }
+
     func staged(_ disk: Disk) throws -> [[String: Any]] {
         let result = try layerctl(["staged", "--json"] + disk.options)
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
@@ -203,11 +210,7 @@ struct StagingTests {
         _ = try layerctl(
             ["stage", machine.image, "--name", "probe", "--append", "init=/usr/bin/layerctl-probe"] + disk.options)
         let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
-        func field(_ key: String) -> String {
-            entry.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map {
-                $0.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
-            } ?? ""
-        }
+        func field(_ key: String) -> String { Self.field(key, of: entry) }
         let kernel = disk.mount + "/../vmlinuz"
         let initrd = disk.mount + "/../initramfs.img"
         try BootMachine.shell(
@@ -243,11 +246,7 @@ extension StagingTests {
         #expect(result.stdout.contains("systemd-boot boots layerctl-probe.conf by default"), "\(result.stdout)")
         #expect(text(disk.mount + "/boot/loader/loader.conf") == "default layerctl-probe.conf\n")
         let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
-        func field(_ key: String) -> String {
-            entry.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map {
-                $0.dropFirst(key.count).trimmingCharacters(in: .whitespaces)
-            } ?? ""
-        }
+        func field(_ key: String) -> String { Self.field(key, of: entry) }
         // The image on the disk is the one the store that built it writes.
         let staged = try #require(try staged(disk).first?["image"] as? [String: Any])
         let image = try #require(staged["image"] as? String)
