@@ -102,10 +102,8 @@ mkdir -p "$machine/v1/boot" "$machine/v1/run"
 printf 'v2' >>"$work/layers/files/app.bin"
 "$layerctl" build "$work/layers/app.yaml" --store "$work/a" >/dev/null 2>&1
 "$layerctl" push app "$registry/fleet/app:v2" --store "$work/a" --json >"$work/push.json" 2>/dev/null
-read -r changed_blob changed_size < <(python3 -c '
-import json, sys
-top = json.load(open(sys.argv[1]))["layers"][-1]
-print(top["digest"], top["size"])' "$work/push.json")
+read -r changed_blob changed_size < <(python3 -c 'import json, sys
+layer = json.load(open(sys.argv[1]))["layers"][-1]; print(layer["digest"], layer["size"])' "$work/push.json")
 echo "changed layer: $changed_blob, $changed_size bytes"
 
 : >"$work/ours"; : >"$work/peer"; : >"$work/bytes"; : >"$work/pull"; : >"$work/stage"; : >"$work/download"; : >"$work/export"

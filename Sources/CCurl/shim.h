@@ -18,6 +18,11 @@ typedef size_t (*lc_curl_data_function)(char *buffer, size_t size, size_t count,
 static inline CURLcode lc_curl_set_function(CURL *curl, CURLoption option, lc_curl_data_function value) {
     return curl_easy_setopt(curl, option, value);
 }
+// Certificates to trust, copied by libcurl: `length` bytes of PEM.
+static inline CURLcode lc_curl_set_ca_bundle(CURL *curl, const void *data, size_t length) {
+    struct curl_blob blob = {(void *)data, length, CURL_BLOB_COPY};
+    return curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+}
 static inline CURLcode lc_curl_get_long(CURL *curl, CURLINFO info, long *value) {
     return curl_easy_getinfo(curl, info, value);
 }

@@ -53,6 +53,8 @@ struct TransportError: Error, CustomStringConvertible {
 /// for a minute is dropped, so a stalled server cannot hang the tool.
 final class HTTPTransfer {
     let allowPlainHTTP: Bool
+    /// The certificates to trust instead of the system's (PEM), when a registry has its own CA.
+    var certificates: Data?
     var connectTimeout = 30
     var stallSeconds = 60
     private let curl: UnsafeMutableRawPointer
@@ -91,6 +93,9 @@ final class HTTPTransfer {
         set(lc_curl_set_string(curl, CURLOPT_PROTOCOLS_STR, protocols))
         set(lc_curl_set_string(curl, CURLOPT_REDIR_PROTOCOLS_STR, protocols))
         set(lc_curl_set_long(curl, CURLOPT_NOSIGNAL, 1))
+        if let certificates {
+            set(certificates.withUnsafeBytes { lc_curl_set_ca_bundle(curl, $0.baseAddress, $0.count) })
+        }
         set(lc_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, connectTimeout))
         set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_LIMIT, 1))
         set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_TIME, stallSeconds))

@@ -1,3 +1,4 @@
+import CCurl
 import Crypto
 import Foundation
 import Glibc
@@ -15,6 +16,11 @@ public struct RegistryOptions: Sendable {
     public var chunkSize: Int64 = 64 << 20
     /// Where credentials are read (`RegistryCredentials.configFile()` when nil).
     public var credentialsFile: String?
+    /// Folders with a folder per registry (`HOST[:PORT]`) of CA certificates (`*.crt`) it is
+    /// trusted by besides the system's, as Docker and podman keep them.
+    public var certificateFolders = ["/etc/containers/certs.d", "/etc/docker/certs.d"]
+    /// The system's CA certificates, which a registry's own are added to.
+    public var systemCertificates = "/etc/ssl/certs/ca-certificates.crt"
 
     public init() {}
 }
@@ -27,7 +33,8 @@ public final class RegistryClient {
     public let registry: String
     let options: RegistryOptions
     let transfer: HTTPTransfer
-    let base: String
+    let apiHost: String
+    let loopback: Bool
     let credentials: RegistryCredentials?
     /// Bearer tokens by scope; `basic` once the registry asked for basic auth.
     private var tokens: [String: String] = [:]
@@ -38,11 +45,45 @@ public final class RegistryClient {
     public init(_ reference: ImageReference, options: RegistryOptions) throws {
         registry = reference.registry
         self.options = options
-        let plain = options.insecure || reference.isLoopback
-        transfer = try HTTPTransfer(allowPlainHTTP: plain)
-        base = (plain ? "http://" : "https://") + reference.apiHost
+        apiHost = reference.apiHost
+        loopback = reference.isLoopback
+        transfer = try HTTPTransfer(allowPlainHTTP: options.insecure || reference.isLoopback)
+        transfer.certificates = try Self.certificates(for: reference.registry, options: options)
         credentials = try RegistryCredentials.lookUp(
             reference.credentialKeys, in: options.credentialsFile ?? RegistryCredentials.configFile())
+    }
+
+    /// `http://` or `https://`, then the host. `--insecure` speaks plain HTTP; a registry on this
+    /// machine is asked once over HTTPS, and spoken to in plain HTTP only when it does not speak TLS
+    /// (a certificate it is not trusted for stays an error, as for any other registry).
+    private lazy var base: String = {
+        if options.insecure { return "http://" + apiHost }
+        guard loopback else { return "https://" + apiHost }
+        do {
+            _ = try transfer.perform(HTTPRequest(method: "GET", url: "https://\(apiHost)/v2/"))
+        } catch let error as TransportError where [CURLE_SSL_CONNECT_ERROR, CURLE_GOT_NOTHING, CURLE_RECV_ERROR].contains(error.code) {
+            return "http://" + apiHost
+        } catch {}
+        return "https://" + apiHost
+    }()
+
+    /// The system's CA certificates and the registry's own, when it has a folder in
+    /// `options.certificateFolders`; nil (the system's alone) when it has none.
+    static func certificates(for registry: String, options: RegistryOptions) throws -> Data? {
+        var own: [String] = []
+        for folder in options.certificateFolders {
+            let path = folder + "/" + registry
+            guard let names = try? FileSystem.listDirectory(path) else { continue }
+            own += names.filter { $0.hasSuffix(".crt") }.map { path + "/" + $0 }
+        }
+        guard !own.isEmpty else { return nil }
+        var bundle = (try? FileSystem.readRegularFile(options.systemCertificates)) ?? Data()
+        for file in own {
+            do { bundle += try FileSystem.readRegularFile(file) + Data("\n".utf8) } catch {
+                throw RegistryError(.input, "read the CA certificate \(file) failed", cause: error)
+            }
+        }
+        return bundle
     }
 
     public enum Access: Sendable {

@@ -47,6 +47,9 @@ struct RegistryArguments: ParsableArguments {
     func client(for reference: ImageReference, reporter: ShareReporter) throws -> RegistryClient {
         var options = RegistryOptions()
         options.insecure = insecure
+        if let folder = ProcessInfo.processInfo.environment["LAYERCTL_CERTS_DIR"], !folder.isEmpty {
+            options.certificateFolders.insert(folder, at: 0)
+        }
         let client = try RegistryClient(reference, options: options)
         client.onRetry = reporter.retry
         return client

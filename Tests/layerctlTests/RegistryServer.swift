@@ -19,7 +19,8 @@ final class RegistryServer {
 
     /// `users`: name → password, for htpasswd auth; `tokens`: a token endpoint to send clients to
     /// (bearer auth, as Docker Hub's); neither means no auth.
-    init(users: [String: String] = [:], tokens: TokenServer? = nil) throws {
+    /// `tls`: HTTPS with a certificate for 127.0.0.1 of its own, `certificate`.
+    init(users: [String: String] = [:], tokens: TokenServer? = nil, tls: Bool = false) throws {
         folder = try Harness.temporaryDirectory("registry")
         port = try Self.freePort()
         var auth = ""
@@ -44,6 +45,18 @@ final class RegistryServer {
 
                 """
         }
+        var https = ""
+        if tls {
+            let made = try KernelMount.run(
+                "/usr/bin/openssl",
+                [
+                    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                    "-keyout", folder + "/key.pem", "-out", folder + "/cert.pem", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                ])
+            guard made.status == 0 else { throw RegistryServerError("openssl req failed: \(made.output)") }
+            https = "  tls:\n    certificate: \(folder)/cert.pem\n    key: \(folder)/key.pem\n"
+        }
         let config = """
             version: 0.1
             log:
@@ -55,7 +68,7 @@ final class RegistryServer {
                 enabled: true
             http:
               addr: 127.0.0.1:\(port)
-            \(auth)
+            \(https)\(auth)
             """
         try config.write(toFile: folder + "/config.yml", atomically: true, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: Self.binary)
@@ -74,6 +87,9 @@ final class RegistryServer {
         process.terminate()
         process.waitUntilExit()
     }
+
+    /// The certificate it serves HTTPS with.
+    var certificate: String { folder + "/cert.pem" }
 
     func blobPath(_ digest: String) -> String {
         let hex = String(digest.dropFirst("sha256:".count))

@@ -522,3 +522,27 @@ extension ShareTests {
         #expect(!FileManager.default.fileExists(atPath: work + "/short"))
     }
 }
+
+extension ShareTests {
+    @Test("HTTPS: a registry whose CA is not trusted is one line and no plain-HTTP fallback; with its CA in a certs.d folder it works")
+    func https() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer(tls: true)
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/base:v1"
+        let untrusted = try Harness.run(["push", "base", reference, "--store", store])
+        #expect(untrusted.status == 8, "\(untrusted.stderr)")
+        #expect(untrusted.stderr.contains("https://\(registry.host)/") && untrusted.stderr.contains("certificate"), "\(untrusted.stderr)")
+        #expect(untrusted.stderr.split(separator: "\n").count == 1, "\(untrusted.stderr)")
+
+        let certs = try Harness.temporaryDirectory("share-certs")
+        try FileManager.default.createDirectory(atPath: certs + "/" + registry.host, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: registry.certificate, toPath: certs + "/\(registry.host)/ca.crt")
+        let environment = ["LAYERCTL_CERTS_DIR": certs]
+        let push = try Harness.run(["push", "base", reference, "--store", store], environment: environment)
+        #expect(push.status == 0, "\(push.stderr)")
+        let other = try Harness.temporaryDirectory("share-https-pulled")
+        let pull = try Harness.run(["pull", reference, "--store", other], environment: environment)
+        #expect(pull.status == 0 && pull.stdout.contains("1 downloaded"), "\(pull.stdout) \(pull.stderr)")
+    }
+}
