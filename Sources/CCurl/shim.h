@@ -23,6 +23,10 @@ static inline CURLcode lc_curl_set_ca_bundle(CURL *curl, const void *data, size_
     struct curl_blob blob = {(void *)data, length, CURL_BLOB_COPY};
     return curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
 }
+typedef int (*lc_curl_seek_function)(void *context, curl_off_t offset, int origin);
+static inline CURLcode lc_curl_set_seek(CURL *curl, lc_curl_seek_function value) {
+    return curl_easy_setopt(curl, CURLOPT_SEEKFUNCTION, value);
+}
 static inline CURLcode lc_curl_get_long(CURL *curl, CURLINFO info, long *value) {
     return curl_easy_getinfo(curl, info, value);
 }

@@ -225,15 +225,24 @@ public struct ImagePull {
         let work = scratch + "/" + key
         try FileSystem.makeDirectories(work + "/layer")
         defer { try? FileSystem.removeTree(work) }
-        let blob = work + "/blob"
-        try client.downloadBlob(repository, descriptor.digest, size: descriptor.size, to: blob) { received in
-            observer(ShareEvent(kind: .bytes, layer: name, detail: "download", bytes: received, total: descriptor.size))
-        }
-        observer(ShareEvent(kind: .step, layer: name, detail: "unpack"))
-        let reader = OCILayerReader(blob: blob)
+        // Unpacked as it downloads: the blob is never stored.
         let tree = work + "/layer/tree"
-        let (diffID, content) = try reader.unpackHashing(
-            into: tree, lower: try parent.map { try store.chain($0).reversed().map(store.tree) } ?? [])
+        let lower = try parent.map { try store.chain($0).reversed().map(store.tree) } ?? []
+        var unpack: StreamedUnpack?
+        do {
+            try client.streamBlob(repository, descriptor.digest, size: descriptor.size) { received in
+                observer(ShareEvent(kind: .bytes, layer: name, detail: "download", bytes: received, total: descriptor.size))
+            } attempt: {
+                let current = try StreamedUnpack(into: tree, lower: lower, name: descriptor.digest)
+                unpack = current
+                return RegistryClient.BlobSink(write: current.write, end: {}, abandon: current.abandon)
+            }
+        } catch {
+            // A download that stopped because the unpacking refused the blob reports why it did.
+            throw unpack?.stoppedWith() ?? error
+        }
+        guard let unpack else { throw SystemError("unpack", tree, errno: EIO) }
+        let (diffID, content) = try unpack.finish()
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }

@@ -22,9 +22,21 @@ public struct LayerBlobError: LayerError {
 /// `..`, an entry twice, a special tar type, and data shorter or longer than its header says.
 /// `trusted.overlay.*` attributes, overlayfs's own bookkeeping, are dropped.
 public struct OCILayerReader {
+    /// The blob's file, or its name in messages when it is read from `stream`.
     let blob: String
+    let stream: Int32?
 
-    public init(blob: String) { self.blob = blob }
+    public init(blob: String) {
+        self.blob = blob
+        stream = nil
+    }
+
+    /// A blob read once from the descriptor `stream` (a socket the download writes into), called
+    /// `name` in messages; only `unpack` reads it.
+    public init(stream: Int32, name: String) {
+        blob = name
+        self.stream = stream
+    }
 
     /// `sha256:…` of the blob as stored.
     public func digest() throws -> String { "sha256:" + (try Digest.contentHash(file: Array(blob.utf8))).hex }
@@ -135,7 +147,8 @@ public struct OCILayerReader {
         guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
         archive_read_support_filter_all(archive)
         if raw { archive_read_support_format_raw(archive) } else { archive_read_support_format_tar(archive) }
-        if archive_read_open_filename(archive, blob, 1 << 20) != ARCHIVE_OK {
+        let opened = stream.map { archive_read_open_fd(archive, $0, 1 << 20) } ?? archive_read_open_filename(archive, blob, 1 << 20)
+        if opened != ARCHIVE_OK {
             defer { archive_read_free(archive) }
             throw failure("open", archive)
         }

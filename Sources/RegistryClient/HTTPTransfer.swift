@@ -43,6 +43,7 @@ struct TransportError: Error, CustomStringConvertible {
         [
             CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST, CURLE_OPERATION_TIMEDOUT, CURLE_RECV_ERROR,
             CURLE_SEND_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE, CURLE_HTTP2, CURLE_HTTP2_STREAM,
+            CURLE_SEND_FAIL_REWIND,
         ].contains(code)
     }
 }
@@ -108,6 +109,9 @@ final class HTTPTransfer {
         set(lc_curl_set_function(curl, CURLOPT_HEADERFUNCTION, receiveHeader))
         set(lc_curl_set_pointer(curl, CURLOPT_READDATA, unmanaged.toOpaque()))
         set(lc_curl_set_function(curl, CURLOPT_READFUNCTION, sendBody))
+        // A kept connection that turns out dead makes libcurl send the request again: it rewinds.
+        set(lc_curl_set_pointer(curl, CURLOPT_SEEKDATA, unmanaged.toOpaque()))
+        set(lc_curl_set_seek(curl, rewindBody))
         switch request.method {
         case "GET":
             set(lc_curl_set_long(curl, CURLOPT_FOLLOWLOCATION, 1))
@@ -149,15 +153,18 @@ private final class TransferContext {
     var position: Int64 = 0
     var remaining: Int64
 
+    let length: Int64
+
     init(sink: ((UnsafeRawBufferPointer) -> (any Error)?)?, sent: ((Int) -> Void)?, body: HTTPRequest.Body) {
         self.sink = sink
         self.sent = sent
         self.source = body
         switch body {
-        case .none: remaining = 0
-        case .data(let data): remaining = Int64(data.count)
-        case .file(_, _, let length): remaining = length
+        case .none: length = 0
+        case .data(let data): length = Int64(data.count)
+        case .file(_, _, let length): self.length = length
         }
+        remaining = length
     }
 }
 
@@ -216,4 +223,13 @@ private func sendBody(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ cou
     transfer.remaining -= Int64(copied)
     transfer.sent?(copied)
     return copied
+}
+
+private func rewindBody(_ context: UnsafeMutableRawPointer?, _ offset: curl_off_t, _ origin: Int32) -> Int32 {
+    guard let context, origin == SEEK_SET else { return Int32(CURL_SEEKFUNC_CANTSEEK) }
+    let transfer = Unmanaged<TransferContext>.fromOpaque(context).takeUnretainedValue()
+    guard offset >= 0, Int64(offset) <= transfer.length else { return Int32(CURL_SEEKFUNC_FAIL) }
+    transfer.position = Int64(offset)
+    transfer.remaining = transfer.length - Int64(offset)
+    return Int32(CURL_SEEKFUNC_OK)
 }

@@ -153,12 +153,49 @@ public final class RegistryClient {
     public func downloadBlob(
         _ repository: String, _ digest: String, size: Int64, to path: String, progress: ((Int64) -> Void)? = nil
     ) throws {
+        try streamBlob(repository, digest, size: size, progress: progress) {
+            let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else { throw SystemError("create", path) }
+            return BlobSink(
+                write: { bytes in
+                    do { try FileSystem.writeAll(descriptor, bytes, to: path) } catch { return error }
+                    return nil
+                },
+                end: { close(descriptor) },
+                abandon: {
+                    close(descriptor)
+                    unlink(path)
+                })
+        }
+    }
+
+    /// Where a download's bytes go: a new one for each attempt. `write` returns the error to stop
+    /// with; `end` follows a download whose size and digest were right, `abandon` any other.
+    public struct BlobSink {
+        public var write: (UnsafeRawBufferPointer) -> (any Error)?
+        public var end: () -> Void
+        public var abandon: () -> Void
+
+        public init(
+            write: @escaping (UnsafeRawBufferPointer) -> (any Error)?, end: @escaping () -> Void,
+            abandon: @escaping () -> Void
+        ) {
+            self.write = write
+            self.end = end
+            self.abandon = abandon
+        }
+    }
+
+    /// Downloads the blob into the sinks `attempt` makes (one per attempt), checking its size and
+    /// digest as it streams; a sink is abandoned when its attempt fails or the bytes are wrong.
+    public func streamBlob(
+        _ repository: String, _ digest: String, size: Int64, progress: ((Int64) -> Void)? = nil,
+        attempt: () throws -> BlobSink
+    ) throws {
         let what = "\(registry)/\(repository) blob \(digest)"
-        do {
-            try withRetries(what) {
-                let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-                guard descriptor >= 0 else { throw SystemError("create", path) }
-                defer { close(descriptor) }
+        try withRetries(what) {
+            let sink = try attempt()
+            do {
                 var hasher = SHA256()
                 var received: Int64 = 0
                 let request = HTTPRequest(method: "GET", url: "\(base)/v2/\(repository)/blobs/\(digest)")
@@ -168,7 +205,7 @@ public final class RegistryClient {
                         return RegistryError(.input, "\(what): more bytes than the \(size) its descriptor says")
                     }
                     hasher.update(bufferPointer: bytes)
-                    do { try FileSystem.writeAll(descriptor, bytes, to: path) } catch { return error }
+                    if let error = sink.write(bytes) { return error }
                     progress?(Int64(bytes.count))
                     return nil
                 }
@@ -181,10 +218,11 @@ public final class RegistryClient {
                 }
                 let got = "sha256:" + Hash256(hasher.finalize()).hex
                 guard got == digest else { throw RegistryError(.input, "\(what): the bytes sent have digest \(got)") }
+            } catch {
+                sink.abandon()
+                throw error
             }
-        } catch {
-            unlink(path)
-            throw error
+            sink.end()
         }
     }
 
