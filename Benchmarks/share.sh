@@ -9,6 +9,8 @@
 #          proxy) plus a re-export
 #          of v2 from a store that already has it (`export`, the same block cache); at most 1.0x
 #          plus noise is the goal.
+# RATE=BYTES (a second) makes the proxy send blobs no faster, as a network link would (12500000 is
+# 100 Mbit/s); by default they move at loopback speed, where the pull's CPU work shows most.
 # Every run starts from a copy of the v1 machine, on a loop-mounted ext4 disk (staging finds the
 # image by its filesystem's UUID); the two paths alternate which goes first.
 #
@@ -55,7 +57,7 @@ YAML
 docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
 pids+=($!)
 python3 scripts/registry-proxy.py --upstream "127.0.0.1:$port" --port-file "$work/proxy.port" \
-    --stats "$work/stats.json" --match '^$' &
+    --stats "$work/stats.json" --match '/blobs/sha256:' --rate "${RATE:-0}" &
 pids+=($!)
 for _ in $(seq 100); do
     [ -s "$work/proxy.port" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

@@ -65,7 +65,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             body += chunk
             record(bytesUp=len(chunk))
             if slow:
-                time.sleep(0.1)
+                time.sleep(len(chunk) / options.rate)
         with lock:
             fail = matches and failures_left > 0
             if fail:
@@ -98,7 +98,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                 self.wfile.flush()
                 record(bytesDown=len(chunk))
                 if slow:
-                    time.sleep(0.1)
+                    time.sleep(len(chunk) / options.rate)
         record(requests=1)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = forward
