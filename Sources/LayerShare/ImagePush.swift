@@ -11,10 +11,8 @@ public struct ShareEvent: Sendable {
         case step
         /// Bytes went up or came down: `bytes` more of `total`.
         case bytes
-        /// A layer is done: `detail` says how (present, mounted, uploaded, stored, reused).
+        /// A layer is done: `detail` says how (present, mounted or uploaded; stored or present).
         case layer
-        /// A retry is coming.
-        case retry
     }
 
     public var kind: Kind

@@ -4,6 +4,7 @@ import LayerBuilder
 import LayerRecipe
 import LayerShare
 import LayerStore
+import LayerSupport
 import RegistryClient
 
 extension LayerCtl {
@@ -65,11 +66,14 @@ extension LayerCtl {
             options.noCache = noCache
             options.offline = offline
             if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
-            // The builds below take the store's lock too; this one keeps a pulled base from a `gc`
-            // until the layers on it hold it.
-            let lock = try store.lock(.shared)
-            defer { lock.unlock() }
+            // With a base image, what killed builds left is swept first (the sweep needs the store's
+            // lock alone), then the lock is held from the pull to the end of the build, so a `gc`
+            // cannot take the pulled base before the layers on it hold it.
+            var baseLock: FileLock?
+            defer { baseLock?.unlock() }
             if let base = recipe.baseImage {
+                try store.sweepTemporary()
+                baseLock = try store.lock(.shared)
                 if offline {
                     throw BuildFailure(
                         "`from: \(base.value)` needs the registry; --offline fetches nothing", at: base.location.description,

@@ -67,7 +67,7 @@ func machineArchitecture() -> String {
 extension LayerCtl {
     struct Push: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Pushes a built layer and those below it to a registry as one OCI image.",
+            abstract: "Pushes a layer and those below it to a registry as one OCI image.",
             discussion: """
                 One OCI layer per layer, a pax tar compressed with zstd (or gzip), root first; the image config \
                 carries each layer's name, key and packages. The same stack gives the same digests from any \
@@ -125,9 +125,9 @@ extension LayerCtl {
 
     struct Pull: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Pulls an image from a registry into the store, as layers that can be exported, staged or built upon.",
+            abstract: "Pulls an image from a registry into the store.",
             discussion: """
-                Only the layers the store lacks are downloaded; each is checked against its digest as it streams, \
+                Its layers can then be exported, staged or built upon. Only the layers the store lacks are downloaded; each is checked against its digest as it streams, \
                 unpacked (a tar entry that would reach out of the layer is refused, and nothing is stored), and \
                 stored whole or not at all. The image's top layer gets the ref NAME: --name, else the repository's \
                 last component. `layerctl inspect NAME` shows where each layer came from.
@@ -182,11 +182,10 @@ final class ShareReporter {
             guard !json else { return }
             statusLine.clear()
             FileHandle.standardError.write(Data("\(event.layer): \(event.detail)\n".utf8))
-        case .retry:
-            retry(event.detail)
         }
     }
 
+    /// A retry is coming: said even with --json, on stderr.
     func retry(_ text: String) {
         statusLine.clear()
         FileHandle.standardError.write(Data("layerctl: \(text)\n".utf8))

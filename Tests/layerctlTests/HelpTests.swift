@@ -6,7 +6,8 @@ struct HelpTests {
     @Test(
         "every command explains itself in full sentences",
         arguments: [
-            "build", "export", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "shell", "gc",
+            "build", "export", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect",
+            "shell", "gc",
         ])
     func help(command: String) throws {
         let result = try Harness.run([command, "--help"])
@@ -55,7 +56,9 @@ struct HelpTests {
     /// line per document; a failure is a document too.
     @Test("--json everywhere but shell; one line per document; a failure is {\"error\": …} on stdout")
     func json() throws {
-        for command in ["build", "export", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "gc"] {
+        for command in [
+            "build", "export", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "gc",
+        ] {
             #expect(try Harness.run([command, "--help"]).stdout.contains("--json"), "\(command) has no --json")
         }
         let store = try Harness.temporaryDirectory("store")
