@@ -29,7 +29,6 @@ struct HTTPResponse {
     var body: Data
 
     func header(_ name: String) -> String? { headers.last { $0.name == name }?.value }
-    func headers(_ name: String) -> [String] { headers.filter { $0.name == name }.map(\.value) }
 }
 
 /// A request that did not get a response: no connection, a dropped one, a timeout, a TLS failure.
@@ -68,8 +67,13 @@ final class HTTPTransfer {
 
     deinit { curl_easy_cleanup(curl) }
 
+    /// The most a response body kept in memory may hold (a manifest, an error): a server cannot
+    /// make the tool take all memory.
+    static let bodyLimit = 8 << 20
+
     /// Sends `request`. A successful (2xx) response's body goes to `sink` (a non-nil return is the
-    /// error to stop with) when there is one; any other body goes into the response; `sent` hears of each uploaded chunk's size.
+    /// error to stop with) when there is one; any other body goes into the response, up to
+    /// `bodyLimit`. `sent` hears of each uploaded chunk's size.
     func perform(
         _ request: HTTPRequest, sink: ((UnsafeRawBufferPointer) -> (any Error)?)? = nil,
         sent: ((Int) -> Void)? = nil
@@ -178,6 +182,10 @@ private func receiveBody(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ 
             return 0
         }
     } else {
+        guard transfer.body.count + bytes.count <= HTTPTransfer.bodyLimit else {
+            transfer.sinkError = TransportError(code: CURLE_FILESIZE_EXCEEDED, detail: "the response is larger than 8 MiB")
+            return 0
+        }
         transfer.body.append(contentsOf: bytes)
     }
     return size * count
