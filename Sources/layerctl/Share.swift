@@ -12,7 +12,7 @@ struct RegistryArguments: ParsableArguments {
     )
     var registry: String?
 
-    @Flag(help: "Speak plain HTTP to a registry that is not on this machine (localhost and 127.0.0.0/8 always get it).")
+    @Flag(help: "Speak plain HTTP to the registry. A registry on this machine gets it when it does not speak TLS.")
     var insecure = false
 
     func reference(_ text: String) throws -> ImageReference {

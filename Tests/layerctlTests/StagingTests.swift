@@ -207,6 +207,7 @@ struct StagingTests {
     @Test("the staged entry boots: its kernel, initramfs and command line find the image by UUID on the disk")
     func stagedEntryBoots() throws {
         let disk = try makeDisk()
+        defer { unmount(disk) }
         _ = try layerctl(
             ["stage", machine.image, "--name", "probe", "--append", "init=/usr/bin/layerctl-probe"] + disk.options)
         let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
@@ -239,6 +240,8 @@ extension StagingTests {
         let reference = "\(registry.host)/fleet/probe:v1"
         _ = try layerctl(["push", "probe", reference, "--store", machine.store])
         let disk = try makeDisk()
+        // A failed expectation before the boot must not leave the disk mounted.
+        defer { unmount(disk) }
         try BootMachine.shell("mkdir -p '\(disk.mount)/boot/loader' && printf 'default arch.conf\\n' >'\(disk.mount)/boot/loader/loader.conf'")
         let store = try Harness.temporaryDirectory("boot-reference-store")
         let result = try layerctl(["boot", reference, "--store", store, "--loader", "systemd-boot"] + disk.options)
