@@ -48,6 +48,23 @@ struct StagingTests {
 
     func text(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 
+    /// Boots the BLS entry of `name` on `disk` in QEMU (its kernel and initramfs copied out, then
+    /// the disk unmounted), its options and `append` on the command line: the console, and the
+    /// probe's lines.
+    func bootEntry(_ name: String, on disk: Disk, append: String = "") throws -> (output: String, probe: [String]) {
+        let entry = text(disk.mount + "/boot/loader/entries/layerctl-\(name).conf")
+        let kernel = disk.mount + "/../vmlinuz"
+        let initrd = disk.mount + "/../initramfs.img"
+        try BootMachine.shell(
+            "cp '\(disk.mount)\(Self.field("linux", of: entry))' '\(kernel)' && cp '\(disk.mount)\(Self.field("initrd", of: entry))' '\(initrd)'")
+        unmount(disk)
+        let output = try machine.boot(
+            kernel: kernel, initrd: initrd, disks: [(disk.file, true)], append: Self.field("options", of: entry) + append)
+        let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("PROBE") }
+        return (output, probe)
+    }
+
     /// The value of `key` in a BLS entry.
     static func field(_ key: String, of entry: String) -> String {
         entry.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map {
@@ -210,17 +227,7 @@ struct StagingTests {
         defer { unmount(disk) }
         _ = try layerctl(
             ["stage", machine.image, "--name", "probe", "--append", "init=/usr/bin/layerctl-probe"] + disk.options)
-        let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
-        func field(_ key: String) -> String { Self.field(key, of: entry) }
-        let kernel = disk.mount + "/../vmlinuz"
-        let initrd = disk.mount + "/../initramfs.img"
-        try BootMachine.shell(
-            "cp '\(disk.mount)\(field("linux"))' '\(kernel)' && cp '\(disk.mount)\(field("initrd"))' '\(initrd)'")
-        unmount(disk)
-        let output = try machine.boot(
-            kernel: kernel, initrd: initrd, disks: [(disk.file, true)], append: field("options"))
-        let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { $0.hasPrefix("PROBE") }
+        let (output, probe) = try bootEntry("probe", on: disk)
         #expect(probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))")
         #expect(probe.contains("PROBE mount /run/layerctl/device ext4 /dev/vda"), "\(probe)")
         #expect(probe.contains("PROBE env LAYERCTL_VERIFY=sha256:\(machine.imageDigest)"), "\(probe)")
@@ -248,8 +255,6 @@ extension StagingTests {
         #expect(result.stdout.contains("staged probe"), "\(result.stdout)")
         #expect(result.stdout.contains("systemd-boot boots layerctl-probe.conf by default"), "\(result.stdout)")
         #expect(text(disk.mount + "/boot/loader/loader.conf") == "default layerctl-probe.conf\n")
-        let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
-        func field(_ key: String) -> String { Self.field(key, of: entry) }
         // The image on the disk is the one the store that built it writes.
         let staged = try #require(try staged(disk).first?["image"] as? [String: Any])
         let image = try #require(staged["image"] as? String)
@@ -257,16 +262,7 @@ extension StagingTests {
         _ = try layerctl(["export", "probe", "--store", machine.store, "-o", built])
         #expect(FileManager.default.contentsEqual(atPath: image, andPath: built), "\(image)")
 
-        let kernel = disk.mount + "/../vmlinuz"
-        let initrd = disk.mount + "/../initramfs.img"
-        try BootMachine.shell(
-            "cp '\(disk.mount)\(field("linux"))' '\(kernel)' && cp '\(disk.mount)\(field("initrd"))' '\(initrd)'")
-        unmount(disk)
-        let output = try machine.boot(
-            kernel: kernel, initrd: initrd, disks: [(disk.file, true)],
-            append: field("options") + " init=/usr/bin/layerctl-probe")
-        let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { $0.hasPrefix("PROBE") }
+        let (output, probe) = try bootEntry("probe", on: disk, append: " init=/usr/bin/layerctl-probe")
         #expect(probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))")
         #expect(probe.last == "PROBE done", "\(probe)")
     }
