@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "LayerRecipe",
             dependencies: [
-                "LayerSupport", "Alpm", "RegistryClient", .product(name: "Yams", package: "Yams"),
+                "LayerSupport", "LayerStore", "Alpm", "RegistryClient", .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // The content-addressed store: layer trees, their records and manifests, refs, locks, gc.

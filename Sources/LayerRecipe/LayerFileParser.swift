@@ -1,5 +1,6 @@
 import Alpm
 import Foundation
+import LayerStore
 import RegistryClient
 import Yams
 
@@ -27,7 +28,7 @@ struct LayerFileParser {
                 "the layer file is not UTF-8 text", at: Self.location(ofByte: Self.firstInvalidUTF8(data), in: data, file: path))
         }
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        guard name.wholeMatch(of: /[A-Za-z0-9][A-Za-z0-9._+-]*/) != nil, name.utf8.count <= 100 else {
+        guard Store.isLayerName(name) else {
             throw LayerFileError(
                 "the layer name \(quote(name)) (the file name without .yaml) may hold letters, digits and . _ + -, must start with a letter or digit, and be at most 100 bytes",
                 at: top)

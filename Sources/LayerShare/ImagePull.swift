@@ -153,18 +153,17 @@ public struct ImagePull {
         return OCICompression.allCases.contains { store.notedBlob(of: key, compression: $0)?.diffID == diffID }
     }
 
-    /// A ref name: what `refs/` can hold as one file.
+    /// A ref name: a layer name, as a layer file's is.
     static func checkRefName(_ name: String) throws {
-        guard !name.isEmpty, !name.hasPrefix("."), !name.contains("/"), name.utf8.count <= 200, !name.contains(".tmp-") else {
-            throw ReferenceError(message: "\(name) cannot name a layer: use letters, digits, '-', '_' and '.', without '/'")
+        guard Store.isLayerName(name) else {
+            throw ReferenceError(
+                message: "\(name) cannot name a layer: use letters, digits and . _ + -, starting with a letter or digit (give --name)")
         }
     }
 
-    /// The name an image's annotation gives a layer, when it is a usable ref name.
+    /// The name an image's annotation gives a layer, when it is a layer name.
     private static func layerName(_ descriptor: OCIImage.Descriptor, fallback: String) -> String {
-        guard let name = descriptor.annotations?["org.layerctl.layer.name"], (try? checkRefName(name)) != nil,
-            name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f })
-        else { return fallback }
+        guard let name = descriptor.annotations?["org.layerctl.layer.name"], Store.isLayerName(name) else { return fallback }
         return name
     }
 

@@ -70,6 +70,12 @@ public struct Store: Sendable {
 
     static let damagedLayerRemedy = "run `layerctl gc` to remove the damaged layer, then build again"
 
+    /// Whether `name` may name a layer, and so `refs/NAME`: letters, digits and `.` `_` `+` `-`,
+    /// starting with a letter or digit, at most 100 bytes. A layer file's name, and a pulled image's.
+    public static func isLayerName(_ name: String) -> Bool {
+        name.wholeMatch(of: /[A-Za-z0-9][A-Za-z0-9._+-]*/) != nil && name.utf8.count <= 100
+    }
+
     /// Whether `text` has the shape of a layer key: 64 lowercase hex digits.
     public static func isKey(_ text: String) -> Bool {
         text.utf8.count == 64 && text.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
