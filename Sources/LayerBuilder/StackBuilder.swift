@@ -80,20 +80,21 @@ public final class StackBuilder {
             }
             var cached = !options.noCache && reusable(key, layer: layer.name, under: signatures)
             var shared = false
+            // The shared cache stores what it has as a pull does, each layer under its own build lock.
+            if !cached && !options.noCache, let sharedCache {
+                do {
+                    shared = try sharedCache.fetch(key) && reusable(key, layer: layer.name, under: signatures)
+                    cached = shared
+                    if shared { observer(BuildEvent(.step, layer: layer.name, message: "taken from the shared cache")) }
+                } catch {
+                    observer(BuildEvent(.warning, layer: layer.name, message: "the shared cache failed (\(error)); building it"))
+                }
+            }
             if !cached {
                 let lock = try store.buildLock(key)
                 defer { lock.unlock() }
                 // Another build may have made it meanwhile.
                 cached = !options.noCache && reusable(key, layer: layer.name, under: signatures, quiet: true)
-                if !cached && !options.noCache, let sharedCache {
-                    do {
-                        shared = try sharedCache.fetch(key) && reusable(key, layer: layer.name, under: signatures)
-                        cached = shared
-                        if shared { observer(BuildEvent(.step, layer: layer.name, message: "taken from the shared cache")) }
-                    } catch {
-                        observer(BuildEvent(.warning, layer: layer.name, message: "the shared cache failed (\(error)); building it"))
-                    }
-                }
                 if !cached {
                     observer(BuildEvent(.building, layer: layer.name, key: key))
                     do {

@@ -38,9 +38,6 @@ public struct ImagePull {
     /// the key and with the record its annotations give (its tree checked against the record's
     /// digest), so a build finds it by key.
     public var trustClaims = false
-    /// Keys whose build lock the caller holds already (a build that asks its cache for the layer it
-    /// is about to build): taking it again would wait for ever.
-    public var lockedKeys: Set<String> = []
 
     public init(store: Store, client: RegistryClient, architecture: String) {
         self.store = store
@@ -218,8 +215,8 @@ public struct ImagePull {
         epoch: Int64, shared: LayerRecord? = nil, scratch: String, observer: @escaping (ShareEvent) -> Void
     ) throws {
         let started = Date()
-        let lock = lockedKeys.contains(key) ? nil : try store.buildLock(key)
-        defer { lock?.unlock() }
+        let lock = try store.buildLock(key)
+        defer { lock.unlock() }
         if store.contains(key) { return }
         let work = scratch + "/" + key
         try FileSystem.makeDirectories(work + "/layer")

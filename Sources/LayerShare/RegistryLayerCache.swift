@@ -28,8 +28,7 @@ public final class RegistryLayerCache {
 
     static func tag(_ key: String) -> String { "layer-" + key }
 
-    /// Pulls layer `key` (and what it stands on) when the cache has it; false when it has not. The
-    /// caller holds the build lock of `key`.
+    /// Pulls layer `key` (and what it stands on) when the cache has it; false when it has not.
     public func fetch(_ key: String) throws -> Bool {
         guard let from else { return false }
         var reference = from.repository
@@ -38,7 +37,6 @@ public final class RegistryLayerCache {
         guard try from.client.manifest(reference.repository, Self.tag(key)) != nil else { return false }
         var pull = ImagePull(store: store, client: from.client, architecture: architecture)
         pull.trustClaims = true
-        pull.lockedKeys = [key]
         let result = try pull.pull(reference, name: nil, observer: observer)
         guard result.key == key else {
             throw RegistryError(.input, "\(reference) holds layer \(result.key), not \(key)")
