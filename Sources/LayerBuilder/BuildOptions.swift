@@ -13,8 +13,6 @@ public struct BuildOptions: Sendable {
     public var keyring = "/etc/pacman.d/gnupg"
     /// The time every mtime is clamped to: `SOURCE_DATE_EPOCH`, or 0 when it is unset.
     public var sourceDateEpoch: Int64
-    /// The stored image the first layer file is built upon (`from: REF`), pulled before the build.
-    public var baseImage: BaseImage?
 
     public init(store: Store) {
         self.store = store

@@ -15,6 +15,9 @@ public final class StackBuilder {
     /// Where layers are looked up by key before they are built, and saved after (`--cache-from`,
     /// `--cache-to`).
     public var sharedCache: (any SharedLayerCache)?
+    /// Pulls the image a recipe's first layer file names in `from:` into the store; called once the
+    /// build holds the store's lock, so a `gc` cannot take the image before the layers on it stand.
+    public var pullImage: ((String) throws -> BaseImage)?
 
     public init(options: BuildOptions, observer: @escaping (BuildEvent) -> Void) {
         self.options = options
@@ -28,8 +31,20 @@ public final class StackBuilder {
         let session = try store.makeTemporary("session")
         defer { try? FileSystem.removeTree(session) }
 
+        var base: BaseImage?
+        if let image = recipe.baseImage {
+            if options.offline {
+                throw BuildFailure(
+                    "`from: \(image.value)` needs the registry; --offline fetches nothing", at: image.location.description,
+                    code: .input)
+            }
+            guard let pullImage else {
+                throw BuildFailure("`from: \(image.value)` names an image, and this build has no registry", at: image.location.description, code: .input)
+            }
+            do { base = try pullImage(image.value) } catch { throw BuildFailure(error, at: image.location.description) }
+        }
         var built: [BuiltLayer] = []
-        var parentKey = options.baseImage?.key
+        var parentKey = base?.key
         var parentTrees = try parentKey.map { try store.chain($0).map(store.tree) } ?? []
         var snapshots: [String: String] = [:]
         var environment: [String: String] = [:]
@@ -58,7 +73,7 @@ public final class StackBuilder {
             for variable in layer.env { environment[variable.name] = variable.value }
             var spec = try makeSpec(
                 layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value)
-            if index == 0 { spec.image = options.baseImage?.reference }
+            if index == 0 { spec.image = base?.reference }
             let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
             let resolver = PackageResolver(
                 parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,

@@ -4,7 +4,6 @@ import LayerBuilder
 import LayerRecipe
 import LayerShare
 import LayerStore
-import LayerSupport
 import RegistryClient
 
 extension LayerCtl {
@@ -66,28 +65,12 @@ extension LayerCtl {
             options.noCache = noCache
             options.offline = offline
             if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
-            // With a base image, what killed builds left is swept first (the sweep needs the store's
-            // lock alone), then the lock is held from the pull to the end of the build, so a `gc`
-            // cannot take the pulled base before the layers on it hold it.
-            var baseLock: FileLock?
-            defer { baseLock?.unlock() }
-            if let base = recipe.baseImage {
-                try store.sweepTemporary()
-                baseLock = try store.lock(.shared)
-                if offline {
-                    throw BuildFailure(
-                        "`from: \(base.value)` needs the registry; --offline fetches nothing", at: base.location.description,
-                        code: .input)
-                }
-                do {
-                    let pulled = try registryArguments.pull(base.value, store: store, name: nil, json: json, quiet: true)
-                    options.baseImage = BaseImage(reference: pulled.reference, key: pulled.key)
-                } catch {
-                    throw BuildFailure(error, at: base.location.description)
-                }
-            }
             let reporter = BuildReporter(json: json)
             let builder = StackBuilder(options: options, observer: reporter.report)
+            builder.pullImage = { reference in
+                let pulled = try registryArguments.pull(reference, store: store, name: nil, json: json, quiet: true)
+                return BaseImage(reference: pulled.reference, key: pulled.key)
+            }
             if cacheFrom != nil || cacheTo != nil {
                 let quiet = ShareReporter(json: true)
                 func endpoint(_ text: String?) throws -> (RegistryClient, ImageReference)? {
