@@ -83,13 +83,12 @@ public struct ImagePull {
         let epoch = config.created.flatMap(OCIImage.epoch) ?? 0
         var parent: String?
         var layers: [Result.Layer] = []
-        let shortName = String(reference.repository.split(separator: "/").last ?? "image")
         for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
             guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
             let layerName =
                 (index == manifest.layers.count - 1 ? name : nil)
-                ?? Self.layerName(descriptor, fallback: "\(shortName)-\(index)")
+                ?? Self.layerName(descriptor, fallback: "\(reference.shortName)-\(index)")
             if trustClaims {
                 guard let claimed, let text = descriptor.annotations?[OCIImage.recordAnnotation],
                     let record = try? LayerRecord.decoded(Data(text.utf8)), record.key == claimed, record.parent == parent

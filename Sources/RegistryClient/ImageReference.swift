@@ -14,6 +14,9 @@ public struct ImageReference: Sendable, Equatable, CustomStringConvertible {
 
     public static let dockerHub = "docker.io"
 
+    /// The repository's last component (`gaming` of `steve/gaming`): the name a pulled image gets.
+    public var shortName: String { String(repository.split(separator: "/").last ?? "image") }
+
     /// What `GET /v2/…/manifests/` names: the digest when there is one, else the tag.
     public var manifestReference: String { digest ?? tag ?? "latest" }
 

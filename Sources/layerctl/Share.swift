@@ -149,7 +149,7 @@ extension LayerCtl {
         func run() throws {
             let store = try storeOptions.open()
             let parsed = try registryArguments.reference(reference)
-            let name = name ?? String(parsed.repository.split(separator: "/").last ?? "image")
+            let name = name ?? parsed.shortName
             let result = try registryArguments.pull(reference, store: store, name: name, json: json)
             if json { try JSONOutput.print(result) }
         }

@@ -241,7 +241,7 @@ extension LayerCtl {
                 let reference = try registryArguments.reference(name)
                 let key = try registryArguments.key(of: name, in: store, json: json)
                 let staged = try Stage.stage(
-                    key, name: stageName ?? String(reference.repository.split(separator: "/").last ?? "image"), append: [],
+                    key, name: stageName ?? reference.shortName, append: [],
                     staging: staging, store: store)
                 if !json { print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))") }
                 name = staged.name
