@@ -55,6 +55,8 @@ final class HTTPTransfer {
     let allowPlainHTTP: Bool
     /// The certificates to trust instead of the system's (PEM), when a registry has its own CA.
     var certificates: Data?
+    /// A folder of hashed CA certificates to trust instead of libcurl's bundle, read as needed.
+    var certificateFolder: String?
     var connectTimeout = 30
     var stallSeconds = 60
     private let curl: UnsafeMutableRawPointer
@@ -100,6 +102,9 @@ final class HTTPTransfer {
         set(lc_curl_set_long(curl, CURLOPT_NOSIGNAL, 1))
         if let certificates {
             set(certificates.withUnsafeBytes { lc_curl_set_ca_bundle(curl, $0.baseAddress, $0.count) })
+        } else if let certificateFolder {
+            set(lc_curl_set_string(curl, CURLOPT_CAINFO, nil))
+            set(lc_curl_set_string(curl, CURLOPT_CAPATH, certificateFolder))
         }
         set(lc_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, connectTimeout))
         set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_LIMIT, 1))

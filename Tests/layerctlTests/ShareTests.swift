@@ -4,7 +4,7 @@ import Glibc
 import LayerEntries
 import LayerStore
 import LayerSupport
-import RegistryClient
+@testable import RegistryClient
 import Testing
 
 /// Push and pull through a real registry (Debian's docker-registry on loopback): nothing sent or
@@ -524,7 +524,7 @@ extension ShareTests {
 }
 
 extension ShareTests {
-    @Test("HTTPS: a registry whose CA is not trusted is one line and no plain-HTTP fallback; with its CA in a certs.d folder it works")
+    @Test("HTTPS: a registry whose CA is not trusted is one line and no plain-HTTP fallback; with its CA in a certs.d folder, or in a hashed system folder, it works")
     func https() throws {
         let store = try Self.builtDemo()
         let registry = try RegistryServer(tls: true)
@@ -544,5 +544,21 @@ extension ShareTests {
         let other = try Harness.temporaryDirectory("share-https-pulled")
         let pull = try Harness.run(["pull", reference, "--store", other], environment: environment)
         #expect(pull.status == 0 && pull.stdout.contains("1 downloaded"), "\(pull.stdout) \(pull.stderr)")
+
+        // The system's CAs as a folder of certificates under their subject hashes (as
+        // /etc/ssl/certs is, read as a chain needs them): trusted when it holds the registry's CA,
+        // and not otherwise.
+        let hashed = try Harness.temporaryDirectory("share-hashed-certs")
+        let hash = try BootMachine.shell("openssl x509 -hash -noout -in '\(registry.certificate)'")
+        let parsed = try ImageReference(parsing: reference)
+        var options = RegistryOptions()
+        options.certificateFolders = []
+        options.systemCertificateFolder = hashed
+        try FileManager.default.copyItem(atPath: registry.certificate, toPath: hashed + "/00000000.0")
+        #expect(RegistryClient.isHashedFolder(hashed) && !RegistryClient.isHashedFolder(certs))
+        #expect(throws: RegistryError.self) { try RegistryClient(parsed, options: options).manifest(parsed.repository, "v1") }
+        let name = hash.trimmingCharacters(in: .whitespacesAndNewlines) + ".0"
+        try FileManager.default.copyItem(atPath: registry.certificate, toPath: hashed + "/" + name)
+        #expect(try RegistryClient(parsed, options: options).manifest(parsed.repository, "v1") != nil)
     }
 }
