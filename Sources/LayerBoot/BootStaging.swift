@@ -92,7 +92,8 @@ public struct BootStaging: Sendable {
         try sys("write", initrd) { rename(initrd + ".new", initrd) }
 
         let device = try DeviceLocation(of: imagePath)
-        let boot = try DeviceLocation(of: kernel)
+        let boot = try DeviceLocation(of: kernel, known: [device])
+        let initrdOnBoot = try DeviceLocation(of: initrd, known: [boot]).path
         var st = stat()
         stat(imagePath, &st)
         let words =
@@ -103,7 +104,7 @@ public struct BootStaging: Sendable {
         let image = StagedImage(
             name: name, id: id, sha256: sha256, size: UInt64(st.st_size), image: imagePath,
             imageOnDevice: device.path, deviceUUID: device.uuid, kernel: kernel, initrd: initrd,
-            kernelOnBoot: boot.path, initrdOnBoot: try DeviceLocation(of: initrd).path, bootUUID: boot.uuid,
+            kernelOnBoot: boot.path, initrdOnBoot: initrdOnBoot, bootUUID: boot.uuid,
             commandLine: words.joined(separator: " "), source: source,
             stagedAt: ISO8601DateFormatter().string(from: Date()))
 

@@ -57,10 +57,13 @@ struct DeviceLocation {
     var uuid: String
     var path: String
     var mountPoint: String
+    /// The filesystem's device number.
+    var device: UInt64
 
-    /// Looks `path` (an existing file) up in the mount table, then the filesystem's UUID in
-    /// /dev/disk/by-uuid, or with blkid where udev made no links.
-    init(of path: String) throws {
+    /// Looks `path` (an existing file) up in the mount table, then the filesystem's UUID: from a
+    /// location in `known` on the same filesystem, else in /dev/disk/by-uuid, or with blkid where
+    /// udev made no links.
+    init(of path: String, known: [DeviceLocation] = []) throws {
         guard let real = realpath(path, nil) else { throw SystemError("find", path) }
         let absolute = String(cString: real)
         free(real)
@@ -68,7 +71,10 @@ struct DeviceLocation {
         let inside = mount.target == "/" ? absolute : String(absolute.dropFirst(mount.target.count))
         self.path = mount.root == "/" ? inside : mount.root + inside
         self.mountPoint = mount.target
-        if let uuid = Self.uuidFromLinks(device: mount.device) ?? Self.uuidFromBlkid(mount.source) {
+        self.device = mount.device
+        if let uuid = known.first(where: { mount.device != 0 && $0.device == mount.device })?.uuid ?? Self.uuidFromLinks(device: mount.device)
+            ?? Self.uuidFromBlkid(mount.source)
+        {
             self.uuid = uuid
         } else {
             throw BootError(
