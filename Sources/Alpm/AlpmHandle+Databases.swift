@@ -89,5 +89,17 @@ extension AlpmHandle {
         Int(alpm_pkg_vercmp(a, b))
     }
 
+    /// The names sync package `name` of `repository` depends on and provides (the names alone,
+    /// without versions); nil when that repository has no such package.
+    public func relations(of name: String, in repository: String) -> (depends: [String], provides: [String])? {
+        guard let db = syncDatabases.first(where: { string(alpm_db_get_name($0)) == repository }),
+            let pkg = alpm_db_get_pkg(db, name)
+        else { return nil }
+        func names(_ list: UnsafeMutablePointer<alpm_list_t>?) -> [String] {
+            AlpmListSequence(list).compactMap { string($0.assumingMemoryBound(to: alpm_depend_t.self).pointee.name) }
+        }
+        return (names(alpm_pkg_get_depends(pkg)), names(alpm_pkg_get_provides(pkg)))
+    }
+
     var syncDatabases: [OpaquePointer] { AlpmListSequence(alpm_get_syncdbs(raw)).map { OpaquePointer($0) } }
 }

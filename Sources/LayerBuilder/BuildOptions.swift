@@ -13,6 +13,11 @@ public struct BuildOptions: Sendable {
     public var keyring = "/etc/pacman.d/gnupg"
     /// The time every mtime is clamped to: `SOURCE_DATE_EPOCH`, or 0 when it is unset.
     public var sourceDateEpoch: Int64
+    /// What the locks beside the layer files (`NAME.lock`) do to the build.
+    public var locks: LockPolicy = .follow
+    /// Where `snapshot:` repositories are found: a server laid out as the Arch Linux Archive
+    /// (`repos/YYYY/MM/DD/$repo/os/$arch`).
+    public var archive = "https://archive.archlinux.org"
 
     public init(store: Store) {
         self.store = store

@@ -19,6 +19,23 @@ struct PackageResolver {
         try handle(scratch: scratch).resolve(request)
     }
 
+    /// `names` and every package of `packages` they need, directly or through others of them, by
+    /// the sync databases' dependencies (a dependency on something a package provides counts).
+    func dependencyClosure(of names: Set<String>, within packages: [PackageFile], scratch: String) throws -> Set<String> {
+        let handle = try handle(scratch: scratch)
+        var relations: [String: (depends: [String], provides: [String])] = [:]
+        for package in packages { relations[package.name] = handle.relations(of: package.name, in: package.repository) }
+        var closure = names
+        var queue = Array(names)
+        while let name = queue.popLast() {
+            for dependency in relations[name]?.depends ?? [] {
+                let needed = packages.filter { $0.name == dependency || relations[$0.name]?.provides.contains(dependency) == true }
+                for package in needed where closure.insert(package.name).inserted { queue.append(package.name) }
+            }
+        }
+        return closure
+    }
+
     /// Downloads every package `request` installs that `cache` lacks, and checks each one, cached
     /// or not, as its repository's signature level asks, with the keys of `keyring`. The build runs
     /// later with no network and no keyring: it installs from the cache what was checked here.

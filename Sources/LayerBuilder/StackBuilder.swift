@@ -49,6 +49,7 @@ public final class StackBuilder {
         var snapshots: [String: String] = [:]
         var environment: [String: String] = [:]
         var trustedKeys: [String]?  // the keyring is listed once per build, if at all
+        var locks: [(layer: String, path: String, lock: LockFile)] = []  // written once every layer stands
         for (index, layer) in recipe.layers.enumerated() {
             let started = Date()
             let declared = recipe.repositories(for: index)
@@ -84,6 +85,16 @@ public final class StackBuilder {
             } catch let error as AlpmError {
                 throw locate(error, in: layer)
             }
+            let lock = try LayerLock(
+                policy: options.locks, layer: layer,
+                current: LockFile(
+                    arch: recipe.arch, inputs: recipe.lockInputs(for: index),
+                    parent: index == 0 ? base.map { "image " + $0.reference } ?? "scratch" : parentKey ?? "scratch",
+                    packages: resolution.install.map(LockFile.Package.init)))
+            let closure = { (names: Set<String>) in
+                try resolver.dependencyClosure(of: names, within: resolution.install, scratch: session + "/closure-\(index)")
+            }
+            if let changed = try lock.settle(closure: closure) { locks.append((layer.name, lock.path, changed)) }
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
             observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))
 
@@ -140,6 +151,10 @@ public final class StackBuilder {
             parentKey = key
             parentTrees.append(store.tree(key))
         }
+        for (layer, path, lock) in locks {
+            try lock.write(to: path)
+            observer(BuildEvent(.step, layer: layer, message: "wrote \(path)"))
+        }
         return built
     }
 
@@ -164,7 +179,7 @@ public final class StackBuilder {
     private func repository(_ spec: RepoSpec) throws -> Repository {
         var level: SignatureLevel?
         if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
-        let servers = spec.snapshot.map { ["https://archive.archlinux.org/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
+        let servers = spec.snapshot.map { ["\(options.archive)/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
         return Repository(name: spec.name, servers: servers, signatureLevel: level)
     }
 

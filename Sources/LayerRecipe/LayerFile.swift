@@ -58,6 +58,8 @@ public struct RepoSpec: Sendable, Hashable {
     /// An Arch Linux Archive date (`YYYY-MM-DD`) that replaces the servers.
     public var snapshot: String?
     public var location: FileLocation
+    /// Where the `snapshot:` date is written.
+    public var snapshotLocation: FileLocation? = nil
 }
 
 /// A file a layer writes after its packages are installed.

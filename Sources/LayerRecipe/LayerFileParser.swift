@@ -177,6 +177,7 @@ struct LayerFileParser {
                     throw LayerFileError("`snapshot` is an Arch Linux Archive date such as 2024-06-01", at: at(value))
                 }
                 spec.snapshot = date.replacingOccurrences(of: "-", with: "/")
+                spec.snapshotLocation = at(value)
             case let key: throw unknownKey(key, at: keyNode, known: Self.repoKeys)
             }
         }

@@ -47,8 +47,10 @@ extension LayerCtl {
 
         @OptionGroup(title: "Image") var image: ImageArguments
 
-        @Option(name: .long, help: "The GnuPG home with the keys that sign packages. It defaults to /etc/pacman.d/gnupg, as for pacman.")
-        var keyring: String?
+        @OptionGroup(title: "Packages") var packageArguments: PackageArguments
+
+        @Flag(help: "Build only what the locks pin: fail, naming the layer, when a lock is missing or stale. No lock is written.")
+        var locked = false
 
         func run() throws {
             let store = try storeOptions.open()
@@ -61,16 +63,13 @@ extension LayerCtl {
                 return
             }
             let recipe = try Recipe.load(file)
-            var options = BuildOptions(store: store)
+            var options = packageArguments.options(store: store)
             options.noCache = noCache
             options.offline = offline
-            if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
+            options.locks = locked ? .locked : .follow
             let reporter = BuildReporter(json: json)
             let builder = StackBuilder(options: options, observer: reporter.report)
-            builder.pullImage = { reference in
-                let pulled = try registryArguments.pull(reference, store: store, name: nil, json: json, quiet: true)
-                return BaseImage(reference: pulled.reference, key: pulled.key)
-            }
+            builder.pullImage = registryArguments.basePuller(store: store, json: json)
             if cacheFrom != nil || cacheTo != nil {
                 let quiet = ShareReporter(json: true)
                 func endpoint(_ text: String?) throws -> (RegistryClient, ImageReference)? {
@@ -100,4 +99,34 @@ struct RegistryCache: SharedLayerCache {
 
     func fetch(_ key: String) throws -> Bool { try cache.fetch(key) }
     func save(_ key: String) throws { try cache.save(key) }
+}
+
+/// Where packages come from and what signs them: shared by `build` and `lock`.
+struct PackageArguments: ParsableArguments {
+    @Option(name: .long, help: "The GnuPG home with the keys that sign packages. It defaults to /etc/pacman.d/gnupg, as for pacman.")
+    var keyring: String?
+
+    @Option(
+        name: .long,
+        help: "Where `snapshot:` repositories are: a server laid out as the Arch Linux Archive (repos/YYYY/MM/DD/$repo/os/$arch). It defaults to $LAYERCTL_ARCHIVE, else https://archive.archlinux.org.")
+    var archive: String?
+
+    func options(store: Store) -> BuildOptions {
+        var options = BuildOptions(store: store)
+        if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
+        if let archive = archive ?? ProcessInfo.processInfo.environment["LAYERCTL_ARCHIVE"], !archive.isEmpty {
+            options.archive = archive.hasSuffix("/") ? String(archive.dropLast()) : archive
+        }
+        return options
+    }
+}
+
+extension RegistryArguments {
+    /// What the builder calls to pull the image a layer file names in `from:`.
+    func basePuller(store: Store, json: Bool) -> (String) throws -> BaseImage {
+        { reference in
+            let pulled = try pull(reference, store: store, name: nil, json: json, quiet: true)
+            return BaseImage(reference: pulled.reference, key: pulled.key)
+        }
+    }
 }

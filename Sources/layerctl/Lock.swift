@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import LayerBuilder
+import LayerRecipe
+
+extension LayerCtl {
+    struct Lock: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Writes NAME.lock beside each layer file of a chain: the exact packages each layer installs.",
+            discussion: """
+                A lock names the repositories (an Arch Linux Archive day, or servers), the architecture, what the layer \
+                asks for, the parent it was resolved on, and one line per package the layer installs: repository, \
+                name, version, file name and sha256. Each layer is resolved against the one below it, which is built \
+                first when the store does not hold it.
+
+                The packages a lock pins hold: when the repositories offer another version of one, lock fails and \
+                names it. --update lets every package move to what the repositories offer now; `--update FILE PKG…` \
+                moves the named packages and what they need. --snapshot DAY (with --update) first sets every `snapshot:` of the \
+                chain's layer files to that day, in place. `layerctl build` follows the locks, and `build --locked` \
+                builds only what they pin.
+                """)
+
+        @Argument(help: "The layer file whose chain is locked, for example layers/gaming.yaml.")
+        var file: String
+
+        @Argument(help: "With --update: the packages to move, with what they need; without any, every package moves.")
+        var packages: [String] = []
+
+        @Flag(help: "Let packages move to the versions the repositories offer now.")
+        var update = false
+
+        @Option(help: "With --update: move every `snapshot:` repository of the chain to this Arch Linux Archive day (YYYY-MM-DD).")
+        var snapshot: String?
+
+        @OptionGroup(title: "Registry") var registryArguments: RegistryArguments
+
+        @OptionGroup var storeOptions: StoreOptions
+
+        @OptionGroup(title: "Packages") var packageArguments: PackageArguments
+
+        @Flag(name: .long, help: "Print one JSON object per event, and a summary at the end, instead of text.")
+        var json = false
+
+        func run() throws {
+            let store = try storeOptions.open()
+            var recipe = try Recipe.load(file)
+            if let snapshot {
+                guard update else {
+                    throw ValidationError("--snapshot moves the whole chain: give it with --update")
+                }
+                for path in try recipe.moveSnapshots(to: snapshot) { print("\(path): snapshot \(snapshot)") }
+                recipe = try Recipe.load(file)
+            }
+            var options = packageArguments.options(store: store)
+            guard update || packages.isEmpty else { throw ValidationError("naming packages moves them: give them with --update") }
+            options.locks = .write(update: !update ? .none : packages.isEmpty || snapshot != nil ? .all : .packages(Set(packages)))
+            let reporter = BuildReporter(json: json)
+            let builder = StackBuilder(options: options, observer: reporter.report)
+            builder.pullImage = registryArguments.basePuller(store: store, json: json)
+            reporter.finish(try builder.build(recipe))
+        }
+    }
+}
