@@ -18,6 +18,9 @@ public struct BuildOptions: Sendable {
     /// Where `snapshot:` repositories are found: a server laid out as the Arch Linux Archive
     /// (`repos/YYYY/MM/DD/$repo/os/$arch`).
     public var archive = "https://archive.archlinux.org"
+    /// The Archive day (`YYYY-MM-DD`) every `snapshot:` repository is read at instead of its own
+    /// (`lock --update --snapshot`, which writes it into the layer files once the chain stands).
+    public var snapshotDay: String?
 
     public init(store: Store) {
         self.store = store

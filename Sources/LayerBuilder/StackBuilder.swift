@@ -63,7 +63,9 @@ public final class StackBuilder {
             } else {
                 snapshot = session + "/sync-\(snapshots.count)"
                 do {
-                    try sync.snapshot(into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)")
+                    try sync.snapshot(
+                        into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)",
+                        locate: { locations[$0]?.description })
                 } catch let error as AlpmError where !error.missingKeys.isEmpty {
                     throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                         locations[name]?.description ?? layer.path
@@ -88,7 +90,7 @@ public final class StackBuilder {
             let lock = try LayerLock(
                 policy: options.locks, layer: layer,
                 current: LockFile(
-                    arch: recipe.arch, inputs: recipe.lockInputs(for: index),
+                    arch: recipe.arch, inputs: recipe.lockInputs(for: index, snapshotDay: options.snapshotDay),
                     parent: index == 0 ? base.map { "image " + $0.reference } ?? "scratch" : parentKey ?? "scratch",
                     packages: resolution.install.map(LockFile.Package.init)))
             let closure = { (names: Set<String>) in
@@ -179,7 +181,8 @@ public final class StackBuilder {
     private func repository(_ spec: RepoSpec) throws -> Repository {
         var level: SignatureLevel?
         if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
-        let servers = spec.snapshot.map { ["\(options.archive)/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
+        let day = spec.snapshot.map { options.snapshotDay?.replacingOccurrences(of: "-", with: "/") ?? $0 }
+        let servers = day.map { ["\(options.archive)/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
         return Repository(name: spec.name, servers: servers, signatureLevel: level)
     }
 

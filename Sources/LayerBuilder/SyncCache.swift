@@ -19,8 +19,9 @@ struct SyncCache {
         return store.cacheDirectory + "/sync/" + String(Digest.sha256(Data(identity.utf8)).prefix(16))
     }
 
-    /// Refreshes (unless `offline`) and copies the databases into `snapshot/sync`.
-    func snapshot(into snapshot: String, offline: Bool, scratch: String) throws {
+    /// Refreshes (unless `offline`) and copies the databases into `snapshot/sync`. A refresh that
+    /// fails is one line at `locate(repository)`, the place that declares the repository it names.
+    func snapshot(into snapshot: String, offline: Bool, scratch: String, locate: (String) -> String? = { _ in nil }) throws {
         try FileSystem.makeDirectories(directory + "/sync")
         let lock = try FileLock(path: directory + ".lock", mode: .exclusive)
         defer { lock.unlock() }
@@ -36,7 +37,13 @@ struct SyncCache {
             do {
                 try Keyring.withoutLeftoverDaemons(home: gpgDirectory) { try handle.refresh(force: local) }
             } catch let error as AlpmError where error.missingKeys.isEmpty {
-                throw BuildFailure(error, at: nil)
+                // libalpm names the database that failed ('core.db') in its details.
+                let text = ([error.reason] + error.details).joined(separator: " ")
+                let named = repositories.first { text.contains("'\($0.name).db") }?.name
+                let reason = ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
+                throw BuildFailure(
+                    "refresh \(named.map { "repository \($0)" } ?? "the repositories") failed: \(reason)",
+                    at: named.flatMap(locate), code: BuildFailure(error, at: nil).code)
             }
         }
         try FileSystem.makeDirectories(snapshot + "/sync")

@@ -234,12 +234,13 @@ extension LockFile.Inputs {
 extension Recipe {
     /// What decides the packages of layer `index`, as its lock writes it: servers that are paths
     /// stay relative to the layer file's folder, so a lock means the same in every checkout.
-    public func lockInputs(for index: Int) -> LockFile.Inputs {
+    /// `snapshotDay` stands for every `snapshot:` date when it is given.
+    public func lockInputs(for index: Int, snapshotDay: String? = nil) -> LockFile.Inputs {
         let layer = layers[index]
         let folder = (layer.path as NSString).deletingLastPathComponent
         let repositories = repositories(for: index).map { spec in
             LockFile.Repository(
-                name: spec.name, snapshot: spec.snapshot?.replacingOccurrences(of: "/", with: "-"),
+                name: spec.name, snapshot: spec.snapshot.map { snapshotDay ?? $0.replacingOccurrences(of: "/", with: "-") },
                 servers: spec.servers.map { LockFile.relativeServer($0, from: folder) }, siglevel: spec.siglevel)
         }
         return LockFile.Inputs(
@@ -267,9 +268,7 @@ extension Recipe {
     /// the rest of each file stays as it is. Returns the files changed; throws when no layer file of
     /// the chain has a `snapshot:` repository.
     public func moveSnapshots(to day: String) throws -> [String] {
-        guard day.wholeMatch(of: /\d{4}-\d{2}-\d{2}/) != nil else {
-            throw LayerFileError("`--snapshot` is an Arch Linux Archive day such as 2024-06-01", at: FileLocation(file: target.path, line: 1, column: 1))
-        }
+        try checkSnapshotMove(to: day)
         var changed: [String] = []
         for layer in layers {
             let places = layer.repos.compactMap(\.snapshotLocation)
@@ -289,11 +288,18 @@ extension Recipe {
                 changed.append(layer.path)
             }
         }
+        return changed
+    }
+
+    /// Throws unless `day` is an Archive day and some layer file of the chain has a `snapshot:`.
+    public func checkSnapshotMove(to day: String) throws {
+        guard day.wholeMatch(of: /\d{4}-\d{2}-\d{2}/) != nil else {
+            throw LayerFileError("`--snapshot` is an Arch Linux Archive day such as 2024-06-01", at: FileLocation(file: target.path, line: 1, column: 1))
+        }
         guard layers.contains(where: { $0.repos.contains { $0.snapshot != nil } }) else {
             throw LayerFileError(
                 "no layer file of this chain has a repository with `snapshot:`; add one (snapshot: \(day)) to move the chain by day",
                 at: FileLocation(file: target.path, line: 1, column: 1))
         }
-        return changed
     }
 }

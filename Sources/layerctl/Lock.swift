@@ -16,7 +16,7 @@ extension LayerCtl {
                 The packages a lock pins hold: when the repositories offer another version of one, lock fails and \
                 names it. --update lets every package move to what the repositories offer now; `--update FILE PKG…` \
                 moves the named packages and what they need. --snapshot DAY (with --update) first sets every `snapshot:` of the \
-                chain's layer files to that day, in place. `layerctl build` follows the locks, and `build --locked` \
+                chain's layer files to that day, in place, once the chain is locked on it. `layerctl build` follows the locks, and `build --locked` \
                 builds only what they pin.
                 """)
 
@@ -43,21 +43,28 @@ extension LayerCtl {
 
         func run() throws {
             let store = try storeOptions.open()
-            var recipe = try Recipe.load(file)
+            let recipe = try Recipe.load(file)
+            var options = packageArguments.options(store: store)
             if let snapshot {
                 guard update else {
                     throw ValidationError("--snapshot moves the whole chain: give it with --update")
                 }
-                for path in try recipe.moveSnapshots(to: snapshot) { print("\(path): snapshot \(snapshot)") }
-                recipe = try Recipe.load(file)
+                try recipe.checkSnapshotMove(to: snapshot)
+                options.snapshotDay = snapshot
             }
-            var options = packageArguments.options(store: store)
             guard update || packages.isEmpty else { throw ValidationError("naming packages moves them: give them with --update") }
             options.locks = .write(update: !update ? .none : packages.isEmpty || snapshot != nil ? .all : .packages(Set(packages)))
             let reporter = BuildReporter(json: json)
             let builder = StackBuilder(options: options, observer: reporter.report)
             builder.pullImage = registryArguments.basePuller(store: store, json: json)
-            reporter.finish(try builder.build(recipe))
+            let built = try builder.build(recipe)
+            // The chain stands on the new day: the layer files say so now.
+            if let snapshot {
+                for path in try recipe.moveSnapshots(to: snapshot) {
+                    reporter.report(BuildEvent(.step, layer: built.last?.name ?? "", message: "\(path): snapshot \(snapshot)"))
+                }
+            }
+            reporter.finish(built)
         }
     }
 }
