@@ -10,7 +10,7 @@ let package = Package(
             name: "LayerFS",
             targets: [
                 "LayerSupport", "LayerEntries", "LayerRecipe", "LayerStore", "SquashfsImage", "LayerBuilder", "LayerDiff",
-                "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
+                "LayerSBOM", "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
             ]),
         .library(name: "Alpm", targets: ["Alpm"]),
     ],
@@ -70,6 +70,8 @@ let package = Package(
         // `layerctl diff`: two sides (layers, images, folders) and what differs, packages first.
         .target(
             name: "LayerDiff", dependencies: ["LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm"]),
+        // Bills of materials of a stack (SPDX 2.3, CycloneDX 1.5): read from the store, written as JSON.
+        .target(name: "LayerSBOM", dependencies: ["LayerStore", "LayerDiff", "LayerSupport"]),
         // Writing a stack out: squashfs, tar or a folder, replaced atomically.
         .target(
             name: "LayerExport",
@@ -93,8 +95,8 @@ let package = Package(
         .executableTarget(
             name: "layerctl",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
-                "SquashfsImage", "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerSBOM", "LayerExport", "LayerShare", "RegistryClient",
+                "LayerBoot", "SquashfsImage", "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),

@@ -9,6 +9,7 @@ packages=(
     squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc time xz-utils umoci          # tests and benchmarks
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
     docker-registry apache2-utils skopeo python3 python3-cryptography curl openssl              # registry tests and benchmark
+    python3-jsonschema                                                                          # SBOM schema tests
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

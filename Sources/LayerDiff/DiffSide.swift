@@ -111,8 +111,8 @@ public final class DiffSide {
     }
 
     /// The package database this side holds, with each package's file list.
-    func packages() throws -> PackageDatabase {
-        try PackageDatabase(list: { self.list($0) }, read: { try self.read($0) }, files: true)
+    public func packages(files: Bool = true) throws -> PackageDatabase {
+        try PackageDatabase(list: { self.list($0) }, read: { try self.read($0) }, files: files)
     }
 }
 

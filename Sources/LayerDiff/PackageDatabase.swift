@@ -12,6 +12,16 @@ public struct PackageDatabase: Sendable {
         public var files: [String]
         /// Its folder in the database, `NAME-VERSION`.
         public var entry: String
+        /// What its desc says of it besides: %DESC%, %URL%, %LICENSE%, %PACKAGER% and %ARCH%.
+        public var about = About()
+    }
+
+    public struct About: Sendable, Equatable {
+        public var description: String?
+        public var url: String?
+        public var licenses: [String] = []
+        public var packager: String?
+        public var arch: String?
     }
 
     public static let directory = "/var/lib/pacman/local"
@@ -32,7 +42,10 @@ public struct PackageDatabase: Sendable {
                 owned = Self.fields(String(decoding: list, as: UTF8.self))["FILES"] ?? []
             }
             packages[name] = Package(
-                name: name, version: version, dependency: fields["REASON"]?.first == "1", files: owned, entry: entry)
+                name: name, version: version, dependency: fields["REASON"]?.first == "1", files: owned, entry: entry,
+                about: About(
+                    description: fields["DESC"]?.first, url: fields["URL"]?.first, licenses: fields["LICENSE"] ?? [],
+                    packager: fields["PACKAGER"]?.first, arch: fields["ARCH"]?.first))
         }
     }
 
