@@ -5,7 +5,7 @@ import LayerSupport
 /// layer a `container` component and each pacman package a `library` component, with the key of
 /// the layer that installed it as the property `layerctl:layer`; dependencies follow the layers.
 public enum CycloneDXDocument {
-    public static func write(_ inventory: StackInventory) throws -> Data {
+    public static func write(_ inventory: StackInventory, compact: Bool = false) throws -> Data {
         let top = inventory.top
         var components: [Component] = inventory.layers.dropLast().map(layerComponent)
         components += inventory.packages.map { package in
@@ -33,7 +33,7 @@ public enum CycloneDXDocument {
                 timestamp: inventory.created, tools: Tools(components: [Component(type: "application", bomRef: "tool:layerctl", name: "layerctl")]),
                 component: layerComponent(top)),
             components: components, dependencies: dependencies)
-        return try StackInventory.encode(document)
+        return try StackInventory.encode(document, compact: compact)
     }
 
     static func layerComponent(_ layer: StackInventory.Layer) -> Component {

@@ -5,7 +5,7 @@ import LayerSupport
 /// one per pacman package, which the layer that installed it CONTAINS; each layer but the first
 /// is a DESCENDANT_OF its parent, and the document DESCRIBES the top layer.
 public enum SPDXDocument {
-    public static func write(_ inventory: StackInventory) throws -> Data {
+    public static func write(_ inventory: StackInventory, compact: Bool = false) throws -> Data {
         var packages: [Package] = []
         var relationships: [Relationship] = []
         var extracted: [String: ExtractedLicense] = [:]
@@ -40,7 +40,7 @@ public enum SPDXDocument {
             creationInfo: CreationInfo(created: inventory.created, creators: ["Tool: layerctl"]),
             packages: packages, relationships: relationships,
             hasExtractedLicensingInfos: extracted.isEmpty ? nil : extracted.values.sorted { $0.licenseId < $1.licenseId })
-        return try StackInventory.encode(document)
+        return try StackInventory.encode(document, compact: compact)
     }
 
     static func layerID(_ key: String) -> String { "SPDXRef-Layer-" + key }

@@ -77,10 +77,10 @@ public struct StackInventory: Sendable {
         return "pkg:alpm/arch/\(name)@\(version)" + (package.about.arch.map { "?arch=\($0)" } ?? "")
     }
 
-    /// Canonical JSON: keys sorted, indented, slashes unescaped.
-    static func encode<T: Encodable>(_ value: T) throws -> Data {
+    /// Canonical JSON: keys sorted, slashes unescaped, indented unless `compact` (one line).
+    static func encode<T: Encodable>(_ value: T, compact: Bool) throws -> Data {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        encoder.outputFormatting = compact ? [.sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
         return try encoder.encode(value) + Data("\n".utf8)
     }
 }

@@ -4,9 +4,9 @@ import LayerBuilder
 import LayerRecipe
 
 extension LayerCtl {
-    struct Lock: ParsableCommand {
+    struct Lock: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Writes NAME.lock beside each layer file of a chain: the exact packages each layer installs.",
+            abstract: "Pins the packages of each layer of a chain in NAME.lock.",
             discussion: """
                 A lock names the repositories (an Arch Linux Archive day, or servers), the architecture, what the layer \
                 asks for, the parent it was resolved on, and one line per package the layer installs: repository, \

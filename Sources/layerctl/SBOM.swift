@@ -4,10 +4,10 @@ import LayerSBOM
 import LayerSupport
 
 extension LayerCtl {
-    struct SBOM: ParsableCommand {
+    struct SBOM: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
             commandName: "sbom",
-            abstract: "Writes a bill of materials of a stack: SPDX 2.3 JSON, or CycloneDX 1.5 JSON.",
+            abstract: "Writes a bill of materials of a stack, in SPDX or CycloneDX.",
             discussion: """
                 It lists the stack's layers with their keys, and every package installed at its top with its \
                 version, licence, URL, packager, the sha256 of its package file and the layer that installed it. \
@@ -26,13 +26,16 @@ extension LayerCtl {
 
         @OptionGroup var storeOptions: StoreOptions
 
+        @Flag(name: .long, help: "Write the document on one line, and a failure as {\"error\": …} on standard output, as every --json does.")
+        var json = false
+
         enum Format: String, ExpressibleByArgument, CaseIterable {
             case spdx, cyclonedx
         }
 
         func run() throws {
             let inventory = try StackInventory.read(layer, store: try storeOptions.open())
-            let document = format == .spdx ? try SPDXDocument.write(inventory) : try CycloneDXDocument.write(inventory)
+            let document = format == .spdx ? try SPDXDocument.write(inventory, compact: json) : try CycloneDXDocument.write(inventory, compact: json)
             if let output {
                 try FileSystem.writeAtomically(document, to: output)
             } else {

@@ -6,8 +6,8 @@ struct HelpTests {
     @Test(
         "every command explains itself in full sentences",
         arguments: [
-            "build", "export", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect",
-            "shell", "gc",
+            "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes",
+            "ls", "inspect", "shell", "gc",
         ])
     func help(command: String) throws {
         let result = try Harness.run([command, "--help"])
@@ -19,6 +19,18 @@ struct HelpTests {
         #expect(overview.hasSuffix("."))
         // `changes` reads the running system, not a store.
         if command != "changes" { #expect(result.stdout.contains("The store that holds built layers.")) }
+    }
+
+    @Test("the lists these tests walk are every command `--help` names")
+    func commandList() throws {
+        let help = try Harness.run(["--help"]).stdout
+        let listed = help.components(separatedBy: "SUBCOMMANDS:").last?.split(separator: "\n")
+            .compactMap { $0.hasPrefix("  ") && !$0.hasPrefix("   ") && !$0.hasPrefix("  See ") ? $0.split(separator: " ").first.map(String.init) : nil } ?? []
+        #expect(
+            Set(listed) == [
+                "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes",
+                "ls", "inspect", "shell", "gc",
+            ], "\(listed)")
     }
 
     @Test("a usage mistake exits with 2, an unknown layer with 3")
@@ -57,7 +69,8 @@ struct HelpTests {
     @Test("--json everywhere but shell; one line per document; a failure is {\"error\": …} on stdout")
     func json() throws {
         for command in [
-            "build", "export", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls", "inspect", "gc",
+            "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls",
+            "inspect", "gc",
         ] {
             #expect(try Harness.run([command, "--help"]).stdout.contains("--json"), "\(command) has no --json")
         }
