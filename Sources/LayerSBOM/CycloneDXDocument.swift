@@ -76,24 +76,6 @@ public enum CycloneDXDocument {
         var externalReferences: [ExternalReference]?
         var properties: [Property]?
 
-        init(
-            type: String, bomRef: String, name: String, version: String? = nil, description: String? = nil, publisher: String? = nil,
-            licenses: [LicenseChoice]? = nil, hashes: [Hash]? = nil, purl: String? = nil, externalReferences: [ExternalReference]? = nil,
-            properties: [Property]? = nil
-        ) {
-            self.type = type
-            self.bomRef = bomRef
-            self.name = name
-            self.version = version
-            self.description = description
-            self.publisher = publisher
-            self.licenses = licenses
-            self.hashes = hashes
-            self.purl = purl
-            self.externalReferences = externalReferences
-            self.properties = properties
-        }
-
         enum CodingKeys: String, CodingKey {
             case type, name, version, description, publisher, licenses, hashes, purl, externalReferences, properties
             case bomRef = "bom-ref"

@@ -116,30 +116,6 @@ public enum SPDXDocument {
         var sourceInfo: String?
         var comment: String?
         var externalRefs: [ExternalRef]?
-
-        init(
-            SPDXID: String, name: String, versionInfo: String, downloadLocation: String, primaryPackagePurpose: String,
-            homepage: String? = nil, licenseDeclared: String? = nil, licenseConcluded: String? = nil, copyrightText: String? = nil,
-            supplier: String? = nil, packageFileName: String? = nil, checksums: [Checksum]? = nil, summary: String? = nil,
-            sourceInfo: String? = nil, comment: String? = nil, externalRefs: [ExternalRef]? = nil
-        ) {
-            self.SPDXID = SPDXID
-            self.name = name
-            self.versionInfo = versionInfo
-            self.downloadLocation = downloadLocation
-            self.primaryPackagePurpose = primaryPackagePurpose
-            self.homepage = homepage
-            self.licenseDeclared = licenseDeclared
-            self.licenseConcluded = licenseConcluded
-            self.copyrightText = copyrightText
-            self.supplier = supplier
-            self.packageFileName = packageFileName
-            self.checksums = checksums
-            self.summary = summary
-            self.sourceInfo = sourceInfo
-            self.comment = comment
-            self.externalRefs = externalRefs
-        }
     }
 
     struct Checksum: Encodable {

@@ -15,9 +15,9 @@ extension LayerCtl {
 
                 The packages a lock pins hold: when the repositories offer another version of one, lock fails and \
                 names it. --update lets every package move to what the repositories offer now; `--update FILE PKG…` \
-                moves the named packages and what they need. --snapshot DAY (with --update) first sets every `snapshot:` of the \
-                chain's layer files to that day, in place, once the chain is locked on it. `layerctl build` follows the locks, and `build --locked` \
-                builds only what they pin.
+                moves the named packages and what they need. --snapshot DAY (with --update) locks the chain on that \
+                Arch Linux Archive day, then writes the day into every `snapshot:` of its layer files, in place. \
+                `layerctl build` follows the locks, and `build --locked` builds only what they pin.
                 """)
 
         @Argument(help: "The layer file whose chain is locked, for example layers/gaming.yaml.")
