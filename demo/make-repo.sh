@@ -213,6 +213,24 @@ build_packages() {
         '}' >"$p/.INSTALL"
     pack "$dest" "$p"
 
+    # Makes what Arch systems make anew on every install (systemd's machine id and random seed,
+    # ldconfig's aux-cache, sshd's host keys, pacman-key's private key, a log), from random bytes,
+    # as their real makers do; ships a log of its own, which stays (tests of the normaliser).
+    p="$work/machine-state"; pkginfo "$p" machine-state 1.0-1 any "Makes per-machine state from its post_install" depend=sh
+    mkdir -p "$p/var/log/machine-state"; echo "shipped by the package" >"$p/var/log/machine-state/kept.log"
+    printf '%s\n' 'post_install() {' \
+        '	mkdir -p /var/lib/systemd /var/cache/ldconfig /etc/ssh /etc/pacman.d/gnupg/private-keys-v1.d' \
+        '	head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n" >/etc/machine-id' \
+        '	head -c 512 /dev/urandom >/var/lib/systemd/random-seed' \
+        '	head -c 64 /dev/urandom >/var/cache/ldconfig/aux-cache' \
+        '	head -c 64 /dev/urandom >/etc/ssh/ssh_host_ed25519_key' \
+        '	head -c 32 /dev/urandom >/etc/ssh/ssh_host_ed25519_key.pub' \
+        '	head -c 64 /dev/urandom >"/etc/pacman.d/gnupg/private-keys-v1.d/$(head -c 8 /dev/urandom | od -An -tx1 | tr -d " \n").key"' \
+        '	head -c 64 /dev/urandom >/etc/pacman.d/gnupg/pubring.kbx' \
+        '	date >/var/log/machine-state.log' \
+        '}' >"$p/.INSTALL"
+    pack "$dest" "$p"
+
     p="$work/broken-scriptlet"; pkginfo "$p" broken-scriptlet 1.0-1 any "Its post_install fails on purpose" depend=sh
     mkdir -p "$p/usr/share/broken"; echo broken >"$p/usr/share/broken/README"
     printf 'post_install() {\n\techo "broken-scriptlet: failing on purpose" >&2\n\treturn 3\n}\n' >"$p/.INSTALL"

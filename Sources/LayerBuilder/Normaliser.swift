@@ -16,29 +16,147 @@ struct Normaliser {
         attribute.starts(with: ExtendedAttributes.overlayPrefix) && attribute != Array("trusted.overlay.opaque".utf8)
     }
 
+    /// The trees below this one, bottom first: their packages may own files in /var/log.
+    var lowerTrees: [String] = []
+
     /// Working state that must never be part of a layer.
     static let strayPaths = ["var/lib/pacman/db.lck", "var/log/pacman.log"]
 
-    func run() throws {
-        for relative in Self.strayPaths { unlink(tree + "/" + relative) }
+    /// What Arch systems make anew on every build or first boot: a layer keeps none of it, so the
+    /// same inputs give the same tree, and no machine that boots the image shares another's
+    /// identity or secrets. The README lists each with what is done.
+    static let perMachineState = [
+        "var/lib/systemd/random-seed",  // systemd-random-seed's seed: a secret of one machine
+        "var/cache/ldconfig/aux-cache",  // ldconfig's cache of inode numbers and times
+    ]
+
+    /// Makes the tree reproducible and clean; returns a line for each thing of
+    /// `perMachineState` and its kind that it found and dealt with.
+    @discardableResult
+    func run() throws -> [String] {
+        for relative in Self.strayPaths { removeFile(relative) }
         try removeContents(of: "var/cache/pacman/pkg")
+        var notes: [String] = []
+        if let data = regularFile("etc/machine-id"), data != Array(Self.uninitialized.utf8) {
+            // systemd makes a machine id at first boot when the file says so.
+            try FileSystem.writeAtomically(Data(Self.uninitialized.utf8), to: tree + "/etc/machine-id", mode: 0o444)
+            notes.append("/etc/machine-id left `uninitialized`: each machine makes its own at first boot")
+        }
+        for relative in Self.perMachineState where removeFile(relative) {
+            notes.append("/\(relative) removed: each machine makes its own")
+        }
+        let ssh = isRealDirectory("etc/ssh") ? (try? FileSystem.listDirectory(tree + "/etc/ssh")) ?? [] : []
+        for name in ssh where name.hasPrefix("ssh_host_") && name.contains("_key") && removeFile("etc/ssh/" + name) {
+            notes.append("/etc/ssh/\(name) removed: a host key belongs to one machine (sshd makes it at first boot)")
+        }
+        if isRealDirectory("etc/pacman.d/gnupg") && holdsSecretKey("etc/pacman.d/gnupg") {
+            try FileSystem.removeTree(tree + "/etc/pacman.d/gnupg")
+            notes.append("/etc/pacman.d/gnupg removed: it held a private key every machine would share; run `pacman-key --init` and `--populate` at first boot")
+        }
+        let logs = try removeUnownedLogs()
+        if !logs.isEmpty { notes.append("removed from /var/log, which no package owns: " + logs.joined(separator: ", ")) }
         try fixInstallDates()
         try clamp(Array(tree.utf8))
+        return notes
+    }
+
+    static let uninitialized = "uninitialized\n"
+
+    /// Whether a GnuPG home holds a secret key (`pacman-key --init` makes one).
+    private func holdsSecretKey(_ home: String) -> Bool {
+        if isRealDirectory(home + "/private-keys-v1.d"), let keys = try? FileSystem.listDirectory(tree + "/" + home + "/private-keys-v1.d"),
+            !keys.isEmpty
+        {
+            return true
+        }
+        return (regularFile(home + "/secring.gpg")?.count ?? 0) > 0
+    }
+
+    // The tree is the layer's: a run: step may have made any of its folders a symlink to a host
+    // path (`ln -s /home /var/cache`), or a file a FIFO. Nothing here follows a symlink of the
+    // tree or opens anything but a regular file. Nothing of the build runs any more, so what is
+    // checked stays so.
+
+    /// Whether `relative` and each folder on the way to it is a real folder of `root`.
+    static func isRealDirectory(_ relative: String, in root: String) -> Bool {
+        var path = root
+        for component in relative.split(separator: "/") {
+            path += "/" + component
+            guard FileSystem.isDirectory(path) else { return false }
+        }
+        return true
+    }
+
+    private func isRealDirectory(_ relative: String) -> Bool { Self.isRealDirectory(relative, in: tree) }
+
+    /// The bytes of the regular file `relative` of `root`, reached through real folders only.
+    static func regularFile(_ relative: String, in root: String) -> [UInt8]? {
+        let (folder, _) = FileSystem.split(relative)
+        var st = stat()
+        guard folder == "." || isRealDirectory(folder, in: root), lstat(root + "/" + relative, &st) == 0,
+            st.st_mode & S_IFMT == S_IFREG
+        else { return nil }
+        return (try? FileSystem.readRegularFile(root + "/" + relative)).map { Array($0) }
+    }
+
+    private func regularFile(_ relative: String) -> [UInt8]? { Self.regularFile(relative, in: tree) }
+
+    /// Removes the entry `relative` (a symlink itself, never what it points to) when the folders on
+    /// the way are real; true when there was one.
+    @discardableResult
+    private func removeFile(_ relative: String) -> Bool {
+        let (folder, _) = FileSystem.split(relative)
+        var st = stat()
+        guard folder == "." || isRealDirectory(folder), lstat(tree + "/" + relative, &st) == 0, st.st_mode & S_IFMT != S_IFDIR
+        else { return false }
+        return unlink(tree + "/" + relative) == 0
+    }
+
+    /// Files under /var/log that no package of this tree or those below it lists: logs of the build.
+    private func removeUnownedLogs() throws -> [String] {
+        guard isRealDirectory("var/log") else { return [] }
+        var owned = Set<String>()
+        for root in lowerTrees + [tree] where Self.isRealDirectory("var/lib/pacman/local", in: root) {
+            for entry in (try? FileSystem.listDirectory(root + "/var/lib/pacman/local")) ?? [] {
+                guard let files = Self.regularFile("var/lib/pacman/local/\(entry)/files", in: root) else { continue }
+                for line in String(decoding: files, as: UTF8.self).split(separator: "\n") where line.hasPrefix("var/log/") {
+                    owned.insert(String(line))
+                }
+            }
+        }
+        var removed: [String] = []
+        func walk(_ relative: String) throws {
+            for name in try FileSystem.listDirectory(tree + "/" + relative) {
+                let path = relative + "/" + name
+                var st = stat()
+                guard lstat(tree + "/" + path, &st) == 0 else { continue }
+                if st.st_mode & S_IFMT == S_IFDIR {
+                    try walk(path)
+                } else if st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 {
+                    continue  // a whiteout: this layer removed a lower layer's file
+                } else if !owned.contains(path) {
+                    try sys("remove", "/" + path) { unlink(tree + "/" + path) }
+                    removed.append("/" + path)
+                }
+            }
+        }
+        try walk("var/log")
+        return removed.sorted()
     }
 
     private func removeContents(of relative: String) throws {
         let path = tree + "/" + relative
-        guard FileSystem.isDirectory(path) else { return }
+        guard isRealDirectory(relative) else { return }
         for name in try FileSystem.listDirectory(path) { try FileSystem.removeTree(path + "/" + name) }
     }
 
     /// `%INSTALLDATE%` is the only varying field libalpm writes into the local database.
     private func fixInstallDates() throws {
         let local = tree + "/var/lib/pacman/local"
-        guard FileSystem.isDirectory(local) else { return }
+        guard isRealDirectory("var/lib/pacman/local") else { return }
         for entry in try FileSystem.listDirectory(local) {
             let desc = local + "/" + entry + "/desc"
-            guard FileSystem.exists(desc), let data = FileManager.default.contents(atPath: desc) else { continue }
+            guard let data = regularFile("var/lib/pacman/local/\(entry)/desc") else { continue }
             var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
             guard let index = lines.firstIndex(of: "%INSTALLDATE%"), index + 1 < lines.count else { continue }
             lines[index + 1] = String(epoch)

@@ -56,7 +56,9 @@ extension StackBuilder {
             packages = try runChild(jobPath: jobPath, layer: layer.name)
         }
         observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
-        try Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch).run()
+        for note in try Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch, lowerTrees: parentTrees).run() {
+            observer(BuildEvent(.step, layer: layer.name, message: note))
+        }
         let scan = try TreeScan.scan(job.upperDirectory)
         try scan.manifest.write(to: buildDirectory + "/layer/" + LayerManifest.fileName)
         let record = LayerRecord(

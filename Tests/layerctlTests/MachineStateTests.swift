@@ -1,0 +1,97 @@
+import Foundation
+import LayerStore
+import Testing
+
+/// What Arch systems make anew on every install is kept out of layers by default (the README's
+/// list), and the builder's clean-up never follows a layer's own symlinks onto the host.
+@Suite("Per-machine state", .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct MachineStateTests {
+    func record(_ name: String, store: String) throws -> LayerRecord {
+        let inspect = try Harness.run(["inspect", name, "--store", store, "--json"])
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(LayerRecord.self, from: Data(inspect.stdout.utf8))
+    }
+
+    @Test("machine id, random seed, aux-cache, host keys, pacman's private key and build logs: handled, and two builds give one tree")
+    func handled() throws {
+        let layers = try Harness.demoLayers()
+        try """
+            from: base
+            packages: [machine-state]
+            run:
+              - date > /var/log/build.log
+              - echo "$SOURCE_DATE_EPOCH" > /etc/epoch
+            """.write(toFile: layers + "/state.yaml", atomically: true, encoding: .utf8)
+        var trees: [String] = []
+        var stores: [String] = []
+        for _ in 0..<2 {
+            let store = try Harness.temporaryDirectory("state-store")
+            let build = try Harness.run(["build", layers + "/state.yaml", "--store", store])
+            #expect(build.status == 0, "\(build.stderr)")
+            for note in [
+                "/etc/machine-id left `uninitialized`", "/var/lib/systemd/random-seed removed", "/var/cache/ldconfig/aux-cache removed",
+                "/etc/ssh/ssh_host_ed25519_key removed", "/etc/ssh/ssh_host_ed25519_key.pub removed",
+                "/etc/pacman.d/gnupg removed: it held a private key",
+                "removed from /var/log, which no package owns: /var/log/build.log, /var/log/machine-state.log",
+            ] {
+                #expect(build.stderr.contains("state: " + note), "\(note): \(build.stderr)")
+            }
+            trees.append(try record("state", store: store).treeDigest)
+            stores.append(store)
+            sleep(1)  // the second build runs at another second of the clock
+        }
+        #expect(trees[0] == trees[1])
+        let tree = try Store(root: stores[0]).tree(try record("state", store: stores[0]).key)
+        #expect(FileManager.default.contents(atPath: tree + "/etc/machine-id") == Data("uninitialized\n".utf8))
+        for gone in [
+            "var/lib/systemd/random-seed", "var/cache/ldconfig/aux-cache", "etc/ssh/ssh_host_ed25519_key", "etc/pacman.d/gnupg",
+            "var/log/build.log", "var/log/machine-state.log",
+        ] {
+            #expect(!FileSystemProbe.exists(tree + "/" + gone), "\(gone)")
+        }
+        // A log the package ships is the package's: it stays.
+        #expect(FileManager.default.contents(atPath: tree + "/var/log/machine-state/kept.log") == Data("shipped by the package\n".utf8))
+        #expect(FileManager.default.contents(atPath: tree + "/etc/epoch") == Data("\(try record("state", store: stores[0]).sourceDateEpoch)\n".utf8))
+    }
+
+    @Test("a layer that makes the folders the builder cleans symlinks to host folders, or its files FIFOs, touches nothing of the host and hangs nothing")
+    func hostileLinks() throws {
+        let victim = try Harness.temporaryDirectory("normaliser-victim")
+        let planted = [
+            "cache/pacman/pkg/precious", "log/pacman.log", "log/other.log", "lib/systemd/random-seed", "ssh/ssh_host_rsa_key",
+            "pacman.d/gnupg/private-keys-v1.d/k.key", "local/x-1/files", "ldconfig/aux-cache",
+        ]
+        for path in planted {
+            try FileManager.default.createDirectory(atPath: victim + "/" + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Data("precious\n".utf8).write(to: URL(fileURLWithPath: victim + "/" + path))
+        }
+        let layers = try Harness.demoLayers()
+        try """
+            from: base
+            run:
+              - rm -rf /var/cache && ln -s \(victim)/cache /var/cache
+              - rm -rf /var/log && ln -s \(victim)/log /var/log
+              - mkdir -p /var/lib && rm -rf /var/lib/systemd && ln -s \(victim)/lib/systemd /var/lib/systemd
+              - rm -rf /etc/ssh && ln -s \(victim)/ssh /etc/ssh
+              - rm -rf /etc/pacman.d && ln -s \(victim)/pacman.d /etc/pacman.d
+              - mkfifo /etc/machine-id
+              - for d in /var/lib/pacman/local/*/; do rm -f "$d/desc" && mkfifo "$d/desc"; done
+            """.write(toFile: layers + "/evil.yaml", atomically: true, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("normaliser-store")
+        let build = try Harness.run(["build", layers + "/evil.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        for path in planted {
+            #expect(FileManager.default.contents(atPath: victim + "/" + path) == Data("precious\n".utf8), "\(path)")
+        }
+        try Harness.expectValidStore(store)
+    }
+}
+
+/// lstat, which does not follow a symlink at the end.
+enum FileSystemProbe {
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+}
