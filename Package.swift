@@ -10,7 +10,7 @@ let package = Package(
             name: "LayerFS",
             targets: [
                 "LayerSupport", "LayerEntries", "LayerRecipe", "LayerStore", "SquashfsImage", "LayerBuilder", "LayerDiff",
-                "LayerSBOM", "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
+                "LayerSBOM", "LayerCheck", "LayerExport", "LayerShare", "RegistryClient", "LayerBoot",
             ]),
         .library(name: "Alpm", targets: ["Alpm"]),
     ],
@@ -72,6 +72,10 @@ let package = Package(
             name: "LayerDiff", dependencies: ["LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm"]),
         // Bills of materials of a stack (SPDX 2.3, CycloneDX 1.5): read from the store, written as JSON.
         .target(name: "LayerSBOM", dependencies: ["LayerStore", "LayerDiff", "LayerSupport"]),
+        // `build --check`: a recipe built twice under different conditions, trees and images compared.
+        .target(
+            name: "LayerCheck",
+            dependencies: ["LayerBuilder", "LayerDiff", "LayerExport", "LayerRecipe", "LayerStore", "SquashfsImage", "LayerSupport"]),
         // Writing a stack out: squashfs, tar or a folder, replaced atomically.
         .target(
             name: "LayerExport",
@@ -95,7 +99,7 @@ let package = Package(
         .executableTarget(
             name: "layerctl",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerSBOM", "LayerExport", "LayerShare", "RegistryClient",
+                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerSBOM", "LayerCheck", "LayerExport", "LayerShare", "RegistryClient",
                 "LayerBoot", "SquashfsImage", "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),

@@ -38,6 +38,9 @@ public struct BuildEvent: Codable, Sendable {
     /// For `failed`: what kind of failure, and where in the layer files when that is known.
     public var code: ErrorCode?
     public var location: String?
+    /// For a `run:` step of a build that records who wrote what (`build --check`): the wall-clock
+    /// time, in the kernel's coarse file-time clock, at which it started.
+    public var at: Double?
 
     public init(
         _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,

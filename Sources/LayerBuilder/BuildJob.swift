@@ -50,6 +50,8 @@ public struct BuildJob: Codable, Sendable {
     /// `boot:` as the layer inherits it, and where it was written.
     var boot: BootFlavour?
     var bootLocation: String?
+    /// Time the `run:` steps apart and report when each started, for `writers` (`build --check`).
+    var separateSteps: Bool?
 
     /// What `run:` commands and package scriptlets see: a fixed PATH, HOME, LANG and TERM, the
     /// epoch, the layer's name and the layer file's `env:`; never the environment of whoever runs

@@ -21,6 +21,8 @@ public struct BuildOptions: Sendable {
     /// The Archive day (`YYYY-MM-DD`) every `snapshot:` repository is read at instead of its own
     /// (`lock --update --snapshot`, which writes it into the layer files once the chain stands).
     public var snapshotDay: String?
+    /// Note, for each path a layer's build leaves, what wrote it last (`StackBuilder.writers`).
+    public var recordWriters = false
 
     public init(store: Store) {
         self.store = store

@@ -82,7 +82,9 @@ enum BuilderChild {
                 try runCommands(job, events: events)
             }
             if let boot = job.boot {
-                events.send(.step, "boot")
+                var event = BuildEvent(.step, layer: job.layerName, message: "boot", current: Int64(job.run.count + 1))
+                stamp(&event, job)
+                events.send(event)
                 try addBootSupport(boot, job, events: events)
             }
             events.send(BuildEvent(.finished, layer: job.layerName, result: packages))

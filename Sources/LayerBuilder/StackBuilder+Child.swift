@@ -44,16 +44,27 @@ extension StackBuilder {
             run: layer.run.map { BuildJob.Command(command: $0.value, location: $0.location.description) },
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
             sourceDateEpoch: options.sourceDateEpoch, network: layer.network?.value ?? false,
-            boot: boot?.value, bootLocation: boot?.location.description)
+            boot: boot?.value, bootLocation: boot?.location.description,
+            separateSteps: options.recordWriters ? true : nil)
         try FileSystem.makeDirectories(job.upperDirectory)
         try FileSystem.writeAtomically(Data(), to: job.pacmanLog)
         let jobPath = buildDirectory + "/job.json"
         try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)
 
         let packages: ChildResult
+        var stepStarts: [(step: Int, at: Double)] = []
         do {
             defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
-            packages = try runChild(jobPath: jobPath, layer: layer.name)
+            packages = try runChild(jobPath: jobPath, layer: layer.name) { event in
+                if event.kind == .step, let at = event.at, let step = event.current { stepStarts.append((Int(step), at)) }
+            }
+        }
+        if options.recordWriters {
+            writers[layer.name] = try Self.lastWriters(of: job.upperDirectory, steps: stepStarts) { step in
+                guard step <= layer.run.count else { return "the boot support of `boot:` (the initramfs generator)" }
+                let command = layer.run[step - 1]
+                return "run \(step) `\(command.value)` at \(command.location)"
+            }
         }
         observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
         for note in try Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch, lowerTrees: parentTrees).run() {
@@ -90,15 +101,43 @@ extension StackBuilder {
     }
 
     /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it built.
-    private func runChild(jobPath: String, layer: String) throws -> ChildResult {
+    private func runChild(jobPath: String, layer: String, also: (BuildEvent) -> Void = { _ in }) throws -> ChildResult {
         var result: ChildResult?
         let status = try NamespacedWork.run(.build, jobPath: jobPath) { event in
-            if event.kind == .finished { result = event.result } else { observer(event) }
+            if event.kind == .finished {
+                result = event.result
+            } else {
+                also(event)
+                observer(event)
+            }
         }
         guard status == 0, let result else {
             throw BuildFailure("the builder of layer \(layer) stopped with status \(status)")
         }
         return result
+    }
+
+    /// Each path of the tree at `upper` whose change time is at or after a step's start, with the
+    /// last such step, as `describe` names it. Nothing of the build runs any more, and nothing is
+    /// followed: entries are looked at with lstat.
+    static func lastWriters(
+        of upper: String, steps: [(step: Int, at: Double)], describe: (Int) -> String
+    ) throws -> [String: String] {
+        guard !steps.isEmpty else { return [:] }
+        var writers: [String: String] = [:]
+        func walk(_ path: [UInt8], relative: String) throws {
+            for name in try FileSystem.listDirectory(path) {
+                let child = RawPath.join(path, name)
+                let inside = relative + "/" + RawPath.string(name)
+                var st = stat()
+                guard RawPath.with(child, { lstat($0, &st) }) == 0 else { continue }
+                let changed = Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9
+                if let step = steps.last(where: { $0.at <= changed }) { writers[inside] = describe(step.step) }
+                if st.st_mode & S_IFMT == S_IFDIR { try walk(child, relative: inside) }
+            }
+        }
+        try walk(Array(upper.utf8), relative: "")
+        return writers
     }
 
     /// The bytes `file:` writes: its inline text, or its source file, which must still be what the

@@ -18,6 +18,10 @@ public final class StackBuilder {
     /// Pulls the image a recipe's first layer file names in `from:` into the store; called once the
     /// build holds the store's lock, so a `gc` cannot take the image before the layers on it stand.
     public var pullImage: ((String) throws -> BaseImage)?
+    /// With `options.recordWriters`: for each layer built, each path of its tree (`/etc/built`)
+    /// and what wrote it last: a `run:` step (`run 1 \`date > /etc/built\` at FILE:LINE:COL`), or
+    /// nil for the package transaction and `files:`.
+    public internal(set) var writers: [String: [String: String]] = [:]
 
     public init(options: BuildOptions, observer: @escaping (BuildEvent) -> Void) {
         self.options = options

@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import LayerBuilder
+import LayerCheck
 import LayerRecipe
 import LayerShare
 import LayerStore
+import LayerSupport
 import RegistryClient
 
 extension LayerCtl {
@@ -52,6 +54,12 @@ extension LayerCtl {
         @Flag(help: "Build only what the locks pin: fail, naming the layer, when a lock is missing or stale. No lock is written.")
         var locked = false
 
+        @Flag(
+            help:
+                "Build the chain twice, in two fresh stores under different conditions, and name every file that differs with what wrote it; exit 1 when anything differs. The store is not changed."
+        )
+        var check = false
+
         func run() throws {
             let store = try storeOptions.open()
             if ImageReference.looksLikeReference(file) && !FileManager.default.fileExists(atPath: file) {
@@ -68,6 +76,13 @@ extension LayerCtl {
             options.offline = offline
             options.locks = locked ? .locked : .follow
             let reporter = BuildReporter(json: json)
+            if check {
+                guard cacheFrom == nil && cacheTo == nil && image.output == nil else {
+                    throw ValidationError("--check builds in stores of its own: it takes no --cache-from, --cache-to or -o")
+                }
+                try runCheck(recipe, options: options, store: store, reporter: reporter)
+                return
+            }
             let builder = StackBuilder(options: options, observer: reporter.report)
             builder.pullImage = registryArguments.basePuller(store: store, json: json)
             if cacheFrom != nil || cacheTo != nil {
@@ -88,6 +103,41 @@ extension LayerCtl {
                 try image.export(store: options.store, key: top.key, output: output, json: json, inside: true)
             }
         }
+    }
+}
+
+extension LayerCtl.Build {
+    /// `--check`: two builds, then what differs, or that nothing does; exit 1 when something does.
+    func runCheck(_ recipe: Recipe, options: BuildOptions, store: Store, reporter: BuildReporter) throws {
+        try store.sweepTemporary()
+        let work = try store.makeTemporary("check")
+        defer { try? FileSystem.removeTree(work) }
+        let check = ReproducibilityCheck(
+            recipe: recipe, options: options, pullImage: registryArguments.basePuller(store: store, json: json),
+            observer: reporter.report)
+        let report = try check.run(in: work)
+        if json {
+            try JSONOutput.print(report)
+        } else {
+            print("built \(recipe.layers.map(\.name).joined(separator: ", ")) twice:")
+            for (index, conditions) in report.conditions.enumerated() {
+                print("  \(index == 0 ? "first " : "second"): \(conditions), store \(report.stores[index])")
+            }
+            for difference in report.differences {
+                print(
+                    "\(difference.layer) \(difference.path): \(difference.what.joined(separator: ", "))"
+                        + (difference.writer.map { "; written by \($0)" } ?? ""))
+            }
+            for layer in report.otherwise { print("\(layer): the trees differ in times only") }
+            if report.images.count == 2 {
+                print(
+                    report.images[0] == report.images[1]
+                        ? "image: the same, sha256 \(report.images[0])"
+                        : "image: differs, sha256 \(report.images[0]) and \(report.images[1])")
+            }
+            print(report.reproducible ? "reproducible" : "not reproducible")
+        }
+        if !report.reproducible { throw ExitCode(1) }
     }
 }
 

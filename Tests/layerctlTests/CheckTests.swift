@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+
+/// `build --check` builds a chain twice under different conditions and names what differs.
+@Suite("Reproducibility check", .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct CheckTests {
+    @Test("the demo stack builds twice into the same trees and image; the user's store is not touched")
+    func demo() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("check-store")
+        let check = try Harness.run(["build", "--check", layers + "/gaming.yaml", "--store", store])
+        #expect(check.status == 0, "\(check.stdout) \(check.stderr)")
+        #expect(check.stdout.contains("\nreproducible\n") && check.stdout.contains("image: the same, sha256 "), "\(check.stdout)")
+        #expect(check.stdout.contains("umask 0077, TZ=Pacific/Kiritimati, LANG=POSIX, 2 compressor jobs"), "\(check.stdout)")
+        #expect(try Harness.run(["ls", "--store", store]).stdout.split(separator: "\n").count <= 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").allSatisfy { !$0.hasPrefix("layerctl-check-") })
+        let json = try Harness.run(["build", "--check", layers + "/gaming.yaml", "--store", store, "--json"])
+        let report = json.stdout.split(separator: "\n").last.map { String($0) } ?? ""
+        #expect(json.status == 0 && report.hasPrefix("{\"conditions\":"), "\(report)")
+    }
+
+    @Test("a run: step that writes the time is caught: the file, what differs and the step are named; the others are not")
+    func caught() throws {
+        let layers = try Harness.demoLayers()
+        try """
+            from: base
+            run:
+              - date > /etc/built
+              - echo fixed > /etc/fixed
+              - head -c 8 /dev/urandom > /usr/share/noise
+            """.write(toFile: layers + "/stamped.yaml", atomically: true, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("check-store")
+        let check = try Harness.run(["build", "--check", layers + "/stamped.yaml", "--store", store])
+        #expect(check.status == 1, "\(check.stdout) \(check.stderr)")
+        let file = layers + "/stamped.yaml"
+        #expect(check.stdout.contains("stamped /etc/built: content; written by run 1 `date > /etc/built` at \(file):3:5"), "\(check.stdout)")
+        #expect(check.stdout.contains("stamped /usr/share/noise: content; written by run 3 `head -c 8 /dev/urandom > /usr/share/noise` at \(file):5:5"), "\(check.stdout)")
+        #expect(!check.stdout.contains("/etc/fixed") && !check.stdout.contains("base "), "\(check.stdout)")
+        #expect(check.stdout.contains("image: differs") && check.stdout.hasSuffix("not reproducible\n"), "\(check.stdout)")
+    }
+}
