@@ -218,6 +218,8 @@ build_packages() {
     # as their real makers do; ships a log of its own, which stays (tests of the normaliser).
     p="$work/machine-state"; pkginfo "$p" machine-state 1.0-1 any "Makes per-machine state from its post_install" depend=sh
     mkdir -p "$p/var/log/machine-state"; echo "shipped by the package" >"$p/var/log/machine-state/kept.log"
+    # The scriptlet's $(...) is for pacman's shell to expand, not this one.
+    # shellcheck disable=SC2016
     printf '%s\n' 'post_install() {' \
         '	mkdir -p /var/lib/systemd /var/cache/ldconfig /etc/ssh /etc/pacman.d/gnupg/private-keys-v1.d' \
         '	head -c 16 /dev/urandom | od -An -tx1 | tr -d " \n" >/etc/machine-id' \
@@ -272,7 +274,8 @@ build_packages() {
     printf 'MODULES=()\nBINARIES=()\nFILES=()\nHOOKS=(base udev modconf block filesystems fsck)\n' >"$p/etc/mkinitcpio.conf"
     cat >"$p/usr/bin/mkinitcpio" <<'STANDIN'
 #!/bin/sh
-# Stand-in mkinitcpio: records the run in /var/log/mkinitcpio-runs.log and writes it as the image.
+# Stand-in mkinitcpio: records the run in /var/lib/mkinitcpio-runs.log (not in /var/log, which the
+# builder empties of what no package owns) and writes it as the image.
 out='' kver=''
 while [ $# -gt 0 ]; do
     case $1 in -g) out=$2; shift ;; -k) kver=$2; shift ;; esac
@@ -281,8 +284,8 @@ done
 hook=no
 [ -f /usr/lib/initcpio/hooks/layerctl ] && [ -f /usr/lib/initcpio/install/layerctl ] && [ -f /usr/lib/layerctl/layerctl.sh ] && hook=yes
 line="kernel=$kver $(grep '^HOOKS=' /etc/mkinitcpio.conf) layerctl-hook=$hook"
-mkdir -p /var/log
-echo "$line" >>/var/log/mkinitcpio-runs.log
+mkdir -p /var/lib
+echo "$line" >>/var/lib/mkinitcpio-runs.log
 [ -z "$out" ] || echo "$line" >"$out"
 STANDIN
     chmod 0755 "$p/usr/bin/mkinitcpio"; pack "$dest" "$p"

@@ -8,6 +8,8 @@ public enum LockPolicy: Sendable, Equatable {
     /// `build`: each lock there is holds. One whose layer file changed is rewritten, keeping every
     /// package it pinned that the change leaves alone; a missing lock is not written.
     case follow
+    /// `build --check`: each lock there is holds, as with `follow`, and nothing is written.
+    case hold
     /// `build --locked`: every layer has a lock that matches its layer file, and the packages
     /// resolve to what it pins; nothing is written.
     case locked
@@ -62,10 +64,10 @@ struct LayerLock {
             }
             try hold(existing, moving: [])
             return nil
-        case .follow:
+        case .follow, .hold:
             guard let existing else { return nil }
             try hold(existing, moving: [])
-            return isFresh && existing == current ? nil : current
+            return isFresh && existing == current || policy == .hold ? nil : current
         case .write(let update):
             if let existing {
                 switch update {

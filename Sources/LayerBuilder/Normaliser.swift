@@ -30,8 +30,8 @@ struct Normaliser {
         "var/cache/ldconfig/aux-cache",  // ldconfig's cache of inode numbers and times
     ]
 
-    /// Makes the tree reproducible and clean; returns a line for each thing of
-    /// `perMachineState` and its kind that it found and dealt with.
+    /// Makes the tree reproducible and clean; returns a line for each piece of per-machine state
+    /// it found and dealt with.
     @discardableResult
     func run() throws -> [String] {
         for relative in Self.strayPaths { removeFile(relative) }

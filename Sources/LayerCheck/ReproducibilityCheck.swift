@@ -89,7 +89,8 @@ public struct ReproducibilityCheck {
             options.store = store
             options.recordWriters = true
             options.noCache = false
-            options.locks = options.locks == .locked ? .locked : .follow
+            // The locks hold as for a build; the check writes none.
+            options.locks = options.locks == .locked ? .locked : .hold
             let builder = StackBuilder(options: options, observer: observer)
             builder.pullImage = pullImage
             if index == 1 { Self.waitForNextSecond() }

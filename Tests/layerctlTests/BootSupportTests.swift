@@ -70,12 +70,12 @@ struct BootSupportTests {
         #expect(
             text(base + "/etc/mkinitcpio.conf")?.contains("HOOKS=(base udev layerctl modconf block filesystems fsck)")
                 == true)
-        #expect(text(base + "/var/log/mkinitcpio-runs.log") == nil)
+        #expect(text(base + "/var/lib/mkinitcpio-runs.log") == nil)
 
         // kernel: the kernel changed, so the initramfs is made, with the hook in place.
         let kernel = try tree(store, "kernel")
         let first = "kernel=6.1.0-demo HOOKS=(base udev layerctl modconf block filesystems fsck) layerctl-hook=yes\n"
-        #expect(text(kernel + "/var/log/mkinitcpio-runs.log") == first)
+        #expect(text(kernel + "/var/lib/mkinitcpio-runs.log") == first)
         #expect(text(kernel + "/boot/initramfs-linux.img") == first)
         #expect(text(kernel + "/boot/vmlinuz-linux") == "stand-in kernel 6.1.0-demo\n")
         #expect(!FileManager.default.fileExists(atPath: kernel + "/usr/lib/initcpio"), "the hook was copied up again")
@@ -91,7 +91,7 @@ struct BootSupportTests {
         #expect(
             text(conf + "/etc/mkinitcpio.conf")
                 == "MODULES=(virtio_blk)\nHOOKS=(base udev layerctl block filesystems)\n")
-        #expect(text(conf + "/var/log/mkinitcpio-runs.log") == first + second)
+        #expect(text(conf + "/var/lib/mkinitcpio-runs.log") == first + second)
         #expect(text(conf + "/boot/initramfs-linux.img") == second)
 
         // The repository upgrades the kernel: base is reused, the kernel layer made again with 6.2.

@@ -18,6 +18,15 @@ struct CheckTests {
         let json = try Harness.run(["build", "--check", layers + "/gaming.yaml", "--store", store, "--json"])
         let report = json.stdout.split(separator: "\n").last.map { String($0) } ?? ""
         #expect(json.status == 0 && report.hasPrefix("{\"conditions\":"), "\(report)")
+
+        // Locks hold in a check as in a build, and a check writes none, not even a stale one's
+        // rewrite.
+        #expect(try Harness.run(["lock", layers + "/gaming.yaml", "--store", store]).status == 0)
+        try Harness.edit(layers + "/gaming.yaml") { $0.replacingOccurrences(of: "packages: [game]", with: "packages: [game, demo-app]") }
+        let lock = try String(contentsOfFile: layers + "/gaming.lock", encoding: .utf8)
+        let stale = try Harness.run(["build", "--check", layers + "/gaming.yaml", "--store", store])
+        #expect(stale.status == 0, "\(stale.stdout) \(stale.stderr)")
+        #expect(try String(contentsOfFile: layers + "/gaming.lock", encoding: .utf8) == lock)
     }
 
     @Test("a run: step that writes the time is caught: the file, what differs and the step are named; the others are not")
