@@ -26,6 +26,7 @@ enum BuilderChild {
         // What the layer's files and folders are made with, whatever the umask of whoever runs
         // layerctl (libalpm, `files:` and `run:` create with the process's mask), as for pacman
         // run by root: the same inputs give the same modes (`build --check` varies the caller's).
+        // Stage two inherits it.
         umask(0o022)
         do {
             try NamespacedWork.dieWithParent(request)
@@ -48,10 +49,6 @@ enum BuilderChild {
     /// boot support, and report the packages.
     static func build(_ request: NamespacedWork.Request) -> Int32 {
         var events = EventPipe(layer: "?")
-        // What the layer's files and folders are made with, whatever the umask of whoever runs
-        // layerctl (libalpm, `files:` and `run:` create with the process's mask), as for pacman
-        // run by root: the same inputs give the same modes (`build --check` varies the caller's).
-        umask(0o022)
         do {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)

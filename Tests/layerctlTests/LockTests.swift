@@ -41,6 +41,13 @@ struct LockTests {
         #expect(error(text.replacingOccurrences(of: "arch x86_64", with: "arch  x86_64")).contains("x.lock:3:1: a lock line is words separated by single spaces"))
         #expect(error("format 1\n").contains("x.lock:1:1: the lock lacks one of its"))
         #expect(LockFile.path(for: "/a/gaming.yaml") == "/a/gaming.lock" && LockFile.path(for: "/a/b.yml") == "/a/b.lock")
+
+        // A lock is untrusted input like a layer file: a FIFO in its place is refused, not read
+        // (which would block), and a long word is quoted short.
+        let folder = try Harness.temporaryDirectory("lock-fifo")
+        #expect(mkfifo(folder + "/x.lock", 0o644) == 0)
+        #expect(throws: LayerFileError.self) { try LockFile.read(folder + "/x.lock") }
+        #expect(error(String(repeating: "w", count: 100_000) + " x\n").count < 300)
     }
 
     @Test("a server under the layer files' folder is written relative to it; any other stays as written")
