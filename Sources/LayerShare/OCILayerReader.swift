@@ -77,10 +77,12 @@ public struct OCILayerReader {
             var unpacking = Unpacking(tree: tree, blob: blob)
             unpacking.lower = lower
             // The tar reader reads the raw reader's output, which is hashed on the way.
-            let stream = HashedStream(raw: try open(raw: true))
-            defer { archive_read_free(stream.raw) }
+            let raw = try open(raw: true)
+            defer { archive_read_free(raw) }
             var header: OpaquePointer?
-            guard archive_read_next_header(stream.raw, &header) == ARCHIVE_OK else { throw failure("read", stream.raw) }
+            guard archive_read_next_header(raw, &header) == ARCHIVE_OK else { throw failure("read", raw) }
+            let stream = HashedStream(raw: raw, source: self.stream)
+            defer { stream.stop() }
             guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
             defer { archive_read_free(archive) }
             archive_read_support_format_tar(archive)
@@ -98,7 +100,7 @@ public struct OCILayerReader {
             }
             try unpacking.finish()
             // What follows the tar's end (its padding) counts in the diff_id too.
-            while try stream.next() > 0 {}
+            while try stream.next().1 > 0 {}
             return ("sha256:" + Hash256(stream.hasher.finalize()).hex, unpacking.content)
         } catch {
             try? FileSystem.removeTree(tree)
@@ -107,24 +109,91 @@ public struct OCILayerReader {
     }
 
     /// The uncompressed bytes of a blob, from a raw libarchive reader, hashed as they are read.
-    private final class HashedStream {
+    /// A thread of its own decompresses and hashes a few chunks ahead of the tar reader, so that
+    /// the two share the machine's cores: the tar reader writes files and hashes them meanwhile.
+    private final class HashedStream: @unchecked Sendable {
+        // @unchecked: a chunk slot is the producer's from `emptied` to `filled` and the tar
+        // reader's from `filled` to `emptied`; `hasher` is read only after the end was taken;
+        // `stopping` is set before `emptied` is signalled and read after it is waited for.
         let raw: OpaquePointer
-        var hasher = SHA256()
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        private(set) var hasher = SHA256()
         var failure: (any Error)?
+        private static let slots = 3
+        private static let size = 1 << 20
+        private let buffers = (0..<slots).map { _ in UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16) }
+        private var counts = [Int](repeating: 0, count: slots)
+        private var errors = [(any Error)?](repeating: nil, count: slots)
+        private let filled = DispatchSemaphore(value: 0)
+        private let emptied = DispatchSemaphore(value: slots)
+        private let finished = DispatchSemaphore(value: 0)
+        private var stopping = false
+        private var taken = 0
+        private var holding = false
+        private var ended = false
+        private var stopped = false
+        /// The descriptor the blob streams in on, shut down to wake a producer blocked on it.
+        private let source: Int32?
 
-        init(raw: OpaquePointer) { self.raw = raw }
-        deinit { buffer.deallocate() }
+        init(raw: OpaquePointer, source: Int32?) {
+            self.raw = raw
+            self.source = source
+            let thread = Thread { [self] in produce() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
 
-        /// The next chunk into `buffer`; 0 at the end.
-        func next() throws -> Int {
-            let count = archive_read_data(raw, buffer, 1 << 20)
-            if count < 0 {
-                let message = archive_error_string(raw).map { String(cString: $0) } ?? "unknown error"
-                throw LayerBlobError(message: "decompressing the layer blob failed: \(message)")
+        deinit { for buffer in buffers { buffer.deallocate() } }
+
+        private func produce() {
+            var index = 0
+            while true {
+                emptied.wait()
+                if stopping { break }
+                let slot = index % Self.slots
+                let count = archive_read_data(raw, buffers[slot], Self.size)
+                if count < 0 {
+                    let message = archive_error_string(raw).map { String(cString: $0) } ?? "unknown error"
+                    errors[slot] = LayerBlobError(message: "decompressing the layer blob failed: \(message)")
+                    counts[slot] = -1
+                    filled.signal()
+                    break
+                }
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffers[slot], count: count))
+                counts[slot] = count
+                filled.signal()
+                if count == 0 { break }
+                index += 1
             }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-            return count
+            finished.signal()
+        }
+
+        /// The next chunk, valid until the next call; a count of 0 at the end (and after it).
+        func next() throws -> (UnsafeMutableRawPointer, Int) {
+            if ended { return (buffers[0], 0) }
+            if holding {
+                holding = false
+                emptied.signal()
+            }
+            filled.wait()
+            let slot = taken % Self.slots
+            taken += 1
+            if counts[slot] < 0 {
+                ended = true
+                throw errors[slot] ?? LayerBlobError(message: "decompressing the layer blob failed")
+            }
+            if counts[slot] == 0 { ended = true } else { holding = true }
+            return (buffers[slot], counts[slot])
+        }
+
+        /// Ends the producer and waits for it; before `raw` is freed. A producer blocked reading
+        /// the stream is woken by shutting the stream down: the unpacking is over either way.
+        func stop() {
+            guard !stopped else { return }
+            stopped = true
+            stopping = true
+            if !ended, let source { shutdown(source, Int32(SHUT_RDWR)) }
+            for _ in 0..<Self.slots { emptied.signal() }
+            finished.wait()
         }
 
         /// libarchive's read callback for the tar reader.
@@ -133,8 +202,8 @@ public struct OCILayerReader {
             guard let context, let output else { return -1 }
             let stream = Unmanaged<HashedStream>.fromOpaque(context).takeUnretainedValue()
             do {
-                let count = try stream.next()
-                output.pointee = UnsafeRawPointer(stream.buffer)
+                let (buffer, count) = try stream.next()
+                output.pointee = UnsafeRawPointer(buffer)
                 return la_ssize_t(count)
             } catch {
                 stream.failure = error
