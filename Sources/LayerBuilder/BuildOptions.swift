@@ -18,9 +18,6 @@ public struct BuildOptions: Sendable {
     /// Where `snapshot:` repositories are found: a server laid out as the Arch Linux Archive
     /// (`repos/YYYY/MM/DD/$repo/os/$arch`).
     public var archive = "https://archive.archlinux.org"
-    /// The Archive day (`YYYY-MM-DD`) every `snapshot:` repository is read at instead of its own
-    /// (`lock --update --snapshot`, which writes it into the layer files once the chain stands).
-    public var snapshotDay: String?
     /// Note, for each path a layer's build leaves, what wrote it last (`StackBuilder.writers`).
     public var recordWriters = false
 

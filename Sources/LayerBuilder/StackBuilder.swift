@@ -94,7 +94,7 @@ public final class StackBuilder {
             let lock = try LayerLock(
                 policy: options.locks, layer: layer,
                 current: LockFile(
-                    arch: recipe.arch, inputs: recipe.lockInputs(for: index, snapshotDay: options.snapshotDay),
+                    arch: recipe.arch, inputs: recipe.lockInputs(for: index),
                     parent: index == 0 ? base.map { "image " + $0.reference } ?? "scratch" : parentKey ?? "scratch",
                     packages: resolution.install.map(LockFile.Package.init)))
             let closure = { (names: Set<String>) in
@@ -185,7 +185,8 @@ public final class StackBuilder {
     private func repository(_ spec: RepoSpec) throws -> Repository {
         var level: SignatureLevel?
         if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
-        let day = spec.snapshot.map { options.snapshotDay?.replacingOccurrences(of: "-", with: "/") ?? $0 }
+        // The Archive's folders are the day's parts: repos/2024/06/01/.
+        let day = spec.snapshot?.replacingOccurrences(of: "-", with: "/")
         let servers = day.map { ["\(options.archive)/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
         return Repository(name: spec.name, servers: servers, signatureLevel: level)
     }

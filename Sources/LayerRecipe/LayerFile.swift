@@ -55,7 +55,7 @@ public struct RepoSpec: Sendable, Hashable {
     /// Absolute URLs: relative paths in the file are made `file://` URLs against its folder.
     public var servers: [String]
     public var siglevel: String?
-    /// An Arch Linux Archive date (`YYYY-MM-DD`) that replaces the servers.
+    /// An Arch Linux Archive day (`YYYY-MM-DD`) that replaces the servers.
     public var snapshot: String?
     public var location: FileLocation
     /// Where the `snapshot:` date is written.

@@ -176,7 +176,7 @@ struct LayerFileParser {
                 guard date.wholeMatch(of: /\d{4}[-\/]\d{2}[-\/]\d{2}/) != nil else {
                     throw LayerFileError("`snapshot` is an Arch Linux Archive date such as 2024-06-01", at: at(value))
                 }
-                spec.snapshot = date.replacingOccurrences(of: "-", with: "/")
+                spec.snapshot = date.replacingOccurrences(of: "/", with: "-")
                 spec.snapshotLocation = at(value)
             case let key: throw unknownKey(key, at: keyNode, known: Self.repoKeys)
             }

@@ -133,19 +133,16 @@ public struct LockFile: Sendable, Equatable {
             case ("parent", 2...3): parent = words[1...].joined(separator: " ")
             case ("repo", 4...):
                 let value = words[3...].joined(separator: " ")
-                let name = words[1]
-                var repository = repositories.last(where: { $0.name == name })
-                if repository == nil {
-                    repositories.append(Repository(name: name, snapshot: nil, servers: [], siglevel: nil))
-                    repository = repositories.last
+                if repositories.last?.name != words[1] {
+                    repositories.append(Repository(name: words[1], snapshot: nil, servers: [], siglevel: nil))
                 }
+                let at = repositories.count - 1
                 switch words[2] {
-                case "server": repository?.servers.append(value)
-                case "snapshot" where words.count == 4: repository?.snapshot = value
-                case "siglevel": repository?.siglevel = value
+                case "server": repositories[at].servers.append(value)
+                case "snapshot" where words.count == 4: repositories[at].snapshot = value
+                case "siglevel": repositories[at].siglevel = value
                 default: throw fail("a repo line is `repo NAME server URL`, `repo NAME snapshot DAY` or `repo NAME siglevel WORDS`")
                 }
-                if let repository, let at = repositories.lastIndex(where: { $0.name == name }) { repositories[at] = repository }
             case ("install", 2): install.append(words[1])
             case ("remove", 2): remove.append(words[1])
             case ("package", 6):
@@ -234,13 +231,12 @@ extension LockFile.Inputs {
 extension Recipe {
     /// What decides the packages of layer `index`, as its lock writes it: servers that are paths
     /// stay relative to the layer file's folder, so a lock means the same in every checkout.
-    /// `snapshotDay` stands for every `snapshot:` date when it is given.
-    public func lockInputs(for index: Int, snapshotDay: String? = nil) -> LockFile.Inputs {
+    public func lockInputs(for index: Int) -> LockFile.Inputs {
         let layer = layers[index]
         let folder = (layer.path as NSString).deletingLastPathComponent
         let repositories = repositories(for: index).map { spec in
             LockFile.Repository(
-                name: spec.name, snapshot: spec.snapshot.map { snapshotDay ?? $0.replacingOccurrences(of: "/", with: "-") },
+                name: spec.name, snapshot: spec.snapshot,
                 servers: spec.servers.map { LockFile.relativeServer($0, from: folder) }, siglevel: spec.siglevel)
         }
         return LockFile.Inputs(
@@ -289,6 +285,18 @@ extension Recipe {
             }
         }
         return changed
+    }
+
+    /// The same chain with every `snapshot:` repository read at `day`: what `lock --update
+    /// --snapshot` builds and locks before it writes the day into the layer files.
+    public func withSnapshots(at day: String) throws -> Recipe {
+        try checkSnapshotMove(to: day)
+        return Recipe(
+            layers: layers.map { layer in
+                var moved = layer
+                for index in moved.repos.indices where moved.repos[index].snapshot != nil { moved.repos[index].snapshot = day }
+                return moved
+            })
     }
 
     /// Throws unless `day` is an Archive day and some layer file of the chain has a `snapshot:`.

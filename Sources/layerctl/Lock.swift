@@ -43,14 +43,14 @@ extension LayerCtl {
 
         func run() throws {
             let store = try storeOptions.open()
-            let recipe = try Recipe.load(file)
+            var recipe = try Recipe.load(file)
             var options = packageArguments.options(store: store)
             if let snapshot {
                 guard update else {
                     throw ValidationError("--snapshot moves the whole chain: give it with --update")
                 }
-                try recipe.checkSnapshotMove(to: snapshot)
-                options.snapshotDay = snapshot
+                // Built and locked on the new day first; the layer files say it once that stands.
+                recipe = try recipe.withSnapshots(at: snapshot)
             }
             guard update || packages.isEmpty else { throw ValidationError("naming packages moves them: give them with --update") }
             options.locks = .write(update: !update ? .none : packages.isEmpty || snapshot != nil ? .all : .packages(Set(packages)))
