@@ -81,10 +81,12 @@ public struct ReproducibilityCheck {
             try? FileSystem.removeTree(shm)
         }
         var builders: [StackBuilder] = []
+        var opened: [Store] = []
         var keys: [[String]] = []
         var images: [String] = []
         for (index, conditions) in [Self.first, Self.second].enumerated() {
             let store = try Store(root: stores[index])
+            opened.append(store)
             var options = options
             options.store = store
             options.recordWriters = true
@@ -109,8 +111,7 @@ public struct ReproducibilityCheck {
         var differences: [Difference] = []
         var otherwise: [String] = []
         var reported = Set<String>()
-        let first = try Store(root: stores[0])
-        let second = try Store(root: stores[1])
+        let (first, second) = (opened[0], opened[1])
         for (index, layer) in recipe.layers.enumerated() {
             let a = try first.record(keys[0][index])
             let b = try second.record(keys[1][index])
