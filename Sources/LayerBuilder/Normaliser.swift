@@ -115,6 +115,23 @@ struct Normaliser {
     /// Files under /var/log that no package of this tree or those below it lists: logs of the build.
     private func removeUnownedLogs() throws -> [String] {
         guard isRealDirectory("var/log") else { return [] }
+        // The files this layer left there first: most layers leave none once pacman's log is
+        // gone, and then no package's file list is read.
+        var found: [String] = []
+        func walk(_ relative: String) throws {
+            for name in try FileSystem.listDirectory(tree + "/" + relative) {
+                let path = relative + "/" + name
+                var st = stat()
+                guard lstat(tree + "/" + path, &st) == 0 else { continue }
+                if st.st_mode & S_IFMT == S_IFDIR {
+                    try walk(path)
+                } else if !(st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0) {  // a whiteout is a removal
+                    found.append(path)
+                }
+            }
+        }
+        try walk("var/log")
+        guard !found.isEmpty else { return [] }
         var owned = Set<String>()
         for root in lowerTrees + [tree] where Self.isRealDirectory("var/lib/pacman/local", in: root) {
             for entry in (try? FileSystem.listDirectory(root + "/var/lib/pacman/local")) ?? [] {
@@ -125,22 +142,10 @@ struct Normaliser {
             }
         }
         var removed: [String] = []
-        func walk(_ relative: String) throws {
-            for name in try FileSystem.listDirectory(tree + "/" + relative) {
-                let path = relative + "/" + name
-                var st = stat()
-                guard lstat(tree + "/" + path, &st) == 0 else { continue }
-                if st.st_mode & S_IFMT == S_IFDIR {
-                    try walk(path)
-                } else if st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 {
-                    continue  // a whiteout: this layer removed a lower layer's file
-                } else if !owned.contains(path) {
-                    try sys("remove", "/" + path) { unlink(tree + "/" + path) }
-                    removed.append("/" + path)
-                }
-            }
+        for path in found where !owned.contains(path) {
+            try sys("remove", "/" + path) { unlink(tree + "/" + path) }
+            removed.append("/" + path)
         }
-        try walk("var/log")
         return removed.sorted()
     }
 
