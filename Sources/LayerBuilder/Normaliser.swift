@@ -30,7 +30,8 @@ struct Normaliser {
         "var/cache/ldconfig/aux-cache",  // ldconfig's cache of inode numbers and times
     ]
 
-    /// Makes the tree reproducible and clean; returns a line for each piece of per-machine state
+    /// Makes the tree reproducible and clean, but for each entry's times and attributes, which
+    /// `settle` does in the scan that follows; returns a line for each piece of per-machine state
     /// it found and dealt with.
     @discardableResult
     func run() throws -> [String] {
@@ -56,7 +57,6 @@ struct Normaliser {
         let logs = try removeUnownedLogs()
         if !logs.isEmpty { notes.append("removed from /var/log, which no package owns: " + logs.joined(separator: ", ")) }
         try fixInstallDates()
-        try clamp(Array(tree.utf8))
         return notes
     }
 
@@ -171,24 +171,24 @@ struct Normaliser {
         }
     }
 
-    /// Depth first, so a directory's time is set after its entries stopped changing it. Paths are
-    /// raw bytes: a package may ship names that are not UTF-8.
-    private func clamp(_ path: [UInt8]) throws {
-        var st = stat()
-        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return }
-        if (st.st_mode & S_IFMT) == S_IFDIR {
-            for name in try FileSystem.listDirectory(path) { try clamp(RawPath.join(path, name)) }
-        }
+    /// Settles one entry as the tree's scan meets it (`TreeScan.Settle`): overlayfs's bookkeeping
+    /// attributes removed, the mtime clamped to the epoch, whole seconds. Nothing changes a
+    /// folder's mtime any more (entries are only removed before the scan), so a folder may be
+    /// settled before its entries. The access time is left as it is: no image, manifest or
+    /// digest holds it, and every read changes it.
+    func settle(_ path: [UInt8], _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws {
         try RawPath.with(path) { p in
-            for name in ExtendedAttributes.names(p) where Self.isBookkeeping(name) {
-                if RawPath.with(name, { lremovexattr(p, $0) }) != 0 && errno != ENODATA {
-                    throw SystemError("remove attribute \(RawPath.string(name)) from", RawPath.string(path))
+            for attribute in attributes where Self.isBookkeeping(attribute.name) {
+                if RawPath.with(attribute.name, { lremovexattr(p, $0) }) != 0 && errno != ENODATA {
+                    throw SystemError("remove attribute \(attribute.displayName) from", RawPath.string(path))
                 }
             }
+            attributes.removeAll { Self.isBookkeeping($0.name) }
             let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
-            if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 || st.st_atim.tv_sec != mtime {
-                var times = [timespec(tv_sec: Int(mtime), tv_nsec: 0), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
+            if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 {
+                var times = [timespec(tv_sec: 0, tv_nsec: lc_utime_omit), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
                 try sys("set time of", RawPath.string(path)) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) }
+                st.st_mtim = timespec(tv_sec: Int(mtime), tv_nsec: 0)
             }
         }
     }

@@ -67,10 +67,11 @@ extension StackBuilder {
             }
         }
         observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
-        for note in try Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch, lowerTrees: parentTrees).run() {
+        let normaliser = Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch, lowerTrees: parentTrees)
+        for note in try normaliser.run() {
             observer(BuildEvent(.step, layer: layer.name, message: note))
         }
-        let scan = try TreeScan.scan(job.upperDirectory)
+        let scan = try TreeScan.scan(job.upperDirectory, settle: normaliser.settle)
         try scan.manifest.write(to: buildDirectory + "/layer/" + LayerManifest.fileName)
         let record = LayerRecord(
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,

@@ -137,9 +137,11 @@ public struct MergedTree: Sendable {
 
 extension MergedTree.Entry {
     /// The entry for the file at `path`, whose lstat is `st`: its metadata, symlink target and
-    /// extended attributes (without overlayfs's own), with the mtime clamped to `epoch`. Name,
-    /// parent and layer are left for the caller.
-    package static func read(_ path: [UInt8], _ st: stat, epoch: Int64) throws -> MergedTree.Entry {
+    /// extended attributes (without overlayfs's own; `xattrs` when the caller has read them), with
+    /// the mtime clamped to `epoch`. Name, parent and layer are left for the caller.
+    package static func read(
+        _ path: [UInt8], _ st: stat, epoch: Int64, xattrs: [ExtendedAttribute]? = nil
+    ) throws -> MergedTree.Entry {
         guard let kind = MergedTree.Kind(mode: st.st_mode) else {
             throw MergeError.unsupportedType(RawPath.string(path))
         }
@@ -150,7 +152,7 @@ extension MergedTree.Entry {
             size: kind == .regular ? UInt64(st.st_size) : 0,
             rdev: kind == .characterDevice || kind == .blockDevice ? UInt64(st.st_rdev) : 0,
             linkTarget: kind == .symlink ? try FileSystem.readLink(path) : [],
-            xattrs: try ExtendedAttributes.all(path), source: path, layer: 0, children: 0..<0,
+            xattrs: try xattrs ?? ExtendedAttributes.all(path), source: path, layer: 0, children: 0..<0,
             hardLinkTarget: nil, linkCount: 1)
     }
 }

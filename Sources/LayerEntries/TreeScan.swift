@@ -36,6 +36,13 @@ package struct TreeScan {
     /// may read).
     private var knownOpaque: Set<[UInt8]>?
     private var knownContent: [[UInt8]: Hash256] = [:]
+    private var settle: Settle?
+
+    /// What a caller may do to each entry as the walk meets it, before anything of it is recorded:
+    /// change it on disk (its times, its attributes) and say so in `st` and `attributes`. A folder
+    /// is met before its entries. The builder sets times and drops overlayfs's bookkeeping this
+    /// way, in the walk that scans the tree instead of one of its own.
+    package typealias Settle = (_ path: [UInt8], _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws -> Void
 
     private struct HardLink: Hashable {
         var device: UInt64
@@ -45,10 +52,12 @@ package struct TreeScan {
     /// `knownContent`: the sha256 of files whose bytes the caller has just hashed as it wrote them
     /// (by path, as the walk spells it), which are not read again.
     package static func scan(
-        _ root: String, opaqueDirectories: [String]? = nil, knownContent: [[UInt8]: Hash256] = [:]
+        _ root: String, opaqueDirectories: [String]? = nil, knownContent: [[UInt8]: Hash256] = [:],
+        settle: Settle? = nil
     ) throws -> TreeScan {
         var scan = TreeScan()
         scan.knownContent = knownContent
+        scan.settle = settle
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
         try scan.visit(Array(root.utf8), relative: [], slot: 0)
@@ -91,7 +100,10 @@ package struct TreeScan {
     private mutating func visit(_ path: [UInt8], relative: [UInt8], slot: Int) throws {
         var st = stat()
         guard RawPath.with(path, { lstat($0, &st) }) == 0 else { throw SystemError("inspect", RawPath.string(path)) }
-        var entry = try MergedTree.Entry.read(path, st, epoch: Int64.max)
+        var attributes = try ExtendedAttributes.every(path)
+        try settle?(path, &st, &attributes)
+        var entry = try MergedTree.Entry.read(
+            path, st, epoch: Int64.max, xattrs: attributes.filter { !$0.name.starts(with: ExtendedAttributes.overlayPrefix) })
         entry.name = manifest.entries[slot].name
         entry.parent = manifest.entries[slot].parent
         entry.source = []
@@ -122,13 +134,10 @@ package struct TreeScan {
             break
         }
         var opaque = false
-        RawPath.with(path) { p in
-            // In byte order of the names, which for UTF-8 names is String's order too.
-            for name in ExtendedAttributes.names(p).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
-                let value = ExtendedAttributes.value(p, name) ?? []
-                line += [0] + name + Array("=".utf8) + Array(Digest.hex(value).utf8)
-                if name == Array("trusted.overlay.opaque".utf8) && value == Array("y".utf8) { opaque = true }
-            }
+        // In byte order of the names, which for UTF-8 names is String's order too.
+        for attribute in attributes {
+            line += [0] + attribute.name + Array("=".utf8) + Array(Digest.hex(attribute.value).utf8)
+            if attribute.name == Array("trusted.overlay.opaque".utf8) && attribute.value == Array("y".utf8) { opaque = true }
         }
         if (st.st_mode & S_IFMT) == S_IFDIR, let knownOpaque { opaque = knownOpaque.contains(relative) }
         if opaque {

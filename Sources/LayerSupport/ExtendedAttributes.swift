@@ -30,6 +30,12 @@ package enum ExtendedAttributes {
 
     /// Every attribute of `path` by name in byte order, without overlayfs's own (`trusted.overlay.*`).
     package static func all(_ path: [UInt8]) throws -> [ExtendedAttribute] {
+        try every(path).filter { !$0.name.starts(with: overlayPrefix) }
+    }
+
+    /// Every attribute of `path` by name in byte order, overlayfs's own included: one call lists
+    /// the names, which for most entries are none.
+    package static func every(_ path: [UInt8]) throws -> [ExtendedAttribute] {
         try RawPath.with(path) { p in
             let size = llistxattr(p, nil, 0)
             if size < 0 {
@@ -43,7 +49,6 @@ package enum ExtendedAttributes {
             var result: [ExtendedAttribute] = []
             for raw in buffer[0..<read].split(separator: 0) {
                 let name = raw.map { UInt8(bitPattern: $0) }
-                if name.starts(with: overlayPrefix) { continue }
                 guard let value = value(p, name) else {
                     throw SystemError("read attribute \(RawPath.string(name)) of", RawPath.string(path))
                 }

@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <linux/capability.h>
 #include <sys/types.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <alpm.h>
 #include <sqfs/predef.h>
@@ -59,6 +60,9 @@ int lc_refuse_system_calls(const char *const *names, int count, int refusal, con
 
 /// glibc's makedev, major and minor, which are macros Swift cannot see. Tests hold the squashfs
 /// device encoding against them.
+/// UTIME_OMIT for utimensat: leave that time as it is (the macro does not reach Swift).
+static const long lc_utime_omit = UTIME_OMIT;
+
 unsigned long long lc_makedev(unsigned int major, unsigned int minor);
 unsigned int lc_major(unsigned long long device);
 unsigned int lc_minor(unsigned long long device);
