@@ -60,7 +60,7 @@ struct LayerLock {
                 throw BuildFailure(
                     "the lock of layer \(layer.name) is stale: " + existing.inputDifferences(from: current).joined(separator: "; ")
                         + "; update it with `layerctl lock \(layer.path)`",
-                    at: location(line: 1), code: .input)
+                    at: staleLocation(existing), code: .input)
             }
             try hold(existing, moving: [])
             return nil
@@ -113,19 +113,43 @@ struct LayerLock {
     }
 
     private func failure(_ message: String, package: String?) -> BuildFailure {
-        BuildFailure(message, at: location(line: package.flatMap(line(of:)) ?? 1), code: .input, packages: package.map { [$0] } ?? [])
+        let line = package.flatMap { package in
+            lockLine { words in words.count == 6 && words[0] == "package" && words[2] == package }
+        }
+        return BuildFailure(message, at: location(line: line ?? 1), code: .input, packages: package.map { [$0] } ?? [])
+    }
+
+    /// Where a stale lock first differs from its layer file: the layer file's entry that the lock
+    /// does not have, else the lock's line that no longer holds.
+    private func staleLocation(_ lock: LockFile) -> String {
+        if let gained = layer.packages.first(where: { !lock.inputs.install.contains($0.value) }) {
+            return gained.location.description
+        }
+        if let removal = layer.remove.first(where: { !lock.inputs.remove.contains($0.value) }) {
+            return removal.location.description
+        }
+        if lock.arch != current.arch, let arch = layer.arch { return arch.location.description }
+        if let changed = current.inputs.repositories.first(where: { !lock.inputs.repositories.contains($0) }),
+            let spec = layer.repos.first(where: { $0.name == changed.name })
+        {
+            return spec.location.description
+        }
+        let line =
+            lockLine { $0.count == 2 && $0[0] == "install" && !current.inputs.install.contains(String($0[1])) }
+            ?? lockLine { $0.count == 2 && $0[0] == "remove" && !current.inputs.remove.contains(String($0[1])) }
+            ?? lockLine { $0.first == "arch" && lock.arch != current.arch }
+            ?? lockLine { $0.first == "parent" && lock.parent != current.parent }
+            ?? lockLine { $0.first == "repo" }
+        return location(line: line ?? 1)
     }
 
     private func location(line: Int) -> String { FileLocation(file: path, line: line, column: 1).description }
 
-    /// The line of the lock that pins `package`.
-    private func line(of package: String) -> Int? {
+    /// The first line of the lock whose words match.
+    private func lockLine(where matches: ([Substring]) -> Bool) -> Int? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        return lines.firstIndex { line in
-            let words = line.split(separator: " ")
-            return words.count == 6 && words[0] == "package" && words[2] == package
-        }.map { $0 + 1 }
+        return lines.firstIndex { matches($0.split(separator: " ")) }.map { $0 + 1 }
     }
 }
 
