@@ -86,6 +86,9 @@ public struct ReproducibilityCheck {
         var images: [String] = []
         for (index, conditions) in [Self.first, Self.second].enumerated() {
             let store = try Store(root: stores[index])
+            // What the user's store has downloaded, and then what the first build did: nothing
+            // is downloaded twice, and `--offline` works as it does for a build.
+            try store.borrowCaches(from: index == 0 ? options.store : opened[0])
             opened.append(store)
             var options = options
             options.store = store

@@ -37,6 +37,39 @@ public struct Store: Sendable {
         }
     }
 
+    /// Takes the package files and sync databases that `other` holds and this store lacks: a
+    /// build here then downloads only what is new, and `--offline` finds what `other` had. Package
+    /// files, which nothing rewrites, come as hard links where the two share a filesystem; the
+    /// databases, which a refresh rewrites, as copies. Both are checked as ever when a build uses
+    /// them (each package against its database's sha256 or signature).
+    public func borrowCaches(from other: Store) throws {
+        func borrow(_ source: String, _ target: String, link: Bool) throws {
+            guard FileSystem.isDirectory(source) else { return }
+            try FileSystem.makeDirectories(target)
+            for name in try FileSystem.listDirectory(source) {
+                // Locks and unfinished downloads belong to the other store's builds.
+                if name.hasPrefix(".") || name.hasSuffix(".lck") || name.hasSuffix(".lock") || name.hasSuffix(".part")
+                    || name.contains(".tmp-")
+                {
+                    continue
+                }
+                var st = stat()
+                guard lstat(source + "/" + name, &st) == 0 else { continue }
+                if st.st_mode & S_IFMT == S_IFDIR {
+                    try borrow(source + "/" + name, target + "/" + name, link: link)
+                } else if st.st_mode & S_IFMT == S_IFREG && !FileSystem.exists(target + "/" + name) {
+                    if link {
+                        try FileSystem.linkOrCopy(source + "/" + name, to: target + "/" + name)
+                    } else {
+                        try FileSystem.copyFile(source + "/" + name, to: target + "/" + name)
+                    }
+                }
+            }
+        }
+        try borrow(other.packageCache, packageCache, link: true)
+        try borrow(other.cacheDirectory + "/sync", cacheDirectory + "/sync", link: false)
+    }
+
     /// The store a command uses: `--store`, else `LAYERCTL_STORE`, else `/var/lib/layerctl`.
     public static func locate(_ option: String?) -> String {
         option ?? ProcessInfo.processInfo.environment["LAYERCTL_STORE"] ?? defaultRoot

@@ -111,6 +111,45 @@ package enum FileSystem {
         try sys("rename", path) { rename(temporary, path) }
     }
 
+    /// Puts the regular file `source` at `target` as a hard link, or as a copy where the two are on
+    /// different filesystems; the copy appears whole or not at all.
+    package static func linkOrCopy(_ source: String, to target: String) throws {
+        if link(source, target) == 0 { return }
+        guard errno == EXDEV else { throw SystemError("link \(source) to", target) }
+        try copyFile(source, to: target)
+    }
+
+    /// Copies the regular file `source` to `target` with its modification time (a download's
+    /// If-Modified-Since reads it), which appears whole or not at all.
+    package static func copyFile(_ source: String, to target: String) throws {
+        let input = try sys("read", source) { open(source, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
+        defer { close(input) }
+        let temporary = target + ".tmp-\(getpid())"
+        let output = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        do {
+            while true {
+                let count = read(input, buffer.baseAddress, buffer.count)
+                if count < 0 && errno == EINTR { continue }
+                if count < 0 { throw SystemError("read", source) }
+                if count == 0 { break }
+                try writeAll(output, UnsafeRawBufferPointer(rebasing: buffer[0..<count]), to: temporary)
+            }
+            var st = stat()
+            if fstat(input, &st) == 0 {
+                var times = [st.st_atim, st.st_mtim]
+                try sys("set the time of", temporary) { futimens(output, &times) }
+            }
+            close(output)
+            try sys("rename", target) { rename(temporary, target) }
+        } catch {
+            close(output)
+            unlink(temporary)
+            throw error
+        }
+    }
+
     /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories, names
     /// that are not UTF-8).
     package static func removeTree(_ path: String) throws { try removeTree(Array(path.utf8)) }

@@ -27,6 +27,16 @@ struct CheckTests {
             #expect(!FileManager.default.fileExists(atPath: top), "\(top)")
         }
 
+        // A check takes the databases and packages the user's store has: once the store has
+        // built the stack, a check works --offline, as a build does. (The demo's packages are
+        // fetched again all the same: under `Optional`, libalpm fetches a cached package again
+        // while its .sig is not cached, and the demo's packages have none.)
+        let noCopy = try Harness.run(["build", "--check", "--offline", layers + "/gaming.yaml", "--store", store])
+        #expect(noCopy.status == 3 && noCopy.stderr.contains("there is no copy of repository demo yet"), "\(noCopy.stderr)")
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", store]).status == 0)
+        let offline = try Harness.run(["build", "--check", "--offline", layers + "/gaming.yaml", "--store", store])
+        #expect(offline.status == 0 && offline.stdout.hasSuffix("\nreproducible\n"), "\(offline.stdout) \(offline.stderr)")
+
         // Locks hold in a check as in a build, and a check writes none, not even a stale one's
         // rewrite.
         #expect(try Harness.run(["lock", layers + "/gaming.yaml", "--store", store]).status == 0)
