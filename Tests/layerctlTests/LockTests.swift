@@ -147,6 +147,42 @@ struct LockTests {
     }
 
     @Test(
+        "lock --update PKG moves PKG and what it needs of the layer's packages, and holds the rest",
+        .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+    func updateMovesWhatIsNeeded() throws {
+        let (layers, repo, store) = try movableDemo()
+        try "from: base\npackages: [demo-app]\n".write(toFile: layers + "/app.yaml", atomically: true, encoding: .utf8)
+        #expect(try Harness.run(["lock", layers + "/app.yaml", "--store", store]).status == 0)
+        let before = try read(layers + "/app.lock")
+        #expect(before.contains("\npackage demo demo-lib 1.0-1 ") && before.contains("\npackage demo demo-data 1.0-1 "), "\(before)")
+        // demo-lib 1.1-1 comes out: demo-app needs it, demo-data does not.
+        try BootMachine.shell(
+            """
+            cd '\(repo)/demo'
+            mkdir next
+            bsdtar -xf demo-lib-1.0-1-any.pkg.tar.zst -C next
+            sed -i 's/^pkgver = 1.0-1$/pkgver = 1.1-1/' next/.PKGINFO
+            (cd next && bsdtar --zstd -cf ../demo-lib-1.1-1-any.pkg.tar.zst .PKGINFO usr)
+            rm -rf next
+            repo-add -q demo.db.tar.gz demo-lib-1.1-1-any.pkg.tar.zst
+            """)
+        let data = try Harness.run(["lock", "--update", layers + "/app.yaml", "demo-data", "--store", store])
+        #expect(
+            data.status == 3 && data.stderr.contains("the lock pins demo-lib 1.0-1 from demo, and the repositories now resolve it to 1.1-1"),
+            "\(data.stderr)")
+        #expect(try read(layers + "/app.lock") == before)
+        let app = try Harness.run(["lock", "--update", layers + "/app.yaml", "demo-app", "--store", store])
+        #expect(app.status == 0, "\(app.stderr)")
+        let after = try read(layers + "/app.lock")
+        #expect(after.contains("\npackage demo demo-lib 1.1-1 demo-lib-1.1-1-any.pkg.tar.zst "), "\(after)")
+        // Only demo-lib's line changed.
+        let changed = Set(after.split(separator: "\n")).symmetricDifference(Set(before.split(separator: "\n")))
+        #expect(changed.count == 2 && changed.allSatisfy { $0.hasPrefix("package demo demo-lib ") }, "\(changed)")
+        let built = try Harness.run(["build", "--locked", layers + "/app.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+    }
+
+    @Test(
         "a package file that changed under the same name and version is refused at the lock's line",
         .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
     func changedFile() throws {
