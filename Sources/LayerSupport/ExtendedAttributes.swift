@@ -5,15 +5,6 @@ import Glibc
 /// bytes: the kernel takes any bytes but NUL after the namespace prefix, so `user.` followed by
 /// 0xff 0xfe is a name a tree can hold and an image must keep.
 package enum ExtendedAttributes {
-    package static func names(_ path: UnsafePointer<CChar>) -> [[UInt8]] {
-        let size = llistxattr(path, nil, 0)
-        guard size > 0 else { return [] }
-        var buffer = [CChar](repeating: 0, count: size)
-        let read = llistxattr(path, &buffer, size)
-        guard read > 0 else { return [] }
-        return buffer[0..<read].split(separator: 0).map { $0.map { UInt8(bitPattern: $0) } }
-    }
-
     package static func value(_ path: UnsafePointer<CChar>, _ name: [UInt8]) -> [UInt8]? {
         RawPath.with(name) { name in
             let size = lgetxattr(path, name, nil, 0)

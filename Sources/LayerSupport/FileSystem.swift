@@ -129,6 +129,7 @@ package enum FileSystem {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         do {
+            defer { close(output) }
             while true {
                 let count = read(input, buffer.baseAddress, buffer.count)
                 if count < 0 && errno == EINTR { continue }
@@ -141,10 +142,11 @@ package enum FileSystem {
                 var times = [st.st_atim, st.st_mtim]
                 try sys("set the time of", temporary) { futimens(output, &times) }
             }
-            close(output)
-            try sys("rename", target) { rename(temporary, target) }
         } catch {
-            close(output)
+            unlink(temporary)
+            throw error
+        }
+        do { try sys("rename", target) { rename(temporary, target) } } catch {
             unlink(temporary)
             throw error
         }

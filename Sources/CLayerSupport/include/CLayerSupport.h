@@ -58,11 +58,11 @@ int lc_limit_privileges(const int *keep, int count);
 /// errno value; on failure `*failed_name`, when not NULL, names the call that could not be added.
 int lc_refuse_system_calls(const char *const *names, int count, int refusal, const char **failed_name);
 
-/// glibc's makedev, major and minor, which are macros Swift cannot see. Tests hold the squashfs
-/// device encoding against them.
 /// UTIME_OMIT for utimensat: leave that time as it is (the macro does not reach Swift).
 static const long lc_utime_omit = UTIME_OMIT;
 
+/// glibc's makedev, major and minor, which are macros Swift cannot see. Tests hold the squashfs
+/// device encoding against them.
 unsigned long long lc_makedev(unsigned int major, unsigned int minor);
 unsigned int lc_major(unsigned long long device);
 unsigned int lc_minor(unsigned long long device);
