@@ -20,6 +20,10 @@ public struct BuildOptions: Sendable {
     public var archive = "https://archive.archlinux.org"
     /// Note, for each path a layer's build leaves, what wrote it last (`StackBuilder.writers`).
     public var recordWriters = false
+    /// How long one layer's build may take, in seconds (its transaction, scriptlets and `run:`
+    /// steps): a layer file must not hold the tool for ever. nil for no limit.
+    public var layerTimeLimit: Double? = BuildOptions.defaultLayerTimeLimit
+    public static let defaultLayerTimeLimit: Double = 3600
 
     public init(store: Store) {
         self.store = store

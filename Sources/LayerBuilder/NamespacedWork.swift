@@ -76,9 +76,10 @@ public enum NamespacedWork {
 
     /// Runs `role` for the job at `jobPath` (with the terminal's stdin when `interactive`), hands
     /// each event to `observe`, and returns the exit status once the work is done. A `failed` event
-    /// is thrown as the `BuildFailure` it reports.
+    /// is thrown as the `BuildFailure` it reports. After `timeLimit` seconds the work is killed,
+    /// every process and mount of it with it, and `TimeLimitExceeded` is thrown.
     static func run(
-        _ role: Role, jobPath: String, interactive: Bool = false, observe: (BuildEvent) -> Void
+        _ role: Role, jobPath: String, interactive: Bool = false, timeLimit: Double? = nil, observe: (BuildEvent) -> Void
     ) throws -> Int32 {
         let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
         let pid: pid_t
@@ -91,6 +92,7 @@ public enum NamespacedWork {
             throw error
         }
         close(writeEnd)
+        let watchdog = timeLimit.map { Watchdog(pid: pid, seconds: $0) }
         var failure: BuildFailure?
         let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
         var pending = Data()
@@ -111,9 +113,49 @@ public enum NamespacedWork {
                 }
             }
         }
+        // The watchdog is done before the child is reaped: its pid is not reused until then.
+        let expired = watchdog?.stop() ?? false
         let status = waitForExit(pid)
+        if expired { throw TimeLimitExceeded(seconds: timeLimit ?? 0) }
         if let failure { throw failure }
         return status
+    }
+
+    /// The work took longer than it may.
+    struct TimeLimitExceeded: Error {
+        var seconds: Double
+    }
+
+    /// Kills a process (stage one of namespaced work: the rest dies with it) once its time is up.
+    final class Watchdog: @unchecked Sendable {
+        // @unchecked: `done` and `expired` are only touched under `condition`.
+        private let condition = NSCondition()
+        private var done = false
+        private var expired = false
+
+        init(pid: pid_t, seconds: Double) {
+            let deadline = Date(timeIntervalSinceNow: seconds)
+            let thread = Thread { [self] in
+                condition.lock()
+                defer { condition.unlock() }
+                while !done && condition.wait(until: deadline) {}
+                if !done {
+                    expired = true
+                    kill(pid, SIGKILL)
+                }
+            }
+            thread.name = "build time limit"
+            thread.start()
+        }
+
+        /// Stops watching; true when the time was up and the process was killed.
+        func stop() -> Bool {
+            condition.lock()
+            defer { condition.unlock() }
+            done = true
+            condition.broadcast()
+            return expired
+        }
     }
 
     /// Stage one: moves into new mount, pid, uts and ipc namespaces, and a network namespace with

@@ -55,7 +55,7 @@ extension StackBuilder {
         var stepStarts: [(step: Int, at: Double)] = []
         do {
             defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
-            packages = try runChild(jobPath: jobPath, layer: layer.name) { event in
+            packages = try runChild(jobPath: jobPath, layer: layer) { event in
                 if event.kind == .step, let at = event.at, let step = event.current { stepStarts.append((Int(step), at)) }
             }
         }
@@ -102,18 +102,37 @@ extension StackBuilder {
     }
 
     /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it built.
-    private func runChild(jobPath: String, layer: String, also: (BuildEvent) -> Void = { _ in }) throws -> ChildResult {
+    private func runChild(jobPath: String, layer: LayerFile, also: (BuildEvent) -> Void = { _ in }) throws -> ChildResult {
         var result: ChildResult?
-        let status = try NamespacedWork.run(.build, jobPath: jobPath) { event in
-            if event.kind == .finished {
-                result = event.result
-            } else {
-                also(event)
-                observer(event)
+        var lastStep: BuildEvent?
+        let status: Int32
+        do {
+            status = try NamespacedWork.run(.build, jobPath: jobPath, timeLimit: options.layerTimeLimit) { event in
+                if event.kind == .finished {
+                    result = event.result
+                } else {
+                    if event.kind == .step || event.kind == .package { lastStep = event }
+                    also(event)
+                    observer(event)
+                }
             }
+        } catch let exceeded as NamespacedWork.TimeLimitExceeded {
+            // Where it was: a run: step has its line; anything else the layer file.
+            let seconds = exceeded.seconds.rounded() == exceeded.seconds ? "\(Int(exceeded.seconds))" : "\(exceeded.seconds)"
+            var location = layer.path
+            var doing = lastStep?.message ?? "starting"
+            if let step = lastStep, step.kind == .step, let current = step.current, step.message?.hasPrefix("run ") == true,
+                current >= 1, Int(current) <= layer.run.count
+            {
+                location = layer.run[Int(current) - 1].location.description
+                doing = "run \(current) `\(layer.run[Int(current) - 1].value)`"
+            }
+            throw BuildFailure(
+                "layer \(layer.name) did not finish within \(seconds) s (at: \(doing)); it was stopped, with everything it ran. Give it longer with --timeout",
+                at: location, code: .build)
         }
         guard status == 0, let result else {
-            throw BuildFailure("the builder of layer \(layer) stopped with status \(status)")
+            throw BuildFailure("the builder of layer \(layer.name) stopped with status \(status)")
         }
         return result
     }

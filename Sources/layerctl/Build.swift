@@ -54,6 +54,10 @@ extension LayerCtl {
         @Flag(help: "Build only what the locks pin: fail, naming the layer, when a lock is missing or stale. No lock is written.")
         var locked = false
 
+        @Option(
+            help: "How long one layer's build may take, in seconds, before it is stopped with everything it ran; 0 for no limit.")
+        var timeout: Double = BuildOptions.defaultLayerTimeLimit
+
         @Flag(
             help:
                 "Build the chain twice, in two fresh stores under different conditions, and name every file that differs with what wrote it; exit 1 when anything differs. The store is not changed."
@@ -75,6 +79,8 @@ extension LayerCtl {
             options.noCache = noCache
             options.offline = offline
             options.locks = locked ? .locked : .follow
+            guard timeout >= 0 && timeout.isFinite else { throw ValidationError("--timeout takes a number of seconds, 0 for no limit") }
+            options.layerTimeLimit = timeout > 0 ? timeout : nil
             let reporter = BuildReporter(json: json)
             if check {
                 guard cacheFrom == nil && cacheTo == nil && image.output == nil else {

@@ -99,6 +99,40 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    @Test("a run: step that never ends is stopped at --timeout with everything it started: one line at its run: line, nothing left")
+    func timeLimit() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let keys = try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted()
+        // A child in a session of its own, one in the background, and the step itself: all wait,
+        // each in a shell whose command line carries the marker.
+        let marker = "layerctl-hang-\(getpid())"
+        let wait = "sh -c \"sleep 300; :\" \(marker)"
+        try "from: base\nrun:\n  - echo started\n  - '(setsid \(wait) &); \(wait) & \(wait)'\n"
+            .write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let started = Date()
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout", "3"])
+        let seconds = Date().timeIntervalSince(started)
+        #expect(result.status == 6, "\(result.stderr)")
+        let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl:") }
+        #expect(errors.count == 1 && errors[0].contains("probe.yaml:4:5: layer probe did not finish within 3 s (at: run 2 `"), "\(result.stderr)")
+        #expect(seconds < 30, "stopped after \(seconds) s")
+        // Not one of the build's processes is left, wherever it went.
+        let left = try FileManager.default.contentsOfDirectory(atPath: "/proc").filter { name in
+            guard Int(name) != nil, let line = try? String(contentsOfFile: "/proc/\(name)/cmdline", encoding: .utf8) else { return false }
+            return line.contains(marker)
+        }
+        #expect(left.isEmpty, "left running: \(left)")
+        #expect(try Harness.leakedMounts(under: store).isEmpty && Harness.leakedMounts(under: layers).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted() == keys)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        // --timeout 0 is no limit; a negative one is refused.
+        let negative = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout=-1"])
+        #expect(negative.status != 0 && negative.stderr.contains("--timeout takes a number of seconds"), "\(negative.stderr)")
+        try Harness.expectValidStore(store)
+    }
+
     @Test("run: and scriptlets see the layer's root, the build's processes, its own devices and loopback, with few privileges")
     func whatTheBuildSees() throws {
         let layers = try Harness.demoLayers()
