@@ -52,6 +52,8 @@ public struct BuildJob: Codable, Sendable {
     var bootLocation: String?
     /// Time the `run:` steps apart and report when each started, for `writers` (`build --check`).
     var separateSteps: Bool?
+    /// The pids cgroup stage one moves into before it starts anything (`ProcessLimit`).
+    var processLimit: String?
 
     /// What `run:` commands and package scriptlets see: a fixed PATH, HOME, LANG and TERM, the
     /// epoch, the layer's name and the layer file's `env:`; never the environment of whoever runs

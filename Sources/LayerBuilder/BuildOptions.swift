@@ -24,6 +24,9 @@ public struct BuildOptions: Sendable {
     /// steps): a layer file must not hold the tool for ever. nil for no limit.
     public var layerTimeLimit: Double? = BuildOptions.defaultLayerTimeLimit
     public static let defaultLayerTimeLimit: Double = 3600
+    /// How many processes one layer's build may have at once (a pids cgroup); nil for no limit.
+    public var maxProcesses: Int? = BuildOptions.defaultMaxProcesses
+    public static let defaultMaxProcesses = 4096
 
     public init(store: Store) {
         self.store = store

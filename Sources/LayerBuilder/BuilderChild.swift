@@ -32,6 +32,7 @@ enum BuilderChild {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
             events = EventPipe(layer: job.layerName)
+            if let path = job.processLimit { try ProcessLimit(path: path).enter() }
             try NamespacedWork.enterNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")
             var root = job.root

@@ -30,7 +30,7 @@ extension StackBuilder {
         } catch let error as AlpmError {
             throw locate(error, in: layer)
         }
-        let job = BuildJob(
+        var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,
             repos: repositories.map { BuildJob.Repo(name: $0.name, servers: $0.expandedServers(arch: arch)) },
             syncDirectory: snapshot, packageCache: store.packageCache, install: request.install, remove: request.remove,
@@ -46,6 +46,16 @@ extension StackBuilder {
             sourceDateEpoch: options.sourceDateEpoch, network: layer.network?.value ?? false,
             boot: boot?.value, bootLocation: boot?.location.description,
             separateSteps: options.recordWriters ? true : nil)
+        var limit: ProcessLimit?
+        defer { limit?.remove() }
+        if let maximum = options.maxProcesses {
+            let made = ProcessLimit.make(maximum: maximum)
+            limit = made.limit
+            job.processLimit = made.limit?.path
+            if let why = made.why {
+                observer(BuildEvent(.warning, layer: layer.name, message: "the build's processes are not limited: \(why)"))
+            }
+        }
         try FileSystem.makeDirectories(job.upperDirectory)
         try FileSystem.writeAtomically(Data(), to: job.pacmanLog)
         let jobPath = buildDirectory + "/job.json"

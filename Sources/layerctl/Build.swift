@@ -58,6 +58,9 @@ extension LayerCtl {
             help: "How long one layer's build may take, in seconds, before it is stopped with everything it ran; 0 for no limit.")
         var timeout: Double = BuildOptions.defaultLayerTimeLimit
 
+        @Option(help: "How many processes one layer's build may run at once (a pids cgroup); 0 for no limit.")
+        var maxProcesses: Int = BuildOptions.defaultMaxProcesses
+
         @Flag(
             help:
                 "Build the chain twice, in two fresh stores under different conditions, and name every file that differs with what wrote it; exit 1 when anything differs. The store is not changed."
@@ -81,6 +84,8 @@ extension LayerCtl {
             options.locks = locked ? .locked : .follow
             guard timeout >= 0 && timeout.isFinite else { throw ValidationError("--timeout takes a number of seconds, 0 for no limit") }
             options.layerTimeLimit = timeout > 0 ? timeout : nil
+            guard maxProcesses >= 0 else { throw ValidationError("--max-processes takes a number of processes, 0 for no limit") }
+            options.maxProcesses = maxProcesses > 0 ? maxProcesses : nil
             let reporter = BuildReporter(json: json)
             if check {
                 guard cacheFrom == nil && cacheTo == nil && image.output == nil else {

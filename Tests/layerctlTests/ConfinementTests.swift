@@ -133,6 +133,34 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    @Test("a run: step that forks without end gets EAGAIN at --max-processes, fails at its line, and leaves no process or cgroup")
+    func processLimit() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let v2 = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+        guard v2 || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs") else {
+            print("skipped: this host mounts no pids cgroup controller")
+            return
+        }
+        let base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/pids"
+        let cgroups = { try FileManager.default.contentsOfDirectory(atPath: base).filter { $0.hasPrefix("layerctl-build-") } }
+        // 300 children that wait: far more than the limit, and few enough to end if it did not hold.
+        try "from: base\nrun:\n  - 'i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done'\n"
+            .write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--max-processes", "40"])
+        #expect(result.status == 6, "\(result.stderr)")
+        #expect(result.stderr.contains("can't fork") && result.stderr.contains("probe.yaml:3:5: run command"), "\(result.stderr)")
+        let left = try cgroups()
+        #expect(left.isEmpty, "cgroups left: \(left)")
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        // The default limit lets the same step through: its children end with the build.
+        let roomy = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        #expect(roomy.status == 0, "\(roomy.stderr)")
+        try Harness.expectValidStore(store)
+    }
+
     @Test("run: and scriptlets see the layer's root, the build's processes, its own devices and loopback, with few privileges")
     func whatTheBuildSees() throws {
         let layers = try Harness.demoLayers()

@@ -1,0 +1,56 @@
+import Foundation
+import Glibc
+import LayerSupport
+
+/// The pids cgroup that holds one layer's build: its processes number at most `maximum`, so that a
+/// fork bomb in a `run:` step or a scriptlet fails inside the build (its `fork` gets EAGAIN)
+/// instead of filling the host's process table. A folder under the cgroup v2 root, or under the
+/// pids hierarchy on a v1 host. Stage one of the build moves itself into it before it starts
+/// anything, so everything the build runs is counted; the parent removes it once all are gone.
+struct ProcessLimit {
+    let path: String
+
+    /// Makes a cgroup of at most `maximum` processes; nil, with why, when this host offers none to
+    /// root (no pids controller mounted, or a cgroup tree root may not write).
+    static func make(maximum: Int) -> (limit: ProcessLimit?, why: String?) {
+        let base: String
+        if FileSystem.exists("/sys/fs/cgroup/cgroup.controllers") {
+            let enabled = (try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.subtree_control", encoding: .utf8)) ?? ""
+            guard enabled.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids") else {
+                return (nil, "the cgroup v2 root does not enable the pids controller for its children")
+            }
+            base = "/sys/fs/cgroup"
+        } else if FileSystem.exists("/sys/fs/cgroup/pids/cgroup.procs") {
+            base = "/sys/fs/cgroup/pids"
+        } else {
+            return (nil, "this host mounts no pids cgroup controller")
+        }
+        let path = base + "/layerctl-build-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        guard mkdir(path, 0o755) == 0 else { return (nil, "\(SystemError("make the cgroup", path))") }
+        do {
+            try write("\(maximum)\n", to: path + "/pids.max")
+        } catch {
+            rmdir(path)
+            return (nil, "\(error)")
+        }
+        return (ProcessLimit(path: path), nil)
+    }
+
+    /// Moves the calling process, and so everything it starts from now on, into the cgroup.
+    func enter() throws { try Self.write("\(getpid())\n", to: path + "/cgroup.procs") }
+
+    /// Removes the cgroup once the last of its processes is gone (the kernel lets a cgroup go only
+    /// then; the build's are dead, but may not all be reaped yet).
+    func remove() {
+        for _ in 0..<100 {
+            if rmdir(path) == 0 || errno == ENOENT { return }
+            usleep(10_000)
+        }
+    }
+
+    private static func write(_ text: String, to path: String) throws {
+        let fd = try sys("open", path) { open(path, O_WRONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        try Data(text.utf8).withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: path) }
+    }
+}
