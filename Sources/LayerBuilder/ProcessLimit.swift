@@ -25,7 +25,8 @@ struct ProcessLimit {
         } else {
             return (nil, "this host mounts no pids cgroup controller")
         }
-        let path = base + "/layerctl-build-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        sweep(base)
+        let path = base + "/\(prefix)\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         guard mkdir(path, 0o755) == 0 else { return (nil, "\(SystemError("make the cgroup", path))") }
         do {
             try write("\(maximum)\n", to: path + "/pids.max")
@@ -34,6 +35,19 @@ struct ProcessLimit {
             return (nil, "\(error)")
         }
         return (ProcessLimit(path: path), nil)
+    }
+
+    static let prefix = "layerctl-build-"
+
+    /// Removes the cgroups of builds whose layerctl is gone (killed before it could remove them):
+    /// their names carry its pid. A cgroup goes only when it is empty, so none in use is touched.
+    private static func sweep(_ base: String) {
+        for name in (try? FileSystem.listDirectory(base)) ?? [] where name.hasPrefix(prefix) {
+            guard let owner = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) }),
+                kill(owner, 0) != 0 && errno == ESRCH
+            else { continue }
+            rmdir(base + "/" + name)
+        }
     }
 
     /// Moves the calling process, and so everything it starts from now on, into the cgroup.

@@ -8,7 +8,9 @@ import Testing
 @Suite("Killed builds", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct KillTests {
     /// Starts a build with --json and kills the whole process tree at the first event `trigger` matches.
-    func killBuild(layers: String, file: String, store: String, trigger: @escaping ([String: Any]) -> Bool) throws -> Bool {
+    func killBuild(
+        layers: String, file: String, store: String, trigger: @escaping ([String: Any]) -> Bool, started: (pid_t) -> Void = { _ in }
+    ) throws -> Bool {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.executable)
         process.arguments = ["build", layers + "/" + file, "--store", store, "--json"]
@@ -16,6 +18,7 @@ struct KillTests {
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
         try process.run()
+        started(process.processIdentifier)
         var killed = false
         var pending = Data()
         while !killed {
@@ -47,7 +50,8 @@ struct KillTests {
         let layers = try Harness.demoLayers()
         if let extra { try Harness.edit(layers + "/gaming.yaml") { $0 + extra } }
         let store = try Harness.temporaryDirectory("store")
-        #expect(try killBuild(layers: layers, file: file, store: store, trigger: trigger), "the trigger never came")
+        var killedPid: pid_t = 0
+        #expect(try killBuild(layers: layers, file: file, store: store, trigger: trigger) { killedPid = $0 }, "the trigger never came")
         Thread.sleep(forTimeInterval: 0.3)  // let the kernel finish tearing the namespaces down
         try Harness.expectValidStore(store)
         // The next build completes and gives the trees an uninterrupted build gives.
@@ -62,6 +66,11 @@ struct KillTests {
             #expect(try a.record(key).treeDigest == b.record(key).treeDigest)
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: a.tmpDirectory).isEmpty)
+        // The killed build's process cgroup went with the next build (its name carries the pid).
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/pids"] {
+            let left = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).filter { $0.hasPrefix("layerctl-build-\(killedPid)-") }
+            #expect(left.isEmpty, "\(base): \(left)")
+        }
         try Harness.expectValidStore(store)
     }
 
