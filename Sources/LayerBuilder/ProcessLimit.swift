@@ -7,23 +7,16 @@ import LayerSupport
 /// instead of filling the host's process table. A folder under the cgroup v2 root, or under the
 /// pids hierarchy on a v1 host. Stage one of the build moves itself into it before it starts
 /// anything, so everything the build runs is counted; the parent removes it once all are gone.
-struct ProcessLimit {
+package struct ProcessLimit {
     let path: String
 
     /// Makes a cgroup of at most `maximum` processes; nil, with why, when this host offers none to
     /// root (no pids controller mounted, or a cgroup tree root may not write).
     static func make(maximum: Int) -> (limit: ProcessLimit?, why: String?) {
         let base: String
-        if FileSystem.exists("/sys/fs/cgroup/cgroup.controllers") {
-            let enabled = (try? String(contentsOfFile: "/sys/fs/cgroup/cgroup.subtree_control", encoding: .utf8)) ?? ""
-            guard enabled.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids") else {
-                return (nil, "the cgroup v2 root does not enable the pids controller for its children")
-            }
-            base = "/sys/fs/cgroup"
-        } else if FileSystem.exists("/sys/fs/cgroup/pids/cgroup.procs") {
-            base = "/sys/fs/cgroup/pids"
-        } else {
-            return (nil, "this host mounts no pids cgroup controller")
+        switch parentFolder() {
+        case .success(let folder): base = folder
+        case .failure(let why): return (nil, why.text)
         }
         sweep(base)
         let path = base + "/\(prefix)\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -37,7 +30,37 @@ struct ProcessLimit {
         return (ProcessLimit(path: path), nil)
     }
 
-    static let prefix = "layerctl-build-"
+    package static let prefix = "layerctl-build-"
+
+    package struct Unavailable: Error {
+        package var text: String
+    }
+
+    /// Where a build's cgroup goes: below layerctl's own, so whatever limits layerctl's service
+    /// has hold for its builds too. On a v1 host, in layerctl's own pids cgroup; with cgroup v2,
+    /// beside layerctl's own cgroup (a v2 cgroup with processes may not have children that use
+    /// controllers), in a parent that enables the pids controller for its children.
+    package static func parentFolder() -> Result<String, Unavailable> {
+        let lines = ((try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? "").split(separator: "\n")
+        if FileSystem.exists("/sys/fs/cgroup/cgroup.controllers") {
+            guard let line = lines.first(where: { $0.hasPrefix("0::") }) else { return .failure(Unavailable(text: "no cgroup v2 path in /proc/self/cgroup")) }
+            let own = String(line.dropFirst(3))
+            let parent = own == "/" ? "" : (own as NSString).deletingLastPathComponent
+            let folder = "/sys/fs/cgroup" + (parent == "/" ? "" : parent)
+            let enabled = (try? String(contentsOfFile: folder + "/cgroup.subtree_control", encoding: .utf8)) ?? ""
+            guard enabled.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("pids") else {
+                return .failure(Unavailable(text: "\(folder) does not enable the pids controller for its children"))
+            }
+            return .success(folder)
+        }
+        guard FileSystem.exists("/sys/fs/cgroup/pids/cgroup.procs") else {
+            return .failure(Unavailable(text: "this host mounts no pids cgroup controller"))
+        }
+        // "8:pids:/some/path"
+        let own = lines.map { $0.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false) }
+            .first { $0.count == 3 && $0[1].split(separator: ",").contains("pids") }.map { String($0[2]) } ?? "/"
+        return .success("/sys/fs/cgroup/pids" + (own == "/" ? "" : own))
+    }
 
     /// Removes the cgroups of builds whose layerctl is gone (killed before it could remove them):
     /// their names carry its pid. A cgroup goes only when it is empty, so none in use is touched.

@@ -138,13 +138,13 @@ struct ConfinementTests {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
         #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
-        let v2 = FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
-        guard v2 || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs") else {
+        guard FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
+            || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs")
+        else {
             print("skipped: this host mounts no pids cgroup controller")
             return
         }
-        let base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/pids"
-        let cgroups = { try FileManager.default.contentsOfDirectory(atPath: base).filter { $0.hasPrefix("layerctl-build-") } }
+        let cgroups = { Harness.buildCgroups() }
         // 300 children that wait: far more than the limit, and few enough to end if it did not hold.
         try "from: base\nrun:\n  - 'i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done'\n"
             .write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerBuilder
 import LayerStore
 import LayerSupport
 import Testing
@@ -102,6 +103,12 @@ enum Harness {
     static func edit(_ path: String, _ change: (String) -> String) throws {
         let text = try String(contentsOfFile: path, encoding: .utf8)
         try change(text).write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// The cgroups of builds in the folder where a layerctl this process starts makes them.
+    static func buildCgroups() -> [String] {
+        guard case .success(let folder) = ProcessLimit.parentFolder() else { return [] }
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix(ProcessLimit.prefix) }
     }
 
     /// Every overlay mount of this (the host's) mount namespace whose target is under `path`.
