@@ -144,14 +144,13 @@ struct ConfinementTests {
             print("skipped: this host mounts no pids cgroup controller")
             return
         }
-        let cgroups = { Harness.buildCgroups() }
         // 300 children that wait: far more than the limit, and few enough to end if it did not hold.
         try "from: base\nrun:\n  - 'i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done'\n"
             .write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--max-processes", "40"])
         #expect(result.status == 6, "\(result.stderr)")
         #expect(result.stderr.contains("can't fork") && result.stderr.contains("probe.yaml:3:5: run command"), "\(result.stderr)")
-        let left = try cgroups()
+        let left = Harness.buildCgroups()
         #expect(left.isEmpty, "cgroups left: \(left)")
         #expect(try Harness.leakedMounts(under: store).isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
