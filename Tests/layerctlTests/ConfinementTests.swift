@@ -43,6 +43,14 @@ struct ConfinementTests {
         return try Harness.run(["build", layers + "/probe.yaml", "--store", store])
     }
 
+    /// The demo layer files, and a new store that holds their base layer.
+    func storeWithBase() throws -> (layers: String, store: String) {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        return (layers, store)
+    }
+
     /// Each escape: the command, and what its own error says.
     static func escapes(owned: String, disk: (major: UInt32, minor: UInt32)) -> [(command: String, error: String)] {
         [
@@ -75,9 +83,7 @@ struct ConfinementTests {
 
     @Test("each escape fails inside the layer at its run: line, with the command's own error, and the host stays as it was")
     func escapes() throws {
-        let layers = try Harness.demoLayers()
-        let store = try Harness.temporaryDirectory("store")
-        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let (layers, store) = try storeWithBase()
         let owned = "/tmp/layerctl-owned-\(getpid())"
         var root = stat()
         #expect(stat("/", &root) == 0)
@@ -101,9 +107,7 @@ struct ConfinementTests {
 
     @Test("a run: step that never ends is stopped at --timeout with everything it started: one line at its run: line, nothing left")
     func timeLimit() throws {
-        let layers = try Harness.demoLayers()
-        let store = try Harness.temporaryDirectory("store")
-        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let (layers, store) = try storeWithBase()
         let keys = try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted()
         // A child in a session of its own, one in the background, and the step itself: all wait,
         // each in a shell whose command line carries the marker.
@@ -127,7 +131,7 @@ struct ConfinementTests {
         #expect(try Harness.leakedMounts(under: store).isEmpty && Harness.leakedMounts(under: layers).isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted() == keys)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
-        // --timeout 0 is no limit; a negative one is refused.
+        // A negative limit is refused.
         let negative = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout=-1"])
         #expect(negative.status != 0 && negative.stderr.contains("--timeout takes a number of seconds"), "\(negative.stderr)")
         try Harness.expectValidStore(store)
@@ -135,9 +139,7 @@ struct ConfinementTests {
 
     @Test("a run: step that forks without end gets EAGAIN at --max-processes, fails at its line, and leaves no process or cgroup")
     func processLimit() throws {
-        let layers = try Harness.demoLayers()
-        let store = try Harness.temporaryDirectory("store")
-        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let (layers, store) = try storeWithBase()
         guard FileManager.default.fileExists(atPath: "/sys/fs/cgroup/cgroup.controllers")
             || FileManager.default.fileExists(atPath: "/sys/fs/cgroup/pids/cgroup.procs")
         else {
@@ -215,9 +217,7 @@ struct ConfinementTests {
 
     @Test("network: true gives run: the host's network, for that layer only; it is part of the key and inspect shows it")
     func network() throws {
-        let layers = try Harness.demoLayers()
-        let store = try Harness.temporaryDirectory("store")
-        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let (layers, store) = try storeWithBase()
         let host = try FileManager.default.contentsOfDirectory(atPath: "/sys/class/net").sorted()
         let command = "ls /sys/class/net > /etc/nets"
 
