@@ -300,18 +300,7 @@ extension BootStaging {
         let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         if output < 0 { throw SystemError("create", destination) }
         defer { close(output) }
-        let chunk = 1 << 20
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let count = read(input, buffer, chunk)
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", source)
-            }
-            if count == 0 { break }
-            try FileSystem.writeAll(output, UnsafeRawBufferPointer(start: buffer, count: count), to: destination)
-        }
+        try FileSystem.copyData(from: input, source, to: output, destination)
         try sys("write", destination) { fsync(output) }
     }
 }

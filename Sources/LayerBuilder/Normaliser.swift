@@ -177,6 +177,10 @@ struct Normaliser {
     /// settled before its entries. The access time is left as it is: no image, manifest or
     /// digest holds it, and every read changes it.
     func settle(_ path: [UInt8], _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws {
+        // Most entries need nothing: package files keep their (older) times, and only entries
+        // overlayfs copied up carry its bookkeeping.
+        let clamped = Int64(st.st_mtim.tv_sec) <= epoch && st.st_mtim.tv_nsec == 0
+        guard !clamped || attributes.contains(where: { Self.isBookkeeping($0.name) }) else { return }
         try RawPath.with(path) { p in
             for attribute in attributes where Self.isBookkeeping(attribute.name) {
                 if RawPath.with(attribute.name, { lremovexattr(p, $0) }) != 0 && errno != ENODATA {

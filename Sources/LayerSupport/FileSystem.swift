@@ -1,3 +1,4 @@
+import CLayerSupport
 import Foundation
 import Glibc
 
@@ -126,30 +127,27 @@ package enum FileSystem {
         defer { close(input) }
         let temporary = target + ".tmp-\(getpid())"
         let output = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
         do {
             defer { close(output) }
-            while true {
-                let count = read(input, buffer.baseAddress, buffer.count)
-                if count < 0 && errno == EINTR { continue }
-                if count < 0 { throw SystemError("read", source) }
-                if count == 0 { break }
-                try writeAll(output, UnsafeRawBufferPointer(rebasing: buffer[0..<count]), to: temporary)
-            }
-            var st = stat()
-            if fstat(input, &st) == 0 {
-                var times = [st.st_atim, st.st_mtim]
-                try sys("set the time of", temporary) { futimens(output, &times) }
-            }
+            let st = try copyData(from: input, source, to: output, temporary)
+            var times = [st.st_atim, st.st_mtim]
+            try sys("set the time of", temporary) { futimens(output, &times) }
+            try sys("rename", target) { rename(temporary, target) }
         } catch {
             unlink(temporary)
             throw error
         }
-        do { try sys("rename", target) { rename(temporary, target) } } catch {
-            unlink(temporary)
-            throw error
-        }
+    }
+
+    /// Copies every byte of the open file `input` (named `source` in errors) to the open, empty
+    /// file `output` (`target`): in the kernel where it can (copy_file_range), through a buffer
+    /// where it cannot (another filesystem). Returns the input's stat.
+    @discardableResult
+    package static func copyData(from input: Int32, _ source: String, to output: Int32, _ target: String) throws -> stat {
+        var st = stat()
+        try sys("read", source) { fstat(input, &st) }
+        try sys("copy \(source) to", target) { lc_copy_range(input, 0, output, 0, Int(st.st_size)) }
+        return st
     }
 
     /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories, names
