@@ -37,25 +37,30 @@ public struct BootStaging: Sendable {
 
     func directory(_ name: String) -> String { stateDirectory + "/" + name }
 
-    /// Stages the image that `produce` writes to the path it is given, under `name`. Staging the
-    /// same image again changes nothing but the entries.
+    /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`
+    /// returns the image's sha256 when it took it on the way. Staging the same image again changes
+    /// nothing but the entries.
     public func stage(
-        name: String, source: String, append: [String], produce: (String) throws -> Void
+        name: String, source: String, append: [String], produce: (String) throws -> String?
     ) throws -> StagedImage {
         try Self.validate(name: name)
         let folder = directory(name)
         try FileSystem.makeDirectories(folder)
+        // Where the image lives is looked up while it is made: it can take a blkid.
+        let device = Background { [folder] in try DeviceLocation(of: folder) }
         let incoming = folder + "/incoming.squashfs"
         unlink(incoming)
-        try produce(incoming)
-        let sha256 = try Digest.sha256(file: incoming)
+        let produced = try produce(incoming)
+        let sha256 = try produced ?? Digest.sha256(file: incoming)
         let id = String(sha256.prefix(12))
-        let imagePath = folder + "/\(id).squashfs"
+        let imageName = "\(id).squashfs"
+        let imagePath = folder + "/" + imageName
         try sys("move the image to", imagePath) { rename(incoming, imagePath) }
         let before = try StagedSet.load(folder)
         do {
             return try finishStaging(
-                name: name, id: id, sha256: sha256, imagePath: imagePath, source: source, append: append, set: before)
+                name: name, id: id, sha256: sha256, imagePath: imagePath, device: try device.value().inside(imageName),
+                source: source, append: append, set: before)
         } catch {
             // What this attempt added goes; what was staged before stays as it was.
             if before?.versions.contains(where: { $0.id == id }) != true {
@@ -71,8 +76,8 @@ public struct BootStaging: Sendable {
     }
 
     private func finishStaging(
-        name: String, id: String, sha256: String, imagePath: String, source: String, append: [String],
-        set before: StagedSet?
+        name: String, id: String, sha256: String, imagePath: String, device: DeviceLocation, source: String,
+        append: [String], set before: StagedSet?
     ) throws -> StagedImage {
         let folder = directory(name)
 
@@ -91,7 +96,6 @@ public struct BootStaging: Sendable {
         try sys("write", kernel) { rename(kernel + ".new", kernel) }
         try sys("write", initrd) { rename(initrd + ".new", initrd) }
 
-        let device = try DeviceLocation(of: imagePath)
         let boot = try DeviceLocation(of: kernel, known: [device])
         let initrdOnBoot = try DeviceLocation(of: initrd, known: [boot]).path
         var st = stat()

@@ -83,6 +83,13 @@ struct DeviceLocation {
         }
     }
 
+    /// The location of `name`, a file in this folder.
+    func inside(_ name: String) -> DeviceLocation {
+        var location = self
+        location.path = (path == "/" ? "" : path) + "/" + name
+        return location
+    }
+
     private static func uuidFromLinks(device: UInt64) -> String? {
         guard let links = try? FileSystem.listDirectory("/dev/disk/by-uuid") else { return nil }
         for link in links {

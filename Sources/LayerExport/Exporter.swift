@@ -18,16 +18,19 @@ public struct Exporter: Sendable {
         public var useBlockCache: Bool
         /// How large the block cache may grow; the least recently used blocks go first.
         public var blockCacheLimit: BlockCacheLimit
+        /// Take the image's sha256 (squashfs and tar), while its fsync waits for the disk.
+        public var digest: Bool
 
         public init(
             format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true,
-            blockCacheLimit: BlockCacheLimit = .default
+            blockCacheLimit: BlockCacheLimit = .default, digest: Bool = false
         ) {
             self.format = format
             self.output = output
             self.options = options
             self.useBlockCache = useBlockCache
             self.blockCacheLimit = blockCacheLimit
+            self.digest = digest
         }
     }
 
@@ -52,6 +55,8 @@ public struct Exporter: Sendable {
         public var cacheMisses: Int
         /// Earlier packs of the block cache this export opened (one descriptor each).
         public var cachePacks: Int
+        /// The image's sha256, when the request asked for it.
+        public var sha256: String?
     }
 
     public let store: Store
@@ -109,7 +114,7 @@ public struct Exporter: Sendable {
                 (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
                 result.cachePacks = writer.cachePacks
             }
-            try output.commit()
+            result.sha256 = try output.commit(digesting: request.digest)
             for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {
                 warning(
                     "squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)"
@@ -121,7 +126,7 @@ public struct Exporter: Sendable {
             result.bytesOut = try writer.write(tree) {
                 progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil))
             }
-            try output.commit()
+            result.sha256 = try output.commit(digesting: request.digest)
             if let first = writer.skippedSockets.first {
                 warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
             }

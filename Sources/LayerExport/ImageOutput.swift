@@ -47,9 +47,13 @@ final class ImageOutput {
         close(fd)
     }
 
-    /// Makes the finished file durable and puts it at `path`, replacing what was there.
-    func commit() throws {
+    /// Makes the finished file durable and puts it at `path`, replacing what was there. With
+    /// `digesting`, returns the file's sha256, read while the fsync waits for the disk.
+    @discardableResult
+    func commit(digesting: Bool = false) throws -> String? {
+        let digest = digesting ? Background { [writePath] in try Digest.sha256(file: writePath) } : nil
         try sys("write", path) { fsync(fd) }
+        let sha256 = try digest?.value()
         var temporary = fallbackPath
         if temporary == nil {
             let linked = FileSystem.stagingPath(beside: path)
@@ -57,7 +61,7 @@ final class ImageOutput {
             try sys("name the image", linked) { linkat(AT_FDCWD, writePath, AT_FDCWD, linked, AT_SYMLINK_FOLLOW) }
             temporary = linked
         }
-        guard let temporary else { return }
+        guard let temporary else { return sha256 }
         if rename(temporary, path) != 0 {
             let error = SystemError("move the image to", path)
             unlink(temporary)
@@ -65,5 +69,6 @@ final class ImageOutput {
         }
         committed = true
         fallbackPath = nil
+        return sha256
     }
 }

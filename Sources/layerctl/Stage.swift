@@ -75,6 +75,7 @@ extension LayerCtl {
                 let stem = ((target as NSString).lastPathComponent as NSString).deletingPathExtension
                 staged = try staging.stage(name: name ?? stem, source: target, append: words) {
                     try BootStaging.copyImage(from: target, to: $0)
+                    return nil
                 }
             } else {
                 let key = try registryArguments.key(of: target, in: store, json: json)
@@ -109,11 +110,13 @@ extension LayerCtl {
             try BootStaging.validate(name: name ?? layerName)
             return try staging.stage(name: name ?? layerName, source: key, append: append) { output in
                 let reporter = ExportReporter()
-                _ = try Exporter(store: store).export(
+                let result = try Exporter(store: store).export(
                     key,
-                    Exporter.Request(output: output, options: try ImageOptions(compression: ImageOptions.defaultCompression)),
+                    Exporter.Request(
+                        output: output, options: try ImageOptions(compression: ImageOptions.defaultCompression), digest: true),
                     progress: reporter.progress, warning: reporter.warning)
                 reporter.finish()
+                return result.sha256
             }
         }
 
