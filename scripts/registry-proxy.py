@@ -45,6 +45,22 @@ def record(**counts):
         os.replace(options.stats + ".tmp", options.stats)
 
 
+class Pace:
+    """Holds a transfer to `rate` bytes a second, counted from its start, so that sleeping late
+    once is made up for after."""
+
+    def __init__(self, rate):
+        self.rate = rate
+        self.start = time.monotonic()
+        self.moved_bytes = 0
+
+    def moved(self, count):
+        self.moved_bytes += count
+        wait = self.start + self.moved_bytes / self.rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+
+
 class Proxy(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -56,7 +72,10 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         matches = bool(matching.search(self.path))
         slow = options.rate and matches
-        step = max(1, options.rate // 10)
+        # 64 KiB at a time, each sent when the rate allows: a link delivers bytes steadily, not in
+        # bursts of a tenth of a second's worth.
+        step = 65536
+        pace = Pace(options.rate) if slow else None
         body = b""
         while len(body) < length:
             chunk = self.rfile.read(min(length - len(body), step if slow else length))
@@ -64,8 +83,8 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                 return
             body += chunk
             record(bytesUp=len(chunk))
-            if slow:
-                time.sleep(len(chunk) / options.rate)
+            if pace:
+                pace.moved(len(chunk))
         with lock:
             fail = matches and failures_left > 0
             if fail:
@@ -92,13 +111,14 @@ class Proxy(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if self.command != "HEAD":
+            pace = Pace(options.rate) if slow else None
             for start in range(0, len(payload), step if slow else max(1, len(payload))):
                 chunk = payload[start:start + (step if slow else len(payload))]
+                if pace:
+                    pace.moved(len(chunk))
                 self.wfile.write(chunk)
                 self.wfile.flush()
                 record(bytesDown=len(chunk))
-                if slow:
-                    time.sleep(len(chunk) / options.rate)
         record(requests=1)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = forward
