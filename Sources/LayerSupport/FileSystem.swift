@@ -95,6 +95,13 @@ package enum FileSystem {
         }
     }
 
+    /// Returns once the data of the file at `path` is on disk (fsync).
+    package static func sync(_ path: String) throws {
+        let fd = try sys("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        try sys("sync", path) { fsync(fd) }
+    }
+
     /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
     package static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let temporary = path + ".tmp-\(getpid())"
