@@ -24,7 +24,7 @@ public enum LayerShell {
         defer { try? FileSystem.removeTree(directory) }
         let job = Job(name: name, trees: trees, directory: directory, command: command.isEmpty ? ["/bin/sh"] : command)
         let jobPath = directory + "/job.json"
-        try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)
+        try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
         // The shell takes over the terminal: it gets our stdin, unlike builders.
         return try NamespacedWork.run(.shell, jobPath: jobPath, interactive: true) { _ in }
     }

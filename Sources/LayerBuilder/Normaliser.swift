@@ -167,7 +167,7 @@ struct Normaliser {
             lines[index + 1] = String(epoch)
             // In place and without fsync: the tree is not a layer until its commit, and a crash
             // before that discards it whole.
-            try Data(lines.joined(separator: "\n").utf8).write(to: URL(fileURLWithPath: desc))
+            try FileSystem.writeFile(Data(lines.joined(separator: "\n").utf8), to: desc)
         }
     }
 

@@ -57,9 +57,10 @@ extension StackBuilder {
             }
         }
         try FileSystem.makeDirectories(job.upperDirectory)
-        try FileSystem.writeAtomically(Data(), to: job.pacmanLog)
+        // Scratch files, gone with the build's folder: nothing to sync.
+        try FileSystem.writeFile(Data(), to: job.pacmanLog)
         let jobPath = buildDirectory + "/job.json"
-        try FileSystem.writeAtomically(try JSONEncoder().encode(job), to: jobPath)
+        try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
 
         let packages: ChildResult
         var stepStarts: [(step: Int, at: Double)] = []

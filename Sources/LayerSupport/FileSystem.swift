@@ -102,6 +102,16 @@ package enum FileSystem {
         try sys("sync", path) { fsync(fd) }
     }
 
+    /// Writes `data` to `path` in place, without fsync: for scratch files, and for trees that are
+    /// not layers until their commit (a crash before it discards them whole). Foundation's
+    /// `Data.write(to:)` fsyncs every file, which costs a disk flush per package in a build. A
+    /// symlink at `path` is refused, not followed.
+    package static func writeFile(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
+        let fd = try sys("create", path) { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode) }
+        defer { close(fd) }
+        try data.withUnsafeBytes { try writeAll(fd, $0, to: path) }
+    }
+
     /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
     package static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         let temporary = path + ".tmp-\(getpid())"
