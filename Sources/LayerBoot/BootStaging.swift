@@ -130,8 +130,7 @@ public struct BootStaging: Sendable {
         } else {
             set = StagedSet(current: image, previous: nil)
         }
-        try set.save(folder)
-        try writeEntries(set)
+        try save(set, in: folder)
         if let dropped { try remove(dropped) }
         return image
     }
@@ -155,8 +154,7 @@ public struct BootStaging: Sendable {
             rmdir(bootDirectory + "/layerctl/\(name)")
         } else if let previous = set.previous {
             let remaining = StagedSet(current: previous, previous: nil)
-            try remaining.save(folder)
-            try writeEntries(remaining)
+            try save(remaining, in: folder)
         }
         try writeGrubScript()
         return going
@@ -253,18 +251,18 @@ public struct BootStaging: Sendable {
 
     private func removeEntry(_ name: String, previous: Bool) { unlink(entryPath(name, previous: previous)) }
 
-    private func writeEntries(_ set: StagedSet) throws {
+    /// Writes `set` to its state file and its boot entries, synced together, then GRUB's script.
+    private func save(_ set: StagedSet, in folder: String) throws {
         try FileSystem.makeDirectories(bootDirectory + "/loader/entries")
-        try FileSystem.writeAtomically(
-            Data(BootEntries.specificationEntry(set.current, previous: false).utf8),
-            to: entryPath(set.current.name, previous: false))
+        var files = [
+            (try set.encoded(), folder + "/" + StagedSet.fileName),
+            (Data(BootEntries.specificationEntry(set.current, previous: false).utf8), entryPath(set.current.name, previous: false)),
+        ]
         if let previous = set.previous {
-            try FileSystem.writeAtomically(
-                Data(BootEntries.specificationEntry(previous, previous: true).utf8),
-                to: entryPath(previous.name, previous: true))
-        } else {
-            removeEntry(set.current.name, previous: true)
+            files.append((Data(BootEntries.specificationEntry(previous, previous: true).utf8), entryPath(previous.name, previous: true)))
         }
+        try FileSystem.writeAtomically(files)
+        if set.previous == nil { removeEntry(set.current.name, previous: true) }
         try writeGrubScript()
     }
 

@@ -44,10 +44,11 @@ public struct StagedSet: Codable, Sendable, Equatable {
         }
     }
 
-    func save(_ directory: String) throws {
+    /// The state file's bytes.
+    func encoded() throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try FileSystem.writeAtomically(try encoder.encode(self), to: directory + "/" + Self.fileName)
+        return try encoder.encode(self)
     }
 }
 

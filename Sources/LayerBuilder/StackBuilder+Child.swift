@@ -83,7 +83,6 @@ extension StackBuilder {
             observer(BuildEvent(.step, layer: layer.name, message: note))
         }
         let scan = try TreeScan.scan(job.upperDirectory, settle: normaliser.settle)
-        try scan.manifest.write(to: buildDirectory + "/layer/" + LayerManifest.fileName)
         let record = LayerRecord(
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,
             specDigest: spec.digest, added: packages.added, removed: packages.removed, installed: packages.installed,
@@ -91,7 +90,10 @@ extension StackBuilder {
             opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
             image: spec.image,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
-        try FileSystem.writeAtomically(try record.encoded(), to: buildDirectory + "/layer/layer.json")
+        try FileSystem.writeAtomically([
+            (Data(scan.manifest.encoded()), buildDirectory + "/layer/" + LayerManifest.fileName),
+            (try record.encoded(), buildDirectory + "/layer/layer.json"),
+        ])
         if try !store.commit(buildDirectory + "/layer", as: key) {
             // --no-cache, or a stricter signature policy, rebuilt a stored layer: keep the stored
             // tree if equal (with the record of this build, which proves this policy), else

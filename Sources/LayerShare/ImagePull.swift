@@ -242,7 +242,6 @@ public struct ImagePull {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }
         let scan = try TreeScan.scan(tree, knownContent: content)
-        try scan.manifest.write(to: work + "/layer/" + LayerManifest.fileName)
         var record = LayerRecord(
             formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],
             installed: [], treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
@@ -259,9 +258,12 @@ public struct ImagePull {
             record.buildSeconds = Date().timeIntervalSince(started)
             record.builtAt = Date()
         }
-        try FileSystem.writeAtomically(try record.encoded(), to: work + "/layer/layer.json")
         let noted = OCILayerBlob(digest: descriptor.digest, diffID: diffID, size: descriptor.size, mediaType: descriptor.mediaType)
-        try FileSystem.writeAtomically(try OCIImage.encode([noted.mediaType: noted]), to: work + "/layer/" + Store.blobNotesFile)
+        try FileSystem.writeAtomically([
+            (Data(scan.manifest.encoded()), work + "/layer/" + LayerManifest.fileName),
+            (try record.encoded(), work + "/layer/layer.json"),
+            (try OCIImage.encode([noted.mediaType: noted]), work + "/layer/" + Store.blobNotesFile),
+        ])
         _ = try store.commit(work + "/layer", as: key)
     }
 }

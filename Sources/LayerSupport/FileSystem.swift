@@ -95,6 +95,41 @@ package enum FileSystem {
         }
     }
 
+    /// Writes each of `files` as `writeAtomically(_:to:mode:)` does, but syncs them all at once (the
+    /// disk can flush them together) and renames them, in order, only once every one is synced.
+    /// On failure none is renamed and no temporary file is left.
+    package static func writeAtomically(_ files: [(data: Data, path: String)], mode: mode_t = 0o644) throws {
+        var written: [(fd: Int32, temporary: String, path: String)] = []
+        var failure: (any Error)?
+        for file in files {
+            let temporary = file.path + ".tmp-\(getpid())"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+            if fd < 0 {
+                failure = SystemError("create", temporary)
+                break
+            }
+            written.append((fd, temporary, file.path))
+            do { try file.data.withUnsafeBytes { try writeAll(fd, $0, to: temporary) } } catch {
+                failure = error
+                break
+            }
+        }
+        if failure == nil {
+            let syncs = written.map { file in
+                Background { if fsync(file.fd) != 0 { throw SystemError("sync", file.temporary) } }
+            }
+            for sync in syncs {
+                do { try sync.value() } catch { failure = failure ?? error }
+            }
+        }
+        for file in written { close(file.fd) }
+        if let failure {
+            for file in written { unlink(file.temporary) }
+            throw failure
+        }
+        for file in written { try sys("rename", file.path) { rename(file.temporary, file.path) } }
+    }
+
     /// Returns once the data of the file at `path` is on disk (fsync).
     package static func sync(_ path: String) throws {
         let fd = try sys("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
