@@ -152,7 +152,7 @@ struct ConfinementTests {
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--max-processes", "40"])
         #expect(result.status == 6, "\(result.stderr)")
         #expect(result.stderr.contains("can't fork") && result.stderr.contains("probe.yaml:3:5: run command"), "\(result.stderr)")
-        let left = Harness.buildCgroups()
+        let left = Harness.leftBuildCgroups()
         #expect(left.isEmpty, "cgroups left: \(left)")
         #expect(try Harness.leakedMounts(under: store).isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
