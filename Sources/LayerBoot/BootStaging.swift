@@ -95,9 +95,7 @@ public struct BootStaging: Sendable {
         try reader.copy(files.initrd, to: initrd + ".new")
         // On disk before they are named, as the image is: after a power cut, an entry must not
         // lead the boot loader to an empty kernel. The two are synced at once.
-        let kernelSynced = Background { [kernel] in try FileSystem.sync(kernel + ".new") }
-        try FileSystem.sync(initrd + ".new")
-        try kernelSynced.value()
+        try FileSystem.sync([kernel + ".new", initrd + ".new"])
         try sys("write", kernel) { rename(kernel + ".new", kernel) }
         try sys("write", initrd) { rename(initrd + ".new", initrd) }
 

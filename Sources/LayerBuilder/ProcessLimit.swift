@@ -65,12 +65,14 @@ package struct ProcessLimit {
     /// Removes the cgroups of builds whose layerctl is gone (killed before it could remove them):
     /// their names carry its pid. A cgroup goes only when it is empty, so none in use is touched.
     private static func sweep(_ base: String) {
-        for name in (try? FileSystem.listDirectory(base)) ?? [] where name.hasPrefix(prefix) {
-            guard let owner = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) }),
-                kill(owner, 0) != 0 && errno == ESRCH
-            else { continue }
-            rmdir(base + "/" + name)
-        }
+        for name in (try? FileSystem.listDirectory(base)) ?? [] where isLeft(name) { rmdir(base + "/" + name) }
+    }
+
+    /// Whether `name` is a build cgroup whose layerctl, the pid in its name, is gone.
+    package static func isLeft(_ name: String) -> Bool {
+        guard name.hasPrefix(prefix), let owner = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) })
+        else { return false }
+        return kill(owner, 0) != 0 && errno == ESRCH
     }
 
     /// Moves the calling process, and so everything it starts from now on, into the cgroup.

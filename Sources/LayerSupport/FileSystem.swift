@@ -95,9 +95,9 @@ package enum FileSystem {
         }
     }
 
-    /// Writes each of `files` as `writeAtomically(_:to:mode:)` does, but syncs them all at once (the
-    /// disk can flush them together) and renames them, in order, only once every one is synced.
-    /// On failure none is renamed and no temporary file is left.
+    /// Writes each of `files` to a temporary file beside it, syncs them all at once (the disk can
+    /// flush them together) and renames them, in order, only once every one is synced. On failure
+    /// none is renamed and no temporary file is left.
     package static func writeAtomically(_ files: [(data: Data, path: String)], mode: mode_t = 0o644) throws {
         var written: [(fd: Int32, temporary: String, path: String)] = []
         var failure: (any Error)?
@@ -115,12 +115,7 @@ package enum FileSystem {
             }
         }
         if failure == nil {
-            let syncs = written.map { file in
-                Background { if fsync(file.fd) != 0 { throw SystemError("sync", file.temporary) } }
-            }
-            for sync in syncs {
-                do { try sync.value() } catch { failure = failure ?? error }
-            }
+            do { try syncTogether(written.map { ($0.fd, $0.temporary) }) } catch { failure = error }
         }
         for file in written { close(file.fd) }
         if let failure {
@@ -130,11 +125,29 @@ package enum FileSystem {
         for file in written { try sys("rename", file.path) { rename(file.temporary, file.path) } }
     }
 
-    /// Returns once the data of the file at `path` is on disk (fsync).
-    package static func sync(_ path: String) throws {
-        let fd = try sys("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        try sys("sync", path) { fsync(fd) }
+    /// Returns once the data of every file at `paths` is on disk, their fsyncs waited for together.
+    package static func sync(_ paths: [String]) throws {
+        var open: [(fd: Int32, name: String)] = []
+        defer { for file in open { close(file.fd) } }
+        for path in paths {
+            open.append((try sys("open", path) { Glibc.open(path, O_RDONLY | O_CLOEXEC) }, path))
+        }
+        try syncTogether(open)
+    }
+
+    /// fsyncs `files` at once, the last on this thread and the others on threads of their own, so
+    /// the disk can flush them together; throws the first failure once all are done.
+    private static func syncTogether(_ files: [(fd: Int32, name: String)]) throws {
+        guard let last = files.last else { return }
+        let others = files.dropLast().map { file in
+            Background { if fsync(file.fd) != 0 { throw SystemError("sync", file.name) } }
+        }
+        var failure: (any Error)?
+        if fsync(last.fd) != 0 { failure = SystemError("sync", last.name) }
+        for other in others {
+            do { try other.value() } catch { failure = failure ?? error }
+        }
+        if let failure { throw failure }
     }
 
     /// Writes `data` to `path` in place, without fsync: for scratch files, and for trees that are
@@ -147,21 +160,10 @@ package enum FileSystem {
         try data.withUnsafeBytes { try writeAll(fd, $0, to: path) }
     }
 
-    /// Writes `data` to `path` through a temporary file and rename(2), so readers see old or new.
+    /// Writes `data` to `path` through a temporary file, fsync and rename(2), so readers see old or
+    /// new.
     package static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) }
-        var failure: Error?
-        data.withUnsafeBytes { buffer in
-            do { try writeAll(fd, buffer, to: temporary) } catch { failure = error }
-        }
-        if failure == nil && fsync(fd) != 0 { failure = SystemError("sync", temporary) }
-        close(fd)
-        if let failure {
-            unlink(temporary)
-            throw failure
-        }
-        try sys("rename", path) { rename(temporary, path) }
+        try writeAtomically([(data, path)], mode: mode)
     }
 
     /// Puts the regular file `source` at `target` as a hard link, or as a copy where the two are on

@@ -113,13 +113,7 @@ enum Harness {
 
     /// The build cgroups whose owner (the pid in the name) has exited: left behind. Those of
     /// builds that other tests run at the same time are not.
-    static func leftBuildCgroups() -> [String] {
-        buildCgroups().filter { name in
-            guard let owner = name.dropFirst(ProcessLimit.prefix.count).split(separator: "-").first.flatMap({ pid_t($0) })
-            else { return true }
-            return kill(owner, 0) != 0 && errno == ESRCH
-        }
-    }
+    static func leftBuildCgroups() -> [String] { buildCgroups().filter(ProcessLimit.isLeft) }
 
     /// Every overlay mount of this (the host's) mount namespace whose target is under `path`.
     static func leakedMounts(under path: String) throws -> [String] {

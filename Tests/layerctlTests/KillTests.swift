@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerBuilder
 import LayerStore
 import Testing
 
@@ -67,7 +68,7 @@ struct KillTests {
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: a.tmpDirectory).isEmpty)
         // The killed build's process cgroup went with the next build (its name carries the pid).
-        let left = Harness.buildCgroups().filter { $0.hasPrefix("layerctl-build-\(killedPid)-") }
+        let left = Harness.buildCgroups().filter { $0.hasPrefix("\(ProcessLimit.prefix)\(killedPid)-") }
         #expect(left.isEmpty, "\(left)")
         try Harness.expectValidStore(store)
     }
