@@ -104,7 +104,9 @@ let package = Package(
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),
         .testTarget(name: "LayerEntriesTests", dependencies: ["LayerEntries", "LayerSupport"]),
-        .testTarget(name: "LayerSupportTests", dependencies: ["LayerSupport", "CLayerSupport"]),
+        .testTarget(
+            name: "LayerSupportTests",
+            dependencies: ["LayerSupport", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "LayerRecipeTests", dependencies: ["LayerRecipe", "Alpm"]),
         .testTarget(name: "LayerBootTests", dependencies: ["LayerBoot"]),
         .testTarget(

@@ -20,10 +20,13 @@ public struct Exporter: Sendable {
         public var blockCacheLimit: BlockCacheLimit
         /// Take the image's sha256 (squashfs and tar), while its fsync waits for the disk.
         public var digest: Bool
+        /// Digests of files' blocks taken by whoever last held their bytes (a pull, as it
+        /// unpacked): a squashfs block the cache holds under one is copied without reading its file.
+        public var knownBlocks: BlockDigests?
 
         public init(
             format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true,
-            blockCacheLimit: BlockCacheLimit = .default, digest: Bool = false
+            blockCacheLimit: BlockCacheLimit = .default, digest: Bool = false, knownBlocks: BlockDigests? = nil
         ) {
             self.format = format
             self.output = output
@@ -31,6 +34,7 @@ public struct Exporter: Sendable {
             self.useBlockCache = useBlockCache
             self.blockCacheLimit = blockCacheLimit
             self.digest = digest
+            self.knownBlocks = knownBlocks
         }
     }
 
@@ -49,6 +53,8 @@ public struct Exporter: Sendable {
         public var layer: String
         public var entries: Int
         public var bytesIn: UInt64
+        /// The part of `bytesIn` read from the files; the block cache held the rest.
+        public var bytesRead: UInt64
         public var bytesOut: UInt64
         public var seconds: Double
         public var cacheHits: Int
@@ -86,7 +92,7 @@ public struct Exporter: Sendable {
         let total = tree.dataBytes
         var result = Result(
             format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
-            bytesIn: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0, cachePacks: 0)
+            bytesIn: total, bytesRead: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0, cachePacks: 0)
         switch request.format {
         case .squashfs:
             let output = try ImageOutput(path: request.output)
@@ -101,7 +107,7 @@ public struct Exporter: Sendable {
                     warning("block cache: \(damaged); removed it and its pack, so its blocks are compressed again")
                 }
                 try writer.write(
-                    tree,
+                    tree, knownBlocks: request.knownBlocks,
                     progress: {
                         progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
                     },
@@ -111,6 +117,7 @@ public struct Exporter: Sendable {
                     })
                 try writer.publishCache()
                 result.bytesOut = writer.size
+                result.bytesRead = writer.bytesRead
                 (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
                 result.cachePacks = writer.cachePacks
             }

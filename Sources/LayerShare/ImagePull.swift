@@ -21,6 +21,14 @@ public struct ImagePull {
         public var name: String?
         public var key: String
         public var layers: [Layer]
+        /// The digests of the blocks of the files this pull unpacked, when `blockSize` asked for
+        /// them: an export right after (`Exporter.Request.knownBlocks`) then reads none of them
+        /// that the block cache holds.
+        public var knownBlocks: BlockDigests? = nil
+
+        private enum CodingKeys: String, CodingKey {
+            case reference, manifestDigest, name, key, layers
+        }
 
         public struct Layer: Codable, Sendable {
             public var key: String
@@ -38,6 +46,9 @@ public struct ImagePull {
     /// the key and with the record its annotations give (its tree checked against the record's
     /// digest), so a build finds it by key.
     public var trustClaims = false
+    /// Take the digest of each full block of this size of every file unpacked, for an export's
+    /// block cache (`Result.knownBlocks`); the bytes are in hand as they unpack.
+    public var blockSize: Int?
 
     public init(store: Store, client: RegistryClient, architecture: String) {
         self.store = store
@@ -83,6 +94,8 @@ public struct ImagePull {
         let epoch = config.created.flatMap(OCIImage.epoch) ?? 0
         var parent: String?
         var layers: [Result.Layer] = []
+        var knownBlocks = blockSize.map(BlockDigests.init)
+        func taken(_ blocks: BlockDigests?) { if let blocks { knownBlocks?.merge(blocks) } }
         for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
             guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
@@ -100,9 +113,11 @@ public struct ImagePull {
                     let origin = LayerOrigin(
                         reference: resolved.description, manifestDigest: manifestDigest, blobDigest: descriptor.digest,
                         diffID: diffID, claimedKey: claimed)
-                    try fetchLayer(
-                        descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent, name: layerName,
-                        epoch: record.sourceDateEpoch, shared: record, scratch: scratch, observer: observer)
+                    taken(
+                        try fetchLayer(
+                            descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent,
+                            name: layerName, epoch: record.sourceDateEpoch, shared: record, scratch: scratch,
+                            observer: observer))
                 }
                 layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: how))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: how))
@@ -120,9 +135,10 @@ public struct ImagePull {
                 let origin = LayerOrigin(
                     reference: resolved.description, manifestDigest: manifestDigest, blobDigest: descriptor.digest,
                     diffID: diffID, claimedKey: claimed)
-                try fetchLayer(
-                    descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName,
-                    epoch: epoch, scratch: scratch, observer: observer)
+                taken(
+                    try fetchLayer(
+                        descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName,
+                        epoch: epoch, scratch: scratch, observer: observer))
                 layers.append(.init(key: key, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: "stored"))
             } else {
@@ -133,7 +149,9 @@ public struct ImagePull {
         }
         guard let top = parent else { throw RegistryError(.input, "\(resolved) has no layers") }
         if let name { try store.setRef(name, to: top) }
-        return Result(reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers)
+        return Result(
+            reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers,
+            knownBlocks: knownBlocks)
     }
 
     /// The key of a pulled layer: its parent's key and its diff_id, which fix its tree.
@@ -208,15 +226,16 @@ public struct ImagePull {
         return (manifest, fetched.digest)
     }
 
-    /// Downloads, checks, unpacks, scans and commits one layer.
+    /// Downloads, checks, unpacks, scans and commits one layer; returns its files' block digests
+    /// when `blockSize` asks for them (none when another process stored the layer meanwhile).
     private func fetchLayer(
         _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?, name: String,
         epoch: Int64, shared: LayerRecord? = nil, scratch: String, observer: @escaping (ShareEvent) -> Void
-    ) throws {
+    ) throws -> BlockDigests? {
         let started = Date()
         let lock = try store.buildLock(key)
         defer { lock.unlock() }
-        if store.contains(key) { return }
+        if store.contains(key) { return nil }
         let work = scratch + "/" + key
         try FileSystem.makeDirectories(work + "/layer")
         defer { try? FileSystem.removeTree(work) }
@@ -228,7 +247,7 @@ public struct ImagePull {
             try client.streamBlob(repository, descriptor.digest, size: descriptor.size) { received in
                 observer(ShareEvent(kind: .bytes, layer: name, detail: "download", bytes: received, total: descriptor.size))
             } attempt: {
-                let current = try StreamedUnpack(into: tree, lower: lower, name: descriptor.digest)
+                let current = try StreamedUnpack(into: tree, lower: lower, name: descriptor.digest, blockSize: blockSize)
                 unpack = current
                 return RegistryClient.BlobSink(write: current.write, end: {}, abandon: current.abandon)
             }
@@ -237,11 +256,12 @@ public struct ImagePull {
             throw unpack?.stoppedWith() ?? error
         }
         guard let unpack else { throw SystemError("unpack", tree, errno: EIO) }
-        let (diffID, content) = try unpack.finish()
+        let unpacked = try unpack.finish()
+        let diffID = unpacked.diffID
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }
-        let scan = try TreeScan.scan(tree, knownContent: content)
+        let scan = try TreeScan.scan(tree, knownContent: unpacked.content)
         var record = LayerRecord(
             formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],
             installed: [], treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
@@ -265,5 +285,6 @@ public struct ImagePull {
             (try OCIImage.encode([noted.mediaType: noted]), work + "/layer/" + Store.blobNotesFile),
         ])
         _ = try store.commit(work + "/layer", as: key)
+        return unpacked.blocks
     }
 }

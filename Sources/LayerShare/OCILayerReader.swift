@@ -64,18 +64,28 @@ public struct OCILayerReader {
     /// it, as the OCI spec has it: its mode, owner and time from the topmost of `lower` (the trees
     /// below, topmost first) that has it; without one, 0755 root:root at the epoch. Returns the
     /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass (the blob is
-    /// decompressed once), and the sha256 of each regular file written, by its path in `tree`, so
-    /// that a scan of the tree need not read them again.
+    /// decompressed once).
     @discardableResult
     public func unpack(into tree: String, lower: [String] = []) throws -> String {
         try unpackHashing(into: tree, lower: lower).diffID
     }
 
-    package func unpackHashing(into tree: String, lower: [String] = []) throws -> (diffID: String, content: [[UInt8]: Hash256]) {
+    /// What an unpack learnt on the way: the diff_id, the sha256 of each regular file written, by
+    /// its path in the tree, so that a scan of the tree need not read them again, and, when asked
+    /// for, the digests of their full blocks, so that an export need not either.
+    package struct Unpacked {
+        package var diffID: String
+        package var content: [[UInt8]: Hash256]
+        package var blocks: BlockDigests?
+    }
+
+    /// `unpack`, also taking the digests of `blockSize` blocks of every file when that is given.
+    package func unpackHashing(into tree: String, lower: [String] = [], blockSize: Int? = nil) throws -> Unpacked {
         try sys("create", tree) { mkdir(tree, 0o755) }
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
             unpacking.lower = lower
+            unpacking.blocks = blockSize.map(BlockDigests.init)
             // The tar reader reads the raw reader's output, which is hashed on the way.
             let raw = try open(raw: true)
             defer { archive_read_free(raw) }
@@ -101,7 +111,9 @@ public struct OCILayerReader {
             try unpacking.finish()
             // What follows the tar's end (its padding) counts in the diff_id too.
             while try stream.next().1 > 0 {}
-            return ("sha256:" + Hash256(stream.hasher.finalize()).hex, unpacking.content)
+            return Unpacked(
+                diffID: "sha256:" + Hash256(stream.hasher.finalize()).hex, content: unpacking.content,
+                blocks: unpacking.blocks)
         } catch {
             try? FileSystem.removeTree(tree)
             throw error
@@ -243,6 +255,8 @@ private struct Unpacking {
     var folderTimes: [[UInt8]: Int64] = [[]: 0]
     /// The sha256 of each regular file written, by its path.
     var content: [[UInt8]: Hash256] = [:]
+    /// The digests of their full blocks, when asked for.
+    var blocks: BlockDigests?
     /// Folders made because entries are below them, and not (yet) named themselves.
     var implied: Set<[UInt8]> = [[]]
     var lower: [String] = []
@@ -378,6 +392,7 @@ private struct Unpacking {
         defer { buffer.deallocate() }
         var written: Int64 = 0
         var hasher = SHA256()
+        var blockStream = blocks.map { BlockDigests.Stream(blockSize: $0.blockSize) }
         while true {
             let count = archive_read_data(archive, buffer, 1 << 20)
             if count < 0 {
@@ -387,12 +402,15 @@ private struct Unpacking {
             if count == 0 { break }
             try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: shown(name))
             hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+            blockStream?.update(UnsafeRawBufferPointer(start: buffer, count: count))
             written += Int64(count)
         }
         if expected >= 0 && written != expected {
             throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
         }
-        content[Array(tree.utf8) + [0x2F] + name] = Hash256(hasher.finalize())
+        let digest = Hash256(hasher.finalize())
+        content[Array(tree.utf8) + [0x2F] + name] = digest
+        if let blockStream { blocks?.record(digest, blockStream.blocks) }
     }
 
     /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.

@@ -14,21 +14,24 @@ final class StreamedUnpack: @unchecked Sendable {
     private let reader: Int32
     private let tree: String
     private let done = DispatchSemaphore(value: 0)
-    private var result: Result<(diffID: String, content: [[UInt8]: Hash256]), any Error>?
+    private var result: Result<OCILayerReader.Unpacked, any Error>?
     private var closed = false
     private var joined = false
     /// The unpacking stopped reading: the download stopped on its account.
     private var refused = false
 
-    /// Starts unpacking into `tree` (which must not exist) what `write` will be given.
-    init(into tree: String, lower: [String], name: String) throws {
+    /// Starts unpacking into `tree` (which must not exist) what `write` will be given, taking the
+    /// digests of `blockSize` blocks of its files when that is given.
+    init(into tree: String, lower: [String], name: String, blockSize: Int? = nil) throws {
         var pair: [Int32] = [-1, -1]
         try sys("make a socket pair for", tree) { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
         writer = pair[0]
         reader = pair[1]
         self.tree = tree
         let thread = Thread { [self] in
-            result = Result { try OCILayerReader(stream: reader, name: name).unpackHashing(into: tree, lower: lower) }
+            result = Result {
+                try OCILayerReader(stream: reader, name: name).unpackHashing(into: tree, lower: lower, blockSize: blockSize)
+            }
             // The writer must not wait for a reader that stopped (a hostile entry): it gets EPIPE.
             shutdown(reader, Int32(SHUT_RDWR))
             done.signal()
@@ -58,8 +61,8 @@ final class StreamedUnpack: @unchecked Sendable {
         return nil
     }
 
-    /// The end of the blob: waits for the unpacking, and returns its diff_id and file digests.
-    func finish() throws -> (diffID: String, content: [[UInt8]: Hash256]) {
+    /// The end of the blob: waits for the unpacking, and returns its diff_id and digests.
+    func finish() throws -> OCILayerReader.Unpacked {
         join()
         guard let result else { throw SystemError("unpack into", tree, errno: EIO) }
         return try result.get()

@@ -11,7 +11,8 @@ import Synchronization
 /// Every block is stored under two kinds of key, both sha256 over a tag naming the compressor,
 /// level, block size and a probe of the compressor library's output (so a library that compresses
 /// differently never meets another's blocks), followed by:
-/// - its uncompressed bytes: the key of any block, found after reading it;
+/// - the sha256 of its uncompressed bytes: the key of any block, found after reading it, or
+///   without reading it when whoever last held the bytes took the digest (`BlockDigests`);
 /// - what it is made of: "data block N of the file whose content digest is D", or "these tails of
 ///   these files, in this order" for a fragment block. Content digests come from the layers'
 ///   manifests, so these keys are known before anything is read, and a block found by one is
@@ -63,7 +64,7 @@ final class BlockCache: @unchecked Sendable {
     }
 
     /// Ends the name of every tag folder of this format; folders of other formats are removed.
-    static let formatSuffix = "-3"
+    static let formatSuffix = "-4"
 
     init(
         root: String, options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>,
@@ -72,7 +73,7 @@ final class BlockCache: @unchecked Sendable {
         let probe = try Self.probe(compressor, blockSize: Int(options.blockSize))
         let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)\(Self.formatSuffix)"
         directory = root + "/" + name
-        tag = Array("layerctl block cache 2 \(name)\n".utf8)
+        tag = Array("layerctl block cache 3 \(name)\n".utf8)
         self.limit = limit
         try FileSystem.makeDirectories(directory)
 
@@ -150,8 +151,15 @@ final class BlockCache: @unchecked Sendable {
     /// The key of a block by its uncompressed bytes.
     func key(of block: UnsafeRawBufferPointer) -> Hash256 {
         var hasher = SHA256()
-        hasher.update(data: tag)
         hasher.update(bufferPointer: block)
+        return key(digest: Hash256(hasher.finalize()))
+    }
+
+    /// The key of a block by the sha256 of its uncompressed bytes.
+    func key(digest: Hash256) -> Hash256 {
+        var hasher = SHA256()
+        hasher.update(data: tag)
+        digest.feed(&hasher)
         return Hash256(hasher.finalize())
     }
 

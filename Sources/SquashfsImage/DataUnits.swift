@@ -12,11 +12,14 @@ import Synchronization
 /// Bytes read and written and blocks compressed or reused, counted by the workers at once.
 final class DataTally: Sendable {
     private let read = Atomic<UInt64>(0)
+    private let readFromFiles = Atomic<UInt64>(0)
     private let written = Atomic<UInt64>(0)
     private let hitCount = Atomic<Int>(0)
     private let missCount = Atomic<Int>(0)
 
     var bytesIn: UInt64 { read.load(ordering: .relaxed) }
+    /// File data read from the files themselves; the rest came from the cache unread.
+    var bytesRead: UInt64 { readFromFiles.load(ordering: .relaxed) }
     var hits: Int { hitCount.load(ordering: .relaxed) }
     var misses: Int { missCount.load(ordering: .relaxed) }
 
@@ -26,6 +29,8 @@ final class DataTally: Sendable {
         return input > 0 ? Double(written.load(ordering: .relaxed)) / Double(input) : nil
     }
 
+    func countRead(_ bytes: Int) { readFromFiles.add(UInt64(bytes), ordering: .relaxed) }
+
     func count(in bytesIn: Int, out bytesOut: Int, fromCache: Bool) {
         read.add(UInt64(bytesIn), ordering: .relaxed)
         written.add(UInt64(bytesOut), ordering: .relaxed)
@@ -33,23 +38,26 @@ final class DataTally: Sendable {
     }
 }
 
-/// What every worker shares: the tree, its layout, the cache and the compressor to copy.
+/// What every worker shares: the tree, its layout, the cache, the digests of blocks known unread,
+/// and the compressor to copy.
 final class UnitContext: @unchecked Sendable {
     // @unchecked: all immutable, except through the thread-safe cache and tally; the compressor is
     // only copied, never used.
     let tree: MergedTree
     let layout: DataLayout
     let cache: BlockCache?
+    let knownBlocks: BlockDigests?
     let compressor: UnsafeMutablePointer<sqfs_compressor_t>
     let tally: DataTally
 
     init(
-        tree: MergedTree, layout: DataLayout, cache: BlockCache?, compressor: UnsafeMutablePointer<sqfs_compressor_t>,
-        tally: DataTally
+        tree: MergedTree, layout: DataLayout, cache: BlockCache?, knownBlocks: BlockDigests?,
+        compressor: UnsafeMutablePointer<sqfs_compressor_t>, tally: DataTally
     ) {
         self.tree = tree
         self.layout = layout
         self.cache = cache
+        self.knownBlocks = knownBlocks.flatMap { $0.blockSize == layout.blockSize ? $0 : nil }
         self.compressor = compressor
         self.tally = tally
     }
@@ -89,7 +97,18 @@ final class UnitContext: @unchecked Sendable {
         }
     }
 
-    /// Unit `number` as copies of cached blocks, when the cache holds every one of them by recipe.
+    /// The cache key of block `block` of file `file` by the digest of its bytes, when `knownBlocks`
+    /// has it.
+    func digestKey(file: Int, block: Int) -> Hash256? {
+        guard let cache, let knownBlocks, let content = tree.entries[layout.files[file].entry].content,
+            let digests = knownBlocks[content], block < digests.count
+        else { return nil }
+        return cache.key(digest: digests[block])
+    }
+
+    /// Unit `number` as copies of cached blocks, when the cache holds every one of them by recipe
+    /// or, for data blocks, by a digest `knownBlocks` has; such a block is remembered by its recipe
+    /// too, for the next export.
     func cachedOutput(_ number: Int) -> UnitOutput? {
         guard let cache else { return nil }
         let output = UnitOutput(capacity: 0)
@@ -97,8 +116,14 @@ final class UnitContext: @unchecked Sendable {
         switch layout.units[number] {
         case .blocks(let file, let first, let count):
             for block in first..<(first + count) {
-                guard let key = recipe(file: file, block: block), let location = cache.location(key) else { return nil }
+                let recipe = recipe(file: file, block: block)
+                if let recipe, let location = cache.location(recipe) {
+                    output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
+                    continue
+                }
+                guard let key = digestKey(file: file, block: block), let location = cache.location(key) else { return nil }
                 output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
+                if let recipe { output.remember(.alias(recipe, location)) }
             }
             bytesIn = count * layout.blockSize
         case .fragment(let block):

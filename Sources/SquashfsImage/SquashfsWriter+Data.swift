@@ -17,15 +17,16 @@ extension SquashfsWriter {
     /// order. Each distinct file's inode lands in `inodes[index]`. Returns the fragment table,
     /// which the caller writes out and frees.
     func writeData(
-        _ tree: MergedTree, into inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
-        progress: (Progress) -> Void
+        _ tree: MergedTree, knownBlocks: BlockDigests?,
+        into inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>, progress: (Progress) -> Void
     ) throws -> OpaquePointer {
         let layout = DataLayout(tree, blockSize: Int(options.blockSize))
         guard let fragments = sqfs_frag_table_create(0) else {
             throw SquashfsError("create the fragment table", SQFS_ERROR_ALLOC.rawValue)
         }
         do {
-            try writeUnits(layout, tree, fragments: fragments, inodes: inodes, progress: progress)
+            try writeUnits(
+                layout, tree, knownBlocks: knownBlocks, fragments: fragments, inodes: inodes, progress: progress)
         } catch {
             sqfsDestroy(fragments)
             throw error
@@ -34,18 +35,19 @@ extension SquashfsWriter {
     }
 
     private func writeUnits(
-        _ layout: DataLayout, _ tree: MergedTree, fragments: OpaquePointer,
+        _ layout: DataLayout, _ tree: MergedTree, knownBlocks: BlockDigests?, fragments: OpaquePointer,
         inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>, progress: (Progress) -> Void
     ) throws {
         var starts = [UInt64](repeating: 0, count: layout.files.count)
         var words = [[UInt32]](repeating: [], count: layout.files.count)
-        let context = UnitContext(tree: tree, layout: layout, cache: cache, compressor: compressor, tally: tally)
+        let context = UnitContext(
+            tree: tree, layout: layout, cache: cache, knownBlocks: knownBlocks, compressor: compressor, tally: tally)
         var reported: UInt64 = 0
         var end = size
         var writtenBack = end
         var copy = PendingCopy(file: file, path: output)
-        // Units whose every block the cache holds by recipe are copied by this thread; only the
-        // others go to the workers, so a re-export hands little to them.
+        // Units whose every block the cache holds by recipe (or by a known digest) are copied by
+        // this thread; only the others go to the workers, so a re-export hands little to them.
         let cached = layout.units.indices.map { context.cachedOutput($0) }
         let jobs = layout.units.indices.filter { cached[$0] == nil }
         var nextUnit = 0

@@ -87,9 +87,18 @@ package final class SquashfsWriter {
     /// Lets later exports reuse the blocks this one compressed; call after `write` succeeded.
     package func publishCache() throws { try cache?.publish() }
 
+    /// File data this writer read; what the block cache held by recipe or by a known digest it did
+    /// not read.
+    package var bytesRead: UInt64 { tally.bytesRead }
+
     /// Writes the whole image. Attributes squashfs cannot hold (`system.*`, such as POSIX ACLs) are
-    /// left out and reported to `skippedAttribute` with the path that carried them.
-    package func write(_ tree: MergedTree, progress: (Progress) -> Void, skippedAttribute: (String, [UInt8]) -> Void) throws {
+    /// left out and reported to `skippedAttribute` with the path that carried them. `knownBlocks`
+    /// are digests of files' blocks taken by whoever last held their bytes: a block the cache holds
+    /// under one is copied without reading its file.
+    package func write(
+        _ tree: MergedTree, knownBlocks: BlockDigests? = nil, progress: (Progress) -> Void,
+        skippedAttribute: (String, [UInt8]) -> Void
+    ) throws {
         let mtime = UInt32(clamping: max(tree.epoch, 0))
         try sqfs("start the superblock of \(output)") {
             sqfs_super_init(&superblock, Int(options.blockSize), mtime, options.compressor.id)
@@ -106,7 +115,7 @@ package final class SquashfsWriter {
             for index in 0..<tree.entries.count { free(inodes[index]) }
             inodes.deallocate()
         }
-        let fragments = try writeData(tree, into: inodes, progress: progress)
+        let fragments = try writeData(tree, knownBlocks: knownBlocks, into: inodes, progress: progress)
         defer { sqfsDestroy(fragments) }
         try writeMetadata(tree, inodes: inodes, fragments: fragments, skippedAttribute: skippedAttribute)
         progress(Progress(bytesIn: tree.dataBytes, bytesOut: size, ratio: tally.ratio))

@@ -131,5 +131,6 @@ final class UnitWorker {
             if n == 0 { throw SystemError("read", RawPath.string(path) + " (it shrank while read)", errno: EIO) }
             done += n
         }
+        context.tally.countRead(count)
     }
 }

@@ -71,9 +71,12 @@ extension LayerCtl {
             let store = try storeOptions.open()
             if ImageReference.looksLikeReference(file) && !FileManager.default.fileExists(atPath: file) {
                 // Nothing to build: the image is pulled, and exported with -o.
-                let result = try registryArguments.pull(file, store: store, name: nil, json: json)
+                let options = image.output != nil && image.format == "squashfs" ? try image.imageOptions() : nil
+                let source = try registryArguments.source(file, in: store, json: json, options: options)
                 if let output = image.output {
-                    try image.export(store: store, key: result.key, output: output, json: json, inside: true)
+                    try image.export(
+                        store: store, key: source.key, output: output, json: json, inside: true,
+                        knownBlocks: source.knownBlocks)
                 }
                 return
             }

@@ -3,6 +3,7 @@ import Foundation
 import LayerExport
 import LayerShare
 import LayerStore
+import LayerSupport
 import SquashfsImage
 
 extension LayerCtl {
@@ -38,8 +39,9 @@ extension LayerCtl {
         func run() throws {
             guard let output = image.output else { throw ValidationError("export needs -o OUTPUT, the file to write") }
             let store = try storeOptions.open()
-            let key = try registryArguments.key(of: layer, in: store, json: json)
-            try image.export(store: store, key: key, output: output, json: json)
+            let options = image.format == "squashfs" ? try image.imageOptions() : nil
+            let source = try registryArguments.source(layer, in: store, json: json, options: options)
+            try image.export(store: store, key: source.key, output: output, json: json, knownBlocks: source.knownBlocks)
         }
     }
 }
@@ -93,15 +95,20 @@ struct ImageArguments: ParsableArguments {
 
     /// Exports `key` to `output` and prints the result: a line of text, or with `json` the result
     /// as one JSON object (inside `{"image": …}` with `inside`).
-    func export(store: Store, key: String, output: String, json: Bool, inside: Bool = false) throws {
+    func imageOptions() throws -> ImageOptions { try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs) }
+
+    /// Exports `key`; `knownBlocks` come from the pull that stored it, when one just did.
+    func export(
+        store: Store, key: String, output: String, json: Bool, inside: Bool = false, knownBlocks: BlockDigests? = nil
+    ) throws {
         if format == "oci" {
             try exportLayout(store: store, key: key, output: output, json: json, inside: inside)
             return
         }
-        let options = try ImageOptions(compression: compression, blockSize: blockSize, jobs: jobs)
+        let options = try imageOptions()
         let request = Exporter.Request(
             format: Exporter.Format(rawValue: format) ?? .squashfs, output: output, options: options,
-            useBlockCache: !noBlockCache, blockCacheLimit: try blockCacheLimit())
+            useBlockCache: !noBlockCache, blockCacheLimit: try blockCacheLimit(), knownBlocks: knownBlocks)
         let reporter = ExportReporter()
         let result = try Exporter(store: store).export(
             key, request, progress: reporter.progress, warning: reporter.warning)

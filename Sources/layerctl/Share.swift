@@ -2,7 +2,9 @@ import ArgumentParser
 import Foundation
 import LayerShare
 import LayerStore
+import LayerSupport
 import RegistryClient
+import SquashfsImage
 
 /// How a command reaches registries: the default registry for short names, and plain HTTP.
 struct RegistryArguments: ParsableArguments {
@@ -20,12 +22,16 @@ struct RegistryArguments: ParsableArguments {
         return try ImageReference(parsing: text, defaultRegistry: fallback)
     }
 
-    /// Pulls `text` into `store` (the ref `name`, or none) and says so unless `quiet` or `json`.
+    /// Pulls `text` into `store` (the ref `name`, or none) and says so unless `quiet` or `json`;
+    /// with `blockSize`, takes the digests of the unpacked files' blocks of that size on the way.
     @discardableResult
-    func pull(_ text: String, store: Store, name: String?, json: Bool, quiet: Bool = false) throws -> ImagePull.Result {
+    func pull(
+        _ text: String, store: Store, name: String?, json: Bool, quiet: Bool = false, blockSize: Int? = nil
+    ) throws -> ImagePull.Result {
         let reference = try reference(text)
         let reporter = ShareReporter(json: json || quiet)
-        let pull = ImagePull(store: store, client: try client(for: reference, reporter: reporter), architecture: machineArchitecture())
+        var pull = ImagePull(store: store, client: try client(for: reference, reporter: reporter), architecture: machineArchitecture())
+        pull.blockSize = blockSize
         let result = try pull.pull(reference, name: name, observer: reporter.event)
         reporter.finish()
         if !json && !quiet {
@@ -38,10 +44,16 @@ struct RegistryArguments: ParsableArguments {
         return result
     }
 
-    /// The key `operand` names: a layer of the store, or an image reference, pulled first.
-    func key(of operand: String, in store: Store, json: Bool) throws -> String {
-        guard ImageReference.looksLikeReference(operand) else { return try store.resolve(operand) }
-        return try pull(operand, store: store, name: nil, json: json, quiet: json).key
+    /// The key `operand` names: a layer of the store, or an image reference, pulled first. For an
+    /// export with `options` to follow, a pull takes the digests of the blocks it unpacks, so that
+    /// the export reads none that the block cache holds.
+    func source(
+        _ operand: String, in store: Store, json: Bool, options: ImageOptions?
+    ) throws -> (key: String, knownBlocks: BlockDigests?) {
+        guard ImageReference.looksLikeReference(operand) else { return (try store.resolve(operand), nil) }
+        let pulled = try pull(
+            operand, store: store, name: nil, json: json, quiet: json, blockSize: options.map { Int($0.blockSize) })
+        return (pulled.key, pulled.knownBlocks)
     }
 
     func client(for reference: ImageReference, reporter: ShareReporter) throws -> RegistryClient {

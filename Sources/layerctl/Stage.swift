@@ -3,6 +3,7 @@ import Foundation
 import LayerBoot
 import LayerExport
 import LayerStore
+import LayerSupport
 import RegistryClient
 import SquashfsImage
 
@@ -78,8 +79,11 @@ extension LayerCtl {
                     return nil
                 }
             } else {
-                let key = try registryArguments.key(of: target, in: store, json: json)
-                staged = try Self.stage(key, name: name, append: words, staging: staging, store: store)
+                let options = try ImageOptions(compression: ImageOptions.defaultCompression)
+                let source = try registryArguments.source(target, in: store, json: json, options: options)
+                staged = try Self.stage(
+                    source.key, name: name, append: words, staging: staging, store: store, options: options,
+                    knownBlocks: source.knownBlocks)
             }
             let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
             let previous = try staging.staged().first { $0.current.name == staged.name }?.previous
@@ -104,16 +108,18 @@ extension LayerCtl {
             }
         }
 
-        /// Exports layer `key` through the block cache and stages it under `name`, else its layer's name.
-        static func stage(_ key: String, name: String?, append: [String], staging: BootStaging, store: Store) throws -> StagedImage {
+        /// Exports layer `key` through the block cache and stages it under `name`, else its layer's
+        /// name; `knownBlocks` come from the pull that stored it, when one just did.
+        static func stage(
+            _ key: String, name: String?, append: [String], staging: BootStaging, store: Store, options: ImageOptions,
+            knownBlocks: BlockDigests?
+        ) throws -> StagedImage {
             let layerName = try store.record(key).name
             try BootStaging.validate(name: name ?? layerName)
             return try staging.stage(name: name ?? layerName, source: key, append: append) { output in
                 let reporter = ExportReporter()
                 let result = try Exporter(store: store).export(
-                    key,
-                    Exporter.Request(
-                        output: output, options: try ImageOptions(compression: ImageOptions.defaultCompression), digest: true),
+                    key, Exporter.Request(output: output, options: options, digest: true, knownBlocks: knownBlocks),
                     progress: reporter.progress, warning: reporter.warning)
                 reporter.finish()
                 return result.sha256
@@ -242,10 +248,11 @@ extension LayerCtl {
             var name = name
             if ImageReference.looksLikeReference(name) {
                 let reference = try registryArguments.reference(name)
-                let key = try registryArguments.key(of: name, in: store, json: json)
+                let options = try ImageOptions(compression: ImageOptions.defaultCompression)
+                let source = try registryArguments.source(name, in: store, json: json, options: options)
                 let staged = try Stage.stage(
-                    key, name: stageName ?? reference.shortName, append: [],
-                    staging: staging, store: store)
+                    source.key, name: stageName ?? reference.shortName, append: [], staging: staging, store: store,
+                    options: options, knownBlocks: source.knownBlocks)
                 if !json { print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))") }
                 name = staged.name
             }

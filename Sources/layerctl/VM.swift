@@ -69,13 +69,12 @@ extension LayerCtl {
             var image = target
             if !(FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue) {
                 let store = try storeOptions.open()
-                let key = try registryArguments.key(of: target, in: store, json: json)
+                let options = try ImageOptions(compression: ImageOptions.defaultCompression)
+                let source = try registryArguments.source(target, in: store, json: json, options: options)
                 image = scratch + "/image.squashfs"
                 let reporter = ExportReporter()
                 _ = try Exporter(store: store).export(
-                    key,
-                    Exporter.Request(
-                        output: image, options: try ImageOptions(compression: ImageOptions.defaultCompression)),
+                    source.key, Exporter.Request(output: image, options: options, knownBlocks: source.knownBlocks),
                     progress: reporter.progress,
                     warning: reporter.warning)
                 reporter.finish()

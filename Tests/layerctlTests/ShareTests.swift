@@ -562,3 +562,78 @@ extension ShareTests {
         #expect(try RegistryClient(parsed, options: options).manifest(parsed.repository, "v1") != nil)
     }
 }
+
+extension ShareTests {
+    @Test("an update pulled and exported in one command reads no block the cache holds, and writes what a cold export writes")
+    func updateReadsOnlyWhatTheCacheLacks() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let base = "\(registry.host)/steve/gaming:v1"
+        #expect(try Harness.run(["push", "gaming", base, "--store", store]).status == 0)
+
+        // A top layer with one file of 16 blocks of 128 KiB, bytes that do not compress; v2 appends
+        // two bytes, so v2's file has another content digest and the same 16 full blocks.
+        let folder = try Harness.temporaryDirectory("share-update")
+        try FileManager.default.createDirectory(atPath: folder + "/files", withIntermediateDirectories: true)
+        var bytes = Data()
+        var digest = Array(SHA256.hash(data: Data("layerctl".utf8)))
+        while bytes.count < 16 << 17 {
+            digest = Array(SHA256.hash(data: digest))
+            bytes.append(contentsOf: digest)
+        }
+        try bytes.write(to: URL(fileURLWithPath: folder + "/files/big.bin"))
+        try """
+            from: \(base)
+            files:
+              - path: /opt/big.bin
+                source: files/big.bin
+            """.write(toFile: folder + "/app.yaml", atomically: true, encoding: .utf8)
+        let builder = try Harness.temporaryDirectory("share-update-builder")
+        func release(_ tag: String) throws {
+            let build = try Harness.run(["build", folder + "/app.yaml", "--store", builder])
+            #expect(build.status == 0, "\(build.stderr)")
+            let push = try Harness.run(["push", "app", "\(registry.host)/fleet/app:\(tag)", "--store", builder])
+            #expect(push.status == 0, "\(push.stderr)")
+        }
+        try release("v1")
+        bytes.append(contentsOf: Array("v2".utf8))
+        try bytes.write(to: URL(fileURLWithPath: folder + "/files/big.bin"))
+        try release("v2")
+
+        // The machine holds v1, exported once, so its block cache holds the 16 blocks.
+        let machine = try Harness.temporaryDirectory("share-update-machine")
+        let v1 = try Harness.run(["export", "\(registry.host)/fleet/app:v1", "--store", machine, "-o", folder + "/v1.sqfs"])
+        #expect(v1.status == 0, "\(v1.stderr)")
+        let apart = try Harness.temporaryDirectory("share-update-apart")
+        #expect(try KernelMount.run("/bin/cp", ["-a", machine + "/.", apart]).status == 0)
+        func exported(_ arguments: [String]) throws -> [String: Any] {
+            let run = try Harness.run(arguments + ["--json-result"])
+            #expect(run.status == 0, "\(run.stderr)")
+            let last = run.stdout.split(separator: "\n").last.map(String.init) ?? ""
+            return try #require(try JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any], "\(run.stdout)")
+        }
+
+        // One command: the pull takes the blocks' digests as it unpacks, and the export finds the
+        // 16 blocks by them.
+        let together = try exported(["export", "\(registry.host)/fleet/app:v2", "--store", machine, "-o", folder + "/v2.sqfs"])
+        let read = try #require(together["bytesRead"] as? Int)
+        let total = try #require(together["bytesIn"] as? Int)
+        #expect(read <= total - (16 << 17), "the export read \(read) of \(total) bytes: the big file's blocks too")
+        // Apart (a pull, then an export in another process), the big file is read again to find them.
+        #expect(try Harness.run(["pull", "\(registry.host)/fleet/app:v2", "--store", apart]).status == 0)
+        let separate = try exported(["export", "app", "--store", apart, "-o", folder + "/v2-apart.sqfs"])
+        #expect(try #require(separate["bytesRead"] as? Int) >= read + (16 << 17))
+        #expect(separate["cacheMisses"] as? Int == together["cacheMisses"] as? Int)
+
+        // The same image either way, and the one an export without the cache writes.
+        #expect(try Harness.run(["export", "app", "--store", apart, "-o", folder + "/v2-cold.sqfs", "--no-block-cache"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: folder + "/v2.sqfs", andPath: folder + "/v2-cold.sqfs"))
+        #expect(FileManager.default.contentsEqual(atPath: folder + "/v2-apart.sqfs", andPath: folder + "/v2-cold.sqfs"))
+        // And the next export of v2 (nothing is pulled, so no digests are taken) finds the blocks
+        // by recipe, which the first remembered.
+        let again = try exported(["export", "\(registry.host)/fleet/app:v2", "--store", machine, "-o", folder + "/v2-again.sqfs"])
+        #expect(again["cacheMisses"] as? Int == 0, "\(again)")
+        #expect(FileManager.default.contentsEqual(atPath: folder + "/v2-again.sqfs", andPath: folder + "/v2-cold.sqfs"))
+    }
+}

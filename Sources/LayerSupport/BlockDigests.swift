@@ -1,0 +1,53 @@
+import Crypto
+
+/// The sha256 of each full block of files, by the files' content digests: what an export needs to
+/// find a file's blocks in its block cache without reading the file. Whoever last held the bytes
+/// takes them in the same pass (a pull, as it unpacks), so the export after it reads only what the
+/// cache lacks. A tail shorter than a block has none: it goes to a fragment block, read anyway.
+public struct BlockDigests: Sendable {
+    public let blockSize: Int
+    public private(set) var byContent: [Hash256: [Hash256]] = [:]
+
+    public init(blockSize: Int) {
+        precondition(blockSize > 0)
+        self.blockSize = blockSize
+    }
+
+    /// The digests of file `content`'s full blocks, in order; nil when they were not taken.
+    public subscript(content: Hash256) -> [Hash256]? { byContent[content] }
+
+    public mutating func record(_ content: Hash256, _ blocks: [Hash256]) { byContent[content] = blocks }
+
+    public mutating func merge(_ other: BlockDigests) {
+        precondition(other.blockSize == blockSize)
+        byContent.merge(other.byContent) { first, _ in first }
+    }
+
+    /// Digests one file's bytes as they arrive, in chunks of any size.
+    public struct Stream {
+        public let blockSize: Int
+        private var hasher = SHA256()
+        private var filled = 0
+        public private(set) var blocks: [Hash256] = []
+
+        public init(blockSize: Int) {
+            precondition(blockSize > 0)
+            self.blockSize = blockSize
+        }
+
+        public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+            var rest = bytes
+            while !rest.isEmpty {
+                let take = min(rest.count, blockSize - filled)
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: rest.prefix(take)))
+                filled += take
+                rest = UnsafeRawBufferPointer(rebasing: rest.dropFirst(take))
+                if filled == blockSize {
+                    blocks.append(Hash256(hasher.finalize()))
+                    hasher = SHA256()
+                    filled = 0
+                }
+            }
+        }
+    }
+}
