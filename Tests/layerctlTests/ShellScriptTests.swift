@@ -54,6 +54,28 @@ struct ShellScriptTests {
         }
     }
 
+    @Test("Every file with a #! line is executable, as the README runs it; mkinitcpio's hook files, which it sources, are not")
+    func executable() throws {
+        let root = Harness.packageRoot
+        var checked: [String] = []
+        for folder in [".ci", "boot", "demo", "scripts", "Benchmarks"] {
+            guard let walker = FileManager.default.enumerator(atPath: root + "/" + folder) else { continue }
+            for case let relative as String in walker where !relative.hasPrefix("out/") {
+                let path = folder + "/" + relative
+                guard let handle = FileHandle(forReadingAtPath: root + "/" + path) else { continue }
+                let head = (try? handle.read(upToCount: 2)) ?? nil
+                try? handle.close()
+                guard head == Data("#!".utf8) else { continue }
+                let sourced = path.hasPrefix("boot/mkinitcpio/")
+                #expect(
+                    FileManager.default.isExecutableFile(atPath: root + "/" + path) != sourced,
+                    "\(path) \(sourced ? "is sourced by mkinitcpio and should not be executable" : "has a #! line and is not executable")")
+                checked.append(path)
+            }
+        }
+        #expect(checked.contains("Benchmarks/share.sh") && checked.contains("scripts/registry-proxy.py"), "\(checked)")
+    }
+
     @Test(
         "check-deps finds a package install-deps.sh leaves out, and a script that fails says which command",
         .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/dpkg"), "needs dpkg"))
