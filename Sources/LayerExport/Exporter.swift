@@ -65,6 +65,33 @@ public struct Exporter: Sendable {
         public var sha256: String?
     }
 
+    /// The block cache's update after a squashfs export (its new pack synced, its index
+    /// published, the least recently used packs evicted), running on a thread of its own from the
+    /// moment the image is whole: it overlaps the image's own sync and whatever the caller does
+    /// next with the image, such as staging it. The store stays locked until it is done.
+    public final class CacheUpdate: @unchecked Sendable {
+        // @unchecked: `work` is read by the thread that made it only.
+        private let work: Background<Void>
+
+        init(_ publish: @escaping @Sendable () throws -> Void, holding lock: FileLock) {
+            work = Background {
+                defer { lock.unlock() }
+                try publish()
+            }
+        }
+
+        /// Waits for the update; a line for `warning` when it failed. The image is whole either
+        /// way: a cache that was not updated only costs the next export compression time.
+        public func finish() -> String? {
+            do {
+                try work.value()
+                return nil
+            } catch {
+                return "the block cache was not updated (\(error)); the next export compresses these blocks again"
+            }
+        }
+    }
+
     public let store: Store
 
     public init(store: Store) { self.store = store }
@@ -75,9 +102,21 @@ public struct Exporter: Sendable {
         _ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
         warning: (String) -> Void = { _ in }
     ) throws -> Result {
+        let (result, update) = try exportLeavingCacheUpdate(key, request, progress: progress, warning: warning)
+        if let problem = update?.finish() { warning(problem) }
+        return result
+    }
+
+    /// `export`, returning while the block cache's update may still run; the caller calls its
+    /// `finish()` once it has done what it had to do with the image.
+    public func exportLeavingCacheUpdate(
+        _ key: String, _ request: Request, progress: @escaping (Progress) -> Void = { _ in },
+        warning: (String) -> Void = { _ in }
+    ) throws -> (Result, CacheUpdate?) {
         let started = MonotonicClock.seconds()
         let lock = try store.lock(.shared)
-        defer { lock.unlock() }
+        var update: CacheUpdate?
+        defer { if update == nil { lock.unlock() } }
         let keys = try store.chain(key)
         let records = try keys.map(store.record)
         let epoch = SourceDateEpoch.fromEnvironment ?? records.last?.sourceDateEpoch ?? 0
@@ -115,13 +154,18 @@ public struct Exporter: Sendable {
                         let prefix = String(name.prefix { $0 != "." })
                         skipped[prefix, default: (0, RawPath.string(source))].count += 1
                     })
-                try writer.publishCache()
+                // The image is whole: its sha256 is read, and the cache updated, while it is synced.
+                if request.digest { output.startDigest() }
+                if let publish = writer.cachePublication { update = CacheUpdate(publish, holding: lock) }
                 result.bytesOut = writer.size
                 result.bytesRead = writer.bytesRead
                 (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
                 result.cachePacks = writer.cachePacks
             }
-            result.sha256 = try output.commit(digesting: request.digest)
+            do { result.sha256 = try output.commit(digesting: request.digest) } catch {
+                _ = update?.finish()
+                throw error
+            }
             for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {
                 warning(
                     "squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)"
@@ -149,6 +193,6 @@ public struct Exporter: Sendable {
             result.bytesOut = total
         }
         result.seconds = MonotonicClock.seconds() - started
-        return result
+        return (result, update)
     }
 }

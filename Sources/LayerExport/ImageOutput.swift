@@ -16,6 +16,7 @@ final class ImageOutput {
     let writePath: String
     private var fallbackPath: String?
     private var committed = false
+    private var digest: Background<String>?
 
     init(path: String) throws {
         self.path = path
@@ -47,11 +48,18 @@ final class ImageOutput {
         close(fd)
     }
 
+    /// Starts reading the finished file's sha256 on a thread of its own, so that it overlaps what
+    /// comes before `commit` (the block cache's sync) and the fsync in it.
+    func startDigest() {
+        if digest == nil { digest = Background { [writePath] in try Digest.sha256(file: writePath) } }
+    }
+
     /// Makes the finished file durable and puts it at `path`, replacing what was there. With
-    /// `digesting`, returns the file's sha256, read while the fsync waits for the disk.
+    /// `digesting` (or after `startDigest`), returns the file's sha256, read while the fsync waits
+    /// for the disk.
     @discardableResult
     func commit(digesting: Bool = false) throws -> String? {
-        let digest = digesting ? Background { [writePath] in try Digest.sha256(file: writePath) } : nil
+        if digesting { startDigest() }
         try sys("write", path) { fsync(fd) }
         let sha256 = try digest?.value()
         var temporary = fallbackPath

@@ -2,7 +2,9 @@ import Glibc
 
 /// An flock(2) on a file, held until `unlock()` or until the process dies — so a killed holder
 /// never leaves a lock behind.
-public final class FileLock {
+public final class FileLock: @unchecked Sendable {
+    // @unchecked: one thread at a time uses a lock; the thread that took it may hand it to work
+    // that finishes on another, and then no longer touches it.
     private var fd: Int32
     public let path: String
 

@@ -87,6 +87,13 @@ package final class SquashfsWriter {
     /// Lets later exports reuse the blocks this one compressed; call after `write` succeeded.
     package func publishCache() throws { try cache?.publish() }
 
+    /// `publishCache` as work for another thread, which needs nothing else of the writer; nil
+    /// without a cache.
+    package var cachePublication: (@Sendable () throws -> Void)? {
+        guard let cache else { return nil }
+        return { try cache.publish() }
+    }
+
     /// File data this writer read; what the block cache held by recipe or by a known digest it did
     /// not read.
     package var bytesRead: UInt64 { tally.bytesRead }

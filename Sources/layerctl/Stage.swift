@@ -116,9 +116,13 @@ extension LayerCtl {
         ) throws -> StagedImage {
             let layerName = try store.record(key).name
             try BootStaging.validate(name: name ?? layerName)
+            // The block cache is updated while the image is staged.
+            var update: Exporter.CacheUpdate?
+            let reporter = ExportReporter()
+            defer { if let problem = update?.finish() { reporter.warning(problem) } }
             return try staging.stage(name: name ?? layerName, source: key, append: append) { output in
-                let reporter = ExportReporter()
-                let result = try Exporter(store: store).export(
+                let result: Exporter.Result
+                (result, update) = try Exporter(store: store).exportLeavingCacheUpdate(
                     key, Exporter.Request(output: output, options: options, digest: true, knownBlocks: knownBlocks),
                     progress: reporter.progress, warning: reporter.warning)
                 reporter.finish()
