@@ -27,7 +27,7 @@ source Benchmarks/lib.sh
 source scripts/install-deps.sh
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
 bash scripts/fetch-kernel.sh >/dev/null
-swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+build_layerctl
 layerctl=$PWD/.build/release/layerctl
 work=$(mktemp -d /var/tmp/layerctl-bench-boot.XXXXXX)
 cleanup() { [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"; }

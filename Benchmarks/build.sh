@@ -19,15 +19,15 @@ stop_on_error build
 runs=${1:-11}
 [ "$(id -u)" = 0 ] || { echo "build.sh: run as root (the builder needs namespaces)" >&2; exit 2; }
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
-swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+# shellcheck source=Benchmarks/lib.sh
+source Benchmarks/lib.sh
+build_layerctl
 layerctl=$PWD/.build/release/layerctl
 repo=$PWD/demo/out/repo
 work=$(mktemp -d /var/tmp/layerctl-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
 now() { date +%s.%N; }
-# shellcheck source=Benchmarks/lib.sh
-source Benchmarks/lib.sh
 packages="filesystem busybox glibc perl nano greeter"
 read -r -a package_list <<<"$packages"
 

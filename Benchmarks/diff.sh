@@ -21,7 +21,7 @@ runs=${1:-5}
 command -v sqfsdiff >/dev/null || { echo "diff.sh: sqfsdiff is missing (scripts/install-deps.sh installs it)" >&2; exit 2; }
 # shellcheck source=Benchmarks/lib.sh
 source Benchmarks/lib.sh
-swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+build_layerctl
 layerctl=$PWD/.build/release/layerctl
 work=$(mktemp -d /var/tmp/layerctl-bench-diff.XXXXXX)
 cleanup() { [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"; }

@@ -33,7 +33,9 @@ for tool in mksquashfs gensquashfs zstd; do
     command -v "$tool" >/dev/null || { echo "export.sh: $tool is missing (scripts/install-deps.sh installs it)" >&2; exit 2; }
 done
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
-swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+# shellcheck source=Benchmarks/lib.sh
+source Benchmarks/lib.sh
+build_layerctl
 layerctl=$PWD/.build/release/layerctl
 work=$(mktemp -d /var/tmp/layerctl-bench-export.XXXXXX)
 mnt=$work/mnt
@@ -41,9 +43,6 @@ mkdir -p "$mnt"
 # LAYERCTL_BENCH_KEEP=1 keeps the stores for a closer look; INPUTS="b c" runs only some inputs.
 cleanup() { umount "$mnt" 2>/dev/null || true; [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
-
-# shellcheck source=Benchmarks/lib.sh
-source Benchmarks/lib.sh
 
 # lowerdir STORE NAME: the overlay lowerdir of the stack up to NAME, top first.
 lowerdir() {

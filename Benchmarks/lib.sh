@@ -1,6 +1,24 @@
 # Shared by the benchmark scripts: sourced, never run.
 # shellcheck shell=bash
 
+# build_layerctl: the release build the benchmarks measure. A source changed while it compiled
+# would give a binary of no state anyone can name, so the benchmark stops; the line it prints names
+# the sources measured (a digest of Sources/ and Package.swift, the same for the same tree).
+build_layerctl() {
+    local before after
+    before=$(sources_digest)
+    swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+    after=$(sources_digest)
+    if [ "$before" != "$after" ]; then
+        echo "benchmark: a source changed while layerctl was built; run again on a settled tree" >&2
+        exit 2
+    fi
+    echo "layerctl built from sources ${after:0:12}"
+}
+sources_digest() {
+    find Sources Package.swift -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
+}
+
 # median: the median of the numbers on stdin, one per line.
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

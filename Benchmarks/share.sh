@@ -32,7 +32,7 @@ runs=${1:-5}
 source Benchmarks/lib.sh
 source scripts/install-deps.sh
 [ -f demo/out/repo/demo/demo.db ] || bash demo/make-repo.sh >/dev/null
-swift build -c release --static-swift-stdlib --product layerctl >/dev/null
+build_layerctl
 layerctl=$PWD/.build/release/layerctl
 work=$(mktemp -d /var/tmp/layerctl-bench-share.XXXXXX)
 pids=()
