@@ -392,7 +392,10 @@ private struct Unpacking {
         defer { buffer.deallocate() }
         var written: Int64 = 0
         var hasher = SHA256()
-        var blockStream = blocks.map { BlockDigests.Stream(blockSize: $0.blockSize) }
+        // A file without a full block (most of a layer's files) has no block digests to take.
+        var blockStream = blocks.flatMap { blocks in
+            expected < 0 || expected >= blocks.blockSize ? BlockDigests.Stream(blockSize: blocks.blockSize) : nil
+        }
         while true {
             let count = archive_read_data(archive, buffer, 1 << 20)
             if count < 0 {

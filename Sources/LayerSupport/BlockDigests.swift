@@ -6,7 +6,7 @@ import Crypto
 /// cache lacks. A tail shorter than a block has none: it goes to a fragment block, read anyway.
 public struct BlockDigests: Sendable {
     public let blockSize: Int
-    public private(set) var byContent: [Hash256: [Hash256]] = [:]
+    private var byContent: [Hash256: [Hash256]] = [:]
 
     public init(blockSize: Int) {
         precondition(blockSize > 0)
