@@ -52,6 +52,8 @@ int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
 
 int lc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+int lc_syncfs(int fd) { return syncfs(fd); }
+
 unsigned long long lc_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 unsigned int lc_major(unsigned long long device) { return major(device); }
 unsigned int lc_minor(unsigned long long device) { return minor(device); }

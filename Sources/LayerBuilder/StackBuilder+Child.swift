@@ -90,10 +90,9 @@ extension StackBuilder {
             opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
             image: spec.image,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
-        try FileSystem.writeAtomically([
-            (Data(scan.manifest.encoded()), buildDirectory + "/layer/" + LayerManifest.fileName),
-            (try record.encoded(), buildDirectory + "/layer/layer.json"),
-        ])
+        // Unsynced, as the tree: the commit puts the whole folder on disk before it moves it.
+        try FileSystem.writeFile(Data(scan.manifest.encoded()), to: buildDirectory + "/layer/" + LayerManifest.fileName)
+        try FileSystem.writeFile(try record.encoded(), to: buildDirectory + "/layer/layer.json")
         if try !store.commit(buildDirectory + "/layer", as: key) {
             // --no-cache, or a stricter signature policy, rebuilt a stored layer: keep the stored
             // tree if equal (with the record of this build, which proves this policy), else

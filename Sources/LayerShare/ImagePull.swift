@@ -279,11 +279,10 @@ public struct ImagePull {
             record.builtAt = Date()
         }
         let noted = OCILayerBlob(digest: descriptor.digest, diffID: diffID, size: descriptor.size, mediaType: descriptor.mediaType)
-        try FileSystem.writeAtomically([
-            (Data(scan.manifest.encoded()), work + "/layer/" + LayerManifest.fileName),
-            (try record.encoded(), work + "/layer/layer.json"),
-            (try OCIImage.encode([noted.mediaType: noted]), work + "/layer/" + Store.blobNotesFile),
-        ])
+        // Unsynced, as the tree: the commit puts the whole folder on disk before it moves it.
+        try FileSystem.writeFile(Data(scan.manifest.encoded()), to: work + "/layer/" + LayerManifest.fileName)
+        try FileSystem.writeFile(try record.encoded(), to: work + "/layer/layer.json")
+        try FileSystem.writeFile(try OCIImage.encode([noted.mediaType: noted]), to: work + "/layer/" + Store.blobNotesFile)
         _ = try store.commit(work + "/layer", as: key)
         return unpacked.blocks
     }

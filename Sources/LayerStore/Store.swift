@@ -14,8 +14,8 @@ import LayerSupport
 /// cache/                    packages, sync databases and the pacman log: never inside a tree
 /// lock                      shared by builds, exclusive for gc
 /// ```
-/// A layer appears only by one rename(2) of a finished directory, so a crash at any moment leaves
-/// the store as it was.
+/// A layer appears only by one rename(2) of a finished directory that is already on disk, so a
+/// crash at any moment leaves the store as it was or with the whole layer.
 public struct Store: Sendable {
     public let root: String
 
@@ -134,8 +134,10 @@ public struct Store: Sendable {
         return key
     }
 
+    /// Points `refs/NAME` at `key`, and returns once that is on disk.
     public func setRef(_ name: String, to key: String) throws {
         try FileSystem.writeAtomically(Data((key + "\n").utf8), to: refsDirectory + "/" + name)
+        try FileSystem.syncDirectory(refsDirectory)
     }
 
     public func removeRef(_ name: String) throws {
@@ -210,12 +212,19 @@ public struct Store: Sendable {
         return names
     }
 
-    /// Moves a finished layer directory into place with one rename(2). Returns false when the
-    /// layer is already there (another build made it first); the caller then discards its copy.
+    /// Moves a finished layer directory into place with one rename(2), once all of it is on disk,
+    /// and returns once the rename is: a power cut at any moment leaves the store without the layer
+    /// or with all of it, never with the empty files of a tree the disk had not yet been given.
+    /// Returns false when the layer is already there (another build made it first); the caller
+    /// then discards its copy.
     public func commit(_ directory: String, as key: String) throws -> Bool {
-        if rename(directory, layerDirectory(key)) == 0 { return true }
-        if errno == EEXIST || errno == ENOTEMPTY { return false }
-        throw SystemError("store layer", layerDirectory(key))
+        try FileSystem.syncFileSystem(of: directory)
+        guard rename(directory, layerDirectory(key)) == 0 else {
+            if errno == EEXIST || errno == ENOTEMPTY { return false }
+            throw SystemError("store layer", layerDirectory(key))
+        }
+        try FileSystem.syncDirectory(layersDirectory)
+        return true
     }
 }
 

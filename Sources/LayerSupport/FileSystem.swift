@@ -135,6 +135,23 @@ package enum FileSystem {
         try syncTogether(open)
     }
 
+    /// Returns once everything written to the filesystem that holds `path` is on disk: the data
+    /// and metadata of a whole tree in one call (syncfs(2)), where an fsync per file would cost the
+    /// disk a flush per file.
+    package static func syncFileSystem(of path: String) throws {
+        let fd = try sys("open", path) { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try sys("sync the filesystem of", path) { lc_syncfs(fd) }
+    }
+
+    /// Returns once the entries of the directory at `path` are on disk: a rename(2) into it is
+    /// then durable.
+    package static func syncDirectory(_ path: String) throws {
+        let fd = try sys("open", path) { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try sys("sync", path) { fsync(fd) }
+    }
+
     /// fsyncs `files` at once, the last on this thread and the others on threads of their own, so
     /// the disk can flush them together; throws the first failure once all are done.
     private static func syncTogether(_ files: [(fd: Int32, name: String)]) throws {

@@ -72,6 +72,9 @@ unsigned int lc_minor(unsigned long long device);
 /// pipe2 needs _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_pipe_cloexec(int fds[2]);
 
+/// syncfs(2): writes out everything of the filesystem that holds `fd`. Needs _GNU_SOURCE.
+int lc_syncfs(int fd);
+
 /// Adds "close every descriptor from `lowest` up" to posix_spawn's file actions
 /// (posix_spawn_file_actions_addclosefrom_np, glibc 2.34), so a child inherits no descriptor the
 /// caller of layerctl left open without close-on-exec. Needs _GNU_SOURCE, hence here.

@@ -1,0 +1,175 @@
+import Foundation
+import Glibc
+import LayerEntries
+import LayerStore
+import LayerSupport
+import Testing
+
+/// A power cut, as ext4's shutdown ioctl makes one (what xfstests' `godown` does: the filesystem
+/// stops at once and the journal is not flushed, so the disk keeps only what reached it), right
+/// after a command said it was done and at moments while it runs. After the filesystem is mounted
+/// again, every layer in the store must be whole: its tree scans to the digest its record holds.
+@Suite(
+    "A power cut leaves every stored layer whole", .serialized,
+    .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct PowerCutTests {
+    /// A journalled ext4 filesystem in a file, loop-mounted: the store goes on it.
+    struct Disk {
+        var file: String
+        var mount: String
+        var store: String { mount + "/store" }
+
+        init() throws {
+            let folder = try Harness.temporaryDirectory("power-cut")
+            file = folder + "/fs.ext4"
+            mount = folder + "/mnt"
+            _ = try BootMachine.shell(
+                """
+                mkfs.ext4 -q '\(file)' 1G
+                mkdir -p '\(mount)'
+                mount -o loop '\(file)' '\(mount)'
+                """)
+        }
+
+        /// Cuts the power (EXT4_IOC_SHUTDOWN with EXT4_GOING_FLAGS_NOLOGFLUSH): nothing more
+        /// reaches the disk, not even the journal's open transaction. A command still running
+        /// fails on the dead filesystem.
+        func cutPower() throws {
+            // Only ever this disk: the same call on the folder beneath would stop the host's disk.
+            guard let mounted = try MountTable().entries.last(where: { $0.target == mount }),
+                mounted.fstype == "ext4", mounted.source.hasPrefix("/dev/loop")
+            else { throw MachineError("\(mount) is not the loop-mounted disk; the power stays on") }
+            let fd = open(mount, O_RDONLY | O_DIRECTORY)
+            guard fd >= 0 else { throw MachineError("open \(mount): errno \(errno)") }
+            var flags: UInt32 = 2
+            let shutdown: UInt = 0x8004_587D  // _IOR('X', 125, __u32)
+            let status = ioctl(fd, shutdown, &flags)
+            let failure = errno
+            close(fd)
+            guard status == 0 else { throw MachineError("EXT4_IOC_SHUTDOWN on \(mount): errno \(failure)") }
+        }
+
+        /// Unmounts what is left and mounts the disk again: the journal replays as at the next boot.
+        /// The disk comes back on a loop device of its own: a build that another test runs at the
+        /// same time may hold the dead filesystem in its mount namespace (this host's mounts are
+        /// private, so the unmount does not reach it), and `mount -o loop` would reuse its device,
+        /// and with it the dead filesystem. (`losetup -d` of a device in use detaches it when the
+        /// mount goes.)
+        func remount() throws {
+            _ = try BootMachine.shell(
+                """
+                umount '\(mount)'
+                device=$(losetup --find --show '\(file)')
+                mount "$device" '\(mount)'
+                losetup -d "$device"
+                """)
+        }
+
+        func remove() {
+            _ = try? BootMachine.shell("umount '\(mount)' 2>/dev/null || true; rm -rf '\((file as NSString).deletingLastPathComponent)'")
+        }
+    }
+
+    /// Every layer in the store has its record, and its tree is the one the record describes.
+    /// Returns the names of the refs.
+    @discardableResult
+    static func expectWholeLayers(_ root: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [String] {
+        let store = try Store(root: root)
+        for key in try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory) {
+            #expect(store.contains(key), "layers/\(key) has no record after the power cut", sourceLocation: sourceLocation)
+            guard store.contains(key) else { continue }
+            let record = try store.record(key)
+            let scanned = try TreeScan.scan(store.tree(key)).digest
+            #expect(
+                scanned == record.treeDigest,
+                "layer \(key.prefix(12)) (\(record.name)) is not whole after the power cut: its tree scans to \(scanned.prefix(12)), its record says \(record.treeDigest.prefix(12))",
+                sourceLocation: sourceLocation)
+        }
+        try Harness.expectValidStore(root, sourceLocation: sourceLocation)
+        return try store.refs().map(\.name)
+    }
+
+    @Test("a power cut right after a build said it was done keeps every layer it built, whole, and its refs")
+    func afterBuild() throws {
+        let disk = try Disk()
+        defer { disk.remove() }
+        let layers = try Harness.demoLayers()
+        let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", disk.store])
+        #expect(build.status == 0, "\(build.stderr)")
+        try disk.cutPower()
+        try disk.remount()
+        let refs = try Self.expectWholeLayers(disk.store)
+        #expect(refs == ["base", "gaming", "nvidia"], "a build that said it was done lost refs: \(refs)")
+    }
+
+    /// Moments of a build of the demo stack, named by the event `build --json` reports there.
+    static let moments: [(layer: String, kind: String, message: String?)] = [
+        ("base", "step", "transaction"),  // packages being unpacked into the tree
+        ("base", "step", "normalise"),  // the tree complete, being scanned before its commit
+        ("base", "built", nil),  // base committed; nvidia begins
+        ("gaming", "step", "transaction"),
+    ]
+
+    @Test(
+        "a power cut while a build runs leaves each layer whole or absent, and the next build completes",
+        arguments: moments.indices)
+    func duringBuild(moment: Int) throws {
+        let (layer, kind, message) = Self.moments[moment]
+        let disk = try Disk()
+        defer { disk.remove() }
+        let layers = try Harness.demoLayers()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.executable)
+        process.arguments = ["build", layers + "/gaming.yaml", "--store", disk.store, "--json"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The power goes when the event appears; the build's output is read to its end either way.
+        var pending = Data()
+        var cut = false
+        while case let chunk = output.fileHandleForReading.availableData, !chunk.isEmpty {
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[pending.startIndex..<newline]
+                pending.removeSubrange(pending.startIndex...newline)
+                guard !cut, let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any],
+                    event["layer"] as? String == layer, event["kind"] as? String == kind,
+                    message == nil || event["message"] as? String == message
+                else { continue }
+                try disk.cutPower()
+                cut = true
+            }
+        }
+        process.waitUntilExit()
+        #expect(cut, "the build never reported \(kind) \(message ?? "") of \(layer)")
+        #expect(process.terminationStatus != 0, "the build went on as if the disk had not gone")
+        try disk.remount()
+        try Self.expectWholeLayers(disk.store)
+        let again = try Harness.run(["build", layers + "/gaming.yaml", "--store", disk.store])
+        #expect(again.status == 0, "\(again.stderr)")
+        try Self.expectWholeLayers(disk.store)
+    }
+
+    @Test(
+        "a power cut right after a pull said it was done keeps every layer it pulled, whole",
+        .enabled(if: RegistryServer.available, RegistryServer.unavailableReason))
+    func afterPull() throws {
+        let built = try ShareTests.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/power/gaming:v1"
+        let push = try Harness.run(["push", "gaming", reference, "--store", built])
+        #expect(push.status == 0, "\(push.stderr)")
+        let disk = try Disk()
+        defer { disk.remove() }
+        let pull = try Harness.run(["pull", reference, "--store", disk.store])
+        #expect(pull.status == 0, "\(pull.stderr)")
+        try disk.cutPower()
+        try disk.remount()
+        let refs = try Self.expectWholeLayers(disk.store)
+        #expect(refs == ["gaming"], "a pull that said it was done lost its ref: \(refs)")
+        let store = try Store(root: disk.store)
+        #expect(try store.chain(try #require(try store.ref("gaming"))).count == 3)
+    }
+}
