@@ -6,7 +6,8 @@
 # (i)   cold build of a base layer vs `pacman --root DIR -Sy` of the same packages from the
 #       same repository (both with empty caches), interleaved, each run in fresh directories:
 #       minimum and median wall time, median CPU time (user + system, children included), and
-#       the ratios. Nothing is deleted until the end: this machine's ext4 has no journal, and for
+#       the ratios; and pacman followed by `sync -f` of its root (a layer is on disk when its
+#       build ends, pacman's tree is not), timed apart. Nothing is deleted until the end: this machine's ext4 has no journal, and for
 #       a minute after a deletion it skips the freed inodes on every file it creates, which taxed
 #       whichever tool ran next. WORK=DIR puts the runs elsewhere (a tmpfs takes the disk out).
 # (ii)  rebuild of the four demo layers when all are cached
@@ -48,7 +49,7 @@ SigLevel = Optional TrustAll
 [demo]
 Server = file://$repo/\$repo
 CONF
-: >"$work/ours"; : >"$work/pacman"
+: >"$work/ours"; : >"$work/pacman"; : >"$work/pacman-sync"
 cold_runs=$((runs < 10 ? 10 : runs))
 runs_dir=$(mktemp -d "${WORK:-/var/tmp}/layerctl-bench-cold.XXXXXX")
 trap 'rm -rf "$work" "$runs_dir"' EXIT
@@ -62,6 +63,9 @@ theirs() {
     { time pacman --root "$root" --dbpath "$root/var/lib/pacman" --cachedir "$runs_dir/cache-$1" \
         --config "$work/pacman.conf" --logfile "$runs_dir/pacman-$1.log" --noconfirm --noprogressbar \
         -Sy "${package_list[@]}" >/dev/null 2>&1; } 2>>"$work/pacman"
+    # What layerctl does at its commit: the new tree on disk. Timed apart, so pacman's own figures
+    # stay pacman's; and no run's sync then pays for the other tool's unwritten files.
+    { time sync -f "$root"; } 2>>"$work/pacman-sync"
 }
 sync
 for i in $(seq "$cold_runs"); do
@@ -76,6 +80,8 @@ cold() {
 }
 read -r our_min our_median our_cpu our_max < <(cold "$work/ours")
 read -r their_min their_median their_cpu their_max < <(cold "$work/pacman")
+paste -d ' ' "$work/pacman" "$work/pacman-sync" | awk '{print $1 + $4, $2 + $5, $3 + $6}' >"$work/pacman+sync"
+read -r synced_min synced_median synced_cpu synced_max < <(cold "$work/pacman+sync")
 printf '(i)   cold base layer, %d interleaved runs each (target: ratios <= 1.10)\n' "$cold_runs"
 printf '        layerctl        wall min %.3f s, median %.3f s (max %.3f s); CPU median %.3f s\n' \
     "$our_min" "$our_median" "$our_max" "$our_cpu"
@@ -84,6 +90,11 @@ printf '        pacman --root   wall min %.3f s, median %.3f s (max %.3f s); CPU
 printf '        ratio           wall min %.2f, median %.2f; CPU median %.2f\n' \
     "$(echo "$our_min / $their_min" | bc -l)" "$(echo "$our_median / $their_median" | bc -l)" \
     "$(echo "$our_cpu / $their_cpu" | bc -l)"
+printf '        pacman, sync -f wall min %.3f s, median %.3f s (max %.3f s); CPU median %.3f s\n' \
+    "$synced_min" "$synced_median" "$synced_max" "$synced_cpu"
+printf '        ratio           wall min %.2f, median %.2f; CPU median %.2f (against a pacman whose tree is on disk, as a layer is)\n' \
+    "$(echo "$our_min / $synced_min" | bc -l)" "$(echo "$our_median / $synced_median" | bc -l)" \
+    "$(echo "$our_cpu / $synced_cpu" | bc -l)"
 
 # (ii) the four demo layers, all cached
 layers="$work/layers"; cp -r layers/demo "$layers"

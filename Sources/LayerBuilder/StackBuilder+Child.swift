@@ -77,6 +77,11 @@ extension StackBuilder {
                 return "run \(step) `\(command.value)` at \(command.location)"
             }
         }
+        // The disk writes the tree while it is normalised and scanned (both read the page cache),
+        // so the sync at the commit waits only for what they changed.
+        let upper = job.upperDirectory
+        let writeback = Background { try FileSystem.syncFileSystem(of: upper) }
+        defer { _ = try? writeback.value() }
         observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
         let normaliser = Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch, lowerTrees: parentTrees)
         for note in try normaliser.run() {

@@ -382,6 +382,9 @@ private struct Unpacking {
         try applyMetadata(header, to: name, raw: raw)
     }
 
+    /// How much of a file is written before its writeback is started.
+    static let writebackStep: Int64 = 8 << 20
+
     mutating func writeFile(_ name: [UInt8], header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
         let fd = try at(name) { p in
             try sys("create", shown(name)) { open(p, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
@@ -391,6 +394,7 @@ private struct Unpacking {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         var written: Int64 = 0
+        var writebackStarted: Int64 = 0
         var hasher = SHA256()
         // A file without a full block (most of a layer's files) has no block digests to take.
         var blockStream = blocks.flatMap { blocks in
@@ -407,7 +411,13 @@ private struct Unpacking {
             hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
             blockStream?.update(UnsafeRawBufferPointer(start: buffer, count: count))
             written += Int64(count)
+            // The disk takes a big file as it arrives, so the commit's sync finds little left.
+            if written - writebackStarted >= Self.writebackStep {
+                lc_start_writeback(fd, UInt64(writebackStarted), UInt64(written - writebackStarted))
+                writebackStarted = written
+            }
         }
+        if written > writebackStarted { lc_start_writeback(fd, UInt64(writebackStarted), 0) }
         if expected >= 0 && written != expected {
             throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
         }
