@@ -54,6 +54,8 @@ int lc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int lc_syncfs(int fd) { return syncfs(fd); }
 
+void lc_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
 unsigned long long lc_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 unsigned int lc_major(unsigned long long device) { return major(device); }
 unsigned int lc_minor(unsigned long long device) { return minor(device); }

@@ -32,6 +32,7 @@ struct LayerCtl: ParsableCommand {
     static func main() {
         // A builder or a shell's root, when layerctl was started again to do namespaced work.
         NamespacedWork.runIfRequested()
+        StandardOutput.lineBuffered()
         var command: ParsableCommand
         do {
             command = try parseAsRoot()

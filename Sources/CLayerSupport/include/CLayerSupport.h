@@ -75,6 +75,10 @@ int lc_pipe_cloexec(int fds[2]);
 /// syncfs(2): writes out everything of the filesystem that holds `fd`. Needs _GNU_SOURCE.
 int lc_syncfs(int fd);
 
+/// Makes stdout line-buffered, into a pipe or a file too. Exists because Swift 6 refuses to name
+/// C's `stdout`, a mutable global.
+void lc_line_buffer_stdout(void);
+
 /// Adds "close every descriptor from `lowest` up" to posix_spawn's file actions
 /// (posix_spawn_file_actions_addclosefrom_np, glibc 2.34), so a child inherits no descriptor the
 /// caller of layerctl left open without close-on-exec. Needs _GNU_SOURCE, hence here.
