@@ -8,7 +8,8 @@ import LayerSupport
 /// Such work runs in a child process, in two stages. The program that asks for it (`start`) runs
 /// its own executable again (`/proc/self/exe`) with a request in the environment variable
 /// `LAYERCTL_NAMESPACED_WORK`. Stage one leaves the program's namespaces: new mount, pid, uts, ipc
-/// and network namespaces (the host's network only when a layer asks), `/` made private, the host
+/// and network namespaces (the host's network only when a layer asks), `/` made a slave of the
+/// host's mounts (the host's unmounts reach it; nothing mounted in it reaches the host), the host
 /// named after the layer; it mounts the layer's root. It starts stage two the same way, as pid 1
 /// of the new pid namespace, which enters the `Confinement` and does the work. When either stage
 /// dies the kernel kills the rest and tears every mount down; each stage dies with the process
@@ -159,11 +160,11 @@ public enum NamespacedWork {
     }
 
     /// Stage one: moves into new mount, pid, uts and ipc namespaces, and a network namespace with
-    /// loopback only unless `network`; makes `/` private and names the host.
+    /// loopback only unless `network`; makes `/` a slave of the host's mounts and names the host.
     static func enterNamespaces(hostname: String, network: Bool) throws {
         let err = lc_unshare_build_namespaces(network ? 0 : 1)
         if err != 0 { throw SystemError("create namespaces for", hostname, errno: err) }
-        try Mounter.makePrivate("/")
+        try Mounter.makeSlave("/")
         _ = sethostname(hostname, hostname.utf8.count)
         if !network {
             let up = lc_bring_up_loopback()

@@ -37,12 +37,14 @@ public enum Mounter {
         try mount(source, at: target, type: nil, flags: flags)
     }
 
-    /// Changes the propagation of `target` and everything below it to private, so nothing mounted
-    /// here reaches the host and nothing from the host arrives mid-build.
-    public static func makePrivate(_ target: String) throws {
-        try withContext(operation: "make private", target: target) { context in
+    /// Makes `target` and everything below it a slave of the host's mounts: nothing mounted here
+    /// reaches the host, while the host's unmounts reach here, so a filesystem the host unmounts
+    /// is not kept in use by this copy of it (a private copy held it, and with it its disk, until
+    /// the build ended). Mounts that were private on the host stay private.
+    public static func makeSlave(_ target: String) throws {
+        try withContext(operation: "make slave", target: target) { context in
             mnt_context_set_target(context, target)
-            mnt_context_set_mflags(context, UInt(MS_PRIVATE) | UInt(MS_REC))
+            mnt_context_set_mflags(context, UInt(MS_SLAVE) | UInt(MS_REC))
             return mnt_context_mount(context)
         }
     }
