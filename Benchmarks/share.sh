@@ -14,7 +14,8 @@
 # RATE=BYTES (a second) makes the proxy send blobs no faster, as a network link would (12500000 is
 # 100 Mbit/s); by default they move at loopback speed, where the pull's CPU work shows most.
 # Every run starts from a copy of the v1 machine, on a loop-mounted ext4 disk (staging finds the
-# image by its filesystem's UUID); the paths take turns going first.
+# image by its filesystem's UUID), synced before the clock starts (a pulled layer is synced at
+# its commit, and syncfs would write the copy too); the paths take turns going first.
 #
 #   sudo Benchmarks/share.sh [RUNS]       (default 5 runs; medians and the spread are reported)
 #
@@ -118,6 +119,7 @@ config_blob=$(curl -sf -H "Accept: $manifest_type" "http://$registry/v2/fleet/ap
 ours() {  # stage v2 straight from its reference, through the proxy: one command
     local run=$machine/run-$1-ours before t0 t1
     cp -a "$machine/v1" "$run"
+    sync -f "$run"  # the copy on disk: no path pays for writing it
     before=$(bytes_down)
     t0=$(now)
     "$layerctl" stage "$proxy/fleet/app:v2" --name app --store "$run/store" --state-dir "$run/state" \
@@ -130,6 +132,7 @@ ours() {  # stage v2 straight from its reference, through the proxy: one command
 split() {  # pull v2 through the proxy, then stage it: two commands
     local run=$machine/run-$1-split t0 t1 tp
     cp -a "$machine/v1" "$run"
+    sync -f "$run"  # the copy on disk: no path pays for writing it
     t0=$(now)
     "$layerctl" pull "$proxy/fleet/app:v2" --name app --store "$run/store" >/dev/null 2>&1
     tp=$(now)
@@ -144,6 +147,7 @@ split() {  # pull v2 through the proxy, then stage it: two commands
 peer() {  # download the manifest, config and changed blob, then re-export v2 from a store that has it
     local run=$machine/run-$1-peer t0 t1 t2 t3 blob
     cp -a "$machine/v1" "$run"
+    sync -f "$run"  # the copy on disk: no path pays for writing it
     "$layerctl" pull "$registry/fleet/app:v2" --name app --store "$run/store" >/dev/null 2>&1
     t0=$(now)
     curl -sf -H "Accept: $manifest_type" -w '%{time_total}\n' \
