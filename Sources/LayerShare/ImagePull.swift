@@ -257,6 +257,10 @@ public struct ImagePull {
         }
         guard let unpack else { throw SystemError("unpack", tree, errno: EIO) }
         let unpacked = try unpack.finish()
+        // The disk finishes the tree while it is checked and scanned; the commit's sync then
+        // waits for little.
+        let writeback = Background { try FileSystem.syncFileSystem(of: tree) }
+        defer { _ = try? writeback.value() }
         let diffID = unpacked.diffID
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")

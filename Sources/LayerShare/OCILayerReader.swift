@@ -383,7 +383,7 @@ private struct Unpacking {
     }
 
     /// How much of a file is written before its writeback is started.
-    static let writebackStep: Int64 = 8 << 20
+    static let writebackStep: Int64 = 1 << 20
 
     mutating func writeFile(_ name: [UInt8], header: OpaquePointer, archive: OpaquePointer, raw: [UInt8]) throws {
         let fd = try at(name) { p in
