@@ -263,27 +263,13 @@ struct ConfinementTests {
             """)
         defer { _ = try? BootMachine.shell("umount -R '\(shared)' 2>/dev/null; rm -rf '\(folder)'") }
         try "from: base\nrun:\n  - 'sleep 5'\n".write(toFile: layers + "/sleeper.yaml", atomically: true, encoding: .utf8)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.executable)
-        process.arguments = ["build", layers + "/sleeper.yaml", "--store", store, "--json"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
         // Once the build sleeps in its run: step, the host unmounts the disk; its loop device goes
         // when nothing holds the filesystem any more.
         var released: Bool?
-        var pending = Data()
-        var sleeping = false
-        while case let chunk = output.fileHandleForReading.availableData, !chunk.isEmpty {
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any]
-                sleeping = sleeping || (event?["kind"] as? String == "step" && event?["message"] as? String == "run 1/1: sleep 5")
-            }
-            guard sleeping, released == nil else { continue }
+        let status = try Harness.runReadingEvents(["build", layers + "/sleeper.yaml", "--store", store, "--json"]) {
+            event, process in
+            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 5"
+            else { return }
             _ = try BootMachine.shell("umount '\(shared)/disk'")
             released = false
             for _ in 0..<20 where !released! {
@@ -292,8 +278,7 @@ struct ConfinementTests {
             }
             #expect(process.isRunning, "the build ended before the check: it proves nothing")
         }
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
+        #expect(status == 0)
         #expect(released == true, "the disk stayed in use while the build ran: its namespace held a copy of the host's mount")
         try Harness.expectValidStore(store)
     }

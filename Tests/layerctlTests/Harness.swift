@@ -75,6 +75,35 @@ enum Harness {
                       stderr: String(decoding: errData, as: UTF8.self))
     }
 
+    /// Runs layerctl with `arguments` (which ask for `--json`) and calls `body` with each event
+    /// as the command prints it, while it still runs; returns its exit status.
+    static func runReadingEvents(
+        _ arguments: [String], _ body: (_ event: [String: Any], _ process: Process) throws -> Void
+    ) throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "LAYERCTL_STORE")
+        process.environment = env
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        var pending = Data()
+        // Read to the end whatever `body` does, so the command never blocks on a full pipe.
+        while case let chunk = output.fileHandleForReading.availableData, !chunk.isEmpty {
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[pending.startIndex..<newline]
+                pending.removeSubrange(pending.startIndex...newline)
+                if let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any] { try body(event, process) }
+            }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
     static func temporaryDirectory(_ name: String) throws -> String {
         var template = Array("/var/tmp/layerctl-test-\(name)-XXXXXX".utf8CString)
         guard let path = mkdtemp(&template) else { throw SystemError("create temporary directory", name) }

@@ -118,32 +118,18 @@ struct PowerCutTests {
         let disk = try Disk()
         defer { disk.remove() }
         let layers = try Harness.demoLayers()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.executable)
-        process.arguments = ["build", layers + "/gaming.yaml", "--store", disk.store, "--json"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // The power goes when the event appears; the build's output is read to its end either way.
-        var pending = Data()
+        // The power goes when the event appears; the build goes on, and fails.
         var cut = false
-        while case let chunk = output.fileHandleForReading.availableData, !chunk.isEmpty {
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                guard !cut, let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any],
-                    event["layer"] as? String == layer, event["kind"] as? String == kind,
-                    message == nil || event["message"] as? String == message
-                else { continue }
-                try disk.cutPower()
-                cut = true
-            }
+        let status = try Harness.runReadingEvents(["build", layers + "/gaming.yaml", "--store", disk.store, "--json"]) {
+            event, _ in
+            guard !cut, event["layer"] as? String == layer, event["kind"] as? String == kind,
+                message == nil || event["message"] as? String == message
+            else { return }
+            try disk.cutPower()
+            cut = true
         }
-        process.waitUntilExit()
         #expect(cut, "the build never reported \(kind) \(message ?? "") of \(layer)")
-        #expect(process.terminationStatus != 0, "the build went on as if the disk had not gone")
+        #expect(status != 0, "the build went on as if the disk had not gone")
         try disk.remount()
         try Self.expectWholeLayers(disk.store)
         let again = try Harness.run(["build", layers + "/gaming.yaml", "--store", disk.store])
