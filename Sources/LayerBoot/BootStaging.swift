@@ -98,6 +98,7 @@ public struct BootStaging: Sendable {
         try FileSystem.sync([kernel + ".new", initrd + ".new"])
         try sys("write", kernel) { rename(kernel + ".new", kernel) }
         try sys("write", initrd) { rename(initrd + ".new", initrd) }
+        try FileSystem.syncDirectory(bootFolder)
 
         let boot = try DeviceLocation(of: kernel, known: [device])
         let initrdOnBoot = try DeviceLocation(of: initrd, known: [boot]).path

@@ -77,6 +77,8 @@ final class ImageOutput {
         }
         committed = true
         fallbackPath = nil
+        // The name on disk too: after a power cut, what was exported is there.
+        try FileSystem.syncDirectory(FileSystem.split(path).directory)
         return sha256
     }
 }

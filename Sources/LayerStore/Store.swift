@@ -137,7 +137,6 @@ public struct Store: Sendable {
     /// Points `refs/NAME` at `key`, and returns once that is on disk.
     public func setRef(_ name: String, to key: String) throws {
         try FileSystem.writeAtomically(Data((key + "\n").utf8), to: refsDirectory + "/" + name)
-        try FileSystem.syncDirectory(refsDirectory)
     }
 
     public func removeRef(_ name: String) throws {

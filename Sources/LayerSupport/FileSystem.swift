@@ -96,8 +96,8 @@ package enum FileSystem {
     }
 
     /// Writes each of `files` to a temporary file beside it, syncs them all at once (the disk can
-    /// flush them together) and renames them, in order, only once every one is synced. On failure
-    /// none is renamed and no temporary file is left.
+    /// flush them together) and renames them, in order, only once every one is synced; returns once
+    /// the renames are on disk too. On failure none is renamed and no temporary file is left.
     package static func writeAtomically(_ files: [(data: Data, path: String)], mode: mode_t = 0o644) throws {
         var written: [(fd: Int32, temporary: String, path: String)] = []
         var failure: (any Error)?
@@ -123,6 +123,8 @@ package enum FileSystem {
             throw failure
         }
         for file in written { try sys("rename", file.path) { rename(file.temporary, file.path) } }
+        // The renames on disk too: after a power cut the files are the new ones, not the old.
+        for directory in Set(files.map { split($0.path).directory }).sorted() { try syncDirectory(directory) }
     }
 
     /// Returns once the data of every file at `paths` is on disk, their fsyncs waited for together.
@@ -178,7 +180,7 @@ package enum FileSystem {
     }
 
     /// Writes `data` to `path` through a temporary file, fsync and rename(2), so readers see old or
-    /// new.
+    /// new, and after a power cut the new.
     package static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         try writeAtomically([(data, path)], mode: mode)
     }
