@@ -24,8 +24,9 @@ extension Store {
     /// reader never meets half a layer.
     /// With `dropBlockCache`, the cache of compressed blocks goes too (exports refill it).
     /// Damaged refs and manifests go, and so do layers whose record, or an ancestor's, is damaged:
-    /// a build makes them again.
-    public func collectGarbage(dropBlockCache: Bool = false) throws -> Collected {
+    /// a build makes them again. With `verify`, every tree a ref reaches is scanned (each file
+    /// read) against its record, and a layer whose tree is not the one recorded goes the same way.
+    public func collectGarbage(dropBlockCache: Bool = false, verify: Bool = false) throws -> Collected {
         let lock = try self.lock(.exclusive)
         defer { lock.unlock() }
         var collected = Collected(layers: [], bytes: 0, temporary: [], blockCacheBytes: 0, damaged: [])
@@ -46,6 +47,25 @@ extension Store {
                 }
                 try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
             }
+        }
+        if verify {
+            var damagedTrees = Set<String>()
+            for key in reachable.sorted() {
+                let record = try self.record(key)
+                let scanned = try TreeScan.scan(
+                    tree(key), opaqueDirectories: geteuid() == 0 ? nil : record.opaqueDirectories)
+                guard scanned.digest != record.treeDigest else { continue }
+                damagedTrees.insert(key)
+                collected.damaged.append(
+                    "\(tree(key)) (\(record.name)) is damaged: it is not the tree its record describes (a file changed, or lost its data to a power cut before layerctl synced new layers); removed, with the layers on it")
+            }
+            // The refs that reach a damaged tree go: a build or pull makes their layers again.
+            for name in try refNames() {
+                guard let key = try ref(name), !damagedTrees.isDisjoint(with: try chain(key)) else { continue }
+                try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
+                reachable.subtract(try chain(key))
+            }
+            for name in try refNames() { reachable.formUnion(try chain(try ref(name)!)) }
         }
         for key in reachable where LayerManifest.isDamaged(manifestPath(key)) {
             collected.damaged.append("\(manifestPath(key)) is damaged: removed; the next export makes it again")

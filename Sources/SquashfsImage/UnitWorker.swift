@@ -128,7 +128,13 @@ final class UnitWorker {
                 if errno == EINTR { continue }
                 throw SystemError("read", RawPath.string(path))
             }
-            if n == 0 { throw SystemError("read", RawPath.string(path) + " (it shrank while read)", errno: EIO) }
+            if n == 0 {
+                throw SystemError(
+                    "read",
+                    RawPath.string(path)
+                        + " (it is shorter than its manifest says; in a layer, `layerctl gc --verify` removes the damaged layer)",
+                    errno: EIO)
+            }
             done += n
         }
         context.tally.countRead(count)

@@ -6,18 +6,23 @@ extension LayerCtl {
         static let configuration = CommandConfiguration(
             commandName: "gc",
             abstract: "Removes the layers that no name refers to.",
-            discussion: "A layer is kept when a ref names it or a kept layer stands on it. Everything else is removed, along with work left by interrupted builds, and the space freed is printed. Damaged store files go too: a ref that holds no key or names a missing layer, a layer whose layer.json (or an ancestor's) does not read, a manifest that does not read; a build or export makes them again. gc waits until no build or export is running.")
+            discussion: "A layer is kept when a ref names it or a kept layer stands on it. Everything else is removed, along with work left by interrupted builds, and the space freed is printed. Damaged store files go too: a ref that holds no key or names a missing layer, a layer whose layer.json (or an ancestor's) does not read, a manifest that does not read; with --verify, a layer whose tree is not the one its record describes. A build, pull or export makes them again. gc waits until no build or export is running.")
 
         @OptionGroup var storeOptions: StoreOptions
 
         @Flag(name: .long, help: "Also drop the cache of compressed blocks that makes repeated exports fast.")
         var blocks = false
 
+        @Flag(
+            name: .long,
+            help: "Also read every layer a name reaches and remove those whose tree is not the one recorded (with the layers on them): after a power cut, or a hand edit.")
+        var verify = false
+
         @Flag(name: .long, help: "Print what was removed as JSON.")
         var json = false
 
         func run() throws {
-            let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks)
+            let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks, verify: verify)
             if json {
                 try JSONOutput.print(collected)
                 return

@@ -105,4 +105,39 @@ struct DamagedStoreTests {
             FileManager.default.contents(atPath: out + "/again") == FileManager.default.contents(atPath: out + "/good"))
         try Harness.expectValidStore(root)
     }
+
+    @Test("A tree that lost its files' data (a power cut before layers were synced): gc --verify removes it and the layers on it; a build makes them again")
+    func damagedTree() throws {
+        let layers = try Harness.demoLayers()
+        let root = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", root]).status == 0)
+        let store = try Store(root: root)
+        let base = try #require(try store.ref("base"))
+        let nvidia = try #require(try store.ref("nvidia"))
+        let gaming = try #require(try store.ref("gaming"))
+        // What the power cut left: names and sizes recorded, the data gone.
+        #expect(truncate(store.tree(nvidia) + "/usr/lib/nvidia/README", 0) == 0)
+
+        let plain = try Harness.run(["gc", "--store", root])
+        #expect(plain.status == 0 && !plain.stdout.contains("repaired"), "gc without --verify reads no tree: \(plain.stdout)")
+        let out = try Harness.temporaryDirectory("images")
+        let export = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/image"])
+        #expect(export.status != 0 && export.stderr.contains("gc --verify"), "\(export.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out + "/image"))
+
+        let verify = try Harness.run(["gc", "--verify", "--store", root])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        #expect(verify.stdout.contains("repaired: \(store.tree(nvidia)) (nvidia) is damaged"), "\(verify.stdout)")
+        #expect(!verify.stdout.contains("(base)"), "base is whole: \(verify.stdout)")
+        #expect(try store.refNames() == ["base"])
+        #expect(store.contains(base) && !store.contains(nvidia) && !store.contains(gaming))
+        try Harness.expectValidStore(root)
+
+        let rebuild = try Harness.run(["build", layers + "/gaming.yaml", "--store", root, "--json"])
+        #expect(rebuild.status == 0, "\(rebuild.stderr)")
+        #expect(rebuild.built == ["nvidia", "gaming"] && rebuild.cached == ["base"])
+        #expect(try Harness.run(["export", "gaming", "--store", root, "-o", out + "/image"]).status == 0)
+        let again = try Harness.run(["gc", "--verify", "--store", root])
+        #expect(!again.stdout.contains("repaired"), "\(again.stdout)")
+    }
 }
