@@ -134,8 +134,10 @@ public struct Store: Sendable {
         return key
     }
 
-    /// Points `refs/NAME` at `key`, and returns once that is on disk.
+    /// Points `refs/NAME` at `key`, and returns once that is on disk. A ref that holds the key
+    /// already is left alone: a build of cached layers syncs nothing.
     public func setRef(_ name: String, to key: String) throws {
+        if (try? ref(name)) == key { return }
         try FileSystem.writeAtomically(Data((key + "\n").utf8), to: refsDirectory + "/" + name)
     }
 
