@@ -417,7 +417,9 @@ private struct Unpacking {
                 writebackStarted = written
             }
         }
-        if written > writebackStarted { lc_start_writeback(fd, UInt64(writebackStarted), 0) }
+        // (A smaller file is left to the syncfs that starts when the blob has been unpacked: one
+        // call per file would cost a layer of many small files a system call each.)
+        if writebackStarted > 0 && written > writebackStarted { lc_start_writeback(fd, UInt64(writebackStarted), 0) }
         if expected >= 0 && written != expected {
             throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
         }

@@ -59,13 +59,18 @@ extension Store {
                 collected.damaged.append(
                     "\(tree(key)) (\(record.name)) is damaged: it is not the tree its record describes (a file changed, or lost its data to a power cut before layerctl synced new layers); removed, with the layers on it")
             }
-            // The refs that reach a damaged tree go: a build or pull makes their layers again.
+            // The refs that reach a damaged tree go (a build or pull makes their layers again), and
+            // what the others reach stays.
+            reachable = []
             for name in try refNames() {
-                guard let key = try ref(name), !damagedTrees.isDisjoint(with: try chain(key)) else { continue }
-                try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
-                reachable.subtract(try chain(key))
+                guard let key = try ref(name) else { continue }
+                let stack = try chain(key)
+                if damagedTrees.isDisjoint(with: stack) {
+                    reachable.formUnion(stack)
+                } else {
+                    try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
+                }
             }
-            for name in try refNames() { reachable.formUnion(try chain(try ref(name)!)) }
         }
         for key in reachable where LayerManifest.isDamaged(manifestPath(key)) {
             collected.damaged.append("\(manifestPath(key)) is damaged: removed; the next export makes it again")
