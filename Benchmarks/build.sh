@@ -7,9 +7,9 @@
 #       same repository (both with empty caches), interleaved, each run in fresh directories:
 #       minimum and median wall time, median CPU time (user + system, children included), and
 #       the ratios; and pacman followed by `sync -f` of its root (a layer is on disk when its
-#       build ends, pacman's tree is not), timed apart. Nothing is deleted until the end: this machine's ext4 has no journal, and for
-#       a minute after a deletion it skips the freed inodes on every file it creates, which taxed
-#       whichever tool ran next. WORK=DIR puts the runs elsewhere (a tmpfs takes the disk out).
+#       build ends, pacman's tree is not), timed apart. Nothing is deleted until the end: this
+#       machine's ext4 has no journal, and for a minute after a deletion it skips the freed inodes
+#       on every file it creates, which taxed whichever tool ran next. WORK=DIR puts the runs elsewhere (a tmpfs takes the disk out).
 # (ii)  rebuild of the four demo layers when all are cached
 # (iii) rebuild after a change to the top layer only, against that layer's own build time
 set -euo pipefail
