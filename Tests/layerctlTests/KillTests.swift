@@ -8,36 +8,19 @@ import Testing
 /// that makes the same trees as an uninterrupted one.
 @Suite("Killed builds", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct KillTests {
-    /// Starts a build with --json and kills the whole process tree at the first event `trigger` matches.
+    /// Starts a build with --json and kills the whole process tree at the first event `trigger`
+    /// matches; `killed` gets the build's pid.
     func killBuild(
-        layers: String, file: String, store: String, trigger: @escaping ([String: Any]) -> Bool, started: (pid_t) -> Void = { _ in }
+        layers: String, file: String, store: String, trigger: @escaping ([String: Any]) -> Bool, killed: (pid_t) -> Void = { _ in }
     ) throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.executable)
-        process.arguments = ["build", layers + "/" + file, "--store", store, "--json"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        started(process.processIdentifier)
-        var killed = false
-        var pending = Data()
-        while !killed {
-            let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                if let event = try? JSONSerialization.jsonObject(with: line) as? [String: Any], trigger(event) {
-                    Self.killTree(process.processIdentifier)
-                    killed = true
-                    break
-                }
-            }
+        var done = false
+        _ = try Harness.runReadingEvents(["build", layers + "/" + file, "--store", store, "--json"]) { event, process in
+            guard !done, trigger(event) else { return }
+            Self.killTree(process.processIdentifier)
+            killed(process.processIdentifier)
+            done = true
         }
-        process.waitUntilExit()
-        return killed
+        return done
     }
 
     /// SIGKILL to a process and all its descendants, parents first, as `kill -9` from a shell would.
