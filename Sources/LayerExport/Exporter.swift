@@ -114,6 +114,10 @@ public struct Exporter: Sendable {
         warning: (String) -> Void = { _ in }
     ) throws -> (Result, CacheUpdate?) {
         let started = MonotonicClock.seconds()
+        if request.format == .squashfs && request.useBlockCache {
+            // The block cache's probe is worked out while the manifests are read and merged.
+            _ = Background { [options = request.options] in SquashfsWriter.prepareBlockCache(options) }
+        }
         let lock = try store.lock(.shared)
         var update: CacheUpdate?
         defer { if update == nil { lock.unlock() } }

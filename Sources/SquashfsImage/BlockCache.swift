@@ -70,8 +70,7 @@ final class BlockCache: @unchecked Sendable {
         root: String, options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>,
         limit: BlockCacheLimit = .default
     ) throws {
-        let probe = try Self.probe(compressor, blockSize: Int(options.blockSize))
-        let name = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)-\(probe)\(Self.formatSuffix)"
+        let name = try Self.tagName(options, compressor: compressor)
         directory = root + "/" + name
         tag = Array("layerctl block cache 3 \(name)\n".utf8)
         self.limit = limit
@@ -204,6 +203,32 @@ final class BlockCache: @unchecked Sendable {
             return
         }
         fresh.withLock { $0[key] = Location(pack: -1, word: location.word, offset: UInt64(offset)) }
+    }
+
+    /// The name of the tag folder for `options`: compressor, level, block size, probe and format.
+    /// The probe is worked out once per process; while one thread works it out, others wait for it.
+    private static func tagName(
+        _ options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>
+    ) throws -> String {
+        let configuration = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)"
+        return try probes.withLock { probes in
+            if let probe = probes[configuration] { return "\(configuration)-\(probe)\(formatSuffix)" }
+            let probe = try probe(compressor, blockSize: Int(options.blockSize))
+            probes[configuration] = probe
+            return "\(configuration)-\(probe)\(formatSuffix)"
+        }
+    }
+    private static let probes = Mutex<[String: String]>([:])
+
+    /// Works out the probe for `options` ahead of an export in this process, which then finds it
+    /// done: at zstd:15 the probe takes about 30 ms, which a command can spend while it waits for
+    /// something else (`stage REF` while it downloads). A failure here is left for the export to report.
+    static func prepare(_ options: ImageOptions) {
+        guard var config = try? options.configuration() else { return }
+        var created: UnsafeMutablePointer<sqfs_compressor_t>?
+        guard sqfs_compressor_create(&config, &created) == 0, let compressor = created else { return }
+        defer { sqfs_destroy(compressor) }
+        _ = try? tagName(options, compressor: compressor)
     }
 
     /// Eight hex digits of the digest of a fixed, compressible block as `compressor` compresses it.

@@ -51,6 +51,8 @@ struct RegistryArguments: ParsableArguments {
         _ operand: String, in store: Store, json: Bool, options: ImageOptions?
     ) throws -> (key: String, knownBlocks: BlockDigests?) {
         guard ImageReference.looksLikeReference(operand) else { return (try store.resolve(operand), nil) }
+        // What the export can do before the pulled layer is there is done while the pull downloads.
+        if let options { _ = Background { SquashfsWriter.prepareBlockCache(options) } }
         let pulled = try pull(
             operand, store: store, name: nil, json: json, quiet: json, blockSize: options.map { Int($0.blockSize) })
         return (pulled.key, pulled.knownBlocks)

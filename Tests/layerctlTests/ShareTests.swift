@@ -635,5 +635,10 @@ extension ShareTests {
         let again = try exported(["export", "\(registry.host)/fleet/app:v2", "--store", machine, "-o", folder + "/v2-again.sqfs"])
         #expect(again["cacheMisses"] as? Int == 0, "\(again)")
         #expect(FileManager.default.contentsEqual(atPath: folder + "/v2-again.sqfs", andPath: folder + "/v2-cold.sqfs"))
+        // An export after a pull works out the cache's tag (its compressor probe) while the pull
+        // downloads: the same tag folder as an export of a stored layer.
+        let tags = try FileManager.default.contentsOfDirectory(atPath: machine + "/cache/blocks")
+        let tagsApart = try FileManager.default.contentsOfDirectory(atPath: apart + "/cache/blocks")
+        #expect(tags.count == 1 && tags == tagsApart, "\(tags) and \(tagsApart)")
     }
 }
