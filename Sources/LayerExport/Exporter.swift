@@ -23,11 +23,16 @@ public struct Exporter: Sendable {
         /// Digests of files' blocks taken by whoever last held their bytes (a pull, as it
         /// unpacked): a squashfs block the cache holds under one is copied without reading its file.
         public var knownBlocks: BlockDigests?
+        /// The layer exported, when its commit is still under way (a pull's top layer, while the
+        /// disk takes it): read from where it is, the layers below it from the store.
+        public var uncommitted: UncommittedLayer?
 
         public init(
             format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true,
-            blockCacheLimit: BlockCacheLimit = .default, digest: Bool = false, knownBlocks: BlockDigests? = nil
+            blockCacheLimit: BlockCacheLimit = .default, digest: Bool = false, knownBlocks: BlockDigests? = nil,
+            uncommitted: UncommittedLayer? = nil
         ) {
+            self.uncommitted = uncommitted
             self.format = format
             self.output = output
             self.options = options
@@ -121,14 +126,16 @@ public struct Exporter: Sendable {
         let lock = try store.lock(.shared)
         var update: CacheUpdate?
         defer { if update == nil { lock.unlock() } }
-        let keys = try store.chain(key)
-        let records = try keys.map(store.record)
+        let top = request.uncommitted.flatMap { $0.key == key ? $0 : nil }
+        // The stored layers from the root up: all of the stack, or all below the uncommitted top.
+        let stored = try top.map { try $0.record.parent.map(store.chain) ?? [] } ?? store.chain(key)
+        let records = try stored.map(store.record) + (top.map { [$0.record] } ?? [])
         let epoch = SourceDateEpoch.fromEnvironment ?? records.last?.sourceDateEpoch ?? 0
-        let unscanned = keys.contains { !FileSystem.exists(store.manifestPath($0)) }
-        let manifests = try zip(keys, records).map { try store.manifest($0, record: $1) }
-        let tree = try OverlayMerge(
-            zip(manifests, keys).map { ManifestSource($0, tree: store.tree($1)) }, epoch: epoch
-        ).merge()
+        let unscanned = stored.contains { !FileSystem.exists(store.manifestPath($0)) }
+        let sources =
+            try zip(stored, records).map { ManifestSource(try store.manifest($0, record: $1), tree: store.tree($0)) }
+            + (top.map { [ManifestSource($0.manifest, tree: $0.tree)] } ?? [])
+        let tree = try OverlayMerge(sources, epoch: epoch).merge()
         if geteuid() != 0 && unscanned {
             warning("without root, trusted.* attributes cannot be read; any in the layers are left out")
         }

@@ -25,6 +25,8 @@ public struct ImagePull {
         /// them: an export right after (`Exporter.Request.knownBlocks`) then reads none of them
         /// that the block cache holds.
         public var knownBlocks: BlockDigests? = nil
+        /// The top layer's commit, still under way, when `overlapTopCommit` left it running.
+        public var committing: TopCommit? = nil
 
         private enum CodingKeys: String, CodingKey {
             case reference, manifestDigest, name, key, layers
@@ -49,6 +51,60 @@ public struct ImagePull {
     /// Take the digest of each full block of this size of every file unpacked, for an export's
     /// block cache (`Result.knownBlocks`); the bytes are in hand as they unpack.
     public var blockSize: Int?
+    /// Return once the top layer is whole and its sync started, leaving the rest of its commit to
+    /// `Result.committing`, so that an export can read the layer meanwhile.
+    public var overlapTopCommit = false
+
+    /// A pulled top layer on its way into the store: its folder is being synced to disk, after
+    /// which `finish()` moves it into the store with one rename, points the ref, and lets go of
+    /// the pull's locks and scratch folder. Until then the layer is read where it is (`layer`).
+    /// `finish()` must be called once, before anything that needs the layer in the store.
+    public final class TopCommit: @unchecked Sendable {
+        // @unchecked: made and finished by the pulling thread, which alone waits for `sync`.
+        public let layer: UncommittedLayer
+        private let sync: Background<Void>
+        private let folder: String
+        private let store: Store
+        private let name: String?
+        private let buildLock: FileLock
+        private let storeLock: FileLock
+        private let scratch: String
+        private var finished = false
+
+        fileprivate init(
+            _ pending: PendingLayer, store: Store, name: String?, storeLock: FileLock, scratch: String
+        ) {
+            layer = pending.layer
+            sync = pending.sync
+            folder = pending.folder
+            buildLock = pending.buildLock
+            self.store = store
+            self.name = name
+            self.storeLock = storeLock
+            self.scratch = scratch
+        }
+
+        public func finish() throws {
+            guard !finished else { return }
+            finished = true
+            defer {
+                buildLock.unlock()
+                storeLock.unlock()
+                try? FileSystem.removeTree(scratch)
+            }
+            try sync.value()
+            _ = try store.commit(folder, as: layer.key, synced: true)
+            if let name { try store.setRef(name, to: layer.key) }
+        }
+    }
+
+    /// A layer `fetchLayer` left whole, its folder being synced, the layer's build lock held.
+    fileprivate struct PendingLayer {
+        var layer: UncommittedLayer
+        var sync: Background<Void>
+        var folder: String
+        var buildLock: FileLock
+    }
 
     public init(store: Store, client: RegistryClient, architecture: String) {
         self.store = store
@@ -64,9 +120,11 @@ public struct ImagePull {
     public func pull(_ reference: ImageReference, name: String?, observer: @escaping (ShareEvent) -> Void) throws -> Result {
         if let name { try Self.checkRefName(name) }
         let lock = try store.lock(.shared)
-        defer { lock.unlock() }
+        // Held until the top layer's commit ends: here, or in `TopCommit.finish`.
+        var handedOver = false
+        defer { if !handedOver { lock.unlock() } }
         let scratch = try store.makeTemporary("pull")
-        defer { try? FileSystem.removeTree(scratch) }
+        defer { if !handedOver { try? FileSystem.removeTree(scratch) } }
         let (manifest, manifestDigest) = try fetchManifest(reference)
         var resolved = reference
         resolved.digest = manifestDigest
@@ -95,7 +153,19 @@ public struct ImagePull {
         var parent: String?
         var layers: [Result.Layer] = []
         var knownBlocks = blockSize.map(BlockDigests.init)
-        func taken(_ blocks: BlockDigests?) { if let blocks { knownBlocks?.merge(blocks) } }
+        var pending: PendingLayer?
+        func taken(_ fetched: FetchedLayer?) {
+            if let blocks = fetched?.blocks { knownBlocks?.merge(blocks) }
+            if let layer = fetched?.pending { pending = layer }
+        }
+        // A pull that fails after its top layer's sync started (none can, today) waits for it
+        // before the scratch folder goes.
+        defer {
+            if !handedOver, let pending {
+                _ = try? pending.sync.value()
+                pending.buildLock.unlock()
+            }
+        }
         for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
             guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
@@ -117,7 +187,7 @@ public struct ImagePull {
                         try fetchLayer(
                             descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent,
                             name: layerName, epoch: record.sourceDateEpoch, shared: record, scratch: scratch,
-                            observer: observer))
+                            overlapCommit: overlapTopCommit && index == manifest.layers.count - 1, observer: observer))
                 }
                 layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: how))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: how))
@@ -138,7 +208,8 @@ public struct ImagePull {
                 taken(
                     try fetchLayer(
                         descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName,
-                        epoch: epoch, scratch: scratch, observer: observer))
+                        epoch: epoch, scratch: scratch, overlapCommit: overlapTopCommit && index == manifest.layers.count - 1,
+                        observer: observer))
                 layers.append(.init(key: key, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
                 observer(ShareEvent(kind: .layer, layer: layerName, detail: "stored"))
             } else {
@@ -148,10 +219,22 @@ public struct ImagePull {
             parent = key
         }
         guard let top = parent else { throw RegistryError(.input, "\(resolved) has no layers") }
-        if let name { try store.setRef(name, to: top) }
-        return Result(
+        var result = Result(
             reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers,
             knownBlocks: knownBlocks)
+        if let pending {
+            handedOver = true
+            result.committing = TopCommit(pending, store: store, name: name, storeLock: lock, scratch: scratch)
+            return result
+        }
+        if let name { try store.setRef(name, to: top) }
+        return result
+    }
+
+    /// What `fetchLayer` leaves: the block digests it took, and the layer it left to commit.
+    private struct FetchedLayer {
+        var blocks: BlockDigests?
+        var pending: PendingLayer?
     }
 
     /// The key of a pulled layer: its parent's key and its diff_id, which fix its tree.
@@ -227,18 +310,22 @@ public struct ImagePull {
     }
 
     /// Downloads, checks, unpacks, scans and commits one layer; returns its files' block digests
-    /// when `blockSize` asks for them (none when another process stored the layer meanwhile).
+    /// when `blockSize` asks for them (none when another process stored the layer meanwhile). With
+    /// `overlapCommit`, returns once the layer is whole and its sync started, leaving the rest of
+    /// the commit, the layer's build lock and the scratch folder to the caller (`PendingLayer`).
     private func fetchLayer(
         _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?, name: String,
-        epoch: Int64, shared: LayerRecord? = nil, scratch: String, observer: @escaping (ShareEvent) -> Void
-    ) throws -> BlockDigests? {
+        epoch: Int64, shared: LayerRecord? = nil, scratch: String, overlapCommit: Bool = false,
+        observer: @escaping (ShareEvent) -> Void
+    ) throws -> FetchedLayer? {
         let started = Date()
         let lock = try store.buildLock(key)
-        defer { lock.unlock() }
+        var handedOver = false
+        defer { if !handedOver { lock.unlock() } }
         if store.contains(key) { return nil }
         let work = scratch + "/" + key
         try FileSystem.makeDirectories(work + "/layer")
-        defer { try? FileSystem.removeTree(work) }
+        defer { if !handedOver { try? FileSystem.removeTree(work) } }
         // Unpacked as it downloads: the blob is never stored.
         let tree = work + "/layer/tree"
         let lower = try parent.map { try store.chain($0).reversed().map(store.tree) } ?? []
@@ -260,7 +347,7 @@ public struct ImagePull {
         // The disk finishes the tree while it is checked and scanned; the commit's sync then
         // waits for little.
         let writeback = Background { try FileSystem.syncFileSystem(of: tree) }
-        defer { _ = try? writeback.value() }
+        defer { if !handedOver { _ = try? writeback.value() } }
         let diffID = unpacked.diffID
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
@@ -287,7 +374,19 @@ public struct ImagePull {
         try FileSystem.writeFile(Data(scan.manifest.encoded()), to: work + "/layer/" + LayerManifest.fileName)
         try FileSystem.writeFile(try record.encoded(), to: work + "/layer/layer.json")
         try FileSystem.writeFile(try OCIImage.encode([noted.mediaType: noted]), to: work + "/layer/" + Store.blobNotesFile)
+        if overlapCommit {
+            handedOver = true
+            let folder = work + "/layer"
+            // A second syncfs, begun now, covers what the first began before the records were written.
+            let sync = Background {
+                try FileSystem.syncFileSystem(of: folder)
+                _ = try? writeback.value()
+            }
+            let layer = UncommittedLayer(record: record, manifest: scan.manifest, tree: tree)
+            return FetchedLayer(
+                blocks: unpacked.blocks, pending: PendingLayer(layer: layer, sync: sync, folder: folder, buildLock: lock))
+        }
         _ = try store.commit(work + "/layer", as: key)
-        return unpacked.blocks
+        return FetchedLayer(blocks: unpacked.blocks)
     }
 }

@@ -217,9 +217,10 @@ public struct Store: Sendable {
     /// and returns once the rename is: a power cut at any moment leaves the store without the layer
     /// or with all of it, never with the empty files of a tree the disk had not yet been given.
     /// Returns false when the layer is already there (another build made it first); the caller
-    /// then discards its copy.
-    public func commit(_ directory: String, as key: String) throws -> Bool {
-        try FileSystem.syncFileSystem(of: directory)
+    /// then discards its copy. `synced`: the caller synced the folder's filesystem
+    /// (`FileSystem.syncFileSystem(of:)`) after the folder was last written, while doing something else.
+    public func commit(_ directory: String, as key: String, synced: Bool = false) throws -> Bool {
+        if !synced { try FileSystem.syncFileSystem(of: directory) }
         guard rename(directory, layerDirectory(key)) == 0 else {
             if errno == EEXIST || errno == ENOTEMPTY { return false }
             throw SystemError("store layer", layerDirectory(key))

@@ -26,12 +26,14 @@ struct RegistryArguments: ParsableArguments {
     /// with `blockSize`, takes the digests of the unpacked files' blocks of that size on the way.
     @discardableResult
     func pull(
-        _ text: String, store: Store, name: String?, json: Bool, quiet: Bool = false, blockSize: Int? = nil
+        _ text: String, store: Store, name: String?, json: Bool, quiet: Bool = false, blockSize: Int? = nil,
+        overlapTopCommit: Bool = false
     ) throws -> ImagePull.Result {
         let reference = try reference(text)
         let reporter = ShareReporter(json: json || quiet)
         var pull = ImagePull(store: store, client: try client(for: reference, reporter: reporter), architecture: machineArchitecture())
         pull.blockSize = blockSize
+        pull.overlapTopCommit = overlapTopCommit
         let result = try pull.pull(reference, name: name, observer: reporter.event)
         reporter.finish()
         if !json && !quiet {
@@ -46,16 +48,19 @@ struct RegistryArguments: ParsableArguments {
 
     /// The key `operand` names: a layer of the store, or an image reference, pulled first. For an
     /// export with `options` to follow, a pull takes the digests of the blocks it unpacks, so that
-    /// the export reads none that the block cache holds.
+    /// the export reads none that the block cache holds. With `overlapCommit`, a pulled top layer
+    /// may still be on its way into the store (`committing`): the caller exports it from where it
+    /// is and finishes the commit.
     func source(
-        _ operand: String, in store: Store, json: Bool, options: ImageOptions?
-    ) throws -> (key: String, knownBlocks: BlockDigests?) {
-        guard ImageReference.looksLikeReference(operand) else { return (try store.resolve(operand), nil) }
+        _ operand: String, in store: Store, json: Bool, options: ImageOptions?, overlapCommit: Bool = false
+    ) throws -> (key: String, knownBlocks: BlockDigests?, committing: ImagePull.TopCommit?) {
+        guard ImageReference.looksLikeReference(operand) else { return (try store.resolve(operand), nil, nil) }
         // What the export can do before the pulled layer is there is done while the pull downloads.
         if let options { _ = Background { SquashfsWriter.prepareBlockCache(options) } }
         let pulled = try pull(
-            operand, store: store, name: nil, json: json, quiet: json, blockSize: options.map { Int($0.blockSize) })
-        return (pulled.key, pulled.knownBlocks)
+            operand, store: store, name: nil, json: json, quiet: json, blockSize: options.map { Int($0.blockSize) },
+            overlapTopCommit: overlapCommit)
+        return (pulled.key, pulled.knownBlocks, pulled.committing)
     }
 
     func client(for reference: ImageReference, reporter: ShareReporter) throws -> RegistryClient {

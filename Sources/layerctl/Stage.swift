@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LayerBoot
 import LayerExport
+import LayerShare
 import LayerStore
 import LayerSupport
 import RegistryClient
@@ -80,10 +81,11 @@ extension LayerCtl {
                 }
             } else {
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)
-                let source = try registryArguments.source(target, in: store, json: json, options: options)
+                let source = try registryArguments.source(
+                    target, in: store, json: json, options: options, overlapCommit: true)
                 staged = try Self.stage(
                     source.key, name: name, append: words, staging: staging, store: store, options: options,
-                    knownBlocks: source.knownBlocks)
+                    knownBlocks: source.knownBlocks, committing: source.committing)
             }
             let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
             let previous = try staging.staged().first { $0.current.name == staged.name }?.previous
@@ -109,12 +111,17 @@ extension LayerCtl {
         }
 
         /// Exports layer `key` through the block cache and stages it under `name`, else its layer's
-        /// name; `knownBlocks` come from the pull that stored it, when one just did.
+        /// name; `knownBlocks` come from the pull that stored it, when one just did. When that
+        /// pull's commit of the layer is still `committing`, the export reads the layer from where
+        /// it is, and the image is staged only once the layer is in the store.
         static func stage(
             _ key: String, name: String?, append: [String], staging: BootStaging, store: Store, options: ImageOptions,
-            knownBlocks: BlockDigests?
+            knownBlocks: BlockDigests?, committing: ImagePull.TopCommit? = nil
         ) throws -> StagedImage {
-            let layerName = try store.record(key).name
+            // The commit ends, whatever happens to the export: the pull itself succeeded.
+            defer { try? committing?.finish() }
+            let uncommitted = committing.map(\.layer)
+            let layerName = try uncommitted?.record.name ?? store.record(key).name
             try BootStaging.validate(name: name ?? layerName)
             // The block cache is updated while the image is staged.
             var update: Exporter.CacheUpdate?
@@ -123,9 +130,13 @@ extension LayerCtl {
             return try staging.stage(name: name ?? layerName, source: key, append: append) { output in
                 let result: Exporter.Result
                 (result, update) = try Exporter(store: store).exportLeavingCacheUpdate(
-                    key, Exporter.Request(output: output, options: options, digest: true, knownBlocks: knownBlocks),
+                    key,
+                    Exporter.Request(
+                        output: output, options: options, digest: true, knownBlocks: knownBlocks, uncommitted: uncommitted),
                     progress: reporter.progress, warning: reporter.warning)
                 reporter.finish()
+                // Staged only once the layer is in the store; a commit that failed fails the staging.
+                try committing?.finish()
                 return result.sha256
             }
         }
@@ -253,10 +264,10 @@ extension LayerCtl {
             if ImageReference.looksLikeReference(name) {
                 let reference = try registryArguments.reference(name)
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)
-                let source = try registryArguments.source(name, in: store, json: json, options: options)
+                let source = try registryArguments.source(name, in: store, json: json, options: options, overlapCommit: true)
                 let staged = try Stage.stage(
                     source.key, name: stageName ?? reference.shortName, append: [], staging: staging, store: store,
-                    options: options, knownBlocks: source.knownBlocks)
+                    options: options, knownBlocks: source.knownBlocks, committing: source.committing)
                 if !json { print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))") }
                 name = staged.name
             }

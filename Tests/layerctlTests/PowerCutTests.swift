@@ -167,10 +167,26 @@ struct PowerCutTests {
         #expect(try store.chain(try #require(try store.ref("gaming"))).count == 3)
     }
 
+    /// Where `afterStage` stages from: a layer built on the disk, or an image pulled by `stage REF`,
+    /// whose export reads the pulled layer while its commit waits for the disk.
+    enum StageSource: CustomTestStringConvertible {
+        case built, pulled
+        var testDescription: String { self == .built ? "a built layer" : "stage REF" }
+    }
+
     @Test(
         "a power cut right after stage said it was done keeps the entry, and the kernel, initramfs and image it names, whole",
-        arguments: [true, false])
-    func afterStage(journal: Bool) throws {
+        arguments: [true, false], [StageSource.built, .pulled])
+    func afterStage(journal: Bool, source: StageSource) throws {
+        var registry: RegistryServer?
+        if source == .pulled {
+            guard RegistryServer.available else {
+                print("PowerCutTests.afterStage(stage REF) skipped: docker-registry is not installed (scripts/install-deps.sh)")
+                return
+            }
+            registry = try RegistryServer()
+        }
+        defer { registry?.stop() }
         let disk = try Disk(journal: journal)
         defer { disk.remove() }
         let layers = try Harness.demoLayers()
@@ -184,10 +200,21 @@ struct PowerCutTests {
             """.write(toFile: layers + "/kernel.yaml", atomically: true, encoding: .utf8)
         let run = try Harness.temporaryDirectory("power-cut-run")
         defer { try? FileManager.default.removeItem(atPath: run) }
-        let build = try Harness.run(["build", layers + "/kernel.yaml", "--store", disk.store])
-        #expect(build.status == 0, "\(build.stderr)")
+        var target = "kernel"
+        if let registry {
+            // Built elsewhere and pushed; the disk's store gets it from the registry.
+            let elsewhere = try Harness.temporaryDirectory("power-cut-elsewhere")
+            let build = try Harness.run(["build", layers + "/kernel.yaml", "--store", elsewhere])
+            #expect(build.status == 0, "\(build.stderr)")
+            target = "\(registry.host)/power/kernel:v1"
+            let push = try Harness.run(["push", "kernel", target, "--store", elsewhere])
+            #expect(push.status == 0, "\(push.stderr)")
+        } else {
+            let build = try Harness.run(["build", layers + "/kernel.yaml", "--store", disk.store])
+            #expect(build.status == 0, "\(build.stderr)")
+        }
         let stage = try Harness.run([
-            "stage", "kernel", "--store", disk.store, "--state-dir", disk.mount + "/state", "--boot-dir", disk.mount + "/boot",
+            "stage", target, "--name", "kernel", "--store", disk.store, "--state-dir", disk.mount + "/state", "--boot-dir", disk.mount + "/boot",
             "--no-grub", "--run-dir", run,
         ])
         #expect(stage.status == 0, "\(stage.stderr)")
@@ -206,5 +233,7 @@ struct PowerCutTests {
         let sha256 = try? BootMachine.shell("sha256sum '\(disk.mount)\(image)' | cut -d' ' -f1").trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(sha256 == verify, "the image the entry names is not the one staged: \(image)")
         try Self.expectWholeLayers(disk.store)
+        let stored = try FileManager.default.contentsOfDirectory(atPath: try Store(root: disk.store).layersDirectory)
+        #expect(stored.count == 4, "the stack's four layers are not all in the store after the power cut: \(stored.count)")
     }
 }

@@ -564,6 +564,38 @@ extension ShareTests {
 }
 
 extension ShareTests {
+    @Test("stage REF of an image with no kernel: one error, nothing staged, its layers stored whole, nothing left in tmp/")
+    func stageReferenceWithoutKernel() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/gaming:v1"
+        #expect(try Harness.run(["push", "gaming", reference, "--store", store]).status == 0)
+        // The export reads the pulled top layer while its commit runs; the staging fails after both.
+        // (A loop-mounted disk: staging names the image's filesystem by its UUID.)
+        let disk = try PowerCutTests.Disk()
+        defer { disk.remove() }
+        let machine = disk.mount
+        let stage = try Harness.run([
+            "stage", reference, "--store", machine + "/store", "--state-dir", machine + "/state", "--boot-dir",
+            machine + "/boot", "--no-grub", "--run-dir", machine + "/run",
+        ])
+        #expect(stage.status == 3, "\(stage.stderr)")
+        // After the pull's lines, one error.
+        let errors = stage.stderr.split(separator: "\n").filter { !$0.hasSuffix(": stored") }
+        #expect(errors.count == 1 && errors[0].contains("has no kernel and initramfs in /boot"), "\(stage.stderr)")
+        let left = FileManager.default.enumerator(atPath: machine + "/state")?.compactMap { $0 as? String } ?? []
+        #expect(!left.contains { $0.hasSuffix(".squashfs") }, "an image was left staged: \(left)")
+        #expect(!FileManager.default.fileExists(atPath: machine + "/boot/loader/entries"))
+        let layers = try PowerCutTests.expectWholeLayers(machine + "/store")
+        #expect(layers.isEmpty, "a ref was set by a pull without --name: \(layers)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: try Store(root: machine + "/store").layersDirectory).count == 3)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: machine + "/store/tmp").isEmpty)
+        // The pulled layers serve the next command, which pulls nothing.
+        let again = try Harness.run(["pull", reference, "--store", machine + "/store", "--json"])
+        #expect(again.status == 0 && !again.stdout.contains("\"stored\""), "\(again.stdout)")
+    }
+
     @Test("an update pulled and exported in one command reads no block the cache holds, and writes what a cold export writes")
     func updateReadsOnlyWhatTheCacheLacks() throws {
         let store = try Self.builtDemo()
