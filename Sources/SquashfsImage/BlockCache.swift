@@ -210,7 +210,7 @@ final class BlockCache: @unchecked Sendable {
     private static func tagName(
         _ options: ImageOptions, compressor: UnsafeMutablePointer<sqfs_compressor_t>
     ) throws -> String {
-        let configuration = "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)"
+        let configuration = configurationName(options)
         return try probes.withLock { probes in
             if let probe = probes[configuration] { return "\(configuration)-\(probe)\(formatSuffix)" }
             let probe = try probe(compressor, blockSize: Int(options.blockSize))
@@ -220,10 +220,16 @@ final class BlockCache: @unchecked Sendable {
     }
     private static let probes = Mutex<[String: String]>([:])
 
+    private static func configurationName(_ options: ImageOptions) -> String {
+        "\(options.compressor.rawValue)-\(options.level)-\(options.blockSize)"
+    }
+
     /// Works out the probe for `options` ahead of an export in this process, which then finds it
     /// done: at zstd:15 the probe takes about 30 ms, which a command can spend while it waits for
     /// something else (`stage REF` while it downloads). A failure here is left for the export to report.
     static func prepare(_ options: ImageOptions) {
+        // Worked out already (a pull's export started it, and the export asks again): no compressor made.
+        guard probes.withLock({ $0[configurationName(options)] == nil }) else { return }
         guard var config = try? options.configuration() else { return }
         var created: UnsafeMutablePointer<sqfs_compressor_t>?
         guard sqfs_compressor_create(&config, &created) == 0, let compressor = created else { return }
