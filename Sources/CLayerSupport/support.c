@@ -54,6 +54,14 @@ int lc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int lc_syncfs(int fd) { return syncfs(fd); }
 
+#ifndef SYS_listxattrat
+#define SYS_listxattrat 465
+#endif
+
+ssize_t lc_listxattr_at(int directory_fd, const char *name, char *list, size_t size) {
+    return syscall(SYS_listxattrat, directory_fd, name, AT_SYMLINK_NOFOLLOW, list, size);
+}
+
 void lc_line_buffer_stdout(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
 
 unsigned long long lc_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }

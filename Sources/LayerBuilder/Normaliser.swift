@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerEntries
 import LayerSupport
 
 /// Makes a freshly built upper directory reproducible and clean: install dates and mtimes set to
@@ -176,24 +177,28 @@ struct Normaliser {
     /// folder's mtime any more (entries are only removed before the scan), so a folder may be
     /// settled before its entries. The access time is left as it is: no image, manifest or
     /// digest holds it, and every read changes it.
-    func settle(_ path: [UInt8], _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws {
+    func settle(_ place: TreeScan.Place, _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws {
         // Most entries need nothing: package files keep their (older) times, and only entries
         // overlayfs copied up carry its bookkeeping.
         let clamped = Int64(st.st_mtim.tv_sec) <= epoch && st.st_mtim.tv_nsec == 0
         guard !clamped || attributes.contains(where: { Self.isBookkeeping($0.name) }) else { return }
-        try RawPath.with(path) { p in
-            for attribute in attributes where Self.isBookkeeping(attribute.name) {
-                if RawPath.with(attribute.name, { lremovexattr(p, $0) }) != 0 && errno != ENODATA {
-                    throw SystemError("remove attribute \(attribute.displayName) from", RawPath.string(path))
+        if attributes.contains(where: { Self.isBookkeeping($0.name) }) {
+            try RawPath.with(place.path) { p in
+                for attribute in attributes where Self.isBookkeeping(attribute.name) {
+                    if RawPath.with(attribute.name, { lremovexattr(p, $0) }) != 0 && errno != ENODATA {
+                        throw SystemError("remove attribute \(attribute.displayName) from", RawPath.string(place.path))
+                    }
                 }
             }
             attributes.removeAll { Self.isBookkeeping($0.name) }
-            let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
-            if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 {
-                var times = [timespec(tv_sec: 0, tv_nsec: lc_utime_omit), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
-                try sys("set time of", RawPath.string(path)) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) }
-                st.st_mtim = timespec(tv_sec: Int(mtime), tv_nsec: 0)
+        }
+        let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
+        if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 {
+            var times = [timespec(tv_sec: 0, tv_nsec: lc_utime_omit), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
+            try sys("set time of", RawPath.string(place.path)) {
+                RawPath.with(place.name) { utimensat(place.folder, $0, &times, AT_SYMLINK_NOFOLLOW) }
             }
+            st.st_mtim = timespec(tv_sec: Int(mtime), tv_nsec: 0)
         }
     }
 }

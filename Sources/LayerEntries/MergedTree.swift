@@ -137,10 +137,11 @@ public struct MergedTree: Sendable {
 
 extension MergedTree.Entry {
     /// The entry for the file at `path`, whose lstat is `st`: its metadata, symlink target and
-    /// extended attributes (without overlayfs's own; `xattrs` when the caller has read them), with
-    /// the mtime clamped to `epoch`. Name, parent and layer are left for the caller.
+    /// extended attributes (without overlayfs's own; `xattrs` and `linkTarget` when the caller has
+    /// read them), with the mtime clamped to `epoch`. Name, parent and layer are left for the
+    /// caller.
     package static func read(
-        _ path: [UInt8], _ st: stat, epoch: Int64, xattrs: [ExtendedAttribute]? = nil
+        _ path: [UInt8], _ st: stat, epoch: Int64, xattrs: [ExtendedAttribute]? = nil, linkTarget: [UInt8]? = nil
     ) throws -> MergedTree.Entry {
         guard let kind = MergedTree.Kind(mode: st.st_mode) else {
             throw MergeError.unsupportedType(RawPath.string(path))
@@ -151,7 +152,7 @@ extension MergedTree.Entry {
             mtime: min(Int64(st.st_mtim.tv_sec), epoch),
             size: kind == .regular ? UInt64(st.st_size) : 0,
             rdev: kind == .characterDevice || kind == .blockDevice ? UInt64(st.st_rdev) : 0,
-            linkTarget: kind == .symlink ? try FileSystem.readLink(path) : [],
+            linkTarget: kind == .symlink ? try linkTarget ?? FileSystem.readLink(path) : [],
             xattrs: try xattrs ?? ExtendedAttributes.all(path), source: path, layer: 0, children: 0..<0,
             hardLinkTarget: nil, linkCount: 1)
     }

@@ -19,16 +19,17 @@ package struct TreeScan {
     /// file its index in `files`, whose digest the other names take without reading.
     private var hardLinks: [HardLink: (slot: Int, file: Int?)] = [:]
     /// Each entry's line of the digest, in walk order; a regular file's lacks its content digest
-    /// (after its size, before its xattrs) until the files are read, on all cores, after the walk.
+    /// (after its size, before its xattrs) until it has been read, on other threads, while the
+    /// walk goes on.
     private var lines: [[UInt8]] = []
     private var files: [PendingFile] = []
+    private var hashing: ContentHashing?
 
     private struct PendingFile {
         var line: Int
         /// Where in its line the content digest goes.
         var offset: Int
         var slot: Int
-        var path: [UInt8]
         /// The earlier file with the same inode, whose digest this one takes without reading.
         var sameAs: Int?
     }
@@ -36,13 +37,23 @@ package struct TreeScan {
     /// may read).
     private var knownOpaque: Set<[UInt8]>?
     private var knownContent: [[UInt8]: Hash256] = [:]
+    /// The digests `knownContent` gave, by file number.
+    private var knownDigests: [Int: Hash256] = [:]
     private var settle: Settle?
 
     /// What a caller may do to each entry as the walk meets it, before anything of it is recorded:
     /// change it on disk (its times, its attributes) and say so in `st` and `attributes`. A folder
     /// is met before its entries. The builder sets times and drops overlayfs's bookkeeping this
     /// way, in the walk that scans the tree instead of one of its own.
-    package typealias Settle = (_ path: [UInt8], _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws -> Void
+    package typealias Settle = (_ entry: Place, _ st: inout stat, _ attributes: inout [ExtendedAttribute]) throws -> Void
+
+    /// Where an entry is: its name in an open folder (the walk's, valid while the call lasts), and
+    /// its whole path, for messages and what has no call relative to a folder.
+    package struct Place {
+        package var folder: Int32
+        package var name: [UInt8]
+        package var path: [UInt8]
+    }
 
     private struct HardLink: Hashable {
         var device: UInt64
@@ -60,32 +71,27 @@ package struct TreeScan {
         scan.settle = settle
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
-        try scan.visit(Array(root.utf8), relative: [], slot: 0)
-        try scan.readFiles()
+        let hashing = ContentHashing(workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
+        scan.hashing = hashing
+        do {
+            let path = Array(root.utf8)
+            try scan.visit(Place(folder: AT_FDCWD, name: path, path: path), relative: [], slot: 0)
+        } catch {
+            hashing.cancel()
+            throw error
+        }
+        scan.hashing = nil
+        scan.complete(with: try hashing.finish())
         for line in scan.lines { scan.hasher.update(data: line) }
         scan.lines = []
         return scan
     }
 
-    /// Reads every regular file once per inode, on up to four threads, and completes its line and
-    /// manifest entry in walk order.
-    private mutating func readFiles() throws {
-        var digests = [Hash256?](repeating: nil, count: files.count)
-        for index in files.indices where files[index].sameAs == nil {
-            digests[index] = knownContent[files[index].path]
-        }
-        let jobs = files.indices.filter { files[$0].sameAs == nil && digests[$0] == nil }
-        let paths = jobs.map { files[$0].path }
-        let work = OrderedWork<Hash256>(count: jobs.count, window: 256)
-        try work.run(
-            workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)),
-            makeJob: {
-                let buffer = Digest.ReadBuffer()
-                return { number in try Digest.contentHash(file: paths[number], buffer: buffer) }
-            },
-            consume: { number, digest in digests[jobs[number]] = digest })
+    /// Puts each regular file's digest into its line and manifest entry, in walk order.
+    private mutating func complete(with digests: [Int: Hash256]) {
         for (index, file) in files.enumerated() {
-            let content = digests[file.sameAs ?? index]!
+            let number = file.sameAs ?? index
+            let content = knownDigests[number] ?? digests[number]!
             manifest.entries[file.slot].content = content
             lines[file.line].insert(contentsOf: Array(content.hex.utf8), at: file.offset)
         }
@@ -97,13 +103,18 @@ package struct TreeScan {
     /// Names are raw bytes, so names that are not UTF-8 are hashed as they are; for UTF-8 names the
     /// line is the same text as before. Fills manifest entry `slot`; a directory's children take
     /// the next free slots, one after another, before any of them is visited.
-    private mutating func visit(_ path: [UInt8], relative: [UInt8], slot: Int) throws {
+    private mutating func visit(_ place: Place, relative: [UInt8], slot: Int) throws {
+        let path = place.path
         var st = stat()
-        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { throw SystemError("inspect", RawPath.string(path)) }
-        var attributes = try ExtendedAttributes.every(path)
-        try settle?(path, &st, &attributes)
+        guard RawPath.with(place.name, { fstatat(place.folder, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+            throw SystemError("inspect", RawPath.string(path))
+        }
+        var attributes = try ExtendedAttributes.every(at: place.folder, place.name, path: path)
+        try settle?(place, &st, &attributes)
+        let linkTarget = (st.st_mode & S_IFMT) == S_IFLNK ? try FileSystem.readLink(at: place.folder, place.name, path: path) : []
         var entry = try MergedTree.Entry.read(
-            path, st, epoch: Int64.max, xattrs: attributes.filter { !$0.name.starts(with: ExtendedAttributes.overlayPrefix) })
+            path, st, epoch: Int64.max, xattrs: attributes.filter { !$0.name.starts(with: ExtendedAttributes.overlayPrefix) },
+            linkTarget: linkTarget)
         entry.name = manifest.entries[slot].name
         entry.parent = manifest.entries[slot].parent
         entry.source = []
@@ -121,11 +132,17 @@ package struct TreeScan {
         line += Array("\0\(st.st_mode)\0\(st.st_uid):\(st.st_gid)\0\(st.st_mtim.tv_sec)\0".utf8)
         switch st.st_mode & S_IFMT {
         case S_IFREG:
-            // The content digest goes in after the walk (`readFiles`).
+            // The content digest goes in once the file has been read (`complete`).
             line += Array("\(st.st_size)\0".utf8)
             bytes += Int64(st.st_size)
-            files.append(
-                PendingFile(line: lines.count, offset: line.count, slot: slot, path: path, sameAs: firstName?.file))
+            if firstName?.file == nil {
+                if let known = knownContent[path] {
+                    knownDigests[files.count] = known
+                } else {
+                    hashing?.add(files.count, path)
+                }
+            }
+            files.append(PendingFile(line: lines.count, offset: line.count, slot: slot, sameAs: firstName?.file))
         case S_IFLNK:
             line += entry.linkTarget
         case S_IFCHR, S_IFBLK:
@@ -155,7 +172,8 @@ package struct TreeScan {
             manifest.entries[slot] = entry
             return
         }
-        let names = try FileSystem.listDirectory(path)
+        let folder = try OpenFolder(at: place.folder, place.name, path: path)
+        let names = folder.names
         let first = manifest.entries.count
         entry.children = first..<(first + names.count)
         manifest.entries[slot] = entry
@@ -166,7 +184,10 @@ package struct TreeScan {
             manifest.entries.append(child)
         }
         for (offset, name) in names.enumerated() {
-            try visit(RawPath.join(path, name), relative: relative + [0x2F] + name, slot: first + offset)
+            try visit(
+                Place(folder: folder.descriptor, name: name, path: RawPath.join(path, name)), relative: relative + [0x2F] + name,
+                slot: first + offset)
         }
+        withExtendedLifetime(folder) {}
     }
 }

@@ -1,5 +1,6 @@
 import CLayerSupport
 import Glibc
+import Synchronization
 
 /// The extended attributes of a path, read and changed without following symlinks. Names are raw
 /// bytes: the kernel takes any bytes but NUL after the namespace prefix, so `user.` followed by
@@ -44,6 +45,42 @@ package enum ExtendedAttributes {
                     throw SystemError("read attribute \(RawPath.string(name)) of", RawPath.string(path))
                 }
                 result.append(ExtendedAttribute(name: name, value: value))
+            }
+            return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+        }
+    }
+
+    /// Whether the kernel lists attributes relative to a folder (listxattrat, Linux 6.13); cleared
+    /// once a call says it does not (and by tests, to take the other way).
+    package static let listsAtFolder = Atomic<Bool>(true)
+
+    /// `every(path)` for the entry `name` of the open folder `directory` (`path` is where that
+    /// is, for messages and for a kernel that cannot list relative to a folder): the names are
+    /// listed without the kernel walking the whole path again, which is most of the cost for an
+    /// entry with none.
+    package static func every(at directory: Int32, _ name: [UInt8], path: [UInt8]) throws -> [ExtendedAttribute] {
+        guard listsAtFolder.load(ordering: .relaxed) else { return try every(path) }
+        var buffer = [CChar](repeating: 0, count: 256)
+        var size = RawPath.with(name) { lc_listxattr_at(directory, $0, &buffer, buffer.count) }
+        if size < 0 && errno == ENOSYS {
+            listsAtFolder.store(false, ordering: .relaxed)
+            return try every(path)
+        }
+        if size < 0 && errno == ERANGE { return try every(path) }  // a long list: the rare case
+        if size < 0 {
+            if errno == ENOTSUP { return [] }
+            throw SystemError("list attributes of", RawPath.string(path))
+        }
+        guard size > 0 else { return [] }
+        size = min(size, buffer.count)
+        return try RawPath.with(path) { p in
+            var result: [ExtendedAttribute] = []
+            for raw in buffer[0..<size].split(separator: 0) {
+                let attribute = raw.map { UInt8(bitPattern: $0) }
+                guard let value = value(p, attribute) else {
+                    throw SystemError("read attribute \(RawPath.string(attribute)) of", RawPath.string(path))
+                }
+                result.append(ExtendedAttribute(name: attribute, value: value))
             }
             return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
         }

@@ -69,6 +69,14 @@ package enum FileSystem {
         return buffer[0..<count].map { UInt8(bitPattern: $0) }
     }
 
+    /// `readLink(path)` for the entry `name` of the open folder `directory`.
+    package static func readLink(at directory: Int32, _ name: [UInt8], path: [UInt8]) throws -> [UInt8] {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = RawPath.with(name) { readlinkat(directory, $0, &buffer, buffer.count) }
+        if count < 0 { throw SystemError("read symlink", RawPath.string(path)) }
+        return buffer[0..<count].map { UInt8(bitPattern: $0) }
+    }
+
     /// Writes all of `buffer` to `fd` (the file `path`), however many write(2) calls that takes.
     package static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, to path: String) throws {
         var offset = 0
@@ -278,4 +286,34 @@ package enum FileSystem {
         guard (st.st_mode & S_IFMT) == S_IFDIR else { return Int64(st.st_size) }
         return ((try? listDirectory(path)) ?? []).reduce(0) { $0 + treeSize(RawPath.join(path, $1)) }
     }
+}
+
+/// A folder opened without following a symlink, with its names (no "." and "..") in byte order;
+/// its descriptor reaches them (`fstatat`, `openat`) without the kernel walking the whole path
+/// again for each. Closed when it goes.
+package final class OpenFolder {
+    package let descriptor: Int32
+    package let names: [[UInt8]]
+    private let stream: OpaquePointer
+
+    /// Opens the entry `name` of the folder `directory` (AT_FDCWD and a path for the first one);
+    /// `path` names it in messages.
+    package init(at directory: Int32, _ name: [UInt8], path: [UInt8]) throws {
+        let fd = RawPath.with(name) { openat(directory, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else { throw SystemError("read directory", RawPath.string(path)) }
+        guard let stream = fdopendir(fd) else {
+            close(fd)
+            throw SystemError("read directory", RawPath.string(path))
+        }
+        var names: [[UInt8]] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+        }
+        self.stream = stream
+        self.descriptor = fd
+        self.names = names.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    deinit { closedir(stream) }
 }

@@ -75,6 +75,12 @@ int lc_pipe_cloexec(int fds[2]);
 /// syncfs(2): writes out everything of the filesystem that holds `fd`. Needs _GNU_SOURCE.
 int lc_syncfs(int fd);
 
+/// listxattrat(2) (Linux 6.13) without following a final symlink: the attribute names of `name`
+/// in the folder `directory_fd`, as llistxattr gives them for a path, without the kernel walking
+/// the whole path again. Returns the size, or -1 with errno set; ENOSYS on an older kernel, after
+/// which the caller lists by path. glibc has no wrapper.
+ssize_t lc_listxattr_at(int directory_fd, const char *name, char *list, size_t size);
+
 /// Makes stdout line-buffered, into a pipe or a file too. Exists because Swift 6 refuses to name
 /// C's `stdout`, a mutable global.
 void lc_line_buffer_stdout(void);

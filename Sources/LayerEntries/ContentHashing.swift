@@ -1,0 +1,94 @@
+import Foundation
+import Glibc
+import LayerSupport
+
+/// Hashes files on worker threads while the caller is still finding them: a tree's walk hands each
+/// regular file over as it meets it, and the digests are ready soon after the walk ends. The walk
+/// is mostly system calls and the hashing mostly sha256, so on two cores they take about as long
+/// together as the longer one alone.
+final class ContentHashing: @unchecked Sendable {
+    // @unchecked: every field below is read and written with `mutex` held.
+    // Allocated, because pthread objects must not move and `&property` need not be stable.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let changed = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var queue: [(number: Int, path: [UInt8])] = []
+    private var taken = 0
+    private var closed = false
+    private var idle = 0
+    private var running = 0
+    private var digests: [Int: Hash256] = [:]
+    private var failure: Error?
+
+    init(workers: Int) {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(changed, nil)
+        running = max(1, workers)
+        for _ in 0..<running {
+            let thread = Thread { [self] in work() }
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    deinit {
+        pthread_cond_destroy(changed)
+        pthread_mutex_destroy(mutex)
+        changed.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Hashes the file at `path` as file `number`.
+    func add(_ number: Int, _ path: [UInt8]) {
+        pthread_mutex_lock(mutex)
+        queue.append((number, path))
+        if idle > 0 { pthread_cond_signal(changed) }
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits for every file added and returns their digests by number; rethrows the first
+    /// failure.
+    func finish() throws -> [Int: Hash256] {
+        stop(discarding: false)
+        if let failure { throw failure }
+        return digests
+    }
+
+    /// Stops the workers, when the walk failed: what is left in the queue is not hashed.
+    func cancel() { stop(discarding: true) }
+
+    private func stop(discarding: Bool) {
+        pthread_mutex_lock(mutex)
+        closed = true
+        if discarding { taken = queue.count }
+        pthread_cond_broadcast(changed)
+        while running > 0 { pthread_cond_wait(changed, mutex) }
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func work() {
+        let buffer = Digest.ReadBuffer()
+        pthread_mutex_lock(mutex)
+        while true {
+            if taken < queue.count && failure == nil {
+                let (number, path) = queue[taken]
+                taken += 1
+                pthread_mutex_unlock(mutex)
+                let result = Result { try Digest.contentHash(file: path, buffer: buffer) }
+                pthread_mutex_lock(mutex)
+                switch result {
+                case .success(let digest): digests[number] = digest
+                case .failure(let error): if failure == nil { failure = error }
+                }
+            } else if closed || failure != nil {
+                break
+            } else {
+                idle += 1
+                pthread_cond_wait(changed, mutex)
+                idle -= 1
+            }
+        }
+        running -= 1
+        pthread_cond_broadcast(changed)
+        pthread_mutex_unlock(mutex)
+    }
+}
