@@ -94,6 +94,30 @@ struct BuildRoot {
         createdMountPoints.append("etc/resolv.conf")
     }
 
+    /// Removes the mount point `relative` from the tree at `upper` if it is still what the build
+    /// made: an empty folder, or the empty resolv.conf. Reached folder by folder without following
+    /// a symlink: the layer's commands may have made one of the folders on the way a symlink to a
+    /// host folder, and what they left is the layer's, never a reason to touch the host.
+    static func removeMountPoint(_ relative: String, in upper: String) {
+        var components = relative.split(separator: "/").map(String.init)
+        guard let last = components.popLast() else { return }
+        var folder = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        for component in components where folder >= 0 {
+            let next = openat(folder, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            close(folder)
+            folder = next
+        }
+        guard folder >= 0 else { return }
+        defer { close(folder) }
+        var st = stat()
+        guard fstatat(folder, last, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR: _ = unlinkat(folder, last, AT_REMOVEDIR)  // only if empty
+        case S_IFREG where st.st_size == 0: _ = unlinkat(folder, last, 0)
+        default: break
+        }
+    }
+
     /// Whether the host's resolv.conf can be bound in: the layer's is a regular file.
     var canBindResolvConf: Bool {
         var st = stat()
@@ -114,14 +138,7 @@ struct BuildRoot {
             try Mounter.unmount(merged, lazy: true)
             mounted = false
         }
-        for relative in createdMountPoints.reversed() {
-            let path = upper + "/" + relative
-            // Only if still what this build made: an empty folder, or the empty resolv.conf.
-            if rmdir(path) != 0 && errno == ENOTDIR {
-                var st = stat()
-                if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG && st.st_size == 0 { unlink(path) }
-            }
-        }
+        for relative in createdMountPoints.reversed() { Self.removeMountPoint(relative, in: upper) }
         createdMountPoints.removeAll()
     }
 }

@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import LayerStore
+import LayerSupport
 import Testing
 
 /// A layer file is untrusted input: whatever its `run:` commands (and the scriptlets of its
@@ -280,6 +281,35 @@ struct ConfinementTests {
         }
         #expect(status == 0)
         #expect(released == true, "the disk stayed in use while the build ran: its namespace held a copy of the host's mount")
+        try Harness.expectValidStore(store)
+    }
+
+    @Test("a root layer's run: step makes the folders of the build's mount points symlinks to host folders: the teardown leaves the host's alone")
+    func mountPointsThroughSymlinks() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        // What the teardown removes when still empty: the sync databases' mount point, and with
+        // the network the resolv.conf it binds on. Each gets a twin on the host. Only a root
+        // layer is built straight in its folder, where a folder that holds a mount point can be
+        // renamed (overlayfs refuses).
+        let host = try Harness.temporaryDirectory("host-twins")
+        defer { try? FileManager.default.removeItem(atPath: host) }
+        try FileManager.default.createDirectory(atPath: host + "/pacman/sync", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: host + "/etc", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: host + "/etc/resolv.conf", contents: Data()))
+        let base = try String(contentsOfFile: layers + "/base.yaml", encoding: .utf8)
+        let root = String(base[..<base.range(of: "files:")!.lowerBound])
+        for (name, network, command) in [
+            ("sync", false, "mv /var/lib/pacman /var/lib/pacman.moved && ln -s \(host)/pacman /var/lib/pacman"),
+            ("resolv", true, "mv /etc /etc.moved && ln -s \(host)/etc /etc"),
+        ] {
+            try (root + (network ? "network: true\n" : "") + "run:\n  - '\(command)'\n").write(
+                toFile: "\(layers)/\(name).yaml", atomically: true, encoding: .utf8)
+            let result = try Harness.run(["build", "\(layers)/\(name).yaml", "--store", store])
+            #expect(result.status == 0, "\(name): \(result.stderr)")
+        }
+        #expect(FileSystem.isDirectory(host + "/pacman/sync"), "the build removed the host's \(host)/pacman/sync")
+        #expect(FileManager.default.fileExists(atPath: host + "/etc/resolv.conf"), "the build removed the host's \(host)/etc/resolv.conf")
         try Harness.expectValidStore(store)
     }
 }
