@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
@@ -15,6 +16,7 @@
 #include <net/if.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -68,23 +70,130 @@ unsigned long long lc_makedev(unsigned int major, unsigned int minor) { return m
 unsigned int lc_major(unsigned long long device) { return major(device); }
 unsigned int lc_minor(unsigned long long device) { return minor(device); }
 
+/* The parent pid of the calling process in the host's /proc (the one mounted now), or -1. */
+static pid_t lc_parent_in_proc(void) {
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    char text[1024];
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0) {
+        return -1;
+    }
+    text[n] = 0;
+    /* "pid (comm) state ppid ...": the name may hold anything, so from its last ')'. */
+    char *end = strrchr(text, ')');
+    if (end == NULL) {
+        return -1;
+    }
+    char state;
+    int parent;
+    return sscanf(end + 1, " %c %d", &state, &parent) == 2 ? parent : -1;
+}
+
 int lc_die_with_parent(pid_t expected_parent) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
         return errno;
     }
     /* The parent may have died before prctl took effect. */
-    if (getppid() != expected_parent) {
-        return ESRCH;
+    pid_t parent = getppid();
+    if (parent == 0) {
+        parent = lc_parent_in_proc();
     }
-    return 0;
+    return parent == expected_parent ? 0 : ESRCH;
 }
 
-int lc_unshare_build_namespaces(int isolate_network) {
-    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+struct lc_namespaced_start {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    int event_fd, event_as, stdin_fd;
+    sigset_t mask;
+    int err;
+};
+
+/* The child, until it execs: it shares the caller's memory (CLONE_VM, as posix_spawn does), so it
+ * touches nothing but its own stack and `start`, and reports a failure in `start->err`. */
+static int lc_namespaced_child(void *argument) {
+    struct lc_namespaced_start *start = argument;
+    /* A handler of the caller's would run on memory the caller is using. */
+    for (int sig = 1; sig < _NSIG; sig++) {
+        struct sigaction action;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &action) != 0) {
+            continue;
+        }
+        if (action.sa_handler != SIG_IGN && action.sa_handler != SIG_DFL) {
+            memset(&action, 0, sizeof action);
+            action.sa_handler = SIG_DFL;
+            sigaction(sig, &action, NULL);
+        }
+    }
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+        goto fail;
+    }
+    if (start->stdin_fd >= 0 && dup2(start->stdin_fd, 0) < 0) {
+        goto fail;
+    }
+    if (start->event_fd == start->event_as) {
+        if (fcntl(start->event_as, F_SETFD, 0) != 0) {
+            goto fail;
+        }
+    } else if (dup2(start->event_fd, start->event_as) < 0) {
+        goto fail;
+    }
+    if (close_range(start->event_as + 1, ~0U, 0) != 0) {
+        goto fail;
+    }
+    sigprocmask(SIG_SETMASK, &start->mask, NULL);
+    execve(start->path, start->argv, start->envp);
+fail:
+    start->err = errno;
+    _exit(127);
+}
+
+int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const envp[], int event_fd, int event_as,
+                               int keep_stdin, int isolate_network, pid_t *pid) {
+    int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_VM | CLONE_VFORK | SIGCHLD;
     if (isolate_network) {
         flags |= CLONE_NEWNET;
     }
-    return unshare(flags) == 0 ? 0 : errno;
+    struct lc_namespaced_start start = {
+        .path = path, .argv = argv, .envp = envp, .event_fd = event_fd, .event_as = event_as, .stdin_fd = -1, .err = 0};
+    if (!keep_stdin) {
+        start.stdin_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (start.stdin_fd < 0) {
+            return errno;
+        }
+    }
+    const size_t stack_size = 256 * 1024;
+    void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) {
+        int err = errno;
+        if (start.stdin_fd >= 0) {
+            close(start.stdin_fd);
+        }
+        return err;
+    }
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &start.mask);
+    /* CLONE_VFORK: this thread goes on once the child has exec'd or died. */
+    pid_t child = clone(lc_namespaced_child, (char *)stack + stack_size, flags, &start);
+    int err = child < 0 ? errno : start.err;
+    pthread_sigmask(SIG_SETMASK, &start.mask, NULL);
+    munmap(stack, stack_size);
+    if (start.stdin_fd >= 0) {
+        close(start.stdin_fd);
+    }
+    if (child > 0 && err != 0) {
+        waitpid(child, NULL, 0);
+    }
+    if (err == 0) {
+        *pid = child;
+    }
+    return err;
 }
 
 int lc_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS) == 0 ? 0 : errno; }

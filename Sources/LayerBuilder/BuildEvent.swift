@@ -21,6 +21,10 @@ public struct BuildEvent: Codable, Sendable {
         case failed
         /// The child's last word: the packages of the layer it built.
         case finished
+        /// The builder child's first word, before anything of the layer runs: the folders (and the
+        /// resolv.conf) it made in the layer's tree only to mount on, in `paths`, which the
+        /// parent removes once the child is gone.
+        case mountPoints
     }
 
     public var kind: Kind
@@ -41,6 +45,8 @@ public struct BuildEvent: Codable, Sendable {
     /// For a `run:` step of a build that records who wrote what (`build --check`): the wall-clock
     /// time, in the kernel's coarse file-time clock, at which it started.
     public var at: Double?
+    /// For `mountPoints`: the paths, relative to the tree, deepest last.
+    public var paths: [String]?
 
     public init(
         _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,

@@ -4,15 +4,14 @@ import Glibc
 import LayerSupport
 
 /// The merged root a layer is built in: an overlay of the parents' trees under a new upper
-/// directory. Stage one of namespaced work mounts it, in its private mount namespace, and makes
-/// the mount points the build's `Confinement` needs; it takes them down again once the work is
-/// done, before the upper directory is read.
+/// directory. Namespaced work mounts it in its private mount namespace, and makes the mount points
+/// the build's `Confinement` needs; the parent removes those once the work is done and its mounts
+/// are gone, before the upper directory is read (`removeMountPoint`).
 struct BuildRoot {
     /// Holds `layer/tree` (the overlay's upper folder), `work` and `merged`.
     let directory: String
     /// The trees below, bottom first.
     let lowerTrees: [String]
-    private var mounted = false
     /// Paths in the tree, relative to it, this build created only to mount on: the tree should not
     /// keep them. Deepest last.
     private(set) var createdMountPoints: [String] = []
@@ -49,7 +48,6 @@ struct BuildRoot {
                 + "workdir=\(work),redirect_dir=off,index=off,metacopy=off,nodev"
             try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
         }
-        mounted = true
         for (name, mode) in Self.mountPointModes {
             try makeMountPoint(name, mode: mode, keep: true)
         }
@@ -130,15 +128,5 @@ struct BuildRoot {
         case S_IFREG: "a file"
         default: "a special file"
         }
-    }
-
-    /// Unmounts the tree and removes what was only there to mount on.
-    mutating func tearDown() throws {
-        if mounted {
-            try Mounter.unmount(merged, lazy: true)
-            mounted = false
-        }
-        for relative in createdMountPoints.reversed() { Self.removeMountPoint(relative, in: upper) }
-        createdMountPoints.removeAll()
     }
 }

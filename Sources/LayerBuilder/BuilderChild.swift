@@ -4,13 +4,14 @@ import Foundation
 import Glibc
 import LayerSupport
 
-/// The builder child, the `build` role of `NamespacedWork`: both stages report on the event pipe.
+/// The builder child, the `build` role of `NamespacedWork`, pid 1 of its new pid namespace: it
+/// reports on the event pipe.
 ///
-/// Stage one moves into new namespaces, mounts the merged root, starts stage two, which is pid 1 of
-/// the new pid namespace, and takes the root down once stage two is done. (Stage one cannot start a
-/// thread once it has unshared its pid namespace, so the new tree is normalised and scanned by the
-/// parent.) Stage two enters the build's `Confinement` and does everything that runs the layer's
-/// code: the libalpm transaction with its scriptlets, `files:`, `run:` and `boot:`.
+/// Outside the confinement still, it names the host after the layer, mounts the merged root and
+/// tells the parent which mount points it made in the tree (the parent removes them, once the
+/// child is gone, before it normalises and scans the tree). Then it enters the build's
+/// `Confinement` and does everything that runs the layer's code: the libalpm transaction with
+/// its scriptlets, `files:`, `run:` and `boot:`.
 enum BuilderChild {
     /// Where the root shows the sync databases, read-only.
     static let syncMountPoint = "var/lib/pacman/sync"
@@ -20,40 +21,26 @@ enum BuilderChild {
     /// Where the root shows its own overlay's upper folder, read-only: what this layer changed.
     static let upperDirectory = "/run/layerctl/layer"
 
-    /// Stage one: unshare, name the host after the layer, mount the root, run stage two, unmount.
-    static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
+    /// Mounts the root, confines itself, installs, writes files, runs commands, adds boot support,
+    /// and reports the packages.
+    static func build(_ request: NamespacedWork.Request) -> Int32 {
         var events = EventPipe(layer: "?")
         // What the layer's files and folders are made with, whatever the umask of whoever runs
         // layerctl (libalpm, `files:` and `run:` create with the process's mask), as for pacman
         // run by root: the same inputs give the same modes (`build --check` varies the caller's).
-        // Stage two inherits it.
         umask(0o022)
         do {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
             events = EventPipe(layer: job.layerName)
             if let path = job.processLimit { try ProcessLimit(path: path).enter() }
-            try NamespacedWork.enterNamespaces(hostname: job.layerName, network: job.network)
+            try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")
             var root = job.root
             try root.setUp(extraMountPoints: [syncMountPoint], resolvConf: job.network && !job.run.isEmpty)
-            let status = try NamespacedWork.startWork(request)
-            try root.tearDown()
-            return status
-        } catch {
-            events.send(BuildEvent(failure: error, layer: events.layer))
-            return 1
-        }
-    }
-
-    /// Stage two, pid 1 of the new pid namespace: confine, install, write files, run commands, add
-    /// boot support, and report the packages.
-    static func build(_ request: NamespacedWork.Request) -> Int32 {
-        var events = EventPipe(layer: "?")
-        do {
-            try NamespacedWork.dieWithParent(request)
-            let job = try readJob(request.jobPath)
-            events = EventPipe(layer: job.layerName)
+            var made = BuildEvent(.mountPoints, layer: job.layerName)
+            made.paths = root.createdMountPoints
+            events.send(made)
             // libalpm runs scriptlets with this process's environment: make it theirs, not the caller's.
             clearenv()
             for (name, value) in job.commandEnvironment { setenv(name, value, 1) }

@@ -26,30 +26,20 @@ public enum LayerShell {
         let jobPath = directory + "/job.json"
         try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
         // The shell takes over the terminal: it gets our stdin, unlike builders.
-        return try NamespacedWork.run(.shell, jobPath: jobPath, interactive: true) { _ in }
+        return try NamespacedWork.run(.shell, jobPath: jobPath, network: true, interactive: true) { _ in }
     }
 
-    /// Stage one: namespaces named after the layer (with the host's network), the tmpfs-backed
-    /// overlay, then stage two.
-    static func enterNamespaces(_ request: NamespacedWork.Request) -> Int32 {
-        failing {
-            try NamespacedWork.dieWithParent(request)
-            let job = try readJob(request.jobPath)
-            try NamespacedWork.enterNamespaces(hostname: job.name, network: true)
-            try FileSystem.makeDirectories(scratch(job))
-            try Mounter.mount("tmpfs", at: scratch(job), type: "tmpfs", options: "mode=0755")
-            var root = BuildRoot(directory: scratch(job), lowerTrees: job.trees)
-            try root.setUp(resolvConf: true)
-            return try NamespacedWork.startWork(request, interactive: true)
-        }
-    }
-
-    /// Stage two, pid 1: the command, confined as a build's commands are.
+    /// pid 1 of the shell's namespaces (named after the layer, with the host's network): the
+    /// tmpfs-backed overlay, then the command, confined as a build's commands are.
     static func work(_ request: NamespacedWork.Request) -> Int32 {
         failing {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
-            let root = BuildRoot(directory: scratch(job), lowerTrees: job.trees)
+            try NamespacedWork.settleNamespaces(hostname: job.name, network: true)
+            try FileSystem.makeDirectories(scratch(job))
+            try Mounter.mount("tmpfs", at: scratch(job), type: "tmpfs", options: "mode=0755")
+            var root = BuildRoot(directory: scratch(job), lowerTrees: job.trees)
+            try root.setUp(resolvConf: true)
             var confinement = Confinement(root: root.merged)
             if root.canBindResolvConf {
                 confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
@@ -68,7 +58,7 @@ public enum LayerShell {
         }
     }
 
-    /// The tmpfs, mounted by stage one, that holds the throwaway root's upper folder.
+    /// The tmpfs, mounted in the shell's namespace, that holds the throwaway root's upper folder.
     private static func scratch(_ job: Job) -> String { job.directory + "/scratch" }
 
     private static func readJob(_ path: String) throws -> Job {

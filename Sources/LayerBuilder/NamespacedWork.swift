@@ -5,52 +5,47 @@ import LayerSupport
 
 /// The entry point of namespaced work: building one layer, and the throwaway root of a shell.
 ///
-/// Such work runs in a child process, in two stages. The program that asks for it (`start`) runs
-/// its own executable again (`/proc/self/exe`) with a request in the environment variable
-/// `LAYERCTL_NAMESPACED_WORK`. Stage one leaves the program's namespaces: new mount, pid, uts, ipc
-/// and network namespaces (the host's network only when a layer asks), `/` made a slave of the
-/// host's mounts (the host's unmounts reach it; nothing mounted in it reaches the host), the host
-/// named after the layer; it mounts the layer's root. It starts stage two the same way, as pid 1
-/// of the new pid namespace, which enters the `Confinement` and does the work. When either stage
-/// dies the kernel kills the rest and tears every mount down; each stage dies with the process
-/// that started it.
+/// Such work runs in a child process: the program that asks for it (`run`) starts its own
+/// executable again (`/proc/self/exe`) as pid 1 of new mount, pid, uts, ipc and network namespaces
+/// (the host's network only when a layer asks), with a request in the environment variable
+/// `LAYERCTL_NAMESPACED_WORK`. The child makes `/` a slave of the host's mounts (the host's
+/// unmounts reach it; nothing mounted in it reaches the host), names the host after the layer,
+/// mounts the layer's root, enters the `Confinement` and does the work. When it dies the kernel
+/// kills every process it started and tears every mount down; it dies with the process that
+/// started it.
 ///
 /// Any program that links `LayerBuilder` can do this work: it calls `runIfRequested()` first thing
 /// in `main`, before it reads its command line, which plays no part. A builder reports on
 /// `eventDescriptor`, one JSON `BuildEvent` per line, and so does a shell's root when it fails; a
 /// shell's command has the terminal.
 public enum NamespacedWork {
-    /// Carries the request: `ROLE STAGE PARENT-PID JOB-PATH`.
+    /// Carries the request: `ROLE PARENT-PID JOB-PATH`.
     static let requestVariable = "LAYERCTL_NAMESPACED_WORK"
-    /// The descriptor a builder writes its events to, in both stages.
+    /// The descriptor a builder writes its events to.
     static let eventDescriptor: Int32 = 3
 
     enum Role: String { case build, shell }
-    enum Stage: String { case namespaces, work }
 
     struct Request: Equatable {
         var role: Role
-        var stage: Stage
-        /// The process whose death ends this one; 0 (as pid 1 sees its parent) in stage two.
+        /// The process whose death ends this one, as the host's /proc names it.
         var parent: pid_t
         var jobPath: String
 
-        init(role: Role, stage: Stage, parent: pid_t, jobPath: String) {
+        init(role: Role, parent: pid_t, jobPath: String) {
             self.role = role
-            self.stage = stage
             self.parent = parent
             self.jobPath = jobPath
         }
 
         init?(_ text: String) {
-            let fields = text.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false)
-            guard fields.count == 4, let role = Role(rawValue: String(fields[0])),
-                let stage = Stage(rawValue: String(fields[1])), let parent = pid_t(fields[2])
+            let fields = text.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, let role = Role(rawValue: String(fields[0])), let parent = pid_t(fields[1])
             else { return nil }
-            self.init(role: role, stage: stage, parent: parent, jobPath: String(fields[3]))
+            self.init(role: role, parent: parent, jobPath: String(fields[2]))
         }
 
-        var text: String { "\(role.rawValue) \(stage.rawValue) \(parent) \(jobPath)" }
+        var text: String { "\(role.rawValue) \(parent) \(jobPath)" }
     }
 
     /// Does the requested work and exits with its status, when this process was started to do
@@ -67,26 +62,26 @@ public enum NamespacedWork {
     }
 
     static func run(_ request: Request) -> Int32 {
-        switch (request.role, request.stage) {
-        case (.build, .namespaces): BuilderChild.enterNamespaces(request)
-        case (.build, .work): BuilderChild.build(request)
-        case (.shell, .namespaces): LayerShell.enterNamespaces(request)
-        case (.shell, .work): LayerShell.work(request)
+        switch request.role {
+        case .build: BuilderChild.build(request)
+        case .shell: LayerShell.work(request)
         }
     }
 
-    /// Runs `role` for the job at `jobPath` (with the terminal's stdin when `interactive`), hands
-    /// each event to `observe`, and returns the exit status once the work is done. A `failed` event
+    /// Runs `role` for the job at `jobPath` (with the host's network when `network`, with the
+    /// terminal's stdin when `interactive`), hands each event to `observe`, and returns the exit
+    /// status once the work is done. A `failed` event
     /// is thrown as the `BuildFailure` it reports. After `timeLimit` seconds the work is killed,
     /// every process and mount of it with it, and `TimeLimitExceeded` is thrown.
     static func run(
-        _ role: Role, jobPath: String, interactive: Bool = false, timeLimit: Double? = nil, observe: (BuildEvent) -> Void
+        _ role: Role, jobPath: String, network: Bool, interactive: Bool = false, timeLimit: Double? = nil,
+        observe: (BuildEvent) -> Void
     ) throws -> Int32 {
         let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
         let pid: pid_t
         do {
-            let request = Request(role: role, stage: .namespaces, parent: getpid(), jobPath: jobPath)
-            pid = try startExecutable(request, events: writeEnd, interactive: interactive)
+            let request = Request(role: role, parent: getpid(), jobPath: jobPath)
+            pid = try start(request, events: writeEnd, network: network, interactive: interactive)
         } catch {
             close(readEnd)
             close(writeEnd)
@@ -97,7 +92,7 @@ public enum NamespacedWork {
         var failure: BuildFailure?
         let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
         var pending = Data()
-        // Until every stage has ended: the work's own commands do not inherit the descriptor.
+        // Until the work has ended: its own commands do not inherit the descriptor.
         while true {
             let chunk = reader.availableData
             if chunk.isEmpty { break }
@@ -127,7 +122,7 @@ public enum NamespacedWork {
         var seconds: Double
     }
 
-    /// Kills a process (stage one of namespaced work: the rest dies with it) once its time is up.
+    /// Kills a process (pid 1 of namespaced work: the rest dies with it) once its time is up.
     final class Watchdog: @unchecked Sendable {
         // @unchecked: `done` and `expired` are only touched under `condition`.
         private let condition = NSCondition()
@@ -159,11 +154,9 @@ public enum NamespacedWork {
         }
     }
 
-    /// Stage one: moves into new mount, pid, uts and ipc namespaces, and a network namespace with
-    /// loopback only unless `network`; makes `/` a slave of the host's mounts and names the host.
-    static func enterNamespaces(hostname: String, network: Bool) throws {
-        let err = lc_unshare_build_namespaces(network ? 0 : 1)
-        if err != 0 { throw SystemError("create namespaces for", hostname, errno: err) }
+    /// First thing in the work's namespaces: `/` a slave of the host's mounts, the host named, and
+    /// without the host's network, the loopback interface up.
+    static func settleNamespaces(hostname: String, network: Bool) throws {
         try Mounter.makeSlave("/")
         _ = sethostname(hostname, hostname.utf8.count)
         if !network {
@@ -172,25 +165,27 @@ public enum NamespacedWork {
         }
     }
 
-    /// Stage one: runs stage two as pid 1 of the new pid namespace and returns its exit status.
-    static func startWork(_ request: Request, interactive: Bool = false) throws -> Int32 {
-        var inside = request
-        inside.stage = .work
-        inside.parent = 0  // pid 1 of a new pid namespace sees its parent as pid 0
-        return waitForExit(try startExecutable(inside, events: eventDescriptor, interactive: interactive))
-    }
-
     /// Makes this process die with the one that started it, and fails if that one is gone already.
     static func dieWithParent(_ request: Request) throws {
         if lc_die_with_parent(request.parent) != 0 { throw BuildFailure("abandoned: the parent process is gone", code: .system) }
     }
 
-    private static func startExecutable(_ request: Request, events: Int32, interactive: Bool) throws -> pid_t {
+    /// Starts this executable for `request` as pid 1 of new namespaces, with `events` as its
+    /// `eventDescriptor`.
+    private static func start(_ request: Request, events: Int32, network: Bool, interactive: Bool) throws -> pid_t {
+        let executable = currentExecutable()
         let environment =
             ProcessInfo.processInfo.environment.filter { $0.key != requestVariable }.map { "\($0.key)=\($0.value)" }
             + ["\(requestVariable)=\(request.text)"]
-        return try spawn(
-            currentExecutable(), [], environment: environment,
-            handOver: (fd: events, as: eventDescriptor), keepStdin: interactive)
+        var pid: pid_t = 0
+        let err = withCStrings([executable]) { argv in
+            withCStrings(environment) { envp in
+                lc_spawn_in_new_namespaces(
+                    executable, UnsafeMutablePointer(mutating: argv), UnsafeMutablePointer(mutating: envp), events,
+                    eventDescriptor, interactive ? 1 : 0, network ? 0 : 1, &pid)
+            }
+        }
+        if err != 0 { throw SystemError("start namespaced work with", executable, errno: err) }
+        return pid
     }
 }

@@ -62,14 +62,16 @@ extension StackBuilder {
         let jobPath = buildDirectory + "/job.json"
         try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
 
-        let packages: ChildResult
+        let packages: (result: ChildResult, mountPoints: [String])
         var stepStarts: [(step: Int, at: Double)] = []
         do {
             defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
-            packages = try runChild(jobPath: jobPath, layer: layer) { event in
+            packages = try runChild(jobPath: jobPath, layer: layer, network: job.network) { event in
                 if event.kind == .step, let at = event.at, let step = event.current { stepStarts.append((Int(step), at)) }
             }
         }
+        // The child is gone, and its mounts with it: what it made only to mount on goes too.
+        for relative in packages.mountPoints.reversed() { BuildRoot.removeMountPoint(relative, in: job.upperDirectory) }
         if options.recordWriters {
             writers[layer.name] = try Self.lastWriters(of: job.upperDirectory, steps: stepStarts) { step in
                 guard step <= layer.run.count else { return "the boot support of `boot:` (the initramfs generator)" }
@@ -90,7 +92,8 @@ extension StackBuilder {
         let scan = try TreeScan.scan(job.upperDirectory, settle: normaliser.settle)
         let record = LayerRecord(
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,
-            specDigest: spec.digest, added: packages.added, removed: packages.removed, installed: packages.installed,
+            specDigest: spec.digest, added: packages.result.added, removed: packages.result.removed,
+            installed: packages.result.installed,
             treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
             opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
             image: spec.image,
@@ -118,14 +121,22 @@ extension StackBuilder {
         }
     }
 
-    /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it built.
-    private func runChild(jobPath: String, layer: LayerFile, also: (BuildEvent) -> Void = { _ in }) throws -> ChildResult {
+    /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it
+    /// built, and the mount points it made in the tree.
+    private func runChild(
+        jobPath: String, layer: LayerFile, network: Bool, also: (BuildEvent) -> Void = { _ in }
+    ) throws -> (result: ChildResult, mountPoints: [String]) {
         var result: ChildResult?
+        var mountPoints: [String]?
         var lastStep: BuildEvent?
         let status: Int32
         do {
-            status = try NamespacedWork.run(.build, jobPath: jobPath, timeLimit: options.layerTimeLimit) { event in
-                if event.kind == .finished {
+            status = try NamespacedWork.run(.build, jobPath: jobPath, network: network, timeLimit: options.layerTimeLimit) { event in
+                if event.kind == .mountPoints {
+                    // The first word only: it comes before anything of the layer runs. Whatever
+                    // it names, only empty folders and files of the tree are removed.
+                    if mountPoints == nil { mountPoints = event.paths ?? [] }
+                } else if event.kind == .finished {
                     result = event.result
                 } else {
                     if event.kind == .step || event.kind == .package { lastStep = event }
@@ -151,7 +162,7 @@ extension StackBuilder {
         guard status == 0, let result else {
             throw BuildFailure("the builder of layer \(layer.name) stopped with status \(status)")
         }
-        return result
+        return (result, mountPoints ?? [])
     }
 
     /// Each path of the tree at `upper` whose change time is at or after a step's start, with the

@@ -41,7 +41,7 @@ final class BuildReporter {
             line("\(event.layer): warning: \(event.message ?? "")")
         case .error, .failed:
             line("\(event.layer): error: \(event.message ?? "")")
-        case .finished:
+        case .finished, .mountPoints:  // the builder child's words to the parent
             break
         }
     }

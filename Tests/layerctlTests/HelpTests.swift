@@ -58,7 +58,7 @@ struct HelpTests {
         #expect(malformed.stderr == "layerctl: \(variable): not a request: build\n")
         // A parent that is not ours (pid 1 never started this test's process) is refused: the work
         // would outlive whoever asked for it.
-        let orphan = try Harness.run(["ls"], environment: [variable: "shell namespaces 1 /nonexistent/job.json"])
+        let orphan = try Harness.run(["ls"], environment: [variable: "shell 1 /nonexistent/job.json"])
         #expect(orphan.status == 1)
         #expect(orphan.stderr == "layerctl: abandoned: the parent process is gone\n")
         #expect(orphan.stdout.isEmpty)

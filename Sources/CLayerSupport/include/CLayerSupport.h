@@ -21,16 +21,24 @@ typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
 int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx);
 
 /// Makes the calling process receive SIGKILL when its parent dies, and reports whether the parent
-/// is already gone. Exists so a builder never outlives the layerctl that started it.
+/// is already gone: whether the parent the host's /proc names is still `expected_parent` (pid 1
+/// of a new pid namespace sees its parent as 0). Exists so a builder never outlives the layerctl
+/// that started it.
 int lc_die_with_parent(pid_t expected_parent);
 
-/// Moves the calling process into new mount, pid, uts and ipc namespaces (and a new network
-/// namespace when `isolate_network`). Children it starts afterwards are in the new pid namespace.
-/// Exists because the CLONE_NEW* flags need _GNU_SOURCE, which Swift's Glibc module does not set.
-int lc_unshare_build_namespaces(int isolate_network);
+/// Starts `path` as pid 1 of new mount, pid, uts and ipc namespaces (and a new network namespace
+/// when `isolate_network`), as posix_spawn would start it, safe from a multi-threaded process:
+/// stdin from /dev/null unless `keep_stdin`, `event_fd` handed over as descriptor `event_as`, every
+/// descriptor above that closed, signal handlers back to their defaults, and SIGKILL on the
+/// caller's death set before the program starts. Stores the child's pid in `pid`; returns 0, or
+/// the errno of what failed (the clone, or the exec). Exists because posix_spawn cannot make
+/// namespaces, and one process started this way costs one exec where unshare and a second start
+/// cost two.
+int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const envp[], int event_fd, int event_as,
+                               int keep_stdin, int isolate_network, pid_t *pid);
 
-/// Moves the calling process into a mount namespace of its own, a copy of the one it was in, so
-/// that what it mounts, and the root it pivots to, are seen by it and its children alone.
+/// Moves the calling process into a new mount namespace. Exists because CLONE_NEWNS needs
+/// _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_unshare_mount_namespace(void);
 
 /// Brings up the loopback interface of the calling process's network namespace (a new one starts
