@@ -52,7 +52,7 @@ public struct BuildJob: Codable, Sendable {
     var bootLocation: String?
     /// Time the `run:` steps apart and report when each started, for `writers` (`build --check`).
     var separateSteps: Bool?
-    /// The pids cgroup stage one moves into before it starts anything (`ProcessLimit`).
+    /// The pids cgroup the builder child moves into before it starts anything (`ProcessLimit`).
     var processLimit: String?
 
     /// What `run:` commands and package scriptlets see: a fixed PATH, HOME, LANG and TERM, the

@@ -7,10 +7,10 @@ import LayerSupport
 /// dracut) may see and do: what container runtimes give a build by default (runc's masked and
 /// read-only paths, its capability set and seccomp profile; bubblewrap's pivot into a new root).
 ///
-/// Stage two of namespaced work enters it, before it runs anything of the layer's. In a mount
-/// namespace of its own it mounts kernel filesystems made for the build into the merged root,
-/// binds the few host files the work needs, and pivots into the root, detaching the host's; then
-/// it gives up every privilege a build has no use for. From then on "/" is the layer: no path,
+/// Namespaced work enters it once it has mounted the root, before it runs anything of the
+/// layer's. In a mount namespace of its own it mounts kernel filesystems made for the build into
+/// the merged root, binds the few host files the work needs, and pivots into the root, detaching
+/// the host's; then it gives up every privilege a build has no use for. From then on "/" is the layer: no path,
 /// and nothing in /proc, leads to a host file or a host process, and what is refused fails with
 /// the command's own error.
 struct Confinement {
@@ -23,7 +23,7 @@ struct Confinement {
         var readOnly: Bool
     }
 
-    /// The merged root, mounted by stage one.
+    /// The merged root, mounted already.
     let root: String
     var binds: [Bind] = []
 

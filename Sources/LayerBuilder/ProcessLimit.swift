@@ -5,7 +5,7 @@ import LayerSupport
 /// The pids cgroup that holds one layer's build: its processes number at most `maximum`, so that a
 /// fork bomb in a `run:` step or a scriptlet fails inside the build (its `fork` gets EAGAIN)
 /// instead of filling the host's process table. A folder under the cgroup v2 root, or under the
-/// pids hierarchy on a v1 host. Stage one of the build moves itself into it before it starts
+/// pids hierarchy on a v1 host. The builder child moves itself into it before it starts
 /// anything, so everything the build runs is counted; the parent removes it once all are gone.
 package struct ProcessLimit {
     let path: String
