@@ -38,16 +38,22 @@ package enum ExtendedAttributes {
             var buffer = [CChar](repeating: 0, count: size)
             let read = llistxattr(p, &buffer, size)
             if read < 0 { throw SystemError("list attributes of", RawPath.string(path)) }
-            var result: [ExtendedAttribute] = []
-            for raw in buffer[0..<read].split(separator: 0) {
-                let name = raw.map { UInt8(bitPattern: $0) }
-                guard let value = value(p, name) else {
-                    throw SystemError("read attribute \(RawPath.string(name)) of", RawPath.string(path))
-                }
-                result.append(ExtendedAttribute(name: name, value: value))
-            }
-            return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
+            return try values(buffer[0..<read], of: p, path: path)
         }
+    }
+
+    /// The attributes `list` names (as llistxattr lists them, each name ended by a NUL) with their
+    /// values, read from `p` (`path`), by name in byte order.
+    private static func values(_ list: ArraySlice<CChar>, of p: UnsafePointer<CChar>, path: [UInt8]) throws -> [ExtendedAttribute] {
+        var result: [ExtendedAttribute] = []
+        for raw in list.split(separator: 0) {
+            let name = raw.map { UInt8(bitPattern: $0) }
+            guard let value = value(p, name) else {
+                throw SystemError("read attribute \(RawPath.string(name)) of", RawPath.string(path))
+            }
+            result.append(ExtendedAttribute(name: name, value: value))
+        }
+        return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
     }
 
     /// Whether the kernel lists attributes relative to a folder (listxattrat, Linux 6.13); cleared
@@ -61,7 +67,7 @@ package enum ExtendedAttributes {
     package static func every(at directory: Int32, _ name: [UInt8], path: [UInt8]) throws -> [ExtendedAttribute] {
         guard listsAtFolder.load(ordering: .relaxed) else { return try every(path) }
         var buffer = [CChar](repeating: 0, count: 256)
-        var size = RawPath.with(name) { lc_listxattr_at(directory, $0, &buffer, buffer.count) }
+        let size = RawPath.with(name) { lc_listxattr_at(directory, $0, &buffer, buffer.count) }
         if size < 0 && errno == ENOSYS {
             listsAtFolder.store(false, ordering: .relaxed)
             return try every(path)
@@ -72,18 +78,7 @@ package enum ExtendedAttributes {
             throw SystemError("list attributes of", RawPath.string(path))
         }
         guard size > 0 else { return [] }
-        size = min(size, buffer.count)
-        return try RawPath.with(path) { p in
-            var result: [ExtendedAttribute] = []
-            for raw in buffer[0..<size].split(separator: 0) {
-                let attribute = raw.map { UInt8(bitPattern: $0) }
-                guard let value = value(p, attribute) else {
-                    throw SystemError("read attribute \(RawPath.string(attribute)) of", RawPath.string(path))
-                }
-                result.append(ExtendedAttribute(name: attribute, value: value))
-            }
-            return result.sorted { $0.name.lexicographicallyPrecedes($1.name) }
-        }
+        return try RawPath.with(path) { try values(buffer[0..<min(size, buffer.count)], of: $0, path: path) }
     }
 
     package static func set(_ path: String, _ name: String, _ value: [UInt8]) throws {
