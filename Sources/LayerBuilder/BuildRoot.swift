@@ -98,7 +98,7 @@ struct BuildRoot {
     /// host folder, and what they left is the layer's, never a reason to touch the host.
     static func removeMountPoint(_ relative: String, in upper: String) {
         var components = relative.split(separator: "/").map(String.init)
-        guard let last = components.popLast() else { return }
+        guard !components.contains(where: { $0 == ".." || $0 == "." }), let last = components.popLast() else { return }
         var folder = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         for component in components where folder >= 0 {
             let next = openat(folder, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)

@@ -70,9 +70,9 @@ public enum NamespacedWork {
 
     /// Runs `role` for the job at `jobPath` (with the host's network when `network`, with the
     /// terminal's stdin when `interactive`), hands each event to `observe`, and returns the exit
-    /// status once the work is done. A `failed` event
-    /// is thrown as the `BuildFailure` it reports. After `timeLimit` seconds the work is killed,
-    /// every process and mount of it with it, and `TimeLimitExceeded` is thrown.
+    /// status once the work is done. A `failed` event is thrown as the `BuildFailure` it reports.
+    /// After `timeLimit` seconds the work is killed, every process and mount of it with it, and
+    /// `TimeLimitExceeded` is thrown.
     static func run(
         _ role: Role, jobPath: String, network: Bool, interactive: Bool = false, timeLimit: Double? = nil,
         observe: (BuildEvent) -> Void
