@@ -59,12 +59,14 @@ struct PowerCutTests {
         /// same time may hold the dead filesystem in its mount namespace (this host's mounts are
         /// private, so the unmount does not reach it), and `mount -o loop` would reuse its device,
         /// and with it the dead filesystem. (`losetup -d` of a device in use detaches it when the
-        /// mount goes.)
-        func remount() throws {
-            _ = try BootMachine.shell(
+        /// mount goes.) Returns what e2fsck found and fixed on a disk without a journal, for the
+        /// messages of a check that fails.
+        @discardableResult
+        func remount() throws -> String {
+            try BootMachine.shell(
                 """
                 umount '\(mount)'
-                \(journal ? "" : "e2fsck -fy '\(file)' >/dev/null || [ $? -le 1 ]")
+                \(journal ? "" : "e2fsck -fy '\(file)' 2>&1 | grep -v '^Pass [0-9]' || [ ${PIPESTATUS[0]} -le 1 ]")
                 device=$(losetup --find --show '\(file)')
                 mount "$device" '\(mount)'
                 losetup -d "$device"
@@ -219,14 +221,15 @@ struct PowerCutTests {
         ])
         #expect(stage.status == 0, "\(stage.stderr)")
         try disk.cutPower()
-        try disk.remount()
+        let fsck = try disk.remount()
         let entry = (try? String(contentsOfFile: disk.mount + "/boot/loader/entries/layerctl-kernel.conf", encoding: .utf8)) ?? ""
         #expect(!entry.isEmpty, "the boot entry that stage wrote is gone")
         #expect(
             (try? String(contentsOfFile: disk.mount + StagingTests.field("linux", of: entry), encoding: .utf8)) == "a stand-in kernel\n",
-            "the entry's kernel is not whole: \(entry)")
+            "the entry's kernel is not whole: \(entry)\n\(fsck)")
         #expect(
-            (try? String(contentsOfFile: disk.mount + StagingTests.field("initrd", of: entry), encoding: .utf8)) == "a stand-in initramfs\n")
+            (try? String(contentsOfFile: disk.mount + StagingTests.field("initrd", of: entry), encoding: .utf8)) == "a stand-in initramfs\n",
+            "the entry's initramfs is not whole: \(entry)\n\(fsck)")
         let options = StagingTests.field("options", of: entry)
         let image = options.split(separator: " ").first { $0.hasPrefix("layerctl.image=") }.map { String($0.dropFirst(15)) } ?? "?"
         let verify = options.split(separator: " ").first { $0.hasPrefix("layerctl.verify=sha256:") }.map { String($0.dropFirst(23)) } ?? "?"
