@@ -93,25 +93,22 @@ struct BuildRoot {
     }
 
     /// Removes the mount point `relative` from the tree at `upper` if it is still what the build
-    /// made: an empty folder, or the empty resolv.conf. Reached folder by folder without following
-    /// a symlink: the layer's commands may have made one of the folders on the way a symlink to a
-    /// host folder, and what they left is the layer's, never a reason to touch the host.
+    /// made: an empty folder, or the empty resolv.conf. Its folder is opened as the build's
+    /// `files:` are written (`lc_open_in_root`): the layer's commands may have made a folder on the
+    /// way a symlink to a host folder, and it resolves inside the tree, never on the host.
     static func removeMountPoint(_ relative: String, in upper: String) {
-        var components = relative.split(separator: "/").map(String.init)
-        guard !components.contains(where: { $0 == ".." || $0 == "." }), let last = components.popLast() else { return }
-        var folder = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        for component in components where folder >= 0 {
-            let next = openat(folder, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            close(folder)
-            folder = next
-        }
+        let root = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard root >= 0 else { return }
+        defer { close(root) }
+        let (directory, name) = FileSystem.split(relative)
+        let folder = lc_open_in_root(root, directory, O_RDONLY | O_DIRECTORY, 0)
         guard folder >= 0 else { return }
         defer { close(folder) }
         var st = stat()
-        guard fstatat(folder, last, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
+        guard name != "..", fstatat(folder, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
         switch st.st_mode & S_IFMT {
-        case S_IFDIR: _ = unlinkat(folder, last, AT_REMOVEDIR)  // only if empty
-        case S_IFREG where st.st_size == 0: _ = unlinkat(folder, last, 0)
+        case S_IFDIR: _ = unlinkat(folder, name, AT_REMOVEDIR)  // only if empty
+        case S_IFREG where st.st_size == 0: _ = unlinkat(folder, name, 0)
         default: break
         }
     }

@@ -255,6 +255,11 @@ package enum FileSystem {
             throw SystemError("read directory", RawPath.string(path))
         }
         defer { closedir(dir) }
+        return names(of: dir)
+    }
+
+    /// The names a directory stream holds as raw bytes, without "." and "..", in byte order.
+    static func names(of dir: OpaquePointer) -> [[UInt8]] {
         var names: [[UInt8]] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
@@ -305,14 +310,9 @@ package final class OpenFolder {
             close(fd)
             throw SystemError("read directory", RawPath.string(path))
         }
-        var names: [[UInt8]] = []
-        while let entry = readdir(stream) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
-            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
-        }
         self.stream = stream
         self.descriptor = fd
-        self.names = names.sorted { $0.lexicographicallyPrecedes($1) }
+        self.names = FileSystem.names(of: stream)
     }
 
     deinit { closedir(stream) }
