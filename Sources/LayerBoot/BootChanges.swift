@@ -34,7 +34,12 @@ public struct BootChanges: Codable, Sendable, Equatable {
         let merge = OverlayMerge([lowerSource, try FolderSource(upper)])
         var walk = Walk(merge: merge, lower: lowerSource)
         let roots = try merge.rootCopies()
-        try walk.folder(roots, below: roots.last { $0.layer == 0 }?.entry, path: [])
+        do {
+            try walk.folder(roots, below: roots.last { $0.layer == 0 }?.entry, path: [])
+        } catch var tooLong as PathTooLong {
+            tooLong.reading = "read \(upper)"
+            throw tooLong
+        }
         let before = OverlayPaths(OverlayMerge([lowerSource]))
         let now = OverlayPaths(merge)
         let databaseBefore = try PackageDatabase(list: before.list, read: before.read, files: true)
@@ -58,8 +63,22 @@ private struct Walk {
     var upperBytes: UInt64 = 0
 
     /// Compares the merged folder whose visible copies are `copies` with `below`, lower's folder at
-    /// the same path (nil when lower has none there), in byte order of the names.
+    /// the same path (nil when lower has none there), and the folders in it. The folders still to
+    /// compare are a list, not calls (`compute` sorts what is found), and `PathLimit` bounds how
+    /// deep they go.
     mutating func folder(_ copies: [OverlayMerge.Copy], below: SourceEntry?, path: [UInt8]) throws {
+        var pending = [(copies: copies, below: below, path: path)]
+        while let next = pending.popLast() {
+            try compare(next.copies, below: next.below, path: next.path) { pending.append(($0, $1, $2)) }
+        }
+    }
+
+    /// Compares one merged folder with `below`, in byte order of the names, and hands each folder in
+    /// it that upper holds to `inside`.
+    private mutating func compare(
+        _ copies: [OverlayMerge.Copy], below: SourceEntry?, path: [UInt8],
+        inside: ([OverlayMerge.Copy], SourceEntry?, [UInt8]) -> Void
+    ) throws {
         let visible = try merge.names(in: copies)
         let before = try below.map { try lower.children(of: $0).filter { !$0.isWhiteout } } ?? []
         var i = 0
@@ -75,6 +94,7 @@ private struct Walk {
                 let q = before[j].entry.name
                 name = p.lexicographicallyPrecedes(q) ? p : q
             }
+            try PathLimit.check(path.count, adding: name, to: path)
             let child = path + [0x2F] + name
             let now = i < visible.count && visible[i].entry.name == name ? visible[i] : nil
             let old = j < before.count && before[j].entry.name == name ? before[j] : nil
@@ -102,8 +122,7 @@ private struct Walk {
                 files.append(file(child, .added, winner))
             }
             if winner.kind == .directory {
-                try folder(
-                    OverlayMerge.visibleFolders(now), below: old?.entry.kind == .directory ? old : nil, path: child)
+                inside(OverlayMerge.visibleFolders(now), old?.entry.kind == .directory ? old : nil, child)
             } else if let old, old.entry.kind == .directory {
                 // A folder became something else: what was in it is gone, as `diff` says it.
                 for gone in try lower.children(of: old) where !gone.isWhiteout {

@@ -119,19 +119,24 @@ struct Normaliser {
         // The files this layer left there first: most layers leave none once pacman's log is
         // gone, and then no package's file list is read.
         var found: [String] = []
-        func walk(_ relative: String) throws {
+        // Depth first, in byte order; the folders still to read are a list, not calls, and
+        // PathLimit ends the walk of a tree a step nested without end.
+        var folders = ["var/log"]
+        while let relative = folders.popLast() {
+            var below: [String] = []
             for name in try FileSystem.listDirectory(tree + "/" + relative) {
+                try PathLimit.check(relative.utf8.count + 1, adding: Array(name.utf8), to: Array(("/" + relative).utf8))
                 let path = relative + "/" + name
                 var st = stat()
                 guard lstat(tree + "/" + path, &st) == 0 else { continue }
                 if st.st_mode & S_IFMT == S_IFDIR {
-                    try walk(path)
+                    below.append(path)
                 } else if !(st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0) {  // a whiteout is a removal
                     found.append(path)
                 }
             }
+            folders += below.reversed()
         }
-        try walk("var/log")
         guard !found.isEmpty else { return [] }
         var owned = Set<String>()
         for root in lowerTrees + [tree] where Self.isRealDirectory("var/lib/pacman/local", in: root) {

@@ -72,24 +72,29 @@ extension StackBuilder {
         }
         // The child is gone, and its mounts with it: what it made only to mount on goes too.
         for relative in packages.mountPoints.reversed() { BuildRoot.removeMountPoint(relative, in: job.upperDirectory) }
-        if options.recordWriters {
-            writers[layer.name] = try Self.lastWriters(of: job.upperDirectory, steps: stepStarts) { step in
-                guard step <= layer.run.count else { return "the boot support of `boot:` (the initramfs generator)" }
-                let command = layer.run[step - 1]
-                return "run \(step) `\(command.value)` at \(command.location)"
-            }
-        }
         // The disk writes the tree while it is normalised and scanned (both read the page cache),
         // so the sync at the commit waits only for what they changed.
         let upper = job.upperDirectory
         let writeback = Background { try FileSystem.syncFileSystem(of: upper) }
         defer { _ = try? writeback.value() }
-        observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
         let normaliser = Normaliser(tree: job.upperDirectory, epoch: job.sourceDateEpoch, lowerTrees: parentTrees)
-        for note in try normaliser.run() {
-            observer(BuildEvent(.step, layer: layer.name, message: note))
+        let scan: TreeScan
+        do {
+            if options.recordWriters {
+                writers[layer.name] = try Self.lastWriters(of: job.upperDirectory, steps: stepStarts) { step in
+                    guard step <= layer.run.count else { return "the boot support of `boot:` (the initramfs generator)" }
+                    let command = layer.run[step - 1]
+                    return "run \(step) `\(command.value)` at \(command.location)"
+                }
+            }
+            observer(BuildEvent(.step, layer: layer.name, message: "normalise"))
+            for note in try normaliser.run() {
+                observer(BuildEvent(.step, layer: layer.name, message: note))
+            }
+            scan = try TreeScan.scan(job.upperDirectory, settle: normaliser.settle)
+        } catch let error as PathTooLong {
+            throw BuildFailure("the tree its steps made is refused: \(error.message)", at: layer.path, code: .build)
         }
-        let scan = try TreeScan.scan(job.upperDirectory, settle: normaliser.settle)
         let record = LayerRecord(
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,
             specDigest: spec.digest, added: packages.result.added, removed: packages.result.removed,
@@ -173,18 +178,22 @@ extension StackBuilder {
     ) throws -> [String: String] {
         guard !steps.isEmpty else { return [:] }
         var writers: [String: String] = [:]
-        func walk(_ path: [UInt8], relative: String) throws {
+        // The folders still to read are a list, not calls: a step may nest them without end, and
+        // PathLimit stops the walk where a layer's paths must end.
+        var folders: [(path: [UInt8], relative: String)] = [(Array(upper.utf8), "")]
+        while let (path, relative) = folders.popLast() {
             for name in try FileSystem.listDirectory(path) {
+                let above = path.dropFirst(upper.utf8.count)
+                try PathLimit.check(above.count, adding: name, to: Array(above))
                 let child = RawPath.join(path, name)
                 let inside = relative + "/" + RawPath.string(name)
                 var st = stat()
                 guard RawPath.with(child, { lstat($0, &st) }) == 0 else { continue }
                 let changed = Double(st.st_ctim.tv_sec) + Double(st.st_ctim.tv_nsec) / 1e9
                 if let step = steps.last(where: { $0.at <= changed }) { writers[inside] = describe(step.step) }
-                if st.st_mode & S_IFMT == S_IFDIR { try walk(child, relative: inside) }
+                if st.st_mode & S_IFMT == S_IFDIR { folders.append((child, inside)) }
             }
         }
-        try walk(Array(upper.utf8), relative: "")
         return writers
     }
 

@@ -79,7 +79,8 @@ public struct TreeDiff: Codable, Sendable, Equatable {
     }
 }
 
-/// The walk over two trees at once, folder by folder.
+/// The walk over two trees at once, folder by folder, depth first. The folders on the way down are
+/// a list, not calls: a tree may be as deep as `PathLimit` lets it.
 private struct Walk {
     let a: DiffSide
     let b: DiffSide
@@ -88,70 +89,87 @@ private struct Walk {
     let comparer: ContentComparer
     var entries: [TreeDiff.Entry] = []
 
+    /// Where the walk is in a folder: in folder `x` of A and `y` of B at once, at their children
+    /// `i` and `j`; or in a folder of one side only (B's, when `added`), whose every entry is new
+    /// or gone, at child `next`.
+    private enum Level {
+        case both(x: Int, y: Int, path: [UInt8], i: Int, j: Int)
+        case one(added: Bool, folder: Int, path: [UInt8], next: Int)
+    }
+
     /// Compares the contents of folder `x` of A with folder `y` of B, both at `path`.
     mutating func folder(_ x: Int, _ y: Int, path: [UInt8]) throws {
-        let left = a.tree.entries[x].children
-        let right = b.tree.entries[y].children
-        var i = left.lowerBound
-        var j = right.lowerBound
-        while i < left.upperBound || j < right.upperBound {
-            let order: Int
-            if i == left.upperBound {
-                order = 1
-            } else if j == right.upperBound {
-                order = -1
-            } else {
-                let p = a.tree.entries[i].name
-                let q = b.tree.entries[j].name
-                order = p == q ? 0 : p.lexicographicallyPrecedes(q) ? -1 : 1
-            }
-            if order < 0 {
-                only(a, i, path: path + [0x2F] + a.tree.entries[i].name, .removed, owners: oldOwners)
-                i += 1
-            } else if order > 0 {
-                only(b, j, path: path + [0x2F] + b.tree.entries[j].name, .added, owners: newOwners)
-                j += 1
-            } else {
-                let child = path + [0x2F] + a.tree.entries[i].name
-                let differences = try comparer.differences(i, j)
-                let text = RawPath.string(child)
-                if !differences.isEmpty {
-                    entries.append(
-                        TreeDiff.entry(
-                            text, .modified, b.tree.entries[j], differences, owner: newOwners[text] ?? oldOwners[text]))
+        var levels: [Level] = [start(x, y, path: path)]
+        // A level goes back on the list one step further on, then the folder it steps into (if
+        // any) on top of it: each entry comes before what it holds, as in a walk by calls.
+        while let level = levels.popLast() {
+            switch level {
+            case .one(let added, let folder, let path, let next):
+                let side = added ? b : a
+                guard next < side.tree.entries[folder].children.upperBound else { continue }
+                levels.append(.one(added: added, folder: folder, path: path, next: next + 1))
+                levels.append(only(added: added, next, path: path + [0x2F] + side.tree.entries[next].name))
+            case .both(let x, let y, let path, let i, let j):
+                let left = a.tree.entries[x].children
+                let right = b.tree.entries[y].children
+                guard i < left.upperBound || j < right.upperBound else { continue }
+                let order: Int
+                if i == left.upperBound {
+                    order = 1
+                } else if j == right.upperBound {
+                    order = -1
+                } else {
+                    let p = a.tree.entries[i].name
+                    let q = b.tree.entries[j].name
+                    order = p == q ? 0 : p.lexicographicallyPrecedes(q) ? -1 : 1
                 }
-                if a.tree.entries[i].kind == .directory && b.tree.entries[j].kind == .directory {
-                    try folder(i, j, path: child)
-                } else if differences.contains("type") {
-                    // One side's folder became something else: what was in it is gone, or new.
-                    if a.tree.entries[i].kind == .directory {
-                        descendants(a, i, path: child, .removed, owners: oldOwners)
+                if order < 0 {
+                    levels.append(.both(x: x, y: y, path: path, i: i + 1, j: j))
+                    levels.append(only(added: false, i, path: path + [0x2F] + a.tree.entries[i].name))
+                } else if order > 0 {
+                    levels.append(.both(x: x, y: y, path: path, i: i, j: j + 1))
+                    levels.append(only(added: true, j, path: path + [0x2F] + b.tree.entries[j].name))
+                } else {
+                    levels.append(.both(x: x, y: y, path: path, i: i + 1, j: j + 1))
+                    let child = path + [0x2F] + a.tree.entries[i].name
+                    let differences = try comparer.differences(i, j)
+                    let text = RawPath.string(child)
+                    if !differences.isEmpty {
+                        let owner = newOwners[text] ?? oldOwners[text]
+                        entries.append(TreeDiff.entry(text, .modified, b.tree.entries[j], differences, owner: owner))
                     }
-                    if b.tree.entries[j].kind == .directory {
-                        descendants(b, j, path: child, .added, owners: newOwners)
+                    if a.tree.entries[i].kind == .directory && b.tree.entries[j].kind == .directory {
+                        levels.append(start(i, j, path: child))
+                    } else if differences.contains("type") {
+                        // One side's folder became something else: what was in it is gone (first),
+                        // or new.
+                        if b.tree.entries[j].kind == .directory { levels.append(start(added: true, j, path: child)) }
+                        if a.tree.entries[i].kind == .directory { levels.append(start(added: false, i, path: child)) }
                     }
                 }
-                i += 1
-                j += 1
             }
         }
     }
 
-    /// An entry on one side only, and everything in it.
-    mutating func only(
-        _ side: DiffSide, _ index: Int, path: [UInt8], _ change: TreeDiff.Change, owners: [String: String]
-    ) {
+    /// Records an entry on one side only (B's, when `added`), and returns the level that goes
+    /// through what it holds.
+    private mutating func only(added: Bool, _ index: Int, path: [UInt8]) -> Level {
+        let side = added ? b : a
         let text = RawPath.string(path)
-        entries.append(TreeDiff.entry(text, change, side.tree.entries[index], [], owner: owners[text]))
-        descendants(side, index, path: path, change, owners: owners)
+        let owner = (added ? newOwners : oldOwners)[text]
+        entries.append(TreeDiff.entry(text, added ? .added : .removed, side.tree.entries[index], [], owner: owner))
+        return start(added: added, index, path: path)
     }
 
-    mutating func descendants(
-        _ side: DiffSide, _ index: Int, path: [UInt8], _ change: TreeDiff.Change, owners: [String: String]
-    ) {
-        for child in side.tree.entries[index].children {
-            only(side, child, path: path + [0x2F] + side.tree.entries[child].name, change, owners: owners)
-        }
+    /// The start of folder `x` of A and `y` of B, at `path`.
+    private func start(_ x: Int, _ y: Int, path: [UInt8]) -> Level {
+        let (i, j) = (a.tree.entries[x].children.lowerBound, b.tree.entries[y].children.lowerBound)
+        return .both(x: x, y: y, path: path, i: i, j: j)
+    }
+
+    /// The start of `folder` of one side (B, when `added`), at `path`.
+    private func start(added: Bool, _ folder: Int, path: [UInt8]) -> Level {
+        .one(added: added, folder: folder, path: path, next: (added ? b : a).tree.entries[folder].children.lowerBound)
     }
 }
 

@@ -90,6 +90,9 @@ public struct OverlayMerge: Sendable {
         root.name = []
         entries.append(root)
         var hardLinks: [HardLinkKey: Int] = [:]
+        // Each entry's path length, for PathLimit: a folder or a damaged manifest may nest deeper
+        // than a layer may.
+        var lengths = [0]
         var queue: [(index: Int, copies: [Copy])] = [(0, roots)]
         var head = 0
         while head < queue.count {
@@ -98,6 +101,10 @@ public struct OverlayMerge: Sendable {
             head += 1
             let first = entries.count
             for name in try names(in: copies) {
+                try PathLimit.check(
+                    lengths[directory], adding: name.entry.name,
+                    to: directory == 0 ? [] : MergedTree(entries: entries, epoch: epoch).path(of: directory))
+                lengths.append(lengths[directory] + 1 + name.entry.name.count)
                 let winner = name.winner
                 let index = entries.count
                 var merged = entry(winner, parent: directory)

@@ -75,7 +75,7 @@ package struct TreeScan {
         scan.hashing = hashing
         do {
             let path = Array(root.utf8)
-            try scan.visit(Place(folder: AT_FDCWD, name: path, path: path), relative: [], slot: 0)
+            try scan.walk(from: Place(folder: AT_FDCWD, name: path, path: path))
         } catch {
             hashing.cancel()
             throw error
@@ -100,10 +100,56 @@ package struct TreeScan {
 
     package var digest: String { Digest.hex(hasher.finalize()) }
 
+    /// A folder the walk is in, with the slot of its first child and the next name to visit.
+    private struct Level {
+        /// Open while the walk is in it or fewer than `openLevels` below it.
+        var folder: OpenFolder?
+        let names: [[UInt8]]
+        let device: dev_t
+        let inode: ino_t
+        let path: [UInt8]
+        let relative: [UInt8]
+        let first: Int
+        var next = 0
+    }
+
+    /// How many folders on the way down stay open. Deeper than real trees go, and the soft limit of
+    /// open files (1,024) leaves room for the rest; a folder further up is opened again from its
+    /// child (`OpenFolder.parent`) when the walk comes back to it.
+    private static let openLevels = 64
+
+    /// Visits every entry in byte order, depth first, from the root at `place`. The folders on the
+    /// way down are a list, not calls, and `PathLimit` bounds how long it gets.
+    private mutating func walk(from root: Place) throws {
+        var levels: [Level] = []
+        if let level = try visit(root, relative: [], slot: 0) { levels.append(level) }
+        while let level = levels.last {
+            // The folder the walk is in is open: it was opened last, or opened again below.
+            guard let folder = level.folder else { throw SystemError("walk", RawPath.string(level.path), errno: EBADF) }
+            guard level.next < level.names.count else {
+                levels.removeLast()
+                if let parent = levels.last, parent.folder == nil {
+                    levels[levels.count - 1].folder = try folder.parent(
+                        expecting: parent.device, parent.inode, names: parent.names, path: parent.path)
+                }
+                continue
+            }
+            levels[levels.count - 1].next += 1
+            let name = level.names[level.next]
+            try PathLimit.check(level.relative.count, adding: name, to: level.relative)
+            let place = Place(folder: folder.descriptor, name: name, path: RawPath.join(level.path, name))
+            if let child = try visit(place, relative: level.relative + [0x2F] + name, slot: level.first + level.next) {
+                if levels.count >= Self.openLevels { levels[levels.count - Self.openLevels].folder = nil }
+                levels.append(child)
+            }
+        }
+    }
+
     /// Names are raw bytes, so names that are not UTF-8 are hashed as they are; for UTF-8 names the
     /// line is the same text as before. Fills manifest entry `slot`; a directory's children take
-    /// the next free slots, one after another, before any of them is visited.
-    private mutating func visit(_ place: Place, relative: [UInt8], slot: Int) throws {
+    /// the next free slots, one after another, before any of them is visited. Returns a folder,
+    /// open, for the walk to go into.
+    private mutating func visit(_ place: Place, relative: [UInt8], slot: Int) throws -> Level? {
         let path = place.path
         var st = stat()
         guard RawPath.with(place.name, { fstatat(place.folder, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
@@ -170,7 +216,7 @@ package struct TreeScan {
         if !relative.isEmpty { fileCount += 1 }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
             manifest.entries[slot] = entry
-            return
+            return nil
         }
         let folder = try OpenFolder(at: place.folder, place.name, path: path)
         let names = folder.names
@@ -183,11 +229,8 @@ package struct TreeScan {
             child.parent = slot
             manifest.entries.append(child)
         }
-        for (offset, name) in names.enumerated() {
-            try visit(
-                Place(folder: folder.descriptor, name: name, path: RawPath.join(path, name)), relative: relative + [0x2F] + name,
-                slot: first + offset)
-        }
-        withExtendedLifetime(folder) {}
+        return Level(
+            folder: folder, names: names, device: st.st_dev, inode: st.st_ino, path: path, relative: relative,
+            first: first)
     }
 }

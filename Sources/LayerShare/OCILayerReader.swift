@@ -267,7 +267,7 @@ private struct Unpacking {
     }
 
     func refuse(_ name: [UInt8], _ why: String) -> LayerBlobError {
-        LayerBlobError(message: "the layer blob \(blob) holds a hostile entry \(RawPath.display(name)): \(why)")
+        LayerBlobError(message: "the layer blob \(blob) holds a hostile entry \(PathLimit.shortened(name)): \(why)")
     }
 
     /// The name's components: a leading `./` dropped, empty components too; the root is [].
@@ -317,6 +317,9 @@ private struct Unpacking {
         guard let pathname = archive_entry_pathname(header) else { throw LayerBlobError(message: "an entry of \(blob) has no name") }
         let raw = Self.bytes(pathname)
         let parts = try components(raw)
+        if parts.reduce(0, { $0 + 1 + $1.count }) > PathLimit.bytes {
+            throw refuse(raw, "a name longer than a path in a layer may be (\(PathLimit.bytes) bytes)")
+        }
         if parts.isEmpty {
             // `./`: the layer's root folder, whose metadata the layer carries too.
             guard archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) else { throw refuse(raw, "a root that is no folder") }

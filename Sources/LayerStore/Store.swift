@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerEntries
 import LayerSupport
 
 /// The content-addressed layer store (default `/var/lib/layerctl`).
@@ -30,8 +31,13 @@ public struct Store: Sendable {
     public var pacmanLog: String { cacheDirectory + "/pacman.log" }
 
     /// Opens the store at `root`, creating its folders.
+    /// How long the store's own path may be: a layer's files are reached by their path below it,
+    /// and that and a path of the layer (`PathLimit`) must fit Linux's 4,096 bytes.
+    public static let longestRoot = 4096 - PathLimit.bytes - 256
+
     public init(root: String) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
+        guard self.root.utf8.count <= Self.longestRoot else { throw StoreError.rootTooLong(self.root) }
         for directory in [layersDirectory, refsDirectory, tmpDirectory, locksDirectory, packageCache] {
             try FileSystem.makeDirectories(directory)
         }
@@ -235,10 +241,11 @@ public enum StoreError: LayerError {
     case ambiguous(String, [String])
     /// A store file that cannot be what it should be: its path, what is wrong, what to do.
     case damaged(String, String, remedy: String)
+    case rootTooLong(String)
 
     public var code: ErrorCode {
         switch self {
-        case .unknownLayer, .ambiguous: .input
+        case .unknownLayer, .ambiguous, .rootTooLong: .input
         case .damaged: .damaged
         }
     }
@@ -247,6 +254,9 @@ public enum StoreError: LayerError {
         switch self {
         case .damaged(let path, let problem, let remedy): "\(path) is damaged: \(problem); \(remedy)"
         case .unknownLayer(let name): "no layer named or keyed \(name) in the store"
+        case .rootTooLong(let root):
+            "the store's path is \(root.utf8.count) bytes long, longer than a store's may be (\(Store.longestRoot)): "
+                + "choose a shorter --store or LAYERCTL_STORE"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
         }

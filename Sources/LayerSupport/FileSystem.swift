@@ -232,20 +232,98 @@ package enum FileSystem {
     }
 
     /// Removes a tree, whatever it holds (device nodes, whiteouts, read-only directories, names
-    /// that are not UTF-8).
+    /// that are not UTF-8, folders nested deeper than any path can name). A symlink is removed,
+    /// never followed; a tree that is not there is no error.
     package static func removeTree(_ path: String) throws { try removeTree(Array(path.utf8)) }
 
     static func removeTree(_ path: [UInt8]) throws {
-        try RawPath.with(path) { p in
+        var st = stat()
+        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            _ = try RawPath.with(path) { p in try sys("remove", RawPath.string(path)) { unlink(p) } }
+            return
+        }
+        try walkBelow(path, makeReadable: true) { folder, name, st, shown in
+            let flags = (st.st_mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0
+            // The path is spelled only for a message: it is as long as the tree is deep.
+            guard RawPath.with(name, { unlinkat(folder, $0, flags) }) == 0 else { throw SystemError("remove", shown()) }
+        }
+        _ = try RawPath.with(path) { p in try sys("remove directory", RawPath.string(path)) { rmdir(p) } }
+    }
+
+    /// Calls `leave` for every entry below the folder `path`, a folder after its entries, with the
+    /// open folder that holds it, its name, its stat, and its path for messages. The walk holds
+    /// one folder open at a time, goes back up by `..` (checked to be the folder it came from),
+    /// and makes no call with a whole path, so no depth is too deep. Nothing else may change the
+    /// tree meanwhile; `makeReadable` gives each folder owner rwx first (a build may leave one
+    /// unreadable).
+    private static func walkBelow(
+        _ path: [UInt8], makeReadable: Bool,
+        leave: (_ folder: Int32, _ name: [UInt8], _ st: stat, _ shown: () -> String) throws -> Void
+    ) throws {
+        struct Level {
+            var name: [UInt8]
+            var device: dev_t
+            var inode: ino_t
+            var names: [[UInt8]]
+            var next = 0
+        }
+        var levels: [Level] = []
+        var shown: String {
+            RawPath.string(levels.dropFirst().reduce(path) { RawPath.join($0, $1.name) })
+        }
+        var fd = RawPath.with(path) { open($0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        guard fd >= 0 else { throw SystemError("read directory", RawPath.string(path)) }
+        defer { close(fd) }
+        func enter(_ name: [UInt8]) throws {
             var st = stat()
-            guard lstat(p, &st) == 0 else { return }
-            if (st.st_mode & S_IFMT) == S_IFDIR {
-                _ = chmod(p, 0o700)
-                for name in try listDirectory(path) { try removeTree(RawPath.join(path, name)) }
-                try sys("remove directory", RawPath.string(path)) { rmdir(p) }
-            } else {
-                try sys("remove", RawPath.string(path)) { unlink(p) }
+            if makeReadable { fchmod(fd, 0o700) }
+            let copy = fstat(fd, &st) == 0 ? dup(fd) : -1
+            guard copy >= 0, let stream = fdopendir(copy) else {
+                let failure = SystemError("read directory", RawPath.string(RawPath.join(Array(shown.utf8), name)))
+                if copy >= 0 { close(copy) }
+                throw failure
             }
+            defer { closedir(stream) }
+            levels.append(Level(name: name, device: st.st_dev, inode: st.st_ino, names: names(of: stream)))
+        }
+        try enter([])
+        while let level = levels.last {
+            if level.next < level.names.count {
+                let name = level.names[level.next]
+                levels[levels.count - 1].next += 1
+                var st = stat()
+                guard RawPath.with(name, { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                    throw SystemError("read", RawPath.string(RawPath.join(Array(shown.utf8), name)))
+                }
+                guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                    try leave(fd, name, st) { RawPath.string(RawPath.join(Array(shown.utf8), name)) }
+                    continue
+                }
+                let child = RawPath.with(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                guard child >= 0 else {
+                    throw SystemError("read directory", RawPath.string(RawPath.join(Array(shown.utf8), name)))
+                }
+                close(fd)
+                fd = child
+                try enter(name)
+                continue
+            }
+            guard levels.count > 1 else { return }
+            let done = levels.removeLast()
+            let parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            var st = stat()
+            guard parent >= 0, fstat(parent, &st) == 0 else { throw SystemError("read directory", shown) }
+            close(fd)
+            fd = parent
+            guard st.st_dev == levels[levels.count - 1].device, st.st_ino == levels[levels.count - 1].inode else {
+                throw SystemError("walk back up to", shown, errno: ESTALE)
+            }
+            var folder = stat()
+            guard RawPath.with(done.name, { fstatat(fd, $0, &folder, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                throw SystemError("read", RawPath.string(RawPath.join(Array(shown.utf8), done.name)))
+            }
+            try leave(fd, done.name, folder) { RawPath.string(RawPath.join(Array(shown.utf8), done.name)) }
         }
     }
 
@@ -282,14 +360,19 @@ package enum FileSystem {
         return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
     }
 
-    /// The size in bytes of everything under `path` (file sizes, not blocks).
+    /// The size in bytes of everything under `path` (file sizes, not blocks); 0 for what cannot
+    /// be read.
     package static func treeSize(_ path: String) -> Int64 { treeSize(Array(path.utf8)) }
 
     package static func treeSize(_ path: [UInt8]) -> Int64 {
         var st = stat()
         guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return 0 }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { return Int64(st.st_size) }
-        return ((try? listDirectory(path)) ?? []).reduce(0) { $0 + treeSize(RawPath.join(path, $1)) }
+        var total: Int64 = 0
+        try? walkBelow(path, makeReadable: false) { _, _, st, _ in
+            if (st.st_mode & S_IFMT) != S_IFDIR { total += Int64(st.st_size) }
+        }
+        return total
     }
 }
 
@@ -313,6 +396,30 @@ package final class OpenFolder {
         self.stream = stream
         self.descriptor = fd
         self.names = FileSystem.names(of: stream)
+    }
+
+    private init(descriptor: Int32, stream: OpaquePointer, names: [[UInt8]]) {
+        self.descriptor = descriptor
+        self.stream = stream
+        self.names = names
+    }
+
+    /// This folder's parent, opened through `..` and checked to be the folder `device` and `inode`
+    /// (the one a walk came down from), with the `names` the walk read before.
+    package func parent(expecting device: dev_t, _ inode: ino_t, names: [[UInt8]], path: [UInt8]) throws -> OpenFolder {
+        let fd = openat(descriptor, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("read directory", RawPath.string(path)) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, let stream = fdopendir(fd) else {
+            let failure = SystemError("read directory", RawPath.string(path))
+            close(fd)
+            throw failure
+        }
+        guard st.st_dev == device, st.st_ino == inode else {
+            closedir(stream)
+            throw SystemError("walk back up to", RawPath.string(path), errno: ESTALE)
+        }
+        return OpenFolder(descriptor: fd, stream: stream, names: names)
     }
 
     deinit { closedir(stream) }

@@ -109,6 +109,12 @@ struct ImageWalk {
                     UnsafeBufferPointer(start: lc_sqfs_dir_entry_name(dirent), count: Int(dirent.pointee.size) + 1))
                 let childPath = { RawPath.display(RawPath.join(directoryPath, name)) }
                 try check(name: name, after: previous, in: path)
+                do {
+                    try PathLimit.check(directoryPath.count, adding: name, to: directoryPath)
+                } catch var tooLong as PathTooLong {
+                    tooLong.reading = "read \(image)"
+                    throw tooLong
+                }
                 previous = name
                 let child = try self.inode(at: reference, path: childPath())
                 var made: MergedTree.Entry

@@ -159,6 +159,8 @@ struct OCILayerTests {
             ([Crafted(name: "x"), Crafted(name: ".wh.x")], ".wh.x", "a whiteout of a name the layer also holds"),
             ([Crafted(name: "x"), Crafted(name: "x")], "x", "a name the layer holds twice"),
             ([Crafted(name: "big", data: big)], "big", "its data cannot be read"),
+            ([Crafted(name: String(repeating: "d/", count: 1536) + "f")], "d/d/d/…/d/d/d/d/d/d/d/d/d/d/d/f",
+             "a name longer than a path in a layer may be (3072 bytes)"),
         ]
         for (index, hostile) in cases.enumerated() {
             let blob = "\(work)/\(index).tar"
