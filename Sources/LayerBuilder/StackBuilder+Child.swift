@@ -91,9 +91,16 @@ extension StackBuilder {
             for note in try normaliser.run() {
                 observer(BuildEvent(.step, layer: layer.name, message: note))
             }
-            scan = try TreeScan.scan(job.upperDirectory, settle: normaliser.settle)
+            scan = try TreeScan.scan(
+                job.upperDirectory, settle: normaliser.settle, sockets: parentTrees.isEmpty ? .removed : .whitedOut)
         } catch let error as PathTooLong {
             throw BuildFailure("the tree its steps made is refused: \(error.message)", at: layer.path, code: .build)
+        }
+        if let first = scan.droppedSockets.first {
+            let more = scan.droppedSockets.count > 1 ? " and \(scan.droppedSockets.count - 1) more" : ""
+            observer(BuildEvent(
+                .step, layer: layer.name,
+                message: "removed the sockets the build left (tar and OCI have no type for them): \(PathLimit.shortened(first))\(more)"))
         }
         let record = LayerRecord(
             formatVersion: LayerSpec.formatVersion, key: key, parent: parent, name: layer.name,

@@ -40,6 +40,20 @@ package struct TreeScan {
     /// The digests `knownContent` gave, by file number.
     private var knownDigests: [Int: Hash256] = [:]
     private var settle: Settle?
+    private var sockets = Sockets.kept
+    /// The sockets removed, relative to the tree ("/run/x.sock"), in walk order.
+    package private(set) var droppedSockets: [[UInt8]] = []
+
+    /// What the scan does with a socket. tar, and so OCI, has no type for one, and nothing listens
+    /// on a socket a build left, so a built layer holds none: it could not travel whole.
+    package enum Sockets {
+        case kept
+        /// Removed, for a tree with nothing below it.
+        case removed
+        /// Made a whiteout, for an upper folder: a name the build left as a socket may hide a
+        /// file of the layers below, which stays hidden.
+        case whitedOut
+    }
 
     /// What a caller may do to each entry as the walk meets it, before anything of it is recorded:
     /// change it on disk (its times, its attributes) and say so in `st` and `attributes`. A folder
@@ -61,14 +75,16 @@ package struct TreeScan {
     }
 
     /// `knownContent`: the sha256 of files whose bytes the caller has just hashed as it wrote them
-    /// (by path, as the walk spells it), which are not read again.
+    /// (by path, as the walk spells it), which are not read again. `sockets`: what becomes of a
+    /// socket (`droppedSockets` lists those that went).
     package static func scan(
         _ root: String, opaqueDirectories: [String]? = nil, knownContent: [[UInt8]: Hash256] = [:],
-        settle: Settle? = nil
+        settle: Settle? = nil, sockets: Sockets = .kept
     ) throws -> TreeScan {
         var scan = TreeScan()
         scan.knownContent = knownContent
         scan.settle = settle
+        scan.sockets = sockets
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
         let hashing = ContentHashing(workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
@@ -219,7 +235,8 @@ package struct TreeScan {
             return nil
         }
         let folder = try OpenFolder(at: place.folder, place.name, path: path)
-        let names = folder.names
+        var names = folder.names
+        if sockets != .kept { names = try withoutSockets(folder, path: path, relative: relative) }
         let first = manifest.entries.count
         entry.children = first..<(first + names.count)
         manifest.entries[slot] = entry
@@ -232,5 +249,36 @@ package struct TreeScan {
         return Level(
             folder: folder, names: names, device: st.st_dev, inode: st.st_ino, path: path, relative: relative,
             first: first)
+    }
+
+    /// The names of `folder` but its sockets, which are removed (and made whiteouts, which keep
+    /// their names): readdir's type says which, and fstatat where the filesystem does not say.
+    private mutating func withoutSockets(_ folder: OpenFolder, path: [UInt8], relative: [UInt8]) throws -> [[UInt8]] {
+        var kept: [[UInt8]] = []
+        for (name, type) in zip(folder.names, folder.types) {
+            var isSocket = type == DT_SOCK
+            if type == DT_UNKNOWN {
+                var st = stat()
+                guard RawPath.with(name, { fstatat(folder.descriptor, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                    throw SystemError("inspect", RawPath.string(RawPath.join(path, name)))
+                }
+                isSocket = (st.st_mode & S_IFMT) == S_IFSOCK
+            }
+            guard isSocket else {
+                kept.append(name)
+                continue
+            }
+            try RawPath.with(name) { at in
+                try sys("remove", RawPath.string(RawPath.join(path, name))) { unlinkat(folder.descriptor, at, 0) }
+                if sockets == .whitedOut {
+                    try sys("make a whiteout at", RawPath.string(RawPath.join(path, name))) {
+                        mknodat(folder.descriptor, at, S_IFCHR, 0)
+                    }
+                    kept.append(name)
+                }
+            }
+            droppedSockets.append(relative + [0x2F] + name)
+        }
+        return kept
     }
 }

@@ -337,13 +337,17 @@ package enum FileSystem {
     }
 
     /// The names a directory stream holds as raw bytes, without "." and "..", in byte order.
-    static func names(of dir: OpaquePointer) -> [[UInt8]] {
-        var names: [[UInt8]] = []
+    static func names(of dir: OpaquePointer) -> [[UInt8]] { entries(of: dir).map(\.name) }
+
+    /// The names a directory stream holds as raw bytes, without "." and "..", in byte order, each
+    /// with the type readdir(3) gives it (`DT_…`; DT_UNKNOWN where the filesystem does not say).
+    static func entries(of dir: OpaquePointer) -> [(name: [UInt8], type: UInt8)] {
+        var entries: [(name: [UInt8], type: UInt8)] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
-            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+            if name != [0x2E] && name != [0x2E, 0x2E] { entries.append((name, entry.pointee.d_type)) }
         }
-        return names.sorted { $0.lexicographicallyPrecedes($1) }
+        return entries.sorted { $0.name.lexicographicallyPrecedes($1.name) }
     }
 
     /// The names in a directory, without "." and "..", in byte order.
@@ -382,6 +386,9 @@ package enum FileSystem {
 package final class OpenFolder {
     package let descriptor: Int32
     package let names: [[UInt8]]
+    /// Each name's type as readdir(3) gives it (`DT_…`, DT_UNKNOWN where the filesystem does not
+    /// say); empty for a folder opened again (`parent`).
+    package let types: [UInt8]
     private let stream: OpaquePointer
 
     /// Opens the entry `name` of the folder `directory` (AT_FDCWD and a path for the first one);
@@ -395,13 +402,16 @@ package final class OpenFolder {
         }
         self.stream = stream
         self.descriptor = fd
-        self.names = FileSystem.names(of: stream)
+        let entries = FileSystem.entries(of: stream)
+        self.names = entries.map(\.name)
+        self.types = entries.map(\.type)
     }
 
     private init(descriptor: Int32, stream: OpaquePointer, names: [[UInt8]]) {
         self.descriptor = descriptor
         self.stream = stream
         self.names = names
+        self.types = []
     }
 
     /// This folder's parent, opened through `..` and checked to be the folder `device` and `inode`

@@ -86,6 +86,53 @@ struct MachineStateTests {
         }
         try Harness.expectValidStore(store)
     }
+
+    /// A socket has no data, nothing listens on it once the build ends, and tar has no type for
+    /// it: a layer that kept one would lose it on a push, and a store that pulled the layer would
+    /// write other image bytes than the store that built it.
+    @Test(
+        "sockets a build leaves (as gpg-agent and dirmngr do) are removed with a note, under every name; one over a file of the layers below keeps it hidden; every format holds the same entries"
+    )
+    func sockets() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("sockets-store")
+        let listen = { (path: String) in
+            "perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => \"\(path)\", Listen => 1) or die $!'"
+        }
+        // base writes /etc/hostname; here a socket takes its name.
+        try Harness.edit(layers + "/base.yaml") { $0 + "  - \(listen("/root-agent.sock"))\n" }
+        try """
+            from: base
+            run:
+              - rm /etc/hostname && \(listen("/etc/hostname"))
+              - mkdir -p /srv/run && \(listen("/srv/run/agent.sock")) && ln /srv/run/agent.sock /srv/run/agent.link
+              - mkfifo /srv/fifo
+            """.write(toFile: layers + "/sockets.yaml", atomically: true, encoding: .utf8)
+        let build = try Harness.run(["build", layers + "/sockets.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        #expect(build.stderr.contains("base: removed the sockets the build left (tar and OCI have no type for them): /root-agent.sock\n"), "\(build.stderr)")
+        #expect(build.stderr.contains("sockets: removed the sockets the build left (tar and OCI have no type for them): /etc/hostname and 2 more\n"), "\(build.stderr)")
+
+        let base = try Store(root: store).tree(try #require(try Store(root: store).ref("base")))
+        #expect(!FileSystemProbe.exists(base + "/root-agent.sock"), "a root layer has nothing below to hide: no whiteout")
+        let work = try Harness.temporaryDirectory("sockets")
+        let image = work + "/sockets.squashfs"
+        #expect(try Harness.run(["export", "sockets", "-o", image, "--store", store]).status == 0)
+        let tar = try Harness.run(["export", "sockets", "--format", "tar", "-o", work + "/sockets.tar", "--store", store])
+        #expect(tar.status == 0 && !tar.stderr.contains("socket"), "\(tar.stderr)")
+        let mounted = try KernelMount.squashfs(image)
+        defer { KernelMount.unmount(mounted) }
+        for gone in ["/etc/hostname", "/srv/run/agent.sock", "/srv/run/agent.link", "/root-agent.sock"] {
+            #expect(!FileSystemProbe.exists(mounted + gone), "\(gone)")
+        }
+        #expect(FileSystemProbe.exists(mounted + "/srv/fifo") && FileSystemProbe.exists(mounted + "/srv/run"))
+        let listed = try KernelMount.run("/usr/bin/tar", ["--warning=no-unknown-keyword", "-tf", work + "/sockets.tar"])
+        let inTar = Set(listed.output.split(separator: "\n").map { "/" + $0.trimmingCharacters(in: CharacterSet(charactersIn: "./")) })
+        let found = try KernelMount.run("/usr/bin/find", [mounted])
+        let inImage = Set(found.output.split(separator: "\n").map { "/" + $0.dropFirst(mounted.count).trimmingCharacters(in: CharacterSet(charactersIn: "/")) })
+        #expect(inTar == inImage, "only in tar: \(inTar.subtracting(inImage)), only in the image: \(inImage.subtracting(inTar))")
+        try Harness.expectValidStore(store)
+    }
 }
 
 /// lstat, which does not follow a symlink at the end.
