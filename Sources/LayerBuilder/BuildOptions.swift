@@ -21,7 +21,8 @@ public struct BuildOptions: Sendable {
     /// Note, for each path a layer's build leaves, what wrote it last (`StackBuilder.writers`).
     public var recordWriters = false
     /// How long one layer's build may take, in seconds (its transaction, scriptlets and `run:`
-    /// steps): a layer file must not hold the tool for ever. nil for no limit.
+    /// steps, and reading the tree they made): a layer file must not hold the tool for ever. nil
+    /// for no limit.
     public var layerTimeLimit: Double? = BuildOptions.defaultLayerTimeLimit
     public static let defaultLayerTimeLimit: Double = 3600
     /// How many processes one layer's build may have at once (a pids cgroup); nil for no limit.

@@ -64,6 +64,9 @@ extension StackBuilder {
 
         let packages: (result: ChildResult, mountPoints: [String])
         var stepStarts: [(step: Int, at: Double)] = []
+        // The layer's time limit covers reading the tree its steps made too: a sparse file of an
+        // exabyte takes no disk and would take years to read.
+        let deadline = options.layerTimeLimit.map { Deadline(seconds: $0) }
         do {
             defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
             packages = try runChild(jobPath: jobPath, layer: layer, network: job.network) { event in
@@ -92,9 +95,16 @@ extension StackBuilder {
                 observer(BuildEvent(.step, layer: layer.name, message: note))
             }
             scan = try TreeScan.scan(
-                job.upperDirectory, settle: normaliser.settle, sockets: parentTrees.isEmpty ? .removed : .whitedOut)
+                job.upperDirectory, settle: normaliser.settle, sockets: parentTrees.isEmpty ? .removed : .whitedOut,
+                deadline: deadline)
         } catch let error as PathTooLong {
             throw BuildFailure("the tree its steps made is refused: \(error.message)", at: layer.path, code: .build)
+        } catch let passed as Deadline.Passed {
+            throw BuildFailure(
+                "layer \(layer.name) did not finish within \(Self.shown(seconds: passed.seconds)) s "
+                    + "(at: \(passed.doing.replacingOccurrences(of: upper, with: ""))); "
+                    + "it was stopped. Give it longer with --timeout",
+                at: layer.path, code: .build)
         }
         if let first = scan.droppedSockets.first {
             let more = scan.droppedSockets.count > 1 ? " and \(scan.droppedSockets.count - 1) more" : ""
@@ -133,6 +143,9 @@ extension StackBuilder {
         }
     }
 
+    /// A time limit as the user gave it: "3", "2.5".
+    static func shown(seconds: Double) -> String { seconds.rounded() == seconds ? "\(Int(seconds))" : "\(seconds)" }
+
     /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it
     /// built, and the mount points it made in the tree.
     private func runChild(
@@ -158,7 +171,7 @@ extension StackBuilder {
             }
         } catch let exceeded as NamespacedWork.TimeLimitExceeded {
             // Where it was: a run: step has its line; anything else the layer file.
-            let seconds = exceeded.seconds.rounded() == exceeded.seconds ? "\(Int(exceeded.seconds))" : "\(exceeded.seconds)"
+            let seconds = Self.shown(seconds: exceeded.seconds)
             var location = layer.path
             var doing = lastStep?.message ?? "starting"
             if let step = lastStep, step.kind == .step, let current = step.current, step.message?.hasPrefix("run ") == true,

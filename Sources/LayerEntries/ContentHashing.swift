@@ -19,7 +19,10 @@ final class ContentHashing: @unchecked Sendable {
     private var digests: [Int: Hash256] = [:]
     private var failure: Error?
 
-    init(workers: Int) {
+    private let deadline: Deadline?
+
+    init(workers: Int, deadline: Deadline?) {
+        self.deadline = deadline
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(changed, nil)
         running = max(1, workers)
@@ -73,7 +76,7 @@ final class ContentHashing: @unchecked Sendable {
                 let (number, path) = queue[taken]
                 taken += 1
                 pthread_mutex_unlock(mutex)
-                let result = Result { try Digest.contentHash(file: path, buffer: buffer) }
+                let result = Result { try Digest.contentHash(file: path, buffer: buffer, deadline: deadline) }
                 pthread_mutex_lock(mutex)
                 switch result {
                 case .success(let digest): digests[number] = digest

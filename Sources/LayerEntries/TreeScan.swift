@@ -41,6 +41,8 @@ package struct TreeScan {
     private var knownDigests: [Int: Hash256] = [:]
     private var settle: Settle?
     private var sockets = Sockets.kept
+    private var deadline: Deadline?
+    private var visits = 0
     /// The sockets removed, relative to the tree ("/run/x.sock"), in walk order.
     package private(set) var droppedSockets: [[UInt8]] = []
 
@@ -79,7 +81,7 @@ package struct TreeScan {
     /// socket (`droppedSockets` lists those that went).
     package static func scan(
         _ root: String, opaqueDirectories: [String]? = nil, knownContent: [[UInt8]: Hash256] = [:],
-        settle: Settle? = nil, sockets: Sockets = .kept
+        settle: Settle? = nil, sockets: Sockets = .kept, deadline: Deadline? = nil
     ) throws -> TreeScan {
         var scan = TreeScan()
         scan.knownContent = knownContent
@@ -87,7 +89,9 @@ package struct TreeScan {
         scan.sockets = sockets
         scan.knownOpaque = opaqueDirectories.map { Set($0.map { Array($0.utf8) }) }
         scan.manifest.entries.append(LayerManifest.placeholder)
-        let hashing = ContentHashing(workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)))
+        scan.deadline = deadline
+        let hashing = ContentHashing(
+            workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)), deadline: deadline)
         scan.hashing = hashing
         do {
             let path = Array(root.utf8)
@@ -152,6 +156,8 @@ package struct TreeScan {
             }
             levels[levels.count - 1].next += 1
             let name = level.names[level.next]
+            visits += 1
+            if let deadline, visits % 1024 == 0 { try deadline.check("reading its tree") }
             try PathLimit.check(level.relative.count, adding: name, to: level.relative)
             let place = Place(folder: folder.descriptor, name: name, path: RawPath.join(level.path, name))
             if let child = try visit(place, relative: level.relative + [0x2F] + name, slot: level.first + level.next) {

@@ -30,14 +30,20 @@ package enum Digest {
         deinit { bytes.deallocate() }
     }
 
-    /// sha256 of a file's contents, as a value.
-    package static func contentHash(file path: [UInt8], buffer: ReadBuffer = ReadBuffer()) throws -> Hash256 {
+    /// sha256 of a file's contents, as a value; checks `deadline` every 8 MiB, since a sparse file
+    /// can be as large as a filesystem allows without taking a block.
+    package static func contentHash(
+        file path: [UInt8], buffer: ReadBuffer = ReadBuffer(), deadline: Deadline? = nil
+    ) throws -> Hash256 {
         let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw SystemError("read", RawPath.string(path)) }
         defer { close(fd) }
         var hasher = SHA256()
         let buffer = buffer.bytes
+        var chunks = 0
         while true {
+            chunks += 1
+            if let deadline, chunks % 64 == 0 { try deadline.check("reading \(RawPath.display(path))") }
             let count = read(fd, buffer.baseAddress, buffer.count)
             if count < 0 && errno == EINTR { continue }
             if count < 0 { throw SystemError("read", RawPath.string(path)) }

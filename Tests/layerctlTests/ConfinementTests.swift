@@ -106,7 +106,9 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
-    @Test("a run: step that never ends is stopped at --timeout with everything it started: one line at its run: line, nothing left")
+    @Test(
+        "a run: step that never ends, or leaves a 1 TiB sparse file, is stopped at --timeout with everything it started: one line at its run: line or its layer file, nothing left"
+    )
     func timeLimit() throws {
         let (layers, store) = try storeWithBase()
         let keys = try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted()
@@ -130,6 +132,22 @@ struct ConfinementTests {
         }
         #expect(left.isEmpty, "left running: \(left)")
         #expect(try Harness.leakedMounts(under: store).isEmpty && Harness.leakedMounts(under: layers).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted() == keys)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        // A sparse file takes no disk and can be as large as the filesystem allows; reading it
+        // for the tree's digest is part of the layer's build, under the same limit.
+        try "from: base\nrun:\n  - truncate -s 1099511627776 /sparse\n".write(
+            toFile: layers + "/sparse.yaml", atomically: true, encoding: .utf8)
+        let sparseStarted = Date()
+        let sparse = try Harness.run(["build", layers + "/sparse.yaml", "--store", store, "--timeout", "3"])
+        #expect(Date().timeIntervalSince(sparseStarted) < 30)
+        #expect(sparse.status == 6, "\(sparse.stderr)")
+        let sparseErrors = sparse.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl:") }
+        #expect(
+            sparseErrors.count == 1
+                && sparseErrors[0].hasSuffix(
+                    "sparse.yaml: layer sparse did not finish within 3 s (at: reading /sparse); it was stopped. Give it longer with --timeout"),
+            "\(sparse.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted() == keys)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
         // A negative limit is refused.
