@@ -9,21 +9,26 @@ struct RootedFiles {
     let root: String
 
     /// Writes `data` at `path` (absolute inside the root) with `mode` and owner, creating missing
-    /// parent directories (0755, root). An existing symlink at `path` is replaced, not followed.
+    /// parent directories (0755, root). What is at `path` and is no regular file or folder (a
+    /// symlink, a FIFO, a socket, a device node) is replaced, never followed or opened: opening a
+    /// FIFO to write waits for a reader that never comes.
     func write(_ data: Data, to path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
         let rootFD = try openRoot()
         defer { close(rootFD) }
         let parent = (path as NSString).deletingLastPathComponent
         try makeParents(parent, rootFD: rootFD)
-        var fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode_t(mode))
-        if fd < 0 && errno == ELOOP {
-            let dirFD = try openDirectory(parent, rootFD: rootFD)
-            defer { close(dirFD) }
-            try sys("replace symlink", path) { unlinkat(dirFD, (path as NSString).lastPathComponent, 0) }
-            fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode_t(mode))
+        let dirFD = try openDirectory(parent, rootFD: rootFD)
+        defer { close(dirFD) }
+        let name = (path as NSString).lastPathComponent
+        var st = stat()
+        if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT != S_IFREG, st.st_mode & S_IFMT != S_IFDIR {
+            try sys("replace", path) { unlinkat(dirFD, name, 0) }
         }
+        // O_NONBLOCK: should a FIFO come back meanwhile, the open fails instead of waiting.
+        let fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, mode_t(mode))
         guard fd >= 0 else { throw SystemError("write", path) }
         defer { close(fd) }
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw SystemError("write", path, errno: EINVAL) }
         try data.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
@@ -37,13 +42,17 @@ struct RootedFiles {
         try sys("change mode of", path) { fchmod(fd, mode_t(mode)) }
     }
 
-    /// Reads a file inside the root, or nil when it is not there.
+    /// Reads a regular file inside the root, or nil when there is none: a FIFO is not read (it
+    /// would wait for a writer), nor a device node.
     func read(_ path: String) -> Data? {
         guard let rootFD = try? openRoot() else { return nil }
         defer { close(rootFD) }
-        let fd = lc_open_in_root(rootFD, path, O_RDONLY, 0)
+        let fd = lc_open_in_root(rootFD, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
         guard fd >= 0 else { return nil }
-        return FileHandle(fileDescriptor: fd, closeOnDealloc: true).readDataToEndOfFile()
+        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
+        return try? handle.readToEnd() ?? Data()
     }
 
     /// Turns `user:group` (names or numbers) into ids, reading the root's /etc/passwd and /etc/group;

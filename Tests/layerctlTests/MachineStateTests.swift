@@ -55,7 +55,9 @@ struct MachineStateTests {
         #expect(FileManager.default.contents(atPath: tree + "/etc/epoch") == Data("\(try record("state", store: stores[0]).sourceDateEpoch)\n".utf8))
     }
 
-    @Test("a layer that makes the folders the builder cleans symlinks to host folders, or its files FIFOs, touches nothing of the host and hangs nothing")
+    @Test(
+        "a layer that makes the folders the builder cleans symlinks to host folders, or its files FIFOs, touches nothing of the host and hangs nothing, nor does a layer above it; files: above FIFOs replaces them"
+    )
     func hostileLinks() throws {
         let victim = try Harness.temporaryDirectory("normaliser-victim")
         let planted = [
@@ -84,6 +86,33 @@ struct MachineStateTests {
         for path in planted {
             #expect(FileManager.default.contents(atPath: victim + "/" + path) == Data("precious\n".utf8), "\(path)")
         }
+        // A layer on top: libalpm would wait on the FIFOs of its database until the time limit.
+        // The time limits here make a wait a failure instead of a test that never ends.
+        try "from: evil\n".write(toFile: layers + "/above.yaml", atomically: true, encoding: .utf8)
+        let above = try Harness.run(["build", layers + "/above.yaml", "--store", store, "--timeout", "60"])
+        #expect(above.status == 5, "\(above.stderr)")
+        #expect(
+            above.stderr.contains("above.yaml: pacman's database in the layers below is damaged: /var/lib/pacman/local/")
+                && above.stderr.contains("/desc is no regular file"), "\(above.stderr)")
+
+        // files: over FIFOs of the layer below: replaced, never opened (to write, a FIFO waits for
+        // a reader), and an owner looked up in a /etc/passwd that is a FIFO is not read.
+        try "from: base\nrun:\n  - rm /etc/passwd && mkfifo /etc/passwd /etc/motd /etc/machine-id\n".write(
+            toFile: layers + "/fifos.yaml", atomically: true, encoding: .utf8)
+        try """
+            from: fifos
+            files:
+              - path: /etc/motd
+                content: "welcome\\n"
+              - path: /etc/machine-id
+                content: "uninitialized\\n"
+                owner: root:root
+            """.write(toFile: layers + "/over-fifos.yaml", atomically: true, encoding: .utf8)
+        let over = try Harness.run(["build", layers + "/over-fifos.yaml", "--store", store, "--timeout", "60"])
+        #expect(over.status == 0, "\(over.stderr)")
+        let tree = try Store(root: store).tree(try #require(try Store(root: store).ref("over-fifos")))
+        #expect(FileManager.default.contents(atPath: tree + "/etc/motd") == Data("welcome\n".utf8))
+        #expect(FileManager.default.contents(atPath: tree + "/etc/machine-id") == Data("uninitialized\n".utf8))
         try Harness.expectValidStore(store)
     }
 
