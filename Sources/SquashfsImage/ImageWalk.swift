@@ -82,9 +82,11 @@ struct ImageWalk {
         // of its inode. The kernel keeps one inode per number, so a second inode under a number
         // would read as the first: for a directory, another directory's entries.
         let inodeCount = Int(superblock.inode_count)
-        var byNumber = [(index: Int32, reference: UInt64)](repeating: (-1, 0), count: inodeCount + 1)
+        // A table as long as the count the superblock claims could ask for any amount of memory
+        // (4 billion numbers: 64 GiB): the numbers met are kept, which the image's size bounds.
+        var byNumber: [UInt32: (index: Int32, reference: UInt64)] = [:]
         let rootNumber = Int(root.pointee.base.inode_number)
-        if (1...max(1, inodeCount)).contains(rootNumber) { byNumber[rootNumber] = (0, rootReference) }
+        if (1...max(1, inodeCount)).contains(rootNumber) { byNumber[UInt32(rootNumber)] = (0, rootReference) }
         var head = 0
         defer { for pending in queue[head...] { sqfs_free(pending.inode) } }
         while head < queue.count {
@@ -141,7 +143,7 @@ struct ImageWalk {
                     sqfs_free(child)
                     throw damaged("\(childPath()) has inode number \(number), outside 1 to \(inodeCount)")
                 }
-                let earlier = byNumber[Int(number)]
+                let earlier = byNumber[number] ?? (-1, 0)
                 if made.kind == .directory {
                     // The entry's number is its inode's (checked above), so a directory met
                     // before holds that number with the same inode: a loop.
@@ -152,7 +154,7 @@ struct ImageWalk {
                                 ? "a directory loop: \(childPath()) is a directory met before"
                                 : "\(childPath()) is a directory under inode number \(number), which is taken")
                     }
-                    byNumber[Int(number)] = (Int32(index), reference)
+                    byNumber[number] = (Int32(index), reference)
                     queue.append((index, child))
                 } else {
                     if earlier.index >= 0 {
@@ -164,7 +166,7 @@ struct ImageWalk {
                         }
                         made.hardLinkTarget = Int(earlier.index)
                     } else {
-                        byNumber[Int(number)] = (Int32(index), reference)
+                        byNumber[number] = (Int32(index), reference)
                     }
                     if made.kind == .regular && made.hardLinkTarget == nil {
                         inodes[index] = child

@@ -166,6 +166,20 @@ struct DamagedImageTests {
         try expectRefused(owner, against: folder, saying: "")
     }
 
+    /// The walk kept a table as long as the superblock's inode count: 4 billion asked for 64 GiB,
+    /// and the allocation's failure killed layerctl.
+    @Test("A superblock that claims 4 billion inodes costs only the memory its entries need")
+    func hugeInodeCount() throws {
+        let (folder, image, _) = try make()
+        var claims = image
+        claims.set16(4, 0xFFFF)
+        claims.set16(6, 0xFFFF)
+        let path = try Harness.temporaryDirectory("damaged-image") + "/claims.squashfs"
+        try Data(claims.bytes).write(to: URL(fileURLWithPath: path))
+        let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "diff", path, folder])
+        #expect(result.status == 0 && result.output.contains("files: the same"), "exit \(result.status): \(result.output.prefix(300))")
+    }
+
     /// What unsquashfs says of `image` when it lists it.
     static func unsquashfs(_ image: Image) throws -> String {
         let path = try Harness.temporaryDirectory("unsquashfs") + "/image.squashfs"
