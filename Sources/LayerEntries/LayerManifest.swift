@@ -93,7 +93,9 @@ public struct LayerManifest: Sendable {
         var input = ByteReader(raw: raw)
         guard input.take(magic.count).map({ Array($0) }) == magic, let count = input.u32() else { return nil }
         var entries: [MergedTree.Entry] = []
-        entries.reserveCapacity(Int(count))
+        // The count is the file's word: a damaged one must not ask for more memory than the
+        // entries the file can hold (each takes more than 16 bytes).
+        entries.reserveCapacity(min(Int(count), raw.count / 16))
         var opaque = Set<Int>()
         for index in 0..<Int(count) {
             guard let kindByte = input.u8(), let kind = MergedTree.Kind(rawValue: kindByte), let flags = input.u8(),

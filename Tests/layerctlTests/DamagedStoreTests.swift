@@ -94,6 +94,13 @@ struct DamagedStoreTests {
         let export = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/bad"])
         expectOneLine(export, naming: manifest, saying: "not a layer manifest (cut short or edited); run `layerctl gc`")
         #expect(!FileManager.default.fileExists(atPath: out + "/bad"))
+        // A count of 4 billion entries after the magic: refused the same way, without first
+        // asking for the memory they would take (which killed layerctl).
+        var huge = bytes
+        huge.replaceSubrange(8..<12, with: [0xFF, 0xFF, 0xFF, 0xFF])
+        try huge.write(to: URL(fileURLWithPath: manifest))
+        let hugeExport = try Harness.run(["export", "gaming", "--store", root, "-o", out + "/bad"])
+        expectOneLine(hugeExport, naming: manifest, saying: "not a layer manifest (cut short or edited); run `layerctl gc`")
         let repair = try Harness.run(["gc", "--store", root])
         #expect(repair.stdout.contains("repaired: \(manifest) is damaged"), "\(repair.stdout)\(repair.stderr)")
         let again = try Harness.run([
