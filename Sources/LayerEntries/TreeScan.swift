@@ -261,7 +261,8 @@ package struct TreeScan {
     /// their names): readdir's type says which, and fstatat where the filesystem does not say.
     private mutating func withoutSockets(_ folder: OpenFolder, path: [UInt8], relative: [UInt8]) throws -> [[UInt8]] {
         var kept: [[UInt8]] = []
-        for (name, type) in zip(folder.names, folder.types) {
+        for (index, name) in folder.names.enumerated() {
+            let type = index < folder.types.count ? folder.types[index] : UInt8(DT_UNKNOWN)
             var isSocket = type == DT_SOCK
             if type == DT_UNKNOWN {
                 var st = stat()

@@ -51,14 +51,30 @@ public struct OCILayerWriter {
     }
 
     /// The children of `directory` (named `prefix`, empty for the root), depth first in byte order.
+    /// The folders on the way down are a list, not calls, and `PathLimit` bounds how long it gets.
     private mutating func writeChildren(
         of directory: SourceEntry, at prefix: [UInt8], source: any EntrySource, archive: OpaquePointer,
         path: String, firstNames: inout [UInt64: [UInt8]]
     ) throws {
-        if directory.isOpaque {
-            try writeMarker((prefix.isEmpty ? [] : prefix + [0x2F]) + Whiteout.opaque, like: directory.entry, archive: archive, path: path)
+        var folders: [(children: [SourceEntry], next: Int, prefix: [UInt8])] = []
+        func enter(_ directory: SourceEntry, at prefix: [UInt8]) throws {
+            if directory.isOpaque {
+                try writeMarker(
+                    (prefix.isEmpty ? [] : prefix + [0x2F]) + Whiteout.opaque, like: directory.entry, archive: archive, path: path)
+            }
+            folders.append((try source.children(of: directory), 0, prefix))
         }
-        for child in try source.children(of: directory) {
+        try enter(directory, at: prefix)
+        while let folder = folders.last {
+            guard folder.next < folder.children.count else {
+                folders.removeLast()
+                continue
+            }
+            folders[folders.count - 1].next += 1
+            let child = folder.children[folder.next]
+            let prefix = folder.prefix
+            try PathLimit.check(
+                prefix.isEmpty ? 0 : prefix.count + 1, adding: child.entry.name, to: prefix.isEmpty ? [] : [0x2F] + prefix)
             let name = prefix.isEmpty ? child.entry.name : prefix + [0x2F] + child.entry.name
             if child.isWhiteout {
                 let marker = (prefix.isEmpty ? [] : prefix + [0x2F]) + Whiteout.hiding(child.entry.name)
@@ -71,9 +87,7 @@ public struct OCILayerWriter {
                 if let first = firstNames[group] { linkTo = first } else { firstNames[group] = name }
             }
             try writeEntry(child.entry, named: name, linkTo: linkTo, archive: archive, path: path)
-            if child.entry.kind == .directory {
-                try writeChildren(of: child, at: name, source: source, archive: archive, path: path, firstNames: &firstNames)
-            }
+            if child.entry.kind == .directory { try enter(child, at: name) }
         }
     }
 
