@@ -369,6 +369,12 @@ private struct Unpacking {
             try at(name) { p in try sys("create", shown(name)) { mkdir(p, 0o700) } }
             kinds[name] = .directory
         case UInt32(Glibc.S_IFREG):
+            // A sparse entry (GNU tar's --sparse) can say terabytes in a few bytes of blob, and
+            // its holes would be written out as zeros until the disk is full. No OCI tool writes
+            // one: layerctl, Docker, Buildah and umoci write a file's bytes as they are.
+            if archive_entry_sparse_count(header) > 0 {
+                throw refuse(raw, "a sparse file of \(archive_entry_size(header)) bytes, which a layer blob does not hold")
+            }
             try writeFile(name, header: header, archive: archive, raw: raw)
             kinds[name] = .other
         case UInt32(Glibc.S_IFLNK):

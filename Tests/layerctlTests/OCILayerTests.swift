@@ -116,6 +116,8 @@ struct OCILayerTests {
         var data = "x"
         var symlink: String?
         var hardlink: String?
+        /// A sparse file's size: `data` is its first bytes, the rest a hole.
+        var sparseSize: Int64?
     }
 
     static func craft(_ entries: [Crafted], at path: String) throws {
@@ -132,7 +134,8 @@ struct OCILayerTests {
             if let target = crafted.symlink { archive_entry_set_symlink(header, target) }
             if let target = crafted.hardlink { archive_entry_set_hardlink(header, target) }
             let size = crafted.type == Glibc.S_IFREG && crafted.hardlink == nil ? crafted.data.utf8.count : 0
-            archive_entry_set_size(header, la_int64_t(size))
+            archive_entry_set_size(header, la_int64_t(crafted.sparseSize ?? Int64(size)))
+            if crafted.sparseSize != nil { archive_entry_sparse_add_entry(header, 0, la_int64_t(size)) }
             #expect(archive_write_header(archive, header) == ARCHIVE_OK)
             if size > 0 { _ = crafted.data.withCString { archive_write_data(archive, $0, size) } }
         }
@@ -161,6 +164,9 @@ struct OCILayerTests {
             ([Crafted(name: "big", data: big)], "big", "its data cannot be read"),
             ([Crafted(name: String(repeating: "d/", count: 1536) + "f")], "d/d/d/…/d/d/d/d/d/d/d/d/d/d/d/f",
              "a name longer than a path in a layer may be (3072 bytes)"),
+            // A terabyte in a few hundred bytes of blob: written out, it would fill the disk.
+            ([Crafted(name: "sparse", sparseSize: 1 << 40)], "sparse",
+             "a sparse file of 1099511627776 bytes, which a layer blob does not hold"),
         ]
         for (index, hostile) in cases.enumerated() {
             let blob = "\(work)/\(index).tar"
