@@ -36,6 +36,24 @@ package enum RawPath {
         return result
     }
 
+    /// Text for a terminal: as it is, unless it holds a control character (C0, DEL or C1: a
+    /// newline would start a line of its own, an escape sequence would drive the terminal), and
+    /// then with each of those and each backslash as `\xNN`. Names and package fields come from
+    /// layers, and a layer may be a stranger's.
+    package static func printable(_ text: String) -> String {
+        func isControl(_ scalar: Unicode.Scalar) -> Bool { scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) }
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var result = ""
+        for scalar in text.unicodeScalars {
+            if isControl(scalar) || scalar == "\\" {
+                result += "\\x" + String(scalar.value, radix: 16, uppercase: false).leftPadded(2)
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
+    }
+
     package static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
         var path = directory
         path.append(UInt8(ascii: "/"))

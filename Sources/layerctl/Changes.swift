@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LayerBoot
 import LayerDiff
+import LayerSupport
 
 extension LayerCtl {
     struct Changes: ParsableCommand, JSONCommand {
@@ -64,7 +65,7 @@ extension LayerCtl {
                             "\(count($0)) \(Self.words[$0] ?? $0.rawValue)"
                         }
                         .joined(separator: ", "))
-                for package in changes.packages {
+                for package in changes.packages.map(DiffRenderer.printable) {
                     switch package.change {
                     case .added: lines.append("  + \(package.name) \(package.after ?? "")")
                     case .removed: lines.append("  - \(package.name) \(package.before ?? "")")
@@ -85,7 +86,7 @@ extension LayerCtl {
             for file in changes.files {
                 let mark = file.change == .added ? "A" : file.change == .modified ? "M" : "D"
                 let detail = file.differences.isEmpty ? "" : " (\(file.differences.joined(separator: ", ")))"
-                lines.append("  \(mark) \(file.path)\(detail)")
+                lines.append("  \(mark) \(RawPath.printable(file.path))\(detail)")
             }
             lines.append("this boot holds \(size(changes.upperBytes)) of file data in memory; the next boot forgets it")
             return lines.joined(separator: "\n")

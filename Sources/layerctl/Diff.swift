@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import LayerDiff
 import LayerStore
+import LayerSupport
 
 extension LayerCtl {
     struct Diff: ParsableCommand, JSONCommand {
@@ -89,7 +90,7 @@ struct DiffRenderer {
 
     private func line(_ entry: TreeDiff.Entry) -> String {
         let detail = entry.differences.isEmpty ? "" : " (\(entry.differences.joined(separator: ", ")))"
-        return paint("\(Self.mark(entry.change)) \(entry.path)", entry.change) + detail
+        return paint("\(Self.mark(entry.change)) \(RawPath.printable(entry.path))", entry.change) + detail
     }
 
     func packages() -> String {
@@ -100,7 +101,7 @@ struct DiffRenderer {
             return n == 0 ? nil : "\(n) \(kind == .reason ? "changed reason" : kind.rawValue)"
         }
         lines.append("packages: " + counts.joined(separator: ", "))
-        for package in diff.packages {
+        for package in diff.packages.map(Self.printable) {
             switch package.change {
             case .added: lines.append(paint("  + \(package.name) \(package.after ?? "")", .added))
             case .removed: lines.append(paint("  - \(package.name) \(package.before ?? "")", .removed))
@@ -113,10 +114,19 @@ struct DiffRenderer {
         return lines.joined(separator: "\n")
     }
 
+    /// A package change whose fields (from a layer's database) are fit for a terminal.
+    static func printable(_ package: PackageChange) -> PackageChange {
+        var shown = package
+        shown.name = RawPath.printable(package.name)
+        shown.before = package.before.map(RawPath.printable)
+        shown.after = package.after.map(RawPath.printable)
+        return shown
+    }
+
     /// Per package (and `unowned`): how many entries were added, modified and removed.
     private func groups() -> [(owner: String, entries: [TreeDiff.Entry])] {
         var byOwner: [String: [TreeDiff.Entry]] = [:]
-        for entry in diff.entries { byOwner[entry.owner ?? "unowned", default: []].append(entry) }
+        for entry in diff.entries { byOwner[entry.owner.map(RawPath.printable) ?? "unowned", default: []].append(entry) }
         return byOwner.keys.sorted { ($0 == "unowned" ? 1 : 0, $0) < ($1 == "unowned" ? 1 : 0, $1) }.map {
             ($0, byOwner[$0] ?? [])
         }
@@ -151,7 +161,7 @@ struct DiffRenderer {
     }
 
     func everyFile() -> String {
-        diff.entries.map { line($0) + "  [\($0.owner ?? "unowned")]" }.joined(separator: "\n")
+        diff.entries.map { line($0) + "  [\($0.owner.map(RawPath.printable) ?? "unowned")]" }.joined(separator: "\n")
     }
 
     func statistics() -> String {
@@ -165,5 +175,5 @@ struct DiffRenderer {
         return lines.joined(separator: "\n")
     }
 
-    func names() -> String { diff.entries.map(\.path).joined(separator: "\n") }
+    func names() -> String { diff.entries.map { RawPath.printable($0.path) }.joined(separator: "\n") }
 }

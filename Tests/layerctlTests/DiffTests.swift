@@ -233,6 +233,41 @@ struct DiffTests {
         #expect(images2.stdout == "packages: 1 added, 1 removed\n  + game 1.0-1\n  - nano 7.2-1\n", "\(images2.stdout)")
     }
 
+    /// A stranger's layer names its files and its packages: a newline would forge a line of the
+    /// output, and an escape sequence would drive the terminal of whoever reads it.
+    @Test("names and package fields that hold control characters print escaped, one line each, in every text form")
+    func controlCharacters() throws {
+        let stack = try CraftedStack("diff-controls")
+        try stack.layer("plain") { t in try t.directory("etc") }
+        try stack.layer("hostile") { t in
+            for folder in ["etc", "var", "var/lib", "var/lib/pacman", "var/lib/pacman/local", "var/lib/pacman/local/evil-1-1"] {
+                try t.directory(folder)
+            }
+            try t.file("etc/x\n  D forged", "x")
+            try t.file("etc/\u{1B}[31mred\u{1B}[0m", "x")
+            try t.file("etc/c1-\u{9B}2J", "x")
+            try t.file("var/lib/pacman/local/evil-1-1/desc", Self.desc("evil\u{1B}]0;owned\u{07}", "1-\u{1B}[2J1"))
+            try t.file("var/lib/pacman/local/evil-1-1/files", "%FILES%\netc/\u{1B}[31mred\u{1B}[0m\n\n")
+        }
+        for mode in [[], ["--files"], ["--name-only"], ["--packages"], ["--stat"]] {
+            let result = try Harness.run(["diff", "plain", "hostile", "--store", stack.store] + mode)
+            #expect(result.status == 1, "\(mode): \(result.stdout)\(result.stderr)")
+            let controls = result.stdout.unicodeScalars.filter {
+                ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value)
+            }
+            #expect(controls.isEmpty, "\(mode): \(controls.map(\.value)) in \(result.stdout)")
+            let lines = result.stdout.split(separator: "\n")
+            #expect(!lines.contains { $0.hasPrefix("  D ") }, "\(mode): a forged line: \(result.stdout)")
+        }
+        let every = try Harness.run(["diff", "plain", "hostile", "--files", "--store", stack.store])
+        #expect(
+            every.stdout.contains("A /etc/x\\x0a  D forged  [unowned]")
+                && every.stdout.contains("A /etc/\\x1b[31mred\\x1b[0m  [evil\\x1b]0;owned\\x07]"),
+            "\(every.stdout)")
+        let packages = try Harness.run(["diff", "plain", "hostile", "--packages", "--store", stack.store])
+        #expect(packages.stdout.contains("+ evil\\x1b]0;owned\\x07 1-\\x1b[2J1"), "\(packages.stdout)")
+    }
+
     @Test("symlink targets and attribute names that are not UTF-8 are compared as bytes, in layers and images alike")
     func rawBytes() throws {
         let stack = try CraftedStack("diff-bytes")
