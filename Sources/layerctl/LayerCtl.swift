@@ -50,7 +50,8 @@ struct LayerCtl: ParsableCommand {
         } catch where exitCode(for: error) == .success {
             exit(withError: error)  // help is a command that "fails" with its text
         } catch {
-            FileHandle.standardError.write(Data("layerctl: \(error)\n".utf8))
+            // One line, whatever a name in it holds (a layer's file names are its author's).
+            FileHandle.standardError.write(Data("layerctl: \(RawPath.printable("\(error)"))\n".utf8))
             let code = errorCode(of: error)
             if (command as? JSONCommand)?.json == true {
                 let failure = JSONOutput.Failure(

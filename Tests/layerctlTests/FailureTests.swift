@@ -36,6 +36,15 @@ struct FailureTests {
         try expectFailure("run:\n  - echo fine\n  - exit 9\n", status: 6, mentions: ["broken.yaml:4:5", "`exit 9`", "status 9"])
     }
 
+    /// An error is one line, whatever the text it quotes holds: a command of several lines, a name
+    /// with a newline or an escape sequence (which a stranger's layer file may hold).
+    @Test("a failing run: command of several lines is quoted in one line, its newlines as \\x0a")
+    func multiLineCommand() throws {
+        try expectFailure(
+            "run:\n  - |\n    echo first\n    printf '\\033[2J' > /dev/null; exit 4\n", status: 6,
+            mentions: ["broken.yaml:3:5", "`echo first\\x0aprintf '\\x5c033[2J' > /dev/null; exit 4\\x0a` exited with status 4"])
+    }
+
     @Test("an unknown package names the package and its line")
     func unknownPackage() throws {
         try expectFailure("packages: [no-such-package]\n", status: 5, mentions: ["broken.yaml:2:12", "no-such-package", "not found"])
