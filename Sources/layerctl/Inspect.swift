@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LayerSupport
 
 extension LayerCtl {
     struct Inspect: ParsableCommand, JSONCommand {
@@ -15,6 +16,10 @@ extension LayerCtl {
         @Flag(name: .long, help: "Print the layer's full record as JSON.")
         var json = false
 
+        /// A line of the record, which a pulled layer's image wrote: with no control character
+        /// left to forge a line or drive the terminal.
+        private func show(_ line: String) { print(RawPath.printable(line)) }
+
         func run() throws {
             let store = try storeOptions.open()
             let key = try store.resolve(layer)
@@ -29,31 +34,31 @@ extension LayerCtl {
             var names = try store.refNames().filter { (try? store.ref($0)) == key }
             if let asked = names.firstIndex(of: layer) { names.insert(names.remove(at: asked), at: 0) }
             if names.isEmpty { names = [record.name] }
-            print("name:       \(names[0])" + (names.count > 1 ? " (also " + names.dropFirst().joined(separator: ", ") + ")" : ""))
-            print("key:        \(record.key)")
-            print("parent:     \(record.parent ?? "scratch")")
-            if let image = record.image { print("from image: \(image)") }
-            print("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
+            show("name:       \(names[0])" + (names.count > 1 ? " (also " + names.dropFirst().joined(separator: ", ") + ")" : ""))
+            show("key:        \(record.key)")
+            show("parent:     \(record.parent ?? "scratch")")
+            if let image = record.image { show("from image: \(image)") }
+            show("tree:       \(formatBytes(record.treeBytes)) in \(counted(record.fileCount, "entry", plural: "entries")), digest \(record.treeDigest.prefix(16))")
             if let origin = record.origin {
-                print("pulled from: \(origin.reference)")
-                print("blob:       \(origin.blobDigest) (diff_id \(origin.diffID))")
+                show("pulled from: \(origin.reference)")
+                show("blob:       \(origin.blobDigest) (diff_id \(origin.diffID))")
                 // An image's layer says no more; a build cache's layer is stored under its key, with
                 // the record of the build that made it.
                 guard origin.claimedKey == key else {
-                    if let claimed = origin.claimedKey { print("claims key: \(claimed) (unchecked)") }
+                    if let claimed = origin.claimedKey { show("claims key: \(claimed) (unchecked)") }
                     return
                 }
             } else {
-                print("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
+                show("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
             }
-            print("network:    " + (record.network == true ? "the host's, for run: (network: true)" : "none: loopback only"))
-            print("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")
+            show("network:    " + (record.network == true ? "the host's, for run: (network: true)" : "none: loopback only"))
+            show("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")
             for package in record.added {
-                print("  + \(package.name) \(package.version)  (\(package.repository), sha256 \(package.sha256.prefix(12)))")
+                show("  + \(package.name) \(package.version)  (\(package.repository), sha256 \(package.sha256.prefix(12)))")
             }
             if !record.removed.isEmpty {
-                print("removed:    \(counted(record.removed.count, "package"))")
-                for package in record.removed { print("  - \(package.name) \(package.version)") }
+                show("removed:    \(counted(record.removed.count, "package"))")
+                for package in record.removed { show("  - \(package.name) \(package.version)") }
             }
         }
     }

@@ -235,7 +235,7 @@ struct DiffTests {
 
     /// A stranger's layer names its files and its packages: a newline would forge a line of the
     /// output, and an escape sequence would drive the terminal of whoever reads it.
-    @Test("names and package fields that hold control characters print escaped, one line each, in every text form")
+    @Test("names and package fields that hold control characters print escaped, one line each, in every text form of diff and in inspect")
     func controlCharacters() throws {
         let stack = try CraftedStack("diff-controls")
         try stack.layer("plain") { t in try t.directory("etc") }
@@ -266,6 +266,24 @@ struct DiffTests {
             "\(every.stdout)")
         let packages = try Harness.run(["diff", "plain", "hostile", "--packages", "--store", stack.store])
         #expect(packages.stdout.contains("+ evil\\x1b]0;owned\\x07 1-\\x1b[2J1"), "\(packages.stdout)")
+
+        // inspect prints a record, which for a pulled layer an image wrote.
+        let record = stack.store + "/layers/" + stack.keys[1] + "/layer.json"
+        var object = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: record))) as? [String: Any])
+        object["added"] = [
+            [
+                "name": "evil\u{1B}]0;owned\u{07}", "version": "1\n  - forged", "repository": "r", "filename": "f",
+                "sha256": "00", "downloadSize": 0, "installedSize": 0,
+            ]
+        ]
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: record))
+        let inspect = try Harness.run(["inspect", "hostile", "--store", stack.store])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        #expect(
+            !inspect.stdout.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value) }
+                && !inspect.stdout.split(separator: "\n").contains { $0.hasPrefix("  - forged") }
+                && inspect.stdout.contains("+ evil\\x1b]0;owned\\x07 1\\x0a  - forged"),
+            "\(inspect.stdout)")
     }
 
     @Test("symlink targets and attribute names that are not UTF-8 are compared as bytes, in layers and images alike")
