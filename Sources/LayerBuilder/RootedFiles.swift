@@ -49,10 +49,7 @@ struct RootedFiles {
         defer { close(rootFD) }
         let fd = lc_open_in_root(rootFD, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
         guard fd >= 0 else { return nil }
-        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
-        return try? handle.readToEnd() ?? Data()
+        return try? FileSystem.readRegularFile(opened: fd, path: path)
     }
 
     /// Turns `user:group` (names or numbers) into ids, reading the root's /etc/passwd and /etc/group;

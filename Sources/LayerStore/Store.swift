@@ -30,11 +30,11 @@ public struct Store: Sendable {
     public var packageCache: String { cacheDirectory + "/pkg" }
     public var pacmanLog: String { cacheDirectory + "/pacman.log" }
 
-    /// Opens the store at `root`, creating its folders.
     /// How long the store's own path may be: a layer's files are reached by their path below it,
     /// and that and a path of the layer (`PathLimit`) must fit Linux's 4,096 bytes.
     public static let longestRoot = 4096 - PathLimit.bytes - 256
 
+    /// Opens the store at `root`, creating its folders.
     public init(root: String) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         guard self.root.utf8.count <= Self.longestRoot else { throw StoreError.rootTooLong(self.root) }

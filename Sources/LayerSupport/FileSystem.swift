@@ -46,6 +46,12 @@ package enum FileSystem {
     /// refused as soon as it is opened, without blocking on it or reading from it.
     package static func readRegularFile(_ path: String) throws -> Data {
         let fd = try sys("open", path) { open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) }
+        return try readRegularFile(opened: fd, path: path)
+    }
+
+    /// The bytes of the file open at `fd` (opened with O_NONBLOCK, so a FIFO did not block the
+    /// open), which is closed; anything but a regular file is refused without being read.
+    package static func readRegularFile(opened fd: Int32, path: String) throws -> Data {
         let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         var st = stat()
         try sys("read", path) { fstat(fd, &st) }
@@ -246,17 +252,20 @@ package enum FileSystem {
         try walkBelow(path, makeReadable: true) { folder, name, st, shown in
             let flags = (st.st_mode & S_IFMT) == S_IFDIR ? AT_REMOVEDIR : 0
             // The path is spelled only for a message: it is as long as the tree is deep.
-            guard RawPath.with(name, { unlinkat(folder, $0, flags) }) == 0 else { throw SystemError("remove", shown()) }
+            guard RawPath.with(name, { unlinkat(folder, $0, flags) }) == 0 else {
+                let error = errno
+                throw SystemError("remove", shown(), errno: error)
+            }
         }
         _ = try RawPath.with(path) { p in try sys("remove directory", RawPath.string(path)) { rmdir(p) } }
     }
 
     /// Calls `leave` for every entry below the folder `path`, a folder after its entries, with the
     /// open folder that holds it, its name, its stat, and its path for messages. The walk holds
-    /// one folder open at a time, goes back up by `..` (checked to be the folder it came from),
-    /// and makes no call with a whole path, so no depth is too deep. Nothing else may change the
-    /// tree meanwhile; `makeReadable` gives each folder owner rwx first (a build may leave one
-    /// unreadable).
+    /// one folder open at a time, goes back up by `..` (`OpenFolder.parent`, which checks it is
+    /// the folder it came from), and makes no call with a whole path, so no depth is too deep.
+    /// Nothing else may change the tree meanwhile; `makeReadable` gives each folder owner rwx
+    /// first (a build may leave one unreadable).
     private static func walkBelow(
         _ path: [UInt8], makeReadable: Bool,
         leave: (_ folder: Int32, _ name: [UInt8], _ st: stat, _ shown: () -> String) throws -> Void
@@ -269,61 +278,37 @@ package enum FileSystem {
             var next = 0
         }
         var levels: [Level] = []
-        var shown: String {
-            RawPath.string(levels.dropFirst().reduce(path) { RawPath.join($0, $1.name) })
-        }
-        var fd = RawPath.with(path) { open($0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        guard fd >= 0 else { throw SystemError("read directory", RawPath.string(path)) }
-        defer { close(fd) }
-        func enter(_ name: [UInt8]) throws {
-            var st = stat()
-            if makeReadable { fchmod(fd, 0o700) }
-            let copy = fstat(fd, &st) == 0 ? dup(fd) : -1
-            guard copy >= 0, let stream = fdopendir(copy) else {
-                let failure = SystemError("read directory", RawPath.string(RawPath.join(Array(shown.utf8), name)))
-                if copy >= 0 { close(copy) }
-                throw failure
-            }
-            defer { closedir(stream) }
-            levels.append(Level(name: name, device: st.st_dev, inode: st.st_ino, names: names(of: stream)))
-        }
-        try enter([])
+        /// The path of the folder the walk is in, for messages only: it is as long as the tree is deep.
+        var here: [UInt8] { levels.dropFirst().reduce(path) { RawPath.join($0, $1.name) } }
+        if makeReadable { _ = RawPath.with(path) { chmod($0, 0o700) } }
+        var folder = try OpenFolder(at: AT_FDCWD, path, path: path)
+        var st = stat()
+        guard fstat(folder.descriptor, &st) == 0 else { throw SystemError("read directory", RawPath.string(path)) }
+        levels.append(Level(name: [], device: st.st_dev, inode: st.st_ino, names: folder.names))
         while let level = levels.last {
             if level.next < level.names.count {
                 let name = level.names[level.next]
                 levels[levels.count - 1].next += 1
-                var st = stat()
-                guard RawPath.with(name, { fstatat(fd, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
-                    throw SystemError("read", RawPath.string(RawPath.join(Array(shown.utf8), name)))
+                guard RawPath.with(name, { fstatat(folder.descriptor, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                    throw SystemError.keepingErrno("read") { RawPath.join(here, name) }
                 }
                 guard (st.st_mode & S_IFMT) == S_IFDIR else {
-                    try leave(fd, name, st) { RawPath.string(RawPath.join(Array(shown.utf8), name)) }
+                    try leave(folder.descriptor, name, st) { RawPath.string(RawPath.join(here, name)) }
                     continue
                 }
-                let child = RawPath.with(name) { openat(fd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-                guard child >= 0 else {
-                    throw SystemError("read directory", RawPath.string(RawPath.join(Array(shown.utf8), name)))
-                }
-                close(fd)
-                fd = child
-                try enter(name)
+                if makeReadable { _ = RawPath.with(name) { fchmodat(folder.descriptor, $0, 0o700, 0) } }
+                folder = try OpenFolder(at: folder.descriptor, name, path: RawPath.join(here, name))
+                levels.append(Level(name: name, device: st.st_dev, inode: st.st_ino, names: folder.names))
                 continue
             }
             guard levels.count > 1 else { return }
             let done = levels.removeLast()
-            let parent = openat(fd, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            var st = stat()
-            guard parent >= 0, fstat(parent, &st) == 0 else { throw SystemError("read directory", shown) }
-            close(fd)
-            fd = parent
-            guard st.st_dev == levels[levels.count - 1].device, st.st_ino == levels[levels.count - 1].inode else {
-                throw SystemError("walk back up to", shown, errno: ESTALE)
+            let parent = levels[levels.count - 1]
+            folder = try folder.parent(expecting: parent.device, parent.inode, names: parent.names, path: here)
+            guard RawPath.with(done.name, { fstatat(folder.descriptor, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else {
+                throw SystemError.keepingErrno("read") { RawPath.join(here, done.name) }
             }
-            var folder = stat()
-            guard RawPath.with(done.name, { fstatat(fd, $0, &folder, AT_SYMLINK_NOFOLLOW) }) == 0 else {
-                throw SystemError("read", RawPath.string(RawPath.join(Array(shown.utf8), done.name)))
-            }
-            try leave(fd, done.name, folder) { RawPath.string(RawPath.join(Array(shown.utf8), done.name)) }
+            try leave(folder.descriptor, done.name, st) { RawPath.string(RawPath.join(here, done.name)) }
         }
     }
 
@@ -380,6 +365,15 @@ package enum FileSystem {
     }
 }
 
+extension SystemError {
+    /// The failure of the call just made, on the path `path` spells, which is spelled only now:
+    /// errno is read first, since spelling it allocates.
+    static func keepingErrno(_ operation: String, _ path: () -> [UInt8]) -> SystemError {
+        let error = Glibc.errno
+        return SystemError(operation, RawPath.string(path()), errno: error)
+    }
+}
+
 /// A folder opened without following a symlink, with its names (no "." and "..") in byte order;
 /// its descriptor reaches them (`fstatat`, `openat`) without the kernel walking the whole path
 /// again for each. Closed when it goes.
@@ -392,13 +386,15 @@ package final class OpenFolder {
     private let stream: OpaquePointer
 
     /// Opens the entry `name` of the folder `directory` (AT_FDCWD and a path for the first one);
-    /// `path` names it in messages.
-    package init(at directory: Int32, _ name: [UInt8], path: [UInt8]) throws {
+    /// `path` names it in messages, and is spelled only for one.
+    package init(at directory: Int32, _ name: [UInt8], path: @autoclosure () -> [UInt8]) throws {
         let fd = RawPath.with(name) { openat(directory, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-        guard fd >= 0 else { throw SystemError("read directory", RawPath.string(path)) }
+        // errno first: spelling the path allocates.
+        guard fd >= 0 else { throw SystemError.keepingErrno("read directory", path) }
         guard let stream = fdopendir(fd) else {
+            let failure = SystemError.keepingErrno("read directory", path)
             close(fd)
-            throw SystemError("read directory", RawPath.string(path))
+            throw failure
         }
         self.stream = stream
         self.descriptor = fd
@@ -416,18 +412,20 @@ package final class OpenFolder {
 
     /// This folder's parent, opened through `..` and checked to be the folder `device` and `inode`
     /// (the one a walk came down from), with the `names` the walk read before.
-    package func parent(expecting device: dev_t, _ inode: ino_t, names: [[UInt8]], path: [UInt8]) throws -> OpenFolder {
+    package func parent(
+        expecting device: dev_t, _ inode: ino_t, names: [[UInt8]], path: @autoclosure () -> [UInt8]
+    ) throws -> OpenFolder {
         let fd = openat(descriptor, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("read directory", RawPath.string(path)) }
+        guard fd >= 0 else { throw SystemError.keepingErrno("read directory", path) }
         var st = stat()
         guard fstat(fd, &st) == 0, let stream = fdopendir(fd) else {
-            let failure = SystemError("read directory", RawPath.string(path))
+            let failure = SystemError.keepingErrno("read directory", path)
             close(fd)
             throw failure
         }
         guard st.st_dev == device, st.st_ino == inode else {
             closedir(stream)
-            throw SystemError("walk back up to", RawPath.string(path), errno: ESTALE)
+            throw SystemError("walk back up to", RawPath.string(path()), errno: ESTALE)
         }
         return OpenFolder(descriptor: fd, stream: stream, names: names)
     }

@@ -8,17 +8,21 @@ package enum RawPath {
 
     package static func string(_ path: [UInt8]) -> String { String(decoding: path, as: UTF8.self) }
 
-    /// The bytes as text for a message: UTF-8 as it is, any other byte and control characters as
-    /// `\xNN`, so two names that differ only in such bytes read differently.
+    /// The bytes as text for a message or a terminal: UTF-8 as it is, any other byte and control
+    /// characters (C0, DEL, C1) as `\xNN`, and then backslashes too, so two names that differ
+    /// only in such bytes read differently, no name starts a line of its own, and no escape
+    /// sequence reaches the terminal. Names come from layers, and a layer may be a stranger's.
     package static func display(_ bytes: [UInt8]) -> String {
-        if let text = String(validating: bytes, as: UTF8.self), !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+        // C1 characters (U+0080 to U+009F) are 0xC2 0x80 to 0xC2 0x9F in UTF-8.
+        let hasC1 = zip(bytes, bytes.dropFirst()).contains { $0 == 0xC2 && (0x80...0x9F).contains($1) }
+        if !hasC1, let text = String(validating: bytes, as: UTF8.self), !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
             return text
         }
         var result = ""
         var rest = bytes[...]
         while let byte = rest.first {
             // The longest valid UTF-8 sequence at the front, up to 4 bytes.
-            if byte >= 0x80,
+            if byte >= 0x80, !(byte == 0xC2 && rest.count > 1 && (0x80...0x9F).contains(rest[rest.startIndex + 1])),
                 let length = (2...4).first(where: {
                     rest.count >= $0 && String(validating: rest.prefix($0), as: UTF8.self) != nil
                 })
@@ -36,23 +40,8 @@ package enum RawPath {
         return result
     }
 
-    /// Text for a terminal: as it is, unless it holds a control character (C0, DEL or C1: a
-    /// newline would start a line of its own, an escape sequence would drive the terminal), and
-    /// then with each of those and each backslash as `\xNN`. Names and package fields come from
-    /// layers, and a layer may be a stranger's.
-    package static func printable(_ text: String) -> String {
-        func isControl(_ scalar: Unicode.Scalar) -> Bool { scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) }
-        guard text.unicodeScalars.contains(where: isControl) else { return text }
-        var result = ""
-        for scalar in text.unicodeScalars {
-            if isControl(scalar) || scalar == "\\" {
-                result += "\\x" + String(scalar.value, radix: 16, uppercase: false).leftPadded(2)
-            } else {
-                result.unicodeScalars.append(scalar)
-            }
-        }
-        return result
-    }
+    /// Text for a terminal, by `display`'s rule: as it is, unless it holds a control character.
+    package static func printable(_ text: String) -> String { display(Array(text.utf8)) }
 
     package static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
         var path = directory
