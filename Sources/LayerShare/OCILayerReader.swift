@@ -204,7 +204,10 @@ public struct OCILayerReader {
             stopped = true
             stopping = true
             if !ended, let source { shutdown(source, Int32(SHUT_RDWR)) }
-            for _ in 0..<Self.slots { emptied.signal() }
+            // One more than the slots: the producer may be all of them ahead and take one more
+            // wait to see `stopping`, and libdispatch kills the process that frees a semaphore
+            // whose value is under the one it was made with.
+            for _ in 0...Self.slots { emptied.signal() }
             finished.wait()
         }
 

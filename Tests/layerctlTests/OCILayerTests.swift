@@ -118,12 +118,16 @@ struct OCILayerTests {
         var hardlink: String?
         /// A sparse file's size: `data` is its first bytes, the rest a hole.
         var sparseSize: Int64?
+        /// A file of this many zero bytes, written out, instead of `data`.
+        var zeros: Int64?
     }
 
-    static func craft(_ entries: [Crafted], at path: String) throws {
+    /// Writes `entries` as a tar, compressed with zstd when `zstd`.
+    static func craft(_ entries: [Crafted], at path: String, zstd: Bool = false) throws {
         let archive = archive_write_new()!
         defer { archive_write_free(archive) }
         archive_write_set_format_pax_restricted(archive)
+        if zstd { #expect(archive_write_add_filter_zstd(archive) == ARCHIVE_OK) }
         #expect(archive_write_open_filename(archive, path) == ARCHIVE_OK)
         for crafted in entries {
             let header = archive_entry_new()!
@@ -136,6 +140,18 @@ struct OCILayerTests {
             let size = crafted.type == Glibc.S_IFREG && crafted.hardlink == nil ? crafted.data.utf8.count : 0
             archive_entry_set_size(header, la_int64_t(crafted.sparseSize ?? Int64(size)))
             if crafted.sparseSize != nil { archive_entry_sparse_add_entry(header, 0, la_int64_t(size)) }
+            if let zeros = crafted.zeros {
+                archive_entry_set_size(header, la_int64_t(zeros))
+                #expect(archive_write_header(archive, header) == ARCHIVE_OK)
+                let chunk = [UInt8](repeating: 0, count: 1 << 20)
+                var left = zeros
+                while left > 0 {
+                    let count = Int(min(left, Int64(chunk.count)))
+                    #expect(archive_write_data(archive, chunk, count) == count)
+                    left -= Int64(count)
+                }
+                continue
+            }
             #expect(archive_write_header(archive, header) == ARCHIVE_OK)
             if size > 0 { _ = crafted.data.withCString { archive_write_data(archive, $0, size) } }
         }
@@ -167,6 +183,9 @@ struct OCILayerTests {
             // A terabyte in a few hundred bytes of blob: written out, it would fill the disk.
             ([Crafted(name: "sparse", sparseSize: 1 << 40)], "sparse",
              "a sparse file of 1099511627776 bytes, which a layer blob does not hold"),
+            // Refused while the decompression runs chunks ahead of the tar reader, with more to come.
+            ([Crafted(name: "big", zeros: 4 << 20), Crafted(name: outside), Crafted(name: "more", zeros: 16 << 20)], outside,
+             "an absolute name"),
         ]
         for (index, hostile) in cases.enumerated() {
             let blob = "\(work)/\(index).tar"
