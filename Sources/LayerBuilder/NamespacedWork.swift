@@ -71,11 +71,12 @@ public enum NamespacedWork {
     /// Runs `role` for the job at `jobPath` (with the host's network when `network`, with the
     /// terminal's stdin when `interactive`), hands each event to `observe`, and returns the exit
     /// status once the work is done. A `failed` event is thrown as the `BuildFailure` it reports.
-    /// After `timeLimit` seconds the work is killed, every process and mount of it with it, and
-    /// `TimeLimitExceeded` is thrown.
+    /// After `timeLimit` seconds, or once less than `reserve` is free, the work is killed, every
+    /// process and mount of it with it, and `TimeLimitExceeded` or the reserve's `Reached` is
+    /// thrown.
     static func run(
         _ role: Role, jobPath: String, network: Bool, interactive: Bool = false, timeLimit: Double? = nil,
-        observe: (BuildEvent) -> Void
+        reserve: DiskReserve? = nil, observe: (BuildEvent) -> Void
     ) throws -> Int32 {
         let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
         let pid: pid_t
@@ -88,7 +89,7 @@ public enum NamespacedWork {
             throw error
         }
         close(writeEnd)
-        let watchdog = timeLimit.map { Watchdog(pid: pid, seconds: $0) }
+        let watchdog = timeLimit != nil || reserve != nil ? Watchdog(pid: pid, seconds: timeLimit, reserve: reserve) : nil
         var failure: BuildFailure?
         let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
         var pending = Data()
@@ -110,9 +111,13 @@ public enum NamespacedWork {
             }
         }
         // The watchdog is done before the child is reaped: its pid is not reused until then.
-        let expired = watchdog?.stop() ?? false
+        let stopped = watchdog?.stop()
         let status = waitForExit(pid)
-        if expired { throw TimeLimitExceeded(seconds: timeLimit ?? 0) }
+        switch stopped {
+        case .timeLimit: throw TimeLimitExceeded(seconds: timeLimit ?? 0)
+        case .reserve(let reached): throw reached
+        case nil: break
+        }
         if let failure { throw failure }
         return status
     }
@@ -122,35 +127,52 @@ public enum NamespacedWork {
         var seconds: Double
     }
 
-    /// Kills a process (pid 1 of namespaced work: the rest dies with it) once its time is up.
+    /// Kills a process (pid 1 of namespaced work: the rest dies with it) once its time is up, or
+    /// once less than the reserve is free on the store's filesystem, which it looks at four times
+    /// a second: a step that writes faster can take the reserve for that long, no longer.
     final class Watchdog: @unchecked Sendable {
-        // @unchecked: `done` and `expired` are only touched under `condition`.
+        enum Stop {
+            case timeLimit
+            case reserve(DiskReserve.Reached)
+        }
+
+        // @unchecked: `done` and `stopped` are only touched under `condition`.
         private let condition = NSCondition()
         private var done = false
-        private var expired = false
+        private var stopped: Stop?
 
-        init(pid: pid_t, seconds: Double) {
-            let deadline = Date(timeIntervalSinceNow: seconds)
+        init(pid: pid_t, seconds: Double?, reserve: DiskReserve?) {
+            let deadline = seconds.map { Date(timeIntervalSinceNow: $0) } ?? .distantFuture
             let thread = Thread { [self] in
                 condition.lock()
                 defer { condition.unlock() }
-                while !done && condition.wait(until: deadline) {}
-                if !done {
-                    expired = true
-                    kill(pid, SIGKILL)
+                while !done {
+                    let look = reserve == nil ? deadline : min(deadline, Date(timeIntervalSinceNow: 0.25))
+                    if condition.wait(until: look) { continue }
+                    if Date() >= deadline {
+                        stopped = .timeLimit
+                    } else if let reserve {
+                        do { try reserve.check("the build") } catch let reached as DiskReserve.Reached {
+                            stopped = .reserve(reached)
+                        } catch {}
+                    }
+                    if stopped != nil {
+                        kill(pid, SIGKILL)
+                        return
+                    }
                 }
             }
-            thread.name = "build time limit"
+            thread.name = "build limits"
             thread.start()
         }
 
-        /// Stops watching; true when the time was up and the process was killed.
-        func stop() -> Bool {
+        /// Stops watching; says why the process was killed, if it was.
+        func stop() -> Stop? {
             condition.lock()
             defer { condition.unlock() }
             done = true
             condition.broadcast()
-            return expired
+            return stopped
         }
     }
 

@@ -18,6 +18,15 @@ extension StackBuilder {
         let store = options.store
         let buildDirectory = try store.makeTemporary("build")
         defer { try? FileSystem.removeTree(buildDirectory) }
+        // What the build leaves free on the store's filesystem: a layer file's steps may try to
+        // fill it. Looked at before the packages come, while the steps run and after.
+        let reserve = try DiskReserve(for: store.root)
+        func checkReserve(at location: String) throws {
+            do { try reserve.check("layer \(layer.name)") } catch let reached as DiskReserve.Reached {
+                throw BuildFailure(reached.message, at: location, code: .system)
+            }
+        }
+        try checkReserve(at: layer.path)
         // The build has no network, and no keyring: its packages enter the cache, checked, now.
         do {
             try resolver.fetch(
@@ -69,10 +78,13 @@ extension StackBuilder {
         let deadline = options.layerTimeLimit.map { Deadline(seconds: $0) }
         do {
             defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
-            packages = try runChild(jobPath: jobPath, layer: layer, network: job.network) { event in
+            try checkReserve(at: layer.path)
+            packages = try runChild(jobPath: jobPath, layer: layer, network: job.network, reserve: reserve) { event in
                 if event.kind == .step, let at = event.at, let step = event.current { stepStarts.append((Int(step), at)) }
             }
         }
+        // A last step may have written past the reserve and ended before the watchdog looked.
+        try checkReserve(at: layer.path)
         // The child is gone, and its mounts with it: what it made only to mount on goes too.
         for relative in packages.mountPoints.reversed() { BuildRoot.removeMountPoint(relative, in: job.upperDirectory) }
         // The disk writes the tree while it is normalised and scanned (both read the page cache),
@@ -149,14 +161,26 @@ extension StackBuilder {
     /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it
     /// built, and the mount points it made in the tree.
     private func runChild(
-        jobPath: String, layer: LayerFile, network: Bool, also: (BuildEvent) -> Void = { _ in }
+        jobPath: String, layer: LayerFile, network: Bool, reserve: DiskReserve, also: (BuildEvent) -> Void = { _ in }
     ) throws -> (result: ChildResult, mountPoints: [String]) {
         var result: ChildResult?
         var mountPoints: [String]?
         var lastStep: BuildEvent?
         let status: Int32
+        // Where the work was when it was stopped: a run: step has its line; anything else the
+        // layer file.
+        func stoppedAt() -> (location: String, doing: String) {
+            if let step = lastStep, step.kind == .step, let current = step.current, step.message?.hasPrefix("run ") == true,
+                current >= 1, Int(current) <= layer.run.count
+            {
+                return (layer.run[Int(current) - 1].location.description, "run \(current) `\(layer.run[Int(current) - 1].value)`")
+            }
+            return (layer.path, lastStep?.message ?? "starting")
+        }
         do {
-            status = try NamespacedWork.run(.build, jobPath: jobPath, network: network, timeLimit: options.layerTimeLimit) { event in
+            status = try NamespacedWork.run(
+                .build, jobPath: jobPath, network: network, timeLimit: options.layerTimeLimit, reserve: reserve
+            ) { event in
                 if event.kind == .mountPoints {
                     // The first word only: it comes before anything of the layer runs. Whatever
                     // it names, only empty folders and files of the tree are removed.
@@ -170,19 +194,13 @@ extension StackBuilder {
                 }
             }
         } catch let exceeded as NamespacedWork.TimeLimitExceeded {
-            // Where it was: a run: step has its line; anything else the layer file.
-            let seconds = Self.shown(seconds: exceeded.seconds)
-            var location = layer.path
-            var doing = lastStep?.message ?? "starting"
-            if let step = lastStep, step.kind == .step, let current = step.current, step.message?.hasPrefix("run ") == true,
-                current >= 1, Int(current) <= layer.run.count
-            {
-                location = layer.run[Int(current) - 1].location.description
-                doing = "run \(current) `\(layer.run[Int(current) - 1].value)`"
-            }
+            let (location, doing) = stoppedAt()
             throw BuildFailure(
-                "layer \(layer.name) did not finish within \(seconds) s (at: \(doing)); it was stopped, with everything it ran. Give it longer with --timeout",
+                "layer \(layer.name) did not finish within \(Self.shown(seconds: exceeded.seconds)) s (at: \(doing)); it was stopped, with everything it ran. Give it longer with --timeout",
                 at: location, code: .build)
+        } catch let reached as DiskReserve.Reached {
+            let (location, doing) = stoppedAt()
+            throw BuildFailure("layer \(layer.name) was stopped, with everything it ran (at: \(doing)): \(reached.why)", at: location, code: .system)
         }
         guard status == 0, let result else {
             throw BuildFailure("the builder of layer \(layer.name) stopped with status \(status)")

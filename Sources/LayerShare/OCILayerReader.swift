@@ -85,6 +85,8 @@ public struct OCILayerReader {
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
             unpacking.lower = lower
+            unpacking.reserve = try DiskReserve(for: tree)
+            try unpacking.reserve?.check("unpacking the layer blob \(blob)")
             unpacking.blocks = blockSize.map(BlockDigests.init)
             // The tar reader reads the raw reader's output, which is hashed on the way.
             let raw = try open(raw: true)
@@ -263,6 +265,11 @@ private struct Unpacking {
     /// Folders made because entries are below them, and not (yet) named themselves.
     var implied: Set<[UInt8]> = [[]]
     var lower: [String] = []
+    /// What the unpack leaves free on the tree's filesystem: a few megabytes of zstd can unpack
+    /// to terabytes, or to millions of empty files.
+    var reserve: DiskReserve?
+    /// Bytes written and entries made since the reserve was last checked.
+    var unchecked: (bytes: Int64, entries: Int) = (0, 0)
 
     init(tree: String, blob: String) {
         self.tree = tree
@@ -316,7 +323,20 @@ private struct Unpacking {
         }
     }
 
+    /// Checks the reserve as often as it asks (every 8 MiB written and 1,024 entries, or more
+    /// often on a small disk).
+    mutating func spent(bytes: Int64 = 0, entries: Int = 0) throws {
+        guard let reserve else { return }
+        unchecked.bytes += bytes
+        unchecked.entries += entries
+        let every = reserve.checkEvery
+        guard unchecked.bytes >= every.bytes || unchecked.entries >= every.entries else { return }
+        unchecked = (0, 0)
+        try reserve.check("unpacking the layer blob \(blob)")
+    }
+
     mutating func take(_ header: OpaquePointer, from archive: OpaquePointer) throws {
+        try spent(entries: 1)
         guard let pathname = archive_entry_pathname(header) else { throw LayerBlobError(message: "an entry of \(blob) has no name") }
         let raw = Self.bytes(pathname)
         let parts = try components(raw)
@@ -423,6 +443,7 @@ private struct Unpacking {
             hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
             blockStream?.update(UnsafeRawBufferPointer(start: buffer, count: count))
             written += Int64(count)
+            try spent(bytes: Int64(count))
             // The disk takes a big file as it arrives, so the commit's sync finds little left.
             if written - writebackStarted >= Self.writebackStep {
                 lc_start_writeback(fd, UInt64(writebackStarted), UInt64(written - writebackStarted))

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Glibc
 import LayerEntries
+import LayerShare
 import LayerStore
 import LayerSupport
 @testable import RegistryClient
@@ -162,7 +163,8 @@ struct ShareTests {
         #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"))
     }
 
-    /// Pushes an image of uncompressed tar layers, as another tool would, through the client.
+    /// Pushes an image of tar layers, uncompressed or zstd, as another tool would, through the
+    /// client.
     static func pushImage(layers: [String], to reference: ImageReference) throws {
         let client = try RegistryClient(reference, options: RegistryOptions())
         var descriptors: [String] = []
@@ -170,9 +172,11 @@ struct ShareTests {
         for layer in layers {
             let data = try Data(contentsOf: URL(fileURLWithPath: layer))
             let digest = "sha256:" + Hash256(SHA256.hash(data: data)).hex
+            let zstd = data.prefix(4) == Data([0x28, 0xB5, 0x2F, 0xFD])
             try client.uploadBlob(reference.repository, file: layer, digest: digest, size: Int64(data.count))
-            descriptors.append(#"{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"\#(digest)","size":\#(data.count)}"#)
-            diffIDs.append(#""\#(digest)""#)
+            let mediaType = "application/vnd.oci.image.layer.v1.tar" + (zstd ? "+zstd" : "")
+            descriptors.append(#"{"mediaType":"\#(mediaType)","digest":"\#(digest)","size":\#(data.count)}"#)
+            diffIDs.append(#""\#(zstd ? try OCILayerReader(blob: layer).diffID() : digest)""#)
         }
         let config = Data(
             #"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8)

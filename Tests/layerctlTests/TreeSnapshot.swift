@@ -147,6 +147,14 @@ enum KernelMount {
         return target
     }
 
+    /// A new tmpfs of `size` (mount's words: 256m) and `inodes`, on a temporary folder: a small
+    /// disk to fill. `unmount` it.
+    static func tmpfs(size: String, inodes: Int) throws -> String {
+        let target = try Harness.temporaryDirectory("tmpfs")
+        try mount(["-t", "tmpfs", "-o", "size=\(size),nr_inodes=\(inodes)", "tmpfs", target])
+        return target
+    }
+
     /// Mounts `upper` read-write over `lowerdir` and runs `script` (sh, in the mount), so the kernel
     /// itself writes into `upper` what a change through an overlay leaves: copy-ups, whiteouts (one
     /// shared inode for many), links. Then every time in `upper` is set to 1600000000, as the

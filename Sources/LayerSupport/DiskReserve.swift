@@ -1,0 +1,83 @@
+import Glibc
+
+/// What a build or a pull leaves free on the filesystem that holds the store, for the rest of the
+/// system. A layer file or an image may be a stranger's: a `run:` step can write until the disk is
+/// full, and a zstd blob of a few megabytes unpacks to terabytes (or to millions of empty files).
+/// The work stops once the space or the inodes free would fall under the reserve: 5% of the
+/// filesystem's, at most 1 GiB and 65,536 inodes. Free means free to an unprivileged process
+/// (`f_bavail`, `f_favail`): the blocks ext4 keeps for root stay root's.
+package struct DiskReserve: Sendable {
+    /// A folder on the filesystem watched: the store's root.
+    package let folder: String
+    package let bytes: UInt64
+    /// 0 on a filesystem without an inode count (btrfs).
+    package let inodes: UInt64
+
+    package static let largestBytes: UInt64 = 1 << 30
+    package static let largestInodes: UInt64 = 65_536
+
+    /// The reserve of the filesystem that holds `folder`.
+    package init(for folder: String) throws {
+        let fs = try Self.status(of: folder)
+        self.folder = folder
+        bytes = min(UInt64(fs.f_blocks) * UInt64(fs.f_frsize) / 20, Self.largestBytes)
+        inodes = min(UInt64(fs.f_files) / 20, Self.largestInodes)
+    }
+
+    /// How much work that writes as it goes may do between two checks: a quarter of the
+    /// reserve, at most 8 MiB and 1,024 files, so the reserve is never all taken.
+    package var checkEvery: (bytes: Int64, entries: Int) {
+        (Int64(max(64 << 10, min(8 << 20, bytes / 4))), Int(max(16, min(1024, inodes == 0 ? 1024 : inodes / 4))))
+    }
+
+    /// Throws `Reached`, naming what was being done, when less than the reserve is free.
+    package func check(_ doing: @autoclosure () -> String) throws {
+        let fs = try Self.status(of: folder)
+        let freeBytes = UInt64(fs.f_bavail) * UInt64(fs.f_frsize)
+        let freeInodes = UInt64(fs.f_favail)
+        if freeBytes < bytes {
+            throw Reached(doing: doing(), mountPoint: mountPoint, left: Self.size(freeBytes), reserve: Self.size(bytes))
+        }
+        if inodes > 0 && freeInodes < inodes {
+            throw Reached(doing: doing(), mountPoint: mountPoint, left: "\(freeInodes) inodes", reserve: "\(inodes) inodes")
+        }
+    }
+
+    /// Where the filesystem is mounted, which tells a user which disk is full; the folder when the
+    /// mount table does not say.
+    private var mountPoint: String { (try? MountTable().mount(holding: folder).target) ?? folder }
+
+    /// Less than the reserve was free.
+    package struct Reached: LayerError {
+        package let doing: String
+        package let mountPoint: String
+        package let left: String
+        package let reserve: String
+        package var code: ErrorCode { .system }
+        package var message: String { "\(doing) stopped: \(why)" }
+        /// The reason alone, for a message that says otherwise what stopped.
+        package var why: String {
+            "the filesystem mounted at \(RawPath.display(Array(mountPoint.utf8))) is down to \(left) free, "
+                + "and layerctl leaves the last \(reserve) (5%, at most 1 GiB and 65536 inodes) to the rest of the system"
+        }
+    }
+
+    private static func status(of folder: String) throws -> statvfs {
+        var fs = statvfs()
+        try sys("read the free space of the filesystem of", folder) { statvfs(folder, &fs) }
+        return fs
+    }
+
+    /// `bytes` in the largest binary unit that keeps it at 1 or more, with one decimal.
+    static func size(_ bytes: UInt64) -> String {
+        if bytes < 1024 { return "\(bytes) B" }
+        var value = Double(bytes) / 1024
+        var unit = "KiB"
+        for larger in ["MiB", "GiB"] where value >= 1024 {
+            value /= 1024
+            unit = larger
+        }
+        let tenths = Int((value * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10) \(unit)"
+    }
+}
