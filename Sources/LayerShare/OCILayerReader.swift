@@ -79,6 +79,10 @@ public struct OCILayerReader {
         package var blocks: BlockDigests?
     }
 
+    /// The most a blob may hold after the tar's end: GNU tar's largest record size (`-b 2048`,
+    /// 1 MiB), and then some.
+    static let paddingLimit = 8 << 20
+
     /// `unpack`, also taking the digests of `blockSize` blocks of every file when that is given.
     package func unpackHashing(into tree: String, lower: [String] = [], blockSize: Int? = nil) throws -> Unpacked {
         try sys("create", tree) { mkdir(tree, 0o755) }
@@ -111,8 +115,19 @@ public struct OCILayerReader {
                 do { try unpacking.take(header, from: archive) } catch { throw stream.failure ?? error }
             }
             try unpacking.finish()
-            // What follows the tar's end (its padding) counts in the diff_id too.
-            while try stream.next().1 > 0 {}
+            // What follows the tar's end (its padding) counts in the diff_id too. A writer pads
+            // to its record size (GNU tar's is 10,240 bytes); more is a few megabytes of zstd
+            // asking to be decompressed for nothing.
+            var padding = 0
+            while true {
+                let count = try stream.next().1
+                if count == 0 { break }
+                padding += count
+                if padding > Self.paddingLimit {
+                    throw LayerBlobError(
+                        message: "the layer blob \(blob) holds more than \(Self.paddingLimit) bytes after the tar's end, where a tar writer pads to a record")
+                }
+            }
             return Unpacked(
                 diffID: "sha256:" + Hash256(stream.hasher.finalize()).hex, content: unpacking.content,
                 blocks: unpacking.blocks)
@@ -342,6 +357,17 @@ private struct Unpacking {
         let parts = try components(raw)
         if parts.reduce(0, { $0 + 1 + $1.count }) > PathLimit.bytes {
             throw refuse(raw, "a name longer than a path in a layer may be (\(PathLimit.bytes) bytes)")
+        }
+        // Only a file's data is written. Any other entry that says it holds data (a folder, a
+        // link, a whiteout) would have the unpack decompress all of it to throw it away:
+        // terabytes from a few megabytes of zstd, with no disk filling up to stop it. No tar
+        // writer makes one.
+        let size = archive_entry_size_is_set(header) != 0 ? Int64(archive_entry_size(header)) : 0
+        if size > 0 {
+            let marker = parts.last.map { $0 == Whiteout.opaque || Whiteout.hidden(by: $0) != nil } ?? false
+            if archive_entry_filetype(header) != UInt32(Glibc.S_IFREG) || archive_entry_hardlink(header) != nil || marker {
+                throw refuse(raw, "\(size) bytes of data in an entry that is no file")
+            }
         }
         if parts.isEmpty {
             // `./`: the layer's root folder, whose metadata the layer carries too.

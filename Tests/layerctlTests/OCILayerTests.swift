@@ -173,9 +173,9 @@ struct OCILayerTests {
             ([Crafted(name: "h", hardlink: "etc/passwd")], "h", "which is no earlier file of the layer"),
             ([Crafted(name: "dir", type: Glibc.S_IFDIR), Crafted(name: "h", hardlink: "dir")], "h",
              "which is no earlier file of the layer"),
-            ([Crafted(name: ".wh.."), Crafted(name: "x")], ".wh..", "a whiteout of . or .."),
-            ([Crafted(name: "etc/.wh...")], "etc/.wh...", "a whiteout of . or .."),
-            ([Crafted(name: "x"), Crafted(name: ".wh.x")], ".wh.x", "a whiteout of a name the layer also holds"),
+            ([Crafted(name: ".wh..", data: ""), Crafted(name: "x")], ".wh..", "a whiteout of . or .."),
+            ([Crafted(name: "etc/.wh...", data: "")], "etc/.wh...", "a whiteout of . or .."),
+            ([Crafted(name: "x"), Crafted(name: ".wh.x", data: "")], ".wh.x", "a whiteout of a name the layer also holds"),
             ([Crafted(name: "x"), Crafted(name: "x")], "x", "a name the layer holds twice"),
             ([Crafted(name: "big", data: big)], "big", "its data cannot be read"),
             ([Crafted(name: String(repeating: "d/", count: 1536) + "f")], "d/d/d/…/d/d/d/d/d/d/d/d/d/d/d/f",
@@ -183,6 +183,8 @@ struct OCILayerTests {
             // A terabyte in a few hundred bytes of blob: written out, it would fill the disk.
             ([Crafted(name: "sparse", sparseSize: 1 << 40)], "sparse",
              "a sparse file of 1099511627776 bytes, which a layer blob does not hold"),
+            // Data the unpack would decompress only to throw away: a whiteout writes no data.
+            ([Crafted(name: ".wh.gone", zeros: 1 << 20)], ".wh.gone", "1048576 bytes of data in an entry that is no file"),
             // Refused while the decompression runs chunks ahead of the tar reader, with more to come.
             ([Crafted(name: "big", zeros: 4 << 20), Crafted(name: outside), Crafted(name: "more", zeros: 16 << 20)], outside,
              "an absolute name"),
@@ -205,5 +207,23 @@ struct OCILayerTests {
             #expect(!FileManager.default.fileExists(atPath: outside), "case \(index)")
             #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"), "case \(index)")
         }
+
+        // After the tar's end, a writer pads to its record: GNU tar's largest, 1 MiB, unpacks;
+        // 9 MiB of zeros more, which zstd makes of a few hundred bytes, is refused.
+        try "x".write(toFile: work + "/file", atomically: true, encoding: .utf8)
+        let padded = try KernelMount.run("/usr/bin/tar", ["-b", "2048", "-cf", work + "/padded.tar", "-C", work, "file"])
+        #expect(padded.status == 0, "\(padded.output)")
+        #expect(try FileManager.default.attributesOfItem(atPath: work + "/padded.tar")[.size] as? Int == 1 << 20)
+        #expect(throws: Never.self) { try OCILayerReader(blob: work + "/padded.tar").unpack(into: work + "/padded") }
+        let trailing = FileHandle(forWritingAtPath: work + "/padded.tar")!
+        trailing.seekToEndOfFile()
+        trailing.write(Data(count: 9 << 20))
+        trailing.closeFile()
+        #expect {
+            try OCILayerReader(blob: work + "/padded.tar").unpack(into: work + "/trailing")
+        } throws: { error in
+            "\(error)".contains("holds more than 8388608 bytes after the tar's end")
+        }
+        #expect(!FileManager.default.fileExists(atPath: work + "/trailing"))
     }
 }
