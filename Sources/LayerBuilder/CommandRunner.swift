@@ -21,22 +21,64 @@ struct CommandRunner {
         return try stream(from: readEnd, until: pid)
     }
 
+    /// The longest line passed on whole. A longer one (binary output, a progress bar redrawn with
+    /// `\r`) goes on in pieces of this size, so that neither memory nor the search for its end
+    /// grows with it: 16 MB without a newline once took the build most of an hour.
+    static let longestLine = 4096
+    /// The most of a command's output passed on from its start: each line costs an event, so a
+    /// command that prints gigabytes would otherwise hold the build for as long as the time limit
+    /// (BuildKit clips a step's log at 2 MiB too). What follows is read and dropped, but for its
+    /// last `keptTail` bytes, where an error is likely to be, which go on at the end.
+    static let mostOutput = 2 << 20
+    static let keptTail = 64 << 10
+
     /// Reads output until the command exits. A daemon the command started may keep the pipe open,
     /// so the end is the command's exit, not the pipe's end of file.
     private func stream(from fd: Int32, until pid: pid_t) throws -> Int32 {
         var pending = Data()
+        // How much of `pending` is known to hold no newline: each byte is looked at once.
+        var searched = 0
+        var passed = 0
+        // Once `mostOutput` is passed on: the output since, and how much of it was dropped.
+        var tail: Data?
+        var dropped = 0
         var buffer = [UInt8](repeating: 0, count: 65536)
         var status: Int32 = 0
         var exited = false
+        func pass(_ count: Int, dropping: Int) {
+            let start = pending.startIndex
+            output(String(decoding: pending[start..<start + count], as: UTF8.self))
+            passed += count + dropping
+            pending.removeSubrange(start..<start + count + dropping)
+            searched = 0
+        }
         func flushLines(final: Bool) {
-            while let newline = pending.firstIndex(of: 0x0A) {
-                output(String(decoding: pending[pending.startIndex..<newline], as: UTF8.self))
-                pending.removeSubrange(pending.startIndex...newline)
+            while true {
+                let start = pending.startIndex
+                if let newline = pending[(start + searched)...].firstIndex(of: 0x0A) {
+                    pass(newline - start, dropping: 1)
+                } else if pending.count >= Self.longestLine {
+                    pass(Self.longestLine, dropping: 0)
+                } else {
+                    searched = pending.count
+                    break
+                }
             }
-            if final && !pending.isEmpty {
-                output(String(decoding: pending, as: UTF8.self))
-                pending.removeAll()
+            if final && !pending.isEmpty { pass(pending.count, dropping: 0) }
+        }
+        func take(_ bytes: ArraySlice<UInt8>) {
+            guard var kept = tail else {
+                pending.append(contentsOf: bytes)
+                flushLines(final: false)
+                if passed >= Self.mostOutput { tail = pending }
+                return
             }
+            kept.append(contentsOf: bytes)
+            if kept.count > Self.keptTail {
+                dropped += kept.count - Self.keptTail
+                kept.removeFirst(kept.count - Self.keptTail)
+            }
+            tail = kept
         }
         while true {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -44,8 +86,7 @@ struct CommandRunner {
             if ready > 0 {
                 let n = read(fd, &buffer, buffer.count)
                 if n > 0 {
-                    pending.append(contentsOf: buffer[0..<n])
-                    flushLines(final: false)
+                    take(buffer[0..<n])
                     continue
                 }
                 if n == 0 || (n < 0 && errno != EINTR) {
@@ -59,6 +100,18 @@ struct CommandRunner {
                 let reaped = waitpid(pid, &status, WNOHANG)
                 if reaped == pid { exited = true }
             }
+        }
+        if var kept = tail {
+            // The tail from its first whole line, after a line that says what was left out.
+            if dropped > 0, let newline = kept.firstIndex(of: 0x0A) {
+                dropped += newline + 1 - kept.startIndex
+                kept.removeSubrange(kept.startIndex...newline)
+            }
+            if dropped > 0 {
+                output("(output clipped: \(dropped) bytes after the first \(Self.mostOutput >> 20) MiB are not shown; the last lines follow)")
+            }
+            pending = kept
+            searched = 0
         }
         flushLines(final: true)
         if status & 0x7f == 0 { return (status >> 8) & 0xff }

@@ -156,6 +156,26 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    @Test("a run: step's output cannot hold the build: a line without end goes on in pieces, gigabytes keep their head and tail")
+    func endlessOutput() throws {
+        let (layers, store) = try storeWithBase()
+        // 10,000 bytes without a newline, then 256 MiB of zeros (a binary on stdout) and a last
+        // line, where a failing command's error would be.
+        let command = "echo first; head -c 10000 /dev/zero | tr \"\\\\0\" a; echo; dd if=/dev/zero bs=1M count=256 2>/dev/null; echo; echo last words"
+        try "from: base\nrun:\n  - '\(command)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let started = Date()
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout", "120"])
+        #expect(result.status == 0, "\(result.stderr.prefix(2000))")
+        #expect(Date().timeIntervalSince(started) < 60)
+        let lines = result.stderr.split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { $0.hasPrefix("probe | ") }.map { String($0.dropFirst(8)) }
+        #expect(lines.allSatisfy { $0.utf8.count <= 4096 })
+        #expect(Array(lines.prefix(4)) == ["first", String(repeating: "a", count: 4096), String(repeating: "a", count: 4096), String(repeating: "a", count: 1808)])
+        #expect(lines.contains { $0.hasPrefix("(output clipped: ") && $0.hasSuffix(" bytes after the first 2 MiB are not shown; the last lines follow)") })
+        #expect(lines.last == "last words")
+        #expect(result.stderr.utf8.count < 3 << 20, "\(result.stderr.utf8.count) bytes of output")
+    }
+
     @Test("a run: step that forks without end gets EAGAIN at --max-processes, fails at its line, and leaves no process or cgroup")
     func processLimit() throws {
         let (layers, store) = try storeWithBase()
