@@ -109,7 +109,7 @@ struct lc_namespaced_start {
     const char *path;
     char *const *argv;
     char *const *envp;
-    int event_fd, event_as, stdin_fd;
+    int event_fd, event_as, stdin_fd, new_session;
     sigset_t mask;
     int err;
 };
@@ -131,6 +131,12 @@ static int lc_namespaced_child(void *argument) {
         }
     }
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+        goto fail;
+    }
+    /* Without the terminal as its controlling terminal, nothing the work runs can open /dev/tty:
+     * not read what the user types, not wait for it, and not push input into it (TIOCSTI) for the
+     * user's shell to run once the build is over. */
+    if (start->new_session && setsid() < 0) {
         goto fail;
     }
     if (start->stdin_fd >= 0 && dup2(start->stdin_fd, 0) < 0) {
@@ -160,7 +166,8 @@ int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const
         flags |= CLONE_NEWNET;
     }
     struct lc_namespaced_start start = {
-        .path = path, .argv = argv, .envp = envp, .event_fd = event_fd, .event_as = event_as, .stdin_fd = -1, .err = 0};
+        .path = path, .argv = argv, .envp = envp, .event_fd = event_fd, .event_as = event_as, .stdin_fd = -1,
+        .new_session = !keep_stdin, .err = 0};
     if (!keep_stdin) {
         start.stdin_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (start.stdin_fd < 0) {

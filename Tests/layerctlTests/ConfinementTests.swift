@@ -156,6 +156,26 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    /// A command that reached the terminal layerctl runs in could wait for input, read what the
+    /// user types, or push input into it (TIOCSTI) for the user's root shell to run once the
+    /// build is over. layerctl runs here in a terminal of `script`'s.
+    @Test("a run: step cannot reach the terminal layerctl runs in: /dev/tty is no device, and no input is pushed into it")
+    func terminal() throws {
+        let (layers, store) = try storeWithBase()
+        // Perl's ioctl, as a hostile step would: TIOCSTI is 0x5412. The text pushed is put
+        // together at run time, so only a push can put it into the terminal's transcript.
+        let push = #"open(my $t, "+<", "/dev/tty") or die "no tty: $!\n"; ioctl($t, 0x5412, $_) or die "TIOCSTI: $!\n" for split //, "echo PUS" . "HED\n""#
+        try "from: base\nrun:\n  - 'perl -e ''\(push)''; exit 0'\n".write(
+            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let work = try Harness.temporaryDirectory("terminal")
+        let command = "'\(Harness.executable)' build '\(layers)/probe.yaml' --store '\(store)' --timeout 60; sleep 1"
+        let ran = try KernelMount.run("/usr/bin/script", ["-qec", command, work + "/transcript"])
+        #expect(ran.status == 0, "\(ran.output)")
+        let transcript = try String(decoding: Data(contentsOf: URL(fileURLWithPath: work + "/transcript")), as: UTF8.self)
+        #expect(transcript.contains("probe | no tty: No such device or address"), "\(transcript)")
+        #expect(!transcript.contains("PUSHED"), "\(transcript)")
+    }
+
     @Test("a run: step's output cannot hold the build: a line without end goes on in pieces, gigabytes keep their head and tail")
     func endlessOutput() throws {
         let (layers, store) = try storeWithBase()
