@@ -238,6 +238,14 @@ build_packages() {
     printf 'post_install() {\n\techo "broken-scriptlet: failing on purpose" >&2\n\treturn 3\n}\n' >"$p/.INSTALL"
     pack "$dest" "$p"
 
+    # 12 MB of scriptlet output, which libalpm logs line by line: a build's log is cut before it
+    # goes into the store's pacman.log.
+    p="$work/chatty-scriptlet"; pkginfo "$p" chatty-scriptlet 1.0-1 any "Its post_install prints 12 MB" depend=sh
+    mkdir -p "$p/usr/share/chatty"; echo chatty >"$p/usr/share/chatty/README"
+    # shellcheck disable=SC2016
+    printf 'post_install() {\n\ti=0\n\twhile [ $i -lt 200000 ]; do\n\t\techo "chatty-scriptlet line $i of 200000, to fill a log"\n\t\ti=$((i + 1))\n\tdone\n}\n' >"$p/.INSTALL"
+    pack "$dest" "$p"
+
     p="$work/conflict-a"; pkginfo "$p" conflict-a 1.0-1 any "Conflicts with conflict-b" conflict=conflict-b
     mkdir -p "$p/usr/share/conflict"; echo a >"$p/usr/share/conflict/a"; pack "$dest" "$p"
     p="$work/conflict-b"; pkginfo "$p" conflict-b 1.0-1 any "Conflicts with conflict-a" conflict=conflict-a

@@ -7,8 +7,9 @@ import LayerSupport
 extension BuilderChild {
     /// The libalpm transaction, on the root ("/" in the confinement), checked against what the key
     /// was made from. Every package is in the read-only cache already, checked by the parent with the
-    /// keyring; here libalpm checks each file against its database's sha256, with no keyring.
-    static func install(_ job: BuildJob, events: EventPipe) throws -> ChildResult {
+    /// keyring; here libalpm checks each file against its database's sha256, with no keyring. It
+    /// logs to `log`.
+    static func install(_ job: BuildJob, log: String, events: EventPipe) throws -> ChildResult {
         try checkLocalDatabase()
         let handle = try AlpmHandle(root: "/", dbPath: "/var/lib/pacman")
         try handle.addCacheDir(packageCache)
@@ -16,7 +17,7 @@ extension BuilderChild {
         let spare = "/run/layerctl/downloads"
         try FileSystem.makeDirectories(spare)
         try handle.addCacheDir(spare)
-        try handle.setLogFile(pacmanLog)
+        try handle.setLogFile(log)
         try handle.setArchitectures([job.arch])
         try handle.addHookDir("/usr/share/libalpm/hooks")
         try handle.addHookDir("/etc/pacman.d/hooks")

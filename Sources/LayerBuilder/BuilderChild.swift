@@ -15,9 +15,8 @@ import LayerSupport
 enum BuilderChild {
     /// Where the root shows the sync databases, read-only.
     static let syncMountPoint = "var/lib/pacman/sync"
-    /// Where the root shows the store's package cache, read-only, and libalpm's log of this build.
+    /// Where the root shows the store's package cache, read-only.
     static let packageCache = "/run/layerctl/packages"
-    static let pacmanLog = "/run/layerctl/pacman.log"
     /// Where the root shows its own overlay's upper folder, read-only: what this layer changed.
     static let upperDirectory = "/run/layerctl/layer"
 
@@ -44,11 +43,15 @@ enum BuilderChild {
             // libalpm runs scriptlets with this process's environment: make it theirs, not the caller's.
             clearenv()
             for (name, value) in job.commandEnvironment { setenv(name, value, 1) }
+            // libalpm's log of this build is open here, before the root is entered, and libalpm
+            // reaches it through this process's own descriptor: nothing the layer runs can write
+            // to it, and forge or flood the store's pacman.log, as it could through a path.
+            let log = open(job.pacmanLog, O_WRONLY | O_APPEND | O_CLOEXEC)
+            guard log >= 0 else { throw SystemError("open", job.pacmanLog) }
             var confinement = Confinement(root: job.root.merged)
             confinement.binds = [
                 .init(source: job.syncDirectory + "/sync", target: "/" + syncMountPoint, readOnly: true),
                 .init(source: job.packageCache, target: packageCache, readOnly: true),
-                .init(source: job.pacmanLog, target: pacmanLog, readOnly: false),
                 .init(source: job.upperDirectory, target: upperDirectory, readOnly: true),
             ]
             if job.network && !job.run.isEmpty && job.root.canBindResolvConf {
@@ -59,7 +62,7 @@ enum BuilderChild {
             _ = fcntl(NamespacedWork.eventDescriptor, F_SETFD, FD_CLOEXEC)
             try Confinement.dropPrivileges()
 
-            let packages = try install(job, events: events)
+            let packages = try install(job, log: "/proc/self/fd/\(log)", events: events)
             events.send(.step, "files")
             try writeFiles(job)
             if !job.run.isEmpty {

@@ -254,11 +254,39 @@ extension StackBuilder {
     }
 
     /// Appends the log of one build to the store's pacman.log, as pacman keeps one log for a system.
+    /// Adds a build's libalpm log to the store's. Package scriptlets write to it (through libalpm,
+    /// which logs their output), so a flood is cut: past `Self.logLimit`, its first and last
+    /// halves go in, with a line between that says how much was left out. Read a piece at a time.
     private func appendLog(_ path: String, to log: String) {
-        guard let data = FileManager.default.contents(atPath: path), !data.isEmpty else { return }
+        let input = open(path, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { return }
+        defer { close(input) }
+        var st = stat()
+        guard fstat(input, &st) == 0, st.st_size > 0 else { return }
         let fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return }
         defer { close(fd) }
-        try? data.withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: log) }
+        let size = Int64(st.st_size)
+        let half: Int64 = Self.logLimit / 2
+        var pieces: [(from: Int64, to: Int64)] = [(Int64(0), size)]
+        if size > Self.logLimit { pieces = [(Int64(0), half), (size - half, size)] }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        for (index, piece) in pieces.enumerated() {
+            if index == 1 {
+                let note = "[layerctl] \(size - 2 * half) bytes of this build's log are left out here\n"
+                _ = try? note.utf8CString.dropLast().withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: log) }
+            }
+            var offset = piece.from
+            while offset < piece.to {
+                let count = pread(input, &buffer, Int(min(Int64(buffer.count), piece.to - offset)), off_t(offset))
+                guard count > 0 else { return }
+                guard (try? buffer.withUnsafeBytes { try FileSystem.writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<count]), to: log) }) != nil
+                else { return }
+                offset += Int64(count)
+            }
+        }
     }
+
+    /// The most of one build's libalpm log that goes into the store's.
+    static let logLimit: Int64 = 8 << 20
 }

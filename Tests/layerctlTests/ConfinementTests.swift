@@ -176,6 +176,34 @@ struct ConfinementTests {
         #expect(!transcript.contains("PUSHED"), "\(transcript)")
     }
 
+    /// libalpm's log of a build goes into the store's pacman.log, which a user reads as what
+    /// libalpm did: a run: step must not forge it, and a scriptlet that floods it is cut.
+    @Test("nothing a layer runs writes to libalpm's log but libalpm, and a scriptlet's flood is cut in the store's pacman.log")
+    func libalpmLog() throws {
+        let (layers, store) = try storeWithBase()
+        let log = store + "/cache/pacman.log"
+        // Where the log was mounted, a file of the build's own /run now; the builder's descriptors.
+        let command = "echo \"[ALPM] forged\" >> /run/layerctl/pacman.log; for f in /proc/1/fd/*; do echo \"[ALPM] forged\" >> \"$f\" && echo \"$f\" >> /etc/written; done; true"
+        try "from: base\nrun:\n  - '\(command)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let probe = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        #expect(probe.status == 0, "\(probe.stderr)")
+        let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .newlines)
+        #expect(!FileManager.default.fileExists(atPath: store + "/layers/\(key)/tree/etc/written"))
+        var text = try String(decoding: Data(contentsOf: URL(fileURLWithPath: log)), as: UTF8.self)
+        #expect(text.contains("[ALPM] installed busybox") && !text.contains("forged"))
+        // 200,000 lines of scriptlet output, some 18 MB of log: its first and last 4 MiB go in.
+        let before = try #require(try FileManager.default.attributesOfItem(atPath: log)[.size] as? Int)
+        try "from: base\npackages: [chatty-scriptlet]\n".write(toFile: layers + "/chatty.yaml", atomically: true, encoding: .utf8)
+        let chatty = try Harness.run(["build", layers + "/chatty.yaml", "--store", store])
+        #expect(chatty.status == 0, "\(chatty.stderr.suffix(2000))")
+        let after = try #require(try FileManager.default.attributesOfItem(atPath: log)[.size] as? Int)
+        #expect(after - before > 8 << 20 && after - before < (8 << 20) + 200, "\(after - before) bytes added")
+        text = try String(decoding: Data(contentsOf: URL(fileURLWithPath: log)), as: UTF8.self)
+        #expect(text.contains("chatty-scriptlet line 0 of 200000") && text.contains("chatty-scriptlet line 199999 of 200000"))
+        #expect(text.contains(" bytes of this build's log are left out here\n"))
+        #expect(!text.contains("chatty-scriptlet line 100000 of 200000"))
+    }
+
     @Test("a run: step's output cannot hold the build: a line without end goes on in pieces, gigabytes keep their head and tail")
     func endlessOutput() throws {
         let (layers, store) = try storeWithBase()
