@@ -16,6 +16,7 @@
 #include <net/if.h>
 #include <seccomp.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -273,6 +274,13 @@ int lc_limit_privileges(const int *keep, int count) {
         return errno;
     }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        return errno;
+    }
+    /* No core dumps, hard limit too (raising it takes CAP_SYS_RESOURCE, which is gone): a crash
+     * leaves no core file in the layer, and wakes no core handler of the host's (a core_pattern
+     * of "|systemd-coredump" runs on the host, as root). */
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) {
         return errno;
     }
     return 0;

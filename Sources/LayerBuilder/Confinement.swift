@@ -157,7 +157,8 @@ struct Confinement {
 
     /// Gives up, for this process and all it starts, every capability but `capabilities`, the
     /// chance to gain one (no_new_privs), and the system calls in `refusedSystemCalls`. The process
-    /// becomes not dumpable: its /proc entries are closed to the commands it runs.
+    /// becomes not dumpable: its /proc entries are closed to the commands it runs. Nothing it starts
+    /// dumps core.
     static func dropPrivileges() throws {
         let limited = capabilities.withUnsafeBufferPointer { lc_limit_privileges($0.baseAddress, Int32($0.count)) }
         if limited != 0 { throw SystemError("give up the privileges of", "the build", errno: limited) }

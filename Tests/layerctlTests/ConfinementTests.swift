@@ -259,6 +259,7 @@ struct ConfinementTests {
             "grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status > /etc/status",
             "ls /dev > /etc/devices",
             "mknod /etc/null c 1 3 && echo made > /etc/null-made",
+            "(ulimit -Hc; ulimit -c unlimited 2>&1 || echo refused) > /etc/core",
         ]
         try ("from: base\nrun:\n" + facts.map { "  - \($0)\n" }.joined()).write(
             toFile: layers + "/facts.yaml", atomically: true, encoding: .utf8)
@@ -282,6 +283,8 @@ struct ConfinementTests {
                                        "tty", "urandom", "zero"], "\(lines("devices"))")
         // A package may hold a device node: making one works, in the layer.
         #expect(lines("null-made") == ["made"])
+        // No core dumps, whatever the caller's limit: none lands in the layer or with the host's handler.
+        #expect(lines("core").first == "0" && lines("core").last == "refused", "\(lines("core"))")
     }
 
     @Test("a package's scriptlet runs as confined as run: does, and its escape fails")

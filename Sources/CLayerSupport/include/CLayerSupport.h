@@ -55,8 +55,8 @@ int lc_pivot_root(const char *new_root);
 /// Keeps only the capabilities in `keep` (`count` of them, by number): every other one leaves the
 /// bounding set, so no program run later can gain it, and the permitted, effective and
 /// inheritable sets, and the ambient set is cleared. Then sets no_new_privs, and makes the process
-/// not dumpable, so its /proc entries (root, environ, fd) are closed to its children. Returns 0 or
-/// an errno value.
+/// not dumpable, so its /proc entries (root, environ, fd) are closed to its children, and sets its
+/// core dump limit, hard and soft, to 0. Returns 0 or an errno value.
 int lc_limit_privileges(const int *keep, int count);
 
 /// Installs a seccomp filter (libseccomp) on the calling thread, inherited by everything it
