@@ -55,7 +55,7 @@ struct CommandRunner {
         func flushLines(final: Bool) {
             while true {
                 let start = pending.startIndex
-                if let newline = pending[(start + searched)...].firstIndex(of: 0x0A) {
+                if let newline = pending[(start + searched)...].firstIndex(of: 0x0A), newline - start <= Self.longestLine {
                     pass(newline - start, dropping: 1)
                 } else if pending.count >= Self.longestLine {
                     pass(Self.longestLine, dropping: 0)

@@ -207,10 +207,14 @@ struct ConfinementTests {
     @Test("a run: step's output cannot hold the build: a line without end goes on in pieces, gigabytes keep their head and tail")
     func endlessOutput() throws {
         let (layers, store) = try storeWithBase()
-        // 10,000 bytes without a newline, then 256 MiB of zeros (a binary on stdout) and a last
-        // line, where a failing command's error would be.
-        let command = "echo first; head -c 10000 /dev/zero | tr \"\\\\0\" a; echo; dd if=/dev/zero bs=1M count=256 2>/dev/null; echo; echo last words"
-        try "from: base\nrun:\n  - '\(command)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        // 10,000 bytes without a newline; then 100 bytes, and a second later 4,100 more with their
+        // newline in one write (the line's end comes past 4 KiB of what is held); then 256 MiB of
+        // zeros (a binary on stdout) and a last line, where a failing command's error would be.
+        let line = #"awk 'BEGIN { s = sprintf("%4100s", ""); gsub(/ /, "a", s); print s }'"#
+        let command = #"echo first; head -c 10000 /dev/zero | tr "\0" a; echo; head -c 100 /dev/zero | tr "\0" b; sleep 1; "#
+            + line + "; dd if=/dev/zero bs=1M count=256 2>/dev/null; echo; echo last words"
+        try "from: base\nrun:\n  - '\(command.replacingOccurrences(of: "'", with: "''"))'\n".write(
+            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
         let started = Date()
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout", "120"])
         #expect(result.status == 0, "\(result.stderr.prefix(2000))")
@@ -218,7 +222,11 @@ struct ConfinementTests {
         let lines = result.stderr.split(separator: "\n", omittingEmptySubsequences: false)
             .filter { $0.hasPrefix("probe | ") }.map { String($0.dropFirst(8)) }
         #expect(lines.allSatisfy { $0.utf8.count <= 4096 })
-        #expect(Array(lines.prefix(4)) == ["first", String(repeating: "a", count: 4096), String(repeating: "a", count: 4096), String(repeating: "a", count: 1808)])
+        #expect(
+            Array(lines.prefix(6)) == [
+                "first", String(repeating: "a", count: 4096), String(repeating: "a", count: 4096), String(repeating: "a", count: 1808),
+                String(repeating: "b", count: 100) + String(repeating: "a", count: 3996), String(repeating: "a", count: 104),
+            ])
         #expect(lines.contains { $0.hasPrefix("(output clipped: ") && $0.hasSuffix(" bytes after the first 2 MiB are not shown; the last lines follow)") })
         #expect(lines.last == "last words")
         #expect(result.stderr.utf8.count < 3 << 20, "\(result.stderr.utf8.count) bytes of output")
