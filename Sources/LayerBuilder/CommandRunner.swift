@@ -23,7 +23,7 @@ struct CommandRunner {
 
     /// The longest line passed on whole. A longer one (binary output, a progress bar redrawn with
     /// `\r`) goes on in pieces of this size, so that neither memory nor the search for its end
-    /// grows with it: 16 MB without a newline once took the build most of an hour.
+    /// grows with it: 16 MB without a newline once held a build for more than five minutes.
     static let longestLine = 4096
     /// The most of a command's output passed on from its start: each line costs an event, so a
     /// command that prints gigabytes would otherwise hold the build for as long as the time limit
@@ -36,7 +36,7 @@ struct CommandRunner {
     /// so the end is the command's exit, not the pipe's end of file.
     private func stream(from fd: Int32, until pid: pid_t) throws -> Int32 {
         var pending = Data()
-        // How much of `pending` is known to hold no newline: each byte is looked at once.
+        // How much of `pending` is known to hold no newline: a search starts past it.
         var searched = 0
         var passed = 0
         // Once `mostOutput` is passed on: the output since, and how much of it was dropped.
