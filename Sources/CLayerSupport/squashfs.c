@@ -89,7 +89,8 @@ void lc_sqfs_fd_file_start_writeback(sqfs_file_t *base, sqfs_u64 offset, sqfs_u6
     lc_start_writeback(((struct lc_fd_file *)base)->fd, offset, length);
 }
 
-/* The copy through user space, where copy_file_range cannot (another file system). */
+/* The copy through user space, where copy_file_range cannot (another file system, an O_APPEND
+ * output: pwrite then appends). */
 static int copy_by_reading(int in_fd, loff_t from, int out_fd, loff_t to, size_t length) {
     char buffer[1 << 16];
     while (length > 0) {
@@ -123,7 +124,8 @@ int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset
         ssize_t n = copy_file_range(in_fd, &from, out_fd, &to, length, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP))
+        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                      (errno == EBADF && (fcntl(out_fd, F_GETFL) & O_APPEND))))
             return copy_by_reading(in_fd, from, out_fd, to, length);
         if (n < 0)
             return -1;

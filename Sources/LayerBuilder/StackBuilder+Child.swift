@@ -1,4 +1,5 @@
 import Alpm
+import CLayerSupport
 import Foundation
 import Glibc
 import LayerRecipe
@@ -254,9 +255,9 @@ extension StackBuilder {
     }
 
     /// Appends the log of one build to the store's pacman.log, as pacman keeps one log for a system.
-    /// Adds a build's libalpm log to the store's. Package scriptlets write to it (through libalpm,
-    /// which logs their output), so a flood is cut: past `Self.logLimit`, its first and last
-    /// halves go in, with a line between that says how much was left out. Read a piece at a time.
+    /// Package scriptlets write to it (through libalpm, which logs their output), so a flood is
+    /// cut: past `Self.logLimit`, its first and last halves go in, with a line between that says
+    /// how much was left out. Nothing of it is held in memory.
     private func appendLog(_ path: String, to log: String) {
         let input = open(path, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { return }
@@ -270,20 +271,12 @@ extension StackBuilder {
         let half: Int64 = Self.logLimit / 2
         var pieces: [(from: Int64, to: Int64)] = [(Int64(0), size)]
         if size > Self.logLimit { pieces = [(Int64(0), half), (size - half, size)] }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
         for (index, piece) in pieces.enumerated() {
             if index == 1 {
                 let note = "[layerctl] \(size - 2 * half) bytes of this build's log are left out here\n"
-                _ = try? note.utf8CString.dropLast().withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: log) }
+                guard (try? Array(note.utf8).withUnsafeBytes({ try FileSystem.writeAll(fd, $0, to: log) })) != nil else { return }
             }
-            var offset = piece.from
-            while offset < piece.to {
-                let count = pread(input, &buffer, Int(min(Int64(buffer.count), piece.to - offset)), off_t(offset))
-                guard count > 0 else { return }
-                guard (try? buffer.withUnsafeBytes { try FileSystem.writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<count]), to: log) }) != nil
-                else { return }
-                offset += Int64(count)
-            }
+            guard lc_copy_range(input, UInt64(piece.from), fd, 0, Int(piece.to - piece.from)) == 0 else { return }
         }
     }
 

@@ -36,7 +36,7 @@ package struct DiskReserve: Sendable {
         let freeBytes = UInt64(fs.f_bavail) * UInt64(fs.f_frsize)
         let freeInodes = UInt64(fs.f_favail)
         if freeBytes < bytes {
-            throw Reached(doing: doing(), mountPoint: mountPoint, left: Self.size(freeBytes), reserve: Self.size(bytes))
+            throw Reached(doing: doing(), mountPoint: mountPoint, left: formatBytes(Int64(freeBytes)), reserve: formatBytes(Int64(bytes)))
         }
         if inodes > 0 && freeInodes < inodes {
             throw Reached(doing: doing(), mountPoint: mountPoint, left: "\(freeInodes) inodes", reserve: "\(inodes) inodes")
@@ -66,18 +66,5 @@ package struct DiskReserve: Sendable {
         var fs = statvfs()
         try sys("read the free space of the filesystem of", folder) { statvfs(folder, &fs) }
         return fs
-    }
-
-    /// `bytes` in the largest binary unit that keeps it at 1 or more, with one decimal.
-    static func size(_ bytes: UInt64) -> String {
-        if bytes < 1024 { return "\(bytes) B" }
-        var value = Double(bytes) / 1024
-        var unit = "KiB"
-        for larger in ["MiB", "GiB"] where value >= 1024 {
-            value /= 1024
-            unit = larger
-        }
-        let tenths = Int((value * 10).rounded())
-        return "\(tenths / 10).\(tenths % 10) \(unit)"
     }
 }

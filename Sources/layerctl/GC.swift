@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LayerSupport
 
 extension LayerCtl {
     struct GC: ParsableCommand, JSONCommand {

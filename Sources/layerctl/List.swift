@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LayerSupport
 
 extension LayerCtl {
     struct List: ParsableCommand, JSONCommand {
@@ -64,15 +65,4 @@ extension LayerCtl {
 /// "1 package", "2 packages": `count` and the noun, in the plural unless the count is one.
 func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
     "\(count) " + (count == 1 ? noun : plural ?? noun + "s")
-}
-
-func formatBytes(_ bytes: Int64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB"]
-    var value = Double(bytes)
-    var unit = 0
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
 }

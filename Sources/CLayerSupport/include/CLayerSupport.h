@@ -120,8 +120,9 @@ int lc_sqfs_fd_file_copy_in(sqfs_file_t *file, int in_fd, sqfs_u64 in_offset, sq
 void lc_sqfs_fd_file_start_writeback(sqfs_file_t *file, sqfs_u64 offset, sqfs_u64 length);
 
 /// Copies `length` bytes between two files inside the kernel (copy_file_range), or through a
-/// buffer where the kernel cannot (files on two file systems); the whole length or fail: 0, or -1
-/// with errno set. Exists because glibc declares copy_file_range only under _GNU_SOURCE, which
+/// buffer where the kernel cannot (files on two file systems, an output opened with O_APPEND,
+/// which then takes the bytes at its end whatever `out_offset` says); the whole length or fail: 0,
+/// or -1 with errno set. Exists because glibc declares copy_file_range only under _GNU_SOURCE, which
 /// Swift's Glibc module does not set.
 int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset, size_t length);
 
