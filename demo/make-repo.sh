@@ -245,6 +245,11 @@ build_packages() {
     # shellcheck disable=SC2016
     printf 'post_install() {\n\ti=0\n\twhile [ $i -lt 200000 ]; do\n\t\techo "chatty-scriptlet line $i of 200000, to fill a log"\n\t\ti=$((i + 1))\n\tdone\n}\n' >"$p/.INSTALL"
     pack "$dest" "$p"
+    # Escape sequences, a C1 control, a tab and a carriage return that would hide the line's start.
+    p="$work/escape-scriptlet"; pkginfo "$p" escape-scriptlet 1.0-1 any "Its post_install prints escape sequences" depend=sh
+    mkdir -p "$p/usr/share/escape"; echo escape >"$p/usr/share/escape/README"
+    printf 'post_install() {\n\tprintf "hidden start\\rescape-scriptlet: \\033]0;TITLE\\007\\033[2J\\302\\233c\\tend\\r\\n"\n}\n' >"$p/.INSTALL"
+    pack "$dest" "$p"
 
     p="$work/conflict-a"; pkginfo "$p" conflict-a 1.0-1 any "Conflicts with conflict-b" conflict=conflict-b
     mkdir -p "$p/usr/share/conflict"; echo a >"$p/usr/share/conflict/a"; pack "$dest" "$p"

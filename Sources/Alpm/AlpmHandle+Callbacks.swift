@@ -49,8 +49,9 @@ extension AlpmHandle {
             }
         case ALPM_EVENT_SCRIPTLET_INFO:
             let line = string(event.pointee.scriptlet_info.line) ?? ""
-            for part in line.split(separator: "\n", omittingEmptySubsequences: false) where !part.isEmpty {
-                observer?(.scriptletOutput(String(part)))
+            // By bytes: as Characters, "\r\n" is one, and a CRLF line would keep its end.
+            for part in line.utf8.split(separator: 0x0A) {
+                observer?(.scriptletOutput(String(decoding: part, as: UTF8.self)))
             }
         default:
             break

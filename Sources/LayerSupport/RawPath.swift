@@ -43,6 +43,16 @@ package enum RawPath {
     /// Text for a terminal, by `display`'s rule: as it is, unless it holds a control character.
     package static func printable(_ text: String) -> String { display(Array(text.utf8)) }
 
+    /// A line of a command's output for a terminal or a log: `printable`, but a tab stays a tab
+    /// (it moves the cursor right and no more) and a line's trailing carriage return (CRLF) is
+    /// dropped. Any other carriage return is escaped, since a line could hide its start behind it.
+    package static func printableLine(_ text: String) -> String {
+        var bytes = Array(text.utf8)
+        if bytes.last == 0x0D { bytes.removeLast() }
+        return bytes.split(separator: 0x09, omittingEmptySubsequences: false).map { display(Array($0)) }
+            .joined(separator: "\t")
+    }
+
     package static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {
         var path = directory
         path.append(UInt8(ascii: "/"))

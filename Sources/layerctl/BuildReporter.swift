@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LayerBuilder
+import LayerSupport
 
 /// Prints build events: a redrawn status line on a terminal, plain lines otherwise, or JSON lines.
 final class BuildReporter {
@@ -59,9 +60,12 @@ final class BuildReporter {
 
     private func short(_ key: String?) -> String { String((key ?? "").prefix(12)) }
 
+    /// One line on stderr. A `run:` step's or a scriptlet's output, a package's name and a mirror's
+    /// file name are a layer author's or a repository's words: no escape sequence of theirs reaches
+    /// the terminal (or a log that is read in one later).
     private func line(_ text: String) {
         statusLine.clear()
-        FileHandle.standardError.write(Data((text + "\n").utf8))
+        FileHandle.standardError.write(Data((RawPath.printableLine(text) + "\n").utf8))
     }
 
     /// One line, redrawn in place: `layer: install perl [#####-----] 50%` or a download's bytes.

@@ -200,14 +200,14 @@ final class ShareReporter {
         case .layer:
             guard !json else { return }
             statusLine.clear()
-            FileHandle.standardError.write(Data("\(event.layer): \(event.detail)\n".utf8))
+            FileHandle.standardError.write(Data((RawPath.printableLine("\(event.layer): \(event.detail)") + "\n").utf8))
         }
     }
 
     /// A retry is coming: said even with --json, on stderr.
     func retry(_ text: String) {
         statusLine.clear()
-        FileHandle.standardError.write(Data("layerctl: \(text)\n".utf8))
+        FileHandle.standardError.write(Data((RawPath.printableLine("layerctl: \(text)") + "\n").utf8))
     }
 
     func finish() { statusLine.clear() }

@@ -1,4 +1,5 @@
 import Foundation
+import LayerSupport
 
 /// One line on stderr that is redrawn in place: the progress of a build or an export on a terminal.
 final class StatusLine {
@@ -6,9 +7,11 @@ final class StatusLine {
     private var shown = false
     private var last = ""
 
-    /// Draws `text`, clipped or padded to the width, over the previous line. A text equal to the one
-    /// shown is not drawn again: libalpm and the writer report far more often than the line changes.
+    /// Draws `text`, control characters escaped, clipped or padded to the width, over the previous
+    /// line. A text equal to the one shown is not drawn again: libalpm and the writer report far
+    /// more often than the line changes.
     func show(_ text: String) {
+        let text = RawPath.printable(text)
         let line =
             text.count > Self.width
             ? String(text.prefix(Self.width))

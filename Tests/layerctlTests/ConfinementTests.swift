@@ -176,6 +176,24 @@ struct ConfinementTests {
         #expect(!transcript.contains("PUSHED"), "\(transcript)")
     }
 
+    /// A step's and a scriptlet's output reach the user's terminal, or a log read in one later: an
+    /// escape sequence in them could set the terminal's title or clipboard, clear the screen, or
+    /// hide what a line says behind a carriage return.
+    @Test("no escape sequence from a run: step or a scriptlet reaches the terminal; tabs stay, CRLF is a line end")
+    func escapeSequences() throws {
+        let (layers, store) = try storeWithBase()
+        let step = #"printf "hidden start\rrun-step: \033]52;c;ZWNobyBoaQ==\007\033[2J\302\233c\tend\r\n""#
+        try "from: base\npackages: [escape-scriptlet]\nrun:\n  - '\(step)'\n".write(
+            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let probe = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        #expect(probe.status == 0, "\(probe.stderr)")
+        let bytes = Array(probe.stderr.utf8)
+        #expect(!bytes.contains(0x1B) && !bytes.contains(0x07) && !bytes.contains(0x0D), "\(probe.stderr)")
+        #expect(!zip(bytes, bytes.dropFirst()).contains { $0 == 0xC2 && $1 == 0x9B }, "\(probe.stderr)")
+        #expect(probe.stderr.contains(#"probe | hidden start\x0drun-step: \x1b]52;c;ZWNobyBoaQ==\x07\x1b[2J\xc2\x9bc"# + "\tend\n"))
+        #expect(probe.stderr.contains(#"probe | hidden start\x0descape-scriptlet: \x1b]0;TITLE\x07\x1b[2J\xc2\x9bc"# + "\tend\n"))
+    }
+
     /// libalpm's log of a build goes into the store's pacman.log, which a user reads as what
     /// libalpm did: a run: step must not forge it, and a scriptlet that floods it is cut.
     @Test("nothing a layer runs writes to libalpm's log but libalpm, and a scriptlet's flood is cut in the store's pacman.log")
