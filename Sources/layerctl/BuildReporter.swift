@@ -37,7 +37,8 @@ final class BuildReporter {
         case .package:
             line("\(event.layer): \(event.message ?? "")")
         case .output:
-            line("\(event.layer) | \(event.message ?? "")")
+            // Escaped, a line of zeros is four times as long: no longer than its 4 KiB on screen.
+            show("\(event.layer) | " + Self.clipped(RawPath.printableLine(event.message ?? ""), to: 4096))
         case .warning:
             line("\(event.layer): warning: \(event.message ?? "")")
         case .error, .failed:
@@ -63,9 +64,25 @@ final class BuildReporter {
     /// One line on stderr. A `run:` step's or a scriptlet's output, a package's name and a mirror's
     /// file name are a layer author's or a repository's words: no escape sequence of theirs reaches
     /// the terminal (or a log that is read in one later).
-    private func line(_ text: String) {
+    private func line(_ text: String) { show(RawPath.printableLine(text)) }
+
+    /// One line on stderr, escaped already.
+    private func show(_ escaped: String) {
         statusLine.clear()
-        FileHandle.standardError.write(Data((RawPath.printableLine(text) + "\n").utf8))
+        FileHandle.standardError.write(Data((escaped + "\n").utf8))
+    }
+
+    /// `text`'s first `bytes` bytes of UTF-8, ending with "…" when that is not all of it.
+    static func clipped(_ text: String, to bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
+        var kept = String.UnicodeScalarView()
+        var count = 0
+        for scalar in text.unicodeScalars {
+            count += String(scalar).utf8.count
+            if count > bytes - 3 { break }
+            kept.append(scalar)
+        }
+        return String(kept) + "…"
     }
 
     /// One line, redrawn in place: `layer: install perl [#####-----] 50%` or a download's bytes.
