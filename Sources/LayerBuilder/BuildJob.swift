@@ -52,8 +52,12 @@ public struct BuildJob: Codable, Sendable {
     var bootLocation: String?
     /// Time the `run:` steps apart and report when each started, for `writers` (`build --check`).
     var separateSteps: Bool?
-    /// The pids cgroup the builder child moves into before it starts anything (`ProcessLimit`).
-    var processLimit: String?
+    /// The folders of the cgroup the builder child moves into before it starts anything
+    /// (`BuildCgroup`).
+    var cgroups: [String]?
+    /// The size of the build's tmpfs folders: its memory limit, so that `df` tells what a step may
+    /// write there.
+    var memoryLimit: Int64?
 
     /// What `run:` commands and package scriptlets see: a fixed PATH, HOME, LANG and TERM, the
     /// epoch, the layer's name and the layer file's `env:`; never the environment of whoever runs

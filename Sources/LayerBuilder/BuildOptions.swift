@@ -28,6 +28,11 @@ public struct BuildOptions: Sendable {
     /// How many processes one layer's build may have at once (a pids cgroup); nil for no limit.
     public var maxProcesses: Int? = BuildOptions.defaultMaxProcesses
     public static let defaultMaxProcesses = 4096
+    /// How much memory one layer's build may take, its tmpfs folders included, without swap (a
+    /// memory cgroup); nil for no limit.
+    public var memoryLimit: Int64? = BuildOptions.defaultMemoryLimit
+    /// Half of the machine's memory, as a tmpfs takes by default: the rest stays the host's.
+    public static var defaultMemoryLimit: Int64? { MachineMemory.total.map { $0 / 2 } }
 
     public init(store: Store) {
         self.store = store

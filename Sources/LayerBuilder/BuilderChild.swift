@@ -32,7 +32,7 @@ enum BuilderChild {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
             events = EventPipe(layer: job.layerName)
-            if let path = job.processLimit { try ProcessLimit(path: path).enter() }
+            if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")
             var root = job.root
@@ -49,6 +49,7 @@ enum BuilderChild {
             let log = open(job.pacmanLog, O_WRONLY | O_APPEND | O_CLOEXEC)
             guard log >= 0 else { throw SystemError("open", job.pacmanLog) }
             var confinement = Confinement(root: job.root.merged)
+            confinement.tmpfsSize = job.memoryLimit
             confinement.binds = [
                 .init(source: job.syncDirectory + "/sync", target: "/" + syncMountPoint, readOnly: true),
                 .init(source: job.packageCache, target: packageCache, readOnly: true),

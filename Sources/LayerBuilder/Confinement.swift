@@ -26,6 +26,9 @@ struct Confinement {
     /// The merged root, mounted already.
     let root: String
     var binds: [Bind] = []
+    /// The size of /run, /tmp and /dev/shm, in bytes; nil for the kernel's default (half the
+    /// machine's memory each).
+    var tmpfsSize: Int64?
 
     /// Moves into a mount namespace of its own, mounts the build's /dev, /proc, /sys, /run and
     /// /tmp and the binds, and pivots into the root.
@@ -35,8 +38,8 @@ struct Confinement {
         try mountDev()
         try mountProc()
         try mountSys()
-        try mount("tmpfs", "/run", "tmpfs", "mode=0755,nosuid,nodev")
-        try mount("tmpfs", "/tmp", "tmpfs", "mode=1777,nosuid,nodev")
+        try mount("tmpfs", "/run", "tmpfs", "mode=0755,nosuid,nodev" + sizeOption)
+        try mount("tmpfs", "/tmp", "tmpfs", "mode=1777,nosuid,nodev" + sizeOption)
         for bind in binds {
             let target = root + bind.target
             if bind.target.hasPrefix("/run/") && !FileSystem.exists(target) {
@@ -53,6 +56,8 @@ struct Confinement {
         let pivoted = lc_pivot_root(root)
         if pivoted != 0 { throw SystemError("make the root of the build", root, errno: pivoted) }
     }
+
+    private var sizeOption: String { tmpfsSize.map { ",size=\($0)" } ?? "" }
 
     private func mount(_ source: String, _ path: String, _ type: String, _ options: String) throws {
         try Mounter.mount(source, at: root + path, type: type, options: options)
@@ -81,7 +86,7 @@ struct Confinement {
         try FileSystem.makeDirectories(dev + "/pts")
         try mount("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,nosuid,noexec")
         try FileSystem.makeDirectories(dev + "/shm", mode: 0o1777)
-        try mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777,nosuid,nodev")
+        try mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777,nosuid,nodev" + sizeOption)
         for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
             _ = symlink(target, dev + "/" + link)

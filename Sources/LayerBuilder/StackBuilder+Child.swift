@@ -56,15 +56,14 @@ extension StackBuilder {
             sourceDateEpoch: options.sourceDateEpoch, network: layer.network?.value ?? false,
             boot: boot?.value, bootLocation: boot?.location.description,
             separateSteps: options.recordWriters ? true : nil)
-        var limit: ProcessLimit?
-        defer { limit?.remove() }
-        if let maximum = options.maxProcesses {
-            let made = ProcessLimit.make(maximum: maximum)
-            limit = made.limit
-            job.processLimit = made.limit?.path
-            if let why = made.why {
-                observer(BuildEvent(.warning, layer: layer.name, message: "the build's processes are not limited: \(why)"))
-            }
+        let made = BuildCgroup.make(processes: options.maxProcesses, memory: options.memoryLimit)
+        let cgroup = made.cgroup
+        defer { cgroup?.remove() }
+        job.cgroups = cgroup?.folders
+        job.memoryLimit = options.memoryLimit
+        for (controller, why) in made.unlimited {
+            let what = controller == .pids ? "processes are" : "memory is"
+            observer(BuildEvent(.warning, layer: layer.name, message: "the build's \(what) not limited: \(why)"))
         }
         try FileSystem.makeDirectories(job.upperDirectory)
         // Scratch files, gone with the build's folder: nothing to sync.
@@ -80,9 +79,14 @@ extension StackBuilder {
         do {
             defer { appendLog(job.pacmanLog, to: store.pacmanLog) }
             try checkReserve(at: layer.path)
-            packages = try runChild(jobPath: jobPath, layer: layer, network: job.network, reserve: reserve) { event in
+            packages = try runChild(
+                jobPath: jobPath, layer: layer, network: job.network, reserve: reserve, cgroup: cgroup
+            ) { event in
                 if event.kind == .step, let at = event.at, let step = event.current { stepStarts.append((Int(step), at)) }
             }
+        }
+        if let note = memoryNote(cgroup) {
+            observer(BuildEvent(.warning, layer: layer.name, message: "the build " + note + ", and its steps went on"))
         }
         // A last step may have written past the reserve and ended before the watchdog looked.
         try checkReserve(at: layer.path)
@@ -159,10 +163,21 @@ extension StackBuilder {
     /// A time limit as the user gave it: "3", "2.5".
     static func shown(seconds: Double) -> String { seconds.rounded() == seconds ? "\(Int(seconds))" : "\(seconds)" }
 
+    /// What the kernel did at the build's memory limit, if it did anything: "reached its memory
+    /// limit of …", for a subject.
+    private func memoryNote(_ cgroup: BuildCgroup?) -> String? {
+        guard let cgroup, let limit = options.memoryLimit else { return nil }
+        let kills = cgroup.oomKills()
+        guard kills > 0 else { return nil }
+        return "reached its memory limit of \(formatBytes(limit)) (--memory; what its /tmp, /run and /dev/shm hold "
+            + "counts), where the kernel ended \(kills == 1 ? "one of its processes" : "\(kills) of its processes")"
+    }
+
     /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it
     /// built, and the mount points it made in the tree.
     private func runChild(
-        jobPath: String, layer: LayerFile, network: Bool, reserve: DiskReserve, also: (BuildEvent) -> Void = { _ in }
+        jobPath: String, layer: LayerFile, network: Bool, reserve: DiskReserve, cgroup: BuildCgroup?,
+        also: (BuildEvent) -> Void = { _ in }
     ) throws -> (result: ChildResult, mountPoints: [String]) {
         var result: ChildResult?
         var mountPoints: [String]?
@@ -202,8 +217,19 @@ extension StackBuilder {
         } catch let reached as DiskReserve.Reached {
             let (location, doing) = stoppedAt()
             throw BuildFailure("layer \(layer.name) was stopped, with everything it ran (at: \(doing)): \(reached.why)", at: location, code: .system)
+        } catch let failure as BuildFailure {
+            // A process the kernel ended at the memory limit fails with a bare "Killed": say why.
+            guard let note = memoryNote(cgroup) else { throw failure }
+            throw BuildFailure(
+                failure.message + "; the build " + note, at: failure.location, code: failure.code, cause: failure.cause,
+                packages: failure.packages)
         }
         guard status == 0, let result else {
+            // The kernel's choice at the limit may be the builder itself, with everything it ran.
+            if let note = memoryNote(cgroup) {
+                let (location, doing) = stoppedAt()
+                throw BuildFailure("layer \(layer.name) was stopped, with everything it ran (at: \(doing)): it \(note)", at: location, code: .build)
+            }
             throw BuildFailure("the builder of layer \(layer.name) stopped with status \(status)")
         }
         return (result, mountPoints ?? [])

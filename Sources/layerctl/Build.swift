@@ -61,11 +61,28 @@ extension LayerCtl {
         @Option(help: "How many processes one layer's build may run at once (a pids cgroup); 0 for no limit.")
         var maxProcesses: Int = BuildOptions.defaultMaxProcesses
 
+        @Option(
+            help: ArgumentHelp(
+                "How much memory one layer's build may take, its /tmp, /run and /dev/shm included, without swap (a memory cgroup): a size (512M, 8G) or a share of the machine's memory (75%); 0 for no limit.",
+                valueName: "size"))
+        var memory: String = "50%"
+
         @Flag(
             help:
                 "Build the chain twice, in two fresh stores under different conditions, and name every file that differs with what wrote it; exit 1 when anything differs. The store is not changed."
         )
         var check = false
+
+        /// `--memory` in bytes; nil when it is no size.
+        private var memoryLimit: Int64? {
+            parseByteSize(memory, percentOf: MachineMemory.total).flatMap { $0 == 0 || $0 >= 64 << 20 ? $0 : nil }
+        }
+
+        func validate() throws {
+            guard memoryLimit != nil else {
+                throw ValidationError("--memory takes a size of at least 64M (512M, 8G) or a share of the machine's memory (75%), 0 for no limit")
+            }
+        }
 
         func run() throws {
             let store = try storeOptions.open()
@@ -89,6 +106,8 @@ extension LayerCtl {
             options.layerTimeLimit = timeout > 0 ? timeout : nil
             guard maxProcesses >= 0 else { throw ValidationError("--max-processes takes a number of processes, 0 for no limit") }
             options.maxProcesses = maxProcesses > 0 ? maxProcesses : nil
+            let limit = memoryLimit ?? 0
+            options.memoryLimit = limit > 0 ? limit : nil
             let reporter = BuildReporter(json: json)
             if check {
                 guard cacheFrom == nil && cacheTo == nil && image.output == nil else {

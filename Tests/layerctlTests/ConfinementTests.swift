@@ -1,5 +1,6 @@
 import CLayerSupport
 import Foundation
+import LayerBuilder
 import LayerStore
 import LayerSupport
 import Testing
@@ -272,6 +273,44 @@ struct ConfinementTests {
         // The default limit lets the same step through: its children end with the build.
         let roomy = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
         #expect(roomy.status == 0, "\(roomy.stderr)")
+        try Harness.expectValidStore(store)
+    }
+
+    /// Files on a tmpfs are no process's: a step that filled the build's /tmp, /run and /dev/shm
+    /// (half the machine's memory each, by the kernel's default) would leave the host's OOM killer
+    /// only the host's processes to end.
+    @Test("a build's memory, its tmpfs folders included, stops at --memory: the kernel ends its processes, not the host's")
+    func memoryLimit() throws {
+        let (layers, store) = try storeWithBase()
+        guard case .success = BuildCgroup.parentFolder(.memory) else {
+            print("skipped: this host offers no memory cgroup to root (\(BuildCgroup.parentFolder(.memory)))")
+            return
+        }
+        // 64 MiB into each of two tmpfs folders: each fits its own size, both do not fit the limit.
+        let fill = "dd if=/dev/zero of=/tmp/fill bs=1048576 count=64; dd if=/dev/zero of=/dev/shm/fill bs=1048576 count=64"
+        try "from: base\nrun:\n  - df -k /tmp /run /dev/shm\n  - \(fill)\n".write(
+            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--memory", "96M"])
+        #expect(result.status == 6, "\(result.stderr)")
+        #expect(result.stderr.contains("probe.yaml:4:5: "), "\(result.stderr)")
+        #expect(result.stderr.contains("reached its memory limit of 96.0 MiB (--memory;"), "\(result.stderr)")
+        // df in the build tells what a step may write there.
+        #expect(result.stderr.split(separator: "\n").filter { $0.hasPrefix("probe | tmpfs") && $0.contains(" 98304 ") }.count == 3, "\(result.stderr)")
+        #expect(Harness.leftBuildCgroups().isEmpty, "cgroups left: \(Harness.leftBuildCgroups())")
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: store + "/refs/probe"))
+        // A process that asks for too much is ended; a step that lets it fail goes on, with a warning.
+        try "from: base\nrun:\n  - perl -e '$x = \"a\" x (256 << 20)' || echo went on\n".write(
+            toFile: layers + "/greedy.yaml", atomically: true, encoding: .utf8)
+        let greedy = try Harness.run(["build", layers + "/greedy.yaml", "--store", store, "--memory", "96M"])
+        #expect(greedy.status == 0, "\(greedy.stderr)")
+        #expect(greedy.stderr.contains("greedy | went on"), "\(greedy.stderr)")
+        #expect(greedy.stderr.contains("greedy: warning: the build reached its memory limit of 96.0 MiB"), "\(greedy.stderr)")
+        for wrong in ["1M", "lots", "150%"] {
+            let refused = try Harness.run(["build", layers + "/greedy.yaml", "--store", store, "--memory", wrong])
+            #expect(refused.status == 2 && refused.stderr.contains("--memory takes a size"), "\(wrong): \(refused.stderr)")
+        }
         try Harness.expectValidStore(store)
     }
 

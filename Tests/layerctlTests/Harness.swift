@@ -134,15 +134,21 @@ enum Harness {
         try change(text).write(toFile: path, atomically: true, encoding: .utf8)
     }
 
-    /// The cgroups of builds in the folder where a layerctl this process starts makes them.
+    /// The cgroups of builds in the folders where a layerctl this process starts makes them (one
+    /// with cgroup v2, one per controller's hierarchy on a v1 host), as paths.
     static func buildCgroups() -> [String] {
-        guard case .success(let folder) = ProcessLimit.parentFolder() else { return [] }
-        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix(ProcessLimit.prefix) }
+        let folders = Set(BuildCgroup.Controller.allCases.compactMap { try? BuildCgroup.parentFolder($0).get() })
+        return folders.sorted().flatMap { folder in
+            ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasPrefix(BuildCgroup.prefix) }
+                .map { folder + "/" + $0 }
+        }
     }
 
     /// The build cgroups whose owner (the pid in the name) has exited: left behind. Those of
     /// builds that other tests run at the same time are not.
-    static func leftBuildCgroups() -> [String] { buildCgroups().filter(ProcessLimit.isLeft) }
+    static func leftBuildCgroups() -> [String] {
+        buildCgroups().filter { BuildCgroup.isLeft(($0 as NSString).lastPathComponent) }
+    }
 
     /// Every overlay mount of this (the host's) mount namespace whose target is under `path`.
     static func leakedMounts(under path: String) throws -> [String] {

@@ -51,7 +51,7 @@ struct KillTests {
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: a.tmpDirectory).isEmpty)
         // The killed build's process cgroup went with the next build (its name carries the pid).
-        let left = Harness.buildCgroups().filter { $0.hasPrefix("\(ProcessLimit.prefix)\(killedPid)-") }
+        let left = Harness.buildCgroups().filter { ($0 as NSString).lastPathComponent.hasPrefix("\(BuildCgroup.prefix)\(killedPid)-") }
         #expect(left.isEmpty, "\(left)")
         try Harness.expectValidStore(store)
     }
