@@ -286,6 +286,41 @@ int lc_limit_privileges(const int *keep, int count) {
     return 0;
 }
 
+/* The ruleset's attributes as of Landlock ABI 6; Debian 12's kernel headers end before `scoped`. */
+struct lc_landlock_ruleset_attr {
+    unsigned long long handled_access_fs;
+    unsigned long long handled_access_net;
+    unsigned long long scoped;
+};
+#define LC_LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#define LC_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+#define LC_LANDLOCK_SCOPE_SIGNAL (1ULL << 1)
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_restrict_self 446
+#endif
+
+int lc_landlock_abi(void) {
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LC_LANDLOCK_CREATE_RULESET_VERSION);
+    return abi < 0 ? 0 : (int)abi;
+}
+
+int lc_scope_landlock(void) {
+    if (lc_landlock_abi() < 6) {
+        return EOPNOTSUPP;
+    }
+    struct lc_landlock_ruleset_attr attr = {
+        .scoped = LC_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LC_LANDLOCK_SCOPE_SIGNAL,
+    };
+    long ruleset = syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
+    if (ruleset < 0) {
+        return errno;
+    }
+    int rc = syscall(SYS_landlock_restrict_self, (int)ruleset, 0) == 0 ? 0 : errno;
+    close((int)ruleset);
+    return rc;
+}
+
 int lc_refuse_system_calls(const char *const *names, int count, int refusal, const char **failed_name) {
     scmp_filter_ctx filter = seccomp_init(SCMP_ACT_ALLOW);
     if (filter == NULL) {

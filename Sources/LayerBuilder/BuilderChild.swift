@@ -61,7 +61,9 @@ enum BuilderChild {
             try confinement.enter()
             // The event pipe is this process's alone: nothing it starts inherits it.
             _ = fcntl(NamespacedWork.eventDescriptor, F_SETFD, FD_CLOEXEC)
-            try Confinement.dropPrivileges()
+            if try !Confinement.dropPrivileges() && job.network {
+                events.send(.warning, "this kernel cannot keep the build's steps from the host's abstract unix sockets (Landlock's scopes need Linux 6.12)")
+            }
 
             let packages = try install(job, log: "/proc/self/fd/\(log)", events: events)
             events.send(.step, "files")

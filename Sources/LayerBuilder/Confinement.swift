@@ -163,10 +163,18 @@ struct Confinement {
     /// Gives up, for this process and all it starts, every capability but `capabilities`, the
     /// chance to gain one (no_new_privs), and the system calls in `refusedSystemCalls`. The process
     /// becomes not dumpable: its /proc entries are closed to the commands it runs. Nothing it starts
-    /// dumps core.
-    static func dropPrivileges() throws {
+    /// dumps core. Where the kernel has Landlock's scopes (6.12 and later), nothing it starts
+    /// reaches an abstract unix socket of the host's either: with the host's network (`network:
+    /// true`, `layerctl shell`) those are the host's services' (a container runtime's shims, a
+    /// session bus, X11), and the build is root. Returns whether that scope holds.
+    @discardableResult
+    static func dropPrivileges() throws -> Bool {
         let limited = capabilities.withUnsafeBufferPointer { lc_limit_privileges($0.baseAddress, Int32($0.count)) }
         if limited != 0 { throw SystemError("give up the privileges of", "the build", errno: limited) }
+        let scoped = lc_scope_landlock()
+        if scoped != 0 && scoped != EOPNOTSUPP {
+            throw SystemError("scope with Landlock", "the build", errno: scoped)
+        }
         var failed: UnsafePointer<CChar>?
         let names = refusedSystemCalls.map { strdup($0) }
         defer { names.forEach { free($0) } }
@@ -176,5 +184,6 @@ struct Confinement {
         if filtered != 0 {
             throw SystemError("filter the system call \(failed.map { String(cString: $0) } ?? "?") of", "the build", errno: filtered)
         }
+        return scoped == 0
     }
 }

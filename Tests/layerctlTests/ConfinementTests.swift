@@ -314,6 +314,43 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
+    /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
+    /// container with the host's network root on the host: CVE-2020-15257).
+    @Test("network: true reaches no abstract unix socket of the host's; those the build makes still work")
+    func abstractSockets() throws {
+        let (layers, store) = try storeWithBase()
+        guard lc_landlock_abi() >= 6 else {
+            print("skipped: this kernel has no Landlock scopes (ABI \(lc_landlock_abi()); they need Linux 6.12)")
+            return
+        }
+        let name = "layerctl-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { path in
+            for (index, byte) in name.utf8.enumerated() { path[index + 1] = byte }
+        }
+        let length = socklen_t(MemoryLayout.offset(of: \sockaddr_un.sun_path)! + 1 + name.utf8.count)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) }
+        }
+        #expect(bound == 0 && listen(listener, 8) == 0)
+        func probe(_ socket: String) -> String {
+            #"socket(my $s, AF_UNIX, SOCK_STREAM, 0) or die; print connect($s, pack_sockaddr_un("\0"#
+                + socket + #"")) ? ""# + socket + #" reached\n" : ""# + socket + #" refused: $!\n";"#
+        }
+        let inner = #"socket(my $l, AF_UNIX, SOCK_STREAM, 0) or die; bind($l, pack_sockaddr_un("\0inner")) or die; listen($l, 1);"#
+        try "from: base\nnetwork: true\nrun:\n  - |\n    perl -MSocket -e '\(probe(name)) \(inner) \(probe("inner"))'\n".write(
+            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("probe | \(name) refused: Operation not permitted"), "\(result.stderr)")
+        #expect(result.stderr.contains("probe | inner reached"), "\(result.stderr)")
+    }
+
     @Test("run: and scriptlets see the layer's root, the build's processes, its own devices and loopback, with few privileges")
     func whatTheBuildSees() throws {
         let layers = try Harness.demoLayers()

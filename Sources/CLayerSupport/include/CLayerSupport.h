@@ -59,6 +59,16 @@ int lc_pivot_root(const char *new_root);
 /// core dump limit, hard and soft, to 0. Returns 0 or an errno value.
 int lc_limit_privileges(const int *keep, int count);
 
+/// Puts the calling process, and everything it starts from then on, in a Landlock domain that
+/// reaches no abstract unix socket made outside it, and signals no process outside it (Landlock's
+/// scopes, Linux 6.12, ABI 6). Access to files and the network is not touched. Needs no_new_privs.
+/// Returns 0, EOPNOTSUPP where the kernel has no such scopes (or Landlock is off), or an errno
+/// value.
+int lc_scope_landlock(void);
+
+/// The Landlock ABI version the kernel offers; 0 where it has none, or Landlock is off.
+int lc_landlock_abi(void);
+
 /// Installs a seccomp filter (libseccomp) on the calling thread, inherited by everything it
 /// starts: each system call in `names` fails with `refusal` (an errno value), for every ABI the
 /// architecture runs (on x86-64 also i386 and x32, whose numbers differ), as does clone with a
