@@ -24,7 +24,21 @@ extension BuilderChild {
         for repo in job.repos {
             try handle.register(Repository(name: repo.name, servers: repo.servers, signatureLevel: .never), arch: job.arch)
         }
-        handle.observer = { event in events.send(BuildEvent(alpm: event, layer: job.layerName)) }
+        // A scriptlet's or a hook's output is clipped as a run: step's is, for each package and
+        // for the hooks at the end: each line costs an event, and the terminal a line.
+        var clip = LineClip()
+        func flush() { for line in clip.finish() { events.send(BuildEvent(.output, layer: job.layerName, message: line)) } }
+        handle.observer = { event in
+            switch event {
+            case .scriptletOutput(let line):
+                for line in clip.take(line) { events.send(BuildEvent(.output, layer: job.layerName, message: line)) }
+                return
+            case .packageStarted, .packageFinished: flush()
+            default: break
+            }
+            events.send(BuildEvent(alpm: event, layer: job.layerName))
+        }
+        defer { flush() }
         var added: [PackageFile] = []
         var removed: [InstalledPackage] = []
         if !job.install.isEmpty || !job.remove.isEmpty {

@@ -197,7 +197,7 @@ struct ConfinementTests {
 
     /// libalpm's log of a build goes into the store's pacman.log, which a user reads as what
     /// libalpm did: a run: step must not forge it, and a scriptlet that floods it is cut.
-    @Test("nothing a layer runs writes to libalpm's log but libalpm, and a scriptlet's flood is cut in the store's pacman.log")
+    @Test("nothing a layer runs writes to libalpm's log but libalpm, and a scriptlet's flood is cut, in the store's pacman.log and on the terminal")
     func libalpmLog() throws {
         let (layers, store) = try storeWithBase()
         let log = store + "/cache/pacman.log"
@@ -215,6 +215,11 @@ struct ConfinementTests {
         try "from: base\npackages: [chatty-scriptlet]\n".write(toFile: layers + "/chatty.yaml", atomically: true, encoding: .utf8)
         let chatty = try Harness.run(["build", layers + "/chatty.yaml", "--store", store])
         #expect(chatty.status == 0, "\(chatty.stderr.suffix(2000))")
+        // On the terminal, the scriptlet's output is clipped as a run: step's is.
+        #expect(chatty.stderr.utf8.count < 3 << 20, "\(chatty.stderr.utf8.count) bytes of output")
+        #expect(chatty.stderr.contains("chatty | chatty-scriptlet line 0 of 200000, to fill a log\n"))
+        #expect(chatty.stderr.contains("chatty | (output clipped: ") && !chatty.stderr.contains("line 100000 of"))
+        #expect(chatty.stderr.contains("chatty | chatty-scriptlet line 199999 of 200000, to fill a log\n"))
         let after = try #require(try FileManager.default.attributesOfItem(atPath: log)[.size] as? Int)
         #expect(after - before > 8 << 20 && after - before < (8 << 20) + 200, "\(after - before) bytes added")
         text = try String(decoding: Data(contentsOf: URL(fileURLWithPath: log)), as: UTF8.self)
