@@ -32,6 +32,11 @@ struct CommandRunner {
     static let mostOutput = 2 << 20
     static let keptTail = 64 << 10
 
+    /// The line that goes before the kept tail, when `dropped` bytes were left out.
+    static func clipNote(dropped: Int) -> String {
+        "(output clipped: \(dropped) bytes after the first \(mostOutput >> 20) MiB are not shown; the last lines follow)"
+    }
+
     /// Reads output until the command exits. A daemon the command started may keep the pipe open,
     /// so the end is the command's exit, not the pipe's end of file.
     private func stream(from fd: Int32, until pid: pid_t) throws -> Int32 {
@@ -108,7 +113,7 @@ struct CommandRunner {
                 kept.removeSubrange(kept.startIndex...newline)
             }
             if dropped > 0 {
-                output("(output clipped: \(dropped) bytes after the first \(Self.mostOutput >> 20) MiB are not shown; the last lines follow)")
+                output(Self.clipNote(dropped: dropped))
             }
             pending = kept
             searched = 0

@@ -38,6 +38,6 @@ struct LineClip {
         defer { self = LineClip() }
         let kept = Array(tail[tailStart...])
         guard dropped > 0 else { return kept }
-        return ["(output clipped: \(dropped) bytes after the first \(CommandRunner.mostOutput >> 20) MiB are not shown; the last lines follow)"] + kept
+        return [CommandRunner.clipNote(dropped: dropped)] + kept
     }
 }

@@ -72,17 +72,14 @@ final class BuildReporter {
         FileHandle.standardError.write(Data((escaped + "\n").utf8))
     }
 
-    /// `text`'s first `bytes` bytes of UTF-8, ending with "…" when that is not all of it.
+    /// `text` in at most `bytes` bytes of UTF-8, ending with "…" (3 bytes) when that is not all
+    /// of it; cut where a character starts, never inside one.
     static func clipped(_ text: String, to bytes: Int) -> String {
-        guard text.utf8.count > bytes else { return text }
-        var kept = String.UnicodeScalarView()
-        var count = 0
-        for scalar in text.unicodeScalars {
-            count += String(scalar).utf8.count
-            if count > bytes - 3 { break }
-            kept.append(scalar)
-        }
-        return String(kept) + "…"
+        let utf8 = text.utf8
+        guard utf8.count > bytes else { return text }
+        var end = utf8.index(utf8.startIndex, offsetBy: bytes - 3)
+        while end > utf8.startIndex && utf8[end] & 0xC0 == 0x80 { end = utf8.index(before: end) }
+        return String(decoding: utf8[..<end], as: UTF8.self) + "…"
     }
 
     /// One line, redrawn in place: `layer: install perl [#####-----] 50%` or a download's bytes.
