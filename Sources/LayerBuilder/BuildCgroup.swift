@@ -152,6 +152,17 @@ package struct BuildCgroup {
         return 0
     }
 
+    /// What the kernel did at the memory limit `limit` (nil for none), if it did anything:
+    /// "reached its memory limit of …", for a subject ("the build", "the shell"). `counted` says
+    /// which of its tmpfs folders the limit covers.
+    func memoryNote(limit: Int64?, counted: String = "its /tmp, /run and /dev/shm hold") -> String? {
+        guard let limit else { return nil }
+        let kills = oomKills()
+        guard kills > 0 else { return nil }
+        return "reached its memory limit of \(formatBytes(limit)) (--memory; what \(counted) "
+            + "counts), where the kernel ended \(kills == 1 ? "one of its processes" : "\(kills) of its processes")"
+    }
+
     /// Removes the folders once the last of the build's processes is gone (the kernel lets a
     /// cgroup go only then; the build's are dead, but may not all be reaped yet).
     func remove() {

@@ -5,28 +5,53 @@ import LayerSupport
 
 /// `layerctl shell`: a throwaway root made of a layer's stack under a tmpfs upper, in private
 /// namespaces. Whatever the command changes is gone when it exits; the store is never written.
+///
+/// The command is the user's, but the binaries it runs are the layers': a stranger's, maybe. So
+/// the shell is confined as a build is, in a cgroup of its own with the same limits on processes
+/// and memory (`BuildCgroup`). Its throwaway root is on a tmpfs, so everything it writes is
+/// memory, and counts.
 public enum LayerShell {
     struct Job: Codable {
         var name: String
         var trees: [String]
         var directory: String
         var command: [String]
+        /// The cgroup folders the shell's pid 1 moves itself into first.
+        var cgroups: [String]?
+        /// The memory limit, which is also the size of every tmpfs of the shell's.
+        var memoryLimit: Int64?
     }
 
-    /// Runs `command` (default: an interactive /bin/sh) in the stack ending at `key`; returns its
-    /// exit status.
-    public static func run(store: Store, key: String, command: [String]) throws -> Int32 {
+    /// Runs `command` (default: an interactive /bin/sh) in the stack ending at `key`, with at most
+    /// `processes` processes and `memory` bytes (nil: no limit); returns its exit status. Says
+    /// through `warning` which limit this host cannot set, and what the kernel did at the memory
+    /// limit.
+    public static func run(
+        store: Store, key: String, command: [String], processes: Int?, memory: Int64?,
+        warning: (String) -> Void
+    ) throws -> Int32 {
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
         let trees = try store.chain(key).map(store.tree)
         let name = try store.record(key).name
         let directory = try store.makeTemporary("shell")
         defer { try? FileSystem.removeTree(directory) }
-        let job = Job(name: name, trees: trees, directory: directory, command: command.isEmpty ? ["/bin/sh"] : command)
+        let made = BuildCgroup.make(processes: processes, memory: memory)
+        defer { made.cgroup?.remove() }
+        for (controller, why) in made.unlimited {
+            warning("the shell's \(controller == .pids ? "processes are" : "memory is") not limited: \(why)")
+        }
+        let job = Job(
+            name: name, trees: trees, directory: directory, command: command.isEmpty ? ["/bin/sh"] : command,
+            cgroups: made.cgroup?.folders, memoryLimit: memory)
         let jobPath = directory + "/job.json"
         try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
         // The shell takes over the terminal: it gets our stdin, unlike builders.
-        return try NamespacedWork.run(.shell, jobPath: jobPath, network: true, interactive: true) { _ in }
+        let status = try NamespacedWork.run(.shell, jobPath: jobPath, network: true, interactive: true) { _ in }
+        if let note = made.cgroup?.memoryNote(limit: memory, counted: "it wrote anywhere") {
+            warning("the shell " + note)
+        }
+        return status
     }
 
     /// pid 1 of the shell's namespaces (named after the layer, with the host's network): the
@@ -35,12 +60,15 @@ public enum LayerShell {
         failing {
             try NamespacedWork.dieWithParent(request)
             let job = try readJob(request.jobPath)
+            if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.name, network: true)
             try FileSystem.makeDirectories(scratch(job))
-            try Mounter.mount("tmpfs", at: scratch(job), type: "tmpfs", options: "mode=0755")
+            let size = job.memoryLimit.map { ",size=\($0)" } ?? ""
+            try Mounter.mount("tmpfs", at: scratch(job), type: "tmpfs", options: "mode=0755" + size)
             var root = BuildRoot(directory: scratch(job), lowerTrees: job.trees)
             try root.setUp(resolvConf: true)
             var confinement = Confinement(root: root.merged)
+            confinement.tmpfsSize = job.memoryLimit
             if root.canBindResolvConf {
                 confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
             }

@@ -163,14 +163,9 @@ extension StackBuilder {
     /// A time limit as the user gave it: "3", "2.5".
     static func shown(seconds: Double) -> String { seconds.rounded() == seconds ? "\(Int(seconds))" : "\(seconds)" }
 
-    /// What the kernel did at the build's memory limit, if it did anything: "reached its memory
-    /// limit of …", for a subject.
+    /// What the kernel did at the build's memory limit, if it did anything.
     private func memoryNote(_ cgroup: BuildCgroup?) -> String? {
-        guard let cgroup, let limit = options.memoryLimit else { return nil }
-        let kills = cgroup.oomKills()
-        guard kills > 0 else { return nil }
-        return "reached its memory limit of \(formatBytes(limit)) (--memory; what its /tmp, /run and /dev/shm hold "
-            + "counts), where the kernel ended \(kills == 1 ? "one of its processes" : "\(kills) of its processes")"
+        cgroup?.memoryNote(limit: options.memoryLimit)
     }
 
     /// Runs the namespaced builder of the job at `jobPath`, forwards its events, and returns what it

@@ -58,31 +58,13 @@ extension LayerCtl {
             help: "How long one layer's build may take, in seconds, before it is stopped with everything it ran; 0 for no limit.")
         var timeout: Double = BuildOptions.defaultLayerTimeLimit
 
-        @Option(help: "How many processes one layer's build may run at once (a pids cgroup); 0 for no limit.")
-        var maxProcesses: Int = BuildOptions.defaultMaxProcesses
-
-        @Option(
-            help: ArgumentHelp(
-                "How much memory one layer's build may take, its /tmp, /run and /dev/shm included, without swap (a memory cgroup): a size (512M, 8G) or a share of the machine's memory (75%); 0 for no limit.",
-                valueName: "size"))
-        var memory: String = "50%"
+        @OptionGroup(title: "Limits") var limits: LimitArguments
 
         @Flag(
             help:
                 "Build the chain twice, in two fresh stores under different conditions, and name every file that differs with what wrote it; exit 1 when anything differs. The store is not changed."
         )
         var check = false
-
-        /// `--memory` in bytes; nil when it is no size.
-        private var memoryLimit: Int64? {
-            parseByteSize(memory, percentOf: MachineMemory.total).flatMap { $0 == 0 || $0 >= 64 << 20 ? $0 : nil }
-        }
-
-        func validate() throws {
-            guard memoryLimit != nil else {
-                throw ValidationError("--memory takes a size of at least 64M (512M, 8G) or a share of the machine's memory (75%), 0 for no limit")
-            }
-        }
 
         func run() throws {
             let store = try storeOptions.open()
@@ -104,10 +86,8 @@ extension LayerCtl {
             options.locks = locked ? .locked : .follow
             guard timeout >= 0 && timeout.isFinite else { throw ValidationError("--timeout takes a number of seconds, 0 for no limit") }
             options.layerTimeLimit = timeout > 0 ? timeout : nil
-            guard maxProcesses >= 0 else { throw ValidationError("--max-processes takes a number of processes, 0 for no limit") }
-            options.maxProcesses = maxProcesses > 0 ? maxProcesses : nil
-            let limit = memoryLimit ?? 0
-            options.memoryLimit = limit > 0 ? limit : nil
+            options.maxProcesses = limits.processes
+            options.memoryLimit = limits.memoryLimit
             let reporter = BuildReporter(json: json)
             if check {
                 guard cacheFrom == nil && cacheTo == nil && image.output == nil else {
@@ -201,6 +181,37 @@ struct PackageArguments: ParsableArguments {
             options.archive = archive.hasSuffix("/") ? String(archive.dropLast()) : archive
         }
         return options
+    }
+}
+
+/// What a layer's build, or a shell in a layer, may take of the host: shared by `build` and
+/// `shell`, whose commands are a stranger's as much as a build's are.
+struct LimitArguments: ParsableArguments {
+    @Option(help: "How many processes one layer's build (or a shell) may run at once (a pids cgroup); 0 for no limit.")
+    var maxProcesses: Int = BuildOptions.defaultMaxProcesses
+
+    @Option(
+        help: ArgumentHelp(
+            "How much memory one layer's build (or a shell) may take, its /tmp, /run and /dev/shm included, without swap (a memory cgroup): a size (512M, 8G) or a share of the machine's memory (75%); 0 for no limit.",
+            valueName: "size"))
+    var memory: String = "50%"
+
+    /// `--max-processes`; nil for no limit.
+    var processes: Int? { maxProcesses > 0 ? maxProcesses : nil }
+
+    /// `--memory` in bytes; nil for no limit.
+    var memoryLimit: Int64? { parsedMemory.flatMap { $0 > 0 ? $0 : nil } }
+
+    /// `--memory` in bytes, 0 for no limit; nil when it is no size.
+    private var parsedMemory: Int64? {
+        parseByteSize(memory, percentOf: MachineMemory.total).flatMap { $0 == 0 || $0 >= 64 << 20 ? $0 : nil }
+    }
+
+    func validate() throws {
+        guard maxProcesses >= 0 else { throw ValidationError("--max-processes takes a number of processes, 0 for no limit") }
+        guard parsedMemory != nil else {
+            throw ValidationError("--memory takes a size of at least 64M (512M, 8G) or a share of the machine's memory (75%), 0 for no limit")
+        }
     }
 }
 

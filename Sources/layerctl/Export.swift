@@ -153,7 +153,7 @@ final class ExportReporter: @unchecked Sendable {
 
     func warning(_ text: String) {
         finish()
-        FileHandle.standardError.write(Data((RawPath.printableLine("layerctl: warning: \(text)") + "\n").utf8))
+        printNote("warning: \(text)")
     }
 
     func finish() { statusLine.clear() }

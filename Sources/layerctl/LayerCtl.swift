@@ -72,3 +72,8 @@ struct StoreOptions: ParsableArguments {
 
     func open() throws -> Store { try Store(root: Store.locate(store)) }
 }
+
+/// Writes `layerctl: TEXT` to stderr as one line, escaped (what a name in it holds is a stranger's).
+func printNote(_ text: String) {
+    FileHandle.standardError.write(Data((RawPath.printableLine("layerctl: \(text)") + "\n").utf8))
+}

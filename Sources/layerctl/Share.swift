@@ -207,7 +207,7 @@ final class ShareReporter {
     /// A retry is coming: said even with --json, on stderr.
     func retry(_ text: String) {
         statusLine.clear()
-        FileHandle.standardError.write(Data((RawPath.printableLine("layerctl: \(text)") + "\n").utf8))
+        printNote(text)
     }
 
     func finish() { statusLine.clear() }

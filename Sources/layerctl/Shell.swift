@@ -16,9 +16,14 @@ extension LayerCtl {
 
         @OptionGroup var storeOptions: StoreOptions
 
+        @OptionGroup(title: "Limits") var limits: LimitArguments
+
         func run() throws {
             let store = try storeOptions.open()
-            let status = try LayerShell.run(store: store, key: try store.resolve(layer), command: command)
+            let status = try LayerShell.run(
+                store: store, key: try store.resolve(layer), command: command, processes: limits.processes,
+                memory: limits.memoryLimit
+            ) { printNote("warning: \($0)") }
             throw ExitCode(status)
         }
     }

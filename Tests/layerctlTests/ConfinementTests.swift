@@ -319,6 +319,40 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    /// The command of `layerctl shell` is the user's, but what it runs is the layer's: a fork bomb
+    /// or a fill of its tmpfs root must stop inside the shell, as in a build.
+    @Test("a shell is held to --max-processes and --memory as a build is, its tmpfs root included")
+    func shellLimits() throws {
+        let (_, store) = try storeWithBase()
+        guard case .success = BuildCgroup.parentFolder(.memory), case .success = BuildCgroup.parentFolder(.pids) else {
+            print("skipped: this host offers no pids or memory cgroup to root (\(BuildCgroup.parentFolder(.memory)))")
+            return
+        }
+        func shell(_ limits: [String], _ script: String) throws -> Harness.Result {
+            try Harness.run(["shell", "base", "--store", store] + limits + ["--", "/bin/sh", "-c", script])
+        }
+        // df tells what the shell may write: its root and its tmpfs folders are the limit's size.
+        let sizes = try shell(["--memory", "96M"], "df -k / /tmp /dev/shm | tail -n +2")
+        #expect(sizes.status == 0, "\(sizes.stderr)")
+        #expect(sizes.stdout.split(separator: "\n").filter { $0.contains(" 98304 ") }.count == 3, "\(sizes.stdout)")
+        // 64 MiB into the root and 64 MiB into /tmp: each fits its own size, both do not fit the limit.
+        let fill = try shell(
+            ["--memory", "96M"],
+            "dd if=/dev/zero of=/fill bs=1048576 count=64; dd if=/dev/zero of=/tmp/fill bs=1048576 count=64")
+        #expect(fill.stderr.contains("layerctl: warning: the shell reached its memory limit of 96.0 MiB (--memory; what it wrote anywhere counts)"), "\(fill.stderr)")
+        // 300 children that wait: far more than the limit.
+        let forks = try shell(["--max-processes", "40"], "i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done")
+        #expect(forks.status != 0 && forks.stderr.contains("can't fork"), "\(forks.stderr)")
+        for wrong in [["--memory", "1M"], ["--max-processes=-1"]] {
+            let refused = try shell(wrong, "true")
+            #expect(refused.status == 2 && refused.stderr.contains("takes a"), "\(wrong): \(refused.stderr)")
+        }
+        #expect(Harness.leftBuildCgroups().isEmpty, "cgroups left: \(Harness.leftBuildCgroups())")
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        try Harness.expectValidStore(store)
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).
