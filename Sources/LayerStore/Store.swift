@@ -17,6 +17,11 @@ import LayerSupport
 /// ```
 /// A layer appears only by one rename(2) of a finished directory that is already on disk, so a
 /// crash at any moment leaves the store as it was or with the whole layer.
+///
+/// `layers/` and `tmp/` are their owner's alone (0700). The trees in them hold the setuid
+/// programs and device nodes of whoever made the packages or pushed the image, with the modes
+/// they were given: a local user who could reach them could run a stranger's setuid-root program,
+/// or an old one with a known hole, as root on the host (Docker's CVE-2021-41091).
 public struct Store: Sendable {
     public let root: String
 
@@ -40,6 +45,17 @@ public struct Store: Sendable {
         guard self.root.utf8.count <= Self.longestRoot else { throw StoreError.rootTooLong(self.root) }
         for directory in [layersDirectory, refsDirectory, tmpDirectory, locksDirectory, packageCache] {
             try FileSystem.makeDirectories(directory)
+        }
+        for directory in [layersDirectory, tmpDirectory] { try Self.keepPrivate(directory) }
+    }
+
+    /// Takes the group's and others' access to `directory` away, when this process owns it: also
+    /// for a store made before the trees were kept private. A store on read-only media stays as it is.
+    private static func keepPrivate(_ directory: String) throws {
+        var st = stat()
+        guard stat(directory, &st) == 0, st.st_uid == geteuid(), st.st_mode & 0o077 != 0 else { return }
+        if chmod(directory, st.st_mode & 0o700) != 0 && errno != EROFS {
+            throw SystemError("make private", directory)
         }
     }
 
@@ -163,6 +179,8 @@ public struct Store: Sendable {
 
     /// Finds a layer by ref name, full key or unique key prefix.
     public func resolve(_ nameOrKey: String) throws -> String {
+        // Else a ref whose layer this user may not see would look like a damaged one.
+        if access(layersDirectory, X_OK) != 0 && errno == EACCES { throw StoreError.privateLayers(layersDirectory) }
         if let key = try ref(nameOrKey) {
             guard contains(key) else {
                 throw StoreError.damaged(
@@ -242,11 +260,14 @@ public enum StoreError: LayerError {
     /// A store file that cannot be what it should be: its path, what is wrong, what to do.
     case damaged(String, String, remedy: String)
     case rootTooLong(String)
+    /// The store's `layers/`, which this user may not read (they are their owner's alone).
+    case privateLayers(String)
 
     public var code: ErrorCode {
         switch self {
         case .unknownLayer, .ambiguous, .rootTooLong: .input
         case .damaged: .damaged
+        case .privateLayers: .privilege
         }
     }
 
@@ -257,6 +278,9 @@ public enum StoreError: LayerError {
         case .rootTooLong(let root):
             "the store's path is \(root.utf8.count) bytes long, longer than a store's may be (\(Store.longestRoot)): "
                 + "choose a shorter --store or LAYERCTL_STORE"
+        case .privateLayers(let path):
+            "cannot read \(path): the store's layers are its owner's alone (their trees hold setuid programs); "
+                + "run layerctl as that user (sudo)"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
         }

@@ -353,6 +353,43 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    /// A layer's tree keeps the setuid programs its packages or its image's author gave it. Were the
+    /// store's trees open to the host's users, any of them could run such a program, as root, on
+    /// the host (Docker's CVE-2021-41091). The kernel says who may: a setuid copy of `id` in a
+    /// layer prints euid 0 when the host's nobody can reach it.
+    @Test("the host's users cannot run the setuid programs of a stored tree; a store made before is closed when opened")
+    func storeKeepsTreesPrivate() throws {
+        let (layers, store) = try storeWithBase()
+        // The store as /var/lib/layerctl is: a folder everyone may pass through (in /var/tmp).
+        chmod(store, 0o755)
+        try FileManager.default.copyItem(atPath: "/usr/bin/id", toPath: layers + "/id")
+        try "from: base\nfiles:\n  - path: /usr/bin/rootme\n    source: id\n    mode: \"4755\"\n".write(
+            toFile: layers + "/rootme.yaml", atomically: true, encoding: .utf8)
+        let built = try Harness.run(["build", layers + "/rootme.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+        let key = try String(contentsOfFile: store + "/refs/rootme", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let program = store + "/layers/" + key + "/tree/usr/bin/rootme"
+        var st = stat()
+        #expect(stat(program, &st) == 0 && st.st_mode & S_ISUID != 0 && st.st_uid == 0, "the layer keeps its setuid file")
+        // Through a shell: setpriv itself keeps root's capabilities until its own exec.
+        func runAsNobody() throws -> (status: Int32, output: String) {
+            try KernelMount.run(
+                "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", "/bin/sh", "-c", "exec \"$0\" -u", program])
+        }
+        for folder in ["layers", "tmp"] {
+            #expect(stat(store + "/" + folder, &st) == 0 && st.st_mode & 0o777 == 0o700, "\(folder): \(String(st.st_mode & 0o777, radix: 8))")
+        }
+        let refused = try runAsNobody()
+        #expect(refused.status != 0 && refused.output.contains("Permission denied"), "\(refused.output)")
+        // A store made before the folders were private is closed by the next command that opens it.
+        chmod(store + "/layers", 0o755)
+        chmod(store + "/tmp", 0o755)
+        #expect(try runAsNobody().output.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "the kernel's oracle: open, it is root")
+        #expect(try Harness.run(["ls", "--store", store]).status == 0)
+        #expect(try runAsNobody().output.contains("Permission denied"))
+        #expect(stat(store + "/tmp", &st) == 0 && st.st_mode & 0o777 == 0o700)
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).

@@ -162,6 +162,8 @@ extension MergeOracleTests {
             let out = try Harness.temporaryDirectory("rootless")
             chmod(stack.store, 0o755)
             chmod(out, 0o777)
+            // A store nobody owns: the folders that hold the trees are their owner's alone.
+            for folder in ["layers", "tmp"] { chown(stack.store + "/" + folder, 65534, 65534) }
             let exportAsNobody = { (name: String) in
                 try KernelMount.run(
                     "/usr/bin/setpriv",
@@ -203,6 +205,11 @@ extension MergeOracleTests {
             #expect(!after.output.contains("trusted.* attributes cannot be read"), "\(after.output)")
             let image = FileManager.default.contents(atPath: out + "/after.squashfs")
             #expect(image != nil && image == rootImage)
+            // Root's store is root's: nobody is told so, not that a ref is damaged.
+            for folder in ["layers", "tmp"] { chown(stack.store + "/" + folder, 0, 0) }
+            let refused = try exportAsNobody("refused.squashfs")
+            #expect(refused.status == 4, "\(refused.output)")
+            #expect(refused.output.contains("the store's layers are its owner's alone"), "\(refused.output)")
         }
     }
 }
