@@ -14,7 +14,32 @@ enum JSONOutput {
 
     /// `value` as one line of JSON.
     static func line<T: Encodable>(_ value: T) throws -> String {
-        String(decoding: try encoder.encode(value), as: UTF8.self)
+        String(decoding: escapingControls(try encoder.encode(value)), as: UTF8.self)
+    }
+
+    /// `json` with DEL and the C1 controls (U+0080–U+009F) written as `\u` escapes. JSON needs no
+    /// escape for them, so the encoder writes them as they are, but a terminal that shows the
+    /// output acts on them (a C1 CSI is an escape sequence in one character), and the text of a
+    /// step's output or a file name is a stranger's. Escaped, they mean the same to every reader.
+    /// They can only be in strings: all else in JSON is printable ASCII.
+    static func escapingControls(_ json: Data) -> Data {
+        func isControl(_ index: Int) -> Bool {
+            json[index] == 0x7F || (json[index] == 0xC2 && index + 1 < json.endIndex && (0x80...0x9F).contains(json[index + 1]))
+        }
+        guard json.indices.contains(where: isControl) else { return json }
+        var escaped = Data(capacity: json.count + 64)
+        var index = json.startIndex
+        while index < json.endIndex {
+            if isControl(index) {
+                let scalar = json[index] == 0x7F ? 0x7F : json[index + 1]
+                escaped.append(contentsOf: Array(String(format: "\\u%04x", scalar).utf8))
+                index += json[index] == 0x7F ? 1 : 2
+            } else {
+                escaped.append(json[index])
+                index += 1
+            }
+        }
+        return escaped
     }
 
     /// Prints `value` as one line of JSON on stdout.

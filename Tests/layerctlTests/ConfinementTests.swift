@@ -193,6 +193,16 @@ struct ConfinementTests {
         #expect(!zip(bytes, bytes.dropFirst()).contains { $0 == 0xC2 && $1 == 0x9B }, "\(probe.stderr)")
         #expect(probe.stderr.contains(#"probe | hidden start\x0drun-step: \x1b]52;c;ZWNobyBoaQ==\x07\x1b[2J\xc2\x9bc"# + "\tend\n"))
         #expect(probe.stderr.contains(#"probe | hidden start\x0descape-scriptlet: \x1b]0;TITLE\x07\x1b[2J\xc2\x9bc"# + "\tend\n"))
+        // --json carries the text whole, with every control written as a \u escape.
+        let json = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--no-cache", "--json"])
+        #expect(json.status == 0, "\(json.stderr)")
+        let out = Array(json.stdout.utf8)
+        #expect(!out.contains { $0 < 0x20 && $0 != 0x0A } && !out.contains(0x7F), "\(json.stdout)")
+        #expect(!zip(out, out.dropFirst()).contains { $0 == 0xC2 && (0x80...0x9F).contains($1) }, "\(json.stdout)")
+        let messages = json.stdout.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }.compactMap { $0["message"] as? String }
+        #expect(messages.contains("hidden start\rrun-step: \u{1B}]52;c;ZWNobyBoaQ==\u{07}\u{1B}[2J\u{9B}c\tend\r"), "\(messages)")
     }
 
     /// libalpm's log of a build goes into the store's pacman.log, which a user reads as what
