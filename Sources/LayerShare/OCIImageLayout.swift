@@ -47,7 +47,12 @@ public struct OCIImageLayout {
         let staging = FileSystem.stagingPath(beside: path)
         try? FileSystem.removeTree(staging)
         do {
+            // Made here, and so no symlink another user put at that name in a shared folder
+            // (/tmp) since: the layout is written into this folder alone, and opened to others
+            // only when whole.
+            try sys("create", staging) { mkdir(staging, 0o700) }
             let result = try populate(key, staging, tag: tag)
+            try sys("open", staging) { chmod(staging, 0o755) }
             if FileSystem.exists(path) { try sys("replace", path) { rmdir(path) } }
             try sys("move the layout to", path) { rename(staging, path) }
             return result

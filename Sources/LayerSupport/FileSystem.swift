@@ -109,6 +109,21 @@ package enum FileSystem {
         }
     }
 
+    /// A new file beside `path`, `PATH.tmp-PID-RANDOM`, open for writing, for a write that renames
+    /// it over `path` once it is whole. It is made with O_EXCL under a name no one can guess, so
+    /// nothing already there is followed or truncated. The folder may be anyone's (`sbom -o
+    /// /tmp/…`), or a layer's tree, where a run: step could leave a symlink at any name it can
+    /// guess: with a name of the pid alone, the normaliser's rewrite of the tree's machine-id
+    /// wrote through such a symlink into whatever host file it named.
+    package static func createTemporary(beside path: String, mode: mode_t) throws -> (fd: Int32, path: String) {
+        while true {
+            let temporary = path + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+            if fd >= 0 { return (fd, temporary) }
+            if errno != EEXIST { throw SystemError("create", temporary) }
+        }
+    }
+
     /// Writes each of `files` to a temporary file beside it, syncs them all at once (the disk can
     /// flush them together) and renames them, in order, only once every one is synced; returns once
     /// the renames are on disk too. On failure none is renamed and no temporary file is left.
@@ -116,10 +131,10 @@ package enum FileSystem {
         var written: [(fd: Int32, temporary: String, path: String)] = []
         var failure: (any Error)?
         for file in files {
-            let temporary = file.path + ".tmp-\(getpid())"
-            let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-            if fd < 0 {
-                failure = SystemError("create", temporary)
+            let fd: Int32
+            let temporary: String
+            do { (fd, temporary) = try createTemporary(beside: file.path, mode: mode) } catch {
+                failure = error
                 break
             }
             written.append((fd, temporary, file.path))
@@ -212,8 +227,7 @@ package enum FileSystem {
     package static func copyFile(_ source: String, to target: String) throws {
         let input = try sys("read", source) { open(source, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }
         defer { close(input) }
-        let temporary = target + ".tmp-\(getpid())"
-        let output = try sys("create", temporary) { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        let (output, temporary) = try createTemporary(beside: target, mode: 0o644)
         do {
             defer { close(output) }
             let st = try copyData(from: input, source, to: output, temporary)

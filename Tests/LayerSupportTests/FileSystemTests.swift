@@ -48,4 +48,26 @@ struct FileSystemTests {
         try FileSystem.writeFile(Data("y".utf8), to: folder + "/plain")
         #expect(FileManager.default.contents(atPath: folder + "/plain") == Data("y".utf8))
     }
+
+    /// The folder may be anyone's, or a layer's tree: a symlink left at a guessable temporary name
+    /// must not be followed. These are the names the writes used to take (the pid alone).
+    @Test("an atomic write or copy never follows what is already at a temporary name beside its file")
+    func temporaryNamesAreNotFollowed() throws {
+        let folder = try Self.folder()
+        defer { try? FileSystem.removeTree(folder) }
+        try Data("victim".utf8).write(to: URL(fileURLWithPath: folder + "/victim"))
+        try Data("source".utf8).write(to: URL(fileURLWithPath: folder + "/source"))
+        for name in ["written", "copied"] {
+            #expect(symlink(folder + "/victim", folder + "/\(name).tmp-\(getpid())") == 0)
+        }
+        try FileSystem.writeAtomically(Data("new".utf8), to: folder + "/written")
+        try FileSystem.copyFile(folder + "/source", to: folder + "/copied")
+        #expect(FileManager.default.contents(atPath: folder + "/victim") == Data("victim".utf8))
+        #expect(FileManager.default.contents(atPath: folder + "/written") == Data("new".utf8))
+        #expect(FileManager.default.contents(atPath: folder + "/copied") == Data("source".utf8))
+        // What was planted stays as it was; nothing else is left.
+        #expect(try FileSystem.listDirectory(folder).sorted() == [
+            "copied", "copied.tmp-\(getpid())", "source", "victim", "written", "written.tmp-\(getpid())",
+        ])
+    }
 }

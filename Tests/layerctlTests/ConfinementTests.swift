@@ -400,6 +400,27 @@ struct ConfinementTests {
         #expect(stat(store + "/tmp", &st) == 0 && st.st_mode & 0o777 == 0o700)
     }
 
+    /// After the build, layerctl itself rewrites a few files of the tree on the host (the
+    /// normaliser's machine-id). A step may leave a symlink at any name it can guess there: the
+    /// temporary file of that rewrite was `machine-id.tmp-PID`, and the pid is in the build's
+    /// /proc/self/cgroup. Through it, a layer file wrote into any host file, as root.
+    @Test("a symlink a run: step leaves beside a file layerctl rewrites in the tree reaches no host file")
+    func rewriteFollowsNoPlantedSymlink() throws {
+        let (layers, store) = try storeWithBase()
+        let victim = try Harness.temporaryDirectory("victim") + "/file"
+        try "the host's\n".write(toFile: victim, atomically: true, encoding: .utf8)
+        let plant = #"pid=$(sed -n "s/.*layerctl-build-\([0-9]*\)-.*/\1/p" /proc/self/cgroup | head -1); "#
+            + "echo x > /etc/machine-id; for p in $pid $(seq 1 300); do ln -s \(victim) /etc/machine-id.tmp-$p; done; echo planted $pid"
+        try "from: base\nrun:\n  - '\(plant)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("probe | planted "), "\(result.stderr)")
+        #expect(result.stderr.contains("/etc/machine-id left `uninitialized`"), "\(result.stderr)")
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "the host's\n")
+        let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try String(contentsOfFile: store + "/layers/\(key)/tree/etc/machine-id", encoding: .utf8) == "uninitialized\n")
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).
