@@ -104,7 +104,9 @@ public struct OCILayerReader {
             archive_read_support_format_tar(archive)
             let context = Unmanaged.passUnretained(stream).toOpaque()
             guard archive_read_open(archive, context, nil, HashedStream.read, nil) == ARCHIVE_OK else {
-                throw stream.failure ?? failure("open", archive)
+                // The blob could be read (and decompressed, if it was gzip or zstd): it is no tar.
+                let why = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive failed"
+                throw stream.failure ?? LayerBlobError(message: "the layer blob \(blob) is no tar, plain, gzip or zstd (\(why))")
             }
             while true {
                 let status = archive_read_next_header(archive, &header)
@@ -246,7 +248,11 @@ public struct OCILayerReader {
 
     private func open(raw: Bool) throws -> OpaquePointer {
         guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
-        archive_read_support_filter_all(archive)
+        // The compressions OCI layers have: gzip and zstd (a plain tar needs none). libarchive's
+        // other filters are no layer's, and some of them (lrzip, grzip, lzop) run a program of the
+        // host's on what a registry sent.
+        archive_read_support_filter_gzip(archive)
+        archive_read_support_filter_zstd(archive)
         if raw { archive_read_support_format_raw(archive) } else { archive_read_support_format_tar(archive) }
         let opened = stream.map { archive_read_open_fd(archive, $0, 1 << 20) } ?? archive_read_open_filename(archive, blob, 1 << 20)
         if opened != ARCHIVE_OK {

@@ -225,5 +225,22 @@ struct OCILayerTests {
             "\(error)".contains("holds more than 8388608 bytes after the tar's end")
         }
         #expect(!FileManager.default.fileExists(atPath: work + "/trailing"))
+
+        // A layer is a tar, plain, gzip or zstd. Another compression is refused before anything is
+        // unpacked: libarchive would decompress lrzip, grzip and lzop with a program of the host's.
+        for (tool, arguments) in [("/usr/bin/xz", ["-k", "-f"]), ("/usr/bin/bzip2", ["-k", "-f"])] {
+            #expect(try KernelMount.run(tool, arguments + [work + "/padded.tar"]).status == 0)
+        }
+        var lrzip = Data("LRZI".utf8) + Data([0, 6]) + Data(count: 58)
+        lrzip += try #require(FileManager.default.contents(atPath: work + "/padded.tar"))
+        try lrzip.write(to: URL(fileURLWithPath: work + "/padded.tar.lrz"))
+        for suffix in ["xz", "bz2", "lrz"] {
+            #expect {
+                try OCILayerReader(blob: work + "/padded.tar." + suffix).unpack(into: work + "/other-" + suffix)
+            } throws: { error in
+                "\(error)".contains("padded.tar.\(suffix)") && "\(error)".contains("is no tar, plain, gzip or zstd")
+            }
+            #expect(!FileManager.default.fileExists(atPath: work + "/other-" + suffix))
+        }
     }
 }
