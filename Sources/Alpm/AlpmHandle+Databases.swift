@@ -63,13 +63,45 @@ extension AlpmHandle {
         try checkDatabasesValid()
     }
 
-    /// Fails when a registered database is missing or its signature is not valid (`alpm_db_get_valid`).
+    /// Fails when a registered database is missing or its signature is not valid (`alpm_db_get_valid`),
+    /// or when it is compressed in a way no repository's is (`checkCompression`).
     public func checkDatabasesValid() throws {
         for db in AlpmListSequence(alpm_get_syncdbs(raw)) {
             let db = OpaquePointer(db)
+            try checkCompression(of: db)
             if alpm_db_get_valid(db) != 0 {
                 throw AlpmError(handle: raw, operation: "read repository", subject: string(alpm_db_get_name(db)))
             }
+        }
+    }
+
+    /// The starts of the files a sync database may be: a tar compressed with gzip, zstd, xz or
+    /// bzip2 (what `repo-add` writes by default and Arch's mirrors serve), or a plain tar.
+    static let databaseMagic: [(offset: Int, bytes: [UInt8])] = [
+        (0, [0x1F, 0x8B]), (0, [0x28, 0xB5, 0x2F, 0xFD]), (0, [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]),
+        (0, Array("BZh".utf8)), (257, Array("ustar".utf8)),
+    ]
+
+    /// libalpm reads a sync database with every format and filter libarchive has, and libarchive
+    /// decompresses lrzip, grzip and lzop by running the host's program of that name: a repository
+    /// (or whoever sits between it and an http mirror, for an unsigned database) would choose a
+    /// program for root to run on its bytes. So a database that starts as none of
+    /// `databaseMagic` is refused before libalpm reads it. A database not downloaded yet is
+    /// left to libalpm, which says so.
+    func checkCompression(of db: OpaquePointer) throws {
+        guard let name = string(alpm_db_get_name(db)), let dbPath = string(alpm_option_get_dbpath(raw)) else { return }
+        let path = dbPath + (dbPath.hasSuffix("/") ? "" : "/") + "sync/" + name + ".db"
+        guard let file = FileHandle(forReadingAtPath: path) else { return }
+        defer { try? file.close() }
+        let head = Array((try? file.read(upToCount: 262)) ?? Data())
+        let known = Self.databaseMagic.contains { magic in
+            head.count >= magic.offset + magic.bytes.count
+                && Array(head[magic.offset..<magic.offset + magic.bytes.count]) == magic.bytes
+        }
+        guard known else {
+            throw AlpmError(
+                operation: "read repository", subject: name,
+                reason: "its database is no tar, plain or compressed with gzip, zstd, xz or bzip2; it was not read")
         }
     }
 

@@ -37,9 +37,10 @@ struct SyncCache {
             do {
                 try Keyring.withoutLeftoverDaemons(home: gpgDirectory) { try handle.refresh(force: local) }
             } catch let error as AlpmError where error.missingKeys.isEmpty {
-                // libalpm names the database that failed ('core.db') in its details.
+                // libalpm names the database that failed ('core.db') in its details; our own checks
+                // name its repository.
                 let text = ([error.reason] + error.details).joined(separator: " ")
-                let named = repositories.first { text.contains("'\($0.name).db") }?.name
+                let named = repositories.first { $0.name == error.subject || text.contains("'\($0.name).db") }?.name
                 let reason = ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
                 throw BuildFailure(
                     "refresh \(named.map { "repository \($0)" } ?? "the repositories") failed: \(reason)",

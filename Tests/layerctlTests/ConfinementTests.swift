@@ -421,6 +421,28 @@ struct ConfinementTests {
         #expect(try String(contentsOfFile: store + "/layers/\(key)/tree/etc/machine-id", encoding: .utf8) == "uninitialized\n")
     }
 
+    /// libalpm reads a repository's database, on the host and as root, with every filter
+    /// libarchive has, and libarchive decompresses lrzip by running the host's `lrzip`.
+    @Test("a repository database compressed as no repository's is refused before libalpm reads it")
+    func databaseOfNoKnownCompression() throws {
+        let work = try Harness.temporaryDirectory("lrzip-repo")
+        let repo = work + "/repo/demo"
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        let demo = Harness.demoOut + "/repo/demo"
+        for name in try FileManager.default.contentsOfDirectory(atPath: demo) where name.hasSuffix(".pkg.tar.zst") {
+            try FileManager.default.createSymbolicLink(atPath: repo + "/" + name, withDestinationPath: demo + "/" + name)
+        }
+        var database = Data("LRZI".utf8) + Data([0, 6]) + Data(count: 58)
+        database += try #require(FileManager.default.contents(atPath: demo + "/demo.db"))
+        try database.write(to: URL(fileURLWithPath: repo + "/demo.db"))
+        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(work)/repo/$repo]\n    siglevel: Optional TrustAll\npackages: [busybox]\n"
+        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try Harness.run(["build", work + "/probe.yaml", "--store", work + "/store"])
+        #expect(result.status != 0, "\(result.stderr)")
+        #expect(result.stderr.contains("probe.yaml:4:5: refresh repository demo failed: its database is no tar, plain or compressed with gzip, zstd, xz or bzip2"), "\(result.stderr)")
+        #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).
