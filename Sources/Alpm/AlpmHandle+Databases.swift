@@ -86,8 +86,8 @@ extension AlpmHandle {
     /// decompresses lrzip, grzip and lzop by running the host's program of that name: a repository
     /// (or whoever sits between it and an http mirror, for an unsigned database) would choose a
     /// program for root to run on its bytes. So a database that starts as none of
-    /// `databaseMagic` is refused before libalpm reads it. A database not downloaded yet is
-    /// left to libalpm, which says so.
+    /// `databaseMagic` is refused before libalpm reads it, and removed. A database not downloaded
+    /// yet is left to libalpm, which says so.
     func checkCompression(of db: OpaquePointer) throws {
         guard let name = string(alpm_db_get_name(db)), let dbPath = string(alpm_option_get_dbpath(raw)) else { return }
         let path = dbPath + (dbPath.hasSuffix("/") ? "" : "/") + "sync/" + name + ".db"
@@ -99,6 +99,10 @@ extension AlpmHandle {
                 && Array(head[magic.offset..<magic.offset + magic.bytes.count]) == magic.bytes
         }
         guard known else {
+            // Not kept either: a layer file names its servers, and a file:// or an internal http
+            // one could have brought a host file or a service's answer here, as `NAME.db`.
+            unlink(path)
+            unlink(path + ".sig")
             throw AlpmError(
                 operation: "read repository", subject: name,
                 reason: "its database is no tar, plain or compressed with gzip, zstd, xz or bzip2; it was not read")

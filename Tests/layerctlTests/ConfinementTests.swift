@@ -441,6 +441,9 @@ struct ConfinementTests {
         #expect(result.status != 0, "\(result.stderr)")
         #expect(result.stderr.contains("probe.yaml:4:5: refresh repository demo failed: its database is no tar, plain or compressed with gzip, zstd, xz or bzip2"), "\(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "\(result.stderr)")
+        // Nothing of it is kept in the store's cache.
+        let kept = FileManager.default.enumerator(atPath: work + "/store/cache")?.compactMap { $0 as? String }.filter { $0.hasSuffix("demo.db") }
+        #expect(kept == [], "\(kept ?? [])")
     }
 
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
