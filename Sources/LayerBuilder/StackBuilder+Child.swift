@@ -28,6 +28,16 @@ extension StackBuilder {
             }
         }
         try checkReserve(at: layer.path)
+        // A package is downloaded from its repository's servers, which a layer file names: a
+        // file:// one may be any folder of the host's. Only a file whose sha256 the database
+        // names can be kept in the cache (libalpm deletes one that differs), so no host file the
+        // layer file's author did not already know reaches the cache, or the builds that read it.
+        if let unchecked = resolution.install.first(where: { $0.sha256.isEmpty }) {
+            throw BuildFailure(
+                "package \(unchecked.name) of repository \(unchecked.repository) has no sha256 in its database: "
+                    + "layerctl installs no package it cannot check (repo-add writes the sha256)",
+                at: repositoryLocations[unchecked.repository]?.description ?? layer.path, code: .input)
+        }
         // The build has no network, and no keyring: its packages enter the cache, checked, now.
         do {
             try resolver.fetch(

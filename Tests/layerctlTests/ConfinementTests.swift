@@ -446,6 +446,34 @@ struct ConfinementTests {
         #expect(kept == [], "\(kept ?? [])")
     }
 
+    /// A layer file names its repositories' servers, and a file:// one may be any folder of the
+    /// host's: a database of the layer author's could name a host file as a package's file, which
+    /// the download would copy into the store's package cache, where every later build sees it.
+    @Test("a package whose database names no sha256 is refused: no host file reaches the package cache")
+    func packageFromAHostFolder() throws {
+        let work = try Harness.temporaryDirectory("host-file-repo")
+        for folder in ["repo", "secret", "db/evilpkg-1.0-1"] {
+            try FileManager.default.createDirectory(atPath: work + "/" + folder, withIntermediateDirectories: true)
+        }
+        try "root:a secret of the host's\n".write(toFile: work + "/secret/shadow", atomically: true, encoding: .utf8)
+        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: evil\n    servers: [file://\(work)/repo, file://\(work)/secret]\n    siglevel: Never\npackages: [evilpkg]\n"
+        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        let desc = "%FILENAME%\nshadow\n\n%NAME%\nevilpkg\n\n%VERSION%\n1.0-1\n\n%ARCH%\nany\n\n%CSIZE%\n28\n\n"
+        // Without a sha256, and with one that is not the file's.
+        for (index, checksum) in ["", "%SHA256SUM%\n" + String(repeating: "0", count: 64) + "\n\n"].enumerated() {
+            try (desc + checksum).write(toFile: work + "/db/evilpkg-1.0-1/desc", atomically: true, encoding: .utf8)
+            let tar = try KernelMount.run("/usr/bin/tar", ["-czf", work + "/repo/evil.db", "-C", work + "/db", "evilpkg-1.0-1"])
+            #expect(tar.status == 0, "\(tar.output)")
+            let store = work + "/store-\(index)"
+            let result = try Harness.run(["build", work + "/probe.yaml", "--store", store])
+            #expect(result.status != 0, "\(result.stderr)")
+            if checksum.isEmpty {
+                #expect(result.stderr.contains("probe.yaml:4:5: package evilpkg of repository evil has no sha256 in its database"), "\(result.stderr)")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/cache/pkg") == [], "case \(index)")
+        }
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).
