@@ -68,6 +68,9 @@ public struct AlpmError: LayerError {
     public var code: ErrorCode { .packages }
     /// What failed: the operation and its subject.
     public var message: String { subject.map { "\(operation) \($0) failed" } ?? "\(operation) failed" }
-    /// libalpm's words, then the further lines.
-    public var cause: (any Error)? { Reason(([reason] + details).joined(separator: "\n  ")) }
+    /// libalpm's words, then the further lines, in one line (an error is one line: a newline in it
+    /// would be shown as `\x0a`).
+    public var cause: (any Error)? {
+        Reason(([reason] + details.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }).joined(separator: "; "))
+    }
 }
