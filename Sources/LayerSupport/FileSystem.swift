@@ -117,7 +117,9 @@ package enum FileSystem {
     /// wrote through such a symlink into whatever host file it named.
     package static func createTemporary(beside path: String, mode: mode_t) throws -> (fd: Int32, path: String) {
         while true {
-            let temporary = path + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+            // 32 random bits: a guess would take billions of symlinks. Short, so a name near
+            // NAME_MAX still has room for it.
+            let temporary = path + ".tmp-\(getpid())-" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
             let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
             if fd >= 0 { return (fd, temporary) }
             if errno != EEXIST { throw SystemError("create", temporary) }

@@ -23,23 +23,25 @@ enum JSONOutput {
     /// step's output or a file name is a stranger's. Escaped, they mean the same to every reader.
     /// They can only be in strings: all else in JSON is printable ASCII.
     static func escapingControls(_ json: Data) -> Data {
-        func isControl(_ index: Int) -> Bool {
-            json[index] == 0x7F || (json[index] == 0xC2 && index + 1 < json.endIndex && (0x80...0x9F).contains(json[index + 1]))
-        }
-        guard json.indices.contains(where: isControl) else { return json }
-        var escaped = Data(capacity: json.count + 64)
-        var index = json.startIndex
-        while index < json.endIndex {
-            if isControl(index) {
-                let scalar = json[index] == 0x7F ? 0x7F : json[index + 1]
-                escaped.append(contentsOf: Array(String(format: "\\u%04x", scalar).utf8))
-                index += json[index] == 0x7F ? 1 : 2
-            } else {
-                escaped.append(json[index])
-                index += 1
+        json.withUnsafeBytes { bytes in
+            func isControl(_ index: Int) -> Bool {
+                bytes[index] == 0x7F || (bytes[index] == 0xC2 && index + 1 < bytes.count && (0x80...0x9F).contains(bytes[index + 1]))
             }
+            guard let first = bytes.indices.first(where: isControl) else { return json }
+            var escaped = Data(bytes[..<first])
+            var index = first
+            while index < bytes.count {
+                guard isControl(index) else {
+                    escaped.append(bytes[index])
+                    index += 1
+                    continue
+                }
+                let scalar = bytes[index] == 0x7F ? 0x7F : bytes[index + 1]
+                escaped.append(contentsOf: Array(String(format: "\\u%04x", scalar).utf8))
+                index += bytes[index] == 0x7F ? 1 : 2
+            }
+            return escaped
         }
-        return escaped
     }
 
     /// Prints `value` as one line of JSON on stdout.
