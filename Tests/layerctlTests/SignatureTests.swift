@@ -3,7 +3,9 @@ import Foundation
 import Testing
 
 /// Package signatures are checked as pacman checks them, against the keyring given with --keyring.
-@Suite("Signatures", .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+// Serialized: two tests count the GnuPG daemons on the demo keyring before and after a build, and
+// the others start them on the same keyring.
+@Suite("Signatures", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct SignatureTests {
     /// A root layer on `repo` (a folder holding the `demo` repository) with `packages`.
     func build(_ packages: [String], repo: String, siglevel: String? = nil) throws -> Harness.Result {
@@ -65,17 +67,22 @@ struct SignatureTests {
         #expect(Self.gnupgProcesses().subtracting(before).isEmpty, "\(Self.gnupgProcesses().subtracting(before))")
     }
 
-    /// The pids of live gpg-agent, dirmngr and keyboxd processes on this machine (zombies, ended and
-    /// awaiting their parent, do not count).
+    /// The pids of live gpg-agent, dirmngr and keyboxd processes on the demo keyring (zombies, ended
+    /// and awaiting their parent, do not count). Those of other suites' builds, which run at the
+    /// same time with keyrings of their own, are not this suite's to count.
     static func gnupgProcesses() -> Set<String> {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        let home = Harness.demoOut + "/keyring"
         return Set(entries.filter { pid in
             guard pid.allSatisfy(\.isNumber),
                 let command = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
                 let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                !(stat.split(separator: ")").last?.hasPrefix(" Z") ?? false)
+                !(stat.split(separator: ")").last?.hasPrefix(" Z") ?? false),
+                let arguments = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
             else { return false }
+            let words = arguments.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
             return ["gpg-agent", "dirmngr", "keyboxd"].contains(command.trimmingCharacters(in: .whitespacesAndNewlines))
+                && zip(words, words.dropFirst()).contains { $0 == "--homedir" && $1.hasPrefix(home) }
         })
     }
 
