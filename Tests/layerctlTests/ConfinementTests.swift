@@ -36,13 +36,15 @@ struct ConfinementTests {
         var description: String { "\(settings) \(devices) owned=\(owned) hostname=\(hostname)" }
     }
 
-    /// Builds `from: base` with `run: [command]` in `layers` (base is stored already) and returns
-    /// the result.
-    func build(_ command: String, in layers: String, store: String, network: Bool = false) throws -> Harness.Result {
+    /// Builds `from: base` with `run: [command]` in `layers` (base is stored already), with
+    /// `options` for `build`, and returns the result.
+    func build(
+        _ command: String, in layers: String, store: String, network: Bool = false, options: [String] = []
+    ) throws -> Harness.Result {
         let quoted = command.replacingOccurrences(of: "'", with: "''")
         try "from: base\n\(network ? "network: true\n" : "")run:\n  - '\(quoted)'\n".write(
             toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
-        return try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        return try Harness.run(["build", layers + "/probe.yaml", "--store", store] + options)
     }
 
     /// The demo layer files, and a new store that holds their base layer.
@@ -213,8 +215,7 @@ struct ConfinementTests {
         let log = store + "/cache/pacman.log"
         // Where the log was mounted, a file of the build's own /run now; the builder's descriptors.
         let command = "echo \"[ALPM] forged\" >> /run/layerctl/pacman.log; for f in /proc/1/fd/*; do echo \"[ALPM] forged\" >> \"$f\" && echo \"$f\" >> /etc/written; done; true"
-        try "from: base\nrun:\n  - '\(command)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
-        let probe = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        let probe = try build(command, in: layers, store: store)
         #expect(probe.status == 0, "\(probe.stderr)")
         let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .newlines)
         #expect(!FileManager.default.fileExists(atPath: store + "/layers/\(key)/tree/etc/written"))
@@ -247,10 +248,8 @@ struct ConfinementTests {
         let line = #"awk 'BEGIN { s = sprintf("%4100s", ""); gsub(/ /, "a", s); print s }'"#
         let command = #"echo first; head -c 10000 /dev/zero | tr "\0" a; echo; head -c 100 /dev/zero | tr "\0" b; sleep 1; "#
             + line + "; dd if=/dev/zero bs=1M count=256 2>/dev/null; echo; echo last words"
-        try "from: base\nrun:\n  - '\(command.replacingOccurrences(of: "'", with: "''"))'\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
         let started = Date()
-        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout", "120"])
+        let result = try build(command, in: layers, store: store, options: ["--timeout", "120"])
         #expect(result.status == 0, "\(result.stderr.prefix(2000))")
         #expect(Date().timeIntervalSince(started) < 60)
         let lines = result.stderr.split(separator: "\n", omittingEmptySubsequences: false)
@@ -276,9 +275,8 @@ struct ConfinementTests {
             return
         }
         // 300 children that wait: far more than the limit, and few enough to end if it did not hold.
-        try "from: base\nrun:\n  - 'i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done'\n"
-            .write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
-        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--max-processes", "40"])
+        let fork = "i=0; while [ $i -lt 300 ]; do sleep 60 & i=$((i+1)); done"
+        let result = try build(fork, in: layers, store: store, options: ["--max-processes", "40"])
         #expect(result.status == 6, "\(result.stderr)")
         #expect(result.stderr.contains("can't fork") && result.stderr.contains("probe.yaml:3:5: run command"), "\(result.stderr)")
         let left = Harness.leftBuildCgroups()
@@ -411,8 +409,7 @@ struct ConfinementTests {
         try "the host's\n".write(toFile: victim, atomically: true, encoding: .utf8)
         let plant = #"pid=$(sed -n "s/.*layerctl-build-\([0-9]*\)-.*/\1/p" /proc/self/cgroup | head -1); "#
             + "echo x > /etc/machine-id; for p in $pid $(seq 1 300); do ln -s \(victim) /etc/machine-id.tmp-$p; done; echo planted $pid"
-        try "from: base\nrun:\n  - '\(plant)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
-        let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
+        let result = try build(plant, in: layers, store: store)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("probe | planted "), "\(result.stderr)")
         #expect(result.stderr.contains("/etc/machine-id left `uninitialized`"), "\(result.stderr)")
