@@ -32,8 +32,8 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // The C side of LayerSupport and the builder: what Swift cannot call (macros, va_list,
         // fork-to-exec code) and the build's seccomp filter, made with libseccomp (libseccomp-dev).
-        .target(name: "CLayerSupport", dependencies: ["CAlpm", "CSquashfs"], linkerSettings: [.linkedLibrary("seccomp")]),
-        .target(name: "Alpm", dependencies: ["CAlpm", "CLayerSupport", "LayerSupport"]),
+        .target(name: "CLayerSupport", dependencies: ["CAlpm", "CArchive", "CSquashfs"], linkerSettings: [.linkedLibrary("seccomp")]),
+        .target(name: "Alpm", dependencies: ["CAlpm", "CArchive", "CLayerSupport", "LayerSupport"]),
         // System calls on raw paths, errors, digests, processes: what every target below stands on.
         .target(
             name: "LayerSupport",

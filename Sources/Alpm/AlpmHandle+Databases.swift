@@ -1,4 +1,5 @@
 import CAlpm
+import CArchive
 import Foundation
 
 /// A sync repository as pacman.conf declares it.
@@ -64,49 +65,42 @@ extension AlpmHandle {
     }
 
     /// Fails when a registered database is missing or its signature is not valid (`alpm_db_get_valid`),
-    /// or when it is compressed in a way no repository's is (`checkCompression`).
+    /// or when it is no tar archive in one of the compressions libalpm is given (`checkArchive`).
     public func checkDatabasesValid() throws {
         for db in AlpmListSequence(alpm_get_syncdbs(raw)) {
             let db = OpaquePointer(db)
-            try checkCompression(of: db)
+            try checkArchive(of: db)
             if alpm_db_get_valid(db) != 0 {
                 throw AlpmError(handle: raw, operation: "read repository", subject: string(alpm_db_get_name(db)))
             }
         }
     }
 
-    /// The starts of the files a sync database may be: a tar compressed with gzip, zstd, xz or
-    /// bzip2 (what `repo-add` writes by default and Arch's mirrors serve), or a plain tar.
-    static let databaseMagic: [(offset: Int, bytes: [UInt8])] = [
-        (0, [0x1F, 0x8B]), (0, [0x28, 0xB5, 0x2F, 0xFD]), (0, [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00]),
-        (0, Array("BZh".utf8)), (257, Array("ustar".utf8)),
-    ]
-
-    /// libalpm reads a sync database with every format and filter libarchive has, and libarchive
-    /// decompresses lrzip, grzip and lzop by running the host's program of that name: a repository
-    /// (or whoever sits between it and an http mirror, for an unsigned database) would choose a
-    /// program for root to run on its bytes. So a database that starts as none of
-    /// `databaseMagic` is refused before libalpm reads it, and removed. A database not downloaded
-    /// yet is left to libalpm, which says so.
-    func checkCompression(of db: OpaquePointer) throws {
+    /// libalpm reads a sync database with the one format and the filters CLayerSupport's
+    /// archive_readers.c leaves it: a tar, plain or compressed with a library libarchive links. So
+    /// nothing else is parsed, and no program runs on a database's bytes; but a database that is
+    /// something else would fail later, as a package "not found in any repository". This reads its
+    /// first header the same way, and refuses and removes a database that is no such tar. A
+    /// database not downloaded yet is left to libalpm, which says so.
+    func checkArchive(of db: OpaquePointer) throws {
         guard let name = string(alpm_db_get_name(db)), let dbPath = string(alpm_option_get_dbpath(raw)) else { return }
         let path = dbPath + (dbPath.hasSuffix("/") ? "" : "/") + "sync/" + name + ".db"
-        guard let file = FileHandle(forReadingAtPath: path) else { return }
-        defer { try? file.close() }
-        let head = Array((try? file.read(upToCount: 262)) ?? Data())
-        let known = Self.databaseMagic.contains { magic in
-            head.count >= magic.offset + magic.bytes.count
-                && Array(head[magic.offset..<magic.offset + magic.bytes.count]) == magic.bytes
-        }
-        guard known else {
-            // Not kept either: a layer file names its servers, and a file:// or an internal http
-            // one could have brought a host file or a service's answer here, as `NAME.db`.
-            unlink(path)
-            unlink(path + ".sig")
-            throw AlpmError(
-                operation: "read repository", subject: name,
-                reason: "its database is no tar, plain or compressed with gzip, zstd, xz or bzip2; it was not read")
-        }
+        guard access(path, F_OK) == 0, let archive = archive_read_new() else { return }
+        defer { archive_read_free(archive) }
+        archive_read_support_filter_all(archive)
+        archive_read_support_format_tar(archive)
+        var entry: OpaquePointer?
+        let status =
+            archive_read_open_filename(archive, path, 16384) == ARCHIVE_OK
+            ? archive_read_next_header(archive, &entry) : ARCHIVE_FATAL
+        guard status != ARCHIVE_OK && status != ARCHIVE_EOF else { return }
+        // Not kept either: a layer file names its servers, and a file:// or an internal http one
+        // could have brought a host file or a service's answer here, as `NAME.db`.
+        unlink(path)
+        unlink(path + ".sig")
+        throw AlpmError(
+            operation: "read repository", subject: name,
+            reason: "its database is no tar archive, plain or compressed with gzip, bzip2, xz, lzma, lzip, zstd, lz4 or compress; it was not read")
     }
 
     /// The packages in the local database, sorted by name.
