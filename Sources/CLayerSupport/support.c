@@ -206,6 +206,8 @@ int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const
 
 int lc_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS) == 0 ? 0 : errno; }
 
+int lc_unshare_cgroup_namespace(void) { return unshare(CLONE_NEWCGROUP) == 0 ? 0 : errno; }
+
 int lc_bring_up_loopback(void) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {

@@ -176,9 +176,14 @@ public enum NamespacedWork {
         }
     }
 
-    /// First thing in the work's namespaces: `/` a slave of the host's mounts, the host named, and
-    /// without the host's network, the loopback interface up.
+    /// First thing in the work's namespaces, once it is in its cgroup: that cgroup the root of a
+    /// cgroup namespace of its own, `/` a slave of the host's mounts, the host named, and without
+    /// the host's network, the loopback interface up. /proc/self/cgroup says `/` then: nothing
+    /// the work runs learns the host's cgroup paths, which name the service or the user session
+    /// layerctl runs in.
     static func settleNamespaces(hostname: String, network: Bool) throws {
+        let cgroupNamespace = lc_unshare_cgroup_namespace()
+        if cgroupNamespace != 0 { throw SystemError("make the cgroup namespace of", hostname, errno: cgroupNamespace) }
         try Mounter.makeSlave("/")
         _ = sethostname(hostname, hostname.utf8.count)
         if !network {

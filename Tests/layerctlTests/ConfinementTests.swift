@@ -401,17 +401,18 @@ struct ConfinementTests {
     /// After the build, layerctl itself rewrites a few files of the tree on the host (the
     /// normaliser's machine-id). A step may leave a symlink at any name it can guess there: the
     /// temporary file of that rewrite was `machine-id.tmp-PID`, and the pid is in the build's
-    /// /proc/self/cgroup. Through it, a layer file wrote into any host file, as root.
+    /// /proc/self/mountinfo (the store's `tmp/build-PID-…` folder; it was in /proc/self/cgroup
+    /// too). Through it, a layer file wrote into any host file, as root.
     @Test("a symlink a run: step leaves beside a file layerctl rewrites in the tree reaches no host file")
     func rewriteFollowsNoPlantedSymlink() throws {
         let (layers, store) = try storeWithBase()
         let victim = try Harness.temporaryDirectory("victim") + "/file"
         try "the host's\n".write(toFile: victim, atomically: true, encoding: .utf8)
-        let plant = #"pid=$(sed -n "s/.*layerctl-build-\([0-9]*\)-.*/\1/p" /proc/self/cgroup | head -1); "#
+        let plant = #"pid=$(sed -n "s|.*/tmp/build-\([0-9]*\)-.*|\1|p" /proc/self/mountinfo | head -1); "#
             + "echo x > /etc/machine-id; for p in $pid $(seq 1 300); do ln -s \(victim) /etc/machine-id.tmp-$p; done; echo planted $pid"
         let result = try build(plant, in: layers, store: store)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(result.stderr.contains("probe | planted "), "\(result.stderr)")
+        #expect(result.stderr.range(of: #"probe \| planted [0-9]+\n"#, options: .regularExpression) != nil, "\(result.stderr)")
         #expect(result.stderr.contains("/etc/machine-id left `uninitialized`"), "\(result.stderr)")
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "the host's\n")
         let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -551,7 +552,7 @@ struct ConfinementTests {
         #expect(result.stderr.contains("probe | inner reached"), "\(result.stderr)")
     }
 
-    @Test("run: and scriptlets see the layer's root, the build's processes, its own devices and loopback, with few privileges")
+    @Test("run: and scriptlets see the layer's root, the build's processes, its own devices, loopback and cgroup, with few privileges")
     func whatTheBuildSees() throws {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
@@ -562,6 +563,7 @@ struct ConfinementTests {
             "ls /dev > /etc/devices",
             "mknod /etc/null c 1 3 && echo made > /etc/null-made",
             "(ulimit -Hc; ulimit -c unlimited 2>&1 || echo refused) > /etc/core",
+            "cat /proc/self/cgroup > /etc/cgroups",
         ]
         try ("from: base\nrun:\n" + facts.map { "  - \($0)\n" }.joined()).write(
             toFile: layers + "/facts.yaml", atomically: true, encoding: .utf8)
@@ -587,6 +589,8 @@ struct ConfinementTests {
         #expect(lines("null-made") == ["made"])
         // No core dumps, whatever the caller's limit: none lands in the layer or with the host's handler.
         #expect(lines("core").first == "0" && lines("core").last == "refused", "\(lines("core"))")
+        // The build's cgroup is the root of what it sees: no host path, no layerctl pid.
+        #expect(!lines("cgroups").isEmpty && lines("cgroups").allSatisfy { $0.hasSuffix(":/") }, "\(lines("cgroups"))")
     }
 
     @Test("a package's scriptlet runs as confined as run: does, and its escape fails")

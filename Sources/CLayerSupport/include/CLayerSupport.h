@@ -42,6 +42,10 @@ int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const
 /// _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_unshare_mount_namespace(void);
 
+/// Moves the calling process into a new cgroup namespace, whose root is the cgroup it is in now
+/// (CLONE_NEWCGROUP needs _GNU_SOURCE too).
+int lc_unshare_cgroup_namespace(void);
+
 /// Brings up the loopback interface of the calling process's network namespace (a new one starts
 /// with it down). Returns 0 or an errno value.
 int lc_bring_up_loopback(void);
