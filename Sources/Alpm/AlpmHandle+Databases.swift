@@ -46,6 +46,12 @@ extension AlpmHandle {
                     operation: "register repository", subject: repository.name,
                     reason: "server \(server) is not an absolute file:// URL")
             }
+            // curl ends a file:// path at either: `file:///dev/zero#` reads /dev/zero.
+            if server.hasPrefix("file://") && server.contains(where: { $0 == "?" || $0 == "#" }) {
+                throw AlpmError(
+                    operation: "register repository", subject: repository.name,
+                    reason: "server \(server) has a `?` or `#`, where curl would end its path")
+            }
             try check(alpm_db_add_server(db, server), "add server to \(repository.name)", server)
         }
     }

@@ -208,6 +208,46 @@ int lc_unshare_mount_namespace(void) { return unshare(CLONE_NEWNS) == 0 ? 0 : er
 
 int lc_unshare_cgroup_namespace(void) { return unshare(CLONE_NEWCGROUP) == 0 ? 0 : errno; }
 
+static volatile sig_atomic_t lc_file_size_reached;
+static struct rlimit lc_file_size_before;
+static struct sigaction lc_file_size_handler_before;
+static sigset_t lc_file_size_mask_before;
+
+static void lc_note_file_size(int signal) {
+    (void)signal;
+    lc_file_size_reached = 1;
+}
+
+int lc_limit_file_size(unsigned long long bytes) {
+    if (getrlimit(RLIMIT_FSIZE, &lc_file_size_before) != 0) return errno;
+    struct sigaction note = {.sa_handler = lc_note_file_size};
+    sigemptyset(&note.sa_mask);
+    if (sigaction(SIGXFSZ, &note, &lc_file_size_handler_before) != 0) return errno;
+    // SIGXFSZ goes to the thread that wrote, this one: a mask inherited from whoever started
+    // layerctl would hold it pending, unseen.
+    sigset_t xfsz;
+    sigemptyset(&xfsz);
+    sigaddset(&xfsz, SIGXFSZ);
+    pthread_sigmask(SIG_UNBLOCK, &xfsz, &lc_file_size_mask_before);
+    lc_file_size_reached = 0;
+    struct rlimit limited = lc_file_size_before;
+    if (limited.rlim_cur == RLIM_INFINITY || limited.rlim_cur > bytes) limited.rlim_cur = bytes;
+    if (setrlimit(RLIMIT_FSIZE, &limited) != 0) {
+        int error = errno;
+        pthread_sigmask(SIG_SETMASK, &lc_file_size_mask_before, NULL);
+        sigaction(SIGXFSZ, &lc_file_size_handler_before, NULL);
+        return error;
+    }
+    return 0;
+}
+
+int lc_end_file_size_limit(void) {
+    setrlimit(RLIMIT_FSIZE, &lc_file_size_before);
+    pthread_sigmask(SIG_SETMASK, &lc_file_size_mask_before, NULL);
+    sigaction(SIGXFSZ, &lc_file_size_handler_before, NULL);
+    return lc_file_size_reached;
+}
+
 int lc_bring_up_loopback(void) {
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {

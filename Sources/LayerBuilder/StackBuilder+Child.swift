@@ -32,23 +32,49 @@ extension StackBuilder {
         // file:// one may be any folder of the host's. Only a file whose sha256 the database
         // names can be kept in the cache (libalpm deletes one that differs), so no host file the
         // layer file's author did not already know reaches the cache, or the builds that read it.
-        if let unchecked = resolution.install.first(where: { $0.sha256.isEmpty }) {
+        // The size bounds the download (DownloadLimit): a source need not end.
+        for package in resolution.install where package.sha256.isEmpty || package.downloadSize <= 0 {
             throw BuildFailure(
-                "package \(unchecked.name) of repository \(unchecked.repository) has no sha256 in its database: "
-                    + "layerctl installs no package it cannot check (repo-add writes the sha256)",
-                at: repositoryLocations[unchecked.repository]?.description ?? layer.path, code: .input)
+                "package \(package.name) of repository \(package.repository) has no \(package.sha256.isEmpty ? "sha256" : "size") in its database: "
+                    + "layerctl installs no package it cannot check (repo-add writes both)",
+                at: repositoryLocations[package.repository]?.description ?? layer.path, code: .input)
         }
         // The build has no network, and no keyring: its packages enter the cache, checked, now.
+        // Signatures and the keyring's trust database are written too: never less than 1 MiB.
+        let largest = max(resolution.install.map(\.downloadSize).max() ?? 0, 1 << 20)
+        var tooLarge = false
         do {
-            try resolver.fetch(
-                request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring
-            ) { event in self.observer(BuildEvent(alpm: event, layer: layer.name)) }
+            try DownloadLimit.files(atMost: largest, reached: &tooLarge) {
+                do {
+                    try resolver.fetch(
+                        request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring
+                    ) { event in self.observer(BuildEvent(alpm: event, layer: layer.name)) }
+                } catch {
+                    // libalpm keeps what it got of a failed download, to go on from there next
+                    // time: a download cut at the limit would be gone on from, and fail again.
+                    for package in resolution.install {
+                        for suffix in [".part", ".sig.part"] { unlink(store.packageCache + "/" + package.filename + suffix) }
+                    }
+                    throw error
+                }
+            }
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                 repositoryLocations[name]?.description ?? layer.path
             }
         } catch let error as AlpmError {
-            throw locate(error, in: layer)
+            guard tooLarge else { throw locate(error, in: layer) }
+            // libalpm names the file it was downloading ("failed retrieving file 'NAME' from …").
+            let text = error.details.joined(separator: " ")
+            let package = resolution.install.first { text.contains("'\($0.filename)'") }
+            let what =
+                package.map {
+                    "the download of package \($0.name) of repository \($0.repository) passed \(formatBytes(largest)), "
+                        + "more than its database gives it (\(formatBytes($0.downloadSize)))"
+                } ?? "a package's download passed \(formatBytes(largest)), more than its database gives any package"
+            throw BuildFailure(
+                what + "; it was stopped",
+                at: package.flatMap { repositoryLocations[$0.repository]?.description } ?? layer.path, code: .input)
         }
         var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,

@@ -34,14 +34,20 @@ struct SyncCache {
             for repository in repositories { try handle.register(repository, arch: arch) }
             // file:// servers are cheap to copy and their mtimes say little; always fetch them.
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
+            var tooLarge = false
             do {
-                try Keyring.withoutLeftoverDaemons(home: gpgDirectory) { try handle.refresh(force: local) }
+                try Keyring.withoutLeftoverDaemons(home: gpgDirectory) {
+                    try DownloadLimit.files(atMost: DownloadLimit.database, reached: &tooLarge) { try handle.refresh(force: local) }
+                }
             } catch let error as AlpmError where error.missingKeys.isEmpty {
                 // libalpm names the database that failed ('core.db') in its details; our own checks
                 // name its repository.
                 let text = ([error.reason] + error.details).joined(separator: " ")
                 let named = repositories.first { $0.name == error.subject || text.contains("'\($0.name).db") }?.name
-                let reason = ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
+                let reason =
+                    tooLarge
+                    ? "its database passed \(formatBytes(DownloadLimit.database)), the most libalpm takes; the download was stopped"
+                    : ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
                 throw BuildFailure(
                     "refresh \(named.map { "repository \($0)" } ?? "the repositories") failed: \(reason)",
                     at: named.flatMap(locate), code: BuildFailure(error, at: nil).code)

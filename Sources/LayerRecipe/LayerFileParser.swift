@@ -192,11 +192,25 @@ struct LayerFileParser {
     }
 
     /// A server is a URL, or a path relative to this file's folder that becomes a `file://` URL.
+    /// In a `file://` URL, curl ends the path at `?` or `#`: `file:///dev/zero#` would make the
+    /// database `/dev/zero`, a download without end. Such a URL is refused; a path is escaped
+    /// as a URL's path is (`%`, `?`, `#`, spaces), so all of it stays the folder's name.
     private func server(_ value: String, at node: Node) throws -> String {
-        if value.contains("://") { return value }
+        if value.contains("://") {
+            if value.hasPrefix("file://") && value.contains(where: { $0 == "?" || $0 == "#" }) {
+                throw LayerFileError(
+                    "a file:// server is a folder, and curl would end its path at `?` or `#`; write them %3F and %23",
+                    at: at(node))
+            }
+            return value
+        }
         if value.isEmpty { throw LayerFileError("a server is a URL or a path", at: at(node)) }
         let absolute = value.hasPrefix("/") ? value : (folder as NSString).appendingPathComponent(value)
-        return "file://" + (absolute as NSString).standardizingPath
+        let path = (absolute as NSString).standardizingPath
+        guard let escaped = path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) else {
+            throw LayerFileError("a server path must be text", at: at(node))
+        }
+        return "file://" + escaped
     }
 
     private func file(_ node: Node) throws -> FileSpec {

@@ -47,6 +47,19 @@ struct LayerFileTests {
         #expect(recipe.target.files[0].mode == 0o600 && recipe.target.files[0].owner == "root:root")
     }
 
+    /// curl ends a file:// URL's path at `?` or `#`: "file:///dev/zero#" would read /dev/zero.
+    @Test("a file:// server with ? or # is refused where it is; a folder path keeps them, escaped")
+    func fileServers() throws {
+        for server in ["file:///dev/zero#", "file:///dev/zero?"] {
+            try expect(
+                "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    servers: [\"\(server)\"]\npackages: [busybox]\n",
+                at: 5, 15, "a file:// server is a folder, and curl would end its path at `?` or `#`")
+        }
+        try write("odd", "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    servers: [\"/srv/a#b?c%d e/$repo\", \"file:///srv/x%23\"]\npackages: [busybox]\n")
+        let recipe = try Recipe.load(folder + "/odd.yaml")
+        #expect(recipe.repositories(for: 0)[0].servers == ["file:///srv/a%23b%3Fc%25d%20e/$repo", "file:///srv/x%23"])
+    }
+
     @Test("an unknown key suggests the nearest known key")
     func unknownKey() throws {
         try expect("from: base\npackges: [game]\n", at: 2, 1, "unknown key `packges`; did you mean `packages`?")

@@ -487,6 +487,52 @@ struct ConfinementTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/store/layers") == [])
     }
 
+    /// libalpm's curl ends a download when its source does: a database or a package that is
+    /// /dev/zero (a symlink in some user's folder, or a file:// URL that curl cuts at `#`) was
+    /// written into the cache until the disk was full. The probe runs with a file size limit
+    /// of 1 GiB of its own, so the old code ends there (SIGXFSZ), not at the disk's end.
+    @Test("a database or a package without end is stopped at the size it may have, and nothing of it stays in the cache")
+    func downloadsWithoutEnd() throws {
+        let work = try Harness.temporaryDirectory("endless")
+        let demo = Harness.demoOut + "/repo/demo"
+        // A folder of odd characters, where a real repository might live, still works.
+        for folder in ["zero-db", "zero-package", "odd #?% name"] {
+            try FileManager.default.createDirectory(atPath: "\(work)/\(folder)/demo", withIntermediateDirectories: true)
+            for name in try FileManager.default.contentsOfDirectory(atPath: demo) where name.hasSuffix(".pkg.tar.zst") || name == "demo.db" {
+                let endless = (folder == "zero-db" && name == "demo.db") || (folder == "zero-package" && name.hasPrefix("busybox-"))
+                try FileManager.default.createSymbolicLink(atPath: "\(work)/\(folder)/demo/\(name)", withDestinationPath: endless ? "/dev/zero" : demo + "/" + name)
+            }
+        }
+        func build(_ server: String, store: String) throws -> (status: Int32, output: String) {
+            let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"\(server)\"]\n    siglevel: Never\npackages: [busybox]\n"
+            try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+            return try KernelMount.run("/usr/bin/prlimit", ["--fsize=\(1 << 30)", Harness.executable, "build", work + "/probe.yaml", "--store", store])
+        }
+        func leftovers(_ folder: String) -> [String] {
+            (FileManager.default.enumerator(atPath: folder)?.compactMap { $0 as? String } ?? [])
+                .filter { $0.hasSuffix(".part") || $0.hasSuffix("demo.db") || $0.hasSuffix(".pkg.tar.zst") }
+        }
+        let cut = try build("file:///dev/zero#", store: work + "/store-cut")
+        #expect(cut.status == 3 && cut.output.contains("probe.yaml:5:15: a file:// server is a folder"), "\(cut.output)")
+
+        let database = try build(work + "/zero-db/$repo", store: work + "/store-db")
+        #expect(database.status != 0)
+        #expect(
+            database.output.contains("probe.yaml:4:5: refresh repository demo failed: its database passed 128.0 MiB, the most libalpm takes; the download was stopped"),
+            "\(database.output)")
+        #expect(leftovers(work + "/store-db/cache") == [])
+
+        let package = try build(work + "/zero-package/$repo", store: work + "/store-package")
+        #expect(package.status != 0)
+        #expect(
+            package.output.contains("probe.yaml:4:5: the download of package busybox of repository demo passed 1.0 MiB, more than its database gives it"),
+            "\(package.output)")
+        #expect(leftovers(work + "/store-package/cache/pkg") == [])
+
+        let odd = try build(work + "/odd #?% name/$repo", store: work + "/store-odd")
+        #expect(odd.status == 0, "\(odd.output)")
+    }
+
     /// A layer file names its repositories' servers, and a file:// one may be any folder of the
     /// host's: a database of the layer author's could name a host file as a package's file, which
     /// the download would copy into the store's package cache, where every later build sees it.

@@ -46,6 +46,16 @@ int lc_unshare_mount_namespace(void);
 /// (CLONE_NEWCGROUP needs _GNU_SOURCE too).
 int lc_unshare_cgroup_namespace(void);
 
+/// Holds every file the process writes to at most `bytes` (RLIMIT_FSIZE), and counts the writes
+/// that reach past it (SIGXFSZ, caught: the write fails with EFBIG instead of ending the process).
+/// Returns 0 or an errno. Exists because a Swift closure cannot be a signal handler that touches
+/// state.
+int lc_limit_file_size(unsigned long long bytes);
+
+/// Lifts what lc_limit_file_size set, back to what was before, and says whether a write reached
+/// past the limit meanwhile.
+int lc_end_file_size_limit(void);
+
 /// Brings up the loopback interface of the calling process's network namespace (a new one starts
 /// with it down). Returns 0 or an errno value.
 int lc_bring_up_loopback(void);
