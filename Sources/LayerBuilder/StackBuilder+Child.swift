@@ -45,18 +45,9 @@ extension StackBuilder {
         var tooLarge = false
         do {
             try DownloadLimit.files(atMost: largest, reached: &tooLarge) {
-                do {
-                    try resolver.fetch(
-                        request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring
-                    ) { event in self.observer(BuildEvent(alpm: event, layer: layer.name)) }
-                } catch {
-                    // libalpm keeps what it got of a failed download, to go on from there next
-                    // time: a download cut at the limit would be gone on from, and fail again.
-                    for package in resolution.install {
-                        for suffix in [".part", ".sig.part"] { unlink(store.packageCache + "/" + package.filename + suffix) }
-                    }
-                    throw error
-                }
+                try resolver.fetch(
+                    request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring
+                ) { event in self.observer(BuildEvent(alpm: event, layer: layer.name)) }
             }
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
@@ -64,6 +55,11 @@ extension StackBuilder {
             }
         } catch let error as AlpmError {
             guard tooLarge else { throw locate(error, in: layer) }
+            // libalpm keeps what it got of a failed download, to go on from there next time; a
+            // download cut at the limit would be gone on from, and fail again.
+            for package in resolution.install {
+                for suffix in [".part", ".sig.part"] { unlink(store.packageCache + "/" + package.filename + suffix) }
+            }
             // libalpm names the file it was downloading ("failed retrieving file 'NAME' from …").
             let text = error.details.joined(separator: " ")
             let package = resolution.install.first { text.contains("'\($0.filename)'") }
