@@ -86,7 +86,15 @@ public final class StackBuilder {
                 parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
                 syncSnapshot: snapshot)
             let resolution: Resolution
+            let place = layer.packages.first?.location.description ?? layer.path
+            let watch = ResolutionWatch(
+                seconds: min(options.layerTimeLimit ?? ResolutionWatch.seconds, ResolutionWatch.seconds),
+                memory: min(options.memoryLimit ?? ResolutionWatch.memory, ResolutionWatch.memory)
+            ) { [name = layer.name] limit in
+                BuildFailure("resolving the packages of layer \(name) took \(limit): its repositories' dependencies are more than libalpm resolves in reason", at: place, code: .packages)
+            }
             do {
+                defer { watch.stop() }
                 resolution = try resolver.resolve(request, scratch: session + "/resolve-\(index)")
             } catch let error as AlpmError {
                 throw locate(error, in: layer)

@@ -43,6 +43,12 @@ struct LayerCtl: ParsableCommand {
             }
             exit(withError: error)  // --help and --version print and exit 0
         }
+        let json = (command as? JSONCommand)?.json == true
+        // A watchdog's error, from its thread, while the command is stuck in a library call.
+        ProcessEnd.install { error in
+            report(error, json: json)  // stdout is line-buffered: the record is out
+            _exit(exitStatus(errorCode(of: error)))
+        }
         do {
             try command.run()
         } catch let status as ExitCode {
@@ -50,15 +56,19 @@ struct LayerCtl: ParsableCommand {
         } catch where exitCode(for: error) == .success {
             exit(withError: error)  // help is a command that "fails" with its text
         } catch {
-            // One line, whatever a name in it holds (a layer's file names are its author's).
-            FileHandle.standardError.write(Data("layerctl: \(RawPath.printable("\(error)"))\n".utf8))
-            let code = errorCode(of: error)
-            if (command as? JSONCommand)?.json == true {
-                let failure = JSONOutput.Failure(
-                    error: .init(code: code, exitStatus: exitStatus(code), message: "\(error)"))
-                try? JSONOutput.print(failure)
-            }
-            Foundation.exit(exitStatus(code))
+            report(error, json: json)
+            Foundation.exit(exitStatus(errorCode(of: error)))
+        }
+    }
+
+    /// One line, whatever a name in it holds (a layer's file names are its author's), and the
+    /// `--json` record.
+    static func report(_ error: any Error, json: Bool) {
+        FileHandle.standardError.write(Data("layerctl: \(RawPath.printable("\(error)"))\n".utf8))
+        let code = errorCode(of: error)
+        if json {
+            let failure = JSONOutput.Failure(error: .init(code: code, exitStatus: exitStatus(code), message: "\(error)"))
+            try? JSONOutput.print(failure)
         }
     }
 }

@@ -48,8 +48,8 @@ int lc_unshare_cgroup_namespace(void);
 
 /// Holds every file the process writes to at most `bytes` (RLIMIT_FSIZE), and counts the writes
 /// that reach past it (SIGXFSZ, caught: the write fails with EFBIG instead of ending the process).
-/// Returns 0 or an errno. Exists because a Swift closure cannot be a signal handler that touches
-/// state.
+/// Returns 0 or an errno. In C, so that the limit, the handler and the signal mask are set and
+/// put back together.
 int lc_limit_file_size(unsigned long long bytes);
 
 /// Lifts what lc_limit_file_size set, back to what was before, and says whether a write reached

@@ -1,0 +1,64 @@
+import Foundation
+import Glibc
+import LayerSupport
+
+/// Holds libalpm's resolution of a layer's packages to a time and a memory limit.
+///
+/// libalpm resolves in the process that builds, and its time and memory grow with the square of
+/// a dependency chain's length: a 570 KB database of a 20,000-package chain took 190 s and 6 GB
+/// here, and a longer one would take the host's memory. A repository is the layer author's
+/// choice. A real system resolves in seconds, in less than 200 MB, so a resolution gets at most
+/// `seconds` and `memory` more than the process held before (less when `--timeout` or
+/// `--memory` say less). libalpm's call cannot be interrupted: at a limit the watch ends
+/// layerctl (`ProcessEnd`), with one line at the layer's packages. Nothing is written during a
+/// resolution, and the next run sweeps the store's `tmp/`.
+final class ResolutionWatch: @unchecked Sendable {
+    static let seconds: Double = 300
+    static let memory: Int64 = 2 << 30
+
+    // @unchecked: `done` is only touched under `condition`.
+    private let condition = NSCondition()
+    private var done = false
+
+    /// Starts watching; `failure` is the error for the limit passed ("more than 300 s").
+    init(seconds: Double, memory: Int64, failure: @escaping @Sendable (String) -> any Error) {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        let ceiling = Self.resident() + memory
+        let thread = Thread { [self] in
+            condition.lock()
+            defer { condition.unlock() }
+            while !done {
+                if condition.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.1))) { continue }
+                if done { return }
+                if Date() >= deadline {
+                    ProcessEnd.now(failure("more than \(Self.format(seconds)) s (at most \(Self.format(Self.seconds)) s, less with --timeout)"))
+                }
+                if Self.resident() > ceiling {
+                    ProcessEnd.now(
+                        failure("more than \(formatBytes(memory)) of memory (at most \(formatBytes(Self.memory)), less with --memory)"))
+                }
+            }
+        }
+        thread.name = "resolution limits"
+        thread.start()
+    }
+
+    func stop() {
+        condition.lock()
+        done = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// This process's resident memory, from /proc/self/statm.
+    private static func resident() -> Int64 {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int64(fields[1]) else { return 0 }
+        return pages * Int64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    private static func format(_ seconds: Double) -> String {
+        seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.1f", seconds)
+    }
+}
