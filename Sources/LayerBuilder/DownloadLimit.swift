@@ -1,4 +1,5 @@
 import CLayerSupport
+import Foundation
 import Glibc
 import LayerSupport
 
@@ -11,6 +12,49 @@ import LayerSupport
 enum DownloadLimit {
     /// What libalpm itself means a sync database never to exceed (be_sync.c's 128 MiB).
     static let database: Int64 = 128 << 20
+
+    /// A download that brings less than `stallBytes` in `stallSeconds` is stopped. curl gives up
+    /// only on less than a byte a second for 10 s (pacman's setting): a server that sends a byte
+    /// every half second held the build without end.
+    static let stallSeconds: Double = 30
+    static let stallBytes: Int64 = 32 << 10
+
+    /// Watches the partial files `parts` (libalpm's `FILE.part`) while downloads run, and ends the
+    /// process (`ProcessEnd`) with `failure(those still partial)` when, for `stallSeconds` on end,
+    /// some were there and all of them together grew by less than `stallBytes`. Nothing is half
+    /// written then: a `.part` is a download's prefix, which the next run may go on from.
+    static func watchStalls(parts: [String], failure: @escaping @Sendable ([String]) -> any Error) -> LimitWatch {
+        let progress = StallProgress()
+        return LimitWatch(every: 1, name: "download stalls") {
+            var present: [String] = []
+            var brought: Int64 = 0
+            for part in parts {
+                var st = stat()
+                guard stat(part, &st) == 0 else { continue }
+                present.append(part)
+                brought += max(0, Int64(st.st_size) - (progress.sizes[part] ?? 0))
+                progress.sizes[part] = Int64(st.st_size)
+            }
+            let now = Date()
+            // Only time with something downloading counts.
+            guard !present.isEmpty else {
+                progress.samples.removeAll()
+                return nil
+            }
+            progress.total += brought
+            progress.samples.append((now, progress.total))
+            progress.samples.removeAll { now.timeIntervalSince($0.time) > stallSeconds + 0.5 }
+            guard let first = progress.samples.first, now.timeIntervalSince(first.time) >= stallSeconds else { return nil }
+            return progress.total - first.total < stallBytes ? failure(present) : nil
+        }
+    }
+
+    /// What the stall watch saw, on its one thread.
+    private final class StallProgress: @unchecked Sendable {
+        var sizes: [String: Int64] = [:]
+        var total: Int64 = 0
+        var samples: [(time: Date, total: Int64)] = []
+    }
 
     /// Runs `body` with no file of this process growing past `bytes`, then lifts the limit;
     /// `reached` says whether a write went past it. The limit is the process's: nothing else may

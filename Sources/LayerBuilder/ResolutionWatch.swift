@@ -12,42 +12,23 @@ import LayerSupport
 /// `--memory` say less). libalpm's call cannot be interrupted: at a limit the watch ends
 /// layerctl (`ProcessEnd`), with one line at the layer's packages. Nothing is written during a
 /// resolution, and the next run sweeps the store's `tmp/`.
-final class ResolutionWatch: @unchecked Sendable {
+enum ResolutionWatch {
     static let seconds: Double = 300
     static let memory: Int64 = 2 << 30
 
-    // @unchecked: `done` is only touched under `condition`.
-    private let condition = NSCondition()
-    private var done = false
-
     /// Starts watching; `failure` is the error for the limit passed ("more than 300 s").
-    init(seconds: Double, memory: Int64, failure: @escaping @Sendable (String) -> any Error) {
+    static func start(seconds: Double, memory: Int64, failure: @escaping @Sendable (String) -> any Error) -> LimitWatch {
         let deadline = Date(timeIntervalSinceNow: seconds)
-        let ceiling = Self.resident() + memory
-        let thread = Thread { [self] in
-            condition.lock()
-            defer { condition.unlock() }
-            while !done {
-                if condition.wait(until: min(deadline, Date(timeIntervalSinceNow: 0.1))) { continue }
-                if done { return }
-                if Date() >= deadline {
-                    ProcessEnd.now(failure("more than \(Self.format(seconds)) s (at most \(Self.format(Self.seconds)) s, less with --timeout)"))
-                }
-                if Self.resident() > ceiling {
-                    ProcessEnd.now(
-                        failure("more than \(formatBytes(memory)) of memory (at most \(formatBytes(Self.memory)), less with --memory)"))
-                }
+        let ceiling = resident() + memory
+        return LimitWatch(every: 0.1, name: "resolution limits") {
+            if Date() >= deadline {
+                return failure("more than \(format(seconds)) s (at most \(format(Self.seconds)) s, less with --timeout)")
             }
+            if resident() > ceiling {
+                return failure("more than \(formatBytes(memory)) of memory (at most \(formatBytes(Self.memory)), less with --memory)")
+            }
+            return nil
         }
-        thread.name = "resolution limits"
-        thread.start()
-    }
-
-    func stop() {
-        condition.lock()
-        done = true
-        condition.broadcast()
-        condition.unlock()
     }
 
     /// This process's resident memory, from /proc/self/statm.

@@ -43,7 +43,22 @@ extension StackBuilder {
         // Signatures and the keyring's trust database are written too: never less than 1 MiB.
         let largest = max(resolution.install.map(\.downloadSize).max() ?? 0, 1 << 20)
         var tooLarge = false
+        let parts = resolution.install.flatMap { package in
+            [".part", ".sig.part"].map { store.packageCache + "/" + package.filename + $0 }
+        }
+        let packagePlaces = resolution.install.map {
+            (part: store.packageCache + "/" + $0.filename + ".part", name: $0.name, repository: $0.repository,
+             place: repositoryLocations[$0.repository]?.description ?? layer.path)
+        }
+        let stalls = DownloadLimit.watchStalls(parts: parts) { [layerPath = layer.path] stalled in
+            let package = packagePlaces.first { stalled.contains($0.part) }
+            return BuildFailure(
+                "the download of \(package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package") came at less than "
+                    + "\(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s; it was stopped (list a faster server first)",
+                at: package?.place ?? layerPath, code: .packages)
+        }
         do {
+            defer { stalls.stop() }
             try DownloadLimit.files(atMost: largest, reached: &tooLarge) {
                 try resolver.fetch(
                     request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring

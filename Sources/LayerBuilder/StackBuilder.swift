@@ -87,7 +87,7 @@ public final class StackBuilder {
                 syncSnapshot: snapshot)
             let resolution: Resolution
             let place = layer.packages.first?.location.description ?? layer.path
-            let watch = ResolutionWatch(
+            let watch = ResolutionWatch.start(
                 seconds: min(options.layerTimeLimit ?? ResolutionWatch.seconds, ResolutionWatch.seconds),
                 memory: min(options.memoryLimit ?? ResolutionWatch.memory, ResolutionWatch.memory)
             ) { [name = layer.name] limit in

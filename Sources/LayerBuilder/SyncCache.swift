@@ -35,6 +35,18 @@ struct SyncCache {
             // file:// servers are cheap to copy and their mtimes say little; always fetch them.
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
             var tooLarge = false
+            let parts = repositories.flatMap { repository in
+                [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }
+            }
+            let places = repositories.map { (name: $0.name, place: locate($0.name)) }
+            let stalls = DownloadLimit.watchStalls(parts: parts) { [directory] stalled in
+                let named = places.first { stalled.contains(directory + "/sync/" + $0.name + ".db.part") }
+                return BuildFailure(
+                    "refresh \(named.map { "repository \($0.name)" } ?? "the repositories") failed: its database came at less than "
+                        + "\(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s; the download was stopped (list a faster server first)",
+                    at: named?.place, code: .packages)
+            }
+            defer { stalls.stop() }
             do {
                 try Keyring.withoutLeftoverDaemons(home: gpgDirectory) {
                     try DownloadLimit.files(atMost: DownloadLimit.database, reached: &tooLarge) { try handle.refresh(force: local) }
