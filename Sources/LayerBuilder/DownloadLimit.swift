@@ -25,15 +25,24 @@ enum DownloadLimit {
     /// written then: a `.part` is a download's prefix, which the next run may go on from.
     static func watchStalls(parts: [String], failure: @escaping @Sendable ([String]) -> any Error) -> LimitWatch {
         let progress = StallProgress()
+        // One left by an earlier run, which this one does not download, never changes: it counts
+        // only once it does (libalpm opening it again to go on, or anew, changes its time).
+        for part in parts {
+            if let look = look(at: part) { progress.idle[part] = look }
+        }
         return LimitWatch(every: 1, name: "download stalls") {
             var present: [String] = []
             var brought: Int64 = 0
             for part in parts {
-                var st = stat()
-                guard stat(part, &st) == 0 else { continue }
+                guard let look = look(at: part) else { continue }
+                if let idle = progress.idle[part] {
+                    guard look != idle else { continue }
+                    progress.idle[part] = nil
+                }
+                let size = look.size
                 present.append(part)
-                brought += max(0, Int64(st.st_size) - (progress.sizes[part] ?? 0))
-                progress.sizes[part] = Int64(st.st_size)
+                brought += max(0, size - (progress.sizes[part] ?? 0))
+                progress.sizes[part] = size
             }
             let now = Date()
             // Only time with something downloading counts.
@@ -49,8 +58,24 @@ enum DownloadLimit {
         }
     }
 
+    /// A file's size and modification time, if it is there.
+    private struct Look: Equatable {
+        var size: Int64
+        var modified: timespec
+        static func == (a: Look, b: Look) -> Bool {
+            a.size == b.size && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+        }
+    }
+
+    private static func look(at path: String) -> Look? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Look(size: Int64(st.st_size), modified: st.st_mtim) : nil
+    }
+
     /// What the stall watch saw, on its one thread.
     private final class StallProgress: @unchecked Sendable {
+        /// The partial files there before the downloads began, as they were, until they change.
+        var idle: [String: Look] = [:]
         var sizes: [String: Int64] = [:]
         var total: Int64 = 0
         var samples: [(time: Date, total: Int64)] = []
