@@ -23,14 +23,14 @@ enum DownloadLimit {
     /// process (`ProcessEnd`) with `failure(those still partial)` when, for `stallSeconds` on end,
     /// some were there and all of them together grew by less than `stallBytes`. Nothing is half
     /// written then: a `.part` is a download's prefix, which the next run may go on from.
-    static func watchStalls(parts: [String], failure: @escaping @Sendable ([String]) -> any Error) -> LimitWatch {
+    static func watchStalls(parts: [String], failure: @escaping @Sendable ([String]) -> any Error) -> LimitWatch<any Error> {
         let progress = StallProgress()
         // One left by an earlier run, which this one does not download, never changes: it counts
         // only once it does (libalpm opening it again to go on, or anew, changes its time).
         for part in parts {
             if let look = look(at: part) { progress.idle[part] = look }
         }
-        return LimitWatch(every: 1, name: "download stalls") {
+        return LimitWatch(name: "download stalls", every: 1) {
             var present: [String] = []
             var brought: Int64 = 0
             for part in parts {

@@ -1,32 +1,52 @@
 import Foundation
 import LayerSupport
 
-/// A thread that looks at the process's work every `interval` seconds until it is stopped, and
-/// ends the process (`ProcessEnd`) with the error `check` returns, if it returns one: for work in a
-/// library call that cannot be interrupted (libalpm's resolution, its downloads). Whatever the
-/// process leaves then must be safe to leave.
-final class LimitWatch: @unchecked Sendable {
-    // @unchecked: `done` is only touched under `condition`.
+/// A thread that looks at some work every `interval` seconds (or only at `deadline`) until it is
+/// stopped, and acts once `check` finds a limit passed: the build's watchdog kills its namespaced
+/// work; the watches on libalpm's resolution and downloads, which run in a library call that
+/// cannot be interrupted, end the process (`ProcessEnd`), so whatever the process leaves then
+/// must be safe to leave.
+final class LimitWatch<Outcome>: @unchecked Sendable {
+    // @unchecked: `done` and `outcome` are only touched under `condition`.
     private let condition = NSCondition()
     private var done = false
+    private var outcome: Outcome?
 
-    init(every interval: Double, name: String, check: @escaping @Sendable () -> (any Error)?) {
+    init(
+        name: String, every interval: Double? = nil, until deadline: Date = .distantFuture,
+        check: @escaping @Sendable () -> Outcome?, act: @escaping @Sendable (Outcome) -> Void
+    ) {
         let thread = Thread { [self] in
             condition.lock()
             defer { condition.unlock() }
             while !done {
-                if condition.wait(until: Date(timeIntervalSinceNow: interval)) || done { continue }
-                if let error = check() { ProcessEnd.now(error) }
+                let look = interval.map { min(deadline, Date(timeIntervalSinceNow: $0)) } ?? deadline
+                if condition.wait(until: look) || done { continue }
+                if let found = check() {
+                    outcome = found
+                    act(found)
+                    return
+                }
             }
         }
         thread.name = name
         thread.start()
     }
 
-    func stop() {
+    /// Stops watching; says which limit was passed, if one was.
+    @discardableResult
+    func stop() -> Outcome? {
         condition.lock()
+        defer { condition.unlock() }
         done = true
         condition.broadcast()
-        condition.unlock()
+        return outcome
+    }
+}
+
+extension LimitWatch where Outcome == any Error {
+    /// Ends the process with the error `check` returns, if it returns one.
+    convenience init(name: String, every interval: Double, check: @escaping @Sendable () -> (any Error)?) {
+        self.init(name: name, every: interval, check: check) { ProcessEnd.now($0) }
     }
 }

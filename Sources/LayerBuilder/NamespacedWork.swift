@@ -89,7 +89,7 @@ public enum NamespacedWork {
             throw error
         }
         close(writeEnd)
-        let watchdog = timeLimit != nil || reserve != nil ? Watchdog(pid: pid, seconds: timeLimit, reserve: reserve) : nil
+        let watchdog = timeLimit != nil || reserve != nil ? Watchdog.start(pid: pid, seconds: timeLimit, reserve: reserve) : nil
         var failure: BuildFailure?
         let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
         var pending = Data()
@@ -130,49 +130,23 @@ public enum NamespacedWork {
     /// Kills a process (pid 1 of namespaced work: the rest dies with it) once its time is up, or
     /// once less than the reserve is free on the store's filesystem, which it looks at four times
     /// a second: a step that writes faster can take the reserve for that long, no longer.
-    final class Watchdog: @unchecked Sendable {
+    enum Watchdog {
         enum Stop {
             case timeLimit
             case reserve(DiskReserve.Reached)
         }
 
-        // @unchecked: `done` and `stopped` are only touched under `condition`.
-        private let condition = NSCondition()
-        private var done = false
-        private var stopped: Stop?
-
-        init(pid: pid_t, seconds: Double?, reserve: DiskReserve?) {
+        static func start(pid: pid_t, seconds: Double?, reserve: DiskReserve?) -> LimitWatch<Stop> {
             let deadline = seconds.map { Date(timeIntervalSinceNow: $0) } ?? .distantFuture
-            let thread = Thread { [self] in
-                condition.lock()
-                defer { condition.unlock() }
-                while !done {
-                    let look = reserve == nil ? deadline : min(deadline, Date(timeIntervalSinceNow: 0.25))
-                    if condition.wait(until: look) { continue }
-                    if Date() >= deadline {
-                        stopped = .timeLimit
-                    } else if let reserve {
-                        do { try reserve.check("the build") } catch let reached as DiskReserve.Reached {
-                            stopped = .reserve(reached)
-                        } catch {}
-                    }
-                    if stopped != nil {
-                        kill(pid, SIGKILL)
-                        return
-                    }
-                }
+            return LimitWatch(name: "build limits", every: reserve == nil ? nil : 0.25, until: deadline) {
+                if Date() >= deadline { return .timeLimit }
+                do { try reserve?.check("the build") } catch let reached as DiskReserve.Reached {
+                    return .reserve(reached)
+                } catch {}
+                return nil
+            } act: { _ in
+                kill(pid, SIGKILL)
             }
-            thread.name = "build limits"
-            thread.start()
-        }
-
-        /// Stops watching; says why the process was killed, if it was.
-        func stop() -> Stop? {
-            condition.lock()
-            defer { condition.unlock() }
-            done = true
-            condition.broadcast()
-            return stopped
         }
     }
 

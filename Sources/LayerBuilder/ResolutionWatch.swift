@@ -17,10 +17,10 @@ enum ResolutionWatch {
     static let memory: Int64 = 2 << 30
 
     /// Starts watching; `failure` is the error for the limit passed ("more than 300 s").
-    static func start(seconds: Double, memory: Int64, failure: @escaping @Sendable (String) -> any Error) -> LimitWatch {
+    static func start(seconds: Double, memory: Int64, failure: @escaping @Sendable (String) -> any Error) -> LimitWatch<any Error> {
         let deadline = Date(timeIntervalSinceNow: seconds)
         let ceiling = resident() + memory
-        return LimitWatch(every: 0.1, name: "resolution limits") {
+        return LimitWatch(name: "resolution limits", every: 0.1) {
             if Date() >= deadline {
                 return failure("more than \(format(seconds)) s (at most \(format(Self.seconds)) s, less with --timeout)")
             }
