@@ -5,16 +5,26 @@ import Testing
 
 /// The Alpm module against the real demo repository, without any layer machinery.
 @Suite("Alpm")
-struct AlpmTests {
+final class AlpmTests {
     static let demoOut = ProcessInfo.processInfo.environment["LAYERCTL_DEMO_OUT"]
         ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path + "/demo/out"
     static var hasDemo: Bool { FileManager.default.fileExists(atPath: demoOut + "/repo/demo/demo.db") }
 
+    /// The folders this test made, removed when it ends (each test has its own instance).
+    private var folders: [String] = []
+    deinit { for folder in folders { try? FileManager.default.removeItem(atPath: folder) } }
+
+    func temporaryFolder() -> String {
+        var template = Array("/tmp/layerctl-alpm-XXXXXX".utf8CString)
+        let folder = String(cString: mkdtemp(&template)!)
+        folders.append(folder)
+        return folder
+    }
+
     /// A fresh root and database path with the demo repository registered and refreshed.
     func handle(repo: String = "repo", in existing: String? = nil) throws -> AlpmHandle {
-        var template = Array("/tmp/layerctl-alpm-XXXXXX".utf8CString)
-        let dir = existing ?? String(cString: mkdtemp(&template)!)
+        let dir = existing ?? temporaryFolder()
         try FileManager.default.createDirectory(atPath: dir + "/root", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/db", withIntermediateDirectories: true)
         let handle = try AlpmHandle(root: dir + "/root", dbPath: dir + "/db/")
@@ -131,8 +141,7 @@ struct AlpmTests {
 
     @Test("sysupgrade takes the newer repository state", .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
     func sysupgrade() throws {
-        var template = Array("/tmp/layerctl-alpm-XXXXXX".utf8CString)
-        let dir = String(cString: mkdtemp(&template)!)
+        let dir = temporaryFolder()
         let alpm = try handle(in: dir)
         try alpm.commit(TransactionRequest(install: ["game"]))
         #expect(try alpm.resolve(TransactionRequest(sysupgrade: true)).install.isEmpty, "nothing is newer yet")

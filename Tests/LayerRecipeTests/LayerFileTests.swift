@@ -4,7 +4,7 @@ import Testing
 
 /// Every validation error names the file, line and column of the mistake.
 @Suite("Layer file validation")
-struct LayerFileTests {
+final class LayerFileTests {
     let folder: String
 
     init() throws {
@@ -12,6 +12,9 @@ struct LayerFileTests {
         folder = String(cString: mkdtemp(&template)!)
         try write("base", "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    servers: [/srv/repo/$repo]\npackages: [busybox]\n")
     }
+
+    // Each test has its own instance, and its own folder.
+    deinit { try? FileManager.default.removeItem(atPath: folder) }
 
     func write(_ name: String, _ text: String) throws {
         try text.write(toFile: folder + "/\(name).yaml", atomically: true, encoding: .utf8)
@@ -216,6 +219,7 @@ struct FailureLocationTests {
     func packageLine() throws {
         var template = Array("/tmp/layerctl-recipe-XXXXXX".utf8CString)
         let folder = String(cString: mkdtemp(&template)!)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         let text = """
             from: scratch
             arch: x86_64
