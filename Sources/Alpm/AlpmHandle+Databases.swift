@@ -91,7 +91,23 @@ extension AlpmHandle {
     func checkArchive(of db: OpaquePointer) throws {
         guard let name = string(alpm_db_get_name(db)), let dbPath = string(alpm_option_get_dbpath(raw)) else { return }
         let path = dbPath + (dbPath.hasSuffix("/") ? "" : "/") + "sync/" + name + ".db"
-        guard access(path, F_OK) == 0, let archive = archive_read_new() else { return }
+        guard access(path, F_OK) == 0, !Self.opensAsTar(path) else { return }
+        // Not kept either: a layer file names its servers, and a file:// or an internal http one
+        // could have brought a host file or a service's answer here, as `NAME.db`.
+        unlink(path)
+        unlink(path + ".sig")
+        throw AlpmError(
+            operation: "read repository", subject: name,
+            reason: "its database is no tar archive, \(Self.tarCompressions); it was not read")
+    }
+
+    /// What libalpm is given to read, in words: see `opensAsTar`.
+    public static let tarCompressions = "plain or compressed with gzip, bzip2, xz, lzma, lzip, zstd, lz4 or compress"
+
+    /// Whether the file at `path` opens, as libalpm would open it, as a tar archive whose first
+    /// header reads (an empty tar counts). Only its first block is decompressed.
+    public static func opensAsTar(_ path: String) -> Bool {
+        guard let archive = archive_read_new() else { return false }
         defer { archive_read_free(archive) }
         archive_read_support_filter_all(archive)
         archive_read_support_format_tar(archive)
@@ -99,14 +115,7 @@ extension AlpmHandle {
         let status =
             archive_read_open_filename(archive, path, 16384) == ARCHIVE_OK
             ? archive_read_next_header(archive, &entry) : ARCHIVE_FATAL
-        guard status != ARCHIVE_OK && status != ARCHIVE_EOF else { return }
-        // Not kept either: a layer file names its servers, and a file:// or an internal http one
-        // could have brought a host file or a service's answer here, as `NAME.db`.
-        unlink(path)
-        unlink(path + ".sig")
-        throw AlpmError(
-            operation: "read repository", subject: name,
-            reason: "its database is no tar archive, plain or compressed with gzip, bzip2, xz, lzma, lzip, zstd, lz4 or compress; it was not read")
+        return status == ARCHIVE_OK || status == ARCHIVE_EOF
     }
 
     /// The packages in the local database, sorted by name.

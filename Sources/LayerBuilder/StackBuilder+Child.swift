@@ -87,6 +87,19 @@ extension StackBuilder {
                 what + "; it was stopped",
                 at: package.flatMap { repositoryLocations[$0.repository]?.description } ?? layer.path, code: .input)
         }
+        // A package matches its database's sha256, but the builder's libalpm opens it as a tar
+        // alone (archive_readers.c), and would say it failed to at the builder's own path. Said
+        // here, at the repository that served it; and not kept, as a database that is no tar is not.
+        for package in resolution.install {
+            let path = store.packageCache + "/" + package.filename
+            guard !AlpmHandle.opensAsTar(path) else { continue }
+            unlink(path)
+            unlink(path + ".sig")
+            throw BuildFailure(
+                "package \(package.name) of repository \(package.repository) (\(package.filename)) is no tar archive, "
+                    + "\(AlpmHandle.tarCompressions); it was removed from the cache",
+                at: repositoryLocations[package.repository]?.description ?? layer.path, code: .packages)
+        }
         var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,
             repos: repositories.map { BuildJob.Repo(name: $0.name, servers: $0.expandedServers(arch: arch)) },

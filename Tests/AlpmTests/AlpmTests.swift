@@ -112,6 +112,41 @@ final class AlpmTests {
         }
     }
 
+    /// libalpm opens a package with every format and filter libarchive has; layerctl leaves it tar
+    /// and the libraries' decompressors (CLayerSupport's archive_readers.c), in this process as in
+    /// the builder. The builder never meets such a package (the parent refuses it first, with
+    /// `opensAsTar`), so the policy itself is shown here, where libalpm opens one.
+    @Test("a package that is a cpio is no tar to opensAsTar, and libalpm does not open it", .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
+    func packageOfNoTar() throws {
+        let work = temporaryFolder()
+        let package = "busybox-1.35.0-1-x86_64.pkg.tar.zst"
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-ec", """
+            mkdir -p "$1/files" "$1/repo/demo" "$1/root" "$1/db"
+            bsdtar -xf "$2" -C "$1/files"
+            cd "$1/files"
+            bsdtar --format newc --zstd -cf "$1/repo/demo/$3" .PKGINFO .MTREE usr
+            repo-add -q "$1/repo/demo/demo.db.tar.gz" "$1/repo/demo/$3"
+            """, "sh", work, Self.demoOut + "/repo/demo/" + package, package]
+        try shell.run()
+        shell.waitUntilExit()
+        try #require(shell.terminationStatus == 0)
+        #expect(AlpmHandle.opensAsTar(Self.demoOut + "/repo/demo/" + package))
+        #expect(!AlpmHandle.opensAsTar(work + "/repo/demo/" + package))
+        #expect(!AlpmHandle.opensAsTar(work + "/nothing-here"))
+        let alpm = try AlpmHandle(root: work + "/root", dbPath: work + "/db/")
+        try alpm.setArchitectures(["x86_64"])
+        try alpm.addCacheDir(work + "/cache")
+        try alpm.register(Repository(name: "demo", servers: ["file://\(work)/repo/$repo"],
+                                     signatureLevel: try SignatureLevel.parse("Optional").get()), arch: "x86_64")
+        try alpm.refresh(force: true)
+        #expect { try alpm.commit(TransactionRequest(install: ["busybox"])) } throws: { error in
+            "\(error)".contains("Unrecognized archive format")
+        }
+        #expect(alpm.installedPackages().isEmpty)
+    }
+
     @Test(
         "progress is reported when it changes, not for every file and chunk libalpm calls back with",
         .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
