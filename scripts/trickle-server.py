@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""An HTTP server on 127.0.0.1 that never finishes a download, for tests: every GET is answered
-200 with no length, then one byte every half second, for as long as the client stays.
+"""An HTTP server on 127.0.0.1 that never finishes a download, for tests: a GET is answered 200
+with no length, then one byte every half second, for as long as the client stays.
 
-    trickle-server.py --port-file F
+    trickle-server.py --port-file F [--files DIR --trickle SUFFIX]
 
 --port-file   where the port it listens on is written once it listens.
+--files       serve the files of DIR whole, and trickle only the names that end in SUFFIX
+              (a repository whose database comes at once and whose packages never finish).
 """
 import argparse
 import http.server
@@ -13,6 +15,8 @@ import time
 
 arguments = argparse.ArgumentParser()
 arguments.add_argument("--port-file", required=True)
+arguments.add_argument("--files")
+arguments.add_argument("--trickle", default="")
 options = arguments.parse_args()
 
 
@@ -20,6 +24,10 @@ class Trickle(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self):
+        name = os.path.basename(self.path)
+        if options.files is not None and not (options.trickle and name.endswith(options.trickle)):
+            self.whole(os.path.join(options.files, name))
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
@@ -30,6 +38,19 @@ class Trickle(http.server.BaseHTTPRequestHandler):
                 time.sleep(0.5)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def whole(self, path):
+        try:
+            with open(path, "rb") as served:
+                body = served.read()
+        except OSError:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *_):
         pass

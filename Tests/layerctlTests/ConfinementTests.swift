@@ -555,6 +555,31 @@ struct ConfinementTests {
         }
     }
 
+    /// The same watch over the packages' downloads: the database comes whole, busybox's package a
+    /// byte every half second. It is stopped in one line at the repository, and nothing of the
+    /// package is in the cache but the `.part` a later build goes on from.
+    @Test("a package that comes at less than 32 KiB in 30 s is stopped, in one line at its repository")
+    func packageDownloadStall() throws {
+        let server = try PythonHelper("trickle-server.py", folderName: "trickle-package") {
+            ["--port-file", $0 + "/port", "--files", Harness.demoOut + "/repo/demo", "--trickle", ".pkg.tar.zst"]
+        }
+        defer { server.stop() }
+        let work = try Harness.temporaryDirectory("package-stall")
+        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"http://127.0.0.1:\(server.port)/$repo\"]\n    siglevel: Never\npackages: [busybox]\n"
+        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        let result = try KernelMount.run(
+            "/usr/bin/timeout", ["120", Harness.executable, "build", work + "/probe.yaml", "--store", work + "/store"])
+        #expect(result.status == 5, "\(result.output)")
+        #expect(
+            result.output.contains(
+                "probe.yaml:4:5: the download of package busybox of repository demo came at less than 32.0 KiB in 30 s; "
+                    + "it was stopped (list a faster server first)"),
+            "\(result.output)")
+        let cached = try FileManager.default.contentsOfDirectory(atPath: work + "/store/cache/pkg")
+        #expect(cached.allSatisfy { $0.hasSuffix(".part") }, "\(cached)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/store/layers") == [])
+    }
+
     /// libalpm's resolution takes time and memory that grow with the square of a dependency
     /// chain's length: this database of 20,000 packages, each needing the next, is 570 KB, and
     /// the old code resolved it for 190 s in 6 GB before it failed at the downloads.
