@@ -2,11 +2,11 @@
 """An HTTP server on 127.0.0.1 that never finishes a download, for tests: a GET is answered 200
 with no length, then one byte every half second, for as long as the client stays.
 
-    trickle-server.py --port-file F [--files DIR --trickle SUFFIX]
+    trickle-server.py --port-file F [--files DIR [--trickle SUFFIX ...]]
 
 --port-file   where the port it listens on is written once it listens.
---files       serve the files of DIR whole, and trickle only the names that end in SUFFIX
-              (a repository whose database comes at once and whose packages never finish).
+--files       serve the files of DIR: whole, or a byte every half second for the names that end
+              in one of the SUFFIXes (a slow mirror: what comes is the file's true beginning).
 """
 import argparse
 import http.server
@@ -16,7 +16,7 @@ import time
 arguments = argparse.ArgumentParser()
 arguments.add_argument("--port-file", required=True)
 arguments.add_argument("--files")
-arguments.add_argument("--trickle", default="")
+arguments.add_argument("--trickle", nargs="*", default=[])
 options = arguments.parse_args()
 
 
@@ -25,32 +25,38 @@ class Trickle(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         name = os.path.basename(self.path)
-        if options.files is not None and not (options.trickle and name.endswith(options.trickle)):
-            self.whole(os.path.join(options.files, name))
-            return
+        body = None
+        if options.files is not None:
+            body = self.read(os.path.join(options.files, name))
+            if body is None:
+                return
+            if not any(name.endswith(suffix) for suffix in options.trickle):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         try:
-            while True:
-                self.wfile.write(b"\x1f")
+            sent = 0
+            while body is None or sent < len(body):
+                self.wfile.write(body[sent:sent + 1] if body is not None else b"\x1f")
                 self.wfile.flush()
+                sent += 1
                 time.sleep(0.5)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
-    def whole(self, path):
+    def read(self, path):
         try:
             with open(path, "rb") as served:
-                body = served.read()
+                return served.read()
         except OSError:
             self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            return None
 
     def log_message(self, *_):
         pass

@@ -1,3 +1,4 @@
+import Alpm
 import CLayerSupport
 import Foundation
 import Glibc
@@ -15,15 +16,32 @@ enum DownloadLimit {
 
     /// A download that brings less than `stallBytes` in `stallSeconds` is stopped. curl gives up
     /// only on less than a byte a second for 10 s (pacman's setting): a server that sends a byte
-    /// every half second held the build without end.
+    /// every half second held the build without end. So curl is given this floor instead
+    /// (download_floor.c) and ends such a download, and libalpm tries the repository's next
+    /// server, as after any failed download; when none is left, the refresh or the fetch fails,
+    /// and `isStall` tells that failure.
     static let stallSeconds: Double = 30
     static let stallBytes: Int64 = 32 << 10
 
-    /// Watches the partial files `parts` (libalpm's `FILE.part`) while downloads run, and ends the
-    /// process (`ProcessEnd`) with `failure(those still partial)` when, for `stallSeconds` on end,
-    /// some were there and all of them together grew by less than `stallBytes`. Nothing is half
-    /// written then: a `.part` is a download's prefix, which the next run may go on from.
-    static func watchStalls(parts: [String], failure: @escaping @Sendable ([String]) -> any Error) -> LimitWatch<any Error> {
+    /// Whether libalpm's failure is curl's, ending a download under the floor.
+    static func isStall(_ error: AlpmError) -> Bool {
+        ([error.reason] + error.details).contains { $0.contains("Operation too slow") }
+    }
+
+    /// How long the watch below waits when repositories have at most `servers` servers each:
+    /// long enough for curl to have given each server its `stallSeconds`.
+    static func watchSeconds(servers: Int) -> Double { stallSeconds * Double(max(servers, 1) + 1) }
+
+    /// What curl cannot end: a download blocked in a system call, such as a `file://` server's
+    /// file that is a FIFO no one writes. Watches the partial files `parts` (libalpm's
+    /// `FILE.part`) while downloads run, and ends the process (`ProcessEnd`) with
+    /// `failure(those still partial, the seconds waited)` when, for `watchSeconds(servers:)` on
+    /// end, some were there and all of them together grew by less than `stallBytes`. Nothing is
+    /// half written then: a `.part` is a download's prefix, which the next run may go on from.
+    static func watchStalls(
+        parts: [String], servers: Int, failure: @escaping @Sendable ([String], Int) -> any Error
+    ) -> LimitWatch<any Error> {
+        let window = watchSeconds(servers: servers)
         let progress = StallProgress()
         // One left by an earlier run, which this one does not download, never changes: it counts
         // only once it does (libalpm opening it again to go on, or anew, changes its time).
@@ -52,9 +70,9 @@ enum DownloadLimit {
             }
             progress.total += brought
             progress.samples.append((now, progress.total))
-            progress.samples.removeAll { now.timeIntervalSince($0.time) > stallSeconds + 0.5 }
-            guard let first = progress.samples.first, now.timeIntervalSince(first.time) >= stallSeconds else { return nil }
-            return progress.total - first.total < stallBytes ? failure(present) : nil
+            progress.samples.removeAll { now.timeIntervalSince($0.time) > window + 0.5 }
+            guard let first = progress.samples.first, now.timeIntervalSince(first.time) >= window else { return nil }
+            return progress.total - first.total < stallBytes ? failure(present, Int(window)) : nil
         }
     }
 
@@ -89,6 +107,9 @@ enum DownloadLimit {
         let limited = lc_limit_file_size(UInt64(max(bytes, 0)))
         if limited != 0 { throw SystemError("limit the file size of", "the downloads", errno: limited) }
         defer { reached = lc_end_file_size_limit() != 0 }
+        // And no download slower than the floor: curl ends it, and libalpm tries the next server.
+        lc_set_download_floor(Int(stallBytes) / Int(stallSeconds), Int(stallSeconds))
+        defer { lc_set_download_floor(0, 0) }
         return try body()
     }
 }

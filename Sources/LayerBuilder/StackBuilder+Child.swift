@@ -50,11 +50,12 @@ extension StackBuilder {
             (part: store.packageCache + "/" + $0.filename + ".part", name: $0.name, repository: $0.repository,
              place: repositoryLocations[$0.repository]?.description ?? layer.path)
         }
-        let stalls = DownloadLimit.watchStalls(parts: parts) { [layerPath = layer.path] stalled in
+        let servers = repositories.map(\.servers.count).max() ?? 1
+        let stalls = DownloadLimit.watchStalls(parts: parts, servers: servers) { [layerPath = layer.path] stalled, seconds in
             let package = packagePlaces.first { stalled.contains($0.part) }
             return BuildFailure(
-                "the download of \(package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package") came at less than "
-                    + "\(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s; it was stopped (list a faster server first)",
+                "the download of \(package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package") brought less than "
+                    + "\(formatBytes(DownloadLimit.stallBytes)) in \(seconds) s; it was stopped",
                 at: package?.place ?? layerPath, code: .packages)
         }
         do {
@@ -68,6 +69,15 @@ extension StackBuilder {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                 repositoryLocations[name]?.description ?? layer.path
             }
+        } catch let error as AlpmError where DownloadLimit.isStall(error) {
+            // libalpm names each file whose download curl ended ("failed retrieving file 'NAME' …").
+            let text = error.details.joined(separator: " ")
+            let package = resolution.install.first { text.contains("'\($0.filename)'") }
+            throw BuildFailure(
+                "the download of \(package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package") came at less than "
+                    + "\(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s from each of its servers; "
+                    + "it was stopped (list a faster server)",
+                at: package.flatMap { repositoryLocations[$0.repository]?.description } ?? layer.path, code: .packages)
         } catch let error as AlpmError {
             guard tooLarge else { throw locate(error, in: layer) }
             // libalpm keeps what it got of a failed download, to go on from there next time; a

@@ -39,11 +39,12 @@ struct SyncCache {
                 [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }
             }
             let places = repositories.map { (name: $0.name, place: locate($0.name)) }
-            let stalls = DownloadLimit.watchStalls(parts: parts) { [directory] stalled in
+            let servers = repositories.map(\.servers.count).max() ?? 1
+            let stalls = DownloadLimit.watchStalls(parts: parts, servers: servers) { [directory] stalled, seconds in
                 let named = places.first { stalled.contains(directory + "/sync/" + $0.name + ".db.part") }
                 return BuildFailure(
-                    "refresh \(named.map { "repository \($0.name)" } ?? "the repositories") failed: its database came at less than "
-                        + "\(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s; the download was stopped (list a faster server first)",
+                    "refresh \(named.map { "repository \($0.name)" } ?? "the repositories") failed: its database brought less than "
+                        + "\(formatBytes(DownloadLimit.stallBytes)) in \(seconds) s; the download was stopped",
                     at: named?.place, code: .packages)
             }
             defer { stalls.stop() }
@@ -59,6 +60,9 @@ struct SyncCache {
                 let reason =
                     tooLarge
                     ? "its database passed \(formatBytes(DownloadLimit.database)), the most libalpm takes; the download was stopped"
+                    : DownloadLimit.isStall(error)
+                    ? "its database came at less than \(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s "
+                        + "from each of its servers; the download was stopped (list a faster server)"
                     : ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
                 throw BuildFailure(
                     "refresh \(named.map { "repository \($0)" } ?? "the repositories") failed: \(reason)",

@@ -56,6 +56,10 @@ int lc_limit_file_size(unsigned long long bytes);
 /// past the limit meanwhile.
 int lc_end_file_size_limit(void);
 
+/// Sets, for the calling thread alone, the slowest a download of libalpm's may come before curl
+/// ends it (download_floor.c): at least `bytes_per_second`, sustained for `seconds`. 0, 0 lifts it.
+void lc_set_download_floor(long bytes_per_second, long seconds);
+
 /// Brings up the loopback interface of the calling process's network namespace (a new one starts
 /// with it down). Returns 0 or an errno value.
 int lc_bring_up_loopback(void);
