@@ -25,12 +25,18 @@ struct PackageResolver {
         let handle = try handle(scratch: scratch)
         var relations: [String: (depends: [String], provides: [String])] = [:]
         for package in packages { relations[package.name] = handle.relations(of: package.name, in: package.repository) }
+        // Which of `packages` satisfy a name: itself, and what provides it. Linear in the packages
+        // and their relations (a layer's transaction may hold thousands of packages).
+        var satisfying: [String: [String]] = [:]
+        for package in packages {
+            satisfying[package.name, default: []].append(package.name)
+            for provided in relations[package.name]?.provides ?? [] { satisfying[provided, default: []].append(package.name) }
+        }
         var closure = names
         var queue = Array(names)
         while let name = queue.popLast() {
             for dependency in relations[name]?.depends ?? [] {
-                let needed = packages.filter { $0.name == dependency || relations[$0.name]?.provides.contains(dependency) == true }
-                for package in needed where closure.insert(package.name).inserted { queue.append(package.name) }
+                for needed in satisfying[dependency] ?? [] where closure.insert(needed).inserted { queue.append(needed) }
             }
         }
         return closure
