@@ -158,7 +158,11 @@ extension AlpmHandle {
         for db in dbs { list = alpm_list_add(list, UnsafeMutableRawPointer(db)) }
         defer { alpm_list_free(list) }
         if let pkg = alpm_find_dbs_satisfier(raw, list, name) { return [pkg] }
-        throw AlpmError(operation: "install", subject: target, reason: "target not found in any repository")
+        // libalpm leaves out a database entry it refuses (a file name with a `/`, say) and logs why,
+        // at each look into the database: the lines that name the target say more than "not found".
+        var seen = Set<String>()
+        let why = recentErrors.filter { $0.contains(name) && seen.insert($0).inserted }.prefix(4)
+        throw AlpmError(operation: "install", subject: target, reason: "target not found in any repository", details: Array(why))
     }
 
     private func currentResolution() -> Resolution {

@@ -659,9 +659,11 @@ struct ConfinementTests {
         try "root:a secret of the host's\n".write(toFile: work + "/secret/shadow", atomically: true, encoding: .utf8)
         let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: evil\n    servers: [file://\(work)/repo, file://\(work)/secret]\n    siglevel: Never\npackages: [evilpkg]\n"
         try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
-        let desc = "%FILENAME%\nshadow\n\n%NAME%\nevilpkg\n\n%VERSION%\n1.0-1\n\n%ARCH%\nany\n\n%CSIZE%\n28\n\n"
-        // Without a sha256, and with one that is not the file's.
-        for (index, checksum) in ["", "%SHA256SUM%\n" + String(repeating: "0", count: 64) + "\n\n"].enumerated() {
+        let sha256 = "%SHA256SUM%\n" + String(repeating: "0", count: 64) + "\n\n"
+        // Without a sha256, with one that is not the file's, and with a file name that leaves the
+        // server's folder, which libalpm refuses and says so only in its log: its line is shown.
+        for (index, (filename, checksum)) in [("shadow", ""), ("shadow", sha256), ("../secret/shadow", sha256)].enumerated() {
+            let desc = "%FILENAME%\n\(filename)\n\n%NAME%\nevilpkg\n\n%VERSION%\n1.0-1\n\n%ARCH%\nany\n\n%CSIZE%\n28\n\n"
             try (desc + checksum).write(toFile: work + "/db/evilpkg-1.0-1/desc", atomically: true, encoding: .utf8)
             let tar = try KernelMount.run("/usr/bin/tar", ["-czf", work + "/repo/evil.db", "-C", work + "/db", "evilpkg-1.0-1"])
             #expect(tar.status == 0, "\(tar.output)")
@@ -670,6 +672,13 @@ struct ConfinementTests {
             #expect(result.status != 0, "\(result.stderr)")
             if checksum.isEmpty {
                 #expect(result.stderr.contains("probe.yaml:4:5: package evilpkg of repository evil has no sha256 in its database"), "\(result.stderr)")
+            }
+            if filename.contains("/") {
+                #expect(
+                    result.stderr.contains(
+                        "probe.yaml:7:12: install evilpkg failed: target not found in any repository; "
+                            + "evil database is inconsistent: filename of package evilpkg is illegal;"),
+                    "\(result.stderr)")
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/cache/pkg") == [], "case \(index)")
         }
