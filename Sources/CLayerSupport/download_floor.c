@@ -5,7 +5,8 @@
 // This file defines curl_easy_setopt in layerctl itself, as archive_readers.c defines
 // libarchive's "all" readers: libalpm's calls land here, and reach libcurl's own function through
 // dlsym(RTLD_NEXT). While the calling thread has a floor set (lc_set_download_floor), a low speed
-// limit or time below the floor is raised to it. curl then ends a download that comes slower,
+// limit below the floor's bytes a second is raised to it, and the low speed time becomes the
+// floor's (libalpm's 10 s, 30 s: a short lull is no stall). curl then ends a download that comes slower,
 // and libalpm goes on to the repository's next server, as it does after any failed download.
 // With no floor set (every other thread, and layerctl's own registry client) a call passes
 // unchanged.
