@@ -22,15 +22,16 @@ final class AlpmTests {
         return folder
     }
 
-    /// A fresh root and database path with the demo repository registered and refreshed.
-    func handle(repo: String = "repo", in existing: String? = nil) throws -> AlpmHandle {
+    /// A fresh root and database path with the demo repository registered and refreshed; `repo`
+    /// is a folder of demo/out, or `from` any folder that holds repositories.
+    func handle(repo: String = "repo", from folder: String? = nil, in existing: String? = nil) throws -> AlpmHandle {
         let dir = existing ?? temporaryFolder()
         try FileManager.default.createDirectory(atPath: dir + "/root", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir + "/db", withIntermediateDirectories: true)
         let handle = try AlpmHandle(root: dir + "/root", dbPath: dir + "/db/")
         try handle.setArchitectures(["x86_64"])
         try handle.addCacheDir(dir + "/cache")
-        try handle.register(Repository(name: "demo", servers: ["file://\(Self.demoOut)/\(repo)/$repo"],
+        try handle.register(Repository(name: "demo", servers: ["file://\(folder ?? Self.demoOut + "/" + repo)/$repo"],
                                        signatureLevel: try SignatureLevel.parse("Optional").get()), arch: "x86_64")
         try handle.refresh(force: true)
         return handle
@@ -123,7 +124,7 @@ final class AlpmTests {
         let shell = Process()
         shell.executableURL = URL(fileURLWithPath: "/bin/sh")
         shell.arguments = ["-ec", """
-            mkdir -p "$1/files" "$1/repo/demo" "$1/root" "$1/db"
+            mkdir -p "$1/files" "$1/repo/demo"
             bsdtar -xf "$2" -C "$1/files"
             cd "$1/files"
             bsdtar --format newc --zstd -cf "$1/repo/demo/$3" .PKGINFO .MTREE usr
@@ -135,12 +136,7 @@ final class AlpmTests {
         #expect(AlpmHandle.opensAsTar(Self.demoOut + "/repo/demo/" + package))
         #expect(!AlpmHandle.opensAsTar(work + "/repo/demo/" + package))
         #expect(!AlpmHandle.opensAsTar(work + "/nothing-here"))
-        let alpm = try AlpmHandle(root: work + "/root", dbPath: work + "/db/")
-        try alpm.setArchitectures(["x86_64"])
-        try alpm.addCacheDir(work + "/cache")
-        try alpm.register(Repository(name: "demo", servers: ["file://\(work)/repo/$repo"],
-                                     signatureLevel: try SignatureLevel.parse("Optional").get()), arch: "x86_64")
-        try alpm.refresh(force: true)
+        let alpm = try handle(from: work + "/repo")
         #expect { try alpm.commit(TransactionRequest(install: ["busybox"])) } throws: { error in
             "\(error)".contains("Unrecognized archive format")
         }
