@@ -33,8 +33,8 @@ public struct BuildJob: Codable, Sendable {
     var repos: [Repo]
     /// A private copy of the sync databases, so a refresh elsewhere cannot change this build.
     var syncDirectory: String
-    /// The store's package cache, which holds every package of the transaction, checked, before the
-    /// build starts; the build sees it read-only.
+    /// The packages of the transaction, checked, before the build starts: hard links into the
+    /// store's package cache, in the build's folder, and no other package; the build sees it read-only.
     var packageCache: String
     var install: [String]
     var remove: [String]

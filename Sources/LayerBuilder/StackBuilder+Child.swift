@@ -110,10 +110,19 @@ extension StackBuilder {
                     + "\(AlpmHandle.tarCompressions); it was removed from the cache",
                 at: repositoryLocations[package.repository]?.description ?? layer.path, code: .packages)
         }
+        // The build sees the packages it installs, and not the store's whole cache: other layers'
+        // packages, from other repositories, some perhaps private, which a stranger's `run:` could
+        // copy into its layer or, with the network, send away. Hard links, so a package is the
+        // file checked here even if another build replaces the cache's copy meanwhile.
+        let transactionPackages = buildDirectory + "/packages"
+        try FileSystem.makeDirectories(transactionPackages)
+        for package in resolution.install {
+            try FileSystem.linkOrCopy(store.packageCache + "/" + package.filename, to: transactionPackages + "/" + package.filename)
+        }
         var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,
             repos: repositories.map { BuildJob.Repo(name: $0.name, servers: $0.expandedServers(arch: arch)) },
-            syncDirectory: snapshot, packageCache: store.packageCache, install: request.install, remove: request.remove,
+            syncDirectory: snapshot, packageCache: transactionPackages, install: request.install, remove: request.remove,
             expected: resolution.install,
             files: try layer.files.map { file in
                 BuildJob.File(

@@ -721,7 +721,7 @@ struct ConfinementTests {
         #expect(result.stderr.contains("probe | inner reached"), "\(result.stderr)")
     }
 
-    @Test("run: and scriptlets see the layer's root, the build's processes, its own devices, loopback and cgroup, with few privileges")
+    @Test("run: and scriptlets see the layer's root, the build's processes, its own devices, loopback, cgroup and packages, with few privileges")
     func whatTheBuildSees() throws {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
@@ -733,8 +733,9 @@ struct ConfinementTests {
             "mknod /etc/null c 1 3 && echo made > /etc/null-made",
             "(ulimit -Hc; ulimit -c unlimited 2>&1 || echo refused) > /etc/core",
             "cat /proc/self/cgroup > /etc/cgroups",
+            "ls /run/layerctl/packages > /etc/packages-seen",
         ]
-        try ("from: base\nrun:\n" + facts.map { "  - \($0)\n" }.joined()).write(
+        try ("from: base\npackages: [game]\nrun:\n" + facts.map { "  - \($0)\n" }.joined()).write(
             toFile: layers + "/facts.yaml", atomically: true, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/facts.yaml", "--store", store])
         #expect(result.status == 0, "\(result.stderr)")
@@ -760,6 +761,9 @@ struct ConfinementTests {
         #expect(lines("core").first == "0" && lines("core").last == "refused", "\(lines("core"))")
         // The build's cgroup is the root of what it sees: no host path, no layerctl pid.
         #expect(!lines("cgroups").isEmpty && lines("cgroups").allSatisfy { $0.hasSuffix(":/") }, "\(lines("cgroups"))")
+        // The packages it installs, and none of the others in the store's cache (base's six and
+        // their dependencies).
+        #expect(lines("packages-seen") == ["game-1.0-1-any.pkg.tar.zst"], "\(lines("packages-seen"))")
     }
 
     @Test("a package's scriptlet runs as confined as run: does, and its escape fails")
