@@ -2,11 +2,13 @@
 """An HTTP server on 127.0.0.1 that never finishes a download, for tests: a GET is answered 200
 with no length, then one byte every half second, for as long as the client stays.
 
-    trickle-server.py --port-file F [--files DIR [--trickle SUFFIX ...]]
+    trickle-server.py --port-file F [--files DIR [--trickle SUFFIX ...]] [--for SECONDS]
 
 --port-file   where the port it listens on is written once it listens.
 --files       serve the files of DIR: whole, or a byte every half second for the names that end
               in one of the SUFFIXes (a slow mirror: what comes is the file's true beginning).
+--for         end each trickle after SECONDS, closing the connection (a client that never gives
+              up then fails otherwise, instead of hanging a test).
 """
 import argparse
 import http.server
@@ -17,6 +19,7 @@ arguments = argparse.ArgumentParser()
 arguments.add_argument("--port-file", required=True)
 arguments.add_argument("--files")
 arguments.add_argument("--trickle", nargs="*", default=[])
+arguments.add_argument("--for", dest="seconds", type=float)
 options = arguments.parse_args()
 
 
@@ -42,7 +45,10 @@ class Trickle(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         try:
             sent = 0
-            while body is None or sent < len(body):
+            started = time.monotonic()
+            while (body is None or sent < len(body)) and (
+                options.seconds is None or time.monotonic() - started < options.seconds
+            ):
                 self.wfile.write(body[sent:sent + 1] if body is not None else b"\x1f")
                 self.wfile.flush()
                 sent += 1

@@ -20,8 +20,8 @@ enum DownloadLimit {
     /// (download_floor.c) and ends such a download, and libalpm tries the repository's next
     /// server, as after any failed download; when none is left, the refresh or the fetch fails,
     /// and `isStall` tells that failure.
-    static let stallSeconds: Double = 30
-    static let stallBytes: Int64 = 32 << 10
+    static let stallSeconds = Double(DownloadFloor.seconds)
+    static let stallBytes = DownloadFloor.bytes
 
     /// Whether libalpm's failure is curl's, ending a download under the floor.
     static func isStall(_ error: AlpmError) -> Bool {
@@ -108,7 +108,7 @@ enum DownloadLimit {
         if limited != 0 { throw SystemError("limit the file size of", "the downloads", errno: limited) }
         defer { reached = lc_end_file_size_limit() != 0 }
         // And no download slower than the floor: curl ends it, and libalpm tries the next server.
-        lc_set_download_floor(Int(stallBytes) / Int(stallSeconds), Int(stallSeconds))
+        lc_set_download_floor(DownloadFloor.bytesPerSecond, DownloadFloor.seconds)
         defer { lc_set_download_floor(0, 0) }
         return try body()
     }

@@ -49,8 +49,9 @@ struct TransportError: Error, CustomStringConvertible {
 
 /// Makes requests, one at a time, on one libcurl handle: its connections (and TLS sessions) are
 /// kept for the next request to the same host. `allowPlainHTTP` lets `http://` URLs (and
-/// redirects to them) through; without it only `https://` is spoken. A transfer that moves no byte
-/// for a minute is dropped, so a stalled server cannot hang the tool.
+/// redirects to them) through; without it only `https://` is spoken. A transfer that moves less
+/// than `DownloadFloor` (32 KiB in 30 s) is dropped, so a stalled or trickling server cannot hang
+/// the tool (curl's usual floor, a byte a second, let one that sends a byte every half second).
 final class HTTPTransfer {
     let allowPlainHTTP: Bool
     /// The certificates to trust instead of the system's (PEM), when a registry has its own CA.
@@ -58,7 +59,6 @@ final class HTTPTransfer {
     /// A folder of hashed CA certificates to trust instead of libcurl's bundle, read as needed.
     var certificateFolder: String?
     var connectTimeout = 30
-    var stallSeconds = 60
     private let curl: UnsafeMutableRawPointer
 
     init(allowPlainHTTP: Bool) throws {
@@ -107,8 +107,8 @@ final class HTTPTransfer {
             set(lc_curl_set_string(curl, CURLOPT_CAPATH, certificateFolder))
         }
         set(lc_curl_set_long(curl, CURLOPT_CONNECTTIMEOUT, connectTimeout))
-        set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_LIMIT, 1))
-        set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_TIME, stallSeconds))
+        set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_LIMIT, DownloadFloor.bytesPerSecond))
+        set(lc_curl_set_long(curl, CURLOPT_LOW_SPEED_TIME, DownloadFloor.seconds))
         set(lc_curl_set_string(curl, CURLOPT_USERAGENT, "layerctl"))
         set(lc_curl_set_pointer(curl, CURLOPT_HTTPHEADER, UnsafeMutableRawPointer(headerList)))
         set(lc_curl_set_pointer(curl, CURLOPT_ERRORBUFFER, errorBuffer))

@@ -568,6 +568,26 @@ extension ShareTests {
 }
 
 extension ShareTests {
+    /// curl's usual floor, a byte a second for a minute, let a registry that sends a byte every
+    /// half second hold a pull without end: a stranger's `from:` image could hang the tool. The
+    /// floor is now 32 KiB in 30 s. The server closes after 45 s, so the old code fails here (on
+    /// the bytes it got) instead of hanging; no retries, so one attempt tells.
+    @Test("a registry that trickles is dropped after 30 s, not waited on for ever")
+    func tricklingRegistry() throws {
+        let server = try PythonHelper("trickle-server.py", folderName: "trickle-registry") {
+            ["--port-file", $0 + "/port", "--for", "45"]
+        }
+        defer { server.stop() }
+        let reference = try ImageReference(parsing: "127.0.0.1:\(server.port)/steve/base:1")
+        var options = RegistryOptions()
+        options.retries = 0
+        #expect {
+            _ = try RegistryClient(reference, options: options).manifest(reference.repository, "1")
+        } throws: { error in
+            "\(error)".contains("Operation too slow. Less than 1092 bytes/sec transferred the last 30 seconds")
+        }
+    }
+
     @Test("stage REF of an image with no kernel: one error, nothing staged, its layers stored whole, nothing left in tmp/")
     func stageReferenceWithoutKernel() throws {
         let store = try Self.builtDemo()
