@@ -14,14 +14,13 @@ enum DownloadLimit {
     /// What libalpm itself means a sync database never to exceed (be_sync.c's 128 MiB).
     static let database: Int64 = 128 << 20
 
-    /// A download that brings less than `stallBytes` in `stallSeconds` is stopped. curl gives up
-    /// only on less than a byte a second for 10 s (pacman's setting): a server that sends a byte
-    /// every half second held the build without end. So curl is given this floor instead
-    /// (download_floor.c) and ends such a download, and libalpm tries the repository's next
-    /// server, as after any failed download; when none is left, the refresh or the fetch fails,
-    /// and `isStall` tells that failure.
-    static let stallSeconds = Double(DownloadFloor.seconds)
-    static let stallBytes = DownloadFloor.bytes
+    /// A download slower than `DownloadFloor` is stopped. curl gives up only on less than a byte a
+    /// second for 10 s (pacman's setting): a server that sends a byte every half second held the
+    /// build without end. So curl is given the floor instead (download_floor.c) and ends such a
+    /// download, and libalpm tries the repository's next server, as after any failed download;
+    /// when none is left, the refresh or the fetch fails, and `isStall` tells that failure, which
+    /// `stalled` words.
+    static let stalled = "came at less than \(formatBytes(DownloadFloor.bytes)) in \(DownloadFloor.seconds) s from each of its servers"
 
     /// Whether libalpm's failure is curl's, ending a download under the floor.
     static func isStall(_ error: AlpmError) -> Bool {
@@ -29,14 +28,14 @@ enum DownloadLimit {
     }
 
     /// How long the watch below waits when repositories have at most `servers` servers each:
-    /// long enough for curl to have given each server its `stallSeconds`.
-    static func watchSeconds(servers: Int) -> Double { stallSeconds * Double(max(servers, 1) + 1) }
+    /// long enough for curl to have given each server its `DownloadFloor.seconds`.
+    static func watchSeconds(servers: Int) -> Double { Double(DownloadFloor.seconds * (max(servers, 1) + 1)) }
 
     /// What curl cannot end: a download blocked in a system call, such as a `file://` server's
     /// file that is a FIFO no one writes. Watches the partial files `parts` (libalpm's
     /// `FILE.part`) while downloads run, and ends the process (`ProcessEnd`) with
     /// `failure(those still partial, the seconds waited)` when, for `watchSeconds(servers:)` on
-    /// end, some were there and all of them together grew by less than `stallBytes`. Nothing is
+    /// end, some were there and all of them together grew by less than `DownloadFloor.bytes`. Nothing is
     /// half written then: a `.part` is a download's prefix, which the next run may go on from.
     static func watchStalls(
         parts: [String], servers: Int, failure: @escaping @Sendable ([String], Int) -> any Error
@@ -72,7 +71,7 @@ enum DownloadLimit {
             progress.samples.append((now, progress.total))
             progress.samples.removeAll { now.timeIntervalSince($0.time) > window + 0.5 }
             guard let first = progress.samples.first, now.timeIntervalSince(first.time) >= window else { return nil }
-            return progress.total - first.total < stallBytes ? failure(present, Int(window)) : nil
+            return progress.total - first.total < DownloadFloor.bytes ? failure(present, Int(window)) : nil
         }
     }
 

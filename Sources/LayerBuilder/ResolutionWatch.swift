@@ -22,7 +22,8 @@ enum ResolutionWatch {
         let ceiling = resident() + memory
         return LimitWatch(name: "resolution limits", every: 0.1) {
             if Date() >= deadline {
-                return failure("more than \(format(seconds)) s (at most \(format(Self.seconds)) s, less with --timeout)")
+                return failure(
+                    "more than \(StackBuilder.shown(seconds: seconds)) s (at most \(StackBuilder.shown(seconds: Self.seconds)) s, less with --timeout)")
             }
             if resident() > ceiling {
                 return failure("more than \(formatBytes(memory)) of memory (at most \(formatBytes(Self.memory)), less with --memory)")
@@ -37,9 +38,5 @@ enum ResolutionWatch {
         let fields = text.split(separator: " ")
         guard fields.count > 1, let pages = Int64(fields[1]) else { return 0 }
         return pages * Int64(sysconf(Int32(_SC_PAGESIZE)))
-    }
-
-    private static func format(_ seconds: Double) -> String {
-        seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.1f", seconds)
     }
 }

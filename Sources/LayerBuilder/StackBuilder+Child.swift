@@ -28,6 +28,10 @@ extension StackBuilder {
             }
         }
         try checkReserve(at: layer.path)
+        // The place of a package's repository, for the messages below.
+        let place = { @Sendable [layerPath = layer.path] (package: PackageFile?) in
+            package.flatMap { repositoryLocations[$0.repository]?.description } ?? layerPath
+        }
         // A package is downloaded from its repository's servers, which a layer file names: a
         // file:// one may be any folder of the host's. Only a file whose sha256 the database
         // names can be kept in the cache (libalpm deletes one that differs), so no host file the
@@ -37,7 +41,7 @@ extension StackBuilder {
             throw BuildFailure(
                 "package \(package.name) of repository \(package.repository) has no \(package.sha256.isEmpty ? "sha256" : "size") in its database: "
                     + "layerctl installs no package it cannot check (repo-add writes both)",
-                at: repositoryLocations[package.repository]?.description ?? layer.path, code: .input)
+                at: place(package), code: .input)
         }
         // The build has no network, and no keyring: its packages enter the cache, checked, now.
         // Signatures and the keyring's trust database are written too: never less than 1 MiB.
@@ -46,17 +50,19 @@ extension StackBuilder {
         let parts = resolution.install.flatMap { package in
             [".part", ".sig.part"].map { store.packageCache + "/" + package.filename + $0 }
         }
-        let packagePlaces = resolution.install.map {
-            (part: store.packageCache + "/" + $0.filename + ".part", name: $0.name, repository: $0.repository,
-             place: repositoryLocations[$0.repository]?.description ?? layer.path)
+        let download = { @Sendable (package: PackageFile?) in
+            "the download of " + (package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package")
+        }
+        // libalpm names each file it failed to download ("failed retrieving file 'NAME' from …").
+        let named = { (error: AlpmError) in
+            resolution.install.first { package in error.details.contains { $0.contains("'\(package.filename)'") } }
         }
         let servers = repositories.map(\.servers.count).max() ?? 1
-        let stalls = DownloadLimit.watchStalls(parts: parts, servers: servers) { [layerPath = layer.path] stalled, seconds in
-            let package = packagePlaces.first { stalled.contains($0.part) }
+        let stalls = DownloadLimit.watchStalls(parts: parts, servers: servers) { [cache = store.packageCache, install = resolution.install] stalled, seconds in
+            let package = install.first { stalled.contains(cache + "/" + $0.filename + ".part") }
             return BuildFailure(
-                "the download of \(package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package") brought less than "
-                    + "\(formatBytes(DownloadLimit.stallBytes)) in \(seconds) s; it was stopped",
-                at: package?.place ?? layerPath, code: .packages)
+                download(package) + " brought less than \(formatBytes(DownloadFloor.bytes)) in \(seconds) s; it was stopped",
+                at: place(package), code: .packages)
         }
         do {
             defer { stalls.stop() }
@@ -70,14 +76,10 @@ extension StackBuilder {
                 repositoryLocations[name]?.description ?? layer.path
             }
         } catch let error as AlpmError where DownloadLimit.isStall(error) {
-            // libalpm names each file whose download curl ended ("failed retrieving file 'NAME' …").
-            let text = error.details.joined(separator: " ")
-            let package = resolution.install.first { text.contains("'\($0.filename)'") }
+            let package = named(error)
             throw BuildFailure(
-                "the download of \(package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package") came at less than "
-                    + "\(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s from each of its servers; "
-                    + "it was stopped (list a faster server)",
-                at: package.flatMap { repositoryLocations[$0.repository]?.description } ?? layer.path, code: .packages)
+                download(package) + " \(DownloadLimit.stalled); it was stopped (list a faster server)", at: place(package),
+                code: .packages)
         } catch let error as AlpmError {
             guard tooLarge else { throw locate(error, in: layer) }
             // libalpm keeps what it got of a failed download, to go on from there next time; a
@@ -85,17 +87,12 @@ extension StackBuilder {
             for package in resolution.install {
                 for suffix in [".part", ".sig.part"] { unlink(store.packageCache + "/" + package.filename + suffix) }
             }
-            // libalpm names the file it was downloading ("failed retrieving file 'NAME' from …").
-            let text = error.details.joined(separator: " ")
-            let package = resolution.install.first { text.contains("'\($0.filename)'") }
+            let package = named(error)
             let what =
                 package.map {
-                    "the download of package \($0.name) of repository \($0.repository) passed \(formatBytes(largest)), "
-                        + "more than its database gives it (\(formatBytes($0.downloadSize)))"
+                    download($0) + " passed \(formatBytes(largest)), more than its database gives it (\(formatBytes($0.downloadSize)))"
                 } ?? "a package's download passed \(formatBytes(largest)), more than its database gives any package"
-            throw BuildFailure(
-                what + "; it was stopped",
-                at: package.flatMap { repositoryLocations[$0.repository]?.description } ?? layer.path, code: .input)
+            throw BuildFailure(what + "; it was stopped", at: place(package), code: .input)
         }
         // A package matches its database's sha256, but the builder's libalpm opens it as a tar
         // alone (archive_readers.c), and would say it failed to at the builder's own path. Said
@@ -108,7 +105,7 @@ extension StackBuilder {
             throw BuildFailure(
                 "package \(package.name) of repository \(package.repository) (\(package.filename)) is no tar archive, "
                     + "\(AlpmHandle.tarCompressions); it was removed from the cache",
-                at: repositoryLocations[package.repository]?.description ?? layer.path, code: .packages)
+                at: place(package), code: .packages)
         }
         // The build sees the packages it installs, and not the store's whole cache: other layers'
         // packages, from other repositories, some perhaps private, which a stranger's `run:` could

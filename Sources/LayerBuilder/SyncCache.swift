@@ -44,7 +44,7 @@ struct SyncCache {
                 let named = places.first { stalled.contains(directory + "/sync/" + $0.name + ".db.part") }
                 return BuildFailure(
                     "refresh \(named.map { "repository \($0.name)" } ?? "the repositories") failed: its database brought less than "
-                        + "\(formatBytes(DownloadLimit.stallBytes)) in \(seconds) s; the download was stopped",
+                        + "\(formatBytes(DownloadFloor.bytes)) in \(seconds) s; the download was stopped",
                     at: named?.place, code: .packages)
             }
             defer { stalls.stop() }
@@ -61,8 +61,7 @@ struct SyncCache {
                     tooLarge
                     ? "its database passed \(formatBytes(DownloadLimit.database)), the most libalpm takes; the download was stopped"
                     : DownloadLimit.isStall(error)
-                    ? "its database came at less than \(formatBytes(DownloadLimit.stallBytes)) in \(Int(DownloadLimit.stallSeconds)) s "
-                        + "from each of its servers; the download was stopped (list a faster server)"
+                    ? "its database \(DownloadLimit.stalled); the download was stopped (list a faster server)"
                     : ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
                 throw BuildFailure(
                     "refresh \(named.map { "repository \($0)" } ?? "the repositories") failed: \(reason)",
