@@ -11,6 +11,7 @@ import RegistryClient
 extension LayerCtl {
     struct Build: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "build",
             abstract: "Builds a layer file and every layer it comes from.",
             discussion: """
                 The layers are built root first. Each one is resolved with libalpm against its parent's packages, \

@@ -7,6 +7,7 @@ import LayerSupport
 extension LayerCtl {
     struct Changes: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "changes",
             abstract: "Shows what changed since boot: what the next boot forgets.",
             discussion: """
                 It reads the tmpfs that takes this boot's writes (/run/layerctl/rw/upper) against the image \

@@ -8,6 +8,7 @@ import LayerSupport
 extension LayerCtl {
     struct Diff: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "diff",
             abstract: "Shows what one layer, image or system adds to another.",
             discussion: """
                 Each side is a layer (the merged stack up to it: a name, key or unique key prefix), a squashfs \

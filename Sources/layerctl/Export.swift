@@ -9,6 +9,7 @@ import SquashfsImage
 extension LayerCtl {
     struct Export: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "export",
             abstract: "Writes a built layer and those below it as one squashfs image.",
             discussion: """
                 With --format tar or dir, the same merge is written as a pax tarball or a directory instead. \

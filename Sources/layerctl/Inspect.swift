@@ -5,6 +5,7 @@ import LayerSupport
 extension LayerCtl {
     struct Inspect: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "inspect",
             abstract: "Shows what the store knows about one layer.",
             discussion: "It prints the layer's key and parent, the packages it installed and removed with their versions, the size and file count of its tree, how long its build took, and whether its run: commands had the network.")
 

@@ -6,6 +6,7 @@ import LayerRecipe
 extension LayerCtl {
     struct Lock: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "lock",
             abstract: "Pins the packages of each layer of a chain in NAME.lock.",
             discussion: """
                 A lock names the repositories (an Arch Linux Archive day, or servers), the architecture, what the layer \

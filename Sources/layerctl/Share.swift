@@ -86,6 +86,7 @@ func machineArchitecture() -> String {
 extension LayerCtl {
     struct Push: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "push",
             abstract: "Pushes a layer and those below it to a registry as one OCI image.",
             discussion: """
                 One OCI layer per layer, a pax tar compressed with zstd (or gzip), root first; the image config \
@@ -144,6 +145,7 @@ extension LayerCtl {
 
     struct Pull: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "pull",
             abstract: "Pulls an image from a registry into the store.",
             discussion: """
                 Its layers can then be exported, staged or built upon. Only the layers the store lacks are downloaded; each is checked against its digest as it streams, \

@@ -5,6 +5,7 @@ import LayerBuilder
 extension LayerCtl {
     struct Shell: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "shell",
             abstract: "Opens a shell in a layer without changing it.",
             discussion: "The layer's stack is mounted under a tmpfs upper directory in private namespaces, so a user can try things in it. Everything written there is thrown away when the shell exits. With a command after --, it runs that command instead of an interactive /bin/sh and exits with its status.")
 

@@ -40,6 +40,7 @@ struct BootOptions: ParsableArguments {
 extension LayerCtl {
     struct Stage: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "stage",
             abstract: "Puts an image where the boot loader and the initramfs hook find it.",
             discussion: """
                 The image (a built layer, exported first, or an image file) is kept in the store's boot/NAME/ \
@@ -148,6 +149,7 @@ extension LayerCtl {
 
     struct Unstage: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "unstage",
             abstract: "Removes a staged image, its kernel, initramfs and boot entries.",
             discussion: """
                 Without --all it removes the current version, and the previous one becomes current again. The \
@@ -178,6 +180,7 @@ extension LayerCtl {
 
     struct Staged: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "staged",
             abstract: "Lists the staged images, marking the one running now.",
             discussion: "Each name shows its current version and the previous one kept as the way back.")
 
@@ -221,6 +224,7 @@ extension LayerCtl {
 
     struct Boot: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
+            commandName: "boot",
             abstract: "Makes a staged image the default boot, or with --once the next one.",
             discussion: """
                 systemd-boot: the default is the `default` line of BOOT-DIR/loader/loader.conf; --once asks bootctl \
