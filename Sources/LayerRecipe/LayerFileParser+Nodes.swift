@@ -45,8 +45,10 @@ extension LayerFileParser {
         switch error {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
             .composer(_, let problem, let mark, _):
+            // libyaml's own words name its C function that sets the depth.
+            let said = problem.hasPrefix("Maximum nesting level reached") ? "lists and mappings are nested more than 1,000 deep" : problem
             return LayerFileError(
-                "not valid YAML: \(problem)", at: FileLocation(file: path, line: mark.line, column: mark.column))
+                "not valid YAML: \(said)", at: FileLocation(file: path, line: mark.line, column: mark.column))
         case .duplicatedKeysInMapping(let duplicates, let context):
             // Yams names a key that is a list or a mapping "<uncovertable>".
             guard duplicates.allSatisfy({ $0 != "<uncovertable>" }) else {

@@ -182,7 +182,7 @@ final class LayerFileTests {
         try expect("from: base\npackages: [a\u{0}]\n", at: 2, 13, "control characters are not allowed (U+0000)")
     }
 
-    @Test("a long value is quoted short, a root layer needs repos, a layer name has a character set, a key is a single value")
+    @Test("a long value is quoted short, a root layer needs repos, a layer name has a character set, a key is a single value, nesting stops at 1,000 levels")
     func hostileValues() throws {
         let long = String(repeating: "x", count: 1_000_000)
         let found = try error("from: base\npackages: [\(long)Y]\n")
@@ -196,6 +196,12 @@ final class LayerFileTests {
         try expect("from: base\n", at: 1, 1, "may hold letters, digits", name: ".hidden")
         try expect("from: base\n? [a, b]\n: 1\n? [a, b]\n: 2\n", at: 2, 3, "a key must be a single value")
         try expect("from: base\nenv: {\"A\\tB\": x}\n", at: 2, 7, "`A\\x09B` is not a valid environment variable name")
+        // libyaml stops at 1,000 levels, flow or block, before a deeper tree costs stack or time; the
+        // place is libyaml's: the flow's start, the block's 1,000th level.
+        let deep = String(repeating: "[", count: 200_000) + String(repeating: "]", count: 200_000)
+        try expect("from: base\npackages: \(deep)\n", at: 2, 12, "lists and mappings are nested more than 1,000 deep")
+        let block = (1..<1100).map { String(repeating: "  ", count: $0) + "-\n" }.joined()
+        try expect("from: base\npackages:\n" + block, at: 1001, 1999, "nested more than 1,000 deep")
     }
 
     @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
