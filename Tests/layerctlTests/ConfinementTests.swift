@@ -595,22 +595,32 @@ struct ConfinementTests {
         #expect(FileManager.default.fileExists(atPath: work + "/store/refs/probe"))
     }
 
-    /// What curl cannot end: a `file://` server's database that is a FIFO no one writes, where
-    /// curl's open waits without end. The watch on the `.part` files ends the build once nothing
-    /// came for as long as curl would have given each server (30 s), and 30 s more.
+    /// What curl cannot end: a `file://` server's database, or package, that is a FIFO no one
+    /// writes, where curl's open waits without end. The watch on the `.part` files ends the build
+    /// once nothing came for as long as curl would have given each server (30 s), and 30 s more.
     @Test("a download blocked for good is stopped by the watch, in one line at its repository")
     func blockedDownload() throws {
         let work = try Harness.temporaryDirectory("blocked")
-        try FileManager.default.createDirectory(atPath: work + "/repo", withIntermediateDirectories: true)
-        #expect(mkfifo(work + "/repo/demo.db", 0o644) == 0)
-        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(work)/repo]\n    siglevel: Never\npackages: [busybox]\n"
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
-        let result = try KernelMount.run(
-            "/usr/bin/timeout", ["120", Harness.executable, "build", work + "/probe.yaml", "--store", work + "/store"])
-        #expect(result.status == 5, "\(result.output)")
-        #expect(
-            result.output.contains("probe.yaml:4:5: refresh repository demo failed: its database brought less than 32.0 KiB in 60 s; the download was stopped"),
-            "\(result.output)")
+        let database = work + "/database", package = work + "/package"
+        try FileManager.default.createDirectory(atPath: database, withIntermediateDirectories: true)
+        #expect(mkfifo(database + "/demo.db", 0o644) == 0)
+        // The demo's own database, which lists busybox: its package is the FIFO.
+        try FileManager.default.createDirectory(atPath: package, withIntermediateDirectories: true)
+        // (demo.db is repo-add's symlink to demo.db.tar.gz)
+        try FileManager.default.copyItem(atPath: Harness.demoOut + "/repo/demo/demo.db.tar.gz", toPath: package + "/demo.db")
+        #expect(mkfifo(package + "/busybox-1.35.0-1-x86_64.pkg.tar.zst", 0o644) == 0)
+        for (folder, says) in [
+            (database, "probe.yaml:4:5: refresh repository demo failed: its database brought less than 32.0 KiB in 60 s; the download was stopped"),
+            (package, "probe.yaml:4:5: the download of package busybox of repository demo brought less than 32.0 KiB in 60 s; it was stopped"),
+        ] {
+            let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(folder)]\n    siglevel: Never\npackages: [busybox]\n"
+            try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+            let store = work + "/store-" + FileSystem.split(folder).name
+            let result = try KernelMount.run("/usr/bin/timeout", ["120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
+            #expect(result.status == 5, "\(result.output)")
+            #expect(result.output.contains(says), "\(result.output)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers") == [])
+        }
     }
 
     /// libalpm's resolution takes time and memory that grow with the square of a dependency
