@@ -81,20 +81,43 @@ struct PackageResolver {
             let entry = package.entry
             let name = RawPath.string(entry.name)
             guard entry.kind == .directory else {
-                try link(entry, to: local + "/" + name)
+                try link(entry, at: folder + "/" + name, to: local + "/" + name)
                 continue
             }
             try FileSystem.makeDirectories(local + "/" + name)
             for file in try paths.names(at: Array((folder + "/" + name).utf8)) ?? []
             where file.entry.kind != .directory {
-                try link(file.entry, to: local + "/" + name + "/" + RawPath.string(file.entry.name))
+                let fileName = RawPath.string(file.entry.name)
+                try link(file.entry, at: folder + "/" + name + "/" + fileName, to: local + "/" + name + "/" + fileName)
             }
         }
     }
 
-    private func link(_ entry: MergedTree.Entry, to destination: String) throws {
+    /// Links the regular file `entry` (at `path` in the parents' tree) to `destination`. libalpm
+    /// opens what is linked here in this process, on the host, and a tree is a stranger's: a
+    /// symlink would take it to a file of the host (`desc` → `/etc/shadow`), a device node to a
+    /// device of the host, a FIFO would hold it. pacman writes only files and folders there.
+    private func link(_ entry: MergedTree.Entry, at path: String, to destination: String) throws {
+        guard entry.kind == .regular else {
+            throw BuildFailure(
+                "the package database of the layers below holds \(RawPath.printable(path)), which is \(Self.article(entry.kind)); "
+                    + "a package database holds only files and folders, and layerctl reads no other there",
+                code: .packages)
+        }
         _ = try RawPath.with(entry.source) { source in
             try sys("link", RawPath.string(entry.source)) { Glibc.link(source, destination) }
+        }
+    }
+
+    private static func article(_ kind: MergedTree.Kind) -> String {
+        switch kind {
+        case .directory: "a folder"
+        case .regular: "a file"
+        case .symlink: "a symbolic link"
+        case .characterDevice: "a character device"
+        case .blockDevice: "a block device"
+        case .fifo: "a FIFO"
+        case .socket: "a socket"
         }
     }
 }

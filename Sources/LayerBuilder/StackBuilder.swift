@@ -98,6 +98,8 @@ public final class StackBuilder {
                 resolution = try resolver.resolve(request, scratch: session + "/resolve-\(index)")
             } catch let error as AlpmError {
                 throw locate(error, in: layer)
+            } catch let failure as BuildFailure where failure.location == nil {
+                throw BuildFailure(failure, at: layer.fromLocation.description)  // the layers below: what `from:` names
             }
             let lock = try LayerLock(
                 policy: options.locks, layer: layer,

@@ -694,6 +694,51 @@ struct ConfinementTests {
         }
     }
 
+    /// A layer's tree is a stranger's (its `run:` steps, or an image's tar), and to resolve the
+    /// layer above it, libalpm reads its package database in layerctl's own process, on the host.
+    /// There, a symlink would be followed to a file of the host (the old resolution took this
+    /// `desc` of the host's for a package and built the layer), a device node would open a device
+    /// of the host, and a FIFO would hold the build.
+    @Test("a package database below that holds a symlink, a device node or a FIFO is refused at from:, and nothing of it is opened")
+    func plantedPackageDatabase() throws {
+        let work = try Harness.temporaryDirectory("planted-database")
+        try "%NAME%\nhostpkg\n\n%VERSION%\n1-1\n\n".write(toFile: work + "/host-desc", atomically: true, encoding: .utf8)
+        let local = "/var/lib/pacman/local"
+        let cases: [(plant: String, path: String, kind: String)] = [
+            ("mkdir \(local)/evil-1-1 && ln -s \(work)/host-desc \(local)/evil-1-1/desc", "\(local)/evil-1-1/desc", "a symbolic link"),
+            // The host's /dev/null; a disk's numbers would do as well.
+            ("mkdir \(local)/dev-1-1 && mknod \(local)/dev-1-1/desc c 1 3", "\(local)/dev-1-1/desc", "a character device"),
+            ("rm \(local)/ALPM_DB_VERSION && mkfifo \(local)/ALPM_DB_VERSION", "\(local)/ALPM_DB_VERSION", "a FIFO"),
+        ]
+        for (index, planted) in cases.enumerated() {
+            let folder = work + "/layers-\(index)", store = work + "/store-\(index)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            let base = """
+                from: scratch
+                arch: x86_64
+                repos:
+                  - name: demo
+                    servers: [\(Harness.demoOut)/repo/$repo]
+                    siglevel: Never
+                packages: [filesystem, busybox]
+                run: ["\(planted.plant)"]
+
+                """
+            try base.write(toFile: folder + "/base.yaml", atomically: true, encoding: .utf8)
+            try "from: base\npackages: [demo-lib]\n".write(toFile: folder + "/top.yaml", atomically: true, encoding: .utf8)
+            let built = try Harness.run(["build", folder + "/base.yaml", "--store", store])
+            #expect(built.status == 0, "\(built.stderr)")
+            let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "build", folder + "/top.yaml", "--store", store])
+            #expect(result.status == 5, "case \(index): \(result.output)")
+            #expect(
+                result.output.contains(
+                    "top.yaml:1:7: the package database of the layers below holds \(planted.path), which is \(planted.kind); "
+                        + "a package database holds only files and folders"),
+                "\(result.output)")
+            #expect(!FileManager.default.fileExists(atPath: store + "/refs/top"), "case \(index)")
+        }
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).
