@@ -10,6 +10,10 @@
 #       build ends, pacman's tree is not), timed apart. Nothing is deleted until the end: this
 #       machine's ext4 has no journal, and for a minute after a deletion it skips the freed inodes
 #       on every file it creates, which taxed whichever tool ran next. WORK=DIR puts the runs elsewhere (a tmpfs takes the disk out).
+#       Last, a reference for what a layer proves and pacman does not: pacman, `sync -f`, then
+#       the sha256 of every file of its tree (`openssl dgst`, SHA-NI where the CPU has it), each
+#       timed apart. A layer's manifest holds each file's sha256, taken by the parent after the
+#       build's last process ended, so nothing the build ran could change a file under it.
 # (ii)  rebuild of the four demo layers when all are cached
 # (iii) rebuild after a change to the top layer only, against that layer's own build time
 set -euo pipefail
@@ -49,7 +53,7 @@ SigLevel = Optional TrustAll
 [demo]
 Server = file://$repo/\$repo
 CONF
-: >"$work/ours"; : >"$work/pacman"; : >"$work/pacman-sync"
+: >"$work/ours"; : >"$work/pacman"; : >"$work/pacman-sync"; : >"$work/pacman-hash"
 cold_runs=$((runs < 10 ? 10 : runs))
 runs_dir=$(mktemp -d "${WORK:-/var/tmp}/layerctl-bench-cold.XXXXXX")
 trap 'rm -rf "$work" "$runs_dir"' EXIT
@@ -66,6 +70,7 @@ theirs() {
     # What layerctl does at its commit: the new tree on disk. Timed apart, so pacman's own figures
     # stay pacman's; and no run's sync then pays for the other tool's unwritten files.
     { time sync -f "$root"; } 2>>"$work/pacman-sync"
+    { time find "$root" -type f -print0 | xargs -0 -r openssl dgst -sha256 >/dev/null; } 2>>"$work/pacman-hash"
 }
 sync
 for i in $(seq "$cold_runs"); do
@@ -82,6 +87,8 @@ read -r our_min our_median our_cpu our_max < <(cold "$work/ours")
 read -r their_min their_median their_cpu their_max < <(cold "$work/pacman")
 paste -d ' ' "$work/pacman" "$work/pacman-sync" | awk '{print $1 + $4, $2 + $5, $3 + $6}' >"$work/pacman+sync"
 read -r synced_min synced_median synced_cpu synced_max < <(cold "$work/pacman+sync")
+paste -d ' ' "$work/pacman+sync" "$work/pacman-hash" | awk '{print $1 + $4, $2 + $5, $3 + $6}' >"$work/pacman+sync+hash"
+read -r hashed_min hashed_median hashed_cpu hashed_max < <(cold "$work/pacman+sync+hash")
 printf '(i)   cold base layer, %d interleaved runs each (target: ratios <= 1.10)\n' "$cold_runs"
 printf '        layerctl        wall min %.3f s, median %.3f s (max %.3f s); CPU median %.3f s\n' \
     "$our_min" "$our_median" "$our_max" "$our_cpu"
@@ -95,6 +102,11 @@ printf '        pacman, sync -f wall min %.3f s, median %.3f s (max %.3f s); CPU
 printf '        ratio           wall min %.2f, median %.2f; CPU median %.2f (against a pacman whose tree is on disk, as a layer is)\n' \
     "$(echo "$our_min / $synced_min" | bc -l)" "$(echo "$our_median / $synced_median" | bc -l)" \
     "$(echo "$our_cpu / $synced_cpu" | bc -l)"
+printf '        + sha256 of it  wall min %.3f s, median %.3f s (max %.3f s); CPU median %.3f s\n' \
+    "$hashed_min" "$hashed_median" "$hashed_max" "$hashed_cpu"
+printf '        ratio           wall min %.2f, median %.2f; CPU median %.2f (a reference: pacman, its tree on disk and every file hashed, as a layer is)\n' \
+    "$(echo "$our_min / $hashed_min" | bc -l)" "$(echo "$our_median / $hashed_median" | bc -l)" \
+    "$(echo "$our_cpu / $hashed_cpu" | bc -l)"
 
 # (ii) the four demo layers, all cached
 layers="$work/layers"; cp -r layers/demo "$layers"
