@@ -39,7 +39,10 @@ struct Normaliser {
         for relative in Self.strayPaths { removeFile(relative) }
         try removeContents(of: "var/cache/pacman/pkg")
         var notes: [String] = []
-        if let data = regularFile("etc/machine-id"), data != Array(Self.uninitialized.utf8) {
+        // One larger than any id is no `uninitialized` either, and is not read.
+        let machineID: [UInt8]?
+        do { machineID = try regularFile("etc/machine-id", atMost: 4096) } catch is FileTooLarge { machineID = [] }
+        if let data = machineID, data != Array(Self.uninitialized.utf8) {
             // systemd makes a machine id at first boot when the file says so.
             try FileSystem.writeAtomically(Data(Self.uninitialized.utf8), to: tree + "/etc/machine-id", mode: 0o444)
             notes.append("/etc/machine-id left `uninitialized`: each machine makes its own at first boot")
@@ -70,7 +73,7 @@ struct Normaliser {
         {
             return true
         }
-        return (regularFile(home + "/secring.gpg")?.count ?? 0) > 0
+        return (regularFileSize(home + "/secring.gpg") ?? 0) > 0
     }
 
     // The tree is the layer's: a run: step may have made any of its folders a symlink to a host
@@ -90,17 +93,36 @@ struct Normaliser {
 
     private func isRealDirectory(_ relative: String) -> Bool { Self.isRealDirectory(relative, in: tree) }
 
-    /// The bytes of the regular file `relative` of `root`, reached through real folders only.
-    static func regularFile(_ relative: String, in root: String) -> [UInt8]? {
+    /// The size of the regular file `relative` of `root`, reached through real folders only.
+    static func regularFileSize(_ relative: String, in root: String) -> Int64? {
         let (folder, _) = FileSystem.split(relative)
         var st = stat()
         guard folder == "." || isRealDirectory(folder, in: root), lstat(root + "/" + relative, &st) == 0,
             st.st_mode & S_IFMT == S_IFREG
         else { return nil }
-        return (try? FileSystem.readRegularFile(root + "/" + relative)).map { Array($0) }
+        return Int64(st.st_size)
     }
 
-    private func regularFile(_ relative: String) -> [UInt8]? { Self.regularFile(relative, in: tree) }
+    /// The bytes of the regular file `relative` of `root`, reached through real folders only; a
+    /// file of more than `limit` bytes is refused (`FileTooLarge`, named as in the tree) unread.
+    static func regularFile(
+        _ relative: String, in root: String, atMost limit: Int64 = ReadLimit.packageDatabaseFile
+    ) throws -> [UInt8]? {
+        guard regularFileSize(relative, in: root) != nil else { return nil }
+        do {
+            return Array(try FileSystem.readRegularFile(root + "/" + relative, atMost: limit))
+        } catch let large as FileTooLarge {
+            throw FileTooLarge(path: "/" + relative, size: large.size, limit: large.limit)
+        } catch {
+            return nil
+        }
+    }
+
+    private func regularFileSize(_ relative: String) -> Int64? { Self.regularFileSize(relative, in: tree) }
+
+    private func regularFile(_ relative: String, atMost limit: Int64 = ReadLimit.packageDatabaseFile) throws -> [UInt8]? {
+        try Self.regularFile(relative, in: tree, atMost: limit)
+    }
 
     /// Removes the entry `relative` (a symlink itself, never what it points to) when the folders on
     /// the way are real; true when there was one.
@@ -141,7 +163,7 @@ struct Normaliser {
         var owned = Set<String>()
         for root in lowerTrees + [tree] where Self.isRealDirectory("var/lib/pacman/local", in: root) {
             for entry in (try? FileSystem.listDirectory(root + "/var/lib/pacman/local")) ?? [] {
-                guard let files = Self.regularFile("var/lib/pacman/local/\(entry)/files", in: root) else { continue }
+                guard let files = try Self.regularFile("var/lib/pacman/local/\(entry)/files", in: root) else { continue }
                 for line in String(decoding: files, as: UTF8.self).split(separator: "\n") where line.hasPrefix("var/log/") {
                     owned.insert(String(line))
                 }
@@ -167,7 +189,7 @@ struct Normaliser {
         guard isRealDirectory("var/lib/pacman/local") else { return }
         for entry in try FileSystem.listDirectory(local) {
             let desc = local + "/" + entry + "/desc"
-            guard let data = regularFile("var/lib/pacman/local/\(entry)/desc") else { continue }
+            guard let data = try regularFile("var/lib/pacman/local/\(entry)/desc") else { continue }
             var lines = String(decoding: data, as: UTF8.self).components(separatedBy: "\n")
             guard let index = lines.firstIndex(of: "%INSTALLDATE%"), index + 1 < lines.count else { continue }
             lines[index + 1] = String(epoch)

@@ -104,6 +104,13 @@ struct PackageResolver {
                     + "a package database holds only files and folders, and layerctl reads no other there",
                 code: .packages)
         }
+        // libalpm would read it line by line, for as long as the resolution may take.
+        guard Int64(entry.size) <= ReadLimit.packageDatabaseFile else {
+            throw BuildFailure(
+                "in the package database of the layers below, "
+                    + FileTooLarge(path: path, size: Int64(entry.size), limit: ReadLimit.packageDatabaseFile).message,
+                code: .packages)
+        }
         _ = try RawPath.with(entry.source) { source in
             try sys("link", RawPath.string(entry.source)) { Glibc.link(source, destination) }
         }

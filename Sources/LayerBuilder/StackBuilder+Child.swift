@@ -340,7 +340,7 @@ extension StackBuilder {
         case .inline(let text): return Data(text.utf8)
         case .source(let path):
             let data: Data
-            do { data = try FileSystem.readRegularFile(path) } catch {
+            do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.fileSource) } catch {
                 throw BuildFailure("reading source \(path) failed", at: file.location.description, code: .input, cause: error)
             }
             guard Digest.sha256(data) == digest else {

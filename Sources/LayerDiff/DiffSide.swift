@@ -90,11 +90,15 @@ public final class DiffSide {
         return tree.entries[index].children.map { RawPath.string(tree.entries[$0].name) }
     }
 
-    /// The bytes of the regular file at `path`, or nil.
+    /// The bytes of the regular file at `path`, or nil: what `PackageDatabase` reads. A file
+    /// larger than such a file may be (`ReadLimit.packageDatabaseFile`) is refused unread.
     func read(_ path: String) throws -> [UInt8]? {
         guard let index = lookup(path) else { return nil }
         let target = tree.entries[index].hardLinkTarget ?? index
         guard tree.entries[target].kind == .regular else { return nil }
+        guard Int64(tree.entries[target].size) <= ReadLimit.packageDatabaseFile else {
+            throw FileTooLarge(path: operand + ": " + path, size: Int64(tree.entries[target].size), limit: ReadLimit.packageDatabaseFile)
+        }
         if let image { return try image.contents(target) }
         guard let bytes = FileSystem.contents(RawPath.string(tree.entries[target].source)) else {
             throw SystemError("read", RawPath.string(tree.entries[target].source))

@@ -61,9 +61,13 @@ public final class OverlayPaths {
         try names(at: Array(path.utf8))?.map { RawPath.string($0.entry.name) }
     }
 
-    /// The bytes of the regular file at `path`, or nil: what `PackageDatabase` reads.
+    /// The bytes of the regular file at `path`, or nil: what `PackageDatabase` reads. A file
+    /// larger than such a file may be (`ReadLimit.packageDatabaseFile`) is refused unread.
     public func read(_ path: String) throws -> [UInt8]? {
         guard let copy = try entry(at: Array(path.utf8)), copy.entry.entry.kind == .regular else { return nil }
+        guard Int64(copy.entry.entry.size) <= ReadLimit.packageDatabaseFile else {
+            throw FileTooLarge(path: path, size: Int64(copy.entry.entry.size), limit: ReadLimit.packageDatabaseFile)
+        }
         guard let bytes = FileSystem.contents(RawPath.string(copy.entry.entry.source)) else {
             throw SystemError("read", RawPath.string(copy.entry.entry.source))
         }

@@ -1,6 +1,7 @@
 import Alpm
 import Foundation
 import LayerStore
+import LayerSupport
 import RegistryClient
 import Yams
 
@@ -20,7 +21,11 @@ struct LayerFileParser {
 
     static func parse(path: String) throws -> LayerFile {
         let top = FileLocation(file: path, line: 1, column: 1)
-        guard let data = FileManager.default.contents(atPath: path) else {
+        let data: Data
+        do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.layerFile) } catch let large as FileTooLarge {
+            throw LayerFileError(
+                "the layer file is \(formatBytes(large.size)); a layer file may be at most \(formatBytes(large.limit))", at: top)
+        } catch {
             throw LayerFileError("cannot read the layer file", at: top)
         }
         guard let text = String(validating: data, as: UTF8.self) else {
@@ -288,6 +293,13 @@ struct LayerFileParser {
         var st = stat()
         guard stat(real, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
             throw LayerFileError("`source` \(quote(value)) is not a regular file", at: at(node))
+        }
+        // It is hashed for the key and read whole into the build's job.
+        guard Int64(st.st_size) <= ReadLimit.fileSource else {
+            throw LayerFileError(
+                "`source` \(quote(value)) is \(formatBytes(Int64(st.st_size))); a `files:` source may be at most "
+                    + "\(formatBytes(ReadLimit.fileSource)) (a larger file belongs in a package)",
+                at: at(node))
         }
         return real
     }

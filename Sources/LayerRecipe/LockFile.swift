@@ -170,10 +170,14 @@ public struct LockFile: Sendable, Equatable {
     public static func read(_ path: String) throws -> LockFile? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let data: Data
-        do { data = try FileSystem.readRegularFile(path) } catch {
+        do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.layerFile) } catch let large as FileTooLarge {
+            throw LayerFileError(
+                "the lock is \(formatBytes(large.size)); a lock may be at most \(formatBytes(large.limit))",
+                at: FileLocation(file: path, line: 1, column: 1))
+        } catch {
             throw LayerFileError("reading the lock failed: \(error)", at: FileLocation(file: path, line: 1, column: 1))
         }
-        guard data.count <= 16 << 20, let text = String(data: data, encoding: .utf8) else {
+        guard let text = String(data: data, encoding: .utf8) else {
             throw LayerFileError("the lock is not UTF-8 text of at most 16 MiB", at: FileLocation(file: path, line: 1, column: 1))
         }
         return try parse(text, path: path)
@@ -269,7 +273,7 @@ extension Recipe {
         for layer in layers {
             let places = layer.repos.compactMap(\.snapshotLocation)
             guard !places.isEmpty else { continue }
-            let data = try FileSystem.readRegularFile(layer.path)
+            let data = try FileSystem.readRegularFile(layer.path, atMost: ReadLimit.layerFile)
             var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
             for place in places where place.line <= lines.count {
                 let line = lines[place.line - 1]

@@ -43,20 +43,26 @@ package enum FileSystem {
     }
 
     /// The bytes of the regular file at `path`. Anything else (a FIFO, a device, a folder) is
-    /// refused as soon as it is opened, without blocking on it or reading from it.
-    package static func readRegularFile(_ path: String) throws -> Data {
+    /// refused as soon as it is opened, without blocking on it or reading from it; so is a file of
+    /// more than `limit` bytes (`FileTooLarge`), before anything of it is read.
+    package static func readRegularFile(_ path: String, atMost limit: Int64? = nil) throws -> Data {
         let fd = try sys("open", path) { open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC) }
-        return try readRegularFile(opened: fd, path: path)
+        return try readRegularFile(opened: fd, path: path, atMost: limit)
     }
 
     /// The bytes of the file open at `fd` (opened with O_NONBLOCK, so a FIFO did not block the
-    /// open), which is closed; anything but a regular file is refused without being read.
-    package static func readRegularFile(opened fd: Int32, path: String) throws -> Data {
+    /// open), which is closed; anything but a regular file is refused without being read, and so
+    /// is a file of more than `limit` bytes, or one that grows past it while it is read.
+    package static func readRegularFile(opened fd: Int32, path: String, atMost limit: Int64? = nil) throws -> Data {
         let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         var st = stat()
         try sys("read", path) { fstat(fd, &st) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw SystemError("read", path, errno: EINVAL) }
-        return try handle.readToEnd() ?? Data()
+        guard let limit else { return try handle.readToEnd() ?? Data() }
+        guard Int64(st.st_size) <= limit else { throw FileTooLarge(path: path, size: Int64(st.st_size), limit: limit) }
+        let data = try handle.read(upToCount: Int(limit) + 1) ?? Data()
+        guard data.count <= limit else { throw FileTooLarge(path: path, size: Int64(data.count), limit: limit) }
+        return data
     }
 
     /// The program `tool` in $PATH, or in the system folders when $PATH lacks them (sudo, cron).

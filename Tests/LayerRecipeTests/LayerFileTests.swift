@@ -204,6 +204,29 @@ final class LayerFileTests {
         try expect("from: base\npackages:\n" + block, at: 1001, 1999, "nested more than 1,000 deep")
     }
 
+    /// A sparse file costs its maker no disk (a tar or a git pack of zeros is a few bytes); read
+    /// whole, the old code took 24 GB of memory for this layer file and was killed.
+    @Test("a layer file, a lock or a source: larger than layerctl reads is refused unread, where it is named")
+    func sparseFiles() throws {
+        try write("base", "from: scratch\n")
+        #expect(truncate(folder + "/base.yaml", 20 << 30) == 0)
+        let parent = try error("from: base\n")
+        #expect(parent.description == folder + "/base.yaml:1:1: the layer file is 20.0 GiB; a layer file may be at most 16.0 MiB", "\(parent)")
+        try "from: scratch\n".write(toFile: folder + "/child.lock", atomically: true, encoding: .utf8)
+        #expect(truncate(folder + "/child.lock", 20 << 30) == 0)
+        do {
+            _ = try LockFile.read(folder + "/child.lock")
+            Issue.record("a lock of 20 GiB was read")
+        } catch let error as LayerFileError {
+            #expect(error.description == folder + "/child.lock:1:1: the lock is 20.0 GiB; a lock may be at most 16.0 MiB", "\(error)")
+        }
+        #expect(FileManager.default.createFile(atPath: folder + "/blob", contents: nil))
+        #expect(truncate(folder + "/blob", 1 << 30) == 0)
+        try expect(
+            "from: base\nfiles:\n  - path: /etc/x\n    source: blob\n", at: 4, 13,
+            "`source` `blob` is 1.0 GiB; a `files:` source may be at most 64.0 MiB (a larger file belongs in a package)")
+    }
+
     @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
     func aliases() throws {
         // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.

@@ -739,6 +739,49 @@ struct ConfinementTests {
         }
     }
 
+    /// A sparse file costs a layer no disk, whatever its size, and layerctl's own process, outside
+    /// the build's memory limit, reads some files of the tree. The old normaliser read this 2 GiB
+    /// `/etc/machine-id` whole (with 6 GiB, it took 12.6 GB of memory), and the old resolution
+    /// had libalpm read a 2 GiB `desc` line by line.
+    @Test("sparse files in a tree: the normaliser and the resolution read none of them whole, and name those too large")
+    func sparseFilesInTheTree() throws {
+        let work = try Harness.temporaryDirectory("sparse-tree")
+        let desc = "/var/lib/pacman/local/busybox-1.35.0-1/desc"
+        let tooLarge = "\(desc) is 2.0 GiB, more than the 64.0 MiB layerctl reads of such a file"
+        func build(_ name: String, run: String?) throws -> (status: Int32, output: String, kilobytes: Int) {
+            let steps = run.map { "run: [\"\($0)\"]\n" } ?? ""
+            let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/repo/$repo]\n    siglevel: Never\npackages: [filesystem, busybox]\n" + steps
+            try layer.write(toFile: work + "/\(name).yaml", atomically: true, encoding: .utf8)
+            let result = try KernelMount.run(
+                "/usr/bin/time", ["-f", "maxrss %M", Harness.executable, "build", work + "/\(name).yaml", "--store", work + "/store"])
+            let kilobytes = result.output.split(separator: "\n").last { $0.hasPrefix("maxrss ") }.flatMap { Int($0.dropFirst(7)) } ?? -1
+            return (result.status, result.output, kilobytes)
+        }
+        // Dealt with by their sizes: the id is not `uninitialized`, and the keyring holds a secret key.
+        let identity = try build("identity", run: "truncate -s 2G /etc/machine-id && mkdir -p /etc/pacman.d/gnupg && truncate -s 2G /etc/pacman.d/gnupg/secring.gpg")
+        #expect(identity.status == 0, "\(identity.output)")
+        #expect(identity.kilobytes > 0 && identity.kilobytes < 512 << 10, "\(identity.kilobytes) KB: \(identity.output)")
+        let key = try String(contentsOfFile: work + "/store/refs/identity", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let tree = work + "/store/layers/\(key)/tree"
+        #expect(try String(contentsOfFile: tree + "/etc/machine-id", encoding: .utf8) == "uninitialized\n")
+        #expect(!FileManager.default.fileExists(atPath: tree + "/etc/pacman.d/gnupg"))
+        // A package database file of 2 GiB: refused by its size, in one line.
+        let database = try build("database", run: "truncate -s 2G \(desc)")
+        #expect(database.status != 0, "\(database.output)")
+        #expect(database.output.contains(tooLarge), "\(database.output)")
+        #expect(database.kilobytes > 0 && database.kilobytes < 512 << 10, "\(database.kilobytes) KB: \(database.output)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/store/refs/database"))
+        // The same file in a layer below, as an image's tar would bring it: the resolution of the
+        // layer above refuses it at `from:`.
+        #expect(try build("base", run: nil).status == 0)
+        let base = try String(contentsOfFile: work + "/store/refs/base", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(truncate(work + "/store/layers/\(base)/tree" + desc, 2 << 30) == 0)
+        try "from: base\npackages: [demo-lib]\n".write(toFile: work + "/top.yaml", atomically: true, encoding: .utf8)
+        let top = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "build", work + "/top.yaml", "--store", work + "/store"])
+        #expect(top.status == 5, "\(top.output)")
+        #expect(top.output.contains("top.yaml:1:7: in the package database of the layers below, " + tooLarge), "\(top.output)")
+    }
+
     /// With the host's network, the host's abstract unix sockets are in reach: no path guards them,
     /// and a container runtime's shims, a session bus or X11 listen there (containerd's shims gave a
     /// container with the host's network root on the host: CVE-2020-15257).
