@@ -10,7 +10,6 @@ extension BuilderChild {
     /// keyring; here libalpm checks each file against its database's sha256, with no keyring. It
     /// logs to `log`.
     static func install(_ job: BuildJob, log: String, events: EventPipe) throws -> ChildResult {
-        try checkLocalDatabase()
         let handle = try AlpmHandle(root: "/", dbPath: "/var/lib/pacman")
         try handle.addCacheDir(packageCache)
         // A writable cache after it, which stays empty, keeps libalpm from warning that it has none.
@@ -53,31 +52,6 @@ extension BuilderChild {
             removed = resolution.remove
         }
         return ChildResult(installed: handle.installedPackages(), added: added, removed: removed)
-    }
-
-    /// libalpm reads every file of the local database when it loads it, and a FIFO there (a
-    /// layer below may leave one, or a pulled image hold one) would keep it waiting for a writer
-    /// until the time limit. Each package's folder must hold regular files (a symlink counts as
-    /// what it leads to; one that leads nowhere is a missing file, as libalpm takes it).
-    static func checkLocalDatabase() throws {
-        let local = "/var/lib/pacman/local"
-        guard FileSystem.isDirectory(local) else { return }
-        for package in try FileSystem.listDirectory(local) {
-            let folder = local + "/" + package
-            var st = stat()
-            // libalpm follows a symlink to a package's folder, so this does too.
-            guard stat(folder, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
-            for name in try FileSystem.listDirectory(folder) {
-                var st = stat()
-                guard stat(folder + "/" + name, &st) == 0 else { continue }
-                guard st.st_mode & S_IFMT == S_IFREG || st.st_mode & S_IFMT == S_IFDIR else {
-                    throw BuildFailure(
-                        "pacman's database in the layers below is damaged: \(folder)/\(name) is no regular file, "
-                            + "and libalpm would wait on it for ever; build the layer that made it again without that",
-                        code: .packages)
-                }
-            }
-        }
     }
 
     static func writeFiles(_ job: BuildJob) throws {

@@ -178,7 +178,7 @@ public struct LockFile: Sendable, Equatable {
             throw LayerFileError("reading the lock failed: \(error)", at: FileLocation(file: path, line: 1, column: 1))
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw LayerFileError("the lock is not UTF-8 text of at most 16 MiB", at: FileLocation(file: path, line: 1, column: 1))
+            throw LayerFileError("the lock is not UTF-8 text", at: FileLocation(file: path, line: 1, column: 1))
         }
         return try parse(text, path: path)
     }
