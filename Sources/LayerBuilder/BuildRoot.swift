@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerEntries
 import LayerSupport
 
 /// The merged root a layer is built in: an overlay of the parents' trees under a new upper
@@ -69,7 +70,7 @@ struct BuildRoot {
             if lstat(full, &st) == 0 {
                 guard (st.st_mode & S_IFMT) == S_IFDIR else {
                     throw BuildFailure(
-                        "the layer's /\(path) is not a folder (it is \(Self.kindName(st.st_mode))): the build mounts its own /\(relative) there",
+                        "the layer's /\(path) is not a folder (it is \(MergedTree.Kind(mode: st.st_mode)?.described ?? "no kind of file")): the build mounts its own /\(relative) there",
                         code: .input)
                 }
                 continue
@@ -117,13 +118,5 @@ struct BuildRoot {
     var canBindResolvConf: Bool {
         var st = stat()
         return lstat(merged + "/etc/resolv.conf", &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
-    }
-
-    private static func kindName(_ mode: mode_t) -> String {
-        switch mode & S_IFMT {
-        case S_IFLNK: "a symlink"
-        case S_IFREG: "a file"
-        default: "a special file"
-        }
     }
 }

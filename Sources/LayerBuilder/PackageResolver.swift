@@ -100,31 +100,16 @@ struct PackageResolver {
     private func link(_ entry: MergedTree.Entry, at path: String, to destination: String) throws {
         guard entry.kind == .regular else {
             throw BuildFailure(
-                "the package database of the layers below holds \(RawPath.printable(path)), which is \(Self.article(entry.kind)); "
+                "the package database of the layers below holds \(RawPath.printable(path)), which is \(entry.kind.described); "
                     + "a package database holds only files and folders, and layerctl reads no other there",
                 code: .packages)
         }
         // libalpm would read it line by line, for as long as the resolution may take.
-        guard Int64(entry.size) <= ReadLimit.packageDatabaseFile else {
-            throw BuildFailure(
-                "in the package database of the layers below, "
-                    + FileTooLarge(path: path, size: Int64(entry.size), limit: ReadLimit.packageDatabaseFile).message,
-                code: .packages)
+        do { try FileTooLarge.check(path, size: entry.size, limit: ReadLimit.packageDatabaseFile) } catch let large as FileTooLarge {
+            throw BuildFailure("in the package database of the layers below, " + large.message, code: .packages)
         }
         _ = try RawPath.with(entry.source) { source in
             try sys("link", RawPath.string(entry.source)) { Glibc.link(source, destination) }
-        }
-    }
-
-    private static func article(_ kind: MergedTree.Kind) -> String {
-        switch kind {
-        case .directory: "a folder"
-        case .regular: "a file"
-        case .symlink: "a symbolic link"
-        case .characterDevice: "a character device"
-        case .blockDevice: "a block device"
-        case .fifo: "a FIFO"
-        case .socket: "a socket"
         }
     }
 }

@@ -96,9 +96,7 @@ public final class DiffSide {
         guard let index = lookup(path) else { return nil }
         let target = tree.entries[index].hardLinkTarget ?? index
         guard tree.entries[target].kind == .regular else { return nil }
-        guard Int64(tree.entries[target].size) <= ReadLimit.packageDatabaseFile else {
-            throw FileTooLarge(path: operand + ": " + path, size: Int64(tree.entries[target].size), limit: ReadLimit.packageDatabaseFile)
-        }
+        try FileTooLarge.check(operand + ": " + path, size: tree.entries[target].size, limit: ReadLimit.packageDatabaseFile)
         if let image { return try image.contents(target) }
         guard let bytes = FileSystem.contents(RawPath.string(tree.entries[target].source)) else {
             throw SystemError("read", RawPath.string(tree.entries[target].source))

@@ -159,7 +159,7 @@ extension MergedTree.Entry {
 }
 
 extension MergedTree.Kind {
-    init?(mode: mode_t) {
+    public init?(mode: mode_t) {
         switch mode & S_IFMT {
         case S_IFDIR: self = .directory
         case S_IFREG: self = .regular
@@ -169,6 +169,19 @@ extension MergedTree.Kind {
         case S_IFIFO: self = .fifo
         case S_IFSOCK: self = .socket
         default: return nil
+        }
+    }
+
+    /// The kind in words, for messages: "a symbolic link".
+    public var described: String {
+        switch self {
+        case .directory: "a folder"
+        case .regular: "a file"
+        case .symlink: "a symbolic link"
+        case .characterDevice: "a character device"
+        case .blockDevice: "a block device"
+        case .fifo: "a FIFO"
+        case .socket: "a socket"
         }
     }
 

@@ -65,9 +65,7 @@ public final class OverlayPaths {
     /// larger than such a file may be (`ReadLimit.packageDatabaseFile`) is refused unread.
     public func read(_ path: String) throws -> [UInt8]? {
         guard let copy = try entry(at: Array(path.utf8)), copy.entry.entry.kind == .regular else { return nil }
-        guard Int64(copy.entry.entry.size) <= ReadLimit.packageDatabaseFile else {
-            throw FileTooLarge(path: path, size: Int64(copy.entry.entry.size), limit: ReadLimit.packageDatabaseFile)
-        }
+        try FileTooLarge.check(path, size: copy.entry.entry.size, limit: ReadLimit.packageDatabaseFile)
         guard let bytes = FileSystem.contents(RawPath.string(copy.entry.entry.source)) else {
             throw SystemError("read", RawPath.string(copy.entry.entry.source))
         }

@@ -59,9 +59,9 @@ package enum FileSystem {
         try sys("read", path) { fstat(fd, &st) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw SystemError("read", path, errno: EINVAL) }
         guard let limit else { return try handle.readToEnd() ?? Data() }
-        guard Int64(st.st_size) <= limit else { throw FileTooLarge(path: path, size: Int64(st.st_size), limit: limit) }
+        try FileTooLarge.check(path, size: st.st_size, limit: limit)
         let data = try handle.read(upToCount: Int(limit) + 1) ?? Data()
-        guard data.count <= limit else { throw FileTooLarge(path: path, size: Int64(data.count), limit: limit) }
+        try FileTooLarge.check(path, size: data.count, limit: limit)  // it grew
         return data
     }
 

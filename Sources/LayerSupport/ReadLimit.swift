@@ -26,6 +26,11 @@ package struct FileTooLarge: LayerError {
         self.limit = limit
     }
 
+    /// Throws when `size` is more than `limit`.
+    package static func check(_ path: String, size: some BinaryInteger, limit: Int64) throws {
+        guard Int64(size) <= limit else { throw FileTooLarge(path: path, size: Int64(size), limit: limit) }
+    }
+
     package var code: ErrorCode { .input }
     package var message: String {
         "\(RawPath.printable(path)) is \(formatBytes(size)), more than the \(formatBytes(limit)) layerctl reads of such a file"
