@@ -2,7 +2,7 @@ import CAlpm
 import LayerSupport
 
 /// A failed libalpm call: what was attempted, on which package or path, and libalpm's own words.
-public struct AlpmError: LayerError {
+public struct AlpmError: LayerError, Codable {
     /// libalpm's error number, when the failure came from libalpm (`alpm_errno`).
     public let alpmErrno: Int32?
     /// What was being done, in a few words ("install", "register database").

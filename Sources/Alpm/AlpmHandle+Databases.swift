@@ -3,7 +3,7 @@ import CArchive
 import Foundation
 
 /// A sync repository as pacman.conf declares it.
-public struct Repository: Hashable, Sendable {
+public struct Repository: Hashable, Sendable, Codable {
     public var name: String
     /// Server URLs, `file://` or `https://`, which may contain `$repo` and `$arch`.
     public var servers: [String]

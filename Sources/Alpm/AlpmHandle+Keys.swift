@@ -65,7 +65,7 @@ enum FreeList {
 }
 
 /// A package, or a repository's database, signed by a key the keyring does not hold.
-public struct MissingKey: Sendable, Equatable {
+public struct MissingKey: Sendable, Equatable, Codable {
     /// nil for the repository's database.
     public var package: String?
     public var repository: String

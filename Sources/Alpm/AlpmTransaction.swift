@@ -2,7 +2,7 @@ import CAlpm
 import Glibc
 
 /// What a transaction should do, in pacman's terms.
-public struct TransactionRequest: Sendable {
+public struct TransactionRequest: Sendable, Codable {
     /// Targets to install with their dependencies, like `pacman -S`: a name, `repo/name`, a group
     /// or anything a package provides.
     public var install: [String] = []
@@ -53,6 +53,11 @@ public struct Resolution: Hashable, Sendable, Codable {
     public var install: [PackageFile] = []
     /// Installed packages to remove, sorted by name.
     public var remove: [InstalledPackage] = []
+
+    public init(install: [PackageFile] = [], remove: [InstalledPackage] = []) {
+        self.install = install
+        self.remove = remove
+    }
 }
 
 extension AlpmHandle {

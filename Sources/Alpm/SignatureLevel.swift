@@ -1,11 +1,19 @@
 import CAlpm
 
 /// A pacman `SigLevel`: which signatures must be present and valid, for packages and databases.
-public struct SignatureLevel: Equatable, Hashable, Sendable, CustomStringConvertible {
+public struct SignatureLevel: Equatable, Hashable, Sendable, CustomStringConvertible, Codable {
     /// The `alpm_siglevel_t` bit set.
     public let rawValue: Int32
 
     public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    /// As its bit set, a number.
+    public init(from decoder: any Decoder) throws { rawValue = try decoder.singleValueContainer().decode(Int32.self) }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
 
     /// pacman.conf's default, `Required DatabaseOptional`, which users expect of remote repositories.
     public static let pacmanDefault = SignatureLevel(

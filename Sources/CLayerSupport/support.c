@@ -17,6 +17,7 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -359,6 +360,81 @@ int lc_scope_landlock(void) {
         return errno;
     }
     int rc = syscall(SYS_landlock_restrict_self, (int)ruleset, 0) == 0 ? 0 : errno;
+    close((int)ruleset);
+    return rc;
+}
+
+/* Landlock's file system rights, by the ABI that brought them (landlock.h). */
+#define LC_LANDLOCK_FS_EXECUTE (1ULL << 0)
+#define LC_LANDLOCK_FS_WRITE_FILE (1ULL << 1)
+#define LC_LANDLOCK_FS_READ_FILE (1ULL << 2)
+#define LC_LANDLOCK_FS_READ_DIR (1ULL << 3)
+#define LC_LANDLOCK_FS_ABI1 ((1ULL << 13) - 1) /* EXECUTE .. MAKE_SYM */
+#define LC_LANDLOCK_FS_REFER (1ULL << 13)      /* ABI 2 */
+#define LC_LANDLOCK_FS_TRUNCATE (1ULL << 14)   /* ABI 3 */
+#define LC_LANDLOCK_FS_IOCTL_DEV (1ULL << 15)  /* ABI 5 */
+#define LC_LANDLOCK_RULE_PATH_BENEATH 1
+#ifndef SYS_landlock_add_rule
+#define SYS_landlock_add_rule 445
+#endif
+
+struct lc_landlock_path_beneath_attr {
+    unsigned long long allowed_access;
+    int parent_fd;
+} __attribute__((packed));
+
+/* Allows `rights` beneath `path` (a file: only the rights a file has); a path that is not there
+ * is no error, it is only not allowed. */
+static int lc_landlock_allow(int ruleset, const char *path, unsigned long long rights) {
+    int fd = open(path, O_PATH | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT || errno == ENOTDIR ? 0 : errno;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return err;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        rights &= LC_LANDLOCK_FS_EXECUTE | LC_LANDLOCK_FS_WRITE_FILE | LC_LANDLOCK_FS_READ_FILE |
+                  LC_LANDLOCK_FS_TRUNCATE | LC_LANDLOCK_FS_IOCTL_DEV;
+    }
+    struct lc_landlock_path_beneath_attr rule = {.allowed_access = rights, .parent_fd = fd};
+    int rc = syscall(SYS_landlock_add_rule, ruleset, LC_LANDLOCK_RULE_PATH_BENEATH, &rule, 0) == 0 ? 0 : errno;
+    close(fd);
+    return rc;
+}
+
+int lc_landlock_confine(const char *const *readable, int readable_count, const char *const *writable,
+                        int writable_count) {
+    int abi = lc_landlock_abi();
+    if (abi < 1) {
+        return EOPNOTSUPP;
+    }
+    unsigned long long handled = LC_LANDLOCK_FS_ABI1;
+    if (abi >= 2) handled |= LC_LANDLOCK_FS_REFER;
+    if (abi >= 3) handled |= LC_LANDLOCK_FS_TRUNCATE;
+    if (abi >= 5) handled |= LC_LANDLOCK_FS_IOCTL_DEV;
+    struct lc_landlock_ruleset_attr attr = {.handled_access_fs = handled};
+    if (abi >= 6) attr.scoped = LC_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LC_LANDLOCK_SCOPE_SIGNAL;
+    /* Older kernels know a shorter attribute: give them only what they know. */
+    size_t size = abi >= 6 ? sizeof(attr) : abi >= 4 ? 2 * sizeof(unsigned long long) : sizeof(unsigned long long);
+    long ruleset = syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+    if (ruleset < 0) {
+        return errno;
+    }
+    const unsigned long long read = LC_LANDLOCK_FS_EXECUTE | LC_LANDLOCK_FS_READ_FILE | LC_LANDLOCK_FS_READ_DIR;
+    int rc = 0;
+    for (int i = 0; i < readable_count && rc == 0; i++) {
+        rc = lc_landlock_allow((int)ruleset, readable[i], read);
+    }
+    for (int i = 0; i < writable_count && rc == 0; i++) {
+        rc = lc_landlock_allow((int)ruleset, writable[i], handled);
+    }
+    if (rc == 0) {
+        rc = syscall(SYS_landlock_restrict_self, (int)ruleset, 0) == 0 ? 0 : errno;
+    }
     close((int)ruleset);
     return rc;
 }

@@ -47,6 +47,12 @@ public struct BuildEvent: Codable, Sendable {
     public var at: Double?
     /// For `mountPoints`: the paths, relative to the tree, deepest last.
     public var paths: [String]?
+    /// The package work's answer, in its `finished` event (`PackageWork`).
+    var packageWork: PackageWork.Outcome?
+    /// For the package work's `failed`: libalpm's error as it was, and whether a download passed
+    /// its size limit.
+    var alpmError: AlpmError?
+    var fileLimitReached: Bool?
 
     public init(
         _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,

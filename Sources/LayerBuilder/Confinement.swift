@@ -160,7 +160,7 @@ struct Confinement {
         "open_by_handle_at", "name_to_handle_at", "sysfs", "_sysctl", "ustat", "vm86", "vm86old",
     ]
 
-    /// Gives up, for this process and all it starts, every capability but `capabilities`, the
+    /// Gives up, for this process and all it starts, every capability but `kept`, the
     /// chance to gain one (no_new_privs), and the system calls in `refusedSystemCalls`. The process
     /// becomes not dumpable: its /proc entries are closed to the commands it runs. Nothing it starts
     /// dumps core. Where the kernel has Landlock's scopes (6.12 and later), nothing it starts
@@ -168,8 +168,8 @@ struct Confinement {
     /// true`, `layerctl shell`) those are the host's services' (a container runtime's shims, a
     /// session bus, X11), and the build is root. Returns whether that scope holds.
     @discardableResult
-    static func dropPrivileges() throws -> Bool {
-        let limited = capabilities.withUnsafeBufferPointer { lc_limit_privileges($0.baseAddress, Int32($0.count)) }
+    static func dropPrivileges(keeping kept: [Int32] = capabilities) throws -> Bool {
+        let limited = kept.withUnsafeBufferPointer { lc_limit_privileges($0.baseAddress, Int32($0.count)) }
         if limited != 0 { throw SystemError("give up the privileges of", "the build", errno: limited) }
         let scoped = lc_scope_landlock()
         if scoped != 0 && scoped != EOPNOTSUPP {

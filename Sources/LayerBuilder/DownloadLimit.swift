@@ -33,12 +33,12 @@ enum DownloadLimit {
 
     /// What curl cannot end: a download blocked in a system call, such as a `file://` server's
     /// file that is a FIFO no one writes. Watches the partial files `parts` (libalpm's
-    /// `FILE.part`) while downloads run, and ends the process (`ProcessEnd`) with
+    /// `FILE.part`) while the package work `pid` downloads, and kills it with
     /// `failure(those still partial, the seconds waited)` when, for `watchSeconds(servers:)` on
     /// end, some were there and all of them together grew by less than `DownloadFloor.bytes`. Nothing is
     /// half written then: a `.part` is a download's prefix, which the next run may go on from.
     static func watchStalls(
-        parts: [String], servers: Int, failure: @escaping @Sendable ([String], Int) -> any Error
+        pid: pid_t, parts: [String], servers: Int, failure: @escaping @Sendable ([String], Int) -> any Error
     ) -> LimitWatch<any Error> {
         let window = watchSeconds(servers: servers)
         let progress = StallProgress()
@@ -47,7 +47,7 @@ enum DownloadLimit {
         for part in parts {
             if let look = look(at: part) { progress.idle[part] = look }
         }
-        return LimitWatch(name: "download stalls", every: 1) {
+        return LimitWatch(name: "download stalls", every: 1, killing: pid) {
             var present: [String] = []
             var brought: Int64 = 0
             for part in parts {
@@ -100,8 +100,7 @@ enum DownloadLimit {
 
     /// Runs `body` with no file of this process growing past `bytes`, then lifts the limit;
     /// `reached` says whether a write went past it. The limit is the process's: nothing else may
-    /// write large files meanwhile (the downloads run alone, before a build, and a builder child
-    /// starts only after).
+    /// write large files meanwhile (the package work's child downloads, and does nothing else).
     static func files<T>(atMost bytes: Int64, reached: inout Bool, _ body: () throws -> T) throws -> T {
         let limited = lc_limit_file_size(UInt64(max(bytes, 0)))
         if limited != 0 { throw SystemError("limit the file size of", "the downloads", errno: limited) }

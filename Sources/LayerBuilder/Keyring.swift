@@ -37,49 +37,4 @@ enum Keyring {
         }
         return keys.sorted()
     }
-
-    /// The gpg daemons (agent, dirmngr, keyboxd) running on keyring `home`. libalpm's gpgme starts
-    /// them on a signature check, dirmngr to look an unknown key up, and leaves them running.
-    static func daemons(home: String) -> Set<pid_t> {
-        func withoutTrailingSlashes<Path: BidirectionalCollection<UInt8>>(_ path: Path) -> [UInt8] {
-            Array(path.reversed().drop { $0 == 0x2F }.reversed())
-        }
-        let wanted = withoutTrailingSlashes(home.utf8)
-        var found: Set<pid_t> = []
-        for entry in (try? FileSystem.listDirectory("/proc")) ?? [] {
-            guard let pid = pid_t(entry),
-                let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline")
-            else { continue }
-            let arguments = data.split(separator: 0, omittingEmptySubsequences: false).map { Array($0) }
-            guard let command = arguments.first?.split(separator: 0x2F).last,
-                ["gpg-agent", "dirmngr", "keyboxd"].contains(String(decoding: command, as: UTF8.self)),
-                let flag = arguments.firstIndex(of: Array("--homedir".utf8)), flag + 1 < arguments.count,
-                withoutTrailingSlashes(arguments[flag + 1]) == wanted
-            else { continue }
-            found.insert(pid)
-        }
-        return found
-    }
-
-    /// Runs `body`, then stops the gpg daemons on keyring `home` that started meanwhile: a build
-    /// leaves no process behind. Those running before are someone else's and stay.
-    static func withoutLeftoverDaemons<T>(home: String, _ body: () throws -> T) rethrows -> T {
-        let before = daemons(home: home)
-        defer {
-            let started = daemons(home: home).subtracting(before)
-            for pid in started { kill(pid, SIGTERM) }
-            // They are not our children: wait (up to a second) until each has ended.
-            for _ in 0..<100 where started.contains(where: isRunning) { usleep(10_000) }
-        }
-        return try body()
-    }
-
-    /// Whether `pid` is still a live process (neither gone nor a zombie awaiting its parent).
-    private static func isRunning(_ pid: pid_t) -> Bool {
-        guard let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat"),
-            let close = stat.lastIndex(of: UInt8(ascii: ")")), close + 2 < stat.endIndex
-        else { return false }
-        return stat[close + 2] != UInt8(ascii: "Z")
-    }
-
 }

@@ -1,11 +1,11 @@
 import Foundation
+import Glibc
 import LayerSupport
 
 /// A thread that looks at some work every `interval` seconds (or only at `deadline`) until it is
 /// stopped, and acts once `check` finds a limit passed: the build's watchdog kills its namespaced
-/// work; the watches on libalpm's resolution and downloads, which run in a library call that
-/// cannot be interrupted, end the process (`ProcessEnd`), so whatever the process leaves then
-/// must be safe to leave.
+/// work, and the watches on libalpm's resolution and downloads kill the package work
+/// (`PackageWork`), whose library calls cannot be interrupted.
 final class LimitWatch<Outcome>: @unchecked Sendable {
     // @unchecked: `done` and `outcome` are only touched under `condition`.
     private let condition = NSCondition()
@@ -45,8 +45,8 @@ final class LimitWatch<Outcome>: @unchecked Sendable {
 }
 
 extension LimitWatch where Outcome == any Error {
-    /// Ends the process with the error `check` returns, if it returns one.
-    convenience init(name: String, every interval: Double, check: @escaping @Sendable () -> (any Error)?) {
-        self.init(name: name, every: interval, check: check) { ProcessEnd.now($0) }
+    /// Kills the process `pid` once `check` returns an error, which `stop()` then returns.
+    convenience init(name: String, every interval: Double, killing pid: pid_t, check: @escaping @Sendable () -> (any Error)?) {
+        self.init(name: name, every: interval, check: check) { _ in kill(pid, SIGKILL) }
     }
 }

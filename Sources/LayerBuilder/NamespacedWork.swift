@@ -24,7 +24,7 @@ public enum NamespacedWork {
     /// The descriptor a builder writes its events to.
     static let eventDescriptor: Int32 = 3
 
-    enum Role: String { case build, shell }
+    enum Role: String { case build, shell, packages }
 
     struct Request: Equatable {
         var role: Role
@@ -65,18 +65,21 @@ public enum NamespacedWork {
         switch request.role {
         case .build: BuilderChild.build(request)
         case .shell: LayerShell.work(request)
+        case .packages: PackageWork.work(request)
         }
     }
 
     /// Runs `role` for the job at `jobPath` (with the host's network when `network`, with the
     /// terminal's stdin when `interactive`), hands each event to `observe`, and returns the exit
-    /// status once the work is done. A `failed` event is thrown as the `BuildFailure` it reports.
-    /// After `timeLimit` seconds, or once less than `reserve` is free, the work is killed, every
-    /// process and mount of it with it, and `TimeLimitExceeded` or the reserve's `Reached` is
-    /// thrown.
+    /// status once the work is done. A `failed` event is thrown as the `BuildFailure` it reports,
+    /// or as the error `failure` makes of it. After `timeLimit` seconds, or once less than
+    /// `reserve` is free, the work is killed, every process and mount of it with it, and
+    /// `TimeLimitExceeded` or the reserve's `Reached` is thrown; so is the error of `watch`, a
+    /// watch on the work's pid, once it kills it.
     static func run(
         _ role: Role, jobPath: String, network: Bool, interactive: Bool = false, timeLimit: Double? = nil,
-        reserve: DiskReserve? = nil, observe: (BuildEvent) -> Void
+        reserve: DiskReserve? = nil, watch: ((pid_t) -> LimitWatch<any Error>)? = nil,
+        failure makeFailure: (BuildEvent) -> (any Error)? = { _ in nil }, observe: (BuildEvent) -> Void
     ) throws -> Int32 {
         let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
         let pid: pid_t
@@ -90,7 +93,8 @@ public enum NamespacedWork {
         }
         close(writeEnd)
         let watchdog = timeLimit != nil || reserve != nil ? Watchdog.start(pid: pid, seconds: timeLimit, reserve: reserve) : nil
-        var failure: BuildFailure?
+        let watching = watch?(pid)
+        var failure: (any Error)?
         let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
         var pending = Data()
         // Until the work has ended: its own commands do not inherit the descriptor.
@@ -98,13 +102,21 @@ public enum NamespacedWork {
             let chunk = reader.availableData
             if chunk.isEmpty { break }
             pending.append(chunk)
+            // The work parses strangers' data: a line without end would take this process's memory.
+            if pending.count > Self.longestEvent && !pending.contains(0x0A) {
+                kill(pid, SIGKILL)
+                failure = BuildFailure("the \(role.rawValue) work sent an event of more than \(formatBytes(Int64(Self.longestEvent))); it was stopped", code: .system)
+                break
+            }
             while let newline = pending.firstIndex(of: 0x0A) {
                 let line = pending[pending.startIndex..<newline]
                 pending.removeSubrange(pending.startIndex...newline)
                 guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
                 if event.kind == .failed {
-                    failure = BuildFailure(
-                        event.message ?? "", at: event.location, code: event.code ?? .build, packages: event.packages ?? [])
+                    failure =
+                        makeFailure(event)
+                        ?? BuildFailure(
+                            event.message ?? "", at: event.location, code: event.code ?? .build, packages: event.packages ?? [])
                 } else {
                     observe(event)
                 }
@@ -112,15 +124,20 @@ public enum NamespacedWork {
         }
         // The watchdog is done before the child is reaped: its pid is not reused until then.
         let stopped = watchdog?.stop()
+        let watched = watching?.stop()
         let status = waitForExit(pid)
         switch stopped {
         case .timeLimit: throw TimeLimitExceeded(seconds: timeLimit ?? 0)
         case .reserve(let reached): throw reached
         case nil: break
         }
+        if let watched { throw watched }
         if let failure { throw failure }
         return status
     }
+
+    /// The longest event line read from the work: a resolution of thousands of packages is a few MB.
+    static let longestEvent = 64 << 20
 
     /// The work took longer than it may.
     struct TimeLimitExceeded: Error {

@@ -6,7 +6,8 @@ import LayerSupport
 
 /// Resolves a layer's transaction against its parents' package database without building
 /// anything, and fetches its packages: the merged local database of the parent stack is assembled
-/// from hard links in a scratch folder, and libalpm prepares the transaction there.
+/// from hard links in a scratch folder, and libalpm prepares the transaction there, in the package
+/// work's child (`PackageWork`).
 struct PackageResolver {
     /// The parent stack, bottom first; empty for a layer from scratch.
     let parents: [any EntrySource]
@@ -15,16 +16,33 @@ struct PackageResolver {
     /// A folder holding `sync/` (see SyncCache.snapshot).
     let syncSnapshot: String
 
-    func resolve(_ request: TransactionRequest, scratch: String) throws -> Resolution {
-        try handle(scratch: scratch).resolve(request)
+    /// A layer's packages as libalpm resolves them, with what each one depends on and provides.
+    struct Resolved {
+        var resolution: Resolution
+        var relations: [String: PackageWork.Relations]
+
+        /// `names` and every package of the resolution they need, directly or through others of
+        /// them, by the sync databases' dependencies (a dependency on something a package provides
+        /// counts).
+        func dependencyClosure(of names: Set<String>) -> Set<String> {
+            PackageResolver.dependencyClosure(of: names, within: resolution.install, relations: relations)
+        }
     }
 
-    /// `names` and every package of `packages` they need, directly or through others of them, by
-    /// the sync databases' dependencies (a dependency on something a package provides counts).
-    func dependencyClosure(of names: Set<String>, within packages: [PackageFile], scratch: String) throws -> Set<String> {
-        let handle = try handle(scratch: scratch)
-        var relations: [String: (depends: [String], provides: [String])] = [:]
-        for package in packages { relations[package.name] = handle.relations(of: package.name, in: package.repository) }
+    /// Resolves `request` for the layer `layer`; `watch` may stop the work (`ResolutionWatch`).
+    func resolve(
+        _ request: TransactionRequest, layer: String, scratch: String, watch: ((pid_t) -> LimitWatch<any Error>)? = nil
+    ) throws -> Resolved {
+        var job = try job(.resolve, layer: layer, scratch: scratch)
+        job.request = request
+        var reached = false
+        let outcome = try PackageWork.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch)
+        return Resolved(resolution: outcome.resolution ?? Resolution(), relations: outcome.relations ?? [:])
+    }
+
+    static func dependencyClosure(
+        of names: Set<String>, within packages: [PackageFile], relations: [String: PackageWork.Relations]
+    ) -> Set<String> {
         // Which of `packages` satisfy a name: itself, and what provides it. Linear in the packages
         // and their relations (a layer's transaction may hold thousands of packages).
         var satisfying: [String: [String]] = [:]
@@ -43,33 +61,36 @@ struct PackageResolver {
     }
 
     /// Downloads every package `request` installs that `cache` lacks, and checks each one, cached
-    /// or not, as its repository's signature level asks, with the keys of `keyring`. The build runs
-    /// later with no network and no keyring: it installs from the cache what was checked here.
+    /// or not, as its repository's signature level asks, with the keys of `keyring`, each download
+    /// at most `largest` bytes (`reached` says whether one passed it). The build runs later with no
+    /// network and no keyring: it installs from the cache what was checked here. Returns the file
+    /// names of the packages that do not open as tar archives.
     func fetch(
-        _ request: TransactionRequest, scratch: String, cache: String, keyring: String,
-        observe: @escaping (AlpmEvent) -> Void
-    ) throws {
-        let handle = try handle(scratch: scratch)
-        try handle.addCacheDir(cache)
-        try handle.setGPGDir(keyring)
-        try handle.setParallelDownloads(5)
-        handle.observer = observe
-        // gpgme starts gpg-agent for the check; none may outlive the build.
-        _ = try Keyring.withoutLeftoverDaemons(home: keyring) { try handle.commit(request, downloadOnly: true) }
+        _ request: TransactionRequest, layer: String, scratch: String, cache: String, keyring: String,
+        largest: Int64, reached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)?,
+        observe: (BuildEvent) -> Void
+    ) throws -> [String] {
+        var job = try job(.fetch, layer: layer, scratch: scratch)
+        job.request = request
+        job.cache = cache
+        job.keyring = keyring
+        job.largestDownload = largest
+        job.readable += PackageWork.serverPaths(of: repositories, arch: arch)
+        job.writable += [cache, keyring]
+        return try PackageWork.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch, observe: observe).notTar ?? []
     }
 
-    private func handle(scratch: String) throws -> AlpmHandle {
+    /// The job of `operation` on a handle in `scratch`, whose local database the parents' is.
+    private func job(_ operation: PackageWork.Job.Operation, layer: String, scratch: String) throws -> PackageWork.Job {
         let dbPath = scratch + "/db"
         let root = scratch + "/root"
         try FileSystem.makeDirectories(dbPath + "/local")
         try FileSystem.makeDirectories(root)
         try sys("link", dbPath + "/sync") { symlink(syncSnapshot + "/sync", dbPath + "/sync") }
         try assembleLocalDatabase(into: dbPath + "/local")
-        let handle = try AlpmHandle(root: root, dbPath: dbPath)
-        try handle.setArchitectures([arch])
-        for repository in repositories { try handle.register(repository, arch: arch) }
-        try handle.checkDatabasesValid()
-        return handle
+        return PackageWork.Job(
+            operation: operation, layer: layer, root: root, dbPath: dbPath, arch: arch, repositories: repositories,
+            readable: [syncSnapshot], writable: [scratch])
     }
 
     /// The parents' `var/lib/pacman/local`, merged with overlay rules, as hard links.

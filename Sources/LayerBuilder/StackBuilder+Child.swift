@@ -58,19 +58,19 @@ extension StackBuilder {
             resolution.install.first { package in error.details.contains { $0.contains("'\(package.filename)'") } }
         }
         let servers = repositories.map(\.servers.count).max() ?? 1
-        let stalls = DownloadLimit.watchStalls(parts: parts, servers: servers) { [cache = store.packageCache, install = resolution.install] stalled, seconds in
-            let package = install.first { stalled.contains(cache + "/" + $0.filename + ".part") }
-            return BuildFailure(
-                download(package) + " brought less than \(formatBytes(DownloadFloor.bytes)) in \(seconds) s; it was stopped",
-                at: place(package), code: .packages)
-        }
-        do {
-            defer { stalls.stop() }
-            try DownloadLimit.files(atMost: largest, reached: &tooLarge) {
-                try resolver.fetch(
-                    request, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring
-                ) { event in self.observer(BuildEvent(alpm: event, layer: layer.name)) }
+        let stalls = { [cache = store.packageCache, install = resolution.install] (pid: pid_t) in
+            DownloadLimit.watchStalls(pid: pid, parts: parts, servers: servers) { stalled, seconds in
+                let package = install.first { stalled.contains(cache + "/" + $0.filename + ".part") }
+                return BuildFailure(
+                    download(package) + " brought less than \(formatBytes(DownloadFloor.bytes)) in \(seconds) s; it was stopped",
+                    at: place(package), code: .packages)
             }
+        }
+        let notTar: [String]
+        do {
+            notTar = try resolver.fetch(
+                request, layer: layer.name, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring,
+                largest: largest, reached: &tooLarge, watch: stalls, observe: observer)
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                 repositoryLocations[name]?.description ?? layer.path
@@ -97,9 +97,8 @@ extension StackBuilder {
         // A package matches its database's sha256, but the builder's libalpm opens it as a tar
         // alone (archive_readers.c), and would say it failed to at the builder's own path. Said
         // here, at the repository that served it; and not kept, as a database that is no tar is not.
-        for package in resolution.install {
+        for package in resolution.install where notTar.contains(package.filename) {
             let path = store.packageCache + "/" + package.filename
-            guard !AlpmHandle.opensAsTar(path) else { continue }
             unlink(path)
             unlink(path + ".sig")
             throw BuildFailure(

@@ -68,7 +68,7 @@ public final class StackBuilder {
                 snapshot = session + "/sync-\(snapshots.count)"
                 do {
                     try sync.snapshot(
-                        into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)",
+                        into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)", layer: layer.name,
                         locate: { locations[$0]?.description })
                 } catch let error as AlpmError where !error.missingKeys.isEmpty {
                     throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
@@ -85,31 +85,31 @@ public final class StackBuilder {
             let resolver = PackageResolver(
                 parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
                 syncSnapshot: snapshot)
-            let resolution: Resolution
+            let resolved: PackageResolver.Resolved
             let place = layer.packages.first?.location.description ?? layer.path
-            let watch = ResolutionWatch.start(
-                seconds: min(options.layerTimeLimit ?? ResolutionWatch.seconds, ResolutionWatch.seconds),
-                memory: min(options.memoryLimit ?? ResolutionWatch.memory, ResolutionWatch.memory)
-            ) { [name = layer.name] limit in
-                BuildFailure("resolving the packages of layer \(name) took \(limit): its repositories' dependencies are more than libalpm resolves in reason", at: place, code: .packages)
+            let watch = { [name = layer.name, options] (pid: pid_t) in
+                ResolutionWatch.start(
+                    pid: pid, seconds: min(options.layerTimeLimit ?? ResolutionWatch.seconds, ResolutionWatch.seconds),
+                    memory: min(options.memoryLimit ?? ResolutionWatch.memory, ResolutionWatch.memory)
+                ) { limit in
+                    BuildFailure("resolving the packages of layer \(name) took \(limit): its repositories' dependencies are more than libalpm resolves in reason", at: place, code: .packages)
+                }
             }
             do {
-                defer { watch.stop() }
-                resolution = try resolver.resolve(request, scratch: session + "/resolve-\(index)")
+                resolved = try resolver.resolve(request, layer: layer.name, scratch: session + "/resolve-\(index)", watch: watch)
             } catch let error as AlpmError {
                 throw locate(error, in: layer)
             } catch let failure as BuildFailure where failure.location == nil {
                 throw BuildFailure(failure, at: layer.fromLocation.description)  // the layers below: what `from:` names
             }
+            let resolution = resolved.resolution
             let lock = try LayerLock(
                 policy: options.locks, layer: layer,
                 current: LockFile(
                     arch: recipe.arch, inputs: recipe.lockInputs(for: index),
                     parent: index == 0 ? base.map { "image " + $0.reference } ?? "scratch" : parentKey ?? "scratch",
                     packages: resolution.install.map(LockFile.Package.init)))
-            let closure = { (names: Set<String>) in
-                try resolver.dependencyClosure(of: names, within: resolution.install, scratch: session + "/closure-\(index)")
-            }
+            let closure = { (names: Set<String>) in resolved.dependencyClosure(of: names) }
             if let changed = try lock.settle(closure: closure) { locks.append((layer.name, lock.path, changed)) }
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
             observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))

@@ -19,9 +19,12 @@ struct SyncCache {
         return store.cacheDirectory + "/sync/" + String(Digest.sha256(Data(identity.utf8)).prefix(16))
     }
 
-    /// Refreshes (unless `offline`) and copies the databases into `snapshot/sync`. A refresh that
-    /// fails is one line at `locate(repository)`, the place that declares the repository it names.
-    func snapshot(into snapshot: String, offline: Bool, scratch: String, locate: (String) -> String? = { _ in nil }) throws {
+    /// Refreshes (unless `offline`; in the package work's child, for layer `layer`) and copies the
+    /// databases into `snapshot/sync`. A refresh that fails is one line at `locate(repository)`,
+    /// the place that declares the repository it names.
+    func snapshot(
+        into snapshot: String, offline: Bool, scratch: String, layer: String, locate: (String) -> String? = { _ in nil }
+    ) throws {
         try FileSystem.makeDirectories(directory + "/sync")
         let lock = try FileLock(path: directory + ".lock", mode: .exclusive)
         defer { lock.unlock() }
@@ -29,29 +32,29 @@ struct SyncCache {
         if !offline && !repositories.isEmpty {
             try FileSystem.makeDirectories(scratch)
             unlink(directory + "/db.lck")  // left by a killed refresh; we hold the lock
-            let handle = try AlpmHandle(root: scratch, dbPath: directory)
-            try handle.setGPGDir(gpgDirectory)
-            for repository in repositories { try handle.register(repository, arch: arch) }
             // file:// servers are cheap to copy and their mtimes say little; always fetch them.
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
+            let job = PackageWork.Job(
+                operation: .refresh, layer: layer, root: scratch, dbPath: directory, arch: arch, repositories: repositories,
+                force: local, keyring: gpgDirectory, largestDownload: DownloadLimit.database,
+                readable: PackageWork.serverPaths(of: repositories, arch: arch), writable: [scratch, directory, gpgDirectory])
             var tooLarge = false
             let parts = repositories.flatMap { repository in
                 [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }
             }
             let places = repositories.map { (name: $0.name, place: locate($0.name)) }
             let servers = repositories.map(\.servers.count).max() ?? 1
-            let stalls = DownloadLimit.watchStalls(parts: parts, servers: servers) { [directory] stalled, seconds in
-                let named = places.first { stalled.contains(directory + "/sync/" + $0.name + ".db.part") }
-                return BuildFailure(
-                    "refresh \(named.map { "repository \($0.name)" } ?? "the repositories") failed: its database brought less than "
-                        + "\(formatBytes(DownloadFloor.bytes)) in \(seconds) s; the download was stopped",
-                    at: named?.place, code: .packages)
-            }
-            defer { stalls.stop() }
-            do {
-                try Keyring.withoutLeftoverDaemons(home: gpgDirectory) {
-                    try DownloadLimit.files(atMost: DownloadLimit.database, reached: &tooLarge) { try handle.refresh(force: local) }
+            let stalls = { [directory] (pid: pid_t) in
+                DownloadLimit.watchStalls(pid: pid, parts: parts, servers: servers) { stalled, seconds in
+                    let named = places.first { stalled.contains(directory + "/sync/" + $0.name + ".db.part") }
+                    return BuildFailure(
+                        "refresh \(named.map { "repository \($0.name)" } ?? "the repositories") failed: its database brought less than "
+                            + "\(formatBytes(DownloadFloor.bytes)) in \(seconds) s; the download was stopped",
+                        at: named?.place, code: .packages)
                 }
+            }
+            do {
+                _ = try PackageWork.run(job, scratch: scratch, fileLimitReached: &tooLarge, watch: stalls)
             } catch let error as AlpmError where error.missingKeys.isEmpty {
                 // libalpm names the database that failed ('core.db') in its details; our own checks
                 // name its repository.

@@ -44,11 +44,6 @@ struct LayerCtl: ParsableCommand {
             exit(withError: error)  // --help and --version print and exit 0
         }
         let json = (command as? JSONCommand)?.json == true
-        // A watchdog's error, from its thread, while the command is stuck in a library call.
-        ProcessEnd.install { error in
-            report(error, json: json)  // stdout is line-buffered: the record is out
-            _exit(exitStatus(errorCode(of: error)))
-        }
         do {
             try command.run()
         } catch let status as ExitCode {

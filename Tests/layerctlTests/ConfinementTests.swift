@@ -629,23 +629,7 @@ struct ConfinementTests {
     @Test("a dependency chain too long to resolve is stopped at the build's --timeout or --memory, in one line at the layer's packages")
     func resolutionWithoutEnd() throws {
         let work = try Harness.temporaryDirectory("chain")
-        let entries = work + "/entries"
-        var names: [String] = []
-        for index in 0..<20_000 {
-            let name = "p\(index)-1-1"
-            names.append(name)
-            try FileManager.default.createDirectory(atPath: entries + "/" + name, withIntermediateDirectories: true)
-            let depends = index + 1 < 20_000 ? "%DEPENDS%\np\(index + 1)\n\n" : ""
-            try ("%FILENAME%\n\(name)-any.pkg.tar.zst\n\n%NAME%\np\(index)\n\n%VERSION%\n1-1\n\n%ARCH%\nany\n\n%CSIZE%\n100\n\n"
-                + "%SHA256SUM%\n\(String(repeating: "0", count: 64))\n\n" + depends)
-                .write(toFile: entries + "/" + name + "/desc", atomically: false, encoding: .utf8)
-        }
-        try FileManager.default.createDirectory(atPath: work + "/repo/chain", withIntermediateDirectories: true)
-        try names.joined(separator: "\n").write(toFile: work + "/names", atomically: false, encoding: .utf8)
-        let pack = try KernelMount.run("/usr/bin/bsdtar", ["-czf", work + "/repo/chain/chain.db", "-C", entries, "-T", work + "/names"])
-        #expect(pack.status == 0, "\(pack.output)")
-        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: chain\n    servers: [\(work)/repo/$repo]\n    siglevel: Never\npackages: [p0]\n"
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        _ = try PackageWorkTests.chainRepository(in: work, count: 20_000)
         for (limit, says) in [(["--timeout", "2"], "took more than 2 s"), (["--memory", "200M"], "took more than 200.0 MiB of memory")] {
             let result = try Harness.run(["build", work + "/probe.yaml", "--store", work + "/store", "--json"] + limit)
             #expect(result.status == 5, "\(result.stderr)")

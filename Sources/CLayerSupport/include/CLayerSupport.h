@@ -87,6 +87,15 @@ int lc_scope_landlock(void);
 /// The Landlock ABI version the kernel offers; 0 where it has none, or Landlock is off.
 int lc_landlock_abi(void);
 
+/// Puts the calling process, and everything it starts from then on, in a Landlock domain that
+/// reads and runs files only beneath the `readable` paths and the `writable` ones, and changes
+/// files only beneath the `writable` ones; it reaches no abstract unix socket made outside it and
+/// signals no process outside it (where the kernel has scopes). A path that is a file gets the
+/// rights a file can have; a path that is not there is left out. The network is not touched.
+/// Needs no_new_privs. Returns 0, EOPNOTSUPP where the kernel has no Landlock, or an errno value.
+int lc_landlock_confine(const char *const *readable, int readable_count, const char *const *writable,
+                        int writable_count);
+
 /// Installs a seccomp filter (libseccomp) on the calling thread, inherited by everything it
 /// starts: each system call in `names` fails with `refusal` (an errno value), for every ABI the
 /// architecture runs (on x86-64 also i386 and x32, whose numbers differ), as does clone with a

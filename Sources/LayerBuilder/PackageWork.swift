@@ -1,0 +1,228 @@
+import Alpm
+import CLayerSupport
+import Foundation
+import Glibc
+import LayerSupport
+
+/// libalpm's work on data that strangers made, done in a confined child: the `packages` role of
+/// `NamespacedWork`.
+///
+/// A layer file names its repositories, whose servers send the databases and packages, and the
+/// layers below, built by strangers' steps or pulled, hold the local database a layer resolves
+/// against. libalpm, libarchive and gpgme parse all of it. In layerctl's own process they would
+/// parse it as root, on the host. So the refresh, the resolution and the fetch each run in a child,
+/// in new pid, mount, ipc and uts namespaces, and a network namespace of its own but for the
+/// downloads. The child sees a /proc of its own. It keeps no capability. Under Landlock it reads
+/// only the system's programs, libraries and settings (`systemPaths`) and what its job names,
+/// and it writes only the job's folders. The gpg daemons that gpgme starts die with it. What it
+/// finds comes back as an event: the resolution, or the `AlpmError` libalpm gave, which the
+/// parent words and places as before.
+enum PackageWork {
+    struct Job: Codable {
+        enum Operation: String, Codable {
+            /// Download the sync databases into `dbPath/sync`.
+            case refresh
+            /// Resolve `request`, and tell each package's relations.
+            case resolve
+            /// Download and check the packages `request` installs into `cache`, and tell which of
+            /// them do not open as tar archives.
+            case fetch
+        }
+
+        var operation: Operation
+        /// The layer the work is for, named in its events.
+        var layer: String
+        var root: String
+        var dbPath: String
+        var arch: String
+        var repositories: [Repository]
+        var request = TransactionRequest()
+        /// For `refresh`: download databases whether or not they changed.
+        var force = false
+        var keyring: String?
+        var cache: String?
+        /// For `refresh` and `fetch`: the most one download may write (`DownloadLimit`).
+        var largestDownload: Int64 = 0
+        /// What the child may read besides `systemPaths`, and what it may change.
+        var readable: [String] = []
+        var writable: [String] = []
+
+        /// Downloads need the host's network; a resolution needs none.
+        var network: Bool { operation != .resolve }
+    }
+
+    /// What a package's sync database entry says it depends on and provides, by name alone.
+    struct Relations: Codable {
+        var depends: [String]
+        var provides: [String]
+    }
+
+    /// The child's answer.
+    struct Outcome: Codable {
+        var resolution: Resolution?
+        /// For `resolve`: each package the resolution installs, by name.
+        var relations: [String: Relations]?
+        /// For `fetch`: the file names of the packages that do not open as tar archives.
+        var notTar: [String]?
+    }
+
+    /// The host's files the child reads whatever its job: programs, libraries, and what curl,
+    /// the resolver and gpg read of /etc. Not the rest of /etc (shadow, ssh keys), and no home.
+    /// A path that is not on this host is left out; a symlink counts for what it leads to.
+    static let systemPaths = [
+        "/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin",
+        "/etc/ld.so.cache", "/etc/ssl", "/etc/ca-certificates", "/etc/ca-certificates.conf", "/etc/pki",
+        "/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/host.conf", "/etc/gai.conf", "/etc/services",
+        "/etc/protocols", "/etc/localtime", "/etc/passwd", "/etc/group", "/etc/gnupg", "/etc/gcrypt",
+        "/proc", "/sys/devices/system/cpu",
+    ]
+    /// Devices anyone may read and write.
+    static let devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+
+    // MARK: The parent's side
+
+    /// Runs `job` in a child (its file goes to `scratch`), hands its events to `observe`, and
+    /// returns its outcome. libalpm's failure is thrown as the `AlpmError` it was;
+    /// `fileLimitReached` says whether a download passed `largestDownload`. `watch` may stop the
+    /// child: what it found is thrown.
+    static func run(
+        _ job: Job, scratch: String, fileLimitReached: inout Bool,
+        watch: ((pid_t) -> LimitWatch<any Error>)? = nil, observe: (BuildEvent) -> Void = { _ in }
+    ) throws -> Outcome {
+        try FileSystem.makeDirectories(scratch)
+        let jobPath = scratch + "/packages-job.json"
+        try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
+        var outcome: Outcome?
+        var reached = false
+        defer { fileLimitReached = reached }
+        let status = try NamespacedWork.run(
+            .packages, jobPath: jobPath, network: job.network, watch: watch,
+            failure: { event in
+                reached = event.fileLimitReached ?? false
+                return event.alpmError
+            }
+        ) { event in
+            if event.kind == .finished { outcome = event.packageWork } else { observe(event) }
+        }
+        guard status == 0, let outcome else {
+            throw BuildFailure("the package work of layer \(job.layer) stopped with status \(status)", code: .system)
+        }
+        return outcome
+    }
+
+    /// What the child reads of the folders of this host that the repositories' file:// servers
+    /// name: each folder, and what each symlink in it leads to (a repository of links to packages
+    /// kept elsewhere), as pacman would read them.
+    static func serverPaths(of repositories: [Repository], arch: String) -> [String] {
+        func found(_ path: String) -> String? {
+            guard let resolved = realpath(path, nil) else { return nil }
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        var paths: [String] = []
+        for server in repositories.flatMap({ $0.expandedServers(arch: arch) }) where server.hasPrefix("file://") {
+            let written = String(server.dropFirst("file://".count))
+            let folder = written.removingPercentEncoding ?? written
+            guard let real = found(folder) else { continue }
+            paths.append(real)
+            for name in (try? FileSystem.listDirectory(real)) ?? [] {
+                let entry = real + "/" + name
+                var st = stat()
+                guard lstat(entry, &st) == 0, st.st_mode & S_IFMT == S_IFLNK, let target = found(entry) else { continue }
+                paths.append(target)
+            }
+        }
+        return paths
+    }
+
+    // MARK: The child's side
+
+    /// The `packages` role: confines itself, does the job, and reports.
+    static func work(_ request: NamespacedWork.Request) -> Int32 {
+        var events = EventPipe(layer: "?")
+        var reached = false
+        do {
+            try NamespacedWork.dieWithParent(request)
+            guard let data = FileManager.default.contents(atPath: request.jobPath) else {
+                throw SystemError("read", request.jobPath, errno: ENOENT)
+            }
+            let job = try JSONDecoder().decode(Job.self, from: data)
+            events = EventPipe(layer: job.layer)
+            try NamespacedWork.settleNamespaces(hostname: "layerctl-packages", network: job.network)
+            try confine(job, events: events)
+            _ = fcntl(NamespacedWork.eventDescriptor, F_SETFD, FD_CLOEXEC)
+            var finished = BuildEvent(.finished, layer: job.layer)
+            finished.packageWork = try perform(job, events: events, reached: &reached)
+            events.send(finished)
+            return 0
+        } catch {
+            var failed = BuildEvent(failure: error, layer: events.layer)
+            failed.alpmError = error as? AlpmError
+            failed.fileLimitReached = reached ? true : nil
+            events.send(failed)
+            return 1
+        }
+    }
+
+    private static func perform(_ job: Job, events: EventPipe, reached: inout Bool) throws -> Outcome {
+        let handle = try AlpmHandle(root: job.root, dbPath: job.dbPath)
+        if let keyring = job.keyring { try handle.setGPGDir(keyring) }
+        switch job.operation {
+        case .refresh:
+            for repository in job.repositories { try handle.register(repository, arch: job.arch) }
+            try DownloadLimit.files(atMost: job.largestDownload, reached: &reached) { try handle.refresh(force: job.force) }
+            return Outcome()
+        case .resolve:
+            try handle.setArchitectures([job.arch])
+            for repository in job.repositories { try handle.register(repository, arch: job.arch) }
+            try handle.checkDatabasesValid()
+            let resolution = try handle.resolve(job.request)
+            var relations: [String: Relations] = [:]
+            for package in resolution.install {
+                if let found = handle.relations(of: package.name, in: package.repository) {
+                    relations[package.name] = Relations(depends: found.depends, provides: found.provides)
+                }
+            }
+            return Outcome(resolution: resolution, relations: relations)
+        case .fetch:
+            try handle.setArchitectures([job.arch])
+            for repository in job.repositories { try handle.register(repository, arch: job.arch) }
+            try handle.checkDatabasesValid()
+            guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
+            try handle.addCacheDir(cache)
+            try handle.setParallelDownloads(5)
+            handle.observer = { event in events.send(BuildEvent(alpm: event, layer: job.layer)) }
+            let resolution = try DownloadLimit.files(atMost: job.largestDownload, reached: &reached) {
+                try handle.commit(job.request, downloadOnly: true)
+            }
+            // The builder's libalpm opens a package as a tar alone (archive_readers.c).
+            let notTar = resolution.install.map(\.filename).filter { !AlpmHandle.opensAsTar(cache + "/" + $0) }
+            return Outcome(resolution: resolution, notTar: notTar)
+        }
+    }
+
+    /// A /proc of the child's own pid namespace, a private /run/user (where gpg would put its
+    /// sockets), Landlock on the paths, no capability, and the system calls a build is refused.
+    private static func confine(_ job: Job, events: EventPipe) throws {
+        try Mounter.mount("proc", at: "/proc", type: "proc", options: "nosuid,nodev,noexec")
+        var writable = job.writable + devices
+        if FileSystem.isDirectory("/run/user") {
+            try Mounter.mount("tmpfs", at: "/run/user", type: "tmpfs", options: "mode=0755,nosuid,nodev,size=1m")
+            writable.append("/run/user")
+        }
+        let readable = systemPaths + job.readable
+        let confined = withCStrings(readable) { read in
+            withCStrings(writable) { write in
+                lc_landlock_confine(
+                    UnsafeRawPointer(read).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(readable.count),
+                    UnsafeRawPointer(write).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(writable.count))
+            }
+        }
+        if confined == EOPNOTSUPP {
+            events.send(.warning, "this kernel has no Landlock: libalpm reads the repositories' data without a limit on the paths it may open")
+        } else if confined != 0 {
+            throw SystemError("confine with Landlock", "the package work", errno: confined)
+        }
+        try Confinement.dropPrivileges(keeping: [])
+    }
+}

@@ -1,0 +1,147 @@
+import Foundation
+import Glibc
+import Testing
+
+/// libalpm parses the repositories' databases and packages and the layers' package databases,
+/// all of them strangers' data, in a child of its own (`PackageWork`): these look at that child
+/// from outside, while it works, and give it jobs by hand to see what it may open.
+@Suite("Package work", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct PackageWorkTests {
+    /// A database of `count` packages, each needing the next: libalpm takes seconds to resolve it,
+    /// which is time to look at the process that does.
+    static func chainRepository(in work: String, count: Int) throws -> String {
+        let entries = work + "/entries"
+        var names: [String] = []
+        for index in 0..<count {
+            let name = "p\(index)-1-1"
+            names.append(name)
+            try FileManager.default.createDirectory(atPath: entries + "/" + name, withIntermediateDirectories: true)
+            let depends = index + 1 < count ? "%DEPENDS%\np\(index + 1)\n\n" : ""
+            try ("%FILENAME%\n\(name)-any.pkg.tar.zst\n\n%NAME%\np\(index)\n\n%VERSION%\n1-1\n\n%ARCH%\nany\n\n%CSIZE%\n100\n\n"
+                + "%SHA256SUM%\n\(String(repeating: "0", count: 64))\n\n" + depends)
+                .write(toFile: entries + "/" + name + "/desc", atomically: false, encoding: .utf8)
+        }
+        try FileManager.default.createDirectory(atPath: work + "/repo/chain", withIntermediateDirectories: true)
+        try names.joined(separator: "\n").write(toFile: work + "/names", atomically: false, encoding: .utf8)
+        let pack = try KernelMount.run("/usr/bin/bsdtar", ["-czf", work + "/repo/chain/chain.db", "-C", entries, "-T", work + "/names"])
+        #expect(pack.status == 0, "\(pack.output)")
+        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: chain\n    servers: [\(work)/repo/$repo]\n    siglevel: Never\npackages: [p0]\n"
+        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        return work + "/probe.yaml"
+    }
+
+    /// The old code resolved in layerctl's own process: root with every capability, in the host's
+    /// namespaces, no filter. The resolution of a long chain is caught while it runs.
+    @Test("libalpm resolves in a child of its own: other pid and network namespaces, no capability, no_new_privs, a seccomp filter")
+    func resolutionInAChild() throws {
+        let work = try Harness.temporaryDirectory("package-child")
+        let layer = try Self.chainRepository(in: work, count: 20_000)
+        let build = Process()
+        build.executableURL = URL(fileURLWithPath: Harness.executable)
+        build.arguments = ["build", layer, "--store", work + "/store", "--timeout", "20"]
+        build.standardOutput = FileHandle.nullDevice
+        build.standardError = FileHandle.nullDevice
+        try build.run()
+        defer {
+            kill(build.processIdentifier, SIGKILL)
+            build.waitUntilExit()
+        }
+        func link(_ path: String) -> String? {
+            var buffer = [CChar](repeating: 0, count: 4097)
+            let n = readlink(path, &buffer, 4096)
+            return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+        }
+        func status(_ pid: pid_t) -> [String: String] {
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            var fields: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: ":", maxSplits: 1)
+                if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+            }
+            return fields
+        }
+        // Whatever of layerctl runs under the build, other than the build itself, once it has
+        // confined itself (the seccomp filter is the last thing it takes on): a build of the old
+        // code never has one.
+        var child: (pid: pid_t, status: [String: String])?
+        let deadline = Date(timeIntervalSinceNow: 15)
+        while child == nil && Date() < deadline && build.isRunning {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = pid_t(entry), pid != build.processIdentifier,
+                    link("/proc/\(pid)/exe") == Harness.executable
+                else { continue }
+                let fields = status(pid)
+                if fields["PPid"] == "\(build.processIdentifier)" && fields["Seccomp"] == "2" { child = (pid, fields) }
+            }
+            usleep(20_000)
+        }
+        guard let child else {
+            Issue.record("no confined child of the build ran layerctl while it resolved")
+            return
+        }
+        #expect(child.status["CapEff"] == "0000000000000000", "\(child.status)")
+        #expect(child.status["CapBnd"] == "0000000000000000", "\(child.status)")
+        #expect(child.status["NoNewPrivs"] == "1", "\(child.status)")
+        // pid 1 of its own pid namespace; without a network of the host's.
+        #expect(child.status["NSpid"]?.split(separator: "\t").last == "1", "\(child.status)")
+        for namespace in ["pid", "net", "mnt"] {
+            #expect(link("/proc/\(child.pid)/ns/\(namespace)") != link("/proc/self/ns/\(namespace)"), "\(namespace)")
+        }
+    }
+
+    /// Runs the package work's child by hand, as pid 2 of new namespaces (under a shell that
+    /// plays its parent), on a refresh of the demo repository from `server`, and returns its
+    /// last event.
+    private func refresh(work: String, server: String, readable: [String], writable: [String]) throws -> [String: Any] {
+        let scratch = try Harness.temporaryDirectory("package-job")
+        try FileManager.default.createDirectory(atPath: scratch + "/db/sync", withIntermediateDirectories: true)
+        let job: [String: Any] = [
+            "operation": "refresh", "layer": "probe", "root": scratch, "dbPath": scratch + "/db", "arch": "x86_64",
+            "repositories": [["name": "demo", "servers": [server], "signatureLevel": 0]],
+            "request": ["install": [String](), "remove": [String](), "sysupgrade": false, "needed": true],
+            "force": true, "largestDownload": 128 << 20,
+            "readable": readable, "writable": writable.map { $0 == "SCRATCH" ? scratch : $0 },
+        ]
+        try JSONSerialization.data(withJSONObject: job).write(to: URL(fileURLWithPath: scratch + "/job.json"))
+        let script = #"LAYERCTL_NAMESPACED_WORK="packages 1 $1/job.json" "$2" 3>"$1/events"; echo status $?"#
+        let run = try KernelMount.run(
+            "/usr/bin/unshare", ["--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "/bin/sh", "-c", script, "sh", scratch, Harness.executable])
+        let events = (try? String(contentsOfFile: scratch + "/events", encoding: .utf8)) ?? ""
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        guard let last = events.split(separator: "\n").last, let data = last.data(using: .utf8),
+            let event = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
+            Issue.record("no event: \(run.output)")
+            return [:]
+        }
+        return event
+    }
+
+    /// What the job does not name, the child cannot open: a repository's folder, a database that
+    /// a symlink in a named folder leads to, and a folder to write the databases in.
+    @Test("the package work reads only the system's files and what its job names, and writes only its job's folders")
+    func packageWorkPaths() throws {
+        let work = try Harness.temporaryDirectory("package-paths")
+        let database = Harness.demoOut + "/repo/demo/demo.db"
+        for folder in ["listed", "unlisted", "linked"] {
+            try FileManager.default.createDirectory(atPath: "\(work)/\(folder)/demo", withIntermediateDirectories: true)
+        }
+        for folder in ["listed", "unlisted"] {
+            try Data(contentsOf: URL(fileURLWithPath: database)).write(to: URL(fileURLWithPath: "\(work)/\(folder)/demo/demo.db"))
+        }
+        try FileManager.default.createSymbolicLink(atPath: "\(work)/linked/demo/demo.db", withDestinationPath: "\(work)/unlisted/demo/demo.db")
+        let refreshed = try refresh(
+            work: work, server: "file://\(work)/listed/$repo", readable: ["\(work)/listed/demo"], writable: ["SCRATCH"])
+        #expect(refreshed["kind"] as? String == "finished", "\(refreshed)")
+
+        for (server, readable, writable, says) in [
+            ("unlisted", ["\(work)/listed/demo"], ["SCRATCH"], "Couldn't open file \(work)/unlisted/demo/demo.db"),
+            ("linked", ["\(work)/linked/demo"], ["SCRATCH"], "Couldn't open file \(work)/linked/demo/demo.db"),
+            ("listed", ["\(work)/listed/demo"], [String](), "could not create database"),
+        ] {
+            let event = try refresh(work: work, server: "file://\(work)/\(server)/$repo", readable: readable, writable: writable)
+            #expect(event["kind"] as? String == "failed", "\(server) \(writable): \(event)")
+            #expect((event["message"] as? String ?? "").contains(says), "\(event)")
+        }
+    }
+}
