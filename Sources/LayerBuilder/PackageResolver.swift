@@ -73,10 +73,10 @@ struct PackageResolver {
         var job = try job(.fetch, layer: layer, scratch: scratch)
         job.request = request
         job.cache = cache
-        job.keyring = keyring
+        job.keyring = try PackageWork.keyringCopy(of: keyring, in: scratch)
         job.largestDownload = largest
         job.readable += PackageWork.serverPaths(of: repositories, arch: arch)
-        job.writable += [cache, keyring]
+        job.writable.append(cache)
         return try PackageWork.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch, observe: observe).notTar ?? []
     }
 

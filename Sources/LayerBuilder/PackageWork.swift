@@ -14,7 +14,8 @@ import LayerSupport
 /// in new pid, mount, ipc and uts namespaces, and a network namespace of its own but for the
 /// downloads. The child sees a /proc of its own. It keeps no capability. Under Landlock it reads
 /// only the system's programs, libraries and settings (`systemPaths`) and what its job names,
-/// and it writes only the job's folders. The gpg daemons that gpgme starts die with it. What it
+/// and it writes only the job's folders; its gpg checks signatures with a copy of the keyring
+/// (`keyringCopy`). The gpg daemons that gpgme starts die with it. What it
 /// finds comes back as an event: the resolution, or the `AlpmError` libalpm gave, which the
 /// parent words and places as before.
 enum PackageWork {
@@ -108,6 +109,23 @@ enum PackageWork {
             throw BuildFailure("the package work of layer \(job.layer) stopped with status \(status)", code: .system)
         }
         return outcome
+    }
+
+    /// What gpg reads of a keyring to check a signature: the keys, their trust, and the settings.
+    static let keyringFiles = ["pubring.gpg", "pubring.kbx", "trustdb.gpg", "gpg.conf", "tofu.db"]
+
+    /// A copy of keyring `home`'s `keyringFiles` in `scratch`, for the child's gpg. gpg writes in
+    /// its home (the trust database, locks, its agent's sockets), and the child parses strangers'
+    /// data: given the keyring itself, a flaw in that parsing could add a key and its trust to it,
+    /// and every later build would take that key's signatures. Nothing the child does reaches
+    /// the keyring now. A keyring that is not there gives an empty folder, which trusts nothing.
+    static func keyringCopy(of home: String, in scratch: String) throws -> String {
+        let copy = scratch + "/gnupg"
+        try FileSystem.makeDirectories(copy, mode: 0o700)
+        for name in keyringFiles where FileSystem.exists(home + "/" + name) {
+            try FileSystem.writeFile(try FileSystem.readRegularFile(home + "/" + name), to: copy + "/" + name, mode: 0o600)
+        }
+        return copy
     }
 
     /// What the child reads of the folders of this host that the repositories' file:// servers

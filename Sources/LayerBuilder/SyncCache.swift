@@ -36,8 +36,9 @@ struct SyncCache {
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
             let job = PackageWork.Job(
                 operation: .refresh, layer: layer, root: scratch, dbPath: directory, arch: arch, repositories: repositories,
-                force: local, keyring: gpgDirectory, largestDownload: DownloadLimit.database,
-                readable: PackageWork.serverPaths(of: repositories, arch: arch), writable: [scratch, directory, gpgDirectory])
+                force: local, keyring: try PackageWork.keyringCopy(of: gpgDirectory, in: scratch),
+                largestDownload: DownloadLimit.database,
+                readable: PackageWork.serverPaths(of: repositories, arch: arch), writable: [scratch, directory])
             var tooLarge = false
             let parts = repositories.flatMap { repository in
                 [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }

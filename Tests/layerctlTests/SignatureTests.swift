@@ -8,14 +8,14 @@ import Testing
 @Suite("Signatures", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct SignatureTests {
     /// A root layer on `repo` (a folder holding the `demo` repository) with `packages`.
-    func build(_ packages: [String], repo: String, siglevel: String? = nil) throws -> Harness.Result {
+    func build(_ packages: [String], repo: String, siglevel: String? = nil, keyring: String = Harness.demoOut + "/keyring") throws -> Harness.Result {
         let folder = try Harness.temporaryDirectory("signed")
         var text = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(repo)/$repo]\n"
         if let siglevel { text += "    siglevel: \(siglevel)\n" }
         text += "packages: [\(packages.joined(separator: ", "))]\n"
         try text.write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
         let store = try Harness.temporaryDirectory("store")
-        let result = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", Harness.demoOut + "/keyring"])
+        let result = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", keyring])
         try Harness.expectValidStore(store)
         return result
     }
@@ -24,6 +24,31 @@ struct SignatureTests {
     func trusted() throws {
         let result = try build(["filesystem", "busybox", "game"], repo: Harness.demoOut + "/signed")
         #expect(result.status == 0, "\(result.stderr)")
+    }
+
+    /// gpg writes in its home: the old code's checks left a dirmngr socket and a `crls.d` in the
+    /// keyring, and libalpm's child, which parses strangers' data, could have written keys and
+    /// trust there. Its gpg works on a copy.
+    @Test("a build checks signatures without writing anything in the keyring, for a good signature and for an unknown key")
+    func keyringUntouched() throws {
+        let keyring = try Harness.temporaryDirectory("keyring")
+        for name in ["pubring.gpg", "trustdb.gpg"] {
+            try FileManager.default.copyItem(atPath: Harness.demoOut + "/keyring/" + name, toPath: keyring + "/" + name)
+        }
+        func look() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: keyring).sorted().map { name in
+                var st = stat()
+                lstat(keyring + "/" + name, &st)
+                let bytes = FileManager.default.contents(atPath: keyring + "/" + name) ?? Data()
+                return "\(name) \(st.st_mode) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(bytes.base64EncodedString())"
+            }
+        }
+        let before = try look()
+        let trusted = try build(["filesystem", "busybox", "game"], repo: Harness.demoOut + "/signed", keyring: keyring)
+        #expect(trusted.status == 0, "\(trusted.stderr)")
+        let unknown = try build(["rogue"], repo: Harness.demoOut + "/signed", keyring: keyring)
+        #expect(unknown.status == 5, "\(unknown.stderr)")
+        #expect(try look() == before)
     }
 
     @Test("a package signed by an unknown key fails in one line at the repository, with the key and what to do; no gpg process stays")
