@@ -162,7 +162,7 @@ fail:
 }
 
 int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const envp[], int event_fd, int event_as,
-                               int keep_stdin, int isolate_network, pid_t *pid) {
+                               int keep_stdin, int input_fd, int isolate_network, pid_t *pid) {
     int flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_VM | CLONE_VFORK | SIGCHLD;
     if (isolate_network) {
         flags |= CLONE_NEWNET;
@@ -170,8 +170,9 @@ int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const
     struct lc_namespaced_start start = {
         .path = path, .argv = argv, .envp = envp, .event_fd = event_fd, .event_as = event_as, .stdin_fd = -1,
         .new_session = !keep_stdin, .err = 0};
+    int opened_stdin = !keep_stdin && input_fd < 0;
     if (!keep_stdin) {
-        start.stdin_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        start.stdin_fd = input_fd >= 0 ? input_fd : open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (start.stdin_fd < 0) {
             return errno;
         }
@@ -180,7 +181,7 @@ int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) {
         int err = errno;
-        if (start.stdin_fd >= 0) {
+        if (opened_stdin) {
             close(start.stdin_fd);
         }
         return err;
@@ -193,7 +194,7 @@ int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const
     int err = child < 0 ? errno : start.err;
     pthread_sigmask(SIG_SETMASK, &start.mask, NULL);
     munmap(stack, stack_size);
-    if (start.stdin_fd >= 0) {
+    if (opened_stdin) {
         close(start.stdin_fd);
     }
     if (child > 0 && err != 0) {

@@ -3,7 +3,9 @@ import Foundation
 import Glibc
 import LayerSupport
 
-/// The entry point of namespaced work: building one layer, and the throwaway root of a shell.
+/// The entry point of namespaced work: building one layer, the throwaway root of a shell, and
+/// libalpm's work on strangers' data before a build (`PackageWork`, which answers one job after
+/// another: `Session`).
 ///
 /// Such work runs in a child process: the program that asks for it (`run`) starts its own
 /// executable again (`/proc/self/exe`) as pid 1 of new mount, pid, uts, ipc and network namespaces
@@ -71,15 +73,13 @@ public enum NamespacedWork {
 
     /// Runs `role` for the job at `jobPath` (with the host's network when `network`, with the
     /// terminal's stdin when `interactive`), hands each event to `observe`, and returns the exit
-    /// status once the work is done. A `failed` event is thrown as the `BuildFailure` it reports,
-    /// or as the error `failure` makes of it. After `timeLimit` seconds, or once less than
-    /// `reserve` is free, the work is killed, every process and mount of it with it, and
-    /// `TimeLimitExceeded` or the reserve's `Reached` is thrown; so is the error of `watch`, a
-    /// watch on the work's pid, once it kills it.
+    /// status once the work is done. A `failed` event is thrown as the `BuildFailure` it reports.
+    /// After `timeLimit` seconds, or once less than `reserve` is free, the work is killed, every
+    /// process and mount of it with it, and `TimeLimitExceeded` or the reserve's `Reached` is
+    /// thrown.
     static func run(
         _ role: Role, jobPath: String, network: Bool, interactive: Bool = false, timeLimit: Double? = nil,
-        reserve: DiskReserve? = nil, watch: ((pid_t) -> LimitWatch<any Error>)? = nil,
-        failure makeFailure: (BuildEvent) -> (any Error)? = { _ in nil }, observe: (BuildEvent) -> Void
+        reserve: DiskReserve? = nil, observe: (BuildEvent) -> Void
     ) throws -> Int32 {
         let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
         let pid: pid_t
@@ -93,51 +93,32 @@ public enum NamespacedWork {
         }
         close(writeEnd)
         let watchdog = timeLimit != nil || reserve != nil ? Watchdog.start(pid: pid, seconds: timeLimit, reserve: reserve) : nil
-        let watching = watch?(pid)
         var failure: (any Error)?
-        let reader = FileHandle(fileDescriptor: readEnd, closeOnDealloc: true)
-        var pending = Data()
+        var events = EventLines(role: role, descriptor: readEnd)
         // Until the work has ended: its own commands do not inherit the descriptor.
-        while true {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            pending.append(chunk)
-            // The work parses strangers' data: a line without end would take this process's memory.
-            if pending.count > Self.longestEvent && !pending.contains(0x0A) {
-                kill(pid, SIGKILL)
-                failure = BuildFailure("the \(role.rawValue) work sent an event of more than \(formatBytes(Int64(Self.longestEvent))); it was stopped", code: .system)
-                break
-            }
-            while let newline = pending.firstIndex(of: 0x0A) {
-                let line = pending[pending.startIndex..<newline]
-                pending.removeSubrange(pending.startIndex...newline)
-                guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
+        do {
+            while let event = try events.next() {
                 if event.kind == .failed {
-                    failure =
-                        makeFailure(event)
-                        ?? BuildFailure(
-                            event.message ?? "", at: event.location, code: event.code ?? .build, packages: event.packages ?? [])
+                    failure = event.failure
                 } else {
                     observe(event)
                 }
             }
+        } catch {
+            kill(pid, SIGKILL)
+            failure = error
         }
         // The watchdog is done before the child is reaped: its pid is not reused until then.
         let stopped = watchdog?.stop()
-        let watched = watching?.stop()
         let status = waitForExit(pid)
         switch stopped {
         case .timeLimit: throw TimeLimitExceeded(seconds: timeLimit ?? 0)
         case .reserve(let reached): throw reached
         case nil: break
         }
-        if let watched { throw watched }
         if let failure { throw failure }
         return status
     }
-
-    /// The longest event line read from the work: a resolution of thousands of packages is a few MB.
-    static let longestEvent = 64 << 20
 
     /// The work took longer than it may.
     struct TimeLimitExceeded: Error {
@@ -189,8 +170,8 @@ public enum NamespacedWork {
     }
 
     /// Starts this executable for `request` as pid 1 of new namespaces, with `events` as its
-    /// `eventDescriptor`.
-    private static func start(_ request: Request, events: Int32, network: Bool, interactive: Bool) throws -> pid_t {
+    /// `eventDescriptor`, and `input` as its stdin.
+    static func start(_ request: Request, events: Int32, network: Bool, interactive: Bool, input: Int32 = -1) throws -> pid_t {
         let executable = currentExecutable()
         let environment =
             ProcessInfo.processInfo.environment.filter { $0.key != requestVariable }.map { "\($0.key)=\($0.value)" }
@@ -200,7 +181,7 @@ public enum NamespacedWork {
             withCStrings(environment) { envp in
                 lc_spawn_in_new_namespaces(
                     executable, UnsafeMutablePointer(mutating: argv), UnsafeMutablePointer(mutating: envp), events,
-                    eventDescriptor, interactive ? 1 : 0, network ? 0 : 1, &pid)
+                    eventDescriptor, interactive ? 1 : 0, input, network ? 0 : 1, &pid)
             }
         }
         if err != 0 { throw SystemError("start namespaced work with", executable, errno: err) }

@@ -29,14 +29,17 @@ struct PackageResolver {
         }
     }
 
-    /// Resolves `request` for the layer `layer`; `watch` may stop the work (`ResolutionWatch`).
+    /// Resolves `request` for the layer `layer` in the child `resolutions`; `watch` may stop the
+    /// work (`ResolutionWatch`).
     func resolve(
-        _ request: TransactionRequest, layer: String, scratch: String, watch: ((pid_t) -> LimitWatch<any Error>)? = nil
+        _ request: TransactionRequest, layer: String, in resolutions: PackageWork.Child,
+        watch: ((pid_t) -> LimitWatch<any Error>)? = nil
     ) throws -> Resolved {
+        let scratch = try resolutions.makeScratch("resolve")
         var job = try job(.resolve, layer: layer, scratch: scratch)
         job.request = request
         var reached = false
-        let outcome = try PackageWork.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch)
+        let outcome = try resolutions.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch)
         return Resolved(resolution: outcome.resolution ?? Resolution(), relations: outcome.relations ?? [:])
     }
 
@@ -66,21 +69,21 @@ struct PackageResolver {
     /// network and no keyring: it installs from the cache what was checked here. Returns the file
     /// names of the packages that do not open as tar archives.
     func fetch(
-        _ request: TransactionRequest, layer: String, scratch: String, cache: String, keyring: String,
+        _ request: TransactionRequest, layer: String, in downloads: PackageWork.Child, cache: String, keyring: String,
         largest: Int64, reached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)?,
         observe: (BuildEvent) -> Void
     ) throws -> [String] {
+        let scratch = try downloads.makeScratch("fetch")
         var job = try job(.fetch, layer: layer, scratch: scratch)
         job.request = request
         job.cache = cache
         job.keyring = try PackageWork.keyringCopy(of: keyring, in: scratch)
         job.largestDownload = largest
-        job.readable += PackageWork.serverPaths(of: repositories, arch: arch)
-        job.writable.append(cache)
-        return try PackageWork.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch, observe: observe).notTar ?? []
+        return try downloads.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch, observe: observe).notTar ?? []
     }
 
-    /// The job of `operation` on a handle in `scratch`, whose local database the parents' is.
+    /// The job of `operation` on a handle in `scratch`, whose local database the parents' is (the
+    /// child it goes to decides what it may read and write).
     private func job(_ operation: PackageWork.Job.Operation, layer: String, scratch: String) throws -> PackageWork.Job {
         let dbPath = scratch + "/db"
         let root = scratch + "/root"
@@ -88,9 +91,7 @@ struct PackageResolver {
         try FileSystem.makeDirectories(root)
         try sys("link", dbPath + "/sync") { symlink(syncSnapshot + "/sync", dbPath + "/sync") }
         try assembleLocalDatabase(into: dbPath + "/local")
-        return PackageWork.Job(
-            operation: operation, layer: layer, root: root, dbPath: dbPath, arch: arch, repositories: repositories,
-            readable: [syncSnapshot], writable: [scratch])
+        return PackageWork.Job(operation: operation, layer: layer, root: root, dbPath: dbPath, arch: arch, repositories: repositories)
     }
 
     /// The parents' `var/lib/pacman/local`, merged with overlay rules, as hard links.

@@ -12,7 +12,7 @@ extension StackBuilder {
     func buildLayer(
         _ layer: LayerFile, key: String, parent: String?, spec: LayerSpec, boot: Located<BootFlavour>?,
         resolution: Resolution,
-        request: TransactionRequest, resolver: PackageResolver, parentTrees: [String], repositories: [Repository], snapshot: String,
+        request: TransactionRequest, resolver: PackageResolver, downloads: PackageWork.Child, parentTrees: [String], repositories: [Repository], snapshot: String,
         arch: String, environment: [String: String], started: Date, signatures: SignatureProof,
         repositoryLocations: [String: FileLocation]
     ) throws {
@@ -69,7 +69,7 @@ extension StackBuilder {
         let notTar: [String]
         do {
             notTar = try resolver.fetch(
-                request, layer: layer.name, scratch: buildDirectory + "/fetch", cache: store.packageCache, keyring: options.keyring,
+                request, layer: layer.name, in: downloads, cache: store.packageCache, keyring: options.keyring,
                 largest: largest, reached: &tooLarge, watch: stalls, observe: observer)
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in

@@ -34,6 +34,15 @@ public final class StackBuilder {
         defer { storeLock.unlock() }
         let session = try store.makeTemporary("session")
         defer { try? FileSystem.removeTree(session) }
+        // libalpm works in two children (`PackageWork`): the resolutions without the network, the
+        // refreshes and downloads with it, reading the file:// servers of every repository here.
+        let resolutions = PackageWork.Child(folder: session, network: false, writable: [session])
+        defer { resolutions.end() }
+        let everyRepository = try recipe.layers.indices.flatMap { try recipe.repositories(for: $0).map(repository) }
+        let downloads = PackageWork.Child(
+            folder: session, network: true, readable: PackageWork.serverPaths(of: everyRepository, arch: recipe.arch),
+            writable: [session, store.cacheDirectory + "/sync", store.packageCache])
+        defer { downloads.end() }
 
         var base: BaseImage?
         if let image = recipe.baseImage {
@@ -68,7 +77,7 @@ public final class StackBuilder {
                 snapshot = session + "/sync-\(snapshots.count)"
                 do {
                     try sync.snapshot(
-                        into: snapshot, offline: options.offline, scratch: session + "/refresh-\(index)", layer: layer.name,
+                        into: snapshot, offline: options.offline, downloads: downloads, layer: layer.name,
                         locate: { locations[$0]?.description })
                 } catch let error as AlpmError where !error.missingKeys.isEmpty {
                     throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
@@ -96,7 +105,7 @@ public final class StackBuilder {
                 }
             }
             do {
-                resolved = try resolver.resolve(request, layer: layer.name, scratch: session + "/resolve-\(index)", watch: watch)
+                resolved = try resolver.resolve(request, layer: layer.name, in: resolutions, watch: watch)
             } catch let error as AlpmError {
                 throw locate(error, in: layer)
             } catch let failure as BuildFailure where failure.location == nil {
@@ -142,7 +151,7 @@ public final class StackBuilder {
                     do {
                         try buildLayer(
                             layer, key: key, parent: parentKey, spec: spec, boot: recipe.boot(for: index),
-                            resolution: resolution, request: request, resolver: resolver,
+                            resolution: resolution, request: request, resolver: resolver, downloads: downloads,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started, signatures: signatures,
                             repositoryLocations: locations)

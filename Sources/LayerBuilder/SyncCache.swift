@@ -19,26 +19,26 @@ struct SyncCache {
         return store.cacheDirectory + "/sync/" + String(Digest.sha256(Data(identity.utf8)).prefix(16))
     }
 
-    /// Refreshes (unless `offline`; in the package work's child, for layer `layer`) and copies the
+    /// Refreshes (unless `offline`; in the child `downloads`, for layer `layer`) and copies the
     /// databases into `snapshot/sync`. A refresh that fails is one line at `locate(repository)`,
     /// the place that declares the repository it names.
     func snapshot(
-        into snapshot: String, offline: Bool, scratch: String, layer: String, locate: (String) -> String? = { _ in nil }
+        into snapshot: String, offline: Bool, downloads: PackageWork.Child, layer: String,
+        locate: (String) -> String? = { _ in nil }
     ) throws {
         try FileSystem.makeDirectories(directory + "/sync")
         let lock = try FileLock(path: directory + ".lock", mode: .exclusive)
         defer { lock.unlock() }
         // A layer on an image that declares no repository installs nothing: nothing to refresh.
         if !offline && !repositories.isEmpty {
-            try FileSystem.makeDirectories(scratch)
+            let scratch = try downloads.makeScratch("refresh")
             unlink(directory + "/db.lck")  // left by a killed refresh; we hold the lock
             // file:// servers are cheap to copy and their mtimes say little; always fetch them.
             let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
             let job = PackageWork.Job(
                 operation: .refresh, layer: layer, root: scratch, dbPath: directory, arch: arch, repositories: repositories,
                 force: local, keyring: try PackageWork.keyringCopy(of: gpgDirectory, in: scratch),
-                largestDownload: DownloadLimit.database,
-                readable: PackageWork.serverPaths(of: repositories, arch: arch), writable: [scratch, directory])
+                largestDownload: DownloadLimit.database)
             var tooLarge = false
             let parts = repositories.flatMap { repository in
                 [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }
@@ -55,7 +55,7 @@ struct SyncCache {
                 }
             }
             do {
-                _ = try PackageWork.run(job, scratch: scratch, fileLimitReached: &tooLarge, watch: stalls)
+                _ = try downloads.run(job, scratch: scratch, fileLimitReached: &tooLarge, watch: stalls)
             } catch let error as AlpmError where error.missingKeys.isEmpty {
                 // libalpm names the database that failed ('core.db') in its details; our own checks
                 // name its repository.

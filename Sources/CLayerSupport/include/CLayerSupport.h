@@ -28,15 +28,15 @@ int lc_die_with_parent(pid_t expected_parent);
 
 /// Starts `path` as pid 1 of new mount, pid, uts and ipc namespaces (and a new network namespace
 /// when `isolate_network`), as posix_spawn would start it, safe from a multi-threaded process:
-/// stdin from /dev/null and a session of its own (no controlling terminal) unless `keep_stdin`,
-/// `event_fd` handed over as descriptor `event_as`, every descriptor above that closed, signal
+/// stdin from `input_fd` (the caller keeps it), or from /dev/null when that is -1, and a session
+/// of its own (no controlling terminal) unless `keep_stdin`, `event_fd` handed over as descriptor `event_as`, every descriptor above that closed, signal
 /// handlers back to their defaults, and SIGKILL on the caller's death set before the program
 /// starts. Stores the child's pid in `pid`; returns 0, or
 /// the errno of what failed (the clone, or the exec). Exists because posix_spawn cannot make
 /// namespaces, and one process started this way costs one exec where unshare and a second start
 /// cost two.
 int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const envp[], int event_fd, int event_as,
-                               int keep_stdin, int isolate_network, pid_t *pid);
+                               int keep_stdin, int input_fd, int isolate_network, pid_t *pid);
 
 /// Moves the calling process into a new mount namespace. Exists because CLONE_NEWNS needs
 /// _GNU_SOURCE, which Swift's Glibc module does not set.

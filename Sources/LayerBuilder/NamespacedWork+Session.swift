@@ -1,0 +1,144 @@
+import Foundation
+import Glibc
+import LayerSupport
+
+extension NamespacedWork {
+    /// The longest event line read from the work: a resolution of thousands of packages is a few MB.
+    static let longestEvent = 64 << 20
+
+    /// The parent's end of a work's events: one JSON `BuildEvent` a line. The work may parse
+    /// strangers' data, so a line longer than `longestEvent` is an error, not this process's memory.
+    struct EventLines {
+        let role: Role
+        private let reader: FileHandle
+        private var pending = Data()
+
+        /// Reads from `descriptor`, which it closes when done.
+        init(role: Role, descriptor: Int32) {
+            self.role = role
+            reader = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        }
+
+        /// The next event; nil once the work closed its end. A line that is no event is skipped.
+        mutating func next() throws -> BuildEvent? {
+            while true {
+                if let newline = pending.firstIndex(of: 0x0A) {
+                    let line = pending[pending.startIndex..<newline]
+                    pending.removeSubrange(pending.startIndex...newline)
+                    guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
+                    return event
+                }
+                if pending.count > NamespacedWork.longestEvent {
+                    throw BuildFailure(
+                        "the \(role.rawValue) work sent an event of more than \(formatBytes(Int64(NamespacedWork.longestEvent))); it was stopped",
+                        code: .system)
+                }
+                let chunk = reader.availableData
+                if chunk.isEmpty { return nil }
+                pending.append(chunk)
+            }
+        }
+    }
+
+    /// Work that answers one job after another, for the price of one process start: it is
+    /// started with its first job, reads the path of each further one as a line of its stdin, and
+    /// answers each with a `finished` or a `failed` event. It ends once its stdin is closed.
+    final class Session {
+        let role: Role
+        let pid: pid_t
+        private let requests: Int32
+        private var events: EventLines
+        private var ended = false
+
+        /// Starts the work on the job at `jobPath`, which it answers first.
+        init(_ role: Role, jobPath: String, network: Bool) throws {
+            let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
+            // A socket, not a pipe: a job handed to work that died fails with EPIPE, not SIGPIPE.
+            var pair: [Int32] = [-1, -1]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+                let error = SystemError("make the job socket of", "the \(role.rawValue) work")
+                close(readEnd)
+                close(writeEnd)
+                throw error
+            }
+            let input = (read: pair[1], write: pair[0])
+            do {
+                let request = Request(role: role, parent: getpid(), jobPath: jobPath)
+                pid = try NamespacedWork.start(request, events: writeEnd, network: network, interactive: false, input: input.read)
+            } catch {
+                for fd in [readEnd, writeEnd, input.read, input.write] { close(fd) }
+                throw error
+            }
+            close(writeEnd)
+            close(input.read)
+            self.role = role
+            requests = input.write
+            events = EventLines(role: role, descriptor: readEnd)
+        }
+
+        deinit { end() }
+
+        /// Hands the job at `jobPath` over (nil: the first job, handed over at the start), passes
+        /// the events before its answer to `observe`, and returns the answer. `watch` watches the
+        /// work meanwhile, and what it stopped the work for is thrown.
+        func answer(
+            _ jobPath: String?, watch: ((pid_t) -> LimitWatch<any Error>)? = nil, observe: (BuildEvent) -> Void = { _ in }
+        ) throws -> BuildEvent {
+            guard !ended else { throw BuildFailure("the \(role.rawValue) work has ended", code: .system) }
+            if let jobPath {
+                let line = Array((jobPath + "\n").utf8)
+                var offset = 0
+                while offset < line.count {
+                    let sent = line[offset...].withUnsafeBytes { send(requests, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    if sent < 0 && errno == EINTR { continue }
+                    if sent <= 0 {
+                        let status = end()
+                        throw BuildFailure("the \(role.rawValue) work ended with status \(status) before it was given its job", code: .system)
+                    }
+                    offset += sent
+                }
+            }
+            let watching = watch?(pid)
+            var answer: BuildEvent?
+            var failure: (any Error)?
+            do {
+                while answer == nil, let event = try events.next() {
+                    if event.kind == .finished || event.kind == .failed { answer = event } else { observe(event) }
+                }
+            } catch {
+                kill(pid, SIGKILL)
+                failure = error
+            }
+            if let watched = watching?.stop() {
+                end()
+                throw watched
+            }
+            if let failure {
+                end()
+                throw failure
+            }
+            guard let answer else {
+                let status = end()
+                throw BuildFailure("the \(role.rawValue) work ended with status \(status) before it answered", code: .system)
+            }
+            return answer
+        }
+
+        /// Closes the work's stdin, which ends it, and returns its exit status.
+        @discardableResult
+        func end() -> Int32 {
+            guard !ended else { return 0 }
+            ended = true
+            close(requests)
+            while (try? events.next()) != nil {}
+            return waitForExit(pid)
+        }
+    }
+}
+
+extension BuildEvent {
+    /// The `BuildFailure` a `failed` event reports.
+    var failure: BuildFailure {
+        BuildFailure(message ?? "", at: location, code: code ?? .build, packages: packages ?? [])
+    }
+}
