@@ -70,8 +70,7 @@ struct PackageResolver {
     /// names of the packages that do not open as tar archives.
     func fetch(
         _ request: TransactionRequest, layer: String, in downloads: PackageWork.Child, cache: String, keyring: String,
-        largest: Int64, reached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)?,
-        observe: (BuildEvent) -> Void
+        largest: Int64, reached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)?
     ) throws -> [String] {
         let scratch = try downloads.makeScratch("fetch")
         var job = try job(.fetch, layer: layer, scratch: scratch)
@@ -79,7 +78,7 @@ struct PackageResolver {
         job.cache = cache
         job.keyring = try PackageWork.keyringCopy(of: keyring, in: scratch)
         job.largestDownload = largest
-        return try downloads.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch, observe: observe).notTar ?? []
+        return try downloads.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch).notTar ?? []
     }
 
     /// The job of `operation` on a handle in `scratch`, whose local database the parents' is (the

@@ -10,14 +10,14 @@ import LayerSupport
 /// A layer file names its repositories, whose servers send the databases and packages, and the
 /// layers below, built by strangers' steps or pulled, hold the local database a layer resolves
 /// against. libalpm, libarchive and gpgme parse all of it. In layerctl's own process they would
-/// parse it as root, on the host. So the refresh, the resolution and the fetch each run in a child,
-/// in new pid, mount, ipc and uts namespaces, and a network namespace of its own but for the
-/// downloads. The child sees a /proc of its own. It keeps no capability. Under Landlock it reads
-/// only the system's programs, libraries and settings (`systemPaths`) and what its job names,
-/// and it writes only the job's folders; its gpg checks signatures with a copy of the keyring
-/// (`keyringCopy`). The gpg daemons that gpgme starts die with it. What it
-/// finds comes back as an event: the resolution, or the `AlpmError` libalpm gave, which the
-/// parent words and places as before.
+/// parse it as root, on the host. So the refresh, the resolutions and the fetches run in two
+/// children (`Child`), in new pid, mount, ipc and uts namespaces, the resolutions' in a network
+/// namespace of its own too. A child sees a /proc of its own. It keeps no capability. Under
+/// Landlock it reads only the system's programs, libraries and settings (`systemPaths`) and
+/// what its first job names, and it writes only that job's folders; its gpg checks signatures
+/// with a copy of the keyring (`keyringCopy`). The gpg daemons that gpgme starts die with it.
+/// What it finds comes back as an event: the resolution, or the `AlpmError` libalpm gave, which
+/// the parent words and places as before.
 enum PackageWork {
     struct Job: Codable {
         enum Operation: String, Codable {
@@ -94,13 +94,19 @@ enum PackageWork {
         private let network: Bool
         private let readable: [String]
         private let writable: [String]
+        /// Gets every event of every job but its answer: downloads, libalpm's warnings.
+        private let observe: (BuildEvent) -> Void
         private var session: NamespacedWork.Session?
 
-        init(folder: String, network: Bool, readable: [String] = [], writable: [String]) {
+        init(
+            folder: String, network: Bool, readable: [String] = [], writable: [String],
+            observe: @escaping (BuildEvent) -> Void
+        ) {
             self.folder = folder
             self.network = network
             self.readable = readable
             self.writable = writable
+            self.observe = observe
         }
 
         deinit { end() }
@@ -112,13 +118,11 @@ enum PackageWork {
             return String(cString: made)
         }
 
-        /// Does `job` (its scratch folder under `folder`), hands its events to `observe`, and
-        /// returns its outcome. libalpm's failure is thrown as the `AlpmError` it was;
-        /// `fileLimitReached` says whether a download passed `largestDownload`. `watch` may stop
-        /// the child: what it found is thrown.
+        /// Does `job` (its scratch folder under `folder`) and returns its outcome. libalpm's
+        /// failure is thrown as the `AlpmError` it was; `fileLimitReached` says whether a download
+        /// passed `largestDownload`. `watch` may stop the child: what it found is thrown.
         func run(
-            _ job: Job, scratch: String, fileLimitReached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)? = nil,
-            observe: (BuildEvent) -> Void = { _ in }
+            _ job: Job, scratch: String, fileLimitReached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)? = nil
         ) throws -> Outcome {
             precondition(!job.network || network, "a job that needs the network, for a child without it")
             precondition(scratch.hasPrefix(folder + "/"))
@@ -211,7 +215,9 @@ enum PackageWork {
             answer(job, events: events)
             // A session's further jobs (`NamespacedWork.Session`), under the first one's confinement.
             while let path = readLine() {
-                guard let data = FileManager.default.contents(atPath: path), let next = try? JSONDecoder().decode(Job.self, from: data) else {
+                guard let data = FileManager.default.contents(atPath: path),
+                    let next = try? JSONDecoder().decode(Job.self, from: data)
+                else {
                     events.send(BuildEvent(failure: SystemError("read", path, errno: EINVAL), layer: events.layer))
                     continue
                 }

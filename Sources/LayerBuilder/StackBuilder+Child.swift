@@ -70,7 +70,7 @@ extension StackBuilder {
         do {
             notTar = try resolver.fetch(
                 request, layer: layer.name, in: downloads, cache: store.packageCache, keyring: options.keyring,
-                largest: largest, reached: &tooLarge, watch: stalls, observe: observer)
+                largest: largest, reached: &tooLarge, watch: stalls)
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                 repositoryLocations[name]?.description ?? layer.path

@@ -36,12 +36,12 @@ public final class StackBuilder {
         defer { try? FileSystem.removeTree(session) }
         // libalpm works in two children (`PackageWork`): the resolutions without the network, the
         // refreshes and downloads with it, reading the file:// servers of every repository here.
-        let resolutions = PackageWork.Child(folder: session, network: false, writable: [session])
+        let resolutions = PackageWork.Child(folder: session, network: false, writable: [session], observe: observer)
         defer { resolutions.end() }
         let everyRepository = try recipe.layers.indices.flatMap { try recipe.repositories(for: $0).map(repository) }
         let downloads = PackageWork.Child(
             folder: session, network: true, readable: PackageWork.serverPaths(of: everyRepository, arch: recipe.arch),
-            writable: [session, store.cacheDirectory + "/sync", store.packageCache])
+            writable: [session, store.cacheDirectory + "/sync", store.packageCache], observe: observer)
         defer { downloads.end() }
 
         var base: BaseImage?
