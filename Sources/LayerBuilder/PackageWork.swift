@@ -87,7 +87,8 @@ enum PackageWork {
     /// network and writes only under the build's session folder, which holds every layer's sync
     /// snapshot and scratch folder. The downloads' child (the refresh, and each built layer's
     /// fetch) has the host's network, reads the `file://` servers of every repository of the
-    /// build, and writes the session folder, the sync caches and the package cache.
+    /// build, and writes the session folder and the sync caches; it fetches a layer's packages
+    /// into a cache of their own in the session folder, never the store's.
     final class Child {
         /// Every job's scratch folder is in it.
         let folder: String

@@ -47,8 +47,34 @@ extension StackBuilder {
         // Signatures and the keyring's trust database are written too: never less than 1 MiB.
         let largest = max(resolution.install.map(\.downloadSize).max() ?? 0, 1 << 20)
         var tooLarge = false
+        // The downloads' child has the network, and gets a cache of this layer's packages alone:
+        // the store's holds every other layer's too, some perhaps from private repositories. What
+        // the store has of them is linked in, and a download to go on from (`.part`) moved in;
+        // once checked, the packages are linked into the store's cache, and a `.part` left by a
+        // failed download goes back there.
+        let fetchCache = try downloads.makeScratch("packages")
+        let fetched = resolution.install.flatMap { [$0.filename, $0.filename + ".sig"] }
+        func identity(_ path: String) -> (dev_t, ino_t)? {
+            var st = stat()
+            return lstat(path, &st) == 0 ? (st.st_dev, st.st_ino) : nil
+        }
+        var linkedIn: [String: (dev_t, ino_t)] = [:]
+        for name in fetched where FileSystem.exists(store.packageCache + "/" + name) {
+            try FileSystem.linkOrCopy(store.packageCache + "/" + name, to: fetchCache + "/" + name)
+            linkedIn[name] = identity(fetchCache + "/" + name)
+        }
+        for name in fetched { rename(store.packageCache + "/" + name + ".part", fetchCache + "/" + name + ".part") }
+        defer {
+            for name in fetched { rename(fetchCache + "/" + name + ".part", store.packageCache + "/" + name + ".part") }
+            // A cached package that libalpm found to differ from its database, and removed, goes
+            // from the store's cache too, as it went when libalpm fetched into that cache: the
+            // next build downloads it again.
+            for (name, linked) in linkedIn where identity(fetchCache + "/" + name).map({ $0 != linked }) ?? true {
+                if let kept = identity(store.packageCache + "/" + name), kept == linked { unlink(store.packageCache + "/" + name) }
+            }
+        }
         let parts = resolution.install.flatMap { package in
-            [".part", ".sig.part"].map { store.packageCache + "/" + package.filename + $0 }
+            [".part", ".sig.part"].map { fetchCache + "/" + package.filename + $0 }
         }
         let download = { @Sendable (package: PackageFile?) in
             "the download of " + (package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package")
@@ -58,7 +84,7 @@ extension StackBuilder {
             resolution.install.first { package in error.details.contains { $0.contains("'\(package.filename)'") } }
         }
         let servers = repositories.map(\.servers.count).max() ?? 1
-        let stalls = { [cache = store.packageCache, install = resolution.install] (pid: pid_t) in
+        let stalls = { [cache = fetchCache, install = resolution.install] (pid: pid_t) in
             DownloadLimit.watchStalls(pid: pid, parts: parts, servers: servers) { stalled, seconds in
                 let package = install.first { stalled.contains(cache + "/" + $0.filename + ".part") }
                 return BuildFailure(
@@ -69,7 +95,7 @@ extension StackBuilder {
         let notTar: [String]
         do {
             notTar = try resolver.fetch(
-                request, layer: layer.name, in: downloads, cache: store.packageCache, keyring: options.keyring,
+                request, layer: layer.name, in: downloads, cache: fetchCache, keyring: options.keyring,
                 largest: largest, reached: &tooLarge, watch: stalls)
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
@@ -85,7 +111,7 @@ extension StackBuilder {
             // libalpm keeps what it got of a failed download, to go on from there next time; a
             // download cut at the limit would be gone on from, and fail again.
             for package in resolution.install {
-                for suffix in [".part", ".sig.part"] { unlink(store.packageCache + "/" + package.filename + suffix) }
+                for suffix in [".part", ".sig.part"] { unlink(fetchCache + "/" + package.filename + suffix) }
             }
             let package = named(error)
             let what =
@@ -98,9 +124,10 @@ extension StackBuilder {
         // alone (archive_readers.c), and would say it failed to at the builder's own path. Said
         // here, at the repository that served it; and not kept, as a database that is no tar is not.
         for package in resolution.install where notTar.contains(package.filename) {
-            let path = store.packageCache + "/" + package.filename
-            unlink(path)
-            unlink(path + ".sig")
+            for cache in [fetchCache, store.packageCache] {
+                unlink(cache + "/" + package.filename)
+                unlink(cache + "/" + package.filename + ".sig")
+            }
             throw BuildFailure(
                 "package \(package.name) of repository \(package.repository) (\(package.filename)) is no tar archive, "
                     + "\(AlpmHandle.tarCompressions); it was removed from the cache",
@@ -113,7 +140,21 @@ extension StackBuilder {
         let transactionPackages = buildDirectory + "/packages"
         try FileSystem.makeDirectories(transactionPackages)
         for package in resolution.install {
-            try FileSystem.linkOrCopy(store.packageCache + "/" + package.filename, to: transactionPackages + "/" + package.filename)
+            try FileSystem.linkOrCopy(fetchCache + "/" + package.filename, to: transactionPackages + "/" + package.filename)
+        }
+        // Checked: the store's cache keeps them for the next build, in place of a copy there that
+        // differed (libalpm removed that one's link here, and downloaded the package again).
+        for name in fetched where FileSystem.exists(fetchCache + "/" + name) {
+            var checked = stat()
+            var kept = stat()
+            guard stat(fetchCache + "/" + name, &checked) == 0 else { continue }
+            if stat(store.packageCache + "/" + name, &kept) == 0 && kept.st_ino == checked.st_ino && kept.st_dev == checked.st_dev {
+                continue
+            }
+            let incoming = store.packageCache + "/.incoming-\(getpid())-" + name
+            unlink(incoming)
+            try FileSystem.linkOrCopy(fetchCache + "/" + name, to: incoming)
+            try sys("rename", store.packageCache + "/" + name) { rename(incoming, store.packageCache + "/" + name) }
         }
         var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,

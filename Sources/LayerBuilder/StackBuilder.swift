@@ -41,7 +41,7 @@ public final class StackBuilder {
         let everyRepository = try recipe.layers.indices.flatMap { try recipe.repositories(for: $0).map(repository) }
         let downloads = PackageWork.Child(
             folder: session, network: true, readable: PackageWork.serverPaths(of: everyRepository, arch: recipe.arch),
-            writable: [session, store.cacheDirectory + "/sync", store.packageCache], observe: observer)
+            writable: [session, store.cacheDirectory + "/sync"], observe: observer)
         defer { downloads.end() }
 
         var base: BaseImage?

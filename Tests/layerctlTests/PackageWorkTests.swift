@@ -94,6 +94,38 @@ struct PackageWorkTests {
         }
     }
 
+    /// The downloads' child fetches into a cache of the layer's own packages, and the parent
+    /// links what was checked into the store's cache. A damaged copy there (a disk's fault, a
+    /// copy by hand) is linked in, and libalpm fails the build on it and removes it, as pacman
+    /// does: it must go from the store's cache too, or every build after would fail on it. The
+    /// next build downloads it again, and the cache then holds the good one and nothing else.
+    @Test("a damaged package in the store's cache fails one build and is removed; the next fetches it again, and the cache holds it alone")
+    func damagedCachedPackage() throws {
+        let work = try Harness.temporaryDirectory("damaged-cache")
+        let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/repo/$repo]\n    siglevel: Never\npackages: [busybox]\n"
+        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        let repo = Harness.demoOut + "/repo/demo"
+        let packages = try FileManager.default.contentsOfDirectory(atPath: repo)
+        guard let package = packages.first(where: { $0.hasPrefix("busybox-") && $0.hasSuffix(".pkg.tar.zst") }) else {
+            Issue.record("no busybox package in \(repo)")
+            return
+        }
+        let good = try Data(contentsOf: URL(fileURLWithPath: repo + "/" + package))
+        let cache = work + "/store/cache/pkg"
+        try FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)
+        var damaged = good
+        damaged[damaged.count / 2] ^= 0xFF
+        try damaged.write(to: URL(fileURLWithPath: cache + "/" + package))
+        let failed = try Harness.run(["build", work + "/probe.yaml", "--store", work + "/store"])
+        #expect(failed.status == 5 && failed.stderr.contains("invalid or corrupted package (checksum)"), "\(failed.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: cache + "/" + package))
+        let result = try Harness.run(["build", work + "/probe.yaml", "--store", work + "/store"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(FileManager.default.contents(atPath: cache + "/" + package) == good)
+        let cached = try FileManager.default.contentsOfDirectory(atPath: cache).sorted()
+        #expect(cached == [package], "\(cached)")
+    }
+
     /// Runs the package work's child by hand, as pid 2 of new namespaces (under a shell that
     /// plays its parent), on a refresh of the demo repository from `server`, and returns its
     /// last event.
