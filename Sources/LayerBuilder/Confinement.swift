@@ -166,12 +166,14 @@ struct Confinement {
     /// dumps core. Where the kernel has Landlock's scopes (6.12 and later), nothing it starts
     /// reaches an abstract unix socket of the host's either: with the host's network (`network:
     /// true`, `layerctl shell`) those are the host's services' (a container runtime's shims, a
-    /// session bus, X11), and the build is root. Returns whether that scope holds.
+    /// session bus, X11), and the build is root. Returns whether that scope holds. Without
+    /// `scoping`, the caller's own Landlock domain has the scopes already (one domain, not two,
+    /// for the kernel to check on every path).
     @discardableResult
-    static func dropPrivileges(keeping kept: [Int32] = capabilities) throws -> Bool {
+    static func dropPrivileges(keeping kept: [Int32] = capabilities, scoping: Bool = true) throws -> Bool {
         let limited = kept.withUnsafeBufferPointer { lc_limit_privileges($0.baseAddress, Int32($0.count)) }
         if limited != 0 { throw SystemError("give up the privileges of", "the build", errno: limited) }
-        let scoped = lc_scope_landlock()
+        let scoped = scoping ? lc_scope_landlock() : EOPNOTSUPP
         if scoped != 0 && scoped != EOPNOTSUPP {
             throw SystemError("scope with Landlock", "the build", errno: scoped)
         }

@@ -305,6 +305,6 @@ enum PackageWork {
         } else if confined != 0 {
             throw SystemError("confine with Landlock", "the package work", errno: confined)
         }
-        try Confinement.dropPrivileges(keeping: [])
+        try Confinement.dropPrivileges(keeping: [], scoping: false)
     }
 }

@@ -133,24 +133,11 @@ extension StackBuilder {
                     + "\(AlpmHandle.tarCompressions); it was removed from the cache",
                 at: place(package), code: .packages)
         }
-        // The build sees the packages it installs, and not the store's whole cache: other layers'
-        // packages, from other repositories, some perhaps private, which a stranger's `run:` could
-        // copy into its layer or, with the network, send away. Hard links, so a package is the
-        // file checked here even if another build replaces the cache's copy meanwhile.
-        let transactionPackages = buildDirectory + "/packages"
-        try FileSystem.makeDirectories(transactionPackages)
-        for package in resolution.install {
-            try FileSystem.linkOrCopy(fetchCache + "/" + package.filename, to: transactionPackages + "/" + package.filename)
-        }
         // Checked: the store's cache keeps them for the next build, in place of a copy there that
         // differed (libalpm removed that one's link here, and downloaded the package again).
-        for name in fetched where FileSystem.exists(fetchCache + "/" + name) {
-            var checked = stat()
-            var kept = stat()
-            guard stat(fetchCache + "/" + name, &checked) == 0 else { continue }
-            if stat(store.packageCache + "/" + name, &kept) == 0 && kept.st_ino == checked.st_ino && kept.st_dev == checked.st_dev {
-                continue
-            }
+        for name in fetched {
+            guard let checked = identity(fetchCache + "/" + name), identity(store.packageCache + "/" + name).map({ $0 != checked }) ?? true
+            else { continue }
             let incoming = store.packageCache + "/.incoming-\(getpid())-" + name
             unlink(incoming)
             try FileSystem.linkOrCopy(fetchCache + "/" + name, to: incoming)
@@ -159,7 +146,11 @@ extension StackBuilder {
         var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,
             repos: repositories.map { BuildJob.Repo(name: $0.name, servers: $0.expandedServers(arch: arch)) },
-            syncDirectory: snapshot, packageCache: transactionPackages, install: request.install, remove: request.remove,
+            // The build sees the packages it installs, and not the store's whole cache: other
+            // layers' packages, from other repositories, some perhaps private, which a stranger's
+            // `run:` could copy into its layer or, with the network, send away. Hard links, so a
+            // package is the file checked here even if another build replaces the cache's copy.
+            syncDirectory: snapshot, packageCache: fetchCache, install: request.install, remove: request.remove,
             expected: resolution.install,
             files: try layer.files.map { file in
                 BuildJob.File(
