@@ -64,7 +64,7 @@ let package = Package(
         .target(
             name: "LayerBuilder",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerEntries", "LayerSupport", "Alpm", "CLayerSupport", "CArchive",
+                "LayerRecipe", "LayerStore", "LayerEntries", "LayerShare", "LayerSupport", "Alpm", "CLayerSupport", "CArchive",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // `layerctl diff`: two sides (layers, images, folders) and what differs, packages first.

@@ -1,4 +1,5 @@
 import Alpm
+import LayerShare
 import LayerSupport
 
 /// One thing that happened during a build, as the builder child reports it to the parent (one JSON
@@ -53,6 +54,8 @@ public struct BuildEvent: Codable, Sendable {
     /// its size limit.
     var alpmError: AlpmError?
     var fileLimitReached: Bool?
+    /// The unpack's answer, in its `finished` event (`TarUnpackWork`).
+    var attributes: [DeferredAttribute]?
 
     public init(
         _ kind: Kind, layer: String, message: String? = nil, file: String? = nil, current: Int64? = nil,

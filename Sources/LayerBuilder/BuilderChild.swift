@@ -30,7 +30,7 @@ enum BuilderChild {
         umask(0o022)
         do {
             try NamespacedWork.dieWithParent(request)
-            let job = try readJob(request.jobPath)
+            let job = try NamespacedWork.readJob(BuildJob.self, at: request.jobPath)
             events = EventPipe(layer: job.layerName)
             if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
@@ -86,10 +86,4 @@ enum BuilderChild {
         }
     }
 
-    private static func readJob(_ path: String) throws -> BuildJob {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw SystemError("read", path, errno: ENOENT)
-        }
-        return try JSONDecoder().decode(BuildJob.self, from: data)
-    }
 }

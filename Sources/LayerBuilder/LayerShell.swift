@@ -59,7 +59,7 @@ public enum LayerShell {
     static func work(_ request: NamespacedWork.Request) -> Int32 {
         failing {
             try NamespacedWork.dieWithParent(request)
-            let job = try readJob(request.jobPath)
+            let job = try NamespacedWork.readJob(Job.self, at: request.jobPath)
             if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.name, network: true)
             try FileSystem.makeDirectories(scratch(job))
@@ -88,11 +88,6 @@ public enum LayerShell {
 
     /// The tmpfs, mounted in the shell's namespace, that holds the throwaway root's upper folder.
     private static func scratch(_ job: Job) -> String { job.directory + "/scratch" }
-
-    private static func readJob(_ path: String) throws -> Job {
-        guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path, errno: ENOENT) }
-        return try JSONDecoder().decode(Job.self, from: data)
-    }
 
     /// The exit status of `body`; an error is reported on the event pipe, for `run` to throw.
     private static func failing(_ body: () throws -> Int32) -> Int32 {

@@ -26,7 +26,7 @@ public enum NamespacedWork {
     /// The descriptor a builder writes its events to.
     static let eventDescriptor: Int32 = 3
 
-    enum Role: String { case build, shell, packages }
+    enum Role: String { case build, shell, packages, unpack }
 
     struct Request: Equatable {
         var role: Role
@@ -68,6 +68,7 @@ public enum NamespacedWork {
         case .build: BuilderChild.build(request)
         case .shell: LayerShell.work(request)
         case .packages: PackageWork.work(request)
+        case .unpack: TarUnpackWork.work(request)
         }
     }
 
@@ -162,6 +163,12 @@ public enum NamespacedWork {
             let up = lc_bring_up_loopback()
             if up != 0 { throw SystemError("bring up the loopback interface of", hostname, errno: up) }
         }
+    }
+
+    /// The job a request names: the JSON file its parent wrote.
+    static func readJob<Job: Decodable>(_ type: Job.Type, at path: String) throws -> Job {
+        guard let data = FileManager.default.contents(atPath: path) else { throw SystemError("read", path, errno: ENOENT) }
+        return try JSONDecoder().decode(Job.self, from: data)
     }
 
     /// Makes this process die with the one that started it, and fails if that one is gone already.

@@ -205,10 +205,7 @@ enum PackageWork {
         var events = EventPipe(layer: "?")
         do {
             try NamespacedWork.dieWithParent(request)
-            guard let data = FileManager.default.contents(atPath: request.jobPath) else {
-                throw SystemError("read", request.jobPath, errno: ENOENT)
-            }
-            let job = try JSONDecoder().decode(Job.self, from: data)
+            let job = try NamespacedWork.readJob(Job.self, at: request.jobPath)
             events = EventPipe(layer: job.layer)
             try NamespacedWork.settleNamespaces(hostname: "layerctl-packages", network: job.network)
             try confine(job, events: events)

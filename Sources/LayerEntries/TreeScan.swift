@@ -24,6 +24,9 @@ package struct TreeScan {
     private var lines: [[UInt8]] = []
     private var files: [PendingFile] = []
     private var hashing: ContentHashing?
+    /// The digests of the full blocks of the files the scan read, when `scan` was given a block
+    /// size (files of `knownContent` are not read, and have none here).
+    package private(set) var blocks: BlockDigests?
 
     private struct PendingFile {
         var line: Int
@@ -81,7 +84,7 @@ package struct TreeScan {
     /// socket (`droppedSockets` lists those that went).
     package static func scan(
         _ root: String, opaqueDirectories: [String]? = nil, knownContent: [[UInt8]: Hash256] = [:],
-        settle: Settle? = nil, sockets: Sockets = .kept, deadline: Deadline? = nil
+        settle: Settle? = nil, sockets: Sockets = .kept, deadline: Deadline? = nil, blockSize: Int? = nil
     ) throws -> TreeScan {
         var scan = TreeScan()
         scan.knownContent = knownContent
@@ -91,7 +94,7 @@ package struct TreeScan {
         scan.manifest.entries.append(LayerManifest.placeholder)
         scan.deadline = deadline
         let hashing = ContentHashing(
-            workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)), deadline: deadline)
+            workers: min(4, max(1, ProcessInfo.processInfo.activeProcessorCount)), deadline: deadline, blockSize: blockSize)
         scan.hashing = hashing
         do {
             let path = Array(root.utf8)
@@ -102,6 +105,7 @@ package struct TreeScan {
         }
         scan.hashing = nil
         scan.complete(with: try hashing.finish())
+        scan.blocks = hashing.blocks
         for line in scan.lines { scan.hasher.update(data: line) }
         scan.lines = []
         return scan
@@ -207,7 +211,7 @@ package struct TreeScan {
                 if let known = knownContent[path] {
                     knownDigests[files.count] = known
                 } else {
-                    hashing?.add(files.count, path)
+                    hashing?.add(files.count, path, size: Int64(st.st_size))
                 }
             }
             files.append(PendingFile(line: lines.count, offset: line.count, slot: slot, sameAs: firstName?.file))

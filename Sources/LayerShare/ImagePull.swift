@@ -49,7 +49,7 @@ public struct ImagePull {
     /// digest), so a build finds it by key.
     public var trustClaims = false
     /// Take the digest of each full block of this size of every file unpacked, for an export's
-    /// block cache (`Result.knownBlocks`); the bytes are in hand as they unpack.
+    /// block cache (`Result.knownBlocks`), in the scan that reads each file for its sha256.
     public var blockSize: Int?
     /// Return once the top layer is whole and its sync started, leaving the rest of its commit to
     /// `Result.committing`, so that an export can read the layer meanwhile.
@@ -106,10 +106,14 @@ public struct ImagePull {
         var buildLock: FileLock
     }
 
-    public init(store: Store, client: RegistryClient, architecture: String) {
+    /// Where each layer's tar is parsed: a stranger's tar is never parsed in this process.
+    let unpacker: any TarUnpacker
+
+    package init(store: Store, client: RegistryClient, architecture: String, unpacker: any TarUnpacker) {
         self.store = store
         self.client = client
         self.architecture = architecture
+        self.unpacker = unpacker
     }
 
     /// The largest manifest or config taken, and the most layers.
@@ -334,7 +338,8 @@ public struct ImagePull {
             try client.streamBlob(repository, descriptor.digest, size: descriptor.size) { received in
                 observer(ShareEvent(kind: .bytes, layer: name, detail: "download", bytes: received, total: descriptor.size))
             } attempt: {
-                let current = try StreamedUnpack(into: tree, lower: lower, name: descriptor.digest, blockSize: blockSize)
+                let current = try StreamedUnpack(
+                    into: tree, lower: lower, scratch: work, name: descriptor.digest, unpacker: unpacker)
                 unpack = current
                 return RegistryClient.BlobSink(write: current.write, end: {}, abandon: current.abandon)
             }
@@ -343,16 +348,16 @@ public struct ImagePull {
             throw unpack?.stoppedWith() ?? error
         }
         guard let unpack else { throw SystemError("unpack", tree, errno: EIO) }
-        let unpacked = try unpack.finish()
+        let diffID = try unpack.finish()
         // The disk finishes the tree while it is checked and scanned; the commit's sync then
         // waits for little.
         let writeback = Background { try FileSystem.syncFileSystem(of: tree) }
         defer { if !handedOver { _ = try? writeback.value() } }
-        let diffID = unpacked.diffID
         guard diffID == origin.diffID else {
             throw LayerBlobError(message: "\(origin.reference): layer \(descriptor.digest) unpacks to diff_id \(diffID), not the config's \(origin.diffID)")
         }
-        let scan = try TreeScan.scan(tree, knownContent: unpacked.content)
+        // Every file read and hashed here: the unpack is not trusted with the digests.
+        let scan = try TreeScan.scan(tree, blockSize: blockSize)
         var record = LayerRecord(
             formatVersion: 1, key: key, parent: parent, name: name, specDigest: origin.diffID, added: [], removed: [],
             installed: [], treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
@@ -384,9 +389,9 @@ public struct ImagePull {
             }
             let layer = UncommittedLayer(record: record, manifest: scan.manifest, tree: tree)
             return FetchedLayer(
-                blocks: unpacked.blocks, pending: PendingLayer(layer: layer, sync: sync, folder: folder, buildLock: lock))
+                blocks: scan.blocks, pending: PendingLayer(layer: layer, sync: sync, folder: folder, buildLock: lock))
         }
         _ = try store.commit(work + "/layer", as: key)
-        return FetchedLayer(blocks: unpacked.blocks)
+        return FetchedLayer(blocks: scan.blocks)
     }
 }

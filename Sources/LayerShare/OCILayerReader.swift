@@ -59,45 +59,84 @@ public struct OCILayerReader {
         return "sha256:" + Hash256(hasher.finalize()).hex
     }
 
+    /// Decompresses the blob into the socket `output` (the unpack's end, `unpackPlainTar`) and
+    /// returns its diff_id, `sha256:…` of the tar, taken here: the process that parses the tar
+    /// is not trusted with it. Throws `OutputClosed` when the other end stopped reading.
+    package func decompress(into output: Int32) throws -> String {
+        let archive = try open(raw: true)
+        defer { archive_read_free(archive) }
+        var header: OpaquePointer?
+        guard archive_read_next_header(archive, &header) == ARCHIVE_OK else { throw failure("read", archive) }
+        var hasher = SHA256()
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = archive_read_data(archive, buffer, size)
+            if count < 0 {
+                let message = archive_error_string(archive).map { String(cString: $0) } ?? "unknown error"
+                throw LayerBlobError(message: "decompressing the layer blob failed: \(message)")
+            }
+            if count == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
+            var offset = 0
+            while offset < count {
+                let sent = Glibc.send(output, buffer + offset, count - offset, Int32(MSG_NOSIGNAL))
+                if sent < 0 && errno == EINTR { continue }
+                if sent <= 0 { throw OutputClosed() }
+                offset += sent
+            }
+        }
+        return "sha256:" + Hash256(hasher.finalize()).hex
+    }
+
+    /// What reads the decompressed tar stopped before its end.
+    package struct OutputClosed: Error {}
+
     /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left. A folder the
     /// tar only implies (the root, or a folder above an entry) keeps what the layers below say of
     /// it, as the OCI spec has it: its mode, owner and time from the topmost of `lower` (the trees
     /// below, topmost first) that has it; without one, 0755 root:root at the epoch. Returns the
     /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass (the blob is
     /// decompressed once).
+    ///
+    /// In this process: a pull parses a stranger's tar in a confined one (`unpackPlainTar`).
     @discardableResult
     public func unpack(into tree: String, lower: [String] = []) throws -> String {
-        try unpackHashing(into: tree, lower: lower).diffID
-    }
-
-    /// What an unpack learnt on the way: the diff_id, the sha256 of each regular file written, by
-    /// its path in the tree, so that a scan of the tree need not read them again, and, when asked
-    /// for, the digests of their full blocks, so that an export need not either.
-    package struct Unpacked {
-        package var diffID: String
-        package var content: [[UInt8]: Hash256]
-        package var blocks: BlockDigests?
+        try sys("create", tree) { mkdir(tree, 0o755) }
+        return try unpack(into: tree, lower: lower, plainTar: false).diffID
     }
 
     /// The most a blob may hold after the tar's end: GNU tar's largest record size (`-b 2048`,
     /// 1 MiB), and then some.
     static let paddingLimit = 8 << 20
 
-    /// `unpack`, also taking the digests of `blockSize` blocks of every file when that is given.
-    package func unpackHashing(into tree: String, lower: [String] = [], blockSize: Int? = nil) throws -> Unpacked {
-        try sys("create", tree) { mkdir(tree, 0o755) }
+    /// Unpacks a plain tar, decompressed already, into the empty folder `tree`, as `unpack` does,
+    /// but for the attributes only CAP_SYS_ADMIN may set (`trusted.*`, the opaque markers among
+    /// them): those are returned, for a process that has it to set (`DeferredAttribute.apply`).
+    /// What unpacks an untrusted tar need not keep that capability. No digest is taken.
+    /// `reserve` is the one to keep on the tree's filesystem, when the caller knows it better
+    /// than the tree's path tells (`DiskReserve.seen(at:)`).
+    package func unpackPlainTar(into tree: String, lower: [String] = [], reserve: DiskReserve? = nil) throws -> [DeferredAttribute] {
+        try unpack(into: tree, lower: lower, plainTar: true, reserve: reserve).deferred
+    }
+
+    private func unpack(
+        into tree: String, lower: [String], plainTar: Bool, reserve: DiskReserve? = nil
+    ) throws -> (diffID: String, deferred: [DeferredAttribute]) {
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
             unpacking.lower = lower
-            unpacking.reserve = try DiskReserve(for: tree)
+            unpacking.deferring = plainTar
+            unpacking.reserve = try reserve ?? DiskReserve(for: tree)
             try unpacking.reserve?.check("unpacking the layer blob \(blob)")
-            unpacking.blocks = blockSize.map(BlockDigests.init)
-            // The tar reader reads the raw reader's output, which is hashed on the way.
-            let raw = try open(raw: true)
+            // The tar reader reads the raw reader's output, which is hashed on the way (a plain
+            // tar's diff_id is the caller's to take).
+            let raw = try open(raw: true, decompressing: !plainTar)
             defer { archive_read_free(raw) }
             var header: OpaquePointer?
             guard archive_read_next_header(raw, &header) == ARCHIVE_OK else { throw failure("read", raw) }
-            let stream = HashedStream(raw: raw, source: self.stream)
+            let stream = HashedStream(raw: raw, source: self.stream, hashing: !plainTar)
             defer { stream.stop() }
             guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
             defer { archive_read_free(archive) }
@@ -130,9 +169,7 @@ public struct OCILayerReader {
                         message: "the layer blob \(blob) holds more than \(Self.paddingLimit) bytes after the tar's end, where a tar writer pads to a record")
                 }
             }
-            return Unpacked(
-                diffID: "sha256:" + Hash256(stream.hasher.finalize()).hex, content: unpacking.content,
-                blocks: unpacking.blocks)
+            return (plainTar ? "" : "sha256:" + Hash256(stream.hasher.finalize()).hex, unpacking.deferred)
         } catch {
             try? FileSystem.removeTree(tree)
             throw error
@@ -148,6 +185,7 @@ public struct OCILayerReader {
         // `stopping` is set before `emptied` is signalled and read after it is waited for.
         let raw: OpaquePointer
         private(set) var hasher = SHA256()
+        private let hashing: Bool
         var failure: (any Error)?
         private static let slots = 3
         private static let size = 1 << 20
@@ -165,9 +203,10 @@ public struct OCILayerReader {
         /// The descriptor the blob streams in on, shut down to wake a producer blocked on it.
         private let source: Int32?
 
-        init(raw: OpaquePointer, source: Int32?) {
+        init(raw: OpaquePointer, source: Int32?, hashing: Bool = true) {
             self.raw = raw
             self.source = source
+            self.hashing = hashing
             let thread = Thread { [self] in produce() }
             thread.stackSize = 1 << 20
             thread.start()
@@ -189,7 +228,7 @@ public struct OCILayerReader {
                     filled.signal()
                     break
                 }
-                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffers[slot], count: count))
+                if hashing { hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffers[slot], count: count)) }
                 counts[slot] = count
                 filled.signal()
                 if count == 0 { break }
@@ -246,13 +285,15 @@ public struct OCILayerReader {
         }
     }
 
-    private func open(raw: Bool) throws -> OpaquePointer {
+    private func open(raw: Bool, decompressing: Bool = true) throws -> OpaquePointer {
         guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
         // The compressions OCI layers have: gzip and zstd (a plain tar needs none). libarchive's
         // other filters are no layer's, and some of them (lrzip, grzip, lzop) run a program of the
         // host's on what a registry sent.
-        archive_read_support_filter_gzip(archive)
-        archive_read_support_filter_zstd(archive)
+        if decompressing {
+            archive_read_support_filter_gzip(archive)
+            archive_read_support_filter_zstd(archive)
+        }
         if raw { archive_read_support_format_raw(archive) } else { archive_read_support_format_tar(archive) }
         let opened = stream.map { archive_read_open_fd(archive, $0, 1 << 20) } ?? archive_read_open_filename(archive, blob, 1 << 20)
         if opened != ARCHIVE_OK {
@@ -276,13 +317,12 @@ private struct Unpacking {
     let blob: String
     var kinds: [[UInt8]: Kind] = [[]: .directory]
     var opaque: [[UInt8]] = []
+    /// Leave `trusted.*` attributes to another process (`deferred`), as `unpackPlainTar` does.
+    var deferring = false
+    var deferred: [DeferredAttribute] = []
     /// Folders and their times, set last: entries below change a folder's mtime. A folder the tar
     /// leaves out (the root among them) gets the epoch, not the time of the unpack.
     var folderTimes: [[UInt8]: Int64] = [[]: 0]
-    /// The sha256 of each regular file written, by its path.
-    var content: [[UInt8]: Hash256] = [:]
-    /// The digests of their full blocks, when asked for.
-    var blocks: BlockDigests?
     /// Folders made because entries are below them, and not (yet) named themselves.
     var implied: Set<[UInt8]> = [[]]
     var lower: [String] = []
@@ -459,11 +499,6 @@ private struct Unpacking {
         defer { buffer.deallocate() }
         var written: Int64 = 0
         var writebackStarted: Int64 = 0
-        var hasher = SHA256()
-        // A file without a full block (most of a layer's files) has no block digests to take.
-        var blockStream = blocks.flatMap { blocks in
-            expected < 0 || expected >= blocks.blockSize ? BlockDigests.Stream(blockSize: blocks.blockSize) : nil
-        }
         while true {
             let count = archive_read_data(archive, buffer, 1 << 20)
             if count < 0 {
@@ -472,8 +507,6 @@ private struct Unpacking {
             }
             if count == 0 { break }
             try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: shown(name))
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-            blockStream?.update(UnsafeRawBufferPointer(start: buffer, count: count))
             written += Int64(count)
             try spent(bytes: Int64(count))
             // The disk takes a big file as it arrives, so the commit's sync finds little left.
@@ -488,15 +521,13 @@ private struct Unpacking {
         if expected >= 0 && written != expected {
             throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
         }
-        let digest = Hash256(hasher.finalize())
-        content[Array(tree.utf8) + [0x2F] + name] = digest
-        if let blockStream { blocks?.record(digest, blockStream.blocks) }
     }
 
     /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.
     mutating func applyMetadata(_ header: OpaquePointer, to name: [UInt8], raw: [UInt8]) throws {
         implied.remove(name)
         let isLink = archive_entry_filetype(header) == UInt32(Glibc.S_IFLNK)
+        var deferredHere: [DeferredAttribute] = []
         try at(name) { p in
             try sys("change the owner of", shown(name)) {
                 fchownat(AT_FDCWD, p, uid_t(archive_entry_uid(header)), gid_t(archive_entry_gid(header)), AT_SYMLINK_NOFOLLOW)
@@ -510,12 +541,19 @@ private struct Unpacking {
             var size = 0
             while archive_entry_xattr_next(header, &xattrName, &value, &size) == ARCHIVE_OK {
                 guard let xattrName else { continue }
-                if Self.bytes(xattrName).starts(with: Array("trusted.overlay.".utf8)) { continue }
+                let attribute = Self.bytes(xattrName)
+                if attribute.starts(with: DeferredAttribute.overlayPrefix) { continue }
+                if deferring && attribute.starts(with: DeferredAttribute.trustedPrefix) {
+                    let bytes = value.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+                    deferredHere.append(DeferredAttribute(path: name, name: attribute, value: bytes))
+                    continue
+                }
                 try sys("set attribute \(RawPath.display(Self.bytes(xattrName))) on", shown(name)) {
                     lsetxattr(p, xattrName, value, size, 0)
                 }
             }
         }
+        deferred += deferredHere
         let mtime = Int64(archive_entry_mtime(header))
         if archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) {
             folderTimes[name] = mtime
@@ -554,6 +592,10 @@ private struct Unpacking {
         }
         for folder in opaque {
             guard kinds[folder] == .directory else { continue }
+            if deferring {
+                deferred.append(DeferredAttribute(path: folder, name: DeferredAttribute.opaque, value: Array("y".utf8)))
+                continue
+            }
             try at(folder) { p in try sys("mark opaque", shown(folder)) { lsetxattr(p, "trusted.overlay.opaque", "y", 1, 0) } }
         }
         for (name, mtime) in folderTimes.sorted(by: { $0.key.count > $1.key.count }) {

@@ -14,12 +14,14 @@ public final class RegistryLayerCache {
     let to: (client: RegistryClient, repository: ImageReference)?
     let architecture: String
     let observer: (ShareEvent) -> Void
+    let unpacker: any TarUnpacker
 
-    public init(
+    package init(
         store: Store, from: (RegistryClient, ImageReference)?, to: (RegistryClient, ImageReference)?, architecture: String,
-        observer: @escaping (ShareEvent) -> Void
+        unpacker: any TarUnpacker, observer: @escaping (ShareEvent) -> Void
     ) {
         self.store = store
+        self.unpacker = unpacker
         self.from = from.map { (client: $0.0, repository: $0.1) }
         self.to = to.map { (client: $0.0, repository: $0.1) }
         self.architecture = architecture
@@ -35,7 +37,7 @@ public final class RegistryLayerCache {
         reference.tag = Self.tag(key)
         reference.digest = nil
         guard try from.client.manifest(reference.repository, Self.tag(key)) != nil else { return false }
-        var pull = ImagePull(store: store, client: from.client, architecture: architecture)
+        var pull = ImagePull(store: store, client: from.client, architecture: architecture, unpacker: unpacker)
         pull.trustClaims = true
         let result = try pull.pull(reference, name: nil, observer: observer)
         guard result.key == key else {

@@ -2,36 +2,70 @@ import Foundation
 import Glibc
 import LayerSupport
 
+/// Where a layer blob's tar is parsed: a process that cannot reach the host (`LayerBuilder`'s
+/// `TarUnpackWork`), which reads the plain tar from a socket and unpacks it into a folder.
+package protocol TarUnpacker: Sendable {
+    /// Starts unpacking, into the empty folder `tree`, the plain tar that is written to the
+    /// returned unpack's `input`. `lower` are the trees below, topmost first; `scratch` is a
+    /// folder of the pull's for the unpack's own use; `name` names the blob in messages.
+    func start(tree: String, lower: [String], scratch: String, name: String) throws -> any TarUnpack
+}
+
+/// One unpack under way.
+package protocol TarUnpack: AnyObject {
+    /// Where the tar is written; `endInput` closes it.
+    var input: Int32 { get }
+    /// The tar is whole, or will not be: the unpack sees its end.
+    func endInput()
+    /// Waits for the unpack to end and returns the attributes it left to this process
+    /// (`DeferredAttribute`); throws what it stopped with.
+    func wait() throws -> [DeferredAttribute]
+    /// Ends the unpack at once, wherever it is.
+    func stop()
+}
+
 /// Unpacks a layer blob while it downloads: the download writes each chunk into one end of a
 /// socket pair (blocking, so a slow unpack slows the download, and memory stays one buffer); a
-/// thread of its own reads the other end with `OCILayerReader`. The blob is never stored, and its
-/// decompression, hashing and writing overlap the transfer. `abandon()` (a failed attempt, a
-/// digest that does not match) ends the thread and removes what it unpacked.
+/// thread of its own reads the other end, decompresses it and takes the diff_id, and hands the
+/// plain tar to a `TarUnpack`, which parses it somewhere the host is out of reach. The blob is
+/// never stored, and its decompression, unpacking and writing overlap the transfer. `abandon()`
+/// (a failed attempt, a digest that does not match) ends both and removes what was unpacked.
 final class StreamedUnpack: @unchecked Sendable {
-    // @unchecked: `writer` is used by the downloading thread only; `result` is written by the
-    // unpacking thread before it signals `done`, and read after `done` is waited for.
+    // @unchecked: `writer` is used by the downloading thread only; `diffID` is written by the
+    // decompressing thread before it signals `done`, and read after `done` is waited for.
     private let writer: Int32
     private let reader: Int32
     private let tree: String
+    private let name: String
+    private let unpack: any TarUnpack
     private let done = DispatchSemaphore(value: 0)
-    private var result: Result<OCILayerReader.Unpacked, any Error>?
+    private var diffID: Result<String, any Error>?
+    private var outcome: Result<[DeferredAttribute], any Error>?
     private var closed = false
     private var joined = false
     /// The unpacking stopped reading: the download stopped on its account.
     private var refused = false
 
-    /// Starts unpacking into `tree` (which must not exist) what `write` will be given, taking the
-    /// digests of `blockSize` blocks of its files when that is given.
-    init(into tree: String, lower: [String], name: String, blockSize: Int? = nil) throws {
+    /// Starts unpacking into `tree` (which must not exist) what `write` will be given.
+    init(into tree: String, lower: [String], scratch: String, name: String, unpacker: any TarUnpacker) throws {
+        try sys("create", tree) { mkdir(tree, 0o755) }
         var pair: [Int32] = [-1, -1]
         try sys("make a socket pair for", tree) { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
         writer = pair[0]
         reader = pair[1]
         self.tree = tree
+        self.name = name
+        do {
+            unpack = try unpacker.start(tree: tree, lower: lower, scratch: scratch, name: name)
+        } catch {
+            close(writer)
+            close(reader)
+            try? FileSystem.removeTree(tree)
+            throw error
+        }
         let thread = Thread { [self] in
-            result = Result {
-                try OCILayerReader(stream: reader, name: name).unpackHashing(into: tree, lower: lower, blockSize: blockSize)
-            }
+            diffID = Result { try OCILayerReader(stream: reader, name: name).decompress(into: unpack.input) }
+            unpack.endInput()
             // The writer must not wait for a reader that stopped (a hostile entry): it gets EPIPE.
             shutdown(reader, Int32(SHUT_RDWR))
             done.signal()
@@ -61,28 +95,35 @@ final class StreamedUnpack: @unchecked Sendable {
         return nil
     }
 
-    /// The end of the blob: waits for the unpacking, and returns its diff_id and digests.
-    func finish() throws -> OCILayerReader.Unpacked {
+    /// The end of the blob: waits for the unpacking, sets the attributes it left, and returns
+    /// the diff_id. The files' digests are not the unpack's to give: the scan takes them.
+    func finish() throws -> String {
         join()
-        guard let result else { throw SystemError("unpack into", tree, errno: EIO) }
-        return try result.get()
+        let attributes = try outcome!.get()
+        guard let diffID else { throw SystemError("unpack into", tree, errno: EIO) }
+        try DeferredAttribute.apply(attributes, in: tree, blob: name)
+        return try diffID.get()
     }
 
     /// The error the unpacking stopped with, when the download failed on its account; nil when the
     /// download failed of itself (the unpacking then only saw the blob end early).
     func stoppedWith() -> (any Error)? {
         join()
-        if refused, case .failure(let error) = result { return error }
+        guard refused else { return nil }
+        if case .failure(let error) = outcome { return error }
+        if case .failure(let error) = diffID, !(error is OCILayerReader.OutputClosed) { return error }
         return nil
     }
 
-    /// Gives up: the unpacking sees the blob end early, and what it made is removed.
+    /// Gives up: the unpacking ends, and what it made is removed. It is not waited for to see
+    /// the blob end: a stalled download may be stalled on it.
     func abandon() {
+        unpack.stop()
         join()
         try? FileSystem.removeTree(tree)
     }
 
-    /// Ends the blob and waits for the unpacking thread, once.
+    /// Ends the blob and waits for the decompressing thread and the unpack, once.
     private func join() {
         if !closed {
             closed = true
@@ -91,6 +132,7 @@ final class StreamedUnpack: @unchecked Sendable {
         if !joined {
             joined = true
             done.wait()
+            outcome = Result { try unpack.wait() }
         }
     }
 }

@@ -35,21 +35,47 @@ package enum Digest {
     package static func contentHash(
         file path: [UInt8], buffer: ReadBuffer = ReadBuffer(), deadline: Deadline? = nil
     ) throws -> Hash256 {
+        var none: BlockDigests.Stream?
+        return try contentHash(file: path, buffer: buffer, deadline: deadline, blocks: &none)
+    }
+
+    /// `contentHash`, also passing the bytes through `blocks`, when there is one, in the same read.
+    package static func contentHash(
+        file path: [UInt8], buffer: ReadBuffer, deadline: Deadline?, blocks: inout BlockDigests.Stream?
+    ) throws -> Hash256 {
+        var hasher = SHA256()
+        try read(file: path, buffer: buffer, deadline: deadline) { bytes in
+            hasher.update(bufferPointer: bytes)
+            blocks?.update(bytes)
+        }
+        return Hash256(hasher.finalize())
+    }
+
+    /// The digests of a file's full blocks alone (`BlockDigests.Stream`).
+    package static func blockDigests(
+        file path: [UInt8], blockSize: Int, buffer: ReadBuffer, deadline: Deadline?
+    ) throws -> [Hash256] {
+        var stream = BlockDigests.Stream(blockSize: blockSize)
+        try read(file: path, buffer: buffer, deadline: deadline) { stream.update($0) }
+        return stream.blocks
+    }
+
+    private static func read(
+        file path: [UInt8], buffer: ReadBuffer, deadline: Deadline?, _ take: (UnsafeRawBufferPointer) -> Void
+    ) throws {
         let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw SystemError("read", RawPath.string(path)) }
         defer { close(fd) }
-        var hasher = SHA256()
         let buffer = buffer.bytes
         var chunks = 0
         while true {
             chunks += 1
             if let deadline, chunks % 64 == 0 { try deadline.check("reading \(RawPath.display(path))") }
-            let count = read(fd, buffer.baseAddress, buffer.count)
+            let count = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if count < 0 && errno == EINTR { continue }
             if count < 0 { throw SystemError("read", RawPath.string(path)) }
             if count == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            take(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
         }
-        return Hash256(hasher.finalize())
     }
 }

@@ -6,12 +6,15 @@ import Glibc
 /// The work stops once the space or the inodes free would fall under the reserve: 5% of the
 /// filesystem's, at most 1 GiB and 65,536 inodes. Free means free to an unprivileged process
 /// (`f_bavail`, `f_favail`): the blocks ext4 keeps for root stay root's.
-package struct DiskReserve: Sendable {
+package struct DiskReserve: Codable, Sendable {
     /// A folder on the filesystem watched: the store's root.
-    package let folder: String
+    package private(set) var folder: String
     package let bytes: UInt64
     /// 0 on a filesystem without an inode count (btrfs).
     package let inodes: UInt64
+    /// Where the filesystem is mounted as the user sees it, when the watching process sees it
+    /// elsewhere (`seen(at:)`).
+    private var shownMountPoint: String?
 
     package static let largestBytes: UInt64 = 1 << 30
     package static let largestInodes: UInt64 = 65_536
@@ -22,6 +25,15 @@ package struct DiskReserve: Sendable {
         self.folder = folder
         bytes = min(UInt64(fs.f_blocks) * UInt64(fs.f_frsize) / 20, Self.largestBytes)
         inodes = min(UInt64(fs.f_files) / 20, Self.largestInodes)
+    }
+
+    /// The same reserve, watched through `folder`: where a process with a root of its own sees
+    /// the filesystem. Its messages still name the mount point the user knows.
+    package func seen(at folder: String) -> DiskReserve {
+        var moved = self
+        moved.shownMountPoint = mountPoint
+        moved.folder = folder
+        return moved
     }
 
     /// How much work that writes as it goes may do between two checks: a quarter of the
@@ -45,7 +57,7 @@ package struct DiskReserve: Sendable {
 
     /// Where the filesystem is mounted, which tells a user which disk is full; the folder when the
     /// mount table does not say.
-    private var mountPoint: String { (try? MountTable().mount(holding: folder).target) ?? folder }
+    private var mountPoint: String { shownMountPoint ?? (try? MountTable().mount(holding: folder).target) ?? folder }
 
     /// Less than the reserve was free.
     package struct Reached: LayerError {

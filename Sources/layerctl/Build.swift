@@ -109,7 +109,7 @@ extension LayerCtl {
                 builder.sharedCache = RegistryCache(
                     RegistryLayerCache(
                         store: store, from: try endpoint(cacheFrom), to: try endpoint(cacheTo),
-                        architecture: machineArchitecture(), observer: quiet.event))
+                        architecture: machineArchitecture(), unpacker: TarUnpackWork(), observer: quiet.event))
             }
             let built = try builder.build(recipe)
             reporter.finish(built)

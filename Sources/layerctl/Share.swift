@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LayerBuilder
 import LayerShare
 import LayerStore
 import LayerSupport
@@ -31,7 +32,8 @@ struct RegistryArguments: ParsableArguments {
     ) throws -> ImagePull.Result {
         let reference = try reference(text)
         let reporter = ShareReporter(json: json || quiet)
-        var pull = ImagePull(store: store, client: try client(for: reference, reporter: reporter), architecture: machineArchitecture())
+        var pull = ImagePull(store: store, client: try client(for: reference, reporter: reporter), architecture: machineArchitecture(),
+            unpacker: TarUnpackWork())
         pull.blockSize = blockSize
         pull.overlapTopCommit = overlapTopCommit
         let result = try pull.pull(reference, name: name, observer: reporter.event)

@@ -104,6 +104,24 @@ enum Harness {
         return process.terminationStatus
     }
 
+    /// Where the symlink `path` points (`/proc/PID/exe`, `/proc/PID/ns/…`); nil when it is gone.
+    static func link(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let n = readlink(path, &buffer, 4096)
+        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+    }
+
+    /// The fields of `/proc/PID/status`, by name; empty once the process is gone.
+    static func processStatus(_ pid: pid_t) -> [String: String] {
+        let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        var fields: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
+        }
+        return fields
+    }
+
     static func temporaryDirectory(_ name: String) throws -> String {
         var template = Array("/var/tmp/layerctl-test-\(name)-XXXXXX".utf8CString)
         guard let path = mkdtemp(&template) else { throw SystemError("create temporary directory", name) }

@@ -1,4 +1,5 @@
 import CArchive
+import CLayerSupport
 import Foundation
 import Glibc
 import LayerEntries
@@ -120,6 +121,8 @@ struct OCILayerTests {
         var sparseSize: Int64?
         /// A file of this many zero bytes, written out, instead of `data`.
         var zeros: Int64?
+        /// Extended attributes, as a pax header carries them.
+        var attributes: [(name: String, value: String)] = []
     }
 
     /// Writes `entries` as a tar, compressed with zstd when `zstd`.
@@ -140,6 +143,9 @@ struct OCILayerTests {
             let size = crafted.type == Glibc.S_IFREG && crafted.hardlink == nil ? crafted.data.utf8.count : 0
             archive_entry_set_size(header, la_int64_t(crafted.sparseSize ?? Int64(size)))
             if crafted.sparseSize != nil { archive_entry_sparse_add_entry(header, 0, la_int64_t(size)) }
+            for attribute in crafted.attributes {
+                attribute.value.withCString { archive_entry_xattr_add_entry(header, attribute.name, $0, strlen($0)) }
+            }
             if let zeros = crafted.zeros {
                 archive_entry_set_size(header, la_int64_t(zeros))
                 #expect(archive_write_header(archive, header) == ARCHIVE_OK)
@@ -242,5 +248,55 @@ struct OCILayerTests {
             }
             #expect(!FileManager.default.fileExists(atPath: work + "/other-" + suffix))
         }
+    }
+}
+
+extension OCILayerTests {
+    /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
+    /// tree that process wrote: never through a symlink it left, and only what an unpack defers.
+    @Test("attributes handed back by an unpack: set without following a symlink, and only trusted.* or a folder's opaque marker")
+    func deferredAttributes() throws {
+        let work = try Harness.temporaryDirectory("deferred")
+        let tree = work + "/tree", outside = work + "/outside"
+        for folder in [tree, tree + "/etc", outside] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        #expect(FileManager.default.createFile(atPath: tree + "/etc/hosts", contents: Data("x".utf8)))
+        #expect(FileManager.default.createFile(atPath: outside + "/file", contents: Data("x".utf8)))
+        try FileManager.default.createSymbolicLink(atPath: tree + "/link", withDestinationPath: outside)
+        try FileManager.default.createSymbolicLink(atPath: tree + "/etc/file-link", withDestinationPath: outside + "/file")
+        func attribute(_ path: String, _ name: String) -> String? {
+            var value = [UInt8](repeating: 0, count: 256)
+            let count = lgetxattr(path, name, &value, value.count)
+            return count < 0 ? nil : String(decoding: value[0..<count], as: UTF8.self)
+        }
+        func deferred(_ path: String, _ name: String, _ value: String) -> DeferredAttribute {
+            DeferredAttribute(path: Array(path.utf8), name: Array(name.utf8), value: Array(value.utf8))
+        }
+        try DeferredAttribute.apply(
+            [deferred("etc", "trusted.overlay.opaque", "y"), deferred("etc/hosts", "trusted.note", "a"), deferred("", "trusted.root", "r"),
+             deferred("etc/file-link", "trusted.note", "on the link")],
+            in: tree, blob: "blob")
+        #expect(attribute(tree + "/etc", "trusted.overlay.opaque") == "y")
+        #expect(attribute(tree + "/etc/hosts", "trusted.note") == "a")
+        #expect(attribute(tree, "trusted.root") == "r")
+        #expect(attribute(tree + "/etc/file-link", "trusted.note") == "on the link", "set on the symlink itself")
+        #expect(attribute(outside + "/file", "trusted.note") == nil, "followed a symlink")
+        let refused: [(DeferredAttribute, String)] = [
+            (deferred("link/file", "trusted.note", "b"), "open the folder"),  // through a symlink the unpack left
+            (deferred("link", "trusted.overlay.opaque", "y"), "no folder"),
+            (deferred("etc/hosts", "trusted.overlay.opaque", "y"), "no folder"),
+            (deferred("etc", "trusted.overlay.redirect", "/x"), "which no unpack sets"),
+            (deferred("etc", "trusted.overlay.opaque", "x"), "which no unpack sets"),
+            (deferred("etc/hosts", "security.capability", "c"), "which no unpack sets"),
+            (deferred("etc/hosts", "user.note", "u"), "which no unpack sets"),
+            (deferred("etc/../link/file", "trusted.note", "b"), "which no layer entry is named"),
+        ]
+        for (attribute, why) in refused {
+            #expect(throws: (any Error).self, "\(attribute)") { try DeferredAttribute.apply([attribute], in: tree, blob: "blob") }
+            do { try DeferredAttribute.apply([attribute], in: tree, blob: "blob") } catch {
+                #expect("\(error)".contains(why), "\(error)")
+            }
+        }
+        #expect(attribute(outside, "trusted.overlay.opaque") == nil && attribute(outside + "/file", "trusted.note") == nil)
+        #expect(attribute(tree + "/etc", "trusted.overlay.redirect") == nil)
     }
 }

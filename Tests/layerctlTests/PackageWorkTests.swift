@@ -46,20 +46,7 @@ struct PackageWorkTests {
             kill(build.processIdentifier, SIGKILL)
             build.waitUntilExit()
         }
-        func link(_ path: String) -> String? {
-            var buffer = [CChar](repeating: 0, count: 4097)
-            let n = readlink(path, &buffer, 4096)
-            return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
-        }
-        func status(_ pid: pid_t) -> [String: String] {
-            let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-            var fields: [String: String] = [:]
-            for line in text.split(separator: "\n") {
-                let parts = line.split(separator: ":", maxSplits: 1)
-                if parts.count == 2 { fields[String(parts[0])] = parts[1].trimmingCharacters(in: .whitespaces) }
-            }
-            return fields
-        }
+        let link = Harness.link, status = Harness.processStatus
         // Whatever of layerctl runs under the build, other than the build itself, once it has
         // confined itself (the seccomp filter is the last thing it takes on): the child that
         // downloads (it refreshed the repository) and the one that resolves, which has no network

@@ -1,4 +1,5 @@
 import Crypto
+import CLayerSupport
 import Foundation
 import Glibc
 import LayerEntries
@@ -696,5 +697,117 @@ extension ShareTests {
         let tags = try FileManager.default.contentsOfDirectory(atPath: machine + "/cache/blocks")
         let tagsApart = try FileManager.default.contentsOfDirectory(atPath: apart + "/cache/blocks")
         #expect(tags.count == 1 && tags == tagsApart, "\(tags) and \(tagsApart)")
+    }
+}
+
+extension ShareTests {
+    /// A pulled layer's tar is a stranger's: libarchive parses it in a child that cannot reach
+    /// the host (`TarUnpackWork`), caught here while a slow registry sends the blob.
+    @Test("a pulled layer's tar is parsed in a confined child: a root holding only the tree, the capabilities an unpack needs, no network")
+    func unpackInAChild() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/gaming:v1"
+        #expect(try Harness.run(["push", "gaming", reference, "--store", store]).status == 0)
+        let slow = try RegistryProxy(upstream: registry.host, rate: 2 << 20)
+        defer { slow.stop() }
+        let other = try Harness.temporaryDirectory("share-unpack-child")
+        let pull = Process()
+        pull.executableURL = URL(fileURLWithPath: Harness.executable)
+        pull.arguments = ["pull", "\(slow.host)/steve/gaming:v1", "--store", other]
+        pull.standardOutput = FileHandle.nullDevice
+        pull.standardError = FileHandle.nullDevice
+        try pull.run()
+        defer {
+            kill(pull.processIdentifier, SIGKILL)
+            pull.waitUntilExit()
+        }
+        let link = Harness.link, status = Harness.processStatus
+        // The unpack of a layer once it has confined itself (the seccomp filter comes last). The
+        // old code parsed the tar in a thread of the pull itself, and never had one.
+        var child: (pid: pid_t, fields: [String: String], root: [String], namespaces: [String: Bool])?
+        let deadline = Date(timeIntervalSinceNow: 30)
+        while child == nil && Date() < deadline && pull.isRunning {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+                guard let pid = pid_t(entry), pid != pull.processIdentifier, link("/proc/\(pid)/exe") == Harness.executable else { continue }
+                let fields = status(pid)
+                guard fields["PPid"] == "\(pull.processIdentifier)" && fields["Seccomp"] == "2" else { continue }
+                let root = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root")) ?? []).sorted()
+                var namespaces: [String: Bool] = [:]
+                for namespace in ["pid", "mnt", "net"] {
+                    namespaces[namespace] = link("/proc/\(pid)/ns/\(namespace)") != link("/proc/self/ns/\(namespace)")
+                }
+                child = (pid, fields, root, namespaces)
+                break
+            }
+            usleep(20_000)
+        }
+        let caught = try #require(child, "no confined child of layerctl ran while the pull unpacked")
+        // CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_MKNOD and CAP_SETFCAP: no CAP_SYS_ADMIN.
+        #expect(caught.fields["CapEff"] == "000000008800001b", "\(caught.fields)")
+        #expect(caught.fields["CapBnd"] == "000000008800001b", "\(caught.fields)")
+        #expect(caught.fields["NoNewPrivs"] == "1", "\(caught.fields)")
+        #expect(caught.fields["NSpid"]?.split(separator: "\t").last == "1", "\(caught.fields)")
+        #expect(caught.namespaces == ["pid": true, "mnt": true, "net": true], "\(caught.namespaces)")
+        // Its root holds the tree and the layers below, and nothing of the host.
+        #expect(caught.root == ["lower", "tree"], "\(caught.root)")
+        pull.waitUntilExit()
+        #expect(pull.terminationStatus == 0)
+        try Harness.expectValidStore(other)
+        let work = try Harness.temporaryDirectory("share-unpack-child-images")
+        #expect(try Harness.run(["export", "gaming", "--store", store, "-o", work + "/built.sqfs"]).status == 0)
+        #expect(try Harness.run(["export", "gaming", "--store", other, "-o", work + "/pulled.sqfs"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: work + "/built.sqfs", andPath: work + "/pulled.sqfs"))
+    }
+
+    /// What the confined unpack may not set itself (CAP_SYS_ADMIN's `trusted.*`, the opaque
+    /// markers among them) arrives all the same: the tree pulled is the tree unpacked in one process.
+    @Test("a pulled layer's opaque folder and trusted.* attributes arrive as an unpack in one process makes them")
+    func deferredAttributes() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("share-attributes")
+        let blob = work + "/layer.tar.zst"
+        try OCILayerTests.craft(
+            [
+                OCILayerTests.Crafted(name: "etc", type: Glibc.S_IFDIR, attributes: [("trusted.folder", "f"), ("user.folder", "u")]),
+                OCILayerTests.Crafted(name: "etc/.wh..wh..opq", data: ""),
+                OCILayerTests.Crafted(
+                    name: "etc/hosts", attributes: [("trusted.note", "t"), ("user.note", "u"), ("trusted.overlay.redirect", "/x")]),
+                OCILayerTests.Crafted(name: "etc/.wh.gone", data: ""),
+                OCILayerTests.Crafted(name: "bin", type: Glibc.S_IFLNK, symlink: "usr/bin", attributes: [("trusted.link", "l")]),
+            ], at: blob, zstd: true)
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/attributes:v1")
+        try Self.pushImage(layers: [blob], to: reference)
+        let other = try Harness.temporaryDirectory("share-attributes-store")
+        let pulled = try Harness.run(["pull", reference.description, "--store", other])
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        let store = try Store(root: other)
+        let tree = store.tree(try #require(try store.ref("attributes")))
+        let oracle = work + "/oracle"
+        try OCILayerReader(blob: blob).unpack(into: oracle)
+        func attributes(_ path: String) -> [String: String] {
+            var names = [CChar](repeating: 0, count: 4096)
+            let size = llistxattr(path, &names, names.count)
+            guard size > 0 else { return [:] }
+            var result: [String: String] = [:]
+            for name in names[0..<size].split(separator: 0).map({ String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }) {
+                var value = [UInt8](repeating: 0, count: 256)
+                let count = lgetxattr(path, name, &value, value.count)
+                result[name] = count < 0 ? "?" : String(decoding: value[0..<count], as: UTF8.self)
+            }
+            return result
+        }
+        #expect(attributes(tree + "/etc") == ["trusted.overlay.opaque": "y", "trusted.folder": "f", "user.folder": "u"])
+        #expect(attributes(tree + "/etc/hosts") == ["trusted.note": "t", "user.note": "u"])
+        #expect(attributes(tree + "/bin") == ["trusted.link": "l"])
+        for path in ["", "/etc", "/etc/hosts", "/etc/gone", "/bin"] {
+            #expect(attributes(tree + path) == attributes(oracle + path), "\(path)")
+            var pulledStat = stat(), oracleStat = stat()
+            #expect(lstat(tree + path, &pulledStat) == 0 && lstat(oracle + path, &oracleStat) == 0, "\(path)")
+            #expect(pulledStat.st_mode == oracleStat.st_mode && pulledStat.st_rdev == oracleStat.st_rdev, "\(path)")
+            #expect(pulledStat.st_mtim.tv_sec == oracleStat.st_mtim.tv_sec, "\(path)")
+        }
     }
 }

@@ -1,0 +1,166 @@
+import CLayerSupport
+import Foundation
+import Glibc
+import LayerShare
+import LayerSupport
+
+/// A pulled layer's tar, a stranger's data, parsed in a confined child: the `unpack` role of
+/// `NamespacedWork`. layerctl decompresses the blob and takes its diff_id itself; the child reads
+/// the plain tar on its stdin (`OCILayerReader.unpackPlainTar`) and writes the tree.
+///
+/// The child is pid 1 of new mount, pid, ipc, uts and network namespaces, without a network. Its
+/// root is a tmpfs that holds nothing but the tree, at `/tree`, and the layers below, read-only, at
+/// `/lower/N`, which it needs for the folders a tar only implies: no path of the host is there to
+/// open, chown or chmod. Landlock lets it write the tree alone. It keeps the capabilities an unpack
+/// needs (owners, modes, device nodes, file capabilities) and no other, with no_new_privs and the
+/// build's seccomp filter. What takes CAP_SYS_ADMIN, the `trusted.*` attributes and opaque markers,
+/// it hands back (`DeferredAttribute`), and layerctl sets them once it is gone. The files' digests
+/// are not its to give either: layerctl's scan of the tree takes them.
+package struct TarUnpackWork: TarUnpacker {
+    package init() {}
+
+    /// What the child is given, in a file of the pull's scratch folder.
+    struct Job: Codable {
+        var tree: String
+        var lower: [String]
+        /// An empty folder, where the child mounts its root.
+        var root: String
+        var name: String
+        /// What the unpack leaves free on the tree's filesystem, watched at `/tree`.
+        var reserve: DiskReserve
+    }
+
+    /// The capabilities an unpack uses: owners, modes and times of entries that are not root's or
+    /// not writable, setuid bits, device nodes and whiteouts, and `security.capability`.
+    static let capabilities: [Int32] = [CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_MKNOD, CAP_SETFCAP]
+
+    package func start(tree: String, lower: [String], scratch: String, name: String) throws -> any TarUnpack {
+        let root = scratch + "/unpack-root"
+        try? FileSystem.removeTree(root)
+        try sys("create", root) { mkdir(root, 0o700) }
+        let jobPath = scratch + "/unpack-job.json"
+        let job = Job(tree: tree, lower: lower, root: root, name: name, reserve: try DiskReserve(for: tree).seen(at: "/tree"))
+        try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
+        return try Child(jobPath: jobPath)
+    }
+
+    /// The parent's side of one child.
+    final class Child: TarUnpack {
+        let pid: pid_t
+        private(set) var input: Int32
+        private var events: NamespacedWork.EventLines
+        /// Its exit status, once it was waited for: its pid may be another process's after.
+        private var status: Int32?
+
+        init(jobPath: String) throws {
+            let (readEnd, writeEnd) = try makePipe("unpack events")
+            var pair: [Int32] = [-1, -1]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+                let error = SystemError("make the tar socket of", "the unpack")
+                close(readEnd)
+                close(writeEnd)
+                throw error
+            }
+            do {
+                let request = NamespacedWork.Request(role: .unpack, parent: getpid(), jobPath: jobPath)
+                pid = try NamespacedWork.start(request, events: writeEnd, network: false, interactive: false, input: pair[1])
+            } catch {
+                for fd in [readEnd, writeEnd, pair[0], pair[1]] { close(fd) }
+                throw error
+            }
+            close(writeEnd)
+            close(pair[1])
+            input = pair[0]
+            events = NamespacedWork.EventLines(role: .unpack, descriptor: readEnd)
+        }
+
+        deinit {
+            endInput()
+            stop()
+        }
+
+        func stop() {
+            guard status == nil else { return }
+            kill(pid, SIGKILL)
+            status = waitForExit(pid)
+        }
+
+        func endInput() {
+            guard input >= 0 else { return }
+            close(input)
+            input = -1
+        }
+
+        func wait() throws -> [DeferredAttribute] {
+            endInput()
+            var answer: BuildEvent?
+            do {
+                while answer == nil, let event = try events.next() {
+                    if event.kind == .finished || event.kind == .failed { answer = event }
+                }
+            } catch {
+                stop()
+                throw error
+            }
+            let status = self.status ?? waitForExit(pid)
+            self.status = status
+            guard let answer else {
+                throw BuildFailure("the unpack of a layer blob ended with status \(status) and no answer", code: .system)
+            }
+            if answer.kind == .failed { throw answer.failure }
+            return answer.attributes ?? []
+        }
+    }
+
+    // MARK: The child's side
+
+    /// The `unpack` role: confines itself, unpacks the tar on stdin, and reports.
+    static func work(_ request: NamespacedWork.Request) -> Int32 {
+        let events = EventPipe(layer: "")
+        do {
+            try NamespacedWork.dieWithParent(request)
+            let job = try NamespacedWork.readJob(Job.self, at: request.jobPath)
+            try NamespacedWork.settleNamespaces(hostname: "layerctl-unpack", network: false)
+            let lower = try confine(job)
+            _ = fcntl(NamespacedWork.eventDescriptor, F_SETFD, FD_CLOEXEC)
+            var finished = BuildEvent(.finished, layer: "")
+            finished.attributes = try OCILayerReader(stream: STDIN_FILENO, name: job.name).unpackPlainTar(
+                into: "/tree", lower: lower, reserve: job.reserve)
+            events.send(finished)
+            return 0
+        } catch {
+            events.send(BuildEvent(failure: error, layer: ""))
+            return 1
+        }
+    }
+
+    /// A root of its own with the tree and the layers below in it, Landlock, and the
+    /// capabilities an unpack needs; returns the lower trees' paths in that root.
+    private static func confine(_ job: Job) throws -> [String] {
+        try Mounter.mount("tmpfs", at: job.root, type: "tmpfs", options: "mode=0755,size=64k,nosuid,nodev,noexec")
+        try sys("create", "/tree") { mkdir(job.root + "/tree", 0o755) }
+        try sys("create", "/lower") { mkdir(job.root + "/lower", 0o755) }
+        try Mounter.bind(job.tree, at: job.root + "/tree")
+        var lower: [String] = []
+        for (index, tree) in job.lower.enumerated() {
+            let path = "/lower/\(index)"
+            try sys("create", path) { mkdir(job.root + path, 0o755) }
+            try Mounter.bind(tree, at: job.root + path, readOnly: true)
+            lower.append(path)
+        }
+        let pivoted = lc_pivot_root(job.root)
+        if pivoted != 0 { throw SystemError("make the root of the unpack", job.root, errno: pivoted) }
+        let readable = ["/lower"], writable = ["/tree"]
+        let confined = withCStrings(readable) { read in
+            withCStrings(writable) { write in
+                lc_landlock_confine(
+                    UnsafeRawPointer(read).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(readable.count),
+                    UnsafeRawPointer(write).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(writable.count))
+            }
+        }
+        // Without Landlock, the root of its own still holds nothing of the host's.
+        if confined != 0 && confined != EOPNOTSUPP { throw SystemError("confine with Landlock", "the unpack", errno: confined) }
+        try Confinement.dropPrivileges(keeping: capabilities, scoping: false)
+        return lower
+    }
+}

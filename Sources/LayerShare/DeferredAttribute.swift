@@ -1,0 +1,77 @@
+import CLayerSupport
+import Foundation
+import Glibc
+import LayerSupport
+
+/// An extended attribute of an unpacked layer that only a process with CAP_SYS_ADMIN may set: a
+/// `trusted.*` attribute of an entry, or the opaque marker of a folder. The confined process that
+/// unpacks a blob does not keep that capability, so it hands them to layerctl, which sets them once
+/// that process is gone.
+package struct DeferredAttribute: Codable, Equatable, Sendable {
+    /// The entry, relative to the tree, as raw bytes ([] for the tree itself).
+    package var path: [UInt8]
+    package var name: [UInt8]
+    package var value: [UInt8]
+
+    package init(path: [UInt8], name: [UInt8], value: [UInt8]) {
+        self.path = path
+        self.name = name
+        self.value = value
+    }
+
+    static let trustedPrefix = Array("trusted.".utf8)
+    static let overlayPrefix = Array("trusted.overlay.".utf8)
+    static let opaque = Array("trusted.overlay.opaque".utf8)
+
+    /// Sets each of `attributes` in `tree`, which a process that is not trusted wrote: no path is
+    /// followed through a symlink, and only what an unpack defers is taken, a `trusted.*`
+    /// attribute but overlayfs's own, or the opaque marker `y` of a folder. Anything else is the
+    /// sign of an unpack that did not do what it was asked, and is refused, naming the entry.
+    package static func apply(_ attributes: [DeferredAttribute], in tree: String, blob: String) throws {
+        for attribute in attributes {
+            let shown = "/" + RawPath.display(attribute.path)
+            let isOpaque = attribute.name == opaque
+            guard
+                (isOpaque && attribute.value == Array("y".utf8))
+                    || (attribute.name.starts(with: trustedPrefix) && !attribute.name.starts(with: overlayPrefix)),
+                !attribute.name.contains(0)
+            else {
+                throw LayerBlobError(
+                    message: "the unpack of \(blob) handed back the attribute \(RawPath.display(attribute.name)) of \(shown), which no unpack sets")
+            }
+            let parts = attribute.path.split(separator: 0x2F, omittingEmptySubsequences: true).map(Array.init)
+            guard !parts.contains([0x2E]), !parts.contains([0x2E, 0x2E]) else {
+                throw LayerBlobError(message: "the unpack of \(blob) handed back an attribute of \(shown), which no layer entry is named")
+            }
+            // The folder that holds the entry, reached one real folder at a time.
+            var folder = try sys("open", tree) { open(tree, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            defer { close(folder) }
+            for part in parts.dropLast() {
+                let next = try sys("open the folder", shown) {
+                    RawPath.with(part) { openat(folder, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+                }
+                close(folder)
+                folder = next
+            }
+            var target = stat()
+            let found = parts.last.map { last in RawPath.with(last) { fstatat(folder, $0, &target, AT_SYMLINK_NOFOLLOW) } }
+                ?? fstat(folder, &target)
+            guard found == 0 else { throw SystemError("set attribute \(RawPath.display(attribute.name)) on", shown) }
+            if isOpaque && target.st_mode & S_IFMT != S_IFDIR {
+                throw LayerBlobError(message: "the unpack of \(blob) handed back an opaque marker for \(shown), which is no folder")
+            }
+            try sys("set attribute \(RawPath.display(attribute.name)) on", shown) {
+                RawPath.with(attribute.name) { name in
+                    attribute.value.withUnsafeBytes { value in
+                        guard let last = parts.last else { return fsetxattr(folder, name, value.baseAddress, value.count, 0) }
+                        // The entry through the descriptor of its folder: lsetxattr follows no
+                        // final symlink.
+                        return RawPath.with(Array("/proc/self/fd/\(folder)/".utf8) + last) {
+                            lsetxattr($0, name, value.baseAddress, value.count, 0)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
