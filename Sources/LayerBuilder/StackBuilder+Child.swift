@@ -138,7 +138,7 @@ extension StackBuilder {
         for name in fetched {
             guard let checked = identity(fetchCache + "/" + name), identity(store.packageCache + "/" + name).map({ $0 != checked }) ?? true
             else { continue }
-            let incoming = store.packageCache + "/.incoming-\(getpid())-" + name
+            let incoming = store.packageCache + "/" + Store.incomingPackagePrefix + "\(getpid())-" + name
             unlink(incoming)
             try FileSystem.linkOrCopy(fetchCache + "/" + name, to: incoming)
             try sys("rename", store.packageCache + "/" + name) { rename(incoming, store.packageCache + "/" + name) }

@@ -78,6 +78,13 @@ extension Store {
         }
         collected.temporary = try FileSystem.listDirectory(tmpDirectory)
         for name in collected.temporary { try FileSystem.removeTree(tmpDirectory + "/" + name) }
+        // A build links each package it checked into the package cache under a name of its own,
+        // then renames it into place: one killed in between left the link. No build runs now.
+        // (A `.part` stays: the next download of the package goes on from it.)
+        for name in (try? FileSystem.listDirectory(packageCache)) ?? [] where name.hasPrefix(Self.incomingPackagePrefix) {
+            try sys("remove", packageCache + "/" + name) { unlink(packageCache + "/" + name) }
+            collected.temporary.append("cache/pkg/" + name)
+        }
         for key in try FileSystem.listDirectory(layersDirectory) where !reachable.contains(key) {
             let doomed = tmpDirectory + "/gc-" + key
             try sys("move out", layerDirectory(key)) { rename(layerDirectory(key), doomed) }

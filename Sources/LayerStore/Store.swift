@@ -33,6 +33,8 @@ public struct Store: Sendable {
     public var locksDirectory: String { root + "/locks" }
     public var cacheDirectory: String { root + "/cache" }
     public var packageCache: String { cacheDirectory + "/pkg" }
+    /// How a package on its way into `packageCache` is named until its rename: `.incoming-PID-NAME`.
+    public static let incomingPackagePrefix = ".incoming-"
     public var pacmanLog: String { cacheDirectory + "/pacman.log" }
 
     /// How long the store's own path may be: a layer's files are reached by their path below it,

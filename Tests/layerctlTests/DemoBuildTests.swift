@@ -120,13 +120,21 @@ struct DemoBuildTests {
         #expect(missing.status == 3, "\(missing.stderr)")
         #expect(missing.stderr == "layerctl: start /no/such/command in base failed: No such file or directory\n")
 
-        // gc keeps what refs reach and frees the rest.
+        // gc keeps what refs reach and frees the rest, and what a killed build left in the package
+        // cache: a package linked in under its own name, not yet renamed (a `.part` stays, for the
+        // next download to go on from).
         let before = try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count
         try store.removeRef("development")
         try store.removeRef(long)
-        let gc = try Harness.run(["gc", "--store", storeRoot])
+        let packages = try FileManager.default.contentsOfDirectory(atPath: store.packageCache).sorted()
+        let leftover = store.packageCache + "/.incoming-99999-" + packages[0]
+        let partial = store.packageCache + "/zlib-9.9-1-x86_64.pkg.tar.zst.part"
+        #expect(link(store.packageCache + "/" + packages[0], leftover) == 0 && FileManager.default.createFile(atPath: partial, contents: Data("12".utf8)))
+        let gc = try Harness.run(["gc", "--store", storeRoot, "--json"])
         #expect(gc.status == 0)
-        #expect(gc.stdout.contains("freed"))
+        #expect(gc.stdout.contains(#""cache\/pkg\/.incoming-99999-"#) || gc.stdout.contains("cache/pkg/.incoming-99999-"), "\(gc.stdout)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store.packageCache).sorted() == (packages + ["zlib-9.9-1-x86_64.pkg.tar.zst.part"]).sorted())
+        try FileManager.default.removeItem(atPath: partial)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count == before - 1)
         try Harness.expectValidStore(storeRoot)
     }
