@@ -38,15 +38,12 @@ enum DownloadLimit {
     /// end, some were there and all of them together grew by less than `DownloadFloor.bytes`. Nothing is
     /// half written then: a `.part` is a download's prefix, which the next run may go on from.
     static func watchStalls(
-        pid: pid_t, parts: [String], servers: Int, failure: @escaping @Sendable ([String], Int) -> any Error
+        pid: pid_t, parts: PartialFiles, servers: Int, failure: @escaping @Sendable ([String], Int) -> any Error
     ) -> LimitWatch<any Error> {
         let window = watchSeconds(servers: servers)
         let progress = StallProgress()
-        // One left by an earlier run, which this one does not download, never changes: it counts
-        // only once it does (libalpm opening it again to go on, or anew, changes its time).
-        for part in parts {
-            if let look = look(at: part) { progress.idle[part] = look }
-        }
+        progress.idle = parts.before
+        let parts = parts.paths
         return LimitWatch(name: "download stalls", every: 1, killing: pid) {
             var present: [String] = []
             var brought: Int64 = 0
@@ -75,8 +72,29 @@ enum DownloadLimit {
         }
     }
 
+    /// The partial files a download may write, and those of them there already, as they were
+    /// before the work was handed its job: one left by an earlier run, which this one does not
+    /// download, never changes, and counts only once it does (libalpm opening it again to go on,
+    /// or anew, changes its time). Taken before the job goes out: a child already at work (the
+    /// downloads' child answers one job after another) makes its `.part` within milliseconds,
+    /// and a watch that first looked after that took an empty `.part` of a blocked download for
+    /// an old one, and waited for it without end.
+    struct PartialFiles: Sendable {
+        let paths: [String]
+        fileprivate let before: [String: Look]
+
+        init(_ paths: [String]) {
+            self.paths = paths
+            var before: [String: Look] = [:]
+            for path in paths {
+                if let look = DownloadLimit.look(at: path) { before[path] = look }
+            }
+            self.before = before
+        }
+    }
+
     /// A file's size and modification time, if it is there.
-    private struct Look: Equatable {
+    fileprivate struct Look: Equatable, Sendable {
         var size: Int64
         var modified: timespec
         static func == (a: Look, b: Look) -> Bool {
@@ -84,7 +102,7 @@ enum DownloadLimit {
         }
     }
 
-    private static func look(at path: String) -> Look? {
+    fileprivate static func look(at path: String) -> Look? {
         var st = stat()
         return stat(path, &st) == 0 ? Look(size: Int64(st.st_size), modified: st.st_mtim) : nil
     }

@@ -73,9 +73,10 @@ extension StackBuilder {
                 if let kept = identity(store.packageCache + "/" + name), kept == linked { unlink(store.packageCache + "/" + name) }
             }
         }
-        let parts = resolution.install.flatMap { package in
-            [".part", ".sig.part"].map { fetchCache + "/" + package.filename + $0 }
-        }
+        let parts = DownloadLimit.PartialFiles(
+            resolution.install.flatMap { package in
+                [".part", ".sig.part"].map { fetchCache + "/" + package.filename + $0 }
+            })
         let download = { @Sendable (package: PackageFile?) in
             "the download of " + (package.map { "package \($0.name) of repository \($0.repository)" } ?? "a package")
         }

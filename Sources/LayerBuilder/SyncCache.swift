@@ -40,9 +40,10 @@ struct SyncCache {
                 force: local, keyring: try PackageWork.keyringCopy(of: gpgDirectory, in: scratch),
                 largestDownload: DownloadLimit.database)
             var tooLarge = false
-            let parts = repositories.flatMap { repository in
-                [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }
-            }
+            let parts = DownloadLimit.PartialFiles(
+                repositories.flatMap { repository in
+                    [".db.part", ".db.sig.part"].map { directory + "/sync/" + repository.name + $0 }
+                })
             let places = repositories.map { (name: $0.name, place: locate($0.name)) }
             let servers = repositories.map(\.servers.count).max() ?? 1
             let stalls = { [directory] (pid: pid_t) in

@@ -556,7 +556,7 @@ struct ConfinementTests {
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"http://127.0.0.1:\(server.port)/$repo\"]\n    siglevel: Never\npackages: [busybox]\n"
             try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
             let store = work + "/store-\(server.port)"
-            let result = try KernelMount.run("/usr/bin/timeout", ["120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
+            let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
             #expect(result.status == 5, "\(result.output)")
             #expect(result.output.contains("probe.yaml:4:5: " + says), "\(result.output)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers") == [])
@@ -589,7 +589,7 @@ struct ConfinementTests {
             """
         try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
         let result = try KernelMount.run(
-            "/usr/bin/timeout", ["150", Harness.executable, "build", work + "/probe.yaml", "--store", work + "/store"])
+            "/usr/bin/timeout", ["-s", "KILL", "150", Harness.executable, "build", work + "/probe.yaml", "--store", work + "/store"])
         #expect(result.status == 0, "\(result.output)")
         #expect(result.output.contains("Operation too slow"), "\(result.output)")
         #expect(FileManager.default.fileExists(atPath: work + "/store/refs/probe"))
@@ -616,7 +616,7 @@ struct ConfinementTests {
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(folder)]\n    siglevel: Never\npackages: [busybox]\n"
             try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
             let store = work + "/store-" + FileSystem.split(folder).name
-            let result = try KernelMount.run("/usr/bin/timeout", ["120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
+            let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
             #expect(result.status == 5, "\(result.output)")
             #expect(result.output.contains(says), "\(result.output)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers") == [])
@@ -712,7 +712,7 @@ struct ConfinementTests {
             try "from: base\npackages: [demo-lib]\n".write(toFile: folder + "/top.yaml", atomically: true, encoding: .utf8)
             let built = try Harness.run(["build", folder + "/base.yaml", "--store", store])
             #expect(built.status == 0, "\(built.stderr)")
-            let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "build", folder + "/top.yaml", "--store", store])
+            let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "build", folder + "/top.yaml", "--store", store])
             #expect(result.status == 5, "case \(index): \(result.output)")
             #expect(
                 result.output.contains(
@@ -761,7 +761,7 @@ struct ConfinementTests {
         let base = try String(contentsOfFile: work + "/store/refs/base", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(truncate(work + "/store/layers/\(base)/tree" + desc, 2 << 30) == 0)
         try "from: base\npackages: [demo-lib]\n".write(toFile: work + "/top.yaml", atomically: true, encoding: .utf8)
-        let top = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "build", work + "/top.yaml", "--store", work + "/store"])
+        let top = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "build", work + "/top.yaml", "--store", work + "/store"])
         #expect(top.status == 5, "\(top.output)")
         #expect(top.output.contains("top.yaml:1:7: in the package database of the layers below, " + tooLarge), "\(top.output)")
     }

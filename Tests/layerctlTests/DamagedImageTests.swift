@@ -77,7 +77,7 @@ struct DamagedImageTests {
     ) throws {
         let path = try Harness.temporaryDirectory("damaged-image") + "/damaged.squashfs"
         try Data(image.bytes).write(to: URL(fileURLWithPath: path))
-        let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "diff", path, folder])
+        let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "diff", path, folder])
         #expect(
             result.status == 7 || (result.status == 3 && result.output.contains("not a squashfs image")),
             "exit \(result.status) (124: still reading after a minute): \(result.output)",
@@ -176,7 +176,7 @@ struct DamagedImageTests {
         claims.set16(6, 0xFFFF)
         let path = try Harness.temporaryDirectory("damaged-image") + "/claims.squashfs"
         try Data(claims.bytes).write(to: URL(fileURLWithPath: path))
-        let result = try KernelMount.run("/usr/bin/timeout", ["60", Harness.executable, "diff", path, folder])
+        let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "diff", path, folder])
         #expect(result.status == 0 && result.output.contains("files: the same"), "exit \(result.status): \(result.output.prefix(300))")
     }
 
