@@ -99,10 +99,18 @@ final class StreamedUnpack: @unchecked Sendable {
     /// the diff_id. The files' digests are not the unpack's to give: the scan takes them.
     func finish() throws -> String {
         join()
+        if let cause = decompressionFailure { throw cause }
         let attributes = try outcome!.get()
         guard let diffID else { throw SystemError("unpack into", tree, errno: EIO) }
         try DeferredAttribute.apply(attributes, in: tree, blob: name)
         return try diffID.get()
+    }
+
+    /// Why the decompression stopped, unless it was because the unpack stopped reading: then
+    /// the unpack's own error says why, and otherwise the unpack only saw the tar end early.
+    private var decompressionFailure: (any Error)? {
+        if case .failure(let error) = diffID, !(error is OCILayerReader.OutputClosed) { return error }
+        return nil
     }
 
     /// The error the unpacking stopped with, when the download failed on its account; nil when the
@@ -110,8 +118,8 @@ final class StreamedUnpack: @unchecked Sendable {
     func stoppedWith() -> (any Error)? {
         join()
         guard refused else { return nil }
+        if let cause = decompressionFailure { return cause }
         if case .failure(let error) = outcome { return error }
-        if case .failure(let error) = diffID, !(error is OCILayerReader.OutputClosed) { return error }
         return nil
     }
 

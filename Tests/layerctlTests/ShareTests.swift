@@ -166,7 +166,9 @@ struct ShareTests {
 
     /// Pushes an image of tar layers, uncompressed or zstd, as another tool would, through the
     /// client.
-    static func pushImage(layers: [String], to reference: ImageReference) throws {
+    /// `claimedDiffIDs`, when given, are the config's diff_ids instead of the blobs' own (for a
+    /// blob that does not decompress).
+    static func pushImage(layers: [String], to reference: ImageReference, claimedDiffIDs: [String]? = nil) throws {
         let client = try RegistryClient(reference, options: RegistryOptions())
         var descriptors: [String] = []
         var diffIDs: [String] = []
@@ -177,7 +179,8 @@ struct ShareTests {
             try client.uploadBlob(reference.repository, file: layer, digest: digest, size: Int64(data.count))
             let mediaType = "application/vnd.oci.image.layer.v1.tar" + (zstd ? "+zstd" : "")
             descriptors.append(#"{"mediaType":"\#(mediaType)","digest":"\#(digest)","size":\#(data.count)}"#)
-            diffIDs.append(#""\#(zstd ? try OCILayerReader(blob: layer).diffID() : digest)""#)
+            let diffID = try claimedDiffIDs?[diffIDs.count] ?? (zstd ? try OCILayerReader(blob: layer).diffID() : digest)
+            diffIDs.append(#""\#(diffID)""#)
         }
         let config = Data(
             #"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8)
@@ -809,5 +812,30 @@ extension ShareTests {
             #expect(pulledStat.st_mode == oracleStat.st_mode && pulledStat.st_rdev == oracleStat.st_rdev, "\(path)")
             #expect(pulledStat.st_mtim.tv_sec == oracleStat.st_mtim.tv_sec, "\(path)")
         }
+    }
+}
+
+extension ShareTests {
+    /// layerctl decompresses a blob and the confined child parses the tar: when the compressed
+    /// stream is what is wrong, the child only sees the tar end early, and the message must name
+    /// the decompression, not the child's short tar.
+    @Test("a blob whose compressed stream is cut short is refused as such, in one line, and nothing of it is kept")
+    func truncatedBlob() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("share-truncated")
+        let blob = work + "/layer.tar.zst"
+        try OCILayerTests.craft((0..<200).map { OCILayerTests.Crafted(name: "f\($0)", data: String(repeating: "\($0) ", count: 500)) }, at: blob, zstd: true)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: blob))
+        try whole.prefix(whole.count * 2 / 3).write(to: URL(fileURLWithPath: blob))
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/truncated:v1")
+        try Self.pushImage(layers: [blob], to: reference, claimedDiffIDs: ["sha256:" + String(repeating: "0", count: 64)])
+        let other = try Harness.temporaryDirectory("share-truncated-store")
+        let pulled = try Harness.run(["pull", reference.description, "--store", other])
+        #expect(pulled.status == 3, "\(pulled.stderr)")
+        let errors = pulled.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl:") }
+        #expect(errors.count == 1 && errors[0].contains("decompressing the layer blob failed"), "\(pulled.stderr)")
+        #expect(try Store(root: other).keys().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/tmp").isEmpty)
     }
 }
