@@ -46,7 +46,9 @@ extension NamespacedWork {
     final class Session {
         let role: Role
         let pid: pid_t
-        private let requests: Int32
+        /// The work's stdin: job paths, or what else the role reads there (`TarUnpackWork`'s
+        /// tar); -1 once closed.
+        private(set) var input: Int32
         private var events: EventLines
         private var ended = false
 
@@ -54,14 +56,14 @@ extension NamespacedWork {
         init(_ role: Role, jobPath: String, network: Bool) throws {
             let (readEnd, writeEnd) = try makePipe("\(role.rawValue) events")
             // A socket, not a pipe: a job handed to work that died fails with EPIPE, not SIGPIPE.
-            var pair: [Int32] = [-1, -1]
-            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-                let error = SystemError("make the job socket of", "the \(role.rawValue) work")
+            let input: (write: Int32, read: Int32)
+            do {
+                input = try makeSocketPair("the \(role.rawValue) work's stdin")
+            } catch {
                 close(readEnd)
                 close(writeEnd)
                 throw error
             }
-            let input = (read: pair[1], write: pair[0])
             do {
                 let request = Request(role: role, parent: getpid(), jobPath: jobPath)
                 pid = try NamespacedWork.start(request, events: writeEnd, network: network, interactive: false, input: input.read)
@@ -72,7 +74,7 @@ extension NamespacedWork {
             close(writeEnd)
             close(input.read)
             self.role = role
-            requests = input.write
+            self.input = input.write
             events = EventLines(role: role, descriptor: readEnd)
         }
 
@@ -89,7 +91,7 @@ extension NamespacedWork {
                 let line = Array((jobPath + "\n").utf8)
                 var offset = 0
                 while offset < line.count {
-                    let sent = line[offset...].withUnsafeBytes { send(requests, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    let sent = line[offset...].withUnsafeBytes { send(input, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                     if sent < 0 && errno == EINTR { continue }
                     if sent <= 0 {
                         let status = end()
@@ -106,7 +108,7 @@ extension NamespacedWork {
                     if event.kind == .finished || event.kind == .failed { answer = event } else { observe(event) }
                 }
             } catch {
-                kill(pid, SIGKILL)
+                Glibc.kill(pid, SIGKILL)
                 failure = error
             }
             if let watched = watching?.stop() {
@@ -124,12 +126,25 @@ extension NamespacedWork {
             return answer
         }
 
+        /// Closes the work's stdin: it has no further job (or the rest of what it reads there).
+        func endInput() {
+            guard input >= 0 else { return }
+            close(input)
+            input = -1
+        }
+
+        /// Kills the work, unless it has been waited for (its pid may be another process's then);
+        /// `end` reaps it.
+        func kill() {
+            if !ended { Glibc.kill(pid, SIGKILL) }
+        }
+
         /// Closes the work's stdin, which ends it, and returns its exit status.
         @discardableResult
         func end() -> Int32 {
             guard !ended else { return 0 }
             ended = true
-            close(requests)
+            endInput()
             while (try? events.next()) != nil {}
             return waitForExit(pid)
         }

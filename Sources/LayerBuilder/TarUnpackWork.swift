@@ -44,69 +44,23 @@ package struct TarUnpackWork: TarUnpacker {
         return try Child(jobPath: jobPath)
     }
 
-    /// The parent's side of one child.
+    /// The parent's side of one child: a `NamespacedWork.Session` whose stdin takes the tar, and
+    /// whose one answer is the unpack's.
     final class Child: TarUnpack {
-        let pid: pid_t
-        private(set) var input: Int32
-        private var events: NamespacedWork.EventLines
-        /// Its exit status, once it was waited for: its pid may be another process's after.
-        private var status: Int32?
+        private let session: NamespacedWork.Session
 
         init(jobPath: String) throws {
-            let (readEnd, writeEnd) = try makePipe("unpack events")
-            var pair: [Int32] = [-1, -1]
-            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
-                let error = SystemError("make the tar socket of", "the unpack")
-                close(readEnd)
-                close(writeEnd)
-                throw error
-            }
-            do {
-                let request = NamespacedWork.Request(role: .unpack, parent: getpid(), jobPath: jobPath)
-                pid = try NamespacedWork.start(request, events: writeEnd, network: false, interactive: false, input: pair[1])
-            } catch {
-                for fd in [readEnd, writeEnd, pair[0], pair[1]] { close(fd) }
-                throw error
-            }
-            close(writeEnd)
-            close(pair[1])
-            input = pair[0]
-            events = NamespacedWork.EventLines(role: .unpack, descriptor: readEnd)
+            session = try NamespacedWork.Session(.unpack, jobPath: jobPath, network: false)
         }
 
-        deinit {
-            endInput()
-            stop()
-        }
-
-        func stop() {
-            guard status == nil else { return }
-            kill(pid, SIGKILL)
-            status = waitForExit(pid)
-        }
-
-        func endInput() {
-            guard input >= 0 else { return }
-            close(input)
-            input = -1
-        }
+        var input: Int32 { session.input }
+        func endInput() { session.endInput() }
+        func stop() { session.kill() }
 
         func wait() throws -> [DeferredAttribute] {
             endInput()
-            var answer: BuildEvent?
-            do {
-                while answer == nil, let event = try events.next() {
-                    if event.kind == .finished || event.kind == .failed { answer = event }
-                }
-            } catch {
-                stop()
-                throw error
-            }
-            let status = self.status ?? waitForExit(pid)
-            self.status = status
-            guard let answer else {
-                throw BuildFailure("the unpack of a layer blob ended with status \(status) and no answer", code: .system)
-            }
+            let answer = try session.answer(nil)
+            session.end()
             if answer.kind == .failed { throw answer.failure }
             return answer.attributes ?? []
         }

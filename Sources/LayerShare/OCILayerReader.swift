@@ -42,27 +42,25 @@ public struct OCILayerReader {
     public func digest() throws -> String { "sha256:" + (try Digest.contentHash(file: Array(blob.utf8))).hex }
 
     /// `sha256:…` of the uncompressed tar, whatever the compression.
-    public func diffID() throws -> String {
-        let archive = try open(raw: true)
-        defer { archive_read_free(archive) }
-        var header: OpaquePointer?
-        guard archive_read_next_header(archive, &header) == ARCHIVE_OK else { throw failure("read", archive) }
-        var hasher = SHA256()
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let count = archive_read_data(archive, buffer, 1 << 20)
-            if count < 0 { throw failure("decompress", archive) }
-            if count == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-        }
-        return "sha256:" + Hash256(hasher.finalize()).hex
-    }
+    public func diffID() throws -> String { try decompressed { _ in } }
 
     /// Decompresses the blob into the socket `output` (the unpack's end, `unpackPlainTar`) and
     /// returns its diff_id, `sha256:…` of the tar, taken here: the process that parses the tar
     /// is not trusted with it. Throws `OutputClosed` when the other end stopped reading.
     package func decompress(into output: Int32) throws -> String {
+        try decompressed { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let sent = Glibc.send(output, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+                if sent < 0 && errno == EINTR { continue }
+                if sent <= 0 { throw OutputClosed() }
+                offset += sent
+            }
+        }
+    }
+
+    /// The diff_id, with each chunk of the uncompressed tar passed to `take` on the way.
+    private func decompressed(_ take: (UnsafeRawBufferPointer) throws -> Void) throws -> String {
         let archive = try open(raw: true)
         defer { archive_read_free(archive) }
         var header: OpaquePointer?
@@ -78,14 +76,9 @@ public struct OCILayerReader {
                 throw LayerBlobError(message: "decompressing the layer blob failed: \(message)")
             }
             if count == 0 { break }
-            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: count))
-            var offset = 0
-            while offset < count {
-                let sent = Glibc.send(output, buffer + offset, count - offset, Int32(MSG_NOSIGNAL))
-                if sent < 0 && errno == EINTR { continue }
-                if sent <= 0 { throw OutputClosed() }
-                offset += sent
-            }
+            let bytes = UnsafeRawBufferPointer(start: buffer, count: count)
+            hasher.update(bufferPointer: bytes)
+            try take(bytes)
         }
         return "sha256:" + Hash256(hasher.finalize()).hex
     }

@@ -49,10 +49,7 @@ final class StreamedUnpack: @unchecked Sendable {
     /// Starts unpacking into `tree` (which must not exist) what `write` will be given.
     init(into tree: String, lower: [String], scratch: String, name: String, unpacker: any TarUnpacker) throws {
         try sys("create", tree) { mkdir(tree, 0o755) }
-        var pair: [Int32] = [-1, -1]
-        try sys("make a socket pair for", tree) { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
-        writer = pair[0]
-        reader = pair[1]
+        (writer, reader) = try makeSocketPair(tree)
         self.tree = tree
         self.name = name
         do {

@@ -34,6 +34,16 @@ package func sys(_ operation: String, _ path: String, _ call: () -> Int32) throw
     return result
 }
 
+/// A connected pair of stream sockets, both closing on exec: unlike a pipe's, a write to one whose
+/// reader is gone fails with EPIPE under MSG_NOSIGNAL, where a pipe raises SIGPIPE.
+package func makeSocketPair(_ purpose: String) throws -> (Int32, Int32) {
+    var fds: [Int32] = [-1, -1]
+    _ = try sys("make a socket pair for", purpose) {
+        socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &fds)
+    }
+    return (fds[0], fds[1])
+}
+
 /// A pipe whose both ends close on exec; children get only the end they are handed explicitly.
 package func makePipe(_ purpose: String) throws -> (read: Int32, write: Int32) {
     var fds: [Int32] = [0, 0]
