@@ -180,9 +180,7 @@ struct DemoBuildTests {
         let layers = try Harness.demoLayers()
         let storeRoot = try Harness.temporaryDirectory("store")
         let results = try [0, 1].map { _ -> Process in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Harness.executable)
-            process.arguments = ["build", layers + "/gaming.yaml", "--store", storeRoot]
+            let process = Harness.process(["build", layers + "/gaming.yaml", "--store", storeRoot])
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

@@ -31,9 +31,7 @@ struct ExportTests {
     func killed(_ arguments: [String], after microseconds: UInt32, sourceLocation: SourceLocation = #_sourceLocation)
         throws
     {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.executable)
-        process.arguments = arguments
+        let process = Harness.process(arguments)
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()

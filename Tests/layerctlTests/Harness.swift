@@ -49,11 +49,24 @@ enum Harness {
         }
     }
 
-    @discardableResult
-    static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+    /// A process of `tool` (layerctl unless named) that starts in `/`, never in the test
+    /// runner's own folder: a CI may run the suite from a folder it cannot reach all along, and
+    /// a shell started there opens its output with "shell-init: error retrieving current
+    /// directory", which broke every test that reads a shell's output.
+    static func process(_ arguments: [String], tool: String = executable) -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
+        process.executableURL = URL(fileURLWithPath: tool)
         process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: "/")
+        return process
+    }
+
+    /// Runs layerctl (or `tool`) with `arguments`, stdout and stderr apart.
+    @discardableResult
+    static func run(_ arguments: [String], environment: [String: String] = [:], tool: String = executable) throws
+        -> Result
+    {
+        let process = process(arguments, tool: tool)
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "LAYERCTL_STORE")
         for (key, value) in environment { env[key] = value }
@@ -80,9 +93,7 @@ enum Harness {
     static func runReadingEvents(
         _ arguments: [String], _ body: (_ event: [String: Any], _ process: Process) throws -> Void
     ) throws -> Int32 {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        let process = process(arguments)
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "LAYERCTL_STORE")
         process.environment = env

@@ -36,9 +36,7 @@ struct PackageWorkTests {
     func resolutionInAChild() throws {
         let work = try Harness.temporaryDirectory("package-child")
         let layer = try Self.chainRepository(in: work, count: 20_000)
-        let build = Process()
-        build.executableURL = URL(fileURLWithPath: Harness.executable)
-        build.arguments = ["build", layer, "--store", work + "/store", "--timeout", "20"]
+        let build = Harness.process(["build", layer, "--store", work + "/store", "--timeout", "20"])
         build.standardOutput = FileHandle.nullDevice
         build.standardError = FileHandle.nullDevice
         try build.run()
@@ -128,8 +126,14 @@ struct PackageWorkTests {
         ]
         try JSONSerialization.data(withJSONObject: job).write(to: URL(fileURLWithPath: scratch + "/job.json"))
         let script = #"LAYERCTL_NAMESPACED_WORK="packages 1 $1/job.json" "$2" 3>"$1/events"; echo status $?"#
+        // Slave, not unshare's default private: a private copy of the host's mounts would hold a
+        // disk another test unmounts (ConfinementTests.hostUnmountReachesTheBuild).
         let run = try KernelMount.run(
-            "/usr/bin/unshare", ["--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "/bin/sh", "-c", script, "sh", scratch, Harness.executable])
+            "/usr/bin/unshare",
+            [
+                "--mount", "--propagation", "slave", "--pid", "--net", "--ipc", "--uts", "--fork",
+                "/bin/sh", "-c", script, "sh", scratch, Harness.executable,
+            ])
         let events = (try? String(contentsOfFile: scratch + "/events", encoding: .utf8)) ?? ""
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         guard let last = events.split(separator: "\n").last, let data = last.data(using: .utf8),

@@ -72,6 +72,7 @@ final class RegistryServer {
             """
         try config.write(toFile: folder + "/config.yml", atomically: true, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.currentDirectoryURL = URL(fileURLWithPath: "/")
         process.arguments = ["serve", folder + "/config.yml"]
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)
@@ -150,6 +151,7 @@ final class PythonHelper {
     init(_ script: String, folderName: String, arguments: (String) -> [String]) throws {
         folder = try Harness.temporaryDirectory(folderName)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.currentDirectoryURL = URL(fileURLWithPath: "/")
         process.arguments = [Harness.packageRoot + "/scripts/" + script] + arguments(folder)
         process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         _ = FileManager.default.createFile(atPath: folder + "/log", contents: nil)

@@ -290,9 +290,7 @@ extension ShareTests {
         /// Runs layerctl with `arguments`, kills the proxy once `moved` says enough bytes went
         /// through it, and returns the exit status and stderr.
         func interrupted(_ arguments: [String], proxy: RegistryProxy, moved: (RegistryProxy.Stats) -> Int64) throws -> (Int32, String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Harness.executable)
-            process.arguments = arguments
+            let process = Harness.process(arguments)
             let errors = work + "/stderr-\(arguments[0])"
             _ = FileManager.default.createFile(atPath: errors, contents: nil)
             process.standardError = FileHandle(forWritingAtPath: errors)
@@ -716,9 +714,7 @@ extension ShareTests {
         let slow = try RegistryProxy(upstream: registry.host, rate: 2 << 20)
         defer { slow.stop() }
         let other = try Harness.temporaryDirectory("share-unpack-child")
-        let pull = Process()
-        pull.executableURL = URL(fileURLWithPath: Harness.executable)
-        pull.arguments = ["pull", "\(slow.host)/steve/gaming:v1", "--store", other]
+        let pull = Harness.process(["pull", "\(slow.host)/steve/gaming:v1", "--store", other])
         pull.standardOutput = FileHandle.nullDevice
         pull.standardError = FileHandle.nullDevice
         try pull.run()

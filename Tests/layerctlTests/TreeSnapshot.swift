@@ -203,12 +203,10 @@ enum KernelMount {
         }
     }
 
-    /// Runs a tool and returns its status and combined output.
+    /// Runs a tool (from `/`, as `Harness.process`) and returns its status and combined output.
     @discardableResult
     static func run(_ tool: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
+        let process = Harness.process(arguments, tool: tool)
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
