@@ -37,6 +37,17 @@ package enum SignalForwarding {
         if early != 0 { kill(pid, early) }
     }
 
+    /// Unblocks SIGINT, SIGTERM and SIGHUP, which a process inherits blocked when whatever
+    /// started it had them blocked (the Swift test runner does): `kill`, `timeout` and Ctrl-C must
+    /// stop layerctl wherever it was started from. Their actions stay as inherited, so a signal
+    /// that `nohup` ignores stays ignored. Call first thing in `main`.
+    package static func unblockStopSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in signals { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
     /// Restores the default actions.
     package static func remove() {
         for signal in signals { Glibc.signal(signal, SIG_DFL) }

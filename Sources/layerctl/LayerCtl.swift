@@ -30,6 +30,7 @@ struct LayerCtl: ParsableCommand {
     }
 
     static func main() {
+        SignalForwarding.unblockStopSignals()
         // A builder or a shell's root, when layerctl was started again to do namespaced work.
         NamespacedWork.runIfRequested()
         StandardOutput.lineBuffered()

@@ -89,11 +89,15 @@ enum Harness {
     }
 
     /// Runs layerctl with `arguments` (which ask for `--json`) and calls `body` with each event
-    /// as the command prints it, while it still runs; returns its exit status.
+    /// as the command prints it, while it still runs; returns its exit status. `launcher` is a
+    /// command that execs layerctl with its arguments (`env --block-signal=TERM`).
     static func runReadingEvents(
-        _ arguments: [String], _ body: (_ event: [String: Any], _ process: Process) throws -> Void
+        _ arguments: [String], launcher: [String] = [],
+        _ body: (_ event: [String: Any], _ process: Process) throws -> Void
     ) throws -> Int32 {
-        let process = process(arguments)
+        let process =
+            launcher.isEmpty
+            ? process(arguments) : process(launcher.dropFirst() + [executable] + arguments, tool: launcher[0])
         var env = ProcessInfo.processInfo.environment
         env.removeValue(forKey: "LAYERCTL_STORE")
         process.environment = env

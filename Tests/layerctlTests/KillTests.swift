@@ -23,11 +23,17 @@ struct KillTests {
         return done
     }
 
+    /// The processes below `pid`, as /proc lists each one's children.
+    static func descendants(of pid: pid_t) -> [pid_t] {
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").compactMap { pid_t($0) }.flatMap { [$0] + descendants(of: $0) }
+    }
+
     /// SIGKILL to a process and all its descendants, parents first, as `kill -9` from a shell would.
     static func killTree(_ pid: pid_t) {
-        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        let below = descendants(of: pid)
         kill(pid, SIGKILL)
-        for child in children.split(separator: " ").compactMap({ pid_t($0) }) { killTree(child) }
+        for process in below { kill(process, SIGKILL) }
     }
 
     func check(trigger: @escaping ([String: Any]) -> Bool, file: String = "gaming.yaml", extra: String? = nil) throws {
@@ -71,5 +77,49 @@ struct KillTests {
         try check(
             trigger: { ($0["kind"] as? String == "output") && ($0["message"] as? String == "sleeping") },
             extra: "  - echo sleeping; sleep 1\n")
+    }
+
+    /// A process inherits its signal mask: the Swift test runner starts its children with SIGTERM
+    /// blocked, and so may any runner or service. layerctl unblocks the signals that stop it, so
+    /// `kill` and `timeout` stop a build wherever it was started from.
+    @Test("a build started with SIGTERM blocked still stops on SIGTERM, at once, and leaves a valid store")
+    func termWhileBlocked() throws {
+        let layers = try Harness.demoLayers()
+        try Harness.edit(layers + "/gaming.yaml") { $0 + "  - echo sleeping; sleep 60\n" }
+        let store = try Harness.temporaryDirectory("store")
+        var build: Process?
+        var blocked: String?
+        var descendants: [pid_t] = []
+        _ = try Harness.runReadingEvents(
+            ["build", layers + "/gaming.yaml", "--store", store, "--json"], launcher: ["/usr/bin/env", "--block-signal=TERM"]
+        ) { event, process in
+            guard build == nil, event["kind"] as? String == "output", event["message"] as? String == "sleeping" else { return }
+            build = process
+            blocked = Harness.processStatus(process.processIdentifier)["SigBlk"]
+            descendants = Self.descendants(of: process.processIdentifier)
+            kill(process.processIdentifier, SIGTERM)
+            // Ignored, the build would end with its step, a minute on; that is no hang of the test.
+        }
+        let process = try #require(build, "the step never started")
+        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGTERM,
+                "layerctl went on after SIGTERM: \(process.terminationReason) \(process.terminationStatus)")
+        // The kernel's word that env does block SIGTERM for what it starts, and that layerctl's
+        // own mask, read while it ran, did not.
+        let probe = try KernelMount.run("/usr/bin/env", ["--block-signal=TERM", "/bin/grep", "SigBlk", "/proc/self/status"])
+        let termBit = UInt64(1) << (SIGTERM - 1)
+        let launched = UInt64(probe.output.split(separator: "\t").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "", radix: 16)
+        #expect(launched.map { $0 & termBit != 0 } == true, "env did not block SIGTERM: \(probe.output)")
+        #expect(UInt64(blocked ?? "", radix: 16).map { $0 & termBit == 0 } == true, "layerctl ran with SigBlk \(blocked ?? "unknown")")
+        Thread.sleep(forTimeInterval: 0.3)  // let the kernel finish tearing the namespaces down
+        // Its children and the step's sleep went with it (a zombie that nobody reaps has gone).
+        #expect(descendants.count >= 2, "\(descendants)")
+        let alive = descendants.filter { !(Harness.processStatus($0)["State"]?.hasPrefix("Z") ?? true) }
+        #expect(alive.isEmpty, "left running: \(alive.map { Harness.link("/proc/\($0)/exe") ?? "?" })")
+        try Harness.expectValidStore(store)
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
+        // The next build, without the minute's sleep, completes.
+        try Harness.edit(layers + "/gaming.yaml") { $0.replacingOccurrences(of: "; sleep 60", with: "") }
+        let again = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
+        #expect(again.status == 0, "\(again.stderr)")
     }
 }
