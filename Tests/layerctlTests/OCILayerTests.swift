@@ -214,6 +214,43 @@ struct OCILayerTests {
             #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"), "case \(index)")
         }
 
+        // A pax header that claims 512 MiB, which zstd makes of a few kilobytes: libarchive refuses
+        // it before reading it into memory, so a stranger's layer cannot take the unpack's memory.
+        let paxBomb = """
+            import sys
+            size = 512 << 20
+            header = bytearray(512)
+            header[0:14] = b"././@PaxHeader"
+            for at, field in ((100, b"0000644"), (108, b"0000000"), (116, b"0000000"), (136, b"00000000000")):
+                header[at:at + len(field)] = field
+            header[124:135] = b"%011o" % size
+            header[156:157] = b"x"
+            header[257:263] = b"ustar\\0"
+            header[263:265] = b"00"
+            header[148:156] = b" " * 8
+            header[148:155] = b"%06o\\0" % sum(header)
+            out = sys.stdout.buffer
+            out.write(header)
+            record = b"%d comment=" % size
+            out.write(record)
+            left = size - len(record) - 1
+            while left > 0:
+                out.write(b"a" * min(left, 1 << 20))
+                left -= 1 << 20
+            out.write(b"\\n" + bytes(1024))
+            """
+        let bombed = try KernelMount.run(
+            "/bin/sh", ["-c", "python3 -c \"$1\" | zstd -q -3 -c > \"$2\"", "sh", paxBomb, work + "/pax-bomb.tar.zst"])
+        #expect(bombed.status == 0, "\(bombed.output)")
+        let bombSize = try FileManager.default.attributesOfItem(atPath: work + "/pax-bomb.tar.zst")[.size] as? Int ?? 0
+        #expect(bombSize < 1 << 20, "\(bombSize) bytes of blob")
+        #expect {
+            try OCILayerReader(blob: work + "/pax-bomb.tar.zst").unpack(into: work + "/pax-bomb")
+        } throws: { error in
+            "\(error)".contains("pax-bomb.tar.zst failed: Special header too large")
+        }
+        #expect(!FileManager.default.fileExists(atPath: work + "/pax-bomb"))
+
         // After the tar's end, a writer pads to its record: GNU tar's largest, 1 MiB, unpacks;
         // 9 MiB of zeros more, which zstd makes of a few hundred bytes, is refused.
         try "x".write(toFile: work + "/file", atomically: true, encoding: .utf8)
