@@ -913,17 +913,18 @@ struct ConfinementTests {
             mount -o loop '\(disk)' '\(shared)/disk'
             """)
         defer { _ = try? BootMachine.shell("umount -R '\(shared)' 2>/dev/null; rm -rf '\(folder)'") }
-        try "from: base\nrun:\n  - 'sleep 5'\n".write(toFile: layers + "/sleeper.yaml", atomically: true, encoding: .utf8)
+        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: true, encoding: .utf8)
         // Once the build sleeps in its run: step, the host unmounts the disk; its loop device goes
         // when nothing holds the filesystem any more.
         var released: Bool?
         let status = try Harness.runReadingEvents(["build", layers + "/sleeper.yaml", "--store", store, "--json"]) {
             event, process in
-            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 5"
+            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 15"
             else { return }
             _ = try BootMachine.shell("umount '\(shared)/disk'")
             released = false
-            for _ in 0..<20 where !released! {
+            // The loop device goes once its last user does; a loaded machine may take seconds.
+            for _ in 0..<100 where !released! {
                 usleep(100_000)
                 released = try BootMachine.shell("losetup -j '\(disk)'").isEmpty
             }
