@@ -102,7 +102,7 @@ package struct BuildCgroup {
         if unified {
             guard let line = lines.first(where: { $0.hasPrefix("0::") }) else { return .failure(Unavailable(text: "no cgroup v2 path in /proc/self/cgroup")) }
             let own = String(line.dropFirst(3))
-            let parent = own == "/" ? "" : (own as NSString).deletingLastPathComponent
+            let parent = own == "/" ? "" : FileSystem.parent(of: own)
             let folder = "/sys/fs/cgroup" + (parent == "/" ? "" : parent)
             let enabled = (try? String(contentsOfFile: folder + "/cgroup.subtree_control", encoding: .utf8)) ?? ""
             guard enabled.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains(Substring(controller.rawValue)) else {

@@ -46,7 +46,7 @@ struct Confinement {
                 if FileSystem.isDirectory(bind.source) {
                     try FileSystem.makeDirectories(target)
                 } else {
-                    try FileSystem.makeDirectories((target as NSString).deletingLastPathComponent)
+                    try FileSystem.makeDirectories(FileSystem.parent(of: target))
                     let fd = try sys("create", target) { open(target, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
                     close(fd)
                 }

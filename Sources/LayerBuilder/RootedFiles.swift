@@ -15,7 +15,7 @@ struct RootedFiles {
     func write(_ data: Data, to path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
         let rootFD = try openRoot()
         defer { close(rootFD) }
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = FileSystem.parent(of: path)
         try makeParents(parent, rootFD: rootFD)
         let dirFD = try openDirectory(parent, rootFD: rootFD)
         defer { close(dirFD) }

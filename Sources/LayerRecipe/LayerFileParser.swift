@@ -9,7 +9,7 @@ import Yams
 struct LayerFileParser {
     let path: String
     let text: String
-    private var folder: String { (path as NSString).deletingLastPathComponent }
+    private var folder: String { FileSystem.parent(of: path) }
 
     static let topLevelKeys = [
         "from", "description", "arch", "repos", "packages", "remove", "files", "run", "env", "boot", "network",

@@ -237,7 +237,7 @@ extension Recipe {
     /// stay relative to the layer file's folder, so a lock means the same in every checkout.
     public func lockInputs(for index: Int) -> LockFile.Inputs {
         let layer = layers[index]
-        let folder = (layer.path as NSString).deletingLastPathComponent
+        let folder = FileSystem.parent(of: layer.path)
         let repositories = repositories(for: index).map { spec in
             LockFile.Repository(
                 name: spec.name, snapshot: spec.snapshot,

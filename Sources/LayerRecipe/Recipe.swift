@@ -1,4 +1,5 @@
 import Foundation
+import LayerSupport
 
 /// A layer file and its ancestors, root first: what `layerctl build FILE` builds.
 public struct Recipe: Sendable {
@@ -37,10 +38,10 @@ public struct Recipe: Sendable {
             }
             // A parent that is a symlink out of the folder is not read at all, so nothing of what
             // it points to is printed in an error.
-            let folder = URL(fileURLWithPath: (current.path as NSString).deletingLastPathComponent)
+            let folder = URL(fileURLWithPath: FileSystem.parent(of: current.path))
                 .resolvingSymlinksInPath().path
             let real = URL(fileURLWithPath: parentPath).resolvingSymlinksInPath().path
-            guard (real as NSString).deletingLastPathComponent == folder else {
+            guard FileSystem.parent(of: real) == folder else {
                 throw LayerFileError(
                     "the parent layer file \(parentPath) is a link out of its folder \(folder)", at: current.fromLocation)
             }

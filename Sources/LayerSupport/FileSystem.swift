@@ -17,10 +17,24 @@ package enum FileSystem {
     /// Creates `path` and missing parents with `mode` (0755 unless told).
     package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         if isDirectory(path) { return }
-        let parent = (path as NSString).deletingLastPathComponent
+        let parent = parent(of: path)
         if !parent.isEmpty && parent != path { try makeDirectories(parent, mode: mode) }
         if mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError("create directory", path) }
         _ = chmod(path, mode)
+    }
+
+    /// The folder that holds `path`, as NSString's `deletingLastPathComponent` gives it: "" for a
+    /// name without a slash, "/" for a name just below the root, and slashes at the end or
+    /// doubled ignored. Foundation's own traps on a one-character name ("b", ".", "é"), which
+    /// made `stage --boot-dir b` crash, so layerctl never calls it.
+    package static func parent(of path: String) -> String {
+        var bytes = Array(path.utf8)
+        while bytes.count > 1 && bytes.last == UInt8(ascii: "/") { bytes.removeLast() }
+        guard let slash = bytes.lastIndex(of: UInt8(ascii: "/")) else { return "" }
+        var end = slash
+        while end > 0 && bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
+        if end == 0 { return bytes.first == UInt8(ascii: "/") ? "/" : "" }
+        return String(decoding: bytes[..<end], as: UTF8.self)
     }
 
     /// The directory part and the last name of `path` ("." when it has no slash).

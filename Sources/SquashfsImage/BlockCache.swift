@@ -143,7 +143,7 @@ final class BlockCache: @unchecked Sendable {
         }
         for number in used.withLock({ $0 }) { Self.markUsed(indexPaths[Int(number)]) }
         Self.evict(
-            in: (directory as NSString).deletingLastPathComponent, limit: limit,
+            in: FileSystem.parent(of: directory), limit: limit,
             keeping: published ? packName + ".index" : nil)
     }
 

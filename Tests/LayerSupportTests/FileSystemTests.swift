@@ -13,6 +13,18 @@ struct FileSystemTests {
         return String(cString: made)
     }
 
+    /// Foundation's `deletingLastPathComponent` is the oracle where it does not trap; on a
+    /// one-character name it does (Swift 6.3), and `parent(of:)` gives what it gives for longer ones.
+    @Test("a path's folder is NSString's, and a one-character name has one too")
+    func parent() {
+        for path in ["/", "", "ab", "/ab", "ab/", "ab/cd", "/ab/cd", "ab//cd", "ab/cd/", "//ab", "/ab//cd//", "a/b", "/a/b", "./ab", "../ab", "é/ü"] {
+            #expect(FileSystem.parent(of: path) == (path as NSString).deletingLastPathComponent, "\(path)")
+        }
+        for (path, parent) in [("b", ""), (".", ""), ("é", ""), ("/b", "/"), ("t/p", "t"), ("b/", "")] {
+            #expect(FileSystem.parent(of: path) == parent, "\(path)")
+        }
+    }
+
     @Test("files written together all appear, with their bytes, and leave no temporary file")
     func together() throws {
         let folder = try Self.folder()

@@ -221,6 +221,28 @@ struct StagingTests {
         #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
     }
 
+    /// Foundation traps on the folder of a one-character name; layerctl crashed on these.
+    @Test("folders given as one-character relative paths are made and used, as any others")
+    func oneCharacterFolders() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        try BootMachine.shell(
+            "cd '\(disk.mount)' && '\(Harness.executable)' stage '\(machine.image)' --name p --state-dir t --boot-dir b --grub-dir g --run-dir r"
+        )
+        let id = String(machine.imageDigest.prefix(12))
+        let made = try BootMachine.shell("cd '\(disk.mount)' && find t b g -type f | sort")
+        #expect(
+            made == """
+                b/layerctl/p/\(id)/initramfs.img
+                b/layerctl/p/\(id)/vmlinuz
+                b/loader/entries/layerctl-p.conf
+                g/42_layerctl
+                t/p/\(id).squashfs
+                t/p/staged.json
+
+                """)
+    }
+
     @Test("the staged entry boots: its kernel, initramfs and command line find the image by UUID on the disk")
     func stagedEntryBoots() throws {
         let disk = try makeDisk()
