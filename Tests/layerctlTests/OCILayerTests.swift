@@ -218,12 +218,12 @@ struct OCILayerTests {
         // it before reading it into memory, so a stranger's layer cannot take the unpack's memory.
         let paxBomb = """
             import sys
-            size = 512 << 20
+            claimed = 512 << 20
             header = bytearray(512)
             header[0:14] = b"././@PaxHeader"
             for at, field in ((100, b"0000644"), (108, b"0000000"), (116, b"0000000"), (136, b"00000000000")):
                 header[at:at + len(field)] = field
-            header[124:135] = b"%011o" % size
+            header[124:135] = b"%011o" % claimed
             header[156:157] = b"x"
             header[257:263] = b"ustar\\0"
             header[263:265] = b"00"
@@ -231,9 +231,9 @@ struct OCILayerTests {
             header[148:155] = b"%06o\\0" % sum(header)
             out = sys.stdout.buffer
             out.write(header)
-            record = b"%d comment=" % size
+            record = b"%d comment=" % claimed
             out.write(record)
-            left = size - len(record) - 1
+            left = claimed - len(record) - 1
             while left > 0:
                 out.write(b"a" * min(left, 1 << 20))
                 left -= 1 << 20
