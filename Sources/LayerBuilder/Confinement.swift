@@ -160,6 +160,18 @@ struct Confinement {
         "open_by_handle_at", "name_to_handle_at", "sysfs", "_sysctl", "ustat", "vm86", "vm86old",
     ]
 
+    /// Confines this process with Landlock to reading `readable` and writing `writable` (and
+    /// below); returns 0, EOPNOTSUPP where the kernel has no Landlock, or the errno it failed with.
+    static func landlock(readable: [String], writable: [String]) -> Int32 {
+        withCStrings(readable) { read in
+            withCStrings(writable) { write in
+                lc_landlock_confine(
+                    UnsafeRawPointer(read).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(readable.count),
+                    UnsafeRawPointer(write).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(writable.count))
+            }
+        }
+    }
+
     /// Gives up, for this process and all it starts, every capability but `kept`, the
     /// chance to gain one (no_new_privs), and the system calls in `refusedSystemCalls`. The process
     /// becomes not dumpable: its /proc entries are closed to the commands it runs. Nothing it starts

@@ -290,13 +290,7 @@ enum PackageWork {
             writable.append("/run/user")
         }
         let readable = systemPaths + job.readable
-        let confined = withCStrings(readable) { read in
-            withCStrings(writable) { write in
-                lc_landlock_confine(
-                    UnsafeRawPointer(read).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(readable.count),
-                    UnsafeRawPointer(write).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(writable.count))
-            }
-        }
+        let confined = Confinement.landlock(readable: readable, writable: writable)
         if confined == EOPNOTSUPP {
             events.send(.warning, "this kernel has no Landlock: libalpm reads the repositories' data without a limit on the paths it may open")
         } else if confined != 0 {

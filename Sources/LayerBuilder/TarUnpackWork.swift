@@ -104,14 +104,7 @@ package struct TarUnpackWork: TarUnpacker {
         }
         let pivoted = lc_pivot_root(job.root)
         if pivoted != 0 { throw SystemError("make the root of the unpack", job.root, errno: pivoted) }
-        let readable = ["/lower"], writable = ["/tree"]
-        let confined = withCStrings(readable) { read in
-            withCStrings(writable) { write in
-                lc_landlock_confine(
-                    UnsafeRawPointer(read).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(readable.count),
-                    UnsafeRawPointer(write).assumingMemoryBound(to: UnsafePointer<CChar>?.self), Int32(writable.count))
-            }
-        }
+        let confined = Confinement.landlock(readable: ["/lower"], writable: ["/tree"])
         // Without Landlock, the root of its own still holds nothing of the host's.
         if confined != 0 && confined != EOPNOTSUPP { throw SystemError("confine with Landlock", "the unpack", errno: confined) }
         try Confinement.dropPrivileges(keeping: capabilities, scoping: false)

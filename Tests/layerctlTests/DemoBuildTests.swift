@@ -179,13 +179,7 @@ struct DemoBuildTests {
     func concurrentBuilds() throws {
         let layers = try Harness.demoLayers()
         let storeRoot = try Harness.temporaryDirectory("store")
-        let results = try [0, 1].map { _ -> Process in
-            let process = Harness.process(["build", layers + "/gaming.yaml", "--store", storeRoot])
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            return process
-        }
+        let results = try [0, 1].map { _ in try Harness.start(["build", layers + "/gaming.yaml", "--store", storeRoot]) }
         for process in results {
             process.waitUntilExit()
             #expect(process.terminationStatus == 0)

@@ -31,10 +31,7 @@ struct ExportTests {
     func killed(_ arguments: [String], after microseconds: UInt32, sourceLocation: SourceLocation = #_sourceLocation)
         throws
     {
-        let process = Harness.process(arguments)
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+        let process = try Harness.start(arguments)
         usleep(microseconds)
         #expect(process.isRunning, "the export finished before it could be killed", sourceLocation: sourceLocation)
         kill(process.processIdentifier, SIGKILL)

@@ -61,6 +61,15 @@ enum Harness {
         return process
     }
 
+    /// Starts layerctl with `arguments`, its output thrown away, and returns it running.
+    static func start(_ arguments: [String]) throws -> Process {
+        let process = process(arguments)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
     /// Runs layerctl (or `tool`) with `arguments`, stdout and stderr apart.
     @discardableResult
     static func run(_ arguments: [String], environment: [String: String] = [:], tool: String = executable) throws
@@ -124,6 +133,18 @@ enum Harness {
         var buffer = [CChar](repeating: 0, count: 4097)
         let n = readlink(path, &buffer, 4096)
         return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+    }
+
+    /// The children of layerctl `pid` that run layerctl and have confined themselves (the seccomp
+    /// filter is the last thing they take on), with their `/proc/PID/status` fields.
+    static func confinedChildren(of pid: pid_t) -> [pid_t: [String: String]] {
+        var children: [pid_t: [String: String]] = [:]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let child = pid_t(entry), child != pid, link("/proc/\(child)/exe") == executable else { continue }
+            let fields = processStatus(child)
+            if fields["PPid"] == "\(pid)" && fields["Seccomp"] == "2" { children[child] = fields }
+        }
+        return children
     }
 
     /// The fields of `/proc/PID/status`, by name; empty once the process is gone.

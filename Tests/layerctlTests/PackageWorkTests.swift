@@ -36,31 +36,21 @@ struct PackageWorkTests {
     func resolutionInAChild() throws {
         let work = try Harness.temporaryDirectory("package-child")
         let layer = try Self.chainRepository(in: work, count: 20_000)
-        let build = Harness.process(["build", layer, "--store", work + "/store", "--timeout", "20"])
-        build.standardOutput = FileHandle.nullDevice
-        build.standardError = FileHandle.nullDevice
-        try build.run()
+        let build = try Harness.start(["build", layer, "--store", work + "/store", "--timeout", "20"])
         defer {
             kill(build.processIdentifier, SIGKILL)
             build.waitUntilExit()
         }
-        let link = Harness.link, status = Harness.processStatus
         // Whatever of layerctl runs under the build, other than the build itself, once it has
-        // confined itself (the seccomp filter is the last thing it takes on): the child that
-        // downloads (it refreshed the repository) and the one that resolves, which has no network
-        // of the host's. A build of the old code never has one.
+        // confined itself: the child that downloads (it refreshed the repository) and the one that
+        // resolves, which has no network of the host's. A build of the old code never has one.
         var children: [pid_t: [String: String]] = [:]
         var resolver: pid_t?
         let deadline = Date(timeIntervalSinceNow: 15)
         while resolver == nil && Date() < deadline && build.isRunning {
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-                guard let pid = pid_t(entry), pid != build.processIdentifier,
-                    link("/proc/\(pid)/exe") == Harness.executable
-                else { continue }
-                let fields = status(pid)
-                guard fields["PPid"] == "\(build.processIdentifier)" && fields["Seccomp"] == "2" else { continue }
+            for (pid, fields) in Harness.confinedChildren(of: build.processIdentifier) {
                 children[pid] = fields
-                if link("/proc/\(pid)/ns/net") != link("/proc/self/ns/net") { resolver = pid }
+                if Harness.link("/proc/\(pid)/ns/net") != Harness.link("/proc/self/ns/net") { resolver = pid }
             }
             usleep(20_000)
         }
@@ -74,7 +64,7 @@ struct PackageWorkTests {
             // pid 1 of its own pid namespace, with mounts of its own (its /proc).
             #expect(fields["NSpid"]?.split(separator: "\t").last == "1", "\(fields)")
             for namespace in ["pid", "mnt"] {
-                #expect(link("/proc/\(pid)/ns/\(namespace)") != link("/proc/self/ns/\(namespace)"), "\(namespace)")
+                #expect(Harness.link("/proc/\(pid)/ns/\(namespace)") != Harness.link("/proc/self/ns/\(namespace)"), "\(namespace)")
             }
         }
     }

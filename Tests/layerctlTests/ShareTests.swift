@@ -714,31 +714,23 @@ extension ShareTests {
         let slow = try RegistryProxy(upstream: registry.host, rate: 2 << 20)
         defer { slow.stop() }
         let other = try Harness.temporaryDirectory("share-unpack-child")
-        let pull = Harness.process(["pull", "\(slow.host)/steve/gaming:v1", "--store", other])
-        pull.standardOutput = FileHandle.nullDevice
-        pull.standardError = FileHandle.nullDevice
-        try pull.run()
+        let pull = try Harness.start(["pull", "\(slow.host)/steve/gaming:v1", "--store", other])
         defer {
             kill(pull.processIdentifier, SIGKILL)
             pull.waitUntilExit()
         }
-        let link = Harness.link, status = Harness.processStatus
-        // The unpack of a layer once it has confined itself (the seccomp filter comes last). The
-        // old code parsed the tar in a thread of the pull itself, and never had one.
+        // The unpack of a layer once it has confined itself. The old code parsed the tar in a
+        // thread of the pull itself, and never had one.
         var child: (pid: pid_t, fields: [String: String], root: [String], namespaces: [String: Bool])?
         let deadline = Date(timeIntervalSinceNow: 30)
         while child == nil && Date() < deadline && pull.isRunning {
-            for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-                guard let pid = pid_t(entry), pid != pull.processIdentifier, link("/proc/\(pid)/exe") == Harness.executable else { continue }
-                let fields = status(pid)
-                guard fields["PPid"] == "\(pull.processIdentifier)" && fields["Seccomp"] == "2" else { continue }
+            if let (pid, fields) = Harness.confinedChildren(of: pull.processIdentifier).first {
                 let root = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root")) ?? []).sorted()
                 var namespaces: [String: Bool] = [:]
                 for namespace in ["pid", "mnt", "net"] {
-                    namespaces[namespace] = link("/proc/\(pid)/ns/\(namespace)") != link("/proc/self/ns/\(namespace)")
+                    namespaces[namespace] = Harness.link("/proc/\(pid)/ns/\(namespace)") != Harness.link("/proc/self/ns/\(namespace)")
                 }
                 child = (pid, fields, root, namespaces)
-                break
             }
             usleep(20_000)
         }
