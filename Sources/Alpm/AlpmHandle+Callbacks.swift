@@ -1,5 +1,6 @@
 import CAlpm
 import CLayerSupport
+import Glibc
 
 /// libalpm's callbacks carry a context pointer; ours is the handle itself, unretained, because the
 /// callbacks are cleared with the handle in `alpm_release`.
@@ -61,12 +62,13 @@ extension AlpmHandle {
     private func handleProgress(
         _ step: alpm_progress_t, package: String, percent: Int32, current: Int, total: Int
     ) {
-        if let last = lastProgress, last.step == step, last.package == package, last.percent == percent,
-            last.current == current
+        let now = monotonicSeconds()
+        if let last = lastProgress, last.step == step, last.package == package, last.current == current,
+            last.percent == percent || (percent < 100 && now - last.at < Self.reportInterval)
         {
             return
         }
-        lastProgress = (step, package, percent, current)
+        lastProgress = (step, package, percent, current, now)
         observer?(.progress(step: .init(step), package: package, percent: Int(percent), current: current, total: total))
     }
 
@@ -80,8 +82,13 @@ extension AlpmHandle {
             }
             let downloaded = Int64(progress.downloaded), total = Int64(progress.total)
             let step = total > 0 ? downloaded * 100 / total : downloaded >> 20
-            if downloadSteps[file] == step { return }
-            downloadSteps[file] = step
+            let now = monotonicSeconds()
+            if let last = downloadSteps[file],
+                last.step == step || (downloaded != total && now - last.at < Self.reportInterval)
+            {
+                return
+            }
+            downloadSteps[file] = (step, now)
             observer?(.downloadProgress(file: file, downloaded: downloaded, total: total))
         case ALPM_DOWNLOAD_COMPLETED:
             downloadSteps[file] = nil
@@ -128,4 +135,11 @@ extension AlpmHandle {
             question.pointee.any.answer = 0
         }
     }
+}
+
+/// Seconds on the monotonic clock, for spacing reports.
+private func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

@@ -144,14 +144,16 @@ final class AlpmTests {
     }
 
     @Test(
-        "progress is reported when it changes, not for every file and chunk libalpm calls back with",
+        "progress is reported when it changes, at most ten times a second, not for every file and chunk libalpm calls back with",
         .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
     func progressChanges() throws {
         let alpm = try handle()
         var events: [AlpmEvent] = []
         alpm.observer = { events.append($0) }
         // perl: thousands of files in one package, and a download of 10 MB in 16 KiB chunks.
+        let started = Date()
         try alpm.commit(TransactionRequest(install: ["perl"]))
+        let seconds = Date().timeIntervalSince(started)
         var progress: [String] = []
         var downloads: [String: [Int64]] = [:]
         for event in events {
@@ -168,6 +170,9 @@ final class AlpmTests {
         #expect(progress.count <= 6 * 101, "\(progress.count) progress reports")
         let perl = try #require(downloads.first { $0.key.hasPrefix("perl-") }?.value)
         #expect(perl.count > 1 && perl.count <= 101 && Set(perl).count == perl.count, "\(perl)")
+        // Its first chunk and its last, and between them one report per 0.1 s at most.
+        #expect(perl.first! < 100 && perl.last == 100, "\(perl)")
+        #expect(perl.count <= 2 + Int(seconds / AlpmHandle.reportInterval), "\(perl) in \(seconds) s")
     }
 
     @Test("sysupgrade takes the newer repository state", .enabled(if: getuid() == 0 && hasDemo, "needs root and demo/make-repo.sh"))
