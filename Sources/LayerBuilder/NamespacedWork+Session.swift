@@ -146,7 +146,7 @@ extension NamespacedWork {
             ended = true
             endInput()
             while (try? events.next()) != nil {}
-            return waitForExit(pid)
+            return waitForExit(pid, counting: role.rawValue)
         }
     }
 }

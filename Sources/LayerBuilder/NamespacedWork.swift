@@ -111,7 +111,7 @@ public enum NamespacedWork {
         }
         // The watchdog is done before the child is reaped: its pid is not reused until then.
         let stopped = watchdog?.stop()
-        let status = waitForExit(pid)
+        let status = waitForExit(pid, counting: role.rawValue)
         switch stopped {
         case .timeLimit: throw TimeLimitExceeded(seconds: timeLimit ?? 0)
         case .reserve(let reached): throw reached

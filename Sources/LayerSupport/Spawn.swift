@@ -58,12 +58,16 @@ package func capture(
     return (waitForExit(pid), output)
 }
 
-/// Waits for `pid` and turns its status into an exit code (128 + signal when killed).
-package func waitForExit(_ pid: pid_t) -> Int32 {
+/// Waits for `pid` and turns its status into an exit code (128 + signal when killed). With
+/// `counting`, the CPU time the process and what it waited for took is added to `CPUTime`'s count
+/// under that name.
+package func waitForExit(_ pid: pid_t, counting work: String? = nil) -> Int32 {
     var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 {
+    var usage = rusage()
+    while wait4(pid, &status, 0, &usage) < 0 {
         if errno != EINTR { return 127 }
     }
+    if let work { CPUTime.add(usage, to: work) }
     if status & 0x7f == 0 { return (status >> 8) & 0xff }
     return 128 + (status & 0x7f)
 }

@@ -51,8 +51,15 @@ final class BuildReporter {
     func finish(_ built: [BuiltLayer]) {
         statusLine.clear()
         if json {
-            struct Summary: Encodable { var layers: [BuiltLayer] }
-            if let line = try? JSONOutput.line(Summary(layers: built)) { print(line) }
+            struct Summary: Encodable {
+                var layers: [BuiltLayer]
+                /// Where the CPU time went: layerctl's own process (its scan, hashing and
+                /// normalising of each new tree), and each kind of child it started ("build": a
+                /// layer's transaction and steps; "packages": refresh, resolutions, downloads).
+                var cpuSeconds: [String: Double]
+            }
+            let cpu = CPUTime.byWork.merging(["layerctl": CPUTime.own]) { $1 }
+            if let line = try? JSONOutput.line(Summary(layers: built, cpuSeconds: cpu)) { print(line) }
         } else if let top = built.last {
             let fresh = built.filter { !$0.cached }.count
             print("\(top.name) \(top.key) (\(fresh) built, \(built.count - fresh) cached)")

@@ -10,9 +10,21 @@ struct DemoBuildTests {
     func buildsTheStack() throws {
         let layers = try Harness.demoLayers()
         let storeRoot = try Harness.temporaryDirectory("store")
+        let before = Harness.childrenCPU()
         let result = try Harness.run(["build", layers + "/gaming.yaml", "--store", storeRoot, "--json"])
+        let childrenCPU = Harness.childrenCPU() - before
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.built == ["base", "nvidia", "gaming"])
+        // The summary says where the CPU time went: layerctl's own process and each kind of child,
+        // none counted twice (this test's children include that layerctl, and others that ran).
+        let summary = try #require(
+            result.stdout.split(separator: "\n").last.flatMap {
+                try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            })
+        let cpu = try #require(summary["cpuSeconds"] as? [String: Double], "\(summary)")
+        #expect(Set(cpu.keys) == ["layerctl", "build", "packages"], "\(cpu)")
+        #expect(cpu.values.allSatisfy { $0 > 0 }, "\(cpu)")
+        #expect(cpu.values.reduce(0, +) <= childrenCPU + 0.01, "\(cpu), and this test's children took \(childrenCPU) s")
         let store = try Store(root: storeRoot)
         let base = store.tree(try #require(try store.ref("base")))
         let nvidia = store.tree(try #require(try store.ref("nvidia")))

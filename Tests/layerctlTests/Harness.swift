@@ -61,6 +61,14 @@ enum Harness {
         return process
     }
 
+    /// The CPU time, user and system, of every child this test process has waited for so far.
+    static func childrenCPU() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+
     /// Starts layerctl with `arguments`, its output thrown away, and returns it running.
     static func start(_ arguments: [String]) throws -> Process {
         let process = process(arguments)
