@@ -14,6 +14,8 @@
 #       the sha256 of every file of its tree (`openssl dgst`, SHA-NI where the CPU has it), each
 #       timed apart. A layer's manifest holds each file's sha256, taken by the parent after the
 #       build's last process ended, so nothing the build ran could change a file under it.
+#       And where layerctl's CPU went, from its --json summaries: its transaction child against
+#       pacman's whole run, its packages children, and its own process.
 # (ii)  rebuild of the four demo layers when all are cached
 # (iii) rebuild after a change to the top layer only, against that layer's own build time
 set -euo pipefail
@@ -59,7 +61,7 @@ runs_dir=$(mktemp -d "${WORK:-/var/tmp}/layerctl-bench-cold.XXXXXX")
 trap 'rm -rf "$work" "$runs_dir"' EXIT
 TIMEFORMAT='%R %U %S'
 ours() {
-    { time "$layerctl" build "$work/base.yaml" --store "$runs_dir/store-$1" >/dev/null 2>&1; } 2>>"$work/ours"
+    { time "$layerctl" build "$work/base.yaml" --store "$runs_dir/store-$1" --json >"$runs_dir/events-$1" 2>/dev/null; } 2>>"$work/ours"
 }
 theirs() {
     local root=$runs_dir/root-$1
@@ -107,6 +109,23 @@ printf '        + sha256 of it  wall min %.3f s, median %.3f s (max %.3f s); CPU
 printf '        ratio           wall min %.2f, median %.2f; CPU median %.2f (a reference: pacman, its tree on disk and every file hashed, as a layer is)\n' \
     "$(echo "$our_min / $hashed_min" | bc -l)" "$(echo "$our_median / $hashed_median" | bc -l)" \
     "$(echo "$our_cpu / $hashed_cpu" | bc -l)"
+# Where layerctl's CPU went, from each run's --json summary: the build child runs libalpm's
+# transaction (the work pacman does, but for the downloads), the packages children refresh,
+# resolve and download, and layerctl's own process reads, hashes and normalises the new tree.
+python3 - "$runs_dir" "$cold_runs" "$their_cpu" <<'PY'
+import json, statistics, sys
+folder, runs, pacman = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+parts = {}
+for i in range(1, runs + 1):
+    with open(f"{folder}/events-{i}") as events:
+        summary = json.loads(events.read().splitlines()[-1])
+    for name, seconds in summary["cpuSeconds"].items():
+        parts.setdefault(name, []).append(seconds)
+median = {name: statistics.median(values) for name, values in parts.items()}
+print(f"        where layerctl's CPU went (medians): transaction child {median['build']:.3f} s "
+      f"({median['build'] / pacman:.2f} of pacman's whole run), packages children {median['packages']:.3f} s, "
+      f"layerctl's own process {median['layerctl']:.3f} s")
+PY
 
 # (ii) the four demo layers, all cached
 layers="$work/layers"; cp -r layers/demo "$layers"
