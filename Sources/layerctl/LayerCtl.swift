@@ -60,13 +60,23 @@ struct LayerCtl: ParsableCommand {
     /// One line, whatever a name in it holds (a layer's file names are its author's), and the
     /// `--json` record.
     static func report(_ error: any Error, json: Bool) {
-        FileHandle.standardError.write(Data("layerctl: \(RawPath.printable("\(error)"))\n".utf8))
+        let message = "\(error)" + (currentFolderIsGone ? " (the current folder was removed: a relative path finds nothing in it)" : "")
+        FileHandle.standardError.write(Data("layerctl: \(RawPath.printable(message))\n".utf8))
         let code = errorCode(of: error)
         if json {
-            let failure = JSONOutput.Failure(error: .init(code: code, exitStatus: exitStatus(code), message: "\(error)"))
+            let failure = JSONOutput.Failure(error: .init(code: code, exitStatus: exitStatus(code), message: message))
             try? JSONOutput.print(failure)
         }
     }
+}
+
+/// Whether the folder layerctl was started in has been removed. A relative path is then looked up
+/// in that folder, empty for good, not in one made since under its name (a fresh clone), and "no
+/// such layer file" alone would send a user looking for a file that is there.
+private var currentFolderIsGone: Bool {
+    guard let folder = getcwd(nil, 0) else { return errno == ENOENT }
+    free(folder)
+    return false
 }
 
 /// The store option every command shares.

@@ -46,6 +46,30 @@ struct HelpTests {
         #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
     }
 
+    @Test("started in a folder that was removed, an error says that relative paths find nothing in it")
+    func removedFolder() throws {
+        let work = try Harness.temporaryDirectory("gone")
+        let layers = try Harness.demoLayers()
+        // As after a fresh clone: the shell's folder is removed and made again, with the file in it.
+        let script = """
+            d=$(mktemp -d "$1/cwd.XXXXXX") && cd "$d" && rmdir "$d" && mkdir "$d" && cp "$2" "$d/base.yaml" \
+            && shift 2 && exec "$@"
+            """
+        let run = { (arguments: [String]) in
+            try Harness.run(["-c", script, "sh", work, layers + "/base.yaml", Harness.executable] + arguments, tool: "/bin/sh")
+        }
+        let hint = " (the current folder was removed: a relative path finds nothing in it)\n"
+        let relative = try run(["build", "base.yaml", "--store", work + "/store"])
+        #expect(relative.status == 3)
+        #expect(relative.stderr == "layerctl: base.yaml:1:1: no such layer file" + hint)
+        let store = try run(["ls", "--store", "store", "--json"])
+        #expect(store.status != 0)
+        #expect(store.stderr.hasPrefix("layerctl: ") && store.stderr.hasSuffix(hint), "\(store.stderr)")
+        #expect(store.stdout.contains("the current folder was removed"), "\(store.stdout)")
+        // An absolute path works from there.
+        #expect(try run(["ls", "--store", work + "/empty-store"]).status == 0)
+    }
+
     /// Namespaced work is asked for through the environment, never through a hidden subcommand.
     @Test("no hidden subcommands; a malformed work request and an orphaned one each fail with one line")
     func namespacedWork() throws {
