@@ -33,8 +33,12 @@ public struct Recipe: Sendable {
                 let names = (chain[loop...].map(\.name) + [chain[loop].name]).joined(separator: " → ")
                 throw LayerFileError("`from:` makes a cycle: \(names)", at: current.fromLocation)
             }
+            // The name is the layer author's: quoted, and no longer than a line.
+            let parentName = quote(FileSystem.split(parentPath).name)
             guard FileManager.default.fileExists(atPath: parentPath) else {
-                throw LayerFileError("the parent layer file \(parentPath) does not exist", at: current.fromLocation)
+                throw LayerFileError(
+                    "the parent layer file \(parentName) does not exist in \(FileSystem.parent(of: parentPath))",
+                    at: current.fromLocation)
             }
             // A parent that is a symlink out of the folder is not read at all, so nothing of what
             // it points to is printed in an error.
@@ -43,7 +47,7 @@ public struct Recipe: Sendable {
             let real = URL(fileURLWithPath: parentPath).resolvingSymlinksInPath().path
             guard FileSystem.parent(of: real) == folder else {
                 throw LayerFileError(
-                    "the parent layer file \(parentPath) is a link out of its folder \(folder)", at: current.fromLocation)
+                    "the parent layer file \(parentName) is a link out of its folder \(folder)", at: current.fromLocation)
             }
             current = try LayerFileParser.parse(path: parentPath)
         }

@@ -78,7 +78,7 @@ final class LayerFileTests {
 
     @Test("a missing parent and a cycle in from:")
     func parents() throws {
-        try expect("from: nowhere\n", at: 1, 7, "nowhere.yaml does not exist")
+        try expect("from: nowhere\n", at: 1, 7, "`nowhere.yaml` does not exist in")
         try write("a", "from: b\n")
         try write("b", "from: a\n")
         let cycle = try error("from: a\n", name: "b")
@@ -128,6 +128,12 @@ final class LayerFileTests {
         #expect(linked.message.contains("is a link out of its folder"), "\(linked)")
         #expect(linked.location.line == 1 && linked.location.column == 7)
         #expect(!linked.description.contains("do-not-print") && !linked.description.contains("secret"))
+        // A parent that is not there is named as written, and a long name is not echoed back whole.
+        let missing = try error("from: nothing-here\n")
+        #expect(missing.message == "the parent layer file `nothing-here.yaml` does not exist in \(folder)", "\(missing)")
+        let long = try error("from: " + String(repeating: "a", count: 100_000) + "\n")
+        #expect(long.message.hasPrefix("the parent layer file `aaaa") && long.message.contains("…"), "\(long.message.prefix(200))")
+        #expect(long.description.utf8.count < 400, "\(long.description.utf8.count) bytes")
     }
 
     @Test("from: with a / is an image in a registry, and one that is none is an error at its place")
