@@ -98,6 +98,11 @@ struct LayerLock {
                     "repository \(resolved.repository) offers \(pinned.name) \(pinned.version) with sha256 \(resolved.sha256.prefix(12))…, not the file the lock pins (\(pinned.sha256.prefix(12))…): the file changed under the same name",
                     package: pinned.name)
             }
+            if resolved.version == pinned.version && resolved.repository == pinned.repository {
+                throw failure(
+                    "the lock pins \(pinned.name) \(pinned.version) from \(pinned.repository) as the file \(pinned.filename.prefix(80)), and the repository offers it as \(resolved.filename): write the lock again with `layerctl lock --update \(layer.path) \(pinned.name)`",
+                    package: pinned.name)
+            }
             throw failure(
                 "the lock pins \(pinned.name) \(pinned.version) from \(pinned.repository), and the repositories now resolve it to \(resolved.version) from \(resolved.repository); pin them with `snapshot:`, or move it with `layerctl lock --update \(layer.path) \(pinned.name)`",
                 package: pinned.name)

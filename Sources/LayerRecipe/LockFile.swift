@@ -149,6 +149,12 @@ public struct LockFile: Sendable, Equatable {
                 guard words[5].count == 64, words[5].allSatisfy(\.isHexDigit) else {
                     throw fail("a package's sha256 is 64 hex digits", column: line.count - words[5].count + 1)
                 }
+                // A name in the repository's folder, as its database gives it: never a path.
+                guard !words[4].contains("/"), words[4] != ".", words[4] != ".." else {
+                    throw fail(
+                        "a package's file is a name in its repository, not a path",
+                        column: line.count - words[5].count - words[4].count)
+                }
                 packages.append(Package(repository: words[1], name: words[2], version: words[3], filename: words[4], sha256: words[5]))
             default:
                 throw fail("`\(words[0].prefix(40))` with \(words.count - 1) words is no lock line (format, arch, spec, parent, repo, install, remove, package)")

@@ -38,6 +38,12 @@ struct LockTests {
         #expect(error(text.replacingOccurrences(of: "format 1", with: "format 2")).contains("x.lock:2:8: this lock has format 2"))
         #expect(error(text + "surprise here\n").contains("x.lock:\(lines.count + 1):1: `surprise` with 1 words is no lock line"))
         #expect(error(text.replacingOccurrences(of: "2.3-1-x86_64.pkg.tar.zst " + Self.sha, with: "2.3-1-x86_64.pkg.tar.zst abc")).contains("a package's sha256 is 64 hex digits"))
+        // A package's file is a name in its repository's folder: a stranger's lock names no path.
+        let acl = try #require(lines.firstIndex { $0.hasPrefix("package core acl") }) + 1
+        for path in ["../../../etc/shadow", "..", "a/b.pkg.tar.zst"] {
+            let found = error(text.replacingOccurrences(of: "acl-2.3-1-x86_64.pkg.tar.zst", with: path))
+            #expect(found.contains("x.lock:\(acl):24: a package's file is a name in its repository, not a path"), "\(found)")
+        }
         #expect(error(text.replacingOccurrences(of: "arch x86_64", with: "arch  x86_64")).contains("x.lock:3:1: a lock line is words separated by single spaces"))
         #expect(error("format 1\n").contains("x.lock:1:1: the lock lacks one of its"))
         #expect(LockFile.path(for: "/a/gaming.yaml") == "/a/gaming.lock" && LockFile.path(for: "/a/b.yml") == "/a/b.lock")
@@ -201,6 +207,26 @@ struct LockTests {
         let result = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
         #expect(result.status == 3, "\(result.stderr)")
         #expect(result.stderr.contains("/gaming.lock:") && result.stderr.contains("the file changed under the same name"), "\(result.stderr)")
+    }
+
+    @Test(
+        "a lock whose package file is not the one the repository offers for that version is refused, naming both",
+        .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+    func otherFileName() throws {
+        let (layers, _, store) = try movableDemo()
+        #expect(try Harness.run(["lock", layers + "/gaming.yaml", "--store", store]).status == 0)
+        let lock = layers + "/gaming.lock"
+        let text = try String(contentsOfFile: lock, encoding: .utf8)
+        let edited = text.replacingOccurrences(of: " game-1.0-1-any.pkg.tar.zst ", with: " game-1.0-1-x86_64.pkg.tar.zst ")
+        #expect(edited != text)
+        try edited.write(toFile: lock, atomically: true, encoding: .utf8)
+        let line = edited.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.hasPrefix("package demo game ") }! + 1
+        let result = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
+        #expect(result.status == 3, "\(result.stderr)")
+        #expect(
+            result.stderr.contains(
+                "gaming.lock:\(line):1: the lock pins game 1.0-1 from demo as the file game-1.0-1-x86_64.pkg.tar.zst, and the repository offers it as game-1.0-1-any.pkg.tar.zst"),
+            "\(result.stderr)")
     }
 
     @Test(
