@@ -146,6 +146,13 @@ public struct LockFile: Sendable, Equatable {
             case ("install", 2): install.append(words[1])
             case ("remove", 2): remove.append(words[1])
             case ("package", 6):
+                // Each is part of a file's name (REPO.db, NAME-VERSION-ARCH.pkg.tar.zst), which
+                // Linux holds to 255 bytes; a longer one would be echoed back in every message.
+                if let long = words[1...4].firstIndex(where: { $0.utf8.count > 255 }) {
+                    throw fail(
+                        "a package's repository, name, version and file are at most 255 bytes each, as a file's name is",
+                        column: words[..<long].reduce(1) { $0 + $1.count + 1 })
+                }
                 guard words[5].count == 64, words[5].allSatisfy(\.isHexDigit) else {
                     throw fail("a package's sha256 is 64 hex digits", column: line.count - words[5].count + 1)
                 }

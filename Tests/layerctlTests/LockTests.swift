@@ -44,6 +44,11 @@ struct LockTests {
             let found = error(text.replacingOccurrences(of: "acl-2.3-1-x86_64.pkg.tar.zst", with: path))
             #expect(found.contains("x.lock:\(acl):24: a package's file is a name in its repository, not a path"), "\(found)")
         }
+        // And no longer than a file's name: a 100,000-byte package name is not echoed back.
+        let long = error(text.replacingOccurrences(of: "package core acl ", with: "package core " + String(repeating: "a", count: 100_000) + " "))
+        #expect(long.contains("x.lock:\(acl):14: a package's repository, name, version and file are at most 255 bytes"), "\(long.prefix(200))")
+        #expect(long.count < 300)
+        #expect(error(text.replacingOccurrences(of: "acl-2.3-1-x86_64", with: String(repeating: "é", count: 128))).contains(":\(acl):24: "))
         #expect(error(text.replacingOccurrences(of: "arch x86_64", with: "arch  x86_64")).contains("x.lock:3:1: a lock line is words separated by single spaces"))
         #expect(error("format 1\n").contains("x.lock:1:1: the lock lacks one of its"))
         #expect(LockFile.path(for: "/a/gaming.yaml") == "/a/gaming.lock" && LockFile.path(for: "/a/b.yml") == "/a/b.lock")
