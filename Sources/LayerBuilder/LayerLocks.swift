@@ -100,7 +100,7 @@ struct LayerLock {
             }
             if resolved.version == pinned.version && resolved.repository == pinned.repository {
                 throw failure(
-                    "the lock pins \(pinned.name) \(pinned.version) from \(pinned.repository) as the file \(pinned.filename.prefix(80)), and the repository offers it as \(resolved.filename): write the lock again with `layerctl lock --update \(layer.path) \(pinned.name)`",
+                    "the lock pins \(pinned.name) \(pinned.version) from \(pinned.repository) as the file \(pinned.filename), and the repository offers it as \(resolved.filename): write the lock again with `layerctl lock --update \(layer.path) \(pinned.name)`",
                     package: pinned.name)
             }
             throw failure(
