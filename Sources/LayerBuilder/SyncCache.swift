@@ -78,7 +78,8 @@ struct SyncCache {
             let database = directory + "/sync/\(repository.name).db"
             guard FileSystem.exists(database) else {
                 throw BuildFailure(
-                    "there is no copy of repository \(repository.name) yet; build once without --offline", code: .input)
+                    "there is no copy of repository \(repository.name) yet; build once without --offline",
+                    at: locate(repository.name), code: .input)
             }
             for suffix in ["", ".sig"] where FileSystem.exists(database + suffix) {
                 try sys("link", database + suffix) {

@@ -190,6 +190,11 @@ struct LayerFileParser {
         if spec.name.contains("/") || spec.name.contains(" ") {
             throw LayerFileError("repository name \(quote(spec.name)) may not contain `/` or spaces", at: at(node))
         }
+        // libalpm keeps NAME.db.sig: a name longer than this makes no file, and would be quoted
+        // whole by every message that names the repository.
+        if spec.name.utf8.count > 248 {
+            throw LayerFileError("repository name \(quote(spec.name)) is longer than 248 bytes", at: at(node))
+        }
         if spec.servers.isEmpty && spec.snapshot == nil {
             throw LayerFileError("repository \(quote(spec.name)) has no `servers` and no `snapshot`", at: at(node))
         }

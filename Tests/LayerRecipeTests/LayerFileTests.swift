@@ -63,6 +63,16 @@ final class LayerFileTests {
         #expect(recipe.repositories(for: 0)[0].servers == ["file:///srv/a%23b%3Fc%25d%20e/$repo", "file:///srv/x%23"])
     }
 
+    @Test("a repository name makes file names: no longer than 248 bytes, and quoted short when refused")
+    func longRepositoryName() throws {
+        let name = String(repeating: "r", count: 249)
+        let found = try error("from: scratch\narch: x86_64\nrepos:\n  - name: \(name)\n    servers: [/srv/$repo]\npackages: [busybox]\n")
+        #expect(found.message.hasPrefix("repository name `rrrr") && found.message.hasSuffix("…` is longer than 248 bytes"), "\(found)")
+        #expect(found.location.line == 4)
+        try write("fine", "from: scratch\narch: x86_64\nrepos:\n  - name: \(name.dropLast())\n    servers: [/srv/$repo]\npackages: [busybox]\n")
+        #expect(try Recipe.load(folder + "/fine.yaml").repositories(for: 0)[0].name.count == 248)
+    }
+
     @Test("an unknown key suggests the nearest known key")
     func unknownKey() throws {
         try expect("from: base\npackges: [game]\n", at: 2, 1, "unknown key `packges`; did you mean `packages`?")

@@ -33,6 +33,7 @@ struct CheckTests {
         // while its .sig is not cached, and the demo's packages have none.)
         let noCopy = try Harness.run(["build", "--check", "--offline", layers + "/gaming.yaml", "--store", store])
         #expect(noCopy.status == 3 && noCopy.stderr.contains("there is no copy of repository demo yet"), "\(noCopy.stderr)")
+        #expect(noCopy.stderr.contains("/base.yaml:"), "the repository's place: \(noCopy.stderr)")
         #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", store]).status == 0)
         let offline = try Harness.run(["build", "--check", "--offline", layers + "/gaming.yaml", "--store", store])
         #expect(offline.status == 0 && offline.stdout.hasSuffix("\nreproducible\n"), "\(offline.stdout) \(offline.stderr)")
