@@ -121,8 +121,9 @@ public final class ImageTree {
         var right = [UInt8](repeating: 0, count: tail)
         let readA = sqfs_data_reader_read(reader.data, mine, full, &left, UInt32(tail))
         let readB = sqfs_data_reader_read(image.reader.data, theirs, full, &right, UInt32(tail))
-        guard readA == Int32(tail), readB == Int32(tail) else {
-            throw SquashfsError("read a fragment of \(reader.image) or \(image.reader.image)", min(readA, readB))
+        // A short read is a tail the image does not hold: damaged as much as a failed one.
+        for (read, path) in [(readA, reader.image), (readB, image.reader.image)] where read != Int32(tail) {
+            throw SquashfsError("read a fragment of \(path)", read < 0 ? read : SQFS_ERROR_CORRUPTED.rawValue, reading: true)
         }
         return memcmp(left, right, tail) == 0
     }
@@ -135,14 +136,14 @@ public final class ImageTree {
                 throw SquashfsError("read the fragment table", SQFS_ERROR_ALLOC.rawValue)
             }
             defer { sqfsDestroy(table) }
-            try sqfs("read the fragment table of \(reader.image)") {
+            try sqfsRead("read the fragment table of \(reader.image)") {
                 sqfs_frag_table_read(table, reader.file, reader.superblock, reader.compressor)
             }
             var all: [sqfs_fragment_t] = []
             all.reserveCapacity(Int(reader.superblock.pointee.fragment_entry_count))
             for number in 0..<reader.superblock.pointee.fragment_entry_count {
                 var entry = sqfs_fragment_t()
-                try sqfs("read the fragment table of \(reader.image)") { sqfs_frag_table_lookup(table, number, &entry) }
+                try sqfsRead("read the fragment table of \(reader.image)") { sqfs_frag_table_lookup(table, number, &entry) }
                 all.append(entry)
             }
             fragments = all

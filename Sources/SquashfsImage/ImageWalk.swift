@@ -42,7 +42,7 @@ struct ImageWalk {
         let superblock = reader.superblock.pointee
         guard let table = sqfs_id_table_create(0) else { throw SquashfsError("read ids", SQFS_ERROR_ALLOC.rawValue) }
         ids = table
-        try sqfs("read the id table of \(image)") {
+        try sqfsRead("read the id table of \(image)") {
             sqfs_id_table_read(table, reader.file, reader.superblock, reader.compressor)
         }
         if superblock.flags & UInt16(SQFS_FLAG_NO_XATTRS.rawValue) == 0, superblock.xattr_id_table_start != UInt64.max {
@@ -50,7 +50,7 @@ struct ImageWalk {
                 throw SquashfsError("read xattrs", SQFS_ERROR_ALLOC.rawValue)
             }
             xattrs = xr
-            try sqfs("read the xattr table of \(image)") {
+            try sqfsRead("read the xattr table of \(image)") {
                 sqfs_xattr_reader_load(xr, reader.superblock, reader.file, reader.compressor)
             }
         }
@@ -96,7 +96,7 @@ struct ImageWalk {
             let directoryPath = directory == 0 ? [] : tree.path(of: directory)
             let path = directory == 0 ? "/" : RawPath.display(directoryPath)
             var state = sqfs_readdir_state_t()
-            try sqfs("list \(path) in \(image)") { sqfs_readdir_state_init(&state, reader.superblock, inode) }
+            try sqfsRead("list \(path) in \(image)") { sqfs_readdir_state_init(&state, reader.superblock, inode) }
             let first = entries.count
             var previous: [UInt8]?
             while true {
@@ -105,7 +105,7 @@ struct ImageWalk {
                 var reference: UInt64 = 0
                 let status = sqfs_meta_reader_readdir(directoryTable, &state, &dirent, &number, &reference)
                 if status > 0 { break }
-                guard status == 0, let dirent else { throw SquashfsError("list \(path) in \(image)", status) }
+                guard status == 0, let dirent else { throw SquashfsError("list \(path) in \(image)", status, reading: true) }
                 defer { sqfs_free(dirent) }
                 let name = Array(
                     UnsafeBufferPointer(start: lc_sqfs_dir_entry_name(dirent), count: Int(dirent.pointee.size) + 1))
@@ -197,7 +197,7 @@ struct ImageWalk {
         -> UnsafeMutablePointer<sqfs_inode_generic_t>
     {
         var inode: UnsafeMutablePointer<sqfs_inode_generic_t>?
-        try sqfs("read \(path()) in \(reader.image)") {
+        try sqfsRead("read \(path()) in \(reader.image)") {
             sqfs_meta_reader_read_inode(inodeTable, reader.superblock, reference >> 16, Int(reference & 0xFFFF), &inode)
         }
         guard let inode else { throw SquashfsError("read \(path()) in \(reader.image)", SQFS_ERROR_INTERNAL.rawValue) }
@@ -214,10 +214,10 @@ struct ImageWalk {
         }
         var uid: UInt32 = 0
         var gid: UInt32 = 0
-        try sqfs("read the owner in \(reader.image)") {
+        try sqfsRead("read the owner in \(reader.image)") {
             sqfs_id_table_index_to_id(ids, inode.pointee.base.uid_idx, &uid)
         }
-        try sqfs("read the group in \(reader.image)") {
+        try sqfsRead("read the group in \(reader.image)") {
             sqfs_id_table_index_to_id(ids, inode.pointee.base.gid_idx, &gid)
         }
         var size: UInt64 = 0
@@ -259,16 +259,16 @@ struct ImageWalk {
         sqfs_inode_get_xattr_index(inode, &index)
         guard index != 0xFFFF_FFFF, let xattrs else { return [] }
         var description = sqfs_xattr_id_t()
-        try sqfs("read xattrs in \(reader.image)") { sqfs_xattr_reader_get_desc(xattrs, index, &description) }
-        try sqfs("read xattrs in \(reader.image)") { sqfs_xattr_reader_seek_kv(xattrs, &description) }
+        try sqfsRead("read xattrs in \(reader.image)") { sqfs_xattr_reader_get_desc(xattrs, index, &description) }
+        try sqfsRead("read xattrs in \(reader.image)") { sqfs_xattr_reader_seek_kv(xattrs, &description) }
         var result: [MergedTree.ExtendedAttribute] = []
         for _ in 0..<description.count {
             var key: UnsafeMutablePointer<sqfs_xattr_entry_t>?
-            try sqfs("read an xattr key in \(reader.image)") { sqfs_xattr_reader_read_key(xattrs, &key) }
+            try sqfsRead("read an xattr key in \(reader.image)") { sqfs_xattr_reader_read_key(xattrs, &key) }
             guard let key else { break }
             defer { sqfs_free(key) }
             var value: UnsafeMutablePointer<sqfs_xattr_value_t>?
-            try sqfs("read an xattr value in \(reader.image)") { sqfs_xattr_reader_read_value(xattrs, key, &value) }
+            try sqfsRead("read an xattr value in \(reader.image)") { sqfs_xattr_reader_read_value(xattrs, key, &value) }
             guard let value else { break }
             defer { sqfs_free(value) }
             // libsquashfs hands the key back whole ("user.note"), NUL-terminated; `size` counts the

@@ -7,9 +7,14 @@ public struct SquashfsError: LayerError {
     /// libsquashfs's error code (`SQFS_ERROR_…`).
     public let sqfsCode: Int32
 
-    public init(_ operation: String, _ code: Int32) {
+    /// Whether the call read an image: a block that does not decompress is then the image's fault
+    /// (damaged, or made so), not the compressor's.
+    public let reading: Bool
+
+    public init(_ operation: String, _ code: Int32, reading: Bool = false) {
         self.operation = operation
         self.sqfsCode = code
+        self.reading = reading
     }
 
     /// A file that is no squashfs image at all is the wrong operand; an image that breaks the format
@@ -17,6 +22,7 @@ public struct SquashfsError: LayerError {
     public var code: ErrorCode {
         switch sqfsCode {
         case SFQS_ERROR_SUPER_MAGIC.rawValue: .input
+        case SQFS_ERROR_COMPRESSOR.rawValue where reading: .damaged
         case SQFS_ERROR_ALLOC.rawValue, SQFS_ERROR_IO.rawValue, SQFS_ERROR_INTERNAL.rawValue,
             SQFS_ERROR_COMPRESSOR.rawValue, SQFS_ERROR_SEQUENCE.rawValue, SQFS_ERROR_ARG_INVALID.rawValue:
             .system
@@ -25,7 +31,9 @@ public struct SquashfsError: LayerError {
     }
 
     public var message: String { "\(operation) failed" }
-    public var cause: (any Error)? { Reason(Self.text(sqfsCode)) }
+    public var cause: (any Error)? {
+        Reason(reading && sqfsCode == SQFS_ERROR_COMPRESSOR.rawValue ? "a block does not decompress" : Self.text(sqfsCode))
+    }
 
     static func text(_ code: Int32) -> String {
         switch code {
@@ -56,4 +64,10 @@ public struct SquashfsError: LayerError {
 func sqfs(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws {
     let status = call()
     if status != 0 { throw SquashfsError(operation(), status) }
+}
+
+/// `sqfs` for a call that reads an image (`SquashfsError.reading`).
+func sqfsRead(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws {
+    let status = call()
+    if status != 0 { throw SquashfsError(operation(), status, reading: true) }
 }

@@ -35,7 +35,7 @@ public final class SquashfsReader {
         if status != 0 {
             superblock.deallocate()
             sqfs_destroy(file)
-            throw SquashfsError("read \(image) as a squashfs image", status)
+            throw SquashfsError("read \(image) as a squashfs image", status, reading: true)
         }
         var config = sqfs_compressor_config_t()
         status = sqfs_compressor_config_init(
@@ -77,7 +77,7 @@ public final class SquashfsReader {
             sqfs_destroy(compressor)
             superblock.deallocate()
             sqfs_destroy(file)
-            throw SquashfsError("read the fragment table of \(image)", status)
+            throw SquashfsError("read the fragment table of \(image)", status, reading: true)
         }
         self.file = file
         self.superblock = superblock
@@ -99,18 +99,18 @@ public final class SquashfsReader {
         let inode = try resolve(path)
         defer { sqfs_free(inode) }
         guard Self.kind(of: inode) == .directory else { throw notA("directory", path) }
-        try sqfs("list \(path) in \(image)") { sqfs_dir_reader_open_dir(directories, inode, 0) }
+        try sqfsRead("list \(path) in \(image)") { sqfs_dir_reader_open_dir(directories, inode, 0) }
         var entries: [Entry] = []
         while true {
             var entry: UnsafeMutablePointer<sqfs_dir_entry_t>?
             let status = sqfs_dir_reader_read(directories, &entry)
             if status > 0 { break }
-            guard status == 0, let entry else { throw SquashfsError("list \(path) in \(image)", status) }
+            guard status == 0, let entry else { throw SquashfsError("list \(path) in \(image)", status, reading: true) }
             defer { sqfs_free(entry) }
             let name = Array(
                 UnsafeBufferPointer(start: lc_sqfs_dir_entry_name(entry), count: Int(entry.pointee.size) + 1))
             var child: UnsafeMutablePointer<sqfs_inode_generic_t>?
-            try sqfs("read \(path) in \(image)") { sqfs_dir_reader_get_inode(directories, &child) }
+            try sqfsRead("read \(path) in \(image)") { sqfs_dir_reader_get_inode(directories, &child) }
             guard let child else { throw SquashfsError("read \(path) in \(image)", SQFS_ERROR_INTERNAL.rawValue) }
             defer { sqfs_free(child) }
             var size: UInt64 = 0
@@ -157,7 +157,7 @@ public final class SquashfsReader {
         var offset: UInt64 = 0
         while offset < size {
             let count = sqfs_data_reader_read(data, inode, offset, buffer, UInt32(min(UInt64(chunk), size - offset)))
-            if count < 0 { throw SquashfsError("read \(path()) in \(image)", count) }
+            if count < 0 { throw SquashfsError("read \(path()) in \(image)", count, reading: true) }
             if count == 0 { break }
             try body(UnsafeRawBufferPointer(start: buffer, count: Int(count)))
             offset += UInt64(count)
@@ -199,7 +199,7 @@ public final class SquashfsReader {
     /// The inode at `components` below the root, none of them a symlink.
     private func find(_ components: [String], for path: String) throws -> UnsafeMutablePointer<sqfs_inode_generic_t> {
         var root: UnsafeMutablePointer<sqfs_inode_generic_t>?
-        try sqfs("read the root of \(image)") { sqfs_dir_reader_get_root_inode(directories, &root) }
+        try sqfsRead("read the root of \(image)") { sqfs_dir_reader_get_root_inode(directories, &root) }
         guard let root else { throw SquashfsError("read the root of \(image)", SQFS_ERROR_INTERNAL.rawValue) }
         if components.isEmpty { return root }
         defer { sqfs_free(root) }
@@ -209,7 +209,7 @@ public final class SquashfsReader {
         case 0: break
         case SQFS_ERROR_NO_ENTRY.rawValue: throw SystemError("find \(path) in", image, errno: ENOENT)
         case SQFS_ERROR_NOT_DIR.rawValue: throw SystemError("find \(path) in", image, errno: ENOTDIR)
-        default: throw SquashfsError("find \(path) in \(image)", status)
+        default: throw SquashfsError("find \(path) in \(image)", status, reading: true)
         }
         guard let found else { throw SquashfsError("find \(path) in \(image)", SQFS_ERROR_INTERNAL.rawValue) }
         return found

@@ -89,6 +89,22 @@ struct DamagedImageTests {
             sourceLocation: sourceLocation)
     }
 
+    @Test("A metadata block that does not decompress is damage (exit 7), not the compressor's failure")
+    func undecompressable() throws {
+        let (folder, _, _) = try make()
+        let path = try Harness.temporaryDirectory("damaged-gzip") + "/image.squashfs"
+        // mksquashfs's defaults: gzip, whose zlib stream ends with a checksum, and metadata compressed.
+        let made = try KernelMount.run(
+            "/usr/bin/mksquashfs", [folder, path, "-comp", "gzip", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0"])
+        #expect(made.status == 0, "\(made.output)")
+        var image = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: path))))
+        let header = image.u16(image.inodeTable)
+        #expect(header & 0x8000 == 0, "the inode table's first block is stored compressed")
+        let middle = image.inodeTable + 2 + (header & 0x7FFF) / 2
+        image.bytes[middle] ^= 0xFF
+        try expectRefused(image, against: folder, saying: "a block does not decompress")
+    }
+
     @Test("The image as written reads as the same as its folder; unsquashfs reads it")
     func undamaged() throws {
         let (folder, _, path) = try make()
