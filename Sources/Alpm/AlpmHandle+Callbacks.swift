@@ -1,6 +1,6 @@
 import CAlpm
 import CLayerSupport
-import Glibc
+import LayerSupport
 
 /// libalpm's callbacks carry a context pointer; ours is the handle itself, unretained, because the
 /// callbacks are cleared with the handle in `alpm_release`.
@@ -62,7 +62,7 @@ extension AlpmHandle {
     private func handleProgress(
         _ step: alpm_progress_t, package: String, percent: Int32, current: Int, total: Int
     ) {
-        let now = monotonicSeconds()
+        let now = MonotonicClock.seconds()
         if let last = lastProgress, last.step == step, last.package == package, last.current == current,
             last.percent == percent || (percent < 100 && now - last.at < Self.reportInterval)
         {
@@ -82,7 +82,7 @@ extension AlpmHandle {
             }
             let downloaded = Int64(progress.downloaded), total = Int64(progress.total)
             let step = total > 0 ? downloaded * 100 / total : downloaded >> 20
-            let now = monotonicSeconds()
+            let now = MonotonicClock.seconds()
             if let last = downloadSteps[file],
                 last.step == step || (downloaded != total && now - last.at < Self.reportInterval)
             {
@@ -135,11 +135,4 @@ extension AlpmHandle {
             question.pointee.any.answer = 0
         }
     }
-}
-
-/// Seconds on the monotonic clock, for spacing reports.
-private func monotonicSeconds() -> Double {
-    var now = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &now)
-    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }

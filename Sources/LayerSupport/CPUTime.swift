@@ -24,7 +24,8 @@ package enum CPUTime {
         return seconds(usage)
     }
 
-    private static func seconds(_ usage: rusage) -> Double {
+    /// User and system time of `usage`, in seconds.
+    package static func seconds(_ usage: rusage) -> Double {
         Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 }

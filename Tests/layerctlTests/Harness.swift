@@ -65,8 +65,7 @@ enum Harness {
     static func childrenCPU() -> Double {
         var usage = rusage()
         getrusage(RUSAGE_CHILDREN.rawValue, &usage)
-        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
-            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        return CPUTime.seconds(usage)
     }
 
     /// Starts layerctl with `arguments`, its output thrown away, and returns it running.
