@@ -1,4 +1,5 @@
 import Foundation
+import LayerSupport
 import Yams
 
 /// Typed access to YAML nodes, each failure naming what was expected and where.
@@ -81,24 +82,4 @@ extension LayerFileParser {
         }
         return FileLocation(file: path, line: mark.line, column: mark.column)
     }
-}
-
-/// A value from a layer file as a message quotes it: in backquotes, at most 40 characters (a 10 MB
-/// value is not echoed back whole), control characters escaped, so one mistake is one line.
-func quote(_ text: String) -> String {
-    var shown = ""
-    for (count, character) in text.enumerated() {
-        if count == 40 {
-            shown += "…"
-            break
-        }
-        if let scalar = character.unicodeScalars.first, character.unicodeScalars.count == 1,
-            scalar.value < 0x20 || scalar.value == 0x7F
-        {
-            shown += String(format: "\\x%02X", scalar.value)
-        } else {
-            shown.append(character)
-        }
-    }
-    return "`" + shown + "`"
 }

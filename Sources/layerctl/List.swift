@@ -61,8 +61,3 @@ extension LayerCtl {
         }
     }
 }
-
-/// "1 package", "2 packages": `count` and the noun, in the plural unless the count is one.
-func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
-    "\(count) " + (count == 1 ? noun : plural ?? noun + "s")
-}
