@@ -140,11 +140,11 @@ public struct ImagePull {
         } catch {
             throw RegistryError(.input, "\(resolved): the image config is not an OCI image config", cause: error)
         }
-        guard config.os == "linux" else { throw RegistryError(.input, "\(resolved) is an image for \(config.os), not linux") }
+        guard config.os == "linux" else { throw RegistryError(.input, "\(resolved) is an image for \(quote(config.os)), not linux") }
         guard config.rootfs.diffIDs.count == manifest.layers.count else {
             throw RegistryError(
                 .input,
-                "\(resolved): the config lists \(config.rootfs.diffIDs.count) diff_ids for the manifest's \(manifest.layers.count) layers")
+                "\(resolved): the config lists \(counted(config.rootfs.diffIDs.count, "diff_id")) for the manifest's \(counted(manifest.layers.count, "layer"))")
         }
         if let name, let owner = try store.ref(name), store.contains(owner), try store.record(owner).origin == nil {
             throw RegistryError(
@@ -171,7 +171,7 @@ public struct ImagePull {
             }
         }
         for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
-            guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(diffID) is no sha256 digest") }
+            guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(quote(diffID)) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
             let layerName =
                 (index == manifest.layers.count - 1 ? name : nil)
@@ -278,11 +278,17 @@ public struct ImagePull {
             do { index = try JSONDecoder().decode(OCIImage.Index.self, from: fetched.data) } catch {
                 throw RegistryError(.input, "\(reference): the image index does not decode", cause: error)
             }
-            let platforms = index.manifests.map { "\($0.platform?.os ?? "?")/\($0.platform?.architecture ?? "?")" }
+            // What the index offers, for the message when it offers no image for this machine.
+            let platforms = Set(index.manifests.map { quote("\($0.platform?.os ?? "?")/\($0.platform?.architecture ?? "?")") })
+            let offered = platforms.count > 8 ? platforms.sorted().prefix(8).joined(separator: ", ") + ", …" : platforms.sorted().joined(separator: ", ")
             guard let chosen = index.manifests.first(where: { $0.platform?.os == "linux" && $0.platform?.architecture == architecture })
             else {
                 throw RegistryError(
-                    .input, "\(reference) has no image for linux/\(architecture), only \(platforms.joined(separator: ", "))")
+                    .input, "\(reference) has no image for linux/\(architecture), only \(offered)")
+            }
+            // By digest only: a tag (or a path) there would fetch what no digest fixes.
+            guard ImageReference.isDigest(chosen.digest) else {
+                throw RegistryError(.input, "\(reference): the index names manifest \(quote(chosen.digest)), which is no sha256 digest")
             }
             guard let image = try client.manifest(reference.repository, chosen.digest) else {
                 throw RegistryError(.input, "\(reference): the index names manifest \(chosen.digest), which the registry lacks")
@@ -304,7 +310,7 @@ public struct ImagePull {
         }
         for layer in manifest.layers {
             guard OCIImage.MediaType.layers.contains(layer.mediaType) else {
-                throw RegistryError(.input, "\(reference): layer \(layer.digest) is a \(layer.mediaType), not a tar layer")
+                throw RegistryError(.input, "\(reference): layer \(quote(layer.digest)) is a \(quote(layer.mediaType)), not a tar layer")
             }
             guard ImageReference.isDigest(layer.digest), layer.size >= 0 else {
                 throw RegistryError(.input, "\(reference): a layer descriptor has no sha256 digest or a negative size")

@@ -64,7 +64,7 @@ public struct OCILayerReader {
         let archive = try open(raw: true)
         defer { archive_read_free(archive) }
         var header: OpaquePointer?
-        guard archive_read_next_header(archive, &header) == ARCHIVE_OK else { throw failure("read", archive) }
+        guard archive_read_next_header(archive, &header) == ARCHIVE_OK else { throw failure("reading it", archive) }
         var hasher = SHA256()
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
@@ -128,7 +128,7 @@ public struct OCILayerReader {
             let raw = try open(raw: true, decompressing: !plainTar)
             defer { archive_read_free(raw) }
             var header: OpaquePointer?
-            guard archive_read_next_header(raw, &header) == ARCHIVE_OK else { throw failure("read", raw) }
+            guard archive_read_next_header(raw, &header) == ARCHIVE_OK else { throw failure("reading it", raw) }
             let stream = HashedStream(raw: raw, source: self.stream, hashing: !plainTar)
             defer { stream.stop() }
             guard let archive = archive_read_new() else { throw LayerBlobError(message: "cannot read \(blob)") }
@@ -143,8 +143,10 @@ public struct OCILayerReader {
             while true {
                 let status = archive_read_next_header(archive, &header)
                 if status == ARCHIVE_EOF { break }
-                guard status >= ARCHIVE_WARN, let header else {
-                    throw stream.failure ?? failure("read the next entry of", archive)
+                // ARCHIVE_RETRY is a header that does not check out ("Damaged tar archive"): no
+                // entry, though libarchive would skip to the next one that does.
+                guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let header else {
+                    throw stream.failure ?? failure("reading its next entry", archive)
                 }
                 do { try unpacking.take(header, from: archive) } catch { throw stream.failure ?? error }
             }
@@ -291,14 +293,14 @@ public struct OCILayerReader {
         let opened = stream.map { archive_read_open_fd(archive, $0, 1 << 20) } ?? archive_read_open_filename(archive, blob, 1 << 20)
         if opened != ARCHIVE_OK {
             defer { archive_read_free(archive) }
-            throw failure("open", archive)
+            throw failure("opening it", archive)
         }
         return archive
     }
 
     private func failure(_ operation: String, _ archive: OpaquePointer) -> LayerBlobError {
         let why = archive_error_string(archive).map { String(cString: $0) } ?? "libarchive failed"
-        return LayerBlobError(message: "\(operation) the layer blob \(blob) failed: \(why)")
+        return LayerBlobError(message: "the layer blob \(blob) does not unpack: \(why) (\(operation))")
     }
 }
 

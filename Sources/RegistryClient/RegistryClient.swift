@@ -380,7 +380,7 @@ public final class RegistryClient {
             guard let realm = parameters["realm"], var components = URLComponents(string: realm),
                 components.scheme == "https" || (components.scheme == "http" && transfer.allowPlainHTTP)
             else {
-                throw RegistryError(.system, "\(registry) names no usable token realm in its challenge: \(challenge)")
+                throw RegistryError(.system, "\(registry) names no usable token realm in its challenge: \(quote(challenge))")
             }
             var items = components.queryItems ?? []
             if let service = parameters["service"] { items.append(URLQueryItem(name: "service", value: service)) }
@@ -392,16 +392,18 @@ public final class RegistryClient {
             if response.status == 401 || response.status == 403 {
                 throw RegistryError(.input, "\(registry)'s token service refused \(credentials?.description ?? "anonymous access")")
             }
-            try expect(response, [200], "get a token from \(realm)")
+            try expect(response, [200], "get a token from \(quote(realm))")
             struct Token: Decodable {
                 var token: String?
                 var access_token: String?
             }
-            guard let token = try? JSONDecoder().decode(Token.self, from: response.body), let value = token.token ?? token.access_token
-            else { throw RegistryError(.system, "\(realm) sent no token") }
+            // The token goes into a header line of each request: no control character may end it.
+            guard let token = try? JSONDecoder().decode(Token.self, from: response.body), let value = token.token ?? token.access_token,
+                !value.isEmpty, value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) })
+            else { throw RegistryError(.system, "\(quote(realm)) sent no token") }
             tokens[scopes.joined(separator: " ")] = value
         default:
-            throw RegistryError(.system, "\(registry) asks for authentication it does not name: \(challenge)")
+            throw RegistryError(.system, "\(registry) asks for authentication it does not name: \(quote(challenge))")
         }
     }
 
