@@ -37,6 +37,11 @@ struct TransportError: Error, CustomStringConvertible {
     let detail: String
     var description: String { detail }
 
+    /// The server's doing: a redirect to what layerctl does not follow (`file:`, plain HTTP from
+    /// HTTPS, a sixth redirect). Requests name http or https URLs of the registry's own, so only a
+    /// redirect leads to these.
+    var isTheServers: Bool { [CURLE_UNSUPPORTED_PROTOCOL, CURLE_TOO_MANY_REDIRECTS].contains(code) }
+
     /// Worth another try: the server or the path to it may be back in a moment.
     var isTransient: Bool {
         [

@@ -350,7 +350,7 @@ public final class RegistryClient {
         } catch let error as TransportError where error.isTransient {
             throw Transient(reason: error.detail)
         } catch let error as TransportError {
-            throw RegistryError(.system, "\(request.method) \(request.url) failed", cause: Reason(error.detail))
+            throw RegistryError(error.isTheServers ? .input : .system, "\(request.method) \(request.url) failed", cause: Reason(error.detail))
         }
         if response.status >= 500 || response.status == 429 {
             throw Transient(reason: "the registry answered \(response.status)\(Self.errorSummary(response))")
@@ -380,7 +380,7 @@ public final class RegistryClient {
             guard let realm = parameters["realm"], var components = URLComponents(string: realm),
                 components.scheme == "https" || (components.scheme == "http" && transfer.allowPlainHTTP)
             else {
-                throw RegistryError(.system, "\(registry) names no usable token realm in its challenge: \(quote(challenge))")
+                throw RegistryError(.input, "\(registry) names no usable token realm in its challenge: \(quote(challenge))")
             }
             var items = components.queryItems ?? []
             if let service = parameters["service"] { items.append(URLQueryItem(name: "service", value: service)) }
@@ -400,10 +400,10 @@ public final class RegistryClient {
             // The token goes into a header line of each request: no control character may end it.
             guard let token = try? JSONDecoder().decode(Token.self, from: response.body), let value = token.token ?? token.access_token,
                 !value.isEmpty, value.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) })
-            else { throw RegistryError(.system, "\(quote(realm)) sent no token") }
+            else { throw RegistryError(.input, "\(quote(realm)) sent no token") }
             tokens[scopes.joined(separator: " ")] = value
         default:
-            throw RegistryError(.system, "\(registry) asks for authentication it does not name: \(quote(challenge))")
+            throw RegistryError(.input, "\(registry) asks for authentication it does not name: \(quote(challenge))")
         }
     }
 

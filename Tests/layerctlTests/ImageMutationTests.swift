@@ -20,33 +20,6 @@ struct ImageMutationTests {
     /// How many random mutants a run pulls, after the systematic ones.
     static let mutants = 150
 
-    /// scripts/registry-files.py: a read-only registry serving a folder's files as they are.
-    final class FilesRegistry {
-        private let helper: PythonHelper
-        var folder: String { helper.folder }
-        var host: String { "127.0.0.1:\(helper.port)" }
-
-        init() throws {
-            helper = try PythonHelper("registry-files.py", folderName: "files-registry") { ["--folder", $0] }
-        }
-
-        /// Serves `data` as a blob; returns its digest.
-        @discardableResult
-        func blob(_ data: Data) throws -> String {
-            let digest = "sha256:" + Digest.sha256(data)
-            try data.write(to: URL(fileURLWithPath: folder + "/blobs/" + digest))
-            return digest
-        }
-
-        /// Serves `data` as the manifest `reference`, with `mediaType` as its Content-Type.
-        func manifest(_ reference: String, _ data: Data, mediaType: String = ImageParts.manifestType) throws {
-            try data.write(to: URL(fileURLWithPath: folder + "/manifests/" + reference))
-            try mediaType.write(toFile: folder + "/manifests/" + reference + ".type", atomically: true, encoding: .utf8)
-        }
-
-        func stop() { helper.stop() }
-    }
-
     /// A two-layer image: the first a plain tar, the second zstd; every part as JSON values.
     struct ImageParts {
         static let manifestType = "application/vnd.oci.image.manifest.v1+json"
@@ -351,5 +324,66 @@ struct ImageMutationTests {
         let short = try pull("short")
         #expect(short.status == 3, "\(short.stderr)")
         #expect(short.stderr.contains("the config lists 1 diff_id for the manifest's 2 layers"), "\(short.stderr)")
+    }
+
+    @Test("a registry's answers: a redirect to file: or round in a loop, a realm on file:, a token with a line break: one line, exit 3; credentials stay with their registry")
+    func answers() throws {
+        let work = try Harness.temporaryDirectory("mutation-answers")
+        let registry = try FilesRegistry()
+        defer { registry.stop() }
+        let other = try FilesRegistry()
+        defer { other.stop() }
+        let parts = try Self.parts(in: work)
+        for blob in parts.blobs { try registry.blob(blob) }
+        let manifest = try Self.json(
+            try ImageParts.manifest(config: try Self.json(parts.config), layers: parts.layers, registry: registry))
+        for tag in ["file", "loop", "realm", "token", "moved"] { try registry.manifest(tag, manifest) }
+        func pull(_ tag: String, environment: [String: String] = [:]) throws -> Harness.Result {
+            let store = try Harness.temporaryDirectory("mutation-pull")
+            defer { try? FileManager.default.removeItem(atPath: store) }
+            return try Harness.run(["pull", "\(registry.host)/stranger/image:\(tag)", "--store", store], environment: environment)
+        }
+        func refused(_ result: Harness.Result, saying text: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            let lines = result.stderr.split(separator: "\n")
+            #expect(result.status == 3, "\(result.stderr)", sourceLocation: sourceLocation)
+            #expect(lines.count == 1 && lines[0].hasPrefix("layerctl: ") && lines[0].contains(text), "\(result.stderr)", sourceLocation: sourceLocation)
+        }
+
+        // Redirects: to a file of this machine, and to itself for ever. libcurl follows http and
+        // https only, five times at most.
+        try registry.beside("manifests/file", "status", "302")
+        try registry.beside("manifests/file", "headers", "Location: file:///etc/passwd\n")
+        let file = try pull("file")
+        refused(file, saying: "Protocol \"file\" not supported")
+        #expect(!file.stderr.contains("root:"))
+        try registry.beside("manifests/loop", "status", "302")
+        try registry.beside("manifests/loop", "headers", "Location: http://\(registry.host)/v2/stranger/image/manifests/loop\n")
+        refused(try pull("loop"), saying: "Maximum (5) redirects followed")
+
+        // Challenges: a token realm that is a file, and a token that would end its header line.
+        try registry.beside("manifests/realm", "auth", #"Bearer realm="file:///etc/passwd",service="x""#)
+        refused(try pull("realm"), saying: "names no usable token realm in its challenge: `Bearer realm=\"file:///etc/passwd\"")
+        try registry.beside("manifests/token", "auth", #"Bearer realm="http://\#(registry.host)/token",service="x""#)
+        try #"{"token":"abc\r\nX-Injected: 1"}"#.write(toFile: registry.folder + "/token", atomically: true, encoding: .utf8)
+        refused(try pull("token"), saying: "/token` sent no token")
+        #expect(try registry.requests().allSatisfy { $0.headers["X-Injected"] == nil })
+
+        // A registry that sends its blobs from another host (as Docker Hub's from a CDN): the
+        // credentials the user gave for the registry do not go with them.
+        try registry.beside("manifests/moved", "auth", #"Basic realm="stranger""#)
+        for (blob, layer) in zip(parts.blobs, parts.layers) {
+            let digest = try #require(layer["digest"] as? String)
+            try other.blob(blob)
+            try registry.beside("blobs/" + digest, "status", "307")
+            try registry.beside("blobs/" + digest, "headers", "Location: http://\(other.host)/v2/stranger/image/blobs/\(digest)\n")
+        }
+        let auth = work + "/auth.json"
+        try #"{"auths":{"\#(registry.host)":{"auth":"\#(Data("user:secret".utf8).base64EncodedString())"}}}"#
+            .write(toFile: auth, atomically: true, encoding: .utf8)
+        let moved = try pull("moved", environment: ["REGISTRY_AUTH_FILE": auth])
+        #expect(moved.status == 0, "\(moved.stderr)")
+        #expect(try registry.requests().contains { $0.path.contains("/blobs/") && $0.headers["Authorization"] != nil })
+        let sent = try other.requests()
+        #expect(sent.count == 2 && sent.allSatisfy { $0.headers["Authorization"] == nil }, "\(sent)")
     }
 }

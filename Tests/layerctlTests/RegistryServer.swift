@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 import Testing
 
 /// Debian's `docker-registry` (the `distribution` server) on a free port of 127.0.0.1, with a
@@ -221,6 +222,49 @@ final class TokenServer {
     init(users: [String: String]) throws {
         helper = try PythonHelper("registry-token.py", folderName: "tokens") { folder in
             ["--folder", folder] + users.map { ["--user", "\($0.key):\($0.value)"] }.joined()
+        }
+    }
+
+    func stop() { helper.stop() }
+}
+
+/// scripts/registry-files.py: a read-only registry that serves a folder's files as they are, with
+/// the statuses and headers written beside them, and logs each request (`requests`).
+final class FilesRegistry {
+    private let helper: PythonHelper
+    var folder: String { helper.folder }
+    var host: String { "127.0.0.1:\(helper.port)" }
+
+    init() throws {
+        helper = try PythonHelper("registry-files.py", folderName: "files-registry") { ["--folder", $0] }
+    }
+
+    /// Serves `data` as a blob; returns its digest.
+    @discardableResult
+    func blob(_ data: Data) throws -> String {
+        let digest = "sha256:" + Digest.sha256(data)
+        try data.write(to: URL(fileURLWithPath: folder + "/blobs/" + digest))
+        return digest
+    }
+
+    /// Serves `data` as the manifest `reference`, with `mediaType` as its Content-Type.
+    func manifest(_ reference: String, _ data: Data, mediaType: String = "application/vnd.oci.image.manifest.v1+json") throws {
+        try data.write(to: URL(fileURLWithPath: folder + "/manifests/" + reference))
+        try mediaType.write(toFile: folder + "/manifests/" + reference + ".type", atomically: true, encoding: .utf8)
+    }
+
+    /// Serves `text` as `file`'s status, headers or challenge (`suffix`: "status", "headers",
+    /// "auth"; `file` relative to the folder, as "manifests/TAG").
+    func beside(_ file: String, _ suffix: String, _ text: String) throws {
+        try text.write(toFile: folder + "/" + file + "." + suffix, atomically: true, encoding: .utf8)
+    }
+
+    /// Each request it answered: method, path and headers.
+    func requests() throws -> [(method: String, path: String, headers: [String: String])] {
+        let text = (try? String(contentsOfFile: folder + "/requests.log", encoding: .utf8)) ?? ""
+        return try text.split(separator: "\n").map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            return (object?["method"] as? String ?? "", object?["path"] as? String ?? "", object?["headers"] as? [String: String] ?? [:])
         }
     }
 
