@@ -67,10 +67,13 @@ public struct AlpmError: LayerError, Codable {
 
     public var code: ErrorCode { .packages }
     /// What failed: the operation and its subject.
-    public var message: String { subject.map { "\(operation) \($0) failed" } ?? "\(operation) failed" }
+    public var message: String { subject.map { "\(operation) \(clip($0, to: 200)) failed" } ?? "\(operation) failed" }
     /// libalpm's words, then the further lines, in one line (an error is one line: a newline in it
-    /// would be shown as `\x0a`).
+    /// would be shown as `\x0a`). The lines quote a repository's database, which a stranger may
+    /// write: each is cut to 160 characters, and past the sixth they are counted.
     public var cause: (any Error)? {
-        Reason(([reason] + details.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }).joined(separator: "; "))
+        let lines = details.map { clip($0.trimmingCharacters(in: .whitespacesAndNewlines), to: 160) }
+        let shown = lines.count > 6 ? lines.prefix(5) + ["and \(lines.count - 5) more"] : lines[...]
+        return Reason(([reason] + shown).joined(separator: "; "))
     }
 }

@@ -11,8 +11,14 @@ extension AlpmHandle {
             guard let context, let event else { return }
             AlpmHandle.from(context).handle(event: event)
         }, context), "set event callback")
-        try check(alpm_option_set_questioncb(raw, { _, question in
+        try check(alpm_option_set_questioncb(raw, { context, question in
             guard let question else { return }
+            if let context, question.pointee.type == ALPM_QUESTION_CORRUPTED_PKG {
+                let corrupted = question.pointee.corrupted
+                AlpmHandle.from(context).corruptedFiles.append(
+                    ((string(corrupted.filepath) ?? "?").split(separator: "/").last.map(String.init) ?? "?",
+                     String(cString: alpm_strerror(corrupted.reason))))
+            }
             AlpmHandle.answer(question)
         }, context), "set question callback")
         try check(alpm_option_set_progresscb(raw, { context, progress, package, percent, howMany, current in

@@ -13,6 +13,9 @@ public final class AlpmHandle {
     var currentPackage: String?
     /// Error lines libalpm logged since the current operation began, for the error it may end in.
     var recentErrors: [String] = []
+    /// The package files libalpm found corrupted (its question whether to delete one), with why:
+    /// a commit that fails on them hands back no list to name them by.
+    var corruptedFiles: [(file: String, reason: String)] = []
     /// The last progress reported, and each download's last whole percent (or MiB) and when it
     /// was reported: libalpm calls back for every file and every chunk, and the observer hears a
     /// change at most every `reportInterval` seconds, besides each package's and download's start

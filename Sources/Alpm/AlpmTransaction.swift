@@ -45,6 +45,12 @@ public struct PackageFile: Hashable, Sendable, Codable {
         self.downloadSize = downloadSize
         self.installedSize = installedSize
     }
+
+    /// Whether `text` can be a package's file name, as a database gives it: a name in the
+    /// repository's folder and the cache (at most 255 bytes, as Linux holds to), never a path.
+    public static func isFileName(_ text: String) -> Bool {
+        !text.isEmpty && text.utf8.count <= 255 && !text.contains("/") && text != "." && text != ".."
+    }
 }
 
 /// What a prepared transaction would do.
@@ -79,13 +85,22 @@ extension AlpmHandle {
             let resolution = self.currentResolution()
             if resolution.install.isEmpty && resolution.remove.isEmpty { return resolution }
             self.operationErrors.removeAll()
+            self.corruptedFiles.removeAll()
             var data: UnsafeMutablePointer<alpm_list_t>?
             if alpm_trans_commit(self.raw, &data) != 0 {
                 // alpm_errno first: the calls below may change it.
                 let errno = alpm_errno(self.raw)
-                let described = Self.describe(data, errno)
+                var described = Self.describe(data, errno)
                 let unknown = self.recentErrors.contains { $0.contains("key") } ? self.packagesWithUnknownKeys() : []
                 if !unknown.isEmpty { throw AlpmError(missingKeys: unknown, code: Int32(errno.rawValue)) }
+                // A package whose file is not what its database says (its checksum, its signature)
+                // is named only in libalpm's question whether to delete it.
+                if described.lines.isEmpty && !self.corruptedFiles.isEmpty {
+                    described.lines = self.corruptedFiles.map { "\($0.file): \($0.reason)" }
+                    described.packages = self.corruptedFiles.compactMap { corrupted in
+                        resolution.install.first { $0.filename == corrupted.file }?.name
+                    }
+                }
                 throw AlpmError(
                     errno: errno, operation: "commit transaction", details: described.lines + self.recentErrors,
                     packages: described.packages)

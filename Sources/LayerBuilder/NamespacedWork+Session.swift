@@ -95,7 +95,7 @@ extension NamespacedWork {
                     if sent < 0 && errno == EINTR { continue }
                     if sent <= 0 {
                         let status = end()
-                        throw BuildFailure("the \(role.rawValue) work ended with status \(status) before it was given its job", code: .system)
+                        throw BuildFailure("the \(role.rawValue) work \(exitWords(status)) before it was given its job", code: .system)
                     }
                     offset += sent
                 }
@@ -121,7 +121,7 @@ extension NamespacedWork {
             }
             guard let answer else {
                 let status = end()
-                throw BuildFailure("the \(role.rawValue) work ended with status \(status) before it answered", code: .system)
+                throw BuildFailure("the \(role.rawValue) work \(exitWords(status)) before it answered", code: .system)
             }
             return answer
         }

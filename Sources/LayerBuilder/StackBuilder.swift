@@ -109,7 +109,8 @@ public final class StackBuilder {
             } catch let error as AlpmError {
                 throw locate(error, in: layer)
             } catch let failure as BuildFailure where failure.location == nil {
-                throw BuildFailure(failure, at: layer.fromLocation.description)  // the layers below: what `from:` names
+                // The layers below, which `from:` names; with none, the packages asked for.
+                throw BuildFailure(failure, at: parentTrees.isEmpty ? place : layer.fromLocation.description)
             }
             let resolution = resolved.resolution
             let lock = try LayerLock(

@@ -25,3 +25,10 @@ public func quote(_ text: String) -> String {
 public func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
     "\(count) " + (count == 1 ? noun : plural ?? noun + "s")
 }
+
+/// `text` cut to at most `characters` characters, ending with "…" when cut: for words a message
+/// takes from a stranger that are not one value (libalpm's lines about a repository's packages).
+public func clip(_ text: String, to characters: Int) -> String {
+    guard text.count > characters else { return text }
+    return String(text.prefix(characters - 1)) + "…"
+}

@@ -72,6 +72,15 @@ package func waitForExit(_ pid: pid_t, counting work: String? = nil) -> Int32 {
     return 128 + (status & 0x7f)
 }
 
+/// How a process ended, in words, from `waitForExit`'s code: "ended with status 1", or "was
+/// killed by signal 11 (Segmentation fault)" (for a child that runs libalpm or libarchive on a
+/// stranger's bytes, a crash on them).
+package func exitWords(_ code: Int32) -> String {
+    guard code > 128 else { return "ended with status \(code)" }
+    let name = strsignal(code - 128).map { String(cString: $0) } ?? "?"
+    return "was killed by signal \(code - 128) (\(name))"
+}
+
 /// The path of the running executable, for re-executing it for namespaced work.
 package func currentExecutable() -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)

@@ -33,4 +33,12 @@ struct LayerErrorTests {
         #expect(errorCode(of: Foreign()) == .system)
         #expect(Set(ErrorCode.allCases.map(\.rawValue)).count == ErrorCode.allCases.count)
     }
+
+    @Test("a process's end in words, from real processes: a status, and a signal with its name")
+    func exitInWords() throws {
+        let exited = try capture("/bin/sh", ["-c", "exit 3"], quiet: true)
+        #expect(exitWords(exited.status) == "ended with status 3")
+        let crashed = try capture("/bin/sh", ["-c", "kill -SEGV $$"], quiet: true)
+        #expect(exitWords(crashed.status) == "was killed by signal 11 (Segmentation fault)")
+    }
 }
