@@ -143,19 +143,7 @@ struct ImageMutationTests {
     static func fault(pulling reference: String, in work: String) throws -> String? {
         let store = try Harness.temporaryDirectory("mutation-pull")
         defer { try? FileManager.default.removeItem(atPath: store) }
-        let result = try Harness.run(["pull", reference, "--store", store])
-        let errors = result.stderr.split(separator: "\n").filter { !$0.hasSuffix(": stored") && !$0.hasSuffix(": present") }
-        if result.status >= 128 { return "ended by signal \(result.status - 128): \(result.stderr.suffix(300))" }
-        if result.status != 0 {
-            guard errors.count == 1, errors[0].hasPrefix("layerctl: ") else {
-                return "status \(result.status), \(errors.count) lines: \(result.stderr.suffix(300))"
-            }
-            if errors[0].utf8.count > 1024 { return "a \(errors[0].utf8.count)-byte error line: \(errors[0].prefix(200))…" }
-        }
-        let left = (try? FileManager.default.contentsOfDirectory(atPath: store + "/tmp")) ?? []
-        if !left.isEmpty { return "left in the store's tmp/: \(left)" }
-        if try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(store) { return "a mount of the store is left" }
-        return nil
+        return try MutationTests.fault(of: try Harness.run(["pull", reference, "--store", store]), store: store)
     }
 
     /// One to four byte mutations of `data`: a byte set, a cut, an insertion, a stretch doubled.

@@ -98,11 +98,26 @@ struct MutationTests {
 
     /// Builds `file` offline and returns what is wrong with how it ended, or nil.
     static func fault(building file: String, store: String) throws -> String? {
-        let result = try Harness.run(["build", file, "--store", store, "--offline", "--locked"])
-        let last = result.stderr.split(separator: "\n").last.map(String.init) ?? ""
+        try fault(of: try Harness.run(["build", file, "--store", store, "--offline", "--locked"]), store: store)
+    }
+
+    /// What is wrong with how a command on a stranger's input ended, or nil. It ended of itself,
+    /// not by a signal; if it failed, its last line is its one error line, which starts with
+    /// `layerctl: ` and is at most 1 KiB; and it left no half layer in `store`'s `tmp/` and no
+    /// mount of it.
+    static func fault(of result: Harness.Result, store: String) throws -> String? {
+        let lines = result.stderr.split(separator: "\n")
+        let errors = lines.filter { $0.hasPrefix("layerctl: ") }
         if result.status >= 128 { return "ended by signal \(result.status - 128): \(result.stderr.suffix(300))" }
-        if result.status != 0 && !last.hasPrefix("layerctl: ") { return "status \(result.status), last line: \(last.prefix(300))" }
-        if last.utf8.count > 1024 { return "a \(last.utf8.count)-byte error line: \(last.prefix(200))…" }
+        if result.status != 0 {
+            guard errors.count == 1, lines.last == errors.first else {
+                return "status \(result.status), \(errors.count) error lines: \(result.stderr.suffix(300))"
+            }
+            if errors[0].utf8.count > 1024 { return "a \(errors[0].utf8.count)-byte error line: \(errors[0].prefix(200))…" }
+        }
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: store + "/tmp")) ?? []
+        if !left.isEmpty { return "left in the store's tmp/: \(left)" }
+        if try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(store) { return "a mount of the store is left" }
         return nil
     }
 

@@ -73,20 +73,7 @@ struct RepositoryMutationTests {
         try database.write(to: URL(fileURLWithPath: repo + "/demo/demo.db"))
         let store = try Harness.temporaryDirectory("mutation-repo-store")
         defer { try? FileManager.default.removeItem(atPath: store) }
-        let result = try Harness.run(["build", work + "/layer.yaml", "--store", store])
-        let lines = result.stderr.split(separator: "\n")
-        let errors = lines.filter { $0.hasPrefix("layerctl: ") }
-        if result.status >= 128 { return "ended by signal \(result.status - 128): \(result.stderr.suffix(300))" }
-        if result.status != 0 {
-            guard errors.count == 1, lines.last == errors.first else {
-                return "status \(result.status), \(errors.count) error lines: \(result.stderr.suffix(300))"
-            }
-            if errors[0].utf8.count > 1024 { return "a \(errors[0].utf8.count)-byte error line: \(errors[0].prefix(200))…" }
-        }
-        let left = (try? FileManager.default.contentsOfDirectory(atPath: store + "/tmp")) ?? []
-        if !left.isEmpty { return "left in the store's tmp/: \(left)" }
-        if try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).contains(store) { return "a mount of the store is left" }
-        return nil
+        return try MutationTests.fault(of: try Harness.run(["build", work + "/layer.yaml", "--store", store]), store: store)
     }
 
     /// A folder with the layer file and a repository holding the packages it installs.
