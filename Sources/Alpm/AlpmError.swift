@@ -19,6 +19,8 @@ public struct AlpmError: LayerError, Codable {
     public let packages: [String]
     /// Packages whose signing key the keyring does not hold, when that is what failed.
     public private(set) var missingKeys: [MissingKey] = []
+    /// The repository whose database is at fault, when that is what failed.
+    public var repository: String?
 
     /// A signature check that failed for want of keys: one line naming the first package (or
     /// database), its repository and the key.

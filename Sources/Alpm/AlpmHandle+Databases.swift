@@ -80,25 +80,30 @@ extension AlpmHandle {
             if alpm_db_get_valid(db) != 0 {
                 throw AlpmError(handle: raw, operation: "read repository", subject: string(alpm_db_get_name(db)))
             }
-            try checkFileNames(of: db)
         }
     }
 
     /// A package's `%FILENAME%` is the name of its file in the cache and on the servers: libalpm
     /// (6.0) crashes resolving a package that has none, and layerctl links the cache's files by
     /// it. A database that gives one package no plain file name (none, empty, longer than 255
-    /// bytes, `.`, `..` or with a `/`) is refused whole, naming the package.
-    func checkFileNames(of db: OpaquePointer) throws {
-        for pointer in AlpmListSequence(alpm_db_get_pkgcache(db)) {
-            let pkg = OpaquePointer(pointer)
-            let file = string(alpm_pkg_get_filename(pkg))
-            if let file, PackageFile.isFileName(file) { continue }
-            let name = string(alpm_pkg_get_name(pkg)) ?? "?"
-            throw AlpmError(
-                operation: "read repository", subject: string(alpm_db_get_name(db)),
-                reason: "its database gives package \(quote(name)) "
-                    + (file.map { "the file name \(quote($0)), which is no file's name" } ?? "no file name (%FILENAME%)")
-                    + "; libalpm cannot fetch or install it")
+    /// bytes, `.`, `..` or with a `/`) is refused whole, naming the package. This parses every
+    /// registered database: call it where the work parses them anyway (a resolution, a fetch).
+    public func checkFileNames() throws {
+        for db in AlpmListSequence(alpm_get_syncdbs(raw)) {
+            let db = OpaquePointer(db)
+            for pointer in AlpmListSequence(alpm_db_get_pkgcache(db)) {
+                let pkg = OpaquePointer(pointer)
+                let file = string(alpm_pkg_get_filename(pkg))
+                if let file, PackageFile.isFileName(file) { continue }
+                let name = string(alpm_pkg_get_name(pkg)) ?? "?"
+                var error = AlpmError(
+                    operation: "read repository", subject: string(alpm_db_get_name(db)),
+                    reason: "its database gives package \(quote(name)) "
+                        + (file.map { "the file name \(quote($0)), which is no file's name" } ?? "no file name (%FILENAME%)")
+                        + "; libalpm cannot fetch or install it")
+                error.repository = string(alpm_db_get_name(db))
+                throw error
+            }
         }
     }
 

@@ -255,6 +255,7 @@ enum PackageWork {
             try handle.setArchitectures([job.arch])
             for repository in job.repositories { try handle.register(repository, arch: job.arch) }
             try handle.checkDatabasesValid()
+            try handle.checkFileNames()
             let resolution = try handle.resolve(job.request)
             var relations: [String: Relations] = [:]
             for package in resolution.install {
@@ -267,6 +268,7 @@ enum PackageWork {
             try handle.setArchitectures([job.arch])
             for repository in job.repositories { try handle.register(repository, arch: job.arch) }
             try handle.checkDatabasesValid()
+            try handle.checkFileNames()
             guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
             try handle.addCacheDir(cache)
             try handle.setParallelDownloads(5)

@@ -108,7 +108,7 @@ extension StackBuilder {
                 download(package) + " \(DownloadLimit.stalled); it was stopped (list a faster server)", at: place(package),
                 code: .packages)
         } catch let error as AlpmError {
-            guard tooLarge else { throw locate(error, in: layer) }
+            guard tooLarge else { throw locate(error, in: layer, repositories: repositoryLocations) }
             // libalpm keeps what it got of a failed download, to go on from there next time; a
             // download cut at the limit would be gone on from, and fail again.
             for package in resolution.install {

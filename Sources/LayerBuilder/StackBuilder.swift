@@ -107,7 +107,7 @@ public final class StackBuilder {
             do {
                 resolved = try resolver.resolve(request, layer: layer.name, in: resolutions, watch: watch)
             } catch let error as AlpmError {
-                throw locate(error, in: layer)
+                throw locate(error, in: layer, repositories: locations)
             } catch let failure as BuildFailure where failure.location == nil {
                 // The layers below, which `from:` names; with none, the packages asked for.
                 throw BuildFailure(failure, at: parentTrees.isEmpty ? place : layer.fromLocation.description)
@@ -233,8 +233,12 @@ public final class StackBuilder {
             network: layer.network?.value ?? false)
     }
 
-    /// A libalpm error about one of the layer's packages, at that package's line.
-    func locate(_ error: AlpmError, in layer: LayerFile) -> BuildFailure {
+    /// A libalpm error about one of the layer's packages, at that package's line; about a
+    /// repository's database, at the repository's place in `repositories`.
+    func locate(_ error: AlpmError, in layer: LayerFile, repositories: [String: FileLocation] = [:]) -> BuildFailure {
+        if let repository = error.repository, let place = repositories[repository] {
+            return BuildFailure(error, at: place.description)
+        }
         let named =
             error.packages.isEmpty
             ? (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

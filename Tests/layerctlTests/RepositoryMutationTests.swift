@@ -162,7 +162,7 @@ struct RepositoryMutationTests {
         let missing = try building("demo-data") { $0.replacingOccurrences(of: "%FILENAME%", with: "%FILENAM%") }
         #expect(missing.status == 5, "\(missing.stderr)")
         #expect(
-            missing.stderr.contains("layer.yaml:4:5: refresh repository demo failed: its database gives package `demo-data` no file name (%FILENAME%)"),
+            missing.stderr.contains("layer.yaml:4:5: read repository demo failed: its database gives package `demo-data` no file name (%FILENAME%)"),
             "\(missing.stderr)")
         // An empty one: the cache's files were linked by it ("link …/cache/pkg/ to … failed: File
         // exists"). (A name with a `/`, or `..`, libalpm drops with the entry.)
