@@ -309,11 +309,11 @@ public struct ImagePull {
             throw RegistryError(.input, "\(reference) has \(manifest.layers.count) layers; at most \(Self.layerLimit) are taken")
         }
         for layer in manifest.layers {
-            guard OCIImage.MediaType.layers.contains(layer.mediaType) else {
-                throw RegistryError(.input, "\(reference): layer \(quote(layer.digest)) is a \(quote(layer.mediaType)), not a tar layer")
-            }
             guard ImageReference.isDigest(layer.digest), layer.size >= 0 else {
                 throw RegistryError(.input, "\(reference): a layer descriptor has no sha256 digest or a negative size")
+            }
+            guard OCIImage.MediaType.layers.contains(layer.mediaType) else {
+                throw RegistryError(.input, "\(reference): layer \(layer.digest) is a \(quote(layer.mediaType)), not a tar layer")
             }
         }
         return (manifest, fetched.digest)
