@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 import Testing
 
 /// A repository's database comes from whoever runs its mirror: libalpm parses it in a confined
@@ -9,11 +10,16 @@ import Testing
 /// and of the compressed database itself, from a fixed seed. Each is built from a fresh store;
 /// whatever it is, layerctl ends of itself, not by a signal (libalpm 6.0 crashed on a package
 /// without `%FILENAME%`), a failure is one line that starts with `layerctl: ` and is at most
-/// 1 KiB long, and the store keeps no half layer and no mount.
+/// 1 KiB long, and the store keeps no half layer and no mount. A mirror's package files too:
+/// crafted entries (names out of the root, through a symlink, a hard link to a host file, a
+/// device) and random bytes, with the sha256 the database names made to match, build inside
+/// their layer or end the same way, and nothing lands in the host's /tmp.
 @Suite("Mutated repository databases", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct RepositoryMutationTests {
     /// How many random mutants a run builds, after the systematic ones.
     static let mutants = 100
+    /// How many random mutants of a package file a run builds, after the crafted ones.
+    static let packageMutants = 40
     /// What the layer installs: demo-app, and through its dependencies the rest.
     static let packages = ["demo-app", "demo-lib", "demo-data", "busybox"]
 
@@ -135,6 +141,71 @@ struct RepositoryMutationTests {
             }
         }
         #expect(faults.isEmpty, "\(faults.count) of \(mutants.count) mutants:\n\(faults.prefix(5).joined(separator: "\n"))")
+    }
+
+    /// demo-lib's package file as `entries` (crafted entries after its own), zstd-compressed,
+    /// and the database with its sha256 and size made to match: libalpm checks it, then
+    /// extracts it in the build.
+    static func package(_ entries: [OCILayerTests.Crafted], raw: Data? = nil, database original: [String: [UInt8]], in work: String)
+        throws -> Data
+    {
+        let tar = work + "/package.tar"
+        if let raw { try raw.write(to: URL(fileURLWithPath: tar)) } else { try OCILayerTests.craft(entries, at: tar) }
+        let file = work + "/repo/demo/demo-lib-1.0-1-any.pkg.tar.zst"
+        let compressed = try KernelMount.run("/usr/bin/zstd", ["-q", "-f", tar, "-o", file])
+        #expect(compressed.status == 0, "\(compressed.output)")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        var files = original
+        let path = try #require(original.keys.first { $0.hasPrefix("demo-lib-1") })
+        var desc = String(decoding: files[path]!, as: UTF8.self)
+        desc = desc.replacingOccurrences(of: "%SHA256SUM%\n[0-9a-f]+", with: "%SHA256SUM%\n" + Digest.sha256(bytes), options: .regularExpression)
+        desc = desc.replacingOccurrences(of: "%CSIZE%\n[0-9]+", with: "%CSIZE%\n\(bytes.count)", options: .regularExpression)
+        desc = desc.replacingOccurrences(of: "%MD5SUM%\n[0-9a-f]+\n\n", with: "", options: .regularExpression)
+        files[path] = Array(desc.utf8)
+        return try database(files, in: work)
+    }
+
+    @Test("every mutant of a package file whose sha256 its database names builds inside its layer, or ends in one short line")
+    func packageFiles() throws {
+        typealias Crafted = OCILayerTests.Crafted
+        let work = try Self.prepare()
+        let original = try Self.entries(in: work).mapValues { Array($0.utf8) }
+        let info = try KernelMount.run("/usr/bin/bsdtar", ["-xOf", Harness.demoOut + "/repo/demo/demo-lib-1.0-1-any.pkg.tar.zst", ".PKGINFO"])
+        let own = [
+            Crafted(name: ".PKGINFO", data: info.output), Crafted(name: "usr", type: Glibc.S_IFDIR),
+            Crafted(name: "usr/lib", type: Glibc.S_IFDIR), Crafted(name: "usr/lib/demo", type: Glibc.S_IFDIR),
+            Crafted(name: "usr/lib/demo/lib.txt", data: "demo-lib 1.0\n"),
+        ]
+        // The package as crafted here builds: the mutants start from what works.
+        try Self.package(own, database: original, in: work).write(to: URL(fileURLWithPath: work + "/repo/demo/demo.db"))
+        let store = try Harness.temporaryDirectory("mutation-repo-store")
+        defer { try? FileManager.default.removeItem(atPath: store) }
+        let built = try Harness.run(["build", work + "/layer.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+        // Names that would land outside the layer's root if anything followed them there.
+        let outside = "/tmp/layerctl-pwned-\(getpid())"
+        let hostile: [[Crafted]] = [
+            [Crafted(name: "../../../../\(outside)-dotdot")], [Crafted(name: "\(outside)-absolute")],
+            [Crafted(name: "usr/lib/escape", type: Glibc.S_IFLNK, symlink: "/tmp"), Crafted(name: "usr/lib/escape/\((outside as NSString).lastPathComponent)-link")],
+            [Crafted(name: "usr/lib/shadow", hardlink: "/etc/shadow")], [Crafted(name: "usr/lib/sda", type: Glibc.S_IFBLK)],
+            [Crafted(name: "usr/lib/fifo", type: Glibc.S_IFIFO)], [Crafted(name: "usr/lib/" + String(repeating: "n", count: 300))],
+            [Crafted(name: "usr/lib/demo/lib.txt", data: "twice")], [Crafted(name: "usr/lib/zeros", zeros: 50 << 20)],
+            [Crafted(name: ".PKGINFO", data: "pkgname = other\n")],
+        ]
+        var faults: [String] = []
+        func check(_ label: String, _ entries: [Crafted], raw: Data? = nil) throws {
+            let database = try Self.package(entries, raw: raw, database: original, in: work)
+            if let fault = try Self.fault(building: database, in: work) { faults.append("\(label): \(fault)") }
+        }
+        for (index, entries) in hostile.enumerated() { try check("crafted \(index) (\(entries.last!.name.prefix(60)))", own + entries) }
+        // Random bytes of the package's tar.
+        var random = MutationTests.Random(state: 90)
+        try OCILayerTests.craft(own, at: work + "/own.tar")
+        let tar = try Data(contentsOf: URL(fileURLWithPath: work + "/own.tar"))
+        for number in 0..<Self.packageMutants { try check("bytes \(number)", [], raw: ImageMutationTests.mutate(tar, &random)) }
+        let touched = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("layerctl-pwned-\(getpid())") }
+        #expect(touched.isEmpty, "the host's /tmp got \(touched)")
+        #expect(faults.isEmpty, "\(faults.count) mutants:\n\(faults.prefix(5).joined(separator: "\n"))")
     }
 
     @Test("what the mutants found: a package without %FILENAME% or with an empty one, a corrupted package file, 3,000 missing dependencies")
