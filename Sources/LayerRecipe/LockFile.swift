@@ -1,3 +1,4 @@
+import Alpm
 import Foundation
 import LayerSupport
 
@@ -157,7 +158,7 @@ public struct LockFile: Sendable, Equatable {
                     throw fail("a package's sha256 is 64 hex digits", column: line.count - words[5].count + 1)
                 }
                 // A name in the repository's folder, as its database gives it: never a path.
-                guard !words[4].contains("/"), words[4] != ".", words[4] != ".." else {
+                guard PackageFile.isFileName(words[4]) else {
                     throw fail(
                         "a package's file is a name in its repository, not a path",
                         column: line.count - words[5].count - words[4].count)
