@@ -139,11 +139,24 @@ struct ImageMutationTests {
         [Any](), [String(repeating: "k", count: 100_000): "v"],
     ] }
 
-    /// Pulls `reference` into a new store and returns what is wrong with how it ended, or nil.
-    static func fault(pulling reference: String, in work: String) throws -> String? {
+    /// Pulls the image `tag` of `registry` into a new store, which is gone once `check` has seen
+    /// how the pull ended.
+    static func pulling<T>(
+        _ tag: String, from registry: FilesRegistry, environment: [String: String] = [:],
+        _ check: (Harness.Result, _ store: String) throws -> T
+    ) throws -> T {
         let store = try Harness.temporaryDirectory("mutation-pull")
         defer { try? FileManager.default.removeItem(atPath: store) }
-        return try MutationTests.fault(of: try Harness.run(["pull", reference, "--store", store]), store: store)
+        return try check(
+            try Harness.run(["pull", "\(registry.host)/stranger/image:\(tag)", "--store", store], environment: environment), store)
+    }
+
+    /// A registry serving the two layers' blobs, and the parts of their image.
+    static func served(in work: String) throws -> (registry: FilesRegistry, parts: ImageParts) {
+        let registry = try FilesRegistry()
+        let parts = try Self.parts(in: work)
+        for blob in parts.blobs { try registry.blob(blob) }
+        return (registry, parts)
     }
 
     /// One to four byte mutations of `data`: a byte set, a cut, an insertion, a stretch doubled.
@@ -167,11 +180,8 @@ struct ImageMutationTests {
 
     @Test("every mutant of an image's manifest, index, config and blobs ends in one short line of its own, or pulls")
     func images() throws {
-        let work = try Harness.temporaryDirectory("mutation-image")
-        let registry = try FilesRegistry()
+        let (registry, parts) = try Self.served(in: try Harness.temporaryDirectory("mutation-image"))
         defer { registry.stop() }
-        let parts = try Self.parts(in: work)
-        for blob in parts.blobs { try registry.blob(blob) }
         let config = try Self.json(parts.config)
         let manifest = try ImageParts.manifest(config: config, layers: parts.layers, registry: registry)
         let index = try ImageParts.index(manifest: try Self.json(manifest), registry: registry)
@@ -180,9 +190,7 @@ struct ImageMutationTests {
         try registry.manifest("whole", try Self.json(manifest))
         try registry.manifest("indexed", try Self.json(index), mediaType: ImageParts.indexType)
         for tag in ["whole", "indexed"] {
-            let store = try Harness.temporaryDirectory("mutation-pull")
-            defer { try? FileManager.default.removeItem(atPath: store) }
-            let pulled = try Harness.run(["pull", "\(registry.host)/stranger/image:\(tag)", "--store", store])
+            let pulled = try Self.pulling(tag, from: registry) { result, _ in result }
             #expect(pulled.status == 0, "\(pulled.stderr)")
         }
 
@@ -249,7 +257,7 @@ struct ImageMutationTests {
         var faults: [String] = []
         for (number, mutant) in mutants.enumerated() {
             try registry.manifest("m\(number)", mutant.data, mediaType: mutant.type)
-            if let fault = try Self.fault(pulling: "\(registry.host)/stranger/image:m\(number)", in: work) {
+            if let fault = try Self.pulling("m\(number)", from: registry, { try MutationTests.fault(of: $0, store: $1) }) {
                 faults.append("mutant \(number) (kept in \(registry.folder)/manifests/m\(number)): \(fault)")
             }
         }
@@ -258,19 +266,12 @@ struct ImageMutationTests {
 
     @Test("what the mutants found: a damaged tar header, an index naming a tag, a long value, a count of one")
     func found() throws {
-        let work = try Harness.temporaryDirectory("mutation-found")
-        let registry = try FilesRegistry()
+        let (registry, parts) = try Self.served(in: try Harness.temporaryDirectory("mutation-found"))
         defer { registry.stop() }
-        let parts = try Self.parts(in: work)
-        for blob in parts.blobs { try registry.blob(blob) }
         let config = try Self.json(parts.config)
         let manifest = try Self.json(try ImageParts.manifest(config: config, layers: parts.layers, registry: registry))
         try registry.manifest("whole", manifest)
-        func pull(_ tag: String) throws -> Harness.Result {
-            let store = try Harness.temporaryDirectory("mutation-pull")
-            defer { try? FileManager.default.removeItem(atPath: store) }
-            return try Harness.run(["pull", "\(registry.host)/stranger/image:\(tag)", "--store", store])
-        }
+        func pull(_ tag: String) throws -> Harness.Result { try Self.pulling(tag, from: registry) { result, _ in result } }
 
         // A header whose checksum does not check out: libarchive's "retry" is no entry (it was
         // taken for one with no name).
@@ -317,19 +318,15 @@ struct ImageMutationTests {
     @Test("a registry's answers: a redirect to file: or round in a loop, a realm on file:, a token with a line break: one line, exit 3; credentials stay with their registry")
     func answers() throws {
         let work = try Harness.temporaryDirectory("mutation-answers")
-        let registry = try FilesRegistry()
+        let (registry, parts) = try Self.served(in: work)
         defer { registry.stop() }
         let other = try FilesRegistry()
         defer { other.stop() }
-        let parts = try Self.parts(in: work)
-        for blob in parts.blobs { try registry.blob(blob) }
         let manifest = try Self.json(
             try ImageParts.manifest(config: try Self.json(parts.config), layers: parts.layers, registry: registry))
         for tag in ["file", "loop", "realm", "token", "moved"] { try registry.manifest(tag, manifest) }
         func pull(_ tag: String, environment: [String: String] = [:]) throws -> Harness.Result {
-            let store = try Harness.temporaryDirectory("mutation-pull")
-            defer { try? FileManager.default.removeItem(atPath: store) }
-            return try Harness.run(["pull", "\(registry.host)/stranger/image:\(tag)", "--store", store], environment: environment)
+            try Self.pulling(tag, from: registry, environment: environment) { result, _ in result }
         }
         func refused(_ result: Harness.Result, saying text: String, sourceLocation: SourceLocation = #_sourceLocation) {
             let lines = result.stderr.split(separator: "\n")
