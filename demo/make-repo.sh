@@ -251,6 +251,34 @@ build_packages() {
     printf 'post_install() {\n\tprintf "hidden start\\rescape-scriptlet: \\033]0;TITLE\\007\\033[2J\\302\\233c\\tend\\r\\n"\n}\n' >"$p/.INSTALL"
     pack "$dest" "$p"
 
+    # libalpm hooks, as Arch packages ship them: one that records, for every transaction that
+    # installs, upgrades or removes a file under /usr/share/hooked, the files it was given
+    # (NeedsTargets) in /var/lib/hook-recorder.log (not /var/log, which the builder empties of what
+    # no package owns); `hooked` is such a file. `hook-guard` ships a pre-transaction hook with
+    # AbortOnFail that refuses `guarded`, and a post-transaction hook that fails on `hooked`.
+    p="$work/hook-recorder"; pkginfo "$p" hook-recorder 1.0-1 any "Ships a libalpm hook that records its targets" depend=sh
+    mkdir -p "$p/usr/share/libalpm/hooks" "$p/usr/bin"
+    printf '%s\n' '[Trigger]' 'Type = Path' 'Operation = Install' 'Operation = Upgrade' 'Operation = Remove' \
+        'Target = usr/share/hooked/*' '' '[Action]' 'Description = Recording the hooked files...' 'When = PostTransaction' \
+        'Exec = /usr/bin/hook-recorder' 'NeedsTargets' >"$p/usr/share/libalpm/hooks/50-hook-recorder.hook"
+    printf '%s\n' '#!/bin/sh' '{ echo "run:"; cat; } >>/var/lib/hook-recorder.log' 'echo "hook-recorder: recorded"' \
+        >"$p/usr/bin/hook-recorder"
+    chmod 0755 "$p/usr/bin/hook-recorder"; pack "$dest" "$p"
+    p="$work/hooked"; pkginfo "$p" hooked 1.0-1 any "A file that hook-recorder's hook records"
+    mkdir -p "$p/usr/share/hooked"; echo hooked >"$p/usr/share/hooked/hooked.conf"; pack "$dest" "$p"
+    p="$work/hook-guard"; pkginfo "$p" hook-guard 1.0-1 any "Ships a hook that refuses guarded and one that fails" depend=sh
+    mkdir -p "$p/usr/share/libalpm/hooks"
+    printf '%s\n' '[Trigger]' 'Type = Package' 'Operation = Install' 'Target = guarded' '' '[Action]' \
+        'Description = Refusing guarded...' 'When = PreTransaction' \
+        'Exec = /bin/sh -c "echo hook-guard: refusing guarded; exit 1"' 'AbortOnFail' \
+        >"$p/usr/share/libalpm/hooks/10-hook-guard.hook"
+    printf '%s\n' '[Trigger]' 'Type = Path' 'Operation = Install' 'Target = usr/share/hooked/*' '' '[Action]' \
+        'Description = Complaining about hooked...' 'When = PostTransaction' \
+        'Exec = /bin/sh -c "echo hook-guard: complaining; exit 2"' >"$p/usr/share/libalpm/hooks/60-hook-guard.hook"
+    pack "$dest" "$p"
+    p="$work/guarded"; pkginfo "$p" guarded 1.0-1 any "What hook-guard refuses"
+    mkdir -p "$p/usr/share/guarded"; echo guarded >"$p/usr/share/guarded/README"; pack "$dest" "$p"
+
     p="$work/conflict-a"; pkginfo "$p" conflict-a 1.0-1 any "Conflicts with conflict-b" conflict=conflict-b
     mkdir -p "$p/usr/share/conflict"; echo a >"$p/usr/share/conflict/a"; pack "$dest" "$p"
     p="$work/conflict-b"; pkginfo "$p" conflict-b 1.0-1 any "Conflicts with conflict-a" conflict=conflict-a

@@ -17,7 +17,10 @@ public enum AlpmEvent: Sendable {
     case packageStarted(PackageOperation, name: String, version: String)
     /// libalpm finished that package.
     case packageFinished(PackageOperation, name: String, version: String)
-    /// One line that a package's install scriptlet printed.
+    /// libalpm starts running a hook (`ALPM_EVENT_HOOK_RUN_START`): its file name, its
+    /// `Description`, and its place among the hooks the transaction triggered at that time.
+    case hookStarted(name: String, description: String?, position: Int, total: Int)
+    /// One line that a package's install scriptlet or a hook's command printed.
     case scriptletOutput(String)
     /// A line from libalpm's log (errors and warnings; debug lines are not forwarded).
     case log(level: LogLevel, message: String)

@@ -54,6 +54,13 @@ extension AlpmHandle {
                 currentPackage = nil
                 observer?(.packageFinished(.init(op.operation), name: name, version: version))
             }
+        case ALPM_EVENT_HOOK_RUN_START:
+            let run = event.pointee.hook_run
+            let name = string(run.name) ?? "?"
+            currentHook = name
+            observer?(.hookStarted(name: name, description: string(run.desc), position: run.position, total: run.total))
+        case ALPM_EVENT_HOOK_RUN_DONE:
+            currentHook = nil
         case ALPM_EVENT_SCRIPTLET_INFO:
             let line = string(event.pointee.scriptlet_info.line) ?? ""
             // By bytes: as Characters, "\r\n" is one, and a CRLF line would keep its end.
@@ -109,12 +116,14 @@ extension AlpmHandle {
         let text = message.hasSuffix("\n") ? String(message.dropLast()) : message
         switch UInt32(level) {
         case ALPM_LOG_ERROR.rawValue:
-            // libalpm reports a failing scriptlet only through this line, during the package's operation.
+            // libalpm reports a failing scriptlet only through this line, during the package's
+            // operation, and a failing hook the same way, while the hook runs.
             if let currentPackage { operationErrors.append((currentPackage, text)) }
+            if let currentHook { hookErrors.append((currentHook, text)) }
             recentErrors.append(text)
-            observer?(.log(level: .error, message: text))
+            observer?(.log(level: .error, message: currentHook.map { "hook \($0): \(text)" } ?? text))
         case ALPM_LOG_WARNING.rawValue:
-            observer?(.log(level: .warning, message: text))
+            observer?(.log(level: .warning, message: currentHook.map { "hook \($0): \(text)" } ?? text))
         default:
             break
         }

@@ -154,6 +154,30 @@ extension AlpmHandle {
         }.sorted { $0.name < $1.name }
     }
 
+    /// The installed package that owns `path` (absolute), if one does.
+    func owner(of path: String) -> String? {
+        let root = string(alpm_option_get_root(raw)) ?? "/"
+        guard path.hasPrefix(root.hasSuffix("/") ? root : root + "/") else { return nil }
+        let relative = String(path.dropFirst(root.count).drop { $0 == "/" })
+        for pointer in AlpmListSequence(alpm_db_get_pkgcache(alpm_get_localdb(raw))) {
+            let pkg = OpaquePointer(pointer)
+            if alpm_filelist_contains(alpm_pkg_get_files(pkg), relative) != nil { return string(alpm_pkg_get_name(pkg)) }
+        }
+        return nil
+    }
+
+    /// Hook `name` as libalpm found it: its path (hook folders are paths as they are, not under the
+    /// root; the last folder that holds it wins, as in libalpm) and the installed package that owns
+    /// that file, if one does.
+    func hookFile(_ name: String) -> (path: String, owner: String?)? {
+        let folders = AlpmListSequence(alpm_option_get_hookdirs(raw)).compactMap { string($0.assumingMemoryBound(to: CChar.self)) }
+        for folder in folders.reversed() {
+            let path = (folder.hasSuffix("/") ? folder : folder + "/") + name
+            if access(path, F_OK) == 0 { return (path, owner(of: path)) }
+        }
+        return nil
+    }
+
     /// Compares two versions as pacman does, epochs included (`alpm_pkg_vercmp`): <0, 0 or >0.
     public static func compareVersions(_ a: String, _ b: String) -> Int {
         Int(alpm_pkg_vercmp(a, b))

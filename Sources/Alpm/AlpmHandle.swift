@@ -11,6 +11,11 @@ public final class AlpmHandle {
     /// Errors libalpm logged while a package operation ran; a scriptlet failure appears only here.
     var operationErrors: [(package: String, message: String)] = []
     var currentPackage: String?
+    /// The hook running now (its file name), and the error lines each hook logged while it ran:
+    /// libalpm names the hook in neither, and a hook that fails says only "command failed to
+    /// execute correctly".
+    var currentHook: String?
+    var hookErrors: [(hook: String, message: String)] = []
     /// Error lines libalpm logged since the current operation began, for the error it may end in.
     var recentErrors: [String] = []
     /// The package files libalpm found corrupted (its question whether to delete one), with why:

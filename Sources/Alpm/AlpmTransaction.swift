@@ -1,5 +1,6 @@
 import CAlpm
 import Glibc
+import LayerSupport
 
 /// What a transaction should do, in pacman's terms.
 public struct TransactionRequest: Sendable, Codable {
@@ -85,6 +86,7 @@ extension AlpmHandle {
             let resolution = self.currentResolution()
             if resolution.install.isEmpty && resolution.remove.isEmpty { return resolution }
             self.operationErrors.removeAll()
+            self.hookErrors.removeAll()
             self.corruptedFiles.removeAll()
             var data: UnsafeMutablePointer<alpm_list_t>?
             if alpm_trans_commit(self.raw, &data) != 0 {
@@ -101,6 +103,7 @@ extension AlpmHandle {
                         resolution.install.first { $0.filename == corrupted.file }?.name
                     }
                 }
+                if errno == ALPM_ERR_TRANS_HOOK_FAILED { throw self.hookFailure(errno, request) }
                 throw AlpmError(
                     errno: errno, operation: "commit transaction", details: described.lines + self.recentErrors,
                     packages: described.packages)
@@ -113,6 +116,54 @@ extension AlpmHandle {
             }
             return resolution
         }
+    }
+
+    /// A transaction that its pre-transaction hooks stopped: one with `AbortOnFail` failed (named,
+    /// with the package that installed it, and what it logged), or a hook file did not parse
+    /// (libalpm's lines name it). Either is a matter of the transaction as a whole, so the error
+    /// names its targets, for the planner to place it at the first of them.
+    private func hookFailure(_ errno: alpm_errno_t, _ request: TransactionRequest) -> AlpmError {
+        let targets = request.install + request.remove
+        guard let failed = hookErrors.last?.hook else {
+            return AlpmError(errno: errno, operation: "commit transaction", details: recentErrors, packages: targets)
+        }
+        let found = hookFile(failed)
+        let owner = found.map { file in file.owner.map { " of package \($0)" } ?? " (\(file.path), of no package)" } ?? ""
+        // The targets its `Type = Package` triggers name, when there are such: the error goes to
+        // the first of them in the layer file, else to the first target.
+        // Its file is a stranger's: a regular file of a hook's size, or no patterns.
+        let text = found.flatMap { try? FileSystem.readRegularFile($0.path, atMost: 1 << 20) }
+        let patterns = text.map { Self.packageTargets(ofHook: [UInt8]($0)) } ?? []
+        let named = targets.filter { target in
+            patterns.contains { fnmatch($0, String(target.split(separator: "/").last ?? ""), 0) == 0 }
+        }
+        return AlpmError(
+            code: Int32(errno.rawValue), operation: "pre-transaction hook", subject: failed + owner,
+            reason: "it has AbortOnFail, so the transaction stopped before it changed anything",
+            details: hookErrors.filter { $0.hook == failed }.map(\.message), packages: named.isEmpty ? targets : named)
+    }
+
+    /// The `Target` patterns of a hook file's `Type = Package` triggers (not the `!` ones), read as
+    /// libalpm reads them: `[Trigger]` sections, `Key = Value` lines, `#` comments.
+    package static func packageTargets(ofHook bytes: [UInt8]) -> [String] {
+        var patterns: [String] = []
+        var section: (trigger: Bool, package: Bool, targets: [String]) = (false, false, [])
+        func close() { if section.trigger && section.package { patterns += section.targets } }
+        for raw in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("[") {
+                close()
+                section = (line == "[Trigger]", false, [])
+                continue
+            }
+            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { continue }
+            if parts[0] == "Type" { section.package = parts[1] == "Package" }
+            if parts[0] == "Target" && !parts[1].hasPrefix("!") { section.targets.append(parts[1]) }
+        }
+        close()
+        return patterns
     }
 
     private func withTransaction<T>(_ request: TransactionRequest, flags: Int32, _ body: () throws -> T) throws -> T {

@@ -13,6 +13,9 @@ public struct BuildEvent: Codable, Sendable {
         case downloadStarted, downloadProgress, downloadDone
         case progress
         case package
+        /// libalpm runs a hook: "hook NAME: DESCRIPTION", its place among the hooks triggered then
+        /// in `current` and `total`.
+        case hook
         /// A line from a scriptlet or a `run:` command.
         case output
         case warning

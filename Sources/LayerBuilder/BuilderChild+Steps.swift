@@ -24,7 +24,7 @@ extension BuilderChild {
             try handle.register(Repository(name: repo.name, servers: repo.servers, signatureLevel: .never), arch: job.arch)
         }
         // A scriptlet's or a hook's output is clipped as a run: step's is, for each package and
-        // for the hooks at the end: each line costs an event, and the terminal a line.
+        // each hook: each line costs an event, and the terminal a line.
         var clip = LineClip()
         func flush() { for line in clip.finish() { events.send(BuildEvent(.output, layer: job.layerName, message: line)) } }
         handle.observer = { event in
@@ -32,7 +32,7 @@ extension BuilderChild {
             case .scriptletOutput(let line):
                 for line in clip.take(line) { events.send(BuildEvent(.output, layer: job.layerName, message: line)) }
                 return
-            case .packageStarted, .packageFinished: flush()
+            case .packageStarted, .packageFinished, .hookStarted: flush()
             default: break
             }
             events.send(BuildEvent(alpm: event, layer: job.layerName))
@@ -125,6 +125,12 @@ extension BuildEvent {
             self.init(.package, layer: layer, message: "\(operation.rawValue) \(name) \(version)")
         case .packageFinished(let operation, let name, _):
             self.init(.progress, layer: layer, message: operation.rawValue, file: name, percent: 100)
+        case .hookStarted(let name, let description, let position, let total):
+            // A stranger's package wrote both: the description is clipped as a name is.
+            let described = description.map { ": " + clip($0, to: 200) } ?? ""
+            self.init(
+                .hook, layer: layer, message: "hook \(clip(name, to: 200))\(described)", current: Int64(position),
+                total: Int64(total))
         case .scriptletOutput(let line):
             self.init(.output, layer: layer, message: line)
         case .log(let level, let message):

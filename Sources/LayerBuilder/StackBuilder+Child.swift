@@ -307,7 +307,7 @@ extension StackBuilder {
                 } else if event.kind == .finished {
                     result = event.result
                 } else {
-                    if event.kind == .step || event.kind == .package { lastStep = event }
+                    if event.kind == .step || event.kind == .package || event.kind == .hook { lastStep = event }
                     also(event)
                     observer(event)
                 }

@@ -36,6 +36,10 @@ final class BuildReporter {
             line("\(event.layer): \(event.message ?? "")")
         case .package:
             line("\(event.layer): \(event.message ?? "")")
+        case .hook:
+            // pacman's "(1/2) Description" for each hook the transaction triggered.
+            let place = event.current.flatMap { current in event.total.map { " (\(current)/\($0))" } } ?? ""
+            line("\(event.layer): \(event.message ?? "")\(place)")
         case .output:
             // Escaped, a line of zeros is four times as long: no longer than its 4 KiB on screen.
             show("\(event.layer) | " + Self.clipped(RawPath.printableLine(event.message ?? ""), to: 4096))

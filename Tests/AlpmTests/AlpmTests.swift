@@ -66,6 +66,30 @@ final class AlpmTests {
         for each in [never, optional, required, trustAll, databaseRequired] { #expect(each.satisfies(each)) }
     }
 
+    @Test("a hook file's package targets are those of its Type = Package triggers, negations left out")
+    func hookPackageTargets() {
+        let hook = """
+            # a comment: Target = commented
+            [Trigger]
+            Type = Path
+            Operation = Install
+            Target = usr/lib/modules/*/vmlinuz
+
+            [Trigger]
+            Operation = Upgrade
+            Target = linux*
+            Target = !linux-firmware
+            Type = Package
+
+            [Action]
+            Target = action-is-no-trigger
+            Exec = /bin/true
+            """
+        #expect(AlpmHandle.packageTargets(ofHook: Array(hook.utf8)) == ["linux*"])
+        #expect(AlpmHandle.packageTargets(ofHook: Array("Type = Package\nTarget = outside\n".utf8)).isEmpty)
+        #expect(AlpmHandle.packageTargets(ofHook: [0xFF, 0x00, 0x5B]).isEmpty)
+    }
+
     @Test("versions compare as pacman's, epochs included")
     func versions() {
         #expect(AlpmHandle.compareVersions("1.0-1", "1.1-1") < 0)

@@ -1,0 +1,135 @@
+import Foundation
+import LayerStore
+import Testing
+
+/// libalpm hooks (`/usr/share/libalpm/hooks`, `/etc/pacman.d/hooks`), which real Arch packages
+/// ship by the dozen (systemd's sysusers and tmpfiles, mkinitcpio's, the icon and font caches'),
+/// run in a layer's transaction as pacman runs them: a hook of a layer below fires on this layer's
+/// packages, each is shown by name, and one that stops the transaction says which it was, and where.
+@Suite("libalpm hooks", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct HookTests {
+    /// A folder with `base.yaml` (a small root with the demo repository's two hook packages) and
+    /// each of `layers`, by name.
+    func layers(_ layers: [String: String]) throws -> String {
+        let folder = try Harness.temporaryDirectory("hooks")
+        let base = """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: demo
+                servers: [\(Harness.demoOut)/repo/$repo]
+                siglevel: Never
+            packages: [filesystem, busybox, hook-recorder, hook-guard]
+
+            """
+        try base.write(toFile: folder + "/base.yaml", atomically: true, encoding: .utf8)
+        for (name, text) in layers { try text.write(toFile: "\(folder)/\(name).yaml", atomically: true, encoding: .utf8) }
+        return folder
+    }
+
+    func tree(_ store: String, _ layer: String) throws -> String {
+        let key = try String(contentsOfFile: store + "/refs/" + layer, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        return "\(store)/layers/\(key)/tree"
+    }
+
+    /// The store holds no half layer, nothing is mounted in it, and `layer` has no ref.
+    func expectNothingLeft(_ store: String, of layer: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        #expect(!FileManager.default.fileExists(atPath: store + "/refs/" + layer), sourceLocation: sourceLocation)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty, sourceLocation: sourceLocation)
+        #expect(try Harness.leakedMounts(under: store).isEmpty, sourceLocation: sourceLocation)
+        try Harness.expectValidStore(store, sourceLocation: sourceLocation)
+    }
+
+    /// The one labelled line of a failed command.
+    func errorLine(_ result: Harness.Result) -> String {
+        let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(lines.count == 1, "\(result.stderr)")
+        return lines.first.map(String.init) ?? ""
+    }
+
+    @Test("a hook of a layer below fires on this layer's packages with their files, on install and on remove, shown by name; a failing post-transaction hook is named and the build goes on, as pacman's does")
+    func hooksRun() throws {
+        let folder = try layers([
+            "hooked": "from: base\npackages: [hooked]\n",
+            "gone": "from: hooked\nremove: [hooked]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        let built = try Harness.run(["build", folder + "/hooked.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+        // The base installed both hooks but nothing they fire on: neither ran there.
+        #expect(!built.stderr.contains("base: hook"), "\(built.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: try tree(store, "base") + "/var/lib/hook-recorder.log"))
+        for line in [
+            "hooked: hook 50-hook-recorder.hook: Recording the hooked files... (1/2)", "hooked | hook-recorder: recorded",
+            "hooked: hook 60-hook-guard.hook: Complaining about hooked... (2/2)", "hooked | hook-guard: complaining",
+            "hooked: error: hook 60-hook-guard.hook: command failed to execute correctly",
+        ] {
+            #expect(built.stderr.contains(line + "\n"), "missing \(line) in: \(built.stderr)")
+        }
+        let run = "run:\nusr/share/hooked/\nusr/share/hooked/hooked.conf\n"
+        let hookedLog = try tree(store, "hooked") + "/var/lib/hook-recorder.log"
+        #expect(try String(contentsOfFile: hookedLog, encoding: .utf8) == run)
+
+        // --json: each hook is an event of its own, with its place among those the transaction fired.
+        let removed = try Harness.run(["build", folder + "/gone.yaml", "--store", store, "--json"])
+        #expect(removed.status == 0, "\(removed.stderr)")
+        let hooks = removed.stdout.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }.filter { $0["kind"] as? String == "hook" }
+        #expect(hooks.count == 1, "\(removed.stdout)")
+        #expect(hooks.first?["message"] as? String == "hook 50-hook-recorder.hook: Recording the hooked files...")
+        #expect(hooks.first?["current"] as? Int == 1 && hooks.first?["total"] as? Int == 1, "\(hooks)")
+        #expect(try String(contentsOfFile: try tree(store, "gone") + "/var/lib/hook-recorder.log", encoding: .utf8) == run + run)
+
+        // What hooks write is part of the layer as anything else is: the same tree from another store.
+        let again = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", folder + "/gone.yaml", "--store", again]).status == 0)
+        let first = try Store(root: store), second = try Store(root: again)
+        let key = try #require(try first.ref("gone"))
+        #expect(try second.ref("gone") == key)
+        #expect(try first.record(key).treeDigest == second.record(key).treeDigest)
+    }
+
+    @Test("a pre-transaction hook with AbortOnFail stops the build at the package it refuses, naming the hook and the package that installed it")
+    func abortOnFail() throws {
+        let folder = try layers(["guarded": "from: base\npackages: [demo-data, guarded]\n"])
+        let store = try Harness.temporaryDirectory("store")
+        let result = try Harness.run(["build", folder + "/guarded.yaml", "--store", store])
+        #expect(result.status == 5, "\(result.stderr)")
+        #expect(result.stderr.contains("guarded | hook-guard: refusing guarded\n"), "\(result.stderr)")
+        #expect(
+            errorLine(result) == "layerctl: \(folder)/guarded.yaml:2:23: pre-transaction hook 10-hook-guard.hook of package "
+                + "hook-guard failed: it has AbortOnFail, so the transaction stopped before it changed anything; "
+                + "command failed to execute correctly")
+        try expectNothingLeft(store, of: "guarded")
+    }
+
+    @Test("a hook file that a layer below wrote and that does not parse, or whose command never ends, fails this layer in one line at its packages")
+    func strangeHooks() throws {
+        func hook(_ name: String, _ lines: [String]) -> String {
+            "  - path: /etc/pacman.d/hooks/\(name)\n    content: \"\(lines.joined(separator: "\\n"))\\n\"\n"
+        }
+        let trigger = ["[Trigger]", "Type = Path", "Operation = Install", "Target = *", ""]
+        let folder = try layers([
+            "broken": "from: base\nfiles:\n" + hook("20-broken.hook", trigger.dropLast() + ["Bogus = 1", "", "[Action]", "When = PreTransaction", "Exec = /bin/true"]),
+            "broken-top": "from: broken\npackages: [hooked]\n",
+            "slow": "from: base\nfiles:\n"
+                + hook("30-sleep.hook", trigger + ["[Action]", "Description = Sleeping", "When = PostTransaction", "Exec = /bin/sleep 1000"]),
+            "slow-top": "from: slow\npackages: [hooked]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        let broken = try Harness.run(["build", folder + "/broken-top.yaml", "--store", store])
+        #expect(broken.status == 5, "\(broken.stderr)")
+        #expect(
+            errorLine(broken) == "layerctl: \(folder)/broken-top.yaml:2:12: commit transaction failed: failed to run transaction "
+                + "hooks; hook /etc/pacman.d/hooks/20-broken.hook line 5: invalid option Bogus")
+        try expectNothingLeft(store, of: "broken-top")
+
+        let slow = try Harness.run(["build", folder + "/slow-top.yaml", "--store", store, "--timeout", "2"])
+        #expect(slow.status == 6, "\(slow.stderr)")
+        #expect(
+            errorLine(slow) == "layerctl: \(folder)/slow-top.yaml: layer slow-top did not finish within 2 s (at: hook 30-sleep.hook: "
+                + "Sleeping); it was stopped, with everything it ran. Give it longer with --timeout")
+        try expectNothingLeft(store, of: "slow-top")
+    }
+}
