@@ -87,6 +87,11 @@ pack() {
         echo "size = $size"
     } >>"$pkg/.PKGINFO"
     chown -R 0:0 "$pkg"
+    # File capabilities, as .CAPS lists them ("PATH HEX" lines): after chown, which clears them.
+    if [ -f "$pkg/.CAPS" ]; then
+        while read -r path value; do setfattr -n security.capability -v "$value" "$pkg/$path"; done <"$pkg/.CAPS"
+        rm "$pkg/.CAPS"
+    fi
     find "$pkg" -exec touch -h -d "@$epoch" {} +
     (
         cd "$pkg"
@@ -278,6 +283,14 @@ build_packages() {
     pack "$dest" "$p"
     p="$work/guarded"; pkginfo "$p" guarded 1.0-1 any "What hook-guard refuses"
     mkdir -p "$p/usr/share/guarded"; echo guarded >"$p/usr/share/guarded/README"; pack "$dest" "$p"
+
+    # A program with a file capability, as iputils' ping has cap_net_raw: bsdtar keeps it in the
+    # package (SCHILY.xattr.security.capability), libalpm restores it.
+    p="$work/capped"; pkginfo "$p" capped 1.0-1 any "A program with cap_net_raw=ep, as ping has" depend=sh
+    mkdir -p "$p/usr/bin"; printf '#!/bin/sh\necho capped\n' >"$p/usr/bin/capped"; chmod 0755 "$p/usr/bin/capped"
+    # A version 2 capability: magic and effective, permitted cap_net_raw (bit 13), no inheritable.
+    echo "usr/bin/capped 0x0100000200200000000000000000000000000000" >"$p/.CAPS"
+    pack "$dest" "$p"
 
     p="$work/conflict-a"; pkginfo "$p" conflict-a 1.0-1 any "Conflicts with conflict-b" conflict=conflict-b
     mkdir -p "$p/usr/share/conflict"; echo a >"$p/usr/share/conflict/a"; pack "$dest" "$p"

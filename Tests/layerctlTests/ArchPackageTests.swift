@@ -2,12 +2,15 @@ import Foundation
 import LayerStore
 import Testing
 
-/// libalpm hooks (`/usr/share/libalpm/hooks`, `/etc/pacman.d/hooks`), which real Arch packages
-/// ship by the dozen (systemd's sysusers and tmpfiles, mkinitcpio's, the icon and font caches'),
-/// run in a layer's transaction as pacman runs them: a hook of a layer below fires on this layer's
-/// packages, each is shown by name, and one that stops the transaction says which it was, and where.
-@Suite("libalpm hooks", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
-struct HookTests {
+/// What real Arch packages carry besides files, from the package to the image.
+///
+/// libalpm hooks (`/usr/share/libalpm/hooks`, `/etc/pacman.d/hooks`), which they ship by the dozen
+/// (systemd's sysusers and tmpfiles, mkinitcpio's, the icon and font caches'), run in a layer's
+/// transaction as pacman runs them: a hook of a layer below fires on this layer's packages, each
+/// is shown by name, and one that stops the transaction says which it was, and where. File
+/// capabilities (ping's `cap_net_raw`) reach the booted system.
+@Suite("What Arch packages carry", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+struct ArchPackageTests {
     /// A folder with `base.yaml` (a small root with the demo repository's two hook packages) and
     /// each of `layers`, by name.
     func layers(_ layers: [String: String]) throws -> String {
@@ -88,6 +91,23 @@ struct HookTests {
         let key = try #require(try first.ref("gone"))
         #expect(try second.ref("gone") == key)
         #expect(try first.record(key).treeDigest == second.record(key).treeDigest)
+    }
+
+    @Test("a package's file capability is in the layer's tree and in the image the kernel mounts, as libalpm restored it")
+    func fileCapabilities() throws {
+        let folder = try layers(["capped": "from: base\npackages: [capped]\n"])
+        let store = try Harness.temporaryDirectory("store")
+        let image = folder + "/capped.squashfs"
+        let result = try Harness.run(["build", folder + "/capped.yaml", "--store", store, "-o", image])
+        #expect(result.status == 0, "\(result.stderr)")
+        // Without it libalpm only warns (a bounding set without CAP_SETFCAP), and ping would fail
+        // on the booted machine. cap_net_raw=ep, as the package holds it: a version 2 capability.
+        let capability: [UInt8] = [0x01, 0x00, 0x00, 0x02, 0x00, 0x20] + [UInt8](repeating: 0, count: 14)
+        func read(_ path: String) -> [UInt8]? { TreeSnapshot.attributes(Array(path.utf8)).first { $0.name == "security.capability" }?.value }
+        #expect(read(try tree(store, "capped") + "/usr/bin/capped") == capability)
+        let mounted = try KernelMount.squashfs(image)
+        defer { KernelMount.unmount(mounted) }
+        #expect(read(mounted + "/usr/bin/capped") == capability)
     }
 
     @Test("a pre-transaction hook with AbortOnFail stops the build at the package it refuses, naming the hook and the package that installed it")
