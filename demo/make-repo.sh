@@ -269,8 +269,11 @@ build_packages() {
     printf '%s\n' '#!/bin/sh' '{ echo "run:"; cat; } >>/var/lib/hook-recorder.log' 'echo "hook-recorder: recorded"' \
         >"$p/usr/bin/hook-recorder"
     chmod 0755 "$p/usr/bin/hook-recorder"; pack "$dest" "$p"
-    p="$work/hooked"; pkginfo "$p" hooked 1.0-1 any "A file that hook-recorder's hook records"
-    mkdir -p "$p/usr/share/hooked"; echo hooked >"$p/usr/share/hooked/hooked.conf"; pack "$dest" "$p"
+    p="$work/hooked"; pkginfo "$p" hooked 1.0-1 any "A file that hook-recorder's hook records; scriptlets on removal"
+    mkdir -p "$p/usr/share/hooked"; echo hooked >"$p/usr/share/hooked/hooked.conf"
+    printf '%s\n' 'pre_remove() {' '	echo "hooked: pre_remove"' '}' 'post_remove() {' \
+        '	echo "hooked: post_remove" >/var/lib/hooked.removed' '}' >"$p/.INSTALL"
+    pack "$dest" "$p"
     p="$work/hook-guard"; pkginfo "$p" hook-guard 1.0-1 any "Ships a hook that refuses guarded and one that fails" depend=sh
     mkdir -p "$p/usr/share/libalpm/hooks"
     printf '%s\n' '[Trigger]' 'Type = Package' 'Operation = Install' 'Target = guarded' '' '[Action]' \

@@ -85,6 +85,9 @@ extension AlpmHandle {
         return try withTransaction(request, flags: downloadOnly ? Int32(ALPM_TRANS_FLAG_DOWNLOADONLY.rawValue) : 0) {
             let resolution = self.currentResolution()
             if resolution.install.isEmpty && resolution.remove.isEmpty { return resolution }
+            // libalpm's DOWNLOADONLY stops a transaction only once it has packages to download: one
+            // that only removes would remove, scriptlets and all, in the downloader's root.
+            if downloadOnly && resolution.install.isEmpty { return resolution }
             self.operationErrors.removeAll()
             self.hookErrors.removeAll()
             self.corruptedFiles.removeAll()

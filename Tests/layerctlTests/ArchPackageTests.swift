@@ -50,7 +50,7 @@ struct ArchPackageTests {
         return lines.first.map(String.init) ?? ""
     }
 
-    @Test("a hook of a layer below fires on this layer's packages with their files, on install and on remove, shown by name; a failing post-transaction hook is named and the build goes on, as pacman's does")
+    @Test("a hook of a layer below fires on this layer's packages with their files, on install and on remove (whose scriptlets run once, in the layer), shown by name; a failing post-transaction hook is named and the build goes on, as pacman's does")
     func hooksRun() throws {
         let folder = try layers([
             "hooked": "from: base\npackages: [hooked]\n",
@@ -83,6 +83,10 @@ struct ArchPackageTests {
         #expect(hooks.first?["message"] as? String == "hook 50-hook-recorder.hook: Recording the hooked files...")
         #expect(hooks.first?["current"] as? Int == 1 && hooks.first?["total"] as? Int == 1, "\(hooks)")
         #expect(try String(contentsOfFile: try tree(store, "gone") + "/var/lib/hook-recorder.log", encoding: .utf8) == run + run)
+        // Its removal scriptlets ran, in the layer's root alone (the download-only child once ran
+        // them too, in its empty root, and failed the build).
+        #expect(removed.stdout.components(separatedBy: #""message":"hooked: pre_remove""#).count == 2, "\(removed.stdout)")
+        #expect(try String(contentsOfFile: try tree(store, "gone") + "/var/lib/hooked.removed", encoding: .utf8) == "hooked: post_remove\n")
 
         // What hooks write is part of the layer as anything else is: the same tree from another store.
         let again = try Harness.temporaryDirectory("store")
