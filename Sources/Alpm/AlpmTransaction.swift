@@ -289,7 +289,10 @@ extension AlpmHandle {
                 let conflict = item.assumingMemoryBound(to: alpm_fileconflict_t.self)
                 let owner = conflict.pointee.type == ALPM_FILECONFLICT_TARGET
                     ? "is also in \(string(conflict.pointee.ctarget) ?? "?")" : "exists in filesystem"
-                lines.append("\(string(conflict.pointee.target) ?? "?"): /\(string(conflict.pointee.file) ?? "?") \(owner)")
+                // libalpm gives a file in the filesystem with the root before it ("/" here), one in
+                // two packages without.
+                let file = string(conflict.pointee.file) ?? "?"
+                lines.append("\(string(conflict.pointee.target) ?? "?"): \(file.hasPrefix("/") ? file : "/" + file) \(owner)")
                 cause(conflict.pointee.target)
                 alpm_fileconflict_free(conflict)
             case ALPM_ERR_PKG_INVALID_ARCH, ALPM_ERR_PKG_INVALID, ALPM_ERR_PKG_INVALID_CHECKSUM,

@@ -239,10 +239,10 @@ public final class StackBuilder {
         if let repository = error.repository, let place = repositories[repository] {
             return BuildFailure(error, at: place.description)
         }
-        let named =
-            error.packages.isEmpty
-            ? (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            : error.packages
-        return BuildFailure(error, at: layer.location(ofPackage: named)?.description ?? layer.path)
+        // The packages libalpm blames may be in the layers below (what a removal leaves without a
+        // dependency): then the layer's own targets that it named.
+        let requested = (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let place = layer.location(ofPackage: error.packages) ?? layer.location(ofPackage: requested)
+        return BuildFailure(error, at: place?.description ?? layer.path)
     }
 }

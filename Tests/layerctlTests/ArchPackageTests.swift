@@ -114,6 +114,21 @@ struct ArchPackageTests {
         #expect(read(mounted + "/usr/bin/capped") == capability)
     }
 
+    @Test("a package's file that a layer below wrote is a conflict at the package's line, as pacman's 'exists in filesystem'")
+    func fileInTheWay() throws {
+        let folder = try layers([
+            "mine": "from: base\nfiles:\n  - path: /usr/share/hooked/hooked.conf\n    content: \"mine\\n\"\n",
+            "clash": "from: mine\npackages: [demo-data, hooked]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        let result = try Harness.run(["build", folder + "/clash.yaml", "--store", store])
+        #expect(result.status == 5, "\(result.stderr)")
+        #expect(
+            errorLine(result) == "layerctl: \(folder)/clash.yaml:2:23: commit transaction failed: conflicting files; "
+                + "hooked: /usr/share/hooked/hooked.conf exists in filesystem")
+        try expectNothingLeft(store, of: "clash")
+    }
+
     @Test("a pre-transaction hook with AbortOnFail stops the build at the package it refuses, naming the hook and the package that installed it")
     func abortOnFail() throws {
         let folder = try layers(["guarded": "from: base\npackages: [demo-data, guarded]\n"])

@@ -55,6 +55,13 @@ struct FailureTests {
         try expectFailure("packages: [conflict-a, conflict-b]\n", status: 5, mentions: ["conflict-a", "conflict-b", "conflict"])
     }
 
+    @Test("removing a package that the layers below need is placed at its line and names what needs it")
+    func removeNeeded() throws {
+        try expectFailure(
+            "remove: [busybox]\n", status: 5,
+            mentions: ["broken.yaml:2:10: resolve busybox failed: could not satisfy dependencies", "greeter: requires sh"])
+    }
+
     @Test("removing a package that is not installed names it")
     func removeMissing() throws {
         try expectFailure("remove: [demo-app]\n", status: 5, mentions: ["demo-app", "not installed"])
