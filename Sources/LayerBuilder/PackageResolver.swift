@@ -5,9 +5,9 @@ import LayerEntries
 import LayerSupport
 
 /// Resolves a layer's transaction against its parents' package database without building
-/// anything, and fetches its packages: the merged local database of the parent stack is assembled
-/// from hard links in a scratch folder, and libalpm prepares the transaction there, in the package
-/// work's child (`PackageWork`).
+/// anything, and fetches its packages: the merged local database of the parent stack is copied
+/// into a scratch folder, and libalpm prepares the transaction there, in the package work's child
+/// (`PackageWork`).
 struct PackageResolver {
     /// The parent stack, bottom first; empty for a layer from scratch.
     let parents: [any EntrySource]
@@ -93,8 +93,12 @@ struct PackageResolver {
         return PackageWork.Job(operation: operation, layer: layer, root: root, dbPath: dbPath, arch: arch, repositories: repositories)
     }
 
-    /// The parents' `var/lib/pacman/local`, merged with overlay rules, as hard links.
-    private func assembleLocalDatabase(into local: String) throws {
+    /// The parents' `var/lib/pacman/local`, merged with overlay rules: each package's `desc`, all
+    /// that a resolution and a download read of it (libalpm reads `files` only to commit), and the
+    /// folder's own files (`ALPM_DB_VERSION`). Copies, not hard links: the package work's child may
+    /// write its scratch folder, and through a link it would write the stored layer's own file
+    /// (root's, mode 0644: its uid may, without a capability, and Landlock sees only the path).
+    func assembleLocalDatabase(into local: String) throws {
         guard !parents.isEmpty else { return }
         let paths = OverlayPaths(OverlayMerge(parents))
         let folder = "/var/lib/pacman/local"
@@ -102,23 +106,22 @@ struct PackageResolver {
             let entry = package.entry
             let name = RawPath.string(entry.name)
             guard entry.kind == .directory else {
-                try link(entry, at: folder + "/" + name, to: local + "/" + name)
+                try copy(entry, at: folder + "/" + name, to: local + "/" + name)
                 continue
             }
             try FileSystem.makeDirectories(local + "/" + name)
             for file in try paths.names(at: Array((folder + "/" + name).utf8)) ?? []
-            where file.entry.kind != .directory {
-                let fileName = RawPath.string(file.entry.name)
-                try link(file.entry, at: folder + "/" + name + "/" + fileName, to: local + "/" + name + "/" + fileName)
+            where file.entry.kind != .directory && file.entry.name.elementsEqual("desc".utf8) {
+                try copy(file.entry, at: folder + "/" + name + "/desc", to: local + "/" + name + "/desc")
             }
         }
     }
 
-    /// Links the regular file `entry` (at `path` in the parents' tree) to `destination`. libalpm
-    /// opens what is linked here in this process, on the host, and a tree is a stranger's: a
-    /// symlink would take it to a file of the host (`desc` → `/etc/shadow`), a device node to a
-    /// device of the host, a FIFO would hold it. pacman writes only files and folders there.
-    private func link(_ entry: MergedTree.Entry, at path: String, to destination: String) throws {
+    /// Copies the regular file `entry` (at `path` in the parents' tree) to `destination`. A tree is
+    /// a stranger's: a symlink would take this process to a file of the host (`desc` →
+    /// `/etc/shadow`), a device node to a device of the host, a FIFO would hold it. pacman writes
+    /// only files and folders there.
+    private func copy(_ entry: MergedTree.Entry, at path: String, to destination: String) throws {
         guard entry.kind == .regular else {
             throw BuildFailure(
                 "the package database of the layers below holds \(RawPath.printable(path)), which is \(entry.kind.described); "
@@ -129,8 +132,7 @@ struct PackageResolver {
         do { try FileTooLarge.check(path, size: entry.size, limit: ReadLimit.packageDatabaseFile) } catch let large as FileTooLarge {
             throw BuildFailure("in the package database of the layers below, " + large.message, code: .packages)
         }
-        _ = try RawPath.with(entry.source) { source in
-            try sys("link", RawPath.string(entry.source)) { Glibc.link(source, destination) }
-        }
+        let bytes = try FileSystem.readRegularFile(RawPath.string(entry.source), atMost: ReadLimit.packageDatabaseFile)
+        try FileSystem.writeFile(bytes, to: destination)
     }
 }

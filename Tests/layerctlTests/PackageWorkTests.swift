@@ -1,5 +1,8 @@
 import Foundation
 import Glibc
+@testable import LayerBuilder
+import LayerEntries
+import LayerStore
 import Testing
 
 /// libalpm parses the repositories' databases and packages and the layers' package databases,
@@ -137,6 +140,35 @@ struct PackageWorkTests {
 
     /// What the job does not name, the child cannot open: a repository's folder, a database that
     /// a symlink in a named folder leads to, and a folder to write the databases in.
+    /// The child may write its job's folder; a hard link there to a stored layer's `desc` (root's,
+    /// mode 0644) would let it change that layer, which later builds stand on: a uid 0 without
+    /// capabilities may write it, and Landlock sees only the path.
+    @Test("the local database a resolution reads holds copies of each package's desc, no link to a stored layer's file")
+    func localDatabaseCopies() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
+        let stored = try Store(root: store)
+        let tree = stored.tree(try #require(try stored.ref("base")))
+        let resolver = PackageResolver(parents: [try FolderSource(tree)], arch: "x86_64", repositories: [], syncSnapshot: tree)
+        let local = try Harness.temporaryDirectory("local")
+        try resolver.assembleLocalDatabase(into: local)
+
+        let database = tree + "/var/lib/pacman/local"
+        let packages = try FileManager.default.contentsOfDirectory(atPath: database).filter { !$0.hasPrefix("ALPM") }.sorted()
+        #expect(packages.count == 8 && packages.contains { $0.hasPrefix("perl-") }, "\(packages)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: local).sorted() == (packages + ["ALPM_DB_VERSION"]).sorted())
+        for package in packages {
+            #expect(try FileManager.default.contentsOfDirectory(atPath: "\(local)/\(package)") == ["desc"])
+            #expect(FileManager.default.contents(atPath: "\(local)/\(package)/desc") == FileManager.default.contents(atPath: "\(database)/\(package)/desc"))
+        }
+        for path in try FileManager.default.subpathsOfDirectory(atPath: local) {
+            var st = stat()
+            #expect(lstat(local + "/" + path, &st) == 0)
+            #expect((st.st_mode & S_IFMT) == S_IFDIR || st.st_nlink == 1, "\(path) has \(st.st_nlink) links")
+        }
+    }
+
     @Test("the package work reads only the system's files and what its job names, and writes only its job's folders")
     func packageWorkPaths() throws {
         let work = try Harness.temporaryDirectory("package-paths")
