@@ -5,7 +5,7 @@ import LayerStore
 import LayerSupport
 
 /// The sync databases of one set of repositories, kept in the store's cache (never in a tree),
-/// refreshed once per build, and handed to each build as a private snapshot of hard links.
+/// refreshed once per build, and handed to each build as a private snapshot of copies.
 struct SyncCache {
     let store: Store
     let arch: String
@@ -81,10 +81,11 @@ struct SyncCache {
                     "there is no copy of repository \(repository.name) yet; build once without --offline",
                     at: locate(repository.name), code: .input)
             }
+            // Copies, not hard links: the resolutions' child may write the session folder, and
+            // through a link it would write the store's copy of the database, which later builds
+            // (and --offline ones alone) read.
             for suffix in ["", ".sig"] where FileSystem.exists(database + suffix) {
-                try sys("link", database + suffix) {
-                    link(database + suffix, snapshot + "/sync/\(repository.name).db" + suffix)
-                }
+                try FileSystem.copyFile(database + suffix, to: snapshot + "/sync/\(repository.name).db" + suffix)
             }
         }
     }

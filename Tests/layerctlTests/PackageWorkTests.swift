@@ -58,6 +58,15 @@ struct PackageWorkTests {
             usleep(20_000)
         }
         #expect(resolver != nil, "no confined child without the host's network ran layerctl while the build resolved")
+        // What it resolves against is a copy of the store's database: through a hard link in the
+        // session folder, which it may write, it could change the store's.
+        let caches = try FileManager.default.contentsOfDirectory(atPath: work + "/store/cache/sync").filter { !$0.hasSuffix(".lock") }
+        #expect(caches.count == 1, "\(caches)")
+        for cache in caches {
+            var st = stat()
+            #expect(stat("\(work)/store/cache/sync/\(cache)/sync/chain.db", &st) == 0)
+            #expect(st.st_nlink == 1, "the store's chain.db has \(st.st_nlink) links while the build resolves")
+        }
         // Two children for the whole build, whatever its layers: the downloads', the resolutions'.
         #expect(children.count == 2, "\(children.keys)")
         for (pid, fields) in children {
