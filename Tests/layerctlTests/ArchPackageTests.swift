@@ -50,11 +50,14 @@ struct ArchPackageTests {
         return lines.first.map(String.init) ?? ""
     }
 
-    @Test("a hook of a layer below fires on this layer's packages with their files, on install and on remove (whose scriptlets run once, in the layer), shown by name; a failing post-transaction hook is named and the build goes on, as pacman's does")
+    @Test("a hook of a layer below fires on this layer's packages with their files, on install and on remove (whose scriptlets run once, in the layer), shown by name, unless masked by a link to /dev/null; a failing post-transaction hook is named and the build goes on, as pacman's does")
     func hooksRun() throws {
         let folder = try layers([
             "hooked": "from: base\npackages: [hooked]\n",
             "gone": "from: hooked\nremove: [hooked]\n",
+            // As Arch users turn a package's hook off: a link to /dev/null of its name in /etc.
+            "masked": "from: base\nrun:\n  - mkdir -p /etc/pacman.d/hooks && ln -s /dev/null /etc/pacman.d/hooks/50-hook-recorder.hook\n",
+            "masked-top": "from: masked\npackages: [hooked]\n",
         ])
         let store = try Harness.temporaryDirectory("store")
         let built = try Harness.run(["build", folder + "/hooked.yaml", "--store", store])
@@ -87,6 +90,12 @@ struct ArchPackageTests {
         // them too, in its empty root, and failed the build).
         #expect(removed.stdout.components(separatedBy: #""message":"hooked: pre_remove""#).count == 2, "\(removed.stdout)")
         #expect(try String(contentsOfFile: try tree(store, "gone") + "/var/lib/hooked.removed", encoding: .utf8) == "hooked: post_remove\n")
+
+        let masked = try Harness.run(["build", folder + "/masked-top.yaml", "--store", store])
+        #expect(masked.status == 0, "\(masked.stderr)")
+        #expect(masked.stderr.contains("masked-top: hook 60-hook-guard.hook: Complaining about hooked... (1/1)\n"), "\(masked.stderr)")
+        #expect(!masked.stderr.contains("Recording the hooked files"), "\(masked.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: try tree(store, "masked-top") + "/var/lib/hook-recorder.log"))
 
         // What hooks write is part of the layer as anything else is: the same tree from another store.
         let again = try Harness.temporaryDirectory("store")
