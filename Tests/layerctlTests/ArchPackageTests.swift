@@ -43,11 +43,19 @@ struct ArchPackageTests {
         try Harness.expectValidStore(store, sourceLocation: sourceLocation)
     }
 
-    /// The one labelled line of a failed command.
-    func errorLine(_ result: Harness.Result) -> String {
+    /// Builds layer `name` of `folder` into `store`, which fails with `status` and one labelled
+    /// line, `layerctl: FOLDER/NAME.yaml` and then `says`, and leaves the store as it was.
+    @discardableResult
+    func expectRefused(
+        _ name: String, in folder: String, store: String, options: [String] = [], status: Int32, says: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> Harness.Result {
+        let result = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store] + options)
+        #expect(result.status == status, "\(result.stderr)", sourceLocation: sourceLocation)
         let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
-        #expect(lines.count == 1, "\(result.stderr)")
-        return lines.first.map(String.init) ?? ""
+        #expect(lines == ["layerctl: \(folder)/\(name).yaml\(says)"[...]], "\(result.stderr)", sourceLocation: sourceLocation)
+        try expectNothingLeft(store, of: name, sourceLocation: sourceLocation)
+        return result
     }
 
     @Test("a hook of a layer below fires on this layer's packages with their files, on install and on remove (whose scriptlets run once, in the layer), shown by name, unless masked by a link to /dev/null; a failing post-transaction hook is named and the build goes on, as pacman's does")
@@ -129,27 +137,19 @@ struct ArchPackageTests {
             "mine": "from: base\nfiles:\n  - path: /usr/share/hooked/hooked.conf\n    content: \"mine\\n\"\n",
             "clash": "from: mine\npackages: [demo-data, hooked]\n",
         ])
-        let store = try Harness.temporaryDirectory("store")
-        let result = try Harness.run(["build", folder + "/clash.yaml", "--store", store])
-        #expect(result.status == 5, "\(result.stderr)")
-        #expect(
-            errorLine(result) == "layerctl: \(folder)/clash.yaml:2:23: commit transaction failed: conflicting files; "
-                + "hooked: /usr/share/hooked/hooked.conf exists in filesystem")
-        try expectNothingLeft(store, of: "clash")
+        try expectRefused(
+            "clash", in: folder, store: try Harness.temporaryDirectory("store"), status: 5,
+            says: ":2:23: commit transaction failed: conflicting files; hooked: /usr/share/hooked/hooked.conf exists in filesystem")
     }
 
     @Test("a pre-transaction hook with AbortOnFail stops the build at the package it refuses, naming the hook and the package that installed it")
     func abortOnFail() throws {
         let folder = try layers(["guarded": "from: base\npackages: [demo-data, guarded]\n"])
-        let store = try Harness.temporaryDirectory("store")
-        let result = try Harness.run(["build", folder + "/guarded.yaml", "--store", store])
-        #expect(result.status == 5, "\(result.stderr)")
+        let result = try expectRefused(
+            "guarded", in: folder, store: try Harness.temporaryDirectory("store"), status: 5,
+            says: ":2:23: pre-transaction hook 10-hook-guard.hook of package hook-guard failed: it has AbortOnFail, so the "
+                + "transaction stopped before it changed anything; command failed to execute correctly")
         #expect(result.stderr.contains("guarded | hook-guard: refusing guarded\n"), "\(result.stderr)")
-        #expect(
-            errorLine(result) == "layerctl: \(folder)/guarded.yaml:2:23: pre-transaction hook 10-hook-guard.hook of package "
-                + "hook-guard failed: it has AbortOnFail, so the transaction stopped before it changed anything; "
-                + "command failed to execute correctly")
-        try expectNothingLeft(store, of: "guarded")
     }
 
     @Test("a hook file that a layer below wrote and that does not parse, or whose command never ends, fails this layer in one line at its packages")
@@ -166,18 +166,13 @@ struct ArchPackageTests {
             "slow-top": "from: slow\npackages: [hooked]\n",
         ])
         let store = try Harness.temporaryDirectory("store")
-        let broken = try Harness.run(["build", folder + "/broken-top.yaml", "--store", store])
-        #expect(broken.status == 5, "\(broken.stderr)")
-        #expect(
-            errorLine(broken) == "layerctl: \(folder)/broken-top.yaml:2:12: commit transaction failed: failed to run transaction "
-                + "hooks; hook /etc/pacman.d/hooks/20-broken.hook line 5: invalid option Bogus")
-        try expectNothingLeft(store, of: "broken-top")
-
-        let slow = try Harness.run(["build", folder + "/slow-top.yaml", "--store", store, "--timeout", "2"])
-        #expect(slow.status == 6, "\(slow.stderr)")
-        #expect(
-            errorLine(slow) == "layerctl: \(folder)/slow-top.yaml: layer slow-top did not finish within 2 s (at: hook 30-sleep.hook: "
-                + "Sleeping); it was stopped, with everything it ran. Give it longer with --timeout")
-        try expectNothingLeft(store, of: "slow-top")
+        try expectRefused(
+            "broken-top", in: folder, store: store, status: 5,
+            says: ":2:12: commit transaction failed: failed to run transaction hooks; hook /etc/pacman.d/hooks/20-broken.hook "
+                + "line 5: invalid option Bogus")
+        try expectRefused(
+            "slow-top", in: folder, store: store, options: ["--timeout", "2"], status: 6,
+            says: ": layer slow-top did not finish within 2 s (at: hook 30-sleep.hook: Sleeping); it was stopped, with "
+                + "everything it ran. Give it longer with --timeout")
     }
 }
