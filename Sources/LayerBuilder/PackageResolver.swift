@@ -93,11 +93,12 @@ struct PackageResolver {
         return PackageWork.Job(operation: operation, layer: layer, root: root, dbPath: dbPath, arch: arch, repositories: repositories)
     }
 
-    /// The parents' `var/lib/pacman/local`, merged with overlay rules: each package's `desc`, all
-    /// that a resolution and a download read of it (libalpm reads `files` only to commit), and the
-    /// folder's own files (`ALPM_DB_VERSION`). Copies, not hard links: the package work's child may
-    /// write its scratch folder, and through a link it would write the stored layer's own file
-    /// (root's, mode 0644: its uid may, without a capability, and Landlock sees only the path).
+    /// The parents' `var/lib/pacman/local`, merged with overlay rules: each package's `desc` and
+    /// `files` (a transaction that removes a package reads its files and backups even to
+    /// download), and the folder's own files (`ALPM_DB_VERSION`); not `mtree` or scriptlets, which
+    /// only a commit reads. Copies, not hard links: the package work's child may write its scratch
+    /// folder, and through a link it would write the stored layer's own file (root's, mode 0644:
+    /// its uid may, without a capability, and Landlock sees only the path).
     func assembleLocalDatabase(into local: String) throws {
         guard !parents.isEmpty else { return }
         let paths = OverlayPaths(OverlayMerge(parents))
@@ -111,11 +112,15 @@ struct PackageResolver {
             }
             try FileSystem.makeDirectories(local + "/" + name)
             for file in try paths.names(at: Array((folder + "/" + name).utf8)) ?? []
-            where file.entry.kind != .directory && file.entry.name.elementsEqual("desc".utf8) {
-                try copy(file.entry, at: folder + "/" + name + "/desc", to: local + "/" + name + "/desc")
+            where file.entry.kind != .directory && Self.readFiles.contains(file.entry.name) {
+                let fileName = RawPath.string(file.entry.name)
+                try copy(file.entry, at: folder + "/" + name + "/" + fileName, to: local + "/" + name + "/" + fileName)
             }
         }
     }
+
+    /// What the package work's libalpm reads of an installed package's folder.
+    static let readFiles: Set<[UInt8]> = [Array("desc".utf8), Array("files".utf8)]
 
     /// Copies the regular file `entry` (at `path` in the parents' tree) to `destination`. A tree is
     /// a stranger's: a symlink would take this process to a file of the host (`desc` →

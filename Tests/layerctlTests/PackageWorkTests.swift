@@ -152,7 +152,7 @@ struct PackageWorkTests {
     /// The child may write its job's folder; a hard link there to a stored layer's `desc` (root's,
     /// mode 0644) would let it change that layer, which later builds stand on: a uid 0 without
     /// capabilities may write it, and Landlock sees only the path.
-    @Test("the local database a resolution reads holds copies of each package's desc, no link to a stored layer's file")
+    @Test("the local database a resolution reads holds copies of each package's desc and files, no link to a stored layer's file")
     func localDatabaseCopies() throws {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
@@ -168,8 +168,11 @@ struct PackageWorkTests {
         #expect(packages.count == 8 && packages.contains { $0.hasPrefix("perl-") }, "\(packages)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: local).sorted() == (packages + ["ALPM_DB_VERSION"]).sorted())
         for package in packages {
-            #expect(try FileManager.default.contentsOfDirectory(atPath: "\(local)/\(package)") == ["desc"])
-            #expect(FileManager.default.contents(atPath: "\(local)/\(package)/desc") == FileManager.default.contents(atPath: "\(database)/\(package)/desc"))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: "\(local)/\(package)").sorted() == ["desc", "files"])
+            for file in ["desc", "files"] {
+                let copied = FileManager.default.contents(atPath: "\(local)/\(package)/\(file)")
+                #expect(copied != nil && copied == FileManager.default.contents(atPath: "\(database)/\(package)/\(file)"))
+            }
         }
         for path in try FileManager.default.subpathsOfDirectory(atPath: local) {
             var st = stat()
