@@ -114,6 +114,7 @@ extension AlpmHandle {
 
     private func handleLog(level: Int32, message: String) {
         let text = message.hasSuffix("\n") ? String(message.dropLast()) : message
+        let shown = currentHook.map { "hook \($0): \(text)" } ?? text
         switch UInt32(level) {
         case ALPM_LOG_ERROR.rawValue:
             // libalpm reports a failing scriptlet only through this line, during the package's
@@ -121,9 +122,9 @@ extension AlpmHandle {
             if let currentPackage { operationErrors.append((currentPackage, text)) }
             if let currentHook { hookErrors.append((currentHook, text)) }
             recentErrors.append(text)
-            observer?(.log(level: .error, message: currentHook.map { "hook \($0): \(text)" } ?? text))
+            observer?(.log(level: .error, message: shown))
         case ALPM_LOG_WARNING.rawValue:
-            observer?(.log(level: .warning, message: currentHook.map { "hook \($0): \(text)" } ?? text))
+            observer?(.log(level: .warning, message: shown))
         default:
             break
         }

@@ -133,8 +133,8 @@ extension AlpmHandle {
         let found = hookFile(failed)
         let owner = found.map { file in file.owner.map { " of package \($0)" } ?? " (\(file.path), of no package)" } ?? ""
         // The targets its `Type = Package` triggers name, when there are such: the error goes to
-        // the first of them in the layer file, else to the first target.
-        // Its file is a stranger's: a regular file of a hook's size, or no patterns.
+        // the first of them in the layer file, else to the first target. Its file is a stranger's:
+        // a regular file of a hook's size is read, anything else gives no patterns.
         let text = found.flatMap { try? FileSystem.readRegularFile($0.path, atMost: 1 << 20) }
         let patterns = text.map { Self.packageTargets(ofHook: [UInt8]($0)) } ?? []
         let named = targets.filter { target in

@@ -147,8 +147,6 @@ struct PackageWorkTests {
         return event
     }
 
-    /// What the job does not name, the child cannot open: a repository's folder, a database that
-    /// a symlink in a named folder leads to, and a folder to write the databases in.
     /// The child may write its job's folder; a hard link there to a stored layer's `desc` (root's,
     /// mode 0644) would let it change that layer, which later builds stand on: a uid 0 without
     /// capabilities may write it, and Landlock sees only the path.
@@ -181,6 +179,8 @@ struct PackageWorkTests {
         }
     }
 
+    /// What the job does not name, the child cannot open: a repository's folder, a database that
+    /// a symlink in a named folder leads to, and a folder to write the databases in.
     @Test("the package work reads only the system's files and what its job names, and writes only its job's folders")
     func packageWorkPaths() throws {
         let work = try Harness.temporaryDirectory("package-paths")
