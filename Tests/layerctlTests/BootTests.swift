@@ -150,10 +150,15 @@ struct BootTests {
             failed, "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
     }
 
-    /// The lines of init, the hooks, layerctl's and the errors, in the order they came.
+    /// The lines of init, the hooks, layerctl's and the errors, in the order they came. A kernel
+    /// message can land inside one on the shared console ("INIT root=/dev/vda[    1.873583]
+    /// clocksource: …"), and is cut off.
     func initLines(_ output: String) -> [String] {
-        output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
-            .filter { $0.hasPrefix("INIT ") || $0.hasPrefix("layerctl: ") || $0.hasPrefix("ERROR") }
+        let lines = output.split(whereSeparator: \.isNewline).map { line in
+            let kernel = line.range(of: #"\[ *[0-9]+\.[0-9]+\] "#, options: .regularExpression)
+            return (kernel.map { line[..<$0.lowerBound] } ?? line).trimmingCharacters(in: .whitespaces)
+        }
+        return lines.filter { $0.hasPrefix("INIT ") || $0.hasPrefix("layerctl: ") || $0.hasPrefix("ERROR") }
     }
 
     @Test(
