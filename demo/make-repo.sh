@@ -345,7 +345,30 @@ mkdir -p /var/lib
 echo "$line" >>/var/lib/mkinitcpio-runs.log
 [ -z "$out" ] || echo "$line" >"$out"
 STANDIN
-    chmod 0755 "$p/usr/bin/mkinitcpio"; pack "$dest" "$p"
+    chmod 0755 "$p/usr/bin/mkinitcpio"
+    # As Arch's mkinitcpio, a libalpm hook that makes the initramfs when a kernel is installed or
+    # upgraded (and when an initcpio hook or firmware changes): it copies the kernel to /boot as
+    # vmlinuz-PKGBASE and runs the generator for it. layerctl's `boot:` masks it, since its boot step
+    # makes the initramfs once, with layerctl's hook in place.
+    mkdir -p "$p/usr/share/libalpm/hooks" "$p/usr/share/libalpm/scripts"
+    printf '%s\n' '[Trigger]' 'Type = Path' 'Operation = Install' 'Operation = Upgrade' \
+        'Target = usr/lib/modules/*/vmlinuz' 'Target = usr/lib/initcpio/*' 'Target = usr/lib/firmware/*' '' \
+        '[Action]' 'Description = Updating linux initcpios...' 'When = PostTransaction' \
+        'Exec = /usr/share/libalpm/scripts/mkinitcpio-install' 'NeedsTargets' \
+        >"$p/usr/share/libalpm/hooks/90-mkinitcpio-install.hook"
+    cat >"$p/usr/share/libalpm/scripts/mkinitcpio-install" <<'STANDIN'
+#!/bin/sh
+# Stand-in of Arch's mkinitcpio install script: the hook's targets come on stdin.
+while read -r target; do
+    case $target in usr/lib/modules/*/vmlinuz) ;; *) continue ;; esac
+    folder=/${target%/vmlinuz}
+    read -r base <"$folder/pkgbase" || continue
+    mkdir -p /boot
+    cp "$folder/vmlinuz" "/boot/vmlinuz-$base"
+    /usr/bin/mkinitcpio -k "${folder##*/}" -g "/boot/initramfs-$base.img"
+done
+STANDIN
+    chmod 0755 "$p/usr/share/libalpm/scripts/mkinitcpio-install"; pack "$dest" "$p"
 }
 
 echo "make-repo: packing into $out"

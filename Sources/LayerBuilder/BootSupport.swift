@@ -28,20 +28,27 @@ extension BootFlavour {
     }
 
     /// sha256 over the installed files, for the layer key: a new hook means new layers, and so a new
-    /// initramfs.
+    /// initramfs. Also over what the boot step goes by, `triggers` and `packageHooks`: another list
+    /// makes another tree from the same layer file.
     var filesDigest: String {
         var hasher = SHA256()
         for file in installedFiles {
             hasher.update(data: Data("\(file.path)\0\(file.mode)\0".utf8))
             hasher.update(data: Data((BootHookFiles.contents[file.source] ?? "").utf8))
         }
+        for path in triggers + ["masked"] + packageHooks { hasher.update(data: Data("\(path)\0".utf8)) }
         return Digest.hex(hasher.finalize())
     }
 
     /// What this layer must have changed (relative to the tree) for the initramfs to be made again:
-    /// the kernel and its modules, the hook, or the generator and its configuration.
+    /// the kernel and its modules, the hook, the generator and its configuration, or a program the
+    /// generator's own libalpm hook makes the initramfs again for (systemd, cryptsetup, lvm), since
+    /// `packageHooks` masks that hook.
     var triggers: [String] {
-        let common = ["usr/lib/modules", "usr/lib/layerctl", "usr/lib/firmware"]
+        let common = [
+            "usr/lib/modules", "usr/lib/layerctl", "usr/lib/firmware",
+            "usr/lib/systemd/systemd", "usr/bin/cryptsetup", "usr/bin/lvm",
+        ]
         switch self {
         case .mkinitcpio:
             return common + [
@@ -50,6 +57,20 @@ extension BootFlavour {
             ]
         case .dracut:
             return common + ["usr/lib/dracut", "etc/dracut.conf", "etc/dracut.conf.d", "usr/bin/dracut"]
+        }
+    }
+}
+
+extension BootFlavour {
+    /// The libalpm hooks of the generator's package that make the initramfs after a transaction,
+    /// which a layer with `boot:` does not run: its boot step makes the initramfs once, after the
+    /// transaction, with layerctl's hook in place. Run first, Arch's mkinitcpio hook would make every
+    /// image (the fallback too) without it, only for the boot step to make them again. Arch's dracut
+    /// package ships no such hook.
+    var packageHooks: [String] {
+        switch self {
+        case .mkinitcpio: return ["90-mkinitcpio-install.hook"]
+        case .dracut: return []
         }
     }
 }

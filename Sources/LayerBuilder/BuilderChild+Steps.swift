@@ -20,6 +20,16 @@ extension BuilderChild {
         try handle.setArchitectures([job.arch])
         try handle.addHookDir("/usr/share/libalpm/hooks")
         try handle.addHookDir("/etc/pacman.d/hooks")
+        if let boot = job.boot, !boot.packageHooks.isEmpty {
+            // The last folder's hook of a name is the one that runs, and a link to /dev/null runs
+            // nothing (alpm-hooks(5)). /run is the build's own tmpfs, never part of the layer.
+            let masks = "/run/layerctl/hooks"
+            try FileSystem.makeDirectories(masks)
+            for name in boot.packageHooks where symlink("/dev/null", masks + "/" + name) != 0 {
+                throw SystemError("symlink", masks + "/" + name)
+            }
+            try handle.addHookDir(masks)
+        }
         for repo in job.repos {
             try handle.register(Repository(name: repo.name, servers: repo.servers, signatureLevel: .never), arch: job.arch)
         }

@@ -104,6 +104,56 @@ struct BootSupportTests {
         #expect(!FileManager.default.fileExists(atPath: try tree(store, "plain") + "/boot"))
     }
 
+    /// Arch's mkinitcpio ships a libalpm hook that makes every initramfs after a transaction that
+    /// installs a kernel; the stand-in's does the same. Without `boot:` it runs, as under pacman.
+    /// With `boot:` the boot step makes the initramfs once, with layerctl's hook, instead of after
+    /// that hook made it once without. Masking the hook must not lose what it is run for: a layer
+    /// that changes cryptsetup (which an initramfs may carry) gets a new initramfs.
+    @Test("the generator's own libalpm hook runs without boot:; with boot: the initramfs is made once, with layerctl's hook")
+    func generatorHook() throws {
+        let folder = try Harness.temporaryDirectory("boot-layers")
+        try write(
+            folder,
+            [
+                "base.yaml": Self.layers["base.yaml"]!.replacingOccurrences(
+                    of: "[filesystem, busybox, mkinitcpio]", with: "[filesystem, busybox, mkinitcpio, linux]"),
+                "crypt.yaml": """
+                from: base
+                files:
+                  - path: /usr/bin/cryptsetup
+                    content: "#!/bin/sh\\n"
+                    mode: "0755"
+
+                """,
+            ])
+        try Harness.setRepository(in: folder, to: "repo")
+        try Harness.edit(folder + "/base.yaml") { $0.replacingOccurrences(of: "boot: mkinitcpio\n", with: "") }
+        try FileManager.default.moveItem(atPath: folder + "/base.yaml", toPath: folder + "/plain.yaml")
+        try write(folder, ["base.yaml": Self.layers["base.yaml"]!.replacingOccurrences(
+            of: "[filesystem, busybox, mkinitcpio]", with: "[filesystem, busybox, mkinitcpio, linux]")])
+        try Harness.setRepository(in: folder, to: "repo")
+        let store = try Harness.temporaryDirectory("store")
+
+        let plain = try Harness.run(["build", folder + "/plain.yaml", "--store", store])
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(plain.stderr.contains("hook 90-mkinitcpio-install.hook: Updating linux initcpios..."), "\(plain.stderr)")
+        let plainTree = try tree(store, "plain")
+        let unhooked = "kernel=6.1.0-demo HOOKS=(base udev modconf block filesystems fsck) layerctl-hook=no\n"
+        #expect(text(plainTree + "/var/lib/mkinitcpio-runs.log") == unhooked)
+        #expect(text(plainTree + "/boot/vmlinuz-linux") == "stand-in kernel 6.1.0-demo\n")
+
+        let build = try Harness.run(["build", folder + "/crypt.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        #expect(!build.stderr.contains("90-mkinitcpio-install.hook"), "\(build.stderr)")
+        let hooked = "kernel=6.1.0-demo HOOKS=(base udev layerctl modconf block filesystems fsck) layerctl-hook=yes\n"
+        let root = try tree(store, "base")
+        #expect(text(root + "/var/lib/mkinitcpio-runs.log") == hooked)
+        #expect(text(root + "/boot/initramfs-linux.img") == hooked)
+        #expect(text(root + "/boot/vmlinuz-linux") == "stand-in kernel 6.1.0-demo\n")
+        #expect(!FileManager.default.fileExists(atPath: root + "/run/layerctl"))
+        #expect(text(try tree(store, "crypt") + "/var/lib/mkinitcpio-runs.log") == hooked + hooked)
+    }
+
     @Test("boot: dracut installs the module and its configuration")
     func dracut() throws {
         let folder = try Harness.temporaryDirectory("boot-layers")
