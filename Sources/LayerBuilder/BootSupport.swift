@@ -66,11 +66,11 @@ extension BootFlavour {
     /// which a layer with `boot:` does not run: its boot step makes the initramfs once, after the
     /// transaction, with layerctl's hook in place. Run first, Arch's mkinitcpio hook would make every
     /// image (the fallback too) without it, only for the boot step to make them again. Arch's dracut
-    /// package ships no such hook.
+    /// package ships no such hook; the Arch wiki's and the AUR's dracut-hook have this name.
     var packageHooks: [String] {
         switch self {
         case .mkinitcpio: return ["90-mkinitcpio-install.hook"]
-        case .dracut: return []
+        case .dracut: return ["90-dracut-install.hook"]
         }
     }
 }

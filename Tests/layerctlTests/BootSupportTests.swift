@@ -154,6 +154,36 @@ struct BootSupportTests {
         #expect(text(try tree(store, "crypt") + "/var/lib/mkinitcpio-runs.log") == hooked + hooked)
     }
 
+    /// Arch's dracut ships no libalpm hook, but the wiki's and the AUR's are named
+    /// 90-dracut-install.hook, and `boot: dracut` masks that name too. Here the root writes such a
+    /// hook and a stand-in dracut, and both record their runs.
+    @Test("boot: dracut masks the usual 90-dracut-install.hook: the kernel layer's initramfs is made once")
+    func dracutHook() throws {
+        let folder = try Harness.temporaryDirectory("boot-layers")
+        let record = #"echo \"$0 $*\" >>/var/lib/dracut-runs.log"#
+        try write(
+            folder,
+            [
+                "base.yaml": Self.layers["base.yaml"]!.replacingOccurrences(of: "boot: mkinitcpio", with: """
+                    boot: dracut
+                    files:
+                      - path: /usr/bin/dracut
+                        content: "#!/bin/sh\\n\(record)\\n"
+                        mode: "0755"
+                      - path: /usr/share/libalpm/hooks/90-dracut-install.hook
+                        content: "[Trigger]\\nType = Path\\nOperation = Install\\nTarget = usr/lib/modules/*/vmlinuz\\n\\n[Action]\\nWhen = PostTransaction\\nExec = /usr/bin/dracut hook\\n"
+                    """),
+                "kernel.yaml": "from: base\npackages: [linux]\n",
+            ])
+        try Harness.setRepository(in: folder, to: "repo")
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/kernel.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        #expect(
+            text(try tree(store, "kernel") + "/var/lib/dracut-runs.log")
+                == "/usr/bin/dracut --force --kver 6.1.0-demo /boot/initramfs-linux.img\n")
+    }
+
     @Test("boot: dracut installs the module and its configuration")
     func dracut() throws {
         let folder = try Harness.temporaryDirectory("boot-layers")
