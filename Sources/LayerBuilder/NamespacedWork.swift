@@ -176,6 +176,18 @@ public enum NamespacedWork {
         if lc_die_with_parent(request.parent) != 0 { throw BuildFailure("abandoned: the parent process is gone", code: .system) }
     }
 
+    /// Fails, saying so, in a process that is not root, for a command whose work is namespaced
+    /// ("layerctl build"): that work makes mount and pid namespaces, mounts, and makes files of any
+    /// owner, which only root may. Called first thing, it stops such a command before it touches
+    /// the store, where it would fail at the first thing only root may do, with words about that.
+    public static func requireRoot(_ command: String) throws {
+        guard geteuid() != 0 else { return }
+        throw BuildFailure(
+            "\(command) must run as root: it works in mount and pid namespaces of its own and makes files of any "
+                + "owner, as pacman does; run layerctl with sudo",
+            code: .privilege)
+    }
+
     /// Starts this executable for `request` as pid 1 of new namespaces, with `events` as its
     /// `eventDescriptor`, and `input` as its stdin.
     static func start(_ request: Request, events: Int32, network: Bool, interactive: Bool, input: Int32 = -1) throws -> pid_t {

@@ -68,6 +68,7 @@ extension LayerCtl {
         var check = false
 
         func run() throws {
+            try NamespacedWork.requireRoot("layerctl build")
             let store = try storeOptions.open()
             if ImageReference.looksLikeReference(file) && !FileManager.default.fileExists(atPath: file) {
                 // Nothing to build: the image is pulled, and exported with -o.

@@ -43,6 +43,7 @@ extension LayerCtl {
         var json = false
 
         func run() throws {
+            try NamespacedWork.requireRoot("layerctl lock")
             let store = try storeOptions.open()
             var recipe = try Recipe.load(file)
             var options = packageArguments.options(store: store)

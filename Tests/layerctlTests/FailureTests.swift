@@ -90,4 +90,31 @@ struct FailureTests {
         #expect(try String(contentsOfFile: setting, encoding: .utf8) == before)
         try Harness.expectValidStore(store)
     }
+
+    /// A user who forgot sudo: a command whose work needs root says so in one line, as pacman does,
+    /// before it makes or reads anything, not as the failure of the first step only root may take
+    /// ("open lock /var/lib/layerctl/lock failed: No such file or directory", it said).
+    @Test("build, lock, shell and pull by a user other than root: one line that says to use sudo, exit 4, no store made")
+    func notRoot() throws {
+        let folder = try Harness.temporaryDirectory("not-root")
+        chmod(folder, 0o755)
+        let layer = folder + "/base.yaml"
+        try "from: scratch\narch: x86_64\npackages: [busybox]\n".write(toFile: layer, atomically: true, encoding: .utf8)
+        let store = folder + "/store"
+        for (arguments, command) in [
+            (["build", layer], "layerctl build"), (["lock", layer], "layerctl lock"),
+            (["shell", "base"], "layerctl shell"), (["pull", "localhost:5000/demo"], "layerctl pull"),
+        ] {
+            let result = try KernelMount.run(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable] + arguments + [
+                    "--store", store,
+                ])
+            #expect(result.status == 4, "\(result.output)")
+            #expect(
+                result.output == "layerctl: \(command) must run as root: it works in mount and pid namespaces of its own "
+                    + "and makes files of any owner, as pacman does; run layerctl with sudo\n")
+        }
+        #expect(!FileManager.default.fileExists(atPath: store))
+    }
 }
