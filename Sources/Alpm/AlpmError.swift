@@ -67,6 +67,17 @@ public struct AlpmError: LayerError, Codable {
         self.init(errno: alpm_errno(handle), operation: operation, subject: subject)
     }
 
+    /// libalpm's line for a file it could not download ("failed retrieving file 'NAME' from HOST :
+    /// WHY", with ": " for its " : "), which says all there is to say; nil when no download failed.
+    /// Its error number then says less, or the wrong thing: "invalid url for server" for a host that
+    /// does not resolve, "download library error" for a file that is not there.
+    public var retrievalFailure: String? {
+        guard let line = details.first(where: { $0.contains("failed retrieving file '") }) else { return nil }
+        var text = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let spaced = text.range(of: " : ") { text.replaceSubrange(spaced, with: ": ") }
+        return text
+    }
+
     public var code: ErrorCode { .packages }
     /// What failed: the operation and its subject.
     public var message: String { subject.map { "\(operation) \(clip($0, to: 200)) failed" } ?? "\(operation) failed" }

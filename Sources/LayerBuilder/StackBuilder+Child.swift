@@ -107,6 +107,10 @@ extension StackBuilder {
             throw BuildFailure(
                 download(package) + " \(DownloadLimit.stalled); it was stopped (list a faster server)", at: place(package),
                 code: .packages)
+        } catch let error as AlpmError where !tooLarge && error.retrievalFailure != nil && named(error) != nil {
+            let package = named(error)
+            throw BuildFailure(
+                download(package) + " failed: " + (error.retrievalFailure ?? ""), at: place(package), code: .packages)
         } catch let error as AlpmError {
             guard tooLarge else { throw locate(error, in: layer, repositories: repositoryLocations) }
             // libalpm keeps what it got of a failed download, to go on from there next time; a

@@ -67,7 +67,8 @@ struct SyncCache {
                     ? "its database passed \(formatBytes(DownloadLimit.database)), the most libalpm takes; the download was stopped"
                     : DownloadLimit.isStall(error)
                     ? "its database \(DownloadLimit.stalled); the download was stopped (list a faster server)"
-                    : ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
+                    : error.retrievalFailure
+                    ?? ([error.reason] + error.details.map { $0.trimmingCharacters(in: .whitespaces) }).joined(separator: ": ")
                 throw BuildFailure(
                     "refresh \(named.map { "repository \($0)" } ?? "the repositories") failed: \(reason)",
                     at: named.flatMap(locate), code: BuildFailure(error, at: nil).code)

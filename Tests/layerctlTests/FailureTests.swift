@@ -117,4 +117,49 @@ struct FailureTests {
         }
         #expect(!FileManager.default.fileExists(atPath: store))
     }
+
+    /// A server that is not there, or that lacks a package its database lists: libalpm's own line
+    /// says which file, from where and why; its error number said "invalid url for server" for a
+    /// host that does not resolve and "download library error" for a missing file, before it, and
+    /// a package's failure was "commit transaction failed" at the layer file, with no line.
+    @Test("a download that fails is one line at the repository: the file, the server and why, without libalpm's error number")
+    func downloadFails() throws {
+        let folder = try Harness.temporaryDirectory("downloads")
+        let repository = folder + "/repo/demo"
+        try FileManager.default.createDirectory(atPath: folder + "/repo", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Harness.demoOut + "/repo/demo", toPath: repository)
+        let nano = try FileManager.default.contentsOfDirectory(atPath: repository).first {
+            $0.hasPrefix("nano-") && $0.hasSuffix(".pkg.tar.zst")
+        }!
+        try FileManager.default.removeItem(atPath: repository + "/" + nano)
+        let store = try Harness.temporaryDirectory("store")
+        for (server, packages, expected) in [
+            (
+                folder + "/nowhere/$repo", "busybox",
+                "layer.yaml:4:5: refresh repository demo failed: failed retrieving file 'demo.db' from disk: "
+                    + "Couldn't open file \(folder)/nowhere/demo/demo.db"
+            ),
+            (
+                folder + "/repo/$repo", "busybox, nano",
+                "layer.yaml:4:5: the download of package nano of repository demo failed: failed retrieving file "
+                    + "'\(nano)' from disk: Couldn't open file \(repository)/\(nano)"
+            ),
+        ] {
+            try """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: demo
+                servers: [\(server)]
+                siglevel: Optional TrustAll
+            packages: [\(packages)]
+
+            """.write(toFile: folder + "/layer.yaml", atomically: true, encoding: .utf8)
+            let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
+            #expect(result.status == 5, "\(result.stderr)")
+            let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            #expect(labelled == ["layerctl: \(folder)/\(expected)"], "\(result.stderr)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
+    }
 }
