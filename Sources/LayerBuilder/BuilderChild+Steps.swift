@@ -95,7 +95,12 @@ extension BuilderChild {
                 current: Int64(index + 1), total: Int64(job.run.count))
             stamp(&event, job)
             events.send(event)
-            let status = try runner.run(command.command)
+            let status: Int32
+            do {
+                status = try runner.run(command.command)
+            } catch let failure as BuildFailure where failure.location == nil {
+                throw BuildFailure(failure, at: command.location)  // no /bin/sh: at the command that needs it
+            }
             if status != 0 {
                 throw BuildFailure("run command `\(command.command)` exited with status \(status)", at: command.location)
             }

@@ -162,4 +162,31 @@ struct FailureTests {
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
     }
+
+    /// A root layer without a shell cannot run its `run:` commands: said at the first one, whose
+    /// line it lacked.
+    @Test("a run: command in a layer without /bin/sh fails at its line, saying to install a shell")
+    func noShell() throws {
+        let folder = try Harness.temporaryDirectory("no-shell")
+        try """
+        from: scratch
+        arch: x86_64
+        repos:
+          - name: demo
+            servers: [\(Harness.demoOut)/repo/$repo]
+            siglevel: Optional TrustAll
+        packages: [nano]
+        run:
+          - nano --version
+
+        """.write(toFile: folder + "/layer.yaml", atomically: true, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
+        #expect(result.status == 3, "\(result.stderr)")
+        let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(
+            labelled == ["layerctl: \(folder)/layer.yaml:9:5: the layer has no /bin/sh to run commands with; install a shell first"],
+            "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
+    }
 }
