@@ -47,7 +47,9 @@ extension LayerFileParser {
         case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
             .composer(_, let problem, let mark, _):
             // libyaml's own words name its C function that sets the depth.
-            let said = problem.hasPrefix("Maximum nesting level reached") ? "lists and mappings are nested more than 1,000 deep" : problem
+            var said = problem.hasPrefix("Maximum nesting level reached") ? "lists and mappings are nested more than 1,000 deep" : problem
+            // What an editor's tab key puts in, and libyaml calls "a character that cannot start any token".
+            if isTab(line: mark.line, column: mark.column) { said += " (a tab: YAML indents with spaces only)" }
             return LayerFileError(
                 "not valid YAML: \(said)", at: FileLocation(file: path, line: mark.line, column: mark.column))
         case .duplicatedKeysInMapping(let duplicates, let context):
@@ -66,6 +68,14 @@ extension LayerFileParser {
         default:
             return LayerFileError("not valid YAML: \(error)", at: top)
         }
+    }
+
+    /// Whether the character at `line` and `column` (from 1, as libyaml counts) is a tab.
+    private func isTab(line: Int, column: Int) -> Bool {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard line >= 1, line <= lines.count, column >= 1 else { return false }
+        let scalars = lines[line - 1].unicodeScalars
+        return scalars.count >= column && scalars[scalars.index(scalars.startIndex, offsetBy: column - 1)] == "\t"
     }
 
     /// Yams points at the mapping; the mistake is the second time the key is written in it.

@@ -175,11 +175,13 @@ final class LayerFileTests {
         try expect("# only a comment\n", at: 1, 1, "the layer file is empty")
     }
 
-    @Test("other mistakes: no from:, arch outside the root, bad YAML, duplicate keys, bad mode")
+    @Test("other mistakes: no from:, arch outside the root, bad YAML (a tab named), duplicate keys, bad mode")
     func others() throws {
         try expect("packages: [a]\n", at: 1, 1, "has no `from:`")
         try expect("from: base\narch: aarch64\n", at: 2, 7, "`arch` belongs in the root layer")
         try expect("from: base\npackages: [a\n", at: 3, 1, "not valid YAML")
+        try expect("from: base\npackages:\n\t- nano\n", at: 3, 1, "(a tab: YAML indents with spaces only)")
+        try expect("from: base\nrun:\n  - echo a\n \t- echo b\n", at: 4, 2, "(a tab: YAML indents with spaces only)")
         try expect("from: base\nrun: [a]\nrun: [b]\n", at: 3, 1, "`run` is written twice")
         try expect("from: base\nfiles:\n  - path: /x\n    content: a\n    mode: \"999\"\n", at: 5, 11, "`mode` is octal")
     }
