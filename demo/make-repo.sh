@@ -295,6 +295,12 @@ build_packages() {
     echo "usr/bin/capped 0x0100000200200000000000000000000000000000" >"$p/.CAPS"
     pack "$dest" "$p"
 
+    # A package group, as Arch's base-devel or xorg: a layer that asks for demo-tools gets its members.
+    for tool in tool-a tool-b; do
+        p="$work/$tool"; pkginfo "$p" "$tool" 1.0-1 any "A member of the demo-tools group" group=demo-tools
+        mkdir -p "$p/usr/share/tools"; echo "$tool" >"$p/usr/share/tools/$tool"; pack "$dest" "$p"
+    done
+
     p="$work/conflict-a"; pkginfo "$p" conflict-a 1.0-1 any "Conflicts with conflict-b" conflict=conflict-b
     mkdir -p "$p/usr/share/conflict"; echo a >"$p/usr/share/conflict/a"; pack "$dest" "$p"
     p="$work/conflict-b"; pkginfo "$p" conflict-b 1.0-1 any "Conflicts with conflict-a" conflict=conflict-a

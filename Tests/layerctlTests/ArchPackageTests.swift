@@ -8,7 +8,7 @@ import Testing
 /// (systemd's sysusers and tmpfiles, mkinitcpio's, the icon and font caches'), run in a layer's
 /// transaction as pacman runs them: a hook of a layer below fires on this layer's packages, each
 /// is shown by name, and one that stops the transaction says which it was, and where. File
-/// capabilities (ping's `cap_net_raw`) reach the booted system.
+/// capabilities (ping's `cap_net_raw`) reach the booted system. A group (base-devel) is its members.
 @Suite("What Arch packages carry", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct ArchPackageTests {
     /// A folder with `base.yaml` (a small root with the demo repository's two hook packages) and
@@ -177,5 +177,21 @@ struct ArchPackageTests {
             "slow-top", in: folder, store: store, options: ["--timeout", "2"], status: 6,
             says: ": layer slow-top did not finish within 2 s (at: hook 30-sleep.hook: Sleeping); it was stopped, with "
                 + "everything it ran. Give it longer with --timeout")
+    }
+
+    /// Arch users ask for groups by name (base-devel, xorg, plasma); `pacman -S GROUP` installs every
+    /// member. The demo's demo-tools group has two.
+    @Test("a package group installs its members, as pacman -S does, and the layer's packages name them")
+    func group() throws {
+        let folder = try layers(["tools": "from: base\npackages: [demo-tools]\n"])
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/tools.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        let tree = try tree(store, "tools")
+        for tool in ["tool-a", "tool-b"] {
+            #expect(FileManager.default.contents(atPath: "\(tree)/usr/share/tools/\(tool)") == Data("\(tool)\n".utf8))
+        }
+        let inspect = try Harness.run(["inspect", "tools", "--store", store])
+        #expect(inspect.stdout.contains("tool-a 1.0-1") && inspect.stdout.contains("tool-b 1.0-1"), "\(inspect.stdout)")
     }
 }
