@@ -107,11 +107,11 @@ extension StackBuilder {
             throw BuildFailure(
                 download(package) + " \(DownloadLimit.stalled); it was stopped (list a faster server)", at: place(package),
                 code: .packages)
-        } catch let error as AlpmError where !tooLarge && error.retrievalFailure != nil && named(error) != nil {
-            let package = named(error)
-            throw BuildFailure(
-                download(package) + " failed: " + (error.retrievalFailure ?? ""), at: place(package), code: .packages)
         } catch let error as AlpmError {
+            // A file the server lacks, a host that is not there: libalpm's line says which and why.
+            if !tooLarge, let line = error.retrievalFailure, let package = named(error) {
+                throw BuildFailure(download(package) + " failed: " + line, at: place(package), code: .packages)
+            }
             guard tooLarge else { throw locate(error, in: layer, repositories: repositoryLocations) }
             // libalpm keeps what it got of a failed download, to go on from there next time; a
             // download cut at the limit would be gone on from, and fail again.
