@@ -58,9 +58,17 @@ public struct BootStaging: Sendable {
         try sys("move the image to", imagePath) { rename(incoming, imagePath) }
         let before = try StagedSet.load(folder)
         do {
-            return try finishStaging(
+            let staged = try finishStaging(
                 name: name, id: id, sha256: sha256, imagePath: imagePath, device: try device.value().inside(imageName),
                 source: source, append: append, set: before)
+            // Done means on disk also where there is no journal (a FAT boot partition, ext4 made
+            // without one): there an fsync orders nothing else, and after a power cut a folder that
+            // staging made, or the bitmap that marks its inode taken, could be lost while the files
+            // in it were not, and the check at boot would clear the way to them. syncfs writes every
+            // change of both filesystems, the folders staging made, and what the pull freed.
+            try FileSystem.syncFileSystem(of: bootDirectory)
+            try FileSystem.syncFileSystem(of: folder)
+            return staged
         } catch {
             // What this attempt added goes; what was staged before stays as it was.
             if before?.versions.contains(where: { $0.id == id }) != true {
