@@ -36,6 +36,7 @@ public enum LayerShell {
         let name = try store.record(key).name
         let directory = try store.makeTemporary("shell")
         defer { try? FileSystem.removeTree(directory) }
+        try store.requireTreeFileSystem(in: directory)
         let made = BuildCgroup.make(processes: processes, memory: memory)
         defer { made.cgroup?.remove() }
         for (controller, why) in made.unlimited {

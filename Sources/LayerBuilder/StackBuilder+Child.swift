@@ -19,6 +19,7 @@ extension StackBuilder {
         let store = options.store
         let buildDirectory = try store.makeTemporary("build")
         defer { try? FileSystem.removeTree(buildDirectory) }
+        try store.requireTreeFileSystem(in: buildDirectory)
         // What the build leaves free on the store's filesystem: a layer file's steps may try to
         // fill it. Looked at before the packages come, while the steps run and after.
         let reserve = try DiskReserve(for: store.root)

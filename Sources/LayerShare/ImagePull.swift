@@ -129,6 +129,7 @@ public struct ImagePull {
         defer { if !handedOver { lock.unlock() } }
         let scratch = try store.makeTemporary("pull")
         defer { if !handedOver { try? FileSystem.removeTree(scratch) } }
+        try store.requireTreeFileSystem(in: scratch)
         let (manifest, manifestDigest) = try fetchManifest(reference)
         var resolved = reference
         resolved.digest = manifestDigest

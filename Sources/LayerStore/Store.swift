@@ -264,10 +264,13 @@ public enum StoreError: LayerError {
     case rootTooLong(String)
     /// The store's `layers/`, which this user may not read (they are their owner's alone).
     case privateLayers(String)
+    /// A store on a filesystem that cannot hold a layer's tree: the store, the filesystem's type,
+    /// what it lacks, and the errno of the probe.
+    case unsuitableFileSystem(String, type: String, lacks: String, errno: Int32)
 
     public var code: ErrorCode {
         switch self {
-        case .unknownLayer, .ambiguous, .rootTooLong: .input
+        case .unknownLayer, .ambiguous, .rootTooLong, .unsuitableFileSystem: .input
         case .damaged: .damaged
         case .privateLayers: .privilege
         }
@@ -283,6 +286,10 @@ public enum StoreError: LayerError {
         case .privateLayers(let path):
             "cannot read \(path): the store's layers are its owner's alone (their trees hold setuid programs); "
                 + "run layerctl as that user (sudo)"
+        case .unsuitableFileSystem(let root, let type, let lacks, let errno):
+            "the store \(root) is on \(type), which cannot hold a layer's tree: overlayfs keeps \(lacks) there, and "
+                + "\(type) refuses it (\(String(cString: strerror(errno)))); put the store on ext4, xfs, btrfs or tmpfs "
+                + "(--store or LAYERCTL_STORE)"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
         }
