@@ -23,8 +23,9 @@ extension Store {
         }
         let whiteout = probe + "/whiteout"
         if mknod(whiteout, S_IFCHR | 0o600, 0) != 0 {
+            let refusal = errno  // before the mount table is read, which sets errno
             throw StoreError.unsuitableFileSystem(
-                root, type: fileSystemType(), lacks: "the 0:0 character device of a deleted name", errno: errno)
+                root, type: fileSystemType(), lacks: "the 0:0 character device of a deleted name", errno: refusal)
         }
         unlink(whiteout)
     }

@@ -121,29 +121,39 @@ struct FailureTests {
     /// A store on a filesystem without trusted.* attributes built a root layer, and then the first
     /// `rm -rf` of a folder from a layer below failed inside a `run:` command with "Input/output
     /// error": overlayfs could not mark the new folder opaque. ramfs stands for the filesystems
-    /// that lack them (vfat, exFAT, some FUSE and network ones).
-    @Test("a store on a filesystem that cannot hold an overlay's upper folder: one line naming it, before anything is built")
+    /// that lack them (vfat, exFAT, some FUSE and network ones). On an overlay (`/` of a system
+    /// booted from a layerctl image, or of a container) a root layer built too, and the next
+    /// layer's mount failed with "wrong fs type, bad option".
+    @Test("a store on ramfs or on an overlay, which cannot hold an overlay's upper folder: one line naming it, before anything is built")
     func storeFileSystem() throws {
-        let folder = try Harness.temporaryDirectory("ramfs-store")
-        let mountPoint = folder + "/ramfs"
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        let mounted = try KernelMount.run("/bin/mount", ["-t", "ramfs", "ramfs", mountPoint])
-        try #require(mounted.status == 0, "\(mounted.output)")
-        defer { _ = try? KernelMount.run("/bin/umount", [mountPoint]) }
-        let store = mountPoint + "/store"
-        let result = try Harness.run(["build", try Harness.demoLayers() + "/base.yaml", "--store", store])
-        #expect(result.status == 3, "\(result.stderr)")
-        let labelled = result.stderr.split(separator: "\n").filter { $0.contains("layerctl: ") }
-        #expect(
-            labelled == [
-                "layerctl: the store \(store) is on ramfs, which cannot hold a layer's tree: overlayfs keeps the attribute "
-                    + "trusted.overlay.opaque of an opaque folder there, and ramfs refuses it (Operation not supported); "
-                    + "put the store on ext4, xfs, btrfs or tmpfs (--store or LAYERCTL_STORE)"
-            ], "\(result.stderr)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
-        let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
-        #expect(!mounts.contains(store), "\(mounts)")
+        let folder = try Harness.temporaryDirectory("unsuitable-store")
+        for name in ["ramfs", "lower", "upper", "work", "overlay"] {
+            try FileManager.default.createDirectory(atPath: folder + "/" + name, withIntermediateDirectories: true)
+        }
+        for (type, options, lacks, refusal) in [
+            ("ramfs", [], "the attribute trusted.overlay.opaque of an opaque folder", "Operation not supported"),
+            ("overlay", ["-o", "lowerdir=\(folder)/lower,upperdir=\(folder)/upper,workdir=\(folder)/work"],
+             "the 0:0 character device of a deleted name", "Operation not permitted"),
+        ] {
+            let mountPoint = folder + "/" + type
+            let mounted = try KernelMount.run("/bin/mount", ["-t", type] + options + [type, mountPoint])
+            try #require(mounted.status == 0, "\(mounted.output)")
+            defer { _ = try? KernelMount.run("/bin/umount", [mountPoint]) }
+            let store = mountPoint + "/store"
+            let result = try Harness.run(["build", try Harness.demoLayers() + "/base.yaml", "--store", store])
+            #expect(result.status == 3, "\(result.stderr)")
+            let labelled = result.stderr.split(separator: "\n").filter { $0.contains("layerctl: ") }
+            #expect(
+                labelled == [
+                    "layerctl: the store \(store) is on \(type), which cannot hold a layer's tree: overlayfs keeps \(lacks) "
+                        + "there, and \(type) refuses it (\(refusal)); put the store on ext4, xfs, btrfs or tmpfs "
+                        + "(--store or LAYERCTL_STORE)"
+                ], "\(result.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+            let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            #expect(!mounts.contains(store), "\(mounts)")
+        }
     }
 
     /// A server that is not there, or that lacks a package its database lists: libalpm's own line
