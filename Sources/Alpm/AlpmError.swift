@@ -67,15 +67,21 @@ public struct AlpmError: LayerError, Codable {
         self.init(errno: alpm_errno(handle), operation: operation, subject: subject)
     }
 
-    /// libalpm's line for a file it could not download ("failed retrieving file 'NAME' from HOST :
-    /// WHY", with ": " for its " : "), which says all there is to say; nil when no download failed.
-    /// Its error number then says less, or the wrong thing: "invalid url for server" for a host that
-    /// does not resolve, "download library error" for a file that is not there.
+    /// libalpm's lines for a file it could not download ("failed retrieving file 'NAME' from HOST :
+    /// WHY", with ": " for its " : "), one per server it tried, which say all there is to say; nil
+    /// when no download failed. Its error number then says less, or the wrong thing: "invalid url
+    /// for server" for a host that does not resolve, "download library error" for a file that is
+    /// not there.
     public var retrievalFailure: String? {
-        guard let line = details.first(where: { $0.contains("failed retrieving file '") }) else { return nil }
-        var text = line.trimmingCharacters(in: .whitespacesAndNewlines)
-        if let spaced = text.range(of: " : ") { text.replaceSubrange(spaced, with: ": ") }
-        return text
+        var seen = Set<String>()
+        let lines = details.filter { $0.contains("failed retrieving file '") }.map { line in
+            var text = line.trimmingCharacters(in: .whitespacesAndNewlines)
+            if let spaced = text.range(of: " : ") { text.replaceSubrange(spaced, with: ": ") }
+            return clip(text, to: 300)
+        }.filter { seen.insert($0).inserted }
+        guard !lines.isEmpty else { return nil }
+        let shown = lines.count > 3 ? lines.prefix(2) + ["and \(lines.count - 2) more"] : lines[...]
+        return shown.joined(separator: "; ")
     }
 
     public var code: ErrorCode { .packages }

@@ -272,14 +272,38 @@ enum PackageWork {
             guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
             try handle.addCacheDir(cache)
             try handle.setParallelDownloads(5)
-            handle.observer = { event in events.send(BuildEvent(alpm: event, layer: job.layer)) }
-            let resolution = try DownloadLimit.files(atMost: job.largestDownload, reached: &reached) {
-                try handle.commit(job.request, downloadOnly: true)
+            // libalpm's lines about a failed download wait for the outcome: a download that fails
+            // is one error whose line quotes them (`AlpmError.retrievalFailure`), and a server that
+            // failed before another one served the file is still shown.
+            var held: [BuildEvent] = []
+            handle.observer = { event in
+                if case .log(_, let message) = event, Self.isRetrievalLine(message) {
+                    held.append(BuildEvent(alpm: event, layer: job.layer))
+                } else {
+                    events.send(BuildEvent(alpm: event, layer: job.layer))
+                }
             }
+            let resolution: Resolution
+            do {
+                resolution = try DownloadLimit.files(atMost: job.largestDownload, reached: &reached) {
+                    try handle.commit(job.request, downloadOnly: true)
+                }
+            } catch let error as AlpmError where error.retrievalFailure != nil {
+                throw error
+            } catch {
+                for event in held { events.send(event) }
+                throw error
+            }
+            for event in held { events.send(event) }
             // The builder's libalpm opens a package as a tar alone (archive_readers.c).
             let notTar = resolution.install.map(\.filename).filter { !AlpmHandle.opensAsTar(cache + "/" + $0) }
             return Outcome(resolution: resolution, notTar: notTar)
         }
+    }
+
+    /// libalpm's lines about a download that failed: each server's, and its summary.
+    static func isRetrievalLine(_ message: String) -> Bool {
+        message.contains("failed retrieving file '") || message.hasPrefix("failed to retrieve some files")
     }
 
     /// A /proc of the child's own pid namespace, a private /run/user (where gpg would put its

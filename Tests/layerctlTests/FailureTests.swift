@@ -170,6 +170,8 @@ struct FailureTests {
             $0.hasPrefix("nano-") && $0.hasSuffix(".pkg.tar.zst")
         }!
         try FileManager.default.removeItem(atPath: repository + "/" + nano)
+        try FileManager.default.createDirectory(atPath: folder + "/mirror", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: repository, toPath: folder + "/mirror/demo")
         let store = try Harness.temporaryDirectory("store")
         for (server, packages, expected) in [
             (
@@ -182,23 +184,48 @@ struct FailureTests {
                 "layer.yaml:4:5: the download of package nano of repository demo failed: failed retrieving file "
                     + "'\(nano)' from disk: Couldn't open file \(repository)/\(nano)"
             ),
+            // Each server tried is named: the error is the only line that says so.
+            (
+                folder + "/repo/$repo, " + folder + "/mirror/$repo", "busybox, nano",
+                "layer.yaml:4:5: the download of package nano of repository demo failed: failed retrieving file "
+                    + "'\(nano)' from disk: Couldn't open file \(repository)/\(nano); failed retrieving file "
+                    + "'\(nano)' from disk: Couldn't open file \(folder)/mirror/demo/\(nano)"
+            ),
         ] {
-            try """
-            from: scratch
-            arch: x86_64
-            repos:
-              - name: demo
-                servers: [\(server)]
-                siglevel: Optional TrustAll
-            packages: [\(packages)]
-
-            """.write(toFile: folder + "/layer.yaml", atomically: true, encoding: .utf8)
+            try Self.writeRootLayer(servers: server, packages: packages, to: folder + "/layer.yaml")
             let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
             #expect(result.status == 5, "\(result.stderr)")
             let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
             #expect(labelled == ["layerctl: \(folder)/\(expected)"], "\(result.stderr)")
+            // libalpm's own lines about it ("error: failed retrieving file", "warning: failed to
+            // retrieve some files") would say it twice and once more.
+            #expect(!result.stderr.contains("error: ") && !result.stderr.contains("warning: "), "\(result.stderr)")
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
+
+        // A server that lacks the package, then one that has it: the build goes on, and libalpm's
+        // line still tells of the first, as pacman's does.
+        try FileManager.default.copyItem(atPath: Harness.demoOut + "/repo/demo", toPath: folder + "/whole")
+        try Self.writeRootLayer(
+            servers: folder + "/repo/$repo, " + folder + "/whole", packages: "busybox, nano", to: folder + "/layer.yaml")
+        let served = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
+        #expect(served.status == 0, "\(served.stderr)")
+        #expect(
+            served.stderr.contains("layer: error: failed retrieving file '\(nano)' from disk : Couldn't open file \(repository)/\(nano)\n"),
+            "\(served.stderr)")
+    }
+
+    static func writeRootLayer(servers: String, packages: String, to path: String) throws {
+        try """
+        from: scratch
+        arch: x86_64
+        repos:
+          - name: demo
+            servers: [\(servers)]
+            siglevel: Optional TrustAll
+        packages: [\(packages)]
+
+        """.write(toFile: path, atomically: true, encoding: .utf8)
     }
 
     /// A root layer without a shell cannot run its `run:` commands: said at the first one, whose
