@@ -10,6 +10,7 @@ packages=(
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
     docker-registry apache2-utils skopeo python3 python3-cryptography curl openssl              # registry tests and benchmark
     python3-jsonschema                                                                          # SBOM schema tests
+    archlinux-keyring                                                                           # a keyring as pacman-key makes it on Arch
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

@@ -48,11 +48,24 @@ public struct BuildFailure: LayerError {
 extension BuildFailure {
     /// A signature that names a key the keyring lacks: at the repository's place in the layer file
     /// (`location`, from the repository's name), with the keyring and what to do.
+    /// `pacman-key` works on pacman's keyring unless told another: for a `--keyring` of the user's
+    /// own, the advice names it, or the key would go where this build does not look.
     init(missingKeys error: AlpmError, keyring: String, location: (String) -> String) {
         let key = error.missingKeys[0].key
+        let pacmanKey = keyring == BuildOptions.defaultKeyring ? "pacman-key" : "pacman-key --gpgdir \(Self.shellWord(keyring))"
         self.init(
-            "\(error) (\(keyring)); add it with `pacman-key --recv-keys \(key) && pacman-key --lsign-key \(key)`, "
+            "\(error) (\(keyring)); add it with `\(pacmanKey) --recv-keys \(key) && \(pacmanKey) --lsign-key \(key)`, "
                 + "or name a keyring that trusts it with --keyring",
             at: location(error.missingKeys[0].repository), code: .packages)
+    }
+
+    /// `text` as one word of a shell command: as it is when it holds nothing a shell reads, else
+    /// in single quotes.
+    static func shellWord(_ text: String) -> String {
+        let plain = !text.isEmpty && text.utf8.allSatisfy { byte in
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                || "/._+-:@%=,".utf8.contains(byte)
+        }
+        return plain ? text : "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
     }
 }

@@ -10,7 +10,9 @@ public struct BuildOptions: Sendable {
     /// Use the sync databases already in the cache; fetch nothing.
     public var offline = false
     /// The GnuPG home with the keys packages must be signed by, as pacman's `GPGDir`.
-    public var keyring = "/etc/pacman.d/gnupg"
+    public var keyring = BuildOptions.defaultKeyring
+    /// pacman's own `GPGDir`, which `pacman-key` works on unless told `--gpgdir`.
+    public static let defaultKeyring = "/etc/pacman.d/gnupg"
     /// The time every mtime is clamped to: `SOURCE_DATE_EPOCH`, or 0 when it is unset.
     public var sourceDateEpoch: Int64
     /// What the locks beside the layer files (`NAME.lock`) do to the build.

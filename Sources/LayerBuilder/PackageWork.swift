@@ -272,12 +272,14 @@ enum PackageWork {
             guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
             try handle.addCacheDir(cache)
             try handle.setParallelDownloads(5)
-            // libalpm's lines about a failed download wait for the outcome: a download that fails
-            // is one error whose line quotes them (`AlpmError.retrievalFailure`), and a server that
-            // failed before another one served the file is still shown.
+            // libalpm's error lines, and its warning about a failed download, wait for the outcome.
+            // A fetch that fails is one error that quotes them (an `AlpmError`'s details) or says
+            // what they mean (a download that failed, a key the keyring lacks); shown first, they
+            // said it twice. A fetch that succeeds shows them, as pacman does: a server that failed
+            // before another one served the file.
             var held: [BuildEvent] = []
             handle.observer = { event in
-                if case .log(_, let message) = event, Self.isRetrievalLine(message) {
+                if case .log(let level, let message) = event, level == .error || Self.isRetrievalLine(message) {
                     held.append(BuildEvent(alpm: event, layer: job.layer))
                 } else {
                     events.send(BuildEvent(alpm: event, layer: job.layer))
@@ -288,7 +290,7 @@ enum PackageWork {
                 resolution = try DownloadLimit.files(atMost: job.largestDownload, reached: &reached) {
                     try handle.commit(job.request, downloadOnly: true)
                 }
-            } catch let error as AlpmError where error.retrievalFailure != nil {
+            } catch let error as AlpmError {
                 throw error
             } catch {
                 for event in held { events.send(event) }

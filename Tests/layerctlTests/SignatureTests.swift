@@ -54,14 +54,31 @@ struct SignatureTests {
     @Test("a package signed by an unknown key fails in one line at the repository, with the key and what to do; no gpg process stays")
     func unknownKey() throws {
         let before = Self.gnupgProcesses()
-        for siglevel in [nil, "PackageRequired DatabaseNever"] {
-            let result = try build(["rogue"], repo: Harness.demoOut + "/signed", siglevel: siglevel)
+        // A keyring of the user's own, in a folder whose name a shell would split: the advice's
+        // pacman-key must work on it, not on pacman's.
+        let spaced = try Harness.temporaryDirectory("keyring") + "/the user's keys"
+        try FileManager.default.createDirectory(atPath: spaced, withIntermediateDirectories: true)
+        for name in ["pubring.gpg", "trustdb.gpg"] {
+            try FileManager.default.copyItem(atPath: Harness.demoOut + "/keyring/" + name, toPath: spaced + "/" + name)
+        }
+        let rogue = try String(contentsOfFile: Harness.demoOut + "/signer/rogue/fpr", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines).suffix(16)
+        for (siglevel, keyring, pacmanKey) in [
+            (nil, Harness.demoOut + "/keyring", "pacman-key --gpgdir \(Harness.demoOut)/keyring"),
+            ("PackageRequired DatabaseNever", spaced, "pacman-key --gpgdir '\(spaced.replacingOccurrences(of: "'", with: "'\\''"))'"),
+        ] {
+            let result = try build(["rogue"], repo: Harness.demoOut + "/signed", siglevel: siglevel, keyring: keyring)
             #expect(result.status == 5)
             let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
             #expect(error.count == 1, "\(result.stderr)")
             let line = String(error.first ?? "")
             #expect(line.contains("/signed.yaml:4:5: check the signature of rogue failed: from repository demo, it is signed by key "), "\(line)")
-            #expect(line.contains("pacman-key --recv-keys") && line.contains("--keyring"), "\(line)")
+            #expect(
+                line.contains("add it with `\(pacmanKey) --recv-keys \(rogue) && \(pacmanKey) --lsign-key \(rogue)`")
+                    && line.contains("--keyring"), "\(line)")
+            // libalpm's own lines ("key … could not be looked up remotely", "required key missing
+            // from keyring") said it before, twice.
+            #expect(!result.stderr.contains("error: "), "\(result.stderr)")
         }
         // A signature check leaves no gpg-agent or dirmngr behind.
         #expect(Self.gnupgProcesses().subtracting(before).isEmpty, "\(Self.gnupgProcesses().subtracting(before))")
@@ -86,10 +103,64 @@ struct SignatureTests {
                     && line.contains(
                         "/signed.yaml:4:5: check the signature of the database of repository demo failed: it is signed by key \(fingerprint.suffix(16)), which the keyring does not hold (\(Harness.demoOut)/keyring)"
                     ), "\(line)")
-            #expect(line.contains("pacman-key --recv-keys \(fingerprint.suffix(16))") && line.contains("--keyring"), "\(line)")
+            let pacmanKey = "pacman-key --gpgdir \(Harness.demoOut)/keyring"
+            #expect(
+                line.contains("add it with `\(pacmanKey) --recv-keys \(fingerprint.suffix(16)) && \(pacmanKey) --lsign-key")
+                    && line.contains("--keyring"), "\(line)")
         }
         // libalpm looked the key up remotely, which starts a dirmngr on the keyring; it is stopped.
         #expect(Self.gnupgProcesses().subtracting(before).isEmpty, "\(Self.gnupgProcesses().subtracting(before))")
+    }
+
+    /// What an Arch user's keyring is: pacman-key's own `--init` and `--populate archlinux` from the
+    /// Arch keyring (Debian's `archlinux-keyring`), with a third-party repository's key added and
+    /// locally signed as its instructions say. Its packager keys are trusted through the master
+    /// keys' signatures, marginal or full, and revoked keys are disabled: the build reads that
+    /// trust through gpgme as libalpm does.
+    @Test("a keyring made by pacman-key from the Arch keyring, with the demo key added as a third-party repository's: unknown, then advised, added, trusted")
+    func archKeyring() throws {
+        guard FileManager.default.fileExists(atPath: "/usr/share/keyrings/archlinux.gpg") else {
+            Issue.record("no /usr/share/keyrings/archlinux.gpg: scripts/install-deps.sh installs archlinux-keyring")
+            return
+        }
+        let keyring = try Harness.temporaryDirectory("arch-keyring") + "/gnupg"
+        defer { _ = try? KernelMount.run("/usr/bin/gpgconf", ["--homedir", keyring, "--kill", "all"]) }
+        func pacmanKey(_ arguments: [String]) throws {
+            let result = try KernelMount.run("/usr/bin/pacman-key", ["--gpgdir", keyring] + arguments)
+            try #require(result.status == 0, "pacman-key \(arguments): \(result.output)")
+        }
+        try pacmanKey(["--init"])
+        try pacmanKey(["--populate", "archlinux"])
+        let demoKey = try String(contentsOfFile: Harness.demoOut + "/signer/trusted/fpr", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+
+        let unknown = try build(["filesystem", "busybox"], repo: Harness.demoOut + "/signed", keyring: keyring)
+        #expect(unknown.status == 5, "\(unknown.stderr)")
+        #expect(
+            unknown.stderr.contains(
+                "add it with `pacman-key --gpgdir \(keyring) --recv-keys \(demoKey.suffix(16)) && pacman-key --gpgdir \(keyring) --lsign-key \(demoKey.suffix(16))`"),
+            "\(unknown.stderr)")
+
+        // No keyserver here: the key comes from a file, as `pacman-key --add` takes it.
+        let exported = try KernelMount.run(
+            "/bin/sh", ["-c", "gpg --homedir \"$1\" --export \"$2\" > \"$3\"", "sh", Harness.demoOut + "/keyring", demoKey, keyring + ".asc"])
+        try #require(exported.status == 0, "\(exported.output)")
+        try pacmanKey(["--add", keyring + ".asc"])
+        try pacmanKey(["--lsign-key", demoKey])
+
+        let folder = try Harness.temporaryDirectory("signed")
+        try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/signed/$repo]\npackages: [filesystem, busybox]\n"
+            .write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let trusted = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", keyring])
+        #expect(trusted.status == 0, "\(trusted.stderr)")
+        let record = try Harness.run(["inspect", "signed", "--store", store, "--json"])
+        let signatures = try #require(
+            (try JSONSerialization.jsonObject(with: Data(record.stdout.utf8)) as? [String: Any])?["signatures"] as? [String: Any])
+        let keys = signatures["trustedKeys"] as? [String] ?? []
+        #expect(keys.contains(demoKey + ":f"), "\(keys)")
+        // The Arch keys pacman-key signed (its master keys, with ultimate trust from --init's own key) are there too.
+        #expect(keys.count > 1, "\(keys)")
     }
 
     /// The pids of live gpg-agent, dirmngr and keyboxd processes on the demo keyring (zombies, ended
