@@ -1,4 +1,5 @@
 import Alpm
+import Glibc
 import LayerRecipe
 import LayerSupport
 
@@ -50,13 +51,28 @@ extension BuildFailure {
     /// (`location`, from the repository's name), with the keyring and what to do.
     /// `pacman-key` works on pacman's keyring unless told another: for a `--keyring` of the user's
     /// own, the advice names it, or the key would go where this build does not look.
+    /// On a fresh machine the keyring is not there at all, and a key cannot be added to it before
+    /// `pacman-key --init` made it: the advice is then to make it.
     init(missingKeys error: AlpmError, keyring: String, location: (String) -> String) {
         let key = error.missingKeys[0].key
         let pacmanKey = keyring == BuildOptions.defaultKeyring ? "pacman-key" : "pacman-key --gpgdir \(Self.shellWord(keyring))"
-        self.init(
-            "\(error) (\(keyring)); add it with `\(pacmanKey) --recv-keys \(key) && \(pacmanKey) --lsign-key \(key)`, "
-                + "or name a keyring that trusts it with --keyring",
-            at: location(error.missingKeys[0].repository), code: .packages)
+        let add = "`\(pacmanKey) --recv-keys \(key) && \(pacmanKey) --lsign-key \(key)`"
+        let advice =
+            Self.holdsKeys(keyring)
+            ? "add it with \(add), or name a keyring that trusts it with --keyring"
+            : "that keyring holds no keys: make it with `\(pacmanKey) --init && \(pacmanKey) --populate archlinux` "
+                + "(on Debian, `apt-get install archlinux-keyring` first), and add a key that is no Arch packager's with "
+                + "\(add); or name a keyring that trusts it with --keyring"
+        self.init("\(error) (\(keyring)); " + advice, at: location(error.missingKeys[0].repository), code: .packages)
+    }
+
+    /// Whether the GnuPG home `keyring` has a public keyring with something in it, as
+    /// `pacman-key --init` leaves one.
+    static func holdsKeys(_ keyring: String) -> Bool {
+        ["pubring.gpg", "pubring.kbx"].contains { name in
+            var st = stat()
+            return stat(keyring + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && st.st_size > 0
+        }
     }
 
     /// `text` as one word of a shell command: as it is when it holds nothing a shell reads, else

@@ -272,14 +272,14 @@ enum PackageWork {
             guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
             try handle.addCacheDir(cache)
             try handle.setParallelDownloads(5)
-            // libalpm's error lines, and its warning about a failed download, wait for the outcome.
+            // libalpm's error lines, and its warnings that an error says again, wait for the outcome.
             // A fetch that fails is one error that quotes them (an `AlpmError`'s details) or says
             // what they mean (a download that failed, a key the keyring lacks); shown first, they
             // said it twice. A fetch that succeeds shows them, as pacman does: a server that failed
             // before another one served the file.
             var held: [BuildEvent] = []
             handle.observer = { event in
-                if case .log(let level, let message) = event, level == .error || Self.isRetrievalLine(message) {
+                if case .log(let level, let message) = event, level == .error || Self.isHeldWarning(message) {
                     held.append(BuildEvent(alpm: event, layer: job.layer))
                 } else {
                     events.send(BuildEvent(alpm: event, layer: job.layer))
@@ -303,9 +303,10 @@ enum PackageWork {
         }
     }
 
-    /// libalpm's lines about a download that failed: each server's, and its summary.
-    static func isRetrievalLine(_ message: String) -> Bool {
-        message.contains("failed retrieving file '") || message.hasPrefix("failed to retrieve some files")
+    /// libalpm's warnings that a failure's error says again: about a download that failed (each
+    /// server's line is an error; this is their summary), and about a keyring that is not there.
+    static func isHeldWarning(_ message: String) -> Bool {
+        message.hasPrefix("failed to retrieve some files") || message.hasPrefix("Public keyring not found")
     }
 
     /// A /proc of the child's own pid namespace, a private /run/user (where gpg would put its

@@ -112,6 +112,28 @@ struct SignatureTests {
         #expect(Self.gnupgProcesses().subtracting(before).isEmpty, "\(Self.gnupgProcesses().subtracting(before))")
     }
 
+    /// A fresh machine has no /etc/pacman.d/gnupg: a key cannot be added to it before
+    /// `pacman-key --init` makes it, so the advice is to make it. libalpm's warning ("Public keyring
+    /// not found; have you run 'pacman-key --init'?") said so apart, before the error.
+    @Test("a keyring that is not there yet: one line that says how to make it, for a package and for a database")
+    func keyringNotMade() throws {
+        let keyring = try Harness.temporaryDirectory("fresh-machine") + "/gnupg"
+        let pacmanKey = "pacman-key --gpgdir \(keyring)"
+        for repo in ["signed", "rogue-db"] {
+            let result = try build(["filesystem"], repo: Harness.demoOut + "/" + repo, keyring: keyring)
+            #expect(result.status == 5, "\(result.stderr)")
+            let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            #expect(error.count == 1, "\(result.stderr)")
+            #expect(
+                error.first?.contains(
+                    "(\(keyring)); that keyring holds no keys: make it with `\(pacmanKey) --init && \(pacmanKey) --populate archlinux` "
+                        + "(on Debian, `apt-get install archlinux-keyring` first), and add a key that is no Arch packager's with `\(pacmanKey) --recv-keys "
+                ) == true, "\(result.stderr)")
+            #expect(!result.stderr.contains("warning: ") && !result.stderr.contains("error: "), "\(result.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: keyring))
+    }
+
     /// What an Arch user's keyring is: pacman-key's own `--init` and `--populate archlinux` from the
     /// Arch keyring (Debian's `archlinux-keyring`), with a third-party repository's key added and
     /// locally signed as its instructions say. Its packager keys are trusted through the master
