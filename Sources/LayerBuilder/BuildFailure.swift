@@ -49,9 +49,10 @@ public struct BuildFailure: LayerError {
 extension BuildFailure {
     /// A signature that names a key the keyring lacks: at the repository's place in the layer file
     /// (`location`, from the repository's name), with the keyring and what to do.
+    ///
     /// `pacman-key` works on pacman's keyring unless told another: for a `--keyring` of the user's
-    /// own, the advice names it, or the key would go where this build does not look.
-    /// On a fresh machine the keyring is not there at all, and a key cannot be added to it before
+    /// own, the advice names it, or the key would go where this build does not look. On a fresh
+    /// machine the keyring is not there at all, and a key cannot be added to it before
     /// `pacman-key --init` made it: the advice is then to make it.
     init(missingKeys error: AlpmError, keyring: String, location: (String) -> String) {
         let key = error.missingKeys[0].key
