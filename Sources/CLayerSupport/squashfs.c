@@ -14,6 +14,8 @@ struct lc_fd_file {
     sqfs_file_t base;
     int fd;
     sqfs_u64 size;
+    /* The errno of the last call that failed: libsquashfs passes on only SQFS_ERROR_IO. */
+    int error;
 };
 
 static void fd_file_destroy(sqfs_object_t *object) { free(object); }
@@ -26,8 +28,10 @@ static int fd_file_read_at(sqfs_file_t *base, sqfs_u64 offset, void *buffer, siz
         ssize_t n = pread(file->fd, buffer, size, (off_t)offset);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n <= 0) {
+            file->error = n == 0 ? EIO : errno;
             return SQFS_ERROR_IO;
+        }
         buffer = (char *)buffer + n;
         offset += (sqfs_u64)n;
         size -= (size_t)n;
@@ -42,8 +46,10 @@ static int fd_file_write_at(sqfs_file_t *base, sqfs_u64 offset, const void *buff
         ssize_t n = pwrite(file->fd, buffer, size, (off_t)offset);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n <= 0) {
+            file->error = n == 0 ? ENOSPC : errno;
             return SQFS_ERROR_IO;
+        }
         buffer = (const char *)buffer + n;
         offset += (sqfs_u64)n;
         size -= (size_t)n;
@@ -57,8 +63,10 @@ static sqfs_u64 fd_file_get_size(const sqfs_file_t *base) { return ((const struc
 
 static int fd_file_truncate(sqfs_file_t *base, sqfs_u64 size) {
     struct lc_fd_file *file = (struct lc_fd_file *)base;
-    if (ftruncate(file->fd, (off_t)size) != 0)
+    if (ftruncate(file->fd, (off_t)size) != 0) {
+        file->error = errno;
         return SQFS_ERROR_IO;
+    }
     file->size = size;
     return 0;
 }
@@ -84,6 +92,8 @@ int lc_sqfs_fd_file_copy_in(sqfs_file_t *base, int in_fd, sqfs_u64 in_offset, sq
         file->size = at + length;
     return 0;
 }
+
+int lc_sqfs_fd_file_error(const sqfs_file_t *base) { return ((const struct lc_fd_file *)base)->error; }
 
 void lc_sqfs_fd_file_start_writeback(sqfs_file_t *base, sqfs_u64 offset, sqfs_u64 length) {
     lc_start_writeback(((struct lc_fd_file *)base)->fd, offset, length);

@@ -11,10 +11,15 @@ public struct SquashfsError: LayerError {
     /// (damaged, or made so), not the compressor's.
     public let reading: Bool
 
-    public init(_ operation: String, _ code: Int32, reading: Bool = false) {
+    /// The system's reason for an input or output error, where the file knew it (a full disk);
+    /// 0 when it did not.
+    public let systemErrno: Int32
+
+    public init(_ operation: String, _ code: Int32, reading: Bool = false, systemErrno: Int32 = 0) {
         self.operation = operation
         self.sqfsCode = code
         self.reading = reading
+        self.systemErrno = systemErrno
     }
 
     /// A file that is no squashfs image at all is the wrong operand; an image that breaks the format
@@ -32,7 +37,8 @@ public struct SquashfsError: LayerError {
 
     public var message: String { "\(operation) failed" }
     public var cause: (any Error)? {
-        Reason(reading && sqfsCode == SQFS_ERROR_COMPRESSOR.rawValue ? "a block does not decompress" : Self.text(sqfsCode))
+        if sqfsCode == SQFS_ERROR_IO.rawValue && systemErrno != 0 { return Reason(errno: systemErrno) }
+        return Reason(reading && sqfsCode == SQFS_ERROR_COMPRESSOR.rawValue ? "a block does not decompress" : Self.text(sqfsCode))
     }
 
     static func text(_ code: Int32) -> String {

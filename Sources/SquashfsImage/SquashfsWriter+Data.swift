@@ -57,7 +57,7 @@ extension SquashfsWriter {
                 switch piece {
                 case .made(let offset, let length):
                     try copy.flush()
-                    try sqfs("write \(self.output)") { file.pointee.write_at(file, end, output.buffer! + offset, length) }
+                    try self.written("write \(self.output)") { file.pointee.write_at(file, end, output.buffer! + offset, length) }
                 case .cached(let pack, let offset, let length):
                     try copy.add(pack: pack, offset: offset, length: length, at: end)
                 }
@@ -87,7 +87,7 @@ extension SquashfsWriter {
                 words[index] += output.words
             case .fragment(let block):
                 var index: UInt32 = 0
-                try sqfs("record a fragment block") { sqfs_frag_table_append(fragments, at, output.words[0], &index) }
+                try self.written("record a fragment block") { sqfs_frag_table_append(fragments, at, output.words[0], &index) }
                 precondition(Int(index) == block, "fragment blocks are written in layout order")
             }
             let bytesIn = tally.bytesIn

@@ -78,7 +78,7 @@ extension SquashfsWriter {
             var links = UInt32(entry.linkCount)
             switch entry.kind {
             case .directory:
-                try sqfs("list directory \(path())") { sqfs_dir_writer_begin(directories, 0) }
+                try self.written("list directory \(path())") { sqfs_dir_writer_begin(directories, 0) }
                 var subdirectories = 0
                 for child in entry.children {
                     let target = tree.entries[child].hardLinkTarget ?? child
@@ -86,12 +86,12 @@ extension SquashfsWriter {
                     if kind == .directory { subdirectories += 1 }
                     let mode = UInt16(truncatingIfNeeded: kind.typeBits) | tree.entries[target].permissions
                     try RawPath.with(tree.entries[child].name) { name in
-                        try sqfs("list \(path())") {
+                        try self.written("list \(path())") {
                             sqfs_dir_writer_add_entry(directories, name, numbers[target], references[target], mode)
                         }
                     }
                 }
-                try sqfs("list directory \(path())") { sqfs_dir_writer_end(directories) }
+                try self.written("list directory \(path())") { sqfs_dir_writer_end(directories) }
                 let parent = index == 0 ? 0 : numbers[entry.parent]
                 guard let created = sqfs_dir_writer_create_inode(directories, 2 + subdirectories, 0xFFFF_FFFF, parent)
                 else {
@@ -115,14 +115,14 @@ extension SquashfsWriter {
             inode.pointee.base.mode = UInt16(truncatingIfNeeded: entry.kind.typeBits) | entry.permissions
             inode.pointee.base.mod_time = UInt32(clamping: max(entry.mtime, 0))
             inode.pointee.base.inode_number = numbers[index]
-            try sqfs("record the owner of \(path())") {
+            try self.written("record the owner of \(path())") {
                 sqfs_id_table_id_to_index(ids, entry.uid, &inode.pointee.base.uid_idx)
             }
-            try sqfs("record the group of \(path())") {
+            try self.written("record the group of \(path())") {
                 sqfs_id_table_id_to_index(ids, entry.gid, &inode.pointee.base.gid_idx)
             }
             let attributes = try recordAttributes(entry, path: path, into: xattrs, skipped: skippedAttribute)
-            try sqfs("record the attributes of \(path())") { sqfs_inode_set_xattr_index(inode, attributes) }
+            try self.written("record the attributes of \(path())") { sqfs_inode_set_xattr_index(inode, attributes) }
             // After the xattr index, which may turn a basic inode into an extended one.
             if entry.kind == .regular || entry.kind == .directory {
                 if lc_sqfs_set_link_count(inode, links) != 0 {
@@ -133,27 +133,27 @@ extension SquashfsWriter {
             var offset: UInt32 = 0
             sqfs_meta_writer_get_position(inodeTable, &block, &offset)
             references[index] = block << 16 | UInt64(offset)
-            try sqfs("write the inode of \(path())") { sqfs_meta_writer_write_inode(inodeTable, inode) }
+            try self.written("write the inode of \(path())") { sqfs_meta_writer_write_inode(inodeTable, inode) }
         }
-        try sqfs("write the inode table") { sqfs_meta_writer_flush(inodeTable) }
-        try sqfs("write the directory table") { sqfs_meta_writer_flush(directoryTable) }
+        try self.written("write the inode table") { sqfs_meta_writer_flush(inodeTable) }
+        try self.written("write the directory table") { sqfs_meta_writer_flush(directoryTable) }
         superblock.inode_count = UInt32(order.count)
         superblock.root_inode_ref = references[0]
         superblock.directory_table_start = size
-        try sqfs("write the directory table") { sqfs_meta_write_write_to_file(directoryTable) }
+        try self.written("write the directory table") { sqfs_meta_write_write_to_file(directoryTable) }
 
-        try sqfs("write the fragment table") { sqfs_frag_table_write(fragments, file, &superblock, compressor) }
-        try sqfs("write the export table") {
+        try self.written("write the fragment table") { sqfs_frag_table_write(fragments, file, &superblock, compressor) }
+        try self.written("write the export table") {
             sqfs_dir_writer_write_export_table(directories, file, compressor, numbers[0], references[0], &superblock)
         }
-        try sqfs("write the id table") { sqfs_id_table_write(ids, file, &superblock, compressor) }
-        try sqfs("write the xattr table") { sqfs_xattr_writer_flush(xattrs, file, &superblock, compressor) }
+        try self.written("write the id table") { sqfs_id_table_write(ids, file, &superblock, compressor) }
+        try self.written("write the xattr table") { sqfs_xattr_writer_flush(xattrs, file, &superblock, compressor) }
         superblock.bytes_used = size
-        try sqfs("write the superblock") { sqfs_super_write(&superblock, file) }
+        try self.written("write the superblock") { sqfs_super_write(&superblock, file) }
         let padding = Int(superblock.bytes_used % UInt64(SQFS_DEVBLK_SIZE))
         if padding > 0 {
             let zeros = [UInt8](repeating: 0, count: Int(SQFS_DEVBLK_SIZE) - padding)
-            try sqfs("pad the image") { file.pointee.write_at(file, superblock.bytes_used, zeros, zeros.count) }
+            try self.written("pad the image") { file.pointee.write_at(file, superblock.bytes_used, zeros, zeros.count) }
         }
     }
 
@@ -189,16 +189,16 @@ extension SquashfsWriter {
             return false
         }
         guard !storable.isEmpty else { return 0xFFFF_FFFF }
-        try sqfs("record the attributes of \(path())") { sqfs_xattr_writer_begin(xattrs, 0) }
+        try self.written("record the attributes of \(path())") { sqfs_xattr_writer_begin(xattrs, 0) }
         for attribute in storable {
-            try sqfs("record attribute \(attribute.displayName) of \(path())") {
+            try self.written("record attribute \(attribute.displayName) of \(path())") {
                 attribute.value.withUnsafeBytes { value in
                     RawPath.with(attribute.name) { sqfs_xattr_writer_add(xattrs, $0, value.baseAddress, value.count) }
                 }
             }
         }
         var index: UInt32 = 0xFFFF_FFFF
-        try sqfs("record the attributes of \(path())") { sqfs_xattr_writer_end(xattrs, &index) }
+        try self.written("record the attributes of \(path())") { sqfs_xattr_writer_end(xattrs, &index) }
         return index
     }
 }

@@ -69,6 +69,15 @@ package final class SquashfsWriter {
         sqfs_destroy(compressor)
     }
 
+    /// `sqfs` for the writer's calls, which write the image: libsquashfs reports any failure of
+    /// the file as an input/output error, and the file keeps the system's reason (a full disk).
+    func written(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws {
+        let status = call()
+        guard status != 0 else { return }
+        throw SquashfsError(
+            operation(), status, systemErrno: status == SQFS_ERROR_IO.rawValue ? lc_sqfs_fd_file_error(file) : 0)
+    }
+
     /// What the writer has done so far; `bytesIn` counts file data read, `bytesOut` the image size.
     public struct Progress: Sendable {
         public var bytesIn: UInt64
@@ -117,9 +126,9 @@ package final class SquashfsWriter {
         try sqfs("start the superblock of \(output)") {
             sqfs_super_init(&superblock, Int(options.blockSize), mtime, options.compressor.id)
         }
-        try sqfs("write the superblock of \(output)") { sqfs_super_write(&superblock, file) }
+        try written("write the superblock of \(output)") { sqfs_super_write(&superblock, file) }
         let optionBytes = compressor.pointee.write_options(compressor, file)
-        if optionBytes < 0 { throw SquashfsError("write compressor options to \(output)", optionBytes) }
+        if optionBytes < 0 { try written("write compressor options to \(output)") { optionBytes } }
         if optionBytes > 0 { superblock.flags |= UInt16(SQFS_FLAG_COMPRESSOR_OPTIONS.rawValue) }
 
         let inodes = UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>.allocate(

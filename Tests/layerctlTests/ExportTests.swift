@@ -247,6 +247,33 @@ struct ExportTests {
         }
     }
 
+    /// libsquashfs reports any failure of the file it writes as an "input/output error", which
+    /// sent a user whose disk was only full to look for a failing one.
+    @Test("An image that does not fit its disk: one line with the system's reason, whether compressed or copied from the cache; an older image stays")
+    func fullDisk() throws {
+        let store = try demoStore()
+        let folder = try Harness.temporaryDirectory("full-disk") + "/disk"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let mounted = try KernelMount.run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", folder])
+        try #require(mounted.status == 0, "\(mounted.output)")
+        defer { _ = try? KernelMount.run("/bin/umount", [folder]) }
+        let target = folder + "/gaming.squashfs"
+        try "an older image\n".write(toFile: target, atomically: false, encoding: .utf8)
+        for (extra, failed) in [
+            (["--no-block-cache"], "write \(target) failed: No space left on device"),
+            // The first export filled the cache (which is on the store's disk): the blocks are copied.
+            ([], "copy cached blocks into \(target) failed: No space left on device"),
+        ] {
+            if extra.isEmpty { _ = try export("gaming", store: store, to: Harness.temporaryDirectory("images") + "/fill.squashfs") }
+            let result = try Harness.run(["export", "gaming", "--store", store, "-o", target] + extra)
+            #expect(result.status == 8, "\(extra): \(result.stderr)")
+            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            #expect(lines == ["layerctl: \(failed)"], "\(extra): \(result.stderr)")
+            #expect(try String(contentsOfFile: target, encoding: .utf8) == "an older image\n")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["gaming.squashfs"])
+        }
+    }
+
     @Test("Bad arguments and outputs each give one clear error")
     func badInput() throws {
         let stack = try CraftedStack("errors")

@@ -153,6 +153,10 @@ sqfs_file_t *lc_sqfs_fd_file(int fd);
 /// grows the file to match: 0, or -1 with errno set.
 int lc_sqfs_fd_file_copy_in(sqfs_file_t *file, int in_fd, sqfs_u64 in_offset, sqfs_u64 at, size_t length);
 
+/// The errno of the file's last read, write or truncate that failed (SQFS_ERROR_IO says no more),
+/// or 0.
+int lc_sqfs_fd_file_error(const sqfs_file_t *file);
+
 /// Starts writing `length` bytes from `offset` of the file to disk (lc_start_writeback).
 void lc_sqfs_fd_file_start_writeback(sqfs_file_t *file, sqfs_u64 offset, sqfs_u64 length);
 
