@@ -50,12 +50,20 @@ public struct BootStaging: Sendable {
         let device = Background { [folder] in try DeviceLocation(of: folder) }
         let incoming = folder + "/incoming.squashfs"
         unlink(incoming)
-        let produced = try produce(incoming)
-        let sha256 = try produced ?? Digest.sha256(file: incoming)
+        let sha256: String
+        let imagePath: String
+        do {
+            let produced = try produce(incoming)
+            sha256 = try produced ?? Digest.sha256(file: incoming)
+            imagePath = folder + "/\(sha256.prefix(12)).squashfs"
+            try sys("move the image to", imagePath) { rename(incoming, imagePath) }
+        } catch {
+            // An image cut short, by a full disk most often: it would hold that disk's space.
+            unlink(incoming)
+            throw error
+        }
         let id = String(sha256.prefix(12))
         let imageName = "\(id).squashfs"
-        let imagePath = folder + "/" + imageName
-        try sys("move the image to", imagePath) { rename(incoming, imagePath) }
         let before = try StagedSet.load(folder)
         do {
             let staged = try finishStaging(

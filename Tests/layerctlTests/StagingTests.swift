@@ -221,6 +221,34 @@ struct StagingTests {
         #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
     }
 
+    /// The image is copied to the state folder first; cut short by a full disk, it stayed there as
+    /// `incoming.squashfs`, holding the space the user had to free.
+    @Test("an image that does not fit the state disk: one line with the reason, nothing of it stays, and what was staged stays as it was")
+    func fullDisk() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
+        let before = try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*")
+        // All but 1 MiB taken, the blocks ext4 keeps for root too: root's copy meets the end.
+        try BootMachine.shell(
+            "dd if=/dev/zero of='\(disk.mount)/filler' bs=1M status=none 2>/dev/null || true; truncate -s -1M '\(disk.mount)/filler'")
+        // An image file is copied in; one a layer makes is written there by the export, which
+        // removes what it wrote when it fails.
+        let failed = try Harness.run(["stage", machine.image, "--name", "probe"] + disk.options)
+        #expect(failed.status == 8, "\(failed.stderr)")
+        let lines = failed.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(lines.count == 1 && lines[0].hasSuffix("failed: No space left on device"), "\(failed.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: disk.mount + "/state/probe")
+        #expect(!left.contains("incoming.squashfs"), "\(left)")
+        let second = try Harness.run(["stage", "probe", "--store", machine.store, "--name", "probe"] + disk.options)
+        #expect(second.status == 8, "\(second.stderr)")
+        #expect(second.stderr.hasSuffix("failed: No space left on device\n"), "\(second.stderr)")
+        unlink(disk.mount + "/filler")
+        #expect(
+            try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
+        )
+    }
+
     /// Foundation traps on the folder of a one-character name; layerctl crashed on these.
     @Test("folders given as one-character relative paths are made and used, as any others")
     func oneCharacterFolders() throws {
