@@ -121,14 +121,17 @@ package final class TarWriter {
     }
 }
 
-/// A libarchive call that failed, with archive_error_string.
+/// A libarchive call that failed, with archive_error_string; where that is libarchive's "Write
+/// error" or "Read error", the system's reason instead ("No space left on device").
 public struct ArchiveError: LayerError {
     public let message: String
     public let cause: (any Error)?
 
     package init(_ operation: String, _ path: String, _ archive: OpaquePointer?) {
         message = "\(operation) \(path) failed"
-        cause = Reason(archive.flatMap { archive_error_string($0) }.map { String(cString: $0) } ?? "libarchive failed")
+        let text = archive.flatMap { archive_error_string($0) }.map { String(cString: $0) } ?? "libarchive failed"
+        let number = archive.map { archive_errno($0) } ?? 0
+        cause = ["Write error", "Read error"].contains(text) && number > 0 ? Reason(errno: number) : Reason(text)
     }
 
     public var code: ErrorCode { .system }

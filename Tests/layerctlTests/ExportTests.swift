@@ -249,7 +249,7 @@ struct ExportTests {
 
     /// libsquashfs reports any failure of the file it writes as an "input/output error", which
     /// sent a user whose disk was only full to look for a failing one.
-    @Test("An image that does not fit its disk: one line with the system's reason, whether compressed or copied from the cache; an older image stays")
+    @Test("An image that does not fit its disk: one line with the system's reason, whether compressed or copied from the cache, in every format; an older image stays")
     func fullDisk() throws {
         let store = try demoStore()
         let folder = try Harness.temporaryDirectory("full-disk") + "/disk"
@@ -271,6 +271,14 @@ struct ExportTests {
             #expect(lines == ["layerctl: \(failed)"], "\(extra): \(result.stderr)")
             #expect(try String(contentsOfFile: target, encoding: .utf8) == "an older image\n")
             #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["gaming.squashfs"])
+        }
+        // libarchive's own words were "Write error".
+        for format in ["tar", "dir", "oci"] {
+            let result = try Harness.run(["export", "gaming", "--store", store, "-o", folder + "/gaming." + format, "--format", format])
+            #expect(result.status == 8, "\(format): \(result.stderr)")
+            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            #expect(lines.count == 1 && lines[0].hasSuffix(" failed: No space left on device"), "\(format): \(result.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["gaming.squashfs"], "\(format)")
         }
     }
 
