@@ -75,16 +75,33 @@ public enum LayerShell {
             }
             try confinement.enter()
             try Confinement.dropPrivileges()
-            let environment = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin", "HOME=/root",
+            let environment = ["PATH=" + searchPath.joined(separator: ":"), "HOME=/root",
                                "TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "dumb")", "LAYERCTL_LAYER=\(job.name)"]
-            let path = job.command[0].hasPrefix("/") ? job.command[0] : "/bin/sh"
-            let arguments = job.command[0].hasPrefix("/") ? Array(job.command.dropFirst()) : ["-c", job.command.joined(separator: " ")]
+            let path = try program(job.command[0], layer: job.name)
+            let arguments = Array(job.command.dropFirst())
             do {
                 return waitForExit(try spawn(path, arguments, environment: environment, keepStdin: true))
             } catch let error as SystemError {
                 throw SystemError("start \(path) in", job.name, errno: error.errno)
             }
         }
+    }
+
+    /// The shell's PATH, as an Arch login shell has it.
+    static let searchPath = ["/usr/local/sbin", "/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+
+    /// The program `name` names, found as a shell finds it: a name with a slash is a path, any other
+    /// is looked up in `searchPath`, in the layer (this process's root is the layer's by now). The
+    /// arguments then go to it as they were given. (A command that was not a path was run as
+    /// `/bin/sh -c` of the words joined with spaces, so `sh -c 'echo hi'` ran `sh -c echo hi`.)
+    static func program(_ name: String, layer: String) throws -> String {
+        if name.contains("/") { return name }
+        for folder in searchPath {
+            let candidate = folder + "/" + name
+            var st = stat()
+            if stat(candidate, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && access(candidate, X_OK) == 0 { return candidate }
+        }
+        throw SystemError("find \(name) on the PATH (\(searchPath.joined(separator: ":"))) of", layer, errno: ENOENT)
     }
 
     /// The tmpfs, mounted in the shell's namespace, that holds the throwaway root's upper folder.

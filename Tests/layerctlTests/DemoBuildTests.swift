@@ -131,6 +131,16 @@ struct DemoBuildTests {
         let missing = try Harness.run(["shell", "base", "--store", storeRoot, "--", "/no/such/command"])
         #expect(missing.status == 3, "\(missing.stderr)")
         #expect(missing.stderr == "layerctl: start /no/such/command in base failed: No such file or directory\n")
+        // A command by name is found on the layer's PATH and given its arguments as they are, as
+        // `docker exec` and `systemd-nspawn` give them: it was `/bin/sh -c` of the words joined.
+        let words = try Harness.run(["shell", "base", "--store", storeRoot, "--", "sh", "-c", "printf '%s|' \"$@\"", "sh", "a b", "it's", "$HOME", ""])
+        #expect(words.status == 0, "\(words.stderr)")
+        #expect(words.stdout == "a b|it's|$HOME||", "\(words.stdout)")
+        let unknown = try Harness.run(["shell", "base", "--store", storeRoot, "--", "no-such-command"])
+        #expect(unknown.status == 3, "\(unknown.stderr)")
+        #expect(
+            unknown.stderr == "layerctl: find no-such-command on the PATH (/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin) "
+                + "of base failed: No such file or directory\n")
 
         // gc keeps what refs reach and frees the rest, and what a killed build left in the package
         // cache: a package linked in under its own name, not yet renamed (a `.part` stays, for the
