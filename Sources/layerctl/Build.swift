@@ -67,6 +67,10 @@ extension LayerCtl {
         )
         var check = false
 
+        func validate() throws {
+            guard timeout >= 0 && timeout.isFinite else { throw ValidationError("--timeout takes a number of seconds, 0 for no limit") }
+        }
+
         func run() throws {
             try NamespacedWork.requireRoot("layerctl build")
             let store = try storeOptions.open()
@@ -86,7 +90,6 @@ extension LayerCtl {
             options.noCache = noCache
             options.offline = offline
             options.locks = locked ? .locked : .follow
-            guard timeout >= 0 && timeout.isFinite else { throw ValidationError("--timeout takes a number of seconds, 0 for no limit") }
             options.layerTimeLimit = timeout > 0 ? timeout : nil
             options.maxProcesses = limits.processes
             options.memoryLimit = limits.memoryLimit

@@ -44,6 +44,17 @@ struct HelpTests {
         let missing = try Harness.run(["build", "/nonexistent/x.yaml", "--store", store])
         #expect(missing.status == 3)
         #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
+        // A value an option cannot take is a usage mistake, however it is spelled (nan and inf were
+        // refused only once the build had started, as an error of the system, 8).
+        for (option, value, says) in [
+            ("--timeout", "nan", "--timeout takes a number of seconds"), ("--timeout", "inf", "--timeout takes a number of seconds"),
+            ("--timeout", "-5", "--timeout takes a number of seconds"), ("--max-processes", "-1", "--max-processes takes a number"),
+            ("--memory", "200%", "--memory takes a size"), ("--memory", "12", "--memory takes a size"),
+        ] {
+            let result = try Harness.run(["build", "/nonexistent/x.yaml", "--store", store, "\(option)=\(value)"])
+            #expect(result.status == 2, "\(option) \(value): \(result.stderr)")
+            #expect(result.stderr.contains(says), "\(option) \(value): \(result.stderr)")
+        }
     }
 
     @Test("started in a folder that was removed, an error says that relative paths find nothing in it")
