@@ -7,6 +7,9 @@ import SquashfsImage
 /// hook finds it through the same kernel command line a staged image gets (`layerctl.image=`).
 public struct VirtualMachine: Sendable {
     public var image: String
+    /// What the user named, for messages, when `image` is a file made from it (a layer's export in
+    /// a temporary folder).
+    public var name: String?
     /// The kernel and initramfs; nil means the image's own, from its /boot.
     public var kernel: String?
     public var initrd: String?
@@ -65,7 +68,7 @@ public struct VirtualMachine: Sendable {
         let reader = try SquashfsReader(image: image)
         guard let found = try reader.bootFiles() else {
             throw BootError(
-                "\(image) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); give --kernel and --initrd"
+                "\(name ?? image) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); give --kernel and --initrd"
             )
         }
         let chosen = (kernel: kernel ?? scratch + "/vmlinuz", initrd: initrd ?? scratch + "/initrd.img")

@@ -65,9 +65,18 @@ extension LayerCtl {
             guard let made = mkdtemp(&template) else { throw SystemError("create a folder in", "/var/tmp") }
             let scratch = String(cString: made)
             defer { try? FileManager.default.removeItem(atPath: scratch) }
+            // Before anything is exported or pulled, which takes a while.
+            let qemu = VirtualMachine.qemu
+            if !printCommand && qemu == nil {
+                throw BootError(
+                    "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)",
+                    code: .system)
+            }
             var isDirectory: ObjCBool = false
             var image = target
+            var name: String?
             if !(FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue) {
+                name = target
                 let store = try storeOptions.open()
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)
                 let source = try registryArguments.source(target, in: store, json: json, options: options)
@@ -80,6 +89,7 @@ extension LayerCtl {
                 reporter.finish()
             }
             var machine = VirtualMachine(image: image)
+            machine.name = name
             machine.kernel = kernel
             machine.initrd = initrd
             machine.memory = memory
@@ -93,11 +103,7 @@ extension LayerCtl {
                 if json { try JSONOutput.print(["command": command]) } else { print(command.map(Self.quoted).joined(separator: " ")) }
                 return
             }
-            guard let qemu = VirtualMachine.qemu else {
-                throw BootError(
-                    "qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)",
-                    code: .system)
-            }
+            guard let qemu else { return }  // checked first, but for --print-command
             FileHandle.standardError.write(
                 Data(
                     "layerctl: booting \(target) with \(boot.source) under \(VirtualMachine.accelerator.uppercased()); Ctrl-A X quits\n"
