@@ -39,9 +39,10 @@ public struct BootStaging: Sendable {
 
     /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`
     /// returns the image's sha256 when it took it on the way. Staging the same image again changes
-    /// nothing but the entries.
+    /// nothing but the entries. `source` is what the record keeps (a layer's key, an image file);
+    /// `shownAs`, what messages call it, when that is not `source` ("layer gaming (ab6a29b433dc)").
     public func stage(
-        name: String, source: String, append: [String], produce: (String) throws -> String?
+        name: String, source: String, shownAs: String? = nil, append: [String], produce: (String) throws -> String?
     ) throws -> StagedImage {
         try Self.validate(name: name)
         let folder = directory(name)
@@ -68,7 +69,7 @@ public struct BootStaging: Sendable {
         do {
             let staged = try finishStaging(
                 name: name, id: id, sha256: sha256, imagePath: imagePath, device: try device.value().inside(imageName),
-                source: source, append: append, set: before)
+                source: source, shownAs: shownAs ?? source, append: append, set: before)
             // Done means on disk also where there is no journal (a FAT boot partition, ext4 made
             // without one): there an fsync orders nothing else, and after a power cut a folder that
             // staging made, or the bitmap that marks its inode taken, could be lost while the files
@@ -92,7 +93,7 @@ public struct BootStaging: Sendable {
     }
 
     private func finishStaging(
-        name: String, id: String, sha256: String, imagePath: String, device: DeviceLocation, source: String,
+        name: String, id: String, sha256: String, imagePath: String, device: DeviceLocation, source: String, shownAs: String,
         append: [String], set before: StagedSet?
     ) throws -> StagedImage {
         let folder = directory(name)
@@ -100,7 +101,7 @@ public struct BootStaging: Sendable {
         let reader = try SquashfsReader(image: imagePath)
         guard let files = try reader.bootFiles() else {
             throw BootError(
-                "\(source) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it"
+                "\(shownAs) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it"
             )
         }
         let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"

@@ -128,7 +128,9 @@ extension LayerCtl {
             var update: Exporter.CacheUpdate?
             let reporter = ExportReporter()
             defer { if let problem = update?.finish() { reporter.warning(problem) } }
-            return try staging.stage(name: name ?? layerName, source: key, append: append) { output in
+            return try staging.stage(
+                name: name ?? layerName, source: key, shownAs: "layer \(layerName) (\(key.prefix(12)))", append: append
+            ) { output in
                 let result: Exporter.Result
                 (result, update) = try Exporter(store: store).exportLeavingCacheUpdate(
                     key,
