@@ -20,7 +20,7 @@ struct DirectoryWriter {
             try sys("move the export to", path) { rename(staging, path) }
         } catch {
             try? FileSystem.removeTree(staging)
-            throw error
+            throw StagedPathError(error, staging: staging, path: path)
         }
     }
 

@@ -58,7 +58,7 @@ public struct OCIImageLayout {
             return result
         } catch {
             try? FileSystem.removeTree(staging)
-            throw error
+            throw StagedPathError(error, staging: staging, path: path)
         }
     }
 

@@ -47,3 +47,19 @@ public struct Reason: Error, CustomStringConvertible, Sendable, Equatable {
 public func errorCode(of error: any Error) -> ErrorCode {
     (error as? any LayerError)?.code ?? .system
 }
+
+/// An error met while writing into `staging`, the hidden folder beside `path` that becomes `path`
+/// once whole (`FileSystem.stagingPath`): said of `path`, as the user named it, since the hidden
+/// folder is gone by the time anyone reads the message.
+package struct StagedPathError: LayerError {
+    package let code: ErrorCode
+    package let message: String
+    package let cause: (any Error)?
+
+    package init(_ error: any Error, staging: String, path: String) {
+        code = errorCode(of: error)
+        let layered = error as? any LayerError
+        message = (layered?.message ?? "\(error)").replacingOccurrences(of: staging, with: path)
+        cause = layered?.cause
+    }
+}

@@ -278,6 +278,8 @@ struct ExportTests {
             #expect(result.status == 8, "\(format): \(result.stderr)")
             let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
             #expect(lines.count == 1 && lines[0].hasSuffix(" failed: No space left on device"), "\(format): \(result.stderr)")
+            // Said of the output as the user named it, not of the hidden folder it was made in.
+            #expect(result.stderr.contains(folder + "/gaming." + format) && !result.stderr.contains(".layerctl-"), "\(result.stderr)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["gaming.squashfs"], "\(format)")
         }
     }
