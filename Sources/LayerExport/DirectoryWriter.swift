@@ -10,6 +10,7 @@ struct DirectoryWriter {
     let path: String
 
     func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws {
+        if let special = FileSystem.outputTarget(path).special { throw RefusedOutput(path, is: special, what: "a folder export") }
         if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
             throw SystemError("export to", path, errno: EEXIST)
         }

@@ -18,7 +18,11 @@ final class ImageOutput {
     private var committed = false
     private var digest: Background<String>?
 
-    init(path: String) throws {
+    init(path named: String) throws {
+        // Through a symlink to the file it names; never over a device, a pipe or a socket, whose
+        // name the rename would replace with a file (`-o /dev/sdb` made one in /dev).
+        let (path, special) = FileSystem.outputTarget(named)
+        if let special { throw RefusedOutput(named, is: special, what: "an image") }
         self.path = path
         let (directory, name) = FileSystem.split(path)
         guard !name.isEmpty else { throw SystemError("write image to", path, errno: EISDIR) }

@@ -41,6 +41,7 @@ public struct OCIImageLayout {
     /// Writes the stack ending at `key` into the new folder `path`, tagged `tag`. A folder that is
     /// there already and not empty is never overwritten; the layout appears whole or not at all.
     public func write(_ key: String, to path: String, tag: String) throws -> Result {
+        if let special = FileSystem.outputTarget(path).special { throw RefusedOutput(path, is: special, what: "an OCI layout") }
         if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
             throw SystemError("write an OCI layout to", path, errno: EEXIST)
         }

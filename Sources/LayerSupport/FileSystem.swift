@@ -44,6 +44,39 @@ package enum FileSystem {
         return (directory, String(path[path.index(after: slash)...]))
     }
 
+    /// Where an output the user named (`-o PATH`) goes. A file is replaced by a rename, which
+    /// replaces a symlink itself: `-o /dev/stdout` put a regular file in place of the host's
+    /// /dev/stdout, and a device's name (`-o /dev/sdb`) became a file in /dev. So a symlink is
+    /// followed to the file it names, and `special` says what the path leads to when that is no
+    /// regular file or folder ("a block device"): the caller writes into it, or refuses it.
+    package static func outputTarget(_ path: String) -> (path: String, special: String?) {
+        var target = path
+        var st = stat()
+        if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK, let resolved = realpath(path, nil) {
+            target = String(cString: resolved)
+            free(resolved)
+        }
+        guard stat(target, &st) == 0 else { return (target, nil) }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG, S_IFDIR: return (target, nil)
+        case S_IFBLK: return (target, "a block device")
+        case S_IFCHR: return (target, "a character device")
+        case S_IFIFO: return (target, "a pipe")
+        case S_IFSOCK: return (target, "a socket")
+        default: return (target, "no regular file")
+        }
+    }
+
+    /// Writes `data` to the output the user named: into it when it is a pipe or a terminal
+    /// (`-o /dev/stdout`), else as `writeAtomically` does, through a symlink.
+    package static func writeOutput(_ data: Data, to path: String) throws {
+        let (target, special) = outputTarget(path)
+        guard special != nil else { return try writeAtomically(data, to: target) }
+        let fd = try sys("open", path) { open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY) }
+        defer { close(fd) }
+        try data.withUnsafeBytes { try writeAll(fd, $0, to: path) }
+    }
+
     /// A hidden name beside `path` for work in progress, `DIR/.NAME.layerctl-PID`, so it is on the
     /// same file system and a rename(2) can move it into place.
     package static func stagingPath(beside path: String) -> String {

@@ -63,3 +63,21 @@ package struct StagedPathError: LayerError {
         cause = layered?.cause
     }
 }
+
+/// An output the user named that layerctl will not write: a device, a pipe or a socket where an
+/// image file belongs (`FileSystem.outputTarget`).
+package struct RefusedOutput: LayerError {
+    package let message: String
+
+    /// `named` leads to `special` ("a block device"), where `what` ("an image", "a folder
+    /// export") cannot go.
+    package init(_ named: String, is special: String, what: String) {
+        var text = "\(named) is \(special): \(what) is written to a new file or folder, never into a device, a pipe or a socket"
+        if special == "a block device" {
+            text += " (put an image on a disk with `dd if=IMAGE of=\(named) bs=4M`, or boot it with `layerctl stage`)"
+        }
+        message = text
+    }
+
+    package var code: ErrorCode { .input }
+}

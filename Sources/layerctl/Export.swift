@@ -84,6 +84,10 @@ struct ImageArguments: ParsableArguments {
             throw ValidationError("\(error)")
         }
         do { _ = try blockCacheLimit() } catch { throw ValidationError("\(error)") }
+        // Said before anything is built or exported; the writers refuse it again.
+        if let output, let special = FileSystem.outputTarget(output).special {
+            throw ValidationError(RefusedOutput(output, is: special, what: format == "dir" || format == "oci" ? "a folder export" : "an image").message)
+        }
     }
 
     /// `--block-cache-size`, else `LAYERCTL_BLOCK_CACHE_SIZE`, else the default.

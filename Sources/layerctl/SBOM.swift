@@ -37,7 +37,7 @@ extension LayerCtl {
             let inventory = try StackInventory.read(layer, store: try storeOptions.open())
             let document = format == .spdx ? try SPDXDocument.write(inventory, compact: json) : try CycloneDXDocument.write(inventory, compact: json)
             if let output {
-                try FileSystem.writeAtomically(document, to: output)
+                try FileSystem.writeOutput(document, to: output)
             } else {
                 FileHandle.standardOutput.write(document)
             }

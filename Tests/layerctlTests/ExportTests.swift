@@ -284,6 +284,53 @@ struct ExportTests {
         }
     }
 
+    /// An output is put in place by a rename, which replaces a symlink itself, or a device's node:
+    /// `sbom -o /dev/stdout` left a regular file where the host's /dev/stdout was, and
+    /// `export -o /dev/sdb` a 16 MiB file in /dev in place of the disk's node, saying "wrote".
+    @Test("-o through a symlink writes the file it names; -o a device, a pipe or a socket is refused before any work, and left as it was")
+    func specialOutputs() throws {
+        let stack = try CraftedStack("outputs")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        let folder = try Harness.temporaryDirectory("outputs")
+        #expect(mknod(folder + "/disk", S_IFBLK | 0o600, Device.make(7, 250)) == 0)
+        #expect(mkfifo(folder + "/fifo", 0o600) == 0)
+        #expect(symlink(folder + "/disk", folder + "/disk-link") == 0)
+        func looks() throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: folder).sorted().map { name in
+                var st = stat()
+                lstat(folder + "/" + name, &st)
+                return "\(name) \(st.st_mode) \(st.st_rdev) \(st.st_size)"
+            }
+        }
+        let before = try looks()
+        for (output, shown, kind) in [
+            ("disk", "disk", "a block device"), ("fifo", "fifo", "a pipe"), ("disk-link", "disk-link", "a block device"),
+        ] {
+            for format in ["squashfs", "tar", "dir", "oci"] {
+                let result = try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/" + output, "--format", format])
+                #expect(result.status == 2, "\(output) \(format): \(result.stderr)")
+                #expect(result.stderr.contains("\(folder)/\(shown) is \(kind): "), "\(output) \(format): \(result.stderr)")
+            }
+        }
+        #expect(try looks() == before)
+
+        // Through a symlink: the file it names is written, and the link stays a link.
+        try "old\n".write(toFile: folder + "/image.squashfs", atomically: false, encoding: .utf8)
+        #expect(symlink("image.squashfs", folder + "/latest.squashfs") == 0)
+        #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/latest.squashfs"]).status == 0)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: folder + "/latest.squashfs") == "image.squashfs")
+        #expect(bytes(folder + "/image.squashfs").prefix(4) == Data("hsqs".utf8))
+
+        // sbom writes a document into what it is given: a character device, here /dev/null by a
+        // link, as /dev/stdout is one.
+        #expect(symlink("/dev/null", folder + "/null-link") == 0)
+        let sbom = try Harness.run(["sbom", "only", "--store", stack.store, "-o", folder + "/null-link"])
+        #expect(sbom.status == 0, "\(sbom.stderr)")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: folder + "/null-link") == "/dev/null")
+        var null = stat()
+        #expect(stat("/dev/null", &null) == 0 && null.st_mode & S_IFMT == S_IFCHR)
+    }
+
     @Test("Bad arguments and outputs each give one clear error")
     func badInput() throws {
         let stack = try CraftedStack("errors")
