@@ -52,12 +52,8 @@ public struct BootStaging: Sendable {
         let incoming = folder + "/incoming.squashfs"
         unlink(incoming)
         let sha256: String
-        let imagePath: String
         do {
-            let produced = try produce(incoming)
-            sha256 = try produced ?? Digest.sha256(file: incoming)
-            imagePath = folder + "/\(sha256.prefix(12)).squashfs"
-            try sys("move the image to", imagePath) { rename(incoming, imagePath) }
+            sha256 = try produce(incoming) ?? Digest.sha256(file: incoming)
         } catch {
             // An image cut short, by a full disk most often: it would hold that disk's space.
             unlink(incoming)
@@ -65,6 +61,12 @@ public struct BootStaging: Sendable {
         }
         let id = String(sha256.prefix(12))
         let imageName = "\(id).squashfs"
+        let imagePath = folder + "/" + imageName
+        if rename(incoming, imagePath) != 0 {
+            let error = SystemError("move the image to", imagePath)
+            unlink(incoming)
+            throw error
+        }
         let before = try StagedSet.load(folder)
         do {
             let staged = try finishStaging(

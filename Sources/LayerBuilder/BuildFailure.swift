@@ -56,7 +56,7 @@ extension BuildFailure {
     /// `pacman-key --init` made it: the advice is then to make it.
     init(missingKeys error: AlpmError, keyring: String, location: (String) -> String) {
         let key = error.missingKeys[0].key
-        let pacmanKey = keyring == BuildOptions.defaultKeyring ? "pacman-key" : "pacman-key --gpgdir \(Self.shellWord(keyring))"
+        let pacmanKey = keyring == BuildOptions.defaultKeyring ? "pacman-key" : "pacman-key --gpgdir \(shellWord(keyring))"
         let add = "`\(pacmanKey) --recv-keys \(key) && \(pacmanKey) --lsign-key \(key)`"
         let advice =
             Self.holdsKeys(keyring)
@@ -74,15 +74,5 @@ extension BuildFailure {
             var st = stat()
             return stat(keyring + "/" + name, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && st.st_size > 0
         }
-    }
-
-    /// `text` as one word of a shell command: as it is when it holds nothing a shell reads, else
-    /// in single quotes.
-    static func shellWord(_ text: String) -> String {
-        let plain = !text.isEmpty && text.utf8.allSatisfy { byte in
-            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
-                || "/._+-:@%=,".utf8.contains(byte)
-        }
-        return plain ? text : "'" + text.split(separator: "'", omittingEmptySubsequences: false).joined(separator: "'\\''") + "'"
     }
 }

@@ -100,7 +100,7 @@ extension LayerCtl {
             let arguments = machine.arguments(kernel: boot.kernel, initrd: boot.initrd)
             if printCommand {
                 let command = ["qemu-system-x86_64"] + arguments
-                if json { try JSONOutput.print(["command": command]) } else { print(command.map(Self.quoted).joined(separator: " ")) }
+                if json { try JSONOutput.print(["command": command]) } else { print(command.map(shellWord).joined(separator: " ")) }
                 return
             }
             guard let qemu else { return }  // checked first, but for --print-command
@@ -110,11 +110,6 @@ extension LayerCtl {
                         .utf8))
             let status = try machine.run(qemu: qemu, kernel: boot.kernel, initrd: boot.initrd)
             if status != 0 { throw ExitCode(status) }
-        }
-
-        static func quoted(_ word: String) -> String {
-            word.allSatisfy { $0.isLetter || $0.isNumber || "-_=/.,:+@%".contains($0) }
-                ? word : "'" + word.replacingOccurrences(of: "'", with: #"'\''"#) + "'"
         }
     }
 }
