@@ -55,8 +55,10 @@ public struct BootStaging: Sendable {
         do {
             sha256 = try produce(incoming) ?? Digest.sha256(file: incoming)
         } catch {
-            // An image cut short, by a full disk most often: it would hold that disk's space.
+            // An image cut short, by a full disk most often: it would hold that disk's space. A
+            // name never staged leaves no folder (rmdir removes none that holds anything).
             unlink(incoming)
+            rmdir(folder)
             throw error
         }
         let id = String(sha256.prefix(12))

@@ -38,7 +38,9 @@ public final class DiffSide {
         }
         if stat(operand, &st) == 0 {
             let image: ImageTree
-            do { image = try ImageTree(image: operand) } catch {
+            do { image = try ImageTree(image: operand) } catch let error as RefusedInput {
+                throw error
+            } catch {
                 throw DiffError(
                     "\(operand) is neither a folder nor a squashfs image this reader can read (\(error))",
                     code: errorCode(of: error))

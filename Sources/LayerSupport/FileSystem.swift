@@ -57,13 +57,18 @@ package enum FileSystem {
             free(resolved)
         }
         guard stat(target, &st) == 0 else { return (target, nil) }
-        switch st.st_mode & S_IFMT {
-        case S_IFREG, S_IFDIR: return (target, nil)
-        case S_IFBLK: return (target, "a block device")
-        case S_IFCHR: return (target, "a character device")
-        case S_IFIFO: return (target, "a pipe")
-        case S_IFSOCK: return (target, "a socket")
-        default: return (target, "no regular file")
+        return (target, special(st.st_mode))
+    }
+
+    /// What a file of `mode` is when it is no regular file or folder ("a block device"), else nil.
+    package static func special(_ mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG, S_IFDIR: return nil
+        case S_IFBLK: return "a block device"
+        case S_IFCHR: return "a character device"
+        case S_IFIFO: return "a pipe"
+        case S_IFSOCK: return "a socket"
+        default: return "no regular file"
         }
     }
 

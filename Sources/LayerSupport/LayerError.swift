@@ -64,6 +64,23 @@ package struct StagedPathError: LayerError {
     }
 }
 
+/// An image the user named that layerctl will not read: a pipe would hold the command until
+/// something wrote to it, and a device's size is not its image's.
+package struct RefusedInput: LayerError {
+    package let message: String
+
+    /// `named` is `special` ("a pipe"), where an image file belongs.
+    package init(_ named: String, is special: String) {
+        var text = "\(named) is \(special): an image is read from a file, never from a device, a pipe or a socket"
+        if special == "a block device" {
+            text += " (copy it into a file first with `dd if=\(named) of=IMAGE bs=4M`)"
+        }
+        message = text
+    }
+
+    package var code: ErrorCode { .input }
+}
+
 /// An output the user named that layerctl will not write: a device, a pipe or a socket where an
 /// image file belongs (`FileSystem.outputTarget`).
 package struct RefusedOutput: LayerError {

@@ -26,6 +26,16 @@ public final class SquashfsReader {
     /// Opens `image` (sqfs_open_file, sqfs_super_read) and readers for its directories and data.
     public init(image: String) throws {
         self.image = image
+        // Opening a pipe waits for a writer: `diff`, `vm` and `stage` of one would never end.
+        var st = stat()
+        if stat(image, &st) == 0, let special = FileSystem.special(st.st_mode) {
+            throw RefusedInput(image, is: special)
+        }
+        // A file shorter than a superblock holds no squashfs magic either: the wrong file, not a
+        // damaged image.
+        if st.st_mode & S_IFMT == S_IFREG && st.st_size < MemoryLayout<sqfs_super_t>.size {
+            throw SquashfsError("read \(image) as a squashfs image", SFQS_ERROR_SUPER_MAGIC.rawValue, reading: true)
+        }
         guard let file = sqfs_open_file(image, UInt32(SQFS_FILE_OPEN_READ_ONLY.rawValue)) else {
             throw SystemError("open image", image)
         }

@@ -182,6 +182,41 @@ struct DamagedImageTests {
         try expectRefused(owner, against: folder, saying: "")
     }
 
+    /// `stage`, `diff` and `vm` opened an image operand as it was: a pipe held each of them until
+    /// something wrote to it, and a device node read as an empty file.
+    @Test("An image operand that is a pipe, a device or shorter than a superblock is refused in one line, at once; stage keeps nothing")
+    func operandsThatAreNoImageFile() throws {
+        let folder = try Harness.temporaryDirectory("operands")
+        #expect(mkfifo(folder + "/pipe.squashfs", 0o600) == 0)
+        #expect(mknod(folder + "/disk.squashfs", S_IFBLK | 0o600, Device.make(7, 250)) == 0)
+        #expect(symlink(folder + "/pipe.squashfs", folder + "/link.squashfs") == 0)
+        try "not an image\n".write(toFile: folder + "/short.squashfs", atomically: false, encoding: .utf8)
+        #expect(FileManager.default.createFile(atPath: folder + "/empty.squashfs", contents: nil))
+        let state = try Harness.temporaryDirectory("operands-state")
+        let boot = try Harness.temporaryDirectory("operands-boot")
+        for (name, says) in [
+            ("pipe", "pipe.squashfs is a pipe: an image is read from a file, never from a device, a pipe or a socket"),
+            ("link", "link.squashfs is a pipe: "),
+            ("disk", "disk.squashfs is a block device: an image is read from a file, never from a device, a pipe or a socket (copy it into a file first with `dd if="),
+            ("short", "short.squashfs as a squashfs image failed: not a squashfs image (no squashfs magic)"),
+            ("empty", "empty.squashfs as a squashfs image failed: not a squashfs image (no squashfs magic)"),
+        ] {
+            let path = "\(folder)/\(name).squashfs"
+            for command in [
+                ["diff", path, folder], ["vm", path, "--print-command"],
+                ["stage", path, "--state-dir", state, "--boot-dir", boot, "--no-grub"],
+            ] {
+                let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable] + command)
+                #expect(result.status == 3, "\(command) exit \(result.status) (137: still waiting after a minute): \(result.output)")
+                #expect(result.output.split(separator: "\n").count == 1, "\(command): \(result.output)")
+                #expect(result.output.contains(folder + "/" + says), "\(command): \(result.output)")
+            }
+        }
+        // Not even an empty folder for a name never staged: `staged` would list it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: boot).isEmpty)
+    }
+
     /// The walk kept a table as long as the superblock's inode count: 4 billion asked for 64 GiB,
     /// and the allocation's failure killed layerctl.
     @Test("A superblock that claims 4 billion inodes costs only the memory its entries need")
