@@ -46,7 +46,10 @@ public struct Store: Sendable {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         guard self.root.utf8.count <= Self.longestRoot else { throw StoreError.rootTooLong(self.root) }
         for directory in [layersDirectory, refsDirectory, tmpDirectory, locksDirectory, packageCache] {
-            try FileSystem.makeDirectories(directory)
+            do { try FileSystem.makeDirectories(directory) } catch let error as SystemError where error.errno == EACCES {
+                // A user who forgot sudo, before root made the store (or a folder of it).
+                throw StoreError.othersStore(self.root)
+            }
         }
         for directory in [layersDirectory, tmpDirectory] { try Self.keepPrivate(directory) }
     }
@@ -213,7 +216,12 @@ public struct Store: Sendable {
 
     /// Builds share this lock; `gc` takes it alone, so it never removes a layer a build stands on.
     public func lock(_ mode: FileLock.Mode) throws -> FileLock {
-        try FileLock(path: root + "/lock", mode: mode)
+        do {
+            return try FileLock(path: root + "/lock", mode: mode)
+        } catch let error as SystemError where error.errno == EACCES && mode == .exclusive {
+            // `gc` by a user who forgot sudo: not "open lock …/lock failed: Permission denied".
+            throw StoreError.othersStore(root)
+        }
     }
 
     /// Held while the layer `key` is built, so two builds of one layer make it once.
@@ -264,6 +272,8 @@ public enum StoreError: LayerError {
     case rootTooLong(String)
     /// The store's `layers/`, which this user may not read (they are their owner's alone).
     case privateLayers(String)
+    /// A store this user may not change: its root.
+    case othersStore(String)
     /// A store on a filesystem that cannot hold a layer's tree: the store, the filesystem's type,
     /// what it lacks, and the errno of the probe.
     case unsuitableFileSystem(String, type: String, lacks: String, errno: Int32)
@@ -272,7 +282,7 @@ public enum StoreError: LayerError {
         switch self {
         case .unknownLayer, .ambiguous, .rootTooLong, .unsuitableFileSystem: .input
         case .damaged: .damaged
-        case .privateLayers: .privilege
+        case .privateLayers, .othersStore: .privilege
         }
     }
 
@@ -286,6 +296,8 @@ public enum StoreError: LayerError {
         case .privateLayers(let path):
             "cannot read \(path): the store's layers are its owner's alone (their trees hold setuid programs); "
                 + "run layerctl as that user (sudo)"
+        case .othersStore(let root):
+            "cannot change the store \(root): it is its owner's alone; run layerctl as that user (sudo)"
         case .unsuitableFileSystem(let root, let type, let lacks, let errno):
             "the store \(root) is on \(type), which cannot hold a layer's tree: overlayfs keeps \(lacks) there, and "
                 + "\(type) refuses it (\(String(cString: strerror(errno)))); put the store on ext4, xfs, btrfs or tmpfs "

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LayerStore
 import LayerSupport
 
 extension LayerCtl {
@@ -35,6 +36,9 @@ extension LayerCtl {
                     let record = try store.record(try store.resolve(name))
                     return Row(name: name, key: key, parent: record.parent, packages: record.added.count,
                                treeBytes: record.treeBytes, fileCount: record.fileCount, pulledFrom: record.origin?.reference)
+                } catch StoreError.privateLayers(let layers) {
+                    // The user's, not the store's: said once, before anything is printed.
+                    throw StoreError.privateLayers(layers)
                 } catch {
                     damaged.append("\(error)")
                     return nil

@@ -118,6 +118,41 @@ struct FailureTests {
         #expect(!FileManager.default.fileExists(atPath: store))
     }
 
+    /// Reading root's store as another user: `ls` printed its header (or `[]`), then the refusal,
+    /// and exited as for a damaged store (7); `gc` said "open lock …/lock failed: Permission denied".
+    @Test("ls, inspect and gc of root's store by another user: one line that says to use sudo, exit 4, nothing before it")
+    func othersStore() throws {
+        let stack = try CraftedStack("others-store")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        // Every folder of a store as root's commands leave it.
+        #expect(try Harness.run(["ls", "--store", stack.store]).status == 0)
+        chmod(stack.store, 0o755)
+        let unreadable = "layerctl: cannot read \(stack.store)/layers: the store's layers are its owner's alone (their trees "
+            + "hold setuid programs); run layerctl as that user (sudo)\n"
+        let cases: [([String], String)] = [
+            (["ls"], unreadable), (["ls", "--json"], unreadable), (["inspect", "only"], unreadable),
+            (["gc"], "layerctl: cannot change the store \(stack.store): it is its owner's alone; run layerctl as that user (sudo)\n"),
+        ]
+        // A store root has not made yet (the default one, before the first build) is root's to make.
+        let unmade = stack.store + "/not-yet"
+        let cases2: [([String], String, String)] =
+            cases.map { ($0.0, $0.1, stack.store) } + [
+                (["ls"], "layerctl: cannot change the store \(unmade): it is its owner's alone; run layerctl as that user (sudo)\n", unmade)
+            ]
+        for (arguments, says, store) in cases2 {
+            let result = try KernelMount.run(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable] + arguments + ["--store", store])
+            #expect(result.status == 4, "\(arguments): \(result.output)")
+            // --json adds its error object, and prints no list before it.
+            let json = arguments.contains("--json") ? #"{"error":{"code":"privilege","exitStatus":4,"message":"# : ""
+            #expect(result.output.hasPrefix(says + json), "\(arguments) \(store)")
+            #expect(result.output.split(separator: "\n").count == (json.isEmpty ? 1 : 2), "\(arguments) \(store)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: unmade))
+        #expect(try Harness.run(["inspect", "only", "--store", stack.store]).status == 0)
+    }
+
     /// A store on a filesystem without trusted.* attributes built a root layer, and then the first
     /// `rm -rf` of a folder from a layer below failed inside a `run:` command with "Input/output
     /// error": overlayfs could not mark the new folder opaque. ramfs stands for the filesystems
