@@ -35,6 +35,16 @@ public struct BootStaging: Sendable {
         }
     }
 
+    /// Fails, saying so, in a process that is not root, for a command that changes what the
+    /// machine boots ("layerctl stage"): it would fail at the first folder or boot file it made,
+    /// in words about that file.
+    public static func requireRoot(_ command: String) throws {
+        guard geteuid() != 0 else { return }
+        throw BootError(
+            "\(command) must run as root: it writes the boot loader's kernels and entries; run layerctl with sudo",
+            code: .privilege)
+    }
+
     func directory(_ name: String) -> String { stateDirectory + "/" + name }
 
     /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`

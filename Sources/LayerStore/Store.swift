@@ -218,8 +218,9 @@ public struct Store: Sendable {
     public func lock(_ mode: FileLock.Mode) throws -> FileLock {
         do {
             return try FileLock(path: root + "/lock", mode: mode)
-        } catch let error as SystemError where error.errno == EACCES && mode == .exclusive {
-            // `gc` by a user who forgot sudo: not "open lock …/lock failed: Permission denied".
+        } catch is SystemError where access(root, W_OK) != 0 && errno == EACCES {
+            // `gc` by a user who forgot sudo: not "open lock …/lock failed: Permission denied"; nor,
+            // for a reader where no lock was ever taken, "… No such file or directory".
             throw StoreError.othersStore(root)
         }
     }
@@ -297,7 +298,7 @@ public enum StoreError: LayerError {
             "cannot read \(path): the store's layers are its owner's alone (their trees hold setuid programs); "
                 + "run layerctl as that user (sudo)"
         case .othersStore(let root):
-            "cannot change the store \(root): it is its owner's alone; run layerctl as that user (sudo)"
+            "the store \(root) is its owner's alone, and this user may not use it; run layerctl as that user (sudo)"
         case .unsuitableFileSystem(let root, let type, let lacks, let errno):
             "the store \(root) is on \(type), which cannot hold a layer's tree: overlayfs keeps \(lacks) there, and "
                 + "\(type) refuses it (\(String(cString: strerror(errno)))); put the store on ext4, xfs, btrfs or tmpfs "

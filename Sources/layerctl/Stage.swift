@@ -68,6 +68,7 @@ extension LayerCtl {
         @OptionGroup var boot: BootOptions
 
         func run() throws {
+            try BootStaging.requireRoot("layerctl stage")
             let (staging, store) = try boot.staging()
             var isDirectory: ObjCBool = false
             let isImage =
@@ -173,6 +174,7 @@ extension LayerCtl {
         @OptionGroup var boot: BootOptions
 
         func run() throws {
+            try BootStaging.requireRoot("layerctl unstage")
             let (staging, _) = try boot.staging()
             let removed = try staging.unstage(name: name, all: all, force: force)
             if json { return try JSONOutput.print(["unstaged": removed]) }
@@ -265,6 +267,7 @@ extension LayerCtl {
         }
 
         func run() throws {
+            try BootStaging.requireRoot("layerctl boot")
             let (staging, store) = try boot.staging()
             var name = name
             if ImageReference.looksLikeReference(name) {

@@ -94,7 +94,7 @@ struct FailureTests {
     /// A user who forgot sudo: a command whose work needs root says so in one line, as pacman does,
     /// before it makes or reads anything, not as the failure of the first step only root may take
     /// ("open lock /var/lib/layerctl/lock failed: No such file or directory", it said).
-    @Test("build, lock, shell and pull by a user other than root: one line that says to use sudo, exit 4, no store made")
+    @Test("build, lock, shell, pull, stage, unstage and boot by a user other than root: one line that says to use sudo, exit 4, no store made")
     func notRoot() throws {
         let folder = try Harness.temporaryDirectory("not-root")
         chmod(folder, 0o755)
@@ -116,11 +116,25 @@ struct FailureTests {
                     + "and makes files of any owner, as pacman does; run layerctl with sudo\n")
         }
         #expect(!FileManager.default.fileExists(atPath: store))
+        // What changes the machine's boot is root's too ("create directory /var/lib/layerctl/boot
+        // failed: Permission denied", stage said).
+        let state = folder + "/state"
+        for command in ["stage", "unstage", "boot"] {
+            let result = try KernelMount.run(
+                "/usr/bin/setpriv",
+                ["--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, command, "base", "--store", store,
+                 "--state-dir", state, "--boot-dir", folder, "--no-grub"])
+            #expect(result.status == 4, "\(result.output)")
+            #expect(
+                result.output == "layerctl: layerctl \(command) must run as root: it writes the boot loader's kernels and "
+                    + "entries; run layerctl with sudo\n")
+        }
+        #expect(!FileManager.default.fileExists(atPath: state))
     }
 
     /// Reading root's store as another user: `ls` printed its header (or `[]`), then the refusal,
     /// and exited as for a damaged store (7); `gc` said "open lock …/lock failed: Permission denied".
-    @Test("ls, inspect and gc of root's store by another user: one line that says to use sudo, exit 4, nothing before it")
+    @Test("ls, inspect, gc and sbom of root's store by another user: one line that says to use sudo, exit 4, nothing before it")
     func othersStore() throws {
         let stack = try CraftedStack("others-store")
         try stack.layer("only") { t in try t.file("file", "content\n") }
@@ -131,13 +145,13 @@ struct FailureTests {
             + "hold setuid programs); run layerctl as that user (sudo)\n"
         let cases: [([String], String)] = [
             (["ls"], unreadable), (["ls", "--json"], unreadable), (["inspect", "only"], unreadable),
-            (["gc"], "layerctl: cannot change the store \(stack.store): it is its owner's alone; run layerctl as that user (sudo)\n"),
+            (["gc"], "layerctl: the store \(stack.store) is its owner's alone, and this user may not use it; run layerctl as that user (sudo)\n"),
         ]
         // A store root has not made yet (the default one, before the first build) is root's to make.
         let unmade = stack.store + "/not-yet"
         let cases2: [([String], String, String)] =
             cases.map { ($0.0, $0.1, stack.store) } + [
-                (["ls"], "layerctl: cannot change the store \(unmade): it is its owner's alone; run layerctl as that user (sudo)\n", unmade)
+                (["ls"], "layerctl: the store \(unmade) is its owner's alone, and this user may not use it; run layerctl as that user (sudo)\n", unmade)
             ]
         for (arguments, says, store) in cases2 {
             let result = try KernelMount.run(
@@ -150,6 +164,16 @@ struct FailureTests {
             #expect(result.output.split(separator: "\n").count == (json.isEmpty ? 1 : 2), "\(arguments) \(store)")
         }
         #expect(!FileManager.default.fileExists(atPath: unmade))
+        // Where no lock was ever taken, a reader may not make the lock file: "open lock … No such
+        // file or directory", it said.
+        unlink(stack.store + "/lock")
+        let reader = try KernelMount.run(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", "--", Harness.executable, "sbom", "only", "--store", stack.store])
+        #expect(reader.status == 4, "\(reader.output)")
+        #expect(
+            reader.output == "layerctl: the store \(stack.store) is its owner's alone, and this user may not use it; "
+                + "run layerctl as that user (sudo)\n")
         #expect(try Harness.run(["inspect", "only", "--store", stack.store]).status == 0)
     }
 
