@@ -102,6 +102,11 @@ public struct BootStaging: Sendable {
                 }
                 rmdir(bootFolder)
             }
+            // A name never staged before leaves no folders behind (rmdir removes none that holds anything).
+            if before == nil {
+                rmdir(bootDirectory + "/layerctl/\(name)")
+                rmdir(folder)
+            }
             throw error
         }
     }

@@ -218,6 +218,12 @@ struct StagingTests {
         #expect(
             try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
         )
+        // Under a name never staged, not even its folders stay: `staged` would list them.
+        let fresh = try Harness.run(["stage", "gaming", "--store", machine.store, "--name", "fresh"] + disk.options)
+        #expect(fresh.status == 3, "\(fresh.stderr)")
+        #expect(
+            try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
+        )
         let badName = try Harness.run(["stage", machine.image, "--name", "../x"] + disk.options)
         #expect(badName.status == 3)
         #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
