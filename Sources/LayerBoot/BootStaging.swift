@@ -45,6 +45,11 @@ public struct BootStaging: Sendable {
             code: .privilege)
     }
 
+    /// What staging says of an image, or a stack, with nothing in /boot to start.
+    public static func noBootFiles(_ shownAs: String) -> BootError {
+        BootError("\(shownAs) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it")
+    }
+
     func directory(_ name: String) -> String { stateDirectory + "/" + name }
 
     /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`
@@ -118,11 +123,7 @@ public struct BootStaging: Sendable {
         let folder = directory(name)
 
         let reader = try SquashfsReader(image: imagePath)
-        guard let files = try reader.bootFiles() else {
-            throw BootError(
-                "\(shownAs) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it"
-            )
-        }
+        guard let files = try reader.bootFiles() else { throw Self.noBootFiles(shownAs) }
         let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
         try FileSystem.makeDirectories(bootFolder)
         let kernel = bootFolder + "/vmlinuz"
@@ -311,24 +312,6 @@ public struct BootStaging: Sendable {
         }
         try FileSystem.makeDirectories(grubDirectory)
         try FileSystem.writeAtomically(Data(BootEntries.grubScript(sets).utf8), to: path, mode: 0o755)
-    }
-}
-
-extension SquashfsReader {
-    /// The kernel and initramfs in the image's /boot: the first kernel (`vmlinuz-*`, in byte order)
-    /// with an initramfs named as Arch and dracut name it (initramfs-NAME.img) or Debian does
-    /// (initrd.img-NAME); a fallback image only when there is no other.
-    public func bootFiles() throws -> (kernel: String, initrd: String)? {
-        guard try exists("/boot") else { return nil }
-        let names = Set(try list("/boot").filter { $0.kind != .directory }.map { RawPath.string($0.name) })
-        for kernel in names.sorted() where kernel.hasPrefix("vmlinuz-") {
-            let name = String(kernel.dropFirst("vmlinuz-".count))
-            for initrd in ["initramfs-\(name).img", "initrd.img-\(name)", "initramfs-\(name)-fallback.img"]
-            where names.contains(initrd) {
-                return ("/boot/" + kernel, "/boot/" + initrd)
-            }
-        }
-        return nil
     }
 }
 

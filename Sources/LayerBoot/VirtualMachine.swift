@@ -62,15 +62,16 @@ public struct VirtualMachine: Sendable {
         return waitForExit(pid)
     }
 
+    /// What `vm` says of an image, or a stack, with nothing in /boot to start.
+    public static func noBootFiles(_ shownAs: String) -> BootError {
+        BootError("\(shownAs) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); give --kernel and --initrd")
+    }
+
     /// Finds or extracts the kernel and initramfs into `scratch` and returns the files to boot.
     public func prepare(scratch: String) throws -> (kernel: String, initrd: String, source: String) {
         if let kernel, let initrd { return (kernel, initrd, "\(kernel) and \(initrd)") }
         let reader = try SquashfsReader(image: image)
-        guard let found = try reader.bootFiles() else {
-            throw BootError(
-                "\(name ?? image) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); give --kernel and --initrd"
-            )
-        }
+        guard let found = try reader.bootFiles() else { throw Self.noBootFiles(name ?? image) }
         let chosen = (kernel: kernel ?? scratch + "/vmlinuz", initrd: initrd ?? scratch + "/initrd.img")
         if kernel == nil { try reader.copy(found.kernel, to: chosen.kernel) }
         if initrd == nil { try reader.copy(found.initrd, to: chosen.initrd) }

@@ -64,33 +64,10 @@ public final class DiffSide {
             operand: operand, origin: .layer(key: key), tree: try OverlayMerge(sources).merge(), image: nil)
     }
 
-    /// The entry at `path` ("/etc/x"), if there is one: a walk from the root, each folder's names
-    /// being in byte order.
-    func lookup(_ path: String) -> Int? {
-        var current = 0
-        for component in Array(path.utf8).split(separator: 0x2F) {
-            let children = tree.entries[current].children
-            var low = children.lowerBound
-            var high = children.upperBound
-            while low < high {
-                let middle = (low + high) / 2
-                if tree.entries[middle].name.lexicographicallyPrecedes(component) {
-                    low = middle + 1
-                } else {
-                    high = middle
-                }
-            }
-            guard low < children.upperBound, tree.entries[low].name.elementsEqual(component) else { return nil }
-            current = low
-        }
-        return current
-    }
+    func lookup(_ path: String) -> Int? { tree.entry(at: path) }
 
     /// The names in the folder at `path`, or nil.
-    func list(_ path: String) -> [String]? {
-        guard let index = lookup(path), tree.entries[index].kind == .directory else { return nil }
-        return tree.entries[index].children.map { RawPath.string(tree.entries[$0].name) }
-    }
+    func list(_ path: String) -> [String]? { tree.names(in: path) }
 
     /// The bytes of the regular file at `path`, or nil: what `PackageDatabase` reads. A file
     /// larger than such a file may be (`ReadLimit.packageDatabaseFile`) is refused unread.

@@ -103,6 +103,34 @@ public struct MergedTree: Sendable {
         return path
     }
 
+    /// The entry at `path` ("/etc/x"), if there is one: a walk from the root, each folder's names
+    /// being in byte order. Symlinks on the way are not followed.
+    public func entry(at path: String) -> Int? {
+        var current = 0
+        for component in Array(path.utf8).split(separator: 0x2F) {
+            let children = entries[current].children
+            var low = children.lowerBound
+            var high = children.upperBound
+            while low < high {
+                let middle = (low + high) / 2
+                if entries[middle].name.lexicographicallyPrecedes(component) {
+                    low = middle + 1
+                } else {
+                    high = middle
+                }
+            }
+            guard low < children.upperBound, entries[low].name.elementsEqual(component) else { return nil }
+            current = low
+        }
+        return current
+    }
+
+    /// The names in the folder at `path`, or nil when there is no folder there.
+    public func names(in path: String) -> [String]? {
+        guard let index = entry(at: path), entries[index].kind == .directory else { return nil }
+        return entries[index].children.map { RawPath.string(entries[$0].name) }
+    }
+
     /// Entry indices in depth-first order, each directory before its children.
     public func depthFirst() -> [Int] {
         var order: [Int] = []

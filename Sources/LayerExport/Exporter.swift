@@ -26,6 +26,9 @@ public struct Exporter: Sendable {
         /// The layer exported, when its commit is still under way (a pull's top layer, while the
         /// disk takes it): read from where it is, the layers below it from the store.
         public var uncommitted: UncommittedLayer?
+        /// Looks at the merged stack before anything is written, and may refuse it: `stage` and
+        /// `vm` of a stack without a kernel fail in a moment, not after the export.
+        public var check: (@Sendable (MergedTree) throws -> Void)?
 
         public init(
             format: Format = .squashfs, output: String, options: ImageOptions, useBlockCache: Bool = true,
@@ -136,6 +139,7 @@ public struct Exporter: Sendable {
             try zip(stored, records).map { ManifestSource(try store.manifest($0, record: $1), tree: store.tree($0)) }
             + (top.map { [ManifestSource($0.manifest, tree: $0.tree)] } ?? [])
         let tree = try OverlayMerge(sources, epoch: epoch).merge()
+        try request.check?(tree)
         if geteuid() != 0 && unscanned {
             warning("without root, trusted.* attributes cannot be read; any in the layers are left out")
         }

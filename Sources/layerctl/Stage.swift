@@ -129,15 +129,14 @@ extension LayerCtl {
             var update: Exporter.CacheUpdate?
             let reporter = ExportReporter()
             defer { if let problem = update?.finish() { reporter.warning(problem) } }
-            return try staging.stage(
-                name: name ?? layerName, source: key, shownAs: "layer \(layerName) (\(key.prefix(12)))", append: append
-            ) { output in
+            let shownAs = "layer \(layerName) (\(key.prefix(12)))"
+            return try staging.stage(name: name ?? layerName, source: key, shownAs: shownAs, append: append) { output in
                 let result: Exporter.Result
+                var request = Exporter.Request(
+                    output: output, options: options, digest: true, knownBlocks: knownBlocks, uncommitted: uncommitted)
+                request.check = { if BootFiles.certainlyMissing(in: $0) { throw BootStaging.noBootFiles(shownAs) } }
                 (result, update) = try Exporter(store: store).exportLeavingCacheUpdate(
-                    key,
-                    Exporter.Request(
-                        output: output, options: options, digest: true, knownBlocks: knownBlocks, uncommitted: uncommitted),
-                    progress: reporter.progress, warning: reporter.warning)
+                    key, request, progress: reporter.progress, warning: reporter.warning)
                 reporter.finish()
                 // Staged only once the layer is in the store; a commit that failed fails the staging.
                 try committing?.finish()

@@ -82,10 +82,14 @@ extension LayerCtl {
                 let source = try registryArguments.source(target, in: store, json: json, options: options)
                 image = scratch + "/image.squashfs"
                 let reporter = ExportReporter()
+                var request = Exporter.Request(output: image, options: options, knownBlocks: source.knownBlocks)
+                if kernel == nil || initrd == nil {
+                    request.check = { [target] in
+                        if BootFiles.certainlyMissing(in: $0) { throw VirtualMachine.noBootFiles(target) }
+                    }
+                }
                 _ = try Exporter(store: store).export(
-                    source.key, Exporter.Request(output: image, options: options, knownBlocks: source.knownBlocks),
-                    progress: reporter.progress,
-                    warning: reporter.warning)
+                    source.key, request, progress: reporter.progress, warning: reporter.warning)
                 reporter.finish()
             }
             var machine = VirtualMachine(image: image)

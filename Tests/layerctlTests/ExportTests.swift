@@ -284,6 +284,54 @@ struct ExportTests {
         }
     }
 
+    /// `stage` and `vm` of a layer exported the whole stack, minutes for a real system, before they
+    /// looked for a kernel in it and found none (a base without the `linux` package). The merged
+    /// manifests tell first; a /boot that is a symlink is left to the image's reader.
+    @Test("vm and stage of a stack without a kernel and initramfs fail at once, before any export; a /boot through a symlink is followed")
+    func noKernelBeforeExport() throws {
+        let stack = try CraftedStack("no-kernel")
+        try stack.layer("plain") { t in
+            try t.directory("etc")
+            try t.file("etc/os-release", "NAME=plain\n")
+        }
+        try stack.layer("kernel-only") { t in
+            try t.directory("boot")
+            try t.file("boot/vmlinuz-linux", "kernel\n")
+        }
+        try stack.layer("fallback") { t in
+            try t.directory("boot")
+            try t.file("boot/initramfs-linux-fallback.img", "initramfs\n")
+        }
+        let linked = try CraftedStack("linked-boot")
+        try linked.layer("linked") { t in
+            for folder in ["usr", "usr/lib", "usr/lib/kernel"] { try t.directory(folder) }
+            try t.file("usr/lib/kernel/vmlinuz-linux", "kernel\n")
+            try t.file("usr/lib/kernel/initramfs-linux.img", "initramfs\n")
+            try t.symlink("boot", to: "usr/lib/kernel")
+        }
+        let state = try Harness.temporaryDirectory("no-kernel-state")
+        for layer in ["plain", "kernel-only"] {
+            let vm = try Harness.run(["vm", layer, "--store", stack.store, "--print-command"])
+            #expect(vm.status == 3, "\(vm.stderr)")
+            #expect(
+                vm.stderr == "layerctl: \(layer) has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img); "
+                    + "give --kernel and --initrd\n")
+            let stage = try Harness.run(
+                ["stage", layer, "--store", stack.store, "--state-dir", state, "--boot-dir", state, "--no-grub"])
+            #expect(stage.status == 3, "\(stage.stderr)")
+            #expect(stage.stderr.hasPrefix("layerctl: layer \(layer) ("), "\(stage.stderr)")
+            #expect(stage.stderr.hasSuffix(") has no kernel and initramfs in /boot (vmlinuz-NAME with initramfs-NAME.img), so no boot loader could start it\n"), "\(stage.stderr)")
+            // Nothing was compressed: an export fills the block cache.
+            #expect(!FileManager.default.fileExists(atPath: stack.store + "/cache/blocks"), "\(layer)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty)
+        let fallback = try Harness.run(["vm", "fallback", "--store", stack.store, "--print-command"])
+        #expect(fallback.status == 0, "\(fallback.stderr)")
+        #expect(FileManager.default.fileExists(atPath: stack.store + "/cache/blocks"))
+        let followed = try Harness.run(["vm", "linked", "--store", linked.store, "--print-command"])
+        #expect(followed.status == 0, "\(followed.stderr)")
+    }
+
     /// An output is put in place by a rename, which replaces a symlink itself, or a device's node:
     /// `sbom -o /dev/stdout` left a regular file where the host's /dev/stdout was, and
     /// `export -o /dev/sdb` a 16 MiB file in /dev in place of the disk's node, saying "wrote".
