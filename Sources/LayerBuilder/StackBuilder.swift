@@ -122,7 +122,7 @@ public final class StackBuilder {
             let closure = { (names: Set<String>) in resolved.dependencyClosure(of: names) }
             if let changed = try lock.settle(closure: closure) { locks.append((layer.name, lock.path, changed)) }
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
-            observer(BuildEvent(.resolved, layer: layer.name, message: resolution.install.count == 1 ? "1 package to install" : "\(resolution.install.count) packages to install", key: key))
+            observer(BuildEvent(.resolved, layer: layer.name, message: counted(resolution.install.count, "package") + " to install", key: key))
 
             let signatures = try SignatureProof.current(repositories: repositories) {
                 if let trustedKeys { return trustedKeys }

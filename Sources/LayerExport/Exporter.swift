@@ -183,7 +183,7 @@ public struct Exporter: Sendable {
             }
             for (prefix, info) in skipped.sorted(by: { $0.key < $1.key }) {
                 warning(
-                    "squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(info.count) entries, first \(info.first)"
+                    "squashfs cannot store \(prefix).* attributes (POSIX ACLs among them): left out of \(counted(info.count, "entry", plural: "entries")), first \(info.first)"
                 )
             }
         case .tar:

@@ -82,6 +82,13 @@ package enum FileSystem {
         try data.withUnsafeBytes { try writeAll(fd, $0, to: path) }
     }
 
+    /// `path` without the slashes it ends in ("out/" is "out"), but "/" itself.
+    package static func trimmingTrailingSlashes(_ path: String) -> String {
+        var trimmed = Substring(path)
+        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed = trimmed.dropLast() }
+        return String(trimmed)
+    }
+
     /// A hidden name beside `path` for work in progress, `DIR/.NAME.layerctl-PID`, so it is on the
     /// same file system and a rename(2) can move it into place.
     package static func stagingPath(beside path: String) -> String {

@@ -85,8 +85,23 @@ struct ImageArguments: ParsableArguments {
         }
         do { _ = try blockCacheLimit() } catch { throw ValidationError("\(error)") }
         // Said before anything is built or exported; the writers refuse it again.
-        if let output, let special = FileSystem.outputTarget(output).special {
-            throw ValidationError(RefusedOutput(output, is: special, what: format == "dir" || format == "oci" ? "a folder export" : "an image").message)
+        if let output {
+            let (target, special) = FileSystem.outputTarget(output)
+            if let special {
+                throw ValidationError(RefusedOutput(output, is: special, what: format == "dir" || format == "oci" ? "a folder export" : "an image").message)
+            }
+            // A mistyped folder, said before a build of minutes rather than after it.
+            let isFolder = format == "dir" || format == "oci"
+            if !isFolder && output.hasSuffix("/") {
+                throw ValidationError("cannot write \(output): a \(format) image is a file, and a name that ends in / is a folder's")
+            }
+            let folder = FileSystem.split(FileSystem.trimmingTrailingSlashes(target)).directory
+            var st = stat()
+            if stat(folder, &st) != 0 {
+                throw ValidationError("cannot write \(output): there is no folder \(folder)")
+            } else if st.st_mode & S_IFMT != S_IFDIR {
+                throw ValidationError("cannot write \(output): \(folder) is no folder")
+            }
         }
     }
 
@@ -106,6 +121,8 @@ struct ImageArguments: ParsableArguments {
     func export(
         store: Store, key: String, output: String, json: Bool, inside: Bool = false, knownBlocks: BlockDigests? = nil
     ) throws {
+        // `-o out/` names the folder `out` that a dir or oci export makes.
+        let output = FileSystem.trimmingTrailingSlashes(output)
         if format == "oci" {
             try exportLayout(store: store, key: key, output: output, json: json, inside: inside)
             return
@@ -184,6 +201,6 @@ extension ImageArguments {
             try inside ? JSONOutput.print(["image": result]) : JSONOutput.print(result)
             return
         }
-        print("wrote \(output): an OCI image layout of \(result.layers.count) layers, manifest \(result.manifestDigest)")
+        print("wrote \(output): an OCI image layout of \(counted(result.layers.count, "layer")), manifest \(result.manifestDigest)")
     }
 }

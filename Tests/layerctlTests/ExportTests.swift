@@ -284,6 +284,40 @@ struct ExportTests {
         }
     }
 
+    /// `build -o` into a folder that is not there failed only once the build was done; `-o out/`
+    /// for a dir or oci export failed as "create out/ failed: No such file or directory".
+    @Test("-o in a folder that is not there is a usage error before any build; out/ names the folder a dir or oci export makes")
+    func outputFolders() throws {
+        let stack = try CraftedStack("output-folders")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        let folder = try Harness.temporaryDirectory("output-folders")
+        try "a file\n".write(toFile: folder + "/file", atomically: false, encoding: .utf8)
+        for (output, format, says) in [
+            ("/nonexistent/image.squashfs", "squashfs", "cannot write /nonexistent/image.squashfs: there is no folder /nonexistent"),
+            (folder + "/missing/out", "dir", "cannot write \(folder)/missing/out: there is no folder \(folder)/missing"),
+            (folder + "/file/image.tar", "tar", "cannot write \(folder)/file/image.tar: \(folder)/file is no folder"),
+            (folder + "/image.squashfs/", "squashfs", "a squashfs image is a file, and a name that ends in / is a folder's"),
+        ] {
+            let result = try Harness.run(["export", "only", "--store", stack.store, "-o", output, "--format", format])
+            #expect(result.status == 2, "\(output): \(result.stderr)")
+            #expect(result.stderr.contains("Error: " + says) || result.stderr.contains(says), "\(output): \(result.stderr)")
+        }
+        let layer = folder + "/base.yaml"
+        try "from: scratch\narch: x86_64\npackages: [busybox]\n".write(toFile: layer, atomically: true, encoding: .utf8)
+        let build = try Harness.run(["build", layer, "--store", stack.store, "-o", "/nonexistent/base.squashfs"])
+        #expect(build.status == 2 && build.stderr.contains("there is no folder /nonexistent"), "\(build.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: stack.store + "/refs/base"))
+
+        for format in ["dir", "oci"] {
+            let result = try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/\(format)-out//", "--format", format])
+            #expect(result.status == 0, "\(format): \(result.stderr)")
+            var isFolder: ObjCBool = false
+            #expect(FileManager.default.fileExists(atPath: folder + "/\(format)-out", isDirectory: &isFolder) && isFolder.boolValue, "\(format)")
+            if format == "oci" { #expect(result.stdout.contains("an OCI image layout of 1 layer, "), "\(result.stdout)") }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["base.yaml", "dir-out", "file", "oci-out"])
+    }
+
     /// `stage` and `vm` of a layer exported the whole stack, minutes for a real system, before they
     /// looked for a kernel in it and found none (a base without the `linux` package). The merged
     /// manifests tell first; a /boot that is a symlink is left to the image's reader.
@@ -386,7 +420,7 @@ struct ExportTests {
         let out = try Harness.temporaryDirectory("images")
         let cases: [([String], Int32, String)] = [
             (["export", "nosuch", "-o", out + "/x"], 3, "nosuch"),
-            (["export", "only", "-o", out + "/missing/dir/image"], 3, out + "/missing/dir"),
+            (["export", "only", "-o", out + "/missing/dir/image"], 2, "there is no folder " + out + "/missing/dir"),
             (["export", "only"], 2, "-o"),
             (["export", "only", "-o", out + "/x", "--compression", "brotli"], 2, "unknown compressor 'brotli'"),
             (["export", "only", "-o", out + "/x", "--compression", "zstd:99"], 2, "out of range"),
