@@ -7,6 +7,7 @@ packages=(
     libseccomp-dev                                                                              # the build's system call filter
     pacman-package-manager makepkg libarchive-tools zstd gnupg dpkg                             # demo repository
     squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc time xz-utils bzip2 umoci    # tests and benchmarks
+    strace                                                                                      # a test holds a system call with it
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
     docker-registry apache2-utils skopeo python3 python3-cryptography curl openssl              # registry tests and benchmark
     python3-jsonschema                                                                          # SBOM schema tests

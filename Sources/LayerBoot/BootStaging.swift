@@ -316,16 +316,16 @@ public struct BootStaging: Sendable {
 }
 
 extension BootStaging {
-    /// Copies an image file for `stage`, checking first that it is a squashfs image at all.
-    public static func copyImage(from source: String, to destination: String) throws {
+    /// Copies an image file for `stage`, checking first that it is a squashfs image at all, and
+    /// returns its sha256. The copy is an unnamed file until it is whole and on disk: a stage
+    /// killed while it copies leaves nothing to hold the disk's space.
+    public static func copyImage(from source: String, to destination: String) throws -> String {
         _ = try SquashfsReader(image: source)
         let input = open(source, O_RDONLY | O_CLOEXEC)
         if input < 0 { throw SystemError("read", source) }
         defer { close(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        if output < 0 { throw SystemError("create", destination) }
-        defer { close(output) }
-        try FileSystem.copyData(from: input, source, to: output, destination)
-        try sys("write", destination) { fsync(output) }
+        let output = try ImageOutput(path: destination)
+        _ = try FileSystem.copyData(from: input, source, to: output.fd, destination)
+        return try output.commit(digesting: true) ?? Digest.sha256(file: destination)
     }
 }

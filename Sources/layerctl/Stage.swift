@@ -79,7 +79,6 @@ extension LayerCtl {
                 let stem = ((target as NSString).lastPathComponent as NSString).deletingPathExtension
                 staged = try staging.stage(name: name ?? stem, source: target, append: words) {
                     try BootStaging.copyImage(from: target, to: $0)
-                    return nil
                 }
             } else {
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)

@@ -122,4 +122,43 @@ struct KillTests {
         let again = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
         #expect(again.status == 0, "\(again.stderr)")
     }
+
+    /// `stage` of an image file copied it to `incoming.squashfs` under its own name first: killed
+    /// while the copy waited for the disk (a Ctrl-C on a slow one), that file stayed, holding the
+    /// space, until the next stage of the name. strace holds the copy's fsync, so the kill comes
+    /// while the copy is whole and not yet on disk, every time.
+    @Test("a stage killed while its copy of an image waits for the disk leaves no part of the image")
+    func stageKilledWhileCopying() throws {
+        let folder = try Harness.temporaryDirectory("killed-stage")
+        try FileManager.default.createDirectory(atPath: folder + "/src/boot", withIntermediateDirectories: true)
+        try Data(count: 4 << 20).write(to: URL(fileURLWithPath: folder + "/src/boot/vmlinuz-linux"))
+        let made = try KernelMount.run("/usr/bin/mksquashfs", [folder + "/src", folder + "/image.squashfs", "-quiet", "-no-progress"])
+        try #require(made.status == 0, "\(made.output)")
+        let trace = folder + "/trace"
+        let strace = Process()
+        strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+        strace.arguments = [
+            "-f", "-qq", "-o", trace, "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=60s", Harness.executable, "stage",
+            folder + "/image.squashfs", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot", "--no-grub",
+        ]
+        strace.standardOutput = FileHandle.nullDevice
+        strace.standardError = FileHandle.nullDevice
+        try strace.run()
+        defer { if strace.isRunning { strace.terminate() } }
+        // strace writes "PID fsync(FD" as the call starts, and holds it there for a minute.
+        var staging: pid_t?
+        for _ in 0..<300 where staging == nil {
+            Thread.sleep(forTimeInterval: 0.1)
+            let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
+            staging = lines.first { $0.contains(" fsync(") }.flatMap { pid_t($0.prefix { $0 != " " }) }
+        }
+        let pid = try #require(staging, "the stage never reached its fsync")
+        #expect(kill(pid, SIGKILL) == 0)
+        strace.waitUntilExit()
+        // The name's folder was made before the copy began; nothing is in it.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/state/image") == [])
+        // What was killed is no staged image, and the next stage of the name goes on as if it never ran.
+        let staged = try Harness.run(["staged", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot"])
+        #expect(staged.stdout == "nothing is staged\n", "\(staged.stdout)")
+    }
 }

@@ -1,6 +1,5 @@
 import CLayerSupport
 import Glibc
-import LayerSupport
 
 /// A file that appears at `path` only once it is complete.
 ///
@@ -9,16 +8,16 @@ import LayerSupport
 /// renames that over `path` in one step, so `path` holds either the previous file or the new one.
 /// Where the file system has no O_TMPFILE, a hidden `.NAME.layerctl-PID` file stands in and is
 /// removed on failure.
-final class ImageOutput {
-    let path: String
-    let fd: Int32
+package final class ImageOutput {
+    package let path: String
+    package let fd: Int32
     /// A name of the file while it is written: the unnamed file through /proc, or the stand-in.
-    let writePath: String
+    package let writePath: String
     private var fallbackPath: String?
     private var committed = false
     private var digest: Background<String>?
 
-    init(path named: String) throws {
+    package init(path named: String) throws {
         // Through a symlink to the file it names; never over a device, a pipe or a socket, whose
         // name the rename would replace with a file (`-o /dev/sdb` made one in /dev).
         let (path, special) = FileSystem.outputTarget(named)
@@ -54,7 +53,7 @@ final class ImageOutput {
 
     /// Starts reading the finished file's sha256 on a thread of its own, so that it overlaps what
     /// comes before `commit` (the block cache's sync) and the fsync in it.
-    func startDigest() {
+    package func startDigest() {
         if digest == nil { digest = Background { [writePath] in try Digest.sha256(file: writePath) } }
     }
 
@@ -62,7 +61,7 @@ final class ImageOutput {
     /// `digesting` (or after `startDigest`), returns the file's sha256, read while the fsync waits
     /// for the disk.
     @discardableResult
-    func commit(digesting: Bool = false) throws -> String? {
+    package func commit(digesting: Bool = false) throws -> String? {
         if digesting { startDigest() }
         try sys("write", path) { fsync(fd) }
         let sha256 = try digest?.value()
