@@ -14,6 +14,7 @@ struct DirectoryWriter {
         if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
             throw SystemError("export to", path, errno: EEXIST)
         }
+        FileSystem.removeAbandonedStaging(beside: path)
         let staging = FileSystem.stagingPath(beside: path)
         try? FileSystem.removeTree(staging)
         do {

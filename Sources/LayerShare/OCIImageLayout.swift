@@ -45,6 +45,7 @@ public struct OCIImageLayout {
         if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
             throw SystemError("write an OCI layout to", path, errno: EEXIST)
         }
+        FileSystem.removeAbandonedStaging(beside: path)
         let staging = FileSystem.stagingPath(beside: path)
         try? FileSystem.removeTree(staging)
         do {

@@ -82,6 +82,26 @@ package enum FileSystem {
         try data.withUnsafeBytes { try writeAll(fd, $0, to: path) }
     }
 
+    /// Removes what a layerctl killed while it wrote `path` left beside it: `.NAME.layerctl-PID`
+    /// (`stagingPath`) of a process that is gone, a folder or file of this user's. A dir export
+    /// stopped by Ctrl-C left its whole tree there, hidden, and the next export, of another pid,
+    /// never looked. A name of a process still running, or of another user's, is left alone.
+    package static func removeAbandonedStaging(beside path: String) {
+        let (directory, name) = split(path)
+        let prefix = "." + name + ".layerctl-"
+        guard let names = try? listDirectory(directory) else { return }
+        for entry in names where entry.hasPrefix(prefix) {
+            guard let pid = pid_t(entry.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
+            guard kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            let abandoned = directory + "/" + entry
+            var st = stat()
+            guard lstat(abandoned, &st) == 0, st.st_uid == geteuid(),
+                st.st_mode & S_IFMT == S_IFDIR || st.st_mode & S_IFMT == S_IFREG
+            else { continue }
+            try? removeTree(abandoned)
+        }
+    }
+
     /// `path` without the slashes it ends in ("out/" is "out"), but "/" itself.
     package static func trimmingTrailingSlashes(_ path: String) -> String {
         var trimmed = Substring(path)

@@ -26,6 +26,7 @@ package final class ImageOutput {
         let (directory, name) = FileSystem.split(path)
         guard !name.isEmpty else { throw SystemError("write image to", path, errno: EISDIR) }
         if FileSystem.isDirectory(path) { throw SystemError("write image to", path, errno: EISDIR) }
+        FileSystem.removeAbandonedStaging(beside: path)
         var fd = open(directory, Self.temporaryFileFlag | O_RDWR | O_CLOEXEC, 0o644)
         if fd >= 0 {
             writePath = "/proc/self/fd/\(fd)"

@@ -138,14 +138,14 @@ struct KillTests {
         let strace = Process()
         strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
         strace.arguments = [
-            "-f", "-qq", "-o", trace, "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=60s", Harness.executable, "stage",
+            "-f", "-qq", "-o", trace, "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=10s", Harness.executable, "stage",
             folder + "/image.squashfs", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot", "--no-grub",
         ]
         strace.standardOutput = FileHandle.nullDevice
         strace.standardError = FileHandle.nullDevice
         try strace.run()
         defer { if strace.isRunning { strace.terminate() } }
-        // strace writes "PID fsync(FD" as the call starts, and holds it there for a minute.
+        // strace writes "PID fsync(FD" as the call starts, and holds it there for 10 s.
         var staging: pid_t?
         for _ in 0..<300 where staging == nil {
             Thread.sleep(forTimeInterval: 0.1)
@@ -160,5 +160,59 @@ struct KillTests {
         // What was killed is no staged image, and the next stage of the name goes on as if it never ran.
         let staged = try Harness.run(["staged", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot"])
         #expect(staged.stdout == "nothing is staged\n", "\(staged.stdout)")
+    }
+
+    /// A dir or oci export fills a hidden `.NAME.layerctl-PID` beside its output and renames it into
+    /// place; stopped by Ctrl-C or a kill, the whole tree stayed there, hidden, and no later export
+    /// (another pid) looked at it. strace holds the rename, so the kill comes when the tree is whole.
+    @Test("a dir or oci export killed before its rename leaves a hidden folder that the next export removes; a live process's and another user's stay")
+    func exportInterrupted() throws {
+        let stack = try CraftedStack("interrupted-export")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        let folder = try Harness.temporaryDirectory("interrupted-export")
+        // The first export writes the layer's manifest (by rename); the ones below rename only their output.
+        #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/first", "--format", "dir"]).status == 0)
+        try FileManager.default.removeItem(atPath: folder + "/first")
+        // A pid that was, and is no more.
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        for format in ["dir", "oci"] {
+            let output = folder + "/" + format
+            let trace = folder + "/trace-" + format
+            let strace = Process()
+            strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+            strace.arguments = [
+                "-f", "-qq", "-o", trace, "-e", "trace=rename", "-e", "inject=rename:delay_enter=10s", Harness.executable,
+                "export", "only", "--store", stack.store, "-o", output, "--format", format,
+            ]
+            strace.standardOutput = FileHandle.nullDevice
+            strace.standardError = FileHandle.nullDevice
+            try strace.run()
+            defer { if strace.isRunning { strace.terminate() } }
+            var exporting: pid_t?
+            for _ in 0..<300 where exporting == nil {
+                Thread.sleep(forTimeInterval: 0.1)
+                let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
+                exporting = lines.first { $0.contains(" rename(") }.flatMap { pid_t($0.prefix { $0 != " " }) }
+            }
+            let pid = try #require(exporting, "\(format): the export never reached its rename")
+            // SIGKILL: strace would hold a SIGINT until the rename it delays had run.
+            #expect(kill(pid, SIGKILL) == 0)
+            strace.waitUntilExit()
+            let left = "." + format + ".layerctl-\(pid)"
+            #expect(try FileManager.default.contentsOfDirectory(atPath: folder).contains(left), "\(format)")
+            // Others' names: a process still running (pid 1), and another user's folder.
+            let live = folder + "/." + format + ".layerctl-1"
+            let others = folder + "/." + format + ".layerctl-\(gone.processIdentifier)"
+            for name in [live, others] { try FileManager.default.createDirectory(atPath: name, withIntermediateDirectories: false) }
+            #expect(chown(others, 65534, 65534) == 0)
+            let again = try Harness.run(["export", "only", "--store", stack.store, "-o", output, "--format", format])
+            #expect(again.status == 0, "\(format): \(again.stderr)")
+            let names = try FileManager.default.contentsOfDirectory(atPath: folder)
+            #expect(!names.contains(left), "\(format): \(names)")
+            #expect(names.contains("." + format + ".layerctl-1") && names.contains("." + format + ".layerctl-\(gone.processIdentifier)"))
+        }
     }
 }
