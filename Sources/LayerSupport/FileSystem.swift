@@ -83,15 +83,22 @@ package enum FileSystem {
     }
 
     /// Removes what a layerctl killed while it wrote `path` left beside it: `.NAME.layerctl-PID`
-    /// (`stagingPath`) of a process that is gone, a folder or file of this user's. A dir export
-    /// stopped by Ctrl-C left its whole tree there, hidden, and the next export, of another pid,
-    /// never looked. A name of a process still running, or of another user's, is left alone.
+    /// (`stagingPath`). A dir export stopped by Ctrl-C left its whole tree there, hidden, and the
+    /// next export, of another pid, never looked.
     package static func removeAbandonedStaging(beside path: String) {
         let (directory, name) = split(path)
-        let prefix = "." + name + ".layerctl-"
+        removeAbandoned(in: directory, prefix: "." + name + ".layerctl-")
+    }
+
+    /// Removes the entries of `directory` named `PREFIX` and a pid (then the end, or `-` and
+    /// anything) whose process is gone, and that are this user's folders or files: what layerctl
+    /// processes killed before they removed them left. A name of a process still running, or of
+    /// another user's, is left alone.
+    package static func removeAbandoned(in directory: String, prefix: String) {
         guard let names = try? listDirectory(directory) else { return }
         for entry in names where entry.hasPrefix(prefix) {
-            guard let pid = pid_t(entry.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
+            let digits = entry.dropFirst(prefix.count).prefix { $0 != "-" }
+            guard let pid = pid_t(digits), pid > 0, pid != getpid() else { continue }
             guard kill(pid, 0) != 0 && errno == ESRCH else { continue }
             let abandoned = directory + "/" + entry
             var st = stat()

@@ -61,7 +61,10 @@ extension LayerCtl {
         }
 
         func run() throws {
-            var template = Array("/var/tmp/layerctl-vm-XXXXXX".utf8CString)
+            // The pid in the name lets a later vm remove what one killed before its end left (an
+            // exported image of the whole stack, most often).
+            FileSystem.removeAbandoned(in: "/var/tmp", prefix: "layerctl-vm-")
+            var template = Array("/var/tmp/layerctl-vm-\(getpid())-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else { throw SystemError("create a folder in", "/var/tmp") }
             let scratch = String(cString: made)
             defer { try? FileManager.default.removeItem(atPath: scratch) }

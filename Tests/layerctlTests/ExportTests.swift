@@ -318,6 +318,32 @@ struct ExportTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["base.yaml", "dir-out", "file", "oci-out"])
     }
 
+    /// `vm LAYER` exports the stack into /var/tmp/layerctl-vm-…; killed before its end (before
+    /// QEMU starts, or with QEMU), that image stayed, the size of the whole system.
+    @Test("vm removes the scratch folders of vm processes that are gone, and no one else's")
+    func abandonedVMFolders() throws {
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let abandoned = "/var/tmp/layerctl-vm-\(gone.processIdentifier)-test01"
+        let running = "/var/tmp/layerctl-vm-1-test01"
+        let others = "/var/tmp/layerctl-vm-\(gone.processIdentifier)-test02"
+        for folder in [abandoned, running, others] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+            try "image\n".write(toFile: folder + "/image.squashfs", atomically: false, encoding: .utf8)
+        }
+        defer { for folder in [abandoned, running, others] { try? FileManager.default.removeItem(atPath: folder) } }
+        #expect(chown(others, 65534, 65534) == 0)
+        let stack = try CraftedStack("abandoned-vm")
+        try stack.layer("plain") { t in try t.file("file", "content\n") }
+        let vm = try Harness.run(["vm", "plain", "--store", stack.store, "--print-command"])
+        #expect(vm.status == 3, "\(vm.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: abandoned))
+        #expect(FileManager.default.fileExists(atPath: running + "/image.squashfs"))
+        #expect(FileManager.default.fileExists(atPath: others + "/image.squashfs"))
+    }
+
     /// `stage` and `vm` of a layer exported the whole stack, minutes for a real system, before they
     /// looked for a kernel in it and found none (a base without the `linux` package). The merged
     /// manifests tell first; a /boot that is a symlink is left to the image's reader.
