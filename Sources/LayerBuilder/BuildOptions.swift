@@ -36,9 +36,9 @@ public struct BuildOptions: Sendable {
     /// Half of the machine's memory, as a tmpfs takes by default: the rest stays the host's.
     public static var defaultMemoryLimit: Int64? { MachineMemory.total.map { $0 / 2 } }
 
-    public init(store: Store) {
+    public init(store: Store) throws {
         self.store = store
-        sourceDateEpoch = SourceDateEpoch.fromEnvironment ?? 0
+        sourceDateEpoch = try SourceDateEpoch.fromEnvironment() ?? 0
     }
 }
 

@@ -133,7 +133,7 @@ public struct Exporter: Sendable {
         // The stored layers from the root up: all of the stack, or all below the uncommitted top.
         let stored = try top.map { try $0.record.parent.map(store.chain) ?? [] } ?? store.chain(key)
         let records = try stored.map(store.record) + (top.map { [$0.record] } ?? [])
-        let epoch = SourceDateEpoch.fromEnvironment ?? records.last?.sourceDateEpoch ?? 0
+        let epoch = try SourceDateEpoch.fromEnvironment() ?? records.last?.sourceDateEpoch ?? 0
         let unscanned = stored.contains { !FileSystem.exists(store.manifestPath($0)) }
         let sources =
             try zip(stored, records).map { ManifestSource(try store.manifest($0, record: $1), tree: store.tree($0)) }

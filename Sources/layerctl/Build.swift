@@ -86,7 +86,7 @@ extension LayerCtl {
                 return
             }
             let recipe = try Recipe.load(file)
-            var options = packageArguments.options(store: store)
+            var options = try packageArguments.options(store: store)
             options.noCache = noCache
             options.offline = offline
             options.locks = locked ? .locked : .follow
@@ -179,8 +179,8 @@ struct PackageArguments: ParsableArguments {
         help: "Where `snapshot:` repositories are: a server laid out as the Arch Linux Archive (repos/YYYY/MM/DD/$repo/os/$arch). It defaults to $LAYERCTL_ARCHIVE, else https://archive.archlinux.org.")
     var archive: String?
 
-    func options(store: Store) -> BuildOptions {
-        var options = BuildOptions(store: store)
+    func options(store: Store) throws -> BuildOptions {
+        var options = try BuildOptions(store: store)
         if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
         if let archive = archive ?? ProcessInfo.processInfo.environment["LAYERCTL_ARCHIVE"], !archive.isEmpty {
             options.archive = archive.hasSuffix("/") ? String(archive.dropLast()) : archive

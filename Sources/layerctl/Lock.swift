@@ -46,7 +46,7 @@ extension LayerCtl {
             try NamespacedWork.requireRoot("layerctl lock")
             let store = try storeOptions.open()
             var recipe = try Recipe.load(file)
-            var options = packageArguments.options(store: store)
+            var options = try packageArguments.options(store: store)
             if let snapshot {
                 guard update else {
                     throw ValidationError("--snapshot moves the whole chain: give it with --update")

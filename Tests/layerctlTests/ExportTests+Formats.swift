@@ -86,4 +86,30 @@ extension ExportTests {
         #expect(snapshot.entries["/etc/new"]?.contains("mtime=\(epoch)") == true)
         #expect(snapshot.entries["/etc"]?.contains("mtime=\(epoch)") == true)
     }
+
+    /// `SOURCE_DATE_EPOCH=abc` was passed over without a word (the layer's own epoch stood), and
+    /// `-5` taken: a time squashfs, whose times are unsigned, cannot hold.
+    @Test("A SOURCE_DATE_EPOCH that is no whole number of seconds from 0 to 2^32-1 is refused in one line by export, build and lock")
+    func malformedEpoch() throws {
+        let stack = try CraftedStack("bad-epoch")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        let out = try Harness.temporaryDirectory("bad-epoch")
+        let layer = try Harness.demoLayers() + "/base.yaml"
+        for value in ["abc", "-5", "1e9", " 12", "4294967296", "99999999999999999999"] {
+            for command in [["export", "only", "-o", out + "/image"], ["build", layer], ["lock", layer]] {
+                let result = try Harness.run(command + ["--store", stack.store], environment: ["SOURCE_DATE_EPOCH": value])
+                #expect(result.status == 3, "\(command) \(value): \(result.stderr)")
+                #expect(
+                    result.stderr == "layerctl: SOURCE_DATE_EPOCH is `\(value)`: it must be a whole number of seconds since 1970, "
+                        + "from 0 to 4294967295 (or unset)\n", "\(command)")
+            }
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: stack.store + "/refs/base"))
+        for value in ["", "4294967295"] {
+            let result = try Harness.run(
+                ["export", "only", "--store", stack.store, "-o", out + "/image"], environment: ["SOURCE_DATE_EPOCH": value])
+            #expect(result.status == 0, "\(value): \(result.stderr)")
+        }
+    }
 }
