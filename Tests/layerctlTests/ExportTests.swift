@@ -322,13 +322,10 @@ struct ExportTests {
     /// QEMU starts, or with QEMU), that image stayed, the size of the whole system.
     @Test("vm removes the scratch folders of vm processes that are gone, and no one else's")
     func abandonedVMFolders() throws {
-        let gone = Process()
-        gone.executableURL = URL(fileURLWithPath: "/bin/true")
-        try gone.run()
-        gone.waitUntilExit()
-        let abandoned = "/var/tmp/layerctl-vm-\(gone.processIdentifier)-test01"
+        let gone = try Harness.pidOfExited()
+        let abandoned = "/var/tmp/layerctl-vm-\(gone)-test01"
         let running = "/var/tmp/layerctl-vm-1-test01"
-        let others = "/var/tmp/layerctl-vm-\(gone.processIdentifier)-test02"
+        let others = "/var/tmp/layerctl-vm-\(gone)-test02"
         for folder in [abandoned, running, others] {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
             try "image\n".write(toFile: folder + "/image.squashfs", atomically: false, encoding: .utf8)

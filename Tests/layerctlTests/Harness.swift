@@ -69,6 +69,15 @@ enum Harness {
     }
 
     /// Starts layerctl with `arguments`, its output thrown away, and returns it running.
+    /// The pid of a process that was, and is no more (a /bin/true that ended).
+    static func pidOfExited() throws -> pid_t {
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        return gone.processIdentifier
+    }
+
     static func start(_ arguments: [String]) throws -> Process {
         let process = process(arguments)
         process.standardOutput = FileHandle.nullDevice

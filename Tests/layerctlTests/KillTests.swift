@@ -123,6 +123,30 @@ struct KillTests {
         #expect(again.status == 0, "\(again.stderr)")
     }
 
+    /// Runs `command` under strace, which holds its first call of `call` for 10 s as it starts, and
+    /// kills the process that made it (SIGKILL: strace would hold another signal until the call it
+    /// delays had run). Its pid; nil when it never made the call.
+    static func killHeld(at call: String, _ command: [String], trace: String) throws -> pid_t? {
+        let strace = Process()
+        strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
+        strace.arguments = ["-f", "-qq", "-o", trace, "-e", "trace=\(call)", "-e", "inject=\(call):delay_enter=10s"] + command
+        strace.standardOutput = FileHandle.nullDevice
+        strace.standardError = FileHandle.nullDevice
+        try strace.run()
+        defer { if strace.isRunning { strace.terminate() } }
+        // strace writes "PID CALL(ARGUMENTS" as the call starts.
+        var held: pid_t?
+        for _ in 0..<300 where held == nil && strace.isRunning {
+            Thread.sleep(forTimeInterval: 0.1)
+            let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
+            held = lines.first { $0.contains(" \(call)(") }.flatMap { pid_t($0.prefix { $0 != " " }) }
+        }
+        guard let held else { return nil }
+        kill(held, SIGKILL)
+        strace.waitUntilExit()
+        return held
+    }
+
     /// `stage` of an image file copied it to `incoming.squashfs` under its own name first: killed
     /// while the copy waited for the disk (a Ctrl-C on a slow one), that file stayed, holding the
     /// space, until the next stage of the name. strace holds the copy's fsync, so the kill comes
@@ -134,30 +158,14 @@ struct KillTests {
         try Data(count: 4 << 20).write(to: URL(fileURLWithPath: folder + "/src/boot/vmlinuz-linux"))
         let made = try KernelMount.run("/usr/bin/mksquashfs", [folder + "/src", folder + "/image.squashfs", "-quiet", "-no-progress"])
         try #require(made.status == 0, "\(made.output)")
-        let trace = folder + "/trace"
-        let strace = Process()
-        strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-        strace.arguments = [
-            "-f", "-qq", "-o", trace, "-e", "trace=fsync", "-e", "inject=fsync:delay_enter=10s", Harness.executable, "stage",
-            folder + "/image.squashfs", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot", "--no-grub",
-        ]
-        strace.standardOutput = FileHandle.nullDevice
-        strace.standardError = FileHandle.nullDevice
-        try strace.run()
-        defer { if strace.isRunning { strace.terminate() } }
-        // strace writes "PID fsync(FD" as the call starts, and holds it there for 10 s.
-        var staging: pid_t?
-        for _ in 0..<300 where staging == nil {
-            Thread.sleep(forTimeInterval: 0.1)
-            let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
-            staging = lines.first { $0.contains(" fsync(") }.flatMap { pid_t($0.prefix { $0 != " " }) }
-        }
-        let pid = try #require(staging, "the stage never reached its fsync")
-        #expect(kill(pid, SIGKILL) == 0)
-        strace.waitUntilExit()
+        let pid = try Self.killHeld(
+            at: "fsync",
+            [Harness.executable, "stage", folder + "/image.squashfs", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot", "--no-grub"],
+            trace: folder + "/trace")
+        #expect(pid != nil, "the stage never reached its fsync")
         // The name's folder was made before the copy began; nothing is in it.
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/state/image") == [])
-        // What was killed is no staged image, and the next stage of the name goes on as if it never ran.
+        // What was killed is no staged image.
         let staged = try Harness.run(["staged", "--state-dir", folder + "/state", "--boot-dir", folder + "/boot"])
         #expect(staged.stdout == "nothing is staged\n", "\(staged.stdout)")
     }
@@ -173,46 +181,26 @@ struct KillTests {
         // The first export writes the layer's manifest (by rename); the ones below rename only their output.
         #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/first", "--format", "dir"]).status == 0)
         try FileManager.default.removeItem(atPath: folder + "/first")
-        // A pid that was, and is no more.
-        let gone = Process()
-        gone.executableURL = URL(fileURLWithPath: "/bin/true")
-        try gone.run()
-        gone.waitUntilExit()
+        let gone = try Harness.pidOfExited()
         for format in ["dir", "oci"] {
             let output = folder + "/" + format
-            let trace = folder + "/trace-" + format
-            let strace = Process()
-            strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-            strace.arguments = [
-                "-f", "-qq", "-o", trace, "-e", "trace=rename", "-e", "inject=rename:delay_enter=10s", Harness.executable,
-                "export", "only", "--store", stack.store, "-o", output, "--format", format,
-            ]
-            strace.standardOutput = FileHandle.nullDevice
-            strace.standardError = FileHandle.nullDevice
-            try strace.run()
-            defer { if strace.isRunning { strace.terminate() } }
-            var exporting: pid_t?
-            for _ in 0..<300 where exporting == nil {
-                Thread.sleep(forTimeInterval: 0.1)
-                let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
-                exporting = lines.first { $0.contains(" rename(") }.flatMap { pid_t($0.prefix { $0 != " " }) }
-            }
+            let exporting = try Self.killHeld(
+                at: "rename",
+                [Harness.executable, "export", "only", "--store", stack.store, "-o", output, "--format", format],
+                trace: folder + "/trace-" + format)
             let pid = try #require(exporting, "\(format): the export never reached its rename")
-            // SIGKILL: strace would hold a SIGINT until the rename it delays had run.
-            #expect(kill(pid, SIGKILL) == 0)
-            strace.waitUntilExit()
             let left = "." + format + ".layerctl-\(pid)"
             #expect(try FileManager.default.contentsOfDirectory(atPath: folder).contains(left), "\(format)")
             // Others' names: a process still running (pid 1), and another user's folder.
             let live = folder + "/." + format + ".layerctl-1"
-            let others = folder + "/." + format + ".layerctl-\(gone.processIdentifier)"
+            let others = folder + "/." + format + ".layerctl-\(gone)"
             for name in [live, others] { try FileManager.default.createDirectory(atPath: name, withIntermediateDirectories: false) }
             #expect(chown(others, 65534, 65534) == 0)
             let again = try Harness.run(["export", "only", "--store", stack.store, "-o", output, "--format", format])
             #expect(again.status == 0, "\(format): \(again.stderr)")
             let names = try FileManager.default.contentsOfDirectory(atPath: folder)
             #expect(!names.contains(left), "\(format): \(names)")
-            #expect(names.contains("." + format + ".layerctl-1") && names.contains("." + format + ".layerctl-\(gone.processIdentifier)"))
+            #expect(names.contains("." + format + ".layerctl-1") && names.contains("." + format + ".layerctl-\(gone)"))
         }
     }
 }
