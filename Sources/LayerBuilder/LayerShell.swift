@@ -27,13 +27,13 @@ public enum LayerShell {
     /// through `warning` which limit this host cannot set, and what the kernel did at the memory
     /// limit.
     public static func run(
-        store: Store, key: String, command: [String], processes: Int?, memory: Int64?,
+        store: Store, key: String, asked: String, command: [String], processes: Int?, memory: Int64?,
         warning: (String) -> Void
     ) throws -> Int32 {
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
         let trees = try store.chain(key).map(store.tree)
-        let name = try store.record(key).name
+        let name = try store.name(of: key, asked: asked)
         let directory = try store.makeTemporary("shell")
         defer { try? FileSystem.removeTree(directory) }
         try store.requireTreeFileSystem(in: directory)

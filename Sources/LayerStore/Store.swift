@@ -182,6 +182,15 @@ public struct Store: Sendable {
         try FileSystem.listDirectory(refsDirectory).filter { !$0.contains(".tmp-") }
     }
 
+    /// What to call layer `key`, which the user named `operand`: the operand, when it is a ref to
+    /// that key, else the name the layer's record keeps. Layer files with the same content share
+    /// a key, and the record keeps the name it was first built under: `stage laptop` of a layer
+    /// the same as `desktop` staged it as desktop, over desktop's image.
+    public func name(of key: String, asked operand: String) throws -> String {
+        if Self.isLayerName(operand), (try? ref(operand)) == key { return operand }
+        return try record(key).name
+    }
+
     /// Finds a layer by ref name, full key or unique key prefix.
     public func resolve(_ nameOrKey: String) throws -> String {
         // Else a ref whose layer this user may not see would look like a damaged one.

@@ -118,7 +118,8 @@ extension LayerCtl {
             let built = try builder.build(recipe)
             reporter.finish(built)
             if let output = image.output, let top = built.last {
-                try image.export(store: options.store, key: top.key, output: output, json: json, inside: true)
+                try image.export(
+                    store: options.store, key: top.key, asked: top.name, output: output, json: json, inside: true)
             }
         }
     }

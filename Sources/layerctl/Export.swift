@@ -42,7 +42,8 @@ extension LayerCtl {
             let store = try storeOptions.open()
             let options = image.format == "squashfs" ? try image.imageOptions() : nil
             let source = try registryArguments.source(layer, in: store, json: json, options: options)
-            try image.export(store: store, key: source.key, output: output, json: json, knownBlocks: source.knownBlocks)
+            try image.export(
+                store: store, key: source.key, asked: layer, output: output, json: json, knownBlocks: source.knownBlocks)
         }
     }
 }
@@ -119,12 +120,13 @@ struct ImageArguments: ParsableArguments {
 
     /// Exports `key`; `knownBlocks` come from the pull that stored it, when one just did.
     func export(
-        store: Store, key: String, output: String, json: Bool, inside: Bool = false, knownBlocks: BlockDigests? = nil
+        store: Store, key: String, asked: String? = nil, output: String, json: Bool, inside: Bool = false,
+        knownBlocks: BlockDigests? = nil
     ) throws {
         // `-o out/` names the folder `out` that a dir or oci export makes.
         let output = FileSystem.trimmingTrailingSlashes(output)
         if format == "oci" {
-            try exportLayout(store: store, key: key, output: output, json: json, inside: inside)
+            try exportLayout(store: store, key: key, asked: asked ?? key, output: output, json: json, inside: inside)
             return
         }
         let options = try imageOptions()
@@ -188,12 +190,12 @@ extension ImageArguments {
         return OCICompression(rawValue: String(compression.prefix { $0 != ":" }))
     }
 
-    func exportLayout(store: Store, key: String, output: String, json: Bool, inside: Bool) throws {
+    func exportLayout(store: Store, key: String, asked: String, output: String, json: Bool, inside: Bool) throws {
         var layout = OCIImageLayout(store: store, architecture: machineArchitecture())
         layout.compression = ociCompression ?? .zstd
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
-        let result = try layout.write(key, to: output, tag: try store.record(key).name)
+        let result = try layout.write(key, to: output, tag: try store.name(of: key, asked: asked))
         for skipped in result.skippedAttributes.prefix(1) {
             FileHandle.standardError.write(Data("layerctl: warning: tar cannot carry some attribute names; left out \(result.skippedAttributes.count), first \(skipped)\n".utf8))
         }

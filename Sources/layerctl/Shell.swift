@@ -23,7 +23,7 @@ extension LayerCtl {
             try NamespacedWork.requireRoot("layerctl shell")
             let store = try storeOptions.open()
             let status = try LayerShell.run(
-                store: store, key: try store.resolve(layer), command: command, processes: limits.processes,
+                store: store, key: try store.resolve(layer), asked: layer, command: command, processes: limits.processes,
                 memory: limits.memoryLimit
             ) { printNote("warning: \($0)") }
             throw ExitCode(status)

@@ -85,7 +85,7 @@ extension LayerCtl {
                 let source = try registryArguments.source(
                     target, in: store, json: json, options: options, overlapCommit: true)
                 staged = try Self.stage(
-                    source.key, name: name, append: words, staging: staging, store: store, options: options,
+                    source.key, name: name, asked: target, append: words, staging: staging, store: store, options: options,
                     knownBlocks: source.knownBlocks, committing: source.committing)
             }
             let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
@@ -116,13 +116,13 @@ extension LayerCtl {
         /// pull's commit of the layer is still `committing`, the export reads the layer from where
         /// it is, and the image is staged only once the layer is in the store.
         static func stage(
-            _ key: String, name: String?, append: [String], staging: BootStaging, store: Store, options: ImageOptions,
-            knownBlocks: BlockDigests?, committing: ImagePull.TopCommit? = nil
+            _ key: String, name: String?, asked: String? = nil, append: [String], staging: BootStaging, store: Store,
+            options: ImageOptions, knownBlocks: BlockDigests?, committing: ImagePull.TopCommit? = nil
         ) throws -> StagedImage {
             // The commit ends, whatever happens to the export: the pull itself succeeded.
             defer { try? committing?.finish() }
             let uncommitted = committing.map(\.layer)
-            let layerName = try uncommitted?.record.name ?? store.record(key).name
+            let layerName = try uncommitted?.record.name ?? store.name(of: key, asked: asked ?? key)
             try BootStaging.validate(name: name ?? layerName)
             // The block cache is updated while the image is staged.
             var update: Exporter.CacheUpdate?

@@ -316,6 +316,14 @@ struct ExportTests {
             if format == "oci" { #expect(result.stdout.contains("an OCI image layout of 1 layer, "), "\(result.stdout)") }
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["base.yaml", "dir-out", "file", "oci-out"])
+        // A name that shares its layer's key with another tags the layout with itself, not with the
+        // name the layer was first made under.
+        let key = try String(contentsOfFile: stack.store + "/refs/only", encoding: .utf8)
+        try key.write(toFile: stack.store + "/refs/same", atomically: true, encoding: .utf8)
+        let same = try Harness.run(["export", "same", "--store", stack.store, "-o", folder + "/same", "--format", "oci"])
+        #expect(same.status == 0, "\(same.stderr)")
+        let index = try String(contentsOfFile: folder + "/same/index.json", encoding: .utf8)
+        #expect(index.contains(#""org.opencontainers.image.ref.name":"same""#), "\(index)")
     }
 
     /// `vm LAYER` exports the stack into /var/tmp/layerctl-vm-…; killed before its end (before

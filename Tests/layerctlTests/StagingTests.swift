@@ -229,6 +229,24 @@ struct StagingTests {
         #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
     }
 
+    /// Layer files with the same content share a key, and the layer's record keeps the name it was
+    /// first built under: `stage laptop` of a layer the same as `probe` staged it as probe, over
+    /// probe's image, and `shell laptop` was a shell on the host named probe.
+    @Test("stage and shell of a layer name that shares its key with another use the name given")
+    func sharedKey() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let key = try #require(try String(contentsOfFile: machine.store + "/refs/probe", encoding: .utf8))
+        try key.write(toFile: machine.store + "/refs/laptop", atomically: true, encoding: .utf8)
+        defer { unlink(machine.store + "/refs/laptop") }
+        _ = try layerctl(["stage", "laptop", "--store", machine.store] + disk.options)
+        let names = try staged(disk).compactMap { ($0["image"] as? [String: Any])?["name"] as? String }
+        #expect(names == ["laptop"], "\(names)")
+        #expect(FileManager.default.fileExists(atPath: disk.mount + "/boot/loader/entries/layerctl-laptop.conf"))
+        let shell = try layerctl(["shell", "laptop", "--store", machine.store, "--", "cat", "/proc/sys/kernel/hostname"])
+        #expect(shell.stdout == "laptop\n", "\(shell.stdout)")
+    }
+
     /// The image is copied to the state folder first; cut short by a full disk, it stayed there as
     /// `incoming.squashfs`, holding the space the user had to free.
     @Test("an image that does not fit the state disk: one line with the reason, nothing of it stays, and what was staged stays as it was")
