@@ -39,10 +39,7 @@ public struct BootStaging: Sendable {
     /// machine boots ("layerctl stage"): it would fail at the first folder or boot file it made,
     /// in words about that file.
     public static func requireRoot(_ command: String) throws {
-        guard geteuid() != 0 else { return }
-        throw BootError(
-            "\(command) must run as root: it writes the boot loader's kernels and entries; run layerctl with sudo",
-            code: .privilege)
+        try NotRoot.require(command, because: "it writes the boot loader's kernels and entries")
     }
 
     /// What staging says of an image, or a stack, with nothing in /boot to start.

@@ -181,11 +181,8 @@ public enum NamespacedWork {
     /// owner, which only root may. Called first thing, it stops such a command before it touches
     /// the store, where it would fail at the first thing only root may do, with words about that.
     public static func requireRoot(_ command: String) throws {
-        guard geteuid() != 0 else { return }
-        throw BuildFailure(
-            "\(command) must run as root: it works in mount and pid namespaces of its own and makes files of any "
-                + "owner, as pacman does; run layerctl with sudo",
-            code: .privilege)
+        try NotRoot.require(
+            command, because: "it works in mount and pid namespaces of its own and makes files of any owner, as pacman does")
     }
 
     /// Starts this executable for `request` as pid 1 of new namespaces, with `events` as its

@@ -10,13 +10,7 @@ struct DirectoryWriter {
     let path: String
 
     func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws {
-        if let special = FileSystem.outputTarget(path).special { throw RefusedOutput(path, is: special, what: "a folder export") }
-        if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
-            throw SystemError("export to", path, errno: EEXIST)
-        }
-        FileSystem.removeAbandonedStaging(beside: path)
-        let staging = FileSystem.stagingPath(beside: path)
-        try? FileSystem.removeTree(staging)
+        let staging = try FileSystem.folderStaging(for: path, what: "a folder export", operation: "export to")
         do {
             try populate(tree, Array(staging.utf8), progress: progress)
             try sys("move the export to", path) { rename(staging, path) }

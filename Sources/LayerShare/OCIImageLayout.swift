@@ -41,13 +41,7 @@ public struct OCIImageLayout {
     /// Writes the stack ending at `key` into the new folder `path`, tagged `tag`. A folder that is
     /// there already and not empty is never overwritten; the layout appears whole or not at all.
     public func write(_ key: String, to path: String, tag: String) throws -> Result {
-        if let special = FileSystem.outputTarget(path).special { throw RefusedOutput(path, is: special, what: "an OCI layout") }
-        if FileSystem.exists(path), !((try? FileSystem.listDirectory(path))?.isEmpty ?? false) {
-            throw SystemError("write an OCI layout to", path, errno: EEXIST)
-        }
-        FileSystem.removeAbandonedStaging(beside: path)
-        let staging = FileSystem.stagingPath(beside: path)
-        try? FileSystem.removeTree(staging)
+        let staging = try FileSystem.folderStaging(for: path, what: "an OCI layout", operation: "write an OCI layout to")
         do {
             // Made here, and so no symlink another user put at that name in a shared folder
             // (/tmp) since: the layout is written into this folder alone, and opened to others

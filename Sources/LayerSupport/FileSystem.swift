@@ -90,6 +90,19 @@ package enum FileSystem {
         removeAbandoned(in: directory, prefix: "." + name + ".layerctl-")
     }
 
+    /// Where a folder output `path` (a dir export, an OCI layout) is made before its rename into
+    /// place, once `path` is shown fit for one: no device, pipe or socket (`what` names the output
+    /// in that refusal), and no folder with anything in it (`operation` names the work in that
+    /// one). What killed writers left beside it is removed first.
+    package static func folderStaging(for path: String, what: String, operation: String) throws -> String {
+        if let special = outputTarget(path).special { throw RefusedOutput(path, is: special, what: what) }
+        if exists(path), !((try? listDirectory(path))?.isEmpty ?? false) { throw SystemError(operation, path, errno: EEXIST) }
+        removeAbandonedStaging(beside: path)
+        let staging = stagingPath(beside: path)
+        try? removeTree(staging)
+        return staging
+    }
+
     /// Removes the entries of `directory` named `PREFIX` and a pid (then the end, or `-` and
     /// anything) whose process is gone, and that are this user's folders or files: what layerctl
     /// processes killed before they removed them left. A name of a process still running, or of

@@ -98,3 +98,18 @@ package struct RefusedOutput: LayerError {
 
     package var code: ErrorCode { .input }
 }
+
+/// A command that only root may run, run by another user: said first thing, before it fails at
+/// the first step only root may take, in words about that step.
+package struct NotRoot: LayerError {
+    package let message: String
+
+    /// Throws for `command` ("layerctl build") unless this process is root; `reason` says what of
+    /// its work needs root.
+    package static func require(_ command: String, because reason: String) throws {
+        guard geteuid() != 0 else { return }
+        throw NotRoot(message: "\(command) must run as root: \(reason); run layerctl with sudo")
+    }
+
+    package var code: ErrorCode { .privilege }
+}
