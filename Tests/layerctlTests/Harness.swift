@@ -68,7 +68,6 @@ enum Harness {
         return CPUTime.seconds(usage)
     }
 
-    /// Starts layerctl with `arguments`, its output thrown away, and returns it running.
     /// The pid of a process that was, and is no more (a /bin/true that ended).
     static func pidOfExited() throws -> pid_t {
         let gone = Process()
@@ -78,6 +77,7 @@ enum Harness {
         return gone.processIdentifier
     }
 
+    /// Starts layerctl with `arguments`, its output thrown away, and returns it running.
     static func start(_ arguments: [String]) throws -> Process {
         let process = process(arguments)
         process.standardOutput = FileHandle.nullDevice

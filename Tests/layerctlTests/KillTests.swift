@@ -123,28 +123,12 @@ struct KillTests {
         #expect(again.status == 0, "\(again.stderr)")
     }
 
-    /// Runs `command` under strace, which holds its first call of `call` for 10 s as it starts, and
-    /// kills the process that made it (SIGKILL: strace would hold another signal until the call it
-    /// delays had run). Its pid; nil when it never made the call.
+    /// Runs `command` with its first call of `call` held, and kills the process that made it.
+    /// Its pid; nil when it never made the call.
     static func killHeld(at call: String, _ command: [String], trace: String) throws -> pid_t? {
-        let strace = Process()
-        strace.executableURL = URL(fileURLWithPath: "/usr/bin/strace")
-        strace.arguments = ["-f", "-qq", "-o", trace, "-e", "trace=\(call)", "-e", "inject=\(call):delay_enter=10s"] + command
-        strace.standardOutput = FileHandle.nullDevice
-        strace.standardError = FileHandle.nullDevice
-        try strace.run()
-        defer { if strace.isRunning { strace.terminate() } }
-        // strace writes "PID CALL(ARGUMENTS" as the call starts.
-        var held: pid_t?
-        for _ in 0..<300 where held == nil && strace.isRunning {
-            Thread.sleep(forTimeInterval: 0.1)
-            let lines = ((try? String(contentsOfFile: trace, encoding: .utf8)) ?? "").split(separator: "\n")
-            held = lines.first { $0.contains(" \(call)(") }.flatMap { pid_t($0.prefix { $0 != " " }) }
-        }
-        guard let held else { return nil }
-        kill(held, SIGKILL)
-        strace.waitUntilExit()
-        return held
+        guard let held = try HeldCall.start(call, command, trace: trace) else { return nil }
+        held.kill()
+        return held.pid
     }
 
     /// `stage` of an image file copied it to `incoming.squashfs` under its own name first: killed
