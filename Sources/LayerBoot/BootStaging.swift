@@ -17,6 +17,8 @@ public struct BootStaging: Sendable {
     public var grubDirectory: String?
     /// Where the hook left /run/layerctl/boot.env on a running image.
     public var runDirectory: String = "/run/layerctl"
+    /// Told what the wait is for when another layerctl holds the staging lock.
+    public var waiting: (@Sendable (String) -> Void)?
 
     public init(stateDirectory: String, bootDirectory: String, grubDirectory: String?) {
         self.stateDirectory = stateDirectory
@@ -49,6 +51,19 @@ public struct BootStaging: Sendable {
 
     func directory(_ name: String) -> String { stateDirectory + "/" + name }
 
+    /// Held by stage, unstage and boot from their first read of what is staged to their last
+    /// write: two at once would each keep a version the other dropped, or drop one the other kept,
+    /// and leave images and kernels that no entry names, or entries whose kernel is gone. A stage
+    /// holds it while its image is made, since two stages of one name make it at one path. Nil
+    /// when nothing was ever staged and `creating` is false.
+    private func lock(creating: Bool) throws -> FileLock? {
+        if !creating && !FileSystem.isDirectory(stateDirectory) { return nil }
+        try FileSystem.makeDirectories(stateDirectory)
+        return try FileLock(folder: stateDirectory, mode: .exclusive) { [waiting, stateDirectory] in
+            waiting?("another layerctl is staging, unstaging or changing the default boot; waiting for it (a lock on \(stateDirectory))")
+        }
+    }
+
     /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`
     /// returns the image's sha256 when it took it on the way. Staging the same image again changes
     /// nothing but the entries. `source` is what the record keeps (a layer's key, an image file);
@@ -57,6 +72,8 @@ public struct BootStaging: Sendable {
         name: String, source: String, shownAs: String? = nil, append: [String], produce: (String) throws -> String?
     ) throws -> StagedImage {
         try Self.validate(name: name)
+        let lock = try lock(creating: true)
+        defer { lock?.unlock() }
         let folder = directory(name)
         try FileSystem.makeDirectories(folder)
         // Where the image lives is looked up while it is made: it can take a blkid.
@@ -171,6 +188,8 @@ public struct BootStaging: Sendable {
     /// Removes the current version of `name` (the previous one becomes current), or all of them.
     /// The image running now is only removed with `force`.
     public func unstage(name: String, all: Bool, force: Bool) throws -> [StagedImage] {
+        let lock = try lock(creating: false)
+        defer { lock?.unlock() }
         let folder = directory(name)
         guard let set = try StagedSet.load(folder) else { throw BootError("nothing is staged as '\(name)'") }
         let going = all ? set.versions : [set.current]
@@ -233,6 +252,8 @@ public struct BootStaging: Sendable {
     /// Makes `name` the default boot (or, with `once`, the next boot only) of each loader, and says
     /// what it changed, one line each.
     public func makeDefault(name: String, once: Bool, loaders: [Loader]) throws -> [String] {
+        let lock = try lock(creating: false)
+        defer { lock?.unlock() }
         guard try StagedSet.load(directory(name)) != nil else { throw BootError("nothing is staged as '\(name)'") }
         guard !loaders.isEmpty else {
             throw BootError(

@@ -10,20 +10,34 @@ public final class FileLock: @unchecked Sendable {
 
     public enum Mode { case shared, exclusive }
 
-    /// Opens (creating) `path` and waits for the lock.
-    public init(path: String, mode: Mode) throws {
-        self.path = path
+    /// Opens (creating) `path` and waits for the lock; `whenBusy` runs first if another holds it,
+    /// to say what the wait is for.
+    public convenience init(path: String, mode: Mode, whenBusy: (() -> Void)? = nil) throws {
         var fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         // A reader without write access to the store (an unprivileged export) still takes a shared
         // lock: flock(2) works on a descriptor opened read-only.
         if fd < 0 && mode == .shared && (errno == EACCES || errno == EROFS) { fd = open(path, O_RDONLY | O_CLOEXEC) }
         if fd < 0 { throw SystemError("open lock", path) }
+        try self.init(waitingOn: fd, path: path, mode: mode, whenBusy: whenBusy)
+    }
+
+    /// Locks the folder `path` itself, which leaves no lock file in it; as `init(path:…)` otherwise.
+    public convenience init(folder path: String, mode: Mode, whenBusy: (() -> Void)? = nil) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 { throw SystemError("open lock", path) }
+        try self.init(waitingOn: fd, path: path, mode: mode, whenBusy: whenBusy)
+    }
+
+    private init(waitingOn fd: Int32, path: String, mode: Mode, whenBusy: (() -> Void)?) throws {
         self.fd = fd
+        self.path = path
         let operation = mode == .shared ? LOCK_SH : LOCK_EX
+        if let whenBusy, flock(fd, operation | LOCK_NB) != 0, errno == EWOULDBLOCK { whenBusy() }
         while flock(fd, operation) != 0 {
             if errno == EINTR { continue }
             let error = SystemError("lock", path)
             close(fd)
+            self.fd = -1
             throw error
         }
     }

@@ -33,6 +33,7 @@ struct BootOptions: ParsableArguments {
         var staging = BootStaging(
             stateDirectory: stateDir ?? store.root + "/boot", bootDirectory: bootDir, grubDirectory: noGrub ? nil : grubDir)
         staging.runDirectory = runDir
+        staging.waiting = { printNote($0) }
         return (staging, store)
     }
 }

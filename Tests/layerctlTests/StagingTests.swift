@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import LayerSupport
 import Testing
 
 /// `stage`, `staged`, `boot` and `unstage` against a boot directory and a state folder on a
@@ -273,6 +274,66 @@ struct StagingTests {
         #expect(
             try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
         )
+    }
+
+    /// Two stages of one name at once each read what was staged, then wrote their own view of it:
+    /// the one that wrote last kept its image and the one staged before both, and the other's image,
+    /// kernel and initramfs stayed on the disks, named by nothing. An unstage at the same time left
+    /// an entry whose kernel it had removed. strace holds the first command after it read what was
+    /// staged, while it puts the kernel in place.
+    @Test("a stage or an unstage waits for a stage under way, and each finds what the one before it left")
+    func concurrentStaging() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = try Harness.temporaryDirectory("concurrent-staging")
+        var ids: [String: String] = [:]
+        for version in ["x", "a", "b"] {
+            try BootMachine.shell(
+                """
+                mkdir -p '\(folder)/\(version)/boot'
+                echo 'kernel \(version)' > '\(folder)/\(version)/boot/vmlinuz-linux'
+                echo 'initramfs \(version)' > '\(folder)/\(version)/boot/initramfs-linux.img'
+                mksquashfs '\(folder)/\(version)' '\(folder)/\(version).squashfs' -quiet -no-progress
+                """)
+            ids[version] = String(try Digest.sha256(file: folder + "/\(version).squashfs").prefix(12))
+        }
+        func stage(_ version: String) -> [String] {
+            ["stage", folder + "/\(version).squashfs", "--name", "n"] + disk.options
+        }
+        /// layerctl with `arguments` runs while a stage of `version` is held, and waits for it.
+        func whileStaging(_ version: String, _ arguments: [String]) throws {
+            let held = try HeldCall.start(
+                "rename", naming: disk.mount + "/boot/layerctl/n/\(ids[version]!)/vmlinuz.new", seconds: 4, [Harness.executable] + stage(version),
+                trace: folder + "/trace-\(version)", output: folder + "/output-\(version)")
+            let stage = try #require(held, "the stage of \(version) never put its kernel in place")
+            let other = try Harness.run(arguments)
+            #expect(other.status == 0, "\(other.stderr)")
+            #expect(other.stderr.contains("another layerctl is staging, unstaging or changing the default boot; waiting"))
+            #expect(stage.wait() == 0, "\(text(folder + "/output-\(version)"))")
+        }
+        /// What is staged as n, and every file staging keeps for it, are `versions` (current first).
+        func expectStaged(_ versions: [String], sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let listed = try staged(disk).compactMap { ($0["image"] as? [String: Any])?["id"] as? String }
+            let wanted = versions.map { ids[$0]! }
+            #expect(listed == wanted, sourceLocation: sourceLocation)
+            let files = try BootMachine.shell("cd '\(disk.mount)' && find state boot -type f | sort")
+            let kept =
+                wanted.flatMap { ["boot/layerctl/n/\($0)/initramfs.img", "boot/layerctl/n/\($0)/vmlinuz", "state/n/\($0).squashfs"] }
+                + ["boot/loader/entries/layerctl-n.conf", "state/n/staged.json"]
+                + (versions.count > 1 ? ["boot/loader/entries/layerctl-n-previous.conf"] : [])
+            #expect(files == kept.sorted().map { $0 + "\n" }.joined(), sourceLocation: sourceLocation)
+            #expect(text(disk.mount + "/boot/loader/entries/layerctl-n.conf").contains("version    \(wanted[0])"))
+            if versions.count > 1 {
+                #expect(text(disk.mount + "/boot/loader/entries/layerctl-n-previous.conf").contains("version    \(wanted[1])"))
+            }
+        }
+        _ = try layerctl(stage("x"))
+        // a, then b: x, staged first, goes.
+        try whileStaging("a", stage("b"))
+        try expectStaged(["b", "a"])
+        // x again, then the unstage of the current version, x: b is current again.
+        try whileStaging("x", ["unstage", "n"] + disk.options)
+        try expectStaged(["b"])
     }
 
     /// Foundation traps on the folder of a one-character name; layerctl crashed on these.
