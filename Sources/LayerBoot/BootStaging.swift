@@ -218,6 +218,18 @@ public struct BootStaging: Sendable {
         return try FileSystem.listDirectory(stateDirectory).sorted().compactMap { try StagedSet.load(directory($0)) }
     }
 
+    /// The files of `image` that are not as staging left them: its image file, kernel and
+    /// initramfs, removed or emptied since (by hand, or by a tool that cleans the boot partition).
+    public func missingFiles(_ image: StagedImage) -> [String] {
+        func whole(_ path: String, size: UInt64?) -> Bool {
+            var st = stat()
+            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0 else { return false }
+            return size.map { UInt64(st.st_size) == $0 } ?? true
+        }
+        return [(image.image, image.size), (image.kernel, nil), (image.initrd, nil)].filter { !whole($0.0, size: $0.1) }
+            .map(\.0)
+    }
+
     /// Whether `image` is the one the machine runs now, by the sha256 the hook verified or the
     /// image path it mounted.
     public func isRunning(_ image: StagedImage) -> Bool {
@@ -254,7 +266,13 @@ public struct BootStaging: Sendable {
     public func makeDefault(name: String, once: Bool, loaders: [Loader]) throws -> [String] {
         let lock = try lock(creating: false)
         defer { lock?.unlock() }
-        guard try StagedSet.load(directory(name)) != nil else { throw BootError("nothing is staged as '\(name)'") }
+        guard let set = try StagedSet.load(directory(name)) else { throw BootError("nothing is staged as '\(name)'") }
+        // A default whose kernel is gone leaves the machine at the boot loader's error.
+        if let missing = missingFiles(set.current).first {
+            throw BootError(
+                "\(name) \(set.current.id) cannot boot: \(missing) is gone or cut short since it was staged; stage it again, or unstage it",
+                code: .damaged)
+        }
         guard !loaders.isEmpty else {
             throw BootError(
                 "found no boot loader configuration in \(bootDirectory) (loader/loader.conf or grub/grub.cfg); give --loader"

@@ -200,10 +200,13 @@ extension LayerCtl {
                     var image: StagedImage
                     var previous: Bool
                     var running: Bool
+                    var missing: [String]
                 }
                 let versions = sets.flatMap { set in
                     set.versions.enumerated().map {
-                        Version(image: $0.element, previous: $0.offset == 1, running: staging.isRunning($0.element))
+                        Version(
+                            image: $0.element, previous: $0.offset == 1, running: staging.isRunning($0.element),
+                            missing: staging.missingFiles($0.element))
                     }
                 }
                 try JSONOutput.print(["staged": versions])
@@ -215,8 +218,11 @@ extension LayerCtl {
             }
             for set in sets {
                 for (offset, image) in set.versions.enumerated() {
-                    let marks = [offset == 1 ? "previous" : nil, staging.isRunning(image) ? "running" : nil]
-                        .compactMap { $0 }
+                    let missing = staging.missingFiles(image).map { FileSystem.split($0).name }
+                    let marks = [
+                        offset == 1 ? "previous" : nil, staging.isRunning(image) ? "running" : nil,
+                        missing.isEmpty ? nil : "cannot boot: \(missing.joined(separator: ", ")) gone",
+                    ].compactMap { $0 }
                     print(
                         "\(offset == 0 ? image.name : "  ")\t\(image.id)\t\(Stage.size(image.size))\t\(image.stagedAt)"
                             + (marks.isEmpty ? "" : "\t(\(marks.joined(separator: ", ")))"))

@@ -276,6 +276,61 @@ struct StagingTests {
         )
     }
 
+    /// Images of a few bytes whose /boot holds a kernel and an initramfs saying `version`, as
+    /// FOLDER/VERSION.squashfs; the ids staging gives them.
+    static func smallImages(_ versions: [String], in folder: String) throws -> [String: String] {
+        var ids: [String: String] = [:]
+        for version in versions {
+            try BootMachine.shell(
+                """
+                mkdir -p '\(folder)/\(version)/boot'
+                echo 'kernel \(version)' > '\(folder)/\(version)/boot/vmlinuz-linux'
+                echo 'initramfs \(version)' > '\(folder)/\(version)/boot/initramfs-linux.img'
+                mksquashfs '\(folder)/\(version)' '\(folder)/\(version).squashfs' -quiet -no-progress
+                """)
+            ids[version] = String(try Digest.sha256(file: folder + "/\(version).squashfs").prefix(12))
+        }
+        return ids
+    }
+
+    /// `boot` made the default an entry whose kernel a user, or a tool that cleans the boot
+    /// partition, had removed: the machine stopped at the boot loader's error.
+    @Test("boot refuses a version whose kernel, initramfs or image is gone or cut short, staged says which, and staging it again mends it")
+    func missingFiles() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = try Harness.temporaryDirectory("missing-files")
+        let ids = try Self.smallImages(["a", "b"], in: folder)
+        for version in ["a", "b"] { _ = try layerctl(["stage", folder + "/\(version).squashfs", "--name", "n"] + disk.options) }
+        let (a, b) = (ids["a"]!, ids["b"]!)
+        let kernel = disk.mount + "/boot/layerctl/n/\(b)/vmlinuz"
+        let damages: [(String, String)] = [
+            ("rm '\(kernel)'", kernel),
+            ("truncate -s 0 '\(disk.mount)/boot/layerctl/n/\(b)/initramfs.img'", disk.mount + "/boot/layerctl/n/\(b)/initramfs.img"),
+            ("truncate -s -1 '\(disk.mount)/state/n/\(b).squashfs'", disk.mount + "/state/n/\(b).squashfs"),
+        ]
+        for (damage, path) in damages {
+            try BootMachine.shell(damage)
+            let refused = try Harness.run(["boot", "n", "--loader", "systemd-boot"] + disk.options)
+            #expect(refused.status == 7, "\(damage): \(refused.stderr)")
+            #expect(
+                refused.stderr == "layerctl: n \(b) cannot boot: \(path) is gone or cut short since it was staged; stage it again, or unstage it\n",
+                "\(refused.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: disk.mount + "/boot/loader/loader.conf"))
+            let listed = try staged(disk)
+            #expect((listed.first?["missing"] as? [String]) == [path], "\(damage): \(listed)")
+            #expect((listed.last?["missing"] as? [String]) == [])
+            let text = try layerctl(["staged"] + disk.options).stdout
+            #expect(text.contains("\t(cannot boot: \(FileSystem.split(path).name) gone)\n"), "\(text)")
+            // The same image, staged again, puts its image file, kernel and initramfs back.
+            _ = try layerctl(["stage", folder + "/b.squashfs", "--name", "n"] + disk.options)
+            _ = try layerctl(["boot", "n", "--loader", "systemd-boot"] + disk.options)
+            #expect(try staged(disk).allSatisfy { ($0["missing"] as? [String]) == [] })
+            unlink(disk.mount + "/boot/loader/loader.conf")
+        }
+        #expect(try staged(disk).compactMap { ($0["image"] as? [String: Any])?["id"] as? String } == [b, a])
+    }
+
     /// Two stages of one name at once each read what was staged, then wrote their own view of it:
     /// the one that wrote last kept its image and the one staged before both, and the other's image,
     /// kernel and initramfs stayed on the disks, named by nothing. An unstage at the same time left
@@ -286,17 +341,7 @@ struct StagingTests {
         let disk = try makeDisk()
         defer { unmount(disk) }
         let folder = try Harness.temporaryDirectory("concurrent-staging")
-        var ids: [String: String] = [:]
-        for version in ["x", "a", "b"] {
-            try BootMachine.shell(
-                """
-                mkdir -p '\(folder)/\(version)/boot'
-                echo 'kernel \(version)' > '\(folder)/\(version)/boot/vmlinuz-linux'
-                echo 'initramfs \(version)' > '\(folder)/\(version)/boot/initramfs-linux.img'
-                mksquashfs '\(folder)/\(version)' '\(folder)/\(version).squashfs' -quiet -no-progress
-                """)
-            ids[version] = String(try Digest.sha256(file: folder + "/\(version).squashfs").prefix(12))
-        }
+        let ids = try Self.smallImages(["x", "a", "b"], in: folder)
         func stage(_ version: String) -> [String] {
             ["stage", folder + "/\(version).squashfs", "--name", "n"] + disk.options
         }
