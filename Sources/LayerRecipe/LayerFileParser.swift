@@ -26,7 +26,7 @@ struct LayerFileParser {
             throw LayerFileError(
                 "the layer file is \(formatBytes(large.size)); a layer file may be at most \(formatBytes(large.limit))", at: top)
         } catch {
-            throw LayerFileError("cannot read the layer file", at: top)
+            throw LayerFileError("cannot read the layer file: \(unreadable(path))", at: top)
         }
         guard let text = String(validating: data, as: UTF8.self) else {
             throw LayerFileError(
@@ -53,6 +53,16 @@ struct LayerFileParser {
             case .error: return offset
             }
         }
+    }
+
+    /// Why the layer file at `path` could not be read, in a few words.
+    static func unreadable(_ path: String) -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return String(cString: strerror(errno)) }
+        if st.st_mode & S_IFMT == S_IFDIR { return "it is a folder; give a layer file in it (NAME.yaml)" }
+        if let special = FileSystem.special(st.st_mode) { return "it is \(special), not a file" }
+        if access(path, R_OK) != 0 { return String(cString: strerror(errno)) }
+        return "it could not be read"
     }
 
     /// Line and column (in characters, as YAML counts them) of byte `offset` of `data`.

@@ -22,7 +22,11 @@ public struct Recipe: Sendable {
     public static func load(_ path: String) throws -> Recipe {
         let start = URL(fileURLWithPath: path).standardizedFileURL.path
         guard FileManager.default.fileExists(atPath: start) else {
-            throw LayerFileError("no such layer file", at: FileLocation(file: path, line: 1, column: 1))
+            // `build gaming` or `build gaming.yml` for gaming.yaml.
+            let stem = start.hasSuffix(".yml") ? String(start.dropLast(4)) : start
+            let meant = stem.hasSuffix(".yaml") || !FileManager.default.fileExists(atPath: stem + ".yaml")
+                ? "" : " (did you mean \(quote(FileSystem.split(stem).name + ".yaml"))?)"
+            throw LayerFileError("no such layer file" + meant, at: FileLocation(file: path, line: 1, column: 1))
         }
         var chain: [LayerFile] = []
         var current = try LayerFileParser.parse(path: start)

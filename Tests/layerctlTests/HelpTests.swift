@@ -44,6 +44,21 @@ struct HelpTests {
         let missing = try Harness.run(["build", "/nonexistent/x.yaml", "--store", store])
         #expect(missing.status == 3)
         #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
+        // The file name without .yaml, or with .yml; a folder, a pipe: each says what it is.
+        let folder = try Harness.temporaryDirectory("layer-operands")
+        try "from: scratch\n".write(toFile: folder + "/gaming.yaml", atomically: true, encoding: .utf8)
+        #expect(mkfifo(folder + "/pipe.yaml", 0o644) == 0)
+        for (operand, says) in [
+            ("/gaming", "no such layer file (did you mean `gaming.yaml`?)"),
+            ("/gaming.yml", "no such layer file (did you mean `gaming.yaml`?)"),
+            ("/other", "no such layer file"),
+            ("", "cannot read the layer file: it is a folder; give a layer file in it (NAME.yaml)"),
+            ("/pipe.yaml", "cannot read the layer file: it is a pipe, not a file"),
+        ] {
+            let result = try Harness.run(["build", folder + operand, "--store", store])
+            #expect(result.status == 3, "\(operand): \(result.stderr)")
+            #expect(result.stderr == "layerctl: \(folder)\(operand):1:1: \(says)\n", "\(operand)")
+        }
         // A value an option cannot take is a usage mistake, however it is spelled (nan and inf were
         // refused only once the build had started, as an error of the system, 8).
         for (option, value, says) in [
