@@ -143,7 +143,9 @@ public final class StackBuilder {
                 }
             }
             if !cached {
-                let lock = try store.buildLock(key)
+                let lock = try store.buildLock(key) {
+                    self.observer(BuildEvent(.step, layer: layer.name, message: "waiting for another layerctl that builds it"))
+                }
                 defer { lock.unlock() }
                 // Another build may have made it meanwhile.
                 cached = !options.noCache && reusable(key, layer: layer.name, under: signatures, quiet: true)

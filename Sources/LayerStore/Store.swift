@@ -24,6 +24,8 @@ import LayerSupport
 /// or an old one with a known hole, as root on the host (Docker's CVE-2021-41091).
 public struct Store: Sendable {
     public let root: String
+    /// Told what a wait is for, when another layerctl holds a lock of the store this one needs.
+    public var waiting: (@Sendable (String) -> Void)?
 
     public static let defaultRoot = "/var/lib/layerctl"
 
@@ -226,7 +228,12 @@ public struct Store: Sendable {
     /// Builds share this lock; `gc` takes it alone, so it never removes a layer a build stands on.
     public func lock(_ mode: FileLock.Mode) throws -> FileLock {
         do {
-            return try FileLock(path: root + "/lock", mode: mode)
+            return try FileLock(path: root + "/lock", mode: mode) { [waiting, root] in
+                waiting?(
+                    mode == .shared
+                        ? "waiting for `layerctl gc` to finish with the store (a lock on \(root)/lock)"
+                        : "waiting for the builds, exports and other commands that use the store to end (a lock on \(root)/lock)")
+            }
         } catch is SystemError where access(root, W_OK) != 0 && errno == EACCES {
             // `gc` by a user who forgot sudo: not "open lock …/lock failed: Permission denied"; nor,
             // for a reader where no lock was ever taken, "… No such file or directory".
@@ -234,9 +241,12 @@ public struct Store: Sendable {
         }
     }
 
-    /// Held while the layer `key` is built, so two builds of one layer make it once.
-    public func buildLock(_ key: String) throws -> FileLock {
-        try FileLock(path: locksDirectory + "/" + key, mode: .exclusive)
+    /// Held while the layer `key` is built, so two builds of one layer make it once. `whenBusy`
+    /// says what the wait is for; by default, through `waiting`.
+    public func buildLock(_ key: String, whenBusy: (() -> Void)? = nil) throws -> FileLock {
+        try FileLock(path: locksDirectory + "/" + key, mode: .exclusive) { [waiting] in
+            if let whenBusy { whenBusy() } else { waiting?("waiting for another layerctl that makes layer \(key.prefix(12))") }
+        }
     }
 
     /// A fresh directory in `tmp/`; the caller holds the store lock while it uses it.

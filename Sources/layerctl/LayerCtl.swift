@@ -86,7 +86,11 @@ struct StoreOptions: ParsableArguments {
         help: "The store that holds built layers. It defaults to $LAYERCTL_STORE, or /var/lib/layerctl when that is unset.")
     var store: String?
 
-    func open() throws -> Store { try Store(root: Store.locate(store)) }
+    func open() throws -> Store {
+        var opened = try Store(root: Store.locate(store))
+        opened.waiting = { printNote($0) }
+        return opened
+    }
 }
 
 /// Writes `layerctl: TEXT` to stderr as one line, escaped (what a name in it holds is a stranger's).

@@ -2,6 +2,7 @@ import CLayerSupport
 import Foundation
 import Glibc
 import LayerStore
+import LayerSupport
 import Testing
 
 @Suite("Building the demo stack", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
@@ -209,6 +210,34 @@ struct DemoBuildTests {
         let store = try Store(root: storeRoot)
         #expect(try store.keys().count == 3)
         try Harness.expectValidStore(storeRoot)
+    }
+
+    /// gc waited without a word for a build of an hour to end, and a build for gc.
+    @Test("a command that waits for another's lock says what it waits for: gc for a build, a build for gc or for another build of its layer")
+    func waitsSaySo() throws {
+        let layers = try Harness.demoLayers()
+        let storeRoot = try Harness.temporaryDirectory("store")
+        #expect(try Harness.run(["build", layers + "/base.yaml", "--store", storeRoot]).status == 0)
+        let key = try #require(try Store(root: storeRoot).ref("base"))
+        /// layerctl with `arguments`, while this process holds the lock at `path` for a second.
+        func whileHeld(_ path: String, _ mode: FileLock.Mode, _ arguments: [String]) throws -> Harness.Result {
+            let lock = try FileLock(path: path, mode: mode)
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1) { lock.unlock() }
+            let result = try Harness.run(arguments + ["--store", storeRoot])
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+            return result
+        }
+        let gc = try whileHeld(storeRoot + "/lock", .shared, ["gc"])
+        #expect(
+            gc.stderr.hasPrefix("layerctl: waiting for the builds, exports and other commands that use the store to end (a lock on \(storeRoot)/lock)\n"),
+            "\(gc.stderr)")
+        let build = try whileHeld(storeRoot + "/lock", .exclusive, ["build", layers + "/base.yaml"])
+        #expect(build.stderr.hasPrefix("layerctl: waiting for `layerctl gc` to finish with the store (a lock on \(storeRoot)/lock)\n"), "\(build.stderr)")
+        let again = try whileHeld(storeRoot + "/locks/" + key, .exclusive, ["build", layers + "/base.yaml", "--no-cache"])
+        #expect(again.stderr.contains("\nbase: waiting for another layerctl that builds it\nbase: building"), "\(again.stderr)")
+        // Nobody waiting, nothing said.
+        let quiet = try Harness.run(["gc", "--store", storeRoot])
+        #expect(quiet.status == 0 && !quiet.stderr.contains("waiting"), "\(quiet.stderr)")
     }
 }
 
