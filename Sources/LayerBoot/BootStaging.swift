@@ -298,10 +298,35 @@ public struct BootStaging: Sendable {
                 let key = once ? "next_entry" : "saved_entry"
                 let block = try BootEntries.grubEnvironment(FileSystem.contents(path), setting: key, to: entry)
                 try FileSystem.writeAtomically(Data(block), to: path)
-                done.append("GRUB boots \(entry) \(once ? "next time" : "by default") (\(key) in \(path))")
+                let when = once ? "next time" : "by default"
+                if let gap = grubMenuGap(entry: entry, once: once) {
+                    done.append("GRUB: \(key)=\(entry) in \(path), but GRUB boots it \(when) only \(gap)")
+                } else {
+                    done.append("GRUB boots \(entry) \(when) (\(key) in \(path))")
+                }
             }
         }
         return done
+    }
+
+    /// What GRUB's menu lacks for grubenv to choose `entry` (saved_entry, or with `once`
+    /// next_entry, which every menu grub-mkconfig writes follows), in words; nil when it lacks
+    /// nothing. The menu follows saved_entry only when /etc/default/grub says GRUB_DEFAULT=saved,
+    /// and holds the entry once grub-mkconfig ran after the stage (or reads BLS entries, blscfg).
+    private func grubMenuGap(entry: String, once: Bool) -> String? {
+        let path = bootDirectory + "/grub/grub.cfg"
+        let regenerate = "run grub-mkconfig -o \(path)"
+        guard let menu = try? String(contentsOfFile: path, encoding: .utf8) else { return "once there is a menu: \(regenerate)" }
+        let followsSaved = once || menu.contains("${saved_entry}")
+        let holdsEntry = menu.contains("'\(entry)'") || menu.split(whereSeparator: \.isNewline).contains {
+            $0.trimmingCharacters(in: .whitespaces) == "blscfg"
+        }
+        switch (followsSaved, holdsEntry) {
+        case (true, true): return nil
+        case (true, false): return "once its menu holds the entry: \(regenerate)"
+        case (false, true): return "once its menu follows saved_entry: set GRUB_DEFAULT=saved in /etc/default/grub, then \(regenerate)"
+        case (false, false): return "once its menu follows saved_entry and holds the entry: set GRUB_DEFAULT=saved in /etc/default/grub, then \(regenerate)"
+        }
     }
 
     private func runTool(_ tool: String, _ arguments: [String]) throws -> Int32 {

@@ -140,7 +140,7 @@ struct StagingTests {
         }
     }
 
-    @Test("boot sets loader.conf's default and GRUB's saved_entry, or next_entry with --once")
+    @Test("boot sets loader.conf's default and GRUB's saved_entry, or next_entry with --once, and says when GRUB's menu would not follow it")
     func bootDefault() throws {
         let disk = try makeDisk()
         defer { unmount(disk) }
@@ -159,7 +159,35 @@ struct StagingTests {
         #expect(
             String(decoding: environment, as: UTF8.self).hasPrefix(
                 "# GRUB Environment Block\nsaved_entry=layerctl-probe\n#"))
-        _ = try layerctl(["boot", "probe", "--once", "--loader", "grub"] + disk.options)
+        // An empty grub.cfg neither follows saved_entry nor holds the entry: GRUB would boot its first.
+        let grubMenu = disk.mount + "/boot/grub/grub.cfg"
+        #expect(
+            result.stdout.contains(
+                "GRUB: saved_entry=layerctl-probe in \(disk.mount)/boot/grub/grubenv, but GRUB boots it by default only once its menu follows saved_entry and holds the entry: set GRUB_DEFAULT=saved in /etc/default/grub, then run grub-mkconfig -o \(grubMenu)\n"),
+            "\(result.stdout)")
+        // What grub-mkconfig writes with GRUB_DEFAULT=saved, then with GRUB_DEFAULT=0 (which follows
+        // next_entry alone), each with the entries of 42_layerctl.
+        let header = """
+            if [ "${next_entry}" ] ; then
+               set default="${next_entry}"
+               set next_entry=
+               save_env next_entry
+               set boot_once=true
+            else
+               set default="%@"
+            fi
+
+            """
+        try BootMachine.shell(
+            "{ printf '%s' '\(header.replacingOccurrences(of: "%@", with: "${saved_entry}"))'; sh '\(disk.grub)/42_layerctl'; } >'\(grubMenu)'")
+        let saved = try layerctl(["boot", "probe", "--loader", "grub"] + disk.options)
+        #expect(saved.stdout == "GRUB boots layerctl-probe by default (saved_entry in \(disk.mount)/boot/grub/grubenv)\n", "\(saved.stdout)")
+        try BootMachine.shell(
+            "{ printf '%s' '\(header.replacingOccurrences(of: "%@", with: "0"))'; sh '\(disk.grub)/42_layerctl'; } >'\(grubMenu)'")
+        let first = try layerctl(["boot", "probe", "--loader", "grub"] + disk.options)
+        #expect(first.stdout.contains("but GRUB boots it by default only once its menu follows saved_entry: set GRUB_DEFAULT=saved"), "\(first.stdout)")
+        let next = try layerctl(["boot", "probe", "--once", "--loader", "grub"] + disk.options)
+        #expect(next.stdout == "GRUB boots layerctl-probe next time (next_entry in \(disk.mount)/boot/grub/grubenv)\n", "\(next.stdout)")
         let once = String(
             decoding: FileManager.default.contents(atPath: disk.mount + "/boot/grub/grubenv") ?? Data(), as: UTF8.self)
         #expect(
