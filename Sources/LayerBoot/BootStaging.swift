@@ -17,6 +17,8 @@ public struct BootStaging: Sendable {
     public var grubDirectory: String?
     /// Where the hook left /run/layerctl/boot.env on a running image.
     public var runDirectory: String = "/run/layerctl"
+    /// The firmware's variables (efivarfs), where systemd-boot keeps a default that overrides loader.conf's.
+    public var efiVariables: String = "/sys/firmware/efi/efivars"
     /// Told what the wait is for when another layerctl holds the staging lock.
     public var waiting: (@Sendable (String) -> Void)?
 
@@ -292,7 +294,12 @@ public struct BootStaging: Sendable {
                 let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
                 try FileSystem.writeAtomically(
                     Data(BootEntries.loaderConfiguration(text, defaultEntry: entry).utf8), to: path)
-                done.append("systemd-boot boots \(entry).conf by default (\(path))")
+                if let chosen = efiDefaultEntry(), chosen != entry + ".conf", chosen != entry {
+                    done.append(
+                        "systemd-boot: default \(entry).conf in \(path), but the EFI variable LoaderEntryDefault names \(quote(chosen)) and comes first: run bootctl set-default \(entry).conf")
+                } else {
+                    done.append("systemd-boot boots \(entry).conf by default (\(path))")
+                }
             case .grub:
                 let path = bootDirectory + "/grub/grubenv"
                 let key = once ? "next_entry" : "saved_entry"
@@ -307,6 +314,18 @@ public struct BootStaging: Sendable {
             }
         }
         return done
+    }
+
+    /// The entry systemd-boot's EFI variable LoaderEntryDefault names (set by `bootctl set-default`
+    /// or the menu's `d` key), which it follows before loader.conf's `default`; nil when unset.
+    private func efiDefaultEntry() -> String? {
+        let path = efiVariables + "/LoaderEntryDefault-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+        // Four bytes of attributes, then the name in UTF-16LE, perhaps ending with a NUL.
+        guard let data = try? FileSystem.readRegularFile(path, atMost: 4096), data.count > 4 else { return nil }
+        let bytes = [UInt8](data)
+        let units = stride(from: 4, to: bytes.count - 1, by: 2).map { UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8 }
+        let name = String(decoding: units.prefix { $0 != 0 }, as: UTF16.self)
+        return name.isEmpty ? nil : name
     }
 
     /// What GRUB's menu lacks for grubenv to choose `entry` (saved_entry, or with `once`

@@ -25,6 +25,9 @@ struct BootOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Where the boot hook describes the running image.", visibility: .hidden))
     var runDir: String = "/run/layerctl"
 
+    @Option(help: ArgumentHelp("Where the firmware's variables are.", visibility: .hidden))
+    var efivarsDir: String = "/sys/firmware/efi/efivars"
+
     @OptionGroup var storeOptions: StoreOptions
 
     /// Staged images live beside the layers, in the store's boot/ folder.
@@ -33,6 +36,7 @@ struct BootOptions: ParsableArguments {
         var staging = BootStaging(
             stateDirectory: stateDir ?? store.root + "/boot", bootDirectory: bootDir, grubDirectory: noGrub ? nil : grubDir)
         staging.runDirectory = runDir
+        staging.efiVariables = efivarsDir
         staging.waiting = { printNote($0) }
         return (staging, store)
     }

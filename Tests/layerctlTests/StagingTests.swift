@@ -140,7 +140,7 @@ struct StagingTests {
         }
     }
 
-    @Test("boot sets loader.conf's default and GRUB's saved_entry, or next_entry with --once, and says when GRUB's menu would not follow it")
+    @Test("boot sets loader.conf's default and GRUB's saved_entry, or next_entry with --once, and says when GRUB's menu or systemd-boot's EFI variable would not follow it")
     func bootDefault() throws {
         let disk = try makeDisk()
         defer { unmount(disk) }
@@ -159,6 +159,22 @@ struct StagingTests {
         #expect(
             String(decoding: environment, as: UTF8.self).hasPrefix(
                 "# GRUB Environment Block\nsaved_entry=layerctl-probe\n#"))
+        // A default chosen in systemd-boot's menu, or with bootctl set-default, is an EFI variable
+        // that comes before loader.conf's.
+        let variables = try Harness.temporaryDirectory("efivars")
+        var variable = Data([7, 0, 0, 0])
+        for unit in "arch.conf".utf16 + [0] { variable += [UInt8(unit & 0xff), UInt8(unit >> 8)] }
+        try variable.write(to: URL(fileURLWithPath: variables + "/LoaderEntryDefault-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"))
+        let overridden = try layerctl(["boot", "probe", "--loader", "systemd-boot", "--efivars-dir", variables] + disk.options)
+        #expect(
+            overridden.stdout
+                == "systemd-boot: default layerctl-probe.conf in \(disk.mount)/boot/loader/loader.conf, but the EFI variable LoaderEntryDefault names `arch.conf` and comes first: run bootctl set-default layerctl-probe.conf\n",
+            "\(overridden.stdout)")
+        variable = Data([7, 0, 0, 0])
+        for unit in "layerctl-probe.conf".utf16 + [0] { variable += [UInt8(unit & 0xff), UInt8(unit >> 8)] }
+        try variable.write(to: URL(fileURLWithPath: variables + "/LoaderEntryDefault-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"))
+        let agreed = try layerctl(["boot", "probe", "--loader", "systemd-boot", "--efivars-dir", variables] + disk.options)
+        #expect(agreed.stdout.hasPrefix("systemd-boot boots layerctl-probe.conf by default"), "\(agreed.stdout)")
         // An empty grub.cfg neither follows saved_entry nor holds the entry: GRUB would boot its first.
         let grubMenu = disk.mount + "/boot/grub/grub.cfg"
         #expect(
