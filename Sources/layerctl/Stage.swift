@@ -225,7 +225,7 @@ extension LayerCtl {
                     let missing = staging.missingFiles(image).map { FileSystem.split($0).name }
                     let marks = [
                         offset == 1 ? "previous" : nil, staging.isRunning(image) ? "running" : nil,
-                        missing.isEmpty ? nil : "cannot boot: \(missing.joined(separator: ", ")) gone",
+                        missing.isEmpty ? nil : "cannot boot: \(missing.joined(separator: ", ")) gone or cut short",
                     ].compactMap { $0 }
                     print(
                         "\(offset == 0 ? image.name : "  ")\t\(image.id)\t\(Stage.size(image.size))\t\(image.stagedAt)"
