@@ -306,8 +306,13 @@ struct LayerFileParser {
         }
         // A FIFO or a device would be read forever, or read what is not the layer author's.
         var st = stat()
-        guard stat(real, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
-            throw LayerFileError("`source` \(quote(value)) is not a regular file", at: at(node))
+        guard stat(real, &st) == 0 else {
+            let why = errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))))"
+            throw LayerFileError("`source` \(quote(value)) \(why); it is found from the layer file's folder \(base)", at: at(node))
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            let kind = st.st_mode & S_IFMT == S_IFDIR ? "a folder" : FileSystem.special(st.st_mode) ?? "no regular file"
+            throw LayerFileError("`source` \(quote(value)) is \(kind), not a file", at: at(node))
         }
         // It is hashed for the key and read whole into the build's job.
         guard Int64(st.st_size) <= ReadLimit.fileSource else {

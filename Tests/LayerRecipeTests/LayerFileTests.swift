@@ -121,7 +121,13 @@ final class LayerFileTests {
         try write("ok", "from: base\nfiles:\n  - path: /devices/x\n    content: a\n  - path: /tmpfiles\n    content: b\n")
         #expect(try Recipe.load(folder + "/ok.yaml").target.files.count == 2)
         #expect(mkfifo(folder + "/pipe", 0o644) == 0)
-        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: pipe\n", at: 4, 13, "is not a regular file")
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: pipe\n", at: 4, 13, "`source` `pipe` is a pipe, not a file")
+        // A folder, and a file that is not there: each said as what it is.
+        try FileManager.default.createDirectory(atPath: folder + "/files", withIntermediateDirectories: true)
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: files\n", at: 4, 13, "`source` `files` is a folder, not a file")
+        try expect(
+            "from: base\nfiles:\n  - path: /etc/x\n    source: files/x.conf\n", at: 4, 13,
+            "`source` `files/x.conf` does not exist; it is found from the layer file's folder")
         try FileManager.default.createSymbolicLink(atPath: folder + "/null", withDestinationPath: "/dev/null")
         try expect("from: base\nfiles:\n  - path: /etc/x\n    source: null\n", at: 4, 13, "leaves the layer file's folder")
     }
