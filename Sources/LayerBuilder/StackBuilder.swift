@@ -62,7 +62,7 @@ public final class StackBuilder {
         var snapshots: [String: String] = [:]
         var environment: [String: String] = [:]
         var trustedKeys: [String]?  // the keyring is listed once per build, if at all
-        var locks: [(layer: String, path: String, lock: LockFile)] = []  // written once every layer stands
+        var locks: [(layer: String, layerFile: String, path: String, lock: LockFile)] = []  // written once every layer stands
         for (index, layer) in recipe.layers.enumerated() {
             let started = Date()
             let declared = recipe.repositories(for: index)
@@ -120,7 +120,7 @@ public final class StackBuilder {
                     parent: index == 0 ? base.map { "image " + $0.reference } ?? "scratch" : parentKey ?? "scratch",
                     packages: resolution.install.map(LockFile.Package.init)))
             let closure = { (names: Set<String>) in resolved.dependencyClosure(of: names) }
-            if let changed = try lock.settle(closure: closure) { locks.append((layer.name, lock.path, changed)) }
+            if let changed = try lock.settle(closure: closure) { locks.append((layer.name, layer.path, lock.path, changed)) }
             let key = LayerKey.compute(parent: parentKey, spec: spec, resolved: resolution.install)
             observer(BuildEvent(.resolved, layer: layer.name, message: counted(resolution.install.count, "package") + " to install", key: key))
 
@@ -179,8 +179,8 @@ public final class StackBuilder {
             parentKey = key
             parentTrees.append(store.tree(key))
         }
-        for (layer, path, lock) in locks {
-            try lock.write(to: path)
+        for (layer, layerFile, path, lock) in locks {
+            try lock.write(to: path, beside: layerFile)
             observer(BuildEvent(.step, layer: layer, message: "wrote \(path)"))
         }
         return built

@@ -197,9 +197,9 @@ public struct LockFile: Sendable, Equatable {
         return try parse(text, path: path)
     }
 
-    /// Writes the lock at `path` in one rename.
-    public func write(to path: String) throws {
-        try FileSystem.writeAtomically(Data(text.utf8), to: path)
+    /// Writes the lock at `path` in one rename, owned as `layerFile`, which it sits beside, is.
+    public func write(to path: String, beside layerFile: String) throws {
+        try FileSystem.writeAtomically(Data(text.utf8), to: path, ownedLike: layerFile)
     }
 
     /// What differs between the inputs this lock was made from and `other`'s, in words; empty
@@ -298,7 +298,7 @@ extension Recipe {
             }
             let text = lines.joined(separator: "\n")
             if Data(text.utf8) != data {
-                try FileSystem.writeAtomically(Data(text.utf8), to: layer.path)
+                try FileSystem.writeAtomically(Data(text.utf8), to: layer.path, ownedLike: layer.path)
                 changed.append(layer.path)
             }
         }

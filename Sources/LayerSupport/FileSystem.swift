@@ -233,8 +233,11 @@ package enum FileSystem {
 
     /// Writes each of `files` to a temporary file beside it, syncs them all at once (the disk can
     /// flush them together) and renames them, in order, only once every one is synced; returns once
-    /// the renames are on disk too. On failure none is renamed and no temporary file is left.
-    package static func writeAtomically(_ files: [(data: Data, path: String)], mode: mode_t = 0o644) throws {
+    /// the renames are on disk too. On failure none is renamed and no temporary file is left. With
+    /// `owner`, each file gets that owner and exactly `mode`, whatever the umask.
+    package static func writeAtomically(
+        _ files: [(data: Data, path: String)], mode: mode_t = 0o644, owner: (uid: uid_t, gid: gid_t)? = nil
+    ) throws {
         var written: [(fd: Int32, temporary: String, path: String)] = []
         var failure: (any Error)?
         for file in files {
@@ -245,6 +248,8 @@ package enum FileSystem {
                 break
             }
             written.append((fd, temporary, file.path))
+            // Where it may not be given away (not root), the file stays this process's.
+            if let owner, fchown(fd, owner.uid, owner.gid) == 0 { fchmod(fd, mode) }
             do { try file.data.withUnsafeBytes { try writeAll(fd, $0, to: temporary) } } catch {
                 failure = error
                 break
@@ -319,6 +324,16 @@ package enum FileSystem {
     /// new, and after a power cut the new.
     package static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o644) throws {
         try writeAtomically([(data, path)], mode: mode)
+    }
+
+    /// `writeAtomically`, the file taking the owner and permission bits of the regular file
+    /// `reference` (which may be `path` itself): what layerctl, run with sudo, writes into a user's
+    /// folder beside the user's file (a lock beside its layer file, a layer file rewritten) stays
+    /// the user's, as the file it comes from is.
+    package static func writeAtomically(_ data: Data, to path: String, ownedLike reference: String) throws {
+        var st = stat()
+        guard stat(reference, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return try writeAtomically(data, to: path) }
+        try writeAtomically([(data, path)], mode: st.st_mode & 0o777, owner: (st.st_uid, st.st_gid))
     }
 
     /// Puts the regular file `source` at `target` as a hard link, or as a copy where the two are on

@@ -235,7 +235,7 @@ struct LockTests {
     }
 
     @Test(
-        "snapshot: resolves through an Archive-like folder; lock --update --snapshot moves the chain to another day in place",
+        "snapshot: resolves through an Archive-like folder; lock --update --snapshot moves the chain to another day in place, the files staying their owner's",
         .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
     func snapshots() throws {
         let layers = try Harness.demoLayers()
@@ -249,8 +249,18 @@ struct LockTests {
         }
         let store = try Harness.temporaryDirectory("snapshot-store")
         let environment = ["LAYERCTL_ARCHIVE": "file://" + archive]
+        // The layer files are a user's (run with sudo, layerctl is root): what it writes beside them,
+        // or writes them again, stays that user's, with their modes.
+        for name in try FileManager.default.contentsOfDirectory(atPath: layers) { #expect(chown(layers + "/" + name, 65534, 65534) == 0) }
+        #expect(chmod(layers + "/base.yaml", 0o664) == 0)
+        func owner(_ name: String) -> String {
+            var st = stat()
+            guard stat(layers + "/" + name, &st) == 0 else { return "none" }
+            return "\(st.st_uid):\(st.st_gid) " + String(st.st_mode & 0o777, radix: 8)
+        }
         let lock = try Harness.run(["lock", layers + "/gaming.yaml", "--store", store], environment: environment)
         #expect(lock.status == 0, "\(lock.stderr)")
+        #expect([owner("base.lock"), owner("gaming.lock")] == ["65534:65534 664", "65534:65534 644"])
         let first = try read(layers + "/gaming.lock")
         #expect(first.contains("\nrepo demo snapshot 2024-06-01\n") && first.contains("package demo game 1.0-1 "), "\(first)")
         // --archive says the same as the environment.
@@ -261,6 +271,7 @@ struct LockTests {
         let move = try Harness.run(["lock", "--update", "--snapshot", "2024-06-02", layers + "/gaming.yaml", "--store", store], environment: environment)
         #expect(move.status == 0, "\(move.stderr)")
         #expect(try read(layers + "/base.yaml") == before.replacingOccurrences(of: "\"2024-06-01\"", with: "\"2024-06-02\""))
+        #expect([owner("base.yaml"), owner("base.lock")] == ["65534:65534 664", "65534:65534 664"])
         let second = try read(layers + "/gaming.lock")
         #expect(second.contains("\nrepo demo snapshot 2024-06-02\n") && second.contains("package demo game 1.1-1 "), "\(second)")
         let locked = try Harness.run(["build", "--locked", layers + "/gaming.yaml", "--store", store], environment: environment)
