@@ -298,7 +298,10 @@ extension Recipe {
             }
             let text = lines.joined(separator: "\n")
             if Data(text.utf8) != data {
-                try FileSystem.writeAtomically(Data(text.utf8), to: layer.path, ownedLike: layer.path)
+                // Through a symlink to the file it names, as an editor writes (a checkout of
+                // dotfiles links its files), not over the link.
+                let file = URL(fileURLWithPath: layer.path).resolvingSymlinksInPath().path
+                try FileSystem.writeAtomically(Data(text.utf8), to: file, ownedLike: file)
                 changed.append(layer.path)
             }
         }

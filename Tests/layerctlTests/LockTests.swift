@@ -253,6 +253,9 @@ struct LockTests {
         // or writes them again, stays that user's, with their modes.
         for name in try FileManager.default.contentsOfDirectory(atPath: layers) { #expect(chown(layers + "/" + name, 65534, 65534) == 0) }
         #expect(chmod(layers + "/base.yaml", 0o664) == 0)
+        // base.yaml is a link to the file, as a checkout of dotfiles has them: the link stays.
+        #expect(rename(layers + "/base.yaml", layers + "/base.yaml.real") == 0)
+        #expect(symlink("base.yaml.real", layers + "/base.yaml") == 0)
         func owner(_ name: String) -> String {
             var st = stat()
             guard stat(layers + "/" + name, &st) == 0 else { return "none" }
@@ -272,6 +275,7 @@ struct LockTests {
         #expect(move.status == 0, "\(move.stderr)")
         #expect(try read(layers + "/base.yaml") == before.replacingOccurrences(of: "\"2024-06-01\"", with: "\"2024-06-02\""))
         #expect([owner("base.yaml"), owner("base.lock")] == ["65534:65534 664", "65534:65534 664"])
+        #expect(Harness.link(layers + "/base.yaml") == "base.yaml.real")
         let second = try read(layers + "/gaming.lock")
         #expect(second.contains("\nrepo demo snapshot 2024-06-02\n") && second.contains("package demo game 1.1-1 "), "\(second)")
         let locked = try Harness.run(["build", "--locked", layers + "/gaming.yaml", "--store", store], environment: environment)
