@@ -66,6 +66,14 @@ public struct BootStaging: Sendable {
         }
     }
 
+    /// Fails before anything changes where staging would fail after: GRUB's script lists every
+    /// staged name, so a damaged state of any name stops it (after this name's state and entries
+    /// were written, its image would have gone), and its folder must be one.
+    private func checkBeforeChanging() throws {
+        _ = try staged()
+        if let grubDirectory { try FileSystem.makeDirectories(grubDirectory) }
+    }
+
     /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`
     /// returns the image's sha256 when it took it on the way. Staging the same image again changes
     /// nothing but the entries. `source` is what the record keeps (a layer's key, an image file);
@@ -76,6 +84,7 @@ public struct BootStaging: Sendable {
         try Self.validate(name: name)
         let lock = try lock(creating: true)
         defer { lock?.unlock() }
+        try checkBeforeChanging()
         let folder = directory(name)
         try FileSystem.makeDirectories(folder)
         // Where the image lives is looked up while it is made: it can take a blkid.
@@ -114,8 +123,10 @@ public struct BootStaging: Sendable {
             try FileSystem.syncFileSystem(of: folder)
             return staged
         } catch {
-            // What this attempt added goes; what was staged before stays as it was.
-            if before?.versions.contains(where: { $0.id == id }) != true {
+            // What this attempt added goes; what was staged before stays as it was, and so does
+            // what the state names once it was saved (GRUB's script, written after it, failed).
+            let saved = (try? StagedSet.load(folder)) ?? nil
+            if before?.versions.contains(where: { $0.id == id }) != true && saved?.versions.contains(where: { $0.id == id }) != true {
                 unlink(imagePath)
                 let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
                 for file in ["vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new"] {
@@ -194,6 +205,7 @@ public struct BootStaging: Sendable {
         defer { lock?.unlock() }
         let folder = directory(name)
         guard let set = try StagedSet.load(folder) else { throw BootError("nothing is staged as '\(name)'") }
+        try checkBeforeChanging()
         let going = all ? set.versions : [set.current]
         if !force, let running = going.first(where: isRunning) {
             throw BootError(

@@ -375,6 +375,43 @@ struct StagingTests {
         #expect(try staged(disk).compactMap { ($0["image"] as? [String: Any])?["id"] as? String } == [b, a])
     }
 
+    /// GRUB's script lists every staged name, and it was written after this name's state and
+    /// entries: a damaged state of another name failed the stage there, and the stage then removed
+    /// the new image, kernel and initramfs that the saved state and the entry named.
+    @Test("a damaged state of another name stops stage and unstage before they change anything; a GRUB script that cannot be written removes nothing the saved state names")
+    func failureAfterSave() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = try Harness.temporaryDirectory("failure-after-save")
+        let ids = try Self.smallImages(["x", "a", "b"], in: folder)
+        func stage(_ version: String, as name: String, _ options: [String] = []) throws -> Harness.Result {
+            try Harness.run(["stage", folder + "/\(version).squashfs", "--name", name] + disk.options + options)
+        }
+        #expect(try stage("x", as: "x").status == 0)
+        #expect(try stage("b", as: "b").status == 0)
+        let state = disk.mount + "/state/b/staged.json"
+        let good = try Data(contentsOf: URL(fileURLWithPath: state))
+        try Data("{\"broken".utf8).write(to: URL(fileURLWithPath: state))
+        let tree = "cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*"
+        let before = try BootMachine.shell(tree)
+        for command in [{ try stage("a", as: "x") }, { try Harness.run(["unstage", "x"] + disk.options) }] {
+            let result = try command()
+            #expect(result.status == 7, "\(result.stderr)")
+            #expect(result.stderr == "layerctl: \(state) is damaged (DecodingError.dataCorrupted: Data was corrupted. Debug description: The given data was not valid JSON.); remove the folder to forget what it staged\n", "\(result.stderr)")
+            #expect(try BootMachine.shell(tree) == before)
+        }
+        try good.write(to: URL(fileURLWithPath: state))
+        // GRUB's folder on a read-only filesystem: the stage fails at its script, after the state.
+        let grub = try Harness.temporaryDirectory("read-only-grub")
+        try BootMachine.shell("mount -t tmpfs -o ro tmpfs '\(grub)'")
+        defer { _ = try? BootMachine.shell("umount '\(grub)'") }
+        let late = try stage("a", as: "x", ["--grub-dir", grub])
+        #expect(late.status == 8 && late.stderr.contains("Read-only file system"), "\(late.stderr)")
+        let listed = try staged(disk).filter { ($0["image"] as? [String: Any])?["name"] as? String == "x" }
+        #expect(listed.compactMap { ($0["image"] as? [String: Any])?["id"] as? String } == [ids["a"]!, ids["x"]!])
+        #expect(listed.allSatisfy { ($0["missing"] as? [String]) == [] }, "\(listed)")
+    }
+
     /// Two stages of one name at once each read what was staged, then wrote their own view of it:
     /// the one that wrote last kept its image and the one staged before both, and the other's image,
     /// kernel and initramfs stayed on the disks, named by nothing. An unstage at the same time left
