@@ -211,18 +211,20 @@ public struct BootStaging: Sendable {
             throw BootError(
                 "\(name) \(running.id) is the image running now; unstage it with --force, or stage another first")
         }
-        for image in going { try remove(image) }
+        // The entries and the state first, the files they named after: stopped between the two
+        // (a read-only boot folder, a power cut), no entry names a file that is gone.
         if all || set.previous == nil {
-            removeEntry(name, previous: false)
-            removeEntry(name, previous: true)
-            unlink(folder + "/" + StagedSet.fileName)
+            for path in [entryPath(name, previous: false), entryPath(name, previous: true), folder + "/" + StagedSet.fileName] {
+                if unlink(path) != 0 && errno != ENOENT { throw SystemError("remove", path) }
+            }
+            for image in going { try remove(image) }
             rmdir(folder)
             rmdir(bootDirectory + "/layerctl/\(name)")
+            try writeGrubScript()
         } else if let previous = set.previous {
-            let remaining = StagedSet(current: previous, previous: nil)
-            try save(remaining, in: folder)
+            try save(StagedSet(current: previous, previous: nil), in: folder)
+            for image in going { try remove(image) }
         }
-        try writeGrubScript()
         return going
     }
 

@@ -378,7 +378,7 @@ struct StagingTests {
     /// GRUB's script lists every staged name, and it was written after this name's state and
     /// entries: a damaged state of another name failed the stage there, and the stage then removed
     /// the new image, kernel and initramfs that the saved state and the entry named.
-    @Test("a damaged state of another name stops stage and unstage before they change anything; a GRUB script that cannot be written removes nothing the saved state names")
+    @Test("a damaged state of another name stops stage and unstage before they change anything; a GRUB script that cannot be written removes nothing the saved state names, nor an unstage whose boot folder is read-only")
     func failureAfterSave() throws {
         let disk = try makeDisk()
         defer { unmount(disk) }
@@ -410,6 +410,16 @@ struct StagingTests {
         let listed = try staged(disk).filter { ($0["image"] as? [String: Any])?["name"] as? String == "x" }
         #expect(listed.compactMap { ($0["image"] as? [String: Any])?["id"] as? String } == [ids["a"]!, ids["x"]!])
         #expect(listed.allSatisfy { ($0["missing"] as? [String]) == [] }, "\(listed)")
+        // An unstage that cannot change the boot folder (read-only) changes nothing: it removed the
+        // image first, and the state still named it.
+        try BootMachine.shell("mount --bind '\(disk.mount)/boot' '\(disk.mount)/boot' && mount -o remount,bind,ro '\(disk.mount)/boot'")
+        defer { _ = try? BootMachine.shell("umount '\(disk.mount)/boot'") }
+        let readOnly = try BootMachine.shell(tree)
+        for all in [false, true] {
+            let refused = try Harness.run(["unstage", "x"] + (all ? ["--all"] : []) + disk.options)
+            #expect(refused.status == 8 && refused.stderr.contains("Read-only file system"), "\(refused.stderr)")
+            #expect(try BootMachine.shell(tree) == readOnly)
+        }
     }
 
     /// Two stages of one name at once each read what was staged, then wrote their own view of it:
