@@ -44,7 +44,9 @@ public struct VirtualMachine: Sendable {
         arguments += [
             "-m", memory, "-smp", "\(cpus)", "-nographic", "-no-reboot",
             "-kernel", kernel, "-initrd", initrd, "-append", commandLine,
-            "-drive", "file=\(image),format=raw,if=virtio,readonly=on",
+            // A comma in QEMU's option value is written twice; once, it would end the file name
+            // (`b,readonly=off.squashfs` set an option of its own).
+            "-drive", "file=\(image.replacingOccurrences(of: ",", with: ",,")),format=raw,if=virtio,readonly=on",
         ]
         arguments += network ? ["-nic", "user,model=virtio-net-pci"] : ["-nic", "none"]
         return arguments

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import Testing
 
 /// Boots a demo image in QEMU through boot/'s dracut module and mkinitcpio hook: the image as a file
@@ -256,6 +257,46 @@ struct VMTests {
             result.stdout.contains("-drive file=\(machine.image),format=raw,if=virtio,readonly=on"), "\(result.stdout)")
         #expect(result.stdout.contains("-append 'console=ttyS0 layerctl.image=/dev/vda quiet'"), "\(result.stdout)")
         #expect(result.stdout.contains("-kernel /k -initrd /i"), "\(result.stdout)")
+    }
+
+    /// QEMU reads `-drive file=NAME,…` as options: a comma in the image's name ended the name, and
+    /// what followed was an option (`b,readonly=off.squashfs`).
+    @Test("vm hands QEMU an image whose name holds commas and an option's words, and QEMU opens that file")
+    func commaInImageName() throws {
+        let folder = try Harness.temporaryDirectory("comma")
+        let image = folder + "/b,readonly=off,if=ide.squashfs"
+        try FileManager.default.copyItem(atPath: machine.image, toPath: image)
+        let printed = try Harness.run([
+            "vm", image, "--print-command", "--json", "--kernel", BootMachine.kernelDirectory + "/vmlinuz", "--initrd", machine.dracutInitrd,
+        ])
+        #expect(printed.status == 0, "\(printed.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(printed.stdout.utf8)) as? [String: Any]
+        let command = try #require(object?["command"] as? [String])
+        // Paused (-S), QEMU makes the machine and opens its disk, then waits; an option it cannot
+        // take ends it at once, with its message.
+        let qemu = Process()
+        qemu.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        qemu.arguments = [command[0]] + command.dropFirst().filter { $0 != "-nographic" } + ["-display", "none", "-S"]
+        let messages = folder + "/qemu.stderr"
+        FileManager.default.createFile(atPath: messages, contents: nil)
+        qemu.standardInput = FileHandle.nullDevice
+        qemu.standardOutput = FileHandle.nullDevice
+        qemu.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: messages))
+        try qemu.run()
+        defer {
+            // SIGKILL: QEMU inherits the test runner's blocked SIGTERM.
+            kill(qemu.processIdentifier, SIGKILL)
+            qemu.waitUntilExit()
+        }
+        let pid = qemu.processIdentifier
+        var opened: [String] = []
+        for _ in 0..<600 where qemu.isRunning && !opened.contains(image) {
+            Thread.sleep(forTimeInterval: 0.1)
+            opened = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).compactMap {
+                Harness.link("/proc/\(pid)/fd/" + $0)
+            }
+        }
+        #expect(opened.contains(image), "QEMU: \((try? String(contentsOfFile: messages, encoding: .utf8)) ?? "")")
     }
 
     @Test("vm of an image without a kernel in /boot, and of an unknown layer, each fail with one line")
