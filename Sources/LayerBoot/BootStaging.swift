@@ -87,6 +87,14 @@ public struct BootStaging: Sendable {
         try checkBeforeChanging()
         let folder = directory(name)
         try FileSystem.makeDirectories(folder)
+        do {
+            try DeviceLocation.checkCarried(folder, option: "--state-dir")
+            try DeviceLocation.checkCarried(bootDirectory + "/layerctl/\(name)", option: "--boot-dir")
+        } catch {
+            // A name never staged leaves no folder (rmdir removes none that holds anything).
+            rmdir(folder)
+            throw error
+        }
         // Where the image lives is looked up while it is made: it can take a blkid.
         let device = Background { [folder] in try DeviceLocation(of: folder) }
         let incoming = folder + "/incoming.squashfs"

@@ -65,12 +65,8 @@ struct DeviceLocation {
     /// location in `known` on the same filesystem, else in /dev/disk/by-uuid, or with blkid where
     /// udev made no links.
     init(of path: String, known: [DeviceLocation] = []) throws {
-        guard let real = realpath(path, nil) else { throw SystemError("find", path) }
-        let absolute = String(cString: real)
-        free(real)
-        let mount = try MountTable().mount(holding: absolute)
-        let inside = mount.target == "/" ? absolute : String(absolute.dropFirst(mount.target.count))
-        self.path = mount.root == "/" ? inside : mount.root + inside
+        let (inside, mount) = try Self.pathInside(path)
+        self.path = inside
         self.mountPoint = mount.target
         self.device = mount.device
         if let uuid = known.first(where: { mount.device != 0 && $0.device == mount.device })?.uuid ?? Self.uuidFromLinks(device: mount.device)
@@ -81,6 +77,41 @@ struct DeviceLocation {
             throw BootError(
                 "cannot find the UUID of \(mount.source) (mounted on \(mount.target)), which holds \(path); the boot loader and the hook find the image by it",
                 code: .system)
+        }
+    }
+
+    /// The path of `path` (an existing file) inside its filesystem, and that filesystem's mount.
+    static func pathInside(_ path: String) throws -> (path: String, mount: MountTable.Entry) {
+        guard let real = realpath(path, nil) else { throw SystemError("find", path) }
+        let absolute = String(cString: real)
+        free(real)
+        let mount = try MountTable().mount(holding: absolute)
+        let inside = mount.target == "/" ? absolute : String(absolute.dropFirst(mount.target.count))
+        return (mount.root == "/" ? inside : mount.root + inside, mount)
+    }
+
+    /// The bytes a path on the kernel command line (`layerctl.image=`) and on GRUB's `linux` line
+    /// may hold: the kernel splits its command line at spaces, and GRUB reads quotes, `$`, `;`
+    /// and `#` as its script's.
+    static let commandLineSafe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+=:@,~%")
+
+    /// Fails when the path inside its filesystem of `path`, a folder staging writes to (made later
+    /// where it is not there yet), could not be carried to the boot loader and the hook; `option`
+    /// is the one that chose it.
+    static func checkCarried(_ path: String, option: String) throws {
+        var existing = path
+        var rest = ""
+        while !FileSystem.exists(existing) {
+            let (directory, name) = FileSystem.split(existing)
+            guard directory != existing else { break }
+            rest = "/" + name + rest
+            existing = directory
+        }
+        let found = try pathInside(existing).path
+        let inside = (found == "/" ? "" : found) + rest
+        if let bad = inside.first(where: { !commandLineSafe.contains($0) }) {
+            throw BootError(
+                "the folder \(path) is \(quote(inside)) on its filesystem: the kernel command line and GRUB's menu carry a path of letters, digits and / . _ - + = : @ , ~ % only, not \(quote(String(bad))); give \(option) a folder without it")
         }
     }
 

@@ -375,6 +375,34 @@ struct StagingTests {
         #expect(try staged(disk).compactMap { ($0["image"] as? [String: Any])?["id"] as? String } == [b, a])
     }
 
+    /// The kernel splits its command line at spaces: a state folder with a space in its path was
+    /// staged, and the entry's `layerctl.image=/my` found no image at boot.
+    @Test("a state or boot folder whose path the kernel command line or GRUB's menu cannot carry is refused before anything is written")
+    func uncarriedPaths() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = try Harness.temporaryDirectory("uncarried")
+        _ = try Self.smallImages(["a"], in: folder)
+        for (state, boot, option, bad) in [
+            ("my state", "boot", "--state-dir", " "), ("state", "b'oot", "--boot-dir", "'"), ("st$x", "boot", "--state-dir", "$"),
+        ] {
+            try FileManager.default.createDirectory(atPath: disk.mount + "/" + boot, withIntermediateDirectories: true)
+            let before = try BootMachine.shell("cd '\(disk.mount)' && find . | sort")
+            let result = try Harness.run([
+                "stage", folder + "/a.squashfs", "--name", "n", "--state-dir", disk.mount + "/" + state, "--boot-dir", disk.mount + "/" + boot,
+                "--no-grub",
+            ])
+            #expect(result.status == 3, "\(result.stderr)")
+            let shown = option == "--state-dir" ? "\(state)/n" : "\(boot)/layerctl/n"
+            #expect(
+                result.stderr == "layerctl: the folder \(disk.mount)/\(shown) is `/\(shown)` on its filesystem: the kernel command line and GRUB's menu carry a path of letters, digits and / . _ - + = : @ , ~ % only, not `\(bad)`; give \(option) a folder without it\n",
+                "\(result.stderr)")
+            // The state folder itself stays (the lock is on it); nothing of the name does.
+            let after = try BootMachine.shell("cd '\(disk.mount)' && find . | sort")
+            #expect(after == before || after.split(separator: "\n").filter { !before.contains($0) } == ["./\(state)"], "\(after)")
+        }
+    }
+
     /// GRUB's script lists every staged name, and it was written after this name's state and
     /// entries: a damaged state of another name failed the stage there, and the stage then removed
     /// the new image, kernel and initramfs that the saved state and the entry named.
