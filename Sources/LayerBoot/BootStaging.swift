@@ -85,6 +85,12 @@ public struct BootStaging: Sendable {
         let lock = try lock(creating: true)
         defer { lock?.unlock() }
         try checkBeforeChanging()
+        // A FAT boot partition (most ESPs) does not tell upper from lower case: the two names'
+        // entries and kernel folders would be one.
+        if let other = try staged().map(\.current.name).first(where: { $0 != name && $0.lowercased() == name.lowercased() }) {
+            throw BootError(
+                "'\(name)' differs from the staged name '\(other)' only in case, and on a FAT boot partition their entries would be one file; give --name another name, or unstage \(other)")
+        }
         let folder = directory(name)
         try FileSystem.makeDirectories(folder)
         do {

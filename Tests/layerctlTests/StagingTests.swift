@@ -249,7 +249,7 @@ struct StagingTests {
         #expect(!FileManager.default.fileExists(atPath: disk.grub + "/42_layerctl"))
     }
 
-    @Test("staging an image without a kernel fails with one line and leaves what was staged as it was")
+    @Test("staging an image without a kernel, under a bad name or one that differs from a staged one only in case fails with one line and leaves what was staged as it was")
     func stageFailure() throws {
         let disk = try makeDisk()
         defer { unmount(disk) }
@@ -272,6 +272,15 @@ struct StagingTests {
         let badName = try Harness.run(["stage", machine.image, "--name", "../x"] + disk.options)
         #expect(badName.status == 3)
         #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
+        // A FAT boot partition does not tell `Probe` from `probe`.
+        let caseOnly = try Harness.run(["stage", machine.image, "--name", "Probe"] + disk.options)
+        #expect(caseOnly.status == 3)
+        #expect(
+            caseOnly.stderr == "layerctl: 'Probe' differs from the staged name 'probe' only in case, and on a FAT boot partition their entries would be one file; give --name another name, or unstage probe\n",
+            "\(caseOnly.stderr)")
+        #expect(
+            try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
+        )
     }
 
     /// Layer files with the same content share a key, and the layer's record keeps the name it was
