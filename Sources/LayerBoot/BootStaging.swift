@@ -30,12 +30,13 @@ public struct BootStaging: Sendable {
 
     public static let grubScriptName = "42_layerctl"
 
-    /// Names are file names, entry ids and GRUB titles at once, so they keep to a safe alphabet.
+    /// Names are file names, entry ids and GRUB titles at once, so they keep to a safe alphabet,
+    /// and to a length that leaves room in a file name for `layerctl-NAME-previous.conf.tmp-…`.
     public static func validate(name: String) throws {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        guard !name.isEmpty, !name.hasPrefix("."), name.allSatisfy(allowed.contains) else {
+        guard !name.isEmpty, !name.hasPrefix("."), name.allSatisfy(allowed.contains), name.utf8.count <= 100 else {
             throw BootError(
-                "'\(name)' cannot name a staged image: use letters, digits, '.', '_' and '-' (give --name)")
+                "\(quote(name)) cannot name a staged image: use at most 100 letters, digits, '.', '_' and '-' (give --name)")
         }
     }
 

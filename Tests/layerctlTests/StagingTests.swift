@@ -272,6 +272,10 @@ struct StagingTests {
         let badName = try Harness.run(["stage", machine.image, "--name", "../x"] + disk.options)
         #expect(badName.status == 3)
         #expect(badName.stderr.contains("cannot name a staged image"), "\(badName.stderr)")
+        // The name makes file names with more around it: 240 letters failed at the entry, after the export.
+        let long = try Harness.run(["stage", machine.image, "--name", String(repeating: "a", count: 101)] + disk.options)
+        #expect(long.status == 3)
+        #expect(long.stderr.contains("cannot name a staged image: use at most 100 letters, digits, '.', '_' and '-'"), "\(long.stderr)")
         // A FAT boot partition does not tell `Probe` from `probe`.
         let caseOnly = try Harness.run(["stage", machine.image, "--name", "Probe"] + disk.options)
         #expect(caseOnly.status == 3)
