@@ -69,10 +69,12 @@ public struct BootStaging: Sendable {
 
     /// Fails before anything changes where staging would fail after: GRUB's script lists every
     /// staged name, so a damaged state of any name stops it (after this name's state and entries
-    /// were written, its image would have gone), and its folder must be one.
-    private func checkBeforeChanging() throws {
-        _ = try staged()
+    /// were written, its image would have gone), and its folder must be one. Every staged set.
+    @discardableResult
+    private func checkBeforeChanging() throws -> [StagedSet] {
+        let sets = try staged()
         if let grubDirectory { try FileSystem.makeDirectories(grubDirectory) }
+        return sets
     }
 
     /// Stages the image that `produce` writes to the path it is given, under `name`. `produce`
@@ -85,10 +87,10 @@ public struct BootStaging: Sendable {
         try Self.validate(name: name)
         let lock = try lock(creating: true)
         defer { lock?.unlock() }
-        try checkBeforeChanging()
+        let sets = try checkBeforeChanging()
         // A FAT boot partition (most ESPs) does not tell upper from lower case: the two names'
         // entries and kernel folders would be one.
-        if let other = try staged().map(\.current.name).first(where: { $0 != name && $0.lowercased() == name.lowercased() }) {
+        if let other = sets.map(\.current.name).first(where: { $0 != name && $0.lowercased() == name.lowercased() }) {
             throw BootError(
                 "'\(name)' differs from the staged name '\(other)' only in case, and on a FAT boot partition their entries would be one file; give --name another name, or unstage \(other)")
         }
@@ -369,12 +371,10 @@ public struct BootStaging: Sendable {
         let holdsEntry = menu.contains("'\(entry)'") || menu.split(whereSeparator: \.isNewline).contains {
             $0.trimmingCharacters(in: .whitespaces) == "blscfg"
         }
-        switch (followsSaved, holdsEntry) {
-        case (true, true): return nil
-        case (true, false): return "once its menu holds the entry: \(regenerate)"
-        case (false, true): return "once its menu follows saved_entry: set GRUB_DEFAULT=saved in /etc/default/grub, then \(regenerate)"
-        case (false, false): return "once its menu follows saved_entry and holds the entry: set GRUB_DEFAULT=saved in /etc/default/grub, then \(regenerate)"
-        }
+        let lacks = [followsSaved ? nil : "follows saved_entry", holdsEntry ? nil : "holds the entry"].compactMap { $0 }
+        guard !lacks.isEmpty else { return nil }
+        let how = followsSaved ? regenerate : "set GRUB_DEFAULT=saved in /etc/default/grub, then \(regenerate)"
+        return "once its menu \(lacks.joined(separator: " and ")): \(how)"
     }
 
     private func runTool(_ tool: String, _ arguments: [String]) throws -> Int32 {
