@@ -115,6 +115,27 @@ struct ShareTests {
         let pull = try Harness.run(["pull", reference, "--store", other], environment: ["REGISTRY_AUTH_FILE": right])
         #expect(pull.status == 0, "\(pull.stderr)")
         #expect(!push.stdout.contains("battery") && !push.stderr.contains("battery"))
+
+        // `docker login` as alice, then `sudo layerctl push`: HOME is root's, which has no config;
+        // alice's is found through SUDO_USER (in a mount namespace whose /etc/passwd knows her).
+        let home = work + "/alice"
+        try FileManager.default.createDirectory(atPath: home + "/.docker", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: right, toPath: home + "/.docker/config.json")
+        let passwd = work + "/passwd"
+        try (String(contentsOfFile: "/etc/passwd", encoding: .utf8) + "alice:x:4242:4242::\(home):/bin/sh\n")
+            .write(toFile: passwd, atomically: true, encoding: .utf8)
+        let sudo = try Harness.run(
+            ["-m", "sh", "-c", "mount --bind \"$0\" /etc/passwd && exec \"$@\"", passwd, Harness.executable, "push", "base", reference, "--store", store],
+            environment: ["HOME": work + "/root-home", "SUDO_USER": "alice"], tool: "/usr/bin/unshare")
+        #expect(sudo.status == 0, "\(sudo.stderr)")
+        #expect(!sudo.stderr.contains("asks for a user name and password"), "\(sudo.stderr)")
+        // Root's own config, where there is one, is root's choice.
+        try FileManager.default.createDirectory(atPath: work + "/root-home/.docker", withIntermediateDirectories: true)
+        try #"{"auths":{}}"#.write(toFile: work + "/root-home/.docker/config.json", atomically: true, encoding: .utf8)
+        let rootOwn = try Harness.run(
+            ["-m", "sh", "-c", "mount --bind \"$0\" /etc/passwd && exec \"$@\"", passwd, Harness.executable, "push", "base", reference, "--store", store],
+            environment: ["HOME": work + "/root-home", "SUDO_USER": "alice"], tool: "/usr/bin/unshare")
+        #expect(rootOwn.status == 3 && rootOwn.stderr.contains("/root-home/.docker/config.json"), "\(rootOwn.stderr)")
     }
 
     @Test("bytes that do not match their digest, a manifest naming a missing blob, a hostile layer: refused, nothing stored")
