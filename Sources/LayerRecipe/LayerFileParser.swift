@@ -22,7 +22,9 @@ struct LayerFileParser {
     static func parse(path: String) throws -> LayerFile {
         let top = FileLocation(file: path, line: 1, column: 1)
         let data: Data
-        do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.layerFile) } catch let large as FileTooLarge {
+        do {
+            data = try FileSystem.readRegularFile(path, atMost: ReadLimit.layerFile).droppingByteOrderMark
+        } catch let large as FileTooLarge {
             throw LayerFileError(
                 "the layer file is \(formatBytes(large.size)); a layer file may be at most \(formatBytes(large.limit))", at: top)
         } catch {
@@ -388,4 +390,10 @@ struct LayerFileParser {
                 "a root layer (`from: scratch`) must name its `arch`, such as x86_64", at: layer.fromLocation)
         }
     }
+}
+
+extension Data {
+    /// The bytes after a UTF-8 byte order mark, as Windows editors begin a file with: YAML allows
+    /// one at the start, and an editor does not show it, so lines and columns count without it.
+    var droppingByteOrderMark: Data { starts(with: [0xEF, 0xBB, 0xBF]) ? Data(dropFirst(3)) : self }
 }

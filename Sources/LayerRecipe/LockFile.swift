@@ -184,7 +184,9 @@ public struct LockFile: Sendable, Equatable {
     public static func read(_ path: String) throws -> LockFile? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         let data: Data
-        do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.layerFile) } catch let large as FileTooLarge {
+        do {
+            data = try FileSystem.readRegularFile(path, atMost: ReadLimit.layerFile).droppingByteOrderMark
+        } catch let large as FileTooLarge {
             throw LayerFileError(
                 "the lock is \(formatBytes(large.size)); a lock may be at most \(formatBytes(large.limit))",
                 at: FileLocation(file: path, line: 1, column: 1))

@@ -96,6 +96,22 @@ final class LayerFileTests {
         #expect(cycle.location.line == 1 && cycle.location.column == 7)
     }
 
+    /// Windows editors begin a UTF-8 file with a byte order mark and end lines with CRLF: a layer
+    /// file with the mark failed at 2:1 ("did not find expected <document start>").
+    @Test("a byte order mark and CRLF line ends read as a plain file does, and lines and columns count without the mark")
+    func windowsText() throws {
+        let text = "from: base\npackages: [game]\nrun:\n  - echo one\n  - |\n    echo two\n"
+        try write("plain", text)
+        try (String(decoding: [0xEF, 0xBB, 0xBF], as: UTF8.self) + text.replacingOccurrences(of: "\n", with: "\r\n"))
+            .write(toFile: folder + "/windows.yaml", atomically: true, encoding: .utf8)
+        let plain = try Recipe.load(folder + "/plain.yaml").target
+        let windows = try Recipe.load(folder + "/windows.yaml").target
+        #expect(windows.packages.map(\.value) == plain.packages.map(\.value))
+        #expect(windows.run.map(\.value) == plain.run.map(\.value))
+        #expect(windows.run.map(\.value) == ["echo one", "echo two\n"], "\(windows.run)")
+        try expect(String(decoding: [0xEF, 0xBB, 0xBF], as: UTF8.self) + "from: base\nrun: 5\n", at: 2, 6, "must be a list")
+    }
+
     @Test("a source: that leaves the layer file's folder tree")
     func sourceEscapes() throws {
         try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: ../../etc/passwd\n", at: 4, 13, "leaves the layer file's folder")
