@@ -15,7 +15,13 @@ extension LayerFileParser {
     func scalar(_ node: Node, what: String) throws -> String {
         switch node {
         case .scalar(let scalar): return scalar.string
-        case .mapping: throw LayerFileError("\(what) must be a single value, not a mapping", at: at(node))
+        case .mapping(let mapping):
+            // `- echo key: value`: a `: ` in unquoted text makes YAML read a mapping of one pair.
+            let written = mapping.count == 1 && mapping.first.map { $0.key.scalar?.style == .plain } == true
+            throw LayerFileError(
+                "\(what) must be a single value, not a mapping"
+                    + (written ? " (YAML reads unquoted text with `: ` in it as one; put the value in quotes)" : ""),
+                at: at(node))
         case .sequence: throw LayerFileError("\(what) must be a single value, not a list", at: at(node))
         case .alias: throw LayerFileError("\(what) may not be an alias", at: at(node))
         }

@@ -112,6 +112,19 @@ final class LayerFileTests {
         try expect(String(decoding: [0xEF, 0xBB, 0xBF], as: UTF8.self) + "from: base\nrun: 5\n", at: 2, 6, "must be a list")
     }
 
+    /// `- echo key: value` is a mapping to YAML; the error says why, and how to write it.
+    @Test("a value written with `: ` in it, unquoted, is a mapping: the error says to quote it")
+    func unquotedColon() throws {
+        try expect(
+            "from: base\nrun:\n  - echo key: value\n", at: 3, 5,
+            "a `run` command must be a single value, not a mapping (YAML reads unquoted text with `: ` in it as one; put the value in quotes)")
+        // A mapping written as one is not told to quote anything.
+        let written = try error("from: base\nrun:\n  - {a: 1, b: 2}\n")
+        #expect(written.message == "a `run` command must be a single value, not a mapping", "\(written)")
+        try write("quoted", "from: base\nrun:\n  - \"echo key: value\"\n")
+        #expect(try Recipe.load(folder + "/quoted.yaml").target.run.map(\.value) == ["echo key: value"])
+    }
+
     @Test("a source: that leaves the layer file's folder tree")
     func sourceEscapes() throws {
         try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: ../../etc/passwd\n", at: 4, 13, "leaves the layer file's folder")
