@@ -345,7 +345,10 @@ struct LayerFileParser {
         try list(node, what: "`\(key)`").map { item in
             let name = try scalar(item, what: "a package name")
             guard name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*/) != nil else {
-                throw LayerFileError("\(quote(name)) is not a package name", at: at(item))
+                // `[game nano]`: flow lists take commas, as `[game, nano]`.
+                let words = name.split(whereSeparator: \.isWhitespace)
+                let hint = words.count > 1 ? " (names in a list are separated by commas: \(quote("[" + words.joined(separator: ", ") + "]")))" : ""
+                throw LayerFileError("\(quote(name)) is not a package name" + hint, at: at(item))
             }
             return Located(name, at: at(item))
         }

@@ -113,11 +113,15 @@ final class LayerFileTests {
     }
 
     /// `- echo key: value` is a mapping to YAML; the error says why, and how to write it.
-    @Test("a value written with `: ` in it, unquoted, is a mapping: the error says to quote it")
+    @Test("a value written with `: ` in it, unquoted, is a mapping: the error says to quote it; a list without commas says to add them")
     func unquotedColon() throws {
         try expect(
             "from: base\nrun:\n  - echo key: value\n", at: 3, 5,
             "a `run` command must be a single value, not a mapping (YAML reads unquoted text with `: ` in it as one; put the value in quotes)")
+        // A flow list without its commas.
+        try expect(
+            "from: base\npackages: [game nano]\n", at: 2, 12,
+            "`game nano` is not a package name (names in a list are separated by commas: `[game, nano]`)")
         // A mapping written as one is not told to quote anything.
         let written = try error("from: base\nrun:\n  - {a: 1, b: 2}\n")
         #expect(written.message == "a `run` command must be a single value, not a mapping", "\(written)")
