@@ -23,14 +23,12 @@ public struct RegistryCredentials: Sendable, CustomStringConvertible {
     /// The file credentials are read from: `REGISTRY_AUTH_FILE` (as podman and skopeo name it),
     /// else `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`; under sudo, where that is
     /// root's and there is none, the one in the home of the user who ran sudo (`docker login` as
-    /// that user, then `sudo layerctl push`, was refused). `home` looks a user's home up.
-    public static func configFile(
-        environment: [String: String] = ProcessInfo.processInfo.environment, home: (String) -> String? = passwdHome
-    ) -> String {
+    /// that user, then `sudo layerctl push`, was refused).
+    public static func configFile(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
         if let file = environment["REGISTRY_AUTH_FILE"], !file.isEmpty { return file }
         if let folder = environment["DOCKER_CONFIG"], !folder.isEmpty { return folder + "/config.json" }
         let own = (environment["HOME"] ?? NSHomeDirectory()) + "/.docker/config.json"
-        if !FileSystem.exists(own), let user = environment["SUDO_USER"], !user.isEmpty, user != "root", let folder = home(user) {
+        if !FileSystem.exists(own), let user = environment["SUDO_USER"], !user.isEmpty, user != "root", let folder = passwdHome(user) {
             let theirs = folder + "/.docker/config.json"
             if FileSystem.exists(theirs) { return theirs }
         }
@@ -38,7 +36,7 @@ public struct RegistryCredentials: Sendable, CustomStringConvertible {
     }
 
     /// The home folder /etc/passwd gives `user`.
-    public static func passwdHome(_ user: String) -> String? {
+    private static func passwdHome(_ user: String) -> String? {
         guard let entry = getpwnam(user), let directory = entry.pointee.pw_dir else { return nil }
         return String(cString: directory)
     }
