@@ -25,8 +25,8 @@ struct ArchPackageTests {
             packages: [filesystem, busybox, hook-recorder, hook-guard]
 
             """
-        try base.write(toFile: folder + "/base.yaml", atomically: true, encoding: .utf8)
-        for (name, text) in layers { try text.write(toFile: "\(folder)/\(name).yaml", atomically: true, encoding: .utf8) }
+        try base.write(toFile: folder + "/base.yaml", atomically: false, encoding: .utf8)
+        for (name, text) in layers { try text.write(toFile: "\(folder)/\(name).yaml", atomically: false, encoding: .utf8) }
         return folder
     }
 

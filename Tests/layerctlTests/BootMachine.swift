@@ -55,7 +55,7 @@ final class BootMachine: Sendable {
 
         // The image carries Debian's kernel and the dracut initramfs in /boot, as Arch's does its own.
         let layers = try Harness.demoLayers()
-        try Self.probeLayer.write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        try Self.probeLayer.write(toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         try Self.shell(
             """
             cp '\(Self.kernelDirectory)/vmlinuz' '\(layers)/vmlinuz-linux'

@@ -8,7 +8,7 @@ import Testing
 @Suite("Boot support in layers", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct BootSupportTests {
     func write(_ folder: String, _ files: [String: String]) throws {
-        for (name, text) in files { try text.write(toFile: folder + "/" + name, atomically: true, encoding: .utf8) }
+        for (name, text) in files { try text.write(toFile: folder + "/" + name, atomically: false, encoding: .utf8) }
     }
 
     func tree(_ store: String, _ name: String) throws -> String {

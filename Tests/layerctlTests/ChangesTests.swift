@@ -108,8 +108,8 @@ struct ChangesTests {
         // It is a layer file layerctl reads.
         let layers = try Harness.temporaryDirectory("draft")
         try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [repo/$repo]\n".write(
-            toFile: layers + "/gaming.yaml", atomically: true, encoding: .utf8)
-        try drafted.write(toFile: layers + "/draft.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/gaming.yaml", atomically: false, encoding: .utf8)
+        try drafted.write(toFile: layers + "/draft.yaml", atomically: false, encoding: .utf8)
         let recipe = try Recipe.load(layers + "/draft.yaml")
         #expect(recipe.target.packages.map(\.value) == ["htop"])
         #expect(recipe.target.files.count == 6)

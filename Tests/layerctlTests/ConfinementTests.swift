@@ -43,7 +43,7 @@ struct ConfinementTests {
     ) throws -> Harness.Result {
         let quoted = command.replacingOccurrences(of: "'", with: "''")
         try "from: base\n\(network ? "network: true\n" : "")run:\n  - '\(quoted)'\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         return try Harness.run(["build", layers + "/probe.yaml", "--store", store] + options)
     }
 
@@ -120,7 +120,7 @@ struct ConfinementTests {
         let marker = "layerctl-hang-\(getpid())"
         let wait = "sh -c \"sleep 300; :\" \(marker)"
         try "from: base\nrun:\n  - echo started\n  - '(setsid \(wait) &); \(wait) & \(wait)'\n"
-            .write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            .write(toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let started = Date()
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout", "3"])
         let seconds = Date().timeIntervalSince(started)
@@ -140,7 +140,7 @@ struct ConfinementTests {
         // A sparse file takes no disk and can be as large as the filesystem allows; reading it
         // for the tree's digest is part of the layer's build, under the same limit.
         try "from: base\nrun:\n  - truncate -s 1099511627776 /sparse\n".write(
-            toFile: layers + "/sparse.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/sparse.yaml", atomically: false, encoding: .utf8)
         let sparseStarted = Date()
         let sparse = try Harness.run(["build", layers + "/sparse.yaml", "--store", store, "--timeout", "3"])
         #expect(Date().timeIntervalSince(sparseStarted) < 30)
@@ -169,7 +169,7 @@ struct ConfinementTests {
         // together at run time, so only a push can put it into the terminal's transcript.
         let push = #"open(my $t, "+<", "/dev/tty") or die "no tty: $!\n"; ioctl($t, 0x5412, $_) or die "TIOCSTI: $!\n" for split //, "echo PUS" . "HED\n""#
         try "from: base\nrun:\n  - 'perl -e ''\(push)''; exit 0'\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let work = try Harness.temporaryDirectory("terminal")
         let command = "'\(Harness.executable)' build '\(layers)/probe.yaml' --store '\(store)' --timeout 60; sleep 1"
         let ran = try KernelMount.run("/usr/bin/script", ["-qec", command, work + "/transcript"])
@@ -187,7 +187,7 @@ struct ConfinementTests {
         let (layers, store) = try storeWithBase()
         let step = #"printf "hidden start\rrun-step: \033]52;c;ZWNobyBoaQ==\007\033[2J\302\233c\tend\r\n""#
         try "from: base\npackages: [escape-scriptlet]\nrun:\n  - '\(step)'\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let probe = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
         #expect(probe.status == 0, "\(probe.stderr)")
         let bytes = Array(probe.stderr.utf8)
@@ -223,7 +223,7 @@ struct ConfinementTests {
         #expect(text.contains("[ALPM] installed busybox") && !text.contains("forged"))
         // 200,000 lines of scriptlet output, some 18 MB of log: its first and last 4 MiB go in.
         let before = try #require(try FileManager.default.attributesOfItem(atPath: log)[.size] as? Int)
-        try "from: base\npackages: [chatty-scriptlet]\n".write(toFile: layers + "/chatty.yaml", atomically: true, encoding: .utf8)
+        try "from: base\npackages: [chatty-scriptlet]\n".write(toFile: layers + "/chatty.yaml", atomically: false, encoding: .utf8)
         let chatty = try Harness.run(["build", layers + "/chatty.yaml", "--store", store])
         #expect(chatty.status == 0, "\(chatty.stderr.suffix(2000))")
         // On the terminal, the scriptlet's output is clipped as a run: step's is.
@@ -302,7 +302,7 @@ struct ConfinementTests {
         // 64 MiB into each of two tmpfs folders: each fits its own size, both do not fit the limit.
         let fill = "dd if=/dev/zero of=/tmp/fill bs=1048576 count=64; dd if=/dev/zero of=/dev/shm/fill bs=1048576 count=64"
         try "from: base\nrun:\n  - df -k /tmp /run /dev/shm\n  - \(fill)\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--memory", "96M"])
         #expect(result.status == 6, "\(result.stderr)")
         #expect(result.stderr.contains("probe.yaml:4:5: "), "\(result.stderr)")
@@ -315,7 +315,7 @@ struct ConfinementTests {
         #expect(!FileManager.default.fileExists(atPath: store + "/refs/probe"))
         // A process that asks for too much is ended; a step that lets it fail goes on, with a warning.
         try "from: base\nrun:\n  - perl -e '$x = \"a\" x (256 << 20)' || echo went on\n".write(
-            toFile: layers + "/greedy.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/greedy.yaml", atomically: false, encoding: .utf8)
         let greedy = try Harness.run(["build", layers + "/greedy.yaml", "--store", store, "--memory", "96M"])
         #expect(greedy.status == 0, "\(greedy.stderr)")
         #expect(greedy.stderr.contains("greedy | went on"), "\(greedy.stderr)")
@@ -372,7 +372,7 @@ struct ConfinementTests {
         chmod(store, 0o755)
         try FileManager.default.copyItem(atPath: "/usr/bin/id", toPath: layers + "/id")
         try "from: base\nfiles:\n  - path: /usr/bin/rootme\n    source: id\n    mode: \"4755\"\n".write(
-            toFile: layers + "/rootme.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/rootme.yaml", atomically: false, encoding: .utf8)
         let built = try Harness.run(["build", layers + "/rootme.yaml", "--store", store])
         #expect(built.status == 0, "\(built.stderr)")
         let key = try String(contentsOfFile: store + "/refs/rootme", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -407,7 +407,7 @@ struct ConfinementTests {
     func rewriteFollowsNoPlantedSymlink() throws {
         let (layers, store) = try storeWithBase()
         let victim = try Harness.temporaryDirectory("victim") + "/file"
-        try "the host's\n".write(toFile: victim, atomically: true, encoding: .utf8)
+        try "the host's\n".write(toFile: victim, atomically: false, encoding: .utf8)
         let plant = #"pid=$(sed -n "s|.*/tmp/build-\([0-9]*\)-.*|\1|p" /proc/self/mountinfo | head -1); "#
             + "echo x > /etc/machine-id; for p in $pid $(seq 1 300); do ln -s \(victim) /etc/machine-id.tmp-$p; done; echo planted $pid"
         let result = try build(plant, in: layers, store: store)
@@ -446,7 +446,7 @@ struct ConfinementTests {
                 #expect(pack.status == 0, "\(pack.output)")
             }
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(work)/repo-\(index)/$repo]\n    siglevel: Optional TrustAll\npackages: [busybox]\n"
-            try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+            try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
             let store = work + "/store-\(index)"
             let result = try Harness.run(["build", work + "/probe.yaml", "--store", store])
             #expect(result.status != 0, "\(shape): \(result.stderr)")
@@ -478,7 +478,7 @@ struct ConfinementTests {
             repo-add -q '\(repo)/demo.db.tar.gz' '\(repo)/\(package)'
             """)
         let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(work)/repo/$repo]\n    siglevel: Optional TrustAll\npackages: [busybox]\n"
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", work + "/probe.yaml", "--store", work + "/store"])
         #expect(result.status == 5, "\(result.stderr)")
         #expect(
@@ -509,7 +509,7 @@ struct ConfinementTests {
         }
         func build(_ server: String, store: String) throws -> (status: Int32, output: String) {
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"\(server)\"]\n    siglevel: Never\npackages: [busybox]\n"
-            try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+            try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
             return try KernelMount.run("/usr/bin/prlimit", ["--fsize=\(1 << 30)", Harness.executable, "build", work + "/probe.yaml", "--store", store])
         }
         func leftovers(_ folder: String) -> [String] {
@@ -554,7 +554,7 @@ struct ConfinementTests {
                 + "it was stopped (list a faster server)"),
         ] {
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"http://127.0.0.1:\(server.port)/$repo\"]\n    siglevel: Never\npackages: [busybox]\n"
-            try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+            try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
             let store = work + "/store-\(server.port)"
             let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
             #expect(result.status == 5, "\(result.output)")
@@ -587,7 +587,7 @@ struct ConfinementTests {
             packages: [busybox]
 
             """
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
         let result = try KernelMount.run(
             "/usr/bin/timeout", ["-s", "KILL", "150", Harness.executable, "build", work + "/probe.yaml", "--store", work + "/store"])
         #expect(result.status == 0, "\(result.output)")
@@ -614,7 +614,7 @@ struct ConfinementTests {
             (package, "probe.yaml:4:5: the download of package busybox of repository demo brought less than 32.0 KiB in 60 s; it was stopped"),
         ] {
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(folder)]\n    siglevel: Never\npackages: [busybox]\n"
-            try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+            try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
             let store = work + "/store-" + FileSystem.split(folder).name
             let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "120", Harness.executable, "build", work + "/probe.yaml", "--store", store])
             #expect(result.status == 5, "\(result.output)")
@@ -650,15 +650,15 @@ struct ConfinementTests {
         for folder in ["repo", "secret", "db/evilpkg-1.0-1"] {
             try FileManager.default.createDirectory(atPath: work + "/" + folder, withIntermediateDirectories: true)
         }
-        try "root:a secret of the host's\n".write(toFile: work + "/secret/shadow", atomically: true, encoding: .utf8)
+        try "root:a secret of the host's\n".write(toFile: work + "/secret/shadow", atomically: false, encoding: .utf8)
         let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: evil\n    servers: [file://\(work)/repo, file://\(work)/secret]\n    siglevel: Never\npackages: [evilpkg]\n"
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
         let sha256 = "%SHA256SUM%\n" + String(repeating: "0", count: 64) + "\n\n"
         // Without a sha256, with one that is not the file's, and with a file name that leaves the
         // server's folder, which libalpm refuses and says so only in its log: its line is shown.
         for (index, (filename, checksum)) in [("shadow", ""), ("shadow", sha256), ("../secret/shadow", sha256)].enumerated() {
             let desc = "%FILENAME%\n\(filename)\n\n%NAME%\nevilpkg\n\n%VERSION%\n1.0-1\n\n%ARCH%\nany\n\n%CSIZE%\n28\n\n"
-            try (desc + checksum).write(toFile: work + "/db/evilpkg-1.0-1/desc", atomically: true, encoding: .utf8)
+            try (desc + checksum).write(toFile: work + "/db/evilpkg-1.0-1/desc", atomically: false, encoding: .utf8)
             let tar = try KernelMount.run("/usr/bin/tar", ["-czf", work + "/repo/evil.db", "-C", work + "/db", "evilpkg-1.0-1"])
             #expect(tar.status == 0, "\(tar.output)")
             let store = work + "/store-\(index)"
@@ -686,7 +686,7 @@ struct ConfinementTests {
     @Test("a package database below that holds a symlink, a device node or a FIFO is refused at from:, and nothing of it is opened")
     func plantedPackageDatabase() throws {
         let work = try Harness.temporaryDirectory("planted-database")
-        try "%NAME%\nhostpkg\n\n%VERSION%\n1-1\n\n".write(toFile: work + "/host-desc", atomically: true, encoding: .utf8)
+        try "%NAME%\nhostpkg\n\n%VERSION%\n1-1\n\n".write(toFile: work + "/host-desc", atomically: false, encoding: .utf8)
         let local = "/var/lib/pacman/local"
         let cases: [(plant: String, path: String, kind: String)] = [
             ("mkdir \(local)/evil-1-1 && ln -s \(work)/host-desc \(local)/evil-1-1/desc", "\(local)/evil-1-1/desc", "a symbolic link"),
@@ -708,8 +708,8 @@ struct ConfinementTests {
                 run: ["\(planted.plant)"]
 
                 """
-            try base.write(toFile: folder + "/base.yaml", atomically: true, encoding: .utf8)
-            try "from: base\npackages: [demo-lib]\n".write(toFile: folder + "/top.yaml", atomically: true, encoding: .utf8)
+            try base.write(toFile: folder + "/base.yaml", atomically: false, encoding: .utf8)
+            try "from: base\npackages: [demo-lib]\n".write(toFile: folder + "/top.yaml", atomically: false, encoding: .utf8)
             let built = try Harness.run(["build", folder + "/base.yaml", "--store", store])
             #expect(built.status == 0, "\(built.stderr)")
             let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "build", folder + "/top.yaml", "--store", store])
@@ -735,7 +735,7 @@ struct ConfinementTests {
         func build(_ name: String, run: String?) throws -> (status: Int32, output: String, kilobytes: Int) {
             let steps = run.map { "run: [\"\($0)\"]\n" } ?? ""
             let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/repo/$repo]\n    siglevel: Never\npackages: [filesystem, busybox]\n" + steps
-            try layer.write(toFile: work + "/\(name).yaml", atomically: true, encoding: .utf8)
+            try layer.write(toFile: work + "/\(name).yaml", atomically: false, encoding: .utf8)
             let result = try KernelMount.run(
                 "/usr/bin/time", ["-f", "maxrss %M", Harness.executable, "build", work + "/\(name).yaml", "--store", work + "/store"])
             let kilobytes = result.output.split(separator: "\n").last { $0.hasPrefix("maxrss ") }.flatMap { Int($0.dropFirst(7)) } ?? -1
@@ -760,7 +760,7 @@ struct ConfinementTests {
         #expect(try build("base", run: nil).status == 0)
         let base = try String(contentsOfFile: work + "/store/refs/base", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(truncate(work + "/store/layers/\(base)/tree" + desc, 2 << 30) == 0)
-        try "from: base\npackages: [demo-lib]\n".write(toFile: work + "/top.yaml", atomically: true, encoding: .utf8)
+        try "from: base\npackages: [demo-lib]\n".write(toFile: work + "/top.yaml", atomically: false, encoding: .utf8)
         let top = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "build", work + "/top.yaml", "--store", work + "/store"])
         #expect(top.status == 5, "\(top.output)")
         #expect(top.output.contains("top.yaml:1:7: in the package database of the layers below, " + tooLarge), "\(top.output)")
@@ -796,7 +796,7 @@ struct ConfinementTests {
         }
         let inner = #"socket(my $l, AF_UNIX, SOCK_STREAM, 0) or die; bind($l, pack_sockaddr_un("\0inner")) or die; listen($l, 1);"#
         try "from: base\nnetwork: true\nrun:\n  - |\n    perl -MSocket -e '\(probe(name)) \(inner) \(probe("inner"))'\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.contains("probe | \(name) refused: Operation not permitted"), "\(result.stderr)")
@@ -818,7 +818,7 @@ struct ConfinementTests {
             "ls /run/layerctl/packages > /etc/packages-seen",
         ]
         try ("from: base\npackages: [game]\nrun:\n" + facts.map { "  - \($0)\n" }.joined()).write(
-            toFile: layers + "/facts.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/facts.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/facts.yaml", "--store", store])
         #expect(result.status == 0, "\(result.stderr)")
         let key = try String(contentsOfFile: store + "/refs/facts", encoding: .utf8).trimmingCharacters(in: .newlines)
@@ -854,7 +854,7 @@ struct ConfinementTests {
         let store = try Harness.temporaryDirectory("store")
         let setting = "/proc/sys/fs/lease-break-time"
         let before = try String(contentsOfFile: setting, encoding: .utf8)
-        try "from: base\npackages: [env-probe]\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+        try "from: base\npackages: [env-probe]\n".write(toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
         #expect(result.status == 0, "\(result.stderr)")
         let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .newlines)
@@ -888,7 +888,7 @@ struct ConfinementTests {
 
         // A child of a layer with the network has none of its own.
         try "from: probe\nrun:\n  - ls /sys/class/net > /etc/child-nets\n".write(
-            toFile: layers + "/child.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/child.yaml", atomically: false, encoding: .utf8)
         #expect(try Harness.run(["build", layers + "/child.yaml", "--store", store]).status == 0)
         let childKey = try String(contentsOfFile: store + "/refs/child", encoding: .utf8).trimmingCharacters(in: .newlines)
         #expect(try String(contentsOfFile: store + "/layers/\(childKey)/tree/etc/child-nets", encoding: .utf8) == "lo\n")
@@ -913,7 +913,7 @@ struct ConfinementTests {
             mount -o loop '\(disk)' '\(shared)/disk'
             """)
         defer { _ = try? BootMachine.shell("umount -R '\(shared)' 2>/dev/null; rm -rf '\(folder)'") }
-        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: true, encoding: .utf8)
+        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: false, encoding: .utf8)
         // Once the build sleeps in its run: step, the host unmounts the disk; its loop device goes
         // when nothing holds the filesystem any more.
         var released: Bool?
@@ -955,7 +955,7 @@ struct ConfinementTests {
             ("resolv", true, "mv /etc /etc.moved && ln -s \(host)/etc /etc"),
         ] {
             try (root + (network ? "network: true\n" : "") + "run:\n  - '\(command)'\n").write(
-                toFile: "\(layers)/\(name).yaml", atomically: true, encoding: .utf8)
+                toFile: "\(layers)/\(name).yaml", atomically: false, encoding: .utf8)
             let result = try Harness.run(["build", "\(layers)/\(name).yaml", "--store", store])
             #expect(result.status == 0, "\(name): \(result.stderr)")
         }

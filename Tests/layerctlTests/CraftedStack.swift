@@ -47,7 +47,7 @@ final class CraftedStack {
         ]
         if recordOpaque { record["opaqueDirectories"] = tree.opaqueDirectories }
         try JSONSerialization.data(withJSONObject: record).write(to: URL(fileURLWithPath: directory + "/layer.json"))
-        try (key + "\n").write(toFile: store + "/refs/" + name, atomically: true, encoding: .utf8)
+        try (key + "\n").write(toFile: store + "/refs/" + name, atomically: false, encoding: .utf8)
         keys.append(key)
         return key
     }

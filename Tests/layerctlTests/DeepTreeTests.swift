@@ -31,7 +31,7 @@ struct DeepTreeTests {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
         #expect(Self.deepFile(1535).utf8.count == PathLimit.bytes)
-        try "from: base\nrun:\n  - \(Self.nest(1535))\n".write(toFile: layers + "/limit.yaml", atomically: true, encoding: .utf8)
+        try "from: base\nrun:\n  - \(Self.nest(1535))\n".write(toFile: layers + "/limit.yaml", atomically: false, encoding: .utf8)
         let built = try Self.run(["build", layers + "/limit.yaml", "--store", store])
         #expect(built.status == 0, "\(built.output)")
 
@@ -54,7 +54,7 @@ struct DeepTreeTests {
         // must still go whole.
         for (depth, options) in [(1536, ["--check"]), (1536, []), (20000, [])] {
             try "from: base\nrun:\n  - \(Self.nest(depth))\n".write(
-                toFile: layers + "/deeper.yaml", atomically: true, encoding: .utf8)
+                toFile: layers + "/deeper.yaml", atomically: false, encoding: .utf8)
             let refused = try Self.run(["build", layers + "/deeper.yaml", "--store", store] + options)
             #expect(refused.status == 6, "\(refused.output.suffix(500))")
             let labelled = refused.output.split(separator: "\n").filter { $0.contains("layerctl: ") }

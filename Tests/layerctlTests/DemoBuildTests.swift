@@ -167,7 +167,7 @@ struct DemoBuildTests {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
         try "from: base\npackages: [env-probe]\nenv:\n  GREETING: hi\nrun:\n  - ls /proc/self/fd > /etc/fds\n".write(
-            toFile: layers + "/fds.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/fds.yaml", atomically: false, encoding: .utf8)
         // layerctl inherits 9 and 1500 without close-on-exec, as from a careless caller (bash: dash
         // takes no descriptor above 9), and a variable of the caller's.
         let build = try KernelMount.run(

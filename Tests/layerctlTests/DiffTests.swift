@@ -346,7 +346,7 @@ struct DiffTests {
         let desc = "/var/lib/pacman/local/x-1-1/desc"
         for side in ["a", "b"] {
             try FileManager.default.createDirectory(atPath: work + "/\(side)/var/lib/pacman/local/x-1-1", withIntermediateDirectories: true)
-            try "%NAME%\nx\n\n%VERSION%\n1-1\n\n".write(toFile: work + "/\(side)" + desc, atomically: true, encoding: .utf8)
+            try "%NAME%\nx\n\n%VERSION%\n1-1\n\n".write(toFile: work + "/\(side)" + desc, atomically: false, encoding: .utf8)
         }
         #expect(truncate(work + "/b" + desc, 2 << 30) == 0)
         let result = try KernelMount.run("/usr/bin/time", ["-f", "maxrss %M", Harness.executable, "diff", work + "/a", work + "/b"])

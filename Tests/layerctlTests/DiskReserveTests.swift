@@ -42,7 +42,7 @@ struct DiskReserveTests {
              ["probe.yaml:3:5: layer probe was stopped", "inodes free", "the last 1000 inodes"]),
         ]
         for (command, says) in cases {
-            try "from: base\nrun:\n  - '\(command)'\n".write(toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            try "from: base\nrun:\n  - '\(command)'\n".write(toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
             let started = Date()
             let result = try Harness.run(["build", layers + "/probe.yaml", "--store", store, "--timeout", "60"])
             #expect(result.status == 8, "\(command): \(result.stderr)")
@@ -59,7 +59,7 @@ struct DiskReserveTests {
         }
         // Under the reserve's line, a layer builds as ever.
         try "from: base\nrun:\n  - dd if=/dev/zero of=/some bs=1M count=100\n".write(
-            toFile: layers + "/probe.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         let fits = try Harness.run(["build", layers + "/probe.yaml", "--store", store])
         #expect(fits.status == 0, "\(fits.stderr)")
     }

@@ -13,7 +13,7 @@ struct FailureTests {
         #expect(try Harness.run(["build", layers + "/base.yaml", "--store", store]).status == 0)
         let before = try FileManager.default.contentsOfDirectory(atPath: store + "/layers").sorted()
         let refsBefore = try Store(root: store).refs().map(\.key)
-        try ("from: base\n" + body).write(toFile: layers + "/broken.yaml", atomically: true, encoding: .utf8)
+        try ("from: base\n" + body).write(toFile: layers + "/broken.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/broken.yaml", "--store", store])
         #expect(result.status == status, "\(result.stderr)")
         let labelled = result.stderr.split(separator: "\n").filter { $0.contains("layerctl: ") }
@@ -81,9 +81,9 @@ struct FailureTests {
         let before = try String(contentsOfFile: setting, encoding: .utf8)
         // The link is a folder on the way: a link at the path itself is replaced, never followed.
         try "from: base\nrun:\n  - ln -s /proc/sys/fs /etc/fs\n".write(
-            toFile: layers + "/linked.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/linked.yaml", atomically: false, encoding: .utf8)
         try "from: linked\nfiles:\n  - path: /etc/fs/lease-break-time\n    content: \"48\\n\"\n".write(
-            toFile: layers + "/through.yaml", atomically: true, encoding: .utf8)
+            toFile: layers + "/through.yaml", atomically: false, encoding: .utf8)
         let result = try Harness.run(["build", layers + "/through.yaml", "--store", store])
         #expect(result.status == 6, "\(result.stderr)")
         #expect(result.stderr.contains("through.yaml:3:5: writing /etc/fs/lease-break-time failed"), "\(result.stderr)")
@@ -99,7 +99,7 @@ struct FailureTests {
         let folder = try Harness.temporaryDirectory("not-root")
         chmod(folder, 0o755)
         let layer = folder + "/base.yaml"
-        try "from: scratch\narch: x86_64\npackages: [busybox]\n".write(toFile: layer, atomically: true, encoding: .utf8)
+        try "from: scratch\narch: x86_64\npackages: [busybox]\n".write(toFile: layer, atomically: false, encoding: .utf8)
         let store = folder + "/store"
         for (arguments, command) in [
             (["build", layer], "layerctl build"), (["lock", layer], "layerctl lock"),
@@ -284,7 +284,7 @@ struct FailureTests {
             siglevel: Optional TrustAll
         packages: [\(packages)]
 
-        """.write(toFile: path, atomically: true, encoding: .utf8)
+        """.write(toFile: path, atomically: false, encoding: .utf8)
     }
 
     /// A root layer without a shell cannot run its `run:` commands: said at the first one, whose
@@ -303,7 +303,7 @@ struct FailureTests {
         run:
           - nano --version
 
-        """.write(toFile: folder + "/layer.yaml", atomically: true, encoding: .utf8)
+        """.write(toFile: folder + "/layer.yaml", atomically: false, encoding: .utf8)
         let store = try Harness.temporaryDirectory("store")
         let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
         #expect(result.status == 3, "\(result.stderr)")

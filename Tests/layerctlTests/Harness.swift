@@ -196,12 +196,12 @@ enum Harness {
         var text = try String(contentsOfFile: path, encoding: .utf8)
         text = text.replacingOccurrences(
             of: #"servers: \[[^\]]*\]"#, with: "servers: [\(demoOut)/\(repo)/$repo]", options: .regularExpression)
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
     }
 
     static func edit(_ path: String, _ change: (String) -> String) throws {
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        try change(text).write(toFile: path, atomically: true, encoding: .utf8)
+        try change(text).write(toFile: path, atomically: false, encoding: .utf8)
     }
 
     /// The cgroups of builds in the folders where a layerctl this process starts makes them (one

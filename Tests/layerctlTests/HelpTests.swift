@@ -46,7 +46,7 @@ struct HelpTests {
         #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
         // The file name without .yaml, or with .yml; a folder, a pipe: each says what it is.
         let folder = try Harness.temporaryDirectory("layer-operands")
-        try "from: scratch\n".write(toFile: folder + "/gaming.yaml", atomically: true, encoding: .utf8)
+        try "from: scratch\n".write(toFile: folder + "/gaming.yaml", atomically: false, encoding: .utf8)
         #expect(mkfifo(folder + "/pipe.yaml", 0o644) == 0)
         for (operand, says) in [
             ("/gaming", "no such layer file (did you mean `gaming.yaml`?)"),

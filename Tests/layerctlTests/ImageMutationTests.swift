@@ -349,7 +349,7 @@ struct ImageMutationTests {
         try registry.beside("manifests/realm", "auth", #"Bearer realm="file:///etc/passwd",service="x""#)
         refused(try pull("realm"), saying: "names no usable token realm in its challenge: `Bearer realm=\"file:///etc/passwd\"")
         try registry.beside("manifests/token", "auth", #"Bearer realm="http://\#(registry.host)/token",service="x""#)
-        try #"{"token":"abc\r\nX-Injected: 1"}"#.write(toFile: registry.folder + "/token", atomically: true, encoding: .utf8)
+        try #"{"token":"abc\r\nX-Injected: 1"}"#.write(toFile: registry.folder + "/token", atomically: false, encoding: .utf8)
         refused(try pull("token"), saying: "/token` sent no token")
         #expect(try registry.requests().allSatisfy { $0.headers["X-Injected"] == nil })
 
@@ -364,7 +364,7 @@ struct ImageMutationTests {
         }
         let auth = work + "/auth.json"
         try #"{"auths":{"\#(registry.host)":{"auth":"\#(Data("user:secret".utf8).base64EncodedString())"}}}"#
-            .write(toFile: auth, atomically: true, encoding: .utf8)
+            .write(toFile: auth, atomically: false, encoding: .utf8)
         let moved = try pull("moved", environment: ["REGISTRY_AUTH_FILE": auth])
         #expect(moved.status == 0, "\(moved.stderr)")
         #expect(try registry.requests().contains { $0.path.contains("/blobs/") && $0.headers["Authorization"] != nil })

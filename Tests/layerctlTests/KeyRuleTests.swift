@@ -65,7 +65,7 @@ struct KeyRuleTests {
 
     @Test("(f) a changed source: file rebuilds its layer and the layers above it")
     func sourceFile() throws {
-        try "options nvidia-drm modeset=0\n".write(toFile: layers + "/files/nvidia.conf", atomically: true, encoding: .utf8)
+        try "options nvidia-drm modeset=0\n".write(toFile: layers + "/files/nvidia.conf", atomically: false, encoding: .utf8)
         let result = try build()
         #expect(result.built == ["nvidia", "gaming"], "\(result.stderr)")
         #expect(result.cached == ["base"])

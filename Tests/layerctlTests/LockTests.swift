@@ -162,7 +162,7 @@ struct LockTests {
         .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
     func updateMovesWhatIsNeeded() throws {
         let (layers, repo, store) = try movableDemo()
-        try "from: base\npackages: [demo-app]\n".write(toFile: layers + "/app.yaml", atomically: true, encoding: .utf8)
+        try "from: base\npackages: [demo-app]\n".write(toFile: layers + "/app.yaml", atomically: false, encoding: .utf8)
         #expect(try Harness.run(["lock", layers + "/app.yaml", "--store", store]).status == 0)
         let before = try read(layers + "/app.lock")
         #expect(before.contains("\npackage demo demo-lib 1.0-1 ") && before.contains("\npackage demo demo-data 1.0-1 "), "\(before)")
@@ -224,7 +224,7 @@ struct LockTests {
         let text = try String(contentsOfFile: lock, encoding: .utf8)
         let edited = text.replacingOccurrences(of: " game-1.0-1-any.pkg.tar.zst ", with: " game-1.0-1-x86_64.pkg.tar.zst ")
         #expect(edited != text)
-        try edited.write(toFile: lock, atomically: true, encoding: .utf8)
+        try edited.write(toFile: lock, atomically: false, encoding: .utf8)
         let line = edited.split(separator: "\n", omittingEmptySubsequences: false).firstIndex { $0.hasPrefix("package demo game ") }! + 1
         let result = try Harness.run(["build", layers + "/gaming.yaml", "--store", store])
         #expect(result.status == 3, "\(result.stderr)")

@@ -164,7 +164,7 @@ struct MutationTests {
                 try Data(mutant).write(to: URL(fileURLWithPath: layers + "/fault-\(number).lock"))
                 faults.append("mutant \(number) of \(names[index]).lock (kept in \(layers)/fault-\(number).lock): \(fault)")
             }
-            try seeds[index].write(toFile: layers + "/\(names[index]).lock", atomically: true, encoding: .utf8)
+            try seeds[index].write(toFile: layers + "/\(names[index]).lock", atomically: false, encoding: .utf8)
         }
         #expect(faults.isEmpty, "\(faults.prefix(5).joined(separator: "\n"))")
     }

@@ -29,7 +29,7 @@ struct PackageWorkTests {
         let pack = try KernelMount.run("/usr/bin/bsdtar", ["-czf", work + "/repo/chain/chain.db", "-C", entries, "-T", work + "/names"])
         #expect(pack.status == 0, "\(pack.output)")
         let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: chain\n    servers: [\(work)/repo/$repo]\n    siglevel: Never\npackages: [p0]\n"
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
         return work + "/probe.yaml"
     }
 
@@ -90,7 +90,7 @@ struct PackageWorkTests {
     func damagedCachedPackage() throws {
         let work = try Harness.temporaryDirectory("damaged-cache")
         let layer = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/repo/$repo]\n    siglevel: Never\npackages: [busybox]\n"
-        try layer.write(toFile: work + "/probe.yaml", atomically: true, encoding: .utf8)
+        try layer.write(toFile: work + "/probe.yaml", atomically: false, encoding: .utf8)
         let repo = Harness.demoOut + "/repo/demo"
         let packages = try FileManager.default.contentsOfDirectory(atPath: repo)
         guard let package = packages.first(where: { $0.hasPrefix("busybox-") && $0.hasSuffix(".pkg.tar.zst") }) else {

@@ -199,7 +199,7 @@ struct PowerCutTests {
                 content: "a stand-in kernel\\n"
               - path: /boot/initramfs-demo.img
                 content: "a stand-in initramfs\\n"
-            """.write(toFile: layers + "/kernel.yaml", atomically: true, encoding: .utf8)
+            """.write(toFile: layers + "/kernel.yaml", atomically: false, encoding: .utf8)
         let run = try Harness.temporaryDirectory("power-cut-run")
         defer { try? FileManager.default.removeItem(atPath: run) }
         var target = "kernel"

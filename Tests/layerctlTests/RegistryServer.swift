@@ -32,7 +32,7 @@ final class RegistryServer {
                 guard hashed.status == 0 else { throw RegistryServerError("htpasswd failed: \(hashed.output)") }
                 lines += hashed.output.trimmingCharacters(in: .whitespacesAndNewlines) + "\n"
             }
-            try lines.write(toFile: folder + "/htpasswd", atomically: true, encoding: .utf8)
+            try lines.write(toFile: folder + "/htpasswd", atomically: false, encoding: .utf8)
             auth = "auth:\n  htpasswd:\n    realm: layerctl-tests\n    path: \(folder)/htpasswd\n"
         }
         if let tokens {
@@ -71,7 +71,7 @@ final class RegistryServer {
               addr: 127.0.0.1:\(port)
             \(https)\(auth)
             """
-        try config.write(toFile: folder + "/config.yml", atomically: true, encoding: .utf8)
+        try config.write(toFile: folder + "/config.yml", atomically: false, encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.currentDirectoryURL = URL(fileURLWithPath: "/")
         process.arguments = ["serve", folder + "/config.yml"]
@@ -250,13 +250,13 @@ final class FilesRegistry {
     /// Serves `data` as the manifest `reference`, with `mediaType` as its Content-Type.
     func manifest(_ reference: String, _ data: Data, mediaType: String = "application/vnd.oci.image.manifest.v1+json") throws {
         try data.write(to: URL(fileURLWithPath: folder + "/manifests/" + reference))
-        try mediaType.write(toFile: folder + "/manifests/" + reference + ".type", atomically: true, encoding: .utf8)
+        try mediaType.write(toFile: folder + "/manifests/" + reference + ".type", atomically: false, encoding: .utf8)
     }
 
     /// Serves `text` as `file`'s status, headers or challenge (`suffix`: "status", "headers",
     /// "auth"; `file` relative to the folder, as "manifests/TAG").
     func beside(_ file: String, _ suffix: String, _ text: String) throws {
-        try text.write(toFile: folder + "/" + file + "." + suffix, atomically: true, encoding: .utf8)
+        try text.write(toFile: folder + "/" + file + "." + suffix, atomically: false, encoding: .utf8)
     }
 
     /// Each request it answered: method, path and headers.

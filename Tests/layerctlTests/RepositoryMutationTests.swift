@@ -100,7 +100,7 @@ struct RepositoryMutationTests {
                 siglevel: Optional TrustAll
             packages: [demo-app]
 
-            """.write(toFile: work + "/layer.yaml", atomically: true, encoding: .utf8)
+            """.write(toFile: work + "/layer.yaml", atomically: false, encoding: .utf8)
         return work
     }
 

@@ -95,7 +95,7 @@ struct ShareTests {
         func authFile(_ password: String) throws -> String {
             let path = work + "/auth-\(password.count).json"
             let auth = Data("steve:\(password)".utf8).base64EncodedString()
-            try #"{"auths":{"\#(registry.host)":{"auth":"\#(auth)"}}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+            try #"{"auths":{"\#(registry.host)":{"auth":"\#(auth)"}}}"#.write(toFile: path, atomically: false, encoding: .utf8)
             return path
         }
         let none = try Harness.run(["push", "base", reference, "--store", store], environment: ["REGISTRY_AUTH_FILE": work + "/none.json"])
@@ -123,7 +123,7 @@ struct ShareTests {
         try FileManager.default.copyItem(atPath: right, toPath: home + "/.docker/config.json")
         let passwd = work + "/passwd"
         try (String(contentsOfFile: "/etc/passwd", encoding: .utf8) + "alice:x:4242:4242::\(home):/bin/sh\n")
-            .write(toFile: passwd, atomically: true, encoding: .utf8)
+            .write(toFile: passwd, atomically: false, encoding: .utf8)
         let sudo = try Harness.run(
             ["-m", "sh", "-c", "mount --bind \"$0\" /etc/passwd && exec \"$@\"", passwd, Harness.executable, "push", "base", reference, "--store", store],
             environment: ["HOME": work + "/root-home", "SUDO_USER": "alice"], tool: "/usr/bin/unshare")
@@ -131,7 +131,7 @@ struct ShareTests {
         #expect(!sudo.stderr.contains("asks for a user name and password"), "\(sudo.stderr)")
         // Root's own config, where there is one, is root's choice.
         try FileManager.default.createDirectory(atPath: work + "/root-home/.docker", withIntermediateDirectories: true)
-        try #"{"auths":{}}"#.write(toFile: work + "/root-home/.docker/config.json", atomically: true, encoding: .utf8)
+        try #"{"auths":{}}"#.write(toFile: work + "/root-home/.docker/config.json", atomically: false, encoding: .utf8)
         let rootOwn = try Harness.run(
             ["-m", "sh", "-c", "mount --bind \"$0\" /etc/passwd && exec \"$@\"", passwd, Harness.executable, "push", "base", reference, "--store", store],
             environment: ["HOME": work + "/root-home", "SUDO_USER": "alice"], tool: "/usr/bin/unshare")
@@ -245,11 +245,11 @@ extension ShareTests {
         try FileManager.default.createDirectory(atPath: rootfs + "/var/old", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: "/bin/busybox", toPath: rootfs + "/bin/busybox")
         try FileManager.default.createSymbolicLink(atPath: rootfs + "/bin/sh", withDestinationPath: "busybox")
-        try "hello\n".write(toFile: rootfs + "/var/old/note", atomically: true, encoding: .utf8)
+        try "hello\n".write(toFile: rootfs + "/var/old/note", atomically: false, encoding: .utf8)
         #expect(try KernelMount.run("/usr/bin/umoci", ["repack", "--image", image, "\(work)/made"]).status == 0)
         #expect(try KernelMount.run("/usr/bin/umoci", ["unpack", "--image", image, "\(work)/second"]).status == 0)
         try FileManager.default.removeItem(atPath: work + "/second/rootfs/var/old")
-        try "hi\n".write(toFile: work + "/second/rootfs/motd", atomically: true, encoding: .utf8)
+        try "hi\n".write(toFile: work + "/second/rootfs/motd", atomically: false, encoding: .utf8)
         #expect(try KernelMount.run("/usr/bin/umoci", ["repack", "--image", image, "\(work)/second"]).status == 0)
         let upload = try KernelMount.run(
             "/usr/bin/skopeo", ["copy", "--dest-tls-verify=false", "oci:\(image)", "docker://\(registry.host)/other/tiny:1"])
@@ -271,7 +271,7 @@ extension ShareTests {
                 content: "built on a foreign image\\n"
             run:
               - busybox wc -c /etc/motd > /etc/motd.size
-            """.write(toFile: work + "/on-tiny.yaml", atomically: true, encoding: .utf8)
+            """.write(toFile: work + "/on-tiny.yaml", atomically: false, encoding: .utf8)
         let build = try Harness.run(["build", work + "/on-tiny.yaml", "--store", other])
         #expect(build.status == 0, "\(build.stderr)")
         let top = try Store(root: other).tree(try #require(try Store(root: other).ref("on-tiny")))
@@ -379,7 +379,7 @@ extension ShareTests {
             packages: [demo-app]
             run:
               - echo "on $(cat /etc/hostname)" > /etc/extra
-            """.write(toFile: layerFile, atomically: true, encoding: .utf8)
+            """.write(toFile: layerFile, atomically: false, encoding: .utf8)
         let other = try Harness.temporaryDirectory("share-from-store")
         let build = try Harness.run(["build", layerFile, "--store", other, "-o", folder + "/extra.sqfs"])
         #expect(build.status == 0, "\(build.stderr)")
@@ -412,13 +412,13 @@ extension ShareTests {
         #expect(pulled.status == 0 && pulled.stdout.contains("0 downloaded"), "\(pulled.stdout) \(pulled.stderr)")
 
         // A reference that is none: one line at its place in the layer file.
-        try "from: \(registry.host)/Steve/Gaming\n".write(toFile: folder + "/bad.yaml", atomically: true, encoding: .utf8)
+        try "from: \(registry.host)/Steve/Gaming\n".write(toFile: folder + "/bad.yaml", atomically: false, encoding: .utf8)
         let bad = try Harness.run(["build", folder + "/bad.yaml", "--store", other])
         #expect(bad.status == 3, "\(bad.stderr)")
         #expect(bad.stderr.hasPrefix("layerctl: \(folder)/bad.yaml:1:7: "), "\(bad.stderr)")
         #expect(bad.stderr.contains("repository components are lowercase"), "\(bad.stderr)")
         // A registry that is not there: one line at the `from:`, after the retries.
-        try "from: 127.0.0.1:\(try RegistryServer.freePort())/steve/none:v1\n".write(toFile: folder + "/gone.yaml", atomically: true, encoding: .utf8)
+        try "from: 127.0.0.1:\(try RegistryServer.freePort())/steve/none:v1\n".write(toFile: folder + "/gone.yaml", atomically: false, encoding: .utf8)
         let gone = try Harness.run(["build", folder + "/gone.yaml", "--store", other])
         #expect(gone.status == 8, "\(gone.stderr)")
         #expect(gone.stderr.split(separator: "\n").last?.hasPrefix("layerctl: \(folder)/gone.yaml:1:7: ") == true, "\(gone.stderr)")
@@ -479,7 +479,7 @@ extension ShareTests {
         func authFile(_ password: String) throws -> String {
             let path = work + "/auth-\(password.count).json"
             try #"{"auths":{"\#(registry.host)":{"username":"steve","password":"\#(password)"}}}"#
-                .write(toFile: path, atomically: true, encoding: .utf8)
+                .write(toFile: path, atomically: false, encoding: .utf8)
             return path
         }
         // Anonymous: a token for pull only, so the push is refused.
@@ -667,7 +667,7 @@ extension ShareTests {
             files:
               - path: /opt/big.bin
                 source: files/big.bin
-            """.write(toFile: folder + "/app.yaml", atomically: true, encoding: .utf8)
+            """.write(toFile: folder + "/app.yaml", atomically: false, encoding: .utf8)
         let builder = try Harness.temporaryDirectory("share-update-builder")
         func release(_ tag: String) throws {
             let build = try Harness.run(["build", folder + "/app.yaml", "--store", builder])

@@ -87,7 +87,7 @@ struct ShellScriptTests {
         let list = try String(contentsOfFile: root + "/scripts/install-deps.sh", encoding: .utf8)
         let trimmed = try Harness.temporaryDirectory("deps") + "/install-deps.sh"
         try list.replacingOccurrences(of: " squashfs-tools ", with: " ").write(
-            toFile: trimmed, atomically: true, encoding: .utf8)
+            toFile: trimmed, atomically: false, encoding: .utf8)
         let fails = try KernelMount.run(
             "/usr/bin/env", ["LAYERCTL_INSTALL_DEPS=\(trimmed)", "bash", root + "/scripts/check-deps.sh"])
         #expect(fails.status == 1, "\(fails.output)")

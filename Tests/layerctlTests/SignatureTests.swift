@@ -13,7 +13,7 @@ struct SignatureTests {
         var text = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(repo)/$repo]\n"
         if let siglevel { text += "    siglevel: \(siglevel)\n" }
         text += "packages: [\(packages.joined(separator: ", "))]\n"
-        try text.write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
+        try text.write(toFile: folder + "/signed.yaml", atomically: false, encoding: .utf8)
         let store = try Harness.temporaryDirectory("store")
         let result = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", keyring])
         try Harness.expectValidStore(store)
@@ -172,7 +172,7 @@ struct SignatureTests {
 
         let folder = try Harness.temporaryDirectory("signed")
         try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/signed/$repo]\npackages: [filesystem, busybox]\n"
-            .write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
+            .write(toFile: folder + "/signed.yaml", atomically: false, encoding: .utf8)
         let store = try Harness.temporaryDirectory("store")
         let trusted = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", keyring])
         #expect(trusted.status == 0, "\(trusted.stderr)")
@@ -252,7 +252,7 @@ struct SignatureTests {
             var text = "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/signed/$repo]\n"
             if let siglevel { text += "    siglevel: \(siglevel)\n" }
             text += "packages: [filesystem, game]\n"
-            try text.write(toFile: folder + "/signed.yaml", atomically: true, encoding: .utf8)
+            try text.write(toFile: folder + "/signed.yaml", atomically: false, encoding: .utf8)
             return try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--keyring", keyring, "--json"])
         }
         // Built without checking signatures, then asked for under pacman's default: built again.

@@ -226,7 +226,7 @@ struct StagingTests {
         try #require(versions.count == 2)
         // The hook's record of the running image says the current version runs.
         try "LAYERCTL_VERIFY=sha256:\(versions[0])\n".write(
-            toFile: disk.run + "/boot.env", atomically: true, encoding: .utf8)
+            toFile: disk.run + "/boot.env", atomically: false, encoding: .utf8)
         #expect(try staged(disk).first?["running"] as? Bool == true)
         let refused = try Harness.run(["unstage", "probe"] + disk.options)
         #expect(refused.status == 3)
@@ -295,7 +295,7 @@ struct StagingTests {
         let disk = try makeDisk()
         defer { unmount(disk) }
         let key = try #require(try String(contentsOfFile: machine.store + "/refs/probe", encoding: .utf8))
-        try key.write(toFile: machine.store + "/refs/laptop", atomically: true, encoding: .utf8)
+        try key.write(toFile: machine.store + "/refs/laptop", atomically: false, encoding: .utf8)
         defer { unlink(machine.store + "/refs/laptop") }
         _ = try layerctl(["stage", "laptop", "--store", machine.store] + disk.options)
         let names = try staged(disk).compactMap { ($0["image"] as? [String: Any])?["name"] as? String }
