@@ -9,9 +9,10 @@
 # of programs ("/usr/bin/mksquashfs") and the command words of shell scripts in multi-line string
 # literals. Each command found on this machine is resolved to its package with `dpkg -S`. A package
 # that is neither listed in install-deps.sh, nor pulled in by a listed one (Depends, Pre-Depends),
-# nor part of every Debian system (Essential, or Priority required) is missing: it is named with
-# the command and a file that runs it, and the check fails. Commands this machine does not have
-# (the Swift toolchain, commands that only run inside a layer or an initramfs) are listed with -v.
+# nor part of every Debian system (Essential, or Priority required in the archive) is missing: it
+# is named with the command and a file that runs it, and the check fails. Commands this machine
+# does not have (the Swift toolchain, commands that only run inside a layer or an initramfs) are
+# listed with -v.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -20,6 +21,8 @@ stop_on_error check-deps
 verbose=${1:-}
 # The list to check; a test points it at a copy with a package left out.
 install_deps=${LAYERCTL_INSTALL_DEPS:-scripts/install-deps.sh}
+# dpkg's database; a test points it at a copy that records an upgraded package.
+admindir=${LAYERCTL_DPKG_ADMINDIR:-/var/lib/dpkg}
 
 shell_files=(scripts/*.sh demo/*.sh Benchmarks/*.sh .ci/run boot/layerctl.sh boot/dracut/*/*.sh
     boot/mkinitcpio/hooks/* boot/mkinitcpio/install/*)
@@ -77,8 +80,9 @@ functions=$(grep -hoE '^[[:space:]]*[A-Za-z_][A-Za-z0-9_]*\(\)' "${shell_files[@
 listed=$(awk '/^packages=\(/ {inside = 1; next} inside && /^\)/ {inside = 0} inside {sub(/#.*/, ""); print}' \
     "$install_deps" | tr -s ' \t' '\n' | sed '/^$/d' | sort -u)
 # shellcheck disable=SC2086  # one word per package
-closure=$(apt-cache depends --recurse --installed --no-recommends --no-suggests --no-conflicts --no-breaks \
-    --no-replaces --no-enhances $listed 2>/dev/null | grep -E '^[a-z0-9]' | sed 's/:.*//' | sort -u)
+closure=$(apt-cache -o Dir::State::status="$admindir/status" depends --recurse --installed --no-recommends \
+    --no-suggests --no-conflicts --no-breaks --no-replaces --no-enhances $listed 2>/dev/null |
+    grep -E '^[a-z0-9]' | sed 's/:.*//' | sort -u)
 
 # Each command's path on this machine, with the other spellings dpkg may know it by (usr-merge,
 # alternatives), then one dpkg -S for them all.
@@ -106,7 +110,7 @@ done
 while IFS= read -r line; do
     [[ $line == diversion* ]] && continue
     for path in ${line#*: }; do by_path[${path%,}]=${line%%:*}; done
-done < <(dpkg -S "${candidates[@]}" 2>/dev/null || true)
+done < <(dpkg --admindir="$admindir" -S "${candidates[@]}" 2>/dev/null || true)
 
 declare -A required=()
 missing=()
@@ -126,7 +130,16 @@ done
 # shellcheck disable=SC2046  # one word per package
 while read -r package essential priority; do
     [ "$essential" = yes ] || [ "$priority" = required ] && required[$package]=1
-done < <(dpkg-query -W -f='${Package} ${Essential} ${Priority}\n' $(printf '%s\n' "${owner[@]}" | sort -u) 2>/dev/null || true)
+done < <(dpkg-query --admindir="$admindir" -W -f='${Package} ${Essential} ${Priority}\n' \
+    $(printf '%s\n' "${owner[@]}" | sort -u) 2>/dev/null || true)
+# dpkg records the priority of the package file it unpacked, which for a package upgraded since the
+# machine was made can be lower than the archive's (Debian 12's apt 2.6.2 says "important", the
+# archive "required"): the archive's word is asked too.
+# shellcheck disable=SC2046  # one word per package
+while read -r package; do
+    required[$package]=1
+done < <(apt-cache show $(printf '%s\n' "${owner[@]}" | sort -u) 2>/dev/null |
+    awk '/^Package:/ {package = $2} /^Priority: required$/ {print package}' | sort -u)
 for name in "${!owner[@]}"; do
     package=${owner[$name]}
     grep -qx "$package" <<<"$closure" && continue

@@ -93,6 +93,23 @@ struct ShellScriptTests {
         #expect(fails.status == 1, "\(fails.output)")
         #expect(fails.output.contains("squashfs-tools (for mksquashfs"), "\(fails.output)")
 
+        // A machine whose apt was upgraded since it was made: dpkg records the priority of the
+        // package file ("important" for Debian 12's apt 2.6.2), the archive says "required". The
+        // check failed on a fresh machine there ("apt (for apt-cache …)"); the archive's word counts.
+        let upgraded = try Harness.temporaryDirectory("dpkg")
+        for entry in try FileManager.default.contentsOfDirectory(atPath: "/var/lib/dpkg") where entry != "status" {
+            try FileManager.default.createSymbolicLink(atPath: upgraded + "/" + entry, withDestinationPath: "/var/lib/dpkg/" + entry)
+        }
+        let status = try String(contentsOfFile: "/var/lib/dpkg/status", encoding: .utf8)
+        let stanzas = status.components(separatedBy: "\n\n").map { stanza in
+            stanza.hasPrefix("Package: apt\n") ? stanza.replacingOccurrences(of: "\nPriority: required\n", with: "\nPriority: important\n") : stanza
+        }
+        #expect(stanzas.contains { $0.hasPrefix("Package: apt\n") && $0.contains("\nPriority: important\n") })
+        try stanzas.joined(separator: "\n\n").write(toFile: upgraded + "/status", atomically: false, encoding: .utf8)
+        let afterUpgrade = try KernelMount.run(
+            "/usr/bin/env", ["LAYERCTL_DPKG_ADMINDIR=\(upgraded)", "bash", root + "/scripts/check-deps.sh"])
+        #expect(afterUpgrade.status == 0, "\(afterUpgrade.output)")
+
         // A command that fails in a script stops it with a line naming the script, line and command.
         let script = """
             source '\(root)/scripts/lib.sh'
