@@ -176,13 +176,15 @@ public enum NamespacedWork {
         if lc_die_with_parent(request.parent) != 0 { throw BuildFailure("abandoned: the parent process is gone", code: .system) }
     }
 
-    /// Fails, saying so, in a process that is not root, for a command whose work is namespaced
-    /// ("layerctl build"): that work makes mount and pid namespaces, mounts, and makes files of any
-    /// owner, which only root may. Called first thing, it stops such a command before it touches
-    /// the store, where it would fail at the first thing only root may do, with words about that.
-    public static func requireRoot(_ command: String) throws {
+    /// Fails, saying so, where a command whose work is namespaced ("layerctl build") cannot do it:
+    /// in a process that is not root (that work makes mount and pid namespaces, mounts, and makes
+    /// files of any owner, which only root may), or where `/` is no mount point. Called first
+    /// thing, it stops such a command before it touches the store, where it would fail at the
+    /// first such step, with words about that step.
+    public static func requireHost(_ command: String) throws {
         try NotRoot.require(
             command, because: "it works in mount and pid namespaces of its own and makes files of any owner, as pacman does")
+        try UnmountedRoot.require(command, because: "the mounts of its namespaces are kept from the host's by making / a slave mount")
     }
 
     /// Starts this executable for `request` as pid 1 of new namespaces, with `events` as its

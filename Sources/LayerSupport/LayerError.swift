@@ -113,3 +113,24 @@ package struct NotRoot: LayerError {
 
     package var code: ErrorCode { .privilege }
 }
+
+/// A command whose work needs `/` to be a mount point, run where it is none: in a chroot of a
+/// folder that is no mount of its own (`chroot DIR`, where arch-chroot binds DIR onto itself
+/// first). There the build's namespaces cannot keep their mounts from the host's (the kernel makes
+/// only a mount point a slave), and no mount the process sees holds its files. Said first thing,
+/// before it fails with "make slave / failed: not mount point or bad option".
+package struct UnmountedRoot: LayerError {
+    package let message: String
+
+    /// Throws for `command` ("layerctl build") when `/` is no mount point; `reason` says what of
+    /// its work needs one. Where the mount table cannot be read (no /proc), the work says so itself.
+    package static func require(_ command: String, because reason: String) throws {
+        guard let table = try? MountTable(), !table.entries.contains(where: { $0.target == "/" }) else { return }
+        throw UnmountedRoot(message: "\(command) cannot run where / is no mount point, as in a chroot of a plain folder: \(reason); \(advice)")
+    }
+
+    /// What to do about it.
+    package static let advice = "enter the chroot with arch-chroot, or bind-mount its folder onto itself (mount --bind DIR DIR) before chroot"
+
+    package var code: ErrorCode { .system }
+}

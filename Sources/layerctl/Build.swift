@@ -72,7 +72,7 @@ extension LayerCtl {
         }
 
         func run() throws {
-            try NamespacedWork.requireRoot("layerctl build")
+            try NamespacedWork.requireHost("layerctl build")
             let store = try storeOptions.open()
             if ImageReference.looksLikeReference(file) && !FileManager.default.fileExists(atPath: file) {
                 // Nothing to build: the image is pulled, and exported with -o.

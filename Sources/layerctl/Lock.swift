@@ -43,7 +43,7 @@ extension LayerCtl {
         var json = false
 
         func run() throws {
-            try NamespacedWork.requireRoot("layerctl lock")
+            try NamespacedWork.requireHost("layerctl lock")
             let store = try storeOptions.open()
             var recipe = try Recipe.load(file)
             var options = try packageArguments.options(store: store)

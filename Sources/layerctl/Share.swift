@@ -170,7 +170,7 @@ extension LayerCtl {
         @OptionGroup var storeOptions: StoreOptions
 
         func run() throws {
-            try NamespacedWork.requireRoot("layerctl pull")
+            try NamespacedWork.requireHost("layerctl pull")
             let store = try storeOptions.open()
             let parsed = try registryArguments.reference(reference)
             let name = name ?? parsed.shortName

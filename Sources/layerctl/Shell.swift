@@ -20,7 +20,7 @@ extension LayerCtl {
         @OptionGroup(title: "Limits") var limits: LimitArguments
 
         func run() throws {
-            try NamespacedWork.requireRoot("layerctl shell")
+            try NamespacedWork.requireHost("layerctl shell")
             let store = try storeOptions.open()
             let status = try LayerShell.run(
                 store: store, key: try store.resolve(layer), asked: layer, command: command, processes: limits.processes,

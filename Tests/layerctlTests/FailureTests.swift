@@ -1,5 +1,6 @@
 import Foundation
 import LayerStore
+import LayerSupport
 import Testing
 
 /// A build that cannot succeed says why in one line and leaves the store as it was.
@@ -130,6 +131,63 @@ struct FailureTests {
                     + "entries; run layerctl with sudo\n")
         }
         #expect(!FileManager.default.fileExists(atPath: state))
+    }
+
+    /// In a chroot of a plain folder (`chroot DIR`, which arch-chroot would have bound onto
+    /// itself) `/` is no mount point: a build said "make slave / failed: not mount point or bad
+    /// option" (exit 8), and `stage` "find the mount that holds … failed: No such file or
+    /// directory".
+    @Test("build, lock, shell and pull in a chroot of a plain folder: one line that says to bind it first, no store made; stage says the same")
+    func plainChroot() throws {
+        let folder = try Harness.temporaryDirectory("plain-chroot")
+        let chroot = folder + "/root", work = folder + "/work"
+        try FileManager.default.createDirectory(atPath: chroot, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        try "from: scratch\narch: x86_64\nrepos: [{name: demo, servers: [/work/repo]}]\npackages: [busybox]\n".write(
+            toFile: work + "/base.yaml", atomically: false, encoding: .utf8)
+        _ = try StagingTests.smallImages(["a"], in: work)
+        // The system's folders are bound into the chroot's; its own folder is bound nowhere. The
+        // mounts go with the private mount namespace the script runs in.
+        let script = """
+            c=$1 work=$2 exe=$3
+            mkdir -p "$c/usr" "$c/etc" "$c/opt" "$c/proc" "$c/dev" "$c/work" "$c/exe"
+            for link in lib lib64 bin sbin; do ln -s "usr/$link" "$c/$link"; done
+            for system in usr etc opt; do mount --bind "/$system" "$c/$system"; done
+            mount -t proc proc "$c/proc"
+            mount --rbind /dev "$c/dev"
+            mount --bind "$work" "$c/work"
+            mount --bind "$exe" "$c/exe"
+            for command in 'build /work/base.yaml' 'lock /work/base.yaml' 'shell base' 'pull localhost:5000/demo'; do
+                # shellcheck disable=SC2086  # the command's words
+                chroot "$c" /exe/layerctl $command --store /work/store
+                echo "status $?"
+            done
+            chroot "$c" /exe/layerctl stage /work/a.squashfs --name n --state-dir /state --boot-dir /work/boot --no-grub
+            echo "status $?"
+            """
+        let result = try KernelMount.run(
+            "/usr/bin/unshare",
+            ["-m", "--propagation", "private", "/bin/sh", "-c", script, "sh", chroot, work,
+             (Harness.executable as NSString).deletingLastPathComponent])
+        let lines = result.output.split(separator: "\n").map(String.init)
+        for command in ["build", "lock", "shell", "pull"] {
+            #expect(
+                lines.contains(
+                    "layerctl: layerctl \(command) cannot run where / is no mount point, as in a chroot of a plain folder: the mounts of "
+                        + "its namespaces are kept from the host's by making / a slave mount; enter the chroot with arch-chroot, or "
+                        + "bind-mount its folder onto itself (mount --bind DIR DIR) before chroot"),
+                "\(result.output)")
+        }
+        #expect(
+            lines.contains(
+                "layerctl: no mount this process sees holds /state/n, since / is no mount point here, as in a chroot of a plain "
+                    + "folder; enter the chroot with arch-chroot, or bind-mount its folder onto itself (mount --bind DIR DIR) before chroot"),
+            "\(result.output)")
+        #expect(lines.filter { $0.hasPrefix("status ") } == Array(repeating: "status 8", count: 5), "\(result.output)")
+        #expect(lines.filter { $0.hasPrefix("layerctl: ") }.count == 5, "\(result.output)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/store"))
+        #expect(!FileManager.default.fileExists(atPath: work + "/boot"))
+        #expect(try MountTable().entries.allSatisfy { !$0.target.hasPrefix(folder) })
     }
 
     /// Reading root's store as another user: `ls` printed its header (or `[]`), then the refusal,
