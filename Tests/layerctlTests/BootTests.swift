@@ -278,7 +278,7 @@ struct VMTests {
         qemu.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         qemu.arguments = [command[0]] + command.dropFirst().filter { $0 != "-nographic" } + ["-display", "none", "-S"]
         let messages = folder + "/qemu.stderr"
-        FileManager.default.createFile(atPath: messages, contents: nil)
+        _ = FileManager.default.createFile(atPath: messages, contents: nil)
         qemu.standardInput = FileHandle.nullDevice
         qemu.standardOutput = FileHandle.nullDevice
         qemu.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: messages))

@@ -21,7 +21,7 @@ struct HeldCall {
             ["-f", "-qq", "-o", trace, "-e", "trace=\(call)", "-e", "inject=\(call):delay_enter=\(seconds)s"]
             + (path.map { ["-P", $0] } ?? []) + command
         if let output {
-            FileManager.default.createFile(atPath: output, contents: nil)
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
             strace.standardOutput = handle
             strace.standardError = handle
