@@ -156,11 +156,21 @@ enum Harness {
     static func confinedChildren(of pid: pid_t) -> [pid_t: [String: String]] {
         var children: [pid_t: [String: String]] = [:]
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let child = pid_t(entry), child != pid, link("/proc/\(child)/exe") == executable else { continue }
+            guard let child = pid_t(entry), child != pid, isExecutable("/proc/\(child)/exe") else { continue }
             let fields = processStatus(child)
             if fields["PPid"] == "\(pid)" && fields["Seccomp"] == "2" { children[child] = fields }
         }
         return children
+    }
+
+    /// Whether `path` (a process's `/proc/PID/exe`) is layerctl's executable: the same file, not
+    /// the same name. The name the link reads is the file's path in the reader's root, and from a
+    /// chroot that path does not reach a file that a process of another mount namespace runs
+    /// (the kernel then names it from that namespace's root).
+    static func isExecutable(_ path: String) -> Bool {
+        var running = stat(), built = stat()
+        return stat(path, &running) == 0 && stat(executable, &built) == 0
+            && running.st_dev == built.st_dev && running.st_ino == built.st_ino
     }
 
     /// The fields of `/proc/PID/status`, by name; empty once the process is gone.
