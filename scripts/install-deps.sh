@@ -8,6 +8,7 @@ packages=(
     pacman-package-manager makepkg libarchive-tools zstd gnupg dpkg                             # demo repository
     squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc time xz-utils bzip2 umoci    # tests and benchmarks
     strace                                                                                      # a test holds a system call with it
+    debootstrap git                                                                             # scripts/fresh-machine.sh
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
     docker-registry apache2-utils skopeo python3 python3-cryptography curl openssl              # registry tests and benchmark
     python3-jsonschema                                                                          # SBOM schema tests
