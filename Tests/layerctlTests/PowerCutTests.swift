@@ -5,44 +5,62 @@ import LayerStore
 import LayerSupport
 import Testing
 
-/// A power cut, as ext4's shutdown ioctl makes one (what xfstests' `godown` does: the filesystem
-/// stops at once and the journal is not flushed, so the disk keeps only what reached it), right
+/// A power cut, as the shutdown ioctl of ext4 and xfs makes one (what xfstests' `godown` does: the
+/// filesystem stops at once and the journal is not flushed, so the disk keeps only what reached it), right
 /// after a command said it was done and at moments while it runs. After the filesystem is mounted
 /// again, every layer in the store must be whole: its tree scans to the digest its record holds.
 @Suite(
     "A power cut leaves every stored layer whole", .serialized,
     .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
 struct PowerCutTests {
-    /// An ext4 filesystem in a file, loop-mounted: the store goes on it. With a journal (mkfs's
-    /// default), metadata reaches the disk in order; without one (as this machine's own disk, and
-    /// as a FAT boot partition has none), only what was synced is there, and the boot's fsck
-    /// repairs the rest.
+    /// The filesystem a store is on when the power goes. ext4 with a journal (mkfs's default)
+    /// writes a file's data before the metadata that names it (data=ordered), which hides a
+    /// rename before the data was synced; without a journal (as this machine's own disk, and as
+    /// a FAT boot partition has none), only what was synced is there, and the boot's fsck
+    /// repairs the rest. xfs, as Arch users choose it, logs metadata only and allocates data late:
+    /// a file renamed into place before its data was synced can come back empty.
+    enum FileSystem: String, CaseIterable, CustomTestStringConvertible {
+        case ext4, ext4WithoutJournal = "ext4 without a journal", xfs
+
+        var testDescription: String { rawValue }
+        var type: String { self == .xfs ? "xfs" : "ext4" }
+        var make: String {
+            switch self {
+            case .ext4: "mkfs.ext4 -q"
+            case .ext4WithoutJournal: "mkfs.ext4 -q -O ^has_journal"
+            case .xfs: "mkfs.xfs -q"
+            }
+        }
+    }
+
+    /// A filesystem in a file, loop-mounted: the store goes on it.
     struct Disk {
         var file: String
         var mount: String
-        var journal: Bool
+        var fileSystem: FileSystem
         var store: String { mount + "/store" }
 
-        init(journal: Bool = true) throws {
+        init(_ fileSystem: FileSystem = .ext4) throws {
             let folder = try Harness.temporaryDirectory("power-cut")
-            file = folder + "/fs.ext4"
+            file = folder + "/fs.img"
             mount = folder + "/mnt"
-            self.journal = journal
+            self.fileSystem = fileSystem
             _ = try BootMachine.shell(
                 """
-                mkfs.ext4 -q \(journal ? "" : "-O ^has_journal") '\(file)' 1G
+                truncate -s 1G '\(file)'
+                \(fileSystem.make) '\(file)'
                 mkdir -p '\(mount)'
                 mount -o loop '\(file)' '\(mount)'
                 """)
         }
 
-        /// Cuts the power (EXT4_IOC_SHUTDOWN with EXT4_GOING_FLAGS_NOLOGFLUSH): nothing more
-        /// reaches the disk, not even the journal's open transaction. A command still running
-        /// fails on the dead filesystem.
+        /// Cuts the power (EXT4_IOC_SHUTDOWN, or XFS_IOC_GOINGDOWN, the same call, with the flag
+        /// NOLOGFLUSH): nothing more reaches the disk, not even the journal's open transaction. A
+        /// command still running fails on the dead filesystem.
         func cutPower() throws {
             // Only ever this disk: the same call on the folder beneath would stop the host's disk.
             guard let mounted = try MountTable().entries.last(where: { $0.target == mount }),
-                mounted.fstype == "ext4", mounted.source.hasPrefix("/dev/loop")
+                mounted.fstype == fileSystem.type, mounted.source.hasPrefix("/dev/loop")
             else { throw MachineError("\(mount) is not the loop-mounted disk; the power stays on") }
             let fd = open(mount, O_RDONLY | O_DIRECTORY)
             guard fd >= 0 else { throw MachineError("open \(mount): errno \(errno)") }
@@ -51,10 +69,10 @@ struct PowerCutTests {
             let status = ioctl(fd, shutdown, &flags)
             let failure = errno
             close(fd)
-            guard status == 0 else { throw MachineError("EXT4_IOC_SHUTDOWN on \(mount): errno \(failure)") }
+            guard status == 0 else { throw MachineError("the shutdown ioctl on \(mount) (\(fileSystem.type)): errno \(failure)") }
         }
 
-        /// Unmounts what is left and mounts the disk again: the journal replays as at the next boot.
+        /// Unmounts what is left and mounts the disk again: the journal (xfs: the log) replays as at the next boot.
         /// The disk comes back on a loop device of its own: a build that another test runs at the
         /// same time may hold the dead filesystem in its mount namespace (this host's mounts are
         /// private, so the unmount does not reach it), and `mount -o loop` would reuse its device,
@@ -66,7 +84,7 @@ struct PowerCutTests {
             try BootMachine.shell(
                 """
                 umount '\(mount)'
-                \(journal ? "" : "e2fsck -fy '\(file)' 2>&1 | grep -v '^Pass [0-9]' || [ ${PIPESTATUS[0]} -le 1 ]")
+                \(fileSystem != .ext4WithoutJournal ? "" : "e2fsck -fy '\(file)' 2>&1 | grep -v '^Pass [0-9]' || [ ${PIPESTATUS[0]} -le 1 ]")
                 device=$(losetup --find --show '\(file)')
                 mount "$device" '\(mount)'
                 losetup -d "$device"
@@ -99,9 +117,9 @@ struct PowerCutTests {
 
     @Test(
         "a power cut right after a build said it was done keeps every layer it built, whole, and its refs",
-        arguments: [true, false])
-    func afterBuild(journal: Bool) throws {
-        let disk = try Disk(journal: journal)
+        arguments: FileSystem.allCases)
+    func afterBuild(fileSystem: FileSystem) throws {
+        let disk = try Disk(fileSystem)
         defer { disk.remove() }
         let layers = try Harness.demoLayers()
         let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", disk.store])
@@ -122,10 +140,10 @@ struct PowerCutTests {
 
     @Test(
         "a power cut while a build runs leaves each layer whole or absent, and the next build completes",
-        arguments: moments.indices)
-    func duringBuild(moment: Int) throws {
+        arguments: moments.indices, [FileSystem.ext4, .xfs])
+    func duringBuild(moment: Int, fileSystem: FileSystem) throws {
         let (layer, kind, message) = Self.moments[moment]
-        let disk = try Disk()
+        let disk = try Disk(fileSystem)
         defer { disk.remove() }
         let layers = try Harness.demoLayers()
         // The power goes when the event appears; the build goes on, and fails.
@@ -149,15 +167,15 @@ struct PowerCutTests {
 
     @Test(
         "a power cut right after a pull said it was done keeps every layer it pulled, whole",
-        .enabled(if: RegistryServer.available, RegistryServer.unavailableReason), arguments: [true, false])
-    func afterPull(journal: Bool) throws {
+        .enabled(if: RegistryServer.available, RegistryServer.unavailableReason), arguments: FileSystem.allCases)
+    func afterPull(fileSystem: FileSystem) throws {
         let built = try ShareTests.builtDemo()
         let registry = try RegistryServer()
         defer { registry.stop() }
         let reference = "\(registry.host)/power/gaming:v1"
         let push = try Harness.run(["push", "gaming", reference, "--store", built])
         #expect(push.status == 0, "\(push.stderr)")
-        let disk = try Disk(journal: journal)
+        let disk = try Disk(fileSystem)
         defer { disk.remove() }
         let pull = try Harness.run(["pull", reference, "--store", disk.store])
         #expect(pull.status == 0, "\(pull.stderr)")
@@ -178,8 +196,8 @@ struct PowerCutTests {
 
     @Test(
         "a power cut right after stage said it was done keeps the entry, and the kernel, initramfs and image it names, whole",
-        arguments: [true, false], [StageSource.built, .pulled])
-    func afterStage(journal: Bool, source: StageSource) throws {
+        arguments: FileSystem.allCases, [StageSource.built, .pulled])
+    func afterStage(fileSystem: FileSystem, source: StageSource) throws {
         var registry: RegistryServer?
         if source == .pulled {
             guard RegistryServer.available else {
@@ -189,7 +207,7 @@ struct PowerCutTests {
             registry = try RegistryServer()
         }
         defer { registry?.stop() }
-        let disk = try Disk(journal: journal)
+        let disk = try Disk(fileSystem)
         defer { disk.remove() }
         let layers = try Harness.demoLayers()
         try """
