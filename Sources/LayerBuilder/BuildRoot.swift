@@ -45,9 +45,7 @@ struct BuildRoot {
             // the same tree as an overlay would, without overlayfs's cost on every file created.
             try Mounter.mount(upper, at: merged, type: nil, flags: UInt(MS_BIND) | UInt(MS_NODEV))
         } else {
-            let options = "lowerdir=\(lowerTrees.reversed().joined(separator: ":")),upperdir=\(upper),"
-                + "workdir=\(work),redirect_dir=off,index=off,metacopy=off,nodev"
-            try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
+            try mountOverlay()
         }
         for (name, mode) in Self.mountPointModes {
             try makeMountPoint(name, mode: mode, keep: true)
@@ -56,6 +54,35 @@ struct BuildRoot {
             try makeMountPoint(relative, mode: 0o755, keep: false)
         }
         if resolvConf { try makeResolvConfMountPoint() }
+    }
+
+    /// The most trees an overlay of `BuildRoot` holds below its upper folder. Each is named in the
+    /// mount's options, which the kernel takes in one page (4,096 bytes), as `/proc/self/fd/N`
+    /// (at most 19 bytes with its `:`); the kernel's own limit is 500.
+    static let maximumLowerTrees = 200
+
+    /// Mounts the overlay of `lowerTrees` under `upper` at `merged`. Each folder is named by a
+    /// descriptor of it (`/proc/self/fd/N`), never by its path: a store's path may hold what the
+    /// options read as their own (`,` between options, `:` between lower folders, `\` and `"`),
+    /// and the full paths of the trees, about 95 bytes each, filled the page at 40 layers.
+    private func mountOverlay() throws {
+        guard lowerTrees.count <= Self.maximumLowerTrees else {
+            throw BuildFailure(
+                "\(lowerTrees.count) layers are more than the \(Self.maximumLowerTrees) that one overlay of layerctl's holds "
+                    + "(it names their folders in one page of mount options)",
+                code: .input)
+        }
+        var descriptors: [Int32] = []
+        defer { for fd in descriptors { close(fd) } }
+        func named(_ folder: String) throws -> String {
+            let fd = try sys("open", folder) { open(folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            descriptors.append(fd)
+            return "/proc/self/fd/\(fd)"
+        }
+        let lowers = try lowerTrees.reversed().map(named).joined(separator: ":")
+        let options = "lowerdir=\(lowers),upperdir=\(try named(upper)),workdir=\(try named(work)),"
+            + "redirect_dir=off,index=off,metacopy=off,nodev"
+        try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
     }
 
     /// Makes sure every folder on the way to `relative` is a folder of the tree, creating those

@@ -43,7 +43,7 @@ extension Store {
                     // A layer of the chain is gone (removed by hand): the rest cannot be used.
                     collected.damaged.append(
                         "\(refsDirectory)/\(name) is damaged: its layer stands on layer \(missing), which the store does not hold; removed")
-                case .ambiguous, .rootTooLong, .privateLayers, .othersStore, .unsuitableFileSystem: throw error
+                case .ambiguous, .rootTooLong, .controlInRoot, .privateLayers, .othersStore, .unsuitableFileSystem: throw error
                 }
                 try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
             }

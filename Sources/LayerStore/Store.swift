@@ -47,6 +47,8 @@ public struct Store: Sendable {
     public init(root: String) throws {
         self.root = URL(fileURLWithPath: root).standardizedFileURL.path
         guard self.root.utf8.count <= Self.longestRoot else { throw StoreError.rootTooLong(self.root) }
+        // The store's path goes to layerctl's children in lines, and to the terminal in messages.
+        guard !self.root.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw StoreError.controlInRoot(self.root) }
         for directory in [layersDirectory, refsDirectory, tmpDirectory, locksDirectory, packageCache] {
             do { try FileSystem.makeDirectories(directory) } catch let error as SystemError where error.errno == EACCES {
                 // A user who forgot sudo, before root made the store (or a folder of it).
@@ -290,6 +292,8 @@ public enum StoreError: LayerError {
     /// A store file that cannot be what it should be: its path, what is wrong, what to do.
     case damaged(String, String, remedy: String)
     case rootTooLong(String)
+    /// A store whose path holds a control character (a newline).
+    case controlInRoot(String)
     /// The store's `layers/`, which this user may not read (they are their owner's alone).
     case privateLayers(String)
     /// A store this user may not change: its root.
@@ -300,7 +304,7 @@ public enum StoreError: LayerError {
 
     public var code: ErrorCode {
         switch self {
-        case .unknownLayer, .ambiguous, .rootTooLong, .unsuitableFileSystem: .input
+        case .unknownLayer, .ambiguous, .rootTooLong, .controlInRoot, .unsuitableFileSystem: .input
         case .damaged: .damaged
         case .privateLayers, .othersStore: .privilege
         }
@@ -313,6 +317,9 @@ public enum StoreError: LayerError {
         case .rootTooLong(let root):
             "the store's path is \(root.utf8.count) bytes long, longer than a store's may be (\(Store.longestRoot)): "
                 + "choose a shorter --store or LAYERCTL_STORE"
+        case .controlInRoot(let root):
+            "the store's path \(RawPath.printable(root)) holds a control character; a store's path may not (layerctl tells its "
+                + "children the path in lines): choose another --store or LAYERCTL_STORE"
         case .privateLayers(let path):
             "cannot read \(path): the store's layers are its owner's alone (their trees hold setuid programs); "
                 + "run layerctl as that user (sudo)"
