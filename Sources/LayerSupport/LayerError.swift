@@ -126,11 +126,13 @@ package struct UnmountedRoot: LayerError {
     /// its work needs one. Where the mount table cannot be read (no /proc), the work says so itself.
     package static func require(_ command: String, because reason: String) throws {
         guard let table = try? MountTable(), !table.entries.contains(where: { $0.target == "/" }) else { return }
-        throw UnmountedRoot(message: "\(command) cannot run where / is no mount point, as in a chroot of a plain folder: \(reason); \(advice)")
+        throw UnmountedRoot(
+            message: "\(command) cannot run where / is no mount point, as in a chroot of a plain folder: \(reason); \(advice)")
     }
 
     /// What to do about it.
-    package static let advice = "enter the chroot with arch-chroot, or bind-mount its folder onto itself (mount --bind DIR DIR) before chroot"
+    package static let advice =
+        "enter the chroot with arch-chroot, or bind-mount its folder onto itself (mount --bind DIR DIR) before chroot"
 
     package var code: ErrorCode { .system }
 }

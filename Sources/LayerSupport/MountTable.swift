@@ -51,7 +51,9 @@ public struct MountTable: Sendable {
         guard let entry = candidates.max(by: { $0.target.count < $1.target.count }) else {
             if !entries.contains(where: { $0.target == "/" }) {
                 // In a chroot of a plain folder the mount that holds it is outside, and unseen.
-                throw UnmountedRoot(message: "no mount this process sees holds \(path), since / is no mount point here, as in a chroot of a plain folder; \(UnmountedRoot.advice)")
+                throw UnmountedRoot(
+                    message: "no mount this process sees holds \(path), since / is no mount point here, as in a chroot of a plain "
+                        + "folder; \(UnmountedRoot.advice)")
             }
             throw SystemError("find the mount that holds", path, errno: ENOENT)
         }
