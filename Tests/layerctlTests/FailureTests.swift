@@ -146,13 +146,14 @@ struct FailureTests {
         try "from: scratch\narch: x86_64\nrepos: [{name: demo, servers: [/work/repo]}]\npackages: [busybox]\n".write(
             toFile: work + "/base.yaml", atomically: false, encoding: .utf8)
         _ = try StagingTests.smallImages(["a"], in: work)
-        // The system's folders are bound into the chroot's; its own folder is bound nowhere. The
-        // mounts go with the private mount namespace the script runs in.
+        // The system's folders are bound into the chroot's with what is mounted below them (the
+        // Swift runtime the test build loads may be a mount of its own in /opt); the chroot's own
+        // folder is bound nowhere. The mounts go with the private mount namespace the script runs in.
         let script = """
             c=$1 work=$2 exe=$3
             mkdir -p "$c/usr" "$c/etc" "$c/opt" "$c/proc" "$c/dev" "$c/work" "$c/exe"
             for link in lib lib64 bin sbin; do ln -s "usr/$link" "$c/$link"; done
-            for system in usr etc opt; do mount --bind "/$system" "$c/$system"; done
+            for system in usr etc opt; do mount --rbind "/$system" "$c/$system"; done
             mount -t proc proc "$c/proc"
             mount --rbind /dev "$c/dev"
             mount --bind "$work" "$c/work"
