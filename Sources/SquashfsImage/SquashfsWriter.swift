@@ -92,8 +92,9 @@ package final class SquashfsWriter {
     /// Earlier packs of the block cache this export opened.
     package var cachePacks: Int { cache?.openPacks ?? 0 }
 
-    /// Block-cache hits and misses of this image (both zero without a cache).
-    package var cacheStatistics: (hits: Int, misses: Int) { cache == nil ? (0, 0) : (tally.hits, tally.misses) }
+    /// The blocks of this image copied from the block cache, and those compressed (all of them
+    /// without a cache, as when the store is read-only).
+    package var cacheStatistics: (hits: Int, misses: Int) { (tally.hits, tally.misses) }
 
     package var size: UInt64 { file.pointee.get_size(file) }
 

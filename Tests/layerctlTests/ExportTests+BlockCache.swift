@@ -56,6 +56,31 @@ extension ExportTests {
         #expect(bytes(out + "/refilled") == bytes(out + "/cold"))
     }
 
+    /// A store on read-only media (a disk mounted ro, a store shipped on one): export said "0 blocks
+    /// compressed, 0 from cache" after the warning that it could not make the cache.
+    @Test("A read-only store exports, warning that it has no block cache, and counts the blocks it compressed; ls, inspect, diff and sbom read it")
+    func readOnlyStore() throws {
+        let store = try demoStore()
+        let out = try Harness.temporaryDirectory("images")
+        _ = try export("gaming", store: store, to: out + "/cold", ["--no-block-cache"])
+        #expect(!FileManager.default.fileExists(atPath: store + "/cache/blocks"))
+        let readOnly = try Harness.temporaryDirectory("read-only") + "/store"
+        try FileManager.default.createDirectory(atPath: readOnly, withIntermediateDirectories: false)
+        let bound = try KernelMount.run("/bin/sh", ["-c", "mount --bind \"$1\" \"$2\" && mount -o remount,bind,ro \"$2\"", "sh", store, readOnly])
+        #expect(bound.status == 0, "\(bound.output)")
+        defer { KernelMount.unmount(readOnly) }
+
+        let exported = try export("gaming", store: readOnly, to: out + "/read-only")
+        #expect(exported.stderr.contains("warning: exporting without the block cache: create directory \(readOnly)/cache/blocks failed: Read-only file system"), "\(exported.stderr)")
+        let compressed = exported.stdout.firstMatch(of: /, (\d+) blocks compressed, 0 from cache\n$/).flatMap { Int($0.1) } ?? 0
+        #expect(compressed > 100, "\(exported.stdout)")
+        #expect(bytes(out + "/read-only") == bytes(out + "/cold"))
+        for arguments in [["ls"], ["inspect", "gaming"], ["diff", "base", "gaming"], ["sbom", "gaming", "-o", out + "/sbom.json"]] {
+            let result = try Harness.run(arguments + ["--store", readOnly])
+            #expect(result.status == (arguments[0] == "diff" ? 1 : 0) && result.stderr.isEmpty, "\(arguments): \(result.stderr)")
+        }
+    }
+
     @Test("An image on another file system than the store is copied from the cache all the same")
     func otherFileSystem() throws {
         let store = try demoStore()
