@@ -302,7 +302,7 @@ struct LayerFileParser {
         if value.hasPrefix("/") { throw LayerFileError("`source` is a path relative to the layer file", at: at(node)) }
         let base = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
         let joined = URL(fileURLWithPath: (folder as NSString).appendingPathComponent(value)).standardizedFileURL
-        let real = joined.resolvingSymlinksInPath().path
+        let real = Self.resolvingLinks(joined.path)
         guard real == base || real.hasPrefix(base + "/") else {
             throw LayerFileError("`source` \(quote(value)) leaves the layer file's folder \(base)", at: at(node))
         }
@@ -324,6 +324,27 @@ struct LayerFileParser {
                 at: at(node))
         }
         return real
+    }
+
+    /// `path` (absolute, with no `.` or `..`) with the links of its longest part that is there
+    /// resolved, and the names after that part as they are. Foundation resolves nothing of a path
+    /// that is not there: a missing source in a folder reached through a symlink (a dotfiles
+    /// checkout) read as one outside the folder. A name that is there but does not resolve (a
+    /// dangling link) stops the walk: the path is then compared as it is written.
+    static func resolvingLinks(_ path: String) -> String {
+        var existing = path
+        var missing: [String] = []
+        while existing != "/" {
+            if let resolved = realpath(existing, nil) {
+                defer { free(resolved) }
+                return ([String(cString: resolved)] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
+            }
+            var st = stat()
+            if lstat(existing, &st) == 0 { return path }
+            missing.insert((existing as NSString).lastPathComponent, at: 0)
+            existing = (existing as NSString).deletingLastPathComponent
+        }
+        return path
     }
 
     private func env(_ node: Node) throws -> [EnvVariable] {

@@ -136,6 +136,33 @@ final class LayerFileTests {
         try expect("from: base\nfiles:\n  - path: /etc/passwd\n    source: sneaky\n", at: 4, 13, "leaves the layer file's folder")
     }
 
+    /// A layer folder reached through a symlink, as in a dotfiles checkout: a source that is
+    /// there is read, and one that is not said "leaves the layer file's folder".
+    @Test("a layer folder reached through a symlink: its sources are read, and a missing one is said to be missing")
+    func linkedFolder() throws {
+        let linked = folder + "-linked"
+        try FileManager.default.createSymbolicLink(atPath: linked, withDestinationPath: folder)
+        defer { try? FileManager.default.removeItem(atPath: linked) }
+        try FileManager.default.createDirectory(atPath: folder + "/files", withIntermediateDirectories: true)
+        try "hello\n".write(toFile: folder + "/files/motd", atomically: false, encoding: .utf8)
+        try write("present", "from: base\nfiles:\n  - path: /etc/motd\n    source: files/motd\n")
+        #expect(try Recipe.load(linked + "/present.yaml").target.files.count == 1)
+        for source in ["files/gone.conf", "gone/x.conf"] {
+            try write("missing", "from: base\nfiles:\n  - path: /etc/x\n    source: \(source)\n")
+            #expect {
+                try Recipe.load(linked + "/missing.yaml")
+            } throws: { error in
+                "\(error)".contains("4:13: `source` `\(source)` does not exist; it is found from the layer file's folder")
+            }
+        }
+        try write("outside", "from: base\nfiles:\n  - path: /etc/x\n    source: ../gone.conf\n")
+        #expect {
+            try Recipe.load(linked + "/outside.yaml")
+        } throws: { error in
+            "\(error)".contains("4:13: `source` `../gone.conf` leaves the layer file's folder")
+        }
+    }
+
     @Test("a path: that is not absolute or contains ..")
     func badPath() throws {
         try expect("from: base\nfiles:\n  - path: etc/x\n    content: a\n", at: 3, 11, "must be absolute")
