@@ -16,20 +16,20 @@
 # deleted at the end unless --keep (it is in /var/tmp/layerctl-fresh.*). Needs the network to
 # Debian's archive; takes a few minutes for the tree and its packages, then as long as the commands.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-# shellcheck source=scripts/lib.sh
-source scripts/lib.sh
-stop_on_error fresh-machine
-[ "$(id -u)" = 0 ] || { echo "fresh-machine: run as root (debootstrap, chroot and mounts)" >&2; exit 2; }
 packages_file="" keep="" what=both
 while [ $# -gt 0 ]; do
     case $1 in
-        --packages) packages_file=$2; shift 2 ;;
+        --packages) packages_file=$(realpath -e -- "$2"); shift 2 ;;
         --keep) keep=1; shift ;;
         demo | ci | both) what=$1; shift ;;
         *) echo "usage: fresh-machine.sh [--packages FILE] [--keep] [demo|ci|both]" >&2; exit 2 ;;
     esac
 done
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error fresh-machine
+[ "$(id -u)" = 0 ] || { echo "fresh-machine: run as root (debootstrap, chroot and mounts)" >&2; exit 2; }
 [ -d /opt/swift ] || { echo "fresh-machine: Swift is not in /opt/swift, where a new machine has it" >&2; exit 2; }
 mirror=http://deb.debian.org/debian
 tree=$(mktemp -d /var/tmp/layerctl-fresh.XXXXXX)
