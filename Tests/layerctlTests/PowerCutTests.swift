@@ -77,8 +77,10 @@ struct PowerCutTests {
         /// same time may hold the dead filesystem in its mount namespace (this host's mounts are
         /// private, so the unmount does not reach it), and `mount -o loop` would reuse its device,
         /// and with it the dead filesystem. (`losetup -d` of a device in use detaches it when the
-        /// mount goes.) Returns what e2fsck found and fixed on a disk without a journal, for the
-        /// messages of a check that fails.
+        /// mount goes.) xfs refuses a second filesystem of the same UUID while the dead one is held
+        /// there ("wrong fs type, bad option"): `nouuid` lets it mount; the log replays all the
+        /// same. Returns what e2fsck found and fixed on a disk without a journal, for the messages
+        /// of a check that fails.
         @discardableResult
         func remount() throws -> String {
             try BootMachine.shell(
@@ -86,7 +88,7 @@ struct PowerCutTests {
                 umount '\(mount)'
                 \(fileSystem != .ext4WithoutJournal ? "" : "e2fsck -fy '\(file)' 2>&1 | grep -v '^Pass [0-9]' || [ ${PIPESTATUS[0]} -le 1 ]")
                 device=$(losetup --find --show '\(file)')
-                mount "$device" '\(mount)'
+                mount \(fileSystem == .xfs ? "-o nouuid " : "")"$device" '\(mount)'
                 losetup -d "$device"
                 """)
         }
