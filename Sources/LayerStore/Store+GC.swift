@@ -39,7 +39,7 @@ extension Store {
             } catch let error as StoreError {
                 switch error {
                 case .damaged: collected.damaged.append("\(error)")
-                case .unknownLayer(let missing):
+                case .unknownLayer(let missing, _):
                     // A layer of the chain is gone (removed by hand): the rest cannot be used.
                     collected.damaged.append(
                         "\(refsDirectory)/\(name) is damaged: its layer stands on layer \(missing), which the store does not hold; removed")

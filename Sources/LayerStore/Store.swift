@@ -211,7 +211,22 @@ public struct Store: Sendable {
         let matches = try keys().filter { $0.hasPrefix(nameOrKey) }
         if matches.count == 1, nameOrKey.count >= 4 { return matches[0] }
         if matches.count > 1 { throw StoreError.ambiguous(nameOrKey, matches) }
-        throw StoreError.unknownLayer(nameOrKey)
+        throw StoreError.unknownLayer(nameOrKey, hint: try hint(forUnknown: nameOrKey))
+    }
+
+    /// What a newcomer may have meant by an operand that names no layer: the layer of a layer file
+    /// (`gaming.yaml` for `gaming`), or, for a file of the machine, that a layer is named by name
+    /// or key (an image file goes to the commands that read one).
+    private func hint(forUnknown operand: String) throws -> String? {
+        let (_, file) = FileSystem.split(operand)
+        for suffix in [".yaml", ".yml"] where file.hasSuffix(suffix) {
+            let stem = String(file.dropLast(suffix.count))
+            guard Self.isLayerName(stem), try ref(stem) != nil else { break }
+            return "did you mean \(quote(stem))? a layer is named by its layer file's name, without \(suffix)"
+        }
+        guard operand.contains("/"), FileManager.default.fileExists(atPath: operand) else { return nil }
+        return "it is a file of this machine, not a layer: name a layer by its name or key; `diff`, `vm` and `stage` "
+            + "also take an image file"
     }
 
     /// The keys from the root layer to `key`, following each record's parent.
@@ -287,7 +302,8 @@ public struct Store: Sendable {
 }
 
 public enum StoreError: LayerError {
-    case unknownLayer(String)
+    /// No layer of the store is named or keyed so; with what the user may have meant.
+    case unknownLayer(String, hint: String? = nil)
     case ambiguous(String, [String])
     /// A store file that cannot be what it should be: its path, what is wrong, what to do.
     case damaged(String, String, remedy: String)
@@ -313,7 +329,7 @@ public enum StoreError: LayerError {
     public var message: String {
         switch self {
         case .damaged(let path, let problem, let remedy): "\(path) is damaged: \(problem); \(remedy)"
-        case .unknownLayer(let name): "no layer named or keyed \(name) in the store"
+        case .unknownLayer(let name, let hint): "no layer named or keyed \(name) in the store" + (hint.map { " (\($0))" } ?? "")
         case .rootTooLong(let root):
             "the store's path is \(root.utf8.count) bytes long, longer than a store's may be (\(Store.longestRoot)): "
                 + "choose a shorter --store or LAYERCTL_STORE"

@@ -40,7 +40,7 @@ struct HelpTests {
         let store = try Harness.temporaryDirectory("store")
         let unknown = try Harness.run(["inspect", "nothing-here", "--store", store])
         #expect(unknown.status == 3)
-        #expect(unknown.stderr.contains("no layer named or keyed nothing-here"))
+        #expect(unknown.stderr == "layerctl: no layer named or keyed nothing-here in the store\n")
         let missing = try Harness.run(["build", "/nonexistent/x.yaml", "--store", store])
         #expect(missing.status == 3)
         #expect(missing.stderr.contains("layerctl: /nonexistent/x.yaml:1:1: no such layer file"))
@@ -58,6 +58,22 @@ struct HelpTests {
             let result = try Harness.run(["build", folder + operand, "--store", store])
             #expect(result.status == 3, "\(operand): \(result.stderr)")
             #expect(result.stderr == "layerctl: \(folder)\(operand):1:1: \(says)\n", "\(operand)")
+        }
+        // A layer file, or an image file, given where a layer of the store is meant: each says what
+        // it is ("no layer named or keyed …/gaming.yaml in the store", they said).
+        let demo = try Harness.temporaryDirectory("demo-store")
+        let base = try Harness.demoLayers() + "/base.yaml"
+        #expect(try Harness.run(["build", base, "--store", demo, "-o", folder + "/base.squashfs"]).status == 0)
+        for (arguments, says) in [
+            (["inspect", folder + "/base.yaml"],
+             "no layer named or keyed \(folder)/base.yaml in the store (did you mean `base`? a layer is named by its layer file's name, without .yaml)"),
+            (["shell", "base.yml"], "no layer named or keyed base.yml in the store (did you mean `base`? a layer is named by its layer file's name, without .yml)"),
+            (["sbom", folder + "/base.squashfs"],
+             "no layer named or keyed \(folder)/base.squashfs in the store (it is a file of this machine, not a layer: name a layer by its name or key; `diff`, `vm` and `stage` also take an image file)"),
+            (["inspect", "other.yaml"], "no layer named or keyed other.yaml in the store"),
+        ] {
+            let result = try Harness.run(arguments + ["--store", demo])
+            #expect(result.status == 3 && result.stderr == "layerctl: \(says)\n", "\(arguments): \(result.stderr)")
         }
         // A value an option cannot take is a usage mistake, however it is spelled (nan and inf were
         // refused only once the build had started, as an error of the system, 8).
