@@ -211,17 +211,17 @@ public struct Store: Sendable {
         let matches = try keys().filter { $0.hasPrefix(nameOrKey) }
         if matches.count == 1, nameOrKey.count >= 4 { return matches[0] }
         if matches.count > 1 { throw StoreError.ambiguous(nameOrKey, matches) }
-        throw StoreError.unknownLayer(nameOrKey, hint: try hint(forUnknown: nameOrKey))
+        throw StoreError.unknownLayer(nameOrKey, hint: hint(forUnknown: nameOrKey))
     }
 
     /// What a newcomer may have meant by an operand that names no layer: the layer of a layer file
-    /// (`gaming.yaml` for `gaming`), or, for a file of the machine, that a layer is named by name
-    /// or key (an image file goes to the commands that read one).
-    private func hint(forUnknown operand: String) throws -> String? {
+    /// (`gaming` for `gaming.yaml`), or, for a file of the machine, that a layer is named by name
+    /// or key (an image file goes to the commands that read one). A damaged ref gives no hint.
+    private func hint(forUnknown operand: String) -> String? {
         let (_, file) = FileSystem.split(operand)
         for suffix in [".yaml", ".yml"] where file.hasSuffix(suffix) {
             let stem = String(file.dropLast(suffix.count))
-            guard Self.isLayerName(stem), try ref(stem) != nil else { break }
+            guard Self.isLayerName(stem), (try? ref(stem)) != nil else { break }
             return "did you mean \(quote(stem))? a layer is named by its layer file's name, without \(suffix)"
         }
         guard operand.contains("/"), FileManager.default.fileExists(atPath: operand) else { return nil }
