@@ -99,14 +99,7 @@ struct DeviceLocation {
     /// where it is not there yet), could not be carried to the boot loader and the hook; `option`
     /// is the one that chose it.
     static func checkCarried(_ path: String, option: String) throws {
-        var existing = path
-        var rest = ""
-        while !FileSystem.exists(existing) {
-            let (directory, name) = FileSystem.split(existing)
-            guard directory != existing else { break }
-            rest = "/" + name + rest
-            existing = directory
-        }
+        let (existing, rest) = FileSystem.existingPart(of: path)
         let found = try pathInside(existing).path
         let inside = (found == "/" ? "" : found) + rest
         if let bad = inside.first(where: { !commandLineSafe.contains($0) }) {

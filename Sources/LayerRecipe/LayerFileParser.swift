@@ -329,22 +329,14 @@ struct LayerFileParser {
     /// `path` (absolute, with no `.` or `..`) with the links of its longest part that is there
     /// resolved, and the names after that part as they are. Foundation resolves nothing of a path
     /// that is not there: a missing source in a folder reached through a symlink (a dotfiles
-    /// checkout) read as one outside the folder. A name that is there but does not resolve (a
-    /// dangling link) stops the walk: the path is then compared as it is written.
+    /// checkout) read as one outside the folder. A part that does not resolve (a dangling link)
+    /// leaves the path as it is written.
     static func resolvingLinks(_ path: String) -> String {
-        var existing = path
-        var missing: [String] = []
-        while existing != "/" {
-            if let resolved = realpath(existing, nil) {
-                defer { free(resolved) }
-                return ([String(cString: resolved)] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
-            }
-            var st = stat()
-            if lstat(existing, &st) == 0 { return path }
-            missing.insert((existing as NSString).lastPathComponent, at: 0)
-            existing = (existing as NSString).deletingLastPathComponent
-        }
-        return path
+        let (existing, missing) = FileSystem.existingPart(of: path)
+        guard let resolved = realpath(existing, nil) else { return path }
+        defer { free(resolved) }
+        let real = String(cString: resolved)
+        return (real == "/" && !missing.isEmpty ? "" : real) + missing
     }
 
     private func env(_ node: Node) throws -> [EnvVariable] {

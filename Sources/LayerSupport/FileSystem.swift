@@ -44,6 +44,21 @@ package enum FileSystem {
         return (directory, String(path[path.index(after: slash)...]))
     }
 
+    /// The longest part of `path` that is there (a link counts, dangling or not), and the names
+    /// after it that are not, as `/a/b` (empty when the whole path is there): for a path that a
+    /// command will make, or that a message must place, resolved as far as it can be.
+    package static func existingPart(of path: String) -> (existing: String, missing: String) {
+        var existing = path
+        var missing = ""
+        while !exists(existing) {
+            let (directory, name) = split(existing)
+            guard directory != existing else { break }
+            missing = "/" + name + missing
+            existing = directory
+        }
+        return (existing, missing)
+    }
+
     /// Where an output the user named (`-o PATH`) goes. A file is replaced by a rename, which
     /// replaces a symlink itself: `-o /dev/stdout` put a regular file in place of the host's
     /// /dev/stdout, and a device's name (`-o /dev/sdb`) became a file in /dev. So a symlink is
