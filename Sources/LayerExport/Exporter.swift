@@ -67,6 +67,8 @@ public struct Exporter: Sendable {
         public var seconds: Double
         public var cacheHits: Int
         public var cacheMisses: Int
+        /// Blocks of zeros (a sparse file's holes), stored as nothing: neither compressed nor cached.
+        public var zeroBlocks: Int
         /// Earlier packs of the block cache this export opened (one descriptor each).
         public var cachePacks: Int
         /// The image's sha256, when the request asked for it.
@@ -146,7 +148,8 @@ public struct Exporter: Sendable {
         let total = tree.dataBytes
         var result = Result(
             format: request.format.rawValue, output: request.output, layer: key, entries: tree.entries.count,
-            bytesIn: total, bytesRead: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0, cachePacks: 0)
+            bytesIn: total, bytesRead: total, bytesOut: 0, seconds: 0, cacheHits: 0, cacheMisses: 0, zeroBlocks: 0,
+            cachePacks: 0)
         switch request.format {
         case .squashfs:
             let output = try ImageOutput(path: request.output)
@@ -174,7 +177,7 @@ public struct Exporter: Sendable {
                 if let publish = writer.cachePublication { update = CacheUpdate(publish, holding: lock) }
                 result.bytesOut = writer.size
                 result.bytesRead = writer.bytesRead
-                (result.cacheHits, result.cacheMisses) = writer.cacheStatistics
+                (result.cacheHits, result.cacheMisses, result.zeroBlocks) = writer.cacheStatistics
                 result.cachePacks = writer.cachePacks
             }
             do { result.sha256 = try output.commit(digesting: request.digest) } catch {

@@ -29,6 +29,8 @@ public struct BlockDigests: Sendable {
         private var hasher = SHA256()
         private var filled = 0
         public private(set) var blocks: [Hash256] = []
+        /// The digest of a block of zeros, once a hole had a whole one.
+        private var zeroBlock: Hash256?
 
         public init(blockSize: Int) {
             precondition(blockSize > 0)
@@ -47,6 +49,32 @@ public struct BlockDigests: Sendable {
                     hasher = SHA256()
                     filled = 0
                 }
+            }
+        }
+
+        /// `update` with `count` zeros, a hole's: each whole block of them gets the digest of a
+        /// block of zeros, hashed once.
+        mutating func update(zeros count: Int) {
+            var rest = count
+            while rest > 0 {
+                if filled == 0 && rest >= blockSize {
+                    if zeroBlock == nil {
+                        var zeros = SHA256()
+                        var left = blockSize
+                        while left > 0 {
+                            let take = min(left, Zeros.buffer.count)
+                            zeros.update(bufferPointer: UnsafeRawBufferPointer(rebasing: Zeros.buffer[0..<take]))
+                            left -= take
+                        }
+                        zeroBlock = Hash256(zeros.finalize())
+                    }
+                    blocks.append(zeroBlock!)
+                    rest -= blockSize
+                    continue
+                }
+                let take = min(rest, blockSize - filled, Zeros.buffer.count)
+                update(UnsafeRawBufferPointer(rebasing: Zeros.buffer[0..<take]))
+                rest -= take
             }
         }
     }

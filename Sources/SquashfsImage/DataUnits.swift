@@ -9,19 +9,22 @@ import Synchronization
 // The units of an image's data as the workers make them: what they share, what each makes, and
 // the tally of bytes and blocks.
 
-/// Bytes read and written and blocks compressed or reused, counted by the workers at once.
+/// Bytes read and written and blocks compressed, reused or of zeros, counted by the workers at once.
 final class DataTally: Sendable {
     private let read = Atomic<UInt64>(0)
     private let readFromFiles = Atomic<UInt64>(0)
     private let written = Atomic<UInt64>(0)
     private let hitCount = Atomic<Int>(0)
     private let missCount = Atomic<Int>(0)
+    private let zeroCount = Atomic<Int>(0)
 
     var bytesIn: UInt64 { read.load(ordering: .relaxed) }
     /// File data read from the files themselves; the rest came from the cache unread.
     var bytesRead: UInt64 { readFromFiles.load(ordering: .relaxed) }
     var hits: Int { hitCount.load(ordering: .relaxed) }
     var misses: Int { missCount.load(ordering: .relaxed) }
+    /// Blocks of zeros, stored as nothing (a sparse block).
+    var zeros: Int { zeroCount.load(ordering: .relaxed) }
 
     /// Bytes on disk per byte of file data, over the blocks finished so far; nil before the first.
     var ratio: Double? {
@@ -35,6 +38,11 @@ final class DataTally: Sendable {
         read.add(UInt64(bytesIn), ordering: .relaxed)
         written.add(UInt64(bytesOut), ordering: .relaxed)
         if fromCache { hitCount.add(1, ordering: .relaxed) } else { missCount.add(1, ordering: .relaxed) }
+    }
+
+    func countZeros(_ bytesIn: Int) {
+        read.add(UInt64(bytesIn), ordering: .relaxed)
+        zeroCount.add(1, ordering: .relaxed)
     }
 }
 
@@ -132,7 +140,11 @@ final class UnitContext: @unchecked Sendable {
             bytesIn = layout.fragments[block].reduce(0) { $0 + $1.length }
         }
         for word in output.words {
-            tally.count(in: bytesIn / output.words.count, out: Int(word & 0x00FF_FFFF), fromCache: true)
+            if word == 0 {
+                tally.countZeros(bytesIn / output.words.count)
+            } else {
+                tally.count(in: bytesIn / output.words.count, out: Int(word & 0x00FF_FFFF), fromCache: true)
+            }
         }
         return output
     }

@@ -92,9 +92,9 @@ package final class SquashfsWriter {
     /// Earlier packs of the block cache this export opened.
     package var cachePacks: Int { cache?.openPacks ?? 0 }
 
-    /// The blocks of this image copied from the block cache, and those compressed (all of them
-    /// without a cache, as when the store is read-only).
-    package var cacheStatistics: (hits: Int, misses: Int) { (tally.hits, tally.misses) }
+    /// The blocks of this image copied from the block cache, those compressed (all of them
+    /// without a cache, as when the store is read-only), and those of zeros, stored as nothing.
+    package var cacheStatistics: (hits: Int, misses: Int, zeros: Int) { (tally.hits, tally.misses, tally.zeros) }
 
     package var size: UInt64 { file.pointee.get_size(file) }
 

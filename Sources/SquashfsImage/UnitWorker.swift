@@ -39,19 +39,22 @@ final class UnitWorker {
         let entry = context.tree.entries[file.entry]
         let output = UnitOutput(capacity: count * blockSize)
         var loaded = false
+        var hole = false
         for block in first..<(first + count) {
             let recipe = context.recipe(file: number, block: block)
             if let recipe, copyCached(recipe, bytesIn: blockSize, into: output) { continue }
             if !loaded {
-                try readFully(
-                    entry.source, at: UInt64(first) * UInt64(blockSize), count: count * blockSize, into: input)
+                hole = try readFully(
+                    entry.source, at: UInt64(first) * UInt64(blockSize), count: count * blockSize, into: input,
+                    unlessHole: true)
                 loaded = true
             }
             let data = UnsafeRawBufferPointer(start: input + (block - first) * blockSize, count: blockSize)
-            if data.allSatisfy({ $0 == 0 }) {
+            // A block of zeros is a sparse one, stored as nothing: mksquashfs does the same.
+            if hole || Zeros.all(data) {
                 if let recipe { output.remember(.made(keys: [recipe], word: 0, offset: 0)) }
                 output.append(made: 0)
-                context.tally.count(in: blockSize, out: 0, fromCache: false)
+                context.tally.countZeros(blockSize)
                 continue
             }
             try compress(data, recipe: recipe, into: output)
@@ -79,7 +82,12 @@ final class UnitWorker {
     private func copyCached(_ key: Hash256, bytesIn: Int, into output: UnitOutput) -> Bool {
         guard let cache = context.cache, let location = cache.location(key) else { return false }
         output.append(cached: location.word, pack: cache.packFile(location), offset: location.offset)
-        context.tally.count(in: bytesIn, out: location.length, fromCache: true)
+        // A block of zeros the cache knows by its recipe is still one of zeros, not a copy.
+        if location.word == 0 {
+            context.tally.countZeros(bytesIn)
+        } else {
+            context.tally.count(in: bytesIn, out: location.length, fromCache: true)
+        }
         return true
     }
 
@@ -115,12 +123,26 @@ final class UnitWorker {
     }
 
     /// Reads `count` bytes at `offset` of the file at `path`; a file shorter than its layer's
-    /// record says is an error, since layer trees never change.
-    private func readFully(_ path: [UInt8], at offset: UInt64, count: Int, into buffer: UnsafeMutableRawPointer) throws
-    {
+    /// record says is an error, since layer trees never change. With `unlessHole`, when the bytes
+    /// are all in one of the file's holes (a disk image made with `truncate`), says so and reads
+    /// nothing: the kernel would fill a page of its cache with zeros for every 4 KiB of it.
+    @discardableResult
+    private func readFully(
+        _ path: [UInt8], at offset: UInt64, count: Int, into buffer: UnsafeMutableRawPointer, unlessHole: Bool = false
+    ) throws -> Bool {
         let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
         if fd < 0 { throw SystemError("read", RawPath.string(path)) }
         defer { close(fd) }
+        if unlessHole {
+            let data = lc_seek_extent(fd, off_t(offset), 0)
+            // ENXIO: no data from `offset` to the end. (Past the end, the pread below says so.)
+            var st = stat()
+            if (data < 0 && errno == ENXIO) || data >= off_t(offset) + off_t(count),
+                fstat(fd, &st) == 0, st.st_size >= off_t(offset) + off_t(count)
+            {
+                return true
+            }
+        }
         var done = 0
         while done < count {
             let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
@@ -138,5 +160,6 @@ final class UnitWorker {
             done += n
         }
         context.tally.countRead(count)
+        return false
     }
 }

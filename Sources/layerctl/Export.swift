@@ -148,6 +148,7 @@ struct ImageArguments: ParsableArguments {
             if request.useBlockCache {
                 line += ", \(counted(result.cacheMisses, "block")) compressed, \(result.cacheHits) from cache"
             }
+            if result.zeroBlocks > 0 { line += ", \(result.zeroBlocks) of zeros" }
         }
         print(line)
     }

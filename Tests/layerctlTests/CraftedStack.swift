@@ -89,12 +89,29 @@ final class CraftedStack {
 
         /// A file of `size` bytes that holds `data` at `offset` and holes elsewhere.
         func sparse(_ path: String, size: Int, data: String, at offset: Int) throws {
+            try sparse(path, size: size, pieces: [(offset, Array(data.utf8))])
+        }
+
+        /// A file of `size` bytes that holds each piece's bytes at its offset and zeros elsewhere:
+        /// holes, or with `holes: false` zeros written out.
+        func sparse(_ path: String, size: Int, pieces: [(offset: Int, bytes: [UInt8])], holes: Bool = true) throws {
             let target = full(Array(path.utf8))
             let fd = withC(target) { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
             guard fd >= 0 else { throw SystemError("create", path) }
-            _ = Array(data.utf8).withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            defer { close(fd) }
+            var written = pieces
+            if !holes {
+                var all = [UInt8](repeating: 0, count: size)
+                for piece in pieces {
+                    all.replaceSubrange(piece.offset..<(piece.offset + piece.bytes.count), with: piece.bytes)
+                }
+                written = [(0, all)]
+            }
+            for piece in written {
+                let count = piece.bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(piece.offset)) }
+                guard count == piece.bytes.count else { throw SystemError("write", path) }
+            }
             ftruncate(fd, off_t(size))
-            close(fd)
             try finishEntry(target, mode: 0o644, owner: (0, 0), mtime: 1_600_000_000)
         }
 

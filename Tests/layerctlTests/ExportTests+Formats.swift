@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LayerStore
+import LayerSupport
 import Testing
 
 /// The tar and dir formats against the kernel's overlay, and the time every format stamps. Part of
@@ -59,6 +60,85 @@ extension ExportTests {
 
         let again = try Harness.run(["export", "top", "--store", stack.store, "-o", out + "/tree", "--format", "dir"])
         #expect(again.status == 3 && again.stderr.contains("File exists"), "\(again.stderr)")
+    }
+
+    /// Pages of the file at `path` in the kernel's page cache.
+    static func residentPages(_ path: String) throws -> Int {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path) }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        guard let map = mmap(nil, Int(st.st_size), PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
+            throw SystemError("map", path)
+        }
+        defer { munmap(map, Int(st.st_size)) }
+        var vector = [UInt8](repeating: 0, count: (Int(st.st_size) + 4095) / 4096)
+        guard mincore(map, Int(st.st_size), &vector) == 0 else { throw SystemError("mincore", path) }
+        return vector.count { $0 & 1 != 0 }
+    }
+
+    @Test("A sparse file's image is that of the same bytes written out, its holes stored as sparse blocks and never read, and the kernel reads the bytes back")
+    func sparseFiles() throws {
+        func noise(_ count: Int, seed: UInt32) -> [UInt8] {
+            var state = seed
+            return (0..<count).map { _ in
+                state = state &* 1_664_525 &+ 1_013_904_223
+                return UInt8(truncatingIfNeeded: state >> 24) | 1
+            }
+        }
+        let block = 128 << 10
+        let shapes: [(path: String, size: Int, pieces: [(offset: Int, bytes: [UInt8])])] = [
+            ("data/disk.img", 64 << 20, [(32 << 20, noise(4096, seed: 1))]),
+            ("data/head", 3 << 20, [(0, noise(4096, seed: 2))]),
+            ("data/tail", (3 << 20) + 10, [(3 << 20, noise(10, seed: 3))]),
+            ("data/inside", 4 << 20, [((1 << 20) + 100, [7])]),
+            ("data/many", 8 << 20, (0..<32).map { ($0 * (256 << 10) + $0, noise(5, seed: UInt32(10 + $0))) }),
+            ("data/across", 2 << 20, [(3 * block + 7, noise(300 << 10, seed: 4))]),
+            ("data/hole", (1 << 20) + 1, []),
+        ]
+        var stacks: [CraftedStack] = []
+        for holes in [true, false] {
+            let stack = try CraftedStack(holes ? "sparse" : "dense")
+            try stack.layer("files") { t in
+                try t.directory("data")
+                for shape in shapes { try t.sparse(shape.path, size: shape.size, pieces: shape.pieces, holes: holes) }
+            }
+            stacks.append(stack)
+        }
+        let disk = stacks[0].tree(0) + "/data/disk.img"
+        var st = stat()
+        #expect(stat(disk, &st) == 0 && st.st_blocks * 512 < 1 << 20, "the crafted file has holes")
+        let before = try Self.residentPages(disk)
+        let out = try Harness.temporaryDirectory("sparse")
+        let sparse = try export(
+            "files", store: stacks[0].store, to: out + "/sparse.squashfs", ["--no-block-cache", "--json"])
+        // Reading the page of data may read ahead into the hole around it: at most a few MiB of 64.
+        let after = try Self.residentPages(disk)
+        #expect(after - before < 1024, "\(after - before) of 16384 pages read into the cache")
+        _ = try export("files", store: stacks[1].store, to: out + "/dense.squashfs", ["--no-block-cache"])
+        #expect(bytes(out + "/sparse.squashfs") == bytes(out + "/dense.squashfs"))
+        let counts = try JSONSerialization.jsonObject(with: Data(sparse.stdout.utf8)) as? [String: Any]
+        // 64 MiB of which one block holds data, and the other files' blocks of zeros.
+        #expect((counts?["zeroBlocks"] as? Int ?? 0) > 511, "\(sparse.stdout)")
+        // Through the block cache, twice: the same image; the second time from the cache, its
+        // blocks of zeros still counted as such.
+        _ = try export("files", store: stacks[0].store, to: out + "/cached.squashfs")
+        let again = try export("files", store: stacks[0].store, to: out + "/again.squashfs")
+        #expect(bytes(out + "/cached.squashfs") == bytes(out + "/sparse.squashfs"))
+        #expect(bytes(out + "/again.squashfs") == bytes(out + "/sparse.squashfs"))
+        #expect(
+            again.stdout.contains(", 0 blocks compressed,") && again.stdout.contains(" of zeros"), "\(again.stdout)")
+
+        let mounted = try KernelMount.squashfs(out + "/sparse.squashfs")
+        defer { KernelMount.unmount(mounted) }
+        for shape in shapes {
+            var expected = [UInt8](repeating: 0, count: shape.size)
+            for piece in shape.pieces {
+                expected.replaceSubrange(piece.offset..<(piece.offset + piece.bytes.count), with: piece.bytes)
+            }
+            #expect(FileManager.default.contents(atPath: mounted + "/" + shape.path) == Data(expected), "\(shape.path)")
+        }
     }
 
     @Test("Timestamps are clamped to SOURCE_DATE_EPOCH, which is also the superblock's time")
