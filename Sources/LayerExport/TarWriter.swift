@@ -38,7 +38,7 @@ package final class TarWriter {
     /// Writes every entry, the root first as `./` (so its mode, owner and xattrs travel too), parents
     /// before children; returns the archive's size in bytes.
     func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws -> UInt64 {
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
         var bytesIn: UInt64 = 0
         for (index, linkTo) in tree.depthFirstWithLinks() {
@@ -58,21 +58,11 @@ package final class TarWriter {
             let status = archive_write_header(archive, header)
             if status < ARCHIVE_WARN { throw ArchiveError("write the header of \(pathText) to", path, archive) }
             guard entry.kind == .regular, linkTo == nil else { continue }
-            let fd = RawPath.with(entry.source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
-            if fd < 0 { throw SystemError("read", RawPath.string(entry.source)) }
-            defer { close(fd) }
-            var remaining = Int(entry.size)
-            while remaining > 0 {
-                let count = read(fd, buffer, min(1 << 20, remaining))
-                if count < 0 && errno == EINTR { continue }
-                if count <= 0 {
-                    throw SystemError("read", RawPath.string(entry.source), errno: count == 0 ? EIO : errno)
-                }
-                if archive_write_data(archive, buffer, count) < 0 {
+            try FileChunks.read(entry.source, size: Int64(entry.size), noFollow: true, into: buffer) { bytes, _ in
+                if archive_write_data(archive, bytes.baseAddress, bytes.count) < 0 {
                     throw ArchiveError("write \(pathText) to", path, archive)
                 }
-                remaining -= count
-                bytesIn += UInt64(count)
+                bytesIn += UInt64(bytes.count)
             }
             progress(bytesIn)
         }

@@ -155,21 +155,13 @@ public struct OCILayerWriter {
         from source: [UInt8], size: UInt64, into archive: OpaquePointer, path: String,
         seen: (UnsafeRawBufferPointer) -> Void = { _ in }
     ) throws {
-        let fd = RawPath.with(source) { open($0, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
-        if fd < 0 { throw SystemError("read", RawPath.display(source)) }
-        defer { close(fd) }
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
-        var remaining = Int(size)
-        while remaining > 0 {
-            let count = read(fd, buffer, min(1 << 20, remaining))
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { throw SystemError("read", RawPath.display(source), errno: count == 0 ? EIO : errno) }
-            if archive_write_data(archive, buffer, count) < 0 {
+        try FileChunks.read(source, size: Int64(size), noFollow: true, into: buffer) { bytes, _ in
+            if archive_write_data(archive, bytes.baseAddress, bytes.count) < 0 {
                 throw ArchiveError("write \(RawPath.display(source)) to", path, archive)
             }
-            seen(UnsafeRawBufferPointer(start: buffer, count: count))
-            remaining -= count
+            seen(bytes)
         }
     }
 

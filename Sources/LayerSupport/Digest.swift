@@ -1,4 +1,3 @@
-import CLayerSupport
 import Crypto
 import Foundation
 import Glibc
@@ -45,7 +44,8 @@ package enum Digest {
         file path: [UInt8], buffer: ReadBuffer, deadline: Deadline?, blocks: inout BlockDigests.Stream?
     ) throws -> Hash256 {
         var hasher = SHA256()
-        try read(file: path, buffer: buffer, deadline: deadline) { bytes, hole in
+        try FileChunks.read(path, into: buffer.bytes, check: deadline.map { check($0, every: 64, reading: path) }) {
+            bytes, hole in
             hasher.update(bufferPointer: bytes)
             if hole { blocks?.update(zeros: bytes.count) } else { blocks?.update(bytes) }
         }
@@ -57,71 +57,19 @@ package enum Digest {
         file path: [UInt8], blockSize: Int, buffer: ReadBuffer, deadline: Deadline?
     ) throws -> [Hash256] {
         var stream = BlockDigests.Stream(blockSize: blockSize)
-        try read(file: path, buffer: buffer, deadline: deadline) { bytes, hole in
+        try FileChunks.read(path, into: buffer.bytes, check: deadline.map { check($0, every: 64, reading: path) }) {
+            bytes, hole in
             if hole { stream.update(zeros: bytes.count) } else { stream.update(bytes) }
         }
         return stream.blocks
     }
 
-    /// Reads the file at `path` into `take`, in chunks. The holes of a sparse file are passed as
-    /// zeros without reading them: the kernel fills a new page of its cache with zeros for every
-    /// 4 KiB of hole read, which cost twice the hashing's CPU time and took the host's memory for
-    /// a file of gigabytes that takes no disk (a disk image made with `truncate`, `lastlog` after
-    /// a large uid). `take`'s second argument says the chunk is a hole's.
-    private static func read(
-        file path: [UInt8], buffer: ReadBuffer, deadline: Deadline?, _ take: (UnsafeRawBufferPointer, Bool) -> Void
-    ) throws {
-        let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
-        if fd < 0 { throw SystemError("read", RawPath.string(path)) }
-        defer { close(fd) }
-        let buffer = buffer.bytes
+    /// A check of `deadline` at every `every`th chunk of the file at `path`.
+    private static func check(_ deadline: Deadline, every: Int, reading path: [UInt8]) -> () throws -> Void {
         var chunks = 0
-        func check() throws {
+        return {
             chunks += 1
-            if let deadline, chunks % 64 == 0 { try deadline.check("reading \(RawPath.display(path))") }
+            if chunks % every == 0 { try deadline.check("reading \(RawPath.display(path))") }
         }
-        // Reads from where the descriptor is to `end` (nil: the end of the file).
-        func readData(to end: off_t?, from start: off_t) throws {
-            var at = start
-            while end.map({ at < $0 }) ?? true {
-                try check()
-                let want = end.map { min(buffer.count, Int($0 - at)) } ?? buffer.count
-                let count = Glibc.read(fd, buffer.baseAddress, want)
-                if count < 0 && errno == EINTR { continue }
-                if count < 0 { throw SystemError("read", RawPath.string(path)) }
-                if count == 0 { return }
-                take(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), false)
-                at += off_t(count)
-            }
-        }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, Int64(st.st_blocks) * 512 < Int64(st.st_size) else {
-            return try readData(to: nil, from: 0)
-        }
-        // Holes, then the data after each, as SEEK_DATA and SEEK_HOLE find them; what lies past
-        // the size fstat gave is read as data, should the file have grown.
-        let size = off_t(st.st_size)
-        var at: off_t = 0
-        while at < size {
-            var data = lc_seek_extent(fd, at, 0)
-            if data < 0 {
-                // ENXIO: nothing but hole to the end. Any other error: read it all as data.
-                guard errno == ENXIO else { break }
-                data = size
-            }
-            while at < min(data, size) {
-                try check()
-                let count = Int(min(off_t(Zeros.buffer.count), min(data, size) - at))
-                take(UnsafeRawBufferPointer(rebasing: Zeros.buffer[0..<count]), true)
-                at += off_t(count)
-            }
-            guard at < size else { break }
-            let hole = lc_seek_extent(fd, at, 1)
-            guard hole > at, lseek(fd, at, SEEK_SET) == at else { break }
-            try readData(to: min(hole, size), from: at)
-            at = min(hole, size)
-        }
-        guard lseek(fd, at, SEEK_SET) == at else { throw SystemError("read", RawPath.string(path)) }
-        try readData(to: nil, from: at)
     }
 }

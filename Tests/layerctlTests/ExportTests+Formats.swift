@@ -129,6 +129,28 @@ extension ExportTests {
         #expect(bytes(out + "/again.squashfs") == bytes(out + "/sparse.squashfs"))
         #expect(
             again.stdout.contains(", 0 blocks compressed,") && again.stdout.contains(" of zeros"), "\(again.stdout)")
+        // A tar and an OCI layout carry the zeros, and read none of them either.
+        for format in ["tar", "oci"] {
+            // Out of the cache first, so that each writer's reads show.
+            let fd = open(disk, O_RDONLY | O_CLOEXEC)
+            #expect(fd >= 0 && fsync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+            close(fd)
+            let before = try Self.residentPages(disk)
+            _ = try export("files", store: stacks[0].store, to: out + "/sparse.\(format)", ["--format", format])
+            let after = try Self.residentPages(disk)
+            #expect(after - before < 1024, "\(format): \(after - before) of 16384 pages read into the cache")
+            _ = try export("files", store: stacks[1].store, to: out + "/dense.\(format)", ["--format", format])
+        }
+        #expect(bytes(out + "/sparse.tar") == bytes(out + "/dense.tar"))
+        // Blobs are named by their digests, and the layer's is the largest: the same in both (the
+        // config and the manifest name the crafted layers' keys, which differ).
+        let layers = ["sparse", "dense"].map { layout in
+            let folder = out + "/\(layout).oci/blobs/sha256"
+            return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).max {
+                bytes(folder + "/" + $0).count < bytes(folder + "/" + $1).count
+            }
+        }
+        #expect(layers[0] != nil && layers[0] == layers[1], "\(layers)")
 
         let mounted = try KernelMount.squashfs(out + "/sparse.squashfs")
         defer { KernelMount.unmount(mounted) }
