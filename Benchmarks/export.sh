@@ -6,7 +6,10 @@
 # Inputs, each a stack of layers in a store of its own:
 #   (a) the demo gaming stack, built with layerctl;
 #   (b) a large-file tree in three layers: part of the Swift toolchain's usr/lib (~480 MB, ~870 files);
-#   (c) a small-file tree in three layers: /usr/include and most of /usr/share (~400 MB, ~50,000 files).
+#   (c) a small-file tree in three layers: /usr/include and most of /usr/share (~400 MB, ~50,000 files);
+#   (d) sparse files in two layers: Swift's shared libraries (~100 MB) under a 2 GiB disk image made with
+#       truncate that holds 64 pieces of 256 KiB, and a 512 MiB file of one piece: a disk image of a VM
+#       or a database, and lastlog after a large uid. All of it is in the page cache, holes included.
 # The peers read the kernel's overlay mount of the same layers. Every tool gets zstd at the same level,
 # 128 KiB blocks and one job per core; all trees are in the page cache before timing.
 # For each input and level it prints wall time, CPU time, output size and peak RSS, our ratios to
@@ -82,6 +85,21 @@ layer "$work/b" top "$b2" "$lib/libswiftDemangle.so:usr/lib/libswiftDemangle.so"
 
 small_file_stack "$work/c" >/dev/null
 
+# (d): pieces of random bytes at offsets spread over each file, the rest holes.
+sparse_file() {
+    local path=$1 size=$2 pieces=$3 i
+    mkdir -p "$(dirname "$path")"
+    truncate -s "$size" "$path"
+    for i in $(seq 0 $((pieces - 1))); do
+        head -c 262144 /dev/urandom | dd of="$path" bs=4096 seek=$(((i * size / pieces + i * 12288) / 4096)) conv=notrunc status=none
+    done
+}
+d1=$(layer "$work/d" l1 "" "$lib/swift/linux:usr/lib/swift/linux")
+layer "$work/d" top "$d1" >/dev/null
+d_top=$work/d/layers/$(cat "$work/d/refs/top")/tree
+sparse_file "$d_top/var/lib/machines/disk.img" $((2 << 30)) 64
+sparse_file "$d_top/var/log/lastlog" $((512 << 20)) 1
+
 # change STORE TOP: a layer "top2" beside TOP that changes, deletes and adds files worth about 4% of the
 # stack's data: files are changed in one byte, hidden by a whiteout, or copied under a new name with
 # one byte changed, in the ratio 2:1:1. By default the files come in 8 runs of neighbours in path order,
@@ -98,7 +116,7 @@ change() {
     echo "$key2" >"$store/refs/top2"
     local tree=$store/layers/$key2/tree total count budget=0 i=0 n=0 step run
     find "$mnt" -type f -printf '%s %P\n' | LC_ALL=C sort -k2 >"$work/files"
-    total=$(awk '{s+=$1} END {print s}' "$work/files")
+    total=$(awk '{s+=$1} END {printf "%.0f", s}' "$work/files")
     count=$(wc -l <"$work/files")
     if [ "${CHANGE:-clustered}" = scattered ]; then step=$((count / 2000 + 1)); run=1; else step=$((count / 8)); run=$step; fi
     flip() { printf 'X' | dd of="$1" bs=1 seek=$(($(stat -c %s "$1") / 2)) conv=notrunc status=none; }
@@ -178,14 +196,14 @@ history() {
         "$(awk '{printf "%.3f ", $1}' "$work/res/single")" "$n" "$(awk '{printf "%.3f ", $1}' "$work/res/history")"
 }
 
-inputs=${INPUTS:-a b c}
-declare -A label=([a]="(a) demo gaming stack" [b]="(b) large files" [c]="(c) small files")
+inputs=${INPUTS:-a b c d}
+declare -A label=([a]="(a) demo gaming stack" [b]="(b) large files" [c]="(c) small files" [d]="(d) sparse files")
 for input in $inputs; do
     store=$work/$input
     top=$([ "$input" = a ] && echo gaming || echo top)
     mount -t overlay overlay -o "ro,lowerdir=$(lowerdir "$store" "$top")" "$mnt"
     files=$(find "$mnt" -type f | wc -l)
-    bytes=$(find "$mnt" -type f -printf '%s\n' | awk '{s+=$1} END {print s}')
+    bytes=$(find "$mnt" -type f -printf '%s\n' | awk '{s+=$1} END {printf "%.0f", s}')
     find "$mnt" -type f -print0 | LC_ALL=C sort -z | xargs -0 cat >"$work/data.bin"
     tar cf /dev/null -C "$mnt" . 2>/dev/null || true
     echo
