@@ -326,6 +326,9 @@ private struct Unpacking {
     var reserve: DiskReserve?
     /// Bytes written and entries made since the reserve was last checked.
     var unchecked: (bytes: Int64, entries: Int) = (0, 0)
+    /// Zeros left as holes so far. They take no disk, but count against the reserve as if
+    /// written: a blob of a few kilobytes of zstd can hold terabytes of them, to hash and to read.
+    var holes: UInt64 = 0
 
     init(tree: String, blob: String) {
         self.tree = tree
@@ -388,7 +391,7 @@ private struct Unpacking {
         let every = reserve.checkEvery
         guard unchecked.bytes >= every.bytes || unchecked.entries >= every.entries else { return }
         unchecked = (0, 0)
-        try reserve.check("unpacking the layer blob \(blob)")
+        try reserve.check("unpacking the layer blob \(blob)", holes: holes)
     }
 
     mutating func take(_ header: OpaquePointer, from archive: OpaquePointer) throws {
@@ -494,6 +497,7 @@ private struct Unpacking {
         defer { buffer.deallocate() }
         var written: Int64 = 0
         var writebackStarted: Int64 = 0
+        var skipped: Int64 = 0
         while true {
             let count = archive_read_data(archive, buffer, 1 << 20)
             if count < 0 {
@@ -501,8 +505,10 @@ private struct Unpacking {
                 throw refuse(raw, "its data cannot be read (\(why))")
             }
             if count == 0 { break }
-            try FileSystem.writeAll(fd, UnsafeRawBufferPointer(start: buffer, count: count), to: shown(name))
+            let holes = try Self.write(UnsafeRawBufferPointer(start: buffer, count: count), to: fd, at: written, shown(name))
+            skipped += holes
             written += Int64(count)
+            self.holes += UInt64(holes)
             try spent(bytes: Int64(count))
             // The disk takes a big file as it arrives, so the commit's sync finds little left.
             if written - writebackStarted >= Self.writebackStep {
@@ -516,6 +522,36 @@ private struct Unpacking {
         if expected >= 0 && written != expected {
             throw refuse(raw, "its header says \(expected) bytes, and it holds \(written)")
         }
+        // A file that ends in a hole is as long as its tar says.
+        if skipped > 0 { try sys("write", shown(name)) { ftruncate(fd, off_t(written)) } }
+    }
+
+    /// Writes `bytes` at `offset` of `fd`, but a whole page of zeros as a hole: the file reads the
+    /// same, and a sparse file (a disk image made with `truncate`, which a tar carries as zeros)
+    /// takes on this disk what it took where it was made. Returns the bytes left as holes.
+    static func write(_ bytes: UnsafeRawBufferPointer, to fd: Int32, at offset: Int64, _ shown: @autoclosure () -> String)
+        throws -> Int64
+    {
+        let page = 4096
+        var holes: Int64 = 0
+        var run = 0  // where the bytes not yet written start
+        var at = 0
+        while at < bytes.count {
+            let end = min(bytes.count, at + page - Int((offset + Int64(at)) % Int64(page)))
+            if end - at == page && Zeros.all(UnsafeRawBufferPointer(rebasing: bytes[at..<end])) {
+                if run < at {
+                    try FileSystem.writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[run..<at]), at: UInt64(offset) + UInt64(run), to: shown())
+                }
+                holes += Int64(page)
+                run = end
+            }
+            at = end
+        }
+        if run < bytes.count {
+            try FileSystem.writeAll(
+                fd, UnsafeRawBufferPointer(rebasing: bytes[run...]), at: UInt64(offset) + UInt64(run), to: shown())
+        }
+        return holes
     }
 
     /// Owner, mode, xattrs (not overlayfs's own) and time, never through a symlink.

@@ -42,13 +42,21 @@ package struct DiskReserve: Codable, Sendable {
         (Int64(max(64 << 10, min(8 << 20, bytes / 4))), Int(max(16, min(1024, inodes == 0 ? 1024 : inodes / 4))))
     }
 
-    /// Throws `Reached`, naming what was being done, when less than the reserve is free.
-    package func check(_ doing: @autoclosure () -> String) throws {
+    /// Throws `Reached`, naming what was being done, when less than the reserve is free, or would
+    /// be with `holes` bytes more written: the zeros the work left as holes, which take no disk
+    /// but are bounded as if they did.
+    package func check(_ doing: @autoclosure () -> String, holes: UInt64 = 0) throws {
         let fs = try Self.status(of: folder)
         let freeBytes = UInt64(fs.f_bavail) * UInt64(fs.f_frsize)
         let freeInodes = UInt64(fs.f_favail)
         if freeBytes < bytes {
             throw Reached(doing: doing(), mountPoint: mountPoint, left: formatBytes(Int64(freeBytes)), reserve: formatBytes(Int64(bytes)))
+        }
+        if freeBytes - bytes < holes {
+            let left = formatBytes(Int64(freeBytes))
+            throw Reached(
+                doing: doing(), mountPoint: mountPoint, left: left, reserve: formatBytes(Int64(bytes)),
+                holes: formatBytes(Int64(min(holes, UInt64(Int64.max)))))
         }
         if inodes > 0 && freeInodes < inodes {
             throw Reached(doing: doing(), mountPoint: mountPoint, left: "\(freeInodes) inodes", reserve: "\(inodes) inodes")
@@ -65,12 +73,19 @@ package struct DiskReserve: Codable, Sendable {
         package let mountPoint: String
         package let left: String
         package let reserve: String
+        /// The zeros written as holes so far, when they are what passed the reserve.
+        package var holes: String? = nil
         package var code: ErrorCode { .system }
         package var message: String { "\(doing) stopped: \(why)" }
         /// The reason alone, for a message that says otherwise what stopped.
         package var why: String {
-            "the filesystem mounted at \(RawPath.display(Array(mountPoint.utf8))) is down to \(left) free, "
-                + "and layerctl leaves the last \(reserve) (5%, at most 1 GiB and 65536 inodes) to the rest of the system"
+            let mount = RawPath.display(Array(mountPoint.utf8))
+            let kept = "layerctl leaves the last \(reserve) (5%, at most 1 GiB and 65536 inodes) to the rest of the system"
+            if let holes {
+                return "its files hold \(holes) of zeros, kept as holes, and written out they would not fit in the \(left) "
+                    + "free on the filesystem mounted at \(mount), where \(kept)"
+            }
+            return "the filesystem mounted at \(mount) is down to \(left) free, and \(kept)"
         }
     }
 

@@ -64,17 +64,31 @@ struct DiskReserveTests {
         #expect(fits.status == 0, "\(fits.stderr)")
     }
 
-    /// A zstd blob of a few kilobytes that unpacks to `bytes` of zeros, and one of `files` files.
-    static func bombs(in work: String, bytes: Int64, files: Int) throws -> (space: String, inodes: String) {
+    /// Zstd blobs of a few kilobytes that unpack to `bytes` of the letter A, to as many zeros
+    /// (which the unpack leaves as holes), and to `files` files.
+    static func bombs(in work: String, bytes: Int64, files: Int) throws -> (space: String, zeros: String, inodes: String) {
         let space = work + "/space.tar.zst"
-        try OCILayerTests.craft([OCILayerTests.Crafted(name: "zeros", zeros: bytes)], at: space, zstd: true)
+        try OCILayerTests.craft([OCILayerTests.Crafted(name: "letters", zeros: bytes, fill: 0x41)], at: space, zstd: true)
+        let zeros = work + "/zeros.tar.zst"
+        try OCILayerTests.craft([OCILayerTests.Crafted(name: "zeros", zeros: bytes)], at: zeros, zstd: true)
         let inodes = work + "/inodes.tar.zst"
         try OCILayerTests.craft((0..<files).map { OCILayerTests.Crafted(name: "f\($0)") }, at: inodes, zstd: true)
-        for blob in [space, inodes] {
+        for blob in [space, zeros, inodes] {
             let size = try #require(try FileManager.default.attributesOfItem(atPath: blob)[.size] as? Int)
             #expect(size < 1 << 20, "\(blob): \(size) bytes")
         }
-        return (space, inodes)
+        return (space, zeros, inodes)
+    }
+
+    /// What the unpack of each of `bombs`'s blobs says when it stops.
+    static func stops(_ blobs: (space: String, zeros: String, inodes: String), disk: String) -> [(String, [String])] {
+        let full = "stopped: the filesystem mounted at \(disk) is down to"
+        return [
+            (blobs.space, [full, "MiB free"]),
+            (blobs.zeros, ["stopped: its files hold ", " of zeros, kept as holes, and written out they would not fit in the ",
+                           " free on the filesystem mounted at \(disk), where layerctl leaves the last "]),
+            (blobs.inodes, [full, "inodes free"]),
+        ]
     }
 
     @Test("a blob of a few kilobytes that unpacks to more bytes or files than the disk holds stops at the reserve")
@@ -84,13 +98,12 @@ struct DiskReserveTests {
         let disk = try KernelMount.tmpfs(size: "64m", inodes: 4000)
         defer { KernelMount.unmount(disk) }
         let before = Self.free(disk)
-        for (blob, left) in [(blobs.space, "MiB free"), (blobs.inodes, "inodes free")] {
+        for (blob, says) in Self.stops(blobs, disk: disk) {
             #expect {
                 try OCILayerReader(blob: blob).unpack(into: disk + "/tree")
             } throws: { error in
                 let text = "\(error)"
-                return text.hasPrefix("unpacking the layer blob \(blob) stopped: the filesystem mounted at \(disk) is down to")
-                    && text.contains(left)
+                return text.hasPrefix("unpacking the layer blob \(blob) stopped: ") && says.allSatisfy(text.contains)
             }
             #expect(!FileManager.default.fileExists(atPath: disk + "/tree"))
             #expect(Self.free(disk) == before)
@@ -107,14 +120,14 @@ struct DiskReserveTests {
         let disk = try KernelMount.tmpfs(size: "64m", inodes: 4000)
         defer { KernelMount.unmount(disk) }
         let store = disk + "/store"
-        for (index, blob) in [blobs.space, blobs.inodes].enumerated() {
+        for (index, (blob, says)) in Self.stops(blobs, disk: disk).enumerated() {
             let reference = try ImageReference(parsing: "\(registry.host)/steve/bomb:\(index)")
             try ShareTests.pushImage(layers: [blob], to: reference)
             let before = Self.free(disk)
             let pulled = try Harness.run(["pull", reference.description, "--store", store])
             #expect(pulled.status == 8, "\(pulled.stderr)")
             let errors = pulled.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl:") }
-            #expect(errors.count == 1 && pulled.stderr.contains("stopped: the filesystem mounted at \(disk) is down to"), "\(pulled.stderr)")
+            #expect(errors.count == 1 && says.allSatisfy(pulled.stderr.contains), "\(pulled.stderr)")
             #expect(try Store(root: store).keys().isEmpty)
             #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
             let after = Self.free(disk)

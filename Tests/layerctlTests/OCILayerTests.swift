@@ -98,6 +98,10 @@ struct OCILayerTests {
             try tree.file([0x6E, 0xFF, 0x6F], Array("not UTF-8".utf8))
             try tree.file("spaces, = and \u{e9}", "x")
             try tree.directory("empty", mode: 0o700, owner: (7, 8))
+            // Holes first, inside and last, and data off the pages' edges: the tar carries zeros.
+            try tree.sparse(
+                "disk.img", size: (8 << 20) + 100,
+                pieces: [((1 << 20) + 7, Array(repeating: 0x41, count: 10_000)), (5 << 20, Array(repeating: 0x42, count: 4096))])
         }
         let work = try Harness.temporaryDirectory("crafted-blob")
         var writer = OCILayerWriter()
@@ -106,6 +110,10 @@ struct OCILayerTests {
         #expect(try reader.diffID() == blob.diffID)
         #expect(try reader.unpack(into: work + "/tree") == blob.diffID)
         #expect(try TreeScan.scan(work + "/tree").digest == TreeScan.scan(stack.tree(0)).digest)
+        // The zeros are holes again: the pages that hold data, and no more.
+        var st = stat()
+        #expect(stat(work + "/tree/disk.img", &st) == 0 && st.st_size == (8 << 20) + 100)
+        #expect(st.st_blocks * 512 <= 6 * 4096, "\(st.st_blocks * 512) bytes allocated")
         let listing = try KernelMount.run("/usr/bin/bsdtar", ["-tf", work + "/blob"])
         #expect(listing.output.contains("hidden/.wh..wh..opq") && listing.output.contains(".wh.gone-39"), "\(listing.output)")
     }
@@ -119,8 +127,9 @@ struct OCILayerTests {
         var hardlink: String?
         /// A sparse file's size: `data` is its first bytes, the rest a hole.
         var sparseSize: Int64?
-        /// A file of this many zero bytes, written out, instead of `data`.
+        /// A file of this many bytes of `fill` (zeros unless it says), written out, instead of `data`.
         var zeros: Int64?
+        var fill: UInt8 = 0
         /// Extended attributes, as a pax header carries them.
         var attributes: [(name: String, value: String)] = []
     }
@@ -149,7 +158,7 @@ struct OCILayerTests {
             if let zeros = crafted.zeros {
                 archive_entry_set_size(header, la_int64_t(zeros))
                 #expect(archive_write_header(archive, header) == ARCHIVE_OK)
-                let chunk = [UInt8](repeating: 0, count: 1 << 20)
+                let chunk = [UInt8](repeating: crafted.fill, count: 1 << 20)
                 var left = zeros
                 while left > 0 {
                     let count = Int(min(left, Int64(chunk.count)))
