@@ -4,8 +4,8 @@ import Glibc
 import LayerSupport
 import Testing
 
-/// Files with holes, as `truncate` and `lseek` past the end make them: read for their digests
-/// without reading the holes, and digested as the same bytes written out.
+/// Files with holes, as `truncate` and `lseek` past the end make them, digested as the same bytes
+/// written out. (That the holes are not read: `TreeScanTests.sparseFile`.)
 @Suite("Sparse files")
 struct SparseReadTests {
     /// A file's shape: its size and the bytes written at some offsets; the rest is hole.
@@ -62,8 +62,6 @@ struct SparseReadTests {
     }
 
     static func directory() throws -> String {
-        // Not /tmp, which may be a tmpfs: it reads a hole without caching a page, so "not read" would
-        // hold whatever the reader did.
         let path = "/var/tmp/layerctl-test-sparse-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
         return path
@@ -95,39 +93,5 @@ struct SparseReadTests {
                 #expect(alone == blocks, "\(shape.name), holes \(holes), blocks of \(blockSize) alone")
             }
         }
-    }
-
-    /// Pages of the file at `path` in the kernel's page cache.
-    static func residentPages(_ path: String) throws -> Int {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", path) }
-        defer { close(fd) }
-        var st = stat()
-        fstat(fd, &st)
-        guard let map = mmap(nil, Int(st.st_size), PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-            throw SystemError("map", path)
-        }
-        defer { munmap(map, Int(st.st_size)) }
-        let pages = (Int(st.st_size) + 4095) / 4096
-        var vector = [UInt8](repeating: 0, count: pages)
-        guard mincore(map, Int(st.st_size), &vector) == 0 else { throw SystemError("mincore", path) }
-        return vector.count { $0 & 1 != 0 }
-    }
-
-    @Test("a hole is not read: hashing 256 MiB of hole leaves its pages out of the kernel's cache")
-    func holesUnread() throws {
-        let folder = try Self.directory()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let path = folder + "/disk.img"
-        // One page of data in the middle, the rest hole.
-        let shape = Shape(name: "one page of data", size: 256 << 20, pieces: [(128 << 20, Self.noise(4096, seed: 9))])
-        try Self.write(shape, to: path, holes: true)
-        let before = try Self.residentPages(path)
-        _ = try Digest.contentHash(file: Array(path.utf8))
-        var stream: BlockDigests.Stream? = BlockDigests.Stream(blockSize: Self.block)
-        _ = try Digest.contentHash(file: Array(path.utf8), buffer: Digest.ReadBuffer(), deadline: nil, blocks: &stream)
-        let after = try Self.residentPages(path)
-        // Reading the page of data may read ahead into the hole around it: at most a few MiB.
-        #expect(after - before < 1024, "\(after - before) of 65536 pages read into the cache")
     }
 }

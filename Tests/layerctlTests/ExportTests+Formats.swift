@@ -62,22 +62,6 @@ extension ExportTests {
         #expect(again.status == 3 && again.stderr.contains("File exists"), "\(again.stderr)")
     }
 
-    /// Pages of the file at `path` in the kernel's page cache.
-    static func residentPages(_ path: String) throws -> Int {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", path) }
-        defer { close(fd) }
-        var st = stat()
-        fstat(fd, &st)
-        guard let map = mmap(nil, Int(st.st_size), PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else {
-            throw SystemError("map", path)
-        }
-        defer { munmap(map, Int(st.st_size)) }
-        var vector = [UInt8](repeating: 0, count: (Int(st.st_size) + 4095) / 4096)
-        guard mincore(map, Int(st.st_size), &vector) == 0 else { throw SystemError("mincore", path) }
-        return vector.count { $0 & 1 != 0 }
-    }
-
     @Test("A sparse file's image is that of the same bytes written out, its holes stored as sparse blocks and never read, and the kernel reads the bytes back")
     func sparseFiles() throws {
         func noise(_ count: Int, seed: UInt32) -> [UInt8] {
@@ -109,12 +93,12 @@ extension ExportTests {
         let disk = stacks[0].tree(0) + "/data/disk.img"
         var st = stat()
         #expect(stat(disk, &st) == 0 && st.st_blocks * 512 < 1 << 20, "the crafted file has holes")
-        let before = try Self.residentPages(disk)
+        let before = try PageCache.residentPages(disk)
         let out = try Harness.temporaryDirectory("sparse")
         let sparse = try export(
             "files", store: stacks[0].store, to: out + "/sparse.squashfs", ["--no-block-cache", "--json"])
         // Reading the page of data may read ahead into the hole around it: at most a few MiB of 64.
-        let after = try Self.residentPages(disk)
+        let after = try PageCache.residentPages(disk)
         #expect(after - before < 1024, "\(after - before) of 16384 pages read into the cache")
         _ = try export("files", store: stacks[1].store, to: out + "/dense.squashfs", ["--no-block-cache"])
         #expect(bytes(out + "/sparse.squashfs") == bytes(out + "/dense.squashfs"))
@@ -132,12 +116,10 @@ extension ExportTests {
         // A tar and an OCI layout carry the zeros, and read none of them either.
         for format in ["tar", "oci"] {
             // Out of the cache first, so that each writer's reads show.
-            let fd = open(disk, O_RDONLY | O_CLOEXEC)
-            #expect(fd >= 0 && fsync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
-            close(fd)
-            let before = try Self.residentPages(disk)
+            try PageCache.evict(disk)
+            let before = try PageCache.residentPages(disk)
             _ = try export("files", store: stacks[0].store, to: out + "/sparse.\(format)", ["--format", format])
-            let after = try Self.residentPages(disk)
+            let after = try PageCache.residentPages(disk)
             #expect(after - before < 1024, "\(format): \(after - before) of 16384 pages read into the cache")
             _ = try export("files", store: stacks[1].store, to: out + "/dense.\(format)", ["--format", format])
         }
