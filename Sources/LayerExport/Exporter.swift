@@ -61,7 +61,7 @@ public struct Exporter: Sendable {
         public var layer: String
         public var entries: Int
         public var bytesIn: UInt64
-        /// The part of `bytesIn` read from the files; the block cache held the rest.
+        /// The part of `bytesIn` read from the files; the block cache held the rest, or it lay in holes.
         public var bytesRead: UInt64
         public var bytesOut: UInt64
         public var seconds: Double

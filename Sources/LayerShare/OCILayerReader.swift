@@ -505,7 +505,8 @@ private struct Unpacking {
                 throw refuse(raw, "its data cannot be read (\(why))")
             }
             if count == 0 { break }
-            let holes = try Self.write(UnsafeRawBufferPointer(start: buffer, count: count), to: fd, at: written, shown(name))
+            let holes = try Self.write(
+                UnsafeRawBufferPointer(start: buffer, count: count), to: fd, at: written, shown(name))
             skipped += holes
             written += Int64(count)
             self.holes += UInt64(holes)
@@ -540,7 +541,8 @@ private struct Unpacking {
             let end = min(bytes.count, at + page - Int((offset + Int64(at)) % Int64(page)))
             if end - at == page && Zeros.all(UnsafeRawBufferPointer(rebasing: bytes[at..<end])) {
                 if run < at {
-                    try FileSystem.writeAll(fd, UnsafeRawBufferPointer(rebasing: bytes[run..<at]), at: UInt64(offset) + UInt64(run), to: shown())
+                    try FileSystem.writeAll(
+                        fd, UnsafeRawBufferPointer(rebasing: bytes[run..<at]), at: UInt64(offset) + UInt64(run), to: shown())
                 }
                 holes += Int64(page)
                 run = end
