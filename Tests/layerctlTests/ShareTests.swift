@@ -85,6 +85,42 @@ struct ShareTests {
         try store1.removeRef("steve-gaming")
     }
 
+    @Test("a layer with a sparse file goes to a registry and comes back the same tree, its holes still holes")
+    func sparseRoundTrip() throws {
+        let layers = try Harness.demoLayers()
+        // A tar carries holes as zeros: the pull makes them holes again.
+        try """
+            from: base
+            run:
+              - truncate -s 256M /var/disk.img && printf data | dd of=/var/disk.img bs=1 seek=100000000 conv=notrunc 2>/dev/null
+            """.write(toFile: layers + "/disk.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("share-sparse")
+        let build = try Harness.run(["build", layers + "/disk.yaml", "--store", store])
+        try #require(build.status == 0, "\(build.stderr)")
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = "\(registry.host)/steve/disk:v1"
+        let push = try Harness.run(["push", "disk", reference, "--store", store])
+        #expect(push.status == 0, "\(push.stderr)")
+        let other = try Harness.temporaryDirectory("share-sparse-pulled")
+        let pull = try Harness.run(["pull", reference, "--store", other])
+        try #require(pull.status == 0, "\(pull.stderr)")
+        let built = try Store(root: store)
+        let pulled = try Store(root: other)
+        let builtKey = try #require(try built.ref("disk"))
+        let pulledKey = try #require(try pulled.ref("disk"))
+        #expect(try built.record(builtKey).treeDigest == pulled.record(pulledKey).treeDigest)
+        for tree in [built.tree(builtKey), pulled.tree(pulledKey)] {
+            var st = stat()
+            #expect(stat(tree + "/var/disk.img", &st) == 0 && st.st_size == 256 << 20)
+            #expect(st.st_blocks * 512 <= 64 << 10, "\(tree): \(st.st_blocks * 512) bytes allocated")
+        }
+        let work = try Harness.temporaryDirectory("share-sparse-images")
+        #expect(try Harness.run(["export", "disk", "--store", store, "-o", work + "/built.sqfs"]).status == 0)
+        #expect(try Harness.run(["export", "disk", "--store", other, "-o", work + "/pulled.sqfs"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: work + "/built.sqfs", andPath: work + "/pulled.sqfs"))
+    }
+
     @Test("basic auth: no credentials or a wrong password is one line and exit 3, the password never shown; the right one works")
     func basicAuth() throws {
         let store = try Self.builtDemo()
