@@ -43,6 +43,10 @@ struct DemoBuildTests {
         #expect(try String(contentsOfFile: gaming + "/etc/hostname", encoding: .utf8) == "gaming\n")
         #expect(try String(contentsOfFile: gaming + "/etc/game.version", encoding: .utf8) == "game 1.0-1\n")
         #expect(try String(contentsOfFile: gaming + "/etc/greeting", encoding: .utf8) == "hello from gaming\n")
+        // What busybox's init runs first when demo/vm.sh boots the image: without it, every boot
+        // said "can't run '/etc/init.d/rcS'".
+        let rcS = try Harness.run(["shell", "gaming", "--store", storeRoot, "--", "/etc/init.d/rcS"])
+        #expect(rcS.status == 0 && rcS.stdout.hasPrefix("layerctl demo: "), "\(rcS.stdout) \(rcS.stderr)")
         // Removing nano left whiteouts over its file and its database entry.
         for path in ["/usr/bin/nano", "/var/lib/pacman/local/nano-7.2-1"] {
             var st = stat()
