@@ -34,9 +34,8 @@ public enum LayerShell {
         defer { lock.unlock() }
         let trees = try store.chain(key).map(store.tree)
         let name = try store.name(of: key, asked: asked)
-        let directory = try store.makeTemporary("shell")
+        let directory = try folder(in: store)
         defer { try? FileSystem.removeTree(directory) }
-        try store.requireTreeFileSystem(in: directory)
         let made = BuildCgroup.make(processes: processes, memory: memory)
         defer { made.cgroup?.remove() }
         for (controller, why) in made.unlimited {
@@ -53,6 +52,25 @@ public enum LayerShell {
             warning("the shell " + note)
         }
         return status
+    }
+
+    /// The shell's folder: its job, and where its tmpfs is mounted. In the store's `tmp/`, whose
+    /// filesystem must hold layer trees; on a read-only store (read-only media, a read-only bind
+    /// of someone else's), which `ls`, `inspect`, `diff` and `export` read, in /run, since the
+    /// shell writes nothing of its own in the store.
+    private static func folder(in store: Store) throws -> String {
+        do {
+            let directory = try store.makeTemporary("shell")
+            do { try store.requireTreeFileSystem(in: directory) } catch {
+                try? FileSystem.removeTree(directory)
+                throw error
+            }
+            return directory
+        } catch let error as SystemError where error.errno == EROFS {
+            var template = Array("/run/layerctl-shell-XXXXXX".utf8CString)
+            guard let made = mkdtemp(&template) else { throw SystemError("create a folder in", "/run") }
+            return String(cString: made)
+        }
     }
 
     /// pid 1 of the shell's namespaces (named after the layer, with the host's network): the

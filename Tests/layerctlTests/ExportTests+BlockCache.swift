@@ -58,7 +58,7 @@ extension ExportTests {
 
     /// A store on read-only media (a disk mounted ro, a store shipped on one): export said "0 blocks
     /// compressed, 0 from cache" after the warning that it could not make the cache.
-    @Test("A read-only store exports, warning that it has no block cache, and counts the blocks it compressed; ls, inspect, diff and sbom read it")
+    @Test("A read-only store exports, warning that it has no block cache, and counts the blocks it compressed; ls, inspect, diff and sbom read it, and shell opens it")
     func readOnlyStore() throws {
         let store = try demoStore()
         let out = try Harness.temporaryDirectory("images")
@@ -79,6 +79,12 @@ extension ExportTests {
             let result = try Harness.run(arguments + ["--store", readOnly])
             #expect(result.status == (arguments[0] == "diff" ? 1 : 0) && result.stderr.isEmpty, "\(arguments): \(result.stderr)")
         }
+        // A shell writes nothing of its own in the store: its folder goes to /run, and goes.
+        let before = try FileManager.default.contentsOfDirectory(atPath: "/run").filter { $0.hasPrefix("layerctl-shell-") }
+        let shell = try Harness.run(["shell", "gaming", "--store", readOnly, "--", "cat", "/etc/hostname"])
+        #expect(shell.status == 0 && shell.stdout == "gaming\n", "\(shell.stdout) \(shell.stderr)")
+        let after = try FileManager.default.contentsOfDirectory(atPath: "/run").filter { $0.hasPrefix("layerctl-shell-") }
+        #expect(after == before)
     }
 
     @Test("An image on another file system than the store is copied from the cache all the same")
