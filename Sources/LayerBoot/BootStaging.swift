@@ -81,9 +81,11 @@ public struct BootStaging: Sendable {
     /// returns the image's sha256 when it took it on the way. Staging the same image again changes
     /// nothing but the entries. `source` is what the record keeps (a layer's key, an image file);
     /// `shownAs`, what messages call it, when that is not `source` ("layer gaming (ab6a29b433dc)").
+    /// Returns the name's versions as this staging saved them, under its lock: the image staged,
+    /// and the way back.
     public func stage(
         name: String, source: String, shownAs: String? = nil, append: [String], produce: (String) throws -> String?
-    ) throws -> StagedImage {
+    ) throws -> StagedSet {
         try Self.validate(name: name)
         let lock = try lock(creating: true)
         defer { lock?.unlock() }
@@ -163,7 +165,7 @@ public struct BootStaging: Sendable {
     private func finishStaging(
         name: String, id: String, sha256: String, imagePath: String, device: DeviceLocation, source: String, shownAs: String,
         append: [String], set before: StagedSet?
-    ) throws -> StagedImage {
+    ) throws -> StagedSet {
         let folder = directory(name)
 
         let reader = try SquashfsReader(image: imagePath)
@@ -212,7 +214,7 @@ public struct BootStaging: Sendable {
         }
         try save(set, in: folder)
         if let dropped { try remove(dropped) }
-        return image
+        return set
     }
 
     /// Removes the current version of `name` (the previous one becomes current), or all of them.

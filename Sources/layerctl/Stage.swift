@@ -79,22 +79,24 @@ extension LayerCtl {
             let isImage =
                 FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue
             let words = append.flatMap { $0.split(whereSeparator: \.isWhitespace).map(String.init) }
-            let staged: StagedImage
+            // The versions as the staging saved them: read again after its lock is released, the way
+            // back could be another stage's.
+            let set: StagedSet
             if isImage {
                 let stem = ((target as NSString).lastPathComponent as NSString).deletingPathExtension
-                staged = try staging.stage(name: name ?? stem, source: target, append: words) {
+                set = try staging.stage(name: name ?? stem, source: target, append: words) {
                     try BootStaging.copyImage(from: target, to: $0)
                 }
             } else {
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)
                 let source = try registryArguments.source(
                     target, in: store, json: json, options: options, overlapCommit: true)
-                staged = try Self.stage(
+                set = try Self.stage(
                     source.key, name: name, asked: target, append: words, staging: staging, store: store, options: options,
                     knownBlocks: source.knownBlocks, committing: source.committing)
             }
+            let (staged, previous) = (set.current, set.previous)
             let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
-            let previous = try staging.staged().first { $0.current.name == staged.name }?.previous
             if json {
                 struct Staged: Encodable {
                     var staged: StagedImage
@@ -123,7 +125,7 @@ extension LayerCtl {
         static func stage(
             _ key: String, name: String?, asked: String? = nil, append: [String], staging: BootStaging, store: Store,
             options: ImageOptions, knownBlocks: BlockDigests?, committing: ImagePull.TopCommit? = nil
-        ) throws -> StagedImage {
+        ) throws -> StagedSet {
             // The commit ends, whatever happens to the export: the pull itself succeeded.
             defer { try? committing?.finish() }
             let uncommitted = committing.map(\.layer)
@@ -285,7 +287,8 @@ extension LayerCtl {
                 let source = try registryArguments.source(name, in: store, json: json, options: options, overlapCommit: true)
                 let staged = try Stage.stage(
                     source.key, name: stageName ?? reference.shortName, append: [], staging: staging, store: store,
-                    options: options, knownBlocks: source.knownBlocks, committing: source.committing)
+                    options: options, knownBlocks: source.knownBlocks, committing: source.committing
+                ).current
                 if !json { print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))") }
                 name = staged.name
             }

@@ -124,7 +124,9 @@ struct StagingTests {
 
         // The layer, exported at the default zstd:15, is another image: it becomes current and the
         // first stays as the previous version.
-        _ = try layerctl(["stage", "probe", "--store", machine.store] + disk.options)
+        let staging = try layerctl(["stage", "probe", "--store", machine.store] + disk.options)
+        // Its message names the way back as this staging saved it.
+        #expect(staging.stdout.contains("  previous: \(id), kept as layerctl-probe-previous\n"), "\(staging.stdout)")
         let second = try staged(disk)
         #expect(second.count == 2)
         let current = try #require((second.first?["image"] as? [String: Any])?["id"] as? String)
