@@ -25,10 +25,11 @@ public enum LayerShell {
     /// Runs `command` (default: an interactive /bin/sh) in the stack ending at `key`, with at most
     /// `processes` processes and `memory` bytes (nil: no limit); returns its exit status. Says
     /// through `warning` which limit this host cannot set, and what the kernel did at the memory
-    /// limit.
+    /// limit; through `notRun` why the command could not be run, when it could not (its status is
+    /// then 127 or 126, as a shell's).
     public static func run(
         store: Store, key: String, asked: String, command: [String], processes: Int?, memory: Int64?,
-        warning: (String) -> Void
+        warning: (String) -> Void, notRun: (String) -> Void
     ) throws -> Int32 {
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
@@ -47,7 +48,9 @@ public enum LayerShell {
         let jobPath = directory + "/job.json"
         try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
         // The shell takes over the terminal: it gets our stdin, unlike builders.
-        let status = try NamespacedWork.run(.shell, jobPath: jobPath, network: true, interactive: true) { _ in }
+        let status = try NamespacedWork.run(.shell, jobPath: jobPath, network: true, interactive: true) { event in
+            if event.kind == .error, let message = event.message { notRun(message) }
+        }
         if let note = made.cgroup?.memoryNote(limit: memory, counted: "it wrote anywhere") {
             warning("the shell " + note)
         }
@@ -95,14 +98,25 @@ public enum LayerShell {
             try Confinement.dropPrivileges()
             let environment = ["PATH=" + searchPath.joined(separator: ":"), "HOME=/root",
                                "TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "dumb")", "LAYERCTL_LAYER=\(job.name)"]
-            let path = try program(job.command[0], layer: job.name)
+            let path: String
+            do { path = try program(job.command[0], layer: job.name) } catch let error as SystemError {
+                return notRun(error, status: 127)
+            }
             let arguments = Array(job.command.dropFirst())
             do {
                 return waitForExit(try spawn(path, arguments, environment: environment, keepStdin: true))
             } catch let error as SystemError {
-                throw SystemError("start \(path) in", job.name, errno: error.errno)
+                return notRun(SystemError("start \(path) in", job.name, errno: error.errno), status: error.errno == ENOENT ? 127 : 126)
             }
         }
+    }
+
+    /// A command the shell could not run, which exits as a shell's would (`sh -c`, `env`, `chroot`,
+    /// `docker run`): 127 when it is not there, 126 when it is and cannot be run. The error, one
+    /// line, goes to the parent to print.
+    private static func notRun(_ error: SystemError, status: Int32) -> Int32 {
+        EventPipe(layer: "shell").send(BuildEvent(.error, layer: "shell", message: error.explanation))
+        return status
     }
 
     /// The shell's PATH, as an Arch login shell has it.
