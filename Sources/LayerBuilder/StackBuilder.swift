@@ -209,7 +209,7 @@ public final class StackBuilder {
         if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
         // The Archive's folders are the day's parts: repos/2024/06/01/.
         let day = spec.snapshot?.replacingOccurrences(of: "-", with: "/")
-        let servers = day.map { ["\(options.archive)/repos/\($0)/$repo/os/$arch"] } ?? spec.servers
+        let servers = day.map { ["\(options.archive)/repos/\($0)/$repo/os/$arch"] } ?? spec.allServers
         return Repository(name: spec.name, servers: servers, signatureLevel: level)
     }
 

@@ -54,12 +54,17 @@ public struct RepoSpec: Sendable, Hashable {
     public var name: String
     /// Absolute URLs: relative paths in the file are made `file://` URLs against its folder.
     public var servers: [String]
+    /// The mirrorlist whose servers come after `servers`.
+    public var mirrorlist: Mirrorlist? = nil
     public var siglevel: String?
     /// An Arch Linux Archive day (`YYYY-MM-DD`) that replaces the servers.
     public var snapshot: String?
     public var location: FileLocation
     /// Where the `snapshot:` date is written.
     public var snapshotLocation: FileLocation? = nil
+
+    /// The servers libalpm tries, in order: `servers:`, then the mirrorlist's.
+    public var allServers: [String] { servers + (mirrorlist?.servers ?? []) }
 }
 
 /// A file a layer writes after its packages are installed.

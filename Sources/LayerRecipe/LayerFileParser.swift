@@ -14,7 +14,7 @@ struct LayerFileParser {
     static let topLevelKeys = [
         "from", "description", "arch", "repos", "packages", "remove", "files", "run", "env", "boot", "network",
     ]
-    static let repoKeys = ["name", "servers", "siglevel", "snapshot"]
+    static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "mode", "owner"]
     /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
     static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]
@@ -180,6 +180,7 @@ struct LayerFileParser {
                 spec.servers = try list(value, what: "`servers`").map {
                     try server(try scalar($0, what: "a server"), at: $0)
                 }
+            case "mirrorlist": spec.mirrorlist = try mirrorlist(try scalar(value, what: "`mirrorlist`"), at: value)
             case "siglevel":
                 let words = try scalar(value, what: "`siglevel`")
                 if case .failure(let error) = SignatureLevel.parse(words) {
@@ -207,8 +208,8 @@ struct LayerFileParser {
         if spec.name.utf8.count > 248 {
             throw LayerFileError("repository name \(quote(spec.name)) is longer than 248 bytes", at: at(node))
         }
-        if spec.servers.isEmpty && spec.snapshot == nil {
-            throw LayerFileError("repository \(quote(spec.name)) has no `servers` and no `snapshot`", at: at(node))
+        if spec.servers.isEmpty && spec.mirrorlist == nil && spec.snapshot == nil {
+            throw LayerFileError("repository \(quote(spec.name)) has no `servers`, `mirrorlist` or `snapshot`", at: at(node))
         }
         return spec
     }
@@ -300,30 +301,88 @@ struct LayerFileParser {
     /// A `source:` is relative to the layer file and may not leave its folder tree, even through a symlink.
     private func source(_ value: String, at node: Node) throws -> String {
         if value.hasPrefix("/") { throw LayerFileError("`source` is a path relative to the layer file", at: at(node)) }
-        let base = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
-        let joined = URL(fileURLWithPath: (folder as NSString).appendingPathComponent(value)).standardizedFileURL
-        let real = Self.resolvingLinks(joined.path)
-        guard real == base || real.hasPrefix(base + "/") else {
-            throw LayerFileError("`source` \(quote(value)) leaves the layer file's folder \(base)", at: at(node))
-        }
-        // A FIFO or a device would be read forever, or read what is not the layer author's.
-        var st = stat()
-        guard stat(real, &st) == 0 else {
-            let why = errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))))"
-            throw LayerFileError("`source` \(quote(value)) \(why); it is found from the layer file's folder \(base)", at: at(node))
-        }
-        guard st.st_mode & S_IFMT == S_IFREG else {
-            let kind = st.st_mode & S_IFMT == S_IFDIR ? "a folder" : FileSystem.special(st.st_mode) ?? "no regular file"
-            throw LayerFileError("`source` \(quote(value)) is \(kind), not a file", at: at(node))
-        }
+        let (real, size) = try fileInFolder(value, key: "source", at: node)
         // It is hashed for the key and read whole into the build's job.
-        guard Int64(st.st_size) <= ReadLimit.fileSource else {
+        guard size <= ReadLimit.fileSource else {
             throw LayerFileError(
-                "`source` \(quote(value)) is \(formatBytes(Int64(st.st_size))); a `files:` source may be at most "
+                "`source` \(quote(value)) is \(formatBytes(size)); a `files:` source may be at most "
                     + "\(formatBytes(ReadLimit.fileSource)) (a larger file belongs in a package)",
                 at: at(node))
         }
         return real
+    }
+
+    /// A `mirrorlist:` is pacman's, in /etc/pacman.d, or one of the layer file's folder tree, as a
+    /// `source:` is: a stranger's layer file reads no other file of the host's.
+    private func mirrorlist(_ value: String, at node: Node) throws -> Mirrorlist {
+        let path: String
+        let real: String
+        if value.hasPrefix("/") {
+            path = (value as NSString).standardizingPath
+            real = Self.resolvingLinks(path)
+            guard real.hasPrefix(Mirrorlist.hostFolder + "/") else {
+                throw LayerFileError(
+                    "`mirrorlist` \(quote(value)) is not in \(Mirrorlist.hostFolder), where pacman keeps its mirrorlists, "
+                        + "and a layer file reads no other file of the host's; put your own beside the layer file and name it from there",
+                    at: at(node))
+            }
+            _ = try regularFileSize(
+                real, key: "mirrorlist", value: value, found: "on Arch, the pacman-mirrorlist package installs /etc/pacman.d/mirrorlist",
+                at: node)
+        } else {
+            path = ((folder as NSString).appendingPathComponent(value) as NSString).standardizingPath
+            real = try fileInFolder(value, key: "mirrorlist", at: node).real
+        }
+        let data: Data
+        do { data = try FileSystem.readRegularFile(real, atMost: ReadLimit.mirrorlist) } catch let large as FileTooLarge {
+            throw LayerFileError(
+                "`mirrorlist` \(quote(value)) is \(formatBytes(large.size)); a mirrorlist may be at most \(formatBytes(large.limit))",
+                at: at(node))
+        } catch {
+            throw LayerFileError("`mirrorlist` \(quote(value)) cannot be read: \(error)", at: at(node))
+        }
+        guard let text = String(validating: data, as: UTF8.self) else {
+            throw LayerFileError("`mirrorlist` \(quote(value)) is not UTF-8 text", at: at(node))
+        }
+        let servers: [String]
+        do { servers = try Mirrorlist.servers(in: text) } catch {
+            throw LayerFileError("`mirrorlist` \(quote(value)), line \(error.line): \(error.message)", at: at(node))
+        }
+        guard !servers.isEmpty else {
+            throw LayerFileError(
+                "`mirrorlist` \(quote(value)) has no `Server =` line that is not a comment; uncomment the mirrors to use, as pacman needs",
+                at: at(node))
+        }
+        return Mirrorlist(path: path, servers: servers)
+    }
+
+    /// The real path and size of `value`, a regular file found from the layer file's folder that
+    /// does not leave its folder tree, even through a symlink.
+    private func fileInFolder(_ value: String, key: String, at node: Node) throws -> (real: String, size: Int64) {
+        let base = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
+        let joined = URL(fileURLWithPath: (folder as NSString).appendingPathComponent(value)).standardizedFileURL
+        let real = Self.resolvingLinks(joined.path)
+        guard real == base || real.hasPrefix(base + "/") else {
+            throw LayerFileError("`\(key)` \(quote(value)) leaves the layer file's folder \(base)", at: at(node))
+        }
+        let size = try regularFileSize(real, key: key, value: value, found: "it is found from the layer file's folder \(base)", at: node)
+        return (real, size)
+    }
+
+    /// The size of the regular file at `real`, which the layer file names `value` under `key`; a
+    /// FIFO or a device would be read forever, or read what is not the layer author's. `found`
+    /// says where a missing one was looked for.
+    private func regularFileSize(_ real: String, key: String, value: String, found: String, at node: Node) throws -> Int64 {
+        var st = stat()
+        guard stat(real, &st) == 0 else {
+            let why = errno == ENOENT ? "does not exist" : "cannot be read (\(String(cString: strerror(errno))))"
+            throw LayerFileError("`\(key)` \(quote(value)) \(why); \(found)", at: at(node))
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            let kind = st.st_mode & S_IFMT == S_IFDIR ? "a folder" : FileSystem.special(st.st_mode) ?? "no regular file"
+            throw LayerFileError("`\(key)` \(quote(value)) is \(kind), not a file", at: at(node))
+        }
+        return Int64(st.st_size)
     }
 
     /// `path` (absolute, with no `.` or `..`) with the links of its longest part that is there

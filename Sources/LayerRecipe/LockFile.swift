@@ -14,6 +14,7 @@ import LayerSupport
 ///     spec sha256:…          (digest of the lines up to here from `repo`, `install` and `remove`)
 ///     parent KEY             (or `scratch`, or `image REF@sha256:…`)
 ///     repo demo server ../repo/$repo
+///     repo demo mirrorlist /etc/pacman.d/mirrorlist   (the file, not its servers)
 ///     repo demo siglevel Optional TrustAll
 ///     install game
 ///     remove nano
@@ -48,12 +49,16 @@ public struct LockFile: Sendable, Equatable {
         public var snapshot: String?
         /// As the layer file wrote them: a path stays relative to the layer file's folder.
         public var servers: [String]
+        /// The mirrorlist's path, as a server's is written, and not its servers: a host's
+        /// mirrors move without changing what a lock pins.
+        public var mirrorlist: String?
         public var siglevel: String?
 
-        public init(name: String, snapshot: String?, servers: [String], siglevel: String?) {
+        public init(name: String, snapshot: String?, servers: [String], mirrorlist: String? = nil, siglevel: String?) {
             self.name = name
             self.snapshot = snapshot
             self.servers = snapshot == nil ? servers : []
+            self.mirrorlist = snapshot == nil ? mirrorlist : nil
             self.siglevel = siglevel
         }
     }
@@ -140,9 +145,12 @@ public struct LockFile: Sendable, Equatable {
                 let at = repositories.count - 1
                 switch words[2] {
                 case "server": repositories[at].servers.append(value)
+                case "mirrorlist" where repositories[at].mirrorlist == nil: repositories[at].mirrorlist = value
                 case "snapshot" where words.count == 4: repositories[at].snapshot = value
                 case "siglevel": repositories[at].siglevel = value
-                default: throw fail("a repo line is `repo NAME server URL`, `repo NAME snapshot DAY` or `repo NAME siglevel WORDS`")
+                default:
+                    throw fail(
+                        "a repo line is `repo NAME server URL`, `repo NAME mirrorlist PATH` (once), `repo NAME snapshot DAY` or `repo NAME siglevel WORDS`")
                 }
             case ("install", 2): install.append(words[1])
             case ("remove", 2): remove.append(words[1])
@@ -240,6 +248,7 @@ extension LockFile.Inputs {
         for repository in repositories {
             if let snapshot = repository.snapshot { lines.append("repo \(repository.name) snapshot \(snapshot)") }
             lines += repository.servers.map { "repo \(repository.name) server \($0)" }
+            if let mirrorlist = repository.mirrorlist { lines.append("repo \(repository.name) mirrorlist \(mirrorlist)") }
             if let siglevel = repository.siglevel { lines.append("repo \(repository.name) siglevel \(siglevel)") }
         }
         lines += install.map { "install \($0)" }
@@ -257,7 +266,8 @@ extension Recipe {
         let repositories = repositories(for: index).map { spec in
             LockFile.Repository(
                 name: spec.name, snapshot: spec.snapshot,
-                servers: spec.servers.map { LockFile.relativeServer($0, from: folder) }, siglevel: spec.siglevel)
+                servers: spec.servers.map { LockFile.relativeServer($0, from: folder) },
+                mirrorlist: spec.mirrorlist.map { LockFile.relativeMirrorlist($0.path, from: folder) }, siglevel: spec.siglevel)
         }
         return LockFile.Inputs(
             repositories: repositories, install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
@@ -265,6 +275,16 @@ extension Recipe {
 }
 
 extension LockFile {
+    /// A mirrorlist's path as the lock beside a layer file in `folder` writes it: pacman's stays
+    /// absolute, one of the layer files' folders is relative, each escaped as a server is (a lock's
+    /// words hold no space).
+    static func relativeMirrorlist(_ path: String, from folder: String) -> String {
+        let escaped = path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path
+        if path.hasPrefix(Mirrorlist.hostFolder + "/") { return escaped }
+        let written = relativeServer("file://" + escaped, from: folder)
+        return written.hasPrefix("file://") ? escaped : written
+    }
+
     /// `file:///a/b/repo` seen from `/a/c` is `../b/repo`; any other URL stays as it is.
     static func relativeServer(_ server: String, from folder: String) -> String {
         guard server.hasPrefix("file:///") else { return server }

@@ -12,6 +12,9 @@ package enum ReadLimit {
     /// One `files:` source, which also travels to the builder inside its job. A larger file is a
     /// package's to install.
     package static let fileSource: Int64 = 64 << 20
+    /// A repository's `mirrorlist:`. Arch's list of every mirror, none commented out, is about
+    /// 60 KB.
+    package static let mirrorlist: Int64 = 1 << 20
 }
 
 /// A file larger than its reader takes, refused before any of it is read.

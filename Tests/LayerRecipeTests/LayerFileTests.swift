@@ -311,6 +311,92 @@ final class LayerFileTests {
             "`source` `blob` is 1.0 GiB; a `files:` source may be at most 64.0 MiB (a larger file belongs in a package)")
     }
 
+    /// A root layer with one repository whose `mirrorlist:` is `list`, at line 5, column 17.
+    func withMirrorlist(_ list: String) -> String {
+        "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    mirrorlist: \(list)\n    servers: [/srv/first/$repo]\npackages: [busybox]\n"
+    }
+
+    func writeMirrorlist(_ name: String, _ text: String) throws {
+        try text.write(toFile: folder + "/" + name, atomically: false, encoding: .utf8)
+    }
+
+    @Test("a mirrorlist: its Server lines, in order, after servers:, as pacman reads an Include; comments, blank lines and CRLF as pacman has them")
+    func mirrorlistServers() throws {
+        try writeMirrorlist(
+            "mirrors",
+            "##\n## Arch Linux repository mirrorlist\n##\n\n## Worldwide\n#Server = https://geo.mirror.pkgbuild.com/$repo/os/$arch\n"
+                + "Server = https://one.example/$repo/os/$arch\r\n  Server=file:///srv/two/$repo   # the local one\n\tServer = https://three.example/#/x\n")
+        try write("root", withMirrorlist("mirrors"))
+        let spec = try Recipe.load(folder + "/root.yaml").repositories(for: 0)[0]
+        #expect(spec.mirrorlist?.path == folder + "/mirrors")
+        #expect(
+            spec.allServers == [
+                "file:///srv/first/$repo", "https://one.example/$repo/os/$arch", "file:///srv/two/$repo", "https://three.example/",
+            ])
+        // A repository may have a mirrorlist and nothing else.
+        try write("only", "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    mirrorlist: mirrors\n")
+        #expect(try Recipe.load(folder + "/only.yaml").repositories(for: 0)[0].allServers.count == 3)
+    }
+
+    @Test("a mirrorlist that is wrong is refused at mirrorlist:, naming its line and never quoting it")
+    func mirrorlistErrors() throws {
+        func expectRefused(_ text: String, _ message: String) throws {
+            try writeMirrorlist("mirrors", text)
+            let found = try error(withMirrorlist("mirrors"))
+            #expect(found.location.line == 5 && found.location.column == 17, "\(found)")
+            #expect(found.message == "`mirrorlist` `mirrors`" + message, "\(found)")
+        }
+        try expectRefused(
+            "#Server = https://a.example/$repo/os/$arch\n\n",
+            " has no `Server =` line that is not a comment; uncomment the mirrors to use, as pacman needs")
+        try expectRefused(
+            "Server = https://a.example/\nroot:$6$secret:19000:0:99999:7:::\n",
+            ", line 2: this is not a `Server = URL` line; a mirrorlist holds those and # comments")
+        try expectRefused("[core]\nServer = https://a.example/\n", ", line 1: this is not a `Server = URL` line; a mirrorlist holds those and # comments")
+        try expectRefused("Server = /srv/repo\n", ", line 1: a mirrorlist's server is a URL, such as https://mirror.example/$repo/os/$arch")
+        try expectRefused("Server = file:///dev/zero?\n", ", line 1: a file:// server is a folder, and curl would end its path at `?`; write it %3F")
+        #expect(FileManager.default.createFile(atPath: folder + "/mirrors", contents: Data([0x53, 0xFF, 0xFE, 0x0A])))
+        try expect(withMirrorlist("mirrors"), at: 5, 17, "`mirrorlist` `mirrors` is not UTF-8 text", name: "child")
+        // Sparse: refused by its size, unread.
+        #expect(truncate(folder + "/mirrors", 8 << 30) == 0)
+        try expect(withMirrorlist("mirrors"), at: 5, 17, "`mirrorlist` `mirrors` is 8.0 GiB; a mirrorlist may be at most 1.0 MiB")
+        // As a source is: no FIFO, no folder, nothing outside the layer file's folder tree.
+        #expect(mkfifo(folder + "/pipe", 0o644) == 0)
+        try expect(withMirrorlist("pipe"), at: 5, 17, "`mirrorlist` `pipe` is a pipe, not a file")
+        try expect(withMirrorlist("../mirrors"), at: 5, 17, "`mirrorlist` `../mirrors` leaves the layer file's folder")
+        try FileManager.default.createSymbolicLink(atPath: folder + "/shadow", withDestinationPath: "/etc/shadow")
+        try expect(withMirrorlist("shadow"), at: 5, 17, "`mirrorlist` `shadow` leaves the layer file's folder")
+        try expect(withMirrorlist("gone"), at: 5, 17, "`mirrorlist` `gone` does not exist; it is found from the layer file's folder")
+        // Of the host's files, only those where pacman keeps its mirrorlists.
+        for path in ["/etc/shadow", "/etc/pacman.d/../shadow", "/dev/zero", "/proc/self/environ"] {
+            try expect(withMirrorlist(path), at: 5, 17, "`mirrorlist` `\(path)` is not in /etc/pacman.d, where pacman keeps its mirrorlists")
+        }
+    }
+
+    /// The one folder of the host's that a layer file may name. This host may have none (Debian's
+    /// pacman keeps no mirrorlist): the test makes its own file there, and removes what it made.
+    @Test("a mirrorlist in /etc/pacman.d is read; a link there to another host file is refused, and a missing one says what installs it")
+    func hostMirrorlist() throws {
+        let host = Mirrorlist.hostFolder
+        let made = !FileManager.default.fileExists(atPath: host)
+        if made { try FileManager.default.createDirectory(atPath: host, withIntermediateDirectories: false) }
+        let name = "layerctl-test-" + UUID().uuidString
+        defer {
+            for suffix in ["", "-link"] { try? FileManager.default.removeItem(atPath: host + "/" + name + suffix) }
+            if made { try? FileManager.default.removeItem(atPath: host) }
+        }
+        try "Server = https://mirror.example/$repo/os/$arch\n".write(toFile: host + "/" + name, atomically: false, encoding: .utf8)
+        try write("root", withMirrorlist(host + "/" + name))
+        let spec = try Recipe.load(folder + "/root.yaml").repositories(for: 0)[0]
+        #expect(spec.allServers == ["file:///srv/first/$repo", "https://mirror.example/$repo/os/$arch"])
+        #expect(spec.mirrorlist?.path == host + "/" + name)
+        try FileManager.default.createSymbolicLink(atPath: host + "/" + name + "-link", withDestinationPath: "/etc/shadow")
+        try expect(withMirrorlist(host + "/" + name + "-link"), at: 5, 17, "is not in /etc/pacman.d, where pacman keeps its mirrorlists")
+        try expect(
+            withMirrorlist(host + "/" + name + "-gone"), at: 5, 17,
+            "does not exist; on Arch, the pacman-mirrorlist package installs /etc/pacman.d/mirrorlist")
+    }
+
     @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
     func aliases() throws {
         // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.

@@ -16,6 +16,7 @@ struct LockTests {
                 repositories: [
                     LockFile.Repository(name: "core", snapshot: "2024-06-01", servers: [], siglevel: nil),
                     LockFile.Repository(name: "demo", snapshot: nil, servers: ["../my repo/$repo", "https://x/$repo"], siglevel: "Optional TrustAll"),
+                    LockFile.Repository(name: "extra", snapshot: nil, servers: [], mirrorlist: "/etc/pacman.d/mirrorlist", siglevel: nil),
                 ],
                 install: ["zsh", "game"], remove: ["nano"]),
             parent: "image ghcr.io/steve/base@sha256:" + Self.sha,
@@ -36,6 +37,9 @@ struct LockTests {
         }
         #expect(error(text.replacingOccurrences(of: "install zsh", with: "install bash")).contains("x.lock:1:1: the lock's `spec` is not the digest"))
         #expect(error(text.replacingOccurrences(of: "format 1", with: "format 2")).contains("x.lock:2:8: this lock has format 2"))
+        #expect(text.contains("\nrepo extra mirrorlist /etc/pacman.d/mirrorlist\n"))
+        let twice = text.replacingOccurrences(of: "repo extra mirrorlist /etc/pacman.d/mirrorlist", with: "repo extra mirrorlist a\nrepo extra mirrorlist b")
+        #expect(error(twice).contains("a repo line is `repo NAME server URL`, `repo NAME mirrorlist PATH` (once)"))
         #expect(error(text + "surprise here\n").contains("x.lock:\(lines.count + 1):1: `surprise` with 1 words is no lock line"))
         #expect(error(text.replacingOccurrences(of: "2.3-1-x86_64.pkg.tar.zst " + Self.sha, with: "2.3-1-x86_64.pkg.tar.zst abc")).contains("a package's sha256 is 64 hex digits"))
         // A package's file is a name in its repository's folder: a stranger's lock names no path.
@@ -67,6 +71,49 @@ struct LockTests {
         #expect(LockFile.relativeServer("file:///w/layers/repo/$repo", from: "/w/layers") == "repo/$repo")
         #expect(LockFile.relativeServer("file:///srv/repo/$repo", from: "/w/layers") == "file:///srv/repo/$repo")
         #expect(LockFile.relativeServer("https://mirror/$repo/os/$arch", from: "/w") == "https://mirror/$repo/os/$arch")
+        // A mirrorlist: pacman's stays where it is, even seen from /etc; one beside the layer
+        // files is relative; spaces are escaped, as a lock's words hold none.
+        #expect(LockFile.relativeMirrorlist("/etc/pacman.d/mirrorlist", from: "/etc/layers") == "/etc/pacman.d/mirrorlist")
+        #expect(LockFile.relativeMirrorlist("/w/layers/my mirrors", from: "/w/layers/demo") == "../my%20mirrors")
+        #expect(LockFile.relativeMirrorlist("/srv/mirrors", from: "/w/layers") == "/srv/mirrors")
+    }
+
+    /// pacman's `Include = /etc/pacman.d/mirrorlist`: the servers come from a file, which a lock
+    /// names instead of them, so a host's mirrors move without making its locks stale.
+    @Test(
+        "a mirrorlist: its servers are tried in order, the lock names the file, and mirrors moved inside it keep the lock fresh",
+        .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+    func mirrorlist() throws {
+        let (layers, repo, store) = try movableDemo()
+        // The first server refuses the connection: libalpm goes on to the next, as pacman does.
+        // (Not a second file:// one: libalpm counts the errors of all of them as one host's,
+        // "disk", and after three skips them all, as pacman does.)
+        try "# Arch's mirrorlists hold comments\r\nServer = http://127.0.0.1:9/$repo\r\n#Server = https://mirror.example/$repo/os/$arch\r\nServer = file://\(repo)/$repo # the good one\r\n"
+            .write(toFile: layers + "/mirrors", atomically: false, encoding: .utf8)
+        try Harness.edit(layers + "/base.yaml") { $0.replacingOccurrences(of: "servers: [mirror/$repo]", with: "mirrorlist: mirrors") }
+        let lock = try Harness.run(["lock", layers + "/gaming.yaml", "--store", store])
+        #expect(lock.status == 0, "\(lock.stderr)")
+        let gaming = try read(layers + "/gaming.lock")
+        #expect(gaming.contains("\nrepo demo mirrorlist mirrors\n") && !gaming.contains(" server "), "\(gaming)")
+        #expect(try read(layers + "/base.lock").contains("\nrepo demo mirrorlist mirrors\n"))
+
+        // The mirror moves, and the mirrorlist with it: the lock holds, and nothing is rebuilt.
+        try FileManager.default.moveItem(atPath: repo, toPath: layers + "/moved")
+        try Harness.edit(layers + "/mirrors") { $0.replacingOccurrences(of: "/mirror/$repo", with: "/moved/$repo") }
+        let locked = try Harness.run(["build", "--locked", layers + "/gaming.yaml", "--store", store])
+        #expect(locked.status == 0 && locked.stdout.contains("(0 built, 3 cached)"), "\(locked.stdout) \(locked.stderr)")
+        // Built again from the moved mirror into another store: the same layers.
+        let again = try Harness.run(["build", "--locked", layers + "/gaming.yaml", "--store", try Harness.temporaryDirectory("mirrorlist-store")])
+        func key(_ output: String) -> String? { output.split(separator: "\n").last?.split(separator: " ").prefix(2).joined(separator: " ") }
+        #expect(again.status == 0 && again.stdout.contains("(3 built, 0 cached)") && key(again.stdout) == key(locked.stdout), "\(again.stdout) \(again.stderr)")
+        #expect(try read(layers + "/gaming.lock") == gaming)
+
+        // Another mirrorlist is another input: --locked names it.
+        try FileManager.default.copyItem(atPath: layers + "/mirrors", toPath: layers + "/other")
+        try Harness.edit(layers + "/base.yaml") { $0.replacingOccurrences(of: "mirrorlist: mirrors", with: "mirrorlist: other") }
+        let stale = try Harness.run(["build", "--locked", layers + "/gaming.yaml", "--store", store])
+        #expect(stale.status == 3 && stale.stderr.contains("the lock of layer base is stale: repository demo changed"), "\(stale.stderr)")
+        try Harness.expectValidStore(store)
     }
 
     /// The demo layers on a repository folder of their own, `repo/demo`, that a test can move.
