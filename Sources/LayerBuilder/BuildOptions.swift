@@ -20,6 +20,10 @@ public struct BuildOptions: Sendable {
     /// Where `snapshot:` repositories are found: a server laid out as the Arch Linux Archive
     /// (`repos/YYYY/MM/DD/$repo/os/$arch`).
     public var archive = "https://archive.archlinux.org"
+    /// The host's package cache a build copies packages from before it downloads them: pacman's
+    /// own, when the host has one; nil for none.
+    public var hostCache: HostPackageCache? =
+        FileSystem.isDirectory(HostPackageCache.pacmans) ? HostPackageCache(folder: HostPackageCache.pacmans) : nil
     /// Note, for each path a layer's build leaves, what wrote it last (`StackBuilder.writers`).
     public var recordWriters = false
     /// How long one layer's build may take, in seconds (its transaction, scriptlets and `run:`

@@ -64,6 +64,15 @@ extension StackBuilder {
             try FileSystem.linkOrCopy(store.packageCache + "/" + name, to: fetchCache + "/" + name)
             linkedIn[name] = identity(fetchCache + "/" + name)
         }
+        if let host = options.hostCache {
+            let taken = host.copy(resolution.install.filter { !FileSystem.exists(fetchCache + "/" + $0.filename) }, into: fetchCache)
+            if !taken.isEmpty {
+                observer(BuildEvent(
+                    .step, layer: layer.name,
+                    message: "took \(taken.count) package\(taken.count == 1 ? "" : "s") "
+                        + "(\(formatBytes(taken.reduce(0) { $0 + $1.downloadSize }))) from the host's cache \(host.folder)"))
+            }
+        }
         for name in fetched { rename(store.packageCache + "/" + name + ".part", fetchCache + "/" + name + ".part") }
         defer {
             for name in fetched { rename(fetchCache + "/" + name + ".part", store.packageCache + "/" + name + ".part") }

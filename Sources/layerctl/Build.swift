@@ -180,8 +180,23 @@ struct PackageArguments: ParsableArguments {
         help: "Where `snapshot:` repositories are: a server laid out as the Arch Linux Archive (repos/YYYY/MM/DD/$repo/os/$arch). It defaults to $LAYERCTL_ARCHIVE, else https://archive.archlinux.org.")
     var archive: String?
 
+    @Option(
+        name: .long,
+        help: "A folder of packages, as pacman's CacheDir, that a build copies a package from instead of downloading it, when the file there has the size and sha256 its database gives. It defaults to /var/cache/pacman/pkg, pacman's own, where there is one; it is never written.")
+    var hostCache: String?
+
+    @Flag(name: .long, help: "Take no package from the host's package cache: download what the store's cache lacks.")
+    var noHostCache = false
+
+    func validate() throws {
+        if hostCache != nil && noHostCache { throw ValidationError("--host-cache and --no-host-cache exclude each other") }
+        if let hostCache, !FileSystem.isDirectory(hostCache) { throw ValidationError("--host-cache \(hostCache) is no folder") }
+    }
+
     func options(store: Store) throws -> BuildOptions {
         var options = try BuildOptions(store: store)
+        if noHostCache { options.hostCache = nil }
+        if let hostCache { options.hostCache = HostPackageCache(folder: URL(fileURLWithPath: hostCache).standardizedFileURL.path) }
         if let keyring { options.keyring = URL(fileURLWithPath: keyring).standardizedFileURL.path }
         if let archive = archive ?? ProcessInfo.processInfo.environment["LAYERCTL_ARCHIVE"], !archive.isEmpty {
             options.archive = archive.hasSuffix("/") ? String(archive.dropLast()) : archive

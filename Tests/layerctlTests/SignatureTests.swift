@@ -273,4 +273,67 @@ struct SignatureTests {
         #expect(untrusted.stdout.contains("was trusted then and is not now"), "\(untrusted.stdout)")
         try Harness.expectValidStore(store)
     }
+
+    /// An Arch host's /var/cache/pacman/pkg holds what pacman fetched, each package with its
+    /// `.sig`: a build takes them from there, checked as downloads are, and never writes there.
+    @Test("packages in the host's cache (--host-cache) are taken, with their .sig, checked as downloads; one that differs, a link or a FIFO is downloaded; the host's cache stays as it was")
+    func hostCache() throws {
+        let signed = Harness.demoOut + "/signed/demo"
+        let host = try Harness.temporaryDirectory("host-cache")
+        let mirror = try Harness.temporaryDirectory("mirror")
+        try FileManager.default.createDirectory(atPath: mirror + "/demo", withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: signed) {
+            try FileManager.default.copyItem(atPath: signed + "/" + name, toPath: (name.contains(".pkg.tar") ? host : mirror + "/demo") + "/" + name)
+        }
+        // The mirror has the database, and only the packages the host's cache has wrong.
+        let busybox = "busybox-1.35.0-1-x86_64.pkg.tar.zst", filesystem = "filesystem-2024.11.21-1-any.pkg.tar.zst"
+        let game = "game-1.0-1-any.pkg.tar.zst"
+        for name in [busybox, filesystem, game] {
+            for suffix in ["", ".sig"] { try FileManager.default.copyItem(atPath: signed + "/" + name + suffix, toPath: mirror + "/demo/" + name + suffix) }
+        }
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: host + "/" + busybox))
+        bytes[bytes.count / 2] ^= 0xFF  // the same size, another sha256
+        try bytes.write(to: URL(fileURLWithPath: host + "/" + busybox))
+        try FileManager.default.removeItem(atPath: host + "/" + filesystem)
+        try FileManager.default.createSymbolicLink(atPath: host + "/" + filesystem, withDestinationPath: signed + "/" + filesystem)
+        try FileManager.default.removeItem(atPath: host + "/" + game)
+        #expect(mkfifo(host + "/" + game, 0o644) == 0)
+        func listing() throws -> [String: Data] {
+            var files: [String: Data] = [:]
+            for name in try FileManager.default.contentsOfDirectory(atPath: host) where name != game {
+                let link = try? FileManager.default.destinationOfSymbolicLink(atPath: host + "/" + name)
+                files[name] = try link.map { Data($0.utf8) } ?? Data(contentsOf: URL(fileURLWithPath: host + "/" + name))
+            }
+            return files
+        }
+        let before = try listing()
+
+        let folder = try Harness.temporaryDirectory("host-cache-layers")
+        try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(mirror)/$repo]\npackages: [filesystem, busybox, game, nano, greeter]\n"
+            .write(toFile: folder + "/signed.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let keyring = ["--keyring", Harness.demoOut + "/keyring"]
+        let built = try Harness.run(["build", folder + "/signed.yaml", "--store", store, "--host-cache", host] + keyring)
+        #expect(built.status == 0, "\(built.stderr)")
+        let taken = try #require(built.stderr.split(separator: "\n").first { $0.contains("from the host's cache") }, "\(built.stderr)")
+        let installed = try FileManager.default.contentsOfDirectory(atPath: store + "/cache/pkg").filter { $0.hasSuffix(".pkg.tar.zst") }
+        #expect(installed.count > 3 && taken.contains("took \(installed.count - 3) packages ("), "\(taken) \(installed)")
+        // Each came with its .sig, which libalpm needs to take a cached package.
+        for name in installed { #expect(FileManager.default.fileExists(atPath: store + "/cache/pkg/" + name + ".sig"), "\(name)") }
+        #expect(try listing() == before)
+        var st = stat()
+        #expect(lstat(host + "/" + game, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO)
+        try Harness.expectValidStore(store)
+
+        // Without the host's cache, the mirror lacks them: they came from there.
+        let without = try Harness.run(["build", folder + "/signed.yaml", "--store", try Harness.temporaryDirectory("store"), "--no-host-cache"] + keyring)
+        #expect(without.status == 5 && without.stderr.contains("the download of package"), "\(without.stderr)")
+        for (arguments, message) in [
+            (["--host-cache", host, "--no-host-cache"], "--host-cache and --no-host-cache exclude each other"),
+            (["--host-cache", host + "/" + busybox], "--host-cache \(host)/\(busybox) is no folder"),
+        ] {
+            let refused = try Harness.run(["build", folder + "/signed.yaml", "--store", store] + arguments)
+            #expect(refused.status == 2 && refused.stderr.contains(message), "\(refused.stderr)")
+        }
+    }
 }
