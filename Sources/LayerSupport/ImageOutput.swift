@@ -58,12 +58,23 @@ package final class ImageOutput {
         if digest == nil { digest = Background { [writePath] in try Digest.sha256(file: writePath) } }
     }
 
+    /// Run with sudo, layerctl writes its image into a user's folder (`-o ~/gaming.squashfs`): the
+    /// image is the user's then, as a lock beside its layer file is, so the user may replace it
+    /// without root. The folder's owner's, unless root owns the folder (`/var/lib`, `/boot`,
+    /// `/tmp`).
+    private func giveToFolderOwner() throws {
+        var folder = stat()
+        guard geteuid() == 0, stat(FileSystem.split(path).directory, &folder) == 0, folder.st_uid != 0 else { return }
+        try sys("give the image to the owner of its folder,", path) { fchown(fd, folder.st_uid, folder.st_gid) }
+    }
+
     /// Makes the finished file durable and puts it at `path`, replacing what was there. With
     /// `digesting` (or after `startDigest`), returns the file's sha256, read while the fsync waits
     /// for the disk.
     @discardableResult
     package func commit(digesting: Bool = false) throws -> String? {
         if digesting { startDigest() }
+        try giveToFolderOwner()
         try sys("write", path) { fsync(fd) }
         let sha256 = try digest?.value()
         var temporary = fallbackPath

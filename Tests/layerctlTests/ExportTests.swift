@@ -444,6 +444,26 @@ struct ExportTests {
         #expect(stat("/dev/null", &null) == 0 && null.st_mode & S_IFMT == S_IFCHR)
     }
 
+    /// `sudo layerctl build gaming.yaml -o ~/gaming.squashfs` wrote an image the user could not
+    /// replace without root.
+    @Test("an image written into a user's folder is the user's; into root's, root's")
+    func imageOwner() throws {
+        let stack = try CraftedStack("owner")
+        try stack.layer("only") { t in try t.file("file", "content\n") }
+        let folder = try Harness.temporaryDirectory("owned")
+        #expect(chown(folder, 65534, 65534) == 0)
+        for format in ["squashfs", "tar"] {
+            let result = try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/image." + format, "--format", format])
+            #expect(result.status == 0, "\(result.stderr)")
+            var st = stat()
+            #expect(stat(folder + "/image." + format, &st) == 0 && st.st_uid == 65534 && st.st_gid == 65534 && st.st_mode & 0o777 == 0o644, "\(format)")
+        }
+        let rootFolder = try Harness.temporaryDirectory("root-owned")
+        #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", rootFolder + "/image.squashfs"]).status == 0)
+        var st = stat()
+        #expect(stat(rootFolder + "/image.squashfs", &st) == 0 && st.st_uid == 0 && st.st_gid == 0)
+    }
+
     @Test("Bad arguments and outputs each give one clear error")
     func badInput() throws {
         let stack = try CraftedStack("errors")
