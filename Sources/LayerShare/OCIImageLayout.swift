@@ -48,6 +48,8 @@ public struct OCIImageLayout {
             // only when whole.
             try sys("create", staging) { mkdir(staging, 0o700) }
             let result = try populate(key, staging, tag: tag)
+            // Written with sudo into a user's folder, the layout is the user's, as an image is.
+            if let owner = FileSystem.userOwner(ofOutput: path) { try FileSystem.changeOwner(ofTree: staging, to: owner) }
             try sys("open", staging) { chmod(staging, 0o755) }
             if FileSystem.exists(path) { try sys("replace", path) { rmdir(path) } }
             try sys("move the layout to", path) { rename(staging, path) }

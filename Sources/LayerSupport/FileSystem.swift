@@ -351,6 +351,23 @@ package enum FileSystem {
         try writeAtomically([(data, path)], mode: st.st_mode & 0o777, owner: (st.st_uid, st.st_gid))
     }
 
+    /// The owner of what layerctl writes at `path`, an output a user named (`-o`): the owner of its
+    /// folder, when layerctl runs as root and a user owns the folder (`sudo layerctl build
+    /// gaming.yaml -o ~/gaming.squashfs`), so the user may replace it without root, as a lock
+    /// beside its layer file is the layer file's owner's; nil (root's, then) otherwise.
+    package static func userOwner(ofOutput path: String) -> (uid: uid_t, gid: gid_t)? {
+        var folder = stat()
+        guard geteuid() == 0, stat(split(path).directory, &folder) == 0, folder.st_uid != 0 else { return nil }
+        return (folder.st_uid, folder.st_gid)
+    }
+
+    /// Gives every entry of the tree at `path`, which layerctl made and holds no link, to `owner`.
+    package static func changeOwner(ofTree path: String, to owner: (uid: uid_t, gid: gid_t)) throws {
+        try sys("give to its folder's owner", path) { lchown(path, owner.uid, owner.gid) }
+        guard isDirectory(path) else { return }
+        for name in try listDirectory(path) { try changeOwner(ofTree: path + "/" + name, to: owner) }
+    }
+
     /// Puts the regular file `source` at `target` as a hard link, or as a copy where the two are on
     /// different filesystems; the copy appears whole or not at all.
     package static func linkOrCopy(_ source: String, to target: String) throws {

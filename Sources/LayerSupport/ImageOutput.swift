@@ -59,13 +59,11 @@ package final class ImageOutput {
     }
 
     /// Run with sudo, layerctl writes its image into a user's folder (`-o ~/gaming.squashfs`): the
-    /// image is the user's then, as a lock beside its layer file is, so the user may replace it
-    /// without root. The folder's owner's, unless root owns the folder (`/var/lib`, `/boot`,
-    /// `/tmp`).
+    /// image is the user's then (`FileSystem.userOwner`). In a folder of root's (`/var/lib`,
+    /// `/boot`, `/tmp`), root's.
     private func giveToFolderOwner() throws {
-        var folder = stat()
-        guard geteuid() == 0, stat(FileSystem.split(path).directory, &folder) == 0, folder.st_uid != 0 else { return }
-        try sys("give the image to the owner of its folder,", path) { fchown(fd, folder.st_uid, folder.st_gid) }
+        guard let owner = FileSystem.userOwner(ofOutput: path) else { return }
+        try sys("give the image to the owner of its folder,", path) { fchown(fd, owner.uid, owner.gid) }
     }
 
     /// Makes the finished file durable and puts it at `path`, replacing what was there. With

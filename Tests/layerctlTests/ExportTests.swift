@@ -446,7 +446,7 @@ struct ExportTests {
 
     /// `sudo layerctl build gaming.yaml -o ~/gaming.squashfs` wrote an image the user could not
     /// replace without root.
-    @Test("an image written into a user's folder is the user's; into root's, root's")
+    @Test("an image or an OCI layout written into a user's folder is the user's; into root's, root's")
     func imageOwner() throws {
         let stack = try CraftedStack("owner")
         try stack.layer("only") { t in try t.file("file", "content\n") }
@@ -458,10 +458,21 @@ struct ExportTests {
             var st = stat()
             #expect(stat(folder + "/image." + format, &st) == 0 && st.st_uid == 65534 && st.st_gid == 65534 && st.st_mode & 0o777 == 0o644, "\(format)")
         }
+        // An OCI layout is the user's too, every file and folder of it.
+        #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/layout", "--format", "oci"]).status == 0)
+        let entries = try FileManager.default.subpathsOfDirectory(atPath: folder + "/layout").map { folder + "/layout/" + $0 } + [folder + "/layout"]
+        #expect(entries.count > 4)
+        for entry in entries {
+            var st = stat()
+            #expect(lstat(entry, &st) == 0 && st.st_uid == 65534 && st.st_gid == 65534, "\(entry)")
+        }
         let rootFolder = try Harness.temporaryDirectory("root-owned")
         #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", rootFolder + "/image.squashfs"]).status == 0)
-        var st = stat()
-        #expect(stat(rootFolder + "/image.squashfs", &st) == 0 && st.st_uid == 0 && st.st_gid == 0)
+        #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", rootFolder + "/layout", "--format", "oci"]).status == 0)
+        for path in [rootFolder + "/image.squashfs", rootFolder + "/layout", rootFolder + "/layout/index.json"] {
+            var st = stat()
+            #expect(stat(path, &st) == 0 && st.st_uid == 0 && st.st_gid == 0, "\(path)")
+        }
     }
 
     @Test("Bad arguments and outputs each give one clear error")
