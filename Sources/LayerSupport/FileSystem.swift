@@ -91,7 +91,7 @@ package enum FileSystem {
     /// (`-o /dev/stdout`), else as `writeAtomically` does, through a symlink.
     package static func writeOutput(_ data: Data, to path: String) throws {
         let (target, special) = outputTarget(path)
-        guard special != nil else { return try writeAtomically(data, to: target) }
+        guard special != nil else { return try writeAtomically([(data, target)], owner: userOwner(ofOutput: target)) }
         let fd = try sys("open", path) { open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY) }
         defer { close(fd) }
         try data.withUnsafeBytes { try writeAll(fd, $0, to: path) }

@@ -446,7 +446,7 @@ struct ExportTests {
 
     /// `sudo layerctl build gaming.yaml -o ~/gaming.squashfs` wrote an image the user could not
     /// replace without root.
-    @Test("an image or an OCI layout written into a user's folder is the user's; into root's, root's")
+    @Test("an image, an OCI layout or an SBOM written into a user's folder is the user's; into root's, root's")
     func imageOwner() throws {
         let stack = try CraftedStack("owner")
         try stack.layer("only") { t in try t.file("file", "content\n") }
@@ -458,6 +458,10 @@ struct ExportTests {
             var st = stat()
             #expect(stat(folder + "/image." + format, &st) == 0 && st.st_uid == 65534 && st.st_gid == 65534 && st.st_mode & 0o777 == 0o644, "\(format)")
         }
+        // So is an SBOM.
+        let sbom = try Harness.run(["sbom", "only", "--store", stack.store, "-o", folder + "/sbom.json"])
+        var document = stat()
+        #expect(sbom.status == 0 && stat(folder + "/sbom.json", &document) == 0 && document.st_uid == 65534, "\(sbom.stderr)")
         // An OCI layout is the user's too, every file and folder of it.
         #expect(try Harness.run(["export", "only", "--store", stack.store, "-o", folder + "/layout", "--format", "oci"]).status == 0)
         let entries = try FileManager.default.subpathsOfDirectory(atPath: folder + "/layout").map { folder + "/layout/" + $0 } + [folder + "/layout"]
