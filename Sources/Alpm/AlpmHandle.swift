@@ -94,6 +94,13 @@ public final class AlpmHandle {
         try check(alpm_option_add_hookdir(raw, path), "add hook directory", path)
     }
 
+    /// Adds a pattern of files never to extract, as pacman.conf's `NoExtract`
+    /// (`alpm_option_add_noextract`): a path without its leading `/`, with globs; `!` before it
+    /// extracts what an earlier pattern left out.
+    public func addNoExtract(_ pattern: String) throws {
+        try check(alpm_option_add_noextract(raw, pattern), "add NoExtract pattern", pattern)
+    }
+
     /// Sets the signature level for databases registered with `.useDefault`
     /// (`alpm_option_set_default_siglevel`).
     public func setDefaultSignatureLevel(_ level: SignatureLevel) throws {

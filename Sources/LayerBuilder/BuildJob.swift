@@ -38,6 +38,8 @@ public struct BuildJob: Codable, Sendable {
     var packageCache: String
     var install: [String]
     var remove: [String]
+    /// The `noextract:` patterns of the layer and its ancestors, in order (pacman's `NoExtract`).
+    var noExtract: [String]?
     /// What the key was computed from: the transaction must install exactly these.
     var expected: [PackageFile]
     var files: [File]

@@ -33,6 +33,7 @@ extension BuilderChild {
         for repo in job.repos {
             try handle.register(Repository(name: repo.name, servers: repo.servers, signatureLevel: .never), arch: job.arch)
         }
+        for pattern in job.noExtract ?? [] { try handle.addNoExtract(pattern) }
         // A scriptlet's or a hook's output is clipped as a run: step's is, for each package and
         // each hook: each line costs an event, and the terminal a line.
         var clip = LineClip()

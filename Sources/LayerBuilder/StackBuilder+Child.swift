@@ -178,6 +178,7 @@ extension StackBuilder {
             sourceDateEpoch: options.sourceDateEpoch, network: layer.network?.value ?? false,
             boot: boot?.value, bootLocation: boot?.location.description,
             separateSteps: options.recordWriters ? true : nil)
+        job.noExtract = spec.noExtract
         let made = BuildCgroup.make(processes: options.maxProcesses, memory: options.memoryLimit)
         let cgroup = made.cgroup
         defer { cgroup?.remove() }

@@ -88,7 +88,8 @@ public final class StackBuilder {
             }
             for variable in layer.env { environment[variable.name] = variable.value }
             var spec = try makeSpec(
-                layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value)
+                layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value,
+                noExtract: recipe.noExtract(for: index))
             if index == 0 { spec.image = base?.reference }
             let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
             let resolver = PackageResolver(
@@ -214,7 +215,7 @@ public final class StackBuilder {
     }
 
     private func makeSpec(
-        _ layer: LayerFile, arch: String, environment: [String: String], boot: BootFlavour?
+        _ layer: LayerFile, arch: String, environment: [String: String], boot: BootFlavour?, noExtract: [String]
     ) throws -> LayerSpec {
         let files = try layer.files.map { file -> LayerSpec.FileEntry in
             let digest: String
@@ -232,7 +233,7 @@ public final class StackBuilder {
             files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
             sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) },
-            network: layer.network?.value ?? false)
+            network: layer.network?.value ?? false, noExtract: noExtract)
     }
 
     /// A libalpm error about one of the layer's packages, at that package's line; about a

@@ -15,6 +15,9 @@ public struct LayerFile: Sendable, Hashable {
     public var remove: [Located<String>]
     public var files: [FileSpec]
     public var run: [Located<String>]
+    /// `noextract:`, pacman.conf's `NoExtract`: files of packages never extracted, as patterns
+    /// without the leading `/`. Children inherit them, and theirs come after.
+    public var noExtract: [Located<String>] = []
     /// Environment for `run:` commands, sorted by name.
     public var env: [EnvVariable]
     /// The initramfs generator whose layerctl hook the image gets (`boot:`); children inherit it.

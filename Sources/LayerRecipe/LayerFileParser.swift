@@ -12,7 +12,7 @@ struct LayerFileParser {
     private var folder: String { FileSystem.parent(of: path) }
 
     static let topLevelKeys = [
-        "from", "description", "arch", "repos", "packages", "remove", "files", "run", "env", "boot", "network",
+        "from", "description", "arch", "repos", "packages", "remove", "noextract", "files", "run", "env", "boot", "network",
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "mode", "owner"]
@@ -112,6 +112,7 @@ struct LayerFileParser {
             case "repos": layer.repos = try list(value, what: "`repos`").map(repo)
             case "packages": layer.packages = try names(value, key: "packages")
             case "remove": layer.remove = try names(value, key: "remove")
+            case "noextract": layer.noExtract = try list(value, what: "`noextract`").map(noExtract)
             case "files": layer.files = try list(value, what: "`files`").map(file)
             case "run":
                 layer.run = try list(value, what: "`run`").map {
@@ -296,6 +297,25 @@ struct LayerFileParser {
             throw LayerFileError("the file \(quote(path)) has neither `content` nor `source`", at: at(node))
         }
         return FileSpec(path: path, content: content, mode: mode, owner: owner, location: at(node))
+    }
+
+    /// A `noextract:` pattern, as pacman.conf's `NoExtract` has it: matched against a package's
+    /// paths, which have no leading `/` (one written is dropped), `!` first to extract again what
+    /// an earlier pattern left out.
+    private func noExtract(_ node: Node) throws -> Located<String> {
+        let text = try scalar(node, what: "a `noextract` pattern")
+        let negated = text.hasPrefix("!")
+        var pattern = Substring(negated ? text.dropFirst() : Substring(text))
+        while pattern.hasPrefix("/") { pattern = pattern.dropFirst() }
+        guard !pattern.isEmpty, !pattern.contains(where: { $0 == "\0" || $0.isNewline }) else {
+            throw LayerFileError(
+                "a `noextract` pattern is a path in the packages, such as usr/share/doc/*, with `!` first to extract it after all",
+                at: at(node))
+        }
+        guard pattern.utf8.count <= 4096 else {
+            throw LayerFileError("a `noextract` pattern is at most 4096 bytes, as a path is", at: at(node))
+        }
+        return Located((negated ? "!" : "") + pattern, at: at(node))
     }
 
     /// A `source:` is relative to the layer file and may not leave its folder tree, even through a symlink.

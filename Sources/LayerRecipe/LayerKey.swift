@@ -28,12 +28,17 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     /// The image a first layer is built upon (`from: REF`), with the digest its tag resolved to;
     /// absent for every other layer, whose parent key says all.
     public var image: String?
+    /// The `noextract:` patterns the layer's packages are installed under, its ancestors' first, in
+    /// order (it decides); absent when there are none, so other layers' keys are what they were.
+    public var noExtract: [String]?
 
     public init(
         arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
-        sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil, network: Bool = false
+        sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil, network: Bool = false,
+        noExtract: [String] = []
     ) {
         self.network = network ? true : nil
+        self.noExtract = noExtract.isEmpty ? nil : noExtract
         self.boot = boot?.flavour.rawValue
         self.bootFiles = boot?.filesDigest
         self.arch = arch

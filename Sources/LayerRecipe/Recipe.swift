@@ -65,6 +65,12 @@ public struct Recipe: Sendable {
         layers[...index].last { $0.boot != nil }?.boot
     }
 
+    /// The `noextract:` patterns layer `index` installs under: its ancestors', then its own, as
+    /// pacman reads its `NoExtract` lines (a later pattern decides over an earlier one).
+    public func noExtract(for index: Int) -> [String] {
+        layers[...index].flatMap { $0.noExtract.map(\.value) }
+    }
+
     /// The repositories layer `index` sees: its ancestors' and its own; a later declaration of the
     /// same name replaces the earlier one in place, so repository order stays the root's.
     public func repositories(for index: Int) -> [RepoSpec] {

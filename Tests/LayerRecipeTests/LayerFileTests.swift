@@ -397,6 +397,21 @@ final class LayerFileTests {
             "does not exist; on Arch, the pacman-mirrorlist package installs /etc/pacman.d/mirrorlist")
     }
 
+    @Test("noextract: pacman's NoExtract patterns, without a leading /, ! kept; a child's come after its parent's; a pattern that is no path is refused where it is")
+    func noExtract() throws {
+        try write("slim", "from: base\nnoextract: [/usr/share/doc/*, \"!/usr/share/doc/nano/*\", usr/share/man/*]\n")
+        try write("child", "from: slim\nnoextract: [usr/share/locale/*]\n")
+        let recipe = try Recipe.load(folder + "/child.yaml")
+        #expect(recipe.noExtract(for: 0).isEmpty)
+        #expect(recipe.noExtract(for: 1) == ["usr/share/doc/*", "!usr/share/doc/nano/*", "usr/share/man/*"])
+        #expect(recipe.noExtract(for: 2) == ["usr/share/doc/*", "!usr/share/doc/nano/*", "usr/share/man/*", "usr/share/locale/*"])
+        for bad in ["\"\"", "\"!\"", "\"/\"", "\"!//\"", "\"a\\nb\""] {
+            try expect("from: base\nnoextract: [\(bad)]\n", at: 2, 13, "a `noextract` pattern is a path in the packages")
+        }
+        try expect("from: base\nnoextract: usr/share/doc/*\n", at: 2, 12, "`noextract` must be a list")
+        try expect("from: base\nnoextract: [\(String(repeating: "a", count: 5000))]\n", at: 2, 13, "at most 4096 bytes")
+    }
+
     @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
     func aliases() throws {
         // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.

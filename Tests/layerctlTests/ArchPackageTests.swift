@@ -194,4 +194,33 @@ struct ArchPackageTests {
         let inspect = try Harness.run(["inspect", "tools", "--store", store])
         #expect(inspect.stdout.contains("tool-a 1.0-1") && inspect.stdout.contains("tool-b 1.0-1"), "\(inspect.stdout)")
     }
+
+    /// pacman.conf's `NoExtract`, which image builders use to leave documentation, manuals and
+    /// locales out: the same patterns, in the layer file.
+    @Test("noextract: matching files are not extracted, a ! pattern after one brings a file back, children inherit the patterns and add theirs after; keys of layers without it stay")
+    func noExtract() throws {
+        let folder = try layers([
+            "slim": "from: base\nnoextract: [usr/share/game/*, /usr/share/greeter/*]\npackages: [game]\n",
+            "kid": "from: slim\npackages: [greeter]\n",
+            "exception": "from: slim\nnoextract: [\"!usr/share/greeter/greeting\"]\npackages: [greeter]\n",
+            "plain": "from: base\npackages: [game]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        for name in ["kid", "exception", "plain"] {
+            let build = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store])
+            #expect(build.status == 0, "\(name): \(build.stderr)")
+        }
+        func has(_ layer: String, _ path: String) throws -> Bool { FileManager.default.fileExists(atPath: try tree(store, layer) + path) }
+        #expect(try has("slim", "/usr/bin/game") && !has("slim", "/usr/share/game/level1.dat"))
+        #expect(try has("plain", "/usr/share/game/level1.dat"))
+        // Inherited: greeter's file is left out in kid, and put back by the exception's `!`.
+        #expect(try has("kid", "/var/lib/pacman/local/greeter-1.0-1/files") && !has("kid", "/usr/share/greeter/greeting"))
+        #expect(try FileManager.default.contents(atPath: tree(store, "exception") + "/usr/share/greeter/greeting") != nil)
+        // The patterns are in the key: slim is not plain; the base below both is one layer.
+        let keys = try ["base", "slim", "plain"].map {
+            try String(contentsOfFile: store + "/refs/" + $0, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        #expect(Set(keys).count == 3)
+        #expect(try Store(root: store).record(keys[1]).parent == keys[0] && Store(root: store).record(keys[2]).parent == keys[0])
+    }
 }
