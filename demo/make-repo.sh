@@ -310,6 +310,9 @@ build_packages() {
     mkdir -p "$p/usr/share/oldtool"; echo old >"$p/usr/share/oldtool/VERSION"; pack "$dest" "$p"
     p="$work/newtool"; pkginfo "$p" newtool 2.0-1 any "Replaces oldtool" replaces=oldtool conflict=oldtool provides=oldtool
     mkdir -p "$p/usr/share/newtool"; echo new >"$p/usr/share/newtool/VERSION"; pack "$dest" "$p"
+    # Needs oldtool, as libvirt needs iptables: newtool, which provides it, may take its place.
+    p="$work/oldtool-user"; pkginfo "$p" oldtool-user 1.0-1 any "Needs oldtool" depend=oldtool
+    mkdir -p "$p/usr/share/oldtool-user"; echo user >"$p/usr/share/oldtool-user/README"; pack "$dest" "$p"
 
     p="$work/nano"; pkginfo "$p" nano 7.2-1 any "A stand-in editor that the gaming layer removes" depend=sh
     mkdir -p "$p/usr/bin" "$p/usr/share/nano"; printf '#!/bin/sh\necho "nano (demo) 7.2"\n' >"$p/usr/bin/nano"

@@ -21,6 +21,9 @@ public struct AlpmError: LayerError, Codable {
     public private(set) var missingKeys: [MissingKey] = []
     /// The repository whose database is at fault, when that is what failed.
     public var repository: String?
+    /// Installed packages that a package to install conflicts with, which the transaction neither
+    /// removes nor asks for: pacman would ask whether to remove each ("Remove X? [y/N]").
+    public internal(set) var installedConflicts: [String] = []
 
     /// A signature check that failed for want of keys: one line naming the first package (or
     /// database), its repository and the key.

@@ -195,9 +195,18 @@ extension AlpmHandle {
             // alpm_errno first: describe frees the list, and nothing may run between.
             let errno = alpm_errno(raw)
             let described = Self.describe(data, errno)
-            throw AlpmError(
+            var error = AlpmError(
                 errno: errno, operation: "resolve", subject: subject, details: described.lines + recentErrors,
                 packages: described.packages)
+            if errno == ALPM_ERR_CONFLICTING_DEPS {
+                // pacman asks whether to remove an installed package a target conflicts with, and
+                // `--noconfirm` answers no (as `answer` does): name those for the caller's advice.
+                let asked = Set((request.install + request.remove).map { String($0.split(separator: "/").last ?? "") })
+                error.installedConflicts = described.packages.filter { name in
+                    !asked.contains(name) && alpm_db_get_pkg(alpm_get_localdb(raw), name) != nil
+                }
+            }
+            throw error
         }
         return try body()
     }

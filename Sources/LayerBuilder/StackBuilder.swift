@@ -246,6 +246,14 @@ public final class StackBuilder {
         // dependency): then the layer's own targets that it named.
         let requested = (error.subject ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         let place = layer.location(ofPackage: error.packages) ?? layer.location(ofPackage: requested)
-        return BuildFailure(error, at: place?.description ?? layer.path)
+        guard !error.installedConflicts.isEmpty else { return BuildFailure(error, at: place?.description ?? layer.path) }
+        // Where pacman asks "Remove X? [y/N]", a layer file answers before: with `remove:`.
+        let names = error.installedConflicts.map { clip($0, to: 100) }
+        let advice = "\(names.joined(separator: " and ")) \(names.count == 1 ? "is" : "are") installed below this layer: "
+            + "`remove: [\(names.joined(separator: ", "))]` in this layer takes \(names.count == 1 ? "it" : "them") out "
+            + "in the same transaction (where pacman would ask whether to remove \(names.count == 1 ? "it" : "them"))"
+        return BuildFailure(
+            error.message, at: place?.description ?? layer.path, code: error.code,
+            cause: Reason("\(error.cause.map { "\($0)" } ?? error.reason); \(advice)"), packages: error.packages)
     }
 }

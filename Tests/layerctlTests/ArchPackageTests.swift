@@ -195,6 +195,54 @@ struct ArchPackageTests {
         #expect(inspect.stdout.contains("tool-a 1.0-1") && inspect.stdout.contains("tool-b 1.0-1"), "\(inspect.stdout)")
     }
 
+    /// iptables-nft for iptables, pipewire-jack for jack2: a package that conflicts with one a layer
+    /// below installed (and provides its name, for what needs it). pacman asks "Remove iptables?
+    /// [y/N]", and `--noconfirm` says no; a layer file says yes before, with `remove:`.
+    @Test("a package that conflicts with one a layer below installed fails at its line saying to remove that one; remove: and the package swap them in one transaction, keeping what needs the old name")
+    func conflictBelow() throws {
+        let folder = try layers([
+            "old": "from: base\npackages: [oldtool-user, conflict-a]\n",
+            "swap": "from: old\npackages: [newtool, conflict-b]\n",
+            "swapped": "from: old\nremove: [oldtool, conflict-a]\npackages: [newtool, conflict-b]\n",
+            "both": "from: base\npackages: [conflict-a, conflict-b]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        let old = try Harness.run(["build", folder + "/old.yaml", "--store", store])
+        #expect(old.status == 0, "\(old.stderr)")
+        let swap = try Harness.run(["build", folder + "/swap.yaml", "--store", store])
+        let lines = swap.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(swap.status == 5 && lines.count == 1, "\(swap.stderr)")
+        for text in [
+            "layerctl: \(folder)/swap.yaml:2:12: resolve newtool, conflict-b failed: conflicting dependencies; ",
+            "newtool and oldtool are in conflict",
+            // libalpm stops at the first conflict pacman would ask about, as pacman does.
+            "; oldtool is installed below this layer: `remove: [oldtool]` in this layer takes it out in the same transaction",
+        ] {
+            #expect(lines.first?.contains(text) == true, "\(swap.stderr)")
+        }
+        try expectNothingLeft(store, of: "swap")
+        // Two packages asked for together: nothing to remove, and no such advice.
+        let both = try Harness.run(["build", folder + "/both.yaml", "--store", store])
+        #expect(both.status == 5 && both.stderr.contains("are in conflict") && !both.stderr.contains("remove:"), "\(both.stderr)")
+        try expectNothingLeft(store, of: "both")
+
+        let swapped = try Harness.run(["build", folder + "/swapped.yaml", "--store", store])
+        #expect(swapped.status == 0, "\(swapped.stderr)")
+        #expect(swapped.stderr.contains("swapped: remove oldtool 1.0-1") && swapped.stderr.contains("swapped: install newtool 2.0-1"))
+        // The layer as it is seen, its removals over the layers below: conflict-a's file gone (its
+        // folder, emptied and made again for conflict-b's, is opaque), and oldtool's package too.
+        let seen = try Harness.run([
+            "shell", "swapped", "--store", store, "--", "sh", "-c",
+            "ls /usr/share/conflict /usr/share/oldtool /usr/share/newtool /var/lib/pacman/local 2>&1",
+        ])
+        let names = seen.stdout.split(separator: "\n").map(String.init)
+        for name in ["b", "VERSION", "newtool-2.0-1", "oldtool-user-1.0-1", "conflict-b-1.0-1"] {
+            #expect(names.contains(name), "\(name): \(seen.stdout)")
+        }
+        for name in ["a", "oldtool-1.0-1", "conflict-a-1.0-1"] { #expect(!names.contains(name), "\(name): \(seen.stdout)") }
+        #expect(seen.stdout.contains("/usr/share/oldtool: No such file or directory"), "\(seen.stdout)")
+    }
+
     /// pacman.conf's `NoExtract`, which image builders use to leave documentation, manuals and
     /// locales out: the same patterns, in the layer file.
     @Test("noextract: matching files are not extracted, a ! pattern after one brings a file back, children inherit the patterns and add theirs after; keys of layers without it stay")
