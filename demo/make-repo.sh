@@ -310,6 +310,15 @@ build_packages() {
     mkdir -p "$p/usr/share/oldtool"; echo old >"$p/usr/share/oldtool/VERSION"; pack "$dest" "$p"
     p="$work/newtool"; pkginfo "$p" newtool 2.0-1 any "Replaces oldtool" replaces=oldtool conflict=oldtool provides=oldtool
     mkdir -p "$p/usr/share/newtool"; echo new >"$p/usr/share/newtool/VERSION"; pack "$dest" "$p"
+    # A virtual dependency with two providers, as Steam's lib32-vulkan-driver: pacman asks which one
+    # and takes the first (driver-a) unless a target of the same transaction provides it.
+    for driver in driver-a driver-b; do
+        p="$work/$driver"; pkginfo "$p" "$driver" 1.0-1 any "Provides demo-driver" provides=demo-driver
+        mkdir -p "$p/usr/share/drivers"; echo "$driver" >"$p/usr/share/drivers/$driver"; pack "$dest" "$p"
+    done
+    p="$work/driven"; pkginfo "$p" driven 1.0-1 any "Needs some demo-driver" depend=demo-driver
+    mkdir -p "$p/usr/share/driven"; echo driven >"$p/usr/share/driven/README"; pack "$dest" "$p"
+
     # Needs oldtool, as libvirt needs iptables: newtool, which provides it, may take its place.
     p="$work/oldtool-user"; pkginfo "$p" oldtool-user 1.0-1 any "Needs oldtool" depend=oldtool
     mkdir -p "$p/usr/share/oldtool-user"; echo user >"$p/usr/share/oldtool-user/README"; pack "$dest" "$p"

@@ -19,6 +19,15 @@ extension AlpmHandle {
                     ((string(corrupted.filepath) ?? "?").split(separator: "/").last.map(String.init) ?? "?",
                      String(cString: alpm_strerror(corrupted.reason))))
             }
+            if let context, question.pointee.type == ALPM_QUESTION_SELECT_PROVIDER {
+                let select = question.pointee.select_provider
+                let dependency = select.depend.flatMap { alpm_dep_compute_string($0) }
+                defer { free(dependency) }
+                AlpmHandle.from(context).providerChoices.append(
+                    ProviderChoice(
+                        dependency: dependency.map { String(cString: $0) } ?? "?",
+                        providers: AlpmListSequence(select.providers).map { string(alpm_pkg_get_name(OpaquePointer($0))) ?? "?" }))
+            }
             AlpmHandle.answer(question)
         }, context), "set question callback")
         try check(alpm_option_set_progresscb(raw, { context, progress, package, percent, howMany, current in

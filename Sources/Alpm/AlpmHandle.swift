@@ -21,6 +21,9 @@ public final class AlpmHandle {
     /// The package files libalpm found corrupted (its question whether to delete one), with why:
     /// a commit that fails on them hands back no list to name them by.
     var corruptedFiles: [(file: String, reason: String)] = []
+    /// The dependencies that more than one package provides, in the order libalpm asked which to
+    /// take (its provider question), since `resolve` began.
+    public internal(set) var providerChoices: [ProviderChoice] = []
     /// The last progress reported, and each download's last whole percent (or MiB) and when it
     /// was reported: libalpm calls back for every file and every chunk, and the observer hears a
     /// change at most every `reportInterval` seconds, besides each package's and download's start

@@ -54,6 +54,19 @@ public struct PackageFile: Hashable, Sendable, Codable {
     }
 }
 
+/// A dependency that several packages provide, and they, in libalpm's order: pacman asks which to
+/// install, and without asking (`--noconfirm`) takes the first, as a build does.
+public struct ProviderChoice: Hashable, Sendable, Codable {
+    /// The dependency as a package states it (`lib32-vulkan-driver`, `sh>=5`).
+    public var dependency: String
+    public var providers: [String]
+
+    public init(dependency: String, providers: [String]) {
+        self.dependency = dependency
+        self.providers = providers
+    }
+}
+
 /// What a prepared transaction would do.
 public struct Resolution: Hashable, Sendable, Codable {
     /// Packages to install or upgrade, sorted by name.
@@ -71,6 +84,7 @@ extension AlpmHandle {
     /// Resolves `request` against the sync and local databases without changing anything
     /// (`alpm_trans_init` with NOLOCK, `alpm_trans_prepare`, `alpm_trans_get_add`, `alpm_trans_release`).
     public func resolve(_ request: TransactionRequest) throws -> Resolution {
+        providerChoices.removeAll()
         if request.isEmpty { return Resolution() }
         return try withTransaction(request, flags: Int32(ALPM_TRANS_FLAG_NOLOCK.rawValue)) { self.currentResolution() }
     }

@@ -20,6 +20,8 @@ struct PackageResolver {
     struct Resolved {
         var resolution: Resolution
         var relations: [String: PackageWork.Relations]
+        /// The dependencies that several packages provide, where libalpm took the first.
+        var providerChoices: [ProviderChoice] = []
 
         /// `names` and every package of the resolution they need, directly or through others of
         /// them, by the sync databases' dependencies (a dependency on something a package provides
@@ -40,7 +42,9 @@ struct PackageResolver {
         job.request = request
         var reached = false
         let outcome = try resolutions.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch)
-        return Resolved(resolution: outcome.resolution ?? Resolution(), relations: outcome.relations ?? [:])
+        return Resolved(
+            resolution: outcome.resolution ?? Resolution(), relations: outcome.relations ?? [:],
+            providerChoices: outcome.providerChoices ?? [])
     }
 
     static func dependencyClosure(
@@ -139,5 +143,30 @@ struct PackageResolver {
         }
         let bytes = try FileSystem.readRegularFile(RawPath.string(entry.source), atMost: ReadLimit.packageDatabaseFile)
         try FileSystem.writeFile(bytes, to: destination)
+    }
+}
+
+extension PackageResolver.Resolved {
+    /// A line for each dependency that several packages provide, saying which libalpm took and
+    /// how to choose another: pacman lists them and asks, and a build cannot ask. The names come
+    /// from a repository's database: each is clipped, and a long list counted.
+    func providerWarnings(targets: Set<String>) -> [String] {
+        var seen = Set<String>()
+        return providerChoices.filter { seen.insert($0.dependency).inserted }.compactMap { choice in
+            guard let taken = choice.providers.first else { return nil }
+            let name = String(choice.dependency.prefix { !"<>=".contains($0) })
+            let needers = resolution.install.map(\.name).filter { needer in
+                relations[needer]?.depends.contains(name) ?? false
+            }
+            let providers = choice.providers.map { clip($0, to: 100) }
+            let listed = providers.count > 6 ? providers.prefix(5) + ["and \(providers.count - 5) more"] : providers[...]
+            let dependency = clip(choice.dependency, to: 100)
+            let who =
+                targets.contains(choice.dependency)
+                ? "`\(dependency)` in packages: is no package, and \(providers.count) packages provide it"
+                : "\(needers.first.map { clip($0, to: 100) + (needers.count > 1 ? " and \(needers.count - 1) more" : "") } ?? "a package") needs \(dependency), which \(providers.count) packages provide"
+            return "\(who) (\(listed.joined(separator: ", "))): "
+                + "took \(clip(taken, to: 100)), the first, as pacman does when not asked; name one in packages: to choose"
+        }
     }
 }

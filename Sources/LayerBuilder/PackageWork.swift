@@ -65,6 +65,8 @@ enum PackageWork {
         var relations: [String: Relations]?
         /// For `fetch`: the file names of the packages that do not open as tar archives.
         var notTar: [String]?
+        /// For `resolve`: the dependencies libalpm chose a provider of.
+        var providerChoices: [ProviderChoice]?
     }
 
     /// The host's files the child reads whatever its job: programs, libraries, and what curl,
@@ -263,7 +265,7 @@ enum PackageWork {
                     relations[package.name] = Relations(depends: found.depends, provides: found.provides)
                 }
             }
-            return Outcome(resolution: resolution, relations: relations)
+            return Outcome(resolution: resolution, relations: relations, providerChoices: handle.providerChoices)
         case .fetch:
             try handle.setArchitectures([job.arch])
             for repository in job.repositories { try handle.register(repository, arch: job.arch) }

@@ -114,6 +114,9 @@ public final class StackBuilder {
                 throw BuildFailure(failure, at: parentTrees.isEmpty ? place : layer.fromLocation.description)
             }
             let resolution = resolved.resolution
+            for warning in resolved.providerWarnings(targets: Set(layer.packages.map(\.value))) {
+                observer(BuildEvent(.warning, layer: layer.name, message: warning))
+            }
             let lock = try LayerLock(
                 policy: options.locks, layer: layer,
                 current: LockFile(

@@ -243,6 +243,40 @@ struct ArchPackageTests {
         #expect(seen.stdout.contains("/usr/share/oldtool: No such file or directory"), "\(seen.stdout)")
     }
 
+    /// Steam needs lib32-vulkan-driver, which a dozen packages provide; pacman lists them and asks,
+    /// and takes the first (lib32-amdvlk) when not asked, as a build must: on an NVIDIA machine, the
+    /// wrong one. The build says which it took, and a provider among the layer's packages is taken.
+    @Test("a dependency that several packages provide takes the first with a warning naming them, a provider among the layer's packages without one; a virtual target warns too")
+    func providers() throws {
+        let folder = try layers([
+            "first": "from: base\npackages: [driven]\n",
+            "chosen": "from: base\npackages: [driven, driver-b]\n",
+            "virtual": "from: base\npackages: [demo-driver]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        var warnings: [String: [Substring]] = [:]
+        for name in ["first", "chosen", "virtual"] {
+            let build = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store])
+            #expect(build.status == 0, "\(name): \(build.stderr)")
+            warnings[name] = build.stderr.split(separator: "\n").filter { $0.contains("warning") }
+        }
+        #expect(
+            warnings["first"] == [
+                "first: warning: driven needs demo-driver, which 2 packages provide (driver-a, driver-b): took driver-a, the first, as pacman does when not asked; name one in packages: to choose"
+            ], "\(warnings)")
+        #expect(warnings["chosen"] == [], "\(warnings)")
+        #expect(
+            warnings["virtual"] == [
+                "virtual: warning: `demo-driver` in packages: is no package, and 2 packages provide it (driver-a, driver-b): took driver-a, the first, as pacman does when not asked; name one in packages: to choose"
+            ], "\(warnings)")
+        func has(_ layer: String, _ driver: String) throws -> Bool {
+            FileManager.default.fileExists(atPath: try tree(store, layer) + "/usr/share/drivers/" + driver)
+        }
+        #expect(try has("first", "driver-a") && !has("first", "driver-b"))
+        #expect(try has("chosen", "driver-b") && !has("chosen", "driver-a"))
+        #expect(try has("virtual", "driver-a"))
+    }
+
     /// pacman.conf's `NoExtract`, which image builders use to leave documentation, manuals and
     /// locales out: the same patterns, in the layer file.
     @Test("noextract: matching files are not extracted, a ! pattern after one brings a file back, children inherit the patterns and add theirs after; keys of layers without it stay")
