@@ -67,6 +67,15 @@ extension BuildFailure {
         self.init("\(error) (\(keyring)); " + advice, at: location(error.missingKeys[0].repository), code: .packages)
     }
 
+    /// A signature that the repository's level requires and its server could not give (`line`,
+    /// libalpm's): what to do, for a repository of one's own unsigned packages (makepkg's, the
+    /// AUR's), which pacman's default level meets first.
+    static func missingSignature(of what: String, line: String, level: SignatureLevel?, sign: String) -> String {
+        let said = level.map { "\($0)" } ?? "pacman's default, \(SignatureLevel.pacmanDefault)"
+        return "the signature of \(what) could not be fetched (\(line)), and the repository's siglevel (\(said)) requires "
+            + "one: \(sign), or give a repository of your own unsigned packages `siglevel: Optional TrustAll`, as pacman.conf would"
+    }
+
     /// Whether the GnuPG home `keyring` has a public keyring with something in it, as
     /// `pacman-key --init` leaves one.
     static func holdsKeys(_ keyring: String) -> Bool {

@@ -118,6 +118,21 @@ extension StackBuilder {
                 download(package) + " \(DownloadLimit.stalled); it was stopped (list a faster server)", at: place(package),
                 code: .packages)
         } catch let error as AlpmError {
+            // A `.sig` the server lacks fails a download only where the repository requires package
+            // signatures (libalpm lets an optional one fail): pacman's default level, which a
+            // repository of one's own unsigned packages (makepkg's, the AUR's) meets first.
+            if !tooLarge, let line = error.retrievalFailure,
+                let package = resolution.install.first(where: { package in
+                    error.details.contains { $0.contains("'\(package.filename).sig'") }
+                })
+            {
+                throw BuildFailure(
+                    BuildFailure.missingSignature(
+                        of: "package \(package.name) of repository \(package.repository)", line: line,
+                        level: repositories.first { $0.name == package.repository }?.signatureLevel,
+                        sign: "sign its packages (`makepkg --sign`)"),
+                    at: place(package), code: .packages)
+            }
             // A file the server lacks, a host that is not there: libalpm's line says which and why.
             if !tooLarge, let line = error.retrievalFailure, let package = named(error) {
                 throw BuildFailure(download(package) + " failed: " + line, at: place(package), code: .packages)

@@ -62,6 +62,17 @@ struct SyncCache {
                 // name its repository.
                 let text = ([error.reason] + error.details).joined(separator: " ")
                 let named = repositories.first { $0.name == error.subject || text.contains("'\($0.name).db") }?.name
+                if !tooLarge, let line = error.retrievalFailure,
+                    let unsigned = repositories.first(where: { repository in
+                        error.details.contains { $0.contains("'\(repository.name).db.sig'") }
+                    })
+                {
+                    throw BuildFailure(
+                        BuildFailure.missingSignature(
+                            of: "the database of repository \(unsigned.name)", line: line, level: unsigned.signatureLevel,
+                            sign: "sign it (`repo-add --sign`)"),
+                        at: locate(unsigned.name), code: .packages)
+                }
                 let reason =
                     tooLarge
                     ? "its database passed \(formatBytes(DownloadLimit.database)), the most libalpm takes; the download was stopped"

@@ -222,10 +222,30 @@ struct SignatureTests {
     @Test("repositories without siglevel get pacman's default, Required DatabaseOptional")
     func defaultLevel() throws {
         #expect(SignatureLevel.pacmanDefault.description == "PackageRequired DatabaseOptional")
-        // The unsigned demo repository therefore fails: its packages have no signatures.
-        let result = try build(["filesystem"], repo: Harness.demoOut + "/repo")
-        #expect(result.status == 5)
-        #expect(result.stderr.contains("filesystem-2024.11.21-1-any.pkg.tar.zst.sig"), "\(result.stderr)")
+        // The unsigned demo repository therefore fails: its packages have no signatures. One line
+        // at the repository, as a repository of one's own unsigned packages (the AUR's) meets it;
+        // its database's signature, where the level requires that too.
+        let repo = Harness.demoOut + "/repo"
+        let package = "filesystem-2024.11.21-1-any.pkg.tar.zst"
+        for (siglevel, said, what, file, sign) in [
+            (nil, "pacman's default, PackageRequired DatabaseOptional", "package filesystem of repository demo", package,
+             "sign its packages (`makepkg --sign`)"),
+            ("PackageRequired", "PackageRequired DatabaseOptional", "package filesystem of repository demo", package,
+             "sign its packages (`makepkg --sign`)"),
+            ("Required TrustAll", "PackageRequired DatabaseRequired", "the database of repository demo", "demo.db",
+             "sign it (`repo-add --sign`)"),
+        ] {
+            let result = try build(["filesystem"], repo: repo, siglevel: siglevel)
+            #expect(result.status == 5)
+            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            #expect(lines.count == 1, "\(result.stderr)")
+            #expect(
+                lines.first?.hasSuffix(
+                    "/signed.yaml:4:5: the signature of \(what) could not be fetched (failed retrieving file '\(file).sig' "
+                        + "from disk: Couldn't open file \(repo)/demo/\(file).sig), and the repository's siglevel (\(said)) "
+                        + "requires one: \(sign), or give a repository of your own unsigned packages "
+                        + "`siglevel: Optional TrustAll`, as pacman.conf would") == true, "\(result.stderr)")
+        }
         // …and builds once the layer file says signatures are optional.
         #expect(try build(["filesystem"], repo: Harness.demoOut + "/repo", siglevel: "Optional").status == 0)
     }
