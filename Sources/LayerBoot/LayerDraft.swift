@@ -57,6 +57,13 @@ public enum LayerDraft {
                     skipped.append(
                         "\(file.path) (\(file.change.rawValue); not text, or over \(largestInline >> 10) KiB)")
                 }
+            case (_, "symlink"):
+                // `timedatectl set-timezone`'s /etc/localtime, `systemctl enable`'s wants.
+                if let entry = linkEntry(file, upper: upper) {
+                    entries += entry
+                } else {
+                    skipped.append("\(file.path) (\(file.change.rawValue) symlink whose target is not text)")
+                }
             default:
                 skipped.append("\(file.path) (\(file.change.rawValue) \(file.kind))")
             }
@@ -77,6 +84,20 @@ public enum LayerDraft {
         var entry = ["  - path: \(file.path)", "    content: \(quoted(text))"]
         let mode = st.st_mode & 0o7777
         if mode != 0o644 { entry.append("    mode: \"\(String(mode, radix: 8).leftPadded(to: 4))\"") }
+        if st.st_uid != 0 || st.st_gid != 0 { entry.append("    owner: \"\(st.st_uid):\(st.st_gid)\"") }
+        return entry
+    }
+
+    /// A `files:` entry with `link:` for a symlink whose target is UTF-8 without control
+    /// characters, or nil.
+    static func linkEntry(_ file: BootChanges.File, upper: String) -> [String]? {
+        let path = upper + file.path
+        guard let bytes = try? FileSystem.readLink(Array(path.utf8)), let target = String(validating: bytes, as: UTF8.self),
+            !target.isEmpty, !target.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+        else { return nil }
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        var entry = ["  - path: \(file.path)", "    link: \(quoted(target))"]
         if st.st_uid != 0 || st.st_gid != 0 { entry.append("    owner: \"\(st.st_uid):\(st.st_gid)\"") }
         return entry
     }

@@ -16,6 +16,8 @@ public struct BuildJob: Codable, Sendable {
         var owner: String
         /// The bytes to write: inline content, or the source file as the key was made from it.
         var contents: Data
+        /// For a `link:`, its target: a symlink is made instead of a file, and `contents` is empty.
+        var link: String?
         var location: String
     }
 

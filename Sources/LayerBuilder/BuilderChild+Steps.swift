@@ -70,7 +70,11 @@ extension BuilderChild {
         for file in job.files {
             do {
                 let (uid, gid) = try files.owner(file.owner)
-                try files.write(file.contents, to: file.path, mode: file.mode, uid: uid, gid: gid)
+                if let target = file.link {
+                    try files.link(to: target, at: file.path, uid: uid, gid: gid)
+                } else {
+                    try files.write(file.contents, to: file.path, mode: file.mode, uid: uid, gid: gid)
+                }
             } catch {
                 throw BuildFailure("writing \(file.path) failed", at: file.location, cause: error)
             }

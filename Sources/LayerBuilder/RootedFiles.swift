@@ -42,6 +42,26 @@ struct RootedFiles {
         try sys("change mode of", path) { fchmod(fd, mode_t(mode)) }
     }
 
+    /// Makes a symlink to `target` at `path` (absolute inside the root), owned by `uid:gid`, as
+    /// `ln -sfn` does: what is there and is no folder is replaced, never followed. The target is
+    /// only written down; the running system follows it.
+    func link(to target: String, at path: String, uid: uid_t, gid: gid_t) throws {
+        let rootFD = try openRoot()
+        defer { close(rootFD) }
+        let parent = FileSystem.parent(of: path)
+        try makeParents(parent, rootFD: rootFD)
+        let dirFD = try openDirectory(parent, rootFD: rootFD)
+        defer { close(dirFD) }
+        let name = (path as NSString).lastPathComponent
+        var st = stat()
+        if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            guard st.st_mode & S_IFMT != S_IFDIR else { throw SystemError("make a link at", path, errno: EISDIR) }
+            try sys("replace", path) { unlinkat(dirFD, name, 0) }
+        }
+        try sys("make a link at", path) { symlinkat(target, dirFD, name) }
+        try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
+    }
+
     /// Reads a regular file inside the root, or nil when there is none: a FIFO is not read (it
     /// would wait for a writer), nor a device node.
     func read(_ path: String) -> Data? {

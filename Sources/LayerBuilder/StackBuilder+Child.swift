@@ -186,6 +186,7 @@ extension StackBuilder {
                 BuildJob.File(
                     path: file.path, mode: file.mode, owner: file.owner,
                     contents: try contents(of: file, digest: spec.files.first { $0.path == file.path }?.sha256 ?? ""),
+                    link: { if case .link(let target) = file.content { target } else { nil } }(),
                     location: file.location.description)
             },
             run: layer.run.map { BuildJob.Command(command: $0.value, location: $0.location.description) },
@@ -400,6 +401,7 @@ extension StackBuilder {
     private func contents(of file: FileSpec, digest: String) throws -> Data {
         switch file.content {
         case .inline(let text): return Data(text.utf8)
+        case .link: return Data()
         case .source(let path):
             let data: Data
             do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.fileSource) } catch {

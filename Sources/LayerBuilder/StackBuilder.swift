@@ -222,14 +222,18 @@ public final class StackBuilder {
     ) throws -> LayerSpec {
         let files = try layer.files.map { file -> LayerSpec.FileEntry in
             let digest: String
+            var link: String?
             switch file.content {
             case .inline(let text): digest = Digest.sha256(Data(text.utf8))
             case .source(let path):
                 do { digest = try Digest.sha256(file: path) } catch {
                     throw LayerFileError("reading source \(path) failed: \(error)", at: file.location)
                 }
+            case .link(let target):
+                digest = Digest.sha256(Data(target.utf8))
+                link = target
             }
-            return LayerSpec.FileEntry(path: file.path, mode: file.mode, owner: file.owner, sha256: digest)
+            return LayerSpec.FileEntry(path: file.path, mode: file.mode, owner: file.owner, sha256: digest, link: link)
         }
         return LayerSpec(
             arch: arch, packages: layer.packages.map(\.value).sorted(), remove: layer.remove.map(\.value).sorted(),

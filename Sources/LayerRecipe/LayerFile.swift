@@ -74,7 +74,7 @@ public struct RepoSpec: Sendable, Hashable {
 public struct FileSpec: Sendable, Hashable {
     public var path: String
     public var content: Content
-    /// Permission bits; 0644 when the file does not say.
+    /// Permission bits; 0644 when the file does not say (0777 for a link, which has no bits of its own).
     public var mode: UInt32
     /// `user:group` as names or numbers; `root:root` when the file does not say.
     public var owner: String
@@ -84,6 +84,8 @@ public struct FileSpec: Sendable, Hashable {
         case inline(String)
         /// The absolute path of the source file, inside the layer file's folder tree.
         case source(String)
+        /// A symbolic link to this target, as `ln -s` makes it: never followed by the build.
+        case link(String)
     }
 }
 

@@ -15,7 +15,7 @@ struct LayerFileParser {
         "from", "description", "arch", "repos", "packages", "remove", "noextract", "files", "run", "env", "boot", "network",
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
-    static let fileKeys = ["path", "content", "source", "mode", "owner"]
+    static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
     /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
     static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]
 
@@ -240,14 +240,16 @@ struct LayerFileParser {
     private func file(_ node: Node) throws -> FileSpec {
         guard case .mapping(let mapping) = node else {
             throw LayerFileError(
-                "each entry of `files` is a mapping with `path` and `content` or `source`", at: at(node))
+                "each entry of `files` is a mapping with `path` and `content`, `source` or `link`", at: at(node))
         }
         var path: String?
         var content: FileSpec.Content?
         var mode: UInt32 = 0o644
+        var modeNode: Node?
         var owner = "root:root"
         for (keyNode, value) in mapping {
-            switch try scalar(keyNode, what: "a key") {
+            let key = try scalar(keyNode, what: "a key")
+            switch key {
             case "path":
                 let text = try scalar(value, what: "`path`")
                 guard text.hasPrefix("/") else {
@@ -266,16 +268,16 @@ struct LayerFileParser {
                         at: at(value))
                 }
                 path = text
-            case "content":
+            case "content", "source", "link":
                 if content != nil {
-                    throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode))
+                    throw LayerFileError("a file has one of `content`, `source` and `link`", at: at(keyNode))
                 }
-                content = .inline(try scalar(value, what: "`content`"))
-            case "source":
-                if content != nil {
-                    throw LayerFileError("a file has either `content` or `source`, not both", at: at(keyNode))
+                let text = try scalar(value, what: "`\(key)`")
+                switch key {
+                case "content": content = .inline(text)
+                case "source": content = .source(try source(text, at: value))
+                default: content = .link(try linkTarget(text, at: value))
                 }
-                content = .source(try source(try scalar(value, what: "`source`"), at: value))
             case "mode":
                 let text = try scalar(value, what: "`mode`")
                 guard text.wholeMatch(of: /0?[0-7]{3,4}/) != nil, let bits = UInt32(text, radix: 8), bits <= 0o7777
@@ -283,18 +285,24 @@ struct LayerFileParser {
                     throw LayerFileError("`mode` is octal permission bits such as \"0644\"", at: at(value))
                 }
                 mode = bits
+                modeNode = keyNode
             case "owner":
                 let text = try scalar(value, what: "`owner`")
                 guard text.wholeMatch(of: /[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?/) != nil else {
                     throw LayerFileError("`owner` is `user:group`, as names or numbers", at: at(value))
                 }
                 owner = text.contains(":") ? text : "\(text):\(text)"
-            case let key: throw unknownKey(key, at: keyNode, known: Self.fileKeys)
+            default: throw unknownKey(key, at: keyNode, known: Self.fileKeys)
             }
         }
         guard let path else { throw LayerFileError("the file has no `path`", at: at(node)) }
         guard let content else {
-            throw LayerFileError("the file \(quote(path)) has neither `content` nor `source`", at: at(node))
+            throw LayerFileError("the file \(quote(path)) has none of `content`, `source` and `link`", at: at(node))
+        }
+        if case .link = content {
+            // The kernel gives a link no permission bits of its own: its target's count.
+            if let modeNode { throw LayerFileError("a `link` has no `mode`: its target's counts", at: at(modeNode)) }
+            mode = 0o777
         }
         return FileSpec(path: path, content: content, mode: mode, owner: owner, location: at(node))
     }
@@ -316,6 +324,18 @@ struct LayerFileParser {
             throw LayerFileError("a `noextract` pattern is at most 4096 bytes, as a path is", at: at(node))
         }
         return Located((negated ? "!" : "") + pattern, at: at(node))
+    }
+
+    /// A `link:` target, as `ln -s` takes one: any path, absolute or relative to the link's folder,
+    /// which only the running system follows; at most 4095 bytes, as Linux holds a link to.
+    private func linkTarget(_ value: String, at node: Node) throws -> String {
+        guard !value.isEmpty, !value.contains("\0") else {
+            throw LayerFileError("`link` is the path the link points to, such as /usr/share/zoneinfo/UTC", at: at(node))
+        }
+        guard value.utf8.count < Int(PATH_MAX) else {
+            throw LayerFileError("`link` is at most \(Int(PATH_MAX) - 1) bytes, as Linux holds a link's target", at: at(node))
+        }
+        return value
     }
 
     /// A `source:` is relative to the layer file and may not leave its folder tree, even through a symlink.

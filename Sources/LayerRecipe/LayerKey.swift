@@ -54,14 +54,18 @@ public struct LayerSpec: Codable, Sendable, Hashable {
         public var path: String
         public var mode: UInt32
         public var owner: String
-        /// sha256 of the bytes written: the inline content or the source file.
+        /// sha256 of the bytes written: the inline content or the source file (for a link, its target).
         public var sha256: String
+        /// The target of a `link:`; absent for a file, so the keys of layers without links are what
+        /// they were before links existed.
+        public var link: String?
 
-        package init(path: String, mode: UInt32, owner: String, sha256: String) {
+        package init(path: String, mode: UInt32, owner: String, sha256: String, link: String? = nil) {
             self.path = path
             self.mode = mode
             self.owner = owner
             self.sha256 = sha256
+            self.link = link
         }
     }
 

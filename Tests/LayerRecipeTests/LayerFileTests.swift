@@ -412,6 +412,25 @@ final class LayerFileTests {
         try expect("from: base\nnoextract: [\(String(repeating: "a", count: 5000))]\n", at: 2, 13, "at most 4096 bytes")
     }
 
+    @Test("files: link: is a symlink's target, absolute or relative, with an owner and no mode; one of content, source and link; an empty or overlong target is refused where it is")
+    func links() throws {
+        try write(
+            "child",
+            "from: base\nfiles:\n  - path: /etc/localtime\n    link: /usr/share/zoneinfo/Europe/Berlin\n"
+                + "  - path: /etc/os-release\n    link: ../usr/lib/os-release\n    owner: \"7:7\"\n")
+        let files = try Recipe.load(folder + "/child.yaml").target.files
+        #expect(files.map(\.content) == [.link("/usr/share/zoneinfo/Europe/Berlin"), .link("../usr/lib/os-release")])
+        #expect(files.map(\.mode) == [0o777, 0o777] && files.map(\.owner) == ["root:root", "7:7"])
+        let entry = "from: base\nfiles:\n  - path: /etc/x\n"
+        try expect(entry + "    link: /a\n    mode: \"0644\"\n", at: 5, 5, "a `link` has no `mode`: its target's counts")
+        try expect(entry + "    content: a\n    link: /a\n", at: 5, 5, "a file has one of `content`, `source` and `link`")
+        try expect(entry + "    link: /a\n    content: a\n", at: 5, 5, "a file has one of `content`, `source` and `link`")
+        try expect(entry + "    link: \"\"\n", at: 4, 11, "`link` is the path the link points to")
+        try expect(entry + "    link: \(String(repeating: "a", count: 4096))\n", at: 4, 11, "`link` is at most 4095 bytes")
+        try expect(entry + "    mode: \"0600\"\n", at: 3, 5, "has none of `content`, `source` and `link`")
+        try expect(entry + "    lnik: /a\n", at: 4, 5, "did you mean `link`?")
+    }
+
     @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
     func aliases() throws {
         // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.

@@ -206,6 +206,60 @@ struct DemoBuildTests {
         }
     }
 
+    /// `ln -sf /usr/share/zoneinfo/Europe/Berlin /etc/localtime`, the first step of an Arch install,
+    /// and `systemctl enable`'s links, without a shell in the layer.
+    @Test("files: link: makes a symlink with its owner in place of what a layer below left there (a file, a FIFO, a link to a host file), never following it; a folder there fails at its line; the link is part of the key")
+    func links() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let entries = [
+            ("/etc/localtime", "/usr/share/zoneinfo/Europe/Berlin"), ("/etc/plain", "plain-now-a-link"),
+            ("/etc/fifo", "../fifo-now-a-link"), ("/etc/linked", "/etc/hostname"),
+            ("/etc/systemd/system/multi-user.target.wants/game.service", "/usr/lib/systemd/system/game.service"),
+        ]
+        let layer = { (parent: String, entries: [(String, String)]) in
+            "from: \(parent)\nfiles:\n" + entries.map { "  - path: \($0.0)\n    link: \($0.1)\n    owner: \"7:7\"\n" }.joined()
+        }
+        for (name, text) in [
+            ("below", "from: base\nrun:\n  - mkfifo /etc/fifo && echo x > /etc/plain && ln -s /etc/shadow /etc/linked && mkdir /etc/folder\n"),
+            ("links", layer("below", entries)), ("folder", layer("below", [("/etc/folder", "/nowhere")])),
+            ("text", "from: below\nfiles:\n  - path: /etc/localtime\n    content: /usr/share/zoneinfo/Europe/Berlin\n"),
+            ("same", layer("below", [("/etc/localtime", "/usr/share/zoneinfo/Europe/Berlin")])),
+        ] {
+            try text.write(toFile: "\(layers)/\(name).yaml", atomically: false, encoding: .utf8)
+        }
+        let shadow = try Data(contentsOf: URL(fileURLWithPath: "/etc/shadow"))
+        for name in ["links", "text", "same"] {
+            let result = try Harness.run(["build", "\(layers)/\(name).yaml", "--store", store])
+            #expect(result.status == 0, "\(name): \(result.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "/etc/shadow")) == shadow)
+        let tree = try store + "/layers/" + #require(try Store(root: store).ref("links")) + "/tree"
+        for (path, target) in entries {
+            var st = stat()
+            #expect(lstat(tree + path, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK && st.st_uid == 7 && st.st_gid == 7, "\(path)")
+            #expect(try FileSystem.readLink(Array((tree + path).utf8)) == Array(target.utf8), "\(path)")
+        }
+        // As the stack is seen, and as the image holds it.
+        let seen = try Harness.run([
+            "shell", "links", "--store", store, "--", "sh", "-c", "readlink /etc/localtime; readlink /etc/linked",
+        ])
+        #expect(seen.stdout == "/usr/share/zoneinfo/Europe/Berlin\n/etc/hostname\n", "\(seen.stdout) \(seen.stderr)")
+        let image = try Harness.temporaryDirectory("image") + "/links.squashfs"
+        #expect(try Harness.run(["export", "links", "-o", image, "--store", store]).status == 0)
+        let listed = try KernelMount.run("/usr/bin/unsquashfs", ["-lln", image, "etc/localtime"])
+        #expect(listed.output.contains("lrwxrwxrwx 7/7") && listed.output.contains("localtime -> /usr/share/zoneinfo/Europe/Berlin"), "\(listed.output)")
+        // A folder is no file to replace.
+        let folder = try Harness.run(["build", "\(layers)/folder.yaml", "--store", store])
+        #expect(folder.status == 6 && folder.stderr.contains("folder.yaml:3:5: writing /etc/folder failed"), "\(folder.stderr)")
+        // A link and a file of its target's text are not one layer; the same link is.
+        let keys = try ["text", "same"].map { try Store(root: store).ref($0) }
+        #expect(keys[0] != keys[1])
+        let again = try Harness.run(["build", "\(layers)/same.yaml", "--store", store])
+        #expect(again.stdout.contains("(0 built, 3 cached)"), "\(again.stdout)")
+        try Harness.expectValidStore(store)
+    }
+
     @Test("two builds of the same stack at once both succeed and store each layer once")
     func concurrentBuilds() throws {
         let layers = try Harness.demoLayers()
