@@ -18,6 +18,9 @@ public struct BuildJob: Codable, Sendable {
         var contents: Data
         /// For a `link:`, its target: a symlink is made instead of a file, and `contents` is empty.
         var link: String?
+        /// For a folder of a `source:` tree: made when missing, with `mode` and `owner`, and left as
+        /// it is when there; `contents` is empty.
+        var folder: Bool?
         var location: String
     }
 

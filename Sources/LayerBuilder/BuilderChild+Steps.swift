@@ -72,6 +72,8 @@ extension BuilderChild {
                 let (uid, gid) = try files.owner(file.owner)
                 if let target = file.link {
                     try files.link(to: target, at: file.path, uid: uid, gid: gid)
+                } else if file.folder == true {
+                    try files.makeFolder(file.path, mode: file.mode, uid: uid, gid: gid)
                 } else {
                     try files.write(file.contents, to: file.path, mode: file.mode, uid: uid, gid: gid)
                 }

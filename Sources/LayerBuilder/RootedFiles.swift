@@ -62,6 +62,27 @@ struct RootedFiles {
         try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
     }
 
+    /// Makes the folder `path` (absolute inside the root) with `mode` and owner when it is not
+    /// there; one that is there stays as it is (a package's `/etc/skel`), and anything else there
+    /// is an error.
+    func makeFolder(_ path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
+        let rootFD = try openRoot()
+        defer { close(rootFD) }
+        let parent = FileSystem.parent(of: path)
+        try makeParents(parent, rootFD: rootFD)
+        let dirFD = try openDirectory(parent, rootFD: rootFD)
+        defer { close(dirFD) }
+        let name = (path as NSString).lastPathComponent
+        var st = stat()
+        if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            guard st.st_mode & S_IFMT == S_IFDIR else { throw SystemError("make the folder", path, errno: EEXIST) }
+            return
+        }
+        try sys("create directory", path) { mkdirat(dirFD, name, mode_t(mode)) }
+        try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
+        try sys("change mode of", path) { fchmodat(dirFD, name, mode_t(mode), 0) }
+    }
+
     /// Reads a regular file inside the root, or nil when there is none: a FIFO is not read (it
     /// would wait for a writer), nor a device node.
     func read(_ path: String) -> Data? {

@@ -182,12 +182,8 @@ extension StackBuilder {
             // package is the file checked here even if another build replaces the cache's copy.
             syncDirectory: snapshot, packageCache: fetchCache, install: request.install, remove: request.remove,
             expected: resolution.install,
-            files: try layer.files.map { file in
-                BuildJob.File(
-                    path: file.path, mode: file.mode, owner: file.owner,
-                    contents: try contents(of: file, digest: spec.files.first { $0.path == file.path }?.sha256 ?? ""),
-                    link: { if case .link(let target) = file.content { target } else { nil } }(),
-                    location: file.location.description)
+            files: try layer.files.flatMap { file in
+                try jobFiles(file, digest: spec.files.first { $0.path == file.path }?.sha256 ?? "")
             },
             run: layer.run.map { BuildJob.Command(command: $0.value, location: $0.location.description) },
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
@@ -396,12 +392,45 @@ extension StackBuilder {
         return writers
     }
 
+    /// What the builder writes for `file:`: one file or link, or a source folder's tree, its
+    /// folder first, which must all still be what the key was made from (`digest`).
+    private func jobFiles(_ file: FileSpec, digest: String) throws -> [BuildJob.File] {
+        let location = file.location.description
+        switch file.content {
+        case .link(let target):
+            return [BuildJob.File(path: file.path, mode: file.mode, owner: file.owner, contents: Data(), link: target, location: location)]
+        case .tree(let path):
+            let tree = try Self.sourceTree(path, of: file)
+            guard tree.digest == digest else {
+                throw BuildFailure("source folder \(path) changed while the layer was built; build again", at: location, code: .input)
+            }
+            let top = BuildJob.File(path: file.path, mode: 0o755, owner: file.owner, contents: Data(), folder: true, location: location)
+            return [top] + tree.entries.map { entry in
+                let path = file.path + "/" + entry.path
+                switch entry.kind {
+                case .folder:
+                    return BuildJob.File(path: path, mode: 0o755, owner: file.owner, contents: Data(), folder: true, location: location)
+                case .file(let data, let executable):
+                    return BuildJob.File(path: path, mode: executable ? 0o755 : 0o644, owner: file.owner, contents: data, location: location)
+                case .link(let target):
+                    return BuildJob.File(path: path, mode: 0o777, owner: file.owner, contents: Data(), link: target, location: location)
+                }
+            }
+        case .inline, .source:
+            return [
+                BuildJob.File(
+                    path: file.path, mode: file.mode, owner: file.owner, contents: try contents(of: file, digest: digest),
+                    location: location)
+            ]
+        }
+    }
+
     /// The bytes `file:` writes: its inline text, or its source file, which must still be what the
     /// key was made from.
     private func contents(of file: FileSpec, digest: String) throws -> Data {
         switch file.content {
         case .inline(let text): return Data(text.utf8)
-        case .link: return Data()
+        case .link, .tree: return Data()
         case .source(let path):
             let data: Data
             do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.fileSource) } catch {

@@ -208,6 +208,15 @@ public final class StackBuilder {
         return false
     }
 
+    /// The tree of `file`'s source folder at `path`; what cannot be copied is an error at the entry.
+    static func sourceTree(_ path: String, of file: FileSpec) throws -> SourceTree {
+        do { return try SourceTree.read(path) } catch let refused as SourceTree.Refused {
+            throw LayerFileError("`source` folder \(path) \(refused)", at: file.location)
+        } catch {
+            throw LayerFileError("reading source folder \(path) failed: \(error)", at: file.location)
+        }
+    }
+
     private func repository(_ spec: RepoSpec) throws -> Repository {
         var level: SignatureLevel?
         if let words = spec.siglevel, case .success(let parsed) = SignatureLevel.parse(words) { level = parsed }
@@ -232,8 +241,12 @@ public final class StackBuilder {
             case .link(let target):
                 digest = Digest.sha256(Data(target.utf8))
                 link = target
+            case .tree(let path):
+                digest = try Self.sourceTree(path, of: file).digest
             }
-            return LayerSpec.FileEntry(path: file.path, mode: file.mode, owner: file.owner, sha256: digest, link: link)
+            return LayerSpec.FileEntry(
+                path: file.path, mode: file.mode, owner: file.owner, sha256: digest, link: link,
+                tree: { if case .tree = file.content { true } else { false } }())
         }
         return LayerSpec(
             arch: arch, packages: layer.packages.map(\.value).sorted(), remove: layer.remove.map(\.value).sorted(),

@@ -122,7 +122,7 @@ public struct ReproducibilityCheck {
             let diff = try TreeDiff.compare(
                 try DiffSide.open(keys[0][index], store: { first }), try DiffSide.open(keys[1][index], store: { second }))
             let writers = builders[1].writers[layer.name] ?? builders[0].writers[layer.name] ?? [:]
-            let files = Set(layer.files.map(\.path))
+            let files = layer.files.map(\.path)  // a folder source's entries are below its path
             var found = false
             for entry in diff.entries where !reported.contains(entry.path) {
                 reported.insert(entry.path)
@@ -136,7 +136,7 @@ public struct ReproducibilityCheck {
                 let writer =
                     writers[entry.path]
                     ?? entry.owner.map { "package \($0)" }
-                    ?? (files.contains(entry.path) ? "files: of \(layer.name)" : nil)
+                    ?? (files.contains { entry.path == $0 || entry.path.hasPrefix($0 + "/") } ? "files: of \(layer.name)" : nil)
                 differences.append(Difference(layer: layer.name, path: entry.path, what: what, writer: writer))
             }
             if !found { otherwise.append(layer.name) }

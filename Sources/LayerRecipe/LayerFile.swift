@@ -86,6 +86,9 @@ public struct FileSpec: Sendable, Hashable {
         case source(String)
         /// A symbolic link to this target, as `ln -s` makes it: never followed by the build.
         case link(String)
+        /// The absolute path of a source folder, inside the layer file's folder tree, whose tree
+        /// is copied to `path`.
+        case tree(String)
     }
 }
 

@@ -275,7 +275,7 @@ struct LayerFileParser {
                 let text = try scalar(value, what: "`\(key)`")
                 switch key {
                 case "content": content = .inline(text)
-                case "source": content = .source(try source(text, at: value))
+                case "source": content = try source(text, at: value)
                 default: content = .link(try linkTarget(text, at: value))
                 }
             case "mode":
@@ -303,6 +303,16 @@ struct LayerFileParser {
             // The kernel gives a link no permission bits of its own: its target's count.
             if let modeNode { throw LayerFileError("a `link` has no `mode`: its target's counts", at: at(modeNode)) }
             mode = 0o777
+        }
+        if case .tree = content {
+            // What a checkout gives a file's mode is its executable bit (git keeps no other), and
+            // the umask decides the rest: a folder's files are 0755 or 0644 by that bit alone.
+            if let modeNode {
+                throw LayerFileError(
+                    "a folder `source` has no `mode`: its files are 0755 or 0644 by their executable bit, its folders 0755",
+                    at: at(modeNode))
+            }
+            mode = 0o755
         }
         return FileSpec(path: path, content: content, mode: mode, owner: owner, location: at(node))
     }
@@ -338,9 +348,11 @@ struct LayerFileParser {
         return value
     }
 
-    /// A `source:` is relative to the layer file and may not leave its folder tree, even through a symlink.
-    private func source(_ value: String, at node: Node) throws -> String {
+    /// A `source:` is relative to the layer file and may not leave its folder tree, even through a
+    /// symlink: a file, or a folder below the layer file's whose tree is copied.
+    private func source(_ value: String, at node: Node) throws -> FileSpec.Content {
         if value.hasPrefix("/") { throw LayerFileError("`source` is a path relative to the layer file", at: at(node)) }
+        if let folder = try folderInFolder(value, at: node) { return .tree(folder) }
         let (real, size) = try fileInFolder(value, key: "source", at: node)
         // It is hashed for the key and read whole into the build's job.
         guard size <= ReadLimit.fileSource else {
@@ -349,7 +361,7 @@ struct LayerFileParser {
                     + "\(formatBytes(ReadLimit.fileSource)) (a larger file belongs in a package)",
                 at: at(node))
         }
-        return real
+        return .source(real)
     }
 
     /// A `mirrorlist:` is pacman's, in /etc/pacman.d, or one of the layer file's folder tree, as a
@@ -399,14 +411,34 @@ struct LayerFileParser {
     /// The real path and size of `value`, a regular file found from the layer file's folder that
     /// does not leave its folder tree, even through a symlink.
     private func fileInFolder(_ value: String, key: String, at node: Node) throws -> (real: String, size: Int64) {
+        let (base, real) = try pathInFolder(value, key: key, at: node)
+        let size = try regularFileSize(real, key: key, value: value, found: "it is found from the layer file's folder \(base)", at: node)
+        return (real, size)
+    }
+
+    /// The layer file's folder, and `value` resolved from it, which may not leave it.
+    private func pathInFolder(_ value: String, key: String, at node: Node) throws -> (base: String, real: String) {
         let base = URL(fileURLWithPath: folder).resolvingSymlinksInPath().path
         let joined = URL(fileURLWithPath: (folder as NSString).appendingPathComponent(value)).standardizedFileURL
         let real = Self.resolvingLinks(joined.path)
         guard real == base || real.hasPrefix(base + "/") else {
             throw LayerFileError("`\(key)` \(quote(value)) leaves the layer file's folder \(base)", at: at(node))
         }
-        let size = try regularFileSize(real, key: key, value: value, found: "it is found from the layer file's folder \(base)", at: node)
-        return (real, size)
+        return (base, real)
+    }
+
+    /// The real path of the `source:` folder `value`, or nil when it names no folder. The layer
+    /// file's own folder is no source: it holds the layer files themselves.
+    private func folderInFolder(_ value: String, at node: Node) throws -> String? {
+        let (base, real) = try pathInFolder(value, key: "source", at: node)
+        var st = stat()
+        guard stat(real, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { return nil }
+        guard real != base else {
+            throw LayerFileError(
+                "`source` \(quote(value)) is the layer file's own folder; a folder source is one below it, such as files/skel",
+                at: at(node))
+        }
+        return real
     }
 
     /// The size of the regular file at `real`, which the layer file names `value` under `key`; a

@@ -59,13 +59,16 @@ public struct LayerSpec: Codable, Sendable, Hashable {
         /// The target of a `link:`; absent for a file, so the keys of layers without links are what
         /// they were before links existed.
         public var link: String?
+        /// True for a folder `source:`, whose tree `sha256` is the digest of; absent for a file.
+        public var tree: Bool?
 
-        package init(path: String, mode: UInt32, owner: String, sha256: String, link: String? = nil) {
+        package init(path: String, mode: UInt32, owner: String, sha256: String, link: String? = nil, tree: Bool = false) {
             self.path = path
             self.mode = mode
             self.owner = owner
             self.sha256 = sha256
             self.link = link
+            self.tree = tree ? true : nil
         }
     }
 

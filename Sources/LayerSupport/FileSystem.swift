@@ -489,6 +489,17 @@ package enum FileSystem {
         return names(of: dir)
     }
 
+    /// The names in the folder open at `fd` (which stays open), without "." and "..", in byte order.
+    package static func listDirectory(opened fd: Int32, path: String) throws -> [[UInt8]] {
+        let copy = try sys("read directory", path) { dup(fd) }
+        guard let dir = fdopendir(copy) else {
+            close(copy)
+            throw SystemError("read directory", path)
+        }
+        defer { closedir(dir) }
+        return names(of: dir)
+    }
+
     /// The names a directory stream holds as raw bytes, without "." and "..", in byte order.
     static func names(of dir: OpaquePointer) -> [[UInt8]] { entries(of: dir).map(\.name) }
 

@@ -171,7 +171,7 @@ final class LayerFileTests {
 
     /// `files:` are the layer's own content: not what the kernel or the booted system makes, and
     /// read only from regular files.
-    @Test("a path: under /proc, /sys, /dev, /run or /tmp; a source: that is a FIFO or a device")
+    @Test("a path: under /proc, /sys, /dev, /run or /tmp; a source: that is a FIFO or a device; a folder source, never the layer file's own folder, without a mode")
     func apiFolders() throws {
         for folder in ["/proc", "/sys", "/dev", "/run", "/tmp"] {
             try expect("from: base\nfiles:\n  - path: \(folder)/x\n    content: a\n", at: 3, 11, "is under \(folder)")
@@ -182,9 +182,22 @@ final class LayerFileTests {
         #expect(try Recipe.load(folder + "/ok.yaml").target.files.count == 2)
         #expect(mkfifo(folder + "/pipe", 0o644) == 0)
         try expect("from: base\nfiles:\n  - path: /etc/x\n    source: pipe\n", at: 4, 13, "`source` `pipe` is a pipe, not a file")
-        // A folder, and a file that is not there: each said as what it is.
+        // A folder is a tree to copy, without a mode; the layer file's own folder is none. A file
+        // that is not there is said to be missing.
         try FileManager.default.createDirectory(atPath: folder + "/files", withIntermediateDirectories: true)
-        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: files\n", at: 4, 13, "`source` `files` is a folder, not a file")
+        try write("tree", "from: base\nfiles:\n  - path: /etc/x\n    source: files/\n    owner: \"5:5\"\n")
+        let tree = try #require(try Recipe.load(folder + "/tree.yaml").target.files.first)
+        #expect(tree.content == .tree(URL(fileURLWithPath: folder + "/files").resolvingSymlinksInPath().path) && tree.owner == "5:5")
+        try expect(
+            "from: base\nfiles:\n  - path: /etc/x\n    source: files\n    mode: \"0600\"\n", at: 5, 5,
+            "a folder `source` has no `mode`: its files are 0755 or 0644 by their executable bit, its folders 0755")
+        for own in [".", "files/..", "./"] {
+            try expect(
+                "from: base\nfiles:\n  - path: /etc/x\n    source: \(own)\n", at: 4, 13,
+                "is the layer file's own folder; a folder source is one below it")
+        }
+        try FileManager.default.createSymbolicLink(atPath: folder + "/etc", withDestinationPath: "/etc")
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: etc\n", at: 4, 13, "leaves the layer file's folder")
         try expect(
             "from: base\nfiles:\n  - path: /etc/x\n    source: files/x.conf\n", at: 4, 13,
             "`source` `files/x.conf` does not exist; it is found from the layer file's folder")

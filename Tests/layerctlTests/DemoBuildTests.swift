@@ -260,6 +260,66 @@ struct DemoBuildTests {
         try Harness.expectValidStore(store)
     }
 
+    /// A folder of configuration (`/etc/skel`, a theme), as Docker's `COPY` and mkosi's
+    /// `ExtraTrees` copy one, from a layer file that may be a stranger's.
+    @Test("files: source: a folder copies its tree (folders 0755, files 0755 or 0644 by their executable bit, links as links, all of owner) into the path, keeping a folder there; a FIFO, a device, too many entries or bytes, a name that is not UTF-8 are refused at the entry; an edit rebuilds the layer")
+    func folderSource() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let skel = layers + "/skel"
+        try BootMachine.shell("""
+            mkdir -p '\(skel)/.config/app' '\(skel)/bin' '\(skel)/empty'
+            echo 'alias ll="ls -l"' > '\(skel)/.bashrc' && chmod 600 '\(skel)/.bashrc'
+            printf '#!/bin/sh\\necho hi\\n' > '\(skel)/bin/hello' && chmod 700 '\(skel)/bin/hello'
+            echo x > '\(skel)/.config/app/conf'
+            ln -s ../.bashrc '\(skel)/bin/rc' && ln -s /etc/shadow '\(skel)/shadow'
+            """)
+        let entry = { (source: String) in "from: base\nfiles:\n  - path: /etc/skel\n    source: \(source)\n    owner: \"5:5\"\n" }
+        try entry("skel").write(toFile: layers + "/tree.yaml", atomically: false, encoding: .utf8)
+        let built = try Harness.run(["build", layers + "/tree.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+        let key = try #require(try Store(root: store).ref("tree"))
+        let listed = try KernelMount.run("/usr/bin/find", [store + "/layers/\(key)/tree/etc/skel", "-printf", "%P %M %U:%G %l\n"])
+        #expect(
+            listed.output.split(separator: "\n").sorted() == [
+                " drwxr-xr-x 5:5 ", ".bashrc -rw-r--r-- 5:5 ", ".config drwxr-xr-x 5:5 ", ".config/app drwxr-xr-x 5:5 ",
+                ".config/app/conf -rw-r--r-- 5:5 ", "bin drwxr-xr-x 5:5 ", "bin/hello -rwxr-xr-x 5:5 ",
+                "bin/rc lrwxrwxrwx 5:5 ../.bashrc", "empty drwxr-xr-x 5:5 ", "shadow lrwxrwxrwx 5:5 /etc/shadow",
+            ], "\(listed.output)")
+        let hello = try Harness.run(["shell", "tree", "--store", store, "--", "/etc/skel/bin/hello"])
+        #expect(hello.stdout == "hi\n", "\(hello.stderr)")
+        // A folder a layer below made stays as it was; the tree goes into it.
+        try "from: base\nrun:\n  - mkdir -m 0700 /etc/skel && echo kept > /etc/skel/kept\n".write(
+            toFile: layers + "/made.yaml", atomically: false, encoding: .utf8)
+        try entry("skel").replacingOccurrences(of: "from: base", with: "from: made").write(
+            toFile: layers + "/into.yaml", atomically: false, encoding: .utf8)
+        #expect(try Harness.run(["build", layers + "/into.yaml", "--store", store]).status == 0)
+        let into = try Harness.run(["shell", "into", "--store", store, "--", "sh", "-c", "stat -c %a /etc/skel; cat /etc/skel/kept /etc/skel/.config/app/conf"])
+        #expect(into.stdout == "700\nkept\nx\n", "\(into.stdout) \(into.stderr)")
+        // An edit of a file in the folder is a new key.
+        try "y\n".write(toFile: skel + "/.config/app/conf", atomically: false, encoding: .utf8)
+        let edited = try Harness.run(["build", layers + "/tree.yaml", "--store", store])
+        #expect(edited.status == 0 && edited.stdout.contains("(1 built, 1 cached)"), "\(edited.stdout)")
+        // What a folder source may not hold: one line at the entry, exit 3, nothing built.
+        for (name, make, says) in [
+            ("fifo", "mkfifo pipe", "holds a pipe at `pipe`; a folder source holds folders, files and links"),
+            ("device", "mknod null c 1 3", "holds a character device at `null`"),
+            ("many", "mkdir d && cd d && seq 10001 | xargs touch", "holds more than 10000 entries"),
+            ("large", "truncate -s 65M big", "holds more than 64.0 MiB of files"),
+            ("name", "mkdir d && touch \"d/$(printf 'bad\\377')\"", "holds a name that is not UTF-8 in `d`"),
+        ] {
+            let folder = "\(layers)/\(name)"
+            try BootMachine.shell("mkdir -p '\(folder)' && cd '\(folder)' && " + make)
+            try entry(name).write(toFile: "\(layers)/\(name)-layer.yaml", atomically: false, encoding: .utf8)
+            let result = try Harness.run(["build", "\(layers)/\(name)-layer.yaml", "--store", store])
+            #expect(result.status == 3, "\(name): \(result.stderr)")
+            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            #expect(lines.count == 1 && lines[0].contains("\(name)-layer.yaml:3:5: `source` folder ") && lines[0].contains(says), "\(result.stderr)")
+            #expect(try Store(root: store).ref(name + "-layer") == nil)
+        }
+        try Harness.expectValidStore(store)
+    }
+
     @Test("two builds of the same stack at once both succeed and store each layer once")
     func concurrentBuilds() throws {
         let layers = try Harness.demoLayers()
