@@ -13,31 +13,24 @@ struct RootedFiles {
     /// symlink, a FIFO, a socket, a device node) is replaced, never followed or opened: opening a
     /// FIFO to write waits for a reader that never comes.
     func write(_ data: Data, to path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
-        let rootFD = try openRoot()
-        defer { close(rootFD) }
-        let parent = FileSystem.parent(of: path)
-        try makeParents(parent, rootFD: rootFD)
-        let dirFD = try openDirectory(parent, rootFD: rootFD)
-        defer { close(dirFD) }
-        let name = (path as NSString).lastPathComponent
-        var st = stat()
-        if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT != S_IFREG, st.st_mode & S_IFMT != S_IFDIR {
-            try sys("replace", path) { unlinkat(dirFD, name, 0) }
-        }
-        // O_NONBLOCK: should a FIFO come back meanwhile, the open fails instead of waiting.
-        let fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, mode_t(mode))
-        guard fd >= 0 else { throw SystemError("write", path) }
-        defer { close(fd) }
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw SystemError("write", path, errno: EINVAL) }
-        try data.withUnsafeBytes { buffer in
-            var offset = 0
-            while offset < buffer.count {
-                let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 { throw SystemError("write", path) }
-                offset += n
+        try entry(path) { rootFD, dirFD, name, existing in
+            if let existing, existing.st_mode & S_IFMT != S_IFREG, existing.st_mode & S_IFMT != S_IFDIR {
+                try sys("replace", path) { unlinkat(dirFD, name, 0) }
             }
+            // O_NONBLOCK: should a FIFO come back meanwhile, the open fails instead of waiting.
+            let fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, mode_t(mode))
+            guard fd >= 0 else { throw SystemError("write", path) }
+            try write(data, to: fd, path: path, mode: mode, uid: uid, gid: gid)
         }
+    }
+
+    /// Writes `data` into the file open at `fd` (which it closes), if that is a regular file, and
+    /// gives it `mode` and owner.
+    private func write(_ data: Data, to fd: Int32, path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw SystemError("write", path, errno: EINVAL) }
+        try data.withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: path) }
         try sys("change owner of", path) { fchown(fd, uid, gid) }
         try sys("change mode of", path) { fchmod(fd, mode_t(mode)) }
     }
@@ -46,26 +39,36 @@ struct RootedFiles {
     /// `ln -sfn` does: what is there and is no folder is replaced, never followed. The target is
     /// only written down; the running system follows it.
     func link(to target: String, at path: String, uid: uid_t, gid: gid_t) throws {
-        let rootFD = try openRoot()
-        defer { close(rootFD) }
-        let parent = FileSystem.parent(of: path)
-        try makeParents(parent, rootFD: rootFD)
-        let dirFD = try openDirectory(parent, rootFD: rootFD)
-        defer { close(dirFD) }
-        let name = (path as NSString).lastPathComponent
-        var st = stat()
-        if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
-            guard st.st_mode & S_IFMT != S_IFDIR else { throw SystemError("make a link at", path, errno: EISDIR) }
-            try sys("replace", path) { unlinkat(dirFD, name, 0) }
+        try entry(path) { _, dirFD, name, existing in
+            if let existing {
+                guard existing.st_mode & S_IFMT != S_IFDIR else { throw SystemError("make a link at", path, errno: EISDIR) }
+                try sys("replace", path) { unlinkat(dirFD, name, 0) }
+            }
+            try sys("make a link at", path) { symlinkat(target, dirFD, name) }
+            try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
         }
-        try sys("make a link at", path) { symlinkat(target, dirFD, name) }
-        try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
     }
 
     /// Makes the folder `path` (absolute inside the root) with `mode` and owner when it is not
     /// there; one that is there stays as it is (a package's `/etc/skel`), and anything else there
     /// is an error.
     func makeFolder(_ path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
+        try entry(path) { _, dirFD, name, existing in
+            if let existing {
+                guard existing.st_mode & S_IFMT == S_IFDIR else { throw SystemError("make the folder", path, errno: EEXIST) }
+                return
+            }
+            try sys("create directory", path) { mkdirat(dirFD, name, mode_t(mode)) }
+            try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
+            try sys("change mode of", path) { fchmodat(dirFD, name, mode_t(mode), 0) }
+        }
+    }
+
+    /// Opens the root and the folder of `path` in it (made, with its parents, when missing), and
+    /// gives `body` both, the entry's name, and what is there now, not followed (nil for nothing).
+    private func entry(
+        _ path: String, _ body: (_ rootFD: Int32, _ dirFD: Int32, _ name: String, _ existing: stat?) throws -> Void
+    ) throws {
         let rootFD = try openRoot()
         defer { close(rootFD) }
         let parent = FileSystem.parent(of: path)
@@ -74,13 +77,7 @@ struct RootedFiles {
         defer { close(dirFD) }
         let name = (path as NSString).lastPathComponent
         var st = stat()
-        if fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
-            guard st.st_mode & S_IFMT == S_IFDIR else { throw SystemError("make the folder", path, errno: EEXIST) }
-            return
-        }
-        try sys("create directory", path) { mkdirat(dirFD, name, mode_t(mode)) }
-        try sys("change owner of", path) { fchownat(dirFD, name, uid, gid, AT_SYMLINK_NOFOLLOW) }
-        try sys("change mode of", path) { fchmodat(dirFD, name, mode_t(mode), 0) }
+        try body(rootFD, dirFD, name, fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st : nil)
     }
 
     /// Reads a regular file inside the root, or nil when there is none: a FIFO is not read (it
