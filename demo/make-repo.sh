@@ -319,6 +319,11 @@ build_packages() {
     p="$work/driven"; pkginfo "$p" driven 1.0-1 any "Needs some demo-driver" depend=demo-driver
     mkdir -p "$p/usr/share/driven"; echo driven >"$p/usr/share/driven/README"; pack "$dest" "$p"
 
+    # A package Arch renamed, as exa became eza: the old name is in no repository, and the new
+    # package says it replaces it.
+    p="$work/newname"; pkginfo "$p" newname 1.0-1 any "The new name of oldname" replaces=oldname
+    mkdir -p "$p/usr/share/newname"; echo new >"$p/usr/share/newname/README"; pack "$dest" "$p"
+
     # Needs oldtool, as libvirt needs iptables: newtool, which provides it, may take its place.
     p="$work/oldtool-user"; pkginfo "$p" oldtool-user 1.0-1 any "Needs oldtool" depend=oldtool
     mkdir -p "$p/usr/share/oldtool-user"; echo user >"$p/usr/share/oldtool-user/README"; pack "$dest" "$p"

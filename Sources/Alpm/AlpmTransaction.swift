@@ -208,7 +208,7 @@ extension AlpmHandle {
             let subject = (request.install + request.remove).joined(separator: ", ")
             // alpm_errno first: describe frees the list, and nothing may run between.
             let errno = alpm_errno(raw)
-            let described = Self.describe(data, errno)
+            let described = describe(data, errno, removing: request.remove)
             var error = AlpmError(
                 errno: errno, operation: "resolve", subject: subject, details: described.lines + recentErrors,
                 packages: described.packages)
@@ -259,7 +259,18 @@ extension AlpmHandle {
         // at each look into the database: the lines that name the target say more than "not found".
         var seen = Set<String>()
         let why = recentErrors.filter { $0.contains(name) && seen.insert($0).inserted }.prefix(4)
-        throw AlpmError(operation: "install", subject: target, reason: "target not found in any repository", details: Array(why))
+        // A package Arch renamed (exa, now eza) is gone from the repositories, and the one that
+        // takes its place says so in its `replaces`, which pacman -Syu follows and pacman -S does not.
+        let replacements = dbs.flatMap { db in
+            AlpmListSequence(alpm_db_get_pkgcache(db)).map { OpaquePointer($0) }.filter { pkg in
+                AlpmListSequence(alpm_pkg_get_replaces(pkg)).contains { dep in
+                    string(dep.assumingMemoryBound(to: alpm_depend_t.self).pointee.name) == name
+                }
+            }.compactMap { string(alpm_pkg_get_name($0)) }
+        }
+        let replaced = replacements.isEmpty ? [] : ["\(replacements.prefix(3).joined(separator: ", ")) replaces it"]
+        throw AlpmError(
+            operation: "install", subject: target, reason: "target not found in any repository", details: replaced + Array(why))
     }
 
     private func currentResolution() -> Resolution {
@@ -282,9 +293,23 @@ extension AlpmHandle {
     }
 
     /// Turns the list libalpm hands back with a failed prepare or commit into lines and the packages
-    /// they name as the cause, and frees it.
+    /// they name as the cause, and frees it. A dependency that one of the installed packages
+    /// `removing` satisfied is said as pacman says it: "removing X breaks dependency 'D' required by T".
+    private func describe(
+        _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t, removing: [String] = []
+    ) -> (lines: [String], packages: [String]) {
+        var removed: UnsafeMutablePointer<alpm_list_t>?
+        for name in removing {
+            if let pkg = alpm_db_get_pkg(alpm_get_localdb(raw), name) { removed = alpm_list_add(removed, UnsafeMutableRawPointer(pkg)) }
+        }
+        defer { alpm_list_free(removed) }
+        return Self.describe(data, errno) { dependency in
+            alpm_find_satisfier(removed, dependency).flatMap { string(alpm_pkg_get_name($0)) }
+        }
+    }
+
     private static func describe(
-        _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t
+        _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t, removedSatisfier: (String) -> String? = { _ in nil }
     ) -> (lines: [String], packages: [String]) {
         guard let data else { return ([], []) }
         defer { alpm_list_free(data) }
@@ -298,7 +323,12 @@ extension AlpmHandle {
             case ALPM_ERR_UNSATISFIED_DEPS:
                 let miss = item.assumingMemoryBound(to: alpm_depmissing_t.self)
                 let dep = miss.pointee.depend.flatMap { alpm_dep_compute_string($0) }
-                lines.append("\(string(miss.pointee.target) ?? "?"): requires \(dep.map { String(cString: $0) } ?? "?")")
+                let wanted = dep.map { String(cString: $0) } ?? "?"
+                if let removed = removedSatisfier(wanted) {
+                    lines.append("removing \(removed) breaks dependency '\(wanted)' required by \(string(miss.pointee.target) ?? "?")")
+                } else {
+                    lines.append("\(string(miss.pointee.target) ?? "?"): requires \(wanted)")
+                }
                 cause(miss.pointee.target)
                 free(dep)
                 alpm_depmissing_free(miss)

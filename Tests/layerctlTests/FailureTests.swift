@@ -60,7 +60,20 @@ struct FailureTests {
     func removeNeeded() throws {
         try expectFailure(
             "remove: [busybox]\n", status: 5,
-            mentions: ["broken.yaml:2:10: resolve busybox failed: could not satisfy dependencies", "greeter: requires sh"])
+            mentions: [
+                "broken.yaml:2:10: resolve busybox failed: could not satisfy dependencies",
+                // pacman's words: what needs it is installed, and the removal is what breaks it.
+                "removing busybox breaks dependency 'sh' required by greeter",
+            ])
+    }
+
+    /// Arch renames packages (exa became eza): the old name leaves the repositories, and the new
+    /// package says it `replaces` it, which pacman -Syu follows and a target name does not.
+    @Test("a package the repositories no longer hold is not found, naming the package that replaces it")
+    func renamed() throws {
+        try expectFailure(
+            "packages: [oldname]\n", status: 5,
+            mentions: ["broken.yaml:2:12: install oldname failed: target not found in any repository; newname replaces it"])
     }
 
     @Test("removing a package that is not installed names it")
