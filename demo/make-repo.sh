@@ -319,6 +319,10 @@ build_packages() {
     p="$work/driven"; pkginfo "$p" driven 1.0-1 any "Needs some demo-driver" depend=demo-driver
     mkdir -p "$p/usr/share/driven"; echo driven >"$p/usr/share/driven/README"; pack "$dest" "$p"
 
+    # A package with a file of tool-a's, as two packages of different sources can clash.
+    p="$work/clobber"; pkginfo "$p" clobber 1.0-1 any "Holds a file that tool-a holds"
+    mkdir -p "$p/usr/share/tools"; echo clobbered >"$p/usr/share/tools/tool-a"; pack "$dest" "$p"
+
     # A package Arch renamed, as exa became eza: the old name is in no repository, and the new
     # package says it replaces it.
     p="$work/newname"; pkginfo "$p" newname 1.0-1 any "The new name of oldname" replaces=oldname

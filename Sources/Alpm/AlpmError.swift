@@ -24,6 +24,9 @@ public struct AlpmError: LayerError, Codable {
     /// Installed packages that a package to install conflicts with, which the transaction neither
     /// removes nor asks for: pacman would ask whether to remove each ("Remove X? [y/N]").
     public internal(set) var installedConflicts: [String] = []
+    /// Files a package would write that are in the way and that no installed package owns: pacman
+    /// overwrites none of them ("exists in filesystem").
+    public internal(set) var unownedFiles: [String] = []
 
     /// A signature check that failed for want of keys: one line naming the first package (or
     /// database), its repository and the key.

@@ -121,9 +121,11 @@ extension AlpmHandle {
                     }
                 }
                 if errno == ALPM_ERR_TRANS_HOOK_FAILED { throw self.hookFailure(errno, request) }
-                throw AlpmError(
+                var error = AlpmError(
                     errno: errno, operation: "commit transaction", details: described.lines + self.recentErrors,
                     packages: described.packages)
+                error.unownedFiles = described.unownedFiles
+                throw error
             }
             if let failed = self.operationErrors.first {
                 let messages = self.operationErrors.filter { $0.package == failed.package }.map(\.message)
@@ -297,7 +299,7 @@ extension AlpmHandle {
     /// `removing` satisfied is said as pacman says it: "removing X breaks dependency 'D' required by T".
     private func describe(
         _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t, removing: [String] = []
-    ) -> (lines: [String], packages: [String]) {
+    ) -> Described {
         var removed: UnsafeMutablePointer<alpm_list_t>?
         for name in removing {
             if let pkg = alpm_db_get_pkg(alpm_get_localdb(raw), name) { removed = alpm_list_add(removed, UnsafeMutableRawPointer(pkg)) }
@@ -310,11 +312,12 @@ extension AlpmHandle {
 
     private static func describe(
         _ data: UnsafeMutablePointer<alpm_list_t>?, _ errno: alpm_errno_t, removedSatisfier: (String) -> String? = { _ in nil }
-    ) -> (lines: [String], packages: [String]) {
-        guard let data else { return ([], []) }
+    ) -> Described {
+        guard let data else { return Described() }
         defer { alpm_list_free(data) }
         var lines: [String] = []
         var packages: [String] = []
+        var unowned: [String] = []
         func cause(_ name: UnsafePointer<CChar>?) {
             if let name = string(name), !packages.contains(name) { packages.append(name) }
         }
@@ -340,12 +343,17 @@ extension AlpmHandle {
                 alpm_conflict_free(conflict)
             case ALPM_ERR_FILE_CONFLICTS:
                 let conflict = item.assumingMemoryBound(to: alpm_fileconflict_t.self)
+                // A file in the filesystem names its owner, an installed package, when it has one.
+                let other = string(conflict.pointee.ctarget).flatMap { $0.isEmpty ? nil : $0 }
                 let owner = conflict.pointee.type == ALPM_FILECONFLICT_TARGET
-                    ? "is also in \(string(conflict.pointee.ctarget) ?? "?")" : "exists in filesystem"
+                    ? "is also in \(other ?? "?")" : "exists in filesystem" + (other.map { " (owned by \($0))" } ?? "")
                 // libalpm gives a file in the filesystem with the root before it ("/" here), one in
                 // two packages without.
                 let file = string(conflict.pointee.file) ?? "?"
                 lines.append("\(string(conflict.pointee.target) ?? "?"): \(file.hasPrefix("/") ? file : "/" + file) \(owner)")
+                if conflict.pointee.type == ALPM_FILECONFLICT_FILESYSTEM && other == nil {
+                    unowned.append(file.hasPrefix("/") ? file : "/" + file)
+                }
                 cause(conflict.pointee.target)
                 alpm_fileconflict_free(conflict)
             case ALPM_ERR_PKG_INVALID_ARCH, ALPM_ERR_PKG_INVALID, ALPM_ERR_PKG_INVALID_CHECKSUM,
@@ -356,6 +364,14 @@ extension AlpmHandle {
                 break
             }
         }
-        return (lines, packages)
+        return Described(lines: lines, packages: packages, unownedFiles: unowned)
+    }
+
+    /// What libalpm's list of a failure says: its lines, the packages they blame, and the files in
+    /// the way that no installed package owns.
+    private struct Described {
+        var lines: [String] = []
+        var packages: [String] = []
+        var unownedFiles: [String] = []
     }
 }

@@ -53,7 +53,21 @@ extension BuilderChild {
         var removed: [InstalledPackage] = []
         if !job.install.isEmpty || !job.remove.isEmpty {
             events.send(.step, "transaction")
-            let resolution = try handle.commit(TransactionRequest(install: job.install, remove: job.remove))
+            let resolution: Resolution
+            do {
+                resolution = try handle.commit(TransactionRequest(install: job.install, remove: job.remove))
+            } catch let error as AlpmError where !error.unownedFiles.isEmpty {
+                // Most often a layer below wrote a package's file (its configuration, in base's
+                // files:) before a layer above installed the package.
+                let file = LayerSupport.clip(error.unownedFiles[0], to: 200)
+                throw BuildFailure(
+                    error.message, code: error.code,
+                    cause: Reason(
+                        "\(error.cause.map { "\($0)" } ?? error.reason); no package owns \(file): a layer below made it "
+                            + "(its files: or run:), and pacman overwrites no such file; write it in the files: of the layer "
+                            + "that installs the package, which come after its packages"),
+                    packages: error.packages)
+            }
             let expected = job.expected.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             let actual = resolution.install.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             guard expected == actual else {

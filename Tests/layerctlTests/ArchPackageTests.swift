@@ -134,15 +134,24 @@ struct ArchPackageTests {
         #expect(read(mounted + "/usr/bin/capped") == capability)
     }
 
-    @Test("a package's file that a layer below wrote is a conflict at the package's line, as pacman's 'exists in filesystem'")
+    @Test("a package's file that a layer below wrote is a conflict at the package's line, as pacman's 'exists in filesystem', saying where to write it; one a package below owns names it")
     func fileInTheWay() throws {
         let folder = try layers([
             "mine": "from: base\nfiles:\n  - path: /usr/share/hooked/hooked.conf\n    content: \"mine\\n\"\n",
             "clash": "from: mine\npackages: [demo-data, hooked]\n",
+            "tools": "from: base\npackages: [tool-a]\n",
+            "clobber": "from: tools\npackages: [clobber]\n",
         ])
+        let store = try Harness.temporaryDirectory("store")
         try expectRefused(
-            "clash", in: folder, store: try Harness.temporaryDirectory("store"), status: 5,
-            says: ":2:23: commit transaction failed: conflicting files; hooked: /usr/share/hooked/hooked.conf exists in filesystem")
+            "clash", in: folder, store: store, status: 5,
+            says: ":2:23: commit transaction failed: conflicting files; hooked: /usr/share/hooked/hooked.conf exists in filesystem; "
+                + "no package owns /usr/share/hooked/hooked.conf: a layer below made it (its files: or run:), and pacman "
+                + "overwrites no such file; write it in the files: of the layer that installs the package, which come after "
+                + "its packages")
+        try expectRefused(
+            "clobber", in: folder, store: store, status: 5,
+            says: ":2:12: commit transaction failed: conflicting files; clobber: /usr/share/tools/tool-a exists in filesystem (owned by tool-a)")
     }
 
     @Test("a pre-transaction hook with AbortOnFail stops the build at the package it refuses, naming the hook and the package that installed it")
