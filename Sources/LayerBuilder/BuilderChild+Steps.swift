@@ -81,9 +81,12 @@ extension BuilderChild {
 
     static func writeFiles(_ job: BuildJob) throws {
         let files = RootedFiles(root: "/")
+        // A source folder's entries share their owner: the layer's passwd and group are read once.
+        var owners: [String: (uid_t, gid_t)] = [:]
         for file in job.files {
             do {
-                let (uid, gid) = try files.owner(file.owner)
+                let (uid, gid) = try owners[file.owner] ?? files.owner(file.owner)
+                owners[file.owner] = (uid, gid)
                 if let target = file.link {
                     try files.link(to: target, at: file.path, uid: uid, gid: gid)
                 } else if file.folder == true {
