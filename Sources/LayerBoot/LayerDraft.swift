@@ -55,7 +55,8 @@ public enum LayerDraft {
                     entries += entry
                 } else {
                     skipped.append(
-                        "\(file.path) (\(file.change.rawValue); not text, or over \(largestInline >> 10) KiB)")
+                        "\(file.path) (\(file.change.rawValue); not text, or over \(largestInline >> 10) KiB: "
+                            + "copy it beside the layer file and name it with `source:`)")
                 }
             case (_, "symlink"):
                 // `timedatectl set-timezone`'s /etc/localtime, `systemctl enable`'s wants.

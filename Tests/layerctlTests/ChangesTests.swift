@@ -41,7 +41,7 @@ struct ChangesTests {
             setfattr -n user.x -v 2 etc/attr; touch etc/keep; cat etc/keep >/dev/null
             rm etc/typechange && mkdir etc/typechange
             rm usr/bin/tool; rm -r usr/share/doc && mkdir usr/share/doc && echo c >usr/share/doc/c
-            rm link && ln -s other link; ln -s "$(printf 'tab\tbed')" etc/tablink
+            rm link && ln -s other link; ln -s "$(printf 'tab\tbed')" etc/tablink; printf '\\000bin' > etc/blob
             rm -r \(local)/nano-8.0-1
             mkdir \(local)/htop-3.3-1 && printf '%s' '\(Self.desc("htop", "3.3-1"))' >\(local)/htop-3.3-1/desc
             rm -r \(local)/game-1.0-1 && mkdir \(local)/game-1:0.9-1 && printf '%s' '\(Self.desc("game", "1:0.9-1"))' >\(local)/game-1:0.9-1/desc
@@ -60,7 +60,7 @@ struct ChangesTests {
         }
         #expect(
             files == [
-                "added /etc/added", "modified /etc/attr xattrs", "modified /etc/chmodme mode",
+                "added /etc/added", "modified /etc/attr xattrs", "added /etc/blob", "modified /etc/chmodme mode",
                 "modified /etc/hostname content,size", "modified /etc/owner owner", "added /etc/tablink",
                 "modified /etc/typechange type",
                 "modified /link target", "deleted /usr/bin/tool", "deleted /usr/share/doc/a",
@@ -86,7 +86,7 @@ struct ChangesTests {
             text.stdout.hasPrefix("packages: 1 installed, 1 removed, 1 upgraded, 1 downgraded, 1 changed reason\n"),
             "\(text.stdout)")
         #expect(text.stdout.contains("  M /etc/hostname (content, size)\n"), "\(text.stdout)")
-        #expect(text.stdout.contains("files: 9 added"), "\(text.stdout)")
+        #expect(text.stdout.contains("files: 10 added"), "\(text.stdout)")
 
         // The draft: packages and the small unowned text files; the rest named in a comment.
         let draft = try Harness.run(["changes", "--upper", upper, "--lower", lower, "--layer-file", "gaming"])
@@ -102,6 +102,7 @@ struct ChangesTests {
             "#   package game upgraded to 1:0.9-1: a build takes the repository's version\n",
             "#   /etc/typechange (a file that became a folder)\n", "  - path: /link\n    link: \"other\"\n",
             "#   /etc/tablink (added symlink whose target is not text)\n",
+            "#   /etc/blob (added; not text, or over 64 KiB: copy it beside the layer file and name it with `source:`)\n",
             "#   /usr/bin/tool (deleted; a run: command can remove it)\n",
         ] {
             #expect(drafted.contains(line), "\(line) is not in:\n\(drafted)")
