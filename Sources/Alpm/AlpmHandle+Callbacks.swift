@@ -19,6 +19,14 @@ extension AlpmHandle {
                     ((string(corrupted.filepath) ?? "?").split(separator: "/").last.map(String.init) ?? "?",
                      String(cString: alpm_strerror(corrupted.reason))))
             }
+            if let context, question.pointee.type == ALPM_QUESTION_CONFLICT_PKG,
+                AlpmHandle.from(context).answeredConflicts != nil, let conflict = question.pointee.conflict.conflict
+            {
+                AlpmHandle.from(context).answeredConflicts?.append(
+                    (string(conflict.pointee.package1) ?? "?", string(conflict.pointee.package2) ?? "?"))
+                question.pointee.conflict.remove = 1  // a resolution only: nothing is committed
+                return
+            }
             if let context, question.pointee.type == ALPM_QUESTION_SELECT_PROVIDER {
                 let select = question.pointee.select_provider
                 let dependency = select.depend.flatMap { alpm_dep_compute_string($0) }

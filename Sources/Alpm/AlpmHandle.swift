@@ -24,6 +24,10 @@ public final class AlpmHandle {
     /// The dependencies that more than one package provides, in the order libalpm asked which to
     /// take (its provider question), since `resolve` began.
     public internal(set) var providerChoices: [ProviderChoice] = []
+    /// While `resolve` runs: each conflict of a package to install with an installed one, which
+    /// pacman asks about one at a time ("Remove X? [y/N]") and stops at the first no. Answered yes
+    /// here, so the resolution goes on and finds them all, for one error that names every one.
+    var answeredConflicts: [(package: String, installed: String)]?
     /// The last progress reported, and each download's last whole percent (or MiB) and when it
     /// was reported: libalpm calls back for every file and every chunk, and the observer hears a
     /// change at most every `reportInterval` seconds, besides each package's and download's start

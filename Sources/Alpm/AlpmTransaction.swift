@@ -83,10 +83,35 @@ public struct Resolution: Hashable, Sendable, Codable {
 extension AlpmHandle {
     /// Resolves `request` against the sync and local databases without changing anything
     /// (`alpm_trans_init` with NOLOCK, `alpm_trans_prepare`, `alpm_trans_get_add`, `alpm_trans_release`).
+    /// A package to install that conflicts with an installed one fails the resolution, as under
+    /// `pacman --noconfirm`, with every such conflict named at once (`installedConflicts`).
     public func resolve(_ request: TransactionRequest) throws -> Resolution {
         providerChoices.removeAll()
         if request.isEmpty { return Resolution() }
-        return try withTransaction(request, flags: Int32(ALPM_TRANS_FLAG_NOLOCK.rawValue)) { self.currentResolution() }
+        answeredConflicts = []
+        defer { answeredConflicts = nil }
+        let resolution: Resolution
+        do {
+            resolution = try withTransaction(request, flags: Int32(ALPM_TRANS_FLAG_NOLOCK.rawValue)) { self.currentResolution() }
+        } catch let error as AlpmError {
+            // What the removals the answers made broke follows from the conflicts: they come first.
+            throw conflictsError(request) ?? error
+        }
+        if let error = conflictsError(request) { throw error }
+        return resolution
+    }
+
+    /// The error for the conflicts with installed packages answered while resolving `request`, if any.
+    private func conflictsError(_ request: TransactionRequest) -> AlpmError? {
+        guard let answered = answeredConflicts, !answered.isEmpty else { return nil }
+        var error = AlpmError(
+            errno: ALPM_ERR_CONFLICTING_DEPS, operation: "resolve", subject: (request.install + request.remove).joined(separator: ", "),
+            details: answered.map { "\($0.package) and \($0.installed) are in conflict" },
+            packages: answered.flatMap { [$0.package, $0.installed] })
+        let asked = Set((request.install + request.remove).map { String($0.split(separator: "/").last ?? "") })
+        var seen = Set<String>()
+        error.installedConflicts = answered.map(\.installed).filter { !asked.contains($0) && seen.insert($0).inserted }
+        return error
     }
 
     /// Runs `request` to the end (`alpm_trans_commit`) and returns what it did. A scriptlet that
@@ -211,18 +236,9 @@ extension AlpmHandle {
             // alpm_errno first: describe frees the list, and nothing may run between.
             let errno = alpm_errno(raw)
             let described = describe(data, errno, removing: request.remove)
-            var error = AlpmError(
+            throw AlpmError(
                 errno: errno, operation: "resolve", subject: subject, details: described.lines + recentErrors,
                 packages: described.packages)
-            if errno == ALPM_ERR_CONFLICTING_DEPS {
-                // pacman asks whether to remove an installed package a target conflicts with, and
-                // `--noconfirm` answers no (as `answer` does): name those for the caller's advice.
-                let asked = Set((request.install + request.remove).map { String($0.split(separator: "/").last ?? "") })
-                error.installedConflicts = described.packages.filter { name in
-                    !asked.contains(name) && alpm_db_get_pkg(alpm_get_localdb(raw), name) != nil
-                }
-            }
-            throw error
         }
         return try body()
     }

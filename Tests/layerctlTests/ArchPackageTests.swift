@@ -224,8 +224,9 @@ struct ArchPackageTests {
         for text in [
             "layerctl: \(folder)/swap.yaml:2:12: resolve newtool, conflict-b failed: conflicting dependencies; ",
             "newtool and oldtool are in conflict",
-            // libalpm stops at the first conflict pacman would ask about, as pacman does.
-            "; oldtool is installed below this layer: `remove: [oldtool]` in this layer takes it out in the same transaction",
+            // pacman asks about one at a time and stops at the first no; a build names them all.
+            "newtool and oldtool are in conflict; conflict-b and conflict-a are in conflict; "
+                + "oldtool and conflict-a are installed below this layer: `remove: [oldtool, conflict-a]` in this layer takes them out in the same transaction",
         ] {
             #expect(lines.first?.contains(text) == true, "\(swap.stderr)")
         }
