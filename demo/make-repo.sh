@@ -5,7 +5,8 @@
 #
 # OUT/repo/demo/        repository "demo": real packages repackaged from Debian (filesystem,
 #                       busybox, glibc, libxcrypt, zlib, perl) and small packages of our own
-# OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1)
+# OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1,
+#                       and game-addon, which needs game 1.1-1)
 # OUT/signed/demo/      a signed variant: every package signed by the demo key, plus `rogue`,
 #                       signed by a key nobody trusts
 # OUT/rogue-db/demo/    the signed variant with its database signed by the untrusted key
@@ -408,6 +409,9 @@ cp -a "$out/repo/demo/." "$out/repo-next/demo/"
 rm -f "$out/repo-next/demo/game-"* "$out/repo-next/demo/linux-"*
 mkdir -p "$work/next"; (build_packages "$work/next" 1.1-1 6.2.0-1)
 cp "$work/next/game-"* "$work/next/linux-"* "$out/repo-next/demo/"
+# New in the upgrade: an add-on that needs the new game, as a new package needs new libraries.
+p="$work/game-addon"; pkginfo "$p" game-addon 1.1-1 any "Needs game 1.1 or later" "depend=game>=1.1-1"
+mkdir -p "$p/usr/share/game-addon"; echo addon >"$p/usr/share/game-addon/README"; pack "$out/repo-next/demo" "$p"
 index "$out/repo-next/demo"
 
 # --- signing -----------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ public struct BuildJob: Codable, Sendable {
     var packageCache: String
     var install: [String]
     var remove: [String]
+    /// `upgrade: true`: the transaction upgrades every package below too (`pacman -Syu`).
+    var sysupgrade: Bool?
     /// The `noextract:` patterns of the layer and its ancestors, in order (pacman's `NoExtract`).
     var noExtract: [String]?
     /// What the key was computed from: the transaction must install exactly these.

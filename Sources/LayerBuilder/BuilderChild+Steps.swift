@@ -51,11 +51,12 @@ extension BuilderChild {
         defer { flush() }
         var added: [PackageFile] = []
         var removed: [InstalledPackage] = []
-        if !job.install.isEmpty || !job.remove.isEmpty {
+        if !job.install.isEmpty || !job.remove.isEmpty || job.sysupgrade == true {
             events.send(.step, "transaction")
             let resolution: Resolution
             do {
-                resolution = try handle.commit(TransactionRequest(install: job.install, remove: job.remove))
+                resolution = try handle.commit(
+                    TransactionRequest(install: job.install, remove: job.remove, sysupgrade: job.sysupgrade ?? false))
             } catch let error as AlpmError where !error.unownedFiles.isEmpty {
                 // Most often a layer below wrote a package's file (its configuration, in base's
                 // files:) before a layer above installed the package.

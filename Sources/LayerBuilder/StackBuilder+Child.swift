@@ -181,6 +181,7 @@ extension StackBuilder {
             // `run:` could copy into its layer or, with the network, send away. Hard links, so a
             // package is the file checked here even if another build replaces the cache's copy.
             syncDirectory: snapshot, packageCache: fetchCache, install: request.install, remove: request.remove,
+            sysupgrade: request.sysupgrade ? true : nil,
             expected: resolution.install,
             files: try layer.files.flatMap { file in
                 try jobFiles(file, digest: spec.files.first { $0.path == file.path }?.sha256 ?? "")

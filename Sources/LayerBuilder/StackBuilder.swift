@@ -91,7 +91,8 @@ public final class StackBuilder {
                 layer, arch: recipe.arch, environment: environment, boot: recipe.boot(for: index)?.value,
                 noExtract: recipe.noExtract(for: index))
             if index == 0 { spec.image = base?.reference }
-            let request = TransactionRequest(install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
+            let request = TransactionRequest(
+                install: layer.packages.map(\.value), remove: layer.remove.map(\.value), sysupgrade: layer.upgrade?.value ?? false)
             let resolver = PackageResolver(
                 parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
                 syncSnapshot: snapshot)
@@ -115,6 +116,9 @@ public final class StackBuilder {
             }
             let resolution = resolved.resolution
             for warning in resolved.providerWarnings(targets: Set(layer.packages.map(\.value))) {
+                observer(BuildEvent(.warning, layer: layer.name, message: warning))
+            }
+            if layer.upgrade?.value != true, let parentKey, let warning = try partialUpgrade(resolution, below: parentKey) {
                 observer(BuildEvent(.warning, layer: layer.name, message: warning))
             }
             let lock = try LayerLock(
@@ -208,6 +212,23 @@ public final class StackBuilder {
         return false
     }
 
+    /// A warning when `resolution` installs another version of packages the layers below installed
+    /// (the stack `below` is the top of) and upgrades nothing else: an image built months ago, a
+    /// locked base, under a layer that needs newer libraries. The rest of what is below was built
+    /// with the old versions: pacman calls this a partial upgrade, which Arch does not support.
+    func partialUpgrade(_ resolution: Resolution, below: String) throws -> String? {
+        let installed = Dictionary(
+            try options.store.record(below).installed.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
+        let moved = resolution.install.compactMap { package in
+            installed[package.name].flatMap { $0 == package.version ? nil : (package, $0) }
+        }
+        guard let (first, old) = moved.first else { return nil }
+        let more = moved.count > 1 ? " and \(moved.count - 1) more" : ""
+        return "this layer installs \(clip(first.name, to: 100)) \(clip(first.version, to: 60)) over \(clip(old, to: 60)) of the "
+            + "layers below\(more), while the rest of them stay as they were built: pacman calls this a partial upgrade, "
+            + "which Arch does not support; `upgrade: true` in this layer upgrades them all, as pacman -Syu does"
+    }
+
     /// The tree of `file`'s source folder at `path`; what cannot be copied is an error at the entry.
     static func sourceTree(_ path: String, of file: FileSpec) throws -> SourceTree {
         do { return try SourceTree.read(path) } catch let refused as SourceTree.Refused {
@@ -253,7 +274,7 @@ public final class StackBuilder {
             files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
             sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) },
-            network: layer.network?.value ?? false, noExtract: noExtract)
+            network: layer.network?.value ?? false, noExtract: noExtract, upgrade: layer.upgrade?.value ?? false)
     }
 
     /// A libalpm error about one of the layer's packages, at that package's line; about a

@@ -25,6 +25,9 @@ public struct LayerFile: Sendable, Hashable {
     /// `network: true`: this layer's `run:` commands have the host's network. Without it a build
     /// has a network namespace of its own with loopback only. Children do not inherit it.
     public var network: Located<Bool>? = nil
+    /// `upgrade: true`: this layer upgrades every package the layers below installed to what its
+    /// repositories hold, as `pacman -Syu` does, besides its own. Children do not inherit it.
+    public var upgrade: Located<Bool>? = nil
     /// Where `from:` was written, or the top of the file when it was not.
     public var fromLocation: FileLocation
 

@@ -13,6 +13,7 @@ struct LayerFileParser {
 
     static let topLevelKeys = [
         "from", "description", "arch", "repos", "packages", "remove", "noextract", "files", "run", "env", "boot", "network",
+        "upgrade",
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
@@ -127,12 +128,14 @@ struct LayerFileParser {
                         at: at(value))
                 }
                 layer.boot = Located(flavour, at: at(value))
-            case "network":
-                let word = try scalar(value, what: "`network`")
+            case "network", "upgrade":
+                let word = try scalar(value, what: "`\(key)`")
                 guard word == "true" || word == "false" else {
-                    throw LayerFileError("`network` is true or false, not \(quote(word))", at: at(value))
+                    throw LayerFileError("`\(key)` is true or false, not \(quote(word))", at: at(value))
                 }
-                layer.network = Located(word == "true", at: at(value))
+                if key == "network" { layer.network = Located(word == "true", at: at(value)) } else {
+                    layer.upgrade = Located(word == "true", at: at(value))
+                }
             default: throw unknownKey(key, at: keyNode, known: Self.topLevelKeys)
             }
         }

@@ -31,13 +31,16 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     /// The `noextract:` patterns the layer's packages are installed under, its ancestors' first, in
     /// order (it decides); absent when there are none, so other layers' keys are what they were.
     public var noExtract: [String]?
+    /// True when the layer upgrades the packages below (`upgrade: true`); absent otherwise.
+    public var upgrade: Bool?
 
     public init(
         arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
         sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil, network: Bool = false,
-        noExtract: [String] = []
+        noExtract: [String] = [], upgrade: Bool = false
     ) {
         self.network = network ? true : nil
+        self.upgrade = upgrade ? true : nil
         self.noExtract = noExtract.isEmpty ? nil : noExtract
         self.boot = boot?.flavour.rawValue
         self.bootFiles = boot?.filesDigest

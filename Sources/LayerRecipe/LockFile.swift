@@ -18,6 +18,7 @@ import LayerSupport
 ///     repo demo siglevel Optional TrustAll
 ///     install game
 ///     remove nano
+///     upgrade                (`upgrade: true`; absent otherwise)
 ///     package demo game 1.0-1 game-1.0-1-any.pkg.tar.zst SHA256
 public struct LockFile: Sendable, Equatable {
     public static let formatVersion = 1
@@ -35,11 +36,14 @@ public struct LockFile: Sendable, Equatable {
         /// `packages:` and `remove:`, sorted.
         public var install: [String]
         public var remove: [String]
+        /// `upgrade: true`, written as the line `upgrade`.
+        public var upgrade: Bool
 
-        public init(repositories: [Repository], install: [String], remove: [String]) {
+        public init(repositories: [Repository], install: [String], remove: [String], upgrade: Bool = false) {
             self.repositories = repositories
             self.install = install.sorted()
             self.remove = remove.sorted()
+            self.upgrade = upgrade
         }
     }
 
@@ -118,6 +122,7 @@ public struct LockFile: Sendable, Equatable {
         var repositories: [Repository] = []
         var install: [String] = []
         var remove: [String] = []
+        var upgrade = false
         var packages: [Package] = []
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             func fail(_ message: String, column: Int = 1) -> LayerFileError {
@@ -154,6 +159,7 @@ public struct LockFile: Sendable, Equatable {
                 }
             case ("install", 2): install.append(words[1])
             case ("remove", 2): remove.append(words[1])
+            case ("upgrade", 1): upgrade = true
             case ("package", 6):
                 // Each is part of a file's name (REPO.db, NAME-VERSION-ARCH.pkg.tar.zst), which
                 // Linux holds to 255 bytes; a longer one would be echoed back in every message.
@@ -173,7 +179,7 @@ public struct LockFile: Sendable, Equatable {
                 }
                 packages.append(Package(repository: words[1], name: words[2], version: words[3], filename: words[4], sha256: words[5]))
             default:
-                throw fail("`\(words[0].prefix(40))` with \(words.count - 1) words is no lock line (format, arch, spec, parent, repo, install, remove, package)")
+                throw fail("`\(words[0].prefix(40))` with \(words.count - 1) words is no lock line (format, arch, spec, parent, repo, install, remove, upgrade, package)")
             }
         }
         let top = FileLocation(file: path, line: 1, column: 1)
@@ -181,7 +187,9 @@ public struct LockFile: Sendable, Equatable {
         guard let arch, let spec, let parent else {
             throw LayerFileError("the lock lacks one of its `arch`, `spec` and `parent` lines", at: top)
         }
-        let lock = LockFile(arch: arch, inputs: Inputs(repositories: repositories, install: install, remove: remove), parent: parent, packages: packages)
+        let lock = LockFile(
+            arch: arch, inputs: Inputs(repositories: repositories, install: install, remove: remove, upgrade: upgrade), parent: parent,
+            packages: packages)
         guard lock.specDigest == spec else {
             throw LayerFileError("the lock's `spec` is not the digest of its lines: it was edited by hand; write it again with `layerctl lock`", at: top)
         }
@@ -223,6 +231,7 @@ public struct LockFile: Sendable, Equatable {
         if !added.isEmpty { differences.append("packages: gained " + added.joined(separator: ", ")) }
         if !dropped.isEmpty { differences.append("packages: lost " + dropped.joined(separator: ", ")) }
         if inputs.remove != other.inputs.remove { differences.append("remove: changed") }
+        if inputs.upgrade != other.inputs.upgrade { differences.append("upgrade: changed") }
         for repository in other.inputs.repositories where !inputs.repositories.contains(repository) {
             if let old = inputs.repositories.first(where: { $0.name == repository.name }) {
                 if old.snapshot != repository.snapshot {
@@ -253,6 +262,7 @@ extension LockFile.Inputs {
         }
         lines += install.map { "install \($0)" }
         lines += remove.map { "remove \($0)" }
+        if upgrade { lines.append("upgrade") }
         return lines
     }
 }
@@ -270,7 +280,8 @@ extension Recipe {
                 mirrorlist: spec.mirrorlist.map { LockFile.relativeMirrorlist($0.path, from: folder) }, siglevel: spec.siglevel)
         }
         return LockFile.Inputs(
-            repositories: repositories, install: layer.packages.map(\.value), remove: layer.remove.map(\.value))
+            repositories: repositories, install: layer.packages.map(\.value), remove: layer.remove.map(\.value),
+            upgrade: layer.upgrade?.value ?? false)
     }
 }
 

@@ -254,7 +254,7 @@ final class LayerFileTests {
         try expect("# only a comment\n", at: 1, 1, "the layer file is empty")
     }
 
-    @Test("other mistakes: no from:, arch outside the root, bad YAML (a tab named), duplicate keys, bad mode")
+    @Test("other mistakes: no from:, arch outside the root, bad YAML (a tab named), duplicate keys, bad mode, a flag that is not true or false")
     func others() throws {
         try expect("packages: [a]\n", at: 1, 1, "has no `from:`")
         try expect("from: base\narch: aarch64\n", at: 2, 7, "`arch` belongs in the root layer")
@@ -263,6 +263,10 @@ final class LayerFileTests {
         try expect("from: base\nrun:\n  - echo a\n \t- echo b\n", at: 4, 2, "(a tab: YAML indents with spaces only)")
         try expect("from: base\nrun: [a]\nrun: [b]\n", at: 3, 1, "`run` is written twice")
         try expect("from: base\nfiles:\n  - path: /x\n    content: a\n    mode: \"999\"\n", at: 5, 11, "`mode` is octal")
+        try expect("from: base\nupgrade: yes\n", at: 2, 10, "`upgrade` is true or false, not `yes`")
+        try expect("from: base\nnetwork: 1\n", at: 2, 10, "`network` is true or false, not `1`")
+        try write("up", "from: base\nupgrade: true\n")
+        #expect(try Recipe.load(folder + "/up.yaml").target.upgrade?.value == true)
     }
 
     @Test("bytes that are not UTF-8, and NUL, are reported where they are")

@@ -884,3 +884,59 @@ extension ShareTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/tmp").isEmpty)
     }
 }
+
+extension ShareTests {
+    /// A stranger's image was built against the repositories of its day. A layer over it that
+    /// installs what needs newer packages than the image holds upgrades those alone, and the rest
+    /// of the image stays as built: what Arch calls a partial upgrade. `upgrade: true` is
+    /// `pacman -Syu` in the layer.
+    @Test("over an older image: a package that needs newer ones below warns of a partial upgrade; upgrade: true upgrades every package below in the layer, and its lock says so")
+    func upgradeOverImage() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let repo = try Harness.temporaryDirectory("moving-repo")
+        try BootMachine.shell("cp -a '\(Harness.demoOut)/repo/demo' '\(repo)/demo'")
+        let work = try Harness.temporaryDirectory("upgrade")
+        let store = try Harness.temporaryDirectory("store")
+        let repos = "repos:\n  - name: demo\n    servers: [\(repo)/$repo]\n    siglevel: Never\n"
+        let image = "\(registry.host)/steve/old:1"
+        for (name, text) in [
+            ("old", "from: scratch\narch: x86_64\n" + repos + "packages: [filesystem, busybox, game]\n"),
+            ("addon", "from: \(image)\n" + repos + "packages: [game-addon]\n"),
+            ("upgraded", "from: \(image)\n" + repos + "packages: [game-addon]\nupgrade: true\n"),
+            ("current", "from: \(image)\n" + repos + "upgrade: true\n"),
+        ] {
+            try text.write(toFile: "\(work)/\(name).yaml", atomically: false, encoding: .utf8)
+        }
+        #expect(try Harness.run(["build", work + "/old.yaml", "--store", store]).status == 0)
+        #expect(try Harness.run(["push", "old", image, "--store", store]).status == 0)
+        // Later: the repository moved on (game 1.1-1, and game-addon, which needs it).
+        try BootMachine.shell("rm -r '\(repo)/demo' && cp -a '\(Harness.demoOut)/repo-next/demo' '\(repo)/demo'")
+
+        let addon = try Harness.run(["build", work + "/addon.yaml", "--store", store])
+        #expect(addon.status == 0, "\(addon.stderr)")
+        #expect(
+            addon.stderr.contains(
+                "addon: warning: this layer installs game 1.1-1 over 1.0-1 of the layers below, while the rest of them stay as "
+                    + "they were built: pacman calls this a partial upgrade, which Arch does not support; `upgrade: true` in this "
+                    + "layer upgrades them all, as pacman -Syu does"), "\(addon.stderr)")
+        for name in ["upgraded", "current"] {
+            let build = try Harness.run(["build", "\(work)/\(name).yaml", "--store", store])
+            #expect(build.status == 0 && !build.stderr.contains("warning"), "\(name): \(build.stderr)")
+            #expect(build.stderr.contains("\(name): upgrade game 1.1-1"), "\(name): \(build.stderr)")
+            let game = try Harness.run(["shell", name, "--store", store, "--", "game"])
+            #expect(game.stdout == "game 1.1-1\n", "\(name): \(game.stdout) \(game.stderr)")
+        }
+        // The same packages with and without the upgrade are two layers.
+        let keys = try ["addon", "upgraded"].map { try Store(root: store).ref($0) }
+        #expect(keys[0] != keys[1])
+        // A lock writes the line, and without it the lock is stale.
+        #expect(try Harness.run(["lock", work + "/current.yaml", "--store", store]).status == 0)
+        let lock = try String(contentsOfFile: work + "/current.lock", encoding: .utf8)
+        #expect(lock.contains("\nupgrade\n") && lock.contains("package demo game 1.1-1 "), "\(lock)")
+        try Harness.edit(work + "/current.yaml") { $0.replacingOccurrences(of: "upgrade: true\n", with: "") }
+        let stale = try Harness.run(["build", "--locked", work + "/current.yaml", "--store", store])
+        #expect(stale.status == 3 && stale.stderr.contains("the lock of layer current is stale: upgrade: changed"), "\(stale.stderr)")
+        try Harness.expectValidStore(store)
+    }
+}
