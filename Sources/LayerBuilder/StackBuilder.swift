@@ -212,10 +212,10 @@ public final class StackBuilder {
         return false
     }
 
-    /// A warning when `resolution` installs another version of packages the layers below installed
-    /// (the stack `below` is the top of) and upgrades nothing else: an image built months ago, a
-    /// locked base, under a layer that needs newer libraries. The rest of what is below was built
-    /// with the old versions: pacman calls this a partial upgrade, which Arch does not support.
+    /// A warning when `resolution`, of a layer without `upgrade: true`, installs another version of
+    /// packages that the stack `below` (its key is the top's) installed: an image built months ago,
+    /// or a locked base, under a layer that needs newer libraries. The rest of what is below stays
+    /// as it was built: pacman calls this a partial upgrade, which Arch does not support.
     func partialUpgrade(_ resolution: Resolution, below: String) throws -> String? {
         let installed = Dictionary(
             try options.store.record(below).installed.map { ($0.name, $0.version) }, uniquingKeysWith: { a, _ in a })
