@@ -448,6 +448,28 @@ final class LayerFileTests {
         try expect(entry + "    lnik: /a\n", at: 4, 5, "did you mean `link`?")
     }
 
+    /// The layer files for Arch's own mirrors cannot be built here (no network to Arch), and a
+    /// mistake in them would be found by users first: each is read as a build would read it.
+    @Test("layers/*.yaml, for Arch's mirrors, read as the README describes them: base, nvidia and gaming or development on it")
+    func archLayers() throws {
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("layers").path
+        for (top, chain) in [("gaming", ["base", "nvidia", "gaming"]), ("development", ["base", "nvidia", "development"])] {
+            let recipe = try Recipe.load(folder + "/\(top).yaml")
+            #expect(recipe.layers.map(\.name) == chain)
+            #expect(recipe.arch == "x86_64")
+            #expect(recipe.repositories(for: chain.count - 1).map(\.name) == ["core", "extra", "multilib"])
+            #expect(recipe.repositories(for: 0).allSatisfy { $0.siglevel == nil && $0.servers.allSatisfy { $0.hasPrefix("https://") } })
+            #expect(recipe.boot(for: chain.count - 1)?.value == .mkinitcpio)
+        }
+        let base = try Recipe.load(folder + "/base.yaml").target
+        #expect(base.packages.map(\.value) == ["base", "linux", "mkinitcpio"])
+        #expect(base.files.contains { $0.path == "/etc/mkinitcpio.conf" })
+        let gaming = try Recipe.load(folder + "/gaming.yaml")
+        #expect(gaming.layers[1].packages.map(\.value).contains("nvidia-utils"))
+        #expect(gaming.target.packages.map(\.value) == ["steam", "lib32-nvidia-utils"])
+    }
+
     @Test("YAML aliases are refused where the first one is, before anything is expanded: an alias bomb as a key or a value")
     func aliases() throws {
         // Each level is a list of ten aliases of the level before: 10^9 strings once expanded.
