@@ -253,6 +253,23 @@ struct ArchPackageTests {
         #expect(seen.stdout.contains("/usr/share/oldtool: No such file or directory"), "\(seen.stdout)")
     }
 
+    /// pacman -Syu replaces a package that another `replaces` (answering its question yes, the
+    /// default), which pacman -S never does.
+    @Test("upgrade: true replaces a package below that another replaces, as pacman -Syu does, and keeps what needs its name")
+    func upgradeReplaces() throws {
+        let folder = try layers([
+            "old": "from: base\npackages: [oldtool-user]\n",
+            "upgraded": "from: old\nupgrade: true\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/upgraded.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        #expect(build.stderr.contains("upgraded: remove oldtool 1.0-1\nupgraded: install newtool 2.0-1\n"), "\(build.stderr)")
+        let seen = try Harness.run(["shell", "upgraded", "--store", store, "--", "ls", "/var/lib/pacman/local"])
+        let names = seen.stdout.split(separator: "\n")
+        #expect(names.contains("newtool-2.0-1") && names.contains("oldtool-user-1.0-1") && !names.contains("oldtool-1.0-1"), "\(names)")
+    }
+
     /// Steam needs lib32-vulkan-driver, which a dozen packages provide; pacman lists them and asks,
     /// and takes the first (lib32-amdvlk) when not asked, as a build must: on an NVIDIA machine, the
     /// wrong one. The build says which it took, and a provider among the layer's packages is taken.
