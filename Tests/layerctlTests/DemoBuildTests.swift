@@ -39,6 +39,7 @@ struct DemoBuildTests {
         // The scriptlet, files: and run: had their effects.
         #expect(try String(contentsOfFile: base + "/etc/greeter.installed", encoding: .utf8) == "greeter 1.0-1 installed\n")
         #expect(try String(contentsOfFile: base + "/etc/layer-base", encoding: .utf8) == "base built on base\n")
+        #expect(try FileSystem.readLink(Array((base + "/etc/localtime").utf8)) == Array("/usr/share/zoneinfo/UTC".utf8))
         #expect(try String(contentsOfFile: nvidia + "/etc/modprobe.d/nvidia.conf", encoding: .utf8).contains("modeset=1"))
         #expect(try String(contentsOfFile: gaming + "/etc/hostname", encoding: .utf8) == "gaming\n")
         #expect(try String(contentsOfFile: gaming + "/etc/game.version", encoding: .utf8) == "game 1.0-1\n")
