@@ -22,6 +22,12 @@ public struct TransactionRequest: Sendable, Codable {
     }
 
     var isEmpty: Bool { install.isEmpty && remove.isEmpty && !sysupgrade }
+
+    /// The package a target names: `core/linux>=6.6` names `linux`.
+    public static func packageName(of target: String) -> String {
+        let last = target.split(separator: "/", maxSplits: 1).last.map(String.init) ?? target
+        return String(last.prefix { !"<>=".contains($0) })
+    }
 }
 
 /// One package file a transaction installs, exactly as the sync database describes it.
@@ -108,7 +114,7 @@ extension AlpmHandle {
             errno: ALPM_ERR_CONFLICTING_DEPS, operation: "resolve", subject: (request.install + request.remove).joined(separator: ", "),
             details: answered.map { "\($0.package) and \($0.installed) are in conflict" },
             packages: answered.flatMap { [$0.package, $0.installed] })
-        let asked = Set((request.install + request.remove).map { String($0.split(separator: "/").last ?? "") })
+        let asked = Set((request.install + request.remove).map(TransactionRequest.packageName(of:)))
         var seen = Set<String>()
         error.installedConflicts = answered.map(\.installed).filter { !asked.contains($0) && seen.insert($0).inserted }
         return error
@@ -179,7 +185,7 @@ extension AlpmHandle {
         let text = found.flatMap { try? FileSystem.readRegularFile($0.path, atMost: 1 << 20) }
         let patterns = text.map { Self.packageTargets(ofHook: [UInt8]($0)) } ?? []
         let named = targets.filter { target in
-            patterns.contains { fnmatch($0, String(target.split(separator: "/").last ?? ""), 0) == 0 }
+            patterns.contains { fnmatch($0, TransactionRequest.packageName(of: target), 0) == 0 }
         }
         return AlpmError(
             code: Int32(errno.rawValue), operation: "pre-transaction hook", subject: failed + owner,
@@ -275,6 +281,13 @@ extension AlpmHandle {
         if let pkg = alpm_find_dbs_satisfier(raw, list, name) { return [pkg] }
         // libalpm leaves out a database entry it refuses (a file name with a `/`, say) and logs why,
         // at each look into the database: the lines that name the target say more than "not found".
+        // A version the repositories do not have (`linux>=7`): what they have instead.
+        let bare = TransactionRequest.packageName(of: name)
+        if bare != name, let found = dbs.lazy.compactMap({ alpm_db_get_pkg($0, bare) }).first {
+            throw AlpmError(
+                operation: "install", subject: target,
+                reason: "the repositories hold \(bare) \(string(alpm_pkg_get_version(found)) ?? "?"), which is not \(name.dropFirst(bare.count))")
+        }
         var seen = Set<String>()
         let why = recentErrors.filter { $0.contains(name) && seen.insert($0).inserted }.prefix(4)
         // A package Arch renamed (exa, now eza) is gone from the repositories, and the one that

@@ -1,3 +1,5 @@
+import Alpm
+
 /// One layer file, parsed and checked on its own (its parent is checked by `Recipe`).
 public struct LayerFile: Sendable, Hashable {
     /// The file name without `.yaml`: the layer's name, and the name of its ref in the store.
@@ -50,7 +52,7 @@ public struct LayerFile: Sendable, Hashable {
     /// libalpm names: `perl` is not blamed for `perl-xml`, and `core/perl` is `perl`.
     public func location(ofPackage names: [String]) -> FileLocation? {
         (packages + remove).first { item in
-            names.contains(item.value) || names.contains(String(item.value.split(separator: "/").last ?? ""))
+            names.contains(item.value) || names.contains(TransactionRequest.packageName(of: item.value))
         }?.location
     }
 }

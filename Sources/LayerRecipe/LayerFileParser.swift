@@ -488,10 +488,15 @@ struct LayerFileParser {
         return variables.sorted { $0.name < $1.name }
     }
 
+    /// Package names, as pacman takes them: `name` or `repo/name`; for `packages:`, with a version
+    /// it must satisfy too (`linux>=6.6`, as `pacman -S 'linux>=6.6'`).
     private func names(_ node: Node, key: String) throws -> [Located<String>] {
         try list(node, what: "`\(key)`").map { item in
             let name = try scalar(item, what: "a package name")
-            guard name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*/) != nil else {
+            let bare = name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*/) != nil
+            let versioned = key == "packages"
+                && name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*(<|<=|=|>=|>)[A-Za-z0-9._:+~-]+/) != nil
+            guard bare || versioned else {
                 // `[game nano]`: flow lists take commas, as `[game, nano]`.
                 let words = name.split(whereSeparator: \.isWhitespace)
                 let hint = words.count > 1 ? " (names in a list are separated by commas: \(quote("[" + words.joined(separator: ", ") + "]")))" : ""
@@ -505,7 +510,7 @@ struct LayerFileParser {
     private func checkConsistency(_ layer: LayerFile) throws {
         var seen: [String: FileLocation] = [:]
         for package in layer.packages + layer.remove {
-            let bare = String(package.value.split(separator: "/").last ?? "")
+            let bare = TransactionRequest.packageName(of: package.value)
             if let first = seen[bare] {
                 throw LayerFileError("package \(quote(bare)) is named twice; first at \(first)", at: package.location)
             }

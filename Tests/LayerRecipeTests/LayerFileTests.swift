@@ -248,6 +248,16 @@ final class LayerFileTests {
         try expect("from: base\npackages:\n  - game\n  - game\n", at: 4, 5, "named twice")
     }
 
+    @Test("packages: may say a version, as pacman -S 'linux>=6.6' does; remove: may not; a name with and without one is named twice")
+    func versions() throws {
+        try write("v", "from: base\npackages: [\"linux>=6.6\", \"core/glibc=2.40-1\", \"a<1:2.0\", b>3, c]\n")
+        #expect(try Recipe.load(folder + "/v.yaml").target.packages.map(\.value) == ["linux>=6.6", "core/glibc=2.40-1", "a<1:2.0", "b>3", "c"])
+        try expect("from: base\nremove: [\"nano>=1\"]\n", at: 2, 10, "`nano>=1` is not a package name")
+        try expect("from: base\npackages: [\"nano>=\"]\n", at: 2, 12, "`nano>=` is not a package name")
+        try expect("from: base\npackages: [\"nano>=1 2\"]\n", at: 2, 12, "is not a package name")
+        try expect("from: base\npackages: [nano, \"nano>=1\"]\n", at: 2, 18, "package `nano` is named twice")
+    }
+
     @Test("an empty file")
     func empty() throws {
         try expect("", at: 1, 1, "the layer file is empty")

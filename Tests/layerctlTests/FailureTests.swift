@@ -76,6 +76,23 @@ struct FailureTests {
             mentions: ["broken.yaml:2:12: install oldname failed: target not found in any repository; newname replaces it"])
     }
 
+    /// `pacman -S 'linux>=6.6'`: a version a target must have, or the build stops at it.
+    @Test("a package with a version it must satisfy: built when the repository's does, else one line that says what the repository holds")
+    func versioned() throws {
+        try expectFailure(
+            "packages: [\"game>=2\"]\n", status: 5,
+            mentions: ["broken.yaml:2:12: install game>=2 failed: the repositories hold game 1.0-1, which is not >=2"])
+        let layers = try Harness.demoLayers()
+        try "from: base\npackages: [\"game>=1.0\", \"demo/tool-a=1.0-1\"]\n".write(
+            toFile: layers + "/versioned.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let built = try Harness.run(["build", layers + "/versioned.yaml", "--store", store])
+        #expect(built.status == 0 && built.stderr.contains("versioned: install game 1.0-1"), "\(built.stderr)")
+        #expect(try Harness.run(["lock", layers + "/versioned.yaml", "--store", store]).status == 0)
+        let lock = try String(contentsOfFile: layers + "/versioned.lock", encoding: .utf8)
+        #expect(lock.contains("\ninstall demo/tool-a=1.0-1\ninstall game>=1.0\n"), "\(lock)")
+    }
+
     @Test("removing a package that is not installed names it")
     func removeMissing() throws {
         try expectFailure("remove: [demo-app]\n", status: 5, mentions: ["demo-app", "not installed"])
