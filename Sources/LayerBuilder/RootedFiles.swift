@@ -38,6 +38,9 @@ struct RootedFiles {
     /// Makes a symlink to `target` at `path` (absolute inside the root), owned by `uid:gid`, as
     /// `ln -sfn` does: what is there and is no folder is replaced, never followed. The target is
     /// only written down; the running system follows it.
+    // Inlined into BuilderChild.writeFiles, this crashed Swift 6.3.1's optimizer in a release build
+    // (CopyPropagation's ownership check), which `.ci/run` now makes.
+    @inline(never)
     func link(to target: String, at path: String, uid: uid_t, gid: gid_t) throws {
         try entry(path) { _, dirFD, name, existing in
             if let existing {
