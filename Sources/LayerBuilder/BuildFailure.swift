@@ -44,6 +44,14 @@ public struct BuildFailure: LayerError {
     public var description: String {
         location.map { "\($0): \(explanation)" } ?? explanation
     }
+
+    /// libalpm's `error` at `location`, as `init(_:at:)` puts it, with `advice` after its words:
+    /// what a layer file says where pacman would have asked.
+    init(_ error: AlpmError, at location: String?, advice: String) {
+        self.init(
+            error.message, at: location, code: error.code, cause: Reason("\(error.cause.map { "\($0)" } ?? error.reason); \(advice)"),
+            packages: error.packages)
+    }
 }
 
 extension BuildFailure {

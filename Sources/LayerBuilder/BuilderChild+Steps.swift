@@ -62,12 +62,9 @@ extension BuilderChild {
                 // files:) before a layer above installed the package.
                 let file = LayerSupport.clip(error.unownedFiles[0], to: 200)
                 throw BuildFailure(
-                    error.message, code: error.code,
-                    cause: Reason(
-                        "\(error.cause.map { "\($0)" } ?? error.reason); no package owns \(file): a layer below made it "
-                            + "(its files: or run:), and pacman overwrites no such file; write it in the files: of the layer "
-                            + "that installs the package, which come after its packages"),
-                    packages: error.packages)
+                    error, at: nil,
+                    advice: "no package owns \(file): a layer below made it (its files: or run:), and pacman overwrites "
+                        + "no such file; write it in the files: of the layer that installs the package, which come after its packages")
             }
             let expected = job.expected.map(ResolvedPackage.init).sorted { $0.name < $1.name }
             let actual = resolution.install.map(ResolvedPackage.init).sorted { $0.name < $1.name }

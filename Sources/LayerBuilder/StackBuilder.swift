@@ -293,8 +293,6 @@ public final class StackBuilder {
         let advice = "\(names.joined(separator: " and ")) \(names.count == 1 ? "is" : "are") installed below this layer: "
             + "`remove: [\(names.joined(separator: ", "))]` in this layer takes \(names.count == 1 ? "it" : "them") out "
             + "in the same transaction (where pacman would ask whether to remove \(names.count == 1 ? "it" : "them"))"
-        return BuildFailure(
-            error.message, at: place?.description ?? layer.path, code: error.code,
-            cause: Reason("\(error.cause.map { "\($0)" } ?? error.reason); \(advice)"), packages: error.packages)
+        return BuildFailure(error, at: place?.description ?? layer.path, advice: advice)
     }
 }
