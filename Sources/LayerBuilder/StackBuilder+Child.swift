@@ -417,31 +417,17 @@ extension StackBuilder {
                     return BuildJob.File(path: path, mode: 0o777, owner: file.owner, contents: Data(), link: target, location: location)
                 }
             }
-        case .inline, .source:
-            return [
-                BuildJob.File(
-                    path: file.path, mode: file.mode, owner: file.owner, contents: try contents(of: file, digest: digest),
-                    location: location)
-            ]
-        }
-    }
-
-    /// The bytes `file:` writes: its inline text, or its source file, which must still be what the
-    /// key was made from.
-    private func contents(of file: FileSpec, digest: String) throws -> Data {
-        switch file.content {
-        case .inline(let text): return Data(text.utf8)
-        case .link, .tree: return Data()
+        case .inline(let text):
+            return [BuildJob.File(path: file.path, mode: file.mode, owner: file.owner, contents: Data(text.utf8), location: location)]
         case .source(let path):
             let data: Data
             do { data = try FileSystem.readRegularFile(path, atMost: ReadLimit.fileSource) } catch {
-                throw BuildFailure("reading source \(path) failed", at: file.location.description, code: .input, cause: error)
+                throw BuildFailure("reading source \(path) failed", at: location, code: .input, cause: error)
             }
             guard Digest.sha256(data) == digest else {
-                throw BuildFailure(
-                    "source \(path) changed while the layer was built; build again", at: file.location.description, code: .input)
+                throw BuildFailure("source \(path) changed while the layer was built; build again", at: location, code: .input)
             }
-            return data
+            return [BuildJob.File(path: file.path, mode: file.mode, owner: file.owner, contents: data, location: location)]
         }
     }
 
