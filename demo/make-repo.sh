@@ -7,6 +7,7 @@
 #                       busybox, glibc, libxcrypt, zlib, perl) and small packages of our own
 # OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1,
 #                       and game-addon, which needs game 1.1-1)
+# OUT/later/later/      repository "later": confd 1.1-1 alone, a newer version beside demo's 1.0-1
 # OUT/signed/demo/      a signed variant: every package signed by the demo key, plus `rogue`,
 #                       signed by a key nobody trusts
 # OUT/rogue-db/demo/    the signed variant with its database signed by the untrusted key
@@ -137,12 +138,13 @@ normalise_db() {
     rm -rf "$x"
 }
 
+# index DIR [NAME]: the database of repository NAME (default demo) of the packages in DIR.
 index() {
-    local dir=$1; shift
-    rm -f "$dir"/demo.db* "$dir"/demo.files*
-    (cd "$dir" && quiet repo-add -q demo.db.tar.gz ./*.pkg.tar.zst)
-    normalise_db "$dir/demo.db.tar.gz"
-    normalise_db "$dir/demo.files.tar.gz"
+    local dir=$1 name=${2:-demo}
+    rm -f "$dir/$name".db* "$dir/$name".files*
+    (cd "$dir" && quiet repo-add -q "$name.db.tar.gz" ./*.pkg.tar.zst)
+    normalise_db "$dir/$name.db.tar.gz"
+    normalise_db "$dir/$name.files.tar.gz"
     rm -f "$dir"/*.old
 }
 
@@ -346,6 +348,13 @@ build_packages() {
     printf '#!/bin/sh\necho "game %s"\n' "$game_version" >"$p/usr/bin/game"; chmod 0755 "$p/usr/bin/game"
     head -c 65536 /dev/zero | tr '\0' 'g' >"$p/usr/share/game/level1.dat"; pack "$dest" "$p"
 
+    # A daemon with a configuration file in its backup array, as sshd_config is in openssh's: pacman
+    # keeps such a file when it was changed, and puts the package's beside it (.pacnew, .pacsave).
+    p="$work/confd"; pkginfo "$p" confd "$game_version" any "A stand-in daemon whose configuration pacman keeps" \
+        backup=etc/confd.conf
+    mkdir -p "$p/etc"; printf '# confd %s defaults\nlisten = 127.0.0.1\n' "$game_version" >"$p/etc/confd.conf"
+    pack "$dest" "$p"
+
     # Stand-ins for `boot:` tests: a kernel package laid out as Arch's (no real kernel in it), and an
     # initramfs generator that records every run: the kernel, the HOOKS line, and whether layerctl's
     # hook files are in place.
@@ -400,7 +409,7 @@ STANDIN
 }
 
 echo "make-repo: packing into $out"
-rm -rf "$out/repo" "$out/repo-next" "$out/signed" "$out/rogue-db" "$out/keyring"
+rm -rf "$out/repo" "$out/repo-next" "$out/later" "$out/signed" "$out/rogue-db" "$out/keyring"
 build_packages "$out/repo/demo" 1.0-1 6.1.0-1
 index "$out/repo/demo"
 
@@ -413,6 +422,12 @@ cp "$work/next/game-"* "$work/next/linux-"* "$out/repo-next/demo/"
 p="$work/game-addon"; pkginfo "$p" game-addon 1.1-1 any "Needs game 1.1 or later" "depend=game>=1.1-1"
 mkdir -p "$p/usr/share/game-addon"; echo addon >"$p/usr/share/game-addon/README"; pack "$out/repo-next/demo" "$p"
 index "$out/repo-next/demo"
+
+# A second repository that holds a newer confd than demo's, for a layer that installs it from there
+# (`later/confd`) over one that has demo's: an upgrade without moving demo.
+mkdir -p "$out/later/later"
+cp "$work/next/confd-"* "$out/later/later/"
+index "$out/later/later" later
 
 # --- signing -----------------------------------------------------------------------------------
 signer="$out/signer"

@@ -24,6 +24,13 @@ public enum AlpmEvent: Sendable {
     case scriptletOutput(String)
     /// A line from libalpm's log (errors and warnings; debug lines are not forwarded).
     case log(level: LogLevel, message: String)
+    /// Installing `package` left `file`, one of its `backup` files that differed from what the
+    /// package installed before, as it was, and wrote the package's own as `file.pacnew`
+    /// (`ALPM_EVENT_PACNEW_CREATED`). `file` is the path in the root.
+    case pacnewCreated(file: String, package: String, version: String)
+    /// Removing `package` moved `file`, one of its `backup` files that differed from what the
+    /// package installed, to `file.pacsave` (`ALPM_EVENT_PACSAVE_CREATED`).
+    case pacsaveCreated(file: String, package: String)
 
     public enum ProgressStep: String, Sendable {
         case install, upgrade, downgrade, reinstall, remove, conflicts, diskspace, integrity, load, keyring

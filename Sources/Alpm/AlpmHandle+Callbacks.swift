@@ -78,6 +78,16 @@ extension AlpmHandle {
             observer?(.hookStarted(name: name, description: string(run.desc), position: run.position, total: run.total))
         case ALPM_EVENT_HOOK_RUN_DONE:
             currentHook = nil
+        case ALPM_EVENT_PACNEW_CREATED:
+            let created = event.pointee.pacnew_created
+            observer?(
+                .pacnewCreated(
+                    file: string(created.file) ?? "?", package: created.newpkg.flatMap { string(alpm_pkg_get_name($0)) } ?? "?",
+                    version: created.newpkg.flatMap { string(alpm_pkg_get_version($0)) } ?? "?"))
+        case ALPM_EVENT_PACSAVE_CREATED:
+            let created = event.pointee.pacsave_created
+            observer?(
+                .pacsaveCreated(file: string(created.file) ?? "?", package: created.oldpkg.flatMap { string(alpm_pkg_get_name($0)) } ?? "?"))
         case ALPM_EVENT_SCRIPTLET_INFO:
             let line = string(event.pointee.scriptlet_info.line) ?? ""
             // By bytes: as Characters, "\r\n" is one, and a CRLF line would keep its end.

@@ -172,6 +172,21 @@ extension BuildEvent {
             self.init(.output, layer: layer, message: line)
         case .log(let level, let message):
             self.init(level == .error ? .error : .warning, layer: layer, message: message)
+        case .pacnewCreated(let file, let package, let version):
+            // pacman's words, then what they mean for a layer: the file stays as the layers below
+            // left it, and the image carries the package's beside it.
+            let file = clip(RawPath.printable(file), to: 200)
+            self.init(
+                .warning, layer: layer,
+                message: "\(file) installed as \(file).pacnew, as pacman does: the layers below changed it, so it stays as "
+                    + "they left it, and \(clip(package, to: 100)) \(clip(version, to: 100)) brings its own beside it; "
+                    + "compare the two (layerctl shell \(layer)) and write the one to keep in this layer's files:")
+        case .pacsaveCreated(let file, let package):
+            let file = clip(RawPath.printable(file), to: 200)
+            self.init(
+                .warning, layer: layer,
+                message: "\(file) saved as \(file).pacsave, as pacman does: the layers below changed it, and removing "
+                    + "\(clip(package, to: 100)) keeps it under that name, in the image")
         }
     }
 }

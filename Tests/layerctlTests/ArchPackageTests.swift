@@ -270,6 +270,49 @@ struct ArchPackageTests {
         #expect(names.contains("newtool-2.0-1") && names.contains("oldtool-user-1.0-1") && !names.contains("oldtool-1.0-1"), "\(names)")
     }
 
+    /// A package's `backup` files (sshd_config, pacman.conf) that a layer below changed: pacman
+    /// keeps them, and puts the package's new one beside it as `.pacnew`, or a removed package's as
+    /// `.pacsave`, with a warning the build passes on, so the image does not carry an old
+    /// configuration without a word. One nobody changed is replaced, without one.
+    @Test("a backup file a layer below changed stays, with the package's new one as .pacnew, or the removed one's as .pacsave, each with a warning; an unchanged one is replaced in silence")
+    func keptConfiguration() throws {
+        let later = "repos:\n  - name: later\n    servers: [\(Harness.demoOut)/later/$repo]\n    siglevel: Never\npackages: [later/confd]\n"
+        let folder = try layers([
+            "daemon": "from: base\npackages: [confd]\nfiles:\n  - path: /etc/confd.conf\n    content: \"listen = 0.0.0.0\\n\"\n",
+            "upgraded": "from: daemon\n" + later,
+            "dropped": "from: daemon\nremove: [confd]\n",
+            "stock": "from: base\npackages: [confd]\n",
+            "stock-upgraded": "from: stock\n" + later,
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        var warnings: [String: [Substring]] = [:]
+        for name in ["upgraded", "dropped", "stock-upgraded"] {
+            let build = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store])
+            #expect(build.status == 0, "\(name): \(build.stderr)")
+            warnings[name] = build.stderr.split(separator: "\n").filter { $0.contains("warning") && !$0.contains("partial upgrade") }
+        }
+        #expect(
+            warnings["upgraded"] == [
+                "upgraded: warning: /etc/confd.conf installed as /etc/confd.conf.pacnew, as pacman does: the layers below changed it, so it stays as they left it, and confd 1.1-1 brings its own beside it; compare the two (layerctl shell upgraded) and write the one to keep in this layer's files:"
+            ], "\(warnings)")
+        #expect(
+            warnings["dropped"] == [
+                "dropped: warning: /etc/confd.conf saved as /etc/confd.conf.pacsave, as pacman does: the layers below changed it, and removing confd keeps it under that name, in the image"
+            ], "\(warnings)")
+        #expect(warnings["stock-upgraded"] == [], "\(warnings)")
+        // The merged tree, as the image has it: a layer's own tree holds what it changed.
+        func files(_ layer: String) throws -> String {
+            let shown = try Harness.run(["shell", layer, "--store", store, "--", "sh", "-c", "for f in /etc/confd*; do echo \"== $f\"; cat \"$f\"; done"])
+            #expect(shown.status == 0, "\(shown.stderr)")
+            return shown.stdout
+        }
+        let mine = "listen = 0.0.0.0\n"
+        let defaults = "# confd 1.1-1 defaults\nlisten = 127.0.0.1\n"
+        #expect(try files("upgraded") == "== /etc/confd.conf\n" + mine + "== /etc/confd.conf.pacnew\n" + defaults)
+        #expect(try files("dropped") == "== /etc/confd.conf.pacsave\n" + mine)
+        #expect(try files("stock-upgraded") == "== /etc/confd.conf\n" + defaults)
+    }
+
     /// Steam needs lib32-vulkan-driver, which a dozen packages provide; pacman lists them and asks,
     /// and takes the first (lib32-amdvlk) when not asked, as a build must: on an NVIDIA machine, the
     /// wrong one. The build says which it took, and a provider among the layer's packages is taken.
