@@ -25,7 +25,13 @@ public final class StackBuilder {
 
     public init(options: BuildOptions, observer: @escaping (BuildEvent) -> Void) {
         self.options = options
-        self.observer = observer
+        // libalpm says some warnings (`busybox-1.35.0-1 is up to date -- skipping`) both where the
+        // layer is resolved and where it is built: each is said once for its layer.
+        var said = Set<[String]>()
+        self.observer = { event in
+            if event.kind == .warning, !said.insert([event.layer, event.message ?? ""]).inserted { return }
+            observer(event)
+        }
     }
 
     public func build(_ recipe: Recipe) throws -> [BuiltLayer] {

@@ -313,6 +313,20 @@ struct ArchPackageTests {
         #expect(try files("stock-upgraded") == "== /etc/confd.conf\n" + defaults)
     }
 
+    /// A package the layers below have is skipped, as `pacman -S --needed` skips it, with
+    /// libalpm's warning, said once: libalpm says it where the packages are fetched and again in
+    /// the transaction.
+    @Test("a package the layers below installed is skipped with one warning, and its files stay below")
+    func installedBelow() throws {
+        let folder = try layers(["again": "from: base\npackages: [busybox, greeter]\n"])
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/again.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        #expect(build.stderr.split(separator: "\n").filter { $0.contains("warning") } == ["again: warning: busybox-1.35.0-1 is up to date -- skipping"], "\(build.stderr)")
+        #expect(build.stderr.contains("again: install greeter 1.0-1\n") && !build.stderr.contains("again: install busybox"), "\(build.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: try tree(store, "again") + "/usr/bin/busybox"))
+    }
+
     /// Steam needs lib32-vulkan-driver, which a dozen packages provide; pacman lists them and asks,
     /// and takes the first (lib32-amdvlk) when not asked, as a build must: on an NVIDIA machine, the
     /// wrong one. The build says which it took, and a provider among the layer's packages is taken.
