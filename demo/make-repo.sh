@@ -4,7 +4,7 @@
 #   demo/make-repo.sh [OUT]        (default OUT: demo/out beside this script)
 #
 # OUT/repo/demo/        repository "demo": real packages repackaged from Debian (filesystem,
-#                       busybox, glibc, libxcrypt, zlib, perl) and small packages of our own
+#                       busybox, glibc, libxcrypt, zlib, perl, shadow) and small packages of our own
 # OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1,
 #                       and game-addon, which needs game 1.1-1)
 # OUT/later/later/      repository "later": confd 1.1-1 alone, a newer version beside demo's 1.0-1
@@ -39,7 +39,9 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$out/debs"
 
 # --- Debian packages -------------------------------------------------------------------------
-debs=(busybox-static libc6 libcrypt1 zlib1g perl-base perl-modules-5.36 libperl5.36 perl)
+debs=(busybox-static libc6 libcrypt1 zlib1g perl-base perl-modules-5.36 libperl5.36 perl
+      passwd login libaudit1 libaudit-common libcap-ng0 libselinux1 libpcre2-8-0 libsemanage2 libsemanage-common
+      libsepol2 libbz2-1.0 libpam0g)
 missing=()
 for d in "${debs[@]}"; do
     compgen -G "$out/debs/${d}_*.deb" >/dev/null || missing+=("$d")
@@ -188,6 +190,16 @@ build_packages() {
     p="$work/perl"; pkginfo "$p" perl 5.36.0-1 x86_64 "Perl from Debian: interpreter and thousands of modules" \
         depend=glibc depend=libxcrypt depend=zlib
     unpack_debs "$p" perl-base perl-modules-5.36 libperl5.36 perl
+    pack "$dest" "$p"
+
+    # useradd, usermod, groupadd and chpasswd, as Arch's shadow has them; not passwd, which is
+    # busybox's here, and /etc/login.defs alone of Debian's login (busybox has login and su).
+    p="$work/shadow"; pkginfo "$p" shadow 4.13-1 x86_64 "Account tools from Debian" \
+        depend=glibc depend=libxcrypt
+    unpack_debs "$p" passwd libaudit1 libaudit-common libcap-ng0 libselinux1 libpcre2-8-0 libsemanage2 \
+        libsemanage-common libsepol2 libbz2-1.0 libpam0g
+    unpack_debs "$work/login" login; mkdir -p "$p/etc"; cp "$work/login/etc/login.defs" "$p/etc/"; rm -rf "$work/login"
+    rm "$p/usr/bin/passwd" "$p/etc/pam.d/passwd"
     pack "$dest" "$p"
 
     # Small packages of our own.

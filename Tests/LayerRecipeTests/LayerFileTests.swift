@@ -475,6 +475,8 @@ final class LayerFileTests {
         let base = try Recipe.load(folder + "/base.yaml").target
         #expect(base.packages.map(\.value) == ["base", "linux", "mkinitcpio"])
         #expect(base.files.contains { $0.path == "/etc/mkinitcpio.conf" })
+        // A user to log in as (`ConfinementTests.accounts` runs these tools in a build).
+        #expect(base.run.map(\.value) == ["useradd -m -G wheel -s /bin/bash -p '' arch"])
         let gaming = try Recipe.load(folder + "/gaming.yaml")
         #expect(gaming.layers[1].packages.map(\.value).contains("nvidia-utils"))
         #expect(gaming.target.packages.map(\.value) == ["steam", "lib32-nvidia-utils"])

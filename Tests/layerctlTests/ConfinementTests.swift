@@ -803,6 +803,60 @@ struct ConfinementTests {
         #expect(result.stderr.contains("probe | inner reached"), "\(result.stderr)")
     }
 
+    /// What every Arch install does after pacstrap, and a read-only image must do in a layer, since
+    /// nothing set on the running system stays: make users, groups and passwords. shadow's tools
+    /// lock /etc/.pwd.lock, write beside and rename, chown a new home and send to the audit socket:
+    /// all of it works inside the confinement, and what they write is the same on every build (no
+    /// password age from the clock: `SOURCE_DATE_EPOCH` is 0, which useradd takes as no aging).
+    @Test("users, groups and passwords made by shadow's tools in run:, as an Arch install makes them, are the same in every build")
+    func accounts() throws {
+        let folder = try Harness.temporaryDirectory("accounts")
+        let hash = "$6$pepper$0c7rNDw3yA4GdArIz7T/"
+        try """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: demo
+                servers: [\(Harness.demoOut)/repo/$repo]
+                siglevel: Never
+            packages: [filesystem, busybox, shadow]
+            run:
+              # Arch's filesystem package has /etc/shadow and /etc/gshadow; the demo's makes them here.
+              - pwconv && grpconv
+              - groupadd -g 998 wheel
+              - useradd -m -u 1000 -G wheel -s /bin/sh -p '' arch
+              - useradd -m -u 1001 -s /bin/sh -p '\(hash)' steve
+              - echo 'arch:$6$salt$other' | chpasswd -e
+
+            """.write(toFile: folder + "/users.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/users.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        let seen = try Harness.run([
+            "shell", "users", "--store", store, "--", "sh", "-c",
+            "tail -n 2 /etc/passwd /etc/shadow; tail -n 3 /etc/group; stat -c '%n %u:%g %a' /home/arch /home/steve",
+        ])
+        #expect(seen.status == 0, "\(seen.stderr)")
+        #expect(
+            seen.stdout == """
+                ==> /etc/passwd <==
+                arch:x:1000:1000::/home/arch:/bin/sh
+                steve:x:1001:1001::/home/steve:/bin/sh
+
+                ==> /etc/shadow <==
+                arch:$6$salt$other::0:99999:7:::
+                steve:\(hash)::0:99999:7:::
+                wheel:x:998:arch
+                arch:x:1000:
+                steve:x:1001:
+                /home/arch 1000:1000 755
+                /home/steve 1001:1001 755
+
+                """, "\(seen.stdout)")
+        let check = try Harness.run(["build", "--check", folder + "/users.yaml"])
+        #expect(check.status == 0 && check.stdout.contains("reproducible"), "\(check.stdout)\n\(check.stderr)")
+    }
+
     @Test("run: and scriptlets see the layer's root, the build's processes, its own devices, loopback, cgroup and packages, with few privileges")
     func whatTheBuildSees() throws {
         let layers = try Harness.demoLayers()
