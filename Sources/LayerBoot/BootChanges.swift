@@ -26,6 +26,11 @@ public struct BootChanges: Codable, Sendable, Equatable {
     public var packages: [PackageChange]
     /// Bytes of file data the upper directory holds.
     public var upperBytes: UInt64
+    /// The account files before and now, which the draft turns into commands (not in `--json`).
+    public var accountsBefore = AccountFiles()
+    public var accountsNow = AccountFiles()
+
+    enum CodingKeys: String, CodingKey { case files, packages, upperBytes }
 
     /// Compares `upper` (an overlayfs upper directory) with `lower` (what it lies on): the merge of
     /// the two against `lower` alone, folder by folder, only where `upper` has something.
@@ -50,8 +55,11 @@ public struct BootChanges: Codable, Sendable, Equatable {
             files[index].owner =
                 files[index].change == .deleted ? ownersBefore[files[index].path] : ownersNow[files[index].path]
         }
-        return BootChanges(
+        var changes = BootChanges(
             files: files, packages: PackageChange.between(databaseBefore, databaseNow), upperBytes: walk.upperBytes)
+        changes.accountsBefore = try AccountFiles(read: before.read)
+        changes.accountsNow = try AccountFiles(read: now.read)
+        return changes
     }
 }
 

@@ -17,8 +17,9 @@ public enum LayerDraft {
     /// The largest file drafted as inline content.
     static let largestInline = 64 << 10
 
-    /// The draft for `changes`, as a child of layer `parent`; file contents come from `upper`.
-    public static func draft(_ changes: BootChanges, parent: String, upper: String) -> String {
+    /// The draft for `changes`, as a child of layer `parent`; file contents come from `upper`, and
+    /// what `upper` lacks from `lower`.
+    public static func draft(_ changes: BootChanges, parent: String, upper: String, lower: String) -> String {
         var lines = [
             "# Drafted by `layerctl changes --layer-file` from what changed since boot. Read it before",
             "# building: it records what was done, not why.",
@@ -29,6 +30,10 @@ public enum LayerDraft {
         if !added.isEmpty { lines.append("packages: [\(added.joined(separator: ", "))]") }
         if !removed.isEmpty { lines.append("remove: [\(removed.joined(separator: ", "))]") }
 
+        // Users, groups and passwords as the commands that made them: the account files are each
+        // every account's, and a build's useradd writes them (and their backups) again.
+        let madeFolders = Set(changes.files.filter { $0.change == .added && $0.kind == "directory" }.map(\.path))
+        let accounts = AccountDraft.commands(before: changes.accountsBefore, now: changes.accountsNow, madeFolders: madeFolders)
         var entries: [String] = []
         var skipped: [String] = []
         for package in changes.packages where package.change == .upgraded || package.change == .downgraded {
@@ -38,6 +43,23 @@ public enum LayerDraft {
         }
         for file in changes.files {
             if noise.contains(where: { file.path.hasPrefix($0) || file.path + "/" == $0 }) { continue }
+            if AccountFiles.written.contains(file.path) {
+                if accounts.commands.isEmpty && AccountFiles.paths.contains(file.path) {
+                    skipped.append("\(file.path) (\(file.change.rawValue); no change of an account that a command makes)")
+                }
+                continue
+            }
+            if let (home, user) = accounts.newHomes.first(where: { file.path.hasPrefix($0.key + "/") }) {
+                // useradd -m makes the home, from /etc/skel, in run:, which comes after files:.
+                let skel = "/etc/skel" + file.path.dropFirst(home.count)
+                let fromSkel = file.kind != "directory" && FileSystem.contents(upper + file.path).map { made in
+                    (FileSystem.contents(upper + skel) ?? FileSystem.contents(lower + skel)) == made
+                } == true
+                if file.kind != "directory" && !fromSkel {
+                    skipped.append("\(file.path) (in the home of \(user), which useradd -m makes in run:, after files:)")
+                }
+                continue
+            }
             if let owner = file.owner, file.change != .added || file.kind != "directory" {
                 if file.kind != "directory" {
                     skipped.append("\(file.path) (\(file.change.rawValue), of package \(owner))")
@@ -70,6 +92,10 @@ public enum LayerDraft {
             }
         }
         if !entries.isEmpty { lines += ["files:"] + entries }
+        if !accounts.commands.isEmpty {
+            lines += ["# Users and groups made or changed since boot, with their password hashes, as /etc/shadow has them.", "run:"]
+            lines += accounts.commands.map { "  - \(quoted($0))" }
+        }
         if !skipped.isEmpty { lines += ["# Not drafted:"] + skipped.map { "#   \($0)" } }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -41,7 +41,7 @@ extension LayerCtl {
             }
             let changes = try BootChanges.compute(upper: upper, lower: lower)
             if let layerFile {
-                print(LayerDraft.draft(changes, parent: layerFile, upper: upper), terminator: "")
+                print(LayerDraft.draft(changes, parent: layerFile, upper: upper, lower: lower), terminator: "")
                 return
             }
             if json {

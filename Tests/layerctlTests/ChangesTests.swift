@@ -123,4 +123,82 @@ struct ChangesTests {
         #expect(notBooted.status == 3)
         #expect(notBooted.stderr.contains("is not a directory"), "\(notBooted.stderr)")
     }
+
+    /// Users and passwords are what a running system changes most, and what its next boot forgets:
+    /// the draft makes them again with shadow's tools (the account files are each every user's,
+    /// so a `files:` copy of one would undo any other layer's users), and a build of it gives the
+    /// accounts the running system had.
+    @Test(
+        "users, groups, passwords and memberships changed since boot are drafted as the commands that make them again, and a build of the draft has the same accounts",
+        .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
+    func accounts() throws {
+        let folder = try Harness.temporaryDirectory("accounts")
+        try """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: demo
+                servers: [\(Harness.demoOut)/repo/$repo]
+                siglevel: Never
+            packages: [filesystem, busybox, shadow]
+            files:
+              - path: /etc/skel/.profile
+                content: "PS1='$ '\\n"
+            run:
+              - pwconv && grpconv
+              - groupadd -g 998 wheel
+              - useradd -m -u 1000 -G wheel -s /bin/sh -p '' arch
+              - useradd -m -u 1002 -s /bin/sh leaver
+
+            """.write(toFile: folder + "/accounts.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/accounts.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        let (lower, upper, work, mnt) = (folder + "/lower", folder + "/upper", folder + "/work", folder + "/mnt")
+        let export = try Harness.run(["export", "accounts", "--format", "dir", "-o", lower, "--store", store])
+        #expect(export.status == 0, "\(export.stderr)")
+        // What a user does on the running system, in its root.
+        // The accounts, all but the day of each password's last change, which is the build's (none).
+        let show = "cat /etc/passwd /etc/group /etc/gshadow; cut -d: -f1,2,4- /etc/shadow; stat -c \"%n %u:%g %a\" /home/*"
+        let running = try BootMachine.shell("""
+            mkdir -p '\(upper)' '\(work)' '\(mnt)'
+            mount -t overlay overlay -o 'lowerdir=\(lower),upperdir=\(upper),workdir=\(work)' '\(mnt)'
+            trap "umount '\(mnt)'" EXIT
+            chroot '\(mnt)' /bin/sh -euc '
+                groupadd -g 1500 games
+                useradd -m -u 1001 -G wheel,games -c "Bob B" -s /bin/sh bob
+                echo "bob:\\$6\\$x\\$y" | chpasswd -e
+                echo "arch:\\$6\\$a\\$b" | chpasswd -e
+                usermod -aG games -s /usr/bin/nologin arch
+                gpasswd -d arch wheel >&2
+                userdel leaver
+                echo notes >/home/bob/notes
+                \(show)'
+            """)
+        let draft = try Harness.run(["changes", "--upper", upper, "--lower", lower, "--layer-file", "accounts"])
+        #expect(draft.status == 0, "\(draft.stderr)")
+        #expect(
+            draft.stdout.hasSuffix("""
+                from: accounts
+                # Users and groups made or changed since boot, with their password hashes, as /etc/shadow has them.
+                run:
+                  - "userdel leaver"
+                  - "groupadd -g 1500 games"
+                  - "groupadd -g 1001 bob"
+                  - "usermod -s /usr/bin/nologin -p '$6$a$b' -a -G games arch"
+                  - "gpasswd -d arch wheel"
+                  - "useradd -m -u 1001 -g bob -G wheel,games -c 'Bob B' -d /home/bob -s /bin/sh -p '$6$x$y' bob"
+                  - "gpasswd -M bob,arch games"
+                # Not drafted:
+                #   /home/bob/notes (in the home of bob, which useradd -m makes in run:, after files:)
+
+                """), "\(draft.stdout)")
+        try draft.stdout.write(toFile: folder + "/again.yaml", atomically: false, encoding: .utf8)
+        let again = try Harness.run(["build", folder + "/again.yaml", "--store", store])
+        #expect(again.status == 0, "\(again.stderr)")
+        let rebuilt = try Harness.run(["shell", "again", "--store", store, "--", "sh", "-c", show])
+        #expect(rebuilt.status == 0, "\(rebuilt.stderr)")
+        #expect(rebuilt.stdout == running, "\(running)\n---\n\(rebuilt.stdout)")
+        #expect(running.contains("bob:x:1001:1001:Bob B:/home/bob:/bin/sh") && running.contains("games:x:1500:bob,arch"), "\(running)")
+    }
 }
