@@ -475,6 +475,9 @@ final class LayerFileTests {
         let base = try Recipe.load(folder + "/base.yaml").target
         #expect(base.packages.map(\.value) == ["base", "linux", "mkinitcpio"])
         #expect(base.files.contains { $0.path == "/etc/mkinitcpio.conf" })
+        // pacman's keyring, made at boot, since the build removes one made in it.
+        #expect(base.files.first { $0.path == "/etc/systemd/system/multi-user.target.wants/pacman-init.service" }?.content == .link("../pacman-init.service"))
+        #expect(base.files.contains { $0.path == "/etc/systemd/system/pacman-init.service" })
         // A user to log in as (`ConfinementTests.accounts` runs these tools in a build).
         #expect(base.run.map(\.value) == ["useradd -m -G wheel -s /bin/bash -p '' arch"])
         let gaming = try Recipe.load(folder + "/gaming.yaml")
