@@ -99,6 +99,8 @@ public struct BootStaging: Sendable {
         let folder = directory(name)
         try FileSystem.makeDirectories(folder)
         do {
+            try DeviceLocation.checkLasting(folder, option: "--state-dir", runDirectory: runDirectory)
+            try DeviceLocation.checkLasting(bootDirectory, option: "--boot-dir", runDirectory: runDirectory)
             try DeviceLocation.checkCarried(folder, option: "--state-dir")
             try DeviceLocation.checkCarried(bootDirectory + "/layerctl/\(name)", option: "--boot-dir")
         } catch {

@@ -108,6 +108,51 @@ struct DeviceLocation {
         }
     }
 
+    /// Filesystems whose files are gone at the next boot: a tmpfs, and on a running layerctl image
+    /// its root, an overlay on one.
+    static let inMemory: Set<String> = ["tmpfs", "ramfs"]
+
+    /// Fails, before the image is made, when `path` (a folder staging writes to, made later where
+    /// it is not there yet; `option` chose it) is on a filesystem that forgets at the next boot:
+    /// what stage wrote there would be gone, and the boot loader could not find it. On a system
+    /// that runs a layerctl image (the hook's `boot.env` in `runDirectory`), / is such a one, and
+    /// the filesystem the image came from is mounted read-only beside it: the error says how to
+    /// stage there.
+    static func checkLasting(_ path: String, option: String, runDirectory: String) throws {
+        let mount = try pathInside(FileSystem.existingPart(of: path).existing).mount
+        // What the hook booted: LAYERCTL_IMAGE, LAYERCTL_DEVICE, LAYERCTL_TORAM.
+        let booted = (try? String(contentsOfFile: runDirectory + "/boot.env", encoding: .utf8)).map { text in
+            Dictionary(
+                text.split(separator: "\n").compactMap { line in
+                    line.firstIndex(of: "=").map { (String(line[..<$0]), String(line[line.index(after: $0)...])) }
+                }, uniquingKeysWith: { first, _ in first })
+        }
+        guard inMemory.contains(mount.fstype) || (booted != nil && mount.fstype == "overlay") else { return }
+        var message = "\(path) is on \(mount.fstype == "overlay" ? "this system's overlay" : mount.fstype) (mounted on \(mount.target)), "
+            + "whose files are gone at the next boot: what stage wrote there would be too"
+        guard let booted else { throw BootError(message + "; give \(option) a folder on a disk") }
+        if option == "--boot-dir" {
+            message += "; this system runs a layerctl image: mount its boot partition (the ESP) on \(path) first, as the system "
+                + "that staged the image has it, or give --boot-dir the folder where it is mounted"
+        } else {
+            // The image's folder holds the staged versions of its name; the one above, every name's.
+            let image = booted["LAYERCTL_IMAGE"] ?? ""
+            let parts = image.split(separator: "/")
+            let state = image.hasPrefix("/") && !image.hasPrefix("/dev/") && parts.count >= 3
+                ? "/" + parts.dropLast(2).joined(separator: "/") : "/var/lib/layerctl/boot"
+            let device = runDirectory + "/device"
+            if booted["LAYERCTL_TORAM"] == "1" {
+                let source = booted["LAYERCTL_DEVICE"].flatMap { $0.isEmpty ? nil : shellWord($0) } ?? "DEVICE"
+                message += "; this system runs a layerctl image copied to memory (layerctl.toram=1), and the filesystem it came "
+                    + "from is not mounted: `mount \(source) /mnt`, then give --state-dir /mnt\(state)"
+            } else {
+                message += "; this system runs a layerctl image, and the filesystem it came from is mounted read-only on \(device): "
+                    + "`mount -o remount,rw \(device)`, then give --state-dir \(device)\(state)"
+            }
+        }
+        throw BootError(message)
+    }
+
     /// The location of `name`, a file in this folder.
     func inside(_ name: String) -> DeviceLocation {
         var location = self

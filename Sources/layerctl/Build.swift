@@ -101,6 +101,11 @@ extension LayerCtl {
                 try runCheck(recipe, options: options, store: store, reporter: reporter)
                 return
             }
+            if let place = Self.forgetting(store.root) {
+                printNote(
+                    "the store \(store.root) is on \(place), whose files are gone at the next boot: what is built there is too, "
+                        + "and it holds this machine's memory meanwhile; --store (or LAYERCTL_STORE) on a disk keeps it")
+            }
             let builder = StackBuilder(options: options, observer: reporter.report)
             builder.pullImage = registryArguments.basePuller(store: store, json: json)
             if cacheFrom != nil || cacheTo != nil {
@@ -243,5 +248,16 @@ extension RegistryArguments {
             let pulled = try pull(reference, store: store, name: nil, json: json, quiet: true)
             return BaseImage(reference: pulled.reference, key: pulled.key)
         }
+    }
+}
+
+extension LayerCtl.Build {
+    /// What a store at `root` is on when that filesystem forgets at the next boot: a tmpfs, or the
+    /// overlay `/` of a running layerctl image (`/var/lib/layerctl` there, by default).
+    static func forgetting(_ root: String) -> String? {
+        guard let mount = try? MountTable().mount(holding: root) else { return nil }
+        if mount.fstype == "tmpfs" || mount.fstype == "ramfs" { return mount.fstype }
+        if mount.fstype == "overlay" && FileSystem.exists("/run/layerctl/boot.env") { return "this system's overlay" }
+        return nil
     }
 }

@@ -72,6 +72,24 @@ struct DemoBuildTests {
         try Harness.expectValidStore(storeRoot)
     }
 
+    /// On a machine that runs a layerctl image, the default store is on the image's overlay, in
+    /// memory: a build there is gone at the next boot, and a large one fills the memory first.
+    @Test("a store on a tmpfs builds, with a note that what is built there is gone at the next boot; a store on a disk gets none")
+    func storeInMemory() throws {
+        let layers = try Harness.demoLayers()
+        let memory = try Harness.temporaryDirectory("memory")
+        try BootMachine.shell("mount -t tmpfs memory '\(memory)'")
+        defer { _ = try? BootMachine.shell("umount '\(memory)'") }
+        let inMemory = try Harness.run(["build", layers + "/base.yaml", "--store", memory + "/store"])
+        #expect(inMemory.status == 0, "\(inMemory.stderr)")
+        #expect(
+            inMemory.stderr.hasPrefix(
+                "layerctl: the store \(memory)/store is on tmpfs, whose files are gone at the next boot: what is built there is too, and it holds this machine's memory meanwhile; --store (or LAYERCTL_STORE) on a disk keeps it\n"),
+            "\(inMemory.stderr)")
+        let onDisk = try Harness.run(["build", layers + "/base.yaml", "--store", try Harness.temporaryDirectory("store")])
+        #expect(onDisk.status == 0 && !onDisk.stderr.contains("next boot"), "\(onDisk.stderr)")
+    }
+
     @Test("two builds into two empty stores make identical trees and keys")
     func reproducible() throws {
         let layers = try Harness.demoLayers()

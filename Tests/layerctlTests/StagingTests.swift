@@ -392,6 +392,69 @@ struct StagingTests {
 
     /// The kernel splits its command line at spaces: a state folder with a space in its path was
     /// staged, and the entry's `layerctl.image=/my` found no image at boot.
+    /// On a machine that runs a layerctl image, / is an overlay on a tmpfs: stage wrote the next
+    /// version's image into memory, and failed only after making it, at the filesystem's UUID. The
+    /// filesystem the image came from is mounted read-only on /run/layerctl/device. A state or boot
+    /// folder that forgets is refused before anything is made, with the commands that stage onto
+    /// that filesystem, which then work.
+    @Test("on a running image, a state or boot folder in memory is refused before the image is made, saying how to stage onto the filesystem the image came from, which then works")
+    func stageFromRunningImage() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = try Harness.temporaryDirectory("running")
+        let ids = try Self.smallImages(["a", "b"], in: folder)
+        // The system that staged a, and the boot of it: the disk read-only on RUN/device, the hook's
+        // boot.env, and a tmpfs for what forgets.
+        _ = try layerctl(["stage", folder + "/a.squashfs", "--name", "n"] + disk.options)
+        let (device, memory) = (disk.run + "/device", folder + "/memory")
+        // The hook mounts a block device read-only; a loop device that is itself read-only (`mount
+        // -o ro,loop`) could not be made writable again.
+        let loop = try BootMachine.shell(
+            """
+            umount '\(disk.mount)'
+            mkdir -p '\(device)' '\(memory)'
+            loop=$(losetup -f --show '\(disk.file)')
+            mount -o ro "$loop" '\(device)'
+            mount -t tmpfs memory '\(memory)'
+            printf 'LAYERCTL_IMAGE=/state/n/\(ids["a"]!).squashfs\nLAYERCTL_DEVICE=UUID=\(uuid)\nLAYERCTL_TORAM=0\n' >'\(disk.run)/boot.env'
+            echo "$loop"
+            """
+        ).trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { _ = try? BootMachine.shell("umount '\(device)' '\(memory)'; losetup -d '\(loop)'") }
+        func stage(state: String, boot: String) throws -> Harness.Result {
+            try Harness.run([
+                "stage", folder + "/b.squashfs", "--name", "n", "--state-dir", state, "--boot-dir", boot, "--no-grub", "--run-dir", disk.run,
+            ])
+        }
+        let inMemory = try stage(state: memory + "/state", boot: device + "/boot")
+        #expect(inMemory.status == 3)
+        #expect(
+            inMemory.stderr
+                == "layerctl: \(memory)/state/n is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what stage wrote there would be too; this system runs a layerctl image, and the filesystem it came from is mounted read-only on \(device): `mount -o remount,rw \(device)`, then give --state-dir \(device)/state\n",
+            "\(inMemory.stderr)")
+        // Nothing of the image was made there.
+        #expect(try BootMachine.shell("find '\(memory)' -type f") == "")
+        // Copied to memory at boot, the image lets its filesystem go.
+        try BootMachine.shell("sed -i s/TORAM=0/TORAM=1/ '\(disk.run)/boot.env'")
+        #expect(
+            try stage(state: memory + "/state", boot: device + "/boot").stderr.hasSuffix(
+                "; this system runs a layerctl image copied to memory (layerctl.toram=1), and the filesystem it came from is not mounted: `mount UUID=\(uuid) /mnt`, then give --state-dir /mnt/state\n"))
+        try BootMachine.shell("sed -i s/TORAM=1/TORAM=0/ '\(disk.run)/boot.env'")
+        try BootMachine.shell("mount -o remount,rw '\(device)'")
+        let bootInMemory = try stage(state: device + "/state", boot: memory + "/boot")
+        #expect(
+            bootInMemory.status == 3
+                && bootInMemory.stderr
+                    == "layerctl: \(memory)/boot is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what stage wrote there would be too; this system runs a layerctl image: mount its boot partition (the ESP) on \(memory)/boot first, as the system that staged the image has it, or give --boot-dir the folder where it is mounted\n",
+            "\(bootInMemory.stderr)")
+        // As the first line says: b goes beside a, on the filesystem the boot loader finds by its UUID.
+        let staged = try stage(state: device + "/state", boot: device + "/boot")
+        #expect(staged.status == 0, "\(staged.stderr)")
+        let entry = text(device + "/boot/loader/entries/layerctl-n.conf")
+        #expect(entry.contains("options    layerctl.image=/state/n/\(ids["b"]!).squashfs layerctl.device=UUID=\(uuid) "), "\(entry)")
+        #expect(FileManager.default.fileExists(atPath: device + "/state/n/\(ids["a"]!).squashfs"))
+    }
+
     @Test("a state or boot folder whose path the kernel command line or GRUB's menu cannot carry is refused before anything is written")
     func uncarriedPaths() throws {
         let disk = try makeDisk()
