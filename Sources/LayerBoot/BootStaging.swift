@@ -222,6 +222,10 @@ public struct BootStaging: Sendable {
     /// Removes the current version of `name` (the previous one becomes current), or all of them.
     /// The image running now is only removed with `force`.
     public func unstage(name: String, all: Bool, force: Bool) throws -> [StagedImage] {
+        // With the boot partition not mounted on a running image, the entries it removed were
+        // the overlay's, and the partition's kept naming the images it removed.
+        try DeviceLocation.checkLasting(stateDirectory, option: "--state-dir", runDirectory: runDirectory)
+        try DeviceLocation.checkLasting(bootDirectory, option: "--boot-dir", runDirectory: runDirectory)
         let lock = try lock(creating: false)
         defer { lock?.unlock() }
         let folder = directory(name)
@@ -301,6 +305,7 @@ public struct BootStaging: Sendable {
     /// Makes `name` the default boot (or, with `once`, the next boot only) of each loader, and says
     /// what it changed, one line each.
     public func makeDefault(name: String, once: Bool, loaders: [Loader]) throws -> [String] {
+        try DeviceLocation.checkLasting(bootDirectory, option: "--boot-dir", runDirectory: runDirectory)
         let lock = try lock(creating: false)
         defer { lock?.unlock() }
         guard let set = try StagedSet.load(directory(name)) else { throw BootError("nothing is staged as '\(name)'") }

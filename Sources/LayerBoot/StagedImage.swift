@@ -129,7 +129,7 @@ struct DeviceLocation {
         }
         guard inMemory.contains(mount.fstype) || (booted != nil && mount.fstype == "overlay") else { return }
         var message = "\(path) is on \(mount.fstype == "overlay" ? "this system's overlay" : mount.fstype) (mounted on \(mount.target)), "
-            + "whose files are gone at the next boot: what stage wrote there would be too"
+            + "whose files are gone at the next boot: what layerctl changed there would be too"
         guard let booted else { throw BootError(message + "; give \(option) a folder on a disk") }
         if option == "--boot-dir" {
             message += "; this system runs a layerctl image: mount its boot partition (the ESP) on \(path) first, as the system "

@@ -430,7 +430,7 @@ struct StagingTests {
         #expect(inMemory.status == 3)
         #expect(
             inMemory.stderr
-                == "layerctl: \(memory)/state/n is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what stage wrote there would be too; this system runs a layerctl image, and the filesystem it came from is mounted read-only on \(device): `mount -o remount,rw \(device)`, then give --state-dir \(device)/state\n",
+                == "layerctl: \(memory)/state/n is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what layerctl changed there would be too; this system runs a layerctl image, and the filesystem it came from is mounted read-only on \(device): `mount -o remount,rw \(device)`, then give --state-dir \(device)/state\n",
             "\(inMemory.stderr)")
         // Nothing of the image was made there.
         #expect(try BootMachine.shell("find '\(memory)' -type f") == "")
@@ -445,8 +445,15 @@ struct StagingTests {
         #expect(
             bootInMemory.status == 3
                 && bootInMemory.stderr
-                    == "layerctl: \(memory)/boot is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what stage wrote there would be too; this system runs a layerctl image: mount its boot partition (the ESP) on \(memory)/boot first, as the system that staged the image has it, or give --boot-dir the folder where it is mounted\n",
+                    == "layerctl: \(memory)/boot is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what layerctl changed there would be too; this system runs a layerctl image: mount its boot partition (the ESP) on \(memory)/boot first, as the system that staged the image has it, or give --boot-dir the folder where it is mounted\n",
             "\(bootInMemory.stderr)")
+        // Nor do boot and unstage change a boot folder that forgets: the boot partition's entries
+        // would stay, naming what unstage removed.
+        for command in [["boot", "n"], ["unstage", "n"]] {
+            let refused = try Harness.run(command + ["--state-dir", device + "/state", "--boot-dir", memory + "/boot", "--no-grub", "--run-dir", disk.run])
+            #expect(refused.status == 3 && refused.stderr.hasPrefix("layerctl: \(memory)/boot is on tmpfs"), "\(command): \(refused.stderr)")
+        }
+        #expect(FileManager.default.fileExists(atPath: device + "/state/n/\(ids["a"]!).squashfs"))
         // As the first line says: b goes beside a, on the filesystem the boot loader finds by its UUID.
         let staged = try stage(state: device + "/state", boot: device + "/boot")
         #expect(staged.status == 0, "\(staged.stderr)")
