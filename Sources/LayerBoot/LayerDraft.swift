@@ -36,6 +36,7 @@ public enum LayerDraft {
         let accounts = AccountDraft.commands(before: changes.accountsBefore, now: changes.accountsNow, madeFolders: madeFolders)
         var entries: [String] = []
         var skipped: [String] = []
+        var removals: [String] = []
         for package in changes.packages where package.change == .upgraded || package.change == .downgraded {
             skipped.append(
                 "package \(package.name) \(package.change.rawValue) to \(package.after ?? ""): a build takes the repository's version"
@@ -67,8 +68,12 @@ public enum LayerDraft {
                 continue
             }
             switch (file.change, file.kind) {
-            case (.deleted, _):
-                skipped.append("\(file.path) (deleted; a run: command can remove it)")
+            case (.deleted, _) where file.path.contains("\u{FFFD}"):
+                skipped.append("\(file.path) (deleted; its name is not UTF-8, which a layer file cannot write)")
+            case (.deleted, let kind):
+                // What a layer below left and this boot removed (`systemctl disable`'s links): a
+                // folder goes with what was in it.
+                removals.append("rm \(kind == "directory" ? "-rf" : "-f") -- \(shellWord(file.path))")
             case (_, "directory"):
                 // A folder is made by the files in it; one that replaced a file is worth a word.
                 if file.differences.contains("type") { skipped.append("\(file.path) (a file that became a folder)") }
@@ -92,9 +97,13 @@ public enum LayerDraft {
             }
         }
         if !entries.isEmpty { lines += ["files:"] + entries }
-        if !accounts.commands.isEmpty {
-            lines += ["# Users and groups made or changed since boot, with their password hashes, as /etc/shadow has them.", "run:"]
-            lines += accounts.commands.map { "  - \(quoted($0))" }
+        if !removals.isEmpty || !accounts.commands.isEmpty {
+            lines += ["run:"]
+            if !removals.isEmpty { lines += ["  # Removed since boot, and no package's."] + removals.map { "  - \(quoted($0))" } }
+            if !accounts.commands.isEmpty {
+                lines += ["  # Users and groups made or changed since boot, with their password hashes, as /etc/shadow has them."]
+                lines += accounts.commands.map { "  - \(quoted($0))" }
+            }
         }
         if !skipped.isEmpty { lines += ["# Not drafted:"] + skipped.map { "#   \($0)" } }
         return lines.joined(separator: "\n") + "\n"

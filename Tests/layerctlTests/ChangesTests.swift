@@ -26,7 +26,7 @@ struct ChangesTests {
             cd '\(lower)'
             echo demo >etc/hostname; echo keep >etc/keep; echo m >etc/chmodme; chmod 644 etc/chmodme
             echo o >etc/owner; echo a >etc/attr; setfattr -n user.x -v 1 etc/attr; echo t >etc/typechange
-            echo tool >usr/bin/tool; echo a >usr/share/doc/a; echo b >usr/share/doc/b; ln -s target link
+            echo tool >usr/bin/tool; echo q >"etc/it's gone"; echo a >usr/share/doc/a; echo b >usr/share/doc/b; ln -s target link
             echo 9 >\(local)/ALPM_DB_VERSION
 
             """
@@ -40,7 +40,7 @@ struct ChangesTests {
             echo gaming >etc/hostname; echo new >etc/added; chmod 600 etc/chmodme; chown 1:1 etc/owner
             setfattr -n user.x -v 2 etc/attr; touch etc/keep; cat etc/keep >/dev/null
             rm etc/typechange && mkdir etc/typechange
-            rm usr/bin/tool; rm -r usr/share/doc && mkdir usr/share/doc && echo c >usr/share/doc/c
+            rm usr/bin/tool "etc/it's gone"; rm -r usr/share/doc && mkdir usr/share/doc && echo c >usr/share/doc/c
             rm link && ln -s other link; ln -s "$(printf 'tab\tbed')" etc/tablink; printf '\\000bin' > etc/blob
             rm -r \(local)/nano-8.0-1
             mkdir \(local)/htop-3.3-1 && printf '%s' '\(Self.desc("htop", "3.3-1"))' >\(local)/htop-3.3-1/desc
@@ -61,7 +61,7 @@ struct ChangesTests {
         #expect(
             files == [
                 "added /etc/added", "modified /etc/attr xattrs", "added /etc/blob", "modified /etc/chmodme mode",
-                "modified /etc/hostname content,size", "modified /etc/owner owner", "added /etc/tablink",
+                "modified /etc/hostname content,size", "deleted /etc/it's gone", "modified /etc/owner owner", "added /etc/tablink",
                 "modified /etc/typechange type",
                 "modified /link target", "deleted /usr/bin/tool", "deleted /usr/share/doc/a",
                 "deleted /usr/share/doc/b",
@@ -103,7 +103,9 @@ struct ChangesTests {
             "#   /etc/typechange (a file that became a folder)\n", "  - path: /link\n    link: \"other\"\n",
             "#   /etc/tablink (added symlink whose target is not text)\n",
             "#   /etc/blob (added; not text, or over 64 KiB: copy it beside the layer file and name it with `source:`)\n",
-            "#   /usr/bin/tool (deleted; a run: command can remove it)\n",
+            // What was removed, by a command that removes it again, whatever its name.
+            "run:\n  # Removed since boot, and no package's.\n  - \"rm -f -- '/etc/it'\\\\''s gone'\"\n  - \"rm -f -- /usr/bin/tool\"\n"
+                + "  - \"rm -f -- /usr/share/doc/a\"\n  - \"rm -f -- /usr/share/doc/b\"\n",
         ] {
             #expect(drafted.contains(line), "\(line) is not in:\n\(drafted)")
         }
@@ -118,6 +120,7 @@ struct ChangesTests {
         #expect(recipe.target.files.count == 7)
         #expect(recipe.target.files.first { $0.path == "/link" }?.content == .link("other"))
         #expect(recipe.target.files.first { $0.path == "/etc/hostname" }?.content == .inline("gaming\n"))
+        #expect(recipe.target.run.first?.value == "rm -f -- '/etc/it'\\''s gone'")
 
         let notBooted = try Harness.run(["changes", "--upper", folder + "/nothing"])
         #expect(notBooted.status == 3)
@@ -180,8 +183,8 @@ struct ChangesTests {
         #expect(
             draft.stdout.hasSuffix("""
                 from: accounts
-                # Users and groups made or changed since boot, with their password hashes, as /etc/shadow has them.
                 run:
+                  # Users and groups made or changed since boot, with their password hashes, as /etc/shadow has them.
                   - "userdel leaver"
                   - "groupadd -g 1500 games"
                   - "groupadd -g 1001 bob"
