@@ -108,16 +108,16 @@ struct DeviceLocation {
         }
     }
 
-    /// Filesystems whose files are gone at the next boot: a tmpfs, and on a running layerctl image
-    /// its root, an overlay on one.
+    /// Filesystems in memory, whose files are gone at the next boot. (An overlay may lie on a
+    /// disk: only a running layerctl image's counts, below.)
     static let inMemory: Set<String> = ["tmpfs", "ramfs"]
 
-    /// Fails, before the image is made, when `path` (a folder staging writes to, made later where
-    /// it is not there yet; `option` chose it) is on a filesystem that forgets at the next boot:
-    /// what stage wrote there would be gone, and the boot loader could not find it. On a system
-    /// that runs a layerctl image (the hook's `boot.env` in `runDirectory`), / is such a one, and
-    /// the filesystem the image came from is mounted read-only beside it: the error says how to
-    /// stage there.
+    /// Fails when `path` (a folder that stage, unstage or boot changes, made later where it is not
+    /// there yet; `option` chose it) is on a filesystem that forgets at the next boot: what they
+    /// changed there would be gone, and no boot loader reads it. stage calls it before it makes the
+    /// image. On a system that runs a layerctl image (the hook's `boot.env` in `runDirectory`), /
+    /// is such a one, an overlay on a tmpfs, and the filesystem the image came from is mounted
+    /// read-only beside it: the error says how to stage there.
     static func checkLasting(_ path: String, option: String, runDirectory: String) throws {
         let mount = try pathInside(FileSystem.existingPart(of: path).existing).mount
         // What the hook booted: LAYERCTL_IMAGE, LAYERCTL_DEVICE, LAYERCTL_TORAM.
