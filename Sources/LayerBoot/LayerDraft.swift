@@ -8,11 +8,36 @@ import LayerSupport
 /// not a replay.
 public enum LayerDraft {
     /// Paths that change on any running system and describe no intent: logs, caches, pacman's and
-    /// systemd's bookkeeping, shell history.
+    /// systemd's bookkeeping (the machine id each boot of an image makes, the stamps of
+    /// `ConditionNeedsUpdate`), shell history.
     static let noise = [
         "/var/lib/pacman/", "/var/log/", "/var/cache/", "/var/tmp/", "/tmp/", "/var/lib/systemd/",
-        "/etc/pacman.d/gnupg/", "/root/.bash_history", "/etc/ld.so.cache",
+        "/etc/pacman.d/gnupg/", "/root/.bash_history", "/etc/ld.so.cache", "/etc/machine-id", "/etc/.updated",
+        "/var/.updated",
     ]
+
+    /// Why the regular file `file` (its bytes in `upper`) is no `files:` entry though it is small
+    /// text, or nil: a secret of this machine or of a user, which a layer file would give to
+    /// whoever reads it and an image to whoever boots it, or pacman's other version of a file.
+    static func withheld(_ file: BootChanges.File, upper: String) -> String? {
+        let name = file.path.split(separator: "/").last.map(String.init) ?? ""
+        if file.path.hasPrefix("/etc/ssh/ssh_host_") {
+            return "this machine's SSH host key, which each machine makes at its first boot, and a build removes"
+        }
+        for suffix in [".pacnew", ".pacsave"] where name.hasSuffix(suffix) && name.count > suffix.count {
+            let original = String(file.path.dropLast(suffix.count))
+            return suffix == ".pacnew"
+                ? "pacman's new version of \(original), which it kept as it was: merge what changed into \(original)"
+                : "pacman kept \(original) of a package removed since boot"
+        }
+        if file.size <= largestInline, let bytes = FileSystem.contents(upper + file.path),
+            String(decoding: bytes, as: UTF8.self).contains("PRIVATE KEY-----")
+        {
+            return "a private key: a layer file is read by whoever builds it, and its image by whoever boots it; "
+                + "copy it to the machines that need it instead"
+        }
+        return nil
+    }
 
     /// The largest file drafted as inline content.
     static let largestInline = 64 << 10
@@ -78,7 +103,9 @@ public enum LayerDraft {
                 // A folder is made by the files in it; one that replaced a file is worth a word.
                 if file.differences.contains("type") { skipped.append("\(file.path) (a file that became a folder)") }
             case (_, "regular"):
-                if let entry = fileEntry(file, upper: upper) {
+                if let reason = withheld(file, upper: upper) {
+                    skipped.append("\(file.path) (\(file.change.rawValue); \(reason))")
+                } else if let entry = fileEntry(file, upper: upper) {
                     entries += entry
                 } else {
                     skipped.append(
