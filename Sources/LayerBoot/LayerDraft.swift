@@ -54,6 +54,13 @@ public enum LayerDraft {
         let removed = changes.packages.filter { $0.change == .removed }.map(\.name)
         if !added.isEmpty { lines.append("packages: [\(added.joined(separator: ", "))]") }
         if !removed.isEmpty { lines.append("remove: [\(removed.joined(separator: ", "))]") }
+        // pacman -Syu on the running system: the layer does it when it builds, to what the
+        // repositories hold then (over an image built before, nothing else would).
+        let upgraded = changes.packages.filter { $0.change == .upgraded }
+        if !upgraded.isEmpty {
+            lines.append("# \(counted(upgraded.count, "package")) upgraded since boot (\(upgraded.prefix(3).map(\.name).joined(separator: ", "))\(upgraded.count > 3 ? ", …" : "")): as pacman -Syu, when this builds")
+            lines.append("upgrade: true")
+        }
 
         // Users, groups and passwords as the commands that made them: the account files are each
         // every account's, and a build's useradd writes them (and their backups) again.
@@ -62,7 +69,7 @@ public enum LayerDraft {
         var entries: [String] = []
         var skipped: [String] = []
         var removals: [String] = []
-        for package in changes.packages where package.change == .upgraded || package.change == .downgraded {
+        for package in changes.packages where package.change == .downgraded {
             skipped.append(
                 "package \(package.name) \(package.change.rawValue) to \(package.after ?? ""): a build takes the repository's version"
             )

@@ -93,13 +93,13 @@ struct ChangesTests {
         #expect(draft.status == 0, "\(draft.stderr)")
         let drafted = draft.stdout
         for line in [
-            "from: gaming\npackages: [htop]\nremove: [nano]\nfiles:\n",
+            "from: gaming\npackages: [htop]\nremove: [nano]\n# 1 package upgraded since boot (game): as pacman -Syu, when this builds\nupgrade: true\nfiles:\n",
             "  - path: /etc/added\n    content: \"new\\n\"\n",
             "  - path: /etc/chmodme\n    content: \"m\\n\"\n    mode: \"0600\"\n",
             "  - path: /etc/hostname\n    content: \"gaming\\n\"\n",
             "  - path: /etc/owner\n    content: \"o\\n\"\n    owner: \"1:1\"\n",
             "  - path: /usr/share/doc/c\n    content: \"c\\n\"\n",
-            "#   package game upgraded to 1:0.9-1: a build takes the repository's version\n",
+            "#   package old downgraded to 2.9-1: a build takes the repository's version\n",
             "#   /etc/typechange (a file that became a folder)\n", "  - path: /link\n    link: \"other\"\n",
             "#   /etc/tablink (added symlink whose target is not text)\n",
             "#   /etc/blob (added; not text, or over 64 KiB: copy it beside the layer file and name it with `source:`)\n",
@@ -117,6 +117,7 @@ struct ChangesTests {
         try drafted.write(toFile: layers + "/draft.yaml", atomically: false, encoding: .utf8)
         let recipe = try Recipe.load(layers + "/draft.yaml")
         #expect(recipe.target.packages.map(\.value) == ["htop"])
+        #expect(recipe.target.upgrade?.value == true)
         #expect(recipe.target.files.count == 7)
         #expect(recipe.target.files.first { $0.path == "/link" }?.content == .link("other"))
         #expect(recipe.target.files.first { $0.path == "/etc/hostname" }?.content == .inline("gaming\n"))
