@@ -363,7 +363,7 @@ build_packages() {
     # A daemon with a configuration file in its backup array, as sshd_config is in openssh's: pacman
     # keeps such a file when it was changed, and puts the package's beside it (.pacnew, .pacsave).
     p="$work/confd"; pkginfo "$p" confd "$game_version" any "A stand-in daemon whose configuration pacman keeps" \
-        backup=etc/confd.conf
+        backup=etc/confd.conf "optdepend=nano: to edit its configuration"
     mkdir -p "$p/etc"; printf '# confd %s defaults\nlisten = 127.0.0.1\n' "$game_version" >"$p/etc/confd.conf"
     pack "$dest" "$p"
 

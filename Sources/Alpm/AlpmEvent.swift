@@ -31,6 +31,9 @@ public enum AlpmEvent: Sendable {
     /// Removing `package` moved `file`, one of its `backup` files that differed from what the
     /// package installed, to `file.pacsave` (`ALPM_EVENT_PACSAVE_CREATED`).
     case pacsaveCreated(file: String, package: String)
+    /// `package`, which stays, optionally depends on one the transaction removes: `dependency` is
+    /// that optional dependency as the package gives it, with its reason (`ALPM_EVENT_OPTDEP_REMOVAL`).
+    case optionalDependencyRemoved(package: String, dependency: String)
 
     public enum ProgressStep: String, Sendable {
         case install, upgrade, downgrade, reinstall, remove, conflicts, diskspace, integrity, load, keyring

@@ -88,6 +88,14 @@ extension AlpmHandle {
             let created = event.pointee.pacsave_created
             observer?(
                 .pacsaveCreated(file: string(created.file) ?? "?", package: created.oldpkg.flatMap { string(alpm_pkg_get_name($0)) } ?? "?"))
+        case ALPM_EVENT_OPTDEP_REMOVAL:
+            let removal = event.pointee.optdep_removal
+            let dependency = removal.optdep.flatMap { alpm_dep_compute_string($0) }
+            defer { free(dependency) }
+            observer?(
+                .optionalDependencyRemoved(
+                    package: removal.pkg.flatMap { string(alpm_pkg_get_name($0)) } ?? "?",
+                    dependency: dependency.map { String(cString: $0) } ?? "?"))
         case ALPM_EVENT_SCRIPTLET_INFO:
             let line = string(event.pointee.scriptlet_info.line) ?? ""
             // By bytes: as Characters, "\r\n" is one, and a CRLF line would keep its end.

@@ -181,6 +181,11 @@ extension BuildEvent {
                 message: "\(file) installed as \(file).pacnew, as pacman does: the layers below changed it, so it stays as "
                     + "they left it, and \(clip(package, to: 100)) \(clip(version, to: 100)) brings its own beside it; "
                     + "compare the two (layerctl shell \(layer)) and write the one to keep in this layer's files:")
+        case .optionalDependencyRemoved(let package, let dependency):
+            // pacman's line (`:: confd optionally requires nano: to edit its configuration`).
+            self.init(
+                .warning, layer: layer,
+                message: "\(clip(package, to: 100)) optionally requires \(clip(dependency, to: 200)), which this layer removes")
         case .pacsaveCreated(let file, let package):
             let file = clip(RawPath.printable(file), to: 200)
             self.init(

@@ -313,6 +313,23 @@ struct ArchPackageTests {
         #expect(try files("stock-upgraded") == "== /etc/confd.conf\n" + defaults)
     }
 
+    /// pacman names what loses an optional dependency that it removes (`:: confd optionally requires
+    /// nano: to edit its configuration`), since the package stays but a feature of it goes.
+    @Test("removing what a package below optionally depends on says so, once, in pacman's words")
+    func optionalDependencyRemoved() throws {
+        let folder = try layers([
+            "daemon": "from: base\npackages: [nano, confd]\n",
+            "lean": "from: daemon\nremove: [nano]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        let build = try Harness.run(["build", folder + "/lean.yaml", "--store", store])
+        #expect(build.status == 0, "\(build.stderr)")
+        #expect(
+            build.stderr.split(separator: "\n").filter { $0.contains("warning") } == [
+                "lean: warning: confd optionally requires nano: to edit its configuration, which this layer removes"
+            ], "\(build.stderr)")
+    }
+
     /// A package the layers below have is skipped, as `pacman -S --needed` skips it, with
     /// libalpm's warning, said once: libalpm says it where the packages are fetched and again in
     /// the transaction.
