@@ -66,9 +66,27 @@ enum AccountDraft {
     /// A password field that says no password can be used: useradd's default, so not written.
     static let locked: Set<String> = ["!", "!!", "*", "!*", "x"]
 
+    /// The names of users and groups that the `sysusers.d` files (`u NAME …`, `g NAME …`) in
+    /// `folders` declare: a package's, made by the libalpm hook of systemd-sysusers when the package
+    /// is installed (and by systemd at boot), so a build makes them without a command, and a
+    /// `groupadd` of one there would fail, for it is made.
+    static func declared(in folders: [String]) -> Set<String> {
+        var names = Set<String>()
+        for folder in folders {
+            for file in (try? FileSystem.listDirectory(folder)) ?? [] where file.hasSuffix(".conf") {
+                guard let bytes = FileSystem.contents(folder + "/" + file) else { continue }
+                for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+                    let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+                    if words.count >= 2, ["u", "u!", "g"].contains(words[0]) { names.insert(String(words[1])) }
+                }
+            }
+        }
+        return names
+    }
+
     /// The commands, and the users added with their homes: `homes` says which folders were made
-    /// since boot, for `-m`.
-    static func commands(before: AccountFiles, now: AccountFiles, madeFolders homes: Set<String>)
+    /// since boot, for `-m`; the users and groups `packaged` names are the packages' to make.
+    static func commands(before: AccountFiles, now: AccountFiles, madeFolders homes: Set<String>, packaged: Set<String> = [])
         -> (commands: [String], newHomes: [String: String])
     {
         let (usersBefore, usersNow) = (Dictionary(before.users, uniquingKeysWith: { a, _ in a }), now.users)
@@ -91,7 +109,7 @@ enum AccountDraft {
         for (name, group) in groupsNow {
             if let old = groupsBefore[name] {
                 if old.gid != group.gid { commands.append(["groupmod", "-g", group.gid, name]) }
-            } else {
+            } else if !packaged.contains(name) {
                 commands.append(["groupadd", "-g", group.gid, name])
             }
         }
@@ -109,6 +127,10 @@ enum AccountDraft {
         for (name, user) in usersNow {
             let groups = memberships(name, groupsNow)
             guard let old = usersBefore[name] else {
+                if packaged.contains(name) {
+                    for group in groups { members[group, default: []].append(name) }
+                    continue
+                }
                 var words = ["useradd", homes.contains(user.home) ? "-m" : "-M", "-u", user.uid, "-g", groupName(user.gid)]
                 if !groups.isEmpty { words += ["-G", groups.joined(separator: ",")] }
                 for group in groups { members[group, default: []].append(name) }

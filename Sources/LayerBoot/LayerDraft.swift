@@ -63,9 +63,13 @@ public enum LayerDraft {
         }
 
         // Users, groups and passwords as the commands that made them: the account files are each
-        // every account's, and a build's useradd writes them (and their backups) again.
+        // every account's, and a build's useradd writes them (and their backups) again. Those a
+        // package's sysusers.d declares (docker's group) its install makes in the build.
         let madeFolders = Set(changes.files.filter { $0.change == .added && $0.kind == "directory" }.map(\.path))
-        let accounts = AccountDraft.commands(before: changes.accountsBefore, now: changes.accountsNow, madeFolders: madeFolders)
+        let sysusers = [upper, lower].flatMap { [$0 + "/usr/lib/sysusers.d", $0 + "/etc/sysusers.d"] }
+        let accounts = AccountDraft.commands(
+            before: changes.accountsBefore, now: changes.accountsNow, madeFolders: madeFolders,
+            packaged: AccountDraft.declared(in: sysusers))
         var entries: [String] = []
         var skipped: [String] = []
         var removals: [String] = []

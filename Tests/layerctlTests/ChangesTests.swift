@@ -166,6 +166,36 @@ struct ChangesTests {
         #expect(!draft.stdout.contains("b3BlbnNzaC1rZXktdjEAAAAA"))
     }
 
+    /// `pacman -S docker` on a running image makes the group docker, through systemd-sysusers'
+    /// libalpm hook; the draft installs docker, whose install makes it again in the build, where a
+    /// `groupadd docker` would then fail. What a sysusers.d file declares is left to the package.
+    @Test("users and groups that a package's sysusers.d declares are left to the package; a user's own, and joining such a group, are drafted")
+    func packagedAccounts() throws {
+        let folder = try Harness.temporaryDirectory("packaged")
+        let (lower, upper, work, mnt) = (folder + "/lower", folder + "/upper", folder + "/work", folder + "/mnt")
+        try BootMachine.shell(
+            """
+            mkdir -p '\(lower)/etc' '\(lower)/usr/lib/sysusers.d' '\(upper)' '\(work)' '\(mnt)'
+            printf 'root:x:0:0::/root:/bin/sh\\narch:x:1000:1000::/home/arch:/bin/sh\\n' >'\(lower)/etc/passwd'
+            printf 'root:x:0:\\narch:x:1000:\\n' >'\(lower)/etc/group'
+            mount -t overlay overlay -o 'lowerdir=\(lower),upperdir=\(upper),workdir=\(work)' '\(mnt)'
+            trap "cd / && umount '\(mnt)'" EXIT
+            cd '\(mnt)'
+            printf 'g docker 968 -\\nu dockerd 967 "Docker" /var/lib/docker\\n' >usr/lib/sysusers.d/docker.conf
+            echo 'dockerd:x:967:967:Docker:/var/lib/docker:/usr/bin/nologin' >>etc/passwd
+            echo 'steve:x:1001:1001::/home/steve:/bin/sh' >>etc/passwd
+            printf 'docker:x:968:arch\\ndockerd:x:967:\\nsteve:x:1001:\\n' >>etc/group
+            """)
+        let draft = try Harness.run(["changes", "--upper", upper, "--lower", lower, "--layer-file", "base"])
+        #expect(draft.status == 0, "\(draft.stderr)")
+        let run = draft.stdout.split(separator: "\n").filter { $0.hasPrefix("  - \"") }
+        #expect(
+            run == [
+                "  - \"groupadd -g 1001 steve\"", "  - \"usermod -a -G docker arch\"",
+                "  - \"useradd -M -u 1001 -g steve -d /home/steve -s /bin/sh steve\"",
+            ], "\(draft.stdout)")
+    }
+
     /// Users and passwords are what a running system changes most, and what its next boot forgets:
     /// the draft makes them again with shadow's tools (the account files are each every user's,
     /// so a `files:` copy of one would undo any other layer's users), and a build of it gives the
