@@ -61,6 +61,9 @@ extension LayerCtl {
 
         @OptionGroup(title: "Limits") var limits: LimitArguments
 
+        @Option(help: ArgumentHelp("Where the boot hook describes the running image.", visibility: .hidden))
+        var runDir: String = "/run/layerctl"
+
         @Flag(
             help:
                 "Build the chain twice, in two fresh stores under different conditions, and name every file that differs with what wrote it; exit 1 when anything differs. The store is not changed."
@@ -101,10 +104,11 @@ extension LayerCtl {
                 try runCheck(recipe, options: options, store: store, reporter: reporter)
                 return
             }
-            if let place = Self.forgetting(store.root) {
+            if let place = Self.forgetting(store.root, runDirectory: runDir) {
                 printNote(
-                    "the store \(store.root) is on \(place), whose files are gone at the next boot: what is built there is too, "
-                        + "and it holds this machine's memory meanwhile; --store (or LAYERCTL_STORE) on a disk keeps it")
+                    "this system runs a layerctl image, and the store \(store.root) is on \(place), whose files are gone at the next "
+                        + "boot: what is built there is too, and it holds this machine's memory meanwhile; --store (or LAYERCTL_STORE) "
+                        + "on a disk keeps it")
             }
             let builder = StackBuilder(options: options, observer: reporter.report)
             builder.pullImage = registryArguments.basePuller(store: store, json: json)
@@ -252,12 +256,14 @@ extension RegistryArguments {
 }
 
 extension LayerCtl.Build {
-    /// What a store at `root` is on when that filesystem forgets at the next boot: a tmpfs, or the
-    /// overlay `/` of a running layerctl image (`/var/lib/layerctl` there, by default).
-    static func forgetting(_ root: String) -> String? {
-        guard let mount = try? MountTable().mount(holding: root) else { return nil }
-        if mount.fstype == "tmpfs" || mount.fstype == "ramfs" { return mount.fstype }
-        if mount.fstype == "overlay" && FileSystem.exists("/run/layerctl/boot.env") { return "this system's overlay" }
-        return nil
+    /// On a system that runs a layerctl image (the hook's `boot.env` in `runDirectory`), what a
+    /// store at `root` is on when that filesystem forgets at the next boot: a tmpfs, where the
+    /// error about the image's overlay `/` (which cannot hold a layer's tree) sends a store.
+    /// Elsewhere, a store on a tmpfs is one chosen for it (a test's, a CI's), and nil.
+    static func forgetting(_ root: String, runDirectory: String) -> String? {
+        guard FileSystem.exists(runDirectory + "/boot.env"), let mount = try? MountTable().mount(holding: root),
+            mount.fstype == "tmpfs"
+        else { return nil }
+        return mount.fstype
     }
 }
