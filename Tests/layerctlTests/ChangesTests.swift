@@ -211,14 +211,7 @@ struct ChangesTests {
         .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
     func accounts() throws {
         let folder = try Harness.temporaryDirectory("accounts")
-        try """
-            from: scratch
-            arch: x86_64
-            repos:
-              - name: demo
-                servers: [\(Harness.demoOut)/repo/$repo]
-                siglevel: Never
-            packages: [filesystem, busybox, shadow]
+        try (Harness.demoRoot(["filesystem", "busybox", "shadow"]) + """
             files:
               - path: /etc/skel/.profile
                 content: "PS1='$ '\\n"
@@ -228,7 +221,7 @@ struct ChangesTests {
               - useradd -m -u 1000 -G wheel -s /bin/sh -p '' arch
               - useradd -m -u 1002 -s /bin/sh leaver
 
-            """.write(toFile: folder + "/accounts.yaml", atomically: false, encoding: .utf8)
+            """).write(toFile: folder + "/accounts.yaml", atomically: false, encoding: .utf8)
         let store = try Harness.temporaryDirectory("store")
         let build = try Harness.run(["build", folder + "/accounts.yaml", "--store", store])
         #expect(build.status == 0, "\(build.stderr)")

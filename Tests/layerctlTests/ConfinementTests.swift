@@ -812,14 +812,7 @@ struct ConfinementTests {
     func accounts() throws {
         let folder = try Harness.temporaryDirectory("accounts")
         let hash = "$6$pepper$0c7rNDw3yA4GdArIz7T/"
-        try """
-            from: scratch
-            arch: x86_64
-            repos:
-              - name: demo
-                servers: [\(Harness.demoOut)/repo/$repo]
-                siglevel: Never
-            packages: [filesystem, busybox, shadow]
+        try (Harness.demoRoot(["filesystem", "busybox", "shadow"]) + """
             run:
               # Arch's filesystem package has /etc/shadow and /etc/gshadow; the demo's makes them here.
               - pwconv && grpconv
@@ -828,7 +821,7 @@ struct ConfinementTests {
               - useradd -m -u 1001 -s /bin/sh -p '\(hash)' steve
               - echo 'arch:$6$salt$other' | chpasswd -e
 
-            """.write(toFile: folder + "/users.yaml", atomically: false, encoding: .utf8)
+            """).write(toFile: folder + "/users.yaml", atomically: false, encoding: .utf8)
         let store = try Harness.temporaryDirectory("store")
         let build = try Harness.run(["build", folder + "/users.yaml", "--store", store])
         #expect(build.status == 0, "\(build.stderr)")

@@ -190,6 +190,20 @@ enum Harness {
         return String(cString: path)
     }
 
+    /// The start of a root layer file that installs `packages` from the demo repository, unsigned.
+    static func demoRoot(_ packages: [String]) -> String {
+        """
+        from: scratch
+        arch: x86_64
+        repos:
+          - name: demo
+            servers: [\(demoOut)/repo/$repo]
+            siglevel: Never
+        packages: [\(packages.joined(separator: ", "))]
+
+        """
+    }
+
     /// A copy of layers/demo whose repository points at `repo` (default: the demo repository).
     static func demoLayers(repo: String = "repo") throws -> String {
         let folder = try temporaryDirectory("layers")
