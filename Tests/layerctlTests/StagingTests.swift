@@ -56,11 +56,23 @@ struct StagingTests {
         let entry = text(disk.mount + "/boot/loader/entries/layerctl-\(name).conf")
         let kernel = disk.mount + "/../vmlinuz"
         let initrd = disk.mount + "/../initramfs.img"
+        // The disk the machine boots is a copy taken while the filesystem was frozen, its journal
+        // written out: an unmount does not do that while another namespace holds a copy of the
+        // mount (a build's libalpm children, on a host whose mounts are not shared, keep theirs
+        // until the build ends), and the read-only disk would then need a recovery it cannot make.
+        let booted = disk.file + ".boot"
         try BootMachine.shell(
-            "cp '\(disk.mount)\(Self.field("linux", of: entry))' '\(kernel)' && cp '\(disk.mount)\(Self.field("initrd", of: entry))' '\(initrd)'")
+            """
+            cp '\(disk.mount)\(Self.field("linux", of: entry))' '\(kernel)' && cp '\(disk.mount)\(Self.field("initrd", of: entry))' '\(initrd)'
+            fsfreeze -f '\(disk.mount)'
+            if cp --sparse=always '\(disk.file)' '\(booted)'; then copied=0; else copied=$?; fi
+            fsfreeze -u '\(disk.mount)'
+            exit $copied
+            """)
+        defer { unlink(booted) }
         unmount(disk)
         let output = try machine.boot(
-            kernel: kernel, initrd: initrd, disks: [(disk.file, true)], append: Self.field("options", of: entry) + append)
+            kernel: kernel, initrd: initrd, disks: [(booted, true)], append: Self.field("options", of: entry) + append)
         let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { $0.hasPrefix("PROBE") }
         return (output, probe)
