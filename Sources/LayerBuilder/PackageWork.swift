@@ -305,6 +305,26 @@ enum PackageWork {
         }
     }
 
+    /// Detaches every mount of this namespace that none of `paths` lies in or under. The child
+    /// lives as long as the build, and its mounts are copies of the host's: where the host's are
+    /// private (a host without systemd, which makes `/` shared), no unmount of the host's reaches
+    /// them, and a disk the host unmounted during a build stayed alive here, its data unwritten,
+    /// until the build ended. What Landlock lets the child read or write stays (a path is taken
+    /// for what it leads to, as Landlock takes it).
+    static func detachMounts(keeping paths: [String]) {
+        let kept = paths.compactMap { path -> String? in
+            guard let real = realpath(path, nil) else { return nil }
+            defer { free(real) }
+            return String(cString: real)
+        }
+        guard let table = try? MountTable() else { return }
+        // Deepest first: a mount goes before the one it is on.
+        for target in table.entries.map(\.target).sorted(by: { $0.count > $1.count }) where target != "/" {
+            let needed = kept.contains { $0 == target || $0.hasPrefix(target + "/") || target.hasPrefix($0 + "/") }
+            if !needed { umount2(target, Int32(MNT_DETACH)) }
+        }
+    }
+
     /// libalpm's warnings that a failure's error says again: about a download that failed (each
     /// server's line is an error; this is their summary), and about a keyring that is not there.
     static func isHeldWarning(_ message: String) -> Bool {
@@ -321,6 +341,7 @@ enum PackageWork {
             writable.append("/run/user")
         }
         let readable = systemPaths + job.readable
+        detachMounts(keeping: readable + writable)
         let confined = Confinement.landlock(readable: readable, writable: writable)
         if confined == EOPNOTSUPP {
             events.send(.warning, "this kernel has no Landlock: libalpm reads the repositories' data without a limit on the paths it may open")

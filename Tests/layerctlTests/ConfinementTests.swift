@@ -982,6 +982,41 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    /// Where the host's mounts are private (no systemd: Artix with OpenRC, a container; this
+    /// machine), no unmount of the host's reaches a namespace. The builder pivots away from the
+    /// host's root, but libalpm's children live as long as the build and did not: a disk unmounted
+    /// meanwhile stayed alive in their copies, its data unwritten, until the build ended.
+    @Test("a filesystem the host unmounts while a build runs is let go at once where the host's mounts are private, libalpm's children too")
+    func privateHostUnmountReachesTheBuild() throws {
+        let (layers, store) = try storeWithBase()
+        let folder = try Harness.temporaryDirectory("private-mounts")
+        let disk = folder + "/disk.ext4"
+        _ = try BootMachine.shell(
+            """
+            mkfs.ext4 -q '\(disk)' 64M
+            mkdir '\(folder)/disk'
+            mount --make-private -o loop '\(disk)' '\(folder)/disk'
+            """)
+        defer { _ = try? BootMachine.shell("umount '\(folder)/disk' 2>/dev/null; rm -rf '\(folder)'") }
+        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: false, encoding: .utf8)
+        var released: Bool?
+        let status = try Harness.runReadingEvents(["build", layers + "/sleeper.yaml", "--store", store, "--json"]) {
+            event, process in
+            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 15"
+            else { return }
+            _ = try BootMachine.shell("umount '\(folder)/disk'")
+            released = false
+            for _ in 0..<100 where !released! {
+                usleep(100_000)
+                released = try BootMachine.shell("losetup -j '\(disk)'").isEmpty
+            }
+            #expect(process.isRunning, "the build ended before the check: it proves nothing")
+        }
+        #expect(status == 0)
+        #expect(released == true, "the disk stayed in use while the build ran: a namespace of the build held a copy of the host's mount")
+        try Harness.expectValidStore(store)
+    }
+
     @Test("a root layer's run: step makes the folders of the build's mount points symlinks to host folders: the teardown leaves the host's alone")
     func mountPointsThroughSymlinks() throws {
         let layers = try Harness.demoLayers()
