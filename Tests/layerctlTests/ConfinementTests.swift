@@ -942,9 +942,34 @@ struct ConfinementTests {
         try Harness.expectValidStore(store)
     }
 
+    /// Builds a layer that sleeps, and once it sleeps unmounts the disk `disk` from `mountPoint`
+    /// on the host: its loop device must go, since nothing of the build may hold the filesystem.
+    func expectUnmountLetGo(disk: String, at mountPoint: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let (layers, store) = try storeWithBase()
+        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: false, encoding: .utf8)
+        var released: Bool?
+        let status = try Harness.runReadingEvents(["build", layers + "/sleeper.yaml", "--store", store, "--json"]) {
+            event, process in
+            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 15"
+            else { return }
+            _ = try BootMachine.shell("umount '\(mountPoint)'")
+            released = false
+            // The loop device goes once its last user does; a loaded machine may take seconds.
+            for _ in 0..<100 where !released! {
+                usleep(100_000)
+                released = try BootMachine.shell("losetup -j '\(disk)'").isEmpty
+            }
+            #expect(process.isRunning, "the build ended before the check: it proves nothing", sourceLocation: sourceLocation)
+        }
+        #expect(status == 0, sourceLocation: sourceLocation)
+        #expect(
+            released == true, "the disk stayed in use while the build ran: a namespace of the build held a copy of the host's mount",
+            sourceLocation: sourceLocation)
+        try Harness.expectValidStore(store, sourceLocation: sourceLocation)
+    }
+
     @Test("a filesystem the host unmounts while a build runs is let go at once: the build's namespace holds no copy of it")
     func hostUnmountReachesTheBuild() throws {
-        let (layers, store) = try storeWithBase()
         // Where the host's mounts propagate (as under systemd, whose / is shared; this machine's
         // mounts are private): a shared tmpfs, and a loop-mounted disk in it.
         let folder = try Harness.temporaryDirectory("host-mounts")
@@ -960,26 +985,7 @@ struct ConfinementTests {
             mount -o loop '\(disk)' '\(shared)/disk'
             """)
         defer { _ = try? BootMachine.shell("umount -R '\(shared)' 2>/dev/null; rm -rf '\(folder)'") }
-        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: false, encoding: .utf8)
-        // Once the build sleeps in its run: step, the host unmounts the disk; its loop device goes
-        // when nothing holds the filesystem any more.
-        var released: Bool?
-        let status = try Harness.runReadingEvents(["build", layers + "/sleeper.yaml", "--store", store, "--json"]) {
-            event, process in
-            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 15"
-            else { return }
-            _ = try BootMachine.shell("umount '\(shared)/disk'")
-            released = false
-            // The loop device goes once its last user does; a loaded machine may take seconds.
-            for _ in 0..<100 where !released! {
-                usleep(100_000)
-                released = try BootMachine.shell("losetup -j '\(disk)'").isEmpty
-            }
-            #expect(process.isRunning, "the build ended before the check: it proves nothing")
-        }
-        #expect(status == 0)
-        #expect(released == true, "the disk stayed in use while the build ran: its namespace held a copy of the host's mount")
-        try Harness.expectValidStore(store)
+        try expectUnmountLetGo(disk: disk, at: shared + "/disk")
     }
 
     /// Where the host's mounts are private (no systemd: Artix with OpenRC, a container; this
@@ -988,7 +994,6 @@ struct ConfinementTests {
     /// meanwhile stayed alive in their copies, its data unwritten, until the build ended.
     @Test("a filesystem the host unmounts while a build runs is let go at once where the host's mounts are private, libalpm's children too")
     func privateHostUnmountReachesTheBuild() throws {
-        let (layers, store) = try storeWithBase()
         let folder = try Harness.temporaryDirectory("private-mounts")
         let disk = folder + "/disk.ext4"
         _ = try BootMachine.shell(
@@ -998,23 +1003,7 @@ struct ConfinementTests {
             mount --make-private -o loop '\(disk)' '\(folder)/disk'
             """)
         defer { _ = try? BootMachine.shell("umount '\(folder)/disk' 2>/dev/null; rm -rf '\(folder)'") }
-        try "from: base\nrun:\n  - 'sleep 15'\n".write(toFile: layers + "/sleeper.yaml", atomically: false, encoding: .utf8)
-        var released: Bool?
-        let status = try Harness.runReadingEvents(["build", layers + "/sleeper.yaml", "--store", store, "--json"]) {
-            event, process in
-            guard released == nil, event["kind"] as? String == "step", event["message"] as? String == "run 1/1: sleep 15"
-            else { return }
-            _ = try BootMachine.shell("umount '\(folder)/disk'")
-            released = false
-            for _ in 0..<100 where !released! {
-                usleep(100_000)
-                released = try BootMachine.shell("losetup -j '\(disk)'").isEmpty
-            }
-            #expect(process.isRunning, "the build ended before the check: it proves nothing")
-        }
-        #expect(status == 0)
-        #expect(released == true, "the disk stayed in use while the build ran: a namespace of the build held a copy of the host's mount")
-        try Harness.expectValidStore(store)
+        try expectUnmountLetGo(disk: disk, at: folder + "/disk")
     }
 
     @Test("a root layer's run: step makes the folders of the build's mount points symlinks to host folders: the teardown leaves the host's alone")
