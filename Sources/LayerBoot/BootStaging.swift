@@ -274,13 +274,19 @@ public struct BootStaging: Sendable {
     /// Whether `image` is the one the machine runs now, by the sha256 the hook verified or the
     /// image path it mounted.
     public func isRunning(_ image: StagedImage) -> Bool {
-        guard let text = try? String(contentsOfFile: runDirectory + "/boot.env", encoding: .utf8) else { return false }
-        for line in text.split(separator: "\n") {
-            if line == "LAYERCTL_VERIFY=sha256:\(image.sha256)" || line == "LAYERCTL_IMAGE=\(image.imageOnDevice)" {
-                return true
-            }
-        }
-        return false
+        guard let booted = Self.booted(runDirectory: runDirectory) else { return false }
+        return booted["LAYERCTL_VERIFY"] == "sha256:\(image.sha256)" || booted["LAYERCTL_IMAGE"] == image.imageOnDevice
+    }
+
+    /// What the hook booted, as its `boot.env` in `runDirectory` says (`LAYERCTL_IMAGE`,
+    /// `LAYERCTL_DEVICE`, `LAYERCTL_VERIFY`, `LAYERCTL_TORAM`), or nil on a system that runs no
+    /// layerctl image.
+    static func booted(runDirectory: String) -> [String: String]? {
+        guard let text = try? String(contentsOfFile: runDirectory + "/boot.env", encoding: .utf8) else { return nil }
+        return Dictionary(
+            text.split(separator: "\n").compactMap { line in
+                line.firstIndex(of: "=").map { (String(line[..<$0]), String(line[line.index(after: $0)...])) }
+            }, uniquingKeysWith: { first, _ in first })
     }
 
     public enum Loader: String, CaseIterable, Sendable {

@@ -120,13 +120,7 @@ struct DeviceLocation {
     /// read-only beside it: the error says how to stage there.
     static func checkLasting(_ path: String, option: String, runDirectory: String) throws {
         let mount = try pathInside(FileSystem.existingPart(of: path).existing).mount
-        // What the hook booted: LAYERCTL_IMAGE, LAYERCTL_DEVICE, LAYERCTL_TORAM.
-        let booted = (try? String(contentsOfFile: runDirectory + "/boot.env", encoding: .utf8)).map { text in
-            Dictionary(
-                text.split(separator: "\n").compactMap { line in
-                    line.firstIndex(of: "=").map { (String(line[..<$0]), String(line[line.index(after: $0)...])) }
-                }, uniquingKeysWith: { first, _ in first })
-        }
+        let booted = BootStaging.booted(runDirectory: runDirectory)
         guard inMemory.contains(mount.fstype) || (booted != nil && mount.fstype == "overlay") else { return }
         var message = "\(path) is on \(mount.fstype == "overlay" ? "this system's overlay" : mount.fstype) (mounted on \(mount.target)), "
             + "whose files are gone at the next boot: what layerctl changed there would be too"
