@@ -183,6 +183,9 @@ public struct BootStaging: Sendable {
         try FileSystem.sync([kernel + ".new", initrd + ".new"])
         try sys("write", kernel) { rename(kernel + ".new", kernel) }
         try sys("write", initrd) { rename(initrd + ".new", initrd) }
+        // Synced again once renamed, as `FileSystem.writeAtomically` does, for FAT: a restaged
+        // version's files take over the entries of its files before.
+        try FileSystem.sync([kernel, initrd])
         try FileSystem.syncDirectory(bootFolder)
 
         let boot = try DeviceLocation(of: kernel, known: [device])
@@ -249,6 +252,11 @@ public struct BootStaging: Sendable {
         } else if let previous = set.previous {
             try save(StagedSet(current: previous, previous: nil), in: folder)
             for image in going { try remove(image) }
+        }
+        // The removals on disk before it returns, as stage's changes are: on FAT, which has no
+        // journal, a power cut could keep an entry of a removed file whose clusters were freed.
+        for directory in [bootDirectory, stateDirectory] where FileSystem.isDirectory(directory) {
+            try FileSystem.syncFileSystem(of: directory)
         }
         return going
     }

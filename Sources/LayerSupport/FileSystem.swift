@@ -273,13 +273,20 @@ package enum FileSystem {
         if failure == nil {
             do { try syncTogether(written.map { ($0.fd, $0.temporary) }) } catch { failure = error }
         }
-        for file in written { close(file.fd) }
+        defer { for file in written { close(file.fd) } }
         if let failure {
             for file in written { unlink(file.temporary) }
             throw failure
         }
         for file in written { try sys("rename", file.path) { rename(file.temporary, file.path) } }
-        // The renames on disk too: after a power cut the files are the new ones, not the old.
+        // The renames on disk too: after a power cut the files are the new ones, not the old. Each
+        // file is synced again, then its folder. FAT (most ESPs: loader.conf, grubenv, the boot
+        // entries) keeps a file's size and first cluster in its folder's entry alone, and a rename
+        // over a file writes them into the entry it takes over only when the file is written back:
+        // with the folder synced alone, a power cut left loader.conf naming the clusters of the
+        // file it replaced, which the rename had freed, and the kernel then set the ESP read-only
+        // (StagingTests.fatBootPartition). Elsewhere the second sync finds nothing left to write.
+        try syncTogether(written.map { ($0.fd, $0.path) })
         for directory in Set(files.map { split($0.path).directory }).sorted() { try syncDirectory(directory) }
     }
 

@@ -162,13 +162,16 @@ final class BootMachine: Sendable {
             disks: disks, append: append)
     }
 
-    func boot(kernel: String, initrd: String, disks: [(path: String, readOnly: Bool)], append: String) throws -> String
-    {
+    /// The same with a kernel and an initramfs of the caller's, in `memory` MiB (an initramfs holds
+    /// as much again unpacked).
+    func boot(
+        kernel: String, initrd: String, disks: [(path: String, readOnly: Bool)], append: String, memory: Int = 768
+    ) throws -> String {
         let accelerator =
             FileManager.default.fileExists(atPath: "/sys/module/kvm_intel")
                 || FileManager.default.fileExists(atPath: "/sys/module/kvm_amd") ? "kvm" : "tcg"
         var arguments = [
-            "300", "qemu-system-x86_64", "-accel", accelerator, "-m", "768", "-nographic", "-nic", "none", "-no-reboot",
+            "300", "qemu-system-x86_64", "-accel", accelerator, "-m", String(memory), "-nographic", "-nic", "none", "-no-reboot",
             "-kernel", kernel, "-initrd", initrd,
             "-append", "console=ttyS0 panic=-1 rd.shell=0 " + append,
         ]
