@@ -215,7 +215,12 @@ layerctl_mount() {
         # Busybox's mount only tries filesystems the kernel already knows: load the device's first.
         _layerctl_type=$(layerctl_fstype "$LAYERCTL_DEVICE_NODE")
         [ -z "$_layerctl_type" ] || modprobe -q "$_layerctl_type" 2>/dev/null
-        _layerctl_out=$(mount -o ro ${_layerctl_type:+-t "$_layerctl_type"} "$LAYERCTL_DEVICE_NODE" "$LAYERCTL_RUN/device" 2>&1) ||
+        # On btrfs the image's path starts at the top-level subvolume (`layerctl stage` writes
+        # /@/var/lib/… for a root in the subvolume @), while a plain mount shows the default
+        # subvolume, which `btrfs subvolume set-default` may have made another.
+        _layerctl_options=ro
+        [ "$_layerctl_type" != btrfs ] || _layerctl_options=ro,subvolid=5
+        _layerctl_out=$(mount -o "$_layerctl_options" ${_layerctl_type:+-t "$_layerctl_type"} "$LAYERCTL_DEVICE_NODE" "$LAYERCTL_RUN/device" 2>&1) ||
             layerctl_fail "mount of device $LAYERCTL_DEVICE ($LAYERCTL_DEVICE_NODE) failed: $_layerctl_out" || return 1
         _layerctl_source=$LAYERCTL_RUN/device$LAYERCTL_IMAGE
         [ -f "$_layerctl_source" ] ||

@@ -7,7 +7,7 @@ packages=(
     libseccomp-dev                                                                              # the build's system call filter
     pacman-package-manager makepkg libarchive-tools zstd gnupg dpkg                             # demo repository
     squashfs-tools squashfs-tools-ng attr util-linux shellcheck bc time xz-utils bzip2 umoci    # tests and benchmarks
-    xfsprogs dosfstools                                                                         # a power cut on xfs, staging onto a FAT ESP
+    xfsprogs dosfstools btrfs-progs                                                             # a power cut on xfs, staging onto FAT and btrfs
     strace                                                                                      # a test holds a system call with it
     debootstrap git                                                                             # scripts/fresh-machine.sh
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests

@@ -11,7 +11,8 @@
 # two). It is not compressed: it boots faster that way under QEMU without KVM.
 #
 # LAYERCTL_DRACUT_SYSTEMD=1 makes the other kind of dracut initramfs, with systemd as its init
-# (and systemd's poweroff, for rd.emergency=poweroff).
+# (and systemd's poweroff, for rd.emergency=poweroff). LAYERCTL_DRACUT_DRIVERS adds drivers (the
+# filesystem of a disk that is not ext4, as a host-only initramfs has its root's).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/lib.sh
@@ -35,5 +36,5 @@ if [ -n "${LAYERCTL_DRACUT_SYSTEMD:-}" ]; then
     extra=(--install /usr/sbin/poweroff)
 fi
 dracutbasedir="$work/dracut" dracut --quiet --force --no-hostonly --conf /dev/null --confdir "$work/conf.d" \
-    -m "$modules" "${extra[@]}" --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic" \
+    -m "$modules" "${extra[@]}" --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic ${LAYERCTL_DRACUT_DRIVERS:-}" \
     --kver "$version" --kmoddir "$kernel/root/lib/modules/$version" --no-compress --no-early-microcode "$out"

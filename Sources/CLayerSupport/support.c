@@ -58,6 +58,16 @@ int lc_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int lc_syncfs(int fd) { return syncfs(fd); }
 
+long long lc_mount_id(const char *path) {
+    struct statx st;
+    if (statx(AT_FDCWD, path, 0, STATX_MNT_ID, &st) != 0) return -1;
+    if (!(st.stx_mask & STATX_MNT_ID)) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return (long long)st.stx_mnt_id;
+}
+
 #ifndef SYS_listxattrat
 #define SYS_listxattrat 465
 #endif

@@ -1,3 +1,4 @@
+import CLayerSupport
 import CMount
 import Glibc
 
@@ -11,6 +12,8 @@ public struct MountTable: Sendable {
         /// filesystem mounted here ("/" unless it is a bind mount of a subdirectory).
         public var device: UInt64 = 0
         public var root: String = "/"
+        /// The mount's id (the first field of mountinfo).
+        public var id: Int32 = 0
     }
 
     public let entries: [Entry]
@@ -34,14 +37,19 @@ public struct MountTable: Sendable {
                 fstype: mnt_fs_get_fstype(fs).map { String(cString: $0) } ?? "",
                 source: mnt_fs_get_source(fs).map { String(cString: $0) } ?? "",
                 device: UInt64(mnt_fs_get_devno(fs)),
-                root: mnt_fs_get_root(fs).map { String(cString: $0) } ?? "/"))
+                root: mnt_fs_get_root(fs).map { String(cString: $0) } ?? "/",
+                id: mnt_fs_get_id(fs)))
         }
         self.entries = entries
     }
 
-    /// The mount that holds `path` (an existing file): the last one mounted for its device whose
-    /// target is a prefix of it.
+    /// The mount that holds `path` (an existing file): the one statx names, or, on a kernel before
+    /// 5.8, the last one mounted for its device whose target is a prefix of it. (On btrfs, a file's
+    /// device number is its subvolume's, which mountinfo never shows: every lookup by device
+    /// failed there, and with it `stage` on a btrfs root.)
     public func mount(holding path: String) throws -> Entry {
+        let id = lc_mount_id(path)
+        if id >= 0, let entry = entries.last(where: { Int64($0.id) == id }) { return entry }
         var st = stat()
         guard stat(path, &st) == 0 else { throw SystemError("inspect", path) }
         let candidates = entries.filter {

@@ -121,6 +121,11 @@ int lc_pipe_cloexec(int fds[2]);
 /// syncfs(2): writes out everything of the filesystem that holds `fd`. Needs _GNU_SOURCE.
 int lc_syncfs(int fd);
 
+/// The id of the mount that holds `path` (following symlinks), as the first field of
+/// /proc/self/mountinfo gives it, from statx (Linux 5.8); -1 with errno set (ENOSYS on an older
+/// kernel). Needs _GNU_SOURCE.
+long long lc_mount_id(const char *path);
+
 /// listxattrat(2) (Linux 6.13) without following a final symlink: the attribute names of `name`
 /// in the folder `directory_fd`, as llistxattr gives them for a path, without the kernel walking
 /// the whole path again. Returns the size, or -1 with errno set; ENOSYS on an older kernel, after

@@ -1,0 +1,69 @@
+import Foundation
+import Glibc
+import Testing
+
+extension StagingTests {
+    /// Arch on btrfs has its root in a subvolume (archinstall's `@`), and the state folder with it:
+    /// a path on that filesystem starts at the top-level subvolume, `/@/var/lib/…`, as GRUB reads it
+    /// and as the kernel's mount table says. Here the default subvolume is `@` too (`btrfs
+    /// subvolume set-default`, which spares `rootflags=subvol=@`): a plain mount of the disk then
+    /// shows `@`, where the staged path is not.
+    @Test("staged on a btrfs root in the subvolume @, which is also the default subvolume, the entry names the image from the top-level subvolume and boots")
+    func btrfsSubvolume() throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/mkfs.btrfs") else {
+            print("StagingTests.btrfsSubvolume skipped: mkfs.btrfs is not installed (btrfs-progs, scripts/install-deps.sh)")
+            return
+        }
+        let folder = try Harness.temporaryDirectory("staging-btrfs")
+        let disk = Disk(
+            file: folder + "/fs.btrfs", mount: folder + "/mnt", grub: folder + "/grub.d", run: folder + "/run")
+        let top = folder + "/top"
+        defer { _ = try? BootMachine.shell("umount '\(top)' '\(disk.mount)' 2>/dev/null || true") }
+        try BootMachine.shell(
+            """
+            truncate -s 384M '\(disk.file)'
+            mkfs.btrfs -q -U \(uuid) -L layerctl-boot '\(disk.file)'
+            mkdir -p '\(top)' '\(disk.mount)' '\(disk.run)'
+            mount -o loop '\(disk.file)' '\(top)'
+            btrfs subvolume create '\(top)/@' >/dev/null
+            btrfs subvolume set-default "$(btrfs subvolume list '\(top)' | awk '$NF == "@" { print $2 }')" '\(top)'
+            umount '\(top)'
+            mount -o loop,subvol=@ '\(disk.file)' '\(disk.mount)'
+            """)
+        _ = try layerctl(
+            ["stage", machine.image, "--name", "probe", "--append", "init=/usr/bin/layerctl-probe"] + disk.options)
+        let id = String(machine.imageDigest.prefix(12))
+        let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
+        #expect(Self.field("linux", of: entry) == "/@/boot/layerctl/probe/\(id)/vmlinuz", "\(entry)")
+        #expect(
+            Self.field("options", of: entry).hasPrefix("layerctl.image=/@/state/probe/\(id).squashfs layerctl.device=UUID=\(uuid) "),
+            "\(entry)")
+        let menu = try BootMachine.shell("sh '\(disk.grub)/42_layerctl'")
+        #expect(menu.contains("linux /@/boot/layerctl/probe/\(id)/vmlinuz layerctl.image=/@/state/probe/\(id).squashfs"), "\(menu)")
+
+        // An initramfs with the btrfs driver, as a host-only one for this root has; the kernel from
+        // the entry, on the subvolume's mount; the disk copied while the filesystem is frozen.
+        let initrd = folder + "/initramfs-btrfs.img"
+        try BootMachine.shell(
+            "LAYERCTL_DRACUT_DRIVERS=btrfs bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(initrd)' '\(BootMachine.kernelDirectory)'")
+        let kernel = folder + "/vmlinuz"
+        let booted = disk.file + ".boot"
+        try BootMachine.shell(
+            """
+            cp '\(disk.mount)\(Self.field("linux", of: entry).dropFirst(2))' '\(kernel)'
+            fsfreeze -f '\(disk.mount)'
+            if cp --sparse=always '\(disk.file)' '\(booted)'; then copied=0; else copied=$?; fi
+            fsfreeze -u '\(disk.mount)'
+            exit $copied
+            """)
+        defer { unlink(booted) }
+        let output = try machine.boot(
+            kernel: kernel, initrd: initrd, disks: [(booted, true)], append: Self.field("options", of: entry))
+        let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("PROBE") }
+        #expect(probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))")
+        #expect(probe.contains("PROBE mount /run/layerctl/device btrfs /dev/vda"), "\(probe)")
+        #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/@/state/probe/\(id).squashfs"), "\(probe)")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+}
