@@ -285,7 +285,7 @@ package enum FileSystem {
         // over a file writes them into the entry it takes over only when the file is written back:
         // with the folder synced alone, a power cut left loader.conf naming the clusters of the
         // file it replaced, which the rename had freed, and the kernel then set the ESP read-only
-        // (StagingTests.fatBootPartition). Elsewhere the second sync finds nothing left to write.
+        // (StagingTests.fatBootPartition). Elsewhere it commits what the folder's sync would.
         try syncTogether(written.map { ($0.fd, $0.path) })
         for directory in Set(files.map { split($0.path).directory }).sorted() { try syncDirectory(directory) }
     }
