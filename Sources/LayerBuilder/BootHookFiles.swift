@@ -287,7 +287,8 @@ enum BootHookFiles {
         "boot/mkinitcpio/install/layerctl": ##"""
         #!/bin/bash
         # mkinitcpio build hook "layerctl": puts the boot logic and the kernel modules it needs into the
-        # initramfs. Add `layerctl` to HOOKS after `udev` (or `base` alone) and before `filesystems`.
+        # initramfs. Add `layerctl` last to HOOKS: its runtime hook waits for the image's device, which
+        # `encrypt` (a LUKS root) or another hook before it may first have to make appear.
 
         build() {
             local module

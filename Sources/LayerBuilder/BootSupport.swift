@@ -27,11 +27,16 @@ extension BootFlavour {
         }
     }
 
+    /// Where the boot step puts the hook among mkinitcpio's HOOKS, for the key: another place makes
+    /// another tree from the same layer file.
+    static let hookPlacement = "HOOKS: layerctl last"
+
     /// sha256 over the installed files, for the layer key: a new hook means new layers, and so a new
-    /// initramfs. Also over what the boot step goes by, `triggers` and `packageHooks`: another list
-    /// makes another tree from the same layer file.
+    /// initramfs. Also over what the boot step goes by, `triggers`, `packageHooks` and
+    /// `hookPlacement`: another of them makes another tree from the same layer file.
     var filesDigest: String {
         var hasher = SHA256()
+        if self == .mkinitcpio { hasher.update(data: Data("\(Self.hookPlacement)\0".utf8)) }
         for file in installedFiles {
             hasher.update(data: Data("\(file.path)\0\(file.mode)\0".utf8))
             hasher.update(data: Data((BootHookFiles.contents[file.source] ?? "").utf8))
@@ -149,7 +154,11 @@ struct BootSupport {
         chmod(path, mode)
     }
 
-    /// Puts `layerctl` into mkinitcpio.conf's HOOKS, after `udev` (or `base`).
+    /// Puts `layerctl` last into mkinitcpio.conf's HOOKS: its runtime hook waits there for the
+    /// device that holds the image, so the hooks that make that device appear run first (`encrypt`
+    /// asks for the passphrase of a LUKS root and opens it; placed after `udev`, as it was, the
+    /// hook waited out its timeout before `encrypt` ever asked). mkinitcpio mounts the root only
+    /// after every runtime hook, so nothing needs it earlier.
     private func enableMkinitcpioHook() throws {
         let path = "/etc/mkinitcpio.conf"
         let location = job.bootLocation ?? job.layerName
@@ -181,13 +190,12 @@ struct BootSupport {
                 "mkinitcpio.conf's HOOKS use `systemd`, whose init runs no runtime hooks; layerctl's hook needs `base udev` instead (write /etc/mkinitcpio.conf in `files:`)",
                 at: location, code: .input)
         }
-        let after = hooks.firstIndex(of: "udev") ?? hooks.firstIndex(of: "base")
-        guard let after else {
+        guard hooks.contains("udev") || hooks.contains("base") else {
             throw BuildFailure(
-                "mkinitcpio.conf's HOOKS have neither `base` nor `udev` to put layerctl after",
+                "mkinitcpio.conf's HOOKS have neither `base` nor `udev`, which layerctl's hook needs before it",
                 at: location, code: .input)
         }
-        hooks.insert("layerctl", at: after + 1)
+        hooks.append("layerctl")
         lines[index] = "HOOKS=(\(hooks.joined(separator: " ")))"
         try FileSystem.writeAtomically(Data(lines.joined(separator: "\n").utf8), to: path)
     }

@@ -41,7 +41,7 @@ struct BootSupportTests {
         from: plain
         files:
           - path: /etc/mkinitcpio.conf
-            content: "MODULES=(virtio_blk)\\nHOOKS=(base udev block filesystems)\\n"
+            content: "MODULES=(virtio_blk)\\nHOOKS=(base udev keyboard keymap block encrypt filesystems)\\n"
 
         """,
     ]
@@ -57,7 +57,7 @@ struct BootSupportTests {
         let build = try Harness.run(["build", folder + "/conf.yaml", "--store", store])
         #expect(build.status == 0, "\(build.stderr)")
 
-        // base: the hook files as in boot/, enabled after udev; no kernel yet, so no initramfs.
+        // base: the hook files as in boot/, enabled last; no kernel yet, so no initramfs.
         let base = try tree(store, "base")
         for (installed, source) in [
             ("usr/lib/initcpio/hooks/layerctl", "boot/mkinitcpio/hooks/layerctl"),
@@ -68,13 +68,13 @@ struct BootSupportTests {
             #expect(mode(base + "/" + installed) == 0o644, "\(installed)")
         }
         #expect(
-            text(base + "/etc/mkinitcpio.conf")?.contains("HOOKS=(base udev layerctl modconf block filesystems fsck)")
+            text(base + "/etc/mkinitcpio.conf")?.contains("HOOKS=(base udev modconf block filesystems fsck layerctl)")
                 == true)
         #expect(text(base + "/var/lib/mkinitcpio-runs.log") == nil)
 
         // kernel: the kernel changed, so the initramfs is made, with the hook in place.
         let kernel = try tree(store, "kernel")
-        let first = "kernel=6.1.0-demo HOOKS=(base udev layerctl modconf block filesystems fsck) layerctl-hook=yes\n"
+        let first = "kernel=6.1.0-demo HOOKS=(base udev modconf block filesystems fsck layerctl) layerctl-hook=yes\n"
         #expect(text(kernel + "/var/lib/mkinitcpio-runs.log") == first)
         #expect(text(kernel + "/boot/initramfs-linux.img") == first)
         #expect(text(kernel + "/boot/vmlinuz-linux") == "stand-in kernel 6.1.0-demo\n")
@@ -85,12 +85,13 @@ struct BootSupportTests {
         #expect(!FileManager.default.fileExists(atPath: plain + "/var/log"))
         #expect(!FileManager.default.fileExists(atPath: plain + "/boot"))
 
-        // conf: a new mkinitcpio.conf gets layerctl added and a new initramfs.
+        // conf: a new mkinitcpio.conf gets layerctl added, after `encrypt`, which opens the LUKS root
+        // that holds the image, and a new initramfs.
         let conf = try tree(store, "conf")
-        let second = "kernel=6.1.0-demo HOOKS=(base udev layerctl block filesystems) layerctl-hook=yes\n"
+        let second = "kernel=6.1.0-demo HOOKS=(base udev keyboard keymap block encrypt filesystems layerctl) layerctl-hook=yes\n"
         #expect(
             text(conf + "/etc/mkinitcpio.conf")
-                == "MODULES=(virtio_blk)\nHOOKS=(base udev layerctl block filesystems)\n")
+                == "MODULES=(virtio_blk)\nHOOKS=(base udev keyboard keymap block encrypt filesystems layerctl)\n")
         #expect(text(conf + "/var/lib/mkinitcpio-runs.log") == first + second)
         #expect(text(conf + "/boot/initramfs-linux.img") == second)
 
@@ -143,7 +144,7 @@ struct BootSupportTests {
         let build = try Harness.run(["build", folder + "/crypt.yaml", "--store", store])
         #expect(build.status == 0, "\(build.stderr)")
         #expect(!build.stderr.contains("90-mkinitcpio-install.hook"), "\(build.stderr)")
-        let hooked = "kernel=6.1.0-demo HOOKS=(base udev layerctl modconf block filesystems fsck) layerctl-hook=yes\n"
+        let hooked = "kernel=6.1.0-demo HOOKS=(base udev modconf block filesystems fsck layerctl) layerctl-hook=yes\n"
         let root = try tree(store, "base")
         #expect(text(root + "/var/lib/mkinitcpio-runs.log") == hooked)
         #expect(text(root + "/boot/initramfs-linux.img") == hooked)
