@@ -179,14 +179,14 @@ public struct BootStaging: Sendable {
         try reader.copy(files.kernel, to: kernel + ".new")
         try reader.copy(files.initrd, to: initrd + ".new")
         // On disk before they are named, as the image is: after a power cut, an entry must not
-        // lead the boot loader to an empty kernel. The two are synced at once.
-        try FileSystem.sync([kernel + ".new", initrd + ".new"])
-        try sys("write", kernel) { rename(kernel + ".new", kernel) }
-        try sys("write", initrd) { rename(initrd + ".new", initrd) }
-        // Synced again once renamed, as `FileSystem.writeAtomically` does, for FAT: a restaged
-        // version's files take over the entries of its files before.
-        try FileSystem.sync([kernel, initrd])
-        try FileSystem.syncDirectory(bootFolder)
+        // lead the boot loader to an empty kernel. A restaged version's files take over the entries
+        // of its files before, which on FAT needs the sync after the rename too.
+        var copies: [(fd: Int32, from: String, to: String)] = []
+        defer { for copy in copies { close(copy.fd) } }
+        for path in [kernel, initrd] {
+            copies.append((try sys("open", path + ".new") { open(path + ".new", O_RDONLY | O_CLOEXEC) }, path + ".new", path))
+        }
+        try FileSystem.renameSynced(copies)
 
         let boot = try DeviceLocation(of: kernel, known: [device])
         let initrdOnBoot = try DeviceLocation(of: initrd, known: [boot]).path

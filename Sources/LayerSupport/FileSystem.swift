@@ -246,9 +246,8 @@ package enum FileSystem {
         }
     }
 
-    /// Writes each of `files` to a temporary file beside it, syncs them all at once (the disk can
-    /// flush them together) and renames them, in order, only once every one is synced; returns once
-    /// the renames are on disk too. On failure none is renamed and no temporary file is left. With
+    /// Writes each of `files` to a temporary file beside it and puts them in place with
+    /// `renameSynced`. On a failure before the renames none is renamed and no temporary file is left. With
     /// `owner`, each file gets that owner and exactly `mode`, whatever the umask.
     package static func writeAtomically(
         _ files: [(data: Data, path: String)], mode: mode_t = 0o644, owner: (uid: uid_t, gid: gid_t)? = nil
@@ -270,34 +269,37 @@ package enum FileSystem {
                 break
             }
         }
-        if failure == nil {
-            do { try syncTogether(written.map { ($0.fd, $0.temporary) }) } catch { failure = error }
-        }
         defer { for file in written { close(file.fd) } }
         if let failure {
             for file in written { unlink(file.temporary) }
             throw failure
         }
-        for file in written { try sys("rename", file.path) { rename(file.temporary, file.path) } }
-        // The renames on disk too: after a power cut the files are the new ones, not the old. Each
-        // file is synced again, then its folder. FAT (most ESPs: loader.conf, grubenv, the boot
-        // entries) keeps a file's size and first cluster in its folder's entry alone, and a rename
-        // over a file writes them into the entry it takes over only when the file is written back:
-        // with the folder synced alone, a power cut left loader.conf naming the clusters of the
-        // file it replaced, which the rename had freed, and the kernel then set the ESP read-only
-        // (StagingTests.fatBootPartition). Elsewhere it commits what the folder's sync would.
-        try syncTogether(written.map { ($0.fd, $0.path) })
-        for directory in Set(files.map { split($0.path).directory }).sorted() { try syncDirectory(directory) }
+        try renameSynced(written.map { ($0.fd, $0.temporary, $0.path) })
     }
 
-    /// Returns once the data of every file at `paths` is on disk, their fsyncs waited for together.
-    package static func sync(_ paths: [String]) throws {
-        var open: [(fd: Int32, name: String)] = []
-        defer { for file in open { close(file.fd) } }
-        for path in paths {
-            open.append((try sys("open", path) { Glibc.open(path, O_RDONLY | O_CLOEXEC) }, path))
+    /// Renames each open file `from` to `to`, in order, once every one is synced (their fsyncs
+    /// waited for together), and returns once the renames are on disk too: each file is synced
+    /// again, then its folder. FAT (most ESPs: loader.conf, grubenv, the boot entries, a staged
+    /// kernel) keeps a file's size and first cluster in its folder's entry alone, and a rename over
+    /// a file writes them into the entry it takes over only when the file is written back: with the
+    /// folder synced alone, a power cut left loader.conf naming the clusters of the file it
+    /// replaced, which the rename had freed, and the kernel then set the ESP read-only
+    /// (StagingTests.fatBootPartition). Elsewhere the second sync commits what the folder's would.
+    /// On a failure before every file is renamed, those not renamed are removed.
+    package static func renameSynced(_ files: [(fd: Int32, from: String, to: String)]) throws {
+        var renamed = 0
+        do {
+            try syncTogether(files.map { ($0.fd, $0.from) })
+            for file in files {
+                try sys("rename", file.to) { rename(file.from, file.to) }
+                renamed += 1
+            }
+        } catch {
+            for file in files.dropFirst(renamed) { unlink(file.from) }
+            throw error
         }
-        try syncTogether(open)
+        try syncTogether(files.map { ($0.fd, $0.to) })
+        for directory in Set(files.map { split($0.to).directory }).sorted() { try syncDirectory(directory) }
     }
 
     /// Returns once everything written to the filesystem that holds `path` is on disk: the data
