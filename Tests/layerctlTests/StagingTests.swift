@@ -10,7 +10,10 @@ import Testing
     .enabled(if: BootMachine.missing == nil, Comment(rawValue: BootMachine.missing ?? "")))
 struct StagingTests {
     let machine: BootMachine
-    let uuid = "5d1e3c80-9f4a-4a7e-b1a2-0c3d4e5f6a7b"
+    /// Each test's disk has a UUID of its own: a disk of another run (a test killed before its
+    /// unmount, a second test run at the same time) must not share it, or `mkfs.btrfs -U` refuses
+    /// ("non-unique UUID"), btrfs mounts the other device, and `UUID=` names two filesystems.
+    let uuid = UUID().uuidString.lowercased()
 
     init() throws { machine = try BootMachine.shared.get() }
 
