@@ -165,7 +165,10 @@ struct DeviceLocation {
 
     private static func uuidFromBlkid(_ source: String) -> String? {
         guard source.hasPrefix("/dev/") else { return nil }
-        guard let blkid = try? capture("/sbin/blkid", ["-o", "value", "-s", "UUID", source], quiet: true) else { return nil }
+        // -p reads the device: blkid's cache (/run/blkid) keeps a device's UUID from before, and
+        // gave a reused loop device the UUID of the filesystem it held before (an entry that
+        // named a disk the machine does not have).
+        guard let blkid = try? capture("/sbin/blkid", ["-p", "-o", "value", "-s", "UUID", source], quiet: true) else { return nil }
         let uuid = String(decoding: blkid.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return blkid.status == 0 && !uuid.isEmpty ? uuid : nil
     }

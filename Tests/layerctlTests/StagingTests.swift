@@ -600,6 +600,32 @@ struct StagingTests {
         try expectStaged(["b"])
     }
 
+    /// Where udev makes no /dev/disk links (this host, a container), the UUID comes from blkid,
+    /// whose cache kept the UUID a loop device's filesystem had before: the entry named a disk the
+    /// machine does not have, and the boot waited for it in vain.
+    @Test("a loop device that held another filesystem before: the entry names the UUID of the one it holds now")
+    func reusedLoopDevice() throws {
+        var disk = try makeDisk()
+        defer { unmount(disk) }
+        // blkid's cache learns the first filesystem's UUID on its loop device, which the unmount
+        // lets go; the same loop device then holds another filesystem.
+        let device = try BootMachine.shell("findmnt -n -o SOURCE '\(disk.mount)'").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try BootMachine.shell("blkid -o value -s UUID '\(device)'") == uuid + "\n")
+        let fresh = UUID().uuidString.lowercased()
+        disk.file += ".now"
+        try BootMachine.shell(
+            """
+            umount '\(disk.mount)'
+            mkfs.ext4 -q -U \(fresh) '\(disk.file)' 256M
+            losetup '\(device)' '\(disk.file)'
+            mount '\(device)' '\(disk.mount)'
+            """)
+        defer { _ = try? BootMachine.shell("umount '\(disk.mount)'; losetup -d '\(device)'") }
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
+        let entry = text(disk.mount + "/boot/loader/entries/layerctl-probe.conf")
+        #expect(entry.contains(" layerctl.device=UUID=\(fresh) "), "\(entry)")
+    }
+
     /// Foundation traps on the folder of a one-character name; layerctl crashed on these.
     @Test("folders given as one-character relative paths are made and used, as any others")
     func oneCharacterFolders() throws {
