@@ -12,12 +12,14 @@ package enum BootEntries {
         "layerctl: \(image.name)" + (previous ? " (previous, \(image.id))" : " (\(image.id))")
     }
 
-    /// A Boot Loader Specification type #1 entry.
+    /// A Boot Loader Specification type #1 entry. Its version is the time of its staging: within
+    /// the sort key, systemd-boot orders entries by version, the highest first (an image id would
+    /// put the previous version before the current one about half the time).
     static func specificationEntry(_ image: StagedImage, previous: Bool) -> String {
         """
         # Written by `layerctl stage \(image.name)`; `layerctl unstage` removes it.
         title      \(title(image, previous: previous))
-        version    \(image.id)
+        version    \(image.stagedAt)
         sort-key   layerctl
         linux      \(image.kernelOnBoot)
         initrd     \(image.initrdOnBoot)
@@ -51,16 +53,33 @@ package enum BootEntries {
             """
     }
 
-    /// loader.conf with its `default` line naming `entry` (the other lines kept).
-    static func loaderConfiguration(_ text: String, defaultEntry entry: String) -> String {
+    /// The key and value of a loader.conf line: systemd-boot splits at the first space or tab and
+    /// skips blank lines and comments; nil for those.
+    static func loaderSetting(_ line: Substring) -> (key: Substring, value: Substring)? {
+        let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        let trimmed = line.drop(while: isBlank)
+        guard let first = trimmed.first, first != "#" else { return nil }
+        let key = trimmed.prefix { !isBlank($0) }
+        let value = trimmed.dropFirst(key.count).drop(while: isBlank)
+        return (key, Substring(value.reversed().drop(while: isBlank).reversed()))
+    }
+
+    /// The pattern of loader.conf's `default` (the last such line: systemd-boot keeps the last),
+    /// or nil when it names none.
+    static func loaderDefault(_ text: String) -> String? {
+        text.split(separator: "\n").compactMap(loaderSetting).last { $0.key == "default" && !$0.value.isEmpty }
+            .map { String($0.value) }
+    }
+
+    /// loader.conf with one `default` line, naming `pattern`, where its first one was (else at the
+    /// top); the other lines kept.
+    static func loaderConfiguration(_ text: String, default pattern: String) -> String {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
-        let line = "default \(entry).conf"
-        if let index = lines.firstIndex(where: { $0.split(separator: " ").first == "default" }) {
-            lines[index] = line
-        } else {
-            lines.insert(line, at: 0)
-        }
+        let isDefault = { (line: String) in loaderSetting(Substring(line))?.key == "default" }
+        let index = lines.firstIndex(where: isDefault) ?? 0
+        lines.removeAll(where: isDefault)
+        lines.insert("default \(pattern)", at: min(index, lines.count))
         return lines.joined(separator: "\n") + "\n"
     }
 

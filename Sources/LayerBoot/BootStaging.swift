@@ -21,6 +21,8 @@ public struct BootStaging: Sendable {
     public var efiVariables: String = "/sys/firmware/efi/efivars"
     /// Told what the wait is for when another layerctl holds the staging lock.
     public var waiting: (@Sendable (String) -> Void)?
+    /// Told what staging changed outside the name's own files (loader.conf's default, kept).
+    public var told: (@Sendable (String) -> Void)?
 
     public init(stateDirectory: String, bootDirectory: String, grubDirectory: String?) {
         self.stateDirectory = stateDirectory
@@ -202,7 +204,7 @@ public struct BootStaging: Sendable {
             imageOnDevice: device.path, deviceUUID: device.uuid, kernel: kernel, initrd: initrd,
             kernelOnBoot: boot.path, initrdOnBoot: initrdOnBoot, bootUUID: boot.uuid,
             commandLine: words.joined(separator: " "), source: source,
-            stagedAt: ISO8601DateFormatter().string(from: Date()))
+            stagedAt: StagedImage.now())
 
         // The way back is the version running now if it is one of the two, else the one current so far.
         let set: StagedSet
@@ -217,6 +219,7 @@ public struct BootStaging: Sendable {
         } else {
             set = StagedSet(current: image, previous: nil)
         }
+        if let note = try keepSystemdBootDefault(name: name) { told?(note) }
         try save(set, in: folder)
         if let dropped { try remove(dropped) }
         return set
@@ -347,7 +350,7 @@ public struct BootStaging: Sendable {
                 let path = bootDirectory + "/loader/loader.conf"
                 let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
                 try FileSystem.writeAtomically(
-                    Data(BootEntries.loaderConfiguration(text, defaultEntry: entry).utf8), to: path)
+                    Data(BootEntries.loaderConfiguration(text, default: entry + ".conf").utf8), to: path)
                 if let chosen = efiDefaultEntry(), chosen != entry + ".conf", chosen != entry {
                     done.append(
                         "systemd-boot: default \(entry).conf in \(path), but the EFI variable LoaderEntryDefault names \(quote(chosen)) and comes first: run bootctl set-default \(entry).conf")
@@ -368,18 +371,6 @@ public struct BootStaging: Sendable {
             }
         }
         return done
-    }
-
-    /// The entry systemd-boot's EFI variable LoaderEntryDefault names (set by `bootctl set-default`
-    /// or the menu's `d` key), which it follows before loader.conf's `default`; nil when unset.
-    private func efiDefaultEntry() -> String? {
-        let path = efiVariables + "/LoaderEntryDefault-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
-        // Four bytes of attributes, then the name in UTF-16LE, perhaps ending with a NUL.
-        guard let data = try? FileSystem.readRegularFile(path, atMost: 4096), data.count > 4 else { return nil }
-        let bytes = [UInt8](data)
-        let units = stride(from: 4, to: bytes.count - 1, by: 2).map { UInt16(bytes[$0]) | UInt16(bytes[$0 + 1]) << 8 }
-        let name = String(decoding: units.prefix { $0 != 0 }, as: UTF16.self)
-        return name.isEmpty ? nil : name
     }
 
     /// What GRUB's menu lacks for grubenv to choose `entry` (saved_entry, or with `once`

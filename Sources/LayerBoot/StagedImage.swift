@@ -23,7 +23,16 @@ public struct StagedImage: Codable, Sendable, Equatable {
     public var commandLine: String
     /// The layer key the image was exported from, or the image file it was copied from.
     public var source: String
+    /// When it was staged, in UTC to the millisecond (ISO 8601): its entry's `version`, by which
+    /// boot loaders order the entries of one sort key, the newest first.
     public var stagedAt: String
+
+    /// The time of a staging now, as `stagedAt` holds it.
+    static func now() -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date())
+    }
 }
 
 /// The versions of one name: the current one, and the one before it, kept as the way back.

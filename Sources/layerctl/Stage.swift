@@ -38,6 +38,7 @@ struct BootOptions: ParsableArguments {
         staging.runDirectory = runDir
         staging.efiVariables = efivarsDir
         staging.waiting = { printNote($0) }
+        staging.told = { printNote($0) }
         return (staging, store)
     }
 }
@@ -279,7 +280,9 @@ extension LayerCtl {
 
         func run() throws {
             try BootStaging.requireRoot("layerctl boot")
-            let (staging, store) = try boot.staging()
+            var (staging, store) = try boot.staging()
+            // The staging of a REF may keep loader.conf's default; the lines below replace it: no note.
+            staging.told = nil
             var name = name
             if ImageReference.looksLikeReference(name) {
                 let reference = try registryArguments.reference(name)

@@ -129,7 +129,7 @@ extension StagingTests {
         let unstaged = lines(checking, of: "unstaged")
         #expect(!unstaged.contains { $0.contains(second) }, "\(unstaged)")
         #expect(!unstaged.contains { $0.contains("layerctl-arch-previous") }, "\(unstaged)")
-        #expect(unstaged.contains("/esp/loader/entries/layerctl-arch.conf: version    \(first)"), "\(unstaged)")
+        #expect(unstaged.contains("/esp/loader/entries/layerctl-arch.conf: title      layerctl: arch (\(first))"), "\(unstaged)")
 
         // Another cut, after the unstage: the next boot finds what it left, and a clean filesystem.
         expectClean(folder + "/esp.fat")

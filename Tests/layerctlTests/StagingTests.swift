@@ -59,19 +59,12 @@ struct StagingTests {
         let entry = text(disk.mount + "/boot/loader/entries/layerctl-\(name).conf")
         let kernel = disk.mount + "/../vmlinuz"
         let initrd = disk.mount + "/../initramfs.img"
-        // The disk the machine boots is a copy taken while the filesystem was frozen, its journal
-        // written out: an unmount does not do that while another namespace holds a copy of the
-        // mount (a build's libalpm children, on a host whose mounts are not shared, keep theirs
-        // until the build ends), and the read-only disk would then need a recovery it cannot make.
-        let booted = disk.file + ".boot"
+        // The disk the machine boots is a frozen copy.
         try BootMachine.shell(
             """
             cp '\(disk.mount)\(Self.field("linux", of: entry))' '\(kernel)' && cp '\(disk.mount)\(Self.field("initrd", of: entry))' '\(initrd)'
-            fsfreeze -f '\(disk.mount)'
-            if cp --sparse=always '\(disk.file)' '\(booted)'; then copied=0; else copied=$?; fi
-            fsfreeze -u '\(disk.mount)'
-            exit $copied
             """)
+        let booted = try frozenCopy(disk)
         defer { unlink(booted) }
         unmount(disk)
         let output = try machine.boot(
@@ -79,6 +72,22 @@ struct StagingTests {
         let probe = output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { $0.hasPrefix("PROBE") }
         return (output, probe)
+    }
+
+    /// A copy of `disk`'s file (`.boot` beside it) taken while the filesystem was frozen, its
+    /// journal written out: an unmount does not do that while another namespace holds a copy of
+    /// the mount (a build's libalpm children, on a host whose mounts are not shared, keep theirs
+    /// until the build ends), and the read-only disk would then need a recovery it cannot make.
+    func frozenCopy(_ disk: Disk) throws -> String {
+        let booted = disk.file + ".boot"
+        try BootMachine.shell(
+            """
+            fsfreeze -f '\(disk.mount)'
+            if cp --sparse=always '\(disk.file)' '\(booted)'; then copied=0; else copied=$?; fi
+            fsfreeze -u '\(disk.mount)'
+            exit $copied
+            """)
+        return booted
     }
 
     /// The value of `key` in a BLS entry.
@@ -106,6 +115,7 @@ struct StagingTests {
         let image = try #require(first.first?["image"] as? [String: Any])
         let id = try #require(image["id"] as? String)
         #expect(id == String(machine.imageDigest.prefix(12)))
+        let stagedAt = try #require(image["stagedAt"] as? String)
         #expect(
             FileManager.default.contentsEqual(
                 atPath: disk.mount + "/state/probe/\(id).squashfs", andPath: machine.image))
@@ -123,7 +133,7 @@ struct StagingTests {
             text(disk.mount + "/boot/loader/entries/layerctl-probe.conf") == """
                 # Written by `layerctl stage probe`; `layerctl unstage` removes it.
                 title      layerctl: probe (\(id))
-                version    \(id)
+                version    \(stagedAt)
                 sort-key   layerctl
                 linux      /boot/layerctl/probe/\(id)/vmlinuz
                 initrd     /boot/layerctl/probe/\(id)/initramfs.img
@@ -148,8 +158,8 @@ struct StagingTests {
         #expect(current != id)
         #expect(second.last?["previous"] as? Bool == true)
         #expect((second.last?["image"] as? [String: Any])?["id"] as? String == id)
-        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe.conf").contains("version    \(current)"))
-        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe-previous.conf").contains("version    \(id)"))
+        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe.conf").contains("title      layerctl: probe (\(current))"))
+        #expect(text(disk.mount + "/boot/loader/entries/layerctl-probe-previous.conf").contains("title      layerctl: probe (previous, \(id))"))
         let menus = try BootMachine.shell("sh '\(disk.grub)/42_layerctl'")
         #expect(menus.contains("--id 'layerctl-probe'") && menus.contains("--id 'layerctl-probe-previous'"), "\(menus)")
         for version in [id, current] {
@@ -164,13 +174,17 @@ struct StagingTests {
         try BootMachine.shell(
             """
             mkdir -p '\(disk.mount)/boot/loader' '\(disk.mount)/boot/grub'
-            printf 'timeout 3\\ndefault arch.conf\\neditor no\\n' >'\(disk.mount)/boot/loader/loader.conf'
+            printf 'timeout 3\\n# default old.conf\\ndefault\\tarch.conf\\neditor no\\n  default other.conf\\n' >'\(disk.mount)/boot/loader/loader.conf'
             : >'\(disk.mount)/boot/grub/grub.cfg'
             """)
         _ = try layerctl(["stage", machine.image, "--name", "probe"] + disk.options)
         let result = try layerctl(["boot", "probe"] + disk.options)
         #expect(result.stdout.contains("systemd-boot boots layerctl-probe.conf by default"), "\(result.stdout)")
-        #expect(text(disk.mount + "/boot/loader/loader.conf") == "timeout 3\ndefault layerctl-probe.conf\neditor no\n")
+        // Every `default` line goes (systemd-boot keeps the last one, after a tab or spaces too), and
+        // ours takes the first one's place.
+        #expect(
+            text(disk.mount + "/boot/loader/loader.conf")
+                == "timeout 3\n# default old.conf\ndefault layerctl-probe.conf\neditor no\n")
         let environment = try #require(FileManager.default.contents(atPath: disk.mount + "/boot/grub/grubenv"))
         #expect(environment.count == 1024)
         #expect(
@@ -586,9 +600,9 @@ struct StagingTests {
                 + ["boot/loader/entries/layerctl-n.conf", "state/n/staged.json"]
                 + (versions.count > 1 ? ["boot/loader/entries/layerctl-n-previous.conf"] : [])
             #expect(files == kept.sorted().map { $0 + "\n" }.joined(), sourceLocation: sourceLocation)
-            #expect(text(disk.mount + "/boot/loader/entries/layerctl-n.conf").contains("version    \(wanted[0])"))
+            #expect(text(disk.mount + "/boot/loader/entries/layerctl-n.conf").contains("title      layerctl: n (\(wanted[0]))"))
             if versions.count > 1 {
-                #expect(text(disk.mount + "/boot/loader/entries/layerctl-n-previous.conf").contains("version    \(wanted[1])"))
+                #expect(text(disk.mount + "/boot/loader/entries/layerctl-n-previous.conf").contains("title      layerctl: n (previous, \(wanted[1]))"))
             }
         }
         _ = try layerctl(stage("x"))

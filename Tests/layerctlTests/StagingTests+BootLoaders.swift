@@ -1,0 +1,228 @@
+import Foundation
+import Glibc
+import LayerSupport
+import Testing
+
+/// The boot loaders themselves read what `stage` and `boot` wrote: QEMU boots as a PC does, OVMF
+/// starts the loader from the ESP, and the loader, not the test, picks the entry, its kernel, its
+/// initramfs and its command line.
+extension StagingTests {
+    static let systemdBoot = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
+
+    /// Why a boot through the firmware and `loader` cannot run here, or nil when it can.
+    static func missingLoader(_ loader: String, package: String) -> String? {
+        if let missing = BootMachine.missingFirmware { return missing }
+        return FileManager.default.fileExists(atPath: loader)
+            ? nil : "needs \(loader) (\(package), scripts/install-deps.sh)"
+    }
+
+    /// An ESP: a filesystem of its own for `--boot-dir`, so its entries' paths start at its root.
+    /// The host has no vfat driver: it is ext4 here, and the firmware reads a FAT copy of it.
+    func makeSystemPartition(beside disk: Disk) throws -> String {
+        let file = FileSystem.split(disk.file).directory + "/esp.ext4"
+        let mount = FileSystem.split(disk.file).directory + "/esp"
+        try BootMachine.shell(
+            """
+            mkfs.ext4 -q '\(file)' 160M
+            mkdir -p '\(mount)'
+            mount -o loop '\(file)' '\(mount)'
+            """)
+        return mount
+    }
+
+    /// The probe's lines in a boot's console output.
+    static func probeLines(_ output: String) -> [String] {
+        output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("PROBE") }
+    }
+
+    /// A copy of `esp` as the firmware reads it, systemd-boot in its fallback path; in `folder`.
+    func systemdBootPartition(_ esp: String, in folder: String) throws -> String {
+        let copy = folder + "/esp-fat"
+        try BootMachine.shell(
+            """
+            rm -rf '\(copy)' && mkdir -p '\(copy)/EFI/BOOT'
+            cp -R '\(esp)/.' '\(copy)/' && rm -rf '\(copy)/lost+found'
+            cp '\(Self.systemdBoot)' '\(copy)/EFI/BOOT/BOOTX64.EFI'
+            """)
+        return copy
+    }
+
+    /// The kernel's command line as it logs it at boot.
+    static func kernelCommandLine(_ output: String) -> String {
+        output.split(whereSeparator: \.isNewline).first { $0.contains("Command line: ") }.map(String.init) ?? ""
+    }
+
+    @Test("systemd-boot, started by the firmware, boots the entry `layerctl boot` made its default, though another sorts first")
+    func systemdBootFollowsDefault() throws {
+        if let missing = Self.missingLoader(Self.systemdBoot, package: "systemd-boot-efi") {
+            print("StagingTests.systemdBootFollowsDefault skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let esp = try makeSystemPartition(beside: disk)
+        defer { _ = try? BootMachine.shell("umount '\(esp)'") }
+        let folder = FileSystem.split(disk.file).directory
+        let options = [
+            "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
+            // The host's own EFI variables have no say here.
+            "--efivars-dir", folder,
+        ]
+        // With the menu's timeout at 0: no key waits.
+        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
+        let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
+        // `other`, staged last, sorts first: systemd-boot would boot it without a default.
+        for name in ["probe", "other"] {
+            _ = try layerctl(["stage", machine.image, "--name", name, "--append", append] + options)
+        }
+        _ = try layerctl(["boot", "probe", "--loader", "systemd-boot"] + options)
+        let variables = folder + "/variables.fd"
+        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        let booted = try frozenCopy(disk)
+        defer { unlink(booted) }
+        let output = try machine.bootFirmware(
+            esp: try systemdBootPartition(esp, in: folder), disks: [(booted, true)], variables: variables)
+        let probe = Self.probeLines(output)
+        let id = String(machine.imageDigest.prefix(12))
+        #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/state/probe/\(id).squashfs"), "\(output.suffix(4000))")
+        #expect(probe.contains("PROBE env LAYERCTL_VERIFY=sha256:\(machine.imageDigest)"), "\(probe)")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+
+    /// systemd-boot boots its menu's first entry when nothing names a default, and an entry with a
+    /// sort key (layerctl's) sorts before one without (a hand-written arch.conf). Staging must not
+    /// change what the machine boots: `boot` is the command that does.
+    @Test("with no default in loader.conf, stage names the entry systemd-boot booted by default until now; where it cannot know it, it says so, and the newest version sorts first")
+    func stageKeepsSystemdBootDefault() throws {
+        if let missing = Self.missingLoader(Self.systemdBoot, package: "systemd-boot-efi") {
+            print("StagingTests.stageKeepsSystemdBootDefault skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let esp = try makeSystemPartition(beside: disk)
+        defer { _ = try? BootMachine.shell("umount '\(esp)'") }
+        let folder = FileSystem.split(disk.file).directory
+        // The machine's own entry, as the Arch wiki has one write it: no sort key. Its kernel finds
+        // no init and no root, and panics at once; its command line says it was the one booted.
+        let loaderConf = "timeout 0\nconsole-mode keep\n"
+        try BootMachine.shell(
+            """
+            mkdir -p '\(esp)/loader/entries'
+            printf '\(loaderConf)' >'\(esp)/loader/loader.conf'
+            cp '\(BootMachine.kernelDirectory)/vmlinuz' '\(esp)/vmlinuz-linux'
+            printf '%s\\n' 'title Arch Linux' 'linux /vmlinuz-linux' 'options console=ttyS0 panic=-1 rdinit=/none layerctl.test=arch' \
+                >'\(esp)/loader/entries/arch.conf'
+            """)
+        // What systemd-boot left at the boot before: its menu, arch.conf first.
+        let booted = folder + "/efivars-booted"
+        try FileManager.default.createDirectory(atPath: booted, withIntermediateDirectories: true)
+        var entries = Data([6, 0, 0, 0])
+        for id in ["arch.conf", "auto-reboot-to-firmware-setup"] {
+            for unit in id.utf16 + [0] { entries += [UInt8(unit & 0xff), UInt8(unit >> 8)] }
+        }
+        try entries.write(to: URL(fileURLWithPath: booted + "/LoaderEntries-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"))
+        func options(_ variables: String) -> [String] {
+            ["--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
+             "--efivars-dir", variables]
+        }
+        let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
+        let kept = try layerctl(["stage", machine.image, "--name", "probe", "--append", append] + options(booted))
+        let loaderPath = esp + "/loader/loader.conf"
+        #expect(
+            kept.stderr.contains(
+                "systemd-boot: \(loaderPath) named no default, and systemd-boot would have booted layerctl-probe.conf first; it names arch.conf, which booted by default until now (layerctl boot probe makes probe the default)"),
+            "\(kept.stderr)")
+        #expect(text(loaderPath) == "default arch.conf\n" + loaderConf)
+        let variables = folder + "/variables.fd"
+        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        defer { unlink(disk.file + ".boot") }
+        let first = try machine.bootFirmware(
+            esp: try systemdBootPartition(esp, in: folder), disks: [(try frozenCopy(disk), true)], variables: variables)
+        #expect(Self.kernelCommandLine(first).contains("layerctl.test=arch"), "\(first.suffix(4000))")
+        #expect(!first.contains("PROBE"), "\(first.suffix(4000))")
+
+        // An ESP prepared elsewhere: no variables say what booted. The default stays unnamed, and
+        // stage says what that means; a second version's entry comes before the first's.
+        try BootMachine.shell("printf '\(loaderConf)' >'\(loaderPath)'")
+        let unknown = try Harness.temporaryDirectory("efivars")
+        let told = try layerctl(["stage", "probe", "--store", machine.store, "--append", append] + options(unknown))
+        #expect(
+            told.stderr.contains(
+                "systemd-boot: \(loaderPath) names no default, so systemd-boot boots its menu's first entry, which may now be layerctl-probe.conf (an entry with a sort key comes before those without): add a default line naming the entry to boot, or run layerctl boot probe"),
+            "\(told.stderr)")
+        #expect(text(loaderPath) == loaderConf)
+        let current = try #require((try staged(disk).first?["image"] as? [String: Any])?["id"] as? String)
+        #expect(current != String(machine.imageDigest.prefix(12)))
+        let second = try machine.bootFirmware(
+            esp: try systemdBootPartition(esp, in: folder), disks: [(try frozenCopy(disk), true)], variables: variables)
+        let probe = Self.probeLines(second)
+        #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/state/probe/\(current).squashfs"), "\(second.suffix(4000))")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+}
+
+extension StagingTests {
+    /// GRUB for UEFI, with its modules inside: what grub-install puts on an ESP, less the modules
+    /// folder. It finds the filesystem of `uuid`, takes `prefix` there (as grub-install records
+    /// it) and reads grub.cfg from it.
+    func grubSystemPartition(uuid: String, prefix: String, in folder: String) throws -> String {
+        let esp = folder + "/esp-grub"
+        try BootMachine.shell(
+            """
+            rm -rf '\(esp)' && mkdir -p '\(esp)/EFI/BOOT'
+            cat >'\(folder)/grub-early.cfg' <<'END'
+            search --no-floppy --fs-uuid --set=root \(uuid)
+            set prefix=($root)\(prefix)
+            configfile $prefix/grub.cfg
+            END
+            grub-mkstandalone -O x86_64-efi -o '\(esp)/EFI/BOOT/BOOTX64.EFI' \
+                --modules='part_gpt part_msdos ext2 btrfs search_fs_uuid linux loadenv configfile echo normal test halt' \
+                'boot/grub/grub.cfg=\(folder)/grub-early.cfg'
+            """)
+        return esp
+    }
+
+    /// A grub.cfg as grub-mkconfig writes one, in short: its header loads the environment block and
+    /// defaults to saved_entry (GRUB_DEFAULT=saved), an entry of the machine's own comes first (GRUB
+    /// falls back to it), then what /etc/grub.d/42_layerctl prints.
+    func writeGrubMenu(_ disk: Disk, to path: String) throws {
+        try BootMachine.shell(
+            """
+            {
+                printf '%s\\n' 'load_env' 'set default="${saved_entry}"' 'set timeout=0'
+                printf '%s\\n' "menuentry 'Arch Linux' --id 'arch' {" '    echo "DECOY booted"' '    halt' '}'
+                sh '\(disk.grub)/42_layerctl'
+            } >'\(path)'
+            """)
+    }
+
+    @Test("GRUB, started by the firmware, boots the entry of the grub.d script's that `layerctl boot` saved in grubenv, not the menu's first")
+    func grubFollowsSavedEntry() throws {
+        if let missing = Self.missingLoader("/usr/bin/grub-mkstandalone", package: "grub-efi-amd64-bin") {
+            print("StagingTests.grubFollowsSavedEntry skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = FileSystem.split(disk.file).directory
+        let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
+        _ = try layerctl(["stage", machine.image, "--name", "probe", "--append", append] + disk.options)
+        try BootMachine.shell("mkdir -p '\(disk.mount)/boot/grub'")
+        try writeGrubMenu(disk, to: disk.mount + "/boot/grub/grub.cfg")
+        let made = try layerctl(["boot", "probe", "--loader", "grub"] + disk.options)
+        #expect(made.stdout.contains("GRUB boots layerctl-probe by default"), "\(made.stdout)")
+        let esp = try grubSystemPartition(uuid: uuid, prefix: "/boot/grub", in: folder)
+        let variables = folder + "/variables.fd"
+        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        let booted = try frozenCopy(disk)
+        defer { unlink(booted) }
+        let output = try machine.bootFirmware(esp: esp, disks: [(booted, true)], variables: variables)
+        let probe = Self.probeLines(output)
+        let id = String(machine.imageDigest.prefix(12))
+        #expect(!output.contains("DECOY booted"), "\(output.suffix(4000))")
+        #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/state/probe/\(id).squashfs"), "\(output.suffix(4000))")
+        #expect(probe.last == "PROBE done", "\(probe)")
+    }
+}
