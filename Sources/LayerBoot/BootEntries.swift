@@ -72,15 +72,15 @@ package enum BootEntries {
     }
 
     /// loader.conf with one `default` line, naming `pattern`, where its first one was (else at the
-    /// top); the other lines kept.
-    static func loaderConfiguration(_ text: String, default pattern: String) -> String {
+    /// top), or with none when `pattern` is nil; the other lines kept.
+    static func loaderConfiguration(_ text: String, default pattern: String?) -> String {
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
         let isDefault = { (line: String) in loaderSetting(Substring(line))?.key == "default" }
         let index = lines.firstIndex(where: isDefault) ?? 0
         lines.removeAll(where: isDefault)
-        lines.insert("default \(pattern)", at: min(index, lines.count))
-        return lines.joined(separator: "\n") + "\n"
+        if let pattern { lines.insert("default \(pattern)", at: min(index, lines.count)) }
+        return lines.isEmpty ? "" : lines.joined(separator: "\n") + "\n"
     }
 
     /// The size GRUB's environment block always has.

@@ -50,6 +50,30 @@ extension BootStaging {
             "systemd-boot: \(path) names no default, so systemd-boot boots its menu's first entry, which may now be \(entry) (an entry with a sort key comes before those without): add a default line naming the entry to boot, or run layerctl boot \(name)"
     }
 
+    /// Puts loader.conf's `default` back to what `boot` replaced with the entry of `set`'s name,
+    /// which is going: left naming it, systemd-boot would boot its menu's first entry (another
+    /// staged image, sorted first). Says what it did; nil when the default names another entry.
+    func restoreSystemdBootDefault(_ set: StagedSet) throws -> String? {
+        let path = bootDirectory + "/loader/loader.conf"
+        let name = set.current.name
+        let entry = "layerctl-\(name).conf"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+            BootEntries.loaderDefault(text)?.lowercased() == entry.lowercased()
+        else { return nil }
+        let isPattern = { (pattern: String) in pattern.contains { "*?[".contains($0) } }
+        if let replaced = set.replacedDefault, !replaced.isEmpty, isPattern(replaced) || bootFolderEntry(replaced) != nil {
+            try FileSystem.writeAtomically(Data(BootEntries.loaderConfiguration(text, default: replaced).utf8), to: path)
+            return "systemd-boot: \(path) names \(replaced) as the default again, as before layerctl boot \(name)"
+        }
+        try FileSystem.writeAtomically(Data(BootEntries.loaderConfiguration(text, default: nil).utf8), to: path)
+        if set.replacedDefault == "" {
+            return "systemd-boot: \(path) names no default again, as before layerctl boot \(name)"
+        }
+        let before = set.replacedDefault.map { ", and \($0), the default before layerctl boot \(name), is gone too" } ?? ""
+        return
+            "systemd-boot: \(path) named \(entry) as the default\(before); it names none now, so systemd-boot boots its menu's first entry: run layerctl boot with the name to boot, or add a default line"
+    }
+
     /// The id of the entry `id` names in this boot folder, as its file is spelled (a type #1 entry
     /// in loader/entries, a unified kernel image in EFI/Linux; systemd-boot folds the case of
     /// ids, and FAT does not keep it apart); nil when the folder has no such entry.

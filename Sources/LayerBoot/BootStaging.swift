@@ -207,7 +207,7 @@ public struct BootStaging: Sendable {
             stagedAt: StagedImage.now())
 
         // The way back is the version running now if it is one of the two, else the one current so far.
-        let set: StagedSet
+        var set: StagedSet
         var dropped: StagedImage?
         if let before, before.current.id == id {
             set = StagedSet(current: image, previous: before.previous)
@@ -219,6 +219,7 @@ public struct BootStaging: Sendable {
         } else {
             set = StagedSet(current: image, previous: nil)
         }
+        set.replacedDefault = before?.replacedDefault
         if let note = try keepSystemdBootDefault(name: name) { told?(note) }
         try save(set, in: folder)
         if let dropped { try remove(dropped) }
@@ -245,6 +246,9 @@ public struct BootStaging: Sendable {
         // The entries and the state first, the files they named after: stopped between the two
         // (a read-only boot folder, a power cut), no entry names a file that is gone.
         if all || set.previous == nil {
+            // The default goes back to what it was before `boot` made it this name's entry, which
+            // would otherwise name an entry that is gone: systemd-boot would boot its menu's first.
+            if let note = try restoreSystemdBootDefault(set) { told?(note) }
             for path in [entryPath(name, previous: false), entryPath(name, previous: true), folder + "/" + StagedSet.fileName] {
                 if unlink(path) != 0 && errno != ENOENT { throw SystemError("remove", path) }
             }
@@ -253,7 +257,7 @@ public struct BootStaging: Sendable {
             rmdir(bootDirectory + "/layerctl/\(name)")
             try writeGrubScript()
         } else if let previous = set.previous {
-            try save(StagedSet(current: previous, previous: nil), in: folder)
+            try save(StagedSet(current: previous, previous: nil, replacedDefault: set.replacedDefault), in: folder)
             for image in going { try remove(image) }
         }
         // The removals on disk before it returns, as stage's changes are: on FAT, which has no
@@ -349,6 +353,13 @@ public struct BootStaging: Sendable {
             case .systemdBoot:
                 let path = bootDirectory + "/loader/loader.conf"
                 let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+                // What it replaces is kept for unstage, first: a stop between the two keeps it.
+                let replaced = BootEntries.loaderDefault(text) ?? ""
+                if replaced.lowercased() != (entry + ".conf").lowercased() {
+                    var remembered = set
+                    remembered.replacedDefault = replaced
+                    try FileSystem.writeAtomically(try remembered.encoded(), to: directory(name) + "/" + StagedSet.fileName)
+                }
                 try FileSystem.writeAtomically(
                     Data(BootEntries.loaderConfiguration(text, default: entry + ".conf").utf8), to: path)
                 if let chosen = efiDefaultEntry(), chosen != entry + ".conf", chosen != entry {

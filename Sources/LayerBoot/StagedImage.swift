@@ -39,6 +39,10 @@ public struct StagedImage: Codable, Sendable, Equatable {
 public struct StagedSet: Codable, Sendable, Equatable {
     public var current: StagedImage
     public var previous: StagedImage?
+    /// The `default` of systemd-boot's loader.conf that `boot` replaced with this name's entry
+    /// ("" when it named none), which `unstage` puts back when the name goes; nil when `boot`
+    /// never did.
+    public var replacedDefault: String? = nil
 
     public var versions: [StagedImage] { [current] + (previous.map { [$0] } ?? []) }
 

@@ -246,6 +246,50 @@ struct StagingTests {
         #expect(unknown.stderr.contains("nothing is staged as 'nothing'"), "\(unknown.stderr)")
     }
 
+    /// Left naming an entry that unstage removed, loader.conf would leave systemd-boot to boot its
+    /// menu's first entry: another staged image, which sorts first.
+    @Test("unstage puts systemd-boot's default back to what boot replaced, through restaging and another name's boot; or says it names none now")
+    func unstageRestoresDefault() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let loader = disk.mount + "/boot/loader"
+        try BootMachine.shell(
+            """
+            mkdir -p '\(loader)/entries'
+            printf 'timeout 3\\ndefault arch.conf\\n' >'\(loader)/loader.conf'
+            printf 'title Arch Linux\\nlinux /vmlinuz-linux\\n' >'\(loader)/entries/arch.conf'
+            """)
+        let options = disk.options + ["--efivars-dir", disk.run]
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + options)
+        _ = try layerctl(["boot", "probe", "--loader", "systemd-boot"] + options)
+        // A new version of the name keeps what its boot replaced.
+        _ = try layerctl(["stage", "probe", "--store", machine.store] + options)
+        _ = try layerctl(["stage", machine.image, "--name", "other"] + options)
+        _ = try layerctl(["boot", "other", "--loader", "systemd-boot"] + options)
+        #expect(text(loader + "/loader.conf") == "timeout 3\ndefault layerctl-other.conf\n")
+        let other = try layerctl(["unstage", "other", "--all"] + options)
+        #expect(text(loader + "/loader.conf") == "timeout 3\ndefault layerctl-probe.conf\n")
+        #expect(
+            other.stderr.contains("systemd-boot: \(loader)/loader.conf names layerctl-probe.conf as the default again, as before layerctl boot other"),
+            "\(other.stderr)")
+        // Its current version goes, the previous stays under the entry: the default stays too.
+        _ = try layerctl(["unstage", "probe"] + options)
+        #expect(text(loader + "/loader.conf") == "timeout 3\ndefault layerctl-probe.conf\n")
+        let probe = try layerctl(["unstage", "probe"] + options)
+        #expect(text(loader + "/loader.conf") == "timeout 3\ndefault arch.conf\n")
+        #expect(probe.stderr.contains("names arch.conf as the default again, as before layerctl boot probe"), "\(probe.stderr)")
+        // The default before is gone as well: no default, and what that means.
+        _ = try layerctl(["stage", machine.image, "--name", "probe"] + options)
+        _ = try layerctl(["boot", "probe", "--loader", "systemd-boot"] + options)
+        unlink(loader + "/entries/arch.conf")
+        let gone = try layerctl(["unstage", "probe", "--all"] + options)
+        #expect(text(loader + "/loader.conf") == "timeout 3\n")
+        #expect(
+            gone.stderr.contains(
+                "systemd-boot: \(loader)/loader.conf named layerctl-probe.conf as the default, and arch.conf, the default before layerctl boot probe, is gone too; it names none now"),
+            "\(gone.stderr)")
+    }
+
     @Test("unstage refuses the running image without --force, brings the previous back, and --all removes everything")
     func unstage() throws {
         let disk = try makeDisk()
