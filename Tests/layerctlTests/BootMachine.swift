@@ -168,7 +168,7 @@ final class BootMachine: Sendable {
         kernel: String, initrd: String, disks: [(path: String, readOnly: Bool)], append: String, memory: Int = 768
     ) throws -> String {
         var arguments = [
-            "300", "qemu-system-x86_64", "-accel", Self.accelerator, "-m", String(memory), "-nographic", "-nic", "none", "-no-reboot",
+            "-s", "KILL", "300", "qemu-system-x86_64", "-accel", Self.accelerator, "-m", String(memory), "-nographic", "-nic", "none", "-no-reboot",
             "-kernel", kernel, "-initrd", initrd,
             "-append", "console=ttyS0 panic=-1 rd.shell=0 " + append,
         ]
@@ -202,7 +202,7 @@ final class BootMachine: Sendable {
     /// firmware's variable store, a copy of `firmwareVariables` the caller keeps between boots.
     func bootFirmware(esp: String, disks: [(path: String, readOnly: Bool)], variables: String) throws -> String {
         var arguments = [
-            "300", "qemu-system-x86_64", "-accel", Self.accelerator, "-machine", "q35", "-m", "768", "-nographic", "-nic", "none",
+            "-s", "KILL", "300", "qemu-system-x86_64", "-accel", Self.accelerator, "-machine", "q35", "-m", "768", "-nographic", "-nic", "none",
             "-no-reboot",
             "-drive", "if=pflash,format=raw,readonly=on,file=\(Self.firmwareCode)",
             "-drive", "if=pflash,format=raw,file=\(variables)",
