@@ -12,7 +12,9 @@
 #
 # LAYERCTL_DRACUT_SYSTEMD=1 makes the other kind of dracut initramfs, with systemd as its init
 # (and systemd's poweroff, for rd.emergency=poweroff). LAYERCTL_DRACUT_DRIVERS adds drivers (the
-# filesystem of a disk that is not ext4, as a host-only initramfs has its root's).
+# filesystem of a disk that is not ext4, as a host-only initramfs has its root's);
+# LAYERCTL_DRACUT_MODULES adds dracut modules (crypt, for a LUKS disk), and
+# LAYERCTL_DRACUT_INCLUDE="SOURCE TARGET" a file (a LUKS key file, for rd.luks.key=TARGET).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/lib.sh
@@ -29,11 +31,15 @@ cp -r /usr/lib/dracut "$work/dracut"
 cp -rL "$root/boot/dracut/90layerctl" "$work/dracut/modules.d/"
 cp "$root/boot/layerctl.sh" "$work/dracut/modules.d/90layerctl/"
 mkdir "$work/conf.d"
-modules="layerctl rootfs-block"
+modules="layerctl rootfs-block ${LAYERCTL_DRACUT_MODULES:-}"
 extra=()
+if [ -n "${LAYERCTL_DRACUT_INCLUDE:-}" ]; then
+    read -r source target <<<"$LAYERCTL_DRACUT_INCLUDE"
+    extra+=(--include "$source" "$target")
+fi
 if [ -n "${LAYERCTL_DRACUT_SYSTEMD:-}" ]; then
     modules="$modules systemd systemd-initrd dracut-systemd"
-    extra=(--install /usr/sbin/poweroff)
+    extra+=(--install /usr/sbin/poweroff)
 fi
 dracutbasedir="$work/dracut" dracut --quiet --force --no-hostonly --conf /dev/null --confdir "$work/conf.d" \
     -m "$modules" "${extra[@]}" --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic ${LAYERCTL_DRACUT_DRIVERS:-}" \
