@@ -216,6 +216,37 @@ final class BootMachine: Sendable {
         return output
     }
 
+    /// Shell lines that finish the initramfs of a machine of the tests' own, whose files are in the
+    /// folder `root` of the current folder: every library `ldd` names for `programs` (their paths
+    /// in it), each of `modules` of Debian's kernel with those it needs and their names in
+    /// /modules-to-load (for its init to load), then the archive at `out`; `root` goes.
+    static func packInitramfs(programs: [String], modules: [String], to out: String) -> String {
+        let kernel = kernelDirectory
+        return """
+            version=$(cat '\(kernel)/version')
+            # Each library where the host has it: the programs' run paths and the loader's own folders.
+            ldd \(programs.map { "root" + $0 }.joined(separator: " ")) \\
+                | awk '$2 == "=>" && $3 ~ /^\\// { print $3 } $1 ~ /^\\// && $1 !~ /:$/ { print $1 }' \\
+                | sort -u | while read -r library; do
+                mkdir -p "root$(dirname "$library")"
+                cp -L "$library" "root$library"
+            done
+            # A module the kernel has built in has no file.
+            for module in \(modules.joined(separator: " ")); do
+                echo "$module" >>root/modules-to-load
+                modprobe -d '\(kernel)/root' -S "$version" --show-depends "$module" | while read -r kind ko _; do
+                    [ "$kind" = insmod ] || continue
+                    relative=${ko#'\(kernel)/root'}
+                    mkdir -p "root$(dirname "$relative")"
+                    cp "$ko" "root$relative"
+                done
+            done
+            depmod -b root "$version"
+            (cd root && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >'\(out)'
+            rm -rf root
+            """
+    }
+
     @discardableResult
     /// Runs `script` with bash under umask 022: libarchive, which other suites run in this process,
     /// sets the process's umask to 0 for a moment to read it, and a script started then would

@@ -9,13 +9,11 @@ extension BootTests {
     /// UUIDs: the LUKS container's and the ext4 filesystem's inside it.
     func makeEncryptedDisk() throws -> (disk: String, key: String, luksUUID: String, fsUUID: String) {
         let folder = try Harness.temporaryDirectory("luks")
-        let kernel = BootMachine.kernelDirectory
         let (luksUUID, fsUUID) = (UUID().uuidString.lowercased(), UUID().uuidString.lowercased())
         let initrd = folder + "/setup.img"
         try BootMachine.shell(
             """
             cd '\(folder)'
-            version=$(cat '\(kernel)/version')
             mkdir -p root/bin root/sbin root/dev root/proc root/sys root/run root/tmp root/disk/images
             cp /bin/busybox root/bin/busybox
             ln -s busybox root/bin/sh
@@ -26,23 +24,10 @@ extension BootTests {
             cp '\(machine.image)' root/disk\(BootMachine.imagePath)
             head -c 64 /dev/urandom >keyfile
             cp keyfile root/keyfile
-            ldd root/sbin/cryptsetup root/sbin/mke2fs | awk '$2 == "=>" && $3 ~ /^\\// { print $3 } $1 ~ /^\\// && $1 !~ /:$/ { print $1 }' \\
-                | sort -u | while read -r library; do
-                mkdir -p "root$(dirname "$library")"
-                cp -L "$library" "root$library"
-            done
-            for module in virtio_pci virtio_blk crc32c_generic ext4 dm_mod dm_crypt aes_generic ecb xts aesni_intel algif_skcipher; do
-                echo "$module" >>root/modules-to-load
-                modprobe -d '\(kernel)/root' -S "$version" --show-depends "$module" | while read -r kind ko _; do
-                    [ "$kind" = insmod ] || continue
-                    relative=${ko#'\(kernel)/root'}
-                    mkdir -p "root$(dirname "$relative")"
-                    cp "$ko" "root$relative"
-                done
-            done
-            depmod -b root "$version"
-            (cd root && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >'\(initrd)'
-            rm -rf root
+            \(BootMachine.packInitramfs(
+                programs: ["/sbin/cryptsetup", "/sbin/mke2fs"],
+                modules: ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "dm_mod", "dm_crypt", "aes_generic", "ecb", "xts", "aesni_intel", "algif_skcipher"],
+                to: initrd))
             truncate -s 192M luks.img
             """)
         let output = try machine.boot(

@@ -30,6 +30,13 @@ extension StagingTests {
         return mount
     }
 
+    /// A fresh copy of the firmware's variable store in `folder`, for the boots that follow.
+    func firmwareVariables(in folder: String) throws -> String {
+        let variables = folder + "/variables.fd"
+        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        return variables
+    }
+
     /// The probe's lines in a boot's console output.
     static func probeLines(_ output: String) -> [String] {
         output.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
@@ -77,8 +84,7 @@ extension StagingTests {
             _ = try layerctl(["stage", machine.image, "--name", name, "--append", append] + options)
         }
         _ = try layerctl(["boot", "probe", "--loader", "systemd-boot"] + options)
-        let variables = folder + "/variables.fd"
-        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        let variables = try firmwareVariables(in: folder)
         let booted = try frozenCopy(disk)
         defer { unlink(booted) }
         let output = try machine.bootFirmware(
@@ -135,8 +141,7 @@ extension StagingTests {
                 "systemd-boot: \(loaderPath) named no default, and systemd-boot would have booted layerctl-probe.conf first; it names arch.conf, which booted by default until now (layerctl boot probe makes probe the default)"),
             "\(kept.stderr)")
         #expect(text(loaderPath) == "default arch.conf\n" + loaderConf)
-        let variables = folder + "/variables.fd"
-        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        let variables = try firmwareVariables(in: folder)
         defer { unlink(disk.file + ".boot") }
         let first = try machine.bootFirmware(
             esp: try systemdBootPartition(esp, in: folder), disks: [(try frozenCopy(disk), true)], variables: variables)
@@ -184,6 +189,21 @@ extension StagingTests {
         return esp
     }
 
+    /// Boots `disk` (a frozen copy, vdb) through GRUB as the firmware starts it: GRUB finds the
+    /// filesystem of `uuid` and reads grub.cfg in `prefix` there. Expects that the menu's own first
+    /// entry did not boot.
+    func bootThroughGrub(
+        _ disk: Disk, uuid: String, prefix: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws -> String {
+        let folder = FileSystem.split(disk.file).directory
+        let esp = try grubSystemPartition(uuid: uuid, prefix: prefix, in: folder)
+        let booted = try frozenCopy(disk)
+        defer { unlink(booted) }
+        let output = try machine.bootFirmware(esp: esp, disks: [(booted, true)], variables: try firmwareVariables(in: folder))
+        #expect(!output.contains("DECOY booted"), "\(output.suffix(4000))", sourceLocation: sourceLocation)
+        return output
+    }
+
     /// A grub.cfg as grub-mkconfig writes one, in short: its header loads the environment block and
     /// defaults to saved_entry (GRUB_DEFAULT=saved), an entry of the machine's own comes first (GRUB
     /// falls back to it), then what /etc/grub.d/42_layerctl prints.
@@ -206,22 +226,15 @@ extension StagingTests {
         }
         let disk = try makeDisk()
         defer { unmount(disk) }
-        let folder = FileSystem.split(disk.file).directory
         let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
         _ = try layerctl(["stage", machine.image, "--name", "probe", "--append", append] + disk.options)
         try BootMachine.shell("mkdir -p '\(disk.mount)/boot/grub'")
         try writeGrubMenu(disk, to: disk.mount + "/boot/grub/grub.cfg")
         let made = try layerctl(["boot", "probe", "--loader", "grub"] + disk.options)
         #expect(made.stdout.contains("GRUB boots layerctl-probe by default"), "\(made.stdout)")
-        let esp = try grubSystemPartition(uuid: uuid, prefix: "/boot/grub", in: folder)
-        let variables = folder + "/variables.fd"
-        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
-        let booted = try frozenCopy(disk)
-        defer { unlink(booted) }
-        let output = try machine.bootFirmware(esp: esp, disks: [(booted, true)], variables: variables)
+        let output = try bootThroughGrub(disk, uuid: uuid, prefix: "/boot/grub")
         let probe = Self.probeLines(output)
         let id = String(machine.imageDigest.prefix(12))
-        #expect(!output.contains("DECOY booted"), "\(output.suffix(4000))")
         #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/state/probe/\(id).squashfs"), "\(output.suffix(4000))")
         #expect(probe.last == "PROBE done", "\(probe)")
     }

@@ -54,14 +54,8 @@ extension StagingTests {
         // btrfs driver, as a host-only one for this root has.
         try BootMachine.shell(
             "LAYERCTL_DRACUT_DRIVERS=btrfs bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(disk.mount)\(Self.field("initrd", of: entry).dropFirst(2))' '\(BootMachine.kernelDirectory)'")
-        let esp = try grubSystemPartition(uuid: uuid, prefix: "/@/boot/grub", in: folder)
-        let variables = folder + "/variables.fd"
-        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
-        let booted = try frozenCopy(disk)
-        defer { unlink(booted) }
-        let output = try machine.bootFirmware(esp: esp, disks: [(booted, true)], variables: variables)
+        let output = try bootThroughGrub(disk, uuid: uuid, prefix: "/@/boot/grub")
         let probe = Self.probeLines(output)
-        #expect(!output.contains("DECOY booted"), "\(output.suffix(4000))")
         #expect(probe.contains("PROBE mount / overlay layerctl"), "\(output.suffix(4000))")
         #expect(probe.contains("PROBE mount /run/layerctl/device btrfs /dev/vdb"), "\(probe)")
         #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/@/state/probe/\(id).squashfs"), "\(probe)")

@@ -18,36 +18,21 @@ extension StagingTests {
             return
         }
         let folder = try Harness.temporaryDirectory("fat-staging")
-        let kernel = BootMachine.kernelDirectory
         let initrd = folder + "/initrd.img"
         let stateUUID = "3f0c6a52-8d1e-4b7a-9c2f-5e6d7a8b9c0d"
         try BootMachine.shell(
             """
             cd '\(folder)'
-            version=$(cat '\(kernel)/version')
             mkdir -p root/bin root/sbin root/dev root/proc root/sys root/run root/tmp
             cp /bin/busybox root/bin/busybox
             ln -s busybox root/bin/sh
             cp '\(Harness.executable)' root/bin/layerctl
             cp /sbin/blkid root/sbin/blkid
             cp '\(Harness.packageRoot)/Tests/layerctlTests/Fixtures/fat-staging-init' root/init
-            # Each library where the host has it: layerctl's run path and the loader's own folders.
-            ldd root/bin/layerctl root/sbin/blkid | awk '$2 == "=>" && $3 ~ /^\\// { print $3 } $1 ~ /^\\// && $1 !~ /:$/ { print $1 }' \\
-                | sort -u | while read -r library; do
-                mkdir -p "root$(dirname "$library")"
-                cp -L "$library" "root$library"
-            done
-            for module in virtio_pci virtio_blk crc32c_generic ext4 vfat nls_cp437 nls_ascii nls_utf8 nls_iso8859-1; do
-                echo "$module" >>root/modules-to-load
-                modprobe -d '\(kernel)/root' -S "$version" --show-depends "$module" | while read -r _ ko _; do
-                    relative=${ko#'\(kernel)/root'}
-                    mkdir -p "root$(dirname "$relative")"
-                    cp "$ko" "root$relative"
-                done
-            done
-            depmod -b root "$version"
-            (cd root && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >'\(initrd)'
-            rm -rf root
+            \(BootMachine.packInitramfs(
+                programs: ["/bin/layerctl", "/sbin/blkid"],
+                modules: ["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii", "nls_utf8", "nls_iso8859-1"],
+                to: initrd))
 
             # Two images with a kernel and an initramfs of some megabytes each: what a cut loses shows.
             mkdir -p disk
