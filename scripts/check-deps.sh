@@ -25,7 +25,7 @@ install_deps=${LAYERCTL_INSTALL_DEPS:-scripts/install-deps.sh}
 admindir=${LAYERCTL_DPKG_ADMINDIR:-/var/lib/dpkg}
 
 shell_files=(scripts/*.sh demo/*.sh Benchmarks/*.sh .ci/run boot/layerctl.sh boot/dracut/*/*.sh
-    boot/mkinitcpio/hooks/* boot/mkinitcpio/install/*)
+    boot/mkinitcpio/hooks/* boot/mkinitcpio/install/* boot/systemd-initrd/layerctl-sysroot)
 mapfile -t swift_files < <(find Sources Tests -name '*.swift' | LC_ALL=C sort)
 
 # command_words FILE: "WORD FILE" for the word at each command position of the shell text on stdin.

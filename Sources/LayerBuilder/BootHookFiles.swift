@@ -365,6 +365,90 @@ enum BootHookFiles {
         # vim: set ft=sh ts=4 sw=4 et:
 
         """##,
+        "boot/mkinitcpio/install/sd-layerctl": ##"""
+        #!/bin/bash
+        # mkinitcpio build hook "sd-layerctl": layerctl's boot for an initramfs whose init is systemd
+        # (`systemd` in HOOKS, which runs no runtime hooks, so `layerctl` cannot). A service,
+        # layerctl-sysroot.service, mounts the image named by layerctl.image= as /sysroot before
+        # initrd-root-fs.target, and a sysroot.mount that root= or a discoverable root partition makes is
+        # skipped then. Add `sd-layerctl` last to HOOKS, after `base` (whose shell runs the service) and
+        # after `sd-encrypt` or any hook that makes the image's device appear.
+
+        build() {
+            local module
+            if [[ ! -e $BUILDROOT/usr/bin/sh ]]; then
+                error "sd-layerctl needs a shell in the initramfs: add 'base' to HOOKS, first"
+                return 1
+            fi
+            for module in loop squashfs overlay; do
+                add_module "$module"
+            done
+            add_binary blkid
+            add_binary sha256sum
+            add_file /usr/lib/layerctl/layerctl.sh
+            add_binary /usr/lib/layerctl/systemd-initrd/layerctl-sysroot
+            add_file /usr/lib/layerctl/systemd-initrd/layerctl-sysroot.service \
+                /usr/lib/systemd/system/layerctl-sysroot.service 644
+            add_symlink /usr/lib/systemd/system/initrd-root-fs.target.requires/layerctl-sysroot.service \
+                /usr/lib/systemd/system/layerctl-sysroot.service
+            add_file /usr/lib/layerctl/systemd-initrd/sysroot.mount.conf \
+                /usr/lib/systemd/system/sysroot.mount.d/layerctl.conf 644
+        }
+
+        help() {
+            cat <<HELPEOF
+        Boots a layerctl image in an initramfs whose init is systemd: mounts the squashfs named by
+        layerctl.image= read-only with a tmpfs overlay as /sysroot, so nothing written while running
+        survives a reboot. Needs 'base' and 'systemd' before it in HOOKS. See layerctl's README for
+        every option.
+        HELPEOF
+        }
+
+        # vim: set ft=sh ts=4 sw=4 et:
+
+        """##,
+        "boot/systemd-initrd/layerctl-sysroot": ##"""
+        #!/bin/sh
+        # The program of layerctl-sysroot.service, in an initramfs whose init is systemd (mkinitcpio's
+        # sd-layerctl hook): mounts the image named by layerctl.image= as /sysroot, which systemd's
+        # initrd-switch-root.service makes the root. A failure prints layerctl's one line and fails the
+        # service, and with it initrd-root-fs.target, whose OnFailure= starts the emergency target.
+        # shellcheck source=boot/layerctl.sh
+        . /usr/lib/layerctl/layerctl.sh
+        layerctl_mount /sysroot
+
+        """##,
+        "boot/systemd-initrd/layerctl-sysroot.service": ##"""
+        # layerctl's boot in an initramfs whose init is systemd. mkinitcpio's sd-layerctl hook puts it there
+        # as /usr/lib/systemd/system/layerctl-sysroot.service, required by initrd-root-fs.target.
+        [Unit]
+        Description=layerctl image as the root file system
+        DefaultDependencies=no
+        ConditionPathExists=/etc/initrd-release
+        ConditionKernelCommandLine=layerctl.image
+        # udev names the devices (by UUID, by label), sd-encrypt opens a LUKS device that holds the image.
+        # The device itself is waited for by the program, for layerctl.timeout= seconds.
+        After=systemd-udev-trigger.service systemd-modules-load.service cryptsetup.target
+        Before=initrd-root-fs.target
+
+        [Service]
+        Type=oneshot
+        RemainAfterExit=yes
+        ExecStart=/usr/lib/layerctl/systemd-initrd/layerctl-sysroot
+        StandardOutput=journal+console
+        StandardError=journal+console
+
+        """##,
+        "boot/systemd-initrd/sysroot.mount.conf": ##"""
+        # layerctl's boot in an initramfs whose init is systemd. mkinitcpio's sd-layerctl hook puts it there
+        # as /usr/lib/systemd/system/sysroot.mount.d/layerctl.conf. With layerctl.image= on the command
+        # line, layerctl-sysroot.service mounts /sysroot: the sysroot.mount that systemd-fstab-generator
+        # makes from root= (which may name the device that holds the image) or systemd-gpt-auto-generator
+        # from a discoverable root partition must not mount that device there first, or on top.
+        [Unit]
+        ConditionKernelCommandLine=!layerctl.image
+
+        """##,
         "boot/dracut/90layerctl/module-setup.sh": ##"""
         #!/bin/bash
         # dracut module "layerctl": boots a layerctl image read-only with a tmpfs overlay on / (the logic is

@@ -10,10 +10,17 @@ extension BootFlavour {
         let shared = ("/usr/lib/layerctl/layerctl.sh", "boot/layerctl.sh", mode_t(0o644))
         switch self {
         case .mkinitcpio:
+            // `layerctl` for HOOKS with `base udev`; `sd-layerctl` and its systemd service (outside
+            // systemd's folders: the booted system never sees it) for HOOKS with `systemd`.
+            let systemd = "/usr/lib/layerctl/systemd-initrd/"
             return [
                 shared,
                 ("/usr/lib/initcpio/install/layerctl", "boot/mkinitcpio/install/layerctl", 0o644),
                 ("/usr/lib/initcpio/hooks/layerctl", "boot/mkinitcpio/hooks/layerctl", 0o644),
+                ("/usr/lib/initcpio/install/sd-layerctl", "boot/mkinitcpio/install/sd-layerctl", 0o644),
+                (systemd + "layerctl-sysroot", "boot/systemd-initrd/layerctl-sysroot", 0o755),
+                (systemd + "layerctl-sysroot.service", "boot/systemd-initrd/layerctl-sysroot.service", 0o644),
+                (systemd + "sysroot.mount.conf", "boot/systemd-initrd/sysroot.mount.conf", 0o644),
             ]
         case .dracut:
             let module = "/usr/lib/dracut/modules.d/90layerctl/"
@@ -29,7 +36,7 @@ extension BootFlavour {
 
     /// Where the boot step puts the hook among mkinitcpio's HOOKS, for the key: another place makes
     /// another tree from the same layer file.
-    static let hookPlacement = "HOOKS: layerctl last"
+    static let hookPlacement = "HOOKS: layerctl last, or sd-layerctl with systemd"
 
     /// sha256 over the installed files, for the layer key: a new hook means new layers, and so a new
     /// initramfs. Also over what the boot step goes by, `triggers`, `packageHooks` and
@@ -158,7 +165,9 @@ struct BootSupport {
     /// device that holds the image, so the hooks that make that device appear run first (`encrypt`
     /// asks for the passphrase of a LUKS root and opens it; placed after `udev`, as it was, the
     /// hook waited out its timeout before `encrypt` ever asked). mkinitcpio mounts the root only
-    /// after every runtime hook, so nothing needs it earlier.
+    /// after every runtime hook, so nothing needs it earlier. HOOKS with `systemd` (mkinitcpio's
+    /// systemd initramfs) run no runtime hooks: they get `sd-layerctl`, whose service systemd
+    /// orders after `sd-encrypt`'s, and which needs `base` for its shell.
     private func enableMkinitcpioHook() throws {
         let path = "/etc/mkinitcpio.conf"
         let location = job.bootLocation ?? job.layerName
@@ -184,18 +193,30 @@ struct BootSupport {
                 at: location, code: .input)
         }
         var hooks = line[line.index(after: open)..<close].split(whereSeparator: \.isWhitespace).map(String.init)
-        if hooks.contains("layerctl") { return }
-        if hooks.contains("systemd") {
+        let systemd = hooks.contains("systemd")
+        let hook = systemd ? "sd-layerctl" : "layerctl"
+        if hooks.contains(systemd ? "layerctl" : "sd-layerctl") {
             throw BuildFailure(
-                "mkinitcpio.conf's HOOKS use `systemd`, whose init runs no runtime hooks; layerctl's hook needs `base udev` instead (write /etc/mkinitcpio.conf in `files:`)",
+                systemd
+                    ? "mkinitcpio.conf's HOOKS use `systemd`, whose init runs no runtime hooks, so `layerctl` there would not boot the image: use `sd-layerctl`"
+                    : "mkinitcpio.conf's HOOKS have `sd-layerctl` but not `systemd`, whose init it needs: use `layerctl`",
                 at: location, code: .input)
         }
-        guard hooks.contains("udev") || hooks.contains("base") else {
-            throw BuildFailure(
-                "mkinitcpio.conf's HOOKS have neither `base` nor `udev`, which layerctl's hook needs before it",
-                at: location, code: .input)
+        if systemd {
+            guard hooks.contains("base") else {
+                throw BuildFailure(
+                    "mkinitcpio.conf's HOOKS use `systemd` without `base`, whose shell runs layerctl's sd-layerctl hook: put `base` first",
+                    at: location, code: .input)
+            }
+        } else {
+            guard hooks.contains("udev") || hooks.contains("base") else {
+                throw BuildFailure(
+                    "mkinitcpio.conf's HOOKS have neither `base` nor `udev`, which layerctl's hook needs before it",
+                    at: location, code: .input)
+            }
         }
-        hooks.append("layerctl")
+        if hooks.contains(hook) { return }
+        hooks.append(hook)
         lines[index] = "HOOKS=(\(hooks.joined(separator: " ")))"
         try FileSystem.writeAtomically(Data(lines.joined(separator: "\n").utf8), to: path)
     }

@@ -33,6 +33,8 @@ final class BootMachine: Sendable {
     /// dracut with systemd as the initramfs's init.
     let dracutSystemdInitrd: String
     let mkinitcpioInitrd: String
+    /// mkinitcpio with `systemd` in HOOKS: systemd as the initramfs's init, layerctl's sd-layerctl hook.
+    let mkinitcpioSystemdInitrd: String
     /// The ext4 disk with the image at `imagePath`, and one with the image replaced by junk.
     let disk: String
     let junkDisk: String
@@ -103,6 +105,9 @@ final class BootMachine: Sendable {
             cd '\(root)' && find . | LC_ALL=C sort | cpio -o -H newc --quiet >'\(mkinitcpioInitrd)'
             """)
 
+        mkinitcpioSystemdInitrd = folder + "/initrd-mkinitcpio-systemd.img"
+        try Self.shell(Self.makeMkinitcpioSystemdInitramfs(in: folder + "/sd-layerctl", to: mkinitcpioSystemdInitrd))
+
         // mkfs.ext4 -d fills the disk from a folder, with no mount.
         disk = folder + "/disk.ext4"
         junkDisk = folder + "/junk.ext4"
@@ -149,7 +154,7 @@ final class BootMachine: Sendable {
             ? kernelDirectory + "/vmlinux" : kernelDirectory + "/vmlinuz"
     }
 
-    enum Flavour { case dracut, dracutSystemd, mkinitcpio }
+    enum Flavour { case dracut, dracutSystemd, mkinitcpio, mkinitcpioSystemd }
 
     /// Boots with `disks` (virtio, in order: vda, vdb, …) and `append` on the kernel command line and
     /// returns the serial console's output. A failed boot panics (rd.shell=0, panic=-1) and QEMU
@@ -157,8 +162,10 @@ final class BootMachine: Sendable {
     func boot(_ flavour: Flavour, disks: [(path: String, readOnly: Bool)], append: String) throws -> String {
         try boot(
             kernel: Self.fastKernel,
-            initrd: flavour == .dracut
-                ? dracutInitrd : flavour == .dracutSystemd ? dracutSystemdInitrd : mkinitcpioInitrd,
+            initrd: [
+                .dracut: dracutInitrd, .dracutSystemd: dracutSystemdInitrd, .mkinitcpio: mkinitcpioInitrd,
+                .mkinitcpioSystemd: mkinitcpioSystemdInitrd,
+            ][flavour]!,
             disks: disks, append: append)
     }
 
@@ -244,6 +251,54 @@ final class BootMachine: Sendable {
             depmod -b root "$version"
             (cd root && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >'\(out)'
             rm -rf root
+            """
+    }
+
+    /// Shell lines that make the initramfs of mkinitcpio with `systemd` in HOOKS, at `out`: the
+    /// install hook sd-layerctl runs under stand-ins of mkinitcpio's build functions
+    /// (Fixtures/mkinitcpio-build), with layerctl's files laid out as the image has them, and what
+    /// it adds goes into a systemd initramfs that dracut makes with no module of its own but
+    /// `dracutModules` (crypt: systemd's cryptsetup, as mkinitcpio's sd-encrypt gives it).
+    /// mkinitcpio's `systemd` hook gives the same systemd units. `work` is a folder to make.
+    static func makeMkinitcpioSystemdInitramfs(
+        in work: String, to out: String, dracutModules: [String] = [], include: (source: String, target: String)? = nil
+    ) -> String {
+        let boot = Harness.packageRoot + "/boot"
+        let (added, image) = (work + "/root", work + "/image")
+        let extra = include.map { "--include '\($0.source)' '\($0.target)'" } ?? ""
+        return """
+            mkdir -p '\(image)/usr/lib/layerctl/systemd-initrd' '\(added)/usr/bin' '\(added)/etc' '\(work)/conf.d'
+            cp '\(boot)/layerctl.sh' '\(image)/usr/lib/layerctl/layerctl.sh'
+            cp '\(boot)'/systemd-initrd/* '\(image)/usr/lib/layerctl/systemd-initrd/'
+            # mkinitcpio's base hook: busybox and its applets, but those the systemd hook gives
+            # (util-linux's mount, kmod's modprobe) and the ones sd-layerctl adds.
+            cp /bin/busybox '\(added)/usr/bin/busybox'
+            given=" mount umount modprobe insmod rmmod lsmod depmod modinfo swapon swapoff busybox blkid sha256sum "
+            given+=" poweroff reboot halt switch_root init linuxrc "
+            for applet in $(/bin/busybox --list); do
+                case $given in *" $applet "*) continue ;; esac
+                ln -s busybox '\(added)/usr/bin/'"$applet"
+            done
+            bash '\(Harness.packageRoot)/Tests/layerctlTests/Fixtures/mkinitcpio-build' \
+                '\(boot)/mkinitcpio/install/sd-layerctl' '\(added)' '\(image)'
+            # What mkinitcpio's systemd hook adds besides systemd's units: /etc/initrd-release (by
+            # which systemd tells an initramfs), and udev's rules that load drivers and name disks.
+            printf '%s\\n' 'NAME=mkinitcpio' 'ID=mkinitcpio' >'\(added)/etc/initrd-release'
+            mkdir -p '\(added)/usr/lib/udev/rules.d'
+            for rules in 50-udev-default 60-persistent-storage 64-btrfs 80-drivers 99-systemd; do
+                cp "/lib/udev/rules.d/$rules.rules" '\(added)/usr/lib/udev/rules.d/'
+            done
+            # The tests' stand-in for the emergency shell (emergency.service, which emergency.target
+            # requires): the machine powers off.
+            printf '%s\\n' '[Unit]' 'DefaultDependencies=no' '[Service]' 'ExecStart=/usr/bin/busybox poweroff -f' \
+                >'\(added)/usr/lib/systemd/system/emergency.service'
+            version=$(cat '\(kernelDirectory)/version')
+            dracut --quiet --force --no-hostonly --conf /dev/null --confdir '\(work)/conf.d' \
+                -m "systemd systemd-initrd \(dracutModules.joined(separator: " "))" \
+                --install "$(tr '\\n' ' ' <'\(added).binaries')" --include '\(added)' / \(extra) \
+                --add-drivers "virtio_blk virtio_pci ext4 crc32c_generic $(tr '\\n' ' ' <'\(added).modules')" \
+                --kver "$version" --kmoddir '\(kernelDirectory)/root/lib/modules/'"$version" \
+                --no-compress --no-early-microcode '\(out)'
             """
     }
 

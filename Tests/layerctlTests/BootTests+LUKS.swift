@@ -40,22 +40,32 @@ extension BootTests {
     /// Most Arch laptops keep their root on LUKS: the device that holds the image appears only
     /// once the initramfs's crypt step has opened it, and the hook must wait for that, not fail
     /// first, nor find it before it is there.
-    @Test("dracut, with its shell init and with systemd: the image file on an ext4 filesystem inside LUKS, opened by the crypt module, boots")
+    @Test(
+        "dracut, with its shell init and with systemd, and mkinitcpio with systemd: the image file on an ext4 filesystem inside LUKS, opened by the crypt step, boots"
+    )
     func imageInsideLUKS() throws {
         let (disk, key, luksUUID, fsUUID) = try makeEncryptedDisk()
         let folder = FileSystem.split(disk).directory
-        for systemd in [false, true] {
-            let initrd = folder + "/initrd-crypt\(systemd ? "-systemd" : "").img"
-            let systemdInit = systemd ? "1" : ""
-            try BootMachine.shell(
-                """
-                LAYERCTL_DRACUT_MODULES=crypt LAYERCTL_DRACUT_INCLUDE='\(key) /etc/layerctl-test.key' \
-                    LAYERCTL_DRACUT_SYSTEMD=\(systemdInit) \
-                    bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(initrd)' '\(BootMachine.kernelDirectory)'
-                """)
+        for flavour in ["dracut", "dracut-systemd", "mkinitcpio-systemd"] {
+            let initrd = folder + "/initrd-crypt-\(flavour).img"
+            if flavour == "mkinitcpio-systemd" {
+                // systemd's cryptsetup, as mkinitcpio's sd-encrypt gives it; sd-layerctl's service
+                // comes after it.
+                try BootMachine.shell(
+                    BootMachine.makeMkinitcpioSystemdInitramfs(
+                        in: folder + "/sd-layerctl", to: initrd, dracutModules: ["crypt"],
+                        include: (key, "/etc/layerctl-test.key")))
+            } else {
+                try BootMachine.shell(
+                    """
+                    LAYERCTL_DRACUT_MODULES=crypt LAYERCTL_DRACUT_INCLUDE='\(key) /etc/layerctl-test.key' \
+                        LAYERCTL_DRACUT_SYSTEMD=\(flavour == "dracut-systemd" ? "1" : "") \
+                        bash '\(Harness.packageRoot)/scripts/make-initramfs.sh' '\(initrd)' '\(BootMachine.kernelDirectory)'
+                    """)
+            }
             // The key file is in the initramfs: dracut's own crypt step says so with `:/`, systemd's
             // takes an absolute path there.
-            let keyArgument = "rd.luks.key=/etc/layerctl-test.key" + (systemd ? "" : ":/")
+            let keyArgument = "rd.luks.key=/etc/layerctl-test.key" + (flavour == "dracut" ? ":/" : "")
             let output = try machine.boot(
                 kernel: BootMachine.fastKernel, initrd: initrd, disks: [(disk, true)],
                 append:
@@ -66,7 +76,7 @@ extension BootTests {
                 lines(output, "PROBE").contains {
                     $0.hasPrefix("PROBE mount /run/layerctl/device ext4 /dev/") && ($0.contains("/dm-") || $0.contains("/mapper/"))
                 },
-                "\(lines(output, "PROBE"))")
+                "\(flavour): \(lines(output, "PROBE"))")
         }
     }
 }

@@ -151,6 +151,34 @@ struct BootTests {
             failed, "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
     }
 
+    @Test(
+        "mkinitcpio with systemd as the initramfs's init (sd-layerctl): the image boots, with root= naming its device too, and a missing image stops the boot with its line"
+    )
+    func mkinitcpioWithSystemd() throws {
+        let output = try machine.boot(
+            .mkinitcpioSystemd, disks: [(machine.disk, true)],
+            append: "layerctl.image=\(BootMachine.imagePath) \(device) \(probe)")
+        expectBooted(output, image: "/dev/loop0")
+        // root= names the device that holds the image: systemd-fstab-generator makes a sysroot.mount
+        // of it, which must not mount that device as the root while layerctl's service copies the
+        // image to RAM and checks it (slow for a big image), nor on top after.
+        let byRoot = try machine.boot(
+            .mkinitcpioSystemd, disks: [(machine.disk, true)],
+            append:
+                "layerctl.image=\(BootMachine.imagePath) root=UUID=\(BootMachine.diskUUID) layerctl.toram=1 layerctl.verify=sha256:\(machine.imageDigest) \(probe)"
+        )
+        expectBooted(byRoot, image: "/dev/loop0")
+        #expect(lines(byRoot, "PROBE").contains("PROBE mount /run/layerctl/ram tmpfs layerctl-ram"))
+        // The overlay on top would still boot, over the device mounted where no one sees it.
+        let rootMount = byRoot.split(whereSeparator: \.isNewline).filter { $0.contains("sysroot.mount") }
+        #expect(rootMount.isEmpty, "systemd mounted root= on /sysroot: \(rootMount)")
+        let failed = try machine.boot(
+            .mkinitcpioSystemd, disks: [(machine.disk, true)],
+            append: "layerctl.image=/images/missing.squashfs \(device) \(probe)")
+        expectStopped(
+            failed, "image /images/missing.squashfs failed: no such file on UUID=\(BootMachine.diskUUID) (/dev/vda)")
+    }
+
     /// The lines of init, the hooks, layerctl's and the errors, in the order they came. A kernel
     /// message can land inside one on the shared console ("INIT root=/dev/vda[    1.873583]
     /// clocksource: …"), and is cut off.
