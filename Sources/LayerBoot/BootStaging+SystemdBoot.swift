@@ -33,7 +33,7 @@ extension BootStaging {
     /// this boot folder holds it. Says what it did, or, where the machine did not boot through this
     /// systemd-boot, what to do; nil when there is nothing to keep (no loader.conf: no systemd-boot).
     func keepSystemdBootDefault(name: String) throws -> String? {
-        let path = bootDirectory + "/loader/loader.conf"
+        let path = loaderConfigurationPath
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
             BootEntries.loaderDefault(text) == nil, efiDefaultEntry() == nil
         else { return nil }
@@ -54,7 +54,7 @@ extension BootStaging {
     /// which is going: left naming it, systemd-boot would boot its menu's first entry (another
     /// staged image, sorted first). Says what it did; nil when the default names another entry.
     func restoreSystemdBootDefault(_ set: StagedSet) throws -> String? {
-        let path = bootDirectory + "/loader/loader.conf"
+        let path = loaderConfigurationPath
         let name = set.current.name
         let entry = "layerctl-\(name).conf"
         guard let text = try? String(contentsOfFile: path, encoding: .utf8),
@@ -74,13 +74,15 @@ extension BootStaging {
             "systemd-boot: \(path) named \(entry) as the default\(before); it names none now, so systemd-boot boots its menu's first entry: run layerctl boot with the name to boot, or add a default line"
     }
 
-    /// The id of the entry `id` names in this boot folder, as its file is spelled (a type #1 entry
-    /// in loader/entries, a unified kernel image in EFI/Linux; systemd-boot folds the case of
-    /// ids, and FAT does not keep it apart); nil when the folder has no such entry.
+    /// The id of the entry `id` names in this boot folder or on the ESP, as its file is spelled (a
+    /// type #1 entry in loader/entries, a unified kernel image in EFI/Linux; systemd-boot folds the
+    /// case of ids, and FAT does not keep it apart); nil when neither has such an entry.
     private func bootFolderEntry(_ id: String) -> String? {
-        for folder in ["/loader/entries", "/EFI/Linux"] {
-            let names = (try? FileSystem.listDirectory(bootDirectory + folder)) ?? []
-            if let name = names.first(where: { $0.lowercased() == id.lowercased() }) { return name }
+        for partition in [bootDirectory] + (espDirectory.map { [$0] } ?? []) {
+            for folder in ["/loader/entries", "/EFI/Linux"] {
+                let names = (try? FileSystem.listDirectory(partition + folder)) ?? []
+                if let name = names.first(where: { $0.lowercased() == id.lowercased() }) { return name }
+            }
         }
         return nil
     }

@@ -15,6 +15,10 @@ public struct BootStaging: Sendable {
     public var bootDirectory: String
     /// The folder of GRUB's configuration scripts; nil leaves GRUB alone.
     public var grubDirectory: String?
+    /// The ESP, where systemd-boot reads loader/loader.conf, when it is another partition than
+    /// `bootDirectory` (an XBOOTLDR partition on /boot, the ESP on /efi): systemd-boot reads entries
+    /// and kernels on both, its configuration only on the ESP. nil: `bootDirectory` holds it.
+    public var espDirectory: String?
     /// Where the hook left /run/layerctl/boot.env on a running image.
     public var runDirectory: String = "/run/layerctl"
     /// The firmware's variables (efivarfs), where systemd-boot keeps a default that overrides loader.conf's.
@@ -31,6 +35,25 @@ public struct BootStaging: Sendable {
     }
 
     public static let grubScriptName = "42_layerctl"
+
+    /// Where systemd-boot reads loader.conf: on the ESP.
+    var loaderConfigurationPath: String { (espDirectory ?? bootDirectory) + "/loader/loader.conf" }
+
+    /// The ESP, found as bootctl looks for it, when `bootDirectory` holds no loader.conf (an
+    /// XBOOTLDR partition): the first of `candidates` that holds one; nil when there is none.
+    public static func findSystemPartition(bootDirectory: String, candidates: [String] = ["/efi", "/boot/efi"]) -> String? {
+        func holdsConfiguration(_ folder: String) -> Bool { FileSystem.exists(folder + "/loader/loader.conf") }
+        if holdsConfiguration(bootDirectory) { return nil }
+        let boot = URL(fileURLWithPath: bootDirectory).standardizedFileURL.path
+        return candidates.first { URL(fileURLWithPath: $0).standardizedFileURL.path != boot && holdsConfiguration($0) }
+    }
+
+    /// Refuses, as for the boot folder, an ESP that is only this running image's overlay.
+    private func checkSystemPartition() throws {
+        if let espDirectory {
+            try DeviceLocation.checkLasting(espDirectory, option: "--esp-dir", runDirectory: runDirectory)
+        }
+    }
 
     /// Names are file names, entry ids and GRUB titles at once, so they keep to a safe alphabet,
     /// and to a length that leaves room in a file name for `layerctl-NAME-previous.conf.tmp-…`.
@@ -103,6 +126,7 @@ public struct BootStaging: Sendable {
         do {
             try DeviceLocation.checkLasting(folder, option: "--state-dir", runDirectory: runDirectory)
             try DeviceLocation.checkLasting(bootDirectory, option: "--boot-dir", runDirectory: runDirectory)
+            try checkSystemPartition()
             try DeviceLocation.checkCarried(folder, option: "--state-dir")
             try DeviceLocation.checkCarried(bootDirectory + "/layerctl/\(name)", option: "--boot-dir")
         } catch {
@@ -143,6 +167,7 @@ public struct BootStaging: Sendable {
             // in it were not, and the check at boot would clear the way to them. syncfs writes every
             // change of both filesystems, the folders staging made, and what the pull freed.
             try FileSystem.syncFileSystem(of: bootDirectory)
+            if let espDirectory { try FileSystem.syncFileSystem(of: espDirectory) }
             try FileSystem.syncFileSystem(of: folder)
             return staged
         } catch {
@@ -233,6 +258,7 @@ public struct BootStaging: Sendable {
         // the overlay's, and the partition's kept naming the images it removed.
         try DeviceLocation.checkLasting(stateDirectory, option: "--state-dir", runDirectory: runDirectory)
         try DeviceLocation.checkLasting(bootDirectory, option: "--boot-dir", runDirectory: runDirectory)
+        try checkSystemPartition()
         let lock = try lock(creating: false)
         defer { lock?.unlock() }
         let folder = directory(name)
@@ -312,8 +338,7 @@ public struct BootStaging: Sendable {
     /// The boot loaders whose configuration the boot directory holds.
     public func detectedLoaders() -> [Loader] {
         var loaders: [Loader] = []
-        if FileSystem.exists(bootDirectory + "/loader/loader.conf")
-            || FileSystem.isDirectory(bootDirectory + "/loader/entries")
+        if FileSystem.exists(loaderConfigurationPath) || FileSystem.isDirectory(bootDirectory + "/loader/entries")
         {
             loaders.append(.systemdBoot)
         }
@@ -327,6 +352,7 @@ public struct BootStaging: Sendable {
     /// what it changed, one line each.
     public func makeDefault(name: String, once: Bool, loaders: [Loader]) throws -> [String] {
         try DeviceLocation.checkLasting(bootDirectory, option: "--boot-dir", runDirectory: runDirectory)
+        try checkSystemPartition()
         let lock = try lock(creating: false)
         defer { lock?.unlock() }
         guard let set = try StagedSet.load(directory(name)) else { throw BootError("nothing is staged as '\(name)'") }
@@ -351,7 +377,7 @@ public struct BootStaging: Sendable {
                 if status != 0 { throw BootError("bootctl set-oneshot \(entry).conf failed with status \(status)", code: .system) }
                 done.append("systemd-boot boots \(entry).conf next time (bootctl set-oneshot)")
             case .systemdBoot:
-                let path = bootDirectory + "/loader/loader.conf"
+                let path = loaderConfigurationPath
                 let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
                 // What it replaces is kept for unstage, first: a stop between the two keeps it.
                 let replaced = BootEntries.loaderDefault(text) ?? ""

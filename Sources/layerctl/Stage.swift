@@ -13,6 +13,14 @@ struct BootOptions: ParsableArguments {
     @Option(help: "The directory the boot loader reads kernels and entries from (the ESP or /boot).")
     var bootDir: String = "/boot"
 
+    @Option(
+        help: """
+            The EFI system partition, where systemd-boot reads loader/loader.conf, when BOOT-DIR is another \
+            partition (XBOOTLDR). Default: /efi or /boot/efi, the first that holds loader/loader.conf, when \
+            BOOT-DIR holds none.
+            """)
+    var espDir: String?
+
     @Option(help: "GRUB's script folder, where layerctl writes 42_layerctl for grub-mkconfig.")
     var grubDir: String = "/etc/grub.d"
 
@@ -35,6 +43,7 @@ struct BootOptions: ParsableArguments {
         let store = try storeOptions.open()
         var staging = BootStaging(
             stateDirectory: stateDir ?? store.root + "/boot", bootDirectory: bootDir, grubDirectory: noGrub ? nil : grubDir)
+        staging.espDirectory = espDir ?? BootStaging.findSystemPartition(bootDirectory: bootDir)
         staging.runDirectory = runDir
         staging.efiVariables = efivarsDir
         staging.waiting = { printNote($0) }
@@ -243,10 +252,10 @@ extension LayerCtl {
             commandName: "boot",
             abstract: "Makes a staged image the default boot, or with --once the next one.",
             discussion: """
-                systemd-boot: the default is the `default` line of BOOT-DIR/loader/loader.conf; --once asks bootctl \
-                set-oneshot. GRUB: saved_entry (or next_entry with --once) in BOOT-DIR/grub/grubenv, which GRUB \
-                follows when /etc/default/grub says GRUB_DEFAULT=saved. The loaders are those whose configuration \
-                BOOT-DIR holds, unless --loader names one.
+                systemd-boot: the default is the `default` line of loader/loader.conf on the ESP (BOOT-DIR, or \
+                ESP-DIR); --once asks bootctl set-oneshot. GRUB: saved_entry (or next_entry with --once) in \
+                BOOT-DIR/grub/grubenv, which GRUB follows when /etc/default/grub says GRUB_DEFAULT=saved. The \
+                loaders are those whose configuration BOOT-DIR holds, unless --loader names one.
 
                 Given an image reference (REGISTRY/REPOSITORY[:TAG|@DIGEST]) instead, boot pulls it, exports and stages \
                 it (as `layerctl stage` does, under the repository's last component unless --name says otherwise), \

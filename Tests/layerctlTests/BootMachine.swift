@@ -204,16 +204,19 @@ final class BootMachine: Sendable {
     }
 
     /// Boots as a PC with UEFI firmware does, with no -kernel: the firmware starts the boot loader
-    /// at EFI/BOOT/BOOTX64.EFI of `esp`, a folder QEMU shows as a FAT disk (vda, read-only), and
-    /// the loader reads its configuration there. `disks` follow (vdb, …); `variables` is the
-    /// firmware's variable store, a copy of `firmwareVariables` the caller keeps between boots.
+    /// at EFI/BOOT/BOOTX64.EFI of `esp`, a folder QEMU shows as a FAT disk (vda, read-only), or a
+    /// disk image with a GPT whose ESP holds it, and the loader reads its configuration there.
+    /// `disks` follow (vdb, …); `variables` is the firmware's variable store, a copy of
+    /// `firmwareVariables` the caller keeps between boots.
     func bootFirmware(esp: String, disks: [(path: String, readOnly: Bool)], variables: String) throws -> String {
+        var isFolder: ObjCBool = false
+        let system = FileManager.default.fileExists(atPath: esp, isDirectory: &isFolder) && isFolder.boolValue ? "fat:" + esp : esp
         var arguments = [
             "-s", "KILL", "300", "qemu-system-x86_64", "-accel", Self.accelerator, "-machine", "q35", "-m", "768", "-nographic", "-nic", "none",
             "-no-reboot",
             "-drive", "if=pflash,format=raw,readonly=on,file=\(Self.firmwareCode)",
             "-drive", "if=pflash,format=raw,file=\(variables)",
-            "-drive", "file=fat:\(esp),format=raw,if=virtio,readonly=on",
+            "-drive", "file=\(system),format=raw,if=virtio,readonly=on",
         ]
         for disk in disks {
             arguments += ["-drive", "file=\(disk.path),format=raw,if=virtio\(disk.readOnly ? ",readonly=on" : "")"]

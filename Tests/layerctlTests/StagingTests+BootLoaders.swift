@@ -169,6 +169,86 @@ extension StagingTests {
 }
 
 extension StagingTests {
+    /// A disk as a PC with an XBOOTLDR partition has it, from two folders, in `folder`: a GPT with
+    /// the ESP (`esp`, systemd-boot in its fallback path added) and the XBOOTLDR partition
+    /// (`xbootldr`), each FAT, filled with mtools (the host has no vfat driver to mount them).
+    func xbootldrDisk(esp: String, xbootldr: String, in folder: String) throws -> String {
+        let disk = folder + "/xbootldr-disk.img"
+        try BootMachine.shell(
+            """
+            cd '\(folder)'
+            export MTOOLS_SKIP_CHECK=1
+            rm -rf esp-copy boot-copy && mkdir -p esp-copy/EFI/BOOT boot-copy
+            cp -R '\(esp)/.' esp-copy/ && cp '\(Self.systemdBoot)' esp-copy/EFI/BOOT/BOOTX64.EFI
+            cp -R '\(xbootldr)/.' boot-copy/ && rm -rf boot-copy/lost+found
+            # FAT32 from 33 MiB on; room for what each holds.
+            esp_mib=40
+            boot_mib=$(( $(du -sm boot-copy | cut -f1) * 5 / 4 + 40 ))
+            for part in esp boot; do
+                if [ "$part" = esp ]; then mib=$esp_mib; else mib=$boot_mib; fi
+                rm -f "$part.fat"
+                mkfs.fat -F 32 -C "$part.fat" $((mib * 1024)) >/dev/null
+                mcopy -s -i "$part.fat" "$part-copy"/* ::/
+            done
+            rm -f '\(disk)' && truncate -s $((esp_mib + boot_mib + 2))M '\(disk)'
+            printf '%s\\n' 'label: gpt' \
+                "start=2048, size=$((esp_mib * 2048)), type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B" \
+                "start=$((2048 + esp_mib * 2048)), size=$((boot_mib * 2048)), type=BC13C2FF-59E6-4262-A352-B275FD6F7172" \
+                | sfdisk --quiet '\(disk)'
+            dd if=esp.fat of='\(disk)' bs=1M seek=1 conv=notrunc status=none
+            dd if=boot.fat of='\(disk)' bs=1M seek=$((1 + esp_mib)) conv=notrunc status=none
+            rm -rf esp-copy boot-copy esp.fat boot.fat
+            """)
+        return disk
+    }
+
+    /// With /boot an XBOOTLDR partition and the ESP elsewhere (/efi), systemd-boot reads entries
+    /// and kernels on both, loader.conf only on the ESP: a default written to /boot's loader.conf
+    /// would change nothing, and the newest staged version, which sorts first, would boot.
+    @Test("with --boot-dir an XBOOTLDR partition, boot writes the default into the ESP's loader.conf, and systemd-boot follows it")
+    func systemdBootWithXBOOTLDR() throws {
+        if let missing = Self.missingLoader(Self.systemdBoot, package: "systemd-boot-efi") {
+            print("StagingTests.systemdBootWithXBOOTLDR skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let xbootldr = try makeSystemPartition(beside: disk)
+        defer { _ = try? BootMachine.shell("umount '\(xbootldr)'") }
+        let folder = FileSystem.split(disk.file).directory
+        let esp = folder + "/efi"
+        let loaderConf = "timeout 0\nconsole-mode keep\n"
+        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf '\(loaderConf)' >'\(esp)/loader/loader.conf'")
+        let options = [
+            "--state-dir", disk.mount + "/state", "--boot-dir", xbootldr, "--esp-dir", esp, "--grub-dir", disk.grub,
+            "--run-dir", disk.run, "--efivars-dir", folder,
+        ]
+        let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
+        // `other`, staged last, sorts first: systemd-boot would boot it without a default.
+        for name in ["probe", "other"] {
+            _ = try layerctl(["stage", machine.image, "--name", name, "--append", append] + options)
+        }
+        let made = try layerctl(["boot", "probe"] + options)
+        #expect(made.stdout.contains("systemd-boot boots layerctl-probe.conf by default (\(esp)/loader/loader.conf)"), "\(made.stdout)")
+        #expect(text(esp + "/loader/loader.conf") == "default layerctl-probe.conf\n" + loaderConf)
+        #expect(!FileManager.default.fileExists(atPath: xbootldr + "/loader/loader.conf"))
+        let variables = try firmwareVariables(in: folder)
+        let booted = try frozenCopy(disk)
+        defer { unlink(booted) }
+        let output = try machine.bootFirmware(
+            esp: try xbootldrDisk(esp: esp, xbootldr: xbootldr, in: folder), disks: [(booted, true)], variables: variables)
+        let probe = Self.probeLines(output)
+        let id = String(machine.imageDigest.prefix(12))
+        #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/state/probe/\(id).squashfs"), "\(output.suffix(4000))")
+        #expect(probe.last == "PROBE done", "\(probe)")
+
+        // unstage puts the ESP's default back as it was: none.
+        _ = try layerctl(["unstage", "probe", "--all"] + options)
+        #expect(text(esp + "/loader/loader.conf") == loaderConf)
+    }
+}
+
+extension StagingTests {
     /// GRUB for UEFI, with its modules inside: what grub-install puts on an ESP, less the modules
     /// folder. It finds the filesystem of `uuid`, takes `prefix` there (as grub-install records
     /// it) and reads grub.cfg from it.
