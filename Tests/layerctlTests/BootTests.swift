@@ -340,4 +340,30 @@ struct VMTests {
         #expect(corrupt.status == 3)
         #expect(corrupt.stderr.contains("read \(machine.junkDisk) as a squashfs image"), "\(corrupt.stderr)")
     }
+
+    /// A machine without QEMU: vm says what to install before it looks up, exports or pulls
+    /// anything, and --print-command, which runs nothing, still prints the command.
+    @Test("vm on a machine without QEMU fails with one line naming the package, before anything else; --print-command still works")
+    func withoutQEMU() throws {
+        // QEMU hidden in a mount namespace of its own (private: the host keeps its QEMU): /dev/null,
+        // which no one may execute, over each place layerctl looks.
+        let hide = ["/usr/bin", "/bin", "/usr/local/bin", "/usr/sbin", "/sbin"].map { "\($0)/qemu-system-x86_64" }
+            .filter { FileManager.default.fileExists(atPath: $0) && Harness.link($0) == nil }
+            .map { "mount --bind /dev/null \($0)" }.joined(separator: " && ")
+        func vm(_ arguments: [String]) throws -> Harness.Result {
+            let command = (["exec", Harness.executable, "vm"] + arguments).map { "'\($0)'" }.joined(separator: " ")
+            return try Harness.run(
+                ["--propagation", "private", "--mount", "sh", "-c", (hide.isEmpty ? "" : hide + " && ") + command],
+                tool: "/usr/bin/unshare")
+        }
+        // A layer that is not there: the check comes before the lookup, as before an export.
+        let missing = try vm(["no-such-layer", "--store", machine.store])
+        #expect(missing.status == 8, "\(missing.stderr)")
+        #expect(
+            missing.stderr == "layerctl: qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)\n",
+            "\(missing.stderr)")
+        let printed = try vm([machine.image, "--print-command"])
+        #expect(printed.status == 0, "\(printed.stderr)")
+        #expect(printed.stdout.hasPrefix("qemu-system-x86_64 "), "\(printed.stdout)")
+    }
 }
