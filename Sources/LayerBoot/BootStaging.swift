@@ -338,8 +338,7 @@ public struct BootStaging: Sendable {
     /// The boot loaders whose configuration the boot directory holds.
     public func detectedLoaders() -> [Loader] {
         var loaders: [Loader] = []
-        if FileSystem.exists(loaderConfigurationPath) || FileSystem.isDirectory(bootDirectory + "/loader/entries")
-        {
+        if FileSystem.exists(loaderConfigurationPath) || FileSystem.isDirectory(bootDirectory + "/loader/entries") {
             loaders.append(.systemdBoot)
         }
         if FileSystem.exists(bootDirectory + "/grub/grub.cfg") || FileSystem.exists(bootDirectory + "/grub/grubenv") {

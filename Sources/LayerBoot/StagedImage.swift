@@ -138,9 +138,10 @@ struct DeviceLocation {
         var message = "\(path) is on \(mount.fstype == "overlay" ? "this system's overlay" : mount.fstype) (mounted on \(mount.target)), "
             + "whose files are gone at the next boot: what layerctl changed there would be too"
         guard let booted else { throw BootError(message + "; give \(option) a folder on a disk") }
-        if option == "--boot-dir" {
-            message += "; this system runs a layerctl image: mount its boot partition (the ESP) on \(path) first, as the system "
-                + "that staged the image has it, or give --boot-dir the folder where it is mounted"
+        if option == "--boot-dir" || option == "--esp-dir" {
+            let partition = option == "--esp-dir" ? "EFI system partition" : "boot partition (the ESP)"
+            message += "; this system runs a layerctl image: mount its \(partition) on \(path) first, as the system "
+                + "that staged the image has it, or give \(option) the folder where it is mounted"
         } else {
             // The image's folder holds the staged versions of its name; the one above, every name's.
             let image = booted["LAYERCTL_IMAGE"] ?? ""

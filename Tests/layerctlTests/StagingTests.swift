@@ -520,6 +520,16 @@ struct StagingTests {
                 && bootInMemory.stderr
                     == "layerctl: \(memory)/boot is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what layerctl changed there would be too; this system runs a layerctl image: mount its boot partition (the ESP) on \(memory)/boot first, as the system that staged the image has it, or give --boot-dir the folder where it is mounted\n",
             "\(bootInMemory.stderr)")
+        // An ESP apart from the boot folder (XBOOTLDR's) is held to the same, with its own words.
+        let espInMemory = try Harness.run([
+            "boot", "n", "--state-dir", device + "/state", "--boot-dir", device + "/boot", "--esp-dir", memory + "/efi",
+            "--no-grub", "--run-dir", disk.run,
+        ])
+        #expect(
+            espInMemory.status == 3
+                && espInMemory.stderr
+                    == "layerctl: \(memory)/efi is on tmpfs (mounted on \(memory)), whose files are gone at the next boot: what layerctl changed there would be too; this system runs a layerctl image: mount its EFI system partition on \(memory)/efi first, as the system that staged the image has it, or give --esp-dir the folder where it is mounted\n",
+            "\(espInMemory.stderr)")
         // Nor do boot and unstage change a boot folder that forgets: the boot partition's entries
         // would stay, naming what unstage removed.
         for command in [["boot", "n"], ["unstage", "n"]] {
