@@ -60,13 +60,14 @@ package enum BootEntries {
         let trimmed = line.drop(while: isBlank)
         guard let first = trimmed.first, first != "#" else { return nil }
         let key = trimmed.prefix { !isBlank($0) }
-        let value = trimmed.dropFirst(key.count).drop(while: isBlank)
-        return (key, Substring(value.reversed().drop(while: isBlank).reversed()))
+        var value = trimmed.dropFirst(key.count).drop(while: isBlank)
+        while let last = value.last, isBlank(last) { value = value.dropLast() }
+        return (key, value)
     }
 
     /// The pattern of loader.conf's `default` (the last such line: systemd-boot keeps the last),
     /// or nil when it names none.
-    static func loaderDefault(_ text: String) -> String? {
+    package static func loaderDefault(_ text: String) -> String? {
         text.split(separator: "\n").compactMap(loaderSetting).last { $0.key == "default" && !$0.value.isEmpty }
             .map { String($0.value) }
     }
