@@ -23,6 +23,8 @@ public struct BootStaging: Sendable {
     public var runDirectory: String = "/run/layerctl"
     /// The firmware's variables (efivarfs), where systemd-boot keeps a default that overrides loader.conf's.
     public var efiVariables: String = "/sys/firmware/efi/efivars"
+    /// The key that signs each staged kernel for Secure Boot; nil copies the image's kernel as it is.
+    public var signing: KernelSigning?
     /// Told what the wait is for when another layerctl holds the staging lock.
     public var waiting: (@Sendable (String) -> Void)?
     /// Told what staging changed outside the name's own files (loader.conf's default, kept).
@@ -129,6 +131,7 @@ public struct BootStaging: Sendable {
             try checkSystemPartition()
             try DeviceLocation.checkCarried(folder, option: "--state-dir")
             try DeviceLocation.checkCarried(bootDirectory + "/layerctl/\(name)", option: "--boot-dir")
+            try signing?.check()
         } catch {
             // A name never staged leaves no folder (rmdir removes none that holds anything).
             rmdir(folder)
@@ -177,7 +180,7 @@ public struct BootStaging: Sendable {
             if before?.versions.contains(where: { $0.id == id }) != true && saved?.versions.contains(where: { $0.id == id }) != true {
                 unlink(imagePath)
                 let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
-                for file in ["vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new"] {
+                for file in ["vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new", "vmlinuz.unsigned"] {
                     unlink(bootFolder + "/" + file)
                 }
                 rmdir(bootFolder)
@@ -203,7 +206,13 @@ public struct BootStaging: Sendable {
         try FileSystem.makeDirectories(bootFolder)
         let kernel = bootFolder + "/vmlinuz"
         let initrd = bootFolder + "/initramfs.img"
-        try reader.copy(files.kernel, to: kernel + ".new")
+        if let signing {
+            try reader.copy(files.kernel, to: kernel + ".unsigned")
+            defer { unlink(kernel + ".unsigned") }
+            try signing.sign(kernel + ".unsigned", to: kernel + ".new", shownAs: shownAs)
+        } else {
+            try reader.copy(files.kernel, to: kernel + ".new")
+        }
         try reader.copy(files.initrd, to: initrd + ".new")
         // On disk before they are named, as the image is: after a power cut, an entry must not
         // lead the boot loader to an empty kernel. A restaged version's files take over the entries
@@ -229,7 +238,7 @@ public struct BootStaging: Sendable {
             imageOnDevice: device.path, deviceUUID: device.uuid, kernel: kernel, initrd: initrd,
             kernelOnBoot: boot.path, initrdOnBoot: initrdOnBoot, bootUUID: boot.uuid,
             commandLine: words.joined(separator: " "), source: source,
-            stagedAt: StagedImage.now())
+            stagedAt: StagedImage.now(), secureBootCertificate: signing?.certificate)
 
         // The way back is the version running now if it is one of the two, else the one current so far.
         var set: StagedSet
@@ -437,6 +446,8 @@ public struct BootStaging: Sendable {
         for path in [image.image, image.kernel, image.initrd] where unlink(path) != 0 && errno != ENOENT {
             throw SystemError("remove", path)
         }
+        // What a stage cut short by a power cut may have left beside them (the kernel before it was signed).
+        for path in [image.kernel + ".new", image.kernel + ".unsigned", image.initrd + ".new"] { unlink(path) }
         rmdir(FileSystem.split(image.kernel).directory)
     }
 

@@ -26,6 +26,8 @@ public struct StagedImage: Codable, Sendable, Equatable {
     /// When it was staged, in UTC to the millisecond (ISO 8601): its entry's `version`, by which
     /// boot loaders order the entries of one sort key, the newest first.
     public var stagedAt: String
+    /// The certificate whose key signed the staged kernel for Secure Boot; nil when it is the image's own.
+    public var secureBootCertificate: String? = nil
 
     /// The time of a staging now, as `stagedAt` holds it.
     static func now() -> String {

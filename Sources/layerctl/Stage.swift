@@ -52,6 +52,51 @@ struct BootOptions: ParsableArguments {
     }
 }
 
+/// How `stage` and `boot REF` sign the kernel they stage, for UEFI Secure Boot.
+struct SecureBootOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            """
+            The private key that signs the staged kernel for UEFI Secure Boot (with sbsign), with \
+            --secure-boot-cert. Default: sbctl's db key, when sbctl made one (/var/lib/sbctl/keys/db/db.key).
+            """, valueName: "KEY"))
+    var secureBootKey: String?
+
+    @Option(help: ArgumentHelp("The certificate of --secure-boot-key, one the firmware's db holds.", valueName: "CERT"))
+    var secureBootCert: String?
+
+    @Flag(help: "Stage the kernel as the image holds it, though sbctl made keys.")
+    var noSecureBootSigning = false
+
+    @Option(help: ArgumentHelp("Where sbctl keeps its keys.", visibility: .hidden))
+    var sbctlKeysDir: String?
+
+    func validate() throws {
+        if (secureBootKey == nil) != (secureBootCert == nil) {
+            throw ValidationError("--secure-boot-key and --secure-boot-cert go together")
+        }
+        if noSecureBootSigning && secureBootKey != nil {
+            throw ValidationError("--no-secure-boot-signing and --secure-boot-key exclude each other")
+        }
+    }
+
+    /// The key that signs: the one given, else sbctl's; nil with --no-secure-boot-signing.
+    var signing: KernelSigning? {
+        if noSecureBootSigning { return nil }
+        if let secureBootKey, let secureBootCert {
+            // As the staged set records it, whatever folder the next command starts in.
+            func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+            return KernelSigning(key: absolute(secureBootKey), certificate: absolute(secureBootCert))
+        }
+        return KernelSigning.sbctlKeys(in: sbctlKeysDir.map { [$0] } ?? KernelSigning.sbctlFolders)
+    }
+
+    /// Says, on a machine booted with Secure Boot on, that `staged`'s kernel was staged unsigned.
+    static func warnIfUnsigned(_ staged: StagedImage, boot: BootOptions) {
+        if let warning = KernelSigning.unsignedWarning(staged, efiVariables: boot.efivarsDir) { printNote(warning) }
+    }
+}
+
 extension LayerCtl {
     struct Stage: ParsableCommand, JSONCommand {
         static let configuration = CommandConfiguration(
@@ -82,9 +127,12 @@ extension LayerCtl {
 
         @OptionGroup var boot: BootOptions
 
+        @OptionGroup(title: "Secure Boot") var secureBoot: SecureBootOptions
+
         func run() throws {
             try BootStaging.requireRoot("layerctl stage")
-            let (staging, store) = try boot.staging()
+            var (staging, store) = try boot.staging()
+            staging.signing = secureBoot.signing
             var isDirectory: ObjCBool = false
             let isImage =
                 FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue
@@ -106,6 +154,7 @@ extension LayerCtl {
                     knownBlocks: source.knownBlocks, committing: source.committing)
             }
             let (staged, previous) = (set.current, set.previous)
+            SecureBootOptions.warnIfUnsigned(staged, boot: boot)
             let entry = "\(boot.bootDir)/loader/entries/layerctl-\(staged.name).conf"
             if json {
                 struct Staged: Encodable {
@@ -118,6 +167,7 @@ extension LayerCtl {
             }
             print("staged \(staged.name) \(staged.id): \(staged.image) (\(Self.size(staged.size)))")
             print("  kernel and initramfs: \(staged.kernel), \(staged.initrd)")
+            if let certificate = staged.secureBootCertificate { print("  kernel signed for Secure Boot: \(certificate)") }
             print("  entry: \(entry)")
             print("  command line: \(staged.commandLine)")
             if let previous {
@@ -281,9 +331,16 @@ extension LayerCtl {
 
         @OptionGroup var boot: BootOptions
 
+        @OptionGroup(title: "Secure Boot, for an image reference") var secureBoot: SecureBootOptions
+
         func validate() throws {
             if let loader, BootStaging.Loader(rawValue: loader) == nil {
                 throw ValidationError("unknown loader '\(loader)'; use systemd-boot or grub")
+            }
+            if secureBoot.secureBootKey != nil && !ImageReference.looksLikeReference(name) {
+                throw ValidationError(
+                    "--secure-boot-key signs the kernel of an image reference that boot stages; \(name) is staged already "
+                        + "(stage it again with the key)")
             }
         }
 
@@ -292,6 +349,7 @@ extension LayerCtl {
             var (staging, store) = try boot.staging()
             // The staging of a REF may keep loader.conf's default; the lines below replace it: no note.
             staging.told = nil
+            staging.signing = secureBoot.signing
             var name = name
             if ImageReference.looksLikeReference(name) {
                 let reference = try registryArguments.reference(name)
@@ -301,7 +359,11 @@ extension LayerCtl {
                     source.key, name: stageName ?? reference.shortName, append: [], staging: staging, store: store,
                     options: options, knownBlocks: source.knownBlocks, committing: source.committing
                 ).current
-                if !json { print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))") }
+                SecureBootOptions.warnIfUnsigned(staged, boot: boot)
+                if !json {
+                    print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))")
+                    if let certificate = staged.secureBootCertificate { print("  kernel signed for Secure Boot: \(certificate)") }
+                }
                 name = staged.name
             }
             let loaders = loader.flatMap(BootStaging.Loader.init).map { [$0] } ?? staging.detectedLoaders()

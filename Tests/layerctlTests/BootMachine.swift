@@ -183,9 +183,12 @@ final class BootMachine: Sendable {
             arguments += ["-drive", "file=\(disk.path),format=raw,if=virtio\(disk.readOnly ? ",readonly=on" : "")"]
         }
         let (status, output) = try KernelMount.run("/usr/bin/timeout", arguments)
-        if status == 124 { throw MachineError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
+        if status == Self.timedOut { throw MachineError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
         return output
     }
+
+    /// How `timeout -s KILL` ends when the time ran out: as its command, killed (128 + 9), not 124.
+    static let timedOut: Int32 = 137
 
     /// KVM where the host has it (this one's nested module cannot run a stock kernel), else TCG.
     static var accelerator: String {
@@ -203,26 +206,60 @@ final class BootMachine: Sendable {
             ? nil : "needs OVMF's \(firmwareCode) (ovmf, scripts/install-deps.sh)"
     }
 
+    /// OVMF with Secure Boot on, and Debian's test ("snakeoil") key in its PK, KEK and db: it starts
+    /// only EFI programs that key signed. Its password is "snakeoil".
+    static let secureFirmwareCode = "/usr/share/OVMF/OVMF_CODE_4M.snakeoil.fd"
+    static let secureFirmwareVariables = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd"
+    static let snakeoilKey = "/usr/share/ovmf/PkKek-1-snakeoil.key"
+    static let snakeoilCertificate = "/usr/share/ovmf/PkKek-1-snakeoil.pem"
+
     /// Boots as a PC with UEFI firmware does, with no -kernel: the firmware starts the boot loader
     /// at EFI/BOOT/BOOTX64.EFI of `esp`, a folder QEMU shows as a FAT disk (vda, read-only), or a
     /// disk image with a GPT whose ESP holds it, and the loader reads its configuration there.
     /// `disks` follow (vdb, …); `variables` is the firmware's variable store, a copy of
-    /// `firmwareVariables` the caller keeps between boots.
-    func bootFirmware(esp: String, disks: [(path: String, readOnly: Bool)], variables: String) throws -> String {
+    /// `firmwareVariables` (`secureFirmwareVariables` with `secureBoot`) the caller keeps between
+    /// boots. With `until`, the machine is stopped once its console shows that text (firmware that
+    /// refused every boot option waits for a key for ever).
+    func bootFirmware(
+        esp: String, disks: [(path: String, readOnly: Bool)], variables: String, secureBoot: Bool = false, until: String? = nil
+    ) throws -> String {
         var isFolder: ObjCBool = false
         let system = FileManager.default.fileExists(atPath: esp, isDirectory: &isFolder) && isFolder.boolValue ? "fat:" + esp : esp
-        var arguments = [
-            "-s", "KILL", "300", "qemu-system-x86_64", "-accel", Self.accelerator, "-machine", "q35", "-m", "768", "-nographic", "-nic", "none",
-            "-no-reboot",
-            "-drive", "if=pflash,format=raw,readonly=on,file=\(Self.firmwareCode)",
-            "-drive", "if=pflash,format=raw,file=\(variables)",
-            "-drive", "file=\(system),format=raw,if=virtio,readonly=on",
-        ]
+        // Secure Boot's variables are written in system management mode alone.
+        let machine = secureBoot ? ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"] : ["-machine", "q35"]
+        var arguments =
+            ["-s", "KILL", "300", "qemu-system-x86_64", "-accel", Self.accelerator] + machine + [
+                "-m", "768", "-nographic", "-nic", "none", "-no-reboot",
+                "-drive", "if=pflash,format=raw,unit=0,readonly=on,file=\(secureBoot ? Self.secureFirmwareCode : Self.firmwareCode)",
+                "-drive", "if=pflash,format=raw,unit=1,file=\(variables)",
+                "-drive", "file=\(system),format=raw,if=virtio,readonly=on",
+            ]
         for disk in disks {
             arguments += ["-drive", "file=\(disk.path),format=raw,if=virtio\(disk.readOnly ? ",readonly=on" : "")"]
         }
-        let (status, output) = try KernelMount.run("/usr/bin/timeout", arguments)
-        if status == 124 { throw MachineError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
+        guard let until else {
+            let (status, output) = try KernelMount.run("/usr/bin/timeout", arguments)
+            if status == Self.timedOut { throw MachineError("the machine did not stop within 300 s:\n\(output.suffix(3000))") }
+            return output
+        }
+        // QEMU itself in the background, without `timeout` (killing that would leave QEMU running).
+        let watch = """
+            console=$1 text=$2
+            shift 2
+            "$@" >"$console" 2>&1 </dev/null &
+            machine=$!
+            for _ in $(seq 300); do
+                if ! kill -0 "$machine" 2>/dev/null || grep -qF -- "$text" "$console"; then break; fi
+                sleep 1
+            done
+            kill -KILL "$machine" 2>/dev/null || true
+            wait "$machine" || true
+            cat "$console"
+            """
+        let console = (variables as NSString).deletingLastPathComponent + "/console.log"
+        defer { unlink(console) }
+        let (_, output) = try KernelMount.run("/bin/bash", ["-c", watch, "watch", console, until] + arguments.dropFirst(3))
+        if !output.contains(until) { throw MachineError("the console never showed \(until) within 300 s:\n\(output.suffix(3000))") }
         return output
     }
 

@@ -31,9 +31,9 @@ extension StagingTests {
     }
 
     /// A fresh copy of the firmware's variable store in `folder`, for the boots that follow.
-    func firmwareVariables(in folder: String) throws -> String {
+    func firmwareVariables(in folder: String, secureBoot: Bool = false) throws -> String {
         let variables = folder + "/variables.fd"
-        try BootMachine.shell("cp '\(BootMachine.firmwareVariables)' '\(variables)'")
+        try BootMachine.shell("cp '\(secureBoot ? BootMachine.secureFirmwareVariables : BootMachine.firmwareVariables)' '\(variables)'")
         return variables
     }
 
@@ -44,13 +44,19 @@ extension StagingTests {
     }
 
     /// A copy of `esp` as the firmware reads it, systemd-boot in its fallback path; in `folder`.
-    func systemdBootPartition(_ esp: String, in folder: String) throws -> String {
+    /// With `signedWith`, systemd-boot is signed with that key, as sbctl signs it for Secure Boot.
+    func systemdBootPartition(
+        _ esp: String, in folder: String, signedWith key: (key: String, certificate: String)? = nil
+    ) throws -> String {
         let copy = folder + "/esp-fat"
+        let install =
+            key.map { "sbsign --key '\($0.key)' --cert '\($0.certificate)' --output '\(copy)/EFI/BOOT/BOOTX64.EFI' '\(Self.systemdBoot)'" }
+            ?? "cp '\(Self.systemdBoot)' '\(copy)/EFI/BOOT/BOOTX64.EFI'"
         try BootMachine.shell(
             """
             rm -rf '\(copy)' && mkdir -p '\(copy)/EFI/BOOT'
             cp -R '\(esp)/.' '\(copy)/' && rm -rf '\(copy)/lost+found'
-            cp '\(Self.systemdBoot)' '\(copy)/EFI/BOOT/BOOTX64.EFI'
+            \(install)
             """)
         return copy
     }

@@ -1,0 +1,91 @@
+import Foundation
+import Glibc
+import LayerSupport
+
+/// A key and its certificate that sign a staged kernel for UEFI Secure Boot, as sbctl signs the
+/// kernels pacman installs: firmware whose signature database (db) trusts the certificate starts
+/// the kernel, and refuses one signed by no key it trusts ("Access Denied"). The kernel comes out
+/// of the image, so signing it says that this machine's owner chose to boot that image; the
+/// initramfs is not checked by the firmware, and is copied as it is.
+public struct KernelSigning: Sendable, Equatable {
+    public var key: String
+    public var certificate: String
+
+    public init(key: String, certificate: String) {
+        self.key = key
+        self.certificate = certificate
+    }
+
+    /// Where sbctl keeps its keys: its `keydir` (sbctl.conf(5)), and the folder sbctl used before.
+    public static let sbctlFolders = ["/var/lib/sbctl/keys", "/usr/share/secureboot/keys"]
+
+    /// sbctl's signature database key, `db/db.key` with `db/db.pem`, in the first of `folders` that
+    /// holds both: the key sbctl signs boot files with. nil when sbctl made none.
+    public static func sbctlKeys(in folders: [String] = sbctlFolders) -> KernelSigning? {
+        folders.lazy.map { KernelSigning(key: $0 + "/db/db.key", certificate: $0 + "/db/db.pem") }
+            .first { FileSystem.exists($0.key) && FileSystem.exists($0.certificate) }
+    }
+
+    /// The program that signs: sbsign, of sbsigntools.
+    static let tool = "sbsign"
+
+    static let noTool = BootError(
+        "signing the kernel for Secure Boot needs sbsign, which is not installed: install sbsigntools "
+            + "(Debian: sbsigntool), or stage with --no-secure-boot-signing",
+        code: .system)
+
+    /// Fails, before anything is staged, when the kernel could not be signed: no sbsign, or a key
+    /// or certificate that is not a readable file.
+    func check() throws {
+        guard FileSystem.executable(Self.tool) != nil else { throw Self.noTool }
+        for (what, path) in [("key", key), ("certificate", certificate)] {
+            var st = stat()
+            guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, access(path, R_OK) == 0 else {
+                let why = FileSystem.exists(path) ? "is no file layerctl can read" : "does not exist"
+                throw BootError("the Secure Boot \(what) \(path) \(why)")
+            }
+        }
+    }
+
+    /// Signs the kernel `input` into `output`: sbsign's one line of error, if it fails.
+    func sign(_ input: String, to output: String, shownAs: String) throws {
+        guard let sbsign = FileSystem.executable(Self.tool) else { throw Self.noTool }
+        let (readEnd, writeEnd) = try makePipe(sbsign)
+        let pid: pid_t
+        do {
+            pid = try spawn(
+                sbsign, ["--key", key, "--cert", certificate, "--output", output, input],
+                environment: ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "LC_ALL=C"], stdoutFD: writeEnd, stderrFD: writeEnd)
+        } catch {
+            close(readEnd)
+            close(writeEnd)
+            throw error
+        }
+        close(writeEnd)
+        let said = String(decoding: FileHandle(fileDescriptor: readEnd, closeOnDealloc: true).readDataToEndOfFile(), as: UTF8.self)
+        let status = waitForExit(pid)
+        guard status != 0 else { return }
+        unlink(output)
+        // Its first line says why ("error in key/certificate chain", "Can't load key from file …");
+        // OpenSSL's error queue follows it.
+        let why = said.split(whereSeparator: \.isNewline).first.map { clip(String($0), to: 200) } ?? exitWords(status)
+        throw BootError("signing the kernel of \(shownAs) with \(key) failed: \(why)")
+    }
+
+    /// Whether the firmware booted with Secure Boot on: its global variable SecureBoot, in
+    /// `efiVariables` (efivarfs: four bytes of attributes, then the value, 1 when on).
+    public static func secureBootEnabled(efiVariables: String) -> Bool {
+        let path = efiVariables + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"
+        guard let data = try? FileSystem.readRegularFile(path, atMost: 64), data.count >= 5 else { return false }
+        return data[data.startIndex + 4] == 1
+    }
+
+    /// What to say of `staged` on a machine that booted with Secure Boot on, when its kernel is the
+    /// image's own: the firmware will start it only if a key it trusts signed it. nil otherwise.
+    public static func unsignedWarning(_ staged: StagedImage, efiVariables: String) -> String? {
+        guard staged.secureBootCertificate == nil, secureBootEnabled(efiVariables: efiVariables) else { return nil }
+        return "Secure Boot is on, and the kernel of \(staged.name) is staged as its image holds it: the firmware starts it "
+            + "only if a key in its db signed it; stage it again with --secure-boot-key and --secure-boot-cert (sbctl's db "
+            + "key is taken by itself when sbctl made one)"
+    }
+}

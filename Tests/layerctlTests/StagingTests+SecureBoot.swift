@@ -1,0 +1,150 @@
+import Foundation
+import Glibc
+import LayerSupport
+import Testing
+
+/// Secure Boot: firmware that starts only what a key in its db signed, as on a machine whose owner
+/// enrolled keys of their own with sbctl. OVMF's "snakeoil" build is such firmware, with Debian's
+/// test key in its db.
+extension StagingTests {
+    /// Why a Secure Boot firmware boot cannot run here, or nil when it can.
+    static var missingSecureBoot: String? {
+        if let missing = missingLoader(systemdBoot, package: "systemd-boot-efi") { return missing }
+        for file in [BootMachine.secureFirmwareCode, BootMachine.snakeoilKey] where !FileManager.default.fileExists(atPath: file) {
+            return "needs OVMF's \(file) (ovmf, scripts/install-deps.sh)"
+        }
+        return FileSystem.executable("sbsign") == nil ? "needs sbsign (sbsigntool, scripts/install-deps.sh)" : nil
+    }
+
+    /// The snakeoil key without its password ("snakeoil"), as sbctl keeps its keys, in `folder`.
+    func snakeoilKey(in folder: String) throws -> (key: String, certificate: String) {
+        let key = folder + "/snakeoil.key"
+        try BootMachine.shell(
+            "openssl rsa -in '\(BootMachine.snakeoilKey)' -passin pass:snakeoil -out '\(key)' 2>/dev/null && chmod 0600 '\(key)'")
+        return (key, BootMachine.snakeoilCertificate)
+    }
+
+    @Test("with Secure Boot on, the firmware starts the staged kernel that --secure-boot-key signed, and refuses the image's own; stage says so")
+    func secureBootSignedKernel() throws {
+        if let missing = Self.missingSecureBoot {
+            print("StagingTests.secureBootSignedKernel skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let esp = try makeSystemPartition(beside: disk)
+        defer { _ = try? BootMachine.shell("umount '\(esp)'") }
+        let folder = FileSystem.split(disk.file).directory
+        let signer = try snakeoilKey(in: folder)
+        // The machine that stages booted with Secure Boot on: its SecureBoot variable is 1.
+        let efivars = folder + "/efivars"
+        try FileManager.default.createDirectory(atPath: efivars, withIntermediateDirectories: true)
+        try Data([6, 0, 0, 0, 1]).write(to: URL(fileURLWithPath: efivars + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"))
+        let options = [
+            "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
+            "--efivars-dir", efivars, "--sbctl-keys-dir", folder + "/no-sbctl",
+        ]
+        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
+        let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
+        let signed = try layerctl(
+            ["stage", machine.image, "--name", "signed", "--append", append, "--secure-boot-key", signer.key,
+             "--secure-boot-cert", signer.certificate] + options)
+        #expect(signed.stdout.contains("  kernel signed for Secure Boot: \(signer.certificate)\n"), "\(signed.stdout)")
+        #expect(!signed.stderr.contains("Secure Boot"), "\(signed.stderr)")
+        let plain = try layerctl(["stage", machine.image, "--name", "plain", "--append", append] + options)
+        #expect(
+            plain.stderr.contains("layerctl: Secure Boot is on, and the kernel of plain is staged as its image holds it"),
+            "\(plain.stderr)")
+        // The signature is the key's, on the kernel the image holds; the other kernel has none of it.
+        let kernels = ["signed", "plain"].map { name in
+            esp + Self.field("linux", of: text(esp + "/loader/entries/layerctl-\(name).conf"))
+        }
+        #expect(try BootMachine.shell("sbverify --cert '\(signer.certificate)' '\(kernels[0])' >/dev/null 2>&1 && echo ok") == "ok\n")
+        #expect(try BootMachine.shell("sbverify --cert '\(signer.certificate)' '\(kernels[1])' >/dev/null 2>&1 || echo refused") == "refused\n")
+        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: disk.mount + "/state/signed/staged.json")))
+        #expect(((state as? [String: Any])?["current"] as? [String: Any])?["secureBootCertificate"] as? String == signer.certificate)
+
+        // systemd-boot, signed as sbctl signs it, starts the default entry; the firmware checks its kernel.
+        let booted = try frozenCopy(disk)
+        defer { unlink(booted) }
+        for (name, starts) in [("signed", true), ("plain", false)] {
+            _ = try layerctl(["boot", name, "--loader", "systemd-boot"] + options)
+            let output = try machine.bootFirmware(
+                esp: try systemdBootPartition(esp, in: folder, signedWith: signer), disks: [(booted, true)],
+                variables: try firmwareVariables(in: folder, secureBoot: true), secureBoot: true,
+                until: starts ? nil : "Access Denied")
+            let probe = Self.probeLines(output)
+            if starts {
+                #expect(output.contains("Secure boot enabled"), "\(output.suffix(4000))")
+                #expect(probe.last == "PROBE done", "\(output.suffix(4000))")
+            } else {
+                #expect(output.contains("Access Denied"), "\(output.suffix(4000))")
+                #expect(probe.isEmpty, "\(probe)")
+            }
+        }
+    }
+
+    @Test("sbctl's db key signs the staged kernel by itself; a key that is missing or does not match, or no sbsign, fails before anything is staged")
+    func secureBootKeys() throws {
+        if let missing = Self.missingSecureBoot {
+            print("StagingTests.secureBootKeys skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = FileSystem.split(disk.file).directory
+        let signer = try snakeoilKey(in: folder)
+        let sbctl = folder + "/sbctl"
+        let options = disk.options + ["--sbctl-keys-dir", sbctl]
+
+        // Keys where sbctl keeps them: db/db.key and db/db.pem.
+        try BootMachine.shell("mkdir -p '\(sbctl)/db' && cp '\(signer.key)' '\(sbctl)/db/db.key' && cp '\(signer.certificate)' '\(sbctl)/db/db.pem'")
+        let found = try layerctl(["stage", machine.image, "--name", "found"] + options)
+        #expect(found.stdout.contains("  kernel signed for Secure Boot: \(sbctl)/db/db.pem\n"), "\(found.stdout)")
+        let kernel = disk.mount + Self.field("linux", of: text(disk.mount + "/boot/loader/entries/layerctl-found.conf"))
+        #expect(try BootMachine.shell("sbverify --cert '\(signer.certificate)' '\(kernel)' >/dev/null 2>&1 && echo ok") == "ok\n")
+        let unsigned = try layerctl(["stage", machine.image, "--name", "unsigned", "--no-secure-boot-signing"] + options)
+        #expect(!unsigned.stdout.contains("signed for Secure Boot"), "\(unsigned.stdout)")
+
+        // Each failure is one line, and leaves nothing of the name.
+        try BootMachine.shell(
+            "openssl req -new -x509 -newkey rsa:2048 -nodes -subj /CN=other -days 1 -keyout '\(folder)/other.key' "
+                + "-out '\(folder)/other.pem' 2>/dev/null")
+        let failures: [(arguments: [String], status: Int32, says: String)] = [
+            (["--secure-boot-key", folder + "/none.key", "--secure-boot-cert", signer.certificate], 3,
+             "layerctl: the Secure Boot key \(folder)/none.key does not exist\n"),
+            (["--secure-boot-key", folder, "--secure-boot-cert", signer.certificate], 3,
+             "layerctl: the Secure Boot key \(folder) is no file layerctl can read\n"),
+            (["--secure-boot-key", folder + "/other.key", "--secure-boot-cert", signer.certificate], 3,
+             "layerctl: signing the kernel of \(machine.image) with \(folder)/other.key failed: error in key/certificate chain\n"),
+            (["--secure-boot-key", signer.key], 2, "--secure-boot-key and --secure-boot-cert go together"),
+            (["--secure-boot-key", signer.key, "--secure-boot-cert", signer.certificate, "--no-secure-boot-signing"], 2,
+             "--no-secure-boot-signing and --secure-boot-key exclude each other"),
+        ]
+        for failure in failures {
+            let result = try Harness.run(["stage", machine.image, "--name", "failed"] + failure.arguments + options)
+            #expect(result.status == failure.status, "\(failure.arguments): \(result.stderr)")
+            #expect(failure.status == 2 ? result.stderr.contains(failure.says) : result.stderr == failure.says, "\(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/failed"), "\(failure.arguments)")
+            #expect(!FileManager.default.fileExists(atPath: disk.mount + "/boot/layerctl/failed"), "\(failure.arguments)")
+        }
+
+        // `boot` signs the kernel of an image reference it stages; a staged name's kernel is staged already.
+        let staged = try Harness.run(
+            ["boot", "found", "--secure-boot-key", signer.key, "--secure-boot-cert", signer.certificate] + disk.options)
+        #expect(staged.status == 2 && staged.stderr.contains("found is staged already"), "\(staged.stderr)")
+
+        // Without sbsign (hidden in a mount namespace of its own): the package to install.
+        let hide = ["/usr/bin", "/bin", "/usr/local/bin", "/usr/sbin", "/sbin"].map { "\($0)/sbsign" }
+            .filter { FileManager.default.fileExists(atPath: $0) && Harness.link($0) == nil }
+            .map { "mount --bind /dev/null \($0)" }.joined(separator: " && ")
+        let command = ([Harness.executable, "stage", machine.image, "--name", "failed"] + options).map { "'\($0)'" }
+            .joined(separator: " ")
+        let hidden = try Harness.run(
+            ["--propagation", "private", "--mount", "sh", "-c", (hide.isEmpty ? "" : hide + " && ") + "exec " + command],
+            tool: "/usr/bin/unshare")
+        #expect(hidden.status == 8, "\(hidden.stderr)")
+        #expect(hidden.stderr.hasPrefix("layerctl: signing the kernel for Secure Boot needs sbsign, which is not installed"), "\(hidden.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/failed"))
+    }
+}
