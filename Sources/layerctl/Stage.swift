@@ -282,12 +282,16 @@ extension LayerCtl {
                 print("nothing is staged")
                 return
             }
+            let secureBoot = KernelSigning.secureBootEnabled(efiVariables: boot.efivarsDir)
             for set in sets {
                 for (offset, image) in set.versions.enumerated() {
                     let missing = staging.missingFiles(image).map { FileSystem.split($0).name }
                     let marks = [
                         offset == 1 ? "previous" : nil, staging.isRunning(image) ? "running" : nil,
                         missing.isEmpty ? nil : "cannot boot: \(missing.joined(separator: ", ")) gone or cut short",
+                        image.secureBootCertificate != nil
+                            ? "kernel signed for Secure Boot"
+                            : secureBoot ? "kernel not signed, and Secure Boot is on" : nil,
                     ].compactMap { $0 }
                     print(
                         "\(offset == 0 ? image.name : "  ")\t\(image.id)\t\(Stage.size(image.size))\t\(image.stagedAt)"
@@ -368,6 +372,9 @@ extension LayerCtl {
             }
             let loaders = loader.flatMap(BootStaging.Loader.init).map { [$0] } ?? staging.detectedLoaders()
             let done = try staging.makeDefault(name: name, once: once, loaders: loaders)
+            if !ImageReference.looksLikeReference(self.name), let set = try staging.staged().first(where: { $0.current.name == name }) {
+                SecureBootOptions.warnIfUnsigned(set.current, boot: boot)
+            }
             if json {
                 struct Made: Encodable {
                     var name: String

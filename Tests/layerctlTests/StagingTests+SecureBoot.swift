@@ -64,11 +64,16 @@ extension StagingTests {
         let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: disk.mount + "/state/signed/staged.json")))
         #expect(((state as? [String: Any])?["current"] as? [String: Any])?["secureBootCertificate"] as? String == signer.certificate)
 
+        let listed = try layerctl(["staged"] + options.dropLast(2))
+        #expect(listed.stdout.contains("(kernel signed for Secure Boot)"), "\(listed.stdout)")
+        #expect(listed.stdout.contains("(kernel not signed, and Secure Boot is on)"), "\(listed.stdout)")
+
         // systemd-boot, signed as sbctl signs it, starts the default entry; the firmware checks its kernel.
         let booted = try frozenCopy(disk)
         defer { unlink(booted) }
         for (name, starts) in [("signed", true), ("plain", false)] {
-            _ = try layerctl(["boot", name, "--loader", "systemd-boot"] + options)
+            let made = try layerctl(["boot", name, "--loader", "systemd-boot"] + options)
+            #expect(made.stderr.contains("Secure Boot is on, and the kernel of plain") != starts, "\(made.stderr)")
             let output = try machine.bootFirmware(
                 esp: try systemdBootPartition(esp, in: folder, signedWith: signer), disks: [(booted, true)],
                 variables: try firmwareVariables(in: folder, secureBoot: true), secureBoot: true,
