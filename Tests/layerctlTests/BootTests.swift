@@ -345,17 +345,8 @@ struct VMTests {
     /// anything, and --print-command, which runs nothing, still prints the command.
     @Test("vm on a machine without QEMU fails with one line naming the package, before anything else; --print-command still works")
     func withoutQEMU() throws {
-        // QEMU hidden in a mount namespace of its own (private: the host keeps its QEMU): /dev/null,
-        // which no one may execute, over each place layerctl looks.
-        let hide = ["/usr/bin", "/bin", "/usr/local/bin", "/usr/sbin", "/sbin"].map { "\($0)/qemu-system-x86_64" }
-            .filter { FileManager.default.fileExists(atPath: $0) && Harness.link($0) == nil }
-            .map { "mount --bind /dev/null \($0)" }.joined(separator: " && ")
-        func vm(_ arguments: [String]) throws -> Harness.Result {
-            let command = (["exec", Harness.executable, "vm"] + arguments).map { "'\($0)'" }.joined(separator: " ")
-            return try Harness.run(
-                ["--propagation", "private", "--mount", "sh", "-c", (hide.isEmpty ? "" : hide + " && ") + command],
-                tool: "/usr/bin/unshare")
-        }
+        // QEMU hidden in a mount namespace of its own.
+        func vm(_ arguments: [String]) throws -> Harness.Result { try Harness.runWithout("qemu-system-x86_64", ["vm"] + arguments) }
         // A layer that is not there: the check comes before the lookup, as before an export.
         let missing = try vm(["no-such-layer", "--store", machine.store])
         #expect(missing.status == 8, "\(missing.stderr)")
