@@ -152,9 +152,13 @@ struct DeviceLocation {
                 ? "/" + parts.dropLast(2).joined(separator: "/") : "/var/lib/layerctl/boot"
             let device = runDirectory + "/device"
             if booted["LAYERCTL_TORAM"] == "1" {
-                let source = booted["LAYERCTL_DEVICE"].flatMap { $0.isEmpty ? nil : shellWord($0) } ?? "DEVICE"
+                let given = booted["LAYERCTL_DEVICE"].flatMap { $0.isEmpty ? nil : $0 }
+                let source = given.map(shellWord) ?? "DEVICE"
+                // On btrfs the image's path starts at the top-level subvolume, and a plain mount
+                // shows the default one, which `btrfs subvolume set-default` may have made another.
+                let options = given.flatMap(fileSystemType) == "btrfs" ? "-o subvolid=5 " : ""
                 message += "; this system runs a layerctl image copied to memory (layerctl.toram=1), and the filesystem it came "
-                    + "from is not mounted: `mount \(source) /mnt`, then give --state-dir /mnt\(state)"
+                    + "from is not mounted: `mount \(options)\(source) /mnt`, then give --state-dir /mnt\(state)"
             } else {
                 message += "; this system runs a layerctl image, and the filesystem it came from is mounted read-only on \(device): "
                     + "`mount -o remount,rw \(device)`, then give --state-dir \(device)\(state)"
@@ -177,6 +181,15 @@ struct DeviceLocation {
             if stat("/dev/disk/by-uuid/" + link, &st) == 0 && UInt64(st.st_rdev) == device { return link }
         }
         return nil
+    }
+
+    /// The type of the filesystem on `device` (`/dev/…`, `UUID=`, `LABEL=`, `PARTUUID=`, as the
+    /// kernel command line names it), read from the device; nil when blkid finds none.
+    static func fileSystemType(_ device: String) -> String? {
+        let arguments = device.hasPrefix("/dev/") ? ["-p", device] : ["-l", "-t", device]
+        guard let blkid = try? capture("/sbin/blkid", ["-o", "value", "-s", "TYPE"] + arguments, quiet: true) else { return nil }
+        let type = String(decoding: blkid.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return blkid.status == 0 && !type.isEmpty ? type : nil
     }
 
     private static func uuidFromBlkid(_ source: String) -> String? {

@@ -41,6 +41,24 @@ extension StagingTests {
         let menu = try BootMachine.shell("sh '\(disk.grub)/42_layerctl'")
         #expect(menu.contains("linux /@/boot/layerctl/probe/\(id)/vmlinuz layerctl.image=/@/state/probe/\(id).squashfs"), "\(menu)")
 
+        // Booted with the image copied to memory, a state folder in memory is refused, saying how to
+        // mount the filesystem the image came from: at its top-level subvolume, where the path starts.
+        let memory = try Harness.temporaryDirectory("staging-memory")
+        defer { _ = try? BootMachine.shell("umount '\(memory)'") }
+        try BootMachine.shell(
+            """
+            mount -t tmpfs memory '\(memory)'
+            printf 'LAYERCTL_IMAGE=/@/state/probe/\(id).squashfs\nLAYERCTL_DEVICE=UUID=\(uuid)\nLAYERCTL_TORAM=1\n' >'\(disk.run)/boot.env'
+            """)
+        let toMemory = try Harness.run(
+            ["stage", machine.image, "--name", "probe", "--state-dir", memory + "/state", "--boot-dir", disk.mount + "/boot", "--no-grub",
+             "--run-dir", disk.run])
+        #expect(
+            toMemory.status == 3
+                && toMemory.stderr.hasSuffix("is not mounted: `mount -o subvolid=5 UUID=\(uuid) /mnt`, then give --state-dir /mnt/@/state\n"),
+            "\(toMemory.stderr)")
+        unlink(disk.run + "/boot.env")
+
         // GRUB boots it, as on such a machine: its menu from 42_layerctl, its default from grubenv,
         // its prefix on the subvolume, as grub-install records it.
         if let missing = Self.missingLoader("/usr/bin/grub-mkstandalone", package: "grub-efi-amd64-bin") {
