@@ -121,11 +121,11 @@ public final class StackBuilder {
                 throw BuildFailure(failure, at: parentTrees.isEmpty ? place : layer.fromLocation.description)
             }
             let resolution = resolved.resolution
-            for warning in resolved.providerWarnings(targets: Set(layer.packages.map(\.value))) {
-                observer(BuildEvent(.warning, layer: layer.name, message: warning))
-            }
+            // Said of the layer this resolution makes, when it is made or comes into this store:
+            // a layer the store holds was warned of when it was built.
+            var warnings = resolved.providerWarnings(targets: Set(layer.packages.map(\.value)))
             if layer.upgrade?.value != true, let parentKey, let warning = try partialUpgrade(resolution, below: parentKey) {
-                observer(BuildEvent(.warning, layer: layer.name, message: warning))
+                warnings.append(warning)
             }
             let lock = try LayerLock(
                 policy: options.locks, layer: layer,
@@ -155,6 +155,9 @@ public final class StackBuilder {
                 } catch {
                     observer(BuildEvent(.warning, layer: layer.name, message: "the shared cache failed (\(error)); building it"))
                 }
+            }
+            if !cached || shared {
+                for warning in warnings { observer(BuildEvent(.warning, layer: layer.name, message: warning)) }
             }
             if !cached {
                 let lock = try store.buildLock(key) {

@@ -366,6 +366,9 @@ struct ArchPackageTests {
                 "first: warning: driven needs demo-driver, which 2 packages provide (driver-a, driver-b): took driver-a, the first, as pacman does when not asked; name one in packages: to choose"
             ], "\(warnings)")
         #expect(warnings["chosen"] == [], "\(warnings)")
+        // Said when the layer is built; built already, it is taken without a word.
+        let again = try Harness.run(["build", "\(folder)/first.yaml", "--store", store])
+        #expect(again.status == 0 && !again.stderr.contains("warning"), "\(again.stderr)")
         #expect(
             warnings["virtual"] == [
                 "virtual: warning: `demo-driver` in packages: is no package, and 2 packages provide it (driver-a, driver-b): took driver-a, the first, as pacman does when not asked; name one in packages: to choose"
