@@ -373,7 +373,9 @@ extension LayerCtl {
             let loaders = loader.flatMap(BootStaging.Loader.init).map { [$0] } ?? staging.detectedLoaders()
             let done = try staging.makeDefault(name: name, once: once, loaders: loaders)
             // The default is made: what is said of it cannot fail the command.
-            if !ImageReference.looksLikeReference(self.name), let set = (try? staging.staged())?.first(where: { $0.current.name == name }) {
+            if !ImageReference.looksLikeReference(self.name),
+                let set = (try? staging.staged())?.first(where: { $0.current.name == name })
+            {
                 SecureBootOptions.warnIfUnsigned(set.current, boot: boot)
             }
             if json {
