@@ -89,7 +89,7 @@ extension StagingTests {
         }
     }
 
-    @Test("sbctl's db key signs the staged kernel by itself; a key that is missing or does not match, or no sbsign, fails before anything is staged")
+    @Test("sbctl's db key signs the staged kernel by itself, boot REF signs what it stages; a key that is missing or does not match, or no sbsign, fails before anything is staged")
     func secureBootKeys() throws {
         if let missing = Self.missingSecureBoot {
             print("StagingTests.secureBootKeys skipped: \(missing)")
@@ -134,7 +134,23 @@ extension StagingTests {
             #expect(!FileManager.default.fileExists(atPath: disk.mount + "/boot/layerctl/failed"), "\(failure.arguments)")
         }
 
-        // `boot` signs the kernel of an image reference it stages; a staged name's kernel is staged already.
+        // `boot` signs the kernel of an image reference it pulls and stages.
+        if RegistryServer.available {
+            let registry = try RegistryServer()
+            defer { registry.stop() }
+            let reference = "\(registry.host)/fleet/signed:v1"
+            _ = try layerctl(["push", "probe", reference, "--store", machine.store])
+            let pulled = try layerctl(
+                ["boot", reference, "--name", "pulled", "--store", try Harness.temporaryDirectory("pulled-store"), "--loader",
+                 "systemd-boot", "--secure-boot-key", signer.key, "--secure-boot-cert", signer.certificate] + disk.options)
+            #expect(pulled.stdout.contains("  kernel signed for Secure Boot: \(signer.certificate)\n"), "\(pulled.stdout)")
+            let kernel = disk.mount + Self.field("linux", of: text(disk.mount + "/boot/loader/entries/layerctl-pulled.conf"))
+            #expect(try BootMachine.shell("sbverify --cert '\(signer.certificate)' '\(kernel)' >/dev/null 2>&1 && echo ok") == "ok\n")
+        } else {
+            print("StagingTests.secureBootKeys: boot REF skipped: docker-registry is not installed (scripts/install-deps.sh)")
+        }
+
+        // A staged name's kernel is staged already: `boot` has nothing to sign.
         let staged = try Harness.run(
             ["boot", "found", "--secure-boot-key", signer.key, "--secure-boot-cert", signer.certificate] + disk.options)
         #expect(staged.status == 2 && staged.stderr.contains("found is staged already"), "\(staged.stderr)")
