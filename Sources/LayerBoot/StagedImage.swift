@@ -185,20 +185,20 @@ struct DeviceLocation {
 
     /// The type of the filesystem on `device` (`/dev/…`, `UUID=`, `LABEL=`, `PARTUUID=`, as the
     /// kernel command line names it), read from the device; nil when blkid finds none.
-    static func fileSystemType(_ device: String) -> String? {
-        let arguments = device.hasPrefix("/dev/") ? ["-p", device] : ["-l", "-t", device]
-        guard let blkid = try? capture("/sbin/blkid", ["-o", "value", "-s", "TYPE"] + arguments, quiet: true) else { return nil }
-        let type = String(decoding: blkid.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return blkid.status == 0 && !type.isEmpty ? type : nil
-    }
+    static func fileSystemType(_ device: String) -> String? { blkid("TYPE", of: device) }
 
     private static func uuidFromBlkid(_ source: String) -> String? {
-        guard source.hasPrefix("/dev/") else { return nil }
+        source.hasPrefix("/dev/") ? blkid("UUID", of: source) : nil
+    }
+
+    /// The value of blkid's `tag` for `device`, a path or a `NAME=value` that names one.
+    private static func blkid(_ tag: String, of device: String) -> String? {
         // -p reads the device: blkid's cache (/run/blkid) keeps a device's UUID from before, and
         // gave a reused loop device the UUID of the filesystem it held before (an entry that
         // named a disk the machine does not have).
-        guard let blkid = try? capture("/sbin/blkid", ["-p", "-o", "value", "-s", "UUID", source], quiet: true) else { return nil }
-        let uuid = String(decoding: blkid.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return blkid.status == 0 && !uuid.isEmpty ? uuid : nil
+        let arguments = device.hasPrefix("/dev/") ? ["-p", device] : ["-l", "-t", device]
+        guard let blkid = try? capture("/sbin/blkid", ["-o", "value", "-s", tag] + arguments, quiet: true) else { return nil }
+        let value = String(decoding: blkid.output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return blkid.status == 0 && !value.isEmpty ? value : nil
     }
 }
