@@ -9,6 +9,10 @@ extension Store {
         public var layers: [String]
         public var bytes: Int64
         public var temporary: [String]
+        /// Files of the package cache that no kept layer installed (packages and their signatures),
+        /// and their bytes.
+        public var packages: [String]
+        public var packageBytes: Int64
         /// Bytes of compressed blocks dropped from the block cache (with `dropBlockCache`).
         public var blockCacheBytes: Int64
         /// Damaged store files removed, each with what was wrong: refs that hold no key or name a
@@ -29,7 +33,8 @@ extension Store {
     public func collectGarbage(dropBlockCache: Bool = false, verify: Bool = false) throws -> Collected {
         let lock = try self.lock(.exclusive)
         defer { lock.unlock() }
-        var collected = Collected(layers: [], bytes: 0, temporary: [], blockCacheBytes: 0, damaged: [])
+        var collected = Collected(
+            layers: [], bytes: 0, temporary: [], packages: [], packageBytes: 0, blockCacheBytes: 0, damaged: [])
         var reachable = Set<String>()
         for name in try refNames() {
             do {
@@ -43,7 +48,7 @@ extension Store {
                     // A layer of the chain is gone (removed by hand): the rest cannot be used.
                     collected.damaged.append(
                         "\(refsDirectory)/\(name) is damaged: its layer stands on layer \(missing), which the store does not hold; removed")
-                case .ambiguous, .rootTooLong, .controlInRoot, .privateLayers, .othersStore, .unsuitableFileSystem: throw error
+                case .ambiguous, .notAName, .rootTooLong, .controlInRoot, .privateLayers, .othersStore, .unsuitableFileSystem: throw error
                 }
                 try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
             }
@@ -91,6 +96,21 @@ extension Store {
             collected.bytes += FileSystem.treeSize(doomed)
             try FileSystem.removeTree(doomed)
             collected.layers.append(key)
+        }
+        // The package cache keeps what the kept layers installed, which a rebuild of one (--check,
+        // --no-cache) reads again; the rest a build downloads again when it needs it. Without
+        // this, every version of every package the store ever built with stayed.
+        var installed = Set<String>()
+        for key in reachable { installed.formUnion(try record(key).added.map(\.filename)) }
+        for name in (try? FileSystem.listDirectory(packageCache)) ?? [] where !name.hasSuffix(".part") {
+            guard !installed.contains(name.hasSuffix(".sig") ? String(name.dropLast(4)) : name) else { continue }
+            let path = packageCache + "/" + name
+            var st = stat()
+            guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
+            try sys("remove", path) { unlink(path) }
+            collected.packages.append(name)
+            // A link another store's check borrowed frees nothing.
+            if st.st_nlink == 1 { collected.packageBytes += Int64(st.st_blocks) * 512 }
         }
         for name in try FileSystem.listDirectory(locksDirectory) where !reachable.contains(name) {
             unlink(locksDirectory + "/" + name)

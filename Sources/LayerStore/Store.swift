@@ -176,6 +176,26 @@ public struct Store: Sendable {
         try sys("remove ref", name) { unlink(refsDirectory + "/" + name) }
     }
 
+    /// Removes the refs `names`, all of them or, when one is not a ref, none, and returns the key
+    /// each held (nil for a damaged one, which this removes too). The layers stay until `gc` finds
+    /// that no name reaches them. Waits for `gc`; the removals are on disk when it returns.
+    public func removeRefs(_ names: [String]) throws -> [(name: String, key: String?)] {
+        let lock = try self.lock(.shared)
+        defer { lock.unlock() }
+        var removing: [(name: String, key: String?)] = []
+        for name in names where !removing.contains(where: { $0.name == name }) {
+            var st = stat()
+            guard Self.isLayerName(name), lstat(refsDirectory + "/" + name, &st) == 0 else {
+                if (try? resolve(name)) != nil { throw StoreError.notAName(name) }
+                throw StoreError.unknownLayer(name, hint: hint(forUnknown: name))
+            }
+            removing.append((name, try? ref(name)))
+        }
+        for (name, _) in removing { try removeRef(name) }
+        try FileSystem.syncDirectory(refsDirectory)
+        return removing
+    }
+
     /// Every ref, sorted by name; a damaged one is an error.
     public func refs() throws -> [(name: String, key: String)] {
         try refNames().compactMap { name in try ref(name).map { (name, $0) } }
@@ -305,6 +325,8 @@ public enum StoreError: LayerError {
     /// No layer of the store is named or keyed so; with what the user may have meant.
     case unknownLayer(String, hint: String? = nil)
     case ambiguous(String, [String])
+    /// A key, or a prefix of one, where only a name will do.
+    case notAName(String)
     /// A store file that cannot be what it should be: its path, what is wrong, what to do.
     case damaged(String, String, remedy: String)
     case rootTooLong(String)
@@ -320,7 +342,7 @@ public enum StoreError: LayerError {
 
     public var code: ErrorCode {
         switch self {
-        case .unknownLayer, .ambiguous, .rootTooLong, .controlInRoot, .unsuitableFileSystem: .input
+        case .unknownLayer, .ambiguous, .notAName, .rootTooLong, .controlInRoot, .unsuitableFileSystem: .input
         case .damaged: .damaged
         case .privateLayers, .othersStore: .privilege
         }
@@ -345,6 +367,9 @@ public enum StoreError: LayerError {
             "the store \(root) is on \(type), which cannot hold a layer's tree: overlayfs keeps \(lacks) there, and "
                 + "\(type) refuses it (\(String(cString: strerror(errno)))); put the store on ext4, xfs, btrfs or tmpfs "
                 + "(--store or LAYERCTL_STORE)"
+        case .notAName(let key):
+            "\(key) is a layer's key, not a name: `layerctl rm` removes names, and `layerctl gc` then removes the layers "
+                + "no name reaches (`layerctl ls` lists the names)"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
         }

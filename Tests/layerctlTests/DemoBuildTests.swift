@@ -175,22 +175,66 @@ struct DemoBuildTests {
             unknown.stderr == "layerctl: find no-such-command on the PATH (/usr/local/sbin:/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin) "
                 + "of base failed: No such file or directory\n")
 
-        // gc keeps what refs reach and frees the rest, and what a killed build left in the package
-        // cache: a package linked in under its own name, not yet renamed (a `.part` stays, for the
-        // next download to go on from).
+        // rm removes names, all it is given or none; not a key.
         let before = try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count
-        try store.removeRef("development")
-        try store.removeRef(long)
+        let unknownName = try Harness.run(["rm", "development", "no-such-name", "--store", storeRoot])
+        #expect(unknownName.status == 3 && unknownName.stderr == "layerctl: no layer named or keyed no-such-name in the store\n", "\(unknownName.stderr)")
+        let byKey = try Harness.run(["rm", String(key.prefix(12)), "--store", storeRoot])
+        #expect(
+            byKey.status == 3 && byKey.stderr == "layerctl: \(key.prefix(12)) is a layer's key, not a name: `layerctl rm` removes names, "
+                + "and `layerctl gc` then removes the layers no name reaches (`layerctl ls` lists the names)\n", "\(byKey.stderr)")
+        #expect(try Harness.run(["rm", "--store", storeRoot]).status == 2)
+        // A damaged ref (cut short) goes as any other.
+        #expect(FileManager.default.createFile(atPath: store.refsDirectory + "/broken", contents: Data("4812dc".utf8)))
+        let broken = try Harness.run(["rm", "broken", "--store", storeRoot])
+        #expect(broken.status == 0 && broken.stdout.hasPrefix("removed broken (a damaged ref)\n"), "\(broken.stdout)\(broken.stderr)")
+        #expect(try store.ref("development") == key)
+        let removed = try Harness.run(["rm", "development", long, "development", "--store", storeRoot, "--json"])
+        #expect(removed.status == 0, "\(removed.stderr)")
+        #expect(removed.stdout == #"{"removed":[{"key":"\#(key)","name":"development"},{"key":"\#(key)","name":"\#(long)"}]}"# + "\n", "\(removed.stdout)")
+        #expect(try store.ref("development") == nil && store.ref(long) == nil && store.contains(key))
+
+        // gc keeps what refs reach and frees the rest: the layer, the packages only it installed
+        // (with their signatures), and what a killed build left in the package cache: a package
+        // linked in under its own name, not yet renamed (a `.part` stays, for the next download to
+        // go on from).
+        let installed = { (name: String) throws -> Set<String> in
+            Set(try store.record(try #require(try store.ref(name))).added.map(\.filename))
+        }
+        let kept = try installed("base").union(installed("nvidia"))
+        let developmentOnly = try Set(store.record(key).added.map(\.filename))
+        #expect(developmentOnly.count >= 2 && developmentOnly.isDisjoint(with: kept), "\(developmentOnly)")
         let packages = try FileManager.default.contentsOfDirectory(atPath: store.packageCache).sorted()
+        #expect(Set(packages) == kept.union(developmentOnly), "\(packages)")
         let leftover = store.packageCache + "/.incoming-99999-" + packages[0]
         let partial = store.packageCache + "/zlib-9.9-1-x86_64.pkg.tar.zst.part"
         #expect(link(store.packageCache + "/" + packages[0], leftover) == 0 && FileManager.default.createFile(atPath: partial, contents: Data("12".utf8)))
+        let keptSignature = try #require(try installed("base").min()) + ".sig"
+        let goneSignature = try #require(developmentOnly.min()) + ".sig"
+        for signature in [keptSignature, goneSignature] {
+            #expect(FileManager.default.createFile(atPath: store.packageCache + "/" + signature, contents: Data("sig".utf8)))
+        }
         let gc = try Harness.run(["gc", "--store", storeRoot, "--json"])
         #expect(gc.status == 0)
         #expect(gc.stdout.contains(#""cache\/pkg\/.incoming-99999-"#) || gc.stdout.contains("cache/pkg/.incoming-99999-"), "\(gc.stdout)")
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store.packageCache).sorted() == (packages + ["zlib-9.9-1-x86_64.pkg.tar.zst.part"]).sorted())
+        let collected = try #require(try JSONSerialization.jsonObject(with: Data(gc.stdout.utf8)) as? [String: Any])
+        #expect(Set(collected["packages"] as? [String] ?? []) == developmentOnly.union([goneSignature]), "\(gc.stdout)")
+        #expect((collected["packageBytes"] as? Int ?? 0) > 0, "\(gc.stdout)")
+        #expect(
+            Set(try FileManager.default.contentsOfDirectory(atPath: store.packageCache))
+                == kept.union([keptSignature, "zlib-9.9-1-x86_64.pkg.tar.zst.part"]))
         try FileManager.default.removeItem(atPath: partial)
         #expect(try FileManager.default.contentsOfDirectory(atPath: store.layersDirectory).count == before - 1)
+        try Harness.expectValidStore(storeRoot)
+
+        // Said in words: nvidia's layer and its one package go once no name reaches them.
+        let nvidiaKey = try #require(try store.ref("nvidia"))
+        let rmNvidia = try Harness.run(["rm", "nvidia", "--store", storeRoot])
+        #expect(rmNvidia.stdout == "removed nvidia (\(nvidiaKey.prefix(12)))\n`layerctl gc` removes the layers no name reaches now\n", "\(rmNvidia.stdout)")
+        let said = try Harness.run(["gc", "--store", storeRoot]).stdout.split(separator: "\n")
+        #expect(said.count == 3 && said[0] == "removed \(nvidiaKey)", "\(said)")
+        #expect(said.last?.hasPrefix("freed ") == true && said.last?.hasSuffix(" in 1 cached package no kept layer installed") == true, "\(said)")
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: store.packageCache)) == (try installed("base")).union([keptSignature]))
         try Harness.expectValidStore(storeRoot)
     }
 

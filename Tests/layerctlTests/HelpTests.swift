@@ -7,7 +7,7 @@ struct HelpTests {
         "every command explains itself in full sentences",
         arguments: [
             "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes",
-            "ls", "inspect", "shell", "gc",
+            "ls", "inspect", "shell", "rm", "gc",
         ])
     func help(command: String) throws {
         let result = try Harness.run([command, "--help"])
@@ -29,7 +29,7 @@ struct HelpTests {
         #expect(
             Set(listed) == [
                 "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes",
-                "ls", "inspect", "shell", "gc",
+                "ls", "inspect", "shell", "rm", "gc",
             ], "\(listed)")
     }
 
@@ -136,7 +136,7 @@ struct HelpTests {
     func json() throws {
         for command in [
             "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes", "ls",
-            "inspect", "gc",
+            "inspect", "rm", "gc",
         ] {
             #expect(try Harness.run([command, "--help"]).stdout.contains("--json"), "\(command) has no --json")
         }
