@@ -27,6 +27,8 @@ public struct AlpmError: LayerError, Codable {
     /// Files a package would write that are in the way and that no installed package owns: pacman
     /// overwrites none of them ("exists in filesystem").
     public internal(set) var unownedFiles: [String] = []
+    /// The names of the dependencies nothing satisfies, when that is what failed.
+    public internal(set) var missingDependencies: [String] = []
 
     /// A signature check that failed for want of keys: one line naming the first package (or
     /// database), its repository and the key.

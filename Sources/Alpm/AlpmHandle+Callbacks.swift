@@ -159,6 +159,10 @@ extension AlpmHandle {
             recentErrors.append(text)
             observer?(.log(level: .error, message: shown))
         case ALPM_LOG_WARNING.rawValue:
+            // "game: ignoring package upgrade (1.0-1 => 1.1-1)", of a package the request's `ignore`
+            // holds: its builder says so once, from the resolution, and not again at the download
+            // and the transaction.
+            if message.contains(": ignoring package upgrade (") { return }
             observer?(.log(level: .warning, message: shown))
         default:
             break
@@ -169,7 +173,9 @@ extension AlpmHandle {
     private static func answer(_ question: UnsafeMutablePointer<alpm_question_t>) {
         switch question.pointee.type {
         case ALPM_QUESTION_INSTALL_IGNOREPKG:
-            question.pointee.install_ignorepkg.install = 1  // "[Y/n]"
+            // "X is in IgnorePkg. Install anyway? [Y/n]": pacman takes yes, but a layer file that
+            // ignores a package said no to it, as libalpm itself does for a dependency.
+            question.pointee.install_ignorepkg.install = 0
         case ALPM_QUESTION_REPLACE_PKG:
             question.pointee.replace.replace = 1  // "Replace X with Y? [Y/n]"
         case ALPM_QUESTION_CONFLICT_PKG:

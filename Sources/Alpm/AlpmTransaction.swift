@@ -13,12 +13,17 @@ public struct TransactionRequest: Sendable, Codable {
     public var sysupgrade = false
     /// Skip targets that are installed and up to date, like `--needed`.
     public var needed = true
+    /// Installed packages the upgrade leaves as they are, like pacman.conf's `IgnorePkg`.
+    public var ignore: [String] = []
 
-    public init(install: [String] = [], remove: [String] = [], sysupgrade: Bool = false, needed: Bool = true) {
+    public init(
+        install: [String] = [], remove: [String] = [], sysupgrade: Bool = false, needed: Bool = true, ignore: [String] = []
+    ) {
         self.install = install
         self.remove = remove
         self.sysupgrade = sysupgrade
         self.needed = needed
+        self.ignore = ignore
     }
 
     var isEmpty: Bool { install.isEmpty && remove.isEmpty && !sysupgrade }
@@ -73,6 +78,13 @@ public struct ProviderChoice: Hashable, Sendable, Codable {
     }
 }
 
+/// An installed package that a repository holds a newer version of: one that `IgnorePkg` keeps.
+public struct NewerVersion: Hashable, Sendable, Codable {
+    public var name: String
+    public var installed: String
+    public var available: String
+}
+
 /// What a prepared transaction would do.
 public struct Resolution: Hashable, Sendable, Codable {
     /// Packages to install or upgrade, sorted by name.
@@ -105,6 +117,19 @@ extension AlpmHandle {
         }
         if let error = conflictsError(request) { throw error }
         return resolution
+    }
+
+    /// Of the installed packages `names`, those whose first sync database that has them (the one
+    /// an upgrade takes them from) holds a newer version.
+    public func newerVersions(of names: [String]) -> [NewerVersion] {
+        names.compactMap { name in
+            guard let local = alpm_db_get_pkg(alpm_get_localdb(raw), name),
+                let sync = syncDatabases.lazy.compactMap({ alpm_db_get_pkg($0, name) }).first,
+                let installed = string(alpm_pkg_get_version(local)), let available = string(alpm_pkg_get_version(sync)),
+                alpm_pkg_vercmp(available, installed) > 0
+            else { return nil }
+            return NewerVersion(name: name, installed: installed, available: available)
+        }
     }
 
     /// The error for the conflicts with installed packages answered while resolving `request`, if any.
@@ -220,6 +245,8 @@ extension AlpmHandle {
         recentErrors.removeAll()
         var flags = flags
         if request.needed { flags |= Int32(ALPM_TRANS_FLAG_NEEDED.rawValue) }
+        for name in request.ignore { try check(alpm_option_add_ignorepkg(raw, name), "ignore", name) }
+        defer { for name in request.ignore { alpm_option_remove_ignorepkg(raw, name) } }
         try check(alpm_trans_init(raw, flags), "start transaction")
         defer { alpm_trans_release(raw) }
         for name in request.remove {
@@ -242,9 +269,11 @@ extension AlpmHandle {
             // alpm_errno first: describe frees the list, and nothing may run between.
             let errno = alpm_errno(raw)
             let described = describe(data, errno, removing: request.remove)
-            throw AlpmError(
+            var error = AlpmError(
                 errno: errno, operation: "resolve", subject: subject, details: described.lines + recentErrors,
                 packages: described.packages)
+            error.missingDependencies = described.missingDependencies
+            throw error
         }
         return try body()
     }
@@ -347,6 +376,7 @@ extension AlpmHandle {
         var lines: [String] = []
         var packages: [String] = []
         var unowned: [String] = []
+        var missingDependencies: [String] = []
         func cause(_ name: UnsafePointer<CChar>?) {
             if let name = string(name), !packages.contains(name) { packages.append(name) }
         }
@@ -360,6 +390,9 @@ extension AlpmHandle {
                     lines.append("removing \(removed) breaks dependency '\(wanted)' required by \(string(miss.pointee.target) ?? "?")")
                 } else {
                     lines.append("\(string(miss.pointee.target) ?? "?"): requires \(wanted)")
+                }
+                if let name = string(miss.pointee.depend?.pointee.name), !missingDependencies.contains(name) {
+                    missingDependencies.append(name)
                 }
                 cause(miss.pointee.target)
                 free(dep)
@@ -393,7 +426,7 @@ extension AlpmHandle {
                 break
             }
         }
-        return Described(lines: lines, packages: packages, unownedFiles: unowned)
+        return Described(lines: lines, packages: packages, unownedFiles: unowned, missingDependencies: missingDependencies)
     }
 
     /// What libalpm's list of a failure says: its lines, the packages they blame, and the files in
@@ -402,5 +435,6 @@ extension AlpmHandle {
         var lines: [String] = []
         var packages: [String] = []
         var unownedFiles: [String] = []
+        var missingDependencies: [String] = []
     }
 }

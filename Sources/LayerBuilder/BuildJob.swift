@@ -45,6 +45,8 @@ public struct BuildJob: Codable, Sendable {
     var remove: [String]
     /// `upgrade: true`: the transaction upgrades every package below too (`pacman -Syu`).
     var sysupgrade: Bool?
+    /// `ignore:`: what the upgrade leaves as it is (pacman's `IgnorePkg`).
+    var ignore: [String]?
     /// The `noextract:` patterns of the layer and its ancestors, in order (pacman's `NoExtract`).
     var noExtract: [String]?
     /// What the key was computed from: the transaction must install exactly these.

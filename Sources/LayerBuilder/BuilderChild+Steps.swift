@@ -56,7 +56,8 @@ extension BuilderChild {
             let resolution: Resolution
             do {
                 resolution = try handle.commit(
-                    TransactionRequest(install: job.install, remove: job.remove, sysupgrade: job.sysupgrade ?? false))
+                    TransactionRequest(
+                        install: job.install, remove: job.remove, sysupgrade: job.sysupgrade ?? false, ignore: job.ignore ?? []))
             } catch let error as AlpmError where !error.unownedFiles.isEmpty {
                 // Most often a layer below wrote a package's file (its configuration, in base's
                 // files:) before a layer above installed the package.

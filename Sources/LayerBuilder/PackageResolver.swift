@@ -22,6 +22,8 @@ struct PackageResolver {
         var relations: [String: PackageWork.Relations]
         /// The dependencies that several packages provide, where libalpm took the first.
         var providerChoices: [ProviderChoice] = []
+        /// The packages the request ignores that the repositories hold newer.
+        var newer: [NewerVersion] = []
 
         /// `names` and every package of the resolution they need, directly or through others of
         /// them, by the sync databases' dependencies (a dependency on something a package provides
@@ -44,7 +46,7 @@ struct PackageResolver {
         let outcome = try resolutions.run(job, scratch: scratch, fileLimitReached: &reached, watch: watch)
         return Resolved(
             resolution: outcome.resolution ?? Resolution(), relations: outcome.relations ?? [:],
-            providerChoices: outcome.providerChoices ?? [])
+            providerChoices: outcome.providerChoices ?? [], newer: outcome.newer ?? [])
     }
 
     static func dependencyClosure(
@@ -147,6 +149,15 @@ struct PackageResolver {
 }
 
 extension PackageResolver.Resolved {
+    /// A line for each package `ignore:` holds that the repositories hold newer: it stays, as
+    /// pacman's `IgnorePkg` keeps it.
+    func ignoreWarnings() -> [String] {
+        newer.map { held in
+            "\(clip(held.name, to: 100)) stays at \(clip(held.installed, to: 100)), as `ignore:` asks, while the repositories hold "
+                + "\(clip(held.available, to: 100)): the rest is upgraded around it, a partial upgrade, which Arch does not support"
+        }
+    }
+
     /// A line for each dependency that several packages provide, saying which libalpm took and
     /// how to choose another: pacman lists them and asks, and a build cannot ask. The names come
     /// from a repository's database: each is clipped, and a long list counted.

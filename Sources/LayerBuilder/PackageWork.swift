@@ -67,6 +67,8 @@ enum PackageWork {
         var notTar: [String]?
         /// For `resolve`: the dependencies libalpm chose a provider of.
         var providerChoices: [ProviderChoice]?
+        /// For `resolve`: the packages the request ignores that the repositories hold newer.
+        var newer: [NewerVersion]?
     }
 
     /// The host's files the child reads whatever its job: programs, libraries, and what curl,
@@ -265,7 +267,9 @@ enum PackageWork {
                     relations[package.name] = Relations(depends: found.depends, provides: found.provides)
                 }
             }
-            return Outcome(resolution: resolution, relations: relations, providerChoices: handle.providerChoices)
+            return Outcome(
+                resolution: resolution, relations: relations, providerChoices: handle.providerChoices,
+                newer: handle.newerVersions(of: job.request.ignore))
         case .fetch:
             try handle.setArchitectures([job.arch])
             for repository in job.repositories { try handle.register(repository, arch: job.arch) }

@@ -192,6 +192,7 @@ extension StackBuilder {
             boot: boot?.value, bootLocation: boot?.location.description,
             separateSteps: options.recordWriters ? true : nil)
         job.noExtract = spec.noExtract
+        job.ignore = request.ignore.isEmpty ? nil : request.ignore
         let made = BuildCgroup.make(processes: options.maxProcesses, memory: options.memoryLimit)
         let cgroup = made.cgroup
         defer { cgroup?.remove() }

@@ -98,7 +98,8 @@ public final class StackBuilder {
                 noExtract: recipe.noExtract(for: index))
             if index == 0 { spec.image = base?.reference }
             let request = TransactionRequest(
-                install: layer.packages.map(\.value), remove: layer.remove.map(\.value), sysupgrade: layer.upgrade?.value ?? false)
+                install: layer.packages.map(\.value), remove: layer.remove.map(\.value), sysupgrade: layer.upgrade?.value ?? false,
+                ignore: layer.ignore.map(\.value))
             let resolver = PackageResolver(
                 parents: try parentTrees.map { try FolderSource($0) }, arch: recipe.arch, repositories: repositories,
                 syncSnapshot: snapshot)
@@ -123,7 +124,7 @@ public final class StackBuilder {
             let resolution = resolved.resolution
             // Said of the layer this resolution makes, when it is made or comes into this store:
             // a layer the store holds was warned of when it was built.
-            var warnings = resolved.providerWarnings(targets: Set(layer.packages.map(\.value)))
+            var warnings = resolved.providerWarnings(targets: Set(layer.packages.map(\.value))) + resolved.ignoreWarnings()
             if layer.upgrade?.value != true, let parentKey, let warning = try partialUpgrade(resolution, below: parentKey) {
                 warnings.append(warning)
             }
@@ -283,12 +284,25 @@ public final class StackBuilder {
             files: files.sorted { $0.path < $1.path }, run: layer.run.map(\.value),
             env: environment.sorted { $0.key < $1.key }.map { EnvVariable(name: $0.key, value: $0.value) },
             sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) },
-            network: layer.network?.value ?? false, noExtract: noExtract, upgrade: layer.upgrade?.value ?? false)
+            network: layer.network?.value ?? false, noExtract: noExtract, upgrade: layer.upgrade?.value ?? false,
+            ignore: layer.ignore.map(\.value))
     }
 
     /// A libalpm error about one of the layer's packages, at that package's line; about a
     /// repository's database, at the repository's place in `repositories`.
     func locate(_ error: AlpmError, in layer: LayerFile, repositories: [String: FileLocation] = [:]) -> BuildFailure {
+        // An upgrade needs a newer version of a package `ignore:` holds: libalpm does not take it,
+        // as pacman does not, and the layer file's place to change is the `ignore:` item.
+        if let held = layer.ignore.first(where: { error.missingDependencies.contains($0.value) }) {
+            let needers = error.packages.prefix(3).map { clip($0, to: 100) }
+            let said = error.details.prefix(3).map { clip($0, to: 200) }.joined(separator: "; ")
+            let name = clip(held.value, to: 100)
+            return BuildFailure(
+                "\(needers.isEmpty ? "a package" : needers.joined(separator: " and ")) \(needers.count > 1 ? "need" : "needs") a "
+                    + "newer \(name) than the layers below hold, and `ignore:` keeps theirs (\(said)): "
+                    + "take \(name) out of ignore:, or leave out what needs it",
+                at: held.location.description, code: .packages)
+        }
         if let repository = error.repository, let place = repositories[repository] {
             return BuildFailure(error, at: place.description)
         }

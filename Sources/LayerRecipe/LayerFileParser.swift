@@ -13,7 +13,7 @@ struct LayerFileParser {
 
     static let topLevelKeys = [
         "from", "description", "arch", "repos", "packages", "remove", "noextract", "files", "run", "env", "boot", "network",
-        "upgrade",
+        "upgrade", "ignore",
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
@@ -113,6 +113,14 @@ struct LayerFileParser {
             case "repos": layer.repos = try list(value, what: "`repos`").map(repo)
             case "packages": layer.packages = try names(value, key: "packages")
             case "remove": layer.remove = try names(value, key: "remove")
+            case "ignore":
+                layer.ignore = try names(value, key: "ignore")
+                if let qualified = layer.ignore.first(where: { $0.value.contains("/") }) {
+                    throw LayerFileError(
+                        "`ignore` names installed packages, as pacman.conf's IgnorePkg does, without a repository: "
+                            + quote(TransactionRequest.packageName(of: qualified.value)),
+                        at: qualified.location)
+                }
             case "noextract": layer.noExtract = try list(value, what: "`noextract`").map(noExtract)
             case "files": layer.files = try list(value, what: "`files`").map(file)
             case "run":
@@ -515,6 +523,24 @@ struct LayerFileParser {
                 throw LayerFileError("package \(quote(bare)) is named twice; first at \(first)", at: package.location)
             }
             seen[bare] = package.location
+        }
+        var ignored: [String: FileLocation] = [:]
+        for package in layer.ignore {
+            if let first = ignored[package.value] {
+                throw LayerFileError("package \(quote(package.value)) is named twice; first at \(first)", at: package.location)
+            }
+            ignored[package.value] = package.location
+            for (key, list) in [("packages", layer.packages), ("remove", layer.remove)] {
+                guard let asked = list.first(where: { TransactionRequest.packageName(of: $0.value) == package.value }) else { continue }
+                throw LayerFileError(
+                    "package \(quote(package.value)) is in `\(key):` (at \(asked.location)) and in `ignore:`, which keeps it as the "
+                        + "layers below installed it; name it in one", at: package.location)
+            }
+        }
+        if let first = layer.ignore.first, layer.upgrade?.value != true {
+            throw LayerFileError(
+                "`ignore` keeps packages back from `upgrade: true`, as pacman.conf's IgnorePkg does from pacman -Syu, and this "
+                    + "layer has no `upgrade: true`", at: first.location)
         }
         var paths: [String: FileLocation] = [:]
         for file in layer.files {

@@ -33,14 +33,17 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     public var noExtract: [String]?
     /// True when the layer upgrades the packages below (`upgrade: true`); absent otherwise.
     public var upgrade: Bool?
+    /// The packages that upgrade leaves as they are (`ignore:`), sorted; absent when there are none.
+    public var ignore: [String]?
 
     public init(
         arch: String, packages: [String], remove: [String], files: [FileEntry], run: [String], env: [EnvVariable],
         sourceDateEpoch: Int64, boot: (flavour: BootFlavour, filesDigest: String)? = nil, network: Bool = false,
-        noExtract: [String] = [], upgrade: Bool = false
+        noExtract: [String] = [], upgrade: Bool = false, ignore: [String] = []
     ) {
         self.network = network ? true : nil
         self.upgrade = upgrade ? true : nil
+        self.ignore = ignore.isEmpty ? nil : ignore.sorted()
         self.noExtract = noExtract.isEmpty ? nil : noExtract
         self.boot = boot?.flavour.rawValue
         self.bootFiles = boot?.filesDigest

@@ -19,6 +19,7 @@ import LayerSupport
 ///     install game
 ///     remove nano
 ///     upgrade                (`upgrade: true`; absent otherwise)
+///     ignore linux           (one line per package of `ignore:`, sorted)
 ///     package demo game 1.0-1 game-1.0-1-any.pkg.tar.zst SHA256
 public struct LockFile: Sendable, Equatable {
     public static let formatVersion = 1
@@ -38,12 +39,17 @@ public struct LockFile: Sendable, Equatable {
         public var remove: [String]
         /// `upgrade: true`, written as the line `upgrade`.
         public var upgrade: Bool
+        /// `ignore:`, sorted.
+        public var ignore: [String]
 
-        public init(repositories: [Repository], install: [String], remove: [String], upgrade: Bool = false) {
+        public init(
+            repositories: [Repository], install: [String], remove: [String], upgrade: Bool = false, ignore: [String] = []
+        ) {
             self.repositories = repositories
             self.install = install.sorted()
             self.remove = remove.sorted()
             self.upgrade = upgrade
+            self.ignore = ignore.sorted()
         }
     }
 
@@ -123,6 +129,7 @@ public struct LockFile: Sendable, Equatable {
         var install: [String] = []
         var remove: [String] = []
         var upgrade = false
+        var ignore: [String] = []
         var packages: [Package] = []
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             func fail(_ message: String, column: Int = 1) -> LayerFileError {
@@ -160,6 +167,7 @@ public struct LockFile: Sendable, Equatable {
             case ("install", 2): install.append(words[1])
             case ("remove", 2): remove.append(words[1])
             case ("upgrade", 1): upgrade = true
+            case ("ignore", 2): ignore.append(words[1])
             case ("package", 6):
                 // Each is part of a file's name (REPO.db, NAME-VERSION-ARCH.pkg.tar.zst), which
                 // Linux holds to 255 bytes; a longer one would be echoed back in every message.
@@ -179,7 +187,7 @@ public struct LockFile: Sendable, Equatable {
                 }
                 packages.append(Package(repository: words[1], name: words[2], version: words[3], filename: words[4], sha256: words[5]))
             default:
-                throw fail("`\(words[0].prefix(40))` with \(words.count - 1) words is no lock line (format, arch, spec, parent, repo, install, remove, upgrade, package)")
+                throw fail("`\(words[0].prefix(40))` with \(words.count - 1) words is no lock line (format, arch, spec, parent, repo, install, remove, upgrade, ignore, package)")
             }
         }
         let top = FileLocation(file: path, line: 1, column: 1)
@@ -188,7 +196,8 @@ public struct LockFile: Sendable, Equatable {
             throw LayerFileError("the lock lacks one of its `arch`, `spec` and `parent` lines", at: top)
         }
         let lock = LockFile(
-            arch: arch, inputs: Inputs(repositories: repositories, install: install, remove: remove, upgrade: upgrade), parent: parent,
+            arch: arch, inputs: Inputs(repositories: repositories, install: install, remove: remove, upgrade: upgrade, ignore: ignore),
+            parent: parent,
             packages: packages)
         guard lock.specDigest == spec else {
             throw LayerFileError("the lock's `spec` is not the digest of its lines: it was edited by hand; write it again with `layerctl lock`", at: top)
@@ -232,6 +241,7 @@ public struct LockFile: Sendable, Equatable {
         if !dropped.isEmpty { differences.append("packages: lost " + dropped.joined(separator: ", ")) }
         if inputs.remove != other.inputs.remove { differences.append("remove: changed") }
         if inputs.upgrade != other.inputs.upgrade { differences.append("upgrade: changed") }
+        if inputs.ignore != other.inputs.ignore { differences.append("ignore: changed") }
         for repository in other.inputs.repositories where !inputs.repositories.contains(repository) {
             if let old = inputs.repositories.first(where: { $0.name == repository.name }) {
                 if old.snapshot != repository.snapshot {
@@ -263,6 +273,7 @@ extension LockFile.Inputs {
         lines += install.map { "install \($0)" }
         lines += remove.map { "remove \($0)" }
         if upgrade { lines.append("upgrade") }
+        lines += ignore.map { "ignore \($0)" }
         return lines
     }
 }
@@ -281,7 +292,7 @@ extension Recipe {
         }
         return LockFile.Inputs(
             repositories: repositories, install: layer.packages.map(\.value), remove: layer.remove.map(\.value),
-            upgrade: layer.upgrade?.value ?? false)
+            upgrade: layer.upgrade?.value ?? false, ignore: layer.ignore.map(\.value))
     }
 }
 

@@ -279,6 +279,24 @@ final class LayerFileTests {
         #expect(try Recipe.load(folder + "/up.yaml").target.upgrade?.value == true)
     }
 
+    @Test("ignore: goes with upgrade: true, names installed packages without a repository, each once, none of packages:")
+    func ignore() throws {
+        try expect(
+            "from: base\nignore: [linux]\n", at: 2, 10,
+            "`ignore` keeps packages back from `upgrade: true`, as pacman.conf's IgnorePkg does from pacman -Syu, and this layer has no `upgrade: true`")
+        try expect("from: base\nupgrade: false\nignore: [linux]\n", at: 3, 10, "and this layer has no `upgrade: true`")
+        try expect(
+            "from: base\nupgrade: true\nignore: [core/linux]\n", at: 3, 10,
+            "`ignore` names installed packages, as pacman.conf's IgnorePkg does, without a repository: `linux`")
+        try expect("from: base\nupgrade: true\nignore: [\"linux>=6\"]\n", at: 3, 10, "`linux>=6` is not a package name")
+        try expect("from: base\nupgrade: true\nignore: [linux, nano, linux]\n", at: 3, 23, "package `linux` is named twice; first at ")
+        try expect(
+            "from: base\nupgrade: true\npackages: [core/linux]\nignore: [linux]\n", at: 4, 10,
+            "package `linux` is in `packages:` (at \(folder)/child.yaml:3:12) and in `ignore:`, which keeps it as the layers below installed it; name it in one")
+        try write("held", "from: base\nupgrade: true\nignore: [nano, linux]\n")
+        #expect(try Recipe.load(folder + "/held.yaml").target.ignore.map(\.value) == ["nano", "linux"])
+    }
+
     @Test("bytes that are not UTF-8, and NUL, are reported where they are")
     func badBytes() throws {
         var data = Data("from: base\npackages: [a]\ndescription: \"caf".utf8)

@@ -26,6 +26,17 @@ struct LayerKeyTests {
         #expect(key != LayerKey.compute(parent: nil, spec: spec(), resolved: [files[0], package("b", "2-1", "bb")]))
     }
 
+    @Test("ignore: is in the key, in any order; a spec without it keeps the key it had before ignore: existed")
+    func ignore() {
+        func spec(ignore: [String]) -> LayerSpec {
+            LayerSpec(arch: "x86_64", packages: [], remove: [], files: [], run: [], env: [], sourceDateEpoch: 0, upgrade: true, ignore: ignore)
+        }
+        let held = LayerKey.compute(parent: "p", spec: spec(ignore: ["linux", "nano"]), resolved: [])
+        #expect(held == LayerKey.compute(parent: "p", spec: spec(ignore: ["nano", "linux"]), resolved: []))
+        #expect(held != LayerKey.compute(parent: "p", spec: spec(ignore: ["linux"]), resolved: []))
+        #expect(spec(ignore: []).ignore == nil)
+    }
+
     /// A dependency update or a refactoring that changes the canonical encoding would silently
     /// change every key, and every store would build everything again: this value must not move.
     @Test("a known input gives a known key")

@@ -905,6 +905,8 @@ extension ShareTests {
             ("addon", "from: \(image)\n" + repos + "packages: [game-addon]\n"),
             ("upgraded", "from: \(image)\n" + repos + "packages: [game-addon]\nupgrade: true\n"),
             ("current", "from: \(image)\n" + repos + "upgrade: true\n"),
+            ("held", "from: \(image)\n" + repos + "upgrade: true\nignore: [game]\n"),
+            ("needed", "from: \(image)\n" + repos + "packages: [game-addon]\nupgrade: true\nignore: [game]\n"),
         ] {
             try text.write(toFile: "\(work)/\(name).yaml", atomically: false, encoding: .utf8)
         }
@@ -930,6 +932,36 @@ extension ShareTests {
         // The same packages with and without the upgrade are two layers.
         let keys = try ["addon", "upgraded"].map { try Store(root: store).ref($0) }
         #expect(keys[0] != keys[1])
+        // ignore: keeps game as the image has it, and says so once (libalpm's own line, at the
+        // download and again at the transaction, is not shown); built again, it is cached and
+        // says nothing.
+        let held = try Harness.run(["build", work + "/held.yaml", "--store", store])
+        #expect(held.status == 0, "\(held.stderr)")
+        let heldWarning =
+            "held: warning: game stays at 1.0-1, as `ignore:` asks, while the repositories hold 1.1-1: the rest is upgraded "
+            + "around it, a partial upgrade, which Arch does not support\n"
+        #expect(held.stderr.components(separatedBy: "warning").count == 2 && held.stderr.contains(heldWarning), "\(held.stderr)")
+        #expect(try Harness.run(["shell", "held", "--store", store, "--", "game"]).stdout == "game 1.0-1\n")
+        let again = try Harness.run(["build", work + "/held.yaml", "--store", store])
+        #expect(again.status == 0 && !again.stderr.contains("warning"), "\(again.stderr)")
+        #expect(try Store(root: store).ref("held") != Store(root: store).ref("current"))
+        // What needs the newer one is not installed over the hold, as pacman installs none: the
+        // build stops at the `ignore:` item.
+        let needed = try Harness.run(["build", work + "/needed.yaml", "--store", store])
+        #expect(needed.status == 5, "\(needed.stderr)")
+        #expect(
+            needed.stderr == "layerctl: \(work)/needed.yaml:8:10: game-addon needs a newer game than the layers below hold, and "
+                + "`ignore:` keeps theirs (game-addon: requires game>=1.1-1): take game out of ignore:, or leave out what needs it\n",
+            "\(needed.stderr)")
+        #expect(try Store(root: store).ref("needed") == nil)
+        // The lock writes ignore:, and a lock without it is stale.
+        #expect(try Harness.run(["lock", work + "/held.yaml", "--store", store]).status == 0)
+        let heldLock = try String(contentsOfFile: work + "/held.lock", encoding: .utf8)
+        #expect(heldLock.contains("\nupgrade\nignore game\n") && !heldLock.contains("package demo game "), "\(heldLock)")
+        #expect(try Harness.run(["build", "--locked", work + "/held.yaml", "--store", store]).status == 0)
+        try Harness.edit(work + "/held.yaml") { $0.replacingOccurrences(of: "ignore: [game]\n", with: "") }
+        let unheld = try Harness.run(["build", "--locked", work + "/held.yaml", "--store", store])
+        #expect(unheld.status == 3 && unheld.stderr.contains("the lock of layer held is stale: ignore: changed"), "\(unheld.stderr)")
         // A lock writes the line, and without it the lock is stale.
         #expect(try Harness.run(["lock", work + "/current.yaml", "--store", store]).status == 0)
         let lock = try String(contentsOfFile: work + "/current.lock", encoding: .utf8)
