@@ -13,7 +13,8 @@ public struct TransactionRequest: Sendable, Codable {
     public var sysupgrade = false
     /// Skip targets that are installed and up to date, like `--needed`.
     public var needed = true
-    /// Installed packages the upgrade leaves as they are, like pacman.conf's `IgnorePkg`.
+    /// Installed packages the upgrade leaves as they are, like pacman.conf's `IgnorePkg`: names,
+    /// or shell patterns (`linux*`) that libalpm matches as `fnmatch` does.
     public var ignore: [String] = []
 
     public init(
@@ -27,6 +28,11 @@ public struct TransactionRequest: Sendable, Codable {
     }
 
     var isEmpty: Bool { install.isEmpty && remove.isEmpty && !sysupgrade }
+
+    /// Whether one of the `ignore` patterns matches package `name`, as libalpm matches them.
+    public static func ignores(_ patterns: [String], _ name: String) -> Bool {
+        patterns.contains { fnmatch($0, name, 0) == 0 }
+    }
 
     /// The package a target names: `core/linux>=6.6` names `linux`.
     public static func packageName(of target: String) -> String {
@@ -119,17 +125,20 @@ extension AlpmHandle {
         return resolution
     }
 
-    /// Of the installed packages `names`, those whose first sync database that has them (the one
-    /// an upgrade takes them from) holds a newer version.
-    public func newerVersions(of names: [String]) -> [NewerVersion] {
-        names.compactMap { name in
-            guard let local = alpm_db_get_pkg(alpm_get_localdb(raw), name),
+    /// Of the installed packages that `patterns` match (`TransactionRequest.ignores`), those whose
+    /// first sync database that has them (the one an upgrade takes them from) holds a newer
+    /// version, by name.
+    public func newerVersions(of patterns: [String]) -> [NewerVersion] {
+        guard !patterns.isEmpty else { return [] }
+        return AlpmListSequence(alpm_db_get_pkgcache(alpm_get_localdb(raw))).compactMap { item in
+            let local = OpaquePointer(item)
+            guard let name = string(alpm_pkg_get_name(local)), TransactionRequest.ignores(patterns, name),
                 let sync = syncDatabases.lazy.compactMap({ alpm_db_get_pkg($0, name) }).first,
                 let installed = string(alpm_pkg_get_version(local)), let available = string(alpm_pkg_get_version(sync)),
                 alpm_pkg_vercmp(available, installed) > 0
             else { return nil }
             return NewerVersion(name: name, installed: installed, available: available)
-        }
+        }.sorted { $0.name < $1.name }
     }
 
     /// The error for the conflicts with installed packages answered while resolving `request`, if any.

@@ -293,15 +293,15 @@ public final class StackBuilder {
     func locate(_ error: AlpmError, in layer: LayerFile, repositories: [String: FileLocation] = [:]) -> BuildFailure {
         // An upgrade needs a newer version of a package `ignore:` holds: libalpm does not take it,
         // as pacman does not, and the layer file's place to change is the `ignore:` item.
-        if let held = layer.ignore.first(where: { error.missingDependencies.contains($0.value) }) {
+        for pattern in layer.ignore {
+            guard let held = error.missingDependencies.first(where: { TransactionRequest.ignores([pattern.value], $0) }) else { continue }
             let needers = error.packages.prefix(3).map { clip($0, to: 100) }
             let said = error.details.prefix(3).map { clip($0, to: 200) }.joined(separator: "; ")
-            let name = clip(held.value, to: 100)
             return BuildFailure(
                 "\(needers.isEmpty ? "a package" : needers.joined(separator: " and ")) \(needers.count > 1 ? "need" : "needs") a "
-                    + "newer \(name) than the layers below hold, and `ignore:` keeps theirs (\(said)): "
-                    + "take \(name) out of ignore:, or leave out what needs it",
-                at: held.location.description, code: .packages)
+                    + "newer \(clip(held, to: 100)) than the layers below hold, and `ignore:` keeps theirs (\(said)): "
+                    + "take \(clip(pattern.value, to: 100)) out of ignore:, or leave out what needs it",
+                at: pattern.location.description, code: .packages)
         }
         if let repository = error.repository, let place = repositories[repository] {
             return BuildFailure(error, at: place.description)

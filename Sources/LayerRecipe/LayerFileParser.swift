@@ -113,14 +113,7 @@ struct LayerFileParser {
             case "repos": layer.repos = try list(value, what: "`repos`").map(repo)
             case "packages": layer.packages = try names(value, key: "packages")
             case "remove": layer.remove = try names(value, key: "remove")
-            case "ignore":
-                layer.ignore = try names(value, key: "ignore")
-                if let qualified = layer.ignore.first(where: { $0.value.contains("/") }) {
-                    throw LayerFileError(
-                        "`ignore` names installed packages, as pacman.conf's IgnorePkg does, without a repository: "
-                            + quote(TransactionRequest.packageName(of: qualified.value)),
-                        at: qualified.location)
-                }
+            case "ignore": layer.ignore = try list(value, what: "`ignore`").map(ignorePattern)
             case "noextract": layer.noExtract = try list(value, what: "`noextract`").map(noExtract)
             case "files": layer.files = try list(value, what: "`files`").map(file)
             case "run":
@@ -514,6 +507,25 @@ struct LayerFileParser {
         }
     }
 
+    /// An `ignore:` item, as pacman.conf's `IgnorePkg` takes it: a package name, or a shell pattern
+    /// of names (`linux*`, `nvidia-?xx`, `lib32-[ab]*`); never a repository or a version.
+    private func ignorePattern(_ node: Node) throws -> Located<String> {
+        let pattern = try scalar(node, what: "an `ignore` pattern")
+        if pattern.contains("/") {
+            throw LayerFileError(
+                "`ignore` names installed packages, as pacman.conf's IgnorePkg does, without a repository: "
+                    + quote(TransactionRequest.packageName(of: pattern)),
+                at: at(node))
+        }
+        guard pattern.wholeMatch(of: /[a-z0-9@._+*?\[\]-]+/) != nil, pattern.utf8.count <= 255 else {
+            throw LayerFileError(
+                "\(quote(pattern)) is not a package name or a pattern of names, as pacman.conf's IgnorePkg takes them "
+                    + "(`linux`, `linux*`, `nvidia-?xx`)",
+                at: at(node))
+        }
+        return Located(pattern, at: at(node))
+    }
+
     /// Rules that span fields: a package named twice, a path written twice, `arch` outside the root.
     private func checkConsistency(_ layer: LayerFile) throws {
         var seen: [String: FileLocation] = [:]
@@ -531,10 +543,12 @@ struct LayerFileParser {
             }
             ignored[package.value] = package.location
             for (key, list) in [("packages", layer.packages), ("remove", layer.remove)] {
-                guard let asked = list.first(where: { TransactionRequest.packageName(of: $0.value) == package.value }) else { continue }
+                let asked = list.first { TransactionRequest.ignores([package.value], TransactionRequest.packageName(of: $0.value)) }
+                guard let asked else { continue }
+                let name = TransactionRequest.packageName(of: asked.value)
                 throw LayerFileError(
-                    "package \(quote(package.value)) is in `\(key):` (at \(asked.location)) and in `ignore:`, which keeps it as the "
-                        + "layers below installed it; name it in one", at: package.location)
+                    "package \(quote(name)) is in `\(key):` (at \(asked.location)) and `ignore:` \(package.value == name ? "names it" : "matches it")"
+                        + ", which keeps it as the layers below installed it; name it in one", at: package.location)
             }
         }
         if let first = layer.ignore.first, layer.upgrade?.value != true {

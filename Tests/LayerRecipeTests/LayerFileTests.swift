@@ -288,13 +288,20 @@ final class LayerFileTests {
         try expect(
             "from: base\nupgrade: true\nignore: [core/linux]\n", at: 3, 10,
             "`ignore` names installed packages, as pacman.conf's IgnorePkg does, without a repository: `linux`")
-        try expect("from: base\nupgrade: true\nignore: [\"linux>=6\"]\n", at: 3, 10, "`linux>=6` is not a package name")
+        for bad in ["linux>=6", "linux 6", "Linux", "!linux"] {
+            try expect(
+                "from: base\nupgrade: true\nignore: [\"\(bad)\"]\n", at: 3, 10,
+                "`\(bad)` is not a package name or a pattern of names, as pacman.conf's IgnorePkg takes them")
+        }
         try expect("from: base\nupgrade: true\nignore: [linux, nano, linux]\n", at: 3, 23, "package `linux` is named twice; first at ")
         try expect(
             "from: base\nupgrade: true\npackages: [core/linux]\nignore: [linux]\n", at: 4, 10,
-            "package `linux` is in `packages:` (at \(folder)/child.yaml:3:12) and in `ignore:`, which keeps it as the layers below installed it; name it in one")
-        try write("held", "from: base\nupgrade: true\nignore: [nano, linux]\n")
-        #expect(try Recipe.load(folder + "/held.yaml").target.ignore.map(\.value) == ["nano", "linux"])
+            "package `linux` is in `packages:` (at \(folder)/child.yaml:3:12) and `ignore:` names it, which keeps it as the layers below installed it; name it in one")
+        try expect(
+            "from: base\nupgrade: true\nremove: [nano]\nignore: [linux, \"n?n*\"]\n", at: 4, 17,
+            "package `nano` is in `remove:` (at \(folder)/child.yaml:3:10) and `ignore:` matches it")
+        try write("held", "from: base\nupgrade: true\nignore: [nano, \"linux*\", \"nvidia-[0-9]?xx\"]\n")
+        #expect(try Recipe.load(folder + "/held.yaml").target.ignore.map(\.value) == ["nano", "linux*", "nvidia-[0-9]?xx"])
     }
 
     @Test("bytes that are not UTF-8, and NUL, are reported where they are")
