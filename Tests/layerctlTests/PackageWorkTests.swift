@@ -122,7 +122,7 @@ struct PackageWorkTests {
         let job: [String: Any] = [
             "operation": "refresh", "layer": "probe", "root": scratch, "dbPath": scratch + "/db", "arch": "x86_64",
             "repositories": [["name": "demo", "servers": [server], "signatureLevel": 0]],
-            "request": ["install": [String](), "remove": [String](), "sysupgrade": false, "needed": true],
+            "request": ["install": [String](), "remove": [String](), "sysupgrade": false, "needed": true, "ignore": [String]()],
             "force": true, "largestDownload": 128 << 20,
             "readable": readable, "writable": writable.map { $0 == "SCRATCH" ? scratch : $0 },
         ]
