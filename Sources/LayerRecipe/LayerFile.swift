@@ -30,8 +30,8 @@ public struct LayerFile: Sendable, Hashable {
     /// `upgrade: true`: this layer upgrades every package the layers below installed to what its
     /// repositories hold, as `pacman -Syu` does, besides its own. Children do not inherit it.
     public var upgrade: Located<Bool>? = nil
-    /// `ignore:`, pacman.conf's `IgnorePkg`: installed packages `upgrade: true` leaves as they are.
-    /// Children do not inherit it, as they do not inherit `upgrade:`.
+    /// `ignore:`, pacman.conf's `IgnorePkg`: names or shell patterns of installed packages that
+    /// `upgrade: true` leaves as they are. Children do not inherit it, as they do not `upgrade:`.
     public var ignore: [Located<String>] = []
     /// Where `from:` was written, or the top of the file when it was not.
     public var fromLocation: FileLocation

@@ -33,7 +33,8 @@ public struct LayerSpec: Codable, Sendable, Hashable {
     public var noExtract: [String]?
     /// True when the layer upgrades the packages below (`upgrade: true`); absent otherwise.
     public var upgrade: Bool?
-    /// The packages that upgrade leaves as they are (`ignore:`), sorted; absent when there are none.
+    /// The names and patterns of packages the upgrade leaves as they are (`ignore:`), sorted; absent
+    /// when there are none.
     public var ignore: [String]?
 
     public init(

@@ -19,7 +19,7 @@ import LayerSupport
 ///     install game
 ///     remove nano
 ///     upgrade                (`upgrade: true`; absent otherwise)
-///     ignore linux           (one line per package of `ignore:`, sorted)
+///     ignore linux*          (one line per item of `ignore:`, sorted)
 ///     package demo game 1.0-1 game-1.0-1-any.pkg.tar.zst SHA256
 public struct LockFile: Sendable, Equatable {
     public static let formatVersion = 1
