@@ -95,7 +95,10 @@ let package = Package(
         // The machine side: staging images and boot entries, `changes`, and QEMU.
         .target(
             name: "LayerBoot",
-            dependencies: ["LayerDiff", "LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm"]),
+            dependencies: [
+                "LayerDiff", "LayerStore", "SquashfsImage", "LayerEntries", "LayerSupport", "Alpm",
+                .product(name: "Yams", package: "Yams"),
+            ]),
         .executableTarget(
             name: "layerctl",
             dependencies: [

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import LayerSupport
+import Yams
 
 /// A key and its certificate that sign a staged kernel for UEFI Secure Boot, as sbctl signs the
 /// kernels pacman installs: firmware whose signature database (db) trusts the certificate starts
@@ -16,13 +17,35 @@ public struct KernelSigning: Sendable, Equatable {
         self.certificate = certificate
     }
 
-    /// Where sbctl keeps its keys: its `keydir` (sbctl.conf(5)), and the folder sbctl used before.
-    public static let sbctlFolders = ["/var/lib/sbctl/keys", "/usr/share/secureboot/keys"]
+    /// Where sbctl keeps its keys by default: its `keydir` (sbctl.conf(5)), and the folder sbctl
+    /// used before.
+    static let sbctlFolders = ["/var/lib/sbctl/keys", "/usr/share/secureboot/keys"]
+    /// sbctl's configuration, which may name another `keydir`, or the db key's own files.
+    static let sbctlConfiguration = "/etc/sbctl/sbctl.conf"
 
-    /// sbctl's signature database key, `db/db.key` with `db/db.pem`, in the first of `folders` that
-    /// holds both: the key sbctl signs boot files with. nil when sbctl made none.
-    public static func sbctlKeys(in folders: [String] = sbctlFolders) -> KernelSigning? {
-        folders.lazy.map { KernelSigning(key: $0 + "/db/db.key", certificate: $0 + "/db/db.pem") }
+    /// sbctl's signature database key, the key sbctl signs boot files with: the files
+    /// `keys.db.privkey` and `keys.db.pubkey` of its configuration name, else `db/db.key` with
+    /// `db/db.pem` in its configuration's `keydir`, else in the first of its default folders that
+    /// holds both. nil when sbctl made none. A db key sbsign cannot read (`type` other than `file`,
+    /// such as one in a TPM) is an error that says what to give instead. Every path is looked up
+    /// under `root` (a test's folder; `/` is the machine's).
+    public static func sbctlKeys(root: String = "") throws -> KernelSigning? {
+        var folders = sbctlFolders
+        let configuration = root + sbctlConfiguration
+        if FileSystem.exists(configuration) {
+            let said = try SbctlConfiguration(configuration)
+            if let type = said.dbKeyType, type != "file" {
+                throw BootError(
+                    "sbctl keeps its db key as \(quote(clip(type, to: 40))) (keys.db.type in \(configuration)), which sbsign cannot "
+                        + "sign with: give --secure-boot-key and --secure-boot-cert, or stage with --no-secure-boot-signing")
+            }
+            if let key = said.dbPrivateKey, let certificate = said.dbCertificate {
+                let signing = KernelSigning(key: root + key, certificate: root + certificate)
+                return FileSystem.exists(signing.key) && FileSystem.exists(signing.certificate) ? signing : nil
+            }
+            if let keydir = said.keydir { folders = [keydir] }
+        }
+        return folders.lazy.map { KernelSigning(key: root + $0 + "/db/db.key", certificate: root + $0 + "/db/db.pem") }
             .first { FileSystem.exists($0.key) && FileSystem.exists($0.certificate) }
     }
 
@@ -87,5 +110,39 @@ public struct KernelSigning: Sendable, Equatable {
         return "Secure Boot is on, and the kernel of \(staged.name) is staged as its image holds it: the firmware starts it "
             + "only if a key in its db signed it; stage it again with --secure-boot-key and --secure-boot-cert (sbctl's db "
             + "key is taken by itself when sbctl made one)"
+    }
+}
+
+/// What layerctl reads of sbctl.conf(5), a YAML mapping: `keydir`, and `keys.db`'s `privkey`,
+/// `pubkey` and `type`. Each path is absolute, as sbctl requires.
+struct SbctlConfiguration {
+    var keydir: String?
+    var dbPrivateKey: String?
+    var dbCertificate: String?
+    var dbKeyType: String?
+
+    init(_ path: String) throws {
+        func refused(_ why: String) -> BootError {
+            BootError(
+                "sbctl's configuration \(path) \(why); mend it, or give --secure-boot-key and --secure-boot-cert "
+                    + "(or --no-secure-boot-signing)")
+        }
+        let text = String(decoding: try FileSystem.readRegularFile(path, atMost: 1 << 20), as: UTF8.self)
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch { throw refused("does not read as YAML") }
+        guard let node else { return }
+        guard let top = node.mapping else { throw refused("is not a YAML mapping") }
+        func absolutePath(_ node: Node?, _ name: String) throws -> String? {
+            guard let node else { return nil }
+            guard let value = node.scalar?.string, value.hasPrefix("/"), !value.contains("\0") else {
+                throw refused("gives \(name) as no absolute path")
+            }
+            return value
+        }
+        keydir = try absolutePath(top["keydir"], "keydir")
+        let db = top["keys"]?.mapping?["db"]?.mapping
+        dbPrivateKey = try absolutePath(db?["privkey"], "keys.db.privkey")
+        dbCertificate = try absolutePath(db?["pubkey"], "keys.db.pubkey")
+        dbKeyType = db?["type"]?.scalar?.string
     }
 }

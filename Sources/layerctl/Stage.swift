@@ -58,7 +58,8 @@ struct SecureBootOptions: ParsableArguments {
         help: ArgumentHelp(
             """
             The private key that signs the staged kernel for UEFI Secure Boot (with sbsign), with \
-            --secure-boot-cert. Default: sbctl's db key, when sbctl made one (/var/lib/sbctl/keys/db/db.key).
+            --secure-boot-cert. Default: sbctl's db key, when sbctl made one (where /etc/sbctl/sbctl.conf puts it, \
+            else /var/lib/sbctl/keys/db/db.key).
             """, valueName: "KEY"))
     var secureBootKey: String?
 
@@ -68,8 +69,8 @@ struct SecureBootOptions: ParsableArguments {
     @Flag(help: "Stage the kernel as the image holds it, though sbctl made keys.")
     var noSecureBootSigning = false
 
-    @Option(help: ArgumentHelp("Where sbctl keeps its keys.", visibility: .hidden))
-    var sbctlKeysDir: String?
+    @Option(help: ArgumentHelp("The folder sbctl's files are looked up in, as in a chroot (a test's).", visibility: .hidden))
+    var sbctlRoot: String?
 
     func validate() throws {
         if (secureBootKey == nil) != (secureBootCert == nil) {
@@ -81,14 +82,14 @@ struct SecureBootOptions: ParsableArguments {
     }
 
     /// The key that signs: the one given, else sbctl's; nil with --no-secure-boot-signing.
-    var signing: KernelSigning? {
+    func signing() throws -> KernelSigning? {
         if noSecureBootSigning { return nil }
         if let secureBootKey, let secureBootCert {
             // As the staged set records it, whatever folder the next command starts in.
             func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
             return KernelSigning(key: absolute(secureBootKey), certificate: absolute(secureBootCert))
         }
-        return KernelSigning.sbctlKeys(in: sbctlKeysDir.map { [$0] } ?? KernelSigning.sbctlFolders)
+        return try KernelSigning.sbctlKeys(root: sbctlRoot ?? "")
     }
 
     /// Says, on a machine booted with Secure Boot on, that `staged`'s kernel was staged unsigned.
@@ -132,7 +133,7 @@ extension LayerCtl {
         func run() throws {
             try BootStaging.requireRoot("layerctl stage")
             var (staging, store) = try boot.staging()
-            staging.signing = secureBoot.signing
+            staging.signing = try secureBoot.signing()
             var isDirectory: ObjCBool = false
             let isImage =
                 FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue
@@ -353,9 +354,10 @@ extension LayerCtl {
             var (staging, store) = try boot.staging()
             // The staging of a REF may keep loader.conf's default; the lines below replace it: no note.
             staging.told = nil
-            staging.signing = secureBoot.signing
             var name = name
             if ImageReference.looksLikeReference(name) {
+                // Only what boot stages is signed: a staged name's kernel is staged already.
+                staging.signing = try secureBoot.signing()
                 let reference = try registryArguments.reference(name)
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)
                 let source = try registryArguments.source(name, in: store, json: json, options: options, overlapCommit: true)

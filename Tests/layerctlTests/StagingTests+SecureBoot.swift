@@ -42,7 +42,7 @@ extension StagingTests {
         try Data([6, 0, 0, 0, 1]).write(to: URL(fileURLWithPath: efivars + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"))
         let options = [
             "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
-            "--efivars-dir", efivars, "--sbctl-keys-dir", folder + "/no-sbctl",
+            "--efivars-dir", efivars, "--sbctl-root", folder + "/no-sbctl",
         ]
         try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
         let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
@@ -99,17 +99,59 @@ extension StagingTests {
         defer { unmount(disk) }
         let folder = FileSystem.split(disk.file).directory
         let signer = try snakeoilKey(in: folder)
+        // sbctl's files, under a folder that stands for the machine's root.
         let sbctl = folder + "/sbctl"
-        let options = disk.options + ["--sbctl-keys-dir", sbctl]
+        let options = disk.options + ["--sbctl-root", sbctl]
+        func place(_ key: String, _ certificate: String) throws {
+            try BootMachine.shell(
+                "mkdir -p \"$(dirname '\(sbctl + key)')\" \"$(dirname '\(sbctl + certificate)')\" && cp '\(signer.key)' '\(sbctl + key)' "
+                    + "&& cp '\(signer.certificate)' '\(sbctl + certificate)'")
+        }
 
-        // Keys where sbctl keeps them: db/db.key and db/db.pem.
-        try BootMachine.shell("mkdir -p '\(sbctl)/db' && cp '\(signer.key)' '\(sbctl)/db/db.key' && cp '\(signer.certificate)' '\(sbctl)/db/db.pem'")
+        // Keys where sbctl keeps them: db/db.key and db/db.pem in /var/lib/sbctl/keys.
+        try place("/var/lib/sbctl/keys/db/db.key", "/var/lib/sbctl/keys/db/db.pem")
         let found = try layerctl(["stage", machine.image, "--name", "found"] + options)
-        #expect(found.stdout.contains("  kernel signed for Secure Boot: \(sbctl)/db/db.pem\n"), "\(found.stdout)")
+        #expect(found.stdout.contains("  kernel signed for Secure Boot: \(sbctl)/var/lib/sbctl/keys/db/db.pem\n"), "\(found.stdout)")
         let kernel = disk.mount + Self.field("linux", of: text(disk.mount + "/boot/loader/entries/layerctl-found.conf"))
         #expect(try BootMachine.shell("sbverify --cert '\(signer.certificate)' '\(kernel)' >/dev/null 2>&1 && echo ok") == "ok\n")
         let unsigned = try layerctl(["stage", machine.image, "--name", "unsigned", "--no-secure-boot-signing"] + options)
         #expect(!unsigned.stdout.contains("signed for Secure Boot"), "\(unsigned.stdout)")
+        _ = try layerctl(["unstage", "unsigned", "--all"] + disk.options)  // the disk holds few kernels
+
+        // sbctl.conf(5) moves them: its keydir, or keys.db's own files, which come first.
+        let configuration = sbctl + "/etc/sbctl/sbctl.conf"
+        try FileManager.default.createDirectory(atPath: sbctl + "/etc/sbctl", withIntermediateDirectories: true)
+        try place("/srv/keys/db/db.key", "/srv/keys/db/db.pem")
+        try place("/secret/db-signing.key", "/secret/db-signing.crt")
+        let db = "keys:\n  pk:\n    privkey: /srv/keys/PK/PK.key\n    type: file\n  db:\n    privkey: /secret/db-signing.key\n"
+            + "    pubkey: /secret/db-signing.crt\n    type: file\n"
+        for (text, certificate) in [
+            ("---\nkeydir: /srv/keys\nlandlock: true\n", "/srv/keys/db/db.pem"), ("keydir: /srv/keys\n" + db, "/secret/db-signing.crt"),
+        ] {
+            try text.write(toFile: configuration, atomically: false, encoding: .utf8)
+            let configured = try layerctl(["stage", machine.image, "--name", "configured"] + options)
+            #expect(configured.stdout.contains("  kernel signed for Secure Boot: \(sbctl + certificate)\n"), "\(configured.stdout)")
+            _ = try layerctl(["unstage", "configured", "--all"] + disk.options)  // the disk holds few kernels
+        }
+        // A db key in a TPM, which sbsign cannot use, and a configuration that does not read: one
+        // line each, before anything is staged.
+        for (text, says) in [
+            ("keys:\n  db:\n    privkey: /var/lib/sbctl/keys/db/db.key\n    pubkey: /var/lib/sbctl/keys/db/db.pem\n    type: tpm\n",
+             "sbctl keeps its db key as `tpm` (keys.db.type in \(configuration)), which sbsign cannot sign with: give "
+                + "--secure-boot-key and --secure-boot-cert, or stage with --no-secure-boot-signing"),
+            ("keydir: [a\n", "sbctl's configuration \(configuration) does not read as YAML; mend it, or give --secure-boot-key and "
+                + "--secure-boot-cert (or --no-secure-boot-signing)"),
+            ("keydir: srv/keys\n", "sbctl's configuration \(configuration) gives keydir as no absolute path; mend it"),
+        ] {
+            try text.write(toFile: configuration, atomically: false, encoding: .utf8)
+            let refused = try Harness.run(["stage", machine.image, "--name", "failed"] + options)
+            #expect(refused.status == 3 && refused.stderr.hasPrefix("layerctl: " + says), "\(refused.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/failed"))
+            // A staged name is made the default without signing anything: sbctl is not asked.
+            let boot = try Harness.run(["boot", "found"] + disk.options + ["--sbctl-root", sbctl])
+            #expect(!boot.stderr.contains("sbctl"), "\(boot.stderr)")
+        }
+        try FileManager.default.removeItem(atPath: configuration)
 
         // Each failure is one line, and leaves nothing of the name.
         try BootMachine.shell(
