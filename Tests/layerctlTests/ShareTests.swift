@@ -890,7 +890,7 @@ extension ShareTests {
     /// installs what needs newer packages than the image holds upgrades those alone, and the rest
     /// of the image stays as built: what Arch calls a partial upgrade. `upgrade: true` is
     /// `pacman -Syu` in the layer.
-    @Test("over an older image: a package that needs newer ones below warns of a partial upgrade; upgrade: true upgrades every package below in the layer, and its lock says so")
+    @Test("over an older image: a package that needs newer ones below warns of a partial upgrade; upgrade: true upgrades every package below in the layer, ignore: holds some back, and its lock says so")
     func upgradeOverImage() throws {
         let registry = try RegistryServer()
         defer { registry.stop() }
@@ -932,9 +932,9 @@ extension ShareTests {
         // The same packages with and without the upgrade are two layers.
         let keys = try ["addon", "upgraded"].map { try Store(root: store).ref($0) }
         #expect(keys[0] != keys[1])
-        // ignore: (a pattern, as IgnorePkg takes them) keeps game as the image has it, and says so once (libalpm's own line, at the
-        // download and again at the transaction, is not shown); built again, it is cached and
-        // says nothing.
+        // ignore: (a pattern, as IgnorePkg takes them) keeps game as the image has it, and says so
+        // once (libalpm's own line, at the download and again at the transaction, is not shown);
+        // built again, it is cached and says nothing.
         let held = try Harness.run(["build", work + "/held.yaml", "--store", store])
         #expect(held.status == 0, "\(held.stderr)")
         let heldWarning =
