@@ -30,7 +30,8 @@ extension Store {
     /// Damaged refs and manifests go, and so do layers whose record, or an ancestor's, is damaged:
     /// a build makes them again. With `verify`, every tree a ref reaches is scanned (each file
     /// read) against its record, and a layer whose tree is not the one recorded goes the same way.
-    public func collectGarbage(dropBlockCache: Bool = false, verify: Bool = false) throws -> Collected {
+    /// With `dryRun`, nothing is removed: what would go is returned.
+    public func collectGarbage(dropBlockCache: Bool = false, verify: Bool = false, dryRun: Bool = false) throws -> Collected {
         let lock = try self.lock(.exclusive)
         defer { lock.unlock() }
         var collected = Collected(
@@ -50,7 +51,7 @@ extension Store {
                         "\(refsDirectory)/\(name) is damaged: its layer stands on layer \(missing), which the store does not hold; removed")
                 case .ambiguous, .notAName, .rootTooLong, .controlInRoot, .privateLayers, .othersStore, .unsuitableFileSystem: throw error
                 }
-                try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
+                if !dryRun { try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) } }
             }
         }
         if verify {
@@ -68,29 +69,34 @@ extension Store {
             // what the others reach stays.
             reachable = []
             for name in try refNames() {
-                guard let key = try ref(name) else { continue }
-                let stack = try chain(key)
+                // A dry run left the damaged refs of the loop above.
+                guard let key = try? ref(name), let stack = try? chain(key) else { continue }
                 if damagedTrees.isDisjoint(with: stack) {
                     reachable.formUnion(stack)
-                } else {
+                } else if !dryRun {
                     try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) }
                 }
             }
         }
         for key in reachable where LayerManifest.isDamaged(manifestPath(key)) {
             collected.damaged.append("\(manifestPath(key)) is damaged: removed; the next export makes it again")
-            try sys("remove", manifestPath(key)) { unlink(manifestPath(key)) }
+            if !dryRun { try sys("remove", manifestPath(key)) { unlink(manifestPath(key)) } }
         }
         collected.temporary = try FileSystem.listDirectory(tmpDirectory)
-        for name in collected.temporary { try FileSystem.removeTree(tmpDirectory + "/" + name) }
+        if !dryRun { for name in collected.temporary { try FileSystem.removeTree(tmpDirectory + "/" + name) } }
         // A build links each package it checked into the package cache under a name of its own,
         // then renames it into place: one killed in between left the link. No build runs now.
         // (A `.part` stays: the next download of the package goes on from it.)
         for name in (try? FileSystem.listDirectory(packageCache)) ?? [] where name.hasPrefix(Self.incomingPackagePrefix) {
-            try sys("remove", packageCache + "/" + name) { unlink(packageCache + "/" + name) }
+            if !dryRun { try sys("remove", packageCache + "/" + name) { unlink(packageCache + "/" + name) } }
             collected.temporary.append("cache/pkg/" + name)
         }
         for key in try FileSystem.listDirectory(layersDirectory) where !reachable.contains(key) {
+            if dryRun {
+                collected.bytes += FileSystem.treeSize(layerDirectory(key))
+                collected.layers.append(key)
+                continue
+            }
             let doomed = tmpDirectory + "/gc-" + key
             try sys("move out", layerDirectory(key)) { rename(layerDirectory(key), doomed) }
             collected.bytes += FileSystem.treeSize(doomed)
@@ -102,15 +108,20 @@ extension Store {
         // this, every version of every package the store ever built with stayed.
         var installed = Set<String>()
         for key in reachable { installed.formUnion(try record(key).added.map(\.filename)) }
-        for name in (try? FileSystem.listDirectory(packageCache)) ?? [] where !name.hasSuffix(".part") {
+        for name in (try? FileSystem.listDirectory(packageCache)) ?? []
+        where !name.hasSuffix(".part") && !name.hasPrefix(Self.incomingPackagePrefix) {
             guard !installed.contains(name.hasSuffix(".sig") ? String(name.dropLast(4)) : name) else { continue }
             let path = packageCache + "/" + name
             var st = stat()
             guard lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { continue }
-            try sys("remove", path) { unlink(path) }
+            if !dryRun { try sys("remove", path) { unlink(path) } }
             collected.packages.append(name)
             // A link another store's check borrowed frees nothing.
             if st.st_nlink == 1 { collected.packageBytes += Int64(st.st_blocks) * 512 }
+        }
+        if dryRun {
+            if dropBlockCache { collected.blockCacheBytes = FileSystem.treeSize(blockCacheDirectory) }
+            return collected
         }
         for name in try FileSystem.listDirectory(locksDirectory) where !reachable.contains(name) {
             unlink(locksDirectory + "/" + name)

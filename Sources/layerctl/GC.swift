@@ -19,23 +19,28 @@ extension LayerCtl {
             help: "Also read every layer a name reaches and remove those whose tree is not the one recorded (with the layers on them): after a power cut, or a hand edit.")
         var verify = false
 
+        @Flag(name: .long, help: "Remove nothing: say what would be removed, as paccache -d does.")
+        var dryRun = false
+
         @Flag(name: .long, help: "Print what was removed as JSON.")
         var json = false
 
         func run() throws {
-            let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks, verify: verify)
+            let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks, verify: verify, dryRun: dryRun)
             if json {
                 try JSONOutput.print(collected)
                 return
             }
-            for damaged in collected.damaged { print("repaired: \(damaged)") }
-            for key in collected.layers { print("removed \(key)") }
-            print("freed \(formatBytes(collected.bytes)) in \(counted(collected.layers.count, "layer"))")
+            let (repaired, removed, freed, dropped) = dryRun
+                ? ("would repair", "would remove", "would free", "would drop") : ("repaired", "removed", "freed", "dropped")
+            for damaged in collected.damaged { print("\(repaired): \(damaged)") }
+            for key in collected.layers { print("\(removed) \(key)") }
+            print("\(freed) \(formatBytes(collected.bytes)) in \(counted(collected.layers.count, "layer"))")
             let packages = collected.packages.filter { !$0.hasSuffix(".sig") }.count
             if !collected.packages.isEmpty {
-                print("freed \(formatBytes(collected.packageBytes)) in \(counted(packages, "cached package")) no kept layer installed")
+                print("\(freed) \(formatBytes(collected.packageBytes)) in \(counted(packages, "cached package")) no kept layer installed")
             }
-            if blocks { print("dropped \(formatBytes(collected.blockCacheBytes)) of cached blocks") }
+            if blocks { print("\(dropped) \(formatBytes(collected.blockCacheBytes)) of cached blocks") }
         }
     }
 }

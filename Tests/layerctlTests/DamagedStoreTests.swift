@@ -132,6 +132,11 @@ struct DamagedStoreTests {
         #expect(export.status != 0 && export.stderr.contains("gc --verify"), "\(export.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out + "/image"))
 
+        // A dry run finds the same, and leaves the refs and layers.
+        let dry = try Harness.run(["gc", "--verify", "--dry-run", "--store", root])
+        #expect(dry.stdout.contains("would repair: \(store.tree(nvidia)) (nvidia) is damaged"), "\(dry.stdout)")
+        #expect(dry.stdout.contains("would remove \(nvidia)\n") && dry.stdout.contains("would remove \(gaming)\n"), "\(dry.stdout)")
+        #expect(try store.refNames() == ["base", "gaming", "nvidia"] && store.contains(nvidia) && store.contains(gaming))
         let verify = try Harness.run(["gc", "--verify", "--store", root])
         #expect(verify.status == 0, "\(verify.stderr)")
         #expect(verify.stdout.contains("repaired: \(store.tree(nvidia)) (nvidia) is damaged"), "\(verify.stdout)")

@@ -214,7 +214,13 @@ struct DemoBuildTests {
         for signature in [keptSignature, goneSignature] {
             #expect(FileManager.default.createFile(atPath: store.packageCache + "/" + signature, contents: Data("sig".utf8)))
         }
+        // A dry run says the same and removes nothing.
+        let untouched = try TreeSnapshot(storeRoot)
+        let dry = try Harness.run(["gc", "--store", storeRoot, "--json", "--dry-run"])
+        #expect(dry.status == 0, "\(dry.stderr)")
+        #expect(try TreeSnapshot(storeRoot).differences(from: untouched).isEmpty)
         let gc = try Harness.run(["gc", "--store", storeRoot, "--json"])
+        #expect(dry.stdout == gc.stdout, "\(dry.stdout)\n\(gc.stdout)")
         #expect(gc.status == 0)
         #expect(gc.stdout.contains(#""cache\/pkg\/.incoming-99999-"#) || gc.stdout.contains("cache/pkg/.incoming-99999-"), "\(gc.stdout)")
         let collected = try #require(try JSONSerialization.jsonObject(with: Data(gc.stdout.utf8)) as? [String: Any])
@@ -231,6 +237,8 @@ struct DemoBuildTests {
         let nvidiaKey = try #require(try store.ref("nvidia"))
         let rmNvidia = try Harness.run(["rm", "nvidia", "--store", storeRoot])
         #expect(rmNvidia.stdout == "removed nvidia (\(nvidiaKey.prefix(12)))\n`layerctl gc` removes the layers no name reaches now\n", "\(rmNvidia.stdout)")
+        let wouldSay = try Harness.run(["gc", "--dry-run", "--store", storeRoot]).stdout.split(separator: "\n")
+        #expect(wouldSay.count == 3 && wouldSay[0] == "would remove \(nvidiaKey)" && wouldSay[2].hasPrefix("would free "), "\(wouldSay)")
         let said = try Harness.run(["gc", "--store", storeRoot]).stdout.split(separator: "\n")
         #expect(said.count == 3 && said[0] == "removed \(nvidiaKey)", "\(said)")
         #expect(said.last?.hasPrefix("freed ") == true && said.last?.hasSuffix(" in 1 cached package no kept layer installed") == true, "\(said)")
