@@ -17,10 +17,6 @@ extension LayerCtl {
         @Flag(name: .long, help: "Print the names removed, each with the key it held, as JSON.")
         var json = false
 
-        func validate() throws {
-            if names.isEmpty { throw ValidationError("name at least one layer to remove (`layerctl ls` lists them)") }
-        }
-
         func run() throws {
             let removed = try storeOptions.open().removeRefs(names)
             if json {
