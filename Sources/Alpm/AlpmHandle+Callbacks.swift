@@ -159,10 +159,6 @@ extension AlpmHandle {
             recentErrors.append(text)
             observer?(.log(level: .error, message: shown))
         case ALPM_LOG_WARNING.rawValue:
-            // "game: ignoring package upgrade (1.0-1 => 1.1-1)", of a package the request's `ignore`
-            // holds: its builder says so once, from the resolution, and not again at the download
-            // and the transaction.
-            if message.contains(": ignoring package upgrade (") { return }
             observer?(.log(level: .warning, message: shown))
         default:
             break

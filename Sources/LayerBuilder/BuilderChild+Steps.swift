@@ -44,7 +44,7 @@ extension BuilderChild {
                 for line in clip.take(line) { events.send(BuildEvent(.output, layer: job.layerName, message: line)) }
                 return
             case .packageStarted, .packageFinished, .hookStarted: flush()
-            default: break
+            default: if BuildEvent.repeatsResolution(event) { return }
             }
             events.send(BuildEvent(alpm: event, layer: job.layerName))
         }
@@ -146,6 +146,14 @@ extension BuilderChild {
 }
 
 extension BuildEvent {
+    /// Whether `event` is libalpm's line for a package a layer's `ignore:` holds ("game: ignoring
+    /// package upgrade (1.0-1 => 1.1-1)"): the build says so once, from its resolution, and the
+    /// download and the transaction do not say it again.
+    static func repeatsResolution(_ event: AlpmEvent) -> Bool {
+        if case .log(.warning, let message) = event { return message.contains(": ignoring package upgrade (") }
+        return false
+    }
+
     /// libalpm's events as build events; debug chatter is dropped.
     init(alpm event: AlpmEvent, layer: String) {
         switch event {

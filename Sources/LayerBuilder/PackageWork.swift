@@ -285,6 +285,7 @@ enum PackageWork {
             // before another one served the file.
             var held: [BuildEvent] = []
             handle.observer = { event in
+                if BuildEvent.repeatsResolution(event) { return }
                 if case .log(let level, let message) = event, level == .error || Self.isHeldWarning(message) {
                     held.append(BuildEvent(alpm: event, layer: job.layer))
                 } else {
