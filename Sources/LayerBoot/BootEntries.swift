@@ -15,17 +15,20 @@ package enum BootEntries {
     /// A Boot Loader Specification type #1 entry. Its version is the time of its staging: within
     /// the sort key, systemd-boot orders entries by version, the highest first (an image id would
     /// put the previous version before the current one about half the time).
+    /// A unified kernel image is started as the EFI program it is (`efi`, which every systemd-boot
+    /// reads), with no `options`: its own command line is the one it boots with.
     static func specificationEntry(_ image: StagedImage, previous: Bool) -> String {
-        """
-        # Written by `layerctl stage \(image.name)`; `layerctl unstage` removes it.
-        title      \(title(image, previous: previous))
-        version    \(image.stagedAt)
-        sort-key   layerctl
-        linux      \(image.kernelOnBoot)
-        initrd     \(image.initrdOnBoot)
-        options    \(image.commandLine)
-
-        """
+        let boots =
+            image.unifiedKernel == true
+            ? "efi        \(image.kernelOnBoot)\n"
+            : "linux      \(image.kernelOnBoot)\ninitrd     \(image.initrdOnBoot)\noptions    \(image.commandLine)\n"
+        return """
+            # Written by `layerctl stage \(image.name)`; `layerctl unstage` removes it.
+            title      \(title(image, previous: previous))
+            version    \(image.stagedAt)
+            sort-key   layerctl
+            \(boots)
+            """
     }
 
     /// A /etc/grub.d script that prints a menu entry for every staged version; grub-mkconfig runs it.
@@ -33,12 +36,15 @@ package enum BootEntries {
         var entries = ""
         for set in sets {
             for (image, previous) in [(set.current, false)] + (set.previous.map { [($0, true)] } ?? []) {
+                // GRUB hands a unified kernel image to the firmware (and shim) to check and start.
+                let boots =
+                    image.unifiedKernel == true
+                    ? "    chainloader \(image.kernelOnBoot)\n"
+                    : "    linux \(image.kernelOnBoot) \(image.commandLine)\n    initrd \(image.initrdOnBoot)\n"
                 entries += """
                     menuentry '\(title(image, previous: previous))' --id '\(id(image, previous: previous))' {
                         search --no-floppy --fs-uuid --set=root \(image.bootUUID)
-                        linux \(image.kernelOnBoot) \(image.commandLine)
-                        initrd \(image.initrdOnBoot)
-                    }
+                    \(boots)}
 
                     """
             }

@@ -25,6 +25,9 @@ public struct BootStaging: Sendable {
     public var efiVariables: String = "/sys/firmware/efi/efivars"
     /// The key that signs each staged kernel for Secure Boot; nil copies the image's kernel as it is.
     public var signing: KernelSigning?
+    /// Whether the kernel, initramfs and command line are staged as one unified kernel image, made
+    /// with the image's systemd stub, which `signing` signs whole.
+    public var unifiedKernel = false
     /// Told what the wait is for when another layerctl holds the staging lock.
     public var waiting: (@Sendable (String) -> Void)?
     /// Told what staging changed outside the name's own files (loader.conf's default, kept).
@@ -180,7 +183,10 @@ public struct BootStaging: Sendable {
             if before?.versions.contains(where: { $0.id == id }) != true && saved?.versions.contains(where: { $0.id == id }) != true {
                 unlink(imagePath)
                 let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
-                for file in ["vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new", "vmlinuz.unsigned"] {
+                for file in [
+                    "vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new", "vmlinuz.unsigned", "linux.efi", "linux.efi.new",
+                    "linux.efi.unsigned",
+                ] {
                     unlink(bootFolder + "/" + file)
                 }
                 rmdir(bootFolder)
@@ -204,41 +210,45 @@ public struct BootStaging: Sendable {
         guard let files = try reader.bootFiles() else { throw Self.noBootFiles(shownAs) }
         let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
         try FileSystem.makeDirectories(bootFolder)
-        let kernel = bootFolder + "/vmlinuz"
-        let initrd = bootFolder + "/initramfs.img"
-        if let signing {
+        let words =
+            [
+                "layerctl.image=\(device.path)", "layerctl.device=UUID=\(device.uuid)",
+                "layerctl.verify=sha256:\(sha256)",
+            ] + append
+        let commandLine = words.joined(separator: " ")
+        let kernel = bootFolder + (unifiedKernel ? "/linux.efi" : "/vmlinuz")
+        let initrd = unifiedKernel ? "" : bootFolder + "/initramfs.img"
+        if unifiedKernel {
+            try writeUnifiedKernel(
+                reader, files: files, commandLine: commandLine, to: kernel + ".new", scratch: bootFolder, shownAs: shownAs)
+        } else if let signing {
             try reader.copy(files.kernel, to: kernel + ".unsigned")
             defer { unlink(kernel + ".unsigned") }
             try signing.sign(kernel + ".unsigned", to: kernel + ".new", shownAs: shownAs)
         } else {
             try reader.copy(files.kernel, to: kernel + ".new")
         }
-        try reader.copy(files.initrd, to: initrd + ".new")
+        if !unifiedKernel { try reader.copy(files.initrd, to: initrd + ".new") }
         // On disk before they are named, as the image is: after a power cut, an entry must not
         // lead the boot loader to an empty kernel. A restaged version's files take over the entries
         // of its files before, which on FAT needs the sync after the rename too.
         var copies: [(fd: Int32, from: String, to: String)] = []
         defer { for copy in copies { close(copy.fd) } }
-        for path in [kernel, initrd] {
+        for path in [kernel, initrd] where !path.isEmpty {
             copies.append((try sys("open", path + ".new") { open(path + ".new", O_RDONLY | O_CLOEXEC) }, path + ".new", path))
         }
         try FileSystem.renameSynced(copies)
 
         let boot = try DeviceLocation(of: kernel, known: [device])
-        let initrdOnBoot = try DeviceLocation(of: initrd, known: [boot]).path
+        let initrdOnBoot = unifiedKernel ? "" : try DeviceLocation(of: initrd, known: [boot]).path
         var st = stat()
         stat(imagePath, &st)
-        let words =
-            [
-                "layerctl.image=\(device.path)", "layerctl.device=UUID=\(device.uuid)",
-                "layerctl.verify=sha256:\(sha256)",
-            ] + append
         let image = StagedImage(
             name: name, id: id, sha256: sha256, size: UInt64(st.st_size), image: imagePath,
             imageOnDevice: device.path, deviceUUID: device.uuid, kernel: kernel, initrd: initrd,
             kernelOnBoot: boot.path, initrdOnBoot: initrdOnBoot, bootUUID: boot.uuid,
-            commandLine: words.joined(separator: " "), source: source,
-            stagedAt: StagedImage.now(), secureBootCertificate: signing?.certificate)
+            commandLine: commandLine, source: source,
+            stagedAt: StagedImage.now(), secureBootCertificate: signing?.certificate, unifiedKernel: unifiedKernel ? true : nil)
 
         // The way back is the version running now if it is one of the two, else the one current so far.
         var set: StagedSet
@@ -257,6 +267,11 @@ public struct BootStaging: Sendable {
         if let note = try keepSystemdBootDefault(name: name) { told?(note) }
         try save(set, in: folder)
         if let dropped { try remove(dropped) }
+        // The same image staged before in the other form (a kernel and initramfs, or a unified
+        // kernel image) left files in its folder that no entry names now.
+        for version in before?.versions ?? [] where version.id == id {
+            for path in version.bootFiles where !image.bootFiles.contains(path) { unlink(path) }
+        }
         return set
     }
 
@@ -317,8 +332,8 @@ public struct BootStaging: Sendable {
             guard stat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0 else { return false }
             return size.map { UInt64(st.st_size) == $0 } ?? true
         }
-        return [(image.image, image.size), (image.kernel, nil), (image.initrd, nil)].filter { !whole($0.0, size: $0.1) }
-            .map(\.0)
+        let files: [(String, UInt64?)] = [(image.image, image.size)] + image.bootFiles.map { ($0, nil) }
+        return files.filter { !whole($0.0, size: $0.1) }.map(\.0)
     }
 
     /// Whether `image` is the one the machine runs now, by the sha256 the hook verified or the
@@ -443,12 +458,16 @@ public struct BootStaging: Sendable {
     }
 
     private func remove(_ image: StagedImage) throws {
-        for path in [image.image, image.kernel, image.initrd] where unlink(path) != 0 && errno != ENOENT {
+        for path in [image.image] + image.bootFiles where unlink(path) != 0 && errno != ENOENT {
             throw SystemError("remove", path)
         }
-        // What a stage cut short by a power cut may have left beside them (the kernel before it was signed).
-        for path in [image.kernel + ".new", image.kernel + ".unsigned", image.initrd + ".new"] { unlink(path) }
-        rmdir(FileSystem.split(image.kernel).directory)
+        // What a stage cut short by a power cut may have left beside them (the kernel before it was
+        // signed, the one signed for a unified kernel image).
+        let folder = FileSystem.split(image.kernel).directory
+        for name in ["vmlinuz.new", "vmlinuz.unsigned", "initramfs.img.new", "linux.efi.new", "linux.efi.unsigned"] {
+            unlink(folder + "/" + name)
+        }
+        rmdir(folder)
     }
 
     private func entryPath(_ name: String, previous: Bool) -> String {

@@ -70,8 +70,8 @@ public struct KernelSigning: Sendable, Equatable {
         }
     }
 
-    /// Signs the kernel `input` into `output`: sbsign's one line of error, if it fails.
-    func sign(_ input: String, to output: String, shownAs: String) throws {
+    /// Signs the kernel (or `what` else) `input` into `output`: sbsign's one line of error, if it fails.
+    func sign(_ input: String, to output: String, shownAs: String, what: String = "kernel") throws {
         guard let sbsign = FileSystem.executable(Self.tool) else { throw Self.noTool }
         let (readEnd, writeEnd) = try makePipe(sbsign)
         let pid: pid_t
@@ -92,7 +92,7 @@ public struct KernelSigning: Sendable, Equatable {
         // Its first line says why ("error in key/certificate chain", "Can't load key from file …");
         // OpenSSL's error queue follows it.
         let why = said.split(whereSeparator: \.isNewline).first.map { clip(String($0), to: 200) } ?? exitWords(status)
-        throw BootError("signing the kernel of \(shownAs) with \(key) failed: \(why)")
+        throw BootError("signing the \(what) of \(shownAs) with \(key) failed: \(why)")
     }
 
     /// Whether the firmware booted with Secure Boot on: its global variable SecureBoot, in
@@ -107,7 +107,10 @@ public struct KernelSigning: Sendable, Equatable {
     /// image's own: the firmware will start it only if a key it trusts signed it. nil otherwise.
     public static func unsignedWarning(_ staged: StagedImage, efiVariables: String) -> String? {
         guard staged.secureBootCertificate == nil, secureBootEnabled(efiVariables: efiVariables) else { return nil }
-        return "Secure Boot is on, and the kernel of \(staged.name) is staged as its image holds it: the firmware starts it "
+        let what =
+            staged.unifiedKernel == true
+            ? "unified kernel image of \(staged.name) is not signed" : "kernel of \(staged.name) is staged as its image holds it"
+        return "Secure Boot is on, and the \(what): the firmware starts it "
             + "only if a key in its db signed it; stage it again with --secure-boot-key and --secure-boot-cert (sbctl's db "
             + "key is taken by itself when sbctl made one)"
     }

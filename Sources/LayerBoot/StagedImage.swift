@@ -14,7 +14,9 @@ public struct StagedImage: Codable, Sendable, Equatable {
     public var image: String
     public var imageOnDevice: String
     public var deviceUUID: String
-    /// The kernel and initramfs in the boot directory, and their paths on the boot partition.
+    /// The kernel and initramfs in the boot directory, and their paths on the boot partition. With
+    /// `unifiedKernel`, the kernel is a unified kernel image that holds the initramfs (and the
+    /// command line), and both initramfs paths are empty.
     public var kernel: String
     public var initrd: String
     public var kernelOnBoot: String
@@ -28,6 +30,11 @@ public struct StagedImage: Codable, Sendable, Equatable {
     public var stagedAt: String
     /// The certificate whose key signed the staged kernel for Secure Boot; nil when it is the image's own.
     public var secureBootCertificate: String? = nil
+    /// Whether `kernel` is a unified kernel image (`stage --uki`); nil when it is the kernel alone.
+    public var unifiedKernel: Bool? = nil
+
+    /// The files the boot loader reads: the kernel and initramfs, or the unified kernel image.
+    public var bootFiles: [String] { unifiedKernel == true ? [kernel] : [kernel, initrd] }
 
     /// The time of a staging now, as `stagedAt` holds it.
     static func now() -> String {

@@ -152,6 +152,21 @@ public final class SquashfsReader {
         return try readData(inode, path: path) { try FileSystem.writeAll(fd, $0, to: destination) }
     }
 
+    /// The bytes of the regular file at `path` (symlinks followed), or nil when it holds more than
+    /// `limit`: an image's file is read into memory only up to a size its reader chose.
+    public func contents(_ path: String, atMost limit: UInt64) throws -> [UInt8]? {
+        let inode = try resolve(path)
+        defer { sqfs_free(inode) }
+        guard Self.kind(of: inode) == .regular else { throw notA("regular file", path) }
+        var size: UInt64 = 0
+        sqfs_inode_get_file_size(inode, &size)
+        guard size <= limit else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(Int(size))
+        try readData(inode, path: path) { bytes.append(contentsOf: $0) }
+        return bytes
+    }
+
     /// Calls `body` with the data of the regular file `inode` (at `path`, for messages), a block at a
     /// time, through sqfs_data_reader_read; returns its size.
     @discardableResult

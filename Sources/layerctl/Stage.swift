@@ -69,6 +69,13 @@ struct SecureBootOptions: ParsableArguments {
     @Flag(help: "Stage the kernel as the image holds it, though sbctl made keys.")
     var noSecureBootSigning = false
 
+    @Flag(
+        help: """
+            Stage one unified kernel image (the image's systemd stub with its kernel, initramfs and command line), \
+            so that the Secure Boot signature covers all three.
+            """)
+    var uki = false
+
     @Option(help: ArgumentHelp("The folder sbctl's files are looked up in, as in a chroot (a test's).", visibility: .hidden))
     var sbctlRoot: String?
 
@@ -90,6 +97,13 @@ struct SecureBootOptions: ParsableArguments {
             return KernelSigning(key: absolute(secureBootKey), certificate: absolute(secureBootCert))
         }
         return try KernelSigning.sbctlKeys(root: sbctlRoot ?? "")
+    }
+
+    /// What `stage` and `boot REF` say of the signature of what they staged; nil when unsigned.
+    static func signatureLine(_ staged: StagedImage) -> String? {
+        staged.secureBootCertificate.map {
+            "  \(staged.unifiedKernel == true ? "unified kernel image" : "kernel") signed for Secure Boot: \($0)"
+        }
     }
 
     /// Says, on a machine booted with Secure Boot on, that `staged`'s kernel was staged unsigned.
@@ -134,6 +148,7 @@ extension LayerCtl {
             try BootStaging.requireRoot("layerctl stage")
             var (staging, store) = try boot.staging()
             staging.signing = try secureBoot.signing()
+            staging.unifiedKernel = secureBoot.uki
             var isDirectory: ObjCBool = false
             let isImage =
                 FileManager.default.fileExists(atPath: target, isDirectory: &isDirectory) && !isDirectory.boolValue
@@ -167,8 +182,12 @@ extension LayerCtl {
                 return
             }
             print("staged \(staged.name) \(staged.id): \(staged.image) (\(Self.size(staged.size)))")
-            print("  kernel and initramfs: \(staged.kernel), \(staged.initrd)")
-            if let certificate = staged.secureBootCertificate { print("  kernel signed for Secure Boot: \(certificate)") }
+            if staged.unifiedKernel == true {
+                print("  unified kernel image (kernel, initramfs and command line): \(staged.kernel)")
+            } else {
+                print("  kernel and initramfs: \(staged.kernel), \(staged.initrd)")
+            }
+            if let line = SecureBootOptions.signatureLine(staged) { print(line) }
             print("  entry: \(entry)")
             print("  command line: \(staged.commandLine)")
             if let previous {
@@ -287,12 +306,13 @@ extension LayerCtl {
             for set in sets {
                 for (offset, image) in set.versions.enumerated() {
                     let missing = staging.missingFiles(image).map { FileSystem.split($0).name }
+                    let booted = image.unifiedKernel == true ? "unified kernel image" : "kernel"
                     let marks = [
                         offset == 1 ? "previous" : nil, staging.isRunning(image) ? "running" : nil,
                         missing.isEmpty ? nil : "cannot boot: \(missing.joined(separator: ", ")) gone or cut short",
                         image.secureBootCertificate != nil
-                            ? "kernel signed for Secure Boot"
-                            : secureBoot ? "kernel not signed, and Secure Boot is on" : nil,
+                            ? "\(booted) signed for Secure Boot"
+                            : secureBoot ? "\(booted) not signed, and Secure Boot is on" : nil,
                     ].compactMap { $0 }
                     print(
                         "\(offset == 0 ? image.name : "  ")\t\(image.id)\t\(Stage.size(image.size))\t\(image.stagedAt)"
@@ -347,6 +367,11 @@ extension LayerCtl {
                     "--secure-boot-key signs the kernel of an image reference that boot stages; \(name) is staged already "
                         + "(stage it again with the key)")
             }
+            if secureBoot.uki && !ImageReference.looksLikeReference(name) {
+                throw ValidationError(
+                    "--uki makes a unified kernel image of an image reference that boot stages; \(name) is staged already "
+                        + "(stage it again with --uki)")
+            }
         }
 
         func run() throws {
@@ -358,6 +383,7 @@ extension LayerCtl {
             if ImageReference.looksLikeReference(name) {
                 // Only what boot stages is signed: a staged name's kernel is staged already.
                 staging.signing = try secureBoot.signing()
+                staging.unifiedKernel = secureBoot.uki
                 let reference = try registryArguments.reference(name)
                 let options = try ImageOptions(compression: ImageOptions.defaultCompression)
                 let source = try registryArguments.source(name, in: store, json: json, options: options, overlapCommit: true)
@@ -368,7 +394,7 @@ extension LayerCtl {
                 SecureBootOptions.warnIfUnsigned(staged, boot: boot)
                 if !json {
                     print("staged \(staged.name) \(staged.id): \(staged.image) (\(Stage.size(staged.size)))")
-                    if let certificate = staged.secureBootCertificate { print("  kernel signed for Secure Boot: \(certificate)") }
+                    if let line = SecureBootOptions.signatureLine(staged) { print(line) }
                 }
                 name = staged.name
             }

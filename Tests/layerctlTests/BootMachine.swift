@@ -26,6 +26,8 @@ final class BootMachine: Sendable {
     static let shared = Result { try BootMachine() }
 
     let folder: String
+    /// The demo's layer files with the probe's, where a test adds a layer of its own on the probe.
+    let layers: String
     let image: String
     /// The store that holds the probe stack (layer `probe`).
     let store: String
@@ -56,7 +58,7 @@ final class BootMachine: Sendable {
         )
 
         // The image carries Debian's kernel and the dracut initramfs in /boot, as Arch's does its own.
-        let layers = try Harness.demoLayers()
+        layers = try Harness.demoLayers()
         try Self.probeLayer.write(toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
         try Self.shell(
             """

@@ -89,6 +89,122 @@ extension StagingTests {
         }
     }
 
+    @Test("stage --uki: the firmware starts the signed unified kernel image with its own command line, which an edited entry does not change, and refuses it once a byte of it changed")
+    func secureBootUnifiedKernel() throws {
+        if let missing = Self.missingSecureBoot {
+            print("StagingTests.secureBootUnifiedKernel skipped: \(missing)")
+            return
+        }
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let esp = try makeSystemPartition(beside: disk)
+        defer { _ = try? BootMachine.shell("umount '\(esp)'") }
+        let folder = FileSystem.split(disk.file).directory
+        let signer = try snakeoilKey(in: folder)
+        let efivars = folder + "/efivars"
+        try FileManager.default.createDirectory(atPath: efivars, withIntermediateDirectories: true)
+        try Data([6, 0, 0, 0, 1]).write(to: URL(fileURLWithPath: efivars + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"))
+        let options = [
+            "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
+            "--efivars-dir", efivars, "--sbctl-root", folder + "/no-sbctl",
+        ]
+        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
+        let signing = ["--secure-boot-key", signer.key, "--secure-boot-cert", signer.certificate]
+
+        // The probe image holds no systemd stub: one line, nothing staged.
+        let stubless = try Harness.run(["stage", machine.image, "--name", "stubless", "--uki"] + signing + options)
+        #expect(stubless.status == 3, "\(stubless.stderr)")
+        #expect(
+            stubless.stderr == "layerctl: \(machine.image) holds no /usr/lib/systemd/boot/efi/linuxx64.efi.stub, systemd's EFI stub, "
+                + "of which --uki makes a unified kernel image: add systemd to its packages (Debian's image: systemd-boot-efi), or "
+                + "stage without --uki\n")
+        #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/stubless"))
+        #expect(!FileManager.default.fileExists(atPath: esp + "/layerctl/stubless"))
+
+        // The probe with systemd's stub where Arch's systemd puts it (Debian's, from systemd-boot-efi).
+        let stub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+        try BootMachine.shell("cp '\(stub)' '\(machine.layers)/linuxx64.efi.stub'")
+        try "from: probe\nfiles:\n  - path: \(stub)\n    source: linuxx64.efi.stub\n".write(
+            toFile: machine.layers + "/probe-uki.yaml", atomically: false, encoding: .utf8)
+        let image = folder + "/probe-uki.squashfs"
+        _ = try layerctl(["build", machine.layers + "/probe-uki.yaml", "--store", machine.store, "-o", image])
+
+        // A key that does not match its certificate: one line, nothing of the name stays.
+        try BootMachine.shell(
+            "openssl req -new -x509 -newkey rsa:2048 -nodes -subj /CN=other -days 1 -keyout '\(folder)/other.key' "
+                + "-out '\(folder)/other.pem' 2>/dev/null")
+        let mismatched = try Harness.run(
+            ["stage", image, "--name", "failed", "--uki", "--secure-boot-key", folder + "/other.key", "--secure-boot-cert",
+             signer.certificate] + options)
+        #expect(
+            mismatched.status == 3
+                && mismatched.stderr == "layerctl: signing the kernel of \(image) with \(folder)/other.key failed: error in key/certificate chain\n",
+            "\(mismatched.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/failed"))
+        #expect(!FileManager.default.fileExists(atPath: esp + "/layerctl/failed"))
+
+        let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
+        let staged = try layerctl(["stage", image, "--name", "uki", "--uki", "--append", append] + signing + options)
+        #expect(staged.stdout.contains("  unified kernel image signed for Secure Boot: \(signer.certificate)\n"), "\(staged.stdout)")
+        let entry = text(esp + "/loader/entries/layerctl-uki.conf")
+        let program = Self.field("efi", of: entry)
+        #expect(program.hasPrefix("/layerctl/uki/") && program.hasSuffix("/linux.efi"), "\(entry)")
+        #expect(Self.field("linux", of: entry).isEmpty && Self.field("options", of: entry).isEmpty, "\(entry)")
+        #expect(staged.stdout.contains("  unified kernel image (kernel, initramfs and command line): \(esp + program)\n"), "\(staged.stdout)")
+        #expect(try BootMachine.shell("sbverify --cert '\(signer.certificate)' '\(esp + program)' >/dev/null 2>&1 && echo ok") == "ok\n")
+        let commandLine = try #require(
+            staged.stdout.split(separator: "\n").first { $0.hasPrefix("  command line: ") }?.dropFirst("  command line: ".count))
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: esp + program))
+        let at = try #require(bytes.range(of: Data(commandLine.utf8)), "the image's command line is in it")
+        #expect(FileManager.default.fileExists(atPath: esp + "/layerctl/uki") && !text(disk.grub + "/42_layerctl").isEmpty)
+        #expect(text(disk.grub + "/42_layerctl").contains("    chainloader \(program)\n"), "\(text(disk.grub + "/42_layerctl"))")
+        let listed = try layerctl(["staged"] + options.dropLast(2))
+        #expect(listed.stdout.contains("(unified kernel image signed for Secure Boot)"), "\(listed.stdout)")
+        _ = try layerctl(["boot", "uki", "--loader", "systemd-boot"] + options)
+
+        // An entry edited to pass another command line: with Secure Boot on, the stub keeps its own.
+        let sha256 = try #require(commandLine.split(separator: " ").first { $0.hasPrefix("layerctl.verify=") })
+        try (entry + "options    layerctl.verify=sha256:\(String(repeating: "0", count: 64)) \(append)\n").write(
+            toFile: esp + "/loader/entries/layerctl-uki.conf", atomically: false, encoding: .utf8)
+        let booted = try frozenCopy(disk)
+        defer { unlink(booted) }
+        let output = try machine.bootFirmware(
+            esp: try systemdBootPartition(esp, in: folder, signedWith: signer), disks: [(booted, true)],
+            variables: try firmwareVariables(in: folder, secureBoot: true), secureBoot: true)
+        let probe = Self.probeLines(output)
+        #expect(output.contains("Secure boot enabled"), "\(output.suffix(4000))")
+        #expect(probe.last == "PROBE done", "\(output.suffix(4000))")
+        #expect(probe.contains("PROBE env LAYERCTL_VERIFY=\(sha256.dropFirst("layerctl.verify=".count))"), "\(probe)")
+        #expect(Self.kernelCommandLine(output).contains(String(sha256)), "\(Self.kernelCommandLine(output))")
+
+        // One byte of its command line changed: the signature no longer holds, and the firmware refuses it.
+        var changed = bytes
+        let digit = at.upperBound - 1
+        changed[digit] = changed[digit] == UInt8(ascii: "0") ? UInt8(ascii: "1") : UInt8(ascii: "0")
+        try changed.write(to: URL(fileURLWithPath: esp + program))
+        let refused = try machine.bootFirmware(
+            esp: try systemdBootPartition(esp, in: folder, signedWith: signer), disks: [(booted, true)],
+            variables: try firmwareVariables(in: folder, secureBoot: true), secureBoot: true, until: "Access Denied")
+        #expect(Self.probeLines(refused).isEmpty, "\(refused.suffix(4000))")
+
+        // A staged name is staged already, in one form or the other.
+        let again = try Harness.run(["boot", "uki", "--uki"] + options)
+        #expect(again.status == 2 && again.stderr.contains("uki is staged already (stage it again with --uki)"), "\(again.stderr)")
+
+        // Staged again without --uki, the same image's folder holds its kernel and initramfs alone.
+        let plain = try layerctl(["stage", image, "--name", "uki", "--append", append] + signing + options)
+        let folderOnBoot = esp + FileSystem.split(program).directory
+        #expect(plain.stdout.contains("  kernel and initramfs: \(folderOnBoot)/vmlinuz, \(folderOnBoot)/initramfs.img\n"), "\(plain.stdout)")
+        #expect(try FileSystem.listDirectory(folderOnBoot).sorted() == ["initramfs.img", "vmlinuz"])
+
+        // unstage takes the unified kernel image and its folder.
+        _ = try layerctl(["stage", image, "--name", "uki", "--uki", "--append", append] + signing + options)
+        #expect(try FileSystem.listDirectory(folderOnBoot) == ["linux.efi"])
+        _ = try layerctl(["unstage", "uki", "--all"] + options.dropLast(2))
+        #expect(!FileManager.default.fileExists(atPath: esp + "/layerctl/uki"))
+        #expect(!FileManager.default.fileExists(atPath: esp + "/loader/entries/layerctl-uki.conf"))
+    }
+
     @Test("sbctl's db key signs the staged kernel by itself, boot REF signs what it stages; a key that is missing or does not match, or no sbsign, fails before anything is staged")
     func secureBootKeys() throws {
         if let missing = Self.missingSecureBoot {
