@@ -24,6 +24,22 @@ extension StagingTests {
         return (key, BootMachine.snakeoilCertificate)
     }
 
+    /// What a Secure Boot test stages with, onto `disk` and its ESP `esp`: the snakeoil key, EFI
+    /// variables that say the machine which stages booted with Secure Boot on (SecureBoot is 1), a
+    /// loader.conf that boots at once, and the options that stage onto them, `--sbctl-root` last.
+    func secureBootStaging(_ disk: Disk, esp: String) throws -> (signer: (key: String, certificate: String), options: [String]) {
+        let folder = FileSystem.split(disk.file).directory
+        let efivars = folder + "/efivars"
+        try FileManager.default.createDirectory(atPath: efivars, withIntermediateDirectories: true)
+        try Data([6, 0, 0, 0, 1]).write(to: URL(fileURLWithPath: efivars + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"))
+        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
+        let options = [
+            "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
+            "--efivars-dir", efivars, "--sbctl-root", folder + "/no-sbctl",
+        ]
+        return (try snakeoilKey(in: folder), options)
+    }
+
     @Test("with Secure Boot on, the firmware starts the staged kernel that --secure-boot-key signed, and refuses the image's own; stage says so")
     func secureBootSignedKernel() throws {
         if let missing = Self.missingSecureBoot {
@@ -35,16 +51,7 @@ extension StagingTests {
         let esp = try makeSystemPartition(beside: disk)
         defer { _ = try? BootMachine.shell("umount '\(esp)'") }
         let folder = FileSystem.split(disk.file).directory
-        let signer = try snakeoilKey(in: folder)
-        // The machine that stages booted with Secure Boot on: its SecureBoot variable is 1.
-        let efivars = folder + "/efivars"
-        try FileManager.default.createDirectory(atPath: efivars, withIntermediateDirectories: true)
-        try Data([6, 0, 0, 0, 1]).write(to: URL(fileURLWithPath: efivars + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"))
-        let options = [
-            "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
-            "--efivars-dir", efivars, "--sbctl-root", folder + "/no-sbctl",
-        ]
-        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
+        let (signer, options) = try secureBootStaging(disk, esp: esp)
         let append = "console=ttyS0 panic=-1 rd.shell=0 init=/usr/bin/layerctl-probe"
         let signed = try layerctl(
             ["stage", machine.image, "--name", "signed", "--append", append, "--secure-boot-key", signer.key,
@@ -100,15 +107,7 @@ extension StagingTests {
         let esp = try makeSystemPartition(beside: disk)
         defer { _ = try? BootMachine.shell("umount '\(esp)'") }
         let folder = FileSystem.split(disk.file).directory
-        let signer = try snakeoilKey(in: folder)
-        let efivars = folder + "/efivars"
-        try FileManager.default.createDirectory(atPath: efivars, withIntermediateDirectories: true)
-        try Data([6, 0, 0, 0, 1]).write(to: URL(fileURLWithPath: efivars + "/SecureBoot-8be4dfc1-93ca-11d0-9a89-00a0c9245f6f"))
-        let options = [
-            "--state-dir", disk.mount + "/state", "--boot-dir", esp, "--grub-dir", disk.grub, "--run-dir", disk.run,
-            "--efivars-dir", efivars, "--sbctl-root", folder + "/no-sbctl",
-        ]
-        try BootMachine.shell("mkdir -p '\(esp)/loader' && printf 'timeout 0\\nconsole-mode keep\\n' >'\(esp)/loader/loader.conf'")
+        let (signer, options) = try secureBootStaging(disk, esp: esp)
         let signing = ["--secure-boot-key", signer.key, "--secure-boot-cert", signer.certificate]
 
         // The probe image holds no systemd stub: one line, nothing staged.
