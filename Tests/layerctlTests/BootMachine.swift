@@ -26,8 +26,8 @@ final class BootMachine: Sendable {
     static let shared = Result { try BootMachine() }
 
     let folder: String
-    /// The demo's layer files with the probe's, where a test adds a layer of its own on the probe.
-    let layers: String
+    /// The demo's layer files with the probe's.
+    private let layers: String
     let image: String
     /// The store that holds the probe stack (layer `probe`).
     let store: String
@@ -121,6 +121,22 @@ final class BootMachine: Sendable {
             mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/disk' '\(disk)' 160M
             mkfs.ext4 -q -U \(Self.diskUUID) -L layerctl-test -d '\(folder)/junk' '\(junkDisk)' 16M
             """)
+    }
+
+    /// The probe image with systemd's EFI stub where Arch's systemd puts it (Debian's, from
+    /// systemd-boot-efi, here): what `stage --uki` makes a unified kernel image of. Built once, when
+    /// a test first asks for it.
+    static let stubProbe = Result { try shared.get().buildStubProbe() }
+
+    private func buildStubProbe() throws -> String {
+        let stub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+        try Self.shell("cp '\(stub)' '\(layers)/linuxx64.efi.stub'")
+        try "from: probe\nfiles:\n  - path: \(stub)\n    source: linuxx64.efi.stub\n".write(
+            toFile: layers + "/probe-stub.yaml", atomically: false, encoding: .utf8)
+        let image = folder + "/probe-stub.squashfs"
+        let build = try Harness.run(["build", layers + "/probe-stub.yaml", "--store", store, "-o", image])
+        guard build.status == 0 else { throw MachineError("build the probe image with systemd's stub: \(build.stderr)") }
+        return image
     }
 
     /// The probe: the image's init in the tests. It reports what it sees, writes a file, reboots.

@@ -269,7 +269,7 @@ extension StagingTests {
             configfile $prefix/grub.cfg
             END
             grub-mkstandalone -O x86_64-efi -o '\(esp)/EFI/BOOT/BOOTX64.EFI' \
-                --modules='part_gpt part_msdos ext2 btrfs search_fs_uuid linux loadenv configfile echo normal test halt' \
+                --modules='part_gpt part_msdos ext2 btrfs search_fs_uuid linux chain loadenv configfile echo normal test halt' \
                 'boot/grub/grub.cfg=\(folder)/grub-early.cfg'
             """)
         return esp
@@ -304,7 +304,7 @@ extension StagingTests {
             """)
     }
 
-    @Test("GRUB, started by the firmware, boots the entry of the grub.d script's that `layerctl boot` saved in grubenv, not the menu's first")
+    @Test("GRUB, started by the firmware, boots the entry of the grub.d script's that `layerctl boot` saved in grubenv, not the menu's first; a unified kernel image too")
     func grubFollowsSavedEntry() throws {
         if let missing = Self.missingLoader("/usr/bin/grub-mkstandalone", package: "grub-efi-amd64-bin") {
             print("StagingTests.grubFollowsSavedEntry skipped: \(missing)")
@@ -323,5 +323,18 @@ extension StagingTests {
         let id = String(machine.imageDigest.prefix(12))
         #expect(probe.contains("PROBE env LAYERCTL_IMAGE=/state/probe/\(id).squashfs"), "\(output.suffix(4000))")
         #expect(probe.last == "PROBE done", "\(probe)")
+
+        // A unified kernel image, which GRUB's menu chainloads: its own command line boots the image.
+        let staged = try layerctl(
+            ["stage", try BootMachine.stubProbe.get(), "--name", "uki", "--uki", "--append", append, "--json"] + disk.options)
+        let object = try JSONSerialization.jsonObject(with: Data(staged.stdout.utf8)) as? [String: Any]
+        let ukiID = try #require((object?["staged"] as? [String: Any])?["id"] as? String)
+        try writeGrubMenu(disk, to: disk.mount + "/boot/grub/grub.cfg")
+        #expect(text(disk.mount + "/boot/grub/grub.cfg").contains("    chainloader /boot/layerctl/uki/\(ukiID)/linux.efi\n"))
+        _ = try layerctl(["boot", "uki", "--loader", "grub"] + disk.options)
+        let chained = try bootThroughGrub(disk, uuid: uuid, prefix: "/boot/grub")
+        let ukiProbe = Self.probeLines(chained)
+        #expect(ukiProbe.contains("PROBE env LAYERCTL_IMAGE=/state/uki/\(ukiID).squashfs"), "\(chained.suffix(4000))")
+        #expect(ukiProbe.last == "PROBE done", "\(ukiProbe)")
     }
 }

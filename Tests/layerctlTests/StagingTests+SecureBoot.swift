@@ -120,13 +120,7 @@ extension StagingTests {
         #expect(!FileManager.default.fileExists(atPath: disk.mount + "/state/stubless"))
         #expect(!FileManager.default.fileExists(atPath: esp + "/layerctl/stubless"))
 
-        // The probe with systemd's stub where Arch's systemd puts it (Debian's, from systemd-boot-efi).
-        let stub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
-        try BootMachine.shell("cp '\(stub)' '\(machine.layers)/linuxx64.efi.stub'")
-        try "from: probe\nfiles:\n  - path: \(stub)\n    source: linuxx64.efi.stub\n".write(
-            toFile: machine.layers + "/probe-uki.yaml", atomically: false, encoding: .utf8)
-        let image = folder + "/probe-uki.squashfs"
-        _ = try layerctl(["build", machine.layers + "/probe-uki.yaml", "--store", machine.store, "-o", image])
+        let image = try BootMachine.stubProbe.get()
 
         // A key that does not match its certificate: one line, nothing of the name stays.
         try BootMachine.shell(
