@@ -14,7 +14,7 @@ extension StackBuilder {
         resolution: Resolution,
         request: TransactionRequest, resolver: PackageResolver, downloads: PackageWork.Child, parentTrees: [String], repositories: [Repository], snapshot: String,
         arch: String, environment: [String: String], started: Date, signatures: SignatureProof,
-        repositoryLocations: [String: FileLocation]
+        repositoryLocations: [String: FileLocation], syncDatabases: String?
     ) throws {
         let store = options.store
         let buildDirectory = try store.makeTemporary("build")
@@ -272,7 +272,7 @@ extension StackBuilder {
             installed: packages.result.installed,
             treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
             opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
-            image: spec.image,
+            image: spec.image, syncDatabases: syncDatabases,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         // Unsynced, as the tree: the commit puts the whole folder on disk before it moves it.
         try FileSystem.writeFile(Data(scan.manifest.encoded()), to: buildDirectory + "/layer/" + LayerManifest.fileName)
@@ -285,6 +285,7 @@ extension StackBuilder {
             if stored.treeDigest == record.treeDigest {
                 var kept = stored
                 kept.signatures = signatures
+                kept.syncDatabases = syncDatabases
                 try FileSystem.writeAtomically(try kept.encoded(), to: store.layerDirectory(key) + "/layer.json")
             } else {
                 observer(BuildEvent(

@@ -175,7 +175,7 @@ public final class StackBuilder {
                             resolution: resolution, request: request, resolver: resolver, downloads: downloads,
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started, signatures: signatures,
-                            repositoryLocations: locations)
+                            repositoryLocations: locations, syncDatabases: repositories.isEmpty ? nil : sync.name)
                     } catch let failure as BuildFailure where failure.location == nil {
                         // Name the line of the package concerned, or at least the layer file.
                         let line = layer.location(ofPackage: failure.packages)

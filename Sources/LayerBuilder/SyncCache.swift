@@ -12,12 +12,14 @@ struct SyncCache {
     let repositories: [Repository]
     let gpgDirectory: String
 
-    /// One cache folder per distinct repository declaration.
-    var directory: String {
+    /// One cache folder per distinct repository declaration: its name in `Store.syncCache`.
+    var name: String {
         let identity = ([arch] + repositories.map { "\($0.name) \($0.servers) \($0.signatureLevel?.rawValue ?? -1)" })
             .joined(separator: "\n")
-        return store.cacheDirectory + "/sync/" + String(Digest.sha256(Data(identity.utf8)).prefix(16))
+        return String(Digest.sha256(Data(identity.utf8)).prefix(16))
     }
+
+    var directory: String { store.syncCache + "/" + name }
 
     /// Refreshes (unless `offline`; in the child `downloads`, for layer `layer`) and copies the
     /// databases into `snapshot/sync`. A refresh that fails is one line at `locate(repository)`,

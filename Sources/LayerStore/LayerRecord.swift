@@ -38,6 +38,10 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// The image a built layer's layer file names in `from:`, with the digest its tag resolved to
     /// when it was built; nil for layers on scratch or on another layer file.
     public var image: String?
+    /// The folder of the store's sync databases (`cache/sync/NAME`) the build resolved the layer's
+    /// packages against, which `gc` keeps while the layer stays; nil for a layer built with no
+    /// repository, a pulled one, or one recorded before it was kept.
+    public var syncDatabases: String?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.
@@ -45,7 +49,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// When it was built (informative only; not part of the key).
     public var builtAt: Date
 
-    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, image: String? = nil, origin: LayerOrigin? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
+    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, image: String? = nil, origin: LayerOrigin? = nil, syncDatabases: String? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
         self.formatVersion = formatVersion
         self.key = key
         self.parent = parent
@@ -62,6 +66,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
         self.network = network
         self.origin = origin
         self.image = image
+        self.syncDatabases = syncDatabases
         self.sourceDateEpoch = sourceDateEpoch
         self.buildSeconds = buildSeconds
         self.builtAt = builtAt

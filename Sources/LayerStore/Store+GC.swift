@@ -13,6 +13,10 @@ extension Store {
         /// and their bytes.
         public var packages: [String]
         public var packageBytes: Int64
+        /// Folders of sync databases (`cache/sync/NAME`) that no kept layer was built with, and
+        /// their bytes.
+        public var syncDatabases: [String]
+        public var syncBytes: Int64
         /// Bytes of compressed blocks dropped from the block cache (with `dropBlockCache`).
         public var blockCacheBytes: Int64
         /// Damaged store files removed, each with what was wrong: refs that hold no key or name a
@@ -35,7 +39,8 @@ extension Store {
         let lock = try self.lock(.exclusive)
         defer { lock.unlock() }
         var collected = Collected(
-            layers: [], bytes: 0, temporary: [], packages: [], packageBytes: 0, blockCacheBytes: 0, damaged: [])
+            layers: [], bytes: 0, temporary: [], packages: [], packageBytes: 0, syncDatabases: [], syncBytes: 0,
+            blockCacheBytes: 0, damaged: [])
         var reachable = Set<String>()
         for name in try refNames() {
             do {
@@ -107,7 +112,19 @@ extension Store {
         // --no-cache) reads again; the rest a build downloads again when it needs it. Without
         // this, every version of every package the store ever built with stayed.
         var installed = Set<String>()
-        for key in reachable { installed.formUnion(try record(key).added.map(\.filename)) }
+        // The sync databases each kept layer was built with; a layer built with packages before
+        // records named them keeps every folder.
+        var synced = Set<String>()
+        var syncUnknown = false
+        for key in reachable {
+            let record = try record(key)
+            installed.formUnion(record.added.map(\.filename))
+            if let folder = record.syncDatabases {
+                synced.insert(folder)
+            } else if record.origin == nil && !record.added.isEmpty {
+                syncUnknown = true
+            }
+        }
         for name in (try? FileSystem.listDirectory(packageCache)) ?? []
         where !name.hasSuffix(".part") && !name.hasPrefix(Self.incomingPackagePrefix) {
             guard !installed.contains(name.hasSuffix(".sig") ? String(name.dropLast(4)) : name) else { continue }
@@ -118,6 +135,19 @@ extension Store {
             collected.packages.append(name)
             // A link another store's check borrowed frees nothing.
             if st.st_nlink == 1 { collected.packageBytes += Int64(st.st_blocks) * 512 }
+        }
+        // One folder for each repository declaration, and so for each `snapshot:` day: a build
+        // with another one refreshes its own again. (The lock beside each is the refresh's.)
+        for name in (syncUnknown ? nil : try? FileSystem.listDirectory(syncCache)) ?? []
+        where !name.hasSuffix(".lock") && !synced.contains(name) {
+            let path = syncCache + "/" + name
+            guard FileSystem.isDirectory(path) else { continue }
+            collected.syncBytes += FileSystem.treeSize(path)
+            collected.syncDatabases.append(name)
+            if !dryRun {
+                try FileSystem.removeTree(path)
+                unlink(path + ".lock")
+            }
         }
         if dryRun {
             if dropBlockCache { collected.blockCacheBytes = FileSystem.treeSize(blockCacheDirectory) }

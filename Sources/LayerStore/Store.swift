@@ -35,6 +35,8 @@ public struct Store: Sendable {
     public var locksDirectory: String { root + "/locks" }
     public var cacheDirectory: String { root + "/cache" }
     public var packageCache: String { cacheDirectory + "/pkg" }
+    /// The sync databases, a folder for each repository declaration builds refreshed (SyncCache).
+    public var syncCache: String { cacheDirectory + "/sync" }
     /// How a package on its way into `packageCache` is named until its rename: `.incoming-PID-NAME`.
     public static let incomingPackagePrefix = ".incoming-"
     public var pacmanLog: String { cacheDirectory + "/pacman.log" }
@@ -98,7 +100,7 @@ public struct Store: Sendable {
             }
         }
         try borrow(other.packageCache, packageCache, link: true)
-        try borrow(other.cacheDirectory + "/sync", cacheDirectory + "/sync", link: false)
+        try borrow(other.syncCache, syncCache, link: false)
     }
 
     /// The store a command uses: `--store`, else `LAYERCTL_STORE`, else `/var/lib/layerctl`.

@@ -7,7 +7,7 @@ extension LayerCtl {
         static let configuration = CommandConfiguration(
             commandName: "gc",
             abstract: "Removes the layers that no name refers to.",
-            discussion: "A layer is kept when a ref names it or a kept layer stands on it (`layerctl rm` removes names). Everything else is removed, along with work left by interrupted builds and the packages in the store's package cache that no kept layer installed (a build downloads them again when it needs them), and the space freed is printed. Damaged store files go too: a ref that holds no key or names a missing layer, a layer whose layer.json (or an ancestor's) does not read, a manifest that does not read; with --verify, a layer whose tree is not the one its record describes. A build, pull or export makes them again. gc waits until no build or export is running.")
+            discussion: "A layer is kept when a ref names it or a kept layer stands on it (`layerctl rm` removes names). Everything else is removed, along with work left by interrupted builds, the packages in the store's package cache that no kept layer installed, and the repositories' sync databases no kept layer was built with (a build downloads them again when it needs them), and the space freed is printed. Damaged store files go too: a ref that holds no key or names a missing layer, a layer whose layer.json (or an ancestor's) does not read, a manifest that does not read; with --verify, a layer whose tree is not the one its record describes. A build, pull or export makes them again. gc waits until no build or export is running.")
 
         @OptionGroup var storeOptions: StoreOptions
 
@@ -39,6 +39,11 @@ extension LayerCtl {
             let packages = collected.packages.filter { !$0.hasSuffix(".sig") }.count
             if !collected.packages.isEmpty {
                 print("\(freed) \(formatBytes(collected.packageBytes)) in \(counted(packages, "cached package")) no kept layer installed")
+            }
+            if !collected.syncDatabases.isEmpty {
+                print(
+                    "\(freed) \(formatBytes(collected.syncBytes)) in \(counted(collected.syncDatabases.count, "folder")) of sync "
+                        + "databases no kept layer was built with")
             }
             if blocks { print("\(dropped) \(formatBytes(collected.blockCacheBytes)) of cached blocks") }
         }

@@ -244,6 +244,36 @@ struct DemoBuildTests {
         #expect(said.last?.hasPrefix("freed ") == true && said.last?.hasSuffix(" in 1 cached package no kept layer installed") == true, "\(said)")
         #expect(Set(try FileManager.default.contentsOfDirectory(atPath: store.packageCache)) == (try installed("base")).union([keptSignature]))
         try Harness.expectValidStore(storeRoot)
+
+        // The sync databases: a folder for each repository declaration, kept while a layer built
+        // with it is. A root layer on the later repository makes a second; once no name reaches
+        // that layer, gc removes its folder and keeps base's.
+        let baseKey = try #require(try store.ref("base"))
+        let baseFolder = try #require(try store.record(baseKey).syncDatabases)
+        try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\(Harness.demoOut)/repo-next/$repo]\n    siglevel: Optional TrustAll\npackages: [filesystem]\n"
+            .write(toFile: layers + "/later.yaml", atomically: false, encoding: .utf8)
+        let folders = { Set(try FileManager.default.contentsOfDirectory(atPath: store.syncCache)) }
+        let later = try Harness.run(["build", layers + "/later.yaml", "--store", storeRoot])
+        #expect(later.status == 0, "\(later.stderr)")
+        let laterKey = try #require(try store.ref("later"))
+        let laterFolder = try #require(try store.record(laterKey).syncDatabases)
+        #expect(try laterFolder != baseFolder && folders() == [baseFolder, baseFolder + ".lock", laterFolder, laterFolder + ".lock"])
+        _ = try Harness.run(["rm", "later", "--store", storeRoot])
+        // A kept layer with packages, recorded before records named their folder, keeps every one.
+        let baseRecord = store.layerDirectory(baseKey) + "/layer.json"
+        var fields = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: baseRecord))) as? [String: Any])
+        fields["syncDatabases"] = nil
+        try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]).write(to: URL(fileURLWithPath: baseRecord))
+        let keepsAll = try Harness.run(["gc", "--store", storeRoot, "--dry-run", "--json"])
+        let wouldCollect = try #require(try JSONSerialization.jsonObject(with: Data(keepsAll.stdout.utf8)) as? [String: Any])
+        #expect(wouldCollect["syncDatabases"] as? [String] == [] && wouldCollect["syncBytes"] as? Int == 0, "\(keepsAll.stdout)")
+        fields["syncDatabases"] = baseFolder
+        try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]).write(to: URL(fileURLWithPath: baseRecord))
+        let trimmed = try Harness.run(["gc", "--store", storeRoot])
+        #expect(trimmed.stdout.contains(" in 1 folder of sync databases no kept layer was built with\n"), "\(trimmed.stdout)")
+        #expect(try folders() == [baseFolder, baseFolder + ".lock"])
+        try Harness.expectValidStore(storeRoot)
     }
 
     @Test("run: commands and scriptlets get stdin, stdout and stderr and no other descriptor, however high, and none of the caller's environment")
