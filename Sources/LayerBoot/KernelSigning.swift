@@ -90,9 +90,27 @@ public struct KernelSigning: Sendable, Equatable {
         guard status != 0 else { return }
         unlink(output)
         // Its first line says why ("error in key/certificate chain", "Can't load key from file …");
-        // OpenSSL's error queue follows it.
-        let why = said.split(whereSeparator: \.isNewline).first.map { clip(String($0), to: 200) } ?? exitWords(status)
+        // OpenSSL's error queue follows it. Of a file with no signature yet (a unified kernel image)
+        // it says so first, and a write that fails (a full boot partition) it does not explain.
+        let lines = said.split(whereSeparator: \.isNewline).filter { !$0.hasPrefix("Signing Unsigned original image") }
+        if lines.isEmpty, let room = Self.roomLacking(for: input, at: output) {
+            throw BootError("signing the \(what) of \(shownAs) with \(key) failed: \(room)", code: .system)
+        }
+        let why = lines.first.map { clip(String($0), to: 200) } ?? exitWords(status)
         throw BootError("signing the \(what) of \(shownAs) with \(key) failed: \(why)")
+    }
+
+    /// Why a signed copy of `input` could not be written to `output`, when its filesystem has less
+    /// room than the copy takes; nil when it has room.
+    static func roomLacking(for input: String, at output: String) -> String? {
+        var st = stat()
+        var fs = statvfs()
+        let folder = FileSystem.split(output).directory
+        guard stat(input, &st) == 0, statvfs(folder, &fs) == 0 else { return nil }
+        // Root writes into the blocks ext4 keeps for root.
+        let free = UInt64(geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * UInt64(fs.f_frsize)
+        guard free < UInt64(st.st_size) else { return nil }
+        return "the filesystem of \(folder) has \(formatBytes(Int64(free))) free, and the signed copy takes \(formatBytes(Int64(st.st_size)))"
     }
 
     /// Whether the firmware booted with Secure Boot on: its global variable SecureBoot, in

@@ -123,19 +123,27 @@ final class BootMachine: Sendable {
             """)
     }
 
-    /// The probe image with systemd's EFI stub where Arch's systemd puts it (Debian's, from
-    /// systemd-boot-efi, here): what `stage --uki` makes a unified kernel image of. Built once, when
-    /// a test first asks for it.
-    static let stubProbe = Result { try shared.get().buildStubProbe() }
+    /// Where systemd installs its EFI stub, which `stage --uki` makes a unified kernel image of.
+    static let stubPath = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
+    /// A newer systemd's stub (Debian 13's), which starts the kernel otherwise than Debian 12's.
+    static let newerStub = Harness.demoOut + "/stub/linuxx64.efi.stub"
 
-    private func buildStubProbe() throws -> String {
-        let stub = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub"
-        try Self.shell("cp '\(stub)' '\(layers)/linuxx64.efi.stub'")
-        try "from: probe\nfiles:\n  - path: \(stub)\n    source: linuxx64.efi.stub\n".write(
-            toFile: layers + "/probe-stub.yaml", atomically: false, encoding: .utf8)
-        let image = folder + "/probe-stub.squashfs"
-        let build = try Harness.run(["build", layers + "/probe-stub.yaml", "--store", store, "-o", image])
-        guard build.status == 0 else { throw MachineError("build the probe image with systemd's stub: \(build.stderr)") }
+    /// The probe image with systemd's EFI stub where Arch's systemd puts it: Debian 12's (from
+    /// systemd-boot-efi), or with `newer` Debian 13's. Each is built once, when a test first asks.
+    static func stubProbe(newer: Bool = false) throws -> String {
+        try (newer ? newerStubProbe : hostStubProbe).get()
+    }
+
+    private static let hostStubProbe = Result { try shared.get().buildStubProbe(stub: stubPath, name: "probe-stub") }
+    private static let newerStubProbe = Result { try shared.get().buildStubProbe(stub: newerStub, name: "probe-newer-stub") }
+
+    private func buildStubProbe(stub: String, name: String) throws -> String {
+        try Self.shell("cp '\(stub)' '\(layers)/\(name).efi.stub'")
+        try "from: probe\nfiles:\n  - path: \(Self.stubPath)\n    source: \(name).efi.stub\n".write(
+            toFile: layers + "/\(name).yaml", atomically: false, encoding: .utf8)
+        let image = folder + "/\(name).squashfs"
+        let build = try Harness.run(["build", layers + "/\(name).yaml", "--store", store, "-o", image])
+        guard build.status == 0 else { throw MachineError("build the probe image with systemd's stub \(stub): \(build.stderr)") }
         return image
     }
 

@@ -326,7 +326,7 @@ extension StagingTests {
 
         // A unified kernel image, which GRUB's menu chainloads: its own command line boots the image.
         let staged = try layerctl(
-            ["stage", try BootMachine.stubProbe.get(), "--name", "uki", "--uki", "--append", append, "--json"] + disk.options)
+            ["stage", try BootMachine.stubProbe(), "--name", "uki", "--uki", "--append", append, "--json"] + disk.options)
         let object = try JSONSerialization.jsonObject(with: Data(staged.stdout.utf8)) as? [String: Any]
         let ukiID = try #require((object?["staged"] as? [String: Any])?["id"] as? String)
         try writeGrubMenu(disk, to: disk.mount + "/boot/grub/grub.cfg")
