@@ -111,7 +111,7 @@ let package = Package(
             name: "LayerSupportTests",
             dependencies: ["LayerSupport", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "LayerRecipeTests", dependencies: ["LayerRecipe", "Alpm"]),
-        .testTarget(name: "LayerBootTests", dependencies: ["LayerBoot"]),
+        .testTarget(name: "LayerBootTests", dependencies: ["LayerBoot", "LayerSupport"]),
         .testTarget(
             name: "SquashfsImageTests",
             dependencies: [

@@ -12,7 +12,7 @@ packages=(
     debootstrap git                                                                             # scripts/fresh-machine.sh
     qemu-system-x86 dracut-core busybox-static cpio e2fsprogs kmod                              # boot tests
     ovmf systemd-boot-efi grub-efi-amd64-bin mtools fdisk                                       # boot tests through the boot loaders
-    sbsigntool                                                                                  # Secure Boot: staged kernels signed
+    sbsigntool python3-pefile                                                                   # Secure Boot: staged kernels signed; UKIs read back
     cryptsetup-bin                                                                              # a LUKS disk, and dracut's crypt module
     docker-registry apache2-utils skopeo python3 python3-cryptography curl openssl              # registry tests and benchmark
     python3-jsonschema                                                                          # SBOM schema tests

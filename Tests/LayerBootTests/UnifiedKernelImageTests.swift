@@ -1,5 +1,6 @@
 import Foundation
 import LayerBoot
+import LayerSupport
 import Testing
 
 /// The PE file `stage --uki` writes: a stub with sections added, read back field by field here;
@@ -83,6 +84,77 @@ struct UnifiedKernelImageTests {
             sum = (sum & 0xFFFF) + (sum >> 16)
         }
         #expect(f(Self.optional + 64, 4) == sum + image.count)
+    }
+
+    /// pefile, the PE reader systemd's ukify writes unified kernel images with, reads `path`: each
+    /// section's name, address, size in memory, file offset, size in the file and sha256, the
+    /// image's size in memory, whether its checksum holds, and what pefile warns of.
+    static let readBack = """
+        import hashlib, json, sys, pefile
+        pe = pefile.PE(sys.argv[1])
+        print(json.dumps({
+            "sections": [[s.Name.rstrip(b"\\0").decode(), s.VirtualAddress, s.Misc_VirtualSize, s.PointerToRawData,
+                          s.SizeOfRawData, hashlib.sha256(s.get_data()[:s.Misc_VirtualSize]).hexdigest()] for s in pe.sections],
+            "sizeOfImage": pe.OPTIONAL_HEADER.SizeOfImage, "checksum": pe.verify_checksum(), "warnings": pe.get_warnings()}))
+        """
+
+    @Test("pefile reads systemd's stubs with the sections added: each where the header says, none overlapping, the checksum right, no new warning")
+    func readByPefile() throws {
+        let python = "/usr/bin/python3"
+        guard FileManager.default.isExecutableFile(atPath: python),
+            (try? Self.run(python, ["-c", "import pefile"]).status) == 0
+        else {
+            print("UnifiedKernelImageTests.readByPefile skipped: needs Debian's python3 with pefile (python3-pefile, scripts/install-deps.sh)")
+            return
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+        var stubs = ["/usr/lib/systemd/boot/efi/linuxx64.efi.stub", root + "/demo/out/stub/linuxx64.efi.stub"]
+        for stub in stubs where !FileManager.default.fileExists(atPath: stub) {
+            print("UnifiedKernelImageTests.readByPefile: \(stub) skipped: it is not there (systemd-boot-efi, scripts/fetch-stub.sh)")
+        }
+        stubs = stubs.filter { FileManager.default.fileExists(atPath: $0) }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("uki-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for stub in stubs {
+            let image = try UnifiedKernelImage.assemble(
+                stub: [UInt8](try Data(contentsOf: URL(fileURLWithPath: stub))), sections: Self.sections, shownAs: stub)
+            let path = folder + "/linux.efi"
+            try Data(image).write(to: URL(fileURLWithPath: path))
+            let result = try Self.run(python, ["-c", Self.readBack, path])
+            #expect(result.status == 0, "\(stub): \(result.output)")
+            let read = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any], "\(result.output)")
+            let sections = try #require(read["sections"] as? [[Any]])
+            #expect(read["checksum"] as? Bool == true, "\(stub)")
+            // What pefile warns of, it warns of in the stub alone (Debian 12's relocations overlap).
+            let alone = try Self.run(python, ["-c", Self.readBack, stub])
+            let stubRead = try #require(try JSONSerialization.jsonObject(with: Data(alone.output.utf8)) as? [String: Any], "\(alone.output)")
+            #expect(read["warnings"] as? [String] == stubRead["warnings"] as? [String], "\(stub): \(read["warnings"] ?? "")")
+            // The stub's own sections, then ours in order, with their data where the headers say.
+            let added = sections.suffix(Self.sections.count)
+            #expect(added.map { $0[0] as? String } == Self.sections.map(\.name), "\(stub)")
+            for (read, section) in zip(added, Self.sections) {
+                let digest = Digest.sha256(Data(section.data))
+                #expect(read[2] as? Int == section.data.count && read[5] as? String == digest, "\(stub): \(section.name)")
+            }
+            // In memory, each section ends before the next begins, and the image's size covers the last.
+            let spans = sections.map { (start: $0[1] as? Int ?? 0, end: ($0[1] as? Int ?? 0) + ($0[2] as? Int ?? 0)) }
+            for (before, after) in zip(spans, spans.dropFirst()) { #expect(before.end <= after.start, "\(stub): \(spans)") }
+            #expect((read["sizeOfImage"] as? Int ?? 0) >= spans.last?.end ?? .max, "\(stub)")
+        }
+    }
+
+    static func run(_ program: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
     }
 
     @Test("a stub that is no PE file, lies about its layout, has no room for the sections or is a unified kernel image already: one line")
