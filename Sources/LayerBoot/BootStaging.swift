@@ -225,6 +225,12 @@ public struct BootStaging: Sendable {
             try reader.copy(files.kernel, to: kernel + ".unsigned")
             defer { unlink(kernel + ".unsigned") }
             try signing.sign(kernel + ".unsigned", to: kernel + ".new", shownAs: shownAs)
+            // What the signature leaves open, where the image holds what closes it.
+            if (try? reader.exists(UnifiedKernelImage.stubPath)) == true {
+                told?(
+                    "the kernel of \(shownAs) is signed, and its initramfs and command line (which names the image's sha256) "
+                        + "are not: stage with --uki to sign all three as one unified kernel image, made with the image's systemd stub")
+            }
         } else {
             try reader.copy(files.kernel, to: kernel + ".new")
         }

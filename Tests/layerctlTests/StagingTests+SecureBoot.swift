@@ -188,8 +188,14 @@ extension StagingTests {
         let again = try Harness.run(["boot", "uki", "--uki"] + options)
         #expect(again.status == 2 && again.stderr.contains("uki is staged already (stage it again with --uki)"), "\(again.stderr)")
 
-        // Staged again without --uki, the same image's folder holds its kernel and initramfs alone.
+        // Staged again without --uki, the same image's folder holds its kernel and initramfs alone,
+        // and stage says what the signature leaves open, since the image holds systemd's stub.
         let plain = try layerctl(["stage", image, "--name", "uki", "--append", append] + signing + options)
+        #expect(
+            plain.stderr.contains(
+                "layerctl: the kernel of \(image) is signed, and its initramfs and command line (which names the image's sha256) "
+                    + "are not: stage with --uki to sign all three as one unified kernel image, made with the image's systemd stub\n"),
+            "\(plain.stderr)")
         let folderOnBoot = esp + FileSystem.split(program).directory
         #expect(plain.stdout.contains("  kernel and initramfs: \(folderOnBoot)/vmlinuz, \(folderOnBoot)/initramfs.img\n"), "\(plain.stdout)")
         #expect(try FileSystem.listDirectory(folderOnBoot).sorted() == ["initramfs.img", "vmlinuz"])
