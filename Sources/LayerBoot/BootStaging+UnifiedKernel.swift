@@ -11,20 +11,24 @@ extension BootStaging {
     static let osReleaseLimit: UInt64 = 64 << 10
     static let bootFileLimit: UInt64 = 1 << 30
 
+    /// Fails, before anything is copied out of the image, when it holds no systemd stub.
+    static func requireStub(_ reader: SquashfsReader, shownAs: String) throws {
+        guard try reader.exists(UnifiedKernelImage.stubPath) else {
+            throw BootError(
+                "\(shownAs) holds no \(UnifiedKernelImage.stubPath), systemd's EFI stub, of which --uki makes a unified kernel "
+                    + "image: add systemd to its packages (Debian's image: systemd-boot-efi), or stage without --uki")
+        }
+    }
+
     /// Writes to `path` the unified kernel image of the image `reader` reads: its systemd stub,
-    /// os-release, initramfs and kernel (`files`), and `commandLine`. When staging signs, the kernel
-    /// is signed before it goes in, as systemd's ukify does, and the whole file after. `scratch` is
-    /// the folder for the files sbsign reads and writes.
+    /// os-release and initramfs (`initrd`), `commandLine`, and `kernel`, a file staging copied out
+    /// (and signed, when it signs, as systemd's ukify signs the kernel first). When staging signs,
+    /// the whole file is signed too; `scratch` is the folder for the file sbsign reads.
     func writeUnifiedKernel(
-        _ reader: SquashfsReader, files: (kernel: String, initrd: String), commandLine: String, to path: String,
-        scratch: String, shownAs: String
+        _ reader: SquashfsReader, kernel: String, initrd: String, commandLine: String, to path: String, scratch: String,
+        shownAs: String
     ) throws {
         let stubPath = UnifiedKernelImage.stubPath
-        guard try reader.exists(stubPath) else {
-            throw BootError(
-                "\(shownAs) holds no \(stubPath), systemd's EFI stub, of which --uki makes a unified kernel image: "
-                    + "add systemd to its packages (Debian's image: systemd-boot-efi), or stage without --uki")
-        }
         func read(_ file: String, atMost limit: UInt64) throws -> [UInt8] {
             guard let bytes = try reader.contents(file, atMost: limit) else {
                 throw BootError("\(file) in \(shownAs) holds more than \(formatBytes(Int64(limit))), more than a unified kernel image takes")
@@ -36,22 +40,9 @@ extension BootStaging {
         for candidate in ["/etc/os-release", "/usr/lib/os-release"] where try osRelease == nil && reader.exists(candidate) {
             osRelease = try read(candidate, atMost: Self.osReleaseLimit)
         }
-        let kernel: [UInt8]
-        if let signing {
-            let unsigned = scratch + "/vmlinuz.unsigned", signed = scratch + "/vmlinuz.new"
-            defer {
-                unlink(unsigned)
-                unlink(signed)
-            }
-            try reader.copy(files.kernel, to: unsigned)
-            try signing.sign(unsigned, to: signed, shownAs: shownAs)
-            kernel = [UInt8](try FileSystem.readRegularFile(signed, atMost: Int64(Self.bootFileLimit)))
-        } else {
-            kernel = try read(files.kernel, atMost: Self.bootFileLimit)
-        }
         let sections = UnifiedKernelImage.sections(
-            osRelease: osRelease, commandLine: commandLine, initrd: try read(files.initrd, atMost: Self.bootFileLimit),
-            kernel: kernel)
+            osRelease: osRelease, commandLine: commandLine, initrd: try read(initrd, atMost: Self.bootFileLimit),
+            kernel: [UInt8](try FileSystem.readRegularFile(kernel, atMost: Int64(Self.bootFileLimit))))
         let image = try UnifiedKernelImage.assemble(stub: stub, sections: sections, shownAs: "\(stubPath) in \(shownAs)")
         guard let signing else {
             try FileSystem.writeFile(Data(image), to: path)

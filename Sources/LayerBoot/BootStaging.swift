@@ -183,12 +183,7 @@ public struct BootStaging: Sendable {
             if before?.versions.contains(where: { $0.id == id }) != true && saved?.versions.contains(where: { $0.id == id }) != true {
                 unlink(imagePath)
                 let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
-                for file in [
-                    "vmlinuz", "initramfs.img", "vmlinuz.new", "initramfs.img.new", "vmlinuz.unsigned", "linux.efi", "linux.efi.new",
-                    "linux.efi.unsigned",
-                ] {
-                    unlink(bootFolder + "/" + file)
-                }
+                for file in ["vmlinuz", "initramfs.img", "linux.efi"] + Self.workFiles { unlink(bootFolder + "/" + file) }
                 rmdir(bootFolder)
             }
             // A name never staged before leaves no folders behind (rmdir removes none that holds anything).
@@ -208,6 +203,7 @@ public struct BootStaging: Sendable {
 
         let reader = try SquashfsReader(image: imagePath)
         guard let files = try reader.bootFiles() else { throw Self.noBootFiles(shownAs) }
+        if unifiedKernel { try Self.requireStub(reader, shownAs: shownAs) }
         let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
         try FileSystem.makeDirectories(bootFolder)
         let words =
@@ -218,23 +214,29 @@ public struct BootStaging: Sendable {
         let commandLine = words.joined(separator: " ")
         let kernel = bootFolder + (unifiedKernel ? "/linux.efi" : "/vmlinuz")
         let initrd = unifiedKernel ? "" : bootFolder + "/initramfs.img"
-        if unifiedKernel {
-            try writeUnifiedKernel(
-                reader, files: files, commandLine: commandLine, to: kernel + ".new", scratch: bootFolder, shownAs: shownAs)
-        } else if let signing {
-            try reader.copy(files.kernel, to: kernel + ".unsigned")
-            defer { unlink(kernel + ".unsigned") }
-            try signing.sign(kernel + ".unsigned", to: kernel + ".new", shownAs: shownAs)
+        // The kernel, signed when staging signs, as vmlinuz.new: staged so, or put in the unified kernel image.
+        let vmlinuz = bootFolder + "/vmlinuz"
+        if let signing {
+            try reader.copy(files.kernel, to: vmlinuz + ".unsigned")
+            defer { unlink(vmlinuz + ".unsigned") }
+            try signing.sign(vmlinuz + ".unsigned", to: vmlinuz + ".new", shownAs: shownAs)
             // What the signature leaves open, where the image holds what closes it.
-            if (try? reader.exists(UnifiedKernelImage.stubPath)) == true {
+            if !unifiedKernel, (try? reader.exists(UnifiedKernelImage.stubPath)) == true {
                 told?(
                     "the kernel of \(shownAs) is signed, and its initramfs and command line (which names the image's sha256) "
                         + "are not: stage with --uki to sign all three as one unified kernel image, made with the image's systemd stub")
             }
         } else {
-            try reader.copy(files.kernel, to: kernel + ".new")
+            try reader.copy(files.kernel, to: vmlinuz + ".new")
         }
-        if !unifiedKernel { try reader.copy(files.initrd, to: initrd + ".new") }
+        if unifiedKernel {
+            defer { unlink(vmlinuz + ".new") }
+            try writeUnifiedKernel(
+                reader, kernel: vmlinuz + ".new", initrd: files.initrd, commandLine: commandLine, to: kernel + ".new",
+                scratch: bootFolder, shownAs: shownAs)
+        } else {
+            try reader.copy(files.initrd, to: initrd + ".new")
+        }
         // On disk before they are named, as the image is: after a power cut, an entry must not
         // lead the boot loader to an empty kernel. A restaged version's files take over the entries
         // of its files before, which on FAT needs the sync after the rename too.
@@ -470,11 +472,13 @@ public struct BootStaging: Sendable {
         // What a stage cut short by a power cut may have left beside them (the kernel before it was
         // signed, the one signed for a unified kernel image).
         let folder = FileSystem.split(image.kernel).directory
-        for name in ["vmlinuz.new", "vmlinuz.unsigned", "initramfs.img.new", "linux.efi.new", "linux.efi.unsigned"] {
-            unlink(folder + "/" + name)
-        }
+        for name in Self.workFiles { unlink(folder + "/" + name) }
         rmdir(folder)
     }
+
+    /// What a stage writes in a version's boot folder before it renames it into place, or removes:
+    /// the kernel before it is signed, a unified kernel image's too.
+    static let workFiles = ["vmlinuz.new", "vmlinuz.unsigned", "initramfs.img.new", "linux.efi.new", "linux.efi.unsigned"]
 
     private func entryPath(_ name: String, previous: Bool) -> String {
         bootDirectory + "/loader/entries/layerctl-\(name)\(previous ? "-previous" : "").conf"
