@@ -64,6 +64,9 @@ package struct UnifiedKernelImage {
         guard isPowerOfTwo(fileAlignment), isPowerOfTwo(sectionAlignment), fileAlignment <= 1 << 16,
             sectionAlignment <= 1 << 24, sectionAlignment >= fileAlignment
         else { throw refused("its section alignment (\(sectionAlignment)) or file alignment (\(fileAlignment)) is not one PE allows") }
+        guard sectionCount + sections.count <= 0xFFFF else {
+            throw refused("its section table holds \(sectionCount) sections: with the \(sections.count) a unified kernel image adds, more than the 65535 a PE file holds")
+        }
         let table = optional + optionalSize
         let tableEnd = table + 40 * sectionCount
         guard headersSize <= stub.count, tableEnd <= headersSize else { throw refused("its section table runs past its headers") }
@@ -101,12 +104,18 @@ package struct UnifiedKernelImage {
             file.put32(0, at: directories + 36)
         }
         func aligned(_ value: Int, _ alignment: Int) -> Int { (value + alignment - 1) / alignment * alignment }
+        // SizeOfImage, the end of the last section added, must fit its 32 bits.
+        let imageEnd = sections.reduce(aligned(virtualEnd, sectionAlignment)) { aligned($0 + $1.data.count, sectionAlignment) }
+        guard imageEnd <= UInt32.max else {
+            throw refused(
+                "its sections end at 0x\(String(virtualEnd, radix: 16)) in memory, where the \(sections.count) a unified kernel image adds would pass the 4 GiB a PE file addresses")
+        }
         var address = aligned(virtualEnd, sectionAlignment)
         var initializedData = Int(file.u32(optional + 8))
         for (index, section) in sections.enumerated() {
             file.bytes.append(contentsOf: [UInt8](repeating: 0, count: aligned(file.bytes.count, fileAlignment) - file.bytes.count))
             let rawSize = aligned(section.data.count, fileAlignment)
-            guard file.bytes.count + rawSize < 1 << 32, address + section.data.count < 1 << 32 else {
+            guard file.bytes.count + rawSize < 1 << 32 else {
                 throw BootError("a unified kernel image of \(shownAs) would pass the 4 GiB a PE file can hold")
             }
             let header = tableEnd + 40 * index

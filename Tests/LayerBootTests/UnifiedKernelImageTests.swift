@@ -183,6 +183,18 @@ struct UnifiedKernelImageTests {
         #expect(
             refusal { Self.put(0x1D0, 4, at: Self.optional + 60, in: &$0) }
                 == start + "its headers hold room for 2 more sections, and a unified kernel image adds 4")
+        // 65,535 sections of nothing, in headers of 3 MiB: with four more, the count passes its 16 bits.
+        #expect(
+            refusal {
+                $0 += [UInt8](repeating: 0, count: 3 << 20)
+                Self.put(0xFFFF, 2, at: Self.coff + 2, in: &$0)
+                Self.put($0.count, 4, at: Self.optional + 60, in: &$0)
+            } == start + "its section table holds 65535 sections: with the 4 a unified kernel image adds, more than the 65535 a PE file holds")
+        // .text ends where the four sections added would end at 4 GiB exactly, past what SizeOfImage holds.
+        let inMemory = 0x1000 + 0x1000 + 0x2000 + 0x3000
+        #expect(
+            refusal { Self.put((1 << 32) - inMemory - 0x1000, 4, at: Self.table + 12, in: &$0) }
+                == start + "its sections end at 0xffff8400 in memory, where the 4 a unified kernel image adds would pass the 4 GiB a PE file addresses")
         let image = try UnifiedKernelImage.assemble(stub: Self.stub(), sections: Self.sections, shownAs: "the stub")
         #expect(
             refusal { $0 = image } == start + "it holds a .osrel section already (a unified kernel image, not a stub)")
