@@ -170,13 +170,51 @@ struct ImageWalk {
                     }
                     if made.kind == .regular && made.hardLinkTarget == nil {
                         inodes[index] = child
+                        try checkBlocks(of: child, path: childPath())
                     } else {
                         sqfs_free(child)
                     }
                 }
                 entries.append(made)
             }
+            // The kernel shows the link count the inode holds; every writer makes it 2 and one more
+            // for each folder in it.
+            let folders = entries[first...].lazy.filter { $0.kind == .directory }.count
+            let links =
+                inode.pointee.base.type == SQFS_INODE_EXT_DIR.rawValue
+                ? inode.pointee.data.dir_ext.nlink : inode.pointee.data.dir.nlink
+            guard links == 2 + folders else {
+                throw damaged(
+                    "\(path) has a link count of \(links), where its \(counted(folders, "folder")) make \(2 + folders)")
+            }
             entries[directory].children = first..<entries.count
+        }
+        // Nor does a writer give any other inode a link count but the number of its names.
+        var names: [Int: Int] = [:]
+        for (index, entry) in entries.enumerated() where entry.kind != .directory {
+            names[entry.hardLinkTarget ?? index, default: 0] += 1
+        }
+        for (index, count) in names where entries[index].linkCount != count {
+            let path = RawPath.display(tree.path(of: index))
+            throw damaged(
+                "\(path) has a link count of \(entries[index].linkCount), and \(counted(count, "name")) in the image")
+        }
+    }
+
+    /// A data block's size, as a file's inode lists it, is its size on disk with bit 24 set when
+    /// stored uncompressed. libsquashfs reads the low 24 bits, the kernel every bit but the 24th:
+    /// a bit above them, which no writer sets, made a block the kernel could not read, of a file
+    /// `diff` read as it was written.
+    private func checkBlocks(of inode: UnsafePointer<sqfs_inode_generic_t>, path: @autoclosure () -> String) throws {
+        let blockSize = reader.superblock.pointee.block_size
+        let count = Int(inode.pointee.payload_bytes_used) / 4
+        guard count > 0, let payload = lc_sqfs_inode_payload(inode) else { return }
+        for size in UnsafeBufferPointer(start: payload.assumingMemoryBound(to: UInt32.self), count: count) {
+            let onDisk = size & ~(UInt32(1) << 24)
+            guard onDisk <= blockSize else {
+                throw damaged(
+                    "\(path()) lists a data block of \(onDisk) bytes, more than the image's block size of \(blockSize)")
+            }
         }
     }
 
@@ -197,9 +235,14 @@ struct ImageWalk {
         -> UnsafeMutablePointer<sqfs_inode_generic_t>
     {
         var inode: UnsafeMutablePointer<sqfs_inode_generic_t>?
-        try sqfsRead("read \(path()) in \(reader.image)") {
-            sqfs_meta_reader_read_inode(inodeTable, reader.superblock, reference >> 16, Int(reference & 0xFFFF), &inode)
+        let status = sqfs_meta_reader_read_inode(
+            inodeTable, reader.superblock, reference >> 16, Int(reference & 0xFFFF), &inode)
+        // An inode is small: one that needs more memory than there is says it holds more than it
+        // does (a file of 2^63 bytes, whose list of blocks libsquashfs allocates).
+        if status == SQFS_ERROR_ALLOC.rawValue {
+            throw damaged("the inode of \(path()) claims more than any image holds")
         }
+        if status != 0 { throw SquashfsError("read \(path()) in \(reader.image)", status, reading: true) }
         guard let inode else { throw SquashfsError("read \(path()) in \(reader.image)", SQFS_ERROR_INTERNAL.rawValue) }
         return inode
     }

@@ -47,6 +47,16 @@ public final class SquashfsReader {
             sqfs_destroy(file)
             throw SquashfsError("read \(image) as a squashfs image", status, reading: true)
         }
+        let layout = TableLayout(superblock: superblock.pointee, fileSize: file.pointee.get_size(file)) { offset, count in
+            var bytes = [UInt8](repeating: 0, count: count)
+            let status = bytes.withUnsafeMutableBytes { file.pointee.read_at(file, offset, $0.baseAddress, count) }
+            return status == 0 ? bytes : nil
+        }
+        if let problem = layout.problem() {
+            superblock.deallocate()
+            sqfs_destroy(file)
+            throw SquashfsError("read \(image): a damaged image: \(problem)", SQFS_ERROR_CORRUPTED.rawValue)
+        }
         var config = sqfs_compressor_config_t()
         status = sqfs_compressor_config_init(
             &config, SQFS_COMPRESSOR(UInt32(superblock.pointee.compression_id)), Int(superblock.pointee.block_size),

@@ -52,7 +52,7 @@ struct DamagedImageTests {
     }
 
     /// A small tree and its image: /a/loopdir, /c/file1, /c/file2.
-    func make() throws -> (folder: String, image: Image, path: String) {
+    func make(_ options: [String] = []) throws -> (folder: String, image: Image, path: String) {
         let folder = try Harness.temporaryDirectory("damaged")
         let source = folder + "/src"
         for directory in ["a", "a/loopdir", "c"] {
@@ -63,7 +63,7 @@ struct DamagedImageTests {
         let path = folder + "/image.squashfs"
         let made = try KernelMount.run(
             "/usr/bin/mksquashfs",
-            [source, path, "-noI", "-noD", "-noF", "-noX", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0"])
+            [source, path, "-noI", "-noD", "-noF", "-noX", "-quiet", "-no-progress", "-all-root", "-mkfs-time", "0"] + options)
         #expect(made.status == 0, "\(made.output)")
         let bytes = try #require(FileManager.default.contents(atPath: path))
         return (source, Image(bytes: [UInt8](bytes)), path)
@@ -218,10 +218,12 @@ struct DamagedImageTests {
     }
 
     /// The walk kept a table as long as the superblock's inode count: 4 billion asked for 64 GiB,
-    /// and the allocation's failure killed layerctl.
-    @Test("A superblock that claims 4 billion inodes costs only the memory its entries need")
+    /// and the allocation's failure killed layerctl. Without an export table the kernel takes the
+    /// count as it is and mounts the image, so the count alone is no damage; with one, whose index
+    /// is as long as the count needs, the kernel refuses the image, and so does layerctl.
+    @Test("A superblock that claims 4 billion inodes costs only the memory its entries need; with an export table, it is damage")
     func hugeInodeCount() throws {
-        let (folder, image, _) = try make()
+        let (folder, image, _) = try make(["-no-exports"])
         var claims = image
         claims.set16(4, 0xFFFF)
         claims.set16(6, 0xFFFF)
@@ -229,6 +231,12 @@ struct DamagedImageTests {
         try Data(claims.bytes).write(to: URL(fileURLWithPath: path))
         let result = try KernelMount.run("/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "diff", path, folder])
         #expect(result.status == 0 && result.output.contains("files: the same"), "exit \(result.status): \(result.output.prefix(300))")
+        KernelMount.unmount(try KernelMount.squashfs(path))
+
+        var exported = try make().image
+        exported.set16(4, 0xFFFF)
+        exported.set16(6, 0xFFFF)
+        try expectRefused(exported, against: folder, saying: "a damaged image: its export table's index, 33554432 bytes at ")
     }
 
     /// What unsquashfs says of `image` when it lists it.

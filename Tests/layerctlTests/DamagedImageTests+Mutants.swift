@@ -1,0 +1,149 @@
+import CLayerSupport
+import Foundation
+import Glibc
+import Testing
+
+/// Random damage, beyond the cases above: an image is a file anyone may hand over (`stage FILE`,
+/// `vm FILE`, `diff A B`), and `diff` reads all of it. Mutants of two images of a tree with every
+/// kind of entry (files of several blocks, fragments, hard links whose names sort either way, a
+/// symlink, a FIFO, a device, extended attributes, an empty folder), one with its metadata stored
+/// uncompressed so that a change lands on a field, one compressed with zstd as layerctl writes:
+/// bytes set at random or to values that break arithmetic (in the superblock, the tables, anywhere),
+/// the file cut short. Whatever a mutant is, `diff` against the tree ends of itself within a minute,
+/// not by a signal: the same (exit 0) only where the kernel reads the image as the tree too,
+/// differences (exit 1), or one line that names the image (exit 3 or 7). The mutants come from a
+/// fixed seed.
+extension DamagedImageTests {
+    /// How many mutants each image gets.
+    static let mutants = 150
+
+    /// The tree: what a system holds, small.
+    func makeTree() throws -> String {
+        let source = try Harness.temporaryDirectory("mutants") + "/src"
+        for folder in ["usr/bin", "usr/lib", "etc/empty", "var/log"] {
+            try FileManager.default.createDirectory(atPath: source + "/" + folder, withIntermediateDirectories: true)
+        }
+        var random = MutationTests.Random(state: 42)
+        let big = (0..<(300 << 10)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        try Data(big).write(to: URL(fileURLWithPath: source + "/usr/lib/libbig.so"))
+        try Data(big.prefix(5000)).write(to: URL(fileURLWithPath: source + "/usr/lib/libsmall.so"))
+        try "#!/bin/sh\necho hi\n".write(toFile: source + "/usr/bin/zz", atomically: false, encoding: .utf8)
+        #expect(link(source + "/usr/bin/zz", source + "/usr/bin/aa") == 0)
+        #expect(symlink("../lib/libbig.so", source + "/usr/bin/link") == 0)
+        #expect(mkfifo(source + "/var/log/fifo", 0o600) == 0)
+        #expect(mknod(source + "/var/log/null", S_IFCHR | 0o666, Device.make(1, 3)) == 0)
+        try "name\n".write(toFile: source + "/etc/hostname", atomically: false, encoding: .utf8)
+        #expect(lsetxattr(source + "/etc/hostname", "user.note", "kept", 4, 0) == 0)
+        #expect(chmod(source + "/usr/bin/zz", 0o755) == 0)
+        return source
+    }
+
+    /// One to four changes of `image`: a byte anywhere, a byte of the superblock or of the tables
+    /// after the data, a 16-, 32- or 64-bit field set to a value that breaks arithmetic, or the file
+    /// cut short.
+    static func damage(_ image: Image, _ random: inout MutationTests.Random) -> Image {
+        var mutant = image
+        let tables = image.inodeTable
+        let hostile: [UInt64] = [
+            0, 1, 0xFF, 0xFFFF, 0x7FFF_FFFF, 0xFFFF_FFFF, 0x8000_0000_0000_0000, .max, UInt64(image.bytes.count),
+        ]
+        for _ in 0...random.below(4) where mutant.bytes.count > 96 {
+            let count = mutant.bytes.count
+            switch random.below(5) {
+            case 0: mutant.bytes[random.below(count)] = UInt8(truncatingIfNeeded: random.next())
+            case 1: mutant.bytes[random.below(96)] = UInt8(truncatingIfNeeded: random.next())
+            case 2:
+                mutant.bytes[min(count - 1, tables + random.below(max(1, count - tables)))] = UInt8(
+                    truncatingIfNeeded: random.next())
+            case 3:
+                let width = [2, 4, 8][random.below(3)]
+                let region = random.below(2) == 0 ? 0..<96 : min(tables, count)..<count
+                let at = region.lowerBound + random.below(max(1, region.count - width)) / width * width
+                let value = hostile[random.below(hostile.count)]
+                for index in 0..<width where at + index < count {
+                    mutant.bytes[at + index] = UInt8(truncatingIfNeeded: value >> (8 * index))
+                }
+            default: mutant.bytes.removeLast(random.below(count - 96) + 1)
+            }
+        }
+        return mutant
+    }
+
+    @Test(
+        "random mutants of images, metadata stored plain and zstd: diff ends of itself, the same only where the kernel agrees, or one line"
+    )
+    func randomMutants() throws {
+        let source = try makeTree()
+        let folder = try Harness.temporaryDirectory("mutant-images")
+        var outcomes: [String: Int] = [:]
+        for (form, options) in [("plain", ["-noI", "-noD", "-noF", "-noX"]), ("zstd", ["-comp", "zstd"])] {
+            let path = folder + "/\(form).squashfs"
+            let made = try KernelMount.run(
+                "/usr/bin/mksquashfs",
+                [source, path, "-quiet", "-no-progress", "-mkfs-time", "0", "-b", "131072"] + options)
+            #expect(made.status == 0, "\(made.output)")
+            #expect(try kernelReads(path, as: source, "\(form) as made"))
+            let image = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: path))))
+            var random = MutationTests.Random(state: form == "plain" ? 7 : 8)
+            for number in 0..<Self.mutants {
+                let mutant = Self.damage(image, &random)
+                let mutantPath = folder + "/mutant.squashfs"
+                try Data(mutant.bytes).write(to: URL(fileURLWithPath: mutantPath))
+                let result = try KernelMount.run(
+                    "/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "diff", mutantPath, source])
+                let what = "\(form) mutant \(number)"
+                switch result.status {
+                case 0:
+                    outcomes["the same", default: 0] += 1
+                    if try !kernelReads(mutantPath, as: source, what) {
+                        try? FileManager.default.copyItem(
+                            atPath: mutantPath, toPath: folder + "/\(form)-\(number).squashfs")
+                    }
+                case 1: outcomes["differences", default: 0] += 1
+                case 3, 7:
+                    outcomes["refused", default: 0] += 1
+                    #expect(
+                        result.output.split(separator: "\n").count == 1 && result.output.contains(mutantPath)
+                            && result.output.utf8.count <= 1024,
+                        "\(what): \(result.output)")
+                default:
+                    Issue.record(
+                        "\(what): exit \(result.status) (124 and above: killed after a minute, or by a signal): \(result.output.prefix(2000))"
+                    )
+                    try? FileManager.default.copyItem(
+                        atPath: mutantPath, toPath: folder + "/\(form)-\(number).squashfs")
+                }
+            }
+        }
+        print(
+            "DamagedImageTests.randomMutants: \(outcomes.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))"
+        )
+        #expect((outcomes["refused"] ?? 0) > Self.mutants / 2, "most damage is found: \(outcomes)")
+    }
+
+    /// `diff` said the image at `path` holds the tree at `source`: whether the kernel mounts it and
+    /// finds the same names, kinds, contents, links and attributes (an issue is recorded if not).
+    func kernelReads(_ path: String, as source: String, _ what: String) throws -> Bool {
+        let mounted: String
+        do { mounted = try KernelMount.squashfs(path) } catch {
+            Issue.record("\(what): diff says the same, and the kernel does not mount it: \(error)")
+            return false
+        }
+        defer { KernelMount.unmount(mounted) }
+        // Names, kinds, modes, owners, link counts, device numbers, link targets; contents;
+        // extended attributes.
+        let listing = { (root: String) in
+            try KernelMount.run(
+                "/bin/sh",
+                [
+                    "-c",
+                    "cd '\(root)' && find . -exec stat -c '%n %F %a %u %g %h %t:%T %N' {} + | sort"
+                        + " && find . -type f -exec sha256sum {} + | sort && getfattr -R -h -d -m - . 2>&1",
+                ])
+        }
+        let (expected, found) = (try listing(source), try listing(mounted))
+        #expect(
+            expected.output == found.output, "\(what): diff says the same, the kernel lists otherwise: \(found.output)")
+        return expected.output == found.output
+    }
+}
