@@ -177,6 +177,7 @@ struct ImageWalk {
                 }
                 entries.append(made)
             }
+            try checkHeaders(of: state, path: path)
             // The kernel shows the link count the inode holds; every writer makes it 2 and one more
             // for each folder in it.
             let folders = entries[first...].lazy.filter { $0.kind == .directory }.count
@@ -199,6 +200,38 @@ struct ImageWalk {
             throw damaged(
                 "\(path) has a link count of \(entries[index].linkCount), and \(counted(count, "name")) in the image")
         }
+    }
+
+    /// A folder's listing is a run of headers, each saying how many entries follow it. libsquashfs
+    /// stops at the folder's size; the kernel reads as many entries as the last header says, past
+    /// the size, into whatever follows, and shows them: a header that promised more hid entries
+    /// from `diff` that the booted system would see. So each header's entries must fit the size,
+    /// and the last end where it does; read here again from the folder's start.
+    private func checkHeaders(of state: sqfs_readdir_state_t, path: String) throws {
+        try sqfsRead("list \(path) in \(reader.image)") {
+            sqfs_meta_reader_seek(directoryTable, state.`init`.block, state.`init`.offset)
+        }
+        // The size counts 3 bytes for `.` and `..`, which are not listed.
+        var left = max(state.`init`.size, 3) - 3
+        while left > 0 {
+            guard left >= MemoryLayout<sqfs_dir_header_t>.size else { break }
+            var header = sqfs_dir_header_t()
+            try sqfsRead("list \(path) in \(reader.image)") {
+                sqfs_meta_reader_read_dir_header(directoryTable, &header)
+            }
+            left -= MemoryLayout<sqfs_dir_header_t>.size
+            for number in 0...Int(header.count) {
+                var entry: UnsafeMutablePointer<sqfs_dir_entry_t>?
+                let status = left >= 8 ? sqfs_meta_reader_read_dir_ent(directoryTable, &entry) : SQFS_ERROR_OUT_OF_BOUNDS.rawValue
+                defer { sqfs_free(entry) }
+                guard status == 0, let entry, left >= 8 + Int(entry.pointee.size) + 1 else {
+                    throw damaged(
+                        "\(path)'s listing has a header that promises \(header.count + 1) entries, and room for \(number)")
+                }
+                left -= 8 + Int(entry.pointee.size) + 1
+            }
+        }
+        guard left == 0 else { throw damaged("\(path)'s listing does not end where its size says") }
     }
 
     /// A data block's size, as a file's inode lists it, is its size on disk with bit 24 set when

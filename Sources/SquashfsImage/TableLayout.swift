@@ -37,12 +37,14 @@ struct TableLayout {
 
     private func check() throws(Problem) {
         let used = superblock.bytes_used
-        // The kernel mounts a file through a loop device, which holds its whole 512-byte sectors.
-        let sectors = fileSize / 512 * 512
-        if used > sectors {
+        if used > fileSize { throw Problem("its superblock says it holds \(used) bytes, and the file has \(fileSize)") }
+        // The kernel reads an image in blocks of 1 KiB, and a loop device holds a file's whole
+        // sectors of 512 bytes: the block that holds the image's last byte must be all there.
+        // (Writers pad images to 4 KiB.)
+        guard (used + 1023) / 1024 * 1024 <= fileSize / 1024 * 1024 else {
             throw Problem(
-                "its superblock says it holds \(used) bytes, and the file has \(fileSize)"
-                    + (used <= fileSize ? ", of which a loop device holds the \(sectors) in whole 512-byte sectors" : ""))
+                "its superblock says it holds \(used) bytes, which the kernel reads in whole blocks of 1 KiB, "
+                    + "and its file of \(fileSize) bytes ends inside the last")
         }
         if superblock.root_inode_ref & 0xFFFF >= 8192 { throw Problem("its root inode lies outside its metadata block") }
         var next = used
