@@ -515,11 +515,13 @@ public struct BootStaging: Sendable {
 }
 
 extension BootStaging {
-    /// Copies an image file for `stage`, checking first that it is a squashfs image at all, and
-    /// returns its sha256. The copy is an unnamed file until it is whole and on disk: a stage
-    /// killed while it copies leaves nothing to hold the disk's space.
+    /// Copies an image file for `stage`, checking first that it is a squashfs image whose every
+    /// folder and inode the kernel will read as layerctl does (`ImageTree`: an image made or
+    /// damaged to show the booted system what `diff` does not see is refused here, before it is on
+    /// the boot partition), and returns its sha256. The copy is an unnamed file until it is whole
+    /// and on disk: a stage killed while it copies leaves nothing to hold the disk's space.
     public static func copyImage(from source: String, to destination: String) throws -> String {
-        _ = try SquashfsReader(image: source)
+        _ = try ImageTree(image: source)
         let input = open(source, O_RDONLY | O_CLOEXEC)
         if input < 0 { throw SystemError("read", source) }
         defer { close(input) }

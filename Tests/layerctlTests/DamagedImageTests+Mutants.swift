@@ -175,6 +175,15 @@ extension DamagedImageTests {
             let written = try Harness.temporaryDirectory("kernel-otherwise") + "/damaged.squashfs"
             try Data(damaged.bytes).write(to: URL(fileURLWithPath: written))
             #expect(try kernelDisagreement(written, with: source) != nil, "the kernel reads it as the tree: \(says)")
+            // Nor is it staged for a machine to boot.
+            let state = try Harness.temporaryDirectory("kernel-otherwise-state")
+            let boot = try Harness.temporaryDirectory("kernel-otherwise-boot")
+            let staged = try KernelMount.run(
+                "/usr/bin/timeout",
+                ["-s", "KILL", "60", Harness.executable, "stage", written, "--state-dir", state, "--boot-dir", boot, "--no-grub"])
+            #expect(staged.status == 7 && staged.output.contains(says), "stage: exit \(staged.status): \(staged.output)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty, "\(says)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: boot).isEmpty, "\(says)")
         }
     }
 
