@@ -99,6 +99,8 @@ struct ImageWalk {
             try sqfsRead("list \(path) in \(image)") { sqfs_readdir_state_init(&state, reader.superblock, inode) }
             let first = entries.count
             var previous: [UInt8]?
+            // What the header last read promises and the size leaves, after the last entry.
+            var unread = (entries: 0, bytes: max(state.`init`.size, 3))
             while true {
                 var dirent: UnsafeMutablePointer<sqfs_dir_entry_t>?
                 var number: UInt32 = 0
@@ -107,6 +109,7 @@ struct ImageWalk {
                 if status > 0 { break }
                 guard status == 0, let dirent else { throw SquashfsError("list \(path) in \(image)", status, reading: true) }
                 defer { sqfs_free(dirent) }
+                unread = (state.entries, state.current.size)
                 let name = Array(
                     UnsafeBufferPointer(start: lc_sqfs_dir_entry_name(dirent), count: Int(dirent.pointee.size) + 1))
                 let childPath = { RawPath.display(RawPath.join(directoryPath, name)) }
@@ -177,10 +180,20 @@ struct ImageWalk {
                 }
                 entries.append(made)
             }
-            try checkHeaders(of: state, path: path)
+            // A folder's listing is a run of headers, each saying how many entries follow it.
+            // libsquashfs stops at the folder's size; the kernel reads as many entries as the last
+            // header says, past the size, into whatever follows, and shows them: a header that
+            // promised more hid entries from `diff` that the booted system would see. So the last
+            // header's entries must all have been read, and the listing end at the size (which
+            // counts 3 bytes for `.` and `..`).
+            guard unread.entries == 0 else {
+                throw damaged(
+                    "\(path)'s listing has a header that promises \(unread.entries) more entries than its size holds")
+            }
+            guard unread.bytes == 3 else { throw damaged("\(path)'s listing does not end where its size says") }
             // The kernel shows the link count the inode holds; every writer makes it 2 and one more
             // for each folder in it.
-            let folders = entries[first...].lazy.filter { $0.kind == .directory }.count
+            let folders = (first..<entries.count).count { entries[$0].kind == .directory }
             let links =
                 inode.pointee.base.type == SQFS_INODE_EXT_DIR.rawValue
                 ? inode.pointee.data.dir_ext.nlink : inode.pointee.data.dir.nlink
@@ -191,47 +204,15 @@ struct ImageWalk {
             entries[directory].children = first..<entries.count
         }
         // Nor does a writer give any other inode a link count but the number of its names.
-        var names: [Int: Int] = [:]
-        for (index, entry) in entries.enumerated() where entry.kind != .directory {
-            names[entry.hardLinkTarget ?? index, default: 0] += 1
+        var names = [Int](repeating: 0, count: entries.count)
+        for index in entries.indices where entries[index].kind != .directory {
+            names[entries[index].hardLinkTarget ?? index] += 1
         }
-        for (index, count) in names where entries[index].linkCount != count {
+        for (index, count) in names.enumerated() where count > 0 && entries[index].linkCount != count {
             let path = RawPath.display(tree.path(of: index))
             throw damaged(
                 "\(path) has a link count of \(entries[index].linkCount), and \(counted(count, "name")) in the image")
         }
-    }
-
-    /// A folder's listing is a run of headers, each saying how many entries follow it. libsquashfs
-    /// stops at the folder's size; the kernel reads as many entries as the last header says, past
-    /// the size, into whatever follows, and shows them: a header that promised more hid entries
-    /// from `diff` that the booted system would see. So each header's entries must fit the size,
-    /// and the last end where it does; read here again from the folder's start.
-    private func checkHeaders(of state: sqfs_readdir_state_t, path: String) throws {
-        try sqfsRead("list \(path) in \(reader.image)") {
-            sqfs_meta_reader_seek(directoryTable, state.`init`.block, state.`init`.offset)
-        }
-        // The size counts 3 bytes for `.` and `..`, which are not listed.
-        var left = max(state.`init`.size, 3) - 3
-        while left > 0 {
-            guard left >= MemoryLayout<sqfs_dir_header_t>.size else { break }
-            var header = sqfs_dir_header_t()
-            try sqfsRead("list \(path) in \(reader.image)") {
-                sqfs_meta_reader_read_dir_header(directoryTable, &header)
-            }
-            left -= MemoryLayout<sqfs_dir_header_t>.size
-            for number in 0...Int(header.count) {
-                var entry: UnsafeMutablePointer<sqfs_dir_entry_t>?
-                let status = left >= 8 ? sqfs_meta_reader_read_dir_ent(directoryTable, &entry) : SQFS_ERROR_OUT_OF_BOUNDS.rawValue
-                defer { sqfs_free(entry) }
-                guard status == 0, let entry, left >= 8 + Int(entry.pointee.size) + 1 else {
-                    throw damaged(
-                        "\(path)'s listing has a header that promises \(header.count + 1) entries, and room for \(number)")
-                }
-                left -= 8 + Int(entry.pointee.size) + 1
-            }
-        }
-        guard left == 0 else { throw damaged("\(path)'s listing does not end where its size says") }
     }
 
     /// A data block's size, as a file's inode lists it, is its size on disk with bit 24 set when

@@ -145,7 +145,7 @@ extension DamagedImageTests {
         var header = image
         let count = try image.entry("etc") - 12
         header.set16(count, image.u16(count) + 50)
-        cases.append(("/'s listing has a header that promises 53 entries, and room for 3", header))
+        cases.append(("/'s listing has a header that promises 50 more entries than its size holds", header))
         // A folder's inode: the common 16 bytes, its block, then its link count.
         var folder = image
         set32(&folder, try inode("empty") + 20, 5)
