@@ -1,4 +1,5 @@
 import CSquashfs
+import LayerSupport
 
 /// Where a squashfs image's tables lie, checked as the kernel checks them when it mounts one.
 ///
@@ -54,8 +55,10 @@ struct TableLayout {
             guard start < next, next - start >= 16, let header = read(start, 16) else {
                 throw Problem("its xattr id table does not fit in the image")
             }
-            let keyValues = Self.u64(header, 0)
-            let ids = UInt64(Self.u32(header, 8))
+            let (keyValues, ids) = header.withUnsafeBytes { raw in
+                var fields = ByteReader(raw: raw)
+                return (fields.u64() ?? 0, UInt64(fields.u32() ?? 0))
+            }
             if ids == 0 { throw Problem("its xattr id table has no ids") }
             _ = try index("xattr id", at: start + 16, entries: ids, entrySize: 16, end: next, exact: true)
             guard keyValues < start else { throw Problem("its xattr table starts after its id table") }
@@ -96,7 +99,10 @@ struct TableLayout {
         guard let bytes = read(start, Int(length)) else {
             throw Problem("its \(name) table's index lies past the end of the file")
         }
-        let starts = (0..<Int(blocks)).map { Self.u64(bytes, $0 * 8) }
+        let starts = bytes.withUnsafeBytes { raw in
+            var fields = ByteReader(raw: raw)
+            return (0..<blocks).compactMap { _ in fields.u64() }
+        }
         for (before, after) in zip(starts, starts.dropFirst())
         where after <= before || after - before > Self.largestMetadataBlock {
             throw Problem("its \(name) table's blocks are out of order")
@@ -105,13 +111,5 @@ struct TableLayout {
             start - last <= Self.largestMetadataBlock
         else { throw Problem("its \(name) table's blocks do not lie before its index") }
         return first
-    }
-
-    static func u32(_ bytes: [UInt8], _ at: Int) -> UInt32 {
-        (0..<4).reduce(0) { $0 | UInt32(bytes[at + $1]) << (8 * $1) }
-    }
-
-    static func u64(_ bytes: [UInt8], _ at: Int) -> UInt64 {
-        (0..<8).reduce(0) { $0 | UInt64(bytes[at + $1]) << (8 * $1) }
     }
 }
