@@ -7,8 +7,8 @@ import Testing
 /// either side, 2^31, 4 GiB less a page, 2^32 - 1), the file cut short at each structure, then
 /// random mutants from a fixed seed. Whatever a mutant is, `assemble` returns, it does not trap:
 /// it refuses in one line that names the stub, or it writes a PE file that a reader of its own
-/// here finds sound (`Layout.check`). The stubs are the test's own and, where they are here,
-/// systemd's (Debian 12's, and Debian 13's from scripts/fetch-stub.sh).
+/// here finds sound (`problems(of:stub:sections:)`). The stubs are the test's own and, where they
+/// are here, systemd's (Debian 12's, and Debian 13's from scripts/fetch-stub.sh).
 @Suite("Unified kernel images of mutated stubs")
 struct UnifiedKernelImageMutationTests {
     /// How many random mutants each stub gets, after the systematic ones.
