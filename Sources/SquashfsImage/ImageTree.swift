@@ -13,8 +13,8 @@ public final class ImageTree {
     public let tree: MergedTree
     /// The inode of each regular file, by entry index.
     private var inodes: [Int: UnsafeMutablePointer<sqfs_inode_generic_t>]
-    /// Where each fragment block is stored, read once on the first comparison that needs it.
-    private var fragments: [sqfs_fragment_t]?
+    /// Where each fragment block is stored, as the walk read it.
+    private let fragments: [sqfs_fragment_t]
     /// The image file mapped read-only, for comparing stored bytes without copying them.
     private var mapping: UnsafeRawBufferPointer?
 
@@ -26,6 +26,7 @@ public final class ImageTree {
         try walk.run()
         tree = MergedTree(entries: walk.entries, epoch: Int64.max)
         inodes = walk.inodes
+        fragments = walk.fragments
         walk.inodes = [:]
     }
 
@@ -131,24 +132,7 @@ public final class ImageTree {
     /// Where fragment block `index` is stored, or nil for the "no fragment" index.
     private func fragment(_ index: UInt32) throws -> sqfs_fragment_t? {
         guard index != 0xFFFF_FFFF else { return nil }
-        if fragments == nil {
-            guard let table = sqfs_frag_table_create(0) else {
-                throw SquashfsError("read the fragment table", SQFS_ERROR_ALLOC.rawValue)
-            }
-            defer { sqfsDestroy(table) }
-            try sqfsRead("read the fragment table of \(reader.image)") {
-                sqfs_frag_table_read(table, reader.file, reader.superblock, reader.compressor)
-            }
-            var all: [sqfs_fragment_t] = []
-            all.reserveCapacity(Int(reader.superblock.pointee.fragment_entry_count))
-            for number in 0..<reader.superblock.pointee.fragment_entry_count {
-                var entry = sqfs_fragment_t()
-                try sqfsRead("read the fragment table of \(reader.image)") { sqfs_frag_table_lookup(table, number, &entry) }
-                all.append(entry)
-            }
-            fragments = all
-        }
-        guard let fragments, Int(index) < fragments.count else {
+        guard Int(index) < fragments.count else {
             throw SquashfsError("read fragment \(index) of \(reader.image)", SQFS_ERROR_OUT_OF_BOUNDS.rawValue)
         }
         return fragments[Int(index)]

@@ -16,6 +16,10 @@ struct ImageWalk {
     let reader: SquashfsReader
     var entries: [MergedTree.Entry] = []
     var inodes: [Int: UnsafeMutablePointer<sqfs_inode_generic_t>] = [:]
+    /// Where each fragment block is stored and its size, read when the first file with a tail in
+    /// one is met (empty if none is).
+    private(set) var fragments: [sqfs_fragment_t] = []
+    private var fragmentsRead = false
     private var ids: OpaquePointer?
     private var xattrs: OpaquePointer?
     private var directoryTable: OpaquePointer?
@@ -218,17 +222,53 @@ struct ImageWalk {
     /// A data block's size, as a file's inode lists it, is its size on disk with bit 24 set when
     /// stored uncompressed. libsquashfs reads the low 24 bits, the kernel every bit but the 24th:
     /// a bit above them, which no writer sets, made a block the kernel could not read, of a file
-    /// `diff` read as it was written.
-    private func checkBlocks(of inode: UnsafePointer<sqfs_inode_generic_t>, path: @autoclosure () -> String) throws {
+    /// `diff` read as it was written. The same holds for the fragment block that holds a file's
+    /// tail, whose size is in the fragment table: the kernel will not even stat the file.
+    private mutating func checkBlocks(of inode: UnsafePointer<sqfs_inode_generic_t>, path: @autoclosure () -> String)
+        throws
+    {
         let blockSize = reader.superblock.pointee.block_size
         let count = Int(inode.pointee.payload_bytes_used) / 4
-        guard count > 0, let payload = lc_sqfs_inode_payload(inode) else { return }
-        for size in UnsafeBufferPointer(start: payload.assumingMemoryBound(to: UInt32.self), count: count) {
-            let onDisk = size & ~(UInt32(1) << 24)
-            guard onDisk <= blockSize else {
-                throw damaged(
-                    "\(path()) lists a data block of \(onDisk) bytes, more than the image's block size of \(blockSize)")
+        if count > 0, let payload = lc_sqfs_inode_payload(inode) {
+            for size in UnsafeBufferPointer(start: payload.assumingMemoryBound(to: UInt32.self), count: count) {
+                let onDisk = size & ~(UInt32(1) << 24)
+                guard onDisk <= blockSize else {
+                    throw damaged(
+                        "\(path()) lists a data block of \(onDisk) bytes, more than the image's block size of \(blockSize)")
+                }
             }
+        }
+        var index: UInt32 = 0
+        var offset: UInt32 = 0
+        sqfs_inode_get_frag_location(inode, &index, &offset)
+        guard index != 0xFFFF_FFFF else { return }
+        if !fragmentsRead { try readFragments() }
+        guard Int(index) < fragments.count else {
+            throw damaged("\(path()) has its tail in fragment block \(index) of \(fragments.count)")
+        }
+        let onDisk = fragments[Int(index)].size & ~(UInt32(1) << 24)
+        guard onDisk <= blockSize else {
+            throw damaged(
+                "\(path()) has its tail in a fragment block of \(onDisk) bytes, more than the image's block size of \(blockSize)"
+            )
+        }
+    }
+
+    private mutating func readFragments() throws {
+        fragmentsRead = true
+        guard let table = sqfs_frag_table_create(0) else {
+            throw SquashfsError("read the fragment table", SQFS_ERROR_ALLOC.rawValue)
+        }
+        defer { sqfsDestroy(table) }
+        try sqfsRead("read the fragment table of \(reader.image)") {
+            sqfs_frag_table_read(table, reader.file, reader.superblock, reader.compressor)
+        }
+        let count = reader.superblock.pointee.fragment_entry_count
+        fragments.reserveCapacity(Int(count))
+        for number in 0..<count {
+            var entry = sqfs_fragment_t()
+            try sqfsRead("read the fragment table of \(reader.image)") { sqfs_frag_table_lookup(table, number, &entry) }
+            fragments.append(entry)
         }
     }
 

@@ -159,6 +159,17 @@ extension DamagedImageTests {
         let first = try inode("libbig.so") + 32
         set32(&block, first, image.u32(first) | 1 << 25)
         cases.append(("/usr/lib/libbig.so lists a data block of 33685504 bytes", block))
+        // The fragment table: its index points at one metadata block (a 2-byte header, then 16 bytes
+        // an entry: where the block is, then its size). Every tail here is in the first block.
+        var fragment = image
+        let entrySize = image.u64(image.u64(80)) + 2 + 8
+        set32(&fragment, entrySize, image.u32(entrySize) | 1 << 25)
+        cases.append(("/etc/hostname has its tail in a fragment block of", fragment))
+        // libsmall.so, 5000 bytes, is all tail: its basic inode names the fragment block after the
+        // common 16 bytes and where its blocks start.
+        var index = image
+        set32(&index, try inode("libsmall.so") + 20, 5)
+        cases.append(("/usr/lib/libsmall.so has its tail in fragment block 5 of 1", index))
         var cut = image
         cut.bytes = Array(image.bytes.prefix(used + 10))
         #expect(used % 1024 != 0 && used % 1024 + 10 < 1024, "the image's end lies inside a block of 1 KiB")
