@@ -70,7 +70,10 @@ public struct VirtualMachine: Sendable {
     }
 
     /// Finds or extracts the kernel and initramfs into `scratch` and returns the files to boot.
+    /// An image file (no `name`) is anyone's, so it is read whole first, as `stage` and `diff` read
+    /// it: damage is one line here rather than a boot that fails on the guest's screen.
     public func prepare(scratch: String) throws -> (kernel: String, initrd: String, source: String) {
+        if name == nil { _ = try ImageTree(image: image) }
         if let kernel, let initrd { return (kernel, initrd, "\(kernel) and \(initrd)") }
         let reader = try SquashfsReader(image: image)
         guard let found = try reader.bootFiles() else { throw Self.noBootFiles(name ?? image) }

@@ -195,6 +195,10 @@ extension DamagedImageTests {
             #expect(staged.status == 7 && staged.output.contains(says), "stage: exit \(staged.status): \(staged.output)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: state).isEmpty, "\(says)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: boot).isEmpty, "\(says)")
+            // Nor booted in a VM.
+            let booted = try KernelMount.run(
+                "/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "vm", written, "--print-command"])
+            #expect(booted.status == 7 && booted.output.contains(says), "vm: exit \(booted.status): \(booted.output)")
         }
     }
 
