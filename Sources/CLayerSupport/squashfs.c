@@ -243,3 +243,86 @@ const sqfs_u8 *lc_sqfs_dir_entry_name(const sqfs_dir_entry_t *entry) { return en
 const sqfs_u8 *lc_sqfs_xattr_key(const sqfs_xattr_entry_t *entry) { return entry->key; }
 
 const sqfs_u8 *lc_sqfs_xattr_value(const sqfs_xattr_value_t *value) { return value->value; }
+
+/* A zstd frame's window (RFC 8878, 3.1.1.1): what its decoder must hold. 0 when `in` does not start
+ * with a zstd frame's header; libzstd then says what is wrong with it. */
+static sqfs_u64 lc_zstd_window(const sqfs_u8 *in, sqfs_u32 size)
+{
+    static const sqfs_u32 id_bytes[4] = {0, 1, 2, 4};
+    if (size < 6 || in[0] != 0x28 || in[1] != 0xB5 || in[2] != 0x2F || in[3] != 0xFD)
+        return 0;
+    const sqfs_u8 descriptor = in[4];
+    const unsigned content_flag = descriptor >> 6;
+    if (!(descriptor & 0x20)) {
+        /* A window descriptor: an exponent and eighths of it. */
+        const sqfs_u8 window = in[5];
+        const sqfs_u64 base = (sqfs_u64)1 << (10 + (window >> 3));
+        return base + base / 8 * (window & 7);
+    }
+    /* A single segment: the window is the content's size, which follows the dictionary id. */
+    const sqfs_u32 at = 5 + id_bytes[descriptor & 3];
+    const sqfs_u32 count = content_flag == 0 ? 1 : 2u << (content_flag - 1);
+    if (at + count > size)
+        return 0;
+    sqfs_u64 content = 0;
+    for (sqfs_u32 i = 0; i < count; ++i)
+        content |= (sqfs_u64)in[at + i] << (8 * i);
+    return content_flag == 1 ? content + 256 : content;
+}
+
+typedef struct {
+    sqfs_compressor_t base;
+    sqfs_compressor_t *zstd;
+    sqfs_u64 window_limit;
+} lc_kernel_zstd_t;
+
+static void lc_kernel_zstd_destroy(sqfs_object_t *object)
+{
+    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)object;
+    sqfs_destroy(self->zstd);
+    free(self);
+}
+
+static void lc_kernel_zstd_configuration(const sqfs_compressor_t *cmp, sqfs_compressor_config_t *cfg)
+{
+    const lc_kernel_zstd_t *self = (const lc_kernel_zstd_t *)cmp;
+    self->zstd->get_configuration(self->zstd, cfg);
+}
+
+static int lc_kernel_zstd_write_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
+{
+    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
+    return self->zstd->write_options(self->zstd, file);
+}
+
+static int lc_kernel_zstd_read_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
+{
+    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
+    return self->zstd->read_options(self->zstd, file);
+}
+
+static sqfs_s32 lc_kernel_zstd_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out,
+                                     sqfs_u32 outsize)
+{
+    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
+    if (lc_zstd_window(in, size) > self->window_limit)
+        return SQFS_ERROR_COMPRESSOR;
+    return self->zstd->do_block(self->zstd, in, size, out, outsize);
+}
+
+sqfs_compressor_t *lc_sqfs_kernel_zstd(sqfs_compressor_t *zstd, sqfs_u32 block_size)
+{
+    lc_kernel_zstd_t *self = calloc(1, sizeof(*self));
+    if (self == NULL) {
+        sqfs_destroy(zstd);
+        return NULL;
+    }
+    self->base.base.destroy = lc_kernel_zstd_destroy;
+    self->base.get_configuration = lc_kernel_zstd_configuration;
+    self->base.write_options = lc_kernel_zstd_write_options;
+    self->base.read_options = lc_kernel_zstd_read_options;
+    self->base.do_block = lc_kernel_zstd_block;
+    self->zstd = zstd;
+    self->window_limit = block_size > 8192 ? block_size : 8192;
+    return (sqfs_compressor_t *)self;
+}

@@ -63,6 +63,11 @@ public final class SquashfsReader {
             UInt16(SQFS_COMP_FLAG_UNCOMPRESS.rawValue))
         var created: UnsafeMutablePointer<sqfs_compressor_t>?
         if status == 0 { status = sqfs_compressor_create(&config, &created) }
+        // The kernel decodes zstd with a window of at most the block size; libzstd with far more.
+        if status == 0, let zstd = created, config.id == SQFS_COMP_ZSTD.rawValue {
+            created = lc_sqfs_kernel_zstd(zstd, superblock.pointee.block_size)
+            if created == nil { status = SQFS_ERROR_ALLOC.rawValue }
+        }
         guard status == 0, let compressor = created else {
             superblock.deallocate()
             sqfs_destroy(file)

@@ -170,6 +170,30 @@ extension DamagedImageTests {
         var index = image
         set32(&index, try inode("libsmall.so") + 20, 5)
         cases.append(("/usr/lib/libsmall.so has its tail in fragment block 5 of 1", index))
+        // A zstd image's first inode block, its frame's header rewritten in place (the same length:
+        // a window descriptor and an empty dictionary id where the content's size was) to ask for a
+        // window of 256 KiB: libzstd decodes it, the kernel's decoder holds no more than the block
+        // size. A window of exactly the block size is read alike by both.
+        let zstdPath = try Harness.temporaryDirectory("kernel-otherwise") + "/zstd.squashfs"
+        let zstdMade = try KernelMount.run(
+            "/usr/bin/mksquashfs",
+            [source, zstdPath, "-comp", "zstd", "-b", "131072", "-quiet", "-no-progress", "-mkfs-time", "0"])
+        #expect(zstdMade.status == 0, "\(zstdMade.output)")
+        let zstd = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: zstdPath))))
+        let frame = zstd.inodeTable + 2
+        // The magic, then a single segment whose content size takes 2 bytes.
+        try #require(Array(zstd.bytes[frame..<frame + 5]) == [0x28, 0xB5, 0x2F, 0xFD, 0x60], "a frame as zstd writes it")
+        func window(_ descriptor: UInt8) -> Image {
+            var mutant = zstd
+            mutant.bytes.replaceSubrange(frame + 4..<frame + 7, with: [0x01, descriptor, 0x00])
+            return mutant
+        }
+        cases.append(("a block does not decompress", window(0x40)))
+        let boundary = try Harness.temporaryDirectory("kernel-otherwise") + "/window.squashfs"
+        try Data(window(0x38).bytes).write(to: URL(fileURLWithPath: boundary))
+        let same = try KernelMount.run(Harness.executable, ["diff", boundary, source])
+        #expect(same.status == 0, "a window of the block size: \(same.output)")
+        #expect(try kernelDisagreement(boundary, with: source) == nil, "a window of the block size")
         var cut = image
         cut.bytes = Array(image.bytes.prefix(used + 10))
         #expect(used % 1024 != 0 && used % 1024 + 10 < 1024, "the image's end lies inside a block of 1 KiB")

@@ -200,6 +200,14 @@ sqfs_inode_generic_t *lc_sqfs_special_inode(int type, sqfs_u32 nlink, sqfs_u32 d
 /// member that depends on the inode type.
 int lc_sqfs_set_link_count(sqfs_inode_generic_t *inode, sqfs_u32 nlink);
 
+/// A zstd decompressor for reading an image of `block_size` blocks that takes `zstd` (which it
+/// owns from then on) and refuses, as a block that does not decompress, a frame whose window is
+/// larger than the kernel's decoder holds: max(`block_size`, 8 KiB). libzstd takes windows up to
+/// 128 MiB, so such a block read as written for `diff` and could not be read by the booted system.
+/// NULL, `zstd` destroyed, when out of memory. Exists because libsquashfs offers no hook into a
+/// decompressor but its function table, and its objects are C structs.
+sqfs_compressor_t *lc_sqfs_kernel_zstd(sqfs_compressor_t *zstd, sqfs_u32 block_size);
+
 /// The type-specific payload of an inode (a symlink's target, a file's block sizes). Exists
 /// because it is a flexible array member, which Swift cannot address.
 const void *lc_sqfs_inode_payload(const sqfs_inode_generic_t *inode);
