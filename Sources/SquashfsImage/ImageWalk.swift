@@ -228,14 +228,24 @@ struct ImageWalk {
         throws
     {
         let blockSize = reader.superblock.pointee.block_size
+        let used = reader.superblock.pointee.bytes_used
         let count = Int(inode.pointee.payload_bytes_used) / 4
         if count > 0, let payload = lc_sqfs_inode_payload(inode) {
+            var stored: UInt64 = 0
             for size in UnsafeBufferPointer(start: payload.assumingMemoryBound(to: UInt32.self), count: count) {
                 let onDisk = size & ~(UInt32(1) << 24)
                 guard onDisk <= blockSize else {
                     throw damaged(
                         "\(path()) lists a data block of \(onDisk) bytes, more than the image's block size of \(blockSize)")
                 }
+                stored += UInt64(onDisk)
+            }
+            // And the blocks lie inside the image, as the kernel checks each block it reads.
+            var start: UInt64 = 0
+            sqfs_inode_get_file_block_start(inode, &start)
+            let (end, overflow) = start.addingReportingOverflow(stored)
+            guard stored == 0 || (!overflow && end <= used) else {
+                throw damaged("\(path())'s data blocks end past the image's \(used) bytes")
             }
         }
         var index: UInt32 = 0
@@ -246,11 +256,16 @@ struct ImageWalk {
         guard Int(index) < fragments.count else {
             throw damaged("\(path()) has its tail in fragment block \(index) of \(fragments.count)")
         }
-        let onDisk = fragments[Int(index)].size & ~(UInt32(1) << 24)
+        let fragment = fragments[Int(index)]
+        let onDisk = fragment.size & ~(UInt32(1) << 24)
         guard onDisk <= blockSize else {
             throw damaged(
                 "\(path()) has its tail in a fragment block of \(onDisk) bytes, more than the image's block size of \(blockSize)"
             )
+        }
+        let (end, overflow) = fragment.start_offset.addingReportingOverflow(UInt64(onDisk))
+        guard !overflow && end <= used else {
+            throw damaged("\(path()) has its tail in a fragment block that ends past the image's \(used) bytes")
         }
     }
 

@@ -165,6 +165,16 @@ extension DamagedImageTests {
         let entrySize = image.u64(image.u64(80)) + 2 + 8
         set32(&fragment, entrySize, image.u32(entrySize) | 1 << 25)
         cases.append(("/etc/hostname has its tail in a fragment block of", fragment))
+        // Where that block starts, its top bit set: past the image's end (libsquashfs's read failed
+        // as an input/output error, exit 8, as if the disk had).
+        var fragmentStart = image
+        let entryStart = image.u64(image.u64(80)) + 2
+        fragmentStart.set16(entryStart + 6, image.u16(entryStart + 6) | 0x8000)
+        cases.append(("/etc/hostname has its tail in a fragment block that ends past the image's", fragmentStart))
+        // libbig.so's blocks, starting where the image ends.
+        var blocksStart = image
+        set32(&blocksStart, try inode("libbig.so") + 16, used)
+        cases.append(("/usr/lib/libbig.so's data blocks end past the image's \(used) bytes", blocksStart))
         // libsmall.so, 5000 bytes, is all tail: its basic inode names the fragment block after the
         // common 16 bytes and where its blocks start.
         var index = image
