@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CLayerSupport.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
@@ -244,30 +245,54 @@ const sqfs_u8 *lc_sqfs_xattr_key(const sqfs_xattr_entry_t *entry) { return entry
 
 const sqfs_u8 *lc_sqfs_xattr_value(const sqfs_xattr_value_t *value) { return value->value; }
 
-/* A zstd frame's window (RFC 8878, 3.1.1.1): what its decoder must hold. 0 when `in` does not start
- * with a zstd frame's header; libzstd then says what is wrong with it. */
-static sqfs_u64 lc_zstd_window(const sqfs_u8 *in, sqfs_u32 size)
+/* A zstd frame as RFC 8878 (3.1.1) lays it out: the window its decoder must hold, and its length
+ * (header, blocks, checksum). False when `in` does not hold a whole frame that starts with zstd's
+ * magic; libzstd then says what is wrong with it. */
+static bool lc_zstd_frame(const sqfs_u8 *in, sqfs_u32 size, sqfs_u64 *window, sqfs_u64 *length)
 {
     static const sqfs_u32 id_bytes[4] = {0, 1, 2, 4};
     if (size < 6 || in[0] != 0x28 || in[1] != 0xB5 || in[2] != 0x2F || in[3] != 0xFD)
-        return 0;
+        return false;
     const sqfs_u8 descriptor = in[4];
     const unsigned content_flag = descriptor >> 6;
-    if (!(descriptor & 0x20)) {
-        /* A window descriptor: an exponent and eighths of it. */
-        const sqfs_u8 window = in[5];
-        const sqfs_u64 base = (sqfs_u64)1 << (10 + (window >> 3));
-        return base + base / 8 * (window & 7);
+    const bool single = descriptor & 0x20;
+    sqfs_u64 at = 5;
+    if (!single) {
+        /* A window descriptor: a power of two and eighths of it. */
+        const sqfs_u64 base = (sqfs_u64)1 << (10 + (in[at] >> 3));
+        *window = base + base / 8 * (in[at] & 7);
+        at += 1;
     }
-    /* A single segment: the window is the content's size, which follows the dictionary id. */
-    const sqfs_u32 at = 5 + id_bytes[descriptor & 3];
-    const sqfs_u32 count = content_flag == 0 ? 1 : 2u << (content_flag - 1);
-    if (at + count > size)
-        return 0;
-    sqfs_u64 content = 0;
-    for (sqfs_u32 i = 0; i < count; ++i)
-        content |= (sqfs_u64)in[at + i] << (8 * i);
-    return content_flag == 1 ? content + 256 : content;
+    at += id_bytes[descriptor & 3];
+    const sqfs_u32 content_bytes = content_flag == 0 ? (single ? 1 : 0) : 2u << (content_flag - 1);
+    if (at + content_bytes > size)
+        return false;
+    if (single) {
+        /* One segment: the window is the content's size. */
+        sqfs_u64 content = 0;
+        for (sqfs_u32 i = 0; i < content_bytes; ++i)
+            content |= (sqfs_u64)in[at + i] << (8 * i);
+        *window = content_flag == 1 ? content + 256 : content;
+    }
+    at += content_bytes;
+    for (;;) {
+        if (at + 3 > size)
+            return false;
+        const sqfs_u32 block = in[at] | (sqfs_u32)in[at + 1] << 8 | (sqfs_u32)in[at + 2] << 16;
+        const unsigned type = (block >> 1) & 3;
+        if (type == 3)
+            return false;
+        /* Raw and compressed blocks hold their size in bytes; a run-length block, one byte. */
+        at += 3 + (type == 1 ? 1 : block >> 3);
+        if (block & 1)
+            break;
+    }
+    if (descriptor & 0x04)
+        at += 4;
+    if (at > size)
+        return false;
+    *length = at;
+    return true;
 }
 
 typedef struct {
@@ -305,7 +330,11 @@ static sqfs_s32 lc_kernel_zstd_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, 
                                      sqfs_u32 outsize)
 {
     lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
-    if (lc_zstd_window(in, size) > self->window_limit)
+    sqfs_u64 window = 0;
+    sqfs_u64 length = 0;
+    /* The kernel's decoder holds a window of the block size, and stops at the first frame's end;
+     * libzstd goes on into any frame after it. */
+    if (lc_zstd_frame(in, size, &window, &length) && (window > self->window_limit || length != size))
         return SQFS_ERROR_COMPRESSOR;
     return self->zstd->do_block(self->zstd, in, size, out, outsize);
 }

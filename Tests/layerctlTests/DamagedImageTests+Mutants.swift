@@ -199,6 +199,7 @@ extension DamagedImageTests {
             return mutant
         }
         cases.append(("a block does not decompress", window(0x40)))
+        cases.append(("a block does not decompress", try twoFrames(of: source)))
         let boundary = try Harness.temporaryDirectory("kernel-otherwise") + "/window.squashfs"
         try Data(window(0x38).bytes).write(to: URL(fileURLWithPath: boundary))
         let same = try KernelMount.run(Harness.executable, ["diff", boundary, source])
@@ -234,6 +235,49 @@ extension DamagedImageTests {
                 "/usr/bin/timeout", ["-s", "KILL", "60", Harness.executable, "vm", written, "--print-command"])
             #expect(booted.status == 7 && booted.output.contains(says), "vm: exit \(booted.status): \(booted.output)")
         }
+    }
+
+    /// A zstd image of `source` whose inode table, one block, is made two frames, each of half its
+    /// bytes: libzstd decodes both, the kernel's decoder stops at the first frame's end, so it
+    /// cannot read the inodes in the second (the root's among them). The tables after the block
+    /// move by what it grew, and the indexes that point into them with them (the image has no
+    /// attributes and no export table, whose tables would move too).
+    func twoFrames(of source: String) throws -> Image {
+        let folder = try Harness.temporaryDirectory("two-frames")
+        let path = folder + "/image.squashfs"
+        let made = try KernelMount.run(
+            "/usr/bin/mksquashfs",
+            [source, path, "-comp", "zstd", "-no-xattrs", "-no-exports", "-quiet", "-no-progress", "-mkfs-time", "0"])
+        #expect(made.status == 0, "\(made.output)")
+        var image = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: path))))
+        func zstd(_ arguments: [String], _ bytes: [UInt8]) throws -> [UInt8] {
+            try Data(bytes).write(to: URL(fileURLWithPath: folder + "/in"))
+            let result = try KernelMount.run("/usr/bin/zstd", arguments + ["-q", "-f", folder + "/in", "-o", folder + "/out"])
+            #expect(result.status == 0, "zstd: \(result.output)")
+            return [UInt8](try #require(FileManager.default.contents(atPath: folder + "/out")))
+        }
+        func add(_ at: Int, _ delta: Int) {
+            let value = image.u64(at) + delta
+            for part in 0..<4 { image.set16(at + 2 * part, (value >> (16 * part)) & 0xFFFF) }
+        }
+        let start = image.inodeTable
+        let header = image.u16(start)
+        let length = header & 0x7FFF
+        try #require(header & 0x8000 == 0 && start + 2 + length == image.directoryTable, "one compressed inode block")
+        let content = try zstd(["-d"], Array(image.bytes[start + 2..<start + 2 + length]))
+        let half = content.count / 2
+        // From a file, so each frame names its size and holds one segment, as a writer's do.
+        let frames = try zstd(["--no-check"], Array(content[..<half])) + zstd(["--no-check"], Array(content[half...]))
+        let delta = frames.count - length
+        image.bytes =
+            Array(image.bytes[..<start]) + [UInt8(frames.count & 0xFF), UInt8(frames.count >> 8)] + frames
+            + Array(image.bytes[image.directoryTable..<image.u64(40)])
+        // bytes_used, the id, directory and fragment tables' starts; then the indexes.
+        for at in [40, 48, 72, 80] { add(at, delta) }
+        for block in 0..<(image.u32(16) + 511) / 512 { add(image.u64(80) + 8 * block, delta) }
+        for block in 0..<(image.u16(26) + 2047) / 2048 { add(image.u64(48) + 8 * block, delta) }
+        image.bytes += [UInt8](repeating: 0, count: (4096 - image.bytes.count % 4096) % 4096)
+        return image
     }
 
     /// How the kernel reads the image at `path` otherwise than the tree at `source`: it does not

@@ -201,10 +201,11 @@ sqfs_inode_generic_t *lc_sqfs_special_inode(int type, sqfs_u32 nlink, sqfs_u32 d
 int lc_sqfs_set_link_count(sqfs_inode_generic_t *inode, sqfs_u32 nlink);
 
 /// A zstd decompressor for reading an image of `block_size` blocks that takes `zstd` (which it
-/// owns from then on) and refuses, as a block that does not decompress, a frame whose window is
-/// larger than the kernel's decoder holds: max(`block_size`, 8 KiB). libzstd takes windows up to
-/// 128 MiB, so such a block read as written for `diff` and could not be read by the booted system.
-/// NULL, `zstd` destroyed, when out of memory. Exists because libsquashfs offers no hook into a
+/// owns from then on) and refuses, as a block that does not decompress, what the kernel's decoder
+/// reads otherwise: a frame whose window is larger than it holds, max(`block_size`, 8 KiB) (libzstd
+/// takes up to 128 MiB), and a block that goes on past its first frame (the kernel stops there,
+/// libzstd decodes the next frame too). Either read as written for `diff` and not, or not all, for
+/// the booted system. NULL, `zstd` destroyed, when out of memory. Exists because libsquashfs offers no hook into a
 /// decompressor but its function table, and its objects are C structs.
 sqfs_compressor_t *lc_sqfs_kernel_zstd(sqfs_compressor_t *zstd, sqfs_u32 block_size);
 
