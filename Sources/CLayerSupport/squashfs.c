@@ -295,63 +295,172 @@ static bool lc_zstd_frame(const sqfs_u8 *in, sqfs_u32 size, sqfs_u64 *window, sq
     return true;
 }
 
+/* An xz variable-length integer (xz file format 1.0, 1.2): 7 bits a byte, low first, at most 9
+ * bytes. False when it does not end before `end`. */
+static bool lc_xz_number(const sqfs_u8 **at, const sqfs_u8 *end, sqfs_u64 *value)
+{
+    *value = 0;
+    for (unsigned i = 0; i < 9 && *at < end; ++i) {
+        const sqfs_u8 byte = *(*at)++;
+        *value |= (sqfs_u64)(byte & 0x7F) << (7 * i);
+        if (!(byte & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* Whether the kernel's xz decoder refuses a block whose header is at `header` (xz file format 1.0,
+ * 3.1): it takes one BCJ filter without properties at most, then LZMA2 with a dictionary of at most
+ * `dictionary_limit` and a property it knows (liblzma takes any chain, any dictionary). False when
+ * the header is not whole; liblzma then says what is wrong with it. */
+static bool lc_xz_block_refused(const sqfs_u8 *header, const sqfs_u8 *end, sqfs_u64 dictionary_limit)
+{
+    if (end - header < 2 || header[0] == 0 || end - header < (header[0] + 1) * 4)
+        return false;
+    end = header + (header[0] + 1) * 4;
+    const sqfs_u8 flags = header[1];
+    const unsigned filters = (flags & 3) + 1;
+    if (filters > 2)
+        return true;
+    const sqfs_u8 *at = header + 2;
+    sqfs_u64 skipped = 0;
+    if ((flags & 0x40) && !lc_xz_number(&at, end, &skipped))
+        return false;
+    if ((flags & 0x80) && !lc_xz_number(&at, end, &skipped))
+        return false;
+    for (unsigned filter = 0; filter < filters; ++filter) {
+        sqfs_u64 id = 0;
+        sqfs_u64 properties = 0;
+        if (!lc_xz_number(&at, end, &id) || !lc_xz_number(&at, end, &properties) || properties > (sqfs_u64)(end - at))
+            return false;
+        if (filter + 1 < filters) {
+            /* x86, PowerPC, ARM, ARM-Thumb, SPARC, ARM64, RISC-V; not IA-64's (0x06), which the
+             * kernel refuses now (6.18 here) */
+            if (id < 0x04 || id > 0x0B || id == 0x06 || properties != 0)
+                return true;
+            continue;
+        }
+        if (id != 0x21 || properties != 1 || at[0] > 39)
+            return true;
+        const sqfs_u64 dictionary = (sqfs_u64)(2 | (at[0] & 1)) << (at[0] / 2 + 11);
+        return dictionary > dictionary_limit;
+    }
+    return false;
+}
+
+/* Whether the kernel's xz decoder refuses the stream `in` (xz file format 1.0) that liblzma reads:
+ * a check other than CRC32 or none (the kernel verifies no other), or a block it refuses. The blocks
+ * are found from the index, which the footer at the stream's end points to. False when `in` is not
+ * such a stream, whole; liblzma then says what is wrong with it. */
+static bool lc_xz_refused(const sqfs_u8 *in, sqfs_u32 size, sqfs_u64 dictionary_limit)
+{
+    static const sqfs_u8 magic[6] = {0xFD, '7', 'z', 'X', 'Z', 0x00};
+    if (size < 24 || memcmp(in, magic, sizeof(magic)) != 0)
+        return false;
+    const sqfs_u8 check = in[7] & 0x0F;
+    if (check > 0x01)
+        return true;
+    const sqfs_u8 *footer = in + size - 12;
+    if (footer[10] != 'Y' || footer[11] != 'Z')
+        return false;
+    const sqfs_u64 backward =
+        ((sqfs_u64)(footer[4] | footer[5] << 8 | footer[6] << 16 | (sqfs_u32)footer[7] << 24) + 1) * 4;
+    if (backward > (sqfs_u64)(footer - in) - 12)
+        return false;
+    const sqfs_u8 *at = footer - backward;
+    sqfs_u64 blocks = 0;
+    if (*at++ != 0x00 || !lc_xz_number(&at, footer, &blocks))
+        return false;
+    const sqfs_u8 *block = in + 12;
+    const sqfs_u32 check_bytes = check == 0x01 ? 4 : 0;
+    for (sqfs_u64 number = 0; number < blocks; ++number) {
+        sqfs_u64 unpadded = 0;
+        sqfs_u64 uncompressed = 0;
+        if (!lc_xz_number(&at, footer, &unpadded) || !lc_xz_number(&at, footer, &uncompressed))
+            return false;
+        if (lc_xz_block_refused(block, footer - backward, dictionary_limit))
+            return true;
+        const sqfs_u64 padded = (unpadded + 3) / 4 * 4;
+        if (unpadded < check_bytes || padded > (sqfs_u64)(footer - backward - block))
+            return false;
+        block += padded;
+    }
+    return false;
+}
+
+/* A decompressor that refuses, before the library it wraps reads them, the blocks the kernel's
+ * decoder for the same compressor would not read as that library does. */
 typedef struct {
     sqfs_compressor_t base;
-    sqfs_compressor_t *zstd;
-    sqfs_u64 window_limit;
-} lc_kernel_zstd_t;
+    sqfs_compressor_t *inner;
+    sqfs_u16 id;
+    /* zstd: the largest window; xz: the largest dictionary. */
+    sqfs_u64 limit;
+} lc_kernel_decoder_t;
 
-static void lc_kernel_zstd_destroy(sqfs_object_t *object)
+static void lc_kernel_decoder_destroy(sqfs_object_t *object)
 {
-    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)object;
-    sqfs_destroy(self->zstd);
+    lc_kernel_decoder_t *self = (lc_kernel_decoder_t *)object;
+    sqfs_destroy(self->inner);
     free(self);
 }
 
-static void lc_kernel_zstd_configuration(const sqfs_compressor_t *cmp, sqfs_compressor_config_t *cfg)
+static void lc_kernel_decoder_configuration(const sqfs_compressor_t *cmp, sqfs_compressor_config_t *cfg)
 {
-    const lc_kernel_zstd_t *self = (const lc_kernel_zstd_t *)cmp;
-    self->zstd->get_configuration(self->zstd, cfg);
+    const lc_kernel_decoder_t *self = (const lc_kernel_decoder_t *)cmp;
+    self->inner->get_configuration(self->inner, cfg);
 }
 
-static int lc_kernel_zstd_write_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
+static int lc_kernel_decoder_write_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
 {
-    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
-    return self->zstd->write_options(self->zstd, file);
+    lc_kernel_decoder_t *self = (lc_kernel_decoder_t *)cmp;
+    return self->inner->write_options(self->inner, file);
 }
 
-static int lc_kernel_zstd_read_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
+static int lc_kernel_decoder_read_options(sqfs_compressor_t *cmp, sqfs_file_t *file)
 {
-    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
-    return self->zstd->read_options(self->zstd, file);
+    lc_kernel_decoder_t *self = (lc_kernel_decoder_t *)cmp;
+    return self->inner->read_options(self->inner, file);
 }
 
-static sqfs_s32 lc_kernel_zstd_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out,
-                                     sqfs_u32 outsize)
+static sqfs_s32 lc_kernel_decoder_block(sqfs_compressor_t *cmp, const sqfs_u8 *in, sqfs_u32 size, sqfs_u8 *out,
+                                        sqfs_u32 outsize)
 {
-    lc_kernel_zstd_t *self = (lc_kernel_zstd_t *)cmp;
-    sqfs_u64 window = 0;
-    sqfs_u64 length = 0;
-    /* The kernel's decoder holds a window of the block size, and stops at the first frame's end;
-     * libzstd goes on into any frame after it. */
-    if (lc_zstd_frame(in, size, &window, &length) && (window > self->window_limit || length != size))
+    lc_kernel_decoder_t *self = (lc_kernel_decoder_t *)cmp;
+    if (self->id == SQFS_COMP_ZSTD) {
+        sqfs_u64 window = 0;
+        sqfs_u64 length = 0;
+        /* The kernel's decoder holds a window of the block size, and stops at the first frame's
+         * end; libzstd goes on into any frame after it. */
+        if (lc_zstd_frame(in, size, &window, &length) && (window > self->limit || length != size))
+            return SQFS_ERROR_COMPRESSOR;
+    } else if (self->id == SQFS_COMP_XZ && lc_xz_refused(in, size, self->limit)) {
         return SQFS_ERROR_COMPRESSOR;
-    return self->zstd->do_block(self->zstd, in, size, out, outsize);
+    }
+    return self->inner->do_block(self->inner, in, size, out, outsize);
 }
 
-sqfs_compressor_t *lc_sqfs_kernel_zstd(sqfs_compressor_t *zstd, sqfs_u32 block_size)
+sqfs_compressor_t *lc_sqfs_kernel_decoder(sqfs_compressor_t *decoder, sqfs_u32 block_size)
 {
-    lc_kernel_zstd_t *self = calloc(1, sizeof(*self));
+    sqfs_compressor_config_t config;
+    decoder->get_configuration(decoder, &config);
+    if (config.id != SQFS_COMP_ZSTD && config.id != SQFS_COMP_XZ)
+        return decoder;
+    lc_kernel_decoder_t *self = calloc(1, sizeof(*self));
     if (self == NULL) {
-        sqfs_destroy(zstd);
+        sqfs_destroy(decoder);
         return NULL;
     }
-    self->base.base.destroy = lc_kernel_zstd_destroy;
-    self->base.get_configuration = lc_kernel_zstd_configuration;
-    self->base.write_options = lc_kernel_zstd_write_options;
-    self->base.read_options = lc_kernel_zstd_read_options;
-    self->base.do_block = lc_kernel_zstd_block;
-    self->zstd = zstd;
-    self->window_limit = block_size > 8192 ? block_size : 8192;
+    self->base.base.destroy = lc_kernel_decoder_destroy;
+    self->base.get_configuration = lc_kernel_decoder_configuration;
+    self->base.write_options = lc_kernel_decoder_write_options;
+    self->base.read_options = lc_kernel_decoder_read_options;
+    self->base.do_block = lc_kernel_decoder_block;
+    self->inner = decoder;
+    self->id = config.id;
+    /* The kernel sizes both by the block size, or for xz by the dictionary the image's options
+     * name, and never below a metadata block's 8 KiB. */
+    const sqfs_u64 limit = config.id == SQFS_COMP_XZ ? config.opt.xz.dict_size : block_size;
+    self->limit = limit > 8192 ? limit : 8192;
     return (sqfs_compressor_t *)self;
 }

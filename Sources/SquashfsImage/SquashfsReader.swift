@@ -57,17 +57,21 @@ public final class SquashfsReader {
             sqfs_destroy(file)
             throw SquashfsError("read \(image): a damaged image: \(problem)", SQFS_ERROR_CORRUPTED.rawValue)
         }
+        // libsquashfs reads lzma, which Linux has never mounted (it says so): an image that `diff`
+        // would read and the machine it is staged for could not.
+        if superblock.pointee.compression_id == SQFS_COMP_LZMA.rawValue {
+            superblock.deallocate()
+            sqfs_destroy(file)
+            throw SquashfsError(
+                "read \(image): it is compressed with lzma, which the kernel does not read (xz, zstd, gzip, lz4 and lzo it does)",
+                SQFS_ERROR_UNSUPPORTED.rawValue)
+        }
         var config = sqfs_compressor_config_t()
         status = sqfs_compressor_config_init(
             &config, SQFS_COMPRESSOR(UInt32(superblock.pointee.compression_id)), Int(superblock.pointee.block_size),
             UInt16(SQFS_COMP_FLAG_UNCOMPRESS.rawValue))
         var created: UnsafeMutablePointer<sqfs_compressor_t>?
         if status == 0 { status = sqfs_compressor_create(&config, &created) }
-        // The kernel decodes zstd with a window of at most the block size; libzstd with far more.
-        if status == 0, let zstd = created, config.id == SQFS_COMP_ZSTD.rawValue {
-            created = lc_sqfs_kernel_zstd(zstd, superblock.pointee.block_size)
-            if created == nil { status = SQFS_ERROR_ALLOC.rawValue }
-        }
         guard status == 0, let compressor = created else {
             superblock.deallocate()
             sqfs_destroy(file)
@@ -81,6 +85,13 @@ public final class SquashfsReader {
                 sqfs_destroy(file)
                 throw SquashfsError("read the compressor options of \(image)", status)
             }
+        }
+        // Blocks the kernel's decoder reads otherwise than the library's (zstd, xz) are refused;
+        // wrapped after the options are read, which say how large an xz dictionary may be.
+        guard let compressor = lc_sqfs_kernel_decoder(compressor, superblock.pointee.block_size) else {
+            superblock.deallocate()
+            sqfs_destroy(file)
+            throw SquashfsError("open the decompressor of \(image)", SQFS_ERROR_ALLOC.rawValue)
         }
         guard let directories = sqfs_dir_reader_create(superblock, compressor, file, 0) else {
             sqfs_destroy(compressor)

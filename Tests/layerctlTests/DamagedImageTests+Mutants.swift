@@ -180,31 +180,25 @@ extension DamagedImageTests {
         var index = image
         set32(&index, try inode("libsmall.so") + 20, 5)
         cases.append(("/usr/lib/libsmall.so has its tail in fragment block 5 of 1", index))
-        // A zstd image's first inode block, its frame's header rewritten in place (the same length:
-        // a window descriptor and an empty dictionary id where the content's size was) to ask for a
-        // window of 256 KiB: libzstd decodes it, the kernel's decoder holds no more than the block
-        // size. A window of exactly the block size is read alike by both.
-        let zstdPath = try Harness.temporaryDirectory("kernel-otherwise") + "/zstd.squashfs"
-        let zstdMade = try KernelMount.run(
-            "/usr/bin/mksquashfs",
-            [source, zstdPath, "-comp", "zstd", "-b", "131072", "-quiet", "-no-progress", "-mkfs-time", "0"])
-        #expect(zstdMade.status == 0, "\(zstdMade.output)")
-        let zstd = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: zstdPath))))
-        let frame = zstd.inodeTable + 2
-        // The magic, then a single segment whose content size takes 2 bytes.
-        try #require(Array(zstd.bytes[frame..<frame + 5]) == [0x28, 0xB5, 0x2F, 0xFD, 0x60], "a frame as zstd writes it")
-        func window(_ descriptor: UInt8) -> Image {
-            var mutant = zstd
-            mutant.bytes.replaceSubrange(frame + 4..<frame + 7, with: [0x01, descriptor, 0x00])
-            return mutant
+        let decoders = try decoderCases(of: source)
+        cases += decoders.refused
+        for (what, alike) in decoders.alike {
+            let written = try Harness.temporaryDirectory("kernel-otherwise") + "/alike.squashfs"
+            try Data(alike.bytes).write(to: URL(fileURLWithPath: written))
+            let same = try KernelMount.run(Harness.executable, ["diff", written, source])
+            #expect(same.status == 0, "\(what): \(same.output)")
+            #expect(try kernelDisagreement(written, with: source) == nil, "\(what)")
         }
-        cases.append(("a block does not decompress", window(0x40)))
-        cases.append(("a block does not decompress", try twoFrames(of: source)))
-        let boundary = try Harness.temporaryDirectory("kernel-otherwise") + "/window.squashfs"
-        try Data(window(0x38).bytes).write(to: URL(fileURLWithPath: boundary))
-        let same = try KernelMount.run(Harness.executable, ["diff", boundary, source])
-        #expect(same.status == 0, "a window of the block size: \(same.output)")
-        #expect(try kernelDisagreement(boundary, with: source) == nil, "a window of the block size")
+        // An image compressed with lzma, which libsquashfs reads and Linux has never mounted.
+        let lzma = try Harness.temporaryDirectory("kernel-otherwise") + "/lzma.squashfs"
+        let lzmaMade = try KernelMount.run(
+            "/usr/bin/mksquashfs", [source, lzma, "-comp", "lzma", "-quiet", "-no-progress", "-mkfs-time", "0"])
+        #expect(lzmaMade.status == 0, "\(lzmaMade.output)")
+        cases.append(
+            (
+                "it is compressed with lzma, which the kernel does not read",
+                Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: lzma))))
+            ))
         var cut = image
         cut.bytes = Array(image.bytes.prefix(used + 10))
         #expect(used % 1024 != 0 && used % 1024 + 10 < 1024, "the image's end lies inside a block of 1 KiB")
@@ -237,23 +231,27 @@ extension DamagedImageTests {
         }
     }
 
-    /// A zstd image of `source` whose inode table, one block, is made two frames, each of half its
-    /// bytes: libzstd decodes both, the kernel's decoder stops at the first frame's end, so it
-    /// cannot read the inodes in the second (the root's among them). The tables after the block
-    /// move by what it grew, and the indexes that point into them with them (the image has no
-    /// attributes and no export table, whose tables would move too).
-    func twoFrames(of source: String) throws -> Image {
-        let folder = try Harness.temporaryDirectory("two-frames")
+    /// An image of `source` made by mksquashfs with `options` (and no export table, whose table
+    /// would move too) whose inode table, one block, is remade: `remake` gets the
+    /// block's bytes, uncompressed by `uncompress`, and a function that runs a shell command on
+    /// bytes (the file holding them its last argument) and returns what it writes. The tables after
+    /// the block move by what it grew, and the indexes that point into them with them.
+    func remadeInodeBlock(
+        of source: String, _ options: [String], uncompress: String,
+        _ remake: ([UInt8], (String, [UInt8]) throws -> [UInt8]) throws -> [UInt8]
+    ) throws -> Image {
+        let folder = try Harness.temporaryDirectory("remade-block")
         let path = folder + "/image.squashfs"
         let made = try KernelMount.run(
             "/usr/bin/mksquashfs",
-            [source, path, "-comp", "zstd", "-no-xattrs", "-no-exports", "-quiet", "-no-progress", "-mkfs-time", "0"])
+            [source, path, "-no-exports", "-quiet", "-no-progress", "-mkfs-time", "0"] + options)
         #expect(made.status == 0, "\(made.output)")
         var image = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: path))))
-        func zstd(_ arguments: [String], _ bytes: [UInt8]) throws -> [UInt8] {
+        // From a file, so that a zstd frame names its size and holds one segment, as a writer's do.
+        func run(_ command: String, _ bytes: [UInt8]) throws -> [UInt8] {
             try Data(bytes).write(to: URL(fileURLWithPath: folder + "/in"))
-            let result = try KernelMount.run("/usr/bin/zstd", arguments + ["-q", "-f", folder + "/in", "-o", folder + "/out"])
-            #expect(result.status == 0, "zstd: \(result.output)")
+            let result = try KernelMount.run("/bin/sh", ["-c", "\(command) '\(folder)/in' > '\(folder)/out'"])
+            #expect(result.status == 0, "\(command): \(result.output)")
             return [UInt8](try #require(FileManager.default.contents(atPath: folder + "/out")))
         }
         func add(_ at: Int, _ delta: Int) {
@@ -264,20 +262,89 @@ extension DamagedImageTests {
         let header = image.u16(start)
         let length = header & 0x7FFF
         try #require(header & 0x8000 == 0 && start + 2 + length == image.directoryTable, "one compressed inode block")
-        let content = try zstd(["-d"], Array(image.bytes[start + 2..<start + 2 + length]))
-        let half = content.count / 2
-        // From a file, so each frame names its size and holds one segment, as a writer's do.
-        let frames = try zstd(["--no-check"], Array(content[..<half])) + zstd(["--no-check"], Array(content[half...]))
-        let delta = frames.count - length
+        let block = try remake(try run(uncompress, Array(image.bytes[start + 2..<start + 2 + length])), run)
+        let delta = block.count - length
         image.bytes =
-            Array(image.bytes[..<start]) + [UInt8(frames.count & 0xFF), UInt8(frames.count >> 8)] + frames
+            Array(image.bytes[..<start]) + [UInt8(block.count & 0xFF), UInt8(block.count >> 8)] + block
             + Array(image.bytes[image.directoryTable..<image.u64(40)])
-        // bytes_used, the id, directory and fragment tables' starts; then the indexes.
-        for at in [40, 48, 72, 80] { add(at, delta) }
-        for block in 0..<(image.u32(16) + 511) / 512 { add(image.u64(80) + 8 * block, delta) }
-        for block in 0..<(image.u16(26) + 2047) / 2048 { add(image.u64(48) + 8 * block, delta) }
+        // bytes_used, the id, xattr id, directory and fragment tables' starts; then the indexes, and
+        // where the attributes' own table starts, which heads the xattr id table.
+        for at in [40, 48, 56, 72, 80] { add(at, delta) }
+        for index in 0..<(image.u32(16) + 511) / 512 { add(image.u64(80) + 8 * index, delta) }
+        for index in 0..<(image.u16(26) + 2047) / 2048 { add(image.u64(48) + 8 * index, delta) }
+        let attributes = image.u64(56)
+        add(attributes, delta)
+        for index in 0..<(image.u32(attributes + 8) * 16 + 8191) / 8192 { add(attributes + 16 + 8 * index, delta) }
         image.bytes += [UInt8](repeating: 0, count: (4096 - image.bytes.count % 4096) % 4096)
         return image
+    }
+
+    /// The blocks of compressed images that the kernel's decoder reads otherwise than the library's,
+    /// each from mksquashfs's image with its inode block remade, with what `diff` says of it; and
+    /// remade blocks both read alike, which must stay the same.
+    func decoderCases(of source: String) throws -> (refused: [(String, Image)], alike: [(String, Image)]) {
+        let undecodable = "a block does not decompress"
+        let zstd = ["-comp", "zstd", "-b", "131072"]
+        let xz = ["-comp", "xz", "-b", "131072"]
+        func xzStream(_ options: String) -> ([UInt8], (String, [UInt8]) throws -> [UInt8]) throws -> [UInt8] {
+            { content, run in try run("xz -q -c --format=xz \(options)", content) }
+        }
+        let refused: [(String, Image)] = [
+            // Two frames, each of half the block: libzstd decodes both, the kernel stops at the
+            // first, and cannot read the inodes in the second (the root's among them).
+            (
+                undecodable,
+                try remadeInodeBlock(of: source, zstd, uncompress: "zstd -q -d -c") { content, run in
+                    let half = content.count / 2
+                    return try run("zstd -q -c --no-check", Array(content[..<half]))
+                        + run("zstd -q -c --no-check", Array(content[half...]))
+                }
+            ),
+            // A dictionary larger than the block size, which is all the kernel's decoder holds.
+            (
+                undecodable,
+                try remadeInodeBlock(of: source, xz, uncompress: "xz -q -d -c", xzStream("--check=crc32 --lzma2=dict=256KiB"))
+            ),
+            // Or than the image's options name.
+            (
+                undecodable,
+                try remadeInodeBlock(
+                    of: source, xz + ["-Xdict-size", "32768"], uncompress: "xz -q -d -c",
+                    xzStream("--check=crc32 --lzma2=dict=64KiB"))
+            ),
+            // A check the kernel does not verify, and a filter it does not have.
+            (
+                undecodable,
+                try remadeInodeBlock(of: source, xz, uncompress: "xz -q -d -c", xzStream("--check=crc64 --lzma2=dict=128KiB"))
+            ),
+            (
+                undecodable,
+                try remadeInodeBlock(
+                    of: source, xz, uncompress: "xz -q -d -c", xzStream("--check=crc32 --delta=dist=1 --lzma2=dict=128KiB"))
+            ),
+        ]
+        let alike: [(String, Image)] = [
+            // A frame whose window is the block size, with no content size.
+            (
+                "a zstd window of the block size",
+                try remadeInodeBlock(of: source, zstd, uncompress: "zstd -q -d -c") { content, run in
+                    // The frame's header rewritten in place: a window descriptor for 128 KiB and an
+                    // empty dictionary id where the content's 2-byte size was.
+                    var frame = try run("zstd -q -c --no-check", content)
+                    try #require(Array(frame[0..<5]) == [0x28, 0xB5, 0x2F, 0xFD, 0x60], "a frame as zstd writes it")
+                    frame.replaceSubrange(4..<7, with: [0x01, 0x38, 0x00])
+                    return frame
+                }
+            ),
+            // The dictionary of the block size, an x86 filter first, in three blocks.
+            (
+                "an xz stream of three blocks, a BCJ filter and a dictionary of the block size",
+                try remadeInodeBlock(
+                    of: source, xz, uncompress: "xz -q -d -c",
+                    xzStream("--check=crc32 --block-size=300 --x86 --lzma2=dict=128KiB"))
+            ),
+        ]
+        return (refused, alike)
     }
 
     /// How the kernel reads the image at `path` otherwise than the tree at `source`: it does not

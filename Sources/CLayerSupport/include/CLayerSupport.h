@@ -200,14 +200,17 @@ sqfs_inode_generic_t *lc_sqfs_special_inode(int type, sqfs_u32 nlink, sqfs_u32 d
 /// member that depends on the inode type.
 int lc_sqfs_set_link_count(sqfs_inode_generic_t *inode, sqfs_u32 nlink);
 
-/// A zstd decompressor for reading an image of `block_size` blocks that takes `zstd` (which it
-/// owns from then on) and refuses, as a block that does not decompress, what the kernel's decoder
-/// reads otherwise: a frame whose window is larger than it holds, max(`block_size`, 8 KiB) (libzstd
-/// takes up to 128 MiB), and a block that goes on past its first frame (the kernel stops there,
-/// libzstd decodes the next frame too). Either read as written for `diff` and not, or not all, for
-/// the booted system. NULL, `zstd` destroyed, when out of memory. Exists because libsquashfs offers no hook into a
-/// decompressor but its function table, and its objects are C structs.
-sqfs_compressor_t *lc_sqfs_kernel_zstd(sqfs_compressor_t *zstd, sqfs_u32 block_size);
+/// `decoder` (which it owns from then on), for reading an image of `block_size` blocks, made to
+/// refuse as a block that does not decompress what the kernel's decoder for its compressor reads
+/// otherwise. zstd: a frame whose window is larger than the kernel's decoder holds, max(`block_size`,
+/// 8 KiB) (libzstd takes up to 128 MiB), or a block that goes on past its first frame (the kernel
+/// stops there, libzstd decodes the next frame too). xz: a check other than CRC32 or none, a filter
+/// chain other than one BCJ filter and LZMA2, or a dictionary larger than the image's (its options'
+/// or its block size) (liblzma takes them all). Either read as written for `diff` and not, or not
+/// all, for the booted system. Other compressors' decoders come back as they are; NULL, `decoder`
+/// destroyed, when out of memory. Exists because libsquashfs offers no hook into a decompressor but
+/// its function table, and its objects are C structs.
+sqfs_compressor_t *lc_sqfs_kernel_decoder(sqfs_compressor_t *decoder, sqfs_u32 block_size);
 
 /// The type-specific payload of an inode (a symlink's target, a file's block sizes). Exists
 /// because it is a flexible array member, which Swift cannot address.
