@@ -40,6 +40,10 @@ public final class DiffSide {
             let image: ImageTree
             do { image = try ImageTree(image: operand) } catch let error as RefusedInput {
                 throw error
+            } catch where errorCode(of: error) != .input {
+                // A damaged image, or the system's failure: the reader's line names the image and
+                // says what is wrong, as `stage` and `vm` say it.
+                throw error
             } catch {
                 throw DiffError(
                     "\(operand) is neither a folder nor a squashfs image this reader can read (\(error))",

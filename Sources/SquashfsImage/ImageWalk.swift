@@ -37,9 +37,7 @@ struct ImageWalk {
     }
 
     /// A damaged image: one line that names it and what is wrong.
-    private func damaged(_ what: String) -> SquashfsError {
-        SquashfsError("read \(reader.image): a damaged image: \(what)", SQFS_ERROR_CORRUPTED.rawValue)
-    }
+    private func damaged(_ what: String) -> ImageRefusal { .damaged(reader.image, what) }
 
     mutating func run() throws {
         let image = reader.image

@@ -66,6 +66,23 @@ public struct SquashfsError: LayerError {
     }
 }
 
+/// An image refused for what the reader found in it, not for a libsquashfs call that failed: one
+/// line that names the image and says what is wrong.
+public struct ImageRefusal: LayerError {
+    public let code: ErrorCode
+    public let message: String
+
+    /// An image that breaks the format, or that the kernel would read otherwise.
+    static func damaged(_ image: String, _ what: String) -> ImageRefusal {
+        ImageRefusal(code: .damaged, message: "read \(image): a damaged image: \(what)")
+    }
+
+    /// An image in a format the kernel does not read at all.
+    static func unreadable(_ image: String, _ why: String) -> ImageRefusal {
+        ImageRefusal(code: .damaged, message: "read \(image): \(why)")
+    }
+}
+
 /// Runs a libsquashfs call that returns 0 or a negative `SQFS_ERROR`.
 func sqfs(_ operation: @autoclosure () -> String, _ call: () -> Int32) throws {
     let status = call()

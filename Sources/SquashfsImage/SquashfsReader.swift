@@ -55,16 +55,15 @@ public final class SquashfsReader {
         if let problem = layout.problem() {
             superblock.deallocate()
             sqfs_destroy(file)
-            throw SquashfsError("read \(image): a damaged image: \(problem)", SQFS_ERROR_CORRUPTED.rawValue)
+            throw ImageRefusal.damaged(image, problem)
         }
         // libsquashfs reads lzma, which Linux has never mounted (it says so): an image that `diff`
         // would read and the machine it is staged for could not.
         if superblock.pointee.compression_id == SQFS_COMP_LZMA.rawValue {
             superblock.deallocate()
             sqfs_destroy(file)
-            throw SquashfsError(
-                "read \(image): it is compressed with lzma, which the kernel does not read (xz, zstd, gzip, lz4 and lzo it does)",
-                SQFS_ERROR_UNSUPPORTED.rawValue)
+            throw ImageRefusal.unreadable(
+                image, "it is compressed with lzma, which the kernel does not read (xz, zstd, gzip, lz4 and lzo it does)")
         }
         var config = sqfs_compressor_config_t()
         status = sqfs_compressor_config_init(
