@@ -109,7 +109,9 @@ struct ImageWalk {
                 var reference: UInt64 = 0
                 let status = sqfs_meta_reader_readdir(directoryTable, &state, &dirent, &number, &reference)
                 if status > 0 { break }
-                guard status == 0, let dirent else { throw SquashfsError("list \(path) in \(image)", status, reading: true) }
+                guard status == 0, let dirent else {
+                    throw SquashfsError("list \(path) in \(image)", status, reading: true)
+                }
                 defer { sqfs_free(dirent) }
                 unread = (state.entries, state.current.size)
                 let name = Array(
@@ -234,7 +236,8 @@ struct ImageWalk {
                 let onDisk = size & ~(UInt32(1) << 24)
                 guard onDisk <= blockSize else {
                     throw damaged(
-                        "\(path()) lists a data block of \(onDisk) bytes, more than the image's block size of \(blockSize)")
+                        "\(path()) lists a data block of \(onDisk) bytes, more than the image's block size of \(blockSize)"
+                    )
                 }
                 stored += UInt64(onDisk)
             }
@@ -252,7 +255,9 @@ struct ImageWalk {
         guard index != 0xFFFF_FFFF else { return }
         if !fragmentsRead { try readFragments() }
         guard Int(index) < fragments.count else {
-            throw damaged("\(path()) has its tail in fragment block \(index) of \(fragments.count)")
+            throw damaged(
+                "\(path()) has its tail in fragment block \(index), of \(counted(fragments.count, "block")) in the image"
+            )
         }
         let fragment = fragments[Int(index)]
         let onDisk = fragment.size & ~(UInt32(1) << 24)

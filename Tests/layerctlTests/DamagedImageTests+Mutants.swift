@@ -179,7 +179,7 @@ extension DamagedImageTests {
         // common 16 bytes and where its blocks start.
         var index = image
         set32(&index, try inode("libsmall.so") + 20, 5)
-        cases.append(("/usr/lib/libsmall.so has its tail in fragment block 5 of 1", index))
+        cases.append(("/usr/lib/libsmall.so has its tail in fragment block 5, of 1 block in the image", index))
         let decoders = try decoderCases(of: source)
         cases += decoders.refused
         for (what, alike) in decoders.alike {
