@@ -4,10 +4,11 @@ import Glibc
 import Testing
 
 /// Random damage, beyond the cases above: an image is a file anyone may hand over (`stage FILE`,
-/// `vm FILE`, `diff A B`), and `diff` reads all of it. Mutants of two images of a tree with every
+/// `vm FILE`, `diff A B`), and `diff` reads all of it. Mutants of three images of a tree with every
 /// kind of entry (files of several blocks, fragments, hard links whose names sort either way, a
 /// symlink, a FIFO, a device, extended attributes, an empty folder), one with its metadata stored
-/// uncompressed so that a change lands on a field, one compressed with zstd as layerctl writes:
+/// uncompressed so that a change lands on a field, one compressed with zstd as layerctl writes, one
+/// with xz as archiso does (each compressor's blocks go through the kernel-decoder checks):
 /// bytes set at random or to values that break arithmetic (in the superblock, the tables, anywhere),
 /// the file cut short. Whatever a mutant is, `diff` against the tree ends of itself within a minute,
 /// not by a signal: the same (exit 0) only where the kernel reads the image as the tree too,
@@ -70,13 +71,14 @@ extension DamagedImageTests {
     }
 
     @Test(
-        "random mutants of images, metadata stored plain and zstd: diff ends of itself, the same only where the kernel agrees, or one line"
+        "random mutants of images, metadata stored plain, zstd and xz: diff ends of itself, the same only where the kernel agrees, or one line"
     )
     func randomMutants() throws {
         let source = try makeTree()
         let folder = try Harness.temporaryDirectory("mutant-images")
         var outcomes: [String: Int] = [:]
-        for (form, options) in [("plain", ["-noI", "-noD", "-noF", "-noX"]), ("zstd", ["-comp", "zstd"])] {
+        let forms = [("plain", ["-noI", "-noD", "-noF", "-noX"]), ("zstd", ["-comp", "zstd"]), ("xz", ["-comp", "xz"])]
+        for (form, options) in forms {
             let path = folder + "/\(form).squashfs"
             let made = try KernelMount.run(
                 "/usr/bin/mksquashfs",
@@ -84,7 +86,7 @@ extension DamagedImageTests {
             #expect(made.status == 0, "\(made.output)")
             #expect(try kernelDisagreement(path, with: source) == nil, "\(form) as made")
             let image = Image(bytes: [UInt8](try #require(FileManager.default.contents(atPath: path))))
-            var random = MutationTests.Random(state: form == "plain" ? 7 : 8)
+            var random = MutationTests.Random(state: ["plain": 7, "zstd": 8, "xz": 9][form] ?? 0)
             for number in 0..<Self.mutants {
                 let mutant = Self.damage(image, &random)
                 let mutantPath = folder + "/mutant.squashfs"
