@@ -73,9 +73,9 @@ public struct VirtualMachine: Sendable {
     /// An image file (no `name`) is anyone's, so it is read whole first, as `stage` and `diff` read
     /// it: damage is one line here rather than a boot that fails on the guest's screen.
     public func prepare(scratch: String) throws -> (kernel: String, initrd: String, source: String) {
-        if name == nil { _ = try ImageTree(image: image) }
+        let walked = name == nil ? try ImageTree(image: image) : nil
         if let kernel, let initrd { return (kernel, initrd, "\(kernel) and \(initrd)") }
-        let reader = try SquashfsReader(image: image)
+        let reader = try walked?.reader ?? SquashfsReader(image: image)
         guard let found = try reader.bootFiles() else { throw Self.noBootFiles(name ?? image) }
         let chosen = (kernel: kernel ?? scratch + "/vmlinuz", initrd: initrd ?? scratch + "/initrd.img")
         if kernel == nil { try reader.copy(found.kernel, to: chosen.kernel) }

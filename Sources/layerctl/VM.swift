@@ -47,7 +47,7 @@ extension LayerCtl {
 
         @Flag(
             help:
-                "Print the QEMU command instead of running it (for a layer, the files it names are removed when layerctl exits)."
+                "Print the QEMU command instead of running it. What it names in /var/tmp (a layer's export, the kernel and initramfs read out of the image) is removed when layerctl exits: for a command to keep, give an image file, --kernel and --initrd."
         )
         var printCommand = false
 

@@ -287,6 +287,29 @@ struct VMTests {
         #expect(result.stdout.contains("-kernel /k -initrd /i"), "\(result.stdout)")
     }
 
+    /// An image file is read whole first, and its /boot is then read by the same reader.
+    @Test("vm IMAGE takes the kernel and initramfs out of the image file's /boot, and they are gone when it ends")
+    func bootFilesOfImageFile() throws {
+        let folder = try Harness.temporaryDirectory("vm-file")
+        try FileManager.default.createDirectory(atPath: folder + "/src/boot", withIntermediateDirectories: true)
+        let kernel = Data((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        try kernel.write(to: URL(fileURLWithPath: folder + "/src/boot/vmlinuz-linux"))
+        try Data(repeating: 0x5A, count: 70_000).write(
+            to: URL(fileURLWithPath: folder + "/src/boot/initramfs-linux.img"))
+        let image = folder + "/boot.squashfs"
+        let made = try Harness.run([folder + "/src", image, "-quiet", "-no-progress"], tool: "/usr/bin/mksquashfs")
+        #expect(made.status == 0, "\(made.stderr)")
+        let printed = try Harness.run(["vm", image, "--print-command", "--json"])
+        #expect(printed.status == 0, "\(printed.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(printed.stdout.utf8)) as? [String: Any]
+        let command = try #require(object?["command"] as? [String])
+        let kernelPath = try #require(command.firstIndex(of: "-kernel").map { command[$0 + 1] })
+        let initrdPath = try #require(command.firstIndex(of: "-initrd").map { command[$0 + 1] })
+        #expect(kernelPath.hasPrefix("/var/tmp/layerctl-vm-") && initrdPath.hasPrefix("/var/tmp/layerctl-vm-"))
+        #expect(
+            !FileManager.default.fileExists(atPath: kernelPath) && !FileManager.default.fileExists(atPath: initrdPath))
+    }
+
     /// QEMU reads `-drive file=NAME,…` as options: a comma in the image's name ended the name, and
     /// what followed was an option (`b,readonly=off.squashfs`).
     @Test("vm hands QEMU an image whose name holds commas and an option's words, and QEMU opens that file")
@@ -295,7 +318,8 @@ struct VMTests {
         let image = folder + "/b,readonly=off,if=ide.squashfs"
         try FileManager.default.copyItem(atPath: machine.image, toPath: image)
         let printed = try Harness.run([
-            "vm", image, "--print-command", "--json", "--kernel", BootMachine.kernelDirectory + "/vmlinuz", "--initrd", machine.dracutInitrd,
+            "vm", image, "--print-command", "--json", "--kernel", BootMachine.kernelDirectory + "/vmlinuz", "--initrd",
+            machine.dracutInitrd,
         ])
         #expect(printed.status == 0, "\(printed.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(printed.stdout.utf8)) as? [String: Any]
@@ -332,7 +356,8 @@ struct VMTests {
         let noKernel = try Harness.run(["vm", "gaming", "--store", machine.store, "--print-command"])
         #expect(noKernel.status == 3)
         // Named as the user named it: the export it was made into is a temporary file.
-        #expect(noKernel.stderr.hasPrefix("layerctl: gaming has no kernel and initramfs in /boot"), "\(noKernel.stderr)")
+        #expect(
+            noKernel.stderr.hasPrefix("layerctl: gaming has no kernel and initramfs in /boot"), "\(noKernel.stderr)")
         let unknown = try Harness.run(["vm", "no-such-layer", "--store", machine.store])
         #expect(unknown.status == 3)
         #expect(unknown.stderr.contains("no-such-layer"), "\(unknown.stderr)")
@@ -343,15 +368,20 @@ struct VMTests {
 
     /// A machine without QEMU: vm says what to install before it looks up, exports or pulls
     /// anything, and --print-command, which runs nothing, still prints the command.
-    @Test("vm on a machine without QEMU fails with one line naming the package, before anything else; --print-command still works")
+    @Test(
+        "vm on a machine without QEMU fails with one line naming the package, before anything else; --print-command still works"
+    )
     func withoutQEMU() throws {
         // QEMU hidden in a mount namespace of its own.
-        func vm(_ arguments: [String]) throws -> Harness.Result { try Harness.runWithout("qemu-system-x86_64", ["vm"] + arguments) }
+        func vm(_ arguments: [String]) throws -> Harness.Result {
+            try Harness.runWithout("qemu-system-x86_64", ["vm"] + arguments)
+        }
         // A layer that is not there: the check comes before the lookup, as before an export.
         let missing = try vm(["no-such-layer", "--store", machine.store])
         #expect(missing.status == 8, "\(missing.stderr)")
         #expect(
-            missing.stderr == "layerctl: qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)\n",
+            missing.stderr
+                == "layerctl: qemu-system-x86_64 is not installed (Debian: apt install qemu-system-x86; Arch: pacman -S qemu-base)\n",
             "\(missing.stderr)")
         let printed = try vm([machine.image, "--print-command"])
         #expect(printed.status == 0, "\(printed.stderr)")
