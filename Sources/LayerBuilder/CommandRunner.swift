@@ -14,11 +14,29 @@ struct CommandRunner {
         let pid: pid_t
         do {
             defer { close(writeEnd) }
-            pid = try spawn("/bin/sh", ["-c", command], environment: environment, stdoutFD: writeEnd, stderrFD: writeEnd)
-        } catch let error as SystemError where error.errno == ENOENT {
-            throw BuildFailure("the layer has no /bin/sh to run commands with; install a shell first", code: .input)
+            pid = try spawn(
+                "/bin/sh", ["-c", command], environment: environment, stdoutFD: writeEnd, stderrFD: writeEnd)
+        } catch let error as SystemError {
+            throw Self.unstartable(error)
         }
         return try stream(from: readEnd, until: pid)
+    }
+
+    /// Why the layer's `/bin/sh` did not start, as a failure the caller places at its command. The
+    /// layer's own files decide (a `files:` entry or a step that made /bin a file, or took the
+    /// shell's execute bits), so it is the layer file's to mend, but for a full pids cgroup.
+    static func unstartable(_ error: SystemError) -> BuildFailure {
+        switch error.errno {
+        case ENOENT:
+            return BuildFailure("the layer has no /bin/sh to run commands with; install a shell first", code: .input)
+        case EAGAIN:
+            return BuildFailure(
+                "the layer's /bin/sh could not be started: the build has as many processes as it may (--max-processes)")
+        default:
+            return BuildFailure(
+                "the layer's /bin/sh could not be started to run commands: \(String(cString: strerror(error.errno))); "
+                    + "its files or steps broke /bin/sh or the path to it", code: .input)
+        }
     }
 
     /// The longest line passed on whole. A longer one (binary output, a progress bar redrawn with
@@ -60,7 +78,9 @@ struct CommandRunner {
         func flushLines(final: Bool) {
             while true {
                 let start = pending.startIndex
-                if let newline = pending[(start + searched)...].firstIndex(of: 0x0A), newline - start <= Self.longestLine {
+                if let newline = pending[(start + searched)...].firstIndex(of: 0x0A),
+                    newline - start <= Self.longestLine
+                {
                     pass(newline - start, dropping: 1)
                 } else if pending.count >= Self.longestLine {
                     pass(Self.longestLine, dropping: 0)
@@ -95,7 +115,10 @@ struct CommandRunner {
                     continue
                 }
                 if n == 0 || (n < 0 && errno != EINTR) {
-                    if !exited { waitpid(pid, &status, 0); exited = true }
+                    if !exited {
+                        waitpid(pid, &status, 0)
+                        exited = true
+                    }
                     break
                 }
             } else if exited {

@@ -402,4 +402,38 @@ struct FailureTests {
             "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
     }
+
+    /// A shell the layer broke: `files:` made /bin (the filesystem package's link to usr/bin) a
+    /// file, or a step took the shell's execute bits. It said "layer.yaml: start /bin/sh failed:
+    /// Not a directory", at no line.
+    @Test(
+        "a run: command whose /bin/sh the layer broke fails at its line, saying why",
+        arguments: [
+            ("files:\n  - path: /bin\n    content: \"not a folder\\n\"\nrun:\n  - echo one", 12, "Not a directory"),
+            ("run:\n  - chmod 000 /usr/bin/busybox\n  - echo two", 10, "Permission denied"),
+        ])
+    func brokenShell(steps: String, line: Int, reason: String) throws {
+        let folder = try Harness.temporaryDirectory("broken-shell")
+        try """
+        from: scratch
+        arch: x86_64
+        repos:
+          - name: demo
+            servers: [\(Harness.demoOut)/repo/$repo]
+            siglevel: Optional TrustAll
+        packages: [filesystem, busybox]
+        \(steps)
+
+        """.write(toFile: folder + "/layer.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
+        #expect(result.status == 3, "\(result.stderr)")
+        let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(
+            labelled == [
+                "layerctl: \(folder)/layer.yaml:\(line):5: the layer's /bin/sh could not be started to run commands: "
+                    + "\(reason); its files or steps broke /bin/sh or the path to it"
+            ], "\(result.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
+    }
 }
