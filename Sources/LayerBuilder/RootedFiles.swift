@@ -14,12 +14,13 @@ struct RootedFiles {
     /// FIFO to write waits for a reader that never comes.
     func write(_ data: Data, to path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
         try entry(path) { rootFD, dirFD, name, existing in
-            if let existing, existing.st_mode & S_IFMT != S_IFREG, existing.st_mode & S_IFMT != S_IFDIR {
+            if let existing, existing.st_mode & S_IFMT == S_IFDIR { throw Self.folderThere(path, "a file") }
+            if let existing, existing.st_mode & S_IFMT != S_IFREG {
                 try sys("replace", path) { unlinkat(dirFD, name, 0) }
             }
             // O_NONBLOCK: should a FIFO come back meanwhile, the open fails instead of waiting.
             let fd = lc_open_in_root(rootFD, path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_NONBLOCK, mode_t(mode))
-            guard fd >= 0 else { throw SystemError("write", path) }
+            guard fd >= 0 else { throw Self.openFailure("write", path) }
             try write(data, to: fd, path: path, mode: mode, uid: uid, gid: gid)
         }
     }
@@ -29,7 +30,9 @@ struct RootedFiles {
     private func write(_ data: Data, to fd: Int32, path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw SystemError("write", path, errno: EINVAL) }
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            throw SystemError("write", path, errno: EINVAL)
+        }
         try data.withUnsafeBytes { try FileSystem.writeAll(fd, $0, to: path) }
         try sys("change owner of", path) { fchown(fd, uid, gid) }
         try sys("change mode of", path) { fchmod(fd, mode_t(mode)) }
@@ -44,7 +47,7 @@ struct RootedFiles {
     func link(to target: String, at path: String, uid: uid_t, gid: gid_t) throws {
         try entry(path) { _, dirFD, name, existing in
             if let existing {
-                guard existing.st_mode & S_IFMT != S_IFDIR else { throw SystemError("make a link at", path, errno: EISDIR) }
+                guard existing.st_mode & S_IFMT != S_IFDIR else { throw Self.folderThere(path, "a link") }
                 try sys("replace", path) { unlinkat(dirFD, name, 0) }
             }
             try sys("make a link at", path) { symlinkat(target, dirFD, name) }
@@ -58,7 +61,9 @@ struct RootedFiles {
     func makeFolder(_ path: String, mode: UInt32, uid: uid_t, gid: gid_t) throws {
         try entry(path) { _, dirFD, name, existing in
             if let existing {
-                guard existing.st_mode & S_IFMT == S_IFDIR else { throw SystemError("make the folder", path, errno: EEXIST) }
+                guard existing.st_mode & S_IFMT == S_IFDIR else {
+                    throw BuildFailure("\(path) is in the layer already, and is no folder", code: .input)
+                }
                 return
             }
             try sys("create directory", path) { mkdirat(dirFD, name, mode_t(mode)) }
@@ -117,8 +122,23 @@ struct RootedFiles {
 
     private func openDirectory(_ path: String, rootFD: Int32) throws -> Int32 {
         let fd = lc_open_in_root(rootFD, path.isEmpty ? "/" : path, O_RDONLY | O_DIRECTORY, 0)
-        if fd < 0 { throw SystemError("open directory", path) }
+        if fd < 0 { throw Self.openFailure("open directory", path) }
         return fd
+    }
+
+    /// What a failed open of `path` in the root says. The root's own mounts (`/run`, `/tmp`, `/dev`,
+    /// `/proc`, `/sys`, pacman's sync databases) are no part of the layer, and a path that reaches
+    /// one, through a symlink such as the filesystem package's `/var/run`, is refused with EXDEV.
+    private static func openFailure(_ operation: String, _ path: String) -> any Error {
+        let error = errno
+        guard error == EXDEV else { return SystemError(operation, path, errno: error) }
+        return BuildFailure(
+            "\(path) leads out of the layer, onto a filesystem mounted for the build (such as /run or /tmp, which the "
+                + "running system fills); a layer's files go elsewhere", code: .input)
+    }
+
+    private static func folderThere(_ path: String, _ what: String) -> BuildFailure {
+        BuildFailure("\(path) is a folder in the layer, which \(what) cannot replace", code: .input)
     }
 
     private func makeParents(_ path: String, rootFD: Int32) throws {
