@@ -72,7 +72,7 @@ public struct ImagePush {
                 return noted
             }
             observer(ShareEvent(kind: .step, layer: record.name, detail: "compress"))
-            var writer = OCILayerWriter()
+            var writer = OCILayerWriter(layer: record.name)
             let path = scratch + "/" + layerKey
             let blob = try writer.write(try store.layerSource(layerKey, record: record), to: path, compression: compression)
             skipped += writer.skippedAttributes

@@ -65,7 +65,7 @@ public struct OCIImageLayout {
         try FileSystem.makeDirectories(blobs)
         var skipped: [String] = []
         let image = try OCIImage(store: store, key: key, architecture: architecture) { layerKey, record in
-            var writer = OCILayerWriter()
+            var writer = OCILayerWriter(layer: record.name)
             let scratch = blobs + "/layer-\(layerKey)"
             let blob = try writer.write(store.layerSource(layerKey, record: record), to: scratch, compression: compression)
             skipped += writer.skippedAttributes

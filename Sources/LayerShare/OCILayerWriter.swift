@@ -6,6 +6,23 @@ import LayerEntries
 import LayerExport
 import LayerSupport
 
+/// An entry of a layer that an OCI layer cannot carry: every reader of one takes a name that starts
+/// with `.wh.` for a whiteout (the spec has no way to write such a name otherwise), so a file
+/// `/etc/.wh.hostname` would come back from a registry as the removal of `/etc/hostname`.
+public struct NameMeansWhiteout: LayerError {
+    let layer: String?
+    let name: [UInt8]
+    public var code: ErrorCode { .input }
+    public var message: String {
+        let base = name.lastIndex(of: 0x2F).map { name.index(after: $0) } ?? name.startIndex
+        let hidden = Array(name[..<base]) + name[base...].dropFirst(Whiteout.prefix.count)
+        return
+            "\(layer.map { "layer \($0) holds " } ?? "")/\(RawPath.display(name)), which cannot go into an OCI layer: "
+            + "a name that starts with .wh. is a whiteout there, which every reader would take for the removal of "
+            + "/\(RawPath.display(hidden)); rename it in the layer"
+    }
+}
+
 /// Writes one layerctl layer as an OCI image layer: a pax tar of the layer's own entries (not the
 /// merged stack), through libarchive, then compressed. overlayfs's whiteouts become `.wh.NAME` and
 /// an opaque folder is followed by its `.wh..wh..opq`, as the OCI image spec says; owners are
@@ -15,8 +32,10 @@ public struct OCILayerWriter {
     /// Attributes left out, as "NAME on PATH", because tar readers would restore them under another
     /// name (see `TarWriter.carriesAttributeName`).
     public private(set) var skippedAttributes: [String] = []
+    /// The layer's name, for messages.
+    let layer: String?
 
-    public init() {}
+    public init(layer: String? = nil) { self.layer = layer }
 
     /// Writes the blob of `source` to `path` (and its tar beside it, removed afterwards).
     public mutating func write(_ source: any EntrySource, to path: String, compression: OCICompression) throws
@@ -40,7 +59,9 @@ public struct OCILayerWriter {
         guard let archive = archive_write_new() else { throw ArchiveError("create a tar writer for", path, nil) }
         defer { archive_write_free(archive) }
         try check(archive, "choose the pax format for", path) { archive_write_set_format_pax_restricted(archive) }
-        try check(archive, "choose binary names for", path) { archive_write_set_option(archive, "pax", "hdrcharset", "BINARY") }
+        try check(archive, "choose binary names for", path) {
+            archive_write_set_option(archive, "pax", "hdrcharset", "BINARY")
+        }
         try check(archive, "open", path) { archive_write_open_fd(archive, fd) }
         var firstNames: [UInt64: [UInt8]] = [:]
         let root = try source.root()
@@ -60,7 +81,8 @@ public struct OCILayerWriter {
         func enter(_ directory: SourceEntry, at prefix: [UInt8]) throws {
             if directory.isOpaque {
                 try writeMarker(
-                    (prefix.isEmpty ? [] : prefix + [0x2F]) + Whiteout.opaque, like: directory.entry, archive: archive, path: path)
+                    (prefix.isEmpty ? [] : prefix + [0x2F]) + Whiteout.opaque, like: directory.entry, archive: archive,
+                    path: path)
             }
             folders.append((try source.children(of: directory), 0, prefix))
         }
@@ -74,13 +96,15 @@ public struct OCILayerWriter {
             let child = folder.children[folder.next]
             let prefix = folder.prefix
             try PathLimit.check(
-                prefix.isEmpty ? 0 : prefix.count + 1, adding: child.entry.name, to: prefix.isEmpty ? [] : [0x2F] + prefix)
+                prefix.isEmpty ? 0 : prefix.count + 1, adding: child.entry.name,
+                to: prefix.isEmpty ? [] : [0x2F] + prefix)
             let name = prefix.isEmpty ? child.entry.name : prefix + [0x2F] + child.entry.name
             if child.isWhiteout {
                 let marker = (prefix.isEmpty ? [] : prefix + [0x2F]) + Whiteout.hiding(child.entry.name)
                 try writeMarker(marker, like: child.entry, archive: archive, path: path)
                 continue
             }
+            if child.entry.name.starts(with: Whiteout.prefix) { throw NameMeansWhiteout(layer: layer, name: name) }
             if child.entry.kind == .socket { continue }  // tar has no type for sockets
             var linkTo: [UInt8]?
             if let group = child.linkGroup {
@@ -92,7 +116,9 @@ public struct OCILayerWriter {
     }
 
     /// An empty file that stands for a whiteout or an opaque folder, with `entry`'s owner and time.
-    private mutating func writeMarker(_ name: [UInt8], like entry: MergedTree.Entry, archive: OpaquePointer, path: String) throws {
+    private mutating func writeMarker(
+        _ name: [UInt8], like entry: MergedTree.Entry, archive: OpaquePointer, path: String
+    ) throws {
         var marker = entry
         marker.kind = .regular
         marker.permissions = 0o600
@@ -129,7 +155,9 @@ public struct OCILayerWriter {
         case .gzip:
             try check(archive, "choose gzip for", path) { archive_write_add_filter_gzip(archive) }
             // No time in the gzip header: the same layer gives the same bytes.
-            try check(archive, "leave the time out of", path) { archive_write_set_filter_option(archive, "gzip", "timestamp", nil) }
+            try check(archive, "leave the time out of", path) {
+                archive_write_set_filter_option(archive, "gzip", "timestamp", nil)
+            }
         }
         // Whole blocks only at the end would pad the stream: write bytes as they come.
         try check(archive, "set the block size of", path) { archive_write_set_bytes_in_last_block(archive, 1) }

@@ -76,6 +76,40 @@ struct OCILayerTests {
         #expect(try TreeScan.scan("\(work)/bundle/rootfs").digest == TreeScan.scan("\(work)/dir").digest)
     }
 
+    /// OCI has no way to write a name that starts with `.wh.` but as a whiteout: such a file went
+    /// out as it was, and came back from a registry as the removal of the file it seems to name.
+    @Test("a layer with a file, a folder or a link named .wh.NAME is refused for OCI in one line, naming the layer and the entry")
+    func nameThatMeansWhiteout() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        let work = try Harness.temporaryDirectory("wh")
+        for (name, files, shown, hidden) in [
+            ("file", "  - path: /etc/.wh.hostname\n    content: x\n", "/etc/.wh.hostname", "/etc/hostname"),
+            ("link", "  - path: /.wh.usr\n    link: usr\n", "/.wh.usr", "/usr"),
+            ("bare", "  - path: /etc/.wh.\n    content: x\n", "/etc/.wh.", "/etc/"),
+        ] {
+            try "from: base\nfiles:\n\(files)".write(toFile: "\(layers)/\(name).yaml", atomically: false, encoding: .utf8)
+            #expect(try Harness.run(["build", "\(layers)/\(name).yaml", "--store", store]).status == 0)
+            let result = try Harness.run(["export", name, "--store", store, "-o", "\(work)/\(name)", "--format", "oci"])
+            #expect(result.status == 3, "\(name): \(result.stderr)")
+            #expect(
+                result.stderr == "layerctl: layer \(name) holds \(shown), which cannot go into an OCI layer: a name that "
+                    + "starts with .wh. is a whiteout there, which every reader would take for the removal of \(hidden); "
+                    + "rename it in the layer\n", "\(name)")
+            #expect(!FileManager.default.fileExists(atPath: "\(work)/\(name)"))
+        }
+        // A folder whose name starts so, made by a step: the same.
+        try "from: base\nrun:\n  - mkdir /opt/.wh.cache\n".write(toFile: "\(layers)/folder.yaml", atomically: false, encoding: .utf8)
+        #expect(try Harness.run(["build", "\(layers)/folder.yaml", "--store", store]).status == 0)
+        let folder = try Harness.run(["export", "folder", "--store", store, "-o", "\(work)/folder", "--format", "oci"])
+        #expect(folder.status == 3 && folder.stderr.contains("layer folder holds /opt/.wh.cache, which"), "\(folder.stderr)")
+        // Their squashfs image holds them as they are.
+        let image = work + "/file.squashfs"
+        #expect(try Harness.run(["export", "file", "--store", store, "-o", image]).status == 0)
+        let listed = try KernelMount.run("/usr/bin/unsquashfs", ["-lln", image, "etc/.wh.hostname"])
+        #expect(listed.output.contains("etc/.wh.hostname"), "\(listed.output)")
+    }
+
     @Test("a crafted layer of every kind and shape goes through a blob unchanged")
     func craftedRoundTrip() throws {
         let stack = try CraftedStack("oci")
