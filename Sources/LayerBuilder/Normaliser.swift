@@ -43,8 +43,10 @@ struct Normaliser {
         let machineID: [UInt8]?
         do { machineID = try regularFile("etc/machine-id", atMost: 4096) } catch is FileTooLarge { machineID = [] }
         if let data = machineID, data != Array(Self.uninitialized.utf8) {
-            // systemd makes a machine id at first boot when the file says so.
-            try FileSystem.writeAtomically(Data(Self.uninitialized.utf8), to: tree + "/etc/machine-id", mode: 0o444)
+            // systemd makes a machine id at first boot when the file says so. Root's and 0444 as
+            // systemd leaves it, whatever the umask of whoever runs layerctl: this process has it.
+            try FileSystem.writeAtomically(
+                [(Data(Self.uninitialized.utf8), tree + "/etc/machine-id")], mode: 0o444, owner: (0, 0))
             notes.append("/etc/machine-id left `uninitialized`: each machine makes its own at first boot")
         }
         for relative in Self.perMachineState where removeFile(relative) {

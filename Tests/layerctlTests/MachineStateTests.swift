@@ -44,6 +44,12 @@ struct MachineStateTests {
         #expect(trees[0] == trees[1])
         let tree = try Store(root: stores[0]).tree(try record("state", store: stores[0]).key)
         #expect(FileManager.default.contents(atPath: tree + "/etc/machine-id") == Data("uninitialized\n".utf8))
+        // As systemd leaves it, whatever the umask: under `build --check`'s second (0077) the
+        // rewritten file was 0400, and the image another machine built was not this one.
+        var st = stat()
+        #expect(stat(tree + "/etc/machine-id", &st) == 0 && st.st_mode & 0o7777 == 0o444 && st.st_uid == 0)
+        let check = try Harness.run(["build", layers + "/state.yaml", "--store", stores[0], "--check"])
+        #expect(check.status == 0, "\(check.stdout) \(check.stderr)")
         for gone in [
             "var/lib/systemd/random-seed", "var/cache/ldconfig/aux-cache", "etc/ssh/ssh_host_ed25519_key", "etc/pacman.d/gnupg",
             "var/log/build.log", "var/log/machine-state.log",
