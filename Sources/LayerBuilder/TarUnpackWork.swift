@@ -71,6 +71,9 @@ package struct TarUnpackWork: TarUnpacker {
     /// The `unpack` role: confines itself, unpacks the tar on stdin, and reports.
     static func work(_ request: NamespacedWork.Request) -> Int32 {
         let events = EventPipe(layer: "")
+        // The folders a tar only implies, with no folder below to take after, are 0755 whatever
+        // the umask of whoever runs layerctl: the same blob gives the same tree on every machine.
+        umask(0o022)
         do {
             try NamespacedWork.dieWithParent(request)
             let job = try NamespacedWork.readJob(Job.self, at: request.jobPath)

@@ -38,6 +38,13 @@ public struct OCILayerReader {
         self.stream = stream
     }
 
+    /// Makes the folder a layer is unpacked into: 0755, as the layer's root is when its tar does
+    /// not say (`./`), whatever the umask of whoever runs layerctl.
+    static func makeRoot(_ tree: String) throws {
+        try sys("create", tree) { mkdir(tree, 0o755) }
+        try sys("change the mode of", tree) { chmod(tree, 0o755) }
+    }
+
     /// `sha256:…` of the blob as stored.
     public func digest() throws -> String { "sha256:" + (try Digest.contentHash(file: Array(blob.utf8))).hex }
 
@@ -96,7 +103,7 @@ public struct OCILayerReader {
     /// In this process: a pull parses a stranger's tar in a confined one (`unpackPlainTar`).
     @discardableResult
     public func unpack(into tree: String, lower: [String] = []) throws -> String {
-        try sys("create", tree) { mkdir(tree, 0o755) }
+        try Self.makeRoot(tree)
         return try unpack(into: tree, lower: lower, plainTar: false).diffID
     }
 

@@ -48,7 +48,7 @@ final class StreamedUnpack: @unchecked Sendable {
 
     /// Starts unpacking into `tree` (which must not exist) what `write` will be given.
     init(into tree: String, lower: [String], scratch: String, name: String, unpacker: any TarUnpacker) throws {
-        try sys("create", tree) { mkdir(tree, 0o755) }
+        try OCILayerReader.makeRoot(tree)
         (writer, reader) = try makeSocketPair(tree)
         self.tree = tree
         self.name = name

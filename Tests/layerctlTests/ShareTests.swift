@@ -221,6 +221,35 @@ struct ShareTests {
         #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"))
     }
 
+    /// A tar need not hold its folders, or `./`: those it only implies were made under the umask of
+    /// whoever pulled, 0700 under 0077, so one blob gave two machines two trees.
+    @Test("a pulled tar's root and the folders it only implies are 0755 whatever the puller's umask: one blob, one tree")
+    func impliedFolders() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("share-implied")
+        try OCILayerTests.craft([OCILayerTests.Crafted(name: "opt/deep/file")], at: work + "/layer.tar")
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/implied:v1")
+        try Self.pushImage(layers: [work + "/layer.tar"], to: reference)
+        var trees: [String] = []
+        for mask in ["022", "077"] {
+            let store = try Harness.temporaryDirectory("share-implied-store")
+            let pulled = try Harness.run(
+                ["-c", "umask \(mask); exec \"$0\" \"$@\"", Harness.executable, "pull", reference.description, "--name", "implied", "--store", store],
+                tool: "/bin/sh")
+            #expect(pulled.status == 0, "\(pulled.stderr)")
+            let key = try #require(try Store(root: store).ref("implied"))
+            let tree = try Store(root: store).tree(key)
+            for folder in ["", "/opt", "/opt/deep"] {
+                var st = stat()
+                let mode = lstat(tree + folder, &st) == 0 ? st.st_mode & 0o7777 : 0
+                #expect(mode == 0o755, "umask \(mask): \(folder.isEmpty ? "/" : folder) is \(String(mode, radix: 8))")
+            }
+            trees.append(try Store(root: store).record(key).treeDigest)
+        }
+        #expect(trees[0] == trees[1])
+    }
+
     /// Pushes an image of tar layers, uncompressed or zstd, as another tool would, through the
     /// client.
     /// `claimedDiffIDs`, when given, are the config's diff_ids instead of the blobs' own (for a
