@@ -105,9 +105,13 @@ extension MutationTests {
 
     /// What is wrong with a layer that built, or nil: its image must mount and read as the stack,
     /// to `diff` and to the kernel; its OCI layout must unpack, with umoci, to the stack (or be
-    /// refused in one line for a name OCI cannot carry); and nothing `diff`, `ls` or `inspect` print
-    /// of it may hold a control byte but a tab and a line end.
-    static func fault(ofBuilt name: String, store: String, work: String) throws -> String? {
+    /// refused in one line for a name OCI cannot carry); with `check`, its layer file
+    /// (`layers/NAME.yaml`) must build again to the same trees and image under another umask, time
+    /// zone and locale (`build --check`, some 20 s); and nothing `diff`, `ls` or `inspect` print of it may hold a control byte but a
+    /// tab and a line end.
+    static func fault(ofBuilt name: String, in layers: String, store: String, work: String, check: Bool) throws
+        -> String?
+    {
         let image = work + "/image.squashfs"
         try? FileManager.default.removeItem(atPath: image)
         let export = try Harness.run(["export", name, "--store", store, "-o", image])
@@ -140,6 +144,10 @@ extension MutationTests {
         {
             return "OCI export: \(oci.stderr.suffix(300))"
         }
+        if check {
+            let again = try Harness.run(["build", "\(layers)/\(name).yaml", "--store", store, "--check"])
+            if again.status != 0 { return "build --check: \(again.stdout.suffix(400)) \(again.stderr.suffix(200))" }
+        }
         for command in [
             ["diff", "nvidia", name], ["diff", "nvidia", name, "--name-only"], ["ls"], ["inspect", name],
         ] {
@@ -169,7 +177,7 @@ extension MutationTests {
     }
 
     @Test(
-        "random layer files of valid shape with hostile values and steps end in one short line at their place, or build a layer whose image the kernel and whose OCI layout umoci read as the stack"
+        "random layer files of valid shape with hostile values and steps end in one short line at their place, or build a layer again the same, whose image the kernel and whose OCI layout umoci read as the stack"
     )
     func hostileLayerFiles() throws {
         let layers = try Harness.demoLayers()
@@ -194,7 +202,8 @@ extension MutationTests {
             var fault = try Self.fault(of: result, store: store) ?? Self.unplaced(result, in: layers)
             if fault == nil, result.status == 0 {
                 built += 1
-                fault = try Self.fault(ofBuilt: target, store: store, work: work)
+                // Every fourth is built twice more, for --check.
+                fault = try Self.fault(ofBuilt: target, in: layers, store: store, work: work, check: built % 4 == 1)
             }
             if let fault {
                 for file in ["hostile", "above"] where FileManager.default.fileExists(atPath: "\(layers)/\(file).yaml")
