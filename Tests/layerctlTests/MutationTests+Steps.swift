@@ -34,14 +34,15 @@ extension MutationTests {
         "chown 12345:54321 /etc/hostname", "chmod 2777 /etc", "ln -s . /selflink", "mkdir /opt/.wh.cache", "exit 3",
     ]
 
-    /// `text` as a YAML double-quoted scalar: every byte below 0x20 escaped.
+    /// `text` as a YAML double-quoted scalar: every control character escaped (YAML allows none in
+    /// a file, DEL included, but a tab and a line end).
     static func quoted(_ text: String) -> String {
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {
             case "\\": out += "\\\\"
             case "\"": out += "\\\""
-            case _ where scalar.value < 0x20: out += String(format: "\\x%02X", scalar.value)
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F: out += String(format: "\\x%02X", scalar.value)
             default: out.unicodeScalars.append(scalar)
             }
         }
