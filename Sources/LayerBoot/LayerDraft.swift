@@ -190,7 +190,7 @@ public enum LayerDraft {
     }
 
     /// A YAML double-quoted scalar.
-    static func quoted(_ text: String) -> String {
+    package static func quoted(_ text: String) -> String {
         var result = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

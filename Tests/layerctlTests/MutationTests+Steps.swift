@@ -1,4 +1,5 @@
 import Foundation
+import LayerBoot
 import Testing
 
 /// Layer files of a valid shape whose values and steps are a stranger's: paths onto folders, onto
@@ -34,20 +35,9 @@ extension MutationTests {
         "chown 12345:54321 /etc/hostname", "chmod 2777 /etc", "ln -s . /selflink", "mkdir /opt/.wh.cache", "exit 3",
     ]
 
-    /// `text` as a YAML double-quoted scalar: every control character escaped (YAML allows none in
-    /// a file, DEL included, but a tab and a line end).
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\\": out += "\\\\"
-            case "\"": out += "\\\""
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F: out += String(format: "\\x%02X", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
+    /// `text` as a YAML double-quoted scalar, every control character escaped (YAML allows none in a
+    /// file, DEL included, but a tab and a line end), as `layerctl changes` writes its drafts.
+    static func quoted(_ text: String) -> String { LayerDraft.quoted(text) }
 
     /// A layer file on `parent` that picks its packages, removals, env, files and steps at random.
     static func hostileLayer(on parent: String, _ random: inout Random) -> String {
