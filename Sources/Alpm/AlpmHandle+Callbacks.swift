@@ -47,7 +47,9 @@ extension AlpmHandle {
             guard let context, let file else { return }
             AlpmHandle.from(context).handleDownload(file: String(cString: file), kind: kind, data: data)
         }, context), "set download callback")
-        try check(lc_alpm_set_log_sink(raw, { context, level, message in
+        // Errors and warnings only, which are all `handleLog` reads.
+        let levels = Int32(ALPM_LOG_ERROR.rawValue | ALPM_LOG_WARNING.rawValue)
+        try check(lc_alpm_set_log_sink(raw, levels, { context, level, message in
             guard let context, let message else { return }
             AlpmHandle.from(context).handleLog(level: level, message: String(cString: message))
         }, context), "set log callback")

@@ -30,10 +30,14 @@
 struct lc_log_target {
     lc_log_sink sink;
     void *ctx;
+    int levels;
 };
 
 static void lc_log_trampoline(void *ctx, alpm_loglevel_t level, const char *fmt, va_list args) {
     struct lc_log_target *target = ctx;
+    if (!(level & target->levels)) {
+        return;
+    }
     char *message = NULL;
     if (vasprintf(&message, fmt, args) < 0) {
         return;
@@ -42,7 +46,7 @@ static void lc_log_trampoline(void *ctx, alpm_loglevel_t level, const char *fmt,
     free(message);
 }
 
-int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
+int lc_alpm_set_log_sink(alpm_handle_t *handle, int levels, lc_log_sink sink, void *ctx) {
     /* The target lives as long as the handle; one small allocation per handle is not worth
      * tracking, and alpm offers no hook to free it with the handle. */
     struct lc_log_target *target = malloc(sizeof *target);
@@ -51,6 +55,7 @@ int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx) {
     }
     target->sink = sink;
     target->ctx = ctx;
+    target->levels = levels;
     return alpm_option_set_logcb(handle, lc_log_trampoline, target);
 }
 

@@ -17,8 +17,10 @@
 typedef void (*lc_log_sink)(void *ctx, int level, const char *message);
 
 /// Installs a log callback on `handle` that formats libalpm's printf-style message and hands the
-/// text to `sink`. Exists because alpm_cb_log takes a `va_list`, which Swift cannot forward.
-int lc_alpm_set_log_sink(alpm_handle_t *handle, lc_log_sink sink, void *ctx);
+/// text to `sink`, for the levels in `levels` (a mask of alpm_loglevel_t) only: libalpm calls its
+/// log callback for every level, a debug line for each file it extracts, and leaves the filtering
+/// to the callback. Exists because alpm_cb_log takes a `va_list`, which Swift cannot forward.
+int lc_alpm_set_log_sink(alpm_handle_t *handle, int levels, lc_log_sink sink, void *ctx);
 
 /// Makes the calling process receive SIGKILL when its parent dies, and reports whether the parent
 /// is already gone: whether the parent the host's /proc names is still `expected_parent` (pid 1
