@@ -13,7 +13,7 @@ import LayerSupport
 /// `Confinement` and does everything that runs the layer's code: the libalpm transaction with
 /// its scriptlets, `files:`, `run:` and `boot:`.
 enum BuilderChild {
-    /// Where the root shows the sync databases, read-only.
+    /// Where the root shows the sync databases; the build's changes to them are discarded.
     static let syncMountPoint = "var/lib/pacman/sync"
     /// Where the root shows the store's package cache, read-only.
     static let packageCache = "/run/layerctl/packages"
@@ -51,18 +51,23 @@ enum BuilderChild {
             var confinement = Confinement(root: job.root.merged)
             confinement.tmpfsSize = job.memoryLimit
             confinement.binds = [
-                .init(source: job.syncDirectory + "/sync", target: "/" + syncMountPoint, readOnly: true),
-                .init(source: job.packageCache, target: packageCache, readOnly: true),
-                .init(source: job.upperDirectory, target: upperDirectory, readOnly: true),
+                // `rm -rf /var/lib/pacman/sync/*`, `pacman -Scc` or `-Sy` in a `run:` step change the
+                // build's view only; the normaliser leaves the folder out of the layer anyway.
+                .init(source: job.syncDirectory + "/sync", target: "/" + syncMountPoint, writes: .discarded),
+                .init(source: job.packageCache, target: packageCache),
+                .init(source: job.upperDirectory, target: upperDirectory),
             ]
             if job.network && !job.run.isEmpty && job.root.canBindResolvConf {
-                confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+                confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf"))
             }
             try confinement.enter()
             // The event pipe is this process's alone: nothing it starts inherits it.
             _ = fcntl(NamespacedWork.eventDescriptor, F_SETFD, FD_CLOEXEC)
             if try !Confinement.dropPrivileges() && job.network {
-                events.send(.warning, "this kernel cannot keep the build's steps from the host's abstract unix sockets (Landlock's scopes need Linux 6.12)")
+                events.send(
+                    .warning,
+                    "this kernel cannot keep the build's steps from the host's abstract unix sockets (Landlock's scopes need Linux 6.12)"
+                )
             }
 
             let packages = try install(job, log: "/proc/self/fd/\(log)", events: events)

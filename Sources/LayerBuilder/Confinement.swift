@@ -14,13 +14,21 @@ import LayerSupport
 /// and nothing in /proc, leads to a host file or a host process, and what is refused fails with
 /// the command's own error.
 struct Confinement {
-    /// A host file or folder shown in the root.
+    /// A host file or folder shown in the root. The build never writes to it.
     struct Bind {
         var source: String
         /// Absolute inside the root. Under /run (a tmpfs of the build) it is created; anywhere else
         /// it must be there already (`BuildRoot` makes it).
         var target: String
-        var readOnly: Bool
+        var writes = Writes.refused
+
+        enum Writes {
+            /// Read-only: a write fails with "Read-only file system".
+            case refused
+            /// A folder the build may change as it likes, for nothing: the changes go to a
+            /// tmpfs of the build's that nothing else reaches, and are gone with the build.
+            case discarded
+        }
     }
 
     /// The merged root, mounted already.
@@ -51,13 +59,39 @@ struct Confinement {
                     close(fd)
                 }
             }
-            try Mounter.bind(bind.source, at: target, readOnly: bind.readOnly)
+            switch bind.writes {
+            case .refused: try Mounter.bind(bind.source, at: target, readOnly: true)
+            case .discarded: try mountDiscardingWrites(bind.source, at: target)
+            }
         }
         let pivoted = lc_pivot_root(root)
         if pivoted != 0 { throw SystemError("make the root of the build", root, errno: pivoted) }
     }
 
     private var sizeOption: String { tmpfsSize.map { ",size=\($0)" } ?? "" }
+
+    /// An overlay of the folder `source` at `target`, whose upper folder is on a tmpfs of its own
+    /// that is detached once the overlay holds it: no path of the build reaches the changes but
+    /// through `target`. Each folder is named by a descriptor, as `BuildRoot` names the trees.
+    private func mountDiscardingWrites(_ source: String, at target: String) throws {
+        let changes = root + "/run/layerctl/changes"
+        try FileSystem.makeDirectories(changes)
+        try Mounter.mount("tmpfs", at: changes, type: "tmpfs", options: "mode=0700,nosuid,nodev" + sizeOption)
+        var descriptors: [Int32] = []
+        defer { for fd in descriptors { close(fd) } }
+        func named(_ folder: String) throws -> String {
+            let fd = try sys("open", folder) { open(folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            descriptors.append(fd)
+            return "/proc/self/fd/\(fd)"
+        }
+        for folder in ["upper", "work"] { try FileSystem.makeDirectories(changes + "/" + folder) }
+        let options =
+            "lowerdir=\(try named(source)),upperdir=\(try named(changes + "/upper")),"
+            + "workdir=\(try named(changes + "/work")),redirect_dir=off,index=off,metacopy=off,nodev,nosuid"
+        try Mounter.mount("layerctl", at: target, type: "overlay", options: options)
+        try Mounter.unmount(changes, lazy: true)
+        _ = rmdir(changes)
+    }
 
     private func mount(_ source: String, _ path: String, _ type: String, _ options: String) throws {
         try Mounter.mount(source, at: root + path, type: type, options: options)
@@ -87,8 +121,10 @@ struct Confinement {
         try mount("devpts", "/dev/pts", "devpts", "newinstance,ptmxmode=0666,mode=0620,nosuid,noexec")
         try FileSystem.makeDirectories(dev + "/shm", mode: 0o1777)
         try mount("tmpfs", "/dev/shm", "tmpfs", "mode=1777,nosuid,nodev" + sizeOption)
-        for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-                               ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        for (link, target) in [
+            ("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
+        ] {
             _ = symlink(target, dev + "/" + link)
         }
         try Mounter.mount("tmpfs", at: dev, type: nil, flags: UInt(MS_REMOUNT) | UInt(MS_RDONLY) | UInt(MS_NOSUID))
@@ -125,7 +161,8 @@ struct Confinement {
             var st = stat()
             guard lstat(root + path, &st) == 0 else { continue }  // not in this kernel
             if (st.st_mode & S_IFMT) == S_IFDIR {
-                try Mounter.mount("tmpfs", at: root + path, type: "tmpfs", options: "size=0,mode=0555", flags: UInt(MS_RDONLY))
+                try Mounter.mount(
+                    "tmpfs", at: root + path, type: "tmpfs", options: "size=0,mode=0555", flags: UInt(MS_RDONLY))
             } else {
                 try Mounter.bind(root + "/dev/null", at: root + path, readOnly: true)
             }
@@ -196,7 +233,8 @@ struct Confinement {
             lc_refuse_system_calls($0.baseAddress, Int32($0.count), EPERM, &failed)
         }
         if filtered != 0 {
-            throw SystemError("filter the system call \(failed.map { String(cString: $0) } ?? "?") of", "the build", errno: filtered)
+            throw SystemError(
+                "filter the system call \(failed.map { String(cString: $0) } ?? "?") of", "the build", errno: filtered)
         }
         return scoped == 0
     }

@@ -92,12 +92,14 @@ public enum LayerShell {
             var confinement = Confinement(root: root.merged)
             confinement.tmpfsSize = job.memoryLimit
             if root.canBindResolvConf {
-                confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf", readOnly: true))
+                confinement.binds.append(.init(source: "/etc/resolv.conf", target: "/etc/resolv.conf"))
             }
             try confinement.enter()
             try Confinement.dropPrivileges()
-            let environment = ["PATH=" + searchPath.joined(separator: ":"), "HOME=/root",
-                               "TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "dumb")", "LAYERCTL_LAYER=\(job.name)"]
+            let environment = [
+                "PATH=" + searchPath.joined(separator: ":"), "HOME=/root",
+                "TERM=\(ProcessInfo.processInfo.environment["TERM"] ?? "dumb")", "LAYERCTL_LAYER=\(job.name)",
+            ]
             let path: String
             do { path = try program(job.command[0], layer: job.name) } catch let error as SystemError {
                 return notRun(error, status: 127)
@@ -106,7 +108,9 @@ public enum LayerShell {
             do {
                 return waitForExit(try spawn(path, arguments, environment: environment, keepStdin: true))
             } catch let error as SystemError {
-                return notRun(SystemError("start \(path) in", job.name, errno: error.errno), status: error.errno == ENOENT ? 127 : 126)
+                return notRun(
+                    SystemError("start \(path) in", job.name, errno: error.errno),
+                    status: error.errno == ENOENT ? 127 : 126)
             }
         }
     }
@@ -131,7 +135,9 @@ public enum LayerShell {
         for folder in searchPath {
             let candidate = folder + "/" + name
             var st = stat()
-            if stat(candidate, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && access(candidate, X_OK) == 0 { return candidate }
+            if stat(candidate, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && access(candidate, X_OK) == 0 {
+                return candidate
+            }
         }
         throw SystemError("find \(name) on the PATH (\(searchPath.joined(separator: ":"))) of", layer, errno: ENOENT)
     }

@@ -1006,6 +1006,28 @@ struct ConfinementTests {
         try expectUnmountLetGo(disk: disk, at: folder + "/disk")
     }
 
+    /// What Dockerfiles for Arch end with, and what pacman -Scc and -Sy do: a run: step that changes
+    /// the sync databases. They used to fail with "Read-only file system".
+    @Test("a run: step may remove and rewrite the sync databases: its build goes on, the next layer's build sees them whole, no layer keeps them")
+    func syncDatabasesChangedForNothing() throws {
+        let (layers, store) = try storeWithBase()
+        let sync = "/var/lib/pacman/sync"
+        try "from: base\nrun:\n  - rm -rf \(sync)/*\n  - echo forged > \(sync)/demo.db\n  - test \"$(cat \(sync)/demo.db)\" = forged\n"
+            .write(toFile: layers + "/cleaned.yaml", atomically: false, encoding: .utf8)
+        // Built in the same invocation, on the same snapshot of the databases, after the first.
+        try "from: cleaned\npackages: [demo-app]\nrun:\n  - tar -tzf \(sync)/demo.db | grep -q '^demo-app-1.0-1/'\n"
+            .write(toFile: layers + "/after.yaml", atomically: false, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/after.yaml", "--store", store])
+        #expect(result.status == 0, "\(result.stderr)")
+        let stored = try Store(root: store)
+        for name in ["cleaned", "after"] {
+            let tree = stored.tree(try #require(try stored.ref(name), "\(name) was not built"))
+            #expect(!FileManager.default.fileExists(atPath: tree + sync), "\(name) keeps \(sync)")
+        }
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
+        try Harness.expectValidStore(store)
+    }
+
     @Test("a root layer's run: step makes the folders of the build's mount points symlinks to host folders: the teardown leaves the host's alone")
     func mountPointsThroughSymlinks() throws {
         let layers = try Harness.demoLayers()
