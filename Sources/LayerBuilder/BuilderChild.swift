@@ -2,6 +2,7 @@ import Alpm
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerRecipe
 import LayerSupport
 
 /// The builder child, the `build` role of `NamespacedWork`, pid 1 of its new pid namespace: it
@@ -14,7 +15,7 @@ import LayerSupport
 /// its scriptlets, `files:`, `run:` and `boot:`.
 enum BuilderChild {
     /// Where the root shows the sync databases; the build's changes to them are discarded.
-    static let syncMountPoint = "var/lib/pacman/sync"
+    static let syncMountPoint = String(PackageManagerState.syncDatabases.dropFirst())
     /// Where the root shows the store's package cache, read-only.
     static let packageCache = "/run/layerctl/packages"
     /// Where the root shows its own overlay's upper folder, read-only: what this layer changed.

@@ -2,6 +2,7 @@ import CLayerSupport
 import Foundation
 import Glibc
 import LayerEntries
+import LayerRecipe
 import LayerSupport
 
 /// Makes a freshly built upper directory reproducible and clean: install dates and mtimes set to
@@ -21,7 +22,7 @@ struct Normaliser {
     var lowerTrees: [String] = []
 
     /// Working state that must never be part of a layer.
-    static let strayPaths = ["var/lib/pacman/db.lck", "var/log/pacman.log"]
+    static let strayPaths = PackageManagerState.files.map { String($0.dropFirst()) }
 
     /// What Arch systems make anew on every build or first boot: a layer keeps none of it, so the
     /// same inputs give the same tree, and no machine that boots the image shares another's
@@ -37,7 +38,7 @@ struct Normaliser {
     @discardableResult
     func run() throws -> [String] {
         for relative in Self.strayPaths { removeFile(relative) }
-        try removeContents(of: "var/cache/pacman/pkg")
+        try removeContents(of: String(PackageManagerState.packageCache.dropFirst()))
         var notes: [String] = []
         // One larger than any id is no `uninitialized` either, and is not read.
         let machineID: [UInt8]?

@@ -271,6 +271,12 @@ struct LayerFileParser {
                         "`path` \(quote(text)) is under \(top), which the running system fills; a layer's files go elsewhere",
                         at: at(value))
                 }
+                if let state = PackageManagerState.holding(text) {
+                    throw LayerFileError(
+                        "`path` \(quote(text)) is \(state == text ? "" : "under \(state), ")pacman's working state, which "
+                            + "no layer keeps; a layer's files go elsewhere",
+                        at: at(value))
+                }
                 path = text
             case "content", "source", "link":
                 if content != nil {

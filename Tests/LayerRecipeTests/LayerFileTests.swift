@@ -169,6 +169,23 @@ final class LayerFileTests {
         try expect("from: base\nfiles:\n  - path: /etc/../x\n    content: a\n", at: 3, 11, "may not contain `..`")
     }
 
+    /// The builder takes pacman's lock, log, package cache and sync databases out of every layer:
+    /// a file written there was gone from the layer without a word (or failed in the build, for
+    /// the sync databases, with a message about mounts).
+    @Test("a path: in pacman's working state, which no layer keeps, is refused at its place")
+    func packageManagerState() throws {
+        for path in ["/var/lib/pacman/db.lck", "/var/log/pacman.log"] {
+            try expect("from: base\nfiles:\n  - path: \(path)\n    content: a\n", at: 3, 11, "`\(path)` is pacman's working state")
+        }
+        for folder in ["/var/cache/pacman/pkg", "/var/lib/pacman/sync"] {
+            try expect("from: base\nfiles:\n  - path: \(folder)/x.db\n    content: a\n", at: 3, 11, "is under \(folder), pacman's")
+            try expect("from: base\nfiles:\n  - path: \(folder)\n    link: /x\n", at: 3, 11, "`\(folder)` is pacman's working state")
+        }
+        // pacman's own files beside them are a layer's to write.
+        try write("ok", "from: base\nfiles:\n  - path: /var/lib/pacman/syncing\n    content: a\n  - path: /var/log/pacman.log.1\n    content: b\n")
+        #expect(try Recipe.load(folder + "/ok.yaml").target.files.count == 2)
+    }
+
     /// `files:` are the layer's own content: not what the kernel or the booted system makes, and
     /// read only from regular files.
     @Test("a path: under /proc, /sys, /dev, /run or /tmp; a source: that is a FIFO or a device; a folder source, never the layer file's own folder, without a mode")

@@ -15,7 +15,7 @@ extension MutationTests {
         "/etc/x", "/etc", "/usr/bin", "/bin", "/bin/x", "/lib64/x", "/var/run/x", "/etc/localtime", "/etc/hostname/sub",
         "/usr/share/a b", "/opt/ä/ü", "/etc/machine-id", "/var/lib/pacman/local/x", "/usr/bin/busybox",
         String(repeating: "/x", count: 30), "/etc/.wh.hostname", "/etc/.wh..wh..opq", "/root/.ssh/authorized_keys",
-        "/usr/lib/os-release", "/home",
+        "/usr/lib/os-release", "/home", "/var/lib/pacman/sync/x.db",
     ]
 
     static let hostileSteps = [
@@ -33,6 +33,7 @@ extension MutationTests {
         "ln -s \"$(printf 'a%.0s' $(seq 200))\" /longlink", "echo hi > /-n",
         "printf '\\033]0;title\\007' > \"/$(printf 'e\\033[2Jx')\"",
         "chown 12345:54321 /etc/hostname", "chmod 2777 /etc", "ln -s . /selflink", "mkdir /opt/.wh.cache", "exit 3",
+        "rm -rf /var/lib/pacman/sync/*", "echo x > /var/lib/pacman/sync/demo.db",
     ]
 
     /// `text` as a YAML double-quoted scalar, every control character escaped (YAML allows none in a
