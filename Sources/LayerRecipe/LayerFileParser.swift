@@ -117,9 +117,7 @@ struct LayerFileParser {
             case "noextract": layer.noExtract = try list(value, what: "`noextract`").map(noExtract)
             case "files": layer.files = try list(value, what: "`files`").map(file)
             case "run":
-                layer.run = try list(value, what: "`run`").map {
-                    Located(try scalar($0, what: "a `run` command"), at: at($0))
-                }
+                layer.run = try list(value, what: "`run`").map { Located(try command($0), at: at($0)) }
             case "env": layer.env = try env(value)
             case "boot":
                 let word = try scalar(value, what: "`boot`")
@@ -480,17 +478,60 @@ struct LayerFileParser {
         return (real == "/" && !missing.isEmpty ? "" : real) + missing
     }
 
+    /// The longest string the kernel passes a program, as one argument or one `NAME=value` of its
+    /// environment (MAX_ARG_STRLEN, 32 pages, less the string's NUL); a longer one fails the
+    /// program's start with E2BIG.
+    static let longestArgument = 131_071
+
+    /// A `run:` command, which runs as `/bin/sh -c COMMAND`: one argument, which a NUL would cut.
+    private func command(_ node: Node) throws -> String {
+        let command = try scalar(node, what: "a `run` command")
+        guard !command.contains("\0") else {
+            throw LayerFileError(
+                "a `run` command holds a NUL byte, which no command line can (the shell would see it cut there)",
+                at: at(node))
+        }
+        guard command.utf8.count <= Self.longestArgument else {
+            throw LayerFileError(
+                "a `run` command is \(command.utf8.count) bytes; the kernel passes at most \(Self.longestArgument) in one argument "
+                    + "(it runs as /bin/sh -c COMMAND): write a longer script with `files:` and run that", at: at(node))
+        }
+        return command
+    }
+
+    /// Variables of the environment of `run:` and scriptlets: each `NAME=value` one string the
+    /// kernel passes whole, and all of a layer's together at most as long as one (the kernel's
+    /// room for a program's arguments and environment is 2 MiB at the default stack limit, and
+    /// the layers of a stack add up).
     private func env(_ node: Node) throws -> [EnvVariable] {
         guard case .mapping(let mapping) = node else {
             throw LayerFileError("`env` is a mapping of variable names to values", at: at(node))
         }
         var variables: [EnvVariable] = []
+        var total = 0
         for (keyNode, value) in mapping {
             let name = try scalar(keyNode, what: "a variable name")
             guard name.wholeMatch(of: /[A-Za-z_][A-Za-z0-9_]*/) != nil else {
                 throw LayerFileError("\(quote(name)) is not a valid environment variable name", at: at(keyNode))
             }
-            variables.append(EnvVariable(name: name, value: try scalar(value, what: "the value of \(name)")))
+            let text = try scalar(value, what: "the value of \(name)")
+            guard !text.contains("\0") else {
+                throw LayerFileError(
+                    "the value of \(name) holds a NUL byte, which no environment variable can", at: at(value))
+            }
+            let length = name.utf8.count + 1 + text.utf8.count
+            guard length <= Self.longestArgument else {
+                throw LayerFileError(
+                    "\(name)=value is \(length) bytes; the kernel passes a program at most \(Self.longestArgument) of one variable",
+                    at: at(value))
+            }
+            total += length
+            guard total <= Self.longestArgument else {
+                throw LayerFileError(
+                    "`env` is more than \(Self.longestArgument) bytes in all, its names, `=` and values; keep it to that",
+                    at: at(node))
+            }
+            variables.append(EnvVariable(name: name, value: text))
         }
         return variables.sorted { $0.name < $1.name }
     }

@@ -163,6 +163,24 @@ final class LayerFileTests {
         }
     }
 
+    /// A NUL cut a command or a value short without a word (`run: "rm -rf /x\\0 && make"` ran
+    /// `rm -rf /x`), and a string longer than the kernel passes a program failed the build's
+    /// shell with "Argument list too long ... its files or steps broke /bin/sh".
+    @Test("a run: command or an env: value with a NUL, or longer than the kernel passes a program, is refused at its place")
+    func commandLineLimits() throws {
+        let longest = 131_071  // the kernel's MAX_ARG_STRLEN (32 pages), less the string's NUL
+        try expect("from: base\nrun:\n  - \"true\\0 && make\"\n", at: 3, 5, "holds a NUL byte")
+        try expect("from: base\nenv:\n  A: \"x\\0y\"\n", at: 3, 6, "the value of A holds a NUL byte")
+        let x = { (count: Int) in String(repeating: "x", count: count) }
+        try expect("from: base\nrun:\n  - \(x(longest + 1))\n", at: 3, 5, "a `run` command is \(longest + 1) bytes")
+        try expect("from: base\nenv:\n  A: \(x(longest - 1))\n", at: 3, 6, "A=value is \(longest + 1) bytes")
+        try expect("from: base\nenv:\n  A: \(x(70_000))\n  B: \(x(70_000))\n", at: 3, 3, "`env` is more than \(longest) bytes")
+        // At the limits, they load.
+        try write("longest", "from: base\nrun:\n  - \(x(longest))\nenv:\n  A: \(x(longest - 2))\n")
+        let target = try Recipe.load(folder + "/longest.yaml").target
+        #expect(target.run.first?.value.utf8.count == longest && target.env.first?.value.utf8.count == longest - 2)
+    }
+
     @Test("a path: that is not absolute or contains ..")
     func badPath() throws {
         try expect("from: base\nfiles:\n  - path: etc/x\n    content: a\n", at: 3, 11, "must be absolute")

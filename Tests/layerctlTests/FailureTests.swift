@@ -379,6 +379,35 @@ struct FailureTests {
         """.write(toFile: path, atomically: false, encoding: .utf8)
     }
 
+    /// Each layer file's env: is held to what the kernel passes a program, but the env: of a stack's
+    /// layers add up: past the kernel's room (2 MiB, a quarter of the build's fixed 8 MiB stack
+    /// limit, whatever the caller's `ulimit -s`), the shell does not start. That said "its files or
+    /// steps broke /bin/sh". Run under a stack limit of 64 MiB, where the kernel's room would be
+    /// 6 MiB and the command would run, had the build not set its own.
+    @Test("a stack whose env: add up past what the kernel passes a program fails at the run: line, saying so, under any ulimit -s")
+    func environmentPastTheKernel() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        var parent = "base"
+        for number in 1...17 {
+            let top = number == 17
+            try "from: \(parent)\nenv:\n  V\(number): \(String(repeating: "x", count: 130_000))\n\(top ? "run:\n  - \"true\"\n" : "")"
+                .write(toFile: layers + "/env\(number).yaml", atomically: false, encoding: .utf8)
+            parent = "env\(number)"
+        }
+        let result = try Harness.run(
+            ["--stack=\(64 << 20)", Harness.executable, "build", layers + "/env17.yaml", "--store", store], tool: "/usr/bin/prlimit")
+        #expect(result.status == 3, "\(result.stderr.suffix(600))")
+        let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(
+            labelled == [
+                "layerctl: \(layers)/env17.yaml:5:5: the command and the environment (the env: of this layer and the layers below) "
+                    + "are more than the kernel passes a program (Argument list too long); make them shorter"
+            ], "\(result.stderr.suffix(600))")
+        // Sixteen of them leave room: the layers below built.
+        #expect(try Store(root: store).ref("env16") != nil)
+    }
+
     /// A root layer without a shell cannot run its `run:` commands: said at the first one, whose
     /// line it lacked. Nor can one whose shell the layer broke: `files:` made /bin (the filesystem
     /// package's link to usr/bin) a file, or a step took the shell's execute bits; that said

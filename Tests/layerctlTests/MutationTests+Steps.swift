@@ -8,8 +8,10 @@ import Testing
 /// links, sparse files, FIFOs, devices and names with line breaks. The mutants of `layerFiles`
 /// rarely parse, so they never reach the builder, the image or the OCI layer with such a tree.
 extension MutationTests {
-    /// How many random layer files a run builds.
-    static let hostileLayers = 40
+    /// How many random layer files a run builds, and from which seed: 40 from 23, unless
+    /// `LAYERCTL_HOSTILE_LAYERS` and `LAYERCTL_HOSTILE_SEED` say otherwise, to search further by hand.
+    static let hostileLayers = ProcessInfo.processInfo.environment["LAYERCTL_HOSTILE_LAYERS"].flatMap { Int($0) } ?? 40
+    static let hostileSeed = ProcessInfo.processInfo.environment["LAYERCTL_HOSTILE_SEED"].flatMap { UInt64($0) } ?? 23
 
     static let hostilePaths = [
         "/etc/x", "/etc", "/usr/bin", "/bin", "/bin/x", "/lib64/x", "/var/run/x", "/etc/localtime", "/etc/hostname/sub",
@@ -176,7 +178,7 @@ extension MutationTests {
         let store = try Harness.temporaryDirectory("hostile-store")
         let work = try Harness.temporaryDirectory("hostile-work")
         #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", store]).status == 0)
-        var random = Random(state: 23)
+        var random = Random(state: Self.hostileSeed)
         var faults: [String] = []
         var built = 0
         for number in 0..<Self.hostileLayers {
@@ -207,7 +209,7 @@ extension MutationTests {
             }
             try? FileManager.default.removeItem(atPath: layers + "/above.yaml")
         }
-        print("hostile layer files: \(built) of \(Self.hostileLayers) built")
+        print("hostile layer files: \(built) of \(Self.hostileLayers) built (seed \(Self.hostileSeed))")
         #expect(built > 0, "no layer file built: the oracles were never asked")
         #expect(faults.isEmpty, "\(faults.prefix(5).joined(separator: "\n"))")
     }
