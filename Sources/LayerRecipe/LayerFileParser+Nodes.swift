@@ -12,9 +12,16 @@ extension LayerFileParser {
         FileLocation(file: path, line: context.mark.line, column: context.mark.column)
     }
 
-    func scalar(_ node: Node, what: String) throws -> String {
+    func scalar(_ node: Node, what: String, allowingNUL: Bool = false) throws -> String {
         switch node {
-        case .scalar(let scalar): return scalar.string
+        case .scalar(let scalar):
+            // A program, a path or a URL ends at a NUL: the rest would be in the key, and not used.
+            guard allowingNUL || !scalar.string.utf8.contains(0) else {
+                throw LayerFileError(
+                    "\(what) holds a NUL byte, which only a file's `content` may: a command, a path or a name ends at one",
+                    at: at(node))
+            }
+            return scalar.string
         case .mapping(let mapping):
             // `- echo key: value`: a `: ` in unquoted text makes YAML read a mapping of one pair.
             let written = mapping.count == 1 && mapping.first.map { $0.key.scalar?.style == .plain } == true

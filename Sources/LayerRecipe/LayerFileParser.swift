@@ -280,7 +280,7 @@ struct LayerFileParser {
                 if content != nil {
                     throw LayerFileError("a file has one of `content`, `source` and `link`", at: at(keyNode))
                 }
-                let text = try scalar(value, what: "`\(key)`")
+                let text = try scalar(value, what: "`\(key)`", allowingNUL: key == "content")
                 switch key {
                 case "content": content = .inline(text)
                 case "source": content = try source(text, at: value)
@@ -483,14 +483,9 @@ struct LayerFileParser {
     /// program's start with E2BIG.
     static let longestArgument = 131_071
 
-    /// A `run:` command, which runs as `/bin/sh -c COMMAND`: one argument, which a NUL would cut.
+    /// A `run:` command, which runs as `/bin/sh -c COMMAND`: one argument.
     private func command(_ node: Node) throws -> String {
         let command = try scalar(node, what: "a `run` command")
-        guard !command.contains("\0") else {
-            throw LayerFileError(
-                "a `run` command holds a NUL byte, which no command line can (the shell would see it cut there)",
-                at: at(node))
-        }
         guard command.utf8.count <= Self.longestArgument else {
             throw LayerFileError(
                 "a `run` command is \(command.utf8.count) bytes; the kernel passes at most \(Self.longestArgument) in one argument "
@@ -515,10 +510,6 @@ struct LayerFileParser {
                 throw LayerFileError("\(quote(name)) is not a valid environment variable name", at: at(keyNode))
             }
             let text = try scalar(value, what: "the value of \(name)")
-            guard !text.contains("\0") else {
-                throw LayerFileError(
-                    "the value of \(name) holds a NUL byte, which no environment variable can", at: at(value))
-            }
             let length = name.utf8.count + 1 + text.utf8.count
             guard length <= Self.longestArgument else {
                 throw LayerFileError(

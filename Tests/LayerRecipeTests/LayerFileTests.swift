@@ -166,11 +166,20 @@ final class LayerFileTests {
     /// A NUL cut a command or a value short without a word (`run: "rm -rf /x\\0 && make"` ran
     /// `rm -rf /x`), and a string longer than the kernel passes a program failed the build's
     /// shell with "Argument list too long ... its files or steps broke /bin/sh".
-    @Test("a run: command or an env: value with a NUL, or longer than the kernel passes a program, is refused at its place")
+    @Test("a value with a NUL but a file's content, or a run: command or env: longer than the kernel passes a program, is refused at its place")
     func commandLineLimits() throws {
         let longest = 131_071  // the kernel's MAX_ARG_STRLEN (32 pages), less the string's NUL
-        try expect("from: base\nrun:\n  - \"true\\0 && make\"\n", at: 3, 5, "holds a NUL byte")
+        try expect("from: base\nrun:\n  - \"true\\0 && make\"\n", at: 3, 5, "a `run` command holds a NUL byte")
         try expect("from: base\nenv:\n  A: \"x\\0y\"\n", at: 3, 6, "the value of A holds a NUL byte")
+        // Nor may any other value: a server, a source, an owner, a key. A file's content may.
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    source: \"a\\0b\"\n", at: 4, 13, "`source` holds a NUL byte")
+        try expect("from: base\nfiles:\n  - path: /etc/x\n    content: a\n    owner: \"root\\0\"\n", at: 5, 12, "holds a NUL byte")
+        try expect("from: base\n\"env\\0\": {}\n", at: 2, 1, "holds a NUL byte")
+        try expect(
+            "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"https://a.example\\0.archlinux.org/\"]\n",
+            at: 5, 15, "a server holds a NUL byte")
+        try write("nul", "from: base\nfiles:\n  - path: /etc/x\n    content: \"a\\0b\"\n")
+        #expect(try Recipe.load(folder + "/nul.yaml").target.files.first?.content == .inline("a\0b"))
         let x = { (count: Int) in String(repeating: "x", count: count) }
         try expect("from: base\nrun:\n  - \(x(longest + 1))\n", at: 3, 5, "a `run` command is \(longest + 1) bytes")
         try expect("from: base\nenv:\n  A: \(x(longest - 1))\n", at: 3, 6, "A=value is \(longest + 1) bytes")
