@@ -33,8 +33,8 @@ struct CommandRunner {
             return BuildFailure(
                 "the layer's /bin/sh could not be started: the build has as many processes as it may (--max-processes)")
         case E2BIG:
-            // Each layer file's command and env: are held to the kernel's limits; the env: of the
-            // layers of a stack add up, and the caller's stack limit sets the kernel's room.
+            // Each layer file's command and env: are held to the kernel's limits, but the env: of
+            // the layers of a stack add up: past 2 MiB, a quarter of the build's stack limit.
             return BuildFailure(
                 "the command and the environment (the env: of this layer and the layers below) are more than the kernel "
                     + "passes a program (Argument list too long); make them shorter", code: .input)

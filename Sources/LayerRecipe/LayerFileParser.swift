@@ -488,15 +488,16 @@ struct LayerFileParser {
         let command = try scalar(node, what: "a `run` command")
         guard command.utf8.count <= Self.longestArgument else {
             throw LayerFileError(
-                "a `run` command is \(command.utf8.count) bytes; the kernel passes at most \(Self.longestArgument) in one argument "
-                    + "(it runs as /bin/sh -c COMMAND): write a longer script with `files:` and run that", at: at(node))
+                "a `run` command is \(command.utf8.count) bytes; the kernel passes at most \(Self.longestArgument) "
+                    + "in one argument (it runs as /bin/sh -c COMMAND): write a longer script with `files:` and run that",
+                at: at(node))
         }
         return command
     }
 
     /// Variables of the environment of `run:` and scriptlets: each `NAME=value` one string the
     /// kernel passes whole, and all of a layer's together at most as long as one (the kernel's
-    /// room for a program's arguments and environment is 2 MiB at the default stack limit, and
+    /// room for a program's arguments and environment is 2 MiB at the build's stack limit, and
     /// the layers of a stack add up).
     private func env(_ node: Node) throws -> [EnvVariable] {
         guard case .mapping(let mapping) = node else {
@@ -513,8 +514,8 @@ struct LayerFileParser {
             let length = name.utf8.count + 1 + text.utf8.count
             guard length <= Self.longestArgument else {
                 throw LayerFileError(
-                    "\(name)=value is \(length) bytes; the kernel passes a program at most \(Self.longestArgument) of one variable",
-                    at: at(value))
+                    "\(name)=value is \(length) bytes; the kernel passes a program at most \(Self.longestArgument) "
+                        + "of one variable", at: at(value))
             }
             total += length
             guard total <= Self.longestArgument else {
