@@ -61,10 +61,7 @@ struct BuildRoot {
     /// (at most 19 bytes with its `:`); the kernel's own limit is 500.
     static let maximumLowerTrees = 200
 
-    /// Mounts the overlay of `lowerTrees` under `upper` at `merged`. Each folder is named by a
-    /// descriptor of it (`/proc/self/fd/N`), never by its path: a store's path may hold what the
-    /// options read as their own (`,` between options, `:` between lower folders, `\` and `"`),
-    /// and the full paths of the trees, about 95 bytes each, filled the page at 40 layers.
+    /// Mounts the overlay of `lowerTrees` under `upper` at `merged`.
     private func mountOverlay() throws {
         guard lowerTrees.count <= Self.maximumLowerTrees else {
             throw BuildFailure(
@@ -72,6 +69,18 @@ struct BuildRoot {
                     + "(it names their folders in one page of mount options)",
                 code: .input)
         }
+        try Self.mountOverlay(lowers: lowerTrees.reversed(), upper: upper, work: work, at: merged, options: "nodev")
+    }
+
+    /// Mounts an overlay of `lowers` (the top one first) under `upper`, with `work`, at `target`,
+    /// without overlayfs's redirects, index and metadata-only copies, and with `options`. Each
+    /// folder is named by a descriptor of it (`/proc/self/fd/N`), never by its path: a store's
+    /// path may hold what the options read as their own (`,` between options, `:` between lower
+    /// folders, `\` and `"`), and the full paths of the trees, about 95 bytes each, filled the
+    /// page at 40 layers.
+    static func mountOverlay(lowers: [String], upper: String, work: String, at target: String, options: String)
+        throws
+    {
         var descriptors: [Int32] = []
         defer { for fd in descriptors { close(fd) } }
         func named(_ folder: String) throws -> String {
@@ -79,10 +88,10 @@ struct BuildRoot {
             descriptors.append(fd)
             return "/proc/self/fd/\(fd)"
         }
-        let lowers = try lowerTrees.reversed().map(named).joined(separator: ":")
-        let options = "lowerdir=\(lowers),upperdir=\(try named(upper)),workdir=\(try named(work)),"
-            + "redirect_dir=off,index=off,metacopy=off,nodev"
-        try Mounter.mount("layerctl", at: merged, type: "overlay", options: options)
+        let lowerdir = try lowers.map(named).joined(separator: ":")
+        let all = "lowerdir=\(lowerdir),upperdir=\(try named(upper)),workdir=\(try named(work)),"
+            + "redirect_dir=off,index=off,metacopy=off," + options
+        try Mounter.mount("layerctl", at: target, type: "overlay", options: all)
     }
 
     /// Makes sure every folder on the way to `relative` is a folder of the tree, creating those

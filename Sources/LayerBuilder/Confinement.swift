@@ -72,23 +72,14 @@ struct Confinement {
 
     /// An overlay of the folder `source` at `target`, whose upper folder is on a tmpfs of its own
     /// that is detached once the overlay holds it: no path of the build reaches the changes but
-    /// through `target`. Each folder is named by a descriptor, as `BuildRoot` names the trees.
+    /// through `target`.
     private func mountDiscardingWrites(_ source: String, at target: String) throws {
         let changes = root + "/run/layerctl/changes"
         try FileSystem.makeDirectories(changes)
         try Mounter.mount("tmpfs", at: changes, type: "tmpfs", options: "mode=0700,nosuid,nodev" + sizeOption)
-        var descriptors: [Int32] = []
-        defer { for fd in descriptors { close(fd) } }
-        func named(_ folder: String) throws -> String {
-            let fd = try sys("open", folder) { open(folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
-            descriptors.append(fd)
-            return "/proc/self/fd/\(fd)"
-        }
         for folder in ["upper", "work"] { try FileSystem.makeDirectories(changes + "/" + folder) }
-        let options =
-            "lowerdir=\(try named(source)),upperdir=\(try named(changes + "/upper")),"
-            + "workdir=\(try named(changes + "/work")),redirect_dir=off,index=off,metacopy=off,nodev,nosuid"
-        try Mounter.mount("layerctl", at: target, type: "overlay", options: options)
+        try BuildRoot.mountOverlay(
+            lowers: [source], upper: changes + "/upper", work: changes + "/work", at: target, options: "nodev,nosuid")
         try Mounter.unmount(changes, lazy: true)
         _ = rmdir(changes)
     }
