@@ -161,7 +161,7 @@ struct LayerFileParser {
             }
             return .image(value)
         }
-        if value.isEmpty || value.contains("\0") || value.contains("/") {
+        if value.isEmpty || value.contains("/") {
             throw LayerFileError(
                 "`from` names a layer file in the same folder, such as `base`, an image such as `ghcr.io/steve/base:v1`, or `scratch`",
                 at: at(node))
@@ -260,7 +260,7 @@ struct LayerFileParser {
                 guard !text.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else {
                     throw LayerFileError("`path` may not contain `..` or `.`", at: at(value))
                 }
-                guard text != "/", !text.contains("\0") else {
+                guard text != "/" else {
                     throw LayerFileError("`path` must name a file", at: at(value))
                 }
                 // What the kernel and the running system make there is no layer's content.
@@ -333,7 +333,7 @@ struct LayerFileParser {
         let negated = text.hasPrefix("!")
         var pattern = Substring(negated ? text.dropFirst() : Substring(text))
         while pattern.hasPrefix("/") { pattern = pattern.dropFirst() }
-        guard !pattern.isEmpty, !pattern.contains(where: { $0 == "\0" || $0.isNewline }) else {
+        guard !pattern.isEmpty, !pattern.contains(where: \.isNewline) else {
             throw LayerFileError(
                 "a `noextract` pattern is a path in the packages, such as usr/share/doc/*, with `!` first to extract it after all",
                 at: at(node))
@@ -347,7 +347,7 @@ struct LayerFileParser {
     /// A `link:` target, as `ln -s` takes one: any path, absolute or relative to the link's folder,
     /// which only the running system follows; at most 4095 bytes, as Linux holds a link to.
     private func linkTarget(_ value: String, at node: Node) throws -> String {
-        guard !value.isEmpty, !value.contains("\0") else {
+        guard !value.isEmpty else {
             throw LayerFileError("`link` is the path the link points to, such as /usr/share/zoneinfo/UTC", at: at(node))
         }
         guard value.utf8.count < Int(PATH_MAX) else {
