@@ -345,18 +345,6 @@ int lc_limit_privileges(const int *keep, int count) {
     return 0;
 }
 
-int lc_set_stack_limit(unsigned long long bytes) {
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_STACK, &limit) != 0) {
-        return errno;
-    }
-    limit.rlim_cur = bytes;
-    if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < bytes) {
-        limit.rlim_max = bytes;
-    }
-    return setrlimit(RLIMIT_STACK, &limit) == 0 ? 0 : errno;
-}
-
 /* The ruleset's attributes as of Landlock ABI 6; Debian 12's kernel headers end before `scoped`. */
 struct lc_landlock_ruleset_attr {
     unsigned long long handled_access_fs;

@@ -16,8 +16,6 @@ import LayerSupport
 enum BuilderChild {
     /// Where the root shows the sync databases; the build's changes to them are discarded.
     static let syncMountPoint = String(PackageManagerState.syncDatabases.dropFirst())
-    /// The stack limit of everything the build runs.
-    static let stackLimit: UInt64 = 8 << 20
     /// Where the root shows the store's package cache, read-only.
     static let packageCache = "/run/layerctl/packages"
     /// Where the root shows its own overlay's upper folder, read-only: what this layer changed.
@@ -32,14 +30,19 @@ enum BuilderChild {
         // run by root: the same inputs give the same modes (`build --check` varies the caller's).
         umask(0o022)
         do {
-            // And the stack limit they run with, whatever `ulimit -s` the caller has: Linux's
-            // default. It also sets the room the kernel gives a program's arguments and
+            // And the limits they run with, whatever `ulimit` the caller has (`BuildLimits`). The
+            // stack limit also sets the room the kernel gives a program's arguments and
             // environment (a quarter of it, 2 MiB), which env: and a run: command must fit in.
-            let stack = lc_set_stack_limit(Self.stackLimit)
-            if stack != 0 { throw SystemError("set the stack limit of", "the build", errno: stack) }
+            let short = try BuildLimits.apply()
             try NamespacedWork.dieWithParent(request)
             let job = try NamespacedWork.readJob(BuildJob.self, at: request.jobPath)
             events = EventPipe(layer: job.layerName)
+            if !short.isEmpty {
+                events.send(
+                    .warning,
+                    "the build's steps get limits below a build's, since layerctl's hard limits are lower and it may not "
+                        + "raise them (no CAP_SYS_RESOURCE): \(short.joined(separator: ", "))")
+            }
             if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")

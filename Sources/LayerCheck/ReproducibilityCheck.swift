@@ -17,16 +17,22 @@ public struct ReproducibilityCheck {
         public var umask: mode_t
         public var timeZone: String
         public var locale: String
+        /// The soft limits of open files and of the stack (`ulimit -n`, `ulimit -s`, in bytes).
+        public var openFiles: UInt64
+        public var stack: UInt64
         /// Worker threads of the image's compressor.
         public var jobs: Int
 
         public var description: String {
-            "umask \(String(format: "%04o", UInt32(umask))), TZ=\(timeZone), LANG=\(locale), \(jobs) compressor job\(jobs == 1 ? "" : "s")"
+            "umask \(String(format: "%04o", UInt32(umask))), TZ=\(timeZone), LANG=\(locale), "
+                + "ulimit -n \(openFiles) -s \(stack >> 10), \(jobs) compressor job\(jobs == 1 ? "" : "s")"
         }
     }
 
-    public static let first = Conditions(umask: 0o022, timeZone: "UTC", locale: "C.UTF-8", jobs: 1)
-    public static let second = Conditions(umask: 0o077, timeZone: "Pacific/Kiritimati", locale: "POSIX", jobs: 2)
+    public static let first = Conditions(
+        umask: 0o022, timeZone: "UTC", locale: "C.UTF-8", openFiles: 1024, stack: 8 << 20, jobs: 1)
+    public static let second = Conditions(
+        umask: 0o077, timeZone: "Pacific/Kiritimati", locale: "POSIX", openFiles: 4096, stack: 64 << 20, jobs: 2)
 
     /// One path that differs between the two builds.
     public struct Difference: Sendable, Codable, Equatable {
@@ -146,11 +152,19 @@ public struct ReproducibilityCheck {
             differences: differences, images: images, otherwise: otherwise)
     }
 
-    /// Runs `body` with the process's umask, time zone and locale set as `conditions` say, and
-    /// sets them back after.
+    /// Runs `body` with the process's umask, time zone, locale and limits set as `conditions` say,
+    /// and sets them back after.
     static func under<T>(_ conditions: Conditions, _ body: () throws -> T) rethrows -> T {
         let names = ["TZ", "LANG", "LC_ALL"]
         let saved = names.map { ProcessInfo.processInfo.environment[$0] }
+        let limits = [(RLIMIT_NOFILE, conditions.openFiles), (RLIMIT_STACK, conditions.stack)].map { resource, soft in
+            (resource, setSoftLimit(resource, soft))
+        }
+        defer {
+            for (resource, before) in limits {
+                if var before { setrlimit(Int32(resource.rawValue), &before) }
+            }
+        }
         let mask = umask(conditions.umask)
         setenv("TZ", conditions.timeZone, 1)
         setenv("LANG", conditions.locale, 1)
@@ -164,6 +178,18 @@ public struct ReproducibilityCheck {
             tzset()
         }
         return try body()
+    }
+
+    /// Sets the soft limit of `resource` to `soft` (the hard one raised to it where lower), and
+    /// returns the limits it had, or nil where it could not be set (the check then runs with the
+    /// caller's).
+    private static func setSoftLimit(_ resource: __rlimit_resource, _ soft: UInt64) -> rlimit? {
+        var before = rlimit()
+        guard getrlimit(Int32(resource.rawValue), &before) == 0 else { return nil }
+        var limit = before
+        limit.rlim_cur = rlim_t(soft)
+        if limit.rlim_max < limit.rlim_cur { limit.rlim_max = limit.rlim_cur }
+        return setrlimit(Int32(resource.rawValue), &limit) == 0 ? before : nil
     }
 
     static func waitForNextSecond() {

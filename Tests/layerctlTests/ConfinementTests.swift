@@ -895,6 +895,69 @@ struct ConfinementTests {
         #expect(lines("packages-seen") == ["game-1.0-1-any.pkg.tar.zst"], "\(lines("packages-seen"))")
     }
 
+    /// The build's processes had the caller's limits: 20,000 open files on this machine, 1,024 in a
+    /// user's login shell, and whatever a CI runner's `ulimit` said. A step that depends on them (a
+    /// build system that sizes itself by `ulimit -n`, a test that opens many files, a limit on
+    /// address space) built differently, or failed, by who ran layerctl. Without CAP_SYS_RESOURCE
+    /// (this machine's root lacks it) a hard limit cannot be raised: the callers here only lower
+    /// soft limits, or hard ones to where a build's soft limit still fits, and the last one goes
+    /// below it, which the build says.
+    @Test("run: steps have a service's limits whatever the caller's ulimit; a hard limit below them is named")
+    func limitsOfTheCaller() throws {
+        let layers = try Harness.demoLayers()
+        try "from: base\nrun:\n  - ulimit -a > /etc/limits; ulimit -H -a > /etc/limits.hard\n".write(
+            toFile: layers + "/limits.yaml", atomically: false, encoding: .utf8)
+        let raises = Harness.hasCapability(24)  // CAP_SYS_RESOURCE
+        var caller = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &caller)
+        var seen: [(soft: [String], hard: [String], output: String)] = []
+        for limits in [
+            [], ["--nofile=300:4096", "--stack=2097152:16777216", "--memlock=1048576:", "--msgqueue=4096:",
+                 "--as=68719476736:", "--data=68719476736:", "--fsize=107374182400:", "--cpu=100000:", "--nproc=1000:",
+                 "--locks=1000:", "--core=unlimited:"],
+            ["--nofile=256:256"],
+        ] {
+            let store = try Harness.temporaryDirectory("store")
+            let result = try KernelMount.run(
+                "/usr/bin/prlimit", limits + [Harness.executable, "build", layers + "/limits.yaml", "--store", store])
+            #expect(result.status == 0, "\(limits): \(result.output)")
+            let key = try String(contentsOfFile: store + "/refs/limits", encoding: .utf8)
+                .trimmingCharacters(in: .newlines)
+            func lines(_ name: String) throws -> [String] {
+                try String(contentsOfFile: store + "/layers/\(key)/tree/etc/" + name, encoding: .utf8)
+                    .split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
+            }
+            seen.append((try lines("limits"), try lines("limits.hard"), result.output))
+        }
+        #expect(seen[0].soft == seen[1].soft, "\(seen[0].soft) \(seen[1].soft)")
+        for line in [
+            "open files (-n) 1024", "stack size (kb) (-s) 8192", "core file size (blocks) (-c) 0",
+            "max locked memory (kb) (-l) 8192", "POSIX message queues (bytes) (-q) 819200",
+            "virtual memory (kb) (-v) unlimited", "file size (blocks) (-f) unlimited",
+            "cpu time (seconds) (-t) unlimited",
+        ] {
+            #expect(seen[1].soft.contains(line), "\(line): \(seen[1].soft)")
+        }
+        #expect(
+            !seen[0].output.contains("limits below") && !seen[1].output.contains("limits below"), "\(seen[1].output)")
+        // The hard limits are a build's where layerctl may raise them, else the caller's where lower.
+        let hard = [raises ? 524_288 : min(Int(caller.rlim_max), 524_288), raises ? 524_288 : 4096]
+        for (index, most) in hard.enumerated() {
+            #expect(seen[index].hard.contains("open files (-n) \(most)"), "\(seen[index].hard)")
+            #expect(seen[index].hard.contains("core file size (blocks) (-c) 0"), "\(seen[index].hard)")
+        }
+        if raises {
+            #expect(seen[2].soft.contains("open files (-n) 1024") && !seen[2].output.contains("limits below"))
+        } else {
+            #expect(seen[2].soft.contains("open files (-n) 256"), "\(seen[2].soft)")
+            #expect(
+                seen[2].output.contains(
+                    "warning: the build's steps get limits below a build's, since layerctl's hard limits are lower and it "
+                        + "may not raise them (no CAP_SYS_RESOURCE): open files (-n) 256 (a build's is 1024)"),
+                "\(seen[2].output)")
+        }
+    }
+
     @Test("a package's scriptlet runs as confined as run: does, and its escape fails")
     func scriptlets() throws {
         let layers = try Harness.demoLayers()

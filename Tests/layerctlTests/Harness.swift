@@ -19,6 +19,15 @@ enum Harness {
 
     /// Root and the demo repository: what a real build needs.
     static var canBuild: Bool { isRoot && hasDemoRepository }
+
+    /// Whether the tests' process has capability `number` (linux/capability.h) in its effective set.
+    static func hasCapability(_ number: Int) -> Bool {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+            let set = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return false }
+        return set & (1 << UInt64(number)) != 0
+    }
     static let cannotBuildReason: Comment = "needs root and the demo repository (run demo/make-repo.sh as root first)"
 
     static var executable: String {

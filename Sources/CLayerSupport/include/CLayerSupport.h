@@ -79,10 +79,6 @@ int lc_pivot_root(const char *new_root);
 /// core dump limit, hard and soft, to 0. Returns 0 or an errno value.
 int lc_limit_privileges(const int *keep, int count);
 
-/// Sets the stack limit of the calling process, and so of what it starts, to `bytes` (the soft
-/// limit; the hard one is raised to it where lower). Returns 0 or an errno value.
-int lc_set_stack_limit(unsigned long long bytes);
-
 /// Puts the calling process, and everything it starts from then on, in a Landlock domain that
 /// reaches no abstract unix socket made outside it, and signals no process outside it (Landlock's
 /// scopes, Linux 6.12, ABI 6). Access to files and the network is not touched. Needs no_new_privs.
