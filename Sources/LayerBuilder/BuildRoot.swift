@@ -13,8 +13,8 @@ struct BuildRoot {
     let directory: String
     /// The trees below, bottom first.
     let lowerTrees: [String]
-    /// Paths in the tree, relative to it, this build created only to mount on: the tree should not
-    /// keep them. Deepest last.
+    /// Paths in the tree, relative to it, this build created only to mount on, or as a link to one
+    /// of its own mounts (`makeLink`): the tree should not keep them. Deepest last.
     private(set) var createdMountPoints: [String] = []
 
     var upper: String { directory + "/layer/tree" }
@@ -32,9 +32,14 @@ struct BuildRoot {
         ("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("run", 0o755), ("tmp", 0o1777),
     ]
 
-    /// Mounts the tree at `merged` and makes sure its API folders are folders to mount on, and
-    /// `extraMountPoints` (folders, relative) too.
-    mutating func setUp(extraMountPoints: [String] = [], resolvConf: Bool = false) throws {
+    /// Mounts the tree at `merged` and makes sure its API folders are folders to mount on,
+    /// `extraMountPoints` (folders, relative) too, and each of `links` (relative) a symlink to its
+    /// target where the tree has nothing at its path (those with a folder there already are
+    /// returned: the caller mounts on them instead).
+    @discardableResult
+    mutating func setUp(
+        extraMountPoints: [String] = [], links: [(path: String, target: String)] = [], resolvConf: Bool = false
+    ) throws -> [String] {
         for directory in [upper, work, merged] {
             try FileSystem.makeDirectories(directory)
         }
@@ -53,7 +58,12 @@ struct BuildRoot {
         for relative in extraMountPoints {
             try makeMountPoint(relative, mode: 0o755, keep: false)
         }
+        var folders: [String] = []
+        for (relative, target) in links where try !makeLink(relative, to: target) {
+            folders.append(relative)
+        }
         if resolvConf { try makeResolvConfMountPoint() }
+        return folders
     }
 
     /// The most trees an overlay of `BuildRoot` holds below its upper folder. Each is named in the
@@ -104,17 +114,38 @@ struct BuildRoot {
             let full = merged + "/" + path
             var st = stat()
             if lstat(full, &st) == 0 {
-                guard (st.st_mode & S_IFMT) == S_IFDIR else {
-                    throw BuildFailure(
-                        "the layer's /\(path) is not a folder (it is \(MergedTree.Kind(mode: st.st_mode)?.described ?? "no kind of file")): the build mounts its own /\(relative) there",
-                        code: .input)
-                }
+                guard (st.st_mode & S_IFMT) == S_IFDIR else { throw Self.notAFolder(path, st, needed: relative) }
                 continue
             }
             try sys("create", full) { mkdir(full, mode) }
             _ = chmod(full, mode)  // whatever the umask took away
             if !keep { createdMountPoints.append(path) }
         }
+    }
+
+    /// Makes `relative` a symlink to `target`, its folders made as a mount point's are, where the
+    /// tree has nothing there; returns false, and makes nothing, where it has a folder there, and
+    /// refuses anything else.
+    private mutating func makeLink(_ relative: String, to target: String) throws -> Bool {
+        let (folder, _) = FileSystem.split(relative)
+        if folder != "." { try makeMountPoint(folder, mode: 0o755, keep: false) }
+        let full = merged + "/" + relative
+        var st = stat()
+        if lstat(full, &st) == 0 {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw Self.notAFolder(relative, st, needed: relative) }
+            return false
+        }
+        try sys("create", full) { symlink(target, full) }
+        createdMountPoints.append(relative)
+        return true
+    }
+
+    /// The layer's `path` (relative), of `st`, where the build needs a folder for its own `needed`.
+    private static func notAFolder(_ path: String, _ st: stat, needed: String) -> BuildFailure {
+        let kind = MergedTree.Kind(mode: st.st_mode)?.described ?? "no kind of file"
+        return BuildFailure(
+            "the layer's /\(path) is not a folder (it is \(kind)): the build puts its own /\(needed) there",
+            code: .input)
     }
 
     /// A file to bind the host's resolv.conf on, when the layer has a regular one or none; a
@@ -130,7 +161,8 @@ struct BuildRoot {
     }
 
     /// Removes the mount point `relative` from the tree at `upper` if it is still what the build
-    /// made: an empty folder, or the empty resolv.conf. Its folder is opened as the build's
+    /// made: an empty folder, the empty resolv.conf, or a symlink into the build's own
+    /// `/run/layerctl` (`makeLink`). Its folder is opened as the build's
     /// `files:` are written (`lc_open_in_root`): the layer's commands may have made a folder on the
     /// way a symlink to a host folder, and it resolves inside the tree, never on the host.
     static func removeMountPoint(_ relative: String, in upper: String) {
@@ -146,9 +178,18 @@ struct BuildRoot {
         switch st.st_mode & S_IFMT {
         case S_IFDIR: _ = unlinkat(folder, name, AT_REMOVEDIR)  // only if empty
         case S_IFREG where st.st_size == 0: _ = unlinkat(folder, name, 0)
+        case S_IFLNK:
+            var target = [UInt8](repeating: 0, count: 256)
+            let count = readlinkat(folder, name, &target, target.count)
+            if count > 0, String(decoding: target.prefix(count), as: UTF8.self).hasPrefix(buildOwnFolder + "/") {
+                _ = unlinkat(folder, name, 0)
+            }
         default: break
         }
     }
+
+    /// The build's own folder in its root's `/run`, a tmpfs no layer keeps.
+    static let buildOwnFolder = "/run/layerctl"
 
     /// Whether the host's resolv.conf can be bound in: the layer's is a regular file.
     var canBindResolvConf: Bool {

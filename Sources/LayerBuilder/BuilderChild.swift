@@ -14,12 +14,17 @@ import LayerSupport
 /// `Confinement` and does everything that runs the layer's code: the libalpm transaction with
 /// its scriptlets, `files:`, `run:` and `boot:`.
 enum BuilderChild {
+    /// Where libalpm and the layer's commands find the sync databases: a symlink to `syncView`,
+    /// which a `run:` step may remove, with /var/lib/pacman around it (a mount point there could
+    /// not be), and which no layer keeps. Where a layer below has a folder there (a pulled image's),
+    /// the databases are mounted on it instead.
+    static let syncPath = String(PackageManagerState.syncDatabases.dropFirst())
     /// Where the root shows the sync databases; the build's changes to them are discarded.
-    static let syncMountPoint = String(PackageManagerState.syncDatabases.dropFirst())
+    static let syncView = BuildRoot.buildOwnFolder + "/sync"
     /// Where the root shows the store's package cache, read-only.
-    static let packageCache = "/run/layerctl/packages"
+    static let packageCache = BuildRoot.buildOwnFolder + "/packages"
     /// Where the root shows its own overlay's upper folder, read-only: what this layer changed.
-    static let upperDirectory = "/run/layerctl/layer"
+    static let upperDirectory = BuildRoot.buildOwnFolder + "/layer"
 
     /// Mounts the root, confines itself, installs, writes files, runs commands, adds boot support,
     /// and reports the packages.
@@ -47,7 +52,9 @@ enum BuilderChild {
             try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")
             var root = job.root
-            try root.setUp(extraMountPoints: [syncMountPoint], resolvConf: job.network && !job.run.isEmpty)
+            let syncFolder = try root.setUp(
+                links: [(syncPath, syncView)], resolvConf: job.network && !job.run.isEmpty
+            ).contains(syncPath)
             var made = BuildEvent(.mountPoints, layer: job.layerName)
             made.paths = root.createdMountPoints
             events.send(made)
@@ -64,7 +71,9 @@ enum BuilderChild {
             confinement.binds = [
                 // `rm -rf /var/lib/pacman/sync/*`, `pacman -Scc` or `-Sy` in a `run:` step change the
                 // build's view only; the normaliser leaves the folder out of the layer anyway.
-                .init(source: job.syncDirectory + "/sync", target: "/" + syncMountPoint, writes: .discarded),
+                .init(
+                    source: job.syncDirectory + "/sync", target: syncFolder ? "/" + syncPath : syncView,
+                    writes: .discarded),
                 .init(source: job.packageCache, target: packageCache),
                 .init(source: job.upperDirectory, target: upperDirectory),
             ]

@@ -39,6 +39,7 @@ struct Normaliser {
     func run() throws -> [String] {
         for relative in Self.strayPaths { removeFile(relative) }
         try removeContents(of: String(PackageManagerState.packageCache.dropFirst()))
+        try removeSyncDatabases()
         var notes: [String] = []
         // One larger than any id is no `uninitialized` either, and is not read.
         let machineID: [UInt8]?
@@ -184,6 +185,20 @@ struct Normaliser {
         let path = tree + "/" + relative
         guard isRealDirectory(relative) else { return }
         for name in try FileSystem.listDirectory(path) { try FileSystem.removeTree(path + "/" + name) }
+    }
+
+    /// The sync databases a step left where the build's symlink to its own was (which the parent
+    /// removed before this): `pacman -Sy` after `rm /var/lib/pacman/sync`, say. No layer keeps them.
+    private func removeSyncDatabases() throws {
+        let relative = String(PackageManagerState.syncDatabases.dropFirst())
+        guard isRealDirectory(FileSystem.split(relative).directory) else { return }
+        var st = stat()
+        guard lstat(tree + "/" + relative, &st) == 0 else { return }
+        if st.st_mode & S_IFMT == S_IFDIR {
+            try FileSystem.removeTree(tree + "/" + relative)
+        } else if unlink(tree + "/" + relative) != 0 {
+            throw SystemError("remove", tree + "/" + relative)
+        }
     }
 
     /// `%INSTALLDATE%` is the only varying field libalpm writes into the local database.

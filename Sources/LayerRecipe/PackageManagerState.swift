@@ -5,7 +5,8 @@ public enum PackageManagerState {
     public static let files = ["/var/lib/pacman/db.lck", "/var/log/pacman.log"]
     /// The package cache: the normaliser empties it.
     public static let packageCache = "/var/cache/pacman/pkg"
-    /// The sync databases: the build mounts its own there for libalpm, and no layer holds them.
+    /// The sync databases: the build puts its own there for libalpm and the steps, and no layer
+    /// holds them.
     public static let syncDatabases = "/var/lib/pacman/sync"
 
     /// The file or folder of `path`, absolute, if it is pacman's working state.

@@ -1070,8 +1070,10 @@ struct ConfinementTests {
     }
 
     /// What Dockerfiles for Arch end with, and what pacman -Scc and -Sy do: a run: step that changes
-    /// the sync databases. They used to fail with "Read-only file system".
-    @Test("a run: step may remove and rewrite the sync databases: its build goes on, the next layer's build sees them whole, no layer keeps them")
+    /// the sync databases. They used to fail with "Read-only file system"; removing the folder
+    /// itself, or /var/lib/pacman whole (a slim image's last step), failed with "Device or resource
+    /// busy" while the databases were mounted there.
+    @Test("a run: step may remove and rewrite the sync databases, and remove /var/lib/pacman: its build goes on, the next layer's build sees them whole, no layer keeps them")
     func syncDatabasesChangedForNothing() throws {
         let (layers, store) = try storeWithBase()
         let sync = "/var/lib/pacman/sync"
@@ -1080,15 +1082,47 @@ struct ConfinementTests {
         // Built in the same invocation, on the same snapshot of the databases, after the first.
         try "from: cleaned\npackages: [demo-app]\nrun:\n  - tar -tzf \(sync)/demo.db | grep -q '^demo-app-1.0-1/'\n"
             .write(toFile: layers + "/after.yaml", atomically: false, encoding: .utf8)
-        let result = try Harness.run(["build", layers + "/after.yaml", "--store", store])
+        // The folder removed, and one of the step's own made in its place.
+        try "from: after\nrun:\n  - rm -rf \(sync)\n  - mkdir \(sync) && echo forged > \(sync)/demo.db\n"
+            .write(toFile: layers + "/replaced.yaml", atomically: false, encoding: .utf8)
+        try "from: replaced\npackages: [demo-lib]\nrun:\n  - tar -tzf \(sync)/demo.db | grep -q '^demo-lib-1.0-1/'\n"
+            .write(toFile: layers + "/whole.yaml", atomically: false, encoding: .utf8)
+        try "from: whole\nrun:\n  - rm -rf /var/lib/pacman\n".write(toFile: layers + "/slim.yaml", atomically: false, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/slim.yaml", "--store", store])
         #expect(result.status == 0, "\(result.stderr)")
         let stored = try Store(root: store)
-        for name in ["cleaned", "after"] {
+        for name in ["cleaned", "after", "replaced", "whole", "slim"] {
             let tree = stored.tree(try #require(try stored.ref(name), "\(name) was not built"))
-            #expect(!FileManager.default.fileExists(atPath: tree + sync), "\(name) keeps \(sync)")
+            var st = stat()
+            #expect(lstat(tree + sync, &st) != 0, "\(name) keeps \(sync)")
         }
+        // slim's tree has /var/lib/pacman as a whiteout: the layers below are hidden, not changed.
+        var st = stat()
+        let slim = stored.tree(try #require(try stored.ref("slim")))
+        #expect(lstat(slim + "/var/lib/pacman", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0)
         #expect(try Harness.leakedMounts(under: store).isEmpty)
         try Harness.expectValidStore(store)
+    }
+
+    /// A layer below that holds /var/lib/pacman/sync as a folder (a pulled image made by other
+    /// tools may): the build shows its own databases there, mounted over it, not the layer's.
+    @Test("where a layer below holds the sync folder, the build's databases are mounted over it, and the layer keeps none")
+    func syncFolderBelow() throws {
+        let (layers, store) = try storeWithBase()
+        let stored = try Store(root: store)
+        let base = stored.tree(try #require(try stored.ref("base")))
+        // As an image's layer would hold it; written into the stored tree by hand.
+        try FileManager.default.createDirectory(atPath: base + "/var/lib/pacman/sync", withIntermediateDirectories: true)
+        try "stale\n".write(toFile: base + "/var/lib/pacman/sync/stale.db", atomically: false, encoding: .utf8)
+        let sync = "/var/lib/pacman/sync"
+        try "from: base\nrun:\n  - test -d \(sync) && test ! -L \(sync) && test ! -e \(sync)/stale.db\n  - tar -tzf \(sync)/demo.db > /dev/null\n  - echo x > \(sync)/new.db\n"
+            .write(toFile: layers + "/above.yaml", atomically: false, encoding: .utf8)
+        let result = try Harness.run(["build", layers + "/above.yaml", "--store", store])
+        #expect(result.status == 0, "\(result.stderr)")
+        let tree = stored.tree(try #require(try stored.ref("above"), "above was not built"))
+        var st = stat()
+        #expect(lstat(tree + sync, &st) != 0, "above keeps \(sync)")
+        #expect(try Harness.leakedMounts(under: store).isEmpty)
     }
 
     @Test("a root layer's run: step makes the folders of the build's mount points symlinks to host folders: the teardown leaves the host's alone")
