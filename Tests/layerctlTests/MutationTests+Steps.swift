@@ -35,7 +35,11 @@ extension MutationTests {
         "ln -s \"$(printf 'a%.0s' $(seq 200))\" /longlink", "echo hi > /-n",
         "printf '\\033]0;title\\007' > \"/$(printf 'e\\033[2Jx')\"",
         "chown 12345:54321 /etc/hostname", "chmod 2777 /etc", "ln -s . /selflink", "mkdir /opt/.wh.cache", "exit 3",
-        "rm -rf /var/lib/pacman/sync/*", "echo x > /var/lib/pacman/sync/demo.db",
+        "rm -rf /var/lib/pacman/sync/*", "echo x > /var/lib/pacman/sync/demo.db", "rm -rf /var/lib/pacman/sync",
+        "rm -rf /var/lib/pacman",
+        "rm -f /var/lib/pacman/sync && mkdir /var/lib/pacman/sync && echo x > /var/lib/pacman/sync/y.db",
+        "ln -sfn /etc /var/lib/pacman/sync", "mv /var/lib/pacman /var/lib/pacman.old || true",
+        "ulimit -a > /etc/limits",
     ]
 
     /// `text` as a YAML double-quoted scalar, every control character escaped (YAML allows none in a
