@@ -32,14 +32,8 @@ struct BuildRoot {
         ("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("run", 0o755), ("tmp", 0o1777),
     ]
 
-    /// Mounts the tree at `merged` and makes sure its API folders are folders to mount on,
-    /// `extraMountPoints` (folders, relative) too, and each of `links` (relative) a symlink to its
-    /// target where the tree has nothing at its path (those with a folder there already are
-    /// returned: the caller mounts on them instead).
-    @discardableResult
-    mutating func setUp(
-        extraMountPoints: [String] = [], links: [(path: String, target: String)] = [], resolvConf: Bool = false
-    ) throws -> [String] {
+    /// Mounts the tree at `merged` and makes sure its API folders are folders to mount on.
+    mutating func setUp(resolvConf: Bool = false) throws {
         for directory in [upper, work, merged] {
             try FileSystem.makeDirectories(directory)
         }
@@ -55,15 +49,7 @@ struct BuildRoot {
         for (name, mode) in Self.mountPointModes {
             try makeMountPoint(name, mode: mode, keep: true)
         }
-        for relative in extraMountPoints {
-            try makeMountPoint(relative, mode: 0o755, keep: false)
-        }
-        var folders: [String] = []
-        for (relative, target) in links where try !makeLink(relative, to: target) {
-            folders.append(relative)
-        }
         if resolvConf { try makeResolvConfMountPoint() }
-        return folders
     }
 
     /// The most trees an overlay of `BuildRoot` holds below its upper folder. Each is named in the
@@ -124,9 +110,9 @@ struct BuildRoot {
     }
 
     /// Makes `relative` a symlink to `target`, its folders made as a mount point's are, where the
-    /// tree has nothing there; returns false, and makes nothing, where it has a folder there, and
-    /// refuses anything else.
-    private mutating func makeLink(_ relative: String, to target: String) throws -> Bool {
+    /// tree has nothing there; returns false, and makes nothing, where it has a folder there (the
+    /// caller mounts on it instead), and refuses anything else.
+    mutating func makeLink(_ relative: String, to target: String) throws -> Bool {
         let (folder, _) = FileSystem.split(relative)
         if folder != "." { try makeMountPoint(folder, mode: 0o755, keep: false) }
         let full = merged + "/" + relative

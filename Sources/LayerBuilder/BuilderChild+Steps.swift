@@ -13,7 +13,7 @@ extension BuilderChild {
         let handle = try AlpmHandle(root: "/", dbPath: "/var/lib/pacman")
         try handle.addCacheDir(packageCache)
         // A writable cache after it, which stays empty, keeps libalpm from warning that it has none.
-        let spare = "/run/layerctl/downloads"
+        let spare = BuildRoot.buildOwnFolder + "/downloads"
         try FileSystem.makeDirectories(spare)
         try handle.addCacheDir(spare)
         try handle.setLogFile(log)
@@ -23,7 +23,7 @@ extension BuilderChild {
         if let boot = job.boot, !boot.packageHooks.isEmpty {
             // The last folder's hook of a name is the one that runs, and a link to /dev/null runs
             // nothing (alpm-hooks(5)). /run is the build's own tmpfs, never part of the layer.
-            let masks = "/run/layerctl/hooks"
+            let masks = BuildRoot.buildOwnFolder + "/hooks"
             try FileSystem.makeDirectories(masks)
             for name in boot.packageHooks where symlink("/dev/null", masks + "/" + name) != 0 {
                 throw SystemError("symlink", masks + "/" + name)

@@ -52,9 +52,8 @@ enum BuilderChild {
             try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")
             var root = job.root
-            let syncFolder = try root.setUp(
-                links: [(syncPath, syncView)], resolvConf: job.network && !job.run.isEmpty
-            ).contains(syncPath)
+            try root.setUp(resolvConf: job.network && !job.run.isEmpty)
+            let syncFolder = try !root.makeLink(syncPath, to: syncView)
             var made = BuildEvent(.mountPoints, layer: job.layerName)
             made.paths = root.createdMountPoints
             events.send(made)

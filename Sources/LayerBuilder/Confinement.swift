@@ -74,7 +74,7 @@ struct Confinement {
     /// that is detached once the overlay holds it: no path of the build reaches the changes but
     /// through `target`.
     private func mountDiscardingWrites(_ source: String, at target: String) throws {
-        let changes = root + "/run/layerctl/changes"
+        let changes = root + BuildRoot.buildOwnFolder + "/changes"
         try FileSystem.makeDirectories(changes)
         try Mounter.mount("tmpfs", at: changes, type: "tmpfs", options: "mode=0700,nosuid,nodev" + sizeOption)
         for folder in ["upper", "work"] { try FileSystem.makeDirectories(changes + "/" + folder) }
