@@ -32,4 +32,14 @@ enum Whiteout {
         guard name.count > prefix.count, name.starts(with: prefix), name != opaque else { return nil }
         return Array(name.dropFirst(prefix.count))
     }
+
+    /// aufs's own bookkeeping at a layer's root: `.wh..wh.aufs`, `.wh..wh.orph/` and
+    /// `.wh..wh.plnk/`, which images Docker made on aufs hold, and the hard links of files linked
+    /// across layers point into `.wh..wh.plnk/`. Docker drops it, and so does a pull: such a name
+    /// is content while the blob unpacks (so the hard links find their files), and removed after.
+    /// `parts` are an entry's name's components.
+    static func isAufsMetadata(_ parts: [[UInt8]]) -> Bool {
+        guard let first = parts.first, first.starts(with: prefix + prefix) else { return false }
+        return !(parts.count == 1 && first == opaque)
+    }
 }

@@ -20,7 +20,8 @@ public struct LayerBlobError: LayerError {
 /// Refused, naming the entry: an absolute name, a `..`, a name through a symlink or below a file,
 /// a hard link to anything but an earlier non-folder entry of the same layer, a whiteout of `.` or
 /// `..`, an entry twice, a special tar type, and data shorter or longer than its header says.
-/// `trusted.overlay.*` attributes, overlayfs's own bookkeeping, are dropped.
+/// `trusted.overlay.*` attributes, overlayfs's own bookkeeping, are dropped, and so is aufs's
+/// (`.wh..wh.*` at the root but the opaque marker, `Whiteout.isAufsMetadata`).
 public struct OCILayerReader {
     /// The blob's file, or its name in messages when it is read from `stream`.
     let blob: String
@@ -319,6 +320,11 @@ private struct Unpacking {
     let blob: String
     var kinds: [[UInt8]: Kind] = [[]: .directory]
     var opaque: [[UInt8]] = []
+    /// The names at the root that are aufs's bookkeeping (`Whiteout.isAufsMetadata`), removed last.
+    var aufsMetadata: Set<[UInt8]> = []
+    /// A file of aufs's bookkeeping, and the first name of the layer linked to it: the name its
+    /// deferred attributes go to.
+    var aufsLinks: [[UInt8]: [UInt8]] = [:]
     /// Leave `trusted.*` attributes to another process (`deferred`), as `unpackPlainTar` does.
     var deferring = false
     var deferred: [DeferredAttribute] = []
@@ -414,8 +420,9 @@ private struct Unpacking {
         // terabytes from a few megabytes of zstd, with no disk filling up to stop it. No tar
         // writer makes one.
         let size = archive_entry_size_is_set(header) != 0 ? Int64(archive_entry_size(header)) : 0
+        let aufs = Whiteout.isAufsMetadata(parts)
         if size > 0 {
-            let marker = parts.last.map { $0 == Whiteout.opaque || Whiteout.hidden(by: $0) != nil } ?? false
+            let marker = !aufs && (parts.last.map { $0 == Whiteout.opaque || Whiteout.hidden(by: $0) != nil } ?? false)
             if archive_entry_filetype(header) != UInt32(Glibc.S_IFREG) || archive_entry_hardlink(header) != nil || marker {
                 throw refuse(raw, "\(size) bytes of data in an entry that is no file")
             }
@@ -429,11 +436,12 @@ private struct Unpacking {
         try checkParents(parts, raw: raw)
         let last = parts[parts.count - 1]
         let parent = Array(parts.dropLast())
-        if last == Whiteout.opaque {
+        if aufs {
+            aufsMetadata.insert(parts[0])
+        } else if last == Whiteout.opaque {
             opaque.append(path(parent))
             return
-        }
-        if let hidden = Whiteout.hidden(by: last) {
+        } else if let hidden = Whiteout.hidden(by: last) {
             if hidden == [0x2E] || hidden == [0x2E, 0x2E] || hidden.isEmpty { throw refuse(raw, "a whiteout of . or ..") }
             let name = path(parent + [hidden])
             if kinds[name] != nil { throw refuse(raw, "a whiteout of a name the layer also holds") }
@@ -453,7 +461,8 @@ private struct Unpacking {
         }
         if let link = archive_entry_hardlink(header) {
             let linkRaw = Self.bytes(link)
-            let linkName = path(try components(linkRaw))
+            let linkParts = try components(linkRaw)
+            let linkName = path(linkParts)
             guard let kind = kinds[linkName], kind == .other || kind == .symlink else {
                 throw refuse(raw, "a hard link to /\(RawPath.display(linkRaw)), which is no earlier file of the layer")
             }
@@ -461,6 +470,9 @@ private struct Unpacking {
                 try at(name) { p in try sys("link", shown(name)) { linkat(AT_FDCWD, existing, AT_FDCWD, p, 0) } }
             }
             kinds[name] = kind
+            if Whiteout.isAufsMetadata(linkParts) && !aufs && aufsLinks[linkName] == nil {
+                aufsLinks[linkName] = name
+            }
             return
         }
         let mode = archive_entry_filetype(header)
@@ -619,9 +631,29 @@ private struct Unpacking {
         return nil
     }
 
+    /// Removes aufs's bookkeeping (`Whiteout.isAufsMetadata`), and forgets it: a hard link into
+    /// `.wh..wh.plnk/` keeps its file, and the attributes deferred for the file go to that name.
+    mutating func removeAufsMetadata() throws {
+        for top in aufsMetadata {
+            try FileSystem.removeTree(Array(tree.utf8) + [0x2F] + top)
+            func below(_ name: [UInt8]) -> Bool { name == top || name.starts(with: top + [0x2F]) }
+            kinds = kinds.filter { !below($0.key) }
+            folderTimes = folderTimes.filter { !below($0.key) }
+            implied = implied.filter { !below($0) }
+            deferred = deferred.compactMap { attribute in
+                guard below(attribute.path) else { return attribute }
+                guard let kept = aufsLinks[attribute.path] else { return nil }
+                var moved = attribute
+                moved.path = kept
+                return moved
+            }
+        }
+    }
+
     /// Opaque folders marked, implied folders given what the layers below say of them, then folder
     /// times, deepest first.
     mutating func finish() throws {
+        try removeAufsMetadata()
         for name in implied {
             guard let below = lowerFolder(name) else { continue }
             try at(name) { p in

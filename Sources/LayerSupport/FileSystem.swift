@@ -419,7 +419,7 @@ package enum FileSystem {
     /// never followed; a tree that is not there is no error.
     package static func removeTree(_ path: String) throws { try removeTree(Array(path.utf8)) }
 
-    static func removeTree(_ path: [UInt8]) throws {
+    package static func removeTree(_ path: [UInt8]) throws {
         var st = stat()
         guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {

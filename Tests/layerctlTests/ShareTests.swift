@@ -890,6 +890,62 @@ extension ShareTests {
 }
 
 extension ShareTests {
+    /// Images Docker made on aufs hold aufs's bookkeeping at their layers' root, and a file linked
+    /// across layers is a hard link into `.wh..wh.plnk/`. Taken as whiteouts, `.wh..wh.plnk/` became
+    /// the removal of `.wh.plnk`, and the pull failed on the first file below it.
+    @Test("an image made on aufs: its bookkeeping is dropped, and a hard link into .wh..wh.plnk keeps its file")
+    func aufsBookkeeping() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("share-aufs")
+        let blob = work + "/layer.tar.zst"
+        try FileManager.default.createDirectory(atPath: work + "/canary", withIntermediateDirectories: false)
+        try "kept".write(toFile: work + "/canary/file", atomically: false, encoding: .utf8)
+        typealias Crafted = OCILayerTests.Crafted
+        try OCILayerTests.craft(
+            [
+                Crafted(name: ".wh..wh.aufs", data: ""),
+                Crafted(name: ".wh..wh.orph", type: Glibc.S_IFDIR),
+                Crafted(name: ".wh..wh.plnk", type: Glibc.S_IFDIR),
+                // Removed as a link, never followed.
+                Crafted(name: ".wh..wh.link", type: Glibc.S_IFLNK, symlink: work + "/canary"),
+                Crafted(name: ".wh..wh.plnk/260.1234", data: "linked across layers", attributes: [("trusted.note", "t")]),
+                Crafted(name: ".wh..wh.plnk/.wh.260.99", data: ""),
+                Crafted(name: ".wh..wh.plnk/a-folder/.wh..wh..opq", data: "its data is kept, then removed"),
+                Crafted(name: "usr/bin/first", hardlink: ".wh..wh.plnk/260.1234"),
+                Crafted(name: "usr/bin/second", hardlink: ".wh..wh.plnk/260.1234"),
+                Crafted(name: "etc/.wh.gone", data: ""),
+                Crafted(name: ".wh..wh..opq", data: ""),
+            ], at: blob, zstd: true)
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/aufs:v1")
+        try Self.pushImage(layers: [blob], to: reference)
+        let other = try Harness.temporaryDirectory("share-aufs-store")
+        let pulled = try Harness.run(["pull", reference.description, "--store", other])
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        let store = try Store(root: other)
+        let key = try #require(try store.ref("aufs"))
+        let tree = store.tree(key)
+        let names = try FileManager.default.contentsOfDirectory(atPath: tree).sorted()
+        #expect(names == ["etc", "usr"], "\(names)")
+        #expect(FileManager.default.fileExists(atPath: work + "/canary/file"))
+        #expect(try String(contentsOfFile: tree + "/usr/bin/first", encoding: .utf8) == "linked across layers")
+        var first = stat(), second = stat()
+        #expect(lstat(tree + "/usr/bin/first", &first) == 0 && lstat(tree + "/usr/bin/second", &second) == 0)
+        #expect(first.st_ino == second.st_ino && first.st_nlink == 2, "one file of two names, as aufs had it")
+        // Its attributes too: the confined unpack hands `trusted.*` back by name, the file's name.
+        #expect(ExtendedAttributes.value(tree + "/usr/bin/first", "trusted.note") == Array("t".utf8))
+        var whiteout = stat()
+        #expect(lstat(tree + "/etc/gone", &whiteout) == 0 && whiteout.st_mode & S_IFMT == S_IFCHR && whiteout.st_rdev == 0)
+        // The root's own `.wh..wh..opq` is no bookkeeping: the layer hides everything below it.
+        #expect(ExtendedAttributes.value(tree, "trusted.overlay.opaque") == Array("y".utf8))
+        // An unpack in one process makes the same tree, to its folders' times.
+        let oracle = work + "/oracle"
+        try OCILayerReader(blob: blob).unpack(into: oracle)
+        #expect(try TreeScan.scan(oracle).digest == store.record(key).treeDigest)
+    }
+}
+
+extension ShareTests {
     /// layerctl decompresses a blob and the confined child parses the tar: when the compressed
     /// stream is what is wrong, the child only sees the tar end early, and the message must name
     /// the decompression, not the child's short tar.
