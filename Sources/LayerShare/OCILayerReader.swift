@@ -387,7 +387,14 @@ private struct Unpacking {
             case .symlink: throw refuse(raw, "a name through a symlink, /\(RawPath.display(prefix))")
             case .whiteout, .other: throw refuse(raw, "a name below a file, /\(RawPath.display(prefix))")
             case nil:
-                try at(prefix) { p in try sys("create", shown(prefix)) { mkdir(p, 0o755) } }
+                // 0755 and root's, whatever the umask and the folder above: in a setgid folder,
+                // mkdir gives that folder's group and setgid bit, and the tree would depend on
+                // whether the tar named the folder above before or after this one's entries.
+                try at(prefix) { p in
+                    try sys("create", shown(prefix)) { mkdir(p, 0o755) }
+                    try sys("change the owner of", shown(prefix)) { lchown(p, 0, 0) }
+                    try sys("change the mode of", shown(prefix)) { chmod(p, 0o755) }
+                }
                 kinds[prefix] = .directory
                 folderTimes[prefix] = 0
                 implied.insert(prefix)

@@ -166,6 +166,13 @@ struct OCILayerTests {
         var fill: UInt8 = 0
         /// Extended attributes, as a pax header carries them.
         var attributes: [(name: String, value: String)] = []
+        /// A file's data as bytes, instead of `data`.
+        var bytes: [UInt8]?
+        var mode: mode_t = 0o644
+        var owner: (uid: uid_t, gid: gid_t) = (0, 0)
+        var mtime: Int = 0
+        /// A device node's numbers.
+        var device: (major: UInt32, minor: UInt32) = (0, 0)
     }
 
     /// Writes `entries` as a tar, compressed with zstd when `zstd`.
@@ -173,6 +180,8 @@ struct OCILayerTests {
         let archive = archive_write_new()!
         defer { archive_write_free(archive) }
         archive_write_set_format_pax_restricted(archive)
+        // Names are written as their bytes: UTF-8 ones too, whatever the test's locale.
+        archive_write_set_option(archive, "pax", "hdrcharset", "BINARY")
         if zstd { #expect(archive_write_add_filter_zstd(archive) == ARCHIVE_OK) }
         #expect(archive_write_open_filename(archive, path) == ARCHIVE_OK)
         for crafted in entries {
@@ -180,10 +189,16 @@ struct OCILayerTests {
             defer { archive_entry_free(header) }
             archive_entry_set_pathname(header, crafted.name)
             archive_entry_set_filetype(header, UInt32(crafted.type))
-            archive_entry_set_perm(header, 0o644)
+            archive_entry_set_perm(header, crafted.mode)
+            archive_entry_set_uid(header, la_int64_t(crafted.owner.uid))
+            archive_entry_set_gid(header, la_int64_t(crafted.owner.gid))
+            archive_entry_set_mtime(header, crafted.mtime, 0)
+            archive_entry_set_rdevmajor(header, dev_t(crafted.device.major))
+            archive_entry_set_rdevminor(header, dev_t(crafted.device.minor))
             if let target = crafted.symlink { archive_entry_set_symlink(header, target) }
             if let target = crafted.hardlink { archive_entry_set_hardlink(header, target) }
-            let size = crafted.type == Glibc.S_IFREG && crafted.hardlink == nil ? crafted.data.utf8.count : 0
+            let data = crafted.bytes ?? Array(crafted.data.utf8)
+            let size = crafted.type == Glibc.S_IFREG && crafted.hardlink == nil ? data.count : 0
             archive_entry_set_size(header, la_int64_t(crafted.sparseSize ?? Int64(size)))
             if crafted.sparseSize != nil { archive_entry_sparse_add_entry(header, 0, la_int64_t(size)) }
             for attribute in crafted.attributes {
@@ -202,7 +217,7 @@ struct OCILayerTests {
                 continue
             }
             #expect(archive_write_header(archive, header) == ARCHIVE_OK)
-            if size > 0 { _ = crafted.data.withCString { archive_write_data(archive, $0, size) } }
+            if size > 0 { _ = data.withUnsafeBytes { archive_write_data(archive, $0.baseAddress, size) } }
         }
         archive_write_close(archive)
     }

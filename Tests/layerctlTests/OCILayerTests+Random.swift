@@ -1,0 +1,275 @@
+import Crypto
+import Foundation
+import Glibc
+import LayerEntries
+import LayerShare
+import LayerStore
+import LayerSupport
+import RegistryClient
+import Testing
+
+/// Layer blobs of every kind of entry, in the orders tar writers put them (a folder after what it
+/// holds, or only implied; a hard link whose name sorts before or after its file), with GNU tar as
+/// the oracle: what it extracts is what the blob says, and layerctl's tree must say the same, its
+/// whiteouts and opaque folders read back as the blob's `.wh.` markers.
+extension OCILayerTests {
+    static let randomBlobs = ProcessInfo.processInfo.environment["LAYERCTL_OCI_BLOBS"].flatMap { Int($0) } ?? 30
+    static let randomSeed = ProcessInfo.processInfo.environment["LAYERCTL_OCI_SEED"].flatMap { UInt64($0) } ?? 11
+
+    @Test("random blobs of every kind and order: unpacked and pulled, the tree GNU tar extracts")
+    func randomBlobs() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("oci-random")
+        var random = MutationTests.Random(state: Self.randomSeed)
+        var kinds: [String: Int] = [:]
+        for number in 0..<Self.randomBlobs {
+            let (entries, implied) = Self.randomLayer(&random)
+            for entry in entries { kinds[Self.kindName(entry), default: 0] += 1 }
+            let blob = "\(work)/\(number).tar\(number % 2 == 0 ? ".zst" : "")"
+            try Self.craft(entries, at: blob, zstd: number % 2 == 0)
+            let ours = "\(work)/ours-\(number)"
+            let theirs = "\(work)/tar-\(number)"
+            try FileManager.default.createDirectory(atPath: theirs, withIntermediateDirectories: false)
+            let extracted = try KernelMount.run(
+                "/bin/sh",
+                [
+                    "-c",
+                    "umask 022 && exec tar -xpf \"$1\" -C \"$2\" --xattrs --xattrs-include='user.*' --numeric-owner "
+                        + "--delay-directory-restore",
+                    "sh", blob, theirs,
+                ])
+            #expect(extracted.status == 0, "blob \(number): \(extracted.output)")
+            try OCILayerReader(blob: blob).unpack(into: ours)
+            let expected = try Self.listing(theirs, implied: implied)
+            let found = try Self.listing(ours, implied: implied)
+            #expect(found == expected, "blob \(number) (kept in \(work)): \(Self.difference(found, expected))")
+            guard found == expected else { break }
+            // Every third through a registry: the confined child's tree, to the folders' times.
+            if number % 3 == 0 {
+                let reference = try ImageReference(parsing: "\(registry.host)/steve/random:\(number)")
+                try ShareTests.pushImage(layers: [blob], to: reference)
+                let storeRoot = try Harness.temporaryDirectory("oci-random-store")
+                let pulled = try Harness.run(["pull", reference.description, "--name", "random", "--store", storeRoot])
+                #expect(pulled.status == 0, "blob \(number): \(pulled.stderr)")
+                let store = try Store(root: storeRoot)
+                let key = try #require(try store.ref("random"))
+                #expect(try store.record(key).treeDigest == TreeScan.scan(ours).digest, "blob \(number)")
+                try FileSystem.removeTree(storeRoot)
+            }
+            try FileSystem.removeTree(ours)
+            try FileSystem.removeTree(theirs)
+        }
+        print(
+            "random OCI blobs: \(Self.randomBlobs) (seed \(Self.randomSeed)), entries \(kinds.sorted { $0.key < $1.key })"
+        )
+        // Each kind came often enough to mean something.
+        for kind in ["file", "folder", "symlink", "hard link", "fifo", "device", "whiteout", "opaque", "aufs"] {
+            #expect(kinds[kind, default: 0] >= Self.randomBlobs / 10, "\(kind): \(kinds[kind, default: 0])")
+        }
+    }
+
+    static func kindName(_ entry: Crafted) -> String {
+        let base = entry.name.split(separator: "/").last.map(String.init) ?? entry.name
+        if base == ".wh..wh..opq" { return "opaque" }
+        if entry.name.hasPrefix(".wh..wh.") { return "aufs" }
+        if base.hasPrefix(".wh.") { return "whiteout" }
+        if entry.hardlink != nil { return "hard link" }
+        switch entry.type {
+        case Glibc.S_IFDIR: return "folder"
+        case Glibc.S_IFLNK: return "symlink"
+        case Glibc.S_IFIFO: return "fifo"
+        case Glibc.S_IFCHR, Glibc.S_IFBLK: return "device"
+        default: return "file"
+        }
+    }
+
+    /// A layer of 5 to 60 entries below a few folders, and the folders it only implies.
+    static func randomLayer(_ random: inout MutationTests.Random) -> (entries: [Crafted], implied: Set<String>) {
+        let names = [
+            "a", "b", "etc", "usr", "lib", "zz", "Ä", "sp ace", "x=y", "-dash", "a.b", "~tilde", "#hash", "日本",
+            String(repeating: "long", count: 40),
+        ]
+        var folders = [""]  // "" is the root
+        var taken: [String: Set<String>] = ["": []]  // the names used in each folder
+        var files: [String] = []  // what a hard link may name
+        var entries: [Crafted] = []
+        var opaque: Set<String> = []
+        func attributes() -> [(name: String, value: String)] {
+            random.below(4) == 0 ? [("user.note", "v\(random.below(100))")] : []
+        }
+        func fresh(in folder: String) -> String? {
+            let free = names.filter {
+                !(taken[folder]?.contains($0) ?? false) && !(taken[folder]?.contains(".wh." + $0) ?? false)
+            }
+            guard !free.isEmpty else { return nil }
+            let name = random.pick(free)
+            taken[folder, default: []].insert(name)
+            return name
+        }
+        func join(_ folder: String, _ name: String) -> String { folder.isEmpty ? name : folder + "/" + name }
+        // Now and then aufs's bookkeeping, which a pull drops: a file in `.wh..wh.plnk/` that
+        // names of the layer are hard links to.
+        if random.below(4) == 0 {
+            entries.append(Crafted(name: ".wh..wh.aufs", data: ""))
+            entries.append(Crafted(name: ".wh..wh.plnk", type: Glibc.S_IFDIR, mode: 0o700))
+            entries.append(
+                Crafted(name: ".wh..wh.plnk/1.\(random.below(1000))", data: "linked across layers", mode: 0o755))
+            files.append(entries[entries.count - 1].name)
+        }
+        let modes: [mode_t] = [0o644, 0o600, 0o755, 0o4755, 0o2750, 0o1777, 0o000, 0o444]
+        let owners: [(uid_t, gid_t)] = [(0, 0), (1000, 100), (65534, 65534), (0, 5)]
+        for _ in 0..<(5 + random.below(56)) {
+            let folder = random.pick(folders)
+            guard let name = fresh(in: folder) else { continue }
+            let path = join(folder, name)
+            var entry = Crafted(name: path)
+            entry.mode = random.pick(modes)
+            entry.owner = random.pick(owners)
+            entry.mtime = random.below(4) == 0 ? 0 : 1_000_000_000 + random.below(1_000_000_000)
+            switch random.below(20) {
+            case 0..<5:
+                entry.type = Glibc.S_IFDIR
+                entry.mode = random.pick([0o755, 0o700, 0o1777, 0o2755, 0o555])
+                entry.attributes = attributes()
+                folders.append(path)
+                taken[path] = []
+            case 5..<11:
+                let size = random.pick([0, 1, 100, 4096, 5000, 70_000])
+                let zeros = random.below(3) == 0
+                entry.bytes = (0..<size).map {
+                    zeros && $0 % 9000 < 8000 ? 0 : UInt8(truncatingIfNeeded: random.next())
+                }
+                entry.attributes = attributes()
+                files.append(path)
+            case 11..<13:
+                entry.type = Glibc.S_IFLNK
+                entry.symlink = random.pick([
+                    "/etc/passwd", "../" + name, "a/b/c", "missing", ".", String(repeating: "x/", count: 60),
+                ])
+                entry.mode = 0o777
+                files.append(path)
+            case 13..<15:
+                guard let target = files.isEmpty ? nil : random.pick(files) else { continue }
+                entry = Crafted(name: path, hardlink: target)
+            case 15:
+                entry.type = Glibc.S_IFIFO
+            case 16:
+                entry.type = random.below(2) == 0 ? Glibc.S_IFCHR : Glibc.S_IFBLK
+                entry.device = (UInt32(1 + random.below(250)), UInt32(random.below(300)))
+            case 17, 18:
+                // A whiteout: of a name the folder does not hold, and never will.
+                taken[folder, default: []].insert(".wh." + name)
+                entry = Crafted(name: join(folder, ".wh." + name), data: "")
+                entry.mtime = 1_000_000_000
+            default:
+                guard !opaque.contains(folder) else { continue }
+                opaque.insert(folder)
+                entry = Crafted(name: join(folder, ".wh..wh..opq"), data: "")
+            }
+            entries.append(entry)
+        }
+        // Orders tar writers use: a folder after what it holds (its metadata again, or only then),
+        // and a folder never named, only implied by what is below it.
+        var implied: Set<String> = []
+        for folder in folders.dropFirst() where random.below(5) == 0 {
+            guard let index = entries.firstIndex(where: { $0.name == folder && $0.type == Glibc.S_IFDIR }) else {
+                continue
+            }
+            let below = entries[(index + 1)...].contains { $0.name.hasPrefix(folder + "/") }
+            let moved = entries.remove(at: index)
+            if random.below(2) == 0 || !below {
+                entries.append(moved)
+            } else {
+                implied.insert(folder)
+            }
+        }
+        // A folder that holds nothing and is only implied is not there at all.
+        implied = implied.filter { folder in entries.contains { $0.name.hasPrefix(folder + "/") } }
+        return (entries, implied)
+    }
+
+    /// One line per entry of `tree`, sorted: what a blob says of it. A whiteout (a 0:0 character
+    /// device) is listed as its `.wh.` marker and an opaque folder with its `.wh..wh..opq`, by name
+    /// alone, as tar extracts them: empty files, whose metadata no reader keeps. An implied
+    /// folder's time is left out: tar gives it the time of the extraction, layerctl the epoch.
+    static func listing(_ tree: String, implied: Set<String>) throws -> [String] {
+        var lines: [String] = []
+        var inodes: [String: [String]] = [:]
+        var entries: [(path: String, st: stat)] = []
+        func walk(_ relative: String) throws {
+            for name in try FileManager.default.contentsOfDirectory(
+                atPath: relative.isEmpty ? tree : tree + "/" + relative)
+            {
+                let path = relative.isEmpty ? name : relative + "/" + name
+                var st = stat()
+                guard lstat(tree + "/" + path, &st) == 0 else { throw SystemError("read", tree + "/" + path) }
+                entries.append((path, st))
+                if st.st_mode & S_IFMT == S_IFDIR { try walk(path) }
+            }
+        }
+        try walk("")
+        // What a pull drops, GNU tar extracts.
+        entries.removeAll { entry in
+            let first = entry.path.split(separator: "/", maxSplits: 1)[0]
+            return first.hasPrefix(".wh..wh.") && !(first == ".wh..wh..opq" && !entry.path.contains("/"))
+        }
+        for (path, st) in entries where st.st_mode & S_IFMT != S_IFDIR {
+            inodes["\(st.st_dev):\(st.st_ino)", default: []].append(path)
+        }
+        for (path, st) in entries {
+            let kind = st.st_mode & S_IFMT
+            let base = path.split(separator: "/").last.map(String.init) ?? path
+            let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : ""
+            if kind == S_IFCHR && st.st_rdev == 0 {
+                lines.append("\(folder.isEmpty ? "" : folder + "/").wh.\(base) marker")
+                continue
+            }
+            if base.hasPrefix(".wh.") && kind == S_IFREG {
+                lines.append("\(path) marker")
+                continue
+            }
+            var line =
+                "\(path) \(String(kind >> 12, radix: 8)) \(String(st.st_mode & 0o7777, radix: 8)) \(st.st_uid):\(st.st_gid)"
+            if !(kind == S_IFDIR && implied.contains(path)) { line += " t\(st.st_mtim.tv_sec)" }
+            switch kind {
+            case S_IFREG:
+                let data = try Data(contentsOf: URL(fileURLWithPath: tree + "/" + path))
+                line += " \(st.st_size) \(Hash256(SHA256.hash(data: data)).hex.prefix(16))"
+            case S_IFLNK:
+                line += " -> \(try FileManager.default.destinationOfSymbolicLink(atPath: tree + "/" + path))"
+            case S_IFCHR, S_IFBLK:
+                line += " \(Device.major(st.st_rdev)),\(Device.minor(st.st_rdev))"
+            default: break
+            }
+            if kind != S_IFDIR, let names = inodes["\(st.st_dev):\(st.st_ino)"], names.count > 1 {
+                line += " linked \(names.sorted().joined(separator: "|"))"
+            }
+            line += try attributeText(tree + "/" + path)
+            if kind == S_IFDIR
+                && ExtendedAttributes.value(tree + "/" + path, "trusted.overlay.opaque") == Array("y".utf8)
+            {
+                lines.append("\(path)/.wh..wh..opq marker")
+            }
+            lines.append(line)
+        }
+        if ExtendedAttributes.value(tree, "trusted.overlay.opaque") == Array("y".utf8) {
+            lines.append(".wh..wh..opq marker")
+        }
+        return lines.sorted()
+    }
+
+    /// ` user.NAME=VALUE` for each of `path`'s user attributes, sorted.
+    static func attributeText(_ path: String) throws -> String {
+        try ExtendedAttributes.all(Array(path.utf8)).filter { $0.name.starts(with: Array("user.".utf8)) }
+            .map { " \(String(decoding: $0.name, as: UTF8.self))=\(String(decoding: $0.value, as: UTF8.self))" }
+            .sorted().joined()
+    }
+
+    /// The first lines where two listings differ, for a failure's message.
+    static func difference(_ found: [String], _ expected: [String]) -> String {
+        let missing = Set(expected).subtracting(found).sorted().prefix(5)
+        let extra = Set(found).subtracting(expected).sorted().prefix(5)
+        return "layerctl lacks \(Array(missing)); layerctl has besides \(Array(extra))"
+    }
+}
