@@ -59,9 +59,19 @@ extension BuilderChild {
                     TransactionRequest(
                         install: job.install, remove: job.remove, sysupgrade: job.sysupgrade ?? false, ignore: job.ignore ?? []))
             } catch let error as AlpmError where !error.unownedFiles.isEmpty {
+                let file = LayerSupport.clip(error.unownedFiles[0], to: 200)
+                // A layer below removed pacman's database (a slim image's last step), or was made
+                // without pacman: every package is new to libalpm, and its files are in the way.
+                if handle.installedPackages().isEmpty {
+                    throw BuildFailure(
+                        error, at: nil,
+                        advice: "the layers below hold \(file) and the rest, but no package database (/var/lib/pacman/local "
+                            + "is empty or gone: a step removed it, or their image was made without pacman), so pacman takes "
+                            + "every package for one to install, and will not write over their files; install packages in a "
+                            + "layer below the one that removes pacman's database")
+                }
                 // Most often a layer below wrote a package's file (its configuration, in base's
                 // files:) before a layer above installed the package.
-                let file = LayerSupport.clip(error.unownedFiles[0], to: 200)
                 throw BuildFailure(
                     error, at: nil,
                     advice: "no package owns \(file): a layer below made it (its files: or run:), and pacman overwrites "

@@ -178,7 +178,7 @@ public final class StackBuilder {
                             repositoryLocations: locations, syncDatabases: repositories.isEmpty ? nil : sync.name)
                     } catch let failure as BuildFailure where failure.location == nil {
                         // Name the line of the package concerned, or at least the layer file.
-                        let line = layer.location(ofPackage: failure.packages)
+                        let line = location(ofPackages: failure.packages, in: layer, resolved: resolved)
                         throw BuildFailure(failure, at: line?.description ?? layer.path)
                     }
                 }
@@ -286,6 +286,18 @@ public final class StackBuilder {
             sourceDateEpoch: options.sourceDateEpoch, boot: boot.map { ($0, $0.filesDigest) },
             network: layer.network?.value ?? false, noExtract: noExtract, upgrade: layer.upgrade?.value ?? false,
             ignore: layer.ignore.map(\.value))
+    }
+
+    /// The place of the `packages:` or `remove:` item that is one of `names`, or else of the first
+    /// `packages:` item that needs one of them, by the resolution's dependencies: a dependency's
+    /// failure is at the line that brought it in.
+    func location(ofPackages names: [String], in layer: LayerFile, resolved: PackageResolver.Resolved) -> FileLocation? {
+        if let direct = layer.location(ofPackage: names) { return direct }
+        let blamed = Set(names)
+        guard !blamed.isEmpty else { return nil }
+        return layer.packages.first { item in
+            !resolved.dependencyClosure(of: [TransactionRequest.packageName(of: item.value)]).isDisjoint(with: blamed)
+        }?.location
     }
 
     /// A libalpm error about one of the layer's packages, at that package's line; about a

@@ -134,13 +134,15 @@ struct ArchPackageTests {
         #expect(read(mounted + "/usr/bin/capped") == capability)
     }
 
-    @Test("a package's file that a layer below wrote is a conflict at the package's line, as pacman's 'exists in filesystem', saying where to write it; one a package below owns names it")
+    @Test("a package's file that a layer below wrote is a conflict at the package's line, as pacman's 'exists in filesystem', saying where to write it; one a package below owns names it; with no package database below, it says so at the package that needs it")
     func fileInTheWay() throws {
         let folder = try layers([
             "mine": "from: base\nfiles:\n  - path: /usr/share/hooked/hooked.conf\n    content: \"mine\\n\"\n",
             "clash": "from: mine\npackages: [demo-data, hooked]\n",
             "tools": "from: base\npackages: [tool-a]\n",
             "clobber": "from: tools\npackages: [clobber]\n",
+            "slim": "from: base\nrun:\n  - rm -rf /var/lib/pacman/local\n",
+            "above-slim": "from: slim\npackages: [demo-data, greeter]\n",
         ])
         let store = try Harness.temporaryDirectory("store")
         try expectRefused(
@@ -152,6 +154,22 @@ struct ArchPackageTests {
         try expectRefused(
             "clobber", in: folder, store: store, status: 5,
             says: ":2:12: commit transaction failed: conflicting files; clobber: /usr/share/tools/tool-a exists in filesystem (owned by tool-a)")
+        // Below, pacman's database is gone: greeter's dependency busybox is new to libalpm, and in
+        // the way of itself. At greeter, which brought it in, saying why.
+        let slim = try Harness.run(["build", "\(folder)/above-slim.yaml", "--store", store])
+        #expect(slim.status == 5, "\(slim.stderr)")
+        let lines = slim.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(lines.count == 1, "\(slim.stderr)")
+        #expect(
+            lines.first?.hasPrefix("layerctl: \(folder)/above-slim.yaml:2:23: commit transaction failed: conflicting files; busybox: ")
+                == true, "\(slim.stderr)")
+        #expect(
+            lines.first?.hasSuffix(
+                "but no package database (/var/lib/pacman/local is empty or gone: a step removed it, or their image was "
+                    + "made without pacman), so pacman takes every package for one to install, and will not write over "
+                    + "their files; install packages in a layer below the one that removes pacman's database") == true,
+            "\(slim.stderr)")
+        try expectNothingLeft(store, of: "above-slim")
     }
 
     @Test("a pre-transaction hook with AbortOnFail stops the build at the package it refuses, naming the hook and the package that installed it")
