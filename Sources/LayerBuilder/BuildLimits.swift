@@ -3,10 +3,10 @@ import Glibc
 import LayerSupport
 
 /// The resource limits of everything a build runs (libalpm's scriptlets and hooks, `run:`,
-/// `boot:`): those of a systemd service on a fresh system, whatever `ulimit` the caller has. A
-/// login shell has 1,024 open files, this machine's tool runner 20,000, a container often a
-/// million; a step that sizes itself by them, or needs more, built differently or failed by who ran
-/// layerctl.
+/// `boot:`), and `layerctl shell` too: those of a systemd service on a fresh system, whatever
+/// `ulimit` the caller has. A login shell has 1,024 open files, this machine's tool runner 20,000,
+/// a container often a million; a step that sizes itself by them, or needs more, built differently
+/// or failed by who ran layerctl.
 ///
 /// Processes are not counted by uid (the count is of every root process of the host; the build's
 /// pids cgroup bounds its own), and pending signals are left as they are (the kernel sizes them by

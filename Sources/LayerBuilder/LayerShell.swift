@@ -50,6 +50,7 @@ public enum LayerShell {
         // The shell takes over the terminal: it gets our stdin, unlike builders.
         let status = try NamespacedWork.run(.shell, jobPath: jobPath, network: true, interactive: true) { event in
             if event.kind == .error, let message = event.message { notRun(message) }
+            if event.kind == .warning, let message = event.message { warning(message) }
         }
         if let note = made.cgroup?.memoryNote(limit: memory, counted: "it wrote anywhere") {
             warning("the shell " + note)
@@ -80,7 +81,17 @@ public enum LayerShell {
     /// tmpfs-backed overlay, then the command, confined as a build's commands are.
     static func work(_ request: NamespacedWork.Request) -> Int32 {
         failing {
+            // The umask and the limits a build's steps have (`BuilderChild.build`), whatever the
+            // caller's: a step tried here runs as it ran in the build.
+            umask(0o022)
+            let short = try BuildLimits.apply()
             try NamespacedWork.dieWithParent(request)
+            if !short.isEmpty {
+                let message =
+                    "the shell's command gets limits below a build's, since layerctl's hard limits are lower and "
+                    + "it may not raise them (no CAP_SYS_RESOURCE): \(short.joined(separator: ", "))"
+                EventPipe(layer: "shell").send(BuildEvent(.warning, layer: "shell", message: message))
+            }
             let job = try NamespacedWork.readJob(Job.self, at: request.jobPath)
             if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.name, network: true)

@@ -902,7 +902,7 @@ struct ConfinementTests {
     /// (this machine's root lacks it) a hard limit cannot be raised: the callers here only lower
     /// soft limits, or hard ones to where a build's soft limit still fits, and the last one goes
     /// below it, which the build says.
-    @Test("run: steps have a service's limits whatever the caller's ulimit; a hard limit below them is named")
+    @Test("run: steps, and what shell runs, have a service's limits whatever the caller's ulimit; a hard limit below them is named")
     func limitsOfTheCaller() throws {
         let layers = try Harness.demoLayers()
         try "from: base\nrun:\n  - ulimit -a > /etc/limits; ulimit -H -a > /etc/limits.hard\n".write(
@@ -928,6 +928,18 @@ struct ConfinementTests {
                     .split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
             }
             seen.append((try lines("limits"), try lines("limits.hard"), result.output))
+            // A step tried in `shell` runs with the step's limits and umask, under a caller's umask too.
+            let shell = try KernelMount.run(
+                "/bin/sh",
+                ["-c", "umask 077; exec /usr/bin/prlimit \"$@\"", "sh"] + limits
+                    + [Harness.executable, "shell", "limits", "--store", store, "--", "/bin/sh", "-c", "ulimit -a; umask"])
+            #expect(shell.status == 0, "\(limits): \(shell.output)")
+            let shellLines = shell.output.split(separator: "\n").map { $0.split(separator: " ").joined(separator: " ") }
+            #expect(Set(seen[seen.count - 1].soft).isSubset(of: shellLines), "\(limits): \(shell.output)")
+            #expect(shellLines.contains("0022"), "\(shell.output)")
+            #expect(
+                shell.output.contains("the shell's command gets limits below a build's") == seen[seen.count - 1].output
+                    .contains("limits below"), "\(shell.output)")
         }
         #expect(seen[0].soft == seen[1].soft, "\(seen[0].soft) \(seen[1].soft)")
         for line in [
