@@ -628,12 +628,12 @@ private struct Unpacking {
 
     /// The folder `name` in the topmost lower tree that has it, unless a lower tree hides it (a
     /// whiteout, or something else than a folder) first.
-    func lowerFolder(_ name: [UInt8]) -> stat? {
+    func lowerFolder(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
         for tree in lower {
             var st = stat()
-            let found = RawPath.with(Array(tree.utf8) + (name.isEmpty ? [] : [0x2F] + name)) { lstat($0, &st) } == 0
-            guard found else { continue }
-            return st.st_mode & S_IFMT == S_IFDIR ? st : nil
+            let path = Array(tree.utf8) + (name.isEmpty ? [] : [0x2F] + name)
+            guard RawPath.with(path, { lstat($0, &st) }) == 0 else { continue }
+            return st.st_mode & S_IFMT == S_IFDIR ? (path, st) : nil
         }
         return nil
     }
@@ -662,10 +662,18 @@ private struct Unpacking {
     mutating func finish() throws {
         try removeAufsMetadata()
         for name in implied {
-            guard let below = lowerFolder(name) else { continue }
+            guard let (path, below) = lowerFolder(name) else { continue }
             try at(name) { p in
                 try sys("change the owner of", shown(name)) { lchown(p, below.st_uid, below.st_gid) }
                 try sys("change the mode of", shown(name)) { chmod(p, below.st_mode & 0o7777) }
+                // Its attributes too (an ACL, a user's), but `trusted.*`, which a confined unpack
+                // cannot read (overlayfs's own among them): the merge shows this folder's alone.
+                let attributes = try ExtendedAttributes.all(path)
+                for attribute in attributes where !attribute.name.starts(with: DeferredAttribute.trustedPrefix) {
+                    try sys("set attribute \(attribute.displayName) on", shown(name)) {
+                        RawPath.with(attribute.name) { lsetxattr(p, $0, attribute.value, attribute.value.count, 0) }
+                    }
+                }
             }
             folderTimes[name] = Int64(below.st_mtim.tv_sec)
         }

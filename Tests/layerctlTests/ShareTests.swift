@@ -254,7 +254,10 @@ struct ShareTests {
     /// client.
     /// `claimedDiffIDs`, when given, are the config's diff_ids instead of the blobs' own (for a
     /// blob that does not decompress).
-    static func pushImage(layers: [String], to reference: ImageReference, claimedDiffIDs: [String]? = nil) throws {
+    /// `created`, when given, is the config's time (the epoch a pull records for the image).
+    static func pushImage(
+        layers: [String], to reference: ImageReference, claimedDiffIDs: [String]? = nil, created: String? = nil
+    ) throws {
         let client = try RegistryClient(reference, options: RegistryOptions())
         var descriptors: [String] = []
         var diffIDs: [String] = []
@@ -269,7 +272,7 @@ struct ShareTests {
             diffIDs.append(#""\#(diffID)""#)
         }
         let config = Data(
-            #"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8)
+            #"{"architecture":"amd64","os":"linux",\#(created.map { #""created":"\#($0)","# } ?? "")"rootfs":{"type":"layers","diff_ids":[\#(diffIDs.joined(separator: ","))]}}"#.utf8)
         let configPath = try Harness.temporaryDirectory("share-config") + "/config.json"
         try config.write(to: URL(fileURLWithPath: configPath))
         let configDigest = "sha256:" + Hash256(SHA256.hash(data: config)).hex
