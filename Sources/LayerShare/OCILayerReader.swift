@@ -96,8 +96,9 @@ public struct OCILayerReader {
 
     /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left. A folder the
     /// tar only implies (the root, or a folder above an entry) keeps what the layers below say of
-    /// it, as the OCI spec has it: its mode, owner and time from the topmost of `lower` (the trees
-    /// below, topmost first) that has it; without one, 0755 root:root at the epoch. Returns the
+    /// it, as the OCI spec has it: its mode, owner, time and attributes (but `trusted.*`) from the
+    /// topmost of `lower` (the trees below, topmost first) that has it, never through a symlink;
+    /// without one, 0755 root:root at the epoch. Returns the
     /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass (the blob is
     /// decompressed once).
     ///
@@ -627,12 +628,20 @@ private struct Unpacking {
     }
 
     /// The folder `name` in the topmost lower tree that has it, unless a lower tree hides it (a
-    /// whiteout, or something else than a folder) first.
+    /// whiteout, or something else than a folder, there or on the way) first. Each folder on the
+    /// way is looked at: a lower tree's symlink is a stranger's, and through it the path would
+    /// name a folder of the host, whose owner, mode and attributes the layer would take.
     func lowerFolder(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
-        for tree in lower {
+        let parts = name.split(separator: 0x2F).map(Array.init)
+        search: for tree in lower {
+            var path = Array(tree.utf8)
             var st = stat()
-            let path = Array(tree.utf8) + (name.isEmpty ? [] : [0x2F] + name)
-            guard RawPath.with(path, { lstat($0, &st) }) == 0 else { continue }
+            guard lstat(tree, &st) == 0 else { continue }
+            for part in parts {
+                guard st.st_mode & S_IFMT == S_IFDIR else { return nil }
+                path += [0x2F] + part
+                guard RawPath.with(path, { lstat($0, &st) }) == 0 else { continue search }
+            }
             return st.st_mode & S_IFMT == S_IFDIR ? (path, st) : nil
         }
         return nil
