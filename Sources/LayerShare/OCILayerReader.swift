@@ -670,7 +670,18 @@ private struct Unpacking {
     /// times, deepest first.
     mutating func finish() throws {
         try removeAufsMetadata()
-        for name in implied {
+        // A folder this blob makes opaque hides what is below it: a folder implied inside it is
+        // new, whatever a lower tree holds under its name.
+        let opaqueFolders = Set(opaque)
+        func belowOpaque(_ name: [UInt8]) -> Bool {
+            var folder = name
+            while !folder.isEmpty {
+                folder = Array(folder[..<(folder.lastIndex(of: 0x2F) ?? 0)])
+                if opaqueFolders.contains(folder) { return true }
+            }
+            return false
+        }
+        for name in implied where !belowOpaque(name) {
             guard let (path, below) = lowerFolder(name) else { continue }
             try at(name) { p in
                 try sys("change the owner of", shown(name)) { lchown(p, below.st_uid, below.st_gid) }

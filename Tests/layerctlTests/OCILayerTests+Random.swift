@@ -101,6 +101,11 @@ extension OCILayerTests {
                     file.mtime = entry.mtime
                     return file
                 }
+                // Opaque markers first: umoci keeps what a blob made, or only reached, before its
+                // marker (a folder below that the blob implies keeps its metadata then), where the
+                // OCI spec and layerctl hide everything below the folder, wherever the marker is.
+                let isMarker = { (entry: Crafted) in entry.name.hasSuffix(".wh..wh..opq") }
+                entries = entries.filter(isMarker) + entries.filter { !isMarker($0) }
                 implied.formUnion(folders)
                 let blob = "\(work)/\(number)-\(index).tar"
                 try Self.craft(entries, at: blob)

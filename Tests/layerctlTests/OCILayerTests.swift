@@ -354,7 +354,7 @@ extension OCILayerTests {
     /// A folder a blob only implies is the folder below it, found by looking at each folder on the
     /// way: a lower blob's symlink on it is a stranger's, and through it the folder of the host it
     /// points at gave the layer its owner, mode and attributes.
-    @Test("a folder a blob only implies is the one below, its attributes too, and never what a lower symlink points at")
+    @Test("a folder a blob only implies is the one below, its attributes too, but not inside an opaque folder, and never what a lower symlink points at")
     func impliedFolders() throws {
         let work = try Harness.temporaryDirectory("implied")
         let host = work + "/host"
@@ -378,6 +378,11 @@ extension OCILayerTests {
         var kept = stat()
         #expect(lstat(work + "/above/kept", &kept) == 0 && kept.st_mode == S_IFDIR | 0o750 && kept.st_mtim.tv_sec == 5)
         #expect(ExtendedAttributes.value(work + "/above/kept", "user.note") == Array("n".utf8))
+        // Inside a folder the blob makes opaque, the root here, nothing below shows: the folder is new.
+        try Self.craft([Crafted(name: ".wh..wh..opq", data: ""), Crafted(name: "kept/file")], at: work + "/opaque.tar")
+        try OCILayerReader(blob: work + "/opaque.tar").unpack(into: work + "/opaque", lower: [work + "/below"])
+        #expect(lstat(work + "/opaque/kept", &kept) == 0 && kept.st_mode == S_IFDIR | 0o755 && kept.st_uid == 0)
+        #expect(ExtendedAttributes.value(work + "/opaque/kept", "user.note") == nil)
     }
 
     /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
