@@ -76,6 +76,14 @@ enum BuildLimits {
         return short
     }
 
+    /// What to say of the limits `apply` left short (`short`), for `who` ("the build's steps get"),
+    /// or nil when none fell short.
+    static func warning(_ short: [String], for who: String) -> String? {
+        guard !short.isEmpty else { return nil }
+        return "\(who) limits below a build's, since layerctl's hard limits are lower and it may not raise them "
+            + "(no CAP_SYS_RESOURCE): \(short.joined(separator: ", "))"
+    }
+
     /// fs.nr_open, the most open files the kernel lets a process have.
     private static var openFilesCeiling: rlim_t? {
         guard let text = try? String(contentsOfFile: "/proc/sys/fs/nr_open", encoding: .utf8) else { return nil }

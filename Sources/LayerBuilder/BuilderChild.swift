@@ -42,12 +42,7 @@ enum BuilderChild {
             try NamespacedWork.dieWithParent(request)
             let job = try NamespacedWork.readJob(BuildJob.self, at: request.jobPath)
             events = EventPipe(layer: job.layerName)
-            if !short.isEmpty {
-                events.send(
-                    .warning,
-                    "the build's steps get limits below a build's, since layerctl's hard limits are lower and it may not "
-                        + "raise them (no CAP_SYS_RESOURCE): \(short.joined(separator: ", "))")
-            }
+            if let warning = BuildLimits.warning(short, for: "the build's steps get") { events.send(.warning, warning) }
             if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
             try NamespacedWork.settleNamespaces(hostname: job.layerName, network: job.network)
             events.send(.step, "mount")

@@ -86,11 +86,8 @@ public enum LayerShell {
             umask(0o022)
             let short = try BuildLimits.apply()
             try NamespacedWork.dieWithParent(request)
-            if !short.isEmpty {
-                let message =
-                    "the shell's command gets limits below a build's, since layerctl's hard limits are lower and "
-                    + "it may not raise them (no CAP_SYS_RESOURCE): \(short.joined(separator: ", "))"
-                EventPipe(layer: "shell").send(BuildEvent(.warning, layer: "shell", message: message))
+            if let warning = BuildLimits.warning(short, for: "the shell's command gets") {
+                EventPipe(layer: "shell").send(BuildEvent(.warning, layer: "shell", message: warning))
             }
             let job = try NamespacedWork.readJob(Job.self, at: request.jobPath)
             if let folders = job.cgroups { try BuildCgroup(folders: folders).enter() }
