@@ -369,11 +369,10 @@ final class BootMachine: Sendable {
     }
 
     @discardableResult
-    /// Runs `script` with bash under umask 022: libarchive, which other suites run in this process,
-    /// sets the process's umask to 0 for a moment to read it, and a script started then would
-    /// make its files 0666. Returns what it printed on stdout; stderr goes only into the error.
+    /// Runs `script` with bash (under umask 022, as `Harness.process` starts every tool). Returns
+    /// what it printed on stdout; stderr goes only into the error.
     static func shell(_ script: String) throws -> String {
-        let result = try Harness.run(["-euo", "pipefail", "-c", "umask 022\n" + script], tool: "/bin/bash")
+        let result = try Harness.run(["-euo", "pipefail", "-c", script], tool: "/bin/bash")
         guard result.status == 0 else {
             throw MachineError("\(script)\nfailed with \(result.status): \(result.stdout)\(result.stderr)")
         }

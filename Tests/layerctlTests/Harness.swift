@@ -62,10 +62,15 @@ enum Harness {
     /// runner's own folder: a CI may run the suite from a folder it cannot reach all along, and
     /// a shell started there opens its output with "shell-init: error retrieving current
     /// directory", which broke every test that reads a shell's output.
+    ///
+    /// It starts under umask 022, whatever this process's is at that moment: libalpm's extraction
+    /// (libarchive), which suites run in this process, reads the umask by setting it to 0 for a
+    /// moment, and a tool started then made its folders 0777 (umoci's, as the oracle of the random
+    /// images, failed a CI so). A test that wants another umask sets it in its own command.
     static func process(_ arguments: [String], tool: String = executable) -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", "umask 022 && exec \"$0\" \"$@\"", tool] + arguments
         process.currentDirectoryURL = URL(fileURLWithPath: "/")
         return process
     }

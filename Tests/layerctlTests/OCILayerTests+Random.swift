@@ -32,12 +32,10 @@ extension OCILayerTests {
             let theirs = "\(work)/tar-\(number)"
             try FileManager.default.createDirectory(atPath: theirs, withIntermediateDirectories: false)
             let extracted = try KernelMount.run(
-                "/bin/sh",
+                "/usr/bin/tar",
                 [
-                    "-c",
-                    "umask 022 && exec tar -xpf \"$1\" -C \"$2\" --xattrs --xattrs-include='user.*' --numeric-owner "
-                        + "--delay-directory-restore",
-                    "sh", blob, theirs,
+                    "-xpf", blob, "-C", theirs, "--xattrs", "--xattrs-include=user.*", "--numeric-owner",
+                    "--delay-directory-restore",
                 ])
             #expect(extracted.status == 0, "blob \(number): \(extracted.output)")
             try OCILayerReader(blob: blob).unpack(into: ours)

@@ -167,7 +167,7 @@ enum KernelMount {
             try? FileManager.default.removeItem(atPath: work)
         }
         try mount(["-t", "overlay", "overlay", "-o", "lowerdir=\(lowerdir),upperdir=\(upper),workdir=\(work)", target])
-        let result = try run("/bin/sh", ["-euc", "umask 022\ncd '\(target)'\n" + script])
+        let result = try run("/bin/sh", ["-euc", "cd '\(target)'\n" + script])
         unmount(target)
         guard result.status == 0 else { throw SystemError("in the overlay: \(script): \(result.output)", "", errno: EIO) }
         let times = try run("/bin/sh", ["-c", "find '\(upper)' -exec touch -h -d @1600000000 {} +"])
