@@ -21,7 +21,9 @@ public struct LayerBlobError: LayerError {
 /// a hard link to anything but an earlier non-folder entry of the same layer, a whiteout of `.` or
 /// `..`, an entry twice, a special tar type, and data shorter or longer than its header says.
 /// `trusted.overlay.*` attributes, overlayfs's own bookkeeping, are dropped, and so is aufs's
-/// (`.wh..wh.*` at the root but the opaque marker, `Whiteout.isAufsMetadata`).
+/// (`.wh..wh.*` at the root but the opaque marker, `Whiteout.isAufsMetadata`). A whiteout hides
+/// only what is below (the OCI spec): of a name the blob also holds, before or after it, it makes
+/// that name the blob's own, and a folder opaque and new.
 public struct OCILayerReader {
     /// The blob's file, or its name in messages when it is read from `stream`.
     let blob: String
@@ -320,7 +322,11 @@ private struct Unpacking {
     let tree: String
     let blob: String
     var kinds: [[UInt8]: Kind] = [[]: .directory]
-    var opaque: [[UInt8]] = []
+    /// The folders the blob makes opaque: with a marker, or with a whiteout of the folder's own name.
+    var opaque: Set<[UInt8]> = []
+    /// Names the blob both whites out and holds. The OCI spec's whiteout hides only what is below,
+    /// so such a name is the blob's, new: a folder is opaque and takes nothing from the folder below.
+    var replaced: Set<[UInt8]> = []
     /// The names at the root that are aufs's bookkeeping (`Whiteout.isAufsMetadata`), removed last.
     var aufsMetadata: Set<[UInt8]> = []
     /// A file of aufs's bookkeeping, and the first name of the layer linked to it: the name its
@@ -386,7 +392,14 @@ private struct Unpacking {
             switch kinds[prefix] {
             case .directory: continue
             case .symlink: throw refuse(raw, "a name through a symlink, /\(RawPath.display(prefix))")
-            case .whiteout, .other: throw refuse(raw, "a name below a file, /\(RawPath.display(prefix))")
+            case .other: throw refuse(raw, "a name below a file, /\(RawPath.display(prefix))")
+            case .whiteout:
+                // The blob whites the folder out, then puts entries in it: a new folder.
+                try at(prefix) { p in try sys("remove", shown(prefix)) { unlink(p) } }
+                kinds[prefix] = nil
+                replaced.insert(prefix)
+                opaque.insert(prefix)
+                fallthrough
             case nil:
                 // 0755 and root's, whatever the umask and the folder above: in a setgid folder,
                 // mkdir gives that folder's group and setgid bit, and the tree would depend on
@@ -447,18 +460,37 @@ private struct Unpacking {
         if aufs {
             aufsMetadata.insert(parts[0])
         } else if last == Whiteout.opaque {
-            opaque.append(path(parent))
+            opaque.insert(path(parent))
             return
         } else if let hidden = Whiteout.hidden(by: last) {
             if hidden == [0x2E] || hidden == [0x2E, 0x2E] || hidden.isEmpty { throw refuse(raw, "a whiteout of . or ..") }
             let name = path(parent + [hidden])
-            if kinds[name] != nil { throw refuse(raw, "a whiteout of a name the layer also holds") }
+            switch kinds[name] {
+            case nil: break
+            case .whiteout?: throw refuse(raw, "a name the layer holds twice")
+            case .directory?:
+                // The blob's own folder, and nothing of the folder below: opaque.
+                replaced.insert(name)
+                opaque.insert(name)
+                return
+            case .symlink?, .other?:
+                // The blob's own file replaces whatever is below anyway.
+                replaced.insert(name)
+                return
+            }
             try at(name) { p in try sys("create", shown(name)) { mknod(p, Glibc.S_IFCHR | 0o000, 0) } }
             try setTime(name, Int64(archive_entry_mtime(header)))
             kinds[name] = .whiteout
             return
         }
         let name = path(parts)
+        if kinds[name] == .whiteout {
+            // The blob whites the name out and holds it: the name is the blob's, and a folder new.
+            try at(name) { p in try sys("remove", shown(name)) { unlink(p) } }
+            kinds[name] = nil
+            replaced.insert(name)
+            if archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) { opaque.insert(name) }
+        }
         if let known = kinds[name] {
             // A folder may come twice (its metadata again); anything else once.
             guard known == .directory, archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) else {
@@ -672,16 +704,15 @@ private struct Unpacking {
         try removeAufsMetadata()
         // A folder this blob makes opaque hides what is below it: a folder implied inside it is
         // new, whatever a lower tree holds under its name.
-        let opaqueFolders = Set(opaque)
         func belowOpaque(_ name: [UInt8]) -> Bool {
             var folder = name
             while !folder.isEmpty {
                 folder = Array(folder[..<(folder.lastIndex(of: 0x2F) ?? 0)])
-                if opaqueFolders.contains(folder) { return true }
+                if opaque.contains(folder) { return true }
             }
             return false
         }
-        for name in implied where !belowOpaque(name) {
+        for name in implied where !belowOpaque(name) && !replaced.contains(name) {
             guard let (path, below) = lowerFolder(name) else { continue }
             try at(name) { p in
                 try sys("change the owner of", shown(name)) { lchown(p, below.st_uid, below.st_gid) }
@@ -697,7 +728,7 @@ private struct Unpacking {
             }
             folderTimes[name] = Int64(below.st_mtim.tv_sec)
         }
-        for folder in opaque {
+        for folder in opaque.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             guard kinds[folder] == .directory else { continue }
             if deferring {
                 deferred.append(DeferredAttribute(path: folder, name: DeferredAttribute.opaque, value: Array("y".utf8)))

@@ -78,7 +78,10 @@ extension OCILayerTests {
         var random = MutationTests.Random(state: Self.randomSeed &+ 1)
         let images = max(1, Self.randomBlobs / 3)
         var unanswered = 0
-        defer { print("random OCI images: \(images), \(unanswered) of them not unpacked by umoci") }
+        var ownWhiteouts = 0
+        defer {
+            print("random OCI images: \(images), \(unanswered) of them not unpacked by umoci; \(ownWhiteouts) whiteouts of a blob's own names")
+        }
         for number in 0..<images {
             var blobs: [String] = []
             var implied: Set<String> = []
@@ -104,6 +107,21 @@ extension OCILayerTests {
                 // OCI spec and layerctl hide everything below the folder, wherever the marker is.
                 let isMarker = { (entry: Crafted) in entry.name.hasSuffix(".wh..wh..opq") }
                 entries = entries.filter(isMarker) + entries.filter { !isMarker($0) }
+                // Now and then whiteouts of names the blob holds, first: the OCI spec's whiteout
+                // hides only what is below, so the name is the blob's own, a folder new (umoci
+                // applies entries in order, and agrees when the whiteout comes first).
+                let held = Set(entries.map(\.name)).union(folders).filter { name in
+                    !name.hasPrefix(".wh..wh.") && !(name.split(separator: "/").last ?? "").hasPrefix(".wh.")
+                }.sorted()
+                for _ in 0..<(held.isEmpty || random.below(2) == 0 ? 0 : 1 + random.below(3)) {
+                    let name = random.pick(held)
+                    let slash = name.lastIndex(of: "/")
+                    let whiteout =
+                        slash.map { String(name[...$0]) + ".wh." + String(name[name.index(after: $0)...]) } ?? ".wh." + name
+                    guard !entries.contains(where: { $0.name == whiteout }) else { continue }
+                    entries.insert(Crafted(name: whiteout, data: ""), at: 0)
+                    ownWhiteouts += 1
+                }
                 implied.formUnion(folders)
                 let blob = "\(work)/\(number)-\(index).tar"
                 try Self.craft(entries, at: blob)

@@ -243,7 +243,7 @@ struct OCILayerTests {
              "which is no earlier file of the layer"),
             ([Crafted(name: ".wh..", data: ""), Crafted(name: "x")], ".wh..", "a whiteout of . or .."),
             ([Crafted(name: "etc/.wh...", data: "")], "etc/.wh...", "a whiteout of . or .."),
-            ([Crafted(name: "x"), Crafted(name: ".wh.x", data: "")], ".wh.x", "a whiteout of a name the layer also holds"),
+            ([Crafted(name: ".wh.x", data: ""), Crafted(name: ".wh.x", data: "")], ".wh.x", "a name the layer holds twice"),
             ([Crafted(name: "x"), Crafted(name: "x")], "x", "a name the layer holds twice"),
             ([Crafted(name: "big", data: big)], "big", "its data cannot be read"),
             ([Crafted(name: String(repeating: "d/", count: 1536) + "f")], "d/d/d/…/d/d/d/d/d/d/d/d/d/d/d/f",
@@ -383,6 +383,60 @@ extension OCILayerTests {
         try OCILayerReader(blob: work + "/opaque.tar").unpack(into: work + "/opaque", lower: [work + "/below"])
         #expect(lstat(work + "/opaque/kept", &kept) == 0 && kept.st_mode == S_IFDIR | 0o755 && kept.st_uid == 0)
         #expect(ExtendedAttributes.value(work + "/opaque/kept", "user.note") == nil)
+    }
+
+    /// The OCI spec's whiteout hides only what the layers below hold: a blob that whites out a
+    /// name it also holds (a squashed image, a layer made by hand) means a name of its own, and a
+    /// folder of its own is opaque and new, whatever the order of the entries in the tar.
+    @Test("a whiteout of a name the blob also holds, before or after it: the name is the blob's, a folder opaque and new")
+    func whiteoutOfItsOwnName() throws {
+        let work = try Harness.temporaryDirectory("whiteout-own")
+        try Self.craft(
+            ["named", "implied"].flatMap { folder in
+                [
+                    Crafted(name: folder, type: Glibc.S_IFDIR, attributes: [("user.note", "below")], mode: 0o750, mtime: 5),
+                    Crafted(name: folder + "/old"),
+                ]
+            } + [Crafted(name: "file", data: "old"), Crafted(name: "kept")], at: work + "/below.tar")
+        try OCILayerReader(blob: work + "/below.tar").unpack(into: work + "/below")
+        // The same layer, said without whiteouts: a folder named as the blob leaves it implied.
+        let named = Crafted(name: "named", type: Glibc.S_IFDIR, mode: 0o700, mtime: 7)
+        try Self.craft(
+            [
+                named, Crafted(name: "named/.wh..wh..opq", data: ""), Crafted(name: "named/new"),
+                Crafted(name: "implied", type: Glibc.S_IFDIR, mode: 0o755), Crafted(name: "implied/.wh..wh..opq", data: ""),
+                Crafted(name: "implied/new"), Crafted(name: "file", data: "new"),
+            ], at: work + "/meant.tar")
+        try OCILayerReader(blob: work + "/meant.tar").unpack(into: work + "/meant", lower: [work + "/below"])
+        let meant = try Self.listing(work + "/meant", implied: [])
+        let out = { (name: String) in Crafted(name: ".wh." + name, data: "") }
+        let orders: [(String, [Crafted])] = [
+            ("whiteouts first", [out("named"), named, Crafted(name: "named/new"), out("implied"), Crafted(name: "implied/new"),
+                                 out("file"), Crafted(name: "file", data: "new")]),
+            ("whiteouts last", [Crafted(name: "named/new"), named, Crafted(name: "implied/new"), Crafted(name: "file", data: "new"),
+                                out("named"), out("implied"), out("file")]),
+            ("whiteouts between", [named, out("named"), Crafted(name: "named/new"), Crafted(name: "implied/new"), out("implied"),
+                                   Crafted(name: "file", data: "new"), out("file")]),
+        ]
+        for (order, entries) in orders {
+            let tree = work + "/" + order.replacingOccurrences(of: " ", with: "-")
+            try Self.craft(entries, at: tree + ".tar")
+            try OCILayerReader(blob: tree + ".tar").unpack(into: tree, lower: [work + "/below"])
+            let found = try Self.listing(tree, implied: [])
+            #expect(found == meant, "\(order): \(Self.difference(found, meant))")
+        }
+        // The kernel's merge of it: each folder holds only the blob's entries, with the blob's metadata.
+        let merged = try KernelMount.overlay(lowerdir: work + "/whiteouts-first:" + work + "/below")
+        defer { KernelMount.unmount(merged) }
+        for folder in ["named", "implied"] {
+            #expect(try FileManager.default.contentsOfDirectory(atPath: merged + "/" + folder) == ["new"], "\(folder)")
+            #expect(ExtendedAttributes.value(merged + "/" + folder, "user.note") == nil, "\(folder)")
+        }
+        var st = stat()
+        #expect(lstat(merged + "/named", &st) == 0 && st.st_mode == S_IFDIR | 0o700 && st.st_mtim.tv_sec == 7)
+        #expect(lstat(merged + "/implied", &st) == 0 && st.st_mode == S_IFDIR | 0o755 && st.st_mtim.tv_sec == 0)
+        #expect(try String(contentsOfFile: merged + "/file", encoding: .utf8) == "new")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: merged).sorted() == ["file", "implied", "kept", "named"])
     }
 
     /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
