@@ -289,8 +289,10 @@ extension OCILayerTests {
     /// device) is listed as its `.wh.` marker and an opaque folder with its `.wh..wh..opq`, by name
     /// alone, as tar extracts them: empty files, whose metadata no reader keeps. An implied
     /// folder's time is left out: tar gives it the time of the extraction, layerctl the epoch;
-    /// and without `folderTimes`, every folder's.
-    static func listing(_ tree: String, implied: Set<String>, folderTimes: Bool = true) throws -> [String] {
+    /// without `folderTimes`, every folder's, and without `fileTimes`, every other entry's.
+    static func listing(_ tree: String, implied: Set<String>, folderTimes: Bool = true, fileTimes: Bool = true) throws
+        -> [String]
+    {
         var lines: [String] = []
         var inodes: [String: [String]] = [:]
         var entries: [(path: String, st: stat)] = []
@@ -328,7 +330,8 @@ extension OCILayerTests {
             }
             var line =
                 "\(path) \(String(kind >> 12, radix: 8)) \(String(st.st_mode & 0o7777, radix: 8)) \(st.st_uid):\(st.st_gid)"
-            if !(kind == S_IFDIR && (implied.contains(path) || !folderTimes)) { line += " t\(st.st_mtim.tv_sec)" }
+            let timed = kind == S_IFDIR ? folderTimes && !implied.contains(path) : fileTimes
+            if timed { line += " t\(st.st_mtim.tv_sec)" }
             switch kind {
             case S_IFREG:
                 let data = try Data(contentsOf: URL(fileURLWithPath: tree + "/" + path))
@@ -356,9 +359,10 @@ extension OCILayerTests {
         return lines.sorted()
     }
 
-    /// ` user.NAME=VALUE` for each of `path`'s user attributes, sorted.
+    /// ` NAME=VALUE` for each of `path`'s attributes but `trusted.*` (overlayfs's, which a marker
+    /// stands for), sorted.
     static func attributeText(_ path: String) throws -> String {
-        try ExtendedAttributes.all(Array(path.utf8)).filter { $0.name.starts(with: Array("user.".utf8)) }
+        try ExtendedAttributes.all(Array(path.utf8)).filter { !$0.name.starts(with: Array("trusted.".utf8)) }
             .map { " \(String(decoding: $0.name, as: UTF8.self))=\(String(decoding: $0.value, as: UTF8.self))" }
             .sorted().joined()
     }
