@@ -11,7 +11,8 @@ public struct LayerFile: Sendable, Hashable {
     public var description: String?
     /// The package architecture; only the root layer names it.
     public var arch: Located<String>?
-    /// Repositories this layer declares; children add theirs to those they inherit.
+    /// Repositories this layer declares, in order; children add theirs to those they inherit
+    /// (`Recipe.repositories(for:)`).
     public var repos: [RepoSpec]
     public var packages: [Located<String>]
     public var remove: [Located<String>]

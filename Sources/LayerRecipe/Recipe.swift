@@ -71,18 +71,21 @@ public struct Recipe: Sendable {
         layers[...index].flatMap { $0.noExtract.map(\.value) }
     }
 
-    /// The repositories layer `index` sees: its ancestors' and its own; a later declaration of the
-    /// same name replaces the earlier one in place, so repository order stays the root's.
+    /// The repositories layer `index` sees, its ancestors' and its own, in pacman's order: a package
+    /// comes from the first repository that holds it. A layer's `repos:` keep the order they are
+    /// written in. New ones alone come after those inherited, as sections added at the end of
+    /// pacman.conf; a list that names an inherited one again (a new mirror, another `siglevel`)
+    /// replaces it and takes its place, so a child puts `core-testing` above `core` by naming both.
     public func repositories(for index: Int) -> [RepoSpec] {
         var repos: [RepoSpec] = []
-        for layer in layers[...index] {
-            for repo in layer.repos {
-                if let existing = repos.firstIndex(where: { $0.name == repo.name }) {
-                    repos[existing] = repo
-                } else {
-                    repos.append(repo)
-                }
+        for layer in layers[...index] where !layer.repos.isEmpty {
+            let named = Set(layer.repos.map(\.name))
+            guard let first = repos.firstIndex(where: { named.contains($0.name) }) else {
+                repos += layer.repos
+                continue
             }
+            let others = { (slice: ArraySlice<RepoSpec>) in slice.filter { !named.contains($0.name) } }
+            repos = others(repos[..<first]) + layer.repos + others(repos[first...])
         }
         return repos
     }

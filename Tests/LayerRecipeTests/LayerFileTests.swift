@@ -50,6 +50,30 @@ final class LayerFileTests {
         #expect(recipe.target.files[0].mode == 0o600 && recipe.target.files[0].owner == "root:root")
     }
 
+    /// pacman takes a package from the first repository that holds it: a child adds its
+    /// repositories after those it inherits, unless it names an inherited one again, whose place
+    /// its list then takes (an Arch testing repository goes above the one it tests).
+    @Test("repositories in pacman's order: a child's new ones after the inherited, or in the place of one it names again")
+    func repositoryOrder() throws {
+        func repo(_ name: String) -> String { "  - name: \(name)\n    servers: [/srv/\(name)/$repo]\n" }
+        try write("root", "from: scratch\narch: x86_64\nrepos:\n" + ["core", "extra", "multilib"].map(repo).joined())
+        let cases: [(repos: [String], order: [String])] = [
+            (["aur"], ["core", "extra", "multilib", "aur"]),
+            (["extra"], ["core", "extra", "multilib"]),
+            (["extra-testing", "extra"], ["core", "extra-testing", "extra", "multilib"]),
+            (["core-testing", "extra-testing", "core", "extra"], ["core-testing", "extra-testing", "core", "extra", "multilib"]),
+            (["multilib", "mine", "core"], ["multilib", "mine", "core", "extra"]),
+        ]
+        for (index, (repos, order)) in cases.enumerated() {
+            try write("c\(index)", "from: root\nrepos:\n" + repos.map(repo).joined())
+            try write("g\(index)", "from: c\(index)\n")
+            let recipe = try Recipe.load(folder + "/g\(index).yaml")
+            #expect(recipe.repositories(for: 1).map(\.name) == order, "\(repos)")
+            #expect(recipe.repositories(for: 2).map(\.name) == order, "inherited: \(repos)")
+            #expect(recipe.repositories(for: 0).map(\.name) == ["core", "extra", "multilib"])
+        }
+    }
+
     /// curl ends a file:// URL's path at `?` or `#`: "file:///dev/zero#" would read /dev/zero.
     @Test("a file:// server with ? or # is refused where it is; a folder path keeps them, escaped")
     func fileServers() throws {
