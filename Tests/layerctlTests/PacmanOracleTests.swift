@@ -5,12 +5,13 @@ import Testing
 /// pacman, the peer, as the oracle of what builds install: random stacks of layers of the demo
 /// repository's packages, each layer built by layerctl and the stack exported, must make the tree
 /// that `pacman --root` makes of the same transactions one after another (`-S` a layer's
-/// `packages:`, `-R` its `remove:`), scriptlets and hooks run. Apart by design: every time (a
-/// build clamps them) and the local database's install dates; pacman's sync databases, which a
-/// layer keeps none of.
+/// `packages:`, `-R` its `remove:`, `-Syu` its `upgrade: true`, `NoExtract` its `noextract:`, and
+/// its `files:` edit of a configuration file by hand), scriptlets and hooks run. Apart by design:
+/// every time (a build clamps them) and the local database's install dates; pacman's sync
+/// databases, which a layer keeps none of.
 @Suite("pacman as oracle")
 struct PacmanOracleTests {
-    static let seed = ProcessInfo.processInfo.environment["LAYERCTL_PACMAN_SEED"].flatMap { UInt64($0) } ?? 3
+    static let seed = ProcessInfo.processInfo.environment["LAYERCTL_PACMAN_SEED"].flatMap { UInt64($0) } ?? 8
     static let stacks = ProcessInfo.processInfo.environment["LAYERCTL_PACMAN_STACKS"].flatMap { Int($0) } ?? 10
 
     /// What a layer may install: the demo repository but what breaks on purpose (failing or
@@ -20,6 +21,12 @@ struct PacmanOracleTests {
         "glibc", "libxcrypt", "zlib", "perl", "shadow", "demo-data", "demo-lib", "demo-app", "greeter", "hook-recorder",
         "hooked", "capped", "tool-a", "tool-b", "demo-tools", "nano", "nvidia-utils", "game", "confd", "driven",
         "driver-b", "oldtool-user", "newtool", "conflict-a",
+    ]
+    /// What `noextract:` may leave out, as pacman.conf's `NoExtract` (`!` takes back what an
+    /// earlier pattern left out; a layer inherits its parent's patterns).
+    static let noextract = [
+        "usr/share/doc/*", "usr/share/perl5/*", "usr/bin/tool-*", "!usr/bin/tool-a", "etc/confd.conf",
+        "usr/share/hooked/*", "!usr/share/doc/*",
     ]
     /// What a layer may remove: packages nothing else of the demo repository needs.
     static let removable = [
@@ -31,22 +38,13 @@ struct PacmanOracleTests {
     func randomStacks() throws {
         let work = try Harness.temporaryDirectory("pacman-oracle")
         let store = work + "/store"
-        // The demo repository, and the same one an upgrade later (`upgrade: true`, `pacman -Syu`).
-        for (file, folder) in [("pacman.conf", "repo"), ("pacman-next.conf", "repo-next")] {
-            try """
-            [options]
-            Architecture = x86_64
-            SigLevel = Never
-            [demo]
-            Server = file://\(Harness.demoOut)/\(folder)/$repo
-            """.write(toFile: work + "/" + file, atomically: true, encoding: .utf8)
-        }
         var random = MutationTests.Random(state: Self.seed)
         var compared: [String: Int] = [:]  // layers compared, by what they did
         var failedAlike: [String] = []
+        var patterns = 0  // noextract: patterns the layers added
         defer {
             print(
-                "pacman as oracle: \(Self.stacks) stacks (seed \(Self.seed)), \(compared.values.reduce(0, +)) layers compared \(compared.sorted { $0.key < $1.key }), \(failedAlike.count) failed in both"
+                "pacman as oracle: \(Self.stacks) stacks (seed \(Self.seed)), \(compared.values.reduce(0, +)) layers compared \(compared.sorted { $0.key < $1.key }), \(patterns) noextract: patterns, \(failedAlike.count) failed in both"
             )
             for failure in failedAlike { print("  failed in both: \(failure)") }
         }
@@ -56,21 +54,41 @@ struct PacmanOracleTests {
             var installed: Set<String> = []
             var parent: String?
             var upgraded = false
-            for level in 0..<(1 + random.below(4)) {
-                let step = level == 0 ? 0 : random.below(4)
+            var noextract: [String] = []  // a layer's patterns, and those it inherits
+            var edited = false
+            let levels = 1 + random.below(5)
+            for level in 0..<(levels + 1) where level < levels || edited {
+                // After an edit, what pacman keeps the edited file through: an upgrade, or a removal.
+                let step = level == 0 ? 0 : edited ? (upgraded ? 2 : 3) : random.below(5)
                 var packages: [String] = []
                 var removals: [String] = []
                 var text = parent.map { "from: \($0)\n" } ?? ""
-                var arguments: [String]
+                let kind: String
+                var arguments: [String] = []
                 if step == 3 && !upgraded {
-                    // Everything below to what the repository holds an upgrade later.
+                    // Everything below to what the repositories hold an upgrade later: demo's, and
+                    // `later`, first, which holds a newer confd.
+                    kind = "upgrade"
                     upgraded = true
-                    text +=
-                        "repos:\n  - name: demo\n    servers: [\(Harness.demoOut)/repo-next/$repo]\n    siglevel: Never\n"
+                    text += "repos:\n"
+                    for (repository, folder) in [("later", "later"), ("demo", "repo-next")] {
+                        text +=
+                            "  - name: \(repository)\n    servers: [\(Harness.demoOut)/\(folder)/$repo]\n    siglevel: Never\n"
+                    }
                     text += "upgrade: true\n"
                     arguments = ["-Syu"]
+                } else if step == 4 && installed.contains("confd") {
+                    // A change to a configuration file pacman keeps (confd's backup array): an
+                    // upgrade then writes .pacnew, a removal .pacsave. In pacman's tree by hand.
+                    kind = "edit"
+                    edited = true
+                    let content = "listen = 10.0.0.\(random.below(256))\n"
+                    text +=
+                        "files:\n  - path: /etc/confd.conf\n    content: \"\(content.replacingOccurrences(of: "\n", with: "\\n"))\"\n"
+                    try content.write(toFile: root + "/etc/confd.conf", atomically: false, encoding: .utf8)
                 } else if step == 2 {
-                    let candidates = Self.removable.filter { installed.contains($0) }
+                    kind = "remove"
+                    let candidates = edited ? ["confd"] : Self.removable.filter { installed.contains($0) }
                     for _ in 0..<(1 + random.below(2)) where !candidates.isEmpty {
                         let name = random.pick(candidates)
                         if !removals.contains(name) { removals.append(name) }
@@ -79,8 +97,9 @@ struct PacmanOracleTests {
                     text += "remove: [\(removals.joined(separator: ", "))]\n"
                     arguments = ["-R"] + removals
                 } else {
+                    kind = "install"
                     // A root layer holds what a system has at least: the folders and a shell.
-                    packages = level == 0 ? ["filesystem", "busybox"] : []
+                    packages = parent == nil ? ["filesystem", "busybox"] : step == 4 ? ["confd"] : []
                     for _ in 0..<(1 + random.below(5)) {
                         let name = random.pick(Self.installable + (upgraded ? ["game-addon"] : []))
                         if !installed.contains(name) && !packages.contains(name) { packages.append(name) }
@@ -90,17 +109,35 @@ struct PacmanOracleTests {
                         parent == nil
                         ? Harness.demoRoot(packages) : text + "packages: [\(packages.joined(separator: ", "))]\n"
                     arguments = ["-Sy"] + packages
+                    if random.below(3) == 0 {
+                        let pattern = random.pick(Self.noextract)
+                        noextract.append(pattern)
+                        patterns += 1
+                        text += "noextract: [\"\(pattern)\"]\n"
+                    }
                 }
                 let name = "s\(stack)-l\(level)"
                 try text.write(toFile: "\(work)/\(name).yaml", atomically: true, encoding: .utf8)
                 let built = try Harness.run(["build", "\(work)/\(name).yaml", "--store", store])
-                let pacman = try KernelMount.run(
-                    "/usr/bin/pacman",
-                    [
-                        "--root", root, "--dbpath", root + "/var/lib/pacman", "--cachedir", "\(work)/cache",
-                        "--config", work + (upgraded ? "/pacman-next.conf" : "/pacman.conf"),
-                        "--logfile", "\(work)/pacman-\(stack).log", "--noconfirm", "--noprogressbar",
-                    ] + arguments)
+                try """
+                [options]
+                Architecture = x86_64
+                SigLevel = Never
+                NoExtract = \(noextract.joined(separator: " "))
+                \(upgraded ? "[later]\nServer = file://\(Harness.demoOut)/later/$repo" : "")
+                [demo]
+                Server = file://\(Harness.demoOut)/\(upgraded ? "repo-next" : "repo")/$repo
+                """.write(toFile: "\(work)/pacman-\(stack).conf", atomically: true, encoding: .utf8)
+                let pacman =
+                    arguments.isEmpty
+                    ? (status: 0, output: "")
+                    : try KernelMount.run(
+                        "/usr/bin/pacman",
+                        [
+                            "--root", root, "--dbpath", root + "/var/lib/pacman", "--cachedir", "\(work)/cache",
+                            "--config", "\(work)/pacman-\(stack).conf", "--logfile", "\(work)/pacman-\(stack).log",
+                            "--noconfirm", "--noprogressbar",
+                        ] + arguments)
                 let what = "stack \(stack), \(name) (\(text.split(separator: "\n").suffix(2).joined(separator: "; ")))"
                 guard built.status == 0, pacman.status == 0 else {
                     #expect(
@@ -110,6 +147,7 @@ struct PacmanOracleTests {
                         "\(what): \(built.stderr.split(separator: "\n").last { $0.hasPrefix("layerctl: ") } ?? "")")
                     continue stacks
                 }
+                if kind != "edit" { edited = false }
                 installed.formUnion(packages)
                 installed.subtract(removals)
                 parent = name
@@ -120,8 +158,11 @@ struct PacmanOracleTests {
                 let expected = try Self.listing(root, skipping: "var/lib/pacman/sync")
                 #expect(found == expected, "\(what): \(OCILayerTests.difference(found, expected))")
                 guard found == expected else { break stacks }
-                compared[
-                    arguments[0] == "-R" ? "remove" : arguments[0] == "-Syu" ? "upgrade" : "install", default: 0] += 1
+                compared[kind, default: 0] += 1
+                for kept in [".pacnew", ".pacsave"]
+                where found.contains(where: { $0.hasPrefix("etc/confd.conf" + kept + " ") }) {
+                    compared[kept, default: 0] += 1
+                }
                 try FileManager.default.removeItem(atPath: exported)
             }
         }
