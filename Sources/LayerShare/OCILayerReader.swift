@@ -324,8 +324,8 @@ private struct Unpacking {
     var kinds: [[UInt8]: Kind] = [[]: .directory]
     /// The folders the blob makes opaque: with a marker, or with a whiteout of the folder's own name.
     var opaque: Set<[UInt8]> = []
-    /// Names the blob both whites out and holds. The OCI spec's whiteout hides only what is below,
-    /// so such a name is the blob's, new: a folder is opaque and takes nothing from the folder below.
+    /// Folders the blob both whites out and holds. The OCI spec's whiteout hides only what is
+    /// below, so such a folder is the blob's, new: opaque, and it takes nothing from the one below.
     var replaced: Set<[UInt8]> = []
     /// The names at the root that are aufs's bookkeeping (`Whiteout.isAufsMetadata`), removed last.
     var aufsMetadata: Set<[UInt8]> = []
@@ -395,10 +395,7 @@ private struct Unpacking {
             case .other: throw refuse(raw, "a name below a file, /\(RawPath.display(prefix))")
             case .whiteout:
                 // The blob whites the folder out, then puts entries in it: a new folder.
-                try at(prefix) { p in try sys("remove", shown(prefix)) { unlink(p) } }
-                kinds[prefix] = nil
-                replaced.insert(prefix)
-                opaque.insert(prefix)
+                try dropWhiteout(prefix, forFolder: true)
                 fallthrough
             case nil:
                 // 0755 and root's, whatever the umask and the folder above: in a setgid folder,
@@ -413,6 +410,16 @@ private struct Unpacking {
                 folderTimes[prefix] = 0
                 implied.insert(prefix)
             }
+        }
+    }
+
+    /// Removes the blob's whiteout of `name`, which the blob then holds; a folder there is new.
+    mutating func dropWhiteout(_ name: [UInt8], forFolder: Bool) throws {
+        try at(name) { p in try sys("remove", shown(name)) { unlink(p) } }
+        kinds[name] = nil
+        if forFolder {
+            replaced.insert(name)
+            opaque.insert(name)
         }
     }
 
@@ -475,7 +482,6 @@ private struct Unpacking {
                 return
             case .symlink?, .other?:
                 // The blob's own file replaces whatever is below anyway.
-                replaced.insert(name)
                 return
             }
             try at(name) { p in try sys("create", shown(name)) { mknod(p, Glibc.S_IFCHR | 0o000, 0) } }
@@ -486,10 +492,7 @@ private struct Unpacking {
         let name = path(parts)
         if kinds[name] == .whiteout {
             // The blob whites the name out and holds it: the name is the blob's, and a folder new.
-            try at(name) { p in try sys("remove", shown(name)) { unlink(p) } }
-            kinds[name] = nil
-            replaced.insert(name)
-            if archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR) { opaque.insert(name) }
+            try dropWhiteout(name, forFolder: archive_entry_filetype(header) == UInt32(Glibc.S_IFDIR))
         }
         if let known = kinds[name] {
             // A folder may come twice (its metadata again); anything else once.
