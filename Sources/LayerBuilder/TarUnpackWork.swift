@@ -22,7 +22,7 @@ package struct TarUnpackWork: TarUnpacker {
     /// What the child is given, in a file of the pull's scratch folder.
     struct Job: Codable {
         var tree: String
-        var lower: [String]
+        var lower: [LowerTree]
         /// An empty folder, where the child mounts its root.
         var root: String
         var name: String
@@ -34,7 +34,7 @@ package struct TarUnpackWork: TarUnpacker {
     /// not writable, setuid bits, device nodes and whiteouts, and `security.capability`.
     static let capabilities: [Int32] = [CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_MKNOD, CAP_SETFCAP]
 
-    package func start(tree: String, lower: [String], scratch: String, name: String) throws -> any TarUnpack {
+    package func start(tree: String, lower: [LowerTree], scratch: String, name: String) throws -> any TarUnpack {
         let root = scratch + "/unpack-root"
         try? FileSystem.removeTree(root)
         try sys("create", root) { mkdir(root, 0o700) }
@@ -92,18 +92,18 @@ package struct TarUnpackWork: TarUnpacker {
     }
 
     /// A root of its own with the tree and the layers below in it, Landlock, and the
-    /// capabilities an unpack needs; returns the lower trees' paths in that root.
-    private static func confine(_ job: Job) throws -> [String] {
+    /// capabilities an unpack needs; returns the lower trees as they are in that root.
+    private static func confine(_ job: Job) throws -> [LowerTree] {
         try Mounter.mount("tmpfs", at: job.root, type: "tmpfs", options: "mode=0755,size=64k,nosuid,nodev,noexec")
         try sys("create", "/tree") { mkdir(job.root + "/tree", 0o755) }
         try sys("create", "/lower") { mkdir(job.root + "/lower", 0o755) }
         try Mounter.bind(job.tree, at: job.root + "/tree")
-        var lower: [String] = []
+        var lower: [LowerTree] = []
         for (index, tree) in job.lower.enumerated() {
             let path = "/lower/\(index)"
             try sys("create", path) { mkdir(job.root + path, 0o755) }
-            try Mounter.bind(tree, at: job.root + path, readOnly: true)
-            lower.append(path)
+            try Mounter.bind(tree.path, at: job.root + path, readOnly: true)
+            lower.append(LowerTree(path: path, opaqueFolders: tree.opaqueFolders))
         }
         let pivoted = lc_pivot_root(job.root)
         if pivoted != 0 { throw SystemError("make the root of the unpack", job.root, errno: pivoted) }

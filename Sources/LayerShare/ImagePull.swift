@@ -339,7 +339,10 @@ public struct ImagePull {
         defer { if !handedOver { try? FileSystem.removeTree(work) } }
         // Unpacked as it downloads: the blob is never stored.
         let tree = work + "/layer/tree"
-        let lower = try parent.map { try store.chain($0).reversed().map(store.tree) } ?? []
+        // With their opaque folders: the unpack cannot read the markers that say so.
+        let lower = try parent.map {
+            try store.chain($0).reversed().map { LowerTree(path: store.tree($0), opaqueFolders: try store.opaqueFolders($0)) }
+        } ?? []
         var unpack: StreamedUnpack?
         do {
             try client.streamBlob(repository, descriptor.digest, size: descriptor.size) { received in

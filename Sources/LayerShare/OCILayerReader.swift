@@ -99,16 +99,17 @@ public struct OCILayerReader {
     /// Unpacks into `tree`, which must not exist; on any refusal nothing of it is left. A folder the
     /// tar only implies (the root, or a folder above an entry) keeps what the layers below say of
     /// it, as the OCI spec has it: its mode, owner, time and attributes (but `trusted.*`) from the
-    /// topmost of `lower` (the trees below, topmost first) that has it, never through a symlink;
-    /// without one, 0755 root:root at the epoch. Returns the
-    /// diff_id, `sha256:…` of the uncompressed tar, taken in the same pass (the blob is
-    /// decompressed once).
+    /// topmost of `lower` (the trees below, topmost first) that shows it, never through a symlink;
+    /// without one, 0755 root:root at the epoch. A whiteout that hides nothing the trees below
+    /// show is left out. Returns the diff_id, `sha256:…` of the uncompressed tar, taken in the same
+    /// pass (the blob is decompressed once).
     ///
-    /// In this process: a pull parses a stranger's tar in a confined one (`unpackPlainTar`).
+    /// In this process, which reads the lower trees' opaque markers: a pull parses a stranger's
+    /// tar in a confined one (`unpackPlainTar`).
     @discardableResult
     public func unpack(into tree: String, lower: [String] = []) throws -> String {
         try Self.makeRoot(tree)
-        return try unpack(into: tree, lower: lower, plainTar: false).diffID
+        return try unpack(into: tree, lower: lower.map { LowerTree(path: $0) }, plainTar: false).diffID
     }
 
     /// The most a blob may hold after the tar's end: GNU tar's largest record size (`-b 2048`,
@@ -121,12 +122,12 @@ public struct OCILayerReader {
     /// What unpacks an untrusted tar need not keep that capability. No digest is taken.
     /// `reserve` is the one to keep on the tree's filesystem, when the caller knows it better
     /// than the tree's path tells (`DiskReserve.seen(at:)`).
-    package func unpackPlainTar(into tree: String, lower: [String] = [], reserve: DiskReserve? = nil) throws -> [DeferredAttribute] {
+    package func unpackPlainTar(into tree: String, lower: [LowerTree] = [], reserve: DiskReserve? = nil) throws -> [DeferredAttribute] {
         try unpack(into: tree, lower: lower, plainTar: true, reserve: reserve).deferred
     }
 
     private func unpack(
-        into tree: String, lower: [String], plainTar: Bool, reserve: DiskReserve? = nil
+        into tree: String, lower: [LowerTree], plainTar: Bool, reserve: DiskReserve? = nil
     ) throws -> (diffID: String, deferred: [DeferredAttribute]) {
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
@@ -315,6 +316,20 @@ public struct OCILayerReader {
     }
 }
 
+/// A tree below the one a blob unpacks into: a layer's, as overlayfs will merge them.
+package struct LowerTree: Codable, Sendable {
+    package var path: String
+    /// Its folders that hide what the trees below hold (`trusted.overlay.opaque=y`), relative
+    /// to it; nil: read from the folders' attributes, which only a process with CAP_SYS_ADMIN
+    /// sees (a confined unpack is handed the layer record's list).
+    package var opaqueFolders: [[UInt8]]?
+
+    package init(path: String, opaqueFolders: [[UInt8]]? = nil) {
+        self.path = path
+        self.opaqueFolders = opaqueFolders
+    }
+}
+
 /// The state of one unpack: what each name of the layer is, so far.
 private struct Unpacking {
     enum Kind { case directory, symlink, whiteout, other }
@@ -340,7 +355,11 @@ private struct Unpacking {
     var folderTimes: [[UInt8]: Int64] = [[]: 0]
     /// Folders made because entries are below them, and not (yet) named themselves.
     var implied: Set<[UInt8]> = [[]]
-    var lower: [String] = []
+    var lower: [LowerTree] = [] {
+        didSet { lowerOpaque = lower.map { $0.opaqueFolders.map(Set.init) } }
+    }
+    /// Each lower tree's opaque folders, for lookups; nil where its attributes say.
+    var lowerOpaque: [Set<[UInt8]>?] = []
     /// What the unpack leaves free on the tree's filesystem: a few megabytes of zstd can unpack
     /// to terabytes, or to millions of empty files.
     var reserve: DiskReserve?
@@ -662,24 +681,45 @@ private struct Unpacking {
         try at(name) { p in try sys("set the time of", shown(name)) { utimensat(AT_FDCWD, p, &times, AT_SYMLINK_NOFOLLOW) } }
     }
 
-    /// The folder `name` in the topmost lower tree that has it, unless a lower tree hides it (a
-    /// whiteout, or something else than a folder, there or on the way) first. Each folder on the
-    /// way is looked at: a lower tree's symlink is a stranger's, and through it the path would
-    /// name a folder of the host, whose owner, mode and attributes the layer would take.
-    func lowerFolder(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
+    /// What the lower trees show at `name`, merged as `OverlayMerge` merges them: the entry of the
+    /// topmost tree that holds it, and its path; nil where none shows one. A tree hides what the
+    /// trees below it hold at `name` with a whiteout there, something else than a folder on the
+    /// way, or an opaque folder on the way. Each folder on the way is looked at: a lower tree's
+    /// symlink is a stranger's, and through it the path would name a folder of the host, whose
+    /// owner, mode and attributes the layer would take.
+    func lowerEntry(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
         let parts = name.split(separator: 0x2F).map(Array.init)
-        search: for tree in lower {
-            var path = Array(tree.utf8)
+        search: for (index, tree) in lower.enumerated() {
+            var path = Array(tree.path.utf8)
             var st = stat()
-            guard lstat(tree, &st) == 0 else { continue }
-            for part in parts {
+            guard lstat(tree.path, &st) == 0 else { continue }
+            var hidesBelow = false
+            for depth in parts.indices {
                 guard st.st_mode & S_IFMT == S_IFDIR else { return nil }
-                path += [0x2F] + part
-                guard RawPath.with(path, { lstat($0, &st) }) == 0 else { continue search }
+                if depth > 0 && !hidesBelow { hidesBelow = isOpaque(Array(parts[..<depth].joined(separator: [0x2F])), path, in: index) }
+                path += [0x2F] + parts[depth]
+                guard RawPath.with(path, { lstat($0, &st) }) == 0 else {
+                    if hidesBelow { return nil }
+                    continue search
+                }
             }
-            return st.st_mode & S_IFMT == S_IFDIR ? (path, st) : nil
+            return st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 ? nil : (path, st)
         }
         return nil
+    }
+
+    /// Whether the folder `name`, at `path` in lower tree `index`, is opaque.
+    func isOpaque(_ name: [UInt8], _ path: [UInt8], in index: Int) -> Bool {
+        if let known = lowerOpaque[index] { return known.contains(name) }
+        var value: [UInt8] = [0, 0]
+        let size = RawPath.with(path) { lgetxattr($0, "trusted.overlay.opaque", &value, value.count) }
+        return size == 1 && value[0] == 0x79
+    }
+
+    /// The folder the lower trees show at `name`, if they show one.
+    func lowerFolder(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
+        guard let found = lowerEntry(name), found.st.st_mode & S_IFMT == S_IFDIR else { return nil }
+        return found
     }
 
     /// Removes aufs's bookkeeping (`Whiteout.isAufsMetadata`), and forgets it: a hard link into
@@ -730,6 +770,12 @@ private struct Unpacking {
                 }
             }
             folderTimes[name] = Int64(below.st_mtim.tv_sec)
+        }
+        // A whiteout hides only what the trees below show. One that hides nothing is left out: in
+        // a folder no lower tree has, overlayfs would list it, and then find nothing there.
+        for (name, kind) in kinds where kind == .whiteout && (belowOpaque(name) || lowerEntry(name) == nil) {
+            try at(name) { p in try sys("remove", shown(name)) { unlink(p) } }
+            kinds[name] = nil
         }
         for folder in opaque.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             guard kinds[folder] == .directory else { continue }

@@ -8,7 +8,7 @@ package protocol TarUnpacker: Sendable {
     /// Starts unpacking, into the empty folder `tree`, the plain tar that is written to the
     /// returned unpack's `input`. `lower` are the trees below, topmost first; `scratch` is a
     /// folder of the pull's for the unpack's own use; `name` names the blob in messages.
-    func start(tree: String, lower: [String], scratch: String, name: String) throws -> any TarUnpack
+    func start(tree: String, lower: [LowerTree], scratch: String, name: String) throws -> any TarUnpack
 }
 
 /// One unpack under way.
@@ -47,7 +47,7 @@ final class StreamedUnpack: @unchecked Sendable {
     private var refused = false
 
     /// Starts unpacking into `tree` (which must not exist) what `write` will be given.
-    init(into tree: String, lower: [String], scratch: String, name: String, unpacker: any TarUnpacker) throws {
+    init(into tree: String, lower: [LowerTree], scratch: String, name: String, unpacker: any TarUnpacker) throws {
         try OCILayerReader.makeRoot(tree)
         (writer, reader) = try makeSocketPair(tree)
         self.tree = tree

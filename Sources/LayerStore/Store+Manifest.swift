@@ -18,6 +18,22 @@ extension Store {
         return manifest
     }
 
+    /// The folders of layer `key`'s tree that hide what is below them (`trusted.overlay.opaque=y`),
+    /// relative to it, with no leading `/`: its record's list, or for a record without one
+    /// (written before it was kept, or with a name that is no UTF-8), its manifest's.
+    package func opaqueFolders(_ key: String) throws -> [[UInt8]] {
+        let record = try record(key)
+        if let listed = record.opaqueDirectories { return listed.map { Array($0.utf8.drop { $0 == 0x2F }) } }
+        let manifest = try manifest(key, record: record)
+        var paths: [[UInt8]] = []
+        paths.reserveCapacity(manifest.entries.count)
+        for entry in manifest.entries {
+            let parent = entry.parent >= 0 && entry.parent < paths.count ? paths[entry.parent] : []
+            paths.append(paths.isEmpty ? [] : parent.isEmpty ? entry.name : parent + [0x2F] + entry.name)
+        }
+        return manifest.opaque.sorted().compactMap { $0 > 0 && $0 < paths.count ? paths[$0] : nil }
+    }
+
     /// Makes the manifest of layer `key` from its tree.
     private func scan(_ key: String, record: LayerRecord) throws -> LayerManifest {
         if geteuid() != 0 && record.opaqueDirectories == nil { throw MergeError.needsPrivilege(tree(key)) }

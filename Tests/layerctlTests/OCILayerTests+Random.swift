@@ -11,7 +11,8 @@ import Testing
 /// Layer blobs of every kind of entry, in the orders tar writers put them (a folder after what it
 /// holds, or only implied; a hard link whose name sorts before or after its file), with GNU tar as
 /// the oracle: what it extracts is what the blob says, and layerctl's tree must say the same, its
-/// whiteouts and opaque folders read back as the blob's `.wh.` markers.
+/// opaque folders read back as the blob's `.wh.` markers (its whiteouts hide nothing in a blob
+/// alone, and are left out).
 extension OCILayerTests {
     static let randomBlobs = ProcessInfo.processInfo.environment["LAYERCTL_OCI_BLOBS"].flatMap { Int($0) } ?? 30
     static let randomSeed = ProcessInfo.processInfo.environment["LAYERCTL_OCI_SEED"].flatMap { UInt64($0) } ?? 11
@@ -39,7 +40,12 @@ extension OCILayerTests {
                 ])
             #expect(extracted.status == 0, "blob \(number): \(extracted.output)")
             try OCILayerReader(blob: blob).unpack(into: ours)
-            let expected = try Self.listing(theirs, implied: implied)
+            // Alone, a blob has nothing below for its whiteouts to hide: they are left out.
+            let expected = try Self.listing(theirs, implied: implied).filter { line in
+                guard line.hasSuffix(" marker") else { return true }
+                let name = line.dropLast(" marker".count).split(separator: "/").last ?? ""
+                return !name.hasPrefix(".wh.") || name == ".wh..wh..opq"
+            }
             let found = try Self.listing(ours, implied: implied)
             let difference = Self.difference(found, expected)
             #expect(difference == nil, "blob \(number) (kept in \(work)): \(difference ?? "")")

@@ -6,6 +6,7 @@ import LayerEntries
 import LayerShare
 import LayerStore
 import LayerSupport
+import RegistryClient
 import Testing
 
 /// Layers as OCI layer blobs: written the same from the same layer, unpacked to the same tree, and
@@ -39,7 +40,9 @@ struct OCILayerTests {
                 #expect(try reader.digest() == first.digest)
                 #expect(try reader.diffID() == first.diffID)
                 let unpacked = "\(work)/\(name)-\(compression)"
-                #expect(try reader.unpack(into: unpacked) == first.diffID, "the diff_id taken while unpacking")
+                // Over the layers below it, whose names its whiteouts hide.
+                let lower = try store.chain(key).dropLast().reversed().map(store.tree)
+                #expect(try reader.unpack(into: unpacked, lower: lower) == first.diffID, "the diff_id taken while unpacking")
                 #expect(try TreeScan.scan(unpacked).digest == record.treeDigest, "\(name) \(compression)")
             }
         }
@@ -114,6 +117,10 @@ struct OCILayerTests {
     @Test("a crafted layer of every kind and shape goes through a blob unchanged")
     func craftedRoundTrip() throws {
         let stack = try CraftedStack("oci")
+        // What the whiteouts hide: a blob's whiteout that hides nothing below is left out.
+        try stack.layer("below") { tree in
+            for index in 0..<40 { try tree.file("gone-\(index)", "g") }
+        }
         try stack.layer("odd") { tree in
             try tree.directory("etc")
             try tree.file("etc/b", "bee", mode: 0o4755, owner: (5, 6))
@@ -140,11 +147,11 @@ struct OCILayerTests {
         }
         let work = try Harness.temporaryDirectory("crafted-blob")
         var writer = OCILayerWriter()
-        let blob = try writer.write(try FolderSource(stack.tree(0)), to: work + "/blob", compression: .zstd)
+        let blob = try writer.write(try FolderSource(stack.tree(1)), to: work + "/blob", compression: .zstd)
         let reader = OCILayerReader(blob: work + "/blob")
         #expect(try reader.diffID() == blob.diffID)
-        #expect(try reader.unpack(into: work + "/tree") == blob.diffID)
-        #expect(try TreeScan.scan(work + "/tree").digest == TreeScan.scan(stack.tree(0)).digest)
+        #expect(try reader.unpack(into: work + "/tree", lower: [stack.tree(0)]) == blob.diffID)
+        #expect(try TreeScan.scan(work + "/tree").digest == TreeScan.scan(stack.tree(1)).digest)
         // The zeros are holes again: the pages that hold data, and no more.
         var st = stat()
         #expect(stat(work + "/tree/disk.img", &st) == 0 && st.st_size == (8 << 20) + 100)
@@ -438,6 +445,66 @@ extension OCILayerTests {
         #expect(lstat(merged + "/implied", &st) == 0 && st.st_mode == S_IFDIR | 0o755 && st.st_mtim.tv_sec == 0)
         #expect(try String(contentsOfFile: merged + "/file", encoding: .utf8) == "new")
         #expect(try FileManager.default.contentsOfDirectory(atPath: merged).sorted() == ["file", "implied", "kept", "named"])
+    }
+
+    /// What a blob's entries meet below is the lower trees merged as overlayfs merges them: a
+    /// folder a lower tree makes opaque hides what the trees under it hold, from the folders a
+    /// blob implies and from its whiteouts. A whiteout that hides nothing is left out: in a folder
+    /// no lower tree has, the kernel lists it and then finds nothing there (`ls` shows
+    /// `c?????????`). Unpacked here and pulled through the confined child, which cannot read the
+    /// lower trees' opaque markers and is handed the records' lists: the same trees.
+    @Test("whiteouts that hide nothing below are left out, and a lower tree's opaque folder hides what is under it, in this process and in a pull")
+    func whiteoutsHidingNothing() throws {
+        let work = try Harness.temporaryDirectory("whiteout-nothing")
+        let blobs = [
+            [
+                Crafted(name: "a", type: Glibc.S_IFDIR, mode: 0o750), Crafted(name: "a/x"), Crafted(name: "d/deep/y"),
+                Crafted(name: "d/deep", type: Glibc.S_IFDIR, attributes: [("user.note", "bottom")], mode: 0o700, mtime: 9),
+                Crafted(name: "f"), Crafted(name: "o/w"),
+            ],
+            // Opaque folders: what the bottom blob holds in `a` and `d` is hidden from here up.
+            [Crafted(name: "a/.wh..wh..opq", data: ""), Crafted(name: "a/z"), Crafted(name: "d/.wh..wh..opq", data: "")],
+            [
+                Crafted(name: "a/.wh.x", data: ""), Crafted(name: "a/.wh.z", data: ""), Crafted(name: "ghost/.wh.g", data: ""),
+                Crafted(name: ".wh.f", data: ""), Crafted(name: ".wh.nothing", data: ""), Crafted(name: "d/deep/new"),
+                Crafted(name: "o/.wh..wh..opq", data: ""), Crafted(name: "o/.wh.w", data: ""),
+            ],
+        ]
+        var trees: [String] = []
+        for (index, entries) in blobs.enumerated() {
+            try Self.craft(entries, at: "\(work)/\(index).tar")
+            try OCILayerReader(blob: "\(work)/\(index).tar").unpack(into: "\(work)/\(index)", lower: trees.reversed())
+            trees.append("\(work)/\(index)")
+        }
+        let top = try Self.listing(work + "/2", implied: [])
+        // Kept: the whiteouts of z (the middle blob's) and f. Left out: x (under the middle
+        // blob's opaque a), g (in a folder nothing below has), nothing, w (under the blob's own
+        // opaque o). d/deep is new: the bottom blob's is under the middle blob's opaque d.
+        let whiteouts = top.filter { $0.hasSuffix(" marker") && !$0.contains(".wh..wh..opq") }
+        #expect(whiteouts.sorted() == [".wh.f marker", "a/.wh.z marker"], "\(top)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/2/ghost").isEmpty)
+        var st = stat()
+        #expect(lstat(work + "/2/d/deep", &st) == 0 && st.st_mode == S_IFDIR | 0o755 && st.st_mtim.tv_sec == 0)
+        #expect(ExtendedAttributes.value(work + "/2/d/deep", "user.note") == nil)
+        // The kernel's merge: every name a folder lists can be looked at.
+        let merged = try KernelMount.overlay(lowerdir: trees.reversed().joined(separator: ":"))
+        defer { KernelMount.unmount(merged) }
+        let seen = try Self.listing(merged, implied: [], folderTimes: false)
+        #expect(seen.map { String($0.prefix { $0 != " " }) }.sorted() == ["a", "d", "d/deep", "d/deep/new", "ghost", "o"], "\(seen)")
+        // A pull: each blob unpacked in the confined child, the layers below handed over.
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/whiteouts:1")
+        try ShareTests.pushImage(layers: (0..<3).map { "\(work)/\($0).tar" }, to: reference)
+        let storeRoot = work + "/store"
+        let pulled = try Harness.run(["pull", reference.description, "--name", "pulled", "--store", storeRoot])
+        #expect(pulled.status == 0, "\(pulled.stderr)")
+        let store = try Store(root: storeRoot)
+        let keys = try store.chain(try #require(try store.ref("pulled")))
+        #expect(keys.count == 3)
+        for (index, key) in keys.enumerated() {
+            #expect(try store.record(key).treeDigest == TreeScan.scan(trees[index]).digest, "blob \(index)")
+        }
     }
 
     /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a

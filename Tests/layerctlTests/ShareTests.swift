@@ -882,7 +882,9 @@ extension ShareTests {
         #expect(attributes(tree + "/etc") == ["trusted.overlay.opaque": "y", "trusted.folder": "f", "user.folder": "u"])
         #expect(attributes(tree + "/etc/hosts") == ["trusted.note": "t", "user.note": "u"])
         #expect(attributes(tree + "/bin") == ["trusted.link": "l"])
-        for path in ["", "/etc", "/etc/hosts", "/etc/gone", "/bin"] {
+        // The whiteout hides nothing (the image has no layer below): left out of both.
+        #expect(access(tree + "/etc/gone", F_OK) != 0 && access(oracle + "/etc/gone", F_OK) != 0)
+        for path in ["", "/etc", "/etc/hosts", "/bin"] {
             #expect(attributes(tree + path) == attributes(oracle + path), "\(path)")
             var pulledStat = stat(), oracleStat = stat()
             #expect(lstat(tree + path, &pulledStat) == 0 && lstat(oracle + path, &oracleStat) == 0, "\(path)")
@@ -937,8 +939,8 @@ extension ShareTests {
         #expect(first.st_ino == second.st_ino && first.st_nlink == 2, "one file of two names, as aufs had it")
         // Its attributes too: the confined unpack hands `trusted.*` back by name, the file's name.
         #expect(ExtendedAttributes.value(tree + "/usr/bin/first", "trusted.note") == Array("t".utf8))
-        var whiteout = stat()
-        #expect(lstat(tree + "/etc/gone", &whiteout) == 0 && whiteout.st_mode & S_IFMT == S_IFCHR && whiteout.st_rdev == 0)
+        // A whiteout that hides nothing (the image has no layer below) is left out.
+        #expect(access(tree + "/etc/gone", F_OK) != 0)
         // The root's own `.wh..wh..opq` is no bookkeeping: the layer hides everything below it.
         #expect(ExtendedAttributes.value(tree, "trusted.overlay.opaque") == Array("y".utf8))
         // An unpack in one process makes the same tree, to its folders' times.
