@@ -33,7 +33,7 @@ public enum LayerShell {
     ) throws -> Int32 {
         let lock = try store.lock(.shared)
         defer { lock.unlock() }
-        let trees = try store.chain(key).map(store.tree)
+        let trees = try store.shownTrees(key)
         let name = try store.name(of: key, asked: asked)
         let directory = try folder(in: store)
         defer { try? FileSystem.removeTree(directory) }

@@ -64,7 +64,7 @@ public final class StackBuilder {
         }
         var built: [BuiltLayer] = []
         var parentKey = base?.key
-        var parentTrees = try parentKey.map { try store.chain($0).map(store.tree) } ?? []
+        var parentTrees = try parentKey.map { try store.shownTrees($0) } ?? []
         var snapshots: [String: String] = [:]
         var environment: [String: String] = [:]
         var trustedKeys: [String]?  // the keyring is listed once per build, if at all

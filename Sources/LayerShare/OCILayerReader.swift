@@ -684,9 +684,10 @@ private struct Unpacking {
     /// What the lower trees show at `name`, merged as `OverlayMerge` merges them: the entry of the
     /// topmost tree that holds it, and its path; nil where none shows one. A tree hides what the
     /// trees below it hold at `name` with a whiteout there, something else than a folder on the
-    /// way, or an opaque folder on the way. Each folder on the way is looked at: a lower tree's
-    /// symlink is a stranger's, and through it the path would name a folder of the host, whose
-    /// owner, mode and attributes the layer would take.
+    /// way, or an opaque folder on the way, its root among them (overlayfs ignores a root's
+    /// marker; `Store.shownTrees` leaves the trees below out of a mount). Each folder on the way
+    /// is looked at: a lower tree's symlink is a stranger's, and through it the path would name
+    /// a folder of the host, whose owner, mode and attributes the layer would take.
     func lowerEntry(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
         let parts = name.split(separator: 0x2F).map(Array.init)
         search: for (index, tree) in lower.enumerated() {
@@ -696,7 +697,7 @@ private struct Unpacking {
             var hidesBelow = false
             for depth in parts.indices {
                 guard st.st_mode & S_IFMT == S_IFDIR else { return nil }
-                if depth > 0 && !hidesBelow { hidesBelow = isOpaque(Array(parts[..<depth].joined(separator: [0x2F])), path, in: index) }
+                if !hidesBelow { hidesBelow = isOpaque(self.path(Array(parts[..<depth])), path, in: index) }
                 path += [0x2F] + parts[depth]
                 guard RawPath.with(path, { lstat($0, &st) }) == 0 else {
                     if hidesBelow { return nil }

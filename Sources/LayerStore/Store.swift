@@ -262,6 +262,16 @@ public struct Store: Sendable {
         return keys.reversed()
     }
 
+    /// The trees of layer `key`'s stack, bottom first, that a merge of it shows: from the topmost
+    /// layer whose root folder is opaque (a pulled blob's `./.wh..wh..opq`), which hides every
+    /// layer below it, up. overlayfs ignores that marker on a layer's root, so a mount of the
+    /// stack is handed these alone, and shows what an export of the stack holds.
+    public func shownTrees(_ key: String) throws -> [String] {
+        let keys = try chain(key)
+        let start = try keys.lastIndex { try opaqueFolders($0).contains([]) } ?? 0
+        return keys[start...].map(tree)
+    }
+
     // MARK: Locks and temporary work
 
     /// Builds share this lock; `gc` takes it alone, so it never removes a layer a build stands on.

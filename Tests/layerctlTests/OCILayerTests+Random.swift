@@ -165,6 +165,20 @@ extension OCILayerTests {
             let difference = Self.difference(found, expected)
             #expect(difference == nil, "image \(number) (kept in \(work)): \(difference ?? "")")
             guard difference == nil else { break }
+            // The kernel's merge of the pulled layers, as a build mounts them, shows the same:
+            // every name it lists can be looked at (a whiteout that hides nothing would not), and
+            // a blob's opaque root hides the layers below (overlayfs ignores a layer root's marker).
+            let pulledStore = try Store(root: store)
+            let shown = try pulledStore.shownTrees(try #require(try pulledStore.ref("stack")))
+            // An empty folder at the bottom: a mount without an upper folder takes two trees at least.
+            let empty = "\(work)/empty-\(number)"
+            try FileManager.default.createDirectory(atPath: empty, withIntermediateDirectories: false)
+            let merged = try KernelMount.overlay(lowerdir: (shown.reversed() + [empty]).joined(separator: ":"))
+            defer { KernelMount.unmount(merged) }
+            let seen = Result { try Self.listing(merged, implied: implied, folderTimes: false) }
+            let mergeDifference = (try? seen.get()).map { Self.difference($0, found) } ?? "\(seen)"
+            #expect(mergeDifference == nil, "image \(number), the kernel's merge (kept in \(work)): \(mergeDifference ?? "")")
+            guard mergeDifference == nil else { break }
             try FileSystem.removeTree(store)
         }
         #expect(unanswered <= images / 2, "\(unanswered) of \(images)")

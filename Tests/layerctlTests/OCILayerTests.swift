@@ -507,6 +507,40 @@ extension OCILayerTests {
         }
     }
 
+    /// A blob whose root is opaque (`./.wh..wh..opq`) hides every layer below it, as an export
+    /// of the stack has it (`OverlayMerge`) and the OCI spec says. overlayfs ignores the marker
+    /// on a layer's root, so a build or a shell on the stack showed the layers below, and built
+    /// on a tree the image it was exported to did not hold.
+    @Test("a blob with an opaque root hides the layers below it from a build and a shell on it, as from its export")
+    func opaqueRoot() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let work = try Harness.temporaryDirectory("opaque-root")
+        let shell = try #require(FileManager.default.contents(atPath: "/bin/busybox"))
+        try Self.craft(
+            [Crafted(name: "bin/sh", bytes: Array(shell), mode: 0o755), Crafted(name: "etc/below", data: "hidden")],
+            at: work + "/0.tar")
+        try Self.craft(
+            [
+                Crafted(name: ".wh..wh..opq", data: ""), Crafted(name: "bin/sh", bytes: Array(shell), mode: 0o755),
+                Crafted(name: "etc/top", data: "shown"),
+            ], at: work + "/1.tar")
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/opaque-root:1")
+        try ShareTests.pushImage(layers: [work + "/0.tar", work + "/1.tar"], to: reference)
+        let store = work + "/store"
+        #expect(try Harness.run(["pull", reference.description, "--name", "image", "--store", store]).status == 0)
+        let listed = "for f in below top; do if test -e /etc/$f; then echo $f; fi; done"
+        let shown = try Harness.run(["shell", "image", "--store", store, "--", "/bin/sh", "-c", listed])
+        #expect(shown.status == 0 && shown.stdout == "top\n", "\(shown.stdout) \(shown.stderr)")
+        try "from: \(reference)\nrun:\n  - \(listed) > /seen\n".write(toFile: work + "/on.yaml", atomically: false, encoding: .utf8)
+        let built = try Harness.run(["build", work + "/on.yaml", "--store", store, "-o", work + "/on.sqfs"])
+        #expect(built.status == 0, "\(built.stderr)")
+        let key = try #require(try Store(root: store).ref("on"))
+        #expect(try String(contentsOfFile: Store(root: store).tree(key) + "/seen", encoding: .utf8) == "top\n")
+        let image = try KernelMount.run("/usr/bin/unsquashfs", ["-lc", work + "/on.sqfs"])
+        #expect(image.output.contains("etc/top") && !image.output.contains("etc/below"), "\(image.output)")
+    }
+
     /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
     /// tree that process wrote: never through a symlink it left, and only what an unpack defers.
     @Test("attributes handed back by an unpack: set without following a symlink, and only trusted.* or a folder's opaque marker")
