@@ -87,7 +87,9 @@ extension OCILayerTests {
         var unanswered = 0
         var ownWhiteouts = 0
         defer {
-            print("random OCI images: \(images), \(unanswered) of them not unpacked by umoci; \(ownWhiteouts) whiteouts of a blob's own names")
+            print(
+                "random OCI images: \(images), \(unanswered) of them not unpacked by umoci (the kernel's merge their one oracle); \(ownWhiteouts) whiteouts of a blob's own names"
+            )
         }
         for number in 0..<images {
             var blobs: [String] = []
@@ -144,13 +146,11 @@ extension OCILayerTests {
             let unpack = try KernelMount.run(
                 "/usr/bin/umoci", ["unpack", "--image", "\(work)/layout-\(number):stack", "\(work)/bundle-\(number)"])
             // umoci does not make a folder an upper blob only implies over a lower file (layerctl's
-            // is that folder, as over nothing): no oracle for that image.
-            if unpack.status != 0 && unpack.output.contains("mkdir parent") && unpack.output.contains("not a directory")
-            {
-                unanswered += 1
-                continue
-            }
-            #expect(unpack.status == 0, "\(unpack.output)")
+            // is that folder, as over nothing): the kernel's merge alone is the oracle then.
+            let answered =
+                unpack.status == 0 || !(unpack.output.contains("mkdir parent") && unpack.output.contains("not a directory"))
+            if !answered { unanswered += 1 }
+            #expect(!answered || unpack.status == 0, "\(unpack.output)")
             let store = try Harness.temporaryDirectory("oci-random-images-store")
             let pulled = try Harness.run(["pull", reference.description, "--name", "stack", "--store", store])
             #expect(pulled.status == 0, "image \(number): \(pulled.stderr)")
@@ -158,13 +158,15 @@ extension OCILayerTests {
                 "export", "stack", "--store", store, "-o", "\(work)/dir-\(number)", "--format", "dir",
             ])
             #expect(exported.status == 0, "image \(number): \(exported.stderr)")
-            guard copy.status == 0, unpack.status == 0, pulled.status == 0, exported.status == 0 else { break }
-            // umoci leaves a folder the time its last entry gave it, not the blob's.
-            let expected = try Self.listing("\(work)/bundle-\(number)/rootfs", implied: implied, folderTimes: false)
+            guard copy.status == 0, !answered || unpack.status == 0, pulled.status == 0, exported.status == 0 else { break }
             let found = try Self.listing("\(work)/dir-\(number)", implied: implied, folderTimes: false)
-            let difference = Self.difference(found, expected)
-            #expect(difference == nil, "image \(number) (kept in \(work)): \(difference ?? "")")
-            guard difference == nil else { break }
+            if answered {
+                // umoci leaves a folder the time its last entry gave it, not the blob's.
+                let expected = try Self.listing("\(work)/bundle-\(number)/rootfs", implied: implied, folderTimes: false)
+                let difference = Self.difference(found, expected)
+                #expect(difference == nil, "image \(number) (kept in \(work)): \(difference ?? "")")
+                guard difference == nil else { break }
+            }
             // The kernel's merge of the pulled layers, as a build mounts them, shows the same:
             // every name it lists can be looked at (a whiteout that hides nothing would not), and
             // a blob's opaque root hides the layers below (overlayfs ignores a layer root's marker).
