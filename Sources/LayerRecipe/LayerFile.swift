@@ -74,6 +74,9 @@ public struct RepoSpec: Sendable, Hashable {
     public var location: FileLocation
     /// Where the `snapshot:` date is written.
     public var snapshotLocation: FileLocation? = nil
+    /// Written with its name alone (and perhaps a `siglevel`): the repository of that name a layer
+    /// below declares, in this place of the order (`Recipe.repositories(for:)` puts it there).
+    public var inherits = false
 
     /// The servers libalpm tries, in order: `servers:`, then the mirrorlist's.
     public var allServers: [String] { servers + (mirrorlist?.servers ?? []) }

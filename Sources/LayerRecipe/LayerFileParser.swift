@@ -211,9 +211,8 @@ struct LayerFileParser {
         if spec.name.utf8.count > 248 {
             throw LayerFileError("repository name \(quote(spec.name)) is longer than 248 bytes", at: at(node))
         }
-        if spec.servers.isEmpty && spec.mirrorlist == nil && spec.snapshot == nil {
-            throw LayerFileError("repository \(quote(spec.name)) has no `servers`, `mirrorlist` or `snapshot`", at: at(node))
-        }
+        // A name alone places an inherited repository; `Recipe` checks that a layer below has it.
+        spec.inherits = spec.servers.isEmpty && spec.mirrorlist == nil && spec.snapshot == nil
         return spec
     }
 

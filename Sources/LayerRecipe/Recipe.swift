@@ -79,20 +79,40 @@ public struct Recipe: Sendable {
     public func repositories(for index: Int) -> [RepoSpec] {
         var repos: [RepoSpec] = []
         for layer in layers[...index] where !layer.repos.isEmpty {
-            let named = Set(layer.repos.map(\.name))
+            let own = layer.repos.compactMap { spec in spec.inherits ? Self.placed(spec, inheriting: repos) : spec }
+            let named = Set(own.map(\.name))
             guard let first = repos.firstIndex(where: { named.contains($0.name) }) else {
-                repos += layer.repos
+                repos += own
                 continue
             }
             let others = { (slice: ArraySlice<RepoSpec>) in slice.filter { !named.contains($0.name) } }
-            repos = others(repos[..<first]) + layer.repos + others(repos[first...])
+            repos = others(repos[..<first]) + own + others(repos[first...])
         }
         return repos
     }
 
+    /// The inherited repository a name alone (`spec`) places: as declared below, with the `siglevel`
+    /// `spec` gives, if it gives one (then its place is where the layer file says so). nil when no
+    /// layer below declares it, which loading refuses.
+    private static func placed(_ spec: RepoSpec, inheriting repos: [RepoSpec]) -> RepoSpec? {
+        guard var inherited = repos.first(where: { $0.name == spec.name }) else { return nil }
+        if let siglevel = spec.siglevel {
+            inherited.siglevel = siglevel
+            inherited.location = spec.location
+        }
+        return inherited
+    }
+
     private func checkRepositories() throws {
-        for (index, layer) in layers.enumerated() where repositories(for: index).isEmpty {
-            if let first = layer.packages.first {
+        for (index, layer) in layers.enumerated() {
+            let below = index == 0 ? [] : repositories(for: index - 1)
+            let names = Set(below.map(\.name))
+            if let orphan = layer.repos.first(where: { $0.inherits && !names.contains($0.name) }) {
+                let why = index == 0 ? "" : ", and no layer below declares it (a name alone puts an inherited repository in its place)"
+                throw LayerFileError(
+                    "repository \(quote(orphan.name)) has no `servers`, `mirrorlist` or `snapshot`" + why, at: orphan.location)
+            }
+            if repositories(for: index).isEmpty, let first = layer.packages.first {
                 throw LayerFileError(
                     "`\(first.value)` cannot be installed: no layer up to here declares `repos`", at: first.location)
             }

@@ -74,6 +74,34 @@ final class LayerFileTests {
         }
     }
 
+    /// A child that puts a repository above an inherited one names the inherited one by its name
+    /// alone: its servers stay those a layer below declares, and a `siglevel` beside the name
+    /// changes only that. A name alone that nothing below declares is refused where it is.
+    @Test("a repository named alone is the inherited one, in the place the list gives it; with siglevel, that alone changes")
+    func inheritedByName() throws {
+        try write("root", "from: scratch\narch: x86_64\nrepos:\n  - name: core\n    servers: [/srv/core/$repo]\n    siglevel: Required\n  - name: extra\n    servers: [/srv/extra/$repo]\n")
+        try write("testing", "from: root\nrepos:\n  - name: core-testing\n    servers: [/srv/testing/$repo]\n  - name: core\n")
+        try write("top", "from: testing\n")
+        let recipe = try Recipe.load(folder + "/top.yaml")
+        for index in [1, 2] {
+            let repos = recipe.repositories(for: index)
+            #expect(repos.map(\.name) == ["core-testing", "core", "extra"])
+            #expect(repos[1].servers == ["file:///srv/core/$repo"] && repos[1].siglevel == "Required")
+            #expect(repos[1].location.file.hasSuffix("/root.yaml"), "where its servers are: \(repos[1].location)")
+        }
+        // The same as writing it out: what a build and a key read is the same list.
+        try write("written", "from: root\nrepos:\n  - name: core-testing\n    servers: [/srv/testing/$repo]\n  - name: core\n    servers: [/srv/core/$repo]\n    siglevel: Required\n")
+        let written = try Recipe.load(folder + "/written.yaml").repositories(for: 1)
+        #expect(written.map { [$0.name, $0.servers.joined(), $0.siglevel ?? ""] } == recipe.repositories(for: 1).map { [$0.name, $0.servers.joined(), $0.siglevel ?? ""] })
+        try write("weaker", "from: root\nrepos:\n  - name: extra\n  - name: core\n    siglevel: Never\n")
+        let weaker = try Recipe.load(folder + "/weaker.yaml").repositories(for: 1)
+        #expect(weaker.map(\.name) == ["extra", "core"])
+        #expect(weaker[1].servers == ["file:///srv/core/$repo"] && weaker[1].siglevel == "Never")
+        #expect(weaker[1].location.file.hasSuffix("/weaker.yaml") && weaker[1].location.line == 4, "\(weaker[1].location)")
+        try expect("from: root\nrepos:\n  - name: core\n  - name: cor\n", at: 4, 5, "repository `cor` has no `servers`, `mirrorlist` or `snapshot`, and no layer below declares it")
+        try expect("from: scratch\narch: x86_64\nrepos:\n  - name: core\npackages: [busybox]\n", at: 4, 5, "repository `core` has no `servers`, `mirrorlist` or `snapshot`")
+    }
+
     /// curl ends a file:// URL's path at `?` or `#`: "file:///dev/zero#" would read /dev/zero.
     @Test("a file:// server with ? or # is refused where it is; a folder path keeps them, escaped")
     func fileServers() throws {

@@ -222,6 +222,25 @@ struct ArchPackageTests {
         #expect(inspect.stdout.contains("tool-a 1.0-1") && inspect.stdout.contains("tool-b 1.0-1"), "\(inspect.stdout)")
     }
 
+    /// pacman takes a package from the first repository that holds it. A child that names the
+    /// inherited `demo` alone, below `later`, takes confd from `later`; one that adds `later`
+    /// alone gets it after `demo`, and demo's confd.
+    @Test("a repository named alone below a new one: the package comes from the new one, as pacman.conf's order has it")
+    func repositoryNamedAlone() throws {
+        let later = "  - name: later\n    servers: [\(Harness.demoOut)/later/$repo]\n    siglevel: Never\n"
+        let folder = try layers([
+            "placed": "from: base\nrepos:\n" + later + "  - name: demo\npackages: [confd]\n",
+            "after": "from: base\nrepos:\n" + later + "packages: [confd]\n",
+        ])
+        let store = try Harness.temporaryDirectory("store")
+        for (name, version) in [("placed", "confd 1.1-1  (later"), ("after", "confd 1.0-1  (demo")] {
+            let build = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store])
+            #expect(build.status == 0, "\(build.stderr)")
+            let inspect = try Harness.run(["inspect", name, "--store", store])
+            #expect(inspect.stdout.contains("+ " + version), "\(name): \(inspect.stdout)")
+        }
+    }
+
     /// iptables-nft for iptables, pipewire-jack for jack2: a package that conflicts with one a layer
     /// below installed (and provides its name, for what needs it). pacman asks "Remove iptables?
     /// [y/N]", and `--noconfirm` says no; a layer file says yes before, with `remove:`.
