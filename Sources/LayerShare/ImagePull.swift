@@ -242,10 +242,16 @@ public struct ImagePull {
         var pending: PendingLayer?
     }
 
-    /// The key of a pulled layer: its parent's key and its diff_id, which fix its tree.
+    /// The key of a pulled layer: its parent's key, its diff_id, and the rules the unpack reads a
+    /// tar by (`unpackRules`), which together fix its tree.
     static func pulledKey(parent: String?, diffID: String) -> String {
-        Digest.sha256(Data("layerctl pulled layer\n\(parent ?? "")\n\(diffID)\n".utf8))
+        Digest.sha256(Data("layerctl pulled layer\n\(parent ?? "")\n\(diffID)\nunpack rules \(unpackRules)\n".utf8))
     }
+
+    /// Counts the changes to how a blob's tar becomes a tree that change some trees: a layer an
+    /// older pull unpacked is then pulled anew, not taken for the tree this one makes. 2: a
+    /// whiteout that hides nothing below is left out, and a lower layer's opaque folders hide.
+    static let unpackRules = 2
 
     /// Whether the store holds `key` on `parent` with a blob whose tar is `diffID`: then it is the
     /// same layer, whatever an image claims.
