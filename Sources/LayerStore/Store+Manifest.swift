@@ -31,7 +31,7 @@ extension Store {
             let parent = entry.parent >= 0 && entry.parent < paths.count ? paths[entry.parent] : []
             paths.append(paths.isEmpty ? [] : parent.isEmpty ? entry.name : parent + [0x2F] + entry.name)
         }
-        return manifest.opaque.sorted().compactMap { $0 > 0 && $0 < paths.count ? paths[$0] : nil }
+        return manifest.opaque.sorted().compactMap { $0 < paths.count ? paths[$0] : nil }
     }
 
     /// Makes the manifest of layer `key` from its tree.

@@ -532,6 +532,16 @@ extension OCILayerTests {
         let listed = "for f in below top; do if test -e /etc/$f; then echo $f; fi; done"
         let shown = try Harness.run(["shell", "image", "--store", store, "--", "/bin/sh", "-c", listed])
         #expect(shown.status == 0 && shown.stdout == "top\n", "\(shown.stdout) \(shown.stderr)")
+        // A record without the list of opaque folders (written before it was kept): the layer's
+        // manifest says the same.
+        let top = try #require(try Store(root: store).ref("image"))
+        var record = try Store(root: store).record(top)
+        #expect(record.opaqueDirectories == [""])
+        record.opaqueDirectories = nil
+        try record.encoded().write(to: URL(fileURLWithPath: "\(store)/layers/\(top)/layer.json"))
+        #expect(try Store(root: store).opaqueFolders(top) == [[]])
+        let again = try Harness.run(["shell", "image", "--store", store, "--", "/bin/sh", "-c", listed])
+        #expect(again.status == 0 && again.stdout == "top\n", "\(again.stdout) \(again.stderr)")
         try "from: \(reference)\nrun:\n  - \(listed) > /seen\n".write(toFile: work + "/on.yaml", atomically: false, encoding: .utf8)
         let built = try Harness.run(["build", work + "/on.yaml", "--store", store, "-o", work + "/on.sqfs"])
         #expect(built.status == 0, "\(built.stderr)")
