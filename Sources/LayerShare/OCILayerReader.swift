@@ -360,6 +360,9 @@ private struct Unpacking {
     }
     /// Each lower tree's opaque folders, for lookups; nil where its attributes say.
     var lowerOpaque: [Set<[UInt8]>?] = []
+    /// What the lower trees' merge holds, by folder, as far as it was looked at (`lowerCopies`,
+    /// `lowerNames`).
+    var lowerFolders: [[UInt8]: (copies: [(tree: Int, path: [UInt8])], names: [[UInt8]: Int]?)] = [:]
     /// What the unpack leaves free on the tree's filesystem: a few megabytes of zstd can unpack
     /// to terabytes, or to millions of empty files.
     var reserve: DiskReserve?
@@ -688,25 +691,64 @@ private struct Unpacking {
     /// marker; `Store.shownTrees` leaves the trees below out of a mount). Each folder on the way
     /// is looked at: a lower tree's symlink is a stranger's, and through it the path would name
     /// a folder of the host, whose owner, mode and attributes the layer would take.
-    func lowerEntry(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
-        let parts = name.split(separator: 0x2F).map(Array.init)
-        search: for (index, tree) in lower.enumerated() {
-            var path = Array(tree.path.utf8)
-            var st = stat()
-            guard lstat(tree.path, &st) == 0 else { continue }
-            var hidesBelow = false
-            for depth in parts.indices {
-                guard st.st_mode & S_IFMT == S_IFDIR else { return nil }
-                if !hidesBelow { hidesBelow = isOpaque(self.path(Array(parts[..<depth])), path, in: index) }
-                path += [0x2F] + parts[depth]
-                guard RawPath.with(path, { lstat($0, &st) }) == 0 else {
-                    if hidesBelow { return nil }
-                    continue search
-                }
-            }
-            return st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 ? nil : (path, st)
+    ///
+    /// One lstat per name, after each folder's merged names are listed once (`lowerFolders`): a
+    /// blob of a few kilobytes of zstd can hold a million whiteouts, and an image 256 layers.
+    mutating func lowerEntry(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
+        var st = stat()
+        guard !name.isEmpty else {
+            guard let top = lowerCopies([]).first, lstat(lower[top.tree].path, &st) == 0 else { return nil }
+            return (top.path, st)
         }
-        return nil
+        let slash = name.lastIndex(of: 0x2F)
+        let parent = slash.map { Array(name[..<$0]) } ?? []
+        let base = slash.map { Array(name[($0 + 1)...]) } ?? name
+        guard let position = lowerNames(parent)[base] else { return nil }
+        let path = lowerCopies(parent)[position].path + [0x2F] + base
+        guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return nil }
+        return st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 ? nil : (path, st)
+    }
+
+    /// The copies of the folder `name` that the lower trees' merge shows, top first: each tree's
+    /// folder there, down to the first that is opaque, or that a tree hides (a whiteout or
+    /// something else than a folder, there or on the way).
+    mutating func lowerCopies(_ name: [UInt8]) -> [(tree: Int, path: [UInt8])] {
+        if let known = lowerFolders[name] { return known.copies }
+        var copies: [(tree: Int, path: [UInt8])] = []
+        var st = stat()
+        if name.isEmpty {
+            for (index, tree) in lower.enumerated() {
+                guard lstat(tree.path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
+                copies.append((index, Array(tree.path.utf8)))
+                if isOpaque([], Array(tree.path.utf8), in: index) { break }
+            }
+        } else {
+            let slash = name.lastIndex(of: 0x2F)
+            let parent = slash.map { Array(name[..<$0]) } ?? []
+            let base = slash.map { Array(name[($0 + 1)...]) } ?? name
+            for copy in lowerCopies(parent) {
+                let path = copy.path + [0x2F] + base
+                guard RawPath.with(path, { lstat($0, &st) }) == 0 else { continue }
+                guard st.st_mode & S_IFMT == S_IFDIR else { break }
+                copies.append((copy.tree, path))
+                if isOpaque(name, path, in: copy.tree) { break }
+            }
+        }
+        lowerFolders[name] = (copies, nil)
+        return copies
+    }
+
+    /// The names in the lower trees' merge of the folder `name`, each with the position in
+    /// `lowerCopies(name)` of the topmost copy that holds it (which may hold a whiteout).
+    mutating func lowerNames(_ name: [UInt8]) -> [[UInt8]: Int] {
+        let copies = lowerCopies(name)
+        if let names = lowerFolders[name]?.names { return names }
+        var names: [[UInt8]: Int] = [:]
+        for (position, copy) in copies.enumerated() {
+            for child in (try? FileSystem.listDirectory(copy.path)) ?? [] where names[child] == nil { names[child] = position }
+        }
+        lowerFolders[name]?.names = names
+        return names
     }
 
     /// Whether the folder `name`, at `path` in lower tree `index`, is opaque.
@@ -718,7 +760,7 @@ private struct Unpacking {
     }
 
     /// The folder the lower trees show at `name`, if they show one.
-    func lowerFolder(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
+    mutating func lowerFolder(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
         guard let found = lowerEntry(name), found.st.st_mode & S_IFMT == S_IFDIR else { return nil }
         return found
     }
