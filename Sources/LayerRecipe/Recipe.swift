@@ -53,6 +53,14 @@ public struct Recipe: Sendable {
                 throw LayerFileError(
                     "the parent layer file \(parentName) is a link out of its folder \(folder)", at: current.fromLocation)
             }
+            // A parent that is no file is the child's mistake, at its `from:`; a pipe is not read.
+            var st = stat()
+            if stat(parentPath, &st) == 0 {
+                let kind = st.st_mode & S_IFMT == S_IFDIR ? "a folder" : FileSystem.special(st.st_mode)
+                if let kind {
+                    throw LayerFileError("the parent layer file \(parentName) is \(kind), not a file", at: current.fromLocation)
+                }
+            }
             current = try LayerFileParser.parse(path: parentPath)
         }
         let recipe = Recipe(layers: chain.reversed())

@@ -143,6 +143,10 @@ final class LayerFileTests {
         try expect("from: nowhere\n", at: 1, 7, "`nowhere.yaml` does not exist in")
         try write("a", "from: b\n")
         try write("b", "from: a\n")
+        // A parent that is no file: named at the child's `from:`, and a pipe never opened.
+        #expect(mkfifo(folder + "/pipe.yaml", 0o644) == 0 && mkdir(folder + "/folder.yaml", 0o755) == 0)
+        try expect("from: pipe\n", at: 1, 7, "the parent layer file `pipe.yaml` is a pipe, not a file")
+        try expect("from: folder\n", at: 1, 7, "the parent layer file `folder.yaml` is a folder, not a file")
         let cycle = try error("from: a\n", name: "b")
         #expect(cycle.message.contains("cycle"), "\(cycle)")
         #expect(cycle.location.line == 1 && cycle.location.column == 7)
