@@ -754,9 +754,7 @@ private struct Unpacking {
     /// Whether the folder `name`, at `path` in lower tree `index`, is opaque.
     func isOpaque(_ name: [UInt8], _ path: [UInt8], in index: Int) -> Bool {
         if let known = lowerOpaque[index] { return known.contains(name) }
-        var value: [UInt8] = [0, 0]
-        let size = RawPath.with(path) { lgetxattr($0, "trusted.overlay.opaque", &value, value.count) }
-        return size == 1 && value[0] == 0x79
+        return RawPath.with(path) { ExtendedAttributes.value($0, DeferredAttribute.opaque) } == Array("y".utf8)
     }
 
     /// The folder the lower trees show at `name`, if they show one.

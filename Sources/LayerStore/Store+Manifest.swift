@@ -25,13 +25,8 @@ extension Store {
         let record = try record(key)
         if let listed = record.opaqueDirectories { return listed.map { Array($0.utf8.drop { $0 == 0x2F }) } }
         let manifest = try manifest(key, record: record)
-        var paths: [[UInt8]] = []
-        paths.reserveCapacity(manifest.entries.count)
-        for entry in manifest.entries {
-            let parent = entry.parent >= 0 && entry.parent < paths.count ? paths[entry.parent] : []
-            paths.append(paths.isEmpty ? [] : parent.isEmpty ? entry.name : parent + [0x2F] + entry.name)
-        }
-        return manifest.opaque.sorted().compactMap { $0 < paths.count ? paths[$0] : nil }
+        let tree = MergedTree(entries: manifest.entries, epoch: record.sourceDateEpoch)
+        return manifest.opaque.sorted().map { $0 == 0 ? [] : Array(tree.path(of: $0).dropFirst()) }
     }
 
     /// Makes the manifest of layer `key` from its tree.
