@@ -12,6 +12,9 @@ extension NamespacedWork {
         let role: Role
         private let reader: FileHandle
         private var pending = Data()
+        /// The bytes at the start of `pending` known to hold no newline: a long line comes in
+        /// many reads, and each is searched once.
+        private var searched = 0
 
         /// Reads from `descriptor`, which it closes when done.
         init(role: Role, descriptor: Int32) {
@@ -22,9 +25,17 @@ extension NamespacedWork {
         /// The next event; nil once the work closed its end. A line that is no event is skipped.
         mutating func next() throws -> BuildEvent? {
             while true {
-                if let newline = pending.firstIndex(of: 0x0A) {
+                let found: Int? = pending.withUnsafeBytes { bytes in
+                    guard let base = bytes.baseAddress, bytes.count > searched,
+                        let newline = memchr(base + searched, 0x0A, bytes.count - searched)
+                    else { return nil }
+                    return UnsafeRawPointer(newline) - base
+                }
+                if let found {
+                    let newline = pending.startIndex + found
                     let line = pending[pending.startIndex..<newline]
                     pending.removeSubrange(pending.startIndex...newline)
+                    searched = 0
                     guard let event = try? JSONDecoder().decode(BuildEvent.self, from: line) else { continue }
                     return event
                 }
@@ -33,6 +44,7 @@ extension NamespacedWork {
                         "the \(role.rawValue) work sent an event of more than \(formatBytes(Int64(NamespacedWork.longestEvent))); it was stopped",
                         code: .system)
                 }
+                searched = pending.count
                 let chunk = reader.availableData
                 if chunk.isEmpty { return nil }
                 pending.append(chunk)
