@@ -10,7 +10,8 @@ import LayerSupport
 ///
 /// The child is pid 1 of new mount, pid, ipc, uts and network namespaces, without a network. Its
 /// root is a tmpfs that holds nothing but the tree, at `/tree`, and the layers below, read-only, at
-/// `/lower/N`, which it needs for the folders a tar only implies: no path of the host is there to
+/// `/lower/N`, which it needs for the folders a tar only implies and the whiteouts that hide
+/// nothing, with their opaque folder indexes at `/opaque/N`: no path of the host is there to
 /// open, chown or chmod. Landlock lets it write the tree alone. It keeps the capabilities an unpack
 /// needs (owners, modes, device nodes, file capabilities) and no other, with no_new_privs and the
 /// build's seccomp filter. What takes CAP_SYS_ADMIN, the `trusted.*` attributes and opaque markers,
@@ -97,17 +98,31 @@ package struct TarUnpackWork: TarUnpacker {
         try Mounter.mount("tmpfs", at: job.root, type: "tmpfs", options: "mode=0755,size=64k,nosuid,nodev,noexec")
         try sys("create", "/tree") { mkdir(job.root + "/tree", 0o755) }
         try sys("create", "/lower") { mkdir(job.root + "/lower", 0o755) }
+        try sys("create", "/opaque") { mkdir(job.root + "/opaque", 0o755) }
         try Mounter.bind(job.tree, at: job.root + "/tree")
         var lower: [LowerTree] = []
+        // The folders that hold the lower trees' opaque folder indexes, read-only at /opaque/N.
+        var indexFolders: [String: String] = [:]
         for (index, tree) in job.lower.enumerated() {
             let path = "/lower/\(index)"
             try sys("create", path) { mkdir(job.root + path, 0o755) }
             try Mounter.bind(tree.path, at: job.root + path, readOnly: true)
-            lower.append(LowerTree(path: path, opaqueFolders: tree.opaqueFolders))
+            var shown = LowerTree(path: path, opaqueFolders: tree.opaqueFolders)
+            if let file = tree.opaqueIndex {
+                let folder = (file as NSString).deletingLastPathComponent
+                if indexFolders[folder] == nil {
+                    let mounted = "/opaque/\(indexFolders.count)"
+                    try sys("create", mounted) { mkdir(job.root + mounted, 0o755) }
+                    try Mounter.bind(folder, at: job.root + mounted, readOnly: true)
+                    indexFolders[folder] = mounted
+                }
+                shown.opaqueIndex = indexFolders[folder]! + "/" + (file as NSString).lastPathComponent
+            }
+            lower.append(shown)
         }
         let pivoted = lc_pivot_root(job.root)
         if pivoted != 0 { throw SystemError("make the root of the unpack", job.root, errno: pivoted) }
-        let confined = Confinement.landlock(readable: ["/lower"], writable: ["/tree"])
+        let confined = Confinement.landlock(readable: ["/lower", "/opaque"], writable: ["/tree"])
         // Without Landlock, the root of its own still holds nothing of the host's.
         if confined != 0 && confined != EOPNOTSUPP { throw SystemError("confine with Landlock", "the unpack", errno: confined) }
         try Confinement.dropPrivileges(keeping: capabilities, scoping: false)

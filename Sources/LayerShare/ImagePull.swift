@@ -171,7 +171,23 @@ public struct ImagePull {
                 pending.buildLock.unlock()
             }
         }
+        // The layers below the one in hand, root first, and each one's opaque folder index, written
+        // once a pull: each unpack looks up the opaque folders of every layer below it.
+        var below: [String] = []
+        var indexes: [String: String] = [:]
+        func lowerTrees() throws -> [LowerTree] {
+            try below.reversed().map { key in
+                if indexes[key] == nil {
+                    let path = scratch + "/opaque/" + key
+                    try FileSystem.makeDirectories(scratch + "/opaque")
+                    try OpaqueFolderIndex.write(try store.opaqueFolders(key), to: path)
+                    indexes[key] = path
+                }
+                return LowerTree(path: store.tree(key), opaqueIndex: indexes[key])
+            }
+        }
         for (index, (descriptor, diffID)) in zip(manifest.layers, config.rootfs.diffIDs).enumerated() {
+            if let parent, below.last != parent { below.append(parent) }
             guard ImageReference.isDigest(diffID) else { throw RegistryError(.input, "\(resolved): diff_id \(quote(diffID)) is no sha256 digest") }
             let claimed = descriptor.annotations?["org.layerctl.layer.key"].flatMap { Store.isKey($0) ? $0 : nil }
             let layerName =
@@ -191,7 +207,7 @@ public struct ImagePull {
                     taken(
                         try fetchLayer(
                             descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent,
-                            name: layerName, epoch: record.sourceDateEpoch, shared: record, scratch: scratch,
+                            lower: try lowerTrees(), name: layerName, epoch: record.sourceDateEpoch, shared: record, scratch: scratch,
                             overlapCommit: overlapTopCommit && index == manifest.layers.count - 1, observer: observer))
                 }
                 layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: how))
@@ -212,7 +228,8 @@ public struct ImagePull {
                     diffID: diffID, claimedKey: claimed)
                 taken(
                     try fetchLayer(
-                        descriptor, from: reference.repository, origin: origin, key: key, parent: parent, name: layerName,
+                        descriptor, from: reference.repository, origin: origin, key: key, parent: parent,
+                        lower: try lowerTrees(), name: layerName,
                         epoch: epoch, scratch: scratch, overlapCommit: overlapTopCommit && index == manifest.layers.count - 1,
                         observer: observer))
                 layers.append(.init(key: key, digest: descriptor.digest, size: descriptor.size, pull: "stored"))
@@ -326,13 +343,14 @@ public struct ImagePull {
         return (manifest, fetched.digest)
     }
 
-    /// Downloads, checks, unpacks, scans and commits one layer; returns its files' block digests
+    /// Downloads, checks, unpacks, scans and commits one layer on the trees `lower` (topmost first,
+    /// with their opaque folders: the unpack cannot read the markers); returns its files' block digests
     /// when `blockSize` asks for them (none when another process stored the layer meanwhile). With
     /// `overlapCommit`, returns once the layer is whole and its sync started, leaving the rest of
     /// the commit, the layer's build lock and the scratch folder to the caller (`PendingLayer`).
     private func fetchLayer(
-        _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?, name: String,
-        epoch: Int64, shared: LayerRecord? = nil, scratch: String, overlapCommit: Bool = false,
+        _ descriptor: OCIImage.Descriptor, from repository: String, origin: LayerOrigin, key: String, parent: String?,
+        lower: [LowerTree], name: String, epoch: Int64, shared: LayerRecord? = nil, scratch: String, overlapCommit: Bool = false,
         observer: @escaping (ShareEvent) -> Void
     ) throws -> FetchedLayer? {
         let started = Date()
@@ -345,10 +363,6 @@ public struct ImagePull {
         defer { if !handedOver { try? FileSystem.removeTree(work) } }
         // Unpacked as it downloads: the blob is never stored.
         let tree = work + "/layer/tree"
-        // With their opaque folders: the unpack cannot read the markers that say so.
-        let lower = try parent.map {
-            try store.chain($0).reversed().map { LowerTree(path: store.tree($0), opaqueFolders: try store.opaqueFolders($0)) }
-        } ?? []
         var unpack: StreamedUnpack?
         do {
             try client.streamBlob(repository, descriptor.digest, size: descriptor.size) { received in

@@ -132,6 +132,7 @@ public struct OCILayerReader {
         do {
             var unpacking = Unpacking(tree: tree, blob: blob)
             unpacking.lower = lower
+            unpacking.lowerOpaque = try lower.map(Unpacking.OpaqueLookup.init)
             unpacking.deferring = plainTar
             unpacking.reserve = try reserve ?? DiskReserve(for: tree)
             try unpacking.reserve?.check("unpacking the layer blob \(blob)")
@@ -320,13 +321,17 @@ public struct OCILayerReader {
 package struct LowerTree: Codable, Sendable {
     package var path: String
     /// Its folders that hide what the trees below hold (`trusted.overlay.opaque=y`), relative
-    /// to it; nil: read from the folders' attributes, which only a process with CAP_SYS_ADMIN
-    /// sees (a confined unpack is handed the layer record's list).
+    /// to it. Where neither this nor `opaqueIndex` is given, they are read from the folders'
+    /// attributes, which only a process with CAP_SYS_ADMIN sees.
     package var opaqueFolders: [[UInt8]]?
+    /// The same as an `OpaqueFolderIndex` file: what a pull hands its confined unpacks, from the
+    /// layer's record.
+    package var opaqueIndex: String?
 
-    package init(path: String, opaqueFolders: [[UInt8]]? = nil) {
+    package init(path: String, opaqueFolders: [[UInt8]]? = nil, opaqueIndex: String? = nil) {
         self.path = path
         self.opaqueFolders = opaqueFolders
+        self.opaqueIndex = opaqueIndex
     }
 }
 
@@ -355,11 +360,22 @@ private struct Unpacking {
     var folderTimes: [[UInt8]: Int64] = [[]: 0]
     /// Folders made because entries are below them, and not (yet) named themselves.
     var implied: Set<[UInt8]> = [[]]
-    var lower: [LowerTree] = [] {
-        didSet { lowerOpaque = lower.map { $0.opaqueFolders.map(Set.init) } }
+    var lower: [LowerTree] = []
+    /// How each lower tree's opaque folders are looked up.
+    var lowerOpaque: [OpaqueLookup] = []
+    enum OpaqueLookup {
+        case attributes
+        case listed(Set<[UInt8]>)
+        case indexed(OpaqueFolderIndex)
+
+        init(_ tree: LowerTree) throws {
+            if let index = tree.opaqueIndex {
+                self = .indexed(try OpaqueFolderIndex(path: index))
+            } else {
+                self = tree.opaqueFolders.map { .listed(Set($0)) } ?? .attributes
+            }
+        }
     }
-    /// Each lower tree's opaque folders, for lookups; nil where its attributes say.
-    var lowerOpaque: [Set<[UInt8]>?] = []
     /// What the lower trees' merge holds, by folder, as far as it was looked at (`lowerCopies`,
     /// `lowerNames`).
     var lowerFolders: [[UInt8]: (copies: [(tree: Int, path: [UInt8])], names: [[UInt8]: Int]?)] = [:]
@@ -753,7 +769,11 @@ private struct Unpacking {
 
     /// Whether the folder `name`, at `path` in lower tree `index`, is opaque.
     func isOpaque(_ name: [UInt8], _ path: [UInt8], in index: Int) -> Bool {
-        if let known = lowerOpaque[index] { return known.contains(name) }
+        switch lowerOpaque[index] {
+        case .listed(let folders): return folders.contains(name)
+        case .indexed(let folders): return folders.contains(name)
+        case .attributes: break
+        }
         return RawPath.with(path) { ExtendedAttributes.value($0, DeferredAttribute.opaque) } == Array("y".utf8)
     }
 

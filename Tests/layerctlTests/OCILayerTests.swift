@@ -553,6 +553,57 @@ extension OCILayerTests {
 
     /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
     /// tree that process wrote: never through a symlink it left, and only what an unpack defers.
+    /// A pull hands each confined unpack the opaque folders of every layer below as such an index,
+    /// written once a pull: lists decoded whole for every layer made a pull grow with the square of
+    /// its layers (`Benchmarks/deep-pull.sh`).
+    @Test("an opaque folder index answers as the list it was written from; a damaged one is refused, not read past its end")
+    func opaqueFolderIndex() throws {
+        let work = try Harness.temporaryDirectory("opaque-index")
+        var random = SystemRandomNumberGenerator()
+        let alphabet: [[UInt8]] = [[0x61], [0x62], [0x61, 0x62], [0x2E, 0x77, 0x68], [0xC3, 0xA9], [0xFF], [0x20], [0x0A]]
+        func name() -> [UInt8] {
+            (0..<Int.random(in: 1...4, using: &random)).map { _ in alphabet.randomElement(using: &random)! }
+                .reduce(into: []) { path, part in path += (path.isEmpty ? [] : [0x2F]) + part }
+        }
+        let lists: [[[UInt8]]] = [
+            [], [[]], [[], [0x61]], [[0x61], [0x61, 0x2F, 0x62], [0x61, 0x62], [0x61]],
+            (0..<2_000).map { _ in name() },
+        ]
+        for (number, folders) in lists.enumerated() {
+            let path = work + "/\(number)"
+            try OpaqueFolderIndex.write(folders, to: path)
+            let index = try OpaqueFolderIndex(path: path)
+            let expected = Set(folders)
+            #expect(index.count == expected.count)
+            // Every name it holds, and names beside them: each prefix, each with a byte more.
+            var queries = expected.union([[], [0x61], [0x7A], [0xFF, 0xFF]])
+            for folder in expected {
+                queries.insert(Array(folder.dropLast()))
+                queries.insert(folder + [0x00])
+                queries.insert(folder + [0x2F, 0x61])
+            }
+            for _ in 0..<500 { queries.insert(name()) }
+            let wrong = queries.filter { index.contains($0) != expected.contains($0) }
+            #expect(wrong.isEmpty, "index \(number): \(wrong.prefix(5).map { RawPath.display($0) })")
+        }
+        // Cut short, or a count larger than the file holds: refused as it opens.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: work + "/4"))
+        try whole.prefix(30).write(to: URL(fileURLWithPath: work + "/short"))
+        #expect(throws: SystemError.self) { try OpaqueFolderIndex(path: work + "/short") }
+        var counted = whole.prefix(2_000)
+        counted[24] = 0xFF
+        try counted.write(to: URL(fileURLWithPath: work + "/counted"))
+        #expect(throws: SystemError.self) { try OpaqueFolderIndex(path: work + "/counted") }
+        try Data("not an index at all, but long enough".utf8).write(to: URL(fileURLWithPath: work + "/other"))
+        #expect(throws: SystemError.self) { try OpaqueFolderIndex(path: work + "/other") }
+        // Offsets that point past the end are names of no bytes, never a read outside the map.
+        var offsets = whole
+        for slot in 0..<10 { offsets.replaceSubrange(32 + 8 * slot..<40 + 8 * slot, with: [UInt8](repeating: 0xFF, count: 8)) }
+        try offsets.write(to: URL(fileURLWithPath: work + "/offsets"))
+        let damaged = try OpaqueFolderIndex(path: work + "/offsets")
+        for folder in Set(lists[4]).prefix(200) { _ = damaged.contains(folder) }
+    }
+
     @Test("attributes handed back by an unpack: set without following a symlink, and only trusted.* or a folder's opaque marker")
     func deferredAttributes() throws {
         let work = try Harness.temporaryDirectory("deferred")

@@ -830,8 +830,8 @@ extension ShareTests {
         #expect(caught.fields["NoNewPrivs"] == "1", "\(caught.fields)")
         #expect(caught.fields["NSpid"]?.split(separator: "\t").last == "1", "\(caught.fields)")
         #expect(caught.namespaces == ["pid": true, "mnt": true, "net": true], "\(caught.namespaces)")
-        // Its root holds the tree and the layers below, and nothing of the host.
-        #expect(caught.root == ["lower", "tree"], "\(caught.root)")
+        // Its root holds the tree, the layers below and their opaque folder indexes, and nothing of the host.
+        #expect(caught.root == ["lower", "opaque", "tree"], "\(caught.root)")
         pull.waitUntilExit()
         #expect(pull.terminationStatus == 0)
         try Harness.expectValidStore(other)

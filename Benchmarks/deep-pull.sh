@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# A stranger's deep image: how a pull's work grows with the image's layers. Each layer of the image
+# is a gzip blob of FOLDERS (default 2000) folders, each opaque (`.wh..wh..opq`), and one file; an
+# image of SMALL (default 16) and one of LARGE (default 64) such layers go to Debian's
+# docker-registry on loopback. Every layer's unpack looks up the opaque folders of the layers below
+# it; a pull whose cost per layer grows with the layers below costs the square of an image's
+# layers, and an image may have 256.
+#
+#   sudo Benchmarks/deep-pull.sh [RUNS]     (default 3 runs; medians and the spread are reported)
+#
+# Measured in one run, interleaved, each from an empty store: `layerctl pull` of each image, and
+# the peer path to a tree on disk, `skopeo copy` to an OCI layout and `umoci unpack` of it (umoci
+# 0.4 reads gzip layers only). Reported: the seconds per layer of each, and the growth, the
+# seconds per layer of LARGE over those of SMALL (1.0 is linear; 4.0 would be quadratic), for
+# layerctl and for the peer, and layerctl's time against the peer's at each size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+stop_on_error deep-pull
+runs=${1:-3}
+[ "$(id -u)" = 0 ] || { echo "deep-pull.sh: run as root (a pull commits layers with their owners)" >&2; exit 2; }
+# shellcheck source=Benchmarks/lib.sh
+source Benchmarks/lib.sh
+build_layerctl
+layerctl=$PWD/.build/release/layerctl
+small=${SMALL:-16} large=${LARGE:-64} folders=${FOLDERS:-2000}
+work=$(mktemp -d /var/tmp/layerctl-bench-deep.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat >"$work/registry.yml" <<YAML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+http:
+  addr: 127.0.0.1:$port
+YAML
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+registry=127.0.0.1:$port
+
+# layout DIR LAYERS: an OCI layout of an image of LAYERS layers, each FOLDERS opaque folders and
+# one file, with the tag `deep`.
+layout() {
+    python3 - "$1" "$2" "$folders" <<'PY'
+import gzip, hashlib, io, json, os, sys, tarfile
+out, layers, folders = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+os.makedirs(out + "/blobs/sha256")
+def blob(data):
+    digest = hashlib.sha256(data).hexdigest()
+    with open(f"{out}/blobs/sha256/{digest}", "wb") as f:
+        f.write(data)
+    return "sha256:" + digest, len(data)
+descriptors, diff_ids = [], []
+for layer in range(layers):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        def add(name, kind, data=b""):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.size = kind, 0o755 if kind == tarfile.DIRTYPE else 0o644, len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for folder in range(folders):
+            add(f"d{folder}", tarfile.DIRTYPE)
+            add(f"d{folder}/.wh..wh..opq", tarfile.REGTYPE)
+        add(f"layer-{layer}", tarfile.REGTYPE, b"layer %d\n" % layer)
+    diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
+    digest, size = blob(gzip.compress(raw.getvalue(), mtime=0))
+    descriptors.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size})
+config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+config_digest, config_size = blob(config)
+manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+    "layers": descriptors}).encode()
+manifest_digest, manifest_size = blob(manifest)
+json.dump({"imageLayoutVersion": "1.0.0"}, open(out + "/oci-layout", "w"))
+json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "digest": manifest_digest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "deep"}}]},
+    open(out + "/index.json", "w"))
+PY
+}
+for layers in "$small" "$large"; do
+    layout "$work/layout-$layers" "$layers"
+    skopeo copy -q --dest-tls-verify=false "oci:$work/layout-$layers:deep" "docker://$registry/deep/l$layers:v1"
+    : >"$work/ours-$layers"; : >"$work/peer-$layers"
+done
+echo "images: $small and $large layers of $folders opaque folders each, $(du -sh "$work/layout-$large/blobs" | cut -f1) for $large"
+
+ours() {  # pull into an empty store
+    local layers=$1 t0 t1
+    t0=$(now)
+    "$layerctl" pull "$registry/deep/l$layers:v1" --store "$work/store" >/dev/null 2>&1
+    t1=$(now)
+    echo "$t1 - $t0" | bc >>"$work/ours-$layers"
+    rm -rf "$work/store"
+}
+peer() {  # copy to an OCI layout and unpack it
+    local layers=$1 t0 t1
+    t0=$(now)
+    skopeo copy -q --src-tls-verify=false "docker://$registry/deep/l$layers:v1" "oci:$work/peer:deep"
+    umoci unpack --image "$work/peer:deep" "$work/bundle" >/dev/null 2>&1
+    t1=$(now)
+    echo "$t1 - $t0" | bc >>"$work/peer-$layers"
+    rm -rf "$work/peer" "$work/bundle"
+}
+for run in $(seq "$runs"); do
+    for layers in "$small" "$large"; do
+        if ((run % 2)); then ours "$layers"; peer "$layers"; else peer "$layers"; ours "$layers"; fi
+    done
+done
+
+spread() { sort -g "$1" | awk 'NR == 1 {min = $1} {max = $1} END {printf "%.2f-%.2f", min, max}'; }
+per_layer() { echo "scale=4; $(median <"$1") / $2" | bc; }
+echo
+for layers in "$small" "$large"; do
+    echo "$layers layers: layerctl pull median $(median <"$work/ours-$layers" | xargs printf %.2f) s" \
+        "(spread $(spread "$work/ours-$layers") s, $(per_layer "$work/ours-$layers" "$layers") s a layer);" \
+        "skopeo + umoci $(median <"$work/peer-$layers" | xargs printf %.2f) s (spread $(spread "$work/peer-$layers") s," \
+        "$(per_layer "$work/peer-$layers" "$layers") s a layer); ratio" \
+        "$(echo "scale=3; $(median <"$work/ours-$layers") / $(median <"$work/peer-$layers")" | bc)x"
+done
+echo "growth of the time a layer, $large layers against $small (1.0 linear, $(echo "$large / $small" | bc).0 quadratic):" \
+    "layerctl $(echo "scale=2; $(per_layer "$work/ours-$large" "$large") / $(per_layer "$work/ours-$small" "$small")" | bc)," \
+    "skopeo + umoci $(echo "scale=2; $(per_layer "$work/peer-$large" "$large") / $(per_layer "$work/peer-$small" "$small")" | bc)"
