@@ -7,6 +7,7 @@ import LayerShare
 import LayerStore
 import LayerSupport
 @testable import RegistryClient
+import Synchronization
 import Testing
 
 /// Push and pull through a real registry (Debian's docker-registry on loopback): nothing sent or
@@ -284,6 +285,58 @@ struct ShareTests {
 }
 
 extension ShareTests {
+    /// A timer's pull, a user's and a build on the image may meet in one store: each layer's build
+    /// lock lets one of them store it, and the others take it.
+    @Test("two pulls of one image into one store, a build on it and a gc, all at once: each completes, each layer is stored once")
+    func pullsAtOnce() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        #expect(try Harness.run(["push", "gaming", "\(registry.host)/steve/gaming:v1", "--store", store]).status == 0)
+        // Slow enough that the downloads overlap.
+        let slow = try RegistryProxy(upstream: registry.host, rate: 8 << 20)
+        defer { slow.stop() }
+        let reference = "\(slow.host)/steve/gaming:v1"
+        let work = try Harness.temporaryDirectory("share-at-once")
+        let other = work + "/store"
+        try "from: \(reference)\nfiles:\n  - path: /etc/motd\n    content: \"on the image\\n\"\n"
+            .write(toFile: work + "/child.yaml", atomically: false, encoding: .utf8)
+        let commands: [[String]] = [
+            ["pull", reference, "--store", other, "--name", "one"],
+            ["pull", reference, "--store", other, "--name", "two"],
+            ["build", work + "/child.yaml", "--store", other],
+            ["gc", "--store", other],
+        ]
+        let results = Mutex<[Int: (result: Harness.Result?, started: Date, ended: Date)]>([:])
+        DispatchQueue.concurrentPerform(iterations: commands.count) { index in
+            // The gc comes once the others are under way.
+            if commands[index][0] == "gc" { usleep(300_000) }
+            let started = Date()
+            let result = try? Harness.run(commands[index])
+            results.withLock { $0[index] = (result, started, Date()) }
+        }
+        let ran = results.withLock { $0 }
+        for (index, command) in commands.enumerated() {
+            let result = try #require(ran[index]?.result)
+            #expect(result.status == 0, "\(command.joined(separator: " ")): \(result.stderr)")
+        }
+        // They did meet: each pull began before the other ended.
+        let (first, second) = (try #require(ran[0]), try #require(ran[1]))
+        #expect(first.started < second.ended && second.started < first.ended)
+        try Harness.expectValidStore(other)
+        let pulled = try Store(root: other)
+        let one = try #require(try pulled.ref("one")), two = try #require(try pulled.ref("two"))
+        #expect(one == two)
+        let child = try #require(try pulled.ref("child"))
+        #expect(try pulled.record(child).parent == one)
+        // The stack's three layers and the child, once each; no scratch folder left.
+        #expect(try pulled.keys().count == 4)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other + "/tmp").isEmpty)
+        #expect(try Harness.run(["export", "gaming", "--store", store, "-o", work + "/built.sqfs"]).status == 0)
+        #expect(try Harness.run(["export", "one", "--store", other, "-o", work + "/pulled.sqfs"]).status == 0)
+        #expect(FileManager.default.contentsEqual(atPath: work + "/built.sqfs", andPath: work + "/pulled.sqfs"))
+    }
+
     @Test("skopeo and umoci read what push wrote; an image umoci made and skopeo pushed pulls to the tree umoci unpacks")
     func interop() throws {
         let store = try Self.builtDemo()
