@@ -10,9 +10,11 @@
 #
 # Measured in one run, interleaved, each from an empty store: `layerctl pull` of each image, and
 # the peer path to a tree on disk, `skopeo copy` to an OCI layout and `umoci unpack` of it (umoci
-# 0.4 reads gzip layers only). Reported: the seconds per layer of each, and the growth, the
-# seconds per layer of LARGE over those of SMALL (1.0 is linear; 4.0 would be quadratic), for
-# layerctl and for the peer, and layerctl's time against the peer's at each size.
+# 0.4 reads gzip layers only). Reported: wall and CPU time (user + system, children included) of
+# each, medians; the growth, the time a layer of LARGE over that of SMALL (1.0 is linear; 4.0
+# would be quadratic); and layerctl's time against the peer's at each size. The wall times are
+# at the mercy of this machine's disk: a pull puts each layer on disk before it commits it, which
+# umoci does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -96,21 +98,18 @@ for layers in "$small" "$large"; do
 done
 echo "images: $small and $large layers of $folders opaque folders each, $(du -sh "$work/layout-$large/blobs" | cut -f1) for $large"
 
+TIMEFORMAT='%R %U %S'
 ours() {  # pull into an empty store
-    local layers=$1 t0 t1
-    t0=$(now)
-    "$layerctl" pull "$registry/deep/l$layers:v1" --store "$work/store" >/dev/null 2>&1
-    t1=$(now)
-    echo "$t1 - $t0" | bc >>"$work/ours-$layers"
+    local layers=$1
+    { time "$layerctl" pull "$registry/deep/l$layers:v1" --store "$work/store" >/dev/null 2>&1; } 2>>"$work/ours-$layers"
     rm -rf "$work/store"
 }
 peer() {  # copy to an OCI layout and unpack it
-    local layers=$1 t0 t1
-    t0=$(now)
-    skopeo copy -q --src-tls-verify=false "docker://$registry/deep/l$layers:v1" "oci:$work/peer:deep"
-    umoci unpack --image "$work/peer:deep" "$work/bundle" >/dev/null 2>&1
-    t1=$(now)
-    echo "$t1 - $t0" | bc >>"$work/peer-$layers"
+    local layers=$1
+    { time {
+        skopeo copy -q --src-tls-verify=false "docker://$registry/deep/l$layers:v1" "oci:$work/peer:deep"
+        umoci unpack --image "$work/peer:deep" "$work/bundle" >/dev/null 2>&1
+    }; } 2>>"$work/peer-$layers"
     rm -rf "$work/peer" "$work/bundle"
 }
 for run in $(seq "$runs"); do
@@ -119,16 +118,21 @@ for run in $(seq "$runs"); do
     done
 done
 
-spread() { sort -g "$1" | awk 'NR == 1 {min = $1} {max = $1} END {printf "%.2f-%.2f", min, max}'; }
-per_layer() { echo "scale=4; $(median <"$1") / $2" | bc; }
+# column FILE N: the Nth figure of each line (1 wall, 2 user, 3 system; 23: user + system).
+column() { awk -v n="$2" '{print (n == 23) ? $2 + $3 : $n}' "$1"; }
+spread() { column "$1" 1 | sort -g | awk 'NR == 1 {min = $1} {max = $1} END {printf "%.2f-%.2f", min, max}'; }
+wall() { column "$1" 1 | median; }
+cpu() { column "$1" 23 | median; }
+divide() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 for layers in "$small" "$large"; do
-    echo "$layers layers: layerctl pull median $(median <"$work/ours-$layers" | xargs printf %.2f) s" \
-        "(spread $(spread "$work/ours-$layers") s, $(per_layer "$work/ours-$layers" "$layers") s a layer);" \
-        "skopeo + umoci $(median <"$work/peer-$layers" | xargs printf %.2f) s (spread $(spread "$work/peer-$layers") s," \
-        "$(per_layer "$work/peer-$layers" "$layers") s a layer); ratio" \
-        "$(echo "scale=3; $(median <"$work/ours-$layers") / $(median <"$work/peer-$layers")" | bc)x"
+    ours=$work/ours-$layers peer=$work/peer-$layers
+    echo "$layers layers: layerctl pull wall median $(wall "$ours" | xargs printf %.2f) s (spread $(spread "$ours") s)," \
+        "CPU $(cpu "$ours" | xargs printf %.2f) s; skopeo + umoci wall $(wall "$peer" | xargs printf %.2f) s" \
+        "(spread $(spread "$peer") s), CPU $(cpu "$peer" | xargs printf %.2f) s;" \
+        "ratio wall $(divide "$(wall "$ours")" "$(wall "$peer")")x, CPU $(divide "$(cpu "$ours")" "$(cpu "$peer")")x"
 done
-echo "growth of the time a layer, $large layers against $small (1.0 linear, $(echo "$large / $small" | bc).0 quadratic):" \
-    "layerctl $(echo "scale=2; $(per_layer "$work/ours-$large" "$large") / $(per_layer "$work/ours-$small" "$small")" | bc)," \
-    "skopeo + umoci $(echo "scale=2; $(per_layer "$work/peer-$large" "$large") / $(per_layer "$work/peer-$small" "$small")" | bc)"
+growth() { awk -v a="$($1 "$2-$large")" -v b="$($1 "$2-$small")" -v l="$large" -v s="$small" 'BEGIN {printf "%.2f", (a / l) / (b / s)}'; }
+echo "growth of the time a layer, $large layers against $small (1.0 linear, $((large / small)).0 quadratic):" \
+    "layerctl wall $(growth wall "$work/ours"), CPU $(growth cpu "$work/ours");" \
+    "skopeo + umoci wall $(growth wall "$work/peer"), CPU $(growth cpu "$work/peer")"
