@@ -31,7 +31,7 @@ work=$(mktemp -d /var/tmp/layerctl-bench-deep.XXXXXX)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
+    [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
@@ -99,22 +99,24 @@ done
 echo "images: $small and $large layers of $folders opaque folders each, $(du -sh "$work/layout-$large/blobs" | cut -f1) for $large"
 
 TIMEFORMAT='%R %U %S'
+# Nothing is deleted until the end: this machine's ext4 has no journal, and for a minute after a
+# deletion it skips the freed inodes on every inode it allocates, which taxed the next run's system
+# time fourfold (see build.sh).
 ours() {  # pull into an empty store
-    local layers=$1
-    { time "$layerctl" pull "$registry/deep/l$layers:v1" --store "$work/store" >/dev/null 2>&1; } 2>>"$work/ours-$layers"
-    rm -rf "$work/store"
+    local layers=$1 run=$2
+    { time "$layerctl" pull "$registry/deep/l$layers:v1" --store "$work/store-$layers-$run" >/dev/null 2>&1; } \
+        2>>"$work/ours-$layers"
 }
 peer() {  # copy to an OCI layout and unpack it
-    local layers=$1
+    local layers=$1 run=$2
     { time {
-        skopeo copy -q --src-tls-verify=false "docker://$registry/deep/l$layers:v1" "oci:$work/peer:deep"
-        umoci unpack --image "$work/peer:deep" "$work/bundle" >/dev/null 2>&1
+        skopeo copy -q --src-tls-verify=false "docker://$registry/deep/l$layers:v1" "oci:$work/peer-$layers-$run:deep"
+        umoci unpack --image "$work/peer-$layers-$run:deep" "$work/bundle-$layers-$run" >/dev/null 2>&1
     }; } 2>>"$work/peer-$layers"
-    rm -rf "$work/peer" "$work/bundle"
 }
 for run in $(seq "$runs"); do
     for layers in "$small" "$large"; do
-        if ((run % 2)); then ours "$layers"; peer "$layers"; else peer "$layers"; ours "$layers"; fi
+        if ((run % 2)); then ours "$layers" "$run"; peer "$layers" "$run"; else peer "$layers" "$run"; ours "$layers" "$run"; fi
     done
 done
 

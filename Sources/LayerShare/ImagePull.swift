@@ -207,7 +207,8 @@ public struct ImagePull {
                     taken(
                         try fetchLayer(
                             descriptor, from: reference.repository, origin: origin, key: claimed, parent: parent,
-                            lower: try lowerTrees(), name: layerName, epoch: record.sourceDateEpoch, shared: record, scratch: scratch,
+                            lower: try lowerTrees(), name: layerName, epoch: record.sourceDateEpoch, shared: record,
+                            scratch: scratch,
                             overlapCommit: overlapTopCommit && index == manifest.layers.count - 1, observer: observer))
                 }
                 layers.append(.init(key: claimed, digest: descriptor.digest, size: descriptor.size, pull: how))
