@@ -377,8 +377,16 @@ private struct Unpacking {
         }
     }
     /// What the lower trees' merge holds, by folder, as far as it was looked at (`lowerCopies`,
-    /// `lowerNames`).
-    var lowerFolders: [[UInt8]: (copies: [(tree: Int, path: [UInt8])], names: [[UInt8]: Int]?)] = [:]
+    /// `lowerNames`, `lowerPosition`).
+    var lowerFolders: [[UInt8]: LowerFolder] = [:]
+    struct LowerFolder {
+        var copies: [(tree: Int, path: [UInt8])]
+        /// The copies' sizes (`st_size`) added up: about what listing them all reads.
+        var bytes = 0
+        /// The names looked up so far with an lstat in each copy.
+        var probed = 0
+        var names: [[UInt8]: Int]?
+    }
     /// What the unpack leaves free on the tree's filesystem: a few megabytes of zstd can unpack
     /// to terabytes, or to millions of empty files.
     var reserve: DiskReserve?
@@ -708,8 +716,8 @@ private struct Unpacking {
     /// is looked at: a lower tree's symlink is a stranger's, and through it the path would name
     /// a folder of the host, whose owner, mode and attributes the layer would take.
     ///
-    /// One lstat per name, after each folder's merged names are listed once (`lowerFolders`): a
-    /// blob of a few kilobytes of zstd can hold a million whiteouts, and an image 256 layers.
+    /// A few lstats per name (`lowerPosition`): a blob of a few kilobytes of zstd can hold a
+    /// million whiteouts, and an image 256 layers.
     mutating func lowerEntry(_ name: [UInt8]) -> (path: [UInt8], st: stat)? {
         var st = stat()
         guard !name.isEmpty else {
@@ -719,7 +727,7 @@ private struct Unpacking {
         let slash = name.lastIndex(of: 0x2F)
         let parent = slash.map { Array(name[..<$0]) } ?? []
         let base = slash.map { Array(name[($0 + 1)...]) } ?? name
-        guard let position = lowerNames(parent)[base] else { return nil }
+        guard let position = lowerPosition(of: base, in: parent) else { return nil }
         let path = lowerCopies(parent)[position].path + [0x2F] + base
         guard RawPath.with(path, { lstat($0, &st) }) == 0 else { return nil }
         return st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 ? nil : (path, st)
@@ -730,12 +738,13 @@ private struct Unpacking {
     /// something else than a folder, there or on the way).
     mutating func lowerCopies(_ name: [UInt8]) -> [(tree: Int, path: [UInt8])] {
         if let known = lowerFolders[name] { return known.copies }
-        var copies: [(tree: Int, path: [UInt8])] = []
+        var folder = LowerFolder(copies: [])
         var st = stat()
         if name.isEmpty {
             for (index, tree) in lower.enumerated() {
                 guard lstat(tree.path, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
-                copies.append((index, Array(tree.path.utf8)))
+                folder.copies.append((index, Array(tree.path.utf8)))
+                folder.bytes += Int(st.st_size)
                 if isOpaque([], Array(tree.path.utf8), in: index) { break }
             }
         } else {
@@ -746,12 +755,30 @@ private struct Unpacking {
                 let path = copy.path + [0x2F] + base
                 guard RawPath.with(path, { lstat($0, &st) }) == 0 else { continue }
                 guard st.st_mode & S_IFMT == S_IFDIR else { break }
-                copies.append((copy.tree, path))
+                folder.copies.append((copy.tree, path))
+                folder.bytes += Int(st.st_size)
                 if isOpaque(name, path, in: copy.tree) { break }
             }
         }
-        lowerFolders[name] = (copies, nil)
-        return copies
+        lowerFolders[name] = folder
+        return folder.copies
+    }
+
+    /// The position in `lowerCopies(parent)` of the topmost copy that holds `base` (which may be
+    /// a whiteout there). Looked up with an lstat in each copy while the lookups so far cost less
+    /// than listing the copies would (about an lstat for each 64 bytes of them), then in the
+    /// merged names, listed once: an image may add thousands of names to one folder in each of
+    /// its layers, and white one out in each, and a blob may white out a million names in one.
+    mutating func lowerPosition(of base: [UInt8], in parent: [UInt8]) -> Int? {
+        let copies = lowerCopies(parent)
+        if let folder = lowerFolders[parent], folder.names == nil, base != [0x2E], base != [0x2E, 0x2E],
+            (folder.probed + 1) * copies.count * 64 <= folder.bytes
+        {
+            lowerFolders[parent]?.probed += 1
+            var st = stat()
+            return copies.firstIndex { copy in RawPath.with(copy.path + [0x2F] + base) { lstat($0, &st) } == 0 }
+        }
+        return lowerNames(parent)[base]
     }
 
     /// The names in the lower trees' merge of the folder `name`, each with the position in

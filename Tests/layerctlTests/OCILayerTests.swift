@@ -461,14 +461,17 @@ extension OCILayerTests {
                 Crafted(name: "a", type: Glibc.S_IFDIR, mode: 0o750), Crafted(name: "a/x"), Crafted(name: "d/deep/y"),
                 Crafted(name: "d/deep", type: Glibc.S_IFDIR, attributes: [("user.note", "bottom")], mode: 0o700, mtime: 9),
                 Crafted(name: "f"), Crafted(name: "o/w"),
-            ],
+            ] + (0..<100).map { Crafted(name: "many/m\($0)") },
             // Opaque folders: what the bottom blob holds in `a` and `d` is hidden from here up.
             [Crafted(name: "a/.wh..wh..opq", data: ""), Crafted(name: "a/z"), Crafted(name: "d/.wh..wh..opq", data: "")],
             [
                 Crafted(name: "a/.wh.x", data: ""), Crafted(name: "a/.wh.z", data: ""), Crafted(name: "ghost/.wh.g", data: ""),
                 Crafted(name: ".wh.f", data: ""), Crafted(name: ".wh.nothing", data: ""), Crafted(name: "d/deep/new"),
                 Crafted(name: "o/.wh..wh..opq", data: ""), Crafted(name: "o/.wh.w", data: ""),
-            ],
+            ]
+                // A folder of many lookups: the first are lstats in each copy below, the rest in
+                // its names, listed once. Every tenth hides nothing.
+                + (0..<100).map { Crafted(name: $0 % 10 == 9 ? "many/.wh.g\($0)" : "many/.wh.m\($0)", data: "") },
         ]
         var trees: [String] = []
         for (index, entries) in blobs.enumerated() {
@@ -481,7 +484,8 @@ extension OCILayerTests {
         // blob's opaque a), g (in a folder nothing below has), nothing, w (under the blob's own
         // opaque o). d/deep is new: the bottom blob's is under the middle blob's opaque d.
         let whiteouts = top.filter { $0.hasSuffix(" marker") && !$0.contains(".wh..wh..opq") }
-        #expect(whiteouts.sorted() == [".wh.f marker", "a/.wh.z marker"], "\(top)")
+        let many = (0..<100).filter { $0 % 10 != 9 }.map { "many/.wh.m\($0) marker" }
+        #expect(whiteouts.sorted() == ([".wh.f marker", "a/.wh.z marker"] + many).sorted(), "\(top)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: work + "/2/ghost").isEmpty)
         var st = stat()
         #expect(lstat(work + "/2/d/deep", &st) == 0 && st.st_mode == S_IFDIR | 0o755 && st.st_mtim.tv_sec == 0)
@@ -490,7 +494,8 @@ extension OCILayerTests {
         let merged = try KernelMount.overlay(lowerdir: trees.reversed().joined(separator: ":"))
         defer { KernelMount.unmount(merged) }
         let seen = try Self.listing(merged, implied: [], folderTimes: false)
-        #expect(seen.map { String($0.prefix { $0 != " " }) }.sorted() == ["a", "d", "d/deep", "d/deep/new", "ghost", "o"], "\(seen)")
+        let shown = ["a", "d", "d/deep", "d/deep/new", "ghost", "many", "o"] + (0..<10).map { "many/m\($0 * 10 + 9)" }
+        #expect(seen.map { String($0.prefix { $0 != " " }) }.sorted() == shown.sorted(), "\(seen)")
         // A pull: each blob unpacked in the confined child, the layers below handed over.
         let registry = try RegistryServer()
         defer { registry.stop() }
@@ -551,8 +556,6 @@ extension OCILayerTests {
         #expect(image.output.contains("etc/top") && !image.output.contains("etc/below"), "\(image.output)")
     }
 
-    /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
-    /// tree that process wrote: never through a symlink it left, and only what an unpack defers.
     /// A pull hands each confined unpack the opaque folders of every layer below as such an index,
     /// written once a pull: lists decoded whole for every layer made a pull grow with the square of
     /// its layers (`Benchmarks/deep-pull.sh`).
@@ -604,6 +607,8 @@ extension OCILayerTests {
         for folder in Set(lists[4]).prefix(200) { _ = damaged.contains(folder) }
     }
 
+    /// The attributes a confined unpack hands back (`DeferredAttribute`) are set by layerctl on a
+    /// tree that process wrote: never through a symlink it left, and only what an unpack defers.
     @Test("attributes handed back by an unpack: set without following a symlink, and only trusted.* or a folder's opaque marker")
     func deferredAttributes() throws {
         let work = try Harness.temporaryDirectory("deferred")
