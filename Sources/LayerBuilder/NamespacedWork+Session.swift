@@ -40,9 +40,10 @@ extension NamespacedWork {
                     return event
                 }
                 if pending.count > NamespacedWork.longestEvent {
+                    // An unpack's answer is as long as its blob makes it: the blob's fault.
                     throw BuildFailure(
                         "the \(role.rawValue) work sent an event of more than \(formatBytes(Int64(NamespacedWork.longestEvent))); it was stopped",
-                        code: .system)
+                        code: role == .unpack ? .input : .system)
                 }
                 searched = pending.count
                 let chunk = reader.availableData

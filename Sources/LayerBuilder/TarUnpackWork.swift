@@ -42,16 +42,18 @@ package struct TarUnpackWork: TarUnpacker {
         let jobPath = scratch + "/unpack-job.json"
         let job = Job(tree: tree, lower: lower, root: root, name: name, reserve: try DiskReserve(for: tree).seen(at: "/tree"))
         try FileSystem.writeFile(try JSONEncoder().encode(job), to: jobPath)
-        return try Child(jobPath: jobPath)
+        return try Child(jobPath: jobPath, blob: name)
     }
 
     /// The parent's side of one child: a `NamespacedWork.Session` whose stdin takes the tar, and
     /// whose one answer is the unpack's.
     final class Child: TarUnpack {
         private let session: NamespacedWork.Session
+        private let blob: String
 
-        init(jobPath: String) throws {
+        init(jobPath: String, blob: String) throws {
             session = try NamespacedWork.Session(.unpack, jobPath: jobPath, network: false)
+            self.blob = blob
         }
 
         var input: Int32 { session.input }
@@ -60,7 +62,13 @@ package struct TarUnpackWork: TarUnpacker {
 
         func wait() throws -> [DeferredAttribute] {
             endInput()
-            let answer = try session.answer(nil)
+            let answer: BuildEvent
+            do {
+                answer = try session.answer(nil)
+            } catch let failure as BuildFailure {
+                // The work went wrong, not an entry it named: say which blob it was unpacking.
+                throw BuildFailure("unpacking the layer blob \(blob): \(failure.message)", code: failure.code, cause: failure.cause)
+            }
             session.end()
             if answer.kind == .failed { throw answer.failure }
             return answer.attributes ?? []

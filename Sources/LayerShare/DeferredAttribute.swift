@@ -19,6 +19,24 @@ package struct DeferredAttribute: Codable, Equatable, Sendable {
         self.value = value
     }
 
+    // As base64, not as JSON's lists of numbers: an unpack's answer holds one for each opaque
+    // folder of a blob, in one line of at most 64 MiB (`NamespacedWork.longestEvent`).
+    private enum CodingKeys: String, CodingKey { case path, name, value }
+
+    package init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        path = Array(try container.decode(Data.self, forKey: .path))
+        name = Array(try container.decode(Data.self, forKey: .name))
+        value = Array(try container.decode(Data.self, forKey: .value))
+    }
+
+    package func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(Data(path), forKey: .path)
+        try container.encode(Data(name), forKey: .name)
+        try container.encode(Data(value), forKey: .value)
+    }
+
     static let trustedPrefix = Array("trusted.".utf8)
     static let overlayPrefix = Array("trusted.overlay.".utf8)
     static let opaque = Array("trusted.overlay.opaque".utf8)

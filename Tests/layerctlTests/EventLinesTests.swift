@@ -82,5 +82,7 @@ struct EventLinesTests {
         let (events, error) = try Self.read(chunks)
         #expect(events.isEmpty)
         #expect("\(error.map { "\($0)" } ?? "")".contains("the unpack work sent an event of more than 64.0 MiB"))
+        // An unpack's answer is as long as the blob it unpacked makes it: the blob's fault, exit 3.
+        #expect((error as? BuildFailure)?.code == .input)
     }
 }
