@@ -37,6 +37,18 @@ package struct DeferredAttribute: Codable, Equatable, Sendable {
         try container.encode(Data(value), forKey: .value)
     }
 
+    /// Why setting the attribute `name` of `size` bytes on `entry` failed with `error`: a value
+    /// the store's filesystem cannot hold on one file (ext4 keeps a file's attributes in one block
+    /// unless it was made with `ea_inode`) is the blob's, and said so; else the system's error.
+    static func setFailure(_ name: [UInt8], size: Int, of entry: String, blob: String, errno error: Int32) -> any Error {
+        guard [ENOSPC, E2BIG, ERANGE].contains(error) else {
+            return SystemError("set attribute \(RawPath.display(name)) on", entry, errno: error)
+        }
+        return LayerBlobError(
+            message: "the layer blob \(blob) gives \(entry) the attribute \(RawPath.display(name)) of \(formatBytes(Int64(size))), "
+                + "more than the store's filesystem holds on one file")
+    }
+
     static let trustedPrefix = Array("trusted.".utf8)
     static let overlayPrefix = Array("trusted.overlay.".utf8)
     static let opaque = Array("trusted.overlay.opaque".utf8)
@@ -78,18 +90,18 @@ package struct DeferredAttribute: Codable, Equatable, Sendable {
             if isOpaque && target.st_mode & S_IFMT != S_IFDIR {
                 throw LayerBlobError(message: "the unpack of \(blob) handed back an opaque marker for \(shown), which is no folder")
             }
-            try sys("set attribute \(RawPath.display(attribute.name)) on", shown) {
-                RawPath.with(attribute.name) { name in
-                    attribute.value.withUnsafeBytes { value in
-                        guard let last = parts.last else { return fsetxattr(folder, name, value.baseAddress, value.count, 0) }
-                        // The entry through the descriptor of its folder: lsetxattr follows no
-                        // final symlink.
-                        return RawPath.with(Array("/proc/self/fd/\(folder)/".utf8) + last) {
-                            lsetxattr($0, name, value.baseAddress, value.count, 0)
-                        }
+            let set = RawPath.with(attribute.name) { name in
+                attribute.value.withUnsafeBytes { value in
+                    guard let last = parts.last else { return fsetxattr(folder, name, value.baseAddress, value.count, 0) }
+                    // The entry through the descriptor of its folder: lsetxattr follows no
+                    // final symlink.
+                    return RawPath.with(Array("/proc/self/fd/\(folder)/".utf8) + last) {
+                        lsetxattr($0, name, value.baseAddress, value.count, 0)
                     }
                 }
             }
+            let error = errno
+            if set != 0 { throw setFailure(attribute.name, size: attribute.value.count, of: shown, blob: blob, errno: error) }
         }
     }
 }

@@ -689,8 +689,9 @@ private struct Unpacking {
                     deferredHere.append(DeferredAttribute(path: name, name: attribute, value: bytes))
                     continue
                 }
-                try sys("set attribute \(RawPath.display(Self.bytes(xattrName))) on", shown(name)) {
-                    lsetxattr(p, xattrName, value, size, 0)
+                if lsetxattr(p, xattrName, value, size, 0) != 0 {
+                    let error = errno
+                    throw DeferredAttribute.setFailure(attribute, size: size, of: shown(name), blob: blob, errno: error)
                 }
             }
         }

@@ -556,6 +556,42 @@ extension OCILayerTests {
         #expect(image.output.contains("etc/top") && !image.output.contains("etc/below"), "\(image.output)")
     }
 
+    /// ext4 keeps a file's attributes in one block unless made with `ea_inode`: a blob's larger
+    /// value failed a pull with "No space left on device", exit 8, as if the disk were full.
+    @Test("an attribute larger than the store's filesystem holds on one file: the blob's fault, in one line naming the entry, in this process and in a pull")
+    func attributeTooLarge() throws {
+        let work = try Harness.temporaryDirectory("attribute-large")
+        let value = String(repeating: "v", count: 60_000)
+        let probe = work + "/probe"
+        #expect(FileManager.default.createFile(atPath: probe, contents: nil))
+        guard setxattr(probe, "user.probe", value, value.utf8.count, 0) != 0 else {
+            print("attributeTooLarge: this filesystem holds 60,000-byte attributes; nothing to refuse")
+            return
+        }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        for name in ["user.big", "trusted.big"] {
+            let blob = work + "/\(name).tar"
+            try Self.craft([Crafted(name: "etc/small", attributes: [(name, "s")]), Crafted(name: "etc/f", attributes: [(name, value)])], at: blob)
+            if name.hasPrefix("user.") {
+                #expect {
+                    try OCILayerReader(blob: blob).unpack(into: work + "/tree", lower: [])
+                } throws: { error in
+                    "\(error)".contains("gives /etc/f the attribute user.big of 58.6 KiB, more than the store's filesystem holds on one file")
+                }
+            }
+            let reference = try ImageReference(parsing: "\(registry.host)/steve/large:\(name)")
+            try ShareTests.pushImage(layers: [blob], to: reference)
+            let store = work + "/store"
+            let pull = try Harness.run(["pull", reference.description, "--store", store])
+            #expect(pull.status == 3, "\(pull.stderr)")
+            #expect(pull.stderr.contains("layer blob sha256:") && pull.stderr.contains("gives /etc/f the attribute \(name) of 58.6 KiB"), "\(pull.stderr)")
+            #expect(pull.stderr.split(separator: "\n").count == 1, "\(pull.stderr)")
+            #expect(try Store(root: store).keys().isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        }
+    }
+
     /// A pull hands each confined unpack the opaque folders of every layer below as such an index,
     /// written once a pull: lists decoded whole for every layer made a pull grow with the square of
     /// its layers (`Benchmarks/deep-pull.sh`).
