@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # A stranger's deep image: how a pull's work grows with the image's layers. Each layer of the image
-# is a gzip blob of FOLDERS (default 2000) folders, each opaque (`.wh..wh..opq`), and one file; an
-# image of SMALL (default 16) and one of LARGE (default 64) such layers go to Debian's
+# is a gzip blob of FOLDERS (default 2000) folders, each opaque (`.wh..wh..opq`), and one file; or,
+# with SHAPE=wide, of FOLDERS files in one folder, `d`, and a whiteout of a name of the layer below
+# there. An image of SMALL (default 16) and one of LARGE (default 64) such layers go to Debian's
 # docker-registry on loopback. Every layer's unpack looks up the opaque folders of the layers below
-# it; a pull whose cost per layer grows with the layers below costs the square of an image's
-# layers, and an image may have 256.
+# it, and the names below its whiteouts; a pull whose cost per layer grows with the layers below
+# costs the square of an image's layers, and an image may have 256.
 #
 #   sudo Benchmarks/deep-pull.sh [RUNS]     (default 3 runs; medians and the spread are reported)
 #
@@ -34,30 +35,15 @@ cleanup() {
     [ -n "${LAYERCTL_BENCH_KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-registry=127.0.0.1:$port
+start_registry "$work"
 
-# layout DIR LAYERS: an OCI layout of an image of LAYERS layers, each FOLDERS opaque folders and
-# one file, with the tag `deep`.
+# layout DIR LAYERS: an OCI layout of an image of LAYERS layers of the SHAPE above, with the tag
+# `deep`.
 layout() {
-    python3 - "$1" "$2" "$folders" <<'PY'
+    python3 - "$1" "$2" "$folders" "${SHAPE:-opaque}" <<'PY'
 import gzip, hashlib, io, json, os, sys, tarfile
-out, layers, folders = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out, layers, folders, shape = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 os.makedirs(out + "/blobs/sha256")
 def blob(data):
     digest = hashlib.sha256(data).hexdigest()
@@ -72,9 +58,15 @@ for layer in range(layers):
             info = tarfile.TarInfo(name)
             info.type, info.mode, info.size = kind, 0o755 if kind == tarfile.DIRTYPE else 0o644, len(data)
             tar.addfile(info, io.BytesIO(data))
-        for folder in range(folders):
-            add(f"d{folder}", tarfile.DIRTYPE)
-            add(f"d{folder}/.wh..wh..opq", tarfile.REGTYPE)
+        if shape == "wide":
+            for name in range(folders):
+                add(f"d/l{layer}-{name}", tarfile.REGTYPE)
+            if layer:
+                add(f"d/.wh.l{layer - 1}-0", tarfile.REGTYPE)
+        else:
+            for folder in range(folders):
+                add(f"d{folder}", tarfile.DIRTYPE)
+                add(f"d{folder}/.wh..wh..opq", tarfile.REGTYPE)
         add(f"layer-{layer}", tarfile.REGTYPE, b"layer %d\n" % layer)
     diff_ids.append("sha256:" + hashlib.sha256(raw.getvalue()).hexdigest())
     digest, size = blob(gzip.compress(raw.getvalue(), mtime=0))
@@ -96,7 +88,7 @@ for layers in "$small" "$large"; do
     skopeo copy -q --dest-tls-verify=false "oci:$work/layout-$layers:deep" "docker://$registry/deep/l$layers:v1"
     : >"$work/ours-$layers"; : >"$work/peer-$layers"
 done
-echo "images: $small and $large layers of $folders opaque folders each, $(du -sh "$work/layout-$large/blobs" | cut -f1) for $large"
+echo "images (${SHAPE:-opaque}): $small and $large layers of $folders entries each, $(du -sh "$work/layout-$large/blobs" | cut -f1) for $large"
 
 TIMEFORMAT='%R %U %S'
 # Nothing is deleted until the end: this machine's ext4 has no journal, and for a minute after a

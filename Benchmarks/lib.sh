@@ -58,3 +58,25 @@ small_file_stack() {
     c2=$(layer "$store" l2 "$c1" "${share_a[@]}")
     layer "$store" top "$c2" "${share_b[@]}"
 }
+
+# start_registry DIR: Debian's docker-registry on a free port of 127.0.0.1, storing in DIR/registry,
+# its pid added to the caller's `pids` (which it kills at exit); sets `registry` to its host:port
+# once it answers.
+start_registry() {
+    local dir=$1 port
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat >"$dir/registry.yml" <<YAML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $dir/registry
+http:
+  addr: 127.0.0.1:$port
+YAML
+    docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    registry=127.0.0.1:$port
+}

@@ -47,27 +47,11 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 
 # The registry, on a free port of 127.0.0.1, and the counting proxy in front of it.
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$work/registry.yml" <<YAML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-http:
-  addr: 127.0.0.1:$port
-YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-pids+=($!)
-python3 scripts/registry-proxy.py --upstream "127.0.0.1:$port" --port-file "$work/proxy.port" \
+start_registry "$work"
+python3 scripts/registry-proxy.py --upstream "$registry" --port-file "$work/proxy.port" \
     --stats "$work/stats.json" --match '/blobs/sha256:' --rate "${RATE:-0}" &
 pids+=($!)
-for _ in $(seq 100); do
-    [ -s "$work/proxy.port" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    sleep 0.1
-done
-registry=127.0.0.1:$port
+for _ in $(seq 100); do [ -s "$work/proxy.port" ] && break; sleep 0.1; done
 proxy=127.0.0.1:$(cat "$work/proxy.port")
 bytes_down() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["bytesDown"])' "$work/stats.json"; }
 
