@@ -78,5 +78,6 @@ YAML
     docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    # shellcheck disable=SC2034  # read by the script that sourced this
     registry=127.0.0.1:$port
 }
