@@ -115,7 +115,7 @@ package struct TarUnpackWork: TarUnpacker {
             let path = "/lower/\(index)"
             try sys("create", path) { mkdir(job.root + path, 0o755) }
             try Mounter.bind(tree.path, at: job.root + path, readOnly: true)
-            var shown = LowerTree(path: path, opaqueFolders: tree.opaqueFolders)
+            var shown = LowerTree(path: path)
             if let file = tree.opaqueIndex {
                 let folder = (file as NSString).deletingLastPathComponent
                 if indexFolders[folder] == nil {

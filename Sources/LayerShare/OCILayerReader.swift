@@ -320,17 +320,14 @@ public struct OCILayerReader {
 /// A tree below the one a blob unpacks into: a layer's, as overlayfs will merge them.
 package struct LowerTree: Codable, Sendable {
     package var path: String
-    /// Its folders that hide what the trees below hold (`trusted.overlay.opaque=y`), relative
-    /// to it. Where neither this nor `opaqueIndex` is given, they are read from the folders'
-    /// attributes, which only a process with CAP_SYS_ADMIN sees.
-    package var opaqueFolders: [[UInt8]]?
-    /// The same as an `OpaqueFolderIndex` file: what a pull hands its confined unpacks, from the
-    /// layer's record.
+    /// Its folders that hide what the trees below hold (`trusted.overlay.opaque=y`), as an
+    /// `OpaqueFolderIndex` file: what a pull hands its confined unpacks, from the layer's record.
+    /// Without one, they are read from the folders' attributes, which only a process with
+    /// CAP_SYS_ADMIN sees.
     package var opaqueIndex: String?
 
-    package init(path: String, opaqueFolders: [[UInt8]]? = nil, opaqueIndex: String? = nil) {
+    package init(path: String, opaqueIndex: String? = nil) {
         self.path = path
-        self.opaqueFolders = opaqueFolders
         self.opaqueIndex = opaqueIndex
     }
 }
@@ -365,15 +362,10 @@ private struct Unpacking {
     var lowerOpaque: [OpaqueLookup] = []
     enum OpaqueLookup {
         case attributes
-        case listed(Set<[UInt8]>)
         case indexed(OpaqueFolderIndex)
 
         init(_ tree: LowerTree) throws {
-            if let index = tree.opaqueIndex {
-                self = .indexed(try OpaqueFolderIndex(path: index))
-            } else {
-                self = tree.opaqueFolders.map { .listed(Set($0)) } ?? .attributes
-            }
+            self = try tree.opaqueIndex.map { .indexed(try OpaqueFolderIndex(path: $0)) } ?? .attributes
         }
     }
     /// What the lower trees' merge holds, by folder, as far as it was looked at (`lowerCopies`,
@@ -798,7 +790,6 @@ private struct Unpacking {
     /// Whether the folder `name`, at `path` in lower tree `index`, is opaque.
     func isOpaque(_ name: [UInt8], _ path: [UInt8], in index: Int) -> Bool {
         switch lowerOpaque[index] {
-        case .listed(let folders): return folders.contains(name)
         case .indexed(let folders): return folders.contains(name)
         case .attributes: break
         }
