@@ -548,7 +548,17 @@ private struct Unpacking {
                 throw refuse(raw, "a hard link to /\(RawPath.display(linkRaw)), which is no earlier file of the layer")
             }
             try at(linkName) { existing in
-                try at(name) { p in try sys("link", shown(name)) { linkat(AT_FDCWD, existing, AT_FDCWD, p, 0) } }
+                try at(name) { p in
+                    guard linkat(AT_FDCWD, existing, AT_FDCWD, p, 0) != 0 else { return }
+                    let error = errno
+                    var st = stat()
+                    // ext4 holds 65,000 names of one file; a blob may give it more in a few
+                    // bytes a name. That is the blob's doing, not the system's.
+                    guard error == EMLINK, lstat(existing, &st) == 0 else { throw SystemError("link", shown(name), errno: error) }
+                    throw LayerBlobError(
+                        message: "the layer blob \(blob) gives \(shown(linkName)) more names (hard links) than the "
+                            + "\(st.st_nlink) the store's filesystem holds for one file")
+                }
             }
             kinds[name] = kind
             if Whiteout.isAufsMetadata(linkParts) && !aufs && aufsLinks[linkName] == nil {

@@ -592,6 +592,43 @@ extension OCILayerTests {
         }
     }
 
+    /// ext4 holds 65,000 names of one file, and a blob gives a file a name more in 512 bytes of
+    /// tar: a pull of one with more failed "link … failed: Too many links", exit 8, as if the
+    /// system had failed.
+    @Test("more hard links to one file than the store's filesystem holds: the blob's fault, in one line naming the file, in this process and in a pull")
+    func hardLinksTooMany() throws {
+        let work = try Harness.temporaryDirectory("links-many")
+        let blob = work + "/links.tar.zst"
+        let names = 70_000
+        try Self.craft(
+            [Crafted(name: "etc/f")] + (0..<names).map { Crafted(name: "l/\($0)", hardlink: "etc/f") }, at: blob, zstd: true)
+        do {
+            try OCILayerReader(blob: blob).unpack(into: work + "/tree", lower: [])
+            var st = stat()
+            #expect(lstat(work + "/tree/etc/f", &st) == 0 && st.st_nlink == nlink_t(names + 1))
+            print("hardLinksTooMany: this filesystem holds \(names + 1) names of one file; nothing to refuse")
+            return
+        } catch {
+            #expect(error is LayerBlobError, "\(error)")
+            // The names the file had when a link failed: 65000 on ext4.
+            let said = "\(error)"
+            #expect(
+                said.contains("gives /etc/f more names (hard links) than the ")
+                    && said.hasSuffix(" the store's filesystem holds for one file"), "\(said)")
+        }
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let reference = try ImageReference(parsing: "\(registry.host)/steve/links:many")
+        try ShareTests.pushImage(layers: [blob], to: reference)
+        let store = work + "/store"
+        let pull = try Harness.run(["pull", reference.description, "--store", store])
+        #expect(pull.status == 3, "\(pull.stderr)")
+        #expect(pull.stderr.contains("layer blob sha256:") && pull.stderr.contains("gives /etc/f more names (hard links)"), "\(pull.stderr)")
+        #expect(pull.stderr.split(separator: "\n").count == 1, "\(pull.stderr)")
+        #expect(try Store(root: store).keys().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+    }
+
     /// A pull hands each confined unpack the opaque folders of every layer below as such an index,
     /// written once a pull: lists decoded whole for every layer made a pull grow with the square of
     /// its layers (`Benchmarks/deep-pull.sh`).
