@@ -334,6 +334,8 @@ package struct LowerTree: Codable, Sendable {
 
 /// The state of one unpack: what each name of the layer is, so far.
 private struct Unpacking {
+    /// The longest name of one file, in bytes (NAME_MAX).
+    static let nameLimit = 255
     enum Kind { case directory, symlink, whiteout, other }
 
     let tree: String
@@ -481,6 +483,14 @@ private struct Unpacking {
         if parts.reduce(0, { $0 + 1 + $1.count }) > PathLimit.bytes {
             throw refuse(raw, "a name longer than a path in a layer may be (\(PathLimit.bytes) bytes)")
         }
+        // Linux's filesystems name a file with at most 255 bytes; a whiteout's `.wh.` is not the
+        // name's. The call that makes the entry would fail, quoting all of the name, not the blob.
+        for (index, part) in parts.enumerated() {
+            let named = index == parts.count - 1 ? Whiteout.hidden(by: part) ?? part : part
+            if named.count > Self.nameLimit {
+                throw refuse(raw, "a name of \(named.count) bytes, longer than a file's name may be (\(Self.nameLimit))")
+            }
+        }
         // Only a file's data is written. Any other entry that says it holds data (a folder, a
         // link, a whiteout) would have the unpack decompress all of it to throw it away:
         // terabytes from a few megabytes of zstd, with no disk filling up to stop it. No tar
@@ -582,6 +592,9 @@ private struct Unpacking {
             kinds[name] = .other
         case UInt32(Glibc.S_IFLNK):
             guard let destination = archive_entry_symlink(header) else { throw refuse(raw, "a symlink with no target") }
+            // Linux holds a symlink's target in at most 4,095 bytes (PATH_MAX, with its NUL).
+            let length = strlen(destination)
+            if length >= PATH_MAX { throw refuse(raw, "a symlink whose target of \(length) bytes is longer than one may be (\(PATH_MAX - 1))") }
             try at(name) { p in try sys("create", shown(name)) { symlink(destination, p) } }
             kinds[name] = .symlink
         case UInt32(Glibc.S_IFCHR), UInt32(Glibc.S_IFBLK), UInt32(Glibc.S_IFIFO):

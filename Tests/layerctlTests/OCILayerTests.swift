@@ -255,6 +255,16 @@ struct OCILayerTests {
             ([Crafted(name: "big", data: big)], "big", "its data cannot be read"),
             ([Crafted(name: String(repeating: "d/", count: 1536) + "f")], "d/d/d/…/d/d/d/d/d/d/d/d/d/d/d/f",
              "a name longer than a path in a layer may be (3072 bytes)"),
+            // Names and targets longer than Linux holds: the call that makes them failed, quoting
+            // all of the name, and not the blob.
+            ([Crafted(name: "etc/" + String(repeating: "n", count: 256))], "etc/nnnnnnnn",
+             "a name of 256 bytes, longer than a file's name may be (255)"),
+            ([Crafted(name: String(repeating: "n", count: 300) + "/f")], "nnnnnnnn",
+             "a name of 300 bytes, longer than a file's name may be (255)"),
+            ([Crafted(name: ".wh." + String(repeating: "n", count: 256), data: "")], ".wh.nnnnnnnn",
+             "a name of 256 bytes, longer than a file's name may be (255)"),
+            ([Crafted(name: "s", type: Glibc.S_IFLNK, symlink: String(repeating: "t", count: 4096))], "s",
+             "a symlink whose target of 4096 bytes is longer than one may be (4095)"),
             // A terabyte in a few hundred bytes of blob: written out, it would fill the disk.
             ([Crafted(name: "sparse", sparseSize: 1 << 40)], "sparse",
              "a sparse file of 1099511627776 bytes, which a layer blob does not hold"),
@@ -282,6 +292,18 @@ struct OCILayerTests {
             #expect(!FileManager.default.fileExists(atPath: outside), "case \(index)")
             #expect(!FileManager.default.fileExists(atPath: "/tmp/owned"), "case \(index)")
         }
+
+        // The longest a name and a target may be unpack: 255 bytes (a whiteout's `.wh.` besides),
+        // and 4,095.
+        let longest = String(repeating: "n", count: 255)
+        try Self.craft(
+            [Crafted(name: "etc/" + longest), Crafted(name: "etc/.wh." + longest, data: ""),
+             Crafted(name: "s", type: Glibc.S_IFLNK, symlink: String(repeating: "t", count: 4095))],
+            at: work + "/longest.tar")
+        #expect(throws: Never.self) { try OCILayerReader(blob: work + "/longest.tar").unpack(into: work + "/longest") }
+        #expect(FileManager.default.fileExists(atPath: work + "/longest/etc/" + longest))
+        var target = [CChar](repeating: 0, count: 8192)
+        #expect(readlink(work + "/longest/s", &target, target.count) == 4095)
 
         // A pax header that claims 512 MiB, which zstd makes of a few kilobytes: libarchive refuses
         // it before reading it into memory, so a stranger's layer cannot take the unpack's memory.
