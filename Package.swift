@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "LayerRecipe",
             dependencies: [
-                "LayerSupport", "LayerStore", "Alpm", "RegistryClient", .product(name: "Yams", package: "Yams"),
+                "LayerSupport", "LayerEntries", "LayerStore", "Alpm", "RegistryClient", .product(name: "Yams", package: "Yams"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         // The content-addressed store: layer trees, their records and manifests, refs, locks, gc.

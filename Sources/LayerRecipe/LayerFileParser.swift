@@ -1,5 +1,6 @@
 import Alpm
 import Foundation
+import LayerEntries
 import LayerStore
 import LayerSupport
 import RegistryClient
@@ -17,6 +18,8 @@ struct LayerFileParser {
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
+    /// The longest name of one file, in bytes (NAME_MAX).
+    static let nameLimit = 255
     /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
     static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]
 
@@ -261,6 +264,17 @@ struct LayerFileParser {
                 }
                 guard text != "/" else {
                     throw LayerFileError("`path` must name a file", at: at(value))
+                }
+                // What Linux and a layer hold: found here, not once the packages are installed.
+                if let name = text.utf8.split(separator: 0x2F).first(where: { $0.count > Self.nameLimit }) {
+                    throw LayerFileError(
+                        "`path` has a name of \(name.count) bytes, longer than a file's name may be (\(Self.nameLimit))",
+                        at: at(value))
+                }
+                guard text.utf8.count <= PathLimit.bytes else {
+                    throw LayerFileError(
+                        "`path` is \(text.utf8.count) bytes, longer than a path in a layer may be (\(PathLimit.bytes))",
+                        at: at(value))
                 }
                 // What the kernel and the running system make there is no layer's content.
                 if let top = Self.apiFolders.first(where: { text == $0 || text.hasPrefix($0 + "/") }) {

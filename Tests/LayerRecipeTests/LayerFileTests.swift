@@ -246,10 +246,24 @@ final class LayerFileTests {
         #expect(target.run.first?.value.utf8.count == longest && target.env.first?.value.utf8.count == longest - 2)
     }
 
-    @Test("a path: that is not absolute or contains ..")
+    @Test("a path: that is not absolute, contains .., or is longer than Linux or a layer holds")
     func badPath() throws {
         try expect("from: base\nfiles:\n  - path: etc/x\n    content: a\n", at: 3, 11, "must be absolute")
         try expect("from: base\nfiles:\n  - path: /etc/../x\n    content: a\n", at: 3, 11, "may not contain `..`")
+        // Such paths failed once the packages were installed, quoting the whole path twice.
+        let name = String(repeating: "n", count: 255)
+        try expect(
+            "from: base\nfiles:\n  - path: /etc/\(name)n/x\n    content: a\n", at: 3, 11,
+            "`path` has a name of 256 bytes, longer than a file's name may be (255)")
+        let deep = "/etc" + String(repeating: "/" + name, count: 12)
+        try expect(
+            "from: base\nfiles:\n  - path: \(deep)\n    content: a\n", at: 3, 11,
+            "`path` is \(deep.utf8.count) bytes, longer than a path in a layer may be (3072)")
+        // At the limits, they load.
+        let longest = "/etc" + String(repeating: "/" + name, count: 11) + "/" + String(repeating: "x", count: 3072 - 4 - 11 * 256 - 1)
+        #expect(longest.utf8.count == 3072)
+        try write("longest-path", "from: base\nfiles:\n  - path: \(longest)\n    content: a\n")
+        #expect(try Recipe.load(folder + "/longest-path.yaml").target.files.first?.path == longest)
     }
 
     /// The builder takes pacman's lock, log, package cache and sync databases out of every layer:
