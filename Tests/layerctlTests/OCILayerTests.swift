@@ -602,16 +602,25 @@ extension OCILayerTests {
                     "\(error)".contains("gives /etc/f the attribute user.big of 58.6 KiB, more than the store's filesystem holds on one file")
                 }
             }
-            let reference = try ImageReference(parsing: "\(registry.host)/steve/large:\(name)")
-            try ShareTests.pushImage(layers: [blob], to: reference)
-            let store = work + "/store"
-            let pull = try Harness.run(["pull", reference.description, "--store", store])
-            #expect(pull.status == 3, "\(pull.stderr)")
-            #expect(pull.stderr.contains("layer blob sha256:") && pull.stderr.contains("gives /etc/f the attribute \(name) of 58.6 KiB"), "\(pull.stderr)")
-            #expect(pull.stderr.split(separator: "\n").count == 1, "\(pull.stderr)")
-            #expect(try Store(root: store).keys().isEmpty)
-            #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+            try Self.expectPullRefused(
+                blob, from: registry, as: "steve/large:\(name)", into: work + "/store",
+                saying: "gives /etc/f the attribute \(name) of 58.6 KiB")
         }
+    }
+
+    /// Pushes `blob` as an image of one layer and pulls it into the store at `store`: the pull must
+    /// fail in one line, exit 3, that names the blob and says `saying`, and leave nothing.
+    static func expectPullRefused(
+        _ blob: String, from registry: RegistryServer, as name: String, into store: String, saying: String
+    ) throws {
+        let reference = try ImageReference(parsing: "\(registry.host)/\(name)")
+        try ShareTests.pushImage(layers: [blob], to: reference)
+        let pull = try Harness.run(["pull", reference.description, "--store", store])
+        #expect(pull.status == 3, "\(pull.stderr)")
+        #expect(pull.stderr.contains("layer blob sha256:") && pull.stderr.contains(saying), "\(pull.stderr)")
+        #expect(pull.stderr.split(separator: "\n").count == 1, "\(pull.stderr)")
+        #expect(try Store(root: store).keys().isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
     }
 
     /// ext4 holds 65,000 names of one file, and a blob gives a file a name more in 512 bytes of
@@ -640,15 +649,8 @@ extension OCILayerTests {
         }
         let registry = try RegistryServer()
         defer { registry.stop() }
-        let reference = try ImageReference(parsing: "\(registry.host)/steve/links:many")
-        try ShareTests.pushImage(layers: [blob], to: reference)
-        let store = work + "/store"
-        let pull = try Harness.run(["pull", reference.description, "--store", store])
-        #expect(pull.status == 3, "\(pull.stderr)")
-        #expect(pull.stderr.contains("layer blob sha256:") && pull.stderr.contains("gives /etc/f more names (hard links)"), "\(pull.stderr)")
-        #expect(pull.stderr.split(separator: "\n").count == 1, "\(pull.stderr)")
-        #expect(try Store(root: store).keys().isEmpty)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/tmp").isEmpty)
+        try Self.expectPullRefused(
+            blob, from: registry, as: "steve/links:many", into: work + "/store", saying: "gives /etc/f more names (hard links)")
     }
 
     /// A pull hands each confined unpack the opaque folders of every layer below as such an index,
