@@ -599,6 +599,12 @@ private struct Unpacking {
             kinds[name] = .symlink
         case UInt32(Glibc.S_IFCHR), UInt32(Glibc.S_IFBLK), UInt32(Glibc.S_IFIFO):
             let device = mode == UInt32(Glibc.S_IFIFO) ? 0 : archive_entry_rdev(header)
+            if mode != UInt32(Glibc.S_IFIFO) {
+                let (major, minor) = (UInt64(archive_entry_rdevmajor(header)), UInt64(archive_entry_rdevminor(header)))
+                guard DeviceNumber.exists(major: major, minor: minor) else {
+                    throw refuse(raw, "a device \(major):\(minor), which Linux does not have (majors end at 4095, minors at 1048575)")
+                }
+            }
             try at(name) { p in try sys("create", shown(name)) { mknod(p, mode_t(mode) | 0o600, device) } }
             kinds[name] = .other
         default:

@@ -9,6 +9,9 @@ package enum DeviceNumber {
         return (minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)
     }
 
+    /// Whether Linux has the device `major`:`minor`: mknod refuses any other with EINVAL.
+    package static func exists(major: UInt64, minor: UInt64) -> Bool { major <= 0xfff && minor <= 0xfffff }
+
     /// The kernel's new_decode_dev, then glibc's makedev: what lstat's `st_rdev` says for the node.
     package static func decode(_ encoded: UInt32) -> UInt64 {
         let major = UInt64((encoded & 0xfff00) >> 8)

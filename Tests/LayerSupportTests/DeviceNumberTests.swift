@@ -21,6 +21,13 @@ struct DeviceNumberTests {
         #expect(failures.isEmpty, "\(failures.prefix(10))")
     }
 
+    @Test("the devices Linux has: majors up to 4095, minors up to 1,048,575, as mknod takes them")
+    func exists() throws {
+        #expect(DeviceNumber.exists(major: 0, minor: 0) && DeviceNumber.exists(major: 4095, minor: (1 << 20) - 1))
+        #expect(!DeviceNumber.exists(major: 4096, minor: 0) && !DeviceNumber.exists(major: 0, minor: 1 << 20))
+        #expect(!DeviceNumber.exists(major: UInt64(UInt32.max), minor: 0))
+    }
+
     @Test("the encoding is the kernel's: 8 low bits of minor, 12 of major, then the high minor bits")
     func layout() {
         #expect(DeviceNumber.encode(UInt64(lc_makedev(8, 1))) == 0x0801)

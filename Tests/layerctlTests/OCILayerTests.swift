@@ -265,6 +265,13 @@ struct OCILayerTests {
              "a name of 256 bytes, longer than a file's name may be (255)"),
             ([Crafted(name: "s", type: Glibc.S_IFLNK, symlink: String(repeating: "t", count: 4096))], "s",
              "a symlink whose target of 4096 bytes is longer than one may be (4095)"),
+            // Device numbers past the kernel's (12 bits of major, 20 of minor): mknod failed with
+            // "Invalid argument", exit 8.
+            ([Crafted(name: "d", type: Glibc.S_IFCHR, device: (4096, 0))], "d",
+             "a device 4096:0, which Linux does not have (majors end at 4095, minors at 1048575)"),
+            ([Crafted(name: "d", type: Glibc.S_IFBLK, device: (8, 1 << 20))], "d", "a device 8:1048576, which Linux does not have"),
+            ([Crafted(name: "d", type: Glibc.S_IFCHR, device: (UInt32.max, UInt32.max))], "d",
+             "a device 4294967295:4294967295, which Linux does not have"),
             // A terabyte in a few hundred bytes of blob: written out, it would fill the disk.
             ([Crafted(name: "sparse", sparseSize: 1 << 40)], "sparse",
              "a sparse file of 1099511627776 bytes, which a layer blob does not hold"),
@@ -294,14 +301,17 @@ struct OCILayerTests {
         }
 
         // The longest a name and a target may be unpack: 255 bytes (a whiteout's `.wh.` besides),
-        // and 4,095.
+        // and 4,095; and so does the last device Linux has.
         let longest = String(repeating: "n", count: 255)
         try Self.craft(
             [Crafted(name: "etc/" + longest), Crafted(name: "etc/.wh." + longest, data: ""),
-             Crafted(name: "s", type: Glibc.S_IFLNK, symlink: String(repeating: "t", count: 4095))],
+             Crafted(name: "s", type: Glibc.S_IFLNK, symlink: String(repeating: "t", count: 4095)),
+             Crafted(name: "d", type: Glibc.S_IFBLK, device: (4095, (1 << 20) - 1))],
             at: work + "/longest.tar")
         #expect(throws: Never.self) { try OCILayerReader(blob: work + "/longest.tar").unpack(into: work + "/longest") }
         #expect(FileManager.default.fileExists(atPath: work + "/longest/etc/" + longest))
+        var device = stat()
+        #expect(lstat(work + "/longest/d", &device) == 0 && lc_major(UInt64(device.st_rdev)) == 4095 && lc_minor(UInt64(device.st_rdev)) == (1 << 20) - 1)
         var target = [CChar](repeating: 0, count: 8192)
         #expect(readlink(work + "/longest/s", &target, target.count) == 4095)
 
