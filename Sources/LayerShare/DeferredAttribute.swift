@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerEntries
 import LayerSupport
 
 /// An extended attribute of an unpacked layer that only a process with CAP_SYS_ADMIN may set: a
@@ -37,17 +38,35 @@ package struct DeferredAttribute: Codable, Equatable, Sendable {
         try container.encode(Data(value), forKey: .value)
     }
 
-    /// Why setting the attribute `name` of `size` bytes on `entry` failed with `error`: a value
-    /// the store's filesystem cannot hold on one file (ext4 keeps a file's attributes in one block
-    /// unless it was made with `ea_inode`) is the blob's, and said so; else the system's error.
+    /// Why setting the attribute `name` of `size` bytes on `entry` failed with `error`. What the
+    /// blob asks for and the store's filesystem cannot hold or take is the blob's, and said so: a
+    /// name longer than Linux takes, a value larger than the filesystem holds on one file (ext4
+    /// keeps a file's attributes in one block unless it was made with `ea_inode`), a name of no
+    /// namespace the kernel has or a value it refuses (an ACL or a file capability it cannot
+    /// read). Anything else is the system's error.
     static func setFailure(_ name: [UInt8], size: Int, of entry: String, blob: String, errno error: Int32) -> any Error {
-        guard [ENOSPC, E2BIG, ERANGE].contains(error) else {
-            return SystemError("set attribute \(RawPath.display(name)) on", entry, errno: error)
+        let shown = PathLimit.shortened(name)
+        if name.count > nameLimit {
+            return LayerBlobError(
+                message: "the layer blob \(blob) gives \(entry) an attribute named \(shown), of \(name.count) bytes, "
+                    + "longer than an attribute's name may be (\(nameLimit))")
         }
-        return LayerBlobError(
-            message: "the layer blob \(blob) gives \(entry) the attribute \(RawPath.display(name)) of \(formatBytes(Int64(size))), "
-                + "more than the store's filesystem holds on one file")
+        switch error {
+        case ENOSPC, E2BIG, ERANGE:
+            return LayerBlobError(
+                message: "the layer blob \(blob) gives \(entry) the attribute \(shown) of \(formatBytes(Int64(size))), "
+                    + "more than the store's filesystem holds on one file")
+        case EOPNOTSUPP, EINVAL:
+            return LayerBlobError(
+                message: "the layer blob \(blob) gives \(entry) the attribute \(shown), which the store's filesystem does not take "
+                    + "(\(String(cString: strerror(error))))")
+        default:
+            return SystemError("set attribute \(shown) on", entry, errno: error)
+        }
     }
+
+    /// The longest name of an attribute, in bytes (XATTR_NAME_MAX).
+    static let nameLimit = 255
 
     static let trustedPrefix = Array("trusted.".utf8)
     static let overlayPrefix = Array("trusted.overlay.".utf8)

@@ -618,6 +618,43 @@ extension OCILayerTests {
         }
     }
 
+    /// An attribute the kernel or the store's filesystem refuses failed a pull with "set attribute
+    /// foo.bar on /f failed: Operation not supported", exit 8; a name longer than Linux takes was
+    /// said to be a value too large, quoting all of it.
+    @Test("an attribute the store's filesystem does not take: the blob's fault, in one line naming the entry and the attribute")
+    func attributeNotTaken() throws {
+        let work = try Harness.temporaryDirectory("attribute-not-taken")
+        let long = "user." + String(repeating: "a", count: 300)
+        let cases: [(name: String, value: String, says: String)] = [
+            ("foo.bar", "v", "gives /etc/f the attribute foo.bar, which the store's filesystem does not take (Operation not supported)"),
+            ("system.foo", "v", "the attribute system.foo, which the store's filesystem does not take (Operation not supported)"),
+            ("user.", "v", "the attribute user., which the store's filesystem does not take (Invalid argument)"),
+            // A file capability the kernel cannot read.
+            ("security.capability", "garbage", "the attribute security.capability, which the store's filesystem does not take"),
+            (long, "v", "gives /etc/f an attribute named user.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…aaaaaaaaaaaaaaaaaaaaaaaa, "
+                + "of 305 bytes, longer than an attribute's name may be (255)"),
+        ]
+        for (index, attribute) in cases.enumerated() {
+            let blob = work + "/\(index).tar"
+            try Self.craft([Crafted(name: "etc/f", attributes: [(attribute.name, attribute.value)])], at: blob)
+            #expect {
+                try OCILayerReader(blob: blob).unpack(into: work + "/tree-\(index)", lower: [])
+            } throws: { error in
+                error is LayerBlobError && "\(error)".contains(attribute.says) && !"\(error)".contains(long)
+            }
+        }
+        // In a pull: set by the confined unpack, and a `trusted.*` one by layerctl once it is gone.
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        for (tag, name) in [("user", "foo.bar"), ("trusted", "trusted." + String(repeating: "a", count: 300))] {
+            let blob = work + "/\(tag).tar"
+            try Self.craft([Crafted(name: "etc/f", attributes: [(name, "v")])], at: blob)
+            try Self.expectPullRefused(
+                blob, from: registry, as: "steve/attribute:\(tag)", into: work + "/store-\(tag)",
+                saying: tag == "user" ? "the attribute foo.bar, which the store's filesystem does not take" : "longer than an attribute's name may be (255)")
+        }
+    }
+
     /// Pushes `blob` as an image of one layer and pulls it into the store at `store`: the pull must
     /// fail in one line, exit 3, that names the blob and says `saying`, and leave nothing.
     static func expectPullRefused(
