@@ -11,6 +11,9 @@ import LayerSupport
 /// entries checks each name against the limit before it goes down, so every walk of a tree ends.
 public enum PathLimit {
     public static let bytes = 3072
+    /// How long one name in a path may be: Linux's filesystems name a file with at most 255 bytes
+    /// (NAME_MAX).
+    public static let nameBytes = 255
 
     /// Throws `PathTooLong` when `path` (the parent's path, "" for the root) and `name` would make
     /// a path longer than the limit; `path` is only read when it does.

@@ -18,8 +18,6 @@ struct LayerFileParser {
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
     static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
-    /// The longest name of one file, in bytes (NAME_MAX).
-    static let nameLimit = 255
     /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
     static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]
 
@@ -266,9 +264,9 @@ struct LayerFileParser {
                     throw LayerFileError("`path` must name a file", at: at(value))
                 }
                 // What Linux and a layer hold: found here, not once the packages are installed.
-                if let name = text.utf8.split(separator: 0x2F).first(where: { $0.count > Self.nameLimit }) {
+                if let name = text.utf8.split(separator: 0x2F).first(where: { $0.count > PathLimit.nameBytes }) {
                     throw LayerFileError(
-                        "`path` has a name of \(name.count) bytes, longer than a file's name may be (\(Self.nameLimit))",
+                        "`path` has a name of \(name.count) bytes, longer than a file's name may be (\(PathLimit.nameBytes))",
                         at: at(value))
                 }
                 guard text.utf8.count <= PathLimit.bytes else {

@@ -334,8 +334,6 @@ package struct LowerTree: Codable, Sendable {
 
 /// The state of one unpack: what each name of the layer is, so far.
 private struct Unpacking {
-    /// The longest name of one file, in bytes (NAME_MAX).
-    static let nameLimit = 255
     enum Kind { case directory, symlink, whiteout, other }
 
     let tree: String
@@ -487,8 +485,8 @@ private struct Unpacking {
         // name's. The call that makes the entry would fail, quoting all of the name, not the blob.
         for (index, part) in parts.enumerated() {
             let named = index == parts.count - 1 ? Whiteout.hidden(by: part) ?? part : part
-            if named.count > Self.nameLimit {
-                throw refuse(raw, "a name of \(named.count) bytes, longer than a file's name may be (\(Self.nameLimit))")
+            if named.count > PathLimit.nameBytes {
+                throw refuse(raw, "a name of \(named.count) bytes, longer than a file's name may be (\(PathLimit.nameBytes))")
             }
         }
         // Only a file's data is written. Any other entry that says it holds data (a folder, a
@@ -594,7 +592,9 @@ private struct Unpacking {
             guard let destination = archive_entry_symlink(header) else { throw refuse(raw, "a symlink with no target") }
             // Linux holds a symlink's target in at most 4,095 bytes (PATH_MAX, with its NUL).
             let length = strlen(destination)
-            if length >= PATH_MAX { throw refuse(raw, "a symlink whose target of \(length) bytes is longer than one may be (\(PATH_MAX - 1))") }
+            if length >= PATH_MAX {
+                throw refuse(raw, "a symlink whose target of \(length) bytes is longer than one may be (\(PATH_MAX - 1))")
+            }
             try at(name) { p in try sys("create", shown(name)) { symlink(destination, p) } }
             kinds[name] = .symlink
         case UInt32(Glibc.S_IFCHR), UInt32(Glibc.S_IFBLK), UInt32(Glibc.S_IFIFO):
