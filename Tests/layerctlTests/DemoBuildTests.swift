@@ -373,7 +373,7 @@ struct DemoBuildTests {
 
     /// A folder of configuration (`/etc/skel`, a theme), as Docker's `COPY` and mkosi's
     /// `ExtraTrees` copy one, from a layer file that may be a stranger's.
-    @Test("files: source: a folder copies its tree (folders 0755, files 0755 or 0644 by their executable bit, links as links, all of owner) into the path, keeping a folder there; a FIFO, a device, too many entries or bytes, a name that is not UTF-8 are refused at the entry; an edit rebuilds the layer")
+    @Test("files: source: a folder copies its tree (folders 0755, files 0755 or 0644 by their executable bit, links as links, all of owner) into the path, keeping a folder there; a FIFO, a device, too many entries or bytes, a name that is not UTF-8, a path too long at its place are refused at the entry; an edit rebuilds the layer")
     func folderSource() throws {
         let layers = try Harness.demoLayers()
         let store = try Harness.temporaryDirectory("store")
@@ -418,6 +418,10 @@ struct DemoBuildTests {
             ("many", "mkdir d && cd d && seq 10001 | xargs touch", "holds more than 10000 entries"),
             ("large", "truncate -s 65M big", "holds more than 64.0 MiB of files"),
             ("name", "mkdir d && touch \"d/$(printf 'bad\\377')\"", "holds a name that is not UTF-8 in `d`"),
+            // 3,067 bytes below the folder, as a folder source may hold, but 3,077 at /etc/skel: it
+            // was refused only by the scan of the built layer.
+            ("deep", "p=$(printf '%0250d' 0); q=$p/$p/$p/$p/$p/$p/$p/$p/$p/$p/$p/$p; mkdir -p $q && touch $q/$(printf '%055d' 0)",
+             "which at /etc/skel is a path of 3077 bytes, longer than a path in a layer may be (3072)"),
         ] {
             let folder = "\(layers)/\(name)"
             try BootMachine.shell("mkdir -p '\(folder)' && cd '\(folder)' && " + make)
