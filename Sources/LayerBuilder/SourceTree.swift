@@ -1,6 +1,7 @@
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerEntries
 import LayerSupport
 
 /// A folder that a `files:` entry copies into a layer (`source: files/skel`), read on the host as
@@ -29,16 +30,15 @@ struct SourceTree: Equatable {
     static let entryLimit = 10_000
     /// The files' bytes together, as for one `source:` file.
     static let byteLimit = ReadLimit.fileSource
-    /// A path below the folder, in bytes: a layer's paths end at 3,072 (`PathLimit`).
-    static let pathLimit = 3_072
 
     /// Why a tree cannot be copied, in words that follow "`source` NAME ".
     struct Refused: Error, CustomStringConvertible {
         let description: String
     }
 
-    /// Reads the tree of the folder at `root` (a real path).
-    static func read(_ root: String) throws -> SourceTree {
+    /// Reads the tree of the folder at `root` (a real path), to be copied to `place` in a layer,
+    /// whose paths end at `PathLimit.bytes`.
+    static func read(_ root: String, to place: String) throws -> SourceTree {
         let rootFD = try sys("open", root) { open(root, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         defer { close(rootFD) }
         var tree = SourceTree()
@@ -54,8 +54,11 @@ struct SourceTree: Equatable {
                     throw Refused(description: "holds a name that is not UTF-8 in \(quoted(folder))")
                 }
                 let path = folder.isEmpty ? name : folder + "/" + name
-                guard path.utf8.count <= pathLimit else {
-                    throw Refused(description: "holds a path longer than \(pathLimit) bytes: \(quoted(path))")
+                let length = place.utf8.count + 1 + path.utf8.count
+                guard length <= PathLimit.bytes else {
+                    throw Refused(
+                        description: "holds \(quoted(path)), which at \(clip(place, to: 40)) is a path of \(length) bytes, "
+                            + "longer than a path in a layer may be (\(PathLimit.bytes))")
                 }
                 guard tree.entries.count < entryLimit else {
                     throw Refused(description: "holds more than \(entryLimit) entries (a larger tree belongs in a package)")

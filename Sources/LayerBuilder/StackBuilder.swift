@@ -241,23 +241,11 @@ public final class StackBuilder {
 
     /// The tree of `file`'s source folder at `path`; what cannot be copied is an error at the entry.
     static func sourceTree(_ path: String, of file: FileSpec) throws -> SourceTree {
-        let tree: SourceTree
-        do { tree = try SourceTree.read(path) } catch let refused as SourceTree.Refused {
+        do { return try SourceTree.read(path, to: file.path) } catch let refused as SourceTree.Refused {
             throw LayerFileError("`source` folder \(path) \(refused)", at: file.location)
         } catch {
             throw LayerFileError("reading source folder \(path) failed: \(error)", at: file.location)
         }
-        // Its paths under `path`, found here rather than by the scan once the layer is built.
-        if let deepest = tree.entries.max(by: { $0.path.utf8.count < $1.path.utf8.count }) {
-            let length = file.path.utf8.count + 1 + deepest.path.utf8.count
-            if length > PathLimit.bytes {
-                throw LayerFileError(
-                    "`source` folder \(path) holds `\(PathLimit.shortened(Array(deepest.path.utf8)))`, which at \(clip(file.path, to: 40)) "
-                        + "is a path of \(length) bytes, longer than a path in a layer may be (\(PathLimit.bytes))",
-                    at: file.location)
-            }
-        }
-        return tree
     }
 
     private func repository(_ spec: RepoSpec) throws -> Repository {
