@@ -38,9 +38,10 @@ struct TransportError: Error, CustomStringConvertible {
     var description: String { detail }
 
     /// The server's doing: a redirect to what layerctl does not follow (`file:`, plain HTTP from
-    /// HTTPS, a sixth redirect). Requests name http or https URLs of the registry's own, so only a
-    /// redirect leads to these.
-    var isTheServers: Bool { [CURLE_UNSUPPORTED_PROTOCOL, CURLE_TOO_MANY_REDIRECTS].contains(code) }
+    /// HTTPS, a sixth redirect), or a response that breaks HTTP (a header line with no colon, one
+    /// longer than libcurl takes, headers without end). Requests name http or https URLs of the
+    /// registry's own, so only a redirect leads to the first.
+    var isTheServers: Bool { [CURLE_UNSUPPORTED_PROTOCOL, CURLE_TOO_MANY_REDIRECTS, CURLE_WEIRD_SERVER_REPLY].contains(code) }
 
     /// Worth another try: the server or the path to it may be back in a moment.
     var isTransient: Bool {
@@ -77,6 +78,15 @@ final class HTTPTransfer {
     /// The most a response body kept in memory may hold (a manifest, an error): a server cannot
     /// make the tool take all memory.
     static let bodyLimit = 8 << 20
+
+    /// The most header bytes the responses to one request may have, redirects' included. libcurl
+    /// stops at 300 KiB, but as a failed receive, which is tried again as a dropped connection is;
+    /// below that, it is said as the server's doing. A registry's headers are a few KiB.
+    static let headerLimit = 256 << 10
+
+    /// The longest header line libcurl takes (CURL_MAX_HTTP_HEADER). A longer one fails the
+    /// transfer as "Out of memory", with no message.
+    static let headerLineLimit = 100 << 10
 
     /// Sends `request`. A successful (2xx) response's body goes to `sink` (a non-nil return is the
     /// error to stop with) when there is one; any other body goes into the response, up to
@@ -146,7 +156,13 @@ final class HTTPTransfer {
         if let error = context.sinkError { throw error }
         guard result == CURLE_OK else {
             let detail = String(decoding: UnsafeBufferPointer(start: errorBuffer, count: strlen(errorBuffer)).map(UInt8.init(bitPattern:)), as: UTF8.self)
-            throw TransportError(code: result, detail: detail.isEmpty ? String(cString: curl_easy_strerror(result)) : detail)
+            if result == CURLE_OUT_OF_MEMORY, detail.isEmpty, context.inHeaders {
+                throw TransportError(
+                    code: CURLE_WEIRD_SERVER_REPLY,
+                    detail: "the response has a header line longer than libcurl takes (\(HTTPTransfer.headerLineLimit >> 10) KiB)")
+            }
+            let said = detail.isEmpty ? String(cString: curl_easy_strerror(result)) : detail
+            throw TransportError(code: result, detail: result == CURLE_WEIRD_SERVER_REPLY ? "the answer breaks HTTP: " + said : said)
         }
         var code = 0
         _ = lc_curl_get_long(curl, CURLINFO_RESPONSE_CODE, &code)
@@ -163,6 +179,11 @@ private final class TransferContext {
     var body = Data()
     /// The status of the response being received.
     var status = 0
+    /// Whether its headers are being received: its status line came, the blank line after its
+    /// headers not yet.
+    var inHeaders = false
+    /// The header bytes of every response so far.
+    var headerBytes = 0
     let source: HTTPRequest.Body
     var position: Int64 = 0
     var remaining: Int64
@@ -204,12 +225,21 @@ private func receiveBody(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ 
 private func receiveHeader(_ buffer: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?) -> Int {
     guard let buffer, let context else { return 0 }
     let transfer = Unmanaged<TransferContext>.fromOpaque(context).takeUnretainedValue()
+    transfer.headerBytes += size * count
+    guard transfer.headerBytes <= HTTPTransfer.headerLimit else {
+        transfer.sinkError = TransportError(
+            code: CURLE_WEIRD_SERVER_REPLY, detail: "the response's headers pass \(HTTPTransfer.headerLimit >> 10) KiB")
+        return 0
+    }
     let line = String(decoding: UnsafeRawBufferPointer(start: buffer, count: size * count), as: UTF8.self)
     if line.hasPrefix("HTTP/") {
         // A new response (after a redirect or a 100 Continue): only the last one's headers count.
         transfer.headers = []
         transfer.body = Data()
         transfer.status = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        transfer.inHeaders = true
+    } else if line == "\r\n" || line == "\n" {
+        transfer.inHeaders = false
     } else if let colon = line.firstIndex(of: ":") {
         let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
         let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)

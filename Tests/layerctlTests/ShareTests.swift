@@ -732,6 +732,33 @@ extension ShareTests {
         }
     }
 
+    /// libcurl bounds what a server's headers may take, but said it as the system's failure: exit 8
+    /// and "Out of memory" for one endless header line; "Too large response headers", a failed
+    /// receive, tried five times over 7.5 s, for endless header lines. A line that is no header
+    /// was exit 8 too. Each is the registry's doing: one line, exit 3, one request.
+    @Test("a registry whose answer breaks HTTP (endless headers, an endless header line, a line that is no header) is refused at once as the registry's fault")
+    func brokenHTTP() throws {
+        for (answer, said) in [
+            ("endless-headers", "the response's headers pass 256 KiB"),
+            ("endless-line", "the response has a header line longer than libcurl takes (100 KiB)"),
+            ("no-colon", "the answer breaks HTTP: Header without colon"),
+        ] {
+            let server = try PythonHelper("broken-http-server.py", folderName: "broken-http") {
+                ["--port-file", $0 + "/port", "--count-file", $0 + "/count", "--answer", answer]
+            }
+            defer { server.stop() }
+            let store = try Harness.temporaryDirectory("broken-http-store")
+            let pull = try Harness.run(["pull", "127.0.0.1:\(server.port)/steve/base:1", "--store", store])
+            #expect(pull.status == 3, "\(answer): \(pull.stderr)")
+            #expect(pull.stderr.hasPrefix("layerctl: GET http://127.0.0.1:\(server.port)/v2/"), "\(answer): \(pull.stderr)")
+            #expect(pull.stderr.contains(said), "\(answer): \(pull.stderr)")
+            #expect(pull.stderr.split(separator: "\n").count == 1, "\(answer): \(pull.stderr)")
+            #expect(pull.stderr.count < 300, "\(answer): \(pull.stderr)")
+            let requests = try String(contentsOfFile: server.folder + "/count", encoding: .utf8)
+            #expect(requests == "1", "\(answer): the registry was asked \(requests) times")
+        }
+    }
+
     @Test("stage REF of an image with no kernel: one error, nothing staged, its layers stored whole, nothing left in tmp/")
     func stageReferenceWithoutKernel() throws {
         let store = try Self.builtDemo()
