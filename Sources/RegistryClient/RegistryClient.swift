@@ -322,11 +322,16 @@ public final class RegistryClient {
     }
 
     /// One request: with the credentials this registry asked for; on a 401, the challenge is met
-    /// (a bearer token fetched, or basic auth taken up) and the request sent once more.
+    /// (a bearer token fetched, or basic auth taken up) and the request sent once more. A request
+    /// to another server (an upload location on object storage) goes without them, as a redirect
+    /// does (libcurl's rule): a password or token is for the registry it was given for.
     private func sendOnce(
         _ request: HTTPRequest, scopes: [String], what: String,
         sink: ((UnsafeRawBufferPointer) -> (any Error)?)? = nil, sent: ((Int) -> Void)? = nil
     ) throws -> HTTPResponse {
+        guard let origin = Self.origin(request.url), origin == Self.origin(base) else {
+            return try perform(request, sink: sink, sent: sent)
+        }
         var authorized = request
         if let header = authorization(scopes) { authorized.headers.append("Authorization: " + header) }
         var response = try perform(authorized, sink: sink, sent: sent)
@@ -356,6 +361,15 @@ public final class RegistryClient {
             throw Transient(reason: "the registry answered \(response.status)\(Self.errorSummary(response))")
         }
         return response
+    }
+
+    /// The scheme, host and port of `url`, lowercased, the port given when it is the scheme's own:
+    /// what a URL must share with the registry's to be sent its credentials.
+    static func origin(_ url: String) -> String? {
+        guard let parts = URLComponents(string: url), let scheme = parts.scheme?.lowercased(), let host = parts.host?.lowercased()
+        else { return nil }
+        let port = parts.port ?? (scheme == "https" ? 443 : 80)
+        return "\(scheme)://\(host):\(port)"
     }
 
     private func authorization(_ scopes: [String]) -> String? {

@@ -175,6 +175,44 @@ struct ShareTests {
         #expect(rootOwn.status == 3 && rootOwn.stderr.contains("/root-home/.docker/config.json"), "\(rootOwn.stderr)")
     }
 
+    /// A registry on object storage gives upload locations on another server. The push sent that
+    /// server the user's password with each upload (basic auth, so in every request), as it sent
+    /// the registry: libcurl keeps credentials from a redirect's host, but an upload location is
+    /// no redirect.
+    @Test("credentials go to the registry alone: an upload location on another server gets none, and the push completes")
+    func uploadElsewhere() throws {
+        let store = try Self.builtDemo()
+        let server = try PythonHelper("upload-elsewhere-registry.py", folderName: "upload-elsewhere") {
+            ["--port-file", $0 + "/port", "--storage-port-file", $0 + "/storage-port", "--log", $0 + "/log", "--user", "steve:right horse battery"]
+        }
+        defer { server.stop() }
+        let auth = Data("steve:right horse battery".utf8).base64EncodedString()
+        try #"{"auths":{"127.0.0.1:\#(server.port)":{"auth":"\#(auth)"}}}"#.write(
+            toFile: server.folder + "/auth.json", atomically: false, encoding: .utf8)
+        let push = try Harness.run(
+            ["push", "base", "127.0.0.1:\(server.port)/steve/base:v1", "--store", store],
+            environment: ["REGISTRY_AUTH_FILE": server.folder + "/auth.json"])
+        #expect(push.status == 0, "\(push.stderr)")
+        struct Request: Decodable {
+            var server: String
+            var method: String
+            var path: String
+            var authorization: Bool
+        }
+        let requests = try String(contentsOfFile: server.folder + "/log", encoding: .utf8).split(separator: "\n")
+            .map { try JSONDecoder().decode(Request.self, from: Data($0.utf8)) }
+        let stored = requests.filter { $0.server == "storage" }
+        #expect(stored.contains { $0.method == "PUT" }, "no upload reached the storage server: \(requests)")
+        #expect(stored.allSatisfy { !$0.authorization }, "credentials went to the storage server: \(stored)")
+        #expect(requests.contains { $0.server == "registry" && $0.method == "PUT" && $0.authorization }, "\(requests)")
+        // The same server, however its URL is spelled; another port or scheme is another server.
+        #expect(RegistryClient.origin("https://Registry.Example.com:443/v2/x/blobs/uploads/1") == RegistryClient.origin("https://registry.example.com"))
+        #expect(RegistryClient.origin("http://127.0.0.1:80/v2/") == RegistryClient.origin("http://127.0.0.1"))
+        #expect(RegistryClient.origin("http://127.0.0.1:5001/v2/") != RegistryClient.origin("http://127.0.0.1:5000"))
+        #expect(RegistryClient.origin("http://registry.example.com/v2/") != RegistryClient.origin("https://registry.example.com"))
+        #expect(RegistryClient.origin("/v2/relative") == nil)
+    }
+
     @Test("bytes that do not match their digest, a manifest naming a missing blob, a hostile layer: refused, nothing stored")
     func faults() throws {
         let store = try Self.builtDemo()
