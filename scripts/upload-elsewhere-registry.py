@@ -10,6 +10,8 @@ on object storage do. Only what a push needs is served.
 --log                a line of JSON per request: which server, the method, the path, and whether
                      it carried an Authorization header (never its value).
 --user               the one user the registry takes; the storage server asks for nothing.
+--presigned          upload locations as object storage presigns them: https, with a signature
+                     in the query (the storage server speaks plain HTTP, so no upload gets there).
 """
 import argparse
 import base64
@@ -25,7 +27,11 @@ arguments.add_argument("--port-file", required=True)
 arguments.add_argument("--storage-port-file", required=True)
 arguments.add_argument("--log", required=True)
 arguments.add_argument("--user", required=True)
+arguments.add_argument("--presigned", action="store_true")
 options = arguments.parse_args()
+
+# What a presigned location carries: a credential of its own, for as long as it lasts.
+SIGNATURE = "X-Amz-Signature=5ecre7516a7ure"
 
 expected = "Basic " + base64.b64encode(options.user.encode()).decode()
 blobs = set()
@@ -87,7 +93,10 @@ class Registry(Handler):
             upload = str(uuid.uuid4())
             with lock:
                 uploads[upload] = b""
-            location = "http://127.0.0.1:%d/uploads/%s" % (ports["storage"], upload)
+            if options.presigned:
+                location = "https://127.0.0.1:%d/uploads/%s?%s" % (ports["storage"], upload, SIGNATURE)
+            else:
+                location = "http://127.0.0.1:%d/uploads/%s" % (ports["storage"], upload)
             self.answer(202, [("Location", location), ("Range", "0-0")])
         elif self.command == "PUT" and "manifests" in parts:
             digest = "sha256:" + hashlib.sha256(sent).hexdigest()

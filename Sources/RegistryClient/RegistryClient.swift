@@ -355,12 +355,20 @@ public final class RegistryClient {
         } catch let error as TransportError where error.isTransient {
             throw Transient(reason: error.detail)
         } catch let error as TransportError {
-            throw RegistryError(error.isTheServers ? .input : .system, "\(request.method) \(request.url) failed", cause: Reason(error.detail))
+            throw RegistryError(
+                error.isTheServers ? .input : .system, "\(request.method) \(Self.shown(request.url)) failed", cause: Reason(error.detail))
         }
         if response.status >= 500 || response.status == 429 {
             throw Transient(reason: "the registry answered \(response.status)\(Self.errorSummary(response))")
         }
         return response
+    }
+
+    /// `url` as a message shows it: without its query, which may carry a signature (an upload
+    /// location on object storage is often a presigned URL) or a token; `?…` says there was one.
+    static func shown(_ url: String) -> String {
+        guard let question = url.firstIndex(of: "?") else { return url }
+        return url[..<question] + "?…"
     }
 
     /// The scheme, host and port of `url`, lowercased, the port given when it is the scheme's own:

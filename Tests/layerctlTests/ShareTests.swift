@@ -179,20 +179,27 @@ struct ShareTests {
     /// server the user's password with each upload (basic auth, so in every request), as it sent
     /// the registry: libcurl keeps credentials from a redirect's host, but an upload location is
     /// no redirect.
-    @Test("credentials go to the registry alone: an upload location on another server gets none, and the push completes")
+    @Test("credentials go to the registry alone: an upload location on another server gets none, and the push completes; a presigned location's signature is never shown")
     func uploadElsewhere() throws {
         let store = try Self.builtDemo()
-        let server = try PythonHelper("upload-elsewhere-registry.py", folderName: "upload-elsewhere") {
-            ["--port-file", $0 + "/port", "--storage-port-file", $0 + "/storage-port", "--log", $0 + "/log", "--user", "steve:right horse battery"]
+        /// A push of the demo's base to a new upload-elsewhere registry (`arguments` added), as
+        /// its one user; the server, for its log, and what the push printed.
+        func push(_ arguments: [String] = []) throws -> (PythonHelper, Harness.Result) {
+            let server = try PythonHelper("upload-elsewhere-registry.py", folderName: "upload-elsewhere") {
+                ["--port-file", $0 + "/port", "--storage-port-file", $0 + "/storage-port", "--log", $0 + "/log", "--user", "steve:right horse battery"]
+                    + arguments
+            }
+            let auth = Data("steve:right horse battery".utf8).base64EncodedString()
+            try #"{"auths":{"127.0.0.1:\#(server.port)":{"auth":"\#(auth)"}}}"#.write(
+                toFile: server.folder + "/auth.json", atomically: false, encoding: .utf8)
+            let pushed = try Harness.run(
+                ["push", "base", "127.0.0.1:\(server.port)/steve/base:v1", "--store", store],
+                environment: ["REGISTRY_AUTH_FILE": server.folder + "/auth.json"])
+            return (server, pushed)
         }
+        let (server, pushed) = try push()
         defer { server.stop() }
-        let auth = Data("steve:right horse battery".utf8).base64EncodedString()
-        try #"{"auths":{"127.0.0.1:\#(server.port)":{"auth":"\#(auth)"}}}"#.write(
-            toFile: server.folder + "/auth.json", atomically: false, encoding: .utf8)
-        let push = try Harness.run(
-            ["push", "base", "127.0.0.1:\(server.port)/steve/base:v1", "--store", store],
-            environment: ["REGISTRY_AUTH_FILE": server.folder + "/auth.json"])
-        #expect(push.status == 0, "\(push.stderr)")
+        #expect(pushed.status == 0, "\(pushed.stderr)")
         struct Request: Decodable {
             var server: String
             var method: String
@@ -211,6 +218,15 @@ struct ShareTests {
         #expect(RegistryClient.origin("http://127.0.0.1:5001/v2/") != RegistryClient.origin("http://127.0.0.1:5000"))
         #expect(RegistryClient.origin("http://registry.example.com/v2/") != RegistryClient.origin("https://registry.example.com"))
         #expect(RegistryClient.origin("/v2/relative") == nil)
+
+        // A presigned location's signature is a credential too: a failure names the location
+        // without its query. (The storage server speaks no TLS, so the upload fails.)
+        let (presigned, failed) = try push(["--presigned"])
+        defer { presigned.stop() }
+        #expect(failed.status == 8, "\(failed.stderr)")
+        #expect(failed.stderr.contains("PUT https://127.0.0.1:") && failed.stderr.contains("/uploads/"), "\(failed.stderr)")
+        #expect(failed.stderr.contains("?… failed"), "\(failed.stderr)")
+        #expect(!failed.stderr.contains("5ecre7516a7ure"), "\(failed.stderr)")
     }
 
     @Test("bytes that do not match their digest, a manifest naming a missing blob, a hostile layer: refused, nothing stored")
