@@ -67,8 +67,8 @@ CONF
 : >"$work/ours"; : >"$work/pacman"; : >"$work/pacman-sync"; : >"$work/pacman-hash"
 cold_runs=$((runs < 10 ? 10 : runs))
 # The shared disk keeps the history of what ran before: its ext4 has no journal, and such an ext4
-# skips the inodes freed in the last minutes (up to five while their table blocks are unwritten)
-# on every file it creates, a scan that cost either tool's runs up to half their CPU. An
+# skips the inodes freed in the last minute (six while their table blocks are unwritten) on
+# every file it creates, a scan that cost either tool's runs up to half their CPU. An
 # invocation right after another one, which deletes its runs at its end, measured pacman at
 # 0.44-0.49 s of CPU against 0.34 s, and every ratio moved with it. A filesystem made for the
 # runs has no such history, and goes when they end, with nothing to delete.
