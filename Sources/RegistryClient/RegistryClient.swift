@@ -74,6 +74,10 @@ public final class RegistryClient {
         return "https://" + apiHost
     }()
 
+    /// `base`'s scheme, host and port (`origin`): what a request's URL must share to be sent the
+    /// credentials.
+    private lazy var registryOrigin = Self.origin(base)
+
     /// The system's CA certificates and the registry's own, when it has a folder in
     /// `options.certificateFolders`; nil (the system's alone) when it has none.
     static func certificates(for registry: String, options: RegistryOptions) throws -> Data? {
@@ -329,7 +333,7 @@ public final class RegistryClient {
         _ request: HTTPRequest, scopes: [String], what: String,
         sink: ((UnsafeRawBufferPointer) -> (any Error)?)? = nil, sent: ((Int) -> Void)? = nil
     ) throws -> HTTPResponse {
-        guard let origin = Self.origin(request.url), origin == Self.origin(base) else {
+        guard let origin = Self.origin(request.url), origin == registryOrigin else {
             return try perform(request, sink: sink, sent: sent)
         }
         var authorized = request
