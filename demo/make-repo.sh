@@ -41,7 +41,8 @@ mkdir -p "$out/debs"
 # --- Debian packages -------------------------------------------------------------------------
 debs=(busybox-static libc6 libcrypt1 zlib1g perl-base perl-modules-5.36 libperl5.36 perl
       passwd login libaudit1 libaudit-common libcap-ng0 libselinux1 libpcre2-8-0 libsemanage2 libsemanage-common
-      libsepol2 libbz2-1.0 libpam0g)
+      libsepol2 libbz2-1.0 libpam0g fontconfig fontconfig-config libfontconfig1 libfreetype6 libexpat1
+      libpng16-16 libbrotli1 libuuid1 fonts-dejavu-core)
 missing=()
 for d in "${debs[@]}"; do
     compgen -G "$out/debs/${d}_*.deb" >/dev/null || missing+=("$d")
@@ -301,6 +302,19 @@ build_packages() {
     pack "$dest" "$p"
     p="$work/guarded"; pkginfo "$p" guarded 1.0-1 any "What hook-guard refuses"
     mkdir -p "$p/usr/share/guarded"; echo guarded >"$p/usr/share/guarded/README"; pack "$dest" "$p"
+
+    # Fonts as Arch has them: fontconfig ships a hook that runs `fc-cache -s` after a transaction
+    # that changes /usr/share/fonts, which makes a cache of each font folder in /var/cache/fontconfig.
+    p="$work/fontconfig"; pkginfo "$p" fontconfig 2.14.1-1 x86_64 "Font configuration and fc-cache from Debian" \
+        depend=glibc depend=zlib
+    unpack_debs "$p" fontconfig fontconfig-config libfontconfig1 libfreetype6 libexpat1 libpng16-16 libbrotli1 libuuid1
+    mkdir -p "$p/usr/share/libalpm/hooks" "$p/var/cache/fontconfig"
+    printf '%s\n' '[Trigger]' 'Type = Path' 'Operation = Install' 'Operation = Upgrade' 'Operation = Remove' \
+        'Target = usr/share/fonts/*' '' '[Action]' 'Description = Updating the font cache...' 'When = PostTransaction' \
+        'Exec = /usr/bin/fc-cache -s' >"$p/usr/share/libalpm/hooks/fontconfig.hook"
+    pack "$dest" "$p"
+    p="$work/ttf-dejavu"; pkginfo "$p" ttf-dejavu 2.37-1 any "DejaVu fonts from Debian" depend=fontconfig
+    unpack_debs "$p" fonts-dejavu-core; pack "$dest" "$p"
 
     # A program with a file capability, as iputils' ping has cap_net_raw: bsdtar keeps it in the
     # package (SCHILY.xattr.security.capability), libalpm restores it.

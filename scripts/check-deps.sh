@@ -56,9 +56,10 @@ command_words() {
         }'
 }
 
-# Commands that run somewhere else than this machine (in a VM the tests boot), or only where their
-# package is there by definition: install-deps.sh runs systemctl only when systemd is the init system.
-elsewhere=(poweroff reboot systemctl)
+# Commands that run somewhere else than this machine (in a VM the tests boot, or chrooted in an
+# image a test built: fc-cache is the demo repository's fontconfig), or only where their package is
+# there by definition: install-deps.sh runs systemctl only when systemd is the init system.
+elsewhere=(poweroff reboot systemctl fc-cache)
 
 found=$(mktemp)
 trap 'rm -f "$found"' EXIT

@@ -73,6 +73,8 @@ extension AlpmHandle {
                 currentPackage = nil
                 observer?(.packageFinished(.init(op.operation), name: name, version: version))
             }
+        case ALPM_EVENT_HOOK_START where event.pointee.hook.when == ALPM_HOOK_POST_TRANSACTION:
+            beforePostTransactionHooks?()
         case ALPM_EVENT_HOOK_RUN_START:
             let run = event.pointee.hook_run
             let name = string(run.name) ?? "?"

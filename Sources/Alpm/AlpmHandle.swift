@@ -8,6 +8,10 @@ public final class AlpmHandle {
     let raw: OpaquePointer
     /// Receives every event, progress report and log line of this handle.
     public var observer: ((AlpmEvent) -> Void)?
+    /// Called when a commit has written every package and is about to run the post-transaction
+    /// hooks it triggered (`ALPM_EVENT_HOOK_START` of `ALPM_HOOK_POST_TRANSACTION`); not called when
+    /// it triggered none. What it changes in the root, the hooks see.
+    public var beforePostTransactionHooks: (() -> Void)?
     /// Errors libalpm logged while a package operation ran; a scriptlet failure appears only here.
     var operationErrors: [(package: String, message: String)] = []
     var currentPackage: String?

@@ -49,6 +49,7 @@ extension BuilderChild {
             events.send(BuildEvent(alpm: event, layer: job.layerName))
         }
         defer { flush() }
+        handle.beforePostTransactionHooks = { settleFolderTimes(epoch: job.sourceDateEpoch) }
         var added: [PackageFile] = []
         var removed: [InstalledPackage] = []
         if !job.install.isEmpty || !job.remove.isEmpty || job.sysupgrade == true {

@@ -237,13 +237,19 @@ struct Normaliser {
             }
             attributes.removeAll { Self.isBookkeeping($0.name) }
         }
-        let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
-        if Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 {
-            var times = [timespec(tv_sec: 0, tv_nsec: lc_utime_omit), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
+        if var times = Self.settledTimes(st, epoch: epoch) {
             try sys("set time of", RawPath.string(place.path)) {
                 RawPath.with(place.name) { utimensat(place.folder, $0, &times, AT_SYMLINK_NOFOLLOW) }
             }
-            st.st_mtim = timespec(tv_sec: Int(mtime), tv_nsec: 0)
+            st.st_mtim = times[1]
         }
+    }
+
+    /// The times `utimensat` sets an entry of `st` to in a layer of `epoch` (the access time left
+    /// as it is, the mtime clamped to the epoch, whole seconds), or nil when it has them already.
+    static func settledTimes(_ st: stat, epoch: Int64) -> [timespec]? {
+        let mtime = min(Int64(st.st_mtim.tv_sec), epoch)
+        guard Int64(st.st_mtim.tv_sec) != mtime || st.st_mtim.tv_nsec != 0 else { return nil }
+        return [timespec(tv_sec: 0, tv_nsec: lc_utime_omit), timespec(tv_sec: Int(mtime), tv_nsec: 0)]
     }
 }

@@ -446,4 +446,43 @@ struct ArchPackageTests {
         #expect(Set(keys).count == 3)
         #expect(try Store(root: store).record(keys[1]).parent == keys[0] && Store(root: store).record(keys[2]).parent == keys[0])
     }
+
+    @Test("fontconfig's hook leaves a cache of each font folder that the booted image finds valid, the same bytes from any build")
+    func fontCache() throws {
+        let folder = try Harness.temporaryDirectory("fonts")
+        try Harness.demoRoot(["filesystem", "busybox", "glibc", "fontconfig"]).write(
+            toFile: folder + "/base.yaml", atomically: false, encoding: .utf8)
+        // As on Arch: the fonts come in a layer above fontconfig, whose hook runs `fc-cache -s` then.
+        try "from: base\npackages: [ttf-dejavu]\n".write(toFile: folder + "/fonts.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let image = folder + "/fonts.squashfs"
+        let built = try Harness.run(["build", folder + "/fonts.yaml", "--store", store, "-o", image])
+        #expect(built.status == 0, "\(built.stderr)")
+        #expect(built.stderr.contains("fonts: hook fontconfig.hook: Updating the font cache... (1/1)\n"), "\(built.stderr)")
+        // One cache for each of /usr/share/fonts, its truetype and truetype/dejavu. fc-cache keeps a
+        // cache only while its folder has the time it holds, and deletes it in the same run when not.
+        let caches = try FileManager.default.contentsOfDirectory(atPath: try tree(store, "fonts") + "/var/cache/fontconfig")
+        #expect(caches.filter { $0.hasSuffix("-le64.cache-8") }.count == 3, "\(caches)")
+        // The booted image's fontconfig (no SOURCE_DATE_EPOCH there) reads them as they are. For a
+        // folder without a valid cache it scans every font again, at every boot, and here, on the
+        // read-only image, fails to write the cache (exit 3).
+        let mounted = try KernelMount.squashfs(image)
+        defer { KernelMount.unmount(mounted) }
+        let check = try KernelMount.run("/usr/bin/env", ["-u", "SOURCE_DATE_EPOCH", "chroot", mounted, "/usr/bin/fc-cache", "-s", "-v"])
+        #expect(check.status == 0, "\(check.output)")
+        for dir in ["/usr/share/fonts", "/usr/share/fonts/truetype", "/usr/share/fonts/truetype/dejavu"] {
+            #expect(check.output.contains("\(dir): skipping, existing cache is valid"), "\(check.output)")
+        }
+
+        // The caches hold folder times, not the time of the build: a build a second later in another
+        // store makes the same tree.
+        sleep(1)
+        let again = try Harness.temporaryDirectory("store")
+        let second = try Harness.run(["build", folder + "/fonts.yaml", "--store", again])
+        #expect(second.status == 0, "\(second.stderr)")
+        let first = try Store(root: store), other = try Store(root: again)
+        let key = try #require(try first.ref("fonts"))
+        #expect(try other.ref("fonts") == key)
+        #expect(try first.record(key).treeDigest == other.record(key).treeDigest)
+    }
 }
