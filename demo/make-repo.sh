@@ -316,6 +316,12 @@ build_packages() {
     p="$work/ttf-dejavu"; pkginfo "$p" ttf-dejavu 2.37-1 any "DejaVu fonts from Debian" depend=fontconfig
     unpack_debs "$p" fonts-dejavu-core; pack "$dest" "$p"
 
+    # A stand-in for systemd: its manager's path, which is how a layer knows the stack boots with
+    # systemd (the builder then stamps /etc/.updated and /var/.updated).
+    p="$work/systemd"; pkginfo "$p" systemd 252-1 x86_64 "A stand-in for systemd: its manager, which says hello" depend=sh
+    mkdir -p "$p/usr/lib/systemd"; printf '#!/bin/sh\necho "systemd stand-in"\n' >"$p/usr/lib/systemd/systemd"
+    chmod 0755 "$p/usr/lib/systemd/systemd"; pack "$dest" "$p"
+
     # A program with a file capability, as iputils' ping has cap_net_raw: bsdtar keeps it in the
     # package (SCHILY.xattr.security.capability), libalpm restores it.
     p="$work/capped"; pkginfo "$p" capped 1.0-1 any "A program with cap_net_raw=ep, as ping has" depend=sh

@@ -17,6 +17,7 @@ packages=(
     docker-registry apache2-utils skopeo python3 python3-cryptography curl openssl              # registry tests and benchmark
     python3-jsonschema                                                                          # SBOM schema tests
     archlinux-keyring                                                                           # a keyring as pacman-key makes it on Arch
+    systemd                                                                                     # systemd-analyze judges an image's update stamps
 )
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done

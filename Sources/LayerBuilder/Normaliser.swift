@@ -65,7 +65,33 @@ struct Normaliser {
         let logs = try removeUnownedLogs()
         if !logs.isEmpty { notes.append("removed from /var/log, which no package owns: " + logs.joined(separator: ", ")) }
         try fixInstallDates()
+        try stampUpdates()
         return notes
+    }
+
+    /// What `stampUpdates` writes.
+    static let updateStamp = "# Written by layerctl when it built the layer: the units with ConditionNeedsUpdate= need not run.\n"
+
+    /// systemd runs the units with `ConditionNeedsUpdate=` (ldconfig, the hwdb's and the journal
+    /// catalog's updates) at a boot that finds /usr newer than `/etc/.updated` or `/var/.updated`,
+    /// and `systemd-update-done` then writes those stamps. A booted image forgets them with the
+    /// rest of what a boot writes, so every boot would do that work again, though libalpm and the
+    /// packages' hooks did it when the layer was built. So a layer that changed /usr, in a stack
+    /// with systemd, holds both stamps, as new as its /usr once the scan settles their times (or
+    /// newer, under an epoch to come). Written only in a folder the layer has: a layer that
+    /// changed /usr but not /etc keeps the stamp of the layer below, of the same epoch.
+    private func stampUpdates() throws {
+        let hasSystemd = (lowerTrees + [tree]).contains { Self.regularFileSize("usr/lib/systemd/systemd", in: $0) != nil }
+        guard isRealDirectory("usr"), hasSystemd else { return }
+        for folder in ["etc", "var"] where isRealDirectory(folder) {
+            let relative = folder + "/.updated"
+            var st = stat()
+            if lstat(tree + "/" + relative, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR { continue }
+            // Never through what a step left there (a symlink to a host file): it goes first.
+            removeFile(relative)
+            try FileSystem.writeFile(Data(Self.updateStamp.utf8), to: tree + "/" + relative)
+            try sys("set the mode of", tree + "/" + relative) { chmod(tree + "/" + relative, 0o644) }
+        }
     }
 
     static let uninitialized = "uninitialized\n"

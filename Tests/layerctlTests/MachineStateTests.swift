@@ -1,5 +1,6 @@
 import Foundation
 import LayerStore
+import LayerSupport
 import Testing
 
 /// What Arch systems make anew on every install is kept out of layers by default (the README's
@@ -169,6 +170,87 @@ struct MachineStateTests {
         #expect(inTar == inImage, "only in tar: \(inTar.subtracting(inImage)), only in the image: \(inImage.subtracting(inTar))")
         try Harness.expectValidStore(store)
     }
+
+    /// systemd's own `ConditionNeedsUpdate=` check, run by `systemd-analyze condition` on this
+    /// machine as a boot of the image would: in a mount namespace, with writable copies of the
+    /// image's /etc and /var on /etc and /var (a boot's are the tmpfs overlay's), and /usr with
+    /// this machine's files but the image's /usr time (an overlay whose top layer is an empty folder
+    /// of that time). "succeeded" means the units would run at every boot.
+    func needsUpdate(_ image: String) throws -> String {
+        let mounted = try KernelMount.squashfs(image)
+        defer { KernelMount.unmount(mounted) }
+        var st = stat()
+        guard lstat(mounted + "/usr", &st) == 0 else { throw SystemError("inspect", mounted + "/usr") }
+        let work = try Harness.temporaryDirectory("needs-update")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let script = """
+            set -eu
+            cp -a '\(mounted)/etc' '\(work)/etc'
+            cp -a '\(mounted)/var' '\(work)/var'
+            mkdir '\(work)/usr-time'
+            touch -d @\(st.st_mtim.tv_sec) '\(work)/usr-time'
+            mount --make-rprivate /
+            mount -t overlay overlay -o 'lowerdir=\(work)/usr-time:/usr' /usr
+            mount --bind '\(work)/etc' /etc
+            mount --bind '\(work)/var' /var
+            for folder in /etc /var; do
+                systemd-analyze condition "ConditionNeedsUpdate=$folder" 2>&1 | grep ConditionNeedsUpdate || true
+            done
+            """
+        let checked = try KernelMount.run("/usr/bin/unshare", ["-m", "/bin/sh", "-c", script])
+        #expect(checked.status == 0, "\(checked.output)")
+        return checked.output
+    }
+
+    @Test("a layer that changes /usr in a stack with systemd stamps /etc/.updated and /var/.updated, so the booted image's ConditionNeedsUpdate= units do not run at every boot; a stack without systemd gets none")
+    func updateStamps() throws {
+        let folder = try Harness.temporaryDirectory("stamps")
+        try Harness.demoRoot(["filesystem", "busybox", "glibc", "systemd"]).write(
+            toFile: folder + "/base.yaml", atomically: false, encoding: .utf8)
+        try "from: base\npackages: [demo-data]\n".write(toFile: folder + "/top.yaml", atomically: false, encoding: .utf8)
+        try Harness.demoRoot(["filesystem", "busybox", "glibc"]).write(
+            toFile: folder + "/plain.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        for name in ["top", "plain"] {
+            let built = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store, "-o", "\(folder)/\(name).squashfs"])
+            #expect(built.status == 0, "\(built.stderr)")
+        }
+        let stamped = try needsUpdate(folder + "/top.squashfs")
+        for condition in ["/etc", "/var"] {
+            #expect(stamped.contains("ConditionNeedsUpdate=\(condition) failed."), "\(stamped)")
+        }
+        for layer in ["base", "plain"] {
+            let key = try #require(try Store(root: store).ref(layer))
+            let tree = "\(store)/layers/\(key)/tree"
+            for stamp in ["/etc/.updated", "/var/.updated"] {
+                let text = try? String(contentsOfFile: tree + stamp, encoding: .utf8)
+                #expect((text?.hasPrefix("# Written by layerctl") ?? false) == (layer == "base"), "\(layer)\(stamp): \(text ?? "none")")
+            }
+        }
+        // Without them, as the image without systemd is: systemd would run the units.
+        let plain = try needsUpdate(folder + "/plain.squashfs")
+        #expect(plain.contains("ConditionNeedsUpdate=/etc succeeded."), "\(plain)")
+
+        // A step that leaves the stamps as symlinks to host files: replaced, never followed.
+        let victim = try Harness.temporaryDirectory("stamp-victim")
+        for name in ["etc", "var"] { try Data("precious\n".utf8).write(to: URL(fileURLWithPath: "\(victim)/\(name)")) }
+        try """
+            from: base
+            run:
+              - touch /usr/changed
+              - rm -f /etc/.updated /var/.updated
+              - ln -s \(victim)/etc /etc/.updated && ln -s \(victim)/var /var/.updated
+            """.write(toFile: folder + "/linked.yaml", atomically: false, encoding: .utf8)
+        let linked = try Harness.run(["build", folder + "/linked.yaml", "--store", store])
+        #expect(linked.status == 0, "\(linked.stderr)")
+        let tree = try Store(root: store).tree(try #require(try Store(root: store).ref("linked")))
+        for name in ["etc", "var"] {
+            #expect(FileManager.default.contents(atPath: "\(victim)/\(name)") == Data("precious\n".utf8), "\(name)")
+            let text = try? String(contentsOfFile: "\(tree)/\(name)/.updated", encoding: .utf8)
+            #expect(text?.hasPrefix("# Written by layerctl") == true, "\(name): \(text ?? "none")")
+            #expect(!FileSystemProbe.isSymlink("\(tree)/\(name)/.updated"))
+        }
+    }
 }
 
 /// lstat, which does not follow a symlink at the end.
@@ -176,5 +258,10 @@ enum FileSystemProbe {
     static func exists(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0
+    }
+
+    static func isSymlink(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFLNK
     }
 }
