@@ -42,7 +42,8 @@ mkdir -p "$out/debs"
 debs=(busybox-static libc6 libcrypt1 zlib1g perl-base perl-modules-5.36 libperl5.36 perl
       passwd login libaudit1 libaudit-common libcap-ng0 libselinux1 libpcre2-8-0 libsemanage2 libsemanage-common
       libsepol2 libbz2-1.0 libpam0g fontconfig fontconfig-config libfontconfig1 libfreetype6 libexpat1
-      libpng16-16 libbrotli1 libuuid1 fonts-dejavu-core)
+      libpng16-16 libbrotli1 libuuid1 fonts-dejavu-core systemd libsystemd-shared libacl1 libapparmor1 libblkid1
+      libcap2 libgcrypt20 libgpg-error0 libip4tc2 libkmod2 liblz4-1 liblzma5 libmount1 libseccomp2 libssl3 libzstd1)
 missing=()
 for d in "${debs[@]}"; do
     compgen -G "$out/debs/${d}_*.deb" >/dev/null || missing+=("$d")
@@ -316,11 +317,14 @@ build_packages() {
     p="$work/ttf-dejavu"; pkginfo "$p" ttf-dejavu 2.37-1 any "DejaVu fonts from Debian" depend=fontconfig
     unpack_debs "$p" fonts-dejavu-core; pack "$dest" "$p"
 
-    # A stand-in for systemd: its manager's path, which is how a layer knows the stack boots with
-    # systemd (the builder then stamps /etc/.updated and /var/.updated).
-    p="$work/systemd"; pkginfo "$p" systemd 252-1 x86_64 "A stand-in for systemd: its manager, which says hello" depend=sh
-    mkdir -p "$p/usr/lib/systemd"; printf '#!/bin/sh\necho "systemd stand-in"\n' >"$p/usr/lib/systemd/systemd"
-    chmod 0755 "$p/usr/lib/systemd/systemd"; pack "$dest" "$p"
+    # systemd from Debian, its manager and tools with the libraries shadow does not hold; like Arch's,
+    # its install scriptlet gives the machine an id, which the builder takes out of the layer.
+    p="$work/systemd"; pkginfo "$p" systemd 252-1 x86_64 "systemd from Debian: the manager, its units and tools" \
+        depend=glibc depend=shadow
+    unpack_debs "$p" systemd libsystemd-shared libacl1 libapparmor1 libblkid1 libcap2 libgcrypt20 libgpg-error0 \
+        libip4tc2 libkmod2 liblz4-1 liblzma5 libmount1 libseccomp2 libssl3 libzstd1
+    printf '%s\n' 'post_install() {' '	systemd-machine-id-setup' '}' >"$p/.INSTALL"
+    pack "$dest" "$p"
 
     # A program with a file capability, as iputils' ping has cap_net_raw: bsdtar keeps it in the
     # package (SCHILY.xattr.security.capability), libalpm restores it.

@@ -41,15 +41,24 @@ struct Normaliser {
         try removeContents(of: String(PackageManagerState.packageCache.dropFirst()))
         try removeSyncDatabases()
         var notes: [String] = []
-        // One larger than any id is no `uninitialized` either, and is not read.
-        let machineID: [UInt8]?
-        do { machineID = try regularFile("etc/machine-id", atMost: 4096) } catch is FileTooLarge { machineID = [] }
-        if let data = machineID, data != Array(Self.uninitialized.utf8) {
-            // systemd makes a machine id at first boot when the file says so. Root's and 0444 as
-            // systemd leaves it, whatever the umask of whoever runs layerctl: this process has it.
-            try FileSystem.writeAtomically(
-                [(Data(Self.uninitialized.utf8), tree + "/etc/machine-id")], mode: 0o444, owner: (0, 0))
-            notes.append("/etc/machine-id left `uninitialized`: each machine makes its own at first boot")
+        // An id (systemd's scriptlet makes one) is emptied. Every boot of an image starts from the
+        // image's /etc, so systemd would take each for the first one with `uninitialized` there
+        // (machine-id(5)): it would preset every unit and run the first-boot units (the
+        // systemd-firstboot prompts among them) again and again. With an empty file it makes the
+        // boot's own id and takes the boot for none. An empty file, and an `uninitialized` a layer
+        // wrote itself (its own choice), hold no id and stay; one larger than any id is read no further.
+        var holdsID = false
+        do {
+            if let data = try regularFile("etc/machine-id", atMost: 4096) {
+                holdsID = !data.isEmpty && data != Array(Self.uninitialized.utf8)
+            }
+        } catch is FileTooLarge {
+            holdsID = true
+        }
+        if holdsID {
+            // Root's and 0444 as systemd leaves it, whatever the umask of whoever runs layerctl.
+            try FileSystem.writeAtomically([(Data(), tree + "/etc/machine-id")], mode: 0o444, owner: (0, 0))
+            notes.append("/etc/machine-id left empty: each boot makes its own id, and none is taken for the image's first")
         }
         for relative in Self.perMachineState where removeFile(relative) {
             notes.append("/\(relative) removed: each machine makes its own")

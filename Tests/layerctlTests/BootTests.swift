@@ -249,6 +249,53 @@ struct BootTests {
             "\(missing.suffix(4000))")
         expectStopped(missing, line)
     }
+
+    /// A root layer with Debian's systemd, and a target to boot to: sysinit.target, where the units
+    /// of a first boot and those with `ConditionNeedsUpdate=` run, then a poweroff.
+    static let systemdLayer =
+        Harness.demoRoot(["filesystem", "busybox", "glibc", "systemd"]) + """
+        files:
+          - path: /etc/systemd/system/layerctl-probe.target
+            content: |
+              [Unit]
+              Description=The boot test's probe
+              Requires=sysinit.target layerctl-probe.service
+              After=sysinit.target layerctl-probe.service
+          - path: /etc/systemd/system/layerctl-probe.service
+            content: |
+              [Unit]
+              Description=The boot test's poweroff
+              After=sysinit.target
+              [Service]
+              Type=oneshot
+              ExecStart=/usr/bin/systemctl --no-block poweroff
+
+        """
+
+    @Test(
+        "systemd boots an image through the hook as a machine it has seen before: no first boot (presets, the First Boot Wizard waiting at the console), and nothing to update (sysusers)"
+    )
+    func systemdBoot() throws {
+        let folder = try Harness.temporaryDirectory("systemd-boot")
+        try Self.systemdLayer.write(toFile: folder + "/systemd.yaml", atomically: false, encoding: .utf8)
+        let image = folder + "/systemd.squashfs"
+        let built = try Harness.run([
+            "build", folder + "/systemd.yaml", "--store", folder + "/store", "-o", image, "--compression", "zstd:3",
+        ])
+        #expect(built.status == 0, "\(built.stderr)")
+        let output = try machine.boot(
+            kernel: BootMachine.fastKernel, initrd: machine.dracutInitrd, disks: [(image, true)],
+            append: "layerctl.image=/dev/vda init=/usr/lib/systemd/systemd systemd.unit=layerctl-probe.target systemd.log_target=console")
+        #expect(output.contains("systemd 252") && output.contains("running in system mode"), "\(output.suffix(4000))")
+        #expect(output.contains("Reached target") && output.contains("System Power Off."), "\(output.suffix(4000))")
+        // With an `uninitialized` machine id, every boot of an image was its first: systemd preset
+        // every unit and the First Boot Wizard asked for a locale at the console until the test's
+        // time ran out. Without the update stamps, sysusers ran at every boot (Debian's has
+        // ConditionNeedsUpdate=/etc).
+        for line in ["Detected first boot.", "Populated /etc with preset unit settings.", "First Boot Wizard", "Create System Users"] {
+            #expect(!output.contains(line), "\(line): \(output.suffix(4000))")
+        }
+    }
 }
 
 /// `layerctl vm`: the image on a virtio disk, booted with its own kernel and initramfs.

@@ -413,10 +413,10 @@ struct ConfinementTests {
         let result = try build(plant, in: layers, store: store)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stderr.range(of: #"probe \| planted [0-9]+\n"#, options: .regularExpression) != nil, "\(result.stderr)")
-        #expect(result.stderr.contains("/etc/machine-id left `uninitialized`"), "\(result.stderr)")
+        #expect(result.stderr.contains("/etc/machine-id left empty"), "\(result.stderr)")
         #expect(try String(contentsOfFile: victim, encoding: .utf8) == "the host's\n")
         let key = try String(contentsOfFile: store + "/refs/probe", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        #expect(try String(contentsOfFile: store + "/layers/\(key)/tree/etc/machine-id", encoding: .utf8) == "uninitialized\n")
+        #expect(try String(contentsOfFile: store + "/layers/\(key)/tree/etc/machine-id", encoding: .utf8) == "")
     }
 
     /// libalpm reads a repository's database on the host, as root, and would read it with every
@@ -741,13 +741,14 @@ struct ConfinementTests {
             let kilobytes = result.output.split(separator: "\n").last { $0.hasPrefix("maxrss ") }.flatMap { Int($0.dropFirst(7)) } ?? -1
             return (result.status, result.output, kilobytes)
         }
-        // Dealt with by their sizes: the id is not `uninitialized`, and the keyring holds a secret key.
+        // Dealt with by their sizes: the file holds an id (it is neither empty nor `uninitialized`),
+        // and the keyring holds a secret key.
         let identity = try build("identity", run: "truncate -s 2G /etc/machine-id && mkdir -p /etc/pacman.d/gnupg && truncate -s 2G /etc/pacman.d/gnupg/secring.gpg")
         #expect(identity.status == 0, "\(identity.output)")
         #expect(identity.kilobytes > 0 && identity.kilobytes < 512 << 10, "\(identity.kilobytes) KB: \(identity.output)")
         let key = try String(contentsOfFile: work + "/store/refs/identity", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let tree = work + "/store/layers/\(key)/tree"
-        #expect(try String(contentsOfFile: tree + "/etc/machine-id", encoding: .utf8) == "uninitialized\n")
+        #expect(try String(contentsOfFile: tree + "/etc/machine-id", encoding: .utf8) == "")
         #expect(!FileManager.default.fileExists(atPath: tree + "/etc/pacman.d/gnupg"))
         // A package database file of 2 GiB: refused by its size, in one line.
         let database = try build("database", run: "truncate -s 2G \(desc)")
