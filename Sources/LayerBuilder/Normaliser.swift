@@ -65,11 +65,11 @@ struct Normaliser {
         }
         let ssh = isRealDirectory("etc/ssh") ? (try? FileSystem.listDirectory(tree + "/etc/ssh")) ?? [] : []
         for name in ssh where name.hasPrefix("ssh_host_") && name.contains("_key") && removeFile("etc/ssh/" + name) {
-            notes.append("/etc/ssh/\(name) removed: a host key belongs to one machine (sshd makes it at first boot)")
+            notes.append("/etc/ssh/\(name) removed: a host key belongs to one machine (sshd makes it when it starts without one)")
         }
         if isRealDirectory("etc/pacman.d/gnupg") && holdsSecretKey("etc/pacman.d/gnupg") {
             try FileSystem.removeTree(tree + "/etc/pacman.d/gnupg")
-            notes.append("/etc/pacman.d/gnupg removed: it held a private key every machine would share; run `pacman-key --init` and `--populate` at first boot")
+            notes.append("/etc/pacman.d/gnupg removed: it held a private key every machine would share; run `pacman-key --init` and `--populate` at boot")
         }
         let logs = try removeUnownedLogs()
         if !logs.isEmpty { notes.append("removed from /var/log, which no package owns: " + logs.joined(separator: ", ")) }
