@@ -3,8 +3,9 @@
 #
 #   demo/make-repo.sh [OUT]        (default OUT: demo/out beside this script)
 #
-# OUT/repo/demo/        repository "demo": real packages repackaged from Debian (filesystem,
-#                       busybox, glibc, libxcrypt, zlib, perl, shadow) and small packages of our own
+# OUT/repo/demo/        repository "demo": real packages repackaged from Debian (busybox, glibc,
+#                       libxcrypt, zlib, perl, shadow, fontconfig, ttf-dejavu, systemd) and small
+#                       packages of our own (filesystem among them)
 # OUT/repo-next/demo/   the same repository one upgrade later (game 1.0-1 -> 1.1-1, linux 6.1.0-1 -> 6.2.0-1,
 #                       and game-addon, which needs game 1.1-1)
 # OUT/later/later/      repository "later": confd 1.1-1 alone, a newer version beside demo's 1.0-1
