@@ -90,8 +90,10 @@ struct Normaliser {
     /// newer, under an epoch to come). Written only in a folder the layer has: a layer that
     /// changed /usr but not /etc keeps the stamp of the layer below, of the same epoch.
     private func stampUpdates() throws {
-        let hasSystemd = (lowerTrees + [tree]).contains { Self.regularFileSize("usr/lib/systemd/systemd", in: $0) != nil }
-        guard isRealDirectory("usr"), hasSystemd else { return }
+        // A layer that left /usr alone (most above the first) looks for systemd in no tree.
+        guard isRealDirectory("usr"),
+            (lowerTrees + [tree]).contains(where: { Self.regularFileSize("usr/lib/systemd/systemd", in: $0) != nil })
+        else { return }
         for folder in ["etc", "var"] where isRealDirectory(folder) {
             let relative = folder + "/.updated"
             var st = stat()
