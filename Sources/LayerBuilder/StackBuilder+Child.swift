@@ -272,20 +272,21 @@ extension StackBuilder {
             installed: packages.result.installed,
             treeBytes: scan.bytes, fileCount: scan.fileCount, treeDigest: scan.digest,
             opaqueDirectories: scan.opaqueDirectories, signatures: signatures, network: job.network ? true : nil,
-            image: spec.image, syncDatabases: syncDatabases,
+            image: spec.image, syncDatabases: syncDatabases, rules: BuilderRules.version,
             sourceDateEpoch: options.sourceDateEpoch, buildSeconds: Date().timeIntervalSince(started), builtAt: Date())
         // Unsynced, as the tree: the commit puts the whole folder on disk before it moves it.
         try FileSystem.writeFile(Data(scan.manifest.encoded()), to: buildDirectory + "/layer/" + LayerManifest.fileName)
         try FileSystem.writeFile(try record.encoded(), to: buildDirectory + "/layer/layer.json")
         if try !store.commit(buildDirectory + "/layer", as: key) {
-            // --no-cache, or a stricter signature policy, rebuilt a stored layer: keep the stored
-            // tree if equal (with the record of this build, which proves this policy), else
-            // replace it.
+            // --no-cache, a stricter signature policy or other builder rules rebuilt a stored
+            // layer: keep the stored tree if equal (with the record of this build, which proves
+            // this policy and these rules), else replace it.
             let stored = try store.record(key)
             if stored.treeDigest == record.treeDigest {
                 var kept = stored
                 kept.signatures = signatures
                 kept.syncDatabases = syncDatabases
+                kept.rules = record.rules
                 try FileSystem.writeAtomically(try kept.encoded(), to: store.layerDirectory(key) + "/layer.json")
             } else {
                 observer(BuildEvent(

@@ -204,21 +204,26 @@ public final class StackBuilder {
         return built
     }
 
-    /// Whether the stored layer `key` may serve this build: it exists, and the signature policy it
-    /// was checked under covers the one in force. When it does not, the layer is built again.
+    /// Whether the stored layer `key` may serve this build: it exists, it was made under this
+    /// layerctl's builder rules, and the signature policy it was checked under covers the one in
+    /// force. When it does not, the layer is built again.
     private func reusable(_ key: String, layer: String, under policy: SignatureProof, quiet: Bool = false) -> Bool {
         guard store.contains(key), let record = try? store.record(key) else { return false }
+        let rules = BuilderRules.version(of: record.rules)
         let shortfall =
             record.signatures.map { $0.shortfall(against: policy) }
             ?? (policy.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
                 ? "its record does not say which signature policy it was checked under" : nil)
-        guard let shortfall else { return true }
-        if !quiet {
-            observer(
-                BuildEvent(
-                    .warning, layer: layer,
-                    message: "the stored layer was built under a weaker signature policy (\(shortfall)); building it again"))
+        let reason: String
+        if rules != BuilderRules.version {
+            reason = "the stored layer was made by another layerctl, under builder rules \(rules); this one's rules, "
+                + "\(BuilderRules.version), make some trees otherwise: building it again"
+        } else if let shortfall {
+            reason = "the stored layer was built under a weaker signature policy (\(shortfall)); building it again"
+        } else {
+            return true
         }
+        if !quiet { observer(BuildEvent(.warning, layer: layer, message: reason)) }
         return false
     }
 

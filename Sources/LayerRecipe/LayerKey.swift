@@ -7,7 +7,9 @@ import LayerSupport
 /// whitespace, the order of `packages:` and of `files:` do not count; the order of `run:` does.
 /// Descriptions and repository servers are left out: they change no byte of the tree.
 public struct LayerSpec: Codable, Sendable, Hashable {
-    /// Bumped whenever the builder would make a different tree from the same inputs.
+    /// Bumped whenever what the key is made of, or its encoding, changes. A builder that would make
+    /// a different tree from the same inputs bumps `BuilderRules.version` (in LayerBuilder), kept
+    /// in each layer's record, instead: keys, and the locks that name them, stay.
     public static let formatVersion = 1
 
     public var format = LayerSpec.formatVersion

@@ -42,6 +42,10 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// packages against, which `gc` keeps while the layer stays; nil for a layer built with no
     /// repository, a pulled one, or one recorded before it was kept.
     public var syncDatabases: String?
+    /// The version of the builder's rules the tree was made under (`BuilderRules.version` in
+    /// LayerBuilder); nil in records written before it was kept, and in layers pulled from an
+    /// image, which no rules of ours made.
+    public var rules: Int?
     /// The timestamp every mtime was clamped to.
     public var sourceDateEpoch: Int64
     /// Wall-clock seconds the build took.
@@ -49,7 +53,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
     /// When it was built (informative only; not part of the key).
     public var builtAt: Date
 
-    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, image: String? = nil, origin: LayerOrigin? = nil, syncDatabases: String? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
+    package init(formatVersion: Int, key: String, parent: String?, name: String, specDigest: String, added: [PackageFile], removed: [InstalledPackage], installed: [InstalledPackage], treeBytes: Int64, fileCount: Int, treeDigest: String, opaqueDirectories: [String]?, signatures: SignatureProof?, network: Bool? = nil, image: String? = nil, origin: LayerOrigin? = nil, syncDatabases: String? = nil, rules: Int? = nil, sourceDateEpoch: Int64, buildSeconds: Double, builtAt: Date) {
         self.formatVersion = formatVersion
         self.key = key
         self.parent = parent
@@ -67,6 +71,7 @@ public struct LayerRecord: Codable, Sendable, Equatable {
         self.origin = origin
         self.image = image
         self.syncDatabases = syncDatabases
+        self.rules = rules
         self.sourceDateEpoch = sourceDateEpoch
         self.buildSeconds = buildSeconds
         self.builtAt = builtAt

@@ -50,7 +50,8 @@ extension LayerCtl {
                     return
                 }
             } else {
-                show("built in:   \(String(format: "%.2f", record.buildSeconds)) s")
+                // Records written before the rules' version was kept were made under the first.
+                show("built in:   \(String(format: "%.2f", record.buildSeconds)) s, under builder rules \(record.rules ?? 1)")
             }
             show("network:    " + (record.network == true ? "the host's, for run: (network: true)" : "none: loopback only"))
             show("installed:  \(counted(record.added.count, "package")) (\(record.installed.count) in the whole stack)")

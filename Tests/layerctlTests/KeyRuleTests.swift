@@ -1,4 +1,7 @@
 import Foundation
+import Glibc
+import LayerBuilder
+import LayerEntries
 import LayerStore
 import Testing
 
@@ -69,6 +72,54 @@ struct KeyRuleTests {
         let result = try build()
         #expect(result.built == ["nvidia", "gaming"], "\(result.stderr)")
         #expect(result.cached == ["base"])
+    }
+
+    /// A store that an older layerctl filled: records without the rules' version, and one tree
+    /// that the older rules made otherwise (here a file this layerctl would not leave).
+    @Test("(g) layers made under other builder rules are built again with the layers above them: a tree that comes out the same is kept, another replaced; keys stay")
+    func builderRules() throws {
+        let handle = try Store(root: store)
+        let keys = try ["base", "nvidia", "gaming"].map { try #require(try handle.ref($0)) }
+        func rewrite(_ key: String, _ change: (inout LayerRecord) throws -> Void) throws {
+            var record = try handle.record(key)
+            try change(&record)
+            try record.encoded().write(to: URL(fileURLWithPath: handle.layerDirectory(key) + "/layer.json"))
+        }
+        for key in keys { try rewrite(key) { $0.rules = nil } }
+        let older = handle.tree(keys[1]) + "/etc/older-rules"
+        try FileManager.default.createDirectory(atPath: handle.tree(keys[1]) + "/etc", withIntermediateDirectories: true)
+        try "left by older rules\n".write(toFile: older, atomically: false, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: handle.manifestPath(keys[1]))
+        try rewrite(keys[1]) { record in
+            let scan = try TreeScan.scan(handle.tree(keys[1]))
+            (record.treeDigest, record.fileCount, record.treeBytes) = (scan.digest, scan.fileCount, scan.bytes)
+        }
+        var before = stat()
+        #expect(stat(handle.tree(keys[0]), &before) == 0)
+
+        let result = try build()
+        #expect(result.status == 0 && result.built == ["base", "nvidia", "gaming"], "\(result.stdout)\(result.stderr)")
+        let said = "made by another layerctl, under builder rules 1; this one's rules, \(BuilderRules.version), make some trees otherwise"
+        #expect(result.stdout.components(separatedBy: said).count == 4, "\(result.stdout)")
+        #expect(result.stdout.components(separatedBy: "the rebuilt tree differs from the stored one").count == 2, "\(result.stdout)")
+        // The keys stay; base's tree, the same, is the one the store had; nvidia's is made anew.
+        #expect(try ["base", "nvidia", "gaming"].map { try handle.ref($0) } == keys)
+        var after = stat()
+        #expect(stat(handle.tree(keys[0]), &after) == 0 && after.st_ino == before.st_ino)
+        #expect(!FileManager.default.fileExists(atPath: older))
+        for key in keys {
+            let record = try handle.record(key)
+            #expect(record.rules == BuilderRules.version)
+            #expect(try TreeScan.scan(handle.tree(key)).digest == record.treeDigest)
+        }
+        #expect(try build().cached == ["base", "nvidia", "gaming"])
+
+        // A layer a later layerctl made (a store shared with it) is built again too, alone.
+        try rewrite(keys[2]) { $0.rules = BuilderRules.version + 1 }
+        let downgrade = try build()
+        #expect(downgrade.built == ["gaming"] && downgrade.cached == ["base", "nvidia"], "\(downgrade.stdout)")
+        #expect(downgrade.stdout.contains("under builder rules \(BuilderRules.version + 1); this one's rules"), "\(downgrade.stdout)")
+        try Harness.expectValidStore(store)
     }
 
     @Test("a sibling reuses its parents: development after gaming builds development only")

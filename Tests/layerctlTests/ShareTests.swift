@@ -2,6 +2,7 @@ import Crypto
 import CLayerSupport
 import Foundation
 import Glibc
+import LayerBuilder
 import LayerEntries
 import LayerShare
 import LayerStore
@@ -638,6 +639,37 @@ extension ShareTests {
         #expect(forged.status == 0 && forged.stdout.contains("(3 built, 0 cached)"), "\(forged.stdout) \(forged.stderr)")
         #expect((forged.stdout + forged.stderr).contains("no build cache image"), "\(forged.stdout) \(forged.stderr)")
         #expect(try Store(root: third).keys().count == 3)
+    }
+
+    /// A cache that another layerctl filled holds trees made under its builder rules: they are
+    /// pulled as any, and built again, as the store's own would be.
+    @Test("a shared cache's layer made under other builder rules is built again, and the cache then holds this layerctl's")
+    func sharedCacheRules() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let cache = "\(registry.host)/builds/cache"
+        let layers = try Harness.demoLayers()
+        let older = try Harness.temporaryDirectory("share-rules-a")
+        #expect(try Harness.run(["build", layers + "/gaming.yaml", "--store", older]).status == 0)
+        let olderStore = try Store(root: older)
+        let key = try #require(try olderStore.ref("gaming"))
+        var record = try olderStore.record(key)
+        record.rules = nil
+        try record.encoded().write(to: URL(fileURLWithPath: olderStore.layerDirectory(key) + "/layer.json"))
+        let push = try Harness.run(["push", "gaming", "\(cache):layer-\(key)", "--store", older])
+        #expect(push.status == 0, "\(push.stderr)")
+
+        let store = try Harness.temporaryDirectory("share-rules-b")
+        let build = try Harness.run(["build", layers + "/gaming.yaml", "--store", store, "--cache-from", cache, "--cache-to", cache, "--json"])
+        #expect(build.status == 0 && build.built == ["base", "nvidia", "gaming"], "\(build.stdout)\(build.stderr)")
+        #expect(build.stdout.contains("\"layer\":\"gaming\",\"message\":\"the stored layer was made by another layerctl, under builder rules 1;"), "\(build.stdout)")
+        #expect(try Store(root: store).record(key).rules == BuilderRules.version)
+        try Harness.expectValidStore(store)
+        // The cache now holds this layerctl's: a third store takes all three from it.
+        let third = try Harness.temporaryDirectory("share-rules-c")
+        let reuse = try Harness.run(["build", layers + "/gaming.yaml", "--store", third, "--cache-from", cache, "--json"])
+        #expect(reuse.status == 0 && reuse.cached == ["base", "nvidia", "gaming"], "\(reuse.stdout)\(reuse.stderr)")
+        #expect(try Store(root: third).record(key).rules == BuilderRules.version)
     }
 }
 
