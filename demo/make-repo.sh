@@ -325,6 +325,11 @@ build_packages() {
     unpack_debs "$p" systemd libsystemd-shared libacl1 libapparmor1 libblkid1 libcap2 libgcrypt20 libgpg-error0 \
         libip4tc2 libkmod2 liblz4-1 liblzma5 libmount1 libseccomp2 libssl3 libzstd1
     printf '%s\n' 'post_install() {' '	systemd-machine-id-setup' '}' >"$p/.INSTALL"
+    # As Arch's systemd does, a hook makes the accounts each package's sysusers.d names.
+    mkdir -p "$p/usr/share/libalpm/hooks"
+    printf '%s\n' '[Trigger]' 'Type = Path' 'Operation = Install' 'Operation = Upgrade' \
+        'Target = usr/lib/sysusers.d/*.conf' '' '[Action]' 'Description = Creating system user accounts...' \
+        'When = PostTransaction' 'Exec = /usr/bin/systemd-sysusers' >"$p/usr/share/libalpm/hooks/30-systemd-sysusers.hook"
     pack "$dest" "$p"
 
     # A program with a file capability, as iputils' ping has cap_net_raw: bsdtar keeps it in the

@@ -13,8 +13,10 @@
 ///   systemd's first); a layer that changes /usr in a stack with systemd gets `/etc/.updated` and
 ///   `/var/.updated`; the layer's folders have their settled times before the post-transaction
 ///   hooks run (fontconfig's caches stay valid).
+/// - 3: a locked account's last password change of day 0 in `/etc/shadow` (systemd-sysusers under
+///   `SOURCE_DATE_EPOCH` 0) is left empty, so PAM lets su, sudo and cron into it.
 public enum BuilderRules {
-    public static let version = 2
+    public static let version = 3
 
     /// The version a record says, 1 for a record written before versions were kept.
     static func version(of rules: Int?) -> Int { rules ?? 1 }

@@ -71,6 +71,7 @@ struct Normaliser {
             try FileSystem.removeTree(tree + "/etc/pacman.d/gnupg")
             notes.append("/etc/pacman.d/gnupg removed: it held a private key every machine would share; run `pacman-key --init` and `--populate` at boot")
         }
+        if let accounts = try settleLockedAccountAges() { notes.append(accounts) }
         let logs = try removeUnownedLogs()
         if !logs.isEmpty { notes.append("removed from /var/log, which no package owns: " + logs.joined(separator: ", ")) }
         try fixInstallDates()
@@ -106,6 +107,58 @@ struct Normaliser {
     }
 
     static let uninitialized = "uninitialized\n"
+
+    /// systemd-sysusers writes each account it makes with the day of its last password change from
+    /// `SOURCE_DATE_EPOCH`, and a build's is 0 unless the user gives one: day 0, which shadow(5)
+    /// reads as "change the password at the next login". PAM then refuses every way into such an
+    /// account (`su`, `sudo -u postgres`, cron's jobs for it) until a new password is set, which a
+    /// booted image forgets. shadow's own `useradd` leaves the field empty instead, as no age
+    /// ("better disable aging than requiring a password change"). An account with a locked
+    /// password (`!…` or `*…`), as sysusers makes them, can never answer that demand, so its day 0
+    /// is made empty as useradd would; an account with a password keeps a day 0 a step set on
+    /// purpose (`chage -d 0`). Returns a note naming the accounts, nil when there were none.
+    private func settleLockedAccountAges() throws -> String? {
+        let relative = "etc/shadow"
+        let text: [UInt8]
+        do {
+            guard let read = try regularFile(relative) else { return nil }
+            text = read
+        } catch is FileTooLarge {
+            return nil  // no shadow file of any system; left as the layer made it
+        }
+        var lines = text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+        var settled: [String] = []
+        for (index, line) in lines.enumerated() {
+            var fields = line.split(separator: UInt8(ascii: ":"), omittingEmptySubsequences: false)
+            guard fields.count >= 3, Array(fields[2]) == [UInt8(ascii: "0")],
+                let lock = fields[1].first, lock == UInt8(ascii: "!") || lock == UInt8(ascii: "*")
+            else { continue }
+            fields[2] = []
+            lines[index] = ArraySlice(Array(fields.joined(separator: [UInt8(ascii: ":")])))
+            settled.append(String(decoding: fields[0], as: UTF8.self))
+        }
+        guard !settled.isEmpty else { return nil }
+        // In place (its mode, owner and attributes stay), without fsync, as the install dates.
+        try FileSystem.writeFile(Data(lines.joined(separator: [UInt8(ascii: "\n")])), to: tree + "/" + relative)
+        // Account names come from the layer: only those made of what useradd allows are shown.
+        let named = settled.filter { $0.utf8.allSatisfy { Self.accountNameByte($0) } && $0.count <= 32 }
+        let shown = named.prefix(5)
+        let rest = settled.count - shown.count
+        let list = shown.isEmpty ? "" : " (" + shown.joined(separator: ", ") + (rest > 0 ? " and \(rest) more" : "") + ")"
+        return "/etc/shadow: \(counted(settled.count, "locked account"))\(list) had a last password change on day 0 "
+            + "(SOURCE_DATE_EPOCH), which PAM takes as \"change it now\" and so refuses su, sudo -u and cron as them; "
+            + "left without a date, as useradd leaves its accounts"
+    }
+
+    /// The bytes of a user name as shadow's `useradd` takes it (`[a-z_][a-z0-9_-]*[$]`, and capitals).
+    private static func accountNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            true
+        case UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "$"): true
+        default: false
+        }
+    }
 
     /// Whether a GnuPG home holds a secret key (`pacman-key --init` makes one).
     private func holdsSecretKey(_ home: String) -> Bool {

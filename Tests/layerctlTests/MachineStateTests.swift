@@ -251,6 +251,53 @@ struct MachineStateTests {
             #expect(!FileSystemProbe.isSymlink("\(tree)/\(name)/.updated"))
         }
     }
+
+    /// Arch's systemd makes each package's accounts with systemd-sysusers, in a hook; under the
+    /// build's SOURCE_DATE_EPOCH of 0 it wrote day 0 as their last password change, and PAM then
+    /// asked for a new password before letting anyone into them (`sudo -u postgres psql` failed).
+    @Test("the accounts systemd-sysusers makes let su in (their day-0 password change is left empty); an account a step expired with chage -d 0 stays expired")
+    func lockedAccountAges() throws {
+        let folder = try Harness.temporaryDirectory("accounts")
+        try Harness.demoRoot(["filesystem", "busybox", "glibc", "systemd"]).write(
+            toFile: folder + "/base.yaml", atomically: false, encoding: .utf8)
+        try """
+            from: base
+            run:
+              - useradd -m -p '$6$salt$hash' steve && chage -d 0 steve
+            """.write(toFile: folder + "/users.yaml", atomically: false, encoding: .utf8)
+        let store = try Harness.temporaryDirectory("store")
+        let built = try Harness.run(["build", folder + "/users.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+        // Debian's sysusers.d names 17 of them (daemon, bin, …, systemd-network).
+        #expect(built.stderr.contains("base: /etc/shadow: 17 locked accounts (daemon, bin, sys, sync, games and 12 more) had a last password change on day 0"), "\(built.stderr)")
+        let handle = try Store(root: store)
+        let base = try String(contentsOfFile: handle.tree(try #require(try handle.ref("base"))) + "/etc/shadow", encoding: .utf8)
+        #expect(base.contains("systemd-network:!*:::::::\n") && !base.contains(":!*:0:"), "\(base)")
+
+        // The host's PAM judges the accounts as the image has them: su, as root, into each.
+        let tree = handle.tree(try #require(try handle.ref("users")))
+        let work = try Harness.temporaryDirectory("accounts-pam")
+        let script = """
+            set -eu
+            for f in passwd group shadow; do cp /etc/$f '\(work)'/$f; done
+            for user in systemd-network steve; do
+                for f in passwd group shadow; do
+                    grep -v "^$user:" '\(work)'/$f > '\(work)'/$f.new || true
+                    grep "^$user:" '\(tree)'/etc/$f >> '\(work)'/$f.new || true
+                    mv '\(work)'/$f.new '\(work)'/$f
+                done
+            done
+            for f in passwd group shadow; do mount --bind '\(work)'/$f /etc/$f; done
+            for user in systemd-network steve; do
+                if out=$(su -s /bin/sh "$user" -c 'echo in' </dev/null 2>&1); then echo "$user: $out"; else echo "$user: refused: $out"; fi
+            done
+            """
+        let (status, output) = try KernelMount.run("/usr/bin/unshare", ["-m", "/bin/sh", "-c", script])
+        #expect(status == 0, "\(output)")
+        #expect(output.contains("systemd-network: in\n"), "\(output)")
+        #expect(output.contains("steve: refused: You are required to change your password immediately"), "\(output)")
+        try Harness.expectValidStore(store)
+    }
 }
 
 /// lstat, which does not follow a symlink at the end.
