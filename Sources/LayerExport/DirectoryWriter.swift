@@ -9,10 +9,13 @@ import LayerSupport
 struct DirectoryWriter {
     let path: String
 
-    func write(_ tree: MergedTree, progress: (UInt64) -> Void) throws {
+    /// `beforeCommit` runs once the folder is whole, before it is moved into place; what it throws
+    /// leaves nothing.
+    func write(_ tree: MergedTree, progress: (UInt64) -> Void, beforeCommit: () throws -> Void = {}) throws {
         let staging = try FileSystem.folderStaging(for: path, what: "a folder export", operation: "export to")
         do {
             try populate(tree, Array(staging.utf8), progress: progress)
+            try beforeCommit()
             try sys("move the export to", path) { rename(staging, path) }
         } catch {
             try? FileSystem.removeTree(staging)

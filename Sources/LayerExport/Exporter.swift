@@ -134,6 +134,9 @@ public struct Exporter: Sendable {
         let top = request.uncommitted.flatMap { $0.key == key ? $0 : nil }
         // The stored layers from the root up: all of the stack, or all below the uncommitted top.
         let stored = try top.map { try $0.record.parent.map(store.chain) ?? [] } ?? store.chain(key)
+        // Layer trees do not change, but a layer built again under its key may take another's place
+        // while this export reads it (`checkUnchanged`, before anything is written).
+        let identities = try stored.map(store.directoryIdentity)
         let records = try stored.map(store.record) + (top.map { [$0.record] } ?? [])
         let epoch = try SourceDateEpoch.fromEnvironment() ?? records.last?.sourceDateEpoch ?? 0
         let unscanned = stored.contains { !FileSystem.exists(store.manifestPath($0)) }
@@ -163,15 +166,21 @@ public struct Exporter: Sendable {
                 for damaged in writer.cacheDamaged {
                     warning("block cache: \(damaged); removed it and its pack, so its blocks are compressed again")
                 }
-                try writer.write(
-                    tree, knownBlocks: request.knownBlocks,
-                    progress: {
-                        progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
-                    },
-                    skippedAttribute: { name, source in
-                        let prefix = String(name.prefix { $0 != "." })
-                        skipped[prefix, default: (0, RawPath.string(source))].count += 1
-                    })
+                // A read that failed because the layer took another's place is said as that.
+                try Self.sayingReplaced(store, identities) {
+                    try writer.write(
+                        tree, knownBlocks: request.knownBlocks,
+                        progress: {
+                            progress(Progress(bytesIn: $0.bytesIn, bytesOut: $0.bytesOut, totalIn: total, ratio: $0.ratio))
+                        },
+                        skippedAttribute: { name, source in
+                            let prefix = String(name.prefix { $0 != "." })
+                            skipped[prefix, default: (0, RawPath.string(source))].count += 1
+                        })
+                }
+                // Blocks read from two trees go neither into the image nor into the block cache,
+                // which would give them to every image with a file of the old content.
+                try store.checkUnchanged(identities)
                 // The image is whole: its sha256 is read, and the cache updated, while it is synced.
                 if request.digest { output.startDigest() }
                 if let publish = writer.cachePublication { update = CacheUpdate(publish, holding: lock) }
@@ -192,9 +201,10 @@ public struct Exporter: Sendable {
         case .tar:
             let output = try ImageOutput(path: request.output)
             let writer = try TarWriter(fd: output.fd, path: request.output)
-            result.bytesOut = try writer.write(tree) {
-                progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil))
+            result.bytesOut = try Self.sayingReplaced(store, identities) {
+                try writer.write(tree) { progress(Progress(bytesIn: $0, bytesOut: 0, totalIn: total, ratio: nil)) }
             }
+            try store.checkUnchanged(identities)
             result.sha256 = try output.commit(digesting: request.digest)
             if let first = writer.skippedSockets.first {
                 warning("tar cannot store sockets: left out \(writer.skippedSockets.count), first \(first)")
@@ -205,12 +215,23 @@ public struct Exporter: Sendable {
                 )
             }
         case .dir:
-            try DirectoryWriter(path: request.output).write(tree) {
-                progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil))
+            try Self.sayingReplaced(store, identities) {
+                try DirectoryWriter(path: request.output).write(
+                    tree, progress: { progress(Progress(bytesIn: $0, bytesOut: $0, totalIn: total, ratio: nil)) },
+                    beforeCommit: { try store.checkUnchanged(identities) })
             }
             result.bytesOut = total
         }
         result.seconds = MonotonicClock.seconds() - started
         return (result, update)
+    }
+
+    /// `body`'s result; when it throws and a layer of `identities` took another directory's place
+    /// meanwhile (a file of the old tree gone), that is the error.
+    private static func sayingReplaced<T>(_ store: Store, _ identities: [Store.DirectoryIdentity], _ body: () throws -> T) throws -> T {
+        do { return try body() } catch {
+            try store.checkUnchanged(identities)
+            throw error
+        }
     }
 }

@@ -111,6 +111,30 @@ public struct Store: Sendable {
     public func layerDirectory(_ key: String) -> String { layersDirectory + "/" + key }
     public func tree(_ key: String) -> String { layerDirectory(key) + "/tree" }
 
+    /// What tells one stored directory of layer `key` from another: a layer built again under its
+    /// key (`--no-cache`, other builder rules, a stricter signature policy) whose tree came out
+    /// otherwise comes in a new directory, by one rename(2), while a command may be reading the
+    /// old one through the same path.
+    public struct DirectoryIdentity: Equatable, Sendable {
+        public var key: String
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    public func directoryIdentity(_ key: String) throws -> DirectoryIdentity {
+        var st = stat()
+        guard lstat(layerDirectory(key), &st) == 0 else { throw SystemError("read", layerDirectory(key)) }
+        return DirectoryIdentity(key: key, device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// Throws `replaced` when a layer of `identities` is no longer in the directory it was in: what
+    /// was read of it since may mix two trees, which must go nowhere (an image, the block cache).
+    public func checkUnchanged(_ identities: [DirectoryIdentity]) throws {
+        for identity in identities where (try? directoryIdentity(identity.key)) != identity {
+            throw StoreError.replaced(identity.key)
+        }
+    }
+
     public func contains(_ key: String) -> Bool {
         FileSystem.exists(layerDirectory(key) + "/layer.json")
     }
@@ -351,11 +375,14 @@ public enum StoreError: LayerError {
     /// A store on a filesystem that cannot hold a layer's tree: the store, the filesystem's type,
     /// what it lacks, and the errno of the probe.
     case unsuitableFileSystem(String, type: String, lacks: String, errno: Int32)
+    /// A layer that another layerctl built again, into a new directory, while this one read it.
+    case replaced(String)
 
     public var code: ErrorCode {
         switch self {
         case .unknownLayer, .ambiguous, .notAName, .rootTooLong, .controlInRoot, .unsuitableFileSystem: .input
         case .damaged: .damaged
+        case .replaced: .system
         case .privateLayers, .othersStore: .privilege
         }
     }
@@ -382,6 +409,9 @@ public enum StoreError: LayerError {
         case .notAName(let key):
             "\(key) is a layer's key, not a name: `layerctl rm` removes names, and `layerctl gc` then removes the layers "
                 + "no name reaches (`layerctl ls` lists the names)"
+        case .replaced(let key):
+            "layer \(key.prefix(12)) was built again by another layerctl while this one read it (its tree came out "
+                + "otherwise, and took its place): nothing was written; run the command again"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
         }

@@ -1,6 +1,8 @@
 import Foundation
 import Glibc
+import LayerExport
 import LayerStore
+import SquashfsImage
 import Testing
 
 /// The block cache, as exports meet it: reuse after a change, another file system, damage, its
@@ -241,5 +243,44 @@ extension ExportTests {
             fresh.status == 0 && counts(fresh.stdout) == counts(finished.stdout),
             "\(fresh.stdout) vs \(finished.stdout)")
         #expect(bytes(out + "/finished") == bytes(out + "/fresh"))
+    }
+
+    /// A build that makes a stored layer again (other builder rules, `--no-cache`) and gets
+    /// another tree moves it into the layer's place while an export may be reading the old one.
+    /// Bytes of two trees must reach neither the image nor the block cache, whose recipe keys
+    /// would give them to every later image with a file of the old content.
+    @Test("a layer that takes another directory's place while an export reads it: one error, no image, no block cache update; then the export completes")
+    func layerReplacedDuringExport() throws {
+        let store = try demoStore()
+        let handle = try Store(root: store)
+        let key = try #require(try handle.ref("nvidia"))
+        let out = try Harness.temporaryDirectory("images")
+        func indexes() throws -> [String] {
+            guard FileSystemProbe.exists(handle.blockCacheDirectory) else { return [] }
+            return try FileManager.default.subpathsOfDirectory(atPath: handle.blockCacheDirectory).filter { $0.hasSuffix(".index") }.sorted()
+        }
+        let published = try indexes()
+        for format in Exporter.Format.allCases {
+            var request = Exporter.Request(format: format, output: "\(out)/\(format)", options: ImageOptions())
+            // Once the manifests are read and before any file is: what such a build does, by rename(2).
+            request.check = { _ in
+                let directory = handle.layerDirectory(key)
+                let (status, output) = try KernelMount.run(
+                    "/bin/sh", ["-c", "mv '\(directory)' '\(directory).old' && cp -a '\(directory).old' '\(directory)' && rm -rf '\(directory).old'"])
+                #expect(status == 0, "\(output)")
+            }
+            #expect {
+                _ = try Exporter(store: handle).export(try #require(try handle.ref("gaming")), request)
+            } throws: { error in
+                "\(error)".contains("layer \(key.prefix(12)) was built again by another layerctl while this one read it")
+            }
+            #expect(!FileSystemProbe.exists("\(out)/\(format)"), "\(format)")
+        }
+        #expect(try indexes() == published)
+        // Nothing of it stays: the next export writes what a store with an empty cache writes.
+        _ = try export("gaming", store: store, to: out + "/after")
+        _ = try export("gaming", store: store, to: out + "/uncached", ["--no-block-cache"])
+        #expect(bytes(out + "/after") == bytes(out + "/uncached"))
+        try Harness.expectValidStore(store)
     }
 }
