@@ -63,6 +63,9 @@ public struct ImagePush {
         defer { try? FileSystem.removeTree(scratch) }
         var layers: [Result.Layer] = []
         var skipped: [String] = []
+        // A layer built again into its place meanwhile (`Store.checkUnchanged`) would send records
+        // and blobs of two trees, and note a blob of the old tree in the new one's folder.
+        let identities = try store.chain(key).map(store.directoryIdentity)
         let image = try OCIImage(store: store, key: key, architecture: architecture) { layerKey, record in
             if let noted = store.notedBlob(of: layerKey, compression: compression),
                 try client.hasBlob(reference.repository, noted.digest, access: .push)
@@ -76,6 +79,7 @@ public struct ImagePush {
             let path = scratch + "/" + layerKey
             let blob = try writer.write(try store.layerSource(layerKey, record: record), to: path, compression: compression)
             skipped += writer.skippedAttributes
+            try store.checkUnchanged(identities)
             store.note(blob, of: layerKey)
             let upload = try client.uploadBlob(
                 reference.repository, file: path, digest: blob.digest, size: blob.size, mountFrom: mountFrom
@@ -87,6 +91,7 @@ public struct ImagePush {
             observer(ShareEvent(kind: .layer, layer: record.name, detail: upload.rawValue))
             return blob
         }
+        try store.checkUnchanged(identities)
         let configPath = scratch + "/config.json"
         try FileSystem.writeAtomically(image.config, to: configPath)
         try client.uploadBlob(

@@ -641,6 +641,39 @@ extension ShareTests {
         #expect(try Store(root: third).keys().count == 3)
     }
 
+    /// A build that makes a stored layer again and gets another tree moves it into the layer's
+    /// place; a push reading the old one meanwhile would send records and blobs of two trees, and
+    /// note a blob of the old tree as the new one's.
+    @Test("a layer that takes another directory's place while a push compresses it: one error, no tag, no blob noted; then the push completes")
+    func layerReplacedDuringPush() throws {
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let store = try Harness.temporaryDirectory("share-replaced")
+        #expect(try Harness.run(["build", try Harness.demoLayers() + "/gaming.yaml", "--store", store]).status == 0)
+        let handle = try Store(root: store)
+        let key = try #require(try handle.ref("nvidia"))
+        let reference = try ImageReference(parsing: "\(registry.host)/demo/replaced:v1")
+        let push = ImagePush(store: handle, client: try RegistryClient(reference, options: RegistryOptions()), architecture: "amd64")
+        #expect {
+            _ = try push.push(try #require(try handle.ref("gaming")), to: reference) { event in
+                // As nvidia's blob is about to be made: what such a build does, by rename(2).
+                guard event.kind == .step, event.layer == "nvidia", event.detail == "compress" else { return }
+                let directory = handle.layerDirectory(key)
+                let (status, output) = (try? KernelMount.run(
+                    "/bin/sh", ["-c", "mv '\(directory)' '\(directory).old' && cp -a '\(directory).old' '\(directory)' && rm -rf '\(directory).old'"]))
+                    ?? (-1, "could not run sh")
+                #expect(status == 0, "\(output)")
+            }
+        } throws: { error in
+            "\(error)".contains("layer \(key.prefix(12)) was built again by another layerctl while this one read it")
+        }
+        #expect(!FileSystemProbe.exists(handle.layerDirectory(key) + "/oci-blobs.json"))
+        #expect(!FileSystemProbe.exists("\(registry.storage)/repositories/demo/replaced/_manifests/tags/v1"))
+        let again = try Harness.run(["push", "gaming", reference.description, "--store", store])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(FileSystemProbe.exists("\(registry.storage)/repositories/demo/replaced/_manifests/tags/v1"))
+    }
+
     /// A cache that another layerctl filled holds trees made under its builder rules: they are
     /// pulled as any, and built again, as the store's own would be.
     @Test("a shared cache's layer made under other builder rules is built again, and the cache then holds this layerctl's")
