@@ -276,6 +276,17 @@ enum Harness {
         try MountTable().entries.filter { $0.target.hasPrefix(path) || $0.source.contains(path) }.map(\.target)
     }
 
+    /// Puts a copy of layer `key`'s directory in its place, by rename(2), as a build does that makes
+    /// the layer again and gets another tree: the same bytes, a new directory.
+    static func replaceLayerDirectory(_ key: String, in store: Store, sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let directory = store.layerDirectory(key)
+        let (status, output) =
+            (try? KernelMount.run(
+                "/bin/sh", ["-c", "mv '\(directory)' '\(directory).old' && cp -a '\(directory).old' '\(directory)' && rm -rf '\(directory).old'"]))
+            ?? (-1, "could not run sh")
+        #expect(status == 0, "\(output)", sourceLocation: sourceLocation)
+    }
+
     /// Checks what a store must always be: every layer complete, every ref pointing at one, and
     /// (with no build running) nothing left in tmp.
     static func expectValidStore(_ root: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
