@@ -49,8 +49,9 @@ public struct BuildOptions: Sendable {
 /// A cache of layers by key that stores share (a registry): the builder asks it before it builds a
 /// layer, and gives it each layer it built. Its failures are warnings: a build never needs it.
 public protocol SharedLayerCache {
-    /// Puts layer `key` into the store when the cache has it; false when it has not.
-    func fetch(_ key: String) throws -> Bool
+    /// Puts layer `key` into the store when the cache has it and `accepting` takes its record;
+    /// false otherwise.
+    func fetch(_ key: String, accepting: (LayerRecord) -> Bool) throws -> Bool
     /// Saves layer `key`, just built, and what it stands on.
     func save(_ key: String) throws
 }

@@ -1,3 +1,5 @@
+import LayerStore
+
 /// The version of the rules by which the builder turns a layer's inputs into its tree: what the
 /// normaliser keeps, removes and writes, and what the builder child does around libalpm's
 /// transaction. The layer key names the inputs; this names what is done with them. A layer's
@@ -20,4 +22,12 @@ public enum BuilderRules {
 
     /// The version a record says, 1 for a record written before versions were kept.
     static func version(of rules: Int?) -> Int { rules ?? 1 }
+
+    /// What a layer's record says of rules other than these ("made by another layerctl, …"), or
+    /// nil when it was made under these.
+    static func otherRules(of record: LayerRecord) -> String? {
+        let rules = version(of: record.rules)
+        guard rules != version else { return nil }
+        return "made by another layerctl, under builder rules \(rules); this one's rules, \(version), make some trees otherwise"
+    }
 }

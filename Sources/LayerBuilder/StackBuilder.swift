@@ -150,7 +150,12 @@ public final class StackBuilder {
             // The shared cache stores what it has as a pull does, each layer under its own build lock.
             if !cached && !options.noCache, let sharedCache {
                 do {
-                    shared = try sharedCache.fetch(key) && reusable(key, layer: layer.name, under: signatures)
+                    let taken = try sharedCache.fetch(key) { record in
+                        guard let other = BuilderRules.otherRules(of: record) else { return true }
+                        self.observer(BuildEvent(.warning, layer: layer.name, message: "the shared cache's layer was \(other): building it"))
+                        return false
+                    }
+                    shared = taken && reusable(key, layer: layer.name, under: signatures)
                     cached = shared
                     if shared { observer(BuildEvent(.step, layer: layer.name, message: "taken from the shared cache")) }
                 } catch {
@@ -209,15 +214,13 @@ public final class StackBuilder {
     /// force. When it does not, the layer is built again.
     private func reusable(_ key: String, layer: String, under policy: SignatureProof, quiet: Bool = false) -> Bool {
         guard store.contains(key), let record = try? store.record(key) else { return false }
-        let rules = BuilderRules.version(of: record.rules)
         let shortfall =
             record.signatures.map { $0.shortfall(against: policy) }
             ?? (policy.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
                 ? "its record does not say which signature policy it was checked under" : nil)
         let reason: String
-        if rules != BuilderRules.version {
-            reason = "the stored layer was made by another layerctl, under builder rules \(rules); this one's rules, "
-                + "\(BuilderRules.version), make some trees otherwise: building it again"
+        if let other = BuilderRules.otherRules(of: record) {
+            reason = "the stored layer was \(other): building it again"
         } else if let shortfall {
             reason = "the stored layer was built under a weaker signature policy (\(shortfall)); building it again"
         } else {

@@ -30,13 +30,17 @@ public final class RegistryLayerCache {
 
     static func tag(_ key: String) -> String { "layer-" + key }
 
-    /// Pulls layer `key` (and what it stands on) when the cache has it; false when it has not.
-    public func fetch(_ key: String) throws -> Bool {
+    /// Pulls layer `key` (and what it stands on) when the cache has it and `accepting` takes the
+    /// record its image carries; false otherwise. A layer the build would not take (made under
+    /// other builder rules) so costs no download.
+    public func fetch(_ key: String, accepting: (LayerRecord) -> Bool = { _ in true }) throws -> Bool {
         guard let from else { return false }
         var reference = from.repository
         reference.tag = Self.tag(key)
         reference.digest = nil
-        guard try from.client.manifest(reference.repository, Self.tag(key)) != nil else { return false }
+        guard let manifest = try from.client.manifest(reference.repository, Self.tag(key)) else { return false }
+        // A manifest that is no layerctl cache image's is the pull's to refuse, with its reason.
+        if let record = Self.topRecord(manifest.data), !accepting(record) { return false }
         var pull = ImagePull(store: store, client: from.client, architecture: architecture, unpacker: unpacker)
         pull.trustClaims = true
         let result = try pull.pull(reference, name: nil, observer: observer)
@@ -44,6 +48,14 @@ public final class RegistryLayerCache {
             throw RegistryError(.input, "\(reference) holds layer \(result.key), not \(key)")
         }
         return true
+    }
+
+    /// The record that a cache image's top layer carries, if the manifest is one with a record.
+    static func topRecord(_ manifest: Data) -> LayerRecord? {
+        guard let parsed = try? JSONDecoder().decode(OCIImage.Manifest.self, from: manifest),
+            let text = parsed.layers.last?.annotations?[OCIImage.recordAnnotation]
+        else { return nil }
+        return try? LayerRecord.decoded(Data(text.utf8))
     }
 
     /// Pushes the stack up to layer `key` as `layer-KEY`.

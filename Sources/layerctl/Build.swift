@@ -175,7 +175,7 @@ struct RegistryCache: SharedLayerCache {
 
     init(_ cache: RegistryLayerCache) { self.cache = cache }
 
-    func fetch(_ key: String) throws -> Bool { try cache.fetch(key) }
+    func fetch(_ key: String, accepting: (LayerRecord) -> Bool) throws -> Bool { try cache.fetch(key, accepting: accepting) }
     func save(_ key: String) throws { try cache.save(key) }
 }
 
