@@ -94,3 +94,20 @@ func sqfsRead(_ operation: @autoclosure () -> String, _ call: () -> Int32) throw
     let status = call()
     if status != 0 { throw SquashfsError(operation(), status, reading: true) }
 }
+
+/// A stack with more distinct owners and groups than a squashfs image holds
+/// (`SquashfsWriter.idLimit`): a tar or a folder holds them.
+public struct TooManyIds: LayerError {
+    /// "owner" or "group".
+    public let role: String
+    public let id: UInt32
+    /// The entry whose id is the first past the limit, in the order the image lists its inodes.
+    public let path: String
+
+    public var code: ErrorCode { .input }
+    public var message: String {
+        "the stack has more than 65,535 distinct owners and groups (uids and gids together), all that a squashfs "
+            + "image holds: the first past them is the \(role) \(id) of \(path); a tar or a folder holds them "
+            + "(export --format tar, or dir)"
+    }
+}

@@ -37,16 +37,47 @@ extension SquashfsWriter {
         return (order, numbers)
     }
 
+    /// The owners and groups of an image as its id table lists them: each distinct uid and gid
+    /// once, in the order the inode table first meets it (an inode's uid, then its gid). Kept here
+    /// rather than in libsquashfs's table, which looks each id up by going through all of them, a
+    /// time that grows with the number of files times the number of ids.
+    struct Ids {
+        var table: [UInt32] = []
+        var index: [UInt32: UInt16] = [:]
+    }
+
+    /// The most distinct ids an image holds. The superblock counts them in 16 bits, and 65,536
+    /// would be written as 0, which the kernel refuses to mount; libsquashfs (and so gensquashfs)
+    /// and mksquashfs write such an image without a word.
+    static let idLimit = 65_535
+
+    /// Numbers the ids of the entries in `order` (as `numberInodes` gives it); fails, naming the
+    /// entry, at the first id past `idLimit`.
+    static func numberIds(_ tree: MergedTree, order: [Int]) throws -> Ids {
+        var ids = Ids()
+        func add(_ id: UInt32, of index: Int, as role: String) throws {
+            guard ids.index[id] == nil else { return }
+            guard ids.table.count < idLimit else {
+                throw TooManyIds(role: role, id: id, path: RawPath.string(tree.path(of: index)))
+            }
+            ids.index[id] = UInt16(ids.table.count)
+            ids.table.append(id)
+        }
+        for index in order {
+            try add(tree.entries[index].uid, of: index, as: "owner")
+            try add(tree.entries[index].gid, of: index, as: "group")
+        }
+        return ids
+    }
+
     /// Writes the inode and directory tables, then the fragment, export, id and xattr tables, the
-    /// final superblock and the padding to a multiple of 4 KiB.
+    /// final superblock and the padding to a multiple of 4 KiB. `order`, `numbers` and `ids` are
+    /// those of `numberInodes` and `numberIds`.
     func writeMetadata(
-        _ tree: MergedTree, inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
+        _ tree: MergedTree, order: [Int], numbers: [UInt32], ids: Ids,
+        inodes: UnsafeMutablePointer<UnsafeMutablePointer<sqfs_inode_generic_t>?>,
         fragments: OpaquePointer, skippedAttribute: (String, [UInt8]) -> Void
     ) throws {
-        guard let ids = sqfs_id_table_create(0) else {
-            throw SquashfsError("create the id table", SQFS_ERROR_ALLOC.rawValue)
-        }
-        defer { sqfsDestroy(ids) }
         guard let xattrs = sqfs_xattr_writer_create(0) else {
             throw SquashfsError("create the xattr writer", SQFS_ERROR_ALLOC.rawValue)
         }
@@ -68,7 +99,6 @@ extension SquashfsWriter {
         }
         defer { sqfsDestroy(directories) }
 
-        let (order, numbers) = Self.numberInodes(tree)
         var references = [UInt64](repeating: 0, count: tree.entries.count)
         superblock.inode_table_start = size
         for index in order {
@@ -115,12 +145,11 @@ extension SquashfsWriter {
             inode.pointee.base.mode = UInt16(truncatingIfNeeded: entry.kind.typeBits) | entry.permissions
             inode.pointee.base.mod_time = UInt32(clamping: max(entry.mtime, 0))
             inode.pointee.base.inode_number = numbers[index]
-            try self.written("record the owner of \(path())") {
-                sqfs_id_table_id_to_index(ids, entry.uid, &inode.pointee.base.uid_idx)
+            guard let owner = ids.index[entry.uid], let group = ids.index[entry.gid] else {
+                throw SquashfsError("record the owner and group of \(path())", SQFS_ERROR_INTERNAL.rawValue)
             }
-            try self.written("record the group of \(path())") {
-                sqfs_id_table_id_to_index(ids, entry.gid, &inode.pointee.base.gid_idx)
-            }
+            inode.pointee.base.uid_idx = owner
+            inode.pointee.base.gid_idx = group
             let attributes = try recordAttributes(entry, path: path, into: xattrs, skipped: skippedAttribute)
             try self.written("record the attributes of \(path())") { sqfs_inode_set_xattr_index(inode, attributes) }
             // After the xattr index, which may turn a basic inode into an extended one.
@@ -146,7 +175,12 @@ extension SquashfsWriter {
         try self.written("write the export table") {
             sqfs_dir_writer_write_export_table(directories, file, compressor, numbers[0], references[0], &superblock)
         }
-        try self.written("write the id table") { sqfs_id_table_write(ids, file, &superblock, compressor) }
+        // As libsquashfs's id table writes itself: the ids, little-endian, as a table of metadata blocks.
+        let table = ids.table.map(\.littleEndian)
+        superblock.id_count = UInt16(table.count)
+        try self.written("write the id table") {
+            table.withUnsafeBytes { sqfs_write_table(file, compressor, $0.baseAddress, $0.count, &superblock.id_table_start) }
+        }
         try self.written("write the xattr table") { sqfs_xattr_writer_flush(xattrs, file, &superblock, compressor) }
         superblock.bytes_used = size
         try self.written("write the superblock") { sqfs_super_write(&superblock, file) }

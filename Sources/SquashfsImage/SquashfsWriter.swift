@@ -123,6 +123,9 @@ package final class SquashfsWriter {
         _ tree: MergedTree, knownBlocks: BlockDigests? = nil, progress: (Progress) -> Void,
         skippedAttribute: (String, [UInt8]) -> Void
     ) throws {
+        // Before anything is written: a stack squashfs cannot hold fails at once.
+        let (order, numbers) = Self.numberInodes(tree)
+        let ids = try Self.numberIds(tree, order: order)
         let mtime = UInt32(clamping: max(tree.epoch, 0))
         try sqfs("start the superblock of \(output)") {
             sqfs_super_init(&superblock, Int(options.blockSize), mtime, options.compressor.id)
@@ -141,7 +144,9 @@ package final class SquashfsWriter {
         }
         let fragments = try writeData(tree, knownBlocks: knownBlocks, into: inodes, progress: progress)
         defer { sqfsDestroy(fragments) }
-        try writeMetadata(tree, inodes: inodes, fragments: fragments, skippedAttribute: skippedAttribute)
+        try writeMetadata(
+            tree, order: order, numbers: numbers, ids: ids, inodes: inodes, fragments: fragments,
+            skippedAttribute: skippedAttribute)
         progress(Progress(bytesIn: tree.dataBytes, bytesOut: size, ratio: tally.ratio))
     }
 }

@@ -196,4 +196,41 @@ extension ExportTests {
             #expect(result.status == 0, "\(value): \(result.stderr)")
         }
     }
+
+    @Test("An image holds 65,535 owners and groups, and the kernel mounts it; one more is one line naming the entry, with no image written and an older one kept")
+    func ownerAndGroupLimit() throws {
+        // The root's 0, then an owner and a group of their own for each file: 65,535 ids. The
+        // superblock counts them in 16 bits: mksquashfs and gensquashfs write 65,536 as 0, which
+        // the kernel refuses to mount.
+        let stack = try CraftedStack("ids")
+        try stack.layer("full") { t in
+            try t.directory("ids")
+            for n in 1...32_767 { try t.file("ids/\(n)", owner: (uid_t(n), gid_t(100_000 + n))) }
+        }
+        let out = try Harness.temporaryDirectory("ids")
+        let image = out + "/ids.squashfs"
+        _ = try export("full", store: stack.store, to: image, ["--no-block-cache"])
+        let mounted = try KernelMount.squashfs(image)
+        var wrong: [String] = []
+        for n in 1...32_767 {
+            var st = stat()
+            if lstat(mounted + "/ids/\(n)", &st) != 0 || st.st_uid != n || st.st_gid != 100_000 + n {
+                wrong.append("ids/\(n): \(st.st_uid):\(st.st_gid)")
+            }
+        }
+        KernelMount.unmount(mounted)
+        #expect(wrong.isEmpty, "\(wrong.count) files with other owners, first \(wrong.prefix(3))")
+
+        try stack.layer("more") { t in try t.file("one-more", owner: (200_000, 0)) }
+        let kept = bytes(image)
+        let refused = try Harness.run(["export", "more", "--store", stack.store, "-o", image])
+        #expect(refused.status == 3, "\(refused.stderr)")
+        #expect(
+            refused.stderr == "layerctl: the stack has more than 65,535 distinct owners and groups (uids and gids together), "
+                + "all that a squashfs image holds: the first past them is the owner 200000 of /one-more; a tar or a folder "
+                + "holds them (export --format tar, or dir)\n")
+        #expect(bytes(image) == kept, "the older image changed")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out) == ["ids.squashfs"])
+        _ = try export("more", store: stack.store, to: out + "/more.tar", ["--format", "tar"])
+    }
 }
