@@ -20,6 +20,11 @@ public struct BootChanges: Codable, Sendable, Equatable {
         public var differences: [String]
         /// The package whose file list holds the path (now, or before for a deleted entry), or nil.
         public var owner: String?
+        /// The path's bytes, for a terminal (`RawPath.display`): `path` holds U+FFFD for each byte
+        /// that is not UTF-8. Not in the JSON, which holds text.
+        public var pathBytes: [UInt8] = []
+
+        enum CodingKeys: String, CodingKey { case path, change, kind, size, differences, owner }
     }
 
     public var files: [File]
@@ -145,6 +150,7 @@ private struct Walk {
         var size = entry.size
         if change == .deleted && entry.kind == .directory { size = UInt64(FileSystem.treeSize(entry.source)) }
         return BootChanges.File(
-            path: RawPath.string(path), change: change, kind: "\(entry.kind)", size: size, differences: [], owner: nil)
+            path: RawPath.string(path), change: change, kind: "\(entry.kind)", size: size, differences: [], owner: nil,
+            pathBytes: path)
     }
 }

@@ -19,6 +19,11 @@ public struct TreeDiff: Codable, Sendable, Equatable {
         public var differences: [String]
         /// The package whose file list holds the path (B's database, A's for a removed entry), or nil.
         public var owner: String?
+        /// The path's bytes, for a terminal (`RawPath.display`): `path` holds U+FFFD for each byte
+        /// that is not UTF-8, so two such names would read alike. Not in the JSON, which holds text.
+        public var pathBytes: [UInt8] = []
+
+        enum CodingKeys: String, CodingKey { case path, change, kind, size, differences, owner }
     }
 
     public var old: String
@@ -72,10 +77,11 @@ public struct TreeDiff: Codable, Sendable, Equatable {
     }
 
     fileprivate static func entry(
-        _ path: String, _ change: Change, _ entry: MergedTree.Entry, _ differences: [String], owner: String?
+        _ path: [UInt8], _ change: Change, _ entry: MergedTree.Entry, _ differences: [String], owner: String?
     ) -> Entry {
         Entry(
-            path: path, change: change, kind: "\(entry.kind)", size: entry.size, differences: differences, owner: owner)
+            path: RawPath.string(path), change: change, kind: "\(entry.kind)", size: entry.size, differences: differences,
+            owner: owner, pathBytes: path)
     }
 }
 
@@ -136,7 +142,7 @@ private struct Walk {
                     let text = RawPath.string(child)
                     if !differences.isEmpty {
                         let owner = newOwners[text] ?? oldOwners[text]
-                        entries.append(TreeDiff.entry(text, .modified, b.tree.entries[j], differences, owner: owner))
+                        entries.append(TreeDiff.entry(child, .modified, b.tree.entries[j], differences, owner: owner))
                     }
                     if a.tree.entries[i].kind == .directory && b.tree.entries[j].kind == .directory {
                         levels.append(start(i, j, path: child))
@@ -157,7 +163,7 @@ private struct Walk {
         let side = added ? b : a
         let text = RawPath.string(path)
         let owner = (added ? newOwners : oldOwners)[text]
-        entries.append(TreeDiff.entry(text, added ? .added : .removed, side.tree.entries[index], [], owner: owner))
+        entries.append(TreeDiff.entry(path, added ? .added : .removed, side.tree.entries[index], [], owner: owner))
         return start(added: added, index, path: path)
     }
 

@@ -8,14 +8,19 @@ package enum RawPath {
 
     package static func string(_ path: [UInt8]) -> String { String(decoding: path, as: UTF8.self) }
 
-    /// The bytes as text for a message or a terminal: UTF-8 as it is, any other byte and control
-    /// characters (C0, DEL, C1) as `\xNN`, and then backslashes too, so two names that differ
-    /// only in such bytes read differently, no name starts a line of its own, and no escape
-    /// sequence reaches the terminal. Names come from layers, and a layer may be a stranger's.
+    /// The bytes as text for a message or a terminal: UTF-8 as it is, any other byte, control
+    /// characters (C0, DEL, C1) and the marks that reorder text (bidirectional overrides,
+    /// embeddings, isolates and marks) as `\xNN`, and then backslashes too, so two names that
+    /// differ only in such bytes read differently, no name starts a line of its own or shows its
+    /// characters in another order (`\u{202E}txt.exe` reads "exe.txt" on a terminal that lays
+    /// out bidirectional text), and no escape sequence reaches the terminal. Names come from
+    /// layers, and a layer may be a stranger's.
     package static func display(_ bytes: [UInt8]) -> String {
         // C1 characters (U+0080 to U+009F) are 0xC2 0x80 to 0xC2 0x9F in UTF-8.
         let hasC1 = zip(bytes, bytes.dropFirst()).contains { $0 == 0xC2 && (0x80...0x9F).contains($1) }
-        if !hasC1, let text = String(validating: bytes, as: UTF8.self), !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }) {
+        if !hasC1, let text = String(validating: bytes, as: UTF8.self), !bytes.contains(where: { $0 < 0x20 || $0 == 0x7F }),
+            !text.unicodeScalars.contains(where: reordersText)
+        {
             return text
         }
         var result = ""
@@ -25,7 +30,8 @@ package enum RawPath {
             if byte >= 0x80, !(byte == 0xC2 && rest.count > 1 && (0x80...0x9F).contains(rest[rest.startIndex + 1])),
                 let length = (2...4).first(where: {
                     rest.count >= $0 && String(validating: rest.prefix($0), as: UTF8.self) != nil
-                })
+                }),
+                !String(decoding: rest.prefix(length), as: UTF8.self).unicodeScalars.contains(where: reordersText)
             {
                 result += String(decoding: rest.prefix(length), as: UTF8.self)
                 rest = rest.dropFirst(length)
@@ -38,6 +44,16 @@ package enum RawPath {
             }
         }
         return result
+    }
+
+    /// The characters of Unicode's bidirectional algorithm that change the order in which the
+    /// text around them is shown: the marks (LRM, RLM, ALM), embeddings and overrides (U+202A to
+    /// U+202E) and isolates (U+2066 to U+2069).
+    private static func reordersText(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x061C, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        default: false
+        }
     }
 
     /// Text for a terminal, by `display`'s rule: as it is, unless it holds a control character.

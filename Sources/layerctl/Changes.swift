@@ -87,7 +87,7 @@ extension LayerCtl {
             for file in changes.files {
                 let mark = file.change == .added ? "A" : file.change == .modified ? "M" : "D"
                 let detail = file.differences.isEmpty ? "" : " (\(file.differences.joined(separator: ", ")))"
-                lines.append("  \(mark) \(RawPath.printable(file.path))\(detail)")
+                lines.append("  \(mark) \(RawPath.display(file.pathBytes))\(detail)")
             }
             lines.append("this boot holds \(size(changes.upperBytes)) of file data in memory; the next boot forgets it")
             return lines.joined(separator: "\n")

@@ -91,7 +91,7 @@ struct DiffRenderer {
 
     private func line(_ entry: TreeDiff.Entry) -> String {
         let detail = entry.differences.isEmpty ? "" : " (\(entry.differences.joined(separator: ", ")))"
-        return paint("\(Self.mark(entry.change)) \(RawPath.printable(entry.path))", entry.change) + detail
+        return paint("\(Self.mark(entry.change)) \(RawPath.display(entry.pathBytes))", entry.change) + detail
     }
 
     func packages() -> String {
@@ -176,5 +176,5 @@ struct DiffRenderer {
         return lines.joined(separator: "\n")
     }
 
-    func names() -> String { diff.entries.map { RawPath.printable($0.path) }.joined(separator: "\n") }
+    func names() -> String { diff.entries.map { RawPath.display($0.pathBytes) }.joined(separator: "\n") }
 }

@@ -131,6 +131,33 @@ struct ChangesTests {
     /// A draft is a layer file, which goes into git and to whoever builds it: what a boot makes for
     /// this machine alone (its id, its SSH host keys) and a user's private key stay out of it, and
     /// so does pacman's `.pacnew`, whose place is the file it updates.
+    @Test("names that hold control characters, marks that reorder text or bytes that are not UTF-8 print as their bytes, one line each")
+    func hostileNames() throws {
+        let folder = try Harness.temporaryDirectory("changes-names")
+        let (lower, upper) = (folder + "/lower", folder + "/upper")
+        for path in [lower, upper] { #expect(mkdir(path, 0o755) == 0) }
+        let names: [[UInt8]] = [
+            Array("x\n  D forged".utf8), Array("\u{1B}]0;owned\u{07}".utf8), Array("\u{202E}txt.exe".utf8),
+            Array("odd-".utf8) + [0xFE], Array("odd-".utf8) + [0xFF],
+        ]
+        for name in names {
+            let fd = withC(Array(upper.utf8) + [0x2F] + name) { open($0, O_WRONLY | O_CREAT | O_EXCL, 0o644) }
+            #expect(fd >= 0)
+            close(fd)
+        }
+        let result = try Harness.run(["changes", "--upper", upper, "--lower", lower])
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        for shown in ["/x\\x0a  D forged", "/\\x1b]0;owned\\x07", "/\\xe2\\x80\\xaetxt.exe", "/odd-\\xfe", "/odd-\\xff"] {
+            #expect(lines.contains("  A " + shown), "\(shown) in \(result.stdout)")
+        }
+        let shownScalars = result.stdout.unicodeScalars.filter {
+            ($0.value < 0x20 && $0 != "\n") || (0x7F...0x9F).contains($0.value) || (0x202A...0x202E).contains($0.value)
+                || $0.value == 0xFFFD
+        }
+        #expect(shownScalars.isEmpty, "\(shownScalars.map(\.value))")
+    }
+
     @Test("the draft leaves out the machine id, systemd's stamps, caches and histories in homes, SSH host keys, private keys, .pacnew files and a generated resolv.conf, naming the last four")
     func draftWithholds() throws {
         let folder = try Harness.temporaryDirectory("withheld")

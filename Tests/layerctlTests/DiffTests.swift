@@ -235,7 +235,7 @@ struct DiffTests {
 
     /// A stranger's layer names its files and its packages: a newline would forge a line of the
     /// output, and an escape sequence would drive the terminal of whoever reads it.
-    @Test("names and package fields that hold control characters print escaped, one line each, in every text form of diff and in inspect")
+    @Test("names and package fields that hold control characters, marks that reorder text or bytes that are not UTF-8 print escaped, one line each, in every text form of diff and in inspect")
     func controlCharacters() throws {
         let stack = try CraftedStack("diff-controls")
         try stack.layer("plain") { t in try t.directory("etc") }
@@ -246,6 +246,11 @@ struct DiffTests {
             try t.file("etc/x\n  D forged", "x")
             try t.file("etc/\u{1B}[31mred\u{1B}[0m", "x")
             try t.file("etc/c1-\u{9B}2J", "x")
+            // A right-to-left override shows what follows it backwards: "exe.txt" on a terminal that
+            // lays out bidirectional text. Two names that are not UTF-8 would both read "odd-\u{FFFD}".
+            try t.file("etc/\u{202E}txt.exe", "x")
+            try t.file(Array("etc/odd-".utf8) + [0xFE], Array("x".utf8))
+            try t.file(Array("etc/odd-".utf8) + [0xFF], Array("x".utf8))
             try t.file("var/lib/pacman/local/evil-1-1/desc", Self.desc("evil\u{1B}]0;owned\u{07}", "1-\u{1B}[2J1"))
             try t.file("var/lib/pacman/local/evil-1-1/files", "%FILES%\netc/\u{1B}[31mred\u{1B}[0m\n\n")
         }
@@ -254,6 +259,7 @@ struct DiffTests {
             #expect(result.status == 1, "\(mode): \(result.stdout)\(result.stderr)")
             let controls = result.stdout.unicodeScalars.filter {
                 ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || (0x7F...0x9F).contains($0.value)
+                    || (0x202A...0x202E).contains($0.value) || $0.value == 0xFFFD
             }
             #expect(controls.isEmpty, "\(mode): \(controls.map(\.value)) in \(result.stdout)")
             let lines = result.stdout.split(separator: "\n")
@@ -262,7 +268,9 @@ struct DiffTests {
         let every = try Harness.run(["diff", "plain", "hostile", "--files", "--store", stack.store])
         #expect(
             every.stdout.contains("A /etc/x\\x0a  D forged  [unowned]")
-                && every.stdout.contains("A /etc/\\x1b[31mred\\x1b[0m  [evil\\x1b]0;owned\\x07]"),
+                && every.stdout.contains("A /etc/\\x1b[31mred\\x1b[0m  [evil\\x1b]0;owned\\x07]")
+                && every.stdout.contains("A /etc/\\xe2\\x80\\xaetxt.exe  [unowned]")
+                && every.stdout.contains("A /etc/odd-\\xfe  [unowned]") && every.stdout.contains("A /etc/odd-\\xff  [unowned]"),
             "\(every.stdout)")
         let packages = try Harness.run(["diff", "plain", "hostile", "--packages", "--store", stack.store])
         #expect(packages.stdout.contains("+ evil\\x1b]0;owned\\x07 1-\\x1b[2J1"), "\(packages.stdout)")
