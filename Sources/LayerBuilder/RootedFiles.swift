@@ -89,13 +89,20 @@ struct RootedFiles {
     }
 
     /// Reads a regular file inside the root, or nil when there is none: a FIFO is not read (it
-    /// would wait for a writer), nor a device node.
-    func read(_ path: String) -> Data? {
+    /// would wait for a writer), nor a device node. One of more than `limit` bytes is refused
+    /// unread (`FileTooLarge`).
+    func read(_ path: String, atMost limit: Int64) throws -> Data? {
         guard let rootFD = try? openRoot() else { return nil }
         defer { close(rootFD) }
         let fd = lc_open_in_root(rootFD, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0)
         guard fd >= 0 else { return nil }
-        return try? FileSystem.readRegularFile(opened: fd, path: path)
+        do {
+            return try FileSystem.readRegularFile(opened: fd, path: path, atMost: limit)
+        } catch let large as FileTooLarge {
+            throw large
+        } catch {
+            return nil
+        }
     }
 
     /// Turns `user:group` (names or numbers) into ids, reading the root's /etc/passwd and /etc/group;
@@ -104,7 +111,7 @@ struct RootedFiles {
         let parts = spec.split(separator: ":", maxSplits: 1).map(String.init)
         func lookup(_ name: String, in file: String) throws -> UInt32 {
             if let number = UInt32(name) { return number }
-            let text = read(file).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let text = try read(file, atMost: ReadLimit.accounts).map { String(decoding: $0, as: UTF8.self) } ?? ""
             for line in text.split(separator: "\n") {
                 let fields = line.split(separator: ":", omittingEmptySubsequences: false)
                 if fields.count > 2, fields[0] == name, let id = UInt32(fields[2]) { return id }

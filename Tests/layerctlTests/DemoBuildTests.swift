@@ -371,6 +371,31 @@ struct DemoBuildTests {
         try Harness.expectValidStore(store)
     }
 
+    @Test("an owner is looked up in at most 64 MiB of the layer's /etc/passwd and /etc/group: a larger one, which a layer below can hold for nothing, fails at the entry unread")
+    func largeAccountFiles() throws {
+        let layers = try Harness.demoLayers()
+        let store = try Harness.temporaryDirectory("store")
+        for (name, text) in [
+            // Sparse: the layer costs no disk. Its first lines stay those of the base's group file.
+            ("accounts", "from: base\nrun:\n  - truncate -s 3G /etc/group\n"),
+            ("owned", "from: accounts\nfiles:\n  - path: /etc/owned\n    content: x\n    owner: root:nobody\n"),
+            ("numbers", "from: accounts\nfiles:\n  - path: /etc/owned\n    content: x\n    owner: \"0:65534\"\n"),
+        ] {
+            try text.write(toFile: "\(layers)/\(name).yaml", atomically: false, encoding: .utf8)
+        }
+        let refused = try Harness.run(["build", "\(layers)/owned.yaml", "--store", store])
+        let lines = refused.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        #expect(refused.status != 0 && lines.count == 1, "\(refused.stderr)")
+        #expect(
+            lines.first?.hasSuffix(
+                "owned.yaml:3:5: writing /etc/owned failed: /etc/group is 3.0 GiB, more than the 64.0 MiB layerctl reads of such a file")
+                == true, "\(refused.stderr)")
+        #expect(try Store(root: store).ref("owned") == nil)
+        // Numbers are not looked up.
+        let numbers = try Harness.run(["build", "\(layers)/numbers.yaml", "--store", store])
+        #expect(numbers.status == 0, "\(numbers.stderr)")
+    }
+
     /// A folder of configuration (`/etc/skel`, a theme), as Docker's `COPY` and mkosi's
     /// `ExtraTrees` copy one, from a layer file that may be a stranger's.
     @Test("files: source: a folder copies its tree (folders 0755, files 0755 or 0644 by their executable bit, links as links, all of owner) into the path, keeping a folder there; a FIFO, a device, too many entries or bytes, a name that is not UTF-8, a path too long at its place are refused at the entry; an edit rebuilds the layer")
