@@ -101,7 +101,8 @@ public struct TooManyIds: LayerError {
     /// "owner" or "group".
     public let role: String
     public let id: UInt32
-    /// The entry whose id is the first past the limit, in the order the image lists its inodes.
+    /// The entry whose id is the first past the limit, in the order the image lists its inodes, as
+    /// `RawPath.display` shows it.
     public let path: String
 
     public var code: ErrorCode { .input }

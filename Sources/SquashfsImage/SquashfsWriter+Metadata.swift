@@ -58,7 +58,7 @@ extension SquashfsWriter {
         func add(_ id: UInt32, of index: Int, as role: String) throws {
             guard ids.index[id] == nil else { return }
             guard ids.table.count < idLimit else {
-                throw TooManyIds(role: role, id: id, path: RawPath.string(tree.path(of: index)))
+                throw TooManyIds(role: role, id: id, path: RawPath.display(tree.path(of: index)))
             }
             ids.index[id] = UInt16(ids.table.count)
             ids.table.append(id)
