@@ -19,11 +19,22 @@ public struct TreeDiff: Codable, Sendable, Equatable {
         public var differences: [String]
         /// The package whose file list holds the path (B's database, A's for a removed entry), or nil.
         public var owner: String?
-        /// The path's bytes, for a terminal (`RawPath.display`): `path` holds U+FFFD for each byte
-        /// that is not UTF-8, so two such names would read alike. Not in the JSON, which holds text.
+        /// The path's bytes (`RawPath.display` shows them): `path` holds U+FFFD for each byte that
+        /// is not UTF-8, so two such names would read alike. In the JSON as `pathBase64`, only then.
         public var pathBytes: [UInt8] = []
 
         enum CodingKeys: String, CodingKey { case path, change, kind, size, differences, owner }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(path, forKey: .path)
+            try container.encode(change, forKey: .change)
+            try container.encode(kind, forKey: .kind)
+            try container.encode(size, forKey: .size)
+            try container.encode(differences, forKey: .differences)
+            try container.encodeIfPresent(owner, forKey: .owner)
+            try RawPath.encodeBytesUnlessText(pathBytes, to: encoder)
+        }
     }
 
     public var old: String

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Raw byte paths for system calls.
 package enum RawPath {
     package static func with<T>(_ path: [UInt8], _ body: (UnsafePointer<CChar>) throws -> T) rethrows -> T {
@@ -67,6 +69,16 @@ package enum RawPath {
         if bytes.last == 0x0D { bytes.removeLast() }
         return bytes.split(separator: 0x09, omittingEmptySubsequences: false).map { display(Array($0)) }
             .joined(separator: "\t")
+    }
+
+    private enum BytesKey: String, CodingKey { case pathBase64 }
+
+    /// Adds `pathBase64`, the path's bytes in base64, to the keyed container of `encoder`, when
+    /// they are not UTF-8: JSON holds text, and the path's text there has U+FFFD for them.
+    package static func encodeBytesUnlessText(_ bytes: [UInt8], to encoder: any Encoder) throws {
+        guard !bytes.isEmpty, String(validating: bytes, as: UTF8.self) == nil else { return }
+        var container = encoder.container(keyedBy: BytesKey.self)
+        try container.encode(Data(bytes).base64EncodedString(), forKey: .pathBase64)
     }
 
     package static func join(_ directory: [UInt8], _ name: [UInt8]) -> [UInt8] {

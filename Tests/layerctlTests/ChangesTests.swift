@@ -156,6 +156,12 @@ struct ChangesTests {
                 || $0.value == 0xFFFD
         }
         #expect(shownScalars.isEmpty, "\(shownScalars.map(\.value))")
+        let json = try Harness.run(["changes", "--upper", upper, "--lower", lower, "--json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let bytes = (object["files"] as? [[String: Any]] ?? []).compactMap { file in
+            (file["pathBase64"] as? String).flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) }
+        }
+        #expect(bytes == [Array("/odd-".utf8) + [0xFE], Array("/odd-".utf8) + [0xFF]], "\(json.stdout)")
     }
 
     @Test("the draft leaves out the machine id, systemd's stamps, caches and histories in homes, SSH host keys, private keys, .pacnew files and a generated resolv.conf, naming the last four")

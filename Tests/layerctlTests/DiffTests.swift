@@ -274,6 +274,15 @@ struct DiffTests {
             "\(every.stdout)")
         let packages = try Harness.run(["diff", "plain", "hostile", "--packages", "--store", stack.store])
         #expect(packages.stdout.contains("+ evil\\x1b]0;owned\\x07 1-\\x1b[2J1"), "\(packages.stdout)")
+        // JSON holds text: a name that is not UTF-8 has its bytes beside it, and only such a name.
+        let json = try Harness.run(["diff", "plain", "hostile", "--json", "--store", stack.store])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let entries = report["entries"] as? [[String: Any]] ?? []
+        let bytes = entries.compactMap { entry in
+            (entry["pathBase64"] as? String).flatMap { Data(base64Encoded: $0) }.map { [UInt8]($0) }
+        }
+        #expect(bytes == [Array("/etc/odd-".utf8) + [0xFE], Array("/etc/odd-".utf8) + [0xFF]], "\(json.stdout)")
+        #expect(entries.contains { $0["path"] as? String == "/etc/\u{202E}txt.exe" && $0["pathBase64"] == nil })
 
         // inspect prints a record, which for a pulled layer an image wrote.
         let record = stack.store + "/layers/" + stack.keys[1] + "/layer.json"
