@@ -1,4 +1,5 @@
 import Alpm
+import CLayerSupport
 import Foundation
 import Glibc
 import LayerRecipe
@@ -50,6 +51,9 @@ extension BuilderChild {
         }
         defer { flush() }
         handle.beforePostTransactionHooks = { settleFolderTimes(epoch: job.sourceDateEpoch) }
+        // Each package file gets its time in the layer as it is extracted, not by a call of its own
+        // after the build; what the hooks and steps read of it is that time.
+        lc_clamp_extracted_times(job.sourceDateEpoch)
         var added: [PackageFile] = []
         var removed: [InstalledPackage] = []
         if !job.install.isEmpty || !job.remove.isEmpty || job.sysupgrade == true {

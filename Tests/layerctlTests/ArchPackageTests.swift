@@ -485,4 +485,40 @@ struct ArchPackageTests {
         #expect(try other.ref("fonts") == key)
         #expect(try first.record(key).treeDigest == other.record(key).treeDigest)
     }
+
+    /// What a hook or a step reads of a package file's time (a cache records it, Python's bytecode
+    /// does) is the time the file has in the layer: the layer's epoch, or the package's own time
+    /// when that is older, as the file is extracted, not after the build.
+    @Test("a hook and a run: step read a package file's time as the layer holds it: clamped to SOURCE_DATE_EPOCH as it is extracted, the package's own when older")
+    func packageFileTimes() throws {
+        let folder = try layers([
+            "recorder": """
+                from: base
+                files:
+                  - path: /etc/pacman.d/hooks/40-times.hook
+                    content: "[Trigger]\\nType = Path\\nOperation = Install\\nTarget = usr/bin/demo-app\\n\\n[Action]\\nWhen = PostTransaction\\nExec = /etc/pacman.d/record-time\\n"
+                  - path: /etc/pacman.d/record-time
+                    mode: "0755"
+                    content: "#!/bin/sh\\nstat -c %Y /usr/bin/demo-app > /var/lib/seen-by-hook\\n"
+
+                """,
+            "app": "from: recorder\npackages: [demo-app]\nrun:\n  - stat -c %Y /usr/bin/demo-app > /var/lib/seen-by-step\n",
+        ])
+        let listing = try KernelMount.run(
+            "/usr/bin/bsdtar", ["-cf", "-", "--format", "mtree", "@\(Harness.demoOut)/repo/demo/demo-app-1.0-1-any.pkg.tar.zst"])
+        let line = try #require(listing.output.split(separator: "\n").first { $0.hasPrefix("./usr/bin/demo-app ") })
+        let packaged = try #require(line.split(separator: " ").first { $0.hasPrefix("time=") }.flatMap { Int($0.dropFirst(5).split(separator: ".")[0]) })
+        for (epoch, expected) in [(1000, 1000), (4_000_000_000, packaged)] {
+            let store = try Harness.temporaryDirectory("store")
+            let built = try Harness.run(["build", folder + "/app.yaml", "--store", store], environment: ["SOURCE_DATE_EPOCH": "\(epoch)"])
+            #expect(built.status == 0, "\(built.stderr)")
+            let tree = try tree(store, "app")
+            for seen in ["seen-by-hook", "seen-by-step"] {
+                #expect(try String(contentsOfFile: tree + "/var/lib/" + seen, encoding: .utf8) == "\(expected)\n", "epoch \(epoch): \(seen)")
+            }
+            var st = stat()
+            #expect(lstat(tree + "/usr/bin/demo-app", &st) == 0 && st.st_mtim.tv_sec == expected && st.st_mtim.tv_nsec == 0, "epoch \(epoch)")
+        }
+        #expect(packaged > 1000 && packaged < 4_000_000_000)
+    }
 }

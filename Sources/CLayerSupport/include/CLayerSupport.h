@@ -3,6 +3,7 @@
 
 #include <spawn.h>
 #include <linux/capability.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -105,6 +106,10 @@ int lc_landlock_confine(const char *const *readable, int readable_count, const c
 /// library falls back to clone. Names this architecture does not know are skipped. Returns 0 or an
 /// errno value; on failure `*failed_name`, when not NULL, names the call that could not be added.
 int lc_refuse_system_calls(const char *const *names, int count, int refusal, const char **failed_name);
+
+/// From now on in this process, each file libalpm extracts gets its mtime clamped to `epoch`
+/// (whole seconds), as the normaliser would set it after the build (extracted_times.c).
+void lc_clamp_extracted_times(int64_t epoch);
 
 /// UTIME_OMIT for utimensat: leave that time as it is (the macro does not reach Swift).
 static const long lc_utime_omit = UTIME_OMIT;
