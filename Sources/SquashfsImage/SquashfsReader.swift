@@ -231,7 +231,10 @@ public final class SquashfsReader {
                 if !resolved.isEmpty { resolved.removeLast() }
                 continue
             }
-            let inode = try find(resolved + [name], for: path)
+            // Past a link, what is missing is named as the links made it: a stranger's image may
+            // point its kernel at a file it does not hold.
+            let shown = hops == 0 ? path : "\(path), a link to /\((resolved + [name] + pending).joined(separator: "/")),"
+            let inode = try find(resolved + [name], for: shown)
             defer { sqfs_free(inode) }
             guard Self.kind(of: inode) == .symlink else {
                 resolved.append(name)
@@ -243,7 +246,7 @@ public final class SquashfsReader {
             if target.hasPrefix("/") { resolved = [] }
             pending = target.split(separator: "/").map(String.init) + pending
         }
-        return try find(resolved, for: path)
+        return try find(resolved, for: hops == 0 ? path : "\(path), a link to /\(resolved.joined(separator: "/")),")
     }
 
     /// The inode at `components` below the root, none of them a symlink.

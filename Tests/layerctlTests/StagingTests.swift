@@ -324,7 +324,7 @@ struct StagingTests {
         #expect(!FileManager.default.fileExists(atPath: disk.grub + "/42_layerctl"))
     }
 
-    @Test("staging an image without a kernel, under a bad name or one that differs from a staged one only in case fails with one line and leaves what was staged as it was")
+    @Test("staging an image without a kernel or with a kernel link to what it does not hold, under a bad name or one that differs from a staged one only in case fails with one line and leaves what was staged as it was")
     func stageFailure() throws {
         let disk = try makeDisk()
         defer { unmount(disk) }
@@ -357,6 +357,20 @@ struct StagingTests {
         #expect(
             caseOnly.stderr == "layerctl: 'Probe' differs from the staged name 'probe' only in case, and on a FAT boot partition their entries would be one file; give --name another name, or unstage probe\n",
             "\(caseOnly.stderr)")
+        #expect(
+            try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
+        )
+        // A stranger's image whose kernel is a link to what it does not hold (a host's file, as it
+        // would be on the host): followed in the image alone, and named as the link made it.
+        let linked = try Harness.temporaryDirectory("linked-kernel")
+        try BootMachine.shell(
+            "mkdir -p '\(linked)/root/boot' && ln -s ../etc/shadow '\(linked)/root/boot/vmlinuz-x' && echo x > '\(linked)/root/boot/initramfs-x.img'"
+                + " && mksquashfs '\(linked)/root' '\(linked)/linked.squashfs' -quiet -no-progress >/dev/null")
+        let dangling = try Harness.run(["stage", linked + "/linked.squashfs", "--name", "probe"] + disk.options)
+        #expect(dangling.status == 3)
+        #expect(
+            dangling.stderr.hasPrefix("layerctl: find /boot/vmlinuz-x, a link to /etc/shadow, in ")
+                && dangling.stderr.hasSuffix(" failed: No such file or directory\n"), "\(dangling.stderr)")
         #expect(
             try BootMachine.shell("cd '\(disk.mount)' && find state boot | sort && cat boot/loader/entries/*") == before
         )
