@@ -3,11 +3,12 @@
 // A layer's entries have their mtime clamped to the epoch (whole seconds), which the builder's
 // normaliser does for each entry that lacks it once the build is over: for a base layer that is
 // every file of every package (their times are when they were packaged), one utimensat by path
-// each, about a tenth of layerctl's own CPU in a cold build. libalpm extracts each file with
-// archive_read_extract2 and ARCHIVE_EXTRACT_TIME, so libarchive sets the time from the entry with
-// the file open; given the clamped time in the entry, it sets that instead, for nothing. The
-// tree ends the same (what the normaliser would set, it finds set), and what the transaction's
-// hooks and the layer's steps read of a package file's time is the time it has in the layer.
+// each, 7 to 10 ms of the 0.13 s of CPU that layerctl's own process takes for the cold base layer
+// of Benchmarks/build.sh. libalpm extracts each file with archive_read_extract2 and
+// ARCHIVE_EXTRACT_TIME, so libarchive sets the time from the entry with the file open; given the
+// clamped time in the entry, it sets that instead, at no cost. The tree ends the same (what the
+// normaliser would set, it finds set), and what the transaction's hooks and the layer's steps
+// read of a package file's time is the time it has in the layer.
 //
 // As in archive_readers.c, layerctl defines the function libalpm calls, so the dynamic linker
 // binds libalpm's call here; this passes each call on to libarchive's own, and changes the entry

@@ -233,8 +233,8 @@ public final class SquashfsReader {
             }
             // Past a link, what is missing is named as the links made it: a stranger's image may
             // point its kernel at a file it does not hold.
-            let shown = hops == 0 ? path : "\(path), a link to /\((resolved + [name] + pending).joined(separator: "/")),"
-            let inode = try find(resolved + [name], for: shown)
+            let inode = try find(
+                resolved + [name], for: hops == 0 ? path : "\(path), a link to /\((resolved + [name] + pending).joined(separator: "/")),")
             defer { sqfs_free(inode) }
             guard Self.kind(of: inode) == .symlink else {
                 resolved.append(name)
@@ -250,7 +250,9 @@ public final class SquashfsReader {
     }
 
     /// The inode at `components` below the root, none of them a symlink.
-    private func find(_ components: [String], for path: String) throws -> UnsafeMutablePointer<sqfs_inode_generic_t> {
+    private func find(
+        _ components: [String], for path: @autoclosure () -> String
+    ) throws -> UnsafeMutablePointer<sqfs_inode_generic_t> {
         var root: UnsafeMutablePointer<sqfs_inode_generic_t>?
         try sqfsRead("read the root of \(image)") { sqfs_dir_reader_get_root_inode(directories, &root) }
         guard let root else { throw SquashfsError("read the root of \(image)", SQFS_ERROR_INTERNAL.rawValue) }
@@ -260,11 +262,11 @@ public final class SquashfsReader {
         let status = sqfs_dir_reader_find_by_path(directories, root, components.joined(separator: "/"), &found)
         switch status {
         case 0: break
-        case SQFS_ERROR_NO_ENTRY.rawValue: throw SystemError("find \(path) in", image, errno: ENOENT)
-        case SQFS_ERROR_NOT_DIR.rawValue: throw SystemError("find \(path) in", image, errno: ENOTDIR)
-        default: throw SquashfsError("find \(path) in \(image)", status, reading: true)
+        case SQFS_ERROR_NO_ENTRY.rawValue: throw SystemError("find \(path()) in", image, errno: ENOENT)
+        case SQFS_ERROR_NOT_DIR.rawValue: throw SystemError("find \(path()) in", image, errno: ENOTDIR)
+        default: throw SquashfsError("find \(path()) in \(image)", status, reading: true)
         }
-        guard let found else { throw SquashfsError("find \(path) in \(image)", SQFS_ERROR_INTERNAL.rawValue) }
+        guard let found else { throw SquashfsError("find \(path()) in \(image)", SQFS_ERROR_INTERNAL.rawValue) }
         return found
     }
 
