@@ -189,6 +189,7 @@ public struct BootStaging: Sendable {
             // A name never staged before leaves no folders behind (rmdir removes none that holds anything).
             if before == nil {
                 rmdir(bootDirectory + "/layerctl/\(name)")
+                rmdir(bootDirectory + "/layerctl")
                 rmdir(folder)
             }
             throw error
@@ -206,6 +207,7 @@ public struct BootStaging: Sendable {
         if unifiedKernel { try Self.requireStub(reader, shownAs: shownAs) }
         let bootFolder = bootDirectory + "/layerctl/\(name)/\(id)"
         try FileSystem.makeDirectories(bootFolder)
+        try checkRoom(reader, files, in: bootFolder, shownAs: shownAs)
         let words =
             [
                 "layerctl.image=\(device.path)", "layerctl.device=UUID=\(device.uuid)",
@@ -281,6 +283,29 @@ public struct BootStaging: Sendable {
             for path in version.bootFiles where !image.bootFiles.contains(path) { unlink(path) }
         }
         return set
+    }
+
+    /// Fails before a byte is copied when the boot partition has less room than the image's kernel
+    /// and initramfs take (and the kernel's second copy, which signing and a unified kernel image
+    /// keep beside it while they are made). A stranger's image may hold a kernel of any size:
+    /// copied until the partition is full, it would leave no room meanwhile to whatever else writes
+    /// there, a kernel update among them.
+    private func checkRoom(_ reader: SquashfsReader, _ files: (kernel: String, initrd: String), in folder: String, shownAs: String) throws {
+        let kernel = try reader.size(files.kernel)
+        // An image's sizes are its own to state, up to 2^64 - 1: the sum stops there.
+        let need = [kernel, try reader.size(files.initrd), signing != nil || unifiedKernel ? kernel : 0].reduce(UInt64(0)) {
+            let (sum, overflow) = $0.addingReportingOverflow($1)
+            return overflow ? .max : sum
+        }
+        var fs = statvfs()
+        try sys("read the free space of the filesystem of", folder) { statvfs(folder, &fs) }
+        // Root writes into the blocks ext4 keeps for root.
+        let free = UInt64(geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * UInt64(fs.f_frsize)
+        guard need > free else { return }
+        let held = RawPath.display(Array(files.kernel.utf8)) + " and " + RawPath.display(Array(files.initrd.utf8))
+        throw BootError(
+            "\(held) of \(shownAs) need \(formatBytes(Int64(min(need, UInt64(Int64.max))))) on the boot partition, "
+                + "and the filesystem of \(bootDirectory) has \(formatBytes(Int64(free))) free", code: .system)
     }
 
     /// Removes the current version of `name` (the previous one becomes current), or all of them.

@@ -165,6 +165,16 @@ public final class SquashfsReader {
         }
     }
 
+    /// The size of the regular file at `path` (symlinks followed).
+    public func size(_ path: String) throws -> UInt64 {
+        let inode = try resolve(path)
+        defer { sqfs_free(inode) }
+        guard Self.kind(of: inode) == .regular else { throw notA("regular file", path) }
+        var size: UInt64 = 0
+        sqfs_inode_get_file_size(inode, &size)
+        return size
+    }
+
     /// Copies the regular file at `path` to a new file `destination` (mode 0644) and returns its size.
     @discardableResult
     public func copy(_ path: String, to destination: String) throws -> UInt64 {

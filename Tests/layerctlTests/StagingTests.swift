@@ -376,6 +376,40 @@ struct StagingTests {
         )
     }
 
+    /// A stranger's image may hold a kernel of any size (a sparse file takes a few bytes of the
+    /// image): it was copied until the boot partition was full, and what else wrote there meanwhile
+    /// failed; a first stage that failed so left an empty `layerctl` folder on the boot partition.
+    @Test("an image whose kernel and initramfs do not fit the boot partition is refused before any of it is copied, and a first stage leaves no folder")
+    func oversizedKernel() throws {
+        let disk = try makeDisk()
+        defer { unmount(disk) }
+        let folder = try Harness.temporaryDirectory("oversized-kernel")
+        try BootMachine.shell(
+            "mkdir -p '\(folder)/root/boot' && truncate -s 2G '\(folder)/root/boot/vmlinuz-x' && echo x > '\(folder)/root/boot/initramfs-x.img'"
+                + " && mkdir -p '\(folder)/root/usr/lib/systemd/boot/efi' && echo stub > '\(folder)/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub'"
+                + " && mksquashfs '\(folder)/root' '\(folder)/big.squashfs' -quiet -no-progress >/dev/null")
+        // The boot partition and the state folder, as a machine has them before its first stage.
+        let before = try BootMachine.shell("cd '\(disk.mount)' && mkdir boot state && find . | sort")
+        let free = try BootMachine.shell("df --output=avail -B1 '\(disk.mount)' | tail -1").trimmingCharacters(in: .whitespacesAndNewlines)
+        // A unified kernel image is made beside the kernel's copy.
+        for unified in [false, true] {
+            let options = unified ? ["--uki"] : []
+            let refused = try Harness.run(["stage", folder + "/big.squashfs", "--name", "big"] + options + disk.options)
+            #expect(refused.status == 8, "\(refused.stderr)")
+            let need = unified ? "4.0 GiB" : "2.0 GiB"
+            #expect(
+                refused.stderr.hasPrefix(
+                    "layerctl: /boot/vmlinuz-x and /boot/initramfs-x.img of \(folder)/big.squashfs need \(need) on the boot partition, and the filesystem of \(disk.mount)/boot has ")
+                    && refused.stderr.hasSuffix(" MiB free\n") && refused.stderr.split(separator: "\n").count == 1,
+                "\(refused.stderr)")
+            #expect(try BootMachine.shell("cd '\(disk.mount)' && find . | sort") == before)
+        }
+        // Nothing was written on the way: the free space is what it was (the image goes to the
+        // state folder, on the same disk here, and went again).
+        #expect(
+            try BootMachine.shell("df --output=avail -B1 '\(disk.mount)' | tail -1").trimmingCharacters(in: .whitespacesAndNewlines) == free)
+    }
+
     /// Layer files with the same content share a key, and the layer's record keeps the name it was
     /// first built under: `stage laptop` of a layer the same as `probe` staged it as probe, over
     /// probe's image, and `shell laptop` was a shell on the host named probe.
