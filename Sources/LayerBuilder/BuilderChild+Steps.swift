@@ -54,6 +54,8 @@ extension BuilderChild {
         // Each package file gets its time in the layer as it is extracted, not by a call of its own
         // after the build; what the hooks and steps read of it is that time.
         lc_clamp_extracted_times(job.sourceDateEpoch)
+        // libarchive's walk of each file's path for symlinks, in two calls where there is none.
+        lc_check_extracted_paths_quickly()
         var added: [PackageFile] = []
         var removed: [InstalledPackage] = []
         if !job.install.isEmpty || !job.remove.isEmpty || job.sysupgrade == true {

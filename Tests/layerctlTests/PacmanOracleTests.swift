@@ -175,6 +175,112 @@ struct PacmanOracleTests {
         try FileManager.default.removeItem(atPath: work)
     }
 
+    /// libalpm has libarchive walk each file's path for symlinks before it writes (one on the way
+    /// is removed, and the folder made); layerctl makes that check in two system calls where the
+    /// path has none, and leaves the walk the rest (package_extraction.c). A package whose paths
+    /// meet symlinks on the disk in each place the walk meets them: on the way (to a folder,
+    /// dangling), two folders down, one of another package's (`lib`, filesystem's), and a folder
+    /// not yet made; pacman makes its tree the same way, by the walk. (A package that names a
+    /// folder where the disk has a symlink conflicts with it, in libalpm's check before.)
+    @Test("a package whose paths go through symlinks on the disk makes the tree pacman makes")
+    func symlinksOnTheWay() throws {
+        typealias Crafted = OCILayerTests.Crafted
+        let work = try Harness.temporaryDirectory("pacman-oracle-links")
+        let repo = work + "/repo/links"
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        let folder = { (name: String) in Crafted(name: name, type: Glibc.S_IFDIR, mode: 0o755) }
+        let file = { (name: String) in Crafted(name: name, data: name + "\n") }
+        let info = """
+            pkgname = links
+            pkgbase = links
+            pkgver = 1.0-1
+            pkgdesc = paths through symlinks
+            builddate = 1700000000
+            packager = layerctl tests
+            size = 64
+            arch = any
+
+            """
+        let package = repo + "/links-1.0-1-any.pkg.tar"
+        try OCILayerTests.craft(
+            [
+                Crafted(name: ".PKGINFO", data: info), folder("usr"), folder("usr/lib"),
+                file("usr/lib/dirlink/g"), file("usr/lib/dangling/h"), folder("usr/lib/a"), file("usr/lib/a/b/c/d"),
+                file("lib/through/z"),
+                folder("usr/lib/new"), file("usr/lib/new/x"), file("usr/lib/fresh/y"),
+            ], at: package)
+        for command in [["/usr/bin/zstd", "-q", "--rm", package], ["/usr/bin/repo-add", "-q", repo + "/links.db.tar.gz", package + ".zst"]] {
+            let made = try KernelMount.run(command[0], Array(command.dropFirst()))
+            #expect(made.status == 0, "\(command): \(made.output)")
+        }
+        // What the layer below makes, and pacman's root is given by hand.
+        let links = [("usr/lib/dirlink", "real"), ("usr/lib/dangling", "/nowhere"), ("usr/lib/a/b", "real")]
+        let contents = [("usr/lib/real/f", "f\n"), ("usr/lib/a/real/e", "e\n")]
+        try """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: demo
+                servers: [\(Harness.demoOut)/repo/$repo]
+                siglevel: Optional TrustAll
+              - name: links
+                servers: [\(work)/repo/$repo]
+                siglevel: Optional TrustAll
+            packages: [filesystem]
+            files:
+            \(contents.map { "  - {path: /\($0.0), content: \"\($0.1.replacingOccurrences(of: "\n", with: "\\n"))\"}" }.joined(separator: "\n"))
+            \(links.map { "  - {path: /\($0.0), link: \($0.1)}" }.joined(separator: "\n"))
+
+            """.write(toFile: work + "/below.yaml", atomically: true, encoding: .utf8)
+        try "from: below\npackages: [links]\n".write(toFile: work + "/above.yaml", atomically: true, encoding: .utf8)
+        let store = work + "/store"
+        let built = try Harness.run(["build", work + "/above.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+
+        let root = work + "/pacman"
+        try FileManager.default.createDirectory(
+            atPath: root + "/var/lib/pacman", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try """
+            [options]
+            Architecture = x86_64
+            SigLevel = Never
+            [demo]
+            Server = file://\(Harness.demoOut)/repo/$repo
+            [links]
+            Server = file://\(work)/repo/$repo
+
+            """.write(toFile: work + "/pacman.conf", atomically: true, encoding: .utf8)
+        func pacman(_ arguments: [String]) throws {
+            let ran = try KernelMount.run(
+                "/usr/bin/pacman",
+                [
+                    "--root", root, "--dbpath", root + "/var/lib/pacman", "--cachedir", work + "/cache", "--config",
+                    work + "/pacman.conf", "--logfile", work + "/pacman.log", "--noconfirm", "--noprogressbar",
+                ] + arguments)
+            #expect(ran.status == 0, "pacman \(arguments): \(ran.output)")
+        }
+        try pacman(["-Sy", "filesystem"])
+        for (path, content) in contents {
+            try FileManager.default.createDirectory(
+                atPath: root + "/" + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o755])
+            try content.write(toFile: root + "/" + path, atomically: false, encoding: .utf8)
+        }
+        for (path, target) in links { try FileManager.default.createSymbolicLink(atPath: root + "/" + path, withDestinationPath: target) }
+        try pacman(["-S", "links"])
+
+        let exported = work + "/export"
+        let export = try Harness.run(["export", "above", "--store", store, "--format", "dir", "-o", exported])
+        #expect(export.status == 0, "\(export.stderr)")
+        let found = try Self.listing(exported)
+        let expected = try Self.listing(root, skipping: "var/lib/pacman/sync")
+        let difference = OCILayerTests.difference(found, expected)
+        #expect(difference == nil, "\(difference ?? "")")
+        // What the walk did, in both: the links on the way are folders now.
+        #expect(found.contains { $0.hasPrefix("usr/lib/dirlink/g ") } && found.contains { $0.hasPrefix("lib/through/z ") }, "\(found)")
+        try FileManager.default.removeItem(atPath: work)
+    }
+
     /// `OCILayerTests.listing` of `tree` without times, and a package's `desc` in the local
     /// database without its install date.
     static func listing(_ tree: String, skipping: String? = nil) throws -> [String] {

@@ -108,8 +108,13 @@ int lc_landlock_confine(const char *const *readable, int readable_count, const c
 int lc_refuse_system_calls(const char *const *names, int count, int refusal, const char **failed_name);
 
 /// From now on in this process, each file libalpm extracts gets its mtime clamped to `epoch`
-/// (whole seconds), as the normaliser would set it after the build (extracted_times.c).
+/// (whole seconds), as the normaliser would set it after the build (package_extraction.c).
 void lc_clamp_extracted_times(int64_t epoch);
+
+/// From now on in this process, libarchive's symlink check of a file libalpm extracts is made in
+/// two system calls where its path is plain and has no symlink on it, and by libarchive's walk of
+/// the path otherwise (package_extraction.c).
+void lc_check_extracted_paths_quickly(void);
 
 /// UTIME_OMIT for utimensat: leave that time as it is (the macro does not reach Swift).
 static const long lc_utime_omit = UTIME_OMIT;
