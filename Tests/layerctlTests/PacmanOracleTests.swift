@@ -190,17 +190,11 @@ struct PacmanOracleTests {
         try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
         let folder = { (name: String) in Crafted(name: name, type: Glibc.S_IFDIR, mode: 0o755) }
         let file = { (name: String) in Crafted(name: name, data: name + "\n") }
-        let info = """
-            pkgname = links
-            pkgbase = links
-            pkgver = 1.0-1
-            pkgdesc = paths through symlinks
-            builddate = 1700000000
-            packager = layerctl tests
-            size = 64
-            arch = any
-
-            """
+        let fields = [
+            ("pkgname", "links"), ("pkgbase", "links"), ("pkgver", "1.0-1"), ("pkgdesc", "paths through symlinks"),
+            ("builddate", "1700000000"), ("packager", "layerctl tests"), ("size", "64"), ("arch", "any"),
+        ]
+        let info = fields.map { "\($0.0) = \($0.1)\n" }.joined()
         let package = repo + "/links-1.0-1-any.pkg.tar"
         try OCILayerTests.craft(
             [
