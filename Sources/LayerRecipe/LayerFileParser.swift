@@ -87,7 +87,10 @@ struct LayerFileParser {
         }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: text)
+            // Every value is read as the text it is written as (`network: true` by its word): the
+            // basic resolver tags no scalar, where the default one compiles seven regular
+            // expressions, ICU's data loaded with them, at every layer file a command reads.
+            root = try Yams.compose(yaml: text, .basic)
         } catch let error as YamlError {
             throw translate(error)
         }
