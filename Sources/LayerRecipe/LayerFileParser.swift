@@ -88,8 +88,9 @@ struct LayerFileParser {
         let root: Node?
         do {
             // Every value is read as the text it is written as (`network: true` by its word): the
-            // basic resolver tags no scalar, where the default one compiles seven regular
-            // expressions, ICU's data loaded with them, at every layer file a command reads.
+            // basic resolver takes every scalar for a string, where the default one compiles seven
+            // regular expressions (and loads ICU's data for them) in each command that reads a
+            // layer file.
             root = try Yams.compose(yaml: text, .basic)
         } catch let error as YamlError {
             throw translate(error)

@@ -384,6 +384,7 @@ struct StagingTests {
         let disk = try makeDisk()
         defer { unmount(disk) }
         let folder = try Harness.temporaryDirectory("oversized-kernel")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
         try BootMachine.shell(
             "mkdir -p '\(folder)/root/boot' && truncate -s 2G '\(folder)/root/boot/vmlinuz-x' && echo x > '\(folder)/root/boot/initramfs-x.img'"
                 + " && mkdir -p '\(folder)/root/usr/lib/systemd/boot/efi' && echo stub > '\(folder)/root/usr/lib/systemd/boot/efi/linuxx64.efi.stub'"
