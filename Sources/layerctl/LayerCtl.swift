@@ -33,6 +33,9 @@ struct LayerCtl: ParsableCommand {
         SignalForwarding.unblockStopSignals()
         // A builder or a shell's root, when layerctl was started again to do namespaced work.
         NamespacedWork.runIfRequested()
+        // A build starts its namespaced work from a copy of this process made while it has one
+        // thread; anything else that starts such work (a shell, a pull's unpacking) execs.
+        if CommandLine.arguments.dropFirst().first == "build" { NamespacedWork.makeStarter() }
         StandardOutput.lineBuffered()
         var command: ParsableCommand
         do {

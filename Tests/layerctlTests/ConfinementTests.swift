@@ -162,6 +162,22 @@ struct ConfinementTests {
     /// A command that reached the terminal layerctl runs in could wait for input, read what the
     /// user types, or push input into it (TIOCSTI) for the user's root shell to run once the
     /// build is over. layerctl runs here in a terminal of `script`'s.
+    /// The build's pid 1 is a clone of layerctl's starter, which was made before layerctl read its
+    /// command line and wiped it: a step reads `layerctl` there, where an exec'd builder shows
+    /// `/proc/self/exe`, and nothing of the host's paths (the layer file's, the store's).
+    @Test("a run: step reads no word of layerctl's command line in its pid 1, which the starter cloned without an exec")
+    func commandLineOfFirstProcess() throws {
+        let (layers, store) = try storeWithBase()
+        let result = try build(#"echo "pid 1: $(tr "\000" "|" < /proc/1/cmdline)""#, in: layers, store: store)
+        #expect(result.status == 0, "\(result.stderr)")
+        let output = result.stdout + result.stderr
+        let line = try #require(output.split(separator: "\n").first { $0.contains("| pid 1: ") }, "\(output)")
+        // The wiped bytes are NULs, which tr shows as bars.
+        let shown = try #require(line.components(separatedBy: "pid 1: ").last)
+        #expect(shown.hasPrefix("layerctl|") && shown.dropFirst(8).allSatisfy { $0 == "|" }, "\(line)")
+        #expect(!line.contains(store) && !line.contains("probe.yaml") && !line.contains("build"), "\(line)")
+    }
+
     @Test("a run: step cannot reach the terminal layerctl runs in: /dev/tty is no device, and no input is pushed into it")
     func terminal() throws {
         let (layers, store) = try storeWithBase()

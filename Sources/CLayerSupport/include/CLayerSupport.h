@@ -41,6 +41,25 @@ int lc_die_with_parent(pid_t expected_parent);
 int lc_spawn_in_new_namespaces(const char *path, char *const argv[], char *const envp[], int event_fd, int event_as,
                                int keep_stdin, int input_fd, int isolate_network, pid_t *pid);
 
+/// Forks the starter (work_starter.c), which starts namespaced work by cloning itself, when this
+/// process has one thread. Returns 0 here, a negative errno where it made none, and 1 in a process
+/// the starter started, with the text of its request in `request_text`.
+int lc_starter_begin(int argc, char **argv, char **request_text);
+
+/// Whether this process has a starter to ask.
+int lc_starter_available(void);
+
+/// Asks the starter for a process in new mount, pid, uts and ipc namespaces (and network, where
+/// `isolate_network`) doing `request_text`, with the environment `envp`, this process's umask,
+/// limits and signal mask, `event_fd` as descriptor 3 and as stdin `stdin_fd`, this process's
+/// own stdin where `keep_stdin`, or /dev/null. The process is this one's child. Returns 0 with
+/// its pid, or an errno; once the starter is gone, every call fails (ENOSYS).
+int lc_starter_start(const char *request_text, char *const envp[], int stdin_fd, int event_fd, int keep_stdin,
+                     int isolate_network, pid_t *pid);
+
+/// Closes the starter's socket and waits for it to end. layerctl's exit does it too.
+void lc_starter_end(void);
+
 /// Moves the calling process into a new mount namespace. Exists because CLONE_NEWNS needs
 /// _GNU_SOURCE, which Swift's Glibc module does not set.
 int lc_unshare_mount_namespace(void);
