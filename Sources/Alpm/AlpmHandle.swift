@@ -34,8 +34,8 @@ public final class AlpmHandle {
     var answeredConflicts: [(package: String, installed: String)]?
     /// The last progress reported, and each download's last whole percent (or MiB) and when it
     /// was reported: libalpm calls back for every file and every chunk, and the observer hears a
-    /// change at most every `reportInterval` seconds, besides each package's and download's start
-    /// and end.
+    /// change at most every `reportInterval` seconds, besides each step's start and end and each
+    /// download's.
     var lastProgress: (step: alpm_progress_t, package: String, percent: Int32, current: Int, at: Double)?
     var downloadSteps: [String: (step: Int64, at: Double)] = [:]
     /// A status line redrawn ten times a second looks live; each report is a JSON line that
