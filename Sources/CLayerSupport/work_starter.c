@@ -253,7 +253,8 @@ int lc_starter_begin(int argc, char **argv, char **request_text) {
         int socket = sockets[1];
         // Nothing of the requester's stays open here but the socket: the caller's pipes reach
         // their end when the requester closes them.
-        if (dup3(socket, 3, O_CLOEXEC) < 0) _exit(0);
+        // (dup3 of a descriptor onto itself fails: where the socket is 3 already, it stays.)
+        if (socket != 3 && dup3(socket, 3, O_CLOEXEC) < 0) _exit(0);
         socket = 3;
         if (close_range(0, 2, 0) != 0 || close_range(4, ~0U, 0) != 0) _exit(0);
         // A Ctrl-C reaches the requester, which stops its work; the starter goes when the

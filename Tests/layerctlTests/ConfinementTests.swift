@@ -162,20 +162,28 @@ struct ConfinementTests {
     /// A command that reached the terminal layerctl runs in could wait for input, read what the
     /// user types, or push input into it (TIOCSTI) for the user's root shell to run once the
     /// build is over. layerctl runs here in a terminal of `script`'s.
-    /// The build's pid 1 is a clone of layerctl's starter, which was made before layerctl read its
-    /// command line and wiped it: a step reads `layerctl` there, where an exec'd builder shows
-    /// `/proc/self/exe`, and nothing of the host's paths (the layer file's, the store's).
+    /// The build's pid 1 is a clone of layerctl's starter, which wiped its copy of layerctl's
+    /// command line: a step reads `layerctl` there, where an exec'd builder shows its executable's
+    /// path, and nothing of the host's (the layer file's path, the store's). Also when layerctl
+    /// starts with its stdin closed, as from a daemon, and the starter's socket gets low numbers.
     @Test("a run: step reads no word of layerctl's command line in its pid 1, which the starter cloned without an exec")
     func commandLineOfFirstProcess() throws {
         let (layers, store) = try storeWithBase()
-        let result = try build(#"echo "pid 1: $(tr "\000" "|" < /proc/1/cmdline)""#, in: layers, store: store)
-        #expect(result.status == 0, "\(result.stderr)")
-        let output = result.stdout + result.stderr
-        let line = try #require(output.split(separator: "\n").first { $0.contains("| pid 1: ") }, "\(output)")
-        // The wiped bytes are NULs, which tr shows as bars.
-        let shown = try #require(line.components(separatedBy: "pid 1: ").last)
-        #expect(shown.hasPrefix("layerctl|") && shown.dropFirst(8).allSatisfy { $0 == "|" }, "\(line)")
-        #expect(!line.contains(store) && !line.contains("probe.yaml") && !line.contains("build"), "\(line)")
+        for (launcher, closing) in [("direct", ""), ("stdin closed", " <&-")] {
+            let step = #"echo "pid 1 (\#(launcher)): $(tr "\000" "|" < /proc/1/cmdline)""#
+            try "from: base\nrun:\n  - '\(step)'\n".write(toFile: layers + "/probe.yaml", atomically: false, encoding: .utf8)
+            let result = try Harness.run(
+                ["-c", #"exec "$0" "$@""# + closing, Harness.executable, "build", layers + "/probe.yaml", "--store", store],
+                tool: "/bin/sh")
+            #expect(result.status == 0, "\(launcher): \(result.stderr)")
+            let output = result.stdout + result.stderr
+            let marker = "| pid 1 (\(launcher)): "
+            let line = try #require(output.split(separator: "\n").first { $0.contains(marker) }, "\(output)")
+            // The wiped bytes are NULs, which tr shows as bars.
+            let shown = try #require(line.components(separatedBy: marker).last)
+            #expect(shown.hasPrefix("layerctl|") && shown.dropFirst(8).allSatisfy { $0 == "|" }, "\(line)")
+            #expect(!line.contains(store) && !line.contains("probe.yaml") && !line.contains("build"), "\(line)")
+        }
     }
 
     @Test("a run: step cannot reach the terminal layerctl runs in: /dev/tty is no device, and no input is pushed into it")
