@@ -117,7 +117,7 @@ extension AlpmHandle {
         let now = MonotonicClock.seconds()
         // Within a step, a change is reported once `reportInterval` has passed since the last,
         // whichever package it is about (the checks before the install go through every package
-        // in a few milliseconds, and said each one's 0, 30 and 100 percent: 100 reports for the
+        // in a few milliseconds, and said each one's 0, 30 and 100 percent: 79 reports for the
         // demo base, each a JSON line to write, read and print), and the step's end is reported.
         if let last = lastProgress, last.step == step {
             let repeated = last.package == package && last.current == current && last.percent == percent
