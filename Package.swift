@@ -42,7 +42,7 @@ let package = Package(
         // one overlay merge.
         .target(
             name: "LayerEntries",
-            dependencies: ["LayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["LayerSupport", "CLayerSupport", .product(name: "Crypto", package: "swift-crypto")]),
         // The layer file and the layer key: what a build is asked for, and the name it is stored under.
         .target(
             name: "LayerRecipe",

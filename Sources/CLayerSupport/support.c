@@ -516,6 +516,8 @@ int lc_open_in_root(int root_fd, const char *path, int flags, mode_t mode) {
     return (int)syscall(SYS_openat2, root_fd, path, &how, sizeof how);
 }
 
+const int lc_o_noatime = O_NOATIME;
+
 off_t lc_seek_extent(int fd, off_t offset, int hole) {
     return lseek(fd, offset, hole ? SEEK_HOLE : SEEK_DATA);
 }

@@ -211,7 +211,7 @@ package struct TreeScan {
                 if let known = knownContent[path] {
                     knownDigests[files.count] = known
                 } else {
-                    hashing?.add(files.count, path, size: Int64(st.st_size))
+                    try hashing?.add(files.count, path, folder: place.folder, name: place.name, st: st)
                 }
             }
             files.append(PendingFile(line: lines.count, offset: line.count, slot: slot, sameAs: firstName?.file))

@@ -43,8 +43,20 @@ package enum Digest {
     package static func contentHash(
         file path: [UInt8], buffer: ReadBuffer, deadline: Deadline?, blocks: inout BlockDigests.Stream?
     ) throws -> Hash256 {
+        let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC) }
+        if fd < 0 { throw SystemError("read", RawPath.string(path)) }
+        defer { close(fd) }
+        return try contentHash(open: fd, path, known: nil, buffer: buffer, deadline: deadline, blocks: &blocks)
+    }
+
+    /// `contentHash` of the file open at `fd` (at its start; the caller closes it), named `path` in
+    /// errors, of which `known` says what the caller's stat of it said.
+    package static func contentHash(
+        open fd: Int32, _ path: [UInt8], known: FileChunks.Known?, buffer: ReadBuffer, deadline: Deadline?,
+        blocks: inout BlockDigests.Stream?
+    ) throws -> Hash256 {
         var hasher = SHA256()
-        try FileChunks.read(path, into: buffer.bytes, check: deadline.map { check($0, every: 64, reading: path) }) {
+        try FileChunks.read(fd, path, known: known, into: buffer.bytes, check: deadline.map { check($0, every: 64, reading: path) }) {
             bytes, hole in
             hasher.update(bufferPointer: bytes)
             if hole { blocks?.update(zeros: bytes.count) } else { blocks?.update(bytes) }

@@ -17,6 +17,27 @@ package enum FileChunks {
         let fd = RawPath.with(path) { open($0, O_RDONLY | O_CLOEXEC | (noFollow ? O_NOFOLLOW : 0)) }
         if fd < 0 { throw SystemError("read", RawPath.string(path)) }
         defer { close(fd) }
+        try read(fd, path, known: nil, size: expected, into: buffer, check: check, take)
+    }
+
+    /// What a caller's stat of a file said, so that reading it needs no fstat of its own.
+    package struct Known: Sendable {
+        package var size: Int64
+        /// Fewer blocks than bytes: holes, maybe.
+        package var sparse: Bool
+
+        package init(_ st: stat) {
+            size = Int64(st.st_size)
+            sparse = Int64(st.st_blocks) * 512 < Int64(st.st_size)
+        }
+    }
+
+    /// `read` of the regular file open at `fd` from its start, named `path` in errors; `known`, what
+    /// the caller's stat of it said (else this fstats it). The caller closes `fd`.
+    package static func read(
+        _ fd: Int32, _ path: [UInt8], known: Known?, size expected: Int64? = nil, into buffer: UnsafeMutableRawBufferPointer,
+        check: (() throws -> Void)? = nil, _ take: (UnsafeRawBufferPointer, Bool) throws -> Void
+    ) throws {
         // Reads from where the descriptor is, at `start`, to `end` (nil: the end of the file).
         func readData(from start: Int64, to end: Int64?) throws {
             var at = start
@@ -34,13 +55,15 @@ package enum FileChunks {
                 at += Int64(count)
             }
         }
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, Int64(st.st_blocks) * 512 < Int64(st.st_size) else {
-            return try readData(from: 0, to: expected)
+        var file = known
+        if file == nil {
+            var st = stat()
+            if fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG { file = Known(st) }
         }
+        guard let file, file.sparse else { return try readData(from: 0, to: expected) }
         // Holes, then the data after each, as SEEK_DATA and SEEK_HOLE find them. Past the size
         // fstat gave, the file is read as data, should it have grown.
-        let size = min(Int64(st.st_size), expected ?? .max)
+        let size = min(file.size, expected ?? .max)
         var at: Int64 = 0
         while at < size {
             var data = Int64(lc_seek_extent(fd, off_t(at), 0))

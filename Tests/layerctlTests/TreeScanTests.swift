@@ -60,6 +60,52 @@ struct TreeScanTests {
         }
     }
 
+    @Test("a tree of more files than a process may have open: each digest right, no descriptor left open, no access time set")
+    func manyFiles() throws {
+        let root = try Harness.temporaryDirectory("scan-many")
+        defer { try? FileSystem.removeTree(root) }
+        // 1,500 files, more than the soft limit of open files (1,024) and than the scan lets wait
+        // open for its hashing threads, in one folder and in a folder each of ten.
+        var expected: [String: Hash256] = [:]
+        for number in 0..<1500 {
+            let folder = number < 750 ? "/flat" : "/nested-\(number % 10)"
+            if number == 0 || (number >= 750 && number < 760) { #expect(mkdir(root + folder, 0o755) == 0) }
+            let path = root + folder + "/file-\(number)"
+            let data = Array("file \(number)\n".utf8) + [UInt8](repeating: UInt8(number % 251), count: number * 7)
+            try Data(data).write(to: URL(fileURLWithPath: path))
+            // An access time older than the change time: a read under relatime would set it.
+            var times = [timespec(tv_sec: 1, tv_nsec: 0), timespec(tv_sec: 1, tv_nsec: 0)]
+            #expect(utimensat(AT_FDCWD, path, &times, 0) == 0)
+            expected[String(folder.dropFirst()) + "/file-\(number)"] = Hash256(SHA256.hash(data: data))
+        }
+        let scan = try TreeScan.scan(root)
+        let entries = scan.manifest.entries
+        var found = 0
+        for entry in entries where entry.content != nil {
+            let name = String(decoding: entries[entry.parent].name, as: UTF8.self) + "/" + String(decoding: entry.name, as: UTF8.self)
+            #expect(entry.content == expected[name], "\(name)")
+            found += 1
+        }
+        #expect(found == expected.count)
+        #expect(try Self.openDescriptors(under: root) == [])
+        var st = stat()
+        #expect(stat(root + "/flat/file-1", &st) == 0 && st.st_atim.tv_sec == 1, "access time \(st.st_atim.tv_sec)")
+
+        // A scan that stops half way (its deadline passed at the 1,024th entry) closes what it
+        // opened for the hashing threads.
+        #expect(throws: Deadline.Passed.self) { try TreeScan.scan(root, deadline: Deadline(seconds: 0)) }
+        #expect(try Self.openDescriptors(under: root) == [])
+    }
+
+    /// What the descriptors this process has open on files under `root` point at (other tests
+    /// run in this process meanwhile, with descriptors of their own).
+    static func openDescriptors(under root: String) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap { fd in
+            let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + fd)
+            return target.flatMap { $0.hasPrefix(root + "/") ? $0 : nil }
+        }
+    }
+
     /// Makes the tree under `root`; returns how many entries it holds below the root, and the
     /// bytes of its regular files.
     static func craft(_ root: String) throws -> (entries: Int, bytes: Int64) {

@@ -208,6 +208,9 @@ int lc_copy_range(int in_fd, sqfs_u64 in_offset, int out_fd, sqfs_u64 out_offset
 /// SEEK_HOLE are defined only under _GNU_SOURCE, which Swift's Glibc module does not set.
 off_t lc_seek_extent(int fd, off_t offset, int hole);
 
+/// open(2)'s O_NOATIME, which glibc defines only under _GNU_SOURCE, as above.
+extern const int lc_o_noatime;
+
 /// Starts writing a range of a file to disk without waiting (sync_file_range with
 /// SYNC_FILE_RANGE_WRITE), so that a later fsync finds most of it written. Same reason.
 void lc_start_writeback(int fd, sqfs_u64 offset, sqfs_u64 length);
