@@ -277,6 +277,95 @@ struct PacmanOracleTests {
         try FileManager.default.removeItem(atPath: work)
     }
 
+    /// The check of package_extraction.c keeps the folder of the file before open while a package
+    /// is extracted. A scriptlet runs between two packages: here the first package's post_install
+    /// makes the folder its file is in a symlink, and the second package's file goes in that
+    /// folder (with no entry for the folder, whose extraction would make it anew first). The walk
+    /// libalpm has libarchive make removes the symlink and makes the folder, as pacman does; the
+    /// folder kept from the first package would have had the file written through the symlink.
+    @Test("a scriptlet that makes a folder a symlink between two packages' files: the tree pacman makes")
+    func scriptletMakesFolderSymlink() throws {
+        typealias Crafted = OCILayerTests.Crafted
+        let work = try Harness.temporaryDirectory("pacman-oracle-reshape")
+        let repo = work + "/repo/reshape"
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        let folder = { (name: String) in Crafted(name: name, type: Glibc.S_IFDIR, mode: 0o755) }
+        let file = { (name: String) in Crafted(name: name, data: name + "\n") }
+        func info(_ name: String, depends: String) -> Crafted {
+            let fields = [
+                ("pkgname", name), ("pkgbase", name), ("pkgver", "1.0-1"), ("pkgdesc", "a folder becomes a symlink"),
+                ("builddate", "1700000000"), ("packager", "layerctl tests"), ("size", "64"), ("arch", "any"), ("depend", depends),
+            ]
+            return Crafted(name: ".PKGINFO", data: fields.map { "\($0.0) = \($0.1)\n" }.joined())
+        }
+        let scriptlet = "post_install() {\n\trm -r /usr/share/shape\n\tmkdir /usr/share/elsewhere\n\tln -s elsewhere /usr/share/shape\n}\n"
+        let packages = [
+            ("reshape", [
+                Crafted(name: ".INSTALL", data: scriptlet), info("reshape", depends: "sh"), folder("usr"), folder("usr/share"),
+                folder("usr/share/shape"), file("usr/share/shape/one"),
+            ]),
+            // No folder entries, whose extraction would make the folder anew before the file.
+            ("after", [info("after", depends: "reshape"), file("usr/share/shape/two")]),
+        ]
+        for (name, entries) in packages {
+            let package = repo + "/\(name)-1.0-1-any.pkg.tar"
+            try OCILayerTests.craft(entries, at: package)
+            for command in [["/usr/bin/zstd", "-q", "--rm", package], ["/usr/bin/repo-add", "-q", repo + "/reshape.db.tar.gz", package + ".zst"]] {
+                let made = try KernelMount.run(command[0], Array(command.dropFirst()))
+                #expect(made.status == 0, "\(command): \(made.output)")
+            }
+        }
+        try """
+            from: scratch
+            arch: x86_64
+            repos:
+              - name: demo
+                servers: [\(Harness.demoOut)/repo/$repo]
+                siglevel: Optional TrustAll
+              - name: reshape
+                servers: [\(work)/repo/$repo]
+                siglevel: Optional TrustAll
+            packages: [filesystem, after]
+
+            """.write(toFile: work + "/layer.yaml", atomically: true, encoding: .utf8)
+        let store = work + "/store"
+        let built = try Harness.run(["build", work + "/layer.yaml", "--store", store])
+        #expect(built.status == 0, "\(built.stderr)")
+
+        let root = work + "/pacman"
+        try FileManager.default.createDirectory(
+            atPath: root + "/var/lib/pacman", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try """
+            [options]
+            Architecture = x86_64
+            SigLevel = Never
+            [demo]
+            Server = file://\(Harness.demoOut)/repo/$repo
+            [reshape]
+            Server = file://\(work)/repo/$repo
+
+            """.write(toFile: work + "/pacman.conf", atomically: true, encoding: .utf8)
+        let ran = try KernelMount.run(
+            "/usr/bin/pacman",
+            [
+                "--root", root, "--dbpath", root + "/var/lib/pacman", "--cachedir", work + "/cache", "--config",
+                work + "/pacman.conf", "--logfile", work + "/pacman.log", "--noconfirm", "--noprogressbar", "-Sy", "filesystem",
+                "after",
+            ])
+        #expect(ran.status == 0, "pacman: \(ran.output)")
+
+        let exported = work + "/export"
+        let export = try Harness.run(["export", "layer", "--store", store, "--format", "dir", "-o", exported])
+        #expect(export.status == 0, "\(export.stderr)")
+        let found = try Self.listing(exported)
+        let expected = try Self.listing(root, skipping: "var/lib/pacman/sync")
+        let difference = OCILayerTests.difference(found, expected)
+        #expect(difference == nil, "\(difference ?? "")")
+        // What the walk did, in both: the symlink the scriptlet made is a folder again.
+        #expect(found.contains { $0.hasPrefix("usr/share/shape/two ") } && !found.contains { $0.hasPrefix("usr/share/elsewhere/two ") }, "\(found)")
+        try FileManager.default.removeItem(atPath: work)
+    }
+
     /// `OCILayerTests.listing` of `tree` without times, and a package's `desc` in the local
     /// database without its install date.
     static func listing(_ tree: String, skipping: String? = nil) throws -> [String] {
