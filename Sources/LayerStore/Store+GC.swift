@@ -54,7 +54,8 @@ extension Store {
                     // A layer of the chain is gone (removed by hand): the rest cannot be used.
                     collected.damaged.append(
                         "\(refsDirectory)/\(name) is damaged: its layer stands on layer \(missing), which the store does not hold; removed")
-                case .ambiguous, .notAName, .rootTooLong, .controlInRoot, .privateLayers, .othersStore, .unsuitableFileSystem, .replaced:
+                case .ambiguous, .notAName, .rootTooLong, .controlInRoot, .privateLayers, .othersStore, .unsuitableFileSystem, .replaced,
+                    .noStore:
                     throw error
                 }
                 if !dryRun { try sys("remove ref", refsDirectory + "/" + name) { unlink(refsDirectory + "/" + name) } }

@@ -60,6 +60,17 @@ public struct Store: Sendable {
         for directory in [layersDirectory, tmpDirectory] { try Self.keepPrivate(directory) }
     }
 
+    /// Opens the store at `root` for a command that reads it (`ls`, `inspect`, `diff`, `gc`, ...),
+    /// which makes nothing where there is nothing: a mistyped `--store` is said to be one, not
+    /// made a store and listed as empty. A folder that is there (an empty one made for a store)
+    /// is opened as `init(root:)` opens it.
+    public init(existing root: String) throws {
+        let path = URL(fileURLWithPath: root).standardizedFileURL.path
+        var st = stat()
+        if stat(path, &st) != 0 && errno == ENOENT { throw StoreError.noStore(path) }
+        try self.init(root: root)
+    }
+
     /// Takes the group's and others' access to `directory` away, when this process owns it: also
     /// for a store made before the trees were kept private. A store on read-only media stays as it is.
     private static func keepPrivate(_ directory: String) throws {
@@ -377,10 +388,12 @@ public enum StoreError: LayerError {
     case unsuitableFileSystem(String, type: String, lacks: String, errno: Int32)
     /// A layer that another layerctl built again, into a new directory, while this one read it.
     case replaced(String)
+    /// Nothing at the path of a store a command would read.
+    case noStore(String)
 
     public var code: ErrorCode {
         switch self {
-        case .unknownLayer, .ambiguous, .notAName, .rootTooLong, .controlInRoot, .unsuitableFileSystem: .input
+        case .unknownLayer, .ambiguous, .notAName, .rootTooLong, .controlInRoot, .unsuitableFileSystem, .noStore: .input
         case .damaged: .damaged
         case .replaced: .system
         case .privateLayers, .othersStore: .privilege
@@ -412,6 +425,9 @@ public enum StoreError: LayerError {
         case .replaced(let key):
             "layer \(key.prefix(12)) was built again by another layerctl while this one read it (its tree came out "
                 + "otherwise, and took its place): nothing was written; run the command again"
+        case .noStore(let root):
+            "no store at \(RawPath.printable(root)): nothing was built or pulled there (`layerctl build` or `layerctl pull` "
+                + "makes one; --store or LAYERCTL_STORE names another)"
         case .ambiguous(let prefix, let keys):
             "key prefix \(prefix) is ambiguous: it matches " + keys.prefix(5).joined(separator: ", ")
         }

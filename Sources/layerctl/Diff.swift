@@ -54,7 +54,7 @@ extension LayerCtl {
             var store: Store?
             let open = { () throws -> Store in
                 if let store { return store }
-                let opened = try storeOptions.open()
+                let opened = try storeOptions.openExisting()
                 store = opened
                 return opened
             }

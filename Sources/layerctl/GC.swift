@@ -26,7 +26,7 @@ extension LayerCtl {
         var json = false
 
         func run() throws {
-            let collected = try storeOptions.open().collectGarbage(dropBlockCache: blocks, verify: verify, dryRun: dryRun)
+            let collected = try storeOptions.openExisting().collectGarbage(dropBlockCache: blocks, verify: verify, dryRun: dryRun)
             if json {
                 try JSONOutput.print(collected)
                 return

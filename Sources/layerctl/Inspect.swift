@@ -22,7 +22,7 @@ extension LayerCtl {
         private func show(_ line: String) { print(RawPath.printable(line)) }
 
         func run() throws {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openExisting()
             let key = try store.resolve(layer)
             let record = try store.record(key)
             if json {

@@ -89,8 +89,16 @@ struct StoreOptions: ParsableArguments {
         help: "The store that holds built layers. It defaults to $LAYERCTL_STORE, or /var/lib/layerctl when that is unset.")
     var store: String?
 
+    /// The store, made where there is none: for the commands that write one (`build`, `pull`, ...).
     func open() throws -> Store {
         var opened = try Store(root: Store.locate(store))
+        opened.waiting = { printNote($0) }
+        return opened
+    }
+
+    /// The store, which must be there: for the commands that read one.
+    func openExisting() throws -> Store {
+        var opened = try Store(existing: Store.locate(store))
         opened.waiting = { printNote($0) }
         return opened
     }

@@ -27,7 +27,7 @@ extension LayerCtl {
         }
 
         func run() throws {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openExisting()
             // A damaged ref or record is left out of the list and reported after it.
             var damaged: [String] = []
             let rows = try store.refNames().compactMap { name -> Row? in

@@ -18,7 +18,7 @@ extension LayerCtl {
         var json = false
 
         func run() throws {
-            let removed = try storeOptions.open().removeRefs(names)
+            let removed = try storeOptions.openExisting().removeRefs(names)
             if json {
                 struct Removed: Encodable {
                     var name: String

@@ -34,7 +34,7 @@ extension LayerCtl {
         }
 
         func run() throws {
-            let inventory = try StackInventory.read(layer, store: try storeOptions.open())
+            let inventory = try StackInventory.read(layer, store: try storeOptions.openExisting())
             let document = format == .spdx ? try SPDXDocument.write(inventory, compact: json) : try CycloneDXDocument.write(inventory, compact: json)
             if let output {
                 try FileSystem.writeOutput(document, to: output)

@@ -123,7 +123,7 @@ extension LayerCtl {
         }
 
         func run() throws {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openExisting()
             let reference = try registryArguments.reference(reference)
             let reporter = ShareReporter(json: json)
             let lock = try store.lock(.shared)

@@ -21,7 +21,7 @@ extension LayerCtl {
 
         func run() throws {
             try NamespacedWork.requireHost("layerctl shell")
-            let store = try storeOptions.open()
+            let store = try storeOptions.openExisting()
             let status = try LayerShell.run(
                 store: store, key: try store.resolve(layer), asked: layer, command: command, processes: limits.processes,
                 memory: limits.memoryLimit

@@ -239,11 +239,12 @@ struct FailureTests {
             (["ls"], unreadable), (["ls", "--json"], unreadable), (["inspect", "only"], unreadable),
             (["gc"], "layerctl: the store \(stack.store) is its owner's alone, and this user may not use it; run layerctl as that user (sudo)\n"),
         ]
-        // A store root has not made yet (the default one, before the first build) is root's to make.
+        // A store root has not made yet (the default one, before the first build) is root's to
+        // make; a command that reads one says there is none (`storeNotThere`).
         let unmade = stack.store + "/not-yet"
         let cases2: [([String], String, String)] =
             cases.map { ($0.0, $0.1, stack.store) } + [
-                (["ls"], "layerctl: the store \(unmade) is its owner's alone, and this user may not use it; run layerctl as that user (sudo)\n", unmade)
+                (["export", "only", "-o", stack.store + "/only.squashfs"], "layerctl: the store \(unmade) is its owner's alone, and this user may not use it; run layerctl as that user (sudo)\n", unmade)
             ]
         for (arguments, says, store) in cases2 {
             let result = try KernelMount.run(
@@ -267,6 +268,35 @@ struct FailureTests {
             reader.output == "layerctl: the store \(stack.store) is its owner's alone, and this user may not use it; "
                 + "run layerctl as that user (sudo)\n")
         #expect(try Harness.run(["inspect", "only", "--store", stack.store]).status == 0)
+    }
+
+    /// A mistyped `--store` made a store there, and `ls` listed it empty (exit 0): it looked as if
+    /// the layers were gone. A command that reads a store makes none.
+    @Test("ls, inspect, diff, gc, rm, sbom, shell and push at a store that is not there: one line naming it, exit 3, nothing made")
+    func storeNotThere() throws {
+        let work = try Harness.temporaryDirectory("no-store")
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let missing = work + "/mistyped"
+        let says = "layerctl: no store at \(missing): nothing was built or pulled there (`layerctl build` or `layerctl pull` makes "
+            + "one; --store or LAYERCTL_STORE names another)\n"
+        for arguments in [
+            ["ls"], ["inspect", "base"], ["diff", "base", "gaming"], ["gc"], ["rm", "base"], ["sbom", "base"], ["shell", "base"],
+            ["push", "base", "localhost:1/base"],
+        ] {
+            let result = try Harness.run(arguments + ["--store", missing])
+            #expect(result.status == 3, "\(arguments): \(result.stderr)")
+            #expect(result.stderr == says, "\(arguments)")
+            #expect(result.stdout.isEmpty, "\(arguments): \(result.stdout)")
+            #expect(!FileManager.default.fileExists(atPath: missing), "\(arguments) made \(missing)")
+        }
+        let json = try Harness.run(["ls", "--json", "--store", missing])
+        #expect(json.status == 3 && json.stdout.hasPrefix(#"{"error":{"code":"input","exitStatus":3,"message":"no store at "#), "\(json.stdout)")
+        // The same through LAYERCTL_STORE; and a folder that is there, made empty for a store, is one.
+        let environment = try Harness.run(["ls"], environment: ["LAYERCTL_STORE": missing])
+        #expect(environment.status == 3 && environment.stderr == says)
+        #expect(mkdir(missing, 0o755) == 0)
+        let empty = try Harness.run(["ls", "--json", "--store", missing])
+        #expect(empty.status == 0 && empty.stdout == "[]\n", "\(empty.stdout) \(empty.stderr)")
     }
 
     /// A store on a filesystem without trusted.* attributes built a root layer, and then the first

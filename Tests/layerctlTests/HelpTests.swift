@@ -109,6 +109,7 @@ struct HelpTests {
         #expect(store.stderr.hasPrefix("layerctl: ") && store.stderr.hasSuffix(hint), "\(store.stderr)")
         #expect(store.stdout.contains("the current folder was removed"), "\(store.stdout)")
         // An absolute path works from there.
+        #expect(mkdir(work + "/empty-store", 0o755) == 0)
         #expect(try run(["ls", "--store", work + "/empty-store"]).status == 0)
     }
 
