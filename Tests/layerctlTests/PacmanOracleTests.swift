@@ -184,42 +184,22 @@ struct PacmanOracleTests {
     /// folder where the disk has a symlink conflicts with it, in libalpm's check before.)
     @Test("a package whose paths go through symlinks on the disk makes the tree pacman makes")
     func symlinksOnTheWay() throws {
-        typealias Crafted = OCILayerTests.Crafted
         let work = try Harness.temporaryDirectory("pacman-oracle-links")
-        let repo = work + "/repo/links"
-        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-        let folder = { (name: String) in Crafted(name: name, type: Glibc.S_IFDIR, mode: 0o755) }
-        let file = { (name: String) in Crafted(name: name, data: name + "\n") }
-        let fields = [
-            ("pkgname", "links"), ("pkgbase", "links"), ("pkgver", "1.0-1"), ("pkgdesc", "paths through symlinks"),
-            ("builddate", "1700000000"), ("packager", "layerctl tests"), ("size", "64"), ("arch", "any"),
-        ]
-        let info = fields.map { "\($0.0) = \($0.1)\n" }.joined()
-        let package = repo + "/links-1.0-1-any.pkg.tar"
-        try OCILayerTests.craft(
-            [
-                Crafted(name: ".PKGINFO", data: info), folder("usr"), folder("usr/lib"),
-                file("usr/lib/dirlink/g"), file("usr/lib/dangling/h"), folder("usr/lib/a"), file("usr/lib/a/b/c/d"),
-                file("lib/through/z"),
-                folder("usr/lib/new"), file("usr/lib/new/x"), file("usr/lib/fresh/y"),
-            ], at: package)
-        for command in [["/usr/bin/zstd", "-q", "--rm", package], ["/usr/bin/repo-add", "-q", repo + "/links.db.tar.gz", package + ".zst"]] {
-            let made = try KernelMount.run(command[0], Array(command.dropFirst()))
-            #expect(made.status == 0, "\(command): \(made.output)")
-        }
+        let (folder, file) = (Self.folder, Self.file)
+        try Self.craftRepository("links", in: work, packages: [
+            ("links", "", [
+                folder("usr"), folder("usr/lib"), file("usr/lib/dirlink/g"), file("usr/lib/dangling/h"), folder("usr/lib/a"),
+                file("usr/lib/a/b/c/d"), file("lib/through/z"), folder("usr/lib/new"), file("usr/lib/new/x"),
+                file("usr/lib/fresh/y"),
+            ]),
+        ])
         // What the layer below makes, and pacman's root is given by hand.
         let links = [("usr/lib/dirlink", "real"), ("usr/lib/dangling", "/nowhere"), ("usr/lib/a/b", "real")]
         let contents = [("usr/lib/real/f", "f\n"), ("usr/lib/a/real/e", "e\n")]
         try """
             from: scratch
             arch: x86_64
-            repos:
-              - name: demo
-                servers: [\(Harness.demoOut)/repo/$repo]
-                siglevel: Optional TrustAll
-              - name: links
-                servers: [\(work)/repo/$repo]
-                siglevel: Optional TrustAll
+            \(Self.repos(with: "links", in: work))
             packages: [filesystem]
             files:
             \(contents.map { "  - {path: /\($0.0), content: \"\($0.1.replacingOccurrences(of: "\n", with: "\\n"))\"}" }.joined(separator: "\n"))
@@ -231,29 +211,8 @@ struct PacmanOracleTests {
         let built = try Harness.run(["build", work + "/above.yaml", "--store", store])
         #expect(built.status == 0, "\(built.stderr)")
 
-        let root = work + "/pacman"
-        try FileManager.default.createDirectory(
-            atPath: root + "/var/lib/pacman", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        try """
-            [options]
-            Architecture = x86_64
-            SigLevel = Never
-            [demo]
-            Server = file://\(Harness.demoOut)/repo/$repo
-            [links]
-            Server = file://\(work)/repo/$repo
-
-            """.write(toFile: work + "/pacman.conf", atomically: true, encoding: .utf8)
-        func pacman(_ arguments: [String]) throws {
-            let ran = try KernelMount.run(
-                "/usr/bin/pacman",
-                [
-                    "--root", root, "--dbpath", root + "/var/lib/pacman", "--cachedir", work + "/cache", "--config",
-                    work + "/pacman.conf", "--logfile", work + "/pacman.log", "--noconfirm", "--noprogressbar",
-                ] + arguments)
-            #expect(ran.status == 0, "pacman \(arguments): \(ran.output)")
-        }
-        try pacman(["-Sy", "filesystem"])
+        let root = try Self.pacmanRoot(with: "links", in: work)
+        try Self.pacman(root, in: work, ["-Sy", "filesystem"])
         for (path, content) in contents {
             try FileManager.default.createDirectory(
                 atPath: root + "/" + (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true,
@@ -263,15 +222,9 @@ struct PacmanOracleTests {
             #expect(FileManager.default.createFile(atPath: root + "/" + path, contents: Data(content.utf8), attributes: [.posixPermissions: 0o644]))
         }
         for (path, target) in links { try FileManager.default.createSymbolicLink(atPath: root + "/" + path, withDestinationPath: target) }
-        try pacman(["-S", "links"])
+        try Self.pacman(root, in: work, ["-S", "links"])
 
-        let exported = work + "/export"
-        let export = try Harness.run(["export", "above", "--store", store, "--format", "dir", "-o", exported])
-        #expect(export.status == 0, "\(export.stderr)")
-        let found = try Self.listing(exported)
-        let expected = try Self.listing(root, skipping: "var/lib/pacman/sync")
-        let difference = OCILayerTests.difference(found, expected)
-        #expect(difference == nil, "\(difference ?? "")")
+        let found = try Self.compare(layer: "above", store: store, withPacman: root, in: work)
         // What the walk did, in both: the links on the way are folders now.
         #expect(found.contains { $0.hasPrefix("usr/lib/dirlink/g ") } && found.contains { $0.hasPrefix("lib/through/z ") }, "\(found)")
         try FileManager.default.removeItem(atPath: work)
@@ -285,46 +238,21 @@ struct PacmanOracleTests {
     /// folder kept from the first package would have had the file written through the symlink.
     @Test("a scriptlet that makes a folder a symlink between two packages' files: the tree pacman makes")
     func scriptletMakesFolderSymlink() throws {
-        typealias Crafted = OCILayerTests.Crafted
         let work = try Harness.temporaryDirectory("pacman-oracle-reshape")
-        let repo = work + "/repo/reshape"
-        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
-        let folder = { (name: String) in Crafted(name: name, type: Glibc.S_IFDIR, mode: 0o755) }
-        let file = { (name: String) in Crafted(name: name, data: name + "\n") }
-        func info(_ name: String, depends: String) -> Crafted {
-            let fields = [
-                ("pkgname", name), ("pkgbase", name), ("pkgver", "1.0-1"), ("pkgdesc", "a folder becomes a symlink"),
-                ("builddate", "1700000000"), ("packager", "layerctl tests"), ("size", "64"), ("arch", "any"), ("depend", depends),
-            ]
-            return Crafted(name: ".PKGINFO", data: fields.map { "\($0.0) = \($0.1)\n" }.joined())
-        }
+        let (folder, file) = (Self.folder, Self.file)
         let scriptlet = "post_install() {\n\trm -r /usr/share/shape\n\tmkdir /usr/share/elsewhere\n\tln -s elsewhere /usr/share/shape\n}\n"
-        let packages = [
-            ("reshape", [
-                Crafted(name: ".INSTALL", data: scriptlet), info("reshape", depends: "sh"), folder("usr"), folder("usr/share"),
-                folder("usr/share/shape"), file("usr/share/shape/one"),
+        try Self.craftRepository("reshape", in: work, packages: [
+            ("reshape", "sh", [
+                OCILayerTests.Crafted(name: ".INSTALL", data: scriptlet), folder("usr"), folder("usr/share"), folder("usr/share/shape"),
+                file("usr/share/shape/one"),
             ]),
             // No folder entries, whose extraction would make the folder anew before the file.
-            ("after", [info("after", depends: "reshape"), file("usr/share/shape/two")]),
-        ]
-        for (name, entries) in packages {
-            let package = repo + "/\(name)-1.0-1-any.pkg.tar"
-            try OCILayerTests.craft(entries, at: package)
-            for command in [["/usr/bin/zstd", "-q", "--rm", package], ["/usr/bin/repo-add", "-q", repo + "/reshape.db.tar.gz", package + ".zst"]] {
-                let made = try KernelMount.run(command[0], Array(command.dropFirst()))
-                #expect(made.status == 0, "\(command): \(made.output)")
-            }
-        }
+            ("after", "reshape", [file("usr/share/shape/two")]),
+        ])
         try """
             from: scratch
             arch: x86_64
-            repos:
-              - name: demo
-                servers: [\(Harness.demoOut)/repo/$repo]
-                siglevel: Optional TrustAll
-              - name: reshape
-                servers: [\(work)/repo/$repo]
-                siglevel: Optional TrustAll
+            \(Self.repos(with: "reshape", in: work))
             packages: [filesystem, after]
 
             """.write(toFile: work + "/layer.yaml", atomically: true, encoding: .utf8)
@@ -332,6 +260,56 @@ struct PacmanOracleTests {
         let built = try Harness.run(["build", work + "/layer.yaml", "--store", store])
         #expect(built.status == 0, "\(built.stderr)")
 
+        let root = try Self.pacmanRoot(with: "reshape", in: work)
+        try Self.pacman(root, in: work, ["-Sy", "filesystem", "after"])
+
+        let found = try Self.compare(layer: "layer", store: store, withPacman: root, in: work)
+        // What the walk did, in both: the symlink the scriptlet made is a folder again.
+        #expect(found.contains { $0.hasPrefix("usr/share/shape/two ") } && !found.contains { $0.hasPrefix("usr/share/elsewhere/two ") }, "\(found)")
+        try FileManager.default.removeItem(atPath: work)
+    }
+
+    /// A crafted package's folder entry, and a file entry that holds its own name.
+    static func folder(_ name: String) -> OCILayerTests.Crafted { .init(name: name, type: Glibc.S_IFDIR, mode: 0o755) }
+    static func file(_ name: String) -> OCILayerTests.Crafted { .init(name: name, data: name + "\n") }
+
+    /// A repository `name` at `work`/repo/`name` of crafted packages: each a name, what it
+    /// depends on (or ""), and its entries but .PKGINFO.
+    static func craftRepository(_ name: String, in work: String, packages: [(String, String, [OCILayerTests.Crafted])]) throws {
+        let repo = work + "/repo/" + name
+        try FileManager.default.createDirectory(atPath: repo, withIntermediateDirectories: true)
+        for (package, depends, entries) in packages {
+            let fields = [
+                ("pkgname", package), ("pkgbase", package), ("pkgver", "1.0-1"), ("pkgdesc", "crafted for the oracle"),
+                ("builddate", "1700000000"), ("packager", "layerctl tests"), ("size", "64"), ("arch", "any"),
+            ] + (depends.isEmpty ? [] : [("depend", depends)])
+            let info = OCILayerTests.Crafted(name: ".PKGINFO", data: fields.map { "\($0.0) = \($0.1)\n" }.joined())
+            let path = repo + "/\(package)-1.0-1-any.pkg.tar"
+            // .INSTALL sorts before .PKGINFO, as makepkg writes them.
+            let scriptlet = entries.filter { $0.name == ".INSTALL" }
+            try OCILayerTests.craft(scriptlet + [info] + entries.filter { $0.name != ".INSTALL" }, at: path)
+            for command in [["/usr/bin/zstd", "-q", "--rm", path], ["/usr/bin/repo-add", "-q", repo + "/\(name).db.tar.gz", path + ".zst"]] {
+                let made = try KernelMount.run(command[0], Array(command.dropFirst()))
+                #expect(made.status == 0, "\(command): \(made.output)")
+            }
+        }
+    }
+
+    /// A layer file's `repos:`: the demo repository and `name`'s at `work`, unsigned.
+    static func repos(with name: String, in work: String) -> String {
+        """
+        repos:
+          - name: demo
+            servers: [\(Harness.demoOut)/repo/$repo]
+            siglevel: Optional TrustAll
+          - name: \(name)
+            servers: [\(work)/repo/$repo]
+            siglevel: Optional TrustAll
+        """
+    }
+
+    /// An empty root for pacman at `work`/pacman, and its pacman.conf with the same repositories.
+    static func pacmanRoot(with name: String, in work: String) throws -> String {
         let root = work + "/pacman"
         try FileManager.default.createDirectory(
             atPath: root + "/var/lib/pacman", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
@@ -341,29 +319,34 @@ struct PacmanOracleTests {
             SigLevel = Never
             [demo]
             Server = file://\(Harness.demoOut)/repo/$repo
-            [reshape]
+            [\(name)]
             Server = file://\(work)/repo/$repo
 
             """.write(toFile: work + "/pacman.conf", atomically: true, encoding: .utf8)
+        return root
+    }
+
+    /// pacman `arguments` on `root`, with `work`'s configuration, cache and log.
+    static func pacman(_ root: String, in work: String, _ arguments: [String]) throws {
         let ran = try KernelMount.run(
             "/usr/bin/pacman",
             [
                 "--root", root, "--dbpath", root + "/var/lib/pacman", "--cachedir", work + "/cache", "--config",
-                work + "/pacman.conf", "--logfile", work + "/pacman.log", "--noconfirm", "--noprogressbar", "-Sy", "filesystem",
-                "after",
-            ])
-        #expect(ran.status == 0, "pacman: \(ran.output)")
+                work + "/pacman.conf", "--logfile", work + "/pacman.log", "--noconfirm", "--noprogressbar",
+            ] + arguments)
+        #expect(ran.status == 0, "pacman \(arguments): \(ran.output)")
+    }
 
+    /// Exports `layer`'s stack and expects its listing to be pacman's tree at `root`; returns the listing.
+    static func compare(layer: String, store: String, withPacman root: String, in work: String) throws -> [String] {
         let exported = work + "/export"
-        let export = try Harness.run(["export", "layer", "--store", store, "--format", "dir", "-o", exported])
+        let export = try Harness.run(["export", layer, "--store", store, "--format", "dir", "-o", exported])
         #expect(export.status == 0, "\(export.stderr)")
         let found = try Self.listing(exported)
         let expected = try Self.listing(root, skipping: "var/lib/pacman/sync")
         let difference = OCILayerTests.difference(found, expected)
         #expect(difference == nil, "\(difference ?? "")")
-        // What the walk did, in both: the symlink the scriptlet made is a folder again.
-        #expect(found.contains { $0.hasPrefix("usr/share/shape/two ") } && !found.contains { $0.hasPrefix("usr/share/elsewhere/two ") }, "\(found)")
-        try FileManager.default.removeItem(atPath: work)
+        return found
     }
 
     /// `OCILayerTests.listing` of `tree` without times, and a package's `desc` in the local
