@@ -47,10 +47,7 @@ public struct Store: Sendable {
 
     /// Opens the store at `root`, creating its folders.
     public init(root: String) throws {
-        self.root = URL(fileURLWithPath: root).standardizedFileURL.path
-        guard self.root.utf8.count <= Self.longestRoot else { throw StoreError.rootTooLong(self.root) }
-        // The store's path goes to layerctl's children in lines, and to the terminal in messages.
-        guard !self.root.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw StoreError.controlInRoot(self.root) }
+        self.root = try Self.checked(root)
         for directory in [layersDirectory, refsDirectory, tmpDirectory, locksDirectory, packageCache] {
             do { try FileSystem.makeDirectories(directory) } catch let error as SystemError where error.errno == EACCES {
                 // A user who forgot sudo, before root made the store (or a folder of it).
@@ -65,10 +62,19 @@ public struct Store: Sendable {
     /// made a store and listed as empty. A folder that is there (an empty one made for a store)
     /// is opened as `init(root:)` opens it.
     public init(existing root: String) throws {
-        let path = URL(fileURLWithPath: root).standardizedFileURL.path
+        let path = try Self.checked(root)
         var st = stat()
         if stat(path, &st) != 0 && errno == ENOENT { throw StoreError.noStore(path) }
         try self.init(root: root)
+    }
+
+    /// `root` made absolute, if it can be a store's path.
+    private static func checked(_ root: String) throws -> String {
+        let path = URL(fileURLWithPath: root).standardizedFileURL.path
+        guard path.utf8.count <= longestRoot else { throw StoreError.rootTooLong(path) }
+        // The store's path goes to layerctl's children in lines, and to the terminal in messages.
+        guard !path.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else { throw StoreError.controlInRoot(path) }
+        return path
     }
 
     /// Takes the group's and others' access to `directory` away, when this process owns it: also
