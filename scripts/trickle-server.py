@@ -2,13 +2,14 @@
 """An HTTP server on 127.0.0.1 that never finishes a download, for tests: a GET is answered 200
 with no length, then one byte every half second, for as long as the client stays.
 
-    trickle-server.py --port-file F [--files DIR [--trickle SUFFIX ...]] [--for SECONDS]
+    trickle-server.py --port-file F [--files DIR [--trickle SUFFIX ...]] [--for SECONDS] [--log F]
 
 --port-file   where the port it listens on is written once it listens.
 --files       serve the files of DIR: whole, or a byte every half second for the names that end
               in one of the SUFFIXes (a slow mirror: what comes is the file's true beginning).
 --for         end each trickle after SECONDS, closing the connection (a client that never gives
               up then fails otherwise, instead of hanging a test).
+--log         append each request's path to this file, a line each, before answering it.
 """
 import argparse
 import http.server
@@ -20,6 +21,7 @@ arguments.add_argument("--port-file", required=True)
 arguments.add_argument("--files")
 arguments.add_argument("--trickle", nargs="*", default=[])
 arguments.add_argument("--for", dest="seconds", type=float)
+arguments.add_argument("--log")
 options = arguments.parse_args()
 
 
@@ -27,6 +29,9 @@ class Trickle(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
     def do_GET(self):
+        if options.log is not None:
+            with open(options.log, "a") as log:
+                log.write(self.path + "\n")
         name = os.path.basename(self.path)
         body = None
         if options.files is not None:

@@ -195,5 +195,25 @@ extension AlpmHandle {
         return (names(alpm_pkg_get_depends(pkg)), names(alpm_pkg_get_provides(pkg)))
     }
 
+    /// The signature of sync package `name` of `repository` that its database holds
+    /// (`%PGPSIG%`, which repo-add writes where a `.sig` lies beside the package), decoded: the
+    /// `.sig` file's bytes; nil where it holds none.
+    public func databaseSignature(_ name: String, in repository: String) -> [UInt8]? {
+        guard let db = syncDatabases.first(where: { string(alpm_db_get_name($0)) == repository }),
+            let pkg = alpm_db_get_pkg(db, name), let base64 = alpm_pkg_get_base64_sig(pkg)
+        else { return nil }
+        var data: UnsafeMutablePointer<UInt8>?
+        var length = 0
+        guard alpm_decode_signature(base64, &data, &length) == 0, let data else { return nil }
+        defer { free(data) }
+        return Array(UnsafeBufferPointer(start: data, count: length))
+    }
+
+    /// Takes repository `name` out of the handle, to register it again otherwise.
+    public func unregister(_ name: String) throws {
+        guard let db = syncDatabases.first(where: { string(alpm_db_get_name($0)) == name }) else { return }
+        try check(alpm_db_unregister(db), "unregister repository", name)
+    }
+
     var syncDatabases: [OpaquePointer] { AlpmListSequence(alpm_get_syncdbs(raw)).map { OpaquePointer($0) } }
 }

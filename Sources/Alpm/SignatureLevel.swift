@@ -77,6 +77,25 @@ public struct SignatureLevel: Equatable, Hashable, Sendable, CustomStringConvert
         return true
     }
 
+    /// Whether packages are checked, and a package without a signature passes (`PackageOptional`).
+    public var checksPackagesOptionally: Bool {
+        let bits = UInt32(bitPattern: rawValue)
+        return bits & ALPM_SIG_PACKAGE.rawValue != 0 && bits & ALPM_SIG_PACKAGE_OPTIONAL.rawValue != 0
+    }
+
+    /// Whether packages are checked, and a package without a signature fails (`PackageRequired`).
+    public var requiresPackageSignatures: Bool {
+        let bits = UInt32(bitPattern: rawValue)
+        return bits & ALPM_SIG_PACKAGE.rawValue != 0 && bits & ALPM_SIG_PACKAGE_OPTIONAL.rawValue == 0
+    }
+
+    /// This level with no package checked (`PackageNever`); databases as they were.
+    public var checkingNoPackage: SignatureLevel {
+        let package = ALPM_SIG_PACKAGE.rawValue | ALPM_SIG_PACKAGE_OPTIONAL.rawValue | ALPM_SIG_PACKAGE_MARGINAL_OK.rawValue
+            | ALPM_SIG_PACKAGE_UNKNOWN_OK.rawValue
+        return SignatureLevel(rawValue: Int32(bitPattern: UInt32(bitPattern: rawValue) & ~package))
+    }
+
     /// Whether this level checks any signature at all, of packages or of databases.
     public var checksSignatures: Bool {
         UInt32(bitPattern: rawValue) & (ALPM_SIG_PACKAGE.rawValue | ALPM_SIG_DATABASE.rawValue) != 0

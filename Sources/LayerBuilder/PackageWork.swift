@@ -48,8 +48,13 @@ enum PackageWork {
         var readable: [String] = []
         var writable: [String] = []
 
-        /// Downloads need the host's network; a resolution needs none.
-        var network: Bool { operation != .resolve }
+        /// For `fetch` in an `--offline` build (`registerOffline`): no network, and
+        /// `expected`, the packages the resolution installs, all in `cache` or on a file:// server.
+        var offline: Bool?
+        var expected: [PackageFile]?
+
+        /// Downloads need the host's network, but offline; a resolution needs none.
+        var network: Bool { operation != .resolve && offline != true }
     }
 
     /// What a package's sync database entry says it depends on and provides, by name alone.
@@ -69,6 +74,16 @@ enum PackageWork {
         var providerChoices: [ProviderChoice]?
         /// For `resolve`: the packages the request ignores that the repositories hold newer.
         var newer: [NewerVersion]?
+        /// For an `--offline` fetch: what only a download would bring, the first of it; nothing
+        /// was fetched or checked.
+        var offlineLack: OfflineLack?
+    }
+
+    /// A package file (`package`, its name in the cache) an `--offline` fetch lacks, and `what`
+    /// of it, in words.
+    struct OfflineLack: Codable {
+        var package: String
+        var what: String
     }
 
     /// The host's files the child reads whatever its job: programs, libraries, and what curl,
@@ -272,10 +287,14 @@ enum PackageWork {
                 newer: handle.newerVersions(of: job.request.ignore))
         case .fetch:
             try handle.setArchitectures([job.arch])
-            for repository in job.repositories { try handle.register(repository, arch: job.arch) }
+            guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
+            if job.offline == true {
+                if let lack = try registerOffline(handle, job, cache: cache) { return Outcome(offlineLack: lack) }
+            } else {
+                for repository in job.repositories { try handle.register(repository, arch: job.arch) }
+            }
             try handle.checkDatabasesValid()
             try handle.checkFileNames()
-            guard let cache = job.cache else { throw SystemError("fetch into", "no cache", errno: EINVAL) }
             try handle.addCacheDir(cache)
             try handle.setParallelDownloads(5)
             // libalpm's error lines, and its warnings that an error says again, wait for the outcome.
@@ -308,6 +327,59 @@ enum PackageWork {
             let notTar = resolution.install.map(\.filename).filter { !AlpmHandle.opensAsTar(cache + "/" + $0) }
             return Outcome(resolution: resolution, notTar: notTar)
         }
+    }
+
+    /// Registers the repositories of an `--offline` fetch, which finds each package in `cache` or
+    /// on a file:// server, and returns what it lacks. A repository keeps its file:// servers
+    /// alone, and one with none gets a folder that is not there (libalpm refuses a repository
+    /// without a server, even when it fetches nothing from it). libalpm fetches a cached package
+    /// again when its repository checks package signatures and its `.sig` is not cached, though
+    /// it checks the signature the database holds, where it holds one (repo-add writes it): that
+    /// one is written as the `.sig`. A repository of unsigned packages under `Optional`
+    /// (makepkg's, the AUR's) has none anywhere: with no file:// server it is registered again
+    /// checking no package signature, when no package the fetch takes from it has one, and
+    /// `Optional` passes each on the sha256 its database gives, as libalpm would have after
+    /// fetching it again.
+    private static func registerOffline(_ handle: AlpmHandle, _ job: Job, cache: String) throws -> OfflineLack? {
+        let nowhere = "file://" + job.root + "/offline"
+        let inCache = { (name: String) in FileSystem.exists(cache + "/" + name) }
+        let named = { (package: PackageFile) in "package \(package.name) \(package.version) of repository \(package.repository)" }
+        let remote = Set(job.repositories.filter { !$0.hasFileServer }.map(\.name))
+        let expected = (job.expected ?? []).filter { remote.contains($0.repository) }
+        for repository in job.repositories {
+            var local = repository.withFileServersOnly
+            if local.servers.isEmpty { local.servers = [nowhere] }
+            try handle.register(local, arch: job.arch)
+        }
+        let missing = expected.filter { !inCache($0.filename) }
+        if let first = missing.first {
+            return OfflineLack(package: first.filename, what: named(first) + (missing.count > 1 ? " (and \(missing.count - 1) more)" : ""))
+        }
+        for repository in job.repositories where remote.contains(repository.name) {
+            let level = repository.signatureLevel ?? .pacmanDefault
+            guard level.checksPackagesOptionally || level.requiresPackageSignatures else { continue }
+            var unsigned: [PackageFile] = []
+            var signed = 0
+            for package in expected where package.repository == repository.name {
+                let signature = package.filename + ".sig"
+                if !inCache(signature), let held = handle.databaseSignature(package.name, in: repository.name) {
+                    try FileSystem.writeFile(Data(held), to: cache + "/" + signature)
+                }
+                if inCache(signature) { signed += 1 } else { unsigned.append(package) }
+            }
+            guard let first = unsigned.first else { continue }
+            if level.requiresPackageSignatures {
+                return OfflineLack(package: first.filename, what: "the signature (.sig) of \(named(first)), which its siglevel requires")
+            }
+            if signed > 0 {
+                return OfflineLack(
+                    package: first.filename, what: "the signature (.sig) of \(named(first)), whose repository's other packages have theirs")
+            }
+            try handle.unregister(repository.name)
+            try handle.register(
+                Repository(name: repository.name, servers: [nowhere], signatureLevel: level.checkingNoPackage), arch: job.arch)
+        }
+        return nil
     }
 
     /// Detaches every mount of this namespace that none of `paths` lies in or under. The child
@@ -354,5 +426,17 @@ enum PackageWork {
             throw SystemError("confine with Landlock", "the package work", errno: confined)
         }
         try Confinement.dropPrivileges(keeping: [], scoping: false)
+    }
+}
+
+extension Repository {
+    /// Whether a server is a folder of this host's (`file://`).
+    var hasFileServer: Bool { servers.contains { $0.hasPrefix("file://") } }
+
+    /// The repository with its file:// servers alone: what an `--offline` build may fetch from.
+    var withFileServersOnly: Repository {
+        var local = self
+        local.servers = servers.filter { $0.hasPrefix("file://") }
+        return local
     }
 }

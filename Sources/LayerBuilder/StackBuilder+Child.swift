@@ -103,11 +103,11 @@ extension StackBuilder {
                     at: place(package), code: .packages)
             }
         }
-        let notTar: [String]
+        let outcome: PackageWork.Outcome
         do {
-            notTar = try resolver.fetch(
+            outcome = try resolver.fetch(
                 request, layer: layer.name, in: downloads, cache: fetchCache, keyring: options.keyring,
-                largest: largest, reached: &tooLarge, watch: stalls)
+                largest: largest, offline: options.offline ? resolution.install : nil, reached: &tooLarge, watch: stalls)
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                 repositoryLocations[name]?.description ?? layer.path
@@ -150,9 +150,14 @@ extension StackBuilder {
                 } ?? "a package's download passed \(formatBytes(largest)), more than its database gives any package"
             throw BuildFailure(what + "; it was stopped", at: place(package), code: .input)
         }
+        // --offline: a package that only a download would bring, or its signature.
+        if let lack = outcome.offlineLack {
+            throw OfflineShortfall(what: lack.what, at: place(resolution.install.first { $0.filename == lack.package }))
+        }
         // A package matches its database's sha256, but the builder's libalpm opens it as a tar
         // alone (archive_readers.c), and would say it failed to at the builder's own path. Said
         // here, at the repository that served it; and not kept, as a database that is no tar is not.
+        let notTar = outcome.notTar ?? []
         for package in resolution.install where notTar.contains(package.filename) {
             for cache in [fetchCache, store.packageCache] {
                 unlink(cache + "/" + package.filename)
@@ -296,6 +301,25 @@ extension StackBuilder {
                 try sys("move aside", store.layerDirectory(key)) { rename(store.layerDirectory(key), old) }
                 _ = try store.commit(buildDirectory + "/layer", as: key)
             }
+        }
+    }
+
+    /// What an `--offline` build of a layer lacks, which only a download would bring (`what`: a
+    /// package, or a signature) of the repository at `location`. A failure, but where the store
+    /// holds the layer made by other builder rules, which then serves the build.
+    struct OfflineShortfall: Error {
+        let what: String
+        let location: String
+
+        init(what: String, at location: String) {
+            self.what = what
+            self.location = location
+        }
+
+        var failure: BuildFailure {
+            BuildFailure(
+                "--offline downloads nothing, and the store's cache lacks \(what): build once without --offline", at: location,
+                code: .packages)
         }
     }
 

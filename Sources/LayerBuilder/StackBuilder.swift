@@ -45,8 +45,9 @@ public final class StackBuilder {
         let resolutions = PackageWork.Child(folder: session, network: false, writable: [session], observe: observer)
         defer { resolutions.end() }
         let everyRepository = try recipe.layers.indices.flatMap { try recipe.repositories(for: $0).map(repository) }
+        // --offline: no network at all, for the refreshes it skips and the fetches from file:// servers.
         let downloads = PackageWork.Child(
-            folder: session, network: true, readable: PackageWork.serverPaths(of: everyRepository, arch: recipe.arch),
+            folder: session, network: !options.offline, readable: PackageWork.serverPaths(of: everyRepository, arch: recipe.arch),
             writable: [session, store.cacheDirectory + "/sync"], observe: observer)
         defer { downloads.end() }
 
@@ -181,6 +182,13 @@ public final class StackBuilder {
                             parentTrees: parentTrees, repositories: repositories, snapshot: snapshot, arch: recipe.arch,
                             environment: environment, started: started, signatures: signatures,
                             repositoryLocations: locations, syncDatabases: repositories.isEmpty ? nil : sync.name)
+                    } catch let lacking as OfflineShortfall {
+                        guard !options.noCache, let other = otherRulesAlone(key, under: signatures) else { throw lacking.failure }
+                        observer(BuildEvent(
+                            .warning, layer: layer.name,
+                            message: "--offline, and the store's cache lacks \(lacking.what): the stored layer serves this build as it "
+                                + "was made (\(other)); build without --offline to make it anew"))
+                        cached = true
                     } catch let failure as BuildFailure where failure.location == nil {
                         // Name the line of the package concerned, or at least the layer file.
                         let line = location(ofPackages: failure.packages, in: layer, resolved: resolved)
@@ -214,10 +222,7 @@ public final class StackBuilder {
     /// force. When it does not, the layer is built again.
     private func reusable(_ key: String, layer: String, under policy: SignatureProof, quiet: Bool = false) -> Bool {
         guard store.contains(key), let record = try? store.record(key) else { return false }
-        let shortfall =
-            record.signatures.map { $0.shortfall(against: policy) }
-            ?? (policy.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
-                ? "its record does not say which signature policy it was checked under" : nil)
+        let shortfall = Self.shortfall(of: record, against: policy)
         let reason: String
         if let other = BuilderRules.otherRules(of: record) {
             reason = "the stored layer was \(other): building it again"
@@ -228,6 +233,22 @@ public final class StackBuilder {
         }
         if !quiet { observer(BuildEvent(.warning, layer: layer, message: reason)) }
         return false
+    }
+
+    /// How the signature policy `record` was checked under falls short of `policy`, if it does.
+    private static func shortfall(of record: LayerRecord, against policy: SignatureProof) -> String? {
+        record.signatures.map { $0.shortfall(against: policy) }
+            ?? (policy.levels.values.contains { SignatureLevel(rawValue: $0).checksSignatures }
+                ? "its record does not say which signature policy it was checked under" : nil)
+    }
+
+    /// What made the stored layer `key`, when only that keeps it from serving this build: other
+    /// builder rules (`BuilderRules.otherRules`). Under `--offline`, when its packages are not all
+    /// at hand, it serves as it was made rather than fail the build.
+    private func otherRulesAlone(_ key: String, under policy: SignatureProof) -> String? {
+        guard store.contains(key), let record = try? store.record(key), Self.shortfall(of: record, against: policy) == nil
+        else { return nil }
+        return BuilderRules.otherRules(of: record)
     }
 
     /// A warning when `resolution`, of a layer without `upgrade: true`, installs another version of

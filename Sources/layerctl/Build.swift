@@ -42,7 +42,9 @@ extension LayerCtl {
         @Flag(name: .long, help: "Build every layer again, even the ones the store already holds.")
         var noCache = false
 
-        @Flag(name: .long, help: "Fetch nothing: use the repository databases already in the store's cache.")
+        @Flag(
+            name: .long,
+            help: "Fetch nothing over the network: the repository databases are the store's copies, the packages come from its cache, the host's or file:// servers.")
         var offline = false
 
         @Flag(name: .long, help: "Print one JSON object per event, and a summary at the end, instead of text.")
@@ -72,6 +74,12 @@ extension LayerCtl {
 
         func validate() throws {
             guard timeout >= 0 && timeout.isFinite else { throw ValidationError("--timeout takes a number of seconds, 0 for no limit") }
+            if check && (cacheFrom != nil || cacheTo != nil || image.output != nil) {
+                throw ValidationError("--check builds in stores of its own: it takes no --cache-from, --cache-to or -o")
+            }
+            if offline && (cacheFrom != nil || cacheTo != nil) {
+                throw ValidationError("--offline fetches nothing over the network, and --cache-from and --cache-to name a registry: give one or the other")
+            }
         }
 
         func run() throws {
@@ -98,9 +106,6 @@ extension LayerCtl {
             options.memoryLimit = limits.memoryLimit
             let reporter = BuildReporter(json: json)
             if check {
-                guard cacheFrom == nil && cacheTo == nil && image.output == nil else {
-                    throw ValidationError("--check builds in stores of its own: it takes no --cache-from, --cache-to or -o")
-                }
                 try runCheck(recipe, options: options, store: store, reporter: reporter)
                 return
             }

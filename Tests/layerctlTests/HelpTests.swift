@@ -86,6 +86,21 @@ struct HelpTests {
             #expect(result.status == 2, "\(option) \(value): \(result.stderr)")
             #expect(result.stderr.contains(says), "\(option) \(value): \(result.stderr)")
         }
+        // So are options that exclude each other, before anything is made (--check's were refused
+        // once the build had started, as an error of the system, 8, and the store made).
+        let unmade = folder + "/unmade-store"
+        for (options, says) in [
+            (["--check", "--cache-from", "127.0.0.1:1/cache"], "--check builds in stores of its own: it takes no --cache-from, --cache-to or -o"),
+            (["--check", "-o", folder + "/x.squashfs"], "--check builds in stores of its own: it takes no --cache-from, --cache-to or -o"),
+            (["--offline", "--cache-from", "127.0.0.1:1/cache"],
+             "--offline fetches nothing over the network, and --cache-from and --cache-to name a registry: give one or the other"),
+            (["--offline", "--cache-to", "127.0.0.1:1/cache"],
+             "--offline fetches nothing over the network, and --cache-from and --cache-to name a registry: give one or the other"),
+        ] {
+            let result = try Harness.run(["build", base, "--store", unmade] + options)
+            #expect(result.status == 2 && result.stderr.contains(says), "\(options): \(result.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: unmade), "\(options)")
+        }
     }
 
     @Test("started in a folder that was removed, an error says that relative paths find nothing in it")
