@@ -102,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "layerctl",
             dependencies: [
-                "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerSBOM", "LayerCheck", "LayerExport", "LayerShare", "RegistryClient",
+                "Alpm", "LayerRecipe", "LayerStore", "LayerBuilder", "LayerDiff", "LayerSBOM", "LayerCheck", "LayerExport", "LayerShare", "RegistryClient",
                 "LayerBoot", "SquashfsImage", "LayerEntries", "LayerSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "AlpmTests", dependencies: ["Alpm"]),

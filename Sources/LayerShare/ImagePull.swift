@@ -269,7 +269,7 @@ public struct ImagePull {
     /// Counts the changes to how a blob's tar becomes a tree that change some trees: a layer an
     /// older pull unpacked is then pulled anew, not taken for the tree this one makes. 2: a
     /// whiteout that hides nothing below is left out, and a lower layer's opaque folders hide.
-    static let unpackRules = 2
+    public static let unpackRules = 2
 
     /// Whether the store holds `key` on `parent` with a blob whose tar is `diffID`: then it is the
     /// same layer, whatever an image claims.

@@ -14,6 +14,7 @@ struct LayerCtl: ParsableCommand {
             with `from: nvidia`. `layerctl build gaming.yaml` builds each layer with libalpm in its own mount \
             namespace and keeps it in the store, so the next build reuses every layer that did not change.
             """,
+        version: versionText,
         subcommands: [Build.self, Lock.self, Export.self, SBOM.self, Push.self, Pull.self, Diff.self, VM.self, Stage.self, Boot.self, Staged.self, Unstage.self, Changes.self, List.self, Inspect.self, Shell.self, Remove.self, GC.self])
 
     /// Exit statuses: 0 success, 1 "differences" (diff), 2 a usage mistake, and from 3 each kind of

@@ -1,4 +1,8 @@
+import Alpm
 import Foundation
+import LayerBuilder
+import LayerRecipe
+import LayerShare
 import Testing
 
 @Suite("Command line")
@@ -31,6 +35,19 @@ struct HelpTests {
                 "build", "lock", "export", "sbom", "push", "pull", "diff", "vm", "stage", "boot", "staged", "unstage", "changes",
                 "ls", "inspect", "shell", "rm", "gc",
             ], "\(listed)")
+    }
+
+    /// What a bug report needs, and what decides whether another layerctl's store is taken as it
+    /// is: `--version` said "Unknown option".
+    @Test("--version names the key format, the builder's and the unpack's rules, the lock format and libalpm")
+    func version() throws {
+        let result = try Harness.run(["--version"])
+        #expect(result.status == 0 && result.stderr.isEmpty, "\(result.stderr)")
+        #expect(
+            result.stdout
+                == "layerctl with layer key format \(LayerSpec.formatVersion), builder rules \(BuilderRules.version), unpack rules "
+                + "\(ImagePull.unpackRules), lock format \(LockFile.formatVersion); libalpm \(AlpmHandle.version)\n")
+        #expect(AlpmHandle.version.hasPrefix("13."))
     }
 
     @Test("a usage mistake exits with 2, an unknown layer with 3")
