@@ -1,22 +1,36 @@
 import CAlpm
+import Glibc
 import Foundation
 import LayerSupport
 
 extension AlpmHandle {
     /// The packages of the current transaction whose signing key the keyring lacks. libalpm
-    /// reports a missing key without saying whose package needs it.
+    /// reports a missing key without saying whose package needs it. A package's signature is the
+    /// one its database holds, else its `.sig` in a cache folder (a repository whose database
+    /// holds none: repo-add found no `.sig` beside the package when it added it).
     func packagesWithUnknownKeys() -> [MissingKey] {
         guard let gpgDir = string(alpm_option_get_gpgdir(raw)) else { return [] }
+        let caches = AlpmListSequence(alpm_option_get_cachedirs(raw)).strings
         var names: [MissingKey] = []
         for pointer in AlpmListSequence(alpm_trans_get_add(raw)) {
             let pkg = OpaquePointer(pointer)
-            guard let base64 = alpm_pkg_get_base64_sig(pkg), let name = string(alpm_pkg_get_name(pkg)) else { continue }
-            var data: UnsafeMutablePointer<UInt8>?
-            var length = 0
-            guard alpm_decode_signature(base64, &data, &length) == 0, let data else { continue }
-            defer { free(data) }
+            guard let name = string(alpm_pkg_get_name(pkg)) else { continue }
+            var signature: [UInt8]
+            if let base64 = alpm_pkg_get_base64_sig(pkg) {
+                var data: UnsafeMutablePointer<UInt8>?
+                var length = 0
+                guard alpm_decode_signature(base64, &data, &length) == 0, let data else { continue }
+                signature = Array(UnsafeBufferPointer(start: data, count: length))
+                free(data)
+            } else if let file = string(alpm_pkg_get_filename(pkg)),
+                let found = caches.lazy.compactMap({ Self.signatureFile($0 + (($0.hasSuffix("/")) ? "" : "/") + file + ".sig") }).first
+            {
+                signature = found
+            } else {
+                continue
+            }
             var keys: UnsafeMutablePointer<alpm_list_t>?
-            guard alpm_extract_keyid(raw, name, data, length, &keys) == 0 else { continue }
+            guard alpm_extract_keyid(raw, name, &signature, signature.count, &keys) == 0 else { continue }
             defer { FreeList.strings(keys) }
             let repository = alpm_pkg_get_db(pkg).flatMap { string(alpm_db_get_name($0)) } ?? ""
             for key in AlpmListSequence(keys).strings where !Self.keyring(gpgDir, hasKey: key) {
@@ -24,6 +38,18 @@ extension AlpmHandle {
             }
         }
         return names
+    }
+
+    /// A detached signature's bytes: a regular file of at most 64 KiB (one is a few hundred bytes).
+    private static func signatureFile(_ path: String) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var st = stat()
+        guard fstat(descriptor, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > 0, st.st_size <= 64 << 10 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        let got = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        return got == bytes.count ? bytes : nil
     }
 
     /// The sync databases whose signature names a key the keyring lacks, read from the signatures

@@ -114,16 +114,8 @@ struct OfflineTests {
         let work = try Harness.temporaryDirectory("offline-signed")
         let keyring = ["--keyring", Harness.demoOut + "/keyring"]
         let signature = "busybox-1.35.0-1-x86_64.pkg.tar.zst.sig"
-        // The demo's signed repository, and one whose database holds no signature: made by
-        // repo-add with the `.sig` files away, which are put back for the server.
-        let bare = work + "/bare"
-        try BootMachine.shell(
-            """
-            mkdir '\(bare)' '\(work)/signatures'
-            cp '\(Harness.demoOut)/signed/demo/'*.pkg.tar.zst '\(bare)/'
-            repo-add -q '\(bare)/demo.db.tar.gz' '\(bare)/'*.pkg.tar.zst
-            cp '\(Harness.demoOut)/signed/demo/'*.sig '\(bare)/'
-            """)
+        // The demo's signed repository, and one whose database holds no signature.
+        let bare = try SignatureTests.repositoryOfSignatureFiles(in: work + "/bare")
         for (folder, databaseSigned) in [(Harness.demoOut + "/signed/demo", true), (bare, false)] {
             let served = try Served(folder)
             defer { served.helper.stop() }

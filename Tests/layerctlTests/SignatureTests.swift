@@ -63,11 +63,18 @@ struct SignatureTests {
         }
         let rogue = try String(contentsOfFile: Harness.demoOut + "/signer/rogue/fpr", encoding: .utf8)
             .trimmingCharacters(in: .whitespacesAndNewlines).suffix(16)
-        for (siglevel, keyring, pacmanKey) in [
-            (nil, Harness.demoOut + "/keyring", "pacman-key --gpgdir \(Harness.demoOut)/keyring"),
-            ("PackageRequired DatabaseNever", spaced, "pacman-key --gpgdir '\(spaced.replacingOccurrences(of: "'", with: "'\\''"))'"),
+        // A repository whose database holds no signature: libalpm checks each package's `.sig`
+        // file, and the key it names was not looked for there ("commit transaction failed: could
+        // not find or read file; keyring is not writable; required key missing from keyring").
+        let signatureFiles = try Harness.temporaryDirectory("signature-files")
+        _ = try Self.repositoryOfSignatureFiles(in: signatureFiles)
+        for (repo, siglevel, keyring, pacmanKey) in [
+            (Harness.demoOut + "/signed", nil, Harness.demoOut + "/keyring", "pacman-key --gpgdir \(Harness.demoOut)/keyring"),
+            (Harness.demoOut + "/signed", "PackageRequired DatabaseNever", spaced,
+             "pacman-key --gpgdir '\(spaced.replacingOccurrences(of: "'", with: "'\\''"))'"),
+            (signatureFiles, nil, Harness.demoOut + "/keyring", "pacman-key --gpgdir \(Harness.demoOut)/keyring"),
         ] {
-            let result = try build(["rogue"], repo: Harness.demoOut + "/signed", siglevel: siglevel, keyring: keyring)
+            let result = try build(["rogue"], repo: repo, siglevel: siglevel, keyring: keyring)
             #expect(result.status == 5)
             let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
             #expect(error.count == 1, "\(result.stderr)")
@@ -188,6 +195,21 @@ struct SignatureTests {
     /// The pids of live gpg-agent, dirmngr and keyboxd processes on the demo keyring (zombies, ended
     /// and awaiting their parent, do not count). Those of other suites' builds, which run at the
     /// same time with keyrings of their own, are not this suite's to count.
+    /// The demo's signed repository in `folder`/demo, its database made by repo-add with the
+    /// `.sig` files away, so that it holds no signature: each package's is its `.sig` file alone,
+    /// which the folder holds, as a server of such a repository serves it. Returns `folder`/demo.
+    static func repositoryOfSignatureFiles(in folder: String) throws -> String {
+        let repository = folder + "/demo"
+        try BootMachine.shell(
+            """
+            mkdir -p '\(repository)'
+            cp '\(Harness.demoOut)/signed/demo/'*.pkg.tar.zst '\(repository)/'
+            repo-add -q '\(repository)/demo.db.tar.gz' '\(repository)/'*.pkg.tar.zst
+            cp '\(Harness.demoOut)/signed/demo/'*.sig '\(repository)/'
+            """)
+        return repository
+    }
+
     static func gnupgProcesses() -> Set<String> {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         let home = Harness.demoOut + "/keyring"
