@@ -53,11 +53,7 @@ public final class StackBuilder {
 
         var base: BaseImage?
         if let image = recipe.baseImage {
-            if options.offline {
-                throw BuildFailure(
-                    "`from: \(image.value)` needs the registry; --offline fetches nothing", at: image.location.description,
-                    code: .input)
-            }
+            // Pulled, or with --offline as the store's last pull of the reference left it.
             guard let pullImage else {
                 throw BuildFailure("`from: \(image.value)` names an image, and this build has no registry", at: image.location.description, code: .input)
             }

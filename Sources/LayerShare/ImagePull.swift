@@ -69,10 +69,11 @@ public struct ImagePull {
         private let buildLock: FileLock
         private let storeLock: FileLock
         private let scratch: String
+        private let pulled: Store.PulledImage
         private var finished = false
 
         fileprivate init(
-            _ pending: PendingLayer, store: Store, name: String?, storeLock: FileLock, scratch: String
+            _ pending: PendingLayer, store: Store, name: String?, storeLock: FileLock, scratch: String, pulled: Store.PulledImage
         ) {
             layer = pending.layer
             sync = pending.sync
@@ -82,6 +83,7 @@ public struct ImagePull {
             self.name = name
             self.storeLock = storeLock
             self.scratch = scratch
+            self.pulled = pulled
         }
 
         public func finish() throws {
@@ -95,6 +97,7 @@ public struct ImagePull {
             try sync.value()
             _ = try store.commit(folder, as: layer.key, synced: true)
             if let name { try store.setRef(name, to: layer.key) }
+            try? store.notePulled(pulled)
         }
     }
 
@@ -245,12 +248,17 @@ public struct ImagePull {
         var result = Result(
             reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers,
             knownBlocks: knownBlocks)
+        // What `reference` resolved to, for a build --offline on it (a cache: a pull that cannot
+        // note it still pulls).
+        let pulled = Store.PulledImage(
+            reference: reference.description, resolved: resolved.description, manifestDigest: manifestDigest, key: top)
         if let pending {
             handedOver = true
-            result.committing = TopCommit(pending, store: store, name: name, storeLock: lock, scratch: scratch)
+            result.committing = TopCommit(pending, store: store, name: name, storeLock: lock, scratch: scratch, pulled: pulled)
             return result
         }
         if let name { try store.setRef(name, to: top) }
+        try? store.notePulled(pulled)
         return result
     }
 

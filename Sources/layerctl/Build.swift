@@ -116,7 +116,7 @@ extension LayerCtl {
                         + "on a disk keeps it")
             }
             let builder = StackBuilder(options: options, observer: reporter.report)
-            builder.pullImage = registryArguments.basePuller(store: store, json: json)
+            builder.pullImage = registryArguments.basePuller(store: store, json: json, offline: offline)
             if cacheFrom != nil || cacheTo != nil {
                 let quiet = ShareReporter(json: true)
                 func endpoint(_ text: String?) throws -> (RegistryClient, ImageReference)? {
@@ -146,7 +146,7 @@ extension LayerCtl.Build {
         let work = try store.makeTemporary("check")
         defer { try? FileSystem.removeTree(work) }
         let check = ReproducibilityCheck(
-            recipe: recipe, options: options, pullImage: registryArguments.basePuller(store: store, json: json),
+            recipe: recipe, options: options, pullImage: registryArguments.basePuller(store: store, json: json, offline: options.offline),
             observer: reporter.report)
         let report = try check.run(in: work)
         if json {
@@ -251,11 +251,22 @@ struct LimitArguments: ParsableArguments {
 }
 
 extension RegistryArguments {
-    /// What the builder calls to pull the image a layer file names in `from:`.
-    func basePuller(store: Store, json: Bool) -> (String) throws -> BaseImage {
-        { reference in
-            let pulled = try pull(reference, store: store, name: nil, json: json, quiet: true)
-            return BaseImage(reference: pulled.reference, key: pulled.key)
+    /// What the builder calls for the image a layer file names in `from:`: it is pulled, or with
+    /// `offline` taken as the store's last pull of that reference left it.
+    func basePuller(store: Store, json: Bool, offline: Bool) -> (String) throws -> BaseImage {
+        { text in
+            guard offline else {
+                let pulled = try pull(text, store: store, name: nil, json: json, quiet: true)
+                return BaseImage(reference: pulled.reference, key: pulled.key)
+            }
+            let reference = try reference(text)
+            guard let image = store.pulledImage(reference.description) else {
+                throw BuildFailure(
+                    "\(reference) was not pulled into this store (or gc removed its layers), and --offline fetches nothing: "
+                        + "build once without --offline, or `layerctl pull \(reference)`",
+                    code: .input)
+            }
+            return BaseImage(reference: image.resolved, key: image.key)
         }
     }
 }

@@ -58,7 +58,7 @@ extension LayerCtl {
             options.locks = .write(update: !update ? .none : packages.isEmpty || snapshot != nil ? .all : .packages(Set(packages)))
             let reporter = BuildReporter(json: json)
             let builder = StackBuilder(options: options, observer: reporter.report)
-            builder.pullImage = registryArguments.basePuller(store: store, json: json)
+            builder.pullImage = registryArguments.basePuller(store: store, json: json, offline: false)
             let built = try builder.build(recipe)
             // The chain stands on the new day: the layer files say so now.
             if let snapshot {

@@ -340,6 +340,49 @@ struct ShareTests {
 }
 
 extension ShareTests {
+    /// A `from:` image is resolved at its registry at each build: --offline said it "needs the
+    /// registry". It takes the image as the store's last pull of that reference left it.
+    @Test("build --offline on an image takes it as the store last pulled it, with the registry gone; one never pulled is one line at from:")
+    func offlineOnImage() throws {
+        let store = try Self.builtDemo()
+        let registry = try RegistryServer()
+        defer { registry.stop() }
+        let image = "\(registry.host)/steve/gaming:v1"
+        #expect(try Harness.run(["push", "gaming", image, "--store", store]).status == 0)
+        let work = try Harness.temporaryDirectory("offline-image")
+        let other = work + "/store", layer = work + "/child.yaml"
+        func write(from reference: String, motd: String) throws {
+            try "from: \(reference)\nfiles:\n  - path: /etc/motd\n    content: \"\(motd)\\n\"\n"
+                .write(toFile: layer, atomically: false, encoding: .utf8)
+        }
+        try write(from: image, motd: "online")
+        let online = try Harness.run(["build", layer, "--store", other])
+        #expect(online.status == 0, "\(online.stderr)")
+        let handle = try Store(root: other)
+        let built = try #require(try handle.ref("child"))
+        let top = try #require(try handle.record(built).parent)
+        registry.stop()
+
+        try write(from: image, motd: "offline")
+        let offline = try Harness.run(["build", layer, "--store", other, "--offline", "--json"])
+        #expect(offline.status == 0 && offline.built == ["child"], "\(offline.stdout) \(offline.stderr)")
+        let rebuilt = try #require(try handle.ref("child"))
+        let record = try handle.record(rebuilt)
+        #expect(record.parent == top && rebuilt != built)
+        #expect(try String(contentsOfFile: handle.tree(record.key) + "/etc/motd", encoding: .utf8) == "offline\n")
+
+        let other2 = "\(registry.host)/steve/gaming:v2"
+        try write(from: other2, motd: "offline")
+        let never = try Harness.run(["build", layer, "--store", other, "--offline"])
+        #expect(never.status == 3, "\(never.stderr)")
+        #expect(
+            never.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") } == [
+                "layerctl: \(layer):1:7: \(other2) was not pulled into this store (or gc removed its layers), and --offline fetches "
+                    + "nothing: build once without --offline, or `layerctl pull \(other2)`"
+            ], "\(never.stderr)")
+        try Harness.expectValidStore(other)
+    }
+
     /// A timer's pull, a user's and a build on the image may meet in one store: each layer's build
     /// lock lets one of them store it, and the others take it.
     @Test("two pulls of one image into one store, a build on it and a gc, all at once: each completes, each layer is stored once")
