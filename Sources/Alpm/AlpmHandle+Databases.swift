@@ -200,8 +200,14 @@ extension AlpmHandle {
     /// `.sig` file's bytes; nil where it holds none.
     public func databaseSignature(_ name: String, in repository: String) -> [UInt8]? {
         guard let db = syncDatabases.first(where: { string(alpm_db_get_name($0)) == repository }),
-            let pkg = alpm_db_get_pkg(db, name), let base64 = alpm_pkg_get_base64_sig(pkg)
+            let pkg = alpm_db_get_pkg(db, name)
         else { return nil }
+        return Self.databaseSignature(of: pkg)
+    }
+
+    /// The signature the database holds of sync package `pkg`, decoded; nil where it holds none.
+    static func databaseSignature(of pkg: OpaquePointer) -> [UInt8]? {
+        guard let base64 = alpm_pkg_get_base64_sig(pkg) else { return nil }
         var data: UnsafeMutablePointer<UInt8>?
         var length = 0
         guard alpm_decode_signature(base64, &data, &length) == 0, let data else { return nil }

@@ -16,12 +16,9 @@ extension AlpmHandle {
             let pkg = OpaquePointer(pointer)
             guard let name = string(alpm_pkg_get_name(pkg)) else { continue }
             var signature: [UInt8]
-            if let base64 = alpm_pkg_get_base64_sig(pkg) {
-                var data: UnsafeMutablePointer<UInt8>?
-                var length = 0
-                guard alpm_decode_signature(base64, &data, &length) == 0, let data else { continue }
-                signature = Array(UnsafeBufferPointer(start: data, count: length))
-                free(data)
+            if alpm_pkg_get_base64_sig(pkg) != nil {
+                guard let held = Self.databaseSignature(of: pkg) else { continue }
+                signature = held
             } else if let file = string(alpm_pkg_get_filename(pkg)),
                 let found = caches.lazy.compactMap({ Self.signatureFile($0 + (($0.hasSuffix("/")) ? "" : "/") + file + ".sig") }).first
             {

@@ -36,7 +36,7 @@ struct SyncCache {
             let scratch = try downloads.makeScratch("refresh")
             unlink(directory + "/db.lck")  // left by a killed refresh; we hold the lock
             // file:// servers are cheap to copy and their mtimes say little; always fetch them.
-            let local = repositories.contains { $0.servers.contains { $0.hasPrefix("file://") } }
+            let local = repositories.contains(where: \.hasFileServer)
             let job = PackageWork.Job(
                 operation: .refresh, layer: layer, root: scratch, dbPath: directory, arch: arch, repositories: repositories,
                 force: local, keyring: try PackageWork.keyringCopy(of: gpgDirectory, in: scratch),
