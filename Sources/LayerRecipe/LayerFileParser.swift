@@ -17,6 +17,7 @@ struct LayerFileParser {
         "upgrade", "ignore",
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
+
     static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
     /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
     static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]
@@ -199,7 +200,7 @@ struct LayerFileParser {
                 spec.siglevel = words
             case "snapshot":
                 let date = try scalar(value, what: "`snapshot`")
-                guard date.wholeMatch(of: /\d{4}[-\/]\d{2}[-\/]\d{2}/) != nil else {
+                guard NameShape.isDay(date, slashes: true) else {
                     throw LayerFileError("`snapshot` is an Arch Linux Archive date such as 2024-06-01", at: at(value))
                 }
                 spec.snapshot = date.replacingOccurrences(of: "/", with: "-")
@@ -303,7 +304,7 @@ struct LayerFileParser {
                 }
             case "mode":
                 let text = try scalar(value, what: "`mode`")
-                guard text.wholeMatch(of: /0?[0-7]{3,4}/) != nil, let bits = UInt32(text, radix: 8), bits <= 0o7777
+                guard NameShape.isMode(text), let bits = UInt32(text, radix: 8), bits <= 0o7777
                 else {
                     throw LayerFileError("`mode` is octal permission bits such as \"0644\"", at: at(value))
                 }
@@ -311,7 +312,7 @@ struct LayerFileParser {
                 modeNode = keyNode
             case "owner":
                 let text = try scalar(value, what: "`owner`")
-                guard text.wholeMatch(of: /[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?/) != nil else {
+                guard NameShape.isOwner(text) else {
                     throw LayerFileError("`owner` is `user:group`, as names or numbers", at: at(value))
                 }
                 owner = text.contains(":") ? text : "\(text):\(text)"
@@ -522,7 +523,7 @@ struct LayerFileParser {
         var total = 0
         for (keyNode, value) in mapping {
             let name = try scalar(keyNode, what: "a variable name")
-            guard name.wholeMatch(of: /[A-Za-z_][A-Za-z0-9_]*/) != nil else {
+            guard NameShape.isVariable(name) else {
                 throw LayerFileError("\(quote(name)) is not a valid environment variable name", at: at(keyNode))
             }
             let text = try scalar(value, what: "the value of \(name)")
@@ -548,10 +549,7 @@ struct LayerFileParser {
     private func names(_ node: Node, key: String) throws -> [Located<String>] {
         try list(node, what: "`\(key)`").map { item in
             let name = try scalar(item, what: "a package name")
-            let bare = name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*/) != nil
-            let versioned = key == "packages"
-                && name.wholeMatch(of: /([a-z0-9][a-z0-9._-]*\/)?[a-z0-9@_+][a-z0-9@._+-]*(<|<=|=|>=|>)[A-Za-z0-9._:+~-]+/) != nil
-            guard bare || versioned else {
+            guard NameShape.isPackageName(name, versioned: key == "packages") else {
                 // `[game nano]`: flow lists take commas, as `[game, nano]`.
                 let words = name.split(whereSeparator: \.isWhitespace)
                 let hint = words.count > 1 ? " (names in a list are separated by commas: \(quote("[" + words.joined(separator: ", ") + "]")))" : ""
@@ -571,7 +569,7 @@ struct LayerFileParser {
                     + quote(TransactionRequest.packageName(of: pattern)),
                 at: at(node))
         }
-        guard pattern.wholeMatch(of: /[a-z0-9@._+*?\[\]-]+/) != nil, pattern.utf8.count <= 255 else {
+        guard NameShape.isIgnorePattern(pattern), pattern.utf8.count <= 255 else {
             throw LayerFileError(
                 "\(quote(pattern)) is not a package name or a pattern of names, as pacman.conf's IgnorePkg takes them "
                     + "(`linux`, `linux*`, `nvidia-?xx`)",

@@ -366,7 +366,7 @@ extension Recipe {
 
     /// Throws unless `day` is an Archive day and some layer file of the chain has a `snapshot:`.
     public func checkSnapshotMove(to day: String) throws {
-        guard day.wholeMatch(of: /\d{4}-\d{2}-\d{2}/) != nil else {
+        guard NameShape.isDay(day) else {
             throw LayerFileError("`--snapshot` is an Arch Linux Archive day such as 2024-06-01", at: FileLocation(file: target.path, line: 1, column: 1))
         }
         guard layers.contains(where: { $0.repos.contains { $0.snapshot != nil } }) else {

@@ -177,10 +177,12 @@ public struct Store: Sendable {
 
     static let damagedLayerRemedy = "run `layerctl gc` to remove the damaged layer, then build again"
 
+    private static let layerNameFirst = ByteSet("A-Za-z0-9"), layerNameRest = ByteSet("A-Za-z0-9._+-")
+
     /// Whether `name` may name a layer, and so `refs/NAME`: letters, digits and `.` `_` `+` `-`,
     /// starting with a letter or digit, at most 100 bytes. A layer file's name, and a pulled image's.
     public static func isLayerName(_ name: String) -> Bool {
-        name.wholeMatch(of: /[A-Za-z0-9][A-Za-z0-9._+-]*/) != nil && name.utf8.count <= 100
+        ByteSet.isName(name.utf8, first: layerNameFirst, rest: layerNameRest) && name.utf8.count <= 100
     }
 
     /// Whether `text` has the shape of a layer key: 64 lowercase hex digits.
