@@ -177,6 +177,9 @@ extension StackBuilder {
             unlink(incoming)
             try FileSystem.linkOrCopy(fetchCache + "/" + name, to: incoming)
             try sys("rename", store.packageCache + "/" + name) { rename(incoming, store.packageCache + "/" + name) }
+            // Written to disk while the transaction runs, not at the commit's sync, which then
+            // waits for less.
+            FileSystem.startWriteback(of: store.packageCache + "/" + name)
         }
         var job = BuildJob(
             layerName: layer.name, buildDirectory: buildDirectory, lowerTrees: parentTrees, arch: arch,

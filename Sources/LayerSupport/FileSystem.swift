@@ -311,6 +311,15 @@ package enum FileSystem {
         try sys("sync the filesystem of", path) { lc_syncfs(fd) }
     }
 
+    /// Has the disk start writing the file at `path`, waiting for nothing (sync_file_range), so a
+    /// later sync finds it written; nothing where it cannot be opened.
+    package static func startWriteback(of path: String) {
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        lc_start_writeback(fd, 0, 0)
+        close(fd)
+    }
+
     /// Returns once the entries of the directory at `path` are on disk: a rename(2) into it is
     /// then durable.
     package static func syncDirectory(_ path: String) throws {
