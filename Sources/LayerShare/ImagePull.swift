@@ -69,11 +69,11 @@ public struct ImagePull {
         private let buildLock: FileLock
         private let storeLock: FileLock
         private let scratch: String
-        private let pulled: Store.PulledImage
+        private let pulled: [Store.PulledImage]
         private var finished = false
 
         fileprivate init(
-            _ pending: PendingLayer, store: Store, name: String?, storeLock: FileLock, scratch: String, pulled: Store.PulledImage
+            _ pending: PendingLayer, store: Store, name: String?, storeLock: FileLock, scratch: String, pulled: [Store.PulledImage]
         ) {
             layer = pending.layer
             sync = pending.sync
@@ -97,7 +97,7 @@ public struct ImagePull {
             try sync.value()
             _ = try store.commit(folder, as: layer.key, synced: true)
             if let name { try store.setRef(name, to: layer.key) }
-            try? store.notePulled(pulled)
+            for image in pulled { try? store.notePulled(image) }
         }
     }
 
@@ -249,16 +249,19 @@ public struct ImagePull {
             reference: resolved.description, manifestDigest: manifestDigest, name: name, key: top, layers: layers,
             knownBlocks: knownBlocks)
         // What `reference` resolved to, for a build --offline on it (a cache: a pull that cannot
-        // note it still pulls).
-        let pulled = Store.PulledImage(
-            reference: reference.description, resolved: resolved.description, manifestDigest: manifestDigest, key: top)
+        // note it still pulls); and under the digest alone, which `from:` may name instead of the
+        // tag that resolved to it.
+        let byDigest = ImageReference(registry: reference.registry, repository: reference.repository, tag: nil, digest: manifestDigest)
+        let pulled = Set([reference.description, byDigest.description]).sorted().map {
+            Store.PulledImage(reference: $0, resolved: resolved.description, manifestDigest: manifestDigest, key: top)
+        }
         if let pending {
             handedOver = true
             result.committing = TopCommit(pending, store: store, name: name, storeLock: lock, scratch: scratch, pulled: pulled)
             return result
         }
         if let name { try store.setRef(name, to: top) }
-        try? store.notePulled(pulled)
+        for image in pulled { try? store.notePulled(image) }
         return result
     }
 

@@ -1,8 +1,9 @@
 import Foundation
 import LayerSupport
 
-/// The images pulled into a store, each by the reference it was pulled by (a tag, or a digest):
-/// the manifest that reference resolved to and the top layer's key, as of its last pull. A
+/// The images pulled into a store, each by the reference it was pulled by (a tag, or a digest) and
+/// by its digest alone: the manifest that reference resolved to and the top layer's key, as of its
+/// last pull. A
 /// `from:` image is resolved at the registry at each build; `build --offline` takes it from here.
 /// A cache: a pull that cannot write it still pulls, and gc leaves it (a reference whose layers
 /// gc removed is no longer found).

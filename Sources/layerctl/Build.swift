@@ -260,7 +260,11 @@ extension RegistryArguments {
                 return BaseImage(reference: pulled.reference, key: pulled.key)
             }
             let reference = try reference(text)
-            guard let image = store.pulledImage(reference.description) else {
+            // A digest names the image whatever tag is beside it, and whichever reference was pulled.
+            let byDigest = reference.digest.map {
+                ImageReference(registry: reference.registry, repository: reference.repository, tag: nil, digest: $0).description
+            }
+            guard let image = store.pulledImage(reference.description) ?? byDigest.flatMap(store.pulledImage) else {
                 throw BuildFailure(
                     "\(reference) was not pulled into this store (or gc removed its layers), and --offline fetches nothing: "
                         + "build once without --offline, or `layerctl pull \(reference)`",

@@ -342,7 +342,7 @@ struct ShareTests {
 extension ShareTests {
     /// A `from:` image is resolved at its registry at each build: --offline said it "needs the
     /// registry". It takes the image as the store's last pull of that reference left it.
-    @Test("build --offline on an image takes it as the store last pulled it, with the registry gone; one never pulled is one line at from:")
+    @Test("build --offline on an image takes it as the store last pulled it, by its tag or its digest, with the registry gone; one never pulled is one line at from:")
     func offlineOnImage() throws {
         let store = try Self.builtDemo()
         let registry = try RegistryServer()
@@ -370,6 +370,15 @@ extension ShareTests {
         let record = try handle.record(rebuilt)
         #expect(record.parent == top && rebuilt != built)
         #expect(try String(contentsOfFile: handle.tree(record.key) + "/etc/motd", encoding: .utf8) == "offline\n")
+
+        // The image by its digest, alone or beside the tag, though only the tag was pulled.
+        let digest = try #require(handle.pulledImage(image)).manifestDigest
+        for reference in ["\(registry.host)/steve/gaming@\(digest)", "\(image)@\(digest)"] {
+            try write(from: reference, motd: reference)
+            let byDigest = try Harness.run(["build", layer, "--store", other, "--offline", "--json"])
+            #expect(byDigest.status == 0 && byDigest.built == ["child"], "\(byDigest.stdout) \(byDigest.stderr)")
+            #expect(try handle.record(try #require(try handle.ref("child"))).parent == top)
+        }
 
         let other2 = "\(registry.host)/steve/gaming:v2"
         try write(from: other2, motd: "offline")
