@@ -158,6 +158,16 @@ extension Store {
         for name in try FileSystem.listDirectory(locksDirectory) where !reachable.contains(name) {
             unlink(locksDirectory + "/" + name)
         }
+        // The notes of pulled references whose image went: `build --offline` would find none.
+        for name in (try? FileSystem.listDirectory(pulledImagesDirectory)) ?? [] {
+            let path = pulledImagesDirectory + "/" + name
+            guard let data = try? FileSystem.readRegularFile(path, atMost: 64 << 10),
+                let image = try? JSONDecoder().decode(PulledImage.self, from: data), reachable.contains(image.key)
+            else {
+                unlink(path)
+                continue
+            }
+        }
         if dropBlockCache && FileSystem.exists(blockCacheDirectory) {
             let doomed = tmpDirectory + "/gc-blocks"
             try sys("move out", blockCacheDirectory) { rename(blockCacheDirectory, doomed) }

@@ -390,6 +390,12 @@ extension ShareTests {
                     + "nothing: build once without --offline, or `layerctl pull \(other2)`"
             ], "\(never.stderr)")
         try Harness.expectValidStore(other)
+        // gc keeps the notes of the image while a layer stands on it, and removes them with it.
+        #expect(try Harness.run(["gc", "--store", other]).status == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: handle.pulledImagesDirectory).count == 2)
+        #expect(try Harness.run(["rm", "child", "--store", other]).status == 0)
+        #expect(try Harness.run(["gc", "--store", other]).status == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: handle.pulledImagesDirectory) == [])
     }
 
     /// A timer's pull, a user's and a build on the image may meet in one store: each layer's build
