@@ -202,9 +202,7 @@ enum PackageWork {
             return String(cString: resolved)
         }
         var paths: [String] = []
-        for server in repositories.flatMap({ $0.expandedServers(arch: arch) }) where server.hasPrefix("file://") {
-            let written = String(server.dropFirst("file://".count))
-            let folder = written.removingPercentEncoding ?? written
+        for folder in repositories.flatMap({ $0.fileServerFolders(arch: arch) }) {
             guard let real = found(folder) else { continue }
             paths.append(real)
             for name in (try? FileSystem.listDirectory(real)) ?? [] {
@@ -351,7 +349,14 @@ enum PackageWork {
             if local.servers.isEmpty { local.servers = [nowhere] }
             try handle.register(local, arch: job.arch)
         }
-        let missing = expected.filter { !inCache($0.filename) }
+        // A repository's file:// folders may lack what its other servers have (one that has
+        // only file:// servers fails as it would online).
+        let folders = Dictionary(job.repositories.map { ($0.name, $0.fileServerFolders(arch: job.arch)) }) { first, _ in first }
+        let networked = Set(job.repositories.filter { $0.servers.contains { !$0.hasPrefix("file://") } }.map(\.name))
+        let missing = (job.expected ?? []).filter { package in
+            networked.contains(package.repository) && !inCache(package.filename)
+                && !(folders[package.repository] ?? []).contains { FileSystem.exists($0 + "/" + package.filename) }
+        }
         if let first = missing.first {
             return OfflineLack(package: first.filename, what: named(first) + (missing.count > 1 ? " (and \(missing.count - 1) more)" : ""))
         }
@@ -432,6 +437,14 @@ enum PackageWork {
 extension Repository {
     /// Whether a server is a folder of this host's (`file://`).
     var hasFileServer: Bool { servers.contains { $0.hasPrefix("file://") } }
+
+    /// The folders its file:// servers name, for `arch`.
+    func fileServerFolders(arch: String) -> [String] {
+        expandedServers(arch: arch).filter { $0.hasPrefix("file://") }.map { server in
+            let written = String(server.dropFirst("file://".count))
+            return written.removingPercentEncoding ?? written
+        }
+    }
 
     /// The repository with its file:// servers alone: what an `--offline` build may fetch from.
     var withFileServersOnly: Repository {

@@ -104,6 +104,44 @@ struct OfflineTests {
         #expect(try served.requests() == [])
     }
 
+    /// A repository with a file:// folder and a server over the network keeps the folder offline:
+    /// a package found there is built from it, one it lacks (as the cache does) is the one line,
+    /// where libalpm said it could not open the file.
+    @Test("--offline with a file:// folder beside a server over the network builds from the folder, and names a package neither it nor the cache holds")
+    func folderBesideServer() throws {
+        let served = try Served(Harness.demoOut + "/repo/demo")
+        defer { served.helper.stop() }
+        let work = try Harness.temporaryDirectory("offline-folder")
+        let store = work + "/store", layer = work + "/layer.yaml", mirror = work + "/mirror/demo"
+        try FileManager.default.createDirectory(atPath: work + "/mirror", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Harness.demoOut + "/repo/demo", toPath: mirror)
+        for name in try FileManager.default.contentsOfDirectory(atPath: mirror) where name.hasPrefix("nano-") {
+            try FileManager.default.removeItem(atPath: mirror + "/" + name)
+        }
+        func write(_ packages: String) throws {
+            try "from: scratch\narch: x86_64\nrepos:\n  - name: demo\n    servers: [\"file://\(work)/mirror/$repo\", \"\(served.server)\"]\n    siglevel: Optional TrustAll\npackages: [\(packages)]\n"
+                .write(toFile: layer, atomically: false, encoding: .utf8)
+        }
+        try write("filesystem, busybox")
+        let online = try Harness.run(["build", layer, "--store", store])
+        #expect(online.status == 0, "\(online.stderr)")
+
+        try write("filesystem, busybox, greeter")
+        let folder = try Harness.run(["build", layer, "--store", store, "--offline"])
+        #expect(folder.status == 0 && folder.stdout.contains("(1 built, 0 cached)"), "\(folder.stdout) \(folder.stderr)")
+
+        try write("filesystem, busybox, nano")
+        let lacking = try Harness.run(["build", layer, "--store", store, "--offline"])
+        #expect(lacking.status == 5, "\(lacking.stderr)")
+        #expect(
+            lacking.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") } == [
+                "layerctl: \(layer):4:5: --offline downloads nothing, and the store's cache lacks package nano 7.2-1 of repository "
+                    + "demo: build once without --offline"
+            ], "\(lacking.stderr)")
+        #expect(try served.requests() == [])
+        try Harness.expectValidStore(store)
+    }
+
     /// Under pacman's default level a package's `.sig` is fetched with it and cached: offline, both
     /// come from the cache. A `.sig` the cache lacks is written from the database, which holds each
     /// signature where repo-add found one beside its package (libalpm checks that one, and fetched
