@@ -76,12 +76,12 @@ struct PackageResolver {
     /// names of the packages that do not open as tar archives.
     func fetch(
         _ request: TransactionRequest, layer: String, in downloads: PackageWork.Child, cache: String, keyring: String,
-        largest: Int64, offline expected: [PackageFile]? = nil, reached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)?
+        largest: Int64, expected: [PackageFile], offline: Bool, reached: inout Bool, watch: ((pid_t) -> LimitWatch<any Error>)?
     ) throws -> PackageWork.Outcome {
         let scratch = try downloads.makeScratch("fetch")
         var job = try job(.fetch, layer: layer, scratch: scratch)
         job.request = request
-        job.offline = expected != nil ? true : nil
+        job.offline = offline ? true : nil
         job.expected = expected
         job.cache = cache
         job.keyring = try PackageWork.keyringCopy(of: keyring, in: scratch)

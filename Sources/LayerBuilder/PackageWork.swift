@@ -48,8 +48,8 @@ enum PackageWork {
         var readable: [String] = []
         var writable: [String] = []
 
-        /// For `fetch` in an `--offline` build (`registerOffline`): no network, and
-        /// `expected`, the packages the resolution installs, all in `cache` or on a file:// server.
+        /// For `fetch`: `expected`, the packages the resolution installs; in an `--offline` build
+        /// (`registerOffline`), no network, and each in `cache` or on a file:// server.
         var offline: Bool?
         var expected: [PackageFile]?
 
@@ -290,6 +290,7 @@ enum PackageWork {
                 if let lack = try registerOffline(handle, job, cache: cache) { return Outcome(offlineLack: lack) }
             } else {
                 for repository in job.repositories { try handle.register(repository, arch: job.arch) }
+                try keepCachedPackages(handle, job, cache: cache)
             }
             try handle.checkDatabasesValid()
             try handle.checkFileNames()
@@ -363,15 +364,8 @@ enum PackageWork {
         for repository in job.repositories where remote.contains(repository.name) {
             let level = repository.signatureLevel ?? .pacmanDefault
             guard level.checksPackagesOptionally || level.requiresPackageSignatures else { continue }
-            var unsigned: [PackageFile] = []
-            var signed = 0
-            for package in expected where package.repository == repository.name {
-                let signature = package.filename + ".sig"
-                if !inCache(signature), let held = handle.databaseSignature(package.name, in: repository.name) {
-                    try FileSystem.writeFile(Data(held), to: cache + "/" + signature)
-                }
-                if inCache(signature) { signed += 1 } else { unsigned.append(package) }
-            }
+            let (signed, unsigned) = try signatures(
+                of: expected.filter { $0.repository == repository.name }, in: repository.name, handle, cache: cache)
             guard let first = unsigned.first else { continue }
             if level.requiresPackageSignatures {
                 return OfflineLack(package: first.filename, what: "the signature (.sig) of \(named(first)), which its siglevel requires")
@@ -385,6 +379,49 @@ enum PackageWork {
                 Repository(name: repository.name, servers: [nowhere], signatureLevel: level.checkingNoPackage), arch: job.arch)
         }
         return nil
+    }
+
+    /// Where `cache` lacks the `.sig` of a package of `packages` (all of `repository`), writes the
+    /// signature its database holds, as repo-add wrote it there; returns how many have a `.sig`
+    /// then, and those that have none.
+    private static func signatures(
+        of packages: [PackageFile], in repository: String, _ handle: AlpmHandle, cache: String
+    ) throws -> (signed: Int, unsigned: [PackageFile]) {
+        var unsigned: [PackageFile] = []
+        var signed = 0
+        for package in packages {
+            let signature = cache + "/" + package.filename + ".sig"
+            if !FileSystem.exists(signature), let held = handle.databaseSignature(package.name, in: repository) {
+                try FileSystem.writeFile(Data(held), to: signature)
+            }
+            if FileSystem.exists(signature) { signed += 1 } else { unsigned.append(package) }
+        }
+        return (signed, unsigned)
+    }
+
+    /// Keeps an online fetch from downloading a cached package again. libalpm does that when the
+    /// package's repository checks package signatures and no `.sig` is cached, though it checks the
+    /// signature the database holds, where it holds one: that one is written as the `.sig`. A
+    /// repository of unsigned packages under `Optional` (makepkg's, the AUR's) has none anywhere,
+    /// and each rebuild downloaded every package of it again: where the fetch takes from it only
+    /// cached packages, none signed, it is registered again checking no package signature, and
+    /// `Optional` passes each on the sha256 its database gives, as libalpm would have after
+    /// downloading it again.
+    private static func keepCachedPackages(_ handle: AlpmHandle, _ job: Job, cache: String) throws {
+        for repository in job.repositories {
+            let level = repository.signatureLevel ?? .pacmanDefault
+            guard level.checksPackagesOptionally || level.requiresPackageSignatures else { continue }
+            let cached = (job.expected ?? []).filter {
+                $0.repository == repository.name && FileSystem.exists(cache + "/" + $0.filename)
+            }
+            let (signed, unsigned) = try signatures(of: cached, in: repository.name, handle, cache: cache)
+            let taken = (job.expected ?? []).filter { $0.repository == repository.name }.count
+            guard !level.requiresPackageSignatures, signed == 0, !unsigned.isEmpty, unsigned.count == taken else { continue }
+            try handle.unregister(repository.name)
+            try handle.register(
+                Repository(name: repository.name, servers: repository.servers, signatureLevel: level.checkingNoPackage),
+                arch: job.arch)
+        }
     }
 
     /// Detaches every mount of this namespace that none of `paths` lies in or under. The child

@@ -107,7 +107,7 @@ extension StackBuilder {
         do {
             outcome = try resolver.fetch(
                 request, layer: layer.name, in: downloads, cache: fetchCache, keyring: options.keyring,
-                largest: largest, offline: options.offline ? resolution.install : nil, reached: &tooLarge, watch: stalls)
+                largest: largest, expected: resolution.install, offline: options.offline, reached: &tooLarge, watch: stalls)
         } catch let error as AlpmError where !error.missingKeys.isEmpty {
             throw BuildFailure(missingKeys: error, keyring: options.keyring) { name in
                 repositoryLocations[name]?.description ?? layer.path

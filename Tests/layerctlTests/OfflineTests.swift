@@ -4,7 +4,8 @@ import LayerStore
 import Testing
 
 /// `build --offline` fetches nothing over the network: the databases are the store's copies, and a
-/// package comes from the store's cache or a file:// server. Each repository here is served over
+/// package comes from the store's cache or a file:// server. (And an online build downloads no
+/// package the cache holds.) Each repository here is served over
 /// HTTP by a server that logs every request, and stays up while the offline builds run: what they
 /// asked of it is the oracle.
 @Suite("Offline builds", .serialized, .enabled(if: Harness.canBuild, Harness.cannotBuildReason))
@@ -102,6 +103,25 @@ struct OfflineTests {
                     + "2024.11.21-1 of repository demo, whose repository's other packages have theirs: build once without --offline"),
             "\(mixed.stderr)")
         #expect(try served.requests() == [])
+    }
+
+    /// Online too, libalpm downloaded a cached package again when its repository checks package
+    /// signatures and no `.sig` is cached: each rebuild of a layer from a repository of unsigned
+    /// packages under `Optional` downloaded every package of it again.
+    @Test("an online build takes a cached unsigned package from the cache, asking its server for the database alone")
+    func onlineFromCache() throws {
+        let (served, store, layer) = try builtOnline("online-cached")
+        defer { served.helper.stop() }
+        try writeLayer(layer, server: served.server, siglevel: "Optional TrustAll", packages: "filesystem, busybox", hostname: "again")
+        let again = try Harness.run(["build", layer, "--store", store, "--json"])
+        #expect(again.status == 0 && again.built == ["layer"], "\(again.stdout) \(again.stderr)")
+        let asked = try served.requests()
+        #expect(!asked.isEmpty && asked.allSatisfy { $0.contains("/demo.db") }, "\(asked)")
+        let handle = try Store(root: store)
+        let record = try handle.record(try #require(try handle.ref("layer")))
+        #expect(record.added.map(\.name).sorted() == ["busybox", "filesystem"])
+        #expect(try String(contentsOfFile: handle.tree(record.key) + "/etc/hostname", encoding: .utf8) == "again\n")
+        try Harness.expectValidStore(store)
     }
 
     /// A repository with a file:// folder and a server over the network keeps the folder offline:
