@@ -52,7 +52,7 @@ struct ArchPackageTests {
     ) throws -> Harness.Result {
         let result = try Harness.run(["build", "\(folder)/\(name).yaml", "--store", store] + options)
         #expect(result.status == status, "\(result.stderr)", sourceLocation: sourceLocation)
-        let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let lines = result.labelled
         #expect(lines == ["layerctl: \(folder)/\(name).yaml\(says)"[...]], "\(result.stderr)", sourceLocation: sourceLocation)
         try expectNothingLeft(store, of: name, sourceLocation: sourceLocation)
         return result
@@ -158,7 +158,7 @@ struct ArchPackageTests {
         // the way of itself. At greeter, which brought it in, saying why.
         let slim = try Harness.run(["build", "\(folder)/above-slim.yaml", "--store", store])
         #expect(slim.status == 5, "\(slim.stderr)")
-        let lines = slim.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let lines = slim.labelled
         #expect(lines.count == 1, "\(slim.stderr)")
         #expect(
             lines.first?.hasPrefix("layerctl: \(folder)/above-slim.yaml:2:23: commit transaction failed: conflicting files; busybox: ")
@@ -256,7 +256,7 @@ struct ArchPackageTests {
         let old = try Harness.run(["build", folder + "/old.yaml", "--store", store])
         #expect(old.status == 0, "\(old.stderr)")
         let swap = try Harness.run(["build", folder + "/swap.yaml", "--store", store])
-        let lines = swap.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let lines = swap.labelled
         #expect(swap.status == 5 && lines.count == 1, "\(swap.stderr)")
         for text in [
             "layerctl: \(folder)/swap.yaml:2:12: resolve newtool, conflict-b failed: conflicting dependencies; ",

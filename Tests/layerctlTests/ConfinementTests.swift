@@ -659,7 +659,7 @@ struct ConfinementTests {
             #expect(result.status == 5, "\(result.stderr)")
             #expect(
                 result.stderr.contains("probe.yaml:7:12: resolving the packages of layer probe \(says)"), "\(result.stderr)")
-            #expect(result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }.count == 1, "\(result.stderr)")
+            #expect(result.labelled.count == 1, "\(result.stderr)")
             // The --json record says it too, as for any other error.
             #expect(result.stdout.contains(#""error":{"code":"packages","exitStatus":5"#), "\(result.stdout)")
         }

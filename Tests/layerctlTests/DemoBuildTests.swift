@@ -384,7 +384,7 @@ struct DemoBuildTests {
             try text.write(toFile: "\(layers)/\(name).yaml", atomically: false, encoding: .utf8)
         }
         let refused = try Harness.run(["build", "\(layers)/owned.yaml", "--store", store])
-        let lines = refused.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let lines = refused.labelled
         #expect(refused.status != 0 && lines.count == 1, "\(refused.stderr)")
         #expect(
             lines.first?.hasSuffix(
@@ -453,7 +453,7 @@ struct DemoBuildTests {
             try entry(name).write(toFile: "\(layers)/\(name)-layer.yaml", atomically: false, encoding: .utf8)
             let result = try Harness.run(["build", "\(layers)/\(name)-layer.yaml", "--store", store])
             #expect(result.status == 3, "\(name): \(result.stderr)")
-            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let lines = result.labelled
             #expect(lines.count == 1 && lines[0].contains("\(name)-layer.yaml:3:5: `source` folder ") && lines[0].contains(says), "\(result.stderr)")
             #expect(try Store(root: store).ref(name + "-layer") == nil)
         }

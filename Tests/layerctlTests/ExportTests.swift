@@ -267,7 +267,7 @@ struct ExportTests {
             if extra.isEmpty { _ = try export("gaming", store: store, to: Harness.temporaryDirectory("images") + "/fill.squashfs") }
             let result = try Harness.run(["export", "gaming", "--store", store, "-o", target] + extra)
             #expect(result.status == 8, "\(extra): \(result.stderr)")
-            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let lines = result.labelled
             #expect(lines == ["layerctl: \(failed)"], "\(extra): \(result.stderr)")
             #expect(try String(contentsOfFile: target, encoding: .utf8) == "an older image\n")
             #expect(try FileManager.default.contentsOfDirectory(atPath: folder) == ["gaming.squashfs"])
@@ -276,7 +276,7 @@ struct ExportTests {
         for format in ["tar", "dir", "oci"] {
             let result = try Harness.run(["export", "gaming", "--store", store, "-o", folder + "/gaming." + format, "--format", format])
             #expect(result.status == 8, "\(format): \(result.stderr)")
-            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let lines = result.labelled
             #expect(lines.count == 1 && lines[0].hasSuffix(" failed: No space left on device"), "\(format): \(result.stderr)")
             // Said of the output as the user named it, not of the hidden folder it was made in.
             #expect(result.stderr.contains(folder + "/gaming." + format) && !result.stderr.contains(".layerctl-"), "\(result.stderr)")

@@ -376,7 +376,7 @@ struct FailureTests {
             try Self.writeRootLayer(servers: server, packages: packages, to: folder + "/layer.yaml")
             let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
             #expect(result.status == 5, "\(result.stderr)")
-            let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let labelled = result.labelled
             #expect(labelled == ["layerctl: \(folder)/\(expected)"], "\(result.stderr)")
             // libalpm's own lines about it ("error: failed retrieving file", "warning: failed to
             // retrieve some files") would say it twice and once more.
@@ -428,7 +428,7 @@ struct FailureTests {
         let result = try Harness.run(
             ["--stack=\(64 << 20)", Harness.executable, "build", layers + "/env17.yaml", "--store", store], tool: "/usr/bin/prlimit")
         #expect(result.status == 3, "\(result.stderr.suffix(600))")
-        let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let labelled = result.labelled
         #expect(
             labelled == [
                 "layerctl: \(layers)/env17.yaml:5:5: the command and the environment (the env: of this layer and the layers below) "
@@ -470,7 +470,7 @@ struct FailureTests {
         let store = try Harness.temporaryDirectory("store")
         let result = try Harness.run(["build", folder + "/layer.yaml", "--store", store])
         #expect(result.status == 3, "\(result.stderr)")
-        let labelled = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let labelled = result.labelled
         #expect(labelled == ["layerctl: \(folder)/layer.yaml:\(line):5: \(says)"], "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: store + "/layers").isEmpty)
     }

@@ -43,6 +43,10 @@ enum Harness {
         var stdout: String
         var stderr: String
 
+        /// The lines of stderr that layerctl's errors begin with (`layerctl: `), without what
+        /// libalpm or a step printed around them.
+        var labelled: [Substring] { stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") } }
+
         /// The layers a `build --json` built and reused, by name.
         var built: [String] { events("built") }
         var cached: [String] { events("cached") }

@@ -79,7 +79,7 @@ struct OfflineTests {
         try writeLayer(layer, server: served.server, siglevel: "Optional TrustAll", packages: "filesystem, busybox, nano", hostname: "offline")
         let lacking = try Harness.run(["build", layer, "--store", store, "--offline"])
         #expect(lacking.status == 5, "\(lacking.stderr)")
-        let labelled = lacking.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let labelled = lacking.labelled
         #expect(
             labelled == [
                 "layerctl: \(layer):4:5: --offline downloads nothing, and the store's cache lacks package nano 7.2-1 of repository "
@@ -154,7 +154,7 @@ struct OfflineTests {
         let lacking = try Harness.run(["build", layer, "--store", store, "--offline"])
         #expect(lacking.status == 5, "\(lacking.stderr)")
         #expect(
-            lacking.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") } == [
+            lacking.labelled == [
                 "layerctl: \(layer):4:5: --offline downloads nothing, and the store's cache lacks package nano 7.2-1 of repository "
                     + "demo: build once without --offline"
             ], "\(lacking.stderr)")

@@ -385,7 +385,7 @@ extension ShareTests {
         let never = try Harness.run(["build", layer, "--store", other, "--offline"])
         #expect(never.status == 3, "\(never.stderr)")
         #expect(
-            never.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") } == [
+            never.labelled == [
                 "layerctl: \(layer):1:7: \(other2) was not pulled into this store (or gc removed its layers), and --offline fetches "
                     + "nothing: build once without --offline, or `layerctl pull \(other2)`"
             ], "\(never.stderr)")

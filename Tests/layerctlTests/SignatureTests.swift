@@ -76,7 +76,7 @@ struct SignatureTests {
         ] {
             let result = try build(["rogue"], repo: repo, siglevel: siglevel, keyring: keyring)
             #expect(result.status == 5)
-            let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let error = result.labelled
             #expect(error.count == 1, "\(result.stderr)")
             let line = String(error.first ?? "")
             #expect(line.contains("/signed.yaml:4:5: check the signature of rogue failed: from repository demo, it is signed by key "), "\(line)")
@@ -129,7 +129,7 @@ struct SignatureTests {
         for repo in ["signed", "rogue-db"] {
             let result = try build(["filesystem"], repo: Harness.demoOut + "/" + repo, keyring: keyring)
             #expect(result.status == 5, "\(result.stderr)")
-            let error = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let error = result.labelled
             #expect(error.count == 1, "\(result.stderr)")
             #expect(
                 error.first?.contains(
@@ -259,7 +259,7 @@ struct SignatureTests {
         ] {
             let result = try build(["filesystem"], repo: repo, siglevel: siglevel)
             #expect(result.status == 5)
-            let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+            let lines = result.labelled
             #expect(lines.count == 1, "\(result.stderr)")
             #expect(
                 lines.first?.hasSuffix(

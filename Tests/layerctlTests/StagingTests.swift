@@ -444,7 +444,7 @@ struct StagingTests {
         // removes what it wrote when it fails.
         let failed = try Harness.run(["stage", machine.image, "--name", "probe"] + disk.options)
         #expect(failed.status == 8, "\(failed.stderr)")
-        let lines = failed.stderr.split(separator: "\n").filter { $0.hasPrefix("layerctl: ") }
+        let lines = failed.labelled
         #expect(lines.count == 1 && lines[0].hasSuffix("failed: No space left on device"), "\(failed.stderr)")
         let left = try FileManager.default.contentsOfDirectory(atPath: disk.mount + "/state/probe")
         #expect(!left.contains("incoming.squashfs"), "\(left)")
