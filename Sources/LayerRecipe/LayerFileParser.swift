@@ -17,7 +17,6 @@ struct LayerFileParser {
         "upgrade", "ignore",
     ]
     static let repoKeys = ["name", "servers", "mirrorlist", "siglevel", "snapshot"]
-
     static let fileKeys = ["path", "content", "source", "link", "mode", "owner"]
     /// Folders whose content the kernel or the booted system makes: `files:` may not write there.
     static let apiFolders = ["/proc", "/sys", "/dev", "/run", "/tmp"]

@@ -161,12 +161,12 @@ extension Store {
         // The notes of pulled references whose image went: `build --offline` would find none.
         for name in (try? FileSystem.listDirectory(pulledImagesDirectory)) ?? [] {
             let path = pulledImagesDirectory + "/" + name
-            guard let data = try? FileSystem.readRegularFile(path, atMost: 64 << 10),
+            if let data = try? FileSystem.readRegularFile(path, atMost: 64 << 10),
                 let image = try? JSONDecoder().decode(PulledImage.self, from: data), reachable.contains(image.key)
-            else {
-                unlink(path)
+            {
                 continue
             }
+            unlink(path)
         }
         if dropBlockCache && FileSystem.exists(blockCacheDirectory) {
             let doomed = tmpDirectory + "/gc-blocks"

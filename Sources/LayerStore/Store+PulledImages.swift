@@ -3,9 +3,9 @@ import LayerSupport
 
 /// The images pulled into a store, each by the reference it was pulled by (a tag, or a digest) and
 /// by its digest alone: the manifest that reference resolved to and the top layer's key, as of its
-/// last pull. A
-/// `from:` image is resolved at the registry at each build; `build --offline` takes it from here.
-/// A cache: a pull that cannot write it still pulls, and gc removes the notes of images it removed.
+/// last pull. A `from:` image is resolved at the registry at each build; `build --offline` takes
+/// it from here. A cache: a pull that cannot write it still pulls, and gc removes the notes of
+/// images it removed.
 extension Store {
     public struct PulledImage: Codable, Sendable, Equatable {
         /// The reference as pulled (`ghcr.io/steve/base:v1`).

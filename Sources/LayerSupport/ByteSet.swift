@@ -42,5 +42,4 @@ package struct ByteSet: Sendable {
         guard let head = bytes.first, first.contains(head) else { return false }
         return bytes.dropFirst().allSatisfy(rest.contains)
     }
-
 }
