@@ -342,7 +342,7 @@ struct ShareTests {
 extension ShareTests {
     /// A `from:` image is resolved at its registry at each build: --offline said it "needs the
     /// registry". It takes the image as the store's last pull of that reference left it.
-    @Test("build --offline on an image takes it as the store last pulled it, by its tag or its digest, with the registry gone; one never pulled is one line at from:")
+    @Test("build --offline on an image takes it as the store last pulled it, by its tag or its digest, with the registry gone; one never pulled is one line at from:; gc removes the notes with the image")
     func offlineOnImage() throws {
         let store = try Self.builtDemo()
         let registry = try RegistryServer()
